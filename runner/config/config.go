@@ -1,0 +1,282 @@
+package config
+
+import (
+	"os"
+	"reflect"
+	"time"
+
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+// Config is a whole pacer.yaml.
+type Config struct {
+	Node          Node          `yaml:"node"`
+	Cluster       Cluster       `yaml:"cluster"`
+	HTTP          HTTP          `yaml:"http"`
+	Plugins       Plugins       `yaml:"plugins"`
+	Observability Observability `yaml:"observability"`
+	Jobs          []Job         `yaml:"jobs"`
+}
+
+// Node identifies this replica.
+type Node struct {
+	Name string `yaml:"name"` // default: os.Hostname()
+}
+
+// Cluster configures coordination between replicas.
+type Cluster struct {
+	Name     string        `yaml:"name"`      // default "default"; [a-z0-9-_] only
+	DataDir  string        `yaml:"data_dir"`  // default "./data"
+	LeaseTTL time.Duration `yaml:"lease_ttl"` // default 10s; >= 2s, whole seconds
+	Etcd     Etcd          `yaml:"etcd"`
+}
+
+// Etcd configures the etcd client, or the embedded single-node etcd when
+// Endpoints is empty.
+type Etcd struct {
+	Endpoints      []string      `yaml:"endpoints"`       // empty => embedded single-node etcd
+	DialTimeout    time.Duration `yaml:"dial_timeout"`    // default 5s
+	RequestTimeout time.Duration `yaml:"request_timeout"` // default 5s
+	Username       string        `yaml:"username"`
+	PasswordEnv    string        `yaml:"password_env"` // name of env var holding the password
+	TLS            TLS           `yaml:"tls"`
+	Embedded       Embedded      `yaml:"embedded"`
+}
+
+// TLS holds file names for the etcd client's TLS settings.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"` // cert_file and key_file both or neither
+}
+
+// Embedded configures the embedded etcd server.
+type Embedded struct {
+	ClientListen string `yaml:"client_listen"` // default "127.0.0.1:2379"; host:port
+	PeerListen   string `yaml:"peer_listen"`   // default "127.0.0.1:2380"; host:port
+}
+
+// HTTP configures the API and metrics server.
+type HTTP struct {
+	Listen   string `yaml:"listen"`    // default "127.0.0.1:9464"; host:port
+	TokenEnv string `yaml:"token_env"` // env var with the API bearer token; empty = no auth
+}
+
+// Plugins configures how plugin binaries are found, verified and started.
+type Plugins struct {
+	Dir          string            `yaml:"dir"`           // default "./bin/plugins"
+	StartTimeout time.Duration     `yaml:"start_timeout"` // default 10s
+	Checksums    map[string]string `yaml:"checksums"`     // plugin name -> "sha256:<64 hex>"
+	Paths        map[string]string `yaml:"paths"`         // plugin name -> explicit binary path
+}
+
+// Observability configures logs, traces and redaction.
+type Observability struct {
+	Log      Log      `yaml:"log"`
+	Tracing  Tracing  `yaml:"tracing"`
+	Sanitize Sanitize `yaml:"sanitize"`
+}
+
+// Log configures the process log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug|info|warn|error, default info
+	Format string `yaml:"format"` // json|text, default json
+}
+
+// Tracing configures OpenTelemetry tracing.
+type Tracing struct {
+	Exporter    string   `yaml:"exporter"`     // none|stdout|otlp, default none
+	Endpoint    string   `yaml:"endpoint"`     // for otlp; default "127.0.0.1:4317"
+	Insecure    *bool    `yaml:"insecure"`     // default true
+	SampleRatio *float64 `yaml:"sample_ratio"` // 0..1, default 1
+}
+
+// Sanitize configures what is redacted from logs, traces and task output.
+type Sanitize struct {
+	RedactKeys []string  `yaml:"redact_keys"`
+	Patterns   []Pattern `yaml:"patterns"`
+}
+
+// Pattern is a named regular expression whose matches are redacted.
+type Pattern struct {
+	Name  string `yaml:"name"`  // required, [a-z0-9_]
+	Regex string `yaml:"regex"` // required, must compile (regexp)
+}
+
+// Job is one scheduled task.
+type Job struct {
+	ID       string         `yaml:"id"`       // required, unique, [A-Za-z0-9._-], <= 128 chars
+	Plugin   string         `yaml:"plugin"`   // required
+	Task     string         `yaml:"task"`     // required
+	Schedule string         `yaml:"schedule"` // required; see package schedule
+	Timezone string         `yaml:"timezone"` // IANA name, default "UTC"
+	Timeout  time.Duration  `yaml:"timeout"`  // default 1m; > 0
+	Retries  Retries        `yaml:"retries"`
+	Overlap  string         `yaml:"overlap"` // forbid|allow|replace, default forbid
+	Misfire  Misfire        `yaml:"misfire"`
+	Jitter   time.Duration  `yaml:"jitter"` // >= 0
+	Params   map[string]any `yaml:"params"` // free-form, passed to the plugin task
+
+	Line     int               `yaml:"-"` // line of the job's mapping in the file
+	Location *time.Location    `yaml:"-"` // resolved Timezone
+	Sched    schedule.Schedule `yaml:"-"` // parsed Schedule
+}
+
+// Retries configures retrying a failed run with exponential backoff.
+type Retries struct {
+	Max            int           `yaml:"max"`             // >= 0, default 0
+	InitialBackoff time.Duration `yaml:"initial_backoff"` // default 1s, > 0
+	MaxBackoff     time.Duration `yaml:"max_backoff"`     // default 1m, >= initial_backoff
+}
+
+// Misfire says what to do with fire times missed while no replica was
+// running the job.
+type Misfire struct {
+	Policy string        `yaml:"policy"` // skip|once|all, default once
+	Grace  time.Duration `yaml:"grace"`  // default 1m, >= 0
+}
+
+// Default values. Absent keys and empty strings take these.
+const (
+	defaultClusterName          = "default"
+	defaultDataDir              = "./data"
+	defaultLeaseTTL             = 10 * time.Second
+	defaultEtcdDialTimeout      = 5 * time.Second
+	defaultEtcdRequestTimeout   = 5 * time.Second
+	defaultEmbeddedClientListen = "127.0.0.1:2379"
+	defaultEmbeddedPeerListen   = "127.0.0.1:2380"
+	defaultHTTPListen           = "127.0.0.1:9464"
+	defaultPluginDir            = "./bin/plugins"
+	defaultPluginStartTimeout   = 10 * time.Second
+	defaultLogLevel             = "info"
+	defaultLogFormat            = "json"
+	defaultTracingExporter      = "none"
+	defaultTracingEndpoint      = "127.0.0.1:4317"
+	defaultTimezone             = "UTC"
+	defaultJobTimeout           = time.Minute
+	defaultInitialBackoff       = time.Second
+	defaultMaxBackoff           = time.Minute
+	defaultOverlap              = "forbid"
+	defaultMisfirePolicy        = "once"
+	defaultMisfireGrace         = time.Minute
+)
+
+// Default returns a configuration with every default applied and no jobs.
+// Node.Name is the host name, or empty if it cannot be determined.
+func Default() *Config {
+	host, _ := os.Hostname()
+	insecure, ratio := true, 1.0
+	return &Config{
+		Node: Node{Name: host},
+		Cluster: Cluster{
+			Name:     defaultClusterName,
+			DataDir:  defaultDataDir,
+			LeaseTTL: defaultLeaseTTL,
+			Etcd: Etcd{
+				DialTimeout:    defaultEtcdDialTimeout,
+				RequestTimeout: defaultEtcdRequestTimeout,
+				Embedded: Embedded{
+					ClientListen: defaultEmbeddedClientListen,
+					PeerListen:   defaultEmbeddedPeerListen,
+				},
+			},
+		},
+		HTTP: HTTP{Listen: defaultHTTPListen},
+		Plugins: Plugins{
+			Dir:          defaultPluginDir,
+			StartTimeout: defaultPluginStartTimeout,
+		},
+		Observability: Observability{
+			Log: Log{Level: defaultLogLevel, Format: defaultLogFormat},
+			Tracing: Tracing{
+				Exporter:    defaultTracingExporter,
+				Endpoint:    defaultTracingEndpoint,
+				Insecure:    &insecure,
+				SampleRatio: &ratio,
+			},
+		},
+	}
+}
+
+// defaultJob is the starting point every job in the file is decoded onto, so
+// that an explicit zero (timeout: 0s) is kept and rejected rather than
+// replaced by the default.
+func defaultJob() Job {
+	return Job{
+		Timezone: defaultTimezone,
+		Timeout:  defaultJobTimeout,
+		Retries:  Retries{InitialBackoff: defaultInitialBackoff, MaxBackoff: defaultMaxBackoff},
+		Overlap:  defaultOverlap,
+		Misfire:  Misfire{Policy: defaultMisfirePolicy, Grace: defaultMisfireGrace},
+	}
+}
+
+// applyDefaults replaces empty strings and nil pointers, which mean "not
+// set", with their defaults. Durations and numbers were pre-filled before
+// decoding and are left alone.
+func applyDefaults(c *Config) {
+	def := Default()
+	setStr := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	setStr(&c.Node.Name, def.Node.Name)
+	setStr(&c.Cluster.Name, def.Cluster.Name)
+	setStr(&c.Cluster.DataDir, def.Cluster.DataDir)
+	setStr(&c.Cluster.Etcd.Embedded.ClientListen, def.Cluster.Etcd.Embedded.ClientListen)
+	setStr(&c.Cluster.Etcd.Embedded.PeerListen, def.Cluster.Etcd.Embedded.PeerListen)
+	setStr(&c.HTTP.Listen, def.HTTP.Listen)
+	setStr(&c.Plugins.Dir, def.Plugins.Dir)
+	setStr(&c.Observability.Log.Level, def.Observability.Log.Level)
+	setStr(&c.Observability.Log.Format, def.Observability.Log.Format)
+	setStr(&c.Observability.Tracing.Exporter, def.Observability.Tracing.Exporter)
+	setStr(&c.Observability.Tracing.Endpoint, def.Observability.Tracing.Endpoint)
+	if c.Observability.Tracing.Insecure == nil {
+		c.Observability.Tracing.Insecure = def.Observability.Tracing.Insecure
+	}
+	if c.Observability.Tracing.SampleRatio == nil {
+		c.Observability.Tracing.SampleRatio = def.Observability.Tracing.SampleRatio
+	}
+	dj := defaultJob()
+	for i := range c.Jobs {
+		j := &c.Jobs[i]
+		setStr(&j.Timezone, dj.Timezone)
+		setStr(&j.Overlap, dj.Overlap)
+		setStr(&j.Misfire.Policy, dj.Misfire.Policy)
+	}
+}
+
+// Load reads and parses the file at path. Problems in the file are reported
+// as a *Error whose messages start with path; a file that cannot be read
+// gives the *fs.PathError from os.ReadFile.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse parses and validates a configuration. name is used as the file name
+// in error messages. On failure the error is a *Error listing every problem
+// found, and the returned *Config is nil.
+func Parse(name string, data []byte) (*Config, error) {
+	if name == "" {
+		name = "<config>"
+	}
+	d := newDecoder(name)
+	cfg := Default()
+	root := d.document(data)
+	if root != nil {
+		d.decode(root, reflect.ValueOf(cfg).Elem(), "", 0)
+	}
+	applyDefaults(cfg)
+	if !d.aborted {
+		d.validate(cfg)
+	}
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}

@@ -1,0 +1,83 @@
+// Package config loads and validates Pacer's YAML configuration file
+// (pacer run --config pacer.yaml).
+//
+// # Format
+//
+// The file is a single YAML document whose top level is a mapping. Every
+// section is optional; an empty file, or one holding only comments, is a valid
+// configuration with all defaults and no jobs. A complete example:
+//
+//	node:
+//	  name: runner-1                  # default: the host name
+//	cluster:
+//	  name: prod                      # default "default"; a-z, 0-9, "-", "_"
+//	  data_dir: /var/lib/pacer        # default "./data"
+//	  lease_ttl: 10s                  # default 10s; whole seconds, >= 2s
+//	  etcd:
+//	    endpoints: [https://etcd-1:2379, https://etcd-2:2379] # empty: embedded etcd
+//	    dial_timeout: 5s
+//	    request_timeout: 5s
+//	    username: pacer
+//	    password_env: PACER_ETCD_PASSWORD   # name of the variable, not the password
+//	    tls: {ca_file: ca.pem, cert_file: client.pem, key_file: client-key.pem}
+//	    embedded: {client_listen: 127.0.0.1:2379, peer_listen: 127.0.0.1:2380}
+//	http:
+//	  listen: 127.0.0.1:9464
+//	  token_env: PACER_API_TOKEN      # unset: no authentication
+//	plugins:
+//	  dir: ./bin/plugins
+//	  start_timeout: 10s
+//	  checksums: {shell: "sha256:<64 lowercase hex digits>"}
+//	  paths: {shell: /usr/local/bin/pacer-shell}
+//	observability:
+//	  log: {level: info, format: json}          # debug|info|warn|error, json|text
+//	  tracing: {exporter: otlp, endpoint: 127.0.0.1:4317, insecure: true, sample_ratio: 0.5}
+//	  sanitize:
+//	    redact_keys: [password, token]
+//	    patterns: [{name: aws_key, regex: "AKIA[0-9A-Z]{16}"}]
+//	jobs:
+//	  - id: backup                    # unique; A-Z a-z 0-9 . _ -; at most 128 chars
+//	    plugin: shell
+//	    task: run
+//	    schedule: "30 2 * * *"        # see package schedule
+//	    timezone: Europe/Berlin       # IANA name, default UTC
+//	    timeout: 15m                  # default 1m
+//	    retries: {max: 3, initial_backoff: 1s, max_backoff: 1m}
+//	    overlap: forbid               # forbid|allow|replace
+//	    misfire: {policy: once, grace: 1m}  # skip|once|all
+//	    jitter: 30s
+//	    params: {command: ["pg_dump", "app"]}  # free-form, passed to the task
+//
+// Durations are Go duration strings ("500ms", "10s", "1m30s", "2h"). A bare
+// number is rejected because its unit would be a guess; 0 is the one number
+// accepted without a unit. A key that is absent, null (~) or, for strings,
+// empty takes its default; an explicit zero duration is kept and validated.
+//
+// Keys are matched exactly (snake_case). Unknown keys are errors, so a typo
+// never silently falls back to a default. YAML anchors, aliases and merge keys
+// (<<: *defaults) work anywhere; top-level keys starting with "x-" are ignored
+// so that they can hold anchors shared by several jobs.
+//
+// # Errors
+//
+// Parse and Load report every problem in the file at once, not only the first,
+// as a *Error. Each problem names the file, the line of the offending value
+// (for a missing required key, the line of the mapping that lacks it), and the
+// key path from the top of the document:
+//
+//	pacer.yaml:7: cluster.lease_ttl: invalid duration "ten seconds": want a number with a unit, such as "10s", "1m30s" or "2h"
+//	pacer.yaml:12: jobs[0].retires: unknown key "retires" (did you mean "retries"?)
+//	pacer.yaml:30: jobs[2].id: duplicate job id "backup" (first defined at line 21)
+//
+// Problems are sorted by line. Use errors.As to get at the individual
+// problems:
+//
+//	var cerr *config.Error
+//	if errors.As(err, &cerr) {
+//		for _, p := range cerr.Problems { ... }
+//	}
+//
+// Validation does not touch the environment or the file system beyond
+// reading the file itself and the host name: variables named by *_env keys
+// and files named by TLS keys are checked when they are used, not here.
+package config

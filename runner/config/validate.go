@@ -1,0 +1,348 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+const maxJobIDLen = 128
+
+var (
+	clusterNameRe = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	patternNameRe = regexp.MustCompile(`^[a-z0-9_]+$`)
+	jobIDRe       = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+	envNameRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	checksumRe    = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	checksumAnyRe = regexp.MustCompile(`^(?i:sha256):[0-9a-fA-F]{64}$`)
+)
+
+// problem reports a semantic problem with the value at path, at the line of
+// that value (or of the nearest enclosing value the file sets). Paths whose
+// value already failed to decode are skipped: that was reported already.
+func (d *decoder) problem(path, format string, args ...any) {
+	if d.failedAt(path) {
+		return
+	}
+	d.add(d.lineOf(path), path, format, args...)
+}
+
+// validate checks c, whose defaults have been applied, and fills in the
+// derived Job fields (Location, Sched).
+func (d *decoder) validate(c *Config) {
+	if c.Node.Name == "" {
+		d.problem("node.name", "not set, and the host name could not be determined; set node.name")
+	}
+	d.validateCluster(&c.Cluster)
+	d.validateHTTP(c)
+	d.validatePlugins(&c.Plugins)
+	d.validateObservability(&c.Observability)
+	d.validateJobs(c.Jobs)
+}
+
+func (d *decoder) validateCluster(c *Cluster) {
+	if !clusterNameRe.MatchString(c.Name) {
+		d.problem("cluster.name", `invalid cluster name %q: use only lowercase letters, digits, "-" and "_"`, c.Name)
+	}
+	switch {
+	case c.LeaseTTL < 2*time.Second:
+		d.problem("cluster.lease_ttl", "%s is too short: must be at least 2s", c.LeaseTTL)
+	case c.LeaseTTL%time.Second != 0:
+		d.problem("cluster.lease_ttl", "%s is not a whole number of seconds (etcd leases are in seconds); use e.g. %q",
+			c.LeaseTTL, c.LeaseTTL.Round(time.Second).String())
+	}
+
+	e := &c.Etcd
+	first := make(map[string]int)
+	for i, ep := range e.Endpoints {
+		p := fmt.Sprintf("cluster.etcd.endpoints[%d]", i)
+		if msg := checkEndpoint(ep); msg != "" {
+			d.problem(p, "%s", msg)
+			continue
+		}
+		if j, dup := first[ep]; dup {
+			d.problem(p, "duplicate endpoint %q (also endpoints[%d])", ep, j)
+			continue
+		}
+		first[ep] = i
+	}
+	d.positive("cluster.etcd.dial_timeout", e.DialTimeout)
+	d.positive("cluster.etcd.request_timeout", e.RequestTimeout)
+	d.envName("cluster.etcd.password_env", e.PasswordEnv)
+	switch {
+	case e.PasswordEnv != "" && e.Username == "":
+		d.problem("cluster.etcd.password_env", "password_env is set but username is not; etcd authentication needs both")
+	case e.Username != "" && e.PasswordEnv == "":
+		d.problem("cluster.etcd.username", "username is set but password_env is not; etcd authentication needs both")
+	}
+	switch {
+	case e.TLS.CertFile != "" && e.TLS.KeyFile == "":
+		d.problem("cluster.etcd.tls.key_file", "cert_file is set but key_file is not; set both or neither")
+	case e.TLS.KeyFile != "" && e.TLS.CertFile == "":
+		d.problem("cluster.etcd.tls.cert_file", "key_file is set but cert_file is not; set both or neither")
+	}
+	d.listenAddr("cluster.etcd.embedded.client_listen", e.Embedded.ClientListen)
+	d.listenAddr("cluster.etcd.embedded.peer_listen", e.Embedded.PeerListen)
+	if e.Embedded.PeerListen == e.Embedded.ClientListen {
+		d.problem("cluster.etcd.embedded.peer_listen", "peer_listen and client_listen are both %q; they must differ", e.Embedded.PeerListen)
+	}
+}
+
+func (d *decoder) validateHTTP(c *Config) {
+	h := &c.HTTP
+	d.listenAddr("http.listen", h.Listen)
+	if len(c.Cluster.Etcd.Endpoints) == 0 {
+		emb := c.Cluster.Etcd.Embedded
+		switch h.Listen {
+		case emb.ClientListen:
+			d.problem("http.listen", "%q is also the embedded etcd's client_listen; they must differ", h.Listen)
+		case emb.PeerListen:
+			d.problem("http.listen", "%q is also the embedded etcd's peer_listen; they must differ", h.Listen)
+		}
+	}
+	d.envName("http.token_env", h.TokenEnv)
+}
+
+func (d *decoder) validatePlugins(p *Plugins) {
+	d.positive("plugins.start_timeout", p.StartTimeout)
+	for _, name := range sortedKeys(p.Checksums) {
+		path := joinPath("plugins.checksums", name)
+		sum := p.Checksums[name]
+		switch {
+		case name == "":
+			d.problem(path, "plugin name must not be empty")
+		case checksumRe.MatchString(sum):
+		case checksumAnyRe.MatchString(sum):
+			d.problem(path, "invalid checksum %q: write it in lowercase, as %q", sum, strings.ToLower(sum))
+		default:
+			d.problem(path, `invalid checksum %q: want "sha256:" followed by 64 lowercase hex digits, as printed by sha256sum`, sum)
+		}
+	}
+	for _, name := range sortedKeys(p.Paths) {
+		path := joinPath("plugins.paths", name)
+		switch {
+		case name == "":
+			d.problem(path, "plugin name must not be empty")
+		case p.Paths[name] == "":
+			d.problem(path, "must not be empty")
+		}
+	}
+}
+
+func (d *decoder) validateObservability(o *Observability) {
+	d.oneOf("observability.log.level", "log level", o.Log.Level, "debug", "info", "warn", "error")
+	d.oneOf("observability.log.format", "log format", o.Log.Format, "json", "text")
+	t := &o.Tracing
+	d.oneOf("observability.tracing.exporter", "exporter", t.Exporter, "none", "stdout", "otlp")
+	if t.Exporter == "otlp" {
+		if msg := checkHostPort(t.Endpoint, false); msg != "" {
+			d.problem("observability.tracing.endpoint", "%s", msg)
+		}
+	}
+	if r := *t.SampleRatio; !(r >= 0 && r <= 1) {
+		d.problem("observability.tracing.sample_ratio", "%v is out of range: must be between 0 and 1", r)
+	}
+
+	s := &o.Sanitize
+	for i, k := range s.RedactKeys {
+		if k == "" {
+			d.problem(fmt.Sprintf("observability.sanitize.redact_keys[%d]", i), "must not be empty")
+		}
+	}
+	names := make(map[string]string)
+	for i, pat := range s.Patterns {
+		p := fmt.Sprintf("observability.sanitize.patterns[%d]", i)
+		if d.required(p+".name", "name", pat.Name) {
+			if !patternNameRe.MatchString(pat.Name) {
+				d.problem(p+".name", `invalid pattern name %q: use only lowercase letters, digits and "_"`, pat.Name)
+			} else if first, dup := names[pat.Name]; dup {
+				d.problem(p+".name", "duplicate pattern name %q (first defined at line %d)", pat.Name, d.lineOf(first))
+			} else {
+				names[pat.Name] = p + ".name"
+			}
+		}
+		if d.required(p+".regex", "regex", pat.Regex) {
+			if _, err := regexp.Compile(pat.Regex); err != nil {
+				d.problem(p+".regex", "does not compile: %v", err)
+			}
+		}
+	}
+}
+
+func (d *decoder) validateJobs(jobs []Job) {
+	ids := make(map[string]string) // id -> path of its first definition
+	for i := range jobs {
+		j := &jobs[i]
+		p := fmt.Sprintf("jobs[%d]", i)
+		if d.failedAt(p) {
+			continue
+		}
+		if d.required(p+".id", "id", j.ID) {
+			switch {
+			case len(j.ID) > maxJobIDLen:
+				d.problem(p+".id", "job id is %d characters long; the limit is %d", len(j.ID), maxJobIDLen)
+			case !jobIDRe.MatchString(j.ID) || j.ID == "." || j.ID == "..":
+				d.problem(p+".id", `invalid job id %q: use only letters, digits, ".", "_" and "-"`, j.ID)
+			}
+			if first, dup := ids[j.ID]; dup {
+				d.problem(p+".id", "duplicate job id %q (first defined at line %d)", j.ID, d.lineOf(first))
+			} else {
+				ids[j.ID] = p + ".id"
+			}
+		}
+		d.required(p+".plugin", "plugin", j.Plugin)
+		d.required(p+".task", "task", j.Task)
+
+		loc := time.UTC
+		switch {
+		case j.Timezone == "Local":
+			d.problem(p+".timezone", `"Local" is each host's own time zone, so replicas could disagree; use an IANA name such as "Europe/Berlin"`)
+		default:
+			l, err := time.LoadLocation(j.Timezone)
+			if err != nil {
+				d.problem(p+".timezone", `unknown time zone %q: use an IANA name such as "Europe/Berlin" or "UTC"`, j.Timezone)
+			} else {
+				loc = l
+				j.Location = l
+			}
+		}
+		if d.required(p+".schedule", "schedule", j.Schedule) {
+			s, err := schedule.Parse(j.Schedule, loc)
+			if err != nil {
+				d.problem(p+".schedule", "%v", err)
+			} else {
+				j.Sched = s
+			}
+		}
+
+		d.positive(p+".timeout", j.Timeout)
+		if j.Retries.Max < 0 {
+			d.problem(p+".retries.max", "%d is negative; use 0 for no retries", j.Retries.Max)
+		}
+		if d.positive(p+".retries.initial_backoff", j.Retries.InitialBackoff) && j.Retries.MaxBackoff < j.Retries.InitialBackoff {
+			if d.isSet(p + ".retries.max_backoff") {
+				d.problem(p+".retries.max_backoff", "%s is less than initial_backoff (%s)", j.Retries.MaxBackoff, j.Retries.InitialBackoff)
+			} else {
+				d.problem(p+".retries.initial_backoff", "%s is more than max_backoff (%s by default); raise max_backoff too",
+					j.Retries.InitialBackoff, j.Retries.MaxBackoff)
+			}
+		}
+		d.oneOf(p+".overlap", "overlap policy", j.Overlap, "forbid", "allow", "replace")
+		d.oneOf(p+".misfire.policy", "misfire policy", j.Misfire.Policy, "skip", "once", "all")
+		d.notNegative(p+".misfire.grace", j.Misfire.Grace)
+		d.notNegative(p+".jitter", j.Jitter)
+	}
+}
+
+// required reports a missing or empty required string and returns whether
+// it is present.
+func (d *decoder) required(path, key, val string) bool {
+	if val != "" {
+		return true
+	}
+	if d.isSet(path) {
+		d.problem(path, "must not be empty")
+	} else {
+		d.problem(path, "missing required key %q", key)
+	}
+	return false
+}
+
+func (d *decoder) positive(path string, v time.Duration) bool {
+	if v <= 0 {
+		d.problem(path, "%s: must be greater than 0", v)
+		return false
+	}
+	return true
+}
+
+func (d *decoder) notNegative(path string, v time.Duration) {
+	if v < 0 {
+		d.problem(path, "%s is negative", v)
+	}
+}
+
+func (d *decoder) oneOf(path, what, val string, allowed ...string) {
+	if slices.Contains(allowed, val) {
+		return
+	}
+	msg := fmt.Sprintf("invalid %s %q: must be one of %s", what, val, strings.Join(allowed, ", "))
+	if s := suggest(val, allowed); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	d.problem(path, "%s", msg)
+}
+
+func (d *decoder) envName(path, name string) {
+	if name != "" && !envNameRe.MatchString(name) {
+		d.problem(path, "invalid environment variable name %q: this key takes the variable's name, not its value", name)
+	}
+}
+
+func (d *decoder) listenAddr(path, addr string) {
+	if msg := checkHostPort(addr, true); msg != "" {
+		d.problem(path, "%s", msg)
+	}
+}
+
+// checkHostPort returns a problem message, or "" if addr is host:port. The
+// host may be empty (all interfaces).
+func checkHostPort(addr string, allowZeroPort bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || strings.ContainsAny(host, " \t/") {
+		return fmt.Sprintf(`invalid address %q: want host:port, such as "127.0.0.1:8080" or ":8080"`, addr)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 && !allowZeroPort {
+		lo := 1
+		if allowZeroPort {
+			lo = 0
+		}
+		return fmt.Sprintf("invalid address %q: port must be a number from %d to %d", addr, lo, math.MaxUint16)
+	}
+	return ""
+}
+
+// checkEndpoint accepts what the etcd client accepts: host:port or a URL
+// with scheme http, https, unix or unixs.
+func checkEndpoint(ep string) string {
+	if !strings.Contains(ep, "://") {
+		return checkHostPort(ep, false)
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return fmt.Sprintf("invalid endpoint %q: %v", ep, err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" {
+			return fmt.Sprintf("invalid endpoint %q: no host", ep)
+		}
+		if u.Port() != "" {
+			if n, err := strconv.ParseUint(u.Port(), 10, 16); err != nil || n == 0 {
+				return fmt.Sprintf("invalid endpoint %q: port must be a number from 1 to %d", ep, math.MaxUint16)
+			}
+		}
+	case "unix", "unixs":
+	default:
+		return fmt.Sprintf("invalid endpoint %q: scheme must be http, https, unix or unixs", ep)
+	}
+	return ""
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
