@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pacerun/pacer/sdk"
+)
+
+const (
+	defaultMaxOutput = 64 << 10
+	// killGrace is how long the process group gets between SIGTERM and SIGKILL.
+	killGrace = 2 * time.Second
+)
+
+type params struct {
+	Command        commandParam      `json:"command"`
+	Shell          bool              `json:"shell"`
+	Dir            string            `json:"dir"`
+	Env            map[string]string `json:"env"`
+	InheritEnv     []string          `json:"inherit_env"`
+	MaxOutputBytes int               `json:"max_output_bytes"`
+}
+
+// commandParam accepts a list of arguments, or a single string.
+type commandParam []string
+
+func (c *commandParam) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*c = commandParam{s}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return errors.New("command must be a list of strings or a string")
+	}
+	*c = list
+	return nil
+}
+
+func (p *params) validate() error {
+	switch {
+	case len(p.Command) == 0 || p.Command[0] == "":
+		return fmt.Errorf("%w: command is required, e.g. command: [echo, hello]", sdk.ErrInvalidParams)
+	case p.Shell && len(p.Command) != 1:
+		return fmt.Errorf("%w: with shell: true, command must be one string", sdk.ErrInvalidParams)
+	case p.MaxOutputBytes < 0:
+		return fmt.Errorf("%w: max_output_bytes must be positive", sdk.ErrInvalidParams)
+	}
+	for k := range p.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return fmt.Errorf("%w: env: invalid variable name %q", sdk.ErrInvalidParams, k)
+		}
+	}
+	return nil
+}
+
+func execTask(ctx context.Context, req *sdk.Request, resp *sdk.Response) error {
+	var p params
+	if err := req.DecodeParams(&p); err != nil {
+		return err
+	}
+	if err := p.validate(); err != nil {
+		return err
+	}
+	if p.MaxOutputBytes == 0 {
+		p.MaxOutputBytes = defaultMaxOutput
+	}
+	argv := []string(p.Command)
+	if p.Shell {
+		argv = []string{"/bin/sh", "-c", p.Command[0]}
+	}
+
+	log := sdk.Logger(ctx)
+	out := newOutput(p.MaxOutputBytes, func(line string) { log.Info(line, "stream", "output") })
+
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = p.Dir
+	cmd.Env = environment(ctx, p)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	// A process group of its own, so cancellation reaches every descendant.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = killGrace
+
+	start := time.Now()
+	err := cmd.Run()
+	// Whatever happened, make sure nothing of the group is left.
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	out.Flush()
+
+	resp.Output = out.String()
+	resp.Data = map[string]any{
+		"exit_code":   exitCode(cmd),
+		"duration_ms": time.Since(start).Milliseconds(),
+		"truncated":   out.Truncated(),
+	}
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("command %q stopped: %w", argv[0], context.Cause(ctx))
+	default:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("command %q exited with status %d", argv[0], exitCode(cmd))
+		}
+		return fmt.Errorf("command %q could not run: %w", argv[0], err)
+	}
+}
+
+func exitCode(cmd *exec.Cmd) int {
+	if cmd.ProcessState == nil {
+		return -1
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// environment builds the child's environment: allowed host variables, the
+// job's env, then the run's PACER_* variables, which always win.
+func environment(ctx context.Context, p params) []string {
+	inherit := p.InheritEnv
+	if inherit == nil {
+		inherit = []string{"PATH"}
+	}
+	var env []string
+	for _, k := range inherit {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	for k, v := range p.Env {
+		env = append(env, k+"="+v)
+	}
+	info := sdk.Info(ctx)
+	return append(env,
+		"PACER_JOB_ID="+info.JobID,
+		"PACER_RUN_ID="+info.RunID,
+		"PACER_CORRELATION_ID="+info.CorrelationID,
+		"PACER_ATTEMPT="+strconv.Itoa(info.Attempt),
+		"PACER_SCHEDULED_TIME="+info.ScheduledTime.UTC().Format(time.RFC3339),
+		"PACER_FENCING_TOKEN="+strconv.FormatInt(info.FencingToken, 10),
+		"PACER_NODE="+info.Node,
+	)
+}

@@ -1,0 +1,32 @@
+// Command shell is Pacer's first-party plugin for running programs.
+//
+// Task "exec" runs a command (argv, no shell unless asked), captures a bounded
+// copy of its combined output, maps the exit status to the run's outcome and
+// exports the run's identity as PACER_* environment variables. On timeout or
+// cancellation the whole process group is killed, so no grandchild survives.
+//
+//	params:
+//	  command: [/usr/local/bin/report, --since, 24h]   # or a string with shell: true
+//	  shell: false            # run command[0] through /bin/sh -c
+//	  dir: /srv/reports       # working directory
+//	  env: {REPORT_FORMAT: csv}
+//	  inherit_env: [PATH, HOME]  # host variables passed through (default: PATH)
+//	  max_output_bytes: 65536
+package main
+
+import (
+	"github.com/pacerun/pacer/sdk"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	sdk.Serve(sdk.Plugin{
+		Name:    "shell",
+		Version: version,
+		Tasks: map[string]sdk.Task{
+			"exec": sdk.Describe("Run a command; exit status 0 is success.", sdk.TaskFunc(execTask)),
+		},
+	})
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"sync"
+)
+
+// maxLineBytes bounds one forwarded log line.
+const maxLineBytes = 4 << 10
+
+// output keeps the first max bytes of a command's output and forwards each
+// complete line to onLine while the budget lasts. It is safe for the
+// concurrent writes of stdout and stderr.
+type output struct {
+	mu        sync.Mutex
+	buf       bytes.Buffer
+	max       int
+	truncated bool
+	line      []byte
+	onLine    func(string)
+}
+
+func newOutput(max int, onLine func(string)) *output {
+	return &output{max: max, onLine: onLine}
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := len(p)
+	if room := o.max - o.buf.Len(); room < len(p) {
+		o.truncated = true
+		if room < 0 {
+			room = 0
+		}
+		p = p[:room]
+	}
+	o.buf.Write(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			o.line = append(o.line, p...)
+			if len(o.line) > maxLineBytes {
+				o.emit()
+			}
+			break
+		}
+		o.line = append(o.line, p[:i]...)
+		o.emit()
+		p = p[i+1:]
+	}
+	return n, nil // report everything consumed: the child must never block on us
+}
+
+func (o *output) emit() {
+	if len(o.line) > 0 {
+		o.onLine(string(o.line))
+	}
+	o.line = o.line[:0]
+}
+
+// Flush forwards a final unterminated line.
+func (o *output) Flush() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.emit()
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.truncated {
+		return o.buf.String() + "\n[output truncated]"
+	}
+	return o.buf.String()
+}
+
+func (o *output) Truncated() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.truncated
+}

@@ -1,0 +1,105 @@
+// Command testplugin is a plugin for Pacer's own tests: each task misbehaves
+// in one specific way. It is not shipped in bin/plugins.
+//
+//	echo    returns params.message; logs it; reports progress
+//	sleep   sleeps params.duration (Go duration), honouring cancellation
+//	hang    sleeps params.duration, ignoring cancellation
+//	fail    returns an error with params.message
+//	crash   exits the process mid-run
+//	panic   panics inside the task
+//	stdout  writes params.message to stdout, then succeeds
+//	env     returns the run's identity as seen through the SDK
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/pacerun/pacer/sdk"
+)
+
+type params struct {
+	Message  string `json:"message"`
+	Duration string `json:"duration"`
+}
+
+func decode(req *sdk.Request) (params, time.Duration, error) {
+	var p params
+	if err := req.DecodeParams(&p); err != nil {
+		return p, 0, err
+	}
+	var d time.Duration
+	if p.Duration != "" {
+		var err error
+		if d, err = time.ParseDuration(p.Duration); err != nil {
+			return p, 0, fmt.Errorf("%w: duration: %v", sdk.ErrInvalidParams, err)
+		}
+	}
+	return p, d, nil
+}
+
+func task(fn func(ctx context.Context, p params, d time.Duration, resp *sdk.Response) error) sdk.Task {
+	return sdk.TaskFunc(func(ctx context.Context, req *sdk.Request, resp *sdk.Response) error {
+		p, d, err := decode(req)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, p, d, resp)
+	})
+}
+
+func main() {
+	sdk.Serve(sdk.Plugin{
+		Name:    "testplugin",
+		Version: "test",
+		Tasks: map[string]sdk.Task{
+			"echo": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
+				sdk.Logger(ctx).Info("echo", "message", p.Message)
+				sdk.ReportProgress(ctx, 100, "echoed")
+				resp.Output = p.Message
+				return nil
+			}),
+			"sleep": task(func(ctx context.Context, _ params, d time.Duration, resp *sdk.Response) error {
+				select {
+				case <-time.After(d):
+					resp.Output = "slept " + d.String()
+					return nil
+				case <-ctx.Done():
+					return fmt.Errorf("interrupted: %w", ctx.Err())
+				}
+			}),
+			"hang": task(func(context.Context, params, time.Duration, *sdk.Response) error {
+				time.Sleep(time.Hour)
+				return nil
+			}),
+			"fail": task(func(_ context.Context, p params, _ time.Duration, _ *sdk.Response) error {
+				return errors.New(p.Message)
+			}),
+			"crash": task(func(context.Context, params, time.Duration, *sdk.Response) error {
+				os.Exit(3)
+				return nil
+			}),
+			"panic": task(func(_ context.Context, p params, _ time.Duration, _ *sdk.Response) error {
+				panic(p.Message)
+			}),
+			"stdout": task(func(_ context.Context, p params, _ time.Duration, resp *sdk.Response) error {
+				fmt.Println(p.Message)
+				resp.Output = "wrote to stdout"
+				return nil
+			}),
+			"env": task(func(ctx context.Context, _ params, _ time.Duration, resp *sdk.Response) error {
+				info := sdk.Info(ctx)
+				resp.Data = map[string]any{
+					"job_id": info.JobID, "run_id": info.RunID, "correlation_id": info.CorrelationID,
+					"attempt": info.Attempt, "scheduled_time": info.ScheduledTime.UTC().Format(time.RFC3339),
+					"fencing_token": info.FencingToken, "node": info.Node, "pid": os.Getpid(),
+					"trace_id": info.TraceID,
+				}
+				return nil
+			}),
+		},
+	})
+}

@@ -1,0 +1,22 @@
+package pluginv1
+
+import "github.com/hashicorp/go-plugin"
+
+// ProtocolVersion is the version of this wire protocol. The host and the plugin
+// negotiate it through go-plugin's VersionedPlugins.
+const ProtocolVersion = 1
+
+// PluginName is the key under which the task plugin is dispensed.
+const PluginName = "task"
+
+// Handshake is shared by host and plugin. The cookie is not a secret: it only
+// stops a user from executing a plugin binary by hand by mistake.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "PACER_PLUGIN_COOKIE",
+	MagicCookieValue: "5c1a3f0e-pacer-task-plugin",
+}
+
+// MaxMessageBytes bounds every gRPC message in either direction, so a plugin
+// that returns a huge result fails that run cleanly instead of exhausting memory.
+const MaxMessageBytes = 4 << 20

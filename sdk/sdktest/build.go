@@ -1,0 +1,25 @@
+// Package sdktest helps plugin authors and Pacer itself test plugins over the
+// real go-plugin gRPC transport.
+package sdktest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Build compiles the Go package pkg (an import path or a directory such as
+// "./cmd/myplugin") into dir and returns the binary's path. The binary is
+// named after the last element of pkg, which is the plugin name Pacer uses.
+func Build(tb testing.TB, dir, pkg string) string {
+	tb.Helper()
+	out := filepath.Join(dir, filepath.Base(strings.TrimSuffix(pkg, "/")))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
