@@ -1,0 +1,301 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// Errors returned by claims and record writes.
+var (
+	// ErrNotLeader means the term's fencing guard failed: this replica no
+	// longer holds leadership, and its term has been ended.
+	ErrNotLeader = errors.New("not the leader: fencing token is stale")
+	// ErrSlotTaken means another claim for the slot exists.
+	ErrSlotTaken = errors.New("slot already claimed")
+)
+
+// Options configure a Coordinator.
+type Options struct {
+	Client *clientv3.Client
+	// Cluster namespaces every key: /pacer/<Cluster>/...
+	Cluster string
+	// Node is this replica's name, stored as the value of its election key.
+	Node string
+	// LeaseTTL is the etcd lease TTL; whole seconds, at least 2s.
+	LeaseTTL time.Duration
+	// RequestTimeout bounds each etcd request. Default 5s.
+	RequestTimeout time.Duration
+	// ClaimRetention is how long slot claims are kept. Default 24h.
+	ClaimRetention time.Duration
+	Logger         *slog.Logger
+	// OnTransition, if set, is called when this replica starts (true) or
+	// stops (false) leading.
+	OnTransition func(leading bool, token int64)
+}
+
+// Term is one period of leadership. Its context is cancelled when the term
+// ends; work started under a term must stop then.
+type Term struct {
+	Token  int64
+	key    string
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// Context is cancelled, with the reason as its cause, when the term ends.
+func (t *Term) Context() context.Context { return t.ctx }
+
+// Coordinator elects a leader among replicas and claims slots for it.
+type Coordinator struct {
+	opts   Options
+	cli    *clientv3.Client
+	prefix string
+	log    *slog.Logger
+
+	mu   sync.Mutex
+	term *Term
+}
+
+// New returns a Coordinator. Nothing happens until Run is called.
+func New(o Options) *Coordinator {
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 5 * time.Second
+	}
+	if o.ClaimRetention <= 0 {
+		o.ClaimRetention = 24 * time.Hour
+	}
+	if o.LeaseTTL < 2*time.Second {
+		o.LeaseTTL = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger}
+}
+
+// Term returns the current term, or nil when this replica does not lead.
+func (c *Coordinator) Term() *Term {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.term
+}
+
+// Run campaigns for leadership until ctx is done, then resigns. It returns
+// nil after a clean stop.
+func (c *Coordinator) Run(ctx context.Context) error {
+	const minBackoff = 200 * time.Millisecond
+	backoff := minBackoff
+	for {
+		led, err := c.runTerm(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if led {
+			backoff = minBackoff
+		}
+		c.log.Warn("leadership attempt ended; campaigning again", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, c.opts.LeaseTTL)
+	}
+}
+
+// runTerm grants a lease, campaigns, and leads until the lease or ctx ends.
+// It reports whether it led.
+func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
+	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	lease, err := c.cli.Grant(gctx, int64(c.opts.LeaseTTL/time.Second))
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("grant lease: %w", err)
+	}
+	sess, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("open session: %w", err)
+	}
+	defer c.closeSession(sess)
+
+	el := concurrency.NewElection(sess, c.prefix+"leader")
+	cctx, ccancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer ccancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			ccancel()
+		case <-cctx.Done():
+		}
+	}()
+	c.log.Debug("campaigning", "lease_id", fmt.Sprintf("%x", lease.ID))
+	if err := el.Campaign(cctx, c.opts.Node); err != nil {
+		return false, fmt.Errorf("campaign: %w", err)
+	}
+	// Campaign does not re-check its key after waiting (etcd issue 11051).
+	if err := c.verifyKey(ctx, el.Key(), el.Rev()); err != nil {
+		return false, err
+	}
+
+	tctx, tcancel := context.WithCancelCause(context.Background())
+	t := &Term{Token: el.Rev(), key: el.Key(), ctx: tctx, cancel: tcancel}
+	c.mu.Lock()
+	c.term = t
+	c.mu.Unlock()
+	c.log.Info("became leader", "fencing_token", t.Token)
+	if c.opts.OnTransition != nil {
+		c.opts.OnTransition(true, t.Token)
+	}
+
+	var cause error
+	select {
+	case <-sess.Done():
+		cause = errors.New("lease lost: keepalive failed or lease expired")
+	case <-tctx.Done():
+		cause = context.Cause(tctx)
+	case <-ctx.Done():
+		cause = errors.New("runner stopping")
+	}
+	c.endTerm(t, cause)
+	if ctx.Err() != nil {
+		rctx, rcancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		defer rcancel()
+		if err := el.Resign(rctx); err != nil {
+			c.log.Warn("resign failed; the lease will expire instead", "error", err)
+		} else {
+			c.log.Info("resigned leadership", "fencing_token", t.Token)
+		}
+	}
+	return true, cause
+}
+
+func (c *Coordinator) verifyKey(ctx context.Context, key string, rev int64) error {
+	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(gctx, key)
+	if err != nil {
+		return fmt.Errorf("verify election key: %w", err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != rev {
+		return fmt.Errorf("election key %s vanished during campaign", key)
+	}
+	return nil
+}
+
+// endTerm ends t if it is still current. Safe to call more than once.
+func (c *Coordinator) endTerm(t *Term, cause error) {
+	c.mu.Lock()
+	current := c.term == t
+	if current {
+		c.term = nil
+	}
+	c.mu.Unlock()
+	if !current {
+		return
+	}
+	t.cancel(cause)
+	c.log.Warn("leadership ended", "fencing_token", t.Token, "reason", cause.Error())
+	if c.opts.OnTransition != nil {
+		c.opts.OnTransition(false, t.Token)
+	}
+}
+
+// closeSession revokes the lease so that followers need not wait for the TTL.
+func (c *Coordinator) closeSession(s *concurrency.Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+	defer cancel()
+	if _, err := c.cli.Revoke(ctx, s.Lease()); err != nil {
+		c.log.Debug("revoke lease", "error", err)
+	}
+	s.Orphan()
+}
+
+func (c *Coordinator) slotPrefix(job string) string { return c.prefix + "slots/" + job + "/" }
+
+func (c *Coordinator) slotKey(job string, slot time.Time) string {
+	return fmt.Sprintf("%s%019d", c.slotPrefix(job), slot.UnixNano())
+}
+
+// Claim records that t's leader runs job's slot. It returns ErrSlotTaken if
+// the slot was claimed before, and ErrNotLeader (ending t) if t is stale.
+// Claims older than the retention are pruned in the same transaction.
+func (c *Coordinator) Claim(ctx context.Context, t *Term, job string, slot time.Time, claim []byte) error {
+	key := c.slotKey(job, slot)
+	oldest := c.slotKey(job, slot.Add(-c.opts.ClaimRetention))
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
+		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+	).Then(
+		clientv3.OpPut(key, string(claim)),
+		clientv3.OpDelete(c.slotPrefix(job), clientv3.WithRange(oldest)),
+	).Else(
+		clientv3.OpGet(t.key, clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("claim slot %s: %w", key, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	return c.guardFailed(t, resp)
+}
+
+// Complete replaces a claimed slot's value with the run's result, under the
+// same fencing guard as the claim.
+func (c *Coordinator) Complete(ctx context.Context, t *Term, job string, slot time.Time, record []byte) error {
+	key := c.slotKey(job, slot)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
+		clientv3.Compare(clientv3.CreateRevision(key), ">", 0),
+	).Then(
+		clientv3.OpPut(key, string(record)),
+	).Else(
+		clientv3.OpGet(t.key, clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("record slot %s: %w", key, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	if err := c.guardFailed(t, resp); !errors.Is(err, ErrSlotTaken) {
+		return err
+	}
+	return fmt.Errorf("record slot %s: claim is gone", key)
+}
+
+// guardFailed tells a stale term from a taken slot, from the Else branch.
+func (c *Coordinator) guardFailed(t *Term, resp *clientv3.TxnResponse) error {
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 || kvs[0].CreateRevision != t.Token {
+		c.endTerm(t, ErrNotLeader)
+		return ErrNotLeader
+	}
+	return ErrSlotTaken
+}
+
+// Leader returns the current leader's node name and fencing token, or "" if
+// nobody leads.
+func (c *Coordinator) Leader(ctx context.Context) (string, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, nil
+	}
+	return string(resp.Kvs[0].Value), resp.Kvs[0].CreateRevision, nil
+}

@@ -1,0 +1,245 @@
+package coord_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+type bundle struct {
+	etcd     *coord.Embedded
+	endpoint string
+}
+
+// setup starts a real single-node etcd for one test.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+		Name: "test", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close) // registered first, so it runs after the clients close
+	return &bundle{etcd: e, endpoint: e.Endpoint()}
+}
+
+func (b *bundle) client(t *testing.T) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{b.endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+type replica struct {
+	c    *coord.Coordinator
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+func (b *bundle) replica(t *testing.T, node string) *replica {
+	t.Helper()
+	c := coord.New(coord.Options{Client: b.client(t), Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
+		RequestTimeout: 2 * time.Second, ClaimRetention: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{c: c, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		_ = c.Run(ctx)
+	}()
+	t.Cleanup(r.close)
+	return r
+}
+
+func (r *replica) close() {
+	r.stop()
+	<-r.done
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func leaderOf(rs ...*replica) (*replica, *coord.Term) {
+	for _, r := range rs {
+		if t := r.c.Term(); t != nil {
+			return r, t
+		}
+	}
+	return nil, nil
+}
+
+func TestExactlyOneLeader(t *testing.T) {
+	b := setup(t)
+	a, bb := b.replica(t, "a"), b.replica(t, "b")
+	waitFor(t, "a leader", 10*time.Second, func() bool { r, _ := leaderOf(a, bb); return r != nil })
+	if a.c.Term() != nil && bb.c.Term() != nil {
+		t.Fatal("both replicas lead")
+	}
+	leader, term := leaderOf(a, bb)
+	name, token, err := leader.c.Leader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "a"
+	if leader == bb {
+		want = "b"
+	}
+	if name != want || token != term.Token {
+		t.Fatalf("Leader() = %q/%d, want %q/%d", name, token, want, term.Token)
+	}
+}
+
+func TestClaimIsExactlyOnceUnderConcurrency(t *testing.T) {
+	b := setup(t)
+	r := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+	var won, taken atomic.Int32
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			switch err := r.c.Claim(context.Background(), term, "job", slot, []byte("x")); {
+			case err == nil:
+				won.Add(1)
+			case errors.Is(err, coord.ErrSlotTaken):
+				taken.Add(1)
+			default:
+				t.Errorf("claim: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if won.Load() != 1 || taken.Load() != 15 {
+		t.Fatalf("won %d, taken %d; want 1 and 15", won.Load(), taken.Load())
+	}
+	if err := r.c.Complete(context.Background(), term, "job", slot, []byte("done")); err != nil {
+		t.Fatalf("complete: %v", err)
+	}
+	if err := r.c.Complete(context.Background(), term, "job", slot.Add(time.Second), []byte("done")); err == nil {
+		t.Fatal("completing an unclaimed slot succeeded")
+	}
+}
+
+// A replica whose lease is gone (as after a long pause) must not claim or
+// record anything, even before it notices itself.
+func TestStaleTermIsFenced(t *testing.T) {
+	b := setup(t)
+	a := b.replica(t, "a")
+	waitFor(t, "a leads", 10*time.Second, func() bool { return a.c.Term() != nil })
+	stale := a.c.Term()
+	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	if err := a.c.Claim(context.Background(), stale, "job", slot, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another client deletes a's election key: exactly what the server does
+	// when a's lease expires while a is paused.
+	admin := b.client(t)
+	resp, err := admin.Get(context.Background(), "/pacer/test/leader/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("get leader key: %v %v", err, resp)
+	}
+	if _, err := admin.Delete(context.Background(), string(resp.Kvs[0].Key)); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := a.c.Claim(context.Background(), stale, "job", slot.Add(time.Second), []byte("a")); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("claim with stale term: %v, want ErrNotLeader", err)
+	}
+	if err := a.c.Complete(context.Background(), stale, "job", slot, []byte("late")); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("complete with stale term: %v, want ErrNotLeader", err)
+	}
+	select {
+	case <-stale.Context().Done():
+	default:
+		t.Fatal("stale term's context not cancelled")
+	}
+	got, err := admin.Get(context.Background(), fmt.Sprintf("/pacer/test/slots/job/%019d", slot.UnixNano()))
+	if err != nil || string(got.Kvs[0].Value) != "a" {
+		t.Fatalf("claim record was overwritten: %v %s", err, got.Kvs[0].Value)
+	}
+	// a campaigns again and leads with a higher token.
+	waitFor(t, "a leads again", 10*time.Second, func() bool { return a.c.Term() != nil })
+	if fresh := a.c.Term(); fresh.Token <= stale.Token {
+		t.Fatalf("new token %d not above stale %d", fresh.Token, stale.Token)
+	}
+}
+
+func TestResignHandsOverQuickly(t *testing.T) {
+	b := setup(t)
+	a, bb := b.replica(t, "a"), b.replica(t, "b")
+	waitFor(t, "a leader", 10*time.Second, func() bool { r, _ := leaderOf(a, bb); return r != nil })
+	old, oldTerm := leaderOf(a, bb)
+	next := a
+	if old == a {
+		next = bb
+	}
+	start := time.Now()
+	old.close()
+	// Well under the 2s TTL: the lease was revoked, not left to expire.
+	waitFor(t, "hand-over", 1500*time.Millisecond, func() bool { return next.c.Term() != nil })
+	t.Logf("hand-over took %s", time.Since(start))
+	if next.c.Term().Token <= oldTerm.Token {
+		t.Fatal("token did not increase across terms")
+	}
+	if oldTerm.Context().Err() == nil {
+		t.Fatal("old term's context still live")
+	}
+}
+
+func TestClaimsOlderThanRetentionArePruned(t *testing.T) {
+	b := setup(t)
+	r := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, at := range []time.Time{t0, t0.Add(30 * time.Minute), t0.Add(90 * time.Minute)} {
+		if err := r.c.Claim(context.Background(), term, "job", at, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := b.client(t).Get(context.Background(), "/pacer/test/slots/job/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 2 {
+		t.Fatalf("%d claims kept, want 2 (retention 1h)", len(resp.Kvs))
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
