@@ -1,0 +1,107 @@
+package observability
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+)
+
+// TracingOptions configure the tracer provider.
+type TracingOptions struct {
+	// Exporter is "none", "stdout" or "otlp". With "none" spans are still
+	// created, so logs carry trace IDs, but nothing is exported.
+	Exporter    string
+	Endpoint    string // otlp: host:port of an OTLP/gRPC receiver
+	Insecure    bool   // otlp: plaintext
+	SampleRatio float64
+	Version     string
+	Node        string
+	// Stdout is where the stdout exporter writes; default os.Stdout.
+	Stdout io.Writer
+}
+
+// Propagator is the W3C trace-context propagator Pacer uses everywhere.
+var Propagator = propagation.TraceContext{}
+
+// Tracing is the runner's tracer provider plus a way to export spans that
+// were recorded elsewhere (inside plugins) through the same pipeline.
+type Tracing struct {
+	Provider *sdktrace.TracerProvider
+	res      *resource.Resource
+	export   sdktrace.SpanProcessor // nil when nothing is exported
+}
+
+// ImportSpan queues a span recorded outside this process for export, as
+// part of this service.
+func (t *Tracing) ImportSpan(s sdktrace.ReadOnlySpan) {
+	if t.export != nil {
+		t.export.OnEnd(withResource{s, t.res})
+	}
+}
+
+// Shutdown flushes and stops the provider.
+func (t *Tracing) Shutdown(ctx context.Context) error { return t.Provider.Shutdown(ctx) }
+
+type withResource struct {
+	sdktrace.ReadOnlySpan
+	res *resource.Resource
+}
+
+func (w withResource) Resource() *resource.Resource { return w.res }
+
+// NewTracing builds the tracer provider. Shut it down to flush spans. The
+// OTLP exporter also honours the standard OTEL_EXPORTER_OTLP_* variables.
+func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
+		semconv.ServiceName("pacer"),
+		semconv.ServiceVersion(o.Version),
+		semconv.ServiceInstanceID(o.Node),
+	))
+	if err != nil {
+		return nil, fmt.Errorf("tracing resource: %w", err)
+	}
+	opts := []sdktrace.TracerProviderOption{
+		sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio))),
+	}
+	var exp sdktrace.SpanExporter
+	switch o.Exporter {
+	case "", "none":
+	case "stdout":
+		w := o.Stdout
+		if w == nil {
+			w = os.Stdout
+		}
+		if exp, err = stdouttrace.New(stdouttrace.WithWriter(w)); err != nil {
+			return nil, fmt.Errorf("stdout trace exporter: %w", err)
+		}
+	case "otlp":
+		eo := []otlptracegrpc.Option{}
+		if o.Endpoint != "" {
+			eo = append(eo, otlptracegrpc.WithEndpoint(o.Endpoint))
+		}
+		if o.Insecure {
+			eo = append(eo, otlptracegrpc.WithInsecure())
+		}
+		if exp, err = otlptracegrpc.New(ctx, eo...); err != nil {
+			return nil, fmt.Errorf("otlp trace exporter: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("tracing exporter %q: want none, stdout or otlp", o.Exporter)
+	}
+	t := &Tracing{res: res}
+	if exp != nil {
+		t.export = sdktrace.NewBatchSpanProcessor(exp)
+		opts = append(opts, sdktrace.WithSpanProcessor(t.export))
+	}
+	t.Provider = sdktrace.NewTracerProvider(opts...)
+	return t, nil
+}
