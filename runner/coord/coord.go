@@ -21,6 +21,9 @@ var (
 	ErrSlotTaken = errors.New("slot already claimed")
 )
 
+// errStopping ends a term because the runner is shutting down.
+var errStopping = errors.New("runner stopping")
+
 // Options configure a Coordinator.
 type Options struct {
 	Client *clientv3.Client
@@ -161,7 +164,7 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 	case <-tctx.Done():
 		cause = context.Cause(tctx)
 	case <-ctx.Done():
-		cause = errors.New("runner stopping")
+		cause = errStopping
 	}
 	c.endTerm(t, cause)
 	if ctx.Err() != nil {
@@ -201,7 +204,11 @@ func (c *Coordinator) endTerm(t *Term, cause error) {
 		return
 	}
 	t.cancel(cause)
-	c.log.Warn("leadership ended", "fencing_token", t.Token, "reason", cause.Error())
+	level := slog.LevelWarn
+	if errors.Is(cause, errStopping) {
+		level = slog.LevelInfo
+	}
+	c.log.Log(context.Background(), level, "leadership ended", "fencing_token", t.Token, "reason", cause.Error())
 	if c.opts.OnTransition != nil {
 		c.opts.OnTransition(false, t.Token)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -24,7 +25,8 @@ type EmbeddedOptions struct {
 
 // Embedded is a running embedded etcd member.
 type Embedded struct {
-	etcd *embed.Etcd
+	etcd    *embed.Etcd
+	closing *atomic.Bool
 }
 
 // StartEmbedded starts a single-node etcd and waits until it serves.
@@ -52,7 +54,11 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	// Slot claims churn keys; keep history short so the database stays small.
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "10m"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newSlogCore(o.Logger.With("component", "etcd"), zapcore.WarnLevel)))
+	// etcd reports its listeners closing as errors; while we close it on
+	// purpose, those lines are demoted to debug.
+	closing := new(atomic.Bool)
+	core := &slogCore{log: o.Logger.With("component", "etcd"), level: zapcore.WarnLevel, quiet: closing}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -60,7 +66,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Embedded{etcd: e}, nil
+		return &Embedded{etcd: e, closing: closing}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd failed: %w", err)
@@ -78,23 +84,27 @@ func (e *Embedded) Endpoint() string { return e.etcd.Clients[0].Addr().String() 
 
 // Close stops the member. Close every client first: etcd waits for open
 // client connections to drain.
-func (e *Embedded) Close() { e.etcd.Close() }
+func (e *Embedded) Close() {
+	e.closing.Store(true)
+	e.etcd.Close()
+}
 
 // slogCore is a zapcore.Core that writes to slog, so etcd's own logs come out
 // in the runner's format and through its sanitizer.
 type slogCore struct {
 	log   *slog.Logger
 	level zapcore.Level
+	quiet *atomic.Bool // when set, everything is logged at debug
 }
 
 func newSlogCore(log *slog.Logger, level zapcore.Level) zapcore.Core {
-	return &slogCore{log: log, level: level}
+	return &slogCore{log: log, level: level, quiet: new(atomic.Bool)}
 }
 
 func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.level }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log.With(fieldAttrs(fields)...), level: c.level}
+	return &slogCore{log: c.log.With(fieldAttrs(fields)...), level: c.level, quiet: c.quiet}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -102,6 +112,13 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 		return ce.AddCore(e, c)
 	}
 	return ce
+}
+
+// benign lists etcd warnings that are expected for an embedded single-node
+// member on loopback and say nothing an operator can act on.
+var benign = map[string]bool{
+	"Running http and grpc server on single port. This is not recommended for production.": true,
+	"simple token is not cryptographically signed":                                         true,
 }
 
 func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
@@ -112,6 +129,9 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	case e.Level == zapcore.WarnLevel:
 		lv = slog.LevelWarn
 	case e.Level <= zapcore.DebugLevel:
+		lv = slog.LevelDebug
+	}
+	if c.quiet.Load() || benign[e.Message] {
 		lv = slog.LevelDebug
 	}
 	c.log.Log(context.Background(), lv, e.Message, fieldAttrs(fields)...)

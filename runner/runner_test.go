@@ -1,0 +1,207 @@
+package runner_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.uber.org/goleak"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// blockingTasks is a TaskRunner whose calls block until released or cancelled.
+type blockingTasks struct {
+	mu      sync.Mutex
+	started chan string // job IDs, as calls start
+	release chan struct{}
+}
+
+func (b *blockingTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	b.started <- c.Context.GetJobId()
+	select {
+	case <-b.release:
+		return &pluginhost.Result{Output: "ok"}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type bundle struct {
+	r       *runner.Runner
+	coord   *coord.Coordinator
+	tasks   *blockingTasks
+	metrics *observability.Metrics
+	spans   *tracetest.SpanRecorder
+	admin   *clientv3.Client
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+		Name: "t", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "n1", LeaseTTL: 2 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := tracetest.NewSpanRecorder()
+	tp := trace.NewTracerProvider(trace.WithSpanProcessor(rec))
+	tasks := &blockingTasks{started: make(chan string, 16), release: make(chan struct{})}
+	r := runner.New(runner.Options{Node: "n1", Coord: c, Tasks: tasks, Metrics: m, Tracer: tp.Tracer("t"),
+		Logger: discardLogger()})
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r.Stop(stop)
+	})
+	return &bundle{r: r, coord: c, tasks: tasks, metrics: m, spans: rec, admin: cli}
+}
+
+func (b *bundle) waitLeader(t *testing.T) *coord.Term {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.coord.Term() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("never became leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return b.coord.Term()
+}
+
+func job(id, overlap string) *runner.Job {
+	return &runner.Job{ID: id, Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Timeout: time.Minute, Overlap: overlap}
+}
+
+func waitCount(t *testing.T, what string, get func() float64, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for get() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %v", what, get(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestOverlapForbidSkipsAndAllowRuns(t *testing.T) {
+	b := setup(t)
+	b.waitLeader(t)
+	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	forbid, allow := job("forbid", runner.OverlapForbid), job("allow", runner.OverlapAllow)
+
+	b.r.Fire(runner.Slot{Job: forbid, Time: slot})
+	<-b.tasks.started
+	b.r.Fire(runner.Slot{Job: forbid, Time: slot.Add(time.Second)})
+	if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("forbid", "overlap")); got != 1 {
+		t.Fatalf("overlap skips = %v, want 1", got)
+	}
+
+	b.r.Fire(runner.Slot{Job: allow, Time: slot})
+	b.r.Fire(runner.Slot{Job: allow, Time: slot.Add(time.Second)})
+	<-b.tasks.started
+	<-b.tasks.started
+	close(b.tasks.release)
+	waitCount(t, "allow successes", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("allow", "p", observability.OutcomeSuccess))
+	}, 2)
+	waitCount(t, "forbid successes", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("forbid", "p", observability.OutcomeSuccess))
+	}, 1)
+}
+
+func TestSameSlotRunsOnce(t *testing.T) {
+	b := setup(t)
+	b.waitLeader(t)
+	close(b.tasks.release)
+	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	j := job("j", runner.OverlapAllow)
+	b.r.Fire(runner.Slot{Job: j, Time: slot})
+	b.r.Fire(runner.Slot{Job: j, Time: slot})
+	waitCount(t, "claimed elsewhere", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("j", "claimed_elsewhere"))
+	}, 1)
+	waitCount(t, "successes", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("j", "p", observability.OutcomeSuccess))
+	}, 1)
+}
+
+func TestLosingLeadershipCancelsRuns(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	b.r.Fire(runner.Slot{Job: job("j", ""), Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
+	<-b.tasks.started
+	// The server deletes our election key, as when our lease expires.
+	resp, err := b.admin.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatal(err)
+	}
+	if _, err := b.admin.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	<-term.Context().Done()
+	waitCount(t, "canceled runs", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("j", "p", observability.OutcomeCanceled))
+	}, 1)
+	if errors.Is(context.Cause(term.Context()), context.Canceled) {
+		t.Fatalf("term ended without a reason: %v", context.Cause(term.Context()))
+	}
+}
+
+func TestNoFireWithoutLeadership(t *testing.T) {
+	t.Parallel()
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks := &blockingTasks{started: make(chan string, 1)}
+	r := runner.New(runner.Options{Coord: notLeader{}, Tasks: tasks, Metrics: m, Logger: discardLogger(),
+		Tracer: trace.NewTracerProvider().Tracer("t")})
+	r.Fire(runner.Slot{Job: job("j", ""), Time: time.Now()})
+	r.Stop(context.Background())
+	if len(tasks.started) != 0 {
+		t.Fatal("a follower fired a slot")
+	}
+}
+
+type notLeader struct{ runner.Coordinator }
+
+func (notLeader) Term() *coord.Term { return nil }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

@@ -1,0 +1,124 @@
+package runner
+
+import (
+	"container/heap"
+	"context"
+	"sync"
+	"time"
+)
+
+// Scheduler tracks every job's next fire time in a min-heap and calls fire
+// for each slot as it comes due. One goroutine and one timer serve all jobs.
+type Scheduler struct {
+	fire   func(Slot)
+	onMiss func(*Job, int)
+	now    func() time.Time
+
+	mu   sync.Mutex
+	jobs entryHeap
+	wake chan struct{}
+}
+
+// NewScheduler returns a Scheduler that calls fire (which must not block)
+// for each due slot, and onMiss (if not nil) with the number of a job's slots
+// that came and went while the scheduler could not run.
+func NewScheduler(fire func(Slot), onMiss func(*Job, int)) *Scheduler {
+	return &Scheduler{fire: fire, onMiss: onMiss, now: time.Now, wake: make(chan struct{}, 1)}
+}
+
+type miss struct {
+	job *Job
+	n   int
+}
+
+type entry struct {
+	job  *Job
+	next time.Time
+}
+
+type entryHeap []*entry
+
+func (h entryHeap) Len() int           { return len(h) }
+func (h entryHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h entryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *entryHeap) Push(x any)        { *h = append(*h, x.(*entry)) }
+func (h *entryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// Set replaces the scheduled jobs. Slots are computed from now on: a job
+// is never fired for a time before Set was called.
+func (s *Scheduler) Set(jobs []*Job) {
+	now := s.now()
+	s.mu.Lock()
+	s.jobs = s.jobs[:0]
+	for _, j := range jobs {
+		if next := j.Schedule.Next(now); !next.IsZero() {
+			s.jobs = append(s.jobs, &entry{job: j, next: next})
+		}
+	}
+	heap.Init(&s.jobs)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run fires slots until ctx is done.
+func (s *Scheduler) Run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		wait := s.fireDue()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// fireDue fires every due slot and returns how long to wait for the next.
+func (s *Scheduler) fireDue() time.Duration {
+	var due []Slot
+	var misses []miss
+	now := s.now()
+	s.mu.Lock()
+	for len(s.jobs) > 0 && !s.jobs[0].next.After(now) {
+		e := s.jobs[0]
+		due = append(due, Slot{Job: e.job, Time: e.next})
+		// Slots that fell due while the process could not fire (a long
+		// pause) are not fired in a burst; they are reported as missed.
+		next, missed := e.job.Schedule.Next(e.next), 0
+		for !next.IsZero() && !next.After(now) {
+			next, missed = e.job.Schedule.Next(next), missed+1
+		}
+		if missed > 0 && s.onMiss != nil {
+			misses = append(misses, miss{e.job, missed})
+		}
+		if next.IsZero() {
+			heap.Pop(&s.jobs)
+		} else {
+			e.next = next
+			heap.Fix(&s.jobs, 0)
+		}
+	}
+	wait := time.Hour
+	if len(s.jobs) > 0 {
+		wait = s.jobs[0].next.Sub(now)
+	}
+	s.mu.Unlock()
+	for _, m := range misses {
+		s.onMiss(m.job, m.n)
+	}
+	for _, slot := range due {
+		s.fire(slot)
+	}
+	return wait
+}
