@@ -48,7 +48,8 @@ type Describer interface {
 
 // TaskInfo describes a task.
 type TaskInfo struct {
-	Description string
+	Description  string
+	ParamsSchema string // JSON Schema of the params; "" = any
 }
 
 // Describe wraps fn as a Task with a description.

@@ -57,6 +57,7 @@ func (d dispatcher) Describe() *pluginv1.DescribeResponse {
 		info := &pluginv1.TaskInfo{Name: name}
 		if ds, ok := t.(Describer); ok {
 			info.Description = ds.Describe().Description
+			info.ParamsSchemaJson = ds.Describe().ParamsSchema
 		}
 		resp.Tasks = append(resp.Tasks, info)
 	}

@@ -9,6 +9,9 @@
 //	panic   panics inside the task
 //	stdout  writes params.message to stdout, then succeeds
 //	env     returns the run's identity as seen through the SDK
+//	flood   logs params.count lines as fast as it can
+//	big     returns an output of params.count bytes
+//	span    starts a child span (with params.message as an attribute) through otel's global tracer
 package main
 
 import (
@@ -16,7 +19,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/pacerun/pacer/sdk"
 )
@@ -24,6 +31,7 @@ import (
 type params struct {
 	Message  string `json:"message"`
 	Duration string `json:"duration"`
+	Count    int    `json:"count"`
 }
 
 func decode(req *sdk.Request) (params, time.Duration, error) {
@@ -88,6 +96,26 @@ func main() {
 			"stdout": task(func(_ context.Context, p params, _ time.Duration, resp *sdk.Response) error {
 				fmt.Println(p.Message)
 				resp.Output = "wrote to stdout"
+				return nil
+			}),
+			"flood": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
+				log := sdk.Logger(ctx)
+				for i := range p.Count {
+					log.Info("flood", "i", i)
+				}
+				resp.Output = fmt.Sprintf("logged %d lines", p.Count)
+				return nil
+			}),
+			"big": task(func(_ context.Context, p params, _ time.Duration, resp *sdk.Response) error {
+				resp.Output = strings.Repeat("x", p.Count)
+				return nil
+			}),
+			"span": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
+				_, span := otel.Tracer("testplugin").Start(ctx, "testplugin.work")
+				span.SetAttributes(attribute.String("note", p.Message))
+				span.AddEvent("halfway")
+				span.End()
+				resp.Output = span.SpanContext().SpanID().String()
 				return nil
 			}),
 			"env": task(func(ctx context.Context, _ params, _ time.Duration, resp *sdk.Response) error {

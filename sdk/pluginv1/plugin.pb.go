@@ -15,6 +15,7 @@ package pluginv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -29,6 +30,105 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CancelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// Why the run is cancelled, e.g. "timed out after 10s"; becomes the
+	// context's cause in the plugin.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRequest) Reset() {
+	*x = CancelRequest{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRequest) ProtoMessage() {}
+
+func (x *CancelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
+func (*CancelRequest) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CancelRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CancelRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type CancelResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when no run with that ID was running.
+	Found         bool `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelResponse) Reset() {
+	*x = CancelResponse{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelResponse) ProtoMessage() {}
+
+func (x *CancelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
+func (*CancelResponse) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CancelResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
 type DescribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -37,7 +137,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +149,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +162,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
 }
 
 type DescribeResponse struct {
@@ -77,7 +177,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +189,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +202,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DescribeResponse) GetName() string {
@@ -145,7 +245,7 @@ type TaskInfo struct {
 
 func (x *TaskInfo) Reset() {
 	*x = TaskInfo{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +257,7 @@ func (x *TaskInfo) String() string {
 func (*TaskInfo) ProtoMessage() {}
 
 func (x *TaskInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +270,7 @@ func (x *TaskInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskInfo.ProtoReflect.Descriptor instead.
 func (*TaskInfo) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TaskInfo) GetName() string {
@@ -195,17 +295,20 @@ func (x *TaskInfo) GetParamsSchemaJson() string {
 }
 
 type RunRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
-	Params        *structpb.Struct       `protobuf:"bytes,2,opt,name=params,proto3" json:"params,omitempty"`
-	Context       *RunContext            `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Task    string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	Params  *structpb.Struct       `protobuf:"bytes,2,opt,name=params,proto3" json:"params,omitempty"`
+	Context *RunContext            `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
+	// The attempt's timeout, measured by the plugin from when it receives the
+	// request. Zero means none.
+	Timeout       *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +320,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +333,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RunRequest) GetTask() string {
@@ -254,6 +357,13 @@ func (x *RunRequest) GetContext() *RunContext {
 	return nil
 }
 
+func (x *RunRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 // RunContext identifies the attempt. The runner is the source of truth for
 // these values; the plugin must treat them as read-only.
 type RunContext struct {
@@ -271,7 +381,7 @@ type RunContext struct {
 
 func (x *RunContext) Reset() {
 	*x = RunContext{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +393,7 @@ func (x *RunContext) String() string {
 func (*RunContext) ProtoMessage() {}
 
 func (x *RunContext) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +406,7 @@ func (x *RunContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunContext.ProtoReflect.Descriptor instead.
 func (*RunContext) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RunContext) GetJobId() string {
@@ -355,6 +465,7 @@ type RunEvent struct {
 	//	*RunEvent_Log
 	//	*RunEvent_Progress
 	//	*RunEvent_Result
+	//	*RunEvent_Span
 	Event         isRunEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -362,7 +473,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +485,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +498,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -424,6 +535,15 @@ func (x *RunEvent) GetResult() *RunResult {
 	return nil
 }
 
+func (x *RunEvent) GetSpan() *SpanData {
+	if x != nil {
+		if x, ok := x.Event.(*RunEvent_Span); ok {
+			return x.Span
+		}
+	}
+	return nil
+}
+
 type isRunEvent_Event interface {
 	isRunEvent_Event()
 }
@@ -440,11 +560,213 @@ type RunEvent_Result struct {
 	Result *RunResult `protobuf:"bytes,3,opt,name=result,proto3,oneof"`
 }
 
+type RunEvent_Span struct {
+	Span *SpanData `protobuf:"bytes,4,opt,name=span,proto3,oneof"`
+}
+
 func (*RunEvent_Log) isRunEvent_Event() {}
 
 func (*RunEvent_Progress) isRunEvent_Event() {}
 
 func (*RunEvent_Result) isRunEvent_Event() {}
+
+func (*RunEvent_Span) isRunEvent_Event() {}
+
+// SpanData is a span the task finished, shipped to the runner, which exports
+// it with its own spans (so plugins need no tracing configuration).
+type SpanData struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	TraceId      []byte                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	SpanId       []byte                 `protobuf:"bytes,2,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	ParentSpanId []byte                 `protobuf:"bytes,3,opt,name=parent_span_id,json=parentSpanId,proto3" json:"parent_span_id,omitempty"`
+	Name         string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// OpenTelemetry span kind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer.
+	Kind       int32                  `protobuf:"varint,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	StartTime  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	Attributes []*Attr                `protobuf:"bytes,8,rep,name=attributes,proto3" json:"attributes,omitempty"`
+	Events     []*SpanEvent           `protobuf:"bytes,9,rep,name=events,proto3" json:"events,omitempty"`
+	// 0 unset, 1 error, 2 ok.
+	StatusCode    int32  `protobuf:"varint,10,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	StatusMessage string `protobuf:"bytes,11,opt,name=status_message,json=statusMessage,proto3" json:"status_message,omitempty"`
+	ScopeName     string `protobuf:"bytes,12,opt,name=scope_name,json=scopeName,proto3" json:"scope_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpanData) Reset() {
+	*x = SpanData{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpanData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpanData) ProtoMessage() {}
+
+func (x *SpanData) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpanData.ProtoReflect.Descriptor instead.
+func (*SpanData) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SpanData) GetTraceId() []byte {
+	if x != nil {
+		return x.TraceId
+	}
+	return nil
+}
+
+func (x *SpanData) GetSpanId() []byte {
+	if x != nil {
+		return x.SpanId
+	}
+	return nil
+}
+
+func (x *SpanData) GetParentSpanId() []byte {
+	if x != nil {
+		return x.ParentSpanId
+	}
+	return nil
+}
+
+func (x *SpanData) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SpanData) GetKind() int32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *SpanData) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *SpanData) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *SpanData) GetAttributes() []*Attr {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *SpanData) GetEvents() []*SpanEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *SpanData) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *SpanData) GetStatusMessage() string {
+	if x != nil {
+		return x.StatusMessage
+	}
+	return ""
+}
+
+func (x *SpanData) GetScopeName() string {
+	if x != nil {
+		return x.ScopeName
+	}
+	return ""
+}
+
+type SpanEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Attributes    []*Attr                `protobuf:"bytes,3,rep,name=attributes,proto3" json:"attributes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpanEvent) Reset() {
+	*x = SpanEvent{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpanEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpanEvent) ProtoMessage() {}
+
+func (x *SpanEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpanEvent.ProtoReflect.Descriptor instead.
+func (*SpanEvent) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SpanEvent) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SpanEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *SpanEvent) GetAttributes() []*Attr {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
 
 type LogRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -459,7 +781,7 @@ type LogRecord struct {
 
 func (x *LogRecord) Reset() {
 	*x = LogRecord{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +793,7 @@ func (x *LogRecord) String() string {
 func (*LogRecord) ProtoMessage() {}
 
 func (x *LogRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +806,7 @@ func (x *LogRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRecord.ProtoReflect.Descriptor instead.
 func (*LogRecord) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LogRecord) GetTime() *timestamppb.Timestamp {
@@ -525,7 +847,7 @@ type Attr struct {
 
 func (x *Attr) Reset() {
 	*x = Attr{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +859,7 @@ func (x *Attr) String() string {
 func (*Attr) ProtoMessage() {}
 
 func (x *Attr) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +872,7 @@ func (x *Attr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attr.ProtoReflect.Descriptor instead.
 func (*Attr) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Attr) GetKey() string {
@@ -577,7 +899,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +911,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +924,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Progress) GetPercent() float64 {
@@ -634,7 +956,7 @@ type RunResult struct {
 
 func (x *RunResult) Reset() {
 	*x = RunResult{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +968,7 @@ func (x *RunResult) String() string {
 func (*RunResult) ProtoMessage() {}
 
 func (x *RunResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +981,7 @@ func (x *RunResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResult.ProtoReflect.Descriptor instead.
 func (*RunResult) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunResult) GetOutput() string {
@@ -687,7 +1009,12 @@ var File_pacer_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n" +
+	"\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
+	"\rCancelRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"&\n" +
+	"\x0eCancelResponse\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\"\x11\n" +
 	"\x0fDescribeRequest\"\x92\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -698,12 +1025,13 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bTaskInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12,\n" +
-	"\x12params_schema_json\x18\x03 \x01(\tR\x10paramsSchemaJson\"\x88\x01\n" +
+	"\x12params_schema_json\x18\x03 \x01(\tR\x10paramsSchemaJson\"\xbd\x01\n" +
 	"\n" +
 	"RunRequest\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12/\n" +
 	"\x06params\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06params\x125\n" +
-	"\acontext\x18\x03 \x01(\v2\x1b.pacer.plugin.v1.RunContextR\acontext\"\xf7\x01\n" +
+	"\acontext\x18\x03 \x01(\v2\x1b.pacer.plugin.v1.RunContextR\acontext\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xf7\x01\n" +
 	"\n" +
 	"RunContext\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
@@ -712,12 +1040,38 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\aattempt\x18\x04 \x01(\rR\aattempt\x12A\n" +
 	"\x0escheduled_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\x12#\n" +
 	"\rfencing_token\x18\x06 \x01(\x03R\ffencingToken\x12\x12\n" +
-	"\x04node\x18\a \x01(\tR\x04node\"\xb2\x01\n" +
+	"\x04node\x18\a \x01(\tR\x04node\"\xe3\x01\n" +
 	"\bRunEvent\x12.\n" +
 	"\x03log\x18\x01 \x01(\v2\x1a.pacer.plugin.v1.LogRecordH\x00R\x03log\x127\n" +
 	"\bprogress\x18\x02 \x01(\v2\x19.pacer.plugin.v1.ProgressH\x00R\bprogress\x124\n" +
-	"\x06result\x18\x03 \x01(\v2\x1a.pacer.plugin.v1.RunResultH\x00R\x06resultB\a\n" +
-	"\x05event\"\x98\x01\n" +
+	"\x06result\x18\x03 \x01(\v2\x1a.pacer.plugin.v1.RunResultH\x00R\x06result\x12/\n" +
+	"\x04span\x18\x04 \x01(\v2\x19.pacer.plugin.v1.SpanDataH\x00R\x04spanB\a\n" +
+	"\x05event\"\xd0\x03\n" +
+	"\bSpanData\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\fR\atraceId\x12\x17\n" +
+	"\aspan_id\x18\x02 \x01(\fR\x06spanId\x12$\n" +
+	"\x0eparent_span_id\x18\x03 \x01(\fR\fparentSpanId\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\x05R\x04kind\x129\n" +
+	"\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x125\n" +
+	"\n" +
+	"attributes\x18\b \x03(\v2\x15.pacer.plugin.v1.AttrR\n" +
+	"attributes\x122\n" +
+	"\x06events\x18\t \x03(\v2\x1a.pacer.plugin.v1.SpanEventR\x06events\x12\x1f\n" +
+	"\vstatus_code\x18\n" +
+	" \x01(\x05R\n" +
+	"statusCode\x12%\n" +
+	"\x0estatus_message\x18\v \x01(\tR\rstatusMessage\x12\x1d\n" +
+	"\n" +
+	"scope_name\x18\f \x01(\tR\tscopeName\"\x86\x01\n" +
+	"\tSpanEvent\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x125\n" +
+	"\n" +
+	"attributes\x18\x03 \x03(\v2\x15.pacer.plugin.v1.AttrR\n" +
+	"attributes\"\x98\x01\n" +
 	"\tLogRecord\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\x05R\x05level\x12\x18\n" +
@@ -732,11 +1086,12 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\tRunResult\x12\x16\n" +
 	"\x06output\x18\x01 \x01(\tR\x06output\x12+\n" +
 	"\x04data\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x04data\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\x9e\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error2\xe9\x01\n" +
 	"\n" +
 	"TaskPlugin\x12O\n" +
 	"\bDescribe\x12 .pacer.plugin.v1.DescribeRequest\x1a!.pacer.plugin.v1.DescribeResponse\x12?\n" +
-	"\x03Run\x12\x1b.pacer.plugin.v1.RunRequest\x1a\x19.pacer.plugin.v1.RunEvent0\x01B'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3"
+	"\x03Run\x12\x1b.pacer.plugin.v1.RunRequest\x1a\x19.pacer.plugin.v1.RunEvent0\x01\x12I\n" +
+	"\x06Cancel\x12\x1e.pacer.plugin.v1.CancelRequest\x1a\x1f.pacer.plugin.v1.CancelResponseB'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3"
 
 var (
 	file_pacer_plugin_v1_plugin_proto_rawDescOnce sync.Once
@@ -750,43 +1105,58 @@ func file_pacer_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_pacer_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_pacer_plugin_v1_plugin_proto_goTypes = []any{
-	(*DescribeRequest)(nil),       // 0: pacer.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),      // 1: pacer.plugin.v1.DescribeResponse
-	(*TaskInfo)(nil),              // 2: pacer.plugin.v1.TaskInfo
-	(*RunRequest)(nil),            // 3: pacer.plugin.v1.RunRequest
-	(*RunContext)(nil),            // 4: pacer.plugin.v1.RunContext
-	(*RunEvent)(nil),              // 5: pacer.plugin.v1.RunEvent
-	(*LogRecord)(nil),             // 6: pacer.plugin.v1.LogRecord
-	(*Attr)(nil),                  // 7: pacer.plugin.v1.Attr
-	(*Progress)(nil),              // 8: pacer.plugin.v1.Progress
-	(*RunResult)(nil),             // 9: pacer.plugin.v1.RunResult
-	(*structpb.Struct)(nil),       // 10: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 12: google.protobuf.Value
+	(*CancelRequest)(nil),         // 0: pacer.plugin.v1.CancelRequest
+	(*CancelResponse)(nil),        // 1: pacer.plugin.v1.CancelResponse
+	(*DescribeRequest)(nil),       // 2: pacer.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),      // 3: pacer.plugin.v1.DescribeResponse
+	(*TaskInfo)(nil),              // 4: pacer.plugin.v1.TaskInfo
+	(*RunRequest)(nil),            // 5: pacer.plugin.v1.RunRequest
+	(*RunContext)(nil),            // 6: pacer.plugin.v1.RunContext
+	(*RunEvent)(nil),              // 7: pacer.plugin.v1.RunEvent
+	(*SpanData)(nil),              // 8: pacer.plugin.v1.SpanData
+	(*SpanEvent)(nil),             // 9: pacer.plugin.v1.SpanEvent
+	(*LogRecord)(nil),             // 10: pacer.plugin.v1.LogRecord
+	(*Attr)(nil),                  // 11: pacer.plugin.v1.Attr
+	(*Progress)(nil),              // 12: pacer.plugin.v1.Progress
+	(*RunResult)(nil),             // 13: pacer.plugin.v1.RunResult
+	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 17: google.protobuf.Value
 }
 var file_pacer_plugin_v1_plugin_proto_depIdxs = []int32{
-	2,  // 0: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
-	10, // 1: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
-	4,  // 2: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
-	11, // 3: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
-	6,  // 4: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
-	8,  // 5: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
-	9,  // 6: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
-	11, // 7: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
-	7,  // 8: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
-	12, // 9: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
-	10, // 10: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
-	0,  // 11: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
-	3,  // 12: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
-	1,  // 13: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
-	5,  // 14: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 0: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
+	14, // 1: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
+	6,  // 2: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
+	15, // 3: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
+	16, // 4: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
+	10, // 5: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
+	12, // 6: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
+	13, // 7: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
+	8,  // 8: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
+	16, // 9: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
+	16, // 10: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
+	11, // 11: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
+	9,  // 12: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
+	16, // 13: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
+	11, // 14: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
+	16, // 15: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
+	11, // 16: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
+	17, // 17: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
+	14, // 18: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
+	2,  // 19: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
+	5,  // 20: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
+	0,  // 21: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
+	3,  // 22: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
+	7,  // 23: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
+	1,  // 24: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
+	22, // [22:25] is the sub-list for method output_type
+	19, // [19:22] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_pacer_plugin_v1_plugin_proto_init() }
@@ -794,10 +1164,11 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 	if File_pacer_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_pacer_plugin_v1_plugin_proto_msgTypes[5].OneofWrappers = []any{
+	file_pacer_plugin_v1_plugin_proto_msgTypes[7].OneofWrappers = []any{
 		(*RunEvent_Log)(nil),
 		(*RunEvent_Progress)(nil),
 		(*RunEvent_Result)(nil),
+		(*RunEvent_Span)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -805,7 +1176,7 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pacer_plugin_v1_plugin_proto_rawDesc), len(file_pacer_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	TaskPlugin_Describe_FullMethodName = "/pacer.plugin.v1.TaskPlugin/Describe"
 	TaskPlugin_Run_FullMethodName      = "/pacer.plugin.v1.TaskPlugin/Run"
+	TaskPlugin_Cancel_FullMethodName   = "/pacer.plugin.v1.TaskPlugin/Cancel"
 )
 
 // TaskPluginClient is the client API for TaskPlugin service.
@@ -37,10 +38,14 @@ const (
 type TaskPluginClient interface {
 	// Describe returns the plugin's name, version and tasks.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
-	// Run executes one attempt of a task. The plugin streams log records and
-	// progress while the task runs, and ends the stream with exactly one result.
-	// Cancelling the call cancels the task's context.
+	// Run executes one attempt of a task. The plugin streams log records,
+	// progress and finished spans while the task runs, and ends the stream with
+	// exactly one result. The task's context ends after RunRequest.timeout, on
+	// Cancel, or when the call itself is cancelled.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunEvent], error)
+	// Cancel asks a running task to stop. The runner then waits a grace period
+	// for Run to end before it kills the plugin process.
+	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
 }
 
 type taskPluginClient struct {
@@ -80,6 +85,16 @@ func (c *taskPluginClient) Run(ctx context.Context, in *RunRequest, opts ...grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TaskPlugin_RunClient = grpc.ServerStreamingClient[RunEvent]
 
+func (c *taskPluginClient) Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelResponse)
+	err := c.cc.Invoke(ctx, TaskPlugin_Cancel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaskPluginServer is the server API for TaskPlugin service.
 // All implementations must embed UnimplementedTaskPluginServer
 // for forward compatibility.
@@ -88,10 +103,14 @@ type TaskPlugin_RunClient = grpc.ServerStreamingClient[RunEvent]
 type TaskPluginServer interface {
 	// Describe returns the plugin's name, version and tasks.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
-	// Run executes one attempt of a task. The plugin streams log records and
-	// progress while the task runs, and ends the stream with exactly one result.
-	// Cancelling the call cancels the task's context.
+	// Run executes one attempt of a task. The plugin streams log records,
+	// progress and finished spans while the task runs, and ends the stream with
+	// exactly one result. The task's context ends after RunRequest.timeout, on
+	// Cancel, or when the call itself is cancelled.
 	Run(*RunRequest, grpc.ServerStreamingServer[RunEvent]) error
+	// Cancel asks a running task to stop. The runner then waits a grace period
+	// for Run to end before it kills the plugin process.
+	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
 	mustEmbedUnimplementedTaskPluginServer()
 }
 
@@ -107,6 +126,9 @@ func (UnimplementedTaskPluginServer) Describe(context.Context, *DescribeRequest)
 }
 func (UnimplementedTaskPluginServer) Run(*RunRequest, grpc.ServerStreamingServer[RunEvent]) error {
 	return status.Error(codes.Unimplemented, "method Run not implemented")
+}
+func (UnimplementedTaskPluginServer) Cancel(context.Context, *CancelRequest) (*CancelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Cancel not implemented")
 }
 func (UnimplementedTaskPluginServer) mustEmbedUnimplementedTaskPluginServer() {}
 func (UnimplementedTaskPluginServer) testEmbeddedByValue()                    {}
@@ -158,6 +180,24 @@ func _TaskPlugin_Run_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type TaskPlugin_RunServer = grpc.ServerStreamingServer[RunEvent]
 
+func _TaskPlugin_Cancel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskPluginServer).Cancel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskPlugin_Cancel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskPluginServer).Cancel(ctx, req.(*CancelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // TaskPlugin_ServiceDesc is the grpc.ServiceDesc for TaskPlugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -168,6 +208,10 @@ var TaskPlugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _TaskPlugin_Describe_Handler,
+		},
+		{
+			MethodName: "Cancel",
+			Handler:    _TaskPlugin_Cancel_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

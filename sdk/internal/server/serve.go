@@ -32,10 +32,12 @@ func Serve(d Dispatcher) {
 	srv := New(d)
 	base, stop := context.WithCancel(context.Background())
 	srv.base = base
+	tp := installTracing(srv)
 
 	shutdown := sync.OnceFunc(func() {
 		stop()
 		srv.waitRuns(drainGrace)
+		_ = tp.Shutdown(context.Background())
 		os.Exit(0)
 	})
 	go watchParent(os.Getppid(), shutdown)

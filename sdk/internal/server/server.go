@@ -6,16 +6,19 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hashicorp/go-plugin"
 
@@ -64,10 +67,24 @@ type Server struct {
 	// run's context is cancelled with it.
 	base context.Context
 	runs sync.WaitGroup
+
+	mu         sync.Mutex
+	active     map[string]*activeRun // by run ID
+	tombstones map[string]tombstone  // early Cancels, by run ID
+	seq        int
 }
 
 // New returns a Server dispatching to d.
-func New(d Dispatcher) *Server { return &Server{d: d, base: context.Background()} }
+func New(d Dispatcher) *Server {
+	return &Server{d: d, base: context.Background(), active: map[string]*activeRun{}, tombstones: map[string]tombstone{}}
+}
+
+// Limits on what a plugin sends, below the transport's message limit so the
+// runner gets a clear error instead of a broken stream.
+const (
+	maxResultBytes = pluginv1.MaxMessageBytes - 64<<10
+	maxLogBytes    = 64 << 10
+)
 
 // waitRuns waits up to grace for in-flight runs to return.
 func (s *Server) waitRuns(grace time.Duration) {
@@ -88,17 +105,113 @@ func (s *Server) Describe(context.Context, *pluginv1.DescribeRequest) (*pluginv1
 func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer[pluginv1.RunEvent]) error {
 	s.runs.Add(1)
 	defer s.runs.Done()
-	ctx, cancel := context.WithCancel(extractTrace(stream.Context()))
-	defer cancel()
-	defer context.AfterFunc(s.base, cancel)()
+	ctx, cancel := context.WithCancelCause(extractTrace(stream.Context()))
+	defer cancel(nil)
+	defer context.AfterFunc(s.base, func() { cancel(errors.New("plugin stopping: the runner went away")) })()
+	if d := req.GetTimeout().AsDuration(); d > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, d, fmt.Errorf("timed out after %s", d))
+		defer stop()
+	}
 	sink := &streamSink{stream: stream}
-	ctx = WithRun(ctx, &Run{Context: req.GetContext(), Sink: sink})
+	run := &Run{Context: req.GetContext(), Sink: sink}
+	ctx = WithRun(ctx, run)
+	key := s.track(req.GetContext().GetRunId(), trace.SpanContextFromContext(ctx).TraceID(), cancel, sink)
+	defer s.untrack(key)
 
 	res, err := s.safeRun(ctx, req, sink)
 	if err != nil {
 		return err
 	}
-	return sink.send(&pluginv1.RunEvent{Event: &pluginv1.RunEvent_Result{Result: res}})
+	ev := &pluginv1.RunEvent{Event: &pluginv1.RunEvent_Result{Result: res}}
+	if n := proto.Size(ev); n > maxResultBytes {
+		ev.Event = &pluginv1.RunEvent_Result{Result: &pluginv1.RunResult{
+			Error: fmt.Sprintf("task %q returned a result of %d bytes, over the %d-byte limit: return less, or store large output elsewhere and return a reference", req.GetTask(), n, maxResultBytes),
+		}}
+	}
+	return sink.send(ev)
+}
+
+// Cancel implements pluginv1.TaskPluginServer.
+func (s *Server) Cancel(_ context.Context, req *pluginv1.CancelRequest) (*pluginv1.CancelResponse, error) {
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "cancelled by the runner"
+	}
+	s.mu.Lock()
+	r, ok := s.active[req.GetRunId()]
+	if !ok && req.GetRunId() != "" {
+		// Cancel can overtake its Run on the wire: remember it, so that
+		// the Run starts cancelled.
+		s.pruneTombstones()
+		s.tombstones[req.GetRunId()] = tombstone{reason: reason, at: time.Now()}
+	}
+	s.mu.Unlock()
+	if ok {
+		r.cancel(errors.New(reason))
+	}
+	return &pluginv1.CancelResponse{Found: ok}, nil
+}
+
+// tombstone is a Cancel that arrived before its Run.
+type tombstone struct {
+	reason string
+	at     time.Time
+}
+
+// tombstoneTTL is how long an early Cancel waits for its Run.
+const tombstoneTTL = time.Minute
+
+func (s *Server) pruneTombstones() {
+	for id, t := range s.tombstones {
+		if time.Since(t.at) > tombstoneTTL {
+			delete(s.tombstones, id)
+		}
+	}
+}
+
+// activeRun is a run in progress, for Cancel and for routing its spans.
+type activeRun struct {
+	traceID trace.TraceID
+	cancel  context.CancelCauseFunc
+	sink    *streamSink
+}
+
+func (s *Server) track(runID string, traceID trace.TraceID, cancel context.CancelCauseFunc, sink *streamSink) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.tombstones[runID]; ok {
+		delete(s.tombstones, runID)
+		cancel(errors.New(t.reason))
+	}
+	s.seq++
+	key := runID
+	if key == "" || s.active[key] != nil {
+		key = fmt.Sprintf("%s#%d", runID, s.seq)
+	}
+	s.active[key] = &activeRun{traceID: traceID, cancel: cancel, sink: sink}
+	return key
+}
+
+func (s *Server) untrack(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.active, key)
+}
+
+// sinkForTrace returns the sink of the run a span belongs to, or nil.
+func (s *Server) sinkForTrace(id trace.TraceID) *streamSink {
+	if !id.IsValid() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.active {
+		if r.traceID == id {
+			return r.sink
+		}
+	}
+	return nil
 }
 
 func (s *Server) safeRun(ctx context.Context, req *pluginv1.RunRequest, sink *streamSink) (res *pluginv1.RunResult, err error) {
@@ -134,9 +247,21 @@ func (s *streamSink) send(ev *pluginv1.RunEvent) error {
 }
 
 // Log implements Sink. A record that cannot be sent (the runner hung up) is
-// dropped: logging must never fail a task.
+// dropped: logging must never fail a task. An oversized record is cut down.
 func (s *streamSink) Log(rec *pluginv1.LogRecord) {
+	if proto.Size(rec) > maxLogBytes {
+		if len(rec.Message) > maxLogBytes/2 {
+			rec.Message = rec.Message[:maxLogBytes/2]
+		}
+		rec.Message += " [log record truncated]"
+		rec.Attrs = nil
+	}
 	_ = s.send(&pluginv1.RunEvent{Event: &pluginv1.RunEvent_Log{Log: rec}})
+}
+
+// Span sends a finished span to the runner.
+func (s *streamSink) Span(sd *pluginv1.SpanData) {
+	_ = s.send(&pluginv1.RunEvent{Event: &pluginv1.RunEvent_Span{Span: sd}})
 }
 
 // Progress implements Sink.
@@ -151,8 +276,11 @@ func extractTrace(ctx context.Context) context.Context {
 	if !ok {
 		return ctx
 	}
-	return propagation.TraceContext{}.Extract(ctx, metadataCarrier(md))
+	return propagatorForPlugins.Extract(ctx, metadataCarrier(md))
 }
+
+// propagatorForPlugins carries W3C trace context and baggage.
+var propagatorForPlugins = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 
 type metadataCarrier metadata.MD
 

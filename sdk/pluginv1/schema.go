@@ -1,0 +1,720 @@
+package pluginv1
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Schema is the subset of JSON Schema (draft 2020-12 keywords) Pacer uses for
+// task params. It travels as TaskInfo.params_schema_json and is serialised as
+// real JSON Schema, so other tools can read it.
+//
+// Keywords outside this subset are ignored by ParseSchema (and so not
+// enforced); the plugin still checks its params when it runs.
+//
+// Every keyword applies to the value independently, as in JSON Schema:
+// Properties, Required and AdditionalProperties only constrain objects, Items
+// only arrays, Minimum and Maximum only numbers and Format only strings. A nil
+// *Schema accepts any value.
+type Schema struct {
+	// Type is one of object, string, number, integer, boolean and array, or
+	// "" for any type.
+	Type        string `json:"type,omitempty"`
+	Description string `json:"description,omitempty"`
+	// Properties are the schemas of an object's known keys.
+	Properties map[string]*Schema `json:"properties,omitempty"`
+	// Required lists the keys an object must have.
+	Required []string `json:"required,omitempty"`
+	// AdditionalProperties false makes keys not in Properties errors.
+	AdditionalProperties *bool `json:"additionalProperties,omitempty"`
+	// AdditionalPropertiesSchema, if set, is the schema every key not in
+	// Properties must match: the schema form of JSON Schema's
+	// additionalProperties (e.g. a map[string]string is
+	// {"type":"object","additionalProperties":{"type":"string"}}). It is
+	// serialised as "additionalProperties" and ignored when
+	// AdditionalProperties is false.
+	AdditionalPropertiesSchema *Schema `json:"-"`
+	// Items is the schema of every element of an array.
+	Items *Schema `json:"items,omitempty"`
+	// Enum lists the allowed values (JSON values: string, float64, bool, nil,
+	// []any, map[string]any).
+	Enum []any `json:"enum,omitempty"`
+	// OneOf lists alternatives, exactly one of which the value must match,
+	// e.g. "a string or a list of strings".
+	OneOf   []*Schema `json:"oneOf,omitempty"`
+	Minimum *float64  `json:"minimum,omitempty"`
+	Maximum *float64  `json:"maximum,omitempty"`
+	// Format "duration" (a Go duration string such as "90s") is checked;
+	// other formats are ignored.
+	Format string `json:"format,omitempty"`
+}
+
+// Types allowed in Schema.Type.
+const (
+	TypeObject  = "object"
+	TypeString  = "string"
+	TypeNumber  = "number"
+	TypeInteger = "integer"
+	TypeBoolean = "boolean"
+	TypeArray   = "array"
+)
+
+// FormatDuration marks a string holding a Go duration ("90s", "1h30m").
+const FormatDuration = "duration"
+
+// schemaFields has Schema's fields and none of its methods, so that the
+// (un)marshalling methods can use the default encoding for all but one field.
+type schemaFields Schema
+
+// MarshalJSON implements json.Marshaler. It writes additionalProperties as a
+// boolean or, for AdditionalPropertiesSchema, as a schema.
+func (s Schema) MarshalJSON() ([]byte, error) {
+	aux := struct {
+		schemaFields
+		AdditionalProperties any `json:"additionalProperties,omitempty"`
+	}{schemaFields: schemaFields(s)}
+	switch {
+	case s.AdditionalProperties != nil && !*s.AdditionalProperties:
+		aux.AdditionalProperties = false
+	case s.AdditionalPropertiesSchema != nil:
+		aux.AdditionalProperties = s.AdditionalPropertiesSchema
+	case s.AdditionalProperties != nil:
+		aux.AdditionalProperties = true
+	}
+	return json.Marshal(aux)
+}
+
+// UnmarshalJSON implements json.Unmarshaler. additionalProperties may be a
+// boolean or a schema.
+func (s *Schema) UnmarshalJSON(b []byte) error {
+	var aux struct {
+		schemaFields
+		AdditionalProperties json.RawMessage `json:"additionalProperties"`
+	}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	*s = Schema(aux.schemaFields)
+	s.AdditionalProperties, s.AdditionalPropertiesSchema = nil, nil
+	switch raw := strings.TrimSpace(string(aux.AdditionalProperties)); {
+	case raw == "" || raw == "null":
+	case raw == "true" || raw == "false":
+		v := raw == "true"
+		s.AdditionalProperties = &v
+	case strings.HasPrefix(raw, "{"):
+		var sub Schema
+		if err := json.Unmarshal(aux.AdditionalProperties, &sub); err != nil {
+			return err
+		}
+		s.AdditionalPropertiesSchema = &sub
+	default:
+		return fmt.Errorf("additionalProperties must be a boolean or a schema, got %s", raw)
+	}
+	return nil
+}
+
+// ParseSchema parses a params schema as sent in TaskInfo.params_schema_json.
+// An empty (or all-blank) text means any params and yields nil, nil.
+// Keywords outside Schema's subset are ignored; a keyword of the subset with
+// a value Pacer cannot use (an unknown type, an empty enum, minimum above
+// maximum) is an error.
+func ParseSchema(jsonText string) (*Schema, error) {
+	text := strings.TrimSpace(jsonText)
+	if text == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(text, "{") {
+		return nil, errors.New("params schema: not a JSON object")
+	}
+	var s Schema
+	if err := json.Unmarshal([]byte(text), &s); err != nil {
+		return nil, fmt.Errorf("params schema: %w", err)
+	}
+	if err := s.check("#"); err != nil {
+		return nil, fmt.Errorf("params schema: %w", err)
+	}
+	return &s, nil
+}
+
+// check reports the first keyword with a value Pacer cannot use. path is a
+// JSON pointer into the schema document.
+func (s *Schema) check(path string) error {
+	if s == nil {
+		return nil
+	}
+	switch s.Type {
+	case "", TypeObject, TypeString, TypeNumber, TypeInteger, TypeBoolean, TypeArray:
+	default:
+		return fmt.Errorf("%s/type: unsupported type %q", path, s.Type)
+	}
+	if s.Enum != nil && len(s.Enum) == 0 {
+		return fmt.Errorf("%s/enum: empty", path)
+	}
+	if s.OneOf != nil && len(s.OneOf) == 0 {
+		return fmt.Errorf("%s/oneOf: empty", path)
+	}
+	if s.Minimum != nil && s.Maximum != nil && *s.Minimum > *s.Maximum {
+		return fmt.Errorf("%s: minimum %v is above maximum %v", path, *s.Minimum, *s.Maximum)
+	}
+	for _, name := range sortedKeys(s.Properties) {
+		if err := s.Properties[name].check(path + "/properties/" + pointerEscape(name)); err != nil {
+			return err
+		}
+	}
+	if err := s.AdditionalPropertiesSchema.check(path + "/additionalProperties"); err != nil {
+		return err
+	}
+	if err := s.Items.check(path + "/items"); err != nil {
+		return err
+	}
+	for i, alt := range s.OneOf {
+		if err := alt.check(path + "/oneOf/" + strconv.Itoa(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func pointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+// JSON returns s as JSON Schema text; "" for a nil schema, matching
+// ParseSchema. It panics if Enum holds a value that is not JSON-compatible,
+// which only a Schema built by hand can.
+func (s *Schema) JSON() string {
+	if s == nil {
+		return ""
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("pluginv1.Schema.JSON: %v", err))
+	}
+	return string(b)
+}
+
+// ValidationError is one problem found by Schema.Validate.
+type ValidationError struct {
+	// Path locates the value within the params: "params", "params.command[2]",
+	// `params.env["MY VAR"]`.
+	Path string
+	// Msg says what is wrong with it.
+	Msg string
+}
+
+func (e *ValidationError) Error() string { return e.Path + ": " + e.Msg }
+
+// Validate checks v, a task's params as decoded from YAML or JSON
+// (map[string]any, []any, string, any Go number kind, bool, nil; other maps,
+// slices and named types are accepted by kind), and returns every problem
+// found as a *ValidationError, in a deterministic order. The root of the
+// paths is "params". A nil schema accepts anything.
+func (s *Schema) Validate(v any) []error {
+	var errs []error
+	s.validate("params", v, &errs)
+	return errs
+}
+
+// Value kinds, named as in JSON Schema.
+const (
+	kindObject  = "object"
+	kindArray   = "array"
+	kindString  = "string"
+	kindNumber  = "number"
+	kindBoolean = "boolean"
+	kindNull    = "null"
+)
+
+// value is a params value sorted into its JSON kind.
+type value struct {
+	kind string
+	str  string
+	num  float64
+	b    bool
+	obj  map[string]any
+	arr  []any
+}
+
+func (v value) isInteger() bool {
+	return v.kind == kindNumber && !math.IsInf(v.num, 0) && v.num == math.Trunc(v.num)
+}
+
+// describe names the value for messages: its kind, plus the value itself for
+// scalars where that helps.
+func (v value) describe() string {
+	switch v.kind {
+	case kindString:
+		return "string " + strconv.Quote(v.str)
+	case kindNumber:
+		return "number " + formatNumber(v.num)
+	case kindBoolean:
+		return "boolean " + strconv.FormatBool(v.b)
+	}
+	return v.kind
+}
+
+func (v value) short() string {
+	switch v.kind {
+	case kindString:
+		return strconv.Quote(v.str)
+	case kindNumber:
+		return formatNumber(v.num)
+	case kindBoolean:
+		return strconv.FormatBool(v.b)
+	}
+	return v.kind
+}
+
+func formatNumber(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+// classify sorts v into its JSON kind; the message is non-empty if v is not
+// a JSON-like value.
+func classify(v any) (value, string) {
+	switch x := v.(type) {
+	case nil:
+		return value{kind: kindNull}, ""
+	case map[string]any:
+		return value{kind: kindObject, obj: x}, ""
+	case []any:
+		return value{kind: kindArray, arr: x}, ""
+	case string:
+		return value{kind: kindString, str: x}, ""
+	case bool:
+		return value{kind: kindBoolean, b: x}, ""
+	case float64:
+		return value{kind: kindNumber, num: x}, ""
+	case int:
+		return value{kind: kindNumber, num: float64(x)}, ""
+	case int64:
+		return value{kind: kindNumber, num: float64(x)}, ""
+	case uint64:
+		return value{kind: kindNumber, num: float64(x)}, ""
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return value{}, fmt.Sprintf("invalid number %q", string(x))
+		}
+		return value{kind: kindNumber, num: f}, ""
+	case map[any]any: // gopkg.in/yaml.v2
+		obj := make(map[string]any, len(x))
+		for k, e := range x {
+			ks, ok := k.(string)
+			if !ok {
+				return value{}, fmt.Sprintf("object key %v is a %T, not a string", k, k)
+			}
+			obj[ks] = e
+		}
+		return value{kind: kindObject, obj: obj}, ""
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.String:
+		return value{kind: kindString, str: rv.String()}, ""
+	case reflect.Bool:
+		return value{kind: kindBoolean, b: rv.Bool()}, ""
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return value{kind: kindNumber, num: float64(rv.Int())}, ""
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return value{kind: kindNumber, num: float64(rv.Uint())}, ""
+	case reflect.Float32, reflect.Float64:
+		return value{kind: kindNumber, num: rv.Float()}, ""
+	case reflect.Pointer, reflect.Interface:
+		if rv.IsNil() {
+			return value{kind: kindNull}, ""
+		}
+		return classify(rv.Elem().Interface())
+	case reflect.Slice:
+		if rv.IsNil() {
+			return value{kind: kindNull}, ""
+		}
+		fallthrough
+	case reflect.Array:
+		arr := make([]any, rv.Len())
+		for i := range arr {
+			arr[i] = rv.Index(i).Interface()
+		}
+		return value{kind: kindArray, arr: arr}, ""
+	case reflect.Map:
+		if rv.IsNil() {
+			return value{kind: kindNull}, ""
+		}
+		obj := make(map[string]any, rv.Len())
+		for it := rv.MapRange(); it.Next(); {
+			k := it.Key()
+			if k.Kind() == reflect.Interface {
+				k = k.Elem()
+			}
+			if k.Kind() != reflect.String {
+				return value{}, fmt.Sprintf("object key %v is a %s, not a string", it.Key().Interface(), k.Kind())
+			}
+			obj[k.String()] = it.Value().Interface()
+		}
+		return value{kind: kindObject, obj: obj}, ""
+	}
+	return value{}, fmt.Sprintf("unsupported value of Go type %T", v)
+}
+
+// typeMatches reports whether a value of kind v has type t. Integers are
+// numbers without a fractional part.
+func typeMatches(t string, v value) bool {
+	switch t {
+	case "":
+		return true
+	case TypeInteger:
+		return v.isInteger()
+	}
+	return t == v.kind
+}
+
+// loosely reports whether v is of t's kind, counting any number as an
+// integer: it picks the oneOf alternative a value was presumably meant for.
+func loosely(s *Schema, v value) bool {
+	if s == nil || s.Type == "" {
+		return true
+	}
+	if s.Type == TypeInteger {
+		return v.kind == kindNumber
+	}
+	return s.Type == v.kind
+}
+
+func (s *Schema) validate(path string, v any, errs *[]error) {
+	if s == nil {
+		return
+	}
+	add := func(format string, args ...any) {
+		*errs = append(*errs, &ValidationError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	val, bad := classify(v)
+	if bad != "" {
+		add("%s", bad)
+		return
+	}
+	if val.kind == kindNumber && (math.IsNaN(val.num) || math.IsInf(val.num, 0)) {
+		if s.Type == TypeNumber || s.Type == TypeInteger {
+			add("expected a finite %s, got %s", s.Type, formatNumber(val.num))
+			return
+		}
+	}
+	if !typeMatches(s.Type, val) {
+		got := val.kind
+		if s.Type == TypeInteger && val.kind == kindNumber {
+			got = val.describe()
+		}
+		add("expected %s, got %s", s.Type, got)
+		return
+	}
+
+	if len(s.Enum) > 0 && !s.inEnum(val) {
+		msg := fmt.Sprintf("must be one of %s; got %s", formatEnum(s.Enum), val.short())
+		if val.kind == kindString {
+			var names []string
+			for _, e := range s.Enum {
+				if es, ok := e.(string); ok {
+					names = append(names, es)
+				}
+			}
+			if hint := suggest(val.str, names); hint != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", hint)
+			}
+		}
+		add("%s", msg)
+	}
+
+	if len(s.OneOf) > 0 {
+		s.validateOneOf(path, v, val, errs)
+	}
+
+	switch val.kind {
+	case kindString:
+		if s.Format == FormatDuration {
+			if _, err := time.ParseDuration(val.str); err != nil {
+				add("invalid duration %q", val.str)
+			}
+		}
+	case kindNumber:
+		if s.Minimum != nil && val.num < *s.Minimum {
+			add("must be >= %s, got %s", formatNumber(*s.Minimum), formatNumber(val.num))
+		}
+		if s.Maximum != nil && val.num > *s.Maximum {
+			add("must be <= %s, got %s", formatNumber(*s.Maximum), formatNumber(val.num))
+		}
+	case kindArray:
+		if s.Items != nil {
+			for i, e := range val.arr {
+				s.Items.validate(path+"["+strconv.Itoa(i)+"]", e, errs)
+			}
+		}
+	case kindObject:
+		s.validateObject(path, val.obj, errs)
+	}
+}
+
+func (s *Schema) validateObject(path string, obj map[string]any, errs *[]error) {
+	add := func(format string, args ...any) {
+		*errs = append(*errs, &ValidationError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	for _, name := range s.Required {
+		if _, ok := obj[name]; !ok {
+			add("missing required key %q", name)
+		}
+	}
+	closed := s.AdditionalProperties != nil && !*s.AdditionalProperties
+	var unused []string // known keys the object lacks: did-you-mean candidates
+	if closed {
+		for name := range s.Properties {
+			if _, ok := obj[name]; !ok {
+				unused = append(unused, name)
+			}
+		}
+		sort.Strings(unused)
+	}
+	for _, key := range sortedKeys(obj) {
+		if ps, ok := s.Properties[key]; ok {
+			ps.validate(joinKey(path, key), obj[key], errs)
+			continue
+		}
+		switch {
+		case closed:
+			msg := fmt.Sprintf("unknown key %q", key)
+			if hint := suggest(key, unused); hint != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", hint)
+			}
+			add("%s", msg)
+		case s.AdditionalPropertiesSchema != nil:
+			s.AdditionalPropertiesSchema.validate(joinKey(path, key), obj[key], errs)
+		}
+	}
+}
+
+func (s *Schema) validateOneOf(path string, v any, val value, errs *[]error) {
+	var matched int
+	altErrs := make([][]error, len(s.OneOf))
+	for i, alt := range s.OneOf {
+		alt.validate(path, v, &altErrs[i])
+		if len(altErrs[i]) == 0 {
+			matched++
+		}
+	}
+	switch {
+	case matched == 1:
+		return
+	case matched > 1:
+		*errs = append(*errs, &ValidationError{Path: path,
+			Msg: fmt.Sprintf("matches %d alternatives; expected exactly one of %s", matched, describeAlternatives(s.OneOf))})
+		return
+	}
+	// Nothing matched. If only one alternative is of the value's kind, the
+	// value was presumably meant for it: its problems say the most.
+	only := -1
+	for i, alt := range s.OneOf {
+		if loosely(alt, val) {
+			if only >= 0 {
+				only = -1
+				break
+			}
+			only = i
+		}
+	}
+	if only >= 0 {
+		*errs = append(*errs, altErrs[only]...)
+		return
+	}
+	*errs = append(*errs, &ValidationError{Path: path,
+		Msg: fmt.Sprintf("expected %s, got %s", describeAlternatives(s.OneOf), val.kind)})
+}
+
+// describeSchema names the values s accepts, as a noun: "string", "array of
+// strings".
+func describeSchema(s *Schema) string {
+	switch {
+	case s == nil:
+		return "any value"
+	case s.Type == "" && len(s.Enum) > 0:
+		return "one of " + formatEnum(s.Enum)
+	case s.Type == "" && len(s.OneOf) > 0:
+		return describeAlternatives(s.OneOf)
+	case s.Type == "":
+		return "any value"
+	case s.Type == TypeArray && s.Items != nil && (s.Items.Type != "" || len(s.Items.Enum) > 0):
+		return "array of " + plural(describeSchema(s.Items))
+	}
+	return s.Type
+}
+
+func plural(noun string) string {
+	switch {
+	case strings.HasPrefix(noun, "one of "):
+		return "values " + noun
+	case strings.HasPrefix(noun, "array of "):
+		return "arrays" + strings.TrimPrefix(noun, "array")
+	}
+	return noun + "s"
+}
+
+func describeAlternatives(alts []*Schema) string {
+	names := make([]string, len(alts))
+	for i, alt := range alts {
+		names[i] = describeSchema(alt)
+	}
+	if len(names) <= 2 {
+		return strings.Join(names, " or ")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+func formatEnum(enum []any) string {
+	parts := make([]string, len(enum))
+	for i, e := range enum {
+		b, err := json.Marshal(e)
+		if err != nil {
+			b = []byte(fmt.Sprint(e))
+		}
+		parts[i] = string(b)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (s *Schema) inEnum(val value) bool {
+	for _, e := range s.Enum {
+		ev, bad := classify(e)
+		if bad == "" && jsonEqual(val, ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// jsonEqual compares two values as JSON values: 1, int64(1) and 1.0 are equal.
+func jsonEqual(a, b value) bool {
+	if a.kind != b.kind {
+		return false
+	}
+	switch a.kind {
+	case kindNull:
+		return true
+	case kindString:
+		return a.str == b.str
+	case kindNumber:
+		return a.num == b.num
+	case kindBoolean:
+		return a.b == b.b
+	case kindArray:
+		if len(a.arr) != len(b.arr) {
+			return false
+		}
+		for i := range a.arr {
+			if !anyEqual(a.arr[i], b.arr[i]) {
+				return false
+			}
+		}
+		return true
+	case kindObject:
+		if len(a.obj) != len(b.obj) {
+			return false
+		}
+		for k, x := range a.obj {
+			y, ok := b.obj[k]
+			if !ok || !anyEqual(x, y) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func anyEqual(x, y any) bool {
+	a, badA := classify(x)
+	b, badB := classify(y)
+	return badA == "" && badB == "" && jsonEqual(a, b)
+}
+
+// joinKey appends an object key to a path: ".key" for identifier-like keys,
+// `["a key"]` for others.
+func joinKey(path, key string) string {
+	if isIdent(key) {
+		return path + "." + key
+	}
+	return path + "[" + strconv.Quote(key) + "]"
+}
+
+func isIdent(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z':
+		case i > 0 && (r == '-' || r >= '0' && r <= '9'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// suggest returns the candidate closest to word if it is close enough to be
+// a likely typo, else "". Candidates must be sorted; ties go to the first.
+func suggest(word string, candidates []string) string {
+	lw := strings.ToLower(word)
+	limit := 1
+	switch n := len([]rune(word)); {
+	case n > 8:
+		limit = 3
+	case n > 3:
+		limit = 2
+	}
+	best, bestDist := "", limit+1
+	for _, c := range candidates {
+		// A suggestion must keep something of the word: "c" is not a typo of "a".
+		d := editDistance(lw, strings.ToLower(c))
+		if d < bestDist && d < len([]rune(word)) && d < len([]rune(c)) {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance: insertions,
+// deletions, substitutions and transpositions of adjacent runes each cost 1.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev2 := make([]int, len(rb)+1)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(rb)]
+}

@@ -1,0 +1,406 @@
+package pluginv1
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func f64(v float64) *float64 { return &v }
+func boolp(v bool) *bool     { return &v }
+
+func messages(errs []error) []string {
+	var out []string
+	for _, err := range errs {
+		out = append(out, err.Error())
+	}
+	return out
+}
+
+// mustParse parses a schema written as JSON, so the tests also exercise
+// ParseSchema on every keyword.
+func mustParse(t *testing.T, text string) *Schema {
+	t.Helper()
+	s, err := ParseSchema(text)
+	if err != nil {
+		t.Fatalf("ParseSchema(%s): %v", text, err)
+	}
+	return s
+}
+
+func TestValidate(t *testing.T) {
+	type named string
+	type namedInt int
+	stringOrList := `{"oneOf":[{"type":"string"},{"type":"array","items":{"type":"string"}}]}`
+	shell := `{
+		"type": "object",
+		"properties": {
+			"command": ` + stringOrList + `,
+			"shell": {"type": "boolean"},
+			"env": {"type": "object", "additionalProperties": {"type": "string"}},
+			"timeout": {"type": "string", "format": "duration"},
+			"max_output_bytes": {"type": "integer", "minimum": 1}
+		},
+		"required": ["command"],
+		"additionalProperties": false
+	}`
+	tests := []struct {
+		name   string
+		schema string
+		value  any
+		want   []string // full messages; nil means valid
+	}{
+		// Any.
+		{"empty schema accepts anything", `{}`, map[string]any{"x": []any{1, "a"}}, nil},
+		{"empty schema accepts null", `{}`, nil, nil},
+
+		// type: string.
+		{"string ok", `{"type":"string"}`, "a", nil},
+		{"named string ok", `{"type":"string"}`, named("a"), nil},
+		{"string got number", `{"type":"string"}`, 1.5, []string{"params: expected string, got number"}},
+		{"string got null", `{"type":"string"}`, nil, []string{"params: expected string, got null"}},
+		{"string got bool", `{"type":"string"}`, true, []string{"params: expected string, got boolean"}},
+
+		// type: number.
+		{"number float64", `{"type":"number"}`, 1.5, nil},
+		{"number int", `{"type":"number"}`, 3, nil},
+		{"number int64", `{"type":"number"}`, int64(3), nil},
+		{"number uint64", `{"type":"number"}`, uint64(3), nil},
+		{"number int32", `{"type":"number"}`, int32(3), nil},
+		{"number float32", `{"type":"number"}`, float32(0.5), nil},
+		{"number json.Number", `{"type":"number"}`, json.Number("2.5"), nil},
+		{"number named int", `{"type":"number"}`, namedInt(2), nil},
+		{"number got string", `{"type":"number"}`, "1", []string{"params: expected number, got string"}},
+		{"number NaN", `{"type":"number"}`, math.NaN(), []string{"params: expected a finite number, got NaN"}},
+		{"number +Inf", `{"type":"number"}`, math.Inf(1), []string{"params: expected a finite number, got +Inf"}},
+
+		// type: integer.
+		{"integer int", `{"type":"integer"}`, 7, nil},
+		{"integer float64 whole", `{"type":"integer"}`, 7.0, nil},
+		{"integer uint64 big", `{"type":"integer"}`, uint64(math.MaxUint64), nil},
+		{"integer int64 negative", `{"type":"integer"}`, int64(-7), nil},
+		{"integer fractional", `{"type":"integer"}`, 7.5, []string{"params: expected integer, got number 7.5"}},
+		{"integer got string", `{"type":"integer"}`, "7", []string{"params: expected integer, got string"}},
+
+		// type: boolean.
+		{"boolean ok", `{"type":"boolean"}`, false, nil},
+		{"boolean got string", `{"type":"boolean"}`, "yes", []string{"params: expected boolean, got string"}},
+
+		// type: array and items.
+		{"array ok", `{"type":"array","items":{"type":"string"}}`, []any{"a", "b"}, nil},
+		{"array typed slice", `{"type":"array","items":{"type":"string"}}`, []string{"a"}, nil},
+		{"array empty", `{"type":"array","items":{"type":"string"}}`, []any{}, nil},
+		{"array got object", `{"type":"array"}`, map[string]any{}, []string{"params: expected array, got object"}},
+		{"array items all reported", `{"type":"array","items":{"type":"string"}}`, []any{"a", 1, true},
+			[]string{"params[1]: expected string, got number", "params[2]: expected string, got boolean"}},
+		{"array without items", `{"type":"array"}`, []any{1, "a"}, nil},
+		{"nested arrays", `{"type":"array","items":{"type":"array","items":{"type":"integer"}}}`, []any{[]any{1}, []any{2, 2.5}},
+			[]string{"params[1][1]: expected integer, got number 2.5"}},
+
+		// type: object, properties, required, additionalProperties.
+		{"object ok", `{"type":"object","properties":{"a":{"type":"string"}}}`, map[string]any{"a": "x", "b": 1}, nil},
+		{"object map[any]any", `{"type":"object","properties":{"a":{"type":"string"}}}`, map[any]any{"a": 1},
+			[]string{"params.a: expected string, got number"}},
+		{"object non-string key", `{"type":"object"}`, map[any]any{1: "a"}, []string{"params: object key 1 is a int, not a string"}},
+		{"object typed map", `{"type":"object","additionalProperties":{"type":"integer"}}`, map[string]int{"a": 1}, nil},
+		{"object got array", `{"type":"object"}`, []any{}, []string{"params: expected object, got array"}},
+		{"required missing", `{"type":"object","required":["url","method"]}`, map[string]any{"method": "GET"},
+			[]string{`params: missing required key "url"`}},
+		{"required present as null", `{"type":"object","required":["url"]}`, map[string]any{"url": nil}, nil},
+		{"additionalProperties false", `{"type":"object","properties":{"a":{}},"additionalProperties":false}`,
+			map[string]any{"a": 1, "zzz": 2}, []string{`params: unknown key "zzz"`}},
+		{"additionalProperties true", `{"type":"object","properties":{"a":{}},"additionalProperties":true}`,
+			map[string]any{"a": 1, "zzz": 2}, nil},
+		{"additionalProperties schema", `{"type":"object","additionalProperties":{"type":"string"}}`,
+			map[string]any{"A": "x", "B": 8080, "MY VAR": false},
+			[]string{"params.B: expected string, got number", `params["MY VAR"]: expected string, got boolean`}},
+		{"properties win over additionalProperties schema", `{"type":"object","properties":{"n":{"type":"integer"}},"additionalProperties":{"type":"string"}}`,
+			map[string]any{"n": 1, "s": "x"}, nil},
+		{"object keywords ignore non-objects", `{"required":["a"],"additionalProperties":false}`, "str", nil},
+
+		// Did you mean.
+		{"did you mean", shell, map[string]any{"comand": []any{"ls"}},
+			[]string{`params: missing required key "command"`, `params: unknown key "comand" (did you mean "command"?)`}},
+		{"did you mean transposition", shell, map[string]any{"command": "ls", "shlel": true},
+			[]string{`params: unknown key "shlel" (did you mean "shell"?)`}},
+		{"did you mean case", shell, map[string]any{"command": "ls", "Timeout": "1s"},
+			[]string{`params: unknown key "Timeout" (did you mean "timeout"?)`}},
+		{"no suggestion when far", shell, map[string]any{"command": "ls", "frobnicate": 1},
+			[]string{`params: unknown key "frobnicate"`}},
+		{"no suggestion of keys already present", shell, map[string]any{"command": "ls", "commands": "x"},
+			[]string{`params: unknown key "commands"`}},
+
+		// enum.
+		{"enum ok", `{"type":"string","enum":["fast","safe"]}`, "safe", nil},
+		{"enum bad", `{"type":"string","enum":["fast","safe"]}`, "slow",
+			[]string{`params: must be one of "fast", "safe"; got "slow"`}},
+		{"enum did you mean", `{"type":"string","enum":["fast","safe"]}`, "fsat",
+			[]string{`params: must be one of "fast", "safe"; got "fsat" (did you mean "fast"?)`}},
+		{"enum numbers across kinds", `{"enum":[1,2,3]}`, int64(2), nil},
+		{"enum number bad", `{"enum":[1,2,3]}`, 4, []string{`params: must be one of 1, 2, 3; got 4`}},
+		{"enum mixed", `{"enum":["a",null,true]}`, nil, nil},
+		{"enum arrays", `{"enum":[["a","b"]]}`, []string{"a", "b"}, nil},
+		{"enum objects", `{"enum":[{"a":1}]}`, map[string]any{"a": 1}, nil},
+		{"enum objects differ", `{"enum":[{"a":1}]}`, map[string]any{"a": 2}, []string{`params: must be one of {"a":1}; got object`}},
+
+		// oneOf.
+		{"oneOf string", stringOrList, "ls -l", nil},
+		{"oneOf list", stringOrList, []any{"ls", "-l"}, nil},
+		{"oneOf none of the kinds", stringOrList, 5.0,
+			[]string{"params: expected string or array of strings, got number"}},
+		{"oneOf picks the alternative of the value's kind", stringOrList, []any{"ls", 2},
+			[]string{"params[1]: expected string, got number"}},
+		{"oneOf more than one", `{"oneOf":[{"type":"number"},{"type":"integer"}]}`, 3,
+			[]string{"params: matches 2 alternatives; expected exactly one of number or integer"}},
+		{"oneOf three", `{"oneOf":[{"type":"boolean"},{"type":"integer"},{"enum":["auto"]}]}`, "x",
+			[]string{`params: must be one of "auto"; got "x"`}},
+		{"oneOf three none", `{"oneOf":[{"type":"boolean"},{"type":"integer"},{"type":"array","items":{"type":"array","items":{"enum":["a"]}}}]}`, map[string]any{},
+			[]string{`params: expected boolean, integer or array of arrays of values one of "a", got object`}},
+
+		// minimum and maximum.
+		{"minimum ok", `{"type":"integer","minimum":1}`, 1, nil},
+		{"minimum bad", `{"type":"integer","minimum":1}`, 0, []string{"params: must be >= 1, got 0"}},
+		{"maximum bad", `{"type":"number","maximum":1.5}`, 2, []string{"params: must be <= 1.5, got 2"}},
+		{"min and max ignore strings", `{"minimum":1,"maximum":2}`, "x", nil},
+
+		// format.
+		{"duration ok", `{"type":"string","format":"duration"}`, "1h30m", nil},
+		{"duration bad", `{"type":"string","format":"duration"}`, "5 minutes", []string{`params: invalid duration "5 minutes"`}},
+		{"unknown format ignored", `{"type":"string","format":"email"}`, "not an email", nil},
+
+		// Everything at once, in a realistic params object.
+		{"shell ok", shell, map[string]any{"command": []any{"echo", "hi"}, "env": map[string]any{"A": "1"}, "timeout": "30s", "max_output_bytes": 1024}, nil},
+		{"shell many problems", shell, map[string]any{
+			"command":          []any{"echo", "hi", 3},
+			"env":              map[string]any{"PORT": 8080},
+			"timeout":          "5 minutes",
+			"max_output_bytes": 0,
+			"shel":             true,
+		}, []string{
+			"params.command[2]: expected string, got number",
+			"params.env.PORT: expected string, got number",
+			"params.max_output_bytes: must be >= 1, got 0",
+			`params: unknown key "shel" (did you mean "shell"?)`,
+			`params.timeout: invalid duration "5 minutes"`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustParse(t, tt.schema)
+			got := messages(s.Validate(tt.value))
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Validate(%#v)\n got: %q\nwant: %q", tt.value, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateNilSchema(t *testing.T) {
+	var s *Schema
+	if errs := s.Validate(map[string]any{"anything": 1}); errs != nil {
+		t.Fatalf("nil schema: %v", errs)
+	}
+}
+
+func TestValidateUnsupportedValue(t *testing.T) {
+	s := &Schema{}
+	got := messages(s.Validate(map[string]any{"c": make(chan int)}))
+	if len(got) != 0 {
+		t.Fatalf("schema without properties should not look inside: %q", got)
+	}
+	s = &Schema{Properties: map[string]*Schema{"c": {}}}
+	got = messages(s.Validate(map[string]any{"c": make(chan int)}))
+	if want := []string{"params.c: unsupported value of Go type chan int"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestValidationErrorType(t *testing.T) {
+	s := &Schema{Type: TypeObject, Properties: map[string]*Schema{"n": {Type: TypeInteger}}}
+	errs := s.Validate(map[string]any{"n": "x"})
+	if len(errs) != 1 {
+		t.Fatalf("got %v", errs)
+	}
+	var ve *ValidationError
+	if !errors.As(errs[0], &ve) || ve.Path != "params.n" || ve.Msg != "expected integer, got string" {
+		t.Fatalf("got %#v", errs[0])
+	}
+}
+
+func TestSchemaBuiltInGo(t *testing.T) {
+	// The same checks work on a schema built as a Go value.
+	s := &Schema{
+		Type:                 TypeObject,
+		Properties:           map[string]*Schema{"mode": {Type: TypeString, Enum: []any{"a", "b"}}},
+		Required:             []string{"mode"},
+		AdditionalProperties: boolp(false),
+	}
+	got := messages(s.Validate(map[string]any{"mode": "c", "mdoe": "a"}))
+	// "mode" is present, so "mdoe" gets no suggestion; keys come in sorted order.
+	want := []string{`params: unknown key "mdoe"`, `params.mode: must be one of "a", "b"; got "c"`}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	s := &Schema{
+		Type:        TypeObject,
+		Description: "params",
+		Properties: map[string]*Schema{
+			"command": {OneOf: []*Schema{{Type: TypeString}, {Type: TypeArray, Items: &Schema{Type: TypeString}}}},
+			"env":     {Type: TypeObject, AdditionalPropertiesSchema: &Schema{Type: TypeString}},
+			"labels":  {Type: TypeObject, AdditionalProperties: boolp(true)},
+			"mode":    {Type: TypeString, Enum: []any{"fast", "safe"}},
+			"n":       {Type: TypeInteger, Minimum: f64(0), Maximum: f64(10)},
+			"timeout": {Type: TypeString, Format: FormatDuration, Description: "per attempt"},
+		},
+		Required:             []string{"command"},
+		AdditionalProperties: boolp(false),
+	}
+	text := s.JSON()
+	want := `{"type":"object","description":"params","properties":{` +
+		`"command":{"oneOf":[{"type":"string"},{"type":"array","items":{"type":"string"}}]},` +
+		`"env":{"type":"object","additionalProperties":{"type":"string"}},` +
+		`"labels":{"type":"object","additionalProperties":true},` +
+		`"mode":{"type":"string","enum":["fast","safe"]},` +
+		`"n":{"type":"integer","minimum":0,"maximum":10},` +
+		`"timeout":{"type":"string","description":"per attempt","format":"duration"}},` +
+		`"required":["command"],"additionalProperties":false}`
+	if text != want {
+		t.Fatalf("JSON:\n got %s\nwant %s", text, want)
+	}
+	back, err := ParseSchema(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, s) {
+		t.Fatalf("round trip changed the schema:\n got %s\nwant %s", back.JSON(), text)
+	}
+	if again := back.JSON(); again != text {
+		t.Fatalf("second round: %s", again)
+	}
+
+	// A value (not pointer) marshals the same way.
+	b, err := json.Marshal(*s)
+	if err != nil || string(b) != text {
+		t.Fatalf("json.Marshal(Schema) = %s, %v", b, err)
+	}
+}
+
+func TestJSONNil(t *testing.T) {
+	var s *Schema
+	if s.JSON() != "" {
+		t.Fatal(`nil schema should be ""`)
+	}
+	if got := (&Schema{}).JSON(); got != "{}" {
+		t.Fatalf("empty schema: %s", got)
+	}
+}
+
+func TestJSONAdditionalPropertiesFalseWins(t *testing.T) {
+	s := &Schema{AdditionalProperties: boolp(false), AdditionalPropertiesSchema: &Schema{Type: TypeString}}
+	if got := s.JSON(); got != `{"additionalProperties":false}` {
+		t.Fatalf("got %s", got)
+	}
+	if errs := s.Validate(map[string]any{"x": "s"}); len(errs) != 1 {
+		t.Fatalf("got %v", errs)
+	}
+}
+
+func TestParseSchema(t *testing.T) {
+	for _, text := range []string{"", "  \n\t"} {
+		s, err := ParseSchema(text)
+		if s != nil || err != nil {
+			t.Errorf("ParseSchema(%q) = %v, %v; want nil, nil", text, s, err)
+		}
+	}
+
+	// Keywords outside the subset are ignored.
+	s, err := ParseSchema(`{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"t","type":"string","pattern":"^a","default":"a"}`)
+	if err != nil || s.Type != TypeString {
+		t.Fatalf("got %+v, %v", s, err)
+	}
+	// null subschemas mean any value.
+	s, err = ParseSchema(`{"properties":{"a":null},"additionalProperties":null}`)
+	if err != nil || s.AdditionalProperties != nil || s.AdditionalPropertiesSchema != nil {
+		t.Fatalf("got %+v, %v", s, err)
+	}
+	if errs := s.Validate(map[string]any{"a": 1}); errs != nil {
+		t.Fatal(errs)
+	}
+
+	bad := []struct{ text, want string }{
+		{`{`, "unexpected end of JSON input"},
+		{`{"type":"string"} x`, "invalid character"},
+		{`[]`, "not a JSON object"},
+		{`null`, "not a JSON object"},
+		{`"string"`, "not a JSON object"},
+		{`true`, "not a JSON object"},
+		{`{"type":"strnig"}`, `#/type: unsupported type "strnig"`},
+		{`{"type":"null"}`, `#/type: unsupported type "null"`},
+		{`{"type":["string","null"]}`, "cannot unmarshal array"},
+		{`{"required":"a"}`, "cannot unmarshal string"},
+		{`{"minimum":"1"}`, "cannot unmarshal string"},
+		{`{"enum":[]}`, "#/enum: empty"},
+		{`{"oneOf":[]}`, "#/oneOf: empty"},
+		{`{"minimum":2,"maximum":1}`, "#: minimum 2 is above maximum 1"},
+		{`{"additionalProperties":1}`, "additionalProperties must be a boolean or a schema"},
+		{`{"additionalProperties":{"type":7}}`, "cannot unmarshal number"},
+		{`{"properties":{"a/b":{"items":{"type":"list"}}}}`, `#/properties/a~1b/items/type: unsupported type "list"`},
+		{`{"additionalProperties":{"type":"x"}}`, `#/additionalProperties/type: unsupported type "x"`},
+		{`{"oneOf":[{"type":"string"},{"type":"x"}]}`, `#/oneOf/1/type: unsupported type "x"`},
+	}
+	for _, tt := range bad {
+		s, err := ParseSchema(tt.text)
+		if err == nil {
+			t.Errorf("ParseSchema(%s) = %s, want error", tt.text, s.JSON())
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), "params schema: ") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseSchema(%s) error %q, want it to contain %q", tt.text, err, tt.want)
+		}
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	cands := []string{"command", "dir", "env", "inherit_env", "max_output_bytes", "shell"}
+	tests := map[string]string{
+		"comand":          "command",
+		"commnad":         "command",
+		"COMMAND":         "command",
+		"dri":             "dir",
+		"en":              "env",
+		"inherit-env":     "inherit_env",
+		"max_outputbytes": "max_output_bytes",
+		"max_bytes":       "",
+		"x":               "",
+		"":                "",
+		"shellz":          "shell",
+		"c":               "",
+		"dirs":            "dir",
+	}
+	for word, want := range tests {
+		if got := suggest(word, cands); got != want {
+			t.Errorf("suggest(%q) = %q, want %q", word, got, want)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"a", "", 1}, {"", "abc", 3}, {"kitten", "sitting", 3},
+		{"ab", "ba", 1}, {"comand", "command", 1}, {"héllo", "hello", 1},
+	}
+	for _, tt := range tests {
+		if got := editDistance(tt.a, tt.b); got != tt.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
