@@ -68,6 +68,11 @@ type Plugins struct {
 	StartTimeout time.Duration     `yaml:"start_timeout"` // default 10s
 	Checksums    map[string]string `yaml:"checksums"`     // plugin name -> "sha256:<64 hex>"
 	Paths        map[string]string `yaml:"paths"`         // plugin name -> explicit binary path
+	// MaxConcurrency bounds concurrent runs per plugin process; default 32.
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// CancelGrace is how long a cancelled or timed-out task may take to
+	// return before its plugin process is killed; default 5s.
+	CancelGrace time.Duration `yaml:"cancel_grace"`
 }
 
 // Observability configures logs, traces and redaction.
@@ -148,6 +153,8 @@ const (
 	defaultHTTPListen           = "127.0.0.1:9464"
 	defaultPluginDir            = "./bin/plugins"
 	defaultPluginStartTimeout   = 10 * time.Second
+	defaultPluginConcurrency    = 32
+	defaultPluginCancelGrace    = 5 * time.Second
 	defaultLogLevel             = "info"
 	defaultLogFormat            = "json"
 	defaultTracingExporter      = "none"
@@ -183,8 +190,10 @@ func Default() *Config {
 		},
 		HTTP: HTTP{Listen: defaultHTTPListen},
 		Plugins: Plugins{
-			Dir:          defaultPluginDir,
-			StartTimeout: defaultPluginStartTimeout,
+			Dir:            defaultPluginDir,
+			StartTimeout:   defaultPluginStartTimeout,
+			MaxConcurrency: defaultPluginConcurrency,
+			CancelGrace:    defaultPluginCancelGrace,
 		},
 		Observability: Observability{
 			Log: Log{Level: defaultLogLevel, Format: defaultLogFormat},

@@ -58,7 +58,9 @@ func TestLoadFullFile(t *testing.T) {
 				"shell":      "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 				"http.check": "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
 			},
-			Paths: map[string]string{"shell": "/usr/local/bin/pacer-shell"},
+			Paths:          map[string]string{"shell": "/usr/local/bin/pacer-shell"},
+			MaxConcurrency: 8,
+			CancelGrace:    2 * time.Second,
 		},
 		Observability: Observability{
 			Log: Log{Level: "debug", Format: "text"},
@@ -92,7 +94,7 @@ func TestLoadFullFile(t *testing.T) {
 					"ratio":   0.5,
 					"nothing": nil,
 				},
-				Line: 49,
+				Line: 51,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -105,7 +107,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow",
 				Misfire:  Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:   0,
-				Line:     70,
+				Line:     72,
 			},
 		},
 	}

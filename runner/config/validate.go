@@ -113,6 +113,10 @@ func (d *decoder) validateHTTP(c *Config) {
 
 func (d *decoder) validatePlugins(p *Plugins) {
 	d.positive("plugins.start_timeout", p.StartTimeout)
+	d.positive("plugins.cancel_grace", p.CancelGrace)
+	if p.MaxConcurrency < 1 || p.MaxConcurrency > 10000 {
+		d.problem("plugins.max_concurrency", "must be between 1 and 10000, got %d", p.MaxConcurrency)
+	}
 	for _, name := range sortedKeys(p.Checksums) {
 		path := joinPath("plugins.checksums", name)
 		sum := p.Checksums[name]

@@ -1,12 +1,20 @@
 // Package pluginhost runs task plugins for the runner: it finds plugin
 // binaries, verifies and starts them through go-plugin over gRPC (one process
-// per plugin, shared by concurrent runs), calls their tasks, and streams their
-// logs and progress back to the caller.
+// per plugin, shared by concurrent runs up to a limit), calls their tasks,
+// streams their logs, progress and spans back, and supervises the processes.
 //
-// Lifecycle of one plugin: the first call for it starts the process
-// (Start timeout, optional SHA-256 pin, AutoMTLS, protocol negotiation) and
-// asks it to Describe itself; later calls reuse the process; if the process
-// has exited, the next call starts a fresh one. Close kills every plugin.
+// Lifecycle of one plugin (see supervisor.go): the first call starts the
+// process (start timeout, optional SHA-256 pin, AutoMTLS, protocol
+// negotiation) and asks it to Describe itself. A health prober watches it.
+// When it exits or is killed, the next call starts a new one after an
+// exponential backoff; after QuarantineCrashes failures within
+// QuarantineWindow, calls fail fast for QuarantineFor. Close kills every
+// plugin.
+//
+// Cancellation: when a call's context ends (timeout, leadership lost,
+// replaced), the host sends Cancel to the plugin and waits CancelGrace for the
+// task to return. A task that ignores cancellation gets its process killed
+// (and restarted); the call then fails with ErrPluginKilled.
 //
 // The plugin process is tied to the runner: on Linux the kernel sends it
 // SIGTERM when the runner dies, and the SDK also polls for a new parent.
@@ -23,21 +31,26 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -45,12 +58,13 @@ import (
 var (
 	ErrPluginNotFound = errors.New("plugin not found")
 	ErrPluginCrashed  = errors.New("plugin crashed")
+	ErrPluginKilled   = errors.New("plugin killed")
 	ErrTaskNotFound   = errors.New("unknown task")
 	ErrInvalidParams  = errors.New("invalid params")
 	ErrProtocol       = errors.New("plugin protocol error")
 )
 
-// Options configure a Host.
+// Options configure a Host. Zero values take the defaults in parentheses.
 type Options struct {
 	// Dir holds plugin binaries, each named after its plugin.
 	Dir string
@@ -59,42 +73,102 @@ type Options struct {
 	// Checksums maps plugin names to "sha256:<hex>"; a binary whose hash
 	// differs is refused.
 	Checksums map[string]string
-	// StartTimeout bounds process start and handshake. Default 10s.
+	// StartTimeout bounds process start, handshake and Describe (10s).
 	StartTimeout time.Duration
+	// MaxConcurrency bounds concurrent calls per plugin process (32).
+	MaxConcurrency int
+	// CancelGrace is how long a cancelled task may take to return before
+	// its process is killed (5s).
+	CancelGrace time.Duration
+	// ProbeInterval is the health-probe period (5s); three failed probes in
+	// a row kill the process.
+	ProbeInterval time.Duration
+	// RestartBackoff is the first restart delay after a crash (500ms),
+	// doubling per consecutive crash up to MaxRestartBackoff (30s).
+	RestartBackoff, MaxRestartBackoff time.Duration
+	// QuarantineCrashes failures within QuarantineWindow (5 in 1m)
+	// quarantine a plugin for QuarantineFor (5m).
+	QuarantineCrashes int
+	QuarantineWindow  time.Duration
+	QuarantineFor     time.Duration
+	// LogLinesPerSecond and LogBurst rate-limit one run's plugin log lines
+	// (100/s, burst 500); LogBytesPerRun caps their volume (1 MiB). Dropped
+	// lines are counted and reported once at the end of the run.
+	LogLinesPerSecond float64
+	LogBurst          int
+	LogBytesPerRun    int
 	// Logger receives the host's and the plugins' own output. Default: discard.
 	Logger *slog.Logger
 	// TracerProvider instruments the gRPC calls. Default: no tracing.
 	TracerProvider trace.TracerProvider
+	// ImportSpan, if set, receives the spans plugins finish, for export.
+	ImportSpan func(sdktrace.ReadOnlySpan)
+	// Sanitize cleans span attributes imported from plugins. Default: none.
+	Sanitize func(string) string
+	// Metrics, if set, receives pacer_plugin_* metrics.
+	Metrics *observability.Metrics
 }
 
-// Host starts and calls plugins. It is safe for concurrent use.
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.StartTimeout, 10*time.Second)
+	def(&o.CancelGrace, 5*time.Second)
+	def(&o.ProbeInterval, 5*time.Second)
+	def(&o.RestartBackoff, 500*time.Millisecond)
+	def(&o.MaxRestartBackoff, 30*time.Second)
+	def(&o.QuarantineWindow, time.Minute)
+	def(&o.QuarantineFor, 5*time.Minute)
+	if o.MaxConcurrency <= 0 {
+		o.MaxConcurrency = 32
+	}
+	if o.QuarantineCrashes <= 0 {
+		o.QuarantineCrashes = 5
+	}
+	if o.LogLinesPerSecond <= 0 {
+		o.LogLinesPerSecond = 100
+	}
+	if o.LogBurst <= 0 {
+		o.LogBurst = 500
+	}
+	if o.LogBytesPerRun <= 0 {
+		o.LogBytesPerRun = 1 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TracerProvider == nil {
+		o.TracerProvider = noop.NewTracerProvider()
+	}
+	if o.Sanitize == nil {
+		o.Sanitize = func(s string) string { return s }
+	}
+}
+
+// Host starts, calls and supervises plugins. It is safe for concurrent use.
 type Host struct {
-	opts Options
-	log  *slog.Logger
+	opts    Options
+	log     *slog.Logger
+	metrics hostMetrics
 
 	mu      sync.Mutex
-	plugins map[string]*instance
+	plugins map[string]*supervisor
 	closed  bool
-}
-
-type instance struct {
-	client *plugin.Client
-	rpc    pluginv1.TaskPluginClient
-	desc   *pluginv1.DescribeResponse
 }
 
 // New returns a Host. It starts nothing until a plugin is first used.
 func New(opts Options) *Host {
-	if opts.StartTimeout <= 0 {
-		opts.StartTimeout = 10 * time.Second
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.TracerProvider == nil {
-		opts.TracerProvider = noop.NewTracerProvider()
-	}
-	return &Host{opts: opts, log: opts.Logger, plugins: map[string]*instance{}}
+	opts.defaults()
+	return &Host{opts: opts, log: opts.Logger, metrics: hostMetrics{opts.Metrics}, plugins: map[string]*supervisor{}}
+}
+
+func (h *Host) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
 }
 
 // Discover lists the plugin names available: every executable file in Dir
@@ -144,33 +218,36 @@ func (h *Host) Path(name string) (string, error) {
 
 // Describe starts the plugin if needed and returns its self-description.
 func (h *Host) Describe(ctx context.Context, name string) (*pluginv1.DescribeResponse, error) {
-	inst, err := h.instance(ctx, name)
+	inst, err := h.supervisor(name).instance(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return inst.desc, nil
 }
 
-func (h *Host) instance(ctx context.Context, name string) (*instance, error) {
+// Status reports every plugin the host knows of: discovered binaries and
+// plugins it has started.
+func (h *Host) Status() []Status {
+	names, _ := h.Discover()
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil, errors.New("plugin host is closed")
-	}
-	if inst, ok := h.plugins[name]; ok {
-		if !inst.client.Exited() {
-			return inst, nil
+	for n := range h.plugins {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
 		}
-		h.log.Warn("plugin process exited; starting a new one", "plugin", name)
-		inst.client.Kill()
-		delete(h.plugins, name)
 	}
-	inst, err := h.start(ctx, name)
-	if err != nil {
-		return nil, err
+	h.mu.Unlock()
+	sort.Strings(names)
+	out := make([]Status, 0, len(names))
+	for _, n := range names {
+		st := h.supervisor(n).status()
+		if p, err := h.Path(n); err == nil {
+			st.Path = p
+		} else {
+			st.Error = err.Error()
+		}
+		out = append(out, st)
 	}
-	h.plugins[name] = inst
-	return inst, nil
+	return out
 }
 
 func (h *Host) start(ctx context.Context, name string) (*instance, error) {
@@ -221,14 +298,17 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 	rpc := raw.(pluginv1.TaskPluginClient)
 	dctx, cancel := context.WithTimeout(ctx, h.opts.StartTimeout)
 	defer cancel()
+	t0 := time.Now()
 	desc, err := rpc.Describe(dctx, &pluginv1.DescribeRequest{})
+	h.metrics.rpc(name, "describe", time.Since(t0))
 	if err != nil {
 		client.Kill()
 		return nil, fmt.Errorf("start plugin %q: describe: %w", name, err)
 	}
-	log.Info("plugin started", "version", desc.GetVersion(), "pid", client.ReattachConfig().Pid,
+	pid := client.ReattachConfig().Pid
+	log.Info("plugin started", "version", desc.GetVersion(), "pid", pid,
 		"protocol", client.NegotiatedVersion(), "start_ms", time.Since(started).Milliseconds())
-	return &instance{client: client, rpc: rpc, desc: desc}, nil
+	return &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, stop: make(chan struct{})}, nil
 }
 
 func (h *Host) secureConfig(name string) (*plugin.SecureConfig, error) {
@@ -264,12 +344,19 @@ type Result struct {
 	TaskError string
 }
 
-// Run calls a task and waits for its result. It returns ctx's error if ctx
-// ends first (the plugin sees the cancellation), ErrPluginCrashed if the
-// plugin process died, and the other sentinel errors above for the cases they
-// name.
+// Run calls a task and waits for its result. When ctx ends first, the task
+// is cancelled and given CancelGrace to return; Run then returns the task's
+// own answer, or an error wrapping both ErrPluginKilled and ctx's cause if
+// the process had to be killed. It returns ErrPluginCrashed if the process
+// died, ErrPluginQuarantined while the plugin is quarantined, and the other
+// sentinel errors above for the cases they name.
 func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
-	inst, err := h.instance(ctx, c.Plugin)
+	sup := h.supervisor(c.Plugin)
+	if err := sup.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer sup.release()
+	inst, err := sup.instance(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -277,29 +364,84 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidParams, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := inst.rpc.Run(ctx, &pluginv1.RunRequest{Task: c.Task, Params: params, Context: c.Context})
-	if err != nil {
-		return nil, h.callError(ctx, inst, c, err)
+	if ctx.Err() != nil { // e.g. the deadline passed while the plugin started
+		return nil, context.Cause(ctx)
 	}
+	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: c.Context}
+	if dl, ok := ctx.Deadline(); ok {
+		req.Timeout = durationpb.New(time.Until(dl))
+	}
+
+	// The stream outlives ctx by up to CancelGrace: ending ctx cancels the
+	// task through the Cancel RPC, not by cutting the stream, so that a
+	// task that stops in time still reports how it ended.
+	sctx, cut := context.WithCancel(trace.ContextWithSpan(context.WithoutCancel(ctx), trace.SpanFromContext(ctx)))
+	defer cut()
+	var killed atomic.Bool
+	stopWatch := context.AfterFunc(ctx, func() {
+		reason := context.Cause(ctx).Error()
+		cctx, cancel := context.WithTimeout(sctx, h.opts.CancelGrace)
+		defer cancel()
+		_, _ = inst.rpc.Cancel(cctx, &pluginv1.CancelRequest{RunId: c.Context.GetRunId(), Reason: reason})
+		select {
+		case <-cctx.Done():
+		case <-sctx.Done():
+			return // the call ended
+		}
+		if sctx.Err() == nil {
+			killed.Store(true)
+			sup.log.Error("task ignored cancellation; killing the plugin process", "task", c.Task,
+				"run_id", c.Context.GetRunId(), "grace", h.opts.CancelGrace, "pid", inst.pid)
+			inst.kill(ReasonHung)
+			cut()
+		}
+	})
+	defer stopWatch()
+
+	t0 := time.Now()
+	res, err := h.stream(sctx, inst, c, req)
+	h.metrics.rpc(c.Plugin, "run", time.Since(t0))
+	switch {
+	case killed.Load():
+		sup.failed(inst)
+		return nil, fmt.Errorf("%w: task %q did not stop within %s of being cancelled (%w)",
+			ErrPluginKilled, c.Task, h.opts.CancelGrace, context.Cause(ctx))
+	case errors.Is(err, ErrPluginCrashed):
+		sup.failed(inst)
+	case err == nil:
+		sup.ok()
+	}
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrPluginCrashed) {
+		return nil, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+	}
+	return res, err
+}
+
+// stream runs one Run RPC to its end.
+func (h *Host) stream(ctx context.Context, inst *instance, c Call, req *pluginv1.RunRequest) (*Result, error) {
+	stream, err := inst.rpc.Run(ctx, req)
+	if err != nil {
+		return nil, h.callError(inst, c, err)
+	}
+	logs := newLogLimiter(h.opts, c.OnLog)
+	defer logs.finish(c.Plugin, h.metrics)
 	for {
 		ev, err := stream.Recv()
 		if err == io.EOF {
 			return nil, fmt.Errorf("%w: plugin %q ended the run without a result", ErrProtocol, c.Plugin)
 		}
 		if err != nil {
-			return nil, h.callError(ctx, inst, c, err)
+			return nil, h.callError(inst, c, err)
 		}
 		switch e := ev.GetEvent().(type) {
 		case *pluginv1.RunEvent_Log:
-			if c.OnLog != nil {
-				c.OnLog(e.Log)
-			}
+			logs.log(e.Log)
 		case *pluginv1.RunEvent_Progress:
 			if c.OnProgress != nil {
 				c.OnProgress(e.Progress)
 			}
+		case *pluginv1.RunEvent_Span:
+			h.importSpan(c.Plugin, e.Span)
 		case *pluginv1.RunEvent_Result:
 			r := e.Result
 			// The result is the last event: read the end of the stream so
@@ -315,17 +457,16 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 }
 
 // callError turns a gRPC failure into one of the package's errors.
-func (h *Host) callError(ctx context.Context, inst *instance, c Call, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return context.Cause(ctx)
-	}
+func (h *Host) callError(inst *instance, c Call, err error) error {
 	st := status.Convert(err)
 	switch st.Code() {
 	case codes.NotFound:
 		return fmt.Errorf("%w: %s", ErrTaskNotFound, st.Message())
 	case codes.InvalidArgument:
 		return fmt.Errorf("%w: %s", ErrInvalidParams, st.Message())
-	case codes.Unavailable, codes.Canceled:
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%w: plugin %q task %q: message over the %d-byte limit: %s", ErrProtocol, c.Plugin, c.Task, pluginv1.MaxMessageBytes, st.Message())
+	case codes.Unavailable, codes.Canceled, codes.Internal:
 		if inst.client.Exited() || waitExited(inst.client, 500*time.Millisecond) {
 			return fmt.Errorf("%w: plugin %q exited during task %q", ErrPluginCrashed, c.Plugin, c.Task)
 		}
@@ -350,15 +491,14 @@ func waitExited(c *plugin.Client, d time.Duration) bool {
 func (h *Host) Close() error {
 	h.mu.Lock()
 	h.closed = true
-	plugins := h.plugins
-	h.plugins = map[string]*instance{}
+	sups := make([]*supervisor, 0, len(h.plugins))
+	for _, s := range h.plugins {
+		sups = append(sups, s)
+	}
 	h.mu.Unlock()
 	var wg sync.WaitGroup
-	for name, inst := range plugins {
-		wg.Go(func() {
-			inst.client.Kill()
-			h.log.Info("plugin stopped", "plugin", name)
-		})
+	for _, s := range sups {
+		wg.Go(s.close)
 	}
 	wg.Wait()
 	return nil

@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/sdk/trace"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/sdktest"
@@ -207,11 +210,204 @@ func TestCrashIsReportedAndPluginRestarts(t *testing.T) {
 func TestTimeoutCancelsTheTask(t *testing.T) {
 	t.Parallel()
 	b := setup(t, pluginhost.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// Start the plugin first: this test is about a task reaching its deadline.
+	if _, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "warm"})); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, err := b.host.Run(ctx, call("sleep", map[string]any{"duration": "1h"}))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want DeadlineExceeded", err)
+	res, err := b.host.Run(ctx, call("sleep", map[string]any{"duration": "1h"}))
+	// The task saw its deadline and answered in time: its own answer comes back.
+	if err != nil || !strings.Contains(res.TaskError, "interrupted") {
+		t.Fatalf("err = %v, res = %+v; want the task's own interrupted error", err, res)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("returned before the deadline")
+	}
+}
+
+func TestTaskIgnoringCancellationIsKilledAndReplaced(t *testing.T) {
+	t.Parallel()
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, pluginhost.Options{CancelGrace: 300 * time.Millisecond, RestartBackoff: time.Millisecond, Metrics: m})
+	before, err := b.host.Run(context.Background(), call("env", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = b.host.Run(ctx, call("hang", nil))
+	if !errors.Is(err, pluginhost.ErrPluginKilled) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want ErrPluginKilled and DeadlineExceeded", err)
+	}
+	waitGone(t, int(before.Data["pid"].(float64)))
+	after, err := b.host.Run(context.Background(), call("env", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Data["pid"] == before.Data["pid"] {
+		t.Fatal("same process after a kill")
+	}
+	if got := testutil.ToFloat64(m.PluginRestarts.WithLabelValues("testplugin", pluginhost.ReasonHung)); got != 1 {
+		t.Fatalf("restarts{reason=hung} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.PluginUp.WithLabelValues("testplugin")); got != 1 {
+		t.Fatalf("plugin_up = %v after restart, want 1", got)
+	}
+}
+
+func TestCrashLoopIsQuarantined(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pluginhost.Options{RestartBackoff: time.Millisecond, MaxRestartBackoff: time.Millisecond,
+		QuarantineCrashes: 3, QuarantineWindow: time.Minute, QuarantineFor: time.Hour})
+	for i := range 3 {
+		if _, err := b.host.Run(context.Background(), call("crash", nil)); !errors.Is(err, pluginhost.ErrPluginCrashed) {
+			t.Fatalf("crash %d: err = %v", i, err)
+		}
+	}
+	_, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "x"}))
+	if !errors.Is(err, pluginhost.ErrPluginQuarantined) || !strings.Contains(err.Error(), "crashed 3 times") {
+		t.Fatalf("err = %v, want ErrPluginQuarantined", err)
+	}
+	st := b.host.Status()
+	for _, s := range st {
+		if s.Name == "testplugin" && s.State != "quarantined" {
+			t.Fatalf("status = %+v, want quarantined", s)
+		}
+	}
+}
+
+func TestConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pluginhost.Options{MaxConcurrency: 1})
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		c := call("sleep", map[string]any{"duration": "1h"})
+		c.OnProgress = nil
+		close(started)
+		_, err := b.host.Run(ctx, c)
+		done <- err
+	}()
+	<-started
+	// Wait until the first call holds the only slot.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		short, scancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		_, err := b.host.Run(short, call("echo", map[string]any{"message": "x"}))
+		scancel()
+		if err != nil && strings.Contains(err.Error(), "waiting for a free slot") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second call never waited for a slot: %v", err)
+		}
+	}
+	cancel()
+	<-done
+}
+
+func TestLogFloodIsBounded(t *testing.T) {
+	t.Parallel()
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, pluginhost.Options{LogLinesPerSecond: 10, LogBurst: 50, Metrics: m})
+	var got []*pluginv1.LogRecord
+	c := call("flood", map[string]any{"count": 20000})
+	c.OnLog = func(l *pluginv1.LogRecord) { got = append(got, l) }
+	res, err := b.host.Run(context.Background(), c)
+	if err != nil || res.Output != "logged 20000 lines" {
+		t.Fatalf("err = %v res = %+v", err, res)
+	}
+	last := got[len(got)-1]
+	if len(got) > 200 || !strings.Contains(last.GetMessage(), "plugin log lines dropped") {
+		t.Fatalf("%d lines passed; last %q", len(got), last.GetMessage())
+	}
+	if dropped := testutil.ToFloat64(m.PluginLogsDropped.WithLabelValues("testplugin")); dropped < 19000 {
+		t.Fatalf("dropped = %v", dropped)
+	}
+}
+
+func TestOversizedResultFailsCleanly(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pluginhost.Options{})
+	res, err := b.host.Run(context.Background(), call("big", map[string]any{"count": 8 << 20}))
+	if err != nil || !strings.Contains(res.TaskError, "over the") {
+		t.Fatalf("err = %v, res.TaskError = %.200q", err, res.TaskError)
+	}
+	if res, err := b.host.Run(context.Background(), call("big", map[string]any{"count": 1 << 20})); err != nil || len(res.Output) != 1<<20 {
+		t.Fatalf("1 MiB result: err = %v", err)
+	}
+}
+
+func TestPluginSpansAreImportedUnderTheRun(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var imported []sdktrace.ReadOnlySpan
+	b := setup(t, pluginhost.Options{
+		ImportSpan: func(s sdktrace.ReadOnlySpan) { mu.Lock(); imported = append(imported, s); mu.Unlock() },
+		Sanitize:   func(s string) string { return strings.ReplaceAll(s, "alice@example.com", "[email]") },
+	})
+	tp := sdktrace.NewTracerProvider()
+	ctx, root := tp.Tracer("t").Start(context.Background(), "pacer.run")
+	res, err := b.host.Run(ctx, call("span", map[string]any{"message": "mail alice@example.com"}))
+	root.End()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(imported) != 1 {
+		t.Fatalf("%d spans imported, want 1", len(imported))
+	}
+	s := imported[0]
+	if s.Name() != "testplugin.work" || s.SpanContext().SpanID().String() != res.Output ||
+		s.SpanContext().TraceID() != root.SpanContext().TraceID() || !s.Parent().IsValid() {
+		t.Fatalf("span %q trace %s parent %v; want testplugin.work in trace %s", s.Name(), s.SpanContext().TraceID(), s.Parent(), root.SpanContext().TraceID())
+	}
+	// Its parent is the RPC's client span, recorded by the host.
+	var rpcSpan string
+	for _, e := range b.rec.Ended() {
+		if strings.HasSuffix(e.Name(), "TaskPlugin/Run") {
+			rpcSpan = e.SpanContext().SpanID().String()
+		}
+	}
+	if s.Parent().SpanID().String() != rpcSpan {
+		t.Fatalf("plugin span's parent %s is not the RPC span %s", s.Parent().SpanID(), rpcSpan)
+	}
+	for _, kv := range s.Attributes() {
+		if kv.Key == "note" && kv.Value.AsString() != "mail [email]" {
+			t.Fatalf("attribute not sanitized: %q", kv.Value.AsString())
+		}
+	}
+	if len(s.Events()) != 1 || s.Events()[0].Name != "halfway" {
+		t.Fatalf("events = %v", s.Events())
+	}
+}
+
+func TestStatusListsPluginsAndTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pluginhost.Options{})
+	if _, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "x"})); err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]pluginhost.Status{}
+	for _, s := range b.host.Status() {
+		byName[s.Name] = s
+	}
+	tp, sh := byName["testplugin"], byName["shell"]
+	if tp.State != "up" || tp.PID == 0 || tp.Version != "test" || len(tp.Tasks) < 5 {
+		t.Fatalf("testplugin status = %+v", tp)
+	}
+	if sh.State != "not_started" || sh.Path == "" {
+		t.Fatalf("shell status = %+v", sh)
 	}
 }
 
@@ -280,13 +476,17 @@ func TestShellExportsRunContextAndKillsProcessGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.host.Run(ctx, c)
+		res, err := b.host.Run(ctx, c)
+		if err == nil && !strings.Contains(res.TaskError, "stopped") {
+			err = errors.New("task error does not say it stopped: " + res.TaskError)
+		}
 		done <- err
 	}()
 	pid := waitPIDFile(t, pidFile)
 	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want Canceled", err)
+	// The task answers after cancellation, in time: its own answer comes back.
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 	waitGone(t, pid)
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // newHCLogger adapts go-plugin's hclog output (including the plugin's stderr
@@ -40,7 +41,11 @@ func (s hclogSink) Accept(name string, level hclog.Level, msg string, args ...an
 	attrs := make([]slog.Attr, 0, len(args)/2+1)
 	attrs = append(attrs, slog.String("source", "go-plugin"), slog.String("logger", name))
 	for i := 0; i+1 < len(args); i += 2 {
-		attrs = append(attrs, slog.Any(fmt.Sprint(args[i]), args[i+1]))
+		key := fmt.Sprint(args[i])
+		if key == "plugin" { // go-plugin's binary path; "plugin" is the name
+			key = "path"
+		}
+		attrs = append(attrs, slog.Any(key, args[i+1]))
 	}
 	s.log.LogAttrs(ctx, lv, msg, attrs...)
 }
@@ -90,3 +95,5 @@ func (l *lineLogger) flush() {
 	}
 	l.buf = l.buf[:0]
 }
+
+func structNumber(n int) *structpb.Value { return structpb.NewNumberValue(float64(n)) }

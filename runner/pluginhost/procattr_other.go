@@ -4,5 +4,6 @@ package pluginhost
 
 import "syscall"
 
-// processAttrs: without Pdeathsig, the SDK's parent polling stops the plugin.
-func processAttrs() *syscall.SysProcAttr { return nil }
+// processAttrs: a process group of its own (see the Linux version); without
+// Pdeathsig, the SDK's parent polling stops the plugin when the runner dies.
+func processAttrs() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }

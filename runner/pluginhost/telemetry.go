@@ -1,0 +1,137 @@
+package pluginhost
+
+import (
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/time/rate"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/sdk/pluginv1"
+)
+
+// hostMetrics records pacer_plugin_* metrics; it does nothing without them.
+type hostMetrics struct{ m *observability.Metrics }
+
+func (hm hostMetrics) up(plugin string, up bool) {
+	if hm.m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	hm.m.PluginUp.WithLabelValues(plugin).Set(v)
+}
+
+func (hm hostMetrics) restart(plugin, reason string) {
+	if hm.m != nil {
+		hm.m.PluginRestarts.WithLabelValues(plugin, reason).Inc()
+	}
+}
+
+func (hm hostMetrics) rpc(plugin, method string, d time.Duration) {
+	if hm.m != nil {
+		hm.m.PluginRPCDuration.WithLabelValues(plugin, method).Observe(d.Seconds())
+	}
+}
+
+func (hm hostMetrics) droppedLogs(plugin string, n int) {
+	if hm.m != nil {
+		hm.m.PluginLogsDropped.WithLabelValues(plugin).Add(float64(n))
+	}
+}
+
+// logLimiter bounds one run's plugin log lines by rate and by volume.
+type logLimiter struct {
+	out     func(*pluginv1.LogRecord)
+	lim     *rate.Limiter
+	budget  int
+	dropped int
+}
+
+func newLogLimiter(o Options, out func(*pluginv1.LogRecord)) *logLimiter {
+	return &logLimiter{out: out, lim: rate.NewLimiter(rate.Limit(o.LogLinesPerSecond), o.LogBurst), budget: o.LogBytesPerRun}
+}
+
+func (l *logLimiter) log(rec *pluginv1.LogRecord) {
+	if l.out == nil {
+		return
+	}
+	size := len(rec.GetMessage())
+	for _, a := range rec.GetAttrs() {
+		size += len(a.GetKey()) + len(a.GetValue().String())
+	}
+	if size > l.budget || !l.lim.Allow() {
+		l.dropped++
+		return
+	}
+	l.budget -= size
+	l.out(rec)
+}
+
+// finish reports dropped lines once, at the end of the run.
+func (l *logLimiter) finish(plugin string, m hostMetrics) {
+	if l.dropped == 0 || l.out == nil {
+		return
+	}
+	m.droppedLogs(plugin, l.dropped)
+	l.out(&pluginv1.LogRecord{Level: 4, Message: fmt.Sprintf(
+		"%d plugin log lines dropped: over the per-run limit (rate or volume)", l.dropped),
+		Attrs: []*pluginv1.Attr{{Key: "dropped_lines", Value: structNumber(l.dropped)}}})
+}
+
+// importSpan hands a span finished inside a plugin to the runner's exporter,
+// sanitized, as a child in the run's trace.
+func (h *Host) importSpan(plugin string, sd *pluginv1.SpanData) {
+	if h.opts.ImportSpan == nil {
+		return
+	}
+	var tid trace.TraceID
+	var sid, pid trace.SpanID
+	if copy(tid[:], sd.GetTraceId()) != len(tid) || copy(sid[:], sd.GetSpanId()) != len(sid) {
+		return
+	}
+	copy(pid[:], sd.GetParentSpanId())
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: pid, TraceFlags: trace.FlagsSampled})
+	attrs := append(h.attrs(sd.GetAttributes()), attribute.String("pacer.plugin", plugin))
+	stub := tracetest.SpanStub{
+		Name:                 h.opts.Sanitize(sd.GetName()),
+		SpanContext:          sc,
+		Parent:               parent,
+		SpanKind:             trace.SpanKind(sd.GetKind()),
+		StartTime:            sd.GetStartTime().AsTime(),
+		EndTime:              sd.GetEndTime().AsTime(),
+		Attributes:           attrs,
+		Status:               sdktrace.Status{Code: codes.Code(sd.GetStatusCode()), Description: h.opts.Sanitize(sd.GetStatusMessage())},
+		InstrumentationScope: instrumentation.Scope{Name: sd.GetScopeName()},
+	}
+	for _, e := range sd.GetEvents() {
+		stub.Events = append(stub.Events, sdktrace.Event{Name: h.opts.Sanitize(e.GetName()), Time: e.GetTime().AsTime(), Attributes: h.attrs(e.GetAttributes())})
+	}
+	h.opts.ImportSpan(stub.Snapshot())
+}
+
+func (h *Host) attrs(in []*pluginv1.Attr) []attribute.KeyValue {
+	out := make([]attribute.KeyValue, 0, len(in)+1)
+	for _, a := range in {
+		switch v := a.GetValue().AsInterface().(type) {
+		case bool:
+			out = append(out, attribute.Bool(a.GetKey(), v))
+		case float64:
+			out = append(out, attribute.Float64(a.GetKey(), v))
+		case string:
+			out = append(out, attribute.String(a.GetKey(), h.opts.Sanitize(v)))
+		default:
+			out = append(out, attribute.String(a.GetKey(), h.opts.Sanitize(fmt.Sprint(v))))
+		}
+	}
+	return out
+}
