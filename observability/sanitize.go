@@ -1,0 +1,1519 @@
+package observability
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Pattern is an operator-supplied masking rule: every match of Regex becomes "[Name]".
+type Pattern struct {
+	Name  string // placeholder name: letters, digits, '_', '-' and '.'
+	Regex string // RE2 syntax (package regexp); must not match the empty string
+}
+
+// SanitizerOptions configure a Sanitizer. The zero value gives the built-in
+// masks only.
+type SanitizerOptions struct {
+	// RedactKeys are extra key names whose values are always redacted. Keys
+	// are compared normalised: ASCII case is ignored and so are '_', '-' and
+	// '.', so "api_key", "API-Key", "api.key" and "apiKey" are one key.
+	// Unlike the built-in keys (which also match as suffixes, see
+	// SensitiveKey), a RedactKey must match the whole key.
+	RedactKeys []string
+	// Patterns are extra masks, applied in order after the built-ins.
+	Patterns []Pattern
+	// TrustedKeys are slog attribute keys the logging handler never
+	// sanitizes nor redacts (exact, case-sensitive match). nil means
+	// DefaultTrustedKeys; an empty non-nil slice trusts nothing.
+	TrustedKeys []string
+}
+
+// DefaultTrustedKeys are the slog attribute keys left untouched when
+// SanitizerOptions.TrustedKeys is nil.
+var DefaultTrustedKeys = []string{"time", "level", "trace_id", "span_id", "fencing_token"}
+
+// Placeholders written by the built-in masks.
+const (
+	phPrivateKey = "[private_key]"
+	phUserinfo   = "[userinfo]"
+	phJWT        = "[jwt]"
+	phEmail      = "[email]"
+	phCard       = "[card]"
+	phIPv6       = "[ipv6]"
+	phIPv4       = "[ipv4]"
+	phBearer     = "Bearer [token]"
+	phRedacted   = "[redacted]"
+)
+
+// builtinPlaceholderNames are the names (without brackets) a value may
+// already carry when it has been sanitized once; such values are left alone,
+// which keeps String idempotent.
+var builtinPlaceholderNames = []string{
+	"private_key", "userinfo", "jwt", "email", "card", "ipv6", "ipv4", "token", "redacted",
+}
+
+// builtinKeySuffixes are the normalised (lower-case, no '_', '-', '.') key
+// endings that make a key sensitive.
+var builtinKeySuffixes = []string{
+	"password", "passwd", "passphrase", "secret", "token", "apikey",
+	"privatekey", "secretkey", "secretaccesskey", "authorization",
+}
+
+// authSchemes are HTTP authentication schemes (lower case). For a sensitive
+// key whose value is "<scheme> <credentials>" only the credentials are
+// replaced, so "Authorization: Basic dXNl" reads "Authorization: Basic [redacted]".
+var authSchemes = []string{
+	"basic", "bearer", "digest", "dpop", "negotiate", "ntlm", "token", "hoba",
+	"mutual", "vapid", "scram-sha-1", "scram-sha-256", "aws4-hmac-sha256",
+}
+
+// Sanitizer masks personal data and secrets in text, replacing each with a
+// typed placeholder so a reader still knows what was there. A Sanitizer is
+// immutable after NewSanitizer and safe for concurrent use. A nil *Sanitizer
+// behaves like one built from the zero SanitizerOptions, so a missing
+// sanitizer never means unsanitized output.
+//
+// String applies these masks, in this order (each sees the output of the
+// previous ones):
+//
+//  1. PEM private-key blocks, "-----BEGIN ... PRIVATE KEY-----" through the
+//     matching END line (or to the end of the text if unterminated)
+//     -> [private_key]. First, because the base64 body could otherwise be
+//     mistaken for other things and only partly masked.
+//  2. URL user-info, "scheme://user:pass@host" -> "scheme://[userinfo]@host".
+//     Before e-mail, which would otherwise take "pass@host".
+//  3. JWTs, three or more base64url segments, the first starting with "eyJ"
+//     -> [jwt].
+//  4. E-mail addresses -> [email].
+//  5. IPv6 addresses, with optional %zone, validated by net/netip -> [ipv6].
+//     Before IPv4 so "::ffff:10.0.0.1" is masked whole.
+//  6. IPv4 addresses (octets <= 255), not part of a longer dotted-number run
+//     such as "1.2.3.4.5" nor glued to a word such as "v1.2.3.4" -> [ipv4].
+//     A port stays: "10.1.2.3:9464" -> "[ipv4]:9464".
+//     Loopback and unspecified addresses (127.0.0.0/8, ::1, 0.0.0.0, ::) are
+//     kept: they are not personal data, and operators need them.
+//  7. Payment-card numbers: 13-19 digits, optionally grouped by single spaces
+//     or dashes (groups of at least 3 digits), starting with 2-6 (the
+//     payment-card major industry identifiers), Luhn-valid, and bounded by
+//     non-alphanumerics (not part of a word, hex ID, UUID or decimal number)
+//     -> [card]. Within a space-separated run of numbers the longest valid
+//     window is taken ("5 4111 1111 1111 1111 7" -> "5 [card] 7"); a
+//     dash-joined token is a card only as a whole. After the addresses, so
+//     "6000000200 2001:db8::1" cannot swallow the "2001" of an IPv6 address.
+//     Numbers starting with 1 (epoch milliseconds and nanoseconds) are
+//     never cards.
+//  8. "Bearer <token>" (any case; the token runs to whitespace or a
+//     delimiter) -> "Bearer [token]". Before the key/values so
+//     "Authorization: Bearer x" keeps its type.
+//  9. Values of sensitive keys (see SensitiveKey) in free text: key=value,
+//     key: value, "key": "value", 'key': 'value', \"key\":\"value\", Go's
+//     map[key:value] and query strings (?token=abc&x=1); the key is kept and
+//     the value becomes [redacted]. A quoted value runs to its closing quote
+//     (or the end of the text if unterminated), a {...} or [...] value to its
+//     closing bracket, an unquoted value to whitespace or one of & , ; ) ] }
+//     < > and quotes. For "<auth-scheme> <credentials>" only the credentials
+//     are replaced ("Authorization: Basic [redacted]"). An unquoted
+//     replacement after a JSON key is quoted ({"password":"[redacted]"}). The
+//     typed classes above run first so a value that was already classified
+//     keeps its type ("password=[email]", "token: [card]").
+//  10. The operator Patterns, in order -> [Name]. They see the output of the
+//     built-ins, so they should not match the placeholders.
+//
+// Text already sanitized is left as it is: String(String(x)) == String(x)
+// (fuzzed, with an operator pattern). To keep that true, a placeholder
+// counts as the word it replaced when deciding whether a neighbouring
+// candidate stands alone, and a value that is already a placeholder is not
+// redacted again.
+type Sanitizer struct {
+	redactKeys   map[string]struct{}
+	patterns     []compiledPattern
+	trusted      map[string]struct{}
+	placeholders map[string]struct{} // names without brackets
+}
+
+type compiledPattern struct {
+	repl string // "[Name]"
+	re   *regexp.Regexp
+}
+
+var defaultSanitizer = sync.OnceValue(func() *Sanitizer {
+	s, err := NewSanitizer(SanitizerOptions{})
+	if err != nil {
+		panic(err) // cannot happen: no operator input
+	}
+	return s
+})
+
+// NewSanitizer builds a Sanitizer. It fails when a pattern has an empty or
+// ill-formed Name, an empty Regex, a Regex that does not compile, or a Regex
+// that matches the empty string, or when a RedactKey is empty; the error
+// names the bad entry, e.g.
+// `sanitize pattern "ticket": error parsing regexp: missing closing ]: ...`.
+func NewSanitizer(opts SanitizerOptions) (*Sanitizer, error) {
+	s := &Sanitizer{
+		redactKeys:   make(map[string]struct{}, len(opts.RedactKeys)),
+		trusted:      make(map[string]struct{}),
+		placeholders: make(map[string]struct{}, len(builtinPlaceholderNames)+len(opts.Patterns)),
+	}
+	for _, k := range opts.RedactKeys {
+		c := canonicalKey(nil, k)
+		if len(c) == 0 {
+			return nil, fmt.Errorf("sanitize redact key %q: empty after normalisation", k)
+		}
+		s.redactKeys[string(c)] = struct{}{}
+	}
+	for _, n := range builtinPlaceholderNames {
+		s.placeholders[n] = struct{}{}
+	}
+	for i, p := range opts.Patterns {
+		switch {
+		case p.Name == "":
+			return nil, fmt.Errorf("sanitize pattern #%d (regex %q): empty name", i+1, p.Regex)
+		case !validPatternName(p.Name):
+			return nil, fmt.Errorf("sanitize pattern %q: name may only contain letters, digits, '_', '-' and '.'", p.Name)
+		case p.Regex == "":
+			return nil, fmt.Errorf("sanitize pattern %q: empty regex", p.Name)
+		}
+		re, err := regexp.Compile(p.Regex)
+		if err != nil {
+			return nil, fmt.Errorf("sanitize pattern %q: %w", p.Name, err)
+		}
+		if re.MatchString("") {
+			return nil, fmt.Errorf("sanitize pattern %q: regex %q matches the empty string", p.Name, p.Regex)
+		}
+		s.patterns = append(s.patterns, compiledPattern{repl: "[" + p.Name + "]", re: re})
+		s.placeholders[p.Name] = struct{}{}
+	}
+	trusted := opts.TrustedKeys
+	if trusted == nil {
+		trusted = DefaultTrustedKeys
+	}
+	for _, k := range trusted {
+		s.trusted[k] = struct{}{}
+	}
+	return s, nil
+}
+
+func validPatternName(n string) bool {
+	if len(n) > 64 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		if charClass[n[i]]&clKey == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// shortString is the length up to which String pre-screens its input.
+const shortString = 128
+
+// String returns in with every secret and piece of personal data masked (see
+// Sanitizer for the classes and their order). When nothing matches it
+// returns in itself without allocating.
+func (s *Sanitizer) String(in string) string {
+	if s == nil {
+		s = defaultSanitizer()
+	}
+	if in == "" {
+		return in
+	}
+	out := in
+	if len(in) <= shortString {
+		// Short values (attribute values, map entries) are the common case:
+		// one pass over the bytes decides which masks can apply at all.
+		// Masks only remove text and add placeholders, so the input's
+		// characters bound what later masks can see.
+		var at, dash, jay, b, eq bool
+		var colons, dots, digits int
+		for i := 0; i < len(in); i++ {
+			switch c := in[i]; {
+			case '0' <= c && c <= '9':
+				digits++
+			case c == ':':
+				colons++
+			case c == '.':
+				dots++
+			case c == '@':
+				at = true
+			case c == '-':
+				dash = true
+			case c == 'J':
+				jay = true
+			case c == 'b' || c == 'B':
+				b = true
+			case c == '=':
+				eq = true
+			}
+		}
+		if dash && len(in) >= 20 {
+			out = maskPrivateKeys(out)
+		}
+		if at && colons > 0 {
+			out = maskURLUserinfo(out)
+		}
+		if jay && dots >= 2 {
+			out = maskJWTs(out)
+		}
+		if at {
+			out = maskEmails(out)
+		}
+		if colons >= 2 {
+			out = maskIPv6(out)
+		}
+		if dots >= 3 {
+			out = maskIPv4(out)
+		}
+		if digits >= 13 {
+			out = maskCards(out)
+		}
+		if b {
+			out = s.maskBearer(out)
+		}
+		if colons > 0 || eq {
+			out = s.maskKeyValues(out)
+		}
+	} else {
+		out = maskPrivateKeys(out)
+		out = maskURLUserinfo(out)
+		out = maskJWTs(out)
+		out = maskEmails(out)
+		out = maskIPv6(out)
+		out = maskIPv4(out)
+		out = maskCards(out)
+		out = s.maskBearer(out)
+		out = s.maskKeyValues(out)
+	}
+	for i := range s.patterns {
+		out = s.patterns[i].apply(out)
+	}
+	return out
+}
+
+// SensitiveKey reports whether values under key must be redacted. The key is
+// normalised (ASCII lower case; '_', '-' and '.' dropped) and is sensitive
+// when it ends with one of the built-in names password, passwd, passphrase,
+// secret, token, apikey, privatekey, secretkey, secretaccesskey or
+// authorization (so "db_password", "X-Api-Key", "clientSecret",
+// "access_token", "refresh_token", "AWS_SECRET_ACCESS_KEY" and
+// "Proxy-Authorization" are all sensitive; "token_count", "tokens" and
+// "secret_name" are not), or when it equals one of the RedactKeys.
+func (s *Sanitizer) SensitiveKey(key string) bool {
+	if s == nil {
+		s = defaultSanitizer()
+	}
+	var buf [64]byte
+	return s.sensitiveKey(key, &buf)
+}
+
+// sensitiveKey implements SensitiveKey; buf is scratch space.
+func (s *Sanitizer) sensitiveKey(key string, buf *[64]byte) bool {
+	for _, suf := range builtinKeySuffixes {
+		if hasCanonicalSuffix(key, suf) {
+			return true
+		}
+	}
+	if len(s.redactKeys) == 0 {
+		return false
+	}
+	k := canonicalKey(buf[:0], key)
+	if len(k) == 0 {
+		return false
+	}
+	_, ok := s.redactKeys[string(k)]
+	return ok
+}
+
+// hasCanonicalSuffix reports whether the normalised form of key ends with
+// suf (which is already normalised), without building that form.
+func hasCanonicalSuffix(key, suf string) bool {
+	k := len(key)
+	for j := len(suf) - 1; j >= 0; j-- {
+		for k > 0 && (key[k-1] == '_' || key[k-1] == '-' || key[k-1] == '.') {
+			k--
+		}
+		if k == 0 || key[k-1]|0x20 != suf[j] {
+			return false
+		}
+		k--
+	}
+	return true
+}
+
+// canonicalKey appends the normalised form of key to dst.
+func canonicalKey(dst []byte, key string) []byte {
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case c == '_' || c == '-' || c == '.':
+			continue
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// Map returns a deep copy of m fit for storing: values under sensitive keys
+// (see SensitiveKey) become "[redacted]", strings are passed through String,
+// and nested maps and slices are walked. Map keys are sanitized too; if two
+// keys collapse to the same placeholder the later ones (in sorted order of
+// the original keys) get a "#2", "#3"... suffix so no value is lost.
+//
+// Values are handled as JSON-shaped data: strings and errors become
+// sanitized strings (a named string type keeps its type); []byte stays
+// []byte, other byte slices (json.RawMessage) become strings; numbers,
+// booleans, nil, json.Number, time.Time and time.Duration are kept;
+// map[string]any, map[string]string, []any, []string and []map[string]any
+// are copied, keeping their types; other composite values (structs,
+// pointers, other maps and slices) are converted through encoding/json (so
+// json tags and MarshalJSON apply) and then sanitized, and values JSON cannot
+// encode become their sanitized fmt "%+v" form. Nesting deeper than 64
+// levels is replaced by "[truncated]".
+func (s *Sanitizer) Map(m map[string]any) map[string]any {
+	if s == nil {
+		s = defaultSanitizer()
+	}
+	return s.mapDepth(m, 0)
+}
+
+const sanitizeMaxDepth = 64
+
+func (s *Sanitizer) mapDepth(m map[string]any, depth int) map[string]any {
+	return sanitizeMap(s, m, func(v any) any { return s.value(v, depth+1) }, func() any { return phRedacted })
+}
+
+// sanitizeMap copies m, redacting values under sensitive keys, converting the
+// others with conv, and sanitizing the keys themselves.
+func sanitizeMap[V any](s *Sanitizer, m map[string]V, conv func(V) V, redacted func() V) map[string]V {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]V, len(m))
+	var moved []string // keys the sanitizer changes; placed after the others
+	for k, v := range m {
+		if s.String(k) != k {
+			moved = append(moved, k)
+			continue
+		}
+		if s.SensitiveKey(k) {
+			out[k] = redacted()
+		} else {
+			out[k] = conv(v)
+		}
+	}
+	slices.Sort(moved)
+	for _, k := range moved {
+		sk := s.String(k)
+		nk := sk
+		for n := 2; ; n++ {
+			if _, taken := out[nk]; !taken {
+				break
+			}
+			nk = fmt.Sprintf("%s#%d", sk, n)
+		}
+		if s.SensitiveKey(k) {
+			out[nk] = redacted()
+		} else {
+			out[nk] = conv(m[k])
+		}
+	}
+	return out
+}
+
+// value sanitizes one JSON-shaped value (see Map).
+func (s *Sanitizer) value(v any, depth int) any {
+	if depth > sanitizeMaxDepth {
+		return "[truncated]"
+	}
+	switch t := v.(type) {
+	case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
+		uintptr, float32, float64, complex64, complex128, json.Number, time.Time, time.Duration:
+		return v
+	case string:
+		return s.String(t)
+	case []byte:
+		return []byte(s.String(string(t)))
+	case error:
+		return s.String(safeText(t.Error))
+	case map[string]any:
+		return s.mapDepth(t, depth)
+	case map[string]string:
+		return sanitizeMap(s, t, s.String, func() string { return phRedacted })
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = s.value(e, depth+1)
+		}
+		return out
+	case []string:
+		out := make([]string, len(t))
+		for i, e := range t {
+			out[i] = s.String(e)
+		}
+		return out
+	case []map[string]any:
+		out := make([]map[string]any, len(t))
+		for i, e := range t {
+			out[i] = s.mapDepth(e, depth+1)
+		}
+		return out
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.String:
+		return reflect.ValueOf(s.String(rv.String())).Convert(rv.Type()).Interface()
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return v
+	case reflect.Slice:
+		if rv.Type().Elem().Kind() == reflect.Uint8 { // json.RawMessage and friends
+			return s.String(string(rv.Bytes()))
+		}
+	}
+	return s.viaJSON(v, depth)
+}
+
+// viaJSON sanitizes an arbitrary value by converting it to its JSON shape.
+func (s *Sanitizer) viaJSON(v any, depth int) (out any) {
+	defer func() {
+		if r := recover(); r != nil {
+			out = s.String(fmt.Sprintf("!PANIC: %v", r))
+		}
+	}()
+	b, err := json.Marshal(v)
+	if err != nil {
+		return s.String(fmt.Sprintf("%+v", v))
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	var shaped any
+	if err := dec.Decode(&shaped); err != nil {
+		return s.String(fmt.Sprintf("%+v", v))
+	}
+	return s.value(shaped, depth)
+}
+
+// ---------------------------------------------------------------------------
+// Character classes.
+
+const (
+	clDigit   uint16 = 1 << iota
+	clAlpha          // ASCII letter
+	clHex            // [0-9A-Fa-f]
+	clKey            // [A-Za-z0-9_.-]: key names, zones, pattern names
+	clB64URL         // [A-Za-z0-9_-]
+	clLocal          // e-mail local part: [A-Za-z0-9._%+-] and non-ASCII
+	clDomain         // e-mail domain: [A-Za-z0-9.-] and non-ASCII
+	clValEnd         // ends an unquoted value
+	clAuthEnd        // ends a URL authority
+	clIP6            // [0-9A-Fa-f:.]
+	clScheme         // URL scheme: [A-Za-z0-9+.-]
+)
+
+var charClass = func() (t [256]uint16) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		isDigit := '0' <= b && b <= '9'
+		isAlpha := 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z'
+		alnum := isDigit || isAlpha
+		var f uint16
+		if isDigit {
+			f |= clDigit
+		}
+		if isAlpha {
+			f |= clAlpha
+		}
+		if isDigit || 'a' <= b && b <= 'f' || 'A' <= b && b <= 'F' {
+			f |= clHex | clIP6
+		}
+		if alnum || b == '_' || b == '.' || b == '-' {
+			f |= clKey
+		}
+		if alnum || b == '_' || b == '-' {
+			f |= clB64URL
+		}
+		if alnum || b >= 0x80 || strings.IndexByte("._%+-", b) >= 0 {
+			f |= clLocal
+		}
+		if alnum || b >= 0x80 || b == '.' || b == '-' {
+			f |= clDomain
+		}
+		if b <= ' ' || b == 0x7f || strings.IndexByte("&,;\"'`)]}<>", b) >= 0 {
+			f |= clValEnd
+		}
+		if b <= ' ' || b == 0x7f || strings.IndexByte("/?#\"'`<>\\", b) >= 0 {
+			f |= clAuthEnd
+		}
+		if b == ':' || b == '.' {
+			f |= clIP6
+		}
+		if alnum || b == '+' || b == '.' || b == '-' {
+			f |= clScheme
+		}
+		t[c] = f
+	}
+	return t
+}()
+
+func isDigit(c byte) bool { return charClass[c]&clDigit != 0 }
+func isAlnum(c byte) bool { return charClass[c]&(clDigit|clAlpha) != 0 }
+func isWord(c byte) bool  { return c == '_' || isAlnum(c) }
+
+// gluedLeft and gluedRight report whether c, just before or after a
+// candidate, makes it part of a larger token. A placeholder counts as the
+// word it replaced ("x::1" and "[card]::1" are both rejected), so masks that
+// run later cannot turn a rejected candidate into an accepted one, which
+// keeps String idempotent; "[::1]" and "ids[10.0.0.1]" still match.
+func gluedLeft(c byte) bool  { return isWord(c) || c == ']' }
+func gluedRight(c byte) bool { return isWord(c) || c == '[' }
+
+// rewriter builds the output of one mask lazily: nothing is allocated until
+// the first replacement.
+type rewriter struct {
+	src  string
+	buf  []byte
+	last int // end of the previous replacement in src
+}
+
+func (w *rewriter) replace(start, end int, repl string) {
+	if w.buf == nil {
+		w.buf = make([]byte, 0, len(w.src)+len(repl))
+	}
+	w.buf = append(w.buf, w.src[w.last:start]...)
+	w.buf = append(w.buf, repl...)
+	w.last = end
+}
+
+func (w *rewriter) result() string {
+	if w.buf == nil {
+		return w.src
+	}
+	w.buf = append(w.buf, w.src[w.last:]...)
+	return string(w.buf)
+}
+
+// ---------------------------------------------------------------------------
+// 1. PEM private keys.
+
+// pemPrivateLine reports whether s[i:] starts with "-----<word> <LABEL>-----" where
+// LABEL is a private-key label, and returns the index after the line.
+func pemPrivateLine(s string, i int, word string) (int, bool) {
+	p := i + 5 + len(word) + 1 // "-----" word " "
+	if p > len(s) || s[i:i+5] != "-----" || s[i+5:p-1] != word || s[p-1] != ' ' {
+		return 0, false
+	}
+	const maxLabel = 64
+	j := strings.Index(s[p:min(len(s), p+maxLabel+5)], "-----")
+	if j < 0 {
+		return 0, false
+	}
+	label := s[p : p+j]
+	for k := 0; k < len(label); k++ {
+		c := label[k]
+		if !('A' <= c && c <= 'Z' || isDigit(c) || c == ' ' || c == '-') {
+			return 0, false
+		}
+	}
+	if !strings.HasSuffix(label, "PRIVATE KEY") && !strings.HasSuffix(label, "PRIVATE KEY BLOCK") {
+		return 0, false
+	}
+	return p + j + 5, true
+}
+
+func maskPrivateKeys(s string) string {
+	i := strings.Index(s, "-----BEGIN ")
+	if i < 0 {
+		return s
+	}
+	w := rewriter{src: s}
+	for i >= 0 {
+		next := i + 1
+		if hdrEnd, ok := pemPrivateLine(s, i, "BEGIN"); ok {
+			end := len(s) // unterminated: mask to the end
+			for k := hdrEnd; ; {
+				j := strings.Index(s[k:], "-----END ")
+				if j < 0 {
+					break
+				}
+				if e, ok := pemPrivateLine(s, k+j, "END"); ok {
+					end = e
+					break
+				}
+				k += j + 1
+			}
+			w.replace(i, end, phPrivateKey)
+			next = end
+		}
+		j := strings.Index(s[next:], "-----BEGIN ")
+		if j < 0 {
+			break
+		}
+		i = next + j
+	}
+	return w.result()
+}
+
+// ---------------------------------------------------------------------------
+// 2. URL user-info.
+
+func maskURLUserinfo(s string) string {
+	if strings.IndexByte(s, '@') < 0 {
+		return s
+	}
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	w := rewriter{src: s}
+	for i >= 0 {
+		a := i + 3
+		e := a
+		at := -1
+		for e < len(s) && charClass[s[e]]&clAuthEnd == 0 {
+			if s[e] == '@' {
+				at = e
+			}
+			e++
+		}
+		if i > 0 && charClass[s[i-1]]&clScheme != 0 && at > a && s[a:at] != phUserinfo {
+			w.replace(a, at, phUserinfo)
+		}
+		j := strings.Index(s[e:], "://")
+		if j < 0 {
+			break
+		}
+		i = e + j
+	}
+	return w.result()
+}
+
+// ---------------------------------------------------------------------------
+// 3. JWTs.
+
+func maskJWTs(s string) string {
+	i := strings.Index(s, "eyJ")
+	if i < 0 {
+		return s
+	}
+	w := rewriter{src: s}
+	for i >= 0 {
+		next := i + 3
+		if i == 0 || charClass[s[i-1]]&clB64URL == 0 {
+			e := i
+			for e < len(s) && charClass[s[e]]&clB64URL != 0 {
+				e++
+			}
+			next = e
+			seg1 := e - i
+			dots := 0
+			seg2 := 0
+			for e < len(s) && s[e] == '.' {
+				e++
+				dots++
+				st := e
+				for e < len(s) && charClass[s[e]]&clB64URL != 0 {
+					e++
+				}
+				if dots == 1 {
+					seg2 = e - st
+				}
+			}
+			if dots > 2 && s[e-1] == '.' { // sentence full stop, not a segment
+				e--
+				dots--
+			}
+			if seg1 >= 10 && seg2 > 0 && dots >= 2 {
+				w.replace(i, e, phJWT)
+				next = e
+			}
+		}
+		j := strings.Index(s[next:], "eyJ")
+		if j < 0 {
+			break
+		}
+		i = next + j
+	}
+	return w.result()
+}
+
+// ---------------------------------------------------------------------------
+// 4. E-mail addresses.
+
+func maskEmails(s string) string {
+	i := strings.IndexByte(s, '@')
+	if i < 0 {
+		return s
+	}
+	w := rewriter{src: s}
+	for i >= 0 {
+		next := i + 1
+		ls := i
+		for ls > w.last && charClass[s[ls-1]]&clLocal != 0 {
+			ls--
+		}
+		for ls < i && s[ls] == '.' {
+			ls++
+		}
+		de := i + 1
+		for de < len(s) && charClass[s[de]]&clDomain != 0 {
+			de++
+		}
+		glued := ls > 0 && s[ls-1] == ']' || de < len(s) && s[de] == '[' // see gluedLeft
+		for de > i+1 && (s[de-1] == '.' || s[de-1] == '-') {
+			de--
+		}
+		if ls < i && !glued && validEmailDomain(s[i+1:de]) {
+			w.replace(ls, de, phEmail)
+			next = de
+		}
+		j := strings.IndexByte(s[next:], '@')
+		if j < 0 {
+			break
+		}
+		i = next + j
+	}
+	return w.result()
+}
+
+// validEmailDomain wants at least two non-empty labels and a top-level label
+// of two or more letters (or non-ASCII, for IDNs).
+func validEmailDomain(d string) bool {
+	dot := strings.LastIndexByte(d, '.')
+	if dot <= 0 || len(d)-dot-1 < 2 {
+		return false
+	}
+	for k := dot + 1; k < len(d); k++ {
+		if c := d[k]; charClass[c]&clAlpha == 0 && c < 0x80 {
+			return false
+		}
+	}
+	return d[0] != '.' && !strings.Contains(d, "..")
+}
+
+// ---------------------------------------------------------------------------
+// 7. Payment cards (after the addresses, see Sanitizer).
+
+type digitGroup struct{ start, end int }
+
+func maskCards(s string) string {
+	if len(s) < 13 {
+		return s
+	}
+	w := rewriter{src: s}
+	var gbuf [24]digitGroup
+	i := 0
+	for i < len(s) {
+		// A card spans at least 13 bytes of one run (digits and single
+		// separators between digits). Any such run starting in s[i:i+13]
+		// covers s[i+12], so if that byte cannot be inside a run, skip.
+		if p := i + 12; p < len(s) && !inDigitRun(s, p) {
+			i = p + 1
+			continue
+		} else if p >= len(s) {
+			break
+		}
+		if !isDigit(s[i]) {
+			i++
+			continue
+		}
+		// A run: digit groups joined by single spaces or dashes.
+		groups := gbuf[:0]
+		j := i
+		for {
+			st := j
+			for j < len(s) && isDigit(s[j]) {
+				j++
+			}
+			groups = append(groups, digitGroup{st, j})
+			if j+1 < len(s) && (s[j] == ' ' || s[j] == '-') && isDigit(s[j+1]) {
+				j++
+				continue
+			}
+			break
+		}
+		start, end := i, j
+		i = j
+		// A group glued to a word or a decimal point ("x12", "3.14", "12a")
+		// cannot be part of a card, nor can anything dash-joined to it.
+		lo, hi := 0, len(groups)-1
+		if start > 0 {
+			if c := s[start-1]; gluedLeft(c) || c == '.' && start >= 2 && isDigit(s[start-2]) {
+				lo = 1
+			}
+		}
+		if end < len(s) {
+			if c := s[end]; gluedRight(c) || c == '.' && end+1 < len(s) && isDigit(s[end+1]) {
+				hi--
+			}
+		}
+		// Try windows of whole groups, longest valid first. A window may
+		// start or end inside the run only at a space: dash-joined groups
+		// form one token (an ID, a UUID), which is a card only as a whole.
+		for a := lo; a <= hi; {
+			best := -1
+			if c := s[groups[a].start]; '2' <= c && c <= '6' && (a == 0 || s[groups[a].start-1] == ' ') {
+				digits := 0
+				for b := a; b <= hi; b++ {
+					gl := groups[b].end - groups[b].start
+					if gl < 3 { // only whole runs of 13+ digits or groups of 3+
+						break
+					}
+					digits += gl
+					if digits > 19 {
+						break
+					}
+					endsOK := b == len(groups)-1 || s[groups[b].end] == ' '
+					if digits >= 13 && endsOK && luhn(s[groups[a].start:groups[b].end]) {
+						best = b
+					}
+				}
+			}
+			if best < 0 {
+				a++
+				continue
+			}
+			w.replace(groups[a].start, groups[best].end, phCard)
+			a = best + 1
+		}
+	}
+	return w.result()
+}
+
+// inDigitRun reports whether s[p] can be inside a run of digit groups.
+func inDigitRun(s string, p int) bool {
+	c := s[p]
+	if isDigit(c) {
+		return true
+	}
+	return (c == ' ' || c == '-') && p > 0 && p+1 < len(s) && isDigit(s[p-1]) && isDigit(s[p+1])
+}
+
+// luhn checks the Luhn checksum of the digits in s (other bytes ignored).
+func luhn(s string) bool {
+	sum, double := 0, false
+	for k := len(s) - 1; k >= 0; k-- {
+		c := s[k]
+		if !isDigit(c) {
+			continue
+		}
+		d := int(c - '0')
+		if double {
+			d *= 2
+			if d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+		double = !double
+	}
+	return sum%10 == 0
+}
+
+// ---------------------------------------------------------------------------
+// 5. IPv6.
+
+// ownAddress reports whether an address names this machine or no machine
+// (loopback, unspecified): never personal data, and what an operator needs to
+// read in lines such as "http listening addr=127.0.0.1:9464".
+func ownAddress(text string) bool {
+	if i := strings.IndexByte(text, '%'); i >= 0 {
+		text = text[:i]
+	}
+	a, err := netip.ParseAddr(text)
+	return err == nil && (a.IsLoopback() || a.IsUnspecified())
+}
+
+func maskIPv6(s string) string {
+	c := strings.IndexByte(s, ':')
+	if c < 0 || strings.IndexByte(s[c+1:], ':') < 0 {
+		return s
+	}
+	w := rewriter{src: s}
+	for c >= 0 {
+		// The run of hex digits, colons and dots around this colon.
+		rs, re := c, c+1
+		for rs > w.last && charClass[s[rs-1]]&clIP6 != 0 {
+			rs--
+		}
+		colons := 0
+		for k := rs; k < c; k++ {
+			if s[k] == ':' {
+				colons++
+			}
+		}
+		for re < len(s) && charClass[s[re]]&clIP6 != 0 {
+			re++
+		}
+		for k := c; k < re; k++ {
+			if s[k] == ':' {
+				colons++
+			}
+		}
+		if colons >= 2 {
+			if st, en, ok := ipv6At(s, rs, re); ok {
+				if !ownAddress(s[st:en]) {
+					w.replace(st, en, phIPv6)
+				}
+				re = max(re, en)
+			}
+		}
+		next := strings.IndexByte(s[re:], ':')
+		if next < 0 {
+			break
+		}
+		c = re + next
+	}
+	return w.result()
+}
+
+// ipv6At looks for an IPv6 address in the run s[rs:re] of hex digits, colons
+// and dots, returning the span to mask (including any %zone).
+func ipv6At(s string, rs, re int) (int, int, bool) {
+	start := rs
+	for k := start; k > 0 && k > start-64; k-- {
+		if s[k-1] == '%' {
+			return 0, 0, false // inside or after a zone ("%eth0::1"), not an address
+		}
+		if charClass[s[k-1]]&clKey == 0 {
+			break
+		}
+	}
+	if start > 0 && gluedLeft(s[start-1]) {
+		// Glued to a word ("host:fe80::1", "T12:30:45"): the address can
+		// only start after a single colon.
+		k := strings.IndexByte(s[start:re], ':')
+		start += k + 1
+		if start >= re || s[start] == ':' {
+			return 0, 0, false
+		}
+	}
+	// Zone and the right boundary.
+	after := re
+	zoneEnd := re
+	if re < len(s) && s[re] == '%' {
+		z := re + 1
+		if z < len(s) && isAlnum(s[z]) {
+			for z < len(s) && charClass[s[z]]&clKey != 0 {
+				z++
+			}
+		}
+		if z == re+1 {
+			return 0, 0, false // '%' without a zone
+		}
+		zoneEnd = z
+		after = z
+	}
+	if after < len(s) && (gluedRight(s[after]) || after > re && (s[after] == ':' || s[after] == '%')) {
+		return 0, 0, false // glued to a word, or a zone followed by more address-like text
+	}
+	end := re
+	// Try the run, then without one trailing '.' or ':' (end of a sentence,
+	// "2001:db8::1: refused").
+	for tries := 0; tries < 2 && end > start; tries++ {
+		cand := s[start:end]
+		if end == re && zoneEnd > re {
+			cand = s[start:zoneEnd]
+		}
+		if plausibleIPv6(s[start:end]) {
+			if a, err := netip.ParseAddr(cand); err == nil && a.Is6() {
+				return start, start + len(cand), true
+			}
+		}
+		if c := s[end-1]; c != '.' && c != ':' {
+			break
+		}
+		end--
+	}
+	return 0, 0, false
+}
+
+// plausibleIPv6 is a cheap syntactic filter run before netip.ParseAddr, so
+// that common non-addresses (times like 12:30:45, MACs) are rejected without
+// building an error value.
+func plausibleIPv6(a string) bool {
+	if len(a) < 2 || len(a) > 45 {
+		return false
+	}
+	hex, colons, dc := 0, 0, 0
+	group := 0
+	for k := 0; k < len(a); k++ {
+		switch c := a[k]; {
+		case c == ':':
+			colons++
+			if k > 0 && a[k-1] == ':' {
+				dc++
+			}
+			group = 0
+		case c == '.':
+			group = 0 // embedded IPv4, validated by netip
+		default:
+			hex++
+			group++
+			if group > 4 && strings.IndexByte(a[k:], '.') < 0 {
+				return false
+			}
+		}
+	}
+	if hex == 0 || colons > 7 || dc > 1 {
+		return false
+	}
+	if dc == 0 {
+		embedded4 := strings.IndexByte(a, '.') >= 0
+		return colons == 7 && !embedded4 || colons == 6 && embedded4
+	}
+	return true
+}
+
+// ---------------------------------------------------------------------------
+// 6. IPv4.
+
+func maskIPv4(s string) string {
+	d := strings.IndexByte(s, '.')
+	if d < 0 {
+		return s
+	}
+	w := rewriter{src: s}
+	for d >= 0 {
+		// The whole dotted-number run around this dot, so its inner parts
+		// are never retried.
+		st, end := d, d+1
+		dots := 1
+		for st > w.last && (isDigit(s[st-1]) || s[st-1] == '.') {
+			st--
+			if s[st] == '.' {
+				dots++
+			}
+		}
+		for end < len(s) && (isDigit(s[end]) || s[end] == '.') {
+			if s[end] == '.' {
+				dots++
+			}
+			end++
+		}
+		if dots >= 3 {
+			// Every number in the run may start an address ("0.0.0.0..1.2.3.4"
+			// holds two); ipv4In rejects those inside a longer dotted number.
+			for p := st; p < end; {
+				if isDigit(s[p]) && (p == st || s[p-1] == '.') {
+					if a, e, ok := ipv4In(s, p); ok {
+						if !ownAddress(s[a:e]) {
+							w.replace(a, e, phIPv4)
+						}
+						p = e
+						continue
+					}
+				}
+				p++
+			}
+		}
+		next := strings.IndexByte(s[end:], '.')
+		if next < 0 {
+			break
+		}
+		d = end + next
+	}
+	return w.result()
+}
+
+// ipv4In checks for an IPv4 address starting at s[st], the start of a run
+// of digits and dots, with the boundaries described on Sanitizer.
+func ipv4In(s string, st int) (int, int, bool) {
+	if st > 0 {
+		// Not glued to a word, nor the tail of a dotted name or number
+		// ("1.2.3.4.5", "v1.2.3.4", "a.1.2.3.4").
+		c := s[st-1]
+		if gluedLeft(c) || c == '.' && st >= 2 && isAlnum(s[st-2]) {
+			return 0, 0, false
+		}
+	}
+	end, ok := parseIPv4(s, st)
+	if !ok {
+		return 0, 0, false
+	}
+	if end < len(s) {
+		c := s[end]
+		if gluedRight(c) || c == '.' && end+1 < len(s) && isDigit(s[end+1]) {
+			return 0, 0, false
+		}
+	}
+	// Followed by an IPv6-like run that the IPv6 mask rejected as a whole
+	// ("1.2.3.4:0::", "1.2.3.4.:0::"): once this address is masked, the
+	// IPv6 mask would take what follows its first colon, so String would not
+	// be idempotent. Decline when that part holds two or more colons before
+	// another address that will be masked (a "[" stops an IPv6 candidate).
+	// A port ("10.0.0.1:5432: refused") is fine. Text before the address
+	// needs no such rule, for the same reason.
+	colons := 0
+	for k := end; k < len(s) && k < end+64 && charClass[s[k]]&clIP6 != 0; k++ {
+		if s[k] == ':' {
+			colons++
+		} else if isDigit(s[k]) && !isDigit(s[k-1]) && s[k-1] != '.' {
+			if _, _, ok := ipv4In(s, k); ok {
+				break
+			}
+		} else if isDigit(s[k]) && s[k-1] == '.' && !isAlnum(s[k-2]) {
+			if _, _, ok := ipv4In(s, k); ok {
+				break
+			}
+		}
+	}
+	if colons >= 3 {
+		return 0, 0, false
+	}
+	return st, end, true
+}
+
+// parseIPv4 parses four dot-separated decimal octets (1-3 digits, <= 255) at
+// s[i:] and returns the end index.
+func parseIPv4(s string, i int) (int, bool) {
+	for part := 0; part < 4; part++ {
+		if part > 0 {
+			if i >= len(s) || s[i] != '.' {
+				return 0, false
+			}
+			i++
+		}
+		v, n := 0, 0
+		for i < len(s) && isDigit(s[i]) {
+			v = v*10 + int(s[i]-'0')
+			n++
+			i++
+			if n > 3 {
+				return 0, false
+			}
+		}
+		if n == 0 || v > 255 {
+			return 0, false
+		}
+	}
+	return i, true
+}
+
+// ---------------------------------------------------------------------------
+// 8. Bearer tokens.
+
+func (s *Sanitizer) maskBearer(in string) string {
+	i := indexFold(in, "bearer", 0)
+	if i < 0 {
+		return in
+	}
+	w := rewriter{src: in}
+	for i >= 0 {
+		next := i + 6
+		q := i + 6
+		if (i == 0 || !isAlnum(in[i-1])) && q < len(in) && (in[q] == ' ' || in[q] == '\t') {
+			v := q
+			for v < len(in) && (in[v] == ' ' || in[v] == '\t') {
+				v++
+			}
+			// "bearer Bearer x", "bearer token=x": the token is later.
+			if e, ph := s.scanBareValue(in, v); e > v && !ph && !isAuthScheme(in[v:e]) && !s.isSensitiveKeyToken(in[v:e]) {
+				w.replace(i, e, phBearer)
+				next = e
+			}
+		}
+		i = indexFold(in, "bearer", next)
+	}
+	return w.result()
+}
+
+// indexFold returns the index of the ASCII-lower-case word lower in s[from:]
+// ignoring ASCII case, as an index into s, or -1.
+func indexFold(s, lower string, from int) int {
+	lo, up := lower[0], lower[0]-('a'-'A')
+	for from+len(lower) <= len(s) {
+		i := strings.IndexByte(s[from:], lo)
+		if j := strings.IndexByte(s[from:], up); j >= 0 && (i < 0 || j < i) {
+			i = j
+		}
+		if i < 0 {
+			return -1
+		}
+		i += from
+		if i+len(lower) <= len(s) && strings.EqualFold(s[i:i+len(lower)], lower) {
+			return i
+		}
+		from = i + 1
+	}
+	return -1
+}
+
+// ---------------------------------------------------------------------------
+// 9. Sensitive key/value pairs in free text.
+
+func (s *Sanitizer) maskKeyValues(in string) string {
+	eq, co := strings.IndexByte(in, '='), strings.IndexByte(in, ':')
+	if eq < 0 && co < 0 {
+		return in
+	}
+	w := rewriter{src: in}
+	var kbuf [64]byte
+	for i := 0; i < len(in); {
+		j := indexSep(in, i)
+		if j < 0 {
+			break
+		}
+		i = j + 1
+		// Look back for the key: [spaces] [closing quote, maybe escaped] key.
+		k := j
+		for k > w.last && (in[k-1] == ' ' || in[k-1] == '\t') {
+			k--
+		}
+		dquoted := false
+		if k > w.last && (in[k-1] == '"' || in[k-1] == '\'') {
+			dquoted = in[k-1] == '"'
+			k--
+			if k > w.last && in[k-1] == '\\' {
+				k--
+			}
+		}
+		ke := k
+		for k > w.last && charClass[in[k-1]]&clKey != 0 {
+			k--
+		}
+		if k == ke || ke-k > 128 || !s.sensitiveKey(in[k:ke], &kbuf) {
+			continue
+		}
+		v := j + 1
+		for v < len(in) && (in[v] == ' ' || in[v] == '\t') {
+			v++
+		}
+		if v >= len(in) {
+			break
+		}
+		rs, re, repl, ok := s.sensitiveValue(in, v, dquoted && in[j] == ':')
+		if !ok {
+			continue
+		}
+		w.replace(rs, re, repl)
+		i = max(i, re)
+	}
+	return w.result()
+}
+
+// indexSep returns the index of the first '=' or ':' in s[from:], as an
+// index into s, or -1.
+func indexSep(s string, from int) int {
+	i := strings.IndexByte(s[from:], '=')
+	if j := strings.IndexByte(s[from:], ':'); j >= 0 && (i < 0 || j < i) {
+		i = j
+	}
+	if i < 0 {
+		return -1
+	}
+	return from + i
+}
+
+// sensitiveValue finds the value starting at in[v] and returns the span to
+// replace and its replacement; ok is false when there is nothing to do (empty
+// value, or already a placeholder). jsonish asks for a quoted placeholder
+// when an unquoted value (a number, an object) is replaced after a JSON key.
+func (s *Sanitizer) sensitiveValue(in string, v int, jsonish bool) (rs, re int, repl string, ok bool) {
+	bare := phRedacted
+	if jsonish {
+		bare = `"` + phRedacted + `"`
+	}
+	switch c := in[v]; {
+	case c == '"' || c == '\'' || c == '`':
+		cl := findClose(in, v+1, c)
+		if cl < 0 {
+			cl = len(in) // unterminated: to the end
+		}
+		return s.redactSpan(in, v+1, cl, phRedacted)
+	case c == '\\' && v+1 < len(in) && in[v+1] == '"':
+		cl := strings.Index(in[v+2:], `\"`)
+		if cl < 0 {
+			return s.redactSpan(in, v+2, len(in), phRedacted)
+		}
+		return s.redactSpan(in, v+2, v+2+cl, phRedacted)
+	case c == '{' || c == '[':
+		if c == '[' {
+			if pe := s.placeholderEnd(in, v); pe > 0 && (pe == len(in) || charClass[in[pe]]&clValEnd != 0) {
+				return 0, 0, "", false
+			}
+		}
+		e := balancedEnd(in, v)
+		e, _ = s.scanBareValue(in, e)
+		return v, e, bare, true
+	default:
+		e, _ := s.scanBareValue(in, v)
+		if e == v || s.isSensitiveKeyToken(in[v:e]) {
+			// Empty, or "password= token=abc": the value is the next key,
+			// whose own value is masked when the scan reaches it.
+			return 0, 0, "", false
+		}
+		// "<scheme> <credentials>": extend over the credentials.
+		if isAuthScheme(in[v:e]) && e < len(in) && in[e] == ' ' {
+			c2 := e
+			for c2 < len(in) && in[c2] == ' ' {
+				c2++
+			}
+			if e2, _ := s.scanBareValue(in, c2); e2 > c2 && !s.isSensitiveKeyToken(in[c2:e2]) {
+				e = e2
+			}
+		}
+		return s.redactSpan(in, v, e, bare)
+	}
+}
+
+// redactSpan replaces in[a:b] with repl unless it is empty or already
+// sanitized: a placeholder, or "<scheme> <placeholder>". For "<scheme>
+// <credentials>" only the credentials are replaced.
+func (s *Sanitizer) redactSpan(in string, a, b int, repl string) (int, int, string, bool) {
+	if a >= b {
+		return 0, 0, "", false
+	}
+	if s.placeholderEnd(in, a) == b {
+		return 0, 0, "", false
+	}
+	if sp := strings.IndexByte(in[a:b], ' '); sp > 0 && isAuthScheme(in[a:a+sp]) {
+		c := a + sp
+		for c < b && in[c] == ' ' {
+			c++
+		}
+		if c < b {
+			if s.placeholderEnd(in, c) == b {
+				return 0, 0, "", false
+			}
+			return c, b, phRedacted, true
+		}
+	}
+	return a, b, repl, true
+}
+
+// isSensitiveKeyToken reports whether w is a sensitive key followed by its
+// separator, like "api_key:" or "token=".
+func (s *Sanitizer) isSensitiveKeyToken(w string) bool {
+	n := len(w)
+	if n < 2 || w[n-1] != ':' && w[n-1] != '=' {
+		return false
+	}
+	k := w[:n-1]
+	for i := 0; i < len(k); i++ {
+		if charClass[k[i]]&clKey == 0 {
+			return false
+		}
+	}
+	return s.SensitiveKey(k)
+}
+
+func isAuthScheme(w string) bool {
+	if len(w) < 4 || len(w) > 16 {
+		return false
+	}
+	for _, a := range authSchemes {
+		if strings.EqualFold(w, a) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanBareValue returns the end of the unquoted value at in[v:], which runs
+// to a delimiter (whitespace, & , ; quotes, closing brackets, < >) but steps
+// over placeholders; ph reports whether the value is exactly one placeholder.
+func (s *Sanitizer) scanBareValue(in string, v int) (end int, ph bool) {
+	e := v
+	for e < len(in) {
+		c := in[e]
+		if c == '[' {
+			if pe := s.placeholderEnd(in, e); pe > 0 {
+				e = pe
+				continue
+			}
+		}
+		if charClass[c]&clValEnd != 0 {
+			break
+		}
+		e++
+	}
+	return e, e > v && s.placeholderEnd(in, v) == e
+}
+
+// placeholderEnd returns the index after a known placeholder "[name]"
+// starting at in[i], or -1.
+func (s *Sanitizer) placeholderEnd(in string, i int) int {
+	if i >= len(in) || in[i] != '[' {
+		return -1
+	}
+	for k := i + 1; k < len(in) && k <= i+66; k++ {
+		c := in[k]
+		if c == ']' {
+			if _, ok := s.placeholders[in[i+1:k]]; ok {
+				return k + 1
+			}
+			return -1
+		}
+		if charClass[c]&clKey == 0 {
+			return -1
+		}
+	}
+	return -1
+}
+
+// findClose returns the index of the closing quote q in s[from:], honouring
+// backslash escapes except for backquotes, or -1.
+func findClose(s string, from int, q byte) int {
+	for k := from; k < len(s); k++ {
+		switch s[k] {
+		case q:
+			return k
+		case '\\':
+			if q != '`' {
+				k++
+			}
+		}
+	}
+	return -1
+}
+
+// balancedEnd returns the index after the bracketed value starting at s[i]
+// ({...} or [...], strings respected), or len(s) if it is unterminated.
+func balancedEnd(s string, i int) int {
+	depth := 0
+	for k := i; k < len(s); k++ {
+		switch s[k] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return k + 1
+			}
+		case '"':
+			cl := findClose(s, k+1, '"')
+			if cl < 0 {
+				return len(s)
+			}
+			k = cl
+		}
+	}
+	return len(s)
+}
+
+// ---------------------------------------------------------------------------
+// 10. Operator patterns.
+
+func (p *compiledPattern) apply(s string) string {
+	if !p.re.MatchString(s) {
+		return s
+	}
+	w := rewriter{src: s}
+	for _, loc := range p.re.FindAllStringIndex(s, -1) {
+		if loc[1] > loc[0] {
+			w.replace(loc[0], loc[1], p.repl)
+		}
+	}
+	return w.result()
+}
