@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pacerun/pacer/sdk/sdktest"
+)
+
+// binDir holds pacer and its plugins, built once for every test.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pacer-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	tb := mainTB{}
+	sdktest.Build(tb, dir, "github.com/pacerun/pacer/cmd/pacer")
+	must(os.MkdirAll(filepath.Join(dir, "plugins"), 0o755))
+	sdktest.Build(tb, filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/shell")
+	sdktest.Build(tb, filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/testplugin")
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+type mainTB struct{ testing.TB }
+
+func (mainTB) Helper()                   {}
+func (mainTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// logLine is one JSON log line of a pacer process.
+type logLine map[string]any
+
+func (l logLine) str(k string) string { s, _ := l[k].(string); return s }
+
+// proc is a running `pacer run`.
+type proc struct {
+	t       *testing.T
+	name    string
+	cmd     *exec.Cmd
+	httpURL string
+	exited  chan struct{}
+	exitErr error
+
+	mu    sync.Mutex
+	lines []logLine
+	raw   []string
+	grew  chan struct{} // closed and replaced whenever a line arrives
+}
+
+// startPacer writes cfg to a file and runs `pacer run` on it.
+func startPacer(t *testing.T, name, httpAddr, cfg string) *proc {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".yaml")
+	must(os.WriteFile(path, []byte(cfg), 0o644))
+	cmd := exec.Command(filepath.Join(binDir, "pacer"), "run", "--config", path)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = io.Discard
+	p := &proc{t: t, name: name, cmd: cmd, httpURL: "http://" + httpAddr, exited: make(chan struct{}), grew: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go p.read(stderr)
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			t.Logf("--- %s log (%d lines) ---\n%s", name, len(p.raw), strings.Join(p.raw, "\n"))
+		}
+	})
+	return p
+}
+
+func (p *proc) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l logLine
+		line := sc.Text()
+		_ = json.Unmarshal([]byte(line), &l)
+		p.mu.Lock()
+		p.raw = append(p.raw, line)
+		if l != nil {
+			p.lines = append(p.lines, l)
+		}
+		close(p.grew)
+		p.grew = make(chan struct{})
+		p.mu.Unlock()
+	}
+	p.exitErr = p.cmd.Wait()
+	close(p.exited)
+}
+
+// logs returns a copy of the JSON lines so far.
+func (p *proc) logs() []logLine {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]logLine(nil), p.lines...)
+}
+
+// waitLogs waits until pred holds for the lines so far.
+func (p *proc) waitLogs(what string, timeout time.Duration, pred func([]logLine) bool) []logLine {
+	p.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		p.mu.Lock()
+		lines, grew := append([]logLine(nil), p.lines...), p.grew
+		p.mu.Unlock()
+		if pred(lines) {
+			return lines
+		}
+		select {
+		case <-grew:
+		case <-p.exited:
+			p.t.Fatalf("%s exited (%v) while waiting for %s", p.name, p.exitErr, what)
+		case <-deadline:
+			p.t.Fatalf("%s: timed out after %s waiting for %s", p.name, timeout, what)
+		}
+	}
+}
+
+func match(lines []logLine, pred func(logLine) bool) []logLine {
+	var out []logLine
+	for _, l := range lines {
+		if pred(l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func msgIs(msg string) func(logLine) bool {
+	return func(l logLine) bool { return l.str("msg") == msg }
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		p.t.Fatalf("%s did not exit within %s", p.name, timeout)
+		return -1
+	}
+}
+
+// metric returns the value of the first sample whose line starts with name
+// and contains every label pair, or -1.
+func (p *proc) metric(name string, labels ...string) float64 {
+	p.t.Helper()
+	resp, err := http.Get(p.httpURL + "/metrics")
+	if err != nil {
+		p.t.Fatalf("scrape %s: %v", p.name, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+next:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				continue next
+			}
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			p.t.Fatalf("bad sample %q", line)
+		}
+		return v
+	}
+	return -1
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// pidAlive reports whether pid exists and is not a zombie.
+func pidAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func waitGone(t *testing.T, pid int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for pidAlive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still alive after %s", pid, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pluginPIDs returns the pids of plugin processes the runner logged as started.
+func pluginPIDs(lines []logLine) []int {
+	var pids []int
+	for _, l := range match(lines, msgIs("plugin started")) {
+		if pid, ok := l["pid"].(float64); ok {
+			pids = append(pids, int(pid))
+		}
+	}
+	return pids
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+const echoJob = `
+  - id: echo
+    plugin: shell
+    task: exec
+    schedule: "@every 1s"
+    timeout: 10s
+    params:
+      command: 'echo "corr=$PACER_CORRELATION_ID token=$PACER_FENCING_TOKEN mail=alice@example.com"'
+      shell: true
+`
+
+// One runner with an embedded etcd runs a job end to end; every run's runner
+// and plugin lines share its correlation ID; metrics are scraped; SIGTERM
+// stops it cleanly with no plugin process left.
+func TestE2ESingleRunner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	httpAddr := freeAddr(t)
+	cfg := fmt.Sprintf(`
+node: {name: e2e-1}
+cluster:
+  name: e2e
+  data_dir: %s
+  lease_ttl: 2s
+  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:%s`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), echoJob)
+	p := startPacer(t, "e2e-1", httpAddr, cfg)
+
+	finished := func(lines []logLine) []logLine {
+		return match(lines, func(l logLine) bool {
+			return l.str("msg") == "run finished" && l.str("job") == "echo" && l.str("outcome") == "success"
+		})
+	}
+	lines := p.waitLogs("three successful runs", 30*time.Second, func(ls []logLine) bool { return len(finished(ls)) >= 3 })
+
+	for _, fin := range finished(lines) {
+		corr := fin.str("correlation_id")
+		if corr == "" || fin.str("run_id") == "" || len(fin.str("trace_id")) != 32 || fin.str("node") != "e2e-1" {
+			t.Fatalf("run line lacks its fields: %v", fin)
+		}
+		// Every line of this run carries the same run ID and trace ID.
+		run := match(lines, func(l logLine) bool { return l.str("correlation_id") == corr })
+		var started, fromPlugin bool
+		for _, l := range run {
+			if l.str("run_id") != fin.str("run_id") || l.str("trace_id") != fin.str("trace_id") || l.str("job") != "echo" {
+				t.Fatalf("line of run %s with other fields: %v", corr, l)
+			}
+			started = started || l.str("msg") == "run started"
+			// The command printed the correlation ID it got through
+			// PACER_CORRELATION_ID; the plugin logged it through the SDK.
+			if l.str("source") == "plugin" && strings.Contains(l.str("msg"), "corr="+corr) {
+				fromPlugin = true
+				if !strings.Contains(l.str("msg"), "mail=[email]") {
+					t.Fatalf("e-mail not masked: %q", l.str("msg"))
+				}
+			}
+		}
+		if !started || !fromPlugin {
+			t.Fatalf("run %s: started line %v, plugin line %v", corr, started, fromPlugin)
+		}
+	}
+	for _, l := range lines {
+		if strings.Contains(fmt.Sprint(l), "alice@example.com") {
+			t.Fatalf("unmasked e-mail in log: %v", l)
+		}
+	}
+
+	if v := p.metric("pacer_job_runs_total", `job="echo"`, `outcome="success"`, `plugin="shell"`); v < 3 {
+		t.Fatalf("pacer_job_runs_total = %v, want >= 3", v)
+	}
+	if v := p.metric("pacer_job_run_duration_seconds_count", `job="echo"`); v < 3 {
+		t.Fatalf("duration histogram count = %v, want >= 3", v)
+	}
+	if v := p.metric("pacer_leader", `node="e2e-1"`); v != 1 {
+		t.Fatalf("pacer_leader = %v, want 1", v)
+	}
+
+	pids := pluginPIDs(p.logs())
+	if len(pids) == 0 {
+		t.Fatal("no plugin start logged")
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	for _, pid := range pids {
+		if pidAlive(pid) {
+			t.Fatalf("plugin process %d survived the runner", pid)
+		}
+	}
+	if len(match(p.logs(), msgIs("resigned leadership"))) != 1 {
+		t.Fatal("runner did not resign leadership on SIGTERM")
+	}
+}
+
+// Two runner processes share one etcd: one leads; after kill -9 of the
+// leader the other leads within the lease TTL plus a margin and runs go on;
+// no slot runs twice; the dead leader's plugin exits on its own.
+func TestE2ETwoReplicasFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	etcd, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+		Name: "shared", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+
+	const ttl = 2 * time.Second
+	start := func(name string) *proc {
+		httpAddr := freeAddr(t)
+		return startPacer(t, name, httpAddr, fmt.Sprintf(`
+node: {name: %s}
+cluster:
+  name: e2e
+  data_dir: %s
+  lease_ttl: %s
+  etcd: {endpoints: [%s]}
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:%s`, name, t.TempDir(), ttl, etcd.Endpoint(), httpAddr, filepath.Join(binDir, "plugins"), echoJob))
+	}
+	a, b := start("a"), start("b")
+	leads := func(p *proc) bool { return len(match(p.logs(), msgIs("became leader"))) > 0 }
+	var leader, follower *proc
+	a.waitLogs("a to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
+	b.waitLogs("b to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
+	deadline := time.Now().Add(30 * time.Second)
+	for leader == nil {
+		switch {
+		case leads(a) && leads(b):
+			t.Fatal("both replicas lead")
+		case leads(a):
+			leader, follower = a, b
+		case leads(b):
+			leader, follower = b, a
+		case time.Now().After(deadline):
+			t.Fatal("nobody leads")
+		default:
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if leader.metric("pacer_leader", `node="`+leader.name+`"`) != 1 || follower.metric("pacer_leader", `node="`+follower.name+`"`) != 0 {
+		t.Fatal("pacer_leader does not show exactly one leader")
+	}
+	leader.waitLogs("a run on the leader", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("run finished"))) > 0 })
+	if n := len(match(follower.logs(), msgIs("run started"))); n != 0 {
+		t.Fatalf("follower started %d runs", n)
+	}
+
+	pids := pluginPIDs(leader.logs())
+	killed := time.Now()
+	leader.signal(syscall.SIGKILL)
+	leader.wait(10 * time.Second)
+	follower.waitLogs("the follower to lead", ttl+5*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
+	t.Logf("failover after kill -9: %s (lease TTL %s)", time.Since(killed).Round(time.Millisecond), ttl)
+	follower.waitLogs("a run on the new leader", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("run finished"))) > 0 })
+	for _, pid := range pids {
+		waitGone(t, pid, 10*time.Second)
+	}
+
+	// No slot ran twice across both replicas.
+	seen := map[string]string{}
+	for _, p := range []*proc{a, b} {
+		for _, l := range match(p.logs(), msgIs("run started")) {
+			slot := l.str("scheduled_time")
+			if other, dup := seen[slot]; dup {
+				t.Fatalf("slot %s ran on %s and %s", slot, other, p.name)
+			}
+			seen[slot] = p.name
+		}
+	}
+}
+
+// Bad configs are refused by validate and run, naming the line and key.
+func TestE2EBadConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, cfg string
+		want      []string
+	}{
+		{"unknown key", "jobs:\n  - id: a\n    plugin: shell\n    task: exec\n    schedule: \"@every 1s\"\n    retires: {max: 1}\n",
+			[]string{":6:", "jobs[0].retires", `unknown key "retires"`, `did you mean "retries"`}},
+		{"bad duration", "cluster:\n  lease_ttl: ten seconds\n",
+			[]string{":2:", "cluster.lease_ttl", `invalid duration "ten seconds"`}},
+		// Checked against the schema the plugin itself publishes.
+		{"bad params", "plugins: {dir: PLUGINS}\njobs:\n  - id: a\n    plugin: shell\n    task: exec\n    schedule: \"@every 1s\"\n    params: {comand: [echo, hi]}\n",
+			[]string{":3: jobs[0].params", `unknown key "comand" (did you mean "command"?)`, `missing required key "command"`}},
+		{"unknown task", "plugins: {dir: PLUGINS}\njobs:\n  - id: a\n    plugin: shell\n    task: exce\n    schedule: \"@every 1s\"\n",
+			[]string{":3: jobs[0].task", `plugin "shell" has no task "exce" (it has: exec)`}},
+		{"unknown plugin", "plugins: {dir: PLUGINS}\njobs:\n  - id: a\n    plugin: sehll\n    task: exec\n    schedule: \"@every 1s\"\n",
+			[]string{":3: jobs[0]", `plugin "sehll"`, "has no binary"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "pacer.yaml")
+			cfg := strings.ReplaceAll(tc.cfg, "PLUGINS", filepath.Join(binDir, "plugins"))
+			if !strings.Contains(cfg, "cluster:") { // keep `pacer run` off shared ports and dirs
+				cfg += fmt.Sprintf("cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}\nhttp: {listen: %s}\n",
+					t.TempDir(), freeAddr(t), freeAddr(t), freeAddr(t))
+			}
+			must(os.WriteFile(path, []byte(cfg), 0o644))
+			for _, sub := range []string{"validate", "run"} {
+				out, err := exec.Command(filepath.Join(binDir, "pacer"), sub, "--config", path).CombinedOutput()
+				if err == nil {
+					t.Fatalf("pacer %s accepted a bad config:\n%s", sub, out)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(string(out), w) {
+						t.Errorf("pacer %s: output lacks %q:\n%s", sub, w, out)
+					}
+				}
+			}
+		})
+	}
+}

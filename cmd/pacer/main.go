@@ -1,0 +1,166 @@
+// Command pacer is the Pacer task runner.
+//
+//	pacer run --config FILE        run the scheduler (and, with no etcd endpoints, an embedded etcd)
+//	pacer validate --config FILE   check a config file and show each job's next fire times
+//	pacer version                  print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"time"
+	_ "time/tzdata" // time zones work on machines without a zoneinfo database
+
+	"go.uber.org/fx"
+
+	"github.com/pacerun/pacer/runner/config"
+	"github.com/pacerun/pacer/runner/fxmodule"
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+const usage = `pacer — a plugin-based, observability-first task runner
+
+Usage:
+  pacer run --config FILE        run the scheduler
+  pacer validate --config FILE   check a config file; print each job's next fire times
+  pacer version                  print the version
+
+Run "pacer COMMAND -h" for a command's flags.
+`
+
+// errUsage marks errors caused by how pacer was called (exit status 2).
+var errUsage = errors.New("usage error")
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "pacer:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "run":
+		return runCmd(rest, stderr)
+	case "validate":
+		return validateCmd(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "pacer", buildVersion())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+// parseFlags parses a subcommand's flags; every subcommand that reads the
+// config takes --config.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (string, error) {
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "path to the YAML config file (required)")
+	if err := fs.Parse(args); err != nil {
+		return "", fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *path == "" {
+		return "", fmt.Errorf("%w: %s needs --config FILE", errUsage, fs.Name())
+	}
+	if fs.NArg() > 0 {
+		return "", fmt.Errorf("%w: unexpected arguments: %v", errUsage, fs.Args())
+	}
+	return *path, nil
+}
+
+func validateCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	skipPlugins := fs.Bool("skip-plugins", false, "do not start plugins to check tasks and params")
+	path, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return fmt.Errorf("%w\n%s is not valid", err, path)
+	}
+	if !*skipPlugins {
+		h := pluginhost.New(fxmodule.PluginHostOptions(cfg))
+		err := h.CheckTasks(context.Background(), fxmodule.TaskRefs(path, cfg))
+		h.Close()
+		if err != nil {
+			return fmt.Errorf("%w\n%s is not valid", err, path)
+		}
+	}
+	now := time.Now()
+	fmt.Fprintf(stdout, "%s is valid: %d job(s)\n", path, len(cfg.Jobs))
+	for _, j := range cfg.Jobs {
+		fmt.Fprintf(stdout, "\n%s  (%s/%s, schedule %q, timezone %s)\n", j.ID, j.Plugin, j.Task, j.Schedule, j.Location)
+		t := now
+		for range 5 {
+			t = j.Sched.Next(t)
+			if t.IsZero() {
+				fmt.Fprintln(stdout, "  (no further fire times)")
+				break
+			}
+			fmt.Fprintf(stdout, "  %s\n", t.In(j.Location).Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+func runCmd(args []string, stderr io.Writer) error {
+	path, err := parseFlags(flag.NewFlagSet("run", flag.ContinueOnError), args, stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return fmt.Errorf("%w\nrefusing to start with an invalid config", err)
+	}
+	app := fx.New(
+		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, Version: buildVersion(), LogOutput: stderr}),
+		fx.StartTimeout(time.Minute),
+		fx.StopTimeout(fxmodule.DrainTimeout+20*time.Second),
+	)
+	if err := app.Err(); err != nil {
+		return fmt.Errorf("cannot build the runner: %w", err)
+	}
+	startCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := app.Start(startCtx); err != nil {
+		return fmt.Errorf("cannot start the runner: %w", err)
+	}
+	<-app.Wait() // SIGINT or SIGTERM
+	stopCtx, cancel := context.WithTimeout(context.Background(), fxmodule.DrainTimeout+20*time.Second)
+	defer cancel()
+	if err := app.Stop(stopCtx); err != nil {
+		return fmt.Errorf("unclean stop: %w", err)
+	}
+	return nil
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

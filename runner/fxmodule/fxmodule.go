@@ -1,0 +1,294 @@
+// Package fxmodule wires the runner's parts together with go.uber.org/fx. It
+// is the only package besides cmd/pacer that imports fx: every part it wires
+// has a plain constructor and can be built without it.
+//
+// Start order (stop runs in reverse): tracer provider, plugin host (which
+// starts every plugin the jobs use and checks their tasks and params, so a bad
+// job fails the start before anything else happens), embedded etcd, etcd
+// client, coordinator, runner, HTTP API. So on SIGTERM the API stops first,
+// then the runner drains its runs, the coordinator resigns, the etcd client
+// and server close, plugins are stopped, and spans are flushed.
+package fxmodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/fx"
+	"go.uber.org/fx/fxevent"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/api"
+	"github.com/pacerun/pacer/runner/config"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// Params are what the caller supplies.
+type Params struct {
+	Config *config.Config
+	// ConfigPath names the config file in error messages.
+	ConfigPath string
+	Version    string
+	LogOutput  io.Writer
+}
+
+// PluginHostOptions are the plugin host settings a config asks for.
+func PluginHostOptions(cfg *config.Config) pluginhost.Options {
+	return pluginhost.Options{
+		Dir: cfg.Plugins.Dir, Paths: cfg.Plugins.Paths, Checksums: cfg.Plugins.Checksums,
+		StartTimeout: cfg.Plugins.StartTimeout, MaxConcurrency: cfg.Plugins.MaxConcurrency,
+		CancelGrace: cfg.Plugins.CancelGrace,
+	}
+}
+
+// TaskRefs lists the tasks cfg's jobs use, located in the config file.
+func TaskRefs(path string, cfg *config.Config) []pluginhost.TaskRef {
+	refs := make([]pluginhost.TaskRef, 0, len(cfg.Jobs))
+	for i, j := range cfg.Jobs {
+		refs = append(refs, pluginhost.TaskRef{
+			Where:  fmt.Sprintf("%s:%d: jobs[%d]", path, j.Line, i),
+			Plugin: j.Plugin, Task: j.Task, Params: j.Params,
+		})
+	}
+	return refs
+}
+
+// DrainTimeout bounds how long a stopping runner waits for running runs
+// before cancelling them.
+const DrainTimeout = 10 * time.Second
+
+// Options returns the fx options for a runner application.
+func Options(p Params) fx.Option {
+	return fx.Options(
+		fx.Supply(p),
+		fx.Provide(
+			func(p Params) *config.Config { return p.Config },
+			newSanitizer,
+			newLogger,
+			newMetrics,
+			newTracing,
+			newEtcdClient,
+			newPluginHost,
+			newCoordinator,
+			newRunner,
+			newAPI,
+		),
+		fx.WithLogger(func(log *slog.Logger) fxevent.Logger {
+			l := &fxevent.SlogLogger{Logger: log.With("component", "fx")}
+			l.UseLogLevel(slog.LevelDebug)
+			return l
+		}),
+		// Constructed in start order; fx stops in reverse.
+		fx.Invoke(func(*clientv3.Client, trace.TracerProvider, *pluginhost.Host, *coord.Coordinator, *runner.Runner, *api.Server) {
+		}),
+	)
+}
+
+func newSanitizer(cfg *config.Config) (*observability.Sanitizer, error) {
+	o := observability.SanitizerOptions{RedactKeys: cfg.Observability.Sanitize.RedactKeys}
+	for _, p := range cfg.Observability.Sanitize.Patterns {
+		o.Patterns = append(o.Patterns, observability.Pattern{Name: p.Name, Regex: p.Regex})
+	}
+	return observability.NewSanitizer(o)
+}
+
+func newLogger(p Params, cfg *config.Config, s *observability.Sanitizer) (*slog.Logger, error) {
+	level, err := observability.ParseLevel(cfg.Observability.Log.Level)
+	if err != nil {
+		return nil, err
+	}
+	log, err := observability.NewLogger(p.LogOutput, level, cfg.Observability.Log.Format, s)
+	if err != nil {
+		return nil, err
+	}
+	return log.With("node", cfg.Node.Name), nil
+}
+
+func newMetrics(p Params, cfg *config.Config) (*observability.Metrics, error) {
+	m, err := observability.NewMetrics(p.Version)
+	if err != nil {
+		return nil, err
+	}
+	m.Leader.WithLabelValues(cfg.Node.Name).Set(0)
+	return m, nil
+}
+
+func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config) (*observability.Tracing, trace.TracerProvider, error) {
+	t := cfg.Observability.Tracing
+	tr, err := observability.NewTracing(context.Background(), observability.TracingOptions{
+		Exporter: t.Exporter, Endpoint: t.Endpoint, Insecure: t.Insecure == nil || *t.Insecure,
+		SampleRatio: ptrOr(t.SampleRatio, 1), Version: p.Version, Node: cfg.Node.Name,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	lc.Append(fx.StopHook(func(ctx context.Context) error {
+		// Bounded: a collector that is down must not hold up the exit.
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("flush spans: %w", err)
+		}
+		return nil
+	}))
+	return tr, tr.Provider, nil
+}
+
+func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger) (*clientv3.Client, error) {
+	e := cfg.Cluster.Etcd
+	endpoints := e.Endpoints
+	if len(endpoints) == 0 {
+		var emb *coord.Embedded
+		lc.Append(fx.Hook{
+			OnStart: func(ctx context.Context) (err error) {
+				emb, err = coord.StartEmbedded(ctx, coord.EmbeddedOptions{
+					Name: cfg.Node.Name, Dir: filepath.Join(cfg.Cluster.DataDir, "etcd"),
+					ClientListen: e.Embedded.ClientListen, PeerListen: e.Embedded.PeerListen, Logger: log,
+				})
+				if err == nil {
+					log.Info("embedded etcd ready", "endpoint", emb.Endpoint(), "data_dir", cfg.Cluster.DataDir)
+				}
+				return err
+			},
+			OnStop: func(context.Context) error {
+				emb.Close()
+				return nil
+			},
+		})
+		endpoints = []string{"http://" + e.Embedded.ClientListen}
+	}
+	cc, err := coord.ClientConfig(coord.ClientOptions{
+		Endpoints: endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv,
+		CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	lc.Append(fx.StopHook(cli.Close))
+	return cli, nil
+}
+
+func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, tr *observability.Tracing,
+	m *observability.Metrics, s *observability.Sanitizer) (*pluginhost.Host, error) {
+	o := PluginHostOptions(cfg)
+	o.Logger, o.TracerProvider, o.ImportSpan = log.With("component", "pluginhost"), tr.Provider, tr.ImportSpan
+	o.Sanitize, o.Metrics = s.String, m
+	h := pluginhost.New(o)
+	// Refuse a job with an unknown plugin or task, or bad params, before
+	// anything is scheduled: start each plugin and ask it.
+	lc.Append(fx.StartHook(func(ctx context.Context) error {
+		return h.CheckTasks(ctx, TaskRefs(p.ConfigPath, cfg))
+	}))
+	lc.Append(fx.StopHook(h.Close))
+	return h, nil
+}
+
+func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics) *coord.Coordinator {
+	node := cfg.Node.Name
+	c := coord.New(coord.Options{
+		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
+		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"),
+		OnTransition: func(leading bool, _ int64) {
+			if leading {
+				m.Leader.WithLabelValues(node).Set(1)
+				m.LeaderChanges.WithLabelValues("acquired").Inc()
+			} else {
+				m.Leader.WithLabelValues(node).Set(0)
+				m.LeaderChanges.WithLabelValues("lost").Inc()
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				defer close(done)
+				_ = c.Run(ctx)
+			}()
+			return nil
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			select {
+			case <-done:
+				return nil
+			case <-stop.Done():
+				return fmt.Errorf("coordinator did not stop: %w", stop.Err())
+			}
+		},
+	})
+	return c
+}
+
+func newRunner(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, tp trace.TracerProvider,
+	s *observability.Sanitizer, c *coord.Coordinator, h *pluginhost.Host) *runner.Runner {
+	r := runner.New(runner.Options{
+		Node: cfg.Node.Name, Coord: c, Tasks: h, Logger: log, Metrics: m,
+		Tracer: tp.Tracer("github.com/pacerun/pacer/runner"), Sanitize: s.String,
+	})
+	jobs := make([]*runner.Job, 0, len(cfg.Jobs))
+	for _, j := range cfg.Jobs {
+		jobs = append(jobs, &runner.Job{
+			ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Sched,
+			Timeout: j.Timeout, Overlap: j.Overlap, Params: j.Params,
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			r.SetJobs(jobs)
+			go func() {
+				defer close(done)
+				r.Start(ctx)
+			}()
+			log.Info("scheduler started", "jobs", len(jobs))
+			return nil
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			<-done
+			drain, dcancel := context.WithTimeout(stop, DrainTimeout)
+			defer dcancel()
+			r.Stop(drain)
+			return nil
+		},
+	})
+	return r
+}
+
+func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client) *api.Server {
+	s := api.New(api.Options{
+		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
+		Ready: func(ctx context.Context) error {
+			_, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready")
+			if err != nil {
+				return fmt.Errorf("etcd unreachable: %w", err)
+			}
+			return nil
+		},
+	})
+	lc.Append(fx.Hook{OnStart: func(context.Context) error { return s.Start() }, OnStop: s.Stop})
+	return s
+}
+
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
