@@ -31,6 +31,16 @@ func Serve(p Plugin) {
 	server.Serve(dispatcher{p})
 }
 
+// Handler returns the gRPC service that serves p. It exists for package
+// sdktest, which runs plugins inside a test process; a plugin's main calls
+// Serve instead.
+func Handler(p Plugin) (pluginv1.TaskPluginServer, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	return server.New(dispatcher{p}), nil
+}
+
 func (p Plugin) validate() error {
 	if p.Name == "" {
 		return errors.New("Plugin.Name is empty")

@@ -18,12 +18,19 @@ import (
 // runner with its own. Spans outside a run are dropped: sampling follows the
 // runner's span, and a root span is never sampled.
 func installTracing(s *Server) *sdktrace.TracerProvider {
+	tp := NewTracerProvider(s)
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagatorForPlugins)
+	return tp
+}
+
+// NewTracerProvider returns a tracer provider whose spans are shipped over
+// s's run streams (see installTracing).
+func NewTracerProvider(s *Server) *sdktrace.TracerProvider {
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())),
 		sdktrace.WithSpanProcessor(shipper{s}),
 	)
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagatorForPlugins)
 	return tp
 }
 

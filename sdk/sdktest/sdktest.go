@@ -1,0 +1,331 @@
+// Package sdktest runs a Pacer plugin in a Go test over the real go-plugin
+// gRPC transport, the way the runner does, and shows what the plugin did:
+// its result, log lines, progress reports and spans.
+//
+//	func TestGreet(t *testing.T) {
+//		h := sdktest.Serve(t, sdk.Plugin{Name: "hello", Tasks: map[string]sdk.Task{"greet": greetTask}})
+//		res := h.Run(t.Context(), sdktest.Call{Task: "greet", Params: map[string]any{"name": "Ada"}})
+//		if res.Err != nil || res.Output != "hello, Ada" { t.Fatal(res) }
+//	}
+//
+// Serve runs the plugin inside the test process; Start runs a built binary
+// (see Build), which also exercises the plugin's main and its process guards.
+package sdktest
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pacerun/pacer/sdk"
+	"github.com/pacerun/pacer/sdk/internal/server"
+	"github.com/pacerun/pacer/sdk/pluginv1"
+)
+
+// Harness is a running plugin and a client connected to it.
+type Harness struct {
+	kill func() // stops a plugin process; nil in process
+	rpc  pluginv1.TaskPluginClient
+	desc *pluginv1.DescribeResponse
+}
+
+// inProcess serialises in-process harnesses: tasks trace through otel's
+// global tracer provider, of which a process has one.
+var inProcess sync.Mutex
+
+// Serve runs p inside the test process, served and called over real gRPC
+// (go-plugin's TestPluginGRPCConn: a gRPC server and client on a socket).
+// The plugin stops when the test ends. In-process harnesses run one at a
+// time, because tasks trace through otel's global tracer provider; use Start
+// for parallel tests.
+func Serve(tb testing.TB, p sdk.Plugin) *Harness {
+	tb.Helper()
+	handler, err := sdk.Handler(p)
+	if err != nil {
+		tb.Fatalf("sdktest: %v", err)
+	}
+	inProcess.Lock()
+	srv := handler.(*server.Server)
+	tp := server.NewTracerProvider(srv)
+	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	var client *plugin.GRPCClient
+	tb.Cleanup(func() {
+		if client != nil {
+			_ = client.Close() // also stops the server, through go-plugin's controller
+		}
+		_ = tp.Shutdown(context.Background())
+		otel.SetTracerProvider(prevTP)
+		otel.SetTextMapPropagator(prevProp)
+		inProcess.Unlock()
+	})
+	client, _ = plugin.TestPluginGRPCConn(tb, false, map[string]plugin.Plugin{
+		pluginv1.PluginName: inProcPlugin{srv: srv},
+	})
+	raw, err := client.Dispense(pluginv1.PluginName)
+	if err != nil {
+		tb.Fatalf("sdktest: %v", err)
+	}
+	h := &Harness{rpc: raw.(pluginv1.TaskPluginClient)}
+	if h.desc, err = h.rpc.Describe(context.Background(), &pluginv1.DescribeRequest{}); err != nil {
+		tb.Fatalf("sdktest: describe: %v", err)
+	}
+	return h
+}
+
+// inProcPlugin is both sides of the plugin, for TestPluginGRPCConn.
+type inProcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	srv *server.Server
+}
+
+func (p inProcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	pluginv1.RegisterTaskPluginServer(s, p.srv)
+	return nil
+}
+
+func (inProcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
+	return pluginv1.NewTaskPluginClient(cc), nil
+}
+
+// Start runs the plugin binary at path (see Build), as the runner would.
+// The process is stopped when the test ends.
+func Start(tb testing.TB, path string) *Harness {
+	tb.Helper()
+	return connect(tb, &plugin.ClientConfig{Cmd: exec.Command(path), StartTimeout: time.Minute, AutoMTLS: true})
+}
+
+func connect(tb testing.TB, cfg *plugin.ClientConfig) *Harness {
+	tb.Helper()
+	cfg.HandshakeConfig = pluginv1.Handshake
+	cfg.VersionedPlugins = map[int]plugin.PluginSet{pluginv1.ProtocolVersion: {pluginv1.PluginName: clientPlugin{}}}
+	cfg.AllowedProtocols = []plugin.Protocol{plugin.ProtocolGRPC}
+	cfg.Logger = hclog.NewNullLogger()
+	client := plugin.NewClient(cfg)
+	proto, err := client.Client()
+	if err != nil {
+		client.Kill()
+		tb.Fatalf("sdktest: start plugin: %v", err)
+	}
+	raw, err := proto.Dispense(pluginv1.PluginName)
+	if err != nil {
+		client.Kill()
+		tb.Fatalf("sdktest: %v", err)
+	}
+	h := &Harness{kill: client.Kill, rpc: raw.(pluginv1.TaskPluginClient)}
+	if h.desc, err = h.rpc.Describe(context.Background(), &pluginv1.DescribeRequest{}); err != nil {
+		client.Kill()
+		tb.Fatalf("sdktest: describe: %v", err)
+	}
+	tb.Cleanup(client.Kill)
+	return h
+}
+
+type clientPlugin struct{ plugin.NetRPCUnsupportedPlugin }
+
+func (clientPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error { return nil }
+func (clientPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
+	return pluginv1.NewTaskPluginClient(cc), nil
+}
+
+// Name and Version are what the plugin reports about itself.
+func (h *Harness) Name() string    { return h.desc.GetName() }
+func (h *Harness) Version() string { return h.desc.GetVersion() }
+
+// Tasks lists the plugin's tasks as the runner sees them.
+func (h *Harness) Tasks() []TaskInfo {
+	var out []TaskInfo
+	for _, t := range h.desc.GetTasks() {
+		out = append(out, TaskInfo{Name: t.GetName(), Description: t.GetDescription(), ParamsSchema: t.GetParamsSchemaJson()})
+	}
+	return out
+}
+
+// TaskInfo describes a task.
+type TaskInfo struct {
+	Name, Description string
+	// ParamsSchema is the JSON Schema the runner checks jobs' params against.
+	ParamsSchema string
+}
+
+// CheckParams checks params against task's schema exactly as the runner does
+// when it loads a config, and returns every problem.
+func (h *Harness) CheckParams(task string, params map[string]any) []error {
+	for _, t := range h.desc.GetTasks() {
+		if t.GetName() == task {
+			s, err := pluginv1.ParseSchema(t.GetParamsSchemaJson())
+			if err != nil {
+				return []error{err}
+			}
+			return s.Validate(params)
+		}
+	}
+	return []error{fmt.Errorf("plugin %q has no task %q", h.Name(), task)}
+}
+
+// Call is one task invocation.
+type Call struct {
+	Task   string
+	Params map[string]any
+	// Info is the run identity the task sees through sdk.Info; zero fields
+	// get test values (job "test-job", attempt 1, ...).
+	Info sdk.RunInfo
+	// Timeout, if set, is the attempt's timeout, as a job's timeout would be.
+	Timeout time.Duration
+}
+
+// Result is everything a call produced.
+type Result struct {
+	Output string
+	Data   map[string]any
+	// Err is the task's error, or the call's (unknown task, invalid params,
+	// panic, crash).
+	Err      error
+	Logs     []Log
+	Progress []Progress
+	// Spans are the spans the task finished, in the order they ended.
+	Spans []Span
+	// TraceID is the trace the call ran in.
+	TraceID string
+}
+
+// Log is one line the task logged through sdk.Logger.
+type Log struct {
+	Level   slog.Level
+	Message string
+	Attrs   map[string]any
+}
+
+// Progress is one sdk.ReportProgress call.
+type Progress struct {
+	Percent float64
+	Message string
+}
+
+// Span is a span the task finished.
+type Span struct {
+	Name         string
+	SpanID       string
+	ParentSpanID string
+	Attributes   map[string]any
+	Events       []string
+}
+
+// Run calls a task and waits for its result. Cancelling ctx cancels the task.
+func (h *Harness) Run(ctx context.Context, c Call) *Result {
+	info := c.Info
+	if info.JobID == "" {
+		info.JobID = "test-job"
+	}
+	if info.RunID == "" {
+		info.RunID = rand.Text()
+	}
+	if info.CorrelationID == "" {
+		info.CorrelationID = "test-" + rand.Text()
+	}
+	if info.Attempt == 0 {
+		info.Attempt = 1
+	}
+	if info.ScheduledTime.IsZero() {
+		info.ScheduledTime = time.Now().Truncate(time.Second)
+	}
+	if info.Node == "" {
+		info.Node = "sdktest"
+	}
+	params, err := structpb.NewStruct(c.Params)
+	if err != nil {
+		return &Result{Err: fmt.Errorf("params are not JSON-compatible: %w", err)}
+	}
+	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: &pluginv1.RunContext{
+		JobId: info.JobID, RunId: info.RunID, CorrelationId: info.CorrelationID, Attempt: uint32(info.Attempt),
+		ScheduledTime: timestamppb.New(info.ScheduledTime), FencingToken: info.FencingToken, Node: info.Node,
+	}}
+	if c.Timeout > 0 {
+		req.Timeout = durationpb.New(c.Timeout)
+	}
+	// A sampled trace of our own, so the task's spans are shipped back.
+	ctx, sc := withTrace(ctx)
+	res := &Result{TraceID: sc.TraceID().String()}
+	stream, err := h.rpc.Run(ctx, req)
+	if err != nil {
+		res.Err = callErr(err)
+		return res
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			res.Err = callErr(err)
+			return res
+		}
+		switch e := ev.GetEvent().(type) {
+		case *pluginv1.RunEvent_Log:
+			l := Log{Level: slog.Level(e.Log.GetLevel()), Message: e.Log.GetMessage(), Attrs: map[string]any{}}
+			for _, a := range e.Log.GetAttrs() {
+				l.Attrs[a.GetKey()] = a.GetValue().AsInterface()
+			}
+			res.Logs = append(res.Logs, l)
+		case *pluginv1.RunEvent_Progress:
+			res.Progress = append(res.Progress, Progress{Percent: e.Progress.GetPercent(), Message: e.Progress.GetMessage()})
+		case *pluginv1.RunEvent_Span:
+			res.Spans = append(res.Spans, span(e.Span))
+		case *pluginv1.RunEvent_Result:
+			res.Output, res.Data = e.Result.GetOutput(), e.Result.GetData().AsMap()
+			if msg := e.Result.GetError(); msg != "" {
+				res.Err = &TaskError{Message: msg}
+			}
+			return res
+		}
+	}
+}
+
+// TaskError is a failure the task itself reported.
+type TaskError struct{ Message string }
+
+func (e *TaskError) Error() string { return e.Message }
+
+func callErr(err error) error {
+	if st, ok := status.FromError(err); ok {
+		return fmt.Errorf("%s: %s", st.Code(), st.Message())
+	}
+	return err
+}
+
+func withTrace(ctx context.Context) (context.Context, trace.SpanContext) {
+	var tid trace.TraceID
+	var sid trace.SpanID
+	_, _ = rand.Read(tid[:])
+	_, _ = rand.Read(sid[:])
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	ctx = trace.ContextWithSpanContext(ctx, sc)
+	md := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, md)
+	return metadataContext(ctx, md), sc
+}
+
+func span(sd *pluginv1.SpanData) Span {
+	s := Span{Name: sd.GetName(), SpanID: fmt.Sprintf("%x", sd.GetSpanId()), ParentSpanID: fmt.Sprintf("%x", sd.GetParentSpanId()), Attributes: map[string]any{}}
+	for _, a := range sd.GetAttributes() {
+		s.Attributes[a.GetKey()] = a.GetValue().AsInterface()
+	}
+	for _, e := range sd.GetEvents() {
+		s.Events = append(s.Events, e.GetName())
+	}
+	return s
+}
