@@ -1,0 +1,73 @@
+# Pacer — run `make help` for the targets.
+
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+# First-party plugins shipped in $(BIN)/plugins. plugins/testplugin is for tests only.
+PLUGINS   := shell http
+CONFIG    ?= examples/pacer.yaml
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/pacer and every first-party plugin into bin/plugins
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pacer ./cmd/pacer
+	@$(MAKE) --no-print-directory plugins
+
+.PHONY: plugins
+plugins: ## build the first-party plugins into bin/plugins
+	@mkdir -p $(BIN)/plugins
+	@for p in $(PLUGINS); do \
+		echo "$(GO) build -o $(BIN)/plugins/$$p ./plugins/$$p"; \
+		$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/plugins/$$p ./plugins/$$p || exit 1; \
+	done
+
+.PHONY: run
+run: build ## build, then run the example config with an embedded etcd (Ctrl-C stops)
+	$(BIN)/pacer run --config $(CONFIG)
+
+.PHONY: test
+test: lint ## vet, gofmt check, then every test (end-to-end included) under the race detector
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+.PHONY: test-short
+test-short: ## unit tests only (no end-to-end processes)
+	$(GO) test -race -short ./...
+
+.PHONY: e2e
+e2e: ## only the end-to-end tests (real pacer processes, real etcd, real plugins)
+	$(GO) test -race -count=1 -run 'TestE2E' -v ./cmd/pacer/
+
+.PHONY: bench
+bench: ## benchmarks (no race detector); compare runs with benchstat
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
+
+.PHONY: lint
+lint: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+.PHONY: tools
+tools: ## install the code generators (protoc itself: apt-get install protobuf-compiler libprotobuf-dev)
+	$(GO) install $(PROTOC_GEN_GO)
+	$(GO) install $(PROTOC_GEN_GO_GRPC)
+
+.PHONY: generate
+generate: tools ## regenerate the protobuf code
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./sdk/pluginv1/
+
+.PHONY: verify
+verify: generate ## regenerate and fail if the committed generated code differs
+	git diff --exit-code -- sdk/pluginv1/
+
+.PHONY: clean
+clean: ## remove build output and the example's data directory
+	rm -rf $(BIN) data
