@@ -596,13 +596,13 @@ func TestInvalidParams(t *testing.T) {
 		params  map[string]any
 		wantMsg string
 	}{
-		{"missing url", map[string]any{}, "url is required"},
+		{"missing url", map[string]any{}, `missing required key "url"`},
 		{"bad scheme", map[string]any{"url": "ftp://bob:pw-secret@127.0.0.1/x"}, "absolute http:// or https:// URL, not ftp://127.0.0.1/x"},
 		{"relative url", map[string]any{"url": "/health"}, "absolute http:// or https:// URL"},
 		{"no host", map[string]any{"url": "http:///health"}, "has no host"},
 		{"unparsable url", map[string]any{"url": "http://bob:pw-secret@127.0.0.1:port/"}, `invalid port ":port"`},
-		{"unknown key", map[string]any{"url": "http://127.0.0.1/", "timeuot": "1s"}, `unknown field "timeuot"`},
-		{"unknown tls key", map[string]any{"url": "http://127.0.0.1/", "tls": map[string]any{"ca": "x"}}, `unknown field "ca"`},
+		{"unknown key", map[string]any{"url": "http://127.0.0.1/", "timeuot": "1s"}, `unknown key "timeuot" (did you mean "timeout"?)`},
+		{"unknown tls key", map[string]any{"url": "http://127.0.0.1/", "tls": map[string]any{"ca": "x"}}, `params.tls: unknown key "ca"`},
 		{"bad duration", map[string]any{"url": "http://127.0.0.1/", "timeout": "soon"}, "timeout: "},
 		{"negative duration", map[string]any{"url": "http://127.0.0.1/", "timeout": "-1s"}, "timeout must be positive"},
 		{"bad method", map[string]any{"url": "http://127.0.0.1/", "method": "GE T"}, `method "GE T" is not a valid HTTP method`},
@@ -611,7 +611,7 @@ func TestInvalidParams(t *testing.T) {
 		{"duplicate header", map[string]any{"url": "http://127.0.0.1/", "headers": map[string]any{"x-a": "1", "X-A": "2"}}, "more than once"},
 		{"bad status class", map[string]any{"url": "http://127.0.0.1/", "expect_status": []any{"2xy"}}, `"2xy" is not a status code`},
 		{"status out of range", map[string]any{"url": "http://127.0.0.1/", "expect_status": []any{700}}, "700 is not a status code"},
-		{"fractional status", map[string]any{"url": "http://127.0.0.1/", "expect_status": []any{200.5}}, "200.5 is not a status code"},
+		{"fractional status", map[string]any{"url": "http://127.0.0.1/", "expect_status": []any{200.5}}, "expected integer, got number 200.5"},
 		{"empty expect_status", map[string]any{"url": "http://127.0.0.1/", "expect_status": []any{}}, "must not be empty"},
 		{"negative max_response_bytes", map[string]any{"url": "http://127.0.0.1/", "max_response_bytes": -1}, "must be positive"},
 		{"huge max_response_bytes", map[string]any{"url": "http://127.0.0.1/", "max_response_bytes": 1 << 30}, "at most"},

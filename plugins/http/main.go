@@ -43,7 +43,7 @@ func main() {
 		Name:    "http",
 		Version: version,
 		Tasks: map[string]sdk.Task{
-			"request": sdk.Describe("Send an HTTP request; an expected status (default 2xx) is success.", sdk.TaskFunc(requestTask)),
+			"request": sdk.Typed("Send an HTTP request; an expected status (default 2xx) is success.", requestTask),
 		},
 	})
 }

@@ -25,24 +25,31 @@ const (
 	maxRedirects   = 10
 )
 
+// params are the task's params. The SDK derives the schema the runner checks
+// jobs against from this struct (see sdk.Typed).
 type params struct {
-	URL              string            `json:"url"`
-	Method           string            `json:"method"`
-	Headers          map[string]string `json:"headers"`
-	Body             string            `json:"body"`
-	ExpectStatus     statusList        `json:"expect_status"`
-	Timeout          string            `json:"timeout"`
-	FollowRedirects  *bool             `json:"follow_redirects"`
-	MaxResponseBytes int               `json:"max_response_bytes"`
-	TLS              *tlsParams        `json:"tls"`
+	URL              string            `json:"url" desc:"absolute http or https URL"`
+	Method           string            `json:"method,omitempty" desc:"HTTP method, default GET"`
+	Headers          map[string]string `json:"headers,omitempty"`
+	Body             string            `json:"body,omitempty"`
+	ExpectStatus     statusList        `json:"expect_status,omitempty" desc:"status codes or classes such as 2xx; default [2xx]"`
+	Timeout          string            `json:"timeout,omitempty" desc:"Go duration bounding the request"`
+	FollowRedirects  *bool             `json:"follow_redirects,omitempty" desc:"default true, at most 10"`
+	MaxResponseBytes int               `json:"max_response_bytes,omitempty" desc:"body bytes kept in the output, default 65536, max 1 MiB"`
+	TLS              *tlsParams        `json:"tls,omitempty"`
 }
 
 type tlsParams struct {
-	CAFile             string `json:"ca_file"`
-	CertFile           string `json:"cert_file"`
-	KeyFile            string `json:"key_file"`
-	InsecureSkipVerify bool   `json:"insecure_skip_verify"`
-	ServerName         string `json:"server_name"`
+	CAFile             string `json:"ca_file,omitempty"`
+	CertFile           string `json:"cert_file,omitempty"`
+	KeyFile            string `json:"key_file,omitempty"`
+	InsecureSkipVerify bool   `json:"insecure_skip_verify,omitempty"`
+	ServerName         string `json:"server_name,omitempty"`
+}
+
+// JSONSchema implements sdk.JSONSchemer: one code or class, or a list of them.
+func (statusList) JSONSchema() string {
+	return `{"oneOf":[{"type":"integer"},{"type":"string"},{"type":"array","items":{"oneOf":[{"type":"integer"},{"type":"string"}]}}]}`
 }
 
 // request is a validated params with the defaults applied.

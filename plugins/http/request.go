@@ -21,11 +21,7 @@ import (
 // max_response_bytes to measure it. A longer (or endless) body stops there.
 const drainLimit = 4 << 20
 
-func requestTask(ctx context.Context, req *sdk.Request, resp *sdk.Response) error {
-	var p params
-	if err := req.DecodeParams(&p); err != nil {
-		return err
-	}
+func requestTask(ctx context.Context, p params, resp *sdk.Response) error {
 	r, err := p.validate()
 	if err != nil {
 		return err

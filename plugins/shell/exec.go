@@ -21,17 +21,24 @@ const (
 	killGrace = 2 * time.Second
 )
 
+// params are the task's params. The SDK derives the schema the runner checks
+// jobs against from this struct (see sdk.Typed).
 type params struct {
-	Command        commandParam      `json:"command"`
-	Shell          bool              `json:"shell"`
-	Dir            string            `json:"dir"`
-	Env            map[string]string `json:"env"`
-	InheritEnv     []string          `json:"inherit_env"`
-	MaxOutputBytes int               `json:"max_output_bytes"`
+	Command        commandParam      `json:"command" desc:"argv list, or one string (with shell: true, a shell script)"`
+	Shell          bool              `json:"shell,omitempty" desc:"run command through /bin/sh -c"`
+	Dir            string            `json:"dir,omitempty" desc:"working directory"`
+	Env            map[string]string `json:"env,omitempty" desc:"extra environment variables"`
+	InheritEnv     []string          `json:"inherit_env,omitempty" desc:"host variables passed through; default [PATH]"`
+	MaxOutputBytes int               `json:"max_output_bytes,omitempty" desc:"output bytes kept, default 65536"`
 }
 
 // commandParam accepts a list of arguments, or a single string.
 type commandParam []string
+
+// JSONSchema implements sdk.JSONSchemer.
+func (commandParam) JSONSchema() string {
+	return `{"oneOf":[{"type":"string"},{"type":"array","items":{"type":"string"}}]}`
+}
 
 func (c *commandParam) UnmarshalJSON(b []byte) error {
 	var s string
@@ -64,11 +71,7 @@ func (p *params) validate() error {
 	return nil
 }
 
-func execTask(ctx context.Context, req *sdk.Request, resp *sdk.Response) error {
-	var p params
-	if err := req.DecodeParams(&p); err != nil {
-		return err
-	}
+func execTask(ctx context.Context, p params, resp *sdk.Response) error {
 	if err := p.validate(); err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ func main() {
 		Name:    "shell",
 		Version: version,
 		Tasks: map[string]sdk.Task{
-			"exec": sdk.Describe("Run a command; exit status 0 is success.", sdk.TaskFunc(execTask)),
+			"exec": sdk.Typed("Run a command; exit status 0 is success.", execTask),
 		},
 	})
 }

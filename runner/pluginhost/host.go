@@ -463,7 +463,7 @@ func (h *Host) callError(inst *instance, c Call, err error) error {
 	case codes.NotFound:
 		return fmt.Errorf("%w: %s", ErrTaskNotFound, st.Message())
 	case codes.InvalidArgument:
-		return fmt.Errorf("%w: %s", ErrInvalidParams, st.Message())
+		return fmt.Errorf("%w: %s", ErrInvalidParams, strings.TrimPrefix(st.Message(), ErrInvalidParams.Error()+": "))
 	case codes.ResourceExhausted:
 		return fmt.Errorf("%w: plugin %q task %q: message over the %d-byte limit: %s", ErrProtocol, c.Plugin, c.Task, pluginv1.MaxMessageBytes, st.Message())
 	case codes.Unavailable, codes.Canceled, codes.Internal:
