@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -98,6 +100,23 @@ jobs:%s`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir,
 	if len(pids) == 0 {
 		t.Fatal("no plugin start logged")
 	}
+
+	// pacer plugins, a client of the runner's API.
+	out, err := exec.Command(filepath.Join(binDir, "pacer"), "plugins", "--addr", p.httpURL).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pacer plugins: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`(?m)^shell\s+up\s+\S+\s+` + fmt.Sprint(pids[0]) + `\s+0\s+exec$`).Match(out) {
+		t.Fatalf("pacer plugins does not show shell up with its pid and task:\n%s", out)
+	}
+	out, err = exec.Command(filepath.Join(binDir, "pacer"), "plugins", "--addr", p.httpURL, "-o", "json").Output()
+	var listed struct {
+		Plugins []struct{ Name, State string }
+	}
+	if err != nil || json.Unmarshal(out, &listed) != nil || len(listed.Plugins) == 0 {
+		t.Fatalf("pacer plugins -o json: %v\n%s", err, out)
+	}
+
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)

@@ -2,6 +2,7 @@
 //
 //	pacer run --config FILE        run the scheduler (and, with no etcd endpoints, an embedded etcd)
 //	pacer validate --config FILE   check a config file and show each job's next fire times
+//	pacer plugins                  list a running runner's plugins
 //	pacer version                  print the version
 package main
 
@@ -30,8 +31,13 @@ const usage = `pacer — a plugin-based, observability-first task runner
 
 Usage:
   pacer run --config FILE        run the scheduler
-  pacer validate --config FILE   check a config file; print each job's next fire times
+  pacer validate --config FILE   check a config file and the jobs' tasks and params;
+                                 print each job's next fire times
+  pacer plugins [--addr URL]     a running runner's plugins, their state and tasks
   pacer version                  print the version
+
+Client commands talk to a runner's HTTP API: --addr (env PACER_ADDR,
+default http://127.0.0.1:9464), -o table|json.
 
 Run "pacer COMMAND -h" for a command's flags.
 `
@@ -59,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return runCmd(rest, stderr)
 	case "validate":
 		return validateCmd(rest, stdout, stderr)
+	case "plugins":
+		return pluginsCmd(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pacer", buildVersion())
 		return nil

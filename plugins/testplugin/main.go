@@ -1,6 +1,7 @@
 // Command testplugin is a plugin for Pacer's own tests: each task misbehaves
 // in one specific way. It is not shipped in bin/plugins.
 //
+//	noop    does nothing (for benchmarks)
 //	echo    returns params.message; logs it; reports progress
 //	sleep   sleeps params.duration (Go duration), honouring cancellation
 //	hang    sleeps params.duration, ignoring cancellation
@@ -64,6 +65,7 @@ func main() {
 		Name:    "testplugin",
 		Version: "test",
 		Tasks: map[string]sdk.Task{
+			"noop": sdk.TaskFunc(func(context.Context, *sdk.Request, *sdk.Response) error { return nil }),
 			"echo": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
 				sdk.Logger(ctx).Info("echo", "message", p.Message)
 				sdk.ReportProgress(ctx, 100, "echoed")

@@ -22,8 +22,10 @@ type Options struct {
 	Listen   string // host:port
 	Registry *prometheus.Registry
 	// Ready reports whether the runner can do its work (etcd reachable ...).
-	Ready  func(context.Context) error
-	Logger *slog.Logger
+	Ready func(context.Context) error
+	// Plugins lists the plugins and their state, for GET /api/v1/plugins.
+	Plugins func() any
+	Logger  *slog.Logger
 }
 
 // Server is the runner's HTTP server.
@@ -45,6 +47,13 @@ func New(o Options) *Server {
 		EnableOpenMetrics: true,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelError),
 	}))
+	mux.HandleFunc("GET /api/v1/plugins", func(w http.ResponseWriter, _ *http.Request) {
+		if o.Plugins == nil {
+			writeJSON(w, http.StatusOK, map[string]any{"plugins": []any{}})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"plugins": o.Plugins()})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

@@ -271,9 +271,10 @@ func newRunner(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observa
 	return r
 }
 
-func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client) *api.Server {
+func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client, h *pluginhost.Host) *api.Server {
 	s := api.New(api.Options{
 		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
+		Plugins: func() any { return h.Status() },
 		Ready: func(ctx context.Context) error {
 			_, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready")
 			if err != nil {

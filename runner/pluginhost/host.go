@@ -263,7 +263,9 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 	cmd := exec.Command(path)
 	cmd.SysProcAttr = processAttrs()
 	started := time.Now()
+	stderr := &tail{max: 1024}
 	client := plugin.NewClient(&plugin.ClientConfig{
+		Stderr:           stderr,
 		HandshakeConfig:  pluginv1.Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{pluginv1.ProtocolVersion: {pluginv1.PluginName: &grpcPlugin{}}},
 		Cmd:              cmd,
@@ -288,6 +290,9 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 	rpcClient, err := client.Client()
 	if err != nil {
 		client.Kill()
+		if said := stderr.String(); said != "" {
+			return nil, fmt.Errorf("start plugin %q (%s): %w; its stderr ended with: %q", name, path, err, said)
+		}
 		return nil, fmt.Errorf("start plugin %q (%s): %w", name, path, err)
 	}
 	raw, err := rpcClient.Dispense(pluginv1.PluginName)

@@ -434,6 +434,10 @@ func TestStartFailures(t *testing.T) {
 		{"checksum mismatch", pluginhost.Options{Checksums: map[string]string{"testplugin": "sha256:" + strings.Repeat("ab", 32)}}, "testplugin", nil, "checksums did not match"},
 		{"bad checksum syntax", pluginhost.Options{Checksums: map[string]string{"testplugin": "md5:1"}}, "testplugin", nil, "must be sha256"},
 		{"no handshake", pluginhost.Options{Paths: map[string]string{"p": noHandshake}, StartTimeout: 2 * time.Second}, "p", nil, "start plugin"},
+		{"stdout noise before handshake", pluginhost.Options{Paths: map[string]string{"p": wrapper(t, "echo 'hello from init'")}}, "p", nil, "start plugin"},
+		{"wrong cookie", pluginhost.Options{Paths: map[string]string{"p": wrapper(t, "export PACER_PLUGIN_COOKIE=wrong")}}, "p", nil, "This binary is a plugin"},
+		{"protocol version mismatch", pluginhost.Options{Paths: map[string]string{"p": handshakeScript(t, "1|9|tcp|127.0.0.1:1|grpc|")}}, "p", nil, "incompatible API version"},
+		{"not grpc", pluginhost.Options{Paths: map[string]string{"p": handshakeScript(t, "1|1|tcp|127.0.0.1:1|netrpc|")}}, "p", nil, "start plugin"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -503,6 +507,27 @@ func TestCloseStopsPluginProcesses(t *testing.T) {
 	if _, err := b.host.Run(context.Background(), call("env", nil)); err == nil {
 		t.Fatal("Run after Close succeeded")
 	}
+}
+
+// wrapper returns a script that runs prelude, then execs the test plugin.
+func wrapper(t *testing.T, prelude string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "wrapped")
+	script := "#!/bin/sh\n" + prelude + "\nexec " + filepath.Join(pluginDir, "testplugin") + "\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// handshakeScript returns a fake plugin that prints line as its handshake.
+func handshakeScript(t *testing.T, line string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fake")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\necho '"+line+"'\nexec sleep 5\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func waitPIDFile(t *testing.T, path string) int {
