@@ -11,12 +11,64 @@
 //	"@every 5s"             fixed interval, aligned to the Unix epoch
 //	"at: 2026-12-01T09:00:00Z"  one-off at an RFC 3339 instant
 //
-// Cron specs are evaluated in the job's time zone.
+// Cron syntax is that of github.com/robfig/cron/v3 (fields, ranges, steps,
+// lists, JAN–DEC and SUN–SAT names, "?" as "*", day-of-month and day-of-week
+// OR-ed unless either is "*"), but the fire times are computed by this
+// package, which differs from robfig's SpecSchedule.Next in two ways: the
+// daylight-saving rules below, and a search horizon long enough for
+// "0 0 29 2 *" across 2100 (robfig gives up after five years).
+//
+// All results are in UTC. Cron fire times are whole seconds, so Next(t) is
+// the first matching whole second strictly after t, whatever t's sub-second
+// part (as in robfig/cron).
+//
+// # Time zones and daylight saving
+//
+// Cron specs are evaluated in the job's time zone, by its local wall clock.
+// When the clock jumps, the rule depends on whether the spec fires every hour:
+//
+// Specs whose hour field covers all 24 hours ("*", "*/1", "0-23"; also
+// @hourly) follow the clock instant by instant. They fire at every instant
+// whose local wall time matches, so in a fall-back's repeated hour they fire
+// twice ("0 * * * *" in Berlin on 2026-10-25 fires at 02:00 CEST and again at
+// 02:00 CET, an hour apart) and in a spring-forward's missing hour not at all
+// (it fires at 01:00 CET and then 03:00 CEST, an hour apart). The interval
+// between fires stays the interval the spec describes.
+//
+// Every other spec (a fixed hour, a list, a range or a step over hours, and
+// the @daily, @weekly, @monthly, @yearly descriptors) fires once for each
+// matching local wall-clock time:
+//
+//   - A wall time that does not exist because the clock jumped over it fires
+//     once, at the instant the clock jumped: "30 2 * * *" in Berlin on
+//     2026-03-29 (02:00 CET → 03:00 CEST) fires at 03:00 CEST (01:00 UTC).
+//     Several matching wall times inside the same gap ("*/15 2 * * *")
+//     collapse into that one fire.
+//   - A wall time that occurs twice because the clock went back fires once,
+//     at its first occurrence: "30 2 * * *" in Berlin on 2026-10-25
+//     (03:00 CEST → 02:00 CET) fires at 02:30 CEST (00:30 UTC) only.
+//
+// So a daily job is neither skipped nor doubled on the days the clocks change.
+// robfig/cron/v3 itself skips the first case (the job does not run that day)
+// and doubles the second. A day a zone skips altogether (Samoa's 2011-12-30)
+// is one long gap: its wall times fire once, at the midnight that ends it.
+// A gap's fire can coincide with a regular fire at the same instant
+// ("0 2,3 * * *": 02:00 does not exist, 03:00 does); that is one fire.
+//
+// "@every" and "at:" name instants, not wall times, so time zones and
+// daylight saving do not affect them.
+//
+// # Helpers
+//
+// NextN lists upcoming fire times (for `pacer validate`). Jitter spreads the
+// start of a slot by a deterministic delay that every replica computes alike;
+// the slot keeps its scheduled time as its identity.
 package schedule
 
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -74,28 +126,51 @@ func Parse(spec string, loc *time.Location) (Schedule, error) {
 	if !ok {
 		return nil, fmt.Errorf("unsupported schedule %q", spec)
 	}
-	cs.Location = loc
-	return cronSchedule{cs}, nil
+	return newCronSchedule(cs, loc), nil
 }
 
-type cronSchedule struct{ spec *cron.SpecSchedule }
-
-func (c cronSchedule) Next(t time.Time) time.Time {
-	n := c.spec.Next(t)
-	if n.IsZero() {
-		return n
+// NextN returns the next n fire times of s after after, fewer if s stops
+// firing. It returns nil for a nil s or n <= 0.
+func NextN(s Schedule, after time.Time, n int) []time.Time {
+	if s == nil || n <= 0 {
+		return nil
 	}
-	return n.UTC()
+	out := make([]time.Time, 0, n)
+	for t := after; len(out) < n; {
+		next := s.Next(t)
+		if next.IsZero() || !next.After(t) {
+			break
+		}
+		out = append(out, next)
+		t = next
+	}
+	return out
 }
 
 // Every fires every d, at instants that are whole multiples of d since the Unix
 // epoch, so every replica agrees on the slots without talking to the others.
+// A d <= 0 never fires.
 type Every time.Duration
 
 // Next implements Schedule.
 func (e Every) Next(t time.Time) time.Time {
 	d := time.Duration(e)
-	return t.Truncate(d).Add(d).UTC()
+	if d <= 0 {
+		return time.Time{}
+	}
+	// r = (t - epoch) mod d, computed without overflow for any t: t - epoch
+	// in nanoseconds is sec*1e9 + nsec, which does not fit an int64 outside
+	// 1678–2262. (time.Time.Truncate is no help: it aligns to year 1, not
+	// to the epoch, which differs for intervals such as 7s.)
+	ud := uint64(d)
+	sec := t.Unix()
+	a := uint64(sec % int64(d))
+	if sec%int64(d) < 0 {
+		a = uint64(sec%int64(d) + int64(d))
+	}
+	hi, lo := bits.Mul64(a, uint64(time.Second)%ud)
+	r := (bits.Rem64(hi, lo, ud) + uint64(t.Nanosecond())) % ud
+	return t.Add(-time.Duration(r)).Add(d).UTC()
 }
 
 // At fires once.
@@ -108,4 +183,163 @@ func (a At) Next(t time.Time) time.Time {
 		return at.UTC()
 	}
 	return time.Time{}
+}
+
+// cronSchedule is a cron spec evaluated in a time zone.
+type cronSchedule struct {
+	m   matcher
+	loc *time.Location
+	// byInstant selects the daylight-saving rule (see the package doc):
+	// specs that fire every hour match instants, all others match wall
+	// times once each.
+	byInstant bool
+	never     bool
+}
+
+func newCronSchedule(cs *cron.SpecSchedule, loc *time.Location) cronSchedule {
+	m := newMatcher(cs)
+	return cronSchedule{
+		m:         m,
+		loc:       loc,
+		byInstant: m.hour&allHours == allHours,
+		never:     m.never(),
+	}
+}
+
+// maxPeriods bounds how many time-zone periods (stretches of constant UTC
+// offset) Next walks through before giving up; well beyond the ~20 a DST
+// zone has within the matcher's search horizon.
+const maxPeriods = 1000
+
+// Next implements Schedule.
+func (c cronSchedule) Next(t time.Time) time.Time {
+	if c.never {
+		return time.Time{}
+	}
+	// Work in whole Unix seconds. Instants are seconds since the epoch;
+	// "civil" values are local wall-clock times written as seconds since
+	// 1970-01-01T00:00:00 on the same wall clock (instant + UTC offset).
+	start := t.Unix() + 1 // first whole second strictly after t
+	var next int64
+	var ok bool
+	if c.byInstant {
+		next, ok = c.nextByInstant(start)
+	} else {
+		next, ok = c.nextByWallTime(start)
+	}
+	if !ok {
+		return time.Time{}
+	}
+	return time.Unix(next, 0).UTC()
+}
+
+// nextByInstant returns the first instant >= start whose wall clock matches.
+func (c cronSchedule) nextByInstant(start int64) (int64, bool) {
+	s := start
+	for range maxPeriods {
+		z := zoneAt(c.loc, s)
+		cv, ok := c.m.next(s + z.off)
+		if !ok {
+			return 0, false
+		}
+		if at := cv - z.off; !z.hasEnd || at < z.end {
+			return at, true
+		}
+		s = z.end // the match lies beyond this period: look again from the next
+	}
+	return 0, false
+}
+
+// nextByWallTime returns the earliest f(cv) >= start over matching civil times
+// cv, where f maps a civil time to its first occurrence, or to the end of the
+// gap it falls in. f is non-decreasing, so the search starts from the least
+// civil time whose f can be >= start.
+func (c cronSchedule) nextByWallTime(start int64) (int64, bool) {
+	z := zoneAt(c.loc, start)
+	low := start + z.off
+	if z.hasStart {
+		prev := offsetAt(c.loc, z.start-1)
+		switch {
+		case prev > z.off && low < z.start+prev:
+			// start is in the second run of a repeated hour: those wall
+			// times fired at their first occurrence, before start.
+			low = z.start + prev
+		case prev < z.off && start == z.start:
+			// start is the instant a gap ends, which is when the wall
+			// times inside the gap fire.
+			low = z.start + prev
+		}
+	}
+	for range maxPeriods {
+		cv, ok := c.m.next(low)
+		if !ok {
+			return 0, false
+		}
+		// Fast path: cv exists in start's period, so it is its own first
+		// occurrence (an earlier one would lie before this period, and low
+		// excludes those).
+		if at := cv - z.off; at >= start && (!z.hasEnd || at < z.end) {
+			return at, true
+		}
+		if at := firstInstant(c.loc, cv); at >= start {
+			return at, true
+		}
+		low = cv + 1
+	}
+	return 0, false
+}
+
+// zone is the stretch of constant UTC offset containing an instant.
+type zone struct {
+	off              int64 // seconds east of UTC
+	start, end       int64 // [start, end); valid only when hasStart / hasEnd
+	hasStart, hasEnd bool
+}
+
+func zoneAt(loc *time.Location, sec int64) zone {
+	if loc == time.UTC {
+		return zone{}
+	}
+	t := time.Unix(sec, 0).In(loc)
+	_, off := t.Zone()
+	s, e := t.ZoneBounds()
+	return zone{off: int64(off), start: s.Unix(), end: e.Unix(), hasStart: !s.IsZero(), hasEnd: !e.IsZero()}
+}
+
+func offsetAt(loc *time.Location, sec int64) int64 {
+	_, off := time.Unix(sec, 0).In(loc).Zone()
+	return int64(off)
+}
+
+// firstInstant returns the first instant whose wall clock in loc reads cv, or,
+// if the clock skips cv, the instant at which it skips it (the end of the gap).
+func firstInstant(loc *time.Location, cv int64) int64 {
+	guess := cv - offsetAt(loc, cv) // within hours of the answer
+	z := zoneAt(loc, guess)
+	offs, n := [3]int64{z.off}, 1
+	if z.hasStart {
+		offs[n], n = offsetAt(loc, z.start-1), n+1
+	}
+	if z.hasEnd {
+		offs[n], n = offsetAt(loc, z.end), n+1
+	}
+	best, found := int64(0), false
+	for _, o := range offs[:n] {
+		if at := cv - o; offsetAt(loc, at) == o && (!found || at < best) {
+			best, found = at, true
+		}
+	}
+	if found {
+		return best
+	}
+	// A gap: find the transition whose jump spans cv.
+	for _, tr := range []struct {
+		at int64
+		ok bool
+	}{{z.start, z.hasStart}, {z.end, z.hasEnd}} {
+		if tr.ok && cv >= tr.at+offsetAt(loc, tr.at-1) && cv < tr.at+offsetAt(loc, tr.at) {
+			return tr.at
+		}
+	}
+	return guess // unreachable for real zone data
 }

@@ -1,0 +1,211 @@
+package schedule
+
+import (
+	"math/bits"
+
+	"github.com/robfig/cron/v3"
+)
+
+// starBit is the bit robfig/cron sets in a field parsed from "*" or "?".
+const starBit = 1 << 63
+
+const allHours = 1<<24 - 1
+
+// searchYears is how far ahead matcher.next looks. The longest possible wait
+// between two fires of a spec that fires at all is eight years: the 29th of
+// February across a century that is not a leap year (2096 → 2104).
+const searchYears = 9
+
+// matcher finds matching wall-clock times of a parsed cron spec. It works on
+// civil time only (no zones), so it is exact; the daylight-saving rules are
+// applied by cronSchedule on top.
+type matcher struct {
+	sec, min, hour, dom, month, dow uint64 // bit i set: value i matches
+	domStar, dowStar                bool   // field was "*" or "?"
+}
+
+func newMatcher(s *cron.SpecSchedule) matcher {
+	return matcher{
+		sec: s.Second &^ starBit, min: s.Minute &^ starBit, hour: s.Hour &^ starBit,
+		dom: s.Dom &^ starBit, month: s.Month &^ starBit, dow: s.Dow &^ starBit,
+		domStar: s.Dom&starBit != 0, dowStar: s.Dow&starBit != 0,
+	}
+}
+
+// never reports whether no date can ever match, such as "0 0 30 2 *".
+func (m *matcher) never() bool {
+	if !m.dowStar || m.domStar {
+		// Day-of-week takes part (OR-ed, or AND-ed with every day of the
+		// month): every weekday occurs in every month.
+		return false
+	}
+	for mo := 1; mo <= 12; mo++ {
+		if m.month>>mo&1 == 0 {
+			continue
+		}
+		maxDay := daysIn(2000, mo) // 2000 is a leap year: February has 29
+		if m.dom&(1<<(maxDay+1)-1) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// dayMatches applies cron's day rule: day-of-month and day-of-week are OR-ed,
+// unless either is "*", in which case both must match (as in robfig/cron).
+func (m *matcher) dayMatches(y int64, mo, d int) bool {
+	domMatch := m.dom>>d&1 != 0
+	dowMatch := m.dow>>weekday(daysFromCivil(y, mo, d))&1 != 0
+	if m.domStar || m.dowStar {
+		return domMatch && dowMatch
+	}
+	return domMatch || dowMatch
+}
+
+// next returns the least matching civil time >= cv (seconds since
+// 1970-01-01T00:00:00 on the wall clock), or false if there is none within
+// searchYears.
+func (m *matcher) next(cv int64) (int64, bool) {
+	days := floorDiv(cv, 86400)
+	y, mo, d := civilFromDays(days)
+	tod := int(cv - days*86400)
+	h, mi, s := tod/3600, tod/60%60, tod%60
+	limit := y + searchYears
+	for y <= limit {
+		if m.month>>mo&1 == 0 {
+			if nm := nextBit(m.month, mo+1, 12); nm > 0 {
+				mo = nm
+			} else {
+				y, mo = y+1, 1
+			}
+			d, h, mi, s = 1, 0, 0, 0
+			continue
+		}
+		if d > daysIn(y, mo) {
+			if mo++; mo > 12 {
+				y, mo = y+1, 1
+			}
+			d, h, mi, s = 1, 0, 0, 0
+			continue
+		}
+		if !m.dayMatches(y, mo, d) {
+			d, h, mi, s = d+1, 0, 0, 0
+			continue
+		}
+		if m.hour>>h&1 == 0 {
+			nh := nextBit(m.hour, h+1, 23)
+			if nh < 0 {
+				d, h, mi, s = d+1, 0, 0, 0
+				continue
+			}
+			h, mi, s = nh, 0, 0
+		}
+		if m.min>>mi&1 == 0 {
+			nm := nextBit(m.min, mi+1, 59)
+			if nm < 0 {
+				h, mi, s = h+1, 0, 0 // h may become 24: the hour step moves on a day
+				continue
+			}
+			mi, s = nm, 0
+		}
+		if m.sec>>s&1 == 0 {
+			ns := nextBit(m.sec, s+1, 59)
+			if ns < 0 {
+				mi, s = mi+1, 0
+				continue
+			}
+			s = ns
+		}
+		return daysFromCivil(y, mo, d)*86400 + int64(h*3600+mi*60+s), true
+	}
+	return 0, false
+}
+
+// matches reports whether the civil time cv matches. Used by tests as an
+// independent oracle for next.
+func (m *matcher) matches(cv int64) bool {
+	days := floorDiv(cv, 86400)
+	y, mo, d := civilFromDays(days)
+	tod := int(cv - days*86400)
+	return m.month>>mo&1 != 0 && m.dayMatches(y, mo, d) &&
+		m.hour>>(tod/3600)&1 != 0 && m.min>>(tod/60%60)&1 != 0 && m.sec>>(tod%60)&1 != 0
+}
+
+// nextBit returns the least set bit of mask in [from, max], or -1.
+func nextBit(mask uint64, from, max int) int {
+	if from > max {
+		return -1
+	}
+	x := mask >> from
+	if x == 0 {
+		return -1
+	}
+	if n := from + bits.TrailingZeros64(x); n <= max {
+		return n
+	}
+	return -1
+}
+
+func daysIn(y int64, mo int) int {
+	switch mo {
+	case 4, 6, 9, 11:
+		return 30
+	case 2:
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	}
+	return 31
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
+// daysFromCivil returns the number of days from 1970-01-01 to y-mo-d in the
+// proleptic Gregorian calendar (Howard Hinnant's algorithm).
+func daysFromCivil(y int64, mo, d int) int64 {
+	if mo <= 2 {
+		y--
+	}
+	era := floorDiv(y, 400)
+	yoe := y - era*400
+	doy := int64((153*((mo+9)%12)+2)/5 + d - 1)
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146097 + doe - 719468
+}
+
+// civilFromDays is the inverse of daysFromCivil.
+func civilFromDays(z int64) (y int64, mo, d int) {
+	z += 719468
+	era := floorDiv(z, 146097)
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	d = int(doy - (153*mp+2)/5 + 1)
+	mo = int(mp + 3)
+	if mo > 12 {
+		mo -= 12
+	}
+	y = yoe + era*400
+	if mo <= 2 {
+		y++
+	}
+	return y, mo, d
+}
+
+// weekday returns the day of the week (0 = Sunday, as time.Weekday) of a day number from
+// daysFromCivil; 1970-01-01 was a Thursday.
+func weekday(days int64) int {
+	w := (days + 4) % 7
+	if w < 0 {
+		w += 7
+	}
+	return int(w)
+}
