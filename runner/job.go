@@ -21,9 +21,50 @@ type Job struct {
 	Plugin   string
 	Task     string
 	Schedule schedule.Schedule
+	// Spec and Timezone are the schedule as configured, for display.
+	Spec     string
+	Timezone string
 	Timeout  time.Duration
 	Overlap  string
-	Params   map[string]any
+	// MaxConcurrency bounds runs at once under OverlapAllow; 0 = no bound.
+	MaxConcurrency int
+	Params         map[string]any
+	Retries        Retries
+	Misfire        Misfire
+	// Delivery is what a new leader does with a slot the previous leader
+	// claimed and never finished: DeliveryAtMostOnce or DeliveryAtLeastOnce.
+	Delivery string
+	// Jitter delays each slot's start by a deterministic amount in
+	// [0, Jitter); the slot keeps its scheduled time as its identity.
+	Jitter time.Duration
+}
+
+// Retries: a failed attempt (failure, timeout, crash) is retried up to Max
+// times, as attempts of the same slot, after exponential backoff with jitter.
+type Retries struct {
+	Max            int
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+}
+
+// Misfire policies: what a new leader does with slots that came due while
+// nobody led.
+const (
+	MisfireSkip = "skip" // record them all as skipped
+	MisfireOnce = "once" // run the latest one within the grace window, skip the rest
+	MisfireAll  = "all"  // run every one within the grace window, in order
+)
+
+// Delivery policies for a slot whose leader died mid-run.
+const (
+	DeliveryAtMostOnce  = "at-most-once"  // record it as lost
+	DeliveryAtLeastOnce = "at-least-once" // run it again under the new token
+)
+
+// Misfire is a job's misfire policy.
+type Misfire struct {
+	Policy string
+	Grace  time.Duration
 }
 
 // Slot is one scheduled occurrence of a job: the unit of exactly-once.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +28,10 @@ type Coordinator interface {
 	Term() *coord.Term
 	Claim(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte) error
 	Complete(ctx context.Context, t *coord.Term, job string, slot time.Time, record []byte) error
+	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
+	LastSlot(ctx context.Context, job string) (coord.SlotRecord, error)
+	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, rev int64, claim []byte) error
+	ClaimTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger) error
 }
 
 // TaskRunner runs one task attempt in a plugin.
@@ -36,6 +42,16 @@ type TaskRunner interface {
 var (
 	_ Coordinator = (*coord.Coordinator)(nil)
 	_ TaskRunner  = (*pluginhost.Host)(nil)
+)
+
+// Skip reasons: the values of pacer_job_skipped_total's reason label and of
+// a skip record's reason.
+const (
+	SkipOverlap          = "overlap"
+	SkipMisfire          = "misfire"
+	SkipPaused           = "paused"
+	SkipLockLost         = "lock_lost"
+	SkipClaimedElsewhere = "claimed_elsewhere"
 )
 
 // Options configure a Runner.
@@ -50,9 +66,13 @@ type Options struct {
 	Sanitize func(string) string
 	// MaxOutputBytes bounds the output kept in a run record. Default 64 KiB.
 	MaxOutputBytes int
+	// KeepRuns is how many records are kept per job (default 100), and
+	// MaxRunAge how long (default 30 days).
+	KeepRuns  int
+	MaxRunAge time.Duration
 }
 
-// Runner fires slots: claim, run, record.
+// Runner fires slots: claim, run (with retries), record.
 type Runner struct {
 	o     Options
 	log   *slog.Logger
@@ -61,10 +81,14 @@ type Runner struct {
 	stopCtx  context.Context // cancelled to abort every run
 	stopRuns context.CancelFunc
 
-	mu      sync.Mutex
-	stopped bool
-	running map[string]map[string]context.CancelFunc // job ID -> run ID -> cancel
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	stopped  bool
+	jobs     map[string]*Job
+	paused   map[string]bool
+	running  map[string]map[string]context.CancelFunc // job ID -> run ID -> cancel
+	triggers map[string]bool                          // trigger IDs in progress
+	pending  []coord.Trigger                          // trigger requests last seen
+	wg       sync.WaitGroup
 }
 
 // New returns a Runner. Call Start to begin scheduling.
@@ -72,17 +96,82 @@ func New(o Options) *Runner {
 	if o.MaxOutputBytes <= 0 {
 		o.MaxOutputBytes = 64 << 10
 	}
+	if o.KeepRuns <= 0 {
+		o.KeepRuns = 100
+	}
+	if o.MaxRunAge <= 0 {
+		o.MaxRunAge = 30 * 24 * time.Hour
+	}
 	if o.Sanitize == nil {
 		o.Sanitize = func(s string) string { return s }
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, running: map[string]map[string]context.CancelFunc{}}
+	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel,
+		jobs: map[string]*Job{}, paused: map[string]bool{},
+		running: map[string]map[string]context.CancelFunc{}, triggers: map[string]bool{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	return r
 }
 
-// SetJobs replaces the scheduled jobs.
-func (r *Runner) SetJobs(jobs []*Job) { r.sched.Set(jobs) }
+// SetJobs replaces the scheduled jobs, by ID. Runs in progress go on; a job
+// that stays keeps its slots, so no slot runs twice.
+func (r *Runner) SetJobs(jobs []*Job) {
+	m := make(map[string]*Job, len(jobs))
+	for _, j := range jobs {
+		m[j.ID] = j
+	}
+	r.mu.Lock()
+	r.jobs = m
+	r.mu.Unlock()
+	r.sched.Set(jobs)
+}
+
+// Jobs returns the registered jobs, sorted by ID.
+func (r *Runner) Jobs() []*Job {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Job, 0, len(r.jobs))
+	for _, j := range r.jobs {
+		out = append(out, j)
+	}
+	slices.SortFunc(out, func(a, b *Job) int { return cmpString(a.ID, b.ID) })
+	return out
+}
+
+// Job returns a registered job.
+func (r *Runner) Job(id string) (*Job, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	j, ok := r.jobs[id]
+	return j, ok
+}
+
+// JobState is what the runner knows of a job right now.
+func (r *Runner) JobState(id string) (paused bool, running int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.paused[id], len(r.running[id])
+}
+
+// SetPaused replaces the set of paused jobs (kept in sync from etcd).
+func (r *Runner) SetPaused(p map[string]bool) {
+	r.mu.Lock()
+	r.paused = p
+	r.mu.Unlock()
+}
+
+// OnTerm is called when this replica starts leading: it applies misfire
+// policies and runs trigger requests that waited for a leader.
+func (r *Runner) OnTerm(t *coord.Term) {
+	r.CatchUp(t)
+	r.mu.Lock()
+	pending := r.pending
+	r.mu.Unlock()
+	r.HandleTriggers(pending)
+}
 
 // Start runs the scheduler until ctx is done.
 func (r *Runner) Start(ctx context.Context) { r.sched.Run(ctx) }
@@ -105,8 +194,9 @@ func (r *Runner) Stop(ctx context.Context) {
 	}
 }
 
+// missed is called by the scheduler when it could not fire for a while.
 func (r *Runner) missed(j *Job, n int) {
-	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, "misfire").Add(float64(n))
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(n))
 	r.log.Warn("slots missed while the scheduler could not run", "job", j.ID, "missed", n)
 }
 
@@ -116,46 +206,56 @@ func (r *Runner) Fire(s Slot) {
 	if t == nil {
 		return
 	}
+	r.start(t, s, "", nil)
+}
+
+// start applies pause and overlap policies and launches a slot's attempts.
+// A manual trigger (tr != nil) has no scheduled slot to claim: claiming
+// the trigger request is its exactly-once guard.
+func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *coord.Trigger) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return
 	}
+	if r.paused[s.Job.ID] && tr == nil {
+		r.skipAsync(t, s, SkipPaused, "job is paused")
+		return
+	}
 	if n := len(r.running[s.Job.ID]); n > 0 {
 		switch s.Job.Overlap {
 		case OverlapAllow:
+			if s.Job.MaxConcurrency > 0 && n >= s.Job.MaxConcurrency {
+				r.skipAsync(t, s, SkipOverlap, fmt.Sprintf("%d runs already running (max_concurrency)", n))
+				return
+			}
 		case OverlapReplace:
 			for _, cancel := range r.running[s.Job.ID] {
 				cancel()
 			}
 		default:
-			r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, "overlap").Inc()
-			r.log.Warn("slot skipped: previous run still running", "job", s.Job.ID,
-				"scheduled_time", s.Time, "reason", "overlap")
+			r.skipAsync(t, s, SkipOverlap, "previous run still running")
 			return
 		}
 	}
-	a := &attempt{
-		slot:          s,
-		term:          t,
-		runID:         observability.NewRunID(),
-		correlationID: observability.NewCorrelationID(),
-		number:        1,
+	if correlationID == "" {
+		correlationID = observability.NewCorrelationID()
 	}
+	key := observability.NewRunID() // identifies this slot's runs in r.running
 	ctx, cancel := context.WithCancel(r.stopCtx)
 	stop := context.AfterFunc(t.Context(), cancel) // leadership lost => stop
 	if r.running[s.Job.ID] == nil {
 		r.running[s.Job.ID] = map[string]context.CancelFunc{}
 	}
-	r.running[s.Job.ID][a.runID] = cancel
+	r.running[s.Job.ID][key] = cancel
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer stop()
 		defer cancel()
-		r.execute(ctx, a)
+		r.runSlot(ctx, t, s, correlationID, tr)
 		r.mu.Lock()
-		delete(r.running[s.Job.ID], a.runID)
+		delete(r.running[s.Job.ID], key)
 		if len(r.running[s.Job.ID]) == 0 {
 			delete(r.running, s.Job.ID)
 		}
@@ -163,17 +263,7 @@ func (r *Runner) Fire(s Slot) {
 	}()
 }
 
-// attempt is one try at running a slot.
-type attempt struct {
-	slot          Slot
-	term          *coord.Term
-	runID         string
-	correlationID string
-	number        int
-}
-
-// Record is what is stored in etcd for a slot: first the claim, then the
-// result of its run.
+// Record is what is stored in etcd for an attempt or a skipped slot.
 type Record struct {
 	Job           string    `json:"job"`
 	ScheduledTime time.Time `json:"scheduled_time"`
@@ -182,18 +272,132 @@ type Record struct {
 	TraceID       string    `json:"trace_id,omitempty"`
 	Node          string    `json:"node"`
 	FencingToken  int64     `json:"fencing_token"`
-	Attempt       int       `json:"attempt"`
-	State         string    `json:"state"` // running, then the outcome
-	Start         time.Time `json:"start"`
-	End           time.Time `json:"end,omitzero"`
-	Error         string    `json:"error,omitempty"`
-	Output        string    `json:"output,omitempty"`
+	Attempt       int       `json:"attempt,omitempty"`
+	Manual        bool      `json:"manual,omitempty"`
+	// State is "running", an outcome, or "skipped".
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"` // why a slot was skipped
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end,omitzero"`
+	Duration string    `json:"duration,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Output   string    `json:"output,omitempty"`
+	Progress string    `json:"progress,omitempty"`
 }
 
-func (r *Runner) execute(ctx context.Context, a *attempt) {
+// runSlot claims a slot and runs its attempts.
+func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *coord.Trigger) {
+	r.runSlotFrom(ctx, t, s, correlationID, tr, 0, 1)
+}
+
+// runSlotFrom runs a slot's attempts from attempt first. reclaimRev, when
+// not 0, takes over a claim a previous leader left unfinished instead of
+// claiming a fresh slot.
+func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *coord.Trigger, reclaimRev int64, first int) {
+	job := s.Job
+	if d := jitterFor(job, s.Time); d > 0 && tr == nil {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+	}
+	base := Record{Job: job.ID, ScheduledTime: s.Time.UTC(), CorrelationID: correlationID, Node: r.o.Node,
+		FencingToken: t.Token, Manual: tr != nil}
+	log := r.log.With("correlation_id", correlationID, "job", job.ID)
+
+	claim := base
+	claim.State, claim.Start, claim.RunID = "running", time.Now().UTC(), observability.NewRunID()
+	var err error
+	if reclaimRev != 0 {
+		var b []byte
+		if b, err = json.Marshal(claim); err == nil {
+			err = r.o.Coord.Reclaim(ctx, t, job.ID, s.Time, reclaimRev, b)
+		}
+	} else {
+		err = r.claim(ctx, t, s, claim, tr)
+	}
+	if err != nil {
+		reason := SkipLockLost
+		if errors.Is(err, coord.ErrSlotTaken) {
+			// Another replica (or this one, in a race with misfire
+			// catch-up) has the slot: nothing to record, it will.
+			r.o.Metrics.JobSkipped.WithLabelValues(job.ID, SkipClaimedElsewhere).Inc()
+			log.Debug("slot already claimed", "scheduled_time", s.Time)
+			return
+		}
+		r.o.Metrics.JobSkipped.WithLabelValues(job.ID, reason).Inc()
+		log.Warn("slot not run: claim failed", "scheduled_time", s.Time, "reason", reason, "error", err)
+		return
+	}
+
+	var final Record
+	var prev trace.SpanContext
+	for attempt := first; ; attempt++ {
+		a := &attempt_{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
+		if attempt == first {
+			a.runID = claim.RunID
+		}
+		final, prev = r.execute(ctx, a, base)
+		retry := final.State == observability.OutcomeFailure || final.State == observability.OutcomeTimeout ||
+			final.State == observability.OutcomeCrashed
+		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
+			break
+		}
+		wait := backoff(job.Retries, attempt)
+		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if tr == nil {
+		if b, err := json.Marshal(final); err == nil {
+			if err := r.o.Coord.Complete(context.Background(), t, job.ID, s.Time, b); err != nil {
+				log.Warn("slot result not recorded", "error", err)
+			}
+		}
+	}
+}
+
+func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *coord.Trigger) error {
+	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
+		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token)))
+	defer span.End()
+	var err error
+	if tr != nil {
+		err = r.o.Coord.ClaimTrigger(ctx, t, *tr)
+	} else {
+		var b []byte
+		if b, err = json.Marshal(rec); err == nil {
+			err = r.o.Coord.Claim(ctx, t, s.Job.ID, s.Time, b)
+		}
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+// attempt_ is one try at running a slot.
+type attempt_ struct {
+	slot          Slot
+	term          *coord.Term
+	runID         string
+	correlationID string
+	number        int
+	prev          trace.SpanContext // the previous attempt's span, linked
+}
+
+// execute runs one attempt and records it. It returns the record and the
+// attempt's span context.
+func (r *Runner) execute(ctx context.Context, a *attempt_, base Record) (Record, trace.SpanContext) {
 	job := a.slot.Job
 	start := time.Now()
-	ctx, span := r.o.Tracer.Start(ctx, "pacer.run", trace.WithSpanKind(trace.SpanKindInternal),
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(
 			attribute.String("pacer.job.id", job.ID),
 			attribute.String("pacer.run.id", a.runID),
@@ -203,39 +407,32 @@ func (r *Runner) execute(ctx context.Context, a *attempt) {
 			attribute.Int64("pacer.fencing_token", a.term.Token),
 			attribute.String("pacer.plugin", job.Plugin),
 			attribute.String("pacer.task", job.Task),
-		))
+		)}
+	if a.prev.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: a.prev,
+			Attributes: []attribute.KeyValue{attribute.String("pacer.link", "previous attempt")}}))
+	}
+	ctx, span := r.o.Tracer.Start(ctx, "pacer.run", opts...)
 	defer span.End()
 	traceID := span.SpanContext().TraceID().String()
 	log := r.log.With(
 		"correlation_id", a.correlationID, "job", job.ID, "run_id", a.runID,
 		"trace_id", traceID, "span_id", span.SpanContext().SpanID().String(),
 	)
-	rec := Record{
-		Job: job.ID, ScheduledTime: a.slot.Time.UTC(), RunID: a.runID, CorrelationID: a.correlationID,
-		TraceID: traceID, Node: r.o.Node, FencingToken: a.term.Token, Attempt: a.number,
-		State: "running", Start: start.UTC(),
-	}
+	rec := base
+	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Start = a.runID, traceID, a.number, "running", start.UTC()
 
-	if err := r.claim(ctx, a, rec); err != nil {
-		reason := "lock_lost"
-		if errors.Is(err, coord.ErrSlotTaken) {
-			reason = "claimed_elsewhere"
-		}
-		span.SetStatus(codes.Error, "claim failed")
-		span.SetAttributes(attribute.String("pacer.skip_reason", reason))
-		r.o.Metrics.JobSkipped.WithLabelValues(job.ID, reason).Inc()
-		log.Warn("slot not run: claim failed", "reason", reason, "error", err)
-		return
+	if a.number == 1 {
+		observability.ObserveWithTrace(r.o.Metrics.ScheduleLag.WithLabelValues(job.ID), start.Sub(a.slot.Time).Seconds(), traceID)
 	}
-	lag := start.Sub(a.slot.Time).Seconds()
-	observability.ObserveWithTrace(r.o.Metrics.ScheduleLag.WithLabelValues(job.ID), lag, traceID)
 	running := r.o.Metrics.JobRunning.WithLabelValues(job.ID)
 	running.Inc()
 	defer running.Dec()
 	log.Info("run started", "plugin", job.Plugin, "task", job.Task, "scheduled_time", a.slot.Time.UTC(),
-		"fencing_token", a.term.Token, "lag_ms", time.Since(a.slot.Time).Milliseconds())
+		"attempt", a.number, "fencing_token", a.term.Token, "lag_ms", time.Since(a.slot.Time).Milliseconds())
 
-	rctx, cancel := context.WithTimeout(ctx, job.Timeout)
+	var progress string
+	rctx, cancel := context.WithTimeoutCause(ctx, job.Timeout, fmt.Errorf("timed out after %s", job.Timeout))
 	defer cancel()
 	res, err := r.o.Tasks.Run(rctx, pluginhost.Call{
 		Plugin: job.Plugin,
@@ -247,13 +444,15 @@ func (r *Runner) execute(ctx context.Context, a *attempt) {
 		},
 		OnLog: func(l *pluginv1.LogRecord) { pluginLog(log, job.Plugin, l) },
 		OnProgress: func(p *pluginv1.Progress) {
+			progress = fmt.Sprintf("%.0f%% %s", p.GetPercent(), p.GetMessage())
 			log.Info("run progress", "percent", p.GetPercent(), "progress", p.GetMessage())
 		},
 	})
 	outcome, errText := classify(rctx, res, err)
 	elapsed := time.Since(start)
 
-	rec.State, rec.End, rec.Error = outcome, time.Now().UTC(), r.o.Sanitize(errText)
+	rec.State, rec.End, rec.Duration, rec.Error = outcome, time.Now().UTC(), elapsed.Round(time.Millisecond).String(), r.o.Sanitize(errText)
+	rec.Progress = r.o.Sanitize(progress)
 	if res != nil {
 		rec.Output = r.o.Sanitize(truncate(res.Output, r.o.MaxOutputBytes))
 	}
@@ -263,38 +462,44 @@ func (r *Runner) execute(ctx context.Context, a *attempt) {
 	if outcome == observability.OutcomeSuccess {
 		r.o.Metrics.LastSuccess.WithLabelValues(job.ID).SetToCurrentTime()
 		span.SetStatus(codes.Ok, "")
-		log.Info("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds())
+		log.Info("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number)
 	} else {
 		span.SetStatus(codes.Error, r.o.Sanitize(errText))
-		log.Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "error", errText)
+		log.Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
 	}
-	r.record(a, rec, log)
+	r.record(a.term, rec, log)
+	return rec, span.SpanContext()
 }
 
-func (r *Runner) claim(ctx context.Context, a *attempt, rec Record) error {
-	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim")
-	defer span.End()
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	if err := r.o.Coord.Claim(ctx, a.term, a.slot.Job.ID, a.slot.Time, b); err != nil {
-		span.SetStatus(codes.Error, err.Error())
-		return err
-	}
-	return nil
-}
-
-// record stores the result. It uses a fresh context: the run's own may be
-// cancelled, but the fencing guard still decides whether the write lands.
-func (r *Runner) record(a *attempt, rec Record, log *slog.Logger) {
+// record stores an attempt's or skipped slot's record. It uses a fresh
+// context: the run's own may be cancelled, but the fencing guard still
+// decides whether the write lands.
+func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
 	b, err := json.Marshal(rec)
 	if err == nil {
-		err = r.o.Coord.Complete(context.Background(), a.term, a.slot.Job.ID, a.slot.Time, b)
+		err = r.o.Coord.RecordRun(context.Background(), t, rec.Job, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 	}
 	if err != nil {
-		log.Warn("run result not recorded", "error", err)
+		log.Warn("run record not written", "run_id", rec.RunID, "error", err)
 	}
+}
+
+// skipAsync records a slot that will not run. Called with r.mu held.
+func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {
+	r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
+	r.log.Warn("slot skipped", "job", s.Job.ID, "scheduled_time", s.Time.UTC(), "reason", reason, "detail", why)
+	rec := r.skipRecord(t, s, reason, why)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.record(t, rec, r.log.With("job", s.Job.ID))
+	}()
+}
+
+func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {
+	now := time.Now().UTC()
+	return Record{Job: s.Job.ID, ScheduledTime: s.Time.UTC(), RunID: observability.NewRunID(), Node: r.o.Node,
+		FencingToken: t.Token, State: "skipped", Reason: reason, Error: why, Start: now, End: now}
 }
 
 // classify maps an attempt's result to an outcome and an error text.
@@ -313,7 +518,7 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 		}
 		return observability.OutcomeFailure, res.TaskError
 	case errors.Is(err, context.DeadlineExceeded):
-		return observability.OutcomeTimeout, "timed out: " + err.Error()
+		return observability.OutcomeTimeout, err.Error()
 	case errors.Is(err, context.Canceled):
 		return observability.OutcomeCanceled, "canceled: " + context.Cause(ctx).Error()
 	case errors.Is(err, pluginhost.ErrPluginCrashed):
@@ -321,6 +526,23 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 	default:
 		return observability.OutcomeFailure, err.Error()
 	}
+}
+
+// backoff is the wait before attempt n+1: exponential from InitialBackoff,
+// capped at MaxBackoff, with up to 20 % random jitter so retries of many
+// jobs spread out.
+func backoff(p Retries, n int) time.Duration {
+	d := p.InitialBackoff
+	if d <= 0 {
+		d = time.Second
+	}
+	for i := 1; i < n && d < p.MaxBackoff; i++ {
+		d *= 2
+	}
+	if p.MaxBackoff > 0 && d > p.MaxBackoff {
+		d = p.MaxBackoff
+	}
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
 }
 
 // pluginLog forwards a plugin's log record through the run's logger.
@@ -338,4 +560,14 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + fmt.Sprintf("\n[truncated %d bytes]", len(s)-n)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

@@ -41,6 +41,7 @@ func (b *blockingTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost
 }
 
 type bundle struct {
+	tp      *trace.TracerProvider
 	r       *runner.Runner
 	coord   *coord.Coordinator
 	tasks   *blockingTasks
@@ -82,7 +83,7 @@ func setup(t *testing.T) *bundle {
 		defer cancel()
 		r.Stop(stop)
 	})
-	return &bundle{r: r, coord: c, tasks: tasks, metrics: m, spans: rec, admin: cli}
+	return &bundle{tp: tp, r: r, coord: c, tasks: tasks, metrics: m, spans: rec, admin: cli}
 }
 
 func (b *bundle) waitLeader(t *testing.T) *coord.Term {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +19,7 @@ import (
 type clientFlags struct {
 	addr   string
 	output string
+	token  string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -27,17 +29,55 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.addr, "addr", def, "runner API address (env PACER_ADDR)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
+	fs.StringVar(&c.token, "token", os.Getenv("PACER_API_TOKEN"), "API bearer token (env PACER_API_TOKEN)")
+}
+
+// parse parses a client subcommand's flags and returns its positional args.
+func (c *clientFlags) parse(name string, args []string, stderr io.Writer, nargs int, usage string) ([]string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.register(fs)
+	// Flags may follow the positional arguments: pacer runs JOB -o json.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != nargs {
+		return nil, fmt.Errorf("%w: usage: pacer %s", errUsage, usage)
+	}
+	return pos, nil
 }
 
 // get fetches path from the runner's API into v, passing raw JSON to stdout
 // when -o json is set.
 func (c *clientFlags) get(path string, v any, stdout io.Writer) (raw bool, err error) {
+	return c.do(http.MethodGet, path, nil, v, stdout)
+}
+
+func (c *clientFlags) do(method, path string, header http.Header, v any, stdout io.Writer) (raw bool, err error) {
 	addr := strings.TrimSuffix(c.addr, "/")
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
 	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get(addr + path)
+	req, err := http.NewRequest(method, addr+path, nil)
+	if err != nil {
+		return false, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("cannot reach the runner at %s: %w (is it running? set --addr or PACER_ADDR)", addr, err)
 	}
@@ -46,7 +86,7 @@ func (c *clientFlags) get(path string, v any, stdout io.Writer) (raw bool, err e
 	if err != nil {
 		return false, err
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return false, fmt.Errorf("%s: %s", resp.Status, e.Error)
@@ -65,12 +105,9 @@ func (c *clientFlags) get(path string, v any, stdout io.Writer) (raw bool, err e
 }
 
 func pluginsCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("plugins", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var c clientFlags
-	c.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if _, err := c.parse("plugins", args, stderr, 0, "plugins [--addr URL] [-o json]"); err != nil {
+		return err
 	}
 	var resp struct{ Plugins []pluginhost.Status }
 	if raw, err := c.get("/api/v1/plugins", &resp, stdout); err != nil || raw {
@@ -108,3 +145,143 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+type jobView struct {
+	ID, Plugin, Task, Schedule, Timezone string
+	Paused                               bool
+	Running                              int
+	NextFires                            []time.Time `json:"next_fires"`
+}
+
+func jobsCmd(args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	if _, err := c.parse("jobs", args, stderr, 0, "jobs [--addr URL] [-o json]"); err != nil {
+		return err
+	}
+	var resp struct{ Jobs []jobView }
+	if raw, err := c.get("/api/v1/jobs", &resp, stdout); err != nil || raw {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tSCHEDULE\tTIMEZONE\tPLUGIN/TASK\tSTATE\tRUNNING\tNEXT")
+	for _, j := range resp.Jobs {
+		state, next := "active", "-"
+		if j.Paused {
+			state = "paused"
+		}
+		if len(j.NextFires) > 0 {
+			next = j.NextFires[0].Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\t%s\n", j.ID, j.Schedule, j.Timezone, j.Plugin, j.Task, state, j.Running, next)
+	}
+	return tw.Flush()
+}
+
+func triggerCmd(args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	pos, err := c.parse("trigger", args, stderr, 1, "trigger JOB [--addr URL] [--token T]")
+	if err != nil {
+		return err
+	}
+	var t struct {
+		Job           string `json:"job"`
+		TriggerID     string `json:"trigger_id"`
+		CorrelationID string `json:"correlation_id"`
+	}
+	h := http.Header{}
+	if corr := os.Getenv("PACER_CORRELATION_ID"); corr != "" {
+		h.Set("X-Correlation-ID", corr)
+	}
+	if raw, err := c.do(http.MethodPost, "/api/v1/jobs/"+url.PathEscape(pos[0])+"/trigger", h, &t, stdout); err != nil || raw {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "triggered %s (trigger %s, correlation ID %s)\nfollow it with: pacer runs %s\n",
+		pos[0], fieldOr(t.TriggerID), fieldOr(t.CorrelationID), pos[0])
+	return err
+}
+
+func pauseCmd(verb string) func([]string, io.Writer, io.Writer) error {
+	return func(args []string, stdout, stderr io.Writer) error {
+		var c clientFlags
+		pos, err := c.parse(verb, args, stderr, 1, verb+" JOB [--addr URL] [--token T]")
+		if err != nil {
+			return err
+		}
+		var r struct{ Job string }
+		if raw, err := c.do(http.MethodPost, "/api/v1/jobs/"+url.PathEscape(pos[0])+"/"+verb, nil, &r, stdout); err != nil || raw {
+			return err
+		}
+		past := map[string]string{"pause": "paused", "resume": "resumed"}[verb]
+		_, err = fmt.Fprintf(stdout, "%s %s on every replica\n", past, pos[0])
+		return err
+	}
+}
+
+func runsCmd(args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	pos, err := c.parse("runs", args, stderr, 1, "runs JOB [--addr URL] [-o json]")
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		Runs []struct {
+			ScheduledTime time.Time `json:"scheduled_time"`
+			RunID         string    `json:"run_id"`
+			CorrelationID string    `json:"correlation_id"`
+			Node, State   string
+			Reason        string
+			Attempt       int
+			Duration      string
+			Error         string
+			Manual        bool
+		}
+	}
+	if raw, err := c.get("/api/v1/runs?job="+url.QueryEscape(pos[0]), &resp, stdout); err != nil || raw {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCHEDULED\tSTATE\tATTEMPT\tDURATION\tNODE\tCORRELATION ID\tDETAIL")
+	for _, r := range resp.Runs {
+		state := r.State
+		if r.Reason != "" {
+			state += " (" + r.Reason + ")"
+		}
+		if r.Manual {
+			state += " [manual]"
+		}
+		detail := r.Error
+		if len(detail) > 80 {
+			detail = detail[:77] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.ScheduledTime.Local().Format(time.DateTime), state,
+			r.Attempt, orDash(r.Duration), r.Node, orDash(r.CorrelationID), orDash(detail))
+	}
+	return tw.Flush()
+}
+
+func statusCmd(args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	if _, err := c.parse("status", args, stderr, 0, "status [--addr URL] [-o json]"); err != nil {
+		return err
+	}
+	var st struct {
+		Cluster, Node, Leader string
+		FencingToken          int64 `json:"fencing_token"`
+		Members               []string
+		Leading               bool
+		LeaseTTL              string    `json:"lease_ttl"`
+		LeaderSince           time.Time `json:"leader_since"`
+	}
+	if raw, err := c.get("/api/v1/cluster", &st, stdout); err != nil || raw {
+		return err
+	}
+	role := "follower"
+	if st.Leading {
+		role = fmt.Sprintf("leader since %s (%s)", st.LeaderSince.Local().Format(time.DateTime), time.Since(st.LeaderSince).Round(time.Second))
+	}
+	_, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (fencing token %d)\nmembers:  %s\nlease:    %s TTL\n",
+		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), st.LeaseTTL)
+	return err
+}
+
+func fieldOr(s string) string { return orDash(s) }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -65,12 +66,13 @@ func (l logLine) str(k string) string { s, _ := l[k].(string); return s }
 
 // proc is a running `pacer run`.
 type proc struct {
-	t       *testing.T
-	name    string
-	cmd     *exec.Cmd
-	httpURL string
-	exited  chan struct{}
-	exitErr error
+	t          *testing.T
+	name       string
+	configPath string
+	cmd        *exec.Cmd
+	httpURL    string
+	exited     chan struct{}
+	exitErr    error
 
 	mu    sync.Mutex
 	lines []logLine
@@ -78,18 +80,20 @@ type proc struct {
 	grew  chan struct{} // closed and replaced whenever a line arrives
 }
 
-// startPacer writes cfg to a file and runs `pacer run` on it.
-func startPacer(t *testing.T, name, httpAddr, cfg string) *proc {
+// startPacer writes cfg to a file and runs `pacer run` on it, with env
+// added to the environment.
+func startPacer(t *testing.T, name, httpAddr, cfg string, env ...string) *proc {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".yaml")
 	must(os.WriteFile(path, []byte(cfg), 0o644))
 	cmd := exec.Command(filepath.Join(binDir, "pacer"), "run", "--config", path)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd.Stdout = io.Discard
-	p := &proc{t: t, name: name, cmd: cmd, httpURL: "http://" + httpAddr, exited: make(chan struct{}), grew: make(chan struct{})}
+	p := &proc{t: t, name: name, cmd: cmd, configPath: path, httpURL: "http://" + httpAddr, exited: make(chan struct{}), grew: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -261,4 +265,22 @@ func pluginPIDs(lines []logLine) []int {
 		}
 	}
 	return pids
+}
+
+// cli runs a pacer client subcommand against p, with env added, and returns
+// its combined output and exit code.
+func (p *proc) cli(env []string, args ...string) (string, int) {
+	p.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "pacer"), append(args, "--addr", p.httpURL)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			p.t.Fatalf("pacer %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return string(out), code
 }

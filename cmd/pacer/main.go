@@ -33,11 +33,16 @@ Usage:
   pacer run --config FILE        run the scheduler
   pacer validate --config FILE   check a config file and the jobs' tasks and params;
                                  print each job's next fire times
-  pacer plugins [--addr URL]     a running runner's plugins, their state and tasks
+  pacer jobs                     jobs, their schedules, state and next fire time
+  pacer trigger JOB              run a job now (X-Correlation-ID from env PACER_CORRELATION_ID)
+  pacer pause JOB | resume JOB   pause or resume a job on every replica
+  pacer runs JOB                 a job's latest runs and skipped slots
+  pacer status                   leader, fencing token, members, lease
+  pacer plugins                  plugins, their state and tasks
   pacer version                  print the version
 
 Client commands talk to a runner's HTTP API: --addr (env PACER_ADDR,
-default http://127.0.0.1:9464), -o table|json.
+default http://127.0.0.1:9464), --token (env PACER_API_TOKEN), -o table|json.
 
 Run "pacer COMMAND -h" for a command's flags.
 `
@@ -67,6 +72,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return validateCmd(rest, stdout, stderr)
 	case "plugins":
 		return pluginsCmd(rest, stdout, stderr)
+	case "jobs":
+		return jobsCmd(rest, stdout, stderr)
+	case "trigger":
+		return triggerCmd(rest, stdout, stderr)
+	case "pause", "resume":
+		return pauseCmd(cmd)(rest, stdout, stderr)
+	case "runs":
+		return runsCmd(rest, stdout, stderr)
+	case "status":
+		return statusCmd(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pacer", buildVersion())
 		return nil

@@ -1,6 +1,7 @@
 // Package api serves the runner's HTTP endpoints: health, readiness,
-// Prometheus metrics, and (as it grows) the JSON job API. Every error is a
-// JSON object with a message.
+// Prometheus metrics, and the JSON API for jobs, runs, plugins and the
+// cluster. Every error is a JSON object {"error": "..."} with a fitting
+// status. Mutating calls need the bearer token when one is configured.
 package api
 
 import (
@@ -15,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pacerun/pacer/runner"
 )
 
 // Options configure a Server.
@@ -25,8 +28,17 @@ type Options struct {
 	Ready func(context.Context) error
 	// Plugins lists the plugins and their state, for GET /api/v1/plugins.
 	Plugins func() any
+	// Control serves the job API; nil leaves it out.
+	Control *runner.Control
+	// Token, if set, is required as "Authorization: Bearer <token>" on
+	// mutating calls, and on every /api/ call when AuthAll is set.
+	Token   string
+	AuthAll bool
 	Logger  *slog.Logger
 }
+
+// maxBody bounds request bodies.
+const maxBody = 64 << 10
 
 // Server is the runner's HTTP server.
 type Server struct {
@@ -38,7 +50,7 @@ type Server struct {
 // New builds the server; Start binds it.
 func New(o Options) *Server {
 	mux := http.NewServeMux()
-	s := &Server{o: o, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	s := &Server{o: o, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -47,13 +59,16 @@ func New(o Options) *Server {
 		EnableOpenMetrics: true,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelError),
 	}))
-	mux.HandleFunc("GET /api/v1/plugins", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /api/v1/plugins", s.read(func(w http.ResponseWriter, _ *http.Request) {
 		if o.Plugins == nil {
 			writeJSON(w, http.StatusOK, map[string]any{"plugins": []any{}})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"plugins": o.Plugins()})
-	})
+	}))
+	if o.Control != nil {
+		s.routes(mux)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -103,3 +118,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
+
+// Handler is the server's HTTP handler, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.srv.Handler }

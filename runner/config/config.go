@@ -15,7 +15,14 @@ type Config struct {
 	HTTP          HTTP          `yaml:"http"`
 	Plugins       Plugins       `yaml:"plugins"`
 	Observability Observability `yaml:"observability"`
+	History       History       `yaml:"history"`
 	Jobs          []Job         `yaml:"jobs"`
+}
+
+// History bounds the run and skip records kept in etcd, per job.
+type History struct {
+	Keep   int           `yaml:"keep"`    // records per job; default 100
+	MaxAge time.Duration `yaml:"max_age"` // default 720h (30 days)
 }
 
 // Node identifies this replica.
@@ -60,6 +67,9 @@ type Embedded struct {
 type HTTP struct {
 	Listen   string `yaml:"listen"`    // default "127.0.0.1:9464"; host:port
 	TokenEnv string `yaml:"token_env"` // env var with the API bearer token; empty = no auth
+	// AuthAll requires the token on read-only API calls too (health,
+	// readiness and metrics stay open).
+	AuthAll bool `yaml:"auth_all"`
 }
 
 // Plugins configures how plugin binaries are found, verified and started.
@@ -110,17 +120,24 @@ type Pattern struct {
 
 // Job is one scheduled task.
 type Job struct {
-	ID       string         `yaml:"id"`       // required, unique, [A-Za-z0-9._-], <= 128 chars
-	Plugin   string         `yaml:"plugin"`   // required
-	Task     string         `yaml:"task"`     // required
-	Schedule string         `yaml:"schedule"` // required; see package schedule
-	Timezone string         `yaml:"timezone"` // IANA name, default "UTC"
-	Timeout  time.Duration  `yaml:"timeout"`  // default 1m; > 0
-	Retries  Retries        `yaml:"retries"`
-	Overlap  string         `yaml:"overlap"` // forbid|allow|replace, default forbid
-	Misfire  Misfire        `yaml:"misfire"`
-	Jitter   time.Duration  `yaml:"jitter"` // >= 0
-	Params   map[string]any `yaml:"params"` // free-form, passed to the plugin task
+	ID       string        `yaml:"id"`       // required, unique, [A-Za-z0-9._-], <= 128 chars
+	Plugin   string        `yaml:"plugin"`   // required
+	Task     string        `yaml:"task"`     // required
+	Schedule string        `yaml:"schedule"` // required; see package schedule
+	Timezone string        `yaml:"timezone"` // IANA name, default "UTC"
+	Timeout  time.Duration `yaml:"timeout"`  // default 1m; > 0
+	Retries  Retries       `yaml:"retries"`
+	Overlap  string        `yaml:"overlap"` // forbid|allow|replace, default forbid
+	// Delivery is what a new leader does with a slot the previous leader
+	// claimed and never finished: at-most-once (record it as lost, the
+	// default) or at-least-once (run it again).
+	Delivery string `yaml:"delivery"`
+	// MaxConcurrency bounds runs of this job at once under overlap: allow
+	// (further slots are skipped as overlap); default 10.
+	MaxConcurrency int            `yaml:"max_concurrency"`
+	Misfire        Misfire        `yaml:"misfire"`
+	Jitter         time.Duration  `yaml:"jitter"` // >= 0
+	Params         map[string]any `yaml:"params"` // free-form, passed to the plugin task
 
 	Line     int               `yaml:"-"` // line of the job's mapping in the file
 	Location *time.Location    `yaml:"-"` // resolved Timezone
@@ -164,6 +181,9 @@ const (
 	defaultInitialBackoff       = time.Second
 	defaultMaxBackoff           = time.Minute
 	defaultOverlap              = "forbid"
+	defaultJobConcurrency       = 10
+	defaultHistoryKeep          = 100
+	defaultHistoryMaxAge        = 30 * 24 * time.Hour
 	defaultMisfirePolicy        = "once"
 	defaultMisfireGrace         = time.Minute
 )
@@ -188,7 +208,8 @@ func Default() *Config {
 				},
 			},
 		},
-		HTTP: HTTP{Listen: defaultHTTPListen},
+		HTTP:    HTTP{Listen: defaultHTTPListen},
+		History: History{Keep: defaultHistoryKeep, MaxAge: defaultHistoryMaxAge},
 		Plugins: Plugins{
 			Dir:            defaultPluginDir,
 			StartTimeout:   defaultPluginStartTimeout,
@@ -212,11 +233,13 @@ func Default() *Config {
 // replaced by the default.
 func defaultJob() Job {
 	return Job{
-		Timezone: defaultTimezone,
-		Timeout:  defaultJobTimeout,
-		Retries:  Retries{InitialBackoff: defaultInitialBackoff, MaxBackoff: defaultMaxBackoff},
-		Overlap:  defaultOverlap,
-		Misfire:  Misfire{Policy: defaultMisfirePolicy, Grace: defaultMisfireGrace},
+		Timezone:       defaultTimezone,
+		Timeout:        defaultJobTimeout,
+		Retries:        Retries{InitialBackoff: defaultInitialBackoff, MaxBackoff: defaultMaxBackoff},
+		Overlap:        defaultOverlap,
+		Delivery:       "at-most-once",
+		MaxConcurrency: defaultJobConcurrency,
+		Misfire:        Misfire{Policy: defaultMisfirePolicy, Grace: defaultMisfireGrace},
 	}
 }
 

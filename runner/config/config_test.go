@@ -50,7 +50,7 @@ func TestLoadFullFile(t *testing.T) {
 				Embedded: Embedded{ClientListen: "0.0.0.0:12379", PeerListen: "0.0.0.0:12380"},
 			},
 		},
-		HTTP: HTTP{Listen: ":8080", TokenEnv: "PACER_API_TOKEN"},
+		HTTP: HTTP{Listen: ":8080", TokenEnv: "PACER_API_TOKEN", AuthAll: true},
 		Plugins: Plugins{
 			Dir:          "/opt/pacer/plugins",
 			StartTimeout: 30 * time.Second,
@@ -75,6 +75,7 @@ func TestLoadFullFile(t *testing.T) {
 				Patterns:   []Pattern{{Name: "aws_access_key", Regex: "AKIA[0-9A-Z]{16}"}},
 			},
 		},
+		History: History{Keep: 50, MaxAge: 168 * time.Hour},
 		Jobs: []Job{
 			{
 				ID:       "backup",
@@ -84,9 +85,9 @@ func TestLoadFullFile(t *testing.T) {
 				Timezone: "Europe/Berlin",
 				Timeout:  15 * time.Minute,
 				Retries:  Retries{Max: 3, InitialBackoff: 2 * time.Second, MaxBackoff: 5 * time.Minute},
-				Overlap:  "replace",
-				Misfire:  Misfire{Policy: "all", Grace: 10 * time.Minute},
-				Jitter:   30 * time.Second,
+				Overlap:  "replace", MaxConcurrency: 3, Delivery: "at-least-once",
+				Misfire: Misfire{Policy: "all", Grace: 10 * time.Minute},
+				Jitter:  30 * time.Second,
 				Params: map[string]any{
 					"command": []any{"pg_dump", "--format=custom", "app"},
 					"env":     map[string]any{"PGHOST": "db.internal", "PGPORT": 5432},
@@ -94,7 +95,7 @@ func TestLoadFullFile(t *testing.T) {
 					"ratio":   0.5,
 					"nothing": nil,
 				},
-				Line: 51,
+				Line: 55,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -104,10 +105,10 @@ func TestLoadFullFile(t *testing.T) {
 				Timezone: "UTC",
 				Timeout:  time.Minute,
 				Retries:  Retries{InitialBackoff: time.Second, MaxBackoff: time.Minute},
-				Overlap:  "allow",
-				Misfire:  Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
-				Jitter:   0,
-				Line:     72,
+				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
+				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
+				Jitter:  0,
+				Line:    78,
 			},
 		},
 	}
@@ -234,7 +235,7 @@ func TestJobDefaults(t *testing.T) {
 		Timezone: "UTC",
 		Timeout:  time.Minute,
 		Retries:  Retries{Max: 0, InitialBackoff: time.Second, MaxBackoff: time.Minute},
-		Overlap:  "forbid",
+		Overlap:  "forbid", MaxConcurrency: 10, Delivery: "at-most-once",
 		Misfire:  Misfire{Policy: "once", Grace: time.Minute},
 		Line:     2,
 		Location: time.UTC,
@@ -314,7 +315,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown key lists known keys",
 			src:  y("http:", "  listen: :80", "  banana: 1"),
-			want: []string{`pacer.yaml:3: http.banana: unknown key "banana" (known keys: listen, token_env)`},
+			want: []string{`pacer.yaml:3: http.banana: unknown key "banana" (known keys: listen, token_env, auth_all)`},
 		},
 		{
 			name: "suggestion ignores case and separators",

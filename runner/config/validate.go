@@ -44,6 +44,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateCluster(&c.Cluster)
 	d.validateHTTP(c)
 	d.validatePlugins(&c.Plugins)
+	d.validateHistory(&c.History)
 	d.validateObservability(&c.Observability)
 	d.validateJobs(c.Jobs)
 }
@@ -109,6 +110,13 @@ func (d *decoder) validateHTTP(c *Config) {
 		}
 	}
 	d.envName("http.token_env", h.TokenEnv)
+}
+
+func (d *decoder) validateHistory(h *History) {
+	if h.Keep < 1 || h.Keep > 100000 {
+		d.problem("history.keep", "must be between 1 and 100000, got %d", h.Keep)
+	}
+	d.positive("history.max_age", h.MaxAge)
 }
 
 func (d *decoder) validatePlugins(p *Plugins) {
@@ -240,6 +248,10 @@ func (d *decoder) validateJobs(jobs []Job) {
 			}
 		}
 		d.oneOf(p+".overlap", "overlap policy", j.Overlap, "forbid", "allow", "replace")
+		d.oneOf(p+".delivery", "delivery policy", j.Delivery, "at-most-once", "at-least-once")
+		if j.MaxConcurrency < 1 {
+			d.problem(p+".max_concurrency", "must be at least 1, got %d", j.MaxConcurrency)
+		}
 		d.oneOf(p+".misfire.policy", "misfire policy", j.Misfire.Policy, "skip", "once", "all")
 		d.notNegative(p+".misfire.grace", j.Misfire.Grace)
 		d.notNegative(p+".jitter", j.Jitter)

@@ -16,7 +16,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -78,6 +81,7 @@ func Options(p Params) fx.Option {
 			newTracing,
 			newEtcdClient,
 			newPluginHost,
+			func() *termHook { return &termHook{} },
 			newCoordinator,
 			newRunner,
 			newAPI,
@@ -87,9 +91,14 @@ func Options(p Params) fx.Option {
 			l.UseLogLevel(slog.LevelDebug)
 			return l
 		}),
-		// Constructed in start order; fx stops in reverse.
-		fx.Invoke(func(*clientv3.Client, trace.TracerProvider, *pluginhost.Host, *coord.Coordinator, *runner.Runner, *api.Server) {
-		}),
+		// Constructed in start order (separate invokes: one invoke's
+		// parameters are not built in a guaranteed order); fx stops in
+		// reverse.
+		fx.Invoke(func(*pluginhost.Host) {}),
+		fx.Invoke(func(*clientv3.Client) {}),
+		fx.Invoke(func(*coord.Coordinator) {}),
+		fx.Invoke(func(*runner.Runner) {}),
+		fx.Invoke(func(*api.Server) {}),
 	)
 }
 
@@ -196,15 +205,33 @@ func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logg
 	return h, nil
 }
 
-func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics) *coord.Coordinator {
+// termHook lets the runner, built after the coordinator, hear of new terms.
+type termHook struct {
+	mu sync.Mutex
+	fn func(*coord.Term)
+}
+
+func (h *termHook) set(fn func(*coord.Term)) { h.mu.Lock(); h.fn = fn; h.mu.Unlock() }
+
+func (h *termHook) call(t *coord.Term) {
+	h.mu.Lock()
+	fn := h.fn
+	h.mu.Unlock()
+	if fn != nil {
+		go fn(t)
+	}
+}
+
+func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics, hook *termHook) *coord.Coordinator {
 	node := cfg.Node.Name
 	c := coord.New(coord.Options{
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
-		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"),
-		OnTransition: func(leading bool, _ int64) {
+		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
+		OnTransition: func(leading bool, t *coord.Term) {
 			if leading {
 				m.Leader.WithLabelValues(node).Set(1)
 				m.LeaderChanges.WithLabelValues("acquired").Inc()
+				hook.call(t)
 			} else {
 				m.Leader.WithLabelValues(node).Set(0)
 				m.LeaderChanges.WithLabelValues("lost").Inc()
@@ -234,34 +261,32 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 	return c
 }
 
-func newRunner(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, tp trace.TracerProvider,
-	s *observability.Sanitizer, c *coord.Coordinator, h *pluginhost.Host) *runner.Runner {
+func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, m *observability.Metrics, tp trace.TracerProvider,
+	s *observability.Sanitizer, c *coord.Coordinator, h *pluginhost.Host, hook *termHook) *runner.Runner {
 	r := runner.New(runner.Options{
 		Node: cfg.Node.Name, Coord: c, Tasks: h, Logger: log, Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner"), Sanitize: s.String,
+		KeepRuns: cfg.History.Keep, MaxRunAge: cfg.History.MaxAge,
 	})
-	jobs := make([]*runner.Job, 0, len(cfg.Jobs))
-	for _, j := range cfg.Jobs {
-		jobs = append(jobs, &runner.Job{
-			ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Sched,
-			Timeout: j.Timeout, Overlap: j.Overlap, Params: j.Params,
-		})
-	}
+	hook.set(r.OnTerm)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	var wg sync.WaitGroup
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
-			r.SetJobs(jobs)
-			go func() {
-				defer close(done)
-				r.Start(ctx)
-			}()
-			log.Info("scheduler started", "jobs", len(jobs))
+			r.SetJobs(Jobs(cfg))
+			wg.Go(func() { r.Start(ctx) })
+			wg.Go(func() { c.WatchPaused(ctx, r.SetPaused) })
+			wg.Go(func() { c.WatchTriggers(ctx, r.HandleTriggers) })
+			if p.ConfigPath != "" {
+				rl := &reloader{path: p.ConfigPath, current: cfg, runner: r, host: h, log: log.With("component", "reload")}
+				wg.Go(func() { rl.run(ctx) })
+			}
+			log.Info("scheduler started", "jobs", len(cfg.Jobs))
 			return nil
 		},
 		OnStop: func(stop context.Context) error {
 			cancel()
-			<-done
+			wg.Wait()
 			drain, dcancel := context.WithTimeout(stop, DrainTimeout)
 			defer dcancel()
 			r.Stop(drain)
@@ -271,20 +296,47 @@ func newRunner(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observa
 	return r
 }
 
-func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client, h *pluginhost.Host) *api.Server {
+// Jobs converts cfg's jobs for the runner.
+func Jobs(cfg *config.Config) []*runner.Job {
+	jobs := make([]*runner.Job, 0, len(cfg.Jobs))
+	for _, j := range cfg.Jobs {
+		jobs = append(jobs, &runner.Job{
+			ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Sched, Spec: j.Schedule, Timezone: j.Timezone,
+			Timeout: j.Timeout, Overlap: j.Overlap, MaxConcurrency: j.MaxConcurrency, Params: j.Params, Jitter: j.Jitter,
+			Delivery: j.Delivery,
+			Retries:  runner.Retries{Max: j.Retries.Max, InitialBackoff: j.Retries.InitialBackoff, MaxBackoff: j.Retries.MaxBackoff},
+			Misfire:  runner.Misfire{Policy: j.Misfire.Policy, Grace: j.Misfire.Grace},
+		})
+	}
+	return jobs
+}
+
+func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client,
+	h *pluginhost.Host, r *runner.Runner, c *coord.Coordinator) (*api.Server, error) {
+	var token string
+	if env := cfg.HTTP.TokenEnv; env != "" {
+		token = os.Getenv(env)
+		if token == "" {
+			return nil, fmt.Errorf("http.token_env: environment variable %s is empty or not set; set it, or remove token_env to run the API without a token", env)
+		}
+	}
 	s := api.New(api.Options{
 		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
 		Plugins: func() any { return h.Status() },
+		Control: &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name},
+		Token:   token, AuthAll: cfg.HTTP.AuthAll,
 		Ready: func(ctx context.Context) error {
-			_, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready")
-			if err != nil {
+			if _, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready"); err != nil {
 				return fmt.Errorf("etcd unreachable: %w", err)
+			}
+			if q := h.Quarantined(); len(q) > 0 {
+				return fmt.Errorf("plugins quarantined after repeated crashes: %s", strings.Join(q, ", "))
 			}
 			return nil
 		},
 	})
 	lc.Append(fx.Hook{OnStart: func(context.Context) error { return s.Start() }, OnStop: s.Stop})
-	return s
+	return s, nil
 }
 
 func ptrOr[T any](p *T, def T) T {

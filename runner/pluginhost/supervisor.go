@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -298,4 +299,24 @@ func (s *supervisor) status() Status {
 		}
 	}
 	return st
+}
+
+// Quarantined lists the plugins in quarantine now.
+func (h *Host) Quarantined() []string {
+	h.mu.Lock()
+	sups := make([]*supervisor, 0, len(h.plugins))
+	for _, s := range h.plugins {
+		sups = append(sups, s)
+	}
+	h.mu.Unlock()
+	var out []string
+	for _, s := range sups {
+		s.mu.Lock()
+		if time.Now().Before(s.quarantined) {
+			out = append(out, s.name)
+		}
+		s.mu.Unlock()
+	}
+	slices.Sort(out)
+	return out
 }

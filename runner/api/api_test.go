@@ -1,0 +1,153 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/api"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// memStore is an in-memory ControlStore.
+type memStore struct {
+	mu       sync.Mutex
+	paused   map[string]bool
+	triggers []string
+}
+
+func (m *memStore) SetPaused(_ context.Context, job string, p bool, _ []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.paused[job] = p
+	return nil
+}
+
+func (m *memStore) RequestTrigger(_ context.Context, job, _ string, body []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.triggers = append(m.triggers, job+" "+string(body))
+	return nil
+}
+
+func (m *memStore) Runs(context.Context, string, int) ([][]byte, error) {
+	return [][]byte{[]byte(`{"job":"a","state":"success"}`)}, nil
+}
+
+func (m *memStore) State(context.Context) (coord.ClusterState, error) {
+	return coord.ClusterState{Cluster: "c", Leader: "n1", FencingToken: 7}, nil
+}
+
+func setup(t *testing.T, token string, authAll bool) (*httptest.Server, *memStore) {
+	t.Helper()
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "a", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)}})
+	store := &memStore{paused: map[string]bool{}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: store}, Token: token, AuthAll: authAll})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv, store
+}
+
+func call(t *testing.T, srv *httptest.Server, method, path, token, body string, hdr ...string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("%s %s: Content-Type %q, body %s", method, path, ct, b)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("%s %s: not JSON: %s", method, path, b)
+	}
+	return resp.StatusCode, out
+}
+
+func TestJobAPI(t *testing.T) {
+	t.Parallel()
+	srv, store := setup(t, "s3cret", false)
+	tests := []struct {
+		name, method, path, token, body string
+		hdr                             []string
+		want                            int
+		wantErr                         string
+	}{
+		{"list jobs", "GET", "/api/v1/jobs", "", "", nil, 200, ""},
+		{"one job", "GET", "/api/v1/jobs/a", "", "", nil, 200, ""},
+		{"unknown job", "GET", "/api/v1/jobs/zz", "", "", nil, 404, `unknown job "zz"`},
+		{"trigger without token", "POST", "/api/v1/jobs/a/trigger", "", "", nil, 401, "bearer token"},
+		{"trigger with wrong token", "POST", "/api/v1/jobs/a/trigger", "nope", "", nil, 401, "bearer token"},
+		{"trigger", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "corr-42"}, 202, ""},
+		{"trigger unknown job", "POST", "/api/v1/jobs/zz/trigger", "s3cret", "", nil, 404, "unknown job"},
+		{"bad correlation id", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "has space"}, 400, "X-Correlation-ID"},
+		{"malformed body", "POST", "/api/v1/jobs/a/pause", "s3cret", "{nope", nil, 400, "JSON object"},
+		{"oversized body", "POST", "/api/v1/jobs/a/pause", "s3cret", `{"x":"` + strings.Repeat("a", 70<<10) + `"}`, nil, 413, "over"},
+		{"pause", "POST", "/api/v1/jobs/a/pause", "s3cret", `{}`, nil, 200, ""},
+		{"runs need a job", "GET", "/api/v1/runs", "", "", nil, 400, "job is required"},
+		{"runs bad limit", "GET", "/api/v1/runs?job=a&limit=0", "", "", nil, 400, "limit"},
+		{"runs", "GET", "/api/v1/runs?job=a&limit=5", "", "", nil, 200, ""},
+		{"runs unknown job", "GET", "/api/v1/runs?job=zz", "", "", nil, 404, "unknown job"},
+		{"cluster", "GET", "/api/v1/cluster", "", "", nil, 200, ""},
+		{"no such endpoint", "GET", "/api/v2/jobs", "", "", nil, 404, "no such endpoint"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := call(t, srv, tc.method, tc.path, tc.token, tc.body, tc.hdr...)
+			if code != tc.want {
+				t.Fatalf("status %d, want %d; body %v", code, tc.want, body)
+			}
+			if tc.wantErr != "" && !strings.Contains(body["error"].(string), tc.wantErr) {
+				t.Fatalf("error %q lacks %q", body["error"], tc.wantErr)
+			}
+		})
+	}
+	if len(store.triggers) != 1 || !strings.Contains(store.triggers[0], `"correlation_id":"corr-42"`) {
+		t.Fatalf("trigger requests: %q", store.triggers)
+	}
+	if !store.paused["a"] {
+		t.Fatal("job not paused")
+	}
+}
+
+func TestAuthAllProtectsReads(t *testing.T) {
+	t.Parallel()
+	srv, _ := setup(t, "s3cret", true)
+	if code, _ := call(t, srv, "GET", "/api/v1/jobs", "", ""); code != 401 {
+		t.Fatalf("read without token: %d", code)
+	}
+	if code, _ := call(t, srv, "GET", "/api/v1/jobs", "s3cret", ""); code != 200 {
+		t.Fatalf("read with token: %d", code)
+	}
+	if code, _ := call(t, srv, "GET", "/healthz", "", ""); code != 200 {
+		t.Fatalf("healthz must stay open: %d", code)
+	}
+}

@@ -1,0 +1,146 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+// maxCatchUp bounds how many missed slots of one job a new leader examines.
+const maxCatchUp = 10000
+
+// maxSkipRecords bounds the skip records written for one job's misfires;
+// beyond it one summary record says how many more were skipped.
+const maxSkipRecords = 100
+
+// CatchUp applies each job's misfire policy to the slots that came due
+// since the job's last claimed slot, while nobody led. Call it when a term
+// starts. Every slot that does not run leaves a skip record.
+func (r *Runner) CatchUp(t *coord.Term) {
+	now := time.Now()
+	for _, j := range r.Jobs() {
+		if t.Context().Err() != nil {
+			return
+		}
+		lastRec, err := r.o.Coord.LastSlot(t.Context(), j.ID)
+		if err != nil {
+			r.log.Warn("misfire check failed", "job", j.ID, "error", err)
+			continue
+		}
+		last := lastRec.Time
+		if last.IsZero() {
+			continue // a new job: nothing was missed
+		}
+		r.applyDelivery(t, j, lastRec)
+		var missed []time.Time
+		for s := j.Schedule.Next(last); !s.IsZero() && s.Before(now) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
+			missed = append(missed, s)
+		}
+		if len(missed) > 0 {
+			r.applyMisfire(t, j, missed, now)
+		}
+	}
+}
+
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now time.Time) {
+	var run, skip []time.Time
+	for i, s := range missed {
+		inGrace := now.Sub(s) <= j.Misfire.Grace
+		switch {
+		case !inGrace || j.Misfire.Policy == MisfireSkip:
+			skip = append(skip, s)
+		case j.Misfire.Policy == MisfireAll:
+			run = append(run, s)
+		case i == len(missed)-1: // once: the latest
+			run = append(run, s)
+		default:
+			skip = append(skip, s)
+		}
+	}
+	r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed),
+		"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", len(run), "skipping", len(skip))
+	if len(skip) > 0 {
+		r.recordMisfires(t, j, skip, len(run) == 0)
+	}
+	if len(run) == 0 {
+		return
+	}
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() { // one after the other, in slot order
+		defer r.wg.Done()
+		for _, s := range run {
+			if t.Context().Err() != nil {
+				return
+			}
+			r.runSlot(t.Context(), t, Slot{Job: j, Time: s}, newCorrelationID(), nil)
+		}
+	}()
+}
+
+// recordMisfires writes skip records for skipped slots. When no missed slot
+// runs, the latest is also claimed as skipped, so that the next leader does
+// not count the same slots again.
+func (r *Runner) recordMisfires(t *coord.Term, j *Job, skip []time.Time, claimLatest bool) {
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(len(skip)))
+	log := r.log.With("job", j.ID)
+	for i, s := range skip {
+		if i == maxSkipRecords {
+			rec := r.skipRecord(t, Slot{Job: j, Time: s}, SkipMisfire, "")
+			rec.Error = "and " + itoa(len(skip)-maxSkipRecords) + " more slots skipped: no replica led (misfire policy " + j.Misfire.Policy + ")"
+			r.record(t, rec, log)
+			break
+		}
+		r.record(t, r.skipRecord(t, Slot{Job: j, Time: s}, SkipMisfire, "no replica led at the scheduled time (misfire policy "+j.Misfire.Policy+")"), log)
+	}
+	if claimLatest {
+		latest := skip[len(skip)-1]
+		rec := r.skipRecord(t, Slot{Job: j, Time: latest}, SkipMisfire, "")
+		if b, err := json.Marshal(rec); err == nil {
+			_ = r.o.Coord.Claim(context.Background(), t, j.ID, latest, b)
+		}
+	}
+}
+
+// applyDelivery handles the job's last slot if a previous leader claimed it
+// and never recorded its end (it died or lost its lease mid-run).
+func (r *Runner) applyDelivery(t *coord.Term, j *Job, last coord.SlotRecord) {
+	var rec Record
+	if json.Unmarshal(last.Value, &rec) != nil || rec.State != "running" || rec.FencingToken == t.Token {
+		return
+	}
+	s := Slot{Job: j, Time: last.Time}
+	log := r.log.With("job", j.ID, "correlation_id", rec.CorrelationID)
+	if j.Delivery == DeliveryAtLeastOnce {
+		log.Warn("slot left unfinished by the previous leader: running it again (at-least-once)",
+			"scheduled_time", last.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
+		r.mu.Lock()
+		if r.stopped {
+			r.mu.Unlock()
+			return
+		}
+		r.wg.Add(1)
+		r.mu.Unlock()
+		go func() {
+			defer r.wg.Done()
+			r.runSlotFrom(t.Context(), t, s, rec.CorrelationID, nil, last.Revision, rec.Attempt+1)
+		}()
+		return
+	}
+	why := "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before finishing (delivery at-most-once)"
+	log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", last.Time, "previous_node", rec.Node)
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
+	lost := r.skipRecord(t, s, SkipLockLost, why)
+	lost.CorrelationID = rec.CorrelationID
+	r.record(t, lost, log)
+	if b, err := json.Marshal(lost); err == nil {
+		_ = r.o.Coord.Reclaim(context.Background(), t, j.ID, s.Time, last.Revision, b)
+	}
+}

@@ -1,0 +1,273 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+// scripted is a TaskRunner that answers calls from a script of task
+// errors ("" = success) and records what it was called with.
+type scripted struct {
+	mu     sync.Mutex
+	script []string
+	calls  []pluginhost.Call
+}
+
+func (s *scripted) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, c)
+	res := &pluginhost.Result{Output: "ok"}
+	if len(s.script) > 0 {
+		res.TaskError, s.script = s.script[0], s.script[1:]
+	}
+	return res, nil
+}
+
+func (s *scripted) called() []pluginhost.Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]pluginhost.Call(nil), s.calls...)
+}
+
+func setupScripted(t *testing.T, script ...string) (*bundle, *scripted) {
+	t.Helper()
+	b := setup(t)
+	tasks := &scripted{script: script}
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	return b, tasks
+}
+
+func records(t *testing.T, b *bundle, job string) []runner.Record {
+	t.Helper()
+	raw, err := b.coord.Runs(context.Background(), job, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]runner.Record, len(raw))
+	for i, r := range raw {
+		if err := json.Unmarshal(r, &out[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func TestRetriesAreLinkedAttemptsOfOneSlot(t *testing.T) {
+	b, tasks := setupScripted(t, "boom", "boom again")
+	b.waitLeader(t)
+	j := job("retry", "")
+	j.Retries = runner.Retries{Max: 3, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
+	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	b.r.Fire(runner.Slot{Job: j, Time: slot})
+	waitCount(t, "successes", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("retry", "p", observability.OutcomeSuccess))
+	}, 1)
+
+	calls := tasks.called()
+	if len(calls) != 3 {
+		t.Fatalf("%d attempts, want 3", len(calls))
+	}
+	for i, c := range calls {
+		if int(c.Context.GetAttempt()) != i+1 || c.Context.GetCorrelationId() != calls[0].Context.GetCorrelationId() {
+			t.Fatalf("attempt %d: %+v", i+1, c.Context)
+		}
+		if i > 0 && c.Context.GetRunId() == calls[i-1].Context.GetRunId() {
+			t.Fatal("attempts share a run ID")
+		}
+	}
+	if got := testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("retry", "p", observability.OutcomeFailure)); got != 2 {
+		t.Fatalf("failures = %v, want 2", got)
+	}
+	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "retry"))) }, 3)
+	// Each attempt is its own root span, linked to the one before.
+	waitCount(t, "pacer.run spans", func() float64 {
+		n := 0
+		for _, s := range b.spans.Ended() {
+			if s.Name() == "pacer.run" {
+				n++
+			}
+		}
+		return float64(n)
+	}, 3)
+	var runs []string
+	for _, s := range b.spans.Ended() {
+		if s.Name() == "pacer.run" {
+			runs = append(runs, s.SpanContext().SpanID().String())
+			if len(runs) > 1 && (len(s.Links()) != 1 || s.Links()[0].SpanContext.SpanID().String() != runs[len(runs)-2]) {
+				t.Fatalf("attempt %d is not linked to attempt %d", len(runs), len(runs)-1)
+			}
+		}
+	}
+	if len(runs) != 3 {
+		t.Fatalf("%d pacer.run spans, want 3", len(runs))
+	}
+}
+
+func TestPausedJobLeavesSkipRecord(t *testing.T) {
+	b, tasks := setupScripted(t)
+	b.waitLeader(t)
+	b.r.SetPaused(map[string]bool{"p1": true})
+	b.r.Fire(runner.Slot{Job: job("p1", ""), Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
+	waitCount(t, "skip records", func() float64 { return float64(len(records(t, b, "p1"))) }, 1)
+	rec := records(t, b, "p1")[0]
+	if rec.State != "skipped" || rec.Reason != runner.SkipPaused || len(tasks.called()) != 0 {
+		t.Fatalf("record %+v, %d calls", rec, len(tasks.called()))
+	}
+	if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("p1", runner.SkipPaused)); got != 1 {
+		t.Fatalf("skipped{paused} = %v", got)
+	}
+}
+
+func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
+	for _, tc := range []struct {
+		policy  string
+		grace   time.Duration
+		minRuns int
+		maxRuns int
+	}{
+		{runner.MisfireSkip, time.Hour, 0, 0},
+		{runner.MisfireOnce, time.Hour, 1, 1},
+		{runner.MisfireOnce, 0, 0, 0}, // nothing within the grace window
+		{runner.MisfireAll, 4 * time.Second, 3, 5},
+	} {
+		t.Run(tc.policy+"/grace="+tc.grace.String(), func(t *testing.T) {
+			b, tasks := setupScripted(t)
+			term := b.waitLeader(t)
+			j := &runner.Job{ID: "m", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Minute,
+				Misfire: runner.Misfire{Policy: tc.policy, Grace: tc.grace}}
+			b.r.SetJobs([]*runner.Job{j})
+			// The previous leader's last claim was 10s ago.
+			last := time.Now().Truncate(time.Second).Add(-10 * time.Second)
+			if err := b.coord.Claim(context.Background(), term, "m", last, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			b.r.CatchUp(term)
+			stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b.r.Stop(stop) // waits for the catch-up runs and records
+
+			runs := len(tasks.called())
+			if runs < tc.minRuns || runs > tc.maxRuns {
+				t.Fatalf("%d runs, want %d..%d", runs, tc.minRuns, tc.maxRuns)
+			}
+			recs := records(t, b, "m")
+			skipped := map[time.Time]bool{}
+			for _, r := range recs {
+				if r.State == "skipped" {
+					if r.Reason != runner.SkipMisfire {
+						t.Fatalf("skip reason %q", r.Reason)
+					}
+					skipped[r.ScheduledTime] = true
+				}
+			}
+			for _, c := range tasks.called() {
+				if skipped[c.Context.GetScheduledTime().AsTime()] {
+					t.Fatalf("slot %v both ran and was skipped", c.Context.GetScheduledTime().AsTime())
+				}
+			}
+			if n := runs + len(skipped); n < 9 || n > 11 {
+				t.Fatalf("%d runs + %d skips: want every missed slot (about 10) accounted for", runs, len(skipped))
+			}
+			if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("m", runner.SkipMisfire)); int(got) != len(skipped) {
+				t.Fatalf("skipped{misfire} = %v, records %d", got, len(skipped))
+			}
+			if latest, _ := b.coord.LastSlot(context.Background(), "m"); !latest.Time.After(last) {
+				t.Fatal("last claimed slot did not advance: the next leader would count these slots again")
+			}
+		})
+	}
+}
+
+func TestManualTriggerRunsOnceWithCallersCorrelationID(t *testing.T) {
+	b, tasks := setupScripted(t)
+	b.waitLeader(t)
+	j := job("man", "")
+	b.r.SetJobs([]*runner.Job{j})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.coord.WatchTriggers(ctx, b.r.HandleTriggers) }()
+	defer func() { cancel(); <-done }()
+
+	ctl := &runner.Control{Runner: b.r, Store: b.coord}
+	tr, err := ctl.Trigger(context.Background(), "man", "caller-corr-1", "test")
+	if err != nil || tr.CorrelationID != "caller-corr-1" {
+		t.Fatalf("trigger: %+v %v", tr, err)
+	}
+	waitCount(t, "calls", func() float64 { return float64(len(tasks.called())) }, 1)
+	if c := tasks.called()[0]; c.Context.GetCorrelationId() != "caller-corr-1" {
+		t.Fatalf("correlation ID %q", c.Context.GetCorrelationId())
+	}
+	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "man"))) }, 1)
+	if rec := records(t, b, "man")[0]; !rec.Manual || rec.State != observability.OutcomeSuccess {
+		t.Fatalf("record %+v", rec)
+	}
+	if _, err := ctl.Trigger(context.Background(), "nope", "", "test"); err == nil {
+		t.Fatal("triggered an unknown job")
+	}
+	_ = coord.Trigger{}
+}
+
+func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
+	for _, policy := range []string{runner.DeliveryAtMostOnce, runner.DeliveryAtLeastOnce} {
+		t.Run(policy, func(t *testing.T) {
+			b, tasks := setupScripted(t)
+			term := b.waitLeader(t)
+			j := &runner.Job{ID: "d", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Timeout: time.Minute,
+				Delivery: policy, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+			b.r.SetJobs([]*runner.Job{j})
+			// A previous leader (token 1) claimed this hour's slot and died mid-run.
+			slot := time.Now().Truncate(time.Hour)
+			claim, _ := json.Marshal(runner.Record{Job: "d", ScheduledTime: slot, RunID: "old-run", CorrelationID: "corr-dead",
+				Node: "dead-node", FencingToken: 1, Attempt: 1, State: "running"})
+			if err := b.coord.Claim(context.Background(), term, "d", slot, claim); err != nil {
+				t.Fatal(err)
+			}
+			b.r.CatchUp(term)
+			stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b.r.Stop(stop)
+
+			calls := tasks.called()
+			last, err := b.coord.LastSlot(context.Background(), "d")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var final runner.Record
+			if err := json.Unmarshal(last.Value, &final); err != nil {
+				t.Fatal(err)
+			}
+			switch policy {
+			case runner.DeliveryAtLeastOnce:
+				if len(calls) != 1 || calls[0].Context.GetAttempt() != 2 || calls[0].Context.GetCorrelationId() != "corr-dead" ||
+					calls[0].Context.GetFencingToken() != term.Token {
+					t.Fatalf("re-run: %+v", calls)
+				}
+				if final.State != "success" || final.FencingToken != term.Token {
+					t.Fatalf("slot record %+v", final)
+				}
+			default:
+				if len(calls) != 0 {
+					t.Fatalf("at-most-once ran the slot again: %d calls", len(calls))
+				}
+				if final.State != "skipped" || final.Reason != runner.SkipLockLost || !strings.Contains(final.Error, "dead-node") {
+					t.Fatalf("slot record %+v", final)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,306 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Key layout under /pacer/<cluster>/:
+//
+//	leader/<lease>           election keys; the oldest leads
+//	slots/<job>/<unix ns>    slot claims, then the slot's final record
+//	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time)
+//	paused/<job>             present while the job is paused
+//	triggers/<job>/<id>      manual trigger requests, consumed by the leader
+
+func (c *Coordinator) runKey(job, runID string) string { return c.prefix + "runs/" + job + "/" + runID }
+func (c *Coordinator) pausedPrefix() string            { return c.prefix + "paused/" }
+func (c *Coordinator) triggerPrefix() string           { return c.prefix + "triggers/" }
+
+// RecordRun stores a run or skip record under t's fencing guard, and keeps
+// at most keep records for the job, none older than maxAge (the oldest go
+// first). Run IDs are UUIDv7, so key order is time order.
+func (c *Coordinator) RecordRun(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
+	).Then(
+		clientv3.OpPut(c.runKey(job, runID), string(rec)),
+	).Else(
+		clientv3.OpGet(t.key, clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("record run %s: %w", runID, err)
+	}
+	if !resp.Succeeded {
+		return c.guardFailed(t, resp)
+	}
+	if maxAge > 0 {
+		// Everything before the UUIDv7 prefix of the cutoff is older.
+		ms := time.Now().Add(-maxAge).UnixMilli()
+		cutoff := fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff)
+		_, _ = c.cli.Delete(ctx, c.runKey(job, ""), clientv3.WithRange(c.runKey(job, cutoff)))
+	}
+	if keep > 0 {
+		c.pruneRuns(ctx, job, keep)
+	}
+	return nil
+}
+
+// pruneRuns deletes a job's oldest records beyond keep. Best effort: a
+// failure leaves a few extra records until the next write.
+func (c *Coordinator) pruneRuns(ctx context.Context, job string, keep int) {
+	prefix := c.runKey(job, "")
+	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count <= int64(keep) {
+		return
+	}
+	extra := resp.Count - int64(keep)
+	old, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(extra))
+	if err != nil || len(old.Kvs) == 0 {
+		return
+	}
+	last := string(old.Kvs[len(old.Kvs)-1].Key)
+	_, _ = c.cli.Delete(ctx, prefix, clientv3.WithRange(last+"\x00"))
+}
+
+// Runs returns up to limit of a job's records, newest first.
+func (c *Coordinator) Runs(ctx context.Context, job string, limit int) ([][]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.runKey(job, ""), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit)))
+	if err != nil {
+		return nil, fmt.Errorf("read runs of %s: %w", job, err)
+	}
+	out := make([][]byte, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, kv.Value)
+	}
+	return out, nil
+}
+
+// SlotRecord is a slot's stored claim or result.
+type SlotRecord struct {
+	Time  time.Time
+	Value []byte
+	// Revision is the key's modification revision, for Reclaim.
+	Revision int64
+}
+
+// LastSlot returns the latest slot claimed for job; its Time is zero when
+// the job never ran.
+func (c *Coordinator) LastSlot(ctx context.Context, job string) (SlotRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.slotPrefix(job), clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
+	if err != nil {
+		return SlotRecord{}, fmt.Errorf("read last slot of %s: %w", job, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return SlotRecord{}, nil
+	}
+	kv := resp.Kvs[0]
+	ns, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), c.slotPrefix(job)), 10, 64)
+	if err != nil {
+		return SlotRecord{}, fmt.Errorf("bad slot key %q", kv.Key)
+	}
+	return SlotRecord{Time: time.Unix(0, ns).UTC(), Value: kv.Value, Revision: kv.ModRevision}, nil
+}
+
+// Reclaim takes over a slot another term claimed and never completed,
+// provided the slot record is still the one read (at revision rev) and t
+// still leads. It returns ErrSlotTaken if the record changed.
+func (c *Coordinator) Reclaim(ctx context.Context, t *Term, job string, slot time.Time, rev int64, claim []byte) error {
+	key := c.slotKey(job, slot)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
+		clientv3.Compare(clientv3.ModRevision(key), "=", rev),
+	).Then(clientv3.OpPut(key, string(claim))).Else(clientv3.OpGet(t.key, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return fmt.Errorf("reclaim slot %s: %w", key, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	return c.guardFailed(t, resp)
+}
+
+// SetPaused pauses or resumes a job for every replica. It needs no
+// leadership: it is an operator's instruction, not a run's write.
+func (c *Coordinator) SetPaused(ctx context.Context, job string, paused bool, note []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	var err error
+	if paused {
+		_, err = c.cli.Put(ctx, c.pausedPrefix()+job, string(note))
+	} else {
+		_, err = c.cli.Delete(ctx, c.pausedPrefix()+job)
+	}
+	if err != nil {
+		return fmt.Errorf("set paused=%v for %s: %w", paused, job, err)
+	}
+	return nil
+}
+
+// WatchPaused calls set with the full set of paused jobs now and after every
+// change, until ctx ends. It reconnects by itself.
+func (c *Coordinator) WatchPaused(ctx context.Context, set func(map[string]bool)) {
+	c.watchPrefix(ctx, c.pausedPrefix(), func(kvs map[string][]byte) {
+		paused := make(map[string]bool, len(kvs))
+		for k := range kvs {
+			paused[k] = true
+		}
+		set(paused)
+	})
+}
+
+// Trigger is a manual trigger request.
+type Trigger struct {
+	Job string
+	ID  string
+	// Body is the request as stored (correlation ID, who, when).
+	Body []byte
+}
+
+// RequestTrigger stores a manual trigger request for the leader to run.
+func (c *Coordinator) RequestTrigger(ctx context.Context, job, id string, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	if _, err := c.cli.Put(ctx, c.triggerPrefix()+job+"/"+id, string(body)); err != nil {
+		return fmt.Errorf("request trigger of %s: %w", job, err)
+	}
+	return nil
+}
+
+// WatchTriggers calls fn with the pending trigger requests now and after
+// every change, until ctx ends.
+func (c *Coordinator) WatchTriggers(ctx context.Context, fn func([]Trigger)) {
+	c.watchPrefix(ctx, c.triggerPrefix(), func(kvs map[string][]byte) {
+		out := make([]Trigger, 0, len(kvs))
+		for k, v := range kvs {
+			job, id, ok := strings.Cut(k, "/")
+			if ok {
+				out = append(out, Trigger{Job: job, ID: id, Body: v})
+			}
+		}
+		fn(out)
+	})
+}
+
+// ClaimTrigger consumes a trigger request under t's fencing guard, so that
+// each request runs once, on the leader.
+func (c *Coordinator) ClaimTrigger(ctx context.Context, t *Term, tr Trigger) error {
+	key := c.triggerPrefix() + tr.Job + "/" + tr.ID
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
+		clientv3.Compare(clientv3.CreateRevision(key), ">", 0),
+	).Then(clientv3.OpDelete(key)).Else(clientv3.OpGet(t.key, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return fmt.Errorf("claim trigger %s: %w", tr.ID, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	return c.guardFailed(t, resp)
+}
+
+// watchPrefix keeps a local copy of the keys under prefix (relative names)
+// and calls fn with it after the initial read and every change.
+func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(map[string][]byte)) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := c.watchOnce(ctx, prefix, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("watch interrupted; re-reading", "prefix", prefix, "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Coordinator) watchOnce(ctx context.Context, prefix string, fn func(map[string][]byte)) error {
+	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	resp, err := c.cli.Get(gctx, prefix, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return err
+	}
+	state := map[string][]byte{}
+	for _, kv := range resp.Kvs {
+		state[strings.TrimPrefix(string(kv.Key), prefix)] = kv.Value
+	}
+	fn(state)
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wcancel()
+	for wr := range c.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			name := strings.TrimPrefix(string(ev.Kv.Key), prefix)
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(state, name)
+			} else {
+				state[name] = ev.Kv.Value
+			}
+		}
+		fn(state)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("watch channel closed")
+}
+
+// ClusterState is what this replica knows of the cluster.
+type ClusterState struct {
+	Cluster      string    `json:"cluster"`
+	Node         string    `json:"node"`
+	Leader       string    `json:"leader"`
+	FencingToken int64     `json:"fencing_token"`
+	Members      []string  `json:"members"` // replicas campaigning, leader first
+	Leading      bool      `json:"leading"`
+	LeaseTTL     string    `json:"lease_ttl"`
+	LeaderSince  time.Time `json:"leader_since,omitzero"`
+}
+
+// State reads the cluster's leadership state.
+func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
+	st := ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String()}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return st, fmt.Errorf("read election: %w", err)
+	}
+	for i, kv := range resp.Kvs {
+		st.Members = append(st.Members, string(kv.Value))
+		if i == 0 {
+			st.Leader, st.FencingToken = string(kv.Value), kv.CreateRevision
+		}
+	}
+	if t := c.Term(); t != nil {
+		st.Leading, st.LeaderSince = true, t.Since
+	}
+	return st, nil
+}
