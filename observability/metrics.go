@@ -31,6 +31,9 @@ type Metrics struct {
 	LeaderChanges  *prometheus.CounterVec   // event
 	BuildInfo      *prometheus.GaugeVec     // version, goversion
 
+	KeepaliveAge *prometheus.GaugeVec   // (none): seconds since the last acknowledged keepalive was sent
+	Keepalives   *prometheus.CounterVec // result
+
 	PluginUp          *prometheus.GaugeVec     // plugin
 	PluginRestarts    *prometheus.CounterVec   // plugin, reason
 	PluginRPCDuration *prometheus.HistogramVec // plugin, rpc
@@ -59,7 +62,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, []string{"job"}),
 		JobSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_job_skipped_total",
-			Help: "Slots that did not run, by reason (overlap, misfire, paused, lock_lost).",
+			Help: "Slots that did not run here, by reason (overlap, paused, misfire, lock_lost, claimed_elsewhere).",
 		}, []string{"job", "reason"}),
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_last_success_timestamp_seconds",
@@ -81,6 +84,14 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_build_info",
 			Help: "Always 1; labels carry the build's version.",
 		}, []string{"version", "goversion"}),
+		KeepaliveAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pacer_lease_keepalive_age_seconds",
+			Help: "Seconds since the last acknowledged lease keepalive was sent, while leading; 0 otherwise.",
+		}, nil),
+		Keepalives: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pacer_lease_keepalives_total",
+			Help: "Lease keepalives sent while leading, by result (ok, error, timeout, lost).",
+		}, []string{"result"}),
 		PluginUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_plugin_up",
 			Help: "1 while the plugin's process is running and healthy, else 0.",
@@ -103,6 +114,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
 		m.JobRunning, m.Leader, m.LeaderChanges, m.BuildInfo,
 		m.PluginUp, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
+		m.KeepaliveAge, m.Keepalives,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -10,6 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/pacerun/pacer/observability"
 )
 
 // Errors returned by claims and record writes.
@@ -38,15 +40,19 @@ type Options struct {
 	// ClaimRetention is how long slot claims are kept. Default 24h.
 	ClaimRetention time.Duration
 	Logger         *slog.Logger
+	// Metrics, if set, receives the lease keepalive metrics.
+	Metrics *observability.Metrics
 	// OnTransition, if set, is called when this replica starts (true) or
-	// stops (false) leading.
-	OnTransition func(leading bool, token int64)
+	// stops (false) leading, with the term.
+	OnTransition func(leading bool, t *Term)
 }
 
 // Term is one period of leadership. Its context is cancelled when the term
 // ends; work started under a term must stop then.
 type Term struct {
-	Token  int64
+	Token int64
+	// Since is when this replica started leading.
+	Since  time.Time
 	key    string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -117,6 +123,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // It reports whether it led.
 func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	granted := time.Now() // the lease cannot expire before granted + TTL
 	lease, err := c.cli.Grant(gctx, int64(c.opts.LeaseTTL/time.Second))
 	cancel()
 	if err != nil {
@@ -148,13 +155,19 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 	}
 
 	tctx, tcancel := context.WithCancelCause(context.Background())
-	t := &Term{Token: el.Rev(), key: el.Key(), ctx: tctx, cancel: tcancel}
+	t := &Term{Token: el.Rev(), Since: time.Now(), key: el.Key(), ctx: tctx, cancel: tcancel}
 	c.mu.Lock()
 	c.term = t
 	c.mu.Unlock()
 	c.log.Info("became leader", "fencing_token", t.Token)
+	guarded := make(chan struct{})
+	go func() {
+		defer close(guarded)
+		c.guard(t, lease.ID, granted)
+	}()
+	defer func() { <-guarded }()
 	if c.opts.OnTransition != nil {
-		c.opts.OnTransition(true, t.Token)
+		c.opts.OnTransition(true, t)
 	}
 
 	var cause error
@@ -210,7 +223,7 @@ func (c *Coordinator) endTerm(t *Term, cause error) {
 	}
 	c.log.Log(context.Background(), level, "leadership ended", "fencing_token", t.Token, "reason", cause.Error())
 	if c.opts.OnTransition != nil {
-		c.opts.OnTransition(false, t.Token)
+		c.opts.OnTransition(false, t)
 	}
 }
 

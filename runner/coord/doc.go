@@ -28,10 +28,14 @@
 // its own leadership: a replica whose lease expired no longer has its key, and
 // its transaction fails. Results are written back under the same guard.
 //
-// Lease: the lease is granted by us with a timeout (NewSession alone can hang
-// on Grant) and kept alive by the etcd session every TTL/3. Leadership ends
-// when the session reports its lease gone. Tracking the lease deadline locally
-// to self-fence before the server expires the lease is described in
-// docs/guarantees.md as work still to do; until then the fenced transactions
-// above are what keeps slots exclusive.
+// Lease and self-fencing: the lease is granted by us with a timeout
+// (NewSession alone can hang on Grant). While leading, guard (fence.go) sends
+// its own keepalives every TTL/3, each bounded by TTL/3 and WithRequireLeader,
+// and tracks the local lease deadline: the send time of the last acknowledged
+// keepalive + TTL - margin, on the monotonic clock. The server cannot expire
+// the lease before then. When the deadline passes, the term ends (runs are
+// cancelled) before another replica can be elected. Session.Done() is not
+// relied on: it fires only after the client's own deadline, which can be
+// after the server has already expired the lease. The fenced transactions
+// above remain the safety net for writes.
 package coord

@@ -1,0 +1,128 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrSelfFenced ends a term whose lease can no longer be trusted to be
+// alive: no keepalive was acknowledged in time.
+var ErrSelfFenced = errors.New("self-fenced: no lease keepalive acknowledged in time")
+
+// guard keeps the lease alive on its own schedule and tracks the local lease
+// deadline: the send time of the last acknowledged keepalive + TTL - margin.
+// The server cannot have expired the lease before that instant, because it
+// received that keepalive after it was sent. When the deadline passes
+// without a newer acknowledgement, guard ends the term: before the server
+// can expire the lease and let another replica lead. Times are monotonic
+// (time.Now's monotonic reading), so wall-clock jumps do not matter.
+func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID, granted time.Time) {
+	ttl := c.opts.LeaseTTL
+	margin := c.fenceMargin()
+	interval := ttl / 3
+	deadline := granted.Add(ttl - margin)
+	lastAck := granted
+	c.keepaliveAge(0)
+	defer c.keepaliveAge(-1)
+
+	// Keepalives run in their own goroutine: one may block for a whole
+	// interval, and the fence must fire on time regardless.
+	type beat struct {
+		sent time.Time
+		ttl  int64
+		err  error
+	}
+	beats := make(chan beat, 1)
+	sender := make(chan struct{})
+	go func() {
+		defer close(sender)
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			sent := time.Now()
+			ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(t.ctx), interval)
+			resp, err := c.cli.KeepAliveOnce(ctx, lease)
+			cancel()
+			b := beat{sent: sent, err: err}
+			if err == nil {
+				b.ttl = resp.TTL
+			}
+			select {
+			case beats <- b:
+			case <-t.ctx.Done():
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-t.ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() { <-sender }()
+
+	fence := time.NewTimer(time.Until(deadline))
+	defer fence.Stop()
+	age := time.NewTicker(time.Second)
+	defer age.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-age.C:
+			c.keepaliveAge(time.Since(lastAck))
+		case <-fence.C:
+			c.log.Error("self-fencing: no keepalive acknowledged in time; stopping work before the lease can expire",
+				"fencing_token", t.Token, "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin)
+			c.endTerm(t, fmt.Errorf("%w (last acknowledged keepalive sent %s ago; TTL %s)", ErrSelfFenced, time.Since(lastAck).Round(time.Millisecond), ttl))
+			return
+		case b := <-beats:
+			switch {
+			case t.ctx.Err() != nil:
+				return
+			case b.err == nil && b.ttl > 0:
+				c.keepalive("ok")
+				if b.sent.After(lastAck) {
+					lastAck = b.sent
+					deadline = b.sent.Add(ttl - margin)
+					fence.Reset(time.Until(deadline))
+				}
+			case b.err == nil, errors.Is(b.err, rpctypes.ErrLeaseNotFound): // TTL <= 0: expired
+				c.keepalive("lost")
+				c.endTerm(t, errors.New("lease lost: etcd says it expired"))
+				return
+			case errors.Is(b.err, context.DeadlineExceeded):
+				c.keepalive("timeout")
+				c.log.Warn("lease keepalive timed out", "timeout", interval, "deadline_in", time.Until(deadline).Round(time.Millisecond))
+			default:
+				c.keepalive("error")
+				c.log.Warn("lease keepalive failed", "error", b.err, "deadline_in", time.Until(deadline).Round(time.Millisecond))
+			}
+		}
+	}
+}
+
+// fenceMargin is how much earlier than the lease's TTL a replica fences
+// itself: a sixth of the TTL, at least 300ms, to cover scheduling delays
+// between noticing the deadline and the runs' contexts being cancelled.
+func (c *Coordinator) fenceMargin() time.Duration {
+	return max(c.opts.LeaseTTL/6, 300*time.Millisecond)
+}
+
+func (c *Coordinator) keepalive(result string) {
+	if c.opts.Metrics != nil {
+		c.opts.Metrics.Keepalives.WithLabelValues(result).Inc()
+	}
+}
+
+// keepaliveAge sets the gauge; a negative age means "not leading" (0).
+func (c *Coordinator) keepaliveAge(d time.Duration) {
+	if c.opts.Metrics != nil {
+		c.opts.Metrics.KeepaliveAge.WithLabelValues().Set(max(d, 0).Seconds())
+	}
+}
