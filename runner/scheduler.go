@@ -14,9 +14,10 @@ type Scheduler struct {
 	onMiss func(*Job, int)
 	now    func() time.Time
 
-	mu   sync.Mutex
-	jobs entryHeap
-	wake chan struct{}
+	mu     sync.Mutex
+	jobs   entryHeap
+	popped []*entry // scratch for fireDue
+	wake   chan struct{}
 }
 
 // NewScheduler returns a Scheduler that calls fire (which must not block)
@@ -85,14 +86,20 @@ func (s *Scheduler) Run(ctx context.Context) {
 }
 
 // fireDue fires every due slot and returns how long to wait for the next.
+// Each slot is fired as it comes off the heap; next fire times are computed
+// after the whole batch has fired, so the last of 10,000 simultaneous slots
+// does not wait for 9,999 schedule computations. fire must not block.
 func (s *Scheduler) fireDue() time.Duration {
-	var due []Slot
 	var misses []miss
 	now := s.now()
 	s.mu.Lock()
+	fired := s.popped[:0]
 	for len(s.jobs) > 0 && !s.jobs[0].next.After(now) {
-		e := s.jobs[0]
-		due = append(due, Slot{Job: e.job, Time: e.next})
+		e := heap.Pop(&s.jobs).(*entry)
+		s.fire(Slot{Job: e.job, Time: e.next})
+		fired = append(fired, e)
+	}
+	for _, e := range fired {
 		// Slots that fell due while the process could not fire (a long
 		// pause) are not fired in a burst; they are reported as missed.
 		next, missed := e.job.Schedule.Next(e.next), 0
@@ -102,13 +109,16 @@ func (s *Scheduler) fireDue() time.Duration {
 		if missed > 0 && s.onMiss != nil {
 			misses = append(misses, miss{e.job, missed})
 		}
-		if next.IsZero() {
-			heap.Pop(&s.jobs)
-		} else {
+		if !next.IsZero() {
 			e.next = next
-			heap.Fix(&s.jobs, 0)
+			s.jobs = append(s.jobs, e)
 		}
 	}
+	if len(fired) > 0 {
+		heap.Init(&s.jobs) // O(n) once, rather than O(k log n) pushes
+	}
+	clear(fired)
+	s.popped = fired
 	wait := time.Hour
 	if len(s.jobs) > 0 {
 		wait = s.jobs[0].next.Sub(now)
@@ -116,9 +126,6 @@ func (s *Scheduler) fireDue() time.Duration {
 	s.mu.Unlock()
 	for _, m := range misses {
 		s.onMiss(m.job, m.n)
-	}
-	for _, slot := range due {
-		s.fire(slot)
 	}
 	return wait
 }
