@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -19,8 +20,10 @@ type TracingOptions struct {
 	// Exporter is "none", "stdout" or "otlp". With "none" spans are still
 	// created, so logs carry trace IDs, but nothing is exported.
 	Exporter    string
-	Endpoint    string // otlp: host:port of an OTLP/gRPC receiver
+	Endpoint    string // otlp: host:port of the OTLP receiver
 	Insecure    bool   // otlp: plaintext
+	Protocol    string // otlp: "grpc" (default) or "http"
+	Headers     map[string]string
 	SampleRatio float64
 	Version     string
 	Node        string
@@ -30,6 +33,35 @@ type TracingOptions struct {
 
 // Propagator is the W3C trace-context propagator Pacer uses everywhere.
 var Propagator = propagation.TraceContext{}
+
+// otlpExporter builds an OTLP exporter over gRPC or HTTP. Options left
+// empty fall back to the standard OTEL_EXPORTER_OTLP_* variables.
+func otlpExporter(ctx context.Context, o TracingOptions) (sdktrace.SpanExporter, error) {
+	if o.Protocol == "http" {
+		eo := []otlptracehttp.Option{}
+		if o.Endpoint != "" {
+			eo = append(eo, otlptracehttp.WithEndpoint(o.Endpoint))
+		}
+		if o.Insecure {
+			eo = append(eo, otlptracehttp.WithInsecure())
+		}
+		if len(o.Headers) > 0 {
+			eo = append(eo, otlptracehttp.WithHeaders(o.Headers))
+		}
+		return otlptracehttp.New(ctx, eo...)
+	}
+	eo := []otlptracegrpc.Option{}
+	if o.Endpoint != "" {
+		eo = append(eo, otlptracegrpc.WithEndpoint(o.Endpoint))
+	}
+	if o.Insecure {
+		eo = append(eo, otlptracegrpc.WithInsecure())
+	}
+	if len(o.Headers) > 0 {
+		eo = append(eo, otlptracegrpc.WithHeaders(o.Headers))
+	}
+	return otlptracegrpc.New(ctx, eo...)
+}
 
 // Tracing is the runner's tracer provider plus a way to export spans that
 // were recorded elsewhere (inside plugins) through the same pipeline.
@@ -84,14 +116,7 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 			return nil, fmt.Errorf("stdout trace exporter: %w", err)
 		}
 	case "otlp":
-		eo := []otlptracegrpc.Option{}
-		if o.Endpoint != "" {
-			eo = append(eo, otlptracegrpc.WithEndpoint(o.Endpoint))
-		}
-		if o.Insecure {
-			eo = append(eo, otlptracegrpc.WithInsecure())
-		}
-		if exp, err = otlptracegrpc.New(ctx, eo...); err != nil {
+		if exp, err = otlpExporter(ctx, o); err != nil {
 			return nil, fmt.Errorf("otlp trace exporter: %w", err)
 		}
 	default:

@@ -100,10 +100,16 @@ type Log struct {
 
 // Tracing configures OpenTelemetry tracing.
 type Tracing struct {
-	Exporter    string   `yaml:"exporter"`     // none|stdout|otlp, default none
-	Endpoint    string   `yaml:"endpoint"`     // for otlp; default "127.0.0.1:4317"
-	Insecure    *bool    `yaml:"insecure"`     // default true
-	SampleRatio *float64 `yaml:"sample_ratio"` // 0..1, default 1
+	Exporter string `yaml:"exporter"` // none|stdout|otlp, default none
+	Endpoint string `yaml:"endpoint"` // for otlp; default "127.0.0.1:4317"
+	Insecure *bool  `yaml:"insecure"` // default true
+	// Protocol is the OTLP transport: grpc (default, port 4317) or http
+	// (port 4318).
+	Protocol string `yaml:"protocol"`
+	// Headers are sent with every export, e.g. an API key for a hosted
+	// collector. Values are never logged.
+	Headers     map[string]string `yaml:"headers"`
+	SampleRatio *float64          `yaml:"sample_ratio"` // 0..1, default 1
 }
 
 // Sanitize configures what is redacted from logs, traces and task output.
@@ -220,6 +226,7 @@ func Default() *Config {
 			Log: Log{Level: defaultLogLevel, Format: defaultLogFormat},
 			Tracing: Tracing{
 				Exporter:    defaultTracingExporter,
+				Protocol:    "grpc",
 				Endpoint:    defaultTracingEndpoint,
 				Insecure:    &insecure,
 				SampleRatio: &ratio,

@@ -68,6 +68,8 @@ func TestLoadFullFile(t *testing.T) {
 				Exporter:    "otlp",
 				Endpoint:    "otel-collector:4317",
 				Insecure:    ptr(false),
+				Protocol:    "http",
+				Headers:     map[string]string{"x-api-key": "abc"},
 				SampleRatio: ptr(0.25),
 			},
 			Sanitize: Sanitize{
@@ -95,7 +97,7 @@ func TestLoadFullFile(t *testing.T) {
 					"ratio":   0.5,
 					"nothing": nil,
 				},
-				Line: 55,
+				Line: 57,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -108,7 +110,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    78,
+				Line:    80,
 			},
 		},
 	}

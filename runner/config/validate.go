@@ -154,6 +154,7 @@ func (d *decoder) validateObservability(o *Observability) {
 	d.oneOf("observability.log.format", "log format", o.Log.Format, "json", "text")
 	t := &o.Tracing
 	d.oneOf("observability.tracing.exporter", "exporter", t.Exporter, "none", "stdout", "otlp")
+	d.oneOf("observability.tracing.protocol", "OTLP protocol", t.Protocol, "grpc", "http")
 	if t.Exporter == "otlp" {
 		if msg := checkHostPort(t.Endpoint, false); msg != "" {
 			d.problem("observability.tracing.endpoint", "%s", msg)

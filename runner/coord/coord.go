@@ -11,6 +11,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/pacerun/pacer/observability"
 )
 
@@ -42,6 +47,8 @@ type Options struct {
 	Logger         *slog.Logger
 	// Metrics, if set, receives the lease keepalive metrics.
 	Metrics *observability.Metrics
+	// Tracer, if set, records each election and leadership term as spans.
+	Tracer trace.Tracer
 	// OnTransition, if set, is called when this replica starts (true) or
 	// stops (false) leading, with the term.
 	OnTransition func(leading bool, t *Term)
@@ -56,6 +63,7 @@ type Term struct {
 	key    string
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	span   trace.Span
 }
 
 // Context is cancelled, with the reason as its cause, when the term ends.
@@ -85,6 +93,9 @@ func New(o Options) *Coordinator {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	return &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger}
 }
@@ -146,6 +157,7 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 		}
 	}()
 	c.log.Debug("campaigning", "lease_id", fmt.Sprintf("%x", lease.ID))
+	campaigned := time.Now()
 	if err := el.Campaign(cctx, c.opts.Node); err != nil {
 		return false, fmt.Errorf("campaign: %w", err)
 	}
@@ -156,6 +168,11 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 
 	tctx, tcancel := context.WithCancelCause(context.Background())
 	t := &Term{Token: el.Rev(), Since: time.Now(), key: el.Key(), ctx: tctx, cancel: tcancel}
+	attrs := trace.WithAttributes(attribute.String("pacer.node", c.opts.Node), attribute.Int64("pacer.fencing_token", t.Token),
+		attribute.String("pacer.cluster", c.opts.Cluster))
+	_, election := c.opts.Tracer.Start(context.Background(), "pacer.election", trace.WithTimestamp(campaigned), attrs)
+	election.End()
+	_, t.span = c.opts.Tracer.Start(context.Background(), "pacer.leadership", attrs)
 	c.mu.Lock()
 	c.term = t
 	c.mu.Unlock()
@@ -220,7 +237,11 @@ func (c *Coordinator) endTerm(t *Term, cause error) {
 	level := slog.LevelWarn
 	if errors.Is(cause, errStopping) {
 		level = slog.LevelInfo
+	} else {
+		t.span.SetStatus(codes.Error, cause.Error())
 	}
+	t.span.AddEvent("leadership ended", trace.WithAttributes(attribute.String("reason", cause.Error())))
+	t.span.End()
 	c.log.Log(context.Background(), level, "leadership ended", "fencing_token", t.Token, "reason", cause.Error())
 	if c.opts.OnTransition != nil {
 		c.opts.OnTransition(false, t)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
 	"github.com/pacerun/pacer/runner/coord"
@@ -242,4 +244,38 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+func TestLeadershipIsTraced(t *testing.T) {
+	b := setup(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	c := coord.New(coord.Options{Client: b.client(t), Cluster: "test", Node: "a", LeaseTTL: 2 * time.Second, Tracer: tp.Tracer("t")})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	waitFor(t, "leadership", 10*time.Second, func() bool { return c.Term() != nil })
+	token := c.Term().Token
+	cancel()
+	<-done
+	names := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range rec.Ended() {
+		names[s.Name()] = s
+	}
+	el, term := names["pacer.election"], names["pacer.leadership"]
+	if el == nil || term == nil {
+		t.Fatalf("spans: %v", names)
+	}
+	if len(term.Events()) != 1 || term.Events()[0].Name != "leadership ended" {
+		t.Fatalf("leadership span events: %v", term.Events())
+	}
+	var gotToken int64
+	for _, a := range term.Attributes() {
+		if a.Key == "pacer.fencing_token" {
+			gotToken = a.Value.AsInt64()
+		}
+	}
+	if gotToken != token {
+		t.Fatalf("span token %d, want %d", gotToken, token)
+	}
 }

@@ -135,6 +135,7 @@ func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config) (*observability.T
 	t := cfg.Observability.Tracing
 	tr, err := observability.NewTracing(context.Background(), observability.TracingOptions{
 		Exporter: t.Exporter, Endpoint: t.Endpoint, Insecure: t.Insecure == nil || *t.Insecure,
+		Protocol: t.Protocol, Headers: t.Headers,
 		SampleRatio: ptrOr(t.SampleRatio, 1), Version: p.Version, Node: cfg.Node.Name,
 	})
 	if err != nil {
@@ -222,11 +223,13 @@ func (h *termHook) call(t *coord.Term) {
 	}
 }
 
-func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics, hook *termHook) *coord.Coordinator {
+func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics,
+	tp trace.TracerProvider, hook *termHook) *coord.Coordinator {
 	node := cfg.Node.Name
 	c := coord.New(coord.Options{
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
+		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"),
 		OnTransition: func(leading bool, t *coord.Term) {
 			if leading {
 				m.Leader.WithLabelValues(node).Set(1)
