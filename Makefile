@@ -33,8 +33,17 @@ plugins: ## build the first-party plugins into bin/plugins
 run: build ## build, then run the example config with an embedded etcd (Ctrl-C stops)
 	$(BIN)/pacer run --config $(CONFIG)
 
+.PHONY: deps
+deps: ## install the test dependencies that are not Go modules (Debian's prometheus, for promtool and live-query tests)
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+		echo "installing Debian's prometheus package (needed by the deploy/ tests)"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root, or: sudo apt-get install prometheus" >&2; exit 1; fi; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
 .PHONY: test
-test: lint ## vet, gofmt check, then every test (end-to-end included) under the race detector
+test: deps lint ## vet, gofmt check, then every test (end-to-end included) under the race detector
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 .PHONY: test-short
