@@ -76,6 +76,8 @@ type Coordinator struct {
 	prefix string
 	log    *slog.Logger
 
+	batch *batcher
+
 	mu   sync.Mutex
 	term *Term
 }
@@ -97,7 +99,9 @@ func New(o Options) *Coordinator {
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	return &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger}
+	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger}
+	c.batch = newBatcher(c)
+	return c
 }
 
 // Term returns the current term, or nil when this replica does not lead.
@@ -266,28 +270,10 @@ func (c *Coordinator) slotKey(job string, slot time.Time) string {
 
 // Claim records that t's leader runs job's slot. It returns ErrSlotTaken if
 // the slot was claimed before, and ErrNotLeader (ending t) if t is stale.
-// Claims older than the retention are pruned in the same transaction.
+// Claims made at the same time are batched into one transaction (see
+// batch.go); claims older than the retention are pruned in it.
 func (c *Coordinator) Claim(ctx context.Context, t *Term, job string, slot time.Time, claim []byte) error {
-	key := c.slotKey(job, slot)
-	oldest := c.slotKey(job, slot.Add(-c.opts.ClaimRetention))
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
-		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
-	).Then(
-		clientv3.OpPut(key, string(claim)),
-		clientv3.OpDelete(c.slotPrefix(job), clientv3.WithRange(oldest)),
-	).Else(
-		clientv3.OpGet(t.key, clientv3.WithKeysOnly()),
-	).Commit()
-	if err != nil {
-		return fmt.Errorf("claim slot %s: %w", key, err)
-	}
-	if resp.Succeeded {
-		return nil
-	}
-	return c.guardFailed(t, resp)
+	return c.batch.claim(ctx, t, job, slot, claim)
 }
 
 // Complete replaces a claimed slot's value with the run's result, under the

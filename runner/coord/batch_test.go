@@ -1,0 +1,172 @@
+package coord_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+// Many claims at one instant are batched; a batch with taken slots is
+// split so that exactly the free slots are claimed.
+func TestBatchedClaimsSplitAroundTakenSlots(t *testing.T) {
+	b := setup(t)
+	r := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	// Every third slot is taken beforehand.
+	for i := 0; i < 300; i += 3 {
+		if err := r.c.Claim(context.Background(), term, fmt.Sprintf("job-%d", i), t0, []byte("earlier")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 300)
+	for i := range 300 {
+		wg.Go(func() { errs[i] = r.c.Claim(context.Background(), term, fmt.Sprintf("job-%d", i), t0, []byte("now")) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case i%3 == 0 && !errors.Is(err, coord.ErrSlotTaken):
+			t.Fatalf("slot %d was taken, got %v", i, err)
+		case i%3 != 0 && err != nil:
+			t.Fatalf("slot %d was free, got %v", i, err)
+		}
+	}
+	resp, err := b.client(t).Get(context.Background(), "/pacer/test/slots/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range resp.Kvs {
+		var i int
+		fmt.Sscanf(string(kv.Key), "/pacer/test/slots/job-%d/", &i)
+		if want := map[bool]string{true: "earlier", false: "now"}[i%3 == 0]; string(kv.Value) != want {
+			t.Fatalf("%s = %q, want %q", kv.Key, kv.Value, want)
+		}
+	}
+}
+
+// BenchmarkClaim: slot claims through the coordinator, next to etcd's own
+// ceiling for the same guarded transactions, in one run.
+func BenchmarkClaim(b *testing.B) {
+	bb := setupB(b)
+	c := coord.New(coord.Options{Client: bb.cli, Cluster: "bench", Node: "a", LeaseTTL: 5 * time.Second, RequestTimeout: 10 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for c.Term() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	term := c.Term()
+	slot := time.Now()
+	n := 0
+	next := func() (string, time.Time) {
+		n++
+		return fmt.Sprintf("j%d", n%5000), slot.Add(time.Duration(n) * time.Second)
+	}
+
+	b.Run("coordinator/serial", func(b *testing.B) {
+		for b.Loop() {
+			job, s := next()
+			if err := c.Claim(context.Background(), term, job, s, []byte("x")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+	})
+	b.Run("coordinator/1000-concurrent", func(b *testing.B) {
+		claims := make(chan struct{}, b.N)
+		for range b.N {
+			claims <- struct{}{}
+		}
+		close(claims)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		b.ResetTimer()
+		for range 1000 {
+			wg.Go(func() {
+				for range claims {
+					mu.Lock()
+					job, s := next()
+					mu.Unlock()
+					if err := c.Claim(context.Background(), term, job, s, []byte("x")); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+	})
+	// etcd's ceiling: the same guarded transactions sent directly, one
+	// claim each (serial), and 50 claims each with 8 in flight.
+	b.Run("etcd-direct/serial", func(b *testing.B) {
+		for b.Loop() {
+			key := fmt.Sprintf("/raw/%d", n)
+			n++
+			if _, err := bb.cli.Txn(context.Background()).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+				Then(clientv3.OpPut(key, "x")).Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+	})
+	b.Run("etcd-direct/50-per-txn-8-in-flight", func(b *testing.B) {
+		batches := make(chan int, b.N/50+1)
+		for i := 0; i < b.N; i += 50 {
+			batches <- i
+		}
+		close(batches)
+		base := n
+		n += b.N + 50
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for range 8 {
+			wg.Go(func() {
+				for start := range batches {
+					var cmps []clientv3.Cmp
+					var ops []clientv3.Op
+					for k := start; k < start+50; k++ {
+						key := fmt.Sprintf("/raw/%d", base+k)
+						cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+						ops = append(ops, clientv3.OpPut(key, "x"))
+					}
+					if _, err := bb.cli.Txn(context.Background()).If(cmps...).Then(ops...).Commit(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+	})
+}
+
+type benchBundle struct{ cli *clientv3.Client }
+
+func setupB(b *testing.B) *benchBundle {
+	b.Helper()
+	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+		Name: "bench", Dir: b.TempDir(), ClientListen: freeAddrB(b), PeerListen: freeAddrB(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cli.Close() })
+	return &benchBundle{cli: cli}
+}
