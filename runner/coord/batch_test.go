@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -169,4 +170,38 @@ func setupB(b *testing.B) *benchBundle {
 	}
 	b.Cleanup(func() { cli.Close() })
 	return &benchBundle{cli: cli}
+}
+
+// BenchmarkGracefulHandover: from the leader being told to stop (no run in
+// flight) to the standby leading. The leader resigns and revokes its lease.
+func BenchmarkGracefulHandover(b *testing.B) {
+	bb := setupB(b)
+	start := func(node string, led chan<- time.Time) (stop func()) {
+		c := coord.New(coord.Options{Client: bb.cli, Cluster: "handover", Node: node, LeaseTTL: 5 * time.Second,
+			OnTransition: func(leading bool, _ *coord.Term) {
+				if leading {
+					led <- time.Now()
+				}
+			}})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Run(ctx) }()
+		return func() { cancel(); <-done }
+	}
+	led := make(chan time.Time, 2)
+	stopA := start("a", led)
+	<-led // a leads
+	var samples []time.Duration
+	for i := 0; b.Loop(); i++ {
+		stopB := start(fmt.Sprintf("b%d", i), led) // the standby
+		t0 := time.Now()
+		stopA()
+		t1 := <-led
+		samples = append(samples, t1.Sub(t0))
+		stopA = stopB
+	}
+	stopA()
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "median-ms")
+	b.ReportMetric(float64(samples[len(samples)-1].Microseconds())/1000, "worst-ms")
 }
