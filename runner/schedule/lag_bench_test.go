@@ -4,8 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -222,4 +224,25 @@ func BenchmarkMemoryPerJob(b *testing.B) {
 		}
 		b.ReportMetric(per, "B/job")
 	})
+}
+
+// BenchmarkFireLag100k: the Pacer scheduler alone with 100,000 jobs at
+// @every 1s, reporting fire lag and the process's resident memory
+// (VmRSS) at the end.
+func BenchmarkFireLag100k(b *testing.B) {
+	var p lagStats
+	for b.Loop() {
+		runtime.GC()
+		p = p.merge(measurePacer(100_000, *lagDuration))
+	}
+	p.report(b, "pacer")
+	if st, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(st), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				var kb float64
+				fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+				b.ReportMetric(kb/1024, "rss-MiB")
+			}
+		}
+	}
 }
