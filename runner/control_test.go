@@ -12,7 +12,6 @@ import (
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
-	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/schedule"
 )
@@ -219,7 +218,6 @@ func TestManualTriggerRunsOnceWithCallersCorrelationID(t *testing.T) {
 	if _, err := ctl.Trigger(context.Background(), "nope", "", "test"); err == nil {
 		t.Fatal("triggered an unknown job")
 	}
-	_ = coord.Trigger{}
 }
 
 func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {

@@ -334,7 +334,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	var final Record
 	var prev trace.SpanContext
 	for attempt := first; ; attempt++ {
-		a := &attempt_{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
+		a := &attemptRun{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
 		if attempt == first {
 			a.runID = claim.RunID
 		}
@@ -382,8 +382,8 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 	return err
 }
 
-// attempt_ is one try at running a slot.
-type attempt_ struct {
+// attemptRun is one try at running a slot.
+type attemptRun struct {
 	slot          Slot
 	term          *coord.Term
 	runID         string
@@ -394,7 +394,7 @@ type attempt_ struct {
 
 // execute runs one attempt and records it. It returns the record and the
 // attempt's span context.
-func (r *Runner) execute(ctx context.Context, a *attempt_, base Record) (Record, trace.SpanContext) {
+func (r *Runner) execute(ctx context.Context, a *attemptRun, base Record) (Record, trace.SpanContext) {
 	job := a.slot.Job
 	start := time.Now()
 	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),

@@ -196,7 +196,7 @@ func triggerCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	_, err = fmt.Fprintf(stdout, "triggered %s (trigger %s, correlation ID %s)\nfollow it with: pacer runs %s\n",
-		pos[0], fieldOr(t.TriggerID), fieldOr(t.CorrelationID), pos[0])
+		pos[0], orDash(t.TriggerID), orDash(t.CorrelationID), pos[0])
 	return err
 }
 
@@ -283,5 +283,3 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), st.LeaseTTL)
 	return err
 }
-
-func fieldOr(s string) string { return orDash(s) }
