@@ -271,6 +271,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		Leading               bool
 		LeaseTTL              string    `json:"lease_ttl"`
 		LeaderSince           time.Time `json:"leader_since"`
+		KeepaliveAge          string    `json:"keepalive_age"`
 	}
 	if raw, err := c.get("/api/v1/cluster", &st, stdout); err != nil || raw {
 		return err
@@ -279,7 +280,11 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	if st.Leading {
 		role = fmt.Sprintf("leader since %s (%s)", st.LeaderSince.Local().Format(time.DateTime), time.Since(st.LeaderSince).Round(time.Second))
 	}
-	_, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (fencing token %d)\nmembers:  %s\nlease:    %s TTL\n",
-		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), st.LeaseTTL)
+	lease := st.LeaseTTL + " TTL"
+	if st.KeepaliveAge != "" {
+		lease += ", last acknowledged keepalive sent " + st.KeepaliveAge + " ago"
+	}
+	_, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (fencing token %d)\nmembers:  %s\nlease:    %s\n",
+		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), lease)
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -76,7 +77,8 @@ type Coordinator struct {
 	prefix string
 	log    *slog.Logger
 
-	batch *batcher
+	batch   *batcher
+	lastAck atomic.Int64 // UnixNano send time of the last acknowledged keepalive, while leading
 
 	mu   sync.Mutex
 	term *Term

@@ -89,6 +89,7 @@ func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID, granted time.Time) 
 				c.keepalive("ok")
 				if b.sent.After(lastAck) {
 					lastAck = b.sent
+					c.lastAck.Store(lastAck.UnixNano())
 					deadline = b.sent.Add(ttl - margin)
 					fence.Reset(time.Until(deadline))
 				}

@@ -281,6 +281,9 @@ type ClusterState struct {
 	Leading      bool      `json:"leading"`
 	LeaseTTL     string    `json:"lease_ttl"`
 	LeaderSince  time.Time `json:"leader_since,omitzero"`
+	// KeepaliveAge is, while leading, how long ago the last acknowledged
+	// lease keepalive was sent; the replica self-fences at TTL minus a margin.
+	KeepaliveAge string `json:"keepalive_age,omitempty"`
 }
 
 // State reads the cluster's leadership state.
@@ -301,6 +304,9 @@ func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 	}
 	if t := c.Term(); t != nil {
 		st.Leading, st.LeaderSince = true, t.Since
+		if ack := c.lastAck.Load(); ack != 0 {
+			st.KeepaliveAge = time.Since(time.Unix(0, ack)).Round(time.Millisecond).String()
+		}
 	}
 	return st, nil
 }
