@@ -115,6 +115,12 @@ func TestRetriesAreLinkedAttemptsOfOneSlot(t *testing.T) {
 	if len(runs) != 3 {
 		t.Fatalf("%d pacer.run spans, want 3", len(runs))
 	}
+	// The claim is a child of the first attempt's span.
+	for _, s := range b.spans.Ended() {
+		if s.Name() == "pacer.claim" && s.Parent().SpanID().String() != runs[0] {
+			t.Fatalf("pacer.claim's parent is %s, want the first pacer.run %s", s.Parent().SpanID(), runs[0])
+		}
+	}
 }
 
 func TestPausedJobLeavesSkipRecord(t *testing.T) {

@@ -308,25 +308,34 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 
 	claim := base
 	claim.State, claim.Start, claim.RunID = "running", time.Now().UTC(), observability.NewRunID()
+	// The first attempt's span starts before the claim, so the claim is
+	// its child; a slot whose claim fails leaves that span, in error.
+	firstAttempt := &attemptRun{slot: s, term: t, runID: claim.RunID, correlationID: correlationID, number: first}
+	spanCtx, firstSpan := r.startRunSpan(ctx, firstAttempt)
 	var err error
 	if reclaimRev != 0 {
 		var b []byte
 		if b, err = json.Marshal(claim); err == nil {
-			err = r.o.Coord.Reclaim(ctx, t, job.ID, s.Time, reclaimRev, b)
+			err = r.o.Coord.Reclaim(spanCtx, t, job.ID, s.Time, reclaimRev, b)
 		}
 	} else {
-		err = r.claim(ctx, t, s, claim, tr)
+		err = r.claim(spanCtx, t, s, claim, tr)
 	}
 	if err != nil {
 		reason := SkipLockLost
 		if errors.Is(err, coord.ErrSlotTaken) {
+			reason = SkipClaimedElsewhere
+		}
+		firstSpan.SetAttributes(attribute.String("pacer.skip_reason", reason))
+		firstSpan.SetStatus(codes.Error, "slot not claimed: "+err.Error())
+		firstSpan.End()
+		r.o.Metrics.JobSkipped.WithLabelValues(job.ID, reason).Inc()
+		if reason == SkipClaimedElsewhere {
 			// Another replica (or this one, in a race with misfire
 			// catch-up) has the slot: nothing to record, it will.
-			r.o.Metrics.JobSkipped.WithLabelValues(job.ID, SkipClaimedElsewhere).Inc()
 			log.Debug("slot already claimed", "scheduled_time", s.Time)
 			return
 		}
-		r.o.Metrics.JobSkipped.WithLabelValues(job.ID, reason).Inc()
 		log.Warn("slot not run: claim failed", "scheduled_time", s.Time, "reason", reason, "error", err)
 		return
 	}
@@ -334,11 +343,13 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	var final Record
 	var prev trace.SpanContext
 	for attempt := first; ; attempt++ {
-		a := &attemptRun{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
 		if attempt == first {
-			a.runID = claim.RunID
+			final, prev = r.execute(spanCtx, firstSpan, firstAttempt, base)
+		} else {
+			a := &attemptRun{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
+			actx, span := r.startRunSpan(ctx, a)
+			final, prev = r.execute(actx, span, a, base)
 		}
-		final, prev = r.execute(ctx, a, base)
 		retry := final.State == observability.OutcomeFailure || final.State == observability.OutcomeTimeout ||
 			final.State == observability.OutcomeCrashed
 		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
@@ -392,11 +403,10 @@ type attemptRun struct {
 	prev          trace.SpanContext // the previous attempt's span, linked
 }
 
-// execute runs one attempt and records it. It returns the record and the
-// attempt's span context.
-func (r *Runner) execute(ctx context.Context, a *attemptRun, base Record) (Record, trace.SpanContext) {
+// startRunSpan starts an attempt's root span, pacer.run, linked to the
+// previous attempt's.
+func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Context, trace.Span) {
 	job := a.slot.Job
-	start := time.Now()
 	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(
 			attribute.String("pacer.job.id", job.ID),
@@ -412,7 +422,14 @@ func (r *Runner) execute(ctx context.Context, a *attemptRun, base Record) (Recor
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: a.prev,
 			Attributes: []attribute.KeyValue{attribute.String("pacer.link", "previous attempt")}}))
 	}
-	ctx, span := r.o.Tracer.Start(ctx, "pacer.run", opts...)
+	return r.o.Tracer.Start(ctx, "pacer.run", opts...)
+}
+
+// execute runs one attempt under its started span, ends the span and
+// records the attempt. It returns the record and the span's context.
+func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, base Record) (Record, trace.SpanContext) {
+	job := a.slot.Job
+	start := time.Now()
 	defer span.End()
 	traceID := span.SpanContext().TraceID().String()
 	log := r.log.With(
