@@ -42,8 +42,12 @@ deps: ## install the test dependencies that are not Go modules (Debian's prometh
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	fi
 
+.PHONY: jaeger
+jaeger: ## compile the Jaeger used by the trace end-to-end test (tools/jaeger) into Go's build cache
+	cd tools/jaeger && $(GO) build -o /dev/null github.com/jaegertracing/jaeger/cmd/jaeger
+
 .PHONY: test
-test: deps lint ## vet, gofmt check, then every test (end-to-end included) under the race detector
+test: deps lint jaeger ## vet, gofmt check, then every test (end-to-end included) under the race detector
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 .PHONY: test-short
@@ -51,7 +55,7 @@ test-short: ## unit tests only (no end-to-end processes)
 	$(GO) test -race -short ./...
 
 .PHONY: e2e
-e2e: ## only the end-to-end tests (real pacer processes, real etcd, real plugins)
+e2e: jaeger ## only the end-to-end tests (real pacer processes, real etcd, real plugins, Jaeger)
 	$(GO) test -race -count=1 -run 'TestE2E' -v ./cmd/pacer/
 
 .PHONY: bench
