@@ -137,6 +137,13 @@ func (p *proc) logs() []logLine {
 	return append([]logLine(nil), p.lines...)
 }
 
+// rawLogs returns everything the process wrote to stderr so far, JSON or not.
+func (p *proc) rawLogs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.raw, "\n")
+}
+
 // waitLogs waits until pred holds for the lines so far.
 func (p *proc) waitLogs(what string, timeout time.Duration, pred func([]logLine) bool) []logLine {
 	p.t.Helper()

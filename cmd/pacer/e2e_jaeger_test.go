@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -174,6 +175,10 @@ func tag(tags []jaegerKV, key string) (string, bool) {
 // A live runner exports a run's spans over OTLP to a real Jaeger: the trace
 // is found by the run's correlation ID, the plugin's own span hangs under the
 // RPC span under pacer.run, and no personal data reaches the backend.
+// planted is what the traced job's plugin logs, tags and returns: none of it
+// may reach the runner's logs, the run records or Jaeger.
+var planted = []string{"alice@example.com", "10.1.2.3", "4111 1111 1111 1111", "s3cr3tT0k3nValue", "hunter2"}
+
 func TestE2EJaeger(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds Jaeger (minutes, once) and starts it and a real pacer process (skipped with -short)")
@@ -245,7 +250,7 @@ jobs:
     task: span
     schedule: "@every 1s"
     timeout: 10s
-    params: {message: "mail alice@example.com ip 10.1.2.3"}
+    params: {message: "mail alice@example.com ip 10.1.2.3 card 4111 1111 1111 1111 auth Bearer s3cr3tT0k3nValue password=hunter2"}
 %s`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), otlpAddr, echoJob))
 
 	isTraced := func(l logLine) bool {
@@ -259,6 +264,29 @@ jobs:
 	if corr == "" || len(traceID) != 32 {
 		t.Fatalf("run line lacks its correlation or trace ID: %v", fin)
 	}
+	// Personal data stays out of the run records and the logs too.
+	runsResp, err := http.Get(p.httpURL + "/api/v1/runs?job=traced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	records, _ := io.ReadAll(runsResp.Body)
+	runsResp.Body.Close()
+	if !bytes.Contains(records, []byte("[email]")) || !bytes.Contains(records, []byte("[card]")) {
+		t.Fatalf("run records do not hold the masked output: %s", records)
+	}
+	logs := p.rawLogs()
+	if !strings.Contains(logs, "working on: mail [email]") {
+		t.Fatal("the plugin's log line did not reach the runner's log")
+	}
+	for _, secret := range planted {
+		if bytes.Contains(records, []byte(secret)) {
+			t.Errorf("%q reached the run records: %s", secret, records)
+		}
+		if strings.Contains(logs, secret) {
+			t.Errorf("%q reached the runner's log", secret)
+		}
+	}
+
 	// Spans are batched; shutdown flushes them.
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {
@@ -303,7 +331,7 @@ jobs:
 
 	// Personal data never reaches the backend: not in any tag, log field,
 	// process tag or name.
-	for _, secret := range []string{"alice@example.com", "10.1.2.3"} {
+	for _, secret := range planted {
 		if bytes.Contains(body, []byte(secret)) {
 			t.Errorf("%q reached Jaeger: %s", secret, body)
 		}
@@ -363,8 +391,8 @@ jobs:
 	if parent := parentOf(work); parent != "pacer.plugin.v1.TaskPlugin/Run" {
 		t.Errorf("testplugin.work's parent is %q, want the RPC span", parent)
 	}
-	if got, _ := tag(tr.Spans[work].Tags, "note"); got != "mail [email] ip [ipv4]" {
-		t.Errorf("testplugin.work note = %q, want the sanitized %q", got, "mail [email] ip [ipv4]")
+	if got, _ := tag(tr.Spans[work].Tags, "note"); got != "mail [email] ip [ipv4] card [card] auth Bearer [token] password=[redacted]" {
+		t.Errorf("testplugin.work note = %q, want the sanitized %q", got, "mail [email] ip [ipv4] card [card] auth Bearer [token] password=[redacted]")
 	}
 	if got, _ := tag(tr.Spans[work].Tags, "pacer.plugin"); got != "testplugin" {
 		t.Errorf("testplugin.work pacer.plugin = %q, want testplugin", got)

@@ -12,7 +12,8 @@
 //	env     returns the run's identity as seen through the SDK
 //	flood   logs params.count lines as fast as it can
 //	big     returns an output of params.count bytes
-//	span    starts a child span (with params.message as an attribute) through otel's global tracer
+//	span    starts a child span (params.message as an attribute and in an event) through
+//	        otel's global tracer, logs the message and returns it as output
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/pacerun/pacer/sdk"
 )
@@ -115,9 +117,11 @@ func main() {
 			"span": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
 				_, span := otel.Tracer("testplugin").Start(ctx, "testplugin.work")
 				span.SetAttributes(attribute.String("note", p.Message))
-				span.AddEvent("halfway")
+				span.AddEvent("halfway", trace.WithAttributes(attribute.String("note", p.Message)))
 				span.End()
-				resp.Output = span.SpanContext().SpanID().String()
+				sdk.Logger(ctx).Info("working on: "+p.Message, "note", p.Message)
+				resp.Output = p.Message
+				resp.Data = map[string]any{"span_id": span.SpanContext().SpanID().String()}
 				return nil
 			}),
 			"env": task(func(ctx context.Context, _ params, _ time.Duration, resp *sdk.Response) error {

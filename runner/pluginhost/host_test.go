@@ -368,7 +368,7 @@ func TestPluginSpansAreImportedUnderTheRun(t *testing.T) {
 		t.Fatalf("%d spans imported, want 1", len(imported))
 	}
 	s := imported[0]
-	if s.Name() != "testplugin.work" || s.SpanContext().SpanID().String() != res.Output ||
+	if s.Name() != "testplugin.work" || s.SpanContext().SpanID().String() != res.Data["span_id"] ||
 		s.SpanContext().TraceID() != root.SpanContext().TraceID() || !s.Parent().IsValid() {
 		t.Fatalf("span %q trace %s parent %v; want testplugin.work in trace %s", s.Name(), s.SpanContext().TraceID(), s.Parent(), root.SpanContext().TraceID())
 	}
