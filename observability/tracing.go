@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -19,14 +20,18 @@ import (
 type TracingOptions struct {
 	// Exporter is "none", "stdout" or "otlp". With "none" spans are still
 	// created, so logs carry trace IDs, but nothing is exported.
-	Exporter    string
-	Endpoint    string // otlp: host:port of the OTLP receiver
-	Insecure    bool   // otlp: plaintext
-	Protocol    string // otlp: "grpc" (default) or "http"
-	Headers     map[string]string
-	SampleRatio float64
-	Version     string
-	Node        string
+	Exporter string
+	Endpoint string // otlp: host:port of the OTLP receiver
+	Insecure bool   // otlp: plaintext
+	Protocol string // otlp: "grpc" (default) or "http"
+	Headers  map[string]string
+	// ExportTimeout bounds one export including its retries (default 10s),
+	// so a collector that is down cannot hold spans, or a shutdown, for
+	// long.
+	ExportTimeout time.Duration
+	SampleRatio   float64
+	Version       string
+	Node          string
 	// Stdout is where the stdout exporter writes; default os.Stdout.
 	Stdout io.Writer
 }
@@ -37,8 +42,13 @@ var Propagator = propagation.TraceContext{}
 // otlpExporter builds an OTLP exporter over gRPC or HTTP. Options left
 // empty fall back to the standard OTEL_EXPORTER_OTLP_* variables.
 func otlpExporter(ctx context.Context, o TracingOptions) (sdktrace.SpanExporter, error) {
+	timeout := o.ExportTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
 	if o.Protocol == "http" {
-		eo := []otlptracehttp.Option{}
+		eo := []otlptracehttp.Option{otlptracehttp.WithTimeout(timeout), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{
+			Enabled: true, InitialInterval: timeout / 10, MaxInterval: timeout / 2, MaxElapsedTime: timeout})}
 		if o.Endpoint != "" {
 			eo = append(eo, otlptracehttp.WithEndpoint(o.Endpoint))
 		}
@@ -50,7 +60,8 @@ func otlpExporter(ctx context.Context, o TracingOptions) (sdktrace.SpanExporter,
 		}
 		return otlptracehttp.New(ctx, eo...)
 	}
-	eo := []otlptracegrpc.Option{}
+	eo := []otlptracegrpc.Option{otlptracegrpc.WithTimeout(timeout), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{
+		Enabled: true, InitialInterval: timeout / 10, MaxInterval: timeout / 2, MaxElapsedTime: timeout})}
 	if o.Endpoint != "" {
 		eo = append(eo, otlptracegrpc.WithEndpoint(o.Endpoint))
 	}
@@ -100,9 +111,10 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing resource: %w", err)
 	}
-	opts := []sdktrace.TracerProviderOption{
-		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio))),
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	// OTEL_TRACES_SAMPLER, when set, wins: the SDK reads it itself.
+	if os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio))))
 	}
 	var exp sdktrace.SpanExporter
 	switch o.Exporter {
