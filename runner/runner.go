@@ -30,6 +30,7 @@ type Coordinator interface {
 	Complete(ctx context.Context, t *coord.Term, job string, slot time.Time, record []byte) error
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
 	LastSlot(ctx context.Context, job string) (coord.SlotRecord, error)
+	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
 	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, rev int64, claim []byte) error
 	ClaimTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger) error
 }
@@ -374,23 +375,56 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	}
 }
 
+// claim claims a slot (or consumes a trigger request). A failure that is
+// neither "taken" nor "not the leader" (etcd slow, electing, unreachable) is
+// retried while the term lives, so a slot is not lost to a blip: if the
+// term ends instead, the next leader's misfire catch-up finds the slot
+// unclaimed. A retry that finds the slot taken checks whether the taken
+// claim is this one, whose first attempt landed after all.
 func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *coord.Trigger) error {
 	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
 		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token)))
 	defer span.End()
-	var err error
-	if tr != nil {
-		err = r.o.Coord.ClaimTrigger(ctx, t, *tr)
-	} else {
-		var b []byte
-		if b, err = json.Marshal(rec); err == nil {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	wait := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		if tr != nil {
+			err = r.o.Coord.ClaimTrigger(ctx, t, *tr)
+		} else {
 			err = r.o.Coord.Claim(ctx, t, s.Job.ID, s.Time, b)
 		}
+		if errors.Is(err, coord.ErrSlotTaken) && try > 1 && tr == nil {
+			if v, gerr := r.o.Coord.SlotValue(ctx, s.Job.ID, s.Time); gerr == nil && claimedBy(v, rec.RunID) {
+				err = nil // our earlier try landed
+			}
+		}
+		if err == nil || errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrNotLeader) ||
+			ctx.Err() != nil || t.Context().Err() != nil {
+			break
+		}
+		span.AddEvent("claim retry", trace.WithAttributes(attribute.String("error", err.Error())))
+		r.log.Warn("slot claim failed; retrying while leadership lasts", "job", s.Job.ID,
+			"scheduled_time", s.Time, "try", try, "error", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		case <-t.Context().Done():
+		}
+		wait = min(2*wait, 2*time.Second)
 	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	return err
+}
+
+// claimedBy reports whether a stored slot record is the claim of runID.
+func claimedBy(stored []byte, runID string) bool {
+	var rec Record
+	return json.Unmarshal(stored, &rec) == nil && rec.RunID == runID
 }
 
 // attemptRun is one try at running a slot.
@@ -491,15 +525,36 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 // record stores an attempt's or skipped slot's record. It uses a fresh
 // context: the run's own may be cancelled, but the fencing guard still
 // decides whether the write lands.
+// A write that fails for a reason other than lost leadership (etcd slow or
+// electing) is retried while the term lives, for up to recordPatience.
 func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
 	b, err := json.Marshal(rec)
-	if err == nil {
-		err = r.o.Coord.RecordRun(context.Background(), t, rec.Job, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
-	}
 	if err != nil {
-		log.Warn("run record not written", "run_id", rec.RunID, "error", err)
+		log.Error("run record not encodable", "run_id", rec.RunID, "error", err)
+		return
+	}
+	give := time.Now().Add(recordPatience)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err = r.o.Coord.RecordRun(context.Background(), t, rec.Job, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, coord.ErrNotLeader) || t.Context().Err() != nil || time.Now().After(give) {
+			log.Warn("run record not written", "run_id", rec.RunID, "state", rec.State, "error", err)
+			return
+		}
+		select {
+		case <-time.After(wait):
+		case <-t.Context().Done():
+		case <-r.stopCtx.Done():
+			log.Warn("run record not written: runner stopping", "run_id", rec.RunID, "error", err)
+			return
+		}
 	}
 }
+
+// recordPatience bounds how long a record write is retried.
+const recordPatience = 30 * time.Second
 
 // skipAsync records a slot that will not run. Called with r.mu held.
 func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {

@@ -30,6 +30,21 @@ func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID, granted time.Time) 
 	c.keepaliveAge(0)
 	defer c.keepaliveAge(-1)
 
+	// Confirm the lease before guarding the term: the campaign may have
+	// waited longer than the TTL, so the grant says nothing about now.
+	sent := time.Now()
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(t.ctx), interval)
+	resp, err := c.cli.KeepAliveOnce(ctx, lease)
+	cancel()
+	if err != nil || resp.TTL <= 0 {
+		c.keepalive("error")
+		c.endTerm(t, fmt.Errorf("%w: could not confirm the lease after winning the election: %v", ErrSelfFenced, err))
+		return
+	}
+	c.keepalive("ok")
+	lastAck, deadline = sent, sent.Add(ttl-margin)
+	c.lastAck.Store(lastAck.UnixNano())
+
 	// Keepalives run in their own goroutine: one may block for a whole
 	// interval, and the fence must fire on time regardless.
 	type beat struct {

@@ -137,6 +137,20 @@ func (c *Coordinator) Reclaim(ctx context.Context, t *Term, job string, slot tim
 	return c.guardFailed(t, resp)
 }
 
+// SlotValue returns the stored claim or result of a slot, or nil.
+func (c *Coordinator) SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.slotKey(job, slot))
+	if err != nil {
+		return nil, fmt.Errorf("read slot of %s: %w", job, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0].Value, nil
+}
+
 // SetPaused pauses or resumes a job for every replica. It needs no
 // leadership: it is an operator's instruction, not a run's write.
 func (c *Coordinator) SetPaused(ctx context.Context, job string, paused bool, note []byte) error {
