@@ -58,6 +58,10 @@ test-short: ## unit tests only (no end-to-end processes)
 e2e: jaeger ## only the end-to-end tests (real pacer processes, real etcd, real plugins, Jaeger)
 	$(GO) test -race -count=1 -run 'TestE2E' -v ./cmd/pacer/
 
+.PHONY: chaos
+chaos: ## the whole fault suite: real etcd members, replicas and plugins under kill -9, SIGSTOP, partitions, latency (about 5 min)
+	$(GO) test -race -count=1 -tags chaos -run Chaos -timeout 30m -v ./cmd/pacer/
+
 .PHONY: bench
 bench: ## benchmarks (no race detector); compare runs with benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
