@@ -46,8 +46,11 @@ type Etcd struct {
 	RequestTimeout time.Duration `yaml:"request_timeout"` // default 5s
 	Username       string        `yaml:"username"`
 	PasswordEnv    string        `yaml:"password_env"` // name of env var holding the password
-	TLS            TLS           `yaml:"tls"`
-	Embedded       Embedded      `yaml:"embedded"`
+	// PasswordFile names a file holding the password (e.g. a mounted
+	// Secret); trailing newlines are ignored. Use it or password_env.
+	PasswordFile string   `yaml:"password_file"`
+	TLS          TLS      `yaml:"tls"`
+	Embedded     Embedded `yaml:"embedded"`
 }
 
 // TLS holds file names for the etcd client's TLS settings.

@@ -79,10 +79,12 @@ func (d *decoder) validateCluster(c *Cluster) {
 	d.positive("cluster.etcd.request_timeout", e.RequestTimeout)
 	d.envName("cluster.etcd.password_env", e.PasswordEnv)
 	switch {
-	case e.PasswordEnv != "" && e.Username == "":
-		d.problem("cluster.etcd.password_env", "password_env is set but username is not; etcd authentication needs both")
-	case e.Username != "" && e.PasswordEnv == "":
-		d.problem("cluster.etcd.username", "username is set but password_env is not; etcd authentication needs both")
+	case e.PasswordEnv != "" && e.PasswordFile != "":
+		d.problem("cluster.etcd.password_file", "set password_env or password_file, not both")
+	case (e.PasswordEnv != "" || e.PasswordFile != "") && e.Username == "":
+		d.problem("cluster.etcd.password_env", "a password is set but username is not; etcd authentication needs both")
+	case e.Username != "" && e.PasswordEnv == "" && e.PasswordFile == "":
+		d.problem("cluster.etcd.username", "username is set but password_env is not; etcd authentication needs both (or use password_file)")
 	}
 	switch {
 	case e.TLS.CertFile != "" && e.TLS.KeyFile == "":

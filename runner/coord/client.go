@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -18,8 +19,10 @@ type ClientOptions struct {
 	Endpoints   []string
 	DialTimeout time.Duration
 	Username    string
-	// PasswordEnv names the environment variable holding the password.
-	PasswordEnv string
+	// PasswordEnv names the environment variable holding the password;
+	// PasswordFile, a file holding it.
+	PasswordEnv  string
+	PasswordFile string
 	// CAFile, CertFile and KeyFile configure TLS; CertFile and KeyFile go
 	// together.
 	CAFile, CertFile, KeyFile string
@@ -39,6 +42,13 @@ func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 	}
 	if o.Logger != nil {
 		cfg.Logger = zap.New(newSlogCore(o.Logger.With("component", "etcd-client"), zapcore.ErrorLevel))
+	}
+	if o.PasswordFile != "" {
+		pw, err := os.ReadFile(o.PasswordFile)
+		if err != nil {
+			return cfg, fmt.Errorf("cluster.etcd.password_file: %w", err)
+		}
+		cfg.Password = strings.TrimRight(string(pw), "\r\n")
 	}
 	if o.PasswordEnv != "" {
 		pw, ok := os.LookupEnv(o.PasswordEnv)

@@ -177,7 +177,7 @@ func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger) (*clie
 		endpoints = []string{"http://" + e.Embedded.ClientListen}
 	}
 	cc, err := coord.ClientConfig(coord.ClientOptions{
-		Endpoints: endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv,
+		Endpoints: endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv, PasswordFile: e.PasswordFile,
 		CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile, Logger: log,
 	})
 	if err != nil {
