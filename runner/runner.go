@@ -581,9 +581,11 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 		return observability.OutcomeSuccess, ""
 	case err == nil:
 		// The task answered, but after its context ended: the context's
-		// end is what happened to it.
+		// end is what happened to it. The plugin enforces the deadline
+		// itself, so its answer can arrive before this side's context
+		// timer has fired: compare with the deadline too.
 		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadline(ctx):
 			return observability.OutcomeTimeout, res.TaskError
 		case ctx.Err() != nil:
 			return observability.OutcomeCanceled, res.TaskError + " (" + context.Cause(ctx).Error() + ")"
@@ -598,6 +600,13 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 	default:
 		return observability.OutcomeFailure, err.Error()
 	}
+}
+
+// pastDeadline reports whether ctx's deadline has passed, whether or not
+// its timer has fired yet.
+func pastDeadline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // backoff is the wait before attempt n+1: exponential from InitialBackoff,
