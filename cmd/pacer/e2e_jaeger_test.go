@@ -265,12 +265,22 @@ jobs:
 		t.Fatalf("run line lacks its correlation or trace ID: %v", fin)
 	}
 	// Personal data stays out of the run records and the logs too.
-	runsResp, err := http.Get(p.httpURL + "/api/v1/runs?job=traced")
-	if err != nil {
-		t.Fatal(err)
+	// The record is written just after the "run finished" line: wait for it.
+	var records []byte
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		runsResp, err := http.Get(p.httpURL + "/api/v1/runs?job=traced")
+		if err != nil {
+			t.Fatal(err)
+		}
+		records, _ = io.ReadAll(runsResp.Body)
+		runsResp.Body.Close()
+		if bytes.Contains(records, []byte(`"state":"success"`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no successful run record within 15s: %s", records)
+		}
 	}
-	records, _ := io.ReadAll(runsResp.Body)
-	runsResp.Body.Close()
 	if !bytes.Contains(records, []byte("[email]")) || !bytes.Contains(records, []byte("[card]")) {
 		t.Fatalf("run records do not hold the masked output: %s", records)
 	}
