@@ -32,11 +32,15 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	tb := mainTB{}
-	sdktest.Build(tb, dir, "github.com/pacerun/pacer/cmd/pacer")
 	must(os.MkdirAll(filepath.Join(dir, "plugins"), 0o755))
-	sdktest.Build(tb, filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/shell")
-	sdktest.Build(tb, filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/testplugin")
+	for _, b := range []struct{ dir, pkg string }{
+		{dir, "github.com/pacerun/pacer/cmd/pacer"},
+		{filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/shell"},
+		{filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/testplugin"},
+	} {
+		_, err := sdktest.BuildBinary(b.dir, b.pkg)
+		must(err)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
@@ -47,11 +51,6 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
-
-type mainTB struct{ testing.TB }
-
-func (mainTB) Helper()                   {}
-func (mainTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
 
 func must(err error) {
 	if err != nil {

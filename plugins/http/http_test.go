@@ -33,7 +33,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	pluginDir = dir
-	sdktest.Build(mainTB{}, dir, "github.com/pacerun/pacer/plugins/http")
+	if _, err := sdktest.BuildBinary(dir, "github.com/pacerun/pacer/plugins/http"); err != nil {
+		panic(err)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
@@ -44,12 +46,6 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
-
-// mainTB lets TestMain use helpers that take a testing.TB.
-type mainTB struct{ testing.TB }
-
-func (mainTB) Helper()                   {}
-func (mainTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
 
 func newHost(t *testing.T) *pluginhost.Host {
 	t.Helper()

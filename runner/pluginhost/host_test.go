@@ -32,9 +32,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	pluginDir = dir
-	tb := &mainTB{}
-	sdktest.Build(tb, dir, "github.com/pacerun/pacer/plugins/testplugin")
-	sdktest.Build(tb, dir, "github.com/pacerun/pacer/plugins/shell")
+	for _, pkg := range []string{"github.com/pacerun/pacer/plugins/testplugin", "github.com/pacerun/pacer/plugins/shell"} {
+		if _, err := sdktest.BuildBinary(dir, pkg); err != nil {
+			panic(err)
+		}
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
@@ -45,12 +47,6 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
-
-// mainTB lets TestMain use helpers that take a testing.TB.
-type mainTB struct{ testing.TB }
-
-func (mainTB) Helper()                   {}
-func (mainTB) Fatalf(f string, a ...any) { panic(f) }
 
 type bundle struct {
 	host *pluginhost.Host
