@@ -12,17 +12,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner/coord/netfault"
 )
 
 func chaosRuns() int {
@@ -129,139 +129,6 @@ func TestChaosStandbyPausedInCampaign(t *testing.T) {
 	}
 }
 
-// blackhole is a TCP proxy that can stop forwarding, as in a network
-// partition: connections stay open and bytes wait, then flow again when the
-// cut is healed (after runner/coord/fault_test.go).
-type blackhole struct {
-	ln     net.Listener
-	target string
-	cut    atomic.Bool
-	delay  atomic.Int64 // time.Duration
-	mu     sync.Mutex
-	heal   chan struct{} // closed and replaced on every heal
-	conns  []net.Conn
-	wg     sync.WaitGroup
-	closed chan struct{}
-}
-
-func newBlackhole(t *testing.T, target string) *blackhole {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackhole{ln: ln, target: target, heal: make(chan struct{}), closed: make(chan struct{})}
-	b.wg.Go(b.accept)
-	t.Cleanup(b.close)
-	return b
-}
-
-func (b *blackhole) addr() string { return b.ln.Addr().String() }
-
-func (b *blackhole) setCut(cut bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.cut.Store(cut)
-	if !cut {
-		close(b.heal)
-		b.heal = make(chan struct{})
-	}
-}
-
-// wait blocks while the link is cut; false when the proxy is closing.
-func (b *blackhole) wait() bool {
-	for b.cut.Load() {
-		b.mu.Lock()
-		heal := b.heal
-		b.mu.Unlock()
-		if !b.cut.Load() {
-			return true
-		}
-		select {
-		case <-heal:
-		case <-b.closed:
-			return false
-		}
-	}
-	return true
-}
-
-func (b *blackhole) accept() {
-	for {
-		c, err := b.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", b.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		b.mu.Lock()
-		b.conns = append(b.conns, c, up)
-		b.mu.Unlock()
-		b.wg.Go(func() { b.pipe(up, c) })
-		b.wg.Go(func() { b.pipe(c, up) })
-	}
-}
-
-// setDelay makes the proxy hold every chunk of bytes for d in each
-// direction before passing it on (latency, not bandwidth: chunks do not
-// wait for each other's delays).
-func (b *blackhole) setDelay(d time.Duration) { b.delay.Store(int64(d)) }
-
-func (b *blackhole) pipe(dst, src net.Conn) {
-	type chunk struct {
-		data []byte
-		at   time.Time
-	}
-	q := make(chan chunk, 1024)
-	b.wg.Go(func() {
-		defer dst.Close()
-		for c := range q {
-			if !b.wait() {
-				return
-			}
-			if d := time.Until(c.at.Add(time.Duration(b.delay.Load()))); d > 0 {
-				select {
-				case <-time.After(d): // the injected latency
-				case <-b.closed:
-					return
-				}
-			}
-			if _, err := dst.Write(c.data); err != nil {
-				return
-			}
-		}
-	})
-	defer close(q)
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			select {
-			case q <- chunk{data: append([]byte(nil), buf[:n]...), at: time.Now()}:
-			case <-b.closed:
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (b *blackhole) close() {
-	close(b.closed)
-	b.ln.Close()
-	b.mu.Lock()
-	for _, c := range b.conns {
-		c.Close()
-	}
-	b.mu.Unlock()
-	b.wg.Wait()
-}
-
 // Scenario 5: the leader is cut off from etcd (each replica reaches etcd
 // through its own blackhole proxy; the leader's is cut). It fences itself
 // before the standby becomes leader; after the link heals, its late
@@ -270,13 +137,13 @@ func TestChaosLeaderCutOff(t *testing.T) {
 	skipChaos(t)
 	eps := endpoints(startCluster(t, 1))
 	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	holes := map[string]*blackhole{}
+	holes := map[string]*netfault.Proxy{}
 	var ps []*proc
 	for _, name := range []string{"r1", "r2"} {
-		hole := newBlackhole(t, eps[0])
+		hole := netfault.New(t, eps[0])
 		httpAddr := freeAddr(t)
 		chaosBinaries(t)
-		p := startPacer(t, name, httpAddr, replicaConfig(t, name, httpAddr, []string{hole.addr()}, ledgerJob(path, "100ms")))
+		p := startPacer(t, name, httpAddr, replicaConfig(t, name, httpAddr, []string{hole.Addr()}, ledgerJob(path, "100ms")))
 		holes[name] = hole
 		ps = append(ps, p)
 	}
@@ -286,7 +153,7 @@ func TestChaosLeaderCutOff(t *testing.T) {
 	for range chaosRuns() {
 		old := leader
 		fault := time.Now()
-		holes[old.name].setCut(true)
+		holes[old.name].SetCut(true)
 		var f time.Duration
 		leader, f = failover(t, others(ps, old), fault, 3*time.Second)
 		res.runs++
@@ -305,7 +172,7 @@ func TestChaosLeaderCutOff(t *testing.T) {
 				leader.name, logTime(became).Sub(logTime(fenced)).Round(time.Millisecond))
 		}
 		healed := time.Now()
-		holes[old.name].setCut(false)
+		holes[old.name].SetCut(false)
 		waitRunsAfter(leader, 3, healed, 15*time.Second)
 		if leading(old.logs()) {
 			t.Errorf("%s leads again after the heal while %s leads", old.name, leader.name)
@@ -582,13 +449,13 @@ func TestChaosEtcdLatency(t *testing.T) {
 	skipChaos(t)
 	eps := endpoints(startCluster(t, 1))
 	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	holes := map[string]*blackhole{}
+	holes := map[string]*netfault.Proxy{}
 	var ps []*proc
 	chaosBinaries(t)
 	for _, name := range []string{"r1", "r2"} {
-		hole := newBlackhole(t, eps[0])
+		hole := netfault.New(t, eps[0])
 		httpAddr := freeAddr(t)
-		ps = append(ps, startPacer(t, name, httpAddr, replicaConfig(t, name, httpAddr, []string{hole.addr()}, ledgerJob(path, "100ms"))))
+		ps = append(ps, startPacer(t, name, httpAddr, replicaConfig(t, name, httpAddr, []string{hole.Addr()}, ledgerJob(path, "100ms"))))
 		holes[name] = hole
 	}
 	res := chaosResult{scenario: 10}
@@ -598,17 +465,17 @@ func TestChaosEtcdLatency(t *testing.T) {
 		// Below: both links slow, for four TTLs.
 		below := time.Now()
 		for _, h := range holes {
-			h.setDelay(100 * time.Millisecond)
+			h.SetDelay(100 * time.Millisecond)
 		}
 		waitRunsAfter(leader, 3, below.Add(2*chaosTTL), 20*time.Second)
 		noLeaderChange(t, ps, below)
 		for _, h := range holes {
-			h.setDelay(0)
+			h.SetDelay(0)
 		}
 		// Above: the leader's link slower than the keepalive timeout.
 		old := leader
 		fault := time.Now()
-		holes[old.name].setDelay(500 * time.Millisecond)
+		holes[old.name].SetDelay(500 * time.Millisecond)
 		var f time.Duration
 		leader, f = failover(t, others(ps, old), fault, 3*time.Second)
 		res.runs++
@@ -616,7 +483,7 @@ func TestChaosEtcdLatency(t *testing.T) {
 		if l, ok := firstAfter(old.logs(), fault, msgIs("leadership ended")); ok {
 			t.Logf("%s stepped down %s after the latency rose: %s", old.name, logTime(l).Sub(fault).Round(time.Millisecond), l.str("reason"))
 		}
-		holes[old.name].setDelay(0)
+		holes[old.name].SetDelay(0)
 		waitRunsAfter(leader, 2, time.Now(), 20*time.Second)
 	}
 	for _, o := range leadershipOverlaps(ps) {
