@@ -6,6 +6,9 @@
 //	etcdmember --name n1 --dir D --client 127.0.0.1:P1 --peer 127.0.0.1:P2 \
 //	    --initial-cluster n1=http://127.0.0.1:P2,n2=http://127.0.0.1:P4
 //
+// With --advertise-peer the member tells its peers to reach it at another
+// address than it listens on (a fault-injection proxy in front of it).
+//
 // It prints "ready" on stdout once the member serves clients. Restarted on
 // the same --dir it rejoins with its existing data (the initial cluster is
 // then ignored).
@@ -28,6 +31,7 @@ func main() {
 	dir := flag.String("dir", "", "data directory")
 	client := flag.String("client", "127.0.0.1:2379", "client listen host:port")
 	peer := flag.String("peer", "127.0.0.1:2380", "peer listen host:port")
+	advertise := flag.String("advertise-peer", "", "peer host:port to advertise (default: --peer)")
 	initial := flag.String("initial-cluster", "", "name=http://peer,... (default: this member alone)")
 	timeout := flag.Duration("start-timeout", 60*time.Second, "how long to wait for the member to serve")
 	flag.Parse()
@@ -47,7 +51,13 @@ func main() {
 		fail("--peer: %v", err)
 	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	apu := pu
+	if *advertise != "" {
+		if apu, err = url.Parse("http://" + *advertise); err != nil {
+			fail("--advertise-peer: %v", err)
+		}
+	}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*apu}
 	if *initial != "" {
 		cfg.InitialCluster = *initial
 	} else {

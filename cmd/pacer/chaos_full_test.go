@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,6 +279,83 @@ func etcdLeaderKill(t *testing.T, ttl time.Duration) int {
 		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
 	}
 	return failovers
+}
+
+// Scenario 6: each runner talks only to its own etcd member (as with an
+// etcd sidecar), and the runner leader's member is isolated from the other
+// two: the peer proxies cut every raft link to it, while the runner still
+// reaches the member. The member loses its raft leader, so the requests
+// that require one (keepalives, campaigns, watches) fail fast rather than
+// hang; the runner stops leading at its lease deadline, before the
+// majority's lease expiry lets a replica on the other side lead, and does
+// not lead again while isolated. After the heal its member rejoins and the
+// runner stands by. Lease TTL 5 s, as recommended with a multi-member etcd.
+func TestChaosMemberIsolated(t *testing.T) {
+	skipChaos(t)
+	const ttl = 5 * time.Second
+	mesh := netfault.NewMesh(t)
+	ms := startClusterVia(t, 3, func(m *member) string { return mesh.Add(m.name, m.peer, m.pid) })
+
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	chaosBinaries(t)
+	var ps []*proc
+	memberOf := map[*proc]*member{}
+	for i, m := range ms {
+		name := fmt.Sprintf("r%d", i+1)
+		httpAddr := freeAddr(t)
+		p := startPacer(t, name, httpAddr, replicaConfigTTL(t, name, httpAddr, []string{m.client}, ledgerJob(path, "100ms"), ttl))
+		memberOf[p] = m
+		ps = append(ps, p)
+	}
+	res := chaosResult{scenario: 6}
+	leader := waitLeader(t, ps, 30*time.Second)
+	waitRunsAfter(leader, 2, time.Time{}, 15*time.Second)
+	for range chaosRuns() {
+		old, m := leader, memberOf[leader]
+		wasEtcdLeader := etcdLeader(t, ms) == slices.Index(ms, m)
+		fault := time.Now()
+		mesh.Isolate(m.name, true)
+		var f time.Duration
+		leader, f = failoverTTL(t, others(ps, old), fault, ttl, 3*time.Second)
+		res.runs++
+		res.F = append(res.F, f)
+		stopped, ok := firstAfter(old.logs(), fault, func(l logLine) bool {
+			msg := l.str("msg")
+			return strings.HasPrefix(msg, "self-fencing:") || msg == "leadership ended"
+		})
+		became, _ := firstAfter(leader.logs(), fault, msgIs("became leader"))
+		noLeader := len(match(old.logs(), func(l logLine) bool {
+			return logTime(l).After(fault) && strings.Contains(l.str("error"), "no leader")
+		}))
+		switch {
+		case !ok:
+			t.Errorf("%s did not stop leading after its member %s was isolated", old.name, m.name)
+		case !logTime(stopped).Before(logTime(became)):
+			t.Errorf("%s stopped leading %s after %s became leader", old.name, logTime(stopped).Sub(logTime(became)), leader.name)
+		default:
+			t.Logf("isolated %s (etcd leader: %v) → %s stopped leading after %s (%q, last acknowledged keepalive sent %v before); %s led %s later; %d requests refused with \"no leader\"",
+				m.name, wasEtcdLeader, old.name, logTime(stopped).Sub(fault).Round(time.Millisecond), stopped.str("msg"), stopped["last_ack_sent"],
+				leader.name, logTime(became).Sub(logTime(stopped)).Round(time.Millisecond), noLeader)
+		}
+		// Isolated for two TTLs in all (the fault, not a wait): the
+		// replica must not lead again meanwhile.
+		time.Sleep(time.Until(fault.Add(2 * ttl)))
+		if l, ok := firstAfter(old.logs(), logTime(stopped), msgIs("became leader")); ok {
+			t.Errorf("%s led again while its member was isolated: %v", old.name, l)
+		}
+		healed := time.Now()
+		mesh.Isolate(m.name, false)
+		waitRunsAfter(leader, 3, healed, 15*time.Second)
+		if leading(old.logs()) {
+			t.Errorf("%s leads again after the heal while %s leads", old.name, leader.name)
+		}
+	}
+	res.Z = stopAll(t, ps)
+	res.checkLedger(t, path, endpoints(ms))
+	res.report(t)
+	if res.D != 0 || res.Z != 0 {
+		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
+	}
 }
 
 // outage stops the given members (kill -9 when kill, else SIGTERM), keeps

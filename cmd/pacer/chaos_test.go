@@ -88,6 +88,7 @@ type member struct {
 	t                     *testing.T
 	name, dir             string
 	client, peer, initial string
+	advertise             string // peer address others dial, if not peer (a proxy)
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -101,12 +102,24 @@ type member struct {
 // waits until all serve. They are killed when the test ends.
 func startCluster(t *testing.T, members int) []*member {
 	t.Helper()
+	return startClusterVia(t, members, nil)
+}
+
+// startClusterVia starts a cluster whose members advertise advertise(m) as
+// their peer address, when advertise is not nil.
+func startClusterVia(t *testing.T, members int, advertise func(m *member) string) []*member {
+	t.Helper()
 	chaosBinaries(t)
 	ms := make([]*member, members)
 	var initial []string
 	for i := range ms {
-		ms[i] = &member{t: t, name: fmt.Sprintf("m%d", i+1), dir: t.TempDir(), client: freeAddr(t), peer: freeAddr(t)}
-		initial = append(initial, ms[i].name+"=http://"+ms[i].peer)
+		m := &member{t: t, name: fmt.Sprintf("m%d", i+1), dir: t.TempDir(), client: freeAddr(t), peer: freeAddr(t)}
+		m.advertise = m.peer
+		if advertise != nil {
+			m.advertise = advertise(m)
+		}
+		ms[i] = m
+		initial = append(initial, m.name+"=http://"+m.advertise)
 	}
 	for _, m := range ms {
 		m.initial = strings.Join(initial, ",")
@@ -130,7 +143,7 @@ func endpoints(ms []*member) []string {
 func (m *member) launch() {
 	m.t.Helper()
 	cmd := exec.Command(chaosBuild.etcdmember, "--name", m.name, "--dir", m.dir, "--client", m.client,
-		"--peer", m.peer, "--initial-cluster", m.initial)
+		"--peer", m.peer, "--advertise-peer", m.advertise, "--initial-cluster", m.initial)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		m.t.Fatal(err)
@@ -156,6 +169,16 @@ func (m *member) launch() {
 		_ = cmd.Wait()
 		close(exited)
 	}()
+}
+
+// pid is the member's current process ID, 0 before its first launch.
+func (m *member) pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
 }
 
 func (m *member) waitReady(timeout time.Duration) {
@@ -561,13 +584,19 @@ func others(ps []*proc, not ...*proc) []*proc {
 // new leader and F (fault → its first "run started").
 func failover(t *testing.T, candidates []*proc, fault time.Time, margin time.Duration) (*proc, time.Duration) {
 	t.Helper()
-	leader := waitLeader(t, candidates, chaosTTL+margin+5*time.Second)
+	return failoverTTL(t, candidates, fault, chaosTTL, margin)
+}
+
+// failoverTTL is failover for replicas whose lease TTL is ttl.
+func failoverTTL(t *testing.T, candidates []*proc, fault time.Time, ttl, margin time.Duration) (*proc, time.Duration) {
+	t.Helper()
+	leader := waitLeader(t, candidates, ttl+margin+5*time.Second)
 	became, _ := firstAfter(leader.logs(), fault, msgIs("became leader"))
 	if became == nil {
 		t.Fatalf("%s leads, but did not become leader after the fault", leader.name)
 	}
-	if d := logTime(became).Sub(fault); d > chaosTTL+margin {
-		t.Errorf("%s became leader %s after the fault; want within TTL %s + %s", leader.name, d.Round(time.Millisecond), chaosTTL, margin)
+	if d := logTime(became).Sub(fault); d > ttl+margin {
+		t.Errorf("%s became leader %s after the fault; want within TTL %s + %s", leader.name, d.Round(time.Millisecond), ttl, margin)
 	}
 	started := waitRunsAfter(leader, 1, fault, 15*time.Second)
 	return leader, logTime(started).Sub(fault)
