@@ -642,3 +642,60 @@ func TestChaosPluginKill(t *testing.T) {
 		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
 	}
 }
+
+// Scenario 1 at the production-like lease TTL of 3 s, for the failover
+// figure: the leader of three replicas is killed (kill -9), a standby takes
+// over, the killed replica is started again as a standby, CHAOS_RUNS+2
+// times. The job's misfire policy is "once", so the new leader claims the
+// slot missed during the election at once: F is the kill to the new
+// leader's first run start, which follows its first claim by a few
+// milliseconds. Also reported: kill → "became leader".
+func TestChaosFailoverTTL3(t *testing.T) {
+	skipChaos(t)
+	const ttl = 3 * time.Second
+	eps := endpoints(startCluster(t, 1))
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	jobs := fmt.Sprintf(`
+  - id: tick
+    plugin: ledger
+    task: record
+    schedule: "@every 1s"
+    timeout: 30s
+    overlap: forbid
+    delivery: at-most-once
+    misfire: {policy: once, grace: 10s}
+    params: {path: %q, hold: "100ms"}
+`, path)
+	ps := startReplicasTTL(t, 3, eps, jobs, ttl)
+	all := slices.Clone(ps)
+	res := chaosResult{scenario: 1}
+	var elected []time.Duration
+	leader := waitLeader(t, ps, 30*time.Second)
+	waitRunsAfter(leader, 2, time.Time{}, 15*time.Second)
+	for range chaosRuns() + 2 {
+		old := leader
+		fault := time.Now()
+		old.signal(syscall.SIGKILL)
+		old.wait(10 * time.Second)
+		ps = others(ps, old)
+		var f time.Duration
+		leader, f = failoverTTL(t, ps, fault, ttl, 3*time.Second)
+		became, _ := firstAfter(leader.logs(), fault, msgIs("became leader"))
+		elected = append(elected, logTime(became).Sub(fault))
+		res.runs++
+		res.F = append(res.F, f)
+		waitRunsAfter(leader, 2, fault, 15*time.Second)
+		// The killed replica comes back as a standby.
+		httpAddr := freeAddr(t)
+		p := startPacer(t, old.name, httpAddr, replicaConfigTTL(t, old.name, httpAddr, eps, jobs, ttl))
+		p.waitLogs("the scheduler to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
+		ps, all = append(ps, p), append(all, p)
+	}
+	res.Z = stopAll(t, all)
+	res.checkLedger(t, path, eps)
+	res.report(t)
+	t.Logf("chaos: failover at lease TTL %s: kill -9 → became leader %s, → first run %s (median/worst)", ttl, fmtF(elected), fmtF(res.F))
+	if res.D != 0 || res.Z != 0 {
+		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
+	}
+}
