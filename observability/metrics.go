@@ -90,7 +90,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, nil),
 		Keepalives: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_lease_keepalives_total",
-			Help: "Lease keepalives sent while leading, by result (ok, error, timeout, lost).",
+			Help: "Lease keepalives sent while leading, by result (ok, no_leader, timeout, error, lost).",
 		}, []string{"result"}),
 		PluginUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_plugin_up",

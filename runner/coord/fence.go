@@ -112,6 +112,13 @@ func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID, granted time.Time) 
 				c.keepalive("lost")
 				c.endTerm(t, errors.New("lease lost: etcd says it expired"))
 				return
+			case errors.Is(b.err, rpctypes.ErrNoLeader):
+				// Our etcd member cannot reach a quorum (require-leader
+				// made it answer at once instead of hanging). Nothing
+				// can renew the lease until it can; the fence decides.
+				c.keepalive("no_leader")
+				c.log.Warn("lease keepalive refused: this replica's etcd member has no leader",
+					"deadline_in", time.Until(deadline).Round(time.Millisecond))
 			case errors.Is(b.err, context.DeadlineExceeded):
 				c.keepalive("timeout")
 				c.log.Warn("lease keepalive timed out", "timeout", interval, "deadline_in", time.Until(deadline).Round(time.Millisecond))
