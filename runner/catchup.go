@@ -19,7 +19,7 @@ const maxSkipRecords = 100
 // since the job's last claimed slot, while nobody led. Call it when a term
 // starts. Every slot that does not run leaves a skip record.
 func (r *Runner) CatchUp(t *coord.Term) {
-	now := time.Now()
+	now := wallNow()
 	for _, j := range r.Jobs() {
 		if t.Context().Err() != nil {
 			return

@@ -55,7 +55,7 @@ func (c *Control) view(j *Job) JobView {
 		ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Spec, Timezone: j.Timezone,
 		Timeout: j.Timeout.String(), Overlap: j.Overlap, Retries: j.Retries.Max,
 		Misfire: fmt.Sprintf("%s (grace %s)", j.Misfire.Policy, j.Misfire.Grace),
-		Paused:  paused, Running: running, NextFires: schedule.NextN(j.Schedule, time.Now(), 5),
+		Paused:  paused, Running: running, NextFires: schedule.NextN(j.Schedule, wallNow(), 5),
 	}
 }
 
@@ -94,7 +94,7 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by string) (Tr
 		correlationID = observability.NewCorrelationID()
 	}
 	tid := observability.NewRunID()
-	body, err := json.Marshal(TriggerRequest{CorrelationID: correlationID, RequestedAt: time.Now().UTC(), By: by})
+	body, err := json.Marshal(TriggerRequest{CorrelationID: correlationID, RequestedAt: wallNow().UTC(), By: by})
 	if err != nil {
 		return Triggered{}, err
 	}
@@ -109,7 +109,7 @@ func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by stri
 	if _, ok := c.Runner.Job(id); !ok {
 		return fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
-	note, _ := json.Marshal(map[string]any{"by": by, "at": time.Now().UTC()})
+	note, _ := json.Marshal(map[string]any{"by": by, "at": wallNow().UTC()})
 	return c.Store.SetPaused(ctx, id, paused, note)
 }
 

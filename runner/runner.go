@@ -308,7 +308,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	log := r.log.With("correlation_id", correlationID, "job", job.ID)
 
 	claim := base
-	claim.State, claim.Start, claim.RunID = "running", time.Now().UTC(), observability.NewRunID()
+	claim.State, claim.Start, claim.RunID = "running", wallNow().UTC(), observability.NewRunID()
 	// The first attempt's span starts before the claim, so the claim is
 	// its child; a slot whose claim fails leaves that span, in error.
 	firstAttempt := &attemptRun{slot: s, term: t, runID: claim.RunID, correlationID: correlationID, number: first}
@@ -463,7 +463,7 @@ func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Conte
 // records the attempt. It returns the record and the span's context.
 func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, base Record) (Record, trace.SpanContext) {
 	job := a.slot.Job
-	start := time.Now()
+	start, began := time.Now(), wallNow() // for the duration; for the record and the lag
 	defer span.End()
 	traceID := span.SpanContext().TraceID().String()
 	log := r.log.With(
@@ -471,16 +471,16 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		"trace_id", traceID, "span_id", span.SpanContext().SpanID().String(),
 	)
 	rec := base
-	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Start = a.runID, traceID, a.number, "running", start.UTC()
+	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Start = a.runID, traceID, a.number, "running", began.UTC()
 
 	if a.number == 1 {
-		observability.ObserveWithTrace(r.o.Metrics.ScheduleLag.WithLabelValues(job.ID), start.Sub(a.slot.Time).Seconds(), traceID)
+		observability.ObserveWithTrace(r.o.Metrics.ScheduleLag.WithLabelValues(job.ID), began.Sub(a.slot.Time).Seconds(), traceID)
 	}
 	running := r.o.Metrics.JobRunning.WithLabelValues(job.ID)
 	running.Inc()
 	defer running.Dec()
 	log.Info("run started", "plugin", job.Plugin, "task", job.Task, "scheduled_time", a.slot.Time.UTC(),
-		"attempt", a.number, "fencing_token", a.term.Token, "lag_ms", time.Since(a.slot.Time).Milliseconds())
+		"attempt", a.number, "fencing_token", a.term.Token, "lag_ms", began.Sub(a.slot.Time).Milliseconds())
 
 	var progress string
 	rctx, cancel := context.WithTimeoutCause(ctx, job.Timeout, fmt.Errorf("timed out after %s", job.Timeout))
@@ -502,7 +502,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	outcome, errText := classify(rctx, res, err)
 	elapsed := time.Since(start)
 
-	rec.State, rec.End, rec.Duration, rec.Error = outcome, time.Now().UTC(), elapsed.Round(time.Millisecond).String(), r.o.Sanitize(errText)
+	rec.State, rec.End, rec.Duration, rec.Error = outcome, wallNow().UTC(), elapsed.Round(time.Millisecond).String(), r.o.Sanitize(errText)
 	rec.Progress = r.o.Sanitize(progress)
 	if res != nil {
 		rec.Output = r.o.Sanitize(truncate(res.Output, r.o.MaxOutputBytes))
@@ -569,7 +569,7 @@ func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {
 }
 
 func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {
-	now := time.Now().UTC()
+	now := wallNow().UTC()
 	return Record{Job: s.Job.ID, ScheduledTime: s.Time.UTC(), RunID: observability.NewRunID(), Node: r.o.Node,
 		FencingToken: t.Token, State: "skipped", Reason: reason, Error: why, Start: now, End: now}
 }

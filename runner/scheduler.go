@@ -24,7 +24,7 @@ type Scheduler struct {
 // for each due slot, and onMiss (if not nil) with the number of a job's slots
 // that came and went while the scheduler could not run.
 func NewScheduler(fire func(Slot), onMiss func(*Job, int)) *Scheduler {
-	return &Scheduler{fire: fire, onMiss: onMiss, now: time.Now, wake: make(chan struct{}, 1)}
+	return &Scheduler{fire: fire, onMiss: onMiss, now: wallNow, wake: make(chan struct{}, 1)}
 }
 
 type miss struct {

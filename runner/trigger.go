@@ -54,7 +54,7 @@ func (r *Runner) HandleTriggers(pending []coord.Trigger) {
 			r.log.Warn("trigger for an unknown job dropped", "job", tr.Job, "correlation_id", req.CorrelationID)
 			continue
 		}
-		slot := time.Now().UTC().Truncate(time.Millisecond)
+		slot := wallNow().UTC().Truncate(time.Millisecond)
 		r.log.Info("manual trigger", "job", j.ID, "correlation_id", req.CorrelationID, "by", req.By)
 		r.start(t, Slot{Job: j, Time: slot}, req.CorrelationID, &tr)
 	}

@@ -83,9 +83,15 @@ type proc struct {
 // added to the environment.
 func startPacer(t *testing.T, name, httpAddr, cfg string, env ...string) *proc {
 	t.Helper()
+	return startPacerBin(t, filepath.Join(binDir, "pacer"), name, httpAddr, cfg, env...)
+}
+
+// startPacerBin is startPacer with another pacer binary (a test build).
+func startPacerBin(t *testing.T, bin, name, httpAddr, cfg string, env ...string) *proc {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".yaml")
 	must(os.WriteFile(path, []byte(cfg), 0o644))
-	cmd := exec.Command(filepath.Join(binDir, "pacer"), "run", "--config", path)
+	cmd := exec.Command(bin, "run", "--config", path)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
