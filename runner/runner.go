@@ -53,6 +53,7 @@ const (
 	SkipPaused           = "paused"
 	SkipLockLost         = "lock_lost"
 	SkipClaimedElsewhere = "claimed_elsewhere"
+	SkipTooOld           = "too_old" // before the job's kept claims: a clock far behind
 )
 
 // Options configure a Runner.
@@ -324,8 +325,11 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	}
 	if err != nil {
 		reason := SkipLockLost
-		if errors.Is(err, coord.ErrSlotTaken) {
+		switch {
+		case errors.Is(err, coord.ErrSlotTaken):
 			reason = SkipClaimedElsewhere
+		case errors.Is(err, coord.ErrSlotTooOld):
+			reason = SkipTooOld
 		}
 		firstSpan.SetAttributes(attribute.String("pacer.skip_reason", reason))
 		firstSpan.SetStatus(codes.Error, "slot not claimed: "+err.Error())
@@ -335,6 +339,11 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			// Another replica (or this one, in a race with misfire
 			// catch-up) has the slot: nothing to record, it will.
 			log.Debug("slot already claimed", "scheduled_time", s.Time)
+			return
+		}
+		if reason == SkipTooOld {
+			log.Warn("slot not run: older than the claims the cluster keeps, so it may have run; is this replica's clock behind?",
+				"scheduled_time", s.Time, "reason", reason, "error", err)
 			return
 		}
 		log.Warn("slot not run: claim failed", "scheduled_time", s.Time, "reason", reason, "error", err)
@@ -401,7 +410,7 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 				err = nil // our earlier try landed
 			}
 		}
-		if err == nil || errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrNotLeader) ||
+		if err == nil || errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrSlotTooOld) ||
 			ctx.Err() != nil || t.Context().Err() != nil {
 			break
 		}

@@ -3,6 +3,9 @@ package coord
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,8 +14,8 @@ import (
 
 // Claims that arrive together (slots due at one instant) are batched into
 // one transaction. etcd allows 128 operations per transaction by default;
-// a claim needs one compare, one put and at most one prune, so a batch
-// holds at most maxBatch claims.
+// a claim needs one compare, one put and at most a prune and a horizon
+// put, so a batch holds at most maxBatch claims.
 const (
 	maxBatch    = 50
 	maxInFlight = 8 // batches pipelined at once
@@ -37,6 +40,22 @@ type batcher struct {
 	queue []*claimReq
 	slots chan struct{} // in-flight limit
 	kick  chan struct{}
+
+	hmu      sync.Mutex
+	horizons *horizons // of the term that last claimed
+}
+
+// horizons caches each job's claim horizon for one term: claims of slots
+// before it have been pruned, so whether such a slot ran is unknown, and it
+// is refused (ErrSlotTooOld) rather than run a second time. Without this, a
+// leader whose wall clock is more than the retention behind would find the
+// slot keys gone and run those slots again. Only the leader prunes, under
+// its fencing guard, so the values read when a term starts stay exact for
+// the term, and prunes of one job are serialised (pruning).
+type horizons struct {
+	term    *Term
+	ns      map[string]int64 // job → horizon (UnixNano)
+	pruning map[string]bool  // a transaction moving this job's horizon is in flight
 }
 
 func newBatcher(c *Coordinator) *batcher {
@@ -101,14 +120,27 @@ func (b *batcher) run(batch []*claimReq) {
 
 func (b *batcher) commit(t *Term, rs []*claimReq) {
 	c := b.c
+	h, err := b.horizonsOf(t)
+	if err != nil {
+		for _, r := range rs {
+			r.done <- err
+		}
+		return
+	}
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
 	var puts []clientv3.Op
 	elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
 	oldest := map[string]time.Time{}
 	seen := map[string]bool{}
 	var live []*claimReq // the requests this transaction decides, in Else order
+	b.hmu.Lock()
 	for _, r := range rs {
 		key := c.slotKey(r.job, r.slot)
+		if r.slot.UnixNano() < h.ns[r.job] {
+			r.done <- fmt.Errorf("%w: slot %s, claims before %s pruned", ErrSlotTooOld,
+				r.slot.UTC().Format(time.RFC3339Nano), time.Unix(0, h.ns[r.job]).UTC().Format(time.RFC3339))
+			continue
+		}
 		if seen[key] { // the same slot twice in one batch: the first wins
 			r.done <- ErrSlotTaken
 			continue
@@ -122,13 +154,31 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 			oldest[r.job] = r.slot
 		}
 	}
+	// Prune each job's claims older than the retention before its oldest
+	// slot in the batch (so no delete range covers a key the batch puts),
+	// and move its horizon there; at most every retention/24 of slot time
+	// per job, and one such transaction per job at a time.
+	moved := map[string]int64{}
+	for job, slot := range oldest {
+		to := slot.Add(-c.opts.ClaimRetention).UnixNano()
+		if h.pruning[job] || to < h.ns[job]+int64(c.opts.ClaimRetention/24) {
+			continue
+		}
+		h.pruning[job], moved[job] = true, to
+		puts = append(puts,
+			clientv3.OpDelete(c.slotPrefix(job), clientv3.WithRange(c.slotKey(job, time.Unix(0, to)))),
+			clientv3.OpPut(c.horizonKey(job), strconv.FormatInt(to, 10)))
+	}
+	b.hmu.Unlock()
+	defer func() {
+		b.hmu.Lock()
+		for job := range moved {
+			h.pruning[job] = false
+		}
+		b.hmu.Unlock()
+	}()
 	if len(live) == 0 {
 		return
-	}
-	// Prune each job's old claims once, below its oldest slot in the batch,
-	// so no delete range covers a key the batch puts.
-	for job, slot := range oldest {
-		puts = append(puts, clientv3.OpDelete(c.slotPrefix(job), clientv3.WithRange(c.slotKey(job, slot.Add(-c.opts.ClaimRetention)))))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
 	defer cancel()
@@ -140,6 +190,9 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 		return
 	}
 	if resp.Succeeded {
+		b.hmu.Lock()
+		maps.Copy(h.ns, moved)
+		b.hmu.Unlock()
 		for _, r := range live {
 			r.done <- nil
 		}
@@ -163,4 +216,40 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 	if len(retry) > 0 {
 		b.commit(t, retry)
 	}
+}
+
+// horizonsOf returns t's horizons, reading every job's from etcd the first
+// time t claims.
+func (b *batcher) horizonsOf(t *Term) (*horizons, error) {
+	b.hmu.Lock()
+	h := b.horizons
+	b.hmu.Unlock()
+	if h != nil && h.term == t {
+		return h, nil
+	}
+	if t.ctx.Err() != nil {
+		return nil, ErrNotLeader // the term has ended
+	}
+	c := b.c
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.horizonPrefix(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read claim horizons: %w", err)
+	}
+	h = &horizons{term: t, ns: map[string]int64{}, pruning: map[string]bool{}}
+	for _, kv := range resp.Kvs {
+		ns, err := strconv.ParseInt(string(kv.Value), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad claim horizon %s=%q", kv.Key, kv.Value)
+		}
+		h.ns[strings.TrimPrefix(string(kv.Key), c.horizonPrefix())] = ns
+	}
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	if b.horizons != nil && b.horizons.term == t {
+		return b.horizons, nil // another batch of t read them first
+	}
+	b.horizons = h
+	return h, nil
 }

@@ -27,6 +27,9 @@ var (
 	ErrNotLeader = errors.New("not the leader: fencing token is stale")
 	// ErrSlotTaken means another claim for the slot exists.
 	ErrSlotTaken = errors.New("slot already claimed")
+	// ErrSlotTooOld means the slot is older than the job's kept claims
+	// (ClaimRetention), so whether it ran is unknown: it must not run.
+	ErrSlotTooOld = errors.New("slot older than the kept claims")
 )
 
 // errStopping ends a term because the runner is shutting down.
@@ -265,6 +268,8 @@ func (c *Coordinator) closeSession(s *concurrency.Session) {
 }
 
 func (c *Coordinator) slotPrefix(job string) string { return c.prefix + "slots/" + job + "/" }
+func (c *Coordinator) horizonPrefix() string        { return c.prefix + "horizons/" }
+func (c *Coordinator) horizonKey(job string) string { return c.horizonPrefix() + job }
 
 func (c *Coordinator) slotKey(job string, slot time.Time) string {
 	return fmt.Sprintf("%s%019d", c.slotPrefix(job), slot.UnixNano())

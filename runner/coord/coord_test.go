@@ -236,6 +236,25 @@ func TestClaimsOlderThanRetentionArePruned(t *testing.T) {
 	if len(resp.Kvs) != 2 {
 		t.Fatalf("%d claims kept, want 2 (retention 1h)", len(resp.Kvs))
 	}
+
+	// The pruned slot's key is gone, but it ran: a clock that far behind
+	// must not run it again, in this term or the next.
+	if err := r.c.Claim(context.Background(), term, "job", t0, []byte("again")); !errors.Is(err, coord.ErrSlotTooOld) {
+		t.Fatalf("claim of a pruned slot: %v, want ErrSlotTooOld", err)
+	}
+	r.close()
+	next := b.replica(t, "b")
+	waitFor(t, "b leads", 10*time.Second, func() bool { return next.c.Term() != nil })
+	if err := next.c.Claim(context.Background(), next.c.Term(), "job", t0, []byte("again")); !errors.Is(err, coord.ErrSlotTooOld) {
+		t.Fatalf("claim of a pruned slot in the next term: %v, want ErrSlotTooOld", err)
+	}
+	// Slots at or after the horizon (t0+30m) are decided by their keys.
+	if err := next.c.Claim(context.Background(), next.c.Term(), "job", t0.Add(30*time.Minute), []byte("again")); !errors.Is(err, coord.ErrSlotTaken) {
+		t.Fatalf("claim of a kept slot: %v, want ErrSlotTaken", err)
+	}
+	if err := next.c.Claim(context.Background(), next.c.Term(), "job", t0.Add(31*time.Minute), []byte("x")); err != nil {
+		t.Fatalf("claim of a new slot after the horizon: %v", err)
+	}
 }
 
 func freeAddrB(b *testing.B) string {

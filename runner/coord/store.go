@@ -15,6 +15,7 @@ import (
 //
 //	leader/<lease>           election keys; the oldest leads
 //	slots/<job>/<unix ns>    slot claims, then the slot's final record
+//	horizons/<job>           unix ns before which the job's claims were pruned
 //	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time)
 //	paused/<job>             present while the job is paused
 //	triggers/<job>/<id>      manual trigger requests, consumed by the leader
