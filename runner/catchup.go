@@ -24,7 +24,7 @@ func (r *Runner) CatchUp(t *coord.Term) {
 		if t.Context().Err() != nil {
 			return
 		}
-		lastRec, err := r.o.Coord.LastSlot(t.Context(), j.ID)
+		lastRec, err := r.o.Coord.LastSlot(t.Context(), j.ID, now)
 		if err != nil {
 			r.log.Warn("misfire check failed", "job", j.ID, "error", err)
 			continue

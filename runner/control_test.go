@@ -144,13 +144,19 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 		grace   time.Duration
 		minRuns int
 		maxRuns int
+		ahead   bool // a leader whose clock ran an hour ahead also claimed a slot early
 	}{
-		{runner.MisfireSkip, time.Hour, 0, 0},
-		{runner.MisfireOnce, time.Hour, 1, 1},
-		{runner.MisfireOnce, 0, 0, 0}, // nothing within the grace window
-		{runner.MisfireAll, 4 * time.Second, 3, 5},
+		{runner.MisfireSkip, time.Hour, 0, 0, false},
+		{runner.MisfireOnce, time.Hour, 1, 1, false},
+		{runner.MisfireOnce, 0, 0, 0, false}, // nothing within the grace window
+		{runner.MisfireAll, 4 * time.Second, 3, 5, false},
+		{runner.MisfireOnce, time.Hour, 1, 1, true},
 	} {
-		t.Run(tc.policy+"/grace="+tc.grace.String(), func(t *testing.T) {
+		name := tc.policy + "/grace=" + tc.grace.String()
+		if tc.ahead {
+			name += "/early-claim"
+		}
+		t.Run(name, func(t *testing.T) {
 			b, tasks := setupScripted(t)
 			term := b.waitLeader(t)
 			j := &runner.Job{ID: "m", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Minute,
@@ -160,6 +166,11 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 			last := time.Now().Truncate(time.Second).Add(-10 * time.Second)
 			if err := b.coord.Claim(context.Background(), term, "m", last, []byte(`{}`)); err != nil {
 				t.Fatal(err)
+			}
+			if tc.ahead {
+				if err := b.coord.Claim(context.Background(), term, "m", last.Add(time.Hour), []byte(`{}`)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			b.r.CatchUp(term)
 			stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -191,7 +202,7 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 			if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("m", runner.SkipMisfire)); int(got) != len(skipped) {
 				t.Fatalf("skipped{misfire} = %v, records %d", got, len(skipped))
 			}
-			if latest, _ := b.coord.LastSlot(context.Background(), "m"); !latest.Time.After(last) {
+			if latest, _ := b.coord.LastSlot(context.Background(), "m", time.Now().Add(time.Minute)); !latest.Time.After(last) {
 				t.Fatal("last claimed slot did not advance: the next leader would count these slots again")
 			}
 		})
@@ -247,7 +258,7 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 			b.r.Stop(stop)
 
 			calls := tasks.called()
-			last, err := b.coord.LastSlot(context.Background(), "d")
+			last, err := b.coord.LastSlot(context.Background(), "d", time.Now().Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}

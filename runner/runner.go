@@ -29,7 +29,7 @@ type Coordinator interface {
 	Claim(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte) error
 	Complete(ctx context.Context, t *coord.Term, job string, slot time.Time, record []byte) error
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
-	LastSlot(ctx context.Context, job string) (coord.SlotRecord, error)
+	LastSlot(ctx context.Context, job string, before time.Time) (coord.SlotRecord, error)
 	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
 	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, rev int64, claim []byte) error
 	ClaimTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger) error

@@ -97,12 +97,14 @@ type SlotRecord struct {
 	Revision int64
 }
 
-// LastSlot returns the latest slot claimed for job; its Time is zero when
-// the job never ran.
-func (c *Coordinator) LastSlot(ctx context.Context, job string) (SlotRecord, error) {
+// LastSlot returns the latest slot claimed for job before the instant
+// before; its Time is zero when there is none. Slots at or after before
+// are left out: a leader whose clock ran ahead may have claimed them early,
+// and they say nothing about what was missed up to now.
+func (c *Coordinator) LastSlot(ctx context.Context, job string, before time.Time) (SlotRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Get(ctx, c.slotPrefix(job), clientv3.WithPrefix(),
+	resp, err := c.cli.Get(ctx, c.slotPrefix(job), clientv3.WithRange(c.slotKey(job, before)),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
 	if err != nil {
 		return SlotRecord{}, fmt.Errorf("read last slot of %s: %w", job, err)
