@@ -115,6 +115,10 @@ func New(o Options) *Runner {
 		jobs: map[string]*Job{}, paused: map[string]bool{},
 		running: map[string]map[string]context.CancelFunc{}, triggers: map[string]bool{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
+	r.sched.onStepBack = func(d time.Duration) {
+		r.log.Warn("wall clock stepped back; every job's next slot computed again from the new time",
+			"step", d.Round(time.Millisecond))
+	}
 	return r
 }
 

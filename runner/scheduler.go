@@ -3,6 +3,7 @@ package runner
 import (
 	"container/heap"
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -12,19 +13,32 @@ import (
 type Scheduler struct {
 	fire   func(Slot)
 	onMiss func(*Job, int)
-	now    func() time.Time
+	now    func() time.Time // the wall clock
+	mono   func() time.Time // a reading of the monotonic clock
+	// onStepBack, if set, hears of a wall clock stepped back by d.
+	onStepBack func(d time.Duration)
 
 	mu     sync.Mutex
 	jobs   entryHeap
 	popped []*entry // scratch for fireDue
 	wake   chan struct{}
+	// The clocks at the last fireDue, to notice the wall clock stepping back.
+	lastWall, lastMono time.Time
 }
+
+// A wall clock that falls behind the monotonic clock by more than
+// stepTolerance between two looks has been stepped back; maxWait bounds how
+// long the scheduler sleeps without looking.
+const (
+	stepTolerance = time.Second
+	maxWait       = time.Minute
+)
 
 // NewScheduler returns a Scheduler that calls fire (which must not block)
 // for each due slot, and onMiss (if not nil) with the number of a job's slots
 // that came and went while the scheduler could not run.
 func NewScheduler(fire func(Slot), onMiss func(*Job, int)) *Scheduler {
-	return &Scheduler{fire: fire, onMiss: onMiss, now: wallNow, wake: make(chan struct{}, 1)}
+	return &Scheduler{fire: fire, onMiss: onMiss, now: wallNow, mono: time.Now, wake: make(chan struct{}, 1)}
 }
 
 type miss struct {
@@ -91,8 +105,22 @@ func (s *Scheduler) Run(ctx context.Context) {
 // does not wait for 9,999 schedule computations. fire must not block.
 func (s *Scheduler) fireDue() time.Duration {
 	var misses []miss
-	now := s.now()
+	now, mono := s.now(), s.mono()
 	s.mu.Lock()
+	back := mono.Sub(s.lastMono) - now.Sub(s.lastWall)
+	stepped := !s.lastWall.IsZero() && back > stepTolerance
+	if stepped {
+		// The wall clock was stepped back (NTP correcting a clock that ran
+		// ahead): compute every job's next slot from the corrected time, or
+		// the jobs would wait out the whole step. Slots this re-lives that
+		// already ran find their claims taken, or too old to claim.
+		for _, e := range s.jobs {
+			e.next = e.job.Schedule.Next(now)
+		}
+		s.jobs = slices.DeleteFunc(s.jobs, func(e *entry) bool { return e.next.IsZero() })
+		heap.Init(&s.jobs)
+	}
+	s.lastWall, s.lastMono = now, mono
 	fired := s.popped[:0]
 	for len(s.jobs) > 0 && !s.jobs[0].next.After(now) {
 		e := heap.Pop(&s.jobs).(*entry)
@@ -119,11 +147,14 @@ func (s *Scheduler) fireDue() time.Duration {
 	}
 	clear(fired)
 	s.popped = fired
-	wait := time.Hour
+	wait := maxWait // look at the clocks at least this often
 	if len(s.jobs) > 0 {
-		wait = s.jobs[0].next.Sub(now)
+		wait = min(wait, s.jobs[0].next.Sub(now))
 	}
 	s.mu.Unlock()
+	if stepped && s.onStepBack != nil {
+		s.onStepBack(back)
+	}
 	for _, m := range misses {
 		s.onMiss(m.job, m.n)
 	}

@@ -55,3 +55,48 @@ func TestSchedulerFiresDueSlotsInOrderAndReportsMisses(t *testing.T) {
 		t.Fatalf("one-off job not removed after firing: %d jobs", len(s.jobs))
 	}
 }
+
+// A wall clock stepped back (its monotonic clock did not) makes the
+// scheduler compute next slots from the corrected time, instead of waiting
+// out the step; a step within the tolerance changes nothing.
+func TestSchedulerFollowsWallClockSteppedBack(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	wall, mono := t0, t0
+	var fired []string
+	var steps []time.Duration
+	s := NewScheduler(func(sl Slot) { fired = append(fired, sl.Time.Format("15:04:05")) }, nil)
+	s.now = func() time.Time { return wall }
+	s.mono = func() time.Time { return mono }
+	s.onStepBack = func(d time.Duration) { steps = append(steps, d) }
+	s.Set([]*Job{{ID: "a", Schedule: schedule.Every(time.Second)}})
+
+	// advance moves both clocks by d, and the wall clock by step more.
+	advance := func(d, step time.Duration) time.Duration {
+		fired = nil
+		wall, mono = wall.Add(d+step), mono.Add(d)
+		return s.fireDue()
+	}
+	// The clock jumps an hour ahead: the first due slot fires, the rest
+	// are reported missed, and the next slot is an hour on.
+	advance(time.Second, time.Hour)
+	if !slices.Equal(fired, []string{"12:00:01"}) || s.jobs[0].next.Format("15:04:05") != "13:00:02" {
+		t.Fatalf("after the jump ahead fired %v, next %v", fired, s.jobs[0].next)
+	}
+	// Corrected: back by an hour. The next slot is a second after the
+	// corrected time, not an hour away.
+	if wait := advance(0, -time.Hour); wait > time.Second {
+		t.Fatalf("after the step back the scheduler waits %s", wait)
+	}
+	if len(steps) != 1 || steps[0] != time.Hour {
+		t.Fatalf("steps heard: %v, want [1h]", steps)
+	}
+	if advance(time.Second, 0); !slices.Equal(fired, []string{"12:00:02"}) {
+		t.Fatalf("after the correction fired %v, want the slot at 12:00:02", fired)
+	}
+	// Jitter below the tolerance is no step.
+	advance(time.Second, -500*time.Millisecond)
+	if len(steps) != 1 {
+		t.Fatalf("a 500ms slew counted as a step: %v", steps)
+	}
+}
