@@ -22,11 +22,15 @@
 // A slot is (job ID, scheduled time). Claiming one is a single transaction:
 //
 //	If(CreateRevision(leader key) == token && CreateRevision(slot key) == 0)
-//	Then(Put(slot key, claim), Delete(this job's claims older than retention))
+//	Then(Put(slot key, claim),
+//	     [Delete(this job's claims older than retention), Put(job's horizon)])
 //
 // so two replicas can never both claim a slot, whatever either believes about
 // its own leadership: a replica whose lease expired no longer has its key, and
-// its transaction fails. Results are written back under the same guard.
+// its transaction fails. Results are written back under the same guard. A
+// pruned slot's key is gone, so the job's horizon (where its claims were cut)
+// is kept, and slots before it are refused, not claimed: a clock far behind
+// cannot run them again (batch.go).
 //
 // Lease and self-fencing: the lease is granted by us with a timeout
 // (NewSession alone can hang on Grant). While leading, guard (fence.go) sends
