@@ -13,11 +13,14 @@ import (
 )
 
 // Claims that arrive together (slots due at one instant) are batched into
-// one transaction. etcd allows 128 operations per transaction by default;
-// a claim needs one compare, one put and at most a prune and a horizon
-// put, so a batch holds at most maxBatch claims.
+// one transaction. etcd allows 128 operations in each of a transaction's
+// compare, success and failure lists by default. A claim needs one compare,
+// one put and one failure-branch get, and moving a job's horizon two more
+// puts (a prune and the horizon), so a batch holds at most maxBatch claims
+// and moves horizons only while its success list stays within maxTxnOps.
 const (
 	maxBatch    = 50
+	maxTxnOps   = 128
 	maxInFlight = 8 // batches pipelined at once
 )
 
@@ -161,8 +164,8 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 	moved := map[string]int64{}
 	for job, slot := range oldest {
 		to := slot.Add(-c.opts.ClaimRetention).UnixNano()
-		if h.pruning[job] || to < h.ns[job]+int64(c.opts.ClaimRetention/24) {
-			continue
+		if h.pruning[job] || to < h.ns[job]+int64(c.opts.ClaimRetention/24) || len(puts)+2 > maxTxnOps {
+			continue // a later batch prunes it
 		}
 		h.pruning[job], moved[job] = true, to
 		puts = append(puts,

@@ -55,6 +55,40 @@ func TestBatchedClaimsSplitAroundTakenSlots(t *testing.T) {
 	}
 }
 
+// A thousand jobs claimed at once for the first time: each first claim also
+// moves the job's horizon (a prune and a put), which must not push a batch
+// past etcd's 128 operations per transaction.
+func TestFirstClaimsOfManyJobsFitTheTxnLimit(t *testing.T) {
+	b := setup(t)
+	r := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	const n = 1000
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = r.c.Claim(context.Background(), term, fmt.Sprintf("job-%d", i), t0, []byte("x")) })
+	}
+	wg.Wait()
+	failed := 0
+	for i, err := range errs {
+		if err != nil {
+			if failed++; failed <= 3 {
+				t.Errorf("job-%d: %v", i, err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d first claims failed", failed, n)
+	}
+	resp, err := b.client(t).Get(context.Background(), "/pacer/test/horizons/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d jobs have a horizon after their first claim (the rest move it on a later claim)", resp.Count, n)
+}
+
 // BenchmarkClaim: slot claims through the coordinator, next to etcd's own
 // ceiling for the same guarded transactions, in one run.
 func BenchmarkClaim(b *testing.B) {
