@@ -266,7 +266,7 @@ func TestChaosClockJumps(t *testing.T) {
 	takeOver(r3, fault, r3.proc)
 
 	res.Z = stopAll(t, ps)
-	checkClockLedger(t, &res, path, eps, time.Now().Add(10*time.Minute))
+	res.checkLedgerUntil(t, path, eps, time.Now().Add(10*time.Minute))
 
 	// Every refused claim is of a slot that ran once, before the refusal,
 	// or whose claim's run never finished (its runner was killed).
@@ -295,61 +295,4 @@ func TestChaosClockJumps(t *testing.T) {
 	if res.D != 0 || res.M != 0 || res.Z != 0 {
 		t.Fatalf("D=%d M=%d Z=%d, want 0", res.D, res.M, res.Z)
 	}
-}
-
-// checkClockLedger computes D (no (job, slot) may be accepted twice) and M:
-// slots of the job from the ledger's first to its last before horizon that
-// have neither a ledger line nor a record in etcd accounting for them. The
-// slots after horizon (run an hour early) are not counted: the slots
-// between them and the rest have not come due.
-func checkClockLedger(t *testing.T, res *chaosResult, path string, eps []string, horizon time.Time) {
-	t.Helper()
-	res.entries = readLedger(t, path)
-	type key struct {
-		job  string
-		slot time.Time
-	}
-	accepted := map[key]int{}
-	seen := map[time.Time]bool{}
-	var first, last time.Time
-	beyond := 0
-	for _, e := range res.entries {
-		s := e.ScheduledTime.UTC()
-		seen[s] = true
-		if e.Accepted {
-			accepted[key{e.Job, s}]++
-		}
-		if first.IsZero() || s.Before(first) {
-			first = s
-		}
-		switch {
-		case s.After(horizon):
-			beyond++
-		case s.After(last):
-			last = s
-		}
-	}
-	res.D = 0
-	for k, n := range accepted {
-		if n > 1 {
-			res.D++
-			t.Errorf("job %s slot %s: %d accepted executions", k.job, k.slot.Format(time.RFC3339Nano), n)
-		}
-	}
-	skipped, err := skipRecords(eps, "tick")
-	if err != nil {
-		t.Logf("M not measured: %v", err)
-		res.M = -1
-		return
-	}
-	res.M = 0
-	var missing []string
-	for s := first; !s.After(last); s = s.Add(time.Second) {
-		if !seen[s] && !skipped[s] {
-			res.M++
-			missing = append(missing, s.Format(time.TimeOnly))
-		}
-	}
-	t.Logf("ledger: %d lines, %d of slots far ahead; M=%d unaccounted slots from %s to %s: %s", len(res.entries), beyond,
-		res.M, first.Format(time.TimeOnly), last.Format(time.TimeOnly), strings.Join(missing, " "))
 }

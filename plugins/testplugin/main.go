@@ -10,6 +10,9 @@
 //	panic   panics inside the task
 //	stdout  writes params.message to stdout, then succeeds
 //	env     returns the run's identity as seen through the SDK
+//	stamp   appends one JSON line per run to params.path: the job, the slot's
+//	        scheduled time and the time the task started, both in Unix ns, the
+//	        run ID, the attempt and the pid (for cmd/pacer's BenchmarkE2EJobs)
 //	flood   logs params.count lines as fast as it can
 //	big     returns an output of params.count bytes
 //	span    starts a child span (params.message as an attribute and in an event) through
@@ -18,6 +21,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -35,6 +39,7 @@ type params struct {
 	Message  string `json:"message"`
 	Duration string `json:"duration"`
 	Count    int    `json:"count"`
+	Path     string `json:"path"`
 }
 
 func decode(req *sdk.Request) (params, time.Duration, error) {
@@ -60,6 +65,42 @@ func task(fn func(ctx context.Context, p params, d time.Duration, resp *sdk.Resp
 		}
 		return fn(ctx, p, d, resp)
 	})
+}
+
+// stamp is the stamp task: it reads the clock first, so that the recorded
+// start is as close as the plugin gets to the moment the run reached it. The
+// line goes out in one write to a file opened with O_APPEND, so on a local
+// Linux file system concurrent runs do not interleave and need no lock.
+func stamp(ctx context.Context, req *sdk.Request, _ *sdk.Response) error {
+	start := time.Now()
+	p, _, err := decode(req)
+	if err != nil {
+		return err
+	}
+	if p.Path == "" {
+		return fmt.Errorf("%w: path is required", sdk.ErrInvalidParams)
+	}
+	info := sdk.Info(ctx)
+	line, err := json.Marshal(struct {
+		Job     string `json:"job"`
+		SlotNS  int64  `json:"slot_ns"`
+		StartNS int64  `json:"start_ns"`
+		RunID   string `json:"run_id"`
+		Attempt int    `json:"attempt"`
+		PID     int    `json:"pid"`
+	}{info.JobID, info.ScheduledTime.UnixNano(), start.UnixNano(), info.RunID, info.Attempt, os.Getpid()})
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p.Path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func main() {
@@ -124,6 +165,7 @@ func main() {
 				resp.Data = map[string]any{"span_id": span.SpanContext().SpanID().String()}
 				return nil
 			}),
+			"stamp": sdk.TaskFunc(stamp),
 			"env": task(func(ctx context.Context, _ params, _ time.Duration, resp *sdk.Response) error {
 				info := sdk.Info(ctx)
 				resp.Data = map[string]any{
