@@ -27,8 +27,8 @@ type Coordinator interface {
 	// Term returns the current leadership term, or nil when not leading.
 	Term() *coord.Term
 	Claim(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte) error
-	Complete(ctx context.Context, t *coord.Term, job string, slot time.Time, record []byte) error
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
+	FinishSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
 	LastSlot(ctx context.Context, job string, before time.Time) (coord.SlotRecord, error)
 	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
 	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, rev int64, claim []byte) error
@@ -369,6 +369,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
 			break
 		}
+		r.record(t, final, log) // this attempt's; the last one is recorded with the slot's result
 		wait := backoff(job.Retries, attempt)
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
 		select {
@@ -379,13 +380,13 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			break
 		}
 	}
-	if tr == nil {
-		if b, err := json.Marshal(final); err == nil {
-			if err := r.o.Coord.Complete(context.Background(), t, job.ID, s.Time, b); err != nil {
-				log.Warn("slot result not recorded", "error", err)
-			}
-		}
+	if tr != nil { // a manual trigger has no slot claim to complete
+		r.record(t, final, log)
+		return
 	}
+	r.write(t, final, log, func(b []byte) error {
+		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+	})
 }
 
 // claim claims a slot (or consumes a trigger request). A failure that is
@@ -531,16 +532,22 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		span.SetStatus(codes.Error, r.o.Sanitize(errText))
 		log.Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
 	}
-	r.record(a.term, rec, log)
 	return rec, span.SpanContext()
 }
 
 // record stores an attempt's or skipped slot's record. It uses a fresh
 // context: the run's own may be cancelled, but the fencing guard still
 // decides whether the write lands.
-// A write that fails for a reason other than lost leadership (etcd slow or
-// electing) is retried while the term lives, for up to recordPatience.
 func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
+	r.write(t, rec, log, func(b []byte) error {
+		return r.o.Coord.RecordRun(context.Background(), t, rec.Job, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+	})
+}
+
+// write stores rec with put. A write that fails for a reason other than
+// lost leadership (etcd slow or electing) is retried while the term lives,
+// for up to recordPatience.
+func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		log.Error("run record not encodable", "run_id", rec.RunID, "error", err)
@@ -548,8 +555,7 @@ func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
 	}
 	give := time.Now().Add(recordPatience)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		err = r.o.Coord.RecordRun(context.Background(), t, rec.Job, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
-		if err == nil {
+		if err = put(b); err == nil {
 			return
 		}
 		if errors.Is(err, coord.ErrNotLeader) || t.Context().Err() != nil || time.Now().After(give) {

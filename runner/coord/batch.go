@@ -38,11 +38,8 @@ type claimReq struct {
 // can tell a stale term (all fail) from taken slots (those fail) and retry
 // the rest.
 type batcher struct {
-	c     *Coordinator
-	mu    sync.Mutex
-	queue []*claimReq
-	slots chan struct{} // in-flight limit
-	kick  chan struct{}
+	c      *Coordinator
+	claims *pipeline[*claimReq]
 
 	hmu      sync.Mutex
 	horizons *horizons // of the term that last claimed
@@ -62,46 +59,19 @@ type horizons struct {
 }
 
 func newBatcher(c *Coordinator) *batcher {
-	return &batcher{c: c, slots: make(chan struct{}, maxInFlight), kick: make(chan struct{}, 1)}
+	b := &batcher{c: c}
+	b.claims = newPipeline(maxBatch, b.run)
+	return b
 }
 
 func (b *batcher) claim(ctx context.Context, t *Term, job string, slot time.Time, value []byte) error {
 	r := &claimReq{ctx: ctx, term: t, job: job, slot: slot, value: value, done: make(chan error, 1)}
-	b.mu.Lock()
-	b.queue = append(b.queue, r)
-	b.mu.Unlock()
-	b.dispatch()
+	b.claims.add(r)
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// dispatch starts batches while there are queued claims and free slots.
-func (b *batcher) dispatch() {
-	for {
-		select {
-		case b.slots <- struct{}{}:
-		default:
-			return // enough in flight; a finishing batch dispatches again
-		}
-		b.mu.Lock()
-		n := min(len(b.queue), maxBatch)
-		batch := make([]*claimReq, n)
-		copy(batch, b.queue)
-		b.queue = b.queue[n:]
-		b.mu.Unlock()
-		if n == 0 {
-			<-b.slots
-			return
-		}
-		go func() {
-			b.run(batch)
-			<-b.slots
-			b.dispatch()
-		}()
 	}
 }
 

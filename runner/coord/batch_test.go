@@ -89,6 +89,61 @@ func TestFirstClaimsOfManyJobsFitTheTxnLimit(t *testing.T) {
 	t.Logf("%d of %d jobs have a horizon after their first claim (the rest move it on a later claim)", resp.Count, n)
 }
 
+// Records written at once are batched: every one lands, a record that
+// finishes a slot replaces its claim, one whose claim is gone is kept
+// alone, and the same record written twice at once is not refused.
+func TestBatchedRecords(t *testing.T) {
+	b := setup(t)
+	r := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	const n = 400
+	for i := range n {
+		if i%4 != 3 { // every fourth slot was never claimed
+			if err := r.c.Claim(context.Background(), term, fmt.Sprintf("job-%d", i), t0, []byte("claim")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2*n)
+	for i := range n {
+		job, run := fmt.Sprintf("job-%d", i), fmt.Sprintf("run-%d", i)
+		wg.Go(func() {
+			errs[i] = r.c.FinishSlot(context.Background(), term, job, t0, run, []byte("result "+run), 0, 0)
+		})
+		if i%10 == 0 { // the same record twice
+			wg.Go(func() {
+				errs[n+i] = r.c.FinishSlot(context.Background(), term, job, t0, run, []byte("result "+run), 0, 0)
+			})
+		}
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	for i := range n {
+		job, run := fmt.Sprintf("job-%d", i), fmt.Sprintf("run-%d", i)
+		v, err := r.c.SlotValue(context.Background(), job, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch want := "result " + run; {
+		case i%4 == 3 && v != nil:
+			t.Fatalf("%s: a never-claimed slot got a key: %q", job, v)
+		case i%4 != 3 && string(v) != want:
+			t.Fatalf("%s: slot = %q, want %q", job, v, want)
+		}
+		runs, err := r.c.Runs(context.Background(), job, 10)
+		if err != nil || len(runs) != 1 || string(runs[0]) != "result "+run {
+			t.Fatalf("%s: run records %q, %v", job, runs, err)
+		}
+	}
+}
+
 // BenchmarkClaim: slot claims through the coordinator, next to etcd's own
 // ceiling for the same guarded transactions, in one run.
 func BenchmarkClaim(b *testing.B) {

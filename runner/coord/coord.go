@@ -81,10 +81,14 @@ type Coordinator struct {
 	log    *slog.Logger
 
 	batch   *batcher
+	records *pipeline[*recordReq]
 	lastAck atomic.Int64 // UnixNano send time of the last acknowledged keepalive, while leading
 
 	mu   sync.Mutex
 	term *Term
+
+	pmu        sync.Mutex
+	sincePrune map[string]int // record writes per job since its records were last pruned
 }
 
 // New returns a Coordinator. Nothing happens until Run is called.
@@ -106,6 +110,7 @@ func New(o Options) *Coordinator {
 	}
 	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger}
 	c.batch = newBatcher(c)
+	c.records = newPipeline(maxRecordBatch, c.commitRecords)
 	return c
 }
 
@@ -281,32 +286,6 @@ func (c *Coordinator) slotKey(job string, slot time.Time) string {
 // batch.go); claims older than the retention are pruned in it.
 func (c *Coordinator) Claim(ctx context.Context, t *Term, job string, slot time.Time, claim []byte) error {
 	return c.batch.claim(ctx, t, job, slot, claim)
-}
-
-// Complete replaces a claimed slot's value with the run's result, under the
-// same fencing guard as the claim.
-func (c *Coordinator) Complete(ctx context.Context, t *Term, job string, slot time.Time, record []byte) error {
-	key := c.slotKey(job, slot)
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
-		clientv3.Compare(clientv3.CreateRevision(key), ">", 0),
-	).Then(
-		clientv3.OpPut(key, string(record)),
-	).Else(
-		clientv3.OpGet(t.key, clientv3.WithKeysOnly()),
-	).Commit()
-	if err != nil {
-		return fmt.Errorf("record slot %s: %w", key, err)
-	}
-	if resp.Succeeded {
-		return nil
-	}
-	if err := c.guardFailed(t, resp); !errors.Is(err, ErrSlotTaken) {
-		return err
-	}
-	return fmt.Errorf("record slot %s: claim is gone", key)
 }
 
 // guardFailed tells a stale term from a taken slot, from the Else branch.

@@ -141,11 +141,22 @@ func TestClaimIsExactlyOnceUnderConcurrency(t *testing.T) {
 	if won.Load() != 1 || taken.Load() != 15 {
 		t.Fatalf("won %d, taken %d; want 1 and 15", won.Load(), taken.Load())
 	}
-	if err := r.c.Complete(context.Background(), term, "job", slot, []byte("done")); err != nil {
-		t.Fatalf("complete: %v", err)
+	if err := r.c.FinishSlot(context.Background(), term, "job", slot, "run-1", []byte("done"), 0, 0); err != nil {
+		t.Fatalf("finish: %v", err)
 	}
-	if err := r.c.Complete(context.Background(), term, "job", slot.Add(time.Second), []byte("done")); err == nil {
-		t.Fatal("completing an unclaimed slot succeeded")
+	if v, err := r.c.SlotValue(context.Background(), "job", slot); err != nil || string(v) != "done" {
+		t.Fatalf("slot after finish: %q, %v; want the result", v, err)
+	}
+	// A slot without a claim keeps the run record, but gets no slot key:
+	// a result never stands in for a claim.
+	if err := r.c.FinishSlot(context.Background(), term, "job", slot.Add(time.Second), "run-2", []byte("done"), 0, 0); err != nil {
+		t.Fatalf("finish of an unclaimed slot: %v", err)
+	}
+	if v, err := r.c.SlotValue(context.Background(), "job", slot.Add(time.Second)); err != nil || v != nil {
+		t.Fatalf("finishing an unclaimed slot created its key: %q, %v", v, err)
+	}
+	if runs, err := r.c.Runs(context.Background(), "job", 10); err != nil || len(runs) != 2 {
+		t.Fatalf("%d run records, %v; want 2", len(runs), err)
 	}
 }
 
@@ -175,8 +186,8 @@ func TestStaleTermIsFenced(t *testing.T) {
 	if err := a.c.Claim(context.Background(), stale, "job", slot.Add(time.Second), []byte("a")); !errors.Is(err, coord.ErrNotLeader) {
 		t.Fatalf("claim with stale term: %v, want ErrNotLeader", err)
 	}
-	if err := a.c.Complete(context.Background(), stale, "job", slot, []byte("late")); !errors.Is(err, coord.ErrNotLeader) {
-		t.Fatalf("complete with stale term: %v, want ErrNotLeader", err)
+	if err := a.c.FinishSlot(context.Background(), stale, "job", slot, "late", []byte("late"), 0, 0); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("finish with stale term: %v, want ErrNotLeader", err)
 	}
 	select {
 	case <-stale.Context().Done():

@@ -25,23 +25,48 @@ func (c *Coordinator) pausedPrefix() string            { return c.prefix + "paus
 func (c *Coordinator) triggerPrefix() string           { return c.prefix + "triggers/" }
 
 // RecordRun stores a run or skip record under t's fencing guard, and keeps
-// at most keep records for the job, none older than maxAge (the oldest go
-// first). Run IDs are UUIDv7, so key order is time order.
+// about keep records for the job (see pruneDue), none much older than
+// maxAge (the oldest go first). Run IDs are UUIDv7, so key order is time
+// order.
 func (c *Coordinator) RecordRun(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error {
+	return c.record(ctx, t, job, runID, rec, keep, maxAge, time.Time{})
+}
+
+// FinishSlot is RecordRun for a slot's last attempt, which also replaces
+// the slot's claim with the record, in the same transaction (Complete and
+// RecordRun in one write).
+func (c *Coordinator) FinishSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error {
+	return c.record(ctx, t, job, runID, rec, keep, maxAge, slot)
+}
+
+// recordReq is one record write waiting for its batch.
+type recordReq struct {
+	term       *Term
+	job, runID string
+	value      []byte
+	slot       time.Time // the slot whose claim the record replaces; zero for none
+	done       chan error
+}
+
+// maxRecordBatch bounds a batch of record writes: a record that finishes a
+// slot takes two puts, so 40 stay within maxTxnOps.
+const maxRecordBatch = 40
+
+func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration, slot time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
-	).Then(
-		clientv3.OpPut(c.runKey(job, runID), string(rec)),
-	).Else(
-		clientv3.OpGet(t.key, clientv3.WithKeysOnly()),
-	).Commit()
-	if err != nil {
-		return fmt.Errorf("record run %s: %w", runID, err)
+	r := &recordReq{term: t, job: job, runID: runID, value: rec, slot: slot, done: make(chan error, 1)}
+	c.records.add(r)
+	select {
+	case err := <-r.done:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("record run %s: %w", runID, ctx.Err())
 	}
-	if !resp.Succeeded {
-		return c.guardFailed(t, resp)
+	if !c.pruneDue(job, keep) {
+		return nil
 	}
 	if maxAge > 0 {
 		// Everything before the UUIDv7 prefix of the cutoff is older.
@@ -53,6 +78,101 @@ func (c *Coordinator) RecordRun(ctx context.Context, t *Term, job, runID string,
 		c.pruneRuns(ctx, job, keep)
 	}
 	return nil
+}
+
+// commitRecords writes a batch of records, one transaction per term under
+// its fencing guard. A record that finishes a slot also replaces the slot's
+// claim, provided the claim still exists; if one does not (pruned), that
+// record is written alone and the batch is committed again.
+func (c *Coordinator) commitRecords(batch []*recordReq) {
+	byTerm := map[*Term][]*recordReq{}
+	for _, r := range batch {
+		byTerm[r.term] = append(byTerm[r.term], r)
+	}
+	for t, rs := range byTerm {
+		c.commitRecordsOf(t, rs)
+	}
+}
+
+func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
+	var ops []clientv3.Op
+	elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
+	var finishing []*recordReq // in Else order
+	var now []*recordReq       // the requests this transaction decides
+	seen := map[string]bool{}
+	for _, r := range rs {
+		// etcd refuses a key twice in one transaction: a record written
+		// again (a retried write) waits for the next batch.
+		run, slot := c.runKey(r.job, r.runID), ""
+		if !r.slot.IsZero() {
+			slot = c.slotKey(r.job, r.slot)
+		}
+		if seen[run] || (slot != "" && seen[slot]) {
+			defer c.records.add(r)
+			continue
+		}
+		seen[run], seen[slot] = true, true
+		now = append(now, r)
+		ops = append(ops, clientv3.OpPut(run, string(r.value)))
+		if slot != "" {
+			key := slot
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), ">", 0))
+			ops = append(ops, clientv3.OpPut(key, string(r.value)))
+			elseOps = append(elseOps, clientv3.OpGet(key, clientv3.WithKeysOnly()))
+			finishing = append(finishing, r)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
+	switch {
+	case err != nil:
+		for _, r := range now {
+			r.done <- fmt.Errorf("record run %s: %w", r.runID, err)
+		}
+		return
+	case resp.Succeeded:
+		for _, r := range now {
+			r.done <- nil
+		}
+		return
+	}
+	if err := c.guardFailed(t, resp); err == ErrNotLeader {
+		for _, r := range now {
+			r.done <- ErrNotLeader
+		}
+		return
+	}
+	for i, r := range finishing {
+		if len(resp.Responses[i+1].GetResponseRange().GetKvs()) == 0 {
+			r.slot = time.Time{} // its claim is gone: keep the run record alone
+		}
+	}
+	c.commitRecordsOf(t, now)
+}
+
+// pruneDue reports whether this record write should also prune the job's
+// records: every keep/10 writes (at least every write for keep < 20, and
+// every 100 writes when keep is unlimited), so a job holds at most about
+// keep + keep/10 records, and a run does not pay a read and a delete for
+// its own record (three etcd requests instead of one).
+func (c *Coordinator) pruneDue(job string, keep int) bool {
+	every := 100
+	if keep > 0 {
+		every = max(keep/10, 1)
+	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.sincePrune == nil {
+		c.sincePrune = map[string]int{}
+	}
+	c.sincePrune[job]++
+	if c.sincePrune[job] < every {
+		return false
+	}
+	delete(c.sincePrune, job)
+	return true
 }
 
 // pruneRuns deletes a job's oldest records beyond keep. Best effort: a

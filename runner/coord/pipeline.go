@@ -1,0 +1,55 @@
+package coord
+
+import "sync"
+
+// pipeline coalesces requests that arrive at about the same time (slots due
+// at one instant, runs finishing together) into batches of at most max,
+// committed by commit with at most maxInFlight batches in flight. While
+// every slot is busy, requests queue, so batches grow with the load: one
+// request alone is committed at once, a thousand at once go out as a few
+// transactions.
+type pipeline[R any] struct {
+	max    int
+	commit func([]R)
+
+	mu    sync.Mutex
+	queue []R
+	slots chan struct{} // in-flight limit
+}
+
+func newPipeline[R any](max int, commit func([]R)) *pipeline[R] {
+	return &pipeline[R]{max: max, commit: commit, slots: make(chan struct{}, maxInFlight)}
+}
+
+// add queues r and starts batches while there are free slots.
+func (p *pipeline[R]) add(r R) {
+	p.mu.Lock()
+	p.queue = append(p.queue, r)
+	p.mu.Unlock()
+	p.dispatch()
+}
+
+func (p *pipeline[R]) dispatch() {
+	for {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			return // enough in flight; a finishing batch dispatches again
+		}
+		p.mu.Lock()
+		n := min(len(p.queue), p.max)
+		batch := make([]R, n)
+		copy(batch, p.queue)
+		p.queue = p.queue[n:]
+		p.mu.Unlock()
+		if n == 0 {
+			<-p.slots
+			return
+		}
+		go func() {
+			p.commit(batch)
+			<-p.slots
+			p.dispatch()
+		}()
+	}
+}
