@@ -59,7 +59,7 @@ e2e: jaeger ## only the end-to-end tests (real pacer processes, real etcd, real 
 	$(GO) test -race -count=1 -run 'TestE2E' -v ./cmd/pacer/
 
 .PHONY: chaos
-chaos: ## the whole fault suite: real etcd members, replicas and plugins under kill -9, SIGSTOP, partitions, latency (about 5 min)
+chaos: ## the whole fault suite: real etcd members, replicas and plugins under kill -9, SIGSTOP, partitions, latency, clock jumps (about 8 min)
 	$(GO) test -race -count=1 -tags chaos -run Chaos -timeout 30m -v ./cmd/pacer/
 
 .PHONY: bench
