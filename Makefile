@@ -67,8 +67,9 @@ bench: ## benchmarks (no race detector); compare runs with benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
 
 .PHONY: lint
-lint: ## go vet and gofmt
+lint: ## go vet (also the fault suite and the fault-clock build) and gofmt
 	$(GO) vet ./...
+	$(GO) vet -tags chaos,faultclock ./cmd/pacer/ ./runner/...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
