@@ -2,22 +2,28 @@ package coord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Claims that arrive together (slots due at one instant) are batched into
 // one transaction. etcd allows 128 operations in each of a transaction's
 // compare, success and failure lists by default. A claim needs one compare,
-// one put and one failure-branch get, and moving a job's horizon two more
-// puts (a prune and the horizon), so a batch holds at most maxBatch claims
-// and moves horizons only while its success list stays within maxTxnOps.
+// one put and one failure-branch get; each job in the batch one more
+// compare and get (its horizon's revision); moving a job's horizon two more
+// operations (a range delete and a put). So a batch holds at most maxBatch
+// claims and moves horizons only while its success list stays within
+// maxTxnOps.
 const (
 	maxBatch    = 50
 	maxTxnOps   = 128
@@ -49,14 +55,20 @@ type batcher struct {
 // before it have been pruned, so whether such a slot ran is unknown, and it
 // is refused (ErrSlotTooOld) rather than run a second time. Without this, a
 // leader whose wall clock is more than the retention behind would find the
-// slot keys gone and run those slots again. Only the leader prunes, under
-// its fencing guard, so the values read when a term starts stay exact for
-// the term, and prunes of one job are serialised (pruning).
+// slot keys gone and run those slots again. The cache is only a first
+// check: every claim transaction also compares each of its jobs' horizon
+// key with the revision cached, so a horizon moved by a batch still in
+// flight, or by one whose outcome was unknown (a timeout), fails the
+// transaction, which then refreshes the cache and decides again.
 type horizons struct {
 	term    *Term
-	ns      map[string]int64 // job → horizon (UnixNano)
-	pruning map[string]bool  // a transaction moving this job's horizon is in flight
+	h       map[string]horizon
+	pruning map[string]bool // a transaction moving this job's horizon is in flight
 }
+
+// horizon is a job's: claims before ns (UnixNano) were pruned; rev is the
+// horizon key's mod revision, 0 while it has none.
+type horizon struct{ ns, rev int64 }
 
 func newBatcher(c *Coordinator) *batcher {
 	b := &batcher{c: c}
@@ -109,9 +121,9 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 	b.hmu.Lock()
 	for _, r := range rs {
 		key := c.slotKey(r.job, r.slot)
-		if r.slot.UnixNano() < h.ns[r.job] {
+		if hz := h.h[r.job]; r.slot.UnixNano() < hz.ns {
 			r.done <- fmt.Errorf("%w: slot %s, claims before %s pruned", ErrSlotTooOld,
-				r.slot.UTC().Format(time.RFC3339Nano), time.Unix(0, h.ns[r.job]).UTC().Format(time.RFC3339))
+				r.slot.UTC().Format(time.RFC3339Nano), time.Unix(0, hz.ns).UTC().Format(time.RFC3339))
 			continue
 		}
 		if seen[key] { // the same slot twice in one batch: the first wins
@@ -131,10 +143,15 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 	// slot in the batch (so no delete range covers a key the batch puts),
 	// and move its horizon there; at most every retention/24 of slot time
 	// per job, and one such transaction per job at a time.
+	jobs := slices.Sorted(maps.Keys(oldest)) // in Else order, after the slots
+	for _, job := range jobs {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.horizonKey(job)), "=", h.h[job].rev))
+		elseOps = append(elseOps, clientv3.OpGet(c.horizonKey(job)))
+	}
 	moved := map[string]int64{}
-	for job, slot := range oldest {
-		to := slot.Add(-c.opts.ClaimRetention).UnixNano()
-		if h.pruning[job] || to < h.ns[job]+int64(c.opts.ClaimRetention/24) || len(puts)+2 > maxTxnOps {
+	for _, job := range jobs {
+		to := oldest[job].Add(-c.opts.ClaimRetention).UnixNano()
+		if h.pruning[job] || to < h.h[job].ns+int64(c.opts.ClaimRetention/24) || len(puts)+2 > maxTxnOps {
 			continue // a later batch prunes it
 		}
 		h.pruning[job], moved[job] = true, to
@@ -164,20 +181,27 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 	}
 	if resp.Succeeded {
 		b.hmu.Lock()
-		maps.Copy(h.ns, moved)
+		for job, to := range moved {
+			h.h[job] = horizon{ns: to, rev: resp.Header.Revision}
+		}
 		b.hmu.Unlock()
 		for _, r := range live {
 			r.done <- nil
 		}
 		return
 	}
-	if err := c.guardFailed(t, resp); err == ErrNotLeader {
+	if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
 		for _, r := range live {
 			r.done <- ErrNotLeader
 		}
 		return
 	}
-	// The term is fine: some slots were taken. Fail those, retry the rest.
+	// The term is fine. If a horizon moved, refresh it and decide again.
+	if b.refresh(h, jobs, resp.Responses[1+len(live):]) {
+		b.commit(t, live)
+		return
+	}
+	// Some slots were taken. Fail those, retry the rest.
 	var retry []*claimReq
 	for i, r := range live {
 		if len(resp.Responses[i+1].GetResponseRange().GetKvs()) > 0 {
@@ -189,6 +213,36 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 	if len(retry) > 0 {
 		b.commit(t, retry)
 	}
+}
+
+// refresh updates h from the horizon keys read in a failed transaction's
+// Else branch (one response per job, in order), and reports whether any had
+// moved.
+func (b *batcher) refresh(h *horizons, jobs []string, got []*etcdserverpb.ResponseOp) bool {
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	moved := false
+	for i, job := range jobs {
+		hz := b.parse(job, got[i].GetResponseRange().GetKvs())
+		if hz.rev != h.h[job].rev {
+			h.h[job], moved = hz, true
+		}
+	}
+	return moved
+}
+
+// parse reads a job's horizon from its key (none: no horizon). A value
+// that is not a number is logged and read as no horizon: the job's next
+// prune writes it again.
+func (b *batcher) parse(job string, kvs []*mvccpb.KeyValue) horizon {
+	if len(kvs) == 0 {
+		return horizon{}
+	}
+	ns, err := strconv.ParseInt(string(kvs[0].Value), 10, 64)
+	if err != nil {
+		b.c.log.Error("claim horizon unreadable; treating it as none until the next prune", "job", job, "value", string(kvs[0].Value))
+	}
+	return horizon{ns: ns, rev: kvs[0].ModRevision}
 }
 
 // horizonsOf returns t's horizons, reading every job's from etcd the first
@@ -210,17 +264,17 @@ func (b *batcher) horizonsOf(t *Term) (*horizons, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read claim horizons: %w", err)
 	}
-	h = &horizons{term: t, ns: map[string]int64{}, pruning: map[string]bool{}}
+	h = &horizons{term: t, h: map[string]horizon{}, pruning: map[string]bool{}}
 	for _, kv := range resp.Kvs {
-		ns, err := strconv.ParseInt(string(kv.Value), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("bad claim horizon %s=%q", kv.Key, kv.Value)
-		}
-		h.ns[strings.TrimPrefix(string(kv.Key), c.horizonPrefix())] = ns
+		job := strings.TrimPrefix(string(kv.Key), c.horizonPrefix())
+		h.h[job] = b.parse(job, []*mvccpb.KeyValue{kv})
 	}
 	b.hmu.Lock()
 	defer b.hmu.Unlock()
-	if b.horizons != nil && b.horizons.term == t {
+	switch {
+	case t.ctx.Err() != nil:
+		return nil, ErrNotLeader // ended while reading: leave the cache to the next term
+	case b.horizons != nil && b.horizons.term == t:
 		return b.horizons, nil // another batch of t read them first
 	}
 	b.horizons = h

@@ -268,6 +268,36 @@ func TestClaimsOlderThanRetentionArePruned(t *testing.T) {
 	}
 }
 
+// A horizon that moved behind the cache's back (a batch still in flight, or
+// one whose transaction timed out but landed) is noticed by the claim
+// transaction itself, which compares each job's horizon revision: the slot
+// is refused, not claimed again because its key is gone.
+func TestClaimSeesAHorizonMovedBehindTheCache(t *testing.T) {
+	b := setup(t)
+	r := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	if err := r.c.Claim(context.Background(), term, "job", t0, []byte("ran")); err != nil {
+		t.Fatal(err)
+	}
+	// What a prune at slot t0+70m writes, applied without the leader's
+	// cache knowing: t0's claim deleted, the horizon at t0+10m.
+	cli := b.client(t)
+	if _, err := cli.Txn(context.Background()).Then(
+		clientv3.OpDelete(fmt.Sprintf("/pacer/test/slots/job/%019d", t0.UnixNano())),
+		clientv3.OpPut("/pacer/test/horizons/job", fmt.Sprint(t0.Add(10*time.Minute).UnixNano())),
+	).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.c.Claim(context.Background(), term, "job", t0, []byte("again")); !errors.Is(err, coord.ErrSlotTooOld) {
+		t.Fatalf("claim of slot t0 after its claim was pruned behind the cache: %v, want ErrSlotTooOld", err)
+	}
+	if err := r.c.Claim(context.Background(), term, "job", t0.Add(11*time.Minute), []byte("x")); err != nil {
+		t.Fatalf("claim after the refreshed horizon: %v", err)
+	}
+}
+
 func freeAddrB(b *testing.B) string {
 	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
