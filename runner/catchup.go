@@ -24,16 +24,28 @@ func (r *Runner) CatchUp(t *coord.Term) {
 		if t.Context().Err() != nil {
 			return
 		}
-		lastRec, err := r.o.Coord.LastSlot(t.Context(), j.ID, now)
+		// Delivery decides the newest claim, even one a fast clock made
+		// early; misfires count from the last claim before now.
+		newest, err := r.o.Coord.LastSlot(t.Context(), j.ID, time.Time{})
 		if err != nil {
 			r.log.Warn("misfire check failed", "job", j.ID, "error", err)
 			continue
 		}
-		last := lastRec.Time
-		if last.IsZero() {
+		if newest.Time.IsZero() {
 			continue // a new job: nothing was missed
 		}
-		r.applyDelivery(t, j, lastRec)
+		r.applyDelivery(t, j, newest)
+		lastRec := newest
+		if !newest.Time.Before(now) {
+			if lastRec, err = r.o.Coord.LastSlot(t.Context(), j.ID, now); err != nil {
+				r.log.Warn("misfire check failed", "job", j.ID, "error", err)
+				continue
+			}
+		}
+		last := lastRec.Time
+		if last.IsZero() {
+			continue
+		}
 		var missed []time.Time
 		for s := j.Schedule.Next(last); !s.IsZero() && s.Before(now) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
 			missed = append(missed, s)

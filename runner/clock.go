@@ -9,6 +9,9 @@ import "time"
 // may run one: that is decided by its lease (monotonic) and its fencing
 // token (an etcd revision), and a slot's claim is keyed by the slot itself.
 //
-// A build with the tag faultclock shifts it, to test clock jumps and skew
-// (clock_faultclock.go); that is the only reason it is a variable.
+// Its readings carry time.Now's monotonic reading, which Time.Sub prefers
+// over the wall clock: code that must see the wall clock move (the
+// scheduler's step detection) compares UnixNano. A build with the tag
+// faultclock shifts it, to test clock jumps and skew (clock_faultclock.go);
+// that is the only reason it is a variable.
 var wallNow = time.Now

@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -238,15 +239,22 @@ func TestManualTriggerRunsOnceWithCallersCorrelationID(t *testing.T) {
 }
 
 func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
-	for _, policy := range []string{runner.DeliveryAtMostOnce, runner.DeliveryAtLeastOnce} {
-		t.Run(policy, func(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		ahead  time.Duration // the dead leader's clock ran this far ahead
+	}{
+		{runner.DeliveryAtMostOnce, 0}, {runner.DeliveryAtLeastOnce, 0},
+		{runner.DeliveryAtMostOnce, time.Hour}, {runner.DeliveryAtLeastOnce, time.Hour},
+	} {
+		policy := tc.policy
+		t.Run(fmt.Sprintf("%s/ahead=%s", policy, tc.ahead), func(t *testing.T) {
 			b, tasks := setupScripted(t)
 			term := b.waitLeader(t)
 			j := &runner.Job{ID: "d", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Timeout: time.Minute,
 				Delivery: policy, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
 			b.r.SetJobs([]*runner.Job{j})
 			// A previous leader (token 1) claimed this hour's slot and died mid-run.
-			slot := time.Now().Truncate(time.Hour)
+			slot := time.Now().Truncate(time.Hour).Add(tc.ahead)
 			claim, _ := json.Marshal(runner.Record{Job: "d", ScheduledTime: slot, RunID: "old-run", CorrelationID: "corr-dead",
 				Node: "dead-node", FencingToken: 1, Attempt: 1, State: "running"})
 			if err := b.coord.Claim(context.Background(), term, "d", slot, claim); err != nil {

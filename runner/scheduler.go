@@ -107,15 +107,20 @@ func (s *Scheduler) fireDue() time.Duration {
 	var misses []miss
 	now, mono := s.now(), s.mono()
 	s.mu.Lock()
-	back := mono.Sub(s.lastMono) - now.Sub(s.lastWall)
+	// Time.Sub uses the monotonic readings when both times have one (as
+	// time.Now's do), which would hide the step: compare wall readings.
+	back := mono.Sub(s.lastMono) - time.Duration(now.UnixNano()-s.lastWall.UnixNano())
 	stepped := !s.lastWall.IsZero() && back > stepTolerance
 	if stepped {
 		// The wall clock was stepped back (NTP correcting a clock that ran
-		// ahead): compute every job's next slot from the corrected time, or
-		// the jobs would wait out the whole step. Slots this re-lives that
-		// already ran find their claims taken, or too old to claim.
+		// ahead): compute next slots from the corrected time, or the jobs
+		// would wait out the whole step. Slots this re-lives that already
+		// ran find their claims taken, or too old to claim. A slot that
+		// was already due stays due.
 		for _, e := range s.jobs {
-			e.next = e.job.Schedule.Next(now)
+			if n := e.job.Schedule.Next(now); n.Before(e.next) {
+				e.next = n
+			}
 		}
 		s.jobs = slices.DeleteFunc(s.jobs, func(e *entry) bool { return e.next.IsZero() })
 		heap.Init(&s.jobs)

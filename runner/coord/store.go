@@ -218,13 +218,17 @@ type SlotRecord struct {
 }
 
 // LastSlot returns the latest slot claimed for job before the instant
-// before; its Time is zero when there is none. Slots at or after before
-// are left out: a leader whose clock ran ahead may have claimed them early,
-// and they say nothing about what was missed up to now.
+// before (any, if before is zero); its Time is zero when there is none.
+// Bounded, it leaves out slots a leader whose clock ran ahead claimed early,
+// which say nothing about what was missed up to now.
 func (c *Coordinator) LastSlot(ctx context.Context, job string, before time.Time) (SlotRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Get(ctx, c.slotPrefix(job), clientv3.WithRange(c.slotKey(job, before)),
+	end := clientv3.WithPrefix()
+	if !before.IsZero() {
+		end = clientv3.WithRange(c.slotKey(job, before))
+	}
+	resp, err := c.cli.Get(ctx, c.slotPrefix(job), end,
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
 	if err != nil {
 		return SlotRecord{}, fmt.Errorf("read last slot of %s: %w", job, err)
