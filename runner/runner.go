@@ -53,7 +53,7 @@ const (
 	SkipPaused           = "paused"
 	SkipLockLost         = "lock_lost"
 	SkipClaimedElsewhere = "claimed_elsewhere"
-	SkipTooOld           = "too_old" // before the job's kept claims: a clock far behind
+	SkipTooOld           = "too_old" // before the job's kept claims (a wrong clock): may have run, so not run again
 )
 
 // Options configure a Runner.
@@ -346,8 +346,11 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			return
 		}
 		if reason == SkipTooOld {
-			log.Warn("slot not run: older than the claims the cluster keeps, so it may have run; is this replica's clock behind?",
+			// Not silent: a record says why, though the slot may also
+			// have a record of the run it had long ago.
+			log.Warn("slot not run: older than the claims the cluster keeps, so it may have run; is a replica's clock wrong?",
 				"scheduled_time", s.Time, "reason", reason, "error", err)
+			r.record(t, r.skipRecord(t, s, reason, err.Error()), log)
 			return
 		}
 		log.Warn("slot not run: claim failed", "scheduled_time", s.Time, "reason", reason, "error", err)

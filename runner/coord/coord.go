@@ -87,8 +87,8 @@ type Coordinator struct {
 	mu   sync.Mutex
 	term *Term
 
-	pmu        sync.Mutex
-	sincePrune map[string]int // record writes per job since its records were last pruned
+	pmu    sync.Mutex
+	pruned map[string]pruneState // per job
 }
 
 // New returns a Coordinator. Nothing happens until Run is called.
@@ -281,7 +281,8 @@ func (c *Coordinator) slotKey(job string, slot time.Time) string {
 }
 
 // Claim records that t's leader runs job's slot. It returns ErrSlotTaken if
-// the slot was claimed before, and ErrNotLeader (ending t) if t is stale.
+// the slot was claimed before, ErrSlotTooOld if it is older than the job's
+// kept claims, and ErrNotLeader (ending t) if t is stale.
 // Claims made at the same time are batched into one transaction (see
 // batch.go); claims older than the retention are pruned in it.
 func (c *Coordinator) Claim(ctx context.Context, t *Term, job string, slot time.Time, claim []byte) error {

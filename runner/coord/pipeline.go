@@ -44,7 +44,15 @@ func (p *pipeline[R]) dispatch() {
 		p.mu.Unlock()
 		if n == 0 {
 			<-p.slots
-			return
+			// A request queued after the queue was found empty, while
+			// this held the slot, may have found no free slot: look again.
+			p.mu.Lock()
+			empty := len(p.queue) == 0
+			p.mu.Unlock()
+			if empty {
+				return
+			}
+			continue
 		}
 		go func() {
 			p.commit(batch)

@@ -25,22 +25,23 @@ func (c *Coordinator) pausedPrefix() string            { return c.prefix + "paus
 func (c *Coordinator) triggerPrefix() string           { return c.prefix + "triggers/" }
 
 // RecordRun stores a run or skip record under t's fencing guard, and keeps
-// about keep records for the job (see pruneDue), none much older than
-// maxAge (the oldest go first). Run IDs are UUIDv7, so key order is time
+// about keep records for the job, none older than about 1.1 × maxAge (see
+// pruneDue; the oldest go first). Run IDs are UUIDv7, so key order is time
 // order.
 func (c *Coordinator) RecordRun(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error {
 	return c.record(ctx, t, job, runID, rec, keep, maxAge, time.Time{})
 }
 
 // FinishSlot is RecordRun for a slot's last attempt, which also replaces
-// the slot's claim with the record, in the same transaction (Complete and
-// RecordRun in one write).
+// the slot's claim with the record, in the same transaction: the run's
+// record and the slot's result are one write.
 func (c *Coordinator) FinishSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error {
 	return c.record(ctx, t, job, runID, rec, keep, maxAge, slot)
 }
 
 // recordReq is one record write waiting for its batch.
 type recordReq struct {
+	ctx        context.Context
 	term       *Term
 	job, runID string
 	value      []byte
@@ -52,10 +53,11 @@ type recordReq struct {
 // slot takes two puts, so 40 stay within maxTxnOps.
 const maxRecordBatch = 40
 
+// record waits for its batch's outcome (each transaction is bounded by
+// RequestTimeout) unless ctx ends first; a request whose ctx ended before
+// its batch was sent is dropped, so it cannot land after its caller gave up.
 func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration, slot time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	r := &recordReq{term: t, job: job, runID: runID, value: rec, slot: slot, done: make(chan error, 1)}
+	r := &recordReq{ctx: ctx, term: t, job: job, runID: runID, value: rec, slot: slot, done: make(chan error, 1)}
 	c.records.add(r)
 	select {
 	case err := <-r.done:
@@ -65,9 +67,11 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 	case <-ctx.Done():
 		return fmt.Errorf("record run %s: %w", runID, ctx.Err())
 	}
-	if !c.pruneDue(job, keep) {
+	if !c.pruneDue(job, keep, maxAge) {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
 	if maxAge > 0 {
 		// Everything before the UUIDv7 prefix of the cutoff is older.
 		ms := time.Now().Add(-maxAge).UnixMilli()
@@ -87,6 +91,10 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 func (c *Coordinator) commitRecords(batch []*recordReq) {
 	byTerm := map[*Term][]*recordReq{}
 	for _, r := range batch {
+		if r.ctx.Err() != nil {
+			r.done <- r.ctx.Err()
+			continue
+		}
 		byTerm[r.term] = append(byTerm[r.term], r)
 	}
 	for t, rs := range byTerm {
@@ -138,7 +146,7 @@ func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
 		}
 		return
 	}
-	if err := c.guardFailed(t, resp); err == ErrNotLeader {
+	if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
 		for _, r := range now {
 			r.done <- ErrNotLeader
 		}
@@ -153,26 +161,39 @@ func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
 }
 
 // pruneDue reports whether this record write should also prune the job's
-// records: every keep/10 writes (at least every write for keep < 20, and
-// every 100 writes when keep is unlimited), so a job holds at most about
-// keep + keep/10 records, and a run does not pay a read and a delete for
+// records: every keep/10 writes (every write for keep < 20, every 100 when
+// keep is unlimited), or when the job was last pruned maxAge/10 ago or
+// more. So a job holds at most about keep + keep/10 records, none older
+// than about 1.1 × maxAge, and a run does not pay a read and a delete for
 // its own record (three etcd requests instead of one).
-func (c *Coordinator) pruneDue(job string, keep int) bool {
+func (c *Coordinator) pruneDue(job string, keep int, maxAge time.Duration) bool {
 	every := 100
 	if keep > 0 {
 		every = max(keep/10, 1)
 	}
 	c.pmu.Lock()
 	defer c.pmu.Unlock()
-	if c.sincePrune == nil {
-		c.sincePrune = map[string]int{}
+	if c.pruned == nil {
+		c.pruned = map[string]pruneState{}
 	}
-	c.sincePrune[job]++
-	if c.sincePrune[job] < every {
+	p := c.pruned[job]
+	if p.at.IsZero() {
+		p.at = time.Now() // counting starts with the job's first record here
+	}
+	p.writes++
+	if p.writes < every && (maxAge <= 0 || time.Since(p.at) < maxAge/10) {
+		c.pruned[job] = p
 		return false
 	}
-	delete(c.sincePrune, job)
+	c.pruned[job] = pruneState{at: time.Now()}
 	return true
+}
+
+// pruneState is how many records of a job were written since its records
+// were last pruned, and when that was.
+type pruneState struct {
+	writes int
+	at     time.Time
 }
 
 // pruneRuns deletes a job's oldest records beyond keep. Best effort: a
