@@ -31,12 +31,10 @@ const (
 )
 
 type claimReq struct {
-	ctx   context.Context
-	term  *Term
+	request
 	job   string
 	slot  time.Time
 	value []byte
-	done  chan error
 }
 
 // batcher coalesces Claim calls. A batch is all-or-nothing: when it fails,
@@ -72,34 +70,18 @@ type horizon struct{ ns, rev int64 }
 
 func newBatcher(c *Coordinator) *batcher {
 	b := &batcher{c: c}
-	b.claims = newPipeline(maxBatch, b.run)
+	b.claims = newPipeline(maxBatch, byTerm(b.commit))
 	return b
 }
 
 func (b *batcher) claim(ctx context.Context, t *Term, job string, slot time.Time, value []byte) error {
-	r := &claimReq{ctx: ctx, term: t, job: job, slot: slot, value: value, done: make(chan error, 1)}
+	r := &claimReq{request: newRequest(ctx, t), job: job, slot: slot, value: value}
 	b.claims.add(r)
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// run commits one batch, splitting it by term first (a batch must share one
-// fencing guard).
-func (b *batcher) run(batch []*claimReq) {
-	byTerm := map[*Term][]*claimReq{}
-	for _, r := range batch {
-		if r.ctx.Err() != nil {
-			r.done <- r.ctx.Err()
-			continue
-		}
-		byTerm[r.term] = append(byTerm[r.term], r)
-	}
-	for t, rs := range byTerm {
-		b.commit(t, rs)
 	}
 }
 

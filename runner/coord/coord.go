@@ -110,7 +110,7 @@ func New(o Options) *Coordinator {
 	}
 	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger}
 	c.batch = newBatcher(c)
-	c.records = newPipeline(maxRecordBatch, c.commitRecords)
+	c.records = newPipeline(maxRecordBatch, byTerm(c.commitRecordsOf))
 	return c
 }
 

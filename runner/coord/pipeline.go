@@ -1,6 +1,43 @@
 package coord
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
+
+// request is what every batched request carries: its caller's ctx, the term
+// whose fencing guard its write needs, and where its outcome goes.
+type request struct {
+	ctx  context.Context
+	term *Term
+	done chan error // buffered: exactly one outcome is sent
+}
+
+func newRequest(ctx context.Context, t *Term) request {
+	return request{ctx: ctx, term: t, done: make(chan error, 1)}
+}
+
+func (r *request) req() *request { return r }
+
+// byTerm makes a pipeline's commit function: it drops the requests whose
+// ctx ended (telling them), so nothing lands after its caller gave up, and
+// commits the rest one term at a time (a transaction has one fencing guard).
+func byTerm[R interface{ req() *request }](commit func(*Term, []R)) func([]R) {
+	return func(batch []R) {
+		groups := map[*Term][]R{}
+		for _, r := range batch {
+			q := r.req()
+			if q.ctx.Err() != nil {
+				q.done <- q.ctx.Err()
+				continue
+			}
+			groups[q.term] = append(groups[q.term], r)
+		}
+		for t, rs := range groups {
+			commit(t, rs)
+		}
+	}
+}
 
 // pipeline coalesces requests that arrive at about the same time (slots due
 // at one instant, runs finishing together) into batches of at most max,

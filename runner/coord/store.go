@@ -41,12 +41,10 @@ func (c *Coordinator) FinishSlot(ctx context.Context, t *Term, job string, slot 
 
 // recordReq is one record write waiting for its batch.
 type recordReq struct {
-	ctx        context.Context
-	term       *Term
+	request
 	job, runID string
 	value      []byte
 	slot       time.Time // the slot whose claim the record replaces; zero for none
-	done       chan error
 }
 
 // maxRecordBatch bounds a batch of record writes: a record that finishes a
@@ -57,7 +55,7 @@ const maxRecordBatch = 40
 // RequestTimeout) unless ctx ends first; a request whose ctx ended before
 // its batch was sent is dropped, so it cannot land after its caller gave up.
 func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration, slot time.Time) error {
-	r := &recordReq{ctx: ctx, term: t, job: job, runID: runID, value: rec, slot: slot, done: make(chan error, 1)}
+	r := &recordReq{request: newRequest(ctx, t), job: job, runID: runID, value: rec, slot: slot}
 	c.records.add(r)
 	select {
 	case err := <-r.done:
@@ -84,24 +82,10 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 	return nil
 }
 
-// commitRecords writes a batch of records, one transaction per term under
+// commitRecordsOf writes a batch of t's records in one transaction under
 // its fencing guard. A record that finishes a slot also replaces the slot's
 // claim, provided the claim still exists; if one does not (pruned), that
 // record is written alone and the batch is committed again.
-func (c *Coordinator) commitRecords(batch []*recordReq) {
-	byTerm := map[*Term][]*recordReq{}
-	for _, r := range batch {
-		if r.ctx.Err() != nil {
-			r.done <- r.ctx.Err()
-			continue
-		}
-		byTerm[r.term] = append(byTerm[r.term], r)
-	}
-	for t, rs := range byTerm {
-		c.commitRecordsOf(t, rs)
-	}
-}
-
 func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
 	var ops []clientv3.Op
