@@ -41,6 +41,9 @@ func (r *Runner) CatchUp(t *coord.Term) {
 				r.log.Warn("misfire check failed", "job", j.ID, "error", err)
 				continue
 			}
+			if !lastRec.Time.IsZero() {
+				r.applyDelivery(t, j, lastRec) // it may have been left running too
+			}
 		}
 		last := lastRec.Time
 		if last.IsZero() {

@@ -86,6 +86,9 @@ func (b *batcher) claim(ctx context.Context, t *Term, job string, slot time.Time
 }
 
 func (b *batcher) commit(t *Term, rs []*claimReq) {
+	if rs = answerEnded(rs); len(rs) == 0 { // again on every retry: nothing lands after its caller gave up
+		return
+	}
 	c := b.c
 	h, err := b.horizonsOf(t)
 	if err != nil {
@@ -223,6 +226,7 @@ func (b *batcher) parse(job string, kvs []*mvccpb.KeyValue) horizon {
 	ns, err := strconv.ParseInt(string(kvs[0].Value), 10, 64)
 	if err != nil {
 		b.c.log.Error("claim horizon unreadable; treating it as none until the next prune", "job", job, "value", string(kvs[0].Value))
+		ns = 0 // ParseInt returns MaxInt64 on overflow, which would refuse every slot for good
 	}
 	return horizon{ns: ns, rev: kvs[0].ModRevision}
 }

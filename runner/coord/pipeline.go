@@ -19,24 +19,33 @@ func newRequest(ctx context.Context, t *Term) request {
 
 func (r *request) req() *request { return r }
 
-// byTerm makes a pipeline's commit function: it drops the requests whose
-// ctx ended (telling them), so nothing lands after its caller gave up, and
-// commits the rest one term at a time (a transaction has one fencing guard).
+// byTerm makes a pipeline's commit function: it commits a batch one term
+// at a time (a transaction has one fencing guard). Commit functions drop
+// the requests whose ctx ended with answerEnded, before each attempt.
 func byTerm[R interface{ req() *request }](commit func(*Term, []R)) func([]R) {
 	return func(batch []R) {
 		groups := map[*Term][]R{}
 		for _, r := range batch {
-			q := r.req()
-			if q.ctx.Err() != nil {
-				q.done <- q.ctx.Err()
-				continue
-			}
-			groups[q.term] = append(groups[q.term], r)
+			groups[r.req().term] = append(groups[r.req().term], r)
 		}
 		for t, rs := range groups {
 			commit(t, rs)
 		}
 	}
+}
+
+// answerEnded answers the requests whose ctx ended with its error and
+// returns the others, so nothing lands after its caller gave up.
+func answerEnded[R interface{ req() *request }](rs []R) []R {
+	live := rs[:0:0]
+	for _, r := range rs {
+		if q := r.req(); q.ctx.Err() != nil {
+			q.done <- q.ctx.Err()
+		} else {
+			live = append(live, r)
+		}
+	}
+	return live
 }
 
 // pipeline coalesces requests that arrive at about the same time (slots due

@@ -87,6 +87,9 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 // claim, provided the claim still exists; if one does not (pruned), that
 // record is written alone and the batch is committed again.
 func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
+	if rs = answerEnded(rs); len(rs) == 0 { // again on every retry
+		return
+	}
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
 	var ops []clientv3.Op
 	elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
