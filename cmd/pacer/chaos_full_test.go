@@ -68,12 +68,7 @@ func TestChaosShortPause(t *testing.T) {
 		waitRunsAfter(leader, 3, fault.Add(2*chaosTTL), 15*time.Second)
 	}
 	noLeaderChange(t, ps, start)
-	res.Z = stopAll(t, ps)
-	res.checkLedger(t, path, eps)
-	res.report(t)
-	if res.D != 0 || res.Z != 0 {
-		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
-	}
+	res.finish(t, ps, path, eps)
 }
 
 // Scenario 4: a standby is paused (SIGSTOP) while it waits in Campaign,
@@ -123,12 +118,7 @@ func TestChaosStandbyPausedInCampaign(t *testing.T) {
 		}
 		leader = other
 	}
-	res.Z = stopAll(t, ps)
-	res.checkLedger(t, path, eps)
-	res.report(t)
-	if res.D != 0 || res.Z != 0 {
-		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
-	}
+	res.finish(t, ps, path, eps)
 }
 
 // Scenario 5: the leader is cut off from etcd (each replica reaches etcd
@@ -186,12 +176,7 @@ func TestChaosLeaderCutOff(t *testing.T) {
 			t.Errorf("%s leads again after the heal while %s leads", old.name, leader.name)
 		}
 	}
-	res.Z = stopAll(t, ps)
-	res.checkLedger(t, path, eps)
-	res.report(t)
-	if res.D != 0 || res.Z != 0 {
-		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
-	}
+	res.finish(t, ps, path, eps)
 }
 
 // etcdLeader returns the index of the member that is the etcd leader.
@@ -464,12 +449,7 @@ func TestChaosQuorumLoss(t *testing.T) {
 		t.Logf("quorum back %s after the fault; first run %s after that", restored.Sub(fault).Round(time.Millisecond), first.Sub(restored).Round(time.Millisecond))
 		anyRunsAfter(t, ps, 2, restored, 30*time.Second)
 	}
-	res.Z = stopAll(t, ps)
-	res.checkLedger(t, path, eps)
-	res.report(t)
-	if res.D != 0 || res.Z != 0 {
-		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
-	}
+	res.finish(t, ps, path, eps)
 }
 
 // Scenario 9: the whole etcd cluster (three members) is stopped and started
@@ -492,12 +472,7 @@ func TestChaosEtcdClusterRestart(t *testing.T) {
 		t.Logf("etcd back %s after the stop; first run %s after that", restored.Sub(fault).Round(time.Millisecond), first.Sub(restored).Round(time.Millisecond))
 		anyRunsAfter(t, ps, 2, restored, 30*time.Second)
 	}
-	res.Z = stopAll(t, ps)
-	res.checkLedger(t, path, eps)
-	res.report(t)
-	if res.D != 0 || res.Z != 0 {
-		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
-	}
+	res.finish(t, ps, path, eps)
 }
 
 // leadershipOverlaps returns, for replicas that were never killed or
@@ -587,12 +562,7 @@ func TestChaosEtcdLatency(t *testing.T) {
 	for _, o := range leadershipOverlaps(ps) {
 		t.Errorf("terms overlap: %s", o)
 	}
-	res.Z = stopAll(t, ps)
-	res.checkLedger(t, path, eps)
-	res.report(t)
-	if res.D != 0 || res.Z != 0 {
-		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
-	}
+	res.finish(t, ps, path, eps)
 }
 
 // Scenario 12: the plugin process is killed (kill -9) while its task runs.

@@ -560,6 +560,18 @@ func fmtF(fs []time.Duration) string {
 	return fmt.Sprintf("%s/%s", s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
 }
 
+// finish stops every replica in ps, checks the ledger at path against the
+// records in etcd (eps), reports, and fails unless D and Z are 0.
+func (r *chaosResult) finish(t *testing.T, ps []*proc, path string, eps []string) {
+	t.Helper()
+	r.Z = stopAll(t, ps)
+	r.checkLedger(t, path, eps)
+	r.report(t)
+	if r.D != 0 || r.Z != 0 {
+		t.Fatalf("D=%d Z=%d, want 0", r.D, r.Z)
+	}
+}
+
 func (r *chaosResult) report(t *testing.T) {
 	t.Helper()
 	m := "not-measured"
@@ -646,12 +658,7 @@ func TestChaosLeaderKill(t *testing.T) {
 		}
 		waitRunsAfter(leader, 2, fault, 15*time.Second)
 	}
-	res.Z = stopAll(t, ps)
-	res.checkLedger(t, path, eps)
-	res.report(t)
-	if res.D != 0 || res.Z != 0 {
-		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
-	}
+	res.finish(t, ps, path, eps)
 }
 
 // Scenario 2: the leader and its plugin are paused (SIGSTOP) mid-run for
