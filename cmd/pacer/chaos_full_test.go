@@ -51,10 +51,7 @@ func noLeaderChange(t *testing.T, ps []*proc, since time.Time) {
 // pause) for less than TTL/2, then resumed. No failover, no flapping.
 func TestChaosShortPause(t *testing.T) {
 	skipChaos(t)
-	eps := endpoints(startCluster(t, 1))
-	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	ps := startReplicas(t, 2, eps, ledgerJob(path, "100ms"))
-	res := chaosResult{scenario: 3}
+	res, ps, path, eps := ledgerScenario(t, 3, 2, "100ms")
 	leader := waitLeader(t, ps, 30*time.Second)
 	waitRunsAfter(leader, 2, time.Time{}, 15*time.Second)
 	start := time.Now()
@@ -78,10 +75,7 @@ func TestChaosShortPause(t *testing.T) {
 // leads while that one does.
 func TestChaosStandbyPausedInCampaign(t *testing.T) {
 	skipChaos(t)
-	eps := endpoints(startCluster(t, 1))
-	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	ps := startReplicas(t, 3, eps, ledgerJob(path, "100ms"))
-	res := chaosResult{scenario: 4}
+	res, ps, path, eps := ledgerScenario(t, 4, 3, "100ms")
 	leader := waitLeader(t, ps, 30*time.Second)
 	waitRunsAfter(leader, 1, time.Time{}, 15*time.Second)
 	alive := ps
@@ -570,10 +564,7 @@ func TestChaosEtcdLatency(t *testing.T) {
 // process serves the next runs, and no plugin process is left at the end.
 func TestChaosPluginKill(t *testing.T) {
 	skipChaos(t)
-	eps := endpoints(startCluster(t, 1))
-	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	ps := startReplicas(t, 1, eps, ledgerJob(path, "2s"))
-	res := chaosResult{scenario: 12}
+	res, ps, path, eps := ledgerScenario(t, 12, 1, "2s")
 	p := waitLeader(t, ps, 30*time.Second)
 	for range chaosRuns() {
 		mark := time.Now()

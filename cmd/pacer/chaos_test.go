@@ -560,6 +560,16 @@ func fmtF(fs []time.Duration) string {
 	return fmt.Sprintf("%s/%s", s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
 }
 
+// ledgerScenario starts what most scenarios need: a one-member etcd and n
+// replicas running ledgerJob with the given hold, and the scenario's result.
+func ledgerScenario(t *testing.T, scenario, n int, hold string) (res *chaosResult, ps []*proc, path string, eps []string) {
+	t.Helper()
+	eps = endpoints(startCluster(t, 1))
+	path = filepath.Join(t.TempDir(), "ledger.jsonl")
+	ps = startReplicas(t, n, eps, ledgerJob(path, hold))
+	return &chaosResult{scenario: scenario}, ps, path, eps
+}
+
 // finish stops every replica in ps, checks the ledger at path against the
 // records in etcd (eps), reports, and fails unless D and Z are 0.
 func (r *chaosResult) finish(t *testing.T, ps []*proc, path string, eps []string) {
@@ -635,10 +645,7 @@ func skipChaos(t *testing.T) {
 // no plugin process is left.
 func TestChaosLeaderKill(t *testing.T) {
 	skipChaos(t)
-	eps := endpoints(startCluster(t, 1))
-	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	ps := startReplicas(t, 3, eps, ledgerJob(path, "100ms"))
-	res := chaosResult{scenario: 1}
+	res, ps, path, eps := ledgerScenario(t, 1, 3, "100ms")
 
 	leader := waitLeader(t, ps, 30*time.Second)
 	waitRunsAfter(leader, 2, time.Time{}, 15*time.Second)
@@ -667,10 +674,7 @@ func TestChaosLeaderKill(t *testing.T) {
 // write is rejected; no slot is accepted twice.
 func TestChaosLeaderPause(t *testing.T) {
 	skipChaos(t)
-	eps := endpoints(startCluster(t, 1))
-	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	ps := startReplicas(t, 2, eps, ledgerJob(path, "1s"))
-	res := chaosResult{scenario: 2}
+	res, ps, path, eps := ledgerScenario(t, 2, 2, "1s")
 
 	old := waitLeader(t, ps, 30*time.Second)
 	waitRunsAfter(old, 1, time.Time{}, 15*time.Second)
@@ -750,10 +754,7 @@ func TestChaosLeaderPause(t *testing.T) {
 // late is either rejected or lands before any write under a higher token.
 func TestChaosRunnerKillMidRun(t *testing.T) {
 	skipChaos(t)
-	eps := endpoints(startCluster(t, 1))
-	path := filepath.Join(t.TempDir(), "ledger.jsonl")
-	ps := startReplicas(t, 2, eps, ledgerJob(path, "4s"))
-	res := chaosResult{scenario: 17}
+	res, ps, path, eps := ledgerScenario(t, 17, 2, "4s")
 
 	old := waitLeader(t, ps, 30*time.Second)
 	old.waitLogs("a run to start", 15*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("run started"))) > 0 })
