@@ -710,29 +710,6 @@ func TestAliasBombIsBounded(t *testing.T) {
 	}
 }
 
-func TestSuggest(t *testing.T) {
-	t.Parallel()
-	keys := []string{"id", "plugin", "task", "schedule", "timezone", "timeout", "retries", "overlap", "misfire", "jitter", "params"}
-	tests := map[string]string{
-		"retires":   "retries",
-		"shedule":   "schedule",
-		"time_zone": "timezone",
-		"Plugin":    "plugin",
-		"parms":     "params",
-		"ID":        "id",
-		"colour":    "",
-		"x":         "",
-	}
-	for in, want := range tests {
-		t.Run(in, func(t *testing.T) {
-			t.Parallel()
-			if got := suggest(in, keys); got != want {
-				t.Errorf("suggest(%q) = %q, want %q", in, got, want)
-			}
-		})
-	}
-}
-
 func FuzzParse(f *testing.F) {
 	for _, seed := range []string{
 		"",

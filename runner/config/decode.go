@@ -13,6 +13,8 @@ import (
 	"unicode"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/pacerun/pacer/internal/didyoumean"
 )
 
 // The decoder walks the yaml.Node tree against the Config struct by yaml tag,
@@ -418,7 +420,7 @@ func (d *decoder) structure(n *yaml.Node, line int, v reflect.Value, path string
 }
 
 func (d *decoder) unknownKey(line int, path, key string, known []string) {
-	if s := suggest(key, known); s != "" {
+	if s := didyoumean.Closest(key, known); s != "" {
 		d.add(line, path, "unknown key %q (did you mean %q?)", key, s)
 		return
 	}
@@ -708,69 +710,4 @@ func parentPath(p string) (parent string, ok bool) {
 		return p[:i], true
 	}
 	return "", true
-}
-
-// suggest returns the candidate closest to s, or "" if none is close enough
-// to be a likely typo.
-func suggest(s string, candidates []string) string {
-	norm := func(x string) string {
-		return strings.NewReplacer("_", "", "-", "", " ", "").Replace(strings.ToLower(x))
-	}
-	ns := norm(s)
-	for _, c := range candidates {
-		if norm(c) == ns {
-			return c
-		}
-	}
-	// One a longer spelling of the other: "warning" for "warn".
-	for _, c := range candidates {
-		nc := norm(c)
-		if min(len(nc), len(ns)) >= 4 && (strings.HasPrefix(ns, nc) || strings.HasPrefix(nc, ns)) {
-			return c
-		}
-	}
-	best, bestDist := "", -1
-	for _, c := range candidates {
-		if dist := editDistance(strings.ToLower(s), c); bestDist < 0 || dist < bestDist {
-			best, bestDist = c, dist
-		}
-	}
-	limit := 1
-	switch n := len(s); {
-	case n >= 10:
-		limit = 3
-	case n >= 5:
-		limit = 2
-	}
-	if bestDist >= 0 && bestDist <= limit {
-		return best
-	}
-	return ""
-}
-
-// editDistance is the optimal-string-alignment distance: insertions,
-// deletions, substitutions and transpositions of adjacent characters.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev2 := make([]int, len(rb)+1)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
-				cur[j] = min(cur[j], prev2[j-2]+1)
-			}
-		}
-		prev2, prev, cur = prev, cur, prev2
-	}
-	return prev[len(rb)]
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pacerun/pacer/internal/didyoumean"
 	"github.com/pacerun/pacer/runner/schedule"
 )
 
@@ -294,7 +295,7 @@ func (d *decoder) oneOf(path, what, val string, allowed ...string) {
 		return
 	}
 	msg := fmt.Sprintf("invalid %s %q: must be one of %s", what, val, strings.Join(allowed, ", "))
-	if s := suggest(val, allowed); s != "" {
+	if s := didyoumean.Closest(val, allowed); s != "" {
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	d.problem(path, "%s", msg)
