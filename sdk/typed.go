@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/paramschema"
 )
 
 // Typed returns a Task whose params are decoded into P (a struct with json
@@ -68,7 +68,7 @@ func Typed[P any](description string, fn func(ctx context.Context, params P, res
 
 // JSONSchemer is implemented by param types that tell the runner which values
 // they accept, typically types with their own UnmarshalJSON. JSONSchema
-// returns a JSON Schema (the subset described by pluginv1.Schema), such as
+// returns a JSON Schema (the subset described by package paramschema), such as
 //
 //	{"oneOf":[{"type":"string"},{"type":"array","items":{"type":"string"}}]}
 //
@@ -80,7 +80,7 @@ type JSONSchemer interface {
 
 type typedTask[P any] struct {
 	fn     func(ctx context.Context, params P, resp *Response) error
-	schema *pluginv1.Schema
+	schema *paramschema.Schema
 	info   TaskInfo
 }
 
@@ -102,7 +102,7 @@ func (t *typedTask[P]) Run(ctx context.Context, req *Request, resp *Response) er
 }
 
 // paramsError lists every problem with a run's params. It matches
-// ErrInvalidParams and each problem (a *pluginv1.ValidationError) with
+// ErrInvalidParams and each problem (a *paramschema.ValidationError) with
 // errors.Is and errors.As.
 type paramsError struct{ problems []error }
 
@@ -209,48 +209,48 @@ type schemaBuilder struct {
 
 // schemaOf returns a fresh schema for values of type t. where names the
 // field for panic messages.
-func (b *schemaBuilder) schemaOf(t reflect.Type, where string) *pluginv1.Schema {
+func (b *schemaBuilder) schemaOf(t reflect.Type, where string) *paramschema.Schema {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t == durationType {
-		return &pluginv1.Schema{Type: pluginv1.TypeString, Format: pluginv1.FormatDuration}
+		return &paramschema.Schema{Type: paramschema.TypeString, Format: paramschema.FormatDuration}
 	}
 	if implements(t, jsonSchemerType) {
 		return schemerSchema(t, where)
 	}
 	if implements(t, jsonUnmarshalerType) {
-		return &pluginv1.Schema{}
+		return &paramschema.Schema{}
 	}
 	if implements(t, textUnmarshalerType) {
-		return &pluginv1.Schema{Type: pluginv1.TypeString}
+		return &paramschema.Schema{Type: paramschema.TypeString}
 	}
 	switch t.Kind() {
 	case reflect.String:
-		return &pluginv1.Schema{Type: pluginv1.TypeString}
+		return &paramschema.Schema{Type: paramschema.TypeString}
 	case reflect.Bool:
-		return &pluginv1.Schema{Type: pluginv1.TypeBoolean}
+		return &paramschema.Schema{Type: paramschema.TypeBoolean}
 	case reflect.Int, reflect.Int64:
-		return &pluginv1.Schema{Type: pluginv1.TypeInteger}
+		return &paramschema.Schema{Type: paramschema.TypeInteger}
 	case reflect.Int8, reflect.Int16, reflect.Int32:
 		bits := t.Bits()
-		return &pluginv1.Schema{Type: pluginv1.TypeInteger,
+		return &paramschema.Schema{Type: paramschema.TypeInteger,
 			Minimum: ptr(-math.Pow(2, float64(bits-1))), Maximum: ptr(math.Pow(2, float64(bits-1)) - 1)}
 	case reflect.Uint, reflect.Uint64, reflect.Uintptr:
-		return &pluginv1.Schema{Type: pluginv1.TypeInteger, Minimum: ptr(0.0)}
+		return &paramschema.Schema{Type: paramschema.TypeInteger, Minimum: ptr(0.0)}
 	case reflect.Uint8, reflect.Uint16, reflect.Uint32:
-		return &pluginv1.Schema{Type: pluginv1.TypeInteger,
+		return &paramschema.Schema{Type: paramschema.TypeInteger,
 			Minimum: ptr(0.0), Maximum: ptr(math.Pow(2, float64(t.Bits())) - 1)}
 	case reflect.Float32, reflect.Float64:
-		return &pluginv1.Schema{Type: pluginv1.TypeNumber}
+		return &paramschema.Schema{Type: paramschema.TypeNumber}
 	case reflect.Slice:
 		if t.Elem().Kind() == reflect.Uint8 && !implements(t.Elem(), jsonUnmarshalerType) && !implements(t.Elem(), textUnmarshalerType) {
 			// encoding/json carries []byte as a base64 string.
-			return &pluginv1.Schema{Type: pluginv1.TypeString}
+			return &paramschema.Schema{Type: paramschema.TypeString}
 		}
-		return &pluginv1.Schema{Type: pluginv1.TypeArray, Items: b.schemaOf(t.Elem(), where+"[]")}
+		return &paramschema.Schema{Type: paramschema.TypeArray, Items: b.schemaOf(t.Elem(), where+"[]")}
 	case reflect.Array:
-		return &pluginv1.Schema{Type: pluginv1.TypeArray, Items: b.schemaOf(t.Elem(), where+"[]")}
+		return &paramschema.Schema{Type: paramschema.TypeArray, Items: b.schemaOf(t.Elem(), where+"[]")}
 	case reflect.Map:
 		switch k := t.Key(); {
 		case k.Kind() == reflect.String, implements(k, textUnmarshalerType),
@@ -258,16 +258,16 @@ func (b *schemaBuilder) schemaOf(t reflect.Type, where string) *pluginv1.Schema 
 		default:
 			panic(fmt.Sprintf("sdk.Typed: %s: map key type %v cannot come from JSON", where, k))
 		}
-		return &pluginv1.Schema{Type: pluginv1.TypeObject, AdditionalPropertiesSchema: b.schemaOf(t.Elem(), where+"[]")}
+		return &paramschema.Schema{Type: paramschema.TypeObject, AdditionalPropertiesSchema: b.schemaOf(t.Elem(), where+"[]")}
 	case reflect.Struct:
 		return b.structSchema(t, where)
 	case reflect.Interface:
-		return &pluginv1.Schema{}
+		return &paramschema.Schema{}
 	}
 	panic(fmt.Sprintf("sdk.Typed: %s: type %v cannot come from JSON", where, t))
 }
 
-func schemerSchema(t reflect.Type, where string) *pluginv1.Schema {
+func schemerSchema(t reflect.Type, where string) *paramschema.Schema {
 	var v reflect.Value
 	if t.Implements(jsonSchemerType) {
 		v = reflect.Zero(t)
@@ -275,18 +275,18 @@ func schemerSchema(t reflect.Type, where string) *pluginv1.Schema {
 		v = reflect.New(t)
 	}
 	text := v.Interface().(JSONSchemer).JSONSchema()
-	s, err := pluginv1.ParseSchema(text)
+	s, err := paramschema.Parse(text)
 	if err != nil {
 		panic(fmt.Sprintf("sdk.Typed: %s: %v.JSONSchema: %v", where, t, err))
 	}
 	if s == nil {
-		s = &pluginv1.Schema{}
+		s = &paramschema.Schema{}
 	}
 	return s
 }
 
-func (b *schemaBuilder) structSchema(t reflect.Type, where string) *pluginv1.Schema {
-	s := &pluginv1.Schema{Type: pluginv1.TypeObject, AdditionalProperties: ptr(false)}
+func (b *schemaBuilder) structSchema(t reflect.Type, where string) *paramschema.Schema {
+	s := &paramschema.Schema{Type: paramschema.TypeObject, AdditionalProperties: ptr(false)}
 	if b.building[t] {
 		// A recursive type: its inner occurrences are only checked to be
 		// objects; decoding checks the rest.
@@ -301,9 +301,9 @@ func (b *schemaBuilder) structSchema(t reflect.Type, where string) *pluginv1.Sch
 		ps := b.schemaOf(f.typ, fwhere)
 		if f.quoted {
 			switch ps.Type {
-			case pluginv1.TypeInteger, pluginv1.TypeNumber, pluginv1.TypeBoolean:
+			case paramschema.TypeInteger, paramschema.TypeNumber, paramschema.TypeBoolean:
 				// With the ",string" option the value is a quoted scalar.
-				ps = &pluginv1.Schema{Type: pluginv1.TypeString}
+				ps = &paramschema.Schema{Type: paramschema.TypeString}
 			}
 		}
 		if desc, ok := f.tag.Lookup("desc"); ok {
@@ -327,7 +327,7 @@ func (b *schemaBuilder) structSchema(t reflect.Type, where string) *pluginv1.Sch
 			}
 		}
 		if s.Properties == nil {
-			s.Properties = map[string]*pluginv1.Schema{}
+			s.Properties = map[string]*paramschema.Schema{}
 		}
 		s.Properties[f.name] = ps
 		if required {
@@ -337,7 +337,7 @@ func (b *schemaBuilder) structSchema(t reflect.Type, where string) *pluginv1.Sch
 	return s
 }
 
-func setEnum(s *pluginv1.Schema, tag, where string) {
+func setEnum(s *paramschema.Schema, tag, where string) {
 	var values []any
 	for v := range strings.SplitSeq(tag, ",") {
 		if v = strings.TrimSpace(v); v != "" {
@@ -348,9 +348,9 @@ func setEnum(s *pluginv1.Schema, tag, where string) {
 		panic(fmt.Sprintf("sdk.Typed: %s: empty enum tag", where))
 	}
 	switch {
-	case s.Type == pluginv1.TypeString && s.Format == "":
+	case s.Type == paramschema.TypeString && s.Format == "":
 		s.Enum = values
-	case s.Type == pluginv1.TypeArray && s.Items != nil && s.Items.Type == pluginv1.TypeString && s.Items.Format == "":
+	case s.Type == paramschema.TypeArray && s.Items != nil && s.Items.Type == paramschema.TypeString && s.Items.Format == "":
 		s.Items.Enum = values
 	default:
 		panic(fmt.Sprintf("sdk.Typed: %s: enum tag on a field that is not a string or a list of strings", where))

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/sdk"
-	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/paramschema"
 )
 
 // commandParam is a list of arguments or a single string, like the shell
@@ -146,7 +146,7 @@ func TestTypedSchema(t *testing.T) {
 		t.Errorf("schema:\n got %s\nwant %s", info.ParamsSchema, want)
 	}
 	// The runner parses what the plugin sends.
-	if _, err := pluginv1.ParseSchema(info.ParamsSchema); err != nil {
+	if _, err := paramschema.Parse(info.ParamsSchema); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -335,14 +335,14 @@ func TestTypedRunBadParams(t *testing.T) {
 	if got, w := err.Error(), "invalid params: "+strings.Join(want, "; "); got != w {
 		t.Errorf("error:\n got %s\nwant %s", got, w)
 	}
-	var ve *pluginv1.ValidationError
+	var ve *paramschema.ValidationError
 	if !errors.As(err, &ve) || ve.Path != "params" || ve.Msg != `missing required key "command"` {
 		t.Errorf("errors.As ValidationError: %#v", ve)
 	}
 
 	// The runner, checking the config with the schema the plugin sent,
 	// finds the same problems.
-	schema, perr := pluginv1.ParseSchema(describe(t, task).ParamsSchema)
+	schema, perr := paramschema.Parse(describe(t, task).ParamsSchema)
 	if perr != nil {
 		t.Fatal(perr)
 	}

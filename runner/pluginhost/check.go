@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -49,7 +50,7 @@ func checkRef(r TaskRef, d *pluginv1.DescribeResponse) []error {
 		if t.GetName() != r.Task {
 			continue
 		}
-		schema, err := pluginv1.ParseSchema(t.GetParamsSchemaJson())
+		schema, err := paramschema.Parse(t.GetParamsSchemaJson())
 		if err != nil {
 			return []error{fmt.Errorf("%s: plugin %q task %q publishes a bad params schema: %w", r.Where, r.Plugin, r.Task, err)}
 		}

@@ -1,4 +1,12 @@
-package pluginv1
+// Package paramschema is the schema of a task's params: the subset of JSON
+// Schema that a plugin publishes for each task and that both sides check
+// params against. The runner checks every job's params when it loads its
+// config, naming each problem; the SDK checks them again before a task runs.
+//
+// Plugin authors rarely use it directly: sdk.Typed derives a Schema from a
+// Go struct. A param type with its own JSON decoding describes itself with
+// sdk.JSONSchemer, whose JSON text Parse reads.
+package paramschema
 
 import (
 	"encoding/json"
@@ -10,13 +18,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pacerun/pacer/internal/didyoumean"
 )
 
 // Schema is the subset of JSON Schema (draft 2020-12 keywords) Pacer uses for
 // task params. It travels as TaskInfo.params_schema_json and is serialised as
 // real JSON Schema, so other tools can read it.
 //
-// Keywords outside this subset are ignored by ParseSchema (and so not
+// Keywords outside this subset are ignored by Parse (and so not
 // enforced); the plugin still checks its params when it runs.
 //
 // Every keyword applies to the value independently, as in JSON Schema:
@@ -120,12 +130,12 @@ func (s *Schema) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// ParseSchema parses a params schema as sent in TaskInfo.params_schema_json.
+// Parse parses a params schema as sent in TaskInfo.params_schema_json.
 // An empty (or all-blank) text means any params and yields nil, nil.
 // Keywords outside Schema's subset are ignored; a keyword of the subset with
 // a value Pacer cannot use (an unknown type, an empty enum, minimum above
 // maximum) is an error.
-func ParseSchema(jsonText string) (*Schema, error) {
+func Parse(jsonText string) (*Schema, error) {
 	text := strings.TrimSpace(jsonText)
 	if text == "" {
 		return nil, nil
@@ -187,7 +197,7 @@ func pointerEscape(s string) string {
 }
 
 // JSON returns s as JSON Schema text; "" for a nil schema, matching
-// ParseSchema. It panics if Enum holds a value that is not JSON-compatible,
+// Parse. It panics if Enum holds a value that is not JSON-compatible,
 // which only a Schema built by hand can.
 func (s *Schema) JSON() string {
 	if s == nil {
@@ -195,7 +205,7 @@ func (s *Schema) JSON() string {
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
-		panic(fmt.Sprintf("pluginv1.Schema.JSON: %v", err))
+		panic(fmt.Sprintf("paramschema.Schema.JSON: %v", err))
 	}
 	return string(b)
 }
@@ -421,7 +431,7 @@ func (s *Schema) validate(path string, v any, errs *[]error) {
 					names = append(names, es)
 				}
 			}
-			if hint := suggest(val.str, names); hint != "" {
+			if hint := didyoumean.Closest(val.str, names); hint != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", hint)
 			}
 		}
@@ -484,7 +494,7 @@ func (s *Schema) validateObject(path string, obj map[string]any, errs *[]error) 
 		switch {
 		case closed:
 			msg := fmt.Sprintf("unknown key %q", key)
-			if hint := suggest(key, unused); hint != "" {
+			if hint := didyoumean.Closest(key, unused); hint != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", hint)
 			}
 			add("%s", msg)
@@ -668,53 +678,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// suggest returns the candidate closest to word if it is close enough to be
-// a likely typo, else "". Candidates must be sorted; ties go to the first.
-func suggest(word string, candidates []string) string {
-	lw := strings.ToLower(word)
-	limit := 1
-	switch n := len([]rune(word)); {
-	case n > 8:
-		limit = 3
-	case n > 3:
-		limit = 2
-	}
-	best, bestDist := "", limit+1
-	for _, c := range candidates {
-		// A suggestion must keep something of the word: "c" is not a typo of "a".
-		d := editDistance(lw, strings.ToLower(c))
-		if d < bestDist && d < len([]rune(word)) && d < len([]rune(c)) {
-			best, bestDist = c, d
-		}
-	}
-	return best
-}
-
-// editDistance is the optimal string alignment distance: insertions,
-// deletions, substitutions and transpositions of adjacent runes each cost 1.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev2 := make([]int, len(rb)+1)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
-				cur[j] = min(cur[j], prev2[j-2]+1)
-			}
-		}
-		prev2, prev, cur = prev, cur, prev2
-	}
-	return prev[len(rb)]
 }

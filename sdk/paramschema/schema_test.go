@@ -1,4 +1,4 @@
-package pluginv1
+package paramschema
 
 import (
 	"encoding/json"
@@ -7,7 +7,11 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func f64(v float64) *float64 { return &v }
 func boolp(v bool) *bool     { return &v }
@@ -21,12 +25,12 @@ func messages(errs []error) []string {
 }
 
 // mustParse parses a schema written as JSON, so the tests also exercise
-// ParseSchema on every keyword.
+// Parse on every keyword.
 func mustParse(t *testing.T, text string) *Schema {
 	t.Helper()
-	s, err := ParseSchema(text)
+	s, err := Parse(text)
 	if err != nil {
-		t.Fatalf("ParseSchema(%s): %v", text, err)
+		t.Fatalf("Parse(%s): %v", text, err)
 	}
 	return s
 }
@@ -273,7 +277,7 @@ func TestJSONRoundTrip(t *testing.T) {
 	if text != want {
 		t.Fatalf("JSON:\n got %s\nwant %s", text, want)
 	}
-	back, err := ParseSchema(text)
+	back, err := Parse(text)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,21 +315,21 @@ func TestJSONAdditionalPropertiesFalseWins(t *testing.T) {
 	}
 }
 
-func TestParseSchema(t *testing.T) {
+func TestParse(t *testing.T) {
 	for _, text := range []string{"", "  \n\t"} {
-		s, err := ParseSchema(text)
+		s, err := Parse(text)
 		if s != nil || err != nil {
-			t.Errorf("ParseSchema(%q) = %v, %v; want nil, nil", text, s, err)
+			t.Errorf("Parse(%q) = %v, %v; want nil, nil", text, s, err)
 		}
 	}
 
 	// Keywords outside the subset are ignored.
-	s, err := ParseSchema(`{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"t","type":"string","pattern":"^a","default":"a"}`)
+	s, err := Parse(`{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"t","type":"string","pattern":"^a","default":"a"}`)
 	if err != nil || s.Type != TypeString {
 		t.Fatalf("got %+v, %v", s, err)
 	}
 	// null subschemas mean any value.
-	s, err = ParseSchema(`{"properties":{"a":null},"additionalProperties":null}`)
+	s, err = Parse(`{"properties":{"a":null},"additionalProperties":null}`)
 	if err != nil || s.AdditionalProperties != nil || s.AdditionalPropertiesSchema != nil {
 		t.Fatalf("got %+v, %v", s, err)
 	}
@@ -355,52 +359,13 @@ func TestParseSchema(t *testing.T) {
 		{`{"oneOf":[{"type":"string"},{"type":"x"}]}`, `#/oneOf/1/type: unsupported type "x"`},
 	}
 	for _, tt := range bad {
-		s, err := ParseSchema(tt.text)
+		s, err := Parse(tt.text)
 		if err == nil {
-			t.Errorf("ParseSchema(%s) = %s, want error", tt.text, s.JSON())
+			t.Errorf("Parse(%s) = %s, want error", tt.text, s.JSON())
 			continue
 		}
 		if !strings.HasPrefix(err.Error(), "params schema: ") || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("ParseSchema(%s) error %q, want it to contain %q", tt.text, err, tt.want)
-		}
-	}
-}
-
-func TestSuggest(t *testing.T) {
-	cands := []string{"command", "dir", "env", "inherit_env", "max_output_bytes", "shell"}
-	tests := map[string]string{
-		"comand":          "command",
-		"commnad":         "command",
-		"COMMAND":         "command",
-		"dri":             "dir",
-		"en":              "env",
-		"inherit-env":     "inherit_env",
-		"max_outputbytes": "max_output_bytes",
-		"max_bytes":       "",
-		"x":               "",
-		"":                "",
-		"shellz":          "shell",
-		"c":               "",
-		"dirs":            "dir",
-	}
-	for word, want := range tests {
-		if got := suggest(word, cands); got != want {
-			t.Errorf("suggest(%q) = %q, want %q", word, got, want)
-		}
-	}
-}
-
-func TestEditDistance(t *testing.T) {
-	tests := []struct {
-		a, b string
-		want int
-	}{
-		{"", "", 0}, {"a", "", 1}, {"", "abc", 3}, {"kitten", "sitting", 3},
-		{"ab", "ba", 1}, {"comand", "command", 1}, {"héllo", "hello", 1},
-	}
-	for _, tt := range tests {
-		if got := editDistance(tt.a, tt.b); got != tt.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+			t.Errorf("Parse(%s) error %q, want it to contain %q", tt.text, err, tt.want)
 		}
 	}
 }

@@ -35,6 +35,7 @@ import (
 
 	"github.com/pacerun/pacer/sdk"
 	"github.com/pacerun/pacer/sdk/internal/server"
+	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -170,7 +171,7 @@ type TaskInfo struct {
 func (h *Harness) CheckParams(task string, params map[string]any) []error {
 	for _, t := range h.desc.GetTasks() {
 		if t.GetName() == task {
-			s, err := pluginv1.ParseSchema(t.GetParamsSchemaJson())
+			s, err := paramschema.Parse(t.GetParamsSchemaJson())
 			if err != nil {
 				return []error{err}
 			}
