@@ -324,7 +324,7 @@ func TestTypedRunBadParams(t *testing.T) {
 	want := []string{
 		`params: missing required key "command"`,
 		`params.cmd: expected string or array of strings, got number`,
-		`params: unknown key "comand" (did you mean "command"?)`,
+		`params.comand: unknown key "comand" (did you mean "command"?)`,
 		`params.env.PORT: expected string, got number`,
 		`params.max: expected integer, got number 1.5`,
 		`params.mode: must be one of "fast", "safe"; got "fsat" (did you mean "fast"?)`,
@@ -553,5 +553,5 @@ func ExampleTyped() {
 	// true
 	// params: missing required key "url"
 	// params.timeout: invalid duration "5 seconds"
-	// params: unknown key "ulr" (did you mean "url"?)
+	// params.ulr: unknown key "ulr" (did you mean "url"?)
 }

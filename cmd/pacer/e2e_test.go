@@ -225,11 +225,11 @@ func TestE2EBadConfig(t *testing.T) {
 			[]string{":2:", "cluster.lease_ttl", `invalid duration "ten seconds"`}},
 		// Checked against the schema the plugin itself publishes.
 		{"bad params", "plugins: {dir: PLUGINS}\njobs:\n  - id: a\n    plugin: shell\n    task: exec\n    schedule: \"@every 1s\"\n    params: {comand: [echo, hi]}\n",
-			[]string{":3: jobs[0].params", `unknown key "comand" (did you mean "command"?)`, `missing required key "command"`}},
+			[]string{`:7: jobs[0].params.comand: unknown key "comand" (did you mean "command"?)`, `:7: jobs[0].params: missing required key "command"`}},
 		{"unknown task", "plugins: {dir: PLUGINS}\njobs:\n  - id: a\n    plugin: shell\n    task: exce\n    schedule: \"@every 1s\"\n",
-			[]string{":3: jobs[0].task", `plugin "shell" has no task "exce" (it has: exec)`}},
+			[]string{":5: jobs[0].task", `plugin "shell" has no task "exce" (it has: exec)`}},
 		{"unknown plugin", "plugins: {dir: PLUGINS}\njobs:\n  - id: a\n    plugin: sehll\n    task: exec\n    schedule: \"@every 1s\"\n",
-			[]string{":3: jobs[0]", `plugin "sehll"`, "has no binary"}},
+			[]string{":4: jobs[0].plugin", `plugin "sehll"`, "has no binary"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

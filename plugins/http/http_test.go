@@ -598,7 +598,7 @@ func TestInvalidParams(t *testing.T) {
 		{"no host", map[string]any{"url": "http:///health"}, "has no host"},
 		{"unparsable url", map[string]any{"url": "http://bob:pw-secret@127.0.0.1:port/"}, `invalid port ":port"`},
 		{"unknown key", map[string]any{"url": "http://127.0.0.1/", "timeuot": "1s"}, `unknown key "timeuot" (did you mean "timeout"?)`},
-		{"unknown tls key", map[string]any{"url": "http://127.0.0.1/", "tls": map[string]any{"ca": "x"}}, `params.tls: unknown key "ca"`},
+		{"unknown tls key", map[string]any{"url": "http://127.0.0.1/", "tls": map[string]any{"ca": "x"}}, `params.tls.ca: unknown key "ca"`},
 		{"bad duration", map[string]any{"url": "http://127.0.0.1/", "timeout": "soon"}, "timeout: "},
 		{"negative duration", map[string]any{"url": "http://127.0.0.1/", "timeout": "-1s"}, "timeout must be positive"},
 		{"bad method", map[string]any{"url": "http://127.0.0.1/", "method": "GE T"}, `method "GE T" is not a valid HTTP method`},

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/pacerun/pacer/runner/schedule"
@@ -149,8 +151,45 @@ type Job struct {
 	Params         map[string]any `yaml:"params"` // free-form, passed to the plugin task
 
 	Line     int               `yaml:"-"` // line of the job's mapping in the file
+	keys     keyIndex          // where the job's keys are, for KeyLine
 	Location *time.Location    `yaml:"-"` // resolved Timezone
 	Sched    schedule.Schedule `yaml:"-"` // parsed Schedule
+}
+
+// KeyLine returns the line of the key at keys within the job, such as
+// KeyLine("task") or KeyLine("params", "command", 2) (object keys as
+// strings, sequence indexes as ints), so that a problem found after loading
+// (a task the plugin lacks, params its schema refuses) can point at the
+// offending key in block and flow YAML alike. When the file does not set that
+// key, it returns the line of the nearest enclosing key it does set, and at
+// worst the job's own Line.
+func (j *Job) KeyLine(keys ...any) int {
+	paths := make([]string, 0, len(keys))
+	p := j.keys.path
+	for _, k := range keys {
+		switch k := k.(type) {
+		case string:
+			p = joinPath(p, k)
+		case int:
+			p += "[" + strconv.Itoa(k) + "]"
+		default:
+			p += fmt.Sprintf("[%v]", k)
+		}
+		paths = append(paths, p)
+	}
+	for i := len(paths) - 1; i >= 0; i-- {
+		if l, ok := j.keys.lines[paths[i]]; ok && j.keys.path != "" {
+			return l
+		}
+	}
+	return j.Line
+}
+
+// keyIndex locates a job's keys: the job's key path and the line of every
+// key in the file, by key path.
+type keyIndex struct {
+	path  string
+	lines map[string]int
 }
 
 // Retries configures retrying a failed run with exponential backoff.

@@ -134,7 +134,7 @@ func TestLoadFullFile(t *testing.T) {
 		if next := j.Sched.Next(from); !next.Equal(wantNext[i]) {
 			t.Errorf("jobs[%d].Sched.Next = %v, want %v", i, next, wantNext[i])
 		}
-		j.Location, j.Sched = nil, nil
+		j.Location, j.Sched, j.keys = nil, nil, keyIndex{} // KeyLine is tested on its own
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load mismatch\n got: %+v\nwant: %+v", got, want)
@@ -244,6 +244,7 @@ func TestJobDefaults(t *testing.T) {
 		Line:     2,
 		Location: time.UTC,
 		Sched:    j.Sched,
+		keys:     j.keys,
 	}
 	if j.Sched == nil || !reflect.DeepEqual(j, want) {
 		t.Errorf("got %+v\nwant %+v", j, want)

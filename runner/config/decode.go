@@ -38,6 +38,7 @@ type decoder struct {
 	file     string
 	problems []Problem
 	lines    map[string]int  // key path -> line of its value
+	keyLines map[string]int  // key path -> line of its key (of the item, in a sequence)
 	failed   map[string]bool // key paths whose value could not be decoded
 	steps    int
 	maxSteps int
@@ -52,9 +53,10 @@ type decoder struct {
 
 func newDecoder(file string) *decoder {
 	return &decoder{
-		file:   file,
-		lines:  make(map[string]int),
-		failed: make(map[string]bool),
+		file:     file,
+		lines:    make(map[string]int),
+		keyLines: make(map[string]int),
+		failed:   make(map[string]bool),
 	}
 }
 
@@ -403,6 +405,7 @@ func (d *decoder) structure(n *yaml.Node, line int, v reflect.Value, path string
 	for _, e := range d.entries(n, path, depth) {
 		key := e.key.Value
 		p := joinPath(path, key)
+		d.keyLines[p] = e.key.Line
 		i, ok := info.index[key]
 		if !ok {
 			if path == "" && strings.HasPrefix(key, "x-") {
@@ -415,6 +418,7 @@ func (d *decoder) structure(n *yaml.Node, line int, v reflect.Value, path string
 	}
 	if job, ok := v.Addr().Interface().(*Job); ok {
 		job.Line = line
+		job.keys = keyIndex{path: path, lines: d.keyLines}
 	}
 	return true
 }
@@ -512,6 +516,7 @@ func (d *decoder) sequence(n *yaml.Node, line int, v reflect.Value, path string,
 	out := reflect.MakeSlice(t, 0, len(n.Content))
 	for i, item := range n.Content {
 		p := path + "[" + strconv.Itoa(i) + "]"
+		d.keyLines[p] = item.Line
 		ev := reflect.New(t.Elem()).Elem()
 		if t.Elem() == reflect.TypeFor[Job]() {
 			ev.Set(reflect.ValueOf(defaultJob()))
@@ -538,6 +543,7 @@ func (d *decoder) mapping(n *yaml.Node, line int, v reflect.Value, path string, 
 	out := reflect.MakeMap(t)
 	for _, e := range d.entries(n, path, depth) {
 		ev := reflect.New(t.Elem()).Elem()
+		d.keyLines[joinPath(path, e.key.Value)] = e.key.Line
 		if d.decode(e.val, ev, joinPath(path, e.key.Value), depth+1) {
 			out.SetMapIndex(reflect.ValueOf(e.key.Value).Convert(t.Key()), ev)
 		}
@@ -555,6 +561,7 @@ func (d *decoder) anyValue(n *yaml.Node, line int, path string, depth int) (any,
 		m := make(map[string]any)
 		for _, e := range d.entries(n, path, depth) {
 			var x any
+			d.keyLines[joinPath(path, e.key.Value)] = e.key.Line
 			if d.decode(e.val, reflect.ValueOf(&x).Elem(), joinPath(path, e.key.Value), depth+1) {
 				m[e.key.Value] = x
 			}
@@ -563,6 +570,7 @@ func (d *decoder) anyValue(n *yaml.Node, line int, path string, depth int) (any,
 	case yaml.SequenceNode:
 		s := make([]any, len(n.Content))
 		for i, item := range n.Content {
+			d.keyLines[path+"["+strconv.Itoa(i)+"]"] = item.Line
 			d.decode(item, reflect.ValueOf(&s[i]).Elem(), path+"["+strconv.Itoa(i)+"]", depth+1)
 		}
 		return s, true

@@ -53,12 +53,14 @@ func PluginHostOptions(cfg *config.Config) pluginhost.Options {
 	}
 }
 
-// TaskRefs lists the tasks cfg's jobs use, located in the config file.
+// TaskRefs lists the tasks cfg's jobs use, located in the config file down
+// to the line of each key.
 func TaskRefs(path string, cfg *config.Config) []pluginhost.TaskRef {
 	refs := make([]pluginhost.TaskRef, 0, len(cfg.Jobs))
-	for i, j := range cfg.Jobs {
+	for i := range cfg.Jobs {
+		j := &cfg.Jobs[i]
 		refs = append(refs, pluginhost.TaskRef{
-			Where:  fmt.Sprintf("%s:%d: jobs[%d]", path, j.Line, i),
+			File: path, Job: fmt.Sprintf("jobs[%d]", i), Line: j.KeyLine,
 			Plugin: j.Plugin, Task: j.Task, Params: j.Params,
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/pacerun/pacer/sdk/paramschema"
@@ -13,18 +14,42 @@ import (
 
 // TaskRef is one job's use of a task, for CheckTasks.
 type TaskRef struct {
-	// Where locates the job in the config, e.g. `pacer.yaml:12: jobs[0]`.
-	Where  string
+	// File names the config file and Job the job's key path in it
+	// ("jobs[0]"); every problem is reported as "File:line: Job.key: ...".
+	File, Job string
+	// Line returns the line in File of the key at keys within the job:
+	// Line() is the job's own line, Line("task") that of its task key,
+	// Line("params", "command", 2) that of a param (object keys as strings,
+	// sequence indexes as ints), falling back to the nearest enclosing key
+	// the file sets. 0 or a nil Line leaves the line out.
+	Line   func(keys ...any) int
 	Plugin string
 	Task   string
 	Params map[string]any
 }
 
+// at formats the location of the job's key path below the job ("task",
+// "params.name"; "" for the job itself), whose keys are keys.
+func (r TaskRef) at(path string, keys ...any) string {
+	var b strings.Builder
+	b.WriteString(r.File)
+	if r.Line != nil {
+		if l := r.Line(keys...); l > 0 {
+			b.WriteString(":" + strconv.Itoa(l))
+		}
+	}
+	b.WriteString(": " + r.Job)
+	if path != "" {
+		b.WriteString("." + path)
+	}
+	return b.String()
+}
+
 // CheckTasks starts every plugin the refs use and checks each ref against
 // the plugin's own description: the task exists and the params fit the
-// task's schema. It returns every problem, each prefixed by its ref's Where,
-// so a bad job is refused when the config is loaded rather than when it
-// first fires.
+// task's schema. It returns every problem, each located at the offending
+// key, so a bad job is refused when the config is loaded rather than when
+// it first fires.
 func (h *Host) CheckTasks(ctx context.Context, refs []TaskRef) error {
 	descs := map[string]*pluginv1.DescribeResponse{}
 	startErr := map[string]error{}
@@ -35,7 +60,7 @@ func (h *Host) CheckTasks(ctx context.Context, refs []TaskRef) error {
 			descs[r.Plugin], startErr[r.Plugin] = d, err
 		}
 		if err := startErr[r.Plugin]; err != nil {
-			errs = append(errs, fmt.Errorf("%s: plugin %q: %w", r.Where, r.Plugin, err))
+			errs = append(errs, fmt.Errorf("%s: plugin %q: %w", r.at("plugin", "plugin"), r.Plugin, err))
 			continue
 		}
 		errs = append(errs, checkRef(r, descs[r.Plugin])...)
@@ -52,15 +77,32 @@ func checkRef(r TaskRef, d *pluginv1.DescribeResponse) []error {
 		}
 		schema, err := paramschema.Parse(t.GetParamsSchemaJson())
 		if err != nil {
-			return []error{fmt.Errorf("%s: plugin %q task %q publishes a bad params schema: %w", r.Where, r.Plugin, r.Task, err)}
+			return []error{fmt.Errorf("%s: plugin %q task %q publishes a bad params schema: %w", r.at("task", "task"), r.Plugin, r.Task, err)}
 		}
 		var errs []error
 		for _, e := range schema.Validate(r.Params) {
-			errs = append(errs, fmt.Errorf("%s.%w", r.Where, e))
+			var ve *paramschema.ValidationError
+			if !errors.As(e, &ve) {
+				errs = append(errs, fmt.Errorf("%s: %w", r.at("params", "params"), e))
+				continue
+			}
+			// The error keeps its identity (errors.As finds the
+			// *paramschema.ValidationError); its text is located at the key.
+			errs = append(errs, &locatedError{at: r.at(ve.Path, append([]any{"params"}, ve.Keys...)...), err: ve})
 		}
 		return errs
 	}
 	slices.Sort(names)
-	return []error{fmt.Errorf("%s.task: %w: plugin %q has no task %q (it has: %s)",
-		r.Where, ErrTaskNotFound, r.Plugin, r.Task, strings.Join(names, ", "))}
+	return []error{fmt.Errorf("%s: %w: plugin %q has no task %q (it has: %s)",
+		r.at("task", "task"), ErrTaskNotFound, r.Plugin, r.Task, strings.Join(names, ", "))}
 }
+
+// locatedError is a params problem with the config location in front:
+// "pacer.yaml:14: jobs[0].params.name: expected string, got number".
+type locatedError struct {
+	at  string
+	err *paramschema.ValidationError
+}
+
+func (e *locatedError) Error() string { return e.at + ": " + e.err.Msg }
+func (e *locatedError) Unwrap() error { return e.err }

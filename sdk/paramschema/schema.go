@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,8 +34,9 @@ import (
 //
 // Every keyword applies to the value independently, as in JSON Schema:
 // Properties, Required and AdditionalProperties only constrain objects, Items
-// only arrays, Minimum and Maximum only numbers and Format only strings. A nil
-// *Schema accepts any value.
+// only arrays, Minimum and Maximum only numbers, Pattern and Format only
+// strings. Default constrains nothing: it is the value a plugin uses for an
+// absent key (see ApplyDefaults). A nil *Schema accepts any value.
 type Schema struct {
 	// Type is one of object, string, number, integer, boolean and array, or
 	// "" for any type.
@@ -58,12 +62,26 @@ type Schema struct {
 	Enum []any `json:"enum,omitempty"`
 	// OneOf lists alternatives, exactly one of which the value must match,
 	// e.g. "a string or a list of strings".
-	OneOf   []*Schema `json:"oneOf,omitempty"`
-	Minimum *float64  `json:"minimum,omitempty"`
-	Maximum *float64  `json:"maximum,omitempty"`
+	OneOf []*Schema `json:"oneOf,omitempty"`
+	// Minimum and Maximum bound a number, inclusively.
+	Minimum *float64 `json:"minimum,omitempty"`
+	Maximum *float64 `json:"maximum,omitempty"`
+	// Pattern is a regular expression a string must contain a match of, as
+	// in JSON Schema (anchor it with ^ and $ to match the whole string). It
+	// is compiled with Go's regexp (RE2 syntax): write patterns in the subset
+	// that RE2, ECMA-262 and Python's re share, without lookaround or
+	// backreferences.
+	Pattern string `json:"pattern,omitempty"`
 	// Format "duration" (a Go duration string such as "90s") is checked;
 	// other formats are ignored.
 	Format string `json:"format,omitempty"`
+	// Default is the value of an absent object key, filled in by the plugin
+	// before its task runs (JSON values, as Enum). Parse checks that it
+	// fits the rest of the schema.
+	Default any `json:"default,omitempty"`
+
+	// pattern is Pattern compiled, by Parse.
+	pattern *regexp.Regexp
 }
 
 // Types allowed in Schema.Type.
@@ -173,6 +191,13 @@ func (s *Schema) check(path string) error {
 	if s.Minimum != nil && s.Maximum != nil && *s.Minimum > *s.Maximum {
 		return fmt.Errorf("%s: minimum %v is above maximum %v", path, *s.Minimum, *s.Maximum)
 	}
+	if s.Pattern != "" {
+		re, err := regexp.Compile(s.Pattern)
+		if err != nil {
+			return fmt.Errorf("%s/pattern: %q is not a regular expression Pacer can use (RE2 syntax): %v", path, s.Pattern, err)
+		}
+		s.pattern = re
+	}
 	for _, name := range sortedKeys(s.Properties) {
 		if err := s.Properties[name].check(path + "/properties/" + pointerEscape(name)); err != nil {
 			return err
@@ -187,6 +212,16 @@ func (s *Schema) check(path string) error {
 	for i, alt := range s.OneOf {
 		if err := alt.check(path + "/oneOf/" + strconv.Itoa(i)); err != nil {
 			return err
+		}
+	}
+	if s.Default != nil {
+		// Checked last, once the sub-schemas' patterns are compiled.
+		if errs := s.Validate(s.Default); len(errs) > 0 {
+			msgs := make([]string, len(errs))
+			for i, err := range errs {
+				msgs[i] = strings.TrimPrefix(strings.TrimPrefix(err.Error(), "params"), ": ")
+			}
+			return fmt.Errorf("%s/default: %s does not fit the schema: %s", path, formatEnum([]any{s.Default}), strings.Join(msgs, "; "))
 		}
 	}
 	return nil
@@ -210,11 +245,100 @@ func (s *Schema) JSON() string {
 	return string(b)
 }
 
+// ApplyDefaults returns v with the Default of every absent object key filled
+// in, in v itself and in the objects and arrays it holds, as far as the
+// schema describes them through properties, additionalProperties and items
+// (not inside oneOf alternatives). It copies what it changes and leaves v as
+// it is.
+// A key present with any value, null included, is kept; a key with no
+// Default stays absent. A nil schema returns v.
+func (s *Schema) ApplyDefaults(v any) any {
+	out, _ := s.applyDefaults(v)
+	return out
+}
+
+// applyDefaults is ApplyDefaults, also reporting whether it changed v.
+func (s *Schema) applyDefaults(v any) (any, bool) {
+	if s == nil {
+		return v, false
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		var out map[string]any
+		set := func(k string, e any) {
+			if out == nil {
+				out = maps.Clone(x)
+			}
+			out[k] = e
+		}
+		for _, k := range sortedKeys(s.Properties) {
+			ps := s.Properties[k]
+			if e, ok := x[k]; ok {
+				if d, changed := ps.applyDefaults(e); changed {
+					set(k, d)
+				}
+			} else if ps != nil && ps.Default != nil {
+				set(k, copyJSON(ps.Default))
+			}
+		}
+		if ap := s.AdditionalPropertiesSchema; ap != nil {
+			for k, e := range x {
+				if _, known := s.Properties[k]; !known {
+					if d, changed := ap.applyDefaults(e); changed {
+						set(k, d)
+					}
+				}
+			}
+		}
+		if out != nil {
+			return out, true
+		}
+	case []any:
+		var out []any
+		for i, e := range x {
+			if d, changed := s.Items.applyDefaults(e); changed {
+				if out == nil {
+					out = slices.Clone(x)
+				}
+				out[i] = d
+			}
+		}
+		if out != nil {
+			return out, true
+		}
+	}
+	return v, false
+}
+
+// copyJSON deep-copies a JSON value, so that a task that changes a default
+// it was given cannot change the schema's.
+func copyJSON(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = copyJSON(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = copyJSON(e)
+		}
+		return out
+	}
+	return v
+}
+
 // ValidationError is one problem found by Schema.Validate.
 type ValidationError struct {
 	// Path locates the value within the params: "params", "params.command[2]",
-	// `params.env["MY VAR"]`.
+	// `params.env["MY VAR"]`. An unknown key's path is the key's own.
 	Path string
+	// Keys is Path as the object keys (string) and array indexes (int)
+	// below the params: ["command", 2] for "params.command[2]", nil for
+	// "params". A config loader uses it to find the offending line.
+	Keys []any
 	// Msg says what is wrong with it.
 	Msg string
 }
@@ -228,8 +352,26 @@ func (e *ValidationError) Error() string { return e.Path + ": " + e.Msg }
 // paths is "params". A nil schema accepts anything.
 func (s *Schema) Validate(v any) []error {
 	var errs []error
-	s.validate("params", v, &errs)
+	s.validate(location{path: "params"}, v, &errs)
 	return errs
+}
+
+// location is where a value sits in the params, as text and as keys.
+type location struct {
+	path string
+	keys []any
+}
+
+func (l location) key(k string) location {
+	return location{path: joinKey(l.path, k), keys: append(slices.Clip(l.keys), k)}
+}
+
+func (l location) index(i int) location {
+	return location{path: l.path + "[" + strconv.Itoa(i) + "]", keys: append(slices.Clip(l.keys), i)}
+}
+
+func (l location) problem(format string, args ...any) error {
+	return &ValidationError{Path: l.path, Keys: l.keys, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Value kinds, named as in JSON Schema.
@@ -395,13 +537,11 @@ func loosely(s *Schema, v value) bool {
 	return s.Type == v.kind
 }
 
-func (s *Schema) validate(path string, v any, errs *[]error) {
+func (s *Schema) validate(at location, v any, errs *[]error) {
 	if s == nil {
 		return
 	}
-	add := func(format string, args ...any) {
-		*errs = append(*errs, &ValidationError{Path: path, Msg: fmt.Sprintf(format, args...)})
-	}
+	add := func(format string, args ...any) { *errs = append(*errs, at.problem(format, args...)) }
 	val, bad := classify(v)
 	if bad != "" {
 		add("%s", bad)
@@ -439,7 +579,7 @@ func (s *Schema) validate(path string, v any, errs *[]error) {
 	}
 
 	if len(s.OneOf) > 0 {
-		s.validateOneOf(path, v, val, errs)
+		s.validateOneOf(at, v, val, errs)
 	}
 
 	switch val.kind {
@@ -447,6 +587,19 @@ func (s *Schema) validate(path string, v any, errs *[]error) {
 		if s.Format == FormatDuration {
 			if _, err := time.ParseDuration(val.str); err != nil {
 				add("invalid duration %q", val.str)
+			}
+		}
+		if s.Pattern != "" {
+			re := s.pattern
+			if re == nil { // a Schema built in Go rather than parsed
+				var err error
+				if re, err = regexp.Compile(s.Pattern); err != nil {
+					add("the schema's pattern %q does not compile: %v", s.Pattern, err)
+					break
+				}
+			}
+			if !re.MatchString(val.str) {
+				add("must match the pattern %s; got %q", s.Pattern, val.str)
 			}
 		}
 	case kindNumber:
@@ -459,18 +612,16 @@ func (s *Schema) validate(path string, v any, errs *[]error) {
 	case kindArray:
 		if s.Items != nil {
 			for i, e := range val.arr {
-				s.Items.validate(path+"["+strconv.Itoa(i)+"]", e, errs)
+				s.Items.validate(at.index(i), e, errs)
 			}
 		}
 	case kindObject:
-		s.validateObject(path, val.obj, errs)
+		s.validateObject(at, val.obj, errs)
 	}
 }
 
-func (s *Schema) validateObject(path string, obj map[string]any, errs *[]error) {
-	add := func(format string, args ...any) {
-		*errs = append(*errs, &ValidationError{Path: path, Msg: fmt.Sprintf(format, args...)})
-	}
+func (s *Schema) validateObject(at location, obj map[string]any, errs *[]error) {
+	add := func(format string, args ...any) { *errs = append(*errs, at.problem(format, args...)) }
 	for _, name := range s.Required {
 		if _, ok := obj[name]; !ok {
 			add("missing required key %q", name)
@@ -488,27 +639,28 @@ func (s *Schema) validateObject(path string, obj map[string]any, errs *[]error) 
 	}
 	for _, key := range sortedKeys(obj) {
 		if ps, ok := s.Properties[key]; ok {
-			ps.validate(joinKey(path, key), obj[key], errs)
+			ps.validate(at.key(key), obj[key], errs)
 			continue
 		}
 		switch {
 		case closed:
+			// Reported at the key itself, so that it points at its line.
 			msg := fmt.Sprintf("unknown key %q", key)
 			if hint := didyoumean.Closest(key, unused); hint != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", hint)
 			}
-			add("%s", msg)
+			*errs = append(*errs, at.key(key).problem("%s", msg))
 		case s.AdditionalPropertiesSchema != nil:
-			s.AdditionalPropertiesSchema.validate(joinKey(path, key), obj[key], errs)
+			s.AdditionalPropertiesSchema.validate(at.key(key), obj[key], errs)
 		}
 	}
 }
 
-func (s *Schema) validateOneOf(path string, v any, val value, errs *[]error) {
+func (s *Schema) validateOneOf(at location, v any, val value, errs *[]error) {
 	var matched int
 	altErrs := make([][]error, len(s.OneOf))
 	for i, alt := range s.OneOf {
-		alt.validate(path, v, &altErrs[i])
+		alt.validate(at, v, &altErrs[i])
 		if len(altErrs[i]) == 0 {
 			matched++
 		}
@@ -517,8 +669,7 @@ func (s *Schema) validateOneOf(path string, v any, val value, errs *[]error) {
 	case matched == 1:
 		return
 	case matched > 1:
-		*errs = append(*errs, &ValidationError{Path: path,
-			Msg: fmt.Sprintf("matches %d alternatives; expected exactly one of %s", matched, describeAlternatives(s.OneOf))})
+		*errs = append(*errs, at.problem("matches %d alternatives; expected exactly one of %s", matched, describeAlternatives(s.OneOf)))
 		return
 	}
 	// Nothing matched. If only one alternative is of the value's kind, the
@@ -537,8 +688,7 @@ func (s *Schema) validateOneOf(path string, v any, val value, errs *[]error) {
 		*errs = append(*errs, altErrs[only]...)
 		return
 	}
-	*errs = append(*errs, &ValidationError{Path: path,
-		Msg: fmt.Sprintf("expected %s, got %s", describeAlternatives(s.OneOf), val.kind)})
+	*errs = append(*errs, at.problem("expected %s, got %s", describeAlternatives(s.OneOf), val.kind))
 }
 
 // describeSchema names the values s accepts, as a noun: "string", "array of

@@ -115,7 +115,7 @@ func TestValidate(t *testing.T) {
 			[]string{`params: missing required key "url"`}},
 		{"required present as null", `{"type":"object","required":["url"]}`, map[string]any{"url": nil}, nil},
 		{"additionalProperties false", `{"type":"object","properties":{"a":{}},"additionalProperties":false}`,
-			map[string]any{"a": 1, "zzz": 2}, []string{`params: unknown key "zzz"`}},
+			map[string]any{"a": 1, "zzz": 2}, []string{`params.zzz: unknown key "zzz"`}},
 		{"additionalProperties true", `{"type":"object","properties":{"a":{}},"additionalProperties":true}`,
 			map[string]any{"a": 1, "zzz": 2}, nil},
 		{"additionalProperties schema", `{"type":"object","additionalProperties":{"type":"string"}}`,
@@ -127,15 +127,15 @@ func TestValidate(t *testing.T) {
 
 		// Did you mean.
 		{"did you mean", shell, map[string]any{"comand": []any{"ls"}},
-			[]string{`params: missing required key "command"`, `params: unknown key "comand" (did you mean "command"?)`}},
+			[]string{`params: missing required key "command"`, `params.comand: unknown key "comand" (did you mean "command"?)`}},
 		{"did you mean transposition", shell, map[string]any{"command": "ls", "shlel": true},
-			[]string{`params: unknown key "shlel" (did you mean "shell"?)`}},
+			[]string{`params.shlel: unknown key "shlel" (did you mean "shell"?)`}},
 		{"did you mean case", shell, map[string]any{"command": "ls", "Timeout": "1s"},
-			[]string{`params: unknown key "Timeout" (did you mean "timeout"?)`}},
+			[]string{`params.Timeout: unknown key "Timeout" (did you mean "timeout"?)`}},
 		{"no suggestion when far", shell, map[string]any{"command": "ls", "frobnicate": 1},
-			[]string{`params: unknown key "frobnicate"`}},
+			[]string{`params.frobnicate: unknown key "frobnicate"`}},
 		{"no suggestion of keys already present", shell, map[string]any{"command": "ls", "commands": "x"},
-			[]string{`params: unknown key "commands"`}},
+			[]string{`params.commands: unknown key "commands"`}},
 
 		// enum.
 		{"enum ok", `{"type":"string","enum":["fast","safe"]}`, "safe", nil},
@@ -170,6 +170,18 @@ func TestValidate(t *testing.T) {
 		{"maximum bad", `{"type":"number","maximum":1.5}`, 2, []string{"params: must be <= 1.5, got 2"}},
 		{"min and max ignore strings", `{"minimum":1,"maximum":2}`, "x", nil},
 
+		// pattern: a match anywhere in the string, as in JSON Schema.
+		{"pattern ok", `{"type":"string","pattern":"^[a-z][a-z0-9-]*$"}`, "web-1", nil},
+		{"pattern bad", `{"type":"string","pattern":"^[a-z][a-z0-9-]*$"}`, "Web 1",
+			[]string{`params: must match the pattern ^[a-z][a-z0-9-]*$; got "Web 1"`}},
+		{"pattern unanchored", `{"type":"string","pattern":"[0-9]"}`, "abc1def", nil},
+		{"pattern on items", `{"type":"array","items":{"type":"string","pattern":"^/"}}`, []any{"/a", "b"},
+			[]string{`params[1]: must match the pattern ^/; got "b"`}},
+		{"pattern ignores non-strings", `{"pattern":"^a"}`, 5, nil},
+
+		// default constrains nothing.
+		{"default ignored by validation", `{"type":"object","properties":{"n":{"type":"integer","default":3}}}`, map[string]any{}, nil},
+
 		// format.
 		{"duration ok", `{"type":"string","format":"duration"}`, "1h30m", nil},
 		{"duration bad", `{"type":"string","format":"duration"}`, "5 minutes", []string{`params: invalid duration "5 minutes"`}},
@@ -187,7 +199,7 @@ func TestValidate(t *testing.T) {
 			"params.command[2]: expected string, got number",
 			"params.env.PORT: expected string, got number",
 			"params.max_output_bytes: must be >= 1, got 0",
-			`params: unknown key "shel" (did you mean "shell"?)`,
+			`params.shel: unknown key "shel" (did you mean "shell"?)`,
 			`params.timeout: invalid duration "5 minutes"`,
 		}},
 	}
@@ -244,7 +256,7 @@ func TestSchemaBuiltInGo(t *testing.T) {
 	}
 	got := messages(s.Validate(map[string]any{"mode": "c", "mdoe": "a"}))
 	// "mode" is present, so "mdoe" gets no suggestion; keys come in sorted order.
-	want := []string{`params: unknown key "mdoe"`, `params.mode: must be one of "a", "b"; got "c"`}
+	want := []string{`params.mdoe: unknown key "mdoe"`, `params.mode: must be one of "a", "b"; got "c"`}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
@@ -324,9 +336,12 @@ func TestParse(t *testing.T) {
 	}
 
 	// Keywords outside the subset are ignored.
-	s, err := Parse(`{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"t","type":"string","pattern":"^a","default":"a"}`)
+	s, err := Parse(`{"$schema":"https://json-schema.org/draft/2020-12/schema","title":"t","type":"string","minLength":3,"examples":["a"]}`)
 	if err != nil || s.Type != TypeString {
 		t.Fatalf("got %+v, %v", s, err)
+	}
+	if errs := s.Validate("a"); errs != nil {
+		t.Fatalf("an ignored keyword was enforced: %v", errs)
 	}
 	// null subschemas mean any value.
 	s, err = Parse(`{"properties":{"a":null},"additionalProperties":null}`)
@@ -357,6 +372,14 @@ func TestParse(t *testing.T) {
 		{`{"properties":{"a/b":{"items":{"type":"list"}}}}`, `#/properties/a~1b/items/type: unsupported type "list"`},
 		{`{"additionalProperties":{"type":"x"}}`, `#/additionalProperties/type: unsupported type "x"`},
 		{`{"oneOf":[{"type":"string"},{"type":"x"}]}`, `#/oneOf/1/type: unsupported type "x"`},
+		{`{"type":"string","pattern":"(?=a)"}`, `#/pattern: "(?=a)" is not a regular expression Pacer can use (RE2 syntax)`},
+		{`{"properties":{"p":{"pattern":"["}}}`, `#/properties/p/pattern: "[" is not a regular expression`},
+		{`{"type":"integer","minimum":1,"default":0}`, `#/default: 0 does not fit the schema: must be >= 1, got 0`},
+		{`{"type":"integer","default":"3"}`, `#/default: "3" does not fit the schema: expected integer, got string`},
+		{`{"type":"string","pattern":"^a","default":"b"}`, `#/default: "b" does not fit the schema: must match the pattern ^a; got "b"`},
+		{`{"enum":["a","b"],"default":"c"}`, `#/default: "c" does not fit the schema: must be one of "a", "b"; got "c"`},
+		{`{"type":"object","properties":{"d":{"type":"string","format":"duration","default":"soon"}}}`, `#/properties/d/default: "soon" does not fit the schema: invalid duration "soon"`},
+		{`{"type":"array","items":{"type":"integer"},"default":[1,"x"]}`, `#/default: [1,"x"] does not fit the schema: [1]: expected integer, got string`},
 	}
 	for _, tt := range bad {
 		s, err := Parse(tt.text)
@@ -367,5 +390,113 @@ func TestParse(t *testing.T) {
 		if !strings.HasPrefix(err.Error(), "params schema: ") || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Parse(%s) error %q, want it to contain %q", tt.text, err, tt.want)
 		}
+	}
+}
+
+// Each problem carries its location as keys, for a config loader to find its
+// line; an unknown key is located at the key itself.
+func TestValidationErrorKeys(t *testing.T) {
+	s := mustParse(t, `{"type":"object","additionalProperties":false,"required":["command"],"properties":{
+		"command":{"type":"array","items":{"type":"string"}},
+		"env":{"type":"object","additionalProperties":{"type":"string"}}}}`)
+	errs := s.Validate(map[string]any{"comand": 1, "env": map[string]any{"MY VAR": 1}, "command": []any{"a", 2}})
+	type loc struct {
+		path string
+		keys []any
+	}
+	var got []loc
+	for _, err := range errs {
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("%v is not a *ValidationError", err)
+		}
+		got = append(got, loc{ve.Path, ve.Keys})
+	}
+	want := []loc{
+		{"params.comand", []any{"comand"}},
+		{"params.command[1]", []any{"command", 1}},
+		{`params.env["MY VAR"]`, []any{"env", "MY VAR"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	var root *ValidationError
+	if errs := s.Validate(map[string]any{}); len(errs) != 1 || !errors.As(errs[0], &root) || root.Path != "params" || root.Keys != nil {
+		t.Errorf("missing key at the root: %v", errs)
+	}
+}
+
+func TestPatternAndDefaultRoundTrip(t *testing.T) {
+	s := mustParse(t, `{"type":"object","properties":{
+		"name":{"type":"string","pattern":"^[a-z]+$","default":"ada"},
+		"n":{"type":"integer","minimum":1,"maximum":10,"default":3},
+		"on":{"type":"boolean","default":false},
+		"tags":{"type":"array","items":{"type":"string"},"default":["a"]}}}`)
+	back := mustParse(t, s.JSON())
+	if !reflect.DeepEqual(back.JSON(), s.JSON()) {
+		t.Fatalf("round trip changed the schema:\n%s\n%s", s.JSON(), back.JSON())
+	}
+	for _, k := range []string{`"pattern":"^[a-z]+$"`, `"default":"ada"`, `"default":3`, `"default":false`, `"default":["a"]`, `"minimum":1`, `"maximum":10`} {
+		if !strings.Contains(s.JSON(), k) {
+			t.Errorf("%s lacks %s", s.JSON(), k)
+		}
+	}
+	// A Schema built in Go, never parsed, still checks its pattern.
+	built := &Schema{Type: TypeString, Pattern: "^x"}
+	if errs := messages(built.Validate("y")); !reflect.DeepEqual(errs, []string{`params: must match the pattern ^x; got "y"`}) {
+		t.Errorf("built schema: %q", errs)
+	}
+	if errs := messages((&Schema{Type: TypeString, Pattern: "("}).Validate("y")); len(errs) != 1 || !strings.Contains(errs[0], "does not compile") {
+		t.Errorf("built schema with a bad pattern: %q", errs)
+	}
+}
+
+func TestApplyDefaults(t *testing.T) {
+	s := mustParse(t, `{"type":"object","properties":{
+		"greeting":{"type":"string","default":"hello"},
+		"count":{"type":"integer","default":3},
+		"verbose":{"type":"boolean","default":false},
+		"nothing":{"type":"string"},
+		"tags":{"type":"array","default":["a","b"]},
+		"retry":{"type":"object","properties":{"max":{"type":"integer","default":2},"backoff":{"type":"string","default":"1s"}}},
+		"targets":{"type":"array","items":{"type":"object","properties":{"port":{"type":"integer","default":80}}}},
+		"env":{"type":"object","additionalProperties":{"type":"object","properties":{"export":{"type":"boolean","default":true}}}}}}`)
+	in := map[string]any{
+		"count":   0,   // present: kept, even if zero
+		"verbose": nil, // present as null: kept
+		"retry":   map[string]any{"max": 5},
+		"targets": []any{map[string]any{"host": "a"}, map[string]any{"port": 8080}, "not an object"},
+		"env":     map[string]any{"A": map[string]any{}},
+	}
+	orig := copyJSON(in)
+	got := s.ApplyDefaults(in)
+	want := map[string]any{
+		"greeting": "hello",
+		"count":    0,
+		"verbose":  nil,
+		"tags":     []any{"a", "b"},
+		"retry":    map[string]any{"max": 5, "backoff": "1s"},
+		"targets":  []any{map[string]any{"host": "a", "port": 80.0}, map[string]any{"port": 8080}, "not an object"},
+		"env":      map[string]any{"A": map[string]any{"export": true}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ApplyDefaults:\n got %#v\nwant %#v", got, want)
+	}
+	if !reflect.DeepEqual(in, orig) {
+		t.Errorf("ApplyDefaults changed its input: %#v", in)
+	}
+	// The defaults handed out are copies: changing one changes no other.
+	got.(map[string]any)["tags"].([]any)[0] = "changed"
+	if again := s.ApplyDefaults(map[string]any{}).(map[string]any)["tags"]; !reflect.DeepEqual(again, []any{"a", "b"}) {
+		t.Errorf("a default was shared: %v", again)
+	}
+	// Nothing to fill: the very same value comes back.
+	full := map[string]any{"greeting": "hi", "count": 1, "verbose": true, "tags": []any{}, "retry": map[string]any{"max": 1, "backoff": "2s"}}
+	if got := s.ApplyDefaults(full); reflect.ValueOf(got).UnsafePointer() != reflect.ValueOf(full).UnsafePointer() {
+		t.Error("ApplyDefaults copied a value it did not change")
+	}
+	var nilSchema *Schema
+	if got := nilSchema.ApplyDefaults("x"); got != "x" {
+		t.Errorf("nil schema: %v", got)
 	}
 }
