@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,10 +23,10 @@ import (
 // tags) before fn runs.
 //
 // Its schema, derived from P, is sent to the runner, which rejects a job with
-// bad params when the config is loaded. At run time the task checks the params
-// against the same schema (reporting every problem at once, wrapped with
-// ErrInvalidParams), decodes them into a P (unknown keys are errors), and then
-// calls fn.
+// bad params when the config is loaded. At run time the task fills in the
+// defaults of absent keys, checks the params against the same schema
+// (reporting every problem at once, wrapped with ErrInvalidParams), decodes
+// them into a P (unknown keys are errors), and then calls fn.
 //
 // The schema follows P's fields as encoding/json sees them (json tag names,
 // "-" and unexported fields skipped, embedded structs promoted):
@@ -34,6 +37,19 @@ import (
 //   - The tag desc:"..." describes the field to operators.
 //   - The tag enum:"a,b,c" restricts a string field (or the elements of a
 //     []string) to the listed values.
+//   - The tag default:"..." is the value of an absent key, so that the task
+//     needs no pointer to tell "absent" from "zero": a key present with a
+//     zero value keeps it. A field with a default is optional. The text is
+//     the value itself for a string (and a time.Duration, "1m30s"), is
+//     parsed for a number or a boolean ("3", "true"), and is JSON for
+//     anything else ("[80,443]"; "{}" for a nested struct, whose fields then
+//     get their own defaults). It must pass the field's other checks.
+//   - The tags minimum:"n" and maximum:"n" bound a number field (or the
+//     elements of a slice of numbers), inclusively.
+//   - The tag pattern:"re" requires a string field (or the elements of a
+//     []string) to contain a match of the regular expression: anchor it
+//     with ^ and $ to match the whole string. Use RE2 syntax without
+//     lookaround or backreferences.
 //   - time.Duration fields are Go duration strings such as "90s" or "1h30m",
 //     and are decoded from them.
 //   - Strings, booleans, integers (unsigned ones at least 0), floats, slices,
@@ -49,7 +65,11 @@ import (
 // the plugin's Tasks map is built, so the plugin fails at start-up and never
 // at run time): when P is not a struct type, fn is nil, a field has a type
 // that JSON cannot carry (chan, func, complex, a map with other keys), or a
-// field's pacer, enum or JSONSchema information is malformed.
+// field's tags or JSONSchema are malformed: an unknown pacer option, an enum,
+// minimum, maximum or pattern on a field of another kind, a bound beyond what
+// the Go type holds, a pattern that does not compile, a default that does not
+// parse or fails the field's checks, a default on a required field, or a
+// misspelled tag such as min:"1".
 func Typed[P any](description string, fn func(ctx context.Context, params P, resp *Response) error) Task {
 	t := reflect.TypeFor[P]()
 	if t.Kind() != reflect.Struct {
@@ -58,11 +78,18 @@ func Typed[P any](description string, fn func(ctx context.Context, params P, res
 	if fn == nil {
 		panic("sdk.Typed: fn is nil")
 	}
-	schema := (&schemaBuilder{building: map[reflect.Type]bool{}}).schemaOf(t, t.String())
+	built := (&schemaBuilder{building: map[reflect.Type]bool{}}).schemaOf(t, t.String())
+	text := built.JSON()
+	// What the runner will read: parse it back, which also compiles the
+	// patterns for the checks at run time.
+	schema, err := paramschema.Parse(text)
+	if err != nil {
+		panic(fmt.Sprintf("sdk.Typed: %v: the derived %v", t, err))
+	}
 	return &typedTask[P]{
 		fn:     fn,
 		schema: schema,
-		info:   TaskInfo{Description: description, ParamsSchema: schema.JSON()},
+		info:   TaskInfo{Description: description, ParamsSchema: text},
 	}
 }
 
@@ -91,6 +118,7 @@ func (t *typedTask[P]) Run(ctx context.Context, req *Request, resp *Response) er
 	if req != nil && req.Params != nil {
 		params = req.Params
 	}
+	params, _ = t.schema.ApplyDefaults(params).(map[string]any)
 	if errs := t.schema.Validate(params); len(errs) > 0 {
 		return &paramsError{problems: errs}
 	}
@@ -306,19 +334,35 @@ func (b *schemaBuilder) structSchema(t reflect.Type, where string) *paramschema.
 				ps = &paramschema.Schema{Type: paramschema.TypeString}
 			}
 		}
+		checkTagKeys(f.tag, fwhere)
 		if desc, ok := f.tag.Lookup("desc"); ok {
 			ps.Description = desc
 		}
 		if enum, ok := f.tag.Lookup("enum"); ok {
 			setEnum(ps, enum, fwhere)
 		}
-		required := !f.omitempty && f.typ.Kind() != reflect.Pointer
+		for _, key := range []string{"minimum", "maximum"} {
+			if v, ok := f.tag.Lookup(key); ok {
+				setBound(ps, key, v, fwhere)
+			}
+		}
+		if pattern, ok := f.tag.Lookup("pattern"); ok {
+			setPattern(ps, pattern, fwhere)
+		}
+		def, hasDefault := f.tag.Lookup("default")
+		if hasDefault {
+			setDefault(ps, def, fwhere)
+		}
+		required := !f.omitempty && f.typ.Kind() != reflect.Pointer && !hasDefault
 		if opts, ok := f.tag.Lookup("pacer"); ok {
 			for opt := range strings.SplitSeq(opts, ",") {
 				switch strings.TrimSpace(opt) {
 				case "optional":
 					required = false
 				case "required":
+					if hasDefault {
+						panic(fmt.Sprintf("sdk.Typed: %s: a field with a default cannot be required", fwhere))
+					}
 					required = true
 				case "":
 				default:
@@ -354,6 +398,132 @@ func setEnum(s *paramschema.Schema, tag, where string) {
 		s.Items.Enum = values
 	default:
 		panic(fmt.Sprintf("sdk.Typed: %s: enum tag on a field that is not a string or a list of strings", where))
+	}
+}
+
+// scalarTarget returns the schema a scalar tag (minimum, maximum, pattern)
+// constrains: s if it is of one of the types, else the items of an array of
+// them, else nil.
+func scalarTarget(s *paramschema.Schema, types ...string) *paramschema.Schema {
+	switch {
+	case slices.Contains(types, s.Type):
+		return s
+	case s.Type == paramschema.TypeArray && s.Items != nil && slices.Contains(types, s.Items.Type):
+		return s.Items
+	}
+	return nil
+}
+
+// setBound applies a minimum or maximum tag. A bound looser than the Go type
+// allows (minimum:"-1" on a uint) is a mistake, not a no-op.
+func setBound(s *paramschema.Schema, key, tag, where string) {
+	t := scalarTarget(s, paramschema.TypeInteger, paramschema.TypeNumber)
+	if t == nil {
+		panic(fmt.Sprintf("sdk.Typed: %s: %s tag on a field that is not a number or a list of numbers", where, key))
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(tag), 64)
+	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+		panic(fmt.Sprintf("sdk.Typed: %s: %s tag %q is not a number", where, key, tag))
+	}
+	if key == "minimum" {
+		if t.Minimum != nil && v < *t.Minimum {
+			panic(fmt.Sprintf("sdk.Typed: %s: minimum %v is below the least value the field's type holds (%v)", where, v, *t.Minimum))
+		}
+		t.Minimum = &v
+	} else {
+		if t.Maximum != nil && v > *t.Maximum {
+			panic(fmt.Sprintf("sdk.Typed: %s: maximum %v is above the greatest value the field's type holds (%v)", where, v, *t.Maximum))
+		}
+		t.Maximum = &v
+	}
+	if t.Minimum != nil && t.Maximum != nil && *t.Minimum > *t.Maximum {
+		panic(fmt.Sprintf("sdk.Typed: %s: minimum %v is above maximum %v", where, *t.Minimum, *t.Maximum))
+	}
+}
+
+func setPattern(s *paramschema.Schema, tag, where string) {
+	t := scalarTarget(s, paramschema.TypeString)
+	if t == nil {
+		panic(fmt.Sprintf("sdk.Typed: %s: pattern tag on a field that is not a string or a list of strings", where))
+	}
+	if _, err := regexp.Compile(tag); err != nil {
+		panic(fmt.Sprintf("sdk.Typed: %s: pattern %q: %v", where, tag, err))
+	}
+	t.Pattern = tag
+}
+
+// setDefault applies a default tag: the text itself for a string field
+// (durations included), a number or boolean parsed from it, JSON for
+// anything else. The default must pass the field's own checks.
+func setDefault(s *paramschema.Schema, tag, where string) {
+	var v any
+	var err error
+	switch s.Type {
+	case paramschema.TypeString:
+		v = tag
+	case paramschema.TypeInteger, paramschema.TypeNumber:
+		v, err = strconv.ParseFloat(strings.TrimSpace(tag), 64)
+	case paramschema.TypeBoolean:
+		v, err = strconv.ParseBool(strings.TrimSpace(tag))
+	default:
+		err = json.Unmarshal([]byte(tag), &v)
+		if err == nil && v == nil {
+			err = errors.New("null is no default; leave the tag out")
+		}
+	}
+	if err != nil {
+		panic(fmt.Sprintf("sdk.Typed: %s: default %q: %v", where, tag, err))
+	}
+	if errs := s.Validate(v); len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = strings.TrimPrefix(strings.TrimPrefix(e.Error(), "params"), ": ")
+		}
+		panic(fmt.Sprintf("sdk.Typed: %s: default %q does not fit the field: %s", where, tag, strings.Join(msgs, "; ")))
+	}
+	s.Default = v
+}
+
+// misspelledTags maps tag keys that look like Typed's to the right ones, so
+// that min:"1" fails loudly instead of checking nothing.
+var misspelledTags = map[string]string{
+	"min": "minimum", "max": "maximum", "regex": "pattern", "regexp": "pattern", "defaults": "default", "description": "desc",
+}
+
+func checkTagKeys(tag reflect.StructTag, where string) {
+	for _, key := range tagKeys(tag) {
+		if right, ok := misspelledTags[key]; ok {
+			panic(fmt.Sprintf("sdk.Typed: %s: unknown tag %s (did you mean %s?)", where, key, right))
+		}
+	}
+}
+
+// tagKeys lists the keys of a conventional struct tag (key:"value" ...).
+func tagKeys(tag reflect.StructTag) []string {
+	var keys []string
+	s := string(tag)
+	for {
+		s = strings.TrimLeft(s, " ")
+		i := strings.Index(s, `:"`)
+		if i <= 0 || strings.ContainsAny(s[:i], " \t\"") {
+			return keys
+		}
+		keys = append(keys, s[:i])
+		s = s[i+2:]
+		// Skip the quoted value, escapes included.
+		for j := 0; ; j++ {
+			if j >= len(s) {
+				return keys
+			}
+			if s[j] == '\\' {
+				j++
+				continue
+			}
+			if s[j] == '"' {
+				s = s[j+1:]
+				break
+			}
+		}
 	}
 }
 

@@ -278,7 +278,9 @@ func (s *Schema) applyDefaults(v any) (any, bool) {
 					set(k, d)
 				}
 			} else if ps != nil && ps.Default != nil {
-				set(k, copyJSON(ps.Default))
+				// A default object gets its own keys' defaults too.
+				d, _ := ps.applyDefaults(copyJSON(ps.Default))
+				set(k, d)
 			}
 		}
 		if ap := s.AdditionalPropertiesSchema; ap != nil {

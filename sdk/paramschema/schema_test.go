@@ -460,7 +460,8 @@ func TestApplyDefaults(t *testing.T) {
 		"tags":{"type":"array","default":["a","b"]},
 		"retry":{"type":"object","properties":{"max":{"type":"integer","default":2},"backoff":{"type":"string","default":"1s"}}},
 		"targets":{"type":"array","items":{"type":"object","properties":{"port":{"type":"integer","default":80}}}},
-		"env":{"type":"object","additionalProperties":{"type":"object","properties":{"export":{"type":"boolean","default":true}}}}}}`)
+		"env":{"type":"object","additionalProperties":{"type":"object","properties":{"export":{"type":"boolean","default":true}}}},
+		"limits":{"type":"object","default":{},"properties":{"n":{"type":"integer","default":1}}}}}`)
 	in := map[string]any{
 		"count":   0,   // present: kept, even if zero
 		"verbose": nil, // present as null: kept
@@ -478,6 +479,7 @@ func TestApplyDefaults(t *testing.T) {
 		"retry":    map[string]any{"max": 5, "backoff": "1s"},
 		"targets":  []any{map[string]any{"host": "a", "port": 80.0}, map[string]any{"port": 8080}, "not an object"},
 		"env":      map[string]any{"A": map[string]any{"export": true}},
+		"limits":   map[string]any{"n": 1.0}, // a default object gets its keys' defaults
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ApplyDefaults:\n got %#v\nwant %#v", got, want)
@@ -491,7 +493,7 @@ func TestApplyDefaults(t *testing.T) {
 		t.Errorf("a default was shared: %v", again)
 	}
 	// Nothing to fill: the very same value comes back.
-	full := map[string]any{"greeting": "hi", "count": 1, "verbose": true, "tags": []any{}, "retry": map[string]any{"max": 1, "backoff": "2s"}}
+	full := map[string]any{"greeting": "hi", "count": 1, "verbose": true, "tags": []any{}, "retry": map[string]any{"max": 1, "backoff": "2s"}, "limits": map[string]any{"n": 2}}
 	if got := s.ApplyDefaults(full); reflect.ValueOf(got).UnsafePointer() != reflect.ValueOf(full).UnsafePointer() {
 		t.Error("ApplyDefaults copied a value it did not change")
 	}
