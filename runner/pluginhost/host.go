@@ -267,7 +267,7 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 	client := plugin.NewClient(&plugin.ClientConfig{
 		Stderr:           stderr,
 		HandshakeConfig:  pluginv1.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{pluginv1.ProtocolVersion: {pluginv1.PluginName: &grpcPlugin{}}},
+		VersionedPlugins: pluginv1.VersionedPlugins(nil),
 		Cmd:              cmd,
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -507,17 +507,4 @@ func (h *Host) Close() error {
 	}
 	wg.Wait()
 	return nil
-}
-
-// grpcPlugin is the host side of go-plugin's GRPCPlugin.
-type grpcPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-}
-
-func (grpcPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
-	return errors.New("the runner does not serve plugins")
-}
-
-func (grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
-	return pluginv1.NewTaskPluginClient(cc), nil
 }

@@ -1,5 +1,3 @@
-// Package sdktest helps plugin authors and Pacer itself test plugins over the
-// real go-plugin gRPC transport.
 package sdktest
 
 import (

@@ -1,23 +1,26 @@
-// Package sdktest runs a Pacer plugin in a Go test over the real go-plugin
-// gRPC transport, the way the runner does, and shows what the plugin did:
-// its result, log lines, progress reports and spans.
+// Package sdktest tests a Pacer plugin the way the runner calls it and shows
+// what the plugin did: its result, log lines, progress reports and spans.
 //
-//	func TestGreet(t *testing.T) {
-//		h := sdktest.Serve(t, sdk.Plugin{Name: "hello", Tasks: map[string]sdk.Task{"greet": greetTask}})
-//		res := h.Run(t.Context(), sdktest.Call{Task: "greet", Params: map[string]any{"name": "Ada"}})
-//		if res.Err != nil || res.Output != "hello, Ada" { t.Fatal(res) }
-//	}
+// Serve runs the plugin inside the test process and calls it over real gRPC:
+// fast, and enough for most tests. Start runs the built binary (see Build)
+// through go-plugin exactly as the runner does, which also exercises the
+// plugin's main and its process guards. Both return a Harness: Run calls a
+// task, CheckParams says what the runner would say about a job's params.
 //
-// Serve runs the plugin inside the test process; Start runs a built binary
-// (see Build), which also exercises the plugin's main and its process guards.
+// Neither prints anything of its own, so "go test -v" shows only the
+// test's output. The examples pass a bare &testing.T{} where a test passes
+// its t, and so call Harness.Close themselves.
 package sdktest
 
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +31,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -41,109 +46,116 @@ import (
 
 // Harness is a running plugin and a client connected to it.
 type Harness struct {
-	kill func() // stops a plugin process; nil in process
-	rpc  pluginv1.TaskPluginClient
-	desc *pluginv1.DescribeResponse
+	rpc   pluginv1.TaskPluginClient
+	desc  *pluginv1.DescribeResponse
+	close func()
+	once  sync.Once
 }
+
+// Close stops the plugin: Serve's server and its tasks, or Start's process.
+// The test's cleanup calls it; call it yourself to stop earlier, or where
+// no cleanup runs (an Example given a bare &testing.T{}). It is safe to call
+// more than once.
+func (h *Harness) Close() { h.once.Do(h.close) }
 
 // inProcess serialises in-process harnesses: tasks trace through otel's
 // global tracer provider, of which a process has one.
 var inProcess sync.Mutex
 
-// Serve runs p inside the test process, served and called over real gRPC
-// (go-plugin's TestPluginGRPCConn: a gRPC server and client on a socket).
-// The plugin stops when the test ends. In-process harnesses run one at a
-// time, because tasks trace through otel's global tracer provider; use Start
-// for parallel tests.
+// runGrace is how long Close waits for in-process tasks to return once
+// their contexts are cancelled.
+const runGrace = 5 * time.Second
+
+// Serve runs p inside the test process and calls it over real gRPC on a
+// loopback socket, with the service registration (pluginv1.GRPCPlugin) and
+// message limits of a plugin binary; Start runs the binary itself. The plugin
+// stops when the test ends, or at Close. In-process harnesses run one at a
+// time, because tasks trace through otel's global tracer provider; use
+// Start for parallel tests.
 func Serve(tb testing.TB, p sdk.Plugin) *Harness {
 	tb.Helper()
 	handler, err := sdk.Handler(p)
 	if err != nil {
 		tb.Fatalf("sdktest: %v", err)
 	}
-	inProcess.Lock()
 	srv := handler.(*server.Server)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("sdktest: %v", err)
+	}
+	inProcess.Lock()
 	tp := server.NewTracerProvider(srv)
 	prevTP, prevProp := otel.GetTracerProvider(), otel.GetTextMapPropagator()
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
-	var client *plugin.GRPCClient
-	tb.Cleanup(func() {
-		if client != nil {
-			_ = client.Close() // also stops the server, through go-plugin's controller
+
+	gs := server.NewGRPCServer(nil)
+	_ = (&pluginv1.GRPCPlugin{Impl: srv}).GRPCServer(nil, gs) // cannot fail with an Impl
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gs.Serve(lis) }()
+	cc, err := grpc.NewClient(lis.Addr().String(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(pluginv1.MaxMessageBytes), grpc.MaxCallSendMsgSize(pluginv1.MaxMessageBytes)))
+	h := &Harness{close: func() {
+		if cc != nil {
+			_ = cc.Close()
 		}
+		gs.Stop() // cancels the tasks still running
+		<-served
+		srv.WaitRuns(runGrace)
 		_ = tp.Shutdown(context.Background())
 		otel.SetTracerProvider(prevTP)
 		otel.SetTextMapPropagator(prevProp)
 		inProcess.Unlock()
-	})
-	client, _ = plugin.TestPluginGRPCConn(tb, false, map[string]plugin.Plugin{
-		pluginv1.PluginName: inProcPlugin{srv: srv},
-	})
-	raw, err := client.Dispense(pluginv1.PluginName)
+	}}
+	tb.Cleanup(h.Close)
 	if err != nil {
+		h.Close()
 		tb.Fatalf("sdktest: %v", err)
 	}
-	h := &Harness{rpc: raw.(pluginv1.TaskPluginClient)}
+	raw, _ := (&pluginv1.GRPCPlugin{}).GRPCClient(context.Background(), nil, cc)
+	h.rpc = raw.(pluginv1.TaskPluginClient)
 	if h.desc, err = h.rpc.Describe(context.Background(), &pluginv1.DescribeRequest{}); err != nil {
+		h.Close()
 		tb.Fatalf("sdktest: describe: %v", err)
 	}
 	return h
 }
 
-// inProcPlugin is both sides of the plugin, for TestPluginGRPCConn.
-type inProcPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	srv *server.Server
-}
-
-func (p inProcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	pluginv1.RegisterTaskPluginServer(s, p.srv)
-	return nil
-}
-
-func (inProcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
-	return pluginv1.NewTaskPluginClient(cc), nil
-}
-
-// Start runs the plugin binary at path (see Build), as the runner would.
-// The process is stopped when the test ends.
+// Start runs the plugin binary at path (see Build), as the runner would:
+// go-plugin's handshake, AutoMTLS, the negotiated protocol. The process is
+// stopped when the test ends, or at Close.
 func Start(tb testing.TB, path string) *Harness {
 	tb.Helper()
-	return connect(tb, &plugin.ClientConfig{Cmd: exec.Command(path), StartTimeout: time.Minute, AutoMTLS: true})
-}
-
-func connect(tb testing.TB, cfg *plugin.ClientConfig) *Harness {
-	tb.Helper()
-	cfg.HandshakeConfig = pluginv1.Handshake
-	cfg.VersionedPlugins = map[int]plugin.PluginSet{pluginv1.ProtocolVersion: {pluginv1.PluginName: clientPlugin{}}}
-	cfg.AllowedProtocols = []plugin.Protocol{plugin.ProtocolGRPC}
-	cfg.Logger = hclog.NewNullLogger()
-	client := plugin.NewClient(cfg)
+	client := plugin.NewClient(&plugin.ClientConfig{
+		Cmd:              exec.Command(path),
+		StartTimeout:     time.Minute,
+		AutoMTLS:         true,
+		HandshakeConfig:  pluginv1.Handshake,
+		VersionedPlugins: pluginv1.VersionedPlugins(nil),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		// go-plugin's own chatter (and the plugin's stderr) stays out of
+		// the test's output.
+		Logger: hclog.NewNullLogger(),
+	})
+	h := &Harness{close: client.Kill}
+	tb.Cleanup(h.Close)
 	proto, err := client.Client()
 	if err != nil {
-		client.Kill()
+		h.Close()
 		tb.Fatalf("sdktest: start plugin: %v", err)
 	}
 	raw, err := proto.Dispense(pluginv1.PluginName)
 	if err != nil {
-		client.Kill()
+		h.Close()
 		tb.Fatalf("sdktest: %v", err)
 	}
-	h := &Harness{kill: client.Kill, rpc: raw.(pluginv1.TaskPluginClient)}
+	h.rpc = raw.(pluginv1.TaskPluginClient)
 	if h.desc, err = h.rpc.Describe(context.Background(), &pluginv1.DescribeRequest{}); err != nil {
-		client.Kill()
+		h.Close()
 		tb.Fatalf("sdktest: describe: %v", err)
 	}
-	tb.Cleanup(client.Kill)
 	return h
-}
-
-type clientPlugin struct{ plugin.NetRPCUnsupportedPlugin }
-
-func (clientPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error { return nil }
-func (clientPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
-	return pluginv1.NewTaskPluginClient(cc), nil
 }
 
 // Name and Version are what the plugin reports about itself.
@@ -196,8 +208,9 @@ type Call struct {
 type Result struct {
 	Output string
 	Data   map[string]any
-	// Err is the task's error, or the call's (unknown task, invalid params,
-	// panic, crash).
+	// Err is the task's error (a *TaskError), or the call's: params the
+	// task refused (matching sdk.ErrInvalidParams), an unknown task
+	// (ErrTaskNotFound), a panic or a crash.
 	Err      error
 	Logs     []Log
 	Progress []Progress
@@ -301,11 +314,23 @@ type TaskError struct{ Message string }
 
 func (e *TaskError) Error() string { return e.Message }
 
+// ErrTaskNotFound is the error of a call to a task the plugin does not have.
+var ErrTaskNotFound = errors.New("unknown task")
+
+// callErr turns a failed call into the error a test checks for: params the
+// task refused match sdk.ErrInvalidParams, as they do inside the plugin.
 func callErr(err error) error {
-	if st, ok := status.FromError(err); ok {
-		return fmt.Errorf("%s: %s", st.Code(), st.Message())
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
 	}
-	return err
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return fmt.Errorf("%w: %s", sdk.ErrInvalidParams, strings.TrimPrefix(st.Message(), sdk.ErrInvalidParams.Error()+": "))
+	case codes.NotFound:
+		return fmt.Errorf("%w: %s", ErrTaskNotFound, st.Message())
+	}
+	return fmt.Errorf("%s: %s", st.Code(), st.Message())
 }
 
 func withTrace(ctx context.Context) (context.Context, trace.SpanContext) {

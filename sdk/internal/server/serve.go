@@ -36,7 +36,7 @@ func Serve(d Dispatcher) {
 
 	shutdown := sync.OnceFunc(func() {
 		stop()
-		srv.waitRuns(drainGrace)
+		srv.WaitRuns(drainGrace)
 		_ = tp.Shutdown(context.Background())
 		os.Exit(0)
 	})
@@ -50,19 +50,21 @@ func Serve(d Dispatcher) {
 
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: pluginv1.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{
-			pluginv1.ProtocolVersion: {pluginv1.PluginName: &GRPCPlugin{Impl: srv}},
-		},
-		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts,
-				grpc.MaxRecvMsgSize(pluginv1.MaxMessageBytes),
-				grpc.MaxSendMsgSize(pluginv1.MaxMessageBytes),
-			)
-			return grpc.NewServer(opts...)
-		},
+		VersionedPlugins: pluginv1.VersionedPlugins(srv),
+		GRPCServer:       NewGRPCServer,
 	})
 	// go-plugin returns once the runner has asked the plugin to stop.
 	shutdown()
+}
+
+// NewGRPCServer returns the gRPC server a plugin serves on: opts (go-plugin's
+// TLS settings) plus the protocol's message limits.
+func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	opts = append(opts,
+		grpc.MaxRecvMsgSize(pluginv1.MaxMessageBytes),
+		grpc.MaxSendMsgSize(pluginv1.MaxMessageBytes),
+	)
+	return grpc.NewServer(opts...)
 }
 
 func watchParent(ppid int, shutdown func()) {

@@ -20,8 +20,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hashicorp/go-plugin"
-
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -86,8 +84,8 @@ const (
 	maxLogBytes    = 64 << 10
 )
 
-// waitRuns waits up to grace for in-flight runs to return.
-func (s *Server) waitRuns(grace time.Duration) {
+// WaitRuns waits up to grace for in-flight runs to return.
+func (s *Server) WaitRuns(grace time.Duration) {
 	done := make(chan struct{})
 	go func() { s.runs.Wait(); close(done) }()
 	select {
@@ -297,21 +295,4 @@ func (m metadataCarrier) Keys() []string {
 		keys = append(keys, k)
 	}
 	return keys
-}
-
-// GRPCPlugin is the plugin side of go-plugin's GRPCPlugin.
-type GRPCPlugin struct {
-	plugin.NetRPCUnsupportedPlugin
-	Impl *Server
-}
-
-// GRPCServer implements plugin.GRPCPlugin.
-func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	pluginv1.RegisterTaskPluginServer(s, p.Impl)
-	return nil
-}
-
-// GRPCClient implements plugin.GRPCPlugin; the plugin side never dials.
-func (p *GRPCPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
-	return nil, fmt.Errorf("the plugin side of %s has no client", pluginv1.PluginName)
 }
