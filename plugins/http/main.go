@@ -17,7 +17,7 @@
 //	  expect_status: [2xx, 304]            # codes or classes; default [2xx]
 //	  timeout: 10s                         # Go duration; the run's deadline applies too
 //	  follow_redirects: true               # default true, at most 10
-//	  max_response_bytes: 65536            # body kept in the output (max 1 MiB)
+//	  max_response_bytes: 65536            # body kept in the output (default 65536, 1 to 1048576)
 //	  tls:
 //	    ca_file: /etc/pacer/ca.pem         # replaces the system roots
 //	    cert_file: /etc/pacer/client.pem   # client certificate, with key_file

@@ -17,26 +17,22 @@ import (
 	"github.com/pacerun/pacer/sdk"
 )
 
-const (
-	defaultMaxResponse = 64 << 10
-	// maxMaxResponse keeps the result well inside one plugin message
-	// (pluginv1.MaxMessageBytes); the runner bounds output further anyway.
-	maxMaxResponse = 1 << 20
-	maxRedirects   = 10
-)
+const maxRedirects = 10
 
 // params are the task's params. The SDK derives the schema the runner checks
 // jobs against from this struct (see sdk.Typed).
 type params struct {
-	URL              string            `json:"url" desc:"absolute http or https URL"`
-	Method           string            `json:"method,omitempty" desc:"HTTP method, default GET"`
-	Headers          map[string]string `json:"headers,omitempty"`
-	Body             string            `json:"body,omitempty"`
-	ExpectStatus     statusList        `json:"expect_status,omitempty" desc:"status codes or classes such as 2xx; default [2xx]"`
-	Timeout          string            `json:"timeout,omitempty" desc:"Go duration bounding the request"`
-	FollowRedirects  *bool             `json:"follow_redirects,omitempty" desc:"default true, at most 10"`
-	MaxResponseBytes int               `json:"max_response_bytes,omitempty" desc:"body bytes kept in the output, default 65536, max 1 MiB"`
-	TLS              *tlsParams        `json:"tls,omitempty"`
+	URL             string            `json:"url" desc:"absolute http or https URL"`
+	Method          string            `json:"method" default:"GET" desc:"HTTP method"`
+	Headers         map[string]string `json:"headers,omitempty"`
+	Body            string            `json:"body,omitempty"`
+	ExpectStatus    statusList        `json:"expect_status,omitempty" desc:"status codes or classes such as 2xx; default [2xx]"`
+	Timeout         string            `json:"timeout,omitempty" desc:"Go duration bounding the request"`
+	FollowRedirects bool              `json:"follow_redirects" default:"true" desc:"follow at most 10 redirects"`
+	// At most 1 MiB keeps the result well inside one plugin message (4 MiB);
+	// the runner bounds output further anyway.
+	MaxResponseBytes int        `json:"max_response_bytes" default:"65536" minimum:"1" maximum:"1048576" desc:"body bytes kept in the output"`
+	TLS              *tlsParams `json:"tls,omitempty"`
 }
 
 type tlsParams struct {
@@ -76,7 +72,7 @@ func (p *params) validate() (*request, error) {
 		header:          http.Header{},
 		body:            p.Body,
 		expect:          p.ExpectStatus,
-		followRedirects: p.FollowRedirects == nil || *p.FollowRedirects,
+		followRedirects: p.FollowRedirects,
 		maxResponse:     p.MaxResponseBytes,
 	}
 
@@ -101,9 +97,6 @@ func (p *params) validate() (*request, error) {
 	}
 	r.url = u
 
-	if r.method == "" {
-		r.method = http.MethodGet
-	}
 	if !isToken(r.method) {
 		return nil, invalid("method %q is not a valid HTTP method", r.method)
 	}
@@ -142,15 +135,6 @@ func (p *params) validate() (*request, error) {
 			return nil, invalid("timeout must be positive, got %s", p.Timeout)
 		}
 		r.timeout = d
-	}
-
-	switch {
-	case r.maxResponse < 0:
-		return nil, invalid("max_response_bytes must be positive")
-	case r.maxResponse == 0:
-		r.maxResponse = defaultMaxResponse
-	case r.maxResponse > maxMaxResponse:
-		return nil, invalid("max_response_bytes must be at most %d", maxMaxResponse)
 	}
 
 	if p.TLS != nil {

@@ -15,11 +15,8 @@ import (
 	"github.com/pacerun/pacer/sdk"
 )
 
-const (
-	defaultMaxOutput = 64 << 10
-	// killGrace is how long the process group gets between SIGTERM and SIGKILL.
-	killGrace = 2 * time.Second
-)
+// killGrace is how long the process group gets between SIGTERM and SIGKILL.
+const killGrace = 2 * time.Second
 
 // params are the task's params. The SDK derives the schema the runner checks
 // jobs against from this struct (see sdk.Typed).
@@ -29,7 +26,7 @@ type params struct {
 	Dir            string            `json:"dir,omitempty" desc:"working directory"`
 	Env            map[string]string `json:"env,omitempty" desc:"extra environment variables"`
 	InheritEnv     []string          `json:"inherit_env,omitempty" desc:"host variables passed through; default [PATH]"`
-	MaxOutputBytes int               `json:"max_output_bytes,omitempty" desc:"output bytes kept, default 65536"`
+	MaxOutputBytes int               `json:"max_output_bytes" default:"65536" minimum:"1" desc:"output bytes kept"`
 }
 
 // commandParam accepts a list of arguments, or a single string.
@@ -60,8 +57,6 @@ func (p *params) validate() error {
 		return fmt.Errorf("%w: command is required, e.g. command: [echo, hello]", sdk.ErrInvalidParams)
 	case p.Shell && len(p.Command) != 1:
 		return fmt.Errorf("%w: with shell: true, command must be one string", sdk.ErrInvalidParams)
-	case p.MaxOutputBytes < 0:
-		return fmt.Errorf("%w: max_output_bytes must be positive", sdk.ErrInvalidParams)
 	}
 	for k := range p.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
@@ -74,9 +69,6 @@ func (p *params) validate() error {
 func execTask(ctx context.Context, p params, resp *sdk.Response) error {
 	if err := p.validate(); err != nil {
 		return err
-	}
-	if p.MaxOutputBytes == 0 {
-		p.MaxOutputBytes = defaultMaxOutput
 	}
 	argv := []string(p.Command)
 	if p.Shell {

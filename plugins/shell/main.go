@@ -11,7 +11,7 @@
 //	  dir: /srv/reports       # working directory
 //	  env: {REPORT_FORMAT: csv}
 //	  inherit_env: [PATH, HOME]  # host variables passed through (default: PATH)
-//	  max_output_bytes: 65536
+//	  max_output_bytes: 65536 # output bytes kept (default 65536, at least 1)
 package main
 
 import (

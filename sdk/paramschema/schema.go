@@ -426,7 +426,14 @@ func (v value) short() string {
 	return v.kind
 }
 
-func formatNumber(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+// formatNumber writes a number as people do (1048576, 0.5), switching to an
+// exponent only for the very large and the very small.
+func formatNumber(f float64) string {
+	if a := math.Abs(f); a == 0 || (a >= 1e-6 && a < 1e21) {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
 
 // classify sorts v into its JSON kind; the message is non-empty if v is not
 // a JSON-like value.

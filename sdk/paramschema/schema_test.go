@@ -169,6 +169,8 @@ func TestValidate(t *testing.T) {
 		{"minimum bad", `{"type":"integer","minimum":1}`, 0, []string{"params: must be >= 1, got 0"}},
 		{"maximum bad", `{"type":"number","maximum":1.5}`, 2, []string{"params: must be <= 1.5, got 2"}},
 		{"min and max ignore strings", `{"minimum":1,"maximum":2}`, "x", nil},
+		{"large numbers without exponents", `{"type":"integer","maximum":1048576}`, 1 << 30, []string{"params: must be <= 1048576, got 1073741824"}},
+		{"huge numbers with exponents", `{"type":"number","maximum":1}`, 1e300, []string{"params: must be <= 1, got 1e+300"}},
 
 		// pattern: a match anywhere in the string, as in JSON Schema.
 		{"pattern ok", `{"type":"string","pattern":"^[a-z][a-z0-9-]*$"}`, "web-1", nil},
