@@ -1,46 +1,40 @@
-// Command hello-plugin is the plugin built in docs/plugin-authoring.md.
+// Command hello-plugin is the plugin built in docs/plugin-authoring.md, which
+// quotes it: a test checks that every Go snippet there is a piece of this
+// file or of main_test.go.
 package main
 
 import (
 	"context"
-	"fmt"
+	"strings"
 
 	"go.opentelemetry.io/otel"
 
 	"github.com/pacerun/pacer/sdk"
 )
 
-// greetParams are the "greet" task's params. The runner checks each job's
-// params against a schema derived from this struct when it loads its config.
 type greetParams struct {
 	Name     string `json:"name" desc:"who to greet"`
-	Greeting string `json:"greeting,omitempty" enum:"hello,hi,good morning" desc:"default hello"`
+	Greeting string `json:"greeting" enum:"hello,hi,good morning" default:"hello"`
+	Times    int    `json:"times" default:"1" minimum:"1" maximum:"3" desc:"how many times to say it"`
 }
 
 func greet(ctx context.Context, p greetParams, resp *sdk.Response) error {
-	if p.Greeting == "" {
-		p.Greeting = "hello"
-	}
-	// Spans need no setup: they join the run's trace in the runner.
 	_, span := otel.Tracer("hello-plugin").Start(ctx, "compose greeting")
 	defer span.End()
 
 	info := sdk.Info(ctx)
 	sdk.Logger(ctx).Info("greeting", "name", p.Name, "attempt", info.Attempt)
 	sdk.ReportProgress(ctx, 100, "greeted")
-	resp.Output = fmt.Sprintf("%s, %s", p.Greeting, p.Name)
+	resp.Output = strings.TrimSpace(strings.Repeat(p.Greeting+", "+p.Name+"! ", p.Times))
 	resp.Data = map[string]any{"greeted": p.Name, "slot": info.ScheduledTime.Unix()}
 	return nil
 }
 
-// helloPlugin is the plugin, as a value: main serves it, tests run it.
 func helloPlugin() sdk.Plugin {
 	return sdk.Plugin{
 		Name:    "hello-plugin",
 		Version: "1.0.0",
-		Tasks: map[string]sdk.Task{
-			"greet": sdk.Typed("Greet someone by name.", greet),
-		},
+		Tasks:   map[string]sdk.Task{"greet": sdk.Typed("Greet someone by name.", greet)},
 	}
 }
 
