@@ -49,7 +49,7 @@ func Serve(d Dispatcher) {
 	}()
 
 	plugin.Serve(&plugin.ServeConfig{
-		HandshakeConfig: pluginv1.Handshake,
+		HandshakeConfig:  pluginv1.Handshake,
 		VersionedPlugins: pluginv1.VersionedPlugins(srv),
 		GRPCServer:       NewGRPCServer,
 	})
