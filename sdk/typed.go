@@ -149,7 +149,16 @@ func (e *paramsError) Unwrap() []error {
 // decodeParams decodes params into out, a pointer to a struct, turning
 // duration strings into time.Duration values on the way.
 func decodeParams(params map[string]any, out any) error {
-	v := convertDurations(params, reflect.TypeOf(out).Elem())
+	return decode(params, out)
+}
+
+// decodeInto decodes v into a new value of type t, as decodeParams would.
+func decodeInto(v any, t reflect.Type) error {
+	return decode(v, reflect.New(t).Interface())
+}
+
+func decode(v any, out any) error {
+	v = convertDurations(v, reflect.TypeOf(out).Elem())
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -352,6 +361,10 @@ func (b *schemaBuilder) structSchema(t reflect.Type, where string) *paramschema.
 		def, hasDefault := f.tag.Lookup("default")
 		if hasDefault {
 			setDefault(ps, def, fwhere)
+			// It must also decode into the field, as the params will.
+			if err := decodeInto(ps.Default, f.typ); err != nil {
+				panic(fmt.Sprintf("sdk.Typed: %s: default %q does not decode into a %v: %v", fwhere, def, f.typ, err))
+			}
 		}
 		required := !f.omitempty && f.typ.Kind() != reflect.Pointer && !hasDefault
 		if opts, ok := f.tag.Lookup("pacer"); ok {
@@ -466,8 +479,9 @@ func setDefault(s *paramschema.Schema, tag, where string) {
 	case paramschema.TypeBoolean:
 		v, err = strconv.ParseBool(strings.TrimSpace(tag))
 	default:
-		err = json.Unmarshal([]byte(tag), &v)
-		if err == nil && v == nil {
+		if err = json.Unmarshal([]byte(tag), &v); err != nil {
+			err = fmt.Errorf("a field of this type takes a JSON value as its default (a string in quotes, a list in brackets): %w", err)
+		} else if v == nil {
 			err = errors.New("null is no default; leave the tag out")
 		}
 	}

@@ -78,6 +78,17 @@ func TestTypedTagsInSchema(t *testing.T) {
 	}
 }
 
+func TestTypedDefaultOfSelfDecodingType(t *testing.T) {
+	type runParams struct {
+		Command argv `json:"command" default:"\"ls -l\""`
+	}
+	var got argv
+	task := sdk.Typed("", func(_ context.Context, p runParams, _ *sdk.Response) error { got = p.Command; return nil })
+	if err := task.Run(context.Background(), &sdk.Request{}, &sdk.Response{}); err != nil || !reflect.DeepEqual(got, argv{"ls", "-l"}) {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
 func TestTypedTagsDefaults(t *testing.T) {
 	got, err := runTagged(t, map[string]any{"name": "ada"})
 	if err != nil {
@@ -237,6 +248,20 @@ func TestTypedTagPanics(t *testing.T) {
 		{`null is no default`, func() {
 			sdk.Typed("", func(context.Context, struct {
 				L []int `json:"l" default:"null"`
+			}, *sdk.Response) error {
+				return nil
+			})
+		}},
+		{`default "AQ" does not decode into a []uint8`, func() {
+			sdk.Typed("", func(context.Context, struct {
+				B []byte `json:"b" default:"AQ"` // base64 needs padding: "AQ=="
+			}, *sdk.Response) error {
+				return nil
+			})
+		}},
+		{`default "ls -l": a field of this type takes a JSON value`, func() {
+			sdk.Typed("", func(context.Context, struct {
+				C argv `json:"c" default:"ls -l"`
 			}, *sdk.Response) error {
 				return nil
 			})

@@ -504,3 +504,40 @@ func TestApplyDefaults(t *testing.T) {
 		t.Errorf("nil schema: %v", got)
 	}
 }
+
+// Any schema text a plugin may publish and any params a job may hold: Parse,
+// Validate and ApplyDefaults never panic, a parsed schema's JSON parses back
+// the same, and ApplyDefaults leaves its input as it was.
+func FuzzSchema(f *testing.F) {
+	for _, seed := range []struct{ schema, params string }{
+		{`{"type":"object","properties":{"a":{"type":"integer","minimum":1,"default":2}},"required":["b"]}`, `{"b":1}`},
+		{`{"type":"object","additionalProperties":{"type":"object","properties":{"x":{"default":[1,{"y":null}]}}}}`, `{"k":{}}`},
+		{`{"type":"array","items":{"type":"string","pattern":"^a+$","enum":["a","aa"]}}`, `["a","b",3]`},
+		{`{"oneOf":[{"type":"string","format":"duration"},{"type":"object","default":{}}]}`, `"5s"`},
+		{`{"properties":{"a":null},"default":{"a":1}}`, `{}`},
+	} {
+		f.Add(seed.schema, seed.params)
+	}
+	f.Fuzz(func(t *testing.T, schemaText, paramsText string) {
+		s, err := Parse(schemaText)
+		if err != nil || s == nil {
+			return
+		}
+		back, err := Parse(s.JSON())
+		if err != nil || back.JSON() != s.JSON() {
+			t.Fatalf("%s does not parse back the same: %v", s.JSON(), err)
+		}
+		var params any
+		if json.Unmarshal([]byte(paramsText), &params) != nil {
+			return
+		}
+		before, _ := json.Marshal(params)
+		filled := s.ApplyDefaults(params)
+		after, _ := json.Marshal(params)
+		if string(before) != string(after) {
+			t.Fatalf("ApplyDefaults changed its input from %s to %s", before, after)
+		}
+		_ = s.Validate(params)
+		_ = s.Validate(filled)
+	})
+}
