@@ -354,26 +354,49 @@ func (e *ValidationError) Error() string { return e.Path + ": " + e.Msg }
 // paths is "params". A nil schema accepts anything.
 func (s *Schema) Validate(v any) []error {
 	var errs []error
-	s.validate(location{path: "params"}, v, &errs)
+	s.validate(&location{}, v, &errs)
 	return errs
 }
 
-// location is where a value sits in the params, as text and as keys.
+// location is where a value sits in the params: a chain of keys and indexes
+// up to the root, turned into a path only when a problem is reported, so
+// that checking good params builds no strings.
 type location struct {
-	path string
-	keys []any
+	parent *location // nil at the root
+	name   string    // an object key
+	index  int       // an array index, if isElem
+	isElem bool
 }
 
-func (l location) key(k string) location {
-	return location{path: joinKey(l.path, k), keys: append(slices.Clip(l.keys), k)}
-}
+func (l *location) key(k string) *location { return &location{parent: l, name: k} }
 
-func (l location) index(i int) location {
-	return location{path: l.path + "[" + strconv.Itoa(i) + "]", keys: append(slices.Clip(l.keys), i)}
-}
+func (l *location) elem(i int) *location { return &location{parent: l, index: i, isElem: true} }
 
-func (l location) problem(format string, args ...any) error {
-	return &ValidationError{Path: l.path, Keys: l.keys, Msg: fmt.Sprintf(format, args...)}
+func (l *location) problem(format string, args ...any) error {
+	n := 0
+	for x := l; x.parent != nil; x = x.parent {
+		n++
+	}
+	var keys []any
+	if n > 0 {
+		keys = make([]any, n)
+	}
+	for x, i := l, n-1; x.parent != nil; x, i = x.parent, i-1 {
+		if x.isElem {
+			keys[i] = x.index
+		} else {
+			keys[i] = x.name
+		}
+	}
+	path := "params"
+	for _, k := range keys {
+		if i, ok := k.(int); ok {
+			path += "[" + strconv.Itoa(i) + "]"
+		} else {
+			path = joinKey(path, k.(string))
+		}
+	}
+	return &ValidationError{Path: path, Keys: keys, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Value kinds, named as in JSON Schema.
@@ -546,7 +569,7 @@ func loosely(s *Schema, v value) bool {
 	return s.Type == v.kind
 }
 
-func (s *Schema) validate(at location, v any, errs *[]error) {
+func (s *Schema) validate(at *location, v any, errs *[]error) {
 	if s == nil {
 		return
 	}
@@ -621,7 +644,7 @@ func (s *Schema) validate(at location, v any, errs *[]error) {
 	case kindArray:
 		if s.Items != nil {
 			for i, e := range val.arr {
-				s.Items.validate(at.index(i), e, errs)
+				s.Items.validate(at.elem(i), e, errs)
 			}
 		}
 	case kindObject:
@@ -629,7 +652,7 @@ func (s *Schema) validate(at location, v any, errs *[]error) {
 	}
 }
 
-func (s *Schema) validateObject(at location, obj map[string]any, errs *[]error) {
+func (s *Schema) validateObject(at *location, obj map[string]any, errs *[]error) {
 	add := func(format string, args ...any) { *errs = append(*errs, at.problem(format, args...)) }
 	for _, name := range s.Required {
 		if _, ok := obj[name]; !ok {
@@ -665,7 +688,7 @@ func (s *Schema) validateObject(at location, obj map[string]any, errs *[]error) 
 	}
 }
 
-func (s *Schema) validateOneOf(at location, v any, val value, errs *[]error) {
+func (s *Schema) validateOneOf(at *location, v any, val value, errs *[]error) {
 	var matched int
 	altErrs := make([][]error, len(s.OneOf))
 	for i, alt := range s.OneOf {
