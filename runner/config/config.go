@@ -164,6 +164,9 @@ type Job struct {
 // key, it returns the line of the nearest enclosing key it does set, and at
 // worst the job's own Line.
 func (j *Job) KeyLine(keys ...any) int {
+	if j.keys.path == "" { // not decoded from a file
+		return j.Line
+	}
 	paths := make([]string, 0, len(keys))
 	p := j.keys.path
 	for _, k := range keys {
@@ -178,7 +181,7 @@ func (j *Job) KeyLine(keys ...any) int {
 		paths = append(paths, p)
 	}
 	for i := len(paths) - 1; i >= 0; i-- {
-		if l, ok := j.keys.lines[paths[i]]; ok && j.keys.path != "" {
+		if l, ok := j.keys.lines[paths[i]]; ok {
 			return l
 		}
 	}
