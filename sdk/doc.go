@@ -104,7 +104,7 @@ The plugin exits on its own when the runner stops it or dies.
 # Versions
 
 [Version] is this SDK's version, which every plugin reports to the runner
-("pacer plugins" shows it). The plugin and the runner agree on the wire
+(sdk_version in "pacer plugins -o json"). The plugin and the runner agree on the wire
 protocol's version in the handshake, so a plugin built with any SDK
 release speaking the same protocol runs under any such runner.
 */
