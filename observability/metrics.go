@@ -16,17 +16,24 @@ const (
 	OutcomeCrashed  = "crashed"
 )
 
+// JobLabel is the label that carries a Pacer job ID on the pacer_job_*
+// metrics. It is not "job": that is the label Prometheus gives every target
+// (its scrape job), and a metric label of the same name would be renamed to
+// exported_job, or overwrite the target's own with honor_labels.
+const JobLabel = "job_id"
+
 // Metrics holds every Prometheus metric the runner exports. Labels are
 // bounded: job IDs, plugin names and fixed enums, never run IDs.
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	JobRuns        *prometheus.CounterVec   // job, plugin, outcome
-	JobRunDuration *prometheus.HistogramVec // job, plugin
-	ScheduleLag    *prometheus.HistogramVec // job
-	JobSkipped     *prometheus.CounterVec   // job, reason
-	LastSuccess    *prometheus.GaugeVec     // job
-	JobRunning     *prometheus.GaugeVec     // job
+	JobRuns        *prometheus.CounterVec   // job_id, plugin, outcome
+	JobRunDuration *prometheus.HistogramVec // job_id, plugin
+	ScheduleLag    *prometheus.HistogramVec // job_id
+	JobSkipped     *prometheus.CounterVec   // job_id, reason
+	LastSuccess    *prometheus.GaugeVec     // job_id
+	JobRunning     *prometheus.GaugeVec     // job_id
+	JobPaused      *prometheus.GaugeVec     // job_id
 	Leader         *prometheus.GaugeVec     // node
 	LeaderChanges  *prometheus.CounterVec   // event
 	BuildInfo      *prometheus.GaugeVec     // version, goversion
@@ -35,6 +42,8 @@ type Metrics struct {
 	Keepalives   *prometheus.CounterVec // result
 
 	PluginUp          *prometheus.GaugeVec     // plugin
+	PluginUnavailable *prometheus.GaugeVec     // plugin
+	PluginQuarantined *prometheus.GaugeVec     // plugin
 	PluginRestarts    *prometheus.CounterVec   // plugin, reason
 	PluginRPCDuration *prometheus.HistogramVec // plugin, rpc
 	PluginLogsDropped *prometheus.CounterVec   // plugin
@@ -49,29 +58,33 @@ func NewMetrics(version string) (*Metrics, error) {
 		JobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_job_runs_total",
 			Help: "Run attempts finished, by outcome (success, failure, timeout, canceled, crashed).",
-		}, []string{"job", "plugin", "outcome"}),
+		}, []string{JobLabel, "plugin", "outcome"}),
 		JobRunDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pacer_job_run_duration_seconds",
 			Help:    "Duration of run attempts, from the claim to the plugin's answer. Exemplars carry trace_id.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
-		}, []string{"job", "plugin"}),
+		}, []string{JobLabel, "plugin"}),
 		ScheduleLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pacer_job_schedule_lag_seconds",
 			Help:    "Actual start of a run minus its scheduled time.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"job"}),
+		}, []string{JobLabel}),
 		JobSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_job_skipped_total",
 			Help: "Slots that did not run here, by reason (overlap, paused, misfire, lock_lost, claimed_elsewhere).",
-		}, []string{"job", "reason"}),
+		}, []string{JobLabel, "reason"}),
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_last_success_timestamp_seconds",
 			Help: "Unix time of the job's last successful run on this replica.",
-		}, []string{"job"}),
+		}, []string{JobLabel}),
 		JobRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_running",
 			Help: "Runs of the job in progress on this replica.",
-		}, []string{"job"}),
+		}, []string{JobLabel}),
+		JobPaused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pacer_job_paused",
+			Help: "1 while the job is paused (pacer pause), else 0; one series per configured job.",
+		}, []string{JobLabel}),
 		Leader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_leader",
 			Help: "1 while this replica leads the cluster, else 0.",
@@ -96,6 +109,14 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_plugin_up",
 			Help: "1 while the plugin's process is running and healthy, else 0.",
 		}, []string{"plugin"}),
+		PluginUnavailable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pacer_plugin_unavailable",
+			Help: "1 from a failed attempt to start the plugin for a call (a run, or the check of a new config) until a process starts; quarantine counts. An idle plugin is not unavailable.",
+		}, []string{"plugin"}),
+		PluginQuarantined: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pacer_plugin_quarantined",
+			Help: "1 while the plugin is quarantined after crashing repeatedly (its runs fail fast), else 0.",
+		}, []string{"plugin"}),
 		PluginRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_plugin_restarts_total",
 			Help: "Plugin processes started to replace one that went away, by reason (crash, hung, unhealthy, start).",
@@ -112,8 +133,8 @@ func NewMetrics(version string) (*Metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
-		m.JobRunning, m.Leader, m.LeaderChanges, m.BuildInfo,
-		m.PluginUp, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
+		m.JobRunning, m.JobPaused, m.Leader, m.LeaderChanges, m.BuildInfo,
+		m.PluginUp, m.PluginUnavailable, m.PluginQuarantined, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
 		m.KeepaliveAge, m.Keepalives,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -130,9 +130,32 @@ func (r *Runner) SetJobs(jobs []*Job) {
 		m[j.ID] = j
 	}
 	r.mu.Lock()
+	old := r.jobs
 	r.jobs = m
+	r.exportPausedLocked(old)
 	r.mu.Unlock()
 	r.sched.Set(jobs)
+}
+
+// exportPausedLocked sets pacer_job_paused for every configured job and
+// drops the per-job gauges of jobs that were removed, so that no alert
+// keeps firing on a job that no longer exists (the last-success timestamp
+// of a removed job would make it look stale forever).
+func (r *Runner) exportPausedLocked(old map[string]*Job) {
+	m := r.o.Metrics
+	for id := range old {
+		if _, ok := r.jobs[id]; !ok {
+			m.JobPaused.DeleteLabelValues(id)
+			m.LastSuccess.DeleteLabelValues(id)
+		}
+	}
+	for id := range r.jobs {
+		v := 0.0
+		if r.paused[id] {
+			v = 1
+		}
+		m.JobPaused.WithLabelValues(id).Set(v)
+	}
 }
 
 // Jobs returns the registered jobs, sorted by ID.
@@ -166,6 +189,7 @@ func (r *Runner) JobState(id string) (paused bool, running int) {
 func (r *Runner) SetPaused(p map[string]bool) {
 	r.mu.Lock()
 	r.paused = p
+	r.exportPausedLocked(nil)
 	r.mu.Unlock()
 }
 

@@ -193,6 +193,37 @@ func TestNoFireWithoutLeadership(t *testing.T) {
 	}
 }
 
+// pacer_job_paused has one series per configured job, so alerts can leave
+// paused jobs alone; a removed job's gauges go away, so PacerJobStale does
+// not fire forever on a job that no longer exists.
+func TestPausedGaugeAndRemovedJobs(t *testing.T) {
+	t.Parallel()
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runner.New(runner.Options{Coord: notLeader{}, Tasks: &blockingTasks{}, Metrics: m, Logger: discardLogger(),
+		Tracer: trace.NewTracerProvider().Tracer("t")})
+	r.SetJobs([]*runner.Job{job("a", ""), job("b", "")})
+	r.SetPaused(map[string]bool{"a": true, "gone": true})
+	m.LastSuccess.WithLabelValues("b").Set(1700000000)
+	if a, b := testutil.ToFloat64(m.JobPaused.WithLabelValues("a")), testutil.ToFloat64(m.JobPaused.WithLabelValues("b")); a != 1 || b != 0 {
+		t.Fatalf("pacer_job_paused a=%v b=%v, want 1 0", a, b)
+	}
+	r.SetJobs([]*runner.Job{job("a", "")})
+	r.SetPaused(map[string]bool{})
+	if n := testutil.CollectAndCount(m.JobPaused); n != 1 {
+		t.Fatalf("pacer_job_paused has %d series after b was removed, want 1 (a)", n)
+	}
+	if n := testutil.CollectAndCount(m.LastSuccess); n != 0 {
+		t.Fatalf("pacer_job_last_success_timestamp_seconds has %d series after b was removed, want 0", n)
+	}
+	if a := testutil.ToFloat64(m.JobPaused.WithLabelValues("a")); a != 0 {
+		t.Fatalf("pacer_job_paused a=%v after resume, want 0", a)
+	}
+	r.Stop(context.Background())
+}
+
 type notLeader struct{ runner.Coordinator }
 
 func (notLeader) Term() *coord.Term { return nil }

@@ -86,10 +86,10 @@ jobs:%s`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir,
 		}
 	}
 
-	if v := p.metric("pacer_job_runs_total", `job="echo"`, `outcome="success"`, `plugin="shell"`); v < 3 {
+	if v := p.metric("pacer_job_runs_total", `job_id="echo"`, `outcome="success"`, `plugin="shell"`); v < 3 {
 		t.Fatalf("pacer_job_runs_total = %v, want >= 3", v)
 	}
-	if v := p.metric("pacer_job_run_duration_seconds_count", `job="echo"`); v < 3 {
+	if v := p.metric("pacer_job_run_duration_seconds_count", `job_id="echo"`); v < 3 {
 		t.Fatalf("duration histogram count = %v, want >= 3", v)
 	}
 	if v := p.metric("pacer_leader", `node="e2e-1"`); v != 1 {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/sdk/trace"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -276,6 +277,75 @@ func TestCrashLoopIsQuarantined(t *testing.T) {
 		if s.Name == "testplugin" && s.State != "quarantined" {
 			t.Fatalf("status = %+v, want quarantined", s)
 		}
+	}
+}
+
+// pacer_plugin_up is 0 for a plugin that crashed and is idle (as on a
+// standby, whose plugins start only when a run needs them): that alone is no
+// outage. pacer_plugin_unavailable says a call needed the plugin and got no
+// process; pacer_plugin_quarantined covers the quarantine and clears when it
+// ends, without waiting for a call.
+func TestPluginUnavailableOnlyWhenNeeded(t *testing.T) {
+	t.Parallel()
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, pluginhost.Options{RestartBackoff: time.Millisecond, MaxRestartBackoff: time.Millisecond,
+		QuarantineCrashes: 2, QuarantineWindow: time.Minute, QuarantineFor: 500 * time.Millisecond, Metrics: m})
+	gauge := func(g interface {
+		WithLabelValues(...string) prometheus.Gauge
+	}, plugin string) float64 {
+		return testutil.ToFloat64(g.WithLabelValues(plugin))
+	}
+
+	// Crashed once, then idle: down, but neither unavailable nor quarantined.
+	if _, err := b.host.Run(context.Background(), call("crash", nil)); !errors.Is(err, pluginhost.ErrPluginCrashed) {
+		t.Fatalf("crash: err = %v", err)
+	}
+	if up, un, q := gauge(m.PluginUp, "testplugin"), gauge(m.PluginUnavailable, "testplugin"), gauge(m.PluginQuarantined, "testplugin"); up != 0 || un != 0 || q != 0 {
+		t.Fatalf("idle after a crash: up=%v unavailable=%v quarantined=%v, want 0 0 0", up, un, q)
+	}
+
+	// A second crash quarantines it; a call during the quarantine finds it
+	// unavailable.
+	if _, err := b.host.Run(context.Background(), call("crash", nil)); !errors.Is(err, pluginhost.ErrPluginCrashed) {
+		t.Fatalf("crash 2: err = %v", err)
+	}
+	if q := gauge(m.PluginQuarantined, "testplugin"); q != 1 {
+		t.Fatalf("quarantined = %v after 2 crashes, want 1", q)
+	}
+	if _, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "x"})); !errors.Is(err, pluginhost.ErrPluginQuarantined) {
+		t.Fatalf("during quarantine: err = %v, want ErrPluginQuarantined", err)
+	}
+	if un := gauge(m.PluginUnavailable, "testplugin"); un != 1 {
+		t.Fatalf("unavailable = %v after a call was refused, want 1", un)
+	}
+
+	// The quarantine ends by itself; the next call starts a process.
+	deadline := time.Now().Add(10 * time.Second)
+	for gauge(m.PluginQuarantined, "testplugin") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("pacer_plugin_quarantined still 1 long after the quarantine ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "x"})); err != nil {
+		t.Fatalf("after the quarantine: %v", err)
+	}
+	if up, un := gauge(m.PluginUp, "testplugin"), gauge(m.PluginUnavailable, "testplugin"); up != 1 || un != 0 {
+		t.Fatalf("after a successful start: up=%v unavailable=%v, want 1 0", up, un)
+	}
+
+	// A plugin whose binary cannot start is unavailable as soon as a call
+	// needs it.
+	c := call("echo", nil)
+	c.Plugin = "missing"
+	if _, err := b.host.Run(context.Background(), c); !errors.Is(err, pluginhost.ErrPluginNotFound) {
+		t.Fatalf("missing plugin: err = %v", err)
+	}
+	if un := gauge(m.PluginUnavailable, "missing"); un != 1 {
+		t.Fatalf("unavailable{missing} = %v, want 1", un)
 	}
 }
 

@@ -40,14 +40,15 @@ type supervisor struct {
 	log  *slog.Logger
 	sem  chan struct{} // concurrency limit
 
-	mu          sync.Mutex
-	inst        *instance
-	starts      int
-	lastReason  string      // why the previous process went away
-	consecutive int         // crashes since the last clean run
-	crashes     []time.Time // within the quarantine window
-	nextStart   time.Time
-	quarantined time.Time // quarantined until
+	mu           sync.Mutex
+	inst         *instance
+	starts       int
+	lastReason   string      // why the previous process went away
+	consecutive  int         // crashes since the last clean run
+	crashes      []time.Time // within the quarantine window
+	nextStart    time.Time
+	quarantined  time.Time   // quarantined until
+	unquarantine *time.Timer // clears pacer_plugin_quarantined when the quarantine ends
 }
 
 // instance is one plugin process.
@@ -115,6 +116,7 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 		now := time.Now()
 		if now.Before(s.quarantined) {
 			until := s.quarantined
+			s.h.metrics.unavailable(s.name, true)
 			s.mu.Unlock()
 			return nil, fmt.Errorf("%w: %q crashed %d times within %s; retrying after %s",
 				ErrPluginQuarantined, s.name, s.h.opts.QuarantineCrashes, s.h.opts.QuarantineWindow, until.Format(time.RFC3339))
@@ -135,6 +137,7 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 		cancel()
 		if err != nil {
 			s.crashLocked(ReasonStart)
+			s.h.metrics.unavailable(s.name, true)
 			s.mu.Unlock()
 			return nil, err
 		}
@@ -144,6 +147,7 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 		s.starts++
 		s.inst = inst
 		s.h.metrics.up(s.name, true)
+		s.h.metrics.unavailable(s.name, false)
 		go s.probe(inst)
 		s.mu.Unlock()
 		return inst, nil
@@ -186,6 +190,17 @@ func (s *supervisor) crashLocked(reason string) {
 	s.crashes = append(s.crashes[cut:], now)
 	if len(s.crashes) >= o.QuarantineCrashes {
 		s.quarantined = now.Add(o.QuarantineFor)
+		s.h.metrics.quarantined(s.name, true)
+		if s.unquarantine != nil {
+			s.unquarantine.Stop()
+		}
+		s.unquarantine = time.AfterFunc(o.QuarantineFor, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !time.Now().Before(s.quarantined) {
+				s.h.metrics.quarantined(s.name, false)
+			}
+		})
 		s.crashes = nil
 		s.consecutive = 0
 		s.log.Error("plugin quarantined: crashing repeatedly", "crashes", o.QuarantineCrashes,
@@ -250,6 +265,9 @@ func (s *supervisor) close() {
 	s.mu.Lock()
 	inst := s.inst
 	s.inst = nil
+	if s.unquarantine != nil {
+		s.unquarantine.Stop()
+	}
 	s.mu.Unlock()
 	if inst != nil {
 		inst.kill("closed")

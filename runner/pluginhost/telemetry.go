@@ -23,11 +23,28 @@ func (hm hostMetrics) up(plugin string, up bool) {
 	if hm.m == nil {
 		return
 	}
-	v := 0.0
-	if up {
-		v = 1
+	hm.m.PluginUp.WithLabelValues(plugin).Set(b2f(up))
+}
+
+// unavailable records whether the last attempt to get a process for a call
+// failed (start failure or quarantine): the plugin is needed and not running.
+func (hm hostMetrics) unavailable(plugin string, v bool) {
+	if hm.m != nil {
+		hm.m.PluginUnavailable.WithLabelValues(plugin).Set(b2f(v))
 	}
-	hm.m.PluginUp.WithLabelValues(plugin).Set(v)
+}
+
+func (hm hostMetrics) quarantined(plugin string, v bool) {
+	if hm.m != nil {
+		hm.m.PluginQuarantined.WithLabelValues(plugin).Set(b2f(v))
+	}
+}
+
+func b2f(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 func (hm hostMetrics) restart(plugin, reason string) {
