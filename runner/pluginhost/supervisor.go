@@ -148,6 +148,7 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 		s.inst = inst
 		s.h.metrics.up(s.name, true)
 		s.h.metrics.unavailable(s.name, false)
+		s.h.metrics.quarantined(s.name, false) // a start happens only outside a quarantine
 		go s.probe(inst)
 		s.mu.Unlock()
 		return inst, nil
