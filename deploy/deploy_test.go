@@ -1013,17 +1013,17 @@ const liveScrapeJob = "pacer"
 // asserted (and, for alerts, that they do not fire). Keys: "alert NAME" or
 // "DASHBOARD FILE: PANEL TITLE".
 var cannotOccur = map[string]string{
-	"alert PacerJobStale":              "needs a job without a success for over 1h; the test runs for under a minute and \"succeeds\" succeeds every second",
-	"alert PacerScheduleLagHigh":       "needs runs starting over 5s late (p99); an idle runner starts them within milliseconds",
-	"alert PacerNoLeader":              "needs no replica leading; the test's single replica leads throughout",
-	"alert PacerMultipleLeaders":       "needs two replicas leading at once (split brain); the test runs one replica",
-	"alert PacerLeaderFlapping":        "needs more than 3 leader elections in 10m, i.e. repeated failovers",
-	"alert PacerLeaseKeepaliveFailing": "needs failing lease keepalives (etcd slow, unreachable or without a leader); the test's etcd answers every one",
-	"alert PacerPluginCrashLooping":    "needs plugin restarts (a crash, hang or failed health probe); pacer_plugin_restarts_total does not exist until then",
-	"alert PacerPluginDown":            "needs a plugin that a run needs and that cannot start, or a quarantine; the shell plugin starts and stays up",
-	"alert PacerTargetDown":            "needs a Pacer target that Prometheus cannot scrape; the test's runner is up throughout",
-	"alert PacerEtcdNoLeader":          "needs an etcd without a leader; the test's embedded etcd has one (and pacer_etcd_has_leader is added by issue 12)",
-	"alert PacerEtcdDatabaseNearQuota": "needs an etcd database over 80% of its quota; the test's is a few MiB of 2 GiB (and pacer_etcd_* are added by issue 12)",
+	"alert PacerJobStale":                             "needs a job without a success for over 1h; the test runs for under a minute and \"succeeds\" succeeds every second",
+	"alert PacerScheduleLagHigh":                      "needs runs starting over 5s late (p99); an idle runner starts them within milliseconds",
+	"alert PacerNoLeader":                             "needs no replica leading; the test's single replica leads throughout",
+	"alert PacerMultipleLeaders":                      "needs two replicas leading at once (split brain); the test runs one replica",
+	"alert PacerLeaderFlapping":                       "needs more than 3 leader elections in 10m, i.e. repeated failovers",
+	"alert PacerLeaseKeepaliveFailing":                "needs failing lease keepalives (etcd slow, unreachable or without a leader); the test's etcd answers every one",
+	"alert PacerPluginCrashLooping":                   "needs plugin restarts (a crash, hang or failed health probe); pacer_plugin_restarts_total does not exist until then",
+	"alert PacerPluginDown":                           "needs a plugin that a run needs and that cannot start, or a quarantine; the shell plugin starts and stays up",
+	"alert PacerTargetDown":                           "needs a Pacer target that Prometheus cannot scrape; the test's runner is up throughout",
+	"alert PacerEtcdNoLeader":                         "needs an etcd without a leader; the test's embedded etcd has one (and pacer_etcd_has_leader is added by issue 12)",
+	"alert PacerEtcdDatabaseNearQuota":                "needs an etcd database over 80% of its quota; the test's is a few MiB of 2 GiB (and pacer_etcd_* are added by issue 12)",
 	"pacer-overview.json: etcd database size / quota": "pacer_etcd_db_size_bytes, pacer_etcd_db_size_in_use_bytes and pacer_etcd_db_quota_bytes are added by issue 12",
 	"pacer-overview.json: etcd has leader / keys":     "pacer_etcd_has_leader and pacer_etcd_keys are added by issue 12",
 	"pacer-overview.json: Plugin restarts": "pacer_plugin_restarts_total only appears once a plugin process is replaced " +
