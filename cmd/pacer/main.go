@@ -159,7 +159,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	app := fx.New(
 		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, Version: buildVersion(), LogOutput: stderr}),
 		fx.StartTimeout(time.Minute),
-		fx.StopTimeout(fxmodule.DrainTimeout+20*time.Second),
+		fx.StopTimeout(cfg.StopTimeout()),
 	)
 	if err := app.Err(); err != nil {
 		return fmt.Errorf("cannot build the runner: %w", err)
@@ -170,7 +170,7 @@ func runCmd(args []string, stderr io.Writer) error {
 		return fmt.Errorf("cannot start the runner: %w", err)
 	}
 	<-app.Wait() // SIGINT or SIGTERM
-	stopCtx, cancel := context.WithTimeout(context.Background(), fxmodule.DrainTimeout+20*time.Second)
+	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.StopTimeout())
 	defer cancel()
 	if err := app.Stop(stopCtx); err != nil {
 		return fmt.Errorf("unclean stop: %w", err)

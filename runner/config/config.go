@@ -18,7 +18,26 @@ type Config struct {
 	Plugins       Plugins       `yaml:"plugins"`
 	Observability Observability `yaml:"observability"`
 	History       History       `yaml:"history"`
+	Shutdown      Shutdown      `yaml:"shutdown"`
 	Jobs          []Job         `yaml:"jobs"`
+}
+
+// Shutdown is how a replica stops on SIGTERM or SIGINT.
+type Shutdown struct {
+	// DrainTimeout is how long running runs may take to finish before they
+	// are cancelled (default 10s). A supervisor must give the whole stop
+	// Config.StopTimeout.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// StopTimeout is how long a whole stop may take: the drain
+// (shutdown.drain_timeout), then plugins.cancel_grace for cancelled runs to
+// return, and 15s to resign leadership, stop plugins and etcd and flush
+// spans. Kubernetes' terminationGracePeriodSeconds (compose:
+// stop_grace_period) should be at least this, or the runs still draining
+// are killed with the process.
+func (c *Config) StopTimeout() time.Duration {
+	return c.Shutdown.DrainTimeout + c.Plugins.CancelGrace + 15*time.Second
 }
 
 // History bounds the run and skip records kept in etcd, per job.
@@ -235,6 +254,7 @@ const (
 	defaultJobConcurrency       = 10
 	defaultHistoryKeep          = 100
 	defaultHistoryMaxAge        = 30 * 24 * time.Hour
+	defaultDrainTimeout         = 10 * time.Second
 	defaultMisfirePolicy        = "once"
 	defaultMisfireGrace         = time.Minute
 )
@@ -259,8 +279,9 @@ func Default() *Config {
 				},
 			},
 		},
-		HTTP:    HTTP{Listen: defaultHTTPListen},
-		History: History{Keep: defaultHistoryKeep, MaxAge: defaultHistoryMaxAge},
+		HTTP:     HTTP{Listen: defaultHTTPListen},
+		History:  History{Keep: defaultHistoryKeep, MaxAge: defaultHistoryMaxAge},
+		Shutdown: Shutdown{DrainTimeout: defaultDrainTimeout},
 		Plugins: Plugins{
 			Dir:            defaultPluginDir,
 			StartTimeout:   defaultPluginStartTimeout,

@@ -77,7 +77,8 @@ func TestLoadFullFile(t *testing.T) {
 				Patterns:   []Pattern{{Name: "aws_access_key", Regex: "AKIA[0-9A-Z]{16}"}},
 			},
 		},
-		History: History{Keep: 50, MaxAge: 168 * time.Hour},
+		History:  History{Keep: 50, MaxAge: 168 * time.Hour},
+		Shutdown: Shutdown{DrainTimeout: 2 * time.Minute},
 		Jobs: []Job{
 			{
 				ID:       "backup",
@@ -193,6 +194,7 @@ func TestDefaults(t *testing.T) {
 		def.Observability.Log != (Log{"info", "json"}) ||
 		def.Observability.Tracing.Exporter != "none" || def.Observability.Tracing.Endpoint != "127.0.0.1:4317" ||
 		!*def.Observability.Tracing.Insecure || *def.Observability.Tracing.SampleRatio != 1 ||
+		def.Shutdown.DrainTimeout != 10*time.Second || def.StopTimeout() != 30*time.Second ||
 		def.Jobs != nil {
 		t.Errorf("Default() = %+v", def)
 	}
@@ -329,6 +331,16 @@ func TestErrors(t *testing.T) {
 				`pacer.yaml:2: cluster.leaseTTL: unknown key "leaseTTL" (did you mean "lease_ttl"?)`,
 				`pacer.yaml:3: cluster.data-dir: unknown key "data-dir" (did you mean "data_dir"?)`,
 			},
+		},
+		{
+			name: "drain timeout not positive",
+			src:  y("http: {}", "shutdown:", "  drain_timeout: 0s"),
+			want: []string{`pacer.yaml:3: shutdown.drain_timeout: 0s: must be greater than 0`},
+		},
+		{
+			name: "drain timeout absurd",
+			src:  y("shutdown: {drain_timeout: 100000h}"),
+			want: []string{`pacer.yaml:1: shutdown.drain_timeout: 100000h0m0s is too long: at most 24h0m0s`},
 		},
 		{
 			name: "unknown top-level key",

@@ -46,6 +46,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateHTTP(c)
 	d.validatePlugins(&c.Plugins)
 	d.validateHistory(&c.History)
+	d.validateShutdown(&c.Shutdown)
 	d.validateObservability(&c.Observability)
 	d.validateJobs(c.Jobs)
 }
@@ -120,6 +121,18 @@ func (d *decoder) validateHistory(h *History) {
 		d.problem("history.keep", "must be between 1 and 100000, got %d", h.Keep)
 	}
 	d.positive("history.max_age", h.MaxAge)
+}
+
+// maxDrainTimeout bounds shutdown.drain_timeout: a rollout waits this long
+// per replica.
+const maxDrainTimeout = 24 * time.Hour
+
+func (d *decoder) validateShutdown(s *Shutdown) {
+	if s.DrainTimeout > maxDrainTimeout {
+		d.problem("shutdown.drain_timeout", "%s is too long: at most %s", s.DrainTimeout, maxDrainTimeout)
+		return
+	}
+	d.positive("shutdown.drain_timeout", s.DrainTimeout)
 }
 
 func (d *decoder) validatePlugins(p *Plugins) {

@@ -67,10 +67,6 @@ func TaskRefs(path string, cfg *config.Config) []pluginhost.TaskRef {
 	return refs
 }
 
-// DrainTimeout bounds how long a stopping runner waits for running runs
-// before cancelling them.
-const DrainTimeout = 10 * time.Second
-
 // Options returns the fx options for a runner application.
 func Options(p Params) fx.Option {
 	return fx.Options(
@@ -292,7 +288,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 		OnStop: func(stop context.Context) error {
 			cancel()
 			wg.Wait()
-			drain, dcancel := context.WithTimeout(stop, DrainTimeout)
+			drain, dcancel := context.WithTimeout(stop, cfg.Shutdown.DrainTimeout)
 			defer dcancel()
 			r.Stop(drain)
 			return nil
