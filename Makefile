@@ -7,6 +7,9 @@ LDFLAGS   := -X main.version=$(VERSION)
 # First-party plugins shipped in $(BIN)/plugins. plugins/testplugin is for tests only.
 PLUGINS   := shell http
 CONFIG    ?= examples/pacer.yaml
+# The image `make image` builds; its tag is VERSION, the version the binary
+# reports (pacer_build_info), e.g. make image VERSION=0.1.0.
+IMAGE     ?= ghcr.io/pacerun/pacer
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
@@ -46,8 +49,20 @@ deps: ## install the test dependencies that are not Go modules (Debian's prometh
 jaeger: ## compile the Jaeger used by the trace end-to-end test (tools/jaeger) into Go's build cache
 	cd tools/jaeger && $(GO) build -o /dev/null github.com/jaegertracing/jaeger/cmd/jaeger
 
+.PHONY: deploy-tools
+deploy-tools: ## compile the tools the deploy/ tests run (promtool 3, helm, kube-score, dashlint, kubecheck) into Go's build cache
+	cd tools/prometheus && GOWORK=off $(GO) build -o /dev/null github.com/prometheus/prometheus/cmd/promtool
+	cd tools/prometheus && GOWORK=off $(GO) build -o /dev/null ./dashlint
+	cd tools/kube && GOWORK=off $(GO) build -o /dev/null helm.sh/helm/v4/cmd/helm
+	cd tools/kube && GOWORK=off $(GO) build -o /dev/null ./kubecheck
+	cd tools/kubescore && GOWORK=off $(GO) build -o /dev/null github.com/zegl/kube-score/cmd/kube-score
+
+.PHONY: image
+image: ## build the container image $(IMAGE):$(VERSION) (deploy/Dockerfile; needs docker)
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
+
 .PHONY: test
-test: deps lint jaeger ## vet, gofmt check, then every test (end-to-end included) under the race detector
+test: deps lint jaeger deploy-tools ## vet, gofmt check, then every test (end-to-end included) under the race detector
 	$(GO) test -race -count=1 -timeout 12m ./...
 
 .PHONY: test-short

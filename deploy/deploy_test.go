@@ -924,23 +924,46 @@ func TestComposeStack(t *testing.T) {
 		t.Errorf("compose.yaml: pacer build context %q, want ../.. with deploy/Dockerfile", ctx)
 	}
 
-	cfg, err := config.Load("compose/pacer.yaml")
+	// The config is mounted as a directory: an editor that saves by
+	// renaming would leave a bind-mounted single file at the old inode.
+	pacerVols := fmt.Sprint(dig(services["pacer-1"], "volumes"))
+	if !strings.Contains(pacerVols, "./config:/etc/pacer") || strings.Contains(pacerVols, "pacer.yaml:") {
+		t.Errorf("compose.yaml: pacer mounts %s, want the directory ./config at /etc/pacer", pacerVols)
+	}
+	// etcd runs with auto-compaction and an explicit quota.
+	for _, member := range []string{"etcd-1", "etcd-2", "etcd-3"} {
+		env, _ := dig(services[member], "environment").(map[string]any)
+		if env["ETCD_AUTO_COMPACTION_MODE"] == nil || env["ETCD_AUTO_COMPACTION_RETENTION"] == nil || env["ETCD_QUOTA_BACKEND_BYTES"] == nil {
+			t.Errorf("compose.yaml: %s lacks auto-compaction or the quota: %v", member, env)
+		}
+	}
+	// The image tag is the version the binary is built with.
+	if tag, arg := str(services["pacer-1"], "image"), str(services["pacer-1"], "build", "args", "VERSION"); !strings.HasSuffix(tag, ":"+arg) {
+		t.Errorf("compose.yaml: image %q is not tagged with the VERSION build arg %q", tag, arg)
+	}
+	cfg, err := config.Load("compose/config/pacer.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.Cluster.Etcd.Endpoints) != 3 || cfg.Plugins.Dir != pluginsDirInImage ||
 		cfg.Observability.Tracing.Exporter != "otlp" || !strings.HasPrefix(cfg.Observability.Tracing.Endpoint, "jaeger:") {
-		t.Errorf("compose/pacer.yaml: want 3 etcd endpoints, plugins.dir %s, otlp to jaeger; got %+v %q %+v",
+		t.Errorf("compose/config/pacer.yaml: want 3 etcd endpoints, plugins.dir %s, otlp to jaeger; got %+v %q %+v",
 			pluginsDirInImage, cfg.Cluster.Etcd.Endpoints, cfg.Plugins.Dir, cfg.Observability.Tracing)
 	}
 	for _, ep := range cfg.Cluster.Etcd.Endpoints {
 		u, err := url.Parse(ep)
 		if err != nil || services[u.Hostname()] == nil {
-			t.Errorf("compose/pacer.yaml: endpoint %s is no compose service", ep)
+			t.Errorf("compose/config/pacer.yaml: endpoint %s is no compose service", ep)
 		}
 	}
 	if cfg.Node.Name != "" && strings.HasPrefix(cfg.Node.Name, "pacer-") {
-		t.Errorf("compose/pacer.yaml sets node.name %q: all three replicas would share it", cfg.Node.Name)
+		t.Errorf("compose/config/pacer.yaml sets node.name %q: all three replicas would share it", cfg.Node.Name)
+	}
+	if env, _ := dig(services["pacer-1"], "environment").(map[string]any); cfg.HTTP.TokenEnv == "" || env[cfg.HTTP.TokenEnv] == nil {
+		t.Errorf("compose: the API listens on %s without a token (http.token_env %q, environment %v)", cfg.HTTP.Listen, cfg.HTTP.TokenEnv, env)
+	}
+	if grace, err := time.ParseDuration(str(services["pacer-1"], "stop_grace_period")); err != nil || grace < cfg.StopTimeout() {
+		t.Errorf("compose.yaml: stop_grace_period %v (%v) < the runner's stop timeout %s", grace, err, cfg.StopTimeout())
 	}
 	prom := yamlDocs(t, "compose/prometheus.yml")
 	targets := fmt.Sprint(dig(prom[0], "scrape_configs", "0", "static_configs", "0", "targets"))
@@ -1024,11 +1047,11 @@ func TestDeployConfigsValidate(t *testing.T) {
 	for _, doc := range yamlDocs(t, "kubernetes/configmap.yaml") {
 		cm = str(doc, "data", "pacer.yaml")
 	}
-	compose, err := os.ReadFile("compose/pacer.yaml")
+	compose, err := os.ReadFile("compose/config/pacer.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, cfg := range map[string]string{"compose/pacer.yaml": string(compose), "kubernetes/configmap.yaml": cm} {
+	for name, cfg := range map[string]string{"compose/config/pacer.yaml": string(compose), "kubernetes/configmap.yaml": cm} {
 		if !strings.Contains(cfg, pluginsDirInImage) {
 			t.Fatalf("%s: plugins.dir is not %s", name, pluginsDirInImage)
 		}
@@ -1038,7 +1061,7 @@ func TestDeployConfigsValidate(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(filepath.Join(bin, "pacer"), "validate", "--config", path)
-		cmd.Env = append(os.Environ(), "PACER_ETCD_PASSWORD=x")
+		cmd.Env = append(os.Environ(), "PACER_ETCD_PASSWORD=x", "PACER_API_TOKEN=x")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Errorf("pacer validate %s: %v\n%s", name, err, out)
