@@ -267,6 +267,7 @@ func TestAlertRules(t *testing.T) {
 	for _, promtool := range promtools {
 		out, _ := exec.Command(promtool, "--version").CombinedOutput()
 		version, _, _ := strings.Cut(string(out), "\n")
+		version = promtool + ": " + version
 		promtoolRun := func(args ...string) {
 			t.Helper()
 			out, err := exec.Command(promtool, args...).CombinedOutput()
