@@ -122,10 +122,25 @@ func TestHelmChart(t *testing.T) {
 	chart := yamlDocs(t, filepath.Join(chartDir, "Chart.yaml"))[0]
 	appVersion := str(chart, "appVersion")
 
-	// Without an etcd the chart refuses to render, saying what to set.
-	cmd := exec.Command(helm, "template", "pacer", chartDir)
-	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "etcd.endpoints") {
-		t.Errorf("helm template without an etcd: %v, want an error naming etcd.endpoints:\n%s", err, out)
+	// Values that would deploy something broken are refused, saying what
+	// to set.
+	for _, bad := range []struct {
+		set  []string
+		want string
+	}{
+		{nil, "etcd.endpoints"}, // each replica would run its own embedded etcd
+		{[]string{"etcd.deploy=true", "config.drainTimeout=1h30m"}, "config.drainTimeout"},
+		{[]string{"etcd.deploy=true", "config.drainTimeout=2m", "terminationGracePeriodSeconds=60"}, "terminationGracePeriodSeconds 60 is shorter"},
+		{[]string{"etcd.deploy=true", "metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"}, "not both"},
+		{[]string{"etcd.deploy=true", "api.tls.enabled=true"}, "api.tls.secretName"},
+	} {
+		args := []string{"template", "pacer", chartDir}
+		for _, s := range bad.set {
+			args = append(args, "--set", s)
+		}
+		if out, err := exec.Command(helm, args...).CombinedOutput(); err == nil || !strings.Contains(string(out), bad.want) {
+			t.Errorf("helm template --set %v: %v, want an error naming %q:\n%s", bad.set, err, bad.want, out)
+		}
 	}
 
 	for _, c := range chartCases {

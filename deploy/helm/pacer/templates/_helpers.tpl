@@ -51,22 +51,26 @@ app.kubernetes.io/part-of: pacer
 {{- printf "%s-etcd" (include "pacer.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Durations in seconds, for values such as "30s", "2m", "1h". */}}
+{{/* Durations in whole seconds, for values such as "30s", "2m", "1h". */}}
 {{- define "pacer.seconds" -}}
 {{- $d := toString . }}
-{{- if hasSuffix "ms" $d }}{{ div (trimSuffix "ms" $d | int) 1000 }}
+{{- if not (regexMatch "^[0-9]+(s|m|h)$" $d) }}
+{{- fail (printf "config.drainTimeout %q: use a whole number of seconds, minutes or hours (30s, 5m, 1h), so that the grace period can be derived from it" $d) }}
 {{- else if hasSuffix "s" $d }}{{ trimSuffix "s" $d | int }}
 {{- else if hasSuffix "m" $d }}{{ mul (trimSuffix "m" $d | int) 60 }}
-{{- else if hasSuffix "h" $d }}{{ mul (trimSuffix "h" $d | int) 3600 }}
-{{- else }}{{ fail (printf "config.drainTimeout %q: use a whole number of ms, s, m or h" $d) }}
+{{- else }}{{ mul (trimSuffix "h" $d | int) 3600 }}
 {{- end }}
 {{- end }}
 
 {{- define "pacer.terminationGracePeriodSeconds" -}}
+{{- $drain := include "pacer.seconds" .Values.config.drainTimeout | int }}
 {{- if .Values.terminationGracePeriodSeconds }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add $drain 20) }}
+{{- fail (printf "terminationGracePeriodSeconds %v is shorter than config.drainTimeout (%s) + 20s: runs still draining would be killed with the pod" .Values.terminationGracePeriodSeconds .Values.config.drainTimeout) }}
+{{- end }}
 {{- .Values.terminationGracePeriodSeconds }}
 {{- else }}
-{{- add (include "pacer.seconds" .Values.config.drainTimeout | int) 30 }}
+{{- add $drain 30 }}
 {{- end }}
 {{- end }}
 
