@@ -10,6 +10,10 @@ CONFIG    ?= examples/pacer.yaml
 # The image `make image` builds; its tag is VERSION, the version the binary
 # reports (pacer_build_info), e.g. make image VERSION=0.1.0.
 IMAGE     ?= ghcr.io/pacerun/pacer
+# The Python SDK and its tests use Debian's Python and its packages (make deps), not
+# the first python3 on PATH, which may lack them.
+PYTHON    ?= /usr/bin/python3
+PY_PB     := sdk/python/pacer_sdk/_pb
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 
@@ -94,12 +98,22 @@ tools: ## install the code generators (protoc itself: apt-get install protobuf-c
 	$(GO) install $(PROTOC_GEN_GO_GRPC)
 
 .PHONY: generate
-generate: tools ## regenerate the protobuf code
+generate: tools generate-python ## regenerate the protobuf code (Go and Python)
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./sdk/pluginv1/
+
+# Messages with protoc (3.21, Debian's protobuf-compiler: the code python3-protobuf 4.21
+# loads); services with grpc_tools (python3-grpc-tools), whose absolute import of the
+# messages is made relative so that the package needs no top-level "pacer" module.
+.PHONY: generate-python
+generate-python: ## regenerate the Python SDK's protobuf code (sdk/python/pacer_sdk/_pb)
+	protoc -I sdk/pluginv1/proto --python_out=$(PY_PB) pacer/plugin/v1/plugin.proto
+	$(PYTHON) -m grpc_tools.protoc -I sdk/pluginv1/proto -I /usr/include --grpc_python_out=$(PY_PB) pacer/plugin/v1/plugin.proto
+	sed -i 's/^from pacer\.plugin\.v1 import plugin_pb2 as /from . import plugin_pb2 as /' $(PY_PB)/pacer/plugin/v1/plugin_pb2_grpc.py
+	protoc -I sdk/python/proto --python_out=$(PY_PB) pacer_sdk_goplugin.proto
 
 .PHONY: verify
 verify: generate ## regenerate and fail if the committed generated code differs
-	git diff --exit-code -- sdk/pluginv1/
+	git diff --exit-code -- sdk/pluginv1/ $(PY_PB)/
 
 .PHONY: clean
 clean: ## remove build output and the example's data directory
