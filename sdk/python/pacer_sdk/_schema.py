@@ -8,7 +8,10 @@ exactly what the runner rejects at load time, in the same words. The cases in
 sdk/pluginv1/testdata/validate_cases.json hold both implementations to that.
 
 Schemas are plain dicts (decoded JSON). Keywords outside KEYWORDS are ignored,
-as the runner ignores them.
+as the runner ignores them, except "pattern" (a regular expression a string
+must contain a match of, as JSON Schema defines it): the SDK checks it at run
+time for the params of its own typed tasks, and leaves it out of the schema it
+publishes while the runner does not know it.
 """
 
 from __future__ import annotations
@@ -238,6 +241,9 @@ def _validate(s: Optional[dict], path: str, v: Any, out: List[Problem]) -> None:
                 _duration.parse(v)
             except ValueError:
                 add(f"invalid duration {go_quote(v)}")
+        pattern = s.get("pattern")
+        if isinstance(pattern, str) and re.search(pattern, v) is None:
+            add(f"must match pattern {go_quote(pattern)}, got {go_quote(v)}")
     elif kind == _NUMBER:
         lo, hi = s.get("minimum"), s.get("maximum")
         if _is_number(lo) and v < lo:

@@ -1,0 +1,274 @@
+"""The TaskPlugin gRPC service: Describe, Run (the event stream), Cancel."""
+
+from __future__ import annotations
+
+import contextvars
+import datetime
+import queue
+import threading
+import time
+import traceback
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import grpc
+
+from . import _context, _duration, _values
+from ._context import Cancelled, Context, InvalidParams, Result, RunInfo, RunState, TaskError, TraceParent
+from ._params import ParamsError
+from ._pb.pacer.plugin.v1 import plugin_pb2 as pb
+from ._pb.pacer.plugin.v1 import plugin_pb2_grpc as pb_grpc
+from ._plugin import VERSION, Plugin, Task
+from ._schema import go_quote
+
+# How long a Cancel that arrived before its Run waits for it.
+TOMBSTONE_TTL = 60.0
+# Events a run may have in flight to the runner before its task waits.
+EVENT_QUEUE = 1024
+
+
+def parse_traceparent(metadata: Any) -> Optional[TraceParent]:
+    """The W3C trace context the runner sent (metadata key "traceparent")."""
+    for key, value in metadata or ():
+        if key != "traceparent":
+            continue
+        parts = value.strip().split("-")
+        if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
+            return None
+        if parts[0] == "00" and len(parts) != 4:
+            return None
+        try:
+            tid, sid, flags = bytes.fromhex(parts[1]), bytes.fromhex(parts[2]), int(parts[3][:2], 16)
+        except ValueError:
+            return None
+        if len(tid) != 16 or len(sid) != 8 or not any(tid) or not any(sid) or len(parts[3]) != 2:
+            return None
+        return TraceParent(tid, sid, bool(flags & 1))
+    return None
+
+
+class _StreamSink(_context.Sink):
+    """A run's events on their way to its gRPC stream. The task's threads put,
+    the RPC's thread sends: a full queue holds the task back (as a blocked
+    Send does in the Go SDK) until the runner hangs up, after which events are
+    dropped."""
+
+    def __init__(self) -> None:
+        self.q: "queue.Queue[Any]" = queue.Queue(maxsize=EVENT_QUEUE)
+        self.closed = threading.Event()
+
+    def emit(self, event: pb.RunEvent) -> None:
+        while not self.closed.is_set():
+            try:
+                self.q.put(event, timeout=0.25)
+                return
+            except queue.Full:
+                continue
+
+
+_END = object()
+
+
+class _Active:
+    def __init__(self, run: RunState, sink: _StreamSink):
+        self.run = run
+        self.sink = sink
+
+
+class TaskPluginServicer(pb_grpc.TaskPluginServicer):
+    """Serves one Plugin. The same object serves a plugin process (serve) and
+    the in-process test harness."""
+
+    def __init__(self, plugin: Plugin):
+        self.plugin = plugin
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._active: Dict[str, _Active] = {}
+        self._tombstones: Dict[str, Tuple[str, float]] = {}
+        self._seq = 0
+        self._stopping: Optional[str] = None
+
+    # Describe.
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
+        resp = pb.DescribeResponse(name=self.plugin.name, version=self.plugin.version, sdk_version=VERSION)
+        for name in sorted(self.plugin.tasks):
+            t = self.plugin.tasks[name]
+            resp.tasks.add(name=name, description=t.description, params_schema_json=t.params_schema_json())
+        return resp
+
+    # Cancel.
+
+    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.CancelResponse:
+        reason = request.reason or "cancelled by the runner"
+        with self._lock:
+            active = self._active.get(request.run_id)
+            if active is None and request.run_id:
+                # Cancel can overtake its Run on the wire: remember it, so
+                # that the Run starts cancelled.
+                now = time.monotonic()
+                for rid in [r for r, (_, at) in self._tombstones.items() if now - at > TOMBSTONE_TTL]:
+                    del self._tombstones[rid]
+                self._tombstones[request.run_id] = (reason, now)
+        if active is not None:
+            active.run.cancellation.cancel(reason)
+        return pb.CancelResponse(found=active is not None)
+
+    # Run.
+
+    def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
+        task = self.plugin.tasks.get(request.task)
+        if task is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"plugin {go_quote(self.plugin.name)} has no task {go_quote(request.task)}")
+        params = _values.from_struct(request.params)
+        sink = _StreamSink()
+        timeout_ns = request.timeout.seconds * 1_000_000_000 + request.timeout.nanos if request.HasField("timeout") else 0
+        run = RunState(request.task, params, _run_info(request.context, context), sink, parse_traceparent(context.invocation_metadata()), timeout_ns)
+        key = self._track(run, sink)
+
+        def hung_up() -> None:
+            sink.closed.set()
+            run.cancellation.cancel("the runner ended the call")
+
+        context.add_callback(hung_up)
+        timer = None
+        try:
+            try:
+                typed = task.spec.decode(params) if task.spec is not None else params
+            except ParamsError as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid params: {e}")
+            if timeout_ns > 0:
+                timer = threading.Timer(timeout_ns / 1e9, run.cancellation.cancel, (f"timed out after {_duration.format(timeout_ns)}",))
+                timer.daemon = True
+                timer.start()
+            outcome: Dict[str, Any] = {}
+            thread = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._execute, task, run, typed, sink, outcome),
+                name=f"pacer-task-{request.task}",
+                daemon=True,
+            )
+            thread.start()
+            while True:
+                try:
+                    ev = sink.q.get(timeout=0.25)
+                except queue.Empty:
+                    if sink.closed.is_set() or not context.is_active():
+                        return
+                    continue
+                if ev is _END:
+                    break
+                yield ev
+            if "status" in outcome:
+                context.abort(*outcome["status"])
+            yield outcome["result"]
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._untrack(key)
+
+    def _execute(self, task: Task, run: RunState, params: Any, sink: _StreamSink, outcome: Dict[str, Any]) -> None:
+        """The task's thread: run it, turn its answer into the last event."""
+        _context._current_run.set(run)
+        ctx = Context(run)
+        try:
+            try:
+                answer = task.fn(ctx, params) if task.takes_params else task.fn(ctx)
+                res = _result(task.name, answer)
+            except InvalidParams as e:
+                outcome["status"] = (grpc.StatusCode.INVALID_ARGUMENT, f"invalid params: {e}")
+                return
+            except Cancelled as e:
+                res = pb.RunResult(error=f"cancelled: {e.reason}")
+            except TaskError as e:
+                res = pb.RunResult(error=str(e) or "task failed")
+            except BaseException as e:  # noqa: B902 - every failure ends the attempt, not the plugin
+                ctx.log.error(f"task raised {type(e).__name__}", error=str(e), traceback=traceback.format_exc())
+                res = pb.RunResult(error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            ev = pb.RunEvent(result=res)
+            if ev.ByteSize() > _context.MAX_RESULT_BYTES:
+                ev = pb.RunEvent(
+                    result=pb.RunResult(
+                        error=f"task {go_quote(task.name)} returned a result of {ev.ByteSize()} bytes, over the "
+                        f"{_context.MAX_RESULT_BYTES}-byte limit: return less, or store large output elsewhere and return a reference"
+                    )
+                )
+            outcome["result"] = ev
+        finally:
+            run.open = False  # spans ending after the result are dropped, as in the Go SDK
+            sink.emit(_END)
+
+    def _track(self, run: RunState, sink: _StreamSink) -> str:
+        with self._lock:
+            tomb = self._tombstones.pop(run.info.run_id, None)
+            if tomb is not None:
+                run.cancellation.cancel(tomb[0])
+            if self._stopping is not None:
+                run.cancellation.cancel(self._stopping)
+            self._seq += 1
+            key = run.info.run_id
+            if not key or key in self._active:
+                key = f"{key}#{self._seq}"
+            self._active[key] = _Active(run, sink)
+            return key
+
+    def _untrack(self, key: str) -> None:
+        with self._lock:
+            self._active.pop(key, None)
+            if not self._active:
+                self._idle.notify_all()
+
+    def runs(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def stop(self, reason: str, grace: float) -> bool:
+        """Cancel every run (and every later one) with reason, then wait up to
+        grace seconds for them to end. Returns whether they all did."""
+        with self._lock:
+            self._stopping = reason
+            active = list(self._active.values())
+        for a in active:
+            a.run.cancellation.cancel(reason)
+        deadline = time.monotonic() + grace
+        with self._lock:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+
+def _run_info(c: pb.RunContext, context: grpc.ServicerContext) -> RunInfo:
+    scheduled = None
+    if c.HasField("scheduled_time"):
+        scheduled = datetime.datetime.fromtimestamp(c.scheduled_time.seconds, datetime.timezone.utc) + datetime.timedelta(
+            microseconds=c.scheduled_time.nanos // 1000
+        )
+    tp = parse_traceparent(context.invocation_metadata())
+    return RunInfo(
+        job_id=c.job_id,
+        run_id=c.run_id,
+        correlation_id=c.correlation_id,
+        attempt=c.attempt,
+        scheduled_time=scheduled,
+        fencing_token=c.fencing_token,
+        node=c.node,
+        trace_id=tp.trace_id.hex() if tp is not None else "",
+    )
+
+
+def _result(task: str, answer: Any) -> pb.RunResult:
+    if answer is None:
+        return pb.RunResult()
+    if isinstance(answer, str):
+        return pb.RunResult(output=answer)
+    if isinstance(answer, Result):
+        res = pb.RunResult(output=answer.output or "")
+        if answer.data:
+            try:
+                res.data.CopyFrom(_values.struct(answer.data))
+            except TypeError as e:
+                res.error = f"task {go_quote(task)} returned data that is not JSON-compatible: {e}"
+        return res
+    return pb.RunResult(error=f"task {go_quote(task)} returned a {type(answer).__name__}; return a str, a pacer_sdk.Result or None")
