@@ -155,7 +155,7 @@ class _Builder:
             return s
         self.building.add(cls)
         try:
-            hints = typing.get_type_hints(cls, include_extras=True)
+            hints = _type_hints(cls, where)
             props: Dict[str, Any] = {}
             required: List[str] = []
             for f in dataclasses.fields(cls):
@@ -227,6 +227,14 @@ class _Builder:
                 s["additionalProperties"] = self.schema_of(args[1], where + "[]")
             return s
         raise TypeError(f"{where}: type {tp!r} cannot come from params")
+
+
+def _type_hints(cls: type, where: str) -> Dict[str, Any]:
+    try:
+        # The class itself resolves too: a recursive type names itself.
+        return typing.get_type_hints(cls, localns={cls.__name__: cls}, include_extras=True)
+    except Exception as e:
+        raise TypeError(f"{where}: cannot resolve the field types: {e}") from None
 
 
 def _abc_sequence() -> Any:
@@ -340,7 +348,7 @@ def _decode(tp: Any, v: Any) -> Any:
     if tp is datetime.timedelta:
         return _duration.to_timedelta(_duration.parse(v))
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp, include_extras=True)
+        hints = _type_hints(tp, tp.__qualname__)
         kwargs = {}
         for f in dataclasses.fields(tp):
             if not f.init:

@@ -1,0 +1,58 @@
+// Package python_test runs the Python SDK's tests and the Python example's
+// tests from "go test ./...", so that "make test" and CI fail when they fail.
+// They need Debian's python3 with python3-grpcio, python3-protobuf and
+// python3-cryptography ("make deps" installs them); $PYTHON overrides the
+// interpreter.
+package python_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Python returns the interpreter the SDK is tested with, and fails the test
+// with what to install when it lacks the SDK's dependencies.
+func Python(t *testing.T) string {
+	t.Helper()
+	py := os.Getenv("PYTHON")
+	if py == "" {
+		py = "/usr/bin/python3"
+	}
+	out, err := exec.Command(py, "-c", "import grpc, google.protobuf, cryptography").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s cannot import the Python SDK's dependencies (%v): run make deps, which installs "+
+			"python3-grpcio, python3-protobuf and python3-cryptography\n%s", py, err, out)
+	}
+	return py
+}
+
+func unittest(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(Python(t), append([]string{"-m", "unittest"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("python -m unittest %v in %s: %v\n%s", args, dir, err, out)
+	}
+	t.Logf("%s", out)
+}
+
+// The SDK's own tests: the params checker against the runner's cases,
+// typed params, runs in process and plugin processes over the real protocol.
+func TestPythonSDK(t *testing.T) {
+	t.Parallel()
+	unittest(t, ".", "discover", "-s", "tests", "-t", ".", "-v")
+}
+
+// The example's tests, as its author would run them.
+func TestPythonExample(t *testing.T) {
+	t.Parallel()
+	unittest(t, filepath.Join("..", "..", "examples", "python-plugin"), "discover", "-p", "test_*.py", "-v")
+}

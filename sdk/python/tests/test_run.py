@@ -1,0 +1,271 @@
+"""Runs through the harness, in process, over real gRPC and TLS: results,
+errors, logs, progress, spans, cancellation, deadlines."""
+
+import dataclasses
+import logging
+import threading
+import time
+
+import grpc
+
+import pacer_sdk
+from pacer_sdk import RunInfo, param
+from pacer_sdk.testing import Harness
+
+from .util import TestCase, wait_for
+
+
+@dataclasses.dataclass
+class GreetParams:
+    name: str = param(description="who to greet")
+
+
+def make_plugin(started=None, gate=None, reasons=None):
+    plugin = pacer_sdk.Plugin("p", version="9.9")
+
+    @plugin.task(description="Greet.")
+    def greet(ctx: pacer_sdk.Context, params: GreetParams):
+        ctx.log.with_attrs(component="greeter").info("greeting", name=params.name, n=3, ok=True, nothing=None, items=[1, "a"])
+        ctx.report_progress(50, "half way")
+        return pacer_sdk.Result(output=f"hello, {params.name}", data={"greeted": params.name, "nested": {"n": [1, 2]}})
+
+    @plugin.task()
+    def fail(ctx):
+        raise pacer_sdk.TaskError("disk full: free some space")
+
+    @plugin.task()
+    def boom(ctx):
+        raise KeyError("missing")
+
+    @plugin.task()
+    def reject(ctx):
+        raise pacer_sdk.InvalidParams("need a cluster name")
+
+    @plugin.task()
+    def wait(ctx):
+        calls = []
+        ctx.on_cancel(calls.append)
+        if started is not None:
+            started.set()
+        cancelled = ctx.wait(30)
+        ctx.log.info("woke", cancelled=cancelled, reason=ctx.cancel_reason, callbacks=calls, remaining=ctx.time_remaining())
+        if reasons is not None:
+            reasons.append(ctx.cancel_reason)
+        ctx.check()
+        return "not cancelled"
+
+    @plugin.task()
+    def spans(ctx):
+        with ctx.span("outer", {"k": "v"}) as outer:
+            with ctx.span("inner", kind="client") as inner:
+                inner.add_event("step", {"i": 1})
+            outer.set_status("ok")
+        try:
+            with ctx.span("failing"):
+                raise ValueError("bad input")
+        except ValueError:
+            pass
+        return "traced"
+
+    @plugin.task()
+    def stdlib_logging(ctx):
+        logging.getLogger("lib").warning("from a library: %s", "hi", extra={"key": "value"})
+        return ""
+
+    @plugin.task()
+    def ident(ctx):
+        i = pacer_sdk.current().info
+        return pacer_sdk.Result(output=i.correlation_id, data={"trace": i.trace_id, "job": i.job_id, "attempt": i.attempt, "token": i.fencing_token,
+                                                               "node": i.node, "scheduled": i.scheduled_time.isoformat()})
+
+    @plugin.task()
+    def returns(ctx, params: dict):
+        kind = params["kind"]
+        if kind == "none":
+            return None
+        if kind == "int":
+            return 5
+        if kind == "baddata":
+            return pacer_sdk.Result(output="x", data={"when": object()})
+        if kind == "big":
+            return "x" * (5 << 20)
+        if kind == "biglog":
+            ctx.log.info("y" * (200 << 10), attr="z")
+            return "logged"
+        return "?"
+
+    @plugin.task()
+    def gated(ctx):
+        gate.wait(30)
+        with ctx.span("gated"):
+            pass
+        return ctx.info.run_id
+
+    return plugin
+
+
+class RunTest(TestCase):
+    def setUp(self):
+        super().setUp()
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.reasons = []
+        self.h = Harness.serve(make_plugin(self.started, self.gate, self.reasons))
+        self.addCleanup(self.h.close)
+
+    def test_describe(self):
+        self.assertEqual((self.h.name, self.h.version, self.h.sdk_version), ("p", "9.9", pacer_sdk.VERSION))
+        names = [t.name for t in self.h.tasks]
+        self.assertEqual(names, sorted(names))
+        greet = [t for t in self.h.tasks if t.name == "greet"][0]
+        self.assertEqual(greet.description, "Greet.")
+        self.assertIn('"required":["name"]', greet.params_schema)
+        self.assertTrue(self.h.healthy())
+
+    def test_result_logs_progress(self):
+        res = self.h.run("greet", {"name": "Ada"})
+        self.assertTrue(res.ok, res)
+        self.assertEqual(res.output, "hello, Ada")
+        self.assertEqual(res.data, {"greeted": "Ada", "nested": {"n": [1.0, 2.0]}})
+        self.assertEqual(len(res.logs), 1)
+        log = res.logs[0]
+        self.assertEqual((log.level, log.message), (0, "greeting"))
+        self.assertEqual(log.attrs, {"component": "greeter", "name": "Ada", "n": 3.0, "ok": True, "nothing": None, "items": [1.0, "a"]})
+        self.assertEqual(res.progress, [(50.0, "half way")])
+
+    def test_check_params_says_what_the_runner_says(self):
+        self.assertEqual(
+            self.h.check_params("greet", {"nme": "Ada"}),
+            ['params: missing required key "name"', 'params: unknown key "nme" (did you mean "name"?)'],
+        )
+        self.assertEqual(self.h.check_params("gret", {}), ['plugin "p" has no task "gret" (it has: boom, fail, gated, greet, ident, reject, returns, spans, stdlib_logging, wait)'])
+
+    def test_invalid_params_are_invalid_argument(self):
+        res = self.h.run("greet", {"nme": "Ada", "extra": 1})
+        self.assertEqual(res.status, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(
+            res.details,
+            'invalid params: params: missing required key "name"; params: unknown key "extra"; params: unknown key "nme" (did you mean "name"?)',
+        )
+        res = self.h.run("reject")
+        self.assertEqual((res.status, res.details), (grpc.StatusCode.INVALID_ARGUMENT, "invalid params: need a cluster name"))
+
+    def test_unknown_task_is_not_found(self):
+        res = self.h.run("nope")
+        self.assertEqual((res.status, res.details), (grpc.StatusCode.NOT_FOUND, 'plugin "p" has no task "nope"'))
+
+    def test_failures(self):
+        res = self.h.run("fail")
+        self.assertEqual((res.error, res.logs), ("disk full: free some space", []))
+        res = self.h.run("boom")
+        self.assertEqual(res.error, "KeyError: 'missing'")
+        self.assertEqual(len(res.logs), 1)
+        self.assertEqual((res.logs[0].level, res.logs[0].message), (8, "task raised KeyError"))
+        self.assertIn('raise KeyError("missing")', res.logs[0].attrs["traceback"])
+
+    def test_return_values(self):
+        self.assertEqual(self.h.run("returns", {"kind": "none"}).output, "")
+        self.assertEqual(self.h.run("returns", {"kind": "int"}).error, 'task "returns" returned a int; return a str, a pacer_sdk.Result or None')
+        res = self.h.run("returns", {"kind": "baddata"})
+        self.assertEqual((res.output, res.data), ("x", {}))
+        self.assertIn('task "returns" returned data that is not JSON-compatible: when: a object is not a JSON value', res.error)
+        res = self.h.run("returns", {"kind": "big"})
+        self.assertTrue(res.error.startswith('task "returns" returned a result of 5242'), res.error)
+        self.assertIn("over the 4128768-byte limit", res.error)
+        res = self.h.run("returns", {"kind": "biglog"})
+        self.assertEqual(res.output, "logged")
+        self.assertEqual(len(res.logs[0].message), (32 << 10) + len(" [log record truncated]"))
+        self.assertEqual(res.logs[0].attrs, {})
+
+    def test_identity(self):
+        when = __import__("datetime").datetime(2030, 1, 2, 3, 4, 5, tzinfo=__import__("datetime").timezone.utc)
+        res = self.h.run("ident", info=RunInfo(job_id="j", correlation_id="corr-1", attempt=3, fencing_token=77, node="n1", scheduled_time=when))
+        self.assertEqual(res.output, "corr-1")
+        self.assertEqual(res.data, {"trace": res.trace_id, "job": "j", "attempt": 3.0, "token": 77.0, "node": "n1", "scheduled": "2030-01-02T03:04:05+00:00"})
+
+    def test_spans_join_the_runners_trace(self):
+        res = self.h.run("spans")
+        self.assertTrue(res.ok, res)
+        by = {s.name: s for s in res.spans}
+        self.assertEqual([s.name for s in res.spans], ["inner", "outer", "failing"])
+        for s in res.spans:
+            self.assertEqual(s.trace_id, res.trace_id)
+        self.assertEqual(by["outer"].parent_span_id, res.span_id)
+        self.assertEqual(by["inner"].parent_span_id, by["outer"].span_id)
+        self.assertEqual(by["failing"].parent_span_id, res.span_id)
+        self.assertEqual((by["outer"].attributes, by["outer"].status_code), ({"k": "v"}, 2))
+        self.assertEqual((by["inner"].kind, by["inner"].events), (3, ["step"]))
+        self.assertEqual((by["failing"].status_code, by["failing"].status_message, by["failing"].events), (1, "bad input", ["exception"]))
+
+    def test_unsampled_runs_ship_no_spans(self):
+        res = self.h.call("spans", sampled=False).result()
+        self.assertEqual((res.output, res.spans), ("traced", []))
+
+    def test_stdlib_logging_reaches_the_run(self):
+        root = logging.getLogger()
+        handler = pacer_sdk.LogHandler()
+        root.addHandler(handler)
+        self.addCleanup(root.removeHandler, handler)
+        res = self.h.run("stdlib_logging")
+        self.assertEqual(len(res.logs), 1, res.logs)
+        self.assertEqual((res.logs[0].level, res.logs[0].message), (4, "from a library: hi"))
+        self.assertEqual(res.logs[0].attrs, {"logger": "lib", "key": "value"})
+
+    def test_cancel(self):
+        call = self.h.call("wait")
+        self.assertTrue(self.started.wait(10))
+        self.assertTrue(call.cancel("timed out after 10s"))
+        res = call.result(10)
+        self.assertEqual(res.error, "cancelled: timed out after 10s")
+        self.assertEqual(res.logs[0].attrs, {"cancelled": True, "reason": "timed out after 10s", "callbacks": ["timed out after 10s"], "remaining": None})
+        self.assertFalse(self.h._stub.Cancel(pacer_sdk._server.pb.CancelRequest(run_id=call.run_id), timeout=5).found)
+
+    def test_timeout(self):
+        t0 = time.monotonic()
+        res = self.h.run("wait", timeout=0.3)
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertEqual(res.error, "cancelled: timed out after 300ms")
+        self.assertEqual(res.logs[0].attrs["remaining"], 0.0)
+
+    def test_cancel_that_overtakes_its_run(self):
+        # The runner sends Cancel when the attempt's context ends; it can
+        # arrive before the Run itself.
+        found = self.h._stub.Cancel(pacer_sdk._server.pb.CancelRequest(run_id="early", reason="replaced"), timeout=5).found
+        self.assertFalse(found)
+        res = self.h.run("wait", info=RunInfo(run_id="early"))
+        self.assertEqual(res.error, "cancelled: replaced")
+
+    def test_hang_up_cancels_the_task(self):
+        call = self.h.call("wait")
+        self.assertTrue(self.started.wait(10))
+        call.hang_up()
+        res = call.result(10)
+        self.assertEqual(res.status, grpc.StatusCode.CANCELLED)
+        wait_for(lambda: self.h._in_process[0].runs() == 0, 10, "the run to end")
+
+    def test_concurrent_runs_keep_their_own_identity(self):
+        calls = [self.h.call("gated", info=RunInfo(run_id=f"run-{i}")) for i in range(8)]
+        wait_for(lambda: self.h._in_process[0].runs() == 8, 10, "eight runs in flight")
+        self.gate.set()
+        for i, c in enumerate(calls):
+            res = c.result(10)
+            self.assertEqual(res.output, f"run-{i}")
+            self.assertEqual([(s.name, s.trace_id) for s in res.spans], [("gated", res.trace_id)])
+
+    def test_close_cancels_runs_in_flight(self):
+        call = self.h.call("wait")
+        self.assertTrue(self.started.wait(10))
+        self.h.close()
+        res = call.result(10)
+        self.assertFalse(res.ok)
+        # The task was cancelled (its thread is gone: TestCase checks), by
+        # whichever the plugin noticed first: the closed connection or the stop.
+        self.assertEqual(len(self.reasons), 1)
+        self.assertIn(self.reasons[0], ("the runner ended the call", "plugin stopping: the test ended"))
+
+
+class PluginProblemsTest(TestCase):
+    def test_refuses_an_empty_plugin(self):
+        with self.assertRaises(ValueError):
+            Harness.serve(pacer_sdk.Plugin("empty"))
+        self.assertEqual(pacer_sdk.Plugin("").problems(), ["Plugin.name is empty", "the plugin has no tasks: offer at least one"])
