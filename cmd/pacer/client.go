@@ -105,6 +105,9 @@ func (c *clientFlags) do(method, path string, header http.Header, v any, stdout 
 }
 
 func pluginsCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "check" {
+		return pluginsCheckCmd(args[1:], stdout, stderr)
+	}
 	var c clientFlags
 	if _, err := c.parse("plugins", args, stderr, 0, "plugins [--addr URL] [-o json]"); err != nil {
 		return err

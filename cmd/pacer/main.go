@@ -3,6 +3,7 @@
 //	pacer run --config FILE        run the scheduler (and, with no etcd endpoints, an embedded etcd)
 //	pacer validate --config FILE   check a config file and show each job's next fire times
 //	pacer plugins                  list a running runner's plugins
+//	pacer plugins check PATH       check a plugin executable's protocol conformance
 //	pacer version                  print the version
 package main
 
@@ -39,6 +40,8 @@ Usage:
   pacer runs JOB                 a job's latest runs and skipped slots
   pacer status                   leader, fencing token, members, lease
   pacer plugins                  plugins, their state and tasks
+  pacer plugins check PATH       check that a plugin executable (any language) speaks
+                                 the plugin protocol; -o json, --params TASK=JSON
   pacer version                  print the version
 
 Client commands talk to a runner's HTTP API: --addr (env PACER_ADDR,

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pacerun/pacer/runner/plugincheck"
+)
+
+const checkUsage = "plugins check PATH [-o table|json] [--params TASK=JSON]... [--only CHECK,...] [--grace 5s] [--start-timeout 10s] [--timeout 1s]"
+
+// paramsFlag collects --params TASK=JSON.
+type paramsFlag map[string]map[string]any
+
+func (p paramsFlag) String() string { return "" }
+
+func (p paramsFlag) Set(v string) error {
+	task, text, ok := strings.Cut(v, "=")
+	if !ok || task == "" {
+		return fmt.Errorf("want TASK=JSON, got %q", v)
+	}
+	var params map[string]any
+	if err := json.Unmarshal([]byte(text), &params); err != nil {
+		return fmt.Errorf("params of task %q: want a JSON object: %v", task, err)
+	}
+	p[task] = params
+	return nil
+}
+
+// pluginsCheckCmd checks a plugin executable's protocol conformance. It
+// starts the plugin itself and needs no runner.
+func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("plugins check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	output := fs.String("o", "table", "output format: table or json")
+	params := paramsFlag{}
+	fs.Var(params, "params", "params for a task's runs, as TASK=JSON (repeatable); default: the smallest its schema accepts")
+	grace := fs.Duration("grace", 5*time.Second, "how long a cancelled run or a signalled plugin may take to end (the runner's plugins.cancel_grace)")
+	start := fs.Duration("start-timeout", 10*time.Second, "bound on start, handshake and Describe (the runner's plugins.start_timeout)")
+	deadline := fs.Duration("timeout", time.Second, "the timeout of the deadline and identity runs")
+	only := fs.String("only", "", "run only these checks (comma-separated): "+strings.Join(plugincheck.All, ", "))
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: usage: pacer %s", errUsage, checkUsage)
+	}
+	if *output != "table" && *output != "json" {
+		return fmt.Errorf("%w: -o %q: want table or json", errUsage, *output)
+	}
+	var checks []string
+	for _, ch := range strings.Split(*only, ",") {
+		if ch = strings.TrimSpace(ch); ch == "" {
+			continue
+		}
+		if !slices.Contains(plugincheck.All, ch) {
+			return fmt.Errorf("%w: --only: unknown check %q (checks: %s)", errUsage, ch, strings.Join(plugincheck.All, ", "))
+		}
+		checks = append(checks, ch)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep := plugincheck.Run(ctx, pos[0], plugincheck.Options{Params: params, Grace: *grace, StartTimeout: *start, Deadline: *deadline, Only: checks})
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else if err := printReport(stdout, rep); err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return fmt.Errorf("%s: %d of %d checks failed", pos[0], rep.Failed, len(rep.Results))
+	}
+	return nil
+}
+
+func printReport(w io.Writer, rep *plugincheck.Report) error {
+	if rep.Plugin != "" {
+		fmt.Fprintf(w, "plugin %s %s (sdk %s) at %s\n", rep.Plugin, orDash(rep.Version), orDash(rep.SDKVersion), rep.Path)
+	} else {
+		fmt.Fprintf(w, "plugin at %s\n", rep.Path)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range rep.Results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", strings.ToUpper(r.Status), r.Check, orDash(r.Task), r.Reason)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%d checks: %d passed, %d failed, %d skipped\n", len(rep.Results), rep.Passed, rep.Failed, rep.Skipped)
+	return err
+}

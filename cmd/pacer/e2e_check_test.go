@@ -1,0 +1,91 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// runPacer runs the built pacer binary and returns its stdout, stderr and
+// exit code.
+func runPacer(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "pacer"), args...)
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), errOut.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), errOut.String(), ee.ExitCode()
+	}
+	t.Fatalf("pacer %v: %v", args, err)
+	return "", "", -1
+}
+
+// pacer plugins check: a table or JSON, exit status 1 when a check fails,
+// 2 on a usage error; it needs no runner.
+func TestE2EPluginsCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts plugin processes (skipped with -short)")
+	}
+	t.Parallel()
+	python := filepath.Join("..", "..", "examples", "python-plugin", "hello_python.py")
+	out, errOut, code := runPacer(t, "plugins", "check", python, "--params", `greet={"name":"check","wait":"1h"}`)
+	if code != 0 {
+		t.Fatalf("exit %d for the Python example\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"plugin hello-python 1.0.0 (sdk 0.1.0) at " + python,
+		`PASS  cancel          greet  with the params given the run ended`,
+		"14 checks: 14 passed, 0 failed, 0 skipped",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := len(regexp.MustCompile(`(?m)^PASS  `).FindAllString(out, -1)); n != 14 {
+		t.Errorf("%d PASS lines, want 14:\n%s", n, out)
+	}
+
+	// The test plugin's hang task ignores cancellation: exit status 1, the
+	// failure in the JSON report.
+	out, errOut, code = runPacer(t, "plugins", "check", filepath.Join(binDir, "plugins", "testplugin"), "-o", "json",
+		"--grace", "1s", "--params", `hang={"duration":"1h"}`, "--only", "handshake,cancel")
+	if code != 1 || !strings.Contains(errOut, "checks failed") {
+		t.Fatalf("exit %d, stderr %q; want 1 and the count of failures", code, errOut)
+	}
+	var rep struct {
+		Plugin  string
+		Failed  int
+		Results []struct{ Check, Task, Status, Reason string }
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("-o json: %v\n%s", err, out)
+	}
+	var hang string
+	for _, r := range rep.Results {
+		if r.Check == "cancel" && r.Task == "hang" {
+			hang = r.Status + ": " + r.Reason
+		}
+	}
+	if rep.Plugin != "testplugin" || rep.Failed == 0 || !strings.HasPrefix(hang, "fail: want the run to end within 1s of Cancel") {
+		t.Fatalf("plugin %q, %d failed, hang's cancel %q", rep.Plugin, rep.Failed, hang)
+	}
+
+	if _, errOut, code := runPacer(t, "plugins", "check"); code != 2 || !strings.Contains(errOut, "usage: pacer plugins check PATH") {
+		t.Fatalf("no path: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := runPacer(t, "plugins", "check", python, "--params", "greet"); code != 2 || !strings.Contains(errOut, "want TASK=JSON") {
+		t.Fatalf("bad --params: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := runPacer(t, "plugins", "check", python, "--only", "cancle"); code != 2 || !strings.Contains(errOut, `unknown check "cancle"`) {
+		t.Fatalf("bad --only: exit %d, %q", code, errOut)
+	}
+}

@@ -1,0 +1,215 @@
+package plugincheck_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pacerun/pacer/runner/plugincheck"
+	"github.com/pacerun/pacer/sdk/sdktest"
+)
+
+// bin holds the Go plugins under test, built once.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "plugincheck-")
+	if err != nil {
+		panic(err)
+	}
+	bin = dir
+	for _, pkg := range []string{
+		"github.com/pacerun/pacer/plugins/shell",
+		"github.com/pacerun/pacer/plugins/http",
+		"github.com/pacerun/pacer/plugins/testplugin",
+		"github.com/pacerun/pacer/examples/hello-plugin",
+	} {
+		if _, err := sdktest.BuildBinary(dir, pkg); err != nil {
+			panic(err)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var (
+	pythonExample = filepath.Join("..", "..", "examples", "python-plugin", "hello_python.py")
+	badPlugin     = filepath.Join("testdata", "badplugin.py")
+)
+
+// needPython fails the test, saying what to install, when Debian's python3
+// lacks the Python SDK's dependencies.
+func needPython(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import grpc, google.protobuf, cryptography").CombinedOutput(); err != nil {
+		t.Fatalf("the Python plugins need /usr/bin/python3 with python3-grpcio, python3-protobuf and python3-cryptography (make deps): %v\n%s", err, out)
+	}
+}
+
+func check(t *testing.T, path string, opts plugincheck.Options) *plugincheck.Report {
+	t.Helper()
+	rep := plugincheck.Run(context.Background(), path, opts)
+	for _, r := range rep.Results {
+		t.Logf("%-4s %-14s %-8s %s", r.Status, r.Check, r.Task, r.Reason)
+	}
+	return rep
+}
+
+// passes asserts that every check passed, and that the named ones did not
+// get away with a skip.
+func passes(t *testing.T, rep *plugincheck.Report, mustRun ...string) {
+	t.Helper()
+	if !rep.OK() {
+		t.Fatalf("%s: %d checks failed", rep.Path, rep.Failed)
+	}
+	for _, name := range mustRun {
+		r := rep.Result(name, "")
+		if r == nil || r.Status != plugincheck.Pass {
+			t.Errorf("check %s: %+v, want pass", name, r)
+		}
+	}
+}
+
+// Every check that needs no task-specific behaviour.
+var protocolChecks = []string{plugincheck.CheckCookie, plugincheck.CheckHandshake, plugincheck.CheckAutoMTLS, plugincheck.CheckDescribe,
+	plugincheck.CheckHealth, plugincheck.CheckUnknownTask, plugincheck.CheckStdout, plugincheck.CheckShutdown,
+	plugincheck.CheckSIGTERM, plugincheck.CheckParentDeath}
+
+// The first-party plugins and the Go example pass, with params that keep a
+// task busy long enough to be cancelled mid-run.
+func TestFirstPartyPluginsPass(t *testing.T) {
+	t.Parallel()
+	block := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer block.Close()
+	for _, tc := range []struct {
+		name   string
+		params map[string]map[string]any
+		task   string
+	}{
+		{"shell", map[string]map[string]any{"exec": {"command": []any{"sleep", "60"}}}, "exec"},
+		{"http", map[string]map[string]any{"request": {"url": block.URL}}, "request"},
+		{"hello-plugin", nil, "greet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := check(t, filepath.Join(bin, tc.name), plugincheck.Options{Params: tc.params})
+			passes(t, rep, protocolChecks...)
+			for _, name := range []string{plugincheck.CheckInvalidParams, plugincheck.CheckCancel, plugincheck.CheckDeadline} {
+				if r := rep.Result(name, tc.task); r == nil || r.Status != plugincheck.Pass {
+					t.Errorf("check %s of task %s: %+v, want pass", name, tc.task, r)
+				}
+			}
+			if tc.params != nil && !strings.Contains(rep.Result(plugincheck.CheckCancel, tc.task).Reason, "after Cancel") {
+				t.Errorf("the %s task was not cancelled mid-run: %s", tc.task, rep.Result(plugincheck.CheckCancel, tc.task).Reason)
+			}
+		})
+	}
+}
+
+// The Python example passes too: with params that make it wait (cancelled
+// mid-run), and with the smallest ones (it finishes, with a span and logs).
+func TestPythonExamplePasses(t *testing.T) {
+	t.Parallel()
+	needPython(t)
+	rep := check(t, pythonExample, plugincheck.Options{Params: map[string]map[string]any{"greet": {"name": "check", "wait": "1h"}}})
+	passes(t, rep, protocolChecks...)
+	if r := rep.Result(plugincheck.CheckCancel, "greet"); !strings.Contains(r.Reason, `after Cancel (found=true): a result with error "cancelled: pacer-check: cancelled"`) {
+		t.Errorf("cancel: %s", r.Reason)
+	}
+	if r := rep.Result(plugincheck.CheckDeadline, "greet"); !strings.Contains(r.Reason, `"cancelled: timed out after 1s"`) {
+		t.Errorf("deadline: %s", r.Reason)
+	}
+	rep = check(t, pythonExample, plugincheck.Options{Only: []string{plugincheck.CheckIdentity}})
+	if r := rep.Result(plugincheck.CheckIdentity, "greet"); r == nil || r.Status != plugincheck.Pass || !strings.Contains(r.Reason, "2 span(s)") {
+		t.Errorf("identity: %+v", r)
+	}
+}
+
+// Each way of breaking the protocol fails its check, saying why.
+func TestBrokenPluginsFail(t *testing.T) {
+	t.Parallel()
+	needPython(t)
+	for _, tc := range []struct {
+		mode, check string
+		only        []string
+		want        string
+	}{
+		{"no-cookie-check", plugincheck.CheckCookie, nil, "want no handshake without PACER_PLUGIN_COOKIE"},
+		{"noise-before-handshake", plugincheck.CheckHandshake, nil, `got "starting up" (print nothing before the handshake)`},
+		{"no-tls", plugincheck.CheckAutoMTLS, nil, "want the plugin's certificate in field 6"},
+		{"unguarded-stdout", plugincheck.CheckStdout, []string{plugincheck.CheckCancel, plugincheck.CheckStdout}, `starting "unguarded noise\n`},
+		{"orphan", plugincheck.CheckSIGTERM, nil, "want an exit within 1s of SIGTERM"},
+		{"orphan", plugincheck.CheckParentDeath, nil, "want an exit within 1s of its parent's death"},
+		{"bad-schema", plugincheck.CheckDescribe, nil, `uses "patternProperties" at #, "pattern" at #/properties/name, which the runner ignores`},
+		{"accepts-anything", plugincheck.CheckInvalidParams, nil, `to end the Run with status InvalidArgument; got a successful result (output "anything goes")`},
+		{"foreign-span", plugincheck.CheckIdentity, nil, `span "stray" of run 1 has trace ID`},
+		{"hang", plugincheck.CheckCancel, nil, "want the run to end within 1s of Cancel"},
+		{"hang", plugincheck.CheckDeadline, nil, "want a run with a 1s timeout to end within 1s of it"},
+		{"slow-shutdown", plugincheck.CheckShutdown, nil, "it was still running and was killed"},
+	} {
+		t.Run(tc.mode+"/"+tc.check, func(t *testing.T) {
+			t.Parallel()
+			only := tc.only
+			if only == nil {
+				only = []string{tc.check}
+			}
+			rep := check(t, badPlugin, plugincheck.Options{Env: []string{"BADPLUGIN=" + tc.mode}, Grace: time.Second, Only: only})
+			r := rep.Result(tc.check, "")
+			if r == nil || r.Status != plugincheck.Fail || !strings.Contains(r.Reason, tc.want) {
+				t.Fatalf("check %s: %+v, want a failure saying %q", tc.check, r, tc.want)
+			}
+			if rep.OK() {
+				t.Fatal("the report says OK")
+			}
+		})
+	}
+}
+
+// A task that ignores cancellation, or ends the process, fails in a Go
+// plugin too; the checker restarts the process and goes on.
+func TestGoTestPluginFailures(t *testing.T) {
+	t.Parallel()
+	rep := check(t, filepath.Join(bin, "testplugin"), plugincheck.Options{
+		Grace:  time.Second,
+		Params: map[string]map[string]any{"hang": {"duration": "1h"}, "sleep": {"duration": "1h"}},
+		Only:   []string{plugincheck.CheckCancel, plugincheck.CheckShutdown},
+	})
+	for task, want := range map[string]string{
+		"hang":  "want the run to end within 1s of Cancel",
+		"crash": "it exited (exit status 3) during this check",
+	} {
+		if r := rep.Result(plugincheck.CheckCancel, task); r == nil || r.Status != plugincheck.Fail || !strings.Contains(r.Reason, want) {
+			t.Errorf("cancel of %s: %+v, want a failure saying %q", task, r, want)
+		}
+	}
+	// Tasks after the crash still ran, in a new process.
+	if r := rep.Result(plugincheck.CheckCancel, "sleep"); r == nil || r.Status != plugincheck.Pass || !strings.Contains(r.Reason, "after Cancel (found=true)") {
+		t.Errorf("cancel of sleep (after the crash): %+v", r)
+	}
+}
+
+func TestNotAPlugin(t *testing.T) {
+	t.Parallel()
+	rep := check(t, filepath.Join("testdata", "no-such-file"), plugincheck.Options{})
+	if r := rep.Result(plugincheck.CheckHandshake, ""); r == nil || r.Status != plugincheck.Fail || !strings.Contains(r.Reason, "no such file") {
+		t.Fatalf("handshake: %+v", r)
+	}
+	if rep.Skipped != len(plugincheck.All)-1 {
+		t.Fatalf("%d skipped, want every other check", rep.Skipped)
+	}
+}
