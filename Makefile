@@ -41,12 +41,16 @@ run: build ## build, then run the example config with an embedded etcd (Ctrl-C s
 	$(BIN)/pacer run --config $(CONFIG)
 
 .PHONY: deps
-deps: ## install the test dependencies that are not Go modules (Debian's prometheus, for promtool and live-query tests)
-	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
-		echo "installing Debian's prometheus package (needed by the deploy/ tests)"; \
-		if [ "$$(id -u)" != 0 ]; then echo "run as root, or: sudo apt-get install prometheus" >&2; exit 1; fi; \
+deps: ## install the test dependencies that are not Go modules: Debian's prometheus, and python3 with the Python SDK's packages
+	@missing=""; \
+	command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	$(PYTHON) -c 'import grpc, google.protobuf, cryptography, grpc_tools' >/dev/null 2>&1 || \
+		missing="$$missing python3 python3-grpcio python3-protobuf python3-cryptography python3-grpc-tools"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages the tests need:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root, or: sudo apt-get install$$missing" >&2; exit 1; fi; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 .PHONY: jaeger
@@ -68,6 +72,11 @@ image: ## build the container image $(IMAGE):$(VERSION) (deploy/Dockerfile; need
 .PHONY: test
 test: deps lint jaeger deploy-tools ## vet, gofmt check, then every test (end-to-end included) under the race detector
 	$(GO) test -race -count=1 -timeout 12m ./...
+
+.PHONY: test-python
+test-python: deps ## only the Python SDK's and the Python example's tests (make test runs them too, through go test)
+	cd sdk/python && $(PYTHON) -m unittest discover -s tests -t .
+	cd examples/python-plugin && $(PYTHON) -m unittest discover -p 'test_*.py'
 
 .PHONY: test-short
 test-short: ## unit tests only (no end-to-end processes)

@@ -162,7 +162,6 @@ def serve(plugin: Plugin) -> None:
     except Exception as e:
         _write_all(2, f"pacer plugin {plugin.name!r}: cannot serve: {e}\n".encode())
         os._exit(1)
-    _install_otel_bridge()
     _write_all(handshake_fd, listener.handshake_line().encode())
 
     reason = _wait(proc, ppid)
@@ -206,9 +205,4 @@ def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data) :]
 
-
-def _install_otel_bridge() -> None:
-    from . import _otel
-
-    _otel.install()
 
