@@ -20,8 +20,10 @@ from ._pb.pacer.plugin.v1 import plugin_pb2_grpc as pb_grpc
 from ._plugin import VERSION, Plugin, Task
 from ._schema import go_quote
 
-# How long a Cancel that arrived before its Run waits for it.
+# How long a Cancel that arrived before its Run waits for it, and how many
+# such Cancels are remembered at most (the oldest are forgotten first).
 TOMBSTONE_TTL = 60.0
+MAX_TOMBSTONES = 10_000
 # Events a run may have in flight to the runner before its task waits.
 EVENT_QUEUE = 1024
 
@@ -108,6 +110,8 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
                 now = time.monotonic()
                 for rid in [r for r, (_, at) in self._tombstones.items() if now - at > TOMBSTONE_TTL]:
                     del self._tombstones[rid]
+                while len(self._tombstones) >= MAX_TOMBSTONES:
+                    del self._tombstones[next(iter(self._tombstones))]
                 self._tombstones[request.run_id] = (reason, now)
         if active is not None:
             active.run.cancellation.cancel(reason)
@@ -122,6 +126,9 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
         params = _values.from_struct(request.params)
         sink = _StreamSink()
         timeout_ns = request.timeout.seconds * 1_000_000_000 + request.timeout.nanos if request.HasField("timeout") else 0
+        # A timeout longer than threads can wait (about 292 years) is none.
+        if timeout_ns / 1e9 >= threading.TIMEOUT_MAX:
+            timeout_ns = 0
         run = RunState(request.task, params, _run_info(request.context, context), sink, parse_traceparent(context.invocation_metadata()), timeout_ns)
         key = self._track(run, sink)
 

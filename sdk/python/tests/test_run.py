@@ -235,6 +235,23 @@ class RunTest(TestCase):
         res = self.h.run("wait", info=RunInfo(run_id="early"))
         self.assertEqual(res.error, "cancelled: replaced")
 
+    def test_absurd_timeout_means_none(self):
+        # Duration's largest value, far past what a thread can wait.
+        req = pacer_sdk._server.pb.RunRequest(task="returns")
+        req.params.update({"kind": "none"})
+        req.timeout.seconds = 315576000000
+        events = list(self.h._stub.Run(req, timeout=30))
+        self.assertEqual((events[-1].WhichOneof("event"), events[-1].result.error), ("result", ""))
+
+    def test_early_cancels_are_bounded(self):
+        servicer = pacer_sdk._server.TaskPluginServicer(make_plugin())
+        n = pacer_sdk._server.MAX_TOMBSTONES + 50
+        for i in range(n):
+            servicer.Cancel(pacer_sdk._server.pb.CancelRequest(run_id=f"r{i}"), None)
+        self.assertEqual(len(servicer._tombstones), pacer_sdk._server.MAX_TOMBSTONES)
+        self.assertNotIn("r0", servicer._tombstones)
+        self.assertIn(f"r{n - 1}", servicer._tombstones)
+
     def test_hang_up_cancels_the_task(self):
         call = self.h.call("wait")
         self.assertTrue(self.started.wait(10))
