@@ -6,12 +6,18 @@
 package python_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -55,4 +61,33 @@ func TestPythonSDK(t *testing.T) {
 func TestPythonExample(t *testing.T) {
 	t.Parallel()
 	unittest(t, filepath.Join("..", "..", "examples", "python-plugin"), "discover", "-p", "test_*.py", "-v")
+}
+
+// The keywords the Python SDK publishes in its schemas are exactly the ones
+// the runner's checker knows (the JSON names of pluginv1.Schema's fields):
+// when the runner learns a keyword, the SDK must publish it too, and never
+// one the runner would ignore.
+func TestPythonPublishesTheRunnersKeywords(t *testing.T) {
+	want := []string{"additionalProperties"}
+	st := reflect.TypeFor[pluginv1.Schema]()
+	for i := range st.NumField() {
+		if name, _, _ := strings.Cut(st.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			want = append(want, name)
+		}
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	cmd := exec.Command(Python(t), "-c", "import json; from pacer_sdk import _schema; print(json.dumps(sorted(_schema.KEYWORDS)))")
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var got []string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("pacer_sdk._schema.KEYWORDS = %v, the runner checks %v", got, want)
+	}
 }
