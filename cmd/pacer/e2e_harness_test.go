@@ -72,6 +72,7 @@ type proc struct {
 	httpURL    string
 	exited     chan struct{}
 	exitErr    error
+	stdout     syncBuffer // what the process printed: spans, with tracing.exporter stdout
 
 	mu    sync.Mutex
 	lines []logLine
@@ -97,8 +98,8 @@ func startPacerBin(t *testing.T, bin, name, httpAddr, cfg string, env ...string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout = io.Discard
 	p := &proc{t: t, name: name, cmd: cmd, configPath: path, httpURL: "http://" + httpAddr, exited: make(chan struct{}), grew: make(chan struct{})}
+	cmd.Stdout = &p.stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -295,4 +296,13 @@ func (p *proc) cli(env []string, args ...string) (string, int) {
 		code = ee.ExitCode()
 	}
 	return string(out), code
+}
+
+// needPython fails the test, saying what to install, when Debian's python3
+// lacks what the Python SDK needs.
+func needPython(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import grpc, google.protobuf, cryptography").CombinedOutput(); err != nil {
+		t.Fatalf("the Python plugin needs /usr/bin/python3 with python3-grpcio, python3-protobuf and python3-cryptography (make deps): %v\n%s", err, out)
+	}
 }
