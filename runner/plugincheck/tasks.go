@@ -181,7 +181,7 @@ func (c *checker) checkInvalidParams(task string, schema *pluginv1.Schema) {
 		return
 	}
 	b, _ := json.Marshal(params)
-	r := c.call(task, params, 0, true)
+	r := c.call(task, params, 0)
 	defer r.hangUp()
 	r.wait(c.opts.Grace)
 	switch {
@@ -197,7 +197,7 @@ func (c *checker) checkInvalidParams(task string, schema *pluginv1.Schema) {
 // checkCancel starts a run, sends Cancel once it is under way, and expects
 // it to end within the grace period.
 func (c *checker) checkCancel(task string, params map[string]any, where string) {
-	r := c.call(task, params, 0, true)
+	r := c.call(task, params, 0)
 	defer r.hangUp()
 	// Under way: it sent an event, or had a moment to start. A Cancel that
 	// overtakes its Run must cancel it too (the protocol says so), so this
@@ -232,7 +232,7 @@ func (c *checker) checkCancel(task string, params map[string]any, where string) 
 // checkDeadline starts a run with a timeout and expects it to end within
 // the grace period after it.
 func (c *checker) checkDeadline(task string, params map[string]any, where string) {
-	r := c.call(task, params, c.opts.Deadline, true)
+	r := c.call(task, params, c.opts.Deadline)
 	defer r.hangUp()
 	r.wait(c.opts.Deadline + c.opts.Grace)
 	if !r.ended() {
@@ -251,7 +251,7 @@ func (c *checker) checkDeadline(task string, params map[string]any, where string
 // spans are in its own trace, under its own call or its own spans, and that
 // the log records are well formed.
 func (c *checker) checkIdentity(task string, params map[string]any, where string) {
-	runs := []*call{c.call(task, params, c.opts.Deadline, true), c.call(task, params, c.opts.Deadline, true)}
+	runs := []*call{c.call(task, params, c.opts.Deadline), c.call(task, params, c.opts.Deadline)}
 	for _, r := range runs {
 		r.wait(c.opts.Deadline + c.opts.Grace)
 		defer r.hangUp()
