@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -89,5 +90,32 @@ func TestPythonPublishesTheRunnersKeywords(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("pacer_sdk._schema.KEYWORDS = %v, the runner checks %v", got, want)
+	}
+}
+
+// One call of the example's greet task, the Python example against the Go
+// one, through go-plugin's client as the runner calls it (a span, a log line,
+// progress and a result each):
+//
+//	go test -run '^$' -bench BenchmarkGreet -count 3 ./sdk/python/
+func BenchmarkGreet(b *testing.B) {
+	goBin, err := sdktest.BuildBinary(b.TempDir(), "github.com/pacerun/pacer/examples/hello-plugin")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct{ name, path string }{
+		{"go", goBin},
+		{"python", filepath.Join("..", "..", "examples", "python-plugin", "hello_python.py")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := sdktest.Start(b, bc.path)
+			call := sdktest.Call{Task: "greet", Params: map[string]any{"name": "bench"}}
+			b.ResetTimer()
+			for b.Loop() {
+				if res := h.Run(b.Context(), call); res.Err != nil {
+					b.Fatal(res.Err)
+				}
+			}
+		})
 	}
 }
