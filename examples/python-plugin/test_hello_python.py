@@ -30,7 +30,7 @@ class GreetTest(unittest.TestCase):
                 [
                     'params: missing required key "name"',
                     'params.greeting: must be one of "hello", "hi", "good morning"; got "yo"',
-                    'params: unknown key "nme" (did you mean "name"?)',
+                    'params.nme: unknown key "nme" (did you mean "name"?)',
                     'params.wait: invalid duration "soon"',
                 ],
             )

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -636,7 +637,7 @@ func (c *checker) checkDescribe(rpc pluginv1.TaskPluginClient) *pluginv1.Describ
 		}
 		seen[t.GetName()] = true
 		names = append(names, t.GetName())
-		if _, err := pluginv1.ParseSchema(t.GetParamsSchemaJson()); err != nil {
+		if _, err := paramschema.Parse(t.GetParamsSchemaJson()); err != nil {
 			problems = append(problems, fmt.Sprintf("task %q: the runner refuses its %v", t.GetName(), err))
 			continue
 		}

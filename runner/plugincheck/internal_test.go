@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/paramschema"
 )
 
 func TestParseHandshake(t *testing.T) {
@@ -47,7 +47,7 @@ func TestKeywordsFollowTheRunnersSchema(t *testing.T) {
 }
 
 func TestExampleAndInvalidParams(t *testing.T) {
-	s, err := pluginv1.ParseSchema(`{"type":"object","additionalProperties":false,"required":["n","d","e","c","l"],"properties":{
+	s, err := paramschema.Parse(`{"type":"object","additionalProperties":false,"required":["n","d","e","c","l"],"properties":{
 		"n":{"type":"integer","minimum":2.5},"d":{"type":"string","format":"duration"},"e":{"type":"string","enum":["x","y"]},
 		"c":{"oneOf":[{"type":"string"},{"type":"array","items":{"type":"string"}}]},"l":{"type":"array"},"opt":{"type":"boolean"}}}`)
 	if err != nil {
@@ -65,7 +65,7 @@ func TestExampleAndInvalidParams(t *testing.T) {
 	if bad["pacer_check_unknown_key"] != true || !strings.Contains(why, `unknown key "pacer_check_unknown_key"`) {
 		t.Errorf("invalidParams = %v, %q", bad, why)
 	}
-	open, _ := pluginv1.ParseSchema(`{"type":"object","properties":{"n":{"type":"integer"}}}`)
+	open, _ := paramschema.Parse(`{"type":"object","properties":{"n":{"type":"integer"}}}`)
 	if bad, why := invalidParams(open); bad["n"] != "pacer-check-wrong-type" || !strings.Contains(why, "expected integer") {
 		t.Errorf("invalidParams(open) = %v, %q", bad, why)
 	}

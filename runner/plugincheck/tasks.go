@@ -21,13 +21,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 // checkTask runs the per-task checks of t.
 func (c *checker) checkTask(t *pluginv1.TaskInfo) {
 	name := t.GetName()
-	schema, _ := pluginv1.ParseSchema(t.GetParamsSchemaJson()) // Describe checked it
+	schema, _ := paramschema.Parse(t.GetParamsSchemaJson()) // Describe checked it
 	c.guard(CheckInvalidParams, name, func() { c.checkInvalidParams(name, schema) })
 	if !c.wantAny(CheckCancel, CheckDeadline, CheckIdentity) {
 		return
@@ -48,7 +49,7 @@ func (c *checker) checkTask(t *pluginv1.TaskInfo) {
 
 // validParams returns the params the Run checks use for task, and says
 // where they come from.
-func (c *checker) validParams(task string, schema *pluginv1.Schema) (map[string]any, string, error) {
+func (c *checker) validParams(task string, schema *paramschema.Schema) (map[string]any, string, error) {
 	if p, ok := c.opts.Params[task]; ok {
 		if errs := schema.Validate(p); len(errs) > 0 {
 			return nil, "", fmt.Errorf("want params for task %q that its schema accepts; the ones given fail it: %v", task, joinErrs(errs))
@@ -74,7 +75,7 @@ func joinErrs(errs []error) string {
 // example returns the smallest value s accepts that can be built without
 // search: required keys only, empty strings and arrays, zero or the nearest
 // bound, the first enum value or alternative.
-func example(s *pluginv1.Schema) any {
+func example(s *paramschema.Schema) any {
 	if s == nil {
 		return map[string]any{}
 	}
@@ -85,18 +86,18 @@ func example(s *pluginv1.Schema) any {
 		return example(s.OneOf[0])
 	}
 	switch s.Type {
-	case pluginv1.TypeObject, "":
+	case paramschema.TypeObject, "":
 		obj := map[string]any{}
 		for _, k := range s.Required {
 			obj[k] = example(s.Properties[k])
 		}
 		return obj
-	case pluginv1.TypeString:
-		if s.Format == pluginv1.FormatDuration {
+	case paramschema.TypeString:
+		if s.Format == paramschema.FormatDuration {
 			return "1s"
 		}
 		return ""
-	case pluginv1.TypeNumber, pluginv1.TypeInteger:
+	case paramschema.TypeNumber, paramschema.TypeInteger:
 		v := 0.0
 		if s.Minimum != nil && v < *s.Minimum {
 			v = *s.Minimum
@@ -104,13 +105,13 @@ func example(s *pluginv1.Schema) any {
 		if s.Maximum != nil && v > *s.Maximum {
 			v = *s.Maximum
 		}
-		if s.Type == pluginv1.TypeInteger {
+		if s.Type == paramschema.TypeInteger {
 			v = math.Ceil(v)
 		}
 		return v
-	case pluginv1.TypeBoolean:
+	case paramschema.TypeBoolean:
 		return false
-	case pluginv1.TypeArray:
+	case paramschema.TypeArray:
 		return []any{}
 	}
 	return nil
@@ -118,7 +119,7 @@ func example(s *pluginv1.Schema) any {
 
 // invalidParams returns params schema refuses, or nil if it accepts any
 // object (or none could be built), and the runner's words about them.
-func invalidParams(schema *pluginv1.Schema) (map[string]any, string) {
+func invalidParams(schema *paramschema.Schema) (map[string]any, string) {
 	if schema == nil {
 		return nil, ""
 	}
@@ -148,7 +149,7 @@ func invalidParams(schema *pluginv1.Schema) (map[string]any, string) {
 		switch schema.Properties[k].Type {
 		case "":
 			continue
-		case pluginv1.TypeString, pluginv1.TypeObject, pluginv1.TypeArray:
+		case paramschema.TypeString, paramschema.TypeObject, paramschema.TypeArray:
 			wrong = 12345.0
 		default:
 			wrong = "pacer-check-wrong-type"
@@ -174,7 +175,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func (c *checker) checkInvalidParams(task string, schema *pluginv1.Schema) {
+func (c *checker) checkInvalidParams(task string, schema *paramschema.Schema) {
 	params, why := invalidParams(schema)
 	if params == nil {
 		c.skip(CheckInvalidParams, task, "the task's schema accepts any object, so no params are invalid")
@@ -311,10 +312,10 @@ func (c *checker) checkIdentity(task string, params map[string]any, where string
 }
 
 // Keywords returns the JSON Schema keywords the runner's params checker
-// understands (the JSON names of pluginv1.Schema's fields), sorted.
+// understands (the JSON names of paramschema.Schema's fields), sorted.
 func Keywords() []string {
 	set := map[string]bool{"additionalProperties": true}
-	t := reflect.TypeFor[pluginv1.Schema]()
+	t := reflect.TypeFor[paramschema.Schema]()
 	for i := range t.NumField() {
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
 		if name != "" && name != "-" {

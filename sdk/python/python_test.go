@@ -17,7 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
@@ -65,13 +65,16 @@ func TestPythonExample(t *testing.T) {
 }
 
 // The keywords the Python SDK publishes in its schemas are exactly the ones
-// the runner's checker knows (the JSON names of pluginv1.Schema's fields):
+// the runner's checker knows (the JSON names of paramschema.Schema's fields):
 // when the runner learns a keyword, the SDK must publish it too, and never
 // one the runner would ignore.
 func TestPythonPublishesTheRunnersKeywords(t *testing.T) {
 	want := []string{"additionalProperties"}
-	st := reflect.TypeFor[pluginv1.Schema]()
+	st := reflect.TypeFor[paramschema.Schema]()
 	for i := range st.NumField() {
+		if !st.Field(i).IsExported() {
+			continue
+		}
 		if name, _, _ := strings.Cut(st.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
 			want = append(want, name)
 		}

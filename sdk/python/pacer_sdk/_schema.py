@@ -1,17 +1,18 @@
 """Params schemas: the JSON Schema subset Pacer's runner checks, and its checker.
 
 A task's params schema travels as JSON text in TaskInfo.params_schema_json.
-The runner parses it with pluginv1.ParseSchema and checks every job's params
+The runner parses it with paramschema.Parse and checks every job's params
 with Schema.Validate when it loads its config; this module is a port of both,
 message for message, so that a plugin written in Python rejects at run time
 exactly what the runner rejects at load time, in the same words. The cases in
-sdk/pluginv1/testdata/validate_cases.json hold both implementations to that.
+sdk/paramschema/testdata/validate_cases.json hold both implementations to that.
 
 Schemas are plain dicts (decoded JSON). Keywords outside KEYWORDS are ignored,
-as the runner ignores them, except "pattern" (a regular expression a string
-must contain a match of, as JSON Schema defines it): the SDK checks it at run
-time for the params of its own typed tasks, and leaves it out of the schema it
-publishes while the runner does not know it.
+as the runner ignores them. "pattern" is a regular expression a string must
+contain a match of: the runner compiles it with Go's regexp (RE2), this
+module with Python's re, so patterns keep to the syntax both share (no
+lookaround, no backreferences). "default" constrains nothing; it must fit
+the rest of its schema.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ KEYWORDS = frozenset(
         "oneOf",
         "minimum",
         "maximum",
+        "pattern",
         "format",
+        "default",
     }
 )
 
@@ -62,7 +65,7 @@ class Problem:
 
 
 def parse(text: str) -> Optional[dict]:
-    """Parse a params schema as the runner does (pluginv1.ParseSchema).
+    """Parse a params schema as the runner does (paramschema.Parse).
 
     Empty text means "any params" and yields None. Raises SchemaError for a
     schema the runner would refuse.
@@ -98,6 +101,12 @@ def check(s: Any, path: str = "#") -> str:
     lo, hi = s.get("minimum"), s.get("maximum")
     if _is_number(lo) and _is_number(hi) and lo > hi:
         return f"{path}: minimum {format_number(lo)} is above maximum {format_number(hi)}"
+    pattern = s.get("pattern")
+    if pattern:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as e:
+            return f"{path}/pattern: {go_quote(str(pattern))} is not a regular expression Pacer can use: {e}"
     for name in sorted((s.get("properties") or {}).keys()):
         err = check(s["properties"][name], f"{path}/properties/{_pointer_escape(name)}")
         if err:
@@ -117,6 +126,11 @@ def check(s: Any, path: str = "#") -> str:
         err = check(alt, f"{path}/oneOf/{i}")
         if err:
             return err
+    if s.get("default") is not None:
+        problems = validate(s, s["default"])
+        if problems:
+            msgs = [str(p)[len("params") :].lstrip(": ") if str(p).startswith("params") else str(p) for p in problems]
+            return f"{path}/default: {format_enum([s['default']])} does not fit the schema: {'; '.join(msgs)}"
     return ""
 
 
@@ -242,8 +256,8 @@ def _validate(s: Optional[dict], path: str, v: Any, out: List[Problem]) -> None:
             except ValueError:
                 add(f"invalid duration {go_quote(v)}")
         pattern = s.get("pattern")
-        if isinstance(pattern, str) and re.search(pattern, v) is None:
-            add(f"must match pattern {go_quote(pattern)}, got {go_quote(v)}")
+        if isinstance(pattern, str) and pattern and re.search(pattern, v) is None:
+            add(f"must match the pattern {pattern}; got {go_quote(v)}")
     elif kind == _NUMBER:
         lo, hi = s.get("minimum"), s.get("maximum")
         if _is_number(lo) and v < lo:
@@ -276,11 +290,12 @@ def _validate_object(s: dict, path: str, obj: dict, out: List[Problem]) -> None:
             _validate(props[key], join_key(path, key), obj[key], out)
             continue
         if closed:
+            # Reported at the key itself, so that it points at its line.
             msg = f"unknown key {go_quote(key)}"
             hint = suggest(key, unused)
             if hint:
                 msg += f" (did you mean {go_quote(hint)}?)"
-            out.append(Problem(path, msg))
+            out.append(Problem(join_key(path, key), msg))
         elif isinstance(ap, dict):
             _validate(ap, join_key(path, key), obj[key], out)
 
@@ -376,20 +391,39 @@ _IDENT = re.compile(r"[_a-zA-Z][_a-zA-Z0-9-]*")
 
 
 def suggest(word: str, candidates: List[str]) -> str:
-    """The candidate closest to word if it is a likely typo of it, else "".
+    """The candidate the user most likely meant by word, or "" if none is close
+    enough to be a plausible typo (the runner's internal/didyoumean.Closest).
+    Ties go to the candidate that comes first.
 
-    Candidates must be sorted; ties go to the first.
+    In order of preference, a candidate is close when it equals word ignoring
+    case and the separators "_", "-" and " "; when one is a longer spelling of
+    the other, both at least four letters long once normalised; or when it is
+    within a few edits of word, ignoring case (one for words of up to three
+    letters, two up to eight, three beyond), keeping something of the word.
     """
+    nw = _normalize(word)
+    if not nw:
+        return ""
+    for c in candidates:
+        if _normalize(c) == nw:
+            return c
+    for c in candidates:
+        nc = _normalize(c)
+        if min(len(nc.encode()), len(nw.encode())) >= 4 and (nw.startswith(nc) or nc.startswith(nw)):
+            return c
     lw = word.lower()
     n = len(word)
     limit = 3 if n > 8 else 2 if n > 3 else 1
     best, best_dist = "", limit + 1
     for c in candidates:
-        # A suggestion must keep something of the word: "c" is not a typo of "a".
         d = edit_distance(lw, c.lower())
         if d < best_dist and d < n and d < len(c):
             best, best_dist = c, d
     return best
+
+
+def _normalize(s: str) -> str:
+    return s.lower().replace("_", "").replace("-", "").replace(" ", "")
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -410,7 +444,9 @@ def edit_distance(a: str, b: str) -> int:
 
 
 def format_number(f: float) -> str:
-    """Format a number as Go's strconv.FormatFloat(f, 'g', -1, 64) does: "1e+06", "0.5", "-128"."""
+    """Format a number as the runner's messages do: without an exponent from
+    1e-6 up to 1e21 ("1000000", "0.000001", "-128"), as Go's %g beyond
+    ("1e+21", "1e-07")."""
     f = float(f)
     if math.isnan(f):
         return "NaN"
@@ -421,7 +457,9 @@ def format_number(f: float) -> str:
         return "-0" if neg else "0"
     digits, dp = _shortest(f)
     exp = dp - 1
-    if exp < -4 or exp >= 6:  # Go's rule for the shortest form of %g
+    if 1e-6 <= abs(f) < 1e21:
+        out = _fmt_f(digits, dp)
+    elif exp < -4 or exp >= 6:  # Go's rule for the shortest form of %g
         out = _fmt_e(digits, exp)
     else:
         out = _fmt_f(digits, dp)

@@ -136,7 +136,7 @@ class RunTest(TestCase):
     def test_check_params_says_what_the_runner_says(self):
         self.assertEqual(
             self.h.check_params("greet", {"nme": "Ada"}),
-            ['params: missing required key "name"', 'params: unknown key "nme" (did you mean "name"?)'],
+            ['params: missing required key "name"', 'params.nme: unknown key "nme" (did you mean "name"?)'],
         )
         self.assertEqual(self.h.check_params("gret", {}), ['plugin "p" has no task "gret" (it has: boom, fail, gated, greet, ident, reject, returns, spans, stdlib_logging, wait)'])
 
@@ -145,7 +145,7 @@ class RunTest(TestCase):
         self.assertEqual(res.status, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertEqual(
             res.details,
-            'invalid params: params: missing required key "name"; params: unknown key "extra"; params: unknown key "nme" (did you mean "name"?)',
+            'invalid params: params: missing required key "name"; params.extra: unknown key "extra"; params.nme: unknown key "nme" (did you mean "name"?)',
         )
         res = self.h.run("reject")
         self.assertEqual((res.status, res.details), (grpc.StatusCode.INVALID_ARGUMENT, "invalid params: need a cluster name"))

@@ -7,12 +7,12 @@ import unittest
 from pacer_sdk import _schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-CASES = os.path.join(ROOT, "sdk", "pluginv1", "testdata", "validate_cases.json")
+CASES = os.path.join(ROOT, "sdk", "paramschema", "testdata", "validate_cases.json")
 
 
 class SharedCasesTest(unittest.TestCase):
-    """sdk/pluginv1/testdata/validate_cases.json holds schemas, values and the
-    problems Go's pluginv1.Schema.Validate reports (TestValidateSharedCases
+    """sdk/paramschema/testdata/validate_cases.json holds schemas, values and the
+    problems Go's paramschema.Schema.Validate reports (TestValidateSharedCases
     checks the Go side against the same file)."""
 
     def test_same_problems_as_the_runner(self):
@@ -33,6 +33,8 @@ class ParseTest(unittest.TestCase):
             ('{"enum":[]}', "params schema: #/enum: empty"),
             ('{"properties":{"a/b":{"oneOf":[]}}}', "params schema: #/properties/a~1b/oneOf: empty"),
             ('{"minimum":2,"maximum":1}', "params schema: #: minimum 2 is above maximum 1"),
+            ('{"type":"object","properties":{"n":{"type":"integer","minimum":1,"default":0}}}',
+             "params schema: #/properties/n/default: 0 does not fit the schema: must be >= 1, got 0"),
             ('{"items":{"type":"map"}}', 'params schema: #/items/type: unsupported type "map"'),
             ("[1]", "params schema: not a JSON object"),
         ]:
@@ -48,9 +50,9 @@ class ParseTest(unittest.TestCase):
 
 class FormatTest(unittest.TestCase):
     def test_numbers_as_go_formats_them(self):
-        for f, want in [(0, "0"), (-0.0, "-0"), (1e6, "1e+06"), (123456, "123456"), (0.0001, "0.0001"),
-                        (0.00001, "1e-05"), (1.5, "1.5"), (-128, "-128"), (4294967295, "4.294967295e+09"),
-                        (float("inf"), "+Inf"), (float("nan"), "NaN")]:
+        for f, want in [(0, "0"), (-0.0, "-0"), (1e6, "1000000"), (123456, "123456"), (0.0001, "0.0001"),
+                        (0.000001, "0.000001"), (1e-7, "1e-07"), (1e21, "1e+21"), (1.5, "1.5"), (-128, "-128"),
+                        (4294967295, "4294967295"), (float("inf"), "+Inf"), (float("nan"), "NaN")]:
             self.assertEqual(_schema.format_number(f), want, f)
 
     def test_go_quote(self):

@@ -1,4 +1,4 @@
-package pluginv1
+package paramschema
 
 import (
 	"bytes"
@@ -43,7 +43,7 @@ func TestValidateSharedCases(t *testing.T) {
 		if text == "null" {
 			text = ""
 		}
-		s, err := ParseSchema(text)
+		s, err := Parse(text)
 		if err != nil {
 			t.Fatalf("case %q: %v", c.Name, err)
 		}
