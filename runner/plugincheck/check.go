@@ -229,17 +229,6 @@ func (c *checker) run() {
 	}
 }
 
-// taskClient is the host side of the plugin, for go-plugin's Dispense.
-type taskClient struct{ plugin.NetRPCUnsupportedPlugin }
-
-func (taskClient) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
-	return errors.New("the checker does not serve plugins")
-}
-
-func (taskClient) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
-	return pluginv1.NewTaskPluginClient(cc), nil
-}
-
 // started is a plugin process connected through go-plugin, as the runner
 // connects it.
 type started struct {
@@ -256,7 +245,7 @@ func (c *checker) start() (*started, error) {
 	stderr := &tail{max: 1024}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginv1.Handshake,
-		VersionedPlugins: map[int]plugin.PluginSet{pluginv1.ProtocolVersion: {pluginv1.PluginName: taskClient{}}},
+		VersionedPlugins: pluginv1.VersionedPlugins(nil),
 		RunnerFunc:       newProc(c.path, c.opts.Env, func(np *proc) { p = np }),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     c.opts.StartTimeout,
