@@ -155,7 +155,7 @@ func TestBrokenPluginsFail(t *testing.T) {
 		{"unguarded-stdout", plugincheck.CheckStdout, []string{plugincheck.CheckCancel, plugincheck.CheckStdout}, `starting "unguarded noise\n`},
 		{"orphan", plugincheck.CheckSIGTERM, nil, "want an exit within 1s of SIGTERM"},
 		{"orphan", plugincheck.CheckParentDeath, nil, "want an exit within 1s of its parent's death"},
-		{"bad-schema", plugincheck.CheckDescribe, nil, `uses "patternProperties" at #, "pattern" at #/properties/name, which the runner ignores`},
+		{"bad-schema", plugincheck.CheckDescribe, nil, `uses "patternProperties" at #, "minLength" at #/properties/name, which the runner ignores`},
 		{"accepts-anything", plugincheck.CheckInvalidParams, nil, `to end the Run with status InvalidArgument; got a successful result (output "anything goes")`},
 		{"foreign-span", plugincheck.CheckIdentity, nil, `span "stray" of run 1 has trace ID`},
 		{"hang", plugincheck.CheckCancel, nil, "want the run to end within 1s of Cancel"},

@@ -31,7 +31,7 @@ func TestParseHandshake(t *testing.T) {
 
 func TestKeywordsFollowTheRunnersSchema(t *testing.T) {
 	got := Keywords()
-	for _, k := range []string{"type", "properties", "required", "additionalProperties", "items", "enum", "oneOf", "minimum", "maximum", "format", "description"} {
+	for _, k := range []string{"type", "properties", "required", "additionalProperties", "items", "enum", "oneOf", "minimum", "maximum", "pattern", "format", "default", "description"} {
 		found := false
 		for _, g := range got {
 			found = found || g == k
@@ -40,8 +40,8 @@ func TestKeywordsFollowTheRunnersSchema(t *testing.T) {
 			t.Errorf("Keywords() = %v lacks %q", got, k)
 		}
 	}
-	if u := unknownKeywords(`{"type":"object","properties":{"a":{"type":"string","pattern":"x"},"b":{"items":{"$ref":"#"}}},"oneOf":[{"title":"t"}]}`); !reflect.DeepEqual(u,
-		[]string{`"title" at #/oneOf/0`, `"pattern" at #/properties/a`, `"$ref" at #/properties/b/items`}) {
+	if u := unknownKeywords(`{"type":"object","properties":{"a":{"type":"string","pattern":"x","minLength":1},"b":{"items":{"$ref":"#"}}},"oneOf":[{"title":"t"}]}`); !reflect.DeepEqual(u,
+		[]string{`"title" at #/oneOf/0`, `"minLength" at #/properties/a`, `"$ref" at #/properties/b/items`}) {
 		t.Errorf("unknownKeywords = %q", u)
 	}
 }

@@ -64,7 +64,7 @@ elif MODE == "orphan":
         return "shutdown"
     _serve._wait = _wait
 elif MODE == "bad-schema":
-    plugin.tasks["work"].params_schema_json = lambda *a: '{"type":"object","properties":{"name":{"type":"string","pattern":"^x"}},"patternProperties":{}}'
+    plugin.tasks["work"].params_schema_json = lambda *a: '{"type":"object","properties":{"name":{"type":"string","minLength":1}},"patternProperties":{}}'
 elif MODE == "accepts-anything":
     schema = plugin.tasks["work"].params_schema_json()
     plugin.tasks["work"].params_schema_json = lambda *a: schema
