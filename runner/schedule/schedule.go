@@ -296,14 +296,102 @@ type zone struct {
 	hasStart, hasEnd bool
 }
 
+// maxBoundSteps bounds how far zoneStart and zoneEnd look past bounds that
+// cannot be used (see zoneAt): a day of hour steps and a few boundaries at
+// which the offset does not change.
+const maxBoundSteps = 64
+
+// zoneAt returns the zone of sec in loc.
+//
+// It uses time.Time.ZoneBounds as a hint only and never trusts a bound that
+// is not on the right side of sec: beyond the last transition listed in a
+// zone file, Go computes bounds from the zone's TZ rule and reports, in the
+// last day of a leap year, an end of year that is not after the instant
+// (it counts the year as 365 days: golang/go#81583). Go's embedded zone data
+// (time/tzdata) lists transitions only up to the present, so this happens on
+// 31 December of every leap year from 2024 on; the system's zone files
+// (Debian's, up to 2037) meet it from 2040 on. The offset Go reports for an
+// instant is right even there, so each bound is checked against offsets. Go
+// also reports a bound at the start of every year ruled by a TZ string, at
+// which the offset does not change; the zone returned here runs on across
+// such bounds, so start and end are real changes of offset.
 func zoneAt(loc *time.Location, sec int64) zone {
 	if loc == time.UTC {
 		return zone{}
 	}
-	t := time.Unix(sec, 0).In(loc)
-	_, off := t.Zone()
-	s, e := t.ZoneBounds()
-	return zone{off: int64(off), start: s.Unix(), end: e.Unix(), hasStart: !s.IsZero(), hasEnd: !e.IsZero()}
+	off := offsetAt(loc, sec)
+	z := zone{off: off}
+	z.start, z.hasStart = zoneStart(loc, sec, off)
+	z.end, z.hasEnd = zoneEnd(loc, sec, off)
+	return z
+}
+
+// zoneEnd returns the first instant after sec whose offset is not off, the
+// offset at sec; false if the zone data knows of none.
+func zoneEnd(loc *time.Location, sec, off int64) (int64, bool) {
+	p := sec // invariant: the offset is off at every instant in [sec, p]
+	for range maxBoundSteps {
+		_, e := time.Unix(p, 0).In(loc).ZoneBounds()
+		switch {
+		case e.IsZero():
+			return 0, false
+		case e.Unix() > p:
+			if offsetAt(loc, e.Unix()) != off {
+				return e.Unix(), true
+			}
+			p = e.Unix() // a bound without a change of offset: go on
+		default:
+			// An end not after p (golang/go#81583): step an hour.
+			q := p + 3600
+			if offsetAt(loc, q) != off {
+				return firstChange(loc, p, q, off), true
+			}
+			p = q
+		}
+	}
+	// Still not found: report p+1 as a bound. The offset does not change
+	// there, which callers treat like any other bound.
+	return p + 1, true
+}
+
+// zoneStart returns the first instant of the stretch of offset off that
+// contains sec; false if the zone data knows of no change before sec.
+func zoneStart(loc *time.Location, sec, off int64) (int64, bool) {
+	p := sec // invariant: the offset is off at every instant in [p, sec]
+	for range maxBoundSteps {
+		s, _ := time.Unix(p, 0).In(loc).ZoneBounds()
+		switch {
+		case s.IsZero():
+			return 0, false
+		case s.Unix() <= p:
+			if offsetAt(loc, s.Unix()-1) != off {
+				return s.Unix(), true
+			}
+			p = s.Unix() - 1 // a bound without a change of offset: go on
+		default:
+			// A start after p: the mirror image of the case in zoneEnd.
+			q := p - 3600
+			if offsetAt(loc, q) != off {
+				return firstChange(loc, q, p, offsetAt(loc, q)), true
+			}
+			p = q
+		}
+	}
+	return p, true
+}
+
+// firstChange returns the first instant in (lo, hi] whose offset is not off,
+// given that the offset at lo is off and at hi is not.
+func firstChange(loc *time.Location, lo, hi, off int64) int64 {
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if offsetAt(loc, mid) == off {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return hi
 }
 
 func offsetAt(loc *time.Location, sec int64) int64 {

@@ -1,0 +1,155 @@
+package schedule
+
+import (
+	"archive/zip"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Zone data from two sources, loaded explicitly rather than through
+// time.LoadLocation (which takes the first source it finds):
+//
+//   - the system's: the TZif files under /usr/share/zoneinfo (Debian's
+//     tzdata lists transitions up to 2037, then a TZ rule);
+//   - Go's embedded: what time/tzdata compiles into a binary, and what an
+//     image without /usr/share/zoneinfo uses. time/tzdata's zzipdata.go is
+//     generated from $GOROOT/lib/time/zoneinfo.zip, byte for byte
+//     (TestEmbeddedZoneDataIsGOROOTZip), whose files list transitions only
+//     up to the present and then a TZ rule.
+//
+// Go computes a zone's bounds from the TZ rule beyond the last listed
+// transition, which is where golang/go#81583 lives.
+
+const systemZoneDir = "/usr/share/zoneinfo"
+
+func systemLoc(tb testing.TB, name string) *time.Location {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join(systemZoneDir, name))
+	if os.IsNotExist(err) {
+		tb.Skipf("no system zone data for %s under %s (install tzdata to run this test): %v", name, systemZoneDir, err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	loc, err := time.LoadLocationFromTZData(name, b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return loc
+}
+
+var embeddedZones struct {
+	once sync.Once
+	err  error
+	data map[string][]byte
+}
+
+func goZoneZip() string { return filepath.Join(runtime.GOROOT(), "lib", "time", "zoneinfo.zip") }
+
+func embeddedLoc(tb testing.TB, name string) *time.Location {
+	tb.Helper()
+	embeddedZones.once.Do(func() {
+		z, err := zip.OpenReader(goZoneZip())
+		if err != nil {
+			embeddedZones.err = err
+			return
+		}
+		defer z.Close()
+		embeddedZones.data = map[string][]byte{}
+		for _, f := range z.File {
+			r, err := f.Open()
+			if err != nil {
+				embeddedZones.err = err
+				return
+			}
+			b, err := io.ReadAll(r)
+			r.Close()
+			if err != nil {
+				embeddedZones.err = err
+				return
+			}
+			embeddedZones.data[f.Name] = b
+		}
+	})
+	if embeddedZones.err != nil {
+		tb.Fatalf("Go's zone data %s: %v", goZoneZip(), embeddedZones.err)
+	}
+	b, ok := embeddedZones.data[name]
+	if !ok {
+		tb.Fatalf("no zone %s in %s", name, goZoneZip())
+	}
+	loc, err := time.LoadLocationFromTZData(name, b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return loc
+}
+
+// The file embeddedLoc reads is what time/tzdata embeds.
+func TestEmbeddedZoneDataIsGOROOTZip(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile(filepath.Join(runtime.GOROOT(), "src", "time", "tzdata", "zzipdata.go"))
+	if err != nil {
+		t.Skipf("Go's source of time/tzdata is not installed, cannot compare: %v", err)
+	}
+	const decl = "const zipdata = "
+	i := strings.Index(string(src), decl)
+	if i < 0 {
+		t.Fatal("zzipdata.go has no zipdata constant")
+	}
+	embedded, err := strconv.Unquote(strings.TrimSpace(string(src[i+len(decl):])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zip, err := os.ReadFile(goZoneZip())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if embedded != string(zip) {
+		t.Fatalf("time/tzdata embeds %d bytes that differ from %s (%d bytes)", len(embedded), goZoneZip(), len(zip))
+	}
+}
+
+// The case from the issue: with Go's embedded zone data, "0 * * * *" in
+// Berlin from 2028-12-30T22:00Z gave one fire time and then "never".
+func TestHourlyAcrossLeapYearEnd(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		source string
+		loc    func(testing.TB, string) *time.Location
+		year   int
+	}{
+		{"embedded", embeddedLoc, 2028},
+		{"embedded", embeddedLoc, 2024},
+		{"system", systemLoc, 2040}, // past the system files' last listed transition
+	} {
+		t.Run(tc.source+"/"+strconv.Itoa(tc.year), func(t *testing.T) {
+			t.Parallel()
+			berlin := tc.loc(t, "Europe/Berlin")
+			for _, spec := range []string{"0 * * * *", "@hourly", "*/5 * * * *"} {
+				from := time.Date(tc.year, 12, 30, 22, 0, 0, 0, time.UTC)
+				s := mustParse(t, spec, berlin)
+				step := time.Hour
+				if spec == "*/5 * * * *" {
+					step = 5 * time.Minute
+				}
+				fires := NextN(s, from, 60)
+				if len(fires) != 60 {
+					t.Fatalf("%q from %v: %d fire times, then never: %v", spec, from, len(fires), fires)
+				}
+				for i, f := range fires {
+					if want := from.Add(time.Duration(i+1) * step); !f.Equal(want) {
+						t.Fatalf("%q from %v: fire %d at %v, want %v", spec, from, i, f, want)
+					}
+				}
+			}
+		})
+	}
+}
