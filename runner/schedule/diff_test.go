@@ -14,6 +14,7 @@ import (
 var robfig6 = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 func robfigParse(spec string) (cron.Schedule, error) {
+	spec = robfigSpelling(spec)
 	if strings.HasPrefix(spec, "@") || len(strings.Fields(spec)) == 5 {
 		return cron.ParseStandard(spec) // zone time.Local: evaluated in the zone of the time passed, UTC here
 	}
@@ -21,7 +22,9 @@ func robfigParse(spec string) (cron.Schedule, error) {
 }
 
 // TestDifferentialAgainstRobfig compares 50 consecutive fires of random specs
-// from random start times with robfig/cron v3's SpecSchedule.Next, in UTC and
+// (robfig's syntax, plus day-of-week 7 and descriptors in any case, respelled
+// for robfig) from random start times with robfig/cron v3's
+// SpecSchedule.Next, in UTC and
 // in zones that kept one UTC offset over the years compared (1990–2093),
 // including offsets that are not whole hours (+05:30, +05:45).
 //
@@ -34,11 +37,14 @@ func robfigParse(spec string) (cron.Schedule, error) {
 //     about five years away, which happens to "29 February" specs across
 //     2100. When robfig says never and we do not, we check ours is a real
 //     match more than five years out, and end that sequence.
+//
+// L, W and # have no robfig spelling: the property tests check them against
+// the oracle (helpers_test.go).
 func TestDifferentialAgainstRobfig(t *testing.T) {
 	t.Parallel()
 	horizonCases := 0
 	rapid.Check(t, func(t *rapid.T) {
-		spec := genSpec(t, false)
+		spec := genSpec(t, false, vixieSyntax)
 		lo, hi := int64(631_152_000), int64(3_900_000_000)  // 1990–2093
 		if rapid.IntRange(0, 49).Draw(t, "leap-day") == 7 { // rapid favours 0 and 49; 7 is rare
 			spec, lo = "0 0 29 2 *", 3_786_912_000 // from 2090: crosses 2100
@@ -59,7 +65,7 @@ func TestDifferentialAgainstRobfig(t *testing.T) {
 			// zone of the time passed in".
 			want, got := theirs.Next(at.In(loc)).UTC(), ours.Next(at)
 			if want.IsZero() && !got.IsZero() {
-				if got.Year() <= at.Year()+5 || !bruteMatch(specOf(t, spec), got.In(loc)) {
+				if got.Year() <= at.Year()+5 || !oracleOf(t, spec).match(got.In(loc)) {
 					t.Fatalf("%q fire %d after %v: robfig never, ours %v", spec, i, at, got)
 				}
 				horizonCases++
@@ -75,6 +81,32 @@ func TestDifferentialAgainstRobfig(t *testing.T) {
 		}
 	})
 	t.Logf("sequences ended by robfig's five-year horizon: %d", horizonCases)
+}
+
+// TestParserAgreesWithRobfig compares the parsed form of random specs in
+// robfig's syntax with robfig's: the same values in every field, and the same
+// fields counted as "*" for the day-of-month/day-of-week rule.
+func TestParserAgreesWithRobfig(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		spec := genSpec(t, false, vixieSyntax)
+		m, err := parseCron(spec)
+		if err != nil {
+			t.Fatalf("parseCron(%q): %v", spec, err)
+		}
+		r := specOf(t, robfigSpelling(spec))
+		const star = 1 << 63
+		got := [...]uint64{m.sec, m.min, m.hour, m.dom, m.month, m.dow}
+		want := [...]uint64{r.Second, r.Minute, r.Hour, r.Dom, r.Month, r.Dow}
+		for i, name := range []string{"second", "minute", "hour", "day-of-month", "month", "day-of-week"} {
+			if got[i] != want[i]&^star {
+				t.Fatalf("%q: %s: ours %b, robfig %b", spec, name, got[i], want[i]&^star)
+			}
+		}
+		if m.domStar != (r.Dom&star != 0) || m.dowStar != (r.Dow&star != 0) {
+			t.Fatalf("%q: \"*\" fields: ours dom %v dow %v, robfig dom %v dow %v", spec, m.domStar, m.dowStar, r.Dom&star != 0, r.Dow&star != 0)
+		}
+	})
 }
 
 // Fixed cases, including every descriptor and names.

@@ -1,20 +1,14 @@
 package schedule
 
-import (
-	"math/bits"
-
-	"github.com/robfig/cron/v3"
-)
-
-// starBit is the bit robfig/cron sets in a field parsed from "*" or "?".
-const starBit = 1 << 63
+import "math/bits"
 
 const allHours = 1<<24 - 1
 
-// searchYears is how far ahead matcher.next looks. The longest possible wait
-// between two fires of a spec that fires at all is eight years: the 29th of
-// February across a century that is not a leap year (2096 → 2104).
-const searchYears = 9
+// searchYears is how far ahead matcher.next looks. The Gregorian calendar
+// repeats every 400 years (146,097 days, a whole number of weeks), so a spec
+// that matches some date matches one within any 400 years; one that matches
+// none is caught by never before any search.
+const searchYears = 401
 
 // matcher finds matching wall-clock times of a parsed cron spec. It works on
 // civil time only (no zones), so it is exact; the daylight-saving rules are
@@ -22,30 +16,29 @@ const searchYears = 9
 type matcher struct {
 	sec, min, hour, dom, month, dow uint64 // bit i set: value i matches
 	domStar, dowStar                bool   // field was "*" or "?"
+
+	// Day terms that depend on the month (cron.go), in their own fields:
+	// they restrict day-of-month or day-of-week like the bit sets above.
+	domFromEnd     uint32   // bit n: "L-n" ("L" is n = 0), n days before the month's last day
+	domNearest     uint32   // bit n: "nW", the weekday (Monday to Friday) nearest the nth, within the month
+	domLastWeekday bool     // "LW", the month's last weekday
+	dowLast        uint8    // bit w: "wL", the last weekday w of the month
+	dowNth         [7]uint8 // bit k of dowNth[w]: "w#k", the kth weekday w of the month
+	special        bool     // any of the above
 }
 
-func newMatcher(s *cron.SpecSchedule) matcher {
-	return matcher{
-		sec: s.Second &^ starBit, min: s.Minute &^ starBit, hour: s.Hour &^ starBit,
-		dom: s.Dom &^ starBit, month: s.Month &^ starBit, dow: s.Dow &^ starBit,
-		domStar: s.Dom&starBit != 0, dowStar: s.Dow&starBit != 0,
-	}
-}
-
-// never reports whether no date can ever match, such as "0 0 30 2 *".
+// never reports whether no date can ever match, such as "0 0 30 2 *" or
+// "0 0 L-30 2 *". The calendar repeats every 400 years, so it looks at one
+// cycle, 2000-2399; a spec that matches at all matches within its first
+// few months, so this is quick except for specs that never fire.
 func (m *matcher) never() bool {
-	if !m.dowStar || m.domStar {
-		// Day-of-week takes part (OR-ed, or AND-ed with every day of the
-		// month): every weekday occurs in every month.
-		return false
-	}
-	for mo := 1; mo <= 12; mo++ {
-		if m.month>>mo&1 == 0 {
-			continue
-		}
-		maxDay := daysIn(2000, mo) // 2000 is a leap year: February has 29
-		if m.dom&(1<<(maxDay+1)-1) != 0 {
-			return false
+	for y := int64(2000); y < 2400; y++ {
+		for mo := nextBit(m.month, 1, 12); mo > 0; mo = nextBit(m.month, mo+1, 12) {
+			for d := 1; d <= daysIn(y, mo); d++ {
+				if m.dayMatches(y, mo, d) {
+					return false
+				}
+			}
 		}
 	}
 	return true
@@ -54,12 +47,63 @@ func (m *matcher) never() bool {
 // dayMatches applies cron's day rule: day-of-month and day-of-week are OR-ed,
 // unless either is "*", in which case both must match (as in robfig/cron).
 func (m *matcher) dayMatches(y int64, mo, d int) bool {
+	wd := weekday(daysFromCivil(y, mo, d))
 	domMatch := m.dom>>d&1 != 0
-	dowMatch := m.dow>>weekday(daysFromCivil(y, mo, d))&1 != 0
+	dowMatch := m.dow>>wd&1 != 0
+	if m.special {
+		dim := daysIn(y, mo)
+		domMatch = domMatch || m.domSpecial(d, wd, dim)
+		dowMatch = dowMatch || m.dowSpecial(d, wd, dim)
+	}
 	if m.domStar || m.dowStar {
 		return domMatch && dowMatch
 	}
 	return domMatch || dowMatch
+}
+
+// domSpecial reports whether day d (weekday wd) of a month of dim days
+// matches L-n, LW or nW.
+func (m *matcher) domSpecial(d, wd, dim int) bool {
+	if m.domFromEnd>>(dim-d)&1 != 0 {
+		return true
+	}
+	if wd == 0 || wd == 6 {
+		return false // LW and nW only ever give a weekday
+	}
+	wdOf := func(n int) int { return ((wd+n-d)%7 + 7) % 7 }
+	if m.domLastWeekday && d == nearestWeekday(dim, wdOf(dim), dim) {
+		return true
+	}
+	for n := max(1, d-2); n <= min(dim, d+2) && m.domNearest != 0; n++ {
+		if m.domNearest>>n&1 != 0 && nearestWeekday(n, wdOf(n), dim) == d {
+			return true
+		}
+	}
+	return false
+}
+
+// nearestWeekday returns the weekday nearest day n (weekday wn) within its
+// month of dim days: a Saturday moves to the Friday before, a Sunday to the
+// Monday after, unless that leaves the month (Saturday the 1st: Monday the
+// 3rd; Sunday the last: the Friday before).
+func nearestWeekday(n, wn, dim int) int {
+	switch {
+	case wn == 6 && n == 1:
+		return 3
+	case wn == 6:
+		return n - 1
+	case wn == 0 && n == dim:
+		return n - 2
+	case wn == 0:
+		return n + 1
+	}
+	return n
+}
+
+// dowSpecial reports whether day d (weekday wd) of a month of dim days
+// matches nL or n#k.
+func (m *matcher) dowSpecial(d, wd, dim int) bool {
+	return m.dowLast>>wd&1 != 0 && d+7 > dim || m.dowNth[wd]>>((d-1)/7+1)&1 != 0
 }
 
 // next returns the least matching civil time >= cv (seconds since

@@ -33,7 +33,7 @@ func drawStart(t *rapid.T) time.Time {
 func TestPropertyNextStrictlyIncreases(t *testing.T) {
 	t.Parallel()
 	rapid.Check(t, func(t *rapid.T) {
-		spec := genSpec(t, true)
+		spec := genSpec(t, true, fullSyntax)
 		loc := mustLoc(t, rapid.SampledFrom(propZones).Draw(t, "zone"))
 		s := mustParse(t, spec, loc)
 		at := drawStart(t)
@@ -60,10 +60,10 @@ func TestPropertyNoSlotSkipped(t *testing.T) {
 	t.Parallel()
 	const window = 3 * 3600
 	rapid.Check(t, func(t *rapid.T) {
-		spec := genSpec(t, true)
+		spec := genSpec(t, true, fullSyntax)
 		zone := rapid.SampledFrom(propZones).Draw(t, "zone")
 		loc := mustLoc(t, zone)
-		sp := specOf(t, spec)
+		sp := oracleOf(t, spec)
 		at := drawStart(t)
 		next := mustParse(t, spec, loc).Next(at)
 		end := at.Unix() + window
@@ -85,7 +85,7 @@ func TestPropertyNoSlotSkipped(t *testing.T) {
 func TestPropertyNextFromBetweenFires(t *testing.T) {
 	t.Parallel()
 	rapid.Check(t, func(t *rapid.T) {
-		spec := genSpec(t, true)
+		spec := genSpec(t, true, fullSyntax)
 		loc := mustLoc(t, rapid.SampledFrom(propZones).Draw(t, "zone"))
 		s := mustParse(t, spec, loc)
 		a := s.Next(drawStart(t))
@@ -157,7 +157,7 @@ func TestOracleAroundTransitions(t *testing.T) {
 			loc := mustLoc(t, zoneOf[i])
 			lo, hi := tr.Unix()-half, tr.Unix()+half
 			for _, spec := range specs {
-				sp, s := specOf(t, spec), mustParse(t, spec, loc)
+				sp, s := oracleOf(t, spec), mustParse(t, spec, loc)
 				var fires []int64 // oracle fire times in (lo, hi]
 				for sec := lo + 1; sec <= hi; sec++ {
 					if oracleFires(sp, loc, sec) {
@@ -186,4 +186,78 @@ func TestOracleAroundTransitions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The day rule, new syntax included, agrees with the oracle on every day of
+// 14 months from a random month in 1900–2500, and a spec the matcher calls
+// "never" matches no day of a whole 400-year cycle by the oracle either.
+func TestPropertyDayRuleAgreesWithOracle(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		spec := genSpec(t, false, fullSyntax)
+		m, err := parseCron(spec)
+		if err != nil {
+			t.Fatalf("parseCron(%q): %v", spec, err)
+		}
+		o := oracleOf(t, spec)
+		y := rapid.IntRange(1900, 2500).Draw(t, "year")
+		mo := time.Month(rapid.IntRange(1, 12).Draw(t, "month"))
+		for range 14 {
+			for d := 1; d <= lastDay(y, mo); d++ {
+				if got, want := m.dayMatches(int64(y), int(mo), d), o.dayMatch(y, mo, d); got != want {
+					t.Fatalf("%q on %04d-%02d-%02d (%v): matcher %v, oracle %v", spec, y, mo, d, date(y, mo, d).Weekday(), got, want)
+				}
+			}
+			if mo++; mo > 12 {
+				y, mo = y+1, 1
+			}
+		}
+		if m.never() {
+			for day := date(2000, 1, 1); day.Year() < 2400; day = day.AddDate(0, 0, 1) {
+				if o.any(4, int(day.Month()), 1, 12) && o.dayMatch(day.Date()) {
+					t.Fatalf("%q: the matcher says never, the oracle matches %v", spec, day.Format(time.DateOnly))
+				}
+			}
+		}
+	})
+}
+
+// Over 30 consecutive fires from a random start, each fire is one by the
+// oracle and no local calendar day between two fires has a date that
+// matches (each field has a value, so a matching date fires that day).
+func TestPropertyNoDaySkipped(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		spec := genSpec(t, false, fullSyntax)
+		zone := rapid.SampledFrom(propZones).Draw(t, "zone")
+		loc := mustLoc(t, zone)
+		o := oracleOf(t, spec)
+		at := time.Unix(rapid.Int64Range(631_152_000, 3_900_000_000).Draw(t, "start"), 0).UTC()
+		fires := NextN(mustParse(t, spec, loc), at, 30)
+		if m := mustCron(t, spec); len(fires) == 0 && !m.never() {
+			t.Fatalf("%q in %s: no fire after %v, and not a spec that never fires", spec, zone, at)
+		}
+		prev := at
+		for _, f := range fires {
+			if !oracleFires(o, loc, f.Unix()) {
+				t.Fatalf("%q in %s: fire %v is not one by the oracle", spec, zone, f.In(loc))
+			}
+			// Days strictly between prev's local date and f's.
+			for day := date(prev.In(loc).Date()).AddDate(0, 0, 1); day.Before(date(f.In(loc).Date())); day = day.AddDate(0, 0, 1) {
+				if o.any(4, int(day.Month()), 1, 12) && o.dayMatch(day.Date()) {
+					t.Fatalf("%q in %s: fires %v then %v, skipping %v", spec, zone, prev.In(loc), f.In(loc), day.Format(time.DateOnly))
+				}
+			}
+			prev = f
+		}
+	})
+}
+
+func mustCron(tb tb, spec string) matcher {
+	tb.Helper()
+	m, err := parseCron(spec)
+	if err != nil {
+		tb.Fatalf("parseCron(%q): %v", spec, err)
+	}
+	return m
 }

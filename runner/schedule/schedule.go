@@ -7,16 +7,29 @@
 //
 //	"*/5 * * * * *"         6-field cron, seconds first
 //	"30 2 * * *"            5-field cron (seconds = 0)
-//	"@hourly", "@daily" …   cron descriptors
+//	"@hourly", "@DAILY" …   cron descriptors, in any case
 //	"@every 5s"             fixed interval, aligned to the Unix epoch
 //	"at: 2026-12-01T09:00:00Z"  one-off at an RFC 3339 instant
 //
-// Cron syntax is that of github.com/robfig/cron/v3 (fields, ranges, steps,
-// lists, JAN–DEC and SUN–SAT names, "?" as "*", day-of-month and day-of-week
-// OR-ed unless either is "*"), but the fire times are computed by this
-// package, which differs from robfig's SpecSchedule.Next in two ways: the
-// daylight-saving rules below, and a search horizon long enough for
-// "0 0 29 2 *" across 2100 (robfig gives up after five years).
+// Cron fields take values, ranges ("1-5"), steps ("*/15", "1-30/5", and
+// "5/15" for 5 to the field's end), lists ("1,15,30"), JAN–DEC and SUN–SAT in
+// any case, "*" and "?". Day-of-week 0 and 7 are both Sunday. Day-of-month
+// also takes L (the month's last day), L-n (n days before it), LW (the last
+// weekday, Monday to Friday) and nW (the weekday nearest the nth, within the
+// month); day-of-week also takes nL (the last weekday n of the month: 5L,
+// FRIL) and n#k (the kth weekday n: MON#1). Day-of-month and day-of-week
+// are OR-ed when both are restricted, AND-ed when either is "*" or "?" (as
+// in Vixie cron and robfig/cron). cron.go lists what is refused and why;
+// docs/operations.md has the whole syntax for operators.
+//
+// The syntax is robfig/cron v3's with those additions, so a spec that
+// parser accepted means the same here, except for what it misread and is
+// now refused ("*-5", which it read as "*"). The fire times are computed by
+// this package, which differs from robfig's SpecSchedule.Next in two ways:
+// the daylight-saving rules below, and a search horizon of a whole 400-year
+// calendar cycle, so rare dates ("0 0 29 2 *" across 2100, "0 0 * 2 MON#5"
+// forty years apart) are found (robfig gives up after five years). A spec no
+// date can match ("0 0 30 2 *") is known as such when parsed: NeverFires.
 //
 // All results are in UTC. Cron fire times are whole seconds, so Next(t) is
 // the first matching whole second strictly after t, whatever t's sub-second
@@ -71,8 +84,6 @@ import (
 	"math/bits"
 	"strings"
 	"time"
-
-	"github.com/robfig/cron/v3"
 )
 
 // Schedule yields a job's fire times.
@@ -81,10 +92,6 @@ type Schedule interface {
 	// the schedule will never fire again.
 	Next(t time.Time) time.Time
 }
-
-var cronParser = cron.NewParser(
-	cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor,
-)
 
 // ErrEmpty is returned for an empty spec.
 var ErrEmpty = errors.New("schedule is empty")
@@ -98,8 +105,8 @@ func Parse(spec string, loc *time.Location) (Schedule, error) {
 	switch {
 	case spec == "":
 		return nil, ErrEmpty
-	case strings.HasPrefix(spec, "@every"):
-		arg := strings.TrimSpace(strings.TrimPrefix(spec, "@every"))
+	case len(spec) >= len("@every") && strings.EqualFold(spec[:len("@every")], "@every"):
+		arg := strings.TrimSpace(spec[len("@every"):])
 		d, err := time.ParseDuration(arg)
 		if err != nil {
 			return nil, fmt.Errorf("@every needs a duration such as \"@every 5s\": %w", err)
@@ -118,15 +125,25 @@ func Parse(spec string, loc *time.Location) (Schedule, error) {
 	case strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ="):
 		return nil, errors.New("set the time zone with the job's timezone key, not a TZ= prefix")
 	}
-	s, err := cronParser.Parse(spec)
+	m, err := parseCron(spec)
 	if err != nil {
 		return nil, fmt.Errorf("invalid cron expression %q: %w", spec, err)
 	}
-	cs, ok := s.(*cron.SpecSchedule)
-	if !ok {
-		return nil, fmt.Errorf("unsupported schedule %q", spec)
+	return newCronSchedule(m, loc), nil
+}
+
+// NeverFires reports whether s can never fire, whatever the time: a cron
+// spec that no date matches, such as "0 0 30 2 *" (30 February) or
+// "0 0 L-29 2 *". A one-off time that has passed is not "never" by this
+// test; Next tells that.
+func NeverFires(s Schedule) bool {
+	switch s := s.(type) {
+	case cronSchedule:
+		return s.never
+	case Every:
+		return s <= 0
 	}
-	return newCronSchedule(cs, loc), nil
+	return false
 }
 
 // NextN returns the next n fire times of s after after, fewer if s stops
@@ -196,8 +213,7 @@ type cronSchedule struct {
 	never     bool
 }
 
-func newCronSchedule(cs *cron.SpecSchedule, loc *time.Location) cronSchedule {
-	m := newMatcher(cs)
+func newCronSchedule(m matcher, loc *time.Location) cronSchedule {
 	return cronSchedule{
 		m:         m,
 		loc:       loc,
@@ -207,9 +223,9 @@ func newCronSchedule(cs *cron.SpecSchedule, loc *time.Location) cronSchedule {
 }
 
 // maxPeriods bounds how many time-zone periods (stretches of constant UTC
-// offset) Next walks through before giving up; well beyond the ~20 a DST
-// zone has within the matcher's search horizon.
-const maxPeriods = 1000
+// offset) Next walks through before giving up: a zone with daylight saving
+// has two a year, and the matcher's search horizon is 401 years.
+const maxPeriods = 4 * searchYears
 
 // Next implements Schedule.
 func (c cronSchedule) Next(t time.Time) time.Time {
@@ -296,85 +312,76 @@ type zone struct {
 	hasStart, hasEnd bool
 }
 
-// maxBoundSteps bounds how far zoneStart and zoneEnd look past bounds that
-// cannot be used (see zoneAt): a day of hour steps and a few boundaries at
-// which the offset does not change.
-const maxBoundSteps = 64
+// maxBoundSteps bounds how far zoneStart and zoneEnd step past a bound that
+// is on the wrong side of the instant (see zoneAt): a day in hour steps.
+const maxBoundSteps = 48
 
 // zoneAt returns the zone of sec in loc.
 //
-// It uses time.Time.ZoneBounds as a hint only and never trusts a bound that
-// is not on the right side of sec: beyond the last transition listed in a
-// zone file, Go computes bounds from the zone's TZ rule and reports, in the
-// last day of a leap year, an end of year that is not after the instant
-// (it counts the year as 365 days: golang/go#81583). Go's embedded zone data
-// (time/tzdata) lists transitions only up to the present, so this happens on
-// 31 December of every leap year from 2024 on; the system's zone files
-// (Debian's, up to 2037) meet it from 2040 on. The offset Go reports for an
-// instant is right even there, so each bound is checked against offsets. Go
-// also reports a bound at the start of every year ruled by a TZ string, at
-// which the offset does not change; the zone returned here runs on across
-// such bounds, so start and end are real changes of offset.
+// It never trusts a bound of time.Time.ZoneBounds that is not on the right
+// side of sec: beyond the last transition listed in a zone file, Go computes
+// bounds from the zone's TZ rule and reports, in the last day of a leap year,
+// an end of year that is not after the instant (it counts the year as 365
+// days: golang/go#81583). Go's embedded zone data (time/tzdata) lists
+// transitions only up to the present, so this happens on 31 December of
+// every leap year from 2024 on; the system's zone files (Debian's, up to
+// 2037) meet it from 2040 on. The offset Go reports for an instant is right
+// even there, so such a bound is replaced by one found from offsets.
+//
+// Beyond the listed transitions Go also reports a bound at the start of
+// every year, where the offset does not change. Those are harmless: every
+// caller treats a bound with the same offset on both sides as no change.
 func zoneAt(loc *time.Location, sec int64) zone {
 	if loc == time.UTC {
 		return zone{}
 	}
-	off := offsetAt(loc, sec)
-	z := zone{off: off}
-	z.start, z.hasStart = zoneStart(loc, sec, off)
-	z.end, z.hasEnd = zoneEnd(loc, sec, off)
+	t := time.Unix(sec, 0).In(loc)
+	_, off := t.Zone()
+	s, e := t.ZoneBounds()
+	z := zone{off: int64(off), start: s.Unix(), end: e.Unix(), hasStart: !s.IsZero(), hasEnd: !e.IsZero()}
+	if z.hasEnd && z.end <= sec {
+		z.end, z.hasEnd = zoneEnd(loc, sec, z.off)
+	}
+	if z.hasStart && z.start > sec {
+		z.start, z.hasStart = zoneStart(loc, sec, z.off)
+	}
 	return z
 }
 
-// zoneEnd returns the first instant after sec whose offset is not off, the
-// offset at sec; false if the zone data knows of none.
+// zoneEnd finds the end of the zone of sec, whose offset is off, when Go's
+// bound cannot be used: it steps an hour at a time (the offset is off at
+// every instant in [sec, p]) until the offset changes, or Go gives a bound
+// after the step.
 func zoneEnd(loc *time.Location, sec, off int64) (int64, bool) {
-	p := sec // invariant: the offset is off at every instant in [sec, p]
+	p := sec
 	for range maxBoundSteps {
-		_, e := time.Unix(p, 0).In(loc).ZoneBounds()
-		switch {
-		case e.IsZero():
+		q := p + 3600
+		if offsetAt(loc, q) != off {
+			return firstChange(loc, p, q, off), true
+		}
+		p = q
+		if _, e := time.Unix(p, 0).In(loc).ZoneBounds(); e.IsZero() {
 			return 0, false
-		case e.Unix() > p:
-			if offsetAt(loc, e.Unix()) != off {
-				return e.Unix(), true
-			}
-			p = e.Unix() // a bound without a change of offset: go on
-		default:
-			// An end not after p (golang/go#81583): step an hour.
-			q := p + 3600
-			if offsetAt(loc, q) != off {
-				return firstChange(loc, p, q, off), true
-			}
-			p = q
+		} else if e.Unix() > p {
+			return e.Unix(), true
 		}
 	}
-	// Still not found: report p+1 as a bound. The offset does not change
-	// there, which callers treat like any other bound.
-	return p + 1, true
+	return p + 1, true // a bound at which the offset does not change
 }
 
-// zoneStart returns the first instant of the stretch of offset off that
-// contains sec; false if the zone data knows of no change before sec.
+// zoneStart is the mirror image of zoneEnd, for a start after sec.
 func zoneStart(loc *time.Location, sec, off int64) (int64, bool) {
-	p := sec // invariant: the offset is off at every instant in [p, sec]
+	p := sec // the offset is off at every instant in [p, sec]
 	for range maxBoundSteps {
-		s, _ := time.Unix(p, 0).In(loc).ZoneBounds()
-		switch {
-		case s.IsZero():
+		q := p - 3600
+		if o := offsetAt(loc, q); o != off {
+			return firstChange(loc, q, p, o), true
+		}
+		p = q
+		if s, _ := time.Unix(p, 0).In(loc).ZoneBounds(); s.IsZero() {
 			return 0, false
-		case s.Unix() <= p:
-			if offsetAt(loc, s.Unix()-1) != off {
-				return s.Unix(), true
-			}
-			p = s.Unix() - 1 // a bound without a change of offset: go on
-		default:
-			// A start after p: the mirror image of the case in zoneEnd.
-			q := p - 3600
-			if offsetAt(loc, q) != off {
-				return firstChange(loc, q, p, offsetAt(loc, q)), true
-			}
-			p = q
+		} else if s.Unix() <= p {
+			return s.Unix(), true
 		}
 	}
 	return p, true

@@ -153,3 +153,77 @@ func TestHourlyAcrossLeapYearEnd(t *testing.T) {
 		})
 	}
 }
+
+// leapZones are zones with daylight saving in the years tested, northern
+// and southern, with offsets off the hour (St John's, Chatham, Lord Howe's
+// half-hour shift) and one whose "summer" time is behind its standard time
+// (Dublin).
+var leapZones = []string{
+	"Europe/Berlin", "Europe/London", "Europe/Dublin", "America/New_York", "America/Los_Angeles",
+	"America/Havana", "America/St_Johns", "America/Santiago", "Australia/Sydney", "Australia/Lord_Howe",
+	"Pacific/Auckland", "Pacific/Chatham", "Asia/Jerusalem",
+}
+
+// TestPropertyLeapYearEnds checks hourly and sub-hourly specs (and a daily
+// one) across the end of every leap year from 2024 to 2104 (and of
+// 2100, which is not one), in every zone of leapZones, with the system's
+// zone data and with Go's embedded data: Next from every 19th minute of
+// 30 December 20:00 UTC to 1 January 04:00 UTC (around the day Go gets
+// wrong, 31 December UTC), and 13 seconds into each, is the first fire time
+// after it by the brute-force oracle, which reads each minute's wall clock
+// with package time. (19 and 60 are coprime: the starts fall on every
+// minute of the hour.)
+func TestPropertyLeapYearEnds(t *testing.T) {
+	t.Parallel()
+	specs := []string{"0 * * * *", "@hourly", "*/5 * * * *", "30 * * * *", "30 2 * * *"}
+	var years []int
+	for y := 2024; y <= 2104; y += 4 {
+		years = append(years, y)
+	}
+	years = append(years, 2100)
+	for _, src := range []struct {
+		name string
+		loc  func(testing.TB, string) *time.Location
+	}{{"system", systemLoc}, {"embedded", embeddedLoc}} {
+		for _, zone := range leapZones {
+			t.Run(src.name+"/"+zone, func(t *testing.T) {
+				t.Parallel()
+				loc := src.loc(t, zone)
+				if _, jan := time.Date(2030, 1, 15, 12, 0, 0, 0, loc).Zone(); true {
+					if _, jul := time.Date(2030, 7, 15, 12, 0, 0, 0, loc).Zone(); jan == jul {
+						t.Fatalf("%s has no daylight saving in 2030 in this zone data: pick another zone", zone)
+					}
+				}
+				for _, spec := range specs {
+					o, s := oracleOf(t, spec), mustParse(t, spec, loc)
+					for _, y := range years {
+						lo := time.Date(y, 12, 30, 20, 0, 0, 0, time.UTC).Unix()
+						hi := time.Date(y+1, 1, 1, 4, 0, 0, 0, time.UTC).Unix()
+						ahead := int64(2 * 3600)
+						if !o.byInstant {
+							ahead = 26 * 3600 // daily: the next fire may be a day away
+						}
+						var fires []int64 // by the oracle, minute by minute (the specs fire on whole minutes)
+						for m := lo; m <= hi+ahead; m += 60 {
+							if oracleFires(o, loc, m) {
+								fires = append(fires, m)
+							}
+						}
+						k := 0
+						for start := lo; start < hi; start += 19 * 60 {
+							for _, at := range []int64{start, start + 13} {
+								for fires[k] <= at {
+									k++
+								}
+								if got := s.Next(time.Unix(at, 0)); got.Unix() != fires[k] {
+									t.Fatalf("%q in %s, %d: Next(%v) = %v, oracle %v", spec, zone, y,
+										time.Unix(at, 0).UTC(), got, time.Unix(fires[k], 0).UTC())
+								}
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
