@@ -35,27 +35,38 @@ type Control struct {
 
 // JobView is a job as the API shows it.
 type JobView struct {
-	ID        string      `json:"id"`
-	Plugin    string      `json:"plugin"`
-	Task      string      `json:"task"`
-	Schedule  string      `json:"schedule"`
-	Timezone  string      `json:"timezone"`
-	Timeout   string      `json:"timeout"`
-	Overlap   string      `json:"overlap"`
-	Retries   int         `json:"retries"`
-	Misfire   string      `json:"misfire"`
-	Paused    bool        `json:"paused"`
-	Running   int         `json:"running"`
+	ID       string `json:"id"`
+	Plugin   string `json:"plugin"`
+	Task     string `json:"task"`
+	Schedule string `json:"schedule"`
+	Timezone string `json:"timezone"`
+	Timeout  string `json:"timeout"`
+	Overlap  string `json:"overlap"`
+	Retries  int    `json:"retries"`
+	Misfire  string `json:"misfire"`
+	Paused   bool   `json:"paused"`
+	Running  int    `json:"running"`
+	// Next is the next fire time (RFC 3339, UTC), or "never" when the
+	// schedule has none: a job is listed even when it will not fire.
+	Next      string      `json:"next"`
 	NextFires []time.Time `json:"next_fires"`
 }
 
+// NextNever is JobView.Next for a job whose schedule will not fire again.
+const NextNever = "never"
+
 func (c *Control) view(j *Job) JobView {
 	paused, running := c.Runner.JobState(j.ID)
+	fires := schedule.NextN(j.Schedule, wallNow(), 5)
+	next := NextNever
+	if len(fires) > 0 {
+		next = fires[0].UTC().Format(time.RFC3339)
+	}
 	return JobView{
 		ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Spec, Timezone: j.Timezone,
 		Timeout: j.Timeout.String(), Overlap: j.Overlap, Retries: j.Retries.Max,
 		Misfire: fmt.Sprintf("%s (grace %s)", j.Misfire.Policy, j.Misfire.Grace),
-		Paused:  paused, Running: running, NextFires: schedule.NextN(j.Schedule, wallNow(), 5),
+		Paused:  paused, Running: running, Next: next, NextFires: fires,
 	}
 }
 

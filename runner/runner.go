@@ -119,6 +119,7 @@ func New(o Options) *Runner {
 		r.log.Warn("wall clock stepped back; every job's next slot computed again from the new time",
 			"step", d.Round(time.Millisecond))
 	}
+	r.sched.onNever = r.never
 	return r
 }
 

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/pacerun/pacer/runner/schedule"
 )
 
 // Scheduler tracks every job's next fire time in a min-heap and calls fire
@@ -17,6 +19,10 @@ type Scheduler struct {
 	mono   func() time.Time // a reading of the monotonic clock
 	// onStepBack, if set, hears of a wall clock stepped back by d.
 	onStepBack func(d time.Duration)
+	// onNever, if set, hears of each job the scheduler stops tracking
+	// because its schedule has no fire time after after: when the jobs are
+	// set (fired false), or once its last slot fired (fired true).
+	onNever func(j *Job, after time.Time, fired bool)
 
 	mu     sync.Mutex
 	jobs   entryHeap
@@ -46,6 +52,12 @@ type miss struct {
 	n   int
 }
 
+type never struct {
+	job   *Job
+	after time.Time
+	fired bool
+}
+
 type entry struct {
 	job  *Job
 	next time.Time
@@ -65,14 +77,18 @@ func (h *entryHeap) Pop() any {
 }
 
 // Set replaces the scheduled jobs. Slots are computed from now on: a job
-// is never fired for a time before Set was called.
+// is never fired for a time before Set was called. A job with no fire time
+// after now is reported to onNever rather than scheduled.
 func (s *Scheduler) Set(jobs []*Job) {
 	now := s.now()
+	var nevers []never
 	s.mu.Lock()
 	s.jobs = s.jobs[:0]
 	for _, j := range jobs {
 		if next := j.Schedule.Next(now); !next.IsZero() {
 			s.jobs = append(s.jobs, &entry{job: j, next: next})
+		} else {
+			nevers = append(nevers, never{job: j, after: now})
 		}
 	}
 	heap.Init(&s.jobs)
@@ -80,6 +96,16 @@ func (s *Scheduler) Set(jobs []*Job) {
 	select {
 	case s.wake <- struct{}{}:
 	default:
+	}
+	s.reportNever(nevers)
+}
+
+func (s *Scheduler) reportNever(ns []never) {
+	if s.onNever == nil {
+		return
+	}
+	for _, n := range ns {
+		s.onNever(n.job, n.after, n.fired)
 	}
 }
 
@@ -105,6 +131,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 // does not wait for 9,999 schedule computations. fire must not block.
 func (s *Scheduler) fireDue() time.Duration {
 	var misses []miss
+	var nevers []never
 	now, mono := s.now(), s.mono()
 	s.mu.Lock()
 	// Time.Sub uses the monotonic readings when both times have one (as
@@ -122,7 +149,12 @@ func (s *Scheduler) fireDue() time.Duration {
 				e.next = n
 			}
 		}
-		s.jobs = slices.DeleteFunc(s.jobs, func(e *entry) bool { return e.next.IsZero() })
+		s.jobs = slices.DeleteFunc(s.jobs, func(e *entry) bool {
+			if e.next.IsZero() {
+				nevers = append(nevers, never{job: e.job, after: now})
+			}
+			return e.next.IsZero()
+		})
 		heap.Init(&s.jobs)
 	}
 	s.lastWall, s.lastMono = now, mono
@@ -142,7 +174,9 @@ func (s *Scheduler) fireDue() time.Duration {
 		if missed > 0 && s.onMiss != nil {
 			misses = append(misses, miss{e.job, missed})
 		}
-		if !next.IsZero() {
+		if next.IsZero() {
+			nevers = append(nevers, never{job: e.job, after: e.next, fired: true})
+		} else {
 			e.next = next
 			s.jobs = append(s.jobs, e)
 		}
@@ -163,5 +197,27 @@ func (s *Scheduler) fireDue() time.Duration {
 	for _, m := range misses {
 		s.onMiss(m.job, m.n)
 	}
+	s.reportNever(nevers)
 	return wait
+}
+
+// never is called by the scheduler for a job it stops tracking because the
+// job's schedule has no fire time after after. The job stays registered
+// (the API and `pacer jobs` show next: never); this says so, loudly unless
+// it is a one-off job that just fired.
+func (r *Runner) never(j *Job, after time.Time, fired bool) {
+	_, oneOff := j.Schedule.(schedule.At)
+	switch {
+	case oneOff && fired:
+		r.log.Info("one-off job fired; it has no further fire times", "job", j.ID, "schedule", j.Spec)
+	case schedule.NeverFires(j.Schedule):
+		r.log.Warn("job will never fire: no date matches its schedule (next: never); fix the schedule",
+			"job", j.ID, "schedule", j.Spec, "timezone", j.Timezone)
+	case oneOff:
+		r.log.Warn("job will never fire: its one-off time has passed (next: never)",
+			"job", j.ID, "schedule", j.Spec)
+	default:
+		r.log.Warn("job will not fire again: its schedule gives no fire time after this (next: never)",
+			"job", j.ID, "schedule", j.Spec, "timezone", j.Timezone, "after", after.UTC().Format(time.RFC3339))
+	}
 }

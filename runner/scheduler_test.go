@@ -1,7 +1,12 @@
 package runner
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,4 +105,93 @@ func TestSchedulerFollowsWallClockSteppedBack(t *testing.T) {
 	if len(steps) != 1 {
 		t.Fatalf("a 500ms slew counted as a step: %v", steps)
 	}
+}
+
+// A job whose schedule has no fire time is reported, not dropped in silence:
+// at Set (30 February, a one-off time that passed), and when its last slot
+// fires (a one-off job).
+func TestSchedulerReportsJobsThatNeverFire(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	now := t0
+	feb30, err := schedule.Parse("0 0 30 2 *", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reported []string
+	s := NewScheduler(func(Slot) {}, nil)
+	s.now = func() time.Time { return now }
+	s.onNever = func(j *Job, after time.Time, fired bool) {
+		reported = append(reported, fmt.Sprintf("%s@%s fired=%v", j.ID, after.Sub(t0), fired))
+	}
+	s.Set([]*Job{
+		{ID: "feb30", Schedule: feb30},
+		{ID: "past", Schedule: schedule.At(t0.Add(-time.Hour))},
+		{ID: "soon", Schedule: schedule.At(t0.Add(time.Second))},
+		{ID: "tick", Schedule: schedule.Every(time.Second)},
+	})
+	if want := []string{"feb30@0s fired=false", "past@0s fired=false"}; !slices.Equal(reported, want) {
+		t.Fatalf("at Set: reported %v, want %v", reported, want)
+	}
+	reported = nil
+	now = t0.Add(time.Second)
+	s.fireDue()
+	if want := []string{"soon@1s fired=true"}; !slices.Equal(reported, want) {
+		t.Fatalf("after the one-off fired: reported %v, want %v", reported, want)
+	}
+}
+
+// The runner logs a WARN line for each such job (INFO for a one-off job
+// that fired), and the API lists it with next: never.
+func TestJobThatNeverFiresIsWarnedAndListed(t *testing.T) {
+	t.Parallel()
+	var buf safeBuffer
+	r := New(Options{Node: "n1", Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	feb30, err := schedule.Parse("0 0 30 2 *", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetJobs([]*Job{
+		{ID: "feb30", Spec: "0 0 30 2 *", Schedule: feb30},
+		{ID: "past", Spec: "at: 2001-01-01T00:00:00Z", Schedule: schedule.At(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))},
+		{ID: "tick", Spec: "@every 1s", Schedule: schedule.Every(time.Second)},
+	})
+	lines := buf.String()
+	for _, want := range []string{
+		`"level":"WARN","msg":"job will never fire: no date matches its schedule (next: never); fix the schedule","job":"feb30"`,
+		`"level":"WARN","msg":"job will never fire: its one-off time has passed (next: never)","job":"past"`,
+	} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("log lacks %s:\n%s", want, lines)
+		}
+	}
+	if strings.Contains(lines, `"job":"tick"`) {
+		t.Errorf("a job that fires was reported:\n%s", lines)
+	}
+	c := &Control{Runner: r}
+	next := map[string]string{}
+	for _, j := range c.Jobs() {
+		next[j.ID] = j.Next
+	}
+	if next["feb30"] != "never" || next["past"] != "never" || next["tick"] == "never" || len(next) != 3 {
+		t.Fatalf("next per job: %v", next)
+	}
+}
+
+// safeBuffer is a bytes.Buffer safe for a logger and a reader.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

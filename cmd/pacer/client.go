@@ -153,7 +153,7 @@ type jobView struct {
 	ID, Plugin, Task, Schedule, Timezone string
 	Paused                               bool
 	Running                              int
-	NextFires                            []time.Time `json:"next_fires"`
+	Next                                 string
 }
 
 func jobsCmd(args []string, stdout, stderr io.Writer) error {
@@ -168,12 +168,12 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tSCHEDULE\tTIMEZONE\tPLUGIN/TASK\tSTATE\tRUNNING\tNEXT")
 	for _, j := range resp.Jobs {
-		state, next := "active", "-"
+		state, next := "active", orDash(j.Next)
 		if j.Paused {
 			state = "paused"
 		}
-		if len(j.NextFires) > 0 {
-			next = j.NextFires[0].Local().Format(time.DateTime)
+		if t, err := time.Parse(time.RFC3339, j.Next); err == nil {
+			next = t.Local().Format(time.DateTime)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\t%s\n", j.ID, j.Schedule, j.Timezone, j.Plugin, j.Task, state, j.Running, next)
 	}

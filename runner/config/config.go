@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"reflect"
@@ -20,6 +21,11 @@ type Config struct {
 	History       History       `yaml:"history"`
 	Shutdown      Shutdown      `yaml:"shutdown"`
 	Jobs          []Job         `yaml:"jobs"`
+
+	// Warnings are things in the file that are valid but probably not
+	// meant, such as a schedule no date matches; `pacer validate` prints
+	// them.
+	Warnings []Problem `yaml:"-"`
 }
 
 // Shutdown is how a replica stops on SIGTERM or SIGINT.
@@ -367,6 +373,19 @@ func Load(path string) (*Config, error) {
 // in error messages. On failure the error is a *Error listing every problem
 // found, and the returned *Config is nil.
 func Parse(name string, data []byte) (*Config, error) {
+	return parse(name, data, false)
+}
+
+// ParseReload is Parse for a file read again while the runner runs. It also
+// requires the file to list its jobs under a top-level jobs key: an empty
+// file, or one cut off before "jobs:" or right after it (an editor's or a
+// deploy tool's half-written save), is refused rather than read as "no
+// jobs", which would stop every job. An explicit "jobs: []" is accepted.
+func ParseReload(name string, data []byte) (*Config, error) {
+	return parse(name, data, true)
+}
+
+func parse(name string, data []byte, requireJobs bool) (*Config, error) {
 	if name == "" {
 		name = "<config>"
 	}
@@ -380,8 +399,21 @@ func Parse(name string, data []byte) (*Config, error) {
 	if !d.aborted {
 		d.validate(cfg)
 	}
+	if requireJobs && cfg.Jobs == nil && !d.failedAt("jobs") {
+		what := "the file lists no jobs"
+		switch {
+		case len(bytes.TrimSpace(data)) == 0:
+			what = "the file is empty"
+		case d.isSet("jobs"):
+			what = `"jobs:" has no value`
+		}
+		d.add(d.lineOf("jobs"), "jobs", `%s: a reload needs the jobs listed, so that a half-written file is never read as "no jobs"; write "jobs: []" to remove every job`, what)
+	}
 	if err := d.err(); err != nil {
 		return nil, err
+	}
+	if len(d.warnings) > 0 {
+		cfg.Warnings = sortProblems(d.warnings)
 	}
 	return cfg, nil
 }

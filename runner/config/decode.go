@@ -37,6 +37,7 @@ var durationType = reflect.TypeFor[time.Duration]()
 type decoder struct {
 	file     string
 	problems []Problem
+	warnings []Problem
 	lines    map[string]int  // key path -> line of its value
 	keyLines map[string]int  // key path -> line of its key (of the item, in a sequence)
 	failed   map[string]bool // key paths whose value could not be decoded

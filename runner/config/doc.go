@@ -5,7 +5,9 @@
 //
 // The file is a single YAML document whose top level is a mapping. Every
 // section is optional; an empty file, or one holding only comments, is a valid
-// configuration with all defaults and no jobs. A complete example:
+// configuration with all defaults and no jobs. A file read again while the
+// runner runs (ParseReload) must list its jobs ("jobs: []" for none), so
+// that a half-written file is never taken for "no jobs". A complete example:
 //
 //	node:
 //	  name: runner-1                  # default: the host name

@@ -36,6 +36,12 @@ func (d *decoder) problem(path, format string, args ...any) {
 	d.add(d.lineOf(path), path, format, args...)
 }
 
+// warn records a warning about the value at path: valid, but probably not
+// what the author meant.
+func (d *decoder) warn(path, format string, args ...any) {
+	d.warnings = append(d.warnings, Problem{File: d.file, Line: d.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
 // validate checks c, whose defaults have been applied, and fills in the
 // derived Job fields (Location, Sched).
 func (d *decoder) validate(c *Config) {
@@ -245,9 +251,13 @@ func (d *decoder) validateJobs(jobs []Job) {
 		}
 		if d.required(p+".schedule", "schedule", j.Schedule) {
 			s, err := schedule.Parse(j.Schedule, loc)
-			if err != nil {
+			switch {
+			case err != nil:
 				d.problem(p+".schedule", "%v", err)
-			} else {
+			case schedule.NeverFires(s):
+				d.warn(p+".schedule", "%q can never fire: no date matches it; the job is listed with next: never", j.Schedule)
+				j.Sched = s
+			default:
 				j.Sched = s
 			}
 		}

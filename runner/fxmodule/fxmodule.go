@@ -279,7 +279,11 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 			wg.Go(func() { c.WatchPaused(ctx, r.SetPaused) })
 			wg.Go(func() { c.WatchTriggers(ctx, r.HandleTriggers) })
 			if p.ConfigPath != "" {
-				rl := &reloader{path: p.ConfigPath, current: cfg, runner: r, host: h, log: log.With("component", "reload")}
+				rl := &reloader{path: p.ConfigPath, current: cfg, runner: r, log: log.With("component", "reload"),
+					poll: ReloadPoll, settle: ReloadSettle,
+					check: func(ctx context.Context, cfg *config.Config) error {
+						return h.CheckTasks(ctx, TaskRefs(p.ConfigPath, cfg))
+					}}
 				wg.Go(func() { rl.run(ctx) })
 			}
 			log.Info("scheduler started", "jobs", len(cfg.Jobs))

@@ -1,43 +1,63 @@
 package fxmodule
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"log/slog"
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/config"
-	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
-// reloadPoll is how often the config file is checked for changes.
-const reloadPoll = 2 * time.Second
+// Reloading on a file change.
+const (
+	// ReloadPoll is how often the config file is read to look for changes.
+	ReloadPoll = 500 * time.Millisecond
+	// ReloadSettle is how long a changed config file must stay unchanged
+	// before it is applied, so that a file written in several steps (a
+	// deploy tool writing in chunks, an editor saving in place) is read
+	// whole. A file renamed into place is complete at once; it is applied
+	// after the same wait. SIGHUP applies the file as it is, at once.
+	ReloadSettle = 2 * time.Second
+	// maxLoggedJobs bounds the job IDs one reload log line lists.
+	maxLoggedJobs = 100
+)
 
 // reloader re-reads the config on SIGHUP and when the file changes. A valid
 // new config replaces the jobs (by ID: running runs go on, no slot runs
 // twice); an invalid one is rejected with its errors and the last good one
-// keeps running.
+// keeps running. A file without its jobs listed (empty, or cut off before
+// or at "jobs:") is invalid here: config.ParseReload.
 type reloader struct {
 	path    string
 	current *config.Config
 	runner  *runner.Runner
-	host    *pluginhost.Host
-	log     *slog.Logger
-	sum     [sha256.Size]byte
+	// check asks the plugins whether cfg's jobs name real tasks with
+	// valid params.
+	check func(ctx context.Context, cfg *config.Config) error
+	log   *slog.Logger
+
+	poll, settle time.Duration
+	applied      [sha256.Size]byte // the content last applied or rejected
+	pending      [sha256.Size]byte // a changed content waiting to settle
+	pendingSince time.Time         // zero: nothing pending
+	unreadable   bool              // the last read failed (logged once)
 }
 
 func (rl *reloader) run(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	rl.sum, _ = fileSum(rl.path)
-	t := time.NewTicker(reloadPoll)
+	if data, err := os.ReadFile(rl.path); err == nil {
+		rl.applied = sha256.Sum256(data)
+	}
+	t := time.NewTicker(rl.poll)
 	defer t.Stop()
 	for {
 		select {
@@ -45,41 +65,122 @@ func (rl *reloader) run(ctx context.Context) {
 			return
 		case <-hup:
 			rl.log.Info("SIGHUP: reloading the config", "path", rl.path)
-			rl.reload(ctx)
-		case <-t.C:
-			if sum, err := fileSum(rl.path); err == nil && !bytes.Equal(sum[:], rl.sum[:]) {
-				rl.log.Info("config file changed: reloading", "path", rl.path)
-				rl.reload(ctx)
+			data, err := os.ReadFile(rl.path)
+			if err != nil {
+				rl.log.Error("config reload rejected; the last good config keeps running", "path", rl.path, "error", err.Error())
+				continue
 			}
+			rl.pendingSince = time.Time{}
+			rl.reload(ctx, data)
+		case now := <-t.C:
+			rl.look(ctx, now)
 		}
 	}
 }
 
-func (rl *reloader) reload(ctx context.Context) {
-	rl.sum, _ = fileSum(rl.path)
-	cfg, err := config.Load(rl.path)
+// look reads the file and applies it once its content has stayed the same,
+// and differed from the last applied, for rl.settle.
+func (rl *reloader) look(ctx context.Context, now time.Time) {
+	data, err := os.ReadFile(rl.path)
+	if err != nil {
+		// Missing for a moment while a tool replaces it, or gone: wait.
+		if !rl.unreadable {
+			rl.log.Warn("cannot read the config file; the last good config keeps running", "path", rl.path, "error", err.Error())
+		}
+		rl.unreadable, rl.pendingSince = true, time.Time{}
+		return
+	}
+	rl.unreadable = false
+	sum := sha256.Sum256(data)
+	switch {
+	case sum == rl.applied:
+		rl.pendingSince = time.Time{} // changed back, or never changed
+	case rl.pendingSince.IsZero() || sum != rl.pending:
+		if rl.pendingSince.IsZero() {
+			rl.log.Info("config file changed: applying it once it has not changed for "+rl.settle.String(), "path", rl.path)
+		}
+		rl.pending, rl.pendingSince = sum, now
+	case now.Sub(rl.pendingSince) >= rl.settle:
+		rl.pendingSince = time.Time{}
+		rl.reload(ctx, data)
+	}
+}
+
+// reload applies data, the content of the config file, or rejects it.
+func (rl *reloader) reload(ctx context.Context, data []byte) {
+	rl.applied = sha256.Sum256(data)
+	cfg, err := config.ParseReload(rl.path, data)
 	if err == nil {
-		err = rl.host.CheckTasks(ctx, TaskRefs(rl.path, cfg))
+		err = rl.check(ctx, cfg)
 	}
 	if err != nil {
 		rl.log.Error("config reload rejected; the last good config keeps running", "path", rl.path, "error", err.Error())
 		return
 	}
-	old := *rl.current
-	next := *cfg
-	old.Jobs, next.Jobs = nil, nil
+	old, next := *rl.current, *cfg
+	old.Jobs, next.Jobs, old.Warnings, next.Warnings = nil, nil, nil, nil
 	if !reflect.DeepEqual(old, next) {
 		rl.log.Warn("only jobs are reloaded; restart the runner to apply the other changes", "path", rl.path)
 	}
+	added, changed, removed := diffJobs(rl.current.Jobs, cfg.Jobs)
 	rl.runner.SetJobs(Jobs(cfg))
 	rl.current = cfg
-	rl.log.Info("config reloaded", "jobs", len(cfg.Jobs))
+	for _, w := range cfg.Warnings {
+		rl.log.Warn("config warning: "+w.Msg, "where", w.String())
+	}
+	if len(removed) > 0 {
+		msg := "config reload removed jobs"
+		if len(cfg.Jobs) == 0 {
+			msg = "config reload removed every job"
+		}
+		rl.log.Warn(msg, "removed", capIDs(removed), "removed_count", len(removed), "jobs", len(cfg.Jobs), "path", rl.path)
+	}
+	rl.log.Info("config reloaded", "jobs", len(cfg.Jobs),
+		"added", capIDs(added), "changed", capIDs(changed), "removed", capIDs(removed),
+		"added_count", len(added), "changed_count", len(changed), "removed_count", len(removed))
 }
 
-func fileSum(path string) ([sha256.Size]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return [sha256.Size]byte{}, err
+// diffJobs returns, by ID and sorted, the jobs next adds to old, the jobs
+// in both whose settings differ, and the jobs next removes.
+func diffJobs(old, next []config.Job) (added, changed, removed []string) {
+	before := make(map[string]config.Job, len(old))
+	for _, j := range old {
+		before[j.ID] = j
 	}
-	return sha256.Sum256(b), nil
+	for _, j := range next {
+		o, ok := before[j.ID]
+		switch {
+		case !ok:
+			added = append(added, j.ID)
+		case !sameJob(o, j):
+			changed = append(changed, j.ID)
+		}
+		delete(before, j.ID)
+	}
+	for id := range before {
+		removed = append(removed, id)
+	}
+	slices.Sort(added)
+	slices.Sort(changed)
+	slices.Sort(removed)
+	return added, changed, removed
+}
+
+// sameJob compares two jobs by their settings, not where they are in the
+// file or what was derived from them.
+func sameJob(a, b config.Job) bool {
+	a.Line, a.Location, a.Sched = 0, nil, nil
+	b.Line, b.Location, b.Sched = 0, nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// capIDs keeps a log line bounded: at most maxLoggedJobs IDs, then "…".
+func capIDs(ids []string) []string {
+	if ids == nil {
+		return []string{}
+	}
+	if len(ids) <= maxLoggedJobs {
+		return ids
+	}
+	return append(slices.Clip(ids[:maxLoggedJobs]), "…")
 }

@@ -1,0 +1,224 @@
+package fxmodule
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/config"
+)
+
+// reloadBundle is a reloader on a file in a temporary directory, with a
+// real runner (jobs only: no coordinator needed to set them) and no plugins
+// to ask.
+type reloadBundle struct {
+	rl   *reloader
+	r    *runner.Runner
+	path string
+	log  *syncBuffer
+	t0   time.Time
+}
+
+func setupReload(t *testing.T, initial string) *reloadBundle {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pacer.yaml")
+	writeFile(t, path, initial)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(buf, nil))
+	r := runner.New(runner.Options{Node: "n1", Logger: log})
+	r.SetJobs(Jobs(cfg))
+	rl := &reloader{path: path, current: cfg, runner: r, log: log, poll: ReloadPoll, settle: ReloadSettle,
+		check: func(context.Context, *config.Config) error { return nil }}
+	data, _ := os.ReadFile(path)
+	rl.applied = sha256.Sum256(data)
+	return &reloadBundle{rl: rl, r: r, path: path, log: buf, t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// look runs one poll of the file at t0+at.
+func (b *reloadBundle) look(at time.Duration) { b.rl.look(context.Background(), b.t0.Add(at)) }
+
+func (b *reloadBundle) jobIDs() []string {
+	var ids []string
+	for _, j := range b.r.Jobs() {
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
+
+func jobsYAML(ids ...string) string {
+	var s strings.Builder
+	s.WriteString("jobs:\n")
+	for _, id := range ids {
+		fmt.Fprintf(&s, "  - id: %s\n    plugin: shell\n    task: exec\n    schedule: '@every 1h'\n", id)
+	}
+	return s.String()
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A file written in two steps is applied only once it has stopped changing:
+// the half that a read in between sees is never applied.
+func TestReloadWaitsForTheFileToSettle(t *testing.T) {
+	t.Parallel()
+	b := setupReload(t, jobsYAML("a", "b", "c", "d"))
+	full := jobsYAML("a", "b", "c", "d", "e")
+	half := full[:strings.Index(full, "  - id: c")] // valid YAML: jobs a and b
+
+	writeFile(t, b.path, half)
+	b.look(0)
+	b.look(ReloadSettle - time.Millisecond)
+	if got := b.jobIDs(); len(got) != 4 {
+		t.Fatalf("applied before the file settled: %v", got)
+	}
+	writeFile(t, b.path, full) // the second step: the wait starts again
+	b.look(ReloadSettle)
+	b.look(2*ReloadSettle - time.Millisecond)
+	if got := b.jobIDs(); len(got) != 4 {
+		t.Fatalf("applied before the second step settled: %v", got)
+	}
+	b.look(2 * ReloadSettle)
+	if got := b.jobIDs(); !slices.Equal(got, []string{"a", "b", "c", "d", "e"}) {
+		t.Fatalf("after settling: %v", got)
+	}
+	if n := len(b.log.lines("config reloaded")); n != 1 {
+		t.Fatalf("%d reloads, want 1:\n%s", n, b.log)
+	}
+	// A change that is undone before it settles applies nothing.
+	writeFile(t, b.path, half)
+	b.look(3 * ReloadSettle)
+	writeFile(t, b.path, full)
+	b.look(4 * ReloadSettle)
+	b.look(5 * ReloadSettle)
+	if n := len(b.log.lines("config reloaded")); n != 1 {
+		t.Fatalf("a change undone before it settled was applied:\n%s", b.log)
+	}
+}
+
+// Emptied or cut before its jobs, the file is refused; the jobs stay.
+func TestReloadRefusesAFileWithoutItsJobs(t *testing.T) {
+	t.Parallel()
+	for name, content := range map[string]string{
+		"empty":                 "",
+		"cut before jobs:":      "http: {listen: 127.0.0.1:9464}\n",
+		"cut right after jobs:": "http: {listen: 127.0.0.1:9464}\njobs:\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setupReload(t, jobsYAML("a", "b"))
+			writeFile(t, b.path, content)
+			b.look(0)
+			b.look(ReloadSettle)
+			if got := b.jobIDs(); !slices.Equal(got, []string{"a", "b"}) {
+				t.Fatalf("jobs after the reload: %v", got)
+			}
+			rej := b.log.lines("config reload rejected; the last good config keeps running")
+			if len(rej) != 1 || !strings.Contains(rej[0]["error"].(string), `write "jobs: []" to remove every job`) {
+				t.Fatalf("rejections: %v", rej)
+			}
+			// Refused once, not again at every poll.
+			b.look(2 * ReloadSettle)
+			b.look(3 * ReloadSettle)
+			if n := len(b.log.lines("config reload rejected; the last good config keeps running")); n != 1 {
+				t.Fatalf("%d rejections of one content, want 1", n)
+			}
+		})
+	}
+}
+
+// Every reload says what it added, changed and removed; removing jobs is a
+// WARN line naming them; "jobs: []" is accepted with a WARN line that says
+// how many were removed.
+func TestReloadLogsAddedChangedRemoved(t *testing.T) {
+	t.Parallel()
+	b := setupReload(t, jobsYAML("keep", "change", "drop1", "drop2"))
+	next := jobsYAML("keep", "change", "new")
+	next = strings.Replace(next, "id: change\n    plugin: shell\n    task: exec\n    schedule: '@every 1h'", "id: change\n    plugin: shell\n    task: exec\n    schedule: '@every 2h'", 1)
+	writeFile(t, b.path, next)
+	b.look(0)
+	b.look(ReloadSettle)
+	done := b.log.lines("config reloaded")
+	if len(done) != 1 || fmt.Sprint(done[0]["added"], done[0]["changed"], done[0]["removed"]) != "[new] [change] [drop1 drop2]" {
+		t.Fatalf("config reloaded: %v", done)
+	}
+	warn := b.log.lines("config reload removed jobs")
+	if len(warn) != 1 || warn[0]["level"] != "WARN" || fmt.Sprint(warn[0]["removed"]) != "[drop1 drop2]" || warn[0]["removed_count"] != 2.0 {
+		t.Fatalf("removal warning: %v", warn)
+	}
+
+	writeFile(t, b.path, "jobs: []\n")
+	b.look(2 * ReloadSettle)
+	b.look(3 * ReloadSettle)
+	if got := b.jobIDs(); len(got) != 0 {
+		t.Fatalf("jobs: [] left %v", got)
+	}
+	all := b.log.lines("config reload removed every job")
+	if len(all) != 1 || all[0]["level"] != "WARN" || all[0]["removed_count"] != 3.0 {
+		t.Fatalf("jobs: [] warning: %v\n%s", all, b.log)
+	}
+}
+
+// A reload that removes thousands of jobs logs a bounded line.
+func TestReloadLogLineIsBounded(t *testing.T) {
+	t.Parallel()
+	var ids []string
+	for i := range 5000 {
+		ids = append(ids, fmt.Sprintf("job-%04d", i))
+	}
+	b := setupReload(t, jobsYAML(ids...))
+	writeFile(t, b.path, "jobs: []\n")
+	b.look(0)
+	b.look(ReloadSettle)
+	all := b.log.lines("config reload removed every job")
+	if len(all) != 1 || all[0]["removed_count"] != 5000.0 || len(all[0]["removed"].([]any)) != maxLoggedJobs+1 {
+		t.Fatalf("warning: %v", all)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// lines returns the JSON log lines with msg.
+func (s *syncBuffer) lines(msg string) []map[string]any {
+	var out []map[string]any
+	for _, l := range strings.Split(s.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
