@@ -23,6 +23,7 @@ import (
 	"github.com/pacerun/pacer/runner/config"
 	"github.com/pacerun/pacer/runner/fxmodule"
 	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/runner/schedule"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -34,6 +35,7 @@ Usage:
   pacer run --config FILE        run the scheduler
   pacer validate --config FILE   check a config file and the jobs' tasks and params;
                                  print each job's next fire times
+                                 (--from RFC3339 --count N: N fire times after any instant)
   pacer jobs                     jobs, their schedules, state and next fire time
   pacer trigger JOB              run a job now (X-Correlation-ID from env PACER_CORRELATION_ID)
   pacer pause JOB | resume JOB   pause or resume a job on every replica
@@ -53,14 +55,27 @@ Run "pacer COMMAND -h" for a command's flags.
 // errUsage marks errors caused by how pacer was called (exit status 2).
 var errUsage = errors.New("usage error")
 
+// configError marks an error in the config file (exit status 2, as a usage
+// error; see docs/operations.md): it cannot be read, it is invalid, or its
+// jobs name plugins, tasks or params that the plugins refuse.
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
+
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "pacer:", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitCode is the exit status for an error from run.
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) || errors.As(err, new(configError)) {
+		return 2
+	}
+	return 1
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
@@ -117,37 +132,78 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (string, erro
 func validateCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	skipPlugins := fs.Bool("skip-plugins", false, "do not start plugins to check tasks and params")
+	fromFlag := fs.String("from", "", "list fire times after this RFC 3339 instant (default: now), e.g. to check a DST day before it comes")
+	count := fs.Int("count", 5, fmt.Sprintf("how many fire times to list per job (1 to %d)", maxPreview))
 	path, err := parseFlags(fs, args, stderr)
 	if err != nil {
 		return err
 	}
+	from := time.Now()
+	if *fromFlag != "" {
+		if from, err = time.Parse(time.RFC3339, *fromFlag); err != nil {
+			return fmt.Errorf("%w: --from %q: want an RFC 3339 time such as 2026-03-29T00:00:00+01:00", errUsage, *fromFlag)
+		}
+	}
+	if *count < 1 || *count > maxPreview {
+		return fmt.Errorf("%w: --count %d: want 1 to %d", errUsage, *count, maxPreview)
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		return fmt.Errorf("%w\n%s is not valid", err, path)
+		return configError{fmt.Errorf("%w\n%s is not valid", err, path)}
 	}
 	if !*skipPlugins {
 		h := pluginhost.New(fxmodule.PluginHostOptions(cfg))
 		err := h.CheckTasks(context.Background(), fxmodule.TaskRefs(path, cfg))
 		h.Close()
 		if err != nil {
-			return fmt.Errorf("%w\n%s is not valid", err, path)
+			return configError{fmt.Errorf("%w\n%s is not valid", err, path)}
 		}
 	}
-	now := time.Now()
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
 	fmt.Fprintf(stdout, "%s is valid: %d job(s)\n", path, len(cfg.Jobs))
-	for _, j := range cfg.Jobs {
+	for i, j := range cfg.Jobs {
 		fmt.Fprintf(stdout, "\n%s  (%s/%s, schedule %q, timezone %s)\n", j.ID, j.Plugin, j.Task, j.Schedule, j.Location)
-		t := now
-		for range 5 {
-			t = j.Sched.Next(t)
-			if t.IsZero() {
-				fmt.Fprintln(stdout, "  (no further fire times)")
-				break
+		fires := schedule.NextN(j.Sched, from, *count)
+		if len(fires) == 0 {
+			if schedule.NeverFires(j.Sched) { // a config warning already says so
+				fmt.Fprintln(stdout, "  next: never (no date matches its schedule)")
+				continue
 			}
-			fmt.Fprintf(stdout, "  %s\n", t.In(j.Location).Format(time.RFC3339))
+			why := "no fire time after " + from.Format(time.RFC3339)
+			fmt.Fprintf(stdout, "  next: never (%s)\n", why)
+			fmt.Fprintf(stderr, "warning: %s:%d: jobs[%d]: job %s will never fire: %s\n", path, j.Line, i, j.ID, why)
+			continue
+		}
+		// Mark each change of UTC offset, so that daylight-saving days
+		// stand out.
+		_, prev := from.In(j.Location).Zone()
+		for _, t := range fires {
+			local := t.In(j.Location)
+			note := ""
+			if _, off := local.Zone(); off != prev {
+				note = fmt.Sprintf("  (UTC offset %s, was %s)", fmtOffset(off), fmtOffset(prev))
+				prev = off
+			}
+			fmt.Fprintf(stdout, "  %s%s\n", local.Format(time.RFC3339), note)
+		}
+		if len(fires) < *count {
+			fmt.Fprintln(stdout, "  (no further fire times)")
 		}
 	}
 	return nil
+}
+
+// maxPreview bounds pacer validate --count.
+const maxPreview = 10000
+
+func fmtOffset(sec int) string {
+	sign := '+'
+	if sec < 0 {
+		sign, sec = '-', -sec
+	}
+	return fmt.Sprintf("%c%02d:%02d", sign, sec/3600, sec/60%60)
 }
 
 func runCmd(args []string, stderr io.Writer) error {
@@ -157,7 +213,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		return fmt.Errorf("%w\nrefusing to start with an invalid config", err)
+		return configError{fmt.Errorf("%w\nrefusing to start with an invalid config", err)}
 	}
 	app := fx.New(
 		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, Version: buildVersion(), LogOutput: stderr}),
@@ -170,6 +226,9 @@ func runCmd(args []string, stderr io.Writer) error {
 	startCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := app.Start(startCtx); err != nil {
+		if errors.Is(err, fxmodule.ErrJobsRefused) {
+			return configError{fmt.Errorf("%w\nrefusing to start with an invalid config", err)}
+		}
 		return fmt.Errorf("cannot start the runner: %w", err)
 	}
 	<-app.Wait() // SIGINT or SIGTERM

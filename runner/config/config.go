@@ -399,7 +399,8 @@ func parse(name string, data []byte, requireJobs bool) (*Config, error) {
 	if !d.aborted {
 		d.validate(cfg)
 	}
-	if requireJobs && cfg.Jobs == nil && !d.failedAt("jobs") {
+	// (Unless the file did not parse at all: that error says enough.)
+	if requireJobs && cfg.Jobs == nil && !d.failedAt("jobs") && (root != nil || len(d.problems) == 0) {
 		what := "the file lists no jobs"
 		switch {
 		case len(bytes.TrimSpace(data)) == 0:

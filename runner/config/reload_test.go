@@ -21,6 +21,7 @@ func TestParseReloadNeedsTheJobsListed(t *testing.T) {
 		{"jobs: null", "jobs: ~\n", `pacer.yaml:1: jobs: "jobs:" has no value`},
 		// Cut inside a job: the job lacks its keys, like any invalid file.
 		{"cut inside a job", full[:strings.Index(full, "    task")], `pacer.yaml:3: jobs[0].task: missing required key "task"`},
+		{"cut in the middle of a line", full[:strings.Index(full, "k: run")], `pacer.yaml:5: invalid YAML: could not find expected ':'`},
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
@@ -32,6 +33,9 @@ func TestParseReloadNeedsTheJobsListed(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error:\n%v\nwant it to contain %s", err, tc.want)
+			}
+			if n := len(cerr.Problems); n > 2 {
+				t.Fatalf("%d problems, want the one that says what is wrong:\n%v", n, err)
 			}
 		})
 	}

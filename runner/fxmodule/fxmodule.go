@@ -67,6 +67,11 @@ func TaskRefs(path string, cfg *config.Config) []pluginhost.TaskRef {
 	return refs
 }
 
+// ErrJobsRefused wraps the start-up error of a config whose jobs the
+// plugins refuse: a plugin that cannot be started, an unknown task, or
+// params that do not fit the task's schema. It is a config error.
+var ErrJobsRefused = errors.New("the plugins refuse the config's jobs")
+
 // Options returns the fx options for a runner application.
 func Options(p Params) fx.Option {
 	return fx.Options(
@@ -198,7 +203,10 @@ func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logg
 	// Refuse a job with an unknown plugin or task, or bad params, before
 	// anything is scheduled: start each plugin and ask it.
 	lc.Append(fx.StartHook(func(ctx context.Context) error {
-		return h.CheckTasks(ctx, TaskRefs(p.ConfigPath, cfg))
+		if err := h.CheckTasks(ctx, TaskRefs(p.ConfigPath, cfg)); err != nil {
+			return fmt.Errorf("%w:\n%w", ErrJobsRefused, err)
+		}
+		return nil
 	}))
 	lc.Append(fx.StopHook(h.Close))
 	return h, nil

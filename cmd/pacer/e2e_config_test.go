@@ -1,0 +1,297 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pacerCmd runs the pacer binary with args (and env added) and returns its
+// stdout, stderr and exit code.
+func pacerCmd(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "pacer"), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("pacer %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// isolated appends what keeps `pacer run` off shared ports and directories.
+func isolated(t *testing.T, cfg string) string {
+	return cfg + fmt.Sprintf("cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}\n",
+		t.TempDir(), freeAddr(t), freeAddr(t))
+}
+
+// Exit status 2 for a usage or config error (as docs/operations.md says),
+// 1 for a runtime error, from `pacer validate` and `pacer run` alike.
+func TestE2EExitCodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		must(os.WriteFile(p, []byte(content), 0o644))
+		return p
+	}
+	plugins := filepath.Join(binDir, "plugins")
+	invalid := write("invalid.yaml", isolated(t, "http: {listen: "+freeAddr(t)+"}\njobs:\n  - id: a\n    plugin: shell\n    task: exec\n    schedule: \"*-5 * * * *\"\n"))
+	badParams := write("params.yaml", isolated(t, "http: {listen: "+freeAddr(t)+"}\nplugins: {dir: "+plugins+"}\njobs:\n  - id: a\n    plugin: shell\n    task: exec\n    schedule: \"@every 1h\"\n    params: {comand: [echo]}\n"))
+	// The HTTP port is taken: the config is fine, starting is not.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := write("busy.yaml", isolated(t, "http: {listen: "+taken.Addr().String()+"}\nplugins: {dir: "+plugins+"}\njobs:\n  - id: a\n    plugin: shell\n    task: exec\n    schedule: \"@every 1h\"\n    params: {command: [echo]}\n"))
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"validate: invalid", []string{"validate", "--config", invalid}, 2, `jobs[0].schedule: invalid cron expression "*-5 * * * *": minute: "*-5": "*" cannot start a range`},
+		{"run: invalid", []string{"run", "--config", invalid}, 2, "refusing to start with an invalid config"},
+		{"validate: missing file", []string{"validate", "--config", filepath.Join(dir, "absent.yaml")}, 2, "no such file"},
+		{"run: missing file", []string{"run", "--config", filepath.Join(dir, "absent.yaml")}, 2, "no such file"},
+		{"validate: params the plugin refuses", []string{"validate", "--config", badParams}, 2, `unknown key "comand"`},
+		{"run: params the plugin refuses", []string{"run", "--config", badParams}, 2, `unknown key "comand"`},
+		{"usage: no --config", []string{"validate"}, 2, "validate needs --config FILE"},
+		{"usage: bad --from", []string{"validate", "--config", badParams, "--from", "tomorrow"}, 2, `--from "tomorrow": want an RFC 3339 time`},
+		{"usage: absurd --count", []string{"validate", "--config", badParams, "--count", "1000000000"}, 2, "--count 1000000000: want 1 to 10000"},
+		{"run: port taken", []string{"run", "--config", busy}, 1, "cannot start the runner"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := pacerCmd(t, nil, tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("pacer %v: exit %d, want %d; stderr lacks %q?\n%s", tc.args, code, tc.code, tc.want, stderr)
+			}
+		})
+	}
+}
+
+// pacer validate --from --count previews fire times from any instant, marks
+// changes of UTC offset, and warns (exit 0) about jobs that will never fire.
+func TestE2EValidatePreview(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pacer.yaml")
+	must(os.WriteFile(path, []byte(`jobs:
+  - id: nightly
+    plugin: shell
+    task: exec
+    schedule: "30 2 * * *"
+    timezone: Europe/Berlin
+  - id: feb30
+    plugin: shell
+    task: exec
+    schedule: "0 0 30 2 *"
+  - id: once
+    plugin: shell
+    task: exec
+    schedule: "at: 2026-01-01T00:00:00Z"
+`), 0o644))
+	stdout, stderr, code := pacerCmd(t, nil, "validate", "--skip-plugins", "--config", path, "--from", "2026-03-28T00:00:00+01:00", "--count", "3")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"nightly  (shell/exec, schedule \"30 2 * * *\", timezone Europe/Berlin)\n" +
+			"  2026-03-28T02:30:00+01:00\n" +
+			"  2026-03-29T03:00:00+02:00  (UTC offset +02:00, was +01:00)\n" +
+			"  2026-03-30T02:30:00+02:00\n",
+		"feb30  (shell/exec, schedule \"0 0 30 2 *\", timezone UTC)\n  next: never (no date matches its schedule)\n",
+		"once  (shell/exec, schedule \"at: 2026-01-01T00:00:00Z\", timezone UTC)\n  next: never (no fire time after 2026-03-28T00:00:00+01:00)\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks\n%s\ngot:\n%s", want, stdout)
+		}
+	}
+	for _, want := range []string{
+		path + `:10: jobs[1].schedule: "0 0 30 2 *" can never fire: no date matches it; the job is listed with next: never`,
+		path + ":11: jobs[2]: job once will never fire: no fire time after 2026-03-28T00:00:00+01:00",
+	} {
+		if !strings.Contains(stderr, "warning: "+want) {
+			t.Errorf("stderr lacks warning: %s\ngot:\n%s", want, stderr)
+		}
+	}
+	if n := strings.Count(stderr, "warning:"); n != 2 {
+		t.Errorf("%d warnings, want 2 (one per job that will not fire):\n%s", n, stderr)
+	}
+}
+
+// The leap-year case of golang/go#81583 in a real process, with each zone
+// data source: the system's (from 2040) and, through ZONEINFO, Go's own
+// zoneinfo.zip, which time/tzdata embeds (from 2028).
+func TestE2EValidateHourlyAcrossLeapYearEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pacer.yaml")
+	must(os.WriteFile(path, []byte("jobs:\n  - id: hourly\n    plugin: shell\n    task: exec\n    schedule: \"0 * * * *\"\n    timezone: Europe/Berlin\n"), 0o644))
+	for _, tc := range []struct {
+		name string
+		env  []string
+		year int
+	}{
+		{"system", nil, 2040},
+		{"go-zoneinfo", []string{"ZONEINFO=" + filepath.Join(runtime.GOROOT(), "lib", "time", "zoneinfo.zip")}, 2028},
+	} {
+		from := time.Date(tc.year, 12, 31, 20, 0, 0, 0, time.UTC)
+		stdout, stderr, code := pacerCmd(t, tc.env, "validate", "--skip-plugins", "--config", path, "--from", from.Format(time.RFC3339), "--count", "6")
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s%s", tc.name, code, stdout, stderr)
+		}
+		var want strings.Builder
+		for i := 1; i <= 6; i++ {
+			fmt.Fprintf(&want, "  %s\n", from.Add(time.Duration(i)*time.Hour).In(mustBerlin(t)).Format(time.RFC3339))
+		}
+		if !strings.Contains(stdout, want.String()) || strings.Contains(stdout, "never") {
+			t.Errorf("%s: want six hourly fire times across the year's end:\n%s\ngot:\n%s", tc.name, want.String(), stdout)
+		}
+	}
+}
+
+func mustBerlin(t *testing.T) *time.Location {
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+// Reloads through a real `pacer run` (issue 10 item 4, issue 18): a file
+// written in two steps is applied whole, never half way; an emptied file is
+// refused and the jobs keep running; removing jobs is a WARN line naming
+// them; "jobs: []" is accepted with a WARN line counting them. A job that
+// can never fire is listed with next: never and warned about.
+func TestE2EReloadIsSafe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	t.Parallel()
+	httpAddr := freeAddr(t)
+	head := fmt.Sprintf(`
+node: {name: e2e-reload}
+cluster:
+  name: reload
+  data_dir: %s
+  lease_ttl: 2s
+  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:
+`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
+	job := func(id, sched string) string {
+		return fmt.Sprintf("  - id: %s\n    plugin: shell\n    task: exec\n    schedule: %q\n    params: {command: [/bin/true]}\n", id, sched)
+	}
+	var many strings.Builder
+	for i := range 20 {
+		many.WriteString(job(fmt.Sprintf("j%02d", i), "0 0 0 1 1 *"))
+	}
+	base := head + job("tick", "@every 1s") + job("feb30", "0 0 30 2 *") + many.String()
+	p := startPacer(t, "e2e-reload", httpAddr, base)
+	p.waitLogs("a run", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("run finished"))) > 0 })
+
+	// A job that never fires: WARN at start, next: never in the API and CLI.
+	if w := match(p.logs(), msgIs("job will never fire: no date matches its schedule (next: never); fix the schedule")); len(w) != 1 || w[0].str("job") != "feb30" || w[0].str("level") != "WARN" {
+		t.Fatalf("never-firing job: %v", w)
+	}
+	jobs := func() map[string]string {
+		out, code := p.cli(nil, "jobs", "-o", "json")
+		var resp struct {
+			Jobs []struct{ ID, Next string }
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &resp) != nil {
+			t.Fatalf("jobs: exit %d\n%s", code, out)
+		}
+		m := map[string]string{}
+		for _, j := range resp.Jobs {
+			m[j.ID] = j.Next
+		}
+		return m
+	}
+	if j := jobs(); len(j) != 22 || j["feb30"] != "never" || j["tick"] == "never" {
+		t.Fatalf("jobs: %v", j)
+	}
+	if out, _ := p.cli(nil, "jobs"); !regexp.MustCompile(`(?m)^feb30\s.*\snever\s*$`).MatchString(out) {
+		t.Fatalf("pacer jobs does not show next: never:\n%s", out)
+	}
+
+	countMsg := func(msg string) int { return len(match(p.logs(), msgIs(msg))) }
+	const rejected = "config reload rejected; the last good config keeps running"
+	noticed := func(ls []logLine) int {
+		return len(match(ls, func(l logLine) bool { return strings.HasPrefix(l.str("msg"), "config file changed") }))
+	}
+
+	// 1. Written in two steps: first half, then the rest once the runner
+	// has seen the first. The half is never applied.
+	grown := base + job("added", "0 0 0 1 1 *")
+	half := grown[:strings.Index(grown, "  - id: j05")]
+	must(os.WriteFile(p.configPath, []byte(half), 0o644))
+	p.waitLogs("the change to be noticed", 30*time.Second, func(ls []logLine) bool { return noticed(ls) == 1 })
+	must(os.WriteFile(p.configPath, []byte(grown), 0o644))
+	lines := p.waitLogs("the reload", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("config reloaded"))) == 1 })
+	done := match(lines, msgIs("config reloaded"))[0]
+	if done["jobs"] != 23.0 || fmt.Sprint(done["added"]) != "[added]" || fmt.Sprint(done["removed"]) != "[]" {
+		t.Fatalf("the reload applied something else than the whole file: %v", done)
+	}
+	if n := countMsg("config reload removed jobs"); n != 0 {
+		t.Fatalf("the half-written file removed jobs (%d warnings)", n)
+	}
+
+	// 2. Emptied (an editor's truncated save): refused; the jobs stay and
+	// keep running.
+	must(os.Truncate(p.configPath, 0))
+	lines = p.waitLogs("the rejection", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs(rejected))) == 1 })
+	rej := match(lines, msgIs(rejected))[0]
+	if !strings.Contains(rej.str("error"), "jobs: the file is empty") || rej.str("level") != "ERROR" {
+		t.Fatalf("rejection: %v", rej)
+	}
+	if j := jobs(); len(j) != 23 {
+		t.Fatalf("an empty file changed the jobs: %d left", len(j))
+	}
+	waitRunsAfter(p, 2, logTime(rej), 30*time.Second)
+
+	// 3. Removing jobs: a WARN line naming them.
+	must(os.WriteFile(p.configPath, []byte(strings.Replace(grown, job("j03", "0 0 0 1 1 *"), "", 1)), 0o644))
+	lines = p.waitLogs("the removal", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("config reload removed jobs"))) == 1 })
+	if w := match(lines, msgIs("config reload removed jobs"))[0]; w.str("level") != "WARN" || fmt.Sprint(w["removed"]) != "[j03]" {
+		t.Fatalf("removal warning: %v", w)
+	}
+
+	// 4. "jobs: []" on purpose: accepted, with a WARN line counting them.
+	must(os.WriteFile(p.configPath, []byte(head+"  []\n"), 0o644))
+	lines = p.waitLogs("the removal of every job", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("config reload removed every job"))) == 1
+	})
+	if w := match(lines, msgIs("config reload removed every job"))[0]; w.str("level") != "WARN" || w["removed_count"] != 22.0 {
+		t.Fatalf("jobs: [] warning: %v", w)
+	}
+	if j := jobs(); len(j) != 0 {
+		t.Fatalf("after jobs: []: %v", j)
+	}
+}
