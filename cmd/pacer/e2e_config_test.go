@@ -142,6 +142,26 @@ func TestE2EValidatePreview(t *testing.T) {
 	}
 }
 
+// A file without its jobs listed is valid at start-up (with a warning from
+// validate) but would be refused on reload.
+func TestE2EValidateWarnsAboutNoJobs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pacer.yaml")
+	must(os.WriteFile(path, []byte("http: {listen: 127.0.0.1:9464}\n"), 0o644))
+	stdout, stderr, code := pacerCmd(t, nil, "validate", "--config", path)
+	if code != 0 || !strings.Contains(stdout, "is valid: 0 job(s)") ||
+		!strings.Contains(stderr, "warning: "+path+`: jobs: the file lists no jobs; a running pacer refuses to reload such a file (write "jobs: []" for none)`) {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	must(os.WriteFile(path, []byte("jobs: []\n"), 0o644))
+	if _, stderr, code := pacerCmd(t, nil, "validate", "--config", path); code != 0 || strings.Contains(stderr, "warning") {
+		t.Fatalf("jobs: []: exit %d\n%s", code, stderr)
+	}
+}
+
 // The leap-year case of golang/go#81583 in a real process, with each zone
 // data source: the system's (from 2040) and, through ZONEINFO, Go's own
 // zoneinfo.zip, which time/tzdata embeds (from 2028).

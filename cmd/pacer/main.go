@@ -162,6 +162,9 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
+	if cfg.Jobs == nil {
+		fmt.Fprintf(stderr, "warning: %s: jobs: the file lists no jobs; a running pacer refuses to reload such a file (write \"jobs: []\" for none)\n", path)
+	}
 	fmt.Fprintf(stdout, "%s is valid: %d job(s)\n", path, len(cfg.Jobs))
 	for i, j := range cfg.Jobs {
 		fmt.Fprintf(stdout, "\n%s  (%s/%s, schedule %q, timezone %s)\n", j.ID, j.Plugin, j.Task, j.Schedule, j.Location)

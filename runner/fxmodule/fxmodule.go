@@ -294,6 +294,10 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 					}}
 				wg.Go(func() { rl.run(ctx) })
 			}
+			if cfg.Jobs == nil {
+				log.Warn(`the config file lists no jobs: this replica schedules nothing; write "jobs: []" if that is meant (a reload of a file without its jobs is refused)`,
+					"path", p.ConfigPath)
+			}
 			log.Info("scheduler started", "jobs", len(cfg.Jobs))
 			return nil
 		},

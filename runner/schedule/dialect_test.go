@@ -138,3 +138,34 @@ func TestNeverFiresByKind(t *testing.T) {
 		}
 	}
 }
+
+// Parse never panics; what it accepts gives fire times after t, whole
+// seconds, or none exactly when NeverFires says so (for cron specs).
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"0 0 L * *", "0 0 15W 2,3 *", "0 0 * * 5L", "0 0 * * MON#1", "*-5 * * * *", "1,,2 * * * *",
+		"@DAILY", "@every 5s", "0 0 30 2 *", "*/7 1-5/2 L-3 JAN-mar 7", "0 0 L-30 2 *", "at: 2026-01-01T00:00:00Z"} {
+		f.Add(s)
+	}
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		s, err := Parse(spec, berlin)
+		if err != nil {
+			return
+		}
+		for _, at := range []time.Time{time.Unix(0, 0), time.Date(2028, 12, 31, 23, 30, 0, 0, time.UTC), time.Date(2099, 2, 28, 0, 0, 0, 0, time.UTC)} {
+			next := s.Next(at)
+			if next.IsZero() {
+				if _, cron := s.(cronSchedule); cron && !NeverFires(s) {
+					t.Fatalf("%q: Next(%v) = never, but NeverFires is false", spec, at)
+				}
+				continue
+			}
+			if !next.After(at) {
+				t.Fatalf("%q: Next(%v) = %v", spec, at, next)
+			}
+		}
+	})
+}

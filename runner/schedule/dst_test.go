@@ -237,3 +237,38 @@ func TestSkippedDay(t *testing.T) {
 		t.Fatalf("hourly across the skipped day: %v", hourly)
 	}
 }
+
+// Specs that fire every hour but on few days, asked from months before:
+// Next skips the periods in between, and must still land on the first fire
+// of the day, in a repeated or a skipped hour too. Checked minute by minute
+// against the oracle over the days that fire.
+func TestHourlyOnRareDaysFromFarAway(t *testing.T) {
+	t.Parallel()
+	for _, zone := range []string{"Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Pacific/Chatham"} {
+		loc := mustLoc(t, zone)
+		for _, spec := range []string{"30 * 25 10 *", "0,30 * 29 3 *", "15 * L 3,10 *", "0 * * 10,11 SUN#1", "* * 5 4 *"} {
+			o, s := oracleOf(t, spec), mustParse(t, spec, loc)
+			from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			fires := NextN(s, from, 200)
+			if len(fires) != 200 {
+				t.Fatalf("%q in %s: %d fires", spec, zone, len(fires))
+			}
+			// Every minute between two fires (from a day before a fire
+			// when they are further apart) is no fire by the oracle; each
+			// fire is one.
+			prev := from.Unix()
+			for _, f := range fires {
+				lo := max(prev, f.Unix()-86400)
+				for m := lo - lo%60 + 60; m < f.Unix(); m += 60 {
+					if m > prev && oracleFires(o, loc, m) {
+						t.Fatalf("%q in %s: Next(%v) = %v skips %v", spec, zone, time.Unix(prev, 0).In(loc), f.In(loc), time.Unix(m, 0).In(loc))
+					}
+				}
+				if !oracleFires(o, loc, f.Unix()) {
+					t.Fatalf("%q in %s: %v is no fire by the oracle", spec, zone, f.In(loc))
+				}
+				prev = f.Unix()
+			}
+		}
+	}
+}

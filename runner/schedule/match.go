@@ -28,15 +28,22 @@ type matcher struct {
 }
 
 // never reports whether no date can ever match, such as "0 0 30 2 *" or
-// "0 0 L-30 2 *". The calendar repeats every 400 years, so it looks at one
-// cycle, 2000-2399; a spec that matches at all matches within its first
-// few months, so this is quick except for specs that never fire.
+// "0 0 L-29 2 *". Which days of a month match depends only on the month's
+// length and the weekday of its 1st, and every month takes each of the seven
+// weekdays for its 1st (February both in leap and in common years) within
+// any 400-year cycle, so it looks at each of those cases once.
 func (m *matcher) never() bool {
-	for y := int64(2000); y < 2400; y++ {
-		for mo := nextBit(m.month, 1, 12); mo > 0; mo = nextBit(m.month, mo+1, 12) {
-			for d := 1; d <= daysIn(y, mo); d++ {
-				if m.dayMatches(y, mo, d) {
-					return false
+	for mo := nextBit(m.month, 1, 12); mo > 0; mo = nextBit(m.month, mo+1, 12) {
+		lengths := []int{daysIn(2001, mo)}
+		if mo == 2 {
+			lengths = append(lengths, 29)
+		}
+		for _, dim := range lengths {
+			for first := range 7 {
+				for d := 1; d <= dim; d++ {
+					if m.dayMatchesIn(d, (first+d-1)%7, dim) {
+						return false
+					}
 				}
 			}
 		}
@@ -47,11 +54,14 @@ func (m *matcher) never() bool {
 // dayMatches applies cron's day rule: day-of-month and day-of-week are OR-ed,
 // unless either is "*", in which case both must match (as in robfig/cron).
 func (m *matcher) dayMatches(y int64, mo, d int) bool {
-	wd := weekday(daysFromCivil(y, mo, d))
+	return m.dayMatchesIn(d, weekday(daysFromCivil(y, mo, d)), daysIn(y, mo))
+}
+
+// dayMatchesIn is dayMatches for day d, a weekday wd, of a month of dim days.
+func (m *matcher) dayMatchesIn(d, wd, dim int) bool {
 	domMatch := m.dom>>d&1 != 0
 	dowMatch := m.dow>>wd&1 != 0
 	if m.special {
-		dim := daysIn(y, mo)
 		domMatch = domMatch || m.domSpecial(d, wd, dim)
 		dowMatch = dowMatch || m.dowSpecial(d, wd, dim)
 	}

@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"fmt"
 	"math/big"
 	"testing"
 	"time"
@@ -260,4 +261,30 @@ func mustCron(tb tb, spec string) matcher {
 		tb.Fatalf("parseCron(%q): %v", spec, err)
 	}
 	return m
+}
+
+// never() against the oracle over a whole 400-year cycle, for specs drawn
+// to be rare: one month, and day terms near the month's end or with L, W, #.
+func TestPropertyNeverAgreesWithOracle(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		mo := rapid.IntRange(1, 12).Draw(t, "month")
+		dom := rapid.SampledFrom([]string{"*", "?", "29", "30", "31", "L", "L-27", "L-28", "L-29", "L-30", "29W", "30W", "31W", "LW", "1W"}).Draw(t, "dom")
+		dow := rapid.SampledFrom([]string{"*", "?", "0#5", "6#5", "3#5", "1L", "MON#4"}).Draw(t, "dow")
+		spec := fmt.Sprintf("0 0 %s %d %s", dom, mo, dow)
+		o := oracleOf(t, spec)
+		oracleNever := true
+		for y := 2000; y < 2400 && oracleNever; y++ {
+			for d := 1; d <= lastDay(y, time.Month(mo)); d++ {
+				if o.dayMatch(y, time.Month(mo), d) {
+					oracleNever = false
+					break
+				}
+			}
+		}
+		m := mustCron(t, spec)
+		if got := m.never(); got != oracleNever {
+			t.Fatalf("%q: never() = %v, oracle %v", spec, got, oracleNever)
+		}
+	})
 }

@@ -261,10 +261,21 @@ func (c cronSchedule) nextByInstant(start int64) (int64, bool) {
 		if at := cv - z.off; !z.hasEnd || at < z.end {
 			return at, true
 		}
-		s = z.end // the match lies beyond this period: look again from the next
+		// The match lies beyond this period: look again from the next, or,
+		// when it is far, from two days before it. No instant in
+		// [s+2d, cv-1d) can match (UTC offsets are within a day): its wall
+		// clock reads more than s+z.off, where cv is the first match, and
+		// less than cv.
+		next := z.end
+		if z.end >= s+2*day && cv-2*day > z.end {
+			next = cv - 2*day
+		}
+		s = next
 	}
 	return 0, false
 }
+
+const day = 86400 // seconds
 
 // nextByWallTime returns the earliest f(cv) >= start over matching civil times
 // cv, where f maps a civil time to its first occurrence, or to the end of the
