@@ -166,12 +166,20 @@ func diffJobs(old, next []config.Job) (added, changed, removed []string) {
 	return added, changed, removed
 }
 
-// sameJob compares two jobs by their settings, not where they are in the
-// file or what was derived from them.
+// sameJob compares two jobs by their settings, the fields read from the
+// file's keys, not by where they are in the file or what was derived from
+// them (yaml:"-" and unexported fields).
 func sameJob(a, b config.Job) bool {
-	a.Line, a.Location, a.Sched = 0, nil, nil
-	b.Line, b.Location, b.Sched = 0, nil, nil
-	return reflect.DeepEqual(a, b)
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	for _, f := range reflect.VisibleFields(va.Type()) {
+		if !f.IsExported() || f.Tag.Get("yaml") == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(va.FieldByIndex(f.Index).Interface(), vb.FieldByIndex(f.Index).Interface()) {
+			return false
+		}
+	}
+	return true
 }
 
 // capIDs keeps a log line bounded: at most maxLoggedJobs IDs, then "…".

@@ -151,7 +151,8 @@ func TestReloadRefusesAFileWithoutItsJobs(t *testing.T) {
 func TestReloadLogsAddedChangedRemoved(t *testing.T) {
 	t.Parallel()
 	b := setupReload(t, jobsYAML("keep", "change", "drop1", "drop2"))
-	next := jobsYAML("keep", "change", "new")
+	// "keep" moves down the file; "change" gets another schedule.
+	next := strings.Replace(jobsYAML("new", "change", "keep"), "jobs:\n", "jobs:\n# the jobs\n", 1)
 	next = strings.Replace(next, "id: change\n    plugin: shell\n    task: exec\n    schedule: '@every 1h'", "id: change\n    plugin: shell\n    task: exec\n    schedule: '@every 2h'", 1)
 	writeFile(t, b.path, next)
 	b.look(0)
