@@ -34,6 +34,22 @@ func pacerCmd(t *testing.T, env []string, args ...string) (stdout, stderr string
 	return out.String(), errb.String(), code
 }
 
+// parallelE2E marks an end-to-end test that can run beside the others.
+func parallelE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	t.Parallel()
+}
+
+// tempConfig writes a config file for the test and returns its path.
+func tempConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pacer.yaml")
+	must(os.WriteFile(path, []byte(content), 0o644))
+	return path
+}
+
 // isolated appends what keeps `pacer run` off shared ports and directories.
 func isolated(t *testing.T, cfg string) string {
 	return cfg + fmt.Sprintf("cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}\n",
@@ -43,10 +59,7 @@ func isolated(t *testing.T, cfg string) string {
 // Exit status 2 for a usage or config error (as docs/operations.md says),
 // 1 for a runtime error, from `pacer validate` and `pacer run` alike.
 func TestE2EExitCodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
-	}
-	t.Parallel()
+	parallelE2E(t)
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -93,12 +106,8 @@ func TestE2EExitCodes(t *testing.T) {
 // pacer validate --from --count previews fire times from any instant, marks
 // changes of UTC offset, and warns (exit 0) about jobs that will never fire.
 func TestE2EValidatePreview(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
-	}
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "pacer.yaml")
-	must(os.WriteFile(path, []byte(`jobs:
+	parallelE2E(t)
+	path := tempConfig(t, `jobs:
   - id: nightly
     plugin: shell
     task: exec
@@ -112,7 +121,7 @@ func TestE2EValidatePreview(t *testing.T) {
     plugin: shell
     task: exec
     schedule: "at: 2026-01-01T00:00:00Z"
-`), 0o644))
+`)
 	stdout, stderr, code := pacerCmd(t, nil, "validate", "--skip-plugins", "--config", path, "--from", "2026-03-28T00:00:00+01:00", "--count", "3")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
@@ -145,12 +154,8 @@ func TestE2EValidatePreview(t *testing.T) {
 // A file without its jobs listed is valid at start-up (with a warning from
 // validate) but would be refused on reload.
 func TestE2EValidateWarnsAboutNoJobs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
-	}
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "pacer.yaml")
-	must(os.WriteFile(path, []byte("http: {listen: 127.0.0.1:9464}\n"), 0o644))
+	parallelE2E(t)
+	path := tempConfig(t, "http: {listen: 127.0.0.1:9464}\n")
 	stdout, stderr, code := pacerCmd(t, nil, "validate", "--config", path)
 	if code != 0 || !strings.Contains(stdout, "is valid: 0 job(s)") ||
 		!strings.Contains(stderr, "warning: "+path+`: jobs: the file lists no jobs; a running pacer refuses to reload such a file (write "jobs: []" for none)`) {
@@ -166,12 +171,8 @@ func TestE2EValidateWarnsAboutNoJobs(t *testing.T) {
 // data source: the system's (from 2040) and, through ZONEINFO, Go's own
 // zoneinfo.zip, which time/tzdata embeds (from 2028).
 func TestE2EValidateHourlyAcrossLeapYearEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
-	}
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "pacer.yaml")
-	must(os.WriteFile(path, []byte("jobs:\n  - id: hourly\n    plugin: shell\n    task: exec\n    schedule: \"0 * * * *\"\n    timezone: Europe/Berlin\n"), 0o644))
+	parallelE2E(t)
+	path := tempConfig(t, "jobs:\n  - id: hourly\n    plugin: shell\n    task: exec\n    schedule: \"0 * * * *\"\n    timezone: Europe/Berlin\n")
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -209,10 +210,7 @@ func mustBerlin(t *testing.T) *time.Location {
 // them; "jobs: []" is accepted with a WARN line counting them. A job that
 // can never fire is listed with next: never and warned about.
 func TestE2EReloadIsSafe(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
-	}
-	t.Parallel()
+	parallelE2E(t)
 	httpAddr := freeAddr(t)
 	head := fmt.Sprintf(`
 node: {name: e2e-reload}

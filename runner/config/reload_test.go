@@ -52,17 +52,9 @@ func TestParseReloadNeedsTheJobsListed(t *testing.T) {
 // A schedule no date matches is valid, with a warning at its line.
 func TestWarningForScheduleThatNeverFires(t *testing.T) {
 	t.Parallel()
-	cfg, err := Parse("pacer.yaml", y(
-		"jobs:",
-		"  - id: feb30",
-		"    plugin: shell",
-		"    task: run",
-		"    schedule: '0 0 30 2 *'",
-		"  - id: ok",
-		"    plugin: shell",
-		"    task: run",
-		"    schedule: '0 0 29 2 *'",
-	))
+	feb30 := jobLines("feb30")
+	feb30[3] = "    schedule: '0 0 30 2 *'" // line 5
+	cfg, err := Parse("pacer.yaml", cat([]string{"jobs:"}, feb30, jobLines("ok")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ type reloadBundle struct {
 	rl   *reloader
 	r    *runner.Runner
 	path string
-	log  *syncBuffer
+	log  *logBuffer
 	t0   time.Time
 }
 
@@ -38,7 +37,7 @@ func setupReload(t *testing.T, initial string) *reloadBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	buf := &syncBuffer{}
+	buf := &logBuffer{} // look logs before it returns, on the test's goroutine
 	log := slog.New(slog.NewJSONHandler(buf, nil))
 	r := runner.New(runner.Options{Node: "n1", Logger: log})
 	r.SetJobs(Jobs(cfg))
@@ -195,27 +194,13 @@ func TestReloadLogLineIsBounded(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// logBuffer holds JSON log lines.
+type logBuffer struct{ bytes.Buffer }
 
 // lines returns the JSON log lines with msg.
-func (s *syncBuffer) lines(msg string) []map[string]any {
+func (b *logBuffer) lines(msg string) []map[string]any {
 	var out []map[string]any
-	for _, l := range strings.Split(s.String(), "\n") {
+	for _, l := range strings.Split(b.String(), "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == msg {
 			out = append(out, m)

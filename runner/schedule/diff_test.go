@@ -90,10 +90,7 @@ func TestParserAgreesWithRobfig(t *testing.T) {
 	t.Parallel()
 	rapid.Check(t, func(t *rapid.T) {
 		spec := genSpec(t, false, vixieSyntax)
-		m, err := parseCron(spec)
-		if err != nil {
-			t.Fatalf("parseCron(%q): %v", spec, err)
-		}
+		m := mustCron(t, spec)
 		r := specOf(t, robfigSpelling(spec))
 		const star = 1 << 63
 		got := [...]uint64{m.sec, m.min, m.hour, m.dom, m.month, m.dow}

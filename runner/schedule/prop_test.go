@@ -196,11 +196,7 @@ func TestPropertyDayRuleAgreesWithOracle(t *testing.T) {
 	t.Parallel()
 	rapid.Check(t, func(t *rapid.T) {
 		spec := genSpec(t, false, fullSyntax)
-		m, err := parseCron(spec)
-		if err != nil {
-			t.Fatalf("parseCron(%q): %v", spec, err)
-		}
-		o := oracleOf(t, spec)
+		m, o := mustCron(t, spec), oracleOf(t, spec)
 		y := rapid.IntRange(1900, 2500).Draw(t, "year")
 		mo := time.Month(rapid.IntRange(1, 12).Draw(t, "month"))
 		for range 14 {
