@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/schedule"
 )
 
@@ -145,7 +146,11 @@ func TestSchedulerReportsJobsThatNeverFire(t *testing.T) {
 func TestJobThatNeverFiresIsWarnedAndListed(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer // SetJobs logs before it returns, on this goroutine
-	r := New(Options{Node: "n1", Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(Options{Node: "n1", Logger: slog.New(slog.NewJSONHandler(&buf, nil)), Metrics: m})
 	feb30, err := schedule.Parse("0 0 30 2 *", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/config"
 )
@@ -39,7 +40,11 @@ func setupReload(t *testing.T, initial string) *reloadBundle {
 	}
 	buf := &logBuffer{} // look logs before it returns, on the test's goroutine
 	log := slog.New(slog.NewJSONHandler(buf, nil))
-	r := runner.New(runner.Options{Node: "n1", Logger: log})
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runner.New(runner.Options{Node: "n1", Logger: log, Metrics: m})
 	r.SetJobs(Jobs(cfg))
 	rl := &reloader{path: path, current: cfg, runner: r, log: log, poll: ReloadPoll, settle: ReloadSettle,
 		check: func(context.Context, *config.Config) error { return nil }}
