@@ -151,6 +151,16 @@ func NewMetrics(version string) (*Metrics, error) {
 	return m, nil
 }
 
+// MustNewMetrics is NewMetrics for callers that cannot handle its error,
+// which only a programming mistake (two metrics of one name) can cause.
+func MustNewMetrics(version string) *Metrics {
+	m, err := NewMetrics(version)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
 // ObserveWithTrace records v in h, attaching traceID as an exemplar when set.
 func ObserveWithTrace(h prometheus.Observer, v float64, traceID string) {
 	if eo, ok := h.(prometheus.ExemplarObserver); ok && traceID != "" {

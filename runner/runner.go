@@ -110,6 +110,11 @@ func New(o Options) *Runner {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Metrics == nil {
+		// A private registry nobody scrapes: a Runner without metrics
+		// (tests, tools) still counts, it just is not read.
+		o.Metrics = observability.MustNewMetrics("")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
