@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/pacerun/pacer/observability"
@@ -15,10 +16,15 @@ import (
 // ErrUnknownJob is returned for a job ID that is not registered.
 var ErrUnknownJob = errors.New("unknown job")
 
+// ErrIdempotencyMismatch is returned for an idempotency key that an earlier
+// request of another kind (trigger, pause, resume) used on the same job.
+var ErrIdempotencyMismatch = errors.New("idempotency key already used")
+
 // ControlStore is the cluster-wide state job control reads and writes.
 type ControlStore interface {
-	SetPaused(ctx context.Context, job string, paused bool, note []byte) error
-	RequestTrigger(ctx context.Context, job, id string, body []byte) error
+	SetPaused(ctx context.Context, job string, paused bool, note []byte, idem coord.Idempotency) (coord.Applied, error)
+	RequestTrigger(ctx context.Context, job, id string, body []byte, idem coord.Idempotency, lim coord.TriggerLimits) (coord.Applied, error)
+	Triggers(ctx context.Context, job string) ([]coord.Trigger, error)
 	Runs(ctx context.Context, job string, limit int) ([][]byte, error)
 	State(ctx context.Context) (coord.ClusterState, error)
 }
@@ -27,11 +33,42 @@ var _ ControlStore = (*coord.Coordinator)(nil)
 
 // Control is job control and history for the API: every replica can answer,
 // and writes go through etcd so every replica agrees.
+//
+// Mutating calls (Trigger, SetPaused) are idempotent: each stores a receipt
+// under its idempotency key (the caller's, or one made for it and returned)
+// in the same etcd transaction as its effect, so a call repeated with the
+// same key takes effect once. When etcd does not answer, a call keeps
+// trying for up to Settle to learn its outcome; if it still cannot tell
+// whether its write landed, it says so (State "unconfirmed") instead of
+// failing, because a failure invites a retry that could apply it twice.
 type Control struct {
 	Runner *Runner
 	Store  ControlStore
 	Node   string
+	// TriggerLimits bound the trigger requests kept in etcd (pending or
+	// running); zero values take DefaultTriggerLimits'.
+	TriggerLimits coord.TriggerLimits
+	// KeepReceipts is how many idempotency receipts a job keeps (the
+	// newest); default 100.
+	KeepReceipts int
+	// Settle bounds how long a mutating call keeps trying when etcd does
+	// not answer; default 10s.
+	Settle time.Duration
 }
+
+// DefaultTriggerLimits are the trigger request bounds by default.
+var DefaultTriggerLimits = coord.TriggerLimits{PerJob: 100, Total: 1000}
+
+// States of a mutating call's answer.
+const (
+	StateAccepted    = "accepted"    // a trigger request is stored
+	StateApplied     = "applied"     // a pause or resume took effect
+	StateUnconfirmed = "unconfirmed" // etcd did not confirm in time: it may or may not have taken effect, once at most
+)
+
+// StatePending is the state of a stored trigger request not yet decided,
+// as Runs shows it.
+const StatePending = "pending"
 
 // JobView is a job as the API shows it.
 type JobView struct {
@@ -94,10 +131,27 @@ type Triggered struct {
 	Job           string `json:"job"`
 	TriggerID     string `json:"trigger_id"`
 	CorrelationID string `json:"correlation_id"`
+	// IdempotencyKey is the request's key: the caller's, or the one made
+	// for it. Repeating the request with it never stores it twice.
+	IdempotencyKey string `json:"idempotency_key"`
+	State          string `json:"state"` // StateAccepted or StateUnconfirmed
+	// Replayed says the answer is an earlier request's, with the same key.
+	Replayed bool   `json:"replayed,omitempty"`
+	Detail   string `json:"detail,omitempty"`
 }
 
-// Trigger asks the leader to run a job now. correlationID may be empty.
-func (c *Control) Trigger(ctx context.Context, id, correlationID, by string) (Triggered, error) {
+// receipt is what an idempotent call stores under its key.
+type receipt struct {
+	Op            string    `json:"op"`   // trigger, pause or resume
+	Call          string    `json:"call"` // this call's own ID, to tell a replay from our own earlier try
+	TriggerID     string    `json:"trigger_id,omitempty"`
+	CorrelationID string    `json:"correlation_id,omitempty"`
+	At            time.Time `json:"at"`
+}
+
+// Trigger asks the leader to run a job now, once per idempotency key.
+// correlationID and idemKey may be empty.
+func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey string) (Triggered, error) {
 	if _, ok := c.Runner.Job(id); !ok {
 		return Triggered{}, fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
@@ -105,37 +159,204 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by string) (Tr
 		correlationID = observability.NewCorrelationID()
 	}
 	tid := observability.NewRunID()
-	body, err := json.Marshal(TriggerRequest{CorrelationID: correlationID, RequestedAt: wallNow().UTC(), By: by})
+	if idemKey == "" {
+		idemKey = "pacer-" + tid
+	}
+	now := wallNow().UTC()
+	body, err := json.Marshal(TriggerRequest{CorrelationID: correlationID, RequestedAt: now, By: by})
 	if err != nil {
 		return Triggered{}, err
 	}
-	if err := c.Store.RequestTrigger(ctx, id, tid, body); err != nil {
+	rc, err := json.Marshal(receipt{Op: "trigger", Call: tid, TriggerID: tid, CorrelationID: correlationID, At: now})
+	if err != nil {
 		return Triggered{}, err
 	}
-	return Triggered{Job: id, TriggerID: tid, CorrelationID: correlationID}, nil
-}
-
-// SetPaused pauses or resumes a job on every replica.
-func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by string) error {
-	if _, ok := c.Runner.Job(id); !ok {
-		return fmt.Errorf("%w %q", ErrUnknownJob, id)
+	idem := coord.Idempotency{Key: idemKey, Receipt: rc, Keep: c.keepReceipts()}
+	lim := c.triggerLimits()
+	out := Triggered{Job: id, TriggerID: tid, CorrelationID: correlationID, IdempotencyKey: idemKey, State: StateAccepted}
+	a, err := c.settle(ctx, func(ctx context.Context) (coord.Applied, error) {
+		return c.Store.RequestTrigger(ctx, id, tid, body, idem, lim)
+	})
+	if errors.Is(err, errUnconfirmed) {
+		out.State = StateUnconfirmed
+		out.Detail = fmt.Sprintf("etcd did not confirm the trigger request within %s (%v): it may or may not have been stored, "+
+			"and runs at most once. To find out, repeat the request with header Idempotency-Key: %s (it is never stored twice), "+
+			"or look for trigger %s in pacer runs %s", c.settleTime(), errors.Unwrap(err), idemKey, tid, id)
+		return out, nil
 	}
-	note, _ := json.Marshal(map[string]any{"by": by, "at": wallNow().UTC()})
-	return c.Store.SetPaused(ctx, id, paused, note)
+	if err != nil {
+		return Triggered{}, err
+	}
+	if a.Replayed {
+		var prev receipt
+		if err := json.Unmarshal(a.Receipt, &prev); err != nil || prev.Op != "trigger" {
+			return Triggered{}, fmt.Errorf("%w for %s of job %q at %s; use a new key for a new request",
+				ErrIdempotencyMismatch, orUnknown(prev.Op), id, prev.At.Format(time.RFC3339))
+		}
+		if prev.Call != tid { // another request's; else ours, which landed on an earlier try
+			out.TriggerID, out.CorrelationID, out.Replayed = prev.TriggerID, prev.CorrelationID, true
+		}
+	}
+	return out, nil
 }
 
-// Runs returns a job's latest records, newest first.
+// Paused is the answer to a pause or resume request.
+type Paused struct {
+	Job            string `json:"job"`
+	Paused         bool   `json:"paused"`
+	IdempotencyKey string `json:"idempotency_key"`
+	State          string `json:"state"` // StateApplied or StateUnconfirmed
+	Replayed       bool   `json:"replayed,omitempty"`
+	Detail         string `json:"detail,omitempty"`
+}
+
+// SetPaused pauses or resumes a job on every replica, once per idempotency
+// key (idemKey may be empty).
+func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by, idemKey string) (Paused, error) {
+	if _, ok := c.Runner.Job(id); !ok {
+		return Paused{}, fmt.Errorf("%w %q", ErrUnknownJob, id)
+	}
+	op := map[bool]string{true: "pause", false: "resume"}[paused]
+	call := observability.NewRunID()
+	if idemKey == "" {
+		idemKey = "pacer-" + call
+	}
+	now := wallNow().UTC()
+	note, _ := json.Marshal(map[string]any{"by": by, "at": now})
+	rc, _ := json.Marshal(receipt{Op: op, Call: call, At: now})
+	idem := coord.Idempotency{Key: idemKey, Receipt: rc, Keep: c.keepReceipts()}
+	out := Paused{Job: id, Paused: paused, IdempotencyKey: idemKey, State: StateApplied}
+	a, err := c.settle(ctx, func(ctx context.Context) (coord.Applied, error) {
+		return c.Store.SetPaused(ctx, id, paused, note, idem)
+	})
+	if errors.Is(err, errUnconfirmed) {
+		out.State = StateUnconfirmed
+		out.Detail = fmt.Sprintf("etcd did not confirm the %s within %s (%v): it may or may not have taken effect. "+
+			"To find out, repeat the request with header Idempotency-Key: %s (it never takes effect twice), or see pacer jobs",
+			op, c.settleTime(), errors.Unwrap(err), idemKey)
+		return out, nil
+	}
+	if err != nil {
+		return Paused{}, err
+	}
+	if a.Replayed {
+		var prev receipt
+		if err := json.Unmarshal(a.Receipt, &prev); err != nil || prev.Op != op {
+			return Paused{}, fmt.Errorf("%w for %s of job %q at %s; use a new key for a new request",
+				ErrIdempotencyMismatch, orUnknown(prev.Op), id, prev.At.Format(time.RFC3339))
+		}
+		out.Replayed = prev.Call != call
+	}
+	return out, nil
+}
+
+// errUnconfirmed wraps the last error of a call whose write may have
+// landed: etcd never confirmed or refuted it within Settle.
+var errUnconfirmed = errors.New("unconfirmed")
+
+// settle runs an idempotent write until its outcome is known, for up to
+// Settle. An error that says nothing was stored (coord.ErrNotStored) is
+// returned at once for a bound reached, else after the last try; once a
+// try's outcome was unknown, only a success or a replay settles it (a
+// later "not stored" does not prove the unknown write will not land), and
+// if neither comes the result is errUnconfirmed.
+func (c *Control) settle(ctx context.Context, write func(context.Context) (coord.Applied, error)) (coord.Applied, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.settleTime())
+	defer cancel()
+	unknown := false
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		a, err := write(ctx)
+		if err == nil {
+			return a, nil
+		}
+		var full *coord.LimitError
+		if errors.As(err, &full) && !unknown {
+			return a, err
+		}
+		unknown = unknown || !errors.Is(err, coord.ErrNotStored)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		if ctx.Err() != nil {
+			if unknown {
+				return coord.Applied{}, fmt.Errorf("%w: %w", errUnconfirmed, err)
+			}
+			return coord.Applied{}, err
+		}
+	}
+}
+
+func (c *Control) settleTime() time.Duration {
+	if c.Settle > 0 {
+		return c.Settle
+	}
+	return 10 * time.Second
+}
+
+func (c *Control) keepReceipts() int {
+	if c.KeepReceipts > 0 {
+		return c.KeepReceipts
+	}
+	return 100
+}
+
+func (c *Control) triggerLimits() coord.TriggerLimits {
+	l := c.TriggerLimits
+	if l.PerJob <= 0 {
+		l.PerJob = DefaultTriggerLimits.PerJob
+	}
+	if l.Total <= 0 {
+		l.Total = DefaultTriggerLimits.Total
+	}
+	return l
+}
+
+func orUnknown(op string) string {
+	if op == "" {
+		return "an unknown request"
+	}
+	return "a " + op
+}
+
+// Runs returns a job's latest records, newest first, up to limit: first
+// its manual trigger requests not yet recorded (state pending, or the
+// run's claim while it runs), then its stored run and skip records.
 func (c *Control) Runs(ctx context.Context, id string, limit int) ([]json.RawMessage, error) {
 	if _, ok := c.Runner.Job(id); !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownJob, id)
+	}
+	trs, err := c.Store.Triggers(ctx, id)
+	if err != nil {
+		return nil, err
 	}
 	raw, err := c.Store.Runs(ctx, id, limit)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]json.RawMessage, len(raw))
-	for i, r := range raw {
-		out[i] = r
+	out := make([]json.RawMessage, 0, min(limit, len(trs)+len(raw)))
+	for _, tr := range slices.Backward(trs) {
+		if len(out) == limit {
+			return out, nil
+		}
+		var req TriggerRequest
+		_ = json.Unmarshal(tr.Body, &req)
+		rec := Record{Job: id, ScheduledTime: req.RequestedAt, CorrelationID: req.CorrelationID, Manual: true,
+			TriggerID: tr.ID, State: StatePending, Start: req.RequestedAt}
+		if req.Claim != nil {
+			rec = *req.Claim
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	for _, r := range raw {
+		if len(out) == limit {
+			break
+		}
+		out = append(out, r)
 	}
 	return out, nil
 }

@@ -221,7 +221,7 @@ func TestManualTriggerRunsOnceWithCallersCorrelationID(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	ctl := &runner.Control{Runner: b.r, Store: b.coord}
-	tr, err := ctl.Trigger(context.Background(), "man", "caller-corr-1", "test")
+	tr, err := ctl.Trigger(context.Background(), "man", "caller-corr-1", "test", "")
 	if err != nil || tr.CorrelationID != "caller-corr-1" {
 		t.Fatalf("trigger: %+v %v", tr, err)
 	}
@@ -233,7 +233,7 @@ func TestManualTriggerRunsOnceWithCallersCorrelationID(t *testing.T) {
 	if rec := records(t, b, "man")[0]; !rec.Manual || rec.State != observability.OutcomeSuccess {
 		t.Fatalf("record %+v", rec)
 	}
-	if _, err := ctl.Trigger(context.Background(), "nope", "", "test"); err == nil {
+	if _, err := ctl.Trigger(context.Background(), "nope", "", "test", ""); err == nil {
 		t.Fatal("triggered an unknown job")
 	}
 }

@@ -32,7 +32,10 @@ type Coordinator interface {
 	LastSlot(ctx context.Context, job string, before time.Time) (coord.SlotRecord, error)
 	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
 	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, rev int64, claim []byte) error
-	ClaimTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger) error
+	RunTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, claim []byte) (int64, error)
+	SkipTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, runID string, rec []byte, keep int, maxAge time.Duration) error
+	FinishTrigger(ctx context.Context, t *coord.Term, job, id string, rev int64, runID string, rec []byte, keep int, maxAge time.Duration) error
+	GetTrigger(ctx context.Context, job, id string) (coord.Trigger, bool, error)
 }
 
 // TaskRunner runs one task attempt in a plugin.
@@ -54,6 +57,7 @@ const (
 	SkipLockLost         = "lock_lost"
 	SkipClaimedElsewhere = "claimed_elsewhere"
 	SkipTooOld           = "too_old" // before the job's kept claims (a wrong clock): may have run, so not run again
+	SkipExpired          = "expired" // a manual trigger not decided within Options.TriggerExpiry
 )
 
 // Options configure a Runner.
@@ -72,7 +76,14 @@ type Options struct {
 	// MaxRunAge how long (default 30 days).
 	KeepRuns  int
 	MaxRunAge time.Duration
+	// TriggerExpiry is how long a manual trigger request may wait to be
+	// decided (no leader, or a job the leader does not have) before it is
+	// recorded as skipped, reason expired. Default DefaultTriggerExpiry.
+	TriggerExpiry time.Duration
 }
+
+// DefaultTriggerExpiry is Options.TriggerExpiry's default.
+const DefaultTriggerExpiry = 10 * time.Minute
 
 // Runner fires slots: claim, run (with retries), record.
 type Runner struct {
@@ -88,9 +99,13 @@ type Runner struct {
 	jobs     map[string]*Job
 	paused   map[string]bool
 	running  map[string]map[string]context.CancelFunc // job ID -> run ID -> cancel
-	triggers map[string]bool                          // trigger IDs in progress
-	pending  []coord.Trigger                          // trigger requests last seen
+	triggers map[string]int64                         // trigger ID -> token of the term deciding or running it (trigger.go)
+	pending  []coord.Trigger                          // trigger requests as last seen in etcd
 	wg       sync.WaitGroup
+
+	triggerWaits map[string]bool // trigger IDs waiting for their job, logged once
+	triggerTimer *time.Timer     // decides again when a waiting request expires
+	triggerWake  time.Time       // when triggerTimer fires
 }
 
 // New returns a Runner. Call Start to begin scheduling.
@@ -103,6 +118,9 @@ func New(o Options) *Runner {
 	}
 	if o.MaxRunAge <= 0 {
 		o.MaxRunAge = 30 * 24 * time.Hour
+	}
+	if o.TriggerExpiry <= 0 {
+		o.TriggerExpiry = DefaultTriggerExpiry
 	}
 	if o.Sanitize == nil {
 		o.Sanitize = func(s string) string { return s }
@@ -118,7 +136,7 @@ func New(o Options) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
-		running: map[string]map[string]context.CancelFunc{}, triggers: map[string]bool{}}
+		running: map[string]map[string]context.CancelFunc{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	r.sched.onStepBack = func(d time.Duration) {
 		r.log.Warn("wall clock stepped back; every job's next slot computed again from the new time",
@@ -141,6 +159,7 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	r.exportPausedLocked(old)
 	r.mu.Unlock()
 	r.sched.Set(jobs)
+	r.decideTriggers() // requests that waited for a job added now
 }
 
 // exportPausedLocked sets pacer_job_paused for every configured job and
@@ -203,10 +222,7 @@ func (r *Runner) SetPaused(p map[string]bool) {
 // policies and runs trigger requests that waited for a leader.
 func (r *Runner) OnTerm(t *coord.Term) {
 	r.CatchUp(t)
-	r.mu.Lock()
-	pending := r.pending
-	r.mu.Unlock()
-	r.HandleTriggers(pending)
+	r.decideTriggers()
 }
 
 // Start runs the scheduler until ctx is done.
@@ -218,6 +234,9 @@ func (r *Runner) Start(ctx context.Context) { r.sched.Run(ctx) }
 func (r *Runner) Stop(ctx context.Context) {
 	r.mu.Lock()
 	r.stopped = true
+	if r.triggerTimer != nil {
+		r.triggerTimer.Stop()
+	}
 	r.mu.Unlock()
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
@@ -246,23 +265,28 @@ func (r *Runner) Fire(s Slot) {
 }
 
 // start applies pause and overlap policies and launches a slot's attempts.
-// A manual trigger (tr != nil) has no scheduled slot to claim: claiming
-// the trigger request is its exactly-once guard.
-func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *coord.Trigger) {
+// A manual trigger (tr != nil) has no scheduled slot to claim: deciding
+// its request is its exactly-once guard, and it runs even while the job is
+// paused.
+func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return
 	}
+	skip := r.skipAsync
+	if tr != nil {
+		skip = func(t *coord.Term, s Slot, reason, why string) { r.skipTriggerLocked(t, s, tr, reason, why) }
+	}
 	if r.paused[s.Job.ID] && tr == nil {
-		r.skipAsync(t, s, SkipPaused, "job is paused")
+		skip(t, s, SkipPaused, "job is paused")
 		return
 	}
 	if n := len(r.running[s.Job.ID]); n > 0 {
 		switch s.Job.Overlap {
 		case OverlapAllow:
 			if s.Job.MaxConcurrency > 0 && n >= s.Job.MaxConcurrency {
-				r.skipAsync(t, s, SkipOverlap, fmt.Sprintf("%d runs already running (max_concurrency)", n))
+				skip(t, s, SkipOverlap, fmt.Sprintf("%d runs already running (max_concurrency)", n))
 				return
 			}
 		case OverlapReplace:
@@ -270,7 +294,7 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *coord.Tr
 				cancel()
 			}
 		default:
-			r.skipAsync(t, s, SkipOverlap, "previous run still running")
+			skip(t, s, SkipOverlap, "previous run still running")
 			return
 		}
 	}
@@ -310,6 +334,7 @@ type Record struct {
 	FencingToken  int64     `json:"fencing_token"`
 	Attempt       int       `json:"attempt,omitempty"`
 	Manual        bool      `json:"manual,omitempty"`
+	TriggerID     string    `json:"trigger_id,omitempty"` // the manual trigger request run or skipped
 	// State is "running", an outcome, or "skipped".
 	State    string    `json:"state"`
 	Reason   string    `json:"reason,omitempty"` // why a slot was skipped
@@ -321,15 +346,20 @@ type Record struct {
 	Progress string    `json:"progress,omitempty"`
 }
 
-// runSlot claims a slot and runs its attempts.
-func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *coord.Trigger) {
-	r.runSlotFrom(ctx, t, s, correlationID, tr, 0, 1)
+// runSlot claims a slot (or decides to run a trigger request) and runs its
+// attempts.
+func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger) {
+	first := 1
+	if tr != nil {
+		first = tr.first
+	}
+	r.runSlotFrom(ctx, t, s, correlationID, tr, 0, first)
 }
 
 // runSlotFrom runs a slot's attempts from attempt first. reclaimRev, when
 // not 0, takes over a claim a previous leader left unfinished instead of
 // claiming a fresh slot.
-func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *coord.Trigger, reclaimRev int64, first int) {
+func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, reclaimRev int64, first int) {
 	job := s.Job
 	if d := jitterFor(job, s.Time); d > 0 && tr == nil {
 		select {
@@ -340,6 +370,9 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	}
 	base := Record{Job: job.ID, ScheduledTime: s.Time.UTC(), CorrelationID: correlationID, Node: r.o.Node,
 		FencingToken: t.Token, Manual: tr != nil}
+	if tr != nil {
+		base.TriggerID = tr.ID
+	}
 	log := r.log.With("correlation_id", correlationID, "job", job.ID)
 
 	claim := base
@@ -360,7 +393,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	if err != nil {
 		reason := SkipLockLost
 		switch {
-		case errors.Is(err, coord.ErrSlotTaken):
+		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrTriggerDecided):
 			reason = SkipClaimedElsewhere
 		case errors.Is(err, coord.ErrSlotTooOld):
 			reason = SkipTooOld
@@ -413,8 +446,10 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			break
 		}
 	}
-	if tr != nil { // a manual trigger has no slot claim to complete
-		r.record(t, final, log)
+	if tr != nil { // the request's claim ends with the run's last record
+		r.write(t, final, log, func(b []byte) error {
+			return r.o.Coord.FinishTrigger(context.Background(), t, job.ID, tr.ID, tr.rev, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		})
 		return
 	}
 	r.write(t, final, log, func(b []byte) error {
@@ -422,13 +457,13 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	})
 }
 
-// claim claims a slot (or consumes a trigger request). A failure that is
+// claim claims a slot (or decides to run a trigger request). A failure that is
 // neither "taken" nor "not the leader" (etcd slow, electing, unreachable) is
 // retried while the term lives, so a slot is not lost to a blip: if the
 // term ends instead, the next leader's misfire catch-up finds the slot
 // unclaimed. A retry that finds the slot taken checks whether the taken
 // claim is this one, whose first attempt landed after all.
-func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *coord.Trigger) error {
+func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *trigger) error {
 	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
 		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token)))
 	defer span.End()
@@ -439,7 +474,7 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 	wait := 100 * time.Millisecond
 	for try := 1; ; try++ {
 		if tr != nil {
-			err = r.o.Coord.ClaimTrigger(ctx, t, *tr)
+			err = r.claimTrigger(ctx, t, tr, rec, try)
 		} else {
 			err = r.o.Coord.Claim(ctx, t, s.Job.ID, s.Time, b)
 		}
@@ -449,6 +484,7 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 			}
 		}
 		if err == nil || errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrSlotTooOld) ||
+			errors.Is(err, coord.ErrTriggerDecided) ||
 			ctx.Err() != nil || t.Context().Err() != nil {
 			break
 		}
@@ -572,35 +608,36 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 // context: the run's own may be cancelled, but the fencing guard still
 // decides whether the write lands.
 func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
-	r.write(t, rec, log, func(b []byte) error {
+	_ = r.write(t, rec, log, func(b []byte) error {
 		return r.o.Coord.RecordRun(context.Background(), t, rec.Job, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 	})
 }
 
-// write stores rec with put. A write that fails for a reason other than
-// lost leadership (etcd slow or electing) is retried while the term lives,
+// write stores rec with put and returns put's last error. A write that
+// fails for a reason other than lost leadership or a trigger request
+// decided already (etcd slow or electing) is retried while the term lives,
 // for up to recordPatience.
-func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) {
+func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		log.Error("run record not encodable", "run_id", rec.RunID, "error", err)
-		return
+		return err
 	}
 	give := time.Now().Add(recordPatience)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		if err = put(b); err == nil {
-			return
+			return nil
 		}
-		if errors.Is(err, coord.ErrNotLeader) || t.Context().Err() != nil || time.Now().After(give) {
+		if errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrTriggerDecided) || t.Context().Err() != nil || time.Now().After(give) {
 			log.Warn("run record not written", "run_id", rec.RunID, "state", rec.State, "error", err)
-			return
+			return err
 		}
 		select {
 		case <-time.After(wait):
 		case <-t.Context().Done():
 		case <-r.stopCtx.Done():
 			log.Warn("run record not written: runner stopping", "run_id", rec.RunID, "error", err)
-			return
+			return err
 		}
 	}
 }

@@ -1,9 +1,13 @@
 package runner
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pacerun/pacer/observability"
@@ -11,53 +15,250 @@ import (
 	"github.com/pacerun/pacer/runner/schedule"
 )
 
-// TriggerRequest is the body of a manual trigger request in etcd.
+// Manual triggers. Any replica stores a request (Control.Trigger); the
+// leader decides each one exactly once, in one fenced transaction with the
+// request's removal or replacement (coord/triggers.go):
+//
+//   - run it: the request becomes the run's claim, and is removed with the
+//     run's last record;
+//   - skip it, with a skip record that carries the caller's correlation ID,
+//     the trigger ID and manual: true: reason overlap (the job is busy),
+//     expired (not decided within Options.TriggerExpiry: no leader, or a
+//     job this leader does not have), or lock_lost (a previous leader ran
+//     it and died before recording its end, under delivery at-most-once;
+//     at-least-once runs it again).
+//
+// A manual trigger runs even while its job is paused: it is an operator's
+// explicit instruction.
+
+// TriggerRequest is a manual trigger request as stored in etcd.
 type TriggerRequest struct {
 	CorrelationID string    `json:"correlation_id"`
 	RequestedAt   time.Time `json:"requested_at"`
 	By            string    `json:"by"`
+	// Claim is set once the leader decided to run the request: the run's
+	// claim (state running, run ID, node, fencing token, attempt).
+	Claim *Record `json:"claim,omitempty"`
 }
 
-// HandleTriggers runs pending manual trigger requests, if this replica
-// leads. Each request is claimed (and so consumed) exactly once.
-func (r *Runner) HandleTriggers(pending []coord.Trigger) {
-	// Forget requests that are gone from etcd: claimed, by us or a
-	// previous leader.
+// trigger is a request this replica decides or runs.
+type trigger struct {
+	coord.Trigger
+	req   TriggerRequest
+	first int   // the first attempt's number: a run again continues the count
+	rev   int64 // the claim's revision, once decided to run
+}
+
+// HandleTriggers takes the stored trigger requests (all of them, after
+// every change) and, if this replica leads, decides the undecided ones.
+func (r *Runner) HandleTriggers(stored []coord.Trigger) {
+	ids := make(map[string]bool, len(stored))
+	for _, tr := range stored {
+		ids[tr.ID] = true
+	}
 	r.mu.Lock()
-	r.pending = pending
+	r.pending = stored
+	// Forget requests that are gone from etcd: decided and recorded.
 	for id := range r.triggers {
-		if !slices.ContainsFunc(pending, func(tr coord.Trigger) bool { return tr.ID == id }) {
+		if !ids[id] {
 			delete(r.triggers, id)
 		}
 	}
+	for id := range r.triggerWaits {
+		if !ids[id] {
+			delete(r.triggerWaits, id)
+		}
+	}
 	r.mu.Unlock()
+	r.decideTriggers()
+}
+
+// decideTriggers decides, if this replica leads, every stored request that
+// no decision of this term has taken yet, oldest first (trigger IDs sort by
+// time), so that of a burst on a busy job the first one runs.
+func (r *Runner) decideTriggers() {
+	if r.o.Coord == nil { // a runner for the API alone, in tests
+		return
+	}
 	t := r.o.Coord.Term()
 	if t == nil {
 		return
 	}
-	for _, tr := range pending {
-		j, ok := r.Job(tr.Job)
-		r.mu.Lock()
-		busy := r.triggers[tr.ID]
-		if !busy {
-			r.triggers[tr.ID] = true
+	r.mu.Lock()
+	stored := slices.SortedFunc(slices.Values(r.pending), func(a, b coord.Trigger) int { return strings.Compare(a.ID, b.ID) })
+	r.mu.Unlock()
+	now := wallNow()
+	var next time.Time // the earliest expiry of a request left waiting
+	for _, st := range stored {
+		tr := &trigger{Trigger: st, first: 1}
+		if err := json.Unmarshal(st.Body, &tr.req); err != nil {
+			r.log.Warn("trigger request unreadable: recording it as expired", "job", st.Job, "trigger_id", st.ID, "error", err)
 		}
-		r.mu.Unlock()
-		if busy {
-			continue
+		j, known := r.Job(st.Job)
+		if !known {
+			j = &Job{ID: st.Job}
 		}
-		var req TriggerRequest
-		_ = json.Unmarshal(tr.Body, &req)
-		if !ok {
-			// The job is gone (config reloaded): consume the request.
-			_ = r.o.Coord.ClaimTrigger(t.Context(), t, tr)
-			r.log.Warn("trigger for an unknown job dropped", "job", tr.Job, "correlation_id", req.CorrelationID)
-			continue
+		expires := tr.req.RequestedAt.Add(r.o.TriggerExpiry)
+		log := r.log.With("job", st.Job, "correlation_id", tr.req.CorrelationID, "trigger_id", st.ID)
+		switch claim := tr.req.Claim; {
+		case claim != nil && claim.FencingToken == t.Token:
+			// This term runs it, or ran it and is recording its end.
+		case claim != nil:
+			if r.track(t, tr) {
+				r.deliverTrigger(t, j, known, tr, log)
+			}
+		case !now.Before(expires):
+			if r.track(t, tr) {
+				why := "not decided within " + r.o.TriggerExpiry.String() + " of the request (triggers.expire_after): "
+				if known {
+					why += "no replica led, or etcd did not answer, meanwhile"
+				} else {
+					why += "job not in the leader's job set"
+				}
+				r.skipTrigger(t, Slot{Job: j, Time: now.UTC().Truncate(time.Millisecond)}, tr, SkipExpired, why)
+			}
+		case !known:
+			r.mu.Lock()
+			logged := r.triggerWaits[st.ID]
+			r.triggerWaits[st.ID] = true
+			r.mu.Unlock()
+			if !logged {
+				log.Warn("manual trigger waits: job not in this leader's job set; it expires unless a config reload adds the job",
+					"expires", expires.UTC())
+			}
+			if next.IsZero() || expires.Before(next) {
+				next = expires
+			}
+		default:
+			if r.track(t, tr) {
+				log.Info("manual trigger", "by", tr.req.By)
+				r.start(t, Slot{Job: j, Time: now.UTC().Truncate(time.Millisecond)}, tr.req.CorrelationID, tr)
+			}
 		}
-		slot := wallNow().UTC().Truncate(time.Millisecond)
-		r.log.Info("manual trigger", "job", j.ID, "correlation_id", req.CorrelationID, "by", req.By)
-		r.start(t, Slot{Job: j, Time: slot}, req.CorrelationID, &tr)
 	}
+	if !next.IsZero() {
+		r.wakeTriggersAt(next)
+	}
+}
+
+// track marks a request as taken by t's decisions; false if it was already.
+func (r *Runner) track(t *coord.Term, tr *trigger) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.triggers[tr.ID] == t.Token {
+		return false
+	}
+	r.triggers[tr.ID] = t.Token
+	return true
+}
+
+// untrack gives a request whose decision could not be written back to the
+// next pass, in a second.
+func (r *Runner) untrack(t *coord.Term, tr *trigger) {
+	r.mu.Lock()
+	if r.triggers[tr.ID] == t.Token {
+		delete(r.triggers, tr.ID)
+	}
+	r.mu.Unlock()
+	r.wakeTriggersAt(wallNow().Add(time.Second))
+}
+
+// wakeTriggersAt makes decideTriggers run again at at, unless a wake-up
+// is due before.
+func (r *Runner) wakeTriggersAt(at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped || (r.triggerTimer != nil && !r.triggerWake.After(at)) {
+		return
+	}
+	if r.triggerTimer != nil {
+		r.triggerTimer.Stop()
+	}
+	r.triggerWake = at
+	r.triggerTimer = time.AfterFunc(time.Until(at)+10*time.Millisecond, func() {
+		r.mu.Lock()
+		r.triggerTimer = nil
+		r.mu.Unlock()
+		r.decideTriggers()
+	})
+}
+
+// deliverTrigger decides a request that a previous term decided to run and
+// never recorded the end of, by the job's delivery policy.
+func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, log *slog.Logger) {
+	claim := tr.req.Claim
+	if known && j.Delivery == DeliveryAtLeastOnce {
+		log.Warn("manual trigger left unfinished by the previous leader: running it again (at-least-once)",
+			"previous_node", claim.Node, "previous_token", claim.FencingToken)
+		tr.first = max(claim.Attempt, 1) + 1
+		r.start(t, Slot{Job: j, Time: claim.ScheduledTime}, claim.CorrelationID, tr)
+		return
+	}
+	why := "run by " + claim.Node + " (fencing token " + strconv.FormatInt(claim.FencingToken, 10) +
+		"), which lost leadership before recording its end (delivery at-most-once)"
+	if !known {
+		why += "; job not in the leader's job set"
+	}
+	log.Warn("manual trigger left unfinished by the previous leader: recorded as lost (at-most-once)", "previous_node", claim.Node)
+	r.skipTrigger(t, Slot{Job: j, Time: claim.ScheduledTime}, tr, SkipLockLost, why)
+}
+
+// skipTrigger decides not to run a request: its skip record and its
+// removal are one fenced write.
+func (r *Runner) skipTrigger(t *coord.Term, s Slot, tr *trigger, reason, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stopped {
+		r.skipTriggerLocked(t, s, tr, reason, why)
+	}
+}
+
+// skipTriggerLocked is skipTrigger with r.mu held.
+func (r *Runner) skipTriggerLocked(t *coord.Term, s Slot, tr *trigger, reason, why string) {
+	log := r.log.With("job", s.Job.ID, "correlation_id", tr.req.CorrelationID, "trigger_id", tr.ID)
+	rec := r.skipRecord(t, s, reason, why)
+	rec.CorrelationID, rec.Manual, rec.TriggerID = tr.req.CorrelationID, true, tr.ID
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := r.write(t, rec, log, func(b []byte) error {
+			return r.o.Coord.SkipTrigger(context.Background(), t, tr.Trigger, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		})
+		switch {
+		case err == nil:
+			r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
+			log.Warn("manual trigger skipped", "reason", reason, "detail", why)
+		case errors.Is(err, coord.ErrTriggerDecided):
+			log.Debug("manual trigger decided elsewhere")
+		case t.Context().Err() == nil:
+			r.untrack(t, tr)
+		}
+	}()
+}
+
+// claimTrigger decides to run a request: the request becomes the run's
+// claim, rec. A try after a failed one checks whether the failed one
+// landed after all.
+func (r *Runner) claimTrigger(ctx context.Context, t *coord.Term, tr *trigger, rec Record, try int) error {
+	req := tr.req
+	req.Claim = &rec
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	rev, err := r.o.Coord.RunTrigger(ctx, t, tr.Trigger, b)
+	if errors.Is(err, coord.ErrTriggerDecided) && try > 1 {
+		if cur, ok, gerr := r.o.Coord.GetTrigger(ctx, tr.Job, tr.ID); gerr == nil && ok {
+			var stored TriggerRequest
+			if json.Unmarshal(cur.Body, &stored) == nil && stored.Claim != nil && stored.Claim.RunID == rec.RunID {
+				rev, err = cur.Revision, nil // our earlier try landed
+			}
+		}
+	}
+	if err == nil {
+		tr.rev = rev
+	}
+	return err
 }
 
 // jitterFor is the job's deterministic start delay for a slot.

@@ -28,21 +28,38 @@ type memStore struct {
 	mu       sync.Mutex
 	paused   map[string]bool
 	triggers []string
+	receipts map[string][]byte // job/idempotency key -> receipt
+	full     *coord.LimitError // refuse trigger requests with this
+	err      error             // fail every write with this
 }
 
-func (m *memStore) SetPaused(_ context.Context, job string, p bool, _ []byte) error {
+// apply applies an idempotent write once per key.
+func (m *memStore) apply(job string, idem coord.Idempotency, effect func()) (coord.Applied, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.paused[job] = p
-	return nil
+	if m.err != nil {
+		return coord.Applied{}, m.err
+	}
+	if r, ok := m.receipts[job+"/"+idem.Key]; ok {
+		return coord.Applied{Receipt: r, Replayed: true}, nil
+	}
+	effect()
+	m.receipts[job+"/"+idem.Key] = idem.Receipt
+	return coord.Applied{Receipt: idem.Receipt}, nil
 }
 
-func (m *memStore) RequestTrigger(_ context.Context, job, _ string, body []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.triggers = append(m.triggers, job+" "+string(body))
-	return nil
+func (m *memStore) SetPaused(_ context.Context, job string, p bool, _ []byte, idem coord.Idempotency) (coord.Applied, error) {
+	return m.apply(job, idem, func() { m.paused[job] = p })
 }
+
+func (m *memStore) RequestTrigger(_ context.Context, job, _ string, body []byte, idem coord.Idempotency, _ coord.TriggerLimits) (coord.Applied, error) {
+	if m.full != nil {
+		return coord.Applied{}, m.full
+	}
+	return m.apply(job, idem, func() { m.triggers = append(m.triggers, job+" "+string(body)) })
+}
+
+func (m *memStore) Triggers(context.Context, string) ([]coord.Trigger, error) { return nil, nil }
 
 func (m *memStore) Runs(context.Context, string, int) ([][]byte, error) {
 	return [][]byte{[]byte(`{"job":"a","state":"success"}`)}, nil
@@ -56,7 +73,7 @@ func setup(t *testing.T, token string, authAll bool) (*httptest.Server, *memStor
 	t.Helper()
 	r := runner.New(runner.Options{})
 	r.SetJobs([]*runner.Job{{ID: "a", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)}})
-	store := &memStore{paused: map[string]bool{}}
+	store := &memStore{paused: map[string]bool{}, receipts: map[string][]byte{}}
 	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
 		Control: &runner.Control{Runner: r, Store: store}, Token: token, AuthAll: authAll})
 	srv := httptest.NewServer(s.Handler())

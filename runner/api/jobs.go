@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
 )
 
 func (s *Server) routes(mux *http.ServeMux) {
@@ -33,22 +34,38 @@ func (s *Server) routes(mux *http.ServeMux) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		t, err := c.Trigger(r.Context(), r.PathValue("id"), corr, caller(r))
+		key, err := idempotencyKey(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		t, err := c.Trigger(r.Context(), r.PathValue("id"), corr, caller(r), key)
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
 		w.Header().Set("X-Correlation-ID", t.CorrelationID)
+		replayed(w, t.Replayed)
 		writeJSON(w, http.StatusAccepted, t)
 	}))
 	for verb, paused := range map[string]bool{"pause": true, "resume": false} {
 		mux.HandleFunc("POST /api/v1/jobs/{id}/"+verb, s.write(func(w http.ResponseWriter, r *http.Request) {
-			id := r.PathValue("id")
-			if err := c.SetPaused(r.Context(), id, paused, caller(r)); err != nil {
+			key, err := idempotencyKey(r)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			p, err := c.SetPaused(r.Context(), r.PathValue("id"), paused, caller(r), key)
+			if err != nil {
 				writeErr(w, err)
 				return
 			}
-			writeJSON(w, http.StatusOK, map[string]any{"job": id, "paused": paused})
+			replayed(w, p.Replayed)
+			code := http.StatusOK
+			if p.State == runner.StateUnconfirmed {
+				code = http.StatusAccepted
+			}
+			writeJSON(w, code, p)
 		}))
 	}
 	mux.HandleFunc("GET /api/v1/runs", s.read(func(w http.ResponseWriter, r *http.Request) {
@@ -125,13 +142,75 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// writeErr maps an error to a status: unknown job 404, else 503 (etcd).
+// writeErr maps an error to a status: unknown job 404, an idempotency key
+// reused for another request 422, a trigger request bound reached 429 (the
+// job's) or 503 (the cluster's), else 503 (etcd). A 503 says whether the
+// request was stored: a mutating call that may have been is answered
+// otherwise (State "unconfirmed"), never with an error.
 func writeErr(w http.ResponseWriter, err error) {
-	if errors.Is(err, runner.ErrUnknownJob) {
+	var full *coord.LimitError
+	switch {
+	case errors.Is(err, runner.ErrUnknownJob):
 		writeError(w, http.StatusNotFound, err.Error())
-		return
+	case errors.Is(err, runner.ErrIdempotencyMismatch):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	case errors.As(err, &full):
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterFull))
+		code := http.StatusServiceUnavailable
+		if full.PerJob {
+			code = http.StatusTooManyRequests
+		}
+		writeError(w, code, err.Error())
+	case errors.Is(err, coord.ErrNotStored):
+		writeError(w, http.StatusServiceUnavailable, err.Error()+"; nothing was stored: repeating the request is safe")
+	default:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	}
-	writeError(w, http.StatusServiceUnavailable, err.Error())
+}
+
+// retryAfterFull is the Retry-After, in seconds, of an answer that a
+// trigger request bound is reached: about the time a leader takes to decide
+// what is pending.
+const retryAfterFull = 5
+
+// replayed marks an answer given from an earlier request with the same
+// Idempotency-Key.
+func replayed(w http.ResponseWriter, yes bool) {
+	if yes {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+}
+
+// maxIdempotencyKey bounds an Idempotency-Key's length.
+const maxIdempotencyKey = 255
+
+// idempotencyKey reads the Idempotency-Key header (draft-ietf-httpapi-
+// idempotency-key-header): a string, quoted as a structured field or bare,
+// of printable ASCII without spaces. Empty when absent.
+func idempotencyKey(r *http.Request) (string, error) {
+	vs := r.Header.Values("Idempotency-Key")
+	if len(vs) == 0 {
+		return "", nil
+	}
+	if len(vs) > 1 {
+		return "", errors.New("Idempotency-Key: sent more than once; send one key")
+	}
+	k := vs[0]
+	if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
+		k = k[1 : len(k)-1]
+	}
+	switch {
+	case k == "":
+		return "", errors.New("Idempotency-Key: empty; send a unique string per request, such as a UUID")
+	case len(k) > maxIdempotencyKey:
+		return "", fmt.Errorf("Idempotency-Key: %d characters; at most %d", len(k), maxIdempotencyKey)
+	}
+	for _, c := range k {
+		if c <= ' ' || c > '~' || c == '"' || c == '\\' {
+			return "", errors.New(`Idempotency-Key: must be printable ASCII without spaces, quotes or backslashes`)
+		}
+	}
+	return k, nil
 }
 
 func validCorrelationID(id string) error {

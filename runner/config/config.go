@@ -20,6 +20,7 @@ type Config struct {
 	Observability Observability `yaml:"observability"`
 	History       History       `yaml:"history"`
 	Shutdown      Shutdown      `yaml:"shutdown"`
+	Triggers      Triggers      `yaml:"triggers"`
 	Jobs          []Job         `yaml:"jobs"`
 
 	// Warnings are things in the file that are valid but probably not
@@ -44,6 +45,20 @@ type Shutdown struct {
 // are killed with the process.
 func (c *Config) StopTimeout() time.Duration {
 	return c.Shutdown.DrainTimeout + c.Plugins.CancelGrace + 15*time.Second
+}
+
+// Triggers bounds the manual trigger requests kept in etcd.
+type Triggers struct {
+	// ExpireAfter is how long a request may wait to be decided (no leader,
+	// or a job the leader does not have) before it is recorded as skipped,
+	// reason expired; default 10m.
+	ExpireAfter time.Duration `yaml:"expire_after"`
+	// MaxPendingPerJob bounds the requests of one job kept, pending or
+	// running; default 100. Beyond it a request is refused (HTTP 429).
+	MaxPendingPerJob int `yaml:"max_pending_per_job"`
+	// MaxPending bounds the requests of every job together; default 1000.
+	// Beyond it a request is refused (HTTP 503).
+	MaxPending int `yaml:"max_pending"`
 }
 
 // History bounds the run and skip records kept in etcd, per job.
@@ -261,6 +276,9 @@ const (
 	defaultHistoryKeep          = 100
 	defaultHistoryMaxAge        = 30 * 24 * time.Hour
 	defaultDrainTimeout         = 10 * time.Second
+	defaultTriggerExpireAfter   = 10 * time.Minute
+	defaultTriggerMaxPerJob     = 100
+	defaultTriggerMaxPending    = 1000
 	defaultMisfirePolicy        = "once"
 	defaultMisfireGrace         = time.Minute
 )
@@ -288,6 +306,8 @@ func Default() *Config {
 		HTTP:     HTTP{Listen: defaultHTTPListen},
 		History:  History{Keep: defaultHistoryKeep, MaxAge: defaultHistoryMaxAge},
 		Shutdown: Shutdown{DrainTimeout: defaultDrainTimeout},
+		Triggers: Triggers{ExpireAfter: defaultTriggerExpireAfter, MaxPendingPerJob: defaultTriggerMaxPerJob,
+			MaxPending: defaultTriggerMaxPending},
 		Plugins: Plugins{
 			Dir:            defaultPluginDir,
 			StartTimeout:   defaultPluginStartTimeout,

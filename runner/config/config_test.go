@@ -79,6 +79,7 @@ func TestLoadFullFile(t *testing.T) {
 		},
 		History:  History{Keep: 50, MaxAge: 168 * time.Hour},
 		Shutdown: Shutdown{DrainTimeout: 2 * time.Minute},
+		Triggers: Triggers{ExpireAfter: 30 * time.Minute, MaxPendingPerJob: 20, MaxPending: 500},
 		Jobs: []Job{
 			{
 				ID:       "backup",
@@ -98,7 +99,7 @@ func TestLoadFullFile(t *testing.T) {
 					"ratio":   0.5,
 					"nothing": nil,
 				},
-				Line: 57,
+				Line: 61,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -111,7 +112,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    80,
+				Line:    84,
 			},
 		},
 	}
@@ -582,6 +583,23 @@ func TestErrors(t *testing.T) {
 				`pacer.yaml:5: jobs[0].schedule: expected a string, got a sequence`,
 				`pacer.yaml:6: jobs[1]: empty entry in a sequence`,
 				`pacer.yaml:7: jobs[2]: expected a mapping, got a string "just a string"`,
+			},
+		},
+		{
+			name: "trigger bounds",
+			src:  y("triggers:", "  expire_after: 0s", "  max_pending_per_job: 50", "  max_pending: 10"),
+			want: []string{
+				`pacer.yaml:2: triggers.expire_after: 0s: must be greater than 0`,
+				`pacer.yaml:4: triggers.max_pending: 10 is below max_pending_per_job (50)`,
+			},
+		},
+		{
+			name: "trigger bounds out of range",
+			src:  y("triggers: {expire_after: 1000h, max_pending_per_job: 0, max_pending: 1000000}"),
+			want: []string{
+				`pacer.yaml:1: triggers.expire_after: 1000h0m0s is longer than 168h`,
+				`pacer.yaml:1: triggers.max_pending_per_job: must be between 1 and 10000, got 0`,
+				`pacer.yaml:1: triggers.max_pending: must be between 1 and 100000, got 1000000`,
 			},
 		},
 		{

@@ -53,6 +53,7 @@ func (d *decoder) validate(c *Config) {
 	d.validatePlugins(&c.Plugins)
 	d.validateHistory(&c.History)
 	d.validateShutdown(&c.Shutdown)
+	d.validateTriggers(&c.Triggers)
 	d.validateObservability(&c.Observability)
 	d.validateJobs(c.Jobs)
 }
@@ -139,6 +140,25 @@ func (d *decoder) validateShutdown(s *Shutdown) {
 		return
 	}
 	d.positive("shutdown.drain_timeout", s.DrainTimeout)
+}
+
+func (d *decoder) validateTriggers(t *Triggers) {
+	switch {
+	case t.ExpireAfter <= 0:
+		d.problem("triggers.expire_after", "%s: must be greater than 0", t.ExpireAfter)
+	case t.ExpireAfter > 7*24*time.Hour:
+		d.problem("triggers.expire_after", "%s is longer than 168h: a request that old is no longer \"now\"", t.ExpireAfter)
+	}
+	if t.MaxPendingPerJob < 1 || t.MaxPendingPerJob > 10000 {
+		d.problem("triggers.max_pending_per_job", "must be between 1 and 10000, got %d", t.MaxPendingPerJob)
+	}
+	switch {
+	case t.MaxPending < 1 || t.MaxPending > 100000:
+		d.problem("triggers.max_pending", "must be between 1 and 100000, got %d", t.MaxPending)
+	case t.MaxPending < t.MaxPendingPerJob:
+		d.problem("triggers.max_pending", "%d is below max_pending_per_job (%d); the total bound must be at least the per-job one",
+			t.MaxPending, t.MaxPendingPerJob)
+	}
 }
 
 func (d *decoder) validatePlugins(p *Plugins) {

@@ -89,6 +89,8 @@ type Coordinator struct {
 
 	pmu    sync.Mutex
 	pruned map[string]pruneState // per job
+
+	requests chan struct{} // trigger requests from this replica, one at a time (triggers.go)
 }
 
 // New returns a Coordinator. Nothing happens until Run is called.
@@ -108,7 +110,7 @@ func New(o Options) *Coordinator {
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger}
+	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger, requests: make(chan struct{}, 1)}
 	c.batch = newBatcher(c)
 	c.records = newPipeline(maxRecordBatch, byTerm(c.commitRecordsOf))
 	return c

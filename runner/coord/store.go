@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -18,11 +19,11 @@ import (
 //	horizons/<job>           unix ns before which the job's claims were pruned
 //	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time)
 //	paused/<job>             present while the job is paused
-//	triggers/<job>/<id>      manual trigger requests, consumed by the leader
+//	triggers/<job>/<id>      manual trigger requests until decided (triggers.go)
+//	idempotency/<job>/<hash> receipts of mutating API requests (idempotency.go)
 
 func (c *Coordinator) runKey(job, runID string) string { return c.prefix + "runs/" + job + "/" + runID }
 func (c *Coordinator) pausedPrefix() string            { return c.prefix + "paused/" }
-func (c *Coordinator) triggerPrefix() string           { return c.prefix + "triggers/" }
 
 // RecordRun stores a run or skip record under t's fencing guard, and keeps
 // about keep records for the job, none older than about 1.1 × maxAge (see
@@ -65,8 +66,15 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 	case <-ctx.Done():
 		return fmt.Errorf("record run %s: %w", runID, ctx.Err())
 	}
+	c.prune(ctx, job, keep, maxAge)
+	return nil
+}
+
+// prune keeps a job's records within keep and maxAge, when due (pruneDue),
+// after a record write.
+func (c *Coordinator) prune(ctx context.Context, job string, keep int, maxAge time.Duration) {
 	if !c.pruneDue(job, keep, maxAge) {
-		return nil
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
@@ -79,7 +87,6 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 	if keep > 0 {
 		c.pruneRuns(ctx, job, keep)
 	}
-	return nil
 }
 
 // commitRecordsOf writes a batch of t's records in one transaction under
@@ -286,27 +293,10 @@ func (c *Coordinator) SlotValue(ctx context.Context, job string, slot time.Time)
 	return resp.Kvs[0].Value, nil
 }
 
-// SetPaused pauses or resumes a job for every replica. It needs no
-// leadership: it is an operator's instruction, not a run's write.
-func (c *Coordinator) SetPaused(ctx context.Context, job string, paused bool, note []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	var err error
-	if paused {
-		_, err = c.cli.Put(ctx, c.pausedPrefix()+job, string(note))
-	} else {
-		_, err = c.cli.Delete(ctx, c.pausedPrefix()+job)
-	}
-	if err != nil {
-		return fmt.Errorf("set paused=%v for %s: %w", paused, job, err)
-	}
-	return nil
-}
-
 // WatchPaused calls set with the full set of paused jobs now and after every
 // change, until ctx ends. It reconnects by itself.
 func (c *Coordinator) WatchPaused(ctx context.Context, set func(map[string]bool)) {
-	c.watchPrefix(ctx, c.pausedPrefix(), func(kvs map[string][]byte) {
+	c.watchPrefix(ctx, c.pausedPrefix(), func(kvs map[string]*mvccpb.KeyValue) {
 		paused := make(map[string]bool, len(kvs))
 		for k := range kvs {
 			paused[k] = true
@@ -315,61 +305,9 @@ func (c *Coordinator) WatchPaused(ctx context.Context, set func(map[string]bool)
 	})
 }
 
-// Trigger is a manual trigger request.
-type Trigger struct {
-	Job string
-	ID  string
-	// Body is the request as stored (correlation ID, who, when).
-	Body []byte
-}
-
-// RequestTrigger stores a manual trigger request for the leader to run.
-func (c *Coordinator) RequestTrigger(ctx context.Context, job, id string, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	if _, err := c.cli.Put(ctx, c.triggerPrefix()+job+"/"+id, string(body)); err != nil {
-		return fmt.Errorf("request trigger of %s: %w", job, err)
-	}
-	return nil
-}
-
-// WatchTriggers calls fn with the pending trigger requests now and after
-// every change, until ctx ends.
-func (c *Coordinator) WatchTriggers(ctx context.Context, fn func([]Trigger)) {
-	c.watchPrefix(ctx, c.triggerPrefix(), func(kvs map[string][]byte) {
-		out := make([]Trigger, 0, len(kvs))
-		for k, v := range kvs {
-			job, id, ok := strings.Cut(k, "/")
-			if ok {
-				out = append(out, Trigger{Job: job, ID: id, Body: v})
-			}
-		}
-		fn(out)
-	})
-}
-
-// ClaimTrigger consumes a trigger request under t's fencing guard, so that
-// each request runs once, on the leader.
-func (c *Coordinator) ClaimTrigger(ctx context.Context, t *Term, tr Trigger) error {
-	key := c.triggerPrefix() + tr.Job + "/" + tr.ID
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
-		clientv3.Compare(clientv3.CreateRevision(key), ">", 0),
-	).Then(clientv3.OpDelete(key)).Else(clientv3.OpGet(t.key, clientv3.WithKeysOnly())).Commit()
-	if err != nil {
-		return fmt.Errorf("claim trigger %s: %w", tr.ID, err)
-	}
-	if resp.Succeeded {
-		return nil
-	}
-	return c.guardFailed(t, resp)
-}
-
 // watchPrefix keeps a local copy of the keys under prefix (relative names)
 // and calls fn with it after the initial read and every change.
-func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(map[string][]byte)) {
+func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(map[string]*mvccpb.KeyValue)) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := c.watchOnce(ctx, prefix, fn)
@@ -386,16 +324,16 @@ func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(ma
 	}
 }
 
-func (c *Coordinator) watchOnce(ctx context.Context, prefix string, fn func(map[string][]byte)) error {
+func (c *Coordinator) watchOnce(ctx context.Context, prefix string, fn func(map[string]*mvccpb.KeyValue)) error {
 	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	resp, err := c.cli.Get(gctx, prefix, clientv3.WithPrefix())
 	cancel()
 	if err != nil {
 		return err
 	}
-	state := map[string][]byte{}
+	state := map[string]*mvccpb.KeyValue{}
 	for _, kv := range resp.Kvs {
-		state[strings.TrimPrefix(string(kv.Key), prefix)] = kv.Value
+		state[strings.TrimPrefix(string(kv.Key), prefix)] = kv
 	}
 	fn(state)
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -409,7 +347,7 @@ func (c *Coordinator) watchOnce(ctx context.Context, prefix string, fn func(map[
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(state, name)
 			} else {
-				state[name] = ev.Kv.Value
+				state[name] = ev.Kv
 			}
 		}
 		fn(state)

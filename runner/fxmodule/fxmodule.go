@@ -275,7 +275,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 	r := runner.New(runner.Options{
 		Node: cfg.Node.Name, Coord: c, Tasks: h, Logger: log, Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner"), Sanitize: s.String,
-		KeepRuns: cfg.History.Keep, MaxRunAge: cfg.History.MaxAge,
+		KeepRuns: cfg.History.Keep, MaxRunAge: cfg.History.MaxAge, TriggerExpiry: cfg.Triggers.ExpireAfter,
 	})
 	hook.set(r.OnTerm)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -340,7 +340,13 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 	s := api.New(api.Options{
 		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
 		Plugins: func() any { return h.Status() },
-		Control: &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name},
+		Control: &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name,
+			TriggerLimits: coord.TriggerLimits{PerJob: cfg.Triggers.MaxPendingPerJob, Total: cfg.Triggers.MaxPending},
+			KeepReceipts:  cfg.History.Keep,
+			// A call that etcd does not answer tries twice, then says
+			// whether it may have taken effect.
+			Settle: 2 * cfg.Cluster.Etcd.RequestTimeout,
+		},
 		Token:   token, AuthAll: cfg.HTTP.AuthAll,
 		Ready: func(ctx context.Context) error {
 			if _, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready"); err != nil {

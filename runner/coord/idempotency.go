@@ -1,0 +1,132 @@
+package coord
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Mutating API requests (trigger, pause, resume) are idempotent: each one
+// stores, in the same transaction as its effect and only if it is absent, a
+// receipt under idempotency/<job>/<sha256 of its key>. A request repeated
+// with the same key finds the receipt and takes no effect again, whether the
+// first one was answered, timed out, or is still on its way to etcd: the
+// two transactions are ordered by etcd, and the second one's comparison
+// fails. That is also how a replica settles a write whose answer it lost
+// (a timeout during an etcd stall): it repeats it.
+//
+// Receipts are bounded by configuration: a job keeps its newest Keep
+// receipts (the oldest, by creation revision, are deleted after each new
+// one), so a key is remembered for the job's last Keep mutating requests.
+
+// Idempotency names a mutating request.
+type Idempotency struct {
+	// Key is the request's idempotency key, as the client sent it or as the
+	// server made it; only its hash is stored.
+	Key string
+	// Receipt is stored with the request's effect: what a repeated request
+	// is answered with.
+	Receipt []byte
+	// Keep is how many receipts a job keeps (the newest); 0 keeps all.
+	Keep int
+}
+
+// Applied is the outcome of an idempotent request.
+type Applied struct {
+	// Receipt is this request's receipt, or the one an earlier request with
+	// the same key stored (Replayed).
+	Receipt  []byte
+	Replayed bool
+}
+
+// ErrNotStored marks an error after which the request certainly took no
+// effect (it failed before anything was written): repeating it is safe
+// even without an idempotency key. Any other error from a write leaves the
+// outcome unknown.
+var ErrNotStored = errors.New("not stored")
+
+func (c *Coordinator) idempotencyPrefix(job string) string {
+	return c.prefix + "idempotency/" + job + "/"
+}
+
+func (c *Coordinator) idempotencyKey(job, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return c.idempotencyPrefix(job) + hex.EncodeToString(sum[:])
+}
+
+// SetPaused pauses or resumes a job for every replica, once per idempotency
+// key. It needs no leadership: it is an operator's instruction, not a run's
+// write. An error wrapping ErrNotStored means it took no effect; any other
+// error leaves the outcome unknown until the call is repeated with the same
+// idem.
+func (c *Coordinator) SetPaused(ctx context.Context, job string, paused bool, note []byte, idem Idempotency) (Applied, error) {
+	ikey := c.idempotencyKey(job, idem.Key)
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	got, err := c.cli.Get(rctx, ikey)
+	cancel()
+	if err != nil {
+		return Applied{}, fmt.Errorf("set paused=%v for %s: %w: %w", paused, job, ErrNotStored, err)
+	}
+	if len(got.Kvs) > 0 {
+		return Applied{Receipt: got.Kvs[0].Value, Replayed: true}, nil
+	}
+	op := clientv3.OpDelete(c.pausedPrefix() + job)
+	if paused {
+		op = clientv3.OpPut(c.pausedPrefix()+job, string(note))
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(wctx).If(clientv3.Compare(clientv3.CreateRevision(ikey), "=", 0)).
+		Then(op, clientv3.OpPut(ikey, string(idem.Receipt))).
+		Else(clientv3.OpGet(ikey)).Commit()
+	if err != nil {
+		return Applied{}, fmt.Errorf("set paused=%v for %s: outcome unknown: %w", paused, job, err)
+	}
+	if !resp.Succeeded {
+		return replayed(resp.Responses[0]), nil
+	}
+	c.pruneReceipts(ctx, job, idem.Keep)
+	return Applied{Receipt: idem.Receipt}, nil
+}
+
+// replayed is the earlier request's receipt, from a Get of its key.
+func replayed(r *etcdserverpb.ResponseOp) Applied {
+	a := Applied{Replayed: true}
+	if kvs := r.GetResponseRange().GetKvs(); len(kvs) > 0 {
+		a.Receipt = kvs[0].Value
+	}
+	return a
+}
+
+// maxPruneOps bounds the deletes of one pruning transaction (etcd's limit
+// is 128 operations).
+const maxPruneOps = 100
+
+// pruneReceipts deletes a job's oldest receipts beyond keep. Best effort: a
+// failure leaves a few extra until the next request.
+func (c *Coordinator) pruneReceipts(ctx context.Context, job string, keep int) {
+	if keep <= 0 {
+		return
+	}
+	prefix := c.idempotencyPrefix(job)
+	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count <= int64(keep) {
+		return
+	}
+	extra := min(resp.Count-int64(keep), maxPruneOps)
+	old, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(extra))
+	if err != nil {
+		return
+	}
+	ops := make([]clientv3.Op, 0, len(old.Kvs))
+	for _, kv := range old.Kvs {
+		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+	}
+	_, _ = c.cli.Txn(ctx).Then(ops...).Commit()
+}

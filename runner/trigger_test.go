@@ -1,0 +1,519 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/sdk/trace"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// gatedTasks is a TaskRunner that records each call's correlation ID and
+// holds it until the gate opens (closed) or its context ends.
+type gatedTasks struct {
+	mu    sync.Mutex
+	calls []*pluginhost.Call
+	gate  chan struct{}
+}
+
+func newGatedTasks() *gatedTasks { return &gatedTasks{gate: make(chan struct{})} }
+
+func (g *gatedTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	g.mu.Lock()
+	g.calls = append(g.calls, &c)
+	g.mu.Unlock()
+	select {
+	case <-g.gate:
+		return &pluginhost.Result{Output: "ok"}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// correlations returns the correlation IDs of the calls so far, in order.
+func (g *gatedTasks) correlations() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []string
+	for _, c := range g.calls {
+		out = append(out, c.Context.GetCorrelationId())
+	}
+	return out
+}
+
+// replica is one runner with its coordinator against a shared etcd, wired
+// as fxmodule wires them: the trigger watch, and OnTerm on every new term.
+type replica struct {
+	c       *coord.Coordinator
+	r       *runner.Runner
+	cli     *clientv3.Client
+	metrics *observability.Metrics
+	stop    func()
+}
+
+// startEtcd starts an embedded etcd for one test and returns its endpoint.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+		Name: "t", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e.Endpoint()
+}
+
+func startReplica(t *testing.T, endpoint, node string, tasks runner.TaskRunner, o runner.Options, dial ...grpc.DialOption) *replica {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialOptions: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r *runner.Runner
+	var rmu sync.Mutex
+	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: time.Second,
+		OnTransition: func(leading bool, term *coord.Term) {
+			rmu.Lock()
+			defer rmu.Unlock()
+			if leading && r != nil {
+				go r.OnTerm(term)
+			}
+		}})
+	o.Node, o.Coord, o.Tasks, o.Metrics, o.Logger, o.Tracer = node, c, tasks, m, discardLogger(), trace.NewTracerProvider().Tracer("t")
+	rmu.Lock()
+	r = runner.New(o)
+	rmu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = c.Run(ctx) })
+	wctx, wcancel := context.WithCancel(context.Background())
+	wg.Go(func() { c.WatchTriggers(wctx, r.HandleTriggers) })
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			wcancel()
+			drain, dcancel := context.WithTimeout(context.Background(), time.Second)
+			r.Stop(drain)
+			dcancel()
+			cancel()
+			wg.Wait()
+			cli.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return &replica{c: c, r: r, cli: cli, metrics: m, stop: stop}
+}
+
+func (p *replica) waitLeader(t *testing.T) *coord.Term {
+	t.Helper()
+	waitUntil(t, "leadership", func() bool { return p.c.Term() != nil })
+	return p.c.Term()
+}
+
+func (p *replica) control() *runner.Control { return &runner.Control{Runner: p.r, Store: p.c} }
+
+// recordsOf reads a job's run and skip records straight from etcd.
+func recordsOf(t *testing.T, cli *clientv3.Client, job string) []runner.Record {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "/pacer/t/runs/"+job+"/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]runner.Record, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		if err := json.Unmarshal(kv.Value, &out[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// storedTriggers counts the trigger requests kept in etcd for job.
+func storedTriggers(t *testing.T, cli *clientv3.Client, job string) int {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "/pacer/t/triggers/"+job+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(resp.Count)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func byCorrelation(recs []runner.Record) map[string][]runner.Record {
+	out := map[string][]runner.Record{}
+	for _, r := range recs {
+		out[r.CorrelationID] = append(out[r.CorrelationID], r)
+	}
+	return out
+}
+
+// Issue 10 item 2: 8 triggers on a busy overlap: forbid job give 1 run and
+// 7 skip records with their callers' correlation IDs, each decided in one
+// fenced transaction with its request's removal; after a restart nothing
+// more runs.
+func TestManualTriggersOnBusyJobAreDecidedOnce(t *testing.T) {
+	ep := startEtcd(t)
+	tasks := newGatedTasks()
+	a := startReplica(t, ep, "a", tasks, runner.Options{})
+	a.waitLeader(t)
+	busy := job("busy", runner.OverlapForbid)
+	a.r.SetJobs([]*runner.Job{busy})
+	ctl := a.control()
+
+	ids := map[string]string{} // correlation ID -> trigger ID
+	first, err := ctl.Trigger(context.Background(), "busy", "corr-0", "test", "")
+	if err != nil || first.State != runner.StateAccepted {
+		t.Fatalf("trigger: %+v %v", first, err)
+	}
+	ids["corr-0"] = first.TriggerID
+	waitUntil(t, "the first trigger to run", func() bool { return len(tasks.correlations()) == 1 })
+	for i := 1; i < 8; i++ {
+		corr := fmt.Sprintf("corr-%d", i)
+		tr, err := ctl.Trigger(context.Background(), "busy", corr, "test", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[corr] = tr.TriggerID
+	}
+	waitUntil(t, "7 skip records", func() bool { return len(recordsOf(t, a.cli, "busy")) == 7 })
+	// Decided and removed together: only the running request is kept.
+	if n := storedTriggers(t, a.cli, "busy"); n != 1 {
+		t.Fatalf("%d trigger requests kept while one runs, want 1 (its claim)", n)
+	}
+	close(tasks.gate)
+	waitUntil(t, "the run's record", func() bool { return len(recordsOf(t, a.cli, "busy")) == 8 })
+	if n := storedTriggers(t, a.cli, "busy"); n != 0 {
+		t.Fatalf("%d trigger requests kept after every one was decided, want 0", n)
+	}
+	got := byCorrelation(recordsOf(t, a.cli, "busy"))
+	for corr, tid := range ids {
+		recs := got[corr]
+		if len(recs) != 1 {
+			t.Fatalf("%s: %d records, want 1: %+v", corr, len(recs), recs)
+		}
+		rec := recs[0]
+		want := "skipped"
+		if corr == "corr-0" {
+			want = observability.OutcomeSuccess
+		}
+		if rec.State != want || !rec.Manual || rec.TriggerID != tid || (want == "skipped" && rec.Reason != runner.SkipOverlap) {
+			t.Errorf("%s: record %+v, want state %s, manual, trigger %s", corr, rec, want, tid)
+		}
+	}
+	if n := testutil.ToFloat64(a.metrics.JobSkipped.WithLabelValues("busy", runner.SkipOverlap)); n != 7 {
+		t.Errorf("pacer_job_skipped_total{reason=overlap} = %v, want 7", n)
+	}
+
+	// A restart: another replica leads. Requests are decided oldest
+	// first, so a request left over would run before this new one.
+	a.stop()
+	tasksB := newGatedTasks()
+	close(tasksB.gate)
+	b := startReplica(t, ep, "b", tasksB, runner.Options{})
+	b.r.SetJobs([]*runner.Job{busy})
+	b.waitLeader(t)
+	if _, err := b.control().Trigger(context.Background(), "busy", "after-restart", "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the trigger after the restart", func() bool { return len(recordsOf(t, b.cli, "busy")) == 9 })
+	if got := tasksB.correlations(); !slices.Equal(got, []string{"after-restart"}) {
+		t.Fatalf("after the restart ran %q, want only the new trigger", got)
+	}
+}
+
+// A trigger whose leader lost leadership mid-run is decided by the next
+// term's delivery policy: at-most-once records it as lost (with its
+// correlation ID), at-least-once runs it again as the next attempt.
+func TestManualTriggerLeftRunningFollowsDelivery(t *testing.T) {
+	for _, policy := range []string{runner.DeliveryAtMostOnce, runner.DeliveryAtLeastOnce} {
+		t.Run(policy, func(t *testing.T) {
+			ep := startEtcd(t)
+			tasks := newGatedTasks()
+			a := startReplica(t, ep, "a", tasks, runner.Options{})
+			old := a.waitLeader(t)
+			j := job("d", runner.OverlapForbid)
+			j.Delivery = policy
+			a.r.SetJobs([]*runner.Job{j})
+			tr, err := a.control().Trigger(context.Background(), "d", "corr-d", "test", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "the run", func() bool { return len(tasks.correlations()) == 1 })
+			// The server deletes the election key, as when the lease
+			// expires: the run is cancelled and cannot record its end.
+			resp, err := a.cli.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
+			if err != nil || len(resp.Kvs) == 0 {
+				t.Fatal(err)
+			}
+			if _, err := a.cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+				t.Fatal(err)
+			}
+			<-old.Context().Done()
+			waitUntil(t, "a new term", func() bool { t2 := a.c.Term(); return t2 != nil && t2.Token != old.Token })
+			if policy == runner.DeliveryAtLeastOnce {
+				waitUntil(t, "the run again", func() bool { return len(tasks.correlations()) == 2 })
+				close(tasks.gate)
+				waitUntil(t, "its record", func() bool {
+					for _, r := range recordsOf(t, a.cli, "d") {
+						if r.State == observability.OutcomeSuccess {
+							return true
+						}
+					}
+					return false
+				})
+				recs := recordsOf(t, a.cli, "d")
+				if len(recs) != 1 || recs[0].CorrelationID != "corr-d" || recs[0].Attempt != 2 || recs[0].TriggerID != tr.TriggerID {
+					t.Fatalf("records %+v, want one success of attempt 2 with corr-d", recs)
+				}
+			} else {
+				waitUntil(t, "the lost record", func() bool { return len(recordsOf(t, a.cli, "d")) == 1 })
+				rec := recordsOf(t, a.cli, "d")[0]
+				if rec.State != "skipped" || rec.Reason != runner.SkipLockLost || rec.CorrelationID != "corr-d" || !rec.Manual || rec.TriggerID != tr.TriggerID {
+					t.Fatalf("record %+v, want skipped lock_lost with corr-d", rec)
+				}
+				if n := len(tasks.correlations()); n != 1 {
+					t.Fatalf("%d runs under at-most-once, want 1", n)
+				}
+				close(tasks.gate)
+			}
+			waitUntil(t, "no request kept", func() bool { return storedTriggers(t, a.cli, "d") == 0 })
+		})
+	}
+}
+
+// A request not decided within the expiry is recorded as skipped, reason
+// expired: here one for a job the leader does not have (an API replica
+// with another config took it), and one that waited for a leader longer
+// than the expiry. A request whose job a reload adds before it expires
+// runs.
+func TestManualTriggerExpires(t *testing.T) {
+	ep := startEtcd(t)
+	tasks := newGatedTasks()
+	close(tasks.gate)
+	leader := startReplica(t, ep, "leader", tasks, runner.Options{TriggerExpiry: 500 * time.Millisecond})
+	leader.waitLeader(t)
+	leader.r.SetJobs([]*runner.Job{job("known", "")})
+
+	// Another replica's API knows jobs the leader does not.
+	api := runner.New(runner.Options{Logger: discardLogger()})
+	api.SetJobs([]*runner.Job{job("gone", ""), job("added", ""), job("known", "")})
+	ctl := &runner.Control{Runner: api, Store: leader.c}
+	gone, err := ctl.Trigger(context.Background(), "gone", "corr-gone", "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Trigger(context.Background(), "added", "corr-added", "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	// A request stored an hour ago, while no replica led.
+	body, _ := json.Marshal(runner.TriggerRequest{CorrelationID: "corr-old", RequestedAt: time.Now().Add(-time.Hour), By: "test"})
+	if _, err := leader.c.RequestTrigger(context.Background(), "known", "old-request", body,
+		coord.Idempotency{Key: "old", Receipt: []byte(`{}`)}, coord.TriggerLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	leader.r.SetJobs([]*runner.Job{job("known", ""), job("added", "")}) // a reload adds "added"
+
+	waitUntil(t, "the expired records", func() bool {
+		return len(recordsOf(t, leader.cli, "gone")) == 1 && len(recordsOf(t, leader.cli, "known")) == 1
+	})
+	for _, c := range []struct{ job, corr, detail string }{
+		{"gone", "corr-gone", "job not in the leader's job set"},
+		{"known", "corr-old", "no replica led"},
+	} {
+		rec := recordsOf(t, leader.cli, c.job)[0]
+		if rec.State != "skipped" || rec.Reason != runner.SkipExpired || rec.CorrelationID != c.corr || !rec.Manual ||
+			!strings.Contains(rec.Error, c.detail) {
+			t.Errorf("%s: record %+v, want skipped, expired, %s, saying %q", c.job, rec, c.corr, c.detail)
+		}
+	}
+	if rec := recordsOf(t, leader.cli, "gone")[0]; rec.TriggerID != gone.TriggerID {
+		t.Errorf("expired record names trigger %q, want %q", rec.TriggerID, gone.TriggerID)
+	}
+	waitUntil(t, "the added job's run", func() bool { return len(recordsOf(t, leader.cli, "added")) == 1 })
+	if rec := recordsOf(t, leader.cli, "added")[0]; rec.State != observability.OutcomeSuccess || rec.CorrelationID != "corr-added" {
+		t.Errorf("added: %+v", rec)
+	}
+	if n := testutil.ToFloat64(leader.metrics.JobSkipped.WithLabelValues("gone", runner.SkipExpired)); n != 1 {
+		t.Errorf("pacer_job_skipped_total{reason=expired} = %v", n)
+	}
+}
+
+// Requests beyond the bounds are refused, with the bound they hit, and
+// nothing is stored for them.
+func TestTriggerRequestsAreBounded(t *testing.T) {
+	ep := startEtcd(t)
+	// No coordinator runs: nobody decides, so requests stay pending.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	store := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "api"})
+	r := runner.New(runner.Options{Logger: discardLogger()})
+	r.SetJobs([]*runner.Job{job("a", ""), job("b", ""), job("c", "")})
+	ctl := &runner.Control{Runner: r, Store: store, TriggerLimits: coord.TriggerLimits{PerJob: 3, Total: 5}}
+	for range 3 {
+		if _, err := ctl.Trigger(context.Background(), "a", "", "test", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = ctl.Trigger(context.Background(), "a", "", "test", "")
+	var full *coord.LimitError
+	if !errors.As(err, &full) || !full.PerJob || full.Limit != 3 || !errors.Is(err, coord.ErrNotStored) {
+		t.Fatalf("4th request for a: %v, want the per-job bound", err)
+	}
+	for range 2 {
+		if _, err := ctl.Trigger(context.Background(), "b", "", "test", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = ctl.Trigger(context.Background(), "c", "", "test", "")
+	if !errors.As(err, &full) || full.PerJob || full.Limit != 5 {
+		t.Fatalf("6th request: %v, want the total bound", err)
+	}
+	if n := storedTriggers(t, cli, "a") + storedTriggers(t, cli, "b") + storedTriggers(t, cli, "c"); n != 5 {
+		t.Fatalf("%d requests stored, want 5", n)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// lossyLink is a gRPC client interceptor between a replica and etcd. While
+// lose is set, etcd applies write transactions but their answers are lost
+// (a stall after the request went out); while mute is also set, reads fail
+// too (etcd does not answer at all).
+type lossyLink struct {
+	lose, mute atomic.Bool
+	lost       atomic.Int32
+}
+
+func (l *lossyLink) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+	invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	write := isWrite(req)
+	if l.mute.Load() && !write && (method == "/etcdserverpb.KV/Range" || method == "/etcdserverpb.KV/Txn") {
+		return status.Error(codes.DeadlineExceeded, "injected: etcd did not answer")
+	}
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if err == nil && write && l.lose.Load() {
+		l.lost.Add(1)
+		return status.Error(codes.DeadlineExceeded, "injected: the answer was lost")
+	}
+	return err
+}
+
+// isWrite reports whether req is a transaction that may write.
+func isWrite(req any) bool {
+	txn, ok := req.(*etcdserverpb.TxnRequest)
+	if !ok {
+		return false
+	}
+	for _, op := range append(slices.Clone(txn.Success), txn.Failure...) {
+		if op.GetRequestPut() != nil || op.GetRequestDeleteRange() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Issue 18: a trigger whose write etcd applied but whose answer was lost
+// (the old code answered 503 "context deadline exceeded", and a client
+// that retried got two runs) is settled by repeating the write under its
+// idempotency key: the answer is "accepted", and it is stored once.
+func TestTriggerWithALostAnswerIsStoredOnce(t *testing.T) {
+	ep := startEtcd(t)
+	link := &lossyLink{}
+	// An API replica that does not lead: requests stay pending, to count.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(link.intercept)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	admin, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	r := runner.New(runner.Options{Logger: discardLogger()})
+	r.SetJobs([]*runner.Job{job("j", "")})
+	ctl := &runner.Control{Runner: r, Store: coord.New(coord.Options{Client: cli, Cluster: "t", Node: "api", RequestTimeout: time.Second}),
+		Settle: 3 * time.Second}
+
+	link.lose.Store(true)
+	stopLosing := make(chan struct{})
+	go func() { // the stall ends after the first lost answer
+		defer close(stopLosing)
+		for link.lost.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		link.lose.Store(false)
+	}()
+	tr, err := ctl.Trigger(context.Background(), "j", "corr-lost", "test", "")
+	<-stopLosing
+	if err != nil || tr.State != runner.StateAccepted || tr.Replayed {
+		t.Fatalf("trigger with a lost answer: %+v, %v; want accepted (its own write, found)", tr, err)
+	}
+	if n := storedTriggers(t, admin, "j"); n != 1 {
+		t.Fatalf("%d requests stored, want 1", n)
+	}
+
+	// etcd answers nothing after a write went out: the answer says the
+	// outcome is unknown, not an error; repeating with the key settles it.
+	lost := link.lost.Load()
+	link.lose.Store(true)
+	muted := make(chan struct{})
+	go func() { // etcd stops answering after the write went out
+		defer close(muted)
+		for link.lost.Load() == lost {
+			time.Sleep(time.Millisecond)
+		}
+		link.mute.Store(true)
+	}()
+	tr, err = ctl.Trigger(context.Background(), "j", "corr-unknown", "test", "client-key-1")
+	if err != nil || tr.State != runner.StateUnconfirmed || tr.IdempotencyKey != "client-key-1" ||
+		!strings.Contains(tr.Detail, "Idempotency-Key: client-key-1") || !strings.Contains(tr.Detail, tr.TriggerID) {
+		t.Fatalf("trigger during a stall: %+v, %v; want unconfirmed, saying how to find out", tr, err)
+	}
+	<-muted
+	link.lose.Store(false)
+	link.mute.Store(false)
+	again, err := ctl.Trigger(context.Background(), "j", "corr-retry", "test", "client-key-1")
+	if err != nil || again.State != runner.StateAccepted || !again.Replayed || again.TriggerID != tr.TriggerID || again.CorrelationID != "corr-unknown" {
+		t.Fatalf("retry with the same key: %+v, %v; want the first request's trigger %s, replayed", again, err, tr.TriggerID)
+	}
+	if n := storedTriggers(t, admin, "j"); n != 2 {
+		t.Fatalf("%d requests stored, want 2", n)
+	}
+}
