@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,6 +22,10 @@ type clientFlags struct {
 	addr   string
 	output string
 	token  string
+	// idemKey is the Idempotency-Key of a mutating call (trigger, pause,
+	// resume); made up when not given.
+	idemKey string
+	mutates bool
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -30,6 +36,10 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.addr, "addr", def, "runner API address (env PACER_ADDR)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
 	fs.StringVar(&c.token, "token", os.Getenv("PACER_API_TOKEN"), "API bearer token (env PACER_API_TOKEN)")
+	if c.mutates {
+		fs.StringVar(&c.idemKey, "idempotency-key", "",
+			"Idempotency-Key of the request (default: a new random key); repeating a call with the same key takes effect once")
+	}
 }
 
 // parse parses a client subcommand's flags and returns its positional args.
@@ -62,14 +72,43 @@ func (c *clientFlags) get(path string, v any, stdout io.Writer) (raw bool, err e
 }
 
 func (c *clientFlags) do(method, path string, header http.Header, v any, stdout io.Writer) (raw bool, err error) {
+	resp, err := c.send(method, path, header, 10*time.Second)
+	if err != nil {
+		return false, err
+	}
+	return c.decode(resp, v, stdout)
+}
+
+// reply is an API answer.
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+	where  string // address and path, for messages
+}
+
+// err is the answer's error, if its status is not 2xx.
+func (r *reply) err() error {
+	if r.status/100 == 2 {
+		return nil
+	}
+	var e struct{ Error string }
+	if json.Unmarshal(r.body, &e) == nil && e.Error != "" {
+		return fmt.Errorf("%d %s: %s", r.status, http.StatusText(r.status), e.Error)
+	}
+	return fmt.Errorf("%d %s from %s", r.status, http.StatusText(r.status), r.where)
+}
+
+// send makes one request and reads the answer, whatever its status.
+func (c *clientFlags) send(method, path string, header http.Header, timeout time.Duration) (*reply, error) {
 	addr := strings.TrimSuffix(c.addr, "/")
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	hc := &http.Client{Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: timeout}
 	req, err := http.NewRequest(method, addr+path, nil)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	for k, vs := range header {
 		req.Header[k] = vs
@@ -79,29 +118,93 @@ func (c *clientFlags) do(method, path string, header http.Header, v any, stdout 
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("cannot reach the runner at %s: %w (is it running? set --addr or PACER_ADDR)", addr, err)
+		return nil, fmt.Errorf("cannot reach the runner at %s: %w (is it running? set --addr or PACER_ADDR)", addr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return false, err
+		return nil, fmt.Errorf("reading the answer from %s: %w", addr, err)
 	}
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return false, fmt.Errorf("%s: %s", resp.Status, e.Error)
-		}
-		return false, fmt.Errorf("%s from %s%s", resp.Status, addr, path)
+	return &reply{status: resp.StatusCode, header: resp.Header, body: body, where: addr + path}, nil
+}
+
+// decode passes the answer's raw JSON to stdout when -o json is set, else
+// decodes it into v.
+func (c *clientFlags) decode(r *reply, v any, stdout io.Writer) (raw bool, err error) {
+	if err := r.err(); err != nil {
+		return false, err
 	}
 	switch c.output {
 	case "json":
-		_, err := stdout.Write(body)
+		_, err := stdout.Write(r.body)
 		return true, err
 	case "table":
-		return false, json.Unmarshal(body, v)
+		return false, json.Unmarshal(r.body, v)
 	default:
 		return false, fmt.Errorf("%w: -o %q: want table or json", errUsage, c.output)
 	}
+}
+
+// Retries of a mutating call: how many tries, and the pause before the
+// first retry (doubling).
+const (
+	mutateTries     = 6
+	mutateFirstWait = time.Second
+	mutateTimeout   = 30 * time.Second // per try: the runner may take 2 × etcd's request_timeout to answer
+)
+
+// mutate sends a mutating call with an Idempotency-Key, and repeats it with
+// the same key (so it takes effect once) while its outcome is not known:
+// the runner cannot be reached or did not answer, answered 502, 503 or 504,
+// or answered that etcd did not confirm the request (state unconfirmed).
+// It returns the last answer; a final unconfirmed one is an error that
+// says how to find out.
+func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, stderr io.Writer) (raw bool, err error) {
+	if header == nil {
+		header = http.Header{}
+	}
+	if c.idemKey == "" {
+		c.idemKey = newIdempotencyKey()
+	}
+	header.Set("Idempotency-Key", c.idemKey)
+	wait := mutateFirstWait
+	for try := 1; ; try++ {
+		resp, err := c.send(http.MethodPost, path, header, mutateTimeout)
+		var why string
+		switch {
+		case err != nil:
+			why = err.Error()
+		case resp.status == http.StatusBadGateway || resp.status == http.StatusServiceUnavailable || resp.status == http.StatusGatewayTimeout:
+			why = resp.err().Error()
+		default:
+			var st struct{ State, Detail string }
+			if resp.status/100 == 2 && json.Unmarshal(resp.body, &st) == nil && st.State == "unconfirmed" {
+				why = st.Detail
+				if try == mutateTries {
+					return false, fmt.Errorf("outcome unknown after %d tries: %s", try, st.Detail)
+				}
+				break
+			}
+			return c.decode(resp, v, stdout)
+		}
+		if try == mutateTries {
+			if err != nil {
+				return false, err
+			}
+			return c.decode(resp, v, stdout)
+		}
+		fmt.Fprintf(stderr, "pacer: %s; trying again in %s with the same Idempotency-Key %s (try %d of %d)\n",
+			why, wait, c.idemKey, try+1, mutateTries)
+		time.Sleep(wait) // the CLI's own backoff between tries
+		wait *= 2
+	}
+}
+
+// newIdempotencyKey is a random key for one command.
+func newIdempotencyKey() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return "cli-" + hex.EncodeToString(b)
 }
 
 func pluginsCmd(args []string, stdout, stderr io.Writer) error {
@@ -181,40 +284,53 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func triggerCmd(args []string, stdout, stderr io.Writer) error {
-	var c clientFlags
-	pos, err := c.parse("trigger", args, stderr, 1, "trigger JOB [--addr URL] [--token T]")
+	c := clientFlags{mutates: true}
+	pos, err := c.parse("trigger", args, stderr, 1, "trigger JOB [--addr URL] [--token T] [--idempotency-key K]")
 	if err != nil {
 		return err
 	}
 	var t struct {
-		Job           string `json:"job"`
-		TriggerID     string `json:"trigger_id"`
-		CorrelationID string `json:"correlation_id"`
+		Job            string `json:"job"`
+		TriggerID      string `json:"trigger_id"`
+		CorrelationID  string `json:"correlation_id"`
+		IdempotencyKey string `json:"idempotency_key"`
+		Replayed       bool   `json:"replayed"`
 	}
 	h := http.Header{}
 	if corr := os.Getenv("PACER_CORRELATION_ID"); corr != "" {
 		h.Set("X-Correlation-ID", corr)
 	}
-	if raw, err := c.do(http.MethodPost, "/api/v1/jobs/"+url.PathEscape(pos[0])+"/trigger", h, &t, stdout); err != nil || raw {
+	if raw, err := c.mutate("/api/v1/jobs/"+url.PathEscape(pos[0])+"/trigger", h, &t, stdout, stderr); err != nil || raw {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "triggered %s (trigger %s, correlation ID %s)\nfollow it with: pacer runs %s\n",
-		pos[0], orDash(t.TriggerID), orDash(t.CorrelationID), pos[0])
+	what := "triggered"
+	if t.Replayed {
+		what = "already triggered by an earlier request with idempotency key " + t.IdempotencyKey + ":"
+	}
+	_, err = fmt.Fprintf(stdout, "%s %s (trigger %s, correlation ID %s)\nfollow it with: pacer runs %s\n",
+		what, pos[0], orDash(t.TriggerID), orDash(t.CorrelationID), pos[0])
 	return err
 }
 
 func pauseCmd(verb string) func([]string, io.Writer, io.Writer) error {
 	return func(args []string, stdout, stderr io.Writer) error {
-		var c clientFlags
-		pos, err := c.parse(verb, args, stderr, 1, verb+" JOB [--addr URL] [--token T]")
+		c := clientFlags{mutates: true}
+		pos, err := c.parse(verb, args, stderr, 1, verb+" JOB [--addr URL] [--token T] [--idempotency-key K]")
 		if err != nil {
 			return err
 		}
-		var r struct{ Job string }
-		if raw, err := c.do(http.MethodPost, "/api/v1/jobs/"+url.PathEscape(pos[0])+"/"+verb, nil, &r, stdout); err != nil || raw {
+		var r struct {
+			Job      string
+			Replayed bool
+		}
+		if raw, err := c.mutate("/api/v1/jobs/"+url.PathEscape(pos[0])+"/"+verb, nil, &r, stdout, stderr); err != nil || raw {
 			return err
 		}
 		past := map[string]string{"pause": "paused", "resume": "resumed"}[verb]
+		if r.Replayed {
+			_, err = fmt.Fprintf(stdout, "already %s %s by an earlier request with idempotency key %s; not applied again\n", past, pos[0], c.idemKey)
+			return err
+		}
 		_, err = fmt.Fprintf(stdout, "%s %s on every replica\n", past, pos[0])
 		return err
 	}

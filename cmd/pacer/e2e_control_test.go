@@ -41,9 +41,16 @@ jobs:
 	if out, code := p.cli(nil, "trigger", "yearly"); code == 0 || !strings.Contains(out, "401") || !strings.Contains(out, "bearer token") {
 		t.Fatalf("trigger without a token: exit %d\n%s", code, out)
 	}
-	out, code := p.cli(append(auth, "PACER_CORRELATION_ID=e2e-corr-1"), "trigger", "yearly")
+	out, code := p.cli(append(auth, "PACER_CORRELATION_ID=e2e-corr-1"), "trigger", "yearly", "--idempotency-key", "e2e-key-1")
 	if code != 0 || !strings.Contains(out, "triggered yearly") || !strings.Contains(out, "e2e-corr-1") {
 		t.Fatalf("trigger: exit %d\n%s", code, out)
+	}
+	// Repeated with the same key (a client retrying): the first request's
+	// answer, and no second run.
+	out, code = p.cli(append(auth, "PACER_CORRELATION_ID=e2e-corr-2"), "trigger", "yearly", "--idempotency-key", "e2e-key-1")
+	if code != 0 || !strings.Contains(out, "already triggered by an earlier request with idempotency key e2e-key-1") ||
+		!strings.Contains(out, "e2e-corr-1") {
+		t.Fatalf("repeated trigger: exit %d\n%s", code, out)
 	}
 	p.waitLogs("the triggered run", 30*time.Second, func(ls []logLine) bool {
 		return len(match(ls, func(l logLine) bool {
@@ -69,7 +76,7 @@ jobs:
 		if code != 0 || json.Unmarshal([]byte(out), &runs) != nil {
 			t.Fatalf("runs: exit %d\n%s", code, out)
 		}
-		if len(runs.Runs) == 1 || time.Now().After(deadline) {
+		if (len(runs.Runs) == 1 && runs.Runs[0].State == "success") || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

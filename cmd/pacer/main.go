@@ -37,7 +37,7 @@ Usage:
                                  print each job's next fire times
                                  (--from RFC3339 --count N: N fire times after any instant)
   pacer jobs                     jobs, their schedules, state and next fire time
-  pacer trigger JOB              run a job now (X-Correlation-ID from env PACER_CORRELATION_ID)
+  pacer trigger JOB              run a job now, once (X-Correlation-ID from env PACER_CORRELATION_ID)
   pacer pause JOB | resume JOB   pause or resume a job on every replica
   pacer runs JOB                 a job's latest runs and skipped slots
   pacer status                   leader, fencing token, members, lease
@@ -48,6 +48,9 @@ Usage:
 
 Client commands talk to a runner's HTTP API: --addr (env PACER_ADDR,
 default http://127.0.0.1:9464), --token (env PACER_API_TOKEN), -o table|json.
+trigger, pause and resume send an Idempotency-Key (--idempotency-key, or a
+random one) and repeat the request with it while its outcome is unknown, so
+it takes effect once.
 
 Run "pacer COMMAND -h" for a command's flags.
 `

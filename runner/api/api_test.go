@@ -3,6 +3,8 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -166,5 +168,118 @@ func TestAuthAllProtectsReads(t *testing.T) {
 	}
 	if code, _ := call(t, srv, "GET", "/healthz", "", ""); code != 200 {
 		t.Fatalf("healthz must stay open: %d", code)
+	}
+}
+
+func callH(t *testing.T, srv *httptest.Server, method, path, token string, hdr ...string) (int, http.Header, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, out
+}
+
+// Mutating requests with an Idempotency-Key take effect once; a request
+// that may have been stored is never answered with an error; a full
+// trigger queue answers 429 (the job's bound) or 503 (the cluster's) with
+// Retry-After.
+func TestIdempotentMutations(t *testing.T) {
+	t.Parallel()
+	srv, store := setup(t, "s3cret", false)
+	code, h, first := callH(t, srv, "POST", "/api/v1/jobs/a/trigger", "s3cret", "Idempotency-Key", `"key-1"`)
+	if code != 202 || first["state"] != "accepted" || first["idempotency_key"] != "key-1" || h.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("first trigger: %d %v", code, first)
+	}
+	code, h, again := callH(t, srv, "POST", "/api/v1/jobs/a/trigger", "s3cret", "Idempotency-Key", "key-1")
+	if code != 202 || again["trigger_id"] != first["trigger_id"] || again["replayed"] != true || h.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("repeated trigger: %d %v %v, want the first one's answer", code, h, again)
+	}
+	if len(store.triggers) != 1 {
+		t.Fatalf("%d trigger requests stored, want 1", len(store.triggers))
+	}
+	if code, _, body := callH(t, srv, "POST", "/api/v1/jobs/a/pause", "s3cret", "Idempotency-Key", "key-1"); code != 422 ||
+		!strings.Contains(body["error"].(string), "a trigger") {
+		t.Fatalf("key reused for a pause: %d %v, want 422", code, body)
+	}
+	if code, _, body := callH(t, srv, "POST", "/api/v1/jobs/a/pause", "s3cret", "Idempotency-Key", "p-1"); code != 200 || body["state"] != "applied" {
+		t.Fatalf("pause: %d %v", code, body)
+	}
+	store.mu.Lock()
+	store.paused["a"] = false // resumed by someone else meanwhile
+	store.mu.Unlock()
+	if code, _, body := callH(t, srv, "POST", "/api/v1/jobs/a/pause", "s3cret", "Idempotency-Key", "p-1"); code != 200 || body["replayed"] != true {
+		t.Fatalf("repeated pause: %d %v", code, body)
+	}
+	if store.paused["a"] {
+		t.Fatal("a repeated pause took effect again")
+	}
+	for _, bad := range [][]string{
+		{"Idempotency-Key", "has space"},
+		{"Idempotency-Key", `""`},
+		{"Idempotency-Key", strings.Repeat("k", 256)},
+		{"Idempotency-Key", "a", "Idempotency-Key", "b"},
+	} {
+		if code, _, body := callH(t, srv, "POST", "/api/v1/jobs/a/trigger", "s3cret", bad...); code != 400 ||
+			!strings.Contains(body["error"].(string), "Idempotency-Key") {
+			t.Errorf("key %q: %d %v, want 400", bad[1:], code, body)
+		}
+	}
+
+	for _, tc := range []struct {
+		full *coord.LimitError
+		code int
+	}{
+		{&coord.LimitError{Job: "a", Pending: 100, Limit: 100, PerJob: true}, 429},
+		{&coord.LimitError{Job: "a", Pending: 1000, Limit: 1000}, 503},
+	} {
+		store.mu.Lock()
+		store.full = tc.full
+		store.mu.Unlock()
+		code, h, body := callH(t, srv, "POST", "/api/v1/jobs/a/trigger", "s3cret")
+		if code != tc.code || h.Get("Retry-After") == "" || !strings.Contains(body["error"].(string), "not stored") {
+			t.Errorf("full (%v): %d %v %v", tc.full, code, h, body)
+		}
+	}
+}
+
+// When etcd fails, a mutating request says whether it was stored: "not
+// stored" (503: repeating is safe), or "unconfirmed" (202: it may have
+// been, and how to find out), never an error for a request that may run.
+func TestMutationOutcomeWhenEtcdFails(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "a", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)}})
+	store := &memStore{paused: map[string]bool{}, receipts: map[string][]byte{}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: store, Settle: 300 * time.Millisecond}, Token: "s3cret"})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+
+	store.err = fmt.Errorf("request trigger of a: %w: context deadline exceeded", coord.ErrNotStored)
+	if code, _, body := callH(t, srv, "POST", "/api/v1/jobs/a/trigger", "s3cret"); code != 503 ||
+		!strings.Contains(body["error"].(string), "repeating the request is safe") {
+		t.Fatalf("not stored: %d %v", code, body)
+	}
+	store.err = errors.New("request trigger of a: outcome unknown: context deadline exceeded")
+	for _, path := range []string{"/api/v1/jobs/a/trigger", "/api/v1/jobs/a/pause"} {
+		code, _, body := callH(t, srv, "POST", path, "s3cret", "Idempotency-Key", "k-"+path)
+		if code != 202 || body["state"] != "unconfirmed" || body["error"] != nil ||
+			!strings.Contains(body["detail"].(string), "Idempotency-Key: k-"+path) {
+			t.Fatalf("%s, outcome unknown: %d %v; want 202 unconfirmed saying how to find out", path, code, body)
+		}
 	}
 }
