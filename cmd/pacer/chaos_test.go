@@ -390,6 +390,7 @@ type ledgerEntry struct {
 	FencingToken  int64     `json:"fencing_token"`
 	Node          string    `json:"node"`
 	RunID         string    `json:"run_id"`
+	CorrelationID string    `json:"correlation_id"`
 	Attempt       int       `json:"attempt"`
 	Start         time.Time `json:"start"`
 	End           time.Time `json:"end"`

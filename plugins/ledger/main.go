@@ -42,6 +42,7 @@ type Entry struct {
 	FencingToken  int64  `json:"fencing_token"`
 	Node          string `json:"node"`
 	RunID         string `json:"run_id"`
+	CorrelationID string `json:"correlation_id"`
 	Attempt       int    `json:"attempt"`
 	Start         string `json:"start"`
 	End           string `json:"end"`
@@ -64,7 +65,7 @@ func record(ctx context.Context, p params, resp *sdk.Response) error {
 	}
 	e := Entry{
 		Job: info.JobID, ScheduledTime: info.ScheduledTime.UTC().Format(time.RFC3339Nano),
-		FencingToken: info.FencingToken, Node: info.Node, RunID: info.RunID, Attempt: info.Attempt,
+		FencingToken: info.FencingToken, Node: info.Node, RunID: info.RunID, CorrelationID: info.CorrelationID, Attempt: info.Attempt,
 		Start: start.Format(time.RFC3339Nano), Cancelled: cancelled != nil, PID: os.Getpid(),
 	}
 	if err := write(p.Path, &e); err != nil {
