@@ -47,7 +47,21 @@ type Metrics struct {
 	PluginRestarts    *prometheus.CounterVec   // plugin, reason
 	PluginRPCDuration *prometheus.HistogramVec // plugin, rpc
 	PluginLogsDropped *prometheus.CounterVec   // plugin
+
+	TriggerRequests *prometheus.CounterVec // result
+	TriggersStored  prometheus.Gauge
 }
+
+// Results of a manual trigger request: the values of the result label of
+// pacer_trigger_requests_total.
+const (
+	TriggerAccepted       = "accepted"        // stored
+	TriggerReplayed       = "replayed"        // answered from an earlier request with its Idempotency-Key
+	TriggerRefusedJob     = "refused_job"     // the job's bound (triggers.max_pending_per_job) is reached
+	TriggerRefusedCluster = "refused_cluster" // the cluster's bound (triggers.max_pending) is reached
+	TriggerNotStored      = "not_stored"      // etcd failed before anything was written
+	TriggerUnconfirmed    = "unconfirmed"     // etcd did not confirm a write that went out
+)
 
 // NewMetrics creates the metrics and registers them, with the Go runtime and
 // process collectors, on a new registry.
@@ -71,7 +85,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, []string{JobLabel}),
 		JobSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_job_skipped_total",
-			Help: "Slots that did not run here, by reason (overlap, paused, misfire, lock_lost, claimed_elsewhere).",
+			Help: "Slots and manual triggers that did not run here, by reason (overlap, paused, misfire, lock_lost, claimed_elsewhere, too_old, expired).",
 		}, []string{JobLabel, "reason"}),
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_last_success_timestamp_seconds",
@@ -130,12 +144,21 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_plugin_log_lines_dropped_total",
 			Help: "Plugin log lines dropped by the per-run rate and volume limits.",
 		}, []string{"plugin"}),
+		TriggerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pacer_trigger_requests_total",
+			Help: "Manual trigger requests this replica's API answered, by result (accepted, replayed, refused_job, refused_cluster, not_stored, unconfirmed).",
+		}, []string{"result"}),
+		TriggersStored: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pacer_trigger_requests_stored",
+			Help: "Manual trigger requests kept in etcd (pending, or decided to run and running), as this replica last saw them.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
 		m.JobRunning, m.JobPaused, m.Leader, m.LeaderChanges, m.BuildInfo,
 		m.PluginUp, m.PluginUnavailable, m.PluginQuarantined, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
 		m.KeepaliveAge, m.Keepalives,
+		m.TriggerRequests, m.TriggersStored,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -148,6 +171,9 @@ func NewMetrics(version string) (*Metrics, error) {
 		goVersion = bi.GoVersion
 	}
 	m.BuildInfo.WithLabelValues(version, goVersion).Set(1)
+	for _, r := range []string{TriggerAccepted, TriggerReplayed, TriggerRefusedJob, TriggerRefusedCluster, TriggerNotStored, TriggerUnconfirmed} {
+		m.TriggerRequests.WithLabelValues(r) // exported at 0 from the start, for rate() and alerts
+	}
 	return m, nil
 }
 

@@ -177,6 +177,7 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey st
 	a, err := c.settle(ctx, func(ctx context.Context) (coord.Applied, error) {
 		return c.Store.RequestTrigger(ctx, id, tid, body, idem, lim)
 	})
+	c.countTrigger(a, tid, err)
 	if errors.Is(err, errUnconfirmed) {
 		out.State = StateUnconfirmed
 		out.Detail = fmt.Sprintf("etcd did not confirm the trigger request within %s (%v): it may or may not have been stored, "+
@@ -198,6 +199,34 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey st
 		}
 	}
 	return out, nil
+}
+
+// countTrigger counts a trigger request's result in
+// pacer_trigger_requests_total.
+func (c *Control) countTrigger(a coord.Applied, tid string, err error) {
+	m := c.Runner.o.Metrics
+	if m == nil {
+		return
+	}
+	var full *coord.LimitError
+	result := observability.TriggerAccepted
+	switch {
+	case errors.Is(err, errUnconfirmed):
+		result = observability.TriggerUnconfirmed
+	case errors.As(err, &full) && full.PerJob:
+		result = observability.TriggerRefusedJob
+	case errors.As(err, &full):
+		result = observability.TriggerRefusedCluster
+	case err != nil:
+		result = observability.TriggerNotStored
+	case a.Replayed:
+		var prev receipt
+		if json.Unmarshal(a.Receipt, &prev) == nil && prev.Call == tid {
+			break // ours, found on a later try
+		}
+		result = observability.TriggerReplayed
+	}
+	m.TriggerRequests.WithLabelValues(result).Inc()
 }
 
 // Paused is the answer to a pause or resume request.

@@ -56,6 +56,9 @@ func (r *Runner) HandleTriggers(stored []coord.Trigger) {
 	for _, tr := range stored {
 		ids[tr.ID] = true
 	}
+	if r.o.Metrics != nil {
+		r.o.Metrics.TriggersStored.Set(float64(len(stored)))
+	}
 	r.mu.Lock()
 	r.pending = stored
 	// Forget requests that are gone from etcd: decided and recorded.

@@ -213,6 +213,9 @@ func TestManualTriggersOnBusyJobAreDecidedOnce(t *testing.T) {
 	if n := storedTriggers(t, a.cli, "busy"); n != 1 {
 		t.Fatalf("%d trigger requests kept while one runs, want 1 (its claim)", n)
 	}
+	waitUntil(t, "pacer_trigger_requests_stored to follow", func() bool {
+		return testutil.ToFloat64(a.metrics.TriggersStored) == 1
+	})
 	close(tasks.gate)
 	waitUntil(t, "the run's record", func() bool { return len(recordsOf(t, a.cli, "busy")) == 8 })
 	if n := storedTriggers(t, a.cli, "busy"); n != 0 {
@@ -382,7 +385,11 @@ func TestTriggerRequestsAreBounded(t *testing.T) {
 	}
 	defer cli.Close()
 	store := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "api"})
-	r := runner.New(runner.Options{Logger: discardLogger()})
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runner.New(runner.Options{Logger: discardLogger(), Metrics: m})
 	r.SetJobs([]*runner.Job{job("a", ""), job("b", ""), job("c", "")})
 	ctl := &runner.Control{Runner: r, Store: store, TriggerLimits: coord.TriggerLimits{PerJob: 3, Total: 5}}
 	for range 3 {
@@ -406,6 +413,13 @@ func TestTriggerRequestsAreBounded(t *testing.T) {
 	}
 	if n := storedTriggers(t, cli, "a") + storedTriggers(t, cli, "b") + storedTriggers(t, cli, "c"); n != 5 {
 		t.Fatalf("%d requests stored, want 5", n)
+	}
+	for result, want := range map[string]float64{
+		observability.TriggerAccepted: 5, observability.TriggerRefusedJob: 1, observability.TriggerRefusedCluster: 1,
+	} {
+		if got := testutil.ToFloat64(m.TriggerRequests.WithLabelValues(result)); got != want {
+			t.Errorf("pacer_trigger_requests_total{result=%q} = %v, want %v", result, got, want)
+		}
 	}
 	t.Logf("refused: %v", err)
 }
@@ -466,7 +480,11 @@ func TestTriggerWithALostAnswerIsStoredOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	r := runner.New(runner.Options{Logger: discardLogger()})
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runner.New(runner.Options{Logger: discardLogger(), Metrics: m})
 	r.SetJobs([]*runner.Job{job("j", "")})
 	ctl := &runner.Control{Runner: r, Store: coord.New(coord.Options{Client: cli, Cluster: "t", Node: "api", RequestTimeout: time.Second}),
 		Settle: 3 * time.Second}
@@ -515,5 +533,12 @@ func TestTriggerWithALostAnswerIsStoredOnce(t *testing.T) {
 	}
 	if n := storedTriggers(t, admin, "j"); n != 2 {
 		t.Fatalf("%d requests stored, want 2", n)
+	}
+	for result, want := range map[string]float64{
+		observability.TriggerAccepted: 1, observability.TriggerUnconfirmed: 1, observability.TriggerReplayed: 1,
+	} {
+		if got := testutil.ToFloat64(m.TriggerRequests.WithLabelValues(result)); got != want {
+			t.Errorf("pacer_trigger_requests_total{result=%q} = %v, want %v", result, got, want)
+		}
 	}
 }

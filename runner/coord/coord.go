@@ -91,6 +91,8 @@ type Coordinator struct {
 	pruned map[string]pruneState // per job
 
 	requests chan struct{} // trigger requests from this replica, one at a time (triggers.go)
+	rmu      sync.Mutex
+	receipts map[string]int // per job: receipts stored since the job's were last pruned (idempotency.go)
 }
 
 // New returns a Coordinator. Nothing happens until Run is called.

@@ -21,8 +21,9 @@ import (
 // (a timeout during an etcd stall): it repeats it.
 //
 // Receipts are bounded by configuration: a job keeps its newest Keep
-// receipts (the oldest, by creation revision, are deleted after each new
-// one), so a key is remembered for the job's last Keep mutating requests.
+// receipts, and a few more between prunings (the oldest, by creation
+// revision, are deleted every Keep/10 new ones), so a key is remembered for
+// at least the job's last Keep mutating requests.
 
 // Idempotency names a mutating request.
 type Idempotency struct {
@@ -107,10 +108,26 @@ func replayed(r *etcdserverpb.ResponseOp) Applied {
 // is 128 operations).
 const maxPruneOps = 100
 
-// pruneReceipts deletes a job's oldest receipts beyond keep. Best effort: a
-// failure leaves a few extra until the next request.
+// pruneReceipts deletes a job's oldest receipts beyond keep, every
+// keep/10 receipts this replica stored for the job (so a job holds at most
+// about keep + keep/10 per replica storing them, and a request does not pay
+// for a count and a delete). Best effort: a failure leaves a few extra
+// until the next time.
 func (c *Coordinator) pruneReceipts(ctx context.Context, job string, keep int) {
 	if keep <= 0 {
+		return
+	}
+	c.rmu.Lock()
+	if c.receipts == nil {
+		c.receipts = map[string]int{}
+	}
+	c.receipts[job]++
+	due := c.receipts[job] >= max(keep/10, 1)
+	if due {
+		delete(c.receipts, job)
+	}
+	c.rmu.Unlock()
+	if !due {
 		return
 	}
 	prefix := c.idempotencyPrefix(job)

@@ -74,8 +74,7 @@ func (e *LimitError) Error() string {
 func (e *LimitError) Unwrap() error { return ErrNotStored }
 
 // maxRequestTries bounds how often RequestTrigger reads again after other
-// requests or decisions changed the trigger keys between its read and its
-// write.
+// replicas stored requests between its read and its write.
 const maxRequestTries = 20
 
 func (c *Coordinator) triggerPrefix() string            { return c.prefix + "triggers/" }
@@ -84,9 +83,9 @@ func (c *Coordinator) triggerKey(job, id string) string { return c.triggerPrefix
 // RequestTrigger stores a manual trigger request for the leader to decide,
 // once per idempotency key, within the limits. It reads the request's
 // receipt and the counts of kept requests, then writes the request and its
-// receipt provided the receipt is still absent and no trigger key changed
-// since the read (so the bounds hold exactly, whatever other replicas do at
-// the same time).
+// receipt provided the receipt is still absent and no trigger request was
+// created since the read (so the bounds hold exactly, whatever other
+// replicas do at the same time).
 //
 // A LimitError, or an error wrapping ErrNotStored, means nothing was
 // stored; any other error leaves the outcome unknown until the call is
@@ -102,11 +101,18 @@ func (c *Coordinator) RequestTrigger(ctx context.Context, job, id string, body [
 	}
 	ikey := c.idempotencyKey(job, idem.Key)
 	for try := 1; ; try++ {
+		// The first read may come from this member's own state, however
+		// stale: the write's comparisons decide, and a later read is
+		// linearizable.
+		var opts []clientv3.OpOption
+		if try == 1 {
+			opts = append(opts, clientv3.WithSerializable())
+		}
 		rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 		read, err := c.cli.Txn(rctx).Then(
-			clientv3.OpGet(ikey),
-			clientv3.OpGet(c.triggerPrefix()+job+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
-			clientv3.OpGet(c.triggerPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly()),
+			clientv3.OpGet(ikey, opts...),
+			clientv3.OpGet(c.triggerPrefix()+job+"/", append(opts, clientv3.WithPrefix(), clientv3.WithCountOnly())...),
+			clientv3.OpGet(c.triggerPrefix(), append(opts, clientv3.WithPrefix(), clientv3.WithCountOnly())...),
 		).Commit()
 		cancel()
 		if err != nil {
@@ -127,8 +133,12 @@ func (c *Coordinator) RequestTrigger(ctx context.Context, job, id string, body [
 		wctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 		resp, err := c.cli.Txn(wctx).If(
 			clientv3.Compare(clientv3.CreateRevision(ikey), "=", 0),
-			clientv3.Compare(clientv3.ModRevision(c.triggerPrefix()), "<", read.Header.Revision+1).WithPrefix(),
-		).Then(clientv3.OpPut(c.triggerKey(job, id), string(body)), clientv3.OpPut(ikey, string(idem.Receipt))).Commit()
+			// No trigger request created since the read (decisions,
+			// which only rewrite or delete requests, do not matter: they
+			// do not raise the counts).
+			clientv3.Compare(clientv3.CreateRevision(c.triggerPrefix()), "<", read.Header.Revision+1).WithPrefix(),
+		).Then(clientv3.OpPut(c.triggerKey(job, id), string(body)), clientv3.OpPut(ikey, string(idem.Receipt))).
+			Else(clientv3.OpGet(ikey)).Commit()
 		cancel()
 		if err != nil {
 			return Applied{}, fmt.Errorf("request trigger of %s: outcome unknown: %w", job, err)
@@ -137,8 +147,11 @@ func (c *Coordinator) RequestTrigger(ctx context.Context, job, id string, body [
 			c.pruneReceipts(ctx, job, idem.Keep)
 			return Applied{Receipt: idem.Receipt}, nil
 		}
+		if a := replayed(resp.Responses[0]); a.Receipt != nil {
+			return a, nil // stored by an earlier request (perhaps this call's own earlier try)
+		}
 		if try == maxRequestTries {
-			return Applied{}, fmt.Errorf("request trigger of %s: %w: trigger requests changed under it %d times in a row; try again",
+			return Applied{}, fmt.Errorf("request trigger of %s: %w: other requests were stored between its read and its write %d times in a row; try again",
 				job, ErrNotStored, try)
 		}
 	}

@@ -204,4 +204,90 @@ func TestReceiptsKeepTheNewest(t *testing.T) {
 	if a := pause("k0", true); a.Replayed {
 		t.Fatalf("the oldest key is still remembered: %+v", a)
 	}
+	// Pruned every Keep/10 requests: at most Keep + Keep/10 are kept.
+	for i := range 57 {
+		key := fmt.Sprint("many-", i)
+		if _, err := c.SetPaused(context.Background(), "m", true, []byte("{}"), coord.Idempotency{Key: key, Receipt: []byte(key), Keep: 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := countKeys(t, admin, "idempotency/m/"); n < 20 || n > 22 {
+		t.Fatalf("%d receipts kept with Keep 20, want 20 to 22", n)
+	}
+}
+
+// BenchmarkTriggerRequest: storing one manual trigger request, as the old
+// unconditional put and as the bounded, idempotent request (a read of the
+// receipt and the counts, then a compared write of the request and its
+// receipt, then the receipt count for pruning), one at a time and from 8
+// callers on one replica. Every 50 requests the stored ones are deleted
+// (untimed), as a leader deciding them would, so the counts stay realistic.
+func BenchmarkTriggerRequest(b *testing.B) {
+	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+		Name: "bench", Dir: b.TempDir(), ClientListen: freeAddrB(b), PeerListen: freeAddrB(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cli.Close() })
+	c := coord.New(coord.Options{Client: cli, Cluster: "bench", Node: "api"})
+	body := []byte(`{"correlation_id":"0193a0c2-5c1e-7d3a-9f7e-3c2b1a0f9e8d","requested_at":"2026-12-06T05:00:00Z","by":"api (pacer-cli)"}`)
+	var n atomic.Int64
+	clear := func(b *testing.B) {
+		if n.Add(1)%50 == 0 {
+			b.StopTimer()
+			if _, err := cli.Delete(context.Background(), "/pacer/bench/triggers/", clientv3.WithPrefix()); err != nil {
+				b.Error(err)
+			}
+			b.StartTimer()
+		}
+	}
+	put := func(b *testing.B) {
+		id := fmt.Sprintf("t-%d", n.Load())
+		if _, err := cli.Put(context.Background(), "/pacer/bench/triggers/j/"+id, string(body)); err != nil {
+			b.Error(err)
+		}
+	}
+	request := func(keep int) func(b *testing.B) {
+		return func(b *testing.B) {
+			id := fmt.Sprintf("t-%d", n.Load())
+			_, err := c.RequestTrigger(context.Background(), "j", id, body,
+				coord.Idempotency{Key: id, Receipt: body, Keep: keep}, coord.TriggerLimits{PerJob: 100, Total: 1000})
+			if err != nil {
+				b.Error(err)
+			}
+		}
+	}
+	for _, bc := range []struct {
+		name string
+		do   func(*testing.B)
+		par  int
+	}{{"put", put, 1}, {"idempotent", request(100), 1}, {"put/callers=8", put, 8}, {"idempotent/callers=8", request(100), 8}} {
+		b.Run(bc.name, func(b *testing.B) {
+			if _, err := cli.Delete(context.Background(), "/pacer/bench/", clientv3.WithPrefix()); err != nil {
+				b.Fatal(err)
+			}
+			if bc.par == 1 {
+				for b.Loop() {
+					bc.do(b)
+					clear(b)
+				}
+			} else {
+				b.SetParallelism(bc.par)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						bc.do(b)
+						if n.Add(1)%50 == 0 { // timed, but the same for both
+							_, _ = cli.Delete(context.Background(), "/pacer/bench/triggers/", clientv3.WithPrefix())
+						}
+					}
+				})
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "requests/s")
+		})
+	}
 }

@@ -340,13 +340,7 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 	s := api.New(api.Options{
 		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
 		Plugins: func() any { return h.Status() },
-		Control: &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name,
-			TriggerLimits: coord.TriggerLimits{PerJob: cfg.Triggers.MaxPendingPerJob, Total: cfg.Triggers.MaxPending},
-			KeepReceipts:  cfg.History.Keep,
-			// A call that etcd does not answer tries twice, then says
-			// whether it may have taken effect.
-			Settle: 2 * cfg.Cluster.Etcd.RequestTimeout,
-		},
+		Control: newControl(cfg, r, c),
 		Token:   token, AuthAll: cfg.HTTP.AuthAll,
 		Ready: func(ctx context.Context) error {
 			if _, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready"); err != nil {
@@ -360,6 +354,17 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 	})
 	lc.Append(fx.Hook{OnStart: func(context.Context) error { return s.Start() }, OnStop: s.Stop})
 	return s, nil
+}
+
+// newControl is the API's job control, with the trigger request bounds.
+func newControl(cfg *config.Config, r *runner.Runner, c *coord.Coordinator) *runner.Control {
+	return &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name,
+		TriggerLimits: coord.TriggerLimits{PerJob: cfg.Triggers.MaxPendingPerJob, Total: cfg.Triggers.MaxPending},
+		KeepReceipts:  cfg.History.Keep,
+		// A call that etcd does not answer tries for twice its timeout,
+		// then says whether it may have taken effect.
+		Settle: 2 * cfg.Cluster.Etcd.RequestTimeout,
+	}
 }
 
 func ptrOr[T any](p *T, def T) T {
