@@ -42,4 +42,10 @@
 // relied on: it fires only after the client's own deadline, which can be
 // after the server has already expired the lease. The fenced transactions
 // above remain the safety net for writes.
+//
+// Manual trigger requests are not slots: each is its own key, and the
+// leader decides it (run or skip) in one fenced transaction that compares
+// the request's revision and removes or replaces it (triggers.go).
+// Mutating API requests store idempotency receipts with their effect
+// (idempotency.go).
 package coord
