@@ -178,11 +178,11 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey st
 		return c.Store.RequestTrigger(ctx, id, tid, body, idem, lim)
 	})
 	c.countTrigger(a, tid, err)
-	if errors.Is(err, errUnconfirmed) {
+	if u := (*unconfirmed)(nil); errors.As(err, &u) {
 		out.State = StateUnconfirmed
 		out.Detail = fmt.Sprintf("etcd did not confirm the trigger request within %s (%v): it may or may not have been stored, "+
 			"and runs at most once. To find out, repeat the request with header Idempotency-Key: %s (it is never stored twice), "+
-			"or look for trigger %s in pacer runs %s", c.settleTime(), errors.Unwrap(err), idemKey, tid, id)
+			"or look for trigger %s in pacer runs %s -o json", c.settleTime(), u.cause, idemKey, tid, id)
 		return out, nil
 	}
 	if err != nil {
@@ -211,7 +211,7 @@ func (c *Control) countTrigger(a coord.Applied, tid string, err error) {
 	var full *coord.LimitError
 	result := observability.TriggerAccepted
 	switch {
-	case errors.Is(err, errUnconfirmed):
+	case errors.As(err, new(*unconfirmed)):
 		result = observability.TriggerUnconfirmed
 	case errors.As(err, &full) && full.PerJob:
 		result = observability.TriggerRefusedJob
@@ -258,11 +258,11 @@ func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by, ide
 	a, err := c.settle(ctx, func(ctx context.Context) (coord.Applied, error) {
 		return c.Store.SetPaused(ctx, id, paused, note, idem)
 	})
-	if errors.Is(err, errUnconfirmed) {
+	if u := (*unconfirmed)(nil); errors.As(err, &u) {
 		out.State = StateUnconfirmed
 		out.Detail = fmt.Sprintf("etcd did not confirm the %s within %s (%v): it may or may not have taken effect. "+
 			"To find out, repeat the request with header Idempotency-Key: %s (it never takes effect twice), or see pacer jobs",
-			op, c.settleTime(), errors.Unwrap(err), idemKey)
+			op, c.settleTime(), u.cause, idemKey)
 		return out, nil
 	}
 	if err != nil {
@@ -279,37 +279,42 @@ func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by, ide
 	return out, nil
 }
 
-// errUnconfirmed wraps the last error of a call whose write may have
-// landed: etcd never confirmed or refuted it within Settle.
-var errUnconfirmed = errors.New("unconfirmed")
+// unconfirmed is the outcome of a call whose write may have landed: etcd
+// never confirmed or refuted it within Settle. cause is the error that made
+// the outcome unknown.
+type unconfirmed struct{ cause error }
+
+func (u *unconfirmed) Error() string { return "unconfirmed: " + u.cause.Error() }
 
 // settle runs an idempotent write until its outcome is known, for up to
 // Settle. An error that says nothing was stored (coord.ErrNotStored) is
 // returned at once for a bound reached, else after the last try; once a
 // try's outcome was unknown, only a success or a replay settles it (a
 // later "not stored" does not prove the unknown write will not land), and
-// if neither comes the result is errUnconfirmed.
+// if neither comes the result is an *unconfirmed.
 func (c *Control) settle(ctx context.Context, write func(context.Context) (coord.Applied, error)) (coord.Applied, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.settleTime())
 	defer cancel()
-	unknown := false
+	var unknown error // the first error after which the outcome was unknown
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		a, err := write(ctx)
 		if err == nil {
 			return a, nil
 		}
 		var full *coord.LimitError
-		if errors.As(err, &full) && !unknown {
+		if errors.As(err, &full) && unknown == nil {
 			return a, err
 		}
-		unknown = unknown || !errors.Is(err, coord.ErrNotStored)
+		if unknown == nil && !errors.Is(err, coord.ErrNotStored) {
+			unknown = err
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
 		}
 		if ctx.Err() != nil {
-			if unknown {
-				return coord.Applied{}, fmt.Errorf("%w: %w", errUnconfirmed, err)
+			if unknown != nil {
+				return coord.Applied{}, &unconfirmed{cause: unknown}
 			}
 			return coord.Applied{}, err
 		}

@@ -521,7 +521,8 @@ func TestTriggerWithALostAnswerIsStoredOnce(t *testing.T) {
 	}()
 	tr, err = ctl.Trigger(context.Background(), "j", "corr-unknown", "test", "client-key-1")
 	if err != nil || tr.State != runner.StateUnconfirmed || tr.IdempotencyKey != "client-key-1" ||
-		!strings.Contains(tr.Detail, "Idempotency-Key: client-key-1") || !strings.Contains(tr.Detail, tr.TriggerID) {
+		!strings.Contains(tr.Detail, "Idempotency-Key: client-key-1") || !strings.Contains(tr.Detail, tr.TriggerID) ||
+		!strings.Contains(tr.Detail, "outcome unknown") {
 		t.Fatalf("trigger during a stall: %+v, %v; want unconfirmed, saying how to find out", tr, err)
 	}
 	<-muted
