@@ -543,3 +543,22 @@ func TestTriggerWithALostAnswerIsStoredOnce(t *testing.T) {
 		}
 	}
 }
+
+// A manual trigger is an operator's explicit instruction: it runs while
+// the job is paused, whose scheduled slots are skipped.
+func TestManualTriggerRunsWhilePaused(t *testing.T) {
+	ep := startEtcd(t)
+	tasks := newGatedTasks()
+	close(tasks.gate)
+	a := startReplica(t, ep, "a", tasks, runner.Options{})
+	a.waitLeader(t)
+	a.r.SetJobs([]*runner.Job{job("p", "")})
+	a.r.SetPaused(map[string]bool{"p": true})
+	if _, err := a.control().Trigger(context.Background(), "p", "corr-paused", "test", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the run's record", func() bool { return len(recordsOf(t, a.cli, "p")) == 1 })
+	if rec := recordsOf(t, a.cli, "p")[0]; rec.State != observability.OutcomeSuccess || rec.CorrelationID != "corr-paused" || !rec.Manual {
+		t.Fatalf("record %+v, want the triggered run", rec)
+	}
+}
