@@ -55,9 +55,9 @@ const (
 // builtinPlaceholderNames are the names (without brackets) a value may
 // already carry when it has been sanitized once; such values are left alone,
 // which keeps String idempotent.
-var builtinPlaceholderNames = []string{
+var builtinPlaceholderNames = append([]string{
 	"private_key", "userinfo", "jwt", "email", "card", "ipv6", "ipv4", "token", "redacted",
-}
+}, secretPlaceholderNames...)
 
 // builtinKeySuffixes are the normalised (lower-case, no '_', '-', '.') key
 // endings that make a key sensitive.
@@ -91,15 +91,34 @@ var authSchemes = []string{
 //     Before e-mail, which would otherwise take "pass@host".
 //  3. JWTs, three or more base64url segments, the first starting with "eyJ"
 //     -> [jwt].
-//  4. E-mail addresses -> [email].
-//  5. IPv6 addresses, with optional %zone, validated by net/netip -> [ipv6].
+//  4. Tokens recognised by their prefix alone, not glued to a word (shapes
+//     from gitleaks' rules): AWS access key IDs (AKIA, ASIA, ABIA, ACCA,
+//     A3T + 16) -> [aws_key]; Google API keys (AIza + 35) ->
+//     [google_api_key]; GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_ + 36 or
+//     more; github_pat_ + 82 or more) -> [github_token]; GitLab tokens
+//     (glpat-, gldt-, glrt-, glptt-, glft-, glimt-, glagent-, gloas-,
+//     glsoat-, glcbt-, glffct- + 20 or more) -> [gitlab_token]; Slack tokens
+//     (xoxa-, xoxb-, xoxe-, xoxo-, xoxp-, xoxr-, xoxs-, xoxe.xoxb-,
+//     xoxe.xoxp-, xapp- + 10 or more, with a digit) -> [slack_token]; Stripe
+//     secret and restricted keys (sk_ or rk_, then live_, test_ or prod_, +
+//     10 to 99) -> [stripe_key]; npm tokens (npm_ + 36) -> [npm_token].
+//     Before the key/values and Bearer, so "token=ghp_..." keeps its type.
+//  5. E-mail addresses -> [email].
+//  6. IPv6 addresses, with optional %zone, validated by net/netip -> [ipv6].
 //     Before IPv4 so "::ffff:10.0.0.1" is masked whole.
-//  6. IPv4 addresses (octets <= 255), not part of a longer dotted-number run
+//  7. IPv4 addresses (octets <= 255), not part of a longer dotted-number run
 //     such as "1.2.3.4.5" nor glued to a word such as "v1.2.3.4" -> [ipv4].
 //     A port stays: "10.1.2.3:9464" -> "[ipv4]:9464".
 //     Loopback and unspecified addresses (127.0.0.0/8, ::1, 0.0.0.0, ::) are
 //     kept: they are not personal data, and operators need them.
-//  7. Payment-card numbers: 13-19 digits, optionally grouped by single spaces
+//  8. IBANs of a registry country, compact or in groups of four separated by
+//     single spaces, whose ISO 7064 mod-97 check holds -> [iban]. Before the
+//     cards, whose mask could otherwise take the digits inside one.
+//  9. Phone numbers in international format: '+', a country code, 8 to 15
+//     digits in all, in groups separated by single spaces or dashes, with
+//     optional parenthesised groups ("+44 (0)20 7946 0958") -> [phone]. The
+//     '+' must not follow a word, '+' or '.' (so "12:30:45+02:00" stays).
+//  10. Payment-card numbers: 13-19 digits, optionally grouped by single spaces
 //     or dashes (groups of at least 3 digits), starting with 2-6 (the
 //     payment-card major industry identifiers), Luhn-valid, and bounded by
 //     non-alphanumerics (not part of a word, hex ID, UUID or decimal number)
@@ -109,10 +128,10 @@ var authSchemes = []string{
 //     "6000000200 2001:db8::1" cannot swallow the "2001" of an IPv6 address.
 //     Numbers starting with 1 (epoch milliseconds and nanoseconds) are
 //     never cards.
-//  8. "Bearer <token>" (any case; the token runs to whitespace or a
+//  11. "Bearer <token>" (any case; the token runs to whitespace or a
 //     delimiter) -> "Bearer [token]". Before the key/values so
 //     "Authorization: Bearer x" keeps its type.
-//  9. Values of sensitive keys (see SensitiveKey) in free text: key=value,
+//  12. Values of sensitive keys (see SensitiveKey) in free text: key=value,
 //     key: value, "key": "value", 'key': 'value', \"key\":\"value\", Go's
 //     map[key:value] and query strings (?token=abc&x=1); the key is kept and
 //     the value becomes [redacted]. A quoted value runs to its closing quote
@@ -123,8 +142,12 @@ var authSchemes = []string{
 //     replacement after a JSON key is quoted ({"password":"[redacted]"}). The
 //     typed classes above run first so a value that was already classified
 //     keeps its type ("password=[email]", "token: [card]").
-//  10. The operator Patterns, in order -> [Name]. They see the output of the
+//  13. The operator Patterns, in order -> [Name]. They see the output of the
 //     built-ins, so they should not match the placeholders.
+//
+// Secrets with no fixed shape and no key in front of them (a password on its
+// own, an AWS secret access key without its name, a random API key) cannot
+// be told from other text and are not masked.
 //
 // Text already sanitized is left as it is: String(String(x)) == String(x)
 // (fuzzed, with an operator pattern). To keep that true, a placeholder
@@ -136,6 +159,10 @@ type Sanitizer struct {
 	patterns     []compiledPattern
 	trusted      map[string]struct{}
 	placeholders map[string]struct{} // names without brackets
+
+	// withoutBareSecrets turns off the masks of sanitize_secrets.go, so a
+	// benchmark can measure them against the sanitizer without them.
+	withoutBareSecrets bool
 }
 
 type compiledPattern struct {
@@ -232,10 +259,14 @@ func (s *Sanitizer) String(in string) string {
 		// one pass over the bytes decides which masks can apply at all.
 		// Masks only remove text and add placeholders, so the input's
 		// characters bound what later masks can see.
-		var at, dash, jay, b, eq bool
-		var colons, dots, digits int
+		var at, dash, jay, b, eq, plus bool
+		var colons, dots, digits, upper int
 		for i := 0; i < len(in); i++ {
-			switch c := in[i]; {
+			c := in[i]
+			if c-'A' < 26 {
+				upper++
+			}
+			switch {
 			case '0' <= c && c <= '9':
 				digits++
 			case c == ':':
@@ -252,8 +283,11 @@ func (s *Sanitizer) String(in string) string {
 				b = true
 			case c == '=':
 				eq = true
+			case c == '+':
+				plus = true
 			}
 		}
+		bare := !s.withoutBareSecrets
 		if dash && len(in) >= 20 {
 			out = maskPrivateKeys(out)
 		}
@@ -263,6 +297,9 @@ func (s *Sanitizer) String(in string) string {
 		if jay && dots >= 2 {
 			out = maskJWTs(out)
 		}
+		if bare && len(in) >= minTokenBytes {
+			out = maskTokens(out)
+		}
 		if at {
 			out = maskEmails(out)
 		}
@@ -271,6 +308,12 @@ func (s *Sanitizer) String(in string) string {
 		}
 		if dots >= 3 {
 			out = maskIPv4(out)
+		}
+		if bare && upper >= 2 && digits >= 2 && len(in) >= minIBAN {
+			out = maskIBANs(out)
+		}
+		if bare && plus && digits >= minPhoneDigits {
+			out = maskPhones(out)
 		}
 		if digits >= 13 {
 			out = maskCards(out)
@@ -285,9 +328,16 @@ func (s *Sanitizer) String(in string) string {
 		out = maskPrivateKeys(out)
 		out = maskURLUserinfo(out)
 		out = maskJWTs(out)
+		if !s.withoutBareSecrets {
+			out = maskTokens(out)
+		}
 		out = maskEmails(out)
 		out = maskIPv6(out)
 		out = maskIPv4(out)
+		if !s.withoutBareSecrets {
+			out = maskIBANs(out)
+			out = maskPhones(out)
+		}
 		out = maskCards(out)
 		out = s.maskBearer(out)
 		out = s.maskKeyValues(out)
@@ -519,6 +569,9 @@ const (
 	clAuthEnd        // ends a URL authority
 	clIP6            // [0-9A-Fa-f:.]
 	clScheme         // URL scheme: [A-Za-z0-9+.-]
+	clUpDigit        // [A-Z0-9]
+	clDash           // '-'
+	clUnder          // '_'
 )
 
 var charClass = func() (t [256]uint16) {
@@ -560,6 +613,15 @@ var charClass = func() (t [256]uint16) {
 		}
 		if alnum || b == '+' || b == '.' || b == '-' {
 			f |= clScheme
+		}
+		if isDigit || 'A' <= b && b <= 'Z' {
+			f |= clUpDigit
+		}
+		if b == '-' {
+			f |= clDash
+		}
+		if b == '_' {
+			f |= clUnder
 		}
 		t[c] = f
 	}
@@ -748,7 +810,7 @@ func maskJWTs(s string) string {
 }
 
 // ---------------------------------------------------------------------------
-// 4. E-mail addresses.
+// 5. E-mail addresses.
 
 func maskEmails(s string) string {
 	i := strings.IndexByte(s, '@')
@@ -802,7 +864,7 @@ func validEmailDomain(d string) bool {
 }
 
 // ---------------------------------------------------------------------------
-// 7. Payment cards (after the addresses, see Sanitizer).
+// 10. Payment cards (after the addresses, see Sanitizer).
 
 type digitGroup struct{ start, end int }
 
@@ -921,7 +983,7 @@ func luhn(s string) bool {
 }
 
 // ---------------------------------------------------------------------------
-// 5. IPv6.
+// 6. IPv6.
 
 // ownAddress reports whether an address names this machine or no machine
 // (loopback, unspecified): never personal data, and what an operator needs to
@@ -1076,7 +1138,7 @@ func plausibleIPv6(a string) bool {
 }
 
 // ---------------------------------------------------------------------------
-// 6. IPv4.
+// 7. IPv4.
 
 func maskIPv4(s string) string {
 	d := strings.IndexByte(s, '.')
@@ -1201,7 +1263,7 @@ func parseIPv4(s string, i int) (int, bool) {
 }
 
 // ---------------------------------------------------------------------------
-// 8. Bearer tokens.
+// 11. Bearer tokens.
 
 func (s *Sanitizer) maskBearer(in string) string {
 	i := indexFold(in, "bearer", 0)
@@ -1250,7 +1312,7 @@ func indexFold(s, lower string, from int) int {
 }
 
 // ---------------------------------------------------------------------------
-// 9. Sensitive key/value pairs in free text.
+// 12. Sensitive key/value pairs in free text.
 
 func (s *Sanitizer) maskKeyValues(in string) string {
 	eq, co := strings.IndexByte(in, '='), strings.IndexByte(in, ':')
@@ -1503,7 +1565,7 @@ func balancedEnd(s string, i int) int {
 }
 
 // ---------------------------------------------------------------------------
-// 10. Operator patterns.
+// 13. Operator patterns.
 
 func (p *compiledPattern) apply(s string) string {
 	if !p.re.MatchString(s) {

@@ -23,6 +23,18 @@ var plantedSecrets = []struct {
 	{"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", []string{"eyJhbGci", "c2lnbmF0dXJl"}},
 	{"-----BEGIN PRIVATE KEY----- MIIEvQIBADAN -----END PRIVATE KEY-----", []string{"MIIEvQIBADAN"}},
 	{"4111-1111-1111-1111", []string{"4111-1111-1111-1111"}},
+	// Bare secrets (issue 11): nothing in front of them.
+	{fakeAWS, []string{"IOSFODNN7"}},
+	{fakeGitHub, []string{"wWPw5k4aXcaT4f"}},
+	{fakeGitLab, []string{"xd8Bn3tRk2vQ9w"}},
+	{fakeSlackBot, []string{"263594206564", "FGqddMF8t08v"}},
+	{fakeStripe, []string{"4eC39HqLyjWD"}},
+	{fakeNPM, []string{"a3Bc5De7Fg9H"}},
+	{fakeGoogle, []string{"9tSrke72PouQ"}},
+	{"DE89 3704 0044 0532 0130 00", []string{"3704 0044", "0532 0130"}},
+	{"GB82WEST12345698765432", []string{"WEST1234", "98765432"}},
+	{"+49 30 12345678", []string{"12345678"}},
+	{"+1 (415) 555-2671", []string{"555-2671"}},
 }
 
 // plantedMarkers are substrings of the planted secrets; a fuzzed prefix or
@@ -30,6 +42,8 @@ var plantedSecrets = []struct {
 var plantedMarkers = []string{
 	"alice", "example", "1111", "hunter", "10.91", "91.82", "82.73", "8a2e", "370", "7334", "2001",
 	"zq9", "qq7", "pw9", "bob", "eyJ", "c2ln", "MIIE",
+	"IOSF", "wWPw", "xd8B", "2635", "FGqd", "4eC3", "a3Bc", "9tSr", "3704", "0044", "0532", "0130",
+	"WEST", "1234", "9876", "5432", "555", "2671", "+",
 }
 
 // fuzzSanitizer has an operator pattern and key so their code paths are
@@ -91,6 +105,14 @@ func FuzzSanitizer(f *testing.F) {
 		{"0.0.0.0.", ":0::"},
 		{"0.0.0.0.A0.0:0::", ""},
 		{"-----BEGIN RSA PRIVATE KEY-----", ""},
+		// Bare secrets.
+		{"AKIA", "IOSFODNN7EXAMPLE"},
+		{"ghp_", "wWPw5k4aXcaT4fNP0UcnZwJUVFk6LO0pINUx"},
+		{"xoxb-", "263594206564-x"},
+		{"DE89 3704 0044 ", "0532 0130 00"},
+		{"+49 30 ", "12345678"},
+		{"+44 (0)", "20 7946 0958"},
+		{"+1 ", "415 555 2671 4111 1111 1111 1111"},
 	} {
 		f.Add(seed[0], seed[1])
 	}

@@ -274,12 +274,12 @@ func TestSanitizerOperatorRules(t *testing.T) {
 		RedactKeys: []string{"SSN", "session-id"},
 		Patterns: []Pattern{
 			{Name: "ticket", Regex: `TCK-\d+`},
-			{Name: "phone", Regex: `\+\d{1,3}[ -]?\d{3}[ -]?\d{3}[ -]?\d{4}\b`},
+			{Name: "employee", Regex: `\bEMP-\d{6}\b`},
 		},
 	})
 	runCases(t, s, []sanitizeCase{
 		{"pattern", "see TCK-1234 and TCK-9", "see [ticket] and [ticket]"},
-		{"pattern after builtins", "call +1 555 123 4567 or alice@example.com", "call [phone] or [email]"},
+		{"pattern after builtins", "ask EMP-123456 or alice@example.com", "ask [employee] or [email]"},
 		{"redact key", "ssn=123-45-6789 session_id: abc", "ssn=[redacted] session_id: [redacted]"},
 		{"redact key json", `{"SessionID":"abc"}`, `{"SessionID":"[redacted]"}`},
 		{"redact key is exact", "user_ssn=1 ssnx=2", "user_ssn=1 ssnx=2"},

@@ -1,0 +1,357 @@
+package observability
+
+import "strings"
+
+// 4, 8, 9. Bare secrets: credentials recognised by their own shape, with no key such
+// as "token=" in front of them. The prefixes and shapes follow gitleaks'
+// rule set (github.com/gitleaks/gitleaks, cmd/generate/config/rules), the
+// reference list of secret formats that their issuers keep stable so that
+// scanners can find them.
+//
+// Every check starts with a keyword: a token's fixed prefix, an IBAN's
+// country code followed by two check digits, a phone number's '+'. Only
+// where a keyword stands at the start of a word is the rest of the shape
+// looked at, by hand-written scanners (no regular expressions), so clean
+// text costs one table lookup per byte.
+
+// Placeholders written by the bare-secret masks.
+const (
+	phAWSKey      = "[aws_key]"
+	phGoogleKey   = "[google_api_key]"
+	phGitHub      = "[github_token]"
+	phGitLab      = "[gitlab_token]"
+	phSlack       = "[slack_token]"
+	phStripe      = "[stripe_key]"
+	phNPM         = "[npm_token]"
+	phIBAN        = "[iban]"
+	phPhone       = "[phone]"
+	minTokenBytes = 15 // the shortest token a rule accepts ("xoxb-" and 10 more)
+)
+
+// secretPlaceholderNames are the names of the placeholders above, without
+// brackets (see builtinPlaceholderNames).
+var secretPlaceholderNames = []string{
+	"aws_key", "google_api_key", "github_token", "gitlab_token", "slack_token",
+	"stripe_key", "npm_token", "iban", "phone",
+}
+
+// tokenRule describes one kind of prefixed token: prefix, then a body of
+// characters of class body whose length is in [min, max].
+type tokenRule struct {
+	prefix   string
+	ph       string
+	body     uint16 // character class of the body
+	min, max int
+	// needDigit asks for at least one digit in the body, which tells a
+	// real token from a name such as "xoxb-my-bot-token".
+	needDigit bool
+	// dotSuffix accepts GitLab's routable form: body "." 9 of [0-9a-z].
+	dotSuffix bool
+}
+
+// tokenRules are indexed by the prefix's first byte, so that a byte that
+// starts no prefix costs one lookup.
+var tokenRules = func() (t [256][]tokenRule) {
+	add := func(ph string, body uint16, lo, hi int, prefixes ...string) {
+		for _, p := range prefixes {
+			t[p[0]] = append(t[p[0]], tokenRule{prefix: p, ph: ph, body: body, min: lo, max: hi})
+		}
+	}
+	// gitleaks aws-access-token: (A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}, word-bounded.
+	add(phAWSKey, clUpDigit, 16, 16, "AKIA", "ASIA", "ABIA", "ACCA")
+	add(phAWSKey, clUpDigit, 17, 17, "A3T")
+	// gcp-api-key: AIza[\w-]{35}, bounded.
+	add(phGoogleKey, clB64URL, 35, 35, "AIza")
+	// github-pat, -oauth, -app-token, -refresh-token: gh[pousr]_[0-9a-zA-Z]{36}
+	// (GitHub may make them longer: up to 255 accepted);
+	// github-fine-grained-pat: github_pat_\w{82}.
+	add(phGitHub, clDigit|clAlpha, 36, 255, "ghp_", "gho_", "ghu_", "ghs_", "ghr_")
+	add(phGitHub, clDigit|clAlpha|clUnder, 82, 255, "github_pat_")
+	// gitlab-pat and its siblings: gl<kind>-[\w-]{20,}; gitlab-pat-routable
+	// adds ".<9 of [0-9a-z]>".
+	add(phGitLab, clB64URL, 20, 300, "glpat-", "gldt-", "glrt-", "glptt-", "glft-", "glimt-",
+		"glagent-", "gloas-", "glsoat-", "glcbt-", "glffct-")
+	// slack-*-token: xox[abeoprs]-..., xoxe.xox[bp]-..., xapp-...; bodies of
+	// digits, letters and dashes.
+	add(phSlack, clDigit|clAlpha|clDash, 10, 255, "xoxa-", "xoxb-", "xoxe-", "xoxo-", "xoxp-", "xoxr-",
+		"xoxs-", "xoxe.xoxb-", "xoxe.xoxp-", "xapp-")
+	// stripe-access-token: (sk|rk)_(test|live|prod)_[a-zA-Z0-9]{10,99}.
+	add(phStripe, clDigit|clAlpha, 10, 99, "sk_live_", "rk_live_", "sk_test_", "rk_test_", "sk_prod_", "rk_prod_")
+	// npm-access-token: npm_[a-z0-9]{36} (case-insensitive).
+	add(phNPM, clDigit|clAlpha, 36, 36, "npm_")
+	for c := range t {
+		for i := range t[c] {
+			r := &t[c][i]
+			r.needDigit = r.ph == phSlack
+			r.dotSuffix = r.ph == phGitLab
+		}
+	}
+	return t
+}()
+
+// maskTokens replaces prefixed tokens standing alone (not glued to a word on
+// either side) with their typed placeholder.
+func maskTokens(s string) string {
+	if len(s) < minTokenBytes {
+		return s
+	}
+	var w rewriter
+	w.src = s
+	for i := 0; i+minTokenBytes <= len(s); i++ {
+		rules := tokenRules[s[i]]
+		if rules == nil || i > 0 && gluedLeft(s[i-1]) {
+			continue
+		}
+		for k := range rules {
+			if end, ok := rules[k].match(s, i); ok {
+				w.replace(i, end, rules[k].ph)
+				i = end - 1
+				break
+			}
+		}
+	}
+	return w.result()
+}
+
+// match reports whether a token of rule r starts at s[i], and where it ends.
+func (r *tokenRule) match(s string, i int) (int, bool) {
+	if !strings.HasPrefix(s[i:], r.prefix) {
+		return 0, false
+	}
+	b := i + len(r.prefix)
+	e := b
+	digit := false
+	for e < len(s) && e-b <= r.max && charClass[s[e]]&r.body != 0 {
+		digit = digit || isDigit(s[e])
+		e++
+	}
+	if n := e - b; n < r.min || n > r.max || r.needDigit && !digit {
+		return 0, false
+	}
+	if r.dotSuffix && e+10 <= len(s) && s[e] == '.' {
+		k := e + 1
+		for k < e+10 && (isDigit(s[k]) || 'a' <= s[k] && s[k] <= 'z') {
+			k++
+		}
+		if k == e+10 {
+			e = k
+		}
+	}
+	if e < len(s) && gluedRight(s[e]) {
+		return 0, false
+	}
+	return e, true
+}
+
+// ---------------------------------------------------------------------------
+// IBANs.
+
+// ibanCountries are the country codes of the IBAN registry (ISO 13616).
+var ibanCountries = func() map[[2]byte]bool {
+	m := map[[2]byte]bool{}
+	for _, c := range strings.Fields(`AD AE AL AT AZ BA BE BG BH BI BR BY CH CR CY CZ DE DJ DK DO EE EG ES FI FK FO FR
+		GB GE GI GL GR GT HN HR HU IE IL IQ IS IT JO KW KZ LB LC LI LT LU LV LY MC MD ME MK MN MR MT MU NI NL NO OM
+		PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM SO ST SV TL TN TR UA VA VG XK YE`) {
+		m[[2]byte{c[0], c[1]}] = true
+	}
+	return m
+}()
+
+const (
+	minIBAN = 15 // Norway
+	maxIBAN = 34
+)
+
+// maskIBANs replaces international bank account numbers, compact
+// ("DE89370400440532013000") or in groups of four ("DE89 3704 0044 0532
+// 0130 00"), whose mod-97 check (ISO 7064) holds.
+func maskIBANs(s string) string {
+	if len(s) < minIBAN {
+		return s
+	}
+	var w rewriter
+	w.src = s
+	for i := 0; i+minIBAN <= len(s); i++ {
+		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !isDigit(s[i+3]) ||
+			i > 0 && gluedLeft(s[i-1]) || !ibanCountries[[2]byte{s[i], s[i+1]}] {
+			continue
+		}
+		if end, ok := ibanAt(s, i); ok {
+			w.replace(i, end, phIBAN)
+			i = end - 1
+		}
+	}
+	return w.result()
+}
+
+// ibanAt returns the end of a valid IBAN starting at s[i], trying the
+// longest candidate first.
+func ibanAt(s string, i int) (int, bool) {
+	e := i
+	for e < len(s) && e-i <= maxIBAN && isUpDigit(s[e]) {
+		e++
+	}
+	if e-i > 4 { // compact
+		n := e - i
+		if n < minIBAN || n > maxIBAN || e < len(s) && gluedRight(s[e]) {
+			return 0, false
+		}
+		return e, ibanValid(s[i:e])
+	}
+	// Grouped: "CCdd" then groups of four separated by single spaces; only
+	// the last group may be shorter. Each group end is a candidate end.
+	var ends [10]int
+	n, chars := 0, 4
+	for e < len(s) && n < len(ends) && s[e] == ' ' {
+		g := e + 1
+		for g < len(s) && g-e-1 < 5 && isUpDigit(s[g]) {
+			g++
+		}
+		gl := g - e - 1
+		if gl == 0 || gl > 4 {
+			break
+		}
+		chars += gl
+		if chars > maxIBAN {
+			break
+		}
+		ends[n] = g
+		n++
+		e = g
+		if gl < 4 {
+			break
+		}
+	}
+	for k := n - 1; k >= 0; k-- {
+		end := ends[k]
+		if end < len(s) && gluedRight(s[end]) {
+			continue
+		}
+		compact := make([]byte, 0, maxIBAN)
+		for _, c := range []byte(s[i:end]) {
+			if c != ' ' {
+				compact = append(compact, c)
+			}
+		}
+		if len(compact) >= minIBAN && ibanValid(string(compact)) {
+			return end, true
+		}
+	}
+	return 0, false
+}
+
+// ibanValid checks an IBAN without spaces: the first four characters moved
+// to the end, letters read as 10..35, the number modulo 97 is 1.
+func ibanValid(iban string) bool {
+	rem := 0
+	for k := range len(iban) {
+		c := iban[(k+4)%len(iban)]
+		switch {
+		case isDigit(c):
+			rem = (rem*10 + int(c-'0')) % 97
+		case isUpper(c):
+			rem = (rem*100 + int(c-'A'+10)) % 97
+		default:
+			return false
+		}
+	}
+	return rem == 1
+}
+
+func isUpper(c byte) bool   { return 'A' <= c && c <= 'Z' }
+func isUpDigit(c byte) bool { return charClass[c]&clUpDigit != 0 }
+
+// ---------------------------------------------------------------------------
+// Phone numbers in international format.
+
+const (
+	minPhoneDigits = 8  // "+" and a country code make short numbers ambiguous
+	maxPhoneDigits = 15 // E.164
+)
+
+// maskPhones replaces phone numbers written in international format: '+',
+// a country code and digits, in groups separated by single spaces or dashes,
+// with optional parenthesised groups ("+44 (0)20 7946 0958"), 8 to 15
+// digits in all. The '+' must not follow a word, a '+' or a '.', and the
+// number must not run into a word. Past 15 digits the longest prefix of
+// whole groups that fits is taken, so "+49 30 12345678 2024-06-10" masks
+// the number and keeps the date.
+func maskPhones(s string) string {
+	p := strings.IndexByte(s, '+')
+	if p < 0 {
+		return s
+	}
+	var w rewriter
+	w.src = s
+	for p >= 0 {
+		next := p + 1
+		if end, ok := phoneAt(s, p); ok {
+			w.replace(p, end, phPhone)
+			next = end
+		}
+		j := strings.IndexByte(s[next:], '+')
+		if j < 0 {
+			break
+		}
+		p = next + j
+	}
+	return w.result()
+}
+
+func phoneAt(s string, p int) (int, bool) {
+	if p > 0 {
+		if c := s[p-1]; gluedLeft(c) || c == '+' || c == '.' {
+			return 0, false
+		}
+	}
+	j := p + 1
+	if j >= len(s) || !isDigit(s[j]) || s[j] == '0' {
+		return 0, false
+	}
+	best, digits := 0, 0
+	for j < len(s) {
+		c := s[j]
+		if isDigit(c) {
+			for j < len(s) && isDigit(s[j]) {
+				digits++
+				j++
+			}
+		} else { // '(': a parenthesised group of 1 to 4 digits
+			k := j + 1
+			for k < len(s) && k-j <= 5 && isDigit(s[k]) {
+				k++
+			}
+			if k == j+1 || k >= len(s) || s[k] != ')' {
+				break
+			}
+			digits += k - j - 1
+			j = k + 1
+		}
+		if digits > maxPhoneDigits {
+			break
+		}
+		// A group ends here: a candidate if the number stops here.
+		if digits >= minPhoneDigits && (j == len(s) || !phoneGlued(s, j)) {
+			best = j
+		}
+		switch {
+		case j < len(s) && (isDigit(s[j]) || s[j] == '('): // "(0)20", "1(415)"
+		case j+1 < len(s) && (s[j] == ' ' || s[j] == '-') && (isDigit(s[j+1]) || s[j+1] == '('):
+			j++
+		default:
+			return best, best > 0
+		}
+	}
+	return best, best > 0
+}
+
+// phoneGlued reports whether s[j], right after a digit group, makes the
+// number part of something longer: a word, a placeholder, or a dotted or
+// slashed number.
+func phoneGlued(s string, j int) bool {
+	c := s[j]
+	if gluedRight(c) || c == '+' {
+		return true
+	}
+	return (c == '.' || c == ',' || c == '/' || c == ':') && j+1 < len(s) && isDigit(s[j+1])
+}
