@@ -22,6 +22,13 @@ const (
 // exported_job, or overwrite the target's own with honor_labels.
 const JobLabel = "job_id"
 
+// Outcomes are every value of pacer_job_runs_total's outcome label.
+var Outcomes = []string{OutcomeSuccess, OutcomeFailure, OutcomeTimeout, OutcomeCanceled, OutcomeCrashed}
+
+// Keepalive results: the values of pacer_lease_keepalives_total's result
+// label.
+var KeepaliveResults = []string{"ok", "no_leader", "timeout", "error", "lost"}
+
 // Metrics holds every Prometheus metric the runner exports. Labels are
 // bounded: job IDs, plugin names and fixed enums, never run IDs.
 type Metrics struct {
@@ -171,6 +178,16 @@ func NewMetrics(version string) (*Metrics, error) {
 		goVersion = bi.GoVersion
 	}
 	m.BuildInfo.WithLabelValues(version, goVersion).Set(1)
+	// Series with known label values exist at 0 from the start, so the
+	// first event shows in increase() and alerts (see runner/metrics.go for
+	// the per-job ones).
+	for _, r := range KeepaliveResults {
+		m.Keepalives.WithLabelValues(r)
+	}
+	for _, e := range []string{"acquired", "lost"} {
+		m.LeaderChanges.WithLabelValues(e)
+	}
+	m.KeepaliveAge.WithLabelValues()
 	for _, r := range []string{TriggerAccepted, TriggerReplayed, TriggerRefusedJob, TriggerRefusedCluster, TriggerNotStored, TriggerUnconfirmed} {
 		m.TriggerRequests.WithLabelValues(r) // exported at 0 from the start, for rate() and alerts
 	}

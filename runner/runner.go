@@ -157,6 +157,12 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	old := r.jobs
 	r.jobs = m
 	r.exportPausedLocked(old)
+	for _, j := range jobs {
+		r.initJobMetrics(j)
+	}
+	for _, j := range old {
+		r.retireLocked(j)
+	}
 	r.mu.Unlock()
 	r.sched.Set(jobs)
 	r.decideTriggers() // requests that waited for a job added now
@@ -318,6 +324,9 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 		delete(r.running[s.Job.ID], key)
 		if len(r.running[s.Job.ID]) == 0 {
 			delete(r.running, s.Job.ID)
+			if r.jobs[s.Job.ID] != s.Job {
+				r.retireLocked(s.Job) // removed or changed by a reload while running
+			}
 		}
 		r.mu.Unlock()
 	}()

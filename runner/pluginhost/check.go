@@ -45,7 +45,8 @@ func (r TaskRef) at(path string, keys ...any) string {
 	return b.String()
 }
 
-// CheckTasks starts every plugin the refs use and checks each ref against
+// CheckTasks starts every plugin the refs use (creating its metrics' series
+// at 0) and checks each ref against
 // the plugin's own description: the task exists and the params fit the
 // task's schema. It returns every problem, each located at the offending
 // key, so a bad job is refused when the config is loaded rather than when
@@ -56,6 +57,7 @@ func (h *Host) CheckTasks(ctx context.Context, refs []TaskRef) error {
 	var errs []error
 	for _, r := range refs {
 		if _, done := descs[r.Plugin]; !done && startErr[r.Plugin] == nil {
+			h.metrics.configured(r.Plugin)
 			d, err := h.Describe(ctx, r.Plugin)
 			descs[r.Plugin], startErr[r.Plugin] = d, err
 		}

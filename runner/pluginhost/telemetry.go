@@ -16,8 +16,26 @@ import (
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
+// RestartReasons are every value of pacer_plugin_restarts_total's reason
+// label.
+var RestartReasons = []string{ReasonCrash, ReasonHung, ReasonUnhealthy, ReasonStart}
+
 // hostMetrics records pacer_plugin_* metrics; it does nothing without them.
 type hostMetrics struct{ m *observability.Metrics }
+
+// configured creates a plugin's series at 0 for every known label value,
+// so that its first restart or dropped log line shows in increase() and
+// alerts (see runner/metrics.go). pacer_plugin_up is left alone: it is set
+// when the process starts or stops.
+func (hm hostMetrics) configured(plugin string) {
+	if hm.m == nil {
+		return
+	}
+	for _, reason := range RestartReasons {
+		hm.m.PluginRestarts.WithLabelValues(plugin, reason)
+	}
+	hm.m.PluginLogsDropped.WithLabelValues(plugin)
+}
 
 func (hm hostMetrics) up(plugin string, up bool) {
 	if hm.m == nil {
