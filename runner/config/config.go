@@ -115,6 +115,32 @@ type HTTP struct {
 	// AuthAll requires the token on read-only API calls too (health,
 	// readiness and metrics stay open).
 	AuthAll bool `yaml:"auth_all"`
+	// InsecureNoAuth allows an API without a token (and without client
+	// certificates) on an address other machines can reach. Without it such
+	// a config is refused. No effect when a token or a client CA is set.
+	InsecureNoAuth bool    `yaml:"insecure_no_auth"`
+	TLS            HTTPTLS `yaml:"tls"`
+	// MaxConnections bounds the connections open at once; more are closed
+	// as soon as they are accepted. Default 256.
+	MaxConnections int `yaml:"max_connections"`
+	// RateLimit bounds the mutating calls (trigger, pause, resume) the API
+	// accepts; more are answered 429 with Retry-After.
+	RateLimit RateLimit `yaml:"rate_limit"`
+}
+
+// HTTPTLS serves the API over HTTPS. With ClientCAFile set, clients must
+// present a certificate signed by one of its CAs (mutual TLS).
+type HTTPTLS struct {
+	CertFile     string `yaml:"cert_file"` // PEM; cert_file and key_file both or neither
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"` // PEM bundle; needs cert_file
+}
+
+// RateLimit is a token bucket: PerSecond calls per second on average, up to
+// Burst at once. PerSecond 0 turns the limit off.
+type RateLimit struct {
+	PerSecond float64 `yaml:"per_second"` // default 10
+	Burst     int     `yaml:"burst"`      // default 50
 }
 
 // Plugins configures how plugin binaries are found, verified and started.
@@ -128,6 +154,11 @@ type Plugins struct {
 	// CancelGrace is how long a cancelled or timed-out task may take to
 	// return before its plugin process is killed; default 5s.
 	CancelGrace time.Duration `yaml:"cancel_grace"`
+	// InheritEnv names variables of the runner's environment that every
+	// plugin process gets besides the minimal set (PATH, HOME, LANG, LC_*,
+	// TZ, TMPDIR, USER): NAME or PREFIX_*. The variables named by
+	// http.token_env and cluster.etcd.password_env are never passed.
+	InheritEnv []string `yaml:"inherit_env"`
 }
 
 // Observability configures logs, traces and redaction.
@@ -189,6 +220,11 @@ type Job struct {
 	Misfire        Misfire        `yaml:"misfire"`
 	Jitter         time.Duration  `yaml:"jitter"` // >= 0
 	Params         map[string]any `yaml:"params"` // free-form, passed to the plugin task
+
+	// InheritEnv is params.inherit_env, when it is a list of strings: the
+	// runner's environment variables (NAME or PREFIX_*) the task gets. The
+	// runner resolves it for every plugin that accepts the param (shell).
+	InheritEnv []string `yaml:"-"`
 
 	Line     int               `yaml:"-"` // line of the job's mapping in the file
 	keys     keyIndex          // where the job's keys are, for KeyLine
@@ -259,6 +295,9 @@ const (
 	defaultEmbeddedClientListen = "127.0.0.1:2379"
 	defaultEmbeddedPeerListen   = "127.0.0.1:2380"
 	defaultHTTPListen           = "127.0.0.1:9464"
+	defaultHTTPMaxConnections   = 256
+	defaultHTTPRatePerSecond    = 10
+	defaultHTTPRateBurst        = 50
 	defaultPluginDir            = "./bin/plugins"
 	defaultPluginStartTimeout   = 10 * time.Second
 	defaultPluginConcurrency    = 32
@@ -303,7 +342,11 @@ func Default() *Config {
 				},
 			},
 		},
-		HTTP:     HTTP{Listen: defaultHTTPListen},
+		HTTP: HTTP{
+			Listen:         defaultHTTPListen,
+			MaxConnections: defaultHTTPMaxConnections,
+			RateLimit:      RateLimit{PerSecond: defaultHTTPRatePerSecond, Burst: defaultHTTPRateBurst},
+		},
 		History:  History{Keep: defaultHistoryKeep, MaxAge: defaultHistoryMaxAge},
 		Shutdown: Shutdown{DrainTimeout: defaultDrainTimeout},
 		Triggers: Triggers{ExpireAfter: defaultTriggerExpireAfter, MaxPendingPerJob: defaultTriggerMaxPerJob,

@@ -50,7 +50,9 @@ func TestLoadFullFile(t *testing.T) {
 				Embedded: Embedded{ClientListen: "0.0.0.0:12379", PeerListen: "0.0.0.0:12380"},
 			},
 		},
-		HTTP: HTTP{Listen: ":8080", TokenEnv: "PACER_API_TOKEN", AuthAll: true},
+		HTTP: HTTP{Listen: ":8080", TokenEnv: "PACER_API_TOKEN", AuthAll: true, InsecureNoAuth: true,
+			TLS:            HTTPTLS{CertFile: "/etc/pacer/api.pem", KeyFile: "/etc/pacer/api-key.pem", ClientCAFile: "/etc/pacer/clients-ca.pem"},
+			MaxConnections: 64, RateLimit: RateLimit{PerSecond: 2.5, Burst: 5}},
 		Plugins: Plugins{
 			Dir:          "/opt/pacer/plugins",
 			StartTimeout: 30 * time.Second,
@@ -61,6 +63,7 @@ func TestLoadFullFile(t *testing.T) {
 			Paths:          map[string]string{"shell": "/usr/local/bin/pacer-shell"},
 			MaxConcurrency: 8,
 			CancelGrace:    2 * time.Second,
+			InheritEnv:     []string{"LANG", "SSL_CERT_*"},
 		},
 		Observability: Observability{
 			Log: Log{Level: "debug", Format: "text"},
@@ -93,13 +96,15 @@ func TestLoadFullFile(t *testing.T) {
 				Misfire: Misfire{Policy: "all", Grace: 10 * time.Minute},
 				Jitter:  30 * time.Second,
 				Params: map[string]any{
-					"command": []any{"pg_dump", "--format=custom", "app"},
-					"env":     map[string]any{"PGHOST": "db.internal", "PGPORT": 5432},
-					"verbose": true,
-					"ratio":   0.5,
-					"nothing": nil,
+					"command":     []any{"pg_dump", "--format=custom", "app"},
+					"env":         map[string]any{"PGHOST": "db.internal", "PGPORT": 5432},
+					"verbose":     true,
+					"ratio":       0.5,
+					"nothing":     nil,
+					"inherit_env": []any{"PGPASSFILE", "AWS_*"},
 				},
-				Line: 61,
+				InheritEnv: []string{"PGPASSFILE", "AWS_*"},
+				Line:       66,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -112,7 +117,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    84,
+				Line:    90,
 			},
 		},
 	}
@@ -190,7 +195,7 @@ func TestDefaults(t *testing.T) {
 		def.Cluster.LeaseTTL != 10*time.Second || def.Cluster.Etcd.DialTimeout != 5*time.Second ||
 		def.Cluster.Etcd.RequestTimeout != 5*time.Second || len(def.Cluster.Etcd.Endpoints) != 0 ||
 		def.Cluster.Etcd.Embedded != (Embedded{"127.0.0.1:2379", "127.0.0.1:2380"}) ||
-		def.HTTP != (HTTP{Listen: "127.0.0.1:9464"}) ||
+		def.HTTP != (HTTP{Listen: "127.0.0.1:9464", MaxConnections: 256, RateLimit: RateLimit{PerSecond: 10, Burst: 50}}) ||
 		def.Plugins.Dir != "./bin/plugins" || def.Plugins.StartTimeout != 10*time.Second ||
 		def.Observability.Log != (Log{"info", "json"}) ||
 		def.Observability.Tracing.Exporter != "none" || def.Observability.Tracing.Endpoint != "127.0.0.1:4317" ||
@@ -322,8 +327,8 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "unknown key lists known keys",
-			src:  y("http:", "  listen: :80", "  banana: 1"),
-			want: []string{`pacer.yaml:3: http.banana: unknown key "banana" (known keys: listen, token_env, auth_all)`},
+			src:  y("http:", "  listen: 127.0.0.1:80", "  banana: 1"),
+			want: []string{`pacer.yaml:3: http.banana: unknown key "banana" (known keys: listen, token_env, auth_all, insecure_no_auth, tls, max_connections, rate_limit)`},
 		},
 		{
 			name: "suggestion ignores case and separators",
@@ -405,7 +410,7 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "duplicate keys",
-			src: cat([]string{"http:", "  listen: :80", "  listen: :81", "jobs:"}, jobLines("a"), []string{
+			src: cat([]string{"http:", "  listen: 127.0.0.1:80", "  listen: 127.0.0.1:81", "jobs:"}, jobLines("a"), []string{
 				"    params: {a: 1, b: {c: 1, c: 2}}",
 				"http: {}",
 			}),
@@ -644,7 +649,7 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "bad merge",
-			src:  y("http:", "  <<: [1]", "  listen: :80"),
+			src:  y("http:", "  <<: [1]", "  listen: 127.0.0.1:80"),
 			want: []string{`pacer.yaml:2: http: merge key (<<) must name a mapping or a sequence of mappings, got a number 1 in the sequence`},
 		},
 	}

@@ -24,13 +24,18 @@
 //	    tls: {ca_file: ca.pem, cert_file: client.pem, key_file: client-key.pem}
 //	    embedded: {client_listen: 127.0.0.1:2379, peer_listen: 127.0.0.1:2380}
 //	http:
-//	  listen: 127.0.0.1:9464
-//	  token_env: PACER_API_TOKEN      # unset: no authentication
+//	  listen: 127.0.0.1:9464          # a non-loopback address needs a token,
+//	  token_env: PACER_API_TOKEN      # client certificates, or insecure_no_auth: true
+//	  auth_all: false                 # true: read-only API calls need the token too
+//	  tls: {cert_file: api.pem, key_file: api-key.pem, client_ca_file: clients-ca.pem}
+//	  max_connections: 256
+//	  rate_limit: {per_second: 10, burst: 50}   # trigger, pause, resume
 //	plugins:
 //	  dir: ./bin/plugins
 //	  start_timeout: 10s
 //	  checksums: {shell: "sha256:<64 lowercase hex digits>"}
 //	  paths: {shell: /usr/local/bin/pacer-shell}
+//	  inherit_env: [SSL_CERT_FILE]    # runner variables every plugin process gets
 //	observability:
 //	  log: {level: info, format: json}          # debug|info|warn|error, json|text
 //	  tracing: {exporter: otlp, endpoint: 127.0.0.1:4317, insecure: true, sample_ratio: 0.5}
@@ -48,7 +53,7 @@
 //	    overlap: forbid               # forbid|allow|replace
 //	    misfire: {policy: once, grace: 1m}  # skip|once|all
 //	    jitter: 30s
-//	    params: {command: ["pg_dump", "app"]}  # free-form, passed to the task
+//	    params: {command: ["pg_dump", "app"], inherit_env: [PGPASSFILE, AWS_*]}  # free-form, passed to the task
 //
 // Durations are Go duration strings ("500ms", "10s", "1m30s", "2h"). A bare
 // number is rejected because its unit would be a guess; 0 is the one number

@@ -22,6 +22,7 @@ var (
 	patternNameRe = regexp.MustCompile(`^[a-z0-9_]+$`)
 	jobIDRe       = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 	envNameRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	inheritEnvRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*\*?$`)
 	checksumRe    = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	checksumAnyRe = regexp.MustCompile(`^(?i:sha256):[0-9a-fA-F]{64}$`)
 )
@@ -56,6 +57,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateTriggers(&c.Triggers)
 	d.validateObservability(&c.Observability)
 	d.validateJobs(c.Jobs)
+	d.validateInheritEnv(c)
 }
 
 func (d *decoder) validateCluster(c *Cluster) {
@@ -121,6 +123,92 @@ func (d *decoder) validateHTTP(c *Config) {
 		}
 	}
 	d.envName("http.token_env", h.TokenEnv)
+	t := &h.TLS
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		d.problem("http.tls.key_file", "cert_file is set but key_file is not; set both or neither")
+	case t.KeyFile != "" && t.CertFile == "":
+		d.problem("http.tls.cert_file", "key_file is set but cert_file is not; set both or neither")
+	case t.ClientCAFile != "" && t.CertFile == "":
+		d.problem("http.tls.client_ca_file", "client certificates need HTTPS: set cert_file and key_file too")
+	}
+	if h.MaxConnections < 1 || h.MaxConnections > 1_000_000 {
+		d.problem("http.max_connections", "must be between 1 and 1000000, got %d", h.MaxConnections)
+	}
+	switch r := h.RateLimit; {
+	case !(r.PerSecond >= 0 && r.PerSecond <= 1e6):
+		d.problem("http.rate_limit.per_second", "%v is out of range: must be between 0 (no limit) and 1000000", r.PerSecond)
+	case r.PerSecond > 0 && r.Burst < 1:
+		d.problem("http.rate_limit.burst", "must be at least 1, got %d", r.Burst)
+	}
+	open := h.TokenEnv == "" && t.ClientCAFile == ""
+	if open && !h.InsecureNoAuth && checkHostPort(h.Listen, true) == "" && !loopbackListen(h.Listen) {
+		d.problem("http.listen", "%q can be reached from other machines, and the API has no token: anyone who reaches it could pause, "+
+			"resume and trigger jobs; set http.token_env to the name of an environment variable holding a token (or require client "+
+			"certificates with http.tls.client_ca_file), or set http.insecure_no_auth: true to run it open on purpose", h.Listen)
+	}
+}
+
+// loopbackListen reports whether a listen address accepts connections from
+// this machine only: a loopback IP or "localhost". An empty host means every
+// interface.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validateInheritEnv checks the allowlists of runner variables passed to
+// plugin processes (plugins.inherit_env) and to tasks (a job's
+// params.inherit_env, which it also copies to Job.InheritEnv): each entry is
+// a variable name or a prefix followed by "*", and none names the variable
+// holding the API token or the etcd password, which are never passed.
+func (d *decoder) validateInheritEnv(c *Config) {
+	secret := map[string]string{}
+	if v := c.HTTP.TokenEnv; v != "" {
+		secret[v] = "the API token (http.token_env)"
+	}
+	if v := c.Cluster.Etcd.PasswordEnv; v != "" {
+		secret[v] = "the etcd password (cluster.etcd.password_env)"
+	}
+	check := func(path string, list []string) {
+		for i, e := range list {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			switch {
+			case e == "*":
+				d.problem(p, `"*" would pass the runner's whole environment: list the variables (NAME) or prefixes (NAME_*) needed`)
+			case !inheritEnvRe.MatchString(e):
+				d.problem(p, "invalid entry %q: want a variable name (NAME) or a prefix followed by * (NAME_*)", e)
+			case secret[e] != "":
+				d.problem(p, "%s holds %s, which is never passed to plugins or tasks; remove it", e, secret[e])
+			}
+		}
+	}
+	check("plugins.inherit_env", c.Plugins.InheritEnv)
+	for i := range c.Jobs {
+		j := &c.Jobs[i]
+		raw, ok := j.Params["inherit_env"].([]any)
+		if !ok {
+			continue // absent, or not a list: the plugin's schema judges it
+		}
+		list := make([]string, 0, len(raw))
+		for _, v := range raw {
+			if s, ok := v.(string); ok {
+				list = append(list, s)
+			}
+		}
+		if len(list) != len(raw) {
+			continue
+		}
+		check(fmt.Sprintf("jobs[%d].params.inherit_env", i), list)
+		j.InheritEnv = list
+	}
 }
 
 func (d *decoder) validateHistory(h *History) {

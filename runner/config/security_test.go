@@ -1,0 +1,115 @@
+package config
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestOpenAPIOnTheNetworkIsRefused: without a token, an API that other
+// machines can reach is a config error naming http.token_env and the
+// explicit opt-out; on loopback, with a token, with client certificates or
+// with the opt-out, the config is valid.
+func TestOpenAPIOnTheNetworkIsRefused(t *testing.T) {
+	t.Parallel()
+	for _, listen := range []string{":9464", "0.0.0.0:9464", "10.0.0.5:9464", "[::]:9464", "web-1.internal:9464", "[2001:db8::1]:9464"} {
+		_, err := Parse("pacer.yaml", y("http:", "  listen: '"+listen+"'"))
+		want := `pacer.yaml:2: http.listen: "` + listen + `" can be reached from other machines, and the API has no token`
+		if err == nil || !strings.HasPrefix(err.Error(), want) ||
+			!strings.Contains(err.Error(), "http.token_env") || !strings.Contains(err.Error(), "http.insecure_no_auth: true") {
+			t.Errorf("listen %s: err = %v\nwant %s ... naming http.token_env and http.insecure_no_auth", listen, err, want)
+		}
+	}
+	for _, src := range [][]string{
+		{"http: {listen: '127.0.0.1:9464'}"},
+		{"http: {listen: '127.8.9.10:9464'}"},
+		{"http: {listen: 'localhost:9464'}"},
+		{"http: {listen: '[::1]:9464'}"},
+		{"http: {listen: '0.0.0.0:9464', token_env: PACER_API_TOKEN}"},
+		{"http: {listen: '0.0.0.0:9464', insecure_no_auth: true}"},
+		{"http:", "  listen: '0.0.0.0:9464'", "  tls: {cert_file: a.pem, key_file: a-key.pem, client_ca_file: ca.pem}"},
+	} {
+		if _, err := Parse("pacer.yaml", y(src...)); err != nil {
+			t.Errorf("%s: %v", strings.Join(src, " "), err)
+		}
+	}
+}
+
+func TestHTTPSecurityProblems(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		src  []string
+		want []string
+	}{
+		{[]string{"http:", "  tls: {cert_file: a.pem}"}, []string{
+			`pacer.yaml:2: http.tls.key_file: cert_file is set but key_file is not; set both or neither`}},
+		{[]string{"http:", "  tls: {key_file: a.pem}"}, []string{
+			`pacer.yaml:2: http.tls.cert_file: key_file is set but cert_file is not; set both or neither`}},
+		{[]string{"http:", "  tls: {client_ca_file: ca.pem}"}, []string{
+			`pacer.yaml:2: http.tls.client_ca_file: client certificates need HTTPS: set cert_file and key_file too`}},
+		{[]string{"http:", "  max_connections: 0", "  rate_limit: {per_second: -1}"}, []string{
+			`pacer.yaml:2: http.max_connections: must be between 1 and 1000000, got 0`,
+			`pacer.yaml:3: http.rate_limit.per_second: -1 is out of range: must be between 0 (no limit) and 1000000`}},
+		{[]string{"http:", "  rate_limit: {per_second: 5, burst: 0}"}, []string{
+			`pacer.yaml:2: http.rate_limit.burst: must be at least 1, got 0`}},
+	} {
+		_, err := Parse("pacer.yaml", y(tc.src...))
+		var got []string
+		if err != nil {
+			got = strings.Split(err.Error(), "\n")
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s:\n got %q\nwant %q", strings.Join(tc.src, " | "), got, tc.want)
+		}
+	}
+}
+
+// TestSecretVariablesNeverInherited: listing the variable that holds the API
+// token or the etcd password in an inherit_env list is a config error, in
+// plugins.inherit_env and in a job's params; so are "*" and malformed
+// entries. A valid list is copied to Job.InheritEnv.
+func TestSecretVariablesNeverInherited(t *testing.T) {
+	t.Parallel()
+	src := y(
+		"cluster:",
+		"  etcd: {endpoints: [etcd:2379], username: pacer, password_env: PACER_ETCD_PASSWORD}",
+		"http: {token_env: PACER_API_TOKEN}",
+		"plugins:",
+		"  inherit_env: [LANG, PACER_ETCD_PASSWORD]",
+		"jobs:",
+		"  - id: a",
+		"    plugin: shell",
+		"    task: exec",
+		"    schedule: '@every 1m'",
+		"    params:",
+		"      command: [env]",
+		"      inherit_env: [HOME, PACER_API_TOKEN, '*', 'A-B', 'X*Y']",
+	)
+	_, err := Parse("pacer.yaml", src)
+	want := []string{
+		`pacer.yaml:5: plugins.inherit_env[1]: PACER_ETCD_PASSWORD holds the etcd password (cluster.etcd.password_env), which is never passed to plugins or tasks; remove it`,
+		`pacer.yaml:13: jobs[0].params.inherit_env[1]: PACER_API_TOKEN holds the API token (http.token_env), which is never passed to plugins or tasks; remove it`,
+		`pacer.yaml:13: jobs[0].params.inherit_env[2]: "*" would pass the runner's whole environment: list the variables (NAME) or prefixes (NAME_*) needed`,
+		`pacer.yaml:13: jobs[0].params.inherit_env[3]: invalid entry "A-B": want a variable name (NAME) or a prefix followed by * (NAME_*)`,
+		`pacer.yaml:13: jobs[0].params.inherit_env[4]: invalid entry "X*Y": want a variable name (NAME) or a prefix followed by * (NAME_*)`,
+	}
+	var got []string
+	if err != nil {
+		got = strings.Split(err.Error(), "\n")
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	cfg, err := Parse("pacer.yaml", y(
+		"jobs:",
+		"  - {id: a, plugin: shell, task: exec, schedule: '@every 1m', params: {command: [env], inherit_env: [HOME, AWS_*]}}",
+		"  - {id: b, plugin: shell, task: exec, schedule: '@every 1m', params: {command: [env]}}",
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.Jobs[0].InheritEnv, []string{"HOME", "AWS_*"}) || cfg.Jobs[1].InheritEnv != nil {
+		t.Fatalf("InheritEnv = %q, %q", cfg.Jobs[0].InheritEnv, cfg.Jobs[1].InheritEnv)
+	}
+}
