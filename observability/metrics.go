@@ -57,6 +57,7 @@ type Metrics struct {
 
 	TriggerRequests *prometheus.CounterVec // result
 	TriggersStored  prometheus.Gauge
+	HTTPRejected    *prometheus.CounterVec // reason
 }
 
 // Results of a manual trigger request: the values of the result label of
@@ -159,12 +160,16 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_trigger_requests_stored",
 			Help: "Manual trigger requests kept in etcd (pending, or decided to run and running), as this replica last saw them.",
 		}),
+		HTTPRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pacer_http_rejected_total",
+			Help: "API requests and connections refused, by reason (unauthorized, cross_origin, host, content_type, rate_limited, connection_limit).",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
 		m.JobRunning, m.JobPaused, m.Leader, m.LeaderChanges, m.BuildInfo,
 		m.PluginUp, m.PluginUnavailable, m.PluginQuarantined, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
-		m.KeepaliveAge, m.Keepalives,
+		m.KeepaliveAge, m.Keepalives, m.HTTPRejected,
 		m.TriggerRequests, m.TriggersStored,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -2,6 +2,8 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -10,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,6 +29,10 @@ type clientFlags struct {
 	// resume); made up when not given.
 	idemKey string
 	mutates bool
+	// HTTPS: the CA that signed the runner's certificate (default: the
+	// system's), and a client certificate for a runner that requires one
+	// (http.tls.client_ca_file).
+	caFile, certFile, keyFile string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -33,13 +40,46 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	if def == "" {
 		def = "http://127.0.0.1:9464"
 	}
-	fs.StringVar(&c.addr, "addr", def, "runner API address (env PACER_ADDR)")
+	fs.StringVar(&c.addr, "addr", def, "runner API address, http:// or https:// (env PACER_ADDR)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
 	fs.StringVar(&c.token, "token", os.Getenv("PACER_API_TOKEN"), "API bearer token (env PACER_API_TOKEN)")
+	fs.StringVar(&c.caFile, "ca-file", os.Getenv("PACER_CA_FILE"), "PEM CA bundle to verify an https runner with (env PACER_CA_FILE; default: the system's)")
+	fs.StringVar(&c.certFile, "cert-file", os.Getenv("PACER_CERT_FILE"), "PEM client certificate, for a runner that requires one (env PACER_CERT_FILE)")
+	fs.StringVar(&c.keyFile, "key-file", os.Getenv("PACER_KEY_FILE"), "PEM key of --cert-file (env PACER_KEY_FILE)")
 	if c.mutates {
 		fs.StringVar(&c.idemKey, "idempotency-key", "",
 			"Idempotency-Key of the request (default: a new random key); repeating a call with the same key takes effect once")
 	}
+}
+
+// httpClient is the client for the runner's API, with the TLS settings of
+// the flags.
+func (c *clientFlags) httpClient(timeout time.Duration) (*http.Client, error) {
+	if c.caFile == "" && c.certFile == "" && c.keyFile == "" {
+		return &http.Client{Timeout: timeout}, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file: %s holds no PEM certificate", c.caFile)
+		}
+	}
+	if (c.certFile == "") != (c.keyFile == "") {
+		return nil, fmt.Errorf("%w: --cert-file and --key-file go together (env PACER_CERT_FILE, PACER_KEY_FILE)", errUsage)
+	}
+	if c.certFile != "" {
+		kp, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert-file/--key-file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{kp}
+	}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
 }
 
 // parse parses a client subcommand's flags and returns its positional args.
@@ -105,10 +145,22 @@ func (c *clientFlags) send(method, path string, header http.Header, timeout time
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	hc := &http.Client{Timeout: timeout}
-	req, err := http.NewRequest(method, addr+path, nil)
+	hc, err := c.httpClient(timeout)
 	if err != nil {
 		return nil, err
+	}
+	var reqBody io.Reader
+	if method != http.MethodGet {
+		reqBody = strings.NewReader("{}")
+	}
+	req, err := http.NewRequest(method, addr+path, reqBody)
+	if err != nil {
+		return nil, err
+	}
+	if reqBody != nil {
+		// The API takes mutating calls as JSON only (a web page cannot
+		// send that to another site without asking first).
+		req.Header.Set("Content-Type", "application/json")
 	}
 	for k, vs := range header {
 		req.Header[k] = vs
@@ -156,7 +208,9 @@ const (
 // mutate sends a mutating call with an Idempotency-Key, and repeats it with
 // the same key (so it takes effect once) while its outcome is not known:
 // the runner cannot be reached or did not answer, answered 502, 503 or 504,
-// or answered that etcd did not confirm the request (state unconfirmed).
+// or answered that etcd did not confirm the request (state unconfirmed). A
+// 429 (over the runner's rate limit: nothing happened) is repeated after
+// the Retry-After it asks for, if that is at most 10s.
 // It returns the last answer; a final unconfirmed one is an error that
 // says how to find out.
 func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, stderr io.Writer) (raw bool, err error) {
@@ -171,9 +225,16 @@ func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, std
 	for try := 1; ; try++ {
 		resp, err := c.send(http.MethodPost, path, header, mutateTimeout)
 		var why string
+		pause := wait
 		switch {
 		case err != nil:
 			why = err.Error()
+		case resp.status == http.StatusTooManyRequests:
+			secs, _ := strconv.Atoi(resp.header.Get("Retry-After"))
+			if secs < 1 || secs > 10 {
+				return c.decode(resp, v, stdout)
+			}
+			why, pause = resp.err().Error(), time.Duration(secs)*time.Second
 		case resp.status == http.StatusBadGateway || resp.status == http.StatusServiceUnavailable || resp.status == http.StatusGatewayTimeout:
 			why = resp.err().Error()
 		default:
@@ -194,9 +255,11 @@ func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, std
 			return c.decode(resp, v, stdout)
 		}
 		fmt.Fprintf(stderr, "pacer: %s; trying again in %s with the same Idempotency-Key %s (try %d of %d)\n",
-			why, wait, c.idemKey, try+1, mutateTries)
-		time.Sleep(wait) // the CLI's own backoff between tries
-		wait *= 2
+			why, pause, c.idemKey, try+1, mutateTries)
+		time.Sleep(pause) // the CLI's own backoff between tries, or the runner's Retry-After
+		if pause == wait {
+			wait *= 2
+		}
 	}
 }
 

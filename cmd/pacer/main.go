@@ -47,10 +47,12 @@ Usage:
   pacer version                  print the version
 
 Client commands talk to a runner's HTTP API: --addr (env PACER_ADDR,
-default http://127.0.0.1:9464), --token (env PACER_API_TOKEN), -o table|json.
-trigger, pause and resume send an Idempotency-Key (--idempotency-key, or a
-random one) and repeat the request with it while its outcome is unknown, so
-it takes effect once.
+default http://127.0.0.1:9464), --token (env PACER_API_TOKEN), -o table|json;
+over HTTPS --ca-file (env PACER_CA_FILE), and for a runner that requires
+client certificates --cert-file and --key-file (env PACER_CERT_FILE,
+PACER_KEY_FILE). trigger, pause and resume send an Idempotency-Key
+(--idempotency-key, or a random one) and repeat the request with it while
+its outcome is unknown, so it takes effect once.
 
 Run "pacer COMMAND -h" for a command's flags.
 `

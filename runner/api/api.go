@@ -6,12 +6,14 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +37,18 @@ type Options struct {
 	Token   string
 	AuthAll bool
 	Logger  *slog.Logger
+	// TLS, if set, serves HTTPS (see LoadTLS).
+	TLS *tls.Config
+	// MaxConnections bounds the connections open at once
+	// (DefaultMaxConnections).
+	MaxConnections int
+	// RatePerSecond and RateBurst bound the mutating calls (a token
+	// bucket); RatePerSecond 0 means no limit.
+	RatePerSecond float64
+	RateBurst     int
+	// Rejected, if set, counts refused requests and connections by reason
+	// (pacer_http_rejected_total).
+	Rejected *prometheus.CounterVec
 }
 
 // maxBody bounds request bodies.
@@ -42,15 +56,32 @@ const maxBody = 64 << 10
 
 // Server is the runner's HTTP server.
 type Server struct {
-	o   Options
-	srv *http.Server
-	ln  net.Listener
+	o     Options
+	srv   *http.Server
+	ln    net.Listener
+	guard *guard
 }
 
 // New builds the server; Start binds it.
 func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
 	mux := http.NewServeMux()
-	s := &Server{o: o, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}}
+	g := newGuard(o)
+	s := &Server{o: o, guard: g, srv: &http.Server{
+		Handler:           g.wrap(mux),
+		TLSConfig:         o.TLS,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+	}}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -69,9 +100,7 @@ func New(o Options) *Server {
 	if o.Control != nil {
 		s.routes(mux)
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", methodNotAllowed(mux))
 	return s
 }
 
@@ -87,20 +116,53 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// Start binds the listen address and serves in the background.
+// Start binds the listen address and serves in the background. An API
+// without a token that anyone can reach is announced with one WARN line.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.o.Listen)
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: %w (set http.listen)", s.o.Listen, err)
 	}
 	s.ln = ln
+	served := net.Listener(&limitListener{Listener: ln, sem: make(chan struct{}, s.o.MaxConnections),
+		reject: s.guard.reject, log: s.o.Logger})
+	scheme := "http"
+	if s.o.TLS != nil {
+		served, scheme = tls.NewListener(served, s.o.TLS), "https"
+	}
 	go func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(served); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.o.Logger.Error("http server stopped", "error", err)
 		}
 	}()
-	s.o.Logger.Info("http listening", "addr", ln.Addr().String())
+	addr := ln.Addr().String()
+	s.o.Logger.Info("http listening", "addr", addr, "scheme", scheme, "auth", s.authMode(), "max_connections", s.o.MaxConnections)
+	mtls := s.o.TLS != nil && s.o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	switch {
+	case s.o.Token != "" || mtls:
+	case loopbackAddr(s.o.Listen):
+		s.o.Logger.Warn("the API has no token: any program on this machine can pause, resume and trigger jobs; "+
+			"set http.token_env to require one", "addr", addr)
+	default:
+		s.o.Logger.Warn("the API has no token and other machines can reach it: anyone who can connect can pause, resume "+
+			"and trigger jobs (http.insecure_no_auth); set http.token_env to require a token", "addr", addr)
+	}
 	return nil
+}
+
+// authMode names how callers authenticate, for the start-up log line.
+func (s *Server) authMode() string {
+	var modes []string
+	if s.o.TLS != nil && s.o.TLS.ClientAuth == tls.RequireAndVerifyClientCert {
+		modes = append(modes, "client certificate")
+	}
+	if s.o.Token != "" {
+		modes = append(modes, "bearer token")
+	}
+	if len(modes) == 0 {
+		return "none"
+	}
+	return strings.Join(modes, " and ")
 }
 
 // Addr is the bound address, after Start.
@@ -119,5 +181,6 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// Handler is the server's HTTP handler, for tests and embedding.
+// Handler is the server's HTTP handler, for tests and embedding: every
+// check but the connection limit and TLS, which belong to the listener.
 func (s *Server) Handler() http.Handler { return s.srv.Handler }

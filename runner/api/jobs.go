@@ -1,7 +1,6 @@
 package api
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,20 +104,20 @@ func (s *Server) read(h http.HandlerFunc) http.HandlerFunc {
 	if !s.o.AuthAll {
 		return h
 	}
-	return s.write(h)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.guard.authorize(w, r) {
+			h(w, r)
+		}
+	}
 }
 
-// write wraps a mutating handler: bearer token (when configured) and a
-// bounded body that, if present, must be a JSON object.
+// write wraps a mutating handler: the checks of guard.mutating (origin,
+// content type, token, rate limit), a bounded body that, if present, must
+// be a JSON object, and an audit line.
 func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.o.Token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.o.Token)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="pacer"`)
-				writeError(w, http.StatusUnauthorized, "missing or wrong bearer token: send Authorization: Bearer <token> (the runner reads it from http.token_env)")
-				return
-			}
+	return s.guard.audit(func(w http.ResponseWriter, r *http.Request) {
+		if !s.guard.mutating(w, r) {
+			return
 		}
 		if r.Body != nil && r.Method != http.MethodGet {
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -139,7 +138,7 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 			}
 		}
 		h(w, r)
-	}
+	})
 }
 
 // writeErr maps an error to a status: unknown job 404, an idempotency key

@@ -12,6 +12,7 @@ package fxmodule
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -337,11 +338,20 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 			return nil, fmt.Errorf("http.token_env: environment variable %s is empty or not set; set it, or remove token_env to run the API without a token", env)
 		}
 	}
+	var tlsConfig *tls.Config
+	if t := cfg.HTTP.TLS; t.CertFile != "" {
+		var err error
+		if tlsConfig, err = api.LoadTLS(t.CertFile, t.KeyFile, t.ClientCAFile); err != nil {
+			return nil, err
+		}
+	}
 	s := api.New(api.Options{
 		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
 		Plugins: func() any { return h.Status() },
 		Control: newControl(cfg, r, c),
 		Token:   token, AuthAll: cfg.HTTP.AuthAll,
+		TLS: tlsConfig, MaxConnections: cfg.HTTP.MaxConnections, Rejected: m.HTTPRejected,
+		RatePerSecond: cfg.HTTP.RateLimit.PerSecond, RateBurst: cfg.HTTP.RateLimit.Burst,
 		Ready: func(ctx context.Context) error {
 			if _, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready"); err != nil {
 				return fmt.Errorf("etcd unreachable: %w", err)
