@@ -333,3 +333,23 @@ func BenchmarkLogger(b *testing.B) {
 		})
 	}
 }
+
+// TestAuditRemoteAddrKept: the audit line's remote_addr (the TCP peer of an
+// API call) is a default trusted key: kept, while the same address in any
+// other attribute or the message is masked.
+func TestAuditRemoteAddrKept(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := NewLogger(&buf, slog.LevelInfo, "json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("api audit from 203.0.113.9", "remote_addr", "203.0.113.9:52114", "client", "203.0.113.9:52114")
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["remote_addr"] != "203.0.113.9:52114" || got["client"] != "[ipv4]:52114" || got["msg"] != "api audit from [ipv4]" {
+		t.Fatalf("got %v", got)
+	}
+}

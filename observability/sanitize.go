@@ -36,8 +36,10 @@ type SanitizerOptions struct {
 }
 
 // DefaultTrustedKeys are the slog attribute keys left untouched when
-// SanitizerOptions.TrustedKeys is nil.
-var DefaultTrustedKeys = []string{"time", "level", "trace_id", "span_id", "fencing_token"}
+// SanitizerOptions.TrustedKeys is nil. remote_addr is the peer address of
+// an API call in its audit line: an audit that cannot say who called is of
+// no use, so it is kept (and it is the TCP peer, never text a caller sent).
+var DefaultTrustedKeys = []string{"time", "level", "trace_id", "span_id", "fencing_token", "remote_addr"}
 
 // Placeholders written by the built-in masks.
 const (
