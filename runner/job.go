@@ -29,8 +29,11 @@ type Job struct {
 	// MaxConcurrency bounds runs at once under OverlapAllow; 0 = no bound.
 	MaxConcurrency int
 	Params         map[string]any
-	Retries        Retries
-	Misfire        Misfire
+	// InheritEnv names the runner's environment variables (NAME or
+	// PREFIX_*) the task gets (params.inherit_env).
+	InheritEnv []string
+	Retries    Retries
+	Misfire    Misfire
 	// Delivery is what a new leader does with a slot the previous leader
 	// claimed and never finished: DeliveryAtMostOnce or DeliveryAtLeastOnce.
 	Delivery string

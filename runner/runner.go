@@ -578,9 +578,10 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	rctx, cancel := context.WithTimeoutCause(ctx, job.Timeout, fmt.Errorf("timed out after %s", job.Timeout))
 	defer cancel()
 	res, err := r.o.Tasks.Run(rctx, pluginhost.Call{
-		Plugin: job.Plugin,
-		Task:   job.Task,
-		Params: job.Params,
+		Plugin:     job.Plugin,
+		Task:       job.Task,
+		Params:     job.Params,
+		InheritEnv: job.InheritEnv,
 		Context: &pluginv1.RunContext{
 			JobId: job.ID, RunId: a.runID, CorrelationId: a.correlationID, Attempt: uint32(a.number),
 			ScheduledTime: timestamppb.New(a.slot.Time), FencingToken: a.term.Token, Node: r.o.Node,

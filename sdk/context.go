@@ -31,6 +31,14 @@ type RunInfo struct {
 	// TraceID is the run's OpenTelemetry trace ID (hex), or "" if the runner
 	// does not trace.
 	TraceID string
+	// Env holds the variables of the runner's environment that the job
+	// passes to the task: those named by an inherit_env list in its params
+	// (NAME, or PREFIX_* for all starting with PREFIX_), resolved by the
+	// runner. The plugin process's own environment is minimal (PATH, HOME,
+	// LANG, LC_*, TZ, TMPDIR, USER and what the runner's
+	// plugins.inherit_env adds), so a task that needs more reads it here.
+	// Never holds the API token's or the etcd password's variable.
+	Env map[string]string
 }
 
 // Info returns the attempt's RunInfo; the zero value outside a run.
@@ -53,6 +61,7 @@ func Info(ctx context.Context) RunInfo {
 		FencingToken:  c.GetFencingToken(),
 		Node:          c.GetNode(),
 		TraceID:       traceID(ctx),
+		Env:           c.GetEnv(),
 	}
 }
 

@@ -25,7 +25,7 @@ type params struct {
 	Shell          bool              `json:"shell,omitempty" desc:"run command through /bin/sh -c"`
 	Dir            string            `json:"dir,omitempty" desc:"working directory"`
 	Env            map[string]string `json:"env,omitempty" desc:"extra environment variables"`
-	InheritEnv     []string          `json:"inherit_env,omitempty" desc:"host variables passed through; default [PATH]"`
+	InheritEnv     []string          `json:"inherit_env,omitempty" desc:"runner variables passed to the command (NAME or PREFIX_*), besides PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER; resolved by the runner, never the API token's or etcd password's"`
 	MaxOutputBytes int               `json:"max_output_bytes" default:"65536" minimum:"1" desc:"output bytes kept"`
 }
 
@@ -123,23 +123,33 @@ func exitCode(cmd *exec.Cmd) int {
 	return cmd.ProcessState.ExitCode()
 }
 
-// environment builds the child's environment: allowed host variables, the
-// job's env, then the run's PACER_* variables, which always win.
+// baseEnv names the variables of the plugin's own environment a command
+// gets: the runner starts the plugin with these and little else ("LC_*": all
+// starting with LC_). Not the plugin's handshake variables.
+var baseEnv = []string{"PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER"}
+
+// environment builds the command's environment, later entries winning: the
+// base variables, the runner's variables that the job's inherit_env names
+// (resolved by the runner, which never includes the API token's or the etcd
+// password's), the job's env, then the run's PACER_* variables.
 func environment(ctx context.Context, p params) []string {
-	inherit := p.InheritEnv
-	if inherit == nil {
-		inherit = []string{"PATH"}
-	}
 	var env []string
-	for _, k := range inherit {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		for _, b := range baseEnv {
+			if prefix, ok := strings.CutSuffix(b, "*"); ok && strings.HasPrefix(name, prefix) || name == b {
+				env = append(env, kv)
+				break
+			}
 		}
+	}
+	info := sdk.Info(ctx)
+	for k, v := range info.Env {
+		env = append(env, k+"="+v)
 	}
 	for k, v := range p.Env {
 		env = append(env, k+"="+v)
 	}
-	info := sdk.Info(ctx)
 	return append(env,
 		"PACER_JOB_ID="+info.JobID,
 		"PACER_RUN_ID="+info.RunID,

@@ -10,7 +10,8 @@
 //	  shell: false            # run command[0] through /bin/sh -c
 //	  dir: /srv/reports       # working directory
 //	  env: {REPORT_FORMAT: csv}
-//	  inherit_env: [PATH, HOME]  # host variables passed through (default: PATH)
+//	  inherit_env: [AWS_PROFILE, PGPASS*]  # runner variables passed through (always:
+//	                          # PATH, HOME, LANG, LC_*, TZ, TMPDIR, USER)
 //	  max_output_bytes: 65536 # output bytes kept (default 65536, at least 1)
 package main
 

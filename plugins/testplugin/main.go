@@ -172,7 +172,14 @@ func main() {
 					"job_id": info.JobID, "run_id": info.RunID, "correlation_id": info.CorrelationID,
 					"attempt": info.Attempt, "scheduled_time": info.ScheduledTime.UTC().Format(time.RFC3339),
 					"fencing_token": info.FencingToken, "node": info.Node, "pid": os.Getpid(),
-					"trace_id": info.TraceID,
+					"trace_id": info.TraceID, "env": map[string]any{}, "environ": []any{},
+				}
+				// The task's environment from the runner, and the process's own.
+				for k, v := range info.Env {
+					resp.Data["env"].(map[string]any)[k] = v
+				}
+				for _, kv := range os.Environ() {
+					resp.Data["environ"] = append(resp.Data["environ"].([]any), kv)
 				}
 				return nil
 			}),

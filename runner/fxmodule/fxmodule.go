@@ -45,12 +45,20 @@ type Params struct {
 	LogOutput  io.Writer
 }
 
-// PluginHostOptions are the plugin host settings a config asks for.
+// PluginHostOptions are the plugin host settings a config asks for. The
+// variables holding the API token and the etcd password are never passed to
+// plugins or tasks.
 func PluginHostOptions(cfg *config.Config) pluginhost.Options {
+	var deny []string
+	for _, v := range []string{cfg.HTTP.TokenEnv, cfg.Cluster.Etcd.PasswordEnv} {
+		if v != "" {
+			deny = append(deny, v)
+		}
+	}
 	return pluginhost.Options{
 		Dir: cfg.Plugins.Dir, Paths: cfg.Plugins.Paths, Checksums: cfg.Plugins.Checksums,
 		StartTimeout: cfg.Plugins.StartTimeout, MaxConcurrency: cfg.Plugins.MaxConcurrency,
-		CancelGrace: cfg.Plugins.CancelGrace,
+		CancelGrace: cfg.Plugins.CancelGrace, InheritEnv: cfg.Plugins.InheritEnv, DenyEnv: deny,
 	}
 }
 
@@ -321,9 +329,10 @@ func Jobs(cfg *config.Config) []*runner.Job {
 		jobs = append(jobs, &runner.Job{
 			ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Sched, Spec: j.Schedule, Timezone: j.Timezone,
 			Timeout: j.Timeout, Overlap: j.Overlap, MaxConcurrency: j.MaxConcurrency, Params: j.Params, Jitter: j.Jitter,
-			Delivery: j.Delivery,
-			Retries:  runner.Retries{Max: j.Retries.Max, InitialBackoff: j.Retries.InitialBackoff, MaxBackoff: j.Retries.MaxBackoff},
-			Misfire:  runner.Misfire{Policy: j.Misfire.Policy, Grace: j.Misfire.Grace},
+			InheritEnv: j.InheritEnv,
+			Delivery:   j.Delivery,
+			Retries:    runner.Retries{Max: j.Retries.Max, InitialBackoff: j.Retries.InitialBackoff, MaxBackoff: j.Retries.MaxBackoff},
+			Misfire:    runner.Misfire{Policy: j.Misfire.Policy, Grace: j.Misfire.Grace},
 		})
 	}
 	return jobs

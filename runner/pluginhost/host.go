@@ -47,6 +47,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -107,6 +108,13 @@ type Options struct {
 	Sanitize func(string) string
 	// Metrics, if set, receives pacer_plugin_* metrics.
 	Metrics *observability.Metrics
+	// InheritEnv names variables of the runner's environment (NAME or
+	// PREFIX_*) that plugin processes get besides BaseEnv.
+	InheritEnv []string
+	// DenyEnv names variables that no plugin process and no task ever gets,
+	// whatever asks for them: those holding the API token and the etcd
+	// password.
+	DenyEnv []string
 }
 
 func (o *Options) defaults() {
@@ -262,6 +270,10 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 	log := h.log.With("plugin", name)
 	cmd := exec.Command(path)
 	cmd.SysProcAttr = processAttrs()
+	// A minimal environment, not the runner's (SkipHostEnv below): the
+	// runner's may hold the API token, the etcd password, cloud
+	// credentials. go-plugin adds its handshake variables.
+	cmd.Env = h.processEnv()
 	started := time.Now()
 	stderr := &tail{max: 1024}
 	client := plugin.NewClient(&plugin.ClientConfig{
@@ -272,6 +284,7 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     h.opts.StartTimeout,
+		SkipHostEnv:      true,
 		AutoMTLS:         true,
 		Logger:           newHCLogger(log),
 		SyncStdout:       newLineLogger(log, slog.LevelInfo, "stdout"),
@@ -335,6 +348,9 @@ type Call struct {
 	Task    string
 	Params  map[string]any
 	Context *pluginv1.RunContext
+	// InheritEnv names the runner's variables (NAME or PREFIX_*) the task
+	// gets, in RunContext.env; DenyEnv never.
+	InheritEnv []string
 	// OnLog and OnProgress receive the plugin's events as they arrive, on the
 	// calling goroutine. Either may be nil.
 	OnLog      func(*pluginv1.LogRecord)
@@ -372,7 +388,15 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	if ctx.Err() != nil { // e.g. the deadline passed while the plugin started
 		return nil, context.Cause(ctx)
 	}
-	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: c.Context}
+	rc := c.Context
+	if env := h.taskEnv(c.InheritEnv); env != nil {
+		rc = proto.CloneOf(c.Context)
+		if rc == nil {
+			rc = &pluginv1.RunContext{}
+		}
+		rc.Env = env
+	}
+	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: rc}
 	if dl, ok := ctx.Deadline(); ok {
 		req.Timeout = durationpb.New(time.Until(dl))
 	}

@@ -375,6 +375,13 @@ type RunContext struct {
 	ScheduledTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=scheduled_time,json=scheduledTime,proto3" json:"scheduled_time,omitempty"`
 	FencingToken  int64                  `protobuf:"varint,6,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
 	Node          string                 `protobuf:"bytes,7,opt,name=node,proto3" json:"node,omitempty"`
+	// Variables of the runner's environment that the job lets the task see:
+	// those its params' inherit_env names (NAME, or PREFIX_* for every
+	// variable starting with PREFIX_), resolved by the runner at each attempt.
+	// Plugin processes start with a minimal environment of their own, so this
+	// is how a task gets anything else. Never holds the variables of the API
+	// token or the etcd password.
+	Env           map[string]string `protobuf:"bytes,8,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,6 +463,13 @@ func (x *RunContext) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *RunContext) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
 }
 
 type RunEvent struct {
@@ -1031,7 +1045,7 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12/\n" +
 	"\x06params\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06params\x125\n" +
 	"\acontext\x18\x03 \x01(\v2\x1b.pacer.plugin.v1.RunContextR\acontext\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xf7\x01\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xe7\x02\n" +
 	"\n" +
 	"RunContext\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
@@ -1040,7 +1054,11 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\aattempt\x18\x04 \x01(\rR\aattempt\x12A\n" +
 	"\x0escheduled_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\x12#\n" +
 	"\rfencing_token\x18\x06 \x01(\x03R\ffencingToken\x12\x12\n" +
-	"\x04node\x18\a \x01(\tR\x04node\"\xe3\x01\n" +
+	"\x04node\x18\a \x01(\tR\x04node\x126\n" +
+	"\x03env\x18\b \x03(\v2$.pacer.plugin.v1.RunContext.EnvEntryR\x03env\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +
 	"\bRunEvent\x12.\n" +
 	"\x03log\x18\x01 \x01(\v2\x1a.pacer.plugin.v1.LogRecordH\x00R\x03log\x127\n" +
 	"\bprogress\x18\x02 \x01(\v2\x19.pacer.plugin.v1.ProgressH\x00R\bprogress\x124\n" +
@@ -1105,7 +1123,7 @@ func file_pacer_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_pacer_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_pacer_plugin_v1_plugin_proto_goTypes = []any{
 	(*CancelRequest)(nil),         // 0: pacer.plugin.v1.CancelRequest
 	(*CancelResponse)(nil),        // 1: pacer.plugin.v1.CancelResponse
@@ -1121,42 +1139,44 @@ var file_pacer_plugin_v1_plugin_proto_goTypes = []any{
 	(*Attr)(nil),                  // 11: pacer.plugin.v1.Attr
 	(*Progress)(nil),              // 12: pacer.plugin.v1.Progress
 	(*RunResult)(nil),             // 13: pacer.plugin.v1.RunResult
-	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 17: google.protobuf.Value
+	nil,                           // 14: pacer.plugin.v1.RunContext.EnvEntry
+	(*structpb.Struct)(nil),       // 15: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 18: google.protobuf.Value
 }
 var file_pacer_plugin_v1_plugin_proto_depIdxs = []int32{
 	4,  // 0: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
-	14, // 1: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
+	15, // 1: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
 	6,  // 2: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
-	15, // 3: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
-	16, // 4: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
-	10, // 5: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
-	12, // 6: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
-	13, // 7: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
-	8,  // 8: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
-	16, // 9: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
-	16, // 10: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
-	11, // 11: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
-	9,  // 12: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
-	16, // 13: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
-	11, // 14: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
-	16, // 15: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
-	11, // 16: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
-	17, // 17: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
-	14, // 18: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
-	2,  // 19: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
-	5,  // 20: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
-	0,  // 21: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
-	3,  // 22: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
-	7,  // 23: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
-	1,  // 24: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
-	22, // [22:25] is the sub-list for method output_type
-	19, // [19:22] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 3: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
+	17, // 4: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
+	14, // 5: pacer.plugin.v1.RunContext.env:type_name -> pacer.plugin.v1.RunContext.EnvEntry
+	10, // 6: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
+	12, // 7: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
+	13, // 8: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
+	8,  // 9: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
+	17, // 10: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
+	17, // 11: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
+	11, // 12: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
+	9,  // 13: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
+	17, // 14: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
+	11, // 15: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
+	17, // 16: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
+	11, // 17: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
+	18, // 18: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
+	15, // 19: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
+	2,  // 20: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
+	5,  // 21: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
+	0,  // 22: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
+	3,  // 23: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
+	7,  // 24: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
+	1,  // 25: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
+	23, // [23:26] is the sub-list for method output_type
+	20, // [20:23] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_pacer_plugin_v1_plugin_proto_init() }
@@ -1176,7 +1196,7 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pacer_plugin_v1_plugin_proto_rawDesc), len(file_pacer_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
