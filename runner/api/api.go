@@ -141,11 +141,11 @@ func (s *Server) Start() error {
 	switch {
 	case s.o.Token != "" || mtls:
 	case loopbackAddr(s.o.Listen):
-		s.o.Logger.Warn("the API has no token: any program on this machine can pause, resume and trigger jobs; "+
+		s.o.Logger.Warn("no API token is set, so any program on this machine can pause, resume and trigger jobs; "+
 			"set http.token_env to require one", "addr", addr)
 	default:
-		s.o.Logger.Warn("the API has no token and other machines can reach it: anyone who can connect can pause, resume "+
-			"and trigger jobs (http.insecure_no_auth); set http.token_env to require a token", "addr", addr)
+		s.o.Logger.Warn("no API token is set and other machines can reach the API (http.insecure_no_auth), so anyone who "+
+			"can connect can pause, resume and trigger jobs; set http.token_env to require one", "addr", addr)
 	}
 	return nil
 }
