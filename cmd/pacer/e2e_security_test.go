@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -71,12 +72,18 @@ func TestE2EOpenAPIOnTheNetworkRefused(t *testing.T) {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
 	path := filepath.Join(t.TempDir(), "open.yaml")
-	must(os.WriteFile(path, []byte("http: {listen: '0.0.0.0:9464'}\n"), 0o644))
+	// Port 0 and a deadline: should the check ever regress, the runner
+	// binds no fixed port and the test fails instead of hanging.
+	must(os.WriteFile(path, []byte(fmt.Sprintf("cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}\nhttp: {listen: '0.0.0.0:0'}\n",
+		t.TempDir(), freeAddr(t), freeAddr(t))), 0o644))
 	for _, cmd := range []string{"validate", "run"} {
-		out, err := exec.Command(filepath.Join(binDir, "pacer"), cmd, "--config", path).CombinedOutput()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), cmd, "--config", path).CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) ||
-			!strings.Contains(string(out), path+`:1: http.listen: "0.0.0.0:9464" can be reached from other machines, and the API has no token`) ||
+		if !errors.As(err, &ee) || timedOut ||
+			!strings.Contains(string(out), path+`:2: http.listen: "0.0.0.0:0" can be reached from other machines, and the API has no token`) ||
 			!strings.Contains(string(out), "set http.token_env") || !strings.Contains(string(out), "http.insecure_no_auth: true") {
 			t.Errorf("pacer %s: %v\n%s", cmd, err, out)
 		}
