@@ -93,34 +93,34 @@ var authSchemes = []string{
 //     Before e-mail, which would otherwise take "pass@host".
 //  3. JWTs, three or more base64url segments, the first starting with "eyJ"
 //     -> [jwt].
-//  4. Tokens recognised by their prefix alone, not glued to a word (shapes
-//     from gitleaks' rules): AWS access key IDs (AKIA, ASIA, ABIA, ACCA,
-//     A3T + 16) -> [aws_key]; Google API keys (AIza + 35) ->
-//     [google_api_key]; GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_ + 36 or
-//     more; github_pat_ + 82 or more) -> [github_token]; GitLab tokens
-//     (glpat-, gldt-, glrt-, glptt-, glft-, glimt-, glagent-, gloas-,
-//     glsoat-, glcbt-, glffct- + 20 or more) -> [gitlab_token]; Slack tokens
-//     (xoxa-, xoxb-, xoxe-, xoxo-, xoxp-, xoxr-, xoxs-, xoxe.xoxb-,
-//     xoxe.xoxp-, xapp- + 10 or more, with a digit) -> [slack_token]; Stripe
-//     secret and restricted keys (sk_ or rk_, then live_, test_ or prod_, +
-//     10 to 99) -> [stripe_key]; npm tokens (npm_ + 36) -> [npm_token].
-//     Before the key/values and Bearer, so "token=ghp_..." keeps its type.
-//  5. E-mail addresses -> [email].
-//  6. IPv6 addresses, with optional %zone, validated by net/netip -> [ipv6].
+//  4. E-mail addresses -> [email].
+//  5. IPv6 addresses, with optional %zone, validated by net/netip -> [ipv6].
 //     Before IPv4 so "::ffff:10.0.0.1" is masked whole.
-//  7. IPv4 addresses (octets <= 255), not part of a longer dotted-number run
+//  6. IPv4 addresses (octets <= 255), not part of a longer dotted-number run
 //     such as "1.2.3.4.5" nor glued to a word such as "v1.2.3.4" -> [ipv4].
 //     A port stays: "10.1.2.3:9464" -> "[ipv4]:9464".
 //     Loopback and unspecified addresses (127.0.0.0/8, ::1, 0.0.0.0, ::) are
 //     kept: they are not personal data, and operators need them.
-//  8. IBANs of a registry country, compact or in groups of four separated by
-//     single spaces, whose ISO 7064 mod-97 check holds -> [iban]. Before the
-//     cards, whose mask could otherwise take the digits inside one.
-//  9. Phone numbers in international format: '+', a country code, 8 to 15
+//  7. In one pass, tokens recognised by their prefix alone and IBANs, not
+//     glued to a word (shapes from gitleaks' rules): AWS access key IDs
+//     (AKIA, ASIA, ABIA, ACCA, A3T + 16) -> [aws_key]; Google API keys (AIza
+//     + 35) -> [google_api_key]; GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_
+//     + 36 or more; github_pat_ + 82 or more) -> [github_token]; GitLab
+//     tokens (glpat-, gldt-, glrt-, glptt-, glft-, glimt-, glagent-, gloas-,
+//     glsoat-, glcbt-, glffct- + 20 or more) -> [gitlab_token]; Slack tokens
+//     (xoxa-, xoxb-, xoxe-, xoxo-, xoxp-, xoxr-, xoxs-, xoxe.xoxb-,
+//     xoxe.xoxp-, xapp- + 10 or more, with a digit) -> [slack_token]; Stripe
+//     secret and restricted keys (sk_ or rk_, then live_, test_ or prod_, +
+//     10 to 99) -> [stripe_key]; npm tokens (npm_ + 36) -> [npm_token]; IBANs
+//     of a registry country, compact or in groups of four separated by single
+//     spaces, whose ISO 7064 mod-97 check holds -> [iban]. Before the cards,
+//     whose mask could otherwise take the digits inside an IBAN, and before
+//     the key/values and Bearer, so "token=ghp_..." keeps its type.
+//  8. Phone numbers in international format: '+', a country code, 8 to 15
 //     digits in all, in groups separated by single spaces or dashes, with
 //     optional parenthesised groups ("+44 (0)20 7946 0958") -> [phone]. The
 //     '+' must not follow a word, '+' or '.' (so "12:30:45+02:00" stays).
-//  10. Payment-card numbers: 13-19 digits, optionally grouped by single spaces
+//  9. Payment-card numbers: 13-19 digits, optionally grouped by single spaces
 //     or dashes (groups of at least 3 digits), starting with 2-6 (the
 //     payment-card major industry identifiers), Luhn-valid, and bounded by
 //     non-alphanumerics (not part of a word, hex ID, UUID or decimal number)
@@ -130,10 +130,10 @@ var authSchemes = []string{
 //     "6000000200 2001:db8::1" cannot swallow the "2001" of an IPv6 address.
 //     Numbers starting with 1 (epoch milliseconds and nanoseconds) are
 //     never cards.
-//  11. "Bearer <token>" (any case; the token runs to whitespace or a
+//  10. "Bearer <token>" (any case; the token runs to whitespace or a
 //     delimiter) -> "Bearer [token]". Before the key/values so
 //     "Authorization: Bearer x" keeps its type.
-//  12. Values of sensitive keys (see SensitiveKey) in free text: key=value,
+//  11. Values of sensitive keys (see SensitiveKey) in free text: key=value,
 //     key: value, "key": "value", 'key': 'value', \"key\":\"value\", Go's
 //     map[key:value] and query strings (?token=abc&x=1); the key is kept and
 //     the value becomes [redacted]. A quoted value runs to its closing quote
@@ -144,7 +144,7 @@ var authSchemes = []string{
 //     replacement after a JSON key is quoted ({"password":"[redacted]"}). The
 //     typed classes above run first so a value that was already classified
 //     keeps its type ("password=[email]", "token: [card]").
-//  13. The operator Patterns, in order -> [Name]. They see the output of the
+//  12. The operator Patterns, in order -> [Name]. They see the output of the
 //     built-ins, so they should not match the placeholders.
 //
 // Secrets with no fixed shape and no key in front of them (a password on its
@@ -262,13 +262,9 @@ func (s *Sanitizer) String(in string) string {
 		// Masks only remove text and add placeholders, so the input's
 		// characters bound what later masks can see.
 		var at, dash, jay, b, eq, plus bool
-		var colons, dots, digits, upper int
+		var colons, dots, digits int
 		for i := 0; i < len(in); i++ {
-			c := in[i]
-			if c-'A' < 26 {
-				upper++
-			}
-			switch {
+			switch c := in[i]; {
 			case '0' <= c && c <= '9':
 				digits++
 			case c == ':':
@@ -299,9 +295,6 @@ func (s *Sanitizer) String(in string) string {
 		if jay && dots >= 2 {
 			out = maskJWTs(out)
 		}
-		if bare && len(in) >= minTokenBytes {
-			out = maskTokens(out)
-		}
 		if at {
 			out = maskEmails(out)
 		}
@@ -311,8 +304,8 @@ func (s *Sanitizer) String(in string) string {
 		if dots >= 3 {
 			out = maskIPv4(out)
 		}
-		if bare && upper >= 2 && digits >= 2 && len(in) >= minIBAN {
-			out = maskIBANs(out)
+		if bare && len(in) >= minTokenBytes {
+			out = maskPrefixed(out)
 		}
 		if bare && plus && digits >= minPhoneDigits {
 			out = maskPhones(out)
@@ -330,14 +323,11 @@ func (s *Sanitizer) String(in string) string {
 		out = maskPrivateKeys(out)
 		out = maskURLUserinfo(out)
 		out = maskJWTs(out)
-		if !s.withoutBareSecrets {
-			out = maskTokens(out)
-		}
 		out = maskEmails(out)
 		out = maskIPv6(out)
 		out = maskIPv4(out)
 		if !s.withoutBareSecrets {
-			out = maskIBANs(out)
+			out = maskPrefixed(out)
 			out = maskPhones(out)
 		}
 		out = maskCards(out)
@@ -812,7 +802,7 @@ func maskJWTs(s string) string {
 }
 
 // ---------------------------------------------------------------------------
-// 5. E-mail addresses.
+// 4. E-mail addresses.
 
 func maskEmails(s string) string {
 	i := strings.IndexByte(s, '@')
@@ -866,7 +856,7 @@ func validEmailDomain(d string) bool {
 }
 
 // ---------------------------------------------------------------------------
-// 10. Payment cards (after the addresses, see Sanitizer).
+// 9. Payment cards (after the addresses, see Sanitizer).
 
 type digitGroup struct{ start, end int }
 
@@ -985,7 +975,7 @@ func luhn(s string) bool {
 }
 
 // ---------------------------------------------------------------------------
-// 6. IPv6.
+// 5. IPv6.
 
 // ownAddress reports whether an address names this machine or no machine
 // (loopback, unspecified): never personal data, and what an operator needs to
@@ -1140,7 +1130,7 @@ func plausibleIPv6(a string) bool {
 }
 
 // ---------------------------------------------------------------------------
-// 7. IPv4.
+// 6. IPv4.
 
 func maskIPv4(s string) string {
 	d := strings.IndexByte(s, '.')
@@ -1265,7 +1255,7 @@ func parseIPv4(s string, i int) (int, bool) {
 }
 
 // ---------------------------------------------------------------------------
-// 11. Bearer tokens.
+// 10. Bearer tokens.
 
 func (s *Sanitizer) maskBearer(in string) string {
 	i := indexFold(in, "bearer", 0)
@@ -1314,7 +1304,7 @@ func indexFold(s, lower string, from int) int {
 }
 
 // ---------------------------------------------------------------------------
-// 12. Sensitive key/value pairs in free text.
+// 11. Sensitive key/value pairs in free text.
 
 func (s *Sanitizer) maskKeyValues(in string) string {
 	eq, co := strings.IndexByte(in, '='), strings.IndexByte(in, ':')
@@ -1567,7 +1557,7 @@ func balancedEnd(s string, i int) int {
 }
 
 // ---------------------------------------------------------------------------
-// 13. Operator patterns.
+// 12. Operator patterns.
 
 func (p *compiledPattern) apply(s string) string {
 	if !p.re.MatchString(s) {

@@ -2,7 +2,7 @@ package observability
 
 import "strings"
 
-// 4, 8, 9. Bare secrets: credentials recognised by their own shape, with no key such
+// 7, 8. Bare secrets: credentials recognised by their own shape, with no key such
 // as "token=" in front of them. The prefixes and shapes follow gitleaks'
 // rule set (github.com/gitleaks/gitleaks, cmd/generate/config/rules), the
 // reference list of secret formats that their issuers keep stable so that
@@ -89,28 +89,87 @@ var tokenRules = func() (t [256][]tokenRule) {
 	return t
 }()
 
-// maskTokens replaces prefixed tokens standing alone (not glued to a word on
-// either side) with their typed placeholder.
-func maskTokens(s string) string {
-	if len(s) < minTokenBytes {
+// Bits of prefixStart: what may start at a byte.
+const (
+	startToken = 1 << iota // the first byte of a token prefix
+	startIBAN              // an upper-case letter: an IBAN's country code
+)
+
+var prefixStart = func() (t [256]uint8) {
+	for c := range t {
+		if tokenRules[c] != nil {
+			t[c] |= startToken
+		}
+		if isUpper(byte(c)) {
+			t[c] |= startIBAN
+		}
+	}
+	return t
+}()
+
+// wordByte is isWord as a table, for the scanning loop of maskPrefixed.
+var wordByte = func() (t [256]bool) {
+	for c := range t {
+		t[c] = isWord(byte(c))
+	}
+	return t
+}()
+
+// maskPrefixed replaces, in one pass, prefixed tokens and IBANs standing
+// alone (not glued to a word on either side) with their typed placeholder.
+// It looks only at the first byte of each word: every other byte costs one
+// table lookup.
+func maskPrefixed(s string) string {
+	const minLen = min(minTokenBytes, minIBAN)
+	if len(s) < minLen {
 		return s
 	}
 	var w rewriter
 	w.src = s
-	for i := 0; i+minTokenBytes <= len(s); i++ {
-		rules := tokenRules[s[i]]
-		if rules == nil || i > 0 && gluedLeft(s[i-1]) {
+	for i := 0; i+minLen <= len(s); {
+		c := s[i]
+		if !wordByte[c] {
+			i++
+			if c == ']' { // a placeholder counts as a word: skip what is glued to it
+				for i < len(s) && wordByte[s[i]] {
+					i++
+				}
+			}
 			continue
 		}
-		for k := range rules {
-			if end, ok := rules[k].match(s, i); ok {
-				w.replace(i, end, rules[k].ph)
-				i = end - 1
-				break
+		// s[i] starts a word.
+		if f := prefixStart[c]; f != 0 {
+			if end, ph := prefixedAt(s, i, f); end > 0 {
+				w.replace(i, end, ph)
+				i = end
+				continue
 			}
+		}
+		for i++; i < len(s) && wordByte[s[i]]; i++ {
 		}
 	}
 	return w.result()
+}
+
+// prefixedAt returns the end and placeholder of a token or IBAN starting at
+// s[i], the start of a word whose first byte has prefixStart flags f; end is
+// 0 if there is none.
+func prefixedAt(s string, i int, f uint8) (int, string) {
+	if f&startToken != 0 {
+		rules := tokenRules[s[i]]
+		for k := range rules {
+			if end, ok := rules[k].match(s, i); ok {
+				return end, rules[k].ph
+			}
+		}
+	}
+	if f&startIBAN != 0 && i+minIBAN <= len(s) && isUpper(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) &&
+		ibanCountries[[2]byte{s[i], s[i+1]}] {
+		if end, ok := ibanAt(s, i); ok {
+			return end, phIBAN
+		}
+	}
+	return 0, ""
 }
 
 // match reports whether a token of rule r starts at s[i], and where it ends.
@@ -162,27 +221,9 @@ const (
 	maxIBAN = 34
 )
 
-// maskIBANs replaces international bank account numbers, compact
-// ("DE89370400440532013000") or in groups of four ("DE89 3704 0044 0532
-// 0130 00"), whose mod-97 check (ISO 7064) holds.
-func maskIBANs(s string) string {
-	if len(s) < minIBAN {
-		return s
-	}
-	var w rewriter
-	w.src = s
-	for i := 0; i+minIBAN <= len(s); i++ {
-		if !isUpper(s[i]) || !isUpper(s[i+1]) || !isDigit(s[i+2]) || !isDigit(s[i+3]) ||
-			i > 0 && gluedLeft(s[i-1]) || !ibanCountries[[2]byte{s[i], s[i+1]}] {
-			continue
-		}
-		if end, ok := ibanAt(s, i); ok {
-			w.replace(i, end, phIBAN)
-			i = end - 1
-		}
-	}
-	return w.result()
-}
+// IBANs are masked by maskPrefixed: compact ("DE89370400440532013000") or in
+// groups of four ("DE89 3704 0044 0532 0130 00"), with a registry country
+// code and a valid mod-97 check (ISO 7064).
 
 // ibanAt returns the end of a valid IBAN starting at s[i], trying the
 // longest candidate first.
