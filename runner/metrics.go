@@ -54,17 +54,30 @@ func (r *Runner) dropJobMetrics(j *Job, pluginOnly bool) {
 	m.LastSuccess.DeleteLabelValues(j.ID)
 }
 
-// retireLocked deletes the series old no longer has under the current jobs,
-// unless a run of it is still going (that run's end retires it; see
-// runEnded). r.mu is held.
+// retireLocked deletes the series old no longer has under the current jobs.
+// While a run of it is still going, that run's end does it (runEndedLocked):
+// the run's outcome is counted first. r.mu is held.
 func (r *Runner) retireLocked(old *Job) {
-	if len(r.running[old.ID]) > 0 {
+	cur := r.jobs[old.ID]
+	if cur != nil && cur.Plugin == old.Plugin {
 		return
 	}
-	switch cur := r.jobs[old.ID]; {
-	case cur == nil:
-		r.dropJobMetrics(old, false)
-	case cur.Plugin != old.Plugin:
-		r.dropJobMetrics(old, true)
+	if len(r.running[old.ID]) > 0 {
+		r.retiring[old.ID] = append(r.retiring[old.ID], old)
+		return
+	}
+	r.dropJobMetrics(old, cur != nil)
+}
+
+// runEndedLocked retires the series a reload left to the end of a job's
+// last running run. r.mu is held.
+func (r *Runner) runEndedLocked(id string) {
+	if len(r.running[id]) > 0 {
+		return
+	}
+	old := r.retiring[id]
+	delete(r.retiring, id)
+	for _, j := range old {
+		r.retireLocked(j)
 	}
 }

@@ -100,6 +100,7 @@ type Runner struct {
 	paused   map[string]bool
 	running  map[string]map[string]context.CancelFunc // job ID -> run ID -> cancel
 	triggers map[string]int64                         // trigger ID -> token of the term deciding or running it (trigger.go)
+	retiring map[string][]*Job                        // removed by a reload while running: series to delete
 	pending  []coord.Trigger                          // trigger requests as last seen in etcd
 	wg       sync.WaitGroup
 
@@ -136,7 +137,8 @@ func New(o Options) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
-		running: map[string]map[string]context.CancelFunc{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{}}
+		running: map[string]map[string]context.CancelFunc{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
+		retiring: map[string][]*Job{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	r.sched.onStepBack = func(d time.Duration) {
 		r.log.Warn("wall clock stepped back; every job's next slot computed again from the new time",
@@ -324,9 +326,7 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 		delete(r.running[s.Job.ID], key)
 		if len(r.running[s.Job.ID]) == 0 {
 			delete(r.running, s.Job.ID)
-			if r.jobs[s.Job.ID] != s.Job {
-				r.retireLocked(s.Job) // removed or changed by a reload while running
-			}
+			r.runEndedLocked(s.Job.ID)
 		}
 		r.mu.Unlock()
 	}()
