@@ -2,6 +2,15 @@
 // Prometheus metrics, and the JSON API for jobs, runs, plugins and the
 // cluster. Every error is a JSON object {"error": "..."} with a fitting
 // status. Mutating calls need the bearer token when one is configured.
+//
+// What guards the server (security.go), from the socket inwards: a cap on
+// open connections (closed at accept), optional TLS (mutual with a client
+// CA), read, write, idle and header timeouts; then for every request a Host
+// check on a loopback listener (DNS rebinding); for calls that change state,
+// in order, a cross-origin check, a JSON content type, the token, a rate
+// limit and a bounded JSON body, each refusal counted by reason, and one
+// audit line per call. A method a known path does not take answers 405
+// with Allow.
 package api
 
 import (
