@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -59,6 +60,9 @@ type guard struct {
 	limiter  *rate.Limiter // nil: no limit
 	reject   func(reason string)
 	log      *slog.Logger
+
+	auditRefused *rate.Limiter // audit lines of refused calls
+	suppressed   atomic.Int64  // refused calls not logged since the last line
 }
 
 func newGuard(o Options) *guard {
@@ -69,6 +73,8 @@ func newGuard(o Options) *guard {
 		cop:      http.NewCrossOriginProtection(),
 		log:      o.Logger,
 		reject:   func(string) {},
+
+		auditRefused: rate.NewLimiter(10, 50),
 	}
 	if o.RatePerSecond > 0 {
 		g.limiter = rate.NewLimiter(rate.Limit(o.RatePerSecond), max(o.RateBurst, 1))
@@ -217,21 +223,46 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // audit logs one INFO line per call that changes state, refused ones
 // included: the action and job, the answer's status, the caller's
 // correlation ID (the one a trigger answers with), where the call came from
-// and whether it carried a token.
+// and whether it carried a token. Lines of calls the guard refused before
+// the rate limit (401, 403, 415) are themselves limited, so that a flood of
+// them cannot flood the log: past 10/s (bursts of 50) they are counted and
+// the next logged one says how many were left out. Caller-supplied fields
+// are cut to 128 bytes.
 func (g *guard) audit(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		h(sw, r)
+		attrs := make([]any, 0, 18)
+		if refused := sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden ||
+			sw.status == http.StatusUnsupportedMediaType; refused {
+			if !g.auditRefused.Allow() {
+				g.suppressed.Add(1)
+				return
+			}
+			if n := g.suppressed.Swap(0); n > 0 {
+				attrs = append(attrs, "suppressed", n)
+			}
+		}
 		presented, _ := g.bearer(r)
 		corr := sw.Header().Get("X-Correlation-ID")
 		if corr == "" {
 			corr = r.Header.Get("X-Correlation-ID")
 		}
 		action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
-		g.log.Info("api audit", "action", action, "job", r.PathValue("id"), "status", sw.status,
-			"correlation_id", corr, "remote_addr", r.RemoteAddr, "token_presented", presented,
-			"user_agent", r.UserAgent())
+		attrs = append(attrs, "action", action, "job", cut(r.PathValue("id")), "status", sw.status,
+			"correlation_id", cut(corr), "remote_addr", r.RemoteAddr, "token_presented", presented,
+			"user_agent", cut(r.UserAgent()))
+		g.log.Info("api audit", attrs...)
 	}
+}
+
+// cut bounds a caller-supplied string for a log line.
+func cut(s string) string {
+	const limit = 128
+	if len(s) <= limit {
+		return s
+	}
+	return strings.ToValidUTF8(s[:limit], "") + "…"
 }
 
 // methodNotAllowed answers a request that matched no route: 405 with Allow

@@ -289,6 +289,42 @@ func TestAuditLines(t *testing.T) {
 	}
 }
 
+// TestAuditFloodBounded: a flood of refused calls (here without the token)
+// does not flood the log: past the burst their audit lines are counted, and
+// a later line says how many were left out; caller-supplied fields are cut.
+func TestAuditFloodBounded(t *testing.T) {
+	t.Parallel()
+	s := start(t, api.Options{Token: "s3cret"})
+	long := strings.Repeat("c", 1000)
+	const flood = 200
+	for range flood {
+		do(t, nil, "POST", s.url+"/api/v1/jobs/a/pause", "Content-Type", jsonCT, "X-Correlation-ID", long)
+	}
+	if n := len(s.logs.lines("api audit")); n >= flood || n < 50 {
+		t.Fatalf("%d audit lines for %d refused calls, want the burst (50) and what the rate (10/s) allows", n, flood)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		do(t, nil, "POST", s.url+"/api/v1/jobs/a/pause", "Content-Type", jsonCT)
+		lines := s.logs.lines("api audit")
+		if n, _ := lines[len(lines)-1]["suppressed"].(float64); n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no audit line says how many were left out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, l := range s.logs.lines("api audit") {
+		if c, _ := l["correlation_id"].(string); len(c) > 131 {
+			t.Fatalf("correlation_id of %d bytes in an audit line", len(c))
+		}
+	}
+	if got := testutil.ToFloat64(s.rejected.WithLabelValues(api.RejectUnauthorized)); got < flood {
+		t.Fatalf("rejected{reason=unauthorized} = %v, want every refusal counted", got)
+	}
+}
+
 // TestConnectionLimit: connections over MaxConnections are closed as soon as
 // they are accepted; once some close, new ones are served again.
 func TestConnectionLimit(t *testing.T) {
