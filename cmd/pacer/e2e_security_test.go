@@ -318,7 +318,12 @@ jobs:
     params:
       command: [env]
       inherit_env: [E2E_VISIBLE_*, %%s]
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, pki.cert, pki.key, pki.ca, filepath.Join(binDir, "plugins"))
+  - id: leaky
+    plugin: shell
+    task: exec
+    schedule: "0 0 0 1 1 *"
+    params: {command: [echo, %s]}
+`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, pki.cert, pki.key, pki.ca, filepath.Join(binDir, "plugins"), leakyOutput)
 
 	// Listing the token's variable is refused with its place in the file.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
@@ -390,6 +395,36 @@ jobs:
 		t.Errorf("CLI trigger with token and client certificate: exit %d", code)
 	}
 
+	// Bare secrets a command prints are masked, typed, in the log and in
+	// the stored run record.
+	if out, code := p.cli(append(auth, "PACER_CORRELATION_ID=e2e-leaky"), "trigger", "leaky"); code != 0 {
+		t.Fatalf("trigger leaky: %d %s", code, out)
+	}
+	lines := p.waitLogs("the leaky run", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, func(l logLine) bool { return l.str("msg") == "run finished" && l.str("correlation_id") == "e2e-leaky" })) == 1
+	})
+	const masked = "deploy [aws_key] [github_token] [slack_token] pay [iban] call [phone]"
+	if got := match(lines, func(l logLine) bool { return l.str("source") == "plugin" && l.str("correlation_id") == "e2e-leaky" }); len(got) != 1 || got[0].str("msg") != masked {
+		t.Errorf("the command's output line in the log: %v, want %q", got, masked)
+	}
+	var runs struct{ Runs []struct{ Output string } }
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		out, code := p.cli(tlsEnv, "runs", "leaky", "-o", "json")
+		if code != 0 || json.Unmarshal([]byte(out), &runs) != nil {
+			t.Fatalf("runs: %d %s", code, out)
+		}
+		if len(runs.Runs) > 0 && runs.Runs[0].Output != "" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(runs.Runs) != 1 || strings.TrimSpace(runs.Runs[0].Output) != masked {
+		t.Errorf("the stored run record: %+v, want output %q", runs.Runs, masked)
+	}
+	if raw := p.rawLogs(); strings.Contains(raw, "IOSFODNN7") || strings.Contains(raw, "3704 0044") || strings.Contains(raw, "12345678") {
+		t.Error("a bare secret reached the runner's log")
+	}
+
 	// The plugin process itself: base variables, plugins.inherit_env,
 	// go-plugin's handshake; not the token, not the task's variables, not
 	// unlisted ones.
@@ -428,6 +463,12 @@ jobs:
 		}
 	}
 }
+
+// leakyOutput is what the leaky job echoes: an AWS key ID, a GitHub token, a
+// Slack token, an IBAN and a phone number, with nothing in front of them
+// (built from parts, so no file holds a whole one).
+var leakyOutput = `"deploy ` + "AK" + `IAIOSFODNN7EXAMPLE ` + "gh" + `p_wWPw5k4aXcaT4fNP0UcnZwJUVFk6LO0pINUx ` +
+	"xo" + `xb-263594206564-FGqddMF8t08v8N7Oq4i57vs1 pay DE89 3704 0044 0532 0130 00 call +49 30 12345678"`
 
 // testPKI is a CA, a server certificate for 127.0.0.1 and a client
 // certificate, written as PEM files.
