@@ -223,7 +223,8 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // audit logs one INFO line per call that changes state, refused ones
 // included: the action and job, the answer's status, the caller's
 // correlation ID (the one a trigger answers with), where the call came from
-// and whether it carried a token. Lines of calls the guard refused before
+// and whether it carried a token (and, with mutual TLS, the subject of the
+// client's certificate). Lines of calls the guard refused before
 // the rate limit (401, 403, 415) are themselves limited, so that a flood of
 // them cannot flood the log: past 10/s (bursts of 50) they are counted and
 // the next logged one says how many were left out. Caller-supplied fields
@@ -252,6 +253,10 @@ func (g *guard) audit(h http.HandlerFunc) http.HandlerFunc {
 		attrs = append(attrs, "action", action, "job", cut(r.PathValue("id")), "status", sw.status,
 			"correlation_id", cut(corr), "remote_addr", r.RemoteAddr, "token_presented", presented,
 			"user_agent", cut(r.UserAgent()))
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			// Verified by the handshake (mutual TLS): who the caller is.
+			attrs = append(attrs, "client_cert", cut(r.TLS.PeerCertificates[0].Subject.String()))
+		}
 		g.log.Info("api audit", attrs...)
 	}
 }

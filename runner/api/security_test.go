@@ -476,6 +476,9 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 	if code, body, _ := do(t, p.client(t, true), "POST", m.url+"/api/v1/jobs/a/pause", "Content-Type", jsonCT); code != 200 {
 		t.Fatalf("mutual TLS with a client certificate: %d %v", code, body)
 	}
+	if a := m.logs.lines("api audit"); len(a) != 1 || a[0]["client_cert"] != "CN=client" {
+		t.Fatalf("audit line under mutual TLS: %v, want client_cert CN=client", a)
+	}
 
 	for _, tc := range []struct{ cert, key, ca, want string }{
 		{filepath.Join(p.dir, "missing.pem"), p.key, "", "http.tls.cert_file"},
