@@ -50,7 +50,8 @@ type tokenRule struct {
 }
 
 // tokenRules are indexed by the prefix's first byte, so that a byte that
-// starts no prefix costs one lookup.
+// starts no prefix costs one lookup; tokenPairs then by its first two bytes
+// (see rulesAt).
 var tokenRules = func() (t [256][]tokenRule) {
 	add := func(ph string, body uint16, lo, hi int, prefixes ...string) {
 		for _, p := range prefixes {
@@ -88,6 +89,34 @@ var tokenRules = func() (t [256][]tokenRule) {
 	}
 	return t
 }()
+
+// tokenPairs maps a prefix's first two bytes to 1 + the index of its rules
+// in tokenPairRules; 0 means no prefix starts so.
+var tokenPairs, tokenPairRules = func() (idx *[1 << 16]uint8, groups [][]tokenRule) {
+	idx = new([1 << 16]uint8)
+	for c := range tokenRules {
+		for _, r := range tokenRules[c] {
+			k := uint16(r.prefix[0])<<8 | uint16(r.prefix[1])
+			if idx[k] == 0 {
+				groups = append(groups, nil)
+				idx[k] = uint8(len(groups))
+			}
+			groups[idx[k]-1] = append(groups[idx[k]-1], r)
+		}
+	}
+	return idx, groups
+}()
+
+// rulesAt returns the token rules whose prefix starts like s[i:].
+func rulesAt(s string, i int) []tokenRule {
+	if i+1 >= len(s) {
+		return nil
+	}
+	if g := tokenPairs[uint16(s[i])<<8|uint16(s[i+1])]; g != 0 {
+		return tokenPairRules[g-1]
+	}
+	return nil
+}
 
 // Bits of prefixStart: what may start at a byte.
 const (
@@ -156,7 +185,7 @@ func maskPrefixed(s string) string {
 // 0 if there is none.
 func prefixedAt(s string, i int, f uint8) (int, string) {
 	if f&startToken != 0 {
-		rules := tokenRules[s[i]]
+		rules := rulesAt(s, i)
 		for k := range rules {
 			if end, ok := rules[k].match(s, i); ok {
 				return end, rules[k].ph
@@ -174,7 +203,11 @@ func prefixedAt(s string, i int, f uint8) (int, string) {
 
 // match reports whether a token of rule r starts at s[i], and where it ends.
 func (r *tokenRule) match(s string, i int) (int, bool) {
-	if !strings.HasPrefix(s[i:], r.prefix) {
+	// Every prefix has 3 bytes or more, the first of which the caller
+	// matched: compare the next two before the whole, since most words
+	// that start like a prefix do not go on like one.
+	if i+len(r.prefix) > len(s) || s[i+1] != r.prefix[1] || s[i+2] != r.prefix[2] ||
+		!strings.HasPrefix(s[i:], r.prefix) {
 		return 0, false
 	}
 	b := i + len(r.prefix)
