@@ -16,7 +16,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\rCancelRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0e\x43\x61ncelResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"p\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x05tasks\x18\x03 \x03(\x0b\x32\x19.pacer.plugin.v1.TaskInfo\x12\x13\n\x0bsdk_version\x18\x04 \x01(\t\"I\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1a\n\x12params_schema_json\x18\x03 \x01(\t\"\x9d\x01\n\nRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1b.pacer.plugin.v1.RunContext\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xae\x01\n\nRunContext\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x32\n\x0escheduled_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\x12\x0c\n\x04node\x18\x07 \x01(\t\"\xc6\x01\n\x08RunEvent\x12)\n\x03log\x18\x01 \x01(\x0b\x32\x1a.pacer.plugin.v1.LogRecordH\x00\x12-\n\x08progress\x18\x02 \x01(\x0b\x32\x19.pacer.plugin.v1.ProgressH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.pacer.plugin.v1.RunResultH\x00\x12)\n\x04span\x18\x04 \x01(\x0b\x32\x19.pacer.plugin.v1.SpanDataH\x00\x42\x07\n\x05\x65vent\"\xd7\x02\n\x08SpanData\x12\x10\n\x08trace_id\x18\x01 \x01(\x0c\x12\x0f\n\x07span_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\x05\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x08 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\x12*\n\x06\x65vents\x18\t \x03(\x0b\x32\x1a.pacer.plugin.v1.SpanEvent\x12\x13\n\x0bstatus_code\x18\n \x01(\x05\x12\x16\n\x0estatus_message\x18\x0b \x01(\t\x12\x12\n\nscope_name\x18\x0c \x01(\t\"n\n\tSpanEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x03 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\"{\n\tLogRecord\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12$\n\x05\x61ttrs\x18\x04 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\":\n\x04\x41ttr\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\",\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\"Q\n\tRunResult\x12\x0e\n\x06output\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x03 \x01(\t2\xe9\x01\n\nTaskPlugin\x12O\n\x08\x44\x65scribe\x12 .pacer.plugin.v1.DescribeRequest\x1a!.pacer.plugin.v1.DescribeResponse\x12?\n\x03Run\x12\x1b.pacer.plugin.v1.RunRequest\x1a\x19.pacer.plugin.v1.RunEvent0\x01\x12I\n\x06\x43\x61ncel\x12\x1e.pacer.plugin.v1.CancelRequest\x1a\x1f.pacer.plugin.v1.CancelResponseB\'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\rCancelRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0e\x43\x61ncelResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"p\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x05tasks\x18\x03 \x03(\x0b\x32\x19.pacer.plugin.v1.TaskInfo\x12\x13\n\x0bsdk_version\x18\x04 \x01(\t\"I\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1a\n\x12params_schema_json\x18\x03 \x01(\t\"\x9d\x01\n\nRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1b.pacer.plugin.v1.RunContext\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8d\x02\n\nRunContext\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x32\n\x0escheduled_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\x12\x0c\n\x04node\x18\x07 \x01(\t\x12\x31\n\x03\x65nv\x18\x08 \x03(\x0b\x32$.pacer.plugin.v1.RunContext.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc6\x01\n\x08RunEvent\x12)\n\x03log\x18\x01 \x01(\x0b\x32\x1a.pacer.plugin.v1.LogRecordH\x00\x12-\n\x08progress\x18\x02 \x01(\x0b\x32\x19.pacer.plugin.v1.ProgressH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.pacer.plugin.v1.RunResultH\x00\x12)\n\x04span\x18\x04 \x01(\x0b\x32\x19.pacer.plugin.v1.SpanDataH\x00\x42\x07\n\x05\x65vent\"\xd7\x02\n\x08SpanData\x12\x10\n\x08trace_id\x18\x01 \x01(\x0c\x12\x0f\n\x07span_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\x05\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x08 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\x12*\n\x06\x65vents\x18\t \x03(\x0b\x32\x1a.pacer.plugin.v1.SpanEvent\x12\x13\n\x0bstatus_code\x18\n \x01(\x05\x12\x16\n\x0estatus_message\x18\x0b \x01(\t\x12\x12\n\nscope_name\x18\x0c \x01(\t\"n\n\tSpanEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x03 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\"{\n\tLogRecord\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12$\n\x05\x61ttrs\x18\x04 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\":\n\x04\x41ttr\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\",\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\"Q\n\tRunResult\x12\x0e\n\x06output\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x03 \x01(\t2\xe9\x01\n\nTaskPlugin\x12O\n\x08\x44\x65scribe\x12 .pacer.plugin.v1.DescribeRequest\x1a!.pacer.plugin.v1.DescribeResponse\x12?\n\x03Run\x12\x1b.pacer.plugin.v1.RunRequest\x1a\x19.pacer.plugin.v1.RunEvent0\x01\x12I\n\x06\x43\x61ncel\x12\x1e.pacer.plugin.v1.CancelRequest\x1a\x1f.pacer.plugin.v1.CancelResponseB\'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacer.plugin.v1.plugin_pb2', globals())
@@ -24,6 +24,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z%github.com/pacerun/pacer/sdk/pluginv1'
+  _RUNCONTEXT_ENVENTRY._options = None
+  _RUNCONTEXT_ENVENTRY._serialized_options = b'8\001'
   _CANCELREQUEST._serialized_start=144
   _CANCELREQUEST._serialized_end=191
   _CANCELRESPONSE._serialized_start=193
@@ -37,21 +39,23 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _RUNREQUEST._serialized_start=435
   _RUNREQUEST._serialized_end=592
   _RUNCONTEXT._serialized_start=595
-  _RUNCONTEXT._serialized_end=769
-  _RUNEVENT._serialized_start=772
-  _RUNEVENT._serialized_end=970
-  _SPANDATA._serialized_start=973
-  _SPANDATA._serialized_end=1316
-  _SPANEVENT._serialized_start=1318
-  _SPANEVENT._serialized_end=1428
-  _LOGRECORD._serialized_start=1430
-  _LOGRECORD._serialized_end=1553
-  _ATTR._serialized_start=1555
-  _ATTR._serialized_end=1613
-  _PROGRESS._serialized_start=1615
-  _PROGRESS._serialized_end=1659
-  _RUNRESULT._serialized_start=1661
-  _RUNRESULT._serialized_end=1742
-  _TASKPLUGIN._serialized_start=1745
-  _TASKPLUGIN._serialized_end=1978
+  _RUNCONTEXT._serialized_end=864
+  _RUNCONTEXT_ENVENTRY._serialized_start=822
+  _RUNCONTEXT_ENVENTRY._serialized_end=864
+  _RUNEVENT._serialized_start=867
+  _RUNEVENT._serialized_end=1065
+  _SPANDATA._serialized_start=1068
+  _SPANDATA._serialized_end=1411
+  _SPANEVENT._serialized_start=1413
+  _SPANEVENT._serialized_end=1523
+  _LOGRECORD._serialized_start=1525
+  _LOGRECORD._serialized_end=1648
+  _ATTR._serialized_start=1650
+  _ATTR._serialized_end=1708
+  _PROGRESS._serialized_start=1710
+  _PROGRESS._serialized_end=1754
+  _RUNRESULT._serialized_start=1756
+  _RUNRESULT._serialized_end=1837
+  _TASKPLUGIN._serialized_start=1840
+  _TASKPLUGIN._serialized_end=2073
 # @@protoc_insertion_point(module_scope)
