@@ -63,6 +63,8 @@ func start(t *testing.T, o api.Options) *started {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Stop(ctx)
+		// The client side of kept-alive connections, for goleak.
+		http.DefaultClient.CloseIdleConnections()
 	})
 	scheme := "http"
 	if o.TLS != nil {
@@ -440,7 +442,9 @@ func (p *testPKI) client(t *testing.T, withCert bool) *http.Client {
 		}
 		cfg.Certificates = []tls.Certificate{c}
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
 }
 
 // TestHTTPSAndMutualTLS: with a certificate the API speaks HTTPS only; with
