@@ -176,9 +176,6 @@ func (r *Runner) SetJobs(jobs []*Job) {
 // of a removed job would make it look stale forever).
 func (r *Runner) exportPausedLocked(old map[string]*Job) {
 	m := r.o.Metrics
-	if m == nil {
-		return
-	}
 	for id := range old {
 		if _, ok := r.jobs[id]; !ok {
 			m.JobPaused.DeleteLabelValues(id)

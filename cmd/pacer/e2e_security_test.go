@@ -65,7 +65,7 @@ func TestE2EExampleConfigStartsWithOneWarning(t *testing.T) {
 }
 
 // An API that other machines could reach, without a token: pacer validate
-// and pacer run refuse the config naming http.token_env and the
+// and pacer run refuse the config (exit 2) naming http.token_env and the
 // opt-out, before binding anything.
 func TestE2EOpenAPIOnTheNetworkRefused(t *testing.T) {
 	if testing.Short() {
@@ -82,7 +82,7 @@ func TestE2EOpenAPIOnTheNetworkRefused(t *testing.T) {
 		timedOut := ctx.Err() != nil
 		cancel()
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) || timedOut ||
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || timedOut ||
 			!strings.Contains(string(out), path+`:2: http.listen: "0.0.0.0:0" can be reached from other machines, and the API has no token`) ||
 			!strings.Contains(string(out), "set http.token_env") || !strings.Contains(string(out), "http.insecure_no_auth: true") {
 			t.Errorf("pacer %s: %v\n%s", cmd, err, out)
