@@ -53,6 +53,7 @@ func (c *checker) call(task string, params map[string]any, timeout time.Duration
 	r := &call{runID: newID(8), traceID: newID(16), spanID: newID(8), done: make(chan struct{}), firstSeen: make(chan struct{})}
 	ctx, cancel := context.WithCancel(c.ctx)
 	r.cancel = cancel
+	c.calls = append(c.calls, r)
 	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", fmt.Sprintf("00-%s-%s-01", r.traceID, r.spanID))
 	st, err := structpb.NewStruct(params)
 	req := &pluginv1.RunRequest{Task: task, Params: st, Context: &pluginv1.RunContext{

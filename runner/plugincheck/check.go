@@ -154,6 +154,8 @@ type checker struct {
 	noise      []*started // its predecessors, for the stdout check
 	restarts   int
 	restartErr error
+
+	calls []*call // the Runs started during the guarded check
 }
 
 func (c *checker) want(check string) bool {
@@ -415,8 +417,9 @@ func (c *checker) guard(check, task string, fn func()) {
 		return
 	}
 	n := len(c.report.Results)
+	c.calls = c.calls[:0]
 	fn()
-	if c.s.proc.waitExit(500 * time.Millisecond) {
+	if c.s.proc.waitExit(c.exitWait()) {
 		why := fmt.Sprintf("want the plugin process to outlive its runs; it exited (%s) during this check", describeExit(c.s.proc.waitErr))
 		if len(c.report.Results) > n {
 			r := &c.report.Results[len(c.report.Results)-1]
@@ -425,6 +428,28 @@ func (c *checker) guard(check, task string, fn func()) {
 			c.fail(check, task, "%s", why)
 		}
 	}
+}
+
+// exitWait is how long guard waits for the plugin process to exit after a
+// check. A Run whose connection broke (Unavailable) means the process is
+// going: its exit is awaited long enough for a loaded machine to reap it, so
+// it is not blamed on the next check. Otherwise a short wait catches a
+// process that ends just after its Run answered.
+func (c *checker) exitWait() time.Duration {
+	for _, r := range c.calls {
+		select {
+		case <-r.done:
+		default:
+			continue
+		}
+		r.mu.Lock()
+		lost := r.code == codes.Unavailable
+		r.mu.Unlock()
+		if lost {
+			return 10 * time.Second
+		}
+	}
+	return 500 * time.Millisecond
 }
 
 const maxRestarts = 3
