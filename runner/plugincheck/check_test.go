@@ -187,8 +187,16 @@ func TestGoTestPluginFailures(t *testing.T) {
 	rep := check(t, filepath.Join(bin, "testplugin"), plugincheck.Options{
 		Grace:  time.Second,
 		Params: map[string]map[string]any{"hang": {"duration": "1h"}, "sleep": {"duration": "1h"}},
-		Only:   []string{plugincheck.CheckCancel, plugincheck.CheckShutdown},
+		Only: []string{plugincheck.CheckCancel, plugincheck.CheckDeadline,
+			plugincheck.CheckIdentity, plugincheck.CheckShutdown},
 	})
+	// Only the task that ends the process is blamed for it: each check of
+	// crash (it is restarted for each), none of the tasks after it.
+	for _, r := range rep.Results {
+		if strings.Contains(r.Reason, "exited (exit status 3)") && r.Task != "crash" {
+			t.Errorf("%s of %s blamed for crash's exit: %s", r.Check, r.Task, r.Reason)
+		}
+	}
 	for task, want := range map[string]string{
 		"hang":  "want the run to end within 1s of Cancel",
 		"crash": "it exited (exit status 3) during this check",

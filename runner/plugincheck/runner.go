@@ -139,9 +139,16 @@ func (p *proc) Wait(context.Context) error {
 // it) and reports whether it did.
 func (p *proc) waitExit(d time.Duration) bool {
 	select {
+	case <-p.exited: // first on its own: a select with a ready timer picks at random
+		return true
+	default:
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
 	case <-p.exited:
 		return true
-	case <-time.After(d):
+	case <-t.C:
 		return false
 	}
 }
