@@ -90,6 +90,29 @@ func TestE2EOpenAPIOnTheNetworkRefused(t *testing.T) {
 	}
 }
 
+// A config naming a token variable that is not set on this host is a config
+// error (exit 2) that names the key and the variable, before anything starts;
+// not an error from deep in the start-up wiring.
+func TestE2EUnsetTokenVariableRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts a real pacer process (skipped with -short)")
+	}
+	path := filepath.Join(t.TempDir(), "token.yaml")
+	must(os.WriteFile(path, []byte(fmt.Sprintf("cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}\nhttp: {listen: '127.0.0.1:0', token_env: PACER_TEST_UNSET_TOKEN}\n",
+		t.TempDir(), freeAddr(t), freeAddr(t))), 0o644))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), "run", "--config", path)
+	cmd.Env = append(os.Environ(), "PACER_TEST_UNSET_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || ctx.Err() != nil ||
+		!strings.Contains(string(out), path+": http.token_env: environment variable PACER_TEST_UNSET_TOKEN is empty or not set") ||
+		strings.Contains(string(out), "fxmodule") {
+		t.Errorf("pacer run: %v\n%s", err, out)
+	}
+}
+
 // A loopback runner without a token (the default): a web page cannot make
 // it act (content type, origin, DNS rebinding), a wrong method answers 405,
 // mutating calls are rate limited and audited, connections that never send

@@ -203,6 +203,21 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// secretsSet checks that the environment variables the config names for
+// secrets are set, before anything starts: a missing one is a config
+// problem of this host, said as one, not a failure deep in start-up.
+func secretsSet(path string, cfg *config.Config) error {
+	if env := cfg.HTTP.TokenEnv; env != "" && os.Getenv(env) == "" {
+		return fmt.Errorf("%s: http.token_env: environment variable %s is empty or not set; set it, or remove token_env to run the API without a token", path, env)
+	}
+	if env := cfg.Cluster.Etcd.PasswordEnv; env != "" {
+		if _, ok := os.LookupEnv(env); !ok {
+			return fmt.Errorf("%s: cluster.etcd.password_env: environment variable %s is not set", path, env)
+		}
+	}
+	return nil
+}
+
 // maxPreview bounds pacer validate --count.
 const maxPreview = 10000
 
@@ -222,6 +237,9 @@ func runCmd(args []string, stderr io.Writer) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return configError{fmt.Errorf("%w\nrefusing to start with an invalid config", err)}
+	}
+	if err := secretsSet(path, cfg); err != nil {
+		return configError{fmt.Errorf("%w\nrefusing to start", err)}
 	}
 	app := fx.New(
 		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, Version: buildVersion(), LogOutput: stderr}),
