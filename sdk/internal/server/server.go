@@ -99,6 +99,20 @@ func (s *Server) Describe(context.Context, *pluginv1.DescribeRequest) (*pluginv1
 	return s.d.Describe(), nil
 }
 
+// Shown is a run's timeout as its cancellation reason names it. The runner
+// sends what is left of the job's timeout when the run starts (1.99996s of
+// 2s): rounded to a tenth of a second from one second up, to the
+// millisecond below, so the reason reads like the job's config.
+func Shown(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond)
+	}
+	return d
+}
+
 // Run implements pluginv1.TaskPluginServer.
 func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer[pluginv1.RunEvent]) error {
 	s.runs.Add(1)
@@ -108,7 +122,7 @@ func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer
 	defer context.AfterFunc(s.base, func() { cancel(errors.New("plugin stopping: the runner went away")) })()
 	if d := req.GetTimeout().AsDuration(); d > 0 {
 		var stop context.CancelFunc
-		ctx, stop = context.WithTimeoutCause(ctx, d, fmt.Errorf("timed out after %s", d))
+		ctx, stop = context.WithTimeoutCause(ctx, d, fmt.Errorf("timed out after %s", Shown(d)))
 		defer stop()
 	}
 	sink := &streamSink{stream: stream}

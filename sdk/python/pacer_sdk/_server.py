@@ -144,7 +144,7 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
             except ParamsError as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid params: {e}")
             if timeout_ns > 0:
-                timer = threading.Timer(timeout_ns / 1e9, run.cancellation.cancel, (f"timed out after {_duration.format(timeout_ns)}",))
+                timer = threading.Timer(timeout_ns / 1e9, run.cancellation.cancel, (f"timed out after {_duration.format(_shown(timeout_ns))}",))
                 timer.daemon = True
                 timer.start()
             outcome: Dict[str, Any] = {}
@@ -244,6 +244,17 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
                     return False
                 self._idle.wait(left)
         return True
+
+
+def _shown(ns: int) -> int:
+    """A run's timeout as its cancellation reason names it (Go SDK: server.Shown).
+
+    The runner sends what is left of the job's timeout when the run starts
+    (1.99996s of 2s): rounded to a tenth of a second from one second up, to
+    the millisecond below, so the reason reads like the job's config.
+    """
+    unit = 100 * _duration.MILLISECOND if ns >= _duration.SECOND else _duration.MILLISECOND
+    return ns if ns < _duration.MILLISECOND else (ns + unit // 2) // unit * unit
 
 
 def _run_info(c: pb.RunContext, context: grpc.ServicerContext) -> RunInfo:
