@@ -52,13 +52,13 @@ class DurationTest(unittest.TestCase):
         self.assertEqual(d.format(d.from_timedelta(datetime.timedelta(days=1, milliseconds=5))), "24h0m0.005s")
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class ShownTest(unittest.TestCase):
     def test_reason_reads_like_the_config(self):
         from pacer_sdk._server import _shown
 
         for ns, want in [(1999965725, "2s"), (9997000000, "10s"), (1500000000, "1.5s"), (299999000, "300ms"), (500000, "500\u00b5s")]:
             self.assertEqual(d.format(_shown(ns)), want, ns)
+
+
+if __name__ == "__main__":
+    unittest.main()
