@@ -1,8 +1,10 @@
 package fxmodule
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -45,6 +47,7 @@ type reloader struct {
 
 	poll, settle time.Duration
 	applied      [sha256.Size]byte // the content last applied or rejected
+	appliedNL    bool              // the content last applied ended with a newline
 	pending      [sha256.Size]byte // a changed content waiting to settle
 	pendingSince time.Time         // zero: nothing pending
 	unreadable   bool              // the last read failed (logged once)
@@ -55,7 +58,7 @@ func (rl *reloader) run(ctx context.Context) {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if data, err := os.ReadFile(rl.path); err == nil {
-		rl.applied = sha256.Sum256(data)
+		rl.remember(data)
 	}
 	t := time.NewTicker(rl.poll)
 	defer t.Stop()
@@ -71,7 +74,7 @@ func (rl *reloader) run(ctx context.Context) {
 				continue
 			}
 			rl.pendingSince = time.Time{}
-			rl.reload(ctx, data)
+			rl.reload(ctx, data, false)
 		case now := <-t.C:
 			rl.look(ctx, now)
 		}
@@ -102,14 +105,28 @@ func (rl *reloader) look(ctx context.Context, now time.Time) {
 		rl.pending, rl.pendingSince = sum, now
 	case now.Sub(rl.pendingSince) >= rl.settle:
 		rl.pendingSince = time.Time{}
-		rl.reload(ctx, data)
+		rl.reload(ctx, data, true)
 	}
 }
 
+// remember notes data as the content applied.
+func (rl *reloader) remember(data []byte) {
+	rl.applied = sha256.Sum256(data)
+	rl.appliedNL = bytes.HasSuffix(data, []byte("\n"))
+}
+
 // reload applies data, the content of the config file, or rejects it.
-func (rl *reloader) reload(ctx context.Context, data []byte) {
+// Seen by watching the file (not on SIGHUP), a file that no longer ends
+// with a newline, as the one applied did, is taken for a save cut off at
+// the end (a full disk, a killed editor): a cut that leaves valid YAML, e.g.
+// within a command's last argument, would otherwise apply a shortened job.
+func (rl *reloader) reload(ctx context.Context, data []byte, watched bool) {
 	rl.applied = sha256.Sum256(data)
 	cfg, err := config.ParseReload(rl.path, data)
+	if err == nil && watched && rl.appliedNL && !bytes.HasSuffix(data, []byte("\n")) {
+		err = fmt.Errorf("%s: the file no longer ends with a newline, as the config applied did: it looks cut off by a save that did not finish; "+
+			"finish the save (or write the file elsewhere and rename it into place), or send SIGHUP to apply it as it is", rl.path)
+	}
 	if err == nil {
 		err = rl.check(ctx, cfg)
 	}
@@ -125,6 +142,7 @@ func (rl *reloader) reload(ctx context.Context, data []byte) {
 	added, changed, removed := diffJobs(rl.current.Jobs, cfg.Jobs)
 	rl.runner.SetJobs(Jobs(cfg))
 	rl.current = cfg
+	rl.appliedNL = bytes.HasSuffix(data, []byte("\n"))
 	for _, w := range cfg.Warnings {
 		rl.log.Warn("config warning: "+w.Msg, "where", w.String())
 	}

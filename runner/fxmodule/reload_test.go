@@ -3,7 +3,6 @@ package fxmodule
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -49,7 +48,7 @@ func setupReload(t *testing.T, initial string) *reloadBundle {
 	rl := &reloader{path: path, current: cfg, runner: r, log: log, poll: ReloadPoll, settle: ReloadSettle,
 		check: func(context.Context, *config.Config) error { return nil }}
 	data, _ := os.ReadFile(path)
-	rl.applied = sha256.Sum256(data)
+	rl.remember(data)
 	return &reloadBundle{rl: rl, r: r, path: path, log: buf, t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
@@ -146,6 +145,40 @@ func TestReloadRefusesAFileWithoutItsJobs(t *testing.T) {
 				t.Fatalf("%d rejections of one content, want 1", n)
 			}
 		})
+	}
+}
+
+// A save cut off at the end can leave valid YAML: a command's last argument
+// shortened. The file no longer ends with a newline, as the applied one
+// did: it is refused until the save is finished. A file that never ended
+// with a newline (some editors write none) reloads as usual.
+func TestReloadRefusesAFileCutOffAtTheEnd(t *testing.T) {
+	t.Parallel()
+	full := jobsYAML("a") + "    params:\n      command:\n        - /bin/echo\n        - would-remove\n        - /tmp/scratch/old-reports\n"
+	b := setupReload(t, jobsYAML("a"))
+	writeFile(t, b.path, full[:len(full)-len("atch/old-reports\n")]) // ends "- /tmp/scr"
+	b.look(0)
+	b.look(ReloadSettle)
+	rej := b.log.lines("config reload rejected; the last good config keeps running")
+	if len(rej) != 1 || !strings.Contains(rej[0]["error"].(string), "no longer ends with a newline") {
+		t.Fatalf("a file cut off at the end: rejections %v\n%s", rej, b.log)
+	}
+	if j := b.r.Jobs(); len(j) != 1 || len(j[0].Params) != 0 {
+		t.Fatalf("jobs after the cut file: %+v", j)
+	}
+	writeFile(t, b.path, full) // the save finished
+	b.look(2 * ReloadSettle)
+	b.look(3 * ReloadSettle)
+	if n := len(b.log.lines("config reloaded")); n != 1 {
+		t.Fatalf("the finished save: %d reloads\n%s", n, b.log)
+	}
+
+	b = setupReload(t, strings.TrimSuffix(jobsYAML("a"), "\n"))
+	writeFile(t, b.path, strings.TrimSuffix(jobsYAML("a", "b"), "\n"))
+	b.look(0)
+	b.look(ReloadSettle)
+	if got := b.jobIDs(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("a file that never ended with a newline: jobs %v\n%s", got, b.log)
 	}
 }
 
