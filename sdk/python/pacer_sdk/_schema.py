@@ -18,6 +18,7 @@ the rest of its schema.
 from __future__ import annotations
 
 import decimal
+import functools
 import json
 import math
 import re
@@ -256,7 +257,7 @@ def _validate(s: Optional[dict], path: str, v: Any, out: List[Problem]) -> None:
             except ValueError:
                 add(f"invalid duration {go_quote(v)}")
         pattern = s.get("pattern")
-        if isinstance(pattern, str) and pattern and re.search(pattern, v) is None:
+        if isinstance(pattern, str) and pattern and go_regex(pattern).search(v) is None:
             add(f"must match the pattern {pattern}; got {go_quote(v)}")
     elif kind == _NUMBER:
         lo, hi = s.get("minimum"), s.get("maximum")
@@ -385,6 +386,47 @@ def join_key(path: str, key: str) -> str:
     if _IDENT.fullmatch(key):
         return path + "." + key
     return path + "[" + go_quote(key) + "]"
+
+
+@functools.lru_cache(maxsize=256)
+def go_regex(pattern: str) -> "re.Pattern[str]":
+    """pattern compiled to match as the runner's Go (RE2) regexp does.
+
+    The one difference within the syntax both share: without the m flag,
+    Go's ``$`` matches only at the end of the text, Python's also before a
+    final newline ("AB12\\n" would pass ``^[A-Z]{2}[0-9]{2}$``). Each ``$``
+    outside a character class becomes ``\\Z`` unless the pattern sets m.
+    """
+    if "(?" in pattern and re.search(r"\(\?[a-zA-Z]*m", pattern):
+        return re.compile(pattern)
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "^":
+                out.append("[^")
+                i += 2
+                if pattern[i : i + 1] == "]":
+                    out.append("]")
+                    i += 1
+                continue
+            if pattern[i + 1 : i + 2] == "]":
+                out.append("[]")
+                i += 2
+                continue
+        elif c == "$":
+            c = "\\Z"
+        out.append(c)
+        i += 1
+    return re.compile("".join(out))
 
 
 _IDENT = re.compile(r"[_a-zA-Z][_a-zA-Z0-9-]*")
