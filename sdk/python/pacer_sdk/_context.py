@@ -76,6 +76,13 @@ class RunInfo:
     node: str = ""
     #: The run's trace ID (32 hex digits), or "" if the runner does not trace.
     trace_id: str = ""
+    #: The variables of the runner's environment that the job's
+    #: ``inherit_env`` names, resolved by the runner for this attempt. The
+    #: plugin process's own environment is minimal (PATH, HOME, LANG, LC_*,
+    #: TZ, TMPDIR, USER and what ``plugins.inherit_env`` adds), so a task
+    #: that needs more reads it here. Never holds the API token's or the
+    #: etcd password's variable.
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class _Cancellation:

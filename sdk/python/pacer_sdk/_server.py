@@ -273,6 +273,7 @@ def _run_info(c: pb.RunContext, context: grpc.ServicerContext) -> RunInfo:
         fencing_token=c.fencing_token,
         node=c.node,
         trace_id=tp.trace_id.hex() if tp is not None else "",
+        env=dict(c.env),
     )
 
 

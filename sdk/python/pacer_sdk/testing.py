@@ -367,6 +367,7 @@ class Harness:
             attempt=info.attempt or 1,
             fencing_token=info.fencing_token,
             node=info.node or "pacer-testing",
+            env=dict(info.env),
         )
         scheduled = info.scheduled_time or datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         ctx.scheduled_time.FromDatetime(scheduled.astimezone(datetime.timezone.utc).replace(tzinfo=None))
