@@ -48,6 +48,9 @@ type Metrics struct {
 	KeepaliveAge *prometheus.GaugeVec   // (none): seconds since the last acknowledged keepalive was sent
 	Keepalives   *prometheus.CounterVec // result
 
+	JobSetAgreed *prometheus.GaugeVec // node: 1 while this replica's job set is the cluster's
+	JobSets      prometheus.Gauge     // distinct job sets among the live replicas
+
 	PluginUp          *prometheus.GaugeVec     // plugin
 	PluginUnavailable *prometheus.GaugeVec     // plugin
 	PluginQuarantined *prometheus.GaugeVec     // plugin
@@ -127,6 +130,14 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_lease_keepalives_total",
 			Help: "Lease keepalives sent while leading, by result (ok, no_leader, timeout, error, lost).",
 		}, []string{"result"}),
+		JobSetAgreed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pacer_job_set_agreed",
+			Help: "1 while this replica's job set (its jobs, as configured) is the cluster's, else 0.",
+		}, []string{"node"}),
+		JobSets: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pacer_job_sets",
+			Help: "Distinct job sets among the live replicas, as this replica sees them; 1 when they all agree.",
+		}),
 		PluginUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_plugin_up",
 			Help: "1 while the plugin's process is running and healthy, else 0.",
@@ -169,7 +180,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
 		m.JobRunning, m.JobPaused, m.Leader, m.LeaderChanges, m.BuildInfo,
 		m.PluginUp, m.PluginUnavailable, m.PluginQuarantined, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
-		m.KeepaliveAge, m.Keepalives, m.HTTPRejected,
+		m.KeepaliveAge, m.Keepalives, m.HTTPRejected, m.JobSetAgreed, m.JobSets,
 		m.TriggerRequests, m.TriggersStored,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -56,6 +56,14 @@ type Options struct {
 	// OnTransition, if set, is called when this replica starts (true) or
 	// stops (false) leading, with the term.
 	OnTransition func(leading bool, t *Term)
+	// Gate, if set, decides whether this replica may lead: it campaigns
+	// only while the gate allows, and steps down when it stops allowing
+	// (members.go).
+	Gate Gate
+	// Drain, if set, is called after a term ended because the gate closed
+	// and before resigning, so that the term's runs (cancelled with the
+	// term) end and are recorded before another replica leads.
+	Drain func(ctx context.Context, t *Term)
 }
 
 // Term is one period of leadership. Its context is cancelled when the term
@@ -82,6 +90,7 @@ type Coordinator struct {
 
 	batch   *batcher
 	records *pipeline[*recordReq]
+	jobSets *jobSetStore
 	lastAck atomic.Int64 // UnixNano send time of the last acknowledged keepalive, while leading
 
 	mu   sync.Mutex
@@ -115,6 +124,7 @@ func New(o Options) *Coordinator {
 	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger, requests: make(chan struct{}, 1)}
 	c.batch = newBatcher(c)
 	c.records = newPipeline(maxRecordBatch, byTerm(c.commitRecordsOf))
+	c.jobSets = newJobSetStore(c.cli, c.prefix, o.RequestTimeout)
 	return c
 }
 
@@ -151,6 +161,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // runTerm grants a lease, campaigns, and leads until the lease or ctx ends.
 // It reports whether it led.
 func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
+	gate, err := c.waitGate(ctx)
+	if err != nil {
+		return false, err
+	}
 	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	granted := time.Now() // the lease cannot expire before granted + TTL
 	lease, err := c.cli.Grant(gctx, int64(c.opts.LeaseTTL/time.Second))
@@ -171,13 +185,21 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 		select {
 		case <-sess.Done():
 			ccancel()
+		case <-gate: // no longer allowed to lead: stop campaigning
+			ccancel()
 		case <-cctx.Done():
 		}
 	}()
 	c.log.Debug("campaigning", "lease_id", fmt.Sprintf("%x", lease.ID))
 	campaigned := time.Now()
 	if err := el.Campaign(cctx, c.opts.Node); err != nil {
+		if ok, why := c.mayLead(); !ok {
+			return false, fmt.Errorf("stopped campaigning: %w", why)
+		}
 		return false, fmt.Errorf("campaign: %w", err)
+	}
+	if ok, why := c.mayLead(); !ok { // the gate closed as the campaign ended
+		return false, fmt.Errorf("won the election, but may not lead: %w", why)
 	}
 	// Campaign does not re-check its key after waiting (etcd issue 11051).
 	if err := c.verifyKey(ctx, el.Key(), el.Rev()); err != nil {
@@ -206,16 +228,29 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 	}
 
 	var cause error
-	select {
-	case <-sess.Done():
-		cause = errors.New("lease lost: keepalive failed or lease expired")
-	case <-tctx.Done():
-		cause = context.Cause(tctx)
-	case <-ctx.Done():
-		cause = errStopping
+	for changed := gate; cause == nil; {
+		select {
+		case <-sess.Done():
+			cause = errors.New("lease lost: keepalive failed or lease expired")
+		case <-tctx.Done():
+			cause = context.Cause(tctx)
+		case <-ctx.Done():
+			cause = errStopping
+		case <-changed:
+			var ok bool
+			if ok, cause, changed = c.gateState(); ok {
+				cause = nil
+			}
+		}
 	}
 	c.endTerm(t, cause)
-	if ctx.Err() != nil {
+	stepDown := ctx.Err() == nil && errors.Is(cause, errGateClosed)
+	if stepDown && c.opts.Drain != nil {
+		dctx, dcancel := context.WithTimeout(ctx, drainTimeout)
+		c.opts.Drain(dctx, t)
+		dcancel()
+	}
+	if ctx.Err() != nil || stepDown {
 		rctx, rcancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
 		defer rcancel()
 		if err := el.Resign(rctx); err != nil {
@@ -225,6 +260,50 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 		}
 	}
 	return true, cause
+}
+
+// errGateClosed wraps the gate's reason when a term ends because the gate
+// closed: the replica steps down (resigns) instead of waiting for its lease.
+var errGateClosed = errors.New("may not lead")
+
+// drainTimeout bounds how long a replica stepping down because its gate
+// closed waits for its runs to end before it resigns.
+const drainTimeout = 10 * time.Second
+
+// waitGate waits until the gate allows leading, and returns the channel that
+// closes when that may change (nil, never closing, without a gate).
+func (c *Coordinator) waitGate(ctx context.Context) (<-chan struct{}, error) {
+	for logged := false; ; logged = true {
+		ok, why, changed := c.gateState()
+		if ok {
+			return changed, nil
+		}
+		if !logged {
+			c.log.Info("not campaigning for leadership", "reason", why.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// gateState is the gate's answer, with its reason wrapped in errGateClosed.
+func (c *Coordinator) gateState() (bool, error, <-chan struct{}) {
+	if c.opts.Gate == nil {
+		return true, nil, nil
+	}
+	ok, why, changed := c.opts.Gate.MayLead()
+	if !ok {
+		why = fmt.Errorf("%w: %w", errGateClosed, why)
+	}
+	return ok, why, changed
+}
+
+func (c *Coordinator) mayLead() (bool, error) {
+	ok, why, _ := c.gateState()
+	return ok, why
 }
 
 func (c *Coordinator) verifyKey(ctx context.Context, key string, rev int64) error {

@@ -1,0 +1,658 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/observability"
+)
+
+// What a replica whose job set differs from the cluster's does
+// (cluster.job_set_mismatch).
+const (
+	MismatchRefuse = "refuse" // it does not campaign, and steps down if it leads
+	MismatchWarn   = "warn"   // it may lead anyway, with a warning
+)
+
+// ErrJobSetMismatch ends a term whose replica's job set is no longer the
+// cluster's (cluster.job_set_mismatch: refuse), and keeps it from
+// campaigning until it is again.
+var ErrJobSetMismatch = errors.New("this replica's job set differs from the cluster's")
+
+// ErrNodeNameInUse means another live replica publishes under this
+// replica's node name.
+var ErrNodeNameInUse = errors.New("node name in use by another replica")
+
+// A Gate says whether this replica may lead. The Coordinator campaigns
+// only while its gate allows, and steps down (resigning) when it stops
+// allowing. A nil Gate always allows.
+type Gate interface {
+	// MayLead returns whether this replica may lead now, why not, and a
+	// channel that is closed when the answer may have changed.
+	MayLead() (ok bool, why error, changed <-chan struct{})
+}
+
+// MembershipOptions configure a Membership.
+type MembershipOptions struct {
+	Client  *clientv3.Client
+	Cluster string
+	Node    string
+	// LeaseTTL is the member lease's TTL; whole seconds, at least 2s.
+	LeaseTTL time.Duration
+	// RequestTimeout bounds each etcd request. Default 5s.
+	RequestTimeout time.Duration
+	// Settle is how long a change in whether this replica's job set is the
+	// cluster's must hold before this replica acts on it (campaigns, or
+	// steps down). Default 5s. The first decision after start is at once.
+	Settle time.Duration
+	// Mismatch is MismatchRefuse (the default) or MismatchWarn.
+	Mismatch string
+	// Record is what this replica publishes besides its job set: version,
+	// start time, config file.
+	Record MemberRecord
+	// JobSet is the replica's job set at start; SetJobSet replaces it.
+	JobSet  JobSet
+	Logger  *slog.Logger
+	Metrics *observability.Metrics
+}
+
+// Membership publishes this replica's member record under a lease of its
+// own, independent of campaigning, watches every replica's record, and
+// decides from them whether this replica's job set is the cluster's. It is
+// the Coordinator's Gate: with cluster.job_set_mismatch: refuse, a replica
+// whose job set is not the cluster's does not lead.
+//
+// The cluster's job set is the one most live members hold; on a tie, the
+// one held by the longest-standing member (the lowest create revision of
+// its record). Every replica computes it from the same records, so they
+// agree on it. A change in whether this replica agrees is acted on only
+// after it held for Settle, so members coming and going do not make
+// leadership flap; the first decision after start is at once.
+//
+// The member session (one lease, its keepalives) is separate from the
+// election's: a replica that does not campaign is still a member.
+type Membership struct {
+	o     MembershipOptions
+	cli   *clientv3.Client
+	log   *slog.Logger
+	key   string
+	store *jobSetStore
+	kick  chan struct{} // something changed: decide again
+	push  chan struct{} // the record changed: publish again
+
+	mu        sync.Mutex
+	self      MemberRecord
+	set       JobSet
+	selfRev   int64             // create revision of our record; 0 before it is seen
+	members   map[string]Member // by key, as watched
+	watched   bool              // the member list was read at least once
+	published bool              // our record is in etcd under our lease
+	dupErr    error             // ErrNodeNameInUse, while it is
+	decided   bool              // a decision was made
+	mayLead   bool
+	why       error
+	changed   chan struct{}
+	agreement Agreement
+	diff      *JobSetDiff // this replica's set against the cluster's, when they differ and it is known
+	explained string      // "<ours> <cluster's>" as last explained in the log
+	pending   *time.Time  // when the current undecided answer was first seen
+	odd       string      // members whose sets differ, as last logged
+}
+
+// NewMembership returns a Membership. Nothing happens until Run.
+func NewMembership(o MembershipOptions) *Membership {
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 5 * time.Second
+	}
+	if o.LeaseTTL < 2*time.Second {
+		o.LeaseTTL = 2 * time.Second
+	}
+	if o.Settle <= 0 {
+		o.Settle = 5 * time.Second
+	}
+	if o.Mismatch == "" {
+		o.Mismatch = MismatchRefuse
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.JobSet.Fingerprint == "" {
+		o.JobSet = NewJobSet(nil)
+	}
+	prefix := "/pacer/" + o.Cluster + "/"
+	m := &Membership{o: o, cli: o.Client, log: o.Logger, key: prefix + "members/" + o.Node,
+		store: newJobSetStore(o.Client, prefix, o.RequestTimeout),
+		kick:  make(chan struct{}, 1), push: make(chan struct{}, 1),
+		members: map[string]Member{}, changed: make(chan struct{}), why: errors.New("job set not compared with the cluster's yet")}
+	m.self = o.Record
+	m.self.Node, m.self.Mismatch = o.Node, o.Mismatch
+	m.setLocked(o.JobSet)
+	return m
+}
+
+func (m *Membership) setLocked(set JobSet) {
+	m.set = set
+	m.self.JobSet, m.self.Jobs = set.Fingerprint, len(set.Jobs)
+}
+
+// SetJobSet replaces this replica's job set (after a config reload) and the
+// config file it came from, and publishes them.
+func (m *Membership) SetJobSet(set JobSet, config, sha256 string, mtime time.Time) {
+	m.mu.Lock()
+	changed := set.Fingerprint != m.set.Fingerprint
+	m.setLocked(set)
+	m.self.Config, m.self.ConfigSHA256, m.self.ConfigModTime = config, sha256, mtime.UTC()
+	m.mu.Unlock()
+	if changed {
+		m.log.Info("job set changed; publishing it", "job_set", Short(set.Fingerprint), "jobs", len(set.Jobs))
+	}
+	signal(m.push)
+	signal(m.kick)
+}
+
+// JobSet returns this replica's job set.
+func (m *Membership) JobSet() JobSet {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.set
+}
+
+// MayLead implements Gate.
+func (m *Membership) MayLead() (bool, error, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mayLead, m.why, m.changed
+}
+
+var _ Gate = (*Membership)(nil)
+
+// Run publishes the record, watches the members and decides, until ctx
+// ends; then it revokes the member lease, so the record goes at once.
+func (m *Membership) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { m.publishLoop(ctx) })
+	wg.Go(func() { m.watchLoop(ctx) })
+	wg.Go(func() { m.decideLoop(ctx) })
+	wg.Wait()
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// publishLoop keeps the record published under a live member lease.
+func (m *Membership) publishLoop(ctx context.Context) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		err := m.session(ctx)
+		m.mu.Lock()
+		m.published = false
+		m.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, ErrNodeNameInUse) {
+			m.log.Warn("member record not published; trying again", "error", err, "retry_in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, m.o.LeaseTTL)
+	}
+}
+
+// session grants a member lease, publishes the record on it, and keeps it
+// alive, publishing again whenever the record changes. It returns when the
+// lease is lost, or ctx ends (revoking the lease).
+func (m *Membership) session(ctx context.Context) error {
+	gctx, cancel := context.WithTimeout(ctx, m.o.RequestTimeout)
+	lease, err := m.cli.Grant(gctx, int64(m.o.LeaseTTL/time.Second))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("grant member lease: %w", err)
+	}
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), m.o.RequestTimeout)
+		defer cancel()
+		_, _ = m.cli.Revoke(rctx, lease.ID)
+	}()
+	ka, err := m.cli.KeepAlive(sctx, lease.ID)
+	if err != nil {
+		return fmt.Errorf("keep member lease alive: %w", err)
+	}
+	var last []byte
+	for {
+		m.mu.Lock()
+		rec, set := m.self, m.set
+		m.mu.Unlock()
+		b, _ := json.Marshal(rec)
+		if !slices.Equal(b, last) {
+			// The set first: a record names only a set others can read.
+			if err := m.store.put(sctx, set); err != nil {
+				return err
+			}
+			if err := m.publish(sctx, lease.ID, b); err != nil {
+				return err
+			}
+			last = b
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.push:
+		case _, ok := <-ka:
+			if !ok {
+				return errors.New("member lease lost: keepalive failed or lease expired")
+			}
+		}
+	}
+}
+
+// publish puts the record under lease, unless another lease holds the key:
+// another live replica with the same node name.
+func (m *Membership) publish(ctx context.Context, lease clientv3.LeaseID, rec []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, m.o.RequestTimeout)
+	defer cancel()
+	resp, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
+		Then(clientv3.OpPut(m.key, string(rec), clientv3.WithLease(lease))).
+		Else(clientv3.OpGet(m.key)).Commit()
+	if err == nil && !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().GetKvs()
+		if len(kvs) > 0 && clientv3.LeaseID(kvs[0].Lease) != lease {
+			err = m.duplicate(kvs[0].Value)
+		} else {
+			resp, err = m.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(m.key), "=", int64(lease))).
+				Then(clientv3.OpPut(m.key, string(rec), clientv3.WithLease(lease))).Commit()
+			if err == nil && !resp.Succeeded {
+				err = errors.New("member record changed hands while publishing")
+			}
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, ErrNodeNameInUse) {
+			err = fmt.Errorf("publish member record: %w", err)
+		}
+		return err
+	}
+	m.mu.Lock()
+	m.published = true
+	cleared := m.dupErr != nil
+	m.dupErr = nil
+	m.mu.Unlock()
+	if cleared {
+		m.log.Info("node name free again: member record published", "node", m.o.Node)
+	}
+	signal(m.kick)
+	return nil
+}
+
+func (m *Membership) duplicate(other []byte) error {
+	var rec MemberRecord
+	_ = json.Unmarshal(other, &rec)
+	err := fmt.Errorf("%w: node %q is published by a replica started %s (version %s); give every replica a unique node.name",
+		ErrNodeNameInUse, m.o.Node, rec.Started.Format(time.RFC3339), orUnknown(rec.Version))
+	m.mu.Lock()
+	first := m.dupErr == nil
+	m.dupErr = err
+	m.mu.Unlock()
+	if first {
+		m.log.Error("another replica runs under this node name: not leading until it is gone", "node", m.o.Node, "error", err.Error())
+	}
+	signal(m.kick)
+	return err
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// watchLoop keeps m.members in step with etcd.
+func (m *Membership) watchLoop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := m.watchOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		m.log.Warn("member watch interrupted; reading the members again", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (m *Membership) watchOnce(ctx context.Context) error {
+	prefix := "/pacer/" + m.o.Cluster + "/members/"
+	gctx, cancel := context.WithTimeout(ctx, m.o.RequestTimeout)
+	resp, err := m.cli.Get(gctx, prefix, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return err
+	}
+	members := map[string]Member{}
+	for _, kv := range resp.Kvs {
+		if mem, ok := parseMember(kv.Value, kv.CreateRevision); ok {
+			members[string(kv.Key)] = mem
+		}
+	}
+	m.setMembers(members)
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer wcancel()
+	for wr := range m.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(members, string(ev.Kv.Key))
+			} else if mem, ok := parseMember(ev.Kv.Value, ev.Kv.CreateRevision); ok {
+				members[string(ev.Kv.Key)] = mem
+			}
+		}
+		m.setMembers(members)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("watch channel closed")
+}
+
+func parseMember(v []byte, rev int64) (Member, bool) {
+	var rec MemberRecord
+	if json.Unmarshal(v, &rec) != nil || rec.Node == "" {
+		return Member{}, false
+	}
+	return Member{MemberRecord: rec, Revision: rev}, true
+}
+
+func (m *Membership) setMembers(members map[string]Member) {
+	m.mu.Lock()
+	m.members = maps.Clone(members)
+	m.watched = true
+	if own, ok := members[m.key]; ok {
+		m.selfRev = own.Revision
+	}
+	m.mu.Unlock()
+	signal(m.kick)
+}
+
+// live is the member list with this replica as it is now (its own record
+// may lag in etcd, or be gone for a moment while its lease is re-granted).
+// Called with m.mu held.
+func (m *Membership) live() []Member {
+	out := make([]Member, 0, len(m.members)+1)
+	for k, mem := range m.members {
+		if k != m.key {
+			out = append(out, mem)
+		}
+	}
+	self := Member{MemberRecord: m.self, Revision: m.selfRev}
+	if _, ok := m.members[m.key]; !ok || self.Revision == 0 {
+		self.Revision = math.MaxInt64 // not a member (yet, or for a moment): the newest
+	}
+	return append(out, self)
+}
+
+// decideLoop decides, on every change and when a pending answer has
+// settled, whether this replica may lead.
+func (m *Membership) decideLoop(ctx context.Context) {
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
+	collect := time.NewTicker(jobSetGrace)
+	defer collect.Stop()
+	for {
+		if wait := m.decide(ctx); wait > 0 {
+			settle.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+		case <-settle.C:
+		case <-collect.C:
+			m.collectJobSets(ctx)
+		}
+	}
+}
+
+// decide computes the agreement and, when whether this replica may lead
+// has changed and settled, applies it. It returns how long until a pending
+// change settles, or 0.
+func (m *Membership) decide(ctx context.Context) time.Duration {
+	m.mu.Lock()
+	if !m.watched {
+		m.mu.Unlock()
+		return 0
+	}
+	a := Agree(m.live())
+	self := m.self.JobSet
+	agreed := a.JobSet == self
+	ok, why := agreed || m.o.Mismatch == MismatchWarn, error(nil)
+	if !agreed {
+		why = fmt.Errorf("%w: this replica runs job set %s (%d jobs), the cluster %s (held by %s)",
+			ErrJobSetMismatch, Short(self), m.self.Jobs, Short(a.JobSet), strings.Join(a.Holders, ", "))
+	}
+	switch {
+	case m.dupErr != nil:
+		ok, why = false, m.dupErr
+	case !m.published && !m.decided:
+		ok, why = false, errors.New("member record not published yet")
+	}
+	m.agreement = a
+	m.metrics(agreed, a.Sets)
+	odd := m.oddMembers(a)
+	explain := false
+	if pair := self + " " + a.JobSet; agreed {
+		m.diff, m.explained = nil, ""
+	} else if pair != m.explained {
+		m.diff, m.explained, explain = nil, pair, true
+	}
+	var wait time.Duration
+	apply := false
+	switch {
+	case !m.decided:
+		apply = m.published || m.dupErr != nil // the first decision, at once
+	case ok == m.mayLead:
+		m.pending = nil
+		if why != nil && m.why != nil && why.Error() != m.why.Error() {
+			m.why = why // same answer, new detail
+		}
+	case m.pending == nil:
+		now := time.Now()
+		m.pending = &now
+		wait = m.o.Settle
+	case time.Since(*m.pending) >= m.o.Settle:
+		apply = true
+	default:
+		wait = m.o.Settle - time.Since(*m.pending)
+	}
+	var changed chan struct{}
+	was := m.mayLead
+	if apply {
+		m.decided, m.mayLead, m.why, m.pending = true, ok, why, nil
+		changed = m.changed
+		m.changed = make(chan struct{})
+	}
+	set := m.set
+	m.mu.Unlock()
+	if changed != nil {
+		close(changed)
+	}
+	if odd != "" {
+		m.log.Warn("replicas run a job set that is not the cluster's", "cluster_job_set", Short(a.JobSet),
+			"held_by", a.Holders, "differing", odd)
+	}
+	if explain {
+		m.explain(ctx, set, a, wait)
+	}
+	if apply && ok && !was && agreed {
+		m.log.Info("job set is the cluster's: may lead", "job_set", Short(self), "jobs", len(set.Jobs), "members", len(a.Holders))
+	}
+	return wait
+}
+
+// oddMembers names the members whose sets differ from a's, once per change
+// (empty when unchanged since the last call). Called with m.mu held.
+func (m *Membership) oddMembers(a Agreement) string {
+	var odd []string
+	for _, mem := range m.live() {
+		if mem.JobSet != a.JobSet {
+			odd = append(odd, mem.Node+"="+Short(mem.JobSet))
+		}
+	}
+	slices.Sort(odd)
+	s := strings.Join(odd, ", ")
+	if s == m.odd {
+		return ""
+	}
+	m.odd = s
+	return s
+}
+
+// explain logs, loudly, how this replica's set differs from the cluster's,
+// reading the cluster's set from etcd to name the jobs. pending, if not 0,
+// is how long until a refusal takes effect.
+func (m *Membership) explain(ctx context.Context, set JobSet, a Agreement, pending time.Duration) {
+	attrs := []any{"job_set", Short(set.Fingerprint), "jobs", len(set.Jobs), "cluster_job_set", Short(a.JobSet),
+		"held_by", a.Holders, "job_set_mismatch", m.o.Mismatch}
+	if cluster, err := m.store.get(ctx, a.JobSet); err == nil {
+		d := set.Diff(cluster)
+		m.mu.Lock()
+		if m.set.Fingerprint == set.Fingerprint {
+			m.diff = &d
+		}
+		m.mu.Unlock()
+		attrs = append(attrs, "differences", d.String(), "only_here", d.OnlyHere, "missing_here", d.MissingHere, "different", d.Different)
+	} else {
+		attrs = append(attrs, "differences", "unknown: "+err.Error())
+	}
+	switch {
+	case m.o.Mismatch == MismatchWarn:
+		m.log.Warn("this replica's job set differs from the cluster's; it may lead anyway (cluster.job_set_mismatch: warn)", attrs...)
+	case pending > 0:
+		m.log.Warn("this replica's job set differs from the cluster's: it stops leading and campaigning if this holds", append(attrs, "settle", pending)...)
+	default:
+		m.log.Warn("this replica's job set differs from the cluster's: not leading or campaigning (cluster.job_set_mismatch: refuse)", attrs...)
+	}
+}
+
+// metrics sets the job-set gauges. Called with m.mu held.
+func (m *Membership) metrics(agreed bool, sets int) {
+	if m.o.Metrics == nil {
+		return
+	}
+	v := 0.0
+	if agreed {
+		v = 1
+	}
+	m.o.Metrics.JobSetAgreed.WithLabelValues(m.o.Node).Set(v)
+	m.o.Metrics.JobSets.Set(float64(sets))
+}
+
+// collectJobSets removes stored job sets that no member and no epoch names,
+// if this replica is the longest-standing member (one replica does it).
+func (m *Membership) collectJobSets(ctx context.Context) {
+	m.mu.Lock()
+	keep := map[string]bool{m.self.JobSet: true}
+	oldest := true
+	for k, mem := range m.members {
+		keep[mem.JobSet] = true
+		if k != m.key && (m.selfRev == 0 || mem.Revision < m.selfRev) {
+			oldest = false
+		}
+	}
+	m.mu.Unlock()
+	if !oldest {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.o.RequestTimeout)
+	defer cancel()
+	resp, err := m.cli.Get(ctx, m.store.prefix+"epochs/", clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	for _, kv := range resp.Kvs {
+		var e Epoch
+		if json.Unmarshal(kv.Value, &e) == nil {
+			keep[e.JobSet] = true
+		}
+	}
+	if n, err := m.store.collect(ctx, keep); err != nil {
+		m.log.Debug("removing unused job sets failed", "error", err)
+	} else if n > 0 {
+		m.log.Info("removed job sets no replica or epoch names any more", "removed", n)
+	}
+}
+
+// ReplicaView is one live replica as the API shows it.
+type ReplicaView struct {
+	MemberRecord
+	// Agrees is whether its job set is the cluster's.
+	Agrees bool `json:"agrees"`
+}
+
+// JobSetView is what this replica knows of the cluster's job sets.
+type JobSetView struct {
+	JobSet         string `json:"job_set"`
+	Jobs           int    `json:"jobs"`
+	ClusterJobSet  string `json:"cluster_job_set"`
+	JobSetAgreed   bool   `json:"job_set_agreed"`
+	JobSetMismatch string `json:"job_set_mismatch"`
+	// MayLead is whether this replica may lead (or campaign) now, and
+	// NotLeading why not.
+	MayLead    bool        `json:"may_lead"`
+	NotLeading string      `json:"not_leading,omitempty"`
+	Difference *JobSetDiff `json:"job_set_difference,omitempty"`
+	// Replicas are the live replicas, longest-standing first.
+	Replicas []ReplicaView `json:"replicas"`
+}
+
+// View reports the job sets of the live replicas and this one's standing.
+func (m *Membership) View() JobSetView {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	live := m.live()
+	slices.SortFunc(live, func(a, b Member) int {
+		if a.Revision != b.Revision {
+			if a.Revision < b.Revision {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Node, b.Node)
+	})
+	v := JobSetView{JobSet: m.self.JobSet, Jobs: m.self.Jobs, ClusterJobSet: m.agreement.JobSet,
+		JobSetAgreed: m.agreement.JobSet == m.self.JobSet, JobSetMismatch: m.o.Mismatch, MayLead: m.mayLead, Difference: m.diff}
+	if !m.mayLead && m.why != nil {
+		v.NotLeading = m.why.Error()
+	}
+	for _, mem := range live {
+		v.Replicas = append(v.Replicas, ReplicaView{MemberRecord: mem.MemberRecord, Agrees: mem.JobSet == m.agreement.JobSet})
+	}
+	return v
+}
