@@ -20,6 +20,7 @@ const maxSkipRecords = 100
 // starts. Every slot that does not run leaves a skip record.
 func (r *Runner) CatchUp(t *coord.Term) {
 	now := wallNow()
+	history, set := r.jobSetHistory(t.Context()), r.JobSet()
 	for _, j := range r.Jobs() {
 		if t.Context().Err() != nil {
 			return
@@ -53,8 +54,43 @@ func (r *Runner) CatchUp(t *coord.Term) {
 		for s := j.Schedule.Next(last); !s.IsZero() && s.Before(now) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
 			missed = append(missed, s)
 		}
-		if len(missed) > 0 {
-			r.applyMisfire(t, j, missed, now)
+		if len(missed) == 0 {
+			continue
+		}
+		// Slots the leader of the time did not have the job for were not
+		// missed for want of a leader: they say so, and do not run.
+		absent, why, rest := history.split(j, set.Jobs[j.ID], missed)
+		if len(absent) > 0 {
+			r.recordNotInJobSet(t, j, absent, why, len(rest) == 0 || rest[len(rest)-1].Before(absent[len(absent)-1]))
+		}
+		if len(rest) > 0 {
+			r.applyMisfire(t, j, rest, now)
+		}
+	}
+}
+
+// recordNotInJobSet writes skip records for slots the leader of their time
+// did not run because its job set lacked the job (or defined it otherwise).
+// claimLatest claims the latest as skipped, so that the next leader does
+// not count the same slots again.
+func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, claimLatest bool) {
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipNotInJobSet).Add(float64(len(slots)))
+	log := r.log.With("job", j.ID)
+	log.Warn("slots came due while the leader did not have this job: recorded as skipped, not run",
+		"slots", len(slots), "first", slots[0], "last", slots[len(slots)-1], "detail", why[len(why)-1])
+	for i, s := range slots {
+		rec := r.skipRecord(t, Slot{Job: j, Time: s}, SkipNotInJobSet, why[i])
+		if i == maxSkipRecords {
+			rec.Error = "and " + itoa(len(slots)-maxSkipRecords) + " more slots skipped: " + why[i]
+			r.record(t, rec, log)
+			break
+		}
+		r.record(t, rec, log)
+	}
+	if claimLatest {
+		rec := r.skipRecord(t, Slot{Job: j, Time: slots[len(slots)-1]}, SkipNotInJobSet, why[len(why)-1])
+		if b, err := json.Marshal(rec); err == nil {
+			_ = r.o.Coord.Claim(context.Background(), t, j.ID, rec.ScheduledTime, b)
 		}
 	}
 }

@@ -47,7 +47,7 @@ func setupScripted(t *testing.T, script ...string) (*bundle, *scripted) {
 	b := setup(t)
 	tasks := &scripted{script: script}
 	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
 	t.Cleanup(func() { b.r.Stop(context.Background()) })
 	return b, tasks
 }

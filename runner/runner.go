@@ -58,6 +58,9 @@ const (
 	SkipClaimedElsewhere = "claimed_elsewhere"
 	SkipTooOld           = "too_old" // before the job's kept claims (a wrong clock): may have run, so not run again
 	SkipExpired          = "expired" // a manual trigger not decided within Options.TriggerExpiry
+	// SkipNotInJobSet: the leader at the slot's time did not have the job,
+	// or had it defined differently (replicas with different configs).
+	SkipNotInJobSet = "not_in_job_set"
 )
 
 // Options configure a Runner.
@@ -80,6 +83,12 @@ type Options struct {
 	// decided (no leader, or a job the leader does not have) before it is
 	// recorded as skipped, reason expired. Default DefaultTriggerExpiry.
 	TriggerExpiry time.Duration
+	// JobSets, if set, keeps which job set each leader ran when: this
+	// runner records it while leading, and reads it to give missed slots
+	// their true reason (jobset.go).
+	JobSets JobSetStore
+	// OnJobSet, if set, hears of the job set after every SetJobs.
+	OnJobSet func(coord.JobSet)
 }
 
 // DefaultTriggerExpiry is Options.TriggerExpiry's default.
@@ -97,6 +106,7 @@ type Runner struct {
 	mu       sync.Mutex
 	stopped  bool
 	jobs     map[string]*Job
+	jobSet   coord.JobSet // of jobs
 	paused   map[string]bool
 	running  map[string]map[string]context.CancelFunc // job ID -> run ID -> cancel
 	triggers map[string]int64                         // trigger ID -> token of the term deciding or running it (trigger.go)
@@ -155,9 +165,12 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	for _, j := range jobs {
 		m[j.ID] = j
 	}
+	set := JobSetOf(jobs)
 	r.mu.Lock()
 	old := r.jobs
 	r.jobs = m
+	changed := set.Fingerprint != r.jobSet.Fingerprint
+	r.jobSet = set
 	r.exportPausedLocked(old)
 	for _, j := range jobs {
 		r.initJobMetrics(j)
@@ -168,6 +181,16 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	r.mu.Unlock()
 	r.sched.Set(jobs)
 	r.decideTriggers() // requests that waited for a job added now
+	if r.o.OnJobSet != nil {
+		r.o.OnJobSet(set)
+	}
+	if changed && r.o.JobSets != nil {
+		if t := r.o.Coord.Term(); t != nil {
+			// A new epoch of this term: the leader's job set changed.
+			since := wallNow()
+			r.spawn(func() { r.recordEpoch(t, set, since) })
+		}
+	}
 }
 
 // exportPausedLocked sets pacer_job_paused for every configured job and
@@ -229,8 +252,42 @@ func (r *Runner) SetPaused(p map[string]bool) {
 // OnTerm is called when this replica starts leading: it applies misfire
 // policies and runs trigger requests that waited for a leader.
 func (r *Runner) OnTerm(t *coord.Term) {
+	r.recordEpoch(t, r.JobSet(), t.Since)
 	r.CatchUp(t)
 	r.decideTriggers()
+}
+
+// WaitIdle waits until no slot runs here, or ctx ends. A replica stepping
+// down calls it after its term ended (which cancelled the term's runs), so
+// that their records are written before it resigns.
+func (r *Runner) WaitIdle(ctx context.Context) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r.mu.Lock()
+		n := len(r.running)
+		r.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			r.log.Warn("stepping down with runs still ending", "jobs_running", n)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// spawn runs fn in a goroutine that Stop waits for, unless the runner is
+// stopped.
+func (r *Runner) spawn(fn func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return
+	}
+	r.wg.Go(fn)
 }
 
 // Start runs the scheduler until ctx is done.

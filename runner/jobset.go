@@ -1,0 +1,223 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+// JobSetOf sums up jobs for comparison between replicas: each job's ID with
+// the hash of its definition, and a fingerprint of the whole set that does
+// not depend on the jobs' order.
+func JobSetOf(jobs []*Job) coord.JobSet {
+	m := make(map[string]string, len(jobs))
+	for _, j := range jobs {
+		m[j.ID] = j.DefinitionHash()
+	}
+	return coord.NewJobSet(m)
+}
+
+// DefinitionHash is a hash of everything that decides what the job does and
+// when: every exported field of Job, with the schedule as configured
+// (whitespace and @every durations normalized) instead of the parsed one.
+// Fields at their zero value are left out, so that a field added to Job in
+// a later version changes no hash until a job sets it: replicas of both
+// versions still agree on jobs that do not use it.
+func (j *Job) DefinitionHash() string {
+	b, err := json.Marshal(canonical(reflect.ValueOf(*j), "Job"))
+	if err != nil {
+		// Params are decoded from YAML: always encodable. Never equal to
+		// another job's hash.
+		b = []byte("unencodable " + j.ID + ": " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// notHashed are Job's fields a definition hash leaves out: Schedule is
+// parsed from Spec and Timezone, which are hashed.
+var notHashed = map[string]bool{"Job.Schedule": true}
+
+// canonical turns v into plain values (maps with sorted keys once encoded,
+// slices, numbers, strings) without its zero-valued fields.
+func canonical(v reflect.Value, path string) any {
+	switch v.Kind() {
+	case reflect.Struct:
+		out := map[string]any{}
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			p := path + "." + f.Name
+			if !f.IsExported() || notHashed[p] || v.Field(i).IsZero() {
+				continue
+			}
+			if p == "Job.Spec" {
+				out[f.Name] = normalSpec(v.Field(i).String())
+				continue
+			}
+			out[f.Name] = canonical(v.Field(i), p)
+		}
+		return out
+	case reflect.Map:
+		out := make(map[string]any, v.Len())
+		for it := v.MapRange(); it.Next(); {
+			out[keyString(it.Key())] = canonical(it.Value(), path)
+		}
+		return out
+	case reflect.Slice, reflect.Array:
+		out := make([]any, v.Len())
+		for i := range v.Len() {
+			out[i] = canonical(v.Index(i), path)
+		}
+		return out
+	case reflect.Interface, reflect.Pointer:
+		if v.IsNil() {
+			return nil
+		}
+		return canonical(v.Elem(), path)
+	}
+	if d, ok := v.Interface().(time.Duration); ok {
+		return d.String()
+	}
+	return v.Interface()
+}
+
+func keyString(k reflect.Value) string {
+	if k.Kind() == reflect.String {
+		return k.String()
+	}
+	b, _ := json.Marshal(k.Interface())
+	return string(b)
+}
+
+// normalSpec is a schedule as written, with runs of spaces made one, and
+// "@every 60s" written as "@every 1m0s".
+func normalSpec(spec string) string {
+	s := strings.Join(strings.Fields(spec), " ")
+	if rest, ok := strings.CutPrefix(s, "@every "); ok {
+		if d, err := time.ParseDuration(rest); err == nil {
+			return "@every " + d.String()
+		}
+	}
+	return s
+}
+
+// JobSetStore keeps which job set each leader ran when (coord.Epoch), so
+// that a later leader can tell a slot missed because nobody led from one
+// the leader of the time did not have.
+type JobSetStore interface {
+	RecordEpoch(ctx context.Context, t *coord.Term, set coord.JobSet, since time.Time) error
+	Epochs(ctx context.Context) ([]coord.Epoch, error)
+	JobSet(ctx context.Context, fingerprint string) (coord.JobSet, error)
+}
+
+var _ JobSetStore = (*coord.Coordinator)(nil)
+
+// JobSet returns the job set this replica schedules.
+func (r *Runner) JobSet() coord.JobSet {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.jobSet
+}
+
+// recordEpoch records, while t lasts, that this replica leads with set
+// from since on. A failure other than lost leadership is tried again
+// (a blip must not leave a stretch of leadership unexplained).
+func (r *Runner) recordEpoch(t *coord.Term, set coord.JobSet, since time.Time) {
+	if r.o.JobSets == nil {
+		return
+	}
+	wait := 100 * time.Millisecond
+	for {
+		err := r.o.JobSets.RecordEpoch(t.Context(), t, set, since)
+		if err == nil || t.Context().Err() != nil {
+			return
+		}
+		r.log.Warn("recording the job set this leader runs failed; retrying while leadership lasts",
+			"job_set", coord.Short(set.Fingerprint), "error", err)
+		select {
+		case <-time.After(wait):
+		case <-t.Context().Done():
+			return
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// jobSetHistory explains missed slots by the epochs: for each slot, whether
+// the leader in charge at its time (or the last one before it) ran the job
+// as this replica defines it. It reads the epochs, and the job sets they
+// name, once per catch-up, when a job has missed slots.
+type jobSetHistory struct {
+	r      *Runner
+	ctx    context.Context
+	epochs []coord.Epoch
+	loaded bool
+	sets   map[string]*coord.JobSet // nil value: not readable
+}
+
+func (r *Runner) jobSetHistory(ctx context.Context) *jobSetHistory {
+	return &jobSetHistory{r: r, ctx: ctx, sets: map[string]*coord.JobSet{}}
+}
+
+// split divides j's missed slots into those the leader of the time did not
+// run because it did not have j as defined here (with the text saying so)
+// and the rest.
+func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent []time.Time, why []string, rest []time.Time) {
+	if h.r.o.JobSets == nil {
+		return nil, nil, missed
+	}
+	if !h.loaded {
+		h.loaded = true
+		es, err := h.r.o.JobSets.Epochs(h.ctx)
+		if err != nil {
+			h.r.log.Warn("reading which job set each leader ran failed; missed slots are put down to no replica leading", "error", err)
+		}
+		h.epochs = es
+	}
+	for _, s := range missed {
+		e, ok := coord.EpochAt(h.epochs, s)
+		if !ok {
+			rest = append(rest, s)
+			continue
+		}
+		set := h.set(e.JobSet)
+		if set == nil {
+			rest = append(rest, s)
+			continue
+		}
+		got, had := set.Jobs[j.ID]
+		if had && got == hash {
+			rest = append(rest, s)
+			continue
+		}
+		what := "did not have the job"
+		if had {
+			what = "had the job defined differently"
+		}
+		absent = append(absent, s)
+		why = append(why, "not in the leader's job set: "+e.Node+" (fencing token "+itoa(int(e.Token))+
+			"), leading at the scheduled time or the last to lead before it, ran job set "+coord.Short(e.JobSet)+" and "+what)
+	}
+	return absent, why, rest
+}
+
+func (h *jobSetHistory) set(fp string) *coord.JobSet {
+	if s, ok := h.sets[fp]; ok {
+		return s
+	}
+	var out *coord.JobSet
+	if s, err := h.r.o.JobSets.JobSet(h.ctx, fp); err == nil {
+		out = &s
+	} else {
+		h.r.log.Warn("job set of an earlier leader not readable; its missed slots are put down to no replica leading",
+			"job_set", coord.Short(fp), "error", err)
+	}
+	h.sets[fp] = out
+	return out
+}

@@ -1,0 +1,209 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+func baseJob() *runner.Job {
+	return &runner.Job{ID: "j", Plugin: "shell", Task: "exec", Schedule: schedule.Every(time.Second), Spec: "@every 1s",
+		Timezone: "UTC", Timeout: time.Minute, Overlap: runner.OverlapForbid, MaxConcurrency: 10,
+		Params:   map[string]any{"command": []any{"echo", "hi"}, "env": map[string]any{"A": "1"}},
+		Retries:  runner.Retries{Max: 1, InitialBackoff: time.Second, MaxBackoff: time.Minute},
+		Misfire:  runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Minute},
+		Delivery: runner.DeliveryAtMostOnce}
+}
+
+// Every field that decides what a job does or when changes its hash; a
+// field added to Job fails this test until it is listed here (and so
+// checked to be hashed).
+func TestDefinitionHashCoversEveryField(t *testing.T) {
+	changes := map[string]func(j *runner.Job){
+		"ID":             func(j *runner.Job) { j.ID = "k" },
+		"Plugin":         func(j *runner.Job) { j.Plugin = "http" },
+		"Task":           func(j *runner.Job) { j.Task = "get" },
+		"Spec":           func(j *runner.Job) { j.Spec = "@every 2s" },
+		"Timezone":       func(j *runner.Job) { j.Timezone = "Europe/Berlin" },
+		"Timeout":        func(j *runner.Job) { j.Timeout = time.Hour },
+		"Overlap":        func(j *runner.Job) { j.Overlap = runner.OverlapAllow },
+		"MaxConcurrency": func(j *runner.Job) { j.MaxConcurrency = 3 },
+		"Params":         func(j *runner.Job) { j.Params["env"].(map[string]any)["A"] = "2" },
+		"Retries":        func(j *runner.Job) { j.Retries.MaxBackoff = time.Hour },
+		"Misfire":        func(j *runner.Job) { j.Misfire.Grace = 0 },
+		"Delivery":       func(j *runner.Job) { j.Delivery = runner.DeliveryAtLeastOnce },
+		"Jitter":         func(j *runner.Job) { j.Jitter = time.Second },
+	}
+	unhashed := []string{"Schedule"} // parsed from Spec and Timezone
+	base := baseJob().DefinitionHash()
+	typ := reflect.TypeFor[runner.Job]()
+	for i := range typ.NumField() {
+		name := typ.Field(i).Name
+		if slices.Contains(unhashed, name) {
+			continue
+		}
+		change, ok := changes[name]
+		if !ok {
+			t.Errorf("Job.%s is not covered: add a change of it to this test (and make sure it is hashed)", name)
+			continue
+		}
+		j := baseJob()
+		change(j)
+		if j.DefinitionHash() == base {
+			t.Errorf("changing Job.%s leaves the definition hash unchanged", name)
+		}
+	}
+}
+
+func TestDefinitionHashIgnoresFormAndOrder(t *testing.T) {
+	a, b := baseJob(), baseJob()
+	b.Spec = "@every   1000ms" // same schedule, written otherwise
+	b.Schedule = schedule.Every(time.Second)
+	b.Params = map[string]any{"env": map[string]any{"A": "1"}, "command": []any{"echo", "hi"}}
+	if a.DefinitionHash() != b.DefinitionHash() {
+		t.Fatal("same job, different hash")
+	}
+	c := baseJob()
+	c.Spec = "0 * * * * *"
+	d := baseJob()
+	d.Spec = " 0  *  * * * * "
+	if c.DefinitionHash() != d.DefinitionHash() {
+		t.Fatal("whitespace in a cron spec changed the hash")
+	}
+	x, y := baseJob(), baseJob()
+	x.ID, y.ID = "x", "y"
+	s1 := runner.JobSetOf([]*runner.Job{x, y})
+	s2 := runner.JobSetOf([]*runner.Job{y, x})
+	if s1.Fingerprint != s2.Fingerprint || len(s1.Jobs) != 2 {
+		t.Fatalf("job order changed the fingerprint: %s vs %s", s1.Fingerprint, s2.Fingerprint)
+	}
+	y.Timeout = 2 * time.Minute
+	if runner.JobSetOf([]*runner.Job{x, y}).Fingerprint == s1.Fingerprint {
+		t.Fatal("a changed job left the fingerprint unchanged")
+	}
+	if runner.JobSetOf([]*runner.Job{x}).Fingerprint == s1.Fingerprint {
+		t.Fatal("a removed job left the fingerprint unchanged")
+	}
+}
+
+// A new leader puts the slots that came due while the leader of the time
+// did not have the job (or had it defined otherwise) down to that, not to
+// nobody leading: they get skip records with reason not_in_job_set, and do
+// not run; slots missed while the leader had the job follow the misfire
+// policy as before. This fails on the code before job sets were recorded:
+// every missed slot was recorded as "no replica led".
+func TestCatchUpNamesSlotsTheLeaderDidNotHave(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	j := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Spec: "@every 1s", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	other := &runner.Job{ID: "other", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Spec: "@every 1h", Timeout: time.Minute}
+	b.r.SetJobs([]*runner.Job{j, other})
+
+	// The history: 20 s ago a leader ran a set without x; 10 s ago one ran
+	// x as defined here, until it died 5 s ago. x's last claim is 21 s old.
+	now := time.Now().UTC().Truncate(time.Second)
+	without := runner.JobSetOf([]*runner.Job{other})
+	changed := *j
+	changed.Spec = "@every 2s"
+	differently := runner.JobSetOf([]*runner.Job{&changed, other})
+	with := runner.JobSetOf([]*runner.Job{j, other})
+	for _, e := range []struct {
+		set coord.JobSet
+		at  time.Duration
+	}{{with, -30 * time.Second}, {without, -20 * time.Second}, {differently, -15 * time.Second}, {with, -10 * time.Second}} {
+		if err := b.coord.RecordEpoch(ctx, term, e.set, now.Add(e.at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := now.Add(-21 * time.Second)
+	if err := b.coord.Claim(ctx, term, "x", last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	b.r.CatchUp(term)
+	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b.r.Stop(stop)
+
+	ran := map[time.Time]bool{}
+	for _, c := range tasks.called() {
+		ran[c.Context.GetScheduledTime().AsTime()] = true
+	}
+	skipped := map[time.Time]runner.Record{}
+	for _, r := range records(t, b, "x") {
+		if r.State == "skipped" {
+			skipped[r.ScheduledTime] = r
+		}
+	}
+	for s := last.Add(time.Second); s.Before(now); s = s.Add(time.Second) {
+		rec, skip := skipped[s]
+		switch age := now.Sub(s); {
+		case age > 10*time.Second: // the leaders of the time lacked x as defined here
+			if !skip || rec.Reason != runner.SkipNotInJobSet || ran[s] {
+				t.Errorf("slot -%s: skipped=%v (%+v) ran=%v; want skipped as not_in_job_set", age, skip, rec, ran[s])
+				continue
+			}
+			want := "did not have the job"
+			if age <= 15*time.Second {
+				want = "had the job defined differently"
+			}
+			if !strings.Contains(rec.Error, want) || !strings.Contains(rec.Error, coord.Short(without.Fingerprint)) &&
+				!strings.Contains(rec.Error, coord.Short(differently.Fingerprint)) {
+				t.Errorf("slot -%s: reason text %q, want it to say %q and name the leader's job set", age, rec.Error, want)
+			}
+		default: // the leader had x: missed for want of a leader; policy all runs them
+			if !ran[s] || skip {
+				t.Errorf("slot -%s: ran=%v skipped=%v (%+v); want run by the misfire policy", age, ran[s], skip, rec)
+			}
+		}
+	}
+	if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("x", runner.SkipNotInJobSet)); got != 10 {
+		t.Fatalf("skipped{not_in_job_set} = %v, want 10", got)
+	}
+}
+
+// A leader records the job set it runs when its term starts and whenever
+// it changes during the term.
+func TestLeaderRecordsEachJobSetItRuns(t *testing.T) {
+	b, _ := setupScripted(t)
+	term := b.waitLeader(t)
+	first := []*runner.Job{job("a", "")}
+	b.r.SetJobs(first)
+	b.r.OnTerm(term)
+	second := []*runner.Job{job("a", ""), job("b", "")}
+	b.r.SetJobs(second)
+	want := []string{runner.JobSetOf(first).Fingerprint, runner.JobSetOf(second).Fingerprint}
+	waitCount(t, "the term's epochs to name the first set, then the second", func() float64 {
+		es, err := b.coord.Epochs(context.Background())
+		if err != nil {
+			return -1
+		}
+		var got []string // consecutive epochs with one set count once
+		for _, e := range es {
+			if e.Token == term.Token && (len(got) == 0 || got[len(got)-1] != e.JobSet) {
+				got = append(got, e.JobSet)
+			}
+		}
+		if slices.Equal(got, want) {
+			return 1
+		}
+		return 0
+	}, 1)
+	set, err := b.coord.JobSet(context.Background(), want[1])
+	if err != nil || len(set.Jobs) != 2 {
+		t.Fatalf("stored set %+v, %v", set, err)
+	}
+	rec, _ := json.Marshal(set.Jobs)
+	t.Logf("stored job set %s: %s", coord.Short(want[1]), rec)
+}
