@@ -78,6 +78,12 @@ type Cluster struct {
 	DataDir  string        `yaml:"data_dir"`  // default "./data"
 	LeaseTTL time.Duration `yaml:"lease_ttl"` // default 10s; >= 2s, whole seconds
 	Etcd     Etcd          `yaml:"etcd"`
+	// JobSetMismatch is what a replica whose jobs differ from the cluster's
+	// does: refuse (the default) to lead, or warn and lead anyway.
+	JobSetMismatch string `yaml:"job_set_mismatch"`
+	// JobSetSettle is how long a change in whether this replica's jobs are
+	// the cluster's must hold before it campaigns or steps down; default 5s.
+	JobSetSettle time.Duration `yaml:"job_set_settle"`
 }
 
 // Etcd configures the etcd client, or the embedded single-node etcd when
@@ -290,6 +296,8 @@ const (
 	defaultClusterName          = "default"
 	defaultDataDir              = "./data"
 	defaultLeaseTTL             = 10 * time.Second
+	defaultJobSetMismatch       = "refuse"
+	defaultJobSetSettle         = 5 * time.Second
 	defaultEtcdDialTimeout      = 5 * time.Second
 	defaultEtcdRequestTimeout   = 5 * time.Second
 	defaultEmbeddedClientListen = "127.0.0.1:2379"
@@ -330,9 +338,11 @@ func Default() *Config {
 	return &Config{
 		Node: Node{Name: host},
 		Cluster: Cluster{
-			Name:     defaultClusterName,
-			DataDir:  defaultDataDir,
-			LeaseTTL: defaultLeaseTTL,
+			Name:           defaultClusterName,
+			DataDir:        defaultDataDir,
+			LeaseTTL:       defaultLeaseTTL,
+			JobSetMismatch: defaultJobSetMismatch,
+			JobSetSettle:   defaultJobSetSettle,
 			Etcd: Etcd{
 				DialTimeout:    defaultEtcdDialTimeout,
 				RequestTimeout: defaultEtcdRequestTimeout,
@@ -398,6 +408,7 @@ func applyDefaults(c *Config) {
 	setStr(&c.Node.Name, def.Node.Name)
 	setStr(&c.Cluster.Name, def.Cluster.Name)
 	setStr(&c.Cluster.DataDir, def.Cluster.DataDir)
+	setStr(&c.Cluster.JobSetMismatch, def.Cluster.JobSetMismatch)
 	setStr(&c.Cluster.Etcd.Embedded.ClientListen, def.Cluster.Etcd.Embedded.ClientListen)
 	setStr(&c.Cluster.Etcd.Embedded.PeerListen, def.Cluster.Etcd.Embedded.PeerListen)
 	setStr(&c.HTTP.Listen, def.HTTP.Listen)

@@ -33,9 +33,11 @@ func TestLoadFullFile(t *testing.T) {
 	want := &Config{
 		Node: Node{Name: "runner-1"},
 		Cluster: Cluster{
-			Name:     "prod-eu_1",
-			DataDir:  "/var/lib/pacer",
-			LeaseTTL: 15 * time.Second,
+			Name:           "prod-eu_1",
+			DataDir:        "/var/lib/pacer",
+			LeaseTTL:       15 * time.Second,
+			JobSetMismatch: "warn",
+			JobSetSettle:   20 * time.Second,
 			Etcd: Etcd{
 				Endpoints:      []string{"https://etcd-1.internal:2379", "etcd-2.internal:2379"},
 				DialTimeout:    3 * time.Second,
@@ -104,7 +106,7 @@ func TestLoadFullFile(t *testing.T) {
 					"inherit_env": []any{"PGPASSFILE", "AWS_*"},
 				},
 				InheritEnv: []string{"PGPASSFILE", "AWS_*"},
-				Line:       66,
+				Line:       68,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -117,7 +119,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    90,
+				Line:    92,
 			},
 		},
 	}

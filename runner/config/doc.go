@@ -15,6 +15,8 @@
 //	  name: prod                      # default "default"; a-z, 0-9, "-", "_"
 //	  data_dir: /var/lib/pacer        # default "./data"
 //	  lease_ttl: 10s                  # default 10s; whole seconds, >= 2s
+//	  job_set_mismatch: refuse        # or warn: a replica whose jobs differ from the cluster's leads anyway
+//	  job_set_settle: 5s              # a change in agreement must hold this long before it is acted on
 //	  etcd:
 //	    endpoints: [https://etcd-1:2379, https://etcd-2:2379] # empty: embedded etcd
 //	    dial_timeout: 5s

@@ -72,6 +72,11 @@ func (d *decoder) validateCluster(c *Cluster) {
 			c.LeaseTTL, c.LeaseTTL.Round(time.Second).String())
 	}
 
+	d.oneOf("cluster.job_set_mismatch", "job set mismatch policy", c.JobSetMismatch, "refuse", "warn")
+	if d.positive("cluster.job_set_settle", c.JobSetSettle) && c.JobSetSettle > time.Hour {
+		d.problem("cluster.job_set_settle", "%s is too long: at most 1h (a replica would keep running jobs the cluster no longer agrees on that long)", c.JobSetSettle)
+	}
+
 	e := &c.Etcd
 	first := make(map[string]int)
 	for i, ep := range e.Endpoints {

@@ -12,7 +12,9 @@ package fxmodule
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -94,6 +96,7 @@ func Options(p Params) fx.Option {
 			newEtcdClient,
 			newPluginHost,
 			func() *termHook { return &termHook{} },
+			newMembership,
 			newCoordinator,
 			newRunner,
 			newAPI,
@@ -108,6 +111,7 @@ func Options(p Params) fx.Option {
 		// reverse.
 		fx.Invoke(func(*pluginhost.Host) {}),
 		fx.Invoke(func(*clientv3.Client) {}),
+		fx.Invoke(func(*coord.Membership) {}),
 		fx.Invoke(func(*coord.Coordinator) {}),
 		fx.Invoke(func(*runner.Runner) {}),
 		fx.Invoke(func(*api.Server) {}),
@@ -221,13 +225,28 @@ func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logg
 	return h, nil
 }
 
-// termHook lets the runner, built after the coordinator, hear of new terms.
+// termHook lets the runner, built after the coordinator, hear of new terms,
+// and drain its runs when the coordinator steps down.
 type termHook struct {
-	mu sync.Mutex
-	fn func(*coord.Term)
+	mu    sync.Mutex
+	fn    func(*coord.Term)
+	drain func(context.Context)
 }
 
-func (h *termHook) set(fn func(*coord.Term)) { h.mu.Lock(); h.fn = fn; h.mu.Unlock() }
+func (h *termHook) set(fn func(*coord.Term), drain func(context.Context)) {
+	h.mu.Lock()
+	h.fn, h.drain = fn, drain
+	h.mu.Unlock()
+}
+
+func (h *termHook) waitIdle(ctx context.Context, _ *coord.Term) {
+	h.mu.Lock()
+	drain := h.drain
+	h.mu.Unlock()
+	if drain != nil {
+		drain(ctx)
+	}
+}
 
 func (h *termHook) call(t *coord.Term) {
 	h.mu.Lock()
@@ -238,13 +257,67 @@ func (h *termHook) call(t *coord.Term) {
 	}
 }
 
+// newMembership publishes this replica's member record and decides whether
+// its job set is the cluster's (the coordinator's gate). It starts before
+// the coordinator and stops after it: the record goes when the replica does.
+func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.Client, log *slog.Logger,
+	m *observability.Metrics) *coord.Membership {
+	rec := coord.MemberRecord{Version: p.Version, Started: time.Now().UTC()}
+	rec.Config, rec.ConfigSHA256, rec.ConfigModTime = configFile(p.ConfigPath)
+	ms := coord.NewMembership(coord.MembershipOptions{
+		Client: cli, Cluster: cfg.Cluster.Name, Node: cfg.Node.Name, LeaseTTL: cfg.Cluster.LeaseTTL,
+		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Settle: cfg.Cluster.JobSetSettle, Mismatch: cfg.Cluster.JobSetMismatch,
+		Record: rec, JobSet: runner.JobSetOf(Jobs(cfg)), Logger: log.With("component", "members"), Metrics: m,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				defer close(done)
+				ms.Run(ctx)
+			}()
+			return nil
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			select {
+			case <-done:
+				return nil
+			case <-stop.Done():
+				return fmt.Errorf("membership did not stop: %w", stop.Err())
+			}
+		},
+	})
+	return ms
+}
+
+// configFile names the config file, with its SHA-256 and modification time
+// now, for the member record.
+func configFile(path string) (string, string, time.Time) {
+	if path == "" {
+		return "", "", time.Time{}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return path, "", time.Time{}
+	}
+	var mtime time.Time
+	if fi, err := os.Stat(path); err == nil {
+		mtime = fi.ModTime()
+	}
+	sum := sha256.Sum256(b)
+	return path, hex.EncodeToString(sum[:]), mtime
+}
+
 func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics,
-	tp trace.TracerProvider, hook *termHook) *coord.Coordinator {
+	tp trace.TracerProvider, hook *termHook, ms *coord.Membership) *coord.Coordinator {
 	node := cfg.Node.Name
 	c := coord.New(coord.Options{
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"),
+		Gate:   ms, Drain: hook.waitIdle,
 		OnTransition: func(leading bool, t *coord.Term) {
 			if leading {
 				m.Leader.WithLabelValues(node).Set(1)
@@ -280,13 +353,18 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 }
 
 func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, m *observability.Metrics, tp trace.TracerProvider,
-	s *observability.Sanitizer, c *coord.Coordinator, h *pluginhost.Host, hook *termHook) *runner.Runner {
+	s *observability.Sanitizer, c *coord.Coordinator, h *pluginhost.Host, hook *termHook, ms *coord.Membership) *runner.Runner {
 	r := runner.New(runner.Options{
 		Node: cfg.Node.Name, Coord: c, Tasks: h, Logger: log, Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner"), Sanitize: s.String,
 		KeepRuns: cfg.History.Keep, MaxRunAge: cfg.History.MaxAge, TriggerExpiry: cfg.Triggers.ExpireAfter,
+		JobSets: c,
+		OnJobSet: func(set coord.JobSet) { // after a reload too
+			path, sum, mtime := configFile(p.ConfigPath)
+			ms.SetJobSet(set, path, sum, mtime)
+		},
 	})
-	hook.set(r.OnTerm)
+	hook.set(r.OnTerm, r.WaitIdle)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	lc.Append(fx.Hook{
@@ -339,7 +417,7 @@ func Jobs(cfg *config.Config) []*runner.Job {
 }
 
 func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client,
-	h *pluginhost.Host, r *runner.Runner, c *coord.Coordinator) (*api.Server, error) {
+	h *pluginhost.Host, r *runner.Runner, c *coord.Coordinator, ms *coord.Membership) (*api.Server, error) {
 	var token string
 	if env := cfg.HTTP.TokenEnv; env != "" {
 		token = os.Getenv(env)
@@ -357,7 +435,7 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 	s := api.New(api.Options{
 		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
 		Plugins: func() any { return h.Status() },
-		Control: newControl(cfg, r, c),
+		Control: newControl(cfg, r, c, ms),
 		Token:   token, AuthAll: cfg.HTTP.AuthAll,
 		TLS: tlsConfig, MaxConnections: cfg.HTTP.MaxConnections, Rejected: m.HTTPRejected,
 		RatePerSecond: cfg.HTTP.RateLimit.PerSecond, RateBurst: cfg.HTTP.RateLimit.Burst,
@@ -376,7 +454,7 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 }
 
 // newControl is the API's job control, with the trigger request bounds.
-func newControl(cfg *config.Config, r *runner.Runner, c *coord.Coordinator) *runner.Control {
+func newControl(cfg *config.Config, r *runner.Runner, c *coord.Coordinator, _ *coord.Membership) *runner.Control {
 	return &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name,
 		TriggerLimits: coord.TriggerLimits{PerJob: cfg.Triggers.MaxPendingPerJob, Total: cfg.Triggers.MaxPending},
 		KeepReceipts:  cfg.History.Keep,
