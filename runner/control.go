@@ -54,7 +54,16 @@ type Control struct {
 	// Settle bounds how long a mutating call keeps trying when etcd does
 	// not answer; default 10s.
 	Settle time.Duration
+	// Members, if set, reports the live replicas' job sets.
+	Members Members
 }
+
+// Members is what Control shows of the replicas' membership.
+type Members interface {
+	View() coord.JobSetView
+}
+
+var _ Members = (*coord.Membership)(nil)
 
 // DefaultTriggerLimits are the trigger request bounds by default.
 var DefaultTriggerLimits = coord.TriggerLimits{PerJob: 100, Total: 1000}
@@ -81,6 +90,7 @@ type JobView struct {
 	Overlap  string `json:"overlap"`
 	Retries  int    `json:"retries"`
 	Misfire  string `json:"misfire"`
+	State    string `json:"state"` // active or paused
 	Paused   bool   `json:"paused"`
 	Running  int    `json:"running"`
 	// Next is the next fire time (RFC 3339, UTC), or "never" when the
@@ -99,7 +109,11 @@ func (c *Control) view(j *Job) JobView {
 	if len(fires) > 0 {
 		next = fires[0].UTC().Format(time.RFC3339)
 	}
-	return JobView{
+	state := JobActive
+	if paused {
+		state = JobPaused
+	}
+	return JobView{State: state,
 		ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Spec, Timezone: j.Timezone,
 		Timeout: j.Timeout.String(), Overlap: j.Overlap, Retries: j.Retries.Max,
 		Misfire: fmt.Sprintf("%s (grace %s)", j.Misfire.Policy, j.Misfire.Grace),
@@ -395,7 +409,20 @@ func (c *Control) Runs(ctx context.Context, id string, limit int) ([]json.RawMes
 	return out, nil
 }
 
-// Cluster reports leadership as this replica sees it.
-func (c *Control) Cluster(ctx context.Context) (coord.ClusterState, error) {
-	return c.Store.State(ctx)
+// ClusterView is the cluster as this replica sees it: leadership, and each
+// live replica's job set and whether it is the cluster's.
+type ClusterView struct {
+	coord.ClusterState
+	*coord.JobSetView
+}
+
+// Cluster reports leadership and job sets as this replica sees them.
+func (c *Control) Cluster(ctx context.Context) (ClusterView, error) {
+	st, err := c.Store.State(ctx)
+	v := ClusterView{ClusterState: st}
+	if c.Members != nil {
+		js := c.Members.View()
+		v.JobSetView = &js
+	}
+	return v, err
 }

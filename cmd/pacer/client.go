@@ -84,9 +84,18 @@ func (c *clientFlags) httpClient(timeout time.Duration) (*http.Client, error) {
 
 // parse parses a client subcommand's flags and returns its positional args.
 func (c *clientFlags) parse(name string, args []string, stderr io.Writer, nargs int, usage string) ([]string, error) {
+	return c.parseWith(name, args, stderr, nargs, usage, nil)
+}
+
+// parseWith is parse for a subcommand with flags of its own, which extra
+// registers.
+func (c *clientFlags) parseWith(name string, args []string, stderr io.Writer, nargs int, usage string, extra func(*flag.FlagSet)) ([]string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
 	// Flags may follow the positional arguments: pacer runs JOB -o json.
 	var pos []string
 	for {
@@ -322,18 +331,66 @@ type jobView struct {
 	Next                                 string
 }
 
+// maxJobPages bounds the pages `pacer jobs` follows (a million jobs at the
+// largest page size).
+const maxJobPages = 1000
+
 func jobsCmd(args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
-	if _, err := c.parse("jobs", args, stderr, 0, "jobs [--addr URL] [-o json]"); err != nil {
+	var state string
+	var limit int
+	if _, err := c.parseWith("jobs", args, stderr, 0, "jobs [--state active|paused|running] [--limit N] [--addr URL] [-o json]", func(fs *flag.FlagSet) {
+		fs.StringVar(&state, "state", "", "only jobs in these states, comma-separated: active, paused, running")
+		fs.IntVar(&limit, "limit", 0, "jobs per API request (the runner's default when 0); every page is fetched")
+	}); err != nil {
 		return err
 	}
-	var resp struct{ Jobs []jobView }
-	if raw, err := c.get("/api/v1/jobs", &resp, stdout); err != nil || raw {
-		return err
+	if c.output != "table" && c.output != "json" {
+		return fmt.Errorf("%w: -o %q: want table or json", errUsage, c.output)
+	}
+	// Every page, in order; the output is one listing either way.
+	out := c
+	out.output = "table" // decode each page here
+	var all []json.RawMessage
+	cursor, total := "", 0
+	for pages := 0; ; pages++ {
+		if pages == maxJobPages {
+			return fmt.Errorf("more than %d pages of jobs; use --state or --limit to narrow the listing", maxJobPages)
+		}
+		q := url.Values{}
+		if state != "" {
+			q.Set("state", state)
+		}
+		if limit > 0 {
+			q.Set("limit", fmt.Sprint(limit))
+		}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		var page struct {
+			Jobs       []json.RawMessage `json:"jobs"`
+			NextCursor string            `json:"next_cursor"`
+			Total      int               `json:"total"`
+		}
+		if _, err := out.get("/api/v1/jobs?"+q.Encode(), &page, stdout); err != nil {
+			return err
+		}
+		all, total = append(all, page.Jobs...), page.Total
+		if page.NextCursor == "" || page.NextCursor == cursor {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	if c.output == "json" {
+		return json.NewEncoder(stdout).Encode(map[string]any{"jobs": all, "total": total})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tSCHEDULE\tTIMEZONE\tPLUGIN/TASK\tSTATE\tRUNNING\tNEXT")
-	for _, j := range resp.Jobs {
+	for _, raw := range all {
+		var j jobView
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return err
+		}
 		state, next := "active", orDash(j.Next)
 		if j.Paused {
 			state = "paused"
@@ -454,6 +511,24 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		LeaseTTL              string    `json:"lease_ttl"`
 		LeaderSince           time.Time `json:"leader_since"`
 		KeepaliveAge          string    `json:"keepalive_age"`
+		JobSet                string    `json:"job_set"`
+		ClusterJobSet         string    `json:"cluster_job_set"`
+		JobSetAgreed          bool      `json:"job_set_agreed"`
+		JobSetMismatch        string    `json:"job_set_mismatch"`
+		NotLeading            string    `json:"not_leading"`
+		Difference            *struct {
+			OnlyHere    []string `json:"only_here"`
+			MissingHere []string `json:"missing_here"`
+			Different   []string `json:"different"`
+		} `json:"job_set_difference"`
+		Replicas []struct {
+			Node, Version string
+			JobSet        string    `json:"job_set"`
+			Jobs          int       `json:"jobs"`
+			Agrees        bool      `json:"agrees"`
+			ConfigModTime time.Time `json:"config_mtime"`
+			Started       time.Time `json:"started"`
+		}
 	}
 	if raw, err := c.get("/api/v1/cluster", &st, stdout); err != nil || raw {
 		return err
@@ -466,7 +541,61 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	if st.KeepaliveAge != "" {
 		lease += ", last acknowledged keepalive sent " + st.KeepaliveAge + " ago"
 	}
-	_, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (fencing token %d)\nmembers:  %s\nlease:    %s\n",
-		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), lease)
-	return err
+	if _, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (fencing token %d)\nmembers:  %s\nlease:    %s\n",
+		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), lease); err != nil {
+		return err
+	}
+	if st.JobSet == "" { // a runner without job-set agreement
+		return nil
+	}
+	jobs := "job set:  " + short(st.JobSet)
+	switch {
+	case st.JobSetAgreed:
+		jobs += " (the cluster's)"
+	default:
+		jobs += " DIFFERS from the cluster's " + short(st.ClusterJobSet)
+	}
+	fmt.Fprintln(stdout, jobs)
+	if st.NotLeading != "" {
+		fmt.Fprintf(stdout, "          not leading: %s\n", st.NotLeading)
+	} else if !st.JobSetAgreed {
+		fmt.Fprintf(stdout, "          may lead anyway (cluster.job_set_mismatch: %s)\n", st.JobSetMismatch)
+	}
+	if d := st.Difference; d != nil {
+		for _, k := range []struct {
+			what string
+			ids  []string
+		}{{"only here", d.OnlyHere}, {"missing here", d.MissingHere}, {"defined differently", d.Different}} {
+			if len(k.ids) > 0 {
+				fmt.Fprintf(stdout, "          %s: %s\n", k.what, strings.Join(k.ids, ", "))
+			}
+		}
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPLICA\tJOB SET\tJOBS\tAGREES\tVERSION\tCONFIG CHANGED\tUP")
+	for _, r := range st.Replicas {
+		agrees := "yes"
+		if !r.Agrees {
+			agrees = "NO"
+		}
+		changed := "-"
+		if !r.ConfigModTime.IsZero() {
+			changed = r.ConfigModTime.Local().Format(time.DateTime)
+		}
+		up := "-"
+		if !r.Started.IsZero() {
+			up = time.Since(r.Started).Round(time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Node, short(r.JobSet), r.Jobs, agrees, orDash(r.Version), changed, up)
+	}
+	return tw.Flush()
+}
+
+// short is a job-set fingerprint as the CLI shows it.
+func short(fp string) string {
+	if len(fp) > 12 {
+		return fp[:12]
+	}
+	return orDash(fp)
 }

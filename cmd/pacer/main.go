@@ -36,7 +36,8 @@ Usage:
   pacer validate --config FILE   check a config file and the jobs' tasks and params;
                                  print each job's next fire times
                                  (--from RFC3339 --count N: N fire times after any instant)
-  pacer jobs                     jobs, their schedules, state and next fire time
+  pacer jobs [--state S]         jobs, their schedules, state and next fire time
+                                 (every page; --state active, paused or running)
   pacer trigger JOB              run a job now, once (X-Correlation-ID from env PACER_CORRELATION_ID)
   pacer pause JOB | resume JOB   pause or resume a job on every replica
   pacer runs JOB                 a job's latest runs and skipped slots

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -284,5 +286,154 @@ func TestMutationOutcomeWhenEtcdFails(t *testing.T) {
 			!strings.Contains(body["detail"].(string), "Idempotency-Key: k-"+path) {
 			t.Fatalf("%s, outcome unknown: %d %v; want 202 unconfirmed saying how to find out", path, code, body)
 		}
+	}
+}
+
+// GET /api/v1/jobs pages by job ID and filters by state; a cursor is tied
+// to its filter; bad input is a 400 that says what is wrong.
+func TestJobsArePagedAndFiltered(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	var jobs []*runner.Job
+	for i := range 25 {
+		jobs = append(jobs, &runner.Job{ID: fmt.Sprintf("job-%02d", i), Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)})
+	}
+	r.SetJobs(jobs)
+	paused := map[string]bool{}
+	for i := 0; i < 25; i += 3 {
+		paused[fmt.Sprintf("job-%02d", i)] = true
+	}
+	r.SetPaused(paused)
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: &memStore{paused: map[string]bool{}}}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+
+	type page struct {
+		Jobs []struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"jobs"`
+		NextCursor string `json:"next_cursor"`
+		Total      int    `json:"total"`
+	}
+	get := func(path string) (int, page, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var p page
+		var e struct{ Error string }
+		_ = json.Unmarshal(b, &p)
+		_ = json.Unmarshal(b, &e)
+		return resp.StatusCode, p, e.Error
+	}
+	walk := func(query string) (ids []string, pages int, total int) {
+		t.Helper()
+		cursor := ""
+		for {
+			path := "/api/v1/jobs?" + query
+			if cursor != "" {
+				path += "&cursor=" + url.QueryEscape(cursor)
+			}
+			code, p, msg := get(path)
+			if code != 200 {
+				t.Fatalf("%s: %d %s", path, code, msg)
+			}
+			pages++
+			total = p.Total
+			for _, j := range p.Jobs {
+				ids = append(ids, j.ID)
+			}
+			if cursor = p.NextCursor; cursor == "" {
+				return ids, pages, total
+			}
+			if pages > 100 {
+				t.Fatal("the pages do not end")
+			}
+		}
+	}
+	all, pages, total := walk("limit=10")
+	if len(all) != 25 || pages != 3 || total != 25 || !slices.IsSorted(all) || len(slices.Compact(slices.Clone(all))) != 25 {
+		t.Fatalf("limit=10: %d jobs in %d pages (total %d): %v", len(all), pages, total, all)
+	}
+	if one, pages, _ := walk(""); len(one) != 25 || pages != 1 {
+		t.Fatalf("default limit: %d jobs in %d pages", len(one), pages)
+	}
+	if exact, pages, _ := walk("limit=25"); len(exact) != 25 || pages != 1 {
+		t.Fatalf("limit=25: %d jobs in %d pages, want one page without a cursor", len(exact), pages)
+	}
+	p, pages, total := walk("state=paused&limit=4")
+	if len(p) != 9 || total != 9 || pages != 3 {
+		t.Fatalf("state=paused: %v in %d pages (total %d)", p, pages, total)
+	}
+	for _, id := range p {
+		if !paused[id] {
+			t.Fatalf("state=paused listed %s", id)
+		}
+	}
+	if a, _, _ := walk("state=active"); len(a) != 16 {
+		t.Fatalf("state=active: %d jobs, want 16", len(a))
+	}
+	if both, _, _ := walk("state=active,paused"); len(both) != 25 {
+		t.Fatalf("state=active,paused: %d jobs, want 25", len(both))
+	}
+	if none, _, total := walk("state=running"); len(none) != 0 || total != 0 {
+		t.Fatalf("state=running: %v", none)
+	}
+	_, first, _ := get("/api/v1/jobs?limit=4&state=paused")
+	for _, tc := range []struct{ query, want string }{
+		{"limit=0", "limit"},
+		{"limit=1001", "limit"},
+		{"limit=x", "limit"},
+		{"state=sleeping", `state "sleeping": want one or more of active, paused, running`},
+		{"cursor=!!", "cursor"},
+		{"cursor=bm9wZQ", "cursor"},
+		{"state=active&cursor=" + url.QueryEscape(first.NextCursor), "keep the filter"},
+	} {
+		code, _, msg := get("/api/v1/jobs?" + tc.query)
+		if code != 400 || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: %d %q, want 400 naming %q", tc.query, code, msg, tc.want)
+		}
+	}
+	// A reload between pages: jobs removed before the cursor do not shift
+	// the next page.
+	_, p1, _ := get("/api/v1/jobs?limit=10")
+	r.SetJobs(jobs[5:])
+	_, p2, _ := get("/api/v1/jobs?limit=10&cursor=" + url.QueryEscape(p1.NextCursor))
+	if len(p2.Jobs) == 0 || p2.Jobs[0].ID != "job-10" {
+		t.Fatalf("after a reload the next page starts at %v, want job-10", p2.Jobs)
+	}
+}
+
+type fakeMembers coord.JobSetView
+
+func (f fakeMembers) View() coord.JobSetView { return coord.JobSetView(f) }
+
+// /api/v1/cluster shows each replica's job set and whether it agrees.
+func TestClusterShowsEachReplicasJobSet(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	view := fakeMembers{JobSet: "bbbb", ClusterJobSet: "aaaa", JobSetMismatch: "refuse", NotLeading: "job set differs",
+		Difference: &coord.JobSetDiff{OnlyHere: []string{"x"}},
+		Replicas: []coord.ReplicaView{
+			{MemberRecord: coord.MemberRecord{Node: "n1", JobSet: "aaaa", Jobs: 2}, Agrees: true},
+			{MemberRecord: coord.MemberRecord{Node: "n2", JobSet: "bbbb", Jobs: 3}},
+		}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: &memStore{paused: map[string]bool{}}, Members: view}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	code, body := call(t, srv, "GET", "/api/v1/cluster", "", "")
+	if code != 200 || body["leader"] != "n1" || body["job_set"] != "bbbb" || body["cluster_job_set"] != "aaaa" ||
+		body["job_set_agreed"] != false || body["not_leading"] != "job set differs" {
+		t.Fatalf("cluster: %d %v", code, body)
+	}
+	reps, _ := body["replicas"].([]any)
+	if len(reps) != 2 || reps[1].(map[string]any)["agrees"] != false || reps[0].(map[string]any)["node"] != "n1" {
+		t.Fatalf("replicas %v", body["replicas"])
 	}
 }

@@ -16,9 +16,7 @@ import (
 
 func (s *Server) routes(mux *http.ServeMux) {
 	c := s.o.Control
-	mux.HandleFunc("GET /api/v1/jobs", s.read(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"jobs": c.Jobs()})
-	}))
+	mux.HandleFunc("GET /api/v1/jobs", s.read(s.jobsPage))
 	mux.HandleFunc("GET /api/v1/jobs/{id}", s.read(func(w http.ResponseWriter, r *http.Request) {
 		j, err := c.Job(r.PathValue("id"))
 		if err != nil {
@@ -141,16 +139,19 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 	})
 }
 
-// writeErr maps an error to a status: unknown job 404, an idempotency key
-// reused for another request 422, a trigger request bound reached 429 (the
-// job's) or 503 (the cluster's), else 503 (etcd). A 503 says whether the
-// request was stored: a mutating call that may have been is answered
-// otherwise (State "unconfirmed"), never with an error.
+// writeErr maps an error to a status: unknown job 404, a bad listing query
+// 400, an idempotency key reused for another request 422, a trigger
+// request bound reached 429 (the job's) or 503 (the cluster's), else 503
+// (etcd). A 503 says whether the request was stored: a mutating call that
+// may have been is answered otherwise (State "unconfirmed"), never with an
+// error.
 func writeErr(w http.ResponseWriter, err error) {
 	var full *coord.LimitError
 	switch {
 	case errors.Is(err, runner.ErrUnknownJob):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, runner.ErrBadQuery):
+		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, runner.ErrIdempotencyMismatch):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.As(err, &full):

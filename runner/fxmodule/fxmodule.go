@@ -454,8 +454,8 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 }
 
 // newControl is the API's job control, with the trigger request bounds.
-func newControl(cfg *config.Config, r *runner.Runner, c *coord.Coordinator, _ *coord.Membership) *runner.Control {
-	return &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name,
+func newControl(cfg *config.Config, r *runner.Runner, c *coord.Coordinator, ms *coord.Membership) *runner.Control {
+	return &runner.Control{Runner: r, Store: c, Node: cfg.Node.Name, Members: ms,
 		TriggerLimits: coord.TriggerLimits{PerJob: cfg.Triggers.MaxPendingPerJob, Total: cfg.Triggers.MaxPending},
 		KeepReceipts:  cfg.History.Keep,
 		// A call that etcd does not answer tries for twice its timeout,
