@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+	"fmt"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pacerun/pacer/runner/coord"
@@ -28,14 +31,12 @@ func JobSetOf(jobs []*Job) coord.JobSet {
 // (whitespace and @every durations normalized) instead of the parsed one.
 // Fields at their zero value are left out, so that a field added to Job in
 // a later version changes no hash until a job sets it: replicas of both
-// versions still agree on jobs that do not use it.
+// versions still agree on jobs that do not use it. The hash is of a
+// canonical text (struct fields and map keys sorted by name, strings
+// quoted), the first 8 bytes of its SHA-256 in hex.
 func (j *Job) DefinitionHash() string {
-	b, err := json.Marshal(canonical(reflect.ValueOf(*j), "Job"))
-	if err != nil {
-		// Params are decoded from YAML: always encodable. Never equal to
-		// another job's hash.
-		b = []byte("unencodable " + j.ID + ": " + err.Error())
-	}
+	var b []byte
+	b = canonical(b, reflect.ValueOf(*j), "Job")
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
@@ -44,55 +45,88 @@ func (j *Job) DefinitionHash() string {
 // parsed from Spec and Timezone, which are hashed.
 var notHashed = map[string]bool{"Job.Schedule": true}
 
-// canonical turns v into plain values (maps with sorted keys once encoded,
-// slices, numbers, strings) without its zero-valued fields.
-func canonical(v reflect.Value, path string) any {
-	switch v.Kind() {
-	case reflect.Struct:
-		out := map[string]any{}
-		for i := range v.NumField() {
-			f := v.Type().Field(i)
-			p := path + "." + f.Name
-			if !f.IsExported() || notHashed[p] || v.Field(i).IsZero() {
-				continue
-			}
-			if p == "Job.Spec" {
-				out[f.Name] = normalSpec(v.Field(i).String())
-				continue
-			}
-			out[f.Name] = canonical(v.Field(i), p)
-		}
-		return out
-	case reflect.Map:
-		out := make(map[string]any, v.Len())
-		for it := v.MapRange(); it.Next(); {
-			out[keyString(it.Key())] = canonical(it.Value(), path)
-		}
-		return out
-	case reflect.Slice, reflect.Array:
-		out := make([]any, v.Len())
-		for i := range v.Len() {
-			out[i] = canonical(v.Index(i), path)
-		}
-		return out
-	case reflect.Interface, reflect.Pointer:
-		if v.IsNil() {
-			return nil
-		}
-		return canonical(v.Elem(), path)
+// sortedFields caches each struct type's exported fields, sorted by name.
+var sortedFields sync.Map // reflect.Type -> []reflect.StructField
+
+func fieldsOf(t reflect.Type) []reflect.StructField {
+	if fs, ok := sortedFields.Load(t); ok {
+		return fs.([]reflect.StructField)
 	}
-	if d, ok := v.Interface().(time.Duration); ok {
-		return d.String()
+	var fs []reflect.StructField
+	for i := range t.NumField() {
+		if f := t.Field(i); f.IsExported() {
+			fs = append(fs, f)
+		}
 	}
-	return v.Interface()
+	slices.SortFunc(fs, func(a, b reflect.StructField) int { return strings.Compare(a.Name, b.Name) })
+	sortedFields.Store(t, fs)
+	return fs
 }
 
-func keyString(k reflect.Value) string {
-	if k.Kind() == reflect.String {
-		return k.String()
+var durationType = reflect.TypeFor[time.Duration]()
+
+// canonical appends v's canonical text to b, leaving out zero-valued
+// struct fields.
+func canonical(b []byte, v reflect.Value, path string) []byte {
+	switch v.Kind() {
+	case reflect.Struct:
+		b = append(b, '{')
+		for _, f := range fieldsOf(v.Type()) {
+			p := path + "." + f.Name
+			fv := v.FieldByIndex(f.Index)
+			if notHashed[p] || fv.IsZero() {
+				continue
+			}
+			b = append(strconv.AppendQuote(b, f.Name), ':')
+			if p == "Job.Spec" {
+				b = strconv.AppendQuote(b, normalSpec(fv.String()))
+			} else {
+				b = canonical(b, fv, p)
+			}
+			b = append(b, ',')
+		}
+		return append(b, '}')
+	case reflect.Map:
+		keys := make([]string, 0, v.Len())
+		vals := make(map[string]reflect.Value, v.Len())
+		for it := v.MapRange(); it.Next(); {
+			k := fmt.Sprint(it.Key().Interface())
+			keys = append(keys, k)
+			vals[k] = it.Value()
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for _, k := range keys {
+			b = append(strconv.AppendQuote(b, k), ':')
+			b = append(canonical(b, vals[k], path), ',')
+		}
+		return append(b, '}')
+	case reflect.Slice, reflect.Array:
+		b = append(b, '[')
+		for i := range v.Len() {
+			b = append(canonical(b, v.Index(i), path), ',')
+		}
+		return append(b, ']')
+	case reflect.Interface, reflect.Pointer:
+		if v.IsNil() {
+			return append(b, "null"...)
+		}
+		return canonical(b, v.Elem(), path)
+	case reflect.String:
+		return strconv.AppendQuote(b, v.String())
+	case reflect.Bool:
+		return strconv.AppendBool(b, v.Bool())
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if v.Type() == durationType {
+			return strconv.AppendQuote(b, time.Duration(v.Int()).String())
+		}
+		return strconv.AppendInt(b, v.Int(), 10)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return strconv.AppendUint(b, v.Uint(), 10)
+	case reflect.Float32, reflect.Float64:
+		return strconv.AppendFloat(b, v.Float(), 'g', -1, 64)
 	}
-	b, _ := json.Marshal(k.Interface())
-	return string(b)
+	return fmt.Appendf(b, "%q", fmt.Sprint(v.Interface()))
 }
 
 // normalSpec is a schedule as written, with runs of spaces made one, and

@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -206,4 +207,27 @@ func TestLeaderRecordsEachJobSetItRuns(t *testing.T) {
 	}
 	rec, _ := json.Marshal(set.Jobs)
 	t.Logf("stored job set %s: %s", coord.Short(want[1]), rec)
+}
+
+func manyJobs(n int) []*runner.Job {
+	jobs := make([]*runner.Job, n)
+	for i := range jobs {
+		j := baseJob()
+		j.ID = fmt.Sprintf("job-%05d", i)
+		j.Params = map[string]any{"command": []any{"/usr/local/bin/report", "--shard", fmt.Sprint(i)}, "env": map[string]any{"REGION": "eu"}}
+		jobs[i] = j
+	}
+	return jobs
+}
+
+// The cost of summing up a config's jobs, paid at start and at each reload.
+func BenchmarkJobSetOf(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		jobs := manyJobs(n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				runner.JobSetOf(jobs)
+			}
+		})
+	}
 }

@@ -106,6 +106,7 @@ type Runner struct {
 	mu       sync.Mutex
 	stopped  bool
 	jobs     map[string]*Job
+	sorted   []*Job       // jobs by ID
 	jobSet   coord.JobSet // of jobs
 	paused   map[string]bool
 	running  map[string]map[string]context.CancelFunc // job ID -> run ID -> cancel
@@ -166,9 +167,14 @@ func (r *Runner) SetJobs(jobs []*Job) {
 		m[j.ID] = j
 	}
 	set := JobSetOf(jobs)
+	sorted := make([]*Job, 0, len(m))
+	for _, j := range m {
+		sorted = append(sorted, j)
+	}
+	slices.SortFunc(sorted, func(a, b *Job) int { return cmpString(a.ID, b.ID) })
 	r.mu.Lock()
 	old := r.jobs
-	r.jobs = m
+	r.jobs, r.sorted = m, sorted
 	changed := set.Fingerprint != r.jobSet.Fingerprint
 	r.jobSet = set
 	r.exportPausedLocked(old)
@@ -218,12 +224,7 @@ func (r *Runner) exportPausedLocked(old map[string]*Job) {
 func (r *Runner) Jobs() []*Job {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]*Job, 0, len(r.jobs))
-	for _, j := range r.jobs {
-		out = append(out, j)
-	}
-	slices.SortFunc(out, func(a, b *Job) int { return cmpString(a.ID, b.ID) })
-	return out
+	return slices.Clone(r.sorted)
 }
 
 // Job returns a registered job.
