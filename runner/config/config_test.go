@@ -505,6 +505,19 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "job set agreement",
+			src:  y("cluster:", "  job_set_mismatch: refuses", "  job_set_settle: 0s"),
+			want: []string{
+				`pacer.yaml:2: cluster.job_set_mismatch: invalid job set mismatch policy "refuses": must be one of refuse, warn (did you mean "refuse"?)`,
+				`pacer.yaml:3: cluster.job_set_settle: 0s: must be greater than 0`,
+			},
+		},
+		{
+			name: "job set settle absurdly long",
+			src:  y("cluster: {job_set_settle: 1000h}"),
+			want: []string{`pacer.yaml:1: cluster.job_set_settle: 1000h0m0s is too long: at most 1h`},
+		},
+		{
 			name: "lease ttl too short",
 			src:  y("cluster: {lease_ttl: 1s}"),
 			want: []string{`pacer.yaml:1: cluster.lease_ttl: 1s is too short: must be at least 2s`},
