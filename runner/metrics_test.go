@@ -67,7 +67,8 @@ func TestJobSeriesExistAtZeroAndGoWithTheJob(t *testing.T) {
 		t.Fatalf("pacer_job_runs_total:\n got %v\nwant %v", got, want)
 	}
 	if got := series(t, m.Registry, "pacer_job_skipped_total"); len(got) != 2*len(runner.SkipReasons) ||
-		!slices.Contains(got, "a,overlap=0") || !slices.Contains(got, "b,too_old=0") {
+		!slices.Contains(got, "a,overlap=0") || !slices.Contains(got, "b,too_old=0") ||
+		!slices.Contains(got, "a,expired=0") || !slices.Contains(got, "b,not_in_job_set=0") {
 		t.Fatalf("pacer_job_skipped_total: %v", got)
 	}
 	for _, name := range []string{"pacer_job_running", "pacer_job_schedule_lag_seconds"} {
