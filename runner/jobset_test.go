@@ -44,6 +44,7 @@ func TestDefinitionHashCoversEveryField(t *testing.T) {
 		"Misfire":        func(j *runner.Job) { j.Misfire.Grace = 0 },
 		"Delivery":       func(j *runner.Job) { j.Delivery = runner.DeliveryAtLeastOnce },
 		"Jitter":         func(j *runner.Job) { j.Jitter = time.Second },
+		"InheritEnv":     func(j *runner.Job) { j.InheritEnv = []string{"AWS_*"} },
 	}
 	unhashed := []string{"Schedule"} // parsed from Spec and Timezone
 	base := baseJob().DefinitionHash()
