@@ -1090,6 +1090,7 @@ var cannotOccur = map[string]string{
 	"alert PacerNoLeader":                             "needs no replica leading; the test's single replica leads throughout",
 	"alert PacerMultipleLeaders":                      "needs two replicas leading at once (split brain); the test runs one replica",
 	"alert PacerLeaderFlapping":                       "needs more than 3 leader elections in 10m, i.e. repeated failovers",
+	"alert PacerJobSetDisagreement":                   "needs a replica whose jobs differ from its cluster's for 10m; the test runs one replica, whose set is the cluster's",
 	"alert PacerLeaseKeepaliveFailing":                "needs failing lease keepalives (etcd slow, unreachable or without a leader); the test's etcd answers every one",
 	"alert PacerPluginCrashLooping":                   "needs more than 3 plugin restarts (crash, hang or failed health probe) in 10m; the shell plugin never restarts",
 	"alert PacerPluginDown":                           "needs a plugin that a run needs and that cannot start, or a quarantine; the shell plugin starts and stays up",
