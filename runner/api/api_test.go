@@ -44,6 +44,9 @@ func (m *memStore) apply(job string, idem coord.Idempotency, effect func()) (coo
 	if m.err != nil {
 		return coord.Applied{}, m.err
 	}
+	if m.receipts == nil {
+		m.receipts = map[string][]byte{}
+	}
 	if r, ok := m.receipts[job+"/"+idem.Key]; ok {
 		return coord.Applied{Receipt: r, Replayed: true}, nil
 	}
@@ -183,6 +186,9 @@ func callH(t *testing.T, srv *httptest.Server, method, path, token string, hdr .
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // what the CLI sends
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Add(hdr[i], hdr[i+1])
 	}
