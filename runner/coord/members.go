@@ -307,8 +307,9 @@ func (m *Membership) publish(ctx context.Context, lease clientv3.LeaseID, rec []
 func (m *Membership) duplicate(other []byte) error {
 	var rec MemberRecord
 	_ = json.Unmarshal(other, &rec)
-	err := fmt.Errorf("%w: node %q is published by a replica started %s (version %s); give every replica a unique node.name",
-		ErrNodeNameInUse, m.o.Node, rec.Started.Format(time.RFC3339), orUnknown(rec.Version))
+	err := fmt.Errorf("%w: node %q is published by a replica started %s (version %s); give every replica a unique node.name "+
+		"(if that was this replica before it was killed, its record goes when its lease expires, within %s)",
+		ErrNodeNameInUse, m.o.Node, rec.Started.Format(time.RFC3339), orUnknown(rec.Version), m.o.LeaseTTL)
 	m.mu.Lock()
 	first := m.dupErr == nil
 	m.dupErr = err
