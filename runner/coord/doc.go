@@ -5,15 +5,23 @@
 //
 // Every replica runs Coordinator.Run, which loops through these states:
 //
-//	           grant lease (bounded by RequestTimeout)
-//	follower ───────────────────────────────► campaigning
-//	   ▲                                          │ Campaign returns
-//	   │ session lost / key gone / etcd error     │ and our key still has
-//	   │ (term context cancelled)                 │ CreateRevision == Rev()
-//	   └──────────────────────────────────── leading (term = token)
-//	                                              │ ctx done (SIGTERM)
-//	                                              ▼
-//	                                 resign, revoke lease, stop
+//	                  gate opens
+//	gate closed ────────────────────────► follower ◄─────────────────────┐
+//	  ▲   ▲                                  │ grant lease (bounded by   │
+//	  │   │ gate closes: stop                │ RequestTimeout)           │
+//	  │   │ campaigning                      ▼                           │
+//	  │   └─────────────────────────── campaigning                       │
+//	  │                                      │ Campaign returns and our  │
+//	  │                                      │ key still has             │
+//	  │                                      │ CreateRevision == Rev()   │
+//	  │ gate closes: end the term,           ▼                           │
+//	  └───────────────────────────── leading (term = token) ─────────────┘
+//	    Drain, resign                        │        session lost / key gone /
+//	                                         │        etcd error (term context
+//	                                         │        cancelled)
+//	                                         │ ctx done (SIGTERM)
+//	                                         ▼
+//	                            resign, revoke lease, stop
 //
 // The fencing token of a term is the create revision of the replica's key
 // under the election prefix. It only ever increases across terms, because
@@ -42,6 +50,18 @@
 // relied on: it fires only after the client's own deadline, which can be
 // after the server has already expired the lease. The fenced transactions
 // above remain the safety net for writes.
+//
+// The gate (Options.Gate) says whether this replica may lead at all. The
+// Membership (members.go) is the runner's gate: every replica publishes its
+// job set's fingerprint on a member lease of its own, and a replica whose
+// set is not the one most live members hold (on a tie, the longest-standing
+// member's; Agree) neither campaigns nor keeps leading, with
+// cluster.job_set_mismatch: refuse. A leader whose gate closes ends its term
+// (cancelling its runs), lets the runner record them (Options.Drain) and
+// resigns, so that a replica with the cluster's set leads at once. Each
+// leader records which job set it runs from when (epochs.go), so that a
+// later leader can tell a slot missed for want of a leader from one the
+// leader of the time did not have.
 //
 // Manual trigger requests are not slots: each is its own key, and the
 // leader decides it (run or skip) in one fenced transaction that compares

@@ -21,6 +21,9 @@ import (
 //	paused/<job>             present while the job is paused
 //	triggers/<job>/<id>      manual trigger requests until decided (triggers.go)
 //	idempotency/<job>/<hash> receipts of mutating API requests (idempotency.go)
+//	members/<node>           each live replica's member record, on its member lease (members.go)
+//	jobsets/<fingerprint>    stored job sets, a header and gzip chunks (epochs.go)
+//	epochs/<token>/<unix ns> which job set each leader ran from when (epochs.go)
 
 func (c *Coordinator) runKey(job, runID string) string { return c.prefix + "runs/" + job + "/" + runID }
 func (c *Coordinator) pausedPrefix() string            { return c.prefix + "paused/" }
