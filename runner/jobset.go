@@ -35,15 +35,14 @@ func JobSetOf(jobs []*Job) coord.JobSet {
 // canonical text (struct fields and map keys sorted by name, strings
 // quoted), the first 8 bytes of its SHA-256 in hex.
 func (j *Job) DefinitionHash() string {
-	var b []byte
-	b = canonical(b, reflect.ValueOf(*j), "Job")
+	b := canonical(make([]byte, 0, 512), reflect.ValueOf(*j), true)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }
 
 // notHashed are Job's fields a definition hash leaves out: Schedule is
 // parsed from Spec and Timezone, which are hashed.
-var notHashed = map[string]bool{"Job.Schedule": true}
+var notHashed = map[string]bool{"Schedule": true}
 
 // sortedFields caches each struct type's exported fields, sorted by name.
 var sortedFields sync.Map // reflect.Type -> []reflect.StructField
@@ -66,52 +65,60 @@ func fieldsOf(t reflect.Type) []reflect.StructField {
 var durationType = reflect.TypeFor[time.Duration]()
 
 // canonical appends v's canonical text to b, leaving out zero-valued
-// struct fields.
-func canonical(b []byte, v reflect.Value, path string) []byte {
+// struct fields. job is set for the Job itself, whose Schedule is left out
+// and whose Spec is normalized.
+func canonical(b []byte, v reflect.Value, job bool) []byte {
 	switch v.Kind() {
 	case reflect.Struct:
 		b = append(b, '{')
 		for _, f := range fieldsOf(v.Type()) {
-			p := path + "." + f.Name
 			fv := v.FieldByIndex(f.Index)
-			if notHashed[p] || fv.IsZero() {
+			if job && notHashed[f.Name] || fv.IsZero() {
 				continue
 			}
 			b = append(strconv.AppendQuote(b, f.Name), ':')
-			if p == "Job.Spec" {
+			if job && f.Name == "Spec" {
 				b = strconv.AppendQuote(b, normalSpec(fv.String()))
 			} else {
-				b = canonical(b, fv, p)
+				b = canonical(b, fv, false)
 			}
 			b = append(b, ',')
 		}
 		return append(b, '}')
 	case reflect.Map:
-		keys := make([]string, 0, v.Len())
-		vals := make(map[string]reflect.Value, v.Len())
-		for it := v.MapRange(); it.Next(); {
-			k := fmt.Sprint(it.Key().Interface())
-			keys = append(keys, k)
-			vals[k] = it.Value()
+		type entry struct {
+			key string
+			val reflect.Value
 		}
-		slices.Sort(keys)
+		entries := make([]entry, 0, v.Len())
+		for it := v.MapRange(); it.Next(); {
+			k := it.Key()
+			key := ""
+			if k.Kind() == reflect.String {
+				key = k.String()
+			} else {
+				key = fmt.Sprint(k.Interface())
+			}
+			entries = append(entries, entry{key, it.Value()})
+		}
+		slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.key, b.key) })
 		b = append(b, '{')
-		for _, k := range keys {
-			b = append(strconv.AppendQuote(b, k), ':')
-			b = append(canonical(b, vals[k], path), ',')
+		for _, e := range entries {
+			b = append(strconv.AppendQuote(b, e.key), ':')
+			b = append(canonical(b, e.val, false), ',')
 		}
 		return append(b, '}')
 	case reflect.Slice, reflect.Array:
 		b = append(b, '[')
 		for i := range v.Len() {
-			b = append(canonical(b, v.Index(i), path), ',')
+			b = append(canonical(b, v.Index(i), false), ',')
 		}
 		return append(b, ']')
 	case reflect.Interface, reflect.Pointer:
 		if v.IsNil() {
 			return append(b, "null"...)
 		}
-		return canonical(b, v.Elem(), path)
+		return canonical(b, v.Elem(), false)
 	case reflect.String:
 		return strconv.AppendQuote(b, v.String())
 	case reflect.Bool:

@@ -221,13 +221,29 @@ func manyJobs(n int) []*runner.Job {
 	return jobs
 }
 
-// The cost of summing up a config's jobs, paid at start and at each reload.
+// The cost of summing up a config's jobs, paid at start and at each reload,
+// beside the whole of a reload's SetJobs (which includes it): the
+// fingerprint's share of a reload.
 func BenchmarkJobSetOf(b *testing.B) {
 	for _, n := range []int{100, 10000} {
 		jobs := manyJobs(n)
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("fingerprint/%d", n), func(b *testing.B) {
 			for b.Loop() {
 				runner.JobSetOf(jobs)
+			}
+		})
+		b.Run(fmt.Sprintf("reload/%d", n), func(b *testing.B) {
+			r := runner.New(runner.Options{})
+			defer r.Stop(context.Background())
+			other := manyJobs(n)
+			for _, j := range other {
+				j.Timeout = 2 * time.Minute // every job changed: a new set each time
+			}
+			r.SetJobs(other) // the jobs' metric series exist, as on a running replica
+			sets, i := [][]*runner.Job{jobs, other}, 0
+			for b.Loop() {
+				r.SetJobs(sets[i%2])
+				i++
 			}
 		})
 	}
