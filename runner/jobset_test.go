@@ -248,3 +248,24 @@ func BenchmarkJobSetOf(b *testing.B) {
 		})
 	}
 }
+
+// A definition hash is part of what replicas compare: a change of the
+// canonical text (not of a job) would make replicas of two versions
+// disagree on every job during an upgrade. These values are pinned; change
+// them only with a note in the CHANGELOG that a mixed-version cluster
+// disagrees until every replica runs the new version.
+func TestDefinitionHashIsStable(t *testing.T) {
+	j := baseJob()
+	x, y := baseJob(), baseJob()
+	x.ID, y.ID = "x", "y"
+	y.InheritEnv, y.Jitter = []string{"AWS_*"}, 3*time.Second
+	for _, tc := range []struct{ what, got, want string }{
+		{"baseJob", j.DefinitionHash(), "c4aa46730156b010"},
+		{"with inherit_env and jitter", y.DefinitionHash(), "26c55baf0c4934c3"},
+		{"set of x and y", runner.JobSetOf([]*runner.Job{x, y}).Fingerprint, "d7714e6e717f3ecdc15f7ad34e51b18ee77df6b05fcd33cc3b98c3c513baffe6"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.what, tc.got, tc.want)
+		}
+	}
+}
