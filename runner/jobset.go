@@ -168,22 +168,33 @@ func (r *Runner) JobSet() coord.JobSet {
 
 // recordEpoch records, while t lasts, that this replica leads with set
 // from since on. A failure other than lost leadership is tried again
-// (a blip must not leave a stretch of leadership unexplained).
+// (a blip must not leave a stretch of leadership unexplained), until the
+// term ends or the runner stops; a failure is logged when it first occurs
+// or changes.
 func (r *Runner) recordEpoch(t *coord.Term, set coord.JobSet, since time.Time) {
 	if r.o.JobSets == nil {
 		return
 	}
-	wait := 100 * time.Millisecond
+	wait, logged := 100*time.Millisecond, ""
 	for {
 		err := r.o.JobSets.RecordEpoch(t.Context(), t, set, since)
 		if err == nil || t.Context().Err() != nil {
+			if err == nil && logged != "" {
+				r.log.Info("recorded the job set this leader runs", "job_set", coord.Short(set.Fingerprint))
+			}
 			return
 		}
-		r.log.Warn("recording the job set this leader runs failed; retrying while leadership lasts",
-			"job_set", coord.Short(set.Fingerprint), "error", err)
+		if err.Error() != logged {
+			logged = err.Error()
+			r.log.Warn("recording the job set this leader runs failed; retrying while leadership lasts "+
+				"(until it is, a later leader cannot tell which jobs this term had)",
+				"job_set", coord.Short(set.Fingerprint), "error", err)
+		}
 		select {
 		case <-time.After(wait):
 		case <-t.Context().Done():
+			return
+		case <-r.stopCtx.Done():
 			return
 		}
 		wait = min(2*wait, 2*time.Second)

@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -268,4 +269,58 @@ func TestDefinitionHashIsStable(t *testing.T) {
 			t.Errorf("%s: %s, want %s", tc.what, tc.got, tc.want)
 		}
 	}
+}
+
+// epochsFail is a JobSetStore whose epochs cannot be written (a permission
+// missing on the key, a full etcd): reading works.
+type epochsFail struct{ runner.JobSetStore }
+
+func (epochsFail) RecordEpoch(context.Context, *coord.Term, coord.JobSet, time.Time) error {
+	return errors.New("etcdserver: permission denied")
+}
+
+// An epoch only explains missed slots later; failing to write one must not
+// hold up the new leader's catch-up of the slots missed before its term,
+// nor its trigger decisions.
+func TestCatchUpDoesNotWaitForTheEpoch(t *testing.T) {
+	b, tasks := setupScripted(t)
+	b.r.Stop(context.Background())
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: epochsFail{b.coord}})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.r.Stop(ctx)
+	})
+	term := b.waitLeader(t)
+	j := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Spec: "@every 1s", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	last := time.Now().UTC().Truncate(time.Second).Add(-5 * time.Second)
+	if err := b.coord.Claim(context.Background(), term, "x", last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { b.r.OnTerm(term); close(done) }() // returns once the catch-up is done
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		// End the term (its lease revoked), so that the waiting ends too.
+		if ls, err := b.admin.Leases(context.Background()); err == nil {
+			for _, l := range ls.Leases {
+				_, _ = b.admin.Revoke(context.Background(), l.ID)
+			}
+		}
+		<-done
+		t.Fatal("the new leader's catch-up waited for an epoch that cannot be written")
+	}
+	waitCount(t, "runs of the slots missed before the term (misfire once)", func() float64 {
+		n := 0.0
+		for _, c := range tasks.called() {
+			if c.Context.GetScheduledTime().AsTime().After(last) {
+				n++
+			}
+		}
+		return min(n, 1)
+	}, 1)
 }

@@ -250,10 +250,13 @@ func (r *Runner) SetPaused(p map[string]bool) {
 	r.mu.Unlock()
 }
 
-// OnTerm is called when this replica starts leading: it applies misfire
-// policies and runs trigger requests that waited for a leader.
+// OnTerm is called when this replica starts leading: it records the job
+// set it leads with (in the background: that only explains missed slots to
+// a later leader, and must not hold up this one), applies misfire policies
+// and runs trigger requests that waited for a leader.
 func (r *Runner) OnTerm(t *coord.Term) {
-	r.recordEpoch(t, r.JobSet(), t.Since)
+	set := r.JobSet()
+	r.spawn(func() { r.recordEpoch(t, set, t.Since) })
 	r.CatchUp(t)
 	r.decideTriggers()
 }
