@@ -1,0 +1,218 @@
+package proctree
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Supported reports whether this system has what the package needs to
+// confirm a tree is gone: child subreapers and /proc (Linux).
+const Supported = true
+
+// EnableSubreaper makes the calling process a child subreaper: orphaned
+// descendants are re-parented to it rather than to init. It also starts
+// reaping adopted children (see the package doc). It is idempotent.
+func EnableSubreaper() error {
+	reaper.once.Do(func() {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			reaper.err = fmt.Errorf("become a child subreaper: %w", err)
+			return
+		}
+		reaper.start()
+	})
+	return reaper.err
+}
+
+// Process is one process as /proc shows it.
+type Process struct {
+	PID, PPID, PGID, SID int
+	// State is the state letter of /proc/PID/stat: R, S, D, Z, T ...
+	State byte
+	// start is the start time in clock ticks since boot: with PID it
+	// identifies the process even if the ID is reused later.
+	start uint64
+}
+
+// Zombie reports whether the process has exited and waits to be reaped.
+func (p Process) Zombie() bool { return p.State == 'Z' || p.State == 'X' }
+
+// Read returns the process pid, or an error wrapping os.ErrNotExist if there
+// is none.
+func Read(pid int) (Process, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			err = os.ErrNotExist
+		}
+		return Process{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	// pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt
+	// majflt cmajflt utime stime cutime cstime priority nice num_threads
+	// itrealvalue starttime ... comm may contain spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return Process{}, fmt.Errorf("process %d: unexpected stat %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 20 {
+		return Process{}, fmt.Errorf("process %d: unexpected stat %q", pid, b)
+	}
+	p := Process{PID: pid, State: f[0][0]}
+	p.PPID, _ = strconv.Atoi(f[1])
+	p.PGID, _ = strconv.Atoi(f[2])
+	p.SID, _ = strconv.Atoi(f[3])
+	p.start, _ = strconv.ParseUint(f[19], 10, 64)
+	return p, nil
+}
+
+// Children lists pid's child processes. It reads each of pid's threads'
+// children lists, so it costs little however many processes the host runs.
+func Children(pid int) ([]Process, error) {
+	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	if err != nil {
+		return nil, err
+	}
+	if len(tasks) == 0 {
+		if _, err := Read(pid); err != nil {
+			return nil, err
+		}
+		return scanChildren(pid)
+	}
+	var out []Process
+	seen := map[int]bool{}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread ended
+		}
+		for _, s := range strings.Fields(string(b)) {
+			c, err := strconv.Atoi(s)
+			if err != nil || seen[c] {
+				continue
+			}
+			seen[c] = true
+			if p, err := Read(c); err == nil && p.PPID == pid {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+// scanChildren is Children for kernels without the children files: a scan
+// of every process.
+func scanChildren(pid int) ([]Process, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []Process
+	for _, e := range entries {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, err := Read(c); err == nil && p.PPID == pid {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Descendants lists every process below pid: children, their children, and
+// so on.
+func Descendants(pid int) ([]Process, error) {
+	kids, err := Children(pid)
+	if err != nil {
+		return nil, err
+	}
+	out := kids
+	for i := 0; i < len(out); i++ {
+		more, err := Children(out[i].PID)
+		if err != nil {
+			continue // it exited meanwhile
+		}
+		out = append(out, more...)
+	}
+	return out, nil
+}
+
+// Same reports whether the process still exists as the same process (not a
+// new one that reused its ID), zombie or not.
+func (p Process) Same() bool {
+	q, err := Read(p.PID)
+	return err == nil && q.start == p.start
+}
+
+// Alive reports whether the process still runs: it exists, is the same
+// process, and is not a zombie.
+func (p Process) Alive() bool {
+	q, err := Read(p.PID)
+	return err == nil && q.start == p.start && !q.Zombie()
+}
+
+// Env returns the value of key in the environment the process started
+// with, and whether it was there. A zombie or a process whose environment
+// cannot be read (another user's) has none.
+func (p Process) Env(key string) (string, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/environ")
+	if err != nil {
+		return "", false
+	}
+	prefix := []byte(key + "=")
+	for kv := range bytes.SplitSeq(b, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, prefix); ok {
+			return string(v), true
+		}
+	}
+	return "", false
+}
+
+// Signal sends sig to the process through a pidfd, after checking the
+// process is still the one p describes. A process that is gone is not an
+// error.
+func (p Process) Signal(sig syscall.Signal) error {
+	fd, err := unix.PidfdOpen(p.PID, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if errors.Is(err, unix.ENOSYS) {
+		// Kernels before 5.3: fall back to kill(2) after the identity check.
+		if !p.Same() {
+			return nil
+		}
+		return ignoreGone(syscall.Kill(p.PID, sig))
+	}
+	if err != nil {
+		return fmt.Errorf("signal process %d: %w", p.PID, err)
+	}
+	defer unix.Close(fd)
+	// The pidfd now pins this PID to one process; make sure it is ours.
+	if !p.Same() {
+		return nil
+	}
+	return ignoreGone(unix.PidfdSendSignal(fd, sig, nil, 0))
+}
+
+func ignoreGone(err error) error {
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// Reap collects the exit status of p, a zombie child of the calling process,
+// so it disappears. It reports whether p was reaped.
+func (p Process) Reap() bool {
+	var ws unix.WaitStatus
+	pid, err := unix.Wait4(p.PID, &ws, unix.WNOHANG, nil)
+	return err == nil && pid == p.PID
+}

@@ -1,0 +1,346 @@
+//go:build linux
+
+package proctree_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pacerun/pacer/sdk/proctree"
+)
+
+func TestMain(m *testing.M) {
+	// The reaper runs for the life of the process, by design.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pacerun/pacer/sdk/proctree.(*reaperState).start.func1"))
+}
+
+// lockedBuffer is an io.Writer safe for the copy goroutines and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func sh(ctx context.Context, script string) (*proctree.Cmd, *lockedBuffer) {
+	var out lockedBuffer
+	c := proctree.Command(ctx, "/bin/sh", "-c", script)
+	c.Stdout, c.Stderr = &out, &out
+	return c, &out
+}
+
+// gone reports whether pid no longer exists at all: not even a zombie,
+// which a subreaper that does not reap would leave behind.
+func gone(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return errors.Is(err, os.ErrNotExist)
+}
+
+func waitGone(t *testing.T, pids ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for !gone(pid) {
+			if time.Now().After(deadline) {
+				st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+				t.Fatalf("process %d still exists: %s", pid, st)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// readPIDs waits until path holds n lines of pids and returns them.
+func readPIDs(t *testing.T, path string, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		lines := strings.Fields(string(b))
+		if len(lines) >= n && strings.HasSuffix(string(b), "\n") {
+			var pids []int
+			for _, l := range lines {
+				pid, err := strconv.Atoi(l)
+				if err != nil {
+					t.Fatalf("%s: %q", path, b)
+				}
+				pids = append(pids, pid)
+			}
+			return pids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %q after 10s, want %d pids", path, b, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A command that exits 0 while a background child still holds its output
+// is reported by its exit status at once; the child is killed and listed.
+func TestExitStatusWinsOverABackgroundChildHoldingTheOutput(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	c, out := sh(context.Background(), "echo hello; sleep 300 & echo $! > "+pidFile+"; exit 0")
+	start := time.Now()
+	res, err := c.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("Run took %s: it waited for the background child", took)
+	}
+	bg := readPIDs(t, pidFile, 1)[0]
+	if res.ExitCode != 0 || res.Stopped || !res.Confirmed || len(res.Leftovers) != 1 || res.Leftovers[0] != bg {
+		t.Fatalf("result %+v, want exit 0, confirmed, leftover %d", res, bg)
+	}
+	if out.String() != "hello\n" {
+		t.Fatalf("output %q", out.String())
+	}
+	if !gone(bg) {
+		t.Fatalf("leftover %d still exists after Run returned", bg)
+	}
+}
+
+// setsid and a daemon's double fork leave the command's process group and
+// its ancestry; they are still part of its tree and die with it, before Run
+// returns, and are reaped (no zombies).
+func TestSetsidAndDaemonisedDescendantsDieWithTheCommand(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		script string
+		n      int
+	}{
+		{"exit", `setsid sh -c 'echo $$ >> %[1]s; exec sleep 300' &
+(setsid sh -c 'echo $$ >> %[1]s; sleep 300; echo late') &
+sh -c 'echo $$ >> %[1]s; sleep 300' &
+while [ $(wc -l < %[1]s) -lt 3 ]; do sleep 0.01; done
+exit 3`, 3},
+		{"cancel", `setsid sh -c 'echo $$ >> %[1]s; exec sleep 300' &
+(setsid sh -c 'echo $$ >> %[1]s; sleep 300') &
+echo $$ >> %[1]s
+sleep 300`, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pids")
+			if err := os.WriteFile(pidFile, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c, out := sh(ctx, strings.ReplaceAll(tc.script, "%[1]s", pidFile))
+			type ran struct {
+				res *proctree.Result
+				err error
+			}
+			done := make(chan ran, 1)
+			go func() { res, err := c.Run(); done <- ran{res, err} }()
+			pids := readPIDs(t, pidFile, tc.n)
+			if tc.name == "cancel" {
+				cancel()
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if !r.res.Confirmed {
+				t.Fatalf("tree not confirmed dead: %+v", r.res)
+			}
+			if tc.name == "exit" && (r.res.ExitCode != 3 || len(r.res.Leftovers) < 3) {
+				t.Fatalf("result %+v, want exit 3 and the 3 background processes as leftovers", r.res)
+			}
+			if tc.name == "cancel" && !r.res.Stopped {
+				t.Fatalf("result %+v, want stopped", r.res)
+			}
+			for _, pid := range pids {
+				if !gone(pid) {
+					st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+					t.Errorf("process %d of the tree exists after Run returned: %s", pid, st)
+				}
+			}
+			if strings.Contains(out.String(), "late") {
+				t.Errorf("a killed process wrote: %q", out.String())
+			}
+		})
+	}
+}
+
+// A process that clears its environment and leaves the group and ancestry
+// carries no trace of its command. With no other command running it can
+// only be this one's, and dies with it.
+func TestAnUnmarkedOrphanDiesWhenNoOtherCommandRuns(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	c, _ := sh(context.Background(), `(setsid env -i /bin/sh -c 'echo $$ > `+pidFile+`; exec sleep 300' &)
+while [ ! -s `+pidFile+` ]; do sleep 0.01; done`)
+	res, err := c.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := readPIDs(t, pidFile, 1)[0]
+	if !gone(pid) || !res.Confirmed {
+		t.Fatalf("unmarked orphan %d survived (result %+v)", pid, res)
+	}
+}
+
+// Concurrent commands keep their trees apart: ending one leaves the other's
+// processes, including its setsid descendants, alone.
+func TestConcurrentTreesAreKeptApart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	long, _ := sh(ctx, `setsid sh -c 'echo $$ > `+dir+`/long; exec sleep 300' & wait`)
+	done := make(chan error, 1)
+	go func() { _, err := long.Run(); done <- err }()
+	longPID := readPIDs(t, dir+"/long", 1)[0]
+
+	short, _ := sh(context.Background(), `setsid sh -c 'echo $$ > `+dir+`/short; exec sleep 300' &
+while [ ! -s `+dir+`/short ]; do sleep 0.01; done`)
+	res, err := short.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortPID := readPIDs(t, dir+"/short", 1)[0]
+	if !gone(shortPID) || len(res.Leftovers) != 1 {
+		t.Fatalf("short command's leftover %d: result %+v", shortPID, res)
+	}
+	if gone(longPID) {
+		t.Fatal("ending one command killed another command's process")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, longPID)
+}
+
+// On cancellation the tree gets SIGTERM and Grace to stop, then SIGKILL.
+func TestStopSendsTermThenKillAfterGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		script string
+		state  string
+	}{
+		{"stops on TERM", `trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.05; done`, "exit status 0"},
+		{"ignores TERM", `trap '' TERM; echo ready; while :; do sleep 0.05; done`, "signal: killed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			c, out := sh(ctx, tc.script)
+			c.Grace = 300 * time.Millisecond
+			done := make(chan *proctree.Result, 1)
+			go func() {
+				res, err := c.Run()
+				if err != nil {
+					t.Error(err)
+				}
+				done <- res
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(out.String(), "ready") && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancel()
+			res := <-done
+			if res == nil || !res.Stopped || res.State != tc.state || !res.Confirmed {
+				t.Fatalf("result %+v, want stopped with %q", res, tc.state)
+			}
+		})
+	}
+}
+
+func TestEnvironmentCarriesTheMarker(t *testing.T) {
+	c, out := sh(context.Background(), `echo "$`+proctree.Marker+`|$FOO"`)
+	c.Env = []string{"FOO=bar", proctree.Marker + "=forged"}
+	res, err := c.Run()
+	if err != nil || res.ExitCode != 0 {
+		t.Fatal(res, err)
+	}
+	marker, foo, _ := strings.Cut(strings.TrimSpace(out.String()), "|")
+	if len(marker) != 16 || marker == "forged" || foo != "bar" {
+		t.Fatalf("output %q: want a fresh 16-digit marker and FOO=bar", out.String())
+	}
+}
+
+func TestCommandThatCannotStart(t *testing.T) {
+	for _, name := range []string{"/nonexistent/prog", "no-such-program-anywhere"} {
+		res, err := proctree.Command(context.Background(), name).Run()
+		if err == nil || res != nil {
+			t.Errorf("%s: res %+v err %v, want an error and no result", name, res, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := proctree.Command(ctx, "/bin/true").Run(); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled before start: %v", err)
+	}
+}
+
+func TestSeparateOutputStreams(t *testing.T) {
+	var stdout, stderr lockedBuffer
+	c := proctree.Command(context.Background(), "/bin/sh", "-c", "echo out; echo err >&2")
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if _, err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "out\n" || stderr.String() != "err\n" {
+		t.Fatalf("stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+}
+
+func TestDescendantsAndSignal(t *testing.T) {
+	if err := proctree.EnableSubreaper(); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, _ := sh(ctx, "sh -c 'echo $$ > "+pidFile+"; exec sleep 300' & wait")
+	done := make(chan struct{})
+	go func() { _, _ = c.Run(); close(done) }()
+	pid := readPIDs(t, pidFile, 1)[0]
+	ds, err := proctree.Descendants(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found *proctree.Process
+	for i := range ds {
+		if ds[i].PID == pid {
+			found = &ds[i]
+		}
+	}
+	if found == nil || !found.Alive() || found.Zombie() {
+		t.Fatalf("process %d not among descendants %+v", pid, ds)
+	}
+	if v, ok := found.Env(proctree.Marker); !ok || v == "" {
+		t.Fatalf("no marker in the environment of %d", pid)
+	}
+	if err := found.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	waitGone(t, pid)
+	// A process that is gone is not an error, and is not "alive".
+	if err := found.Signal(syscall.SIGKILL); err != nil || found.Alive() {
+		t.Fatalf("signal to a gone process: %v, alive %v", err, found.Alive())
+	}
+}

@@ -1,0 +1,251 @@
+package proctree
+
+import (
+	"maps"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// reaperState is process-wide because what it manages is: a subreaper
+// adopts orphans for the whole process, and reaping must know every child
+// the process started itself.
+type reaperState struct {
+	once sync.Once
+	err  error
+
+	mu   sync.Mutex   // held while a command starts and while adopted children are reaped
+	own  map[int]bool // commands started by Run that os/exec has not waited for yet
+	live int          // commands whose trees have not ended yet
+}
+
+var reaper = reaperState{own: map[int]bool{}}
+
+// start reaps adopted children whenever a child exits (SIGCHLD).
+func (r *reaperState) start() {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGCHLD)
+	go func() {
+		for range ch {
+			reapAdopted()
+		}
+	}()
+}
+
+// sysProcAttr: a process group of its own, so a signal to the group reaches
+// the command's ordinary descendants; Pdeathsig SIGKILL, so the command dies
+// with the plugin even if the plugin is killed.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// tree is one running command and what it started.
+type tree struct {
+	pid    int    // the command; also its process group
+	marker string // value of Marker in its environment
+	self   int    // this process, the tree's subreaper
+	sub    bool   // this process is a subreaper: the tree cannot leave it
+}
+
+func start(ec *exec.Cmd, marker string) (*tree, error) {
+	sub := EnableSubreaper() == nil
+	reaper.mu.Lock()
+	defer reaper.mu.Unlock()
+	if err := ec.Start(); err != nil {
+		return nil, err
+	}
+	reaper.own[ec.Process.Pid] = true
+	reaper.live++
+	return &tree{pid: ec.Process.Pid, marker: marker, self: os.Getpid(), sub: sub}, nil
+}
+
+// waited records that os/exec has reaped the command (or given up on it).
+func (t *tree) waited(reaped bool) {
+	if !reaped {
+		return // still ours to wait for; never reaped as adopted
+	}
+	reaper.mu.Lock()
+	delete(reaper.own, t.pid)
+	reaper.mu.Unlock()
+}
+
+// members lists the processes of the tree still present (zombies included):
+// every process below this one that is in the command's process group,
+// descends from the command, or carries its marker.
+func (t *tree) members() []Process {
+	all, err := Descendants(t.self)
+	if err != nil {
+		return nil
+	}
+	parent := make(map[int]int, len(all))
+	for _, p := range all {
+		parent[p.PID] = p.PPID
+	}
+	below := func(pid int) bool {
+		for n := 0; pid > 1 && n < len(all); n++ {
+			if pid == t.pid {
+				return true
+			}
+			pid = parent[pid]
+		}
+		return false
+	}
+	var out []Process
+	for _, p := range all {
+		if p.PGID == t.pid || below(p.PID) {
+			out = append(out, p)
+			continue
+		}
+		if v, ok := p.Env(Marker); ok && v == t.marker {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// live lists the pids of the tree's processes that still run.
+func (t *tree) live() []int {
+	var pids []int
+	for _, p := range t.members() {
+		if !p.Zombie() {
+			pids = append(pids, p.PID)
+		}
+	}
+	return pids
+}
+
+// signal sends sig to every live process of the tree.
+func (t *tree) signal(sig syscall.Signal) {
+	for _, p := range t.members() {
+		if !p.Zombie() {
+			_ = p.Signal(sig)
+		}
+	}
+}
+
+// end kills what is left of the tree after the command ended and waits
+// until a scan finds none of it alive, for up to killTimeout. It returns the
+// processes it found still running at first.
+func (t *tree) end(killTimeout time.Duration) (leftovers []int, confirmed bool, err error) {
+	defer func() {
+		reaper.mu.Lock()
+		reaper.live--
+		reaper.mu.Unlock()
+		reapAdopted()
+	}()
+	deadline := time.Now().Add(killTimeout)
+	for round := 0; ; round++ {
+		var alive []Process
+		for _, p := range append(t.members(), t.unclaimed()...) {
+			if !p.Zombie() && !slices.ContainsFunc(alive, func(q Process) bool { return q.PID == p.PID }) {
+				alive = append(alive, p)
+			}
+		}
+		reapAdopted()
+		if round == 0 {
+			for _, p := range alive {
+				leftovers = append(leftovers, p.PID)
+			}
+		}
+		if len(alive) == 0 {
+			// Without the subreaper an orphan could have left for init
+			// unseen: then nothing is confirmed.
+			return leftovers, t.sub, nil
+		}
+		for _, p := range alive {
+			_ = p.Signal(syscall.SIGKILL)
+		}
+		// A killed process's children are re-parented before it turns
+		// into a zombie, so once every one of them is dead the next scan
+		// sees their children where they now are.
+		if !waitDead(alive, deadline) {
+			var pids []int
+			for _, p := range alive {
+				if p.Alive() {
+					pids = append(pids, p.PID)
+				}
+			}
+			return leftovers, false, &AliveError{PIDs: pids, After: killTimeout}
+		}
+	}
+}
+
+// unclaimed lists, when no other command runs, the live processes below
+// this one that no command started as far as the tree can tell (orphans
+// that left their group and ancestry and cleared their environment), and
+// what they started: with no other command running, they can only be this
+// command's.
+func (t *tree) unclaimed() []Process {
+	reaper.mu.Lock()
+	others := reaper.live - 1
+	own := maps.Clone(reaper.own)
+	reaper.mu.Unlock()
+	if others > 0 {
+		return nil
+	}
+	kids, err := Children(t.self)
+	if err != nil {
+		return nil
+	}
+	var out []Process
+	for _, k := range kids {
+		if own[k.PID] || k.Zombie() {
+			continue
+		}
+		below, _ := Descendants(k.PID)
+		out = append(append(out, k), below...)
+	}
+	return out
+}
+
+// waitDead waits until none of ps runs, or the deadline passes.
+func waitDead(ps []Process, deadline time.Time) bool {
+	wait := time.Millisecond
+	for {
+		n := 0
+		for _, p := range ps {
+			if p.Alive() {
+				n++
+			}
+		}
+		if n == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// reapAdopted reaps this process's children that exited and that it did
+// not start through Run: orphans it adopted as a subreaper. When no command
+// runs, a live adopted child can belong to no tree any more (it left its
+// command's group and ancestry, and cleared its environment): it is killed,
+// with what it started.
+func reapAdopted() {
+	reaper.mu.Lock()
+	defer reaper.mu.Unlock()
+	kids, err := Children(os.Getpid())
+	if err != nil {
+		return
+	}
+	for _, k := range kids {
+		switch {
+		case reaper.own[k.PID]:
+		case k.Zombie():
+			k.Reap()
+		case reaper.live == 0:
+			below, _ := Descendants(k.PID)
+			_ = k.Signal(syscall.SIGKILL)
+			for _, p := range below {
+				_ = p.Signal(syscall.SIGKILL)
+			}
+		}
+	}
+}
