@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,5 +44,30 @@ func TestClassify(t *testing.T) {
 				t.Fatalf("outcome %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestTruncateCountsEveryByteCut(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("x", 100)
+	tests := []struct {
+		name, in string
+		n        int
+		want     string
+	}{
+		{"fits", "hello", 10, "hello"},
+		{"cut here", big, 10, "xxxxxxxxxx\n[truncated 90 bytes]"},
+		// The plugin cut 4,999,000 bytes and kept 100; the runner keeps 10.
+		{"cut by the plugin and here", big + "\n[truncated 4999000 bytes]", 10, "xxxxxxxxxx\n[truncated 4999090 bytes]"},
+		// Only the plugin's note is over the limit: nothing more is cut
+		// (this used to be recorded as "[truncated 19 bytes]").
+		{"cut by the plugin only", big + "\n[truncated 4999000 bytes]", 100, big + "\n[truncated 4999000 bytes]"},
+		{"at a character boundary", "ééééé", 3, "é\n[truncated 8 bytes]"},
+		{"a note in the middle is text", "[truncated 5 bytes] and more text", 3, "[tr\n[truncated 30 bytes]"},
+	}
+	for _, tc := range tests {
+		if got := truncate(tc.in, tc.n); got != tc.want {
+			t.Errorf("%s: truncate(%q, %d) = %q, want %q", tc.name, tc.in, tc.n, got, tc.want)
+		}
 	}
 }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -796,12 +799,29 @@ func pluginLog(log *slog.Logger, plugin string, l *pluginv1.LogRecord) {
 	log.LogAttrs(context.Background(), slog.Level(l.GetLevel()), l.GetMessage(), attrs...)
 }
 
+// truncate keeps at most the first n bytes of s (cut at a character
+// boundary) and ends it with a note saying how many bytes were cut. A
+// plugin that cut its output already ends it with the same note, which is
+// kept and whose count grows by what is cut here.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + fmt.Sprintf("\n[truncated %d bytes]", len(s)-n)
+	body, cut := s, int64(0)
+	if m := truncatedNote.FindStringSubmatchIndex(s); m != nil {
+		if c, err := strconv.ParseInt(s[m[2]:m[3]], 10, 64); err == nil {
+			body, cut = s[:m[0]], c
+		}
+	}
+	keep := min(n, len(body))
+	for keep > 0 && keep < len(body) && !utf8.RuneStart(body[keep]) {
+		keep--
+	}
+	return body[:keep] + fmt.Sprintf("\n[truncated %d bytes]", cut+int64(len(body)-keep))
 }
+
+// truncatedNote is the last line of an output that was cut.
+var truncatedNote = regexp.MustCompile(`\n\[truncated (\d+) bytes\]$`)
 
 func cmpString(a, b string) int {
 	switch {

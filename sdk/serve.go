@@ -14,6 +14,7 @@ import (
 
 	"github.com/pacerun/pacer/sdk/internal/server"
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // Serve runs p as a Pacer plugin. Call it from main; it does not return.
@@ -22,7 +23,12 @@ import (
 // written to stdout before Serve is called (not even from init functions):
 // that would corrupt the handshake. After Serve starts, stray writes to stdout
 // are redirected to the runner's log. The plugin exits on its own when its
-// runner exits or dies.
+// runner exits or dies, and kills every process below it as it goes: a
+// stop the runner asks for gives running tasks a few seconds to return
+// first, the runner's death does not. A task that starts programs should
+// do so through package proctree, which ends each command's whole process
+// tree with it; a task whose processes cannot be confirmed dead returns an
+// error wrapping proctree.ErrTreeAlive, and the runner then starts no retry.
 func Serve(p Plugin) {
 	if err := p.validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "pacer plugin %q: %v\n", p.Name, err)
@@ -89,6 +95,10 @@ func (d dispatcher) Run(ctx context.Context, req *pluginv1.RunRequest) (*pluginv
 	res := &pluginv1.RunResult{Output: sresp.Output}
 	if err != nil {
 		res.Error = err.Error()
+	}
+	if errors.Is(err, proctree.ErrTreeAlive) {
+		// The runner must not start a retry while these live.
+		res.ProcessesLeft = err.Error()
 	}
 	if len(sresp.Data) > 0 {
 		data, derr := structpb.NewStruct(sresp.Data)

@@ -6,16 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/pacerun/pacer/sdk"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
-// killGrace is how long the process group gets between SIGTERM and SIGKILL.
+// killGrace is how long the command's process tree gets between SIGTERM and
+// SIGKILL when the run is cancelled or times out.
 const killGrace = 2 * time.Second
 
 // params are the task's params. The SDK derives the schema the runner checks
@@ -78,49 +78,72 @@ func execTask(ctx context.Context, p params, resp *sdk.Response) error {
 	log := sdk.Logger(ctx)
 	out := newOutput(p.MaxOutputBytes, func(line string) { log.Info(line, "stream", "output") })
 
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// proctree runs the command in a process group of its own, keeps every
+	// process it starts (setsid and daemons included) below this plugin,
+	// and returns when none of them is left.
+	cmd := proctree.Command(ctx, argv[0], argv[1:]...)
 	cmd.Dir = p.Dir
 	cmd.Env = environment(ctx, p)
-	cmd.Stdout = out
-	cmd.Stderr = out
-	// A process group of its own, so cancellation reaches every descendant.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = killGrace
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Grace = killGrace
 
 	start := time.Now()
-	err := cmd.Run()
-	// Whatever happened, make sure nothing of the group is left.
-	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	res, err := cmd.Run()
+	if res == nil {
+		out.Flush()
+		resp.Output = out.String()
+		resp.Data = map[string]any{"exit_code": -1, "duration_ms": time.Since(start).Milliseconds(), "truncated": out.Truncated()}
+		if ctx.Err() != nil {
+			return fmt.Errorf("command %q not started: %w", argv[0], context.Cause(ctx))
+		}
+		return fmt.Errorf("command %q could not run: %w", argv[0], err)
+	}
+	if len(res.Leftovers) > 0 && !res.Stopped {
+		out.Note(fmt.Sprintf("[the command exited, leaving %s running; killed: pids %s]",
+			plural(len(res.Leftovers), "process", "processes"), joinInts(res.Leftovers)))
 	}
 	out.Flush()
 
 	resp.Output = out.String()
 	resp.Data = map[string]any{
-		"exit_code":   exitCode(cmd),
+		"exit_code":   res.ExitCode,
 		"duration_ms": time.Since(start).Milliseconds(),
 		"truncated":   out.Truncated(),
 	}
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() != nil:
-		return fmt.Errorf("command %q stopped: %w", argv[0], context.Cause(ctx))
-	default:
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("command %q exited with status %d", argv[0], exitCode(cmd))
-		}
-		return fmt.Errorf("command %q could not run: %w", argv[0], err)
+	if len(res.Leftovers) > 0 {
+		resp.Data["leftover_processes"] = len(res.Leftovers)
 	}
+	var failed error
+	switch {
+	case res.Stopped:
+		failed = fmt.Errorf("command %q stopped: %w", argv[0], context.Cause(ctx))
+	case res.ExitCode < 0:
+		failed = fmt.Errorf("command %q ended by %s", argv[0], res.State)
+	case res.ExitCode > 0:
+		failed = fmt.Errorf("command %q exited with status %d", argv[0], res.ExitCode)
+	}
+	if err != nil { // processes of the tree could not be confirmed dead
+		if failed == nil {
+			return fmt.Errorf("command %q exited with status 0, but %w", argv[0], err)
+		}
+		return fmt.Errorf("%w; %w", failed, err)
+	}
+	return failed
 }
 
-func exitCode(cmd *exec.Cmd) int {
-	if cmd.ProcessState == nil {
-		return -1
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
 	}
-	return cmd.ProcessState.ExitCode()
+	return strconv.Itoa(n) + " " + many
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
 }
 
 // baseEnv names the variables of the plugin's own environment a command

@@ -2,8 +2,12 @@
 //
 // Task "exec" runs a command (argv, no shell unless asked), captures a bounded
 // copy of its combined output, maps the exit status to the run's outcome and
-// exports the run's identity as PACER_* environment variables. On timeout or
-// cancellation the whole process group is killed, so no grandchild survives.
+// exports the run's identity as PACER_* environment variables. Every process
+// the command starts, including ones that call setsid or daemonise, ends
+// with the run (package sdk/proctree): on timeout or cancellation after
+// SIGTERM and a grace period, and when the command exits, whatever it left
+// running is killed and noted in the output. Output beyond
+// max_output_bytes is cut, and a last line says how many bytes were.
 //
 //	params:
 //	  command: [/usr/local/bin/report, --since, 24h]   # or a string with shell: true

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"sync"
 )
 
@@ -16,6 +17,8 @@ type output struct {
 	buf       bytes.Buffer
 	max       int
 	truncated bool
+	cut       int64 // bytes not kept
+	notes     []string
 	line      []byte
 	onLine    func(string)
 }
@@ -33,6 +36,7 @@ func (o *output) Write(p []byte) (int, error) {
 		if room < 0 {
 			room = 0
 		}
+		o.cut += int64(len(p) - room)
 		p = p[:room]
 	}
 	o.buf.Write(p)
@@ -66,13 +70,30 @@ func (o *output) Flush() {
 	o.emit()
 }
 
+// Note adds a line after the output, outside its budget.
+func (o *output) Note(s string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.notes = append(o.notes, s)
+}
+
+// String is the kept output, then the notes, then, if output was cut, a
+// last line saying how many bytes were (the runner adds to that count if
+// it cuts more).
 func (o *output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.truncated {
-		return o.buf.String() + "\n[output truncated]"
+	s := o.buf.String()
+	for _, n := range o.notes {
+		if s != "" && s[len(s)-1] != '\n' {
+			s += "\n"
+		}
+		s += n
 	}
-	return o.buf.String()
+	if o.truncated {
+		s += fmt.Sprintf("\n[truncated %d bytes]", o.cut)
+	}
+	return s
 }
 
 func (o *output) Truncated() bool {

@@ -358,11 +358,13 @@ type Call struct {
 }
 
 // Result is a task's answer. TaskError is non-empty when the task itself
-// reported failure.
+// reported failure; ProcessesLeft when the plugin could not confirm that
+// every process the attempt started is dead (then no retry may start).
 type Result struct {
-	Output    string
-	Data      map[string]any
-	TaskError string
+	Output        string
+	Data          map[string]any
+	TaskError     string
+	ProcessesLeft string
 }
 
 // Run calls a task and waits for its result. When ctx ends first, the task
@@ -478,7 +480,7 @@ func (h *Host) stream(ctx context.Context, inst *instance, c Call, req *pluginv1
 			if _, err := stream.Recv(); err != io.EOF {
 				return nil, fmt.Errorf("%w: plugin %q sent events after the result", ErrProtocol, c.Plugin)
 			}
-			return &Result{Output: r.GetOutput(), Data: r.GetData().AsMap(), TaskError: r.GetError()}, nil
+			return &Result{Output: r.GetOutput(), Data: r.GetData().AsMap(), TaskError: r.GetError(), ProcessesLeft: r.GetProcessesLeft()}, nil
 		default:
 			return nil, fmt.Errorf("%w: plugin %q sent an unknown event", ErrProtocol, c.Plugin)
 		}

@@ -963,7 +963,12 @@ type RunResult struct {
 	Data *structpb.Struct `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 	// Non-empty when the task failed. Infrastructure failures (unknown task,
 	// invalid params, panic) are gRPC status errors instead.
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Non-empty when processes the attempt started could not be confirmed
+	// dead when the task returned: which ones, and why. A plugin must end
+	// every process an attempt started before it answers; when it cannot, it
+	// says so here, and the runner records it and does not start a retry.
+	ProcessesLeft string `protobuf:"bytes,4,opt,name=processes_left,json=processesLeft,proto3" json:"processes_left,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1015,6 +1020,13 @@ func (x *RunResult) GetData() *structpb.Struct {
 func (x *RunResult) GetError() string {
 	if x != nil {
 		return x.Error
+	}
+	return ""
+}
+
+func (x *RunResult) GetProcessesLeft() string {
+	if x != nil {
+		return x.ProcessesLeft
 	}
 	return ""
 }
@@ -1100,11 +1112,12 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05value\">\n" +
 	"\bProgress\x12\x18\n" +
 	"\apercent\x18\x01 \x01(\x01R\apercent\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"f\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x8d\x01\n" +
 	"\tRunResult\x12\x16\n" +
 	"\x06output\x18\x01 \x01(\tR\x06output\x12+\n" +
 	"\x04data\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x04data\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\xe9\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12%\n" +
+	"\x0eprocesses_left\x18\x04 \x01(\tR\rprocessesLeft2\xe9\x01\n" +
 	"\n" +
 	"TaskPlugin\x12O\n" +
 	"\bDescribe\x12 .pacer.plugin.v1.DescribeRequest\x1a!.pacer.plugin.v1.DescribeResponse\x12?\n" +

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // drainGrace is how long in-flight tasks get to return after their contexts
@@ -34,17 +35,32 @@ func Serve(d Dispatcher) {
 	srv.base = base
 	tp := installTracing(srv)
 
+	// A stop asked for by the runner lets runs end in their own way first;
+	// the runner's death kills every process below the plugin at once:
+	// those runs are lost, and a new leader may run their slots again.
+	// Either way nothing the plugin started outlives it.
 	shutdown := sync.OnceFunc(func() {
 		stop()
 		srv.WaitRuns(drainGrace)
+		endDescendants()
 		_ = tp.Shutdown(context.Background())
 		os.Exit(0)
 	})
-	go watchParent(os.Getppid(), shutdown)
+	ppid := os.Getppid()
+	parentGone := func() {
+		fmt.Fprintln(os.Stderr, "pacer plugin: runner process is gone; killing every process of its runs and stopping")
+		endDescendants()
+		shutdown()
+	}
+	go watchParent(ppid, parentGone)
 	go func() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
 		<-sig
+		// Pdeathsig delivers SIGTERM after the plugin was re-parented.
+		if os.Getppid() != ppid {
+			parentGone()
+		}
 		shutdown()
 	}()
 
@@ -67,13 +83,48 @@ func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(opts...)
 }
 
-func watchParent(ppid int, shutdown func()) {
+func watchParent(ppid int, gone func()) {
 	t := time.NewTicker(parentPoll)
 	defer t.Stop()
 	for range t.C {
 		if os.Getppid() != ppid {
-			fmt.Fprintln(os.Stderr, "pacer plugin: runner process is gone; stopping")
-			shutdown()
+			gone()
+			return
+		}
+	}
+}
+
+// descendantsGrace bounds how long a stopping plugin waits for the
+// processes it killed to die.
+const descendantsGrace = 2 * time.Second
+
+// endDescendants kills every process below the plugin (with a subreaper,
+// that is everything its tasks started, daemons included) and waits until
+// they are dead, for up to descendantsGrace.
+func endDescendants() {
+	deadline := time.Now().Add(descendantsGrace)
+	for {
+		ds, err := proctree.Descendants(os.Getpid())
+		if err != nil {
+			return // not on this system
+		}
+		var alive []proctree.Process
+		for _, p := range ds {
+			if !p.Zombie() {
+				alive = append(alive, p)
+				_ = p.Signal(syscall.SIGKILL)
+			}
+		}
+		if len(alive) == 0 {
+			return
+		}
+		for _, p := range alive {
+			for p.Alive() && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "pacer plugin: %d processes of its runs still alive %s after SIGKILL\n", len(alive), descendantsGrace)
 			return
 		}
 	}
