@@ -131,7 +131,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now tim
 			if t.Context().Err() != nil {
 				return
 			}
-			r.runSlot(t.Context(), t, Slot{Job: j, Time: s}, newCorrelationID(), nil)
+			r.runTracked(t, Slot{Job: j, Time: s}, newCorrelationID(), 0, 1)
 		}
 	}()
 }
@@ -181,7 +181,7 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, last coord.SlotRecord) {
 		r.mu.Unlock()
 		go func() {
 			defer r.wg.Done()
-			r.runSlotFrom(t.Context(), t, s, rec.CorrelationID, nil, last.Revision, rec.Attempt+1)
+			r.runTracked(t, s, rec.CorrelationID, last.Revision, rec.Attempt+1)
 		}()
 		return
 	}

@@ -33,6 +33,9 @@ func (s *scripted) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Result
 	if len(s.script) > 0 {
 		res.TaskError, s.script = s.script[0], s.script[1:]
 	}
+	if left, ok := strings.CutPrefix(res.TaskError, "alive:"); ok {
+		res.ProcessesLeft = left
+	}
 	return res, nil
 }
 

@@ -4,7 +4,7 @@ import "github.com/pacerun/pacer/observability"
 
 // SkipReasons are every value of pacer_job_skipped_total's reason label.
 var SkipReasons = []string{SkipOverlap, SkipMisfire, SkipPaused, SkipLockLost, SkipClaimedElsewhere, SkipTooOld,
-	SkipExpired, SkipNotInJobSet}
+	SkipExpired, SkipNotInJobSet, SkipReloaded, SkipStopping, SkipTreeAlive}
 
 // Series of a job's metrics exist from the moment the job is configured, at
 // 0, for every known label value: a counter that appears only with its first

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // Coordinator is what the Runner needs from cluster coordination.
@@ -64,6 +66,23 @@ const (
 	// SkipNotInJobSet: the leader at the slot's time did not have the job,
 	// or had it defined differently (replicas with different configs).
 	SkipNotInJobSet = "not_in_job_set"
+
+	// Reasons a retry was not started; the record is the slot's last.
+	SkipReloaded  = "reloaded"   // the job was removed or changed by a config reload
+	SkipStopping  = "stopping"   // the runner is shutting down
+	SkipTreeAlive = "tree_alive" // processes of the previous attempt could not be confirmed dead
+)
+
+// retryStop says why a slot's pending retries were stopped.
+type retryStop struct{ reason, detail string }
+
+func (e *retryStop) Error() string { return e.detail }
+
+var (
+	stopPaused   = &retryStop{SkipPaused, "the job was paused"}
+	stopRemoved  = &retryStop{SkipReloaded, "the job was removed by a config reload"}
+	stopChanged  = &retryStop{SkipReloaded, "the job was changed by a config reload"}
+	stopStopping = &retryStop{SkipStopping, "the runner is stopping"}
 )
 
 // Options configure a Runner.
@@ -112,15 +131,24 @@ type Runner struct {
 	sorted   []*Job       // jobs by ID
 	jobSet   coord.JobSet // of jobs
 	paused   map[string]bool
-	running  map[string]map[string]context.CancelFunc // job ID -> run ID -> cancel
-	triggers map[string]int64                         // trigger ID -> token of the term deciding or running it (trigger.go)
-	retiring map[string][]*Job                        // removed by a reload while running: series to delete
-	pending  []coord.Trigger                          // trigger requests as last seen in etcd
+	running  map[string]map[string]*slotRun // job ID -> key -> the slot's run
+	triggers map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
+	retiring map[string][]*Job              // removed by a reload while running: series to delete
+	pending  []coord.Trigger                // trigger requests as last seen in etcd
 	wg       sync.WaitGroup
 
 	triggerWaits map[string]bool // trigger IDs waiting for their job, logged once
 	triggerTimer *time.Timer     // decides again when a waiting request expires
 	triggerWake  time.Time       // when triggerTimer fires
+}
+
+// slotRun is a slot being run: its attempts and the wait between them.
+type slotRun struct {
+	cancel context.CancelCauseFunc // ends the running attempt and the retries
+	// retries ends (with a *retryStop cause) when no further attempt may
+	// start; a running attempt goes on.
+	retries   context.Context
+	stopRetry context.CancelCauseFunc
 }
 
 // New returns a Runner. Call Start to begin scheduling.
@@ -151,7 +179,7 @@ func New(o Options) *Runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
-		running: map[string]map[string]context.CancelFunc{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
+		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
 		retiring: map[string][]*Job{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	r.sched.onStepBack = func(d time.Duration) {
@@ -162,33 +190,55 @@ func New(o Options) *Runner {
 	return r
 }
 
-// SetJobs replaces the scheduled jobs, by ID. Runs in progress go on; a job
-// that stays keeps its slots, so no slot runs twice.
+// SetJobs replaces the scheduled jobs, by ID; a job that stays keeps its
+// slots, so no slot runs twice. A removed job's running attempts are
+// cancelled; a changed job's run to their end. Neither gets another
+// attempt: their pending retries are recorded as skipped (reason
+// "reloaded").
 func (r *Runner) SetJobs(jobs []*Job) {
 	m := make(map[string]*Job, len(jobs))
+	set := JobSetOf(jobs)
+	r.mu.Lock()
 	for _, j := range jobs {
+		if old, ok := r.jobs[j.ID]; ok && sameJob(old, j) {
+			j = old // unchanged: its slots in progress may retry
+		}
 		m[j.ID] = j
 	}
-	set := JobSetOf(jobs)
 	sorted := make([]*Job, 0, len(m))
 	for _, j := range m {
 		sorted = append(sorted, j)
 	}
 	slices.SortFunc(sorted, func(a, b *Job) int { return cmpString(a.ID, b.ID) })
-	r.mu.Lock()
+	for id, old := range r.jobs {
+		j, ok := m[id]
+		switch {
+		case !ok:
+			for _, sr := range r.running[id] {
+				sr.stopRetry(stopRemoved)
+				sr.cancel(stopRemoved)
+			}
+		case j != old:
+			for _, sr := range r.running[id] {
+				sr.stopRetry(stopChanged)
+			}
+		}
+	}
 	old := r.jobs
 	r.jobs, r.sorted = m, sorted
 	changed := set.Fingerprint != r.jobSet.Fingerprint
 	r.jobSet = set
 	r.exportPausedLocked(old)
+	list := make([]*Job, 0, len(m))
 	for _, j := range jobs {
-		r.initJobMetrics(j)
+		list = append(list, m[j.ID])
+		r.initJobMetrics(m[j.ID])
 	}
 	for _, j := range old {
 		r.retireLocked(j)
 	}
 	r.mu.Unlock()
-	r.sched.Set(jobs)
+	r.sched.Set(list)
 	r.decideTriggers() // requests that waited for a job added now
 	if r.o.OnJobSet != nil {
 		r.o.OnJobSet(set)
@@ -200,6 +250,13 @@ func (r *Runner) SetJobs(jobs []*Job) {
 			r.spawn(func() { r.recordEpoch(t, set, since) })
 		}
 	}
+}
+
+// sameJob reports whether a reload left a job as it was.
+func sameJob(a, b *Job) bool {
+	x, y := *a, *b
+	x.Schedule, y.Schedule = nil, nil // Spec and Timezone say the same
+	return reflect.DeepEqual(x, y)
 }
 
 // exportPausedLocked sets pacer_job_paused for every configured job and
@@ -245,11 +302,20 @@ func (r *Runner) JobState(id string) (paused bool, running int) {
 	return r.paused[id], len(r.running[id])
 }
 
-// SetPaused replaces the set of paused jobs (kept in sync from etcd).
+// SetPaused replaces the set of paused jobs (kept in sync from etcd). A
+// paused job's running attempts go on; its pending retries do not start
+// (each is recorded as skipped, reason "paused").
 func (r *Runner) SetPaused(p map[string]bool) {
 	r.mu.Lock()
 	r.paused = p
 	r.exportPausedLocked(nil)
+	for id, paused := range p {
+		if paused {
+			for _, sr := range r.running[id] {
+				sr.stopRetry(stopPaused)
+			}
+		}
+	}
 	r.mu.Unlock()
 }
 
@@ -300,14 +366,20 @@ func (r *Runner) spawn(fn func()) {
 // Start runs the scheduler until ctx is done.
 func (r *Runner) Start(ctx context.Context) { r.sched.Run(ctx) }
 
-// Stop stops firing new slots and waits for running attempts to finish. When
-// ctx ends first, the remaining attempts are cancelled and Stop waits for
-// them to return.
+// Stop stops firing new slots, records pending retries as skipped (reason
+// "stopping") and waits for running attempts to finish. When ctx ends
+// first, the remaining attempts are cancelled and Stop waits for them to
+// return.
 func (r *Runner) Stop(ctx context.Context) {
 	r.mu.Lock()
 	r.stopped = true
 	if r.triggerTimer != nil {
 		r.triggerTimer.Stop()
+	}
+	for _, runs := range r.running {
+		for _, sr := range runs {
+			sr.stopRetry(stopStopping)
+		}
 	}
 	r.mu.Unlock()
 	done := make(chan struct{})
@@ -362,8 +434,9 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 				return
 			}
 		case OverlapReplace:
-			for _, cancel := range r.running[s.Job.ID] {
-				cancel()
+			for _, sr := range r.running[s.Job.ID] {
+				sr.stopRetry(errReplaced)
+				sr.cancel(errReplaced)
 			}
 		default:
 			skip(t, s, SkipOverlap, "previous run still running")
@@ -373,28 +446,66 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 	if correlationID == "" {
 		correlationID = observability.NewCorrelationID()
 	}
-	key := observability.NewRunID() // identifies this slot's runs in r.running
-	ctx, cancel := context.WithCancel(r.stopCtx)
-	stop := context.AfterFunc(t.Context(), cancel) // leadership lost => stop
-	if r.running[s.Job.ID] == nil {
-		r.running[s.Job.ID] = map[string]context.CancelFunc{}
-	}
-	r.running[s.Job.ID][key] = cancel
+	ctx, sr, done := r.trackLocked(t, s.Job.ID)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		defer stop()
-		defer cancel()
-		r.runSlot(ctx, t, s, correlationID, tr)
-		r.mu.Lock()
-		delete(r.running[s.Job.ID], key)
-		if len(r.running[s.Job.ID]) == 0 {
-			delete(r.running, s.Job.ID)
-			r.runEndedLocked(s.Job.ID)
-		}
-		r.mu.Unlock()
+		defer done()
+		r.runSlot(ctx, t, s, correlationID, tr, sr)
 	}()
 }
+
+// trackLocked registers a slot's run in r.running, where overlap policies,
+// pauses, reloads and Stop find it, and returns its context (ended by Stop's
+// drain timeout, the end of the term, or replace) and the func that
+// unregisters it. Called with r.mu held.
+func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotRun, func()) {
+	key := observability.NewRunID() // identifies this slot's run in r.running
+	ctx, cancel := context.WithCancelCause(r.stopCtx)
+	stop := context.AfterFunc(t.Context(), func() { cancel(errLeadershipLost) })
+	sr := &slotRun{cancel: cancel}
+	sr.retries, sr.stopRetry = context.WithCancelCause(context.Background())
+	if r.running[job] == nil {
+		r.running[job] = map[string]*slotRun{}
+	}
+	r.running[job][key] = sr
+	return ctx, sr, func() {
+		stop()
+		cancel(nil)
+		sr.stopRetry(nil)
+		r.mu.Lock()
+		delete(r.running[job], key)
+		if len(r.running[job]) == 0 {
+			delete(r.running, job)
+			r.runEndedLocked(job)
+		}
+		r.mu.Unlock()
+	}
+}
+
+// runTracked runs a slot a new term found (misfire catch-up, or a slot the
+// previous leader left running) on the calling goroutine, registered like
+// a scheduled one. The caller counts it in r.wg.
+func (r *Runner) runTracked(t *coord.Term, s Slot, correlationID string, reclaimRev int64, first int) {
+	r.mu.Lock()
+	ctx, sr, done := r.trackLocked(t, s.Job.ID)
+	// A reload between the term's look at the jobs and now was not seen.
+	switch cur, ok := r.jobs[s.Job.ID]; {
+	case !ok:
+		sr.stopRetry(stopRemoved)
+	case cur != s.Job:
+		sr.stopRetry(stopChanged)
+	}
+	r.mu.Unlock()
+	defer done()
+	r.runSlotFrom(ctx, t, s, correlationID, nil, reclaimRev, first, sr)
+}
+
+// Causes of a slot's context ending, other than the runner's own stop.
+var (
+	errLeadershipLost = errors.New("leadership lost")
+	errReplaced       = &retryStop{SkipOverlap, "replaced by a newer slot (overlap: replace)"}
+)
 
 // Record is what is stored in etcd for an attempt or a skipped slot.
 type Record struct {
@@ -417,22 +528,25 @@ type Record struct {
 	Error    string    `json:"error,omitempty"`
 	Output   string    `json:"output,omitempty"`
 	Progress string    `json:"progress,omitempty"`
+	// ProcessesLeft names processes of the attempt that could not be
+	// confirmed dead when it ended; no retry starts after such an attempt.
+	ProcessesLeft string `json:"processes_left,omitempty"`
 }
 
 // runSlot claims a slot (or decides to run a trigger request) and runs its
 // attempts.
-func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger) {
+func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, sr *slotRun) {
 	first := 1
 	if tr != nil {
 		first = tr.first
 	}
-	r.runSlotFrom(ctx, t, s, correlationID, tr, 0, first)
+	r.runSlotFrom(ctx, t, s, correlationID, tr, 0, first, sr)
 }
 
 // runSlotFrom runs a slot's attempts from attempt first. reclaimRev, when
 // not 0, takes over a claim a previous leader left unfinished instead of
 // claiming a fresh slot.
-func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, reclaimRev int64, first int) {
+func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, reclaimRev int64, first int, sr *slotRun) {
 	job := s.Job
 	if d := jitterFor(job, s.Time); d > 0 && tr == nil {
 		select {
@@ -509,11 +623,20 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			break
 		}
 		r.record(t, final, log) // this attempt's; the last one is recorded with the slot's result
+		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
+			final = r.retrySkipped(t, final, attempt+1, stop, log)
+			break
+		}
 		wait := backoff(job.Retries, attempt)
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
+		case <-sr.retries.Done():
+		}
+		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
+			final = r.retrySkipped(t, final, attempt+1, stop, log)
+			break
 		}
 		if ctx.Err() != nil {
 			break
@@ -528,6 +651,42 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	r.write(t, final, log, func(b []byte) error {
 		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 	})
+}
+
+// retryStopped says why the next attempt of a slot must not start, or
+// returns nil: processes of the last attempt may be alive, the retries were
+// stopped (pause, reload, shutdown, replaced), or the job is paused (a
+// manual trigger runs a paused job, and may retry).
+func (r *Runner) retryStopped(s Slot, tr *trigger, sr *slotRun, last Record) *retryStop {
+	if last.ProcessesLeft != "" {
+		return &retryStop{SkipTreeAlive, "processes of attempt " + strconv.Itoa(last.Attempt) + " could not be confirmed dead: " + last.ProcessesLeft}
+	}
+	var stop *retryStop
+	if errors.As(context.Cause(sr.retries), &stop) {
+		return stop
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.stopped:
+		return stopStopping
+	case r.paused[s.Job.ID] && tr == nil:
+		return stopPaused
+	}
+	return nil
+}
+
+// retrySkipped records that attempt n of a slot will not start, after
+// last, and returns the record: the slot's last.
+func (r *Runner) retrySkipped(t *coord.Term, last Record, n int, stop *retryStop, log *slog.Logger) Record {
+	r.o.Metrics.JobSkipped.WithLabelValues(last.Job, stop.reason).Inc()
+	log.Warn("retry not started", "attempt", n, "reason", stop.reason, "detail", stop.detail, "previous_outcome", last.State)
+	now := wallNow().UTC()
+	rec := last
+	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Reason = observability.NewRunID(), "", n, "skipped", stop.reason
+	rec.Error = r.o.Sanitize(fmt.Sprintf("retry not started: %s (attempt %d ended %s)", stop.detail, last.Attempt, last.State))
+	rec.Start, rec.End, rec.Duration, rec.Output, rec.Progress, rec.ProcessesLeft = now, now, "", "", "", ""
+	return rec
 }
 
 // claim claims a slot (or decides to run a trigger request). A failure that is
@@ -663,6 +822,10 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	rec.Progress = r.o.Sanitize(progress)
 	if res != nil {
 		rec.Output = r.o.Sanitize(truncate(res.Output, r.o.MaxOutputBytes))
+		rec.ProcessesLeft = r.o.Sanitize(res.ProcessesLeft)
+	}
+	if errors.Is(err, proctree.ErrTreeAlive) {
+		rec.ProcessesLeft = r.o.Sanitize(err.Error())
 	}
 	r.o.Metrics.JobRuns.WithLabelValues(job.ID, job.Plugin, outcome).Inc()
 	observability.ObserveWithTrace(r.o.Metrics.JobRunDuration.WithLabelValues(job.ID, job.Plugin), elapsed.Seconds(), traceID)

@@ -243,7 +243,9 @@ func runCmd(args []string, stderr io.Writer) error {
 		return configError{fmt.Errorf("%w\nrefusing to start", err)}
 	}
 	app := fx.New(
-		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, Version: buildVersion(), LogOutput: stderr}),
+		// The runner starts no child process but its plugins, so it can be
+		// the subreaper that ends what a dead plugin leaves behind.
+		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, Version: buildVersion(), LogOutput: stderr, Subreaper: true}),
 		fx.StartTimeout(time.Minute),
 		fx.StopTimeout(cfg.StopTimeout()),
 	)

@@ -43,6 +43,13 @@ func (d *decoder) warn(path, format string, args ...any) {
 	d.warnings = append(d.warnings, Problem{File: d.file, Line: d.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
+// Bounds on a job's retries: a retry storm (a huge count with a tiny
+// backoff) is refused when the config is loaded.
+const (
+	MaxRetries      = 100
+	MinRetryBackoff = 100 * time.Millisecond
+)
+
 // validate checks c, whose defaults have been applied, and fills in the
 // derived Job fields (Location, Sched).
 func (d *decoder) validate(c *Config) {
@@ -376,10 +383,15 @@ func (d *decoder) validateJobs(jobs []Job) {
 		}
 
 		d.positive(p+".timeout", j.Timeout)
-		if j.Retries.Max < 0 {
+		switch {
+		case j.Retries.Max < 0:
 			d.problem(p+".retries.max", "%d is negative; use 0 for no retries", j.Retries.Max)
+		case j.Retries.Max > MaxRetries:
+			d.problem(p+".retries.max", "%d retries is more than the limit of %d; a slot that fails that often needs a fix, not more attempts", j.Retries.Max, MaxRetries)
 		}
-		if d.positive(p+".retries.initial_backoff", j.Retries.InitialBackoff) && j.Retries.MaxBackoff < j.Retries.InitialBackoff {
+		if d.isSet(p+".retries.initial_backoff") && j.Retries.InitialBackoff > 0 && j.Retries.InitialBackoff < MinRetryBackoff {
+			d.problem(p+".retries.initial_backoff", "%s is below the minimum of %s", j.Retries.InitialBackoff, MinRetryBackoff)
+		} else if d.positive(p+".retries.initial_backoff", j.Retries.InitialBackoff) && j.Retries.MaxBackoff < j.Retries.InitialBackoff {
 			if d.isSet(p + ".retries.max_backoff") {
 				d.problem(p+".retries.max_backoff", "%s is less than initial_backoff (%s)", j.Retries.MaxBackoff, j.Retries.InitialBackoff)
 			} else {

@@ -45,6 +45,11 @@ type Params struct {
 	ConfigPath string
 	Version    string
 	LogOutput  io.Writer
+	// Subreaper makes the process a child subreaper that kills and reaps
+	// what a dead plugin leaves behind (pluginhost.Options.Subreaper).
+	// "pacer run" sets it; leave it off in a process that starts other
+	// child processes, such as a test binary.
+	Subreaper bool
 }
 
 // PluginHostOptions are the plugin host settings a config asks for. The
@@ -211,7 +216,7 @@ func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logg
 	m *observability.Metrics, s *observability.Sanitizer) (*pluginhost.Host, error) {
 	o := PluginHostOptions(cfg)
 	o.Logger, o.TracerProvider, o.ImportSpan = log.With("component", "pluginhost"), tr.Provider, tr.ImportSpan
-	o.Sanitize, o.Metrics = s.String, m
+	o.Sanitize, o.Metrics, o.Subreaper = s.String, m, p.Subreaper
 	h := pluginhost.New(o)
 	// Refuse a job with an unknown plugin or task, or bad params, before
 	// anything is scheduled: start each plugin and ask it.

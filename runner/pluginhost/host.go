@@ -115,6 +115,16 @@ type Options struct {
 	// whatever asks for them: those holding the API token and the etcd
 	// password.
 	DenyEnv []string
+	// Subreaper makes the host's process a child subreaper (Linux) that
+	// kills and reaps what a dead plugin process leaves behind (see
+	// orphans.go). Set it only where the host starts every child process
+	// of its process, as in "pacer run": every other child is taken for a
+	// dead plugin's orphan.
+	Subreaper bool
+	// TreeTimeout bounds how long a call whose plugin died waits for the
+	// processes it left to die after SIGKILL (10s); the call then fails
+	// with an error wrapping proctree.ErrTreeAlive.
+	TreeTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -130,6 +140,7 @@ func (o *Options) defaults() {
 	def(&o.MaxRestartBackoff, 30*time.Second)
 	def(&o.QuarantineWindow, time.Minute)
 	def(&o.QuarantineFor, 5*time.Minute)
+	def(&o.TreeTimeout, 10*time.Second)
 	if o.MaxConcurrency <= 0 {
 		o.MaxConcurrency = 32
 	}
@@ -165,12 +176,27 @@ type Host struct {
 	mu      sync.Mutex
 	plugins map[string]*supervisor
 	closed  bool
+
+	// See orphans.go.
+	spawn     sync.RWMutex         // read: a plugin process starts; write: orphans are swept
+	ownMu     sync.Mutex           // guards own, runs and swept
+	own       map[int]*instance    // plugin processes started and not reaped yet
+	runs      map[string]*instance // run ID -> the process running it
+	swept     []sweptPID           // processes sweeps killed, for afterDeath's report
+	done      chan struct{}        // closed by Close: stops the sweeper
+	closeOnce sync.Once
+	sweeper   sync.WaitGroup
 }
 
 // New returns a Host. It starts nothing until a plugin is first used.
 func New(opts Options) *Host {
 	opts.defaults()
-	return &Host{opts: opts, log: opts.Logger, metrics: hostMetrics{opts.Metrics}, plugins: map[string]*supervisor{}}
+	h := &Host{opts: opts, log: opts.Logger, metrics: hostMetrics{opts.Metrics}, plugins: map[string]*supervisor{},
+		own: map[int]*instance{}, runs: map[string]*instance{}, done: make(chan struct{})}
+	if h.opts.Subreaper {
+		h.enableSubreaper()
+	}
+	return h
 }
 
 func (h *Host) isClosed() bool {
@@ -300,6 +326,10 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 			),
 		},
 	})
+	// Until the process is registered (or reaped after a failed start), a
+	// sweep could take it for an orphan.
+	h.spawn.RLock()
+	defer h.spawn.RUnlock()
 	rpcClient, err := client.Client()
 	if err != nil {
 		client.Kill()
@@ -326,7 +356,9 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 	pid := client.ReattachConfig().Pid
 	log.Info("plugin started", "version", desc.GetVersion(), "pid", pid,
 		"protocol", client.NegotiatedVersion(), "start_ms", time.Since(started).Milliseconds())
-	return &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, stop: make(chan struct{})}, nil
+	inst := &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, stop: make(chan struct{})}
+	h.registered(inst)
+	return inst, nil
 }
 
 func (h *Host) secureConfig(name string) (*plugin.SecureConfig, error) {
@@ -429,16 +461,27 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	})
 	defer stopWatch()
 
+	runID := c.Context.GetRunId()
+	h.ownMu.Lock()
+	h.runs[runID] = inst
+	h.ownMu.Unlock()
+	defer func() {
+		h.ownMu.Lock()
+		delete(h.runs, runID)
+		h.ownMu.Unlock()
+	}()
+
 	t0 := time.Now()
 	res, err := h.stream(sctx, inst, c, req)
 	h.metrics.rpc(c.Plugin, "run", time.Since(t0))
 	switch {
 	case killed.Load():
 		sup.failed(inst)
-		return nil, fmt.Errorf("%w: task %q did not stop within %s of being cancelled (%w)",
-			ErrPluginKilled, c.Task, h.opts.CancelGrace, context.Cause(ctx))
+		return nil, h.afterDeath(fmt.Errorf("%w: task %q did not stop within %s of being cancelled (%w)",
+			ErrPluginKilled, c.Task, h.opts.CancelGrace, context.Cause(ctx)))
 	case errors.Is(err, ErrPluginCrashed):
 		sup.failed(inst)
+		err = h.afterDeath(err)
 	case err == nil:
 		sup.ok()
 	}
@@ -532,5 +575,14 @@ func (h *Host) Close() error {
 		wg.Go(s.close)
 	}
 	wg.Wait()
+	// The plugins killed what they started as they stopped; anything a
+	// plugin that was killed left behind is this process's to end.
+	if killed, err := h.sweep(h.opts.TreeTimeout); err != nil {
+		h.log.Error("processes of stopped plugins still alive", "error", err)
+	} else if len(killed) > 0 {
+		h.log.Warn("killed processes stopped plugins left behind", "pids", killed)
+	}
+	h.closeOnce.Do(func() { close(h.done) })
+	h.sweeper.Wait()
 	return nil
 }

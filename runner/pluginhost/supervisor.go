@@ -245,6 +245,7 @@ func (s *supervisor) probe(inst *instance) {
 		}
 		if inst.client.Exited() {
 			s.failed(inst)
+			_ = s.h.afterDeath(errors.New("plugin process exited"))
 			return
 		}
 		if err := inst.proto.Ping(); err != nil {
@@ -253,6 +254,7 @@ func (s *supervisor) probe(inst *instance) {
 			if failures >= 3 {
 				inst.kill(ReasonUnhealthy)
 				s.failed(inst)
+				_ = s.h.afterDeath(errors.New("plugin process killed"))
 				return
 			}
 			continue

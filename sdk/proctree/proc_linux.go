@@ -18,17 +18,14 @@ import (
 const Supported = true
 
 // EnableSubreaper makes the calling process a child subreaper: orphaned
-// descendants are re-parented to it rather than to init. It also starts
-// reaping adopted children (see the package doc). It is idempotent.
+// descendants are re-parented to it rather than to init. The caller must
+// then reap the children it adopts (Command's users have it done for them;
+// see the package doc).
 func EnableSubreaper() error {
-	reaper.once.Do(func() {
-		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			reaper.err = fmt.Errorf("become a child subreaper: %w", err)
-			return
-		}
-		reaper.start()
-	})
-	return reaper.err
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become a child subreaper: %w", err)
+	}
+	return nil
 }
 
 // Process is one process as /proc shows it.

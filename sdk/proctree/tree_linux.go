@@ -51,8 +51,18 @@ type tree struct {
 	sub    bool   // this process is a subreaper: the tree cannot leave it
 }
 
+// enable makes this process a subreaper that reaps what it adopts, once.
+func (r *reaperState) enable() error {
+	r.once.Do(func() {
+		if r.err = EnableSubreaper(); r.err == nil {
+			r.start()
+		}
+	})
+	return r.err
+}
+
 func start(ec *exec.Cmd, marker string) (*tree, error) {
-	sub := EnableSubreaper() == nil
+	sub := reaper.enable() == nil
 	reaper.mu.Lock()
 	defer reaper.mu.Unlock()
 	if err := ec.Start(); err != nil {

@@ -1,0 +1,213 @@
+package pluginhost
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pacerun/pacer/sdk/proctree"
+)
+
+// Orphans of dead plugins.
+//
+// With Options.Subreaper the host's process is a child subreaper
+// (PR_SET_CHILD_SUBREAPER, Linux): when a plugin process dies (kill -9, a
+// crash, a kill for ignoring cancellation), whatever its tasks started, its
+// commands and their setsid or daemonised descendants, is re-parented to the
+// host's process instead of init. The host then owns those processes: after
+// a plugin process is gone it kills every child of its own process that it
+// did not start (and all that child's descendants) and waits until they are
+// dead, before the call that saw the plugin die returns. So a retry never
+// starts while a process of the attempt before it lives. It also reaps them.
+//
+// That rule needs every child of the process to be a plugin the host
+// started: spawn is held (read) while a plugin process starts, and (write)
+// while orphans are swept, so a plugin being started is never taken for an
+// orphan. A live orphan whose environment names a run still in progress on
+// a live plugin (PACER_RUN_ID) is left alone: a plugin that does not keep
+// its own tree (not a subreaper) lost it, and its run decides.
+
+// runIDEnv is the environment variable plugins set on the processes of a run.
+const runIDEnv = "PACER_RUN_ID"
+
+// enableSubreaper makes the host's process a subreaper and starts sweeping
+// when a child exits.
+func (h *Host) enableSubreaper() {
+	if err := proctree.EnableSubreaper(); err != nil {
+		h.log.Warn("not a child subreaper: processes a dead plugin leaves behind cannot be found and killed", "error", err)
+		h.opts.Subreaper = false
+		return
+	}
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGCHLD)
+	h.sweeper.Add(1)
+	go func() {
+		defer h.sweeper.Done()
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-h.done:
+				return
+			case <-ch:
+				_, _ = h.sweep(0)
+			}
+		}
+	}()
+}
+
+// registered records a started plugin process, so sweeps leave it alone
+// until it has been reaped.
+func (h *Host) registered(inst *instance) {
+	h.ownMu.Lock()
+	h.own[inst.pid] = inst
+	h.ownMu.Unlock()
+}
+
+// ownPIDs returns the processes the host started that are not reaped yet.
+func (h *Host) ownPIDs() map[int]*instance {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	out := make(map[int]*instance, len(h.own))
+	for pid, inst := range h.own {
+		if inst.client.Exited() {
+			delete(h.own, pid) // go-plugin reaped it
+			continue
+		}
+		out[pid] = inst
+	}
+	return out
+}
+
+// sweep kills every live orphan, with its descendants, reaps the ones that
+// exited, and waits up to wait for the killed ones to die (0: does not
+// wait). It returns the pids it killed, and an error wrapping
+// proctree.ErrTreeAlive if some are still alive when it gives up.
+func (h *Host) sweep(wait time.Duration) ([]int, error) {
+	if !h.opts.Subreaper {
+		return nil, nil
+	}
+	h.spawn.Lock()
+	defer h.spawn.Unlock()
+	self := os.Getpid()
+	deadline := time.Now().Add(wait)
+	var killed []int
+	for {
+		kids, err := proctree.Children(self)
+		if err != nil {
+			return killed, err
+		}
+		own := h.ownPIDs()
+		var targets []proctree.Process
+		for _, k := range kids {
+			switch {
+			case own[k.PID] != nil:
+			case k.Zombie():
+				k.Reap()
+			case h.spared(k, own):
+			default:
+				below, _ := proctree.Descendants(k.PID)
+				targets = append(append(targets, k), below...)
+			}
+		}
+		targets = slices.DeleteFunc(targets, proctree.Process.Zombie)
+		if len(targets) == 0 {
+			return killed, nil
+		}
+		for _, p := range targets {
+			if err := p.Signal(syscall.SIGKILL); err != nil {
+				h.log.Warn("cannot kill a process a dead plugin left", "pid", p.PID, "error", err)
+			}
+			if !slices.Contains(killed, p.PID) {
+				killed = append(killed, p.PID)
+			}
+		}
+		h.ownMu.Lock()
+		h.swept = slices.DeleteFunc(h.swept, func(s sweptPID) bool { return time.Since(s.at) > h.opts.TreeTimeout })
+		for _, p := range targets {
+			h.swept = append(h.swept, sweptPID{p.PID, time.Now()})
+		}
+		h.ownMu.Unlock()
+		if wait <= 0 {
+			return killed, nil
+		}
+		// A killed process's children are re-parented before it dies; once
+		// all are dead, the next round finds their children here.
+		for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+			alive := slices.DeleteFunc(slices.Clone(targets), func(p proctree.Process) bool { return !p.Alive() })
+			if len(alive) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				pids := make([]int, len(alive))
+				for i, p := range alive {
+					pids[i] = p.PID
+				}
+				return killed, &proctree.AliveError{PIDs: pids, After: wait}
+			}
+			time.Sleep(pause)
+		}
+	}
+}
+
+// spared reports whether an orphan belongs to a run still in progress on a
+// live plugin.
+func (h *Host) spared(p proctree.Process, own map[int]*instance) bool {
+	run, ok := p.Env(runIDEnv)
+	if !ok || run == "" {
+		return false
+	}
+	h.ownMu.Lock()
+	inst := h.runs[run]
+	h.ownMu.Unlock()
+	return inst != nil && own[inst.pid] == inst && inst.alive()
+}
+
+// sweptPID is a process a sweep killed, and when.
+type sweptPID struct {
+	pid int
+	at  time.Time
+}
+
+// sweptRecently returns the processes sweeps killed within the last
+// TreeTimeout and forgets them: a sweep on SIGCHLD may have killed a dead
+// plugin's orphans before the call that saw the plugin die swept.
+func (h *Host) sweptRecently() []int {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	var out []int
+	for _, s := range h.swept {
+		if time.Since(s.at) < h.opts.TreeTimeout && !slices.Contains(out, s.pid) {
+			out = append(out, s.pid)
+		}
+	}
+	h.swept = nil
+	return out
+}
+
+// afterDeath ends what a dead plugin process left, for the call that saw it
+// die: err is that call's error, to which the outcome is added.
+func (h *Host) afterDeath(err error) error {
+	_, serr := h.sweep(h.opts.TreeTimeout)
+	if killed := h.sweptRecently(); len(killed) > 0 {
+		h.log.Warn("killed processes a dead plugin left behind", "pids", killed)
+		err = fmt.Errorf("%w; killed %d processes it left behind (pids %s)", err, len(killed), joinPIDs(killed))
+	}
+	if serr != nil {
+		h.log.Error("processes a dead plugin left behind are still alive", "error", serr)
+		err = fmt.Errorf("%w; %w", err, serr)
+	}
+	return err
+}
+
+func joinPIDs(pids []int) string {
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,67 @@
+//go:build linux
+
+package pluginhost_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// When a plugin process is killed mid-run, what its task started (the
+// command's children, a setsid grandchild, a double-forked daemon) is
+// re-parented to the host's process, a subreaper, and is dead (and reaped)
+// before the call that saw the plugin die returns: a retry cannot overlap
+// it. Without the sweep they live on (the retry's side effects and theirs
+// interleave).
+//
+// Not parallel: the subreaper is process-wide, and a Subreaper host takes
+// every child of the test binary it did not start for an orphan.
+func TestDeadPluginsProcessesDieBeforeTheCallReturns(t *testing.T) {
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	b := setup(t, pluginhost.Options{Subreaper: true})
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	script := `: > ` + pidFile + `
+sh -c 'echo $$ >> ` + pidFile + `; exec sleep 300' &
+setsid sh -c 'echo $$ >> ` + pidFile + `; exec sleep 300' &
+(setsid sh -c 'echo $$ >> ` + pidFile + `; sleep 300' &)
+sleep 300`
+	type ran struct {
+		res *pluginhost.Result
+		err error
+	}
+	done := make(chan ran, 1)
+	go func() { r, err := b.host.Run(context.Background(), shellCall(script)); done <- ran{r, err} }()
+	pids := pidsIn(t, pidFile, 3)
+	var plugin int
+	for _, st := range b.host.Status() {
+		if st.Name == "shell" {
+			plugin = st.PID
+		}
+	}
+	if plugin == 0 {
+		t.Fatal("shell plugin not up")
+	}
+	if err := syscall.Kill(plugin, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if !errors.Is(r.err, pluginhost.ErrPluginCrashed) || !strings.Contains(r.err.Error(), "processes it left behind") {
+		t.Fatalf("err = %v, want a crash that names the processes it killed", r.err)
+	}
+	for _, pid := range pids {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !errors.Is(err, os.ErrNotExist) {
+			st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			t.Errorf("process %d of the crashed run exists when the call returned: %s", pid, st)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package runner_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner"
+)
+
+// failingJob fails every attempt and would retry 30 s later, so a retry
+// that is not stopped is never reached in the test's time.
+func failingJob(id string) *runner.Job {
+	j := job(id, "")
+	j.Retries = runner.Retries{Max: 5, InitialBackoff: 30 * time.Second, MaxBackoff: 30 * time.Second}
+	return j
+}
+
+var slotTime = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+
+// waitRecord waits for a record of job in state/reason and returns it.
+func waitRecord(t *testing.T, b *bundle, job, state, reason string) runner.Record {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, r := range records(t, b, job) {
+			if r.State == state && r.Reason == reason {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s/%s record of %s: %+v", state, reason, job, records(t, b, job))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The first attempt fails; while its retry waits, the job is paused: the
+// retry is not started and the slot's last record says so (reason
+// "paused"). Before, the retry ran after its backoff whatever happened.
+func TestPauseStopsPendingRetries(t *testing.T) {
+	b, tasks := setupScripted(t, "boom", "boom", "boom")
+	b.waitLeader(t)
+	b.r.SetJobs([]*runner.Job{failingJob("p")})
+	j, _ := b.r.Job("p")
+	b.r.Fire(runner.Slot{Job: j, Time: slotTime})
+	waitRecord(t, b, "p", "failure", "")
+	b.r.SetPaused(map[string]bool{"p": true})
+	rec := waitRecord(t, b, "p", "skipped", runner.SkipPaused)
+	if rec.Attempt != 2 || !strings.Contains(rec.Error, "retry not started: the job was paused") {
+		t.Fatalf("skip record %+v", rec)
+	}
+	if n := len(tasks.called()); n != 1 {
+		t.Fatalf("%d attempts, want 1", n)
+	}
+	if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("p", runner.SkipPaused)); got != 1 {
+		t.Fatalf("skipped{paused} = %v", got)
+	}
+	// The slot's result is the skip: the slot is finished, not left running.
+	v, err := b.coord.SlotValue(context.Background(), "p", slotTime)
+	if err != nil || !strings.Contains(string(v), `"reason":"paused"`) {
+		t.Fatalf("slot value %s (%v)", v, err)
+	}
+}
+
+// A reload that removes or changes a job stops its pending retries (reason
+// "reloaded"); one that leaves it as it was does not.
+func TestReloadStopsPendingRetriesOfRemovedAndChangedJobs(t *testing.T) {
+	b, tasks := setupScripted(t, "boom", "boom", "boom", "boom", "boom", "boom")
+	b.waitLeader(t)
+	keep, gone, changed := failingJob("keep"), failingJob("gone"), failingJob("changed")
+	keep.Retries.InitialBackoff, keep.Retries.MaxBackoff = 50*time.Millisecond, 50*time.Millisecond
+	keep.Retries.Max = 1
+	b.r.SetJobs([]*runner.Job{keep, gone, changed})
+	for _, j := range []*runner.Job{keep, gone, changed} {
+		b.r.Fire(runner.Slot{Job: j, Time: slotTime})
+	}
+	for _, id := range []string{"gone", "changed", "keep"} {
+		waitRecord(t, b, id, "failure", "")
+	}
+	// The same jobs again, as a reload builds them: new values; one changed.
+	keep2, changed2 := failingJob("keep"), failingJob("changed")
+	keep2.Retries = keep.Retries
+	changed2.Timeout = 2 * time.Minute
+	b.r.SetJobs([]*runner.Job{keep2, changed2})
+
+	for _, id := range []string{"gone", "changed"} {
+		rec := waitRecord(t, b, id, "skipped", runner.SkipReloaded)
+		if rec.Attempt != 2 {
+			t.Fatalf("%s: skip record %+v", id, rec)
+		}
+	}
+	waitCount(t, "attempts of the unchanged job", func() float64 {
+		n := 0
+		for _, c := range tasks.called() {
+			if c.Context.GetJobId() == "keep" {
+				n++
+			}
+		}
+		return float64(n)
+	}, 2)
+	for _, c := range tasks.called() {
+		if id := c.Context.GetJobId(); id != "keep" && c.Context.GetAttempt() > 1 {
+			t.Fatalf("job %s got attempt %d after the reload", id, c.Context.GetAttempt())
+		}
+	}
+}
+
+// Stop does not wait for retries: each pending one is recorded as skipped
+// (reason "stopping") and Stop returns. Before, Stop waited out the backoff
+// (here 30 s) or its own deadline.
+func TestStopRecordsPendingRetriesAndReturns(t *testing.T) {
+	b, _ := setupScripted(t, "boom", "boom")
+	b.waitLeader(t)
+	b.r.SetJobs([]*runner.Job{failingJob("s")})
+	j, _ := b.r.Job("s")
+	b.r.Fire(runner.Slot{Job: j, Time: slotTime})
+	waitRecord(t, b, "s", "failure", "")
+	stopped := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		b.r.Stop(ctx)
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop waited for a retry's backoff")
+	}
+	waitRecord(t, b, "s", "skipped", runner.SkipStopping)
+}
+
+// An attempt whose processes could not be confirmed dead gets no retry: the
+// slot's last record says why (reason "tree_alive").
+func TestNoRetryWhileProcessesOfTheAttemptMayLive(t *testing.T) {
+	b, tasks := setupScripted(t, "alive:pids 123 still alive 5s after SIGKILL", "boom")
+	b.waitLeader(t)
+	j := failingJob("t")
+	j.Retries.InitialBackoff, j.Retries.MaxBackoff = time.Millisecond, time.Millisecond
+	b.r.SetJobs([]*runner.Job{j})
+	b.r.Fire(runner.Slot{Job: j, Time: slotTime})
+	rec := waitRecord(t, b, "t", "skipped", runner.SkipTreeAlive)
+	if !strings.Contains(rec.Error, "pids 123 still alive") {
+		t.Fatalf("skip record %+v", rec)
+	}
+	failed := waitRecord(t, b, "t", "failure", "")
+	if failed.ProcessesLeft == "" {
+		t.Fatalf("the attempt's record does not name the processes left: %+v", failed)
+	}
+	if n := len(tasks.called()); n != 1 {
+		t.Fatalf("%d attempts, want 1", n)
+	}
+}
+
+// The end of a leadership term ends pending retries: no attempt starts
+// under a term that is over.
+func TestLosingLeadershipEndsPendingRetries(t *testing.T) {
+	b, tasks := setupScripted(t, "boom", "boom")
+	term := b.waitLeader(t)
+	b.r.SetJobs([]*runner.Job{failingJob("l")})
+	j, _ := b.r.Job("l")
+	b.r.Fire(runner.Slot{Job: j, Time: slotTime})
+	waitRecord(t, b, "l", "failure", "")
+	resp, err := b.admin.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatal(err)
+	}
+	if _, err := b.admin.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	<-term.Context().Done()
+	stopped := make(chan struct{})
+	go func() { b.r.Stop(context.Background()); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slot's goroutine still waits for its retry after the term ended")
+	}
+	if n := len(tasks.called()); n != 1 {
+		t.Fatalf("%d attempts, want 1", n)
+	}
+}
