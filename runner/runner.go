@@ -563,7 +563,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	log := r.log.With("correlation_id", correlationID, "job", job.ID)
 
 	claim := base
-	claim.State, claim.Start, claim.RunID = "running", wallNow().UTC(), observability.NewRunID()
+	claim.State, claim.Start, claim.RunID, claim.Attempt = "running", wallNow().UTC(), observability.NewRunID(), first
 	// The first attempt's span starts before the claim, so the claim is
 	// its child; a slot whose claim fails leaves that span, in error.
 	firstAttempt := &attemptRun{slot: s, term: t, runID: claim.RunID, correlationID: correlationID, number: first}
