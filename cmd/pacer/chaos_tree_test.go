@@ -6,9 +6,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // treeScript is a shell job's command. Attempt 1 writes its run ID to
@@ -280,4 +284,182 @@ func TestChaosRunnerKillWithProcessTree(t *testing.T) {
 	if res.D != 0 || res.Z != 0 {
 		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
 	}
+}
+
+// stormJob is a job whose every attempt fails at once and retries as fast as
+// validation allows (100 retries, 100 ms apart); each attempt appends its
+// run ID and attempt number to path.
+func stormJob(path string) string {
+	return fmt.Sprintf(`
+  - id: storm
+    plugin: shell
+    task: exec
+    schedule: "@every 5s"
+    timeout: 10s
+    overlap: forbid
+    retries: {max: 100, initial_backoff: 100ms, max_backoff: 100ms}
+    params: {shell: true, command: 'echo "$PACER_RUN_ID $PACER_ATTEMPT" >> %s; exit 1'}
+`, path)
+}
+
+func countLines(path string) int {
+	b, _ := os.ReadFile(path)
+	return bytes.Count(b, []byte{'\n'})
+}
+
+// etcdRecords reads a job's run and skip records straight from etcd (the
+// API forgets a job removed by a reload).
+func etcdRecords(t *testing.T, eps []string, job string) []runRecord {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/pacer/chaos/runs/"+job+"/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []runRecord
+	for _, kv := range resp.Kvs {
+		var r runRecord
+		if json.Unmarshal(kv.Value, &r) == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// waitRecordOf waits for a record of job that pred accepts and returns it.
+func waitRecordOf(t *testing.T, eps []string, job, what string, timeout time.Duration, pred func(runRecord) bool) runRecord {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, r := range etcdRecords(t, eps, job) {
+			if pred(r) {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no record of %s: %s within %s", job, what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Scenario 20: a retry storm is refused at validation (and on reload); a
+// job retrying as fast as allowed stops at once when paused, and again when
+// a reload removes it: each stop leaves a skip record as its slot's last
+// record, and no attempt of that slot follows. Before the fix, pausing or
+// removing the job did not stop its retries (only SIGTERM did, after 12 s).
+func TestChaosRetryStormStops(t *testing.T) {
+	skipChaos(t)
+	dir := t.TempDir()
+	storm := filepath.Join(dir, "storm.yaml")
+	must(os.WriteFile(storm, []byte(`jobs:
+  - id: storm
+    plugin: shell
+    task: exec
+    schedule: "@every 5s"
+    retries: {max: 1000000000, initial_backoff: 1ns, max_backoff: 1ns}
+    params: {command: [/bin/false]}
+`), 0o644))
+	cmd := exec.Command(filepath.Join(binDir, "pacer"), "validate", "--skip-plugins", "--config", storm)
+	b, _ := cmd.CombinedOutput()
+	out, code := string(b), cmd.ProcessState.ExitCode()
+	if code == 0 || !strings.Contains(out, "storm.yaml:6: jobs[0].retries.max: 1000000000 retries is more than the limit of 100") ||
+		!strings.Contains(out, "storm.yaml:6: jobs[0].retries.initial_backoff: 1ns is below the minimum of 100ms") {
+		t.Fatalf("pacer validate of a retry storm: exit %d\n%s", code, out)
+	}
+
+	eps := endpoints(startCluster(t, 1))
+	attempts := filepath.Join(dir, "attempts")
+	ps := startReplicas(t, 1, eps, stormJob(attempts))
+	p := waitLeader(t, ps, 30*time.Second)
+	res := &chaosResult{scenario: 20, M: -1}
+
+	// stopped checks that a stop left its record (a skip record for the
+	// retry, or the attempt it cancelled) and that no attempt followed.
+	stopped := func(what, reason, cancelled string, at time.Time) {
+		t.Helper()
+		skip := waitRecordOf(t, eps, "storm", "stopped by the "+what, 15*time.Second, func(r runRecord) bool {
+			return r.State == "skipped" && r.Reason == reason ||
+				cancelled != "" && r.State == "canceled" && strings.Contains(r.Error, cancelled)
+		})
+		n := countLines(attempts)
+		res.runs++
+		res.F = append(res.F, time.Since(at))
+		t.Logf("%s: %s record %q after attempt %d (%s after the %s)", what, skip.State, skip.Error, skip.Attempt-1,
+			time.Since(at).Round(time.Millisecond), what)
+		// Ten retry periods: a storm that goes on shows here.
+		deadline := time.Now().Add(time.Second)
+		for time.Now().Before(deadline) {
+			if m := countLines(attempts); m != n {
+				t.Errorf("%s: %d attempts after the skip record %+v", what, m-n, skip)
+				res.D += m - n
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitAttempts := func(n int) {
+		t.Helper()
+		base := countLines(attempts)
+		deadline := time.Now().Add(20 * time.Second)
+		for countLines(attempts) < base+n {
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d attempts within 20 s", n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	waitAttempts(3)
+	at := time.Now()
+	if out, code := p.cli(nil, "pause", "storm"); code != 0 {
+		t.Fatalf("pause: exit %d\n%s", code, out)
+	}
+	stopped("pause", "paused", "", at)
+
+	if out, code := p.cli(nil, "resume", "storm"); code != 0 {
+		t.Fatalf("resume: exit %d\n%s", code, out)
+	}
+	waitAttempts(3)
+	// A reload that drops the job, and keeps another.
+	other := "\n  - id: other\n    plugin: shell\n    task: exec\n    schedule: \"0 0 0 1 1 *\"\n    params: {command: [/bin/true]}\n"
+	cfg, err := os.ReadFile(p.configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _, _ := strings.Cut(string(cfg), "\njobs:")
+	must(os.WriteFile(p.configPath, []byte(head+"\njobs:"+other), 0o644))
+	at = time.Now()
+	p.signal(syscall.SIGHUP)
+	// A removed job's running attempt is cancelled; its pending retry is
+	// not started: either is the slot's last record.
+	stopped("reload", "reloaded", "the job was removed by a config reload", at)
+
+	// The storm itself is refused on reload too; the last good config stays.
+	must(os.WriteFile(p.configPath, []byte(head+"\njobs:"+other+strings.TrimPrefix(string(mustRead(storm)), "jobs:\n")), 0o644))
+	p.signal(syscall.SIGHUP)
+	lines := p.waitLogs("the storm's rejection", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("config reload rejected; the last good config keeps running"))) > 0
+	})
+	rej := match(lines, msgIs("config reload rejected; the last good config keeps running"))[0]
+	if !strings.Contains(rej.str("error"), "retries.max: 1000000000 retries is more than the limit of 100") {
+		t.Errorf("rejection: %v", rej)
+	}
+	res.Z = stopAll(t, ps)
+	res.report(t)
+	if res.D != 0 || res.Z != 0 {
+		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
+	}
+}
+
+func mustRead(path string) []byte {
+	b, err := os.ReadFile(path)
+	must(err)
+	return b
 }
