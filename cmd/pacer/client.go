@@ -283,6 +283,9 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "check" {
 		return pluginsCheckCmd(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "restart" {
+		return pluginsRestartCmd(args[1:], stdout, stderr)
+	}
 	var c clientFlags
 	if _, err := c.parse("plugins", args, stderr, 0, "plugins [--addr URL] [-o json]"); err != nil {
 		return err
@@ -304,6 +307,8 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		if p.Error != "" {
 			state += " (" + p.Error + ")"
+		} else if p.Cause != "" {
+			state += " (" + p.Cause + ": " + p.LastError + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, state, orDash(p.Version), orDash(pid(p.PID)), p.Restarts, orDash(strings.Join(tasks, ", ")))
 	}

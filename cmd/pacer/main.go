@@ -45,6 +45,8 @@ Usage:
   pacer plugins                  plugins, their state and tasks
   pacer plugins check PATH       check that a plugin executable (any language) speaks
                                  the plugin protocol; -o json, --params TASK=JSON
+  pacer plugins restart NAME     a new process for a plugin (ends its quarantine);
+                                 --force with runs in progress
   pacer version                  print the version
 
 Client commands talk to a runner's HTTP API: --addr (env PACER_ADDR,

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
 // Options configure a Server.
@@ -39,6 +41,11 @@ type Options struct {
 	Ready func(context.Context) error
 	// Plugins lists the plugins and their state, for GET /api/v1/plugins.
 	Plugins func() any
+	// RestartPlugin restarts a plugin's process (clearing its quarantine),
+	// for POST /api/v1/plugins/{name}/restart; nil leaves it out. It returns
+	// the plugin's status, and an error wrapping pluginhost.ErrPluginNotFound
+	// (404), pluginhost.ErrPluginBusy (409) or why the start failed (503).
+	RestartPlugin func(ctx context.Context, name string, force bool) (any, error)
 	// Control serves the job API; nil leaves it out.
 	Control *runner.Control
 	// Token, if set, is required as "Authorization: Bearer <token>" on
@@ -106,6 +113,9 @@ func New(o Options) *Server {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"plugins": o.Plugins()})
 	}))
+	if o.RestartPlugin != nil {
+		mux.HandleFunc("POST /api/v1/plugins/{name}/restart", s.write(s.restartPlugin))
+	}
 	if o.Control != nil {
 		s.routes(mux)
 	}
@@ -123,6 +133,29 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// restartPlugin serves POST /api/v1/plugins/{name}/restart[?force=true].
+func (s *Server) restartPlugin(w http.ResponseWriter, r *http.Request) {
+	force := false
+	if f := r.URL.Query().Get("force"); f != "" {
+		var err error
+		if force, err = strconv.ParseBool(f); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("force=%q: want true or false", f))
+			return
+		}
+	}
+	st, err := s.o.RestartPlugin(r.Context(), r.PathValue("name"), force)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]any{"plugin": st})
+	case errors.Is(err, pluginhost.ErrPluginNotFound) && st == nil:
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, pluginhost.ErrPluginBusy):
+		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "plugin": st})
+	default:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error(), "plugin": st})
+	}
 }
 
 // Start binds the listen address and serves in the background. An API

@@ -440,6 +440,13 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 	s := api.New(api.Options{
 		Listen: cfg.HTTP.Listen, Registry: m.Registry, Logger: log.With("component", "api"),
 		Plugins: func() any { return h.Status() },
+		RestartPlugin: func(ctx context.Context, name string, force bool) (any, error) {
+			st, err := h.Restart(ctx, name, force)
+			if st.Name == "" {
+				return nil, err
+			}
+			return st, err
+		},
 		Control: newControl(cfg, r, c, ms),
 		Token:   token, AuthAll: cfg.HTTP.AuthAll,
 		TLS: tlsConfig, MaxConnections: cfg.HTTP.MaxConnections, Rejected: m.HTTPRejected,

@@ -45,29 +45,94 @@ func (r TaskRef) at(path string, keys ...any) string {
 	return b.String()
 }
 
-// CheckTasks starts every plugin the refs use (creating its metrics' series
-// at 0) and checks each ref against
-// the plugin's own description: the task exists and the params fit the
-// task's schema. It returns every problem, each located at the offending
-// key, so a bad job is refused when the config is loaded rather than when
-// it first fires.
+// CheckTasks starts every plugin the refs use and checks each ref against
+// the plugin's own description: the plugin is the one named (its Describe
+// gives that name), the task exists and the params fit the task's schema.
+// It returns every problem, each located at the offending key, so a bad job
+// is refused when the config is loaded rather than when it first fires.
+//
+// A plugin that is up is asked as it is. One that is not is started for the
+// check alone: if the check fails, the process is stopped and the host keeps
+// no trace of it (a rejected reload shows nowhere); if it passes, the
+// process serves the plugin's runs. When the check passes, refs become what
+// every later (re)start of these plugins is checked against, and each
+// plugin's metrics' series are created at 0.
 func (h *Host) CheckTasks(ctx context.Context, refs []TaskRef) error {
-	descs := map[string]*pluginv1.DescribeResponse{}
-	startErr := map[string]error{}
-	var errs []error
+	var order []string
+	byPlugin := map[string][]TaskRef{}
 	for _, r := range refs {
-		if _, done := descs[r.Plugin]; !done && startErr[r.Plugin] == nil {
-			h.metrics.configured(r.Plugin)
-			d, err := h.Describe(ctx, r.Plugin)
-			descs[r.Plugin], startErr[r.Plugin] = d, err
+		if _, ok := byPlugin[r.Plugin]; !ok {
+			order = append(order, r.Plugin)
 		}
-		if err := startErr[r.Plugin]; err != nil {
-			errs = append(errs, fmt.Errorf("%s: plugin %q: %w", r.at("plugin", "plugin"), r.Plugin, err))
+		byPlugin[r.Plugin] = append(byPlugin[r.Plugin], r)
+	}
+	trials := map[string]*instance{}
+	var errs []error
+	for _, name := range order {
+		prefs := byPlugin[name]
+		var desc *pluginv1.DescribeResponse
+		path := ""
+		if inst := h.live(name); inst != nil {
+			desc, path = inst.desc, inst.path
+		} else {
+			inst, err := h.startProcess(ctx, name)
+			if err != nil {
+				for _, r := range prefs {
+					errs = append(errs, fmt.Errorf("%s: plugin %q: %w", r.at("plugin", "plugin"), r.Plugin, err))
+				}
+				continue
+			}
+			trials[name] = inst
+			desc, path = inst.desc, inst.path
+		}
+		if err := checkName(name, path, desc, prefs); err != nil {
+			errs = append(errs, fmt.Errorf("%s: plugin %q: %w", prefs[0].at("plugin", "plugin"), name, err))
 			continue
 		}
-		errs = append(errs, checkRef(r, descs[r.Plugin])...)
+		for _, r := range prefs {
+			errs = append(errs, checkRef(r, desc)...)
+		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		for _, inst := range trials {
+			inst.kill("closed")
+		}
+		return err
+	}
+	h.mu.Lock()
+	h.expected = byPlugin
+	h.mu.Unlock()
+	for _, name := range order {
+		h.metrics.configured(name)
+	}
+	for name, inst := range trials {
+		h.supervisor(name).adopt(inst)
+	}
+	return nil
+}
+
+// live returns the plugin's process if it is up.
+func (h *Host) live(name string) *instance {
+	h.mu.Lock()
+	s, ok := h.plugins[name]
+	h.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inst != nil && s.inst.alive() {
+		return s.inst
+	}
+	return nil
+}
+
+// expectedFor returns the jobs that use a plugin, as of the last
+// successful CheckTasks.
+func (h *Host) expectedFor(name string) []TaskRef {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.expected[name]
 }
 
 func checkRef(r TaskRef, d *pluginv1.DescribeResponse) []error {

@@ -173,9 +173,10 @@ type Host struct {
 	log     *slog.Logger
 	metrics hostMetrics
 
-	mu      sync.Mutex
-	plugins map[string]*supervisor
-	closed  bool
+	mu       sync.Mutex
+	plugins  map[string]*supervisor
+	closed   bool
+	expected map[string][]TaskRef // plugin -> the jobs that use it (CheckTasks)
 
 	// See orphans.go.
 	spawn     sync.RWMutex         // read: a plugin process starts; write: orphans are swept
@@ -273,24 +274,37 @@ func (h *Host) Status() []Status {
 	sort.Strings(names)
 	out := make([]Status, 0, len(names))
 	for _, n := range names {
-		st := h.supervisor(n).status()
-		if p, err := h.Path(n); err == nil {
-			st.Path = p
-		} else {
-			st.Error = err.Error()
-		}
-		out = append(out, st)
+		out = append(out, h.supervisor(n).statusWithPath())
 	}
 	return out
 }
 
-func (h *Host) start(ctx context.Context, name string) (*instance, error) {
+// start starts a plugin process, checks that it is the plugin that refs
+// (the jobs that use it) expect, and returns it. A failure is a
+// *StartError saying its cause.
+func (h *Host) start(ctx context.Context, name string, refs []TaskRef) (*instance, error) {
+	inst, err := h.startProcess(ctx, name)
+	if err != nil {
+		return nil, startError(name, CauseHandshake, err)
+	}
+	if err := verifyIdentity(name, inst.path, inst.desc, refs); err != nil {
+		h.log.Error("plugin refused: not the plugin the jobs expect", "plugin", name, "path", inst.path, "error", err.Error())
+		inst.kill("refused")
+		return nil, err
+	}
+	return inst, nil
+}
+
+func (h *Host) startProcess(ctx context.Context, name string) (*instance, error) {
 	path, err := h.Path(name)
 	if err != nil {
-		return nil, err
+		return nil, startError(name, CauseNotFound, err)
 	}
 	secure, err := h.secureConfig(name)
 	if err != nil {
+		return nil, startError(name, CauseChecksum, err)
+	}
+	if err := h.verifyChecksum(name, path); err != nil {
 		return nil, err
 	}
 	log := h.log.With("plugin", name)
@@ -356,7 +370,7 @@ func (h *Host) start(ctx context.Context, name string) (*instance, error) {
 	pid := client.ReattachConfig().Pid
 	log.Info("plugin started", "version", desc.GetVersion(), "pid", pid,
 		"protocol", client.NegotiatedVersion(), "start_ms", time.Since(started).Milliseconds())
-	inst := &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, stop: make(chan struct{})}
+	inst := &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, path: path, stop: make(chan struct{})}
 	h.registered(inst)
 	return inst, nil
 }
@@ -415,6 +429,8 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	inst.calls.Add(1)
+	defer inst.calls.Add(-1)
 	params, err := structpb.NewStruct(c.Params)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidParams, err)
@@ -542,6 +558,9 @@ func (h *Host) callError(inst *instance, c Call, err error) error {
 		return fmt.Errorf("%w: plugin %q task %q: message over the %d-byte limit: %s", ErrProtocol, c.Plugin, c.Task, pluginv1.MaxMessageBytes, st.Message())
 	case codes.Unavailable, codes.Canceled, codes.Internal:
 		if inst.client.Exited() || waitExited(inst.client, 500*time.Millisecond) {
+			if r := inst.reason.Load(); r != nil && *r == ReasonRestart {
+				return fmt.Errorf("%w: plugin %q was restarted by an operator during task %q", ErrPluginCrashed, c.Plugin, c.Task)
+			}
 			return fmt.Errorf("%w: plugin %q exited during task %q", ErrPluginCrashed, c.Plugin, c.Task)
 		}
 	}

@@ -2,6 +2,8 @@ package pluginhost_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -269,13 +271,14 @@ func TestCrashLoopIsQuarantined(t *testing.T) {
 		}
 	}
 	_, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "x"}))
-	if !errors.Is(err, pluginhost.ErrPluginQuarantined) || !strings.Contains(err.Error(), "crashed 3 times") {
-		t.Fatalf("err = %v, want ErrPluginQuarantined", err)
+	if !errors.Is(err, pluginhost.ErrPluginQuarantined) || !strings.Contains(err.Error(), "failed 3 times within 1m0s, the last time because it crashed") ||
+		!strings.Contains(err.Error(), "pacer plugins restart testplugin") {
+		t.Fatalf("err = %v, want ErrPluginQuarantined saying why and how to end it", err)
 	}
 	st := b.host.Status()
 	for _, s := range st {
-		if s.Name == "testplugin" && s.State != "quarantined" {
-			t.Fatalf("status = %+v, want quarantined", s)
+		if s.Name == "testplugin" && (s.State != "quarantined" || s.Cause != pluginhost.CauseCrashed || !strings.Contains(s.LastError, "exited on its own")) {
+			t.Fatalf("status = %+v, want quarantined, cause crashed", s)
 		}
 	}
 }
@@ -504,7 +507,8 @@ func TestStartFailures(t *testing.T) {
 		{"missing binary", pluginhost.Options{}, "absent", pluginhost.ErrPluginNotFound, "has no binary"},
 		{"path traversal", pluginhost.Options{}, "../x", pluginhost.ErrPluginNotFound, "invalid plugin name"},
 		{"not executable", pluginhost.Options{Paths: map[string]string{"p": notExec}}, "p", pluginhost.ErrPluginNotFound, "not an executable"},
-		{"checksum mismatch", pluginhost.Options{Checksums: map[string]string{"testplugin": "sha256:" + strings.Repeat("ab", 32)}}, "testplugin", nil, "checksums did not match"},
+		{"checksum mismatch", pluginhost.Options{Checksums: map[string]string{"testplugin": "sha256:" + strings.Repeat("ab", 32)}}, "testplugin", nil,
+			"has checksum sha256:" + sha256File(t, filepath.Join(pluginDir, "testplugin")) + ", but plugins.checksums.testplugin is sha256:" + strings.Repeat("ab", 32)},
 		{"bad checksum syntax", pluginhost.Options{Checksums: map[string]string{"testplugin": "md5:1"}}, "testplugin", nil, "must be sha256"},
 		{"no handshake", pluginhost.Options{Paths: map[string]string{"p": noHandshake}, StartTimeout: 2 * time.Second}, "p", nil, "start plugin"},
 		{"stdout noise before handshake", pluginhost.Options{Paths: map[string]string{"p": wrapper(t, "echo 'hello from init'")}}, "p", nil, "start plugin"},
@@ -580,6 +584,16 @@ func TestCloseStopsPluginProcesses(t *testing.T) {
 	if _, err := b.host.Run(context.Background(), call("env", nil)); err == nil {
 		t.Fatal("Run after Close succeeded")
 	}
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // wrapper returns a script that runs prelude, then execs the test plugin.

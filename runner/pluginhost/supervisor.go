@@ -15,9 +15,12 @@ import (
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
-// ErrPluginQuarantined means the plugin crashed too often recently; runs
-// fail fast until the quarantine ends.
+// ErrPluginQuarantined means the plugin failed too often recently; runs
+// fail fast until the quarantine ends or an operator restarts the plugin.
 var ErrPluginQuarantined = errors.New("plugin quarantined")
+
+// ErrPluginBusy means a restart was refused because runs are in progress.
+var ErrPluginBusy = errors.New("plugin busy")
 
 // Restart reasons: the values of pacer_plugin_restarts_total's reason label.
 const (
@@ -25,6 +28,7 @@ const (
 	ReasonHung      = "hung"      // killed: a task ignored cancellation past the grace period
 	ReasonUnhealthy = "unhealthy" // killed: health probes failed
 	ReasonStart     = "start"     // the process failed to start or handshake
+	ReasonRestart   = "restart"   // an operator restarted it (pacer plugins restart)
 )
 
 // supervisor owns one plugin's process: it starts it, watches it, restarts
@@ -44,6 +48,8 @@ type supervisor struct {
 	inst         *instance
 	starts       int
 	lastReason   string      // why the previous process went away
+	lastCause    string      // cause of the last failure (Cause*), for operators
+	lastErr      string      // and what it said
 	consecutive  int         // crashes since the last clean run
 	crashes      []time.Time // within the quarantine window
 	nextStart    time.Time
@@ -58,6 +64,8 @@ type instance struct {
 	rpc    pluginv1.TaskPluginClient
 	desc   *pluginv1.DescribeResponse
 	pid    int
+	path   string
+	calls  atomic.Int32 // runs in progress
 
 	stop     chan struct{} // closes the health prober
 	stopOnce sync.Once
@@ -115,11 +123,10 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 		}
 		now := time.Now()
 		if now.Before(s.quarantined) {
-			until := s.quarantined
+			err := s.quarantineErrorLocked()
 			s.h.metrics.unavailable(s.name, true)
 			s.mu.Unlock()
-			return nil, fmt.Errorf("%w: %q crashed %d times within %s; retrying after %s",
-				ErrPluginQuarantined, s.name, s.h.opts.QuarantineCrashes, s.h.opts.QuarantineWindow, until.Format(time.RFC3339))
+			return nil, err
 		}
 		if wait := s.nextStart.Sub(now); wait > 0 {
 			s.mu.Unlock()
@@ -133,26 +140,55 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 		// Starting is bounded by StartTimeout, not by the caller's deadline:
 		// a run with a short timeout must still be able to start a plugin.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.h.opts.StartTimeout)
-		inst, err := s.h.start(sctx, s.name)
+		inst, err := s.h.start(sctx, s.name, s.h.expectedFor(s.name))
 		cancel()
 		if err != nil {
-			s.crashLocked(ReasonStart)
+			s.crashLocked(ReasonStart, causeOf(err), err.Error())
 			s.h.metrics.unavailable(s.name, true)
 			s.mu.Unlock()
 			return nil, err
 		}
-		if s.starts > 0 {
-			s.h.metrics.restart(s.name, s.lastReason)
-		}
-		s.starts++
-		s.inst = inst
-		s.h.metrics.up(s.name, true)
-		s.h.metrics.unavailable(s.name, false)
-		s.h.metrics.quarantined(s.name, false) // a start happens only outside a quarantine
-		go s.probe(inst)
+		s.installLocked(inst)
 		s.mu.Unlock()
 		return inst, nil
 	}
+}
+
+// installLocked makes inst the plugin's process.
+func (s *supervisor) installLocked(inst *instance) {
+	if s.starts > 0 {
+		s.h.metrics.restart(s.name, s.lastReason)
+	}
+	s.starts++
+	s.inst = inst
+	s.lastCause, s.lastErr = "", ""
+	s.h.metrics.up(s.name, true)
+	s.h.metrics.unavailable(s.name, false)
+	s.h.metrics.quarantined(s.name, false) // a start happens only outside a quarantine
+	go s.probe(inst)
+}
+
+// adopt makes inst, started and checked by CheckTasks, the plugin's
+// process if it has none and is not quarantined; otherwise inst is stopped.
+func (s *supervisor) adopt(inst *instance) {
+	s.mu.Lock()
+	if (s.inst == nil || !s.inst.alive()) && !time.Now().Before(s.quarantined) && !s.h.isClosed() {
+		if s.inst != nil {
+			s.exitedLocked(s.inst)
+		}
+		s.installLocked(inst)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	inst.kill("closed")
+}
+
+// quarantineErrorLocked says why the plugin is quarantined and how to end it.
+func (s *supervisor) quarantineErrorLocked() error {
+	return fmt.Errorf("%w: %q failed %d times within %s, the last time because %s (%s); runs fail fast until %s, or run \"pacer plugins restart %s\" once it is fixed",
+		ErrPluginQuarantined, s.name, s.h.opts.QuarantineCrashes, s.h.opts.QuarantineWindow, causeText[s.lastCause], s.lastErr,
+		s.quarantined.Format(time.RFC3339), s.name)
 }
 
 // exitedLocked records that inst is gone, as a crash unless we killed it.
@@ -171,18 +207,30 @@ func (s *supervisor) exitedLocked(inst *instance) {
 		// (Fast: there is no process left to wait for.)
 		inst.client.Kill()
 	}
-	if reason == "closed" {
+	switch reason {
+	case "closed":
+		return
+	case ReasonRestart:
+		s.lastReason = reason
 		return
 	}
 	s.log.Warn("plugin process gone", "pid", inst.pid, "reason", reason)
-	s.crashLocked(reason)
+	cause, what := CauseCrashed, "exited on its own"
+	switch reason {
+	case ReasonHung:
+		cause, what = CauseHung, "was killed: a task ignored cancellation"
+	case ReasonUnhealthy:
+		cause, what = CauseUnhealthy, "was killed: health probes failed"
+	}
+	s.crashLocked(reason, cause, fmt.Sprintf("process %d %s", inst.pid, what))
 }
 
-// crashLocked counts a crash, sets the backoff and maybe quarantines.
-func (s *supervisor) crashLocked(reason string) {
+// crashLocked counts a failure (reason: the metric's label; cause and
+// text: what operators see), sets the backoff and maybe quarantines.
+func (s *supervisor) crashLocked(reason, cause, text string) {
 	now := time.Now()
 	o := s.h.opts
-	s.lastReason = reason
+	s.lastReason, s.lastCause, s.lastErr = reason, cause, text
 	s.consecutive++
 	cut := 0
 	for cut < len(s.crashes) && now.Sub(s.crashes[cut]) > o.QuarantineWindow {
@@ -204,8 +252,8 @@ func (s *supervisor) crashLocked(reason string) {
 		})
 		s.crashes = nil
 		s.consecutive = 0
-		s.log.Error("plugin quarantined: crashing repeatedly", "crashes", o.QuarantineCrashes,
-			"window", o.QuarantineWindow, "until", s.quarantined)
+		s.log.Error("plugin quarantined: failing repeatedly", "failures", o.QuarantineCrashes,
+			"window", o.QuarantineWindow, "until", s.quarantined, "cause", cause, "last_error", text)
 		return
 	}
 	backoff := o.RestartBackoff << min(s.consecutive-1, 16)
@@ -291,6 +339,11 @@ type Status struct {
 	Quarantined *time.Time `json:"quarantined_until,omitempty"`
 	Tasks       []TaskInfo `json:"tasks,omitempty"`
 	Error       string     `json:"error,omitempty"`
+	// Cause and LastError say why the plugin last failed (to start, or
+	// its process went away) while it is not up: one of the Cause
+	// constants, and the error.
+	Cause     string `json:"cause,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // TaskInfo describes one task of a plugin.
@@ -304,16 +357,21 @@ func (s *supervisor) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Name: s.name, State: "not_started", Restarts: max(s.starts-1, 0)}
+	up := s.inst != nil && s.inst.alive()
 	switch {
 	case time.Now().Before(s.quarantined):
 		q := s.quarantined
 		st.State, st.Quarantined = "quarantined", &q
-	case s.inst != nil && s.inst.alive():
+	case up:
 		st.State, st.PID = "up", s.inst.pid
-	case s.starts > 0:
+	case s.starts > 0 || s.lastCause != "":
 		st.State = "down"
 	}
-	if s.inst != nil {
+	if !up {
+		st.Cause, st.LastError = s.lastCause, s.lastErr
+	}
+	// A process that is gone says nothing about what the next one offers.
+	if up {
 		st.Version, st.SDKVersion = s.inst.desc.GetVersion(), s.inst.desc.GetSdkVersion()
 		for _, t := range s.inst.desc.GetTasks() {
 			st.Tasks = append(st.Tasks, TaskInfo{Name: t.GetName(), Description: t.GetDescription(), ParamsSchema: t.GetParamsSchemaJson()})
@@ -340,4 +398,62 @@ func (h *Host) Quarantined() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Restart stops the plugin's process, forgets its quarantine, backoff and
+// failures, and starts a new process at once, checked against the jobs
+// that use it. It refuses while runs are in progress (ErrPluginBusy) unless
+// force is set; then those runs fail as crashed. It returns the plugin's
+// status afterwards, and the start's error if it failed.
+func (h *Host) Restart(ctx context.Context, name string, force bool) (Status, error) {
+	if h.isClosed() {
+		return Status{}, errors.New("plugin host is closed")
+	}
+	h.mu.Lock()
+	s, known := h.plugins[name]
+	h.mu.Unlock()
+	if !known {
+		if _, err := h.Path(name); err != nil {
+			return Status{}, err // nothing to start: leave no trace
+		}
+		s = h.supervisor(name)
+	}
+	s.mu.Lock()
+	old := s.inst
+	if old != nil && old.alive() && old.calls.Load() > 0 && !force {
+		n := old.calls.Load()
+		s.mu.Unlock()
+		return s.statusWithPath(), fmt.Errorf("%w: %d runs of plugin %q in progress; retry when they end, or force the restart (they then fail)", ErrPluginBusy, n, name)
+	}
+	s.inst = nil
+	s.quarantined, s.nextStart, s.crashes, s.consecutive = time.Time{}, time.Time{}, nil, 0
+	if s.unquarantine != nil {
+		s.unquarantine.Stop()
+	}
+	h.metrics.quarantined(name, false)
+	if s.starts > 0 {
+		s.lastReason = ReasonRestart
+	}
+	s.mu.Unlock()
+	if old != nil {
+		s.log.Info("plugin restart requested: stopping the process", "pid", old.pid)
+		old.kill(ReasonRestart)
+		h.metrics.up(name, false)
+		_, _ = h.sweep(h.opts.TreeTimeout)
+	}
+	_, err := s.instance(ctx)
+	if err == nil {
+		s.log.Info("plugin restarted")
+	}
+	return s.statusWithPath(), err
+}
+
+func (s *supervisor) statusWithPath() Status {
+	st := s.status()
+	if p, err := s.h.Path(s.name); err == nil {
+		st.Path = p
+	} else {
+		st.Error = err.Error()
+	}
+	return st
 }

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// installBinary copies a built plugin to path, replacing it in place (a
+// rename, as a package upgrade does).
+func installBinary(t *testing.T, from, path string, mode os.FileMode) {
+	t.Helper()
+	src, err := os.Open(filepath.Join(binDir, "plugins", from))
+	must(err)
+	defer src.Close()
+	tmp := path + ".new"
+	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	must(err)
+	_, err = io.Copy(dst, src)
+	must(err)
+	must(dst.Close())
+	must(os.Chmod(tmp, mode))
+	must(os.Rename(tmp, path))
+}
+
+func pluginStatus(t *testing.T, p *proc) map[string]pluginhost.Status {
+	t.Helper()
+	out, code := p.cli(nil, "plugins", "-o", "json")
+	var resp struct{ Plugins []pluginhost.Status }
+	if code != 0 || json.Unmarshal([]byte(out), &resp) != nil {
+		t.Fatalf("pacer plugins: exit %d\n%s", code, out)
+	}
+	m := map[string]pluginhost.Status{}
+	for _, s := range resp.Plugins {
+		m[s.Name] = s
+	}
+	return m
+}
+
+// Plugin identity through a real runner: a shell binary replaced in place by
+// another plugin is refused when its process restarts (the run says why and
+// `pacer plugins` shows the cause, not the old plugin up); `pacer plugins
+// restart` brings the fixed one up at once; a reload rejected for an unknown
+// plugin leaves no trace in /api/v1/plugins.
+func TestE2EPluginIdentityAndRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	bin := filepath.Join(t.TempDir(), "shell")
+	installBinary(t, "shell", bin, 0o755)
+	httpAddr := freeAddr(t)
+	cfg := fmt.Sprintf(`
+node: {name: e2e-id}
+cluster:
+  name: id
+  data_dir: %s
+  lease_ttl: 2s
+  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
+http: {listen: %s, token_env: PACER_TEST_TOKEN}
+plugins: {dir: %s, paths: {shell: %s}}
+jobs:
+  - id: yearly
+    plugin: shell
+    task: exec
+    schedule: "0 0 0 1 1 *"
+    params: {command: [echo, hello]}
+`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, t.TempDir(), bin)
+	p := startPacer(t, "e2e-id", httpAddr, cfg, "PACER_TEST_TOKEN=tok")
+	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
+	auth := []string{"PACER_API_TOKEN=tok"}
+	before := pluginStatus(t, p)["shell"]
+	if before.State != "up" {
+		t.Fatalf("shell: %+v, want up", before)
+	}
+
+	installBinary(t, "testplugin", bin, 0o755)
+	must(syscall.Kill(before.PID, syscall.SIGKILL))
+	if out, code := p.cli(auth, "trigger", "yearly"); code != 0 {
+		t.Fatalf("trigger: exit %d\n%s", code, out)
+	}
+	fin := p.waitLogs("the triggered run to fail", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("run finished"))) > 0
+	})
+	run := match(fin, msgIs("run finished"))[0]
+	for _, want := range []string{bin, `describes itself as plugin "testplugin"`, `with task "exec"`, "pacer plugins restart shell"} {
+		if !strings.Contains(run.str("error"), want) {
+			t.Errorf("run error %q lacks %q", run.str("error"), want)
+		}
+	}
+	st := pluginStatus(t, p)["shell"]
+	if st.State == "up" || st.Cause != pluginhost.CauseIdentity || st.Version != "" || len(st.Tasks) != 0 {
+		t.Errorf("shell after the wrong binary: %+v; want down, cause identity, nothing of the old process", st)
+	}
+	if out, _ := p.cli(nil, "plugins"); !strings.Contains(out, "identity:") {
+		t.Errorf("pacer plugins does not show the cause:\n%s", out)
+	}
+
+	installBinary(t, "shell", bin, 0o755)
+	if out, code := p.cli(nil, "plugins", "restart", "shell"); code == 0 || !strings.Contains(out, "401") {
+		t.Errorf("restart without the token: exit %d\n%s", code, out)
+	}
+	out, code := p.cli(auth, "plugins", "restart", "shell")
+	if code != 0 || !strings.Contains(out, "restarted shell: up") {
+		t.Fatalf("pacer plugins restart shell: exit %d\n%s", code, out)
+	}
+	if st := pluginStatus(t, p)["shell"]; st.State != "up" || st.PID == before.PID || st.Cause != "" {
+		t.Fatalf("shell after the restart: %+v", st)
+	}
+
+	// A reload naming a plugin that does not exist is rejected, and the
+	// plugin list does not show it.
+	must(os.WriteFile(p.configPath, []byte(cfg+"  - id: ghost\n    plugin: nosuch\n    task: x\n    schedule: \"0 0 0 1 1 *\"\n"), 0o644))
+	p.signal(syscall.SIGHUP)
+	p.waitLogs("the rejection", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("config reload rejected; the last good config keeps running"))) > 0
+	})
+	names := []string{}
+	for n := range pluginStatus(t, p) {
+		names = append(names, n)
+	}
+	if slices.Contains(names, "nosuch") {
+		t.Fatalf("a rejected reload left %q in /api/v1/plugins: %v", "nosuch", names)
+	}
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// pluginsRestartCmd is `pacer plugins restart NAME [--force]`: a new process
+// for the plugin, checked against the jobs, and the end of its quarantine.
+func pluginsRestartCmd(args []string, stdout, stderr io.Writer) error {
+	var c clientFlags
+	fs := flag.NewFlagSet("plugins restart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.register(fs)
+	force := fs.Bool("force", false, "restart even while runs are in progress (they fail as crashed)")
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: usage: pacer plugins restart NAME [--force] [--addr URL] [--token T]", errUsage)
+	}
+	path := "/api/v1/plugins/" + url.PathEscape(pos[0]) + "/restart"
+	if *force {
+		path += "?force=true"
+	}
+	var resp struct{ Plugin pluginhost.Status }
+	if raw, err := c.do(http.MethodPost, path, nil, &resp, stdout); err != nil || raw {
+		return err
+	}
+	p := resp.Plugin
+	_, err := fmt.Fprintf(stdout, "restarted %s: %s, pid %d, version %s\n", p.Name, p.State, p.PID, orDash(p.Version))
+	return err
+}

@@ -1,0 +1,76 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pacerun/pacer/runner/api"
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// POST /api/v1/plugins/{name}/restart needs the bearer token like every
+// mutating call, passes force, and maps the host's errors to statuses.
+func TestPluginRestartEndpoint(t *testing.T) {
+	t.Parallel()
+	type req struct {
+		name  string
+		force bool
+	}
+	var got []req
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler), Token: "tok",
+		RestartPlugin: func(_ context.Context, name string, force bool) (any, error) {
+			got = append(got, req{name, force})
+			switch name {
+			case "nosuch":
+				return nil, fmt.Errorf("%w: %q has no binary", pluginhost.ErrPluginNotFound, name)
+			case "busy":
+				return pluginhost.Status{Name: name, State: "up"}, fmt.Errorf("%w: 2 runs in progress", pluginhost.ErrPluginBusy)
+			case "broken":
+				return pluginhost.Status{Name: name, State: "down", Cause: pluginhost.CauseIdentity}, fmt.Errorf("%w: wrong binary", pluginhost.ErrPluginIdentity)
+			}
+			return pluginhost.Status{Name: name, State: "up", PID: 42}, nil
+		}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+
+	if code, body := call(t, srv, http.MethodPost, "/api/v1/plugins/shell/restart", "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("without a token: %d %v", code, body)
+	}
+	if len(got) != 0 {
+		t.Fatal("an unauthenticated request reached the host")
+	}
+	for _, tc := range []struct {
+		path string
+		code int
+		want req
+	}{
+		{"/api/v1/plugins/shell/restart", http.StatusOK, req{"shell", false}},
+		{"/api/v1/plugins/shell/restart?force=true", http.StatusOK, req{"shell", true}},
+		{"/api/v1/plugins/nosuch/restart", http.StatusNotFound, req{"nosuch", false}},
+		{"/api/v1/plugins/busy/restart", http.StatusConflict, req{"busy", false}},
+		{"/api/v1/plugins/broken/restart", http.StatusServiceUnavailable, req{"broken", false}},
+	} {
+		got = nil
+		code, body := call(t, srv, http.MethodPost, tc.path, "tok", "")
+		if code != tc.code || len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: %d %v (host saw %v), want %d %v", tc.path, code, body, got, tc.code, tc.want)
+		}
+		if code != http.StatusOK && body["error"] == nil {
+			t.Errorf("%s: no JSON error: %v", tc.path, body)
+		}
+		if code == http.StatusOK || code == http.StatusServiceUnavailable {
+			if p, _ := body["plugin"].(map[string]any); p["name"] != tc.want.name {
+				t.Errorf("%s: no plugin status in %v", tc.path, body)
+			}
+		}
+	}
+	if code, _ := call(t, srv, http.MethodPost, "/api/v1/plugins/shell/restart?force=maybe", "tok", ""); code != http.StatusBadRequest {
+		t.Errorf("force=maybe: %d", code)
+	}
+}
