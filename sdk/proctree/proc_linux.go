@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -73,23 +72,25 @@ func Read(pid int) (Process, error) {
 // Children lists pid's child processes. It reads each of pid's threads'
 // children lists, so it costs little however many processes the host runs.
 func Children(pid int) ([]Process, error) {
-	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("process %d: %w", pid, os.ErrNotExist)
+	}
+	tids, err := d.Readdirnames(-1)
+	d.Close()
 	if err != nil {
 		return nil, err
 	}
-	if len(tasks) == 0 {
-		if _, err := Read(pid); err != nil {
-			return nil, err
-		}
-		return scanChildren(pid)
-	}
 	var out []Process
 	seen := map[int]bool{}
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
+	read := 0
+	for _, tid := range tids {
+		b, err := os.ReadFile(dir + tid + "/children")
 		if err != nil {
-			continue // the thread ended
+			continue // the thread ended, or no children files (old kernel)
 		}
+		read++
 		for _, s := range strings.Fields(string(b)) {
 			c, err := strconv.Atoi(s)
 			if err != nil || seen[c] {
@@ -100,6 +101,9 @@ func Children(pid int) ([]Process, error) {
 				out = append(out, p)
 			}
 		}
+	}
+	if read == 0 {
+		return scanChildren(pid)
 	}
 	return out, nil
 }

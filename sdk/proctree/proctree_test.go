@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) {
 	// The reaper runs for the life of the process, by design.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pacerun/pacer/sdk/proctree.(*reaperState).start.func1"))
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/pacerun/pacer/sdk/proctree.(*reaperState).start.func1"))
 }
 
 // lockedBuffer is an io.Writer safe for the copy goroutines and the test.

@@ -25,13 +25,19 @@ type reaperState struct {
 
 var reaper = reaperState{own: map[int]bool{}}
 
-// start reaps adopted children whenever a child exits (SIGCHLD).
+// reapPause spaces out the reaper's scans: a busy plugin's commands exit
+// many times a second, and an adopted zombie harms nobody for that long.
+const reapPause = 100 * time.Millisecond
+
+// start reaps adopted children when children exit (SIGCHLD), at most once
+// per reapPause, and once more after it if more exited meanwhile.
 func (r *reaperState) start() {
-	ch := make(chan os.Signal, 16)
+	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGCHLD)
 	go func() {
 		for range ch {
 			reapAdopted()
+			time.Sleep(reapPause) // a rate limit, not a wait for anything
 		}
 	}()
 }
@@ -83,14 +89,10 @@ func (t *tree) waited(reaped bool) {
 	reaper.mu.Unlock()
 }
 
-// members lists the processes of the tree still present (zombies included):
-// every process below this one that is in the command's process group,
-// descends from the command, or carries its marker.
-func (t *tree) members() []Process {
-	all, err := Descendants(t.self)
-	if err != nil {
-		return nil
-	}
+// members lists the processes of the tree in all (a snapshot of the
+// processes below this one), zombies included: those in the command's
+// process group, below the command, or carrying its marker.
+func (t *tree) members(all []Process) []Process {
 	parent := make(map[int]int, len(all))
 	for _, p := range all {
 		parent[p.PID] = p.PPID
@@ -117,10 +119,16 @@ func (t *tree) members() []Process {
 	return out
 }
 
+// snapshot lists the processes below this one.
+func (t *tree) snapshot() []Process {
+	all, _ := Descendants(t.self)
+	return all
+}
+
 // live lists the pids of the tree's processes that still run.
 func (t *tree) live() []int {
 	var pids []int
-	for _, p := range t.members() {
+	for _, p := range t.members(t.snapshot()) {
 		if !p.Zombie() {
 			pids = append(pids, p.PID)
 		}
@@ -130,7 +138,7 @@ func (t *tree) live() []int {
 
 // signal sends sig to every live process of the tree.
 func (t *tree) signal(sig syscall.Signal) {
-	for _, p := range t.members() {
+	for _, p := range t.members(t.snapshot()) {
 		if !p.Zombie() {
 			_ = p.Signal(sig)
 		}
@@ -145,17 +153,17 @@ func (t *tree) end(killTimeout time.Duration) (leftovers []int, confirmed bool, 
 		reaper.mu.Lock()
 		reaper.live--
 		reaper.mu.Unlock()
-		reapAdopted()
 	}()
 	deadline := time.Now().Add(killTimeout)
 	for round := 0; ; round++ {
+		all := t.snapshot()
 		var alive []Process
-		for _, p := range append(t.members(), t.unclaimed()...) {
+		for _, p := range append(t.members(all), t.unclaimed(all)...) {
 			if !p.Zombie() && !slices.ContainsFunc(alive, func(q Process) bool { return q.PID == p.PID }) {
 				alive = append(alive, p)
 			}
 		}
-		reapAdopted()
+		reapZombies(all)
 		if round == 0 {
 			for _, p := range alive {
 				leftovers = append(leftovers, p.PID)
@@ -184,12 +192,12 @@ func (t *tree) end(killTimeout time.Duration) (leftovers []int, confirmed bool, 
 	}
 }
 
-// unclaimed lists, when no other command runs, the live processes below
-// this one that no command started as far as the tree can tell (orphans
-// that left their group and ancestry and cleared their environment), and
-// what they started: with no other command running, they can only be this
-// command's.
-func (t *tree) unclaimed() []Process {
+// unclaimed lists, when no other command runs, the live processes in all
+// (below this one) that no command started as far as the tree can tell
+// (orphans that left their group and ancestry and cleared their
+// environment), and what they started: with no other command running, they
+// can only be this command's.
+func (t *tree) unclaimed(all []Process) []Process {
 	reaper.mu.Lock()
 	others := reaper.live - 1
 	own := maps.Clone(reaper.own)
@@ -197,19 +205,28 @@ func (t *tree) unclaimed() []Process {
 	if others > 0 {
 		return nil
 	}
-	kids, err := Children(t.self)
-	if err != nil {
-		return nil
-	}
+	orphan := map[int]bool{}
 	var out []Process
-	for _, k := range kids {
-		if own[k.PID] || k.Zombie() {
-			continue
+	for _, p := range all { // parents come before their children
+		if (p.PPID == t.self && !own[p.PID] && !p.Zombie()) || orphan[p.PPID] {
+			orphan[p.PID] = true
+			out = append(out, p)
 		}
-		below, _ := Descendants(k.PID)
-		out = append(append(out, k), below...)
 	}
 	return out
+}
+
+// reapZombies reaps the zombies in all that are adopted children of this
+// process.
+func reapZombies(all []Process) {
+	self := os.Getpid()
+	reaper.mu.Lock()
+	defer reaper.mu.Unlock()
+	for _, p := range all {
+		if p.PPID == self && p.Zombie() && !reaper.own[p.PID] {
+			p.Reap()
+		}
+	}
 }
 
 // waitDead waits until none of ps runs, or the deadline passes.
