@@ -18,7 +18,7 @@ import (
 
 // RestartReasons are every value of pacer_plugin_restarts_total's reason
 // label.
-var RestartReasons = []string{ReasonCrash, ReasonHung, ReasonUnhealthy, ReasonStart}
+var RestartReasons = []string{ReasonCrash, ReasonHung, ReasonUnhealthy, ReasonStart, ReasonRestart}
 
 // hostMetrics records pacer_plugin_* metrics; it does nothing without them.
 type hostMetrics struct{ m *observability.Metrics }
