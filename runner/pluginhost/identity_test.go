@@ -195,7 +195,7 @@ func TestRejectedCheckLeavesNoTrace(t *testing.T) {
 		{File: "pacer.yaml", Job: "jobs[1]", Line: line(8), Plugin: "testplugin", Task: "nope"},
 	}
 	err := b.host.CheckTasks(context.Background(), bad)
-	if err == nil || !strings.Contains(err.Error(), `pacer.yaml:3: jobs[0]: plugin "nosuch"`) ||
+	if err == nil || !strings.Contains(err.Error(), `pacer.yaml:3: jobs[0].plugin: plugin "nosuch"`) ||
 		!strings.Contains(err.Error(), `pacer.yaml:8: jobs[1].task: unknown task`) {
 		t.Fatalf("err = %v", err)
 	}
