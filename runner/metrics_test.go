@@ -105,10 +105,12 @@ func TestJobSeriesExistAtZeroAndGoWithTheJob(t *testing.T) {
 
 // TestRemovedRunningJobSeriesGoWhenTheRunEnds: a job removed while a run of
 // it goes on keeps its series until that run ends (its outcome is counted),
-// then they are deleted.
+// then they are deleted. The removal cancels the run; the task here takes
+// until it is released to stop.
 func TestRemovedRunningJobSeriesGoWhenTheRunEnds(t *testing.T) {
 	b := setup(t)
 	b.waitLeader(t)
+	b.tasks.stubborn.Store(true)
 	j := job("gone", runner.OverlapForbid)
 	b.r.SetJobs([]*runner.Job{j})
 	b.r.Fire(runner.Slot{Job: j, Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,19 +24,28 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// blockingTasks is a TaskRunner whose calls block until released or cancelled.
+// blockingTasks is a TaskRunner whose calls block until released or
+// cancelled; with stubborn set, until released (a task slow to stop).
 type blockingTasks struct {
-	mu      sync.Mutex
-	started chan string // job IDs, as calls start
-	release chan struct{}
+	mu       sync.Mutex
+	started  chan string // job IDs, as calls start
+	release  chan struct{}
+	stubborn atomic.Bool
 }
 
 func (b *blockingTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
 	b.started <- c.Context.GetJobId()
+	done := ctx.Done()
+	if b.stubborn.Load() {
+		done = nil
+	}
 	select {
 	case <-b.release:
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		return &pluginhost.Result{Output: "ok"}, nil
-	case <-ctx.Done():
+	case <-done:
 		return nil, ctx.Err()
 	}
 }
