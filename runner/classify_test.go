@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,8 @@ func TestClassify(t *testing.T) {
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	live := context.Background()
+	timedOut, cancelTimeout := context.WithTimeoutCause(live, 0, errors.New("timed out after 2s"))
+	defer cancelTimeout()
 	tests := []struct {
 		name string
 		ctx  context.Context
@@ -37,6 +40,12 @@ func TestClassify(t *testing.T) {
 		{"deadline error", live, nil, context.DeadlineExceeded, observability.OutcomeTimeout},
 		{"crash", live, nil, pluginhost.ErrPluginCrashed, observability.OutcomeCrashed},
 		{"killed after the deadline", live, nil, errors.Join(pluginhost.ErrPluginKilled, context.DeadlineExceeded), observability.OutcomeTimeout},
+		// What pluginhost returns: the cause of the run's timeout, which
+		// does not wrap DeadlineExceeded.
+		{"killed after the timeout's cancel", timedOut, nil,
+			fmt.Errorf("%w: task did not stop within 1s of being cancelled (%w)", pluginhost.ErrPluginKilled, errors.New("timed out after 2s")), observability.OutcomeTimeout},
+		{"killed after a cancel", canceled, nil,
+			fmt.Errorf("%w: task did not stop within 1s of being cancelled (%w)", pluginhost.ErrPluginKilled, context.Canceled), observability.OutcomeCanceled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

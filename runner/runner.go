@@ -921,6 +921,12 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 		return observability.OutcomeTimeout, err.Error()
 	case errors.Is(err, context.Canceled):
 		return observability.OutcomeCanceled, "canceled: " + context.Cause(ctx).Error()
+	case errors.Is(err, pluginhost.ErrPluginKilled) && (errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadline(ctx)):
+		// Killed for ignoring the cancel its timeout sent (the error
+		// carries the timeout's cause, not DeadlineExceeded).
+		return observability.OutcomeTimeout, err.Error()
+	case errors.Is(err, pluginhost.ErrPluginKilled) && ctx.Err() != nil:
+		return observability.OutcomeCanceled, err.Error()
 	case errors.Is(err, pluginhost.ErrPluginCrashed):
 		return observability.OutcomeCrashed, err.Error()
 	default:
