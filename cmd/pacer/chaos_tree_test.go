@@ -54,21 +54,27 @@ const treeHold = 5 * time.Second
 
 // treeJob is the jobs: section for treeScript: one slot, at, with one retry.
 func treeJob(files string, at time.Time) string {
+	return treeJobTimeout(files, at, time.Minute, treeHold)
+}
+
+// treeJobTimeout is treeJob with the attempt's timeout, and hold for
+// treeScript.
+func treeJobTimeout(files string, at time.Time, timeout, hold time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `
   - id: tree
     plugin: shell
     task: exec
     schedule: "at: %s"
-    timeout: 60s
+    timeout: %s
     retries: {max: 1, initial_backoff: 100ms, max_backoff: 100ms}
     misfire: {policy: once, grace: 1m}
     delivery: at-least-once
     params:
       shell: true
       command: |
-`, at.UTC().Format(time.RFC3339))
-	for _, l := range strings.Split(strings.TrimRight(treeScript(files, fmt.Sprint(treeHold.Seconds())), "\n"), "\n") {
+`, at.UTC().Format(time.RFC3339), timeout)
+	for _, l := range strings.Split(strings.TrimRight(treeScript(files, fmt.Sprint(hold.Seconds())), "\n"), "\n") {
 		b.WriteString("        " + l + "\n")
 	}
 	return b.String()
@@ -133,6 +139,12 @@ func processesOf(run string) []int {
 // processes alive now.
 func checkTree(t *testing.T, files, run string, started time.Time) (d, z int) {
 	t.Helper()
+	return checkTreeHold(t, files, run, started, treeHold)
+}
+
+// checkTreeHold is checkTree for a tree that holds for hold.
+func checkTreeHold(t *testing.T, files, run string, started time.Time, hold time.Duration) (d, z int) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		effects, _, _ := treeFiles(t, files)
@@ -145,8 +157,8 @@ func checkTree(t *testing.T, files, run string, started time.Time) (d, z int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// The crashed attempt's processes would write at started + treeHold.
-	time.Sleep(time.Until(started.Add(treeHold + 2*time.Second)))
+	// The crashed attempt's processes would write at started + hold.
+	time.Sleep(time.Until(started.Add(hold + 2*time.Second)))
 	effects, pids, _ := treeFiles(t, files)
 	for _, l := range effects {
 		if strings.HasPrefix(l, "alive ") || (strings.HasPrefix(l, "end ") && strings.HasSuffix(l, " "+run)) {
@@ -283,6 +295,125 @@ func TestChaosRunnerKillWithProcessTree(t *testing.T) {
 	res.report(t)
 	if res.D != 0 || res.Z != 0 {
 		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
+	}
+}
+
+// startTreeReplica starts one runner with treeJobTimeout's job, a cancel
+// grace and drain timeout of 1 s, so that a hung plugin and a stop take
+// seconds, not the defaults' tens.
+func startTreeReplica(t *testing.T, eps []string, files string, timeout, hold time.Duration) *proc {
+	t.Helper()
+	chaosBinaries(t)
+	httpAddr := freeAddr(t)
+	cfg := replicaConfig(t, "r1", httpAddr, eps, treeJobTimeout(files, time.Now().Add(5*time.Second), timeout, hold))
+	cfg = strings.Replace(cfg, "plugins: {dir: ", "shutdown: {drain_timeout: 1s}\nplugins: {cancel_grace: 1s, dir: ", 1)
+	p := startPacer(t, "r1", httpAddr, cfg)
+	p.waitLogs("the scheduler to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
+	return p
+}
+
+// Scenario 18, hung plugin: the shell plugin is stopped (SIGSTOP) while its
+// command's tree runs. The attempt times out, the plugin cannot answer the
+// Cancel, so the runner kills it (a stopped process included) and the tree
+// it left, and the retry finds none of attempt 1's processes; none of their
+// side effects happens. Before the fix, killing the stopped plugin waited
+// for it to answer a Shutdown call: forever, and the slot never ended.
+func TestChaosPluginStoppedWithProcessTree(t *testing.T) {
+	skipChaos(t)
+	eps := endpoints(startCluster(t, 1))
+	files := t.TempDir()
+	// Attempt 1 times out at 4 s and is killed 1 s later, long before its
+	// processes' side effects (10 s); attempt 2 has 4 s for its look.
+	const hold = 10 * time.Second
+	p := startTreeReplica(t, eps, files, 4*time.Second, hold)
+	waitLeader(t, []*proc{p}, 30*time.Second)
+	res := &chaosResult{scenario: 18, M: -1}
+
+	_, run := waitTree(t, files, 30*time.Second)
+	started := time.Now()
+	pids := pluginPIDs(p.logs())
+	plugin := pids[len(pids)-1]
+	fault := time.Now()
+	if err := syscall.Kill(plugin, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(plugin, syscall.SIGKILL) })
+	res.runs++
+	lines := p.waitLogs("the retry to finish", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, func(l logLine) bool { return l.str("msg") == "run finished" && l["attempt"] == float64(2) })) > 0
+	})
+	first, _ := firstAfter(lines, fault, func(l logLine) bool { return l.str("msg") == "run finished" && l.str("run_id") == run })
+	if first == nil || first.str("outcome") != "timeout" || !strings.Contains(first.str("error"), "processes it left behind") {
+		t.Errorf("attempt 1 finished as %v; want timeout, naming the processes killed", first)
+	}
+	if first != nil {
+		res.F = append(res.F, logTime(first).Sub(fault))
+		t.Logf("SIGSTOP → attempt 1 recorded (timeout 4 s + cancel grace 1 s, its tree dead) %s", logTime(first).Sub(fault).Round(time.Millisecond))
+	}
+	if pidAlive(plugin) {
+		t.Errorf("the stopped plugin process %d is still alive", plugin)
+	}
+	res.D, res.Z = checkTreeHold(t, files, run, started, hold)
+	if recs := runRecords(t, p, "tree"); len(recs) != 2 || recs[0].State != "success" || recs[1].State != "timeout" {
+		t.Errorf("records: %+v; want the timeout and the successful retry", recs)
+	}
+	res.Z += stopAll(t, []*proc{p})
+	res.report(t)
+	if res.D != 0 || res.Z != 0 {
+		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
+	}
+}
+
+// Scenario 18, runner stop: SIGTERM to the runner while the command's tree
+// runs (and, in the second case, while the plugin is stopped by SIGSTOP).
+// The drain timeout (1 s) cancels the attempt; the runner exits with every
+// process of the attempt dead and the attempt recorded; no retry starts and
+// none of the tree's side effects happens.
+func TestChaosRunnerStopWithProcessTree(t *testing.T) {
+	skipChaos(t)
+	for _, stopPlugin := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plugin_stopped=%v", stopPlugin), func(t *testing.T) {
+			eps := endpoints(startCluster(t, 1))
+			files := t.TempDir()
+			p := startTreeReplica(t, eps, files, time.Minute, treeHold)
+			waitLeader(t, []*proc{p}, 30*time.Second)
+			pids, run := waitTree(t, files, 30*time.Second)
+			plugins := pluginPIDs(p.logs())
+			plugin := plugins[len(plugins)-1]
+			if stopPlugin {
+				if err := syscall.Kill(plugin, syscall.SIGSTOP); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = syscall.Kill(plugin, syscall.SIGKILL) })
+			}
+			fault := time.Now()
+			p.signal(syscall.SIGTERM)
+			if code := p.wait(30 * time.Second); code != 0 {
+				t.Errorf("exit code %d after SIGTERM", code)
+			}
+			exited := time.Since(fault)
+			alive := slices.DeleteFunc(append(slices.Clone(pids), plugin), func(pid int) bool { return !pidAlive(pid) })
+			alive = append(alive, processesOf(run)...)
+			t.Logf("SIGTERM → runner exited %s; alive then: %v", exited.Round(time.Millisecond), alive)
+			if len(alive) > 0 {
+				t.Errorf("processes of the attempt (or its plugin) outlived the runner: %v", alive)
+			}
+			// The tree's processes would write at started + treeHold.
+			time.Sleep(time.Until(fault.Add(treeHold + time.Second)))
+			effects, _, _ := treeFiles(t, files)
+			for _, l := range effects {
+				if strings.HasPrefix(l, "end ") || strings.HasPrefix(l, "start 2") {
+					t.Errorf("after the runner stopped: %q", l)
+				}
+			}
+			recs := etcdRecords(t, eps, "tree")
+			if len(recs) != 1 || recs[0].State != "canceled" || recs[0].RunID != run {
+				t.Errorf("records: %+v; want attempt 1 canceled", recs)
+			}
+			for _, pid := range processesOf(run) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
 	}
 }
 

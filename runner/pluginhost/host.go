@@ -53,6 +53,7 @@ import (
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // Errors a call can fail with, besides the context's own errors.
@@ -370,7 +371,11 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 	pid := client.ReattachConfig().Pid
 	log.Info("plugin started", "version", desc.GetVersion(), "pid", pid,
 		"protocol", client.NegotiatedVersion(), "start_ms", time.Since(started).Milliseconds())
-	inst := &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, path: path, stop: make(chan struct{})}
+	proc, err := proctree.Read(pid)
+	if err != nil {
+		proc = proctree.Process{PID: pid} // no /proc: signals go by ID
+	}
+	inst := &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, proc: proc, path: path, stop: make(chan struct{})}
 	h.registered(inst)
 	return inst, nil
 }

@@ -8,11 +8,14 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // ErrPluginQuarantined means the plugin failed too often recently; runs
@@ -64,6 +67,7 @@ type instance struct {
 	rpc    pluginv1.TaskPluginClient
 	desc   *pluginv1.DescribeResponse
 	pid    int
+	proc   proctree.Process // the process as started: signals reach it, not a process that reused its ID
 	path   string
 	calls  atomic.Int32 // runs in progress
 
@@ -75,10 +79,54 @@ type instance struct {
 // alive reports whether the process runs and nobody asked it to stop.
 func (i *instance) alive() bool { return i.reason.Load() == nil && !i.client.Exited() }
 
+// killGrace bounds how long a plugin process asked to stop (go-plugin's
+// Shutdown call, then its own wait) may take before it gets SIGKILL: longer
+// than the SDKs take to drain their runs (3 s) and end what the runs
+// started (2 s).
+const killGrace = 10 * time.Second
+
+// kill stops the process and waits until it is gone. go-plugin's Kill asks
+// the process to shut down and waits for the answer without a bound, so a
+// process that cannot answer would hold the caller forever: one that was
+// stopped (SIGSTOP, a frozen cgroup), or killed for not answering (hung,
+// unhealthy), gets SIGKILL at once; any other gets killGrace to exit.
 func (i *instance) kill(reason string) {
 	i.reason.CompareAndSwap(nil, &reason)
 	i.stopOnce.Do(func() { close(i.stop) })
+	if reason == ReasonHung || reason == ReasonUnhealthy || i.stopped() {
+		i.sigkill()
+	} else {
+		t := time.AfterFunc(killGrace, i.sigkill)
+		defer t.Stop()
+	}
 	i.client.Kill()
+}
+
+// stopped reports whether the process is stopped by a signal or traced.
+func (i *instance) stopped() bool {
+	p, err := proctree.Read(i.pid)
+	return err == nil && i.proc.Same() && (p.State == 'T' || p.State == 't')
+}
+
+// sigkill kills the process, if it is still the one started.
+func (i *instance) sigkill() {
+	if i.client.Exited() {
+		return
+	}
+	_ = i.proc.Signal(syscall.SIGKILL)
+}
+
+// ping checks the process's health service, waiting up to timeout (go-plugin's
+// Ping waits without a bound, forever for a stopped process).
+func (i *instance) ping(timeout time.Duration) error {
+	gc, ok := i.proto.(*plugin.GRPCClient)
+	if !ok {
+		return i.proto.Ping()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err := healthpb.NewHealthClient(gc.Conn).Check(ctx, &healthpb.HealthCheckRequest{Service: plugin.GRPCServiceName})
+	return err
 }
 
 func (h *Host) supervisor(name string) *supervisor {
@@ -296,7 +344,7 @@ func (s *supervisor) probe(inst *instance) {
 			_ = s.h.afterDeath(errors.New("plugin process exited"))
 			return
 		}
-		if err := inst.proto.Ping(); err != nil {
+		if err := inst.ping(s.h.opts.ProbeInterval); err != nil {
 			failures++
 			s.log.Warn("plugin health probe failed", "pid", inst.pid, "failures", failures, "error", err)
 			if failures >= 3 {
