@@ -17,6 +17,9 @@
 //	big     returns an output of params.count bytes
 //	span    starts a child span (params.message as an attribute and in an event) through
 //	        otel's global tracer, logs the message and returns it as output
+//	daemon  starts, with plain os/exec (this plugin is no subreaper), a shell that
+//	        leaves a setsid'd sleep behind and exits; the sleep writes its pid to
+//	        params.path and carries PACER_RUN_ID unless params.message is "anonymous"
 package main
 
 import (
@@ -25,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -166,6 +170,24 @@ func main() {
 				return nil
 			}),
 			"stamp": sdk.TaskFunc(stamp),
+			"daemon": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
+				cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' sh "$1" &`, "sh", p.Path)
+				cmd.Env = os.Environ()
+				if p.Message != "anonymous" {
+					cmd.Env = append(cmd.Env, "PACER_RUN_ID="+sdk.Info(ctx).RunID)
+				}
+				if err := cmd.Run(); err != nil {
+					return err
+				}
+				for ctx.Err() == nil {
+					if b, _ := os.ReadFile(p.Path); len(b) > 0 && b[len(b)-1] == '\n' {
+						resp.Output = "daemon " + strings.TrimSpace(string(b))
+						return nil
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				return ctx.Err()
+			}),
 			"env": task(func(ctx context.Context, _ params, _ time.Duration, resp *sdk.Response) error {
 				info := sdk.Info(ctx)
 				resp.Data = map[string]any{

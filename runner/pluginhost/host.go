@@ -486,15 +486,17 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	h.ownMu.Lock()
 	h.runs[runID] = inst
 	h.ownMu.Unlock()
-	defer func() {
+	ended := sync.OnceFunc(func() {
 		h.ownMu.Lock()
 		delete(h.runs, runID)
 		h.ownMu.Unlock()
-	}()
+	})
+	defer ended()
 
 	t0 := time.Now()
 	res, err := h.stream(sctx, inst, c, req)
 	h.metrics.rpc(c.Plugin, "run", time.Since(t0))
+	ended() // what the run left is no longer spared
 	switch {
 	case killed.Load():
 		sup.failed(inst)
@@ -503,8 +505,11 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	case errors.Is(err, ErrPluginCrashed):
 		sup.failed(inst)
 		err = h.afterDeath(err)
-	case err == nil:
-		sup.ok()
+	default:
+		if err == nil {
+			sup.ok()
+		}
+		res, err = h.afterRun(c, res, err)
 	}
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrPluginCrashed) {
 		return nil, fmt.Errorf("%w (%v)", context.Cause(ctx), err)

@@ -1,6 +1,7 @@
 package pluginhost
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -25,6 +26,12 @@ import (
 // dead, before the call that saw the plugin die returns. So a retry never
 // starts while a process of the attempt before it lives. It also reaps them.
 //
+// A plugin that is not a subreaper itself (one that does not use
+// sdk/proctree, or a plugin in another language) loses the orphans of its
+// runs to the host's process. So when a run ends, whatever it left there
+// (no longer spared) is killed before the call returns, and a sweep runs
+// every second besides those on SIGCHLD: adopting an orphan sends none.
+//
 // That rule needs every child of the process to be a plugin the host
 // started: spawn is held (read) while a plugin process starts, and (write)
 // while orphans are swept, so a plugin being started is never taken for an
@@ -45,19 +52,70 @@ func (h *Host) enableSubreaper() {
 	}
 	ch := make(chan os.Signal, 8)
 	signal.Notify(ch, syscall.SIGCHLD)
+	tick := time.NewTicker(sweepEvery)
 	h.sweeper.Add(1)
 	go func() {
 		defer h.sweeper.Done()
 		defer signal.Stop(ch)
+		defer tick.Stop()
 		for {
 			select {
 			case <-h.done:
 				return
 			case <-ch:
-				_, _ = h.sweep(0)
+			case <-tick.C:
+				if !h.orphaned() {
+					continue
+				}
 			}
+			_, _ = h.sweep(0)
 		}
 	}()
+}
+
+// sweepEvery is how often the host looks for orphans without a SIGCHLD.
+const sweepEvery = time.Second
+
+// orphaned reports whether the host's process has a child it did not
+// start: an orphan to sweep (or reap). It reads only the host's children.
+func (h *Host) orphaned() bool {
+	kids, err := proctree.Children(os.Getpid())
+	if err != nil {
+		return false
+	}
+	own := h.ownPIDs()
+	for _, k := range kids {
+		if own[k.PID] == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// afterRun ends what a run of a live plugin left below the host's process
+// (see above) before the call returns: the kill is noted in the run's
+// output, and processes that cannot be confirmed dead are named in
+// ProcessesLeft (or the error), so that no retry starts while they live.
+func (h *Host) afterRun(c Call, res *Result, err error) (*Result, error) {
+	if !h.opts.Subreaper || !h.orphaned() {
+		return res, err
+	}
+	killed, serr := h.sweep(h.opts.TreeTimeout)
+	if len(killed) > 0 {
+		h.log.Warn("killed processes a run left behind", "plugin", c.Plugin, "run_id", c.Context.GetRunId(), "pids", killed)
+		if res != nil {
+			res.Output = strings.TrimSuffix(res.Output, "\n") + fmt.Sprintf("\n[the run left %d processes outside its plugin; killed: pids %s]",
+				len(killed), joinPIDs(killed))
+		}
+	}
+	if serr != nil {
+		h.log.Error("processes a run left behind are still alive", "plugin", c.Plugin, "run_id", c.Context.GetRunId(), "error", serr)
+		if res == nil {
+			return nil, errors.Join(err, serr)
+		}
+		res.ProcessesLeft = strings.TrimPrefix(res.ProcessesLeft+"; "+serr.Error(), "; ")
+	}
+	return res, err
 }
 
 // registered records a started plugin process, so sweeps leave it alone

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -62,6 +63,36 @@ sleep 300`
 		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !errors.Is(err, os.ErrNotExist) {
 			st, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 			t.Errorf("process %d of the crashed run exists when the call returned: %s", pid, st)
+		}
+	}
+}
+
+// A plugin that is no subreaper (testplugin starts its commands with plain
+// os/exec) loses a daemon its run leaves to the host's process. When the run
+// ends, the daemon is dead before the call returns, whether or not it
+// carries the run's ID (with it, it was spared while the run went on), and
+// the run's output says so. Before, it lived on until some child of the
+// host exited.
+func TestRunsOrphansDieBeforeTheCallReturns(t *testing.T) {
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	b := setup(t, pluginhost.Options{Subreaper: true})
+	for _, name := range []string{"with its run ID", "anonymous"} {
+		path := filepath.Join(t.TempDir(), "pid")
+		c := call("daemon", map[string]any{"path": path, "message": name})
+		c.Context.RunId = "run-" + strings.ReplaceAll(name, " ", "-")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		res, err := b.host.Run(ctx, c)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		pid := pidsIn(t, path, 1)[0]
+		if alive(pid) {
+			t.Errorf("%s: the daemon %d the run left is alive when the call returned", name, pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if want := "killed: pids " + strconv.Itoa(pid); !strings.Contains(res.Output, want) || res.ProcessesLeft != "" {
+			t.Errorf("%s: output %q (processes left %q), want a note with %q", name, res.Output, res.ProcessesLeft, want)
 		}
 	}
 }
