@@ -594,3 +594,44 @@ func mustRead(path string) []byte {
 	must(err)
 	return b
 }
+
+// Scenario 20, runner stop: SIGTERM to a runner whose job retries as fast
+// as allowed. The pending retry is not started (its skip record, reason
+// stopping, is the slot's last) and the runner exits at once, not after the
+// drain timeout. Before the fix, retries went on until the drain timeout
+// cancelled them (12 s in the report).
+func TestChaosRetryStormStopsOnSIGTERM(t *testing.T) {
+	skipChaos(t)
+	eps := endpoints(startCluster(t, 1))
+	attempts := filepath.Join(t.TempDir(), "attempts")
+	p := waitLeader(t, startReplicas(t, 1, eps, stormJob(attempts)), 30*time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for countLines(attempts) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("fewer than 3 attempts within 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	at := time.Now()
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM", code)
+	}
+	took := time.Since(at)
+	n := countLines(attempts)
+	t.Logf("SIGTERM → exit %s, after %d attempts", took.Round(time.Millisecond), n)
+	// The default drain timeout is 30 s: a storm that went on until it
+	// shows here.
+	if took > 10*time.Second {
+		t.Errorf("the runner took %s to stop", took.Round(time.Millisecond))
+	}
+	var last *runRecord
+	for _, r := range etcdRecords(t, eps, "storm") {
+		if last == nil || r.Attempt > last.Attempt {
+			last = &r
+		}
+	}
+	if last == nil || last.State != "skipped" || last.Reason != "stopping" || last.Attempt != n+1 {
+		t.Errorf("the slot's last record is %+v; want the retry after attempt %d skipped, reason stopping", last, n)
+	}
+}
