@@ -45,17 +45,20 @@ from ._context import (
 )
 from ._params import param
 from ._plugin import VERSION, Plugin, Task
+from ._proctree import Completed, ProcessesAlive
 from ._serve import serve
 
 __version__ = VERSION
 
 __all__ = [
     "Cancelled",
+    "Completed",
     "Context",
     "InvalidParams",
     "LogHandler",
     "Logger",
     "Plugin",
+    "ProcessesAlive",
     "Result",
     "RunInfo",
     "Span",

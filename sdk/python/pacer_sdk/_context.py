@@ -12,10 +12,13 @@ import os
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _values
 from ._pb.pacer.plugin.v1 import plugin_pb2 as pb
+
+if TYPE_CHECKING:
+    from ._proctree import Completed
 
 # slog levels, which the runner's log uses.
 DEBUG, INFO, WARN, ERROR = -4, 0, 4, 8
@@ -173,6 +176,8 @@ class RunState:
             self.deadline_mono = self.started + timeout_ns / 1e9
             self.deadline = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(microseconds=timeout_ns // 1000)
         self.open = True  # false once the run's result is sent: later events are dropped
+        #: Processes the run started that could not be confirmed dead (Context.run).
+        self.processes_left: List[str] = []
 
     def emit(self, event: pb.RunEvent) -> None:
         if self.open:
@@ -457,6 +462,69 @@ class Context:
         if self._run.deadline_mono is None:
             return None
         return max(0.0, self._run.deadline_mono - time.monotonic())
+
+    # Processes.
+
+    def run(
+        self,
+        args: Union[str, Sequence[str]],
+        *,
+        shell: bool = False,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        input: Union[bytes, str, None] = None,
+        on_line: Optional[Callable[[str], None]] = None,
+        max_output: int = 64 << 10,
+        grace: float = 2.0,
+        kill_timeout: float = 5.0,
+        check: bool = False,
+    ) -> "Completed":
+        """Run a command so that its whole process tree ends with it, and
+        return how it ended (a Completed)::
+
+            res = ctx.run(["pg_dump", "-f", path, db], on_line=ctx.log.info)
+            if res.returncode != 0:
+                raise pacer_sdk.TaskError(f"pg_dump: {res.state}: {res.output[-500:]}")
+
+        Every process the command starts, including ones that call setsid or
+        daemonise, stays in its tree (Linux). When the command exits, what is
+        left of the tree is killed (Completed.leftovers names it); when the
+        run is cancelled or times out, the tree gets SIGTERM, then SIGKILL
+        after grace seconds. ctx.run returns only once nothing of the tree is
+        alive; processes still alive kill_timeout seconds after SIGKILL raise
+        ProcessesAlive, and the run's result then says so, so that the
+        runner starts no retry while they may live.
+
+        args is a list (or a program name), or with shell=True one string run
+        by /bin/sh -c. stdout and stderr are read together: Completed.output
+        keeps their first max_output bytes, on_line gets every line as it
+        comes. input (bytes or str) is the command's stdin, else /dev/null.
+        env replaces the default environment: the plugin's PATH, HOME, LANG,
+        LC_*, TZ, TMPDIR and USER, the job's inherit_env variables
+        (info.env) and the run's PACER_JOB_ID, PACER_RUN_ID,
+        PACER_CORRELATION_ID and PACER_ATTEMPT. With check=True a non-zero
+        exit raises TaskError and a stop raises Cancelled. A program that
+        cannot start raises OSError (FileNotFoundError if it is not found).
+
+        Start every process a task needs through ctx.run: a plain
+        subprocess's children are not kept, and end at the latest with the
+        plugin process.
+        """
+        from . import _proctree
+
+        return _proctree.run(
+            self._run,
+            args,
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            input=input,
+            on_line=on_line,
+            max_output=max_output,
+            grace=grace,
+            kill_timeout=kill_timeout,
+            check=check,
+        )
 
     # Reports.
 

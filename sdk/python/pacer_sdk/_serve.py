@@ -15,7 +15,10 @@ The sequence (docs/plugin-protocol.md has the protocol behind it):
 5. Run until the runner calls the controller's Shutdown, sends SIGTERM (the
    runner asks the kernel to send it when it dies), or the parent process
    changes (the runner died and the plugin was re-parented). Then cancel
-   every run, give them 3 seconds to return, and exit 0.
+   every run, give them 3 seconds to return, kill every process left below
+   the plugin, and exit 0. When the runner died, the processes below the
+   plugin are killed first, at once: nothing a run started may outlive the
+   runner that would have recorded it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Optional
 
 import grpc
 
-from . import _goplugin, _mtls
+from . import _goplugin, _mtls, _proctree
 from ._context import MAX_MESSAGE_BYTES
 from ._pb import pacer_sdk_goplugin_pb2 as gp
 from ._pb.pacer.plugin.v1 import plugin_pb2_grpc as pb_grpc
@@ -165,9 +168,11 @@ def serve(plugin: Plugin) -> None:
     _write_all(handshake_fd, listener.handshake_line().encode())
 
     reason = _wait(proc, ppid)
-    if reason == "parent":
-        _write_all(2, b"pacer plugin: runner process is gone; stopping\n")
+    if reason == "parent" or (reason == "signal" and os.getppid() != ppid):  # SIGTERM from the parent-death signal
+        _end_descendants()
+        _write_all(2, b"pacer plugin: runner process is gone; killed every process of its runs; stopping\n")
     servicer.stop("plugin stopping: the runner went away", DRAIN_GRACE)
+    _end_descendants()
     for w in (sys.stdout, sys.stderr):
         try:
             w.flush()
@@ -176,6 +181,20 @@ def serve(plugin: Plugin) -> None:
     stdio.close()
     listener.close(grace=0.5)
     os._exit(0)
+
+
+# How long a stopping plugin waits for the processes it killed to die.
+DESCENDANTS_GRACE = 2.0
+
+
+def _end_descendants() -> None:
+    try:
+        alive = _proctree.end_descendants(DESCENDANTS_GRACE)
+    except Exception as e:  # never keep the plugin from exiting
+        _write_all(2, f"pacer plugin: ending the processes of its runs: {e}\n".encode())
+        return
+    if alive:
+        _write_all(2, f"pacer plugin: {len(alive)} processes of its runs still alive {DESCENDANTS_GRACE:g}s after SIGKILL\n".encode())
 
 
 def _wait(proc: _Process, ppid: int) -> str:
@@ -202,7 +221,11 @@ def _guard_stdout() -> int:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
+    """Write data to fd; a reader that is gone (the runner died) is no error."""
+    try:
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError:
+        pass
 
 

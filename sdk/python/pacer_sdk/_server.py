@@ -191,12 +191,16 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
             except BaseException as e:  # noqa: B902 - every failure ends the attempt, not the plugin
                 ctx.log.error(f"task raised {type(e).__name__}", error=str(e), traceback=traceback.format_exc())
                 res = pb.RunResult(error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            if run.processes_left:
+                # Whatever the task made of the exception: no retry may start.
+                res.processes_left = "; ".join(run.processes_left)
             ev = pb.RunEvent(result=res)
             if ev.ByteSize() > _context.MAX_RESULT_BYTES:
                 ev = pb.RunEvent(
                     result=pb.RunResult(
                         error=f"task {go_quote(task.name)} returned a result of {ev.ByteSize()} bytes, over the "
-                        f"{_context.MAX_RESULT_BYTES}-byte limit: return less, or store large output elsewhere and return a reference"
+                        f"{_context.MAX_RESULT_BYTES}-byte limit: return less, or store large output elsewhere and return a reference",
+                        processes_left=res.processes_left,
                     )
                 )
             outcome["result"] = ev

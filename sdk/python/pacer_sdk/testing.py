@@ -81,6 +81,9 @@ class Outcome:
     data: Dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The task's own failure message (RunResult.error), or None.
     error: Optional[str] = None
+    #: Processes the run started that could not be confirmed dead
+    #: (RunResult.processes_left), or "".
+    processes_left: str = ""
     #: The call's gRPC status when it did not end with a result (unknown
     #: task, invalid params, a crash, a cancelled call), or None.
     status: Optional[grpc.StatusCode] = None
@@ -398,6 +401,7 @@ class Harness:
                     out.output = ev.result.output
                     out.data = _values.from_struct(ev.result.data)
                     out.error = ev.result.error or None
+                    out.processes_left = ev.result.processes_left
         except grpc.RpcError as e:
             out.status, out.details = e.code(), e.details() or ""
         finally:
