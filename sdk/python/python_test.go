@@ -122,3 +122,29 @@ func BenchmarkGreet(b *testing.B) {
 		})
 	}
 }
+
+// One command run by a Python task through Context.run (its keeper process,
+// the subreaper, the scan of the tree after it) against subprocess.run;
+// cpu-ms/op is what the plugin process and its children spent in the task:
+//
+//	go test -run '^$' -bench BenchmarkPythonCommand -count 3 ./sdk/python/
+func BenchmarkPythonCommand(b *testing.B) {
+	h := sdktest.Start(b, filepath.Join("tests", "plugins", "testplugin.py"))
+	for _, bc := range []struct {
+		name  string
+		plain bool
+	}{{"subprocess.run", true}, {"ctx.run", false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			call := sdktest.Call{Task: "spawn", Params: map[string]any{"args": []any{"/bin/true"}, "plain": bc.plain}}
+			cpu := 0.0
+			for b.Loop() {
+				res := h.Run(b.Context(), call)
+				if res.Err != nil || res.Output != "0" {
+					b.Fatalf("%+v", res)
+				}
+				cpu += res.Data["cpu"].(float64)
+			}
+			b.ReportMetric(cpu/float64(b.N)*1e3, "cpu-ms/op")
+		})
+	}
+}
