@@ -85,10 +85,23 @@ var authSchemes = []string{
 // String applies these masks, in this order (each sees the output of the
 // previous ones):
 //
+//  0. Percent-encoded words: a run of non-space bytes (up to 8 KiB) holding
+//     an encoded '@', '=', ':', '+' or '%' (%40, %3D, %3A, %2B, %25) is
+//     decoded (escapes of printable ASCII only; up to four times for text
+//     encoded more than once) and, if the decoded word holds anything the
+//     masks below take, replaced by the decoded word with its masks:
+//     "next=%2Fcb%3Faccess_token%3Dabc" -> "next=/cb?access_token=[redacted]",
+//     "ops%40example.com" -> "[email]". A word with nothing to mask is kept
+//     encoded.
 //  1. PEM private-key blocks, "-----BEGIN ... PRIVATE KEY-----" through the
-//     matching END line (or to the end of the text if unterminated)
-//     -> [private_key]. First, because the base64 body could otherwise be
-//     mistaken for other things and only partly masked.
+//     matching END line -> [private_key]. Without an END line (within
+//     64 KiB): the lines after the BEGIN line, up to 64 KiB; or, if key
+//     material follows the BEGIN line on its line, the rest of that line up
+//     to a quote; or, if anything else follows it (a quote, as in
+//     private_key="-----BEGIN PRIVATE KEY-----"), the BEGIN line alone.
+//     First, because the base64 body could otherwise be mistaken for other
+//     things and only partly masked. Text that arrives line by line needs
+//     PEMLines.
 //  2. URL user-info, "scheme://user:pass@host" -> "scheme://[userinfo]@host".
 //     Before e-mail, which would otherwise take "pass@host".
 //  3. JWTs, three or more base64url segments, the first starting with "eyJ"
@@ -105,15 +118,19 @@ var authSchemes = []string{
 //     glued to a word (shapes from gitleaks' rules): AWS access key IDs
 //     (AKIA, ASIA, ABIA, ACCA, A3T + 16) -> [aws_key]; Google API keys (AIza
 //     + 35) -> [google_api_key]; GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_
-//     + 36 or more; github_pat_ + 82 or more) -> [github_token]; GitLab
+//     + 36 or more; github_pat_ + 30 or more of [A-Za-z0-9_] with a digit,
+//     82 in a whole one) -> [github_token]; GitLab
 //     tokens (glpat-, gldt-, glrt-, glptt-, glft-, glimt-, glagent-, gloas-,
 //     glsoat-, glcbt-, glffct- + 20 or more) -> [gitlab_token]; Slack tokens
 //     (xoxa-, xoxb-, xoxe-, xoxo-, xoxp-, xoxr-, xoxs-, xoxe.xoxb-,
-//     xoxe.xoxp-, xapp- + 10 or more, with a digit) -> [slack_token]; Stripe
+//     xoxe.xoxp-, xapp- + 10 or more, with a digit) -> [slack_token]; Slack
+//     webhook URLs ([https://]hooks.slack.com/services/, /workflows/ or
+//     /triggers/ + 20 or more) -> [slack_webhook]; Stripe
 //     secret and restricted keys (sk_ or rk_, then live_, test_ or prod_, +
 //     10 to 99) -> [stripe_key]; npm tokens (npm_ + 36) -> [npm_token]; IBANs
 //     of a registry country, compact or in groups of four separated by single
-//     spaces, whose ISO 7064 mod-97 check holds -> [iban]. Before the cards,
+//     spaces, whose ISO 7064 mod-97 check holds (in lower or mixed case, with
+//     the country's IBAN length too) -> [iban]. Before the cards,
 //     whose mask could otherwise take the digits inside an IBAN, and before
 //     the key/values and Bearer, so "token=ghp_..." keeps its type.
 //  8. Phone numbers in international format: '+', a country code, 8 to 15
@@ -137,9 +154,10 @@ var authSchemes = []string{
 //     key: value, "key": "value", 'key': 'value', \"key\":\"value\", Go's
 //     map[key:value] and query strings (?token=abc&x=1); the key is kept and
 //     the value becomes [redacted]. A quoted value runs to its closing quote
-//     (or the end of the text if unterminated), a {...} or [...] value to its
-//     closing bracket, an unquoted value to whitespace or one of & , ; ) ] }
-//     < > and quotes. For "<auth-scheme> <credentials>" only the credentials
+//     on its line (or the end of the line if there is none), a {...} or
+//     [...] value to its closing bracket (or the end of its first line), an
+//     unquoted value to whitespace or one of & , ; ) ] } < > and quotes.
+//     The fencing token's keys are not sensitive (see SensitiveKey). For "<auth-scheme> <credentials>" only the credentials
 //     are replaced ("Authorization: Basic [redacted]"). An unquoted
 //     replacement after a JSON key is quoted ({"password":"[redacted]"}). The
 //     typed classes above run first so a value that was already classified
@@ -162,8 +180,9 @@ type Sanitizer struct {
 	trusted      map[string]struct{}
 	placeholders map[string]struct{} // names without brackets
 
-	// withoutBareSecrets turns off the masks of sanitize_secrets.go, so a
-	// benchmark can measure them against the sanitizer without them.
+	// withoutBareSecrets turns off the masks of sanitize_secrets.go and
+	// sanitize_encoded.go, so a benchmark can measure them against the
+	// sanitizer without them.
 	withoutBareSecrets bool
 }
 
@@ -254,6 +273,9 @@ func (s *Sanitizer) String(in string) string {
 	}
 	if in == "" {
 		return in
+	}
+	if !s.withoutBareSecrets && strings.IndexByte(in, '%') >= 0 {
+		in = s.maskPercentEncoded(in)
 	}
 	out := in
 	if len(in) <= shortString {
@@ -347,7 +369,10 @@ func (s *Sanitizer) String(in string) string {
 // authorization (so "db_password", "X-Api-Key", "clientSecret",
 // "access_token", "refresh_token", "AWS_SECRET_ACCESS_KEY" and
 // "Proxy-Authorization" are all sensitive; "token_count", "tokens" and
-// "secret_name" are not), or when it equals one of the RedactKeys.
+// "secret_name" are not), or when it equals one of the RedactKeys. The
+// fencing token's own names, "fencing_token" and "PACER_FENCING_TOKEN"
+// (normalised: fencingtoken, pacerfencingtoken), are not sensitive: the
+// token is a revision number that guards writes, not a credential.
 func (s *Sanitizer) SensitiveKey(key string) bool {
 	if s == nil {
 		s = defaultSanitizer()
@@ -359,7 +384,7 @@ func (s *Sanitizer) SensitiveKey(key string) bool {
 // sensitiveKey implements SensitiveKey; buf is scratch space.
 func (s *Sanitizer) sensitiveKey(key string, buf *[64]byte) bool {
 	for _, suf := range builtinKeySuffixes {
-		if hasCanonicalSuffix(key, suf) {
+		if hasCanonicalSuffix(key, suf) && !fencingTokenKey(key) {
 			return true
 		}
 	}
@@ -372,6 +397,22 @@ func (s *Sanitizer) sensitiveKey(key string, buf *[64]byte) bool {
 	}
 	_, ok := s.redactKeys[string(k)]
 	return ok
+}
+
+// fencingTokenKey reports whether key names the fencing token
+// (fencing_token, PACER_FENCING_TOKEN, pacer.fencing_token, fencingToken): a
+// number every write of a run is guarded by, not a secret, and what an
+// operator reads to follow a run across systems.
+func fencingTokenKey(key string) bool {
+	var buf [24]byte
+	if len(key) > len(buf) {
+		return false
+	}
+	switch string(canonicalKey(buf[:0], key)) {
+	case "fencingtoken", "pacerfencingtoken":
+		return true
+	}
+	return false
 }
 
 // hasCanonicalSuffix reports whether the normalised form of key ends with
@@ -564,6 +605,7 @@ const (
 	clUpDigit        // [A-Z0-9]
 	clDash           // '-'
 	clUnder          // '_'
+	clB64            // base64: [A-Za-z0-9+/=]
 )
 
 var charClass = func() (t [256]uint16) {
@@ -614,6 +656,9 @@ var charClass = func() (t [256]uint16) {
 		}
 		if b == '_' {
 			f |= clUnder
+		}
+		if alnum || b == '+' || b == '/' || b == '=' {
+			f |= clB64
 		}
 		t[c] = f
 	}
@@ -685,29 +730,35 @@ func pemPrivateLine(s string, i int, word string) (int, bool) {
 	return p + j + 5, true
 }
 
+// maxPEMBlock bounds a private-key block with no END line: what follows its
+// BEGIN line is masked up to this many bytes (whole lines), the size of the
+// largest keys in use (an RSA-16384 key in PKCS #8 is about 13 KiB of PEM;
+// an OpenPGP secret key with subkeys a few tens), so that a BEGIN line
+// printed on its own cannot hide the rest of a long output.
+const maxPEMBlock = 64 << 10
+
 func maskPrivateKeys(s string) string {
+	out, _ := maskPrivateKeysOpen(s)
+	return out
+}
+
+// maskPrivateKeysOpen is maskPrivateKeys that also reports whether the
+// text ends inside a block: its last BEGIN line has no END line, nothing
+// but key lines follow it, and the bound was not reached, so the next lines
+// of the same stream are the key's too (see PEMLines).
+func maskPrivateKeysOpen(s string) (string, bool) {
 	i := strings.Index(s, "-----BEGIN ")
 	if i < 0 {
-		return s
+		return s, false
 	}
 	w := rewriter{src: s}
+	open := false
 	for i >= 0 {
 		next := i + 1
 		if hdrEnd, ok := pemPrivateLine(s, i, "BEGIN"); ok {
-			end := len(s) // unterminated: mask to the end
-			for k := hdrEnd; ; {
-				j := strings.Index(s[k:], "-----END ")
-				if j < 0 {
-					break
-				}
-				if e, ok := pemPrivateLine(s, k+j, "END"); ok {
-					end = e
-					break
-				}
-				k += j + 1
-			}
+			end, o := pemBlockEnd(s, i, hdrEnd)
 			w.replace(i, end, phPrivateKey)
-			next = end
+			next, open = end, o
 		}
 		j := strings.Index(s[next:], "-----BEGIN ")
 		if j < 0 {
@@ -715,7 +766,67 @@ func maskPrivateKeys(s string) string {
 		}
 		i = next + j
 	}
-	return w.result()
+	return w.result(), open
+}
+
+// pemBlockEnd returns the end of the private-key block that starts at s[i]
+// with a BEGIN line ending at hdrEnd: after its END line when there is one
+// within maxPEMBlock. Without one, the block's extent depends on what
+// follows the BEGIN line on its own line:
+//
+//   - nothing (the BEGIN line ends there): the lines after it, whole, up
+//     to maxPEMBlock bytes from the BEGIN line, or the end of the text;
+//     open reports that the text ended before the bound;
+//   - key material on the same line (base64, or a JSON-escaped newline
+//     \n): the rest of the line, up to a quote; open if that is the end
+//     of the text (a long line cut in pieces inside the key);
+//   - anything else (private_key="-----BEGIN PRIVATE KEY-----"): the
+//     BEGIN line alone, which is a quoted marker, not a key.
+func pemBlockEnd(s string, i, hdrEnd int) (end int, open bool) {
+	limit := min(len(s), i+maxPEMBlock)
+	for k := hdrEnd; k < limit; {
+		j := strings.Index(s[k:limit], "-----END ")
+		if j < 0 {
+			break
+		}
+		if e, ok := pemPrivateLine(s, k+j, "END"); ok {
+			return e, false
+		}
+		k += j + 1
+	}
+	r := hdrEnd
+	for r < len(s) && (s[r] == ' ' || s[r] == '\t' || s[r] == '\r') {
+		r++
+	}
+	switch {
+	case r == len(s):
+		return len(s), r-i < maxPEMBlock
+	case s[r] == '\n':
+		// Whole lines: s[r] is the newline before each.
+		end = hdrEnd
+		for r+1 < len(s) && s[r] == '\n' {
+			le := len(s)
+			if n := strings.IndexByte(s[r+1:], '\n'); n >= 0 {
+				le = r + 1 + n
+			}
+			if le-i > maxPEMBlock {
+				return end, false
+			}
+			end, r = le, le
+		}
+		return end, true // the text ended (a last newline is kept) within the bound
+	case charClass[s[r]]&clB64 != 0 || s[r] == '\\':
+		e := r
+		for e < limit && s[e] != '\n' && s[e] != '"' && s[e] != '\'' && s[e] != '`' {
+			e++
+		}
+		open = e == len(s) // the line was cut inside the key (see linesplit)
+		for e > r && (s[e-1] == ' ' || s[e-1] == '\t' || s[e-1] == '\r') {
+			e--
+		}
+		return e, open
+	}
+	return hdrEnd, false
 }
 
 // ---------------------------------------------------------------------------
@@ -1380,15 +1491,17 @@ func (s *Sanitizer) sensitiveValue(in string, v int, jsonish bool) (rs, re int, 
 	}
 	switch c := in[v]; {
 	case c == '"' || c == '\'' || c == '`':
-		cl := findClose(in, v+1, c)
+		eol := lineEnd(in, v)
+		cl := findClose(in[:eol], v+1, c)
 		if cl < 0 {
-			cl = len(in) // unterminated: to the end
+			cl = eol // unterminated: to the end of the line
 		}
 		return s.redactSpan(in, v+1, cl, phRedacted)
 	case c == '\\' && v+1 < len(in) && in[v+1] == '"':
-		cl := strings.Index(in[v+2:], `\"`)
+		eol := lineEnd(in, v)
+		cl := strings.Index(in[v+2:eol], `\"`)
 		if cl < 0 {
-			return s.redactSpan(in, v+2, len(in), phRedacted)
+			return s.redactSpan(in, v+2, eol, phRedacted)
 		}
 		return s.redactSpan(in, v+2, v+2+cl, phRedacted)
 	case c == '{' || c == '[':
@@ -1533,7 +1646,8 @@ func findClose(s string, from int, q byte) int {
 }
 
 // balancedEnd returns the index after the bracketed value starting at s[i]
-// ({...} or [...], strings respected), or len(s) if it is unterminated.
+// ({...} or [...], strings respected), or the end of s[i]'s line if it is
+// unterminated.
 func balancedEnd(s string, i int) int {
 	depth := 0
 	for k := i; k < len(s); k++ {
@@ -1548,10 +1662,19 @@ func balancedEnd(s string, i int) int {
 		case '"':
 			cl := findClose(s, k+1, '"')
 			if cl < 0 {
-				return len(s)
+				return lineEnd(s, i)
 			}
 			k = cl
 		}
+	}
+	return lineEnd(s, i)
+}
+
+// lineEnd returns the index of the first newline in s[i:], as an index into
+// s, or len(s).
+func lineEnd(s string, i int) int {
+	if n := strings.IndexByte(s[i:], '\n'); n >= 0 {
+		return i + n
 	}
 	return len(s)
 }

@@ -35,6 +35,12 @@ var plantedSecrets = []struct {
 	{"GB82WEST12345698765432", []string{"WEST1234", "98765432"}},
 	{"+49 30 12345678", []string{"12345678"}},
 	{"+1 (415) 555-2671", []string{"555-2671"}},
+	// The tester's findings after issue 11.
+	{fakeGitHubPATShort, []string{"efghijklmnopqrstuvwxyzABCD"}},
+	{fakeSlackHook, []string{"aBcDeFgHiJkLmNoPqRsTuVwX", "T0ABCD1EF"}},
+	{"de89370400440532013000", []string{"370400440532"}},
+	{"ops%40example.com", []string{"ops%40", "ops@"}},
+	{"password%3Dhunter9", []string{"hunter9"}},
 }
 
 // plantedMarkers are substrings of the planted secrets; a fuzzed prefix or
@@ -44,6 +50,7 @@ var plantedMarkers = []string{
 	"zq9", "qq7", "pw9", "bob", "eyJ", "c2ln", "MIIE",
 	"IOSF", "wWPw", "xd8B", "2635", "FGqd", "4eC3", "a3Bc", "9tSr", "3704", "0044", "0532", "0130",
 	"WEST", "1234", "9876", "5432", "555", "2671", "+",
+	"efgh", "aBcD", "T0AB", "ops",
 }
 
 // fuzzSanitizer has an operator pattern and key so their code paths are
@@ -113,6 +120,17 @@ func FuzzSanitizer(f *testing.F) {
 		{"+49 30 ", "12345678"},
 		{"+44 (0)", "20 7946 0958"},
 		{"+1 ", "415 555 2671 4111 1111 1111 1111"},
+		// After issue 11: encoded words, webhooks, lower-case IBANs, PEM
+		// markers that are not blocks, values that end with their line.
+		{"next=%2Fcb%3Faccess_token%3D", "ya29&x=1"},
+		{"ops%25", "40example.com"},
+		{"https%3A%2F%2Fu%3Ap%40", "h%2Fx"},
+		{"hooks.slack.com/services/", "T0ABCD1EF/B0GHIJ2KL/aBcDeFgHiJkLmNoPqRsTuVwX"},
+		{"de89 3704 ", "0044 0532 0130 00"},
+		{`private_key="-----BEGIN PRIVATE KEY-----"`, "\nline"},
+		{"-----BEGIN PRIVATE KEY-----\nMIIE", "\n-----END PRIVATE KEY-----"},
+		{"password=\"abc", "\nuser=bob"},
+		{"PACER_FENCING_TOKEN=", "42"},
 	} {
 		f.Add(seed[0], seed[1])
 	}

@@ -21,6 +21,7 @@ const (
 	phGitHub      = "[github_token]"
 	phGitLab      = "[gitlab_token]"
 	phSlack       = "[slack_token]"
+	phSlackHook   = "[slack_webhook]"
 	phStripe      = "[stripe_key]"
 	phNPM         = "[npm_token]"
 	phIBAN        = "[iban]"
@@ -32,7 +33,7 @@ const (
 // brackets (see builtinPlaceholderNames).
 var secretPlaceholderNames = []string{
 	"aws_key", "google_api_key", "github_token", "gitlab_token", "slack_token",
-	"stripe_key", "npm_token", "iban", "phone",
+	"slack_webhook", "stripe_key", "npm_token", "iban", "phone",
 }
 
 // tokenRule describes one kind of prefixed token: prefix, then a body of
@@ -65,9 +66,12 @@ var tokenRules = func() (t [256][]tokenRule) {
 	add(phGoogleKey, clB64URL, 35, 35, "AIza")
 	// github-pat, -oauth, -app-token, -refresh-token: gh[pousr]_[0-9a-zA-Z]{36}
 	// (GitHub may make them longer: up to 255 accepted);
-	// github-fine-grained-pat: github_pat_\w{82}.
+	// github-fine-grained-pat: github_pat_\w{82} (22 characters, '_', 59).
+	// Shorter ones are taken too, from 30 characters with a digit: a token
+	// cut short or mistyped is still a secret, and "github_pat_" followed by
+	// that much is nothing else.
 	add(phGitHub, clDigit|clAlpha, 36, 255, "ghp_", "gho_", "ghu_", "ghs_", "ghr_")
-	add(phGitHub, clDigit|clAlpha|clUnder, 82, 255, "github_pat_")
+	add(phGitHub, clDigit|clAlpha|clUnder, 30, 255, "github_pat_")
 	// gitlab-pat and its siblings: gl<kind>-[\w-]{20,}; gitlab-pat-routable
 	// adds ".<9 of [0-9a-z]>".
 	add(phGitLab, clB64URL, 20, 300, "glpat-", "gldt-", "glrt-", "glptt-", "glft-", "glimt-",
@@ -83,7 +87,7 @@ var tokenRules = func() (t [256][]tokenRule) {
 	for c := range t {
 		for i := range t[c] {
 			r := &t[c][i]
-			r.needDigit = r.ph == phSlack
+			r.needDigit = r.ph == phSlack || r.prefix == "github_pat_"
 			r.dotSuffix = r.ph == phGitLab
 		}
 	}
@@ -121,7 +125,8 @@ func rulesAt(s string, i int) []tokenRule {
 // Bits of prefixStart: what may start at a byte.
 const (
 	startToken = 1 << iota // the first byte of a token prefix
-	startIBAN              // an upper-case letter: an IBAN's country code
+	startIBAN              // a letter: an IBAN's country code
+	startHook              // 'h': a Slack webhook URL
 )
 
 var prefixStart = func() (t [256]uint8) {
@@ -129,10 +134,11 @@ var prefixStart = func() (t [256]uint8) {
 		if tokenRules[c] != nil {
 			t[c] |= startToken
 		}
-		if isUpper(byte(c)) {
+		if charClass[c]&clAlpha != 0 {
 			t[c] |= startIBAN
 		}
 	}
+	t['h'] |= startHook
 	return t
 }()
 
@@ -192,13 +198,59 @@ func prefixedAt(s string, i int, f uint8) (int, string) {
 			}
 		}
 	}
-	if f&startIBAN != 0 && i+minIBAN <= len(s) && isUpper(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) &&
-		ibanCountries[[2]byte{s[i], s[i+1]}] {
+	if f&startHook != 0 {
+		if end, ok := slackWebhookAt(s, i); ok {
+			return end, phSlackHook
+		}
+	}
+	if f&startIBAN != 0 && i+minIBAN <= len(s) && isDigit(s[i+2]) && isDigit(s[i+3]) && charClass[s[i+1]]&clAlpha != 0 &&
+		ibanLengths[[2]byte{s[i] &^ 0x20, s[i+1] &^ 0x20}] != 0 {
 		if end, ok := ibanAt(s, i); ok {
 			return end, phIBAN
 		}
 	}
 	return 0, ""
+}
+
+// ---------------------------------------------------------------------------
+// Slack webhook URLs.
+
+// slackWebhookAt matches a Slack incoming-webhook or workflow URL at s[i]:
+// "https://", "http://" or nothing, then hooks.slack.com/services/,
+// /workflows/ or /triggers/ and a path of 20 to 250 characters of
+// [A-Za-z0-9+/=_-] (gitleaks' slack-webhook-url takes 43 to 56 of
+// [A-Za-z0-9+/]; a shorter path is still a webhook's secret, cut).
+func slackWebhookAt(s string, i int) (int, bool) {
+	const host = "hooks.slack.com/"
+	j := i
+	if strings.HasPrefix(s[j:], "https://") {
+		j += len("https://")
+	} else if strings.HasPrefix(s[j:], "http://") {
+		j += len("http://")
+	}
+	if !strings.HasPrefix(s[j:], host) {
+		return 0, false
+	}
+	j += len(host)
+	kind := ""
+	for _, k := range []string{"services/", "workflows/", "triggers/"} {
+		if strings.HasPrefix(s[j:], k) {
+			kind = k
+			break
+		}
+	}
+	if kind == "" {
+		return 0, false
+	}
+	j += len(kind)
+	b := j
+	for j < len(s) && j-b <= 250 && charClass[s[j]]&(clB64|clB64URL) != 0 {
+		j++
+	}
+	if n := j - b; n < 20 || n > 250 || j < len(s) && gluedRight(s[j]) {
+		return 0, false
+	}
+	return j, true
 }
 
 // match reports whether a token of rule r starts at s[i], and where it ends.
@@ -238,13 +290,16 @@ func (r *tokenRule) match(s string, i int) (int, bool) {
 // ---------------------------------------------------------------------------
 // IBANs.
 
-// ibanCountries are the country codes of the IBAN registry (ISO 13616).
-var ibanCountries = func() map[[2]byte]bool {
-	m := map[[2]byte]bool{}
-	for _, c := range strings.Fields(`AD AE AL AT AZ BA BE BG BH BI BR BY CH CR CY CZ DE DJ DK DO EE EG ES FI FK FO FR
-		GB GE GI GL GR GT HN HR HU IE IL IQ IS IT JO KW KZ LB LC LI LT LU LV LY MC MD ME MK MN MR MT MU NI NL NO OM
-		PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM SO ST SV TL TN TR UA VA VG XK YE`) {
-		m[[2]byte{c[0], c[1]}] = true
+// ibanLengths are the country codes of the IBAN registry (ISO 13616) and
+// the length of their IBANs.
+var ibanLengths = func() map[[2]byte]int {
+	m := map[[2]byte]int{}
+	for _, c := range strings.Fields(`AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24
+		DE22 DJ27 DK18 DO28 EE20 EG29 ES24 FI18 FK18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HN28 HR21 HU28 IE22
+		IL23 IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 LI21 LT20 LU20 LV21 LY25 MC27 MD24 ME22 MK19 MN20 MR27 MT31
+		MU30 NI28 NL18 NO15 OM23 PK24 PL28 PS29 PT25 QA29 RO24 RS22 RU33 SA24 SC31 SD18 SE24 SI19 SK24 SM27 SO23
+		ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20 YE30`) {
+		m[[2]byte{c[0], c[1]}] = int(c[2]-'0')*10 + int(c[3]-'0')
 	}
 	return m
 }()
@@ -255,14 +310,17 @@ const (
 )
 
 // IBANs are masked by maskPrefixed: compact ("DE89370400440532013000") or in
-// groups of four ("DE89 3704 0044 0532 0130 00"), with a registry country
-// code and a valid mod-97 check (ISO 7064).
+// groups of four ("DE89 3704 0044 0532 0130 00"), in any case
+// ("de89370400440532013000"), with a registry country code, that country's
+// IBAN length and a valid mod-97 check (ISO 7064). The length keeps words
+// of letters and digits (hex IDs, a run of groups before a real IBAN) from
+// passing the check, one in 97, by chance.
 
 // ibanAt returns the end of a valid IBAN starting at s[i], trying the
 // longest candidate first.
 func ibanAt(s string, i int) (int, bool) {
 	e := i
-	for e < len(s) && e-i <= maxIBAN && isUpDigit(s[e]) {
+	for e < len(s) && e-i <= maxIBAN && isAlnum(s[e]) {
 		e++
 	}
 	if e-i > 4 { // compact
@@ -278,7 +336,7 @@ func ibanAt(s string, i int) (int, bool) {
 	n, chars := 0, 4
 	for e < len(s) && n < len(ends) && s[e] == ' ' {
 		g := e + 1
-		for g < len(s) && g-e-1 < 5 && isUpDigit(s[g]) {
+		for g < len(s) && g-e-1 < 5 && isAlnum(s[g]) {
 			g++
 		}
 		gl := g - e - 1
@@ -314,9 +372,13 @@ func ibanAt(s string, i int) (int, bool) {
 	return 0, false
 }
 
-// ibanValid checks an IBAN without spaces: the first four characters moved
-// to the end, letters read as 10..35, the number modulo 97 is 1.
+// ibanValid checks an IBAN without spaces: its country's length, and the
+// first four characters moved to the end, letters read as 10..35, the number
+// modulo 97 is 1.
 func ibanValid(iban string) bool {
+	if len(iban) < 4 || ibanLengths[[2]byte{iban[0] &^ 0x20, iban[1] &^ 0x20}] != len(iban) {
+		return false
+	}
 	rem := 0
 	for k := range len(iban) {
 		c := iban[(k+4)%len(iban)]
@@ -325,6 +387,8 @@ func ibanValid(iban string) bool {
 			rem = (rem*10 + int(c-'0')) % 97
 		case isUpper(c):
 			rem = (rem*100 + int(c-'A'+10)) % 97
+		case 'a' <= c && c <= 'z':
+			rem = (rem*100 + int(c-'a'+10)) % 97
 		default:
 			return false
 		}

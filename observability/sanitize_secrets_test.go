@@ -26,6 +26,10 @@ var (
 	fakeStripe    = "sk" + "_live_4eC39HqLyjWDarjtT1zdp7dc"
 	fakeStripeRK  = "rk" + "_live_51H8abcDEFghiJKLmnoPQRstu"
 	fakeNPM       = "np" + "m_a3Bc5De7Fg9Hi1Jk3Lm5No7Pq9Rs1Tu3Vw5X"
+	// The shape a tester reported unmasked: 79 characters after the prefix,
+	// three short of a whole one.
+	fakeGitHubPATShort = "github" + "_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456"
+	fakeSlackHook      = "https://hooks" + ".slack.com/services/T0ABCD1EF/B0GHIJ2KL/aBcDeFgHiJkLmNoPqRsTuVwX"
 )
 
 func TestSanitizeBareTokens(t *testing.T) {
@@ -41,6 +45,10 @@ func TestSanitizeBareTokens(t *testing.T) {
 		{"github classic", "cloning with " + fakeGitHub, "cloning with [github_token]"},
 		{"github app", fakeGitHubApp + ",", "[github_token],"},
 		{"github fine-grained", "GH=" + fakeGitHubPAT, "GH=[github_token]"},
+		{"github fine-grained, short", "pat " + fakeGitHubPATShort + " ok", "pat [github_token] ok"},
+		{"slack webhook", "POST " + fakeSlackHook + ": 200", "POST [slack_webhook]: 200"},
+		{"slack webhook without scheme", `{"url":"` + strings.TrimPrefix(fakeSlackHook, "https://") + `"}`, `{"url":"[slack_webhook]"}`},
+		{"slack workflow", "hooks" + ".slack.com/workflows/T0ABCD1EF/A0AB12CD3/123456789/aBcDeFgHiJkLmNo.", "[slack_webhook]."},
 		{"gitlab", "export TOKEN=" + fakeGitLab, "export TOKEN=[gitlab_token]"},
 		{"gitlab routable", fakeGitLabRt + " ok", "[gitlab_token] ok"},
 		{"slack bot", "slack: " + fakeSlackBot, "slack: [slack_token]"},
@@ -67,6 +75,9 @@ func TestSanitizeBareTokens(t *testing.T) {
 		{"npm config", "npm_config_cache=/tmp/npm", "npm_config_cache=/tmp/npm"},
 		{"gitlab word", "glpat-short", "glpat-short"},
 		{"identifiers", "github_pat_count=3 AKIA_PREFIX AIza", "github_pat_count=3 AKIA_PREFIX AIza"},
+		{"github_pat_ identifier", "github_pat_rotation_reminder_job_config", "github_pat_rotation_reminder_job_config"},
+		{"slack docs url", "see https://hooks.slack.com/services/ for setup", "see https://hooks.slack.com/services/ for setup"},
+		{"slack other path", "https://hooks.slack.com/help/aBcDeFgHiJkLmNoPqRsTuVwX", "https://hooks.slack.com/help/aBcDeFgHiJkLmNoPqRsTuVwX"},
 	})
 }
 
@@ -85,7 +96,16 @@ func TestSanitizeIBAN(t *testing.T) {
 		{"bad check compact", "DE88370400440532013000", "DE88370400440532013000"},
 		{"not a country", "ZZ89370400440532013000", "ZZ89370400440532013000"},
 		{"glued", "xDE89370400440532013000", "xDE89370400440532013000"},
-		{"lowercase", "de89370400440532013000", "de89370400440532013000"},
+		// Any case, and the country's length.
+		{"lowercase", "iban de89370400440532013000 ok", "iban [iban] ok"},
+		{"lowercase grouped", "gb82 west 1234 5698 7654 32", "[iban]"},
+		{"mixed case", "De89370400440532013000", "[iban]"},
+		{"lowercase bad check", "de88370400440532013000", "de88370400440532013000"},
+		{"valid check, wrong length", "de543704004405320130001 DE543704004405320130001", "de543704004405320130001 DE543704004405320130001"},
+		{"lowercase not a country", "zz89370400440532013000", "zz89370400440532013000"},
+		// Found by the fuzzer: groups before an IBAN that pass the check by
+		// chance took half of it.
+		{"groups before an iban", "AZ00 0D00 0000 DE89 3704 0044 0532 0130 00 0", "AZ00 0D00 0000 [iban] 0"},
 		{"too short", "DE89 3704", "DE89 3704"},
 		{"hex id", "AB12CD34EF56AB78CD90", "AB12CD34EF56AB78CD90"},
 	})

@@ -159,6 +159,17 @@ func TestSanitizeKeyValues(t *testing.T) {
 		{"python dict", "{'password': 'abc'}", "{'password': '[redacted]'}"},
 		{"escaped json", `"{\"password\":\"x y\"}"`, `"{\"password\":\"[redacted]\"}"`},
 		{"unterminated quote", `password="abc def`, `password="[redacted]`},
+		// A value ends with its line: the lines after it are not the value.
+		{"unterminated quote, more lines", "password=\"abc def\nnext line\nlast", "password=\"[redacted]\nnext line\nlast"},
+		{"unterminated single quote, more lines", "secret: 'abc\nuser: bob", "secret: '[redacted]\nuser: bob"},
+		{"closing quote on a later line", "token=\"abc\nx=\"y\"", "token=\"[redacted]\nx=\"y\""},
+		{"unterminated object, more lines", "secret: {a: 1\nuser: bob", "secret: [redacted]\nuser: bob"},
+		{"multi-line object", "secret: {\n a: 1\n}\nuser: bob", "secret: [redacted]\nuser: bob"},
+		// The fencing token is not a secret (docs/observability.md).
+		{"fencing token env", "PACER_FENCING_TOKEN=42", "PACER_FENCING_TOKEN=42"},
+		{"fencing token json", `{"fencing_token":42,"token":"x"}`, `{"fencing_token":42,"token":"[redacted]"}`},
+		{"fencing token attribute", "pacer.fencing_token=7 fencingToken: 8", "pacer.fencing_token=7 fencingToken: 8"},
+		{"other fencing-like keys", "my_fencing_token=9 PACER_TOKEN=1", "my_fencing_token=[redacted] PACER_TOKEN=[redacted]"},
 		{"already typed", "password=alice@example.com", "password=[email]"},
 		{"partly typed", "password=x:10.0.0.1", "password=[redacted]"},
 		{"empty value", "password= ", "password= "},
@@ -220,6 +231,12 @@ func TestSanitizeURLUserinfoAndPEM(t *testing.T) {
 			`{"k":"[private_key]\n"}`,
 		},
 		{"pem unterminated", "x -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk", "x [private_key]"},
+		{"pem unterminated, last newline kept", "-----BEGIN PRIVATE KEY-----\nMIIE\nAAAA\n", "[private_key]\n"},
+		{"pem unterminated on one line", `{"k":"-----BEGIN PRIVATE KEY-----\nMIIEvQIB","user":"bob"}`, `{"k":"[private_key]","user":"bob"}`},
+		{"pem unterminated, words after", "-----BEGIN RSA PRIVATE KEY----- 10.91.82.73 x\nnext", "[private_key]\nnext"},
+		// A quoted BEGIN line is a marker, not a key: only it is masked.
+		{"pem marker quoted", "private_key=\"-----BEGIN PRIVATE KEY-----\"\nline 2\nline 3", "private_key=\"[private_key]\"\nline 2\nline 3"},
+		{"pem marker in a sentence", "grep -- '-----BEGIN RSA PRIVATE KEY-----' id_rsa\nfound", "grep -- '[private_key]' id_rsa\nfound"},
 		{"pgp", "-----BEGIN PGP PRIVATE KEY BLOCK-----\nabc\n-----END PGP PRIVATE KEY BLOCK-----", "[private_key]"},
 		{"certificate", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"},
 	})
