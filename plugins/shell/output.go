@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+
+	"github.com/pacerun/pacer/internal/linesplit"
 )
 
-// maxLineBytes bounds one forwarded log line.
+// maxLineBytes bounds one forwarded log line. A longer line is forwarded in
+// pieces cut where linesplit says, so that no secret is cut in two: the
+// runner sanitizes each piece on its own.
 const maxLineBytes = 4 << 10
 
 // output keeps the first max bytes of a command's output and forwards each
@@ -44,9 +48,7 @@ func (o *output) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			o.line = append(o.line, p...)
-			if len(o.line) > maxLineBytes {
-				o.emit()
-			}
+			o.emitLong()
 			break
 		}
 		o.line = append(o.line, p[:i]...)
@@ -56,11 +58,23 @@ func (o *output) Write(p []byte) (int, error) {
 	return n, nil // report everything consumed: the child must never block on us
 }
 
+// emit forwards the current line, in pieces if it is long.
 func (o *output) emit() {
+	o.emitLong()
 	if len(o.line) > 0 {
 		o.onLine(string(o.line))
 	}
 	o.line = o.line[:0]
+}
+
+// emitLong forwards pieces of the current line while it is over
+// maxLineBytes, keeping the rest.
+func (o *output) emitLong() {
+	for len(o.line) > maxLineBytes {
+		n := linesplit.Cut(o.line, maxLineBytes)
+		o.onLine(string(o.line[:n]))
+		o.line = append(o.line[:0], o.line[n:]...)
+	}
 }
 
 // Flush forwards a final unterminated line.

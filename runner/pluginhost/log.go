@@ -11,19 +11,31 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/pacerun/pacer/internal/linesplit"
+	"github.com/pacerun/pacer/observability"
 )
 
 // newHCLogger adapts go-plugin's hclog output (including the plugin's stderr
 // lines, which go-plugin parses) to slog.
 func newHCLogger(log *slog.Logger) hclog.Logger {
 	l := hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Debug})
-	l.RegisterSink(hclogSink{log: log})
+	l.RegisterSink(&hclogSink{log: log})
 	return l
 }
 
-type hclogSink struct{ log *slog.Logger }
+// hclogSink logs go-plugin's lines, one plugin process's stderr among them:
+// a private key written there line by line is masked whole (pem).
+type hclogSink struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	pem observability.PEMLines
+}
 
-func (s hclogSink) Accept(name string, level hclog.Level, msg string, args ...any) {
+func (s *hclogSink) Accept(name string, level hclog.Level, msg string, args ...any) {
+	s.mu.Lock()
+	msg = s.pem.Line(msg) // before the level check: the state follows every line
+	s.mu.Unlock()
 	var lv slog.Level
 	switch level {
 	case hclog.Trace, hclog.Debug:
@@ -52,13 +64,16 @@ func (s hclogSink) Accept(name string, level hclog.Level, msg string, args ...an
 }
 
 // lineLogger logs what a plugin writes to its redirected stdout or stderr,
-// one line at a time, with lines capped at maxLine bytes.
+// one line at a time. A line over maxLine bytes is logged in pieces, cut
+// where no secret is cut in two (linesplit); a private key written line by
+// line is masked whole (pem).
 type lineLogger struct {
 	log    *slog.Logger
 	level  slog.Level
 	stream string
 	mu     sync.Mutex
 	buf    []byte
+	pem    observability.PEMLines
 }
 
 const maxLine = 4 << 10
@@ -75,26 +90,31 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			l.buf = append(l.buf, p...)
-			if len(l.buf) >= maxLine {
-				l.flush()
-			}
+			l.pieces()
 			break
 		}
 		l.buf = append(l.buf, p[:i]...)
-		l.flush()
+		l.pieces()
+		l.emit(l.buf)
+		l.buf = l.buf[:0]
 		p = p[i+1:]
 	}
 	return n, nil
 }
 
-func (l *lineLogger) flush() {
-	if len(l.buf) > maxLine {
-		l.buf = l.buf[:maxLine]
+// pieces logs pieces of the current line while it is over maxLine bytes.
+func (l *lineLogger) pieces() {
+	for len(l.buf) > maxLine {
+		n := linesplit.Cut(l.buf, maxLine)
+		l.emit(l.buf[:n])
+		l.buf = append(l.buf[:0], l.buf[n:]...)
 	}
-	if len(l.buf) > 0 {
-		l.log.Log(context.Background(), l.level, string(l.buf), "source", "plugin-"+l.stream)
+}
+
+func (l *lineLogger) emit(line []byte) {
+	if len(line) > 0 {
+		l.log.Log(context.Background(), l.level, l.pem.Line(string(line)), "source", "plugin-"+l.stream)
 	}
-	l.buf = l.buf[:0]
 }
 
 func structNumber(n int) *structpb.Value { return structpb.NewNumberValue(float64(n)) }

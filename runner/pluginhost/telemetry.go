@@ -83,12 +83,14 @@ func (hm hostMetrics) droppedLogs(plugin string, n int) {
 	}
 }
 
-// logLimiter bounds one run's plugin log lines by rate and by volume.
+// logLimiter bounds one run's plugin log lines by rate and by volume, and
+// masks a private key the run logs line by line whole (pem).
 type logLimiter struct {
 	out     func(*pluginv1.LogRecord)
 	lim     *rate.Limiter
 	budget  int
 	dropped int
+	pem     observability.PEMLines
 }
 
 func newLogLimiter(o Options, out func(*pluginv1.LogRecord)) *logLimiter {
@@ -99,6 +101,8 @@ func (l *logLimiter) log(rec *pluginv1.LogRecord) {
 	if l.out == nil {
 		return
 	}
+	// Every record, dropped ones too, so that the state follows the lines.
+	rec.Message = l.pem.Line(rec.GetMessage())
 	size := len(rec.GetMessage())
 	for _, a := range rec.GetAttrs() {
 		size += len(a.GetKey()) + len(a.GetValue().String())

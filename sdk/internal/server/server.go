@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pacerun/pacer/internal/linesplit"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -263,7 +265,9 @@ func (s *streamSink) send(ev *pluginv1.RunEvent) error {
 func (s *streamSink) Log(rec *pluginv1.LogRecord) {
 	if proto.Size(rec) > maxLogBytes {
 		if len(rec.Message) > maxLogBytes/2 {
-			rec.Message = rec.Message[:maxLogBytes/2]
+			// Between words, so that no secret is left half shown: the
+			// runner's sanitizer would not recognise its first half.
+			rec.Message = strings.TrimRight(rec.Message[:linesplit.Cut(rec.Message, maxLogBytes/2)], " \t")
 		}
 		rec.Message += " [log record truncated]"
 		rec.Attrs = nil

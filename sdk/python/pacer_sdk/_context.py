@@ -188,7 +188,10 @@ class RunState:
         rec.time.CopyFrom(_values.timestamp_ns(time.time_ns()))
         if rec.ByteSize() > MAX_LOG_BYTES:
             if len(rec.message) > MAX_LOG_BYTES // 2:
-                rec.message = rec.message[: MAX_LOG_BYTES // 2]
+                # Between words, so that no secret is left half shown: the
+                # runner's sanitizer would not recognise its first half.
+                cut = rec.message.rfind(" ", MAX_LOG_BYTES // 4, MAX_LOG_BYTES // 2)
+                rec.message = rec.message[: cut if cut >= 0 else MAX_LOG_BYTES // 2]
             rec.message += " [log record truncated]"
             del rec.attrs[:]
         self.emit(pb.RunEvent(log=rec))

@@ -92,6 +92,10 @@ def make_plugin(started=None, gate=None, reasons=None):
         if kind == "biglog":
             ctx.log.info("y" * (200 << 10), attr="z")
             return "logged"
+        if kind == "biglogtoken":
+            # A token at the 32 KiB cut: dropped whole, never half kept.
+            ctx.log.info("x" * 32760 + " gh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 " + "y" * 40000)
+            return "logged"
         return "?"
 
     @plugin.task()
@@ -176,6 +180,8 @@ class RunTest(TestCase):
         self.assertEqual(res.output, "logged")
         self.assertEqual(len(res.logs[0].message), (32 << 10) + len(" [log record truncated]"))
         self.assertEqual(res.logs[0].attrs, {})
+        res = self.h.run("returns", {"kind": "biglogtoken"})
+        self.assertEqual(res.logs[0].message, "x" * 32760 + " [log record truncated]")
 
     def test_identity(self):
         when = __import__("datetime").datetime(2030, 1, 2, 3, 4, 5, tzinfo=__import__("datetime").timezone.utc)

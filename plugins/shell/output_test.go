@@ -1,0 +1,48 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// A line longer than maxLineBytes is forwarded in pieces of at most
+// maxLineBytes, cut between words, whatever size the writes have (a pipe
+// hands over 32 KiB at a time): the tester's token just past the first 32
+// KiB is forwarded whole, in one piece. The kept output is unchanged.
+func TestOutputSplitsLongLinesBetweenWords(t *testing.T) {
+	token := "gh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+	line := strings.Repeat("x", 32760) + " " + token + " tail"
+	for _, chunk := range []int{32 << 10, 4096, 1000, len(line) + 1} {
+		var got []string
+		o := newOutput(1<<20, func(l string) { got = append(got, l) })
+		in := line + "\nnext\n"
+		for len(in) > 0 {
+			n := min(chunk, len(in))
+			if _, err := o.Write([]byte(in[:n])); err != nil {
+				t.Fatal(err)
+			}
+			in = in[n:]
+		}
+		o.Flush()
+		if strings.Join(got, "") != line+"next" || got[len(got)-1] != "next" {
+			t.Fatalf("writes of %d: pieces do not add up to the output", chunk)
+		}
+		whole := 0
+		for _, p := range got {
+			if len(p) > maxLineBytes {
+				t.Fatalf("writes of %d: piece of %d bytes", chunk, len(p))
+			}
+			if strings.Contains(p, token) {
+				whole++
+			} else if strings.Contains(p, token[:6]) || strings.Contains(p, token[len(token)-6:]) {
+				t.Fatalf("writes of %d: the token is cut: %q", chunk, p[max(0, len(p)-60):])
+			}
+		}
+		if whole != 1 {
+			t.Fatalf("writes of %d: the token is in %d pieces whole, want 1", chunk, whole)
+		}
+		if o.String() != line+"\nnext\n" {
+			t.Fatalf("writes of %d: kept output changed", chunk)
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package pluginhost_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/sdk/pluginv1"
+)
+
+// A private key as openssl genpkey writes it, fresh for each test (no file
+// holds one), and its base64 body lines.
+func privateKeyPEM(t *testing.T) (string, []string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	return text, lines[1 : len(lines)-1]
+}
+
+// logSink is a sanitizing JSON logger, as the runner's, writing to memory.
+type logSink struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// A shell task that prints a private key (cat key.pem): the plugin logs its
+// output line by line; the host masks the whole block, so that after the
+// runner's sanitizer no line of the key is left (before, only the BEGIN line
+// was masked).
+func TestTaskOutputPrivateKeyMaskedWhole(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pluginhost.Options{})
+	key, body := privateKeyPEM(t)
+	path := filepath.Join(t.TempDir(), "k.pem")
+	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var logged []string
+	s, err := observability.NewSanitizer(observability.SanitizerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := call("exec", map[string]any{"command": "echo before; cat " + path + "; echo after", "shell": true})
+	c.Plugin = "shell"
+	c.OnLog = func(l *pluginv1.LogRecord) {
+		mu.Lock()
+		defer mu.Unlock()
+		logged = append(logged, s.String(l.GetMessage())) // what the runner's logger writes
+	}
+	if _, err := b.host.Run(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"before"}
+	for range len(body) + 2 {
+		want = append(want, "[private_key]")
+	}
+	want = append(want, "after")
+	if strings.Join(logged, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("logged lines:\n%s\nwant\n%s", strings.Join(logged, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A plugin's stray stdout (a print in the task): a private key is masked
+// whole, and a secret past the first 32 KiB of a long line is not cut in two
+// by the line splitter.
+func TestPluginStdoutSecretsMasked(t *testing.T) {
+	t.Parallel()
+	var sink logSink
+	log, err := observability.NewLogger(&sink, slog.LevelInfo, "json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, pluginhost.Options{Logger: log})
+	key, body := privateKeyPEM(t)
+	token := "gh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+	for _, msg := range []string{
+		"key follows\n" + key + "done",
+		strings.Repeat("x", 32760) + " " + token + " tail",
+		strings.Repeat("x", 32760) + " password=hunter2secret tail",
+	} {
+		if _, err := b.host.Run(context.Background(), call("stdout", map[string]any{"message": msg})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The lines reach the log after the run, through go-plugin's stdout
+	// stream: wait for the last one.
+	waitForLog(t, "the stray output in the log", func() bool {
+		return strings.Count(sink.String(), ` tail","plugin":"testplugin","source":"plugin-stdout"`) == 2
+	}, sink.String)
+	out := sink.String()
+	for _, l := range body {
+		if strings.Contains(out, l) {
+			t.Fatalf("a line of the private key is in the log: %q", l)
+		}
+	}
+	for _, leak := range []string{token[:8], token[len(token)-8:], "hunter2", "2secret"} {
+		if strings.Contains(out, leak) {
+			t.Fatalf("%q is in the log", leak)
+		}
+	}
+	if n := strings.Count(out, `"msg":"[private_key]"`); n != len(body)+2 {
+		t.Fatalf("%d lines of [private_key], want %d", n, len(body)+2)
+	}
+}
+
+// waitForLog waits up to 20 s for cond.
+func waitForLog(t *testing.T, what string, cond func() bool, log func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; the log:\n%s", what, log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
