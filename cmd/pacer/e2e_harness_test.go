@@ -94,6 +94,13 @@ func startPacerBin(t *testing.T, bin, name, httpAddr, cfg string, env ...string)
 	must(os.WriteFile(path, []byte(cfg), 0o644))
 	cmd := exec.Command(bin, "run", "--config", path)
 	cmd.Env = append(os.Environ(), env...)
+	return startCmd(t, name, httpAddr, path, cmd)
+}
+
+// startCmd starts cmd, a `pacer run` on the config file at path, and reads
+// its log.
+func startCmd(t *testing.T, name, httpAddr, path string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

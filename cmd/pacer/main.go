@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/pacerun/pacer/internal/procguard"
 	"github.com/pacerun/pacer/runner/config"
 	"github.com/pacerun/pacer/runner/fxmodule"
 	"github.com/pacerun/pacer/runner/pluginhost"
@@ -72,6 +73,12 @@ func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
 
 func main() {
+	// First: the environment may hold the API token and the etcd password,
+	// and tasks run as this user (docs/operations.md, "What a task can
+	// reach").
+	if err := procguard.NonDumpable(); err != nil {
+		fmt.Fprintln(os.Stderr, "pacer: warning: other processes of this user can read this one's environment and memory:", err)
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "pacer:", err)
 		os.Exit(exitCode(err))

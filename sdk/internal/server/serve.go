@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/pacerun/pacer/internal/procguard"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/proctree"
 )
@@ -29,6 +30,10 @@ const parentPoll = 250 * time.Millisecond
 // then exits the process. It never returns.
 func Serve(d Dispatcher) {
 	guardStdout()
+	// Tasks run as this process's user: keep them out of its memory (the
+	// runs' inherit_env values, its TLS key). Not fatal: a plugin that
+	// cannot does what it did before.
+	_ = procguard.NonDumpable()
 
 	srv := New(d)
 	base, stop := context.WithCancel(context.Background())

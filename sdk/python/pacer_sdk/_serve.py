@@ -4,6 +4,9 @@ guard, and stopping when the runner asks, signals or dies.
 The sequence (docs/plugin-protocol.md has the protocol behind it):
 
 1. Check the magic cookie: started by hand, the plugin says so and exits 1.
+   On Linux, make the process non-dumpable (prctl PR_SET_DUMPABLE 0), so
+   that tasks, which run as the same user, cannot read its memory or
+   environment through /proc.
 2. Guard stdout: keep the real stdout for the handshake line alone. File
    descriptor 1 is pointed at stderr, so that a child process or C code
    writing to it cannot corrupt the protocol, and sys.stdout and sys.stderr
@@ -122,6 +125,20 @@ class _Process:
         self.shutdown_requested = threading.Event()
 
 
+def _non_dumpable() -> None:
+    """Keep processes of the same user out of this one's /proc/PID/environ
+    and /proc/PID/mem, and ptrace (Linux; elsewhere nothing is done)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        PR_SET_DUMPABLE = 4
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not fatal: the plugin works as before
+
+
 def serve(plugin: Plugin) -> None:
     """Serve plugin as a Pacer plugin process. Call it from the plugin's main
     code; it never returns.
@@ -142,6 +159,7 @@ def serve(plugin: Plugin) -> None:
             "load any plugins automatically\n"
         )
         sys.exit(1)
+    _non_dumpable()
     proc = _Process()
     ppid = os.getppid()
 

@@ -4,9 +4,11 @@ guard, and exiting on Shutdown, SIGTERM, a crash, or the runner's death."""
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
+import unittest
 
 import grpc
 from cryptography import x509
@@ -93,6 +95,16 @@ class StdoutTest(TestCase):
         # on stderr.
         self.assertIn("noise: print\n", h.stdout)
         self.assertIn("noise: fd 1\n", h.stderr)
+
+
+@unittest.skipUnless(sys.platform.startswith("linux"), "PR_SET_DUMPABLE is Linux's")
+class DumpableTest(TestCase):
+    def test_plugin_is_not_dumpable_its_children_are(self):
+        # Tasks run as the plugin's user: they must not read its memory or
+        # environment through /proc; what it starts is unaffected.
+        with Harness.start(TESTPLUGIN) as h:
+            res = h.run("dumpable")
+            self.assertEqual(res.data, {"plugin": 0.0, "child": 1.0})
 
 
 class StopTest(TestCase):

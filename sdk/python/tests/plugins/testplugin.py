@@ -21,6 +21,9 @@
             status must survive
     spawn   runs params["args"] once, through ctx.run or (params["plain"])
             subprocess.run, for the benchmark
+    dumpable
+            returns prctl(PR_GET_DUMPABLE) of the plugin process and of a
+            child process it starts (Linux)
 """
 
 import os
@@ -184,6 +187,16 @@ def _cpu():
         except OSError:
             pass
     return total
+
+
+@plugin.task()
+def dumpable(ctx, params):
+    """The dumpable flag of this process and of a child."""
+    import ctypes
+
+    get = "import ctypes; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+    child = subprocess.run([sys.executable, "-c", get], check=True, capture_output=True, text=True).stdout.strip()
+    return pacer_sdk.Result(output="", data={"plugin": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), "child": int(child)})
 
 
 if __name__ == "__main__":
