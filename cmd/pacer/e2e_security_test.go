@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
@@ -218,7 +219,7 @@ jobs:
 		t.Fatalf("pause: %d %s", code, out)
 	}
 	audits := p.waitLogs("audit lines", 10*time.Second, func(ls []logLine) bool {
-		return len(match(ls, msgIs("api audit"))) >= 5
+		return len(match(ls, msgIs("api audit"))) >= 6
 	})
 	var got []string
 	for _, a := range match(audits, msgIs("api audit")) {
@@ -227,9 +228,9 @@ jobs:
 			t.Errorf("audit line %v", a)
 		}
 	}
-	// The rebinding refusal happens before routing: no audit line for it.
+	// The rebinding refusal happens before routing, and is audited too.
 	want := []string{"pause yearly 403 token=false", "pause yearly 415 token=false", "pause yearly 403 token=false",
-		"trigger yearly 202 token=false", "pause yearly 200 token=false"}
+		"pause yearly 403 token=false", "trigger yearly 202 token=false", "pause yearly 200 token=false"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("audit lines:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -466,6 +467,12 @@ jobs:
 			continue
 		}
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pl.PID))
+		if errors.Is(err, fs.ErrPermission) && os.Geteuid() != 0 {
+			// Plugin processes are not dumpable: only root reads their
+			// environment (TestE2ETaskOutputAndRunnerSecrets checks that).
+			t.Logf("the shell plugin's environment is readable by root only; its contents are checked when the tests run as root")
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -210,8 +210,13 @@ func (s *Server) authMode() string {
 // Addr is the bound address, after Start.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Stop shuts the server down gracefully within ctx.
-func (s *Server) Stop(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+// Stop shuts the server down gracefully within ctx, and logs how many audit
+// lines were left out since the last one, if any.
+func (s *Server) Stop(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	s.guard.close()
+	return err
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -63,7 +64,14 @@ type guard struct {
 
 	auditRefused *rate.Limiter // audit lines of refused calls
 	suppressed   atomic.Int64  // refused calls not logged since the last line
+	flushAfter   time.Duration // how soon a count of left-out lines is logged on its own
+	flushMu      sync.Mutex
+	flush        *time.Timer // pending flushSuppressed, or nil
 }
+
+// suppressedFlush is how soon after an audit line is left out a line says
+// how many were, when no other audit line has said it by then.
+const suppressedFlush = time.Second
 
 func newGuard(o Options) *guard {
 	g := &guard{
@@ -75,6 +83,7 @@ func newGuard(o Options) *guard {
 		reject:   func(string) {},
 
 		auditRefused: rate.NewLimiter(10, 50),
+		flushAfter:   suppressedFlush,
 	}
 	if o.RatePerSecond > 0 {
 		g.limiter = rate.NewLimiter(rate.Limit(o.RatePerSecond), max(o.RateBurst, 1))
@@ -104,18 +113,38 @@ func loopbackAddr(addr string) bool {
 // wrap applies the checks every request gets: on a loopback listener the
 // Host header must name this machine (a web page whose name an attacker
 // points at 127.0.0.1, "DNS rebinding", would otherwise reach the API as
-// same-origin), and answers are not to be sniffed or cached.
-func (g *guard) wrap(h http.Handler) http.Handler {
+// same-origin), and answers are not to be sniffed or cached. The check
+// comes before routing; a refused call that would have changed state (a
+// POST route of mux) is audited like the other refusals.
+func (g *guard) wrap(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cache-Control", "no-store")
 		if g.loopback && !localHost(r.Host) {
 			g.reject(RejectHost)
 			writeError(w, http.StatusForbidden, fmt.Sprintf("host %q refused: this API listens on loopback and answers only to localhost or a loopback address", r.Host))
+			if _, pattern := mux.Handler(r); strings.HasPrefix(pattern, http.MethodPost+" ") {
+				g.auditLine(r, http.StatusForbidden, pathValue(pattern, r, "id"), r.Header.Get("X-Correlation-ID"))
+			}
 			return
 		}
-		h.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r)
 	})
+}
+
+// pathValue returns the value of the wildcard {name} of pattern (a route
+// that matched r) in r's path, as ServeMux would set it, before routing.
+func pathValue(pattern string, r *http.Request, name string) string {
+	_, pp, _ := strings.Cut(pattern, " ")
+	ps, rs := strings.Split(pp, "/"), strings.Split(r.URL.EscapedPath(), "/")
+	for i, seg := range ps {
+		if seg == "{"+name+"}" && i < len(rs) {
+			if v, err := url.PathUnescape(rs[i]); err == nil {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // localHost reports whether a Host header names this machine: localhost or
@@ -221,43 +250,85 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 // audit logs one INFO line per call that changes state, refused ones
-// included: the action and job, the answer's status, the caller's
-// correlation ID (the one a trigger answers with), where the call came from
-// and whether it carried a token (and, with mutual TLS, the subject of the
-// client's certificate). Lines of calls the guard refused before
-// the rate limit (401, 403, 415) are themselves limited, so that a flood of
-// them cannot flood the log: past 10/s (bursts of 50) they are counted and
-// the next logged one says how many were left out. Caller-supplied fields
-// are cut to 128 bytes.
+// included (see auditLine).
 func (g *guard) audit(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		h(sw, r)
-		attrs := make([]any, 0, 18)
-		if refused := sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden ||
-			sw.status == http.StatusUnsupportedMediaType; refused {
-			if !g.auditRefused.Allow() {
-				g.suppressed.Add(1)
-				return
-			}
-			if n := g.suppressed.Swap(0); n > 0 {
-				attrs = append(attrs, "suppressed", n)
-			}
-		}
-		presented, _ := g.bearer(r)
 		corr := sw.Header().Get("X-Correlation-ID")
 		if corr == "" {
 			corr = r.Header.Get("X-Correlation-ID")
 		}
-		action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
-		attrs = append(attrs, "action", action, "job", cut(r.PathValue("id")), "status", sw.status,
-			"correlation_id", cut(corr), "remote_addr", r.RemoteAddr, "token_presented", presented,
-			"user_agent", cut(r.UserAgent()))
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			// Verified by the handshake (mutual TLS): who the caller is.
-			attrs = append(attrs, "client_cert", cut(r.TLS.PeerCertificates[0].Subject.String()))
-		}
-		g.log.Info("api audit", attrs...)
+		g.auditLine(r, sw.status, r.PathValue("id"), corr)
+	}
+}
+
+// auditLine logs the audit line of a call that changes state: the action
+// and job, the answer's status, the caller's correlation ID (the one a
+// trigger answers with), where the call came from and whether it carried a
+// token (and, with mutual TLS, the subject of the client's certificate).
+// Lines of refused calls (401, 403, 415: the checks before the rate limit)
+// are themselves limited, so that a flood of them cannot flood the log:
+// past 10/s (bursts of 50) they are left out and counted, and the count
+// (suppressed) goes on the next audit line of any kind, or, if none comes
+// within flushAfter (1 s), on a line of its own. Caller-supplied fields are
+// cut to 128 bytes.
+func (g *guard) auditLine(r *http.Request, status int, job, corr string) {
+	if refused := status == http.StatusUnauthorized || status == http.StatusForbidden ||
+		status == http.StatusUnsupportedMediaType; refused && !g.auditRefused.Allow() {
+		g.suppress()
+		return
+	}
+	attrs := make([]any, 0, 18)
+	if n := g.suppressed.Swap(0); n > 0 {
+		attrs = append(attrs, "suppressed", n)
+	}
+	presented, _ := g.bearer(r)
+	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+	attrs = append(attrs, "action", cut(action), "job", cut(job), "status", status,
+		"correlation_id", cut(corr), "remote_addr", r.RemoteAddr, "token_presented", presented,
+		"user_agent", cut(r.UserAgent()))
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		// Verified by the handshake (mutual TLS): who the caller is.
+		attrs = append(attrs, "client_cert", cut(r.TLS.PeerCertificates[0].Subject.String()))
+	}
+	g.log.Info("api audit", attrs...)
+}
+
+// suppress counts an audit line left out, and makes sure the count is
+// logged within flushAfter.
+func (g *guard) suppress() {
+	g.suppressed.Add(1)
+	g.flushMu.Lock()
+	defer g.flushMu.Unlock()
+	if g.flush == nil {
+		g.flush = time.AfterFunc(g.flushAfter, g.flushSuppressed)
+	}
+}
+
+// flushSuppressed logs how many audit lines were left out since the last
+// audit line, if any were: one "api audit" line with suppressed alone.
+func (g *guard) flushSuppressed() {
+	g.flushMu.Lock()
+	g.flush = nil
+	g.flushMu.Unlock()
+	if n := g.suppressed.Swap(0); n > 0 {
+		g.log.Info("api audit", "suppressed", n)
+	}
+}
+
+// close logs a pending count of left-out audit lines at once (the server
+// is stopping).
+func (g *guard) close() {
+	g.flushMu.Lock()
+	t := g.flush
+	g.flush = nil
+	g.flushMu.Unlock()
+	if t != nil {
+		t.Stop()
+	}
+	if n := g.suppressed.Swap(0); n > 0 {
+		g.log.Info("api audit", "suppressed", n)
 	}
 }
 
