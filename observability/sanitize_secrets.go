@@ -173,7 +173,9 @@ func maskPrefixed(s string) string {
 			continue
 		}
 		// s[i] starts a word.
-		if f := prefixStart[c]; f != 0 {
+		// Most words start with a letter, which could start an IBAN: its
+		// third and fourth bytes, digits, are checked here first.
+		if f := prefixStart[c]; f&^startIBAN != 0 || f != 0 && i+3 < len(s) && isDigit(s[i+3]) && isDigit(s[i+2]) {
 			if end, ph := prefixedAt(s, i, f); end > 0 {
 				w.replace(i, end, ph)
 				i = end
