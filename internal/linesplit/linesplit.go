@@ -41,7 +41,7 @@ func Cut[T ~string | ~[]byte](s T, limit int) int {
 		}
 	}
 	p := limit
-	for p > limit-3 && s[p]&0xC0 == 0x80 { // not inside a UTF-8 sequence
+	for p > max(limit-3, 1) && s[p]&0xC0 == 0x80 { // not inside a UTF-8 sequence
 		p--
 	}
 	return p
