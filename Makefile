@@ -95,7 +95,8 @@ bench: ## benchmarks (no race detector); compare runs with benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
 
 .PHONY: lint
-lint: ## go vet (also the fault suite and the fault-clock build) and gofmt
+lint: ## go.mod tidy, go vet (also the fault suite and the fault-clock build), gofmt
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags chaos,faultclock ./cmd/pacer/ ./runner/...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
