@@ -94,11 +94,16 @@ chaos: ## the whole fault suite: real etcd members, replicas and plugins under k
 bench: ## benchmarks (no race detector); compare runs with benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
 
+# staticcheck is built from the Go module proxy in its own module, tools/staticcheck
+# (pinned there, its dependencies kept out of go.mod); `go tool -n` builds it once
+# into Go's build cache and prints the binary's path.
 .PHONY: lint
-lint: ## go.mod tidy, go vet (also the fault suite and the fault-clock build), gofmt
+lint: ## go.mod tidy, go vet and staticcheck (also the fault suite and the fault-clock build), gofmt
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags chaos,faultclock ./cmd/pacer/ ./runner/...
+	@sc=$$(cd tools/staticcheck && GOWORK=off $(GO) tool -n staticcheck) && \
+		echo "staticcheck -tags chaos,faultclock ./..." && $$sc -tags chaos,faultclock ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 

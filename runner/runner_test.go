@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +26,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // blockingTasks is a TaskRunner whose calls block until released or
 // cancelled; with stubborn set, until released (a task slow to stop).
 type blockingTasks struct {
-	mu       sync.Mutex
 	started  chan string // job IDs, as calls start
 	release  chan struct{}
 	stubborn atomic.Bool

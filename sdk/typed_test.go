@@ -69,7 +69,8 @@ type shellParams struct {
 	Tags           []string                 `json:"tags,omitempty" enum:"a,b"`
 	Strict         bool                     `json:"strict,omitempty" pacer:"required"`
 	Ignored        string                   `json:"-"`
-	internal       int
+	//lint:ignore U1000 an unexported field, which the schema must leave out
+	internal int
 }
 
 func compact(t *testing.T, s string) string {

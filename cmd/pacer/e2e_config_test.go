@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -173,13 +172,17 @@ func TestE2EValidateWarnsAboutNoJobs(t *testing.T) {
 func TestE2EValidateHourlyAcrossLeapYearEnd(t *testing.T) {
 	parallelE2E(t)
 	path := tempConfig(t, "jobs:\n  - id: hourly\n    plugin: shell\n    task: exec\n    schedule: \"0 * * * *\"\n    timezone: Europe/Berlin\n")
+	goroot, err := exec.Command("go", "env", "GOROOT").Output() // go test puts its own go first on PATH
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
 	for _, tc := range []struct {
 		name string
 		env  []string
 		year int
 	}{
 		{"system", nil, 2040},
-		{"go-zoneinfo", []string{"ZONEINFO=" + filepath.Join(runtime.GOROOT(), "lib", "time", "zoneinfo.zip")}, 2028},
+		{"go-zoneinfo", []string{"ZONEINFO=" + filepath.Join(strings.TrimSpace(string(goroot)), "lib", "time", "zoneinfo.zip")}, 2028},
 	} {
 		from := time.Date(tc.year, 12, 31, 20, 0, 0, 0, time.UTC)
 		stdout, stderr, code := pacerCmd(t, tc.env, "validate", "--skip-plugins", "--config", path, "--from", from.Format(time.RFC3339), "--count", "6")

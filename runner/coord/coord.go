@@ -166,7 +166,6 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	granted := time.Now() // the lease cannot expire before granted + TTL
 	lease, err := c.cli.Grant(gctx, int64(c.opts.LeaseTTL/time.Second))
 	cancel()
 	if err != nil {
@@ -220,7 +219,7 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 	guarded := make(chan struct{})
 	go func() {
 		defer close(guarded)
-		c.guard(t, lease.ID, granted)
+		c.guard(t, lease.ID)
 	}()
 	defer func() { <-guarded }()
 	if c.opts.OnTransition != nil {

@@ -21,12 +21,10 @@ var ErrSelfFenced = errors.New("self-fenced: no lease keepalive acknowledged in 
 // without a newer acknowledgement, guard ends the term: before the server
 // can expire the lease and let another replica lead. Times are monotonic
 // (time.Now's monotonic reading), so wall-clock jumps do not matter.
-func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID, granted time.Time) {
+func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID) {
 	ttl := c.opts.LeaseTTL
 	margin := c.fenceMargin()
 	interval := ttl / 3
-	deadline := granted.Add(ttl - margin)
-	lastAck := granted
 	c.keepaliveAge(0)
 	defer c.keepaliveAge(-1)
 
@@ -42,7 +40,7 @@ func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID, granted time.Time) 
 		return
 	}
 	c.keepalive("ok")
-	lastAck, deadline = sent, sent.Add(ttl-margin)
+	lastAck, deadline := sent, sent.Add(ttl-margin)
 	c.lastAck.Store(lastAck.UnixNano())
 
 	// Keepalives run in their own goroutine: one may block for a whole

@@ -15,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.opentelemetry.io/otel/sdk/trace"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
@@ -59,7 +58,7 @@ type bundle struct {
 func setup(t *testing.T, opts pluginhost.Options) *bundle {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
-	tp := trace.NewTracerProvider(trace.WithSpanProcessor(rec))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	if opts.Dir == "" {
 		opts.Dir = pluginDir
 	}
@@ -111,7 +110,7 @@ func TestRunEchoStreamsLogsAndProgress(t *testing.T) {
 func TestRunContextAndTraceCrossIntoPlugin(t *testing.T) {
 	t.Parallel()
 	b := setup(t, pluginhost.Options{})
-	tracer := trace.NewTracerProvider().Tracer("test")
+	tracer := sdktrace.NewTracerProvider().Tracer("test")
 	ctx, span := tracer.Start(context.Background(), "parent")
 	defer span.End()
 	res, err := b.host.Run(ctx, call("env", nil))

@@ -230,6 +230,7 @@ func (m *matcher) domTerm(term string) (bool, error) {
 	case strings.HasPrefix(t, "L-"):
 		n, err := number(t[2:])
 		if err != nil || n > 30 {
+			//lint:ignore ST1005 the message starts with the cron term it is about, L-n
 			return false, fmt.Errorf("L-n wants n from 0 to 30 (days before the month's last day)")
 		}
 		m.domFromEnd |= 1 << n
@@ -271,6 +272,7 @@ func (m *matcher) dowTerm(term string) (bool, error) {
 		}
 		m.dowLast |= 1 << (w % 7)
 	case strings.HasSuffix(t, "W"): // no weekday's name ends in W
+		//lint:ignore ST1005 the message starts with the cron term it is about, W
 		return false, fmt.Errorf("W is not supported in day-of-week (nW belongs in day-of-month)")
 	default:
 		return false, nil

@@ -175,16 +175,6 @@ func (m *matcher) next(cv int64) (int64, bool) {
 	return 0, false
 }
 
-// matches reports whether the civil time cv matches. Used by tests as an
-// independent oracle for next.
-func (m *matcher) matches(cv int64) bool {
-	days := floorDiv(cv, 86400)
-	y, mo, d := civilFromDays(days)
-	tod := int(cv - days*86400)
-	return m.month>>mo&1 != 0 && m.dayMatches(y, mo, d) &&
-		m.hour>>(tod/3600)&1 != 0 && m.min>>(tod/60%60)&1 != 0 && m.sec>>(tod%60)&1 != 0
-}
-
 // nextBit returns the least set bit of mask in [from, max], or -1.
 func nextBit(mask uint64, from, max int) int {
 	if from > max {

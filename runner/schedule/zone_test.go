@@ -2,10 +2,11 @@ package schedule
 
 import (
 	"archive/zip"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,12 +52,31 @@ var embeddedZones struct {
 	data map[string][]byte
 }
 
-func goZoneZip() string { return filepath.Join(runtime.GOROOT(), "lib", "time", "zoneinfo.zip") }
+// goRoot is the GOROOT of the go command that runs the tests (go test puts
+// its own bin directory first on PATH).
+var goRoot = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOROOT: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+})
+
+// goZoneZip is Go's own zone data, $GOROOT/lib/time/zoneinfo.zip.
+func goZoneZip(tb testing.TB) string {
+	tb.Helper()
+	root, err := goRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return filepath.Join(root, "lib", "time", "zoneinfo.zip")
+}
 
 func embeddedLoc(tb testing.TB, name string) *time.Location {
 	tb.Helper()
+	path := goZoneZip(tb)
 	embeddedZones.once.Do(func() {
-		z, err := zip.OpenReader(goZoneZip())
+		z, err := zip.OpenReader(path)
 		if err != nil {
 			embeddedZones.err = err
 			return
@@ -79,11 +99,11 @@ func embeddedLoc(tb testing.TB, name string) *time.Location {
 		}
 	})
 	if embeddedZones.err != nil {
-		tb.Fatalf("Go's zone data %s: %v", goZoneZip(), embeddedZones.err)
+		tb.Fatalf("Go's zone data %s: %v", path, embeddedZones.err)
 	}
 	b, ok := embeddedZones.data[name]
 	if !ok {
-		tb.Fatalf("no zone %s in %s", name, goZoneZip())
+		tb.Fatalf("no zone %s in %s", name, path)
 	}
 	loc, err := time.LoadLocationFromTZData(name, b)
 	if err != nil {
@@ -95,7 +115,11 @@ func embeddedLoc(tb testing.TB, name string) *time.Location {
 // The file embeddedLoc reads is what time/tzdata embeds.
 func TestEmbeddedZoneDataIsGOROOTZip(t *testing.T) {
 	t.Parallel()
-	src, err := os.ReadFile(filepath.Join(runtime.GOROOT(), "src", "time", "tzdata", "zzipdata.go"))
+	root, err := goRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(root, "src", "time", "tzdata", "zzipdata.go"))
 	if err != nil {
 		t.Skipf("Go's source of time/tzdata is not installed, cannot compare: %v", err)
 	}
@@ -108,12 +132,13 @@ func TestEmbeddedZoneDataIsGOROOTZip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	zip, err := os.ReadFile(goZoneZip())
+	path := goZoneZip(t)
+	zip, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if embedded != string(zip) {
-		t.Fatalf("time/tzdata embeds %d bytes that differ from %s (%d bytes)", len(embedded), goZoneZip(), len(zip))
+		t.Fatalf("time/tzdata embeds %d bytes that differ from %s (%d bytes)", len(embedded), path, len(zip))
 	}
 }
 

@@ -80,7 +80,7 @@ func attrs(kvs []attribute.KeyValue) []*pluginv1.Attr {
 		case attribute.FLOAT64:
 			v = structpb.NewNumberValue(kv.Value.AsFloat64())
 		default:
-			v = structpb.NewStringValue(kv.Value.Emit())
+			v = structpb.NewStringValue(kv.Value.String())
 		}
 		out = append(out, &pluginv1.Attr{Key: string(kv.Key), Value: v})
 	}
