@@ -35,7 +35,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/pacerun/pacer/runner/config"
 	"github.com/pacerun/pacer/sdk/sdktest"

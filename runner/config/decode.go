@@ -12,13 +12,13 @@ import (
 	"time"
 	"unicode"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/pacerun/pacer/internal/didyoumean"
 )
 
 // The decoder walks the yaml.Node tree against the Config struct by yaml tag,
-// instead of using yaml.v3's struct decoding, so that every problem can name
+// instead of using yaml/v3's struct decoding, so that every problem can name
 // the key path and the line, and so that all problems are collected.
 
 const (
@@ -161,7 +161,7 @@ var (
 	unknownAnchorRe = regexp.MustCompile(`^unknown anchor '(.*)' referenced$`)
 )
 
-// syntaxError reports a YAML parse error. yaml.v3 is vague about where: it
+// syntaxError reports a YAML parse error. yaml/v3 is vague about where: it
 // omits the line on line 1 and is one line early for some errors. The line is
 // corrected by checking which prefix of the file first shows the error.
 func (d *decoder) syntaxError(data []byte, err error) {
@@ -210,7 +210,7 @@ func locateSyntaxError(data []byte, msg string, line int) int {
 	case line+1 <= len(lines) && prefix(line+1) == msg:
 		return line + 1
 	case atLine == "":
-		// The file up to that line parses, so yaml.v3 gave the 0-based line
+		// The file up to that line parses, so yaml/v3 gave the 0-based line
 		// of the construct that is broken.
 		return line + 1
 	}
@@ -595,7 +595,7 @@ func cleanDecodeError(err error) string {
 	return msg
 }
 
-// yaml11Bools are the YAML 1.1 spellings that yaml.v3 still accepts for
+// yaml11Bools are the YAML 1.1 spellings that yaml/v3 still accepts for
 // bool fields when they are written unquoted.
 var yaml11Bools = map[string]bool{
 	"y": true, "Y": true, "yes": true, "Yes": true, "YES": true, "on": true, "On": true, "ON": true,
