@@ -192,8 +192,7 @@ func checkKubeScore(t *testing.T, kubescore, path string) {
 }
 
 // plannedConfigKeys are config keys the chart may render before this
-// build's config package knows them (ARCHITECTURE.md, contract additions):
-// cluster.shards (issue 13).
+// build's config package knows them: cluster.shards (issue 13, planned).
 var plannedConfigKeys = []string{"cluster.shards"}
 
 // parseChartConfig parses the rendered pacer.yaml. A planned key that this

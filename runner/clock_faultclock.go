@@ -2,8 +2,8 @@
 
 package runner
 
-// The fault clock, for fault-injection tests only (RELIABILITY.md scenario
-// 11). Go programs read the clock through the vDSO, so libfaketime cannot
+// The fault clock, for fault-injection tests only (docs/chaos-results.md,
+// scenario 11). Go programs read the clock through the vDSO, so libfaketime cannot
 // shift them; instead, a binary built with -tags faultclock shifts the
 // runner's wall clock by the Go duration (such as "-90s" or "1h") in the
 // file named by PACER_FAULT_CLOCK_FILE, re-read every 50 ms. A missing or

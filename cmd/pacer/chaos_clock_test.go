@@ -2,7 +2,7 @@
 
 package main
 
-// Scenario 11 of RELIABILITY.md: clock jumps and skew on a runner.
+// Scenario 11 of docs/chaos-results.md: clock jumps and skew on a runner.
 //
 // Go reads the clock through the vDSO, so libfaketime cannot shift a pacer
 // process. These replicas run a pacer built with the tag faultclock instead

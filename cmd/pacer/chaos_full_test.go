@@ -2,7 +2,7 @@
 
 package main
 
-// The slower fault-injection scenarios of RELIABILITY.md; see chaos_test.go
+// The slower fault-injection scenarios of docs/chaos-results.md; see chaos_test.go
 // for the harness and the meaning of the result line. Run them with
 //
 //	go test -tags chaos -run Chaos -v ./cmd/pacer/

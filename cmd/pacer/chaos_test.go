@@ -1,6 +1,6 @@
 package main
 
-// Fault-injection tests (RELIABILITY.md): real etcd members and real runner
+// Fault-injection tests (the scenarios of docs/chaos-results.md): real etcd members and real runner
 // processes, faults by signals and proxies, and a ledger plugin that records
 // every execution of a task and accepts it only if its fencing token is not
 // lower than the highest one it has seen for the job.

@@ -2,9 +2,9 @@
 
 package main
 
-// Manual trigger scenarios: RELIABILITY.md scenario 19 (bursts of triggers
-// on a busy job, then restarts) and issue 18's trigger retried after an
-// etcd stall. Each trigger carries its own correlation ID, which the ledger
+// Manual trigger scenarios of docs/chaos-results.md: 19 (bursts of triggers
+// on a busy job, then restarts) and 24 (triggers retried after an etcd
+// stall). Each trigger carries its own correlation ID, which the ledger
 // records, so D here also counts triggers that ran more than once.
 
 import (

@@ -13,7 +13,7 @@ import (
 	"github.com/pacerun/pacer/runner/coord/netfault"
 )
 
-// RELIABILITY.md scenario 5: a leader cut off from etcd fences itself before
+// Fault scenario 5 (docs/chaos-results.md): a leader cut off from etcd fences itself before
 // the server expires its lease, so the next leader starts after the old one
 // stopped; and the old leader's writes are refused once the link is back.
 func TestCutOffLeaderSelfFencesBeforeSuccessorLeads(t *testing.T) {

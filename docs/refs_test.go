@@ -1,0 +1,152 @@
+package docs_test
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// repoFiles returns the repository's text files (slash paths relative to
+// root), without build output and caches.
+func repoFiles(t *testing.T) map[string][]byte {
+	t.Helper()
+	skip := map[string]bool{".git": true, "bin": true, "data": true, "node_modules": true, "__pycache__": true}
+	files := map[string][]byte{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if skip[d.Name()] {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || strings.HasSuffix(path, "go.sum") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.IndexByte(data, 0) >= 0 { // binary
+			return nil
+		}
+		files[rel(path)] = data
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+var (
+	// mdCitation is a Markdown file named in text: README.md,
+	// docs/guarantees.md, ../docs/operations.md.
+	mdCitation = regexp.MustCompile(`(?:^|[^\w/.:-])((?:\.\.?/)*[\w./-]*?[\w-]+\.md)\b`)
+	urlText    = regexp.MustCompile(`\w+://\S+`)
+)
+
+// Nothing in the repository cites a document that is not in it (such as
+// the design notes kept beside the repository while it was built): every
+// *.md a file names is a file of the repository, relative to the citing
+// file, to the root, or as the tail of a path (docs/ files cite each other
+// by name).
+func TestCitedDocumentsAreInTheRepository(t *testing.T) {
+	files := repoFiles(t)
+	exists := func(from, cited string) bool {
+		if _, ok := files[filepath.ToSlash(filepath.Join(filepath.Dir(from), cited))]; ok {
+			return true
+		}
+		if _, ok := files[filepath.ToSlash(filepath.Clean(cited))]; ok {
+			return true
+		}
+		tail := "/" + strings.TrimLeft(cited, "./")
+		for f := range files {
+			if strings.HasSuffix(f, tail) {
+				return true
+			}
+		}
+		return false
+	}
+	names := make([]string, 0, len(files))
+	for f := range files {
+		names = append(names, f)
+	}
+	slices.Sort(names)
+	for _, f := range names {
+		if f == "docs/refs_test.go" { // its own patterns
+			continue
+		}
+		for i, line := range strings.Split(string(files[f]), "\n") {
+			line = urlText.ReplaceAllString(line, "")
+			for _, m := range mdCitation.FindAllStringSubmatch(line, -1) {
+				if !exists(f, m[1]) {
+					t.Errorf("%s:%d cites %s, which is not in the repository: bring what it needs into docs/ and cite that", f, i+1, m[1])
+				}
+			}
+			if strings.Contains(line, "../shared/") {
+				t.Errorf("%s:%d cites ../shared/, which is outside the repository", f, i+1)
+			}
+		}
+	}
+}
+
+var (
+	scenarioRow  = regexp.MustCompile(`^\| (\d+) \|`)
+	scenarioRefs = regexp.MustCompile(`[Ss]cenarios? (\d+(?:(?:–|-|, | and | or )\d+)*)|chaosResult\{scenario: (\d+)\}`)
+	number       = regexp.MustCompile(`\d+`)
+)
+
+// Every fault scenario a file cites by number ("scenario 5", "scenarios 13–16",
+// chaosResult{scenario: 19}) is a row of the scenario list in
+// docs/chaos-results.md.
+func TestCitedFaultScenariosAreListed(t *testing.T) {
+	files := repoFiles(t)
+	doc := string(files["docs/chaos-results.md"])
+	start := strings.Index(doc, "\n## The scenarios\n")
+	if start < 0 {
+		t.Fatal("docs/chaos-results.md has no section \"## The scenarios\"")
+	}
+	section := doc[start+1:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	listed := map[int]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if m := scenarioRow.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			listed[n] = true
+		}
+	}
+	if len(listed) < 20 {
+		t.Fatalf("docs/chaos-results.md lists %d scenarios; the table was not found whole", len(listed))
+	}
+	cited := 0
+	for f, data := range files {
+		if !strings.HasSuffix(f, ".go") && !strings.HasSuffix(f, ".md") {
+			continue
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			for _, m := range scenarioRefs.FindAllStringSubmatch(line, -1) {
+				for _, s := range number.FindAllString(m[1]+" "+m[2], -1) {
+					n, _ := strconv.Atoi(s)
+					cited++
+					if !listed[n] {
+						t.Errorf("%s:%d cites fault scenario %d, which docs/chaos-results.md does not list", f, i+1, n)
+					}
+				}
+			}
+		}
+	}
+	if cited < 10 {
+		t.Errorf("found only %d citations of fault scenarios; the pattern no longer matches how the code cites them", cited)
+	}
+}
