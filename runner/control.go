@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/schedule"
@@ -310,7 +311,8 @@ func (c *Control) settle(ctx context.Context, write func(context.Context) (coord
 	ctx, cancel := context.WithTimeout(ctx, c.settleTime())
 	defer cancel()
 	var unknown error // the first error after which the outcome was unknown
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+	wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: time.Second})
+	for {
 		a, err := write(ctx)
 		if err == nil {
 			return a, nil
@@ -322,11 +324,7 @@ func (c *Control) settle(ctx context.Context, write func(context.Context) (coord
 		if unknown == nil && !errors.Is(err, coord.ErrNotStored) {
 			unknown = err
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
-		if ctx.Err() != nil {
+		if !backoff.Sleep(ctx, wait.Next()) {
 			if unknown != nil {
 				return coord.Applied{}, &unconfirmed{cause: unknown}
 			}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"reflect"
 	"regexp"
 	"slices"
@@ -20,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
@@ -627,13 +627,9 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			final = r.retrySkipped(t, final, attempt+1, stop, log)
 			break
 		}
-		wait := backoff(job.Retries, attempt)
+		wait := retryPolicy(job.Retries).Delay(attempt)
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		case <-sr.retries.Done():
-		}
+		sleepUntilStopped(ctx, sr.retries, wait)
 		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
 			final = r.retrySkipped(t, final, attempt+1, stop, log)
 			break
@@ -703,7 +699,8 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 	if err != nil {
 		return err
 	}
-	wait := 100 * time.Millisecond
+	// ctx ends with the term (Fire cancels it, catch-up runs on the term's).
+	wait := backoff.New(transientPolicy)
 	for try := 1; ; try++ {
 		if tr != nil {
 			err = r.claimTrigger(ctx, t, tr, rec, try)
@@ -723,12 +720,7 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 		span.AddEvent("claim retry", trace.WithAttributes(attribute.String("error", err.Error())))
 		r.log.Warn("slot claim failed; retrying while leadership lasts", "job", s.Job.ID,
 			"scheduled_time", s.Time, "try", try, "error", err)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-		case <-t.Context().Done():
-		}
-		wait = min(2*wait, 2*time.Second)
+		backoff.Sleep(ctx, wait.Next())
 	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
@@ -861,7 +853,12 @@ func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]b
 		return err
 	}
 	give := time.Now().Add(recordPatience)
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+	// Waits end early when the term ends or the runner stops.
+	wctx, cancel := context.WithCancel(r.stopCtx)
+	defer cancel()
+	defer context.AfterFunc(t.Context(), cancel)()
+	wait := backoff.New(transientPolicy)
+	for {
 		if err = put(b); err == nil {
 			return nil
 		}
@@ -869,15 +866,16 @@ func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]b
 			log.Warn("run record not written", "run_id", rec.RunID, "state", rec.State, "error", err)
 			return err
 		}
-		select {
-		case <-time.After(wait):
-		case <-t.Context().Done():
-		case <-r.stopCtx.Done():
+		if !backoff.Sleep(wctx, wait.Next()) && r.stopCtx.Err() != nil {
 			log.Warn("run record not written: runner stopping", "run_id", rec.RunID, "error", err)
 			return err
 		}
 	}
 }
+
+// transientPolicy spaces out the tries of a claim or record write that
+// failed while etcd was slow or electing a leader.
+var transientPolicy = backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 
 // recordPatience bounds how long a record write is retried.
 const recordPatience = 30 * time.Second
@@ -941,21 +939,27 @@ func pastDeadline(ctx context.Context) bool {
 	return ok && !time.Now().Before(dl)
 }
 
-// backoff is the wait before attempt n+1: exponential from InitialBackoff,
-// capped at MaxBackoff, with up to 20 % random jitter so retries of many
-// jobs spread out.
-func backoff(p Retries, n int) time.Duration {
-	d := p.InitialBackoff
-	if d <= 0 {
-		d = time.Second
+// sleepUntilStopped waits d between attempts, or less if the run's ctx or
+// the slot's retries end first.
+func sleepUntilStopped(ctx, retries context.Context, d time.Duration) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(retries, cancel)()
+	backoff.Sleep(ctx, d)
+}
+
+// retryPolicy spaces out a job's attempts: exponential from
+// InitialBackoff (1s if unset), capped at MaxBackoff (no doubling if
+// unset), with up to 20 % random jitter so retries of many jobs spread out.
+func retryPolicy(p Retries) backoff.Policy {
+	b := backoff.Policy{Initial: p.InitialBackoff, Max: p.MaxBackoff, Jitter: 0.2}
+	if b.Initial <= 0 {
+		b.Initial = time.Second
 	}
-	for i := 1; i < n && d < p.MaxBackoff; i++ {
-		d *= 2
+	if b.Max <= 0 {
+		b.Max = b.Initial
 	}
-	if p.MaxBackoff > 0 && d > p.MaxBackoff {
-		d = p.MaxBackoff
-	}
-	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+	return b
 }
 
 // pluginLog forwards a plugin's log record through the run's logger.

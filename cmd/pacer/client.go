@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
@@ -230,11 +231,11 @@ func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, std
 		c.idemKey = newIdempotencyKey()
 	}
 	header.Set("Idempotency-Key", c.idemKey)
-	wait := mutateFirstWait
+	wait := backoff.New(backoff.Policy{Initial: mutateFirstWait})
 	for try := 1; ; try++ {
 		resp, err := c.send(http.MethodPost, path, header, mutateTimeout)
 		var why string
-		pause := wait
+		var pause time.Duration // the runner's Retry-After, if it asked for one
 		switch {
 		case err != nil:
 			why = err.Error()
@@ -263,12 +264,12 @@ func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, std
 			}
 			return c.decode(resp, v, stdout)
 		}
+		if pause == 0 {
+			pause = wait.Next()
+		}
 		fmt.Fprintf(stderr, "pacer: %s; trying again in %s with the same Idempotency-Key %s (try %d of %d)\n",
 			why, pause, c.idemKey, try+1, mutateTries)
-		time.Sleep(pause) // the CLI's own backoff between tries, or the runner's Retry-After
-		if pause == wait {
-			wait *= 2
-		}
+		time.Sleep(pause)
 	}
 }
 

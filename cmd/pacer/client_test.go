@@ -5,8 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,5 +62,57 @@ func TestJobsCommandFollowsPages(t *testing.T) {
 	}
 	if err := jobsCmd([]string{"--addr", srv.URL, "--state", "asleep"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), `state "asleep"`) {
 		t.Fatalf("bad state: %v", err)
+	}
+}
+
+// A mutating call whose outcome is unknown is repeated with the same
+// Idempotency-Key after the CLI's own doubling pause, or after the
+// Retry-After a runner over its rate limit asks for (which does not count
+// as a step of the doubling).
+func TestMutateRepeatsWithBackoffAndTheSameKey(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var keys []string
+	answers := []func(http.ResponseWriter){
+		func(w http.ResponseWriter) {
+			http.Error(w, `{"error":"etcd unavailable"}`, http.StatusServiceUnavailable)
+		},
+		func(w http.ResponseWriter) {
+			http.Error(w, `{"error":"etcd unavailable"}`, http.StatusServiceUnavailable)
+		},
+		func(w http.ResponseWriter) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"error":"rate limited"}`, http.StatusTooManyRequests)
+		},
+		func(w http.ResponseWriter) { http.Error(w, `{"error":"etcd unavailable"}`, http.StatusGatewayTimeout) },
+		func(w http.ResponseWriter) { w.Write([]byte(`{"state":"accepted"}`)) },
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n := len(keys)
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		mu.Unlock()
+		answers[min(n, len(answers)-1)](w)
+	}))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+
+	c := &clientFlags{addr: srv.URL, output: "json"}
+	var stdout, stderr bytes.Buffer
+	if _, err := c.mutate("/api/v1/jobs/j/trigger", nil, nil, &stdout, &stderr); err != nil {
+		t.Fatalf("mutate: %v\n%s", err, stderr.String())
+	}
+	if stdout.String() != `{"state":"accepted"}` {
+		t.Errorf("stdout %q, want the last answer", stdout.String())
+	}
+	if len(keys) != 5 || keys[0] == "" || slices.IndexFunc(keys, func(k string) bool { return k != keys[0] }) >= 0 {
+		t.Errorf("Idempotency-Keys of the tries: %q, want 5 of one key", keys)
+	}
+	var pauses []string
+	for _, m := range regexp.MustCompile(`trying again in (\S+) with the same Idempotency-Key`).FindAllStringSubmatch(stderr.String(), -1) {
+		pauses = append(pauses, m[1])
+	}
+	if want := []string{"1s", "2s", "1s", "4s"}; !slices.Equal(pauses, want) {
+		t.Errorf("pauses %q, want %q (doubling; the Retry-After in between)\n%s", pauses, want, stderr.String())
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/observability"
 )
 
@@ -138,23 +139,20 @@ func (c *Coordinator) Term() *Term {
 // Run campaigns for leadership until ctx is done, then resigns. It returns
 // nil after a clean stop.
 func (c *Coordinator) Run(ctx context.Context) error {
-	const minBackoff = 200 * time.Millisecond
-	backoff := minBackoff
+	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: c.opts.LeaseTTL})
 	for {
 		led, err := c.runTerm(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if led {
-			backoff = minBackoff
+			wait.Reset()
 		}
-		c.log.Warn("leadership attempt ended; campaigning again", "error", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		d := wait.Next()
+		c.log.Warn("leadership attempt ended; campaigning again", "error", err, "retry_in", d)
+		if !backoff.Sleep(ctx, d) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, c.opts.LeaseTTL)
 	}
 }
 

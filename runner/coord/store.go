@@ -10,6 +10,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/internal/backoff"
 )
 
 // Key layout under /pacer/<cluster>/:
@@ -311,19 +313,16 @@ func (c *Coordinator) WatchPaused(ctx context.Context, set func(map[string]bool)
 // watchPrefix keeps a local copy of the keys under prefix (relative names)
 // and calls fn with it after the initial read and every change.
 func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(map[string]*mvccpb.KeyValue)) {
-	backoff := 100 * time.Millisecond
+	wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second})
 	for ctx.Err() == nil {
 		err := c.watchOnce(ctx, prefix, fn)
 		if ctx.Err() != nil {
 			return
 		}
 		c.log.Warn("watch interrupted; re-reading", "prefix", prefix, "error", err)
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait.Next()) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/proctree"
 )
@@ -178,12 +179,10 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 		}
 		if wait := s.nextStart.Sub(now); wait > 0 {
 			s.mu.Unlock()
-			select {
-			case <-time.After(wait):
-				continue
-			case <-ctx.Done():
+			if !backoff.Sleep(ctx, wait) {
 				return nil, fmt.Errorf("plugin %q is restarting (backoff %s): %w", s.name, wait.Round(time.Millisecond), context.Cause(ctx))
 			}
+			continue
 		}
 		// Starting is bounded by StartTimeout, not by the caller's deadline:
 		// a run with a short timeout must still be able to start a plugin.
@@ -304,11 +303,7 @@ func (s *supervisor) crashLocked(reason, cause, text string) {
 			"window", o.QuarantineWindow, "until", s.quarantined, "cause", cause, "last_error", text)
 		return
 	}
-	backoff := o.RestartBackoff << min(s.consecutive-1, 16)
-	if backoff > o.MaxRestartBackoff || backoff <= 0 {
-		backoff = o.MaxRestartBackoff
-	}
-	s.nextStart = now.Add(backoff)
+	s.nextStart = now.Add(backoff.Policy{Initial: o.RestartBackoff, Max: o.MaxRestartBackoff}.Delay(s.consecutive))
 }
 
 // ok records a run that ended without a process failure.
