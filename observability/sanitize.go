@@ -199,6 +199,12 @@ var defaultSanitizer = sync.OnceValue(func() *Sanitizer {
 	return s
 })
 
+// DefaultSanitizer returns the Sanitizer with the built-in rules only (no
+// operator patterns or redact keys): what a component given no sanitizer
+// uses, so that leaving one out never lets secrets through. It is shared and
+// safe for concurrent use.
+func DefaultSanitizer() *Sanitizer { return defaultSanitizer() }
+
 // NewSanitizer builds a Sanitizer. It fails when a pattern has an empty or
 // ill-formed Name, an empty Regex, a Regex that does not compile, or a Regex
 // that matches the empty string, or when a RedactKey is empty; the error

@@ -94,6 +94,7 @@ type Options struct {
 	Metrics *observability.Metrics
 	Tracer  trace.Tracer
 	// Sanitize cleans text that leaves the runner (records, span attributes).
+	// Default: observability.DefaultSanitizer's, never none.
 	Sanitize func(string) string
 	// MaxOutputBytes bounds the output kept in a run record. Default 64 KiB.
 	MaxOutputBytes int
@@ -166,7 +167,7 @@ func New(o Options) *Runner {
 		o.TriggerExpiry = DefaultTriggerExpiry
 	}
 	if o.Sanitize == nil {
-		o.Sanitize = func(s string) string { return s }
+		o.Sanitize = observability.DefaultSanitizer().String
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

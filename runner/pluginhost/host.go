@@ -105,7 +105,8 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// ImportSpan, if set, receives the spans plugins finish, for export.
 	ImportSpan func(sdktrace.ReadOnlySpan)
-	// Sanitize cleans span attributes imported from plugins. Default: none.
+	// Sanitize cleans span attributes imported from plugins. Default:
+	// observability.DefaultSanitizer's, never none.
 	Sanitize func(string) string
 	// Metrics, if set, receives pacer_plugin_* metrics.
 	Metrics *observability.Metrics
@@ -164,7 +165,7 @@ func (o *Options) defaults() {
 		o.TracerProvider = noop.NewTracerProvider()
 	}
 	if o.Sanitize == nil {
-		o.Sanitize = func(s string) string { return s }
+		o.Sanitize = observability.DefaultSanitizer().String
 	}
 }
 
