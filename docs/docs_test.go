@@ -10,9 +10,9 @@
 //     outside the repository in which the example plugin builds and its tests
 //     pass, quietly, both with a replace directive and with a workspace.
 //   - The docs agree with the code on the default trace exporter.
-//   - Nothing in the repository cites a document outside it, and every fault
-//     scenario cited by number is listed in docs/chaos-results.md
-//     (refs_test.go).
+//   - Nothing in the repository cites a document outside it, every fault
+//     scenario cited by number is listed in docs/chaos-results.md, and
+//     docs/architecture.md's package map lists every package (refs_test.go).
 //
 // Run them with:
 //

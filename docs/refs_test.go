@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -148,5 +149,49 @@ func TestCitedFaultScenariosAreListed(t *testing.T) {
 	}
 	if cited < 10 {
 		t.Errorf("found only %d citations of fault scenarios; the pattern no longer matches how the code cites them", cited)
+	}
+}
+
+// The package map of docs/architecture.md is the code's: every package of
+// the module has a row, and every row names a directory of the repository.
+func TestArchitecturePackageMapMatchesTheCode(t *testing.T) {
+	doc := string(repoFiles(t)["docs/architecture.md"])
+	start := strings.Index(doc, "\n## Packages\n")
+	if start < 0 {
+		t.Fatal("docs/architecture.md has no section \"## Packages\"")
+	}
+	section := doc[start+1:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	rows := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\|").FindAllStringSubmatch(section, -1) {
+		rows[m[1]] = true
+		if fi, err := os.Stat(filepath.Join(root, m[1])); err != nil || !fi.IsDir() {
+			t.Errorf("docs/architecture.md lists %s, which is not a directory of the repository", m[1])
+		}
+	}
+	cmd := exec.Command("go", "list", "-f", "{{.Dir}}", "./...")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list ./...: %v", err)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgs := strings.Fields(string(out))
+	for _, dir := range pkgs {
+		r, err := filepath.Rel(abs, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r = filepath.ToSlash(r); !rows[r] {
+			t.Errorf("package %s has no row in docs/architecture.md's package map", r)
+		}
+	}
+	if len(pkgs) < 20 {
+		t.Errorf("go list found %d packages; expected the whole module", len(pkgs))
 	}
 }
