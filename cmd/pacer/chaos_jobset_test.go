@@ -37,7 +37,7 @@ func leaderSpans(p *proc, killed time.Time) []leaderSpan {
 	return out
 }
 
-// Scenario 25: replicas whose configs differ (RELIABILITY.md, issue 18's
+// Scenario 25 (docs/chaos-results.md): replicas whose configs differ (issue 18's
 // example): job x every 2 s on A, every 3 s on B, absent on C; job tick
 // the same on all three. With job_set_mismatch: refuse, the longest-
 // standing replica's set wins each tie, so A leads; after A is killed B

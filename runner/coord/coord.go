@@ -287,6 +287,8 @@ func (c *Coordinator) waitGate(ctx context.Context) (<-chan struct{}, error) {
 }
 
 // gateState is the gate's answer, with its reason wrapped in errGateClosed.
+//
+//lint:ignore ST1008 the error is why the gate is closed, not a failure (Gate.MayLead's order)
 func (c *Coordinator) gateState() (bool, error, <-chan struct{}) {
 	if c.opts.Gate == nil {
 		return true, nil, nil

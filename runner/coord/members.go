@@ -169,6 +169,8 @@ func (m *Membership) JobSet() JobSet {
 }
 
 // MayLead implements Gate.
+//
+//lint:ignore ST1008 the error is why the gate is closed, not a failure (Gate.MayLead's order)
 func (m *Membership) MayLead() (bool, error, <-chan struct{}) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

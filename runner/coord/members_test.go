@@ -332,6 +332,7 @@ type manualGate struct {
 
 func newManualGate(ok bool) *manualGate { return &manualGate{ok: ok, changed: make(chan struct{})} }
 
+//lint:ignore ST1008 the error is why the gate is closed, not a failure (Gate.MayLead's order)
 func (g *manualGate) MayLead() (bool, error, <-chan struct{}) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
