@@ -1,6 +1,6 @@
 package main
 
-// Fault scenarios 18 and 20 (RELIABILITY.md) through real processes: etcd,
+// Fault scenarios 18 and 20 (docs/chaos-results.md) through real processes: etcd,
 // pacer run and the shell plugin. They run in plain `go test` too.
 
 import (

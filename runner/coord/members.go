@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/observability"
 )
 
@@ -198,7 +199,7 @@ func signal(c chan struct{}) {
 
 // publishLoop keeps the record published under a live member lease.
 func (m *Membership) publishLoop(ctx context.Context) {
-	backoff := 200 * time.Millisecond
+	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: m.o.LeaseTTL})
 	for ctx.Err() == nil {
 		err := m.session(ctx)
 		m.mu.Lock()
@@ -207,15 +208,13 @@ func (m *Membership) publishLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		d := wait.Next()
 		if !errors.Is(err, ErrNodeNameInUse) {
-			m.log.Warn("member record not published; trying again", "error", err, "retry_in", backoff)
+			m.log.Warn("member record not published; trying again", "error", err, "retry_in", d)
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, d) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, m.o.LeaseTTL)
 	}
 }
 
@@ -332,19 +331,16 @@ func orUnknown(s string) string {
 
 // watchLoop keeps m.members in step with etcd.
 func (m *Membership) watchLoop(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second})
 	for ctx.Err() == nil {
 		err := m.watchOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		m.log.Warn("member watch interrupted; reading the members again", "error", err)
-		select {
-		case <-ctx.Done():
+		if !backoff.Sleep(ctx, wait.Next()) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
