@@ -4,7 +4,7 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
-# First-party plugins shipped in $(BIN)/plugins. plugins/testplugin is for tests only.
+# First-party plugins shipped in $(BIN)/plugins. Test-only plugins live in internal/testplugins.
 PLUGINS   := shell http
 CONFIG    ?= examples/pacer.yaml
 # The image `make image` builds; its tag is VERSION, the version the binary

@@ -195,3 +195,28 @@ func TestArchitecturePackageMapMatchesTheCode(t *testing.T) {
 		t.Errorf("go list found %d packages; expected the whole module", len(pkgs))
 	}
 }
+
+// plugins/ holds only the plugins that ship: each is one the Makefile
+// builds into bin/plugins (test-only plugins live in internal/testplugins).
+func TestPluginsDirectoryHoldsShippedPluginsOnly(t *testing.T) {
+	mk := string(repoFiles(t)["Makefile"])
+	m := regexp.MustCompile(`(?m)^PLUGINS\s*:=\s*(.*)$`).FindStringSubmatch(mk)
+	if m == nil {
+		t.Fatal("the Makefile has no PLUGINS := line")
+	}
+	shipped := strings.Fields(m[1])
+	entries, err := os.ReadDir(filepath.Join(root, "plugins"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() {
+			dirs = append(dirs, e.Name())
+		}
+	}
+	slices.Sort(shipped)
+	if !slices.Equal(dirs, shipped) {
+		t.Errorf("plugins/ holds %q, the Makefile ships %q: a plugin that does not ship belongs in internal/testplugins", dirs, shipped)
+	}
+}

@@ -100,7 +100,7 @@ func BenchmarkE2EJobs(b *testing.B) {
 		b.Fatalf("PACER_BENCH_TASK=%q: want stamp or ledger", t)
 	}
 	if o.ledger {
-		sdktest.Build(b, filepath.Join(binDir, "plugins"), "github.com/pacerun/pacer/plugins/ledger")
+		sdktest.Build(b, filepath.Join(binDir, "plugins"), "github.com/pacerun/pacer/internal/testplugins/ledger")
 	}
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {

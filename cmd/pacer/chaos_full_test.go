@@ -24,7 +24,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/pacerun/pacer/runner/coord/netfault"
+	"github.com/pacerun/pacer/internal/netfault"
 )
 
 func chaosRuns() int {

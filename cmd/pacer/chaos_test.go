@@ -73,8 +73,8 @@ func chaosBinaries(t *testing.T) string {
 	t.Helper()
 	chaosBuild.once.Do(func() {
 		tb := &buildTB{TB: t}
-		sdktest.Build(tb, filepath.Join(binDir, "plugins"), "github.com/pacerun/pacer/plugins/ledger")
-		chaosBuild.etcdmember = sdktest.Build(tb, binDir, "github.com/pacerun/pacer/cmd/etcdmember")
+		sdktest.Build(tb, filepath.Join(binDir, "plugins"), "github.com/pacerun/pacer/internal/testplugins/ledger")
+		chaosBuild.etcdmember = sdktest.Build(tb, binDir, "github.com/pacerun/pacer/internal/etcdmember")
 		chaosBuild.err = tb.err
 	})
 	if chaosBuild.err != "" {

@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	for _, b := range []struct{ dir, pkg string }{
 		{dir, "github.com/pacerun/pacer/cmd/pacer"},
 		{filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/shell"},
-		{filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/plugins/testplugin"},
+		{filepath.Join(dir, "plugins"), "github.com/pacerun/pacer/internal/testplugins/testplugin"},
 	} {
 		_, err := sdktest.BuildBinary(b.dir, b.pkg)
 		must(err)

@@ -9,8 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/netfault"
 	"github.com/pacerun/pacer/runner/coord"
-	"github.com/pacerun/pacer/runner/coord/netfault"
 )
 
 // Fault scenario 5 (docs/chaos-results.md): a leader cut off from etcd fences itself before

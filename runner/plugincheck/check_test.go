@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	for _, pkg := range []string{
 		"github.com/pacerun/pacer/plugins/shell",
 		"github.com/pacerun/pacer/plugins/http",
-		"github.com/pacerun/pacer/plugins/testplugin",
+		"github.com/pacerun/pacer/internal/testplugins/testplugin",
 		"github.com/pacerun/pacer/examples/hello-plugin",
 	} {
 		if _, err := sdktest.BuildBinary(dir, pkg); err != nil {

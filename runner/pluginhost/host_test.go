@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	pluginDir = dir
-	for _, pkg := range []string{"github.com/pacerun/pacer/plugins/testplugin", "github.com/pacerun/pacer/plugins/shell"} {
+	for _, pkg := range []string{"github.com/pacerun/pacer/internal/testplugins/testplugin", "github.com/pacerun/pacer/plugins/shell"} {
 		if _, err := sdktest.BuildBinary(dir, pkg); err != nil {
 			panic(err)
 		}
