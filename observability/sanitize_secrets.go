@@ -398,8 +398,7 @@ func ibanValid(iban string) bool {
 	return rem == 1
 }
 
-func isUpper(c byte) bool   { return 'A' <= c && c <= 'Z' }
-func isUpDigit(c byte) bool { return charClass[c]&clUpDigit != 0 }
+func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
 
 // ---------------------------------------------------------------------------
 // Phone numbers in international format.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -175,7 +176,11 @@ func (r *Runner) recordEpoch(t *coord.Term, set coord.JobSet, since time.Time) {
 	if r.o.JobSets == nil {
 		return
 	}
-	wait, logged := 100*time.Millisecond, ""
+	// Waits end when the term ends or the runner stops.
+	ctx, cancel := context.WithCancel(r.stopCtx)
+	defer cancel()
+	defer context.AfterFunc(t.Context(), cancel)()
+	wait, logged := backoff.New(transientPolicy), ""
 	for {
 		err := r.o.JobSets.RecordEpoch(t.Context(), t, set, since)
 		if err == nil || t.Context().Err() != nil {
@@ -190,14 +195,9 @@ func (r *Runner) recordEpoch(t *coord.Term, set coord.JobSet, since time.Time) {
 				"(until it is, a later leader cannot tell which jobs this term had)",
 				"job_set", coord.Short(set.Fingerprint), "error", err)
 		}
-		select {
-		case <-time.After(wait):
-		case <-t.Context().Done():
-			return
-		case <-r.stopCtx.Done():
+		if !backoff.Sleep(ctx, wait.Next()) {
 			return
 		}
-		wait = min(2*wait, 2*time.Second)
 	}
 }
 

@@ -50,9 +50,7 @@ func TestE2ETaskOutputAndRunnerSecrets(t *testing.T) {
 	// Each of these must not reach the log nor the run records.
 	leaks := []string{token[4:14], token[len(token)-8:], "hunter2", "efghijklmnopqrstuvwxyzABCD", "aBcDeFgHiJkLmNoPqRsTuVwX",
 		"370400440532", "ops%40example", "2B14155552671", "hunter9", "ya29", "p4ss"}
-	for _, l := range body {
-		leaks = append(leaks, l)
-	}
+	leaks = append(leaks, body...)
 
 	httpAddr := freeAddr(t)
 	cfg := fmt.Sprintf(`

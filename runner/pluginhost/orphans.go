@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/sdk/proctree"
 )
 
@@ -195,7 +196,8 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 		}
 		// A killed process's children are re-parented before it dies; once
 		// all are dead, the next round finds their children here.
-		for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		poll := backoff.New(backoff.Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond})
+		for {
 			alive := slices.DeleteFunc(slices.Clone(targets), func(p proctree.Process) bool { return !p.Alive() })
 			if len(alive) == 0 {
 				break
@@ -207,7 +209,7 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 				}
 				return killed, &proctree.AliveError{PIDs: pids, After: wait}
 			}
-			time.Sleep(pause)
+			time.Sleep(poll.Next())
 		}
 	}
 }
