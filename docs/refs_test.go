@@ -100,6 +100,22 @@ func TestCitedDocumentsAreInTheRepository(t *testing.T) {
 	}
 }
 
+// docSection returns the section "## heading" of a Markdown file, up to the
+// next section of that level.
+func docSection(t *testing.T, files map[string][]byte, path, heading string) string {
+	t.Helper()
+	doc := string(files[path])
+	start := strings.Index(doc, "\n## "+heading+"\n")
+	if start < 0 {
+		t.Fatalf("%s has no section \"## %s\"", path, heading)
+	}
+	section := doc[start+1:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	return section
+}
+
 var (
 	scenarioRow  = regexp.MustCompile(`^\| (\d+) \|`)
 	scenarioRefs = regexp.MustCompile(`[Ss]cenarios? (\d+(?:(?:–|-|, | and | or )\d+)*)|chaosResult\{scenario: (\d+)\}`)
@@ -111,15 +127,7 @@ var (
 // docs/chaos-results.md.
 func TestCitedFaultScenariosAreListed(t *testing.T) {
 	files := repoFiles(t)
-	doc := string(files["docs/chaos-results.md"])
-	start := strings.Index(doc, "\n## The scenarios\n")
-	if start < 0 {
-		t.Fatal("docs/chaos-results.md has no section \"## The scenarios\"")
-	}
-	section := doc[start+1:]
-	if end := strings.Index(section[3:], "\n## "); end >= 0 {
-		section = section[:end+3]
-	}
+	section := docSection(t, files, "docs/chaos-results.md", "The scenarios")
 	listed := map[int]bool{}
 	for _, line := range strings.Split(section, "\n") {
 		if m := scenarioRow.FindStringSubmatch(line); m != nil {
@@ -155,15 +163,7 @@ func TestCitedFaultScenariosAreListed(t *testing.T) {
 // The package map of docs/architecture.md is the code's: every package of
 // the module has a row, and every row names a directory of the repository.
 func TestArchitecturePackageMapMatchesTheCode(t *testing.T) {
-	doc := string(repoFiles(t)["docs/architecture.md"])
-	start := strings.Index(doc, "\n## Packages\n")
-	if start < 0 {
-		t.Fatal("docs/architecture.md has no section \"## Packages\"")
-	}
-	section := doc[start+1:]
-	if end := strings.Index(section[3:], "\n## "); end >= 0 {
-		section = section[:end+3]
-	}
+	section := docSection(t, repoFiles(t), "docs/architecture.md", "Packages")
 	rows := map[string]bool{}
 	for _, m := range regexp.MustCompile("(?m)^\\| `([^`]+)` \\|").FindAllStringSubmatch(section, -1) {
 		rows[m[1]] = true
