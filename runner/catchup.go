@@ -3,195 +3,335 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"sync"
 	"time"
 
+	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
 // maxCatchUp bounds how many missed slots of one job a new leader examines.
 const maxCatchUp = 10000
 
-// maxSkipRecords bounds the skip records written for one job's misfires;
-// beyond it one summary record says how many more were skipped.
-const maxSkipRecords = 100
+// maxCatchUpRuns bounds the missed slots of one job that run under the
+// misfire policy "all": they are claimed together before the term's
+// scheduler claims anything, and then run one after the other. Missed
+// slots beyond it are recorded as skipped.
+const maxCatchUpRuns = 100
 
-// CatchUp applies each job's misfire policy to the slots that came due
-// since the job's last claimed slot, while nobody led. Call it when a term
-// starts. Every slot that does not run leaves a skip record.
-func (r *Runner) CatchUp(t *coord.Term) {
-	now := wallNow()
+// CatchUp decides the slots that came due before the term started while
+// nobody led, from one read of every job's claims: each job's misfire
+// policy for the slots after its last claim, and its delivery policy for
+// the slots an older term claimed and never finished. Every slot that does
+// not run leaves a skip record. It returns once every claim it makes is
+// written, so that the scheduler's claims of the term come after them
+// (OnTerm holds the scheduler's slots until then); the runs go on after.
+func (r *Runner) CatchUp(t *coord.Term) { r.catchUp(t, wallNow()) }
+
+func (r *Runner) catchUp(t *coord.Term, start time.Time) {
+	claims, err := r.readClaims(t)
+	if err != nil {
+		r.log.Warn("misfire check failed: could not read the claims; slots missed while nobody led are not decided in this term",
+			"error", err)
+		return
+	}
 	history, set := r.jobSetHistory(t.Context()), r.JobSet()
+	var claimed sync.WaitGroup // claims of this catch-up, written before the scheduler's
 	for _, j := range r.Jobs() {
-		if t.Context().Err() != nil {
-			return
-		}
-		// Delivery decides the newest claim, even one a fast clock made
-		// early; misfires count from the last claim before now.
-		newest, err := r.o.Coord.LastSlot(t.Context(), j.ID, time.Time{})
-		if err != nil {
-			r.log.Warn("misfire check failed", "job", j.ID, "error", err)
-			continue
-		}
-		if newest.Time.IsZero() {
-			continue // a new job: nothing was missed
-		}
-		r.applyDelivery(t, j, newest)
-		lastRec := newest
-		if !newest.Time.Before(now) {
-			if lastRec, err = r.o.Coord.LastSlot(t.Context(), j.ID, now); err != nil {
-				r.log.Warn("misfire check failed", "job", j.ID, "error", err)
-				continue
-			}
-			if !lastRec.Time.IsZero() {
-				r.applyDelivery(t, j, lastRec) // it may have been left running too
-			}
-		}
-		last := lastRec.Time
+		jc := claims[j.ID]
+		r.applyDelivery(t, j, jc)
+		last := jc.Last(start) // slots a clock ahead claimed early say nothing of what was missed
 		if last.IsZero() {
-			continue
+			continue // a new job, or none claimed before now: nothing was missed
 		}
 		var missed []time.Time
-		for s := j.Schedule.Next(last); !s.IsZero() && s.Before(now) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
+		for s := j.Schedule.Next(last); !s.IsZero() && s.Before(start) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
 			missed = append(missed, s)
 		}
 		if len(missed) == 0 {
 			continue
 		}
 		// Slots the leader of the time did not have the job for were not
-		// missed for want of a leader: they say so, and do not run.
+		// missed for want of a leader: they say so, and do not run. The
+		// job's claims are decided in slot order: the misfire policy's
+		// first, then the mark that the latest absent slot is decided.
 		absent, why, rest := history.split(j, set.Jobs[j.ID], missed)
-		if len(absent) > 0 {
-			r.recordNotInJobSet(t, j, absent, why, len(rest) == 0 || rest[len(rest)-1].Before(absent[len(absent)-1]))
-		}
-		if len(rest) > 0 {
-			r.applyMisfire(t, j, rest, now)
-		}
+		claimed.Go(func() {
+			if len(rest) > 0 {
+				r.applyMisfire(t, j, rest, start)
+			}
+			if len(absent) > 0 {
+				r.recordNotInJobSet(t, j, absent, why, len(rest) == 0 || rest[len(rest)-1].Before(absent[len(absent)-1]))
+			}
+		})
 	}
+	claimed.Wait()
 }
 
 // recordNotInJobSet writes skip records for slots the leader of their time
 // did not run because its job set lacked the job (or defined it otherwise).
-// claimLatest claims the latest as skipped, so that the next leader does
-// not count the same slots again.
-func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, claimLatest bool) {
+// markLatest marks the latest decided (SkipSlot, with its record), so that
+// the next leader does not count the same slots again; the other records
+// are written in the background.
+func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, markLatest bool) {
 	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipNotInJobSet).Add(float64(len(slots)))
 	log := r.log.With("job", j.ID)
 	log.Warn("slots came due while the leader did not have this job: recorded as skipped, not run",
 		"slots", len(slots), "first", slots[0], "last", slots[len(slots)-1], "detail", why[len(why)-1])
+	var recs []Record
 	for i, s := range slots {
 		rec := r.skipRecord(t, Slot{Job: j, Time: s}, SkipNotInJobSet, why[i])
-		if i == maxSkipRecords {
-			rec.Error = "and " + itoa(len(slots)-maxSkipRecords) + " more slots skipped: " + why[i]
-			r.record(t, rec, log)
+		if i == maxCatchUpRuns {
+			rec.Error = "and " + itoa(len(slots)-maxCatchUpRuns) + " more slots skipped: " + why[i]
+			recs = append(recs, rec)
 			break
 		}
-		r.record(t, rec, log)
+		recs = append(recs, rec)
 	}
-	if claimLatest {
-		rec := r.skipRecord(t, Slot{Job: j, Time: slots[len(slots)-1]}, SkipNotInJobSet, why[len(why)-1])
-		if b, err := json.Marshal(rec); err == nil {
-			_ = r.o.Coord.Claim(context.Background(), t, j.ID, rec.ScheduledTime, b)
+	if markLatest { // with the last record (the summary, beyond maxCatchUpRuns)
+		last, rec := slots[len(slots)-1], recs[len(recs)-1]
+		b, err := json.Marshal(rec)
+		if err == nil {
+			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, last, rec.RunID, b)
+		}
+		if err == nil {
+			recs = recs[:len(recs)-1]
+		} else if !errors.Is(err, coord.ErrSlotTaken) {
+			log.Warn("missed slot not marked decided; the next leader may count it again", "scheduled_time", last, "error", err)
 		}
 	}
-}
-
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now time.Time) {
-	var run, skip []time.Time
-	for i, s := range missed {
-		inGrace := now.Sub(s) <= j.Misfire.Grace
-		switch {
-		case !inGrace || j.Misfire.Policy == MisfireSkip:
-			skip = append(skip, s)
-		case j.Misfire.Policy == MisfireAll:
-			run = append(run, s)
-		case i == len(missed)-1: // once: the latest
-			run = append(run, s)
-		default:
-			skip = append(skip, s)
-		}
-	}
-	r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed),
-		"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", len(run), "skipping", len(skip))
-	if len(skip) > 0 {
-		r.recordMisfires(t, j, skip, len(run) == 0)
-	}
-	if len(run) == 0 {
+	if len(recs) == 0 || !r.addWork() {
 		return
 	}
-	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		return
-	}
-	r.wg.Add(1)
-	r.mu.Unlock()
-	go func() { // one after the other, in slot order
+	go func() {
 		defer r.wg.Done()
-		for _, s := range run {
-			if t.Context().Err() != nil {
-				return
-			}
-			r.runTracked(t, Slot{Job: j, Time: s}, newCorrelationID(), 0, 1)
+		for _, rec := range recs {
+			r.record(t, rec, log)
 		}
 	}()
 }
 
-// recordMisfires writes skip records for skipped slots. When no missed slot
-// runs, the latest is also claimed as skipped, so that the next leader does
-// not count the same slots again.
-func (r *Runner) recordMisfires(t *coord.Term, j *Job, skip []time.Time, claimLatest bool) {
-	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(len(skip)))
-	log := r.log.With("job", j.ID)
-	for i, s := range skip {
-		if i == maxSkipRecords {
-			rec := r.skipRecord(t, Slot{Job: j, Time: s}, SkipMisfire, "")
-			rec.Error = "and " + itoa(len(skip)-maxSkipRecords) + " more slots skipped: no replica led (misfire policy " + j.Misfire.Policy + ")"
-			r.record(t, rec, log)
-			break
+// readClaims reads every job's claims, again while the term lives if etcd
+// fails (a blip must not leave the missed slots undecided).
+func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
+	wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second})
+	for {
+		claims, err := r.o.Coord.Claims(t.Context(), t)
+		if err == nil || errors.Is(err, coord.ErrNotLeader) || t.Context().Err() != nil {
+			return claims, err
 		}
-		r.record(t, r.skipRecord(t, Slot{Job: j, Time: s}, SkipMisfire, "no replica led at the scheduled time (misfire policy "+j.Misfire.Policy+")"), log)
-	}
-	if claimLatest {
-		latest := skip[len(skip)-1]
-		rec := r.skipRecord(t, Slot{Job: j, Time: latest}, SkipMisfire, "")
-		if b, err := json.Marshal(rec); err == nil {
-			_ = r.o.Coord.Claim(context.Background(), t, j.ID, latest, b)
+		r.log.Warn("reading the claims for the misfire check failed; retrying while leadership lasts", "error", err)
+		if !backoff.Sleep(t.Context(), wait.Next()) {
+			return nil, t.Context().Err()
 		}
 	}
 }
 
-// applyDelivery handles the job's last slot if a previous leader claimed it
-// and never recorded its end (it died or lost its lease mid-run).
-func (r *Runner) applyDelivery(t *coord.Term, j *Job, last coord.SlotRecord) {
-	var rec Record
-	if json.Unmarshal(last.Value, &rec) != nil || rec.State != "running" || rec.FencingToken == t.Token {
-		return
-	}
-	s := Slot{Job: j, Time: last.Time}
-	log := r.log.With("job", j.ID, "correlation_id", rec.CorrelationID)
-	if j.Delivery == DeliveryAtLeastOnce {
-		log.Warn("slot left unfinished by the previous leader: running it again (at-least-once)",
-			"scheduled_time", last.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
-		r.mu.Lock()
-		if r.stopped {
-			r.mu.Unlock()
-			return
+// applyMisfire decides missed slots by the job's policy: the slots to run
+// are claimed now, together, and then run one after the other; the others
+// are recorded as skipped, one record for each run of consecutive slots,
+// written with the first claims (or with the mark that the latest is
+// decided, when none runs).
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now time.Time) {
+	var run []time.Time
+	var skips [][]time.Time // runs of consecutive skipped slots
+	prevSkipped := false
+	for i, s := range missed {
+		inGrace := now.Sub(s) <= j.Misfire.Grace
+		var skip bool
+		switch {
+		case !inGrace || j.Misfire.Policy == MisfireSkip:
+			skip = true
+		case j.Misfire.Policy == MisfireAll:
+			skip = len(run) == maxCatchUpRuns
+		default: // once: the latest
+			skip = i != len(missed)-1
 		}
-		r.wg.Add(1)
-		r.mu.Unlock()
+		switch {
+		case !skip:
+			run = append(run, s)
+		case prevSkipped:
+			skips[len(skips)-1] = append(skips[len(skips)-1], s)
+		default:
+			skips = append(skips, []time.Time{s})
+		}
+		prevSkipped = skip
+	}
+	nskip := len(missed) - len(run)
+	r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed),
+		"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", len(run), "skipping", nskip)
+	if nskip > 0 {
+		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(nskip))
+	}
+	recs := make([]Record, len(skips))
+	for i, sk := range skips {
+		recs[i] = r.misfireRecord(t, j, sk)
+	}
+	// Claims first: they must be in before the scheduler's. Skip records
+	// go with them.
+	var claims []Record
+	var unwritten []Record
+	if len(run) > 0 {
+		claims, unwritten = r.claimMissed(t, j, run, recs)
+	} else {
+		// Nothing runs: the latest is marked decided (with the record),
+		// so that the next leader does not count the same slots again.
+		latest := missed[len(missed)-1]
+		rec, rest := recs[len(recs)-1], recs[:len(recs)-1]
+		unwritten = rest
+		b, err := json.Marshal(rec)
+		if err == nil {
+			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, latest, rec.RunID, b)
+		}
+		if err != nil {
+			unwritten = recs
+			if !errors.Is(err, coord.ErrSlotTaken) {
+				r.log.Warn("missed slot not marked decided; the next leader may count it again", "job", j.ID,
+					"scheduled_time", latest, "error", err)
+			}
+		}
+	}
+	if len(unwritten) > 0 && r.addWork() {
 		go func() {
 			defer r.wg.Done()
-			r.runTracked(t, s, rec.CorrelationID, last.Revision, rec.Attempt+1)
+			log := r.log.With("job", j.ID)
+			for _, rec := range unwritten {
+				r.record(t, rec, log)
+			}
 		}()
+	}
+	if len(claims) == 0 {
 		return
 	}
-	why := "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before finishing (delivery at-most-once)"
-	log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", last.Time, "previous_node", rec.Node)
-	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
-	lost := r.skipRecord(t, s, SkipLockLost, why)
-	lost.CorrelationID = rec.CorrelationID
-	r.record(t, lost, log)
-	if b, err := json.Marshal(lost); err == nil {
-		_ = r.o.Coord.Reclaim(context.Background(), t, j.ID, s.Time, last.Revision, b)
+	// One after the other, in slot order, as one of the job's runs.
+	r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
+		for _, c := range claims {
+			if ctx.Err() != nil {
+				return
+			}
+			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, sr)
+		}
+	})
+}
+
+// misfireRecord is the skip record of consecutive missed slots.
+func (r *Runner) misfireRecord(t *coord.Term, j *Job, slots []time.Time) Record {
+	why := "no replica led at the scheduled time (misfire policy " + j.Misfire.Policy + ")"
+	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, SkipMisfire, why)
+	if n := len(slots); n > 1 {
+		rec.ScheduledUntil, rec.Slots = slots[n-1].UTC(), n
+		rec.Error = itoa(n) + " slots, " + slots[0].UTC().Format(time.RFC3339) + " through " +
+			slots[n-1].UTC().Format(time.RFC3339) + ": " + why
 	}
+	return rec
+}
+
+// claimMissed claims missed slots to run, in one batch, with the skip
+// records recs written alongside the first claims. It returns the claims
+// made, in slot order, and the records that were not written. A slot found
+// taken or decided is left out: its claim says what happened to it.
+func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Record) (claims, unwritten []Record) {
+	claims = make([]Record, len(run))
+	errs := make([]error, len(run))
+	var wg sync.WaitGroup
+	for i, s := range run {
+		claims[i] = Record{Job: j.ID, ScheduledTime: s.UTC(), RunID: observability.NewRunID(), CorrelationID: newCorrelationID(),
+			Node: r.o.Node, FencingToken: t.Token, Attempt: 1, State: "running", Start: wallNow().UTC()}
+		var runID string
+		var rec []byte
+		if i < len(recs) {
+			b, err := json.Marshal(recs[i])
+			if err == nil {
+				runID, rec = recs[i].RunID, b
+			}
+		}
+		wg.Go(func() {
+			b, err := json.Marshal(claims[i])
+			if err == nil {
+				err = r.o.Coord.ClaimRecording(t.Context(), t, j.ID, s, b, runID, rec)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if len(recs) > len(run) {
+		unwritten = append(unwritten, recs[len(run):]...)
+	}
+	out := claims[:0]
+	for i, err := range errs {
+		if err != nil {
+			if i < len(recs) {
+				unwritten = append(unwritten, recs[i])
+			}
+			if !errors.Is(err, coord.ErrSlotTaken) {
+				r.log.Warn("missed slot not claimed: not run", "job", j.ID, "scheduled_time", run[i], "error", err)
+			}
+			continue
+		}
+		out = append(out, claims[i])
+	}
+	return out, unwritten
+}
+
+// applyDelivery decides the job's slots that an older term claimed and
+// never finished (its leader died or lost its lease mid-run), by the job's
+// delivery policy.
+func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims) {
+	for _, o := range jc.Open {
+		var rec Record
+		if json.Unmarshal(o.Claim, &rec) != nil || rec.FencingToken == t.Token {
+			continue // this term's own claim
+		}
+		s := Slot{Job: j, Time: o.Time}
+		if rec.State != "running" {
+			// A final record left open (moved from the previous claim
+			// layout, where a slot's key held its result): close it.
+			if !r.addWork() {
+				return
+			}
+			go func() {
+				defer r.wg.Done()
+				if err := r.o.Coord.CloseSlot(t.Context(), t, j.ID, s.Time); err != nil {
+					r.log.Warn("finished slot's claim not closed", "job", j.ID, "scheduled_time", s.Time, "error", err)
+				}
+			}()
+			continue
+		}
+		log := r.log.With("job", j.ID, "correlation_id", rec.CorrelationID)
+		if j.Delivery == DeliveryAtLeastOnce {
+			log.Warn("slot left unfinished by the previous leader: running it again (at-least-once)",
+				"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
+			r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
+				r.runSlotFrom(ctx, t, s, rec.CorrelationID, nil, claimHow{prev: o.Claim}, rec.Attempt+1, sr)
+			})
+			continue
+		}
+		why := "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before finishing (delivery at-most-once)"
+		log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", o.Time, "previous_node", rec.Node)
+		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
+		lost := r.skipRecord(t, s, SkipLockLost, why)
+		lost.CorrelationID = rec.CorrelationID
+		if !r.addWork() {
+			return
+		}
+		go func() {
+			defer r.wg.Done()
+			r.write(t, lost, log, func(b []byte) error { // the record closes the claim
+				return r.o.Coord.FinishSlot(t.Context(), t, j.ID, s.Time, lost.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+			})
+		}()
+	}
+}
+
+// addWork counts a goroutine that Stop waits for; false once stopped.
+func (r *Runner) addWork() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return false
+	}
+	r.wg.Add(1)
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,7 @@ func setupScripted(t *testing.T, script ...string) (*bundle, *scripted) {
 	tasks := &scripted{script: script}
 	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
 		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
+	b.hook.set(b.r)
 	t.Cleanup(func() { b.r.Stop(context.Background()) })
 	return b, tasks
 }
@@ -75,7 +77,7 @@ func TestRetriesAreLinkedAttemptsOfOneSlot(t *testing.T) {
 	b.waitLeader(t)
 	j := job("retry", "")
 	j.Retries = runner.Retries{Max: 3, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}
-	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	slot := slotAhead()
 	b.r.Fire(runner.Slot{Job: j, Time: slot})
 	waitCount(t, "successes", func() float64 {
 		return testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("retry", "p", observability.OutcomeSuccess))
@@ -131,7 +133,7 @@ func TestPausedJobLeavesSkipRecord(t *testing.T) {
 	b, tasks := setupScripted(t)
 	b.waitLeader(t)
 	b.r.SetPaused(map[string]bool{"p1": true})
-	b.r.Fire(runner.Slot{Job: job("p1", ""), Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
+	b.r.Fire(runner.Slot{Job: job("p1", ""), Time: slotAhead()})
 	waitCount(t, "skip records", func() float64 { return float64(len(records(t, b, "p1"))) }, 1)
 	rec := records(t, b, "p1")[0]
 	if rec.State != "skipped" || rec.Reason != runner.SkipPaused || len(tasks.called()) != 0 {
@@ -193,6 +195,12 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 						t.Fatalf("skip reason %q", r.Reason)
 					}
 					skipped[r.ScheduledTime] = true
+					for s := r.ScheduledTime; r.Slots > 1 && !s.After(r.ScheduledUntil); s = s.Add(time.Second) {
+						skipped[s] = true // a record for consecutive slots
+					}
+					if n := r.Slots; n > 1 && len(skipped) < n {
+						t.Fatalf("record for %d slots names %d", n, len(skipped))
+					}
 				}
 			}
 			for _, c := range tasks.called() {
@@ -206,7 +214,7 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 			if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("m", runner.SkipMisfire)); int(got) != len(skipped) {
 				t.Fatalf("skipped{misfire} = %v, records %d", got, len(skipped))
 			}
-			if latest, _ := b.coord.LastSlot(context.Background(), "m", time.Now().Add(time.Minute)); !latest.Time.After(last) {
+			if jc, _ := b.coord.JobClaims(context.Background(), "m"); !jc.Last(time.Now().Add(time.Minute)).After(last) {
 				t.Fatal("last claimed slot did not advance: the next leader would count these slots again")
 			}
 		})
@@ -269,14 +277,18 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 			b.r.Stop(stop)
 
 			calls := tasks.called()
-			last, err := b.coord.LastSlot(context.Background(), "d", time.Now().Add(time.Hour))
+			jc, err := b.coord.JobClaims(context.Background(), "d")
 			if err != nil {
 				t.Fatal(err)
 			}
-			var final runner.Record
-			if err := json.Unmarshal(last.Value, &final); err != nil {
-				t.Fatal(err)
+			if len(jc.Open) != 0 || !slices.ContainsFunc(jc.Slots, slot.Equal) {
+				t.Fatalf("claims of d after the catch-up: %+v; want the slot finished", jc)
 			}
+			recs := records(t, b, "d")
+			if len(recs) != 1 {
+				t.Fatalf("%d records, want 1: %+v", len(recs), recs)
+			}
+			final := recs[0]
 			switch policy {
 			case runner.DeliveryAtLeastOnce:
 				if len(calls) != 1 || calls[0].Context.GetAttempt() != 2 || calls[0].Context.GetCorrelationId() != "corr-dead" ||
@@ -290,7 +302,8 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 				if len(calls) != 0 {
 					t.Fatalf("at-most-once ran the slot again: %d calls", len(calls))
 				}
-				if final.State != "skipped" || final.Reason != runner.SkipLockLost || !strings.Contains(final.Error, "dead-node") {
+				if final.State != "skipped" || final.Reason != runner.SkipLockLost || !strings.Contains(final.Error, "dead-node") ||
+					final.CorrelationID != "corr-dead" {
 					t.Fatalf("slot record %+v", final)
 				}
 			}

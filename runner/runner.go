@@ -32,15 +32,22 @@ type Coordinator interface {
 	// Term returns the current leadership term, or nil when not leading.
 	Term() *coord.Term
 	Claim(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte) error
+	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, prev, claim []byte) error
+	ClaimRecording(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte, runID string, rec []byte) error
+	SkipSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte) error
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
 	FinishSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
-	LastSlot(ctx context.Context, job string, before time.Time) (coord.SlotRecord, error)
+	CloseSlot(ctx context.Context, t *coord.Term, job string, slot time.Time) error
+	// Claims returns every job's claims, as the term's leader knows them.
+	Claims(ctx context.Context, t *coord.Term) (map[string]coord.JobClaims, error)
 	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
-	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, rev int64, claim []byte) error
 	RunTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, claim []byte) (int64, error)
 	SkipTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, runID string, rec []byte, keep int, maxAge time.Duration) error
 	FinishTrigger(ctx context.Context, t *coord.Term, job, id string, rev int64, runID string, rec []byte, keep int, maxAge time.Duration) error
 	GetTrigger(ctx context.Context, job, id string) (coord.Trigger, bool, error)
+	// StoredJobs and ForgetJob find and remove the keys of removed jobs.
+	StoredJobs(ctx context.Context, withRuns bool) ([]string, error)
+	ForgetJob(ctx context.Context, t *coord.Term, job string) error
 }
 
 // TaskRunner runs one task attempt in a plugin.
@@ -112,6 +119,10 @@ type Options struct {
 	JobSets JobSetStore
 	// OnJobSet, if set, hears of the job set after every SetJobs.
 	OnJobSet func(coord.JobSet)
+	// SweepInterval is how often the leader looks for the keys of jobs
+	// that are no longer configured, and removes those it found at the
+	// look before (sweep.go). Default 5m.
+	SweepInterval time.Duration
 }
 
 // DefaultTriggerExpiry is Options.TriggerExpiry's default.
@@ -125,6 +136,8 @@ type Runner struct {
 
 	stopCtx  context.Context // cancelled to abort every run
 	stopRuns context.CancelFunc
+	stopping context.Context // cancelled when Stop is called
+	stop     context.CancelFunc
 
 	mu       sync.Mutex
 	stopped  bool
@@ -141,6 +154,14 @@ type Runner struct {
 	triggerWaits map[string]bool // trigger IDs waiting for their job, logged once
 	triggerTimer *time.Timer     // decides again when a waiting request expires
 	triggerWake  time.Time       // when triggerTimer fires
+
+	// The term whose catch-up is done, and when it started (wall clock):
+	// slots before that are the catch-up's. Until it is done, the
+	// scheduler's slots of a new term wait in held.
+	caughtUp  *coord.Term
+	termStart time.Time
+	heldFor   *coord.Term
+	held      []Slot
 }
 
 // slotRun is a slot being run: its attempts and the wait between them.
@@ -166,6 +187,9 @@ func New(o Options) *Runner {
 	if o.TriggerExpiry <= 0 {
 		o.TriggerExpiry = DefaultTriggerExpiry
 	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = 5 * time.Minute
+	}
 	if o.Sanitize == nil {
 		o.Sanitize = observability.DefaultSanitizer().String
 	}
@@ -178,7 +202,8 @@ func New(o Options) *Runner {
 		o.Metrics = observability.MustNewMetrics("")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel,
+	stopping, stop := context.WithCancel(context.Background())
+	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
 		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
 		retiring: map[string][]*Job{}}
@@ -322,13 +347,37 @@ func (r *Runner) SetPaused(p map[string]bool) {
 
 // OnTerm is called when this replica starts leading: it records the job
 // set it leads with (in the background: that only explains missed slots to
-// a later leader, and must not hold up this one), applies misfire policies
-// and runs trigger requests that waited for a leader.
+// a later leader, and must not hold up this one), applies misfire and
+// delivery policies (CatchUp) and runs trigger requests that waited for a
+// leader. The scheduler's slots of the term wait until the catch-up's
+// claims are written, and slots due before the term started are left to
+// the catch-up: each job's claims are decided in slot order, so no claim
+// of a later slot can come before the catch-up's of an earlier one. Then,
+// while the term lasts, it removes the keys of jobs that are no longer
+// configured (sweep).
 func (r *Runner) OnTerm(t *coord.Term) {
 	set := r.JobSet()
 	r.spawn(func() { r.recordEpoch(t, set, t.Since) })
-	r.CatchUp(t)
+	start := wallNow()
+	r.catchUp(t, start)
+	r.mu.Lock()
+	r.caughtUp, r.termStart = t, start
+	var held []Slot
+	if r.heldFor == t {
+		held = r.held
+	}
+	r.held, r.heldFor = nil, nil
+	r.mu.Unlock()
+	for _, s := range held {
+		r.Fire(s)
+	}
 	r.decideTriggers()
+	if r.addWork() {
+		go func() {
+			defer r.wg.Done()
+			r.sweep(t)
+		}()
+	}
 }
 
 // WaitIdle waits until no slot runs here, or ctx ends. A replica stepping
@@ -383,6 +432,7 @@ func (r *Runner) Stop(ctx context.Context) {
 		}
 	}
 	r.mu.Unlock()
+	r.stop()
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
 	select {
@@ -400,10 +450,27 @@ func (r *Runner) missed(j *Job, n int) {
 	r.log.Warn("slots missed while the scheduler could not run", "job", j.ID, "missed", n)
 }
 
-// Fire starts a slot if this replica leads. It never blocks.
+// Fire starts a slot if this replica leads. It never blocks. A slot of a
+// term whose catch-up is not done yet is held until it is (OnTerm).
 func (r *Runner) Fire(s Slot) {
 	t := r.o.Coord.Term()
 	if t == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.caughtUp != t {
+		if r.heldFor != t {
+			r.heldFor, r.held = t, nil
+		}
+		r.held = append(r.held, s)
+		r.mu.Unlock()
+		return
+	}
+	early := s.Time.Before(r.termStart)
+	r.mu.Unlock()
+	if early {
+		// Due before this term started: the catch-up decided it.
+		r.log.Debug("slot due before the term started: left to the misfire catch-up", "job", s.Job.ID, "scheduled_time", s.Time)
 		return
 	}
 	r.start(t, s, "", nil)
@@ -484,22 +551,35 @@ func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotR
 	}
 }
 
-// runTracked runs a slot a new term found (misfire catch-up, or a slot the
-// previous leader left running) on the calling goroutine, registered like
-// a scheduled one. The caller counts it in r.wg.
-func (r *Runner) runTracked(t *coord.Term, s Slot, correlationID string, reclaimRev int64, first int) {
+// runTracked runs slots a new term found (the misfire catch-up's, or a
+// slot the previous leader left running) on the calling goroutine, as one
+// of the job's runs registered like a scheduled one: run gets its context
+// and its retries. The caller counts it in r.wg.
+func (r *Runner) runTracked(t *coord.Term, j *Job, run func(ctx context.Context, sr *slotRun)) {
 	r.mu.Lock()
-	ctx, sr, done := r.trackLocked(t, s.Job.ID)
+	ctx, sr, done := r.trackLocked(t, j.ID)
 	// A reload between the term's look at the jobs and now was not seen.
-	switch cur, ok := r.jobs[s.Job.ID]; {
+	switch cur, ok := r.jobs[j.ID]; {
 	case !ok:
 		sr.stopRetry(stopRemoved)
-	case cur != s.Job:
+	case cur != j:
 		sr.stopRetry(stopChanged)
 	}
 	r.mu.Unlock()
 	defer done()
-	r.runSlotFrom(ctx, t, s, correlationID, nil, reclaimRev, first, sr)
+	run(ctx, sr)
+}
+
+// goTracked is runTracked on a goroutine of its own; false once stopped.
+func (r *Runner) goTracked(t *coord.Term, j *Job, run func(ctx context.Context, sr *slotRun)) bool {
+	if !r.addWork() {
+		return false
+	}
+	go func() {
+		defer r.wg.Done()
+		r.runTracked(t, j, run)
+	}()
+	return true
 }
 
 // Causes of a slot's context ending, other than the runner's own stop.
@@ -532,6 +612,12 @@ type Record struct {
 	// ProcessesLeft names processes of the attempt that could not be
 	// confirmed dead when it ended; no retry starts after such an attempt.
 	ProcessesLeft string `json:"processes_left,omitempty"`
+
+	// ScheduledUntil and Slots, on a skip record for several slots of the
+	// job's schedule (a misfire catch-up): the last of them, and how many
+	// there are from ScheduledTime through ScheduledUntil.
+	ScheduledUntil time.Time `json:"scheduled_until,omitzero"`
+	Slots          int       `json:"slots,omitempty"`
 }
 
 // runSlot claims a slot (or decides to run a trigger request) and runs its
@@ -541,13 +627,19 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 	if tr != nil {
 		first = tr.first
 	}
-	r.runSlotFrom(ctx, t, s, correlationID, tr, 0, first, sr)
+	r.runSlotFrom(ctx, t, s, correlationID, tr, claimHow{}, first, sr)
 }
 
-// runSlotFrom runs a slot's attempts from attempt first. reclaimRev, when
-// not 0, takes over a claim a previous leader left unfinished instead of
-// claiming a fresh slot.
-func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, reclaimRev int64, first int, sr *slotRun) {
+// claimHow is how runSlotFrom gets its slot's claim: a fresh claim (the
+// zero value), a claim the catch-up made before (claimed), or the takeover
+// of an older term's open claim (prev, delivery at-least-once).
+type claimHow struct {
+	claimed *Record
+	prev    []byte
+}
+
+// runSlotFrom runs a slot's attempts from attempt first.
+func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, how claimHow, first int, sr *slotRun) {
 	job := s.Job
 	if d := jitterFor(job, s.Time); d > 0 && tr == nil {
 		select {
@@ -565,17 +657,22 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 
 	claim := base
 	claim.State, claim.Start, claim.RunID, claim.Attempt = "running", wallNow().UTC(), observability.NewRunID(), first
+	if how.claimed != nil {
+		claim.RunID = how.claimed.RunID
+	}
 	// The first attempt's span starts before the claim, so the claim is
 	// its child; a slot whose claim fails leaves that span, in error.
 	firstAttempt := &attemptRun{slot: s, term: t, runID: claim.RunID, correlationID: correlationID, number: first}
 	spanCtx, firstSpan := r.startRunSpan(ctx, firstAttempt)
 	var err error
-	if reclaimRev != 0 {
+	switch {
+	case how.claimed != nil: // claimed already
+	case how.prev != nil:
 		var b []byte
 		if b, err = json.Marshal(claim); err == nil {
-			err = r.o.Coord.Reclaim(spanCtx, t, job.ID, s.Time, reclaimRev, b)
+			err = r.o.Coord.Reclaim(spanCtx, t, job.ID, s.Time, how.prev, b)
 		}
-	} else {
+	default:
 		err = r.claim(spanCtx, t, s, claim, tr)
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ type bundle struct {
 	metrics *observability.Metrics
 	spans   *tracetest.SpanRecorder
 	admin   *clientv3.Client
+	hook    *termHook
 }
 
 func setup(t *testing.T) *bundle {
@@ -71,7 +73,14 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "n1", LeaseTTL: 2 * time.Second})
+	// As runner/fxmodule does: a new term runs the runner's OnTerm.
+	hook := &termHook{}
+	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "n1", LeaseTTL: 2 * time.Second,
+		OnTransition: func(leading bool, t *coord.Term) {
+			if leading {
+				hook.call(t)
+			}
+		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(ctx) }()
@@ -86,24 +95,71 @@ func setup(t *testing.T) *bundle {
 	tasks := &blockingTasks{started: make(chan string, 16), release: make(chan struct{})}
 	r := runner.New(runner.Options{Node: "n1", Coord: c, Tasks: tasks, Metrics: m, Tracer: tp.Tracer("t"),
 		Logger: discardLogger()})
+	hook.set(r)
 	t.Cleanup(func() {
 		stop, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		r.Stop(stop)
 	})
-	return &bundle{tp: tp, r: r, coord: c, tasks: tasks, metrics: m, spans: rec, admin: cli}
+	return &bundle{tp: tp, r: r, coord: c, tasks: tasks, metrics: m, spans: rec, admin: cli, hook: hook}
 }
 
+// termHook calls the current runner's OnTerm for each new term, and says
+// when that is done.
+type termHook struct {
+	mu     sync.Mutex
+	r      *runner.Runner
+	term   *coord.Term
+	caught chan struct{} // closed when OnTerm(term) returned
+}
+
+// set makes r the runner that hears of terms; if a term started already,
+// r catches up on it now.
+func (h *termHook) set(r *runner.Runner) {
+	h.mu.Lock()
+	h.r = r
+	t := h.term
+	h.mu.Unlock()
+	if t != nil {
+		h.call(t)
+	}
+}
+
+func (h *termHook) call(t *coord.Term) {
+	h.mu.Lock()
+	r, done := h.r, make(chan struct{})
+	h.term, h.caught = t, done
+	h.mu.Unlock()
+	go func() {
+		defer close(done)
+		if r != nil {
+			r.OnTerm(t)
+		}
+	}()
+}
+
+// waitLeader waits until the replica leads and its runner caught up.
 func (b *bundle) waitLeader(t *testing.T) *coord.Term {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for b.coord.Term() == nil {
+	for {
+		term := b.coord.Term()
+		b.hook.mu.Lock()
+		caught := b.hook.caught
+		same := b.hook.term == term
+		b.hook.mu.Unlock()
+		if term != nil && same {
+			select {
+			case <-caught:
+				return term
+			case <-time.After(time.Until(deadline)):
+			}
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("never became leader")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return b.coord.Term()
 }
 
 func job(id, overlap string) *runner.Job {
@@ -124,7 +180,7 @@ func waitCount(t *testing.T, what string, get func() float64, want float64) {
 func TestOverlapForbidSkipsAndAllowRuns(t *testing.T) {
 	b := setup(t)
 	b.waitLeader(t)
-	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	slot := slotAhead()
 	forbid, allow := job("forbid", runner.OverlapForbid), job("allow", runner.OverlapAllow)
 
 	b.r.Fire(runner.Slot{Job: forbid, Time: slot})
@@ -151,7 +207,7 @@ func TestSameSlotRunsOnce(t *testing.T) {
 	b := setup(t)
 	b.waitLeader(t)
 	close(b.tasks.release)
-	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	slot := slotAhead()
 	j := job("j", runner.OverlapAllow)
 	b.r.Fire(runner.Slot{Job: j, Time: slot})
 	b.r.Fire(runner.Slot{Job: j, Time: slot})
@@ -166,7 +222,7 @@ func TestSameSlotRunsOnce(t *testing.T) {
 func TestLosingLeadershipCancelsRuns(t *testing.T) {
 	b := setup(t)
 	term := b.waitLeader(t)
-	b.r.Fire(runner.Slot{Job: job("j", ""), Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
+	b.r.Fire(runner.Slot{Job: job("j", ""), Time: slotAhead()})
 	<-b.tasks.started
 	// The server deletes our election key, as when our lease expires.
 	resp, err := b.admin.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
@@ -245,3 +301,7 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// slotAhead is a slot an hour from now: the runner leaves slots due before
+// its term started to the misfire catch-up.
+func slotAhead() time.Time { return time.Now().Add(time.Hour).Truncate(time.Second).UTC() }

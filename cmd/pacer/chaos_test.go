@@ -501,11 +501,16 @@ func skipRecords(eps []string, job string) (map[time.Time]bool, error) {
 	out := map[time.Time]bool{}
 	for _, kv := range resp.Kvs {
 		var rec struct {
-			ScheduledTime time.Time `json:"scheduled_time"`
-			State         string    `json:"state"`
+			ScheduledTime  time.Time `json:"scheduled_time"`
+			ScheduledUntil time.Time `json:"scheduled_until"`
+			State          string    `json:"state"`
 		}
 		if json.Unmarshal(kv.Value, &rec) == nil && rec.State != "success" && rec.State != "running" {
 			out[rec.ScheduledTime.UTC()] = true
+			// A record for consecutive slots of the job (@every 1s).
+			for s := rec.ScheduledTime; !s.After(rec.ScheduledUntil); s = s.Add(time.Second) {
+				out[s.UTC()] = true
+			}
 		}
 	}
 	return out, nil

@@ -2,71 +2,87 @@ package coord
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+type mvccKV = mvccpb.KeyValue
+
 // Claims that arrive together (slots due at one instant) are batched into
 // one transaction. etcd allows 128 operations in each of a transaction's
-// compare, success and failure lists by default. A claim needs one compare,
-// one put and one failure-branch get; each job in the batch one more
-// compare and get (its horizon's revision); moving a job's horizon two more
-// operations (a range delete and a put). So a batch holds at most maxBatch
-// claims and moves horizons only while its success list stays within
-// maxTxnOps.
+// compare, success and failure lists by default. A claim needs one compare
+// (its job's claim key's mod revision), one or two puts (the key, and a run
+// record written with it) and one failure-branch get, plus the batch's
+// fencing guard and its get: so at most maxBatch claims.
 const (
 	maxBatch    = 50
 	maxTxnOps   = 128
 	maxInFlight = 8 // batches pipelined at once
+	// maxTries bounds how often a batch is built again because a claim key
+	// changed behind the leader's copy (only something outside this
+	// leader, such as an operator, changes one).
+	maxTries = 5
+)
+
+// What a claim request does to its job's claim key.
+type claimKind int
+
+const (
+	kindClaim   claimKind = iota // claim a slot, open
+	kindReclaim                  // take over an open slot whose claim is prev
+	kindSkip                     // mark a slot decided without running it
 )
 
 type claimReq struct {
 	request
+	kind  claimKind
 	job   string
 	slot  time.Time
-	value []byte
+	value []byte // the claim
+	prev  []byte // for kindReclaim: the open claim to replace
+	// runID and record, if set, are a run record written in the same
+	// transaction (the skip record of the slots a catch-up leaves out).
+	runID  string
+	record []byte
 }
 
-// batcher coalesces Claim calls. A batch is all-or-nothing: when it fails,
-// the Else branch reads the leader key and every slot key, so the batcher
-// can tell a stale term (all fail) from taken slots (those fail) and retry
-// the rest.
+// apply returns st with the request applied, or why it cannot be.
+func (r *claimReq) apply(st claimState) (claimState, error) {
+	ns := r.slot.UnixNano()
+	switch r.kind {
+	case kindReclaim:
+		i := st.openAt(ns)
+		if i < 0 || string(st.Open[i].Claim) != string(r.prev) {
+			return st, fmt.Errorf("%w: slot %s is no longer open with the claim read", ErrSlotTaken, fmtNS(ns))
+		}
+		n := st.clone()
+		n.Open[i].Claim = r.value
+		return n, nil
+	case kindSkip:
+		if err := st.check(ns); err != nil {
+			return st, err
+		}
+		return st.withClosed(ns), nil
+	default:
+		if err := st.check(ns); err != nil {
+			return st, err
+		}
+		return st.withOpen(ns, r.value), nil
+	}
+}
+
+// batcher coalesces claim-key writes (claims, reclaims, skips) into
+// transactions, one per batch, each guarded by the term's token and by the
+// mod revision of every claim key it writes.
 type batcher struct {
 	c      *Coordinator
 	claims *pipeline[*claimReq]
-
-	hmu      sync.Mutex
-	horizons *horizons // of the term that last claimed
 }
-
-// horizons caches each job's claim horizon for one term: claims of slots
-// before it have been pruned, so whether such a slot ran is unknown, and it
-// is refused (ErrSlotTooOld) rather than run a second time. Without this, a
-// leader whose wall clock is more than the retention behind would find the
-// slot keys gone and run those slots again. The cache is only a first
-// check: every claim transaction also compares each of its jobs' horizon
-// key with the revision cached, so a horizon moved by a batch still in
-// flight, or by one whose outcome was unknown (a timeout), fails the
-// transaction, which then refreshes the cache and decides again.
-type horizons struct {
-	term    *Term
-	h       map[string]horizon
-	pruning map[string]bool // a transaction moving this job's horizon is in flight
-}
-
-// horizon is a job's: claims before ns (UnixNano) were pruned; rev is the
-// horizon key's mod revision, 0 while it has none.
-type horizon struct{ ns, rev int64 }
 
 func newBatcher(c *Coordinator) *batcher {
 	b := &batcher{c: c}
@@ -74,8 +90,11 @@ func newBatcher(c *Coordinator) *batcher {
 	return b
 }
 
-func (b *batcher) claim(ctx context.Context, t *Term, job string, slot time.Time, value []byte) error {
-	r := &claimReq{request: newRequest(ctx, t), job: job, slot: slot, value: value}
+func (b *batcher) do(ctx context.Context, t *Term, r *claimReq) error {
+	if r.kind != kindSkip && !json.Valid(r.value) {
+		return fmt.Errorf("claim of %s at %s: the claim must be JSON", r.job, r.slot.UTC().Format(time.RFC3339Nano))
+	}
+	r.request = newRequest(ctx, t)
 	b.claims.add(r)
 	select {
 	case err := <-r.done:
@@ -85,184 +104,143 @@ func (b *batcher) claim(ctx context.Context, t *Term, job string, slot time.Time
 	}
 }
 
+func claimJob(r *claimReq) (string, bool) { return r.job, true }
+
 func (b *batcher) commit(t *Term, rs []*claimReq) {
-	if rs = answerEnded(rs); len(rs) == 0 { // again on every retry: nothing lands after its caller gave up
+	if rs = answerEnded(rs); len(rs) == 0 {
 		return
 	}
 	c := b.c
-	h, err := b.horizonsOf(t)
+	cc, err := c.claimsOf(t)
 	if err != nil {
 		for _, r := range rs {
 			r.done <- err
 		}
 		return
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
-	var puts []clientv3.Op
-	elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
-	oldest := map[string]time.Time{}
-	seen := map[string]bool{}
-	var live []*claimReq // the requests this transaction decides, in Else order
-	b.hmu.Lock()
-	for _, r := range rs {
-		key := c.slotKey(r.job, r.slot)
-		if hz := h.h[r.job]; r.slot.UnixNano() < hz.ns {
-			r.done <- fmt.Errorf("%w: slot %s, claims before %s pruned", ErrSlotTooOld,
-				r.slot.UTC().Format(time.RFC3339Nano), time.Unix(0, hz.ns).UTC().Format(time.RFC3339))
-			continue
-		}
-		if seen[key] { // the same slot twice in one batch: the first wins
-			r.done <- ErrSlotTaken
-			continue
-		}
-		seen[key] = true
-		live = append(live, r)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-		puts = append(puts, clientv3.OpPut(key, string(r.value)))
-		elseOps = append(elseOps, clientv3.OpGet(key, clientv3.WithKeysOnly()))
-		if o, ok := oldest[r.job]; !ok || r.slot.Before(o) {
-			oldest[r.job] = r.slot
-		}
+	rs = acquire(cc, rs, claimJob, b.claims.add)
+	jobs := make([]string, len(rs))
+	for i, r := range rs {
+		jobs[i] = r.job
 	}
-	// Prune each job's claims older than the retention before its oldest
-	// slot in the batch (so no delete range covers a key the batch puts),
-	// and move its horizon there; at most every retention/24 of slot time
-	// per job, and one such transaction per job at a time.
-	jobs := slices.Sorted(maps.Keys(oldest)) // in Else order, after the slots
-	for _, job := range jobs {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.horizonKey(job)), "=", h.h[job].rev))
-		elseOps = append(elseOps, clientv3.OpGet(c.horizonKey(job)))
-	}
-	moved := map[string]int64{}
-	for _, job := range jobs {
-		to := oldest[job].Add(-c.opts.ClaimRetention).UnixNano()
-		if h.pruning[job] || to < h.h[job].ns+int64(c.opts.ClaimRetention/24) || len(puts)+2 > maxTxnOps {
-			continue // a later batch prunes it
+	defer cc.release(jobs)
+
+	for try := 1; ; try++ {
+		// Nothing lands after its caller gave up: checked before each try.
+		if rs = answerEnded(rs); len(rs) == 0 {
+			return
 		}
-		h.pruning[job], moved[job] = true, to
-		puts = append(puts,
-			clientv3.OpDelete(c.slotPrefix(job), clientv3.WithRange(c.slotKey(job, time.Unix(0, to)))),
-			clientv3.OpPut(c.horizonKey(job), strconv.FormatInt(to, 10)))
-	}
-	b.hmu.Unlock()
-	defer func() {
-		b.hmu.Lock()
-		for job := range moved {
-			h.pruning[job] = false
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
+		var puts []clientv3.Op
+		elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
+		var live []*claimReq // the requests this transaction decides, in Else order
+		var next []claimState
+		cc.mu.Lock()
+		for _, r := range rs {
+			e := cc.entry(r.job)
+			if e.bad != nil {
+				r.done <- e.bad
+				continue
+			}
+			st, err := r.apply(e.st)
+			if err != nil {
+				r.done <- err
+				continue
+			}
+			v, err := json.Marshal(st)
+			if err != nil {
+				r.done <- err
+				continue
+			}
+			key := c.claimKey(r.job)
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", e.rev))
+			puts = append(puts, clientv3.OpPut(key, string(v)))
+			if r.runID != "" {
+				puts = append(puts, clientv3.OpPut(c.runKey(r.job, r.runID), string(r.record)))
+			}
+			elseOps = append(elseOps, clientv3.OpGet(key))
+			live, next = append(live, r), append(next, st)
 		}
-		b.hmu.Unlock()
-	}()
-	if len(live) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Else(elseOps...).Commit()
-	if err != nil {
-		for _, r := range live {
-			r.done <- fmt.Errorf("claim slot %s: %w", c.slotKey(r.job, r.slot), err)
+		cc.mu.Unlock()
+		if len(live) == 0 {
+			return
 		}
-		return
-	}
-	if resp.Succeeded {
-		b.hmu.Lock()
-		for job, to := range moved {
-			h.h[job] = horizon{ns: to, rev: resp.Header.Revision}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		resp, err := c.cli.Txn(ctx).If(cmps...).Then(puts...).Else(elseOps...).Commit()
+		cancel()
+		switch {
+		case err != nil:
+			c.noteWriteError(err)
+			for _, r := range live {
+				r.done <- fmt.Errorf("claim slot %s of %s: %w", r.slot.UTC().Format(time.RFC3339Nano), r.job, err)
+			}
+			return
+		case resp.Succeeded:
+			for i, r := range live {
+				cc.set(r.job, next[i], resp.Header.Revision)
+				r.done <- nil
+			}
+			return
 		}
-		b.hmu.Unlock()
-		for _, r := range live {
-			r.done <- nil
+		if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
+			for _, r := range live {
+				r.done <- ErrNotLeader
+			}
+			return
 		}
-		return
-	}
-	if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
-		for _, r := range live {
-			r.done <- ErrNotLeader
+		// The term is fine: a claim key changed behind our copy. Read it
+		// again from the failure branch and decide again.
+		for i, r := range live {
+			c.refresh(cc, r.job, resp.Responses[i+1].GetResponseRange().GetKvs())
 		}
-		return
-	}
-	// The term is fine. If a horizon moved, refresh it and decide again.
-	if b.refresh(h, jobs, resp.Responses[1+len(live):]) {
-		b.commit(t, live)
-		return
-	}
-	// Some slots were taken. Fail those, retry the rest.
-	var retry []*claimReq
-	for i, r := range live {
-		if len(resp.Responses[i+1].GetResponseRange().GetKvs()) > 0 {
-			r.done <- ErrSlotTaken
-		} else {
-			retry = append(retry, r)
+		if try == maxTries {
+			for _, r := range live {
+				r.done <- fmt.Errorf("claim of %s: its claim key kept changing behind the leader (%d tries)", r.job, try)
+			}
+			return
 		}
-	}
-	if len(retry) > 0 {
-		b.commit(t, retry)
+		rs = live
 	}
 }
 
-// refresh updates h from the horizon keys read in a failed transaction's
-// Else branch (one response per job, in order), and reports whether any had
-// moved.
-func (b *batcher) refresh(h *horizons, jobs []string, got []*etcdserverpb.ResponseOp) bool {
-	b.hmu.Lock()
-	defer b.hmu.Unlock()
-	moved := false
-	for i, job := range jobs {
-		hz := b.parse(job, got[i].GetResponseRange().GetKvs())
-		if hz.rev != h.h[job].rev {
-			h.h[job], moved = hz, true
-		}
-	}
-	return moved
+// Claim records that t's leader runs job's slot. It returns ErrSlotTaken
+// if the slot was claimed before, ErrSlotTooOld if it is at or before the
+// job's floor (decided; whether it ran is not kept), and ErrNotLeader
+// (ending t) if t is stale. The claim (JSON) is kept while the slot is
+// open: until FinishSlot or CloseSlot. Claims made at the same time are
+// batched into one transaction.
+func (c *Coordinator) Claim(ctx context.Context, t *Term, job string, slot time.Time, claim []byte) error {
+	return c.batch.do(ctx, t, &claimReq{kind: kindClaim, job: job, slot: slot, value: claim})
 }
 
-// parse reads a job's horizon from its key (none: no horizon). A value
-// that is not a number is logged and read as no horizon: the job's next
-// prune writes it again.
-func (b *batcher) parse(job string, kvs []*mvccpb.KeyValue) horizon {
-	if len(kvs) == 0 {
-		return horizon{}
-	}
-	ns, err := strconv.ParseInt(string(kvs[0].Value), 10, 64)
-	if err != nil {
-		b.c.log.Error("claim horizon unreadable; treating it as none until the next prune", "job", job, "value", string(kvs[0].Value))
-		ns = 0 // ParseInt returns MaxInt64 on overflow, which would refuse every slot for good
-	}
-	return horizon{ns: ns, rev: kvs[0].ModRevision}
+// Reclaim takes over a slot an older term claimed and never finished,
+// provided its open claim is still prev (as read with Claims) and t still
+// leads: the slot stays open with claim. It returns ErrSlotTaken if the
+// slot's claim changed or it is no longer open.
+func (c *Coordinator) Reclaim(ctx context.Context, t *Term, job string, slot time.Time, prev, claim []byte) error {
+	return c.batch.do(ctx, t, &claimReq{kind: kindReclaim, job: job, slot: slot, value: claim, prev: prev})
 }
 
-// horizonsOf returns t's horizons, reading every job's from etcd the first
-// time t claims.
-func (b *batcher) horizonsOf(t *Term) (*horizons, error) {
-	b.hmu.Lock()
-	h := b.horizons
-	b.hmu.Unlock()
-	if h != nil && h.term == t {
-		return h, nil
+// ClaimRecording is Claim that also writes a run record of job (runID,
+// rec) in the same transaction, if the claim succeeds.
+func (c *Coordinator) ClaimRecording(ctx context.Context, t *Term, job string, slot time.Time, claim []byte, runID string, rec []byte) error {
+	return c.batch.do(ctx, t, &claimReq{kind: kindClaim, job: job, slot: slot, value: claim, runID: runID, record: rec})
+}
+
+// SkipSlot marks a slot of job decided without running it, so that no
+// later claim of it succeeds, and writes the run record (runID, rec) that
+// says why in the same transaction (none if runID is ""). Errors as for
+// Claim.
+func (c *Coordinator) SkipSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte) error {
+	return c.batch.do(ctx, t, &claimReq{kind: kindSkip, job: job, slot: slot, runID: runID, record: rec})
+}
+
+// guardFailed tells a stale term from a changed key, from the Else branch.
+func (c *Coordinator) guardFailed(t *Term, resp *clientv3.TxnResponse) error {
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 || kvs[0].CreateRevision != t.Token {
+		c.endTerm(t, ErrNotLeader)
+		return ErrNotLeader
 	}
-	if t.ctx.Err() != nil {
-		return nil, ErrNotLeader // the term has ended
-	}
-	c := b.c
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Get(ctx, c.horizonPrefix(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read claim horizons: %w", err)
-	}
-	h = &horizons{term: t, h: map[string]horizon{}, pruning: map[string]bool{}}
-	for _, kv := range resp.Kvs {
-		job := strings.TrimPrefix(string(kv.Key), c.horizonPrefix())
-		h.h[job] = b.parse(job, []*mvccpb.KeyValue{kv})
-	}
-	b.hmu.Lock()
-	defer b.hmu.Unlock()
-	switch {
-	case t.ctx.Err() != nil:
-		return nil, ErrNotLeader // ended while reading: leave the cache to the next term
-	case b.horizons != nil && b.horizons.term == t:
-		return b.horizons, nil // another batch of t read them first
-	}
-	b.horizons = h
-	return h, nil
+	return ErrSlotTaken
 }

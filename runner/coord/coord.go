@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -28,8 +30,9 @@ var (
 	ErrNotLeader = errors.New("not the leader: fencing token is stale")
 	// ErrSlotTaken means another claim for the slot exists.
 	ErrSlotTaken = errors.New("slot already claimed")
-	// ErrSlotTooOld means the slot is older than the job's kept claims
-	// (ClaimRetention), so whether it ran is unknown: it must not run.
+	// ErrSlotTooOld means the slot is at or before the job's floor: older
+	// than the claims the job's claim key keeps, so whether it ran is not
+	// known, and it must not run.
 	ErrSlotTooOld = errors.New("slot older than the kept claims")
 )
 
@@ -47,8 +50,6 @@ type Options struct {
 	LeaseTTL time.Duration
 	// RequestTimeout bounds each etcd request. Default 5s.
 	RequestTimeout time.Duration
-	// ClaimRetention is how long slot claims are kept. Default 24h.
-	ClaimRetention time.Duration
 	Logger         *slog.Logger
 	// Metrics, if set, receives the lease keepalive metrics.
 	Metrics *observability.Metrics
@@ -65,6 +66,12 @@ type Options struct {
 	// and before resigning, so that the term's runs (cancelled with the
 	// term) end and are recorded before another replica leads.
 	Drain func(ctx context.Context, t *Term)
+	// CompactionInterval: while leading, every this often, compact etcd's
+	// revisions older than the revision seen one interval before (as
+	// kube-apiserver does). 0: never.
+	CompactionInterval time.Duration
+	// Monitor, if set, is the etcd status State reports.
+	Monitor *Monitor
 }
 
 // Term is one period of leadership. Its context is cancelled when the term
@@ -93,9 +100,18 @@ type Coordinator struct {
 	records *pipeline[*recordReq]
 	jobSets *jobSetStore
 	lastAck atomic.Int64 // UnixNano send time of the last acknowledged keepalive, while leading
+	// noSpaceLogged is when NoSpaceHelp was last logged (UnixNano).
+	noSpaceLogged atomic.Int64
 
 	mu   sync.Mutex
 	term *Term
+
+	smu   sync.Mutex
+	stale []clientv3.LeaseID // leases of ended terms not revoked yet
+
+	cmu     sync.Mutex
+	claims  *claimCache   // of the term that last used it
+	loading chan struct{} // closed when the claims being read are in
 
 	pmu    sync.Mutex
 	pruned map[string]pruneState // per job
@@ -109,9 +125,6 @@ type Coordinator struct {
 func New(o Options) *Coordinator {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 5 * time.Second
-	}
-	if o.ClaimRetention <= 0 {
-		o.ClaimRetention = 24 * time.Hour
 	}
 	if o.LeaseTTL < 2*time.Second {
 		o.LeaseTTL = 2 * time.Second
@@ -140,6 +153,12 @@ func (c *Coordinator) Term() *Term {
 // nil after a clean stop.
 func (c *Coordinator) Run(ctx context.Context) error {
 	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: c.opts.LeaseTTL})
+	revoking := make(chan struct{})
+	go func() {
+		defer close(revoking)
+		c.revokeStale(ctx)
+	}()
+	defer func() { <-revoking }()
 	for {
 		led, err := c.runTerm(ctx)
 		if ctx.Err() != nil {
@@ -220,6 +239,12 @@ func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
 		c.guard(t, lease.ID)
 	}()
 	defer func() { <-guarded }()
+	compacted := make(chan struct{})
+	go func() {
+		defer close(compacted)
+		c.compact(t)
+	}()
+	defer func() { <-compacted }()
 	if c.opts.OnTransition != nil {
 		c.opts.OnTransition(true, t)
 	}
@@ -344,41 +369,86 @@ func (c *Coordinator) endTerm(t *Term, cause error) {
 	}
 }
 
-// closeSession revokes the lease so that followers need not wait for the TTL.
+// closeSession revokes the lease so that followers need not wait for the
+// TTL. A lease that cannot be revoked now (etcd down or restarting) is
+// revoked as soon as etcd answers (revokeStale): otherwise its election
+// key, still there after etcd comes back, would hold up every campaign,
+// this replica's own included, until the lease expires.
 func (c *Coordinator) closeSession(s *concurrency.Session) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
 	defer cancel()
-	if _, err := c.cli.Revoke(ctx, s.Lease()); err != nil {
-		c.log.Debug("revoke lease", "error", err)
+	if _, err := c.cli.Revoke(ctx, s.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		c.log.Debug("revoke lease; trying again until etcd answers", "error", err)
+		c.smu.Lock()
+		c.stale = append(c.stale, s.Lease())
+		c.smu.Unlock()
 	}
 	s.Orphan()
 }
 
-func (c *Coordinator) slotPrefix(job string) string { return c.prefix + "slots/" + job + "/" }
-func (c *Coordinator) horizonPrefix() string        { return c.prefix + "horizons/" }
-func (c *Coordinator) horizonKey(job string) string { return c.horizonPrefix() + job }
-
-func (c *Coordinator) slotKey(job string, slot time.Time) string {
-	return fmt.Sprintf("%s%019d", c.slotPrefix(job), slot.UnixNano())
-}
-
-// Claim records that t's leader runs job's slot. It returns ErrSlotTaken if
-// the slot was claimed before, ErrSlotTooOld if it is older than the job's
-// kept claims, and ErrNotLeader (ending t) if t is stale.
-// Claims made at the same time are batched into one transaction (see
-// batch.go); claims older than the retention are pruned in it.
-func (c *Coordinator) Claim(ctx context.Context, t *Term, job string, slot time.Time, claim []byte) error {
-	return c.batch.claim(ctx, t, job, slot, claim)
-}
-
-// guardFailed tells a stale term from a taken slot, from the Else branch.
-func (c *Coordinator) guardFailed(t *Term, resp *clientv3.TxnResponse) error {
-	kvs := resp.Responses[0].GetResponseRange().GetKvs()
-	if len(kvs) == 0 || kvs[0].CreateRevision != t.Token {
-		c.endTerm(t, ErrNotLeader)
-		return ErrNotLeader
+// revokeStale revokes the leases closeSession could not, until ctx ends.
+func (c *Coordinator) revokeStale(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c.smu.Lock()
+		stale := slices.Clone(c.stale)
+		c.smu.Unlock()
+		for _, id := range stale {
+			rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+			_, err := c.cli.Revoke(rctx, id)
+			cancel()
+			if err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				c.smu.Lock()
+				c.stale = slices.DeleteFunc(c.stale, func(l clientv3.LeaseID) bool { return l == id })
+				c.smu.Unlock()
+				c.log.Debug("revoked the lease of an earlier term", "lease_id", fmt.Sprintf("%x", id))
+			}
+		}
 	}
-	return ErrSlotTaken
+}
+
+// compact compacts etcd while t lasts, every CompactionInterval: to the
+// revision seen one interval before, so that an interval of history stays
+// (for watches that reconnect) and no more.
+func (c *Coordinator) compact(t *Term) {
+	every := c.opts.CompactionInterval
+	if every <= 0 {
+		return
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var prev int64
+	for {
+		ctx, cancel := context.WithTimeout(t.ctx, c.opts.RequestTimeout)
+		resp, err := c.cli.Get(ctx, t.key, clientv3.WithKeysOnly())
+		if err == nil && prev > 0 {
+			_, err = c.cli.Compact(ctx, prev)
+			switch {
+			case err == nil:
+				c.log.Debug("compacted etcd", "revision", prev)
+			case errors.Is(err, rpctypes.ErrCompacted):
+				err = nil // compacted further already (etcd's own compaction)
+			}
+		}
+		cancel()
+		if err != nil && t.ctx.Err() == nil {
+			c.log.Warn("etcd compaction failed; trying again at the next interval", "error", err)
+		}
+		if resp != nil {
+			prev = resp.Header.Revision
+		}
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // Leader returns the current leader's node name and fencing token, or "" if

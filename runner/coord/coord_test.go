@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -59,7 +61,7 @@ type replica struct {
 func (b *bundle) replica(t *testing.T, node string) *replica {
 	t.Helper()
 	c := coord.New(coord.Options{Client: b.client(t), Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
-		RequestTimeout: 2 * time.Second, ClaimRetention: time.Hour})
+		RequestTimeout: 2 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{c: c, stop: cancel, done: make(chan struct{})}
 	go func() {
@@ -127,7 +129,7 @@ func TestClaimIsExactlyOnceUnderConcurrency(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
-			switch err := r.c.Claim(context.Background(), term, "job", slot, []byte("x")); {
+			switch err := r.c.Claim(context.Background(), term, "job", slot, []byte(`"x"`)); {
 			case err == nil:
 				won.Add(1)
 			case errors.Is(err, coord.ErrSlotTaken):
@@ -141,19 +143,26 @@ func TestClaimIsExactlyOnceUnderConcurrency(t *testing.T) {
 	if won.Load() != 1 || taken.Load() != 15 {
 		t.Fatalf("won %d, taken %d; want 1 and 15", won.Load(), taken.Load())
 	}
+	if v, err := r.c.SlotValue(context.Background(), "job", slot); err != nil || string(v) != `"x"` {
+		t.Fatalf("open claim: %q, %v; want the claim", v, err)
+	}
 	if err := r.c.FinishSlot(context.Background(), term, "job", slot, "run-1", []byte("done"), 0, 0); err != nil {
 		t.Fatalf("finish: %v", err)
 	}
-	if v, err := r.c.SlotValue(context.Background(), "job", slot); err != nil || string(v) != "done" {
-		t.Fatalf("slot after finish: %q, %v; want the result", v, err)
+	jc, err := r.c.JobClaims(context.Background(), "job")
+	if err != nil || len(jc.Open) != 0 || !slices.Equal(jc.Slots, []time.Time{slot}) {
+		t.Fatalf("claims after finish: %+v, %v; want the slot finished", jc, err)
 	}
-	// A slot without a claim keeps the run record, but gets no slot key:
-	// a result never stands in for a claim.
+	if err := r.c.Claim(context.Background(), term, "job", slot, []byte(`"y"`)); !errors.Is(err, coord.ErrSlotTaken) {
+		t.Fatalf("claim of a finished slot: %v, want ErrSlotTaken", err)
+	}
+	// A slot without a claim keeps the run record, but is not claimed by
+	// it: a result never stands in for a claim.
 	if err := r.c.FinishSlot(context.Background(), term, "job", slot.Add(time.Second), "run-2", []byte("done"), 0, 0); err != nil {
 		t.Fatalf("finish of an unclaimed slot: %v", err)
 	}
-	if v, err := r.c.SlotValue(context.Background(), "job", slot.Add(time.Second)); err != nil || v != nil {
-		t.Fatalf("finishing an unclaimed slot created its key: %q, %v", v, err)
+	if jc, err := r.c.JobClaims(context.Background(), "job"); err != nil || len(jc.Slots) != 1 {
+		t.Fatalf("finishing an unclaimed slot claimed it: %+v, %v", jc, err)
 	}
 	if runs, err := r.c.Runs(context.Background(), "job", 10); err != nil || len(runs) != 2 {
 		t.Fatalf("%d run records, %v; want 2", len(runs), err)
@@ -168,7 +177,7 @@ func TestStaleTermIsFenced(t *testing.T) {
 	waitFor(t, "a leads", 10*time.Second, func() bool { return a.c.Term() != nil })
 	stale := a.c.Term()
 	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	if err := a.c.Claim(context.Background(), stale, "job", slot, []byte("a")); err != nil {
+	if err := a.c.Claim(context.Background(), stale, "job", slot, []byte(`"a"`)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -183,7 +192,7 @@ func TestStaleTermIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := a.c.Claim(context.Background(), stale, "job", slot.Add(time.Second), []byte("a")); !errors.Is(err, coord.ErrNotLeader) {
+	if err := a.c.Claim(context.Background(), stale, "job", slot.Add(time.Second), []byte(`"a"`)); !errors.Is(err, coord.ErrNotLeader) {
 		t.Fatalf("claim with stale term: %v, want ErrNotLeader", err)
 	}
 	if err := a.c.FinishSlot(context.Background(), stale, "job", slot, "late", []byte("late"), 0, 0); !errors.Is(err, coord.ErrNotLeader) {
@@ -194,9 +203,9 @@ func TestStaleTermIsFenced(t *testing.T) {
 	default:
 		t.Fatal("stale term's context not cancelled")
 	}
-	got, err := admin.Get(context.Background(), fmt.Sprintf("/pacer/test/slots/job/%019d", slot.UnixNano()))
-	if err != nil || string(got.Kvs[0].Value) != "a" {
-		t.Fatalf("claim record was overwritten: %v %s", err, got.Kvs[0].Value)
+	jc, err := a.c.JobClaims(context.Background(), "job")
+	if err != nil || len(jc.Open) != 1 || !jc.Open[0].Time.Equal(slot) || string(jc.Open[0].Claim) != `"a"` || len(jc.Slots) != 0 {
+		t.Fatalf("claims after the stale writes: %+v, %v; want the first claim alone, still open", jc, err)
 	}
 	// a campaigns again and leads with a higher token.
 	waitFor(t, "a leads again", 10*time.Second, func() bool { return a.c.Term() != nil })
@@ -229,72 +238,120 @@ func TestResignHandsOverQuickly(t *testing.T) {
 	}
 }
 
-func TestClaimsOlderThanRetentionArePruned(t *testing.T) {
+// A job's claims stay in one key of bounded size however many slots it
+// runs, and decide every slot by comparison: finished slots kept in the
+// key are taken, those before its floor too old, any other slot is free.
+// A new term (another replica) decides the same from the key alone.
+func TestClaimKeyStaysBoundedAndDecidesBySlot(t *testing.T) {
 	b := setup(t)
 	r := b.replica(t, "a")
 	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
 	term := r.c.Term()
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	for _, at := range []time.Time{t0, t0.Add(30 * time.Minute), t0.Add(90 * time.Minute)} {
-		if err := r.c.Claim(context.Background(), term, "job", at, []byte("x")); err != nil {
-			t.Fatal(err)
+	const n = 200
+	for i := range n {
+		s := t0.Add(time.Duration(i) * time.Second)
+		if err := r.c.Claim(context.Background(), term, "job", s, []byte(`{"run":"r"}`)); err != nil {
+			t.Fatalf("claim %d: %v", i, err)
+		}
+		if err := r.c.FinishSlot(context.Background(), term, "job", s, fmt.Sprintf("run-%03d", i), []byte("{}"), 0, 0); err != nil {
+			t.Fatalf("finish %d: %v", i, err)
 		}
 	}
-	resp, err := b.client(t).Get(context.Background(), "/pacer/test/slots/job/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	cli := b.client(t)
+	resp, err := cli.Get(context.Background(), "/pacer/test/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(resp.Kvs) != 2 {
-		t.Fatalf("%d claims kept, want 2 (retention 1h)", len(resp.Kvs))
+	claimKeys := 0
+	for _, kv := range resp.Kvs {
+		if strings.HasPrefix(string(kv.Key), "/pacer/test/claims/") {
+			claimKeys++
+		}
 	}
-
-	// The pruned slot's key is gone, but it ran: a clock that far behind
-	// must not run it again, in this term or the next.
-	if err := r.c.Claim(context.Background(), term, "job", t0, []byte("again")); !errors.Is(err, coord.ErrSlotTooOld) {
-		t.Fatalf("claim of a pruned slot: %v, want ErrSlotTooOld", err)
+	if claimKeys != 1 {
+		t.Fatalf("%d claim keys after %d slots, want 1", claimKeys, n)
 	}
+	v, err := cli.Get(context.Background(), "/pacer/test/claims/job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size := len(v.Kvs[0].Value); size > 512 {
+		t.Fatalf("claim key holds %d bytes after %d slots: %s", size, n, v.Kvs[0].Value)
+	}
+	last := t0.Add((n - 1) * time.Second)
+	check := func(c *coord.Coordinator, term *coord.Term) {
+		t.Helper()
+		for _, tc := range []struct {
+			slot time.Time
+			want error
+		}{
+			{t0, coord.ErrSlotTooOld},                          // long before the floor
+			{last.Add(-20 * time.Second), coord.ErrSlotTooOld}, // at or before the floor
+			{last.Add(-5 * time.Second), coord.ErrSlotTaken},   // kept
+			{last, coord.ErrSlotTaken},
+			{last.Add(-5*time.Second + time.Millisecond), nil}, // between kept slots, never claimed
+			{last.Add(time.Second), nil},
+		} {
+			if err := c.Claim(context.Background(), term, "job", tc.slot, []byte("{}")); !errors.Is(err, tc.want) && !(err == nil && tc.want == nil) {
+				t.Errorf("claim of %s: %v, want %v", tc.slot.Format(time.TimeOnly), err, tc.want)
+			}
+		}
+	}
+	check(r.c, term)
 	r.close()
 	next := b.replica(t, "b")
 	waitFor(t, "b leads", 10*time.Second, func() bool { return next.c.Term() != nil })
-	if err := next.c.Claim(context.Background(), next.c.Term(), "job", t0, []byte("again")); !errors.Is(err, coord.ErrSlotTooOld) {
-		t.Fatalf("claim of a pruned slot in the next term: %v, want ErrSlotTooOld", err)
+	// The slots claimed in a's last check are taken now; older ones as before.
+	if err := next.c.Claim(context.Background(), next.c.Term(), "job", last.Add(time.Second), []byte("{}")); !errors.Is(err, coord.ErrSlotTaken) {
+		t.Fatalf("next term, claim of a slot claimed before: %v, want ErrSlotTaken", err)
 	}
-	// Slots at or after the horizon (t0+30m) are decided by their keys.
-	if err := next.c.Claim(context.Background(), next.c.Term(), "job", t0.Add(30*time.Minute), []byte("again")); !errors.Is(err, coord.ErrSlotTaken) {
-		t.Fatalf("claim of a kept slot: %v, want ErrSlotTaken", err)
+	if err := next.c.Claim(context.Background(), next.c.Term(), "job", t0, []byte("{}")); !errors.Is(err, coord.ErrSlotTooOld) {
+		t.Fatalf("next term, claim of the first slot: %v, want ErrSlotTooOld", err)
 	}
-	if err := next.c.Claim(context.Background(), next.c.Term(), "job", t0.Add(31*time.Minute), []byte("x")); err != nil {
-		t.Fatalf("claim of a new slot after the horizon: %v", err)
+	if err := next.c.Claim(context.Background(), next.c.Term(), "job", last.Add(2*time.Second), []byte("{}")); err != nil {
+		t.Fatalf("next term, new slot: %v", err)
 	}
 }
 
-// A horizon that moved behind the cache's back (a batch still in flight, or
-// one whose transaction timed out but landed) is noticed by the claim
-// transaction itself, which compares each job's horizon revision: the slot
-// is refused, not claimed again because its key is gone.
-func TestClaimSeesAHorizonMovedBehindTheCache(t *testing.T) {
+// The leader decides claims from its copy of each job's claim key; a key
+// changed behind its back (an operator's edit, a write that timed out but
+// landed) fails the transaction's revision comparison, is read again, and
+// the claim is decided on what the key now says.
+func TestClaimSeesTheKeyChangedBehindTheCache(t *testing.T) {
 	b := setup(t)
 	r := b.replica(t, "a")
 	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
 	term := r.c.Term()
 	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	if err := r.c.Claim(context.Background(), term, "job", t0, []byte("ran")); err != nil {
+	if err := r.c.Claim(context.Background(), term, "job", t0, []byte(`"ran"`)); err != nil {
 		t.Fatal(err)
 	}
-	// What a prune at slot t0+70m writes, applied without the leader's
-	// cache knowing: t0's claim deleted, the horizon at t0+10m.
+	// Behind the leader's copy: every slot through t0+10m decided, and
+	// t0+20m claimed.
 	cli := b.client(t)
-	if _, err := cli.Txn(context.Background()).Then(
-		clientv3.OpDelete(fmt.Sprintf("/pacer/test/slots/job/%019d", t0.UnixNano())),
-		clientv3.OpPut("/pacer/test/horizons/job", fmt.Sprint(t0.Add(10*time.Minute).UnixNano())),
-	).Commit(); err != nil {
+	st := fmt.Sprintf(`{"floor":%d,"slots":[%d]}`, t0.Add(10*time.Minute).UnixNano(), t0.Add(20*time.Minute).UnixNano())
+	if _, err := cli.Put(context.Background(), "/pacer/test/claims/job", st); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.c.Claim(context.Background(), term, "job", t0, []byte("again")); !errors.Is(err, coord.ErrSlotTooOld) {
-		t.Fatalf("claim of slot t0 after its claim was pruned behind the cache: %v, want ErrSlotTooOld", err)
+	if err := r.c.Claim(context.Background(), term, "job", t0.Add(5*time.Minute), []byte("{}")); !errors.Is(err, coord.ErrSlotTooOld) {
+		t.Fatalf("claim before the new floor: %v, want ErrSlotTooOld", err)
 	}
-	if err := r.c.Claim(context.Background(), term, "job", t0.Add(11*time.Minute), []byte("x")); err != nil {
-		t.Fatalf("claim after the refreshed horizon: %v", err)
+	if err := r.c.Claim(context.Background(), term, "job", t0.Add(20*time.Minute), []byte("{}")); !errors.Is(err, coord.ErrSlotTaken) {
+		t.Fatalf("claim of a slot claimed behind the cache: %v, want ErrSlotTaken", err)
+	}
+	if err := r.c.Claim(context.Background(), term, "job", t0.Add(11*time.Minute), []byte("{}")); err != nil {
+		t.Fatalf("claim of a free slot after the refresh: %v", err)
+	}
+	// An unreadable key stops the job's claims, loudly, without touching it.
+	if _, err := cli.Put(context.Background(), "/pacer/test/claims/job", "not json"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.c.Claim(context.Background(), term, "job", t0.Add(30*time.Minute), []byte("{}")); err == nil || !strings.Contains(err.Error(), "unreadable") {
+		t.Fatalf("claim with an unreadable claim key: %v, want an error naming it", err)
+	}
+	if v, _ := cli.Get(context.Background(), "/pacer/test/claims/job"); string(v.Kvs[0].Value) != "not json" {
+		t.Fatalf("unreadable claim key overwritten: %s", v.Kvs[0].Value)
 	}
 }
 

@@ -27,18 +27,65 @@
 // under the election prefix. It only ever increases across terms, because
 // etcd revisions do.
 //
-// A slot is (job ID, scheduled time). Claiming one is a single transaction:
+// # Claims
 //
-//	If(CreateRevision(leader key) == token && CreateRevision(slot key) == 0)
-//	Then(Put(slot key, claim),
-//	     [Delete(this job's claims older than retention), Put(job's horizon)])
+// A slot is (job ID, scheduled time). Each job has one claim key,
+// claims/<job>, whatever the number of its slots (claims.go, claimState):
+//
+//	floor   every slot at or before it is decided
+//	slots   the latest finished claimed slots after floor (at most 16)
+//	open    claimed slots not finished yet, each with its claim (node,
+//	        fencing token, correlation ID, attempt)
+//
+// A slot may be claimed if it is after floor and neither finished nor open.
+// The leader keeps a copy of every job's key for its term (read once, in one
+// range read, when the term first needs it) and decides each claim from it;
+// the claim is then written with one transaction:
+//
+//	If(CreateRevision(leader key) == token && ModRevision(claim key) == copy's)
+//	Then(Put(claim key, state with the slot open))
 //
 // so two replicas can never both claim a slot, whatever either believes about
-// its own leadership: a replica whose lease expired no longer has its key, and
-// its transaction fails. Results are written back under the same guard. A
-// pruned slot's key is gone, so the job's horizon (where its claims were cut)
-// is kept, and slots before it are refused, not claimed: a clock far behind
-// cannot run them again (batch.go).
+// its own leadership: a replica whose lease expired no longer has its key,
+// and its transaction fails; a key changed behind the copy (a transaction
+// that timed out but landed, an operator's edit) fails the revision
+// comparison, is read again from the failure branch, and the claim decided
+// again. The guard names only the term's election key, so it works for any
+// election: one per shard as well. At most one transaction per claim key is
+// in flight; claims due together are batched (batch.go). A finished slot
+// joins slots; when more than 16 are kept, the oldest leaves and floor
+// moves up to it: an older slot is refused by comparison (ErrSlotTooOld)
+// rather than by keeping a key per slot, and the key stays a few hundred
+// bytes. Run and skip records (runs/<job>/<run id>) are written in batches
+// under the same guard, at most about history.keep per job; the record of a
+// slot's last attempt closes its claim in the same transaction.
+//
+// How each kind of run is claimed:
+//
+//   - A scheduled slot: Claim, by the leader's scheduler; the record of its
+//     last attempt closes it (retries are attempts of the same claim).
+//   - overlap: allow: several slots of a job are open at once; each closes
+//     alone, whatever was claimed after it.
+//   - Misfire catch-up, when a term starts (runner/catchup.go): from one
+//     Claims read, the slots after each job's last claim that came due
+//     before the term are decided: the ones that run (the latest for
+//     "once", every one within the grace for "all", up to 100) are claimed
+//     together, before the scheduler claims anything in the term, and then
+//     run one after the other; the rest get one skip record per run of
+//     consecutive slots, written with the first claim, or with SkipSlot,
+//     which marks the latest decided when none runs. The runner holds the
+//     term's scheduled slots until then.
+//   - Delivery, when a term starts: a slot left open by an older term (its
+//     leader died mid-run) is, at-least-once, taken over with Reclaim
+//     (guarded by the open claim read) and run again as its next attempt;
+//     at-most-once, closed by its "lock_lost" skip record.
+//   - A manual trigger has no slot: consuming its request in a fenced
+//     transaction is its exactly-once guard (store.go).
+//
+// Keys of jobs that are no longer configured are removed by the leader
+// (ForgetJob). Keys of the previous layout (a key per slot, kept 24 hours,
+// and a horizon per job) are moved into the claim keys when a leader first
+// reads the claims (migrate.go).
 //
 // Lease and self-fencing: the lease is granted by us with a timeout
 // (NewSession alone can hang on Grant). While leading, guard (fence.go) sends

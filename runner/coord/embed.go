@@ -2,10 +2,14 @@ package coord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -15,13 +19,39 @@ import (
 
 // EmbeddedOptions configure a single-node etcd inside the runner process.
 type EmbeddedOptions struct {
-	Name         string
-	Dir          string
-	ClientListen string // host:port
-	PeerListen   string // host:port
-	Logger       *slog.Logger
-	StartTimeout time.Duration
+	Name string
+	Dir  string
+	// ClientURL and PeerURL are where it listens ("http://host:port");
+	// ClientListen and PeerListen (host:port) are used when they are empty.
+	ClientURL, PeerURL       string
+	ClientListen, PeerListen string
+	// ClientKey and PeerKey name the config keys of the addresses, for
+	// error messages (default: the option names).
+	ClientKey, PeerKey string
+	// QuotaBytes is the space quota (etcd --quota-backend-bytes): when the
+	// database file reaches it, etcd refuses writes. Default 2 GiB.
+	QuotaBytes int64
+	// CompactionRetention is the embedded etcd's own periodic compaction:
+	// revisions older than this are dropped. Default 5m.
+	CompactionRetention time.Duration
+	Logger              *slog.Logger
+	StartTimeout        time.Duration
 }
+
+// Embedded etcd's settings besides the options: etcd's defaults, stated
+// here because the database's size depends on them.
+const (
+	// DefaultQuotaBytes is the space quota unless one is given: etcd's own
+	// default, 2 GiB.
+	DefaultQuotaBytes = 2 << 30
+	// embeddedSnapshotCount: raft entries kept in memory between
+	// snapshots (etcd's default); bounds the member's memory.
+	embeddedSnapshotCount = 10000
+	// The backend commits its batch every 100ms or 10,000 writes, and its
+	// free pages are kept in a map (etcd's defaults).
+	embeddedBatchInterval = 100 * time.Millisecond
+	embeddedBatchLimit    = 10000
+)
 
 // Embedded is a running embedded etcd member.
 type Embedded struct {
@@ -29,7 +59,8 @@ type Embedded struct {
 	closing *atomic.Bool
 }
 
-// StartEmbedded starts a single-node etcd and waits until it serves.
+// StartEmbedded starts a single-node etcd and waits until it serves. A
+// port in use is an error that names the address and its config key.
 func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 30 * time.Second
@@ -37,31 +68,68 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.QuotaBytes <= 0 {
+		o.QuotaBytes = DefaultQuotaBytes
+	}
+	if o.CompactionRetention <= 0 {
+		o.CompactionRetention = 5 * time.Minute
+	}
+	if o.ClientURL == "" {
+		o.ClientURL = "http://" + o.ClientListen
+	}
+	if o.PeerURL == "" {
+		o.PeerURL = "http://" + o.PeerListen
+	}
+	if o.ClientKey == "" {
+		o.ClientKey = "client URL"
+	}
+	if o.PeerKey == "" {
+		o.PeerKey = "peer URL"
+	}
 	cfg := embed.NewConfig()
 	cfg.Name = o.Name
 	cfg.Dir = o.Dir
-	cu, err := url.Parse("http://" + o.ClientListen)
+	cu, err := url.Parse(o.ClientURL)
 	if err != nil {
-		return nil, fmt.Errorf("embedded etcd client address %q: %w", o.ClientListen, err)
+		return nil, fmt.Errorf("%s: embedded etcd client address %q: %w", o.ClientKey, o.ClientURL, err)
 	}
-	pu, err := url.Parse("http://" + o.PeerListen)
+	pu, err := url.Parse(o.PeerURL)
 	if err != nil {
-		return nil, fmt.Errorf("embedded etcd peer address %q: %w", o.PeerListen, err)
+		return nil, fmt.Errorf("%s: embedded etcd peer address %q: %w", o.PeerKey, o.PeerURL, err)
+	}
+	// etcd reports a port in use without saying which of its listeners
+	// failed: try each first, to name the key.
+	for _, l := range []struct{ key, addr string }{{o.ClientKey, cu.Host}, {o.PeerKey, pu.Host}} {
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("%s: %s is already in use (another pacer or etcd on this host?): choose a free port", l.key, l.addr)
+			}
+			return nil, fmt.Errorf("%s: cannot listen on %s: %w", l.key, l.addr, err)
+		}
+		ln.Close()
 	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	// Slot claims churn keys; keep history short so the database stays small.
+	cfg.QuotaBackendBytes = o.QuotaBytes
+	cfg.SnapshotCount = embeddedSnapshotCount
+	cfg.BackendBatchInterval, cfg.BackendBatchLimit = embeddedBatchInterval, embeddedBatchLimit
+	// Claims and records rewrite keys; keep history short so the database
+	// stays small (the leader also compacts: cluster.etcd.compaction_interval).
 	cfg.AutoCompactionMode = "periodic"
-	cfg.AutoCompactionRetention = "10m"
+	cfg.AutoCompactionRetention = o.CompactionRetention.String()
 	// etcd reports its listeners closing as errors; while we close it on
 	// purpose, those lines are demoted to debug.
 	closing := new(atomic.Bool)
-	core := &slogCore{log: o.Logger.With("component", "etcd"), level: zapcore.WarnLevel, quiet: closing}
+	core := &slogCore{log: o.Logger.With("component", "etcd"), level: zapcore.WarnLevel, quiet: closing, dir: o.Dir}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("start embedded etcd: %w (%s %s, %s %s): choose free ports", err, o.ClientKey, cu.Host, o.PeerKey, pu.Host)
+		}
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", o.Dir, err)
 	}
 	select {
@@ -95,6 +163,7 @@ type slogCore struct {
 	log   *slog.Logger
 	level zapcore.Level
 	quiet *atomic.Bool // when set, everything is logged at debug
+	dir   string       // the embedded member's data directory, if it is one
 }
 
 func newSlogCore(log *slog.Logger, level zapcore.Level) zapcore.Core {
@@ -104,7 +173,7 @@ func newSlogCore(log *slog.Logger, level zapcore.Level) zapcore.Core {
 func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.level }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log.With(fieldAttrs(fields)...), level: c.level, quiet: c.quiet}
+	return &slogCore{log: c.log.With(fieldAttrs(fields)...), level: c.level, quiet: c.quiet, dir: c.dir}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -134,8 +203,34 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if c.quiet.Load() || benign[e.Message] {
 		lv = slog.LevelDebug
 	}
-	c.log.Log(context.Background(), lv, e.Message, fieldAttrs(fields)...)
+	attrs := fieldAttrs(fields)
+	c.log.Log(context.Background(), lv, e.Message, attrs...)
+	if e.Level >= zapcore.ErrorLevel && c.dir != "" && diskFull(e.Message, attrs) {
+		// etcd stops the process after a failed write (zap Fatal): say
+		// what happened, and what to do, in one line.
+		c.log.Error(DiskFullHelp(c.dir), "etcd_message", e.Message)
+	}
 	return nil
+}
+
+// DiskFullHelp is the one line that says the embedded etcd's disk is full.
+func DiskFullHelp(dir string) string {
+	return "embedded etcd's disk is full (no space left on device in " + dir + "): etcd cannot write, and the runner stops. " +
+		"Fix: free space on that file system (or move cluster.data_dir to a larger one), then start pacer again"
+}
+
+// diskFull reports whether an etcd log entry is about a write that failed
+// for lack of disk space.
+func diskFull(msg string, attrs []any) bool {
+	if strings.Contains(msg, syscall.ENOSPC.Error()) {
+		return true
+	}
+	for _, a := range attrs {
+		if s, ok := a.(string); ok && strings.Contains(s, syscall.ENOSPC.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *slogCore) Sync() error { return nil }

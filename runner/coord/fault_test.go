@@ -74,7 +74,7 @@ func TestCutOffLeaderSelfFencesBeforeSuccessorLeads(t *testing.T) {
 
 	// With the link back, a's writes under its old term are refused.
 	hole.SetCut(false)
-	if err := a.Claim(context.Background(), stale, "job", time.Now(), []byte("late")); !errors.Is(err, coord.ErrNotLeader) {
+	if err := a.Claim(context.Background(), stale, "job", time.Now(), []byte(`"late"`)); !errors.Is(err, coord.ErrNotLeader) {
 		t.Fatalf("stale claim after the partition: %v, want ErrNotLeader", err)
 	}
 }

@@ -51,7 +51,7 @@ func (b *bundle) gatedReplica(t *testing.T, node string, set coord.JobSet, settl
 		RequestTimeout: 2 * time.Second, Settle: settle, Mismatch: mismatch, JobSet: set, Metrics: m,
 		Record: coord.MemberRecord{Version: "test", Started: time.Now()}})
 	g.c = coord.New(coord.Options{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
-		RequestTimeout: 2 * time.Second, ClaimRetention: time.Hour, Gate: g.ms,
+		RequestTimeout: 2 * time.Second, Gate: g.ms,
 		OnTransition: func(leading bool, term *coord.Term) {
 			if !leading {
 				g.mu.Lock()
@@ -363,7 +363,7 @@ func TestClosedGateStepsDownAndStopsCampaigning(t *testing.T) {
 	start := func(node string) *rep {
 		r := &rep{gate: newManualGate(true), drained: make(chan int64, 4), done: make(chan struct{})}
 		r.c = coord.New(coord.Options{Client: b.client(t), Cluster: "test", Node: node, LeaseTTL: 10 * time.Second,
-			RequestTimeout: 2 * time.Second, ClaimRetention: time.Hour, Gate: r.gate,
+			RequestTimeout: 2 * time.Second, Gate: r.gate,
 			Drain: func(ctx context.Context, term *coord.Term) {
 				if term.Context().Err() == nil {
 					t.Error("drained a term that had not ended")

@@ -2,9 +2,10 @@ package coord
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,18 +15,26 @@ import (
 	"github.com/pacerun/pacer/internal/backoff"
 )
 
-// Key layout under /pacer/<cluster>/:
+// Key layout under /pacer/<cluster>/ (every kind bounded by configuration,
+// none by time):
 //
 //	leader/<lease>           election keys; the oldest leads
-//	slots/<job>/<unix ns>    slot claims, then the slot's final record
-//	horizons/<job>           unix ns before which the job's claims were pruned
-//	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time)
+//	claims/<job>             the job's claims: floor, latest slots, open claims (claims.go)
+//	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time),
+//	                         at most about history.keep per job
 //	paused/<job>             present while the job is paused
-//	triggers/<job>/<id>      manual trigger requests until decided (triggers.go)
-//	idempotency/<job>/<hash> receipts of mutating API requests (idempotency.go)
+//	triggers/<job>/<id>      manual trigger requests until decided (triggers.go),
+//	                         at most triggers.max_pending
+//	idempotency/<job>/<hash> receipts of mutating API requests (idempotency.go),
+//	                         about history.keep per job
 //	members/<node>           each live replica's member record, on its member lease (members.go)
 //	jobsets/<fingerprint>    stored job sets, a header and gzip chunks (epochs.go)
 //	epochs/<token>/<unix ns> which job set each leader ran from when (epochs.go)
+//	horizons/<job>           only for jobs moved from the previous layout: a number
+//	                         that makes a replica of the previous version refuse
+//	                         every slot of the job (migrate.go)
+//
+// The keys of a job that is no longer configured are removed (ForgetJob).
 
 func (c *Coordinator) runKey(job, runID string) string { return c.prefix + "runs/" + job + "/" + runID }
 func (c *Coordinator) pausedPrefix() string            { return c.prefix + "paused/" }
@@ -38,19 +47,26 @@ func (c *Coordinator) RecordRun(ctx context.Context, t *Term, job, runID string,
 	return c.record(ctx, t, job, runID, rec, keep, maxAge, time.Time{})
 }
 
-// FinishSlot is RecordRun for a slot's last attempt, which also replaces
-// the slot's claim with the record, in the same transaction: the run's
-// record and the slot's result are one write.
+// FinishSlot is RecordRun for a slot's last attempt, which also closes the
+// slot's claim (see claimState), in the same transaction: the run's record
+// and the end of its claim are one write. A slot that is not open (never
+// claimed, or finished before) only gets its record.
 func (c *Coordinator) FinishSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error {
 	return c.record(ctx, t, job, runID, rec, keep, maxAge, slot)
+}
+
+// CloseSlot closes a slot's open claim without writing a record (its
+// record was written before, as by the previous layout's last result).
+func (c *Coordinator) CloseSlot(ctx context.Context, t *Term, job string, slot time.Time) error {
+	return c.record(ctx, t, job, "", nil, 0, 0, slot)
 }
 
 // recordReq is one record write waiting for its batch.
 type recordReq struct {
 	request
-	job, runID string
+	job, runID string // runID "": no record, only the claim closed
 	value      []byte
-	slot       time.Time // the slot whose claim the record replaces; zero for none
+	slot       time.Time // the slot whose claim the record closes; zero for none
 }
 
 // maxRecordBatch bounds a batch of record writes: a record that finishes a
@@ -71,7 +87,9 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 	case <-ctx.Done():
 		return fmt.Errorf("record run %s: %w", runID, ctx.Err())
 	}
-	c.prune(ctx, job, keep, maxAge)
+	if runID != "" {
+		c.prune(ctx, job, keep, maxAge)
+	}
 	return nil
 }
 
@@ -94,69 +112,122 @@ func (c *Coordinator) prune(ctx context.Context, job string, keep int, maxAge ti
 	}
 }
 
+func recordJob(r *recordReq) (string, bool) { return r.job, !r.slot.IsZero() }
+
 // commitRecordsOf writes a batch of t's records in one transaction under
-// its fencing guard. A record that finishes a slot also replaces the slot's
-// claim, provided the claim still exists; if one does not (pruned), that
-// record is written alone and the batch is committed again.
+// its fencing guard. A record that finishes a slot also closes the slot's
+// open claim, guarded by the claim key's mod revision; a claim key that
+// changed behind the leader's copy is read again from the failure branch
+// and the batch built again.
 func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
 	if rs = answerEnded(rs); len(rs) == 0 { // again on every retry
 		return
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
-	var ops []clientv3.Op
-	elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
-	var finishing []*recordReq // in Else order
-	var now []*recordReq       // the requests this transaction decides
-	seen := map[string]bool{}
-	for _, r := range rs {
-		// etcd refuses a key twice in one transaction: a record written
-		// again (a retried write) waits for the next batch.
-		run, slot := c.runKey(r.job, r.runID), ""
-		if !r.slot.IsZero() {
-			slot = c.slotKey(r.job, r.slot)
+	var cc *claimCache
+	if slices.ContainsFunc(rs, func(r *recordReq) bool { return !r.slot.IsZero() }) {
+		var err error
+		if cc, err = c.claimsOf(t); err != nil {
+			for _, r := range rs {
+				r.done <- err
+			}
+			return
 		}
-		if seen[run] || (slot != "" && seen[slot]) {
-			defer c.records.add(r)
-			continue
+		rs = acquire(cc, rs, recordJob, c.records.add)
+		var jobs []string
+		for _, r := range rs {
+			if !r.slot.IsZero() {
+				jobs = append(jobs, r.job)
+			}
 		}
-		seen[run], seen[slot] = true, true
-		now = append(now, r)
-		ops = append(ops, clientv3.OpPut(run, string(r.value)))
-		if slot != "" {
-			key := slot
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), ">", 0))
-			ops = append(ops, clientv3.OpPut(key, string(r.value)))
-			elseOps = append(elseOps, clientv3.OpGet(key, clientv3.WithKeysOnly()))
-			finishing = append(finishing, r)
-		}
+		defer cc.release(jobs)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
-	switch {
-	case err != nil:
-		for _, r := range now {
-			r.done <- fmt.Errorf("record run %s: %w", r.runID, err)
+	for try := 1; ; try++ {
+		if rs = answerEnded(rs); len(rs) == 0 {
+			return
 		}
-		return
-	case resp.Succeeded:
-		for _, r := range now {
-			r.done <- nil
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
+		var ops []clientv3.Op
+		elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
+		var closing []*recordReq // in Else order
+		var closed []claimState
+		var now []*recordReq // the requests this transaction decides
+		seen := map[string]bool{}
+		for _, r := range rs {
+			// etcd refuses a key twice in one transaction: a record written
+			// again (a retried write) waits for the next batch.
+			run := c.runKey(r.job, r.runID)
+			if r.runID != "" && seen[run] {
+				defer c.records.add(r)
+				continue
+			}
+			seen[run] = true
+			now = append(now, r)
+			if r.runID != "" {
+				ops = append(ops, clientv3.OpPut(run, string(r.value)))
+			}
+			if r.slot.IsZero() {
+				continue
+			}
+			cc.mu.Lock()
+			e := cc.entry(r.job)
+			open := e.bad == nil && e.st.openAt(r.slot.UnixNano()) >= 0
+			st, rev := e.st.withClosed(r.slot.UnixNano()), e.rev
+			cc.mu.Unlock()
+			if !open {
+				continue // nothing to close: the record alone
+			}
+			v, err := json.Marshal(st)
+			if err != nil {
+				continue
+			}
+			key := c.claimKey(r.job)
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", rev))
+			ops = append(ops, clientv3.OpPut(key, string(v)))
+			elseOps = append(elseOps, clientv3.OpGet(key))
+			closing, closed = append(closing, r), append(closed, st)
 		}
-		return
+		if len(ops) == 0 {
+			for _, r := range now {
+				r.done <- nil
+			}
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		resp, err := c.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
+		cancel()
+		switch {
+		case err != nil:
+			c.noteWriteError(err)
+			for _, r := range now {
+				r.done <- fmt.Errorf("record run %s: %w", r.runID, err)
+			}
+			return
+		case resp.Succeeded:
+			for i, r := range closing {
+				cc.set(r.job, closed[i], resp.Header.Revision)
+			}
+			for _, r := range now {
+				r.done <- nil
+			}
+			return
+		}
+		if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
+			for _, r := range now {
+				r.done <- ErrNotLeader
+			}
+			return
+		}
+		for i, r := range closing {
+			c.refresh(cc, r.job, resp.Responses[i+1].GetResponseRange().GetKvs())
+		}
+		if try == maxTries {
+			for _, r := range now {
+				r.done <- fmt.Errorf("record run %s: the claim key of %s kept changing behind the leader (%d tries)", r.runID, r.job, try)
+			}
+			return
+		}
+		rs = now
 	}
-	if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
-		for _, r := range now {
-			r.done <- ErrNotLeader
-		}
-		return
-	}
-	for i, r := range finishing {
-		if len(resp.Responses[i+1].GetResponseRange().GetKvs()) == 0 {
-			r.slot = time.Time{} // its claim is gone: keep the run record alone
-		}
-	}
-	c.commitRecordsOf(t, now)
 }
 
 // pruneDue reports whether this record write should also prune the job's
@@ -229,75 +300,6 @@ func (c *Coordinator) Runs(ctx context.Context, job string, limit int) ([][]byte
 	return out, nil
 }
 
-// SlotRecord is a slot's stored claim or result.
-type SlotRecord struct {
-	Time  time.Time
-	Value []byte
-	// Revision is the key's modification revision, for Reclaim.
-	Revision int64
-}
-
-// LastSlot returns the latest slot claimed for job before the instant
-// before (any, if before is zero); its Time is zero when there is none.
-// Bounded, it leaves out slots a leader whose clock ran ahead claimed early,
-// which say nothing about what was missed up to now.
-func (c *Coordinator) LastSlot(ctx context.Context, job string, before time.Time) (SlotRecord, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	end := clientv3.WithPrefix()
-	if !before.IsZero() {
-		end = clientv3.WithRange(c.slotKey(job, before))
-	}
-	resp, err := c.cli.Get(ctx, c.slotPrefix(job), end,
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))
-	if err != nil {
-		return SlotRecord{}, fmt.Errorf("read last slot of %s: %w", job, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return SlotRecord{}, nil
-	}
-	kv := resp.Kvs[0]
-	ns, err := strconv.ParseInt(strings.TrimPrefix(string(kv.Key), c.slotPrefix(job)), 10, 64)
-	if err != nil {
-		return SlotRecord{}, fmt.Errorf("bad slot key %q", kv.Key)
-	}
-	return SlotRecord{Time: time.Unix(0, ns).UTC(), Value: kv.Value, Revision: kv.ModRevision}, nil
-}
-
-// Reclaim takes over a slot another term claimed and never completed,
-// provided the slot record is still the one read (at revision rev) and t
-// still leads. It returns ErrSlotTaken if the record changed.
-func (c *Coordinator) Reclaim(ctx context.Context, t *Term, job string, slot time.Time, rev int64, claim []byte) error {
-	key := c.slotKey(job, slot)
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Txn(ctx).If(
-		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
-		clientv3.Compare(clientv3.ModRevision(key), "=", rev),
-	).Then(clientv3.OpPut(key, string(claim))).Else(clientv3.OpGet(t.key, clientv3.WithKeysOnly())).Commit()
-	if err != nil {
-		return fmt.Errorf("reclaim slot %s: %w", key, err)
-	}
-	if resp.Succeeded {
-		return nil
-	}
-	return c.guardFailed(t, resp)
-}
-
-// SlotValue returns the stored claim or result of a slot, or nil.
-func (c *Coordinator) SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Get(ctx, c.slotKey(job, slot))
-	if err != nil {
-		return nil, fmt.Errorf("read slot of %s: %w", job, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, nil
-	}
-	return resp.Kvs[0].Value, nil
-}
-
 // WatchPaused calls set with the full set of paused jobs now and after every
 // change, until ctx ends. It reconnects by itself.
 func (c *Coordinator) WatchPaused(ctx context.Context, set func(map[string]bool)) {
@@ -366,18 +368,27 @@ type ClusterState struct {
 	Node         string    `json:"node"`
 	Leader       string    `json:"leader"`
 	FencingToken int64     `json:"fencing_token"`
-	Members      []string  `json:"members"` // replicas campaigning, leader first
+	Members      []string  `json:"members"` // replicas campaigning, each once, leader first
 	Leading      bool      `json:"leading"`
 	LeaseTTL     string    `json:"lease_ttl"`
 	LeaderSince  time.Time `json:"leader_since,omitzero"`
 	// KeepaliveAge is, while leading, how long ago the last acknowledged
 	// lease keepalive was sent; the replica self-fences at TTL minus a margin.
 	KeepaliveAge string `json:"keepalive_age,omitempty"`
+	// Etcd is what this replica last saw of the etcd member it talks to.
+	Etcd *EtcdStatus `json:"etcd,omitempty"`
 }
 
-// State reads the cluster's leadership state.
+// State reads the cluster's leadership state. The leader is the oldest
+// election key whose lease is alive; each replica is listed once, however
+// many keys it has (a key of an ended term whose lease could not be
+// revoked lingers until it expires).
 func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 	st := ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String()}
+	if c.opts.Monitor != nil {
+		es := c.opts.Monitor.Status()
+		st.Etcd = &es
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithPrefix(),
@@ -385,10 +396,22 @@ func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 	if err != nil {
 		return st, fmt.Errorf("read election: %w", err)
 	}
-	for i, kv := range resp.Kvs {
-		st.Members = append(st.Members, string(kv.Value))
-		if i == 0 {
-			st.Leader, st.FencingToken = string(kv.Value), kv.CreateRevision
+	seen := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		node := string(kv.Value)
+		if st.Leader == "" {
+			ttl, err := c.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+			if err != nil {
+				return st, fmt.Errorf("read election: lease of %s: %w", node, err)
+			}
+			if ttl.TTL <= 0 {
+				continue // its lease is gone: the key goes with it
+			}
+			st.Leader, st.FencingToken = node, kv.CreateRevision
+		}
+		if !seen[node] {
+			seen[node] = true
+			st.Members = append(st.Members, node)
 		}
 	}
 	if t := c.Term(); t != nil {

@@ -1,0 +1,344 @@
+package runner_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+// slowBefore is a TaskRunner whose runs of slots before cutoff take delay;
+// it counts the runs of each slot.
+type slowBefore struct {
+	cutoff time.Time
+	delay  time.Duration
+	mu     sync.Mutex
+	runs   map[time.Time]int // by slot, in UTC
+}
+
+func (s *slowBefore) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	slot := c.Context.GetScheduledTime().AsTime().UTC()
+	s.mu.Lock()
+	s.runs[slot]++
+	s.mu.Unlock()
+	if slot.Before(s.cutoff) {
+		select {
+		case <-time.After(s.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return &pluginhost.Result{Output: "ok"}, nil
+}
+
+func (s *slowBefore) count() (slots, runs int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.runs {
+		slots++
+		runs += n
+	}
+	return slots, runs
+}
+
+// Misfire policy "all": every missed slot runs, one after the other, even
+// while the new term's scheduler claims and finishes many later slots of
+// the same job meanwhile, more than the job's claim key keeps: the missed
+// slots were claimed together before any of those.
+func TestCatchUpAllRunsEveryMissedSlotWhileLaterSlotsRun(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	now := time.Now().Truncate(time.Second).UTC()
+	tasks := &slowBefore{cutoff: now, delay: 60 * time.Millisecond, runs: map[time.Time]int{}}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
+	defer r.Stop(context.Background())
+	j := &runner.Job{ID: "all", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Minute,
+		Overlap: runner.OverlapAllow, Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	r.SetJobs([]*runner.Job{j})
+	// The previous leader's last claim was 40 s ago.
+	if err := b.coord.Claim(context.Background(), term, "all", now.Add(-40*time.Second), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	r.OnTerm(term) // claims the 39 missed slots, starts running them (60 ms each)
+	// Meanwhile the scheduler fires 40 later slots, one after the other
+	// (as it does, a second apart), each run at once.
+	for i := range 40 {
+		s := now.Add(time.Hour + time.Duration(i)*time.Second)
+		r.Fire(runner.Slot{Job: j, Time: s})
+		waitCount(t, "a later slot's run", func() float64 {
+			tasks.mu.Lock()
+			defer tasks.mu.Unlock()
+			return float64(tasks.runs[s])
+		}, 1)
+	}
+	// 40 missed slots (now-39s … now: the term started after now) and 40 later ones.
+	deadline := time.Now().Add(20 * time.Second)
+	for _, runs := tasks.count(); runs < 80 && time.Now().Before(deadline); _, runs = tasks.count() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	slots, runs := tasks.count()
+	if slots != runs {
+		t.Fatalf("%d runs of %d slots: a slot ran twice", runs, slots)
+	}
+	for s := now.Add(-39 * time.Second); !s.After(now); s = s.Add(time.Second) {
+		tasks.mu.Lock()
+		n := tasks.runs[s]
+		tasks.mu.Unlock()
+		if n != 1 {
+			t.Errorf("missed slot %s ran %d times, want 1", s.Format(time.TimeOnly), n)
+		}
+	}
+	if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("all", runner.SkipTooOld)); got != 0 {
+		t.Fatalf("%v slots refused as too old", got)
+	}
+	if runs != 80 {
+		t.Fatalf("%d runs, want 80", runs)
+	}
+}
+
+// Slots the scheduler fires in a new term before its catch-up is done
+// wait for it; those due before the term started are the catch-up's, and
+// are not run a second time.
+func TestSlotsFiredBeforeTheCatchUpWait(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	tasks := &slowBefore{runs: map[time.Time]int{}}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
+	defer r.Stop(context.Background())
+	j := &runner.Job{ID: "h", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Minute,
+		Overlap: runner.OverlapAllow, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	r.SetJobs([]*runner.Job{j})
+	now := time.Now().Truncate(time.Second).UTC()
+	if err := b.coord.Claim(context.Background(), term, "h", now.Add(-5*time.Second), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	early, late := now.Add(-2*time.Second), now.Add(time.Hour)
+	r.Fire(runner.Slot{Job: j, Time: early}) // due before the term started: misfire policy skip
+	r.Fire(runner.Slot{Job: j, Time: late})
+	time.Sleep(100 * time.Millisecond) // not synchronisation: nothing may run in this time
+	if _, runs := tasks.count(); runs != 0 {
+		t.Fatalf("%d runs before the catch-up", runs)
+	}
+	r.OnTerm(term)
+	waitCount(t, "runs", func() float64 { _, runs := tasks.count(); return float64(runs) }, 1)
+	tasks.mu.Lock()
+	ranLate, ranEarly := tasks.runs[late], tasks.runs[early]
+	tasks.mu.Unlock()
+	if ranLate != 1 || ranEarly != 0 {
+		t.Fatalf("late slot ran %d times, early %d; want 1 and 0 (skipped by the misfire policy)", ranLate, ranEarly)
+	}
+	waitCount(t, "a skip record for the early slot", func() float64 {
+		for _, rec := range records(t, b, "h") {
+			until := rec.ScheduledUntil
+			if until.IsZero() {
+				until = rec.ScheduledTime
+			}
+			if rec.State == "skipped" && rec.Reason == runner.SkipMisfire && !early.Before(rec.ScheduledTime) && !early.After(until) {
+				return 1
+			}
+		}
+		return 0
+	}, 1)
+}
+
+// The leader removes the keys of a job that is no longer configured, once
+// it was missing at two sweeps in a row; configured jobs keep theirs.
+func TestSweepRemovesKeysOfRemovedJobs(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	slot := slotAhead()
+	for _, job := range []string{"kept", "gone"} {
+		if err := b.coord.Claim(ctx, term, job, slot, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.coord.FinishSlot(ctx, term, job, slot, "run-1", []byte(`{}`), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: &slowBefore{runs: map[time.Time]int{}},
+		Metrics: b.metrics, Tracer: b.tp.Tracer("t"), Logger: discardLogger(), SweepInterval: 200 * time.Millisecond})
+	defer r.Stop(context.Background())
+	r.SetJobs([]*runner.Job{job("kept", "")})
+	r.OnTerm(term)
+	keys := func() string {
+		resp, err := b.admin.Get(ctx, "/pacer/t/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, kv := range resp.Kvs {
+			if k := string(kv.Key); !strings.Contains(k, "/leader/") {
+				out += k + " "
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Contains(keys(), "gone") {
+		if time.Now().After(deadline) {
+			t.Fatalf("keys of the removed job still there: %s", keys())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := keys(); got != "/pacer/t/claims/kept /pacer/t/runs/kept/run-1 " {
+		t.Fatalf("keys after the sweep: %q", got)
+	}
+}
+
+// BenchmarkCatchUpAfterFailover: a new leader catching up on 10,000 jobs
+// @every 1s whose previous leader died 5 s before (misfire policy "once":
+// each job's latest missed slot runs, 4 get skip records) next to a normal
+// burst of the same 10,000 jobs due at one instant, in one run, on one
+// embedded etcd with a task that returns at once. Both are timed from the
+// term's start (catch-up) or the instant (burst) until every run's final
+// record is written.
+//
+//	go test -run '^$' -bench CatchUpAfterFailover -benchtime 1x -count 3 ./runner/
+func BenchmarkCatchUpAfterFailover(b *testing.B) {
+	const n = 10000
+	bb := setupBench(b)
+	jobs := make([]*runner.Job, n)
+	for i := range jobs {
+		jobs[i] = &runner.Job{ID: fmt.Sprintf("job-%05d", i), Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second),
+			Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Minute}}
+	}
+	var burst, catchUp time.Duration
+	for range b.N {
+		// Burst: the 10,000 jobs due at once, in a fresh term.
+		term := bb.newTerm(b)
+		tasks := &countTasks{}
+		r := runner.New(runner.Options{Node: "n1", Coord: bb.coord, Tasks: tasks, Metrics: bb.metrics, Logger: discardLogger(), Tracer: nooptrace.NewTracerProvider().Tracer("")})
+		r.SetJobs(jobs)
+		r.OnTerm(term)
+		slot := time.Now().Add(time.Hour).Truncate(time.Second)
+		start := time.Now()
+		for _, j := range jobs {
+			r.Fire(runner.Slot{Job: j, Time: slot})
+		}
+		r.Stop(context.Background()) // returns when every run's record is written
+		burst += time.Since(start)
+		if tasks.n.Load() != n {
+			b.Fatalf("burst: %d runs, want %d", tasks.n.Load(), n)
+		}
+
+		// Catch-up: every job's last claim 5 s before the term.
+		now := time.Now().Truncate(time.Second)
+		var wg sync.WaitGroup
+		for _, j := range jobs {
+			wg.Go(func() { // the previous leader's last slot, finished
+				last := now.Add(-5 * time.Second)
+				if err := bb.coord.Claim(context.Background(), term, j.ID, last, []byte(`{}`)); err != nil {
+					b.Error(err)
+				}
+				if err := bb.coord.CloseSlot(context.Background(), term, j.ID, last); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		term = bb.newTerm(b)
+		tasks = &countTasks{}
+		r = runner.New(runner.Options{Node: "n1", Coord: bb.coord, Tasks: tasks, Metrics: bb.metrics, Logger: discardLogger(), Tracer: nooptrace.NewTracerProvider().Tracer("")})
+		r.SetJobs(jobs)
+		start = time.Now()
+		r.OnTerm(term)
+		r.Stop(context.Background())
+		catchUp += time.Since(start)
+		if tasks.n.Load() != n {
+			b.Fatalf("catch-up: %d runs, want %d", tasks.n.Load(), n)
+		}
+	}
+	b.ReportMetric(burst.Seconds()/float64(b.N), "burst-s")
+	b.ReportMetric(catchUp.Seconds()/float64(b.N), "catchup-s")
+	b.ReportMetric(catchUp.Seconds()/burst.Seconds(), "catchup/burst")
+}
+
+// countTasks is a TaskRunner that returns at once and counts its calls.
+type countTasks struct{ n atomic.Int64 }
+
+func (c *countTasks) Run(context.Context, pluginhost.Call) (*pluginhost.Result, error) {
+	c.n.Add(1)
+	return &pluginhost.Result{}, nil
+}
+
+type benchBundle struct {
+	cli     *clientv3.Client
+	coord   *coord.Coordinator
+	stop    func()
+	metrics *observability.Metrics
+}
+
+func setupBench(b *testing.B) *benchBundle {
+	b.Helper()
+	l1, l2 := benchAddr(b), benchAddr(b)
+	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{Name: "b", Dir: b.TempDir(), ClientListen: l1, PeerListen: l2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cli.Close() })
+	m, err := observability.NewMetrics("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bb := &benchBundle{cli: cli, metrics: m}
+	b.Cleanup(func() {
+		if bb.stop != nil {
+			bb.stop()
+		}
+	})
+	return bb
+}
+
+// newTerm stops the current coordinator (if any) and returns the first
+// term of a new one.
+func (bb *benchBundle) newTerm(b *testing.B) *coord.Term {
+	b.Helper()
+	if bb.stop != nil {
+		bb.stop()
+	}
+	bb.coord = coord.New(coord.Options{Client: bb.cli, Cluster: "bench", Node: "n1", LeaseTTL: 10 * time.Second, RequestTimeout: 10 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = bb.coord.Run(ctx) }()
+	bb.stop = func() { cancel(); <-done }
+	deadline := time.Now().Add(30 * time.Second)
+	for bb.coord.Term() == nil {
+		if time.Now().After(deadline) {
+			b.Fatal("no leadership")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return bb.coord.Term()
+}
+
+func benchAddr(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
