@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
@@ -535,6 +536,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			ConfigModTime time.Time `json:"config_mtime"`
 			Started       time.Time `json:"started"`
 		}
+		Etcd *coord.EtcdStatus
 	}
 	if raw, err := c.get("/api/v1/cluster", &st, stdout); err != nil || raw {
 		return err
@@ -549,6 +551,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if _, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (fencing token %d)\nmembers:  %s\nlease:    %s\n",
 		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), lease); err != nil {
+		return err
+	}
+	if err := printEtcd(stdout, st.Etcd); err != nil {
 		return err
 	}
 	if st.JobSet == "" { // a runner without job-set agreement
@@ -605,3 +610,41 @@ func short(fp string) string {
 	}
 	return orDash(fp)
 }
+
+// printEtcd prints the etcd line of pacer status, and a warning when the
+// database nears its quota or etcd raised an alarm.
+func printEtcd(w io.Writer, e *coord.EtcdStatus) error {
+	if e == nil || e.At.IsZero() {
+		_, err := fmt.Fprintln(w, "etcd:     - (not looked at yet)")
+		return err
+	}
+	leader := "has a leader"
+	if !e.HasLeader {
+		leader = "NO LEADER"
+	}
+	line := fmt.Sprintf("etcd:     %s, database %s (%s in use) of %s quota (%.0f%%), %d keys, %s",
+		orDash(e.Endpoint), mib(e.DBSize), mib(e.DBSizeInUse), mib(e.Quota), 100*float64(e.DBSize)/float64(max(e.Quota, 1)), e.Keys, leader)
+	if e.Error != "" {
+		line += "; " + e.Error
+	}
+	if _, err := fmt.Fprintln(w, line); err != nil {
+		return err
+	}
+	var warn []string
+	if len(e.Alarms) > 0 {
+		warn = append(warn, "etcd alarms raised: "+strings.Join(e.Alarms, ", ")+" (writes are refused until they are cleared)")
+	}
+	if e.NearQuota() {
+		warn = append(warn, fmt.Sprintf("etcd's database is at %.0f%% of its space quota: at 100%% every write is refused. "+
+			"Compact and defragment it, or raise the quota (etcd --quota-backend-bytes; embedded: cluster.embedded.quota_bytes)",
+			100*float64(e.DBSize)/float64(e.Quota)))
+	}
+	for _, w2 := range warn {
+		if _, err := fmt.Fprintln(w, "WARNING:  "+w2); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -18,6 +18,7 @@ import (
 	"time"
 	_ "time/tzdata" // time zones work on machines without a zoneinfo database
 
+	"go.uber.org/dig"
 	"go.uber.org/fx"
 
 	"github.com/pacerun/pacer/internal/procguard"
@@ -259,7 +260,8 @@ func runCmd(args []string, stderr io.Writer) error {
 		fx.StopTimeout(cfg.StopTimeout()),
 	)
 	if err := app.Err(); err != nil {
-		return fmt.Errorf("cannot build the runner: %w", err)
+		// The constructor's own error: fx's wrapping names Go functions.
+		return fmt.Errorf("cannot build the runner: %w", dig.RootCause(err))
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -84,6 +84,25 @@ type Cluster struct {
 	// JobSetSettle is how long a change in whether this replica's jobs are
 	// the cluster's must hold before it campaigns or steps down; default 5s.
 	JobSetSettle time.Duration `yaml:"job_set_settle"`
+	// Embedded configures the embedded etcd, used when etcd.endpoints is
+	// empty.
+	Embedded EmbeddedEtcd `yaml:"embedded"`
+}
+
+// EmbeddedEtcd configures the embedded single-node etcd. Its addresses
+// can also be given as cluster.etcd.embedded.{client_listen,peer_listen}
+// (host:port), the older keys; one or the other.
+type EmbeddedEtcd struct {
+	ClientURL string `yaml:"client_url"` // default "http://127.0.0.1:2379"
+	PeerURL   string `yaml:"peer_url"`   // default "http://127.0.0.1:2380"
+	// QuotaBytes is etcd's space quota: when its database file reaches
+	// it, etcd refuses writes (the NOSPACE alarm). Default 2 GiB.
+	QuotaBytes int64 `yaml:"quota_bytes"`
+
+	// ClientKey and PeerKey name the keys the URLs came from, for error
+	// messages (set by validation).
+	ClientKey string `yaml:"-"`
+	PeerKey   string `yaml:"-"`
 }
 
 // Etcd configures the etcd client, or the embedded single-node etcd when
@@ -99,6 +118,10 @@ type Etcd struct {
 	PasswordFile string   `yaml:"password_file"`
 	TLS          TLS      `yaml:"tls"`
 	Embedded     Embedded `yaml:"embedded"`
+	// CompactionInterval: the leader compacts etcd's revisions older than
+	// this, every this often (as kube-apiserver does); 0 disables it, for
+	// an etcd that compacts itself. Default 5m.
+	CompactionInterval time.Duration `yaml:"compaction_interval"`
 }
 
 // TLS holds file names for the etcd client's TLS settings.
@@ -108,7 +131,8 @@ type TLS struct {
 	KeyFile  string `yaml:"key_file"` // cert_file and key_file both or neither
 }
 
-// Embedded configures the embedded etcd server.
+// Embedded holds the embedded etcd's addresses under their older keys;
+// cluster.embedded is the newer place for them.
 type Embedded struct {
 	ClientListen string `yaml:"client_listen"` // default "127.0.0.1:2379"; host:port
 	PeerListen   string `yaml:"peer_listen"`   // default "127.0.0.1:2380"; host:port
@@ -302,6 +326,8 @@ const (
 	defaultEtcdRequestTimeout   = 5 * time.Second
 	defaultEmbeddedClientListen = "127.0.0.1:2379"
 	defaultEmbeddedPeerListen   = "127.0.0.1:2380"
+	defaultEmbeddedQuotaBytes   = 2 << 30
+	defaultCompactionInterval   = 5 * time.Minute
 	defaultHTTPListen           = "127.0.0.1:9464"
 	defaultHTTPMaxConnections   = 256
 	defaultHTTPRatePerSecond    = 10
@@ -344,12 +370,20 @@ func Default() *Config {
 			JobSetMismatch: defaultJobSetMismatch,
 			JobSetSettle:   defaultJobSetSettle,
 			Etcd: Etcd{
-				DialTimeout:    defaultEtcdDialTimeout,
-				RequestTimeout: defaultEtcdRequestTimeout,
+				DialTimeout:        defaultEtcdDialTimeout,
+				RequestTimeout:     defaultEtcdRequestTimeout,
+				CompactionInterval: defaultCompactionInterval,
 				Embedded: Embedded{
 					ClientListen: defaultEmbeddedClientListen,
 					PeerListen:   defaultEmbeddedPeerListen,
 				},
+			},
+			Embedded: EmbeddedEtcd{
+				ClientURL:  "http://" + defaultEmbeddedClientListen,
+				PeerURL:    "http://" + defaultEmbeddedPeerListen,
+				QuotaBytes: defaultEmbeddedQuotaBytes,
+				ClientKey:  "cluster.embedded.client_url",
+				PeerKey:    "cluster.embedded.peer_url",
 			},
 		},
 		HTTP: HTTP{

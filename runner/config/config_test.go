@@ -49,8 +49,11 @@ func TestLoadFullFile(t *testing.T) {
 					CertFile: "/etc/pacer/client.pem",
 					KeyFile:  "/etc/pacer/client-key.pem",
 				},
-				Embedded: Embedded{ClientListen: "0.0.0.0:12379", PeerListen: "0.0.0.0:12380"},
+				Embedded:           Embedded{ClientListen: "0.0.0.0:12379", PeerListen: "0.0.0.0:12380"},
+				CompactionInterval: 10 * time.Minute,
 			},
+			Embedded: EmbeddedEtcd{ClientURL: "http://0.0.0.0:12379", PeerURL: "http://0.0.0.0:12380", QuotaBytes: 4 << 30,
+				ClientKey: "cluster.embedded.client_url", PeerKey: "cluster.embedded.peer_url"},
 		},
 		HTTP: HTTP{Listen: ":8080", TokenEnv: "PACER_API_TOKEN", AuthAll: true, InsecureNoAuth: true,
 			TLS:            HTTPTLS{CertFile: "/etc/pacer/api.pem", KeyFile: "/etc/pacer/api-key.pem", ClientCAFile: "/etc/pacer/clients-ca.pem"},
@@ -106,7 +109,7 @@ func TestLoadFullFile(t *testing.T) {
 					"inherit_env": []any{"PGPASSFILE", "AWS_*"},
 				},
 				InheritEnv: []string{"PGPASSFILE", "AWS_*"},
-				Line:       68,
+				Line:       73,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -119,7 +122,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    92,
+				Line:    97,
 			},
 		},
 	}
@@ -518,6 +521,32 @@ func TestErrors(t *testing.T) {
 			want: []string{`pacer.yaml:1: cluster.job_set_settle: 1000h0m0s is too long: at most 1h`},
 		},
 		{
+			name: "embedded etcd",
+			src: y(
+				"cluster:",
+				"  etcd:",
+				"    embedded: {client_listen: '127.0.0.1:3379'}",
+				"    compaction_interval: 10ms",
+				"  embedded:",
+				"    client_url: http://127.0.0.1:4379",
+				"    peer_url: https://127.0.0.1:4380/x",
+				"    quota_bytes: 1024",
+			),
+			want: []string{
+				`pacer.yaml:4: cluster.etcd.compaction_interval: 10ms: must be 0 (Pacer does not compact etcd) or at least 1s`,
+				`pacer.yaml:6: cluster.embedded.client_url: "http://127.0.0.1:4379" and cluster.etcd.embedded.client_listen "127.0.0.1:3379" differ: set one of them`,
+				`pacer.yaml:7: cluster.embedded.peer_url: invalid URL "https://127.0.0.1:4380/x": the embedded etcd serves plain http`,
+				`pacer.yaml:8: cluster.embedded.quota_bytes: 1024: must be between 16 MiB (16777216) and 64 GiB (68719476736)`,
+			},
+		},
+		{
+			name: "embedded etcd addresses collide",
+			src:  y("cluster:", "  etcd: {embedded: {peer_listen: '127.0.0.1:5379'}}", "  embedded: {client_url: 'http://127.0.0.1:5379'}"),
+			want: []string{
+				`pacer.yaml:2: cluster.etcd.embedded.peer_listen: the embedded etcd's client and peer addresses are both "127.0.0.1:5379"; they must differ`,
+			},
+		},
+		{
 			name: "lease ttl too short",
 			src:  y("cluster: {lease_ttl: 1s}"),
 			want: []string{`pacer.yaml:1: cluster.lease_ttl: 1s is too short: must be at least 2s`},
@@ -526,7 +555,7 @@ func TestErrors(t *testing.T) {
 			name: "http and embedded etcd collide",
 			src:  y("http:", "  listen: 127.0.0.1:2379", "  token_env: 'secret value'"),
 			want: []string{
-				`pacer.yaml:2: http.listen: "127.0.0.1:2379" is also the embedded etcd's client_listen`,
+				`pacer.yaml:2: http.listen: "127.0.0.1:2379" is also the embedded etcd's client address (cluster.embedded.client_url)`,
 				`pacer.yaml:3: http.token_env: invalid environment variable name "secret value"`,
 			},
 		},
@@ -800,5 +829,26 @@ func TestPasswordFile(t *testing.T) {
 	_, err = Parse("pacer.yaml", []byte("cluster:\n  etcd:\n    username: pacer\n    password_file: /x\n    password_env: X\n"))
 	if err == nil || !strings.Contains(err.Error(), "pacer.yaml:4: cluster.etcd.password_file: set password_env or password_file, not both") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The embedded etcd's addresses come from cluster.embedded, or from the
+// older cluster.etcd.embedded keys, and remember which key set them.
+func TestEmbeddedAddressesFromEitherKey(t *testing.T) {
+	for _, tc := range []struct{ src, client, clientKey, peer, peerKey string }{
+		{"jobs: []", "http://127.0.0.1:2379", "cluster.embedded.client_url", "http://127.0.0.1:2380", "cluster.embedded.peer_url"},
+		{"cluster: {etcd: {embedded: {client_listen: '127.0.0.1:3379'}}}",
+			"http://127.0.0.1:3379", "cluster.etcd.embedded.client_listen", "http://127.0.0.1:2380", "cluster.embedded.peer_url"},
+		{"cluster: {embedded: {client_url: 'http://127.0.0.1:4379', peer_url: 'http://127.0.0.1:4380'}}",
+			"http://127.0.0.1:4379", "cluster.embedded.client_url", "http://127.0.0.1:4380", "cluster.embedded.peer_url"},
+	} {
+		cfg, err := Parse("pacer.yaml", []byte(tc.src))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.src, err)
+		}
+		e := cfg.Cluster.Embedded
+		if e.ClientURL != tc.client || e.ClientKey != tc.clientKey || e.PeerURL != tc.peer || e.PeerKey != tc.peerKey {
+			t.Errorf("%s: %+v", tc.src, e)
+		}
 	}
 }

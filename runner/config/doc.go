@@ -24,7 +24,11 @@
 //	    username: pacer
 //	    password_env: PACER_ETCD_PASSWORD   # name of the variable, not the password
 //	    tls: {ca_file: ca.pem, cert_file: client.pem, key_file: client-key.pem}
-//	    embedded: {client_listen: 127.0.0.1:2379, peer_listen: 127.0.0.1:2380}
+//	    compaction_interval: 5m       # the leader compacts older revisions; 0: never
+//	  embedded:                       # the embedded etcd (no endpoints)
+//	    client_url: http://127.0.0.1:2379   # or etcd.embedded.client_listen: host:port
+//	    peer_url: http://127.0.0.1:2380     # or etcd.embedded.peer_listen: host:port
+//	    quota_bytes: 2147483648       # etcd's space quota; default 2 GiB
 //	http:
 //	  listen: 127.0.0.1:9464          # a non-loopback address needs a token,
 //	  token_env: PACER_API_TOKEN      # client certificates, or insecure_no_auth: true

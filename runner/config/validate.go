@@ -115,23 +115,88 @@ func (d *decoder) validateCluster(c *Cluster) {
 	case e.TLS.KeyFile != "" && e.TLS.CertFile == "":
 		d.problem("cluster.etcd.tls.cert_file", "key_file is set but cert_file is not; set both or neither")
 	}
-	d.listenAddr("cluster.etcd.embedded.client_listen", e.Embedded.ClientListen)
-	d.listenAddr("cluster.etcd.embedded.peer_listen", e.Embedded.PeerListen)
-	if e.Embedded.PeerListen == e.Embedded.ClientListen {
-		d.problem("cluster.etcd.embedded.peer_listen", "peer_listen and client_listen are both %q; they must differ", e.Embedded.PeerListen)
+	if e.CompactionInterval != 0 && e.CompactionInterval < time.Second {
+		d.problem("cluster.etcd.compaction_interval", "%s: must be 0 (Pacer does not compact etcd) or at least 1s", e.CompactionInterval)
 	}
+	d.validateEmbedded(c)
+}
+
+// validateEmbedded checks the embedded etcd's settings and resolves its
+// addresses: cluster.embedded.{client_url,peer_url}, or the older
+// cluster.etcd.embedded.{client_listen,peer_listen}, not both.
+func (d *decoder) validateEmbedded(c *Cluster) {
+	emb, old := &c.Embedded, &c.Etcd.Embedded
+	d.listenAddr("cluster.etcd.embedded.client_listen", old.ClientListen)
+	d.listenAddr("cluster.etcd.embedded.peer_listen", old.PeerListen)
+	for _, a := range []struct {
+		url, key      *string
+		newKey, oldKy string
+		listen        string
+	}{
+		{&emb.ClientURL, &emb.ClientKey, "cluster.embedded.client_url", "cluster.etcd.embedded.client_listen", old.ClientListen},
+		{&emb.PeerURL, &emb.PeerKey, "cluster.embedded.peer_url", "cluster.etcd.embedded.peer_listen", old.PeerListen},
+	} {
+		switch newSet, oldSet := d.isSet(a.newKey), d.isSet(a.oldKy); {
+		case newSet && oldSet && hostPort(*a.url) != a.listen:
+			d.problem(a.newKey, "%q and %s %q differ: set one of them (%s is the older key)", *a.url, a.oldKy, a.listen, a.oldKy)
+			continue
+		case oldSet && !newSet:
+			*a.url, *a.key = "http://"+a.listen, a.oldKy
+			if checkHostPort(a.listen, true) != "" {
+				continue // reported above
+			}
+		default:
+			*a.key = a.newKey
+		}
+		if msg := checkEmbeddedURL(*a.url); msg != "" {
+			d.problem(*a.key, "%s", msg)
+		}
+	}
+	if hostPort(emb.ClientURL) == hostPort(emb.PeerURL) {
+		d.problem(emb.PeerKey, "the embedded etcd's client and peer addresses are both %q; they must differ", hostPort(emb.PeerURL))
+	}
+	if emb.QuotaBytes < 16<<20 || emb.QuotaBytes > 64<<30 {
+		d.problem("cluster.embedded.quota_bytes", "%d: must be between 16 MiB (16777216) and 64 GiB (68719476736); etcd's default is 2 GiB", emb.QuotaBytes)
+	}
+}
+
+// checkEmbeddedURL returns a problem message, or "" if u is an http URL
+// with a host and a port, and nothing else.
+func checkEmbeddedURL(u string) string {
+	p, err := url.Parse(u)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("invalid URL %q: %v", u, err)
+	case p.Scheme != "http":
+		return fmt.Sprintf(`invalid URL %q: the embedded etcd serves plain http (keep it on a loopback address); want "http://host:port"`, u)
+	case p.Path != "" && p.Path != "/", p.RawQuery != "", p.User != nil:
+		return fmt.Sprintf(`invalid URL %q: want only "http://host:port"`, u)
+	}
+	if msg := checkHostPort(p.Host, false); msg != "" {
+		return msg
+	}
+	return ""
+}
+
+// hostPort is the host:port of an http URL ("" if it has none).
+func hostPort(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Host
 }
 
 func (d *decoder) validateHTTP(c *Config) {
 	h := &c.HTTP
 	d.listenAddr("http.listen", h.Listen)
 	if len(c.Cluster.Etcd.Endpoints) == 0 {
-		emb := c.Cluster.Etcd.Embedded
+		emb := c.Cluster.Embedded
 		switch h.Listen {
-		case emb.ClientListen:
-			d.problem("http.listen", "%q is also the embedded etcd's client_listen; they must differ", h.Listen)
-		case emb.PeerListen:
-			d.problem("http.listen", "%q is also the embedded etcd's peer_listen; they must differ", h.Listen)
+		case hostPort(emb.ClientURL):
+			d.problem("http.listen", "%q is also the embedded etcd's client address (%s); they must differ", h.Listen, emb.ClientKey)
+		case hostPort(emb.PeerURL):
+			d.problem("http.listen", "%q is also the embedded etcd's peer address (%s); they must differ", h.Listen, emb.PeerKey)
 		}
 	}
 	d.envName("http.token_env", h.TokenEnv)

@@ -408,3 +408,88 @@ func TestLeadershipIsTraced(t *testing.T) {
 		t.Fatalf("span token %d, want %d", gotToken, token)
 	}
 }
+
+// After etcd restarts, the election key of a term that ended while etcd
+// was down (its lease could not be revoked then, and etcd restores leases
+// with their full TTL) is revoked as soon as etcd answers, rather than
+// lingering for a TTL: it would show as the leader and hold up the
+// election. Status lists each replica once, its leader with a live lease.
+func TestStaleElectionKeyIsRevokedAfterEtcdRestart(t *testing.T) {
+	dir, client, peer := t.TempDir(), freeAddr(t), freeAddr(t)
+	start := func() *coord.Embedded {
+		e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{Name: "test", Dir: dir, ClientListen: client, PeerListen: peer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := start()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 2 * time.Second,
+		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 10 * time.Second
+	c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: "a", LeaseTTL: ttl, RequestTimeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		cli.Close()
+		e.Close()
+	}()
+	waitFor(t, "leadership", 10*time.Second, func() bool { return c.Term() != nil })
+	old := c.Term()
+	keys, err := cli.Get(context.Background(), "/pacer/test/leader/", clientv3.WithPrefix())
+	if err != nil || len(keys.Kvs) != 1 {
+		t.Fatalf("election keys: %v %v", keys, err)
+	}
+	oldKey := string(keys.Kvs[0].Key)
+
+	e.Close()
+	waitFor(t, "the term to end while etcd is down", 2*ttl, func() bool { return old.Context().Err() != nil })
+	e = start()
+	restarted := time.Now()
+	waitFor(t, "the stale key to go", 2*ttl, func() bool {
+		r, err := cli.Get(context.Background(), oldKey)
+		return err == nil && len(r.Kvs) == 0
+	})
+	// Its lease was restored with at least the whole TTL: only a revoke
+	// removes the key sooner.
+	if took := time.Since(restarted); took > ttl-2*time.Second {
+		t.Fatalf("stale election key removed %s after etcd restarted; its lease would expire after %s", took.Round(time.Millisecond), ttl)
+	}
+	waitFor(t, "leadership again", 3*ttl, func() bool { return c.Term() != nil })
+	st, err := c.State(context.Background())
+	if err != nil || st.Leader != "a" || st.FencingToken != c.Term().Token || len(st.Members) != 1 {
+		t.Fatalf("state %+v, %v; want a leading with its new token, listed once", st, err)
+	}
+}
+
+// A replica with two election keys (a new term's, and an old one's not
+// yet expired) is listed once; the leader shown is the oldest key whose
+// lease is alive.
+func TestStateListsEachReplicaOnce(t *testing.T) {
+	b := setup(t)
+	a := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return a.c.Term() != nil })
+	cli := b.client(t)
+	lease, err := cli.Grant(context.Background(), 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(context.Background(), "/pacer/test/leader/zz", "a", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	bb := b.replica(t, "b")
+	waitFor(t, "b to campaign", 10*time.Second, func() bool {
+		st, err := bb.c.State(context.Background())
+		return err == nil && len(st.Members) == 2
+	})
+	st, err := bb.c.State(context.Background())
+	if err != nil || fmt.Sprint(st.Members) != "[a b]" || st.Leader != "a" || st.FencingToken != a.c.Term().Token {
+		t.Fatalf("state %+v, %v", st, err)
+	}
+}

@@ -32,7 +32,8 @@ type EmbeddedOptions struct {
 	// database file reaches it, etcd refuses writes. Default 2 GiB.
 	QuotaBytes int64
 	// CompactionRetention is the embedded etcd's own periodic compaction:
-	// revisions older than this are dropped. Default 5m.
+	// revisions older than this are dropped. Default 5m; negative: none
+	// (as an etcd that is not told to compact).
 	CompactionRetention time.Duration
 	Logger              *slog.Logger
 	StartTimeout        time.Duration
@@ -71,7 +72,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	if o.QuotaBytes <= 0 {
 		o.QuotaBytes = DefaultQuotaBytes
 	}
-	if o.CompactionRetention <= 0 {
+	if o.CompactionRetention == 0 {
 		o.CompactionRetention = 5 * time.Minute
 	}
 	if o.ClientURL == "" {
@@ -119,6 +120,9 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	// stays small (the leader also compacts: cluster.etcd.compaction_interval).
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = o.CompactionRetention.String()
+	if o.CompactionRetention < 0 {
+		cfg.AutoCompactionRetention = "0"
+	}
 	// etcd reports its listeners closing as errors; while we close it on
 	// purpose, those lines are demoted to debug.
 	closing := new(atomic.Bool)

@@ -19,7 +19,7 @@ func IsNoSpace(err error) bool {
 // and how to clear it.
 const NoSpaceHelp = "etcd's database reached its space quota (NOSPACE alarm): every write is refused, so no slot can be claimed or recorded. " +
 	"Fix: compact and defragment etcd (etcdctl compact $(etcdctl endpoint status -w json | jq .[0].Status.header.revision); etcdctl defrag), " +
-	"then etcdctl alarm disarm; or raise the quota (etcd --quota-backend-bytes; embedded etcd: cluster.embedded.quota)"
+	"then etcdctl alarm disarm; or raise the quota (etcd --quota-backend-bytes; embedded etcd: cluster.embedded.quota_bytes)"
 
 // noteWriteError logs NoSpaceHelp, at most once a minute, when a write
 // failed because etcd is out of space.

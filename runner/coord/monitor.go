@@ -282,7 +282,13 @@ func (m *Monitor) recover(ctx context.Context, st EtcdStatus) EtcdStatus {
 	if after.Quota > 0 && float64(after.DBSize) < NearQuotaRatio*float64(after.Quota) {
 		dctx, dcancel := context.WithTimeout(ctx, m.o.RequestTimeout)
 		defer dcancel()
-		if _, err := cli.AlarmDisarm(dctx, &clientv3.AlarmMember{Alarm: etcdserverpb.AlarmType_NOSPACE}); err != nil {
+		alarms, err := cli.AlarmList(dctx)
+		for _, a := range alarmsOf(alarms) {
+			if err == nil && a.Alarm == etcdserverpb.AlarmType_NOSPACE {
+				_, err = cli.AlarmDisarm(dctx, &clientv3.AlarmMember{MemberID: a.MemberID, Alarm: a.Alarm})
+			}
+		}
+		if err != nil {
 			m.log.Warn("embedded etcd: could not disarm the NOSPACE alarm", "error", err)
 			return after
 		}
@@ -321,6 +327,13 @@ func (m *Monitor) Check(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func alarmsOf(r *clientv3.AlarmResponse) []*etcdserverpb.AlarmMember {
+	if r == nil {
+		return nil
+	}
+	return r.Alarms
 }
 
 // diskFree is the space available to this process on dir's file system.

@@ -98,7 +98,9 @@ func Options(p Params) fx.Option {
 			newLogger,
 			newMetrics,
 			newTracing,
+			newDataDirLock,
 			newEtcdClient,
+			newMonitor,
 			newPluginHost,
 			func() *termHook { return &termHook{} },
 			newMembership,
@@ -114,6 +116,7 @@ func Options(p Params) fx.Option {
 		// Constructed in start order (separate invokes: one invoke's
 		// parameters are not built in a guaranteed order); fx stops in
 		// reverse.
+		fx.Invoke(func(*dataDirLock) {}),
 		fx.Invoke(func(*pluginhost.Host) {}),
 		fx.Invoke(func(*clientv3.Client) {}),
 		fx.Invoke(func(*coord.Membership) {}),
@@ -174,28 +177,49 @@ func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config) (*observability.T
 	return tr, tr.Provider, nil
 }
 
-func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger) (*clientv3.Client, error) {
+// dataDirLock is held on cluster.data_dir while an embedded etcd uses it.
+type dataDirLock struct{}
+
+// newDataDirLock locks the embedded etcd's data directory first of all, so
+// that a second runner on it fails at once, naming the first, before it
+// starts any plugin.
+func newDataDirLock(lc fx.Lifecycle, cfg *config.Config) (*dataDirLock, error) {
+	if len(cfg.Cluster.Etcd.Endpoints) > 0 {
+		return &dataDirLock{}, nil
+	}
+	unlock, err := coord.LockDataDir(cfg.Cluster.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(unlock))
+	return &dataDirLock{}, nil
+}
+
+func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, _ *dataDirLock) (*clientv3.Client, error) {
 	e := cfg.Cluster.Etcd
 	endpoints := e.Endpoints
 	if len(endpoints) == 0 {
 		var emb *coord.Embedded
+		em := cfg.Cluster.Embedded
 		lc.Append(fx.Hook{
 			OnStart: func(ctx context.Context) (err error) {
 				emb, err = coord.StartEmbedded(ctx, coord.EmbeddedOptions{
 					Name: cfg.Node.Name, Dir: filepath.Join(cfg.Cluster.DataDir, "etcd"),
-					ClientListen: e.Embedded.ClientListen, PeerListen: e.Embedded.PeerListen, Logger: log,
+					ClientURL: em.ClientURL, PeerURL: em.PeerURL, ClientKey: em.ClientKey, PeerKey: em.PeerKey,
+					QuotaBytes: em.QuotaBytes, Logger: log,
 				})
-				if err == nil {
-					log.Info("embedded etcd ready", "endpoint", emb.Endpoint(), "data_dir", cfg.Cluster.DataDir)
+				if err != nil {
+					return err
 				}
-				return err
+				log.Info("embedded etcd ready", "endpoint", emb.Endpoint(), "data_dir", cfg.Cluster.DataDir, "quota_bytes", em.QuotaBytes)
+				return nil
 			},
 			OnStop: func(context.Context) error {
 				emb.Close()
 				return nil
 			},
 		})
-		endpoints = []string{"http://" + e.Embedded.ClientListen}
+		endpoints = []string{em.ClientURL}
 	}
 	cc, err := coord.ClientConfig(coord.ClientOptions{
 		Endpoints: endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv, PasswordFile: e.PasswordFile,
@@ -315,14 +339,42 @@ func configFile(path string) (string, string, time.Time) {
 	return path, hex.EncodeToString(sum[:]), mtime
 }
 
+// newMonitor watches the etcd member this replica talks to (metrics,
+// pacer status, readiness) and keeps an embedded one compact.
+func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics) *coord.Monitor {
+	mon := coord.NewMonitor(coord.MonitorOptions{
+		Client: cli, Cluster: cfg.Cluster.Name, Metrics: m, Logger: log.With("component", "etcd-monitor"),
+		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout,
+		Embedded:       len(cfg.Cluster.Etcd.Endpoints) == 0, DataDir: cfg.Cluster.DataDir,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				defer close(done)
+				mon.Run(ctx)
+			}()
+			return nil
+		},
+		OnStop: func(context.Context) error {
+			cancel()
+			<-done
+			return nil
+		},
+	})
+	return mon
+}
+
 func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics,
-	tp trace.TracerProvider, hook *termHook, ms *coord.Membership) *coord.Coordinator {
+	tp trace.TracerProvider, hook *termHook, ms *coord.Membership, mon *coord.Monitor) *coord.Coordinator {
 	node := cfg.Node.Name
 	c := coord.New(coord.Options{
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"),
 		Gate:   ms, Drain: hook.waitIdle,
+		CompactionInterval: cfg.Cluster.Etcd.CompactionInterval, Monitor: mon,
 		OnTransition: func(leading bool, t *coord.Term) {
 			if leading {
 				m.Leader.WithLabelValues(node).Set(1)
@@ -422,7 +474,7 @@ func Jobs(cfg *config.Config) []*runner.Job {
 }
 
 func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client,
-	h *pluginhost.Host, r *runner.Runner, c *coord.Coordinator, ms *coord.Membership) (*api.Server, error) {
+	h *pluginhost.Host, r *runner.Runner, c *coord.Coordinator, ms *coord.Membership, mon *coord.Monitor) (*api.Server, error) {
 	var token string
 	if env := cfg.HTTP.TokenEnv; env != "" {
 		token = os.Getenv(env)
@@ -454,6 +506,10 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 		Ready: func(ctx context.Context) error {
 			if _, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready"); err != nil {
 				return fmt.Errorf("etcd unreachable: %w", err)
+			}
+			// etcd answers, but can it take writes? (space quota, disk)
+			if err := mon.Check(ctx); err != nil {
+				return err
 			}
 			if q := h.Quarantined(); len(q) > 0 {
 				return fmt.Errorf("plugins quarantined after repeated crashes: %s", strings.Join(q, ", "))

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// stampJob runs testplugin's stamp task every second, appending to path.
+func stampJob(id, path string) string {
+	return fmt.Sprintf(`
+  - {id: %s, plugin: testplugin, task: stamp, schedule: "@every 1s", timeout: 10s, params: {path: %q}}`, id, path)
+}
+
+// embeddedConfig is a runner's config with its own embedded etcd.
+func embeddedConfig(name, dataDir, embedded, httpAddr, jobs string) string {
+	return fmt.Sprintf(`
+node: {name: %s}
+cluster:
+  name: e2e
+  data_dir: %s
+  lease_ttl: 2s
+%s
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:%s`, name, dataDir, embedded, httpAddr, filepath.Join(binDir, "plugins"), jobs)
+}
+
+// Two runners with embedded etcd side by side on one host (each its own
+// data_dir and cluster.embedded addresses) both run their jobs. A third on
+// the first one's data_dir fails at once, naming the first's pid; one
+// whose etcd port is taken fails naming the address and its config key,
+// whichever key set it.
+func TestE2EEmbeddedEtcdSideBySide(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	clientA, peerA := freeAddr(t), freeAddr(t)
+	stamps := filepath.Join(t.TempDir(), "stamps")
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	a := startPacer(t, "a", addrA, embeddedConfig("a", dirA,
+		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", clientA, peerA), addrA, stampJob("ja", stamps+"-a")))
+	b := startPacer(t, "b", addrB, embeddedConfig("b", dirB,
+		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)), addrB, stampJob("jb", stamps+"-b")))
+	for _, p := range []*proc{a, b} {
+		p.waitLogs("two runs", 30*time.Second, func(ls []logLine) bool {
+			return len(match(ls, msgIs("run finished"))) >= 2
+		})
+	}
+
+	// The same data_dir: refused within 2 s, naming a's pid.
+	addrC := freeAddr(t)
+	start := time.Now()
+	c := startPacer(t, "c", addrC, embeddedConfig("c", dirA,
+		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)), addrC, stampJob("jc", stamps+"-c")))
+	if code := c.wait(10 * time.Second); code == 0 {
+		t.Fatal("a second runner on the same data_dir started")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the second runner on the same data_dir took %s to fail, want under 2s", took.Round(time.Millisecond))
+	}
+	last := rawWithPrefix(c, "pacer: ")
+	if want := "data dir in use by pid " + strconv.Itoa(a.cmd.Process.Pid); !strings.Contains(last, want) || strings.Contains(last, "fxmodule") {
+		t.Fatalf("second runner's error %q does not say %q, plainly:\n%s", last, want, c.rawLogs())
+	}
+
+	// A taken port, under either key.
+	for _, tc := range []struct{ embedded, key string }{
+		{fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", clientA, freeAddr(t)), "cluster.embedded.client_url"},
+		{fmt.Sprintf("  etcd: {embedded: {client_listen: '%s', peer_listen: '%s'}}", freeAddr(t), peerA), "cluster.etcd.embedded.peer_listen"},
+	} {
+		addr := freeAddr(t)
+		d := startPacer(t, "d", addr, embeddedConfig("d", t.TempDir(), tc.embedded, addr, stampJob("jd", stamps+"-d")))
+		if code := d.wait(30 * time.Second); code == 0 {
+			t.Fatal("a runner whose etcd port is taken started")
+		}
+		if !strings.Contains(d.rawLogs(), tc.key+": ") || !strings.Contains(d.rawLogs(), "already in use") {
+			t.Fatalf("error for a taken port does not name %s:\n%s", tc.key, d.rawLogs())
+		}
+	}
+
+	// Each runner reports its own etcd: metrics and pacer status.
+	// The monitor looks every 15 s; its first look may precede the first claim.
+	deadline := time.Now().Add(40 * time.Second)
+	for a.metric("pacer_etcd_keys") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pacer_etcd_keys = %v, want the leader key and a claim at least", a.metric("pacer_etcd_keys"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	a.waitMetric("pacer_etcd_has_leader", 1, 30*time.Second)
+	out, code := a.cli(nil, "status")
+	if code != 0 || !strings.Contains(out, "etcd:     http://"+clientA) || !strings.Contains(out, "has a leader") {
+		t.Fatalf("pacer status (%d):\n%s", code, out)
+	}
+}
+
+// rawWithPrefix returns p's last stderr line that starts with prefix.
+func rawWithPrefix(p *proc, prefix string) string {
+	var out string
+	for _, l := range strings.Split(p.rawLogs(), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = l
+		}
+	}
+	return out
+}
+
+// readyz returns p's /readyz status code and body.
+func (p *proc) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get(p.httpURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// An embedded etcd that reaches its space quota (history.keep large, big
+// outputs): the runner says so in one line with the fix, /readyz fails
+// with it, and pacer status warns.
+func TestE2ESpaceQuotaExceeded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	var jobs strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&jobs, `
+  - {id: big-%d, plugin: testplugin, task: big, schedule: "@every 1s", timeout: 10s, params: {count: 60000}}`, i)
+	}
+	addr := freeAddr(t)
+	cfg := embeddedConfig("q", t.TempDir(),
+		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s', quota_bytes: 16777216}", freeAddr(t), freeAddr(t)),
+		addr, jobs.String()) + "\nhistory: {keep: 10000}\n"
+	p := startPacer(t, "q", addr, cfg)
+	lines := p.waitLogs("the quota message", 120*time.Second, func(ls []logLine) bool {
+		return len(match(ls, func(l logLine) bool { return strings.Contains(l.str("msg"), "reached its space quota (NOSPACE alarm)") })) > 0
+	})
+	msg := match(lines, func(l logLine) bool {
+		return strings.Contains(l.str("msg"), "space quota (NOSPACE alarm): every write")
+	})
+	if len(msg) == 0 || !strings.Contains(msg[0].str("msg"), "defrag") || !strings.Contains(msg[0].str("msg"), "quota_bytes") {
+		t.Fatalf("no line with the fix: %v", msg)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := p.readyz(t)
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "space quota") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %s, want 503 naming the space quota", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		out, _ := p.cli(nil, "status")
+		if strings.Contains(out, "WARNING:") && strings.Contains(out, "NOSPACE") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pacer status does not warn:\n%s", out)
+		}
+	}
+}

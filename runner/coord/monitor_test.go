@@ -1,0 +1,253 @@
+package coord_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startEtcd starts an embedded member with o's quota and compaction, for
+// one test.
+func startEtcd(t *testing.T, o coord.EmbeddedOptions) (*coord.Embedded, *clientv3.Client) {
+	t.Helper()
+	o.Name, o.Dir, o.ClientListen, o.PeerListen = "test", t.TempDir(), freeAddr(t), freeAddr(t)
+	e, err := coord.StartEmbedded(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return e, cli
+}
+
+func runMonitor(t *testing.T, o coord.MonitorOptions) *coord.Monitor {
+	t.Helper()
+	m := coord.NewMonitor(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return m
+}
+
+// The monitor exports what the member says: database size and size in
+// use, the quota, the keys under the cluster's prefix (and no others),
+// and that it has a leader.
+func TestMonitorExportsEtcdStatus(t *testing.T) {
+	_, cli := startEtcd(t, coord.EmbeddedOptions{QuotaBytes: 64 << 20})
+	for i := range 25 {
+		if _, err := cli.Put(context.Background(), fmt.Sprintf("/pacer/mon/k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Put(context.Background(), "/pacer/other/k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Metrics: metrics, Interval: 50 * time.Millisecond})
+	waitFor(t, "a status", 10*time.Second, func() bool { return !m.Status().At.IsZero() })
+	st := m.Status()
+	if st.Keys != 25 || !st.HasLeader || st.Quota != 64<<20 || st.DBSize <= 0 || st.DBSizeInUse <= 0 || st.DBSizeInUse > st.DBSize {
+		t.Fatalf("status %+v", st)
+	}
+	for name, want := range map[string]float64{
+		"pacer_etcd_keys": 25, "pacer_etcd_has_leader": 1, "pacer_etcd_db_quota_bytes": 64 << 20,
+	} {
+		if got := gauge(t, metrics, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if gauge(t, metrics, "pacer_etcd_db_size_bytes") <= 0 || gauge(t, metrics, "pacer_etcd_db_size_in_use_bytes") <= 0 {
+		t.Error("database size gauges not set")
+	}
+	for _, g := range []prometheus.Collector{metrics.EtcdDBSize, metrics.EtcdDBSizeInUse, metrics.EtcdDBQuota, metrics.EtcdKeys, metrics.EtcdHasLeader} {
+		if problems, err := testutil.CollectAndLint(g); err != nil || len(problems) > 0 {
+			t.Errorf("lint: %v %v", problems, err)
+		}
+	}
+}
+
+func gauge(t *testing.T, m *observability.Metrics, name string) float64 {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// An embedded member whose file holds much more than its data (after a
+// large delete and a compaction) is defragmented by its monitor.
+func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
+	_, cli := startEtcd(t, coord.EmbeddedOptions{QuotaBytes: 256 << 20, CompactionRetention: -1})
+	ctx := context.Background()
+	fill(t, cli, "/pacer/mon/big/", 12<<20)
+	resp, err := cli.Delete(ctx, "/pacer/mon/big/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	before, err := cli.Status(ctx, cli.Endpoints()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.DbSize < 10<<20 {
+		t.Fatalf("database only %d bytes before: the test did not grow it", before.DbSize)
+	}
+	var logs syncBuffer
+	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(),
+		DefragMinFree: 4 << 20, Interval: 100 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	waitFor(t, "the defragmentation", 20*time.Second, func() bool {
+		st := m.Status()
+		return !st.At.IsZero() && st.DBSize < before.DbSize/2
+	})
+	if !strings.Contains(logs.String(), "embedded etcd defragmented") {
+		t.Fatalf("no log line about the defragmentation:\n%s", logs.String())
+	}
+}
+
+// fill writes about n bytes of 64 KiB values under prefix.
+func fill(t *testing.T, cli *clientv3.Client, prefix string, n int) error {
+	t.Helper()
+	v := strings.Repeat("x", 64<<10)
+	for i := 0; i*len(v) < n; i++ {
+		if _, err := cli.Put(context.Background(), fmt.Sprintf("%s%06d", prefix, i), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// When etcd's space quota is reached, every write fails: the coordinator
+// says so in one line with the fix, and readiness fails with it. The
+// embedded member's monitor then compacts and defragments it and, once the
+// file is below 80 % of the quota, disarms the alarm: writes work again.
+func TestSpaceQuotaExceededIsReportedAndRecovered(t *testing.T) {
+	_, cli := startEtcd(t, coord.EmbeddedOptions{QuotaBytes: 16 << 20, CompactionRetention: -1})
+	ctx := context.Background()
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	c := coord.New(coord.Options{Client: cli, Cluster: "mon", Node: "a", LeaseTTL: 5 * time.Second, Logger: log})
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(cctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "leadership", 10*time.Second, func() bool { return c.Term() != nil })
+
+	err := fill(t, cli, "/pacer/mon/big/", 32<<20)
+	if !coord.IsNoSpace(err) {
+		t.Fatalf("filling past the quota: %v, want the NOSPACE error", err)
+	}
+	err = c.Claim(ctx, c.Term(), "job", time.Now(), []byte(`{}`))
+	if !coord.IsNoSpace(err) {
+		t.Fatalf("claim with etcd out of space: %v, want the NOSPACE error", err)
+	}
+	if n := strings.Count(logs.String(), "reached its space quota (NOSPACE alarm)"); n != 1 {
+		t.Fatalf("%d log lines about the quota, want 1:\n%s", n, logs.String())
+	}
+	m := coord.NewMonitor(coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(), Logger: log})
+	if err := m.Check(ctx); err == nil || !strings.Contains(err.Error(), "space quota") || !strings.Contains(err.Error(), "defrag") {
+		t.Fatalf("readiness with etcd out of space: %v", err)
+	}
+
+	// The data goes (an operator deleted it, or it was history): the
+	// monitor frees the space and disarms the alarm.
+	if _, err := cli.Delete(ctx, "/pacer/mon/big/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(),
+		Interval: 100 * time.Millisecond, Logger: log})
+	deadline := time.Now().Add(30 * time.Second)
+	for m.Check(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("alarm not disarmed within 30s: %v\n%s", m.Check(ctx), logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := c.Claim(ctx, c.Term(), "job", time.Now(), []byte(`{}`)); err != nil {
+		t.Fatalf("claim after the recovery: %v", err)
+	}
+	if !strings.Contains(logs.String(), "recovered from its space quota") {
+		t.Fatalf("no log line about the recovery:\n%s", logs.String())
+	}
+}
+
+// The leader compacts an etcd that does not compact itself: every
+// CompactionInterval, up to the revision seen one interval before.
+func TestLeaderCompactsEtcd(t *testing.T) {
+	for _, interval := range []time.Duration{0, 500 * time.Millisecond} {
+		t.Run(fmt.Sprintf("interval=%s", interval), func(t *testing.T) {
+			_, cli := startEtcd(t, coord.EmbeddedOptions{CompactionRetention: -1})
+			c := coord.New(coord.Options{Client: cli, Cluster: "cmp", Node: "a", LeaseTTL: 5 * time.Second, CompactionInterval: interval})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); _ = c.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			waitFor(t, "leadership", 10*time.Second, func() bool { return c.Term() != nil })
+			first, err := cli.Put(context.Background(), "/pacer/cmp/x", "1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			compacted := false
+			for time.Now().Before(deadline) && !compacted {
+				if _, err := cli.Put(context.Background(), "/pacer/cmp/x", "2"); err != nil {
+					t.Fatal(err)
+				}
+				_, err := cli.Get(context.Background(), "/pacer/cmp/x", clientv3.WithRev(first.Header.Revision))
+				compacted = errors.Is(err, rpctypes.ErrCompacted)
+				time.Sleep(50 * time.Millisecond) // paces the writes; not synchronisation
+			}
+			if compacted != (interval > 0) {
+				t.Fatalf("revision %d compacted: %v; want %v with compaction_interval %s", first.Header.Revision, compacted, interval > 0, interval)
+			}
+		})
+	}
+}
