@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -170,4 +172,72 @@ func TestE2ESpaceQuotaExceeded(t *testing.T) {
 			t.Fatalf("pacer status does not warn:\n%s", out)
 		}
 	}
+}
+
+// An embedded etcd whose disk fills up: while free space is below what
+// etcd's next write-ahead log file needs, /readyz fails saying so; when a
+// write fails for lack of space, the runner says in one line what happened
+// and what to do, and exits (etcd stops the process). The data directory
+// is on a small tmpfs, so the test needs root.
+func TestE2EEmbeddedEtcdDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs for the data directory (run as root to include it)")
+	}
+	fs := filepath.Join(t.TempDir(), "fs")
+	must(os.MkdirAll(fs, 0o755))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", fs).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v: %s): a container without CAP_SYS_ADMIN?", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", fs).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", fs, err, out)
+		}
+	})
+	var jobs strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&jobs, `
+  - {id: big-%d, plugin: testplugin, task: big, schedule: "@every 1s", timeout: 10s, params: {count: 60000}}`, i)
+	}
+	addr := freeAddr(t)
+	cfg := embeddedConfig("full", filepath.Join(fs, "data"),
+		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)),
+		addr, jobs.String()) + "\nhistory: {keep: 10000}\n"
+	p := startPacer(t, "full", addr, cfg)
+	p.waitLogs("a run", 60*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("run finished"))) > 0 })
+
+	// etcd preallocated its 64 MiB write-ahead log file and the next one:
+	// less than another one is left.
+	if code, body := p.readyz(t); code != http.StatusServiceUnavailable || !strings.Contains(body, "disk is almost full") {
+		t.Fatalf("/readyz = %d %s, want 503 saying the disk is almost full", code, body)
+	}
+	// Fill the rest.
+	f, err := os.Create(filepath.Join(fs, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+	select {
+	case <-p.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the runner still runs a minute after its disk filled up")
+	}
+	line := ""
+	for _, l := range p.logs() {
+		if strings.HasPrefix(l.str("msg"), "embedded etcd's disk is full") {
+			line = l.str("msg")
+		}
+	}
+	if !strings.Contains(line, "no space left on device in "+filepath.Join(fs, "data", "etcd")) || !strings.Contains(line, "free space") {
+		t.Fatalf("no clear line about the full disk; the runner's log:\n%s", p.rawLogs())
+	}
+	t.Logf("exit %v after: %s", p.exitErr, line)
 }
