@@ -207,13 +207,35 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now tim
 	}
 	// One after the other, in slot order, as one of the job's runs.
 	r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
-		for _, c := range claims {
+		for i, c := range claims {
 			if ctx.Err() != nil {
+				r.closeUnrun(t, j, claims[i:], context.Cause(ctx))
 				return
 			}
 			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, sr)
 		}
 	})
+}
+
+// closeUnrun closes the claims of caught-up slots that did not start
+// because their run was ended for them (cause: a slot with overlap
+// "replace", or a reload that removed the job), with a skip record each.
+// When the runner stops or the term ends instead, they stay open: the
+// next leader decides them by the delivery policy.
+func (r *Runner) closeUnrun(t *coord.Term, j *Job, claims []Record, cause error) {
+	var stop *retryStop
+	if r.stopCtx.Err() != nil || t.Context().Err() != nil || !errors.As(cause, &stop) {
+		return
+	}
+	log := r.log.With("job", j.ID)
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, stop.reason).Add(float64(len(claims)))
+	for _, c := range claims {
+		rec := r.skipRecord(t, Slot{Job: j, Time: c.ScheduledTime}, stop.reason, stop.detail+" before it ran")
+		rec.CorrelationID = c.CorrelationID
+		r.write(t, rec, log, func(b []byte) error {
+			return r.o.Coord.FinishSlot(context.Background(), t, j.ID, c.ScheduledTime, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		})
+	}
 }
 
 // misfireRecord is the skip record of consecutive missed slots.

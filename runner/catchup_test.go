@@ -342,3 +342,39 @@ func benchAddr(b *testing.B) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// A run the catch-up started is one of the job's runs: the overlap policy
+// sees it, and a stop whose drain times out cancels it (it does not wait
+// for the term to end, which comes after the runner stops).
+func TestCatchUpRunsAreRunsOfTheJob(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	tasks := &blockingTasks{started: make(chan string, 16), release: make(chan struct{})}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
+	j := &runner.Job{ID: "c", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Hour,
+		Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Hour}}
+	r.SetJobs([]*runner.Job{j})
+	now := time.Now().Truncate(time.Second).UTC()
+	if err := b.coord.Claim(context.Background(), term, "c", now.Add(-3*time.Second), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	r.OnTerm(term)
+	<-tasks.started // the latest missed slot runs, and blocks
+	if _, running := r.JobState("c"); running != 1 {
+		t.Fatalf("%d runs of c counted, want the catch-up's", running)
+	}
+	r.Fire(runner.Slot{Job: j, Time: slotAhead()})
+	waitCount(t, "overlap skips", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("c", runner.SkipOverlap))
+	}, 1)
+	stop, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { r.Stop(stop); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop waits for a catch-up run past its drain timeout")
+	}
+}
