@@ -361,12 +361,13 @@ func (r *Runner) OnTerm(t *coord.Term) {
 	start := wallNow()
 	r.catchUp(t, start)
 	r.mu.Lock()
-	r.caughtUp, r.termStart = t, start
 	var held []Slot
 	if r.heldFor == t {
-		held = r.held
+		held, r.held, r.heldFor = r.held, nil, nil
 	}
-	r.held, r.heldFor = nil, nil
+	if t.Context().Err() == nil { // a later term's catch-up may be done already
+		r.caughtUp, r.termStart = t, start
+	}
 	r.mu.Unlock()
 	for _, s := range held {
 		r.Fire(s)

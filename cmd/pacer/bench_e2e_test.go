@@ -448,6 +448,12 @@ type benchRunner struct {
 
 func startBenchRunner(b *testing.B, cfgPath, logPath, cfg string) *benchRunner {
 	b.Helper()
+	return startBenchRunnerBin(b, filepath.Join(binDir, "pacer"), cfgPath, logPath, cfg)
+}
+
+// startBenchRunnerBin is startBenchRunner with another pacer binary.
+func startBenchRunnerBin(b *testing.B, bin, cfgPath, logPath, cfg string) *benchRunner {
+	b.Helper()
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		b.Fatal(err)
 	}
@@ -456,7 +462,7 @@ func startBenchRunner(b *testing.B, cfgPath, logPath, cfg string) *benchRunner {
 		b.Fatal(err)
 	}
 	defer logFile.Close() // the child has its own descriptor
-	cmd := exec.Command(filepath.Join(binDir, "pacer"), "run", "--config", cfgPath)
+	cmd := exec.Command(bin, "run", "--config", cfgPath)
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -549,7 +555,7 @@ func clockTicks(b *testing.B) float64 {
 }
 
 // memMiB reads a kB field (VmRSS, VmHWM) of /proc/<pid>/status, in MiB.
-func memMiB(b *testing.B, pid int, field string) float64 {
+func memMiB(b testing.TB, pid int, field string) float64 {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

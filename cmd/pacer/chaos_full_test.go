@@ -673,3 +673,79 @@ func TestChaosFailoverTTL3(t *testing.T) {
 		t.Fatalf("D=%d Z=%d, want 0", res.D, res.Z)
 	}
 }
+
+// Scenario 22: a soak, 100 jobs every second (two minutes here; ten in
+// BenchmarkSoak, the numbers in docs/guarantees.md). With history.keep 10
+// each job's history is full after ten seconds; the leader compacts etcd
+// every 15 s. Sampled at 40, 80 and 120 s: keys stay within what the
+// configuration allows (10 records + a tenth, and a claim key, per job),
+// and do not grow; the database's size in use stays within twice its
+// smallest sample (it swings with the compactions) and the runner's RSS
+// within 1.3 times plus 16 MiB; every slot ran once; no plugin is left.
+func TestChaosSoak(t *testing.T) {
+	skipChaos(t)
+	const jobs = 100
+	dir := t.TempDir()
+	stamps := filepath.Join(dir, "stamps.jsonl")
+	client, httpAddr := freeAddr(t), freeAddr(t)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, `
+node: {name: soak}
+cluster:
+  name: soak
+  data_dir: %s
+  etcd: {embedded: {client_listen: %s, peer_listen: %s}, compaction_interval: 15s}
+http: {listen: %s}
+plugins: {dir: %s, max_concurrency: 1000}
+history: {keep: 10}
+jobs:
+`, filepath.Join(dir, "data"), client, freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
+	for i := range jobs {
+		fmt.Fprintf(&cfg, "  - {id: soak-%04d, plugin: testplugin, task: stamp, schedule: \"@every 1s\", timeout: 10s, params: {path: %q}}\n", i, stamps)
+	}
+	p := startPacer(t, "soak", httpAddr, cfg.String())
+	deadline := time.Now().Add(60 * time.Second)
+	for st, err := os.Stat(stamps); err != nil || st.Size() == 0; st, err = os.Stat(stamps) {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing ran within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	start := time.Now()
+	var samples []soakSample
+	for _, at := range []time.Duration{40 * time.Second, 80 * time.Second, 120 * time.Second} {
+		sleepUntil(start.Add(at))
+		s := sampleSoak(t, cli, p.cmd.Process.Pid)
+		samples = append(samples, s)
+		t.Logf("after %s: %d keys, database %.1f MiB (%.1f MiB in use), revision history %d, runner RSS %.1f MiB",
+			at, s.keys, mibOf(s.dbSize), mibOf(s.inUse), s.history, s.rss)
+	}
+	bound := int64(jobs*(10+1+1) + 1)
+	minInUse := samples[0].inUse
+	for _, s := range samples {
+		minInUse = min(minInUse, s.inUse)
+	}
+	for i, s := range samples {
+		if s.keys > bound {
+			t.Errorf("sample %d: %d keys, above the %d the configuration allows", i+1, s.keys, bound)
+		}
+		if s.inUse > 2*minInUse+(1<<20) {
+			t.Errorf("sample %d: %.1f MiB in use, more than twice the smallest sample (%.1f MiB)", i+1, mibOf(s.inUse), mibOf(minInUse))
+		}
+	}
+	if last, mid := samples[2], samples[1]; last.keys > mid.keys+jobs || last.rss > 1.3*samples[0].rss+16 {
+		t.Errorf("growing: keys %d → %d, RSS %.1f → %.1f MiB", mid.keys, last.keys, samples[0].rss, last.rss)
+	}
+	res := chaosResult{scenario: 22, runs: 1}
+	res.D, res.M = soakExactlyOnce(t, stamps, jobs, start, start.Add(118*time.Second))
+	res.Z = stopAll(t, []*proc{p})
+	res.report(t)
+	if res.D != 0 || res.M != 0 || res.Z != 0 {
+		t.Fatalf("D=%d M=%d Z=%d, want 0", res.D, res.M, res.Z)
+	}
+}

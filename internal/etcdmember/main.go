@@ -34,6 +34,7 @@ func main() {
 	advertise := flag.String("advertise-peer", "", "peer host:port to advertise (default: --peer)")
 	initial := flag.String("initial-cluster", "", "name=http://peer,... (default: this member alone)")
 	timeout := flag.Duration("start-timeout", 60*time.Second, "how long to wait for the member to serve")
+	retention := flag.String("auto-compaction-retention", "10m", `periodic compaction's retention; "0": the member never compacts itself`)
 	flag.Parse()
 	if *dir == "" {
 		fail("--dir is required")
@@ -67,7 +68,7 @@ func main() {
 	cfg.InitialClusterToken = "pacer-chaos"
 	cfg.LogLevel = "error"
 	cfg.AutoCompactionMode = "periodic"
-	cfg.AutoCompactionRetention = "10m"
+	cfg.AutoCompactionRetention = *retention
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

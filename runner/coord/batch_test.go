@@ -258,8 +258,14 @@ func TestConcurrentClaimsAndFinishesClaimEachSlotOnce(t *testing.T) {
 }
 
 // BenchmarkClaim: slot claims through the coordinator, next to etcd's own
-// ceiling for the same guarded transactions, in one run.
+// ceiling for the same guarded transactions (the fencing guard and a
+// compare of the job's claim key's mod revision, then a put of the key),
+// in one run. Claims rotate over 50,000 jobs, so each job's key holds a
+// few open claims, as with jobs whose runs overlap.
+//
+//	go test -run '^$' -bench BenchmarkClaim -benchtime 3s -count 3 ./runner/coord/
 func BenchmarkClaim(b *testing.B) {
+	const jobs = 50000
 	bb := setupB(b)
 	c := coord.New(coord.Options{Client: bb.cli, Cluster: "bench", Node: "a", LeaseTTL: 5 * time.Second, RequestTimeout: 10 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -271,16 +277,17 @@ func BenchmarkClaim(b *testing.B) {
 	}
 	term := c.Term()
 	slot := time.Now()
+	claim := []byte(`{"run_id":"01a24a19-45e1-739c-8fd5-0edaf48d9b81","fencing_token":2,"state":"running"}`)
 	n := 0
 	next := func() (string, time.Time) {
 		n++
-		return fmt.Sprintf("j%d", n%5000), slot.Add(time.Duration(n) * time.Second)
+		return fmt.Sprintf("j%d", n%jobs), slot.Add(time.Duration(n) * time.Second)
 	}
 
 	b.Run("coordinator/serial", func(b *testing.B) {
 		for b.Loop() {
 			job, s := next()
-			if err := c.Claim(context.Background(), term, job, s, []byte("x")); err != nil {
+			if err := c.Claim(context.Background(), term, job, s, claim); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -301,7 +308,7 @@ func BenchmarkClaim(b *testing.B) {
 					mu.Lock()
 					job, s := next()
 					mu.Unlock()
-					if err := c.Claim(context.Background(), term, job, s, []byte("x")); err != nil {
+					if err := c.Claim(context.Background(), term, job, s, claim); err != nil {
 						b.Error(err)
 						return
 					}
@@ -311,16 +318,41 @@ func BenchmarkClaim(b *testing.B) {
 		wg.Wait()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
 	})
-	// etcd's ceiling: the same guarded transactions sent directly, one
-	// claim each (serial), and 50 claims each with 8 in flight.
+
+	// etcd's ceiling: the same guarded transactions sent directly, with
+	// values of the same size as the claim keys above.
+	leader, err := bb.cli.Get(context.Background(), "/pacer/bench/leader/", clientv3.WithPrefix())
+	if err != nil || len(leader.Kvs) != 1 {
+		b.Fatalf("leader key: %v %v", leader, err)
+	}
+	guard := clientv3.Compare(clientv3.CreateRevision(string(leader.Kvs[0].Key)), "=", leader.Kvs[0].CreateRevision)
+	sample, err := bb.cli.Get(context.Background(), "/pacer/bench/claims/j1")
+	if err != nil || len(sample.Kvs) != 1 {
+		b.Fatalf("a claim key: %v %v", sample, err)
+	}
+	value := string(sample.Kvs[0].Value)
+	var rmu sync.Mutex
+	revs := map[string]int64{}
+	cas := func(key string) clientv3.Cmp {
+		rmu.Lock()
+		defer rmu.Unlock()
+		return clientv3.Compare(clientv3.ModRevision(key), "=", revs[key])
+	}
+	landed := func(keys []string, rev int64) {
+		rmu.Lock()
+		defer rmu.Unlock()
+		for _, k := range keys {
+			revs[k] = rev
+		}
+	}
 	b.Run("etcd-direct/serial", func(b *testing.B) {
-		for b.Loop() {
-			key := fmt.Sprintf("/raw/%d", n)
-			n++
-			if _, err := bb.cli.Txn(context.Background()).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-				Then(clientv3.OpPut(key, "x")).Commit(); err != nil {
-				b.Fatal(err)
+		for i := 0; b.Loop(); i++ {
+			key := fmt.Sprintf("/raw/j%d", i%jobs)
+			resp, err := bb.cli.Txn(context.Background()).If(guard, cas(key)).Then(clientv3.OpPut(key, value)).Commit()
+			if err != nil || !resp.Succeeded {
+				b.Fatal(err, resp.Succeeded)
 			}
+			landed([]string{key}, resp.Header.Revision)
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
 	})
@@ -330,24 +362,28 @@ func BenchmarkClaim(b *testing.B) {
 			batches <- i
 		}
 		close(batches)
-		base := n
-		n += b.N + 50
 		var wg sync.WaitGroup
 		b.ResetTimer()
-		for range 8 {
+		for w := range 8 {
 			wg.Go(func() {
 				for start := range batches {
-					var cmps []clientv3.Cmp
+					cmps := []clientv3.Cmp{guard}
 					var ops []clientv3.Op
+					var keys []string
 					for k := start; k < start+50; k++ {
-						key := fmt.Sprintf("/raw/%d", base+k)
-						cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-						ops = append(ops, clientv3.OpPut(key, "x"))
+						// Each worker its own keys, as the coordinator has at
+						// most one transaction per key in flight.
+						key := fmt.Sprintf("/raw/w%d/j%d", w, k%jobs)
+						cmps = append(cmps, cas(key))
+						ops = append(ops, clientv3.OpPut(key, value))
+						keys = append(keys, key)
 					}
-					if _, err := bb.cli.Txn(context.Background()).If(cmps...).Then(ops...).Commit(); err != nil {
-						b.Error(err)
+					resp, err := bb.cli.Txn(context.Background()).If(cmps...).Then(ops...).Commit()
+					if err != nil || !resp.Succeeded {
+						b.Error(err, "succeeded:", resp != nil && resp.Succeeded)
 						return
 					}
+					landed(keys, resp.Header.Revision)
 				}
 			})
 		}

@@ -32,8 +32,10 @@ type EmbeddedOptions struct {
 	// database file reaches it, etcd refuses writes. Default 2 GiB.
 	QuotaBytes int64
 	// CompactionRetention is the embedded etcd's own periodic compaction:
-	// revisions older than this are dropped. Default 5m; negative: none
-	// (as an etcd that is not told to compact).
+	// every this often, revisions older than this are dropped. Default 1m
+	// (a single member needs history only for watches that reconnect; a
+	// longer one holds more of the database); negative: none (as an etcd
+	// that is not told to compact).
 	CompactionRetention time.Duration
 	Logger              *slog.Logger
 	StartTimeout        time.Duration
@@ -73,7 +75,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 		o.QuotaBytes = DefaultQuotaBytes
 	}
 	if o.CompactionRetention == 0 {
-		o.CompactionRetention = 5 * time.Minute
+		o.CompactionRetention = time.Minute
 	}
 	if o.ClientURL == "" {
 		o.ClientURL = "http://" + o.ClientListen

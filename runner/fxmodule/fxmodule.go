@@ -2,10 +2,11 @@
 // is the only package besides cmd/pacer that imports fx: every part it wires
 // has a plain constructor and can be built without it.
 //
-// Start order (stop runs in reverse): tracer provider, plugin host (which
-// starts every plugin the jobs use and checks their tasks and params, so a bad
-// job fails the start before anything else happens), embedded etcd, etcd
-// client, coordinator, runner, HTTP API. So on SIGTERM the API stops first,
+// Start order (stop runs in reverse): tracer provider, the data-dir lock
+// (embedded etcd only), plugin host (which starts every plugin the jobs use
+// and checks their tasks and params, so a bad job fails the start before
+// anything else happens), embedded etcd, etcd client, etcd monitor,
+// coordinator, runner, HTTP API. So on SIGTERM the API stops first,
 // then the runner drains its runs, the coordinator resigns, the etcd client
 // and server close, plugins are stopped, and spans are flushed.
 package fxmodule
