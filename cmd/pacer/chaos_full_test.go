@@ -742,7 +742,7 @@ jobs:
 		t.Errorf("growing: keys %d → %d, RSS %.1f → %.1f MiB", mid.keys, last.keys, samples[0].rss, last.rss)
 	}
 	res := chaosResult{scenario: 22, runs: 1}
-	res.D, res.M = soakExactlyOnce(t, stamps, jobs, start, start.Add(118*time.Second))
+	res.D, res.M = soakExactlyOnce(t, stamps, jobs, start, start.Add(118*time.Second), nil)
 	res.Z = stopAll(t, []*proc{p})
 	res.report(t)
 	if res.D != 0 || res.M != 0 || res.Z != 0 {
