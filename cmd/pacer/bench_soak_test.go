@@ -19,7 +19,10 @@ package main
 // Reported per sample (suffix -1, -5, -10 for the tenth, half and whole):
 // keys under the cluster's prefix, the database file and its size in use
 // (MiB), the revision history (current revision minus the compacted one,
-// in thousands), and the runner's RSS (MiB). keys-bound is what the
+// in thousands), and the runner's RSS (MiB); and the peaks of each over the
+// first and the second half (suffix -peak1, -peak2; sampled every 15 s):
+// compaction makes the size in use a sawtooth, bounded when the two halves'
+// peaks match. keys-bound is what the
 // configuration allows: per job history.keep + a tenth (the prune runs
 // every keep/10 writes) + its claim key, and the leader key. D and M are
 // checked over the whole run as in BenchmarkE2EJobs; either above 0 fails.
@@ -137,13 +140,35 @@ jobs:
 		at   time.Duration
 		name string
 	}{{o.duration / 10, "1"}, {o.duration / 2, "5"}, {o.duration, "10"}}
+	// A sample at each mark, and every 15 s between them for the peaks:
+	// compaction makes the size in use a sawtooth, so a single sample
+	// lands anywhere between its low and its high.
 	var samples []soakSample
-	for _, m := range marks {
-		sleepUntil(start.Add(m.at))
+	var peak [2]soakSample // over the first and the second half
+	next := 0
+	for at := 15 * time.Second; next < len(marks); at += 15 * time.Second {
+		if at > marks[next].at {
+			at = marks[next].at
+		}
+		sleepUntil(start.Add(at))
 		s := sampleSoak(b, cli, r.pid())
-		samples = append(samples, s)
-		b.Logf("after %s: %d keys, database %.1f MiB (%.1f MiB in use), revision history %d, runner RSS %.1f MiB",
-			m.at, s.keys, mibOf(s.dbSize), mibOf(s.inUse), s.history, s.rss)
+		half := 0
+		if at > o.duration/2 {
+			half = 1
+		}
+		p := &peak[half]
+		p.keys, p.dbSize, p.inUse = max(p.keys, s.keys), max(p.dbSize, s.dbSize), max(p.inUse, s.inUse)
+		p.history, p.rss = max(p.history, s.history), max(p.rss, s.rss)
+		if at == marks[next].at {
+			samples = append(samples, s)
+			b.Logf("after %s: %d keys, database %.1f MiB (%.1f MiB in use), revision history %d, runner RSS %.1f MiB",
+				at, s.keys, mibOf(s.dbSize), mibOf(s.inUse), s.history, s.rss)
+			next++
+		}
+	}
+	for i, p := range peak {
+		b.Logf("peaks over the %s half: %d keys, database %.1f MiB (%.1f MiB in use), revision history %d, runner RSS %.1f MiB",
+			[]string{"first", "second"}[i], p.keys, mibOf(p.dbSize), mibOf(p.inUse), p.history, p.rss)
 	}
 	b.StopTimer()
 	r.signal(b, syscall.SIGTERM)
@@ -157,6 +182,12 @@ jobs:
 		b.ReportMetric(mibOf(s.inUse), "inuse-MiB-"+m.name)
 		b.ReportMetric(float64(s.history)/1000, "history-krev-"+m.name)
 		b.ReportMetric(s.rss, "rss-MiB-"+m.name)
+	}
+	for i, name := range []string{"peak1", "peak2"} {
+		b.ReportMetric(float64(peak[i].keys), "keys-"+name)
+		b.ReportMetric(mibOf(peak[i].inUse), "inuse-MiB-"+name)
+		b.ReportMetric(float64(peak[i].history)/1000, "history-krev-"+name)
+		b.ReportMetric(peak[i].rss, "rss-MiB-"+name)
 	}
 	b.ReportMetric(float64(o.jobs*(100+10+1)+1), "keys-bound")
 	end := start.Add(o.duration - 2*time.Second)
