@@ -79,11 +79,13 @@
 //     leader died mid-run) is, at-least-once, taken over with Reclaim
 //     (guarded by the open claim read) and run again as its next attempt;
 //     at-most-once, closed by its "lock_lost" skip record.
-//   - A manual trigger has no slot: consuming its request in a fenced
-//     transaction is its exactly-once guard (store.go).
+//   - A manual trigger has no slot: its request key is its claim. The
+//     fenced decision to run it replaces the request by the run's claim,
+//     and the run's last record removes it (triggers.go).
 //
-// Keys of jobs that are no longer configured are removed by the leader
-// (ForgetJob). Keys of the previous layout (a key per slot, kept 24 hours,
+// Keys of jobs that are no longer configured (claim key, horizon, pause
+// flag, run records, trigger requests, idempotency receipts) are removed
+// by the leader (ForgetJob). Keys of the previous layout (a key per slot, kept 24 hours,
 // and a horizon per job) are moved into the claim keys when a leader first
 // reads the claims (migrate.go).
 //
