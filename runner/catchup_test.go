@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
@@ -158,7 +159,10 @@ func TestSlotsFiredBeforeTheCatchUpWait(t *testing.T) {
 }
 
 // The leader removes the keys of a job that is no longer configured, once
-// it was missing at two sweeps in a row; configured jobs keep theirs.
+// it was missing at two sweeps in a row; configured jobs keep theirs. Its
+// trigger requests and idempotency receipts go too, but a request waiting
+// for a decision is decided first (here: expired, as the job is not in the
+// leader's job set), not deleted unseen.
 func TestSweepRemovesKeysOfRemovedJobs(t *testing.T) {
 	b := setup(t)
 	term := b.waitLeader(t)
@@ -172,10 +176,23 @@ func TestSweepRemovesKeysOfRemovedJobs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	body, _ := json.Marshal(runner.TriggerRequest{CorrelationID: "c-1", RequestedAt: time.Now().UTC(), By: "test"})
+	if _, err := b.coord.RequestTrigger(ctx, "gone", "tr-1", body, coord.Idempotency{Key: "k-1", Receipt: []byte("{}")}, coord.TriggerLimits{}); err != nil {
+		t.Fatal(err)
+	}
 	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: &slowBefore{runs: map[time.Time]int{}},
-		Metrics: b.metrics, Tracer: b.tp.Tracer("t"), Logger: discardLogger(), SweepInterval: 200 * time.Millisecond})
+		Metrics: b.metrics, Tracer: b.tp.Tracer("t"), Logger: discardLogger(), SweepInterval: 200 * time.Millisecond,
+		TriggerExpiry: 2 * time.Second})
 	defer r.Stop(context.Background())
 	r.SetJobs([]*runner.Job{job("kept", "")})
+	stored, err := b.coord.Triggers(ctx, "gone")
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("trigger requests %v, %v", stored, err)
+	}
+	r.HandleTriggers(stored) // as the watch below does after every change
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go b.coord.WatchTriggers(wctx, r.HandleTriggers)
 	r.OnTerm(term)
 	keys := func() string {
 		resp, err := b.admin.Get(ctx, "/pacer/t/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -199,6 +216,9 @@ func TestSweepRemovesKeysOfRemovedJobs(t *testing.T) {
 	}
 	if got := keys(); got != "/pacer/t/claims/kept /pacer/t/runs/kept/run-1 " {
 		t.Fatalf("keys after the sweep: %q", got)
+	}
+	if n := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("gone", runner.SkipExpired)); n != 1 {
+		t.Fatalf("the removed job's trigger request was deleted before it was decided (%v expired skips, want 1)", n)
 	}
 }
 

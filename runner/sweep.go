@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
@@ -9,13 +10,18 @@ import (
 )
 
 // sweep removes, while t lasts, everything stored for jobs that are no
-// longer configured (claim key, horizon, pause flag, run records), so that
-// etcd holds keys for the configured jobs only. A job is removed when it
-// was missing from the job set at two sweeps in a row, SweepInterval
-// apart: a job dropped by mistake and put back within the interval keeps
-// its history. A job with an open claim waits for the next sweep. Jobs
-// with run records only (no claim key: never claimed) are looked for at
-// the term's second sweep only, as that costs a read per job.
+// longer configured (claim key, horizon, pause flag, run records, trigger
+// requests, idempotency receipts), so that etcd holds keys for the
+// configured jobs only. A job is removed when it was missing from the job
+// set at two sweeps in a row, SweepInterval apart: a job dropped by
+// mistake and put back within the interval keeps its history. A job with
+// an open claim or a run in progress waits for the next sweep, and so does
+// one with a trigger request the trigger code has yet to decide (it is
+// recorded as expired after TriggerExpiry, or runs if a reload brings the
+// job back); a request still there a sweep after its expiry goes with the
+// job. Jobs with run records, trigger requests or receipts only (no claim
+// key: never claimed) are looked for at the term's second sweep only, as
+// that costs a read per job.
 func (r *Runner) sweep(t *coord.Term) {
 	missing := map[string]bool{} // at the previous sweep
 	timer := time.NewTimer(r.o.SweepInterval)
@@ -48,9 +54,14 @@ func (r *Runner) sweep(t *coord.Term) {
 				next[id] = true
 				continue
 			}
+			if why := r.sweepWaits(id); why != "" {
+				next[id] = true
+				r.log.Debug("keys of a removed job kept until the next sweep", "job", id, "why", why)
+				continue
+			}
 			switch err := r.o.Coord.ForgetJob(t.Context(), t, id); {
 			case err == nil:
-				r.log.Info("removed the keys of a job that is no longer configured (claims, pause flag, run records)", "job", id)
+				r.log.Info("removed the keys of a job that is no longer configured (claims, pause flag, run records, trigger requests, receipts)", "job", id)
 			case errors.Is(err, coord.ErrNotLeader):
 				return
 			default:
@@ -61,4 +72,30 @@ func (r *Runner) sweep(t *coord.Term) {
 		missing = next
 		timer.Reset(r.o.SweepInterval)
 	}
+}
+
+// sweepWaits says why a removed job's keys must stay for now: a run of it
+// in progress, or a trigger request of it that the trigger code has yet to
+// decide (within TriggerExpiry of the request, and a sweep for the
+// decision to be written); "" if none.
+func (r *Runner) sweepWaits(job string) string {
+	now := wallNow()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.running[job]) > 0 {
+		return "a run of the job is in progress"
+	}
+	for _, st := range r.pending {
+		if st.Job != job {
+			continue
+		}
+		var req TriggerRequest
+		if json.Unmarshal(st.Body, &req) != nil {
+			continue // recorded as expired at once (trigger.go)
+		}
+		if now.Before(req.RequestedAt.Add(r.o.TriggerExpiry + r.o.SweepInterval)) {
+			return "trigger request " + st.ID + " not decided yet"
+		}
+	}
+	return ""
 }

@@ -15,9 +15,10 @@ import (
 var ErrJobBusy = errors.New("job has an open claim")
 
 // StoredJobs lists the jobs that have a claim key, a horizon or a pause
-// flag, and with withRuns also those with run records only (one read per
-// job that has any: use it seldom). The leader compares it with its job
-// set to find the keys of jobs that were removed.
+// flag, and with withRuns also those with only run records, trigger
+// requests or idempotency receipts (one read per job that has any: use it
+// seldom). The leader compares it with its job set to find the keys of
+// jobs that were removed.
 func (c *Coordinator) StoredJobs(ctx context.Context, withRuns bool) ([]string, error) {
 	found := map[string]bool{}
 	for _, prefix := range []string{c.claimPrefix(), c.prefix + "horizons/", c.pausedPrefix()} {
@@ -29,12 +30,14 @@ func (c *Coordinator) StoredJobs(ctx context.Context, withRuns bool) ([]string, 
 		}
 	}
 	if withRuns {
-		runs, err := c.skipScan(ctx, c.prefix+"runs/")
-		if err != nil {
-			return nil, fmt.Errorf("list stored jobs: %w", err)
-		}
-		for _, j := range runs {
-			found[j] = true
+		for _, root := range []string{c.prefix + "runs/", c.triggerPrefix(), c.prefix + "idempotency/"} {
+			jobs, err := c.skipScan(ctx, root)
+			if err != nil {
+				return nil, fmt.Errorf("list stored jobs: %w", err)
+			}
+			for _, j := range jobs {
+				found[j] = true
+			}
 		}
 	}
 	out := make([]string, 0, len(found))
@@ -46,10 +49,12 @@ func (c *Coordinator) StoredJobs(ctx context.Context, withRuns bool) ([]string, 
 }
 
 // ForgetJob deletes everything stored for a job that is no longer
-// configured: its claim key, horizon, pause flag and run records, in one
-// transaction under t's fencing guard (trigger requests are the trigger
-// code's). It refuses (ErrJobBusy) while the job has an open claim: a run
-// the leader has not recorded yet.
+// configured: its claim key, horizon, pause flag, run records, trigger
+// requests and idempotency receipts, in one transaction under t's fencing
+// guard. It refuses (ErrJobBusy) while the job has an open claim: a run
+// the leader has not recorded yet. Trigger requests are deleted whatever
+// their state: the caller leaves a job alone while its requests wait for
+// a decision (runner/sweep.go).
 func (c *Coordinator) ForgetJob(ctx context.Context, t *Term, job string) error {
 	cc, err := c.claimsOf(t)
 	if err != nil {
@@ -77,6 +82,8 @@ func (c *Coordinator) ForgetJob(ctx context.Context, t *Term, job string) error 
 		clientv3.OpDelete(c.horizonKey(job)),
 		clientv3.OpDelete(c.pausedPrefix()+job),
 		clientv3.OpDelete(c.runKey(job, ""), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.triggerKey(job, ""), clientv3.WithPrefix()),
+		clientv3.OpDelete(c.idempotencyPrefix(job), clientv3.WithPrefix()),
 	).Else(clientv3.OpGet(t.key, clientv3.WithKeysOnly()), clientv3.OpGet(key)).Commit()
 	if err != nil {
 		c.noteWriteError(err)
@@ -93,5 +100,8 @@ func (c *Coordinator) ForgetJob(ctx context.Context, t *Term, job string) error 
 	c.pmu.Lock()
 	delete(c.pruned, job)
 	c.pmu.Unlock()
+	c.rmu.Lock()
+	delete(c.receipts, job)
+	c.rmu.Unlock()
 	return nil
 }

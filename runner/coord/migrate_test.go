@@ -101,7 +101,8 @@ func TestPreviousLayoutIsMovedIntoClaimKeys(t *testing.T) {
 }
 
 // A job that is no longer configured can be forgotten: every key it has
-// goes, in one fenced transaction; a job with an open claim is refused.
+// (claims, pause flag, runs, trigger requests, idempotency receipts) goes,
+// in one fenced transaction; a job with an open claim is refused.
 func TestForgetJobRemovesItsKeys(t *testing.T) {
 	b := setup(t)
 	r := b.replica(t, "a")
@@ -125,14 +126,24 @@ func TestForgetJobRemovesItsKeys(t *testing.T) {
 	if err := r.c.RecordRun(ctx, term, "paused-only", "run-9", []byte("{}"), 0, 0); err != nil {
 		t.Fatal(err)
 	}
+	// A trigger request and its receipt go with their job; so do the
+	// receipts a job has of a pause and a resume, all that is left of it.
+	if _, err := r.c.RequestTrigger(ctx, "gone", "tr-1", []byte("{}"), coord.Idempotency{Key: "t1", Receipt: []byte("t1")}, coord.TriggerLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	for i, paused := range []bool{true, false} {
+		if _, err := r.c.SetPaused(ctx, "receipts-only", paused, []byte("{}"), coord.Idempotency{Key: fmt.Sprint("r", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	stored, err := r.c.StoredJobs(ctx, true)
-	if err != nil || fmt.Sprint(stored) != "[busy gone kept paused-only]" {
+	if err != nil || fmt.Sprint(stored) != "[busy gone kept paused-only receipts-only]" {
 		t.Fatalf("stored jobs %v, %v", stored, err)
 	}
 	if err := r.c.ForgetJob(ctx, term, "busy"); !errors.Is(err, coord.ErrJobBusy) {
 		t.Fatalf("forget a job with an open claim: %v, want ErrJobBusy", err)
 	}
-	for _, job := range []string{"gone", "paused-only"} {
+	for _, job := range []string{"gone", "paused-only", "receipts-only"} {
 		if err := r.c.ForgetJob(ctx, term, job); err != nil {
 			t.Fatalf("forget %s: %v", job, err)
 		}
@@ -146,7 +157,7 @@ func TestForgetJobRemovesItsKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, kv := range resp.Kvs {
-		for _, gone := range []string{"/gone", "/paused-only"} {
+		for _, gone := range []string{"/gone", "/paused-only", "/receipts-only"} {
 			if strings.HasSuffix(string(kv.Key), gone) || strings.Contains(string(kv.Key), gone+"/") {
 				t.Errorf("key %s left after forgetting", kv.Key)
 			}
