@@ -58,13 +58,7 @@ const (
 // the runner exports them (name → labels): each is also in absentInTest,
 // with the issue that adds it. Remove an entry once docs/observability.md
 // lists the metric.
-var plannedMetrics = map[string][]string{
-	"pacer_etcd_db_size_bytes":        nil,
-	"pacer_etcd_db_size_in_use_bytes": nil,
-	"pacer_etcd_db_quota_bytes":       nil,
-	"pacer_etcd_keys":                 nil,
-	"pacer_etcd_has_leader":           nil,
-}
+var plannedMetrics = map[string][]string{}
 
 // targetLabels are the labels Prometheus (and Kubernetes service discovery)
 // put on every Pacer series: queries may match and group by them. No
@@ -1085,20 +1079,18 @@ const liveScrapeJob = "pacer"
 // asserted (and, for alerts, that they do not fire). Keys: "alert NAME" or
 // "DASHBOARD FILE: PANEL TITLE".
 var cannotOccur = map[string]string{
-	"alert PacerJobStale":                             "needs a job without a success for over 1h; the test runs for under a minute and \"succeeds\" succeeds every second",
-	"alert PacerScheduleLagHigh":                      "needs runs starting over 5s late (p99); an idle runner starts them within milliseconds",
-	"alert PacerNoLeader":                             "needs no replica leading; the test's single replica leads throughout",
-	"alert PacerMultipleLeaders":                      "needs two replicas leading at once (split brain); the test runs one replica",
-	"alert PacerLeaderFlapping":                       "needs more than 3 leader elections in 10m, i.e. repeated failovers",
-	"alert PacerJobSetDisagreement":                   "needs a replica whose jobs differ from its cluster's for 10m; the test runs one replica, whose set is the cluster's",
-	"alert PacerLeaseKeepaliveFailing":                "needs failing lease keepalives (etcd slow, unreachable or without a leader); the test's etcd answers every one",
-	"alert PacerPluginCrashLooping":                   "needs more than 3 plugin restarts (crash, hang or failed health probe) in 10m; the shell plugin never restarts",
-	"alert PacerPluginDown":                           "needs a plugin that a run needs and that cannot start, or a quarantine; the shell plugin starts and stays up",
-	"alert PacerTargetDown":                           "needs a Pacer target that Prometheus cannot scrape; the test's runner is up throughout",
-	"alert PacerEtcdNoLeader":                         "needs an etcd without a leader; the test's embedded etcd has one (and pacer_etcd_has_leader is added by issue 12)",
-	"alert PacerEtcdDatabaseNearQuota":                "needs an etcd database over 80% of its quota; the test's is a few MiB of 2 GiB (and pacer_etcd_* are added by issue 12)",
-	"pacer-overview.json: etcd database size / quota": "pacer_etcd_db_size_bytes, pacer_etcd_db_size_in_use_bytes and pacer_etcd_db_quota_bytes are added by issue 12",
-	"pacer-overview.json: etcd has leader / keys":     "pacer_etcd_has_leader and pacer_etcd_keys are added by issue 12",
+	"alert PacerJobStale":              "needs a job without a success for over 1h; the test runs for under a minute and \"succeeds\" succeeds every second",
+	"alert PacerScheduleLagHigh":       "needs runs starting over 5s late (p99); an idle runner starts them within milliseconds",
+	"alert PacerNoLeader":              "needs no replica leading; the test's single replica leads throughout",
+	"alert PacerMultipleLeaders":       "needs two replicas leading at once (split brain); the test runs one replica",
+	"alert PacerLeaderFlapping":        "needs more than 3 leader elections in 10m, i.e. repeated failovers",
+	"alert PacerJobSetDisagreement":    "needs a replica whose jobs differ from its cluster's for 10m; the test runs one replica, whose set is the cluster's",
+	"alert PacerLeaseKeepaliveFailing": "needs failing lease keepalives (etcd slow, unreachable or without a leader); the test's etcd answers every one",
+	"alert PacerPluginCrashLooping":    "needs more than 3 plugin restarts (crash, hang or failed health probe) in 10m; the shell plugin never restarts",
+	"alert PacerPluginDown":            "needs a plugin that a run needs and that cannot start, or a quarantine; the shell plugin starts and stays up",
+	"alert PacerTargetDown":            "needs a Pacer target that Prometheus cannot scrape; the test's runner is up throughout",
+	"alert PacerEtcdNoLeader":          "needs an etcd member without a leader; the test's embedded etcd always has one (pacer_etcd_has_leader is 1)",
+	"alert PacerEtcdDatabaseNearQuota": "needs an etcd database over 80% of its quota; the test's is a few MiB of 2 GiB",
 }
 
 // absentInTest are metrics the test's runner does not export, with why. The
@@ -1106,13 +1098,7 @@ var cannotOccur = map[string]string{
 // Counters with known label values (a plugin's restarts and dropped log
 // lines, the lease keepalives) exist at 0 from the start, so they are not
 // listed.
-var absentInTest = map[string]string{
-	"pacer_etcd_db_size_bytes":        "added by issue 12",
-	"pacer_etcd_db_size_in_use_bytes": "added by issue 12",
-	"pacer_etcd_db_quota_bytes":       "added by issue 12",
-	"pacer_etcd_keys":                 "added by issue 12",
-	"pacer_etcd_has_leader":           "added by issue 12",
-}
+var absentInTest = map[string]string{}
 
 // unmatchedInTest are selectors (metric and one matcher) of metrics the test
 // exports that no series of the test matches, with why. Empty: the failed
