@@ -77,6 +77,7 @@ type soakOptions struct {
 
 type soakSample struct {
 	keys, dbSize, inUse, history int64
+	rev                          int64 // etcd's current revision
 	rss                          float64
 }
 
@@ -88,21 +89,7 @@ func soak(b *testing.B, o soakOptions) {
 	client := benchAddr(b)
 	var etcd string
 	if o.external {
-		etcdmember := sdktest.Build(b, b.TempDir(), "github.com/pacerun/pacer/cmd/etcdmember")
-		cmd := exec.Command(etcdmember, "--name", "soak", "--dir", filepath.Join(dir, "etcd"), "--client", client,
-			"--peer", benchAddr(b), "--auto-compaction-retention", "0")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "ready" {
-			b.Fatalf("etcdmember: %q", line)
-		}
+		startUncompactedEtcd(b, filepath.Join(dir, "etcd"), client, benchAddr(b))
 		etcd = fmt.Sprintf("  etcd: {endpoints: ['http://%s'], compaction_interval: %s}", client, o.compaction)
 	} else {
 		etcd = fmt.Sprintf("  etcd: {embedded: {client_listen: %s, peer_listen: %s}}", client, benchAddr(b))
@@ -266,16 +253,18 @@ func sampleSoak(b testing.TB, cli *clientv3.Client, pid int) soakSample {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The compacted revision: what a watch from revision 1 is told.
+	// The compacted revision: what a watch from revision 1 is told (a
+	// watch of keys that exist, so an etcd never compacted answers at once
+	// too, with their first events).
 	var compacted int64
 	wctx, wcancel := context.WithCancel(ctx)
-	for wr := range cli.Watch(wctx, "/pacer/soak/none", clientv3.WithRev(1)) {
+	for wr := range cli.Watch(wctx, "/pacer/soak/", clientv3.WithPrefix(), clientv3.WithRev(1)) {
 		compacted = wr.CompactRevision
 		break
 	}
 	wcancel()
 	return soakSample{keys: keys.Count, dbSize: st.DbSize, inUse: st.DbSizeInUse,
-		history: keys.Header.Revision - compacted, rss: memMiB(b, pid, "VmRSS")}
+		history: keys.Header.Revision - compacted, rev: keys.Header.Revision, rss: memMiB(b, pid, "VmRSS")}
 }
 
 // soakExactlyOnce counts, over the slots in [from, to], executions beyond
@@ -311,4 +300,26 @@ func soakExactlyOnce(b testing.TB, path string, jobs int, from, to time.Time, re
 		}
 	}
 	return dup, miss
+}
+
+// startUncompactedEtcd runs an etcd member in its own process (cmd/etcdmember)
+// that never compacts itself (--auto-compaction-retention=0), as an
+// operator might run one, and stops it at cleanup.
+func startUncompactedEtcd(b testing.TB, dir, client, peer string) {
+	b.Helper()
+	etcdmember := sdktest.Build(b, b.TempDir(), "github.com/pacerun/pacer/cmd/etcdmember")
+	cmd := exec.Command(etcdmember, "--name", "soak", "--dir", dir, "--client", client,
+		"--peer", peer, "--auto-compaction-retention", "0")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "ready" {
+		b.Fatalf("etcdmember: %q", line)
+	}
 }

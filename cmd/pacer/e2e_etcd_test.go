@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // stampJob runs testplugin's stamp task every second, appending to path.
@@ -240,4 +242,79 @@ func TestE2EEmbeddedEtcdDiskFull(t *testing.T) {
 		t.Fatalf("no clear line about the full disk; the runner's log:\n%s", p.rawLogs())
 	}
 	t.Logf("exit %v after: %s", p.exitErr, line)
+}
+
+// The leader compacts an external etcd that never compacts itself
+// (cluster.etcd.compaction_interval; issue 18): with 30 jobs every second
+// against an etcd started with --auto-compaction-retention=0, the revision
+// history stays within about two intervals of writes, and the database's
+// size in use stops growing once every job's history is full. The ten
+// minute version is BenchmarkSoak/external (numbers in
+// docs/guarantees.md). Without the leader's compaction the history here
+// grows by the whole run's writes, and the size in use with it.
+func TestE2EExternalEtcdCompactedByLeader(t *testing.T) {
+	const (
+		jobs     = 30
+		interval = 3 * time.Second
+	)
+	dir := t.TempDir()
+	client, httpAddr := freeAddr(t), freeAddr(t)
+	startUncompactedEtcd(t, filepath.Join(dir, "etcd"), client, freeAddr(t))
+	stamps := filepath.Join(dir, "stamps.jsonl")
+	var js strings.Builder
+	for i := range jobs {
+		js.WriteString(stampJob(fmt.Sprintf("soak-%04d", i), stamps))
+	}
+	p := startPacer(t, "compacted", httpAddr, fmt.Sprintf(`
+node: {name: compacted}
+cluster:
+  name: soak
+  lease_ttl: 2s
+  etcd: {endpoints: ['http://%s'], compaction_interval: %s}
+http: {listen: %s}
+plugins: {dir: %s}
+history: {keep: 5}
+jobs:%s`, client, interval, httpAddr, filepath.Join(binDir, "plugins"), js.String()))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for st, err := os.Stat(stamps); err != nil || st.Size() == 0; st, err = os.Stat(stamps) {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing ran within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Each job's history (5 records) is full after about 6 s; then 15 s
+	// each for the two halves compared, sampled every second.
+	sleepUntil(time.Now().Add(8 * time.Second))
+	start := time.Now()
+	first := sampleSoak(t, cli, p.cmd.Process.Pid)
+	var peak [2]soakSample
+	var last soakSample
+	for i := 1; i <= 30; i++ {
+		sleepUntil(start.Add(time.Duration(i) * time.Second))
+		last = sampleSoak(t, cli, p.cmd.Process.Pid)
+		h := &peak[(i-1)/15]
+		h.history, h.inUse, h.keys = max(h.history, last.history), max(h.inUse, last.inUse), max(h.keys, last.keys)
+	}
+	writes := float64(last.rev-first.rev) / time.Since(start).Seconds() // revisions a second
+	t.Logf("%.0f revisions/s; peaks of the first and second 15 s: revision history %d / %d, in use %.2f / %.2f MiB, keys %d / %d",
+		writes, peak[0].history, peak[1].history, mibOf(peak[0].inUse), mibOf(peak[1].inUse), peak[0].keys, peak[1].keys)
+	// Compaction keeps the revisions of the last interval, and runs once an
+	// interval: at most two intervals' worth (and a few seconds for a
+	// compaction the leader is late with, under load).
+	bound := int64(writes * (2*interval.Seconds() + 3))
+	if peak[1].history > bound {
+		t.Errorf("revision history %d in the second half, over the %d of about two compaction intervals (%.0f revisions/s)",
+			peak[1].history, bound, writes)
+	}
+	if peak[1].inUse > peak[0].inUse+peak[0].inUse/4+(256<<10) {
+		t.Errorf("size in use grew: peak %.2f MiB in the second half against %.2f MiB in the first", mibOf(peak[1].inUse), mibOf(peak[0].inUse))
+	}
+	if z := stopAll(t, []*proc{p}); z != 0 {
+		t.Errorf("%d plugin processes left", z)
+	}
 }
