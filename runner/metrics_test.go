@@ -113,7 +113,7 @@ func TestRemovedRunningJobSeriesGoWhenTheRunEnds(t *testing.T) {
 	b.tasks.stubborn.Store(true)
 	j := job("gone", runner.OverlapForbid)
 	b.r.SetJobs([]*runner.Job{j})
-	b.r.Fire(runner.Slot{Job: j, Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
+	b.r.Fire(runner.Slot{Job: j, Time: slotAhead()})
 	<-b.tasks.started
 	b.r.SetJobs(nil)
 	if got := series(t, b.metrics.Registry, "pacer_job_running"); !slices.Equal(got, []string{"gone=1"}) {
