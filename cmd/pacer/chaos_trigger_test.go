@@ -57,6 +57,7 @@ func postTrigger(base, job, corr, key string, timeout time.Duration) (triggerAns
 	if err != nil {
 		return triggerAnswer{}, err
 	}
+	req.Header.Set("Content-Type", "application/json") // as the CLI sends (issue 11: 415 without it)
 	req.Header.Set("X-Correlation-ID", corr)
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
