@@ -315,6 +315,9 @@ func startUncompactedEtcd(b testing.TB, dir, client, peer string) {
 		b.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
+	// It dies with the test binary too: a test that times out panics
+	// without running its cleanups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
