@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -136,6 +137,14 @@ func TestForgetJobRemovesItsKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The cluster's own keys are no job's, even under a job's name: a
+	// replica's member record, a job set and an epoch stay.
+	cluster := []string{"/pacer/test/members/gone", "/pacer/test/jobsets/gone", "/pacer/test/jobsets/gone/0", "/pacer/test/epochs/gone"}
+	for _, k := range cluster {
+		if _, err := b.client(t).Put(ctx, k, "{}"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	stored, err := r.c.StoredJobs(ctx, true)
 	if err != nil || fmt.Sprint(stored) != "[busy gone kept paused-only receipts-only]" {
 		t.Fatalf("stored jobs %v, %v", stored, err)
@@ -156,11 +165,21 @@ func TestForgetJobRemovesItsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	left := map[string]bool{}
 	for _, kv := range resp.Kvs {
+		left[string(kv.Key)] = true
+		if slices.Contains(cluster, string(kv.Key)) {
+			continue
+		}
 		for _, gone := range []string{"/gone", "/paused-only", "/receipts-only"} {
 			if strings.HasSuffix(string(kv.Key), gone) || strings.Contains(string(kv.Key), gone+"/") {
 				t.Errorf("key %s left after forgetting", kv.Key)
 			}
+		}
+	}
+	for _, k := range cluster {
+		if !left[k] {
+			t.Errorf("cluster key %s deleted with the job", k)
 		}
 	}
 	// A forgotten job starts again from nothing.
