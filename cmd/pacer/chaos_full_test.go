@@ -726,9 +726,8 @@ jobs:
 			at, s.keys, mibOf(s.dbSize), mibOf(s.inUse), s.history, s.rss)
 	}
 	// The configuration allows, per job, 10 records + a tenth and a claim
-	// key; and the leader key. Besides, the replica's member record, its
-	// stored job set and the leaders' epochs (bounded by their own rules,
-	// counted here as they are).
+	// key; and the leader key. Besides, the cluster's own keys, each within
+	// its own bound (clusterKeys).
 	bound := int64(jobs*(10+1+1)+1) + clusterKeys(t, cli)
 	minInUse := samples[0].inUse
 	for _, s := range samples {
@@ -755,17 +754,27 @@ jobs:
 }
 
 // clusterKeys counts the keys that describe the cluster rather than its
-// jobs: member records, stored job sets and epochs.
+// jobs, and fails the test if a kind is above its bound: a member record
+// per replica (one here), a stored job set per fingerprint that a member
+// or a kept epoch names (one here: a header and one 512 KiB chunk of its
+// manifest, far more than 100 jobs need), and at most keepEpochs (256)
+// epochs.
 func clusterKeys(t *testing.T, cli *clientv3.Client) int64 {
 	t.Helper()
 	var n int64
-	for _, p := range []string{"members/", "jobsets/", "epochs/"} {
-		resp, err := cli.Get(context.Background(), "/pacer/soak/"+p, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	for _, kind := range []struct {
+		prefix string
+		max    int64
+	}{{"members/", 1}, {"jobsets/", 2}, {"epochs/", 256}} {
+		resp, err := cli.Get(context.Background(), "/pacer/soak/"+kind.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
 		}
+		if resp.Count > kind.max {
+			t.Errorf("%d keys under %s, above the %d the cluster's rules allow", resp.Count, kind.prefix, kind.max)
+		}
+		t.Logf("%d keys under %s (at most %d)", resp.Count, kind.prefix, kind.max)
 		n += resp.Count
 	}
-	t.Logf("%d keys of members, job sets and epochs", n)
 	return n
 }
