@@ -222,6 +222,56 @@ func TestSweepRemovesKeysOfRemovedJobs(t *testing.T) {
 	}
 }
 
+// While the live replicas' job sets differ, a job missing from the
+// leader's may be another replica's, which may lead next: the sweep keeps
+// its keys, however many sweeps pass, and removes them two sweeps after the
+// sets agree.
+func TestSweepKeepsKeysWhileJobSetsDiffer(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	slot := slotAhead()
+	for _, job := range []string{"kept", "elsewhere"} {
+		if err := b.coord.Claim(ctx, term, job, slot, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.coord.FinishSlot(ctx, term, job, slot, "run-1", []byte(`{}`), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var agree atomic.Bool
+	var asked atomic.Int32
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: &slowBefore{runs: map[time.Time]int{}},
+		Metrics: b.metrics, Tracer: b.tp.Tracer("t"), Logger: discardLogger(), SweepInterval: 100 * time.Millisecond,
+		JobSetsAgree: func() bool { asked.Add(1); return agree.Load() }})
+	defer r.Stop(context.Background())
+	r.SetJobs([]*runner.Job{job("kept", "")})
+	r.OnTerm(term)
+	has := func() bool {
+		resp, err := b.admin.Get(ctx, "/pacer/t/claims/elsewhere", clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count == 1
+	}
+	for deadline := time.Now().Add(10 * time.Second); asked.Load() < 4; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sweeps in 10 s, want 4", asked.Load())
+		}
+	}
+	if !has() {
+		t.Fatal("the keys of a job missing from the leader's job set were removed while the replicas' job sets differed")
+	}
+	agree.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for has() {
+		if time.Now().After(deadline) {
+			t.Fatal("keys of the removed job still there after the job sets agreed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // BenchmarkCatchUpAfterFailover: a new leader catching up on 10,000 jobs
 // @every 1s whose previous leader died 5 s before (misfire policy "once":
 // each job's latest missed slot runs, 4 get skip records) next to a normal

@@ -123,6 +123,12 @@ type Options struct {
 	// that are no longer configured, and removes those it found at the
 	// look before (sweep.go). Default 5m.
 	SweepInterval time.Duration
+	// JobSetsAgree, if set, says whether every live replica runs this
+	// replica's job set. While they do not, the sweep removes nothing: a
+	// job missing here may be another replica's (cluster.job_set_mismatch
+	// warn, or a config change rolled out one replica at a time), and
+	// that replica may lead next.
+	JobSetsAgree func() bool
 }
 
 // DefaultTriggerExpiry is Options.TriggerExpiry's default.

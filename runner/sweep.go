@@ -21,12 +21,14 @@ import (
 // job back); a request still there a sweep after its expiry goes with the
 // job. Jobs with run records, trigger requests or receipts only (no claim
 // key: never claimed) are looked for at the term's second sweep only, as
-// that costs a read per job.
+// that costs a read per job. While the live replicas' job sets differ
+// (Options.JobSetsAgree), nothing is removed and nobody counts as missing.
 func (r *Runner) sweep(t *coord.Term) {
 	missing := map[string]bool{} // at the previous sweep
 	timer := time.NewTimer(r.o.SweepInterval)
 	defer timer.Stop()
-	for n := 1; ; n++ {
+	looks := 0
+	for {
 		select {
 		case <-t.Context().Done():
 			return
@@ -34,7 +36,16 @@ func (r *Runner) sweep(t *coord.Term) {
 			return
 		case <-timer.C:
 		}
-		stored, err := r.o.Coord.StoredJobs(t.Context(), n == 2)
+		if r.o.JobSetsAgree != nil && !r.o.JobSetsAgree() {
+			if len(missing) > 0 {
+				r.log.Info("keys of removed jobs kept: the live replicas' job sets differ, and a replica with the jobs may lead", "jobs", len(missing))
+			}
+			missing = map[string]bool{}
+			timer.Reset(r.o.SweepInterval)
+			continue
+		}
+		looks++
+		stored, err := r.o.Coord.StoredJobs(t.Context(), looks == 2)
 		if err != nil {
 			r.log.Warn("looking for the keys of removed jobs failed; trying again later", "error", err)
 			timer.Reset(r.o.SweepInterval)

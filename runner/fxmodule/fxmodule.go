@@ -287,6 +287,19 @@ func (h *termHook) call(t *coord.Term) {
 	}
 }
 
+// jobSetsAgree says whether every live replica runs this one's job set.
+func jobSetsAgree(v coord.JobSetView) bool {
+	if !v.JobSetAgreed {
+		return false
+	}
+	for _, rep := range v.Replicas {
+		if !rep.Agrees {
+			return false
+		}
+	}
+	return true
+}
+
 // newMembership publishes this replica's member record and decides whether
 // its job set is the cluster's (the coordinator's gate). It starts before
 // the coordinator and stops after it: the record goes when the replica does.
@@ -416,7 +429,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 		Node: cfg.Node.Name, Coord: c, Tasks: h, Logger: log, Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner"), Sanitize: s.String,
 		KeepRuns: cfg.History.Keep, MaxRunAge: cfg.History.MaxAge, TriggerExpiry: cfg.Triggers.ExpireAfter,
-		JobSets: c,
+		JobSets: c, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
 		OnJobSet: func(set coord.JobSet) { // after a reload too
 			path, sum, mtime := configFile(p.ConfigPath)
 			ms.SetJobSet(set, path, sum, mtime)
