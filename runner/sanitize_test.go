@@ -3,7 +3,6 @@ package runner_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"go.opentelemetry.io/otel/codes"
 
@@ -16,7 +15,7 @@ func TestRunnerWithoutSanitizerMasksSecrets(t *testing.T) {
 	const secret = "hunter2-Zq8v"
 	b, _ := setupScripted(t, "login refused: password="+secret+" for api.example.com")
 	b.waitLeader(t)
-	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	slot := slotAhead()
 	b.r.Fire(runner.Slot{Job: job("masked", ""), Time: slot})
 	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "masked"))) }, 1)
 
