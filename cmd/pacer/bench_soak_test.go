@@ -1,6 +1,6 @@
 package main
 
-// BenchmarkSoak is fault scenario 22 of RELIABILITY.md (long soak: many
+// BenchmarkSoak is fault scenario 22 of docs/chaos-results.md (long soak: many
 // jobs every second; etcd's keys and database size flat once the history
 // is full; RSS flat), and issue 12's soak: one real `pacer run` with N jobs
 // "@every 1s" on testplugin's stamp task, for PACER_SOAK_DURATION (10m),
