@@ -302,12 +302,12 @@ func soakExactlyOnce(b testing.TB, path string, jobs int, from, to time.Time, re
 	return dup, miss
 }
 
-// startUncompactedEtcd runs an etcd member in its own process (cmd/etcdmember)
+// startUncompactedEtcd runs an etcd member in its own process (internal/etcdmember)
 // that never compacts itself (--auto-compaction-retention=0), as an
 // operator might run one, and stops it at cleanup.
 func startUncompactedEtcd(b testing.TB, dir, client, peer string) {
 	b.Helper()
-	etcdmember := sdktest.Build(b, b.TempDir(), "github.com/pacerun/pacer/cmd/etcdmember")
+	etcdmember := sdktest.Build(b, b.TempDir(), "github.com/pacerun/pacer/internal/etcdmember")
 	cmd := exec.Command(etcdmember, "--name", "soak", "--dir", dir, "--client", client,
 		"--peer", peer, "--auto-compaction-retention", "0")
 	out, err := cmd.StdoutPipe()
