@@ -448,3 +448,65 @@ func TestCatchUpRunsAreRunsOfTheJob(t *testing.T) {
 		t.Fatal("Stop waits for a catch-up run past its drain timeout")
 	}
 }
+
+// Caught-up slots are claimed together and run one after the other as one
+// run of the job. A slot with overlap "replace" ends that run: the slots
+// claimed and not started are closed, each with a skip record that says
+// so, rather than left open for the next leader or run beside the slot
+// that replaced them.
+func TestCatchUpSlotsNotStartedAreClosedWhenReplaced(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	tasks := &blockingTasks{started: make(chan string, 16), release: make(chan struct{})}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
+	defer func() {
+		close(tasks.release)
+		r.Stop(context.Background())
+	}()
+	j := &runner.Job{ID: "c", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Hour,
+		Overlap: runner.OverlapReplace, Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	r.SetJobs([]*runner.Job{j})
+	last := time.Now().Truncate(time.Second).UTC().Add(-4 * time.Second)
+	if err := b.coord.Claim(context.Background(), term, "c", last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(context.Background(), term, "c", last, "run-0", []byte(`{}`), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.OnTerm(term) // claims the missed slots; the first runs, and blocks
+	<-tasks.started
+	claims, err := b.coord.Claims(context.Background(), term)
+	if err != nil {
+		t.Fatal(err)
+	}
+	missed := len(claims["c"].Open)
+	if missed < 3 {
+		t.Fatalf("%d caught-up slots claimed, want at least 3", missed)
+	}
+	r.Fire(runner.Slot{Job: j, Time: slotAhead()}) // replaces the catch-up's run
+	<-tasks.started
+	var closed []runner.Record
+	for deadline := time.Now().Add(10 * time.Second); len(closed) < missed-1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d caught-up slots not started were closed: %+v", len(closed), missed-1, records(t, b, "c"))
+		}
+		closed = closed[:0]
+		for _, rec := range records(t, b, "c") {
+			if rec.State == "skipped" && rec.Reason == runner.SkipOverlap && strings.Contains(rec.Error, "before it ran") {
+				closed = append(closed, rec)
+			}
+		}
+	}
+	claims, err = b.coord.Claims(context.Background(), term)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range claims["c"].Open {
+		for _, rec := range closed {
+			if o.Time.Equal(rec.ScheduledTime) {
+				t.Errorf("caught-up slot %s has a skip record and is left open", o.Time)
+			}
+		}
+	}
+}
