@@ -28,7 +28,9 @@ import (
 // appends "end WHO RUN_ID" to files/effects after hold: the side effects a
 // crashed attempt must not have. A later attempt looks for any process that
 // carries attempt 1's run ID in its environment and appends "alive PID" for
-// each, then "retry-done".
+// each, then "retry-done". The look is one grep over every /proc/PID/environ,
+// not one per process: on a loaded machine with a few thousand processes a
+// fork per process took longer than the attempt's timeout.
 func treeScript(files, hold string) string {
 	return fmt.Sprintf(`F=%[1]s
 echo "start $PACER_ATTEMPT $PACER_RUN_ID" >> $F/effects
@@ -41,9 +43,7 @@ if [ "$PACER_ATTEMPT" = 1 ]; then
   echo "end command $PACER_RUN_ID" >> $F/effects
 else
   old=$(cat $F/run)
-  for e in /proc/[0-9]*/environ; do
-    if grep -qa "PACER_RUN_ID=$old" "$e" 2>/dev/null; then echo "alive ${e%%/environ}" >> $F/effects; fi
-  done
+  for e in $(grep -las "PACER_RUN_ID=$old" /proc/[0-9]*/environ); do echo "alive ${e%%/environ}" >> $F/effects; done
   echo "retry-done $PACER_RUN_ID" >> $F/effects
 fi
 `, files, hold)
