@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -358,7 +359,7 @@ type benchBundle struct {
 func setupBench(b *testing.B) *benchBundle {
 	b.Helper()
 	l1, l2 := benchAddr(b), benchAddr(b)
-	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{Name: "b", Dir: b.TempDir(), ClientListen: l1, PeerListen: l2})
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{Name: "b", Dir: b.TempDir(), ClientListen: l1, PeerListen: l2})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -62,7 +63,7 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
 		Name: "t", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -73,7 +74,7 @@ type replica struct {
 // startEtcd starts an embedded etcd for one test and returns its endpoint.
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
 		Name: "t", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/internal/etcdembed"
 )
 
 const echoJob = `
@@ -138,7 +138,7 @@ func TestE2ETwoReplicasFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcd, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
 		Name: "shared", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
 	})
 	if err != nil {

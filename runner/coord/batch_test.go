@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -396,7 +397,7 @@ type benchBundle struct{ cli *clientv3.Client }
 
 func setupB(b *testing.B) *benchBundle {
 	b.Helper()
-	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
 		Name: "bench", Dir: b.TempDir(), ClientListen: freeAddrB(b), PeerListen: freeAddrB(b)})
 	if err != nil {
 		b.Fatal(err)

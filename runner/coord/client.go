@@ -12,6 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/pacerun/pacer/internal/zapslog"
 )
 
 // ClientOptions describe how to reach etcd.
@@ -41,7 +43,7 @@ func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 		DialKeepAliveTimeout: 3 * time.Second,
 	}
 	if o.Logger != nil {
-		cfg.Logger = zap.New(newSlogCore(o.Logger.With("component", "etcd-client"), zapcore.ErrorLevel))
+		cfg.Logger = zap.New(zapslog.New(o.Logger.With("component", "etcd-client"), zapslog.Options{Level: zapcore.ErrorLevel}))
 	}
 	if o.PasswordFile != "" {
 		pw, err := os.ReadFile(o.PasswordFile)

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -25,14 +26,14 @@ func TestMain(m *testing.M) {
 }
 
 type bundle struct {
-	etcd     *coord.Embedded
+	etcd     *etcdembed.Embedded
 	endpoint string
 }
 
 // setup starts a real single-node etcd for one test.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
 		Name: "test", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
 	})
 	if err != nil {
@@ -416,8 +417,8 @@ func TestLeadershipIsTraced(t *testing.T) {
 // election. Status lists each replica once, its leader with a live lease.
 func TestStaleElectionKeyIsRevokedAfterEtcdRestart(t *testing.T) {
 	dir, client, peer := t.TempDir(), freeAddr(t), freeAddr(t)
-	start := func() *coord.Embedded {
-		e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{Name: "test", Dir: dir, ClientListen: client, PeerListen: peer})
+	start := func() *etcdembed.Embedded {
+		e, err := etcdembed.Start(context.Background(), etcdembed.Options{Name: "test", Dir: dir, ClientListen: client, PeerListen: peer})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -64,6 +64,10 @@ type EtcdStatus struct {
 // before Pacer warns (pacer status, the alert rule on the metrics).
 const NearQuotaRatio = 0.8
 
+// etcdDefaultQuota is etcd's own space quota (--quota-backend-bytes unset):
+// 2 GiB.
+const etcdDefaultQuota = 2 << 30
+
 // NearQuota reports whether the database file has reached NearQuotaRatio of
 // its quota (etcd compares the file's size, not the size in use, with the
 // quota).
@@ -175,7 +179,7 @@ func (m *Monitor) look(ctx context.Context) EtcdStatus {
 		st.DBSize, st.DBSizeInUse, st.Quota = status.DbSize, status.DbSizeInUse, status.DbSizeQuota
 		st.HasLeader = st.HasLeader && status.Leader != 0
 		if st.Quota == 0 {
-			st.Quota = DefaultQuotaBytes // a member too old to say: etcd's default
+			st.Quota = etcdDefaultQuota // a member too old to say
 		}
 	} else if st.Error == "" {
 		st.Error = "no etcd endpoint answered a status request"

@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 )
@@ -40,10 +41,10 @@ func (s *syncBuffer) String() string {
 
 // startEtcd starts an embedded member with o's quota and compaction, for
 // one test.
-func startEtcd(t *testing.T, o coord.EmbeddedOptions) (*coord.Embedded, *clientv3.Client) {
+func startEtcd(t *testing.T, o etcdembed.Options) (*etcdembed.Embedded, *clientv3.Client) {
 	t.Helper()
 	o.Name, o.Dir, o.ClientListen, o.PeerListen = "test", t.TempDir(), freeAddr(t), freeAddr(t)
-	e, err := coord.StartEmbedded(context.Background(), o)
+	e, err := etcdembed.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func runMonitor(t *testing.T, o coord.MonitorOptions) *coord.Monitor {
 // use, the quota, the keys under the cluster's prefix (and no others),
 // and that it has a leader.
 func TestMonitorExportsEtcdStatus(t *testing.T) {
-	_, cli := startEtcd(t, coord.EmbeddedOptions{QuotaBytes: 64 << 20})
+	_, cli := startEtcd(t, etcdembed.Options{QuotaBytes: 64 << 20})
 	for i := range 25 {
 		if _, err := cli.Put(context.Background(), fmt.Sprintf("/pacer/mon/k%d", i), "v"); err != nil {
 			t.Fatal(err)
@@ -124,7 +125,7 @@ func gauge(t *testing.T, m *observability.Metrics, name string) float64 {
 // An embedded member whose file holds much more than its data (after a
 // large delete and a compaction) is defragmented by its monitor.
 func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
-	_, cli := startEtcd(t, coord.EmbeddedOptions{QuotaBytes: 256 << 20, CompactionRetention: -1})
+	_, cli := startEtcd(t, etcdembed.Options{QuotaBytes: 256 << 20, CompactionRetention: -1})
 	ctx := context.Background()
 	fill(t, cli, "/pacer/mon/big/", 12<<20)
 	resp, err := cli.Delete(ctx, "/pacer/mon/big/", clientv3.WithPrefix())
@@ -170,7 +171,7 @@ func fill(t *testing.T, cli *clientv3.Client, prefix string, n int) error {
 // embedded member's monitor then compacts and defragments it and, once the
 // file is below 80 % of the quota, disarms the alarm: writes work again.
 func TestSpaceQuotaExceededIsReportedAndRecovered(t *testing.T) {
-	_, cli := startEtcd(t, coord.EmbeddedOptions{QuotaBytes: 16 << 20, CompactionRetention: -1})
+	_, cli := startEtcd(t, etcdembed.Options{QuotaBytes: 16 << 20, CompactionRetention: -1})
 	ctx := context.Background()
 	var logs syncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
@@ -224,7 +225,7 @@ func TestSpaceQuotaExceededIsReportedAndRecovered(t *testing.T) {
 func TestLeaderCompactsEtcd(t *testing.T) {
 	for _, interval := range []time.Duration{0, 500 * time.Millisecond} {
 		t.Run(fmt.Sprintf("interval=%s", interval), func(t *testing.T) {
-			_, cli := startEtcd(t, coord.EmbeddedOptions{CompactionRetention: -1})
+			_, cli := startEtcd(t, etcdembed.Options{CompactionRetention: -1})
 			c := coord.New(coord.Options{Client: cli, Cluster: "cmp", Node: "a", LeaseTTL: 5 * time.Second, CompactionInterval: interval})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})

@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -232,7 +233,7 @@ func BenchmarkTriggerRequest(b *testing.B) {
 		callers    int
 	}{{"put", false, 1}, {"idempotent", true, 1}, {"put/callers=8", false, 8}, {"idempotent/callers=8", true, 8}} {
 		b.Run(bc.name, func(b *testing.B) {
-			e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+			e, err := etcdembed.Start(context.Background(), etcdembed.Options{
 				Name: "bench", Dir: b.TempDir(), ClientListen: freeAddrB(b), PeerListen: freeAddrB(b)})
 			if err != nil {
 				b.Fatal(err)

@@ -31,6 +31,7 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/api"
@@ -188,7 +189,7 @@ func newDataDirLock(lc fx.Lifecycle, cfg *config.Config) (*dataDirLock, error) {
 	if len(cfg.Cluster.Etcd.Endpoints) > 0 {
 		return &dataDirLock{}, nil
 	}
-	unlock, err := coord.LockDataDir(cfg.Cluster.DataDir)
+	unlock, err := etcdembed.LockDataDir(cfg.Cluster.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -200,11 +201,11 @@ func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, _ *dat
 	e := cfg.Cluster.Etcd
 	endpoints := e.Endpoints
 	if len(endpoints) == 0 {
-		var emb *coord.Embedded
+		var emb *etcdembed.Embedded
 		em := cfg.Cluster.Embedded
 		lc.Append(fx.Hook{
 			OnStart: func(ctx context.Context) (err error) {
-				emb, err = coord.StartEmbedded(ctx, coord.EmbeddedOptions{
+				emb, err = etcdembed.Start(ctx, etcdembed.Options{
 					Name: cfg.Node.Name, Dir: filepath.Join(cfg.Cluster.DataDir, "etcd"),
 					ClientURL: em.ClientURL, PeerURL: em.PeerURL, ClientKey: em.ClientKey, PeerKey: em.PeerKey,
 					QuotaBytes: em.QuotaBytes, Logger: log,

@@ -1,4 +1,10 @@
-package coord
+// Package etcdembed runs a single-node etcd inside the runner process (the
+// default when no cluster.etcd.endpoints are set), locks its data
+// directory, and remembers the leases the runner was granted on it, so
+// that a runner restarted after a crash can revoke its predecessor's at
+// once. It is the only package besides internal/etcdmember (the fault
+// suite's) that links etcd's server; runner and runner/api do not.
+package etcdembed
 
 import (
 	"context"
@@ -15,10 +21,12 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/pacerun/pacer/internal/zapslog"
 )
 
-// EmbeddedOptions configure a single-node etcd inside the runner process.
-type EmbeddedOptions struct {
+// Options configure a single-node etcd inside the runner process.
+type Options struct {
 	Name string
 	Dir  string
 	// ClientURL and PeerURL are where it listens ("http://host:port");
@@ -62,9 +70,9 @@ type Embedded struct {
 	closing *atomic.Bool
 }
 
-// StartEmbedded starts a single-node etcd and waits until it serves. A
-// port in use is an error that names the address and its config key.
-func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
+// Start starts a single-node etcd and waits until it serves. A port in
+// use is an error that names the address and its config key.
+func Start(ctx context.Context, o Options) (*Embedded, error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 30 * time.Second
 	}
@@ -128,7 +136,15 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	// etcd reports its listeners closing as errors; while we close it on
 	// purpose, those lines are demoted to debug.
 	closing := new(atomic.Bool)
-	core := &slogCore{log: o.Logger.With("component", "etcd"), level: zapcore.WarnLevel, quiet: closing, dir: o.Dir}
+	log := o.Logger.With("component", "etcd")
+	core := zapslog.New(log, zapslog.Options{Level: zapcore.WarnLevel, Quiet: closing, Demote: benign,
+		OnError: func(msg string, attrs []any) {
+			if diskFull(msg, attrs) {
+				// etcd stops the process after a failed write (zap
+				// Fatal): say what happened, and what to do, in one line.
+				log.Error(DiskFullHelp(o.Dir), "etcd_message", msg)
+			}
+		}})
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
 
 	e, err := embed.StartEtcd(cfg)
@@ -163,60 +179,11 @@ func (e *Embedded) Close() {
 	e.etcd.Close()
 }
 
-// slogCore is a zapcore.Core that writes to slog, so etcd's own logs come out
-// in the runner's format and through its sanitizer.
-type slogCore struct {
-	log   *slog.Logger
-	level zapcore.Level
-	quiet *atomic.Bool // when set, everything is logged at debug
-	dir   string       // the embedded member's data directory, if it is one
-}
-
-func newSlogCore(log *slog.Logger, level zapcore.Level) zapcore.Core {
-	return &slogCore{log: log, level: level, quiet: new(atomic.Bool)}
-}
-
-func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.level }
-
-func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log.With(fieldAttrs(fields)...), level: c.level, quiet: c.quiet, dir: c.dir}
-}
-
-func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if c.Enabled(e.Level) {
-		return ce.AddCore(e, c)
-	}
-	return ce
-}
-
 // benign lists etcd warnings that are expected for an embedded single-node
 // member on loopback and say nothing an operator can act on.
 var benign = map[string]bool{
 	"Running http and grpc server on single port. This is not recommended for production.": true,
 	"simple token is not cryptographically signed":                                         true,
-}
-
-func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	lv := slog.LevelInfo
-	switch {
-	case e.Level >= zapcore.ErrorLevel:
-		lv = slog.LevelError
-	case e.Level == zapcore.WarnLevel:
-		lv = slog.LevelWarn
-	case e.Level <= zapcore.DebugLevel:
-		lv = slog.LevelDebug
-	}
-	if c.quiet.Load() || benign[e.Message] {
-		lv = slog.LevelDebug
-	}
-	attrs := fieldAttrs(fields)
-	c.log.Log(context.Background(), lv, e.Message, attrs...)
-	if e.Level >= zapcore.ErrorLevel && c.dir != "" && diskFull(e.Message, attrs) {
-		// etcd stops the process after a failed write (zap Fatal): say
-		// what happened, and what to do, in one line.
-		c.log.Error(DiskFullHelp(c.dir), "etcd_message", e.Message)
-	}
-	return nil
 }
 
 // DiskFullHelp is the one line that says the embedded etcd's disk is full.
@@ -237,18 +204,4 @@ func diskFull(msg string, attrs []any) bool {
 		}
 	}
 	return false
-}
-
-func (c *slogCore) Sync() error { return nil }
-
-func fieldAttrs(fields []zapcore.Field) []any {
-	enc := zapcore.NewMapObjectEncoder()
-	for _, f := range fields {
-		f.AddTo(enc)
-	}
-	out := make([]any, 0, 2*len(enc.Fields))
-	for k, v := range enc.Fields {
-		out = append(out, k, v)
-	}
-	return out
 }
