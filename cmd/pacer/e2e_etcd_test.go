@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -317,4 +318,55 @@ jobs:%s`, client, interval, httpAddr, filepath.Join(binDir, "plugins"), js.Strin
 	if z := stopAll(t, []*proc{p}); z != 0 {
 		t.Errorf("%d plugin processes left", z)
 	}
+}
+
+// A runner with an embedded etcd killed with SIGKILL and started again on
+// its data_dir leads within cluster.lease_ttl of its etcd being ready
+// (docs/operations.md). Its etcd, restarted, would give the dead runner's
+// leases their whole TTL again plus an election timeout, and its member
+// record under the same node name would hold the new runner back for that
+// long and then a job_set_settle more: the new runner revokes the leases
+// its predecessor recorded in the data_dir instead, and its first decision
+// on the job set is immediate.
+func TestE2ERestartAfterKillLeadsWithinLeaseTTL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	const ttl = 10 * time.Second // as the default; a restart that waited for the leases would take longer
+	dir, stamps, addr := t.TempDir(), filepath.Join(t.TempDir(), "stamps"), freeAddr(t)
+	cfg := strings.Replace(embeddedConfig("k", dir,
+		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)), addr, stampJob("jk", stamps)),
+		"lease_ttl: 2s", "lease_ttl: 10s", 1)
+	a := startPacer(t, "k", addr, cfg)
+	a.waitLogs("a run by the first runner", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("run finished"))) >= 1
+	})
+	a.signal(syscall.SIGKILL)
+	a.wait(10 * time.Second)
+
+	b := startCmd(t, "k-again", addr, a.configPath, exec.Command(filepath.Join(binDir, "pacer"), "run", "--config", a.configPath))
+	ls := b.waitLogs("the restarted runner to lead", 3*ttl, func(ls []logLine) bool {
+		return len(match(ls, msgIs("became leader"))) > 0
+	})
+	at := func(msg string) time.Time {
+		ts, err := time.Parse(time.RFC3339Nano, match(ls, msgIs(msg))[0].str("time"))
+		if err != nil {
+			t.Fatalf("%q: %v", msg, err)
+		}
+		return ts
+	}
+	took := at("became leader").Sub(at("embedded etcd ready"))
+	t.Logf("the restarted runner led %s after its etcd was ready", took.Round(time.Millisecond))
+	if took > ttl {
+		t.Errorf("the restarted runner led %s after its etcd was ready, more than cluster.lease_ttl (%s)", took.Round(time.Millisecond), ttl)
+	}
+	if l := match(ls, msgIs("revoked the leases of the previous runner on this data directory (it did not stop cleanly)")); len(l) != 1 || l[0]["leases"].(float64) < 2 {
+		t.Errorf("want one line saying the previous runner's leases (member record, election) were revoked, got %v", l)
+	}
+	if l := match(ls, func(l logLine) bool { return strings.HasPrefix(l.str("msg"), "another replica runs under this node name") }); len(l) > 0 {
+		t.Errorf("the restarted runner took its own previous record for another replica's: %v", l[0])
+	}
+	b.waitLogs("a run by the restarted runner", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("run finished"))) >= 1
+	})
 }

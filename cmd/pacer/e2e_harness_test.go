@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,6 +78,7 @@ type proc struct {
 	mu    sync.Mutex
 	lines []logLine
 	raw   []string
+	dups  []string      // lines with a key twice (JSON readers keep one of the two)
 	grew  chan struct{} // closed and replaced whenever a line arrives
 }
 
@@ -114,6 +116,9 @@ func startCmd(t *testing.T, name, httpAddr, path string, cmd *exec.Cmd) *proc {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.exited
+		for _, l := range p.dups {
+			t.Errorf("%s logged a line with a duplicate key: %s", name, l)
+		}
 		if t.Failed() {
 			p.mu.Lock()
 			defer p.mu.Unlock()
@@ -134,6 +139,9 @@ func (p *proc) read(r io.Reader) {
 		p.raw = append(p.raw, line)
 		if l != nil {
 			p.lines = append(p.lines, l)
+			if k := duplicateKey([]byte(line)); k != "" {
+				p.dups = append(p.dups, fmt.Sprintf("%q in %s", k, line))
+			}
 		}
 		close(p.grew)
 		p.grew = make(chan struct{})
@@ -241,14 +249,24 @@ next:
 	return -1
 }
 
+// handedOut holds every address freeAddr returned: the kernel may offer a
+// port again once its listener closed, and two addresses one config needs
+// (the embedded etcd's client and peer) must differ.
+var handedOut sync.Map
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // pidAlive reports whether pid exists and is not a zombie.
@@ -312,4 +330,30 @@ func needPython(t *testing.T) {
 	if out, err := exec.Command("/usr/bin/python3", "-c", "import grpc, google.protobuf, cryptography").CombinedOutput(); err != nil {
 		t.Fatalf("the Python plugin needs /usr/bin/python3 with python3-grpcio, python3-protobuf and python3-cryptography (make deps): %v\n%s", err, out)
 	}
+}
+
+// duplicateKey returns a key that a JSON object (one log line) has twice at
+// its top level, or "".
+func duplicateKey(line []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		k, _ := tok.(string)
+		if seen[k] {
+			return k
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
 }

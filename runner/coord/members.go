@@ -91,6 +91,7 @@ type Membership struct {
 	store *jobSetStore
 	kick  chan struct{} // something changed: decide again
 	push  chan struct{} // the record changed: publish again
+	freed chan struct{} // our key is gone while another lease held it: publish now
 
 	mu        sync.Mutex
 	self      MemberRecord
@@ -100,7 +101,7 @@ type Membership struct {
 	watched   bool              // the member list was read at least once
 	published bool              // our record is in etcd under our lease
 	dupErr    error             // ErrNodeNameInUse, while it is
-	decided   bool              // a decision was made
+	decided   bool              // a decision on the job set was made
 	mayLead   bool
 	why       error
 	changed   chan struct{}
@@ -134,7 +135,7 @@ func NewMembership(o MembershipOptions) *Membership {
 	prefix := "/pacer/" + o.Cluster + "/"
 	m := &Membership{o: o, cli: o.Client, log: o.Logger, key: prefix + "members/" + o.Node,
 		store: newJobSetStore(o.Client, prefix, o.RequestTimeout),
-		kick:  make(chan struct{}, 1), push: make(chan struct{}, 1),
+		kick:  make(chan struct{}, 1), push: make(chan struct{}, 1), freed: make(chan struct{}, 1),
 		members: map[string]Member{}, changed: make(chan struct{}), why: errors.New("job set not compared with the cluster's yet")}
 	m.self = o.Record
 	m.self.Node, m.self.Mismatch = o.Node, o.Mismatch
@@ -212,9 +213,18 @@ func (m *Membership) publishLoop(ctx context.Context) {
 		if !errors.Is(err, ErrNodeNameInUse) {
 			m.log.Warn("member record not published; trying again", "error", err, "retry_in", d)
 		}
-		if !backoff.Sleep(ctx, d) {
+		// The watch says when a record that held our name goes (a killed
+		// predecessor's lease expired): publish then, not a backoff later.
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-m.freed:
+			wait.Reset()
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
@@ -299,7 +309,7 @@ func (m *Membership) publish(ctx context.Context, lease clientv3.LeaseID, rec []
 	m.dupErr = nil
 	m.mu.Unlock()
 	if cleared {
-		m.log.Info("node name free again: member record published", "node", m.o.Node)
+		m.log.Info("node name free again: member record published")
 	}
 	signal(m.kick)
 	return nil
@@ -316,7 +326,8 @@ func (m *Membership) duplicate(other []byte) error {
 	m.dupErr = err
 	m.mu.Unlock()
 	if first {
-		m.log.Error("another replica runs under this node name: not leading until it is gone", "node", m.o.Node, "error", err.Error())
+		// The logger names the node already.
+		m.log.Error("another replica runs under this node name: not leading until it is gone", "error", err.Error())
 	}
 	signal(m.kick)
 	return err
@@ -392,10 +403,15 @@ func (m *Membership) setMembers(members map[string]Member) {
 	m.mu.Lock()
 	m.members = maps.Clone(members)
 	m.watched = true
-	if own, ok := members[m.key]; ok {
+	own, ok := members[m.key]
+	if ok {
 		m.selfRev = own.Revision
 	}
+	dup := m.dupErr != nil
 	m.mu.Unlock()
+	if !ok && dup {
+		signal(m.freed)
+	}
 	signal(m.kick)
 }
 
@@ -472,10 +488,15 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		m.diff, m.explained, explain = nil, pair, true
 	}
 	var wait time.Duration
-	apply := false
+	apply, decided := false, m.decided
 	switch {
+	case !m.decided && m.dupErr != nil:
+		// Another replica's record holds our name (or a killed
+		// predecessor's, until its lease goes): closed at once, and the
+		// first decision on the job set is still to come, at once.
+		apply = m.mayLead || m.why == nil || m.why.Error() != why.Error()
 	case !m.decided:
-		apply = m.published || m.dupErr != nil // the first decision, at once
+		apply, decided = m.published, m.published // the first decision, at once
 	case ok == m.mayLead:
 		m.pending = nil
 		if why != nil && m.why != nil && why.Error() != m.why.Error() {
@@ -493,7 +514,7 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 	var changed chan struct{}
 	was := m.mayLead
 	if apply {
-		m.decided, m.mayLead, m.why, m.pending = true, ok, why, nil
+		m.decided, m.mayLead, m.why, m.pending = decided, ok, why, nil
 		changed = m.changed
 		m.changed = make(chan struct{})
 	}

@@ -2,9 +2,12 @@ package coord_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -220,6 +223,60 @@ func TestMembershipRefusesADuplicateNodeName(t *testing.T) {
 	})
 	first.close()
 	waitFor(t, "the second to lead", 15*time.Second, func() bool { return second.c.Term() != nil })
+}
+
+// A replica started while its killed predecessor's record (same node
+// name) is still under that one's lease: the gate is closed at once, the
+// record is published as soon as the old lease goes, and the first
+// decision on the job set is immediate then, not a job_set_settle later.
+// Its two log lines name the node once (the logger carries it).
+func TestMembershipLeadsOnceAKilledPredecessorsRecordGoes(t *testing.T) {
+	b := setup(t)
+	cli := b.client(t)
+	set := jobSet("x")
+	old, err := cli.Grant(context.Background(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(coord.MemberRecord{Node: "same", JobSet: set.Fingerprint, Jobs: 1, Version: "old", Started: time.Now()})
+	if _, err := cli.Put(context.Background(), "/pacer/test/members/same", string(rec), clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: "same", LeaseTTL: 30 * time.Second,
+		RequestTimeout: 2 * time.Second, Settle: time.Hour, JobSet: set, Record: coord.MemberRecord{Version: "new", Started: time.Now()},
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)).With("node", "same")})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ms.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "the gate to close on the predecessor's record", 10*time.Second, func() bool {
+		ok, why, _ := ms.MayLead()
+		return !ok && errors.Is(why, coord.ErrNodeNameInUse)
+	})
+	if _, err := cli.Revoke(context.Background(), old.ID); err != nil { // as its lease expiring
+		t.Fatal(err)
+	}
+	waitFor(t, "the gate to open, without a job_set_settle (1h)", 10*time.Second, func() bool {
+		ok, _, _ := ms.MayLead()
+		return ok
+	})
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	for _, msg := range []string{"another replica runs under this node name", "node name free again"} {
+		found := false
+		for _, l := range lines {
+			if !strings.Contains(l, msg) {
+				continue
+			}
+			found = true
+			if n := strings.Count(l, `"node":`); n != 1 {
+				t.Errorf("%d \"node\" keys in %s", n, l)
+			}
+		}
+		if !found {
+			t.Errorf("no line %q in:\n%s", msg, logs.String())
+		}
+	}
 }
 
 // A replica's job set change is published; the cluster follows the

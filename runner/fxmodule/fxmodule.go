@@ -179,13 +179,14 @@ func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config) (*observability.T
 	return tr, tr.Provider, nil
 }
 
-// dataDirLock is held on cluster.data_dir while an embedded etcd uses it.
-type dataDirLock struct{}
+// dataDirLock is held on cluster.data_dir while an embedded etcd uses it;
+// leases is the journal of the etcd leases granted under it.
+type dataDirLock struct{ leases *etcdembed.LeaseJournal }
 
 // newDataDirLock locks the embedded etcd's data directory first of all, so
 // that a second runner on it fails at once, naming the first, before it
 // starts any plugin.
-func newDataDirLock(lc fx.Lifecycle, cfg *config.Config) (*dataDirLock, error) {
+func newDataDirLock(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger) (*dataDirLock, error) {
 	if len(cfg.Cluster.Etcd.Endpoints) > 0 {
 		return &dataDirLock{}, nil
 	}
@@ -194,10 +195,15 @@ func newDataDirLock(lc fx.Lifecycle, cfg *config.Config) (*dataDirLock, error) {
 		return nil, err
 	}
 	lc.Append(fx.StopHook(unlock))
-	return &dataDirLock{}, nil
+	leases, err := etcdembed.OpenLeaseJournal(cfg.Cluster.DataDir, log)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return &dataDirLock{leases: leases}, nil
 }
 
-func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, _ *dataDirLock) (*clientv3.Client, error) {
+func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *dataDirLock) (*clientv3.Client, error) {
 	e := cfg.Cluster.Etcd
 	endpoints := e.Endpoints
 	if len(endpoints) == 0 {
@@ -235,7 +241,35 @@ func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, _ *dat
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	lc.Append(fx.StopHook(cli.Close))
+	if lock.leases != nil {
+		lock.leases.Wrap(cli)
+		lc.Append(fx.StartHook(func(ctx context.Context) error {
+			revokePrevious(ctx, lock.leases, cli, e.RequestTimeout, log)
+			return nil
+		}))
+	}
 	return cli, nil
+}
+
+// revokePrevious revokes the leases a runner killed on this data directory
+// left, before this one publishes its record or campaigns: their keys (its
+// member record under this node name, its election key) go at once,
+// instead of when the leases expire, a TTL and an election timeout after
+// the embedded etcd restarted. Failing that, it waits for them as before.
+func revokePrevious(ctx context.Context, j *etcdembed.LeaseJournal, cli *clientv3.Client, timeout time.Duration, log *slog.Logger) {
+	if len(j.Previous()) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	n, err := j.RevokePrevious(ctx, cli)
+	if err != nil {
+		log.Warn("cannot revoke the leases of the previous runner on this data directory; waiting for them to expire", "error", err)
+		return
+	}
+	if n > 0 {
+		log.Info("revoked the leases of the previous runner on this data directory (it did not stop cleanly)", "leases", n)
+	}
 }
 
 func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, tr *observability.Tracing,

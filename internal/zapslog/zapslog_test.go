@@ -1,0 +1,58 @@
+package zapslog_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/pacerun/pacer/internal/zapslog"
+)
+
+// zap entries come out as slog records at their own level, with their
+// fields; below Level they are dropped; a demoted message, or any while
+// Quiet, is logged at debug; OnError sees errors with their attributes.
+func TestCoreWritesZapToSlog(t *testing.T) {
+	var buf bytes.Buffer
+	quiet := new(atomic.Bool)
+	var errs []string
+	core := zapslog.New(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), zapslog.Options{
+		Level: zapcore.InfoLevel, Quiet: quiet, Demote: map[string]bool{"noise": true},
+		OnError: func(msg string, attrs []any) { errs = append(errs, fmt.Sprint(msg, attrs)) },
+	})
+	log := zap.New(core).With(zap.String("member", "m1"))
+	log.Debug("dropped")
+	log.Info("info", zap.Int("n", 3))
+	log.Warn("noise")
+	log.Error("failed", zap.String("path", "/d"))
+	quiet.Store(true)
+	log.Error("closing")
+
+	var got []string
+	for line := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["member"] != "m1" {
+			t.Errorf("line without the logger's field: %s", line)
+		}
+		got = append(got, m["level"].(string)+" "+m["msg"].(string))
+	}
+	want := []string{"INFO info", "DEBUG noise", "ERROR failed", "DEBUG closing"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if !strings.Contains(buf.String(), `"n":3`) {
+		t.Errorf("field n missing: %s", buf.String())
+	}
+	if len(errs) != 2 || errs[0] != "failed[path /d]" {
+		t.Errorf("OnError saw %q, want both errors", errs)
+	}
+}
