@@ -363,7 +363,9 @@ func TestE2ERestartAfterKillLeadsWithinLeaseTTL(t *testing.T) {
 	if l := match(ls, msgIs("revoked the leases of the previous runner on this data directory (it did not stop cleanly)")); len(l) != 1 || l[0]["leases"].(float64) < 2 {
 		t.Errorf("want one line saying the previous runner's leases (member record, election) were revoked, got %v", l)
 	}
-	if l := match(ls, func(l logLine) bool { return strings.HasPrefix(l.str("msg"), "another replica runs under this node name") }); len(l) > 0 {
+	if l := match(ls, func(l logLine) bool {
+		return strings.HasPrefix(l.str("msg"), "another replica runs under this node name")
+	}); len(l) > 0 {
 		t.Errorf("the restarted runner took its own previous record for another replica's: %v", l[0])
 	}
 	b.waitLogs("a run by the restarted runner", 30*time.Second, func(ls []logLine) bool {
