@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/internal/etcdembed"
 )
 
 // stampJob runs testplugin's stamp task every second, appending to path.
@@ -371,4 +374,95 @@ func TestE2ERestartAfterKillLeadsWithinLeaseTTL(t *testing.T) {
 	b.waitLogs("a run by the restarted runner", 30*time.Second, func(ls []logLine) bool {
 		return len(match(ls, msgIs("run finished"))) >= 1
 	})
+}
+
+// etcd unreachable is an outage the runner waits out, not an error it
+// exits on (a restart would not bring etcd back): started with its etcd
+// down, pacer run stays up, /healthz answers 200 and /readyz 503 saying
+// etcd is unreachable, nothing runs, and it says it retries; once etcd
+// answers at that address it leads, runs its jobs and is ready.
+func TestE2EEtcdUnreachableAtStartStaysUpAndWaits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	etcdAddr, addr, stamps := freeAddr(t), freeAddr(t), filepath.Join(t.TempDir(), "stamps")
+	p := startPacer(t, "down", addr, fmt.Sprintf(`
+node: {name: down}
+cluster:
+  name: e2e
+  data_dir: %s
+  lease_ttl: 2s
+  etcd: {endpoints: ['http://%s'], dial_timeout: 1s, request_timeout: 1s}
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:%s`, t.TempDir(), etcdAddr, addr, filepath.Join(binDir, "plugins"), stampJob("js", stamps)))
+	p.waitLogs("a retry while etcd is down", 60*time.Second, func(ls []logLine) bool {
+		return len(match(ls, func(l logLine) bool {
+			return l.str("level") == "WARN" && strings.Contains(l.str("msg"), "trying again")
+		})) > 0
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := p.readyz(t)
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "etcd unreachable") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %s with etcd down, want 503 etcd unreachable", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if resp, err := http.Get(p.httpURL + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz with etcd down: %v %v, want 200", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if n := len(match(p.logs(), msgIs("run started"))); n != 0 {
+		t.Fatalf("%d runs started with etcd down", n)
+	}
+
+	// The exception: with a user, the etcd client authenticates first,
+	// within dial_timeout, and the start fails naming that.
+	authAddr := freeAddr(t)
+	auth := startPacer(t, "auth", authAddr, fmt.Sprintf(`
+node: {name: auth}
+cluster:
+  name: e2e
+  data_dir: %s
+  etcd: {endpoints: ['http://%s'], dial_timeout: 1s, username: pacer, password_env: E2E_ETCD_PW}
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:%s`, t.TempDir(), etcdAddr, authAddr, filepath.Join(binDir, "plugins"), stampJob("ja", stamps+"-a")), "E2E_ETCD_PW=x")
+	if code := auth.wait(60 * time.Second); code != 1 {
+		t.Fatalf("exit code %d with a user and etcd down, want 1", code)
+	}
+	if last := rawWithPrefix(auth, "pacer: "); !strings.Contains(last, "cannot authenticate as \"pacer\"") || !strings.Contains(last, "cluster.etcd.dial_timeout (1s)") {
+		t.Fatalf("last line %q does not say the user could not authenticate within cluster.etcd.dial_timeout", last)
+	}
+
+	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
+		Name: "late", Dir: t.TempDir(), ClientListen: etcdAddr, PeerListen: freeAddr(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	p.waitLogs("a run once etcd is up", 60*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("became leader"))) > 0 && len(match(ls, msgIs("run finished"))) > 0
+	})
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, body := p.readyz(t)
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %s with etcd up, want 200", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
 }

@@ -238,6 +238,12 @@ func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
+		if cc.Username != "" {
+			// With a user, the client authenticates before anything else,
+			// and gives up after the dial timeout.
+			return nil, fmt.Errorf("cluster.etcd: cannot authenticate as %q at %s within cluster.etcd.dial_timeout (%s): %w",
+				cc.Username, strings.Join(endpoints, ", "), e.DialTimeout, err)
+		}
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	lc.Append(fx.StopHook(cli.Close))
