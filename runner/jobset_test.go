@@ -181,16 +181,13 @@ func TestCatchUpNamesSlotsTheLeaderDidNotHave(t *testing.T) {
 func TestLeaderRecordsEachJobSetItRuns(t *testing.T) {
 	b, _ := setupScripted(t)
 	term := b.waitLeader(t)
-	first := []*runner.Job{job("a", "")}
-	b.r.SetJobs(first)
-	b.r.OnTerm(term)
-	second := []*runner.Job{job("a", ""), job("b", "")}
-	b.r.SetJobs(second)
-	want := []string{runner.JobSetOf(first).Fingerprint, runner.JobSetOf(second).Fingerprint}
-	waitCount(t, "the term's epochs to name the first set, then the second", func() float64 {
+	// The term's first epoch names the set the runner led with (none yet);
+	// it is written in the background once the term starts. Wait for it, so
+	// the sets below are epochs of their own, not raced onto its key.
+	termSets := func() []string {
 		es, err := b.coord.Epochs(context.Background())
 		if err != nil {
-			return -1
+			return nil
 		}
 		var got []string // consecutive epochs with one set count once
 		for _, e := range es {
@@ -198,17 +195,27 @@ func TestLeaderRecordsEachJobSetItRuns(t *testing.T) {
 				got = append(got, e.JobSet)
 			}
 		}
-		if slices.Equal(got, want) {
+		return got
+	}
+	waitCount(t, "the term's first epoch", func() float64 { return float64(len(termSets())) }, 1)
+	opening := termSets()[0]
+	first := []*runner.Job{job("a", "")}
+	b.r.SetJobs(first)
+	second := []*runner.Job{job("a", ""), job("b", "")}
+	b.r.SetJobs(second)
+	want := []string{opening, runner.JobSetOf(first).Fingerprint, runner.JobSetOf(second).Fingerprint}
+	waitCount(t, "the term's epochs to name the opening set, the first, then the second", func() float64 {
+		if slices.Equal(termSets(), want) {
 			return 1
 		}
 		return 0
 	}, 1)
-	set, err := b.coord.JobSet(context.Background(), want[1])
+	set, err := b.coord.JobSet(context.Background(), want[2])
 	if err != nil || len(set.Jobs) != 2 {
 		t.Fatalf("stored set %+v, %v", set, err)
 	}
 	rec, _ := json.Marshal(set.Jobs)
-	t.Logf("stored job set %s: %s", coord.Short(want[1]), rec)
+	t.Logf("stored job set %s: %s", coord.Short(want[2]), rec)
 }
 
 func manyJobs(n int) []*runner.Job {
