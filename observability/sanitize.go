@@ -65,7 +65,7 @@ var builtinPlaceholderNames = append([]string{
 // endings that make a key sensitive.
 var builtinKeySuffixes = []string{
 	"password", "passwd", "passphrase", "secret", "token", "apikey",
-	"privatekey", "secretkey", "secretaccesskey", "authorization",
+	"privatekey", "secretkey", "secretaccesskey", "authorization", "cookie",
 }
 
 // authSchemes are HTTP authentication schemes (lower case). For a sensitive
@@ -289,7 +289,7 @@ func (s *Sanitizer) String(in string) string {
 		// one pass over the bytes decides which masks can apply at all.
 		// Masks only remove text and add placeholders, so the input's
 		// characters bound what later masks can see.
-		var at, dash, jay, b, eq, plus bool
+		var at, dash, jay, b, eq, plus, tab, lt bool
 		var colons, dots, digits int
 		for i := 0; i < len(in); i++ {
 			switch c := in[i]; {
@@ -311,6 +311,10 @@ func (s *Sanitizer) String(in string) string {
 				eq = true
 			case c == '+':
 				plus = true
+			case c == '\t':
+				tab = true
+			case c == '<':
+				lt = true
 			}
 		}
 		bare := !s.withoutBareSecrets
@@ -347,6 +351,9 @@ func (s *Sanitizer) String(in string) string {
 		if colons > 0 || eq {
 			out = s.maskKeyValues(out)
 		}
+		if dash || tab || lt {
+			out = s.maskSpacedKeys(out)
+		}
 	} else {
 		out = maskPrivateKeys(out)
 		out = maskURLUserinfo(out)
@@ -361,6 +368,7 @@ func (s *Sanitizer) String(in string) string {
 		out = maskCards(out)
 		out = s.maskBearer(out)
 		out = s.maskKeyValues(out)
+		out = s.maskSpacedKeys(out)
 	}
 	for i := range s.patterns {
 		out = s.patterns[i].apply(out)
@@ -394,6 +402,9 @@ func (s *Sanitizer) sensitiveKey(key string, buf *[64]byte) bool {
 			return true
 		}
 	}
+	if passKey(key) {
+		return true
+	}
 	if len(s.redactKeys) == 0 {
 		return false
 	}
@@ -403,6 +414,21 @@ func (s *Sanitizer) sensitiveKey(key string, buf *[64]byte) bool {
 	}
 	_, ok := s.redactKeys[string(k)]
 	return ok
+}
+
+// passKey reports whether key is "pass" or ends with it as a word of its
+// own: "pass", "DB_PASS", "smtp-pass", "mail.pass", "dbPass"; not "bypass"
+// nor "compass", where "pass" is only the end of another word.
+func passKey(key string) bool {
+	n := len(key)
+	if n < 4 || !strings.EqualFold(key[n-4:], "pass") {
+		return false
+	}
+	if n == 4 {
+		return true
+	}
+	c := key[n-5]
+	return c == '_' || c == '-' || c == '.' || key[n-4] == 'P' && 'a' <= c && c <= 'z'
 }
 
 // fencingTokenKey reports whether key names the fencing token
@@ -1457,13 +1483,22 @@ func (s *Sanitizer) maskKeyValues(in string) string {
 			continue
 		}
 		v := j + 1
+		if v < len(in) && (in[j] == ':' && in[v] == '=' || in[j] == '=' && in[v] == '>') {
+			v++ // "password := x" (Go, Pascal), "password => x" (Perl, PHP, Ruby)
+		}
 		for v < len(in) && (in[v] == ' ' || in[v] == '\t') {
 			v++
 		}
 		if v >= len(in) {
 			break
 		}
-		rs, re, repl, ok := s.sensitiveValue(in, v, dquoted && in[j] == ':')
+		// A cookie header's value is every cookie up to the end of its line
+		// ("Cookie: a=1; b=2"), not up to the first ';'.
+		toEOL := in[j] == ':' && hasCanonicalSuffix(in[k:ke], "cookie")
+		if passOnly(in[k:ke]) && allDigits(in, v) {
+			continue // "pass: 12 fail: 0", a test summary
+		}
+		rs, re, repl, ok := s.sensitiveValue(in, v, dquoted && in[j] == ':', toEOL)
 		if !ok {
 			continue
 		}
@@ -1490,7 +1525,8 @@ func indexSep(s string, from int) int {
 // replace and its replacement; ok is false when there is nothing to do (empty
 // value, or already a placeholder). jsonish asks for a quoted placeholder
 // when an unquoted value (a number, an object) is replaced after a JSON key.
-func (s *Sanitizer) sensitiveValue(in string, v int, jsonish bool) (rs, re int, repl string, ok bool) {
+// toEOL makes an unquoted value run to the end of its line.
+func (s *Sanitizer) sensitiveValue(in string, v int, jsonish, toEOL bool) (rs, re int, repl string, ok bool) {
 	bare := phRedacted
 	if jsonish {
 		bare = `"` + phRedacted + `"`
@@ -1526,11 +1562,32 @@ func (s *Sanitizer) sensitiveValue(in string, v int, jsonish bool) (rs, re int, 
 			// whose own value is masked when the scan reaches it.
 			return 0, 0, "", false
 		}
+		if toEOL {
+			e = lineEnd(in, v)
+			for e > v && (in[e-1] == ' ' || in[e-1] == '\t' || in[e-1] == '\r') {
+				e--
+			}
+			return s.redactSpan(in, v, e, bare)
+		}
 		// "<scheme> <credentials>": extend over the credentials.
 		if isAuthScheme(in[v:e]) && e < len(in) && in[e] == ' ' {
 			c2 := e
 			for c2 < len(in) && in[c2] == ' ' {
 				c2++
+			}
+			if c2 < len(in) && (in[c2] == '"' || in[c2] == '\'') {
+				// Quoted credentials: Basic "dXNl".
+				eol := lineEnd(in, c2)
+				cl := findClose(in[:eol], c2+1, in[c2])
+				if cl < 0 {
+					cl = eol
+				}
+				return s.redactSpan(in, c2+1, cl, phRedacted)
+			}
+			if pe := authParamsEnd(in, c2); pe > c2 {
+				// Auth-params (RFC 9110 11.4): every one is a credential or
+				// part of one (Digest's response, AWS4's Signature).
+				return s.redactSpan(in, c2, pe, phRedacted)
 			}
 			if e2, _ := s.scanBareValue(in, c2); e2 > c2 && !s.isSensitiveKeyToken(in[c2:e2]) {
 				e = e2
@@ -1538,6 +1595,61 @@ func (s *Sanitizer) sensitiveValue(in string, v int, jsonish bool) (rs, re int, 
 		}
 		return s.redactSpan(in, v, e, bare)
 	}
+}
+
+// authParamsEnd returns the end of the list of auth-params starting at
+// in[p] (name=value or name="value", separated by commas:
+// `username="u", response="r"`, `Credential=AKID/x, Signature=f0`), or -1
+// when in[p] does not start one. An unterminated quoted value runs to the
+// end of its line.
+func authParamsEnd(in string, p int) int {
+	end := -1
+	for {
+		k := p
+		for k < len(in) && charClass[in[k]]&clKey != 0 {
+			k++
+		}
+		if k == p || k >= len(in) || in[k] != '=' {
+			return end
+		}
+		k++
+		if k < len(in) && in[k] == '"' {
+			eol := lineEnd(in, k)
+			cl := findClose(in[:eol], k+1, '"')
+			if cl < 0 {
+				return eol
+			}
+			k = cl + 1
+		} else {
+			for k < len(in) && charClass[in[k]]&clValEnd == 0 {
+				k++
+			}
+		}
+		end = k
+		for k < len(in) && (in[k] == ' ' || in[k] == '\t') {
+			k++
+		}
+		if k >= len(in) || in[k] != ',' {
+			return end
+		}
+		k++
+		for k < len(in) && (in[k] == ' ' || in[k] == '\t') {
+			k++
+		}
+		p = k
+	}
+}
+
+// passOnly reports whether key is "pass" alone, in any case.
+func passOnly(key string) bool { return len(key) == 4 && strings.EqualFold(key, "pass") }
+
+// allDigits reports whether the unquoted word at in[v:] is a number.
+func allDigits(in string, v int) bool {
+	e := v
+	for e < len(in) && isDigit(in[e]) {
+		e++
+	}
+	return e > v && (e == len(in) || charClass[in[e]]&clValEnd != 0)
 }
 
 // redactSpan replaces in[a:b] with repl unless it is empty or already

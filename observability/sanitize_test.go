@@ -527,3 +527,39 @@ func BenchmarkSanitizer(b *testing.B) {
 		})
 	}
 }
+
+// TestSanitizeKeyShapes: values after a key in the shapes a tester found
+// unmasked (attack 3, B5): every auth-param of Digest and AWS4, quoted Basic
+// credentials, Go's ":=", flags, tabs, cookies, XML elements, "pass".
+func TestSanitizeKeyShapes(t *testing.T) {
+	t.Parallel()
+	runCases(t, mustSanitizer(t, SanitizerOptions{}), []sanitizeCase{
+		{"digest", `Proxy-Authorization: Digest username="u", response="S3KRITc1"`, `Proxy-Authorization: Digest [redacted]`},
+		{"digest, then text", `Authorization: Digest username="u", nc=00000001, response="6629f" done`, `Authorization: Digest [redacted] done`},
+		{"aws4", "Authorization: AWS4-HMAC-SHA256 Credential=AKID/2015/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=S3KRITd7",
+			"Authorization: AWS4-HMAC-SHA256 [redacted]"},
+		{"basic quoted", `Authorization: Basic "S3KRITg5"`, `Authorization: Basic "[redacted]"`},
+		{"basic token68 padding", "Authorization: Basic dXNlcjpwYXNz==", "Authorization: Basic [redacted]"},
+		{"go short assignment", "password := S3KRITf5", "password := [redacted]"},
+		{"fat arrow", `{"password" => "x1"}`, `{"password" => "[redacted]"}`},
+		{"flags", "run --token S3KRIT --password 'a b' -v", "run --token [redacted] --password '[redacted]' -v"},
+		{"flag then flag", "--token --verbose", "--token --verbose"},
+		{"switch", "--no-password foo", "--no-password foo"},
+		{"flag not sensitive", "--token-ttl 5m --password-file /run/pw", "--token-ttl 5m --password-file /run/pw"},
+		{"tab", "login\tbob\npassword\tS3KRIT\n", "login\tbob\npassword\t[redacted]\n"},
+		{"spaces only", "passphrase S3KRIT", "passphrase S3KRIT"},
+		{"prose", "Enter passphrase for key '/root/.ssh/id_ed25519':", "Enter passphrase for key '/root/.ssh/id_ed25519':"},
+		{"set-cookie", "Set-Cookie: sid=S3KRIT; Path=/; HttpOnly", "Set-Cookie: [redacted]"},
+		{"cookie", "Cookie: a=1; b=S3KRIT\nnext", "Cookie: [redacted]\nnext"},
+		{"cookie json", `{"cookie":"a=1; b=2","n":1}`, `{"cookie":"[redacted]","n":1}`},
+		{"xml", "<password>S3KRIT</password>", "<password>[redacted]</password>"},
+		{"xml namespace attrs", `<db:password enc="none">S3KRIT</db:password>`, `<db:password enc="none">[redacted]</db:password>`},
+		{"xml cdata", "<secret><![CDATA[a<b S3]]></secret>", "<secret><![CDATA[[redacted]]]></secret>"},
+		{"xml empty and self-closing", "<password></password><token/>x", "<password></password><token/>x"},
+		{"xml not sensitive", "<user>bob</user>", "<user>bob</user>"},
+		{"pass key", "user: bob pass: S3KRIT", "user: bob pass: [redacted]"},
+		{"pass compound", "DB_PASS=S3 smtpPass: x mail.pass=y", "DB_PASS=[redacted] smtpPass: [redacted] mail.pass=[redacted]"},
+		{"pass count", "pass: 12 fail: 0", "pass: 12 fail: 0"},
+		{"not pass", "bypass: true compass=north", "bypass: true compass=north"},
+	})
+}

@@ -13,12 +13,13 @@ import (
 // host do.
 func split(s string, limit int) []string {
 	var out []string
-	for len(s) > limit {
-		n := linesplit.Cut(s, limit)
-		out = append(out, s[:n])
-		s = s[n:]
+	b := []byte(s)
+	for len(b) > limit {
+		n := linesplit.Cut(b, limit)
+		out = append(out, string(b[:n]))
+		b = linesplit.Rest(b, n)
 	}
-	return append(out, s)
+	return append(out, string(b))
 }
 
 // Secrets the sanitizer recognises, single words and the shapes it reads
@@ -146,4 +147,55 @@ func FuzzCut(f *testing.F) {
 			t.Fatalf("Cut(%q, %d) = %d", s, limit, n)
 		}
 	})
+}
+
+// TestRestCarriesTheKey: a value longer than a piece is cut inside; each
+// later piece starts with its key again, so the sanitizer masks every piece
+// of it (attack 3, B5: "password=S3KRITi7" + 6000 A + "S3KRITi8" as one
+// word showed "AAAA…S3KRITi8" in the second log line).
+func TestRestCarriesTheKey(t *testing.T) {
+	t.Parallel()
+	s := observability.DefaultSanitizer()
+	long := strings.Repeat("A", 6000)
+	for _, tc := range []struct{ line, carried string }{
+		{"password=S3KRITi7" + long + "S3KRITi8", "password=…"},
+		{"x password=S3KRITi7" + long + "S3KRITi8 tail", "password=…"},
+		{`{"user":"bob","password":"S3KRITi7` + long + `S3KRITi8"}`, `"password":"…`},
+		{`"{\"password\":\"S3KRITi7` + long + `S3KRITi8\"}"`, `\"password\":\"…`},
+		{"GET /cb?a=1&token=S3KRITi7" + long + "S3KRITi8 HTTP/1.1", "token=…"},
+		{"password: S3KRITi7" + long + "S3KRITi8", "password: …"},
+		{"secret = S3KRITi7" + long + "S3KRITi8", "secret = …"},
+		{"Authorization: Basic S3KRITi7" + long + "S3KRITi8", "Authorization: Basic …"},
+		{"Bearer S3KRITi7" + long + "S3KRITi8", "Bearer …"},
+		{"password:=S3KRITi7" + long + "S3KRITi8", "password:=…"},
+	} {
+		pieces := split(tc.line, 4096)
+		if len(pieces) < 2 {
+			t.Fatalf("%.40q: not cut", tc.line)
+		}
+		for i, p := range pieces {
+			if len(p) > 4096+len(tc.carried) {
+				t.Fatalf("%.40q: piece %d has %d bytes", tc.line, i, len(p))
+			}
+			if i > 0 && !strings.HasPrefix(p, tc.carried) {
+				t.Errorf("%.40q: piece %d starts %.40q, want %q", tc.line, i, p, tc.carried)
+			}
+			if out := s.String(p); strings.Contains(out, "S3KRIT") || strings.Contains(out, "AAAAAAAA") {
+				t.Errorf("%.40q: piece %d sanitized shows the value: %.80q", tc.line, i, out[max(0, len(out)-80):])
+			}
+		}
+	}
+	// Nothing is carried between words, nor for a word that is no value.
+	for _, line := range []string{
+		strings.Repeat("word ", 2000),
+		strings.Repeat("x", 6000),
+		"note: " + strings.Repeat("y", 6000),
+	} {
+		b := []byte(line)
+		n := linesplit.Cut(b, 4096)
+		rest := string(linesplit.Rest(b, n))
+		if rest != line[n:] && !strings.HasPrefix(line, "note:") {
+			t.Errorf("%.20q: carried %.20q", line, rest)
+		}
+	}
 }

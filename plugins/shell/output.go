@@ -73,7 +73,7 @@ func (o *output) emitLong() {
 	for len(o.line) > maxLineBytes {
 		n := linesplit.Cut(o.line, maxLineBytes)
 		o.onLine(string(o.line[:n]))
-		o.line = append(o.line[:0], o.line[n:]...)
+		o.line = linesplit.Rest(o.line, n)
 	}
 }
 

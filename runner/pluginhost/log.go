@@ -107,7 +107,7 @@ func (l *lineLogger) pieces() {
 	for len(l.buf) > maxLine {
 		n := linesplit.Cut(l.buf, maxLine)
 		l.emit(l.buf[:n])
-		l.buf = append(l.buf[:0], l.buf[n:]...)
+		l.buf = linesplit.Rest(l.buf, n)
 	}
 }
 
