@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
@@ -21,8 +23,15 @@ type TracingOptions struct {
 	// Exporter is "none", "stdout" or "otlp". With "none" spans are still
 	// created, so logs carry trace IDs, but nothing is exported.
 	Exporter string
-	Endpoint string // otlp: host:port of the OTLP receiver
-	Insecure bool   // otlp: plaintext
+	// Endpoint is the otlp exporter's host:port. Empty: the standard
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT
+	// if either is set, else 127.0.0.1 on the protocol's port (4317 for
+	// grpc, 4318 for http).
+	Endpoint string
+	// Insecure, for otlp, sends in plaintext. nil: plaintext to Endpoint
+	// and to the default endpoint; with an endpoint from the environment,
+	// the exporter decides from its scheme and OTEL_EXPORTER_OTLP_INSECURE.
+	Insecure *bool
 	Protocol string // otlp: "grpc" (default) or "http"
 	Headers  map[string]string
 	// ExportTimeout bounds one export including its retries (default 10s),
@@ -34,25 +43,63 @@ type TracingOptions struct {
 	Node          string
 	// Stdout is where the stdout exporter writes; default os.Stdout.
 	Stdout io.Writer
+	// Sanitizer masks span attributes by key ("db.password") at export, for
+	// every span: the runner's and those imported from plugins (their
+	// values are sanitized where they are made). nil: DefaultSanitizer.
+	Sanitizer *Sanitizer
+}
+
+// Default OTLP endpoints, by protocol.
+const (
+	DefaultOTLPGRPCEndpoint = "127.0.0.1:4317"
+	DefaultOTLPHTTPEndpoint = "127.0.0.1:4318"
+)
+
+// otlpEndpointFromEnv reports whether the environment names an OTLP trace
+// endpoint, which the exporter then reads itself.
+func otlpEndpointFromEnv() bool {
+	return os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 }
 
 // Propagator is the W3C trace-context propagator Pacer uses everywhere.
 var Propagator = propagation.TraceContext{}
 
 // otlpExporter builds an OTLP exporter over gRPC or HTTP. Options left
-// empty fall back to the standard OTEL_EXPORTER_OTLP_* variables.
+// empty fall back to the standard OTEL_EXPORTER_OTLP_* variables, which the
+// exporter reads only for what no option sets.
 func otlpExporter(ctx context.Context, o TracingOptions) (sdktrace.SpanExporter, error) {
 	timeout := o.ExportTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	// The endpoint is set as a whole URL (scheme from Insecure, the
+	// standard path) so that no part of an OTEL_EXPORTER_OTLP_* endpoint
+	// mixes into the config's; with none in the config, the variables
+	// decide, or the default applies.
+	endpoint, insecure := o.Endpoint, o.Insecure == nil || *o.Insecure
+	if endpoint == "" {
+		if otlpEndpointFromEnv() {
+			insecure = o.Insecure != nil && *o.Insecure
+		} else if o.Protocol == "http" {
+			endpoint = DefaultOTLPHTTPEndpoint
+		} else {
+			endpoint = DefaultOTLPGRPCEndpoint
+		}
+	}
+	var endpointURL string
+	if endpoint != "" {
+		scheme := "https"
+		if insecure {
+			scheme = "http"
+		}
+		endpointURL = scheme + "://" + endpoint + "/v1/traces"
+	}
 	if o.Protocol == "http" {
 		eo := []otlptracehttp.Option{otlptracehttp.WithTimeout(timeout), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{
 			Enabled: true, InitialInterval: timeout / 10, MaxInterval: timeout / 2, MaxElapsedTime: timeout})}
-		if o.Endpoint != "" {
-			eo = append(eo, otlptracehttp.WithEndpoint(o.Endpoint))
-		}
-		if o.Insecure {
+		if endpointURL != "" {
+			eo = append(eo, otlptracehttp.WithEndpointURL(endpointURL))
+		} else if insecure {
 			eo = append(eo, otlptracehttp.WithInsecure())
 		}
 		if len(o.Headers) > 0 {
@@ -62,10 +109,9 @@ func otlpExporter(ctx context.Context, o TracingOptions) (sdktrace.SpanExporter,
 	}
 	eo := []otlptracegrpc.Option{otlptracegrpc.WithTimeout(timeout), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{
 		Enabled: true, InitialInterval: timeout / 10, MaxInterval: timeout / 2, MaxElapsedTime: timeout})}
-	if o.Endpoint != "" {
-		eo = append(eo, otlptracegrpc.WithEndpoint(o.Endpoint))
-	}
-	if o.Insecure {
+	if endpointURL != "" {
+		eo = append(eo, otlptracegrpc.WithEndpointURL(endpointURL))
+	} else if insecure {
 		eo = append(eo, otlptracegrpc.WithInsecure())
 	}
 	if len(o.Headers) > 0 {
@@ -136,9 +182,91 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 	}
 	t := &Tracing{res: res}
 	if exp != nil {
+		exp = &sanitizingExporter{SpanExporter: exp, s: o.Sanitizer}
 		t.export = sdktrace.NewBatchSpanProcessor(exp)
 		opts = append(opts, sdktrace.WithSpanProcessor(t.export))
 	}
 	t.Provider = sdktrace.NewTracerProvider(opts...)
 	return t, nil
+}
+
+// sanitizingExporter redacts, before export, the values of span and event
+// attributes whose key is sensitive (SensitiveKey: "db.password",
+// "http.request.header.authorization"), as the logger does for log
+// attributes, and masks keys that are themselves personal data.
+type sanitizingExporter struct {
+	sdktrace.SpanExporter
+	s *Sanitizer
+}
+
+func (e *sanitizingExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	var out []sdktrace.ReadOnlySpan
+	for i, sp := range spans {
+		attrs, changed := e.attrs(sp.Attributes())
+		var events []sdktrace.Event
+		for k, ev := range sp.Events() {
+			ea, c := e.attrs(ev.Attributes)
+			if c {
+				if events == nil {
+					events = slices.Clone(sp.Events())
+				}
+				events[k].Attributes = ea
+			}
+		}
+		if !changed && events == nil {
+			if out != nil {
+				out = append(out, sp)
+			}
+			continue
+		}
+		if out == nil {
+			out = append(make([]sdktrace.ReadOnlySpan, 0, len(spans)), spans[:i]...)
+		}
+		out = append(out, sanitizedSpan{ReadOnlySpan: sp, attrs: attrs, events: events})
+	}
+	if out == nil {
+		out = spans
+	}
+	return e.SpanExporter.ExportSpans(ctx, out)
+}
+
+// attrs returns in with sensitive keys' values redacted and keys masked,
+// and whether anything changed (if not, in itself).
+func (e *sanitizingExporter) attrs(in []attribute.KeyValue) ([]attribute.KeyValue, bool) {
+	var out []attribute.KeyValue
+	for i, a := range in {
+		k := string(a.Key)
+		nk := e.s.String(k)
+		sensitive := e.s.SensitiveKey(k) && a.Value.Type() != attribute.BOOL && a.Value.AsString() != phRedacted
+		if nk == k && !sensitive {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(in)
+		}
+		out[i].Key = attribute.Key(nk)
+		if sensitive {
+			out[i].Value = attribute.StringValue(phRedacted)
+		}
+	}
+	if out == nil {
+		return in, false
+	}
+	return out, true
+}
+
+// sanitizedSpan is a span with its attributes and events replaced.
+type sanitizedSpan struct {
+	sdktrace.ReadOnlySpan
+	attrs  []attribute.KeyValue
+	events []sdktrace.Event // nil: the span's own
+}
+
+func (s sanitizedSpan) Attributes() []attribute.KeyValue { return s.attrs }
+
+func (s sanitizedSpan) Events() []sdktrace.Event {
+	if s.events == nil {
+		return s.ReadOnlySpan.Events()
+	}
+	return s.events
 }

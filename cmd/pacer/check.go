@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/plugincheck"
 )
 
@@ -79,6 +80,11 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep := plugincheck.Run(ctx, pos[0], plugincheck.Options{Params: params, Grace: *grace, StartTimeout: *start, Deadline: *deadline, Only: checks})
+	// A check's reason may quote what a task returned or logged: it is
+	// sanitized like the runner's log.
+	for i := range rep.Results {
+		rep.Results[i].Reason = observability.DefaultSanitizer().String(rep.Results[i].Reason)
+	}
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
@@ -269,7 +270,7 @@ func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, std
 			pause = wait.Next()
 		}
 		fmt.Fprintf(stderr, "pacer: %s; trying again in %s with the same Idempotency-Key %s (try %d of %d)\n",
-			why, pause, c.idemKey, try+1, mutateTries)
+			observability.DefaultSanitizer().String(why), pause, c.idemKey, try+1, mutateTries)
 		time.Sleep(pause)
 	}
 }

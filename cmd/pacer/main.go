@@ -22,6 +22,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/pacerun/pacer/internal/procguard"
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/config"
 	"github.com/pacerun/pacer/runner/fxmodule"
 	"github.com/pacerun/pacer/runner/pluginhost"
@@ -81,10 +82,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pacer: warning: other processes of this user can read this one's environment and memory:", err)
 	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "pacer:", err)
+		fmt.Fprintln(os.Stderr, "pacer:", errorText(err))
 		os.Exit(exitCode(err))
 	}
 }
+
+// errorText is err as pacer prints it: through the sanitizer the runner's log
+// uses, since an error may quote a secret from the command line, the config
+// file or a plugin ("cannot reach the runner at http://user:pw@host",
+// `invalid duration "token=..."`).
+func errorText(err error) string { return observability.DefaultSanitizer().String(err.Error()) }
 
 // exitCode is the exit status for an error from run.
 func exitCode(err error) int {

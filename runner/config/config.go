@@ -207,8 +207,13 @@ type Log struct {
 // Tracing configures OpenTelemetry tracing.
 type Tracing struct {
 	Exporter string `yaml:"exporter"` // none|stdout|otlp, default none
-	Endpoint string `yaml:"endpoint"` // for otlp; default "127.0.0.1:4317"
-	Insecure *bool  `yaml:"insecure"` // default true
+	// Endpoint is the OTLP receiver's host:port. Empty: the standard
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else
+	// 127.0.0.1:4317 (grpc) or 127.0.0.1:4318 (http).
+	Endpoint string `yaml:"endpoint"`
+	// Insecure sends in plaintext. Unset: true, except with an endpoint
+	// from the environment, whose scheme decides (https: TLS).
+	Insecure *bool `yaml:"insecure"`
 	// Protocol is the OTLP transport: grpc (default, port 4317) or http
 	// (port 4318).
 	Protocol string `yaml:"protocol"`
@@ -339,7 +344,6 @@ const (
 	defaultLogLevel             = "info"
 	defaultLogFormat            = "json"
 	defaultTracingExporter      = "none"
-	defaultTracingEndpoint      = "127.0.0.1:4317"
 	defaultTimezone             = "UTC"
 	defaultJobTimeout           = time.Minute
 	defaultInitialBackoff       = time.Second
@@ -360,7 +364,7 @@ const (
 // Node.Name is the host name, or empty if it cannot be determined.
 func Default() *Config {
 	host, _ := os.Hostname()
-	insecure, ratio := true, 1.0
+	ratio := 1.0
 	return &Config{
 		Node: Node{Name: host},
 		Cluster: Cluster{
@@ -406,8 +410,6 @@ func Default() *Config {
 			Tracing: Tracing{
 				Exporter:    defaultTracingExporter,
 				Protocol:    "grpc",
-				Endpoint:    defaultTracingEndpoint,
-				Insecure:    &insecure,
 				SampleRatio: &ratio,
 			},
 		},
@@ -450,10 +452,6 @@ func applyDefaults(c *Config) {
 	setStr(&c.Observability.Log.Level, def.Observability.Log.Level)
 	setStr(&c.Observability.Log.Format, def.Observability.Log.Format)
 	setStr(&c.Observability.Tracing.Exporter, def.Observability.Tracing.Exporter)
-	setStr(&c.Observability.Tracing.Endpoint, def.Observability.Tracing.Endpoint)
-	if c.Observability.Tracing.Insecure == nil {
-		c.Observability.Tracing.Insecure = def.Observability.Tracing.Insecure
-	}
 	if c.Observability.Tracing.SampleRatio == nil {
 		c.Observability.Tracing.SampleRatio = def.Observability.Tracing.SampleRatio
 	}

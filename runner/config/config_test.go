@@ -203,8 +203,8 @@ func TestDefaults(t *testing.T) {
 		def.HTTP != (HTTP{Listen: "127.0.0.1:9464", MaxConnections: 256, RateLimit: RateLimit{PerSecond: 10, Burst: 50}}) ||
 		def.Plugins.Dir != "./bin/plugins" || def.Plugins.StartTimeout != 10*time.Second ||
 		def.Observability.Log != (Log{"info", "json"}) ||
-		def.Observability.Tracing.Exporter != "none" || def.Observability.Tracing.Endpoint != "127.0.0.1:4317" ||
-		!*def.Observability.Tracing.Insecure || *def.Observability.Tracing.SampleRatio != 1 ||
+		def.Observability.Tracing.Exporter != "none" || def.Observability.Tracing.Endpoint != "" ||
+		def.Observability.Tracing.Insecure != nil || *def.Observability.Tracing.SampleRatio != 1 ||
 		def.Shutdown.DrainTimeout != 10*time.Second || def.StopTimeout() != 30*time.Second ||
 		def.Jobs != nil {
 		t.Errorf("Default() = %+v", def)

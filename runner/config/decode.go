@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pacerun/pacer/internal/didyoumean"
+	"github.com/pacerun/pacer/observability"
 )
 
 // The decoder walks the yaml.Node tree against the Config struct by yaml tag,
@@ -62,7 +63,14 @@ func newDecoder(file string) *decoder {
 }
 
 func (d *decoder) add(line int, path, format string, args ...any) {
-	d.problems = append(d.problems, Problem{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	d.problems = append(d.problems, Problem{File: d.file, Line: line, Path: path, Msg: message(format, args...)})
+}
+
+// message formats a problem's message through the sanitizer: it may quote a
+// value of the file, and a value in the wrong place may be a secret
+// ("https://user:pw@host" as an address, "token=..." as a duration).
+func message(format string, args ...any) string {
+	return observability.DefaultSanitizer().String(fmt.Sprintf(format, args...))
 }
 
 // fail records a value that could not be decoded. Validation skips that path

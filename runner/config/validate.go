@@ -40,7 +40,7 @@ func (d *decoder) problem(path, format string, args ...any) {
 // warn records a warning about the value at path: valid, but probably not
 // what the author meant.
 func (d *decoder) warn(path, format string, args ...any) {
-	d.warnings = append(d.warnings, Problem{File: d.file, Line: d.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	d.warnings = append(d.warnings, Problem{File: d.file, Line: d.lineOf(path), Path: path, Msg: message(format, args...)})
 }
 
 // Bounds on a job's retries: a retry storm (a huge count with a tiny
@@ -220,7 +220,7 @@ func (d *decoder) validateHTTP(c *Config) {
 	}
 	open := h.TokenEnv == "" && t.ClientCAFile == ""
 	if open && !h.InsecureNoAuth && checkHostPort(h.Listen, true) == "" && !loopbackListen(h.Listen) {
-		d.problem("http.listen", "%q can be reached from other machines, and the API has no token: anyone who reaches it could pause, "+
+		d.problem("http.listen", "%q can be reached from other machines, and the API has no token, so anyone who reaches it could pause, "+
 			"resume and trigger jobs; set http.token_env to the name of an environment variable holding a token (or require client "+
 			"certificates with http.tls.client_ca_file), or set http.insecure_no_auth: true to run it open on purpose", h.Listen)
 	}

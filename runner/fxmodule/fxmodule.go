@@ -27,6 +27,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
@@ -157,11 +158,14 @@ func newMetrics(p Params, cfg *config.Config) (*observability.Metrics, error) {
 	return m, nil
 }
 
-func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config) (*observability.Tracing, trace.TracerProvider, error) {
+func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, s *observability.Sanitizer) (*observability.Tracing, trace.TracerProvider, error) {
 	t := cfg.Observability.Tracing
+	// OpenTelemetry's own errors (a failed export) become JSON log lines,
+	// sanitized and rate-limited, not plain text from package log.
+	otel.SetErrorHandler(observability.NewOTelErrorHandler(log.With("component", "tracing"), otelErrorEvery))
 	tr, err := observability.NewTracing(context.Background(), observability.TracingOptions{
-		Exporter: t.Exporter, Endpoint: t.Endpoint, Insecure: t.Insecure == nil || *t.Insecure,
-		Protocol: t.Protocol, Headers: t.Headers,
+		Exporter: t.Exporter, Endpoint: t.Endpoint, Insecure: t.Insecure,
+		Protocol: t.Protocol, Headers: t.Headers, Sanitizer: s,
 		SampleRatio: ptrOr(t.SampleRatio, 1), Version: p.Version, Node: cfg.Node.Name,
 	})
 	if err != nil {
@@ -178,6 +182,9 @@ func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config) (*observability.T
 	}))
 	return tr, tr.Provider, nil
 }
+
+// otelErrorEvery is the most often an OpenTelemetry error is logged.
+const otelErrorEvery = 30 * time.Second
 
 // dataDirLock is held on cluster.data_dir while an embedded etcd uses it;
 // leases is the journal of the etcd leases granted under it.
