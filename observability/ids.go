@@ -1,6 +1,11 @@
 package observability
 
-import "github.com/google/uuid"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+)
 
 // NewCorrelationID returns a fresh correlation ID: one per run, shared by
 // every attempt, log line, span and record of it.
@@ -8,3 +13,31 @@ func NewCorrelationID() string { return uuid.NewString() }
 
 // NewRunID returns a fresh, time-ordered ID for one attempt.
 func NewRunID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// MaxCorrelationID is the longest correlation ID a caller may give.
+const MaxCorrelationID = 128
+
+// CheckCorrelationID checks a correlation ID a caller gives (the API's
+// X-Correlation-ID, the CLI's PACER_CORRELATION_ID): 1 to 128 characters of
+// letters, digits and . _ : / - (a UUID, a ULID, a W3C trace ID,
+// "deploy-42", "ci:build/7"), which s leaves as they are. The ID is stored
+// in the run's record and written on its log lines and span; one the
+// sanitizer would mask (it holds a token, "ghp_...", or personal data) could
+// not be the same in all three, and is refused rather than changed.
+func CheckCorrelationID(id string, s *Sanitizer) error {
+	switch {
+	case id == "":
+		return errors.New("empty")
+	case len(id) > MaxCorrelationID:
+		return fmt.Errorf("%d characters; at most %d", len(id), MaxCorrelationID)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '/' && c != '-' {
+			return errors.New("may hold only letters, digits and . _ : / -")
+		}
+	}
+	if s.String(id) != id {
+		return errors.New("holds what the logs mask (a token, an address or other personal data); use an ID that identifies the request and nothing else")
+	}
+	return nil
+}

@@ -103,6 +103,10 @@ func (c *clientFlags) parseWith(name string, args []string, stderr io.Writer, na
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if nargs > 0 && strings.HasPrefix(err.Error(), "flag provided but not defined") {
+				// "pacer trigger -x": a job ID may start with '-'.
+				return nil, fmt.Errorf("%w: %v (an argument that starts with '-' goes after --: pacer %s -- -x)", errUsage, err, name)
+			}
 			return nil, fmt.Errorf("%w: %v", errUsage, err)
 		}
 		if fs.NArg() == 0 {
@@ -426,6 +430,10 @@ func triggerCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	h := http.Header{}
 	if corr := os.Getenv("PACER_CORRELATION_ID"); corr != "" {
+		// The runner refuses the same IDs (400); saying so here costs no call.
+		if err := observability.CheckCorrelationID(corr, nil); err != nil {
+			return fmt.Errorf("%w: PACER_CORRELATION_ID: %v", errUsage, err)
+		}
 		h.Set("X-Correlation-ID", corr)
 	}
 	if raw, err := c.mutate("/api/v1/jobs/"+url.PathEscape(pos[0])+"/trigger", h, &t, stdout, stderr); err != nil || raw {

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
@@ -65,6 +66,9 @@ type Options struct {
 	// Rejected, if set, counts refused requests and connections by reason
 	// (pacer_http_rejected_total).
 	Rejected *prometheus.CounterVec
+	// Sanitizer is the runner's: a caller's X-Correlation-ID it would mask
+	// is refused. nil: observability.DefaultSanitizer.
+	Sanitizer *observability.Sanitizer
 }
 
 // maxBody bounds request bodies.

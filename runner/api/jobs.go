@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
 )
@@ -27,7 +27,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	}))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/trigger", s.write(func(w http.ResponseWriter, r *http.Request) {
 		corr := r.Header.Get("X-Correlation-ID")
-		if err := validCorrelationID(corr); err != nil {
+		if err := s.validCorrelationID(corr); err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -213,14 +213,15 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return k, nil
 }
 
-func validCorrelationID(id string) error {
-	if len(id) > 128 {
-		return fmt.Errorf("X-Correlation-ID is %d characters; at most 128", len(id))
+// validCorrelationID checks a caller's X-Correlation-ID (none: the runner
+// makes one) with the runner's sanitizer, so that its record, log lines and
+// span carry the same ID (observability.CheckCorrelationID).
+func (s *Server) validCorrelationID(id string) error {
+	if id == "" {
+		return nil
 	}
-	for _, r := range id {
-		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return errors.New("X-Correlation-ID must be printable, without spaces")
-		}
+	if err := observability.CheckCorrelationID(id, s.o.Sanitizer); err != nil {
+		return fmt.Errorf("X-Correlation-ID: %w", err)
 	}
 	return nil
 }

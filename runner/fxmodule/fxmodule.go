@@ -535,7 +535,7 @@ func Jobs(cfg *config.Config) []*runner.Job {
 	return jobs
 }
 
-func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, cli *clientv3.Client,
+func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observability.Metrics, san *observability.Sanitizer, cli *clientv3.Client,
 	h *pluginhost.Host, r *runner.Runner, c *coord.Coordinator, ms *coord.Membership, mon *coord.Monitor) (*api.Server, error) {
 	var token string
 	if env := cfg.HTTP.TokenEnv; env != "" {
@@ -562,7 +562,7 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 			return st, err
 		},
 		Control: newControl(cfg, r, c, ms),
-		Token:   token, AuthAll: cfg.HTTP.AuthAll,
+		Token:   token, AuthAll: cfg.HTTP.AuthAll, Sanitizer: san,
 		TLS: tlsConfig, MaxConnections: cfg.HTTP.MaxConnections, Rejected: m.HTTPRejected,
 		RatePerSecond: cfg.HTTP.RateLimit.PerSecond, RateBurst: cfg.HTTP.RateLimit.Burst,
 		Ready: func(ctx context.Context) error {
