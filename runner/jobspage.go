@@ -1,6 +1,9 @@
 package runner
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -53,6 +56,42 @@ type jobsCursor struct {
 	States string `json:"states,omitempty"`
 }
 
+// A cursor is the JSON of a jobsCursor and a checksum of it, each in
+// base64url, joined by '.': any replica checks one another gave out (no
+// secret is needed: a cursor grants nothing), and a cursor made or edited
+// by hand is refused rather than read as something it was not.
+const cursorDomain = "pacer jobs cursor v1\x00"
+
+func cursorSum(b []byte) []byte {
+	sum := sha256.Sum256(append([]byte(cursorDomain), b...))
+	return sum[:9]
+}
+
+func encodeJobsCursor(c jobsCursor) string {
+	b, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(b) + "." + base64.RawURLEncoding.EncodeToString(cursorSum(b))
+}
+
+// decodeJobsCursor returns the cursor s holds if this API gave it out.
+func decodeJobsCursor(s string) (jobsCursor, bool) {
+	var c jobsCursor
+	body, sum, ok := strings.Cut(s, ".")
+	if !ok {
+		return c, false
+	}
+	b, err1 := base64.RawURLEncoding.DecodeString(body)
+	got, err2 := base64.RawURLEncoding.DecodeString(sum)
+	if err1 != nil || err2 != nil || subtle.ConstantTimeCompare(got, cursorSum(b)) != 1 {
+		return c, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&c) != nil || c.After == "" {
+		return c, false
+	}
+	return c, true
+}
+
 // ParseJobStates reads a comma-separated state filter.
 func ParseJobStates(s string) ([]string, error) {
 	if s == "" {
@@ -85,12 +124,8 @@ func (c *Control) JobsPage(q JobsQuery) (JobsPage, error) {
 	states := strings.Join(q.States, ",")
 	var after string
 	if q.Cursor != "" {
-		var cur jobsCursor
-		b, err := base64.RawURLEncoding.DecodeString(q.Cursor)
-		if err == nil {
-			err = json.Unmarshal(b, &cur)
-		}
-		if err != nil || cur.After == "" {
+		cur, ok := decodeJobsCursor(q.Cursor)
+		if !ok {
 			return JobsPage{}, fmt.Errorf("%w: cursor %q is not one this API gave out; start again without it", ErrBadQuery, q.Cursor)
 		}
 		if cur.States != states {
@@ -111,8 +146,7 @@ func (c *Control) JobsPage(q JobsQuery) (JobsPage, error) {
 		case len(page.Jobs) < q.Limit:
 			page.Jobs = append(page.Jobs, c.view(j))
 		case page.NextCursor == "": // a match beyond the page: there is a next one
-			b, _ := json.Marshal(jobsCursor{After: page.Jobs[len(page.Jobs)-1].ID, States: states})
-			page.NextCursor = base64.RawURLEncoding.EncodeToString(b)
+			page.NextCursor = encodeJobsCursor(jobsCursor{After: page.Jobs[len(page.Jobs)-1].ID, States: states})
 		}
 	}
 	return page, nil

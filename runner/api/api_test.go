@@ -1,7 +1,9 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -136,6 +138,11 @@ func TestJobAPI(t *testing.T) {
 		{"trigger", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "corr-42"}, 202, ""},
 		{"trigger unknown job", "POST", "/api/v1/jobs/zz/trigger", "s3cret", "", nil, 404, "unknown job"},
 		{"bad correlation id", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "has space"}, 400, "X-Correlation-ID"},
+		// Attack 3, B6: IDs the logs would mask are refused, not stored raw.
+		{"correlation id with userinfo", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "https://u:S3KRITcid1@x.org"}, 400, "X-Correlation-ID"},
+		{"correlation id token", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "gh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"}, 400, "X-Correlation-ID: holds what the logs mask"},
+		{"correlation id ip", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "10.1.2.3"}, 400, "X-Correlation-ID"},
+		{"correlation id uuid and path", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "ci:build/7.2_a-018f6b2c-6d0a-7c3e-9a4b-1f2e3d4c5b6a"}, 202, ""},
 		{"malformed body", "POST", "/api/v1/jobs/a/pause", "s3cret", "{nope", nil, 400, "JSON object"},
 		{"oversized body", "POST", "/api/v1/jobs/a/pause", "s3cret", `{"x":"` + strings.Repeat("a", 70<<10) + `"}`, nil, 413, "over"},
 		{"pause", "POST", "/api/v1/jobs/a/pause", "s3cret", `{}`, nil, 200, ""},
@@ -157,7 +164,8 @@ func TestJobAPI(t *testing.T) {
 			}
 		})
 	}
-	if len(store.triggers) != 1 || !strings.Contains(store.triggers[0], `"correlation_id":"corr-42"`) {
+	if len(store.triggers) != 2 || !strings.Contains(store.triggers[0], `"correlation_id":"corr-42"`) ||
+		!strings.Contains(store.triggers[1], `"correlation_id":"ci:build/7.2_a-018f6b2c-6d0a-7c3e-9a4b-1f2e3d4c5b6a"`) {
 		t.Fatalf("trigger requests: %q", store.triggers)
 	}
 	if !store.paused["a"] {
@@ -399,6 +407,12 @@ func TestJobsArePagedAndFiltered(t *testing.T) {
 		{"cursor=!!", "cursor"},
 		{"cursor=bm9wZQ", "cursor"},
 		{"state=active&cursor=" + url.QueryEscape(first.NextCursor), "keep the filter"},
+		// Attack 3, B14: an undecodable query was answered as page one or
+		// with the default limit; a cursor made by hand was read.
+		{"cursor=%%%", "malformed query string"},
+		{"limit=%zz", "malformed query string"},
+		{"cursor=" + base64.RawURLEncoding.EncodeToString([]byte(`{"after":"j05","states":"paused"}`)), "cursor"},
+		{"cursor=" + forgedCursor(first.NextCursor), "cursor"},
 	} {
 		code, _, msg := get("/api/v1/jobs?" + tc.query)
 		if code != 400 || !strings.Contains(msg, tc.want) {
@@ -506,4 +520,13 @@ func BenchmarkJobsList(b *testing.B) {
 			b.ReportMetric(float64(size), "resp_bytes")
 		})
 	}
+}
+
+// forgedCursor is c with its JSON edited (another job) and its checksum
+// kept.
+func forgedCursor(c string) string {
+	body, sum, _ := strings.Cut(c, ".")
+	b, _ := base64.RawURLEncoding.DecodeString(body)
+	b = bytes.Replace(b, []byte(`"after":"`), []byte(`"after":"0`), 1)
+	return base64.RawURLEncoding.EncodeToString(b) + "." + sum
 }

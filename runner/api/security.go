@@ -128,6 +128,12 @@ func (g *guard) wrap(mux *http.ServeMux) http.Handler {
 			}
 			return
 		}
+		// url.Values drops a pair it cannot decode ("cursor=%%%"), which
+		// would answer page one or the default limit as if asked for it.
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("malformed query string: %v", err))
+			return
+		}
 		mux.ServeHTTP(w, r)
 	})
 }
