@@ -171,6 +171,9 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --count %d: want 1 to %d", errUsage, *count, maxPreview)
 	}
 	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.CheckFiles()
+	}
 	if err != nil {
 		return configError{fmt.Errorf("%w\n%s is not valid", err, path)}
 	}
@@ -253,6 +256,9 @@ func runCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.CheckFiles()
+	}
 	if err != nil {
 		return configError{fmt.Errorf("%w\nrefusing to start with an invalid config", err)}
 	}

@@ -27,6 +27,8 @@ type Config struct {
 	// meant, such as a schedule no date matches; `pacer validate` prints
 	// them.
 	Warnings []Problem `yaml:"-"`
+
+	files []fileRef // keys naming other files, for CheckFiles
 }
 
 // Shutdown is how a replica stops on SIGTERM or SIGINT.
@@ -522,5 +524,6 @@ func parse(name string, data []byte, requireJobs bool) (*Config, error) {
 	if len(d.warnings) > 0 {
 		cfg.Warnings = sortProblems(d.warnings)
 	}
+	d.recordFiles(cfg)
 	return cfg, nil
 }

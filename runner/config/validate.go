@@ -472,6 +472,45 @@ func (d *decoder) validateJobs(jobs []Job) {
 		d.oneOf(p+".misfire.policy", "misfire policy", j.Misfire.Policy, "skip", "once", "all")
 		d.notNegative(p+".misfire.grace", j.Misfire.Grace)
 		d.notNegative(p+".jitter", j.Jitter)
+		d.jitterBound(p+".jitter", j)
+	}
+}
+
+// MaxJitter bounds a job's jitter.
+const MaxJitter = 24 * time.Hour
+
+// jitterBound refuses a jitter over MaxJitter, or not less than the
+// shortest gap between the schedule's next fire times: each slot would then
+// start after the next one is due, and the job would run late or not at all.
+func (d *decoder) jitterBound(path string, j *Job) {
+	if j.Jitter <= 0 {
+		return
+	}
+	if j.Jitter > MaxJitter {
+		d.problem(path, "%s is more than the limit of %s", j.Jitter, MaxJitter)
+		return
+	}
+	if j.Sched == nil {
+		return
+	}
+	gap := time.Duration(-1)
+	t := time.Now()
+	prev := j.Sched.Next(t)
+	for range 64 {
+		if prev.IsZero() {
+			break
+		}
+		next := j.Sched.Next(prev)
+		if next.IsZero() {
+			break
+		}
+		if g := next.Sub(prev); gap < 0 || g < gap {
+			gap = g
+		}
+		prev = next
+	}
+	if gap > 0 && j.Jitter >= gap {
+		d.problem(path, "%s is not less than the schedule's shortest interval between slots (%s): a slot would start after the next is due", j.Jitter, gap)
 	}
 }
 

@@ -134,9 +134,7 @@ func (rl *reloader) reload(ctx context.Context, data []byte, watched bool) {
 		rl.log.Error("config reload rejected; the last good config keeps running", "path", rl.path, "error", err.Error())
 		return
 	}
-	old, next := *rl.current, *cfg
-	old.Jobs, next.Jobs, old.Warnings, next.Warnings = nil, nil, nil, nil
-	if !reflect.DeepEqual(old, next) {
+	if !reflect.DeepEqual(rl.current.Settings(), cfg.Settings()) {
 		rl.log.Warn("only jobs are reloaded; restart the runner to apply the other changes", "path", rl.path)
 	}
 	added, changed, removed := diffJobs(rl.current.Jobs, cfg.Jobs)
