@@ -89,4 +89,3 @@ func (c *Config) CheckFiles() error {
 	}
 	return &Error{Problems: sortProblems(probs)}
 }
-
