@@ -362,7 +362,7 @@ func (d *decoder) validateObservability(o *Observability) {
 	t := &o.Tracing
 	d.oneOf("observability.tracing.exporter", "exporter", t.Exporter, "none", "stdout", "otlp")
 	d.oneOf("observability.tracing.protocol", "OTLP protocol", t.Protocol, "grpc", "http")
-	if t.Exporter == "otlp" {
+	if t.Exporter == "otlp" && t.Endpoint != "" {
 		if msg := checkHostPort(t.Endpoint, false); msg != "" {
 			d.problem("observability.tracing.endpoint", "%s", msg)
 		}
