@@ -162,6 +162,31 @@ type receipt struct {
 	TriggerID     string    `json:"trigger_id,omitempty"`
 	CorrelationID string    `json:"correlation_id,omitempty"`
 	At            time.Time `json:"at"`
+	// Body is the digest of the request's body (WithBodyDigest): a key
+	// reused with another body is refused, not replayed.
+	Body string `json:"body,omitempty"`
+}
+
+type bodyDigestKey struct{}
+
+// WithBodyDigest returns ctx carrying the digest of a mutating request's
+// body (the API's, of its canonical JSON): Trigger, SetPaused store it in
+// the request's receipt, and a request repeated with the same idempotency
+// key but another body fails with ErrIdempotencyMismatch, as an API such
+// as Stripe's answers (422), rather than being answered as the first.
+func WithBodyDigest(ctx context.Context, digest string) context.Context {
+	return context.WithValue(ctx, bodyDigestKey{}, digest)
+}
+
+func bodyDigest(ctx context.Context) string {
+	d, _ := ctx.Value(bodyDigestKey{}).(string)
+	return d
+}
+
+// sameBody reports whether a replayed receipt was stored for the same body
+// (receipts stored before digests were kept match any body).
+func (r receipt) sameBody(ctx context.Context) bool {
+	return r.Body == "" || r.Body == bodyDigest(ctx)
 }
 
 // Trigger asks the leader to run a job now, once per idempotency key.
@@ -182,7 +207,7 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey st
 	if err != nil {
 		return Triggered{}, err
 	}
-	rc, err := json.Marshal(receipt{Op: "trigger", Call: tid, TriggerID: tid, CorrelationID: correlationID, At: now})
+	rc, err := json.Marshal(receipt{Op: "trigger", Call: tid, TriggerID: tid, CorrelationID: correlationID, At: now, Body: bodyDigest(ctx)})
 	if err != nil {
 		return Triggered{}, err
 	}
@@ -208,6 +233,10 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey st
 		if err := json.Unmarshal(a.Receipt, &prev); err != nil || prev.Op != "trigger" {
 			return Triggered{}, fmt.Errorf("%w for %s of job %q at %s; use a new key for a new request",
 				ErrIdempotencyMismatch, orUnknown(prev.Op), id, prev.At.Format(time.RFC3339))
+		}
+		if !prev.sameBody(ctx) {
+			return Triggered{}, fmt.Errorf("%w for a trigger of job %q with another request body at %s; use a new key for a new request",
+				ErrIdempotencyMismatch, id, prev.At.Format(time.RFC3339))
 		}
 		if prev.Call != tid { // another request's; else ours, which landed on an earlier try
 			out.TriggerID, out.CorrelationID, out.Replayed = prev.TriggerID, prev.CorrelationID, true
@@ -267,7 +296,7 @@ func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by, ide
 	}
 	now := wallNow().UTC()
 	note, _ := json.Marshal(map[string]any{"by": by, "at": now})
-	rc, _ := json.Marshal(receipt{Op: op, Call: call, At: now})
+	rc, _ := json.Marshal(receipt{Op: op, Call: call, At: now, Body: bodyDigest(ctx)})
 	idem := coord.Idempotency{Key: idemKey, Receipt: rc, Keep: c.keepReceipts()}
 	out := Paused{Job: id, Paused: paused, IdempotencyKey: idemKey, State: StateApplied}
 	a, err := c.settle(ctx, func(ctx context.Context) (coord.Applied, error) {
@@ -288,6 +317,10 @@ func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by, ide
 		if err := json.Unmarshal(a.Receipt, &prev); err != nil || prev.Op != op {
 			return Paused{}, fmt.Errorf("%w for %s of job %q at %s; use a new key for a new request",
 				ErrIdempotencyMismatch, orUnknown(prev.Op), id, prev.At.Format(time.RFC3339))
+		}
+		if !prev.sameBody(ctx) {
+			return Paused{}, fmt.Errorf("%w for a %s of job %q with another request body at %s; use a new key for a new request",
+				ErrIdempotencyMismatch, op, id, prev.At.Format(time.RFC3339))
 		}
 		out.Replayed = prev.Call != call
 	}

@@ -246,6 +246,30 @@ func TestIdempotentMutations(t *testing.T) {
 	if store.paused["a"] {
 		t.Fatal("a repeated pause took effect again")
 	}
+
+	// Attack 3 (unclear): a key reused with another body is refused (422,
+	// as Stripe does), not replayed; the same object written otherwise, or
+	// no body and {}, is the same request.
+	for _, tc := range []struct {
+		key, body string
+		code      int
+	}{
+		{"b-1", `{"note":"deploy 7","n":1}`, 202},
+		{"b-1", `{ "n": 1, "note": "deploy 7" }`, 202},
+		{"b-1", `{"note":"deploy 8","n":1}`, 422},
+		{"b-1", ``, 422},
+		{"b-2", ``, 202},
+		{"b-2", `{}`, 202},
+		{"b-2", `{"x":1}`, 422},
+	} {
+		code, body := call(t, srv, "POST", "/api/v1/jobs/a/trigger", "s3cret", tc.body, "Idempotency-Key", tc.key)
+		if code != tc.code || code == 422 && !strings.Contains(body["error"].(string), "another request body") {
+			t.Errorf("key %s body %q: %d %v, want %d", tc.key, tc.body, code, body, tc.code)
+		}
+	}
+	if len(store.triggers) != 3 {
+		t.Fatalf("%d trigger requests stored, want 3", len(store.triggers))
+	}
 	for _, bad := range [][]string{
 		{"Idempotency-Key", "has space"},
 		{"Idempotency-Key", `""`},

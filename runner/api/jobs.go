@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,6 +119,7 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 		if !s.guard.mutating(w, r) {
 			return
 		}
+		canon := []byte("{}") // the body's canonical JSON (sorted keys, no spacing)
 		if r.Body != nil && r.Method != http.MethodGet {
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 			var tooBig *http.MaxBytesError
@@ -133,8 +136,14 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 					writeError(w, http.StatusBadRequest, "request body must be empty or a JSON object: "+err.Error())
 					return
 				}
+				canon, _ = json.Marshal(obj)
 			}
 		}
+		// An idempotency key reused with another body is refused (422);
+		// the same object written another way, or no body and {}, is the
+		// same body.
+		sum := sha256.Sum256(canon)
+		r = r.WithContext(runner.WithBodyDigest(r.Context(), hex.EncodeToString(sum[:16])))
 		h(w, r)
 	})
 }
