@@ -159,7 +159,9 @@ jobs:
 		t.Errorf("shapes in the log:\n%s\nwant\n%s", strings.Join(out, "\n"), strings.Join(want, "\n"))
 	}
 	var long []string
-	for _, l := range match(lines, func(l logLine) bool { return l.str("source") == "plugin" && l.str("correlation_id") == "a3-san-longword" }) {
+	for _, l := range match(lines, func(l logLine) bool {
+		return l.str("source") == "plugin" && l.str("correlation_id") == "a3-san-longword"
+	}) {
 		long = append(long, l.str("msg"))
 	}
 	if len(long) < 2 || long[0] != "password=[redacted]" || long[1] != "password=[redacted] tail" {
