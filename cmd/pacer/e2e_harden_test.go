@@ -373,6 +373,8 @@ jobs:
     jitter: 1000000h
     params: {command: [echo]}
 `)}, 2, []string{"jit.yaml:9: jobs[0].jitter: 1000000h0m0s is more than the limit of 24h0m0s"}, nil},
+		{"plugins check quoting params", []string{"plugins", "check", example, "--params", `greet={"name":"x","greeting":"password=S3KRITpc1"}`}, 1,
+			[]string{`FAIL  cancel`, `got "password=[redacted]"`}, nil},
 		{"job ID starting with -", []string{"trigger", "-x"}, 2, []string{"goes after --: pacer trigger -- -x"}, nil},
 		{"correlation ID with a token", []string{"trigger", "x", "--addr", "http://127.0.0.1:1"}, 2,
 			[]string{"PACER_CORRELATION_ID: holds what the logs mask"}, []string{"PACER_CORRELATION_ID=gh" + "p_S3KRITcid3aBcDeFgHiJkLmNoPqRsTuVwXyZ01"}},
