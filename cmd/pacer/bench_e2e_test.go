@@ -61,13 +61,31 @@ package main
 // durations); PACER_BENCH_MAX_CONCURRENCY (plugins.max_concurrency, default
 // 32), PACER_BENCH_KEEP (history.keep, default 100) and
 // PACER_BENCH_LOG_LEVEL (default info) to see what a setting costs;
-// PACER_BENCH_TASK=ledger to run the ledger plugin instead of stamp.
+// PACER_BENCH_TASK=ledger to run the ledger plugin instead of stamp, and
+// PACER_BENCH_TASK=shell to run the shell plugin's exec task on /bin/true
+// (then every lag is the runner's "run started" line minus the slot, and
+// runs, D and M come from those lines: /bin/true stamps nothing).
+//
+// Before and after, side by side: PACER_BENCH_BASE names a directory with
+// another build (pacer, and plugins/ with the task's plugin, e.g. of main); each sub-benchmark then runs as build=base and build=new, one
+// after the other, so that -count 3 alternates them on a machine whose load
+// changes. PACER_BENCH_PERF names a directory where `perf record -g` writes
+// a CPU profile of the runner and of the plugin for each window
+// (<build>-jobs=N-<task>-<i>.{runner,plugin}.data; read them with perf
+// report); perf costs CPU itself, so measure without it.
+//
+// Also reported: cpu-us-per-run, the CPU time of the runner (with its
+// etcd) and the plugin over the window divided by the runs in it, and
+// cpu-cores-total, their sum in cores; with the shell task the commands'
+// own CPU is in neither (cpu-cores-children shows it).
 
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -94,28 +112,53 @@ func BenchmarkE2EJobs(b *testing.B) {
 		maxConcurrency: envInt(b, "PACER_BENCH_MAX_CONCURRENCY"),
 		keep:           envInt(b, "PACER_BENCH_KEEP"),
 		logLevel:       os.Getenv("PACER_BENCH_LOG_LEVEL"),
-		ledger:         os.Getenv("PACER_BENCH_TASK") == "ledger",
+		task:           cmp.Or(os.Getenv("PACER_BENCH_TASK"), "stamp"),
+		perfDir:        os.Getenv("PACER_BENCH_PERF"),
 	}
-	if t := os.Getenv("PACER_BENCH_TASK"); t != "" && t != "stamp" && t != "ledger" {
-		b.Fatalf("PACER_BENCH_TASK=%q: want stamp or ledger", t)
+	if t := o.task; t != "stamp" && t != "ledger" && t != "shell" {
+		b.Fatalf("PACER_BENCH_TASK=%q: want stamp, ledger or shell", t)
 	}
-	if o.ledger {
+	if o.task == "ledger" {
 		sdktest.Build(b, filepath.Join(binDir, "plugins"), "github.com/pacerun/pacer/internal/testplugins/ledger")
+	}
+	builds := []benchBuild{{"", binDir}}
+	if base := os.Getenv("PACER_BENCH_BASE"); base != "" {
+		plugin := map[string]string{"stamp": "testplugin", "ledger": "ledger", "shell": "shell"}[o.task]
+		for _, f := range []string{"pacer", "plugins/" + plugin} {
+			if _, err := os.Stat(filepath.Join(base, f)); err != nil {
+				b.Fatalf("PACER_BENCH_BASE: %v", err)
+			}
+		}
+		builds = []benchBuild{{"build=base", base}, {"build=new", binDir}}
 	}
 	for _, n := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("jobs=%d", n), func(b *testing.B) {
-			o := o
-			o.jobs = n
-			var all e2eResult
-			b.StopTimer()
-			b.ResetTimer()
-			for range b.N {
-				all = all.merge(measureE2E(b, o))
+			for _, build := range builds {
+				run := func(b *testing.B) {
+					o := o
+					o.jobs, o.bin = n, build.dir
+					var all e2eResult
+					b.StopTimer()
+					b.ResetTimer()
+					for i := range b.N {
+						o.perfName = fmt.Sprintf("%s-jobs=%d-%s-%d", cmp.Or(strings.TrimPrefix(build.name, "build="), "new"), n, o.task, i)
+						all = all.merge(measureE2E(b, o))
+					}
+					all.report(b, o)
+				}
+				if build.name == "" {
+					run(b)
+				} else {
+					b.Run(build.name, run)
+				}
 			}
-			all.report(b, o)
 		})
 	}
 }
+
+// benchBuild is a pacer binary and its plugins: the tree's own, or the
+// base of a before/after comparison.
+type benchBuild struct{ name, dir string }
 
 type e2eOptions struct {
 	jobs           int
@@ -123,7 +166,10 @@ type e2eOptions struct {
 	maxConcurrency int    // 0: the default
 	keep           int    // 0: the default
 	logLevel       string // "": the default
-	ledger         bool   // the ledger plugin's record task instead of stamp
+	task           string // stamp, ledger or shell
+	bin            string // holds pacer and plugins/
+	perfDir        string // "": no profiles
+	perfName       string // this window's profile files, in perfDir
 }
 
 // e2eResult is what one or more windows measured.
@@ -134,8 +180,10 @@ type e2eResult struct {
 	runs       int
 	dup, miss  int
 	warns      int
+	dupStarts  int     // "run started" lines of a first attempt seen again (shell)
 	cpuRunner  float64 // CPU seconds
 	cpuPlugin  float64
+	cpuKids    float64 // the plugin's reaped children: the shell task's commands
 	wall       float64 // seconds the CPU figures cover
 	rss        procMem // worst of the windows
 }
@@ -152,6 +200,7 @@ func (r e2eResult) merge(o e2eResult) e2eResult {
 	r.warns += o.warns
 	r.cpuRunner += o.cpuRunner
 	r.cpuPlugin += o.cpuPlugin
+	r.cpuKids += o.cpuKids
 	r.wall += o.wall
 	r.rss = procMem{max(r.rss.runnerRSS, o.rss.runnerRSS), max(r.rss.runnerHWM, o.rss.runnerHWM),
 		max(r.rss.pluginRSS, o.rss.pluginRSS), max(r.rss.pluginHWM, o.rss.pluginHWM)}
@@ -181,6 +230,11 @@ func (r e2eResult) report(b *testing.B, o e2eOptions) {
 	b.ReportMetric(float64(r.miss), "M")
 	b.ReportMetric(r.cpuRunner/r.wall, "cpu-cores-runner")
 	b.ReportMetric(r.cpuPlugin/r.wall, "cpu-cores-plugin")
+	b.ReportMetric((r.cpuRunner+r.cpuPlugin)/r.wall, "cpu-cores-total")
+	if o.task == "shell" {
+		b.ReportMetric(r.cpuKids/r.wall, "cpu-cores-children")
+	}
+	b.ReportMetric((r.cpuRunner+r.cpuPlugin)/r.wall/float64(o.jobs)*1e6, "cpu-us-per-run")
 	b.ReportMetric(r.rss.runnerRSS, "rss-MiB-runner")
 	b.ReportMetric(r.rss.runnerHWM, "hwm-MiB-runner")
 	b.ReportMetric(r.rss.pluginRSS, "rss-MiB-plugin")
@@ -211,9 +265,9 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	dir := b.TempDir()
 	stamps := filepath.Join(dir, "stamps.jsonl")
 	logPath := filepath.Join(dir, "pacer.log")
-	r := startBenchRunner(b, filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, o))
+	r := startBenchRunner(b, filepath.Join(o.bin, "pacer"), filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, o))
 
-	r.waitRuns(b, stamps, 60*time.Second)
+	r.waitRuns(b, 60*time.Second)
 	time.Sleep(o.warmup) // let the runner reach its steady state, not synchronisation
 
 	// The window's slots are first, first+1s, …, last. CPU is sampled half
@@ -227,17 +281,32 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 		b.Fatalf("PACER_BENCH_WINDOW %s: want at least 1s", o.window)
 	}
 	last := first.Add(time.Duration(seconds-1) * time.Second)
-	plugin := stampPID(b, stamps)
+	plugin := r.pluginPID(b)
 	hz := clockTicks(b)
 
 	sleepUntil(first.Add(-500 * time.Millisecond))
+	var profiles []*exec.Cmd
+	if o.perfDir != "" {
+		for _, p := range []struct {
+			what string
+			pid  int
+		}{{"runner", r.pid()}, {"plugin", plugin}} {
+			profiles = append(profiles, startPerf(b, filepath.Join(o.perfDir, o.perfName+"."+p.what+".data"), p.pid))
+		}
+	}
 	t0 := time.Now()
 	c0r, c0p := cpuTicks(b, r.pid()), cpuTicks(b, plugin)
+	k0 := childTicks(b, plugin)
 	b.StartTimer()
 	sleepUntil(last.Add(500 * time.Millisecond))
 	b.StopTimer()
 	t1 := time.Now()
 	c1r, c1p := cpuTicks(b, r.pid()), cpuTicks(b, plugin)
+	k1 := childTicks(b, plugin)
+	for _, p := range profiles {
+		_ = p.Process.Signal(syscall.SIGINT)
+		_ = p.Wait()
+	}
 	mem := procMem{memMiB(b, r.pid(), "VmRSS"), memMiB(b, r.pid(), "VmHWM"), memMiB(b, plugin, "VmRSS"), memMiB(b, plugin, "VmHWM")}
 
 	sleepUntil(last.Add(1500 * time.Millisecond)) // the last slot's runs have finished, normally
@@ -246,13 +315,29 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 		b.Errorf("pacer exited with %d after SIGTERM, want 0", code)
 	}
 
-	res := e2eResult{cpuRunner: (c1r - c0r) / hz, cpuPlugin: (c1p - c0p) / hz, wall: t1.Sub(t0).Seconds(), rss: mem}
-	started := res.readLog(b, logPath, first, last)
-	res.countStamps(b, stamps, o.jobs, first, last, started)
+	res := e2eResult{cpuRunner: (c1r - c0r) / hz, cpuPlugin: (c1p - c0p) / hz, cpuKids: (k1 - k0) / hz, wall: t1.Sub(t0).Seconds(), rss: mem}
+	started := res.readLog(b, logPath, first, last, o.task == "shell")
+	if o.task == "shell" {
+		res.countStarts(b, started, o.jobs, first, last)
+	} else {
+		res.countStamps(b, stamps, o.jobs, first, last, started)
+	}
 	return res
 }
 
-// e2eConfig is the runner's config: o.jobs jobs on testplugin's stamp task.
+// startPerf profiles pid with perf until it gets SIGINT.
+func startPerf(b *testing.B, out string, pid int) *exec.Cmd {
+	b.Helper()
+	cmd := exec.Command("perf", "record", "-g", "-F", "499", "-o", out, "-p", strconv.Itoa(pid))
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("PACER_BENCH_PERF: %v", err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// e2eConfig is the runner's config: o.jobs jobs on o.task.
 func e2eConfig(b *testing.B, dir, stamps string, o e2eOptions) string {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, `
@@ -264,7 +349,7 @@ cluster:
 http: {listen: %s}
 plugins:
   dir: %s
-`, filepath.Join(dir, "data"), benchAddr(b), benchAddr(b), benchAddr(b), filepath.Join(binDir, "plugins"))
+`, filepath.Join(dir, "data"), benchAddr(b), benchAddr(b), benchAddr(b), filepath.Join(o.bin, "plugins"))
 	if o.maxConcurrency > 0 {
 		fmt.Fprintf(&cfg, "  max_concurrency: %d\n", o.maxConcurrency)
 	}
@@ -275,15 +360,37 @@ plugins:
 		fmt.Fprintf(&cfg, "observability: {log: {level: %s}}\n", o.logLevel)
 	}
 	cfg.WriteString("jobs:\n")
-	task := "plugin: testplugin, task: stamp"
-	if o.ledger {
-		task = "plugin: ledger, task: record"
+	task := fmt.Sprintf("plugin: testplugin, task: stamp, params: {path: %q}", stamps)
+	switch o.task {
+	case "ledger":
+		task = fmt.Sprintf("plugin: ledger, task: record, params: {path: %q}", stamps)
+	case "shell":
+		task = "plugin: shell, task: exec, params: {command: [/bin/true]}"
 	}
 	for i := range o.jobs {
-		fmt.Fprintf(&cfg, `  - {id: bench-%04d, %s, schedule: "@every 1s", timeout: 10s, params: {path: %q}}
-`, i, task, stamps)
+		fmt.Fprintf(&cfg, `  - {id: bench-%04d, %s, schedule: "@every 1s", timeout: 10s}
+`, i, task)
 	}
 	return cfg.String()
+}
+
+// countStarts counts the runs of slots in [first, last] from the runner's
+// "run started" lines (started, by job and slot), for tasks that stamp
+// nothing; every lag is then the runner's.
+func (r *e2eResult) countStarts(b *testing.B, started map[string]time.Time, jobs int, first, last time.Time) {
+	b.Helper()
+	seen := map[string]int{}
+	for k := range started {
+		job, _, _ := strings.Cut(k, "@")
+		seen[job]++
+	}
+	r.lags = append(r.lags, r.runnerLags...)
+	r.runs = len(started)
+	want := int(last.Sub(first)/time.Second) + 1
+	for i := range jobs {
+		r.miss += max(want-seen[fmt.Sprintf("bench-%04d", i)], 0)
+	}
+	r.dup = r.dupStarts
 }
 
 // countStamps reads the stamp file and keeps the executions of slots in
@@ -345,9 +452,10 @@ func (r *e2eResult) countStamps(b *testing.B, path string, jobs int, first, last
 
 // readLog takes the runner's side of the lag from its "run started" lines,
 // and counts the warnings about slots in the window, logging how many of
-// each kind with an example (and, apart, those from before the window). It returns the time of each run's "run
-// started" line, by run ID.
-func (r *e2eResult) readLog(b *testing.B, path string, first, last time.Time) map[string]time.Time {
+// each kind with an example (and, apart, those from before the window). It
+// returns the time of each run's "run started" line, by run ID, or with
+// bySlot of each slot's first attempt, by "job@slot".
+func (r *e2eResult) readLog(b *testing.B, path string, first, last time.Time, bySlot bool) map[string]time.Time {
 	b.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -370,6 +478,8 @@ func (r *e2eResult) readLog(b *testing.B, path string, first, last time.Time) ma
 			Time          time.Time `json:"time"`
 			ScheduledTime time.Time `json:"scheduled_time"`
 			RunID         string    `json:"run_id"`
+			Job           string    `json:"job"`
+			Attempt       int       `json:"attempt"`
 			Msg           string    `json:"msg"`
 			Reason        string    `json:"reason"`
 			Missed        int       `json:"missed"`
@@ -395,6 +505,17 @@ func (r *e2eResult) readLog(b *testing.B, path string, first, last time.Time) ma
 		switch {
 		case warn && when.Before(first):
 			before[kind]++
+		case isStart && inWindow(l.ScheduledTime) && bySlot:
+			if l.Attempt != 1 {
+				break
+			}
+			k := l.Job + "@" + l.ScheduledTime.Format(time.RFC3339Nano)
+			if _, dup := started[k]; dup {
+				r.dupStarts++
+				break
+			}
+			started[k] = l.Time
+			r.runnerLags = append(r.runnerLags, l.Time.Sub(l.ScheduledTime))
 		case isStart && inWindow(l.ScheduledTime):
 			r.runnerLags = append(r.runnerLags, l.Time.Sub(l.ScheduledTime))
 			started[l.RunID] = l.Time
@@ -420,22 +541,30 @@ func (r *e2eResult) readLog(b *testing.B, path string, first, last time.Time) ma
 	return started
 }
 
-// stampPID returns the pid of the plugin process that wrote the newest line
-// of the stamp file.
-func stampPID(b *testing.B, path string) int {
+// pluginPID returns the pid of the plugin process the runner last logged
+// as started.
+func (r *benchRunner) pluginPID(b *testing.B) int {
 	b.Helper()
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(r.logPath)
 	if err != nil {
-		b.Fatalf("no execution recorded after the warm-up: %v", err)
+		b.Fatal(err)
 	}
-	data = bytes.TrimSpace(data)
-	var s struct {
-		PID int `json:"pid"`
+	pid := 0
+	for line := range bytes.Lines(data) {
+		if !bytes.Contains(line, []byte(`"msg":"plugin started"`)) {
+			continue
+		}
+		var l struct {
+			PID int `json:"pid"`
+		}
+		if err := json.Unmarshal(line, &l); err == nil && l.PID != 0 {
+			pid = l.PID
+		}
 	}
-	if err := json.Unmarshal(data[bytes.LastIndexByte(data, '\n')+1:], &s); err != nil || s.PID == 0 {
-		b.Fatalf("stamp file's last line: %v", err)
+	if pid == 0 {
+		b.Fatalf("no \"plugin started\" line with a pid in %s", r.logPath)
 	}
-	return s.PID
+	return pid
 }
 
 // benchRunner is a `pacer run` whose stderr goes straight to a file, so that
@@ -446,7 +575,7 @@ type benchRunner struct {
 	exited  chan struct{}
 }
 
-func startBenchRunner(b *testing.B, cfgPath, logPath, cfg string) *benchRunner {
+func startBenchRunner(b *testing.B, bin, cfgPath, logPath, cfg string) *benchRunner {
 	b.Helper()
 	return startBenchRunnerBin(b, filepath.Join(binDir, "pacer"), cfgPath, logPath, cfg)
 }
@@ -481,13 +610,13 @@ func startBenchRunnerBin(b *testing.B, bin, cfgPath, logPath, cfg string) *bench
 
 func (r *benchRunner) pid() int { return r.cmd.Process.Pid }
 
-// waitRuns waits until the first execution is in the stamp file: the
-// runner leads, runs its scheduler and has its plugin up.
-func (r *benchRunner) waitRuns(b *testing.B, stamps string, timeout time.Duration) {
+// waitRuns waits until the runner logs its first finished run: it leads,
+// runs its scheduler and has its plugin up.
+func (r *benchRunner) waitRuns(b *testing.B, timeout time.Duration) {
 	b.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if st, err := os.Stat(stamps); err == nil && st.Size() > 0 {
+		if log, err := os.ReadFile(r.logPath); err == nil && bytes.Contains(log, []byte(`"msg":"run finished"`)) {
 			return
 		}
 		select {
@@ -538,6 +667,23 @@ func cpuTicks(b *testing.B, pid int) float64 {
 		b.Fatalf("bad /proc/%d/stat: %s", pid, data)
 	}
 	return utime + stime
+}
+
+// childTicks is the CPU time so far of pid's children that it has waited
+// for (cutime + cstime), in clock ticks.
+func childTicks(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("CPU time of %d: %v", pid, err)
+	}
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	cu, err1 := strconv.ParseFloat(fields[16-3], 64)
+	cs, err2 := strconv.ParseFloat(fields[17-3], 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("bad /proc/%d/stat: %s", pid, data)
+	}
+	return cu + cs
 }
 
 // clockTicks is the unit of /proc/<pid>/stat's times (USER_HZ).
