@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +23,9 @@ import (
 //
 // Besides wall time it reports the CPU time each side spent per run
 // (runner-cpu-us/op: this process; plugin-cpu-us/op: the plugin's, from
-// /proc), which a machine shared with other work disturbs far less.
+// /proc), which a machine shared with other work disturbs far less. With
+// PACER_BENCH_PERF=DIR, perf records both sides during the timed loop into
+// DIR (<benchmark>.{runner,plugin}.{data,txt}, the .txt from perf script).
 func BenchmarkRunNoop(b *testing.B) {
 	h := pluginhost.New(pluginhost.Options{Dir: pluginDir})
 	defer h.Close()
@@ -30,7 +34,7 @@ func BenchmarkRunNoop(b *testing.B) {
 	if _, err := h.Run(ctx, c); err != nil {
 		b.Fatal(err)
 	}
-	cpu := startCPU(b, h)
+	cpu := startCPU(b, h, true) // b.Loop calls this function once
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -55,7 +59,7 @@ func BenchmarkRunThroughput(b *testing.B) {
 			}
 			var left atomic.Int64
 			left.Store(int64(b.N))
-			cpu := startCPU(b, h)
+			cpu := startCPU(b, h, b.N >= 100) // not the short rounds that size b.N
 			b.ResetTimer()
 			start := time.Now()
 			var wg sync.WaitGroup
@@ -132,9 +136,13 @@ func BenchmarkShellExec(b *testing.B) {
 type cpuSample struct {
 	pluginPID      int
 	runner, plugin time.Duration
+	perf           []*exec.Cmd
+	perfOut        []string
 }
 
-func startCPU(b *testing.B, h *pluginhost.Host) cpuSample {
+// startCPU samples the CPU time of both sides, and starts perf on both
+// when PACER_BENCH_PERF is set and profile is true.
+func startCPU(b *testing.B, h *pluginhost.Host, profile bool) cpuSample {
 	b.Helper()
 	pid := 0
 	for _, st := range h.Status() {
@@ -145,7 +153,24 @@ func startCPU(b *testing.B, h *pluginhost.Host) cpuSample {
 	if pid == 0 {
 		b.Fatal("testplugin has no process")
 	}
-	return cpuSample{pluginPID: pid, runner: selfCPU(b), plugin: procCPU(b, pid)}
+	s := cpuSample{pluginPID: pid, runner: selfCPU(b), plugin: procCPU(b, pid)}
+	if dir := os.Getenv("PACER_BENCH_PERF"); dir != "" && profile {
+		// Profiles of both sides, as perf script text (the plugin's
+		// binary is gone when the test ends, and with it its symbols).
+		name := strings.NewReplacer("/", "_", "=", "").Replace(b.Name())
+		for _, p := range []struct {
+			side string
+			pid  int
+		}{{"runner", os.Getpid()}, {"plugin", pid}} {
+			out := filepath.Join(dir, name+"."+p.side+".data")
+			cmd := exec.Command("perf", "record", "-g", "-F", "999", "-o", out, "-p", strconv.Itoa(p.pid))
+			if err := cmd.Start(); err != nil {
+				b.Fatalf("PACER_BENCH_PERF: %v", err)
+			}
+			s.perf, s.perfOut = append(s.perf, cmd), append(s.perfOut, out)
+		}
+	}
+	return s
 }
 
 // report reports the CPU time per run since s of the runner side and of the
@@ -157,6 +182,17 @@ func (s cpuSample) report(b *testing.B, runs int) {
 	}
 	b.ReportMetric(float64((selfCPU(b)-s.runner).Microseconds())/float64(runs), "runner-cpu-us/op")
 	b.ReportMetric(float64((procCPU(b, s.pluginPID)-s.plugin).Microseconds())/float64(runs), "plugin-cpu-us/op")
+	for i, cmd := range s.perf {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Wait()
+		script, err := exec.Command("perf", "script", "-i", s.perfOut[i]).Output()
+		if err != nil {
+			b.Fatalf("perf script: %v", err)
+		}
+		if err := os.WriteFile(strings.TrimSuffix(s.perfOut[i], ".data")+".txt", script, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func selfCPU(b *testing.B) time.Duration {
