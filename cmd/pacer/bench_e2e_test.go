@@ -78,7 +78,7 @@ package main
 // report); perf costs CPU itself, so measure without it.
 //
 // Also reported: cpu-us-per-run, the CPU time of the runner (with its
-// etcd) and the plugin over the window divided by the runs in it, and
+// etcd) and the plugin over the window divided by the executions in it, and
 // cpu-cores-total, their sum in cores; with the shell task the commands'
 // own CPU is in neither (cpu-cores-children shows it).
 
@@ -241,7 +241,7 @@ func (r e2eResult) report(b *testing.B, o e2eOptions) {
 	if o.task == "shell" {
 		b.ReportMetric(r.cpuKids/r.wall, "cpu-cores-children")
 	}
-	b.ReportMetric((r.cpuRunner+r.cpuPlugin)/r.wall/float64(o.jobs)*1e6, "cpu-us-per-run")
+	b.ReportMetric((r.cpuRunner+r.cpuPlugin)/float64(r.runs)*1e6, "cpu-us-per-run")
 	b.ReportMetric(r.rss.runnerRSS, "rss-MiB-runner")
 	b.ReportMetric(r.rss.runnerHWM, "hwm-MiB-runner")
 	b.ReportMetric(r.rss.pluginRSS, "rss-MiB-plugin")
