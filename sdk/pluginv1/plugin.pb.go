@@ -30,6 +30,346 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RunStreamRequest is one message from the runner on RunStream: runs to
+// start and runs to cancel, each in the order given (several at once when
+// they are due together).
+type RunStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*StreamRun           `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	Cancels       []*StreamCancel        `protobuf:"bytes,2,rep,name=cancels,proto3" json:"cancels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunStreamRequest) Reset() {
+	*x = RunStreamRequest{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunStreamRequest) ProtoMessage() {}
+
+func (x *RunStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunStreamRequest.ProtoReflect.Descriptor instead.
+func (*RunStreamRequest) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RunStreamRequest) GetRuns() []*StreamRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+func (x *RunStreamRequest) GetCancels() []*StreamCancel {
+	if x != nil {
+		return x.Cancels
+	}
+	return nil
+}
+
+// StreamRun starts one run on RunStream.
+type StreamRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the run on this stream: unique among the stream's runs, chosen
+	// by the runner. The plugin's events for the run carry it.
+	Id      uint64      `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request *RunRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// What a Run call carries in its gRPC metadata: the W3C trace context
+	// ("traceparent", and when set "tracestate" and "baggage").
+	TraceContext  map[string]string `protobuf:"bytes,3,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRun) Reset() {
+	*x = StreamRun{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRun) ProtoMessage() {}
+
+func (x *StreamRun) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRun.ProtoReflect.Descriptor instead.
+func (*StreamRun) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamRun) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StreamRun) GetRequest() *RunRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *StreamRun) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
+// StreamCancel cancels a run of the stream, as Cancel does for a Run call.
+type StreamCancel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Why, as CancelRequest.reason.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamCancel) Reset() {
+	*x = StreamCancel{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamCancel) ProtoMessage() {}
+
+func (x *StreamCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamCancel.ProtoReflect.Descriptor instead.
+func (*StreamCancel) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StreamCancel) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StreamCancel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RunStreamResponse is one message from the plugin on RunStream: events of
+// any of the stream's runs, each run's in order.
+type RunStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*StreamEvent         `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunStreamResponse) Reset() {
+	*x = RunStreamResponse{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunStreamResponse) ProtoMessage() {}
+
+func (x *RunStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunStreamResponse.ProtoReflect.Descriptor instead.
+func (*RunStreamResponse) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RunStreamResponse) GetEvents() []*StreamEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// StreamEvent is one event of the run StreamRun.id names: exactly one of
+// event and status is set. A result event, or a status, ends the run.
+type StreamEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What a Run call would send: a log record, progress, a span or the result.
+	Event *RunEvent `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// What a Run call would end with as a gRPC status instead of a result
+	// (NotFound for an unknown task, InvalidArgument for invalid params,
+	// Internal for a panic, ...).
+	Status        *StreamStatus `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamEvent) Reset() {
+	*x = StreamEvent{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEvent) ProtoMessage() {}
+
+func (x *StreamEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEvent.ProtoReflect.Descriptor instead.
+func (*StreamEvent) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StreamEvent) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StreamEvent) GetEvent() *RunEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *StreamEvent) GetStatus() *StreamStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// StreamStatus is a gRPC status: its code (google.golang.org/grpc/codes)
+// and message.
+type StreamStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamStatus) Reset() {
+	*x = StreamStatus{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamStatus) ProtoMessage() {}
+
+func (x *StreamStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamStatus.ProtoReflect.Descriptor instead.
+func (*StreamStatus) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StreamStatus) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *StreamStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type CancelRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
@@ -42,7 +382,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -54,7 +394,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -67,7 +407,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CancelRequest) GetRunId() string {
@@ -94,7 +434,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -106,7 +446,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -119,7 +459,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CancelResponse) GetFound() bool {
@@ -137,7 +477,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -149,7 +489,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -162,22 +502,25 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 type DescribeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Tasks         []*TaskInfo            `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
-	SdkVersion    string                 `protobuf:"bytes,4,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version    string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Tasks      []*TaskInfo            `protobuf:"bytes,3,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	SdkVersion string                 `protobuf:"bytes,4,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
+	// Optional parts of the protocol the plugin implements. A runner uses
+	// one only when it is declared here.
+	Capabilities  *Capabilities `protobuf:"bytes,5,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -189,7 +532,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -202,7 +545,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DescribeResponse) GetName() string {
@@ -233,6 +576,59 @@ func (x *DescribeResponse) GetSdkVersion() string {
 	return ""
 }
 
+func (x *DescribeResponse) GetCapabilities() *Capabilities {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+// Capabilities are the optional parts of the protocol a plugin implements.
+type Capabilities struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plugin serves RunStream.
+	RunStream     bool `protobuf:"varint,1,opt,name=run_stream,json=runStream,proto3" json:"run_stream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Capabilities) Reset() {
+	*x = Capabilities{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Capabilities) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Capabilities) ProtoMessage() {}
+
+func (x *Capabilities) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
+func (*Capabilities) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Capabilities) GetRunStream() bool {
+	if x != nil {
+		return x.RunStream
+	}
+	return false
+}
+
 type TaskInfo struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -245,7 +641,7 @@ type TaskInfo struct {
 
 func (x *TaskInfo) Reset() {
 	*x = TaskInfo{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -257,7 +653,7 @@ func (x *TaskInfo) String() string {
 func (*TaskInfo) ProtoMessage() {}
 
 func (x *TaskInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -270,7 +666,7 @@ func (x *TaskInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskInfo.ProtoReflect.Descriptor instead.
 func (*TaskInfo) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskInfo) GetName() string {
@@ -308,7 +704,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +716,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +729,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunRequest) GetTask() string {
@@ -388,7 +784,7 @@ type RunContext struct {
 
 func (x *RunContext) Reset() {
 	*x = RunContext{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +796,7 @@ func (x *RunContext) String() string {
 func (*RunContext) ProtoMessage() {}
 
 func (x *RunContext) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +809,7 @@ func (x *RunContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunContext.ProtoReflect.Descriptor instead.
 func (*RunContext) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunContext) GetJobId() string {
@@ -487,7 +883,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +895,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +908,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -610,7 +1006,7 @@ type SpanData struct {
 
 func (x *SpanData) Reset() {
 	*x = SpanData{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +1018,7 @@ func (x *SpanData) String() string {
 func (*SpanData) ProtoMessage() {}
 
 func (x *SpanData) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +1031,7 @@ func (x *SpanData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpanData.ProtoReflect.Descriptor instead.
 func (*SpanData) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SpanData) GetTraceId() []byte {
@@ -733,7 +1129,7 @@ type SpanEvent struct {
 
 func (x *SpanEvent) Reset() {
 	*x = SpanEvent{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +1141,7 @@ func (x *SpanEvent) String() string {
 func (*SpanEvent) ProtoMessage() {}
 
 func (x *SpanEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +1154,7 @@ func (x *SpanEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpanEvent.ProtoReflect.Descriptor instead.
 func (*SpanEvent) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SpanEvent) GetName() string {
@@ -795,7 +1191,7 @@ type LogRecord struct {
 
 func (x *LogRecord) Reset() {
 	*x = LogRecord{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +1203,7 @@ func (x *LogRecord) String() string {
 func (*LogRecord) ProtoMessage() {}
 
 func (x *LogRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +1216,7 @@ func (x *LogRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRecord.ProtoReflect.Descriptor instead.
 func (*LogRecord) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LogRecord) GetTime() *timestamppb.Timestamp {
@@ -861,7 +1257,7 @@ type Attr struct {
 
 func (x *Attr) Reset() {
 	*x = Attr{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1269,7 @@ func (x *Attr) String() string {
 func (*Attr) ProtoMessage() {}
 
 func (x *Attr) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1282,7 @@ func (x *Attr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attr.ProtoReflect.Descriptor instead.
 func (*Attr) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Attr) GetKey() string {
@@ -913,7 +1309,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1321,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1334,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Progress) GetPercent() float64 {
@@ -975,7 +1371,7 @@ type RunResult struct {
 
 func (x *RunResult) Reset() {
 	*x = RunResult{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1383,7 @@ func (x *RunResult) String() string {
 func (*RunResult) ProtoMessage() {}
 
 func (x *RunResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1396,7 @@ func (x *RunResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResult.ProtoReflect.Descriptor instead.
 func (*RunResult) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RunResult) GetOutput() string {
@@ -1035,19 +1431,45 @@ var File_pacer_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n" +
+	"\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
+	"\x10RunStreamRequest\x12.\n" +
+	"\x04runs\x18\x01 \x03(\v2\x1a.pacer.plugin.v1.StreamRunR\x04runs\x127\n" +
+	"\acancels\x18\x02 \x03(\v2\x1d.pacer.plugin.v1.StreamCancelR\acancels\"\xe6\x01\n" +
+	"\tStreamRun\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
+	"\arequest\x18\x02 \x01(\v2\x1b.pacer.plugin.v1.RunRequestR\arequest\x12Q\n" +
+	"\rtrace_context\x18\x03 \x03(\v2,.pacer.plugin.v1.StreamRun.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
+	"\fStreamCancel\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"I\n" +
+	"\x11RunStreamResponse\x124\n" +
+	"\x06events\x18\x01 \x03(\v2\x1c.pacer.plugin.v1.StreamEventR\x06events\"\x85\x01\n" +
+	"\vStreamEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.pacer.plugin.v1.RunEventR\x05event\x125\n" +
+	"\x06status\x18\x03 \x01(\v2\x1d.pacer.plugin.v1.StreamStatusR\x06status\"<\n" +
+	"\fStreamStatus\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\">\n" +
 	"\rCancelRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"&\n" +
 	"\x0eCancelResponse\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\"\x11\n" +
-	"\x0fDescribeRequest\"\x92\x01\n" +
+	"\x0fDescribeRequest\"\xd5\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12/\n" +
 	"\x05tasks\x18\x03 \x03(\v2\x19.pacer.plugin.v1.TaskInfoR\x05tasks\x12\x1f\n" +
 	"\vsdk_version\x18\x04 \x01(\tR\n" +
-	"sdkVersion\"n\n" +
+	"sdkVersion\x12A\n" +
+	"\fcapabilities\x18\x05 \x01(\v2\x1d.pacer.plugin.v1.CapabilitiesR\fcapabilities\"-\n" +
+	"\fCapabilities\x12\x1d\n" +
+	"\n" +
+	"run_stream\x18\x01 \x01(\bR\trunStream\"n\n" +
 	"\bTaskInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12,\n" +
@@ -1117,12 +1539,13 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06output\x18\x01 \x01(\tR\x06output\x12+\n" +
 	"\x04data\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x04data\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12%\n" +
-	"\x0eprocesses_left\x18\x04 \x01(\tR\rprocessesLeft2\xe9\x01\n" +
+	"\x0eprocesses_left\x18\x04 \x01(\tR\rprocessesLeft2\xc1\x02\n" +
 	"\n" +
 	"TaskPlugin\x12O\n" +
 	"\bDescribe\x12 .pacer.plugin.v1.DescribeRequest\x1a!.pacer.plugin.v1.DescribeResponse\x12?\n" +
 	"\x03Run\x12\x1b.pacer.plugin.v1.RunRequest\x1a\x19.pacer.plugin.v1.RunEvent0\x01\x12I\n" +
-	"\x06Cancel\x12\x1e.pacer.plugin.v1.CancelRequest\x1a\x1f.pacer.plugin.v1.CancelResponseB'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3"
+	"\x06Cancel\x12\x1e.pacer.plugin.v1.CancelRequest\x1a\x1f.pacer.plugin.v1.CancelResponse\x12V\n" +
+	"\tRunStream\x12!.pacer.plugin.v1.RunStreamRequest\x1a\".pacer.plugin.v1.RunStreamResponse(\x010\x01B'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3"
 
 var (
 	file_pacer_plugin_v1_plugin_proto_rawDescOnce sync.Once
@@ -1136,60 +1559,78 @@ func file_pacer_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_pacer_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_pacer_plugin_v1_plugin_proto_goTypes = []any{
-	(*CancelRequest)(nil),         // 0: pacer.plugin.v1.CancelRequest
-	(*CancelResponse)(nil),        // 1: pacer.plugin.v1.CancelResponse
-	(*DescribeRequest)(nil),       // 2: pacer.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),      // 3: pacer.plugin.v1.DescribeResponse
-	(*TaskInfo)(nil),              // 4: pacer.plugin.v1.TaskInfo
-	(*RunRequest)(nil),            // 5: pacer.plugin.v1.RunRequest
-	(*RunContext)(nil),            // 6: pacer.plugin.v1.RunContext
-	(*RunEvent)(nil),              // 7: pacer.plugin.v1.RunEvent
-	(*SpanData)(nil),              // 8: pacer.plugin.v1.SpanData
-	(*SpanEvent)(nil),             // 9: pacer.plugin.v1.SpanEvent
-	(*LogRecord)(nil),             // 10: pacer.plugin.v1.LogRecord
-	(*Attr)(nil),                  // 11: pacer.plugin.v1.Attr
-	(*Progress)(nil),              // 12: pacer.plugin.v1.Progress
-	(*RunResult)(nil),             // 13: pacer.plugin.v1.RunResult
-	nil,                           // 14: pacer.plugin.v1.RunContext.EnvEntry
-	(*structpb.Struct)(nil),       // 15: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 18: google.protobuf.Value
+	(*RunStreamRequest)(nil),      // 0: pacer.plugin.v1.RunStreamRequest
+	(*StreamRun)(nil),             // 1: pacer.plugin.v1.StreamRun
+	(*StreamCancel)(nil),          // 2: pacer.plugin.v1.StreamCancel
+	(*RunStreamResponse)(nil),     // 3: pacer.plugin.v1.RunStreamResponse
+	(*StreamEvent)(nil),           // 4: pacer.plugin.v1.StreamEvent
+	(*StreamStatus)(nil),          // 5: pacer.plugin.v1.StreamStatus
+	(*CancelRequest)(nil),         // 6: pacer.plugin.v1.CancelRequest
+	(*CancelResponse)(nil),        // 7: pacer.plugin.v1.CancelResponse
+	(*DescribeRequest)(nil),       // 8: pacer.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),      // 9: pacer.plugin.v1.DescribeResponse
+	(*Capabilities)(nil),          // 10: pacer.plugin.v1.Capabilities
+	(*TaskInfo)(nil),              // 11: pacer.plugin.v1.TaskInfo
+	(*RunRequest)(nil),            // 12: pacer.plugin.v1.RunRequest
+	(*RunContext)(nil),            // 13: pacer.plugin.v1.RunContext
+	(*RunEvent)(nil),              // 14: pacer.plugin.v1.RunEvent
+	(*SpanData)(nil),              // 15: pacer.plugin.v1.SpanData
+	(*SpanEvent)(nil),             // 16: pacer.plugin.v1.SpanEvent
+	(*LogRecord)(nil),             // 17: pacer.plugin.v1.LogRecord
+	(*Attr)(nil),                  // 18: pacer.plugin.v1.Attr
+	(*Progress)(nil),              // 19: pacer.plugin.v1.Progress
+	(*RunResult)(nil),             // 20: pacer.plugin.v1.RunResult
+	nil,                           // 21: pacer.plugin.v1.StreamRun.TraceContextEntry
+	nil,                           // 22: pacer.plugin.v1.RunContext.EnvEntry
+	(*structpb.Struct)(nil),       // 23: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 26: google.protobuf.Value
 }
 var file_pacer_plugin_v1_plugin_proto_depIdxs = []int32{
-	4,  // 0: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
-	15, // 1: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
-	6,  // 2: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
-	16, // 3: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
-	17, // 4: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
-	14, // 5: pacer.plugin.v1.RunContext.env:type_name -> pacer.plugin.v1.RunContext.EnvEntry
-	10, // 6: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
-	12, // 7: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
-	13, // 8: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
-	8,  // 9: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
-	17, // 10: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
-	17, // 11: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
-	11, // 12: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
-	9,  // 13: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
-	17, // 14: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
-	11, // 15: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
-	17, // 16: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
-	11, // 17: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
-	18, // 18: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
-	15, // 19: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
-	2,  // 20: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
-	5,  // 21: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
-	0,  // 22: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
-	3,  // 23: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
-	7,  // 24: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
-	1,  // 25: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
-	23, // [23:26] is the sub-list for method output_type
-	20, // [20:23] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	1,  // 0: pacer.plugin.v1.RunStreamRequest.runs:type_name -> pacer.plugin.v1.StreamRun
+	2,  // 1: pacer.plugin.v1.RunStreamRequest.cancels:type_name -> pacer.plugin.v1.StreamCancel
+	12, // 2: pacer.plugin.v1.StreamRun.request:type_name -> pacer.plugin.v1.RunRequest
+	21, // 3: pacer.plugin.v1.StreamRun.trace_context:type_name -> pacer.plugin.v1.StreamRun.TraceContextEntry
+	4,  // 4: pacer.plugin.v1.RunStreamResponse.events:type_name -> pacer.plugin.v1.StreamEvent
+	14, // 5: pacer.plugin.v1.StreamEvent.event:type_name -> pacer.plugin.v1.RunEvent
+	5,  // 6: pacer.plugin.v1.StreamEvent.status:type_name -> pacer.plugin.v1.StreamStatus
+	11, // 7: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
+	10, // 8: pacer.plugin.v1.DescribeResponse.capabilities:type_name -> pacer.plugin.v1.Capabilities
+	23, // 9: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
+	13, // 10: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
+	24, // 11: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
+	25, // 12: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
+	22, // 13: pacer.plugin.v1.RunContext.env:type_name -> pacer.plugin.v1.RunContext.EnvEntry
+	17, // 14: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
+	19, // 15: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
+	20, // 16: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
+	15, // 17: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
+	25, // 18: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
+	25, // 19: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
+	18, // 20: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
+	16, // 21: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
+	25, // 22: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
+	18, // 23: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
+	25, // 24: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
+	18, // 25: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
+	26, // 26: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
+	23, // 27: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
+	8,  // 28: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
+	12, // 29: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
+	6,  // 30: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
+	0,  // 31: pacer.plugin.v1.TaskPlugin.RunStream:input_type -> pacer.plugin.v1.RunStreamRequest
+	9,  // 32: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
+	14, // 33: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
+	7,  // 34: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
+	3,  // 35: pacer.plugin.v1.TaskPlugin.RunStream:output_type -> pacer.plugin.v1.RunStreamResponse
+	32, // [32:36] is the sub-list for method output_type
+	28, // [28:32] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_pacer_plugin_v1_plugin_proto_init() }
@@ -1197,7 +1638,7 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 	if File_pacer_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_pacer_plugin_v1_plugin_proto_msgTypes[7].OneofWrappers = []any{
+	file_pacer_plugin_v1_plugin_proto_msgTypes[14].OneofWrappers = []any{
 		(*RunEvent_Log)(nil),
 		(*RunEvent_Progress)(nil),
 		(*RunEvent_Result)(nil),
@@ -1209,7 +1650,7 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pacer_plugin_v1_plugin_proto_rawDesc), len(file_pacer_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

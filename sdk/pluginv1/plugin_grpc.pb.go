@@ -25,9 +25,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	TaskPlugin_Describe_FullMethodName = "/pacer.plugin.v1.TaskPlugin/Describe"
-	TaskPlugin_Run_FullMethodName      = "/pacer.plugin.v1.TaskPlugin/Run"
-	TaskPlugin_Cancel_FullMethodName   = "/pacer.plugin.v1.TaskPlugin/Cancel"
+	TaskPlugin_Describe_FullMethodName  = "/pacer.plugin.v1.TaskPlugin/Describe"
+	TaskPlugin_Run_FullMethodName       = "/pacer.plugin.v1.TaskPlugin/Run"
+	TaskPlugin_Cancel_FullMethodName    = "/pacer.plugin.v1.TaskPlugin/Cancel"
+	TaskPlugin_RunStream_FullMethodName = "/pacer.plugin.v1.TaskPlugin/RunStream"
 )
 
 // TaskPluginClient is the client API for TaskPlugin service.
@@ -46,6 +47,13 @@ type TaskPluginClient interface {
 	// Cancel asks a running task to stop. The runner then waits a grace period
 	// for Run to end before it kills the plugin process.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
+	// RunStream carries many runs over one long-lived stream, instead of one
+	// Run call per run: the runner sends runs to start and runs to cancel,
+	// the plugin sends each run's events, tagged with the run's stream ID.
+	// Optional: the runner opens it only when DescribeResponse.capabilities
+	// has run_stream, and otherwise calls Run. Each run means exactly what
+	// one Run call means. When the stream ends, every run on it is cancelled.
+	RunStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RunStreamRequest, RunStreamResponse], error)
 }
 
 type taskPluginClient struct {
@@ -95,6 +103,19 @@ func (c *taskPluginClient) Cancel(ctx context.Context, in *CancelRequest, opts .
 	return out, nil
 }
 
+func (c *taskPluginClient) RunStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RunStreamRequest, RunStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &TaskPlugin_ServiceDesc.Streams[1], TaskPlugin_RunStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RunStreamRequest, RunStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TaskPlugin_RunStreamClient = grpc.BidiStreamingClient[RunStreamRequest, RunStreamResponse]
+
 // TaskPluginServer is the server API for TaskPlugin service.
 // All implementations must embed UnimplementedTaskPluginServer
 // for forward compatibility.
@@ -111,6 +132,13 @@ type TaskPluginServer interface {
 	// Cancel asks a running task to stop. The runner then waits a grace period
 	// for Run to end before it kills the plugin process.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
+	// RunStream carries many runs over one long-lived stream, instead of one
+	// Run call per run: the runner sends runs to start and runs to cancel,
+	// the plugin sends each run's events, tagged with the run's stream ID.
+	// Optional: the runner opens it only when DescribeResponse.capabilities
+	// has run_stream, and otherwise calls Run. Each run means exactly what
+	// one Run call means. When the stream ends, every run on it is cancelled.
+	RunStream(grpc.BidiStreamingServer[RunStreamRequest, RunStreamResponse]) error
 	mustEmbedUnimplementedTaskPluginServer()
 }
 
@@ -129,6 +157,9 @@ func (UnimplementedTaskPluginServer) Run(*RunRequest, grpc.ServerStreamingServer
 }
 func (UnimplementedTaskPluginServer) Cancel(context.Context, *CancelRequest) (*CancelResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cancel not implemented")
+}
+func (UnimplementedTaskPluginServer) RunStream(grpc.BidiStreamingServer[RunStreamRequest, RunStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method RunStream not implemented")
 }
 func (UnimplementedTaskPluginServer) mustEmbedUnimplementedTaskPluginServer() {}
 func (UnimplementedTaskPluginServer) testEmbeddedByValue()                    {}
@@ -198,6 +229,13 @@ func _TaskPlugin_Cancel_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TaskPlugin_RunStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TaskPluginServer).RunStream(&grpc.GenericServerStream[RunStreamRequest, RunStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type TaskPlugin_RunStreamServer = grpc.BidiStreamingServer[RunStreamRequest, RunStreamResponse]
+
 // TaskPlugin_ServiceDesc is the grpc.ServiceDesc for TaskPlugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -219,6 +257,12 @@ var TaskPlugin_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Run",
 			Handler:       _TaskPlugin_Run_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "RunStream",
+			Handler:       _TaskPlugin_RunStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "pacer/plugin/v1/plugin.proto",

@@ -16,7 +16,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\rCancelRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0e\x43\x61ncelResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"p\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x05tasks\x18\x03 \x03(\x0b\x32\x19.pacer.plugin.v1.TaskInfo\x12\x13\n\x0bsdk_version\x18\x04 \x01(\t\"I\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1a\n\x12params_schema_json\x18\x03 \x01(\t\"\x9d\x01\n\nRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1b.pacer.plugin.v1.RunContext\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8d\x02\n\nRunContext\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x32\n\x0escheduled_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\x12\x0c\n\x04node\x18\x07 \x01(\t\x12\x31\n\x03\x65nv\x18\x08 \x03(\x0b\x32$.pacer.plugin.v1.RunContext.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc6\x01\n\x08RunEvent\x12)\n\x03log\x18\x01 \x01(\x0b\x32\x1a.pacer.plugin.v1.LogRecordH\x00\x12-\n\x08progress\x18\x02 \x01(\x0b\x32\x19.pacer.plugin.v1.ProgressH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.pacer.plugin.v1.RunResultH\x00\x12)\n\x04span\x18\x04 \x01(\x0b\x32\x19.pacer.plugin.v1.SpanDataH\x00\x42\x07\n\x05\x65vent\"\xd7\x02\n\x08SpanData\x12\x10\n\x08trace_id\x18\x01 \x01(\x0c\x12\x0f\n\x07span_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\x05\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x08 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\x12*\n\x06\x65vents\x18\t \x03(\x0b\x32\x1a.pacer.plugin.v1.SpanEvent\x12\x13\n\x0bstatus_code\x18\n \x01(\x05\x12\x16\n\x0estatus_message\x18\x0b \x01(\t\x12\x12\n\nscope_name\x18\x0c \x01(\t\"n\n\tSpanEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x03 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\"{\n\tLogRecord\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12$\n\x05\x61ttrs\x18\x04 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\":\n\x04\x41ttr\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\",\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\"i\n\tRunResult\x12\x0e\n\x06output\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x16\n\x0eprocesses_left\x18\x04 \x01(\t2\xe9\x01\n\nTaskPlugin\x12O\n\x08\x44\x65scribe\x12 .pacer.plugin.v1.DescribeRequest\x1a!.pacer.plugin.v1.DescribeResponse\x12?\n\x03Run\x12\x1b.pacer.plugin.v1.RunRequest\x1a\x19.pacer.plugin.v1.RunEvent0\x01\x12I\n\x06\x43\x61ncel\x12\x1e.pacer.plugin.v1.CancelRequest\x1a\x1f.pacer.plugin.v1.CancelResponseB\'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x10RunStreamRequest\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.pacer.plugin.v1.StreamRun\x12.\n\x07\x63\x61ncels\x18\x02 \x03(\x0b\x32\x1d.pacer.plugin.v1.StreamCancel\"\xbf\x01\n\tStreamRun\x12\n\n\x02id\x18\x01 \x01(\x04\x12,\n\x07request\x18\x02 \x01(\x0b\x32\x1b.pacer.plugin.v1.RunRequest\x12\x43\n\rtrace_context\x18\x03 \x03(\x0b\x32,.pacer.plugin.v1.StreamRun.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"*\n\x0cStreamCancel\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x11RunStreamResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.pacer.plugin.v1.StreamEvent\"r\n\x0bStreamEvent\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.pacer.plugin.v1.RunEvent\x12-\n\x06status\x18\x03 \x01(\x0b\x32\x1d.pacer.plugin.v1.StreamStatus\"-\n\x0cStreamStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"/\n\rCancelRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1f\n\x0e\x43\x61ncelResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x11\n\x0f\x44\x65scribeRequest\"\xa5\x01\n\x10\x44\x65scribeResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12(\n\x05tasks\x18\x03 \x03(\x0b\x32\x19.pacer.plugin.v1.TaskInfo\x12\x13\n\x0bsdk_version\x18\x04 \x01(\t\x12\x33\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32\x1d.pacer.plugin.v1.Capabilities\"\"\n\x0c\x43\x61pabilities\x12\x12\n\nrun_stream\x18\x01 \x01(\x08\"I\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1a\n\x12params_schema_json\x18\x03 \x01(\t\"\x9d\x01\n\nRunRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x1b.pacer.plugin.v1.RunContext\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8d\x02\n\nRunContext\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x32\n\x0escheduled_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\x12\x0c\n\x04node\x18\x07 \x01(\t\x12\x31\n\x03\x65nv\x18\x08 \x03(\x0b\x32$.pacer.plugin.v1.RunContext.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc6\x01\n\x08RunEvent\x12)\n\x03log\x18\x01 \x01(\x0b\x32\x1a.pacer.plugin.v1.LogRecordH\x00\x12-\n\x08progress\x18\x02 \x01(\x0b\x32\x19.pacer.plugin.v1.ProgressH\x00\x12,\n\x06result\x18\x03 \x01(\x0b\x32\x1a.pacer.plugin.v1.RunResultH\x00\x12)\n\x04span\x18\x04 \x01(\x0b\x32\x19.pacer.plugin.v1.SpanDataH\x00\x42\x07\n\x05\x65vent\"\xd7\x02\n\x08SpanData\x12\x10\n\x08trace_id\x18\x01 \x01(\x0c\x12\x0f\n\x07span_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\x05\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x08 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\x12*\n\x06\x65vents\x18\t \x03(\x0b\x32\x1a.pacer.plugin.v1.SpanEvent\x12\x13\n\x0bstatus_code\x18\n \x01(\x05\x12\x16\n\x0estatus_message\x18\x0b \x01(\t\x12\x12\n\nscope_name\x18\x0c \x01(\t\"n\n\tSpanEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nattributes\x18\x03 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\"{\n\tLogRecord\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05level\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12$\n\x05\x61ttrs\x18\x04 \x03(\x0b\x32\x15.pacer.plugin.v1.Attr\":\n\x04\x41ttr\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\",\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\"i\n\tRunResult\x12\x0e\n\x06output\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x16\n\x0eprocesses_left\x18\x04 \x01(\t2\xc1\x02\n\nTaskPlugin\x12O\n\x08\x44\x65scribe\x12 .pacer.plugin.v1.DescribeRequest\x1a!.pacer.plugin.v1.DescribeResponse\x12?\n\x03Run\x12\x1b.pacer.plugin.v1.RunRequest\x1a\x19.pacer.plugin.v1.RunEvent0\x01\x12I\n\x06\x43\x61ncel\x12\x1e.pacer.plugin.v1.CancelRequest\x1a\x1f.pacer.plugin.v1.CancelResponse\x12V\n\tRunStream\x12!.pacer.plugin.v1.RunStreamRequest\x1a\".pacer.plugin.v1.RunStreamResponse(\x01\x30\x01\x42\'Z%github.com/pacerun/pacer/sdk/pluginv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pacer.plugin.v1.plugin_pb2', globals())
@@ -24,38 +24,56 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z%github.com/pacerun/pacer/sdk/pluginv1'
+  _STREAMRUN_TRACECONTEXTENTRY._options = None
+  _STREAMRUN_TRACECONTEXTENTRY._serialized_options = b'8\001'
   _RUNCONTEXT_ENVENTRY._options = None
   _RUNCONTEXT_ENVENTRY._serialized_options = b'8\001'
-  _CANCELREQUEST._serialized_start=144
-  _CANCELREQUEST._serialized_end=191
-  _CANCELRESPONSE._serialized_start=193
-  _CANCELRESPONSE._serialized_end=224
-  _DESCRIBEREQUEST._serialized_start=226
-  _DESCRIBEREQUEST._serialized_end=243
-  _DESCRIBERESPONSE._serialized_start=245
-  _DESCRIBERESPONSE._serialized_end=357
-  _TASKINFO._serialized_start=359
-  _TASKINFO._serialized_end=432
-  _RUNREQUEST._serialized_start=435
-  _RUNREQUEST._serialized_end=592
-  _RUNCONTEXT._serialized_start=595
-  _RUNCONTEXT._serialized_end=864
-  _RUNCONTEXT_ENVENTRY._serialized_start=822
-  _RUNCONTEXT_ENVENTRY._serialized_end=864
-  _RUNEVENT._serialized_start=867
-  _RUNEVENT._serialized_end=1065
-  _SPANDATA._serialized_start=1068
-  _SPANDATA._serialized_end=1411
-  _SPANEVENT._serialized_start=1413
-  _SPANEVENT._serialized_end=1523
-  _LOGRECORD._serialized_start=1525
-  _LOGRECORD._serialized_end=1648
-  _ATTR._serialized_start=1650
-  _ATTR._serialized_end=1708
-  _PROGRESS._serialized_start=1710
-  _PROGRESS._serialized_end=1754
-  _RUNRESULT._serialized_start=1756
-  _RUNRESULT._serialized_end=1861
-  _TASKPLUGIN._serialized_start=1864
-  _TASKPLUGIN._serialized_end=2097
+  _RUNSTREAMREQUEST._serialized_start=144
+  _RUNSTREAMREQUEST._serialized_end=252
+  _STREAMRUN._serialized_start=255
+  _STREAMRUN._serialized_end=446
+  _STREAMRUN_TRACECONTEXTENTRY._serialized_start=395
+  _STREAMRUN_TRACECONTEXTENTRY._serialized_end=446
+  _STREAMCANCEL._serialized_start=448
+  _STREAMCANCEL._serialized_end=490
+  _RUNSTREAMRESPONSE._serialized_start=492
+  _RUNSTREAMRESPONSE._serialized_end=557
+  _STREAMEVENT._serialized_start=559
+  _STREAMEVENT._serialized_end=673
+  _STREAMSTATUS._serialized_start=675
+  _STREAMSTATUS._serialized_end=720
+  _CANCELREQUEST._serialized_start=722
+  _CANCELREQUEST._serialized_end=769
+  _CANCELRESPONSE._serialized_start=771
+  _CANCELRESPONSE._serialized_end=802
+  _DESCRIBEREQUEST._serialized_start=804
+  _DESCRIBEREQUEST._serialized_end=821
+  _DESCRIBERESPONSE._serialized_start=824
+  _DESCRIBERESPONSE._serialized_end=989
+  _CAPABILITIES._serialized_start=991
+  _CAPABILITIES._serialized_end=1025
+  _TASKINFO._serialized_start=1027
+  _TASKINFO._serialized_end=1100
+  _RUNREQUEST._serialized_start=1103
+  _RUNREQUEST._serialized_end=1260
+  _RUNCONTEXT._serialized_start=1263
+  _RUNCONTEXT._serialized_end=1532
+  _RUNCONTEXT_ENVENTRY._serialized_start=1490
+  _RUNCONTEXT_ENVENTRY._serialized_end=1532
+  _RUNEVENT._serialized_start=1535
+  _RUNEVENT._serialized_end=1733
+  _SPANDATA._serialized_start=1736
+  _SPANDATA._serialized_end=2079
+  _SPANEVENT._serialized_start=2081
+  _SPANEVENT._serialized_end=2191
+  _LOGRECORD._serialized_start=2193
+  _LOGRECORD._serialized_end=2316
+  _ATTR._serialized_start=2318
+  _ATTR._serialized_end=2376
+  _PROGRESS._serialized_start=2378
+  _PROGRESS._serialized_end=2422
+  _RUNRESULT._serialized_start=2424
+  _RUNRESULT._serialized_end=2529
+  _TASKPLUGIN._serialized_start=2532
+  _TASKPLUGIN._serialized_end=2853
 # @@protoc_insertion_point(module_scope)

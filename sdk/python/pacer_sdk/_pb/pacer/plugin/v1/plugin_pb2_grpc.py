@@ -29,6 +29,11 @@ class TaskPluginStub(object):
         request_serializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.CancelRequest.SerializeToString,
         response_deserializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.CancelResponse.FromString,
         )
+    self.RunStream = channel.stream_stream(
+        '/pacer.plugin.v1.TaskPlugin/RunStream',
+        request_serializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.RunStreamRequest.SerializeToString,
+        response_deserializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.RunStreamResponse.FromString,
+        )
 
 
 class TaskPluginServicer(object):
@@ -60,6 +65,18 @@ class TaskPluginServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def RunStream(self, request_iterator, context):
+    """RunStream carries many runs over one long-lived stream, instead of one
+    Run call per run: the runner sends runs to start and runs to cancel,
+    the plugin sends each run's events, tagged with the run's stream ID.
+    Optional: the runner opens it only when DescribeResponse.capabilities
+    has run_stream, and otherwise calls Run. Each run means exactly what
+    one Run call means. When the stream ends, every run on it is cancelled.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskPluginServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -77,6 +94,11 @@ def add_TaskPluginServicer_to_server(servicer, server):
           servicer.Cancel,
           request_deserializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.CancelRequest.FromString,
           response_serializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.CancelResponse.SerializeToString,
+      ),
+      'RunStream': grpc.stream_stream_rpc_method_handler(
+          servicer.RunStream,
+          request_deserializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.RunStreamRequest.FromString,
+          response_serializer=pacer_dot_plugin_dot_v1_dot_plugin__pb2.RunStreamResponse.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
