@@ -96,9 +96,13 @@ func (s *Server) WaitRuns(grace time.Duration) {
 	}
 }
 
-// Describe implements pluginv1.TaskPluginServer.
+// Describe implements pluginv1.TaskPluginServer. Besides the dispatcher's
+// description it declares the optional parts of the protocol the server
+// implements.
 func (s *Server) Describe(context.Context, *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
-	return s.d.Describe(), nil
+	d := s.d.Describe()
+	d.Capabilities = &pluginv1.Capabilities{RunStream: true}
+	return d, nil
 }
 
 // Shown is a run's timeout as its cancellation reason names it. The runner
@@ -115,11 +119,26 @@ func Shown(d time.Duration) time.Duration {
 	return d
 }
 
-// Run implements pluginv1.TaskPluginServer.
+// Run implements pluginv1.TaskPluginServer: one run on its own stream.
 func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer[pluginv1.RunEvent]) error {
+	sink := newSink(stream.Send)
+	ctx, cancel := context.WithCancelCause(extractTrace(stream.Context()))
+	defer cancel(nil)
+	ev, err := s.serve(ctx, req, sink)
+	if err != nil {
+		return err
+	}
+	return sink.send(ev)
+}
+
+// serve runs one task until it returns and gives its result event, or the
+// gRPC status error a Run call ends with instead. ctx carries the run's
+// trace context and is cancelled when the call ends; cancelling it (with a
+// cause) cancels the task.
+func (s *Server) serve(ctx context.Context, req *pluginv1.RunRequest, sink *sink) (*pluginv1.RunEvent, error) {
 	s.runs.Add(1)
 	defer s.runs.Done()
-	ctx, cancel := context.WithCancelCause(extractTrace(stream.Context()))
+	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer context.AfterFunc(s.base, func() { cancel(errors.New("plugin stopping: the runner went away")) })()
 	if d := req.GetTimeout().AsDuration(); d > 0 {
@@ -127,7 +146,6 @@ func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer
 		ctx, stop = context.WithTimeoutCause(ctx, d, fmt.Errorf("timed out after %s", Shown(d)))
 		defer stop()
 	}
-	sink := &streamSink{stream: stream}
 	run := &Run{Context: req.GetContext(), Sink: sink}
 	ctx = WithRun(ctx, run)
 	key := s.track(req.GetContext().GetRunId(), trace.SpanContextFromContext(ctx).TraceID(), cancel, sink)
@@ -135,7 +153,7 @@ func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer
 
 	res, err := s.safeRun(ctx, req, sink)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ev := &pluginv1.RunEvent{Event: &pluginv1.RunEvent_Result{Result: res}}
 	if n := proto.Size(ev); n > maxResultBytes {
@@ -143,7 +161,7 @@ func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer
 			Error: fmt.Sprintf("task %q returned a result of %d bytes, over the %d-byte limit: return less, or store large output elsewhere and return a reference", req.GetTask(), n, maxResultBytes),
 		}}
 	}
-	return sink.send(ev)
+	return ev, nil
 }
 
 // Cancel implements pluginv1.TaskPluginServer.
@@ -188,10 +206,10 @@ func (s *Server) pruneTombstones() {
 type activeRun struct {
 	traceID trace.TraceID
 	cancel  context.CancelCauseFunc
-	sink    *streamSink
+	sink    *sink
 }
 
-func (s *Server) track(runID string, traceID trace.TraceID, cancel context.CancelCauseFunc, sink *streamSink) string {
+func (s *Server) track(runID string, traceID trace.TraceID, cancel context.CancelCauseFunc, sink *sink) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t, ok := s.tombstones[runID]; ok {
@@ -214,7 +232,7 @@ func (s *Server) untrack(key string) {
 }
 
 // sinkForTrace returns the sink of the run a span belongs to, or nil.
-func (s *Server) sinkForTrace(id trace.TraceID) *streamSink {
+func (s *Server) sinkForTrace(id trace.TraceID) *sink {
 	if !id.IsValid() {
 		return nil
 	}
@@ -228,7 +246,7 @@ func (s *Server) sinkForTrace(id trace.TraceID) *streamSink {
 	return nil
 }
 
-func (s *Server) safeRun(ctx context.Context, req *pluginv1.RunRequest, sink *streamSink) (res *pluginv1.RunResult, err error) {
+func (s *Server) safeRun(ctx context.Context, req *pluginv1.RunRequest, sink *sink) (res *pluginv1.RunResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			sink.Log(&pluginv1.LogRecord{Level: 8, Message: "task panicked", Attrs: []*pluginv1.Attr{
@@ -240,20 +258,25 @@ func (s *Server) safeRun(ctx context.Context, req *pluginv1.RunRequest, sink *st
 	return s.d.Run(ctx, req)
 }
 
-// streamSink serialises sends: task code may log from several goroutines.
-type streamSink struct {
+// sink is where one run's events go: its own Run stream, or its share of a
+// RunStream. It serialises sends, because task code may log from several
+// goroutines, and once a send failed (the runner hung up) it sends nothing
+// more.
+type sink struct {
 	mu     sync.Mutex
-	stream grpc.ServerStreamingServer[pluginv1.RunEvent]
+	out    func(*pluginv1.RunEvent) error
 	failed bool
 }
 
-func (s *streamSink) send(ev *pluginv1.RunEvent) error {
+func newSink(out func(*pluginv1.RunEvent) error) *sink { return &sink{out: out} }
+
+func (s *sink) send(ev *pluginv1.RunEvent) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed {
 		return status.Error(codes.Canceled, "run stream closed")
 	}
-	if err := s.stream.Send(ev); err != nil {
+	if err := s.out(ev); err != nil {
 		s.failed = true
 		return err
 	}
@@ -262,7 +285,7 @@ func (s *streamSink) send(ev *pluginv1.RunEvent) error {
 
 // Log implements Sink. A record that cannot be sent (the runner hung up) is
 // dropped: logging must never fail a task. An oversized record is cut down.
-func (s *streamSink) Log(rec *pluginv1.LogRecord) {
+func (s *sink) Log(rec *pluginv1.LogRecord) {
 	if proto.Size(rec) > maxLogBytes {
 		if len(rec.Message) > maxLogBytes/2 {
 			// Between words, so that no secret is left half shown: the
@@ -276,12 +299,12 @@ func (s *streamSink) Log(rec *pluginv1.LogRecord) {
 }
 
 // Span sends a finished span to the runner.
-func (s *streamSink) Span(sd *pluginv1.SpanData) {
+func (s *sink) Span(sd *pluginv1.SpanData) {
 	_ = s.send(&pluginv1.RunEvent{Event: &pluginv1.RunEvent_Span{Span: sd}})
 }
 
 // Progress implements Sink.
-func (s *streamSink) Progress(percent float64, message string) {
+func (s *sink) Progress(percent float64, message string) {
 	_ = s.send(&pluginv1.RunEvent{Event: &pluginv1.RunEvent_Progress{Progress: &pluginv1.Progress{Percent: percent, Message: message}}})
 }
 

@@ -1,0 +1,208 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pacerun/pacer/sdk/pluginv1"
+)
+
+// RunStream implements pluginv1.TaskPluginServer: many runs over one stream,
+// each exactly as if it had its own Run call (see serve). A run's events go
+// out tagged with its stream ID, several runs' in one message when they are
+// ready together. When the stream ends (the runner closes it, or the
+// connection breaks), every run on it is cancelled, and RunStream returns
+// once they all have.
+func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamRequest, pluginv1.RunStreamResponse]) error {
+	out := &muxOut{send: stream.Send}
+	out.drained = sync.NewCond(&out.mu)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		runs = map[uint64]context.CancelCauseFunc{}
+	)
+	defer func() {
+		mu.Lock()
+		for _, cancel := range runs {
+			cancel(errRunStreamClosed)
+		}
+		mu.Unlock()
+		wg.Wait()
+		out.close() // nothing is sent after RunStream returns
+	}()
+	// An empty message opens the plugin's side: the runner sends runs
+	// once it has it.
+	if err := out.add(nil); err != nil {
+		return err
+	}
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, r := range req.GetRuns() {
+			id := r.GetId()
+			ctx, cancel := context.WithCancelCause(extractTraceMap(stream.Context(), r.GetTraceContext()))
+			mu.Lock()
+			_, dup := runs[id]
+			if !dup {
+				runs[id] = cancel
+			}
+			mu.Unlock()
+			if dup {
+				cancel(nil)
+				_ = out.add(&pluginv1.StreamEvent{Id: id, Status: &pluginv1.StreamStatus{
+					Code: int32(codes.InvalidArgument), Message: "run stream: a run with this ID is running already"}})
+				continue
+			}
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(runs, id)
+					mu.Unlock()
+					cancel(nil)
+				}()
+				s.serveOnStream(ctx, id, r.GetRequest(), out)
+			})
+		}
+		for _, c := range req.GetCancels() {
+			mu.Lock()
+			cancel := runs[c.GetId()]
+			mu.Unlock()
+			if cancel != nil {
+				reason := c.GetReason()
+				if reason == "" {
+					reason = "cancelled by the runner"
+				}
+				cancel(errors.New(reason))
+			}
+		}
+	}
+}
+
+var errRunStreamClosed = errors.New("the runner closed the run stream")
+
+// serveOnStream runs one task of a RunStream and sends its result, or its
+// status, as the run's last event.
+func (s *Server) serveOnStream(ctx context.Context, id uint64, req *pluginv1.RunRequest, out *muxOut) {
+	sk := newSink(func(ev *pluginv1.RunEvent) error { return out.add(&pluginv1.StreamEvent{Id: id, Event: ev}) })
+	ev, err := s.serve(ctx, req, sk)
+	if err == nil {
+		_ = sk.send(ev)
+		return
+	}
+	st := status.Convert(err)
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	if !sk.failed {
+		_ = out.add(&pluginv1.StreamEvent{Id: id, Status: &pluginv1.StreamStatus{Code: int32(st.Code()), Message: st.Message()}})
+	}
+}
+
+// extractTraceMap is extractTrace for the trace context a RunStream run
+// carries in its message instead of in gRPC metadata.
+func extractTraceMap(ctx context.Context, m map[string]string) context.Context {
+	if len(m) == 0 {
+		return ctx
+	}
+	return propagatorForPlugins.Extract(ctx, propagation.MapCarrier(m))
+}
+
+// Bounds of what a RunStream holds back and sends at once. A message stays
+// below the transport's limit; an event that alone would not (a span with
+// huge attributes: results and log records are cut down before) is
+// dropped. Senders wait while maxQueued bytes are waiting to go out, as a
+// Run call's sender waits on a blocked stream.
+const (
+	maxBatchBytes  = pluginv1.MaxMessageBytes - 16<<10
+	maxQueuedBytes = 2 * pluginv1.MaxMessageBytes
+)
+
+// muxOut sends a RunStream's events. Whoever adds an event while nobody
+// is sending sends it, and with it everything added meanwhile, in order and
+// in as few messages as fit: one run alone costs no extra hand-over, runs
+// finishing together share messages.
+type muxOut struct {
+	send func(*pluginv1.RunStreamResponse) error
+
+	mu      sync.Mutex
+	drained *sync.Cond // signalled when queued bytes go out, or sending stops
+	queue   []*pluginv1.StreamEvent
+	sizes   []int
+	queued  int // bytes in queue
+	sending bool
+	err     error // set once a send failed or the stream closed: nothing more goes out
+}
+
+// add sends ev, or with ev nil an empty message.
+func (o *muxOut) add(ev *pluginv1.StreamEvent) error {
+	if ev == nil {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.send(&pluginv1.RunStreamResponse{})
+	}
+	n := proto.Size(ev)
+	if n > maxBatchBytes {
+		return status.Errorf(codes.ResourceExhausted, "run stream: an event of %d bytes is over the %d-byte limit", n, maxBatchBytes)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for o.err == nil && o.queued > 0 && o.queued+n > maxQueuedBytes {
+		o.drained.Wait()
+	}
+	if o.err != nil {
+		return o.err
+	}
+	o.queue, o.sizes, o.queued = append(o.queue, ev), append(o.sizes, n), o.queued+n
+	if o.sending {
+		return nil
+	}
+	o.sending = true
+	for len(o.queue) > 0 && o.err == nil {
+		size, k := 0, 0
+		for k < len(o.queue) && (k == 0 || size+o.sizes[k]+8 <= maxBatchBytes) {
+			size += o.sizes[k] + 8 // the event's tag and length
+			k++
+		}
+		batch := &pluginv1.RunStreamResponse{Events: o.queue[:k:k]}
+		o.queue, o.sizes = o.queue[k:], o.sizes[k:]
+		o.mu.Unlock()
+		err := o.send(batch)
+		o.mu.Lock()
+		o.queued -= size - 8*k
+		if err != nil && o.err == nil {
+			o.err = err
+		}
+		o.drained.Broadcast()
+	}
+	if len(o.queue) == 0 {
+		o.queue, o.sizes = nil, nil // let the sent events go
+	}
+	o.sending = false
+	o.drained.Broadcast()
+	return nil
+}
+
+// close stops sending, once a send in progress has returned.
+func (o *muxOut) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil {
+		o.err = status.Error(codes.Canceled, "run stream closed")
+	}
+	o.drained.Broadcast()
+	for o.sending {
+		o.drained.Wait()
+	}
+}

@@ -1,0 +1,185 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/pacerun/pacer/sdk"
+	"github.com/pacerun/pacer/sdk/internal/server"
+	"github.com/pacerun/pacer/sdk/pluginv1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serve runs p's service on a loopback gRPC server and returns a client.
+func serve(t *testing.T, p sdk.Plugin) pluginv1.TaskPluginClient {
+	t.Helper()
+	h, err := sdk.Handler(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := h.(*server.Server)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := server.NewGRPCServer(nil)
+	pluginv1.RegisterTaskPluginServer(gs, srv)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gs.Serve(lis) }()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cc.Close()
+		gs.Stop()
+		<-served
+		srv.WaitRuns(5 * time.Second)
+	})
+	return pluginv1.NewTaskPluginClient(cc)
+}
+
+// blocking is a plugin whose task "block" waits for its context to end,
+// reports the cause on ended, and answers with it; "echo" answers its
+// params' message; "panic" panics.
+func blocking(ended chan<- string) sdk.Plugin {
+	return sdk.Plugin{Name: "blocking", Tasks: map[string]sdk.Task{
+		"block": sdk.TaskFunc(func(ctx context.Context, _ *sdk.Request, resp *sdk.Response) error {
+			<-ctx.Done()
+			cause := context.Cause(ctx).Error()
+			ended <- cause
+			return errors.New(cause)
+		}),
+		"echo": sdk.TaskFunc(func(ctx context.Context, req *sdk.Request, resp *sdk.Response) error {
+			resp.Output = fmt.Sprint(req.Params["message"]) + " " + sdk.Info(ctx).TraceID
+			return nil
+		}),
+		"panic": sdk.TaskFunc(func(context.Context, *sdk.Request, *sdk.Response) error { panic("boom") }),
+	}}
+}
+
+func streamRun(id uint64, task string, params map[string]any) *pluginv1.StreamRun {
+	p, _ := structpb.NewStruct(params)
+	return &pluginv1.StreamRun{Id: id, Request: &pluginv1.RunRequest{Task: task, Params: p,
+		Context: &pluginv1.RunContext{RunId: fmt.Sprint("run-", id)}}}
+}
+
+// recvAll reads the stream's events until want runs have ended, and
+// returns each run's last event.
+func recvAll(t *testing.T, s grpc.BidiStreamingClient[pluginv1.RunStreamRequest, pluginv1.RunStreamResponse], want int) map[uint64]*pluginv1.StreamEvent {
+	t.Helper()
+	last := map[uint64]*pluginv1.StreamEvent{}
+	for len(last) < want {
+		msg, err := s.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		for _, ev := range msg.GetEvents() {
+			if ev.GetStatus() != nil || ev.GetEvent().GetResult() != nil {
+				if _, dup := last[ev.GetId()]; dup {
+					t.Fatalf("run %d ended twice", ev.GetId())
+				}
+				last[ev.GetId()] = ev
+			}
+		}
+	}
+	return last
+}
+
+func TestDescribeDeclaresRunStream(t *testing.T) {
+	c := serve(t, blocking(make(chan string, 1)))
+	d, err := c.Describe(context.Background(), &pluginv1.DescribeRequest{})
+	if err != nil || !d.GetCapabilities().GetRunStream() {
+		t.Fatalf("describe = %v, %v; want capabilities.run_stream", d, err)
+	}
+}
+
+// Each run on a stream ends exactly as its own Run call would: a result,
+// or the status Run would end with; the trace context in the message is
+// the run's; the first message opens the plugin's side, empty.
+func TestRunStreamRunsEndAsRunCallsWould(t *testing.T) {
+	c := serve(t, blocking(make(chan string, 1)))
+	s, err := c.RunStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := s.Recv(); err != nil || len(first.GetEvents()) != 0 {
+		t.Fatalf("first message = %v, %v; want an empty one", first, err)
+	}
+	traced := streamRun(1, "echo", map[string]any{"message": "hi"})
+	traced.TraceContext = map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{
+		traced,
+		streamRun(2, "nope", nil),
+		streamRun(3, "panic", nil),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	got := recvAll(t, s, 3)
+	if out := got[1].GetEvent().GetResult().GetOutput(); out != "hi 0af7651916cd43dd8448eb211c80319c" {
+		t.Errorf("run 1 output %q, want its message and the trace ID sent", out)
+	}
+	if st := got[2].GetStatus(); codes.Code(st.GetCode()) != codes.NotFound {
+		t.Errorf("unknown task: %v, want NotFound", st)
+	}
+	if st := got[3].GetStatus(); codes.Code(st.GetCode()) != codes.Internal {
+		t.Errorf("panic: %v, want Internal", st)
+	}
+	_ = s.CloseSend()
+	if _, err := s.Recv(); err == nil {
+		t.Fatal("stream still open after the runner closed its side")
+	}
+}
+
+// A cancel on the stream cancels that run with its reason; a run ID used
+// twice at once is refused; when the stream ends, every run on it is
+// cancelled.
+func TestRunStreamCancels(t *testing.T) {
+	ended := make(chan string, 4)
+	c := serve(t, blocking(ended))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := c.RunStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{
+		streamRun(1, "block", nil), streamRun(2, "block", nil), streamRun(2, "block", nil),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&pluginv1.RunStreamRequest{Cancels: []*pluginv1.StreamCancel{{Id: 1, Reason: "timed out after 1s"}}}); err != nil {
+		t.Fatal(err)
+	}
+	got := recvAll(t, s, 2)
+	if e := got[1].GetEvent().GetResult().GetError(); e != "timed out after 1s" {
+		t.Errorf("cancelled run: error %q, want the reason sent", e)
+	}
+	if st := got[2].GetStatus(); codes.Code(st.GetCode()) != codes.InvalidArgument {
+		t.Errorf("second run with ID 2: %v, want InvalidArgument", st)
+	}
+	if cause := <-ended; cause != "timed out after 1s" {
+		t.Fatalf("task 1 ended with %q", cause)
+	}
+	cancel() // the runner's side ends: run 2 is cancelled
+	select {
+	case cause := <-ended:
+		t.Logf("run 2 ended with %q", cause)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a run still ran 10s after its stream ended")
+	}
+}
