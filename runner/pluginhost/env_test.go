@@ -25,10 +25,16 @@ func TestPluginProcessAndTaskEnvironment(t *testing.T) {
 	t.Setenv("MYAPP_URL", "http://x")
 	t.Setenv("UNLISTED_SECRET", "s-must-not-leak")
 	t.Setenv("LC_TIME", "C")
-	b := setup(t, pluginhost.Options{
+	for _, tr := range transports { // one after the other: t.Setenv rules out parallel subtests
+		t.Run(tr.name, func(t *testing.T) { testEnvironment(t, tr) })
+	}
+}
+
+func testEnvironment(t *testing.T, tr transport) {
+	b := setup(t, tr.opts(pluginhost.Options{
 		InheritEnv: []string{"MYAPP_*", "PACERT_*"},
 		DenyEnv:    []string{"PACERT_API_TOKEN", "PACERT_ETCD_PASSWORD"},
-	})
+	}))
 	c := call("env", nil)
 	c.InheritEnv = []string{"PACERT_VIS*", "PACERT_API_TOKEN", "UNLISTED_SECRET", "NOT_SET"}
 	res, err := b.host.Run(context.Background(), c)

@@ -40,6 +40,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -127,6 +128,10 @@ type Options struct {
 	// processes it left to die after SIGKILL (10s); the call then fails
 	// with an error wrapping proctree.ErrTreeAlive.
 	TreeTimeout time.Duration
+	// DisableRunStream calls every run with its own Run call, also on
+	// plugins that offer RunStream (see stream.go): for comparisons, and as
+	// a way around a plugin whose RunStream misbehaves.
+	DisableRunStream bool
 }
 
 func (o *Options) defaults() {
@@ -174,6 +179,7 @@ type Host struct {
 	opts    Options
 	log     *slog.Logger
 	metrics hostMetrics
+	tracer  trace.Tracer // the client spans of runs on a RunStream
 
 	mu       sync.Mutex
 	plugins  map[string]*supervisor
@@ -195,7 +201,8 @@ type Host struct {
 func New(opts Options) *Host {
 	opts.defaults()
 	h := &Host{opts: opts, log: opts.Logger, metrics: hostMetrics{opts.Metrics}, plugins: map[string]*supervisor{},
-		own: map[int]*instance{}, runs: map[string]*instance{}, done: make(chan struct{})}
+		own: map[int]*instance{}, runs: map[string]*instance{}, done: make(chan struct{}),
+		tracer: opts.TracerProvider.Tracer("github.com/pacerun/pacer/runner/pluginhost")}
 	if h.opts.Subreaper {
 		h.enableSubreaper()
 	}
@@ -335,6 +342,9 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 			grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 				otelgrpc.WithTracerProvider(h.opts.TracerProvider),
 				otelgrpc.WithPropagators(propagation.TraceContext{}),
+				// A RunStream lives as long as its process: each run on it
+				// gets its own client span instead (stream.go).
+				otelgrpc.WithFilter(filters.Not(filters.FullMethodName(pluginv1.TaskPlugin_RunStream_FullMethodName))),
 			)),
 			grpc.WithDefaultCallOptions(
 				grpc.MaxCallRecvMsgSize(pluginv1.MaxMessageBytes),
@@ -403,8 +413,10 @@ type Call struct {
 	// InheritEnv names the runner's variables (NAME or PREFIX_*) the task
 	// gets, in RunContext.env; DenyEnv never.
 	InheritEnv []string
-	// OnLog and OnProgress receive the plugin's events as they arrive, on the
-	// calling goroutine. Either may be nil.
+	// OnLog and OnProgress receive the plugin's events as they arrive, one
+	// at a time and never after Run returned; on a RunStream on the
+	// goroutine that reads the stream, so they must not block for long.
+	// Either may be nil.
 	OnLog      func(*pluginv1.LogRecord)
 	OnProgress func(*pluginv1.Progress)
 }
@@ -462,12 +474,36 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	// task that stops in time still reports how it ended.
 	sctx, cut := context.WithCancel(trace.ContextWithSpan(context.WithoutCancel(ctx), trace.SpanFromContext(ctx)))
 	defer cut()
+
+	runID := c.Context.GetRunId()
+	h.ownMu.Lock()
+	h.runs[runID] = inst
+	h.ownMu.Unlock()
+	ended := sync.OnceFunc(func() {
+		h.ownMu.Lock()
+		delete(h.runs, runID)
+		h.ownMu.Unlock()
+	})
+	defer ended()
+
+	t0 := time.Now()
+	var sc *streamCall // the run on the process's RunStream, if it has one
+	if rs := inst.runStream(h, c.Plugin); rs != nil {
+		if sc, err = rs.start(sctx, &c, req); err != nil {
+			h.metrics.rpc(c.Plugin, "run", time.Since(t0))
+			return nil, err
+		}
+	}
 	var killed atomic.Bool
 	stopWatch := context.AfterFunc(ctx, func() {
 		reason := context.Cause(ctx).Error()
 		cctx, cancel := context.WithTimeout(sctx, h.opts.CancelGrace)
 		defer cancel()
-		_, _ = inst.rpc.Cancel(cctx, &pluginv1.CancelRequest{RunId: c.Context.GetRunId(), Reason: reason})
+		if sc != nil {
+			sc.cancel(reason)
+		} else {
+			_, _ = inst.rpc.Cancel(cctx, &pluginv1.CancelRequest{RunId: c.Context.GetRunId(), Reason: reason})
+		}
 		select {
 		case <-cctx.Done():
 		case <-sctx.Done():
@@ -483,19 +519,12 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	})
 	defer stopWatch()
 
-	runID := c.Context.GetRunId()
-	h.ownMu.Lock()
-	h.runs[runID] = inst
-	h.ownMu.Unlock()
-	ended := sync.OnceFunc(func() {
-		h.ownMu.Lock()
-		delete(h.runs, runID)
-		h.ownMu.Unlock()
-	})
-	defer ended()
-
-	t0 := time.Now()
-	res, err := h.stream(sctx, inst, c, req)
+	var res *Result
+	if sc != nil {
+		res, err = sc.wait(sctx)
+	} else {
+		res, err = h.stream(sctx, inst, c, req)
+	}
 	h.metrics.rpc(c.Plugin, "run", time.Since(t0))
 	ended() // what the run left is no longer spared
 	switch {
@@ -561,19 +590,40 @@ func (h *Host) stream(ctx context.Context, inst *instance, c Call, req *pluginv1
 func (h *Host) callError(inst *instance, c Call, err error) error {
 	st := status.Convert(err)
 	switch st.Code() {
+	case codes.Unavailable, codes.Canceled, codes.Internal:
+		if err := inst.crashed(c); err != nil {
+			return err
+		}
+	}
+	return statusError(c, st)
+}
+
+// crashed returns ErrPluginCrashed for c when inst is gone: killed (the
+// runs it had besides the one that made us kill it), or exited, which a
+// broken connection is the first sign of: the process gets a moment to be
+// reaped.
+func (inst *instance) crashed(c Call) error {
+	if r := inst.reason.Load(); r != nil {
+		if *r == ReasonRestart {
+			return fmt.Errorf("%w: plugin %q was restarted by an operator during task %q", ErrPluginCrashed, c.Plugin, c.Task)
+		}
+		return fmt.Errorf("%w: plugin %q was killed (%s) during task %q", ErrPluginCrashed, c.Plugin, *r, c.Task)
+	}
+	if inst.client.Exited() || waitExited(inst.client, 500*time.Millisecond) {
+		return fmt.Errorf("%w: plugin %q exited during task %q", ErrPluginCrashed, c.Plugin, c.Task)
+	}
+	return nil
+}
+
+// statusError is callError for a status the plugin itself answered with.
+func statusError(c Call, st *status.Status) error {
+	switch st.Code() {
 	case codes.NotFound:
 		return fmt.Errorf("%w: %s", ErrTaskNotFound, st.Message())
 	case codes.InvalidArgument:
 		return fmt.Errorf("%w: %s", ErrInvalidParams, strings.TrimPrefix(st.Message(), ErrInvalidParams.Error()+": "))
 	case codes.ResourceExhausted:
 		return fmt.Errorf("%w: plugin %q task %q: message over the %d-byte limit: %s", ErrProtocol, c.Plugin, c.Task, pluginv1.MaxMessageBytes, st.Message())
-	case codes.Unavailable, codes.Canceled, codes.Internal:
-		if inst.client.Exited() || waitExited(inst.client, 500*time.Millisecond) {
-			if r := inst.reason.Load(); r != nil && *r == ReasonRestart {
-				return fmt.Errorf("%w: plugin %q was restarted by an operator during task %q", ErrPluginCrashed, c.Plugin, c.Task)
-			}
-			return fmt.Errorf("%w: plugin %q exited during task %q", ErrPluginCrashed, c.Plugin, c.Task)
-		}
 	}
 	return fmt.Errorf("plugin %q task %q: %s: %s", c.Plugin, c.Task, st.Code(), st.Message())
 }

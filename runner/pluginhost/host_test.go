@@ -28,6 +28,9 @@ import (
 
 var pluginDir string
 
+// noRunStreamDir holds testdata/norunstream, apart from the other plugins.
+var noRunStreamDir string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pacer-pluginhost-")
 	if err != nil {
@@ -38,6 +41,10 @@ func TestMain(m *testing.M) {
 		if _, err := sdktest.BuildBinary(dir, pkg); err != nil {
 			panic(err)
 		}
+	}
+	noRunStreamDir = filepath.Join(dir, "norunstream.d")
+	if _, err := sdktest.BuildBinary(noRunStreamDir, "./testdata/norunstream"); err != nil {
+		panic(err)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -71,6 +78,31 @@ func setup(t *testing.T, opts pluginhost.Options) *bundle {
 	return &bundle{host: h, rec: rec}
 }
 
+// transport is a way the host calls a plugin: over the process's RunStream
+// (the Go SDK's plugins offer it), or with one Run call per run.
+type transport struct {
+	name   string
+	perRun bool
+}
+
+var transports = []transport{{"run_stream", false}, {"per_run", true}}
+
+// opts returns o for the transport.
+func (tr transport) opts(o pluginhost.Options) pluginhost.Options {
+	o.DisableRunStream = tr.perRun
+	return o
+}
+
+// eachTransport runs test once per transport, in parallel subtests.
+func eachTransport(t *testing.T, test func(t *testing.T, tr transport)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, tr)
+		})
+	}
+}
+
 func call(task string, params map[string]any) pluginhost.Call {
 	return pluginhost.Call{
 		Plugin: "testplugin", Task: task, Params: params,
@@ -81,183 +113,195 @@ func call(task string, params map[string]any) pluginhost.Call {
 
 func TestRunEchoStreamsLogsAndProgress(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	var mu sync.Mutex
-	var logs []string
-	var progress []float64
-	c := call("echo", map[string]any{"message": "hi there"})
-	c.OnLog = func(l *pluginv1.LogRecord) {
-		mu.Lock()
-		defer mu.Unlock()
-		logs = append(logs, l.GetMessage()+" "+l.GetAttrs()[0].GetValue().GetStringValue())
-	}
-	c.OnProgress = func(p *pluginv1.Progress) { progress = append(progress, p.GetPercent()) }
-	res, err := b.host.Run(context.Background(), c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Output != "hi there" || res.TaskError != "" {
-		t.Fatalf("result = %+v", res)
-	}
-	if len(logs) != 1 || logs[0] != "echo hi there" {
-		t.Fatalf("logs = %q", logs)
-	}
-	if len(progress) != 1 || progress[0] != 100 {
-		t.Fatalf("progress = %v", progress)
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		var mu sync.Mutex
+		var logs []string
+		var progress []float64
+		c := call("echo", map[string]any{"message": "hi there"})
+		c.OnLog = func(l *pluginv1.LogRecord) {
+			mu.Lock()
+			defer mu.Unlock()
+			logs = append(logs, l.GetMessage()+" "+l.GetAttrs()[0].GetValue().GetStringValue())
+		}
+		c.OnProgress = func(p *pluginv1.Progress) { progress = append(progress, p.GetPercent()) }
+		res, err := b.host.Run(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Output != "hi there" || res.TaskError != "" {
+			t.Fatalf("result = %+v", res)
+		}
+		if len(logs) != 1 || logs[0] != "echo hi there" {
+			t.Fatalf("logs = %q", logs)
+		}
+		if len(progress) != 1 || progress[0] != 100 {
+			t.Fatalf("progress = %v", progress)
+		}
+	})
 }
 
 func TestRunContextAndTraceCrossIntoPlugin(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	tracer := sdktrace.NewTracerProvider().Tracer("test")
-	ctx, span := tracer.Start(context.Background(), "parent")
-	defer span.End()
-	res, err := b.host.Run(ctx, call("env", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]any{"job_id": "job-1", "run_id": "run-1", "correlation_id": "corr-1",
-		"attempt": float64(1), "fencing_token": float64(42), "node": "n1", "scheduled_time": "2026-11-28T12:00:05Z"}
-	for k, v := range want {
-		if res.Data[k] != v {
-			t.Errorf("%s = %v, want %v", k, res.Data[k], v)
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		tracer := sdktrace.NewTracerProvider().Tracer("test")
+		ctx, span := tracer.Start(context.Background(), "parent")
+		defer span.End()
+		res, err := b.host.Run(ctx, call("env", nil))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if got := res.Data["trace_id"]; got != span.SpanContext().TraceID().String() {
-		t.Errorf("plugin saw trace %v, want %s", got, span.SpanContext().TraceID())
-	}
-	// The RPC is a client span in the caller's trace.
-	var rpc bool
-	for _, s := range b.rec.Ended() {
-		if strings.Contains(s.Name(), "TaskPlugin/Run") && s.Parent().TraceID() == span.SpanContext().TraceID() {
-			rpc = true
+		want := map[string]any{"job_id": "job-1", "run_id": "run-1", "correlation_id": "corr-1",
+			"attempt": float64(1), "fencing_token": float64(42), "node": "n1", "scheduled_time": "2026-11-28T12:00:05Z"}
+		for k, v := range want {
+			if res.Data[k] != v {
+				t.Errorf("%s = %v, want %v", k, res.Data[k], v)
+			}
 		}
-	}
-	if !rpc {
-		t.Errorf("no client span for the Run RPC under the caller's trace")
-	}
+		if got := res.Data["trace_id"]; got != span.SpanContext().TraceID().String() {
+			t.Errorf("plugin saw trace %v, want %s", got, span.SpanContext().TraceID())
+		}
+		// The RPC is a client span in the caller's trace.
+		var rpc bool
+		for _, s := range b.rec.Ended() {
+			if strings.Contains(s.Name(), "TaskPlugin/Run") && s.Parent().TraceID() == span.SpanContext().TraceID() {
+				rpc = true
+			}
+		}
+		if !rpc {
+			t.Errorf("no client span for the Run RPC under the caller's trace")
+		}
+	})
 }
 
 func TestBadCallsFailCleanlyAndPluginStaysUp(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	tests := []struct {
-		name    string
-		call    pluginhost.Call
-		wantErr error
-		wantMsg string
-	}{
-		{"unknown task", call("nope", nil), pluginhost.ErrTaskNotFound, `no task "nope"`},
-		{"invalid params", call("echo", map[string]any{"mesage": "typo"}), pluginhost.ErrInvalidParams, `unknown field "mesage"`},
-		{"task error", call("fail", map[string]any{"message": "disk full"}), nil, "disk full"},
-		{"panic", call("panic", map[string]any{"message": "boom"}), nil, "panicked: boom"},
-		{"stdout noise", call("stdout", map[string]any{"message": "noise"}), nil, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			res, err := b.host.Run(context.Background(), tc.call)
-			switch {
-			case tc.wantErr != nil:
-				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantMsg) {
-					t.Fatalf("err = %v, want %v containing %q", err, tc.wantErr, tc.wantMsg)
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		tests := []struct {
+			name    string
+			call    pluginhost.Call
+			wantErr error
+			wantMsg string
+		}{
+			{"unknown task", call("nope", nil), pluginhost.ErrTaskNotFound, `no task "nope"`},
+			{"invalid params", call("echo", map[string]any{"mesage": "typo"}), pluginhost.ErrInvalidParams, `unknown field "mesage"`},
+			{"task error", call("fail", map[string]any{"message": "disk full"}), nil, "disk full"},
+			{"panic", call("panic", map[string]any{"message": "boom"}), nil, "panicked: boom"},
+			{"stdout noise", call("stdout", map[string]any{"message": "noise"}), nil, ""},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				res, err := b.host.Run(context.Background(), tc.call)
+				switch {
+				case tc.wantErr != nil:
+					if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantMsg) {
+						t.Fatalf("err = %v, want %v containing %q", err, tc.wantErr, tc.wantMsg)
+					}
+				case tc.wantMsg == "":
+					if err != nil || res.TaskError != "" {
+						t.Fatalf("err = %v, res = %+v", err, res)
+					}
+				default:
+					msg := ""
+					if err != nil {
+						msg = err.Error()
+					} else {
+						msg = res.TaskError
+					}
+					if !strings.Contains(msg, tc.wantMsg) {
+						t.Fatalf("error %q does not contain %q", msg, tc.wantMsg)
+					}
 				}
-			case tc.wantMsg == "":
-				if err != nil || res.TaskError != "" {
-					t.Fatalf("err = %v, res = %+v", err, res)
+				// The plugin still answers.
+				if res, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "ok"})); err != nil || res.Output != "ok" {
+					t.Fatalf("plugin not usable after %s: %v", tc.name, err)
 				}
-			default:
-				msg := ""
-				if err != nil {
-					msg = err.Error()
-				} else {
-					msg = res.TaskError
-				}
-				if !strings.Contains(msg, tc.wantMsg) {
-					t.Fatalf("error %q does not contain %q", msg, tc.wantMsg)
-				}
-			}
-			// The plugin still answers.
-			if res, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "ok"})); err != nil || res.Output != "ok" {
-				t.Fatalf("plugin not usable after %s: %v", tc.name, err)
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 func TestCrashIsReportedAndPluginRestarts(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	before, err := b.host.Run(context.Background(), call("env", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = b.host.Run(context.Background(), call("crash", nil))
-	if !errors.Is(err, pluginhost.ErrPluginCrashed) {
-		t.Fatalf("err = %v, want ErrPluginCrashed", err)
-	}
-	after, err := b.host.Run(context.Background(), call("env", nil))
-	if err != nil {
-		t.Fatalf("no restart after crash: %v", err)
-	}
-	if before.Data["pid"] == after.Data["pid"] {
-		t.Fatalf("same pid %v after a crash", after.Data["pid"])
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		before, err := b.host.Run(context.Background(), call("env", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.host.Run(context.Background(), call("crash", nil))
+		if !errors.Is(err, pluginhost.ErrPluginCrashed) {
+			t.Fatalf("err = %v, want ErrPluginCrashed", err)
+		}
+		after, err := b.host.Run(context.Background(), call("env", nil))
+		if err != nil {
+			t.Fatalf("no restart after crash: %v", err)
+		}
+		if before.Data["pid"] == after.Data["pid"] {
+			t.Fatalf("same pid %v after a crash", after.Data["pid"])
+		}
+	})
 }
 
 func TestTimeoutCancelsTheTask(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	// Start the plugin first: this test is about a task reaching its deadline.
-	if _, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "warm"})); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	res, err := b.host.Run(ctx, call("sleep", map[string]any{"duration": "1h"}))
-	// The task saw its deadline and answered in time: its own answer comes back.
-	if err != nil || !strings.Contains(res.TaskError, "interrupted") {
-		t.Fatalf("err = %v, res = %+v; want the task's own interrupted error", err, res)
-	}
-	// The plugin enforces the deadline itself, so its answer may arrive a
-	// moment before this context's own timer fires: compare with the
-	// deadline, not ctx.Err().
-	if dl, _ := ctx.Deadline(); time.Now().Before(dl) {
-		t.Fatal("returned before the deadline")
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		// Start the plugin first: this test is about a task reaching its deadline.
+		if _, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "warm"})); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		res, err := b.host.Run(ctx, call("sleep", map[string]any{"duration": "1h"}))
+		// The task saw its deadline and answered in time: its own answer comes back.
+		if err != nil || !strings.Contains(res.TaskError, "interrupted") {
+			t.Fatalf("err = %v, res = %+v; want the task's own interrupted error", err, res)
+		}
+		// The plugin enforces the deadline itself, so its answer may arrive a
+		// moment before this context's own timer fires: compare with the
+		// deadline, not ctx.Err().
+		if dl, _ := ctx.Deadline(); time.Now().Before(dl) {
+			t.Fatal("returned before the deadline")
+		}
+	})
 }
 
 func TestTaskIgnoringCancellationIsKilledAndReplaced(t *testing.T) {
 	t.Parallel()
-	m, err := observability.NewMetrics("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := setup(t, pluginhost.Options{CancelGrace: 300 * time.Millisecond, RestartBackoff: time.Millisecond, Metrics: m})
-	before, err := b.host.Run(context.Background(), call("env", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	_, err = b.host.Run(ctx, call("hang", nil))
-	if !errors.Is(err, pluginhost.ErrPluginKilled) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want ErrPluginKilled and DeadlineExceeded", err)
-	}
-	waitGone(t, int(before.Data["pid"].(float64)))
-	after, err := b.host.Run(context.Background(), call("env", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.Data["pid"] == before.Data["pid"] {
-		t.Fatal("same process after a kill")
-	}
-	if got := testutil.ToFloat64(m.PluginRestarts.WithLabelValues("testplugin", pluginhost.ReasonHung)); got != 1 {
-		t.Fatalf("restarts{reason=hung} = %v, want 1", got)
-	}
-	if got := testutil.ToFloat64(m.PluginUp.WithLabelValues("testplugin")); got != 1 {
-		t.Fatalf("plugin_up = %v after restart, want 1", got)
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		m, err := observability.NewMetrics("test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := setup(t, tr.opts(pluginhost.Options{CancelGrace: 300 * time.Millisecond, RestartBackoff: time.Millisecond, Metrics: m}))
+		before, err := b.host.Run(context.Background(), call("env", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_, err = b.host.Run(ctx, call("hang", nil))
+		if !errors.Is(err, pluginhost.ErrPluginKilled) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want ErrPluginKilled and DeadlineExceeded", err)
+		}
+		waitGone(t, int(before.Data["pid"].(float64)))
+		after, err := b.host.Run(context.Background(), call("env", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Data["pid"] == before.Data["pid"] {
+			t.Fatal("same process after a kill")
+		}
+		if got := testutil.ToFloat64(m.PluginRestarts.WithLabelValues("testplugin", pluginhost.ReasonHung)); got != 1 {
+			t.Fatalf("restarts{reason=hung} = %v, want 1", got)
+		}
+		if got := testutil.ToFloat64(m.PluginUp.WithLabelValues("testplugin")); got != 1 {
+			t.Fatalf("plugin_up = %v after restart, want 1", got)
+		}
+	})
 }
 
 func TestCrashLoopIsQuarantined(t *testing.T) {
@@ -385,86 +429,92 @@ func TestConcurrencyLimit(t *testing.T) {
 
 func TestLogFloodIsBounded(t *testing.T) {
 	t.Parallel()
-	m, err := observability.NewMetrics("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := setup(t, pluginhost.Options{LogLinesPerSecond: 10, LogBurst: 50, Metrics: m})
-	var got []*pluginv1.LogRecord
-	c := call("flood", map[string]any{"count": 20000})
-	c.OnLog = func(l *pluginv1.LogRecord) { got = append(got, l) }
-	start := time.Now()
-	res, err := b.host.Run(context.Background(), c)
-	elapsed := time.Since(start)
-	if err != nil || res.Output != "logged 20000 lines" {
-		t.Fatalf("err = %v res = %+v", err, res)
-	}
-	// At most the burst plus the rate over the run, plus the final report.
-	limit := 50 + int(10*elapsed.Seconds()) + 2
-	last := got[len(got)-1]
-	if len(got) > limit || !strings.Contains(last.GetMessage(), "plugin log lines dropped") {
-		t.Fatalf("%d lines passed in %s (limit %d); last %q", len(got), elapsed, limit, last.GetMessage())
-	}
-	if dropped := testutil.ToFloat64(m.PluginLogsDropped.WithLabelValues("testplugin")); dropped < 19000 {
-		t.Fatalf("dropped = %v", dropped)
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		m, err := observability.NewMetrics("test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := setup(t, tr.opts(pluginhost.Options{LogLinesPerSecond: 10, LogBurst: 50, Metrics: m}))
+		var got []*pluginv1.LogRecord
+		c := call("flood", map[string]any{"count": 20000})
+		c.OnLog = func(l *pluginv1.LogRecord) { got = append(got, l) }
+		start := time.Now()
+		res, err := b.host.Run(context.Background(), c)
+		elapsed := time.Since(start)
+		if err != nil || res.Output != "logged 20000 lines" {
+			t.Fatalf("err = %v res = %+v", err, res)
+		}
+		// At most the burst plus the rate over the run, plus the final report.
+		limit := 50 + int(10*elapsed.Seconds()) + 2
+		last := got[len(got)-1]
+		if len(got) > limit || !strings.Contains(last.GetMessage(), "plugin log lines dropped") {
+			t.Fatalf("%d lines passed in %s (limit %d); last %q", len(got), elapsed, limit, last.GetMessage())
+		}
+		if dropped := testutil.ToFloat64(m.PluginLogsDropped.WithLabelValues("testplugin")); dropped < 19000 {
+			t.Fatalf("dropped = %v", dropped)
+		}
+	})
 }
 
 func TestOversizedResultFailsCleanly(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	res, err := b.host.Run(context.Background(), call("big", map[string]any{"count": 8 << 20}))
-	if err != nil || !strings.Contains(res.TaskError, "over the") {
-		t.Fatalf("err = %v, res.TaskError = %.200q", err, res.TaskError)
-	}
-	if res, err := b.host.Run(context.Background(), call("big", map[string]any{"count": 1 << 20})); err != nil || len(res.Output) != 1<<20 {
-		t.Fatalf("1 MiB result: err = %v", err)
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		res, err := b.host.Run(context.Background(), call("big", map[string]any{"count": 8 << 20}))
+		if err != nil || !strings.Contains(res.TaskError, "over the") {
+			t.Fatalf("err = %v, res.TaskError = %.200q", err, res.TaskError)
+		}
+		if res, err := b.host.Run(context.Background(), call("big", map[string]any{"count": 1 << 20})); err != nil || len(res.Output) != 1<<20 {
+			t.Fatalf("1 MiB result: err = %v", err)
+		}
+	})
 }
 
 func TestPluginSpansAreImportedUnderTheRun(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var imported []sdktrace.ReadOnlySpan
-	b := setup(t, pluginhost.Options{
-		ImportSpan: func(s sdktrace.ReadOnlySpan) { mu.Lock(); imported = append(imported, s); mu.Unlock() },
-		Sanitize:   func(s string) string { return strings.ReplaceAll(s, "alice@example.com", "[email]") },
+	eachTransport(t, func(t *testing.T, tr transport) {
+		var mu sync.Mutex
+		var imported []sdktrace.ReadOnlySpan
+		b := setup(t, tr.opts(pluginhost.Options{
+			ImportSpan: func(s sdktrace.ReadOnlySpan) { mu.Lock(); imported = append(imported, s); mu.Unlock() },
+			Sanitize:   func(s string) string { return strings.ReplaceAll(s, "alice@example.com", "[email]") },
+		}))
+		tp := sdktrace.NewTracerProvider()
+		ctx, root := tp.Tracer("t").Start(context.Background(), "pacer.run")
+		res, err := b.host.Run(ctx, call("span", map[string]any{"message": "mail alice@example.com"}))
+		root.End()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(imported) != 1 {
+			t.Fatalf("%d spans imported, want 1", len(imported))
+		}
+		s := imported[0]
+		if s.Name() != "testplugin.work" || s.SpanContext().SpanID().String() != res.Data["span_id"] ||
+			s.SpanContext().TraceID() != root.SpanContext().TraceID() || !s.Parent().IsValid() {
+			t.Fatalf("span %q trace %s parent %v; want testplugin.work in trace %s", s.Name(), s.SpanContext().TraceID(), s.Parent(), root.SpanContext().TraceID())
+		}
+		// Its parent is the RPC's client span, recorded by the host.
+		var rpcSpan string
+		for _, e := range b.rec.Ended() {
+			if strings.HasSuffix(e.Name(), "TaskPlugin/Run") {
+				rpcSpan = e.SpanContext().SpanID().String()
+			}
+		}
+		if s.Parent().SpanID().String() != rpcSpan {
+			t.Fatalf("plugin span's parent %s is not the RPC span %s", s.Parent().SpanID(), rpcSpan)
+		}
+		for _, kv := range s.Attributes() {
+			if kv.Key == "note" && kv.Value.AsString() != "mail [email]" {
+				t.Fatalf("attribute not sanitized: %q", kv.Value.AsString())
+			}
+		}
+		if len(s.Events()) != 1 || s.Events()[0].Name != "halfway" {
+			t.Fatalf("events = %v", s.Events())
+		}
 	})
-	tp := sdktrace.NewTracerProvider()
-	ctx, root := tp.Tracer("t").Start(context.Background(), "pacer.run")
-	res, err := b.host.Run(ctx, call("span", map[string]any{"message": "mail alice@example.com"}))
-	root.End()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(imported) != 1 {
-		t.Fatalf("%d spans imported, want 1", len(imported))
-	}
-	s := imported[0]
-	if s.Name() != "testplugin.work" || s.SpanContext().SpanID().String() != res.Data["span_id"] ||
-		s.SpanContext().TraceID() != root.SpanContext().TraceID() || !s.Parent().IsValid() {
-		t.Fatalf("span %q trace %s parent %v; want testplugin.work in trace %s", s.Name(), s.SpanContext().TraceID(), s.Parent(), root.SpanContext().TraceID())
-	}
-	// Its parent is the RPC's client span, recorded by the host.
-	var rpcSpan string
-	for _, e := range b.rec.Ended() {
-		if strings.HasSuffix(e.Name(), "TaskPlugin/Run") {
-			rpcSpan = e.SpanContext().SpanID().String()
-		}
-	}
-	if s.Parent().SpanID().String() != rpcSpan {
-		t.Fatalf("plugin span's parent %s is not the RPC span %s", s.Parent().SpanID(), rpcSpan)
-	}
-	for _, kv := range s.Attributes() {
-		if kv.Key == "note" && kv.Value.AsString() != "mail [email]" {
-			t.Fatalf("attribute not sanitized: %q", kv.Value.AsString())
-		}
-	}
-	if len(s.Events()) != 1 || s.Events()[0].Name != "halfway" {
-		t.Fatalf("events = %v", s.Events())
-	}
 }
 
 func TestStatusListsPluginsAndTasks(t *testing.T) {
@@ -531,44 +581,46 @@ func TestStartFailures(t *testing.T) {
 
 func TestShellExportsRunContextAndKillsProcessGroup(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	c := call("exec", map[string]any{"command": "echo $PACER_JOB_ID $PACER_RUN_ID $PACER_CORRELATION_ID $PACER_ATTEMPT $PACER_FENCING_TOKEN $PACER_NODE $PACER_SCHEDULED_TIME", "shell": true})
-	c.Plugin = "shell"
-	res, err := b.host.Run(context.Background(), c)
-	if err != nil || res.TaskError != "" {
-		t.Fatalf("err = %v, res = %+v", err, res)
-	}
-	if got, want := strings.TrimSpace(res.Output), "job-1 run-1 corr-1 1 42 n1 2026-11-28T12:00:05Z"; got != want {
-		t.Fatalf("output %q, want %q", got, want)
-	}
-
-	c = call("exec", map[string]any{"command": []any{"sh", "-c", "exit 7"}})
-	c.Plugin = "shell"
-	res, err = b.host.Run(context.Background(), c)
-	if err != nil || !strings.Contains(res.TaskError, "status 7") || res.Data["exit_code"] != float64(7) {
-		t.Fatalf("exit 7: err = %v, res = %+v", err, res)
-	}
-
-	// A grandchild in the background must die with the command on timeout.
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	c = call("exec", map[string]any{"command": "sleep 300 & echo $! > " + pidFile + "; wait", "shell": true})
-	c.Plugin = "shell"
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		res, err := b.host.Run(ctx, c)
-		if err == nil && !strings.Contains(res.TaskError, "stopped") {
-			err = errors.New("task error does not say it stopped: " + res.TaskError)
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		c := call("exec", map[string]any{"command": "echo $PACER_JOB_ID $PACER_RUN_ID $PACER_CORRELATION_ID $PACER_ATTEMPT $PACER_FENCING_TOKEN $PACER_NODE $PACER_SCHEDULED_TIME", "shell": true})
+		c.Plugin = "shell"
+		res, err := b.host.Run(context.Background(), c)
+		if err != nil || res.TaskError != "" {
+			t.Fatalf("err = %v, res = %+v", err, res)
 		}
-		done <- err
-	}()
-	pid := waitPIDFile(t, pidFile)
-	cancel()
-	// The task answers after cancellation, in time: its own answer comes back.
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, pid)
+		if got, want := strings.TrimSpace(res.Output), "job-1 run-1 corr-1 1 42 n1 2026-11-28T12:00:05Z"; got != want {
+			t.Fatalf("output %q, want %q", got, want)
+		}
+
+		c = call("exec", map[string]any{"command": []any{"sh", "-c", "exit 7"}})
+		c.Plugin = "shell"
+		res, err = b.host.Run(context.Background(), c)
+		if err != nil || !strings.Contains(res.TaskError, "status 7") || res.Data["exit_code"] != float64(7) {
+			t.Fatalf("exit 7: err = %v, res = %+v", err, res)
+		}
+
+		// A grandchild in the background must die with the command on timeout.
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		c = call("exec", map[string]any{"command": "sleep 300 & echo $! > " + pidFile + "; wait", "shell": true})
+		c.Plugin = "shell"
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			res, err := b.host.Run(ctx, c)
+			if err == nil && !strings.Contains(res.TaskError, "stopped") {
+				err = errors.New("task error does not say it stopped: " + res.TaskError)
+			}
+			done <- err
+		}()
+		pid := waitPIDFile(t, pidFile)
+		cancel()
+		// The task answers after cancellation, in time: its own answer comes back.
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, pid)
+	})
 }
 
 func TestCloseStopsPluginProcesses(t *testing.T) {

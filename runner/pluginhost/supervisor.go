@@ -75,6 +75,10 @@ type instance struct {
 	stop     chan struct{} // closes the health prober
 	stopOnce sync.Once
 	reason   atomic.Pointer[string] // set when we kill it on purpose
+
+	smu    sync.Mutex
+	rs     *runStream // the open RunStream (stream.go), nil until a run opens one
+	perRun bool       // it refused RunStream: call Run per run
 }
 
 // alive reports whether the process runs and nobody asked it to stop.
@@ -372,13 +376,16 @@ func (s *supervisor) close() {
 
 // Status describes a plugin for operators.
 type Status struct {
-	Name        string     `json:"name"`
-	Path        string     `json:"path,omitempty"`
-	Version     string     `json:"version,omitempty"`
-	SDKVersion  string     `json:"sdk_version,omitempty"`
-	State       string     `json:"state"` // not_started, up, down, quarantined
-	PID         int        `json:"pid,omitempty"`
-	Restarts    int        `json:"restarts"`
+	Name       string `json:"name"`
+	Path       string `json:"path,omitempty"`
+	Version    string `json:"version,omitempty"`
+	SDKVersion string `json:"sdk_version,omitempty"`
+	State      string `json:"state"` // not_started, up, down, quarantined
+	PID        int    `json:"pid,omitempty"`
+	Restarts   int    `json:"restarts"`
+	// Transport is how the host calls the running process's tasks:
+	// "run_stream" (many runs over one stream) or "per_run" (one call each).
+	Transport   string     `json:"transport,omitempty"`
 	Quarantined *time.Time `json:"quarantined_until,omitempty"`
 	Tasks       []TaskInfo `json:"tasks,omitempty"`
 	Error       string     `json:"error,omitempty"`
@@ -415,6 +422,7 @@ func (s *supervisor) status() Status {
 	}
 	// A process that is gone says nothing about what the next one offers.
 	if up {
+		st.Transport = s.inst.transport(s.h)
 		st.Version, st.SDKVersion = s.inst.desc.GetVersion(), s.inst.desc.GetSdkVersion()
 		for _, t := range s.inst.desc.GetTasks() {
 			st.Tasks = append(st.Tasks, TaskInfo{Name: t.GetName(), Description: t.GetDescription(), ParamsSchema: t.GetParamsSchemaJson()})
