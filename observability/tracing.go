@@ -20,8 +20,9 @@ import (
 
 // TracingOptions configure the tracer provider.
 type TracingOptions struct {
-	// Exporter is "none", "stdout" or "otlp". With "none" spans are still
-	// created, so logs carry trace IDs, but nothing is exported.
+	// Exporter is "none", "stdout" or "otlp". With "none" spans still get
+	// IDs, so logs and exemplars carry trace IDs, but none is recorded or
+	// exported (unless OTEL_TRACES_SAMPLER asks for sampling).
 	Exporter string
 	// Endpoint is the otlp exporter's host:port. Empty: the standard
 	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT
@@ -158,10 +159,6 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 		return nil, fmt.Errorf("tracing resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	// OTEL_TRACES_SAMPLER, when set, wins: the SDK reads it itself.
-	if os.Getenv("OTEL_TRACES_SAMPLER") == "" {
-		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio))))
-	}
 	var exp sdktrace.SpanExporter
 	switch o.Exporter {
 	case "", "none":
@@ -179,6 +176,17 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 		}
 	default:
 		return nil, fmt.Errorf("tracing exporter %q: want none, stdout or otlp", o.Exporter)
+	}
+	// OTEL_TRACES_SAMPLER, when set, wins: the SDK reads it itself.
+	// Without an exporter no span is recorded: each still gets its IDs
+	// (logs, exemplars and plugins carry them), but building and ending
+	// spans nobody exports would cost every run CPU for nothing.
+	switch {
+	case os.Getenv("OTEL_TRACES_SAMPLER") != "":
+	case exp == nil:
+		opts = append(opts, sdktrace.WithSampler(sdktrace.NeverSample()))
+	default:
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.SampleRatio))))
 	}
 	t := &Tracing{res: res}
 	if exp != nil {

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestStdoutExporterCarriesResourceAndImportedSpans(t *testing.T) {
@@ -223,5 +224,30 @@ func TestOTelErrorHandler(t *testing.T) {
 			l["error"] != `traces export: Post "https://[userinfo]@collector:4318/v1/traces": connection refused` {
 			t.Errorf("line %d: %v", i, l)
 		}
+	}
+}
+
+// Without an exporter spans are not recorded, but still have IDs: logs and
+// exemplars carry them.
+func TestNoExporterRecordsNothingButKeepsIDs(t *testing.T) {
+	tr, err := NewTracing(context.Background(), TracingOptions{Exporter: "none", SampleRatio: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown(context.Background())
+	ctx, span := tr.Provider.Tracer("t").Start(context.Background(), "pacer.run")
+	_, child := tr.Provider.Tracer("t").Start(ctx, "pacer.claim")
+	defer span.End()
+	defer child.End()
+	for _, s := range []trace.Span{span, child} {
+		if s.IsRecording() || s.SpanContext().IsSampled() {
+			t.Fatalf("span recorded (%v) or sampled (%v) without an exporter", s.IsRecording(), s.SpanContext().IsSampled())
+		}
+		if !s.SpanContext().HasTraceID() || !s.SpanContext().HasSpanID() {
+			t.Fatalf("span without IDs: %v", s.SpanContext())
+		}
+	}
+	if child.SpanContext().TraceID() != span.SpanContext().TraceID() {
+		t.Fatal("the child is not in its parent's trace")
 	}
 }
