@@ -157,6 +157,8 @@ type Runner struct {
 	pending  []coord.Trigger                // trigger requests as last seen in etcd
 	wg       sync.WaitGroup
 
+	timeoutCauses sync.Map // time.Duration -> error (timeoutCause)
+
 	triggerWaits map[string]bool // trigger IDs waiting for their job, logged once
 	triggerTimer *time.Timer     // decides again when a waiting request expires
 	triggerWake  time.Time       // when triggerTimer fires
@@ -850,11 +852,19 @@ type attemptRun struct {
 }
 
 // startRunSpan starts an attempt's root span, pacer.run, linked to the
-// previous attempt's.
+// previous attempt's. Its attributes are set only when the span is
+// recorded: building them costs every run, and a span nobody records (no
+// exporter) keeps none.
 func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Context, trace.Span) {
 	job := a.slot.Job
-	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal)}
+	if a.prev.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: a.prev,
+			Attributes: []attribute.KeyValue{attribute.String("pacer.link", "previous attempt")}}))
+	}
+	ctx, span := r.o.Tracer.Start(ctx, "pacer.run", opts...)
+	if span.IsRecording() {
+		span.SetAttributes(
 			attribute.String("pacer.job.id", job.ID),
 			attribute.String("pacer.run.id", a.runID),
 			attribute.String("pacer.correlation_id", r.o.Sanitize(a.correlationID)),
@@ -863,12 +873,9 @@ func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Conte
 			attribute.Int64("pacer.fencing_token", a.term.Token),
 			attribute.String("pacer.plugin", job.Plugin),
 			attribute.String("pacer.task", job.Task),
-		)}
-	if a.prev.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: a.prev,
-			Attributes: []attribute.KeyValue{attribute.String("pacer.link", "previous attempt")}}))
+		)
 	}
-	return r.o.Tracer.Start(ctx, "pacer.run", opts...)
+	return ctx, span
 }
 
 // execute runs one attempt under its started span, ends the span and
@@ -878,10 +885,12 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	start, began := time.Now(), wallNow() // for the duration; for the record and the lag
 	defer span.End()
 	traceID := span.SpanContext().TraceID().String()
-	log := r.log.With(
-		"correlation_id", a.correlationID, "job", job.ID, "run_id", a.runID,
-		"trace_id", traceID, "span_id", span.SpanContext().SpanID().String(),
-	)
+	// The run's fields, as attributes (slog.Logger.With would box each
+	// value and build a slice of them on every run).
+	log := slog.New(r.log.Handler().WithAttrs([]slog.Attr{
+		slog.String("correlation_id", a.correlationID), slog.String("job", job.ID), slog.String("run_id", a.runID),
+		slog.String("trace_id", traceID), slog.String("span_id", span.SpanContext().SpanID().String()),
+	}))
 	rec := base
 	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Start = a.runID, traceID, a.number, "running", began.UTC()
 
@@ -891,11 +900,12 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	running := r.o.Metrics.JobRunning.WithLabelValues(job.ID)
 	running.Inc()
 	defer running.Dec()
-	log.Info("run started", "plugin", job.Plugin, "task", job.Task, "scheduled_time", a.slot.Time.UTC(),
-		"attempt", a.number, "fencing_token", a.term.Token, "lag_ms", began.Sub(a.slot.Time).Milliseconds())
+	log.LogAttrs(ctx, slog.LevelInfo, "run started", slog.String("plugin", job.Plugin), slog.String("task", job.Task),
+		slog.Time("scheduled_time", a.slot.Time.UTC()), slog.Int("attempt", a.number),
+		slog.Int64("fencing_token", a.term.Token), slog.Int64("lag_ms", began.Sub(a.slot.Time).Milliseconds()))
 
 	var progress string
-	rctx, cancel := context.WithTimeoutCause(ctx, job.Timeout, fmt.Errorf("timed out after %s", job.Timeout))
+	rctx, cancel := context.WithTimeoutCause(ctx, job.Timeout, r.timeoutCause(job.Timeout))
 	defer cancel()
 	res, err := r.o.Tasks.Run(rctx, pluginhost.Call{
 		Plugin:     job.Plugin,
@@ -926,16 +936,29 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	}
 	r.o.Metrics.JobRuns.WithLabelValues(job.ID, job.Plugin, outcome).Inc()
 	observability.ObserveWithTrace(r.o.Metrics.JobRunDuration.WithLabelValues(job.ID, job.Plugin), elapsed.Seconds(), traceID)
-	span.SetAttributes(attribute.String("pacer.outcome", outcome))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("pacer.outcome", outcome))
+	}
 	if outcome == observability.OutcomeSuccess {
 		r.o.Metrics.LastSuccess.WithLabelValues(job.ID).SetToCurrentTime()
 		span.SetStatus(codes.Ok, "")
-		log.Info("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number)
+		log.LogAttrs(ctx, slog.LevelInfo, "run finished", slog.String("outcome", outcome),
+			slog.Int64("duration_ms", elapsed.Milliseconds()), slog.Int("attempt", a.number))
 	} else {
 		span.SetStatus(codes.Error, r.o.Sanitize(errText))
 		log.Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
 	}
 	return rec, span.SpanContext()
+}
+
+// timeoutCause is the cause of an attempt's timeout. The few distinct
+// timeouts' causes are made once: an error per run is garbage per run.
+func (r *Runner) timeoutCause(d time.Duration) error {
+	if err, ok := r.timeoutCauses.Load(d); ok {
+		return err.(error)
+	}
+	err, _ := r.timeoutCauses.LoadOrStore(d, fmt.Errorf("timed out after %s", d))
+	return err.(error)
 }
 
 // record stores an attempt's or skipped slot's record. It uses a fresh
