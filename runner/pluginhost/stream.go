@@ -129,8 +129,8 @@ func (rs *runStream) start(ctx context.Context, c *Call, req *pluginv1.RunReques
 	_, span := rs.h.tracer.Start(ctx, runStreamRPC, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "pacer.plugin.v1.TaskPlugin"),
 			attribute.String("rpc.method", "Run"), attribute.Bool("pacer.plugin.run_stream", true)))
-	tc := map[string]string{}
-	propagation.TraceContext{}.Inject(trace.ContextWithSpan(ctx, span), propagation.MapCarrier(tc))
+	run := &pluginv1.StreamRun{Request: req}
+	propagation.TraceContext{}.Inject(trace.ContextWithSpan(ctx, span), traceFields{run})
 	sc := &streamCall{rs: rs, c: c, span: span, logs: newLogLimiter(rs.h.opts, c.OnLog), done: make(chan streamOutcome, 1)}
 
 	rs.mu.Lock()
@@ -141,8 +141,7 @@ func (rs *runStream) start(ctx context.Context, c *Call, req *pluginv1.RunReques
 		return nil, err
 	}
 	rs.nextID++
-	sc.id = rs.nextID
-	run := &pluginv1.StreamRun{Id: sc.id, Request: req, TraceContext: tc}
+	sc.id, run.Id = rs.nextID, rs.nextID
 	n := proto.Size(run) + 8
 	if n > maxStreamBatch {
 		rs.mu.Unlock()
@@ -157,6 +156,20 @@ func (rs *runStream) start(ctx context.Context, c *Call, req *pluginv1.RunReques
 	rs.flushLocked(true)
 	return sc, nil
 }
+
+// traceFields writes a run's trace context into its StreamRun.
+type traceFields struct{ r *pluginv1.StreamRun }
+
+func (f traceFields) Get(string) string { return "" }
+func (f traceFields) Set(key, value string) {
+	switch key {
+	case "traceparent":
+		f.r.Traceparent = value
+	case "tracestate":
+		f.r.Tracestate = value
+	}
+}
+func (traceFields) Keys() []string { return nil }
 
 // cancel asks the plugin to cancel sc's run. It never waits for the stream.
 func (sc *streamCall) cancel(reason string) {

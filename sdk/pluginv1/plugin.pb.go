@@ -92,9 +92,10 @@ type StreamRun struct {
 	// by the runner. The plugin's events for the run carry it.
 	Id      uint64      `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	Request *RunRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
-	// What a Run call carries in its gRPC metadata: the W3C trace context
-	// ("traceparent", and when set "tracestate" and "baggage").
-	TraceContext  map[string]string `protobuf:"bytes,3,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The W3C trace context a Run call carries in its gRPC metadata keys of
+	// the same names: the span of the runner's call, and its trace state.
+	Traceparent   string `protobuf:"bytes,3,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,4,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,11 +144,18 @@ func (x *StreamRun) GetRequest() *RunRequest {
 	return nil
 }
 
-func (x *StreamRun) GetTraceContext() map[string]string {
+func (x *StreamRun) GetTraceparent() string {
 	if x != nil {
-		return x.TraceContext
+		return x.Traceparent
 	}
-	return nil
+	return ""
+}
+
+func (x *StreamRun) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
 }
 
 // StreamCancel cancels a run of the stream, as Cancel does for a Run call.
@@ -1434,14 +1442,14 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
 	"\x10RunStreamRequest\x12.\n" +
 	"\x04runs\x18\x01 \x03(\v2\x1a.pacer.plugin.v1.StreamRunR\x04runs\x127\n" +
-	"\acancels\x18\x02 \x03(\v2\x1d.pacer.plugin.v1.StreamCancelR\acancels\"\xe6\x01\n" +
+	"\acancels\x18\x02 \x03(\v2\x1d.pacer.plugin.v1.StreamCancelR\acancels\"\x94\x01\n" +
 	"\tStreamRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
-	"\arequest\x18\x02 \x01(\v2\x1b.pacer.plugin.v1.RunRequestR\arequest\x12Q\n" +
-	"\rtrace_context\x18\x03 \x03(\v2,.pacer.plugin.v1.StreamRun.TraceContextEntryR\ftraceContext\x1a?\n" +
-	"\x11TraceContextEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"6\n" +
+	"\arequest\x18\x02 \x01(\v2\x1b.pacer.plugin.v1.RunRequestR\arequest\x12 \n" +
+	"\vtraceparent\x18\x03 \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\x04 \x01(\tR\n" +
+	"tracestate\"6\n" +
 	"\fStreamCancel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"I\n" +
@@ -1559,7 +1567,7 @@ func file_pacer_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_pacer_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_pacer_plugin_v1_plugin_proto_goTypes = []any{
 	(*RunStreamRequest)(nil),      // 0: pacer.plugin.v1.RunStreamRequest
 	(*StreamRun)(nil),             // 1: pacer.plugin.v1.StreamRun
@@ -1582,55 +1590,53 @@ var file_pacer_plugin_v1_plugin_proto_goTypes = []any{
 	(*Attr)(nil),                  // 18: pacer.plugin.v1.Attr
 	(*Progress)(nil),              // 19: pacer.plugin.v1.Progress
 	(*RunResult)(nil),             // 20: pacer.plugin.v1.RunResult
-	nil,                           // 21: pacer.plugin.v1.StreamRun.TraceContextEntry
-	nil,                           // 22: pacer.plugin.v1.RunContext.EnvEntry
-	(*structpb.Struct)(nil),       // 23: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 26: google.protobuf.Value
+	nil,                           // 21: pacer.plugin.v1.RunContext.EnvEntry
+	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 25: google.protobuf.Value
 }
 var file_pacer_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: pacer.plugin.v1.RunStreamRequest.runs:type_name -> pacer.plugin.v1.StreamRun
 	2,  // 1: pacer.plugin.v1.RunStreamRequest.cancels:type_name -> pacer.plugin.v1.StreamCancel
 	12, // 2: pacer.plugin.v1.StreamRun.request:type_name -> pacer.plugin.v1.RunRequest
-	21, // 3: pacer.plugin.v1.StreamRun.trace_context:type_name -> pacer.plugin.v1.StreamRun.TraceContextEntry
-	4,  // 4: pacer.plugin.v1.RunStreamResponse.events:type_name -> pacer.plugin.v1.StreamEvent
-	14, // 5: pacer.plugin.v1.StreamEvent.event:type_name -> pacer.plugin.v1.RunEvent
-	5,  // 6: pacer.plugin.v1.StreamEvent.status:type_name -> pacer.plugin.v1.StreamStatus
-	11, // 7: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
-	10, // 8: pacer.plugin.v1.DescribeResponse.capabilities:type_name -> pacer.plugin.v1.Capabilities
-	23, // 9: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
-	13, // 10: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
-	24, // 11: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
-	25, // 12: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
-	22, // 13: pacer.plugin.v1.RunContext.env:type_name -> pacer.plugin.v1.RunContext.EnvEntry
-	17, // 14: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
-	19, // 15: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
-	20, // 16: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
-	15, // 17: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
-	25, // 18: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
-	25, // 19: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
-	18, // 20: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
-	16, // 21: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
-	25, // 22: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
-	18, // 23: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
-	25, // 24: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
-	18, // 25: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
-	26, // 26: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
-	23, // 27: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
-	8,  // 28: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
-	12, // 29: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
-	6,  // 30: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
-	0,  // 31: pacer.plugin.v1.TaskPlugin.RunStream:input_type -> pacer.plugin.v1.RunStreamRequest
-	9,  // 32: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
-	14, // 33: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
-	7,  // 34: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
-	3,  // 35: pacer.plugin.v1.TaskPlugin.RunStream:output_type -> pacer.plugin.v1.RunStreamResponse
-	32, // [32:36] is the sub-list for method output_type
-	28, // [28:32] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	4,  // 3: pacer.plugin.v1.RunStreamResponse.events:type_name -> pacer.plugin.v1.StreamEvent
+	14, // 4: pacer.plugin.v1.StreamEvent.event:type_name -> pacer.plugin.v1.RunEvent
+	5,  // 5: pacer.plugin.v1.StreamEvent.status:type_name -> pacer.plugin.v1.StreamStatus
+	11, // 6: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
+	10, // 7: pacer.plugin.v1.DescribeResponse.capabilities:type_name -> pacer.plugin.v1.Capabilities
+	22, // 8: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
+	13, // 9: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
+	23, // 10: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
+	24, // 11: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
+	21, // 12: pacer.plugin.v1.RunContext.env:type_name -> pacer.plugin.v1.RunContext.EnvEntry
+	17, // 13: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
+	19, // 14: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
+	20, // 15: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
+	15, // 16: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
+	24, // 17: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
+	24, // 18: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
+	18, // 19: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
+	16, // 20: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
+	24, // 21: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
+	18, // 22: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
+	24, // 23: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
+	18, // 24: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
+	25, // 25: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
+	22, // 26: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
+	8,  // 27: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
+	12, // 28: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
+	6,  // 29: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
+	0,  // 30: pacer.plugin.v1.TaskPlugin.RunStream:input_type -> pacer.plugin.v1.RunStreamRequest
+	9,  // 31: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
+	14, // 32: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
+	7,  // 33: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
+	3,  // 34: pacer.plugin.v1.TaskPlugin.RunStream:output_type -> pacer.plugin.v1.RunStreamResponse
+	31, // [31:35] is the sub-list for method output_type
+	27, // [27:31] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_pacer_plugin_v1_plugin_proto_init() }
@@ -1650,7 +1656,7 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pacer_plugin_v1_plugin_proto_rawDesc), len(file_pacer_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

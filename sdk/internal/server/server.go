@@ -121,37 +121,54 @@ func Shown(d time.Duration) time.Duration {
 
 // Run implements pluginv1.TaskPluginServer: one run on its own stream.
 func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer[pluginv1.RunEvent]) error {
-	sink := newSink(stream.Send)
-	ctx, cancel := context.WithCancelCause(extractTrace(stream.Context()))
-	defer cancel(nil)
-	ev, err := s.serve(ctx, req, sink)
+	sk := &sink{stream: stream}
+	ctx, cancel := s.withBase(extractTrace(stream.Context()))
+	defer cancel()
+	ev, err := s.serve(ctx, req, sk)
 	if err != nil {
 		return err
 	}
-	return sink.send(ev)
+	return sk.send(ev)
 }
+
+// errStopping is the cause of every run's cancellation when the plugin
+// stops because its runner went away.
+var errStopping = errors.New("plugin stopping: the runner went away")
+
+// withBase returns ctx, also cancelled (errStopping) when the plugin stops.
+func (s *Server) withBase(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(s.base, func() { cancel(errStopping) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
+// timeoutError is a run's timeout as the cause of its context's end,
+// named as Shown names it. A value, not a formatted error: most runs never
+// time out, and their causes are never read.
+type timeoutError time.Duration
+
+func (e timeoutError) Error() string { return "timed out after " + Shown(time.Duration(e)).String() }
 
 // serve runs one task until it returns and gives its result event, or the
 // gRPC status error a Run call ends with instead. ctx carries the run's
-// trace context and is cancelled when the call ends; cancelling it (with a
-// cause) cancels the task.
-func (s *Server) serve(ctx context.Context, req *pluginv1.RunRequest, sink *sink) (*pluginv1.RunEvent, error) {
+// trace context and is cancelled when the call ends or the plugin stops;
+// cancelling it (with a cause) cancels the task.
+func (s *Server) serve(ctx context.Context, req *pluginv1.RunRequest, sk *sink) (*pluginv1.RunEvent, error) {
 	s.runs.Add(1)
 	defer s.runs.Done()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	defer context.AfterFunc(s.base, func() { cancel(errors.New("plugin stopping: the runner went away")) })()
 	if d := req.GetTimeout().AsDuration(); d > 0 {
 		var stop context.CancelFunc
-		ctx, stop = context.WithTimeoutCause(ctx, d, fmt.Errorf("timed out after %s", Shown(d)))
+		ctx, stop = context.WithTimeoutCause(ctx, d, timeoutError(d))
 		defer stop()
 	}
-	run := &Run{Context: req.GetContext(), Sink: sink}
-	ctx = WithRun(ctx, run)
-	key := s.track(req.GetContext().GetRunId(), trace.SpanContextFromContext(ctx).TraceID(), cancel, sink)
+	sk.run = Run{Context: req.GetContext(), Sink: sk}
+	ctx = WithRun(ctx, &sk.run)
+	key := s.track(req.GetContext().GetRunId(), trace.SpanContextFromContext(ctx).TraceID(), cancel, sk)
 	defer s.untrack(key)
 
-	res, err := s.safeRun(ctx, req, sink)
+	res, err := s.safeRun(ctx, req, sk)
 	if err != nil {
 		return nil, err
 	}
@@ -261,14 +278,16 @@ func (s *Server) safeRun(ctx context.Context, req *pluginv1.RunRequest, sink *si
 // sink is where one run's events go: its own Run stream, or its share of a
 // RunStream. It serialises sends, because task code may log from several
 // goroutines, and once a send failed (the runner hung up) it sends nothing
-// more.
+// more. It also holds the run's Run, which task contexts carry.
 type sink struct {
+	stream grpc.ServerStreamingServer[pluginv1.RunEvent] // a Run call's; or
+	mux    *muxOut                                       // the RunStream's,
+	id     uint64                                        // and the run's ID on it
+	run    Run
+
 	mu     sync.Mutex
-	out    func(*pluginv1.RunEvent) error
 	failed bool
 }
-
-func newSink(out func(*pluginv1.RunEvent) error) *sink { return &sink{out: out} }
 
 func (s *sink) send(ev *pluginv1.RunEvent) error {
 	s.mu.Lock()
@@ -276,11 +295,16 @@ func (s *sink) send(ev *pluginv1.RunEvent) error {
 	if s.failed {
 		return status.Error(codes.Canceled, "run stream closed")
 	}
-	if err := s.out(ev); err != nil {
-		s.failed = true
-		return err
+	var err error
+	if s.mux != nil {
+		err = s.mux.add(&pluginv1.StreamEvent{Id: s.id, Event: ev})
+	} else {
+		err = s.stream.Send(ev)
 	}
-	return nil
+	if err != nil {
+		s.failed = true
+	}
+	return err
 }
 
 // Log implements Sink. A record that cannot be sent (the runner hung up) is

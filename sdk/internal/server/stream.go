@@ -23,7 +23,11 @@ import (
 // once they all have.
 func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamRequest, pluginv1.RunStreamResponse]) error {
 	out := &muxOut{send: stream.Send}
-	out.drained = sync.NewCond(&out.mu)
+	out.drained = newCond(out)
+	// Every run's context is a child of the stream's: it ends with the
+	// stream, or when the plugin stops.
+	base, stop := s.withBase(stream.Context())
+	defer stop()
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -53,7 +57,7 @@ func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamReq
 		}
 		for _, r := range req.GetRuns() {
 			id := r.GetId()
-			ctx, cancel := context.WithCancelCause(extractTraceMap(stream.Context(), r.GetTraceContext()))
+			ctx, cancel := context.WithCancelCause(extractTraceFields(base, r))
 			mu.Lock()
 			_, dup := runs[id]
 			if !dup {
@@ -96,7 +100,7 @@ var errRunStreamClosed = errors.New("the runner closed the run stream")
 // serveOnStream runs one task of a RunStream and sends its result, or its
 // status, as the run's last event.
 func (s *Server) serveOnStream(ctx context.Context, id uint64, req *pluginv1.RunRequest, out *muxOut) {
-	sk := newSink(func(ev *pluginv1.RunEvent) error { return out.add(&pluginv1.StreamEvent{Id: id, Event: ev}) })
+	sk := &sink{mux: out, id: id}
 	ev, err := s.serve(ctx, req, sk)
 	if err == nil {
 		_ = sk.send(ev)
@@ -110,14 +114,29 @@ func (s *Server) serveOnStream(ctx context.Context, id uint64, req *pluginv1.Run
 	}
 }
 
-// extractTraceMap is extractTrace for the trace context a RunStream run
+// extractTraceFields is extractTrace for the trace context a RunStream run
 // carries in its message instead of in gRPC metadata.
-func extractTraceMap(ctx context.Context, m map[string]string) context.Context {
-	if len(m) == 0 {
+func extractTraceFields(ctx context.Context, r *pluginv1.StreamRun) context.Context {
+	if r.GetTraceparent() == "" {
 		return ctx
 	}
-	return propagatorForPlugins.Extract(ctx, propagation.MapCarrier(m))
+	return propagation.TraceContext{}.Extract(ctx, traceFields{r})
 }
+
+// traceFields reads a StreamRun's trace context as a propagation carrier.
+type traceFields struct{ r *pluginv1.StreamRun }
+
+func (f traceFields) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return f.r.GetTraceparent()
+	case "tracestate":
+		return f.r.GetTracestate()
+	}
+	return ""
+}
+func (traceFields) Set(string, string) {}
+func (traceFields) Keys() []string     { return []string{"traceparent", "tracestate"} }
 
 // Bounds of what a RunStream holds back and sends at once. A message stays
 // below the transport's limit; an event that alone would not (a span with
@@ -193,6 +212,8 @@ func (o *muxOut) add(ev *pluginv1.StreamEvent) error {
 	o.drained.Broadcast()
 	return nil
 }
+
+func newCond(o *muxOut) *sync.Cond { return sync.NewCond(&o.mu) }
 
 // close stops sending, once a send in progress has returned.
 func (o *muxOut) close() {

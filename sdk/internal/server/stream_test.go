@@ -118,7 +118,7 @@ func TestRunStreamRunsEndAsRunCallsWould(t *testing.T) {
 		t.Fatalf("first message = %v, %v; want an empty one", first, err)
 	}
 	traced := streamRun(1, "echo", map[string]any{"message": "hi"})
-	traced.TraceContext = map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+	traced.Traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{
 		traced,
 		streamRun(2, "nope", nil),
