@@ -350,6 +350,8 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 				grpc.MaxCallRecvMsgSize(pluginv1.MaxMessageBytes),
 				grpc.MaxCallSendMsgSize(pluginv1.MaxMessageBytes),
 			),
+			grpc.WithStaticStreamWindowSize(pluginv1.StreamWindowBytes),
+			grpc.WithStaticConnWindowSize(pluginv1.ConnWindowBytes),
 		},
 	})
 	// Until the process is registered (or reaped after a failed start), a
@@ -553,7 +555,7 @@ func (h *Host) stream(ctx context.Context, inst *instance, c Call, req *pluginv1
 	if err != nil {
 		return nil, h.callError(inst, c, err)
 	}
-	logs := newLogLimiter(h.opts, c.OnLog)
+	logs := newLogLimiter(&h.opts, c.OnLog)
 	defer logs.finish(c.Plugin, h.metrics)
 	for {
 		ev, err := stream.Recv()

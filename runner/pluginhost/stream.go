@@ -39,6 +39,11 @@ import (
 // instrumentation names the Run call's.
 const runStreamRPC = "pacer.plugin.v1.TaskPlugin/Run"
 
+// runSpanOptions start a run's client span.
+var runSpanOptions = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient),
+	trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "pacer.plugin.v1.TaskPlugin"),
+		attribute.String("rpc.method", "Run"), attribute.Bool("pacer.plugin.run_stream", true))}
+
 // runStream is one open RunStream of a plugin process.
 type runStream struct {
 	h      *Host
@@ -64,7 +69,7 @@ type streamCall struct {
 
 	mu   sync.Mutex // held while delivering events: none after ended
 	ends bool
-	logs *logLimiter
+	logs logLimiter
 	done chan streamOutcome // buffered: exactly one outcome
 }
 
@@ -126,12 +131,10 @@ func (inst *instance) transport(h *Host) string {
 
 // start starts c's run on the stream under a client span, child of ctx's.
 func (rs *runStream) start(ctx context.Context, c *Call, req *pluginv1.RunRequest) (*streamCall, error) {
-	_, span := rs.h.tracer.Start(ctx, runStreamRPC, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "pacer.plugin.v1.TaskPlugin"),
-			attribute.String("rpc.method", "Run"), attribute.Bool("pacer.plugin.run_stream", true)))
+	_, span := rs.h.tracer.Start(ctx, runStreamRPC, runSpanOptions...)
 	run := &pluginv1.StreamRun{Request: req}
 	propagation.TraceContext{}.Inject(trace.ContextWithSpan(ctx, span), traceFields{run})
-	sc := &streamCall{rs: rs, c: c, span: span, logs: newLogLimiter(rs.h.opts, c.OnLog), done: make(chan streamOutcome, 1)}
+	sc := &streamCall{rs: rs, c: c, span: span, logs: newLogLimiter(&rs.h.opts, c.OnLog), done: make(chan streamOutcome, 1)}
 
 	rs.mu.Lock()
 	if rs.err != nil {
@@ -287,7 +290,11 @@ func (sc *streamCall) deliver(ev *pluginv1.StreamEvent) {
 		rs.h.importSpan(rs.plugin, e.Span)
 	case *pluginv1.RunEvent_Result:
 		r := e.Result
-		sc.end(&Result{Output: r.GetOutput(), Data: r.GetData().AsMap(), TaskError: r.GetError(), ProcessesLeft: r.GetProcessesLeft()}, nil)
+		res := &Result{Output: r.GetOutput(), TaskError: r.GetError(), ProcessesLeft: r.GetProcessesLeft()}
+		if d := r.GetData(); d != nil {
+			res.Data = d.AsMap()
+		}
+		sc.end(res, nil)
 	default:
 		sc.end(nil, fmt.Errorf("%w: plugin %q sent an unknown event", ErrProtocol, rs.plugin))
 	}

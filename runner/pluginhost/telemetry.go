@@ -84,22 +84,27 @@ func (hm hostMetrics) droppedLogs(plugin string, n int) {
 }
 
 // logLimiter bounds one run's plugin log lines by rate and by volume, and
-// masks a private key the run logs line by line whole (pem).
+// masks a private key the run logs line by line whole (pem). Its rate
+// limiter is made at the first line: most runs log none.
 type logLimiter struct {
 	out     func(*pluginv1.LogRecord)
+	o       *Options
 	lim     *rate.Limiter
 	budget  int
 	dropped int
 	pem     observability.PEMLines
 }
 
-func newLogLimiter(o Options, out func(*pluginv1.LogRecord)) *logLimiter {
-	return &logLimiter{out: out, lim: rate.NewLimiter(rate.Limit(o.LogLinesPerSecond), o.LogBurst), budget: o.LogBytesPerRun}
+func newLogLimiter(o *Options, out func(*pluginv1.LogRecord)) logLimiter {
+	return logLimiter{out: out, o: o, budget: o.LogBytesPerRun}
 }
 
 func (l *logLimiter) log(rec *pluginv1.LogRecord) {
 	if l.out == nil {
 		return
+	}
+	if l.lim == nil {
+		l.lim = rate.NewLimiter(rate.Limit(l.o.LogLinesPerSecond), l.o.LogBurst)
 	}
 	// Every record, dropped ones too, so that the state follows the lines.
 	rec.Message = l.pem.Line(rec.GetMessage())

@@ -20,3 +20,13 @@ var Handshake = plugin.HandshakeConfig{
 // MaxMessageBytes bounds every gRPC message in either direction, so a plugin
 // that returns a huge result fails that run cleanly instead of exhausting memory.
 const MaxMessageBytes = 4 << 20
+
+// StreamWindowBytes and ConnWindowBytes are the static HTTP/2 flow-control
+// windows of both ends: large enough for a message of MaxMessageBytes in
+// flight, and fixed, because gRPC's dynamic windows probe the connection
+// with a ping for each burst of data, which, one call after another, is a
+// ping for nearly every message.
+const (
+	StreamWindowBytes = MaxMessageBytes
+	ConnWindowBytes   = 2 * MaxMessageBytes
+)

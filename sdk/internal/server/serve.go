@@ -79,11 +79,14 @@ func Serve(d Dispatcher) {
 }
 
 // NewGRPCServer returns the gRPC server a plugin serves on: opts (go-plugin's
-// TLS settings) plus the protocol's message limits.
+// TLS settings) plus the protocol's message limits and flow-control
+// windows.
 func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	opts = append(opts,
 		grpc.MaxRecvMsgSize(pluginv1.MaxMessageBytes),
 		grpc.MaxSendMsgSize(pluginv1.MaxMessageBytes),
+		grpc.StaticStreamWindowSize(pluginv1.StreamWindowBytes),
+		grpc.StaticConnWindowSize(pluginv1.ConnWindowBytes),
 	)
 	return grpc.NewServer(opts...)
 }
