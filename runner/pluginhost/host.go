@@ -426,6 +426,7 @@ type Call struct {
 // Result is a task's answer. TaskError is non-empty when the task itself
 // reported failure; ProcessesLeft when the plugin could not confirm that
 // every process the attempt started is dead (then no retry may start).
+// Data is nil when the task returned none.
 type Result struct {
 	Output        string
 	Data          map[string]any
@@ -581,11 +582,20 @@ func (h *Host) stream(ctx context.Context, inst *instance, c Call, req *pluginv1
 			if _, err := stream.Recv(); err != io.EOF {
 				return nil, fmt.Errorf("%w: plugin %q sent events after the result", ErrProtocol, c.Plugin)
 			}
-			return &Result{Output: r.GetOutput(), Data: r.GetData().AsMap(), TaskError: r.GetError(), ProcessesLeft: r.GetProcessesLeft()}, nil
+			return resultOf(r), nil
 		default:
 			return nil, fmt.Errorf("%w: plugin %q sent an unknown event", ErrProtocol, c.Plugin)
 		}
 	}
+}
+
+// resultOf converts a plugin's result; Data is nil when it sent none.
+func resultOf(r *pluginv1.RunResult) *Result {
+	res := &Result{Output: r.GetOutput(), TaskError: r.GetError(), ProcessesLeft: r.GetProcessesLeft()}
+	if d := r.GetData(); d != nil {
+		res.Data = d.AsMap()
+	}
+	return res
 }
 
 // callError turns a gRPC failure into one of the package's errors.

@@ -289,12 +289,7 @@ func (sc *streamCall) deliver(ev *pluginv1.StreamEvent) {
 	case *pluginv1.RunEvent_Span:
 		rs.h.importSpan(rs.plugin, e.Span)
 	case *pluginv1.RunEvent_Result:
-		r := e.Result
-		res := &Result{Output: r.GetOutput(), TaskError: r.GetError(), ProcessesLeft: r.GetProcessesLeft()}
-		if d := r.GetData(); d != nil {
-			res.Data = d.AsMap()
-		}
-		sc.end(res, nil)
+		sc.end(resultOf(e.Result), nil)
 	default:
 		sc.end(nil, fmt.Errorf("%w: plugin %q sent an unknown event", ErrProtocol, rs.plugin))
 	}
