@@ -37,6 +37,7 @@ const (
 	CheckCancel        = "cancel"
 	CheckDeadline      = "deadline"
 	CheckIdentity      = "identity"
+	CheckRunStream     = "run-stream"
 	CheckStdout        = "stdout"
 	CheckShutdown      = "shutdown"
 	CheckSIGTERM       = "sigterm"
@@ -45,7 +46,7 @@ const (
 
 // All lists every check.
 var All = []string{CheckCookie, CheckHandshake, CheckAutoMTLS, CheckDescribe, CheckHealth, CheckUnknownTask,
-	CheckInvalidParams, CheckCancel, CheckDeadline, CheckIdentity, CheckStdout, CheckShutdown, CheckSIGTERM, CheckParentDeath}
+	CheckInvalidParams, CheckCancel, CheckDeadline, CheckIdentity, CheckRunStream, CheckStdout, CheckShutdown, CheckSIGTERM, CheckParentDeath}
 
 // Statuses of a check.
 const (
@@ -220,7 +221,7 @@ func (c *checker) run() {
 		c.checkCookie()
 	}
 	if c.wantAny(CheckHandshake, CheckAutoMTLS, CheckDescribe, CheckHealth, CheckUnknownTask, CheckInvalidParams,
-		CheckCancel, CheckDeadline, CheckIdentity, CheckStdout, CheckShutdown) {
+		CheckCancel, CheckDeadline, CheckIdentity, CheckRunStream, CheckStdout, CheckShutdown) {
 		c.session()
 	}
 	if c.want(CheckSIGTERM) {
@@ -356,7 +357,7 @@ func (c *checker) session() {
 	}
 	if err != nil {
 		for _, ch := range []string{CheckDescribe, CheckHealth, CheckUnknownTask, CheckInvalidParams, CheckCancel,
-			CheckDeadline, CheckIdentity, CheckStdout, CheckShutdown} {
+			CheckDeadline, CheckIdentity, CheckRunStream, CheckStdout, CheckShutdown} {
 			c.skip(ch, "", "no connection to the plugin")
 		}
 		return
@@ -374,8 +375,9 @@ func (c *checker) session() {
 		for _, t := range desc.GetTasks() {
 			c.checkTask(t)
 		}
+		c.guard(CheckRunStream, "", func() { c.checkRunStream(desc) })
 	} else {
-		for _, ch := range []string{CheckUnknownTask, CheckInvalidParams, CheckCancel, CheckDeadline, CheckIdentity} {
+		for _, ch := range []string{CheckUnknownTask, CheckInvalidParams, CheckCancel, CheckDeadline, CheckIdentity, CheckRunStream} {
 			c.skip(ch, "", "no usable Describe")
 		}
 	}

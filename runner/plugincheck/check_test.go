@@ -108,7 +108,7 @@ func TestFirstPartyPluginsPass(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := check(t, filepath.Join(bin, tc.name), plugincheck.Options{Params: tc.params})
-			passes(t, rep, protocolChecks...)
+			passes(t, rep, append(protocolChecks, plugincheck.CheckRunStream)...) // the Go SDK serves RunStream
 			for _, name := range []string{plugincheck.CheckInvalidParams, plugincheck.CheckCancel, plugincheck.CheckDeadline} {
 				if r := rep.Result(name, tc.task); r == nil || r.Status != plugincheck.Pass {
 					t.Errorf("check %s of task %s: %+v, want pass", name, tc.task, r)
@@ -128,6 +128,9 @@ func TestPythonExamplePasses(t *testing.T) {
 	needPython(t)
 	rep := check(t, pythonExample, plugincheck.Options{Params: map[string]map[string]any{"greet": {"name": "check", "wait": "1h"}}})
 	passes(t, rep, protocolChecks...)
+	if r := rep.Result(plugincheck.CheckRunStream, ""); r == nil || r.Status != plugincheck.Skip {
+		t.Errorf("run-stream: %+v, want a skip: the Python SDK does not declare it", r)
+	}
 	if r := rep.Result(plugincheck.CheckCancel, "greet"); !strings.Contains(r.Reason, `after Cancel (found=true): a result with error "cancelled: pacer-check: cancelled"`) {
 		t.Errorf("cancel: %s", r.Reason)
 	}
@@ -161,6 +164,7 @@ func TestBrokenPluginsFail(t *testing.T) {
 		{"hang", plugincheck.CheckCancel, nil, "want the run to end within 1s of Cancel"},
 		{"hang", plugincheck.CheckDeadline, nil, "want a run with a 1s timeout to end within 1s of it"},
 		{"slow-shutdown", plugincheck.CheckShutdown, nil, "it was still running and was killed"},
+		{"false-run-stream", plugincheck.CheckRunStream, nil, "declares capabilities.run_stream: want RunStream to open with an empty message"},
 	} {
 		t.Run(tc.mode+"/"+tc.check, func(t *testing.T) {
 			t.Parallel()

@@ -21,6 +21,10 @@
 //	deadline        per task: a Run ends within the grace period of its timeout
 //	identity        per task: two concurrent Runs; each one's spans belong to its own
 //	                trace, under its call or its own spans; log records are well formed
+//	run-stream      for a plugin that declares capabilities.run_stream: RunStream opens
+//	                with an empty message; runs sent together each end once, their
+//	                events tagged with their own IDs; an unknown task ends with
+//	                NotFound; a cancel on the stream ends a run within the grace period
 //	stdout          nothing reaches the real stdout after the handshake
 //	shutdown        the controller's Shutdown makes the process exit within 2 s
 //	sigterm         SIGTERM makes it exit within the grace period

@@ -12,6 +12,7 @@ plugincheck's tests: each mode must fail its check.
     foreign-span            ships a span of another trace
     hang                    its task ignores cancellation
     slow-shutdown           ignores go-plugin's controller Shutdown
+    false-run-stream        declares capabilities.run_stream, does not serve RunStream
 """
 
 import dataclasses
@@ -22,7 +23,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "..", "sdk", "python"))
 
 import pacer_sdk  # noqa: E402
-from pacer_sdk import _context, _goplugin, _serve  # noqa: E402
+from pacer_sdk import _context, _goplugin, _serve, _server  # noqa: E402
 
 MODE = os.environ.get("BADPLUGIN", "")
 
@@ -73,6 +74,14 @@ elif MODE == "accepts-anything":
 elif MODE == "slow-shutdown":
     _orig = _goplugin.controller_handler
     _serve._goplugin.controller_handler = lambda shutdown: _orig(lambda: None)
+elif MODE == "false-run-stream":
+    _describe = _server.TaskPluginServicer.Describe
+
+    def _describe_with_stream(self, request, context):
+        resp = _describe(self, request, context)
+        resp.capabilities.run_stream = True
+        return resp
+    _server.TaskPluginServicer.Describe = _describe_with_stream
 
 if __name__ == "__main__":
     pacer_sdk.serve(plugin)
