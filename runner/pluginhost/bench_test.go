@@ -80,6 +80,41 @@ func BenchmarkRunThroughput(b *testing.B) {
 	}
 }
 
+// BenchmarkRunShellTrue runs the shell plugin's exec task on /bin/true
+// from 32 goroutines (plugins.max_concurrency's default) and reports runs
+// per second and each side's CPU per run; the commands' own CPU is in
+// neither.
+func BenchmarkRunShellTrue(b *testing.B) {
+	const conc = 32
+	h := pluginhost.New(pluginhost.Options{Dir: pluginDir, MaxConcurrency: conc})
+	defer h.Close()
+	ctx := context.Background()
+	c := call("exec", map[string]any{"command": []any{"/bin/true"}})
+	c.Plugin = "shell"
+	if res, err := h.Run(ctx, c); err != nil || res.TaskError != "" {
+		b.Fatalf("err = %v, res = %+v", err, res)
+	}
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	cpu := startCPUOf(b, h, "shell", b.N >= 1000)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				if res, err := h.Run(ctx, c); err != nil || res.TaskError != "" {
+					b.Errorf("err = %v, res = %+v", err, res)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "runs/s")
+	cpu.report(b, b.N)
+}
+
 // BenchmarkPluginStart is plugin start to ready: process start, handshake,
 // AutoMTLS, gRPC connection and Describe.
 func BenchmarkPluginStart(b *testing.B) {
@@ -143,15 +178,20 @@ type cpuSample struct {
 // startCPU samples the CPU time of both sides, and starts perf on both
 // when PACER_BENCH_PERF is set and profile is true.
 func startCPU(b *testing.B, h *pluginhost.Host, profile bool) cpuSample {
+	return startCPUOf(b, h, "testplugin", profile)
+}
+
+// startCPUOf is startCPU for the named plugin's process.
+func startCPUOf(b *testing.B, h *pluginhost.Host, plugin string, profile bool) cpuSample {
 	b.Helper()
 	pid := 0
 	for _, st := range h.Status() {
-		if st.Name == "testplugin" {
+		if st.Name == plugin {
 			pid = st.PID
 		}
 	}
 	if pid == 0 {
-		b.Fatal("testplugin has no process")
+		b.Fatalf("%s has no process", plugin)
 	}
 	s := cpuSample{pluginPID: pid, runner: selfCPU(b), plugin: procCPU(b, pid)}
 	if dir := os.Getenv("PACER_BENCH_PERF"); dir != "" && profile {
