@@ -74,8 +74,9 @@ package main
 // after the other, so that -count 3 alternates them on a machine whose load
 // changes. PACER_BENCH_PERF names a directory where `perf record -g` writes
 // a CPU profile of the runner and of the plugin for each window
-// (<build>-jobs=N-<task>-<i>.{runner,plugin}.data; read them with perf
-// report); perf costs CPU itself, so measure without it.
+// (<build>-jobs=N-<task>-<i>.{runner,plugin}.data) and logs each split by
+// component (internal/perfprofile); perf costs CPU itself, so measure
+// without it.
 //
 // Also reported: cpu-us-per-run, the CPU time of the runner (with its
 // etcd) and the plugin over the window divided by the executions in it, and
@@ -101,6 +102,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pacerun/pacer/internal/perfprofile"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
@@ -328,6 +330,21 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 		res.countStarts(b, started, o.jobs, first, last)
 	} else {
 		res.countStamps(b, stamps, o.jobs, first, last, started)
+	}
+	if o.perfDir != "" && res.runs > 0 {
+		for _, p := range []struct {
+			what string
+			cpu  float64
+		}{{"runner", res.cpuRunner}, {"plugin", res.cpuPlugin}} {
+			data := filepath.Join(o.perfDir, o.perfName+"."+p.what+".data")
+			shares, total, err := perfprofile.Script(data)
+			if err != nil {
+				b.Logf("profile of the %s: %v", p.what, err)
+				continue
+			}
+			b.Logf("profile of the %s (%s; µs/op: of its CPU per run, with perf running):\n%s", p.what, data,
+				perfprofile.Format(shares, total, p.cpu/float64(res.runs)*1e6))
+		}
 	}
 	return res
 }

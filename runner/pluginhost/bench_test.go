@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pacerun/pacer/internal/perfprofile"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
@@ -25,7 +26,8 @@ import (
 // (runner-cpu-us/op: this process; plugin-cpu-us/op: the plugin's, from
 // /proc), which a machine shared with other work disturbs far less. With
 // PACER_BENCH_PERF=DIR, perf records both sides during the timed loop into
-// DIR (<benchmark>.{runner,plugin}.{data,txt}, the .txt from perf script).
+// DIR (<benchmark>.{runner,plugin}.{data,txt}, the .txt from perf script)
+// and logs each split by component (internal/perfprofile).
 func BenchmarkRunNoop(b *testing.B) {
 	h := pluginhost.New(pluginhost.Options{Dir: pluginDir})
 	defer h.Close()
@@ -233,6 +235,16 @@ func (s cpuSample) report(b *testing.B, runs int) {
 		if err := os.WriteFile(strings.TrimSuffix(s.perfOut[i], ".data")+".txt", script, 0o644); err != nil {
 			b.Fatal(err)
 		}
+		shares, total, err := perfprofile.Split(bytes.NewReader(script))
+		if err != nil {
+			b.Fatal(err)
+		}
+		side, cpu := "runner", selfCPU(b)-s.runner
+		if i == 1 {
+			side, cpu = "plugin", procCPU(b, s.pluginPID)-s.plugin
+		}
+		b.Logf("profile of the %s side (µs/op: of its CPU per run, with perf running):\n%s", side,
+			perfprofile.Format(shares, total, float64(cpu.Microseconds())/float64(runs)))
 	}
 }
 
