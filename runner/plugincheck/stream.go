@@ -17,7 +17,7 @@ import (
 )
 
 // checkRunStream checks the RunStream of a plugin that declares it
-// (docs/plugin-protocol.md, section 9): the stream opens with an empty
+// (docs/plugin-protocol.md, section 13): the stream opens with an empty
 // message; runs sent together each end exactly once, with events tagged
 // with their own IDs only; a run of an unknown task ends with status
 // NotFound; a cancel on the stream ends a run within the grace period.
