@@ -8,9 +8,11 @@
 // stack is in one of them (their own goroutines); otherwise for the
 // component of the frame nearest the leaf that belongs to one, so that time
 // spent in gRPC on behalf of the runner counts as gRPC, and the runner's
-// own frames count only for its own work. Samples with no Go frame of a
-// known component (most are kernel-only: page faults, interrupts) are
-// "other".
+// own frames count only for its own work (a system call counts for the code
+// that made it). The Go runtime's scheduling, timers and system calls count
+// on their own only when no such frame is on the stack. Samples with no Go
+// frame of a known component (most are kernel-only: page faults,
+// interrupts) are "other".
 package perfprofile
 
 import (
@@ -25,25 +27,26 @@ import (
 
 // Components, in the order Split tries them.
 var components = []struct {
-	name  string
-	root  bool // a sample anywhere under it counts whole
-	match *regexp.Regexp
+	name     string
+	root     bool // a sample anywhere under it counts whole
+	fallback bool // only when no other component's frame is on the stack
+	match    *regexp.Regexp
 }{
-	{"GC (mark, sweep, scavenge)", true, regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge|gcMarkDone|forEachP|gcStart)`)},
-	{"etcd server", true, regexp.MustCompile(`go\.etcd\.io/etcd/server|go\.etcd\.io/raft|go\.etcd\.io/bbolt`)},
-	{"sanitizer", false, regexp.MustCompile(`pacer/observability\.\(\*Sanitizer\)`)},
-	{"logging (slog, JSON lines)", false, regexp.MustCompile(`^log/slog|pacer/observability\.\(\*sanitizingHandler\)`)},
-	{"tracing (OpenTelemetry)", false, regexp.MustCompile(`go\.opentelemetry\.io/`)},
-	{"metrics (Prometheus)", false, regexp.MustCompile(`prometheus/client_golang`)},
-	{"etcd client", false, regexp.MustCompile(`go\.etcd\.io/etcd/(client|api)`)},
-	{"gRPC, HTTP/2, TLS, protobuf", false, regexp.MustCompile(`^(google\.golang\.org/(grpc|protobuf)|golang\.org/x/net/http2|crypto/)`)},
-	{"plugin host", false, regexp.MustCompile(`pacer/runner/pluginhost`)},
-	{"coordinator", false, regexp.MustCompile(`pacer/runner/coord`)},
-	{"runner (scheduler, run path)", false, regexp.MustCompile(`pacer/runner\.`)},
-	{"SDK (plugin side)", false, regexp.MustCompile(`pacer/sdk`)},
-	{"task code", false, regexp.MustCompile(`^main\.`)},
-	{"encoding/json", false, regexp.MustCompile(`^encoding/json`)},
-	{"Go scheduler, timers, syscalls", false, regexp.MustCompile(`^runtime\.(schedule|findRunnable|mcall|park_m|netpoll|sysmon|mstart|checkTimers|runqgrab|stealWork|gopark|goready|ready|wakep|startm|stopm|notewakeup|notesleep|futex|usleep|exitsyscall|entersyscall)|^(syscall|internal/runtime/syscall|internal/poll|os)\.`)},
+	{"GC (mark, sweep, scavenge)", true, false, regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge|gcMarkDone|forEachP|gcStart)`)},
+	{"etcd server", true, false, regexp.MustCompile(`go\.etcd\.io/etcd/server|go\.etcd\.io/raft|go\.etcd\.io/bbolt`)},
+	{"sanitizer", false, false, regexp.MustCompile(`pacer/observability\.\(\*Sanitizer\)`)},
+	{"logging (slog, JSON lines)", false, false, regexp.MustCompile(`^log/slog|pacer/observability\.\(\*sanitizingHandler\)`)},
+	{"tracing (OpenTelemetry)", false, false, regexp.MustCompile(`go\.opentelemetry\.io/`)},
+	{"metrics (Prometheus)", false, false, regexp.MustCompile(`prometheus/client_golang`)},
+	{"etcd client", false, false, regexp.MustCompile(`go\.etcd\.io/etcd/(client|api)`)},
+	{"gRPC, HTTP/2, TLS, protobuf", false, false, regexp.MustCompile(`^(google\.golang\.org/(grpc|protobuf)|golang\.org/x/net/http2|crypto/)`)},
+	{"plugin host", false, false, regexp.MustCompile(`pacer/runner/pluginhost`)},
+	{"coordinator", false, false, regexp.MustCompile(`pacer/runner/coord`)},
+	{"runner (scheduler, run path)", false, false, regexp.MustCompile(`pacer/runner\.`)},
+	{"SDK (plugin side)", false, false, regexp.MustCompile(`pacer/sdk`)},
+	{"task code", false, false, regexp.MustCompile(`^main\.`)},
+	{"encoding/json", false, false, regexp.MustCompile(`^encoding/json`)},
+	{"Go scheduler, timers, syscalls", false, true, regexp.MustCompile(`^runtime\.(schedule|findRunnable|mcall|park_m|netpoll|sysmon|mstart|checkTimers|runqgrab|stealWork|gopark|goready|ready|wakep|startm|stopm|notewakeup|notesleep|futex|usleep|exitsyscall|entersyscall)|^(syscall|internal/runtime/syscall|internal/poll|os)\.`)},
 }
 
 // Other is the component of samples no rule matched.
@@ -117,9 +120,20 @@ func classify(stack []string) string {
 			return c.name
 		}
 	}
+	// The code a sample's time was spent for, nearest the leaf; the Go
+	// runtime's own work (scheduling, timers, system calls) only when no
+	// such frame is on the stack (an idle thread, sysmon, a goroutine
+	// switch).
 	for _, f := range stack {
 		for _, c := range components {
-			if !c.root && c.match.MatchString(f) {
+			if !c.root && !c.fallback && c.match.MatchString(f) {
+				return c.name
+			}
+		}
+	}
+	for _, f := range stack {
+		for _, c := range components {
+			if c.fallback && c.match.MatchString(f) {
 				return c.name
 			}
 		}
