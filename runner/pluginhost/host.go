@@ -195,6 +195,7 @@ type Host struct {
 	done      chan struct{}        // closed by Close: stops the sweeper
 	closeOnce sync.Once
 	sweeper   sync.WaitGroup
+	looks     looks // for orphans after runs (orphanedSince)
 }
 
 // New returns a Host. It starts nothing until a plugin is first used.

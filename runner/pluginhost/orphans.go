@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -78,19 +79,68 @@ func (h *Host) enableSubreaper() {
 const sweepEvery = time.Second
 
 // orphaned reports whether the host's process has a child it did not
-// start: an orphan to sweep (or reap). It reads only the host's children.
+// start: an orphan to sweep (or reap). It reads only the host's children
+// (childPIDs).
 func (h *Host) orphaned() bool {
-	kids, err := proctree.Children(os.Getpid())
-	if err != nil {
+	kids, err := childPIDs()
+	if err != nil || len(kids) == 0 {
 		return false
 	}
 	own := h.ownPIDs()
-	for _, k := range kids {
-		if own[k.PID] == nil {
+	for _, pid := range kids {
+		if own[pid] == nil {
 			return true
 		}
 	}
 	return false
+}
+
+// orphanedSince is orphaned for a run that ended: it answers with a look
+// that began after the call, shared by the runs that ended meanwhile (runs
+// due together end together), so that runs ending together cost one look
+// at the host's children, not one each. The rule afterRun relies on holds:
+// what a run left when it ended is seen by a look that began after that.
+func (h *Host) orphanedSince() bool {
+	g := &h.looks
+	ch := make(chan bool, 1)
+	g.mu.Lock()
+	g.waiting = append(g.waiting, ch)
+	lead := !g.looking
+	g.looking = true
+	g.mu.Unlock()
+	if lead {
+		h.look()
+	}
+	return <-ch
+}
+
+// look answers the runs waiting for a look with one, and hands the runs
+// that came meanwhile to a goroutine of their own, so that the run that
+// looks returns after one look.
+func (h *Host) look() {
+	g := &h.looks
+	g.mu.Lock()
+	batch := g.waiting
+	g.waiting = nil
+	g.mu.Unlock()
+	orphaned := h.orphaned()
+	for _, ch := range batch {
+		ch <- orphaned
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.waiting) == 0 {
+		g.looking = false
+		return
+	}
+	go h.look()
+}
+
+// looks coalesces the looks for orphans of runs that end together.
+type looks struct {
+	mu      sync.Mutex
+	looking bool
+	waiting []chan bool // runs waiting for the next look
 }
 
 // afterRun ends what a run of a live plugin left below the host's process
@@ -98,7 +148,7 @@ func (h *Host) orphaned() bool {
 // output, and processes that cannot be confirmed dead are named in
 // ProcessesLeft (or the error), so that no retry starts while they live.
 func (h *Host) afterRun(c Call, res *Result, err error) (*Result, error) {
-	if !h.opts.Subreaper || !h.orphaned() {
+	if !h.opts.Subreaper || !h.orphanedSince() {
 		return res, err
 	}
 	killed, serr := h.sweep(h.opts.TreeTimeout)

@@ -5,10 +5,12 @@ package pluginhost_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -94,5 +96,39 @@ func TestRunsOrphansDieBeforeTheCallReturns(t *testing.T) {
 		if want := "killed: pids " + strconv.Itoa(pid); !strings.Contains(res.Output, want) || res.ProcessesLeft != "" {
 			t.Errorf("%s: output %q (processes left %q), want a note with %q", name, res.Output, res.ProcessesLeft, want)
 		}
+	}
+}
+
+// Runs that end together share the look for what they left
+// (orphanedSince); each call still returns only once its run's daemon is
+// dead.
+func TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn(t *testing.T) {
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	b := setup(t, pluginhost.Options{Subreaper: true, MaxConcurrency: 8})
+	const n = 6
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			path := filepath.Join(t.TempDir(), "pid")
+			c := call("daemon", map[string]any{"path": path, "message": fmt.Sprint("run ", i)})
+			c.Context.RunId = fmt.Sprint("run-together-", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if _, err := b.host.Run(ctx, c); err != nil {
+				errs <- fmt.Errorf("run %d: %w", i, err)
+				return
+			}
+			pid := pidsIn(t, path, 1)[0]
+			if alive(pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				errs <- fmt.Errorf("run %d: its daemon %d is alive when the call returned", i, pid)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
