@@ -7,19 +7,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// childPIDs lists the IDs of the host process's children from each of its
-// threads' lists (/proc/self/task/TID/children). It runs after every run
-// (afterRun), so it reads them with plain system calls: no os.File, no
-// poller, no allocation per thread.
-func childPIDs() ([]int, error) {
-	d, err := os.Open("/proc/self/task")
-	if err != nil {
-		return nil, err
-	}
-	tids, err := d.Readdirnames(-1)
-	d.Close()
-	if err != nil {
-		return nil, err
+// childPIDs lists the IDs of the host process's children from its
+// threads' lists (/proc/self/task/TID/children): every thread's, or with
+// adopted only its main thread's, which is where orphans go. The kernel
+// re-parents an orphan to the first live thread of its subreaper, the
+// thread-group leader (kernel/exit.c: find_new_reaper, find_alive_thread;
+// Linux 3.19 and later); a child the process started itself is listed under
+// the thread that started it. The reads use plain system calls (no os.File,
+// no poller, no allocation per thread): they run after runs (afterRun).
+func childPIDs(adopted bool) ([]int, error) {
+	tids := []string{strconv.Itoa(os.Getpid())}
+	if !adopted {
+		d, err := os.Open("/proc/self/task")
+		if err != nil {
+			return nil, err
+		}
+		tids, err = d.Readdirnames(-1)
+		d.Close()
+		if err != nil {
+			return nil, err
+		}
 	}
 	var pids []int
 	var buf [4096]byte

@@ -1,9 +1,18 @@
 package pluginhost
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // childPIDs sees this process's children, whichever thread started them.
@@ -22,7 +31,7 @@ func TestChildPIDs(t *testing.T) {
 			_ = c.Wait()
 		}
 	}()
-	pids, err := childPIDs()
+	pids, err := childPIDs(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +39,54 @@ func TestChildPIDs(t *testing.T) {
 		if !slices.Contains(pids, c.Process.Pid) {
 			t.Errorf("child %d not in %v", c.Process.Pid, pids)
 		}
+	}
+}
+
+// An orphan goes to the subreaper's main thread, whichever thread started
+// the process that left it: the per-run look (childPIDs(true)) relies on it.
+func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	// Started from a thread of its own, not the main one, the shell leaves
+	// a sleep behind and exits: the sleep is an orphan.
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // this thread ends with the goroutine: never the main one
+		done <- exec.Command("sh", "-c", "sleep 60 & echo $! > "+pidFile).Run()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = syscall.Kill(orphan, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(orphan, &ws, 0, nil)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids, err := childPIDs(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(pids, orphan) {
+			return
+		}
+		if time.Now().After(deadline) {
+			all, _ := childPIDs(false)
+			t.Fatalf("orphan %d not among the main thread's children %v (all threads': %v)", orphan, pids, all)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -6,4 +6,4 @@ import "errors"
 
 // childPIDs is not available here: only Linux has child subreapers, so the
 // host never looks for orphans.
-func childPIDs() ([]int, error) { return nil, errors.New("no /proc") }
+func childPIDs(bool) ([]int, error) { return nil, errors.New("no /proc") }

@@ -66,7 +66,7 @@ func (h *Host) enableSubreaper() {
 				return
 			case <-ch:
 			case <-tick.C:
-				if !h.orphaned() {
+				if !h.orphaned(false) {
 					continue
 				}
 			}
@@ -80,9 +80,10 @@ const sweepEvery = time.Second
 
 // orphaned reports whether the host's process has a child it did not
 // start: an orphan to sweep (or reap). It reads only the host's children
-// (childPIDs).
-func (h *Host) orphaned() bool {
-	kids, err := childPIDs()
+// (childPIDs): with adopted, only those its main thread adopted, where
+// orphans go.
+func (h *Host) orphaned(adopted bool) bool {
+	kids, err := childPIDs(adopted)
 	if err != nil || len(kids) == 0 {
 		return false
 	}
@@ -123,7 +124,7 @@ func (h *Host) look() {
 	batch := g.waiting
 	g.waiting = nil
 	g.mu.Unlock()
-	orphaned := h.orphaned()
+	orphaned := h.orphaned(true)
 	for _, ch := range batch {
 		ch <- orphaned
 	}
