@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +43,8 @@ func TestChildPIDs(t *testing.T) {
 
 // An orphan goes to the subreaper's main thread, whichever thread started
 // the process that left it: the per-run look (childPIDs(true)) relies on it.
+// The thread that started it lives on until the check is done, so that the
+// orphan is not the main thread's only because that thread ended.
 func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatal(err)
@@ -52,13 +53,25 @@ func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	// Started from a thread of its own, not the main one, the shell leaves
 	// a sleep behind and exits: the sleep is an orphan.
-	done := make(chan error, 1)
+	type started struct {
+		tid int
+		err error
+	}
+	done := make(chan started, 1)
+	checked := make(chan struct{})
+	defer close(checked)
 	go func() {
 		runtime.LockOSThread() // this thread ends with the goroutine: never the main one
-		done <- exec.Command("sh", "-c", "sleep 60 & echo $! > "+pidFile).Run()
+		err := exec.Command("sh", "-c", "sleep 60 & echo $! > "+pidFile).Run()
+		done <- started{unix.Gettid(), err}
+		<-checked
 	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	s := <-done
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	if s.tid == os.Getpid() {
+		t.Fatal("the shell was started from the main thread")
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -73,20 +86,15 @@ func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
 		var ws syscall.WaitStatus
 		_, _ = syscall.Wait4(orphan, &ws, 0, nil)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		pids, err := childPIDs(true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if slices.Contains(pids, orphan) {
-			return
-		}
-		if time.Now().After(deadline) {
-			all, _ := childPIDs(false)
-			t.Fatalf("orphan %d not among the main thread's children %v (all threads': %v)", orphan, pids, all)
-		}
-		time.Sleep(10 * time.Millisecond)
+	// The kernel re-parents the orphan while the shell exits, before the
+	// shell can be waited for: no need to wait for it here.
+	pids, err := childPIDs(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(pids, orphan) {
+		all, _ := childPIDs(false)
+		t.Fatalf("orphan %d not among the main thread's children %v (all threads': %v)", orphan, pids, all)
 	}
 }
 
