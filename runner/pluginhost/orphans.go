@@ -1,8 +1,10 @@
 package pluginhost
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"slices"
@@ -268,8 +270,8 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 // spared reports whether an orphan belongs to a run still in progress on a
 // live plugin.
 func (h *Host) spared(p proctree.Process, own map[int]*instance) bool {
-	run, ok := p.Env(runIDEnv)
-	if !ok || run == "" {
+	run := runOf(p)
+	if run == "" {
 		return false
 	}
 	h.ownMu.Lock()
@@ -277,6 +279,40 @@ func (h *Host) spared(p proctree.Process, own map[int]*instance) bool {
 	h.ownMu.Unlock()
 	return inst != nil && own[inst.pid] == inst && inst.alive()
 }
+
+// runOf returns the run an orphan's environment names (runIDEnv), or "".
+//
+// A process in the middle of an execve has no environment to read for a
+// moment (the new program's is not set up yet), and a child of a
+// non-dumpable plugin between fork and exec cannot be read by another
+// user: such a read is tried again, for up to envSettle, while the process
+// lives, so that a run's process caught in an exec is not taken for no
+// run's and killed while its run goes on. A process with an empty
+// environment (env -i) costs a sweep envSettle.
+func runOf(p proctree.Process) string {
+	path := "/proc/" + strconv.Itoa(p.PID) + "/environ"
+	poll := backoff.New(backoff.Policy{Initial: 100 * time.Microsecond, Max: 5 * time.Millisecond})
+	deadline := time.Now().Add(envSettle)
+	for {
+		env, err := os.ReadFile(path)
+		if len(env) > 0 {
+			prefix := []byte(runIDEnv + "=")
+			for kv := range bytes.SplitSeq(env, []byte{0}) {
+				if v, ok := bytes.CutPrefix(kv, prefix); ok {
+					return string(v)
+				}
+			}
+			return ""
+		}
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) || !p.Alive() || time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(poll.Next())
+	}
+}
+
+// envSettle is how long runOf waits for an environment it cannot read yet.
+const envSettle = 100 * time.Millisecond
 
 // sweptPID is a process a sweep killed, and when.
 type sweptPID struct {

@@ -101,11 +101,15 @@ func TestRunsOrphansDieBeforeTheCallReturns(t *testing.T) {
 
 // Runs that end together share the look for what they left
 // (orphanedSince); each call still returns only once its run's daemon is
-// dead.
+// dead. And a run's daemon is spared while its run goes on, even when
+// another run's sweep finds it in the middle of an exec, when its
+// environment reads empty: before runOf read it again, one run in two of
+// this test (4 of 8) lost its daemon to another's sweep and waited out its
+// deadline.
 func TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn(t *testing.T) {
 	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
-	b := setup(t, pluginhost.Options{Subreaper: true, MaxConcurrency: 8})
-	const n = 6
+	const n = 10
+	b := setup(t, pluginhost.Options{Subreaper: true, MaxConcurrency: n})
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -115,11 +119,20 @@ func TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn(t *testing.T) {
 			c.Context.RunId = fmt.Sprint("run-together-", i)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			if _, err := b.host.Run(ctx, c); err != nil {
+			res, err := b.host.Run(ctx, c)
+			if err != nil {
 				errs <- fmt.Errorf("run %d: %w", i, err)
 				return
 			}
-			pid := pidsIn(t, path, 1)[0]
+			if res.TaskError != "" {
+				errs <- fmt.Errorf("run %d: task failed: %s (output %q)", i, res.TaskError, res.Output)
+				return
+			}
+			pid, err := strconv.Atoi(strings.TrimPrefix(strings.SplitN(res.Output, "\n", 2)[0], "daemon "))
+			if err != nil {
+				errs <- fmt.Errorf("run %d: output %q names no daemon", i, res.Output)
+				return
+			}
 			if alive(pid) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 				errs <- fmt.Errorf("run %d: its daemon %d is alive when the call returned", i, pid)
