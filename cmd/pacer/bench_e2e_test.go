@@ -71,9 +71,11 @@ package main
 // runs, D and M come from those lines: /bin/true stamps nothing).
 //
 // Before and after, side by side: PACER_BENCH_BASE names a directory with
-// another build (pacer, and plugins/ with the task's plugin, e.g. of main); each sub-benchmark then runs as build=base and build=new, one
-// after the other, so that -count 3 alternates them on a machine whose load
-// changes. PACER_BENCH_PERF names a directory where `perf record -g` writes
+// another build (pacer, and plugins/ with the task's plugin, e.g. of
+// main); each sub-benchmark then runs as build=base and build=new, one
+// after the other. (-count repeats each of them in a row: to alternate
+// them on a machine whose load changes, run the benchmark with -count 1
+// several times, e.g. with -c and a loop.) PACER_BENCH_PERF names a directory where `perf record -g` writes
 // a CPU profile of the runner and of the plugin for each window
 // (<build>-jobs=N-<task>-<i>.{runner,plugin}.data) and logs each split by
 // component (internal/perfprofile); perf costs CPU itself, so measure
