@@ -73,7 +73,8 @@ package main
 // Before and after, side by side: PACER_BENCH_BASE names a directory with
 // another build (pacer, and plugins/ with the task's plugin, e.g. of
 // main, built with CGO_ENABLED=0 as this benchmark builds its own, or the
-// two differ in more than the code); each sub-benchmark then runs as build=base and build=new, one
+// two differ in more than the code; not under /tmp/perf-*, which perf
+// takes for JIT symbol maps and does not symbolise); each sub-benchmark then runs as build=base and build=new, one
 // after the other. (-count repeats each of them in a row: to alternate
 // them on a machine whose load changes, run the benchmark with -count 1
 // several times, e.g. with -c and a loop.) PACER_BENCH_PERF names a directory where `perf record -g` writes
