@@ -285,7 +285,7 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	logPath := filepath.Join(dir, "pacer.log")
 	r := startBenchRunner(b, filepath.Join(o.bin, "pacer"), filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, o))
 
-	r.waitRuns(b, 60*time.Second)
+	r.waitRuns(b, stamps, 60*time.Second)
 	time.Sleep(o.warmup) // let the runner reach its steady state, not synchronisation
 
 	// The window's slots are first, first+1s, …, last. CPU is sampled half
@@ -670,12 +670,16 @@ func startBenchRunnerBin(b *testing.B, bin, cfgPath, logPath, cfg string) *bench
 
 func (r *benchRunner) pid() int { return r.cmd.Process.Pid }
 
-// waitRuns waits until the runner logs its first finished run: it leads,
-// runs its scheduler and has its plugin up.
-func (r *benchRunner) waitRuns(b *testing.B, timeout time.Duration) {
+// waitRuns waits until the first execution is in the stamp file, or the
+// runner logs its first finished run (the shell task stamps nothing): the
+// runner leads, runs its scheduler and has its plugin up.
+func (r *benchRunner) waitRuns(b *testing.B, stamps string, timeout time.Duration) {
 	b.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
+		if st, err := os.Stat(stamps); err == nil && st.Size() > 0 {
+			return
+		}
 		if log, err := os.ReadFile(r.logPath); err == nil && bytes.Contains(log, []byte(`"msg":"run finished"`)) {
 			return
 		}
