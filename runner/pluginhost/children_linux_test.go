@@ -60,11 +60,24 @@ func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
 	done := make(chan started, 1)
 	checked := make(chan struct{})
 	defer close(checked)
-	go func() {
-		runtime.LockOSThread() // this thread ends with the goroutine: never the main one
+	leave := func() {
+		runtime.LockOSThread() // this thread ends with the goroutine
 		err := exec.Command("sh", "-c", "sleep 60 & echo $! > "+pidFile).Run()
 		done <- started{unix.Gettid(), err}
 		<-checked
+	}
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != os.Getpid() {
+			leave()
+			return
+		}
+		// This goroutine got the main thread: it keeps it, so that the
+		// one started now runs on another.
+		defer runtime.UnlockOSThread()
+		left := make(chan struct{})
+		go func() { defer close(left); leave() }()
+		<-left
 	}()
 	s := <-done
 	if s.err != nil {
