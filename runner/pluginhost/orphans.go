@@ -338,7 +338,19 @@ func (h *Host) sweptRecently() []int {
 
 // afterDeath ends what a dead plugin process left, for the call that saw it
 // die: err is that call's error, to which the outcome is added.
-func (h *Host) afterDeath(err error) error {
+//
+// A call can see the process die before it is dead: the process's
+// connection closes while it exits, and the kernel closes its files before
+// it hands its children to the host's process. So afterDeath first waits,
+// up to TreeTimeout, until the process is a zombie or gone; a sweep before
+// that finds none of its orphans, and the call would return while they
+// live (seen once under load: the run's error did not name the processes
+// killed, a sweep on SIGCHLD killed them after the call returned).
+func (h *Host) afterDeath(inst *instance, err error) error {
+	if h.opts.Subreaper && !inst.waitDead(h.opts.TreeTimeout) {
+		h.log.Error("a killed plugin process is still alive", "pid", inst.pid, "after", h.opts.TreeTimeout)
+		return fmt.Errorf("%w; %w", err, &proctree.AliveError{PIDs: []int{inst.pid}, After: h.opts.TreeTimeout})
+	}
 	_, serr := h.sweep(h.opts.TreeTimeout)
 	if killed := h.sweptRecently(); len(killed) > 0 {
 		h.log.Warn("killed processes a dead plugin left behind", "pids", killed)
@@ -349,6 +361,20 @@ func (h *Host) afterDeath(err error) error {
 		err = fmt.Errorf("%w; %w", err, serr)
 	}
 	return err
+}
+
+// waitDead waits up to d until the process has exited (a zombie, reaped
+// or gone), and reports whether it has.
+func (i *instance) waitDead(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	poll := backoff.New(backoff.Policy{Initial: time.Millisecond, Max: 20 * time.Millisecond})
+	for i.proc.Alive() && !i.client.Exited() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(poll.Next())
+	}
+	return true
 }
 
 func joinPIDs(pids []int) string {
