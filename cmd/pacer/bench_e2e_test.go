@@ -283,7 +283,7 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	dir := b.TempDir()
 	stamps := filepath.Join(dir, "stamps.jsonl")
 	logPath := filepath.Join(dir, "pacer.log")
-	r := startBenchRunner(b, filepath.Join(o.bin, "pacer"), filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, o))
+	r := startBenchRunnerBin(b, filepath.Join(o.bin, "pacer"), filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, o))
 
 	r.waitRuns(b, stamps, 60*time.Second)
 	time.Sleep(o.warmup) // let the runner reach its steady state, not synchronisation
@@ -635,7 +635,7 @@ type benchRunner struct {
 	exited  chan struct{}
 }
 
-func startBenchRunner(b *testing.B, bin, cfgPath, logPath, cfg string) *benchRunner {
+func startBenchRunner(b *testing.B, cfgPath, logPath, cfg string) *benchRunner {
 	b.Helper()
 	return startBenchRunnerBin(b, filepath.Join(binDir, "pacer"), cfgPath, logPath, cfg)
 }
