@@ -635,12 +635,8 @@ type benchRunner struct {
 	exited  chan struct{}
 }
 
-func startBenchRunner(b *testing.B, cfgPath, logPath, cfg string) *benchRunner {
-	b.Helper()
-	return startBenchRunnerBin(b, filepath.Join(binDir, "pacer"), cfgPath, logPath, cfg)
-}
-
-// startBenchRunnerBin is startBenchRunner with another pacer binary.
+// startBenchRunnerBin writes cfg to cfgPath and starts bin (a pacer
+// binary: this build's, or PACER_BENCH_BASE's) on it, logging to logPath.
 func startBenchRunnerBin(b *testing.B, bin, cfgPath, logPath, cfg string) *benchRunner {
 	b.Helper()
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
