@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/sdk/internal/server"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/proctree"
@@ -101,7 +102,7 @@ func (d dispatcher) Run(ctx context.Context, req *pluginv1.RunRequest) (*pluginv
 		res.ProcessesLeft = err.Error()
 	}
 	if len(sresp.Data) > 0 {
-		data, derr := structpb.NewStruct(sresp.Data)
+		data, derr := structpb.NewStruct(wireutf8.Map(sresp.Data))
 		if derr != nil {
 			res.Error = strings.TrimPrefix(res.Error+"; ", "; ") +
 				fmt.Sprintf("task %q returned Data that is not JSON-compatible: %v", req.GetTask(), derr)

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-plugin"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -52,6 +53,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/proctree"
@@ -465,6 +467,15 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 		rc = proto.CloneOf(c.Context)
 		if rc == nil {
 			rc = &pluginv1.RunContext{}
+		}
+		// A variable holding bytes that are not UTF-8 must not make the
+		// request unmarshalable: they become U+FFFD. (Params are valid:
+		// structpb refuses anything else.)
+		for k, v := range env {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				delete(env, k)
+				env[wireutf8.String(k)] = wireutf8.String(v)
+			}
 		}
 		rc.Env = env
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 func shellCall(script string) pluginhost.Call {
@@ -123,5 +124,30 @@ func TestShellTruncationNoteCountsTheBytesCut(t *testing.T) {
 	}
 	if want := strings.Repeat("x", 1000) + "\n[truncated 4999000 bytes]"; res.Output != want {
 		t.Fatalf("output ends %q, want %q", res.Output[max(0, len(res.Output)-40):], want[len(want)-40:])
+	}
+}
+
+// Output that is not UTF-8 (a byte 0xff, Latin-1 text) arrives with its
+// bad bytes replaced by U+FFFD, and the command's exit status decides the
+// run. (It used to fail the call: "grpc: error while marshaling: string
+// field contains invalid UTF-8", losing output and exit status.)
+func TestShellOutputThatIsNotUTF8ArrivesReplaced(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pluginhost.Options{})
+	var logs []string
+	c := shellCall(`printf '\377\n'; printf 'caf\351 cr\350me\n' >&2; exit 3`)
+	c.OnLog = func(r *pluginv1.LogRecord) { logs = append(logs, r.GetMessage()) }
+	res, err := b.host.Run(context.Background(), c)
+	if err != nil {
+		t.Fatalf("the run failed instead of reporting its command's outcome: %v", err)
+	}
+	if res.Data["exit_code"] != float64(3) || !strings.Contains(res.TaskError, "status 3") {
+		t.Fatalf("result %+v: want exit code 3", res)
+	}
+	if !strings.Contains(res.Output, "\uFFFD\n") || !strings.Contains(res.Output, "caf\uFFFD cr\uFFFDme") {
+		t.Fatalf("output %q: want the lines with U+FFFD for the bad bytes", res.Output)
+	}
+	if !strings.Contains(strings.Join(logs, "\n"), "caf\uFFFD cr\uFFFDme") {
+		t.Fatalf("log lines %q: want the stderr line with U+FFFD", logs)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -96,7 +97,7 @@ func toValue(v slog.Value) *structpb.Value {
 		if err, ok := v.Any().(error); ok {
 			return structpb.NewStringValue(err.Error())
 		}
-		if pv, err := structpb.NewValue(v.Any()); err == nil {
+		if pv, err := structpb.NewValue(wireutf8.Value(v.Any())); err == nil {
 			return pv
 		}
 		return structpb.NewStringValue(v.String())

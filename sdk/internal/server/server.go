@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pacerun/pacer/internal/linesplit"
+	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -101,8 +103,18 @@ func (s *Server) WaitRuns(grace time.Duration) {
 // implements.
 func (s *Server) Describe(context.Context, *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
 	d := s.d.Describe()
+	if !validUTF8(d) {
+		d = proto.CloneOf(d)
+		wireutf8.Fix(d)
+	}
 	d.Capabilities = &pluginv1.Capabilities{RunStream: true}
 	return d, nil
+}
+
+// validUTF8 reports whether m can be marshaled as it is.
+func validUTF8(m proto.Message) bool {
+	_, err := proto.Marshal(m)
+	return err == nil
 }
 
 // Shown is a run's timeout as its cancellation reason names it. The runner
@@ -126,7 +138,7 @@ func (s *Server) Run(req *pluginv1.RunRequest, stream grpc.ServerStreamingServer
 	defer cancel()
 	ev, err := s.serve(ctx, req, sk)
 	if err != nil {
-		return err
+		return validStatus(err)
 	}
 	return sk.send(ev)
 }
@@ -275,6 +287,16 @@ func (s *Server) safeRun(ctx context.Context, req *pluginv1.RunRequest, sink *si
 	return s.d.Run(ctx, req)
 }
 
+// validStatus returns err with invalid UTF-8 in its message replaced, so
+// that the runner reads the text the task meant.
+func validStatus(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || utf8.ValidString(st.Message()) {
+		return err
+	}
+	return status.Error(st.Code(), wireutf8.String(st.Message()))
+}
+
 // sink is where one run's events go: its own Run stream, or its share of a
 // RunStream. It serialises sends, because task code may log from several
 // goroutines, and once a send failed (the runner hung up) it sends nothing
@@ -290,6 +312,12 @@ type sink struct {
 }
 
 func (s *sink) send(ev *pluginv1.RunEvent) error {
+	// Everything a task reports is text from the outside world (a
+	// command's output in Latin-1, a binary file): invalid UTF-8 would
+	// fail the whole stream (on a RunStream, every run on it), so it
+	// becomes U+FFFD here, the one place every event of both transports
+	// passes.
+	wireutf8.Fix(ev)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -110,7 +111,8 @@ func (s *Server) serveOnStream(ctx context.Context, id uint64, req *pluginv1.Run
 	sk.mu.Lock()
 	defer sk.mu.Unlock()
 	if !sk.failed {
-		_ = out.add(&pluginv1.StreamEvent{Id: id, Status: &pluginv1.StreamStatus{Code: int32(st.Code()), Message: st.Message()}})
+		// Valid UTF-8, or the message would break the stream of every run.
+		_ = out.add(&pluginv1.StreamEvent{Id: id, Status: &pluginv1.StreamStatus{Code: int32(st.Code()), Message: wireutf8.String(st.Message())}})
 	}
 }
 

@@ -184,7 +184,7 @@ class RunState:
             self.sink.emit(event)
 
     def log(self, level: int, msg: str, attrs: List[Tuple[str, Any]]) -> None:
-        rec = pb.LogRecord(level=level, message=str(msg), attrs=_values.attrs(attrs))
+        rec = pb.LogRecord(level=level, message=_values.text(msg), attrs=_values.attrs(attrs))
         rec.time.CopyFrom(_values.timestamp_ns(time.time_ns()))
         if rec.ByteSize() > MAX_LOG_BYTES:
             if len(rec.message) > MAX_LOG_BYTES // 2:
@@ -197,7 +197,7 @@ class RunState:
         self.emit(pb.RunEvent(log=rec))
 
     def progress(self, percent: float, message: str) -> None:
-        self.emit(pb.RunEvent(progress=pb.Progress(percent=float(percent), message=str(message))))
+        self.emit(pb.RunEvent(progress=pb.Progress(percent=float(percent), message=_values.text(message))))
 
 
 # The run (and span) the current thread works for, for LogHandler, current()
@@ -355,17 +355,17 @@ class Span:
             trace_id=self.trace_id,
             span_id=self.span_id,
             parent_span_id=self.parent_span_id,
-            name=self.name,
+            name=_values.text(self.name),
             kind=self.kind,
             attributes=_values.attrs(self.attributes.items()),
             status_code=self.status,
-            status_message=self.status_message,
+            status_message=_values.text(self.status_message),
             scope_name=self.scope,
         )
         sd.start_time.CopyFrom(_values.timestamp_ns(self.start_ns))
         sd.end_time.CopyFrom(_values.timestamp_ns(self.end_ns or time.time_ns()))
         for name, t, a in self.events:
-            ev = sd.events.add(name=name, attributes=_values.attrs(a.items()))
+            ev = sd.events.add(name=_values.text(name), attributes=_values.attrs(a.items()))
             ev.time.CopyFrom(_values.timestamp_ns(t))
         return sd
 

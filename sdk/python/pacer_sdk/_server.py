@@ -95,7 +95,7 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
         resp = pb.DescribeResponse(name=self.plugin.name, version=self.plugin.version, sdk_version=VERSION)
         for name in sorted(self.plugin.tasks):
             t = self.plugin.tasks[name]
-            resp.tasks.add(name=name, description=t.description, params_schema_json=t.params_schema_json())
+            resp.tasks.add(name=name, description=_values.text(t.description), params_schema_json=t.params_schema_json())
         return resp
 
     # Cancel.
@@ -142,7 +142,7 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
             try:
                 typed = task.spec.decode(params) if task.spec is not None else params
             except ParamsError as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid params: {e}")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, _values.text(f"invalid params: {e}"))
             if timeout_ns > 0:
                 timer = threading.Timer(timeout_ns / 1e9, run.cancellation.cancel, (f"timed out after {_duration.format(_shown(timeout_ns))}",))
                 timer.daemon = True
@@ -182,18 +182,18 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
                 answer = task.fn(ctx, params) if task.takes_params else task.fn(ctx)
                 res = _result(task.name, answer)
             except InvalidParams as e:
-                outcome["status"] = (grpc.StatusCode.INVALID_ARGUMENT, f"invalid params: {e}")
+                outcome["status"] = (grpc.StatusCode.INVALID_ARGUMENT, _values.text(f"invalid params: {e}"))
                 return
             except Cancelled as e:
-                res = pb.RunResult(error=f"cancelled: {e.reason}")
+                res = pb.RunResult(error=_values.text(f"cancelled: {e.reason}"))
             except TaskError as e:
-                res = pb.RunResult(error=str(e) or "task failed")
+                res = pb.RunResult(error=_values.text(e) or "task failed")
             except BaseException as e:  # noqa: B902 - every failure ends the attempt, not the plugin
                 ctx.log.error(f"task raised {type(e).__name__}", error=str(e), traceback=traceback.format_exc())
-                res = pb.RunResult(error=f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+                res = pb.RunResult(error=_values.text(f"{type(e).__name__}: {e}") if str(e) else type(e).__name__)
             if run.processes_left:
                 # Whatever the task made of the exception: no retry may start.
-                res.processes_left = "; ".join(run.processes_left)
+                res.processes_left = _values.text("; ".join(run.processes_left))
             ev = pb.RunEvent(result=res)
             if ev.ByteSize() > _context.MAX_RESULT_BYTES:
                 ev = pb.RunEvent(
@@ -285,9 +285,9 @@ def _result(task: str, answer: Any) -> pb.RunResult:
     if answer is None:
         return pb.RunResult()
     if isinstance(answer, str):
-        return pb.RunResult(output=answer)
+        return pb.RunResult(output=_values.text(answer))
     if isinstance(answer, Result):
-        res = pb.RunResult(output=answer.output or "")
+        res = pb.RunResult(output=_values.text(answer.output or ""))
         if answer.data:
             try:
                 res.data.CopyFrom(_values.struct(answer.data))

@@ -6,12 +6,29 @@ import dataclasses
 import datetime
 import enum
 import math
+import re
 from typing import Any, Dict, Iterable, List, Tuple
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from . import _duration
 from ._pb.pacer.plugin.v1 import plugin_pb2 as pb
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]+")
+
+
+def text(s: Any) -> str:
+    """str(s) as text the wire can carry: protobuf strings must be UTF-8, and
+    a Python str may hold lone surrogates (bytes that were not UTF-8, decoded
+    with surrogateescape, as os.environ and file names are). Each run of
+    them becomes U+FFFD, as the Go SDK does with invalid bytes."""
+    s = s if isinstance(s, str) else str(s)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", s)
 
 
 def value(v: Any) -> struct_pb2.Value:
@@ -26,7 +43,7 @@ def value(v: Any) -> struct_pb2.Value:
     elif isinstance(v, (int, float)) and not isinstance(v, enum.Enum):
         out.number_value = float(v)
     elif isinstance(v, str):
-        out.string_value = v
+        out.string_value = text(v)
     elif isinstance(v, datetime.datetime):
         out.string_value = rfc3339(v)
     elif isinstance(v, datetime.timedelta):
@@ -37,16 +54,16 @@ def value(v: Any) -> struct_pb2.Value:
         out.list_value.values.extend(value(e) for e in v)
     elif isinstance(v, dict):
         for k, e in v.items():
-            out.struct_value.fields[str(k)].CopyFrom(value(e))
+            out.struct_value.fields[text(k)].CopyFrom(value(e))
     elif dataclasses.is_dataclass(v) and not isinstance(v, type):
         return value(dataclasses.asdict(v))
     else:
-        out.string_value = str(v)
+        out.string_value = text(v)
     return out
 
 
 def attrs(items: Iterable[Tuple[str, Any]]) -> List[pb.Attr]:
-    return [pb.Attr(key=str(k), value=value(v)) for k, v in items]
+    return [pb.Attr(key=text(k), value=value(v)) for k, v in items]
 
 
 def struct(data: Dict[str, Any]) -> struct_pb2.Struct:
@@ -55,7 +72,7 @@ def struct(data: Dict[str, Any]) -> struct_pb2.Struct:
     for k, v in data.items():
         if not isinstance(k, str):
             raise TypeError(f"key {k!r} is a {type(k).__name__}, not a string")
-        out.fields[k].CopyFrom(_json_value(v, k))
+        out.fields[text(k)].CopyFrom(_json_value(v, k))
     return out
 
 
@@ -70,14 +87,14 @@ def _json_value(v: Any, where: str) -> struct_pb2.Value:
             raise TypeError(f"{where}: {v} is not a JSON number")
         out.number_value = float(v)
     elif isinstance(v, str):
-        out.string_value = v
+        out.string_value = text(v)
     elif isinstance(v, (list, tuple)):
         out.list_value.values.extend(_json_value(e, f"{where}[{i}]") for i, e in enumerate(v))
     elif isinstance(v, dict):
         for k, e in v.items():
             if not isinstance(k, str):
                 raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not a string")
-            out.struct_value.fields[k].CopyFrom(_json_value(e, f"{where}.{k}"))
+            out.struct_value.fields[text(k)].CopyFrom(_json_value(e, f"{where}.{k}"))
     else:
         raise TypeError(f"{where}: a {type(v).__name__} is not a JSON value")
     return out

@@ -92,6 +92,17 @@ def make_plugin(started=None, gate=None, reasons=None):
         if kind == "biglog":
             ctx.log.info("y" * (200 << 10), attr="z")
             return "logged"
+        if kind == "notutf8":
+            # A file name or an environment value that was not UTF-8:
+            # Python decodes its bytes to lone surrogates.
+            bad = b"caf\xe9 \xff\xfe".decode("utf-8", "surrogateescape")
+            ctx.log.info(bad, **{"k" + bad: bad})
+            ctx.report_progress(1, bad)
+            with ctx.span(bad, {"a": bad}):
+                pass
+            return pacer_sdk.Result(output=bad, data={bad: [bad]})
+        if kind == "notutf8error":
+            raise pacer_sdk.TaskError(b"\xff failed".decode("utf-8", "surrogateescape"))
         if kind == "biglogtoken":
             # A token at the 32 KiB cut: dropped whole, never half kept.
             ctx.log.info("x" * 32760 + " gh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 " + "y" * 40000)
@@ -182,6 +193,17 @@ class RunTest(TestCase):
         self.assertEqual(res.logs[0].attrs, {})
         res = self.h.run("returns", {"kind": "biglogtoken"})
         self.assertEqual(res.logs[0].message, "x" * 32760 + " [log record truncated]")
+
+    def test_text_that_is_not_utf8_arrives_replaced(self):
+        want = "caf\ufffd \ufffd"
+        res = self.h.run("returns", {"kind": "notutf8"})
+        self.assertTrue(res.ok, res)
+        self.assertEqual((res.output, res.data), (want, {want: [want]}))
+        self.assertEqual((res.logs[0].message, res.logs[0].attrs), (want, {"k" + want: want}))
+        self.assertEqual(res.progress, [(1.0, want)])
+        self.assertEqual(res.spans[0].name, want)
+        self.assertEqual(res.spans[0].attributes["a"], want)
+        self.assertEqual(self.h.run("returns", {"kind": "notutf8error"}).error, "\ufffd failed")
 
     def test_identity(self):
         when = __import__("datetime").datetime(2030, 1, 2, 3, 4, 5, tzinfo=__import__("datetime").timezone.utc)
