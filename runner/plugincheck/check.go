@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -131,7 +133,13 @@ func Run(ctx context.Context, path string, opts Options) *Report {
 	if abs, err := filepath.Abs(path); err == nil {
 		c.path = abs // never looked up in $PATH
 	}
+	// Interrupted (SIGTERM, Ctrl-C): every plugin process still running is
+	// killed, with its tree, and the checks not done are skipped.
+	defer context.AfterFunc(ctx, c.killAll)()
 	c.run()
+	if ctx.Err() != nil {
+		c.skipRest(fmt.Sprintf("interrupted: %v", context.Cause(ctx)))
+	}
 	for _, r := range c.report.Results {
 		switch r.Status {
 		case Pass:
@@ -157,6 +165,43 @@ type checker struct {
 	restartErr error
 
 	calls []*call // the Runs started during the guarded check
+
+	procsMu sync.Mutex
+	procs   []*proc // every plugin process started, for killAll
+}
+
+// track records a plugin process for killAll; once ctx has ended, it is
+// killed at once.
+func (c *checker) track(p *proc) {
+	c.procsMu.Lock()
+	c.procs = append(c.procs, p)
+	c.procsMu.Unlock()
+	if c.ctx.Err() != nil {
+		_ = p.Kill(context.Background())
+	}
+}
+
+// killAll kills every plugin process the checks started.
+func (c *checker) killAll() {
+	c.procsMu.Lock()
+	procs := slices.Clone(c.procs)
+	c.procsMu.Unlock()
+	for _, p := range procs {
+		_ = p.Kill(context.Background())
+	}
+}
+
+// skipRest skips every check that has no result yet, saying why.
+func (c *checker) skipRest(why string) {
+	for _, ch := range All {
+		done := false
+		for _, r := range c.report.Results {
+			done = done || r.Check == ch
+		}
+		if !done {
+			c.skip(ch, "", "%s", why)
+		}
+	}
 }
 
 func (c *checker) want(check string) bool {
@@ -220,14 +265,14 @@ func (c *checker) run() {
 	if c.want(CheckCookie) {
 		c.checkCookie()
 	}
-	if c.wantAny(CheckHandshake, CheckAutoMTLS, CheckDescribe, CheckHealth, CheckUnknownTask, CheckInvalidParams,
+	if c.ctx.Err() == nil && c.wantAny(CheckHandshake, CheckAutoMTLS, CheckDescribe, CheckHealth, CheckUnknownTask, CheckInvalidParams,
 		CheckCancel, CheckDeadline, CheckIdentity, CheckRunStream, CheckStdout, CheckShutdown) {
 		c.session()
 	}
-	if c.want(CheckSIGTERM) {
+	if c.ctx.Err() == nil && c.want(CheckSIGTERM) {
 		c.checkSIGTERM()
 	}
-	if c.want(CheckParentDeath) {
+	if c.ctx.Err() == nil && c.want(CheckParentDeath) {
 		c.checkParentDeath()
 	}
 }
@@ -249,7 +294,7 @@ func (c *checker) start() (*started, error) {
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginv1.Handshake,
 		VersionedPlugins: pluginv1.VersionedPlugins(nil),
-		RunnerFunc:       newProc(c.path, c.opts.Env, func(np *proc) { p = np }),
+		RunnerFunc:       newProc(c.path, c.opts.Env, func(np *proc) { p = np; c.track(np) }),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     c.opts.StartTimeout,
 		AutoMTLS:         true,
@@ -293,12 +338,16 @@ func (c *checker) checkCookie() {
 	var out, errOut tail
 	out.max, errOut.max = 512, 512
 	cmd.Stdout, cmd.Stderr = &out, &errOut
+	// A process the plugin started may hold its stdout past its exit:
+	// Wait must not wait for it (it is killed below).
+	cmd.WaitDelay = pipeGrace
 	if err := cmd.Start(); err != nil {
 		c.fail(CheckCookie, "", "want the plugin to start: %v", err)
 		return
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	defer killGroup(cmd.Process.Pid) // what it started, too
 	select {
 	case err := <-done:
 		switch {
@@ -309,8 +358,11 @@ func (c *checker) checkCookie() {
 		default:
 			c.pass(CheckCookie, "", "exited without a handshake when started without %s (%s): %q", pluginv1.Handshake.MagicCookieKey, describeExit(err), firstLine(errOut.String()))
 		}
+	case <-c.ctx.Done():
+		killGroup(cmd.Process.Pid)
+		<-done
 	case <-time.After(c.opts.StartTimeout):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		killGroup(cmd.Process.Pid)
 		<-done
 		if looksLikeHandshake(out.String()) {
 			c.fail(CheckCookie, "", "want no handshake without %s; it printed %q and served", pluginv1.Handshake.MagicCookieKey, firstLine(out.String()))

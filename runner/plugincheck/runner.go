@@ -16,6 +16,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin/runner"
+
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // proc runs the plugin for go-plugin's client (ClientConfig.RunnerFunc) and
@@ -26,6 +28,12 @@ type proc struct {
 	path   string
 	stdout *io.PipeReader // what go-plugin reads: the handshake line, then the rest
 	stderr io.ReadCloser
+	out    io.ReadCloser // the plugin's stdout, which tee reads
+
+	process *os.Process // set by Start, under mu
+
+	closeOnce sync.Once
+	closer    *time.Timer
 
 	waitOnce sync.Once
 	waitErr  error
@@ -66,8 +74,14 @@ func (p *proc) Start(context.Context) error {
 		return err
 	}
 	pr, pw := io.Pipe()
-	p.stdout = pr
+	p.mu.Lock()
+	p.stdout, p.out, p.process = pr, out, p.cmd.Process
+	killed := p.killed
+	p.mu.Unlock()
 	go p.tee(out, pw)
+	if killed { // killed (interrupted) while it started
+		_ = p.Kill(context.Background())
+	}
 	return nil
 }
 
@@ -153,18 +167,63 @@ func (p *proc) waitExit(d time.Duration) bool {
 	}
 }
 
+// Kill SIGKILLs the plugin's process tree: every descendant it has now,
+// its process group and itself, so that nothing it started outlives the
+// check. If a process that escaped (a daemon re-parented to init) still
+// holds its stdout or stderr pipeGrace later, the pipes are closed, so that
+// go-plugin's wait for them, and the check, end.
 func (p *proc) Kill(context.Context) error {
 	p.mu.Lock()
 	p.killed = true
+	process, out, stderr := p.process, p.out, p.stderr
 	p.mu.Unlock()
-	if p.cmd.Process == nil {
-		return nil
+	if process == nil {
+		return nil // Start kills it
 	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	select {
+	case <-p.exited:
+		return nil
+	default:
+	}
+	pid := process.Pid
+	below, _ := proctree.Descendants(pid)
+	if alive(pid) {
+		_ = syscall.Kill(-pid, syscall.SIGKILL) // its own group (Setpgid)
+	}
+	err := process.Kill()
+	for _, d := range below {
+		_ = d.Signal(syscall.SIGKILL)
+	}
+	p.closeOnce.Do(func() {
+		p.closer = time.AfterFunc(pipeGrace, func() {
+			select {
+			case <-p.exited:
+			default:
+				_ = out.Close()
+				_ = stderr.Close()
+			}
+		})
+	})
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
 	return nil
 }
+
+// killGroup SIGKILLs the process group a plugin process leads (it is
+// started with Setpgid; the group outlives its leader while members live)
+// and every descendant the leader has.
+func killGroup(pid int) {
+	below, _ := proctree.Descendants(pid)
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	for _, d := range below {
+		_ = d.Signal(syscall.SIGKILL)
+	}
+}
+
+// pipeGrace is how long a killed plugin's pipes may stay open before Kill's
+// closer closes them.
+const pipeGrace = time.Second
 
 func (p *proc) wasKilled() bool {
 	p.mu.Lock()

@@ -87,7 +87,11 @@ func (c *checker) checkParentDeath() {
 		c.fail(CheckParentDeath, "", "the stand-in runner did not report the plugin's pid: %q", pidLine)
 		return
 	}
-	defer func() { _ = syscall.Kill(pid, syscall.SIGKILL) }()
+	defer func() {
+		killGroup(pid)            // the plugin and what it started
+		killGroup(sh.Process.Pid) // the stand-in's group, which the plugin is in
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}()
 	lines := make(chan string, 1)
 	go func() {
 		br := bufio.NewReader(out)
@@ -105,11 +109,16 @@ func (c *checker) checkParentDeath() {
 	case <-time.After(c.opts.StartTimeout):
 		c.skip(CheckParentDeath, "", "the plugin gave no handshake within %s under the stand-in runner", c.opts.StartTimeout)
 		return
+	case <-c.ctx.Done():
+		return // skipped as interrupted
 	}
 	t0 := time.Now()
 	_ = sh.Process.Kill()
 	<-shDone
 	for alive(pid) {
+		if c.ctx.Err() != nil {
+			return
+		}
 		if time.Since(t0) > c.opts.Grace {
 			c.fail(CheckParentDeath, "", "want an exit within %s of its parent's death (SIGKILL, no parent-death signal); still running: watch the parent process (getppid)", c.opts.Grace)
 			return

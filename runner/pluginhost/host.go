@@ -39,7 +39,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"go.opentelemetry.io/otel/propagation"
@@ -56,7 +58,6 @@ import (
 	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
-	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // Errors a call can fail with, besides the context's own errors.
@@ -192,9 +193,12 @@ type Host struct {
 	spawn     sync.RWMutex         // read: a plugin process starts; write: orphans are swept
 	ownMu     sync.Mutex           // guards own, runs and swept
 	own       map[int]*instance    // plugin processes started and not reaped yet
+	forked    map[int]*procRunner  // plugin processes forked and not reaped yet (process.go)
 	runs      map[string]*instance // run ID -> the process running it
 	swept     []sweptPID           // processes sweeps killed, for afterDeath's report
 	done      chan struct{}        // closed by Close: stops the sweeper
+	closing   context.Context      // ended by Close: stops plugin starts in progress
+	stopStart context.CancelFunc
 	closeOnce sync.Once
 	sweeper   sync.WaitGroup
 	looks     looks // for orphans after runs (orphanedSince)
@@ -204,8 +208,9 @@ type Host struct {
 func New(opts Options) *Host {
 	opts.defaults()
 	h := &Host{opts: opts, log: opts.Logger, metrics: hostMetrics{opts.Metrics}, plugins: map[string]*supervisor{},
-		own: map[int]*instance{}, runs: map[string]*instance{}, done: make(chan struct{}),
+		own: map[int]*instance{}, forked: map[int]*procRunner{}, runs: map[string]*instance{}, done: make(chan struct{}),
 		tracer: opts.TracerProvider.Tracer("github.com/pacerun/pacer/runner/pluginhost")}
+	h.closing, h.stopStart = context.WithCancel(context.Background())
 	if h.opts.Subreaper {
 		h.enableSubreaper()
 	}
@@ -312,28 +317,43 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 	if err != nil {
 		return nil, startError(name, CauseNotFound, err)
 	}
-	secure, err := h.secureConfig(name)
-	if err != nil {
+	if _, err := h.secureConfig(name); err != nil {
 		return nil, startError(name, CauseChecksum, err)
 	}
 	if err := h.verifyChecksum(name, path); err != nil {
 		return nil, err
 	}
 	log := h.log.With("plugin", name)
-	cmd := exec.Command(path)
-	cmd.SysProcAttr = processAttrs()
-	// A minimal environment, not the runner's (SkipHostEnv below): the
-	// runner's may hold the API token, the etcd password, cloud
-	// credentials. go-plugin adds its handshake variables.
-	cmd.Env = h.processEnv()
+	// StartTimeout bounds it all: process start, handshake and Describe.
 	started := time.Now()
+	ctx, cancel := context.WithDeadline(ctx, started.Add(h.opts.StartTimeout))
+	defer cancel()
+	defer context.AfterFunc(h.closing, cancel)()
 	stderr := &tail{max: 1024}
+	var forked atomic.Pointer[procRunner]
+	// go-plugin's handshake takes no context: when ctx ends first (the
+	// host closes, the caller gives up), killing the process ends it.
+	defer context.AfterFunc(ctx, func() {
+		if p := forked.Load(); p != nil {
+			_ = p.Kill(context.Background())
+		}
+	})()
+	runnerFunc := h.newProcRunner(path, h.processEnv())
 	client := plugin.NewClient(&plugin.ClientConfig{
 		Stderr:           stderr,
 		HandshakeConfig:  pluginv1.Handshake,
 		VersionedPlugins: pluginv1.VersionedPlugins(nil),
-		Cmd:              cmd,
-		SecureConfig:     secure,
+		// The host starts the process (process.go). A minimal environment,
+		// not the runner's (SkipHostEnv): the runner's may hold the API
+		// token, the etcd password, cloud credentials. go-plugin adds its
+		// handshake variables. The checksum was verified above.
+		RunnerFunc: func(l hclog.Logger, spec *exec.Cmd, dir string) (runner.Runner, error) {
+			r, err := runnerFunc(l, spec, dir)
+			if err == nil {
+				forked.Store(r.(*procRunner))
+			}
+			return r, err
+		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     h.opts.StartTimeout,
 		SkipHostEnv:      true,
@@ -357,44 +377,53 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 			grpc.WithStaticConnWindowSize(pluginv1.ConnWindowBytes),
 		},
 	})
-	// Until the process is registered (or reaped after a failed start), a
-	// sweep could take it for an orphan.
-	h.spawn.RLock()
-	defer h.spawn.RUnlock()
+	fail := func(err error) (*instance, error) {
+		client.Kill() // the whole tree, and bounded: see procRunner
+		if said := stderr.String(); said != "" {
+			err = fmt.Errorf("%w; its stderr ended with: %q", err, said)
+		}
+		return nil, err
+	}
+	// Bounded by StartTimeout: go-plugin times the handshake out, and
+	// its connection does not block.
 	rpcClient, err := client.Client()
 	if err != nil {
-		client.Kill()
-		if said := stderr.String(); said != "" {
-			return nil, fmt.Errorf("start plugin %q (%s): %w; its stderr ended with: %q", name, path, err, said)
+		if ctx.Err() != nil && h.isClosed() {
+			return fail(fmt.Errorf("start plugin %q (%s): stopped: the plugin host is closing", name, path))
 		}
-		return nil, fmt.Errorf("start plugin %q (%s): %w", name, path, err)
+		if err.Error() == errStartTimeout || ctx.Err() != nil {
+			// (What go-plugin says of a process killed at the deadline,
+			// "Unrecognized remote plugin message", would mislead.)
+			return fail(fmt.Errorf("start plugin %q (%s): no handshake within plugins.start_timeout (%s)", name, path, h.opts.StartTimeout))
+		}
+		return fail(fmt.Errorf("start plugin %q (%s): %w", name, path, err))
 	}
 	raw, err := rpcClient.Dispense(pluginv1.PluginName)
 	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("start plugin %q: %w", name, err)
+		return fail(fmt.Errorf("start plugin %q: %w", name, err))
 	}
 	rpc := raw.(pluginv1.TaskPluginClient)
-	dctx, cancel := context.WithTimeout(ctx, h.opts.StartTimeout)
-	defer cancel()
 	t0 := time.Now()
-	desc, err := rpc.Describe(dctx, &pluginv1.DescribeRequest{})
+	desc, err := rpc.Describe(ctx, &pluginv1.DescribeRequest{})
 	h.metrics.rpc(name, "describe", time.Since(t0))
 	if err != nil {
-		client.Kill()
-		return nil, fmt.Errorf("start plugin %q: describe: %w", name, err)
+		if ctx.Err() != nil {
+			return fail(fmt.Errorf("start plugin %q (%s): no answer to Describe within plugins.start_timeout (%s) of the start: %w", name, path, h.opts.StartTimeout, err))
+		}
+		return fail(fmt.Errorf("start plugin %q: describe: %w", name, err))
 	}
-	pid := client.ReattachConfig().Pid
+	proc := forked.Load()
+	pid := proc.PID()
 	log.Info("plugin started", "version", desc.GetVersion(), "pid", pid,
 		"protocol", client.NegotiatedVersion(), "start_ms", time.Since(started).Milliseconds())
-	proc, err := proctree.Read(pid)
-	if err != nil {
-		proc = proctree.Process{PID: pid} // no /proc: signals go by ID
-	}
-	inst := &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, proc: proc, path: path, stop: make(chan struct{})}
+	inst := &instance{client: client, proto: rpcClient, rpc: rpc, desc: desc, pid: pid, proc: proc.proc, path: path, stop: make(chan struct{})}
 	h.registered(inst)
 	return inst, nil
 }
+
+// errStartTimeout is go-plugin's error for a plugin that did not hand
+// shake within StartTimeout (go-plugin has no sentinel for it).
+const errStartTimeout = "timeout while waiting for plugin to start"
 
 func (h *Host) secureConfig(name string) (*plugin.SecureConfig, error) {
 	want, ok := h.opts.Checksums[name]
@@ -669,6 +698,7 @@ func waitExited(c *plugin.Client, d time.Duration) bool {
 func (h *Host) Close() error {
 	h.mu.Lock()
 	h.closed = true
+	h.stopStart()
 	sups := make([]*supervisor, 0, len(h.plugins))
 	for _, s := range h.plugins {
 		sups = append(sups, s)

@@ -180,11 +180,15 @@ func (h *Host) registered(inst *instance) {
 	h.ownMu.Unlock()
 }
 
-// ownPIDs returns the processes the host started that are not reaped yet.
+// ownPIDs returns the processes the host started that are not reaped yet:
+// plugins, and processes forked for a start still in progress.
 func (h *Host) ownPIDs() map[int]*instance {
 	h.ownMu.Lock()
 	defer h.ownMu.Unlock()
-	out := make(map[int]*instance, len(h.own))
+	out := make(map[int]*instance, len(h.own)+len(h.forked))
+	for pid := range h.forked {
+		out[pid] = starting
+	}
 	for pid, inst := range h.own {
 		if inst.client.Exited() {
 			delete(h.own, pid) // go-plugin reaped it
@@ -194,6 +198,10 @@ func (h *Host) ownPIDs() map[int]*instance {
 	}
 	return out
 }
+
+// starting stands, in ownPIDs, for a plugin process forked and not yet
+// started (or reaped after its start failed): no sweep touches it.
+var starting = &instance{}
 
 // sweep kills every live orphan, with its descendants, reaps the ones that
 // exited, and waits up to wait for the killed ones to die (0: does not

@@ -50,6 +50,7 @@ type supervisor struct {
 
 	mu           sync.Mutex
 	inst         *instance
+	starting     chan struct{} // closed when the start in progress ends; nil: none
 	starts       int
 	lastReason   string      // why the previous process went away
 	lastCause    string      // cause of the last failure (Cause*), for operators
@@ -158,7 +159,8 @@ func (s *supervisor) acquire(ctx context.Context) error {
 func (s *supervisor) release() { <-s.sem }
 
 // instance returns the live process, starting one if needed. It waits out
-// a restart backoff (bounded by ctx) and fails fast during quarantine.
+// a restart backoff, or another call's start (bounded by ctx), and fails
+// fast during quarantine. No lock is held while a process starts.
 func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 	for {
 		s.mu.Lock()
@@ -188,11 +190,34 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 			}
 			continue
 		}
+		if s.starting != nil {
+			// Another call is starting the process: wait for it, not
+			// holding s.mu, which Status needs.
+			started := s.starting
+			s.mu.Unlock()
+			select {
+			case <-started:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("waiting for plugin %q to start: %w", s.name, context.Cause(ctx))
+			}
+		}
+		started := make(chan struct{})
+		s.starting = started
+		s.mu.Unlock()
 		// Starting is bounded by StartTimeout, not by the caller's deadline:
 		// a run with a short timeout must still be able to start a plugin.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.h.opts.StartTimeout)
 		inst, err := s.h.start(sctx, s.name, s.h.expectedFor(s.name))
 		cancel()
+		s.mu.Lock()
+		s.starting = nil
+		close(started)
+		if err == nil && s.h.isClosed() {
+			s.mu.Unlock()
+			inst.kill("closed")
+			return nil, errors.New("plugin host is closed")
+		}
 		if err != nil {
 			s.crashLocked(ReasonStart, causeOf(err), err.Error())
 			s.h.metrics.unavailable(s.name, true)
