@@ -44,6 +44,14 @@ func TestClassify(t *testing.T) {
 		// does not wrap DeadlineExceeded.
 		{"killed after the timeout's cancel", timedOut, nil,
 			fmt.Errorf("%w: task did not stop within 1s of being cancelled (%w)", pluginhost.ErrPluginKilled, errors.New("timed out after 2s")), observability.OutcomeTimeout},
+		// A task that ignored its timeout's cancellation and answered
+		// success within the cancel grace timed out all the same.
+		{"success after the deadline", timedOut, &pluginhost.Result{Output: "done"}, nil, observability.OutcomeTimeout},
+		{"success after the deadline, timer not fired", expired{live}, &pluginhost.Result{}, nil, observability.OutcomeTimeout},
+		// The deadline passed while the attempt waited for a free slot of
+		// its plugin: the error wraps the timeout's cause.
+		{"timed out waiting for a slot", timedOut, nil,
+			fmt.Errorf("waiting for a free slot of plugin \"shell\" (max 32 concurrent runs): %w", errors.New("timed out after 2s")), observability.OutcomeTimeout},
 		{"killed after a cancel", canceled, nil,
 			fmt.Errorf("%w: task did not stop within 1s of being cancelled (%w)", pluginhost.ErrPluginKilled, context.Canceled), observability.OutcomeCanceled},
 	}
@@ -53,6 +61,21 @@ func TestClassify(t *testing.T) {
 				t.Fatalf("outcome %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// The cause a plugin already names is not added again.
+func TestClassifyNamesTheCauseOnce(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errReplaced)
+	_, text := classify(ctx, &pluginhost.Result{TaskError: "command \"sh\" stopped: " + errReplaced.Error()}, nil)
+	if n := strings.Count(text, errReplaced.Error()); n != 1 {
+		t.Fatalf("error %q names the cause %d times", text, n)
+	}
+	_, text = classify(ctx, &pluginhost.Result{TaskError: "interrupted"}, nil)
+	if want := "interrupted (" + errReplaced.Error() + ")"; text != want {
+		t.Fatalf("error %q, want %q", text, want)
 	}
 }
 

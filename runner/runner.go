@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -86,10 +87,13 @@ type retryStop struct{ reason, detail string }
 func (e *retryStop) Error() string { return e.detail }
 
 var (
-	stopPaused   = &retryStop{SkipPaused, "the job was paused"}
-	stopRemoved  = &retryStop{SkipReloaded, "the job was removed by a config reload"}
-	stopChanged  = &retryStop{SkipReloaded, "the job was changed by a config reload"}
-	stopStopping = &retryStop{SkipStopping, "the runner is stopping"}
+	stopPaused = &retryStop{SkipPaused, "the job was paused"}
+	// A manual trigger runs a paused job, one attempt: no retry of a
+	// paused job starts, whoever started its run.
+	stopPausedManual = &retryStop{SkipPaused, "the job is paused (a manual trigger of a paused job runs one attempt)"}
+	stopRemoved      = &retryStop{SkipReloaded, "the job was removed by a config reload"}
+	stopChanged      = &retryStop{SkipReloaded, "the job was changed by a config reload"}
+	stopStopping     = &retryStop{SkipStopping, "the runner is stopping"}
 )
 
 // Options configure a Runner.
@@ -119,6 +123,14 @@ type Options struct {
 	JobSets JobSetStore
 	// OnJobSet, if set, hears of the job set after every SetJobs.
 	OnJobSet func(coord.JobSet)
+	// ReplaceWait bounds how long a slot that replaces a running one
+	// (overlap: replace, or a manual trigger of such a job) waits for the
+	// replaced attempt to end, so that no process of it is alive when the
+	// new one starts. Past it, or when the replaced attempt's processes
+	// could not be confirmed dead, the new slot does not run: it is
+	// recorded as skipped, reason tree_alive. Default 30s; longer than
+	// the plugin host's cancel grace plus its tree timeout.
+	ReplaceWait time.Duration
 	// SweepInterval is how often the leader looks for the keys of jobs
 	// that are no longer configured, and removes those it found at the
 	// look before (sweep.go). Default 5m.
@@ -179,6 +191,58 @@ type slotRun struct {
 	// start; a running attempt goes on.
 	retries   context.Context
 	stopRetry context.CancelCauseFunc
+
+	// attempt is held (a value in it) while an attempt runs: a slot that
+	// replaces this one waits to take it, then knows no attempt of this
+	// slot runs, nor will (its context has ended).
+	attempt chan struct{}
+	mu      sync.Mutex
+	left    string // ProcessesLeft of its last attempt
+	runID   string // of its last attempt
+}
+
+// attemptEnded notes the end of one of the slot's attempts.
+func (sr *slotRun) attemptEnded(rec Record) {
+	sr.mu.Lock()
+	sr.left, sr.runID = rec.ProcessesLeft, rec.RunID
+	sr.mu.Unlock()
+	<-sr.attempt
+}
+
+// awaitReplaced waits, up to limit (or until ctx ends), until no attempt of
+// the replaced slots runs. It returns why the replacing slot must not run
+// (a replaced attempt did not end in time, or its processes could not be
+// confirmed dead), or nil.
+func awaitReplaced(ctx context.Context, replaced []*slotRun, limit time.Duration) *retryStop {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for _, sr := range replaced {
+		select {
+		case sr.attempt <- struct{}{}:
+			<-sr.attempt
+		case <-timer.C:
+			sr.mu.Lock()
+			id := sr.runID
+			sr.mu.Unlock()
+			return &retryStop{SkipTreeAlive, fmt.Sprintf("the replaced run (last run ID %s) did not end within %s of being cancelled", orNone(id), limit)}
+		case <-ctx.Done():
+			return nil
+		}
+		sr.mu.Lock()
+		left, id := sr.left, sr.runID
+		sr.mu.Unlock()
+		if left != "" {
+			return &retryStop{SkipTreeAlive, fmt.Sprintf("processes of the replaced run %s could not be confirmed dead: %s", id, left)}
+		}
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none yet"
+	}
+	return s
 }
 
 // New returns a Runner. Call Start to begin scheduling.
@@ -194,6 +258,9 @@ func New(o Options) *Runner {
 	}
 	if o.TriggerExpiry <= 0 {
 		o.TriggerExpiry = DefaultTriggerExpiry
+	}
+	if o.ReplaceWait <= 0 {
+		o.ReplaceWait = 30 * time.Second
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = 5 * time.Minute
@@ -503,6 +570,7 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 		skip(t, s, SkipPaused, "job is paused")
 		return
 	}
+	var replaced []*slotRun
 	if n := len(r.running[s.Job.ID]); n > 0 {
 		switch s.Job.Overlap {
 		case OverlapAllow:
@@ -514,6 +582,7 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 			for _, sr := range r.running[s.Job.ID] {
 				sr.stopRetry(errReplaced)
 				sr.cancel(errReplaced)
+				replaced = append(replaced, sr)
 			}
 		default:
 			skip(t, s, SkipOverlap, "previous run still running")
@@ -528,6 +597,25 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 	go func() {
 		defer r.wg.Done()
 		defer done()
+		// Every process an attempt starts is gone before the next
+		// attempt starts, a replacing one included.
+		if len(replaced) > 0 {
+			stop := awaitReplaced(ctx, replaced, r.o.ReplaceWait)
+			if stop == nil && ctx.Err() != nil {
+				stop = &retryStop{SkipOverlap, "replaced by a newer slot (overlap: replace) before it started"}
+				if errors.Is(context.Cause(ctx), errLeadershipLost) || r.stopCtx.Err() != nil {
+					return // unclaimed: the next leader decides the slot
+				}
+			}
+			if stop != nil {
+				r.mu.Lock()
+				if !r.stopped {
+					skip(t, s, stop.reason, stop.detail)
+				}
+				r.mu.Unlock()
+				return
+			}
+		}
 		r.runSlot(ctx, t, s, correlationID, tr, sr)
 	}()
 }
@@ -540,7 +628,7 @@ func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotR
 	key := observability.NewRunID() // identifies this slot's run in r.running
 	ctx, cancel := context.WithCancelCause(r.stopCtx)
 	stop := context.AfterFunc(t.Context(), func() { cancel(errLeadershipLost) })
-	sr := &slotRun{cancel: cancel}
+	sr := &slotRun{cancel: cancel, attempt: make(chan struct{}, 1)}
 	sr.retries, sr.stopRetry = context.WithCancelCause(context.Background())
 	if r.running[job] == nil {
 		r.running[job] = map[string]*slotRun{}
@@ -717,13 +805,18 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	var final Record
 	var prev trace.SpanContext
 	for attempt := first; ; attempt++ {
+		sr.attempt <- struct{}{} // free unless a replacing slot is looking
 		if attempt == first {
 			final, prev = r.execute(spanCtx, firstSpan, firstAttempt, base)
 		} else {
 			a := &attemptRun{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
 			actx, span := r.startRunSpan(ctx, a)
+			if tr != nil {
+				r.reclaimTrigger(actx, t, tr, claim, a, log)
+			}
 			final, prev = r.execute(actx, span, a, base)
 		}
+		sr.attemptEnded(final)
 		retry := final.State == observability.OutcomeFailure || final.State == observability.OutcomeTimeout ||
 			final.State == observability.OutcomeCrashed
 		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
@@ -756,10 +849,32 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	})
 }
 
+// reclaimTrigger makes a running trigger request's claim name attempt a,
+// so that the run's row ("pacer runs", /api/v1/runs) shows the attempt
+// that runs, not the first. A failure is only logged: the claim still
+// holds the run, and its end is recorded either way.
+func (r *Runner) reclaimTrigger(ctx context.Context, t *coord.Term, tr *trigger, claim Record, a *attemptRun, log *slog.Logger) {
+	claim.RunID, claim.Attempt, claim.Start = a.runID, a.number, wallNow().UTC()
+	req := tr.req
+	req.Claim = &claim
+	b, err := json.Marshal(req)
+	if err == nil {
+		cur := tr.Trigger
+		cur.Revision = tr.rev
+		var rev int64
+		if rev, err = r.o.Coord.RunTrigger(ctx, t, cur, b); err == nil {
+			tr.rev = rev
+			return
+		}
+	}
+	log.Warn("manual trigger's claim not updated to the attempt that runs", "attempt", a.number, "error", err)
+}
+
 // retryStopped says why the next attempt of a slot must not start, or
 // returns nil: processes of the last attempt may be alive, the retries were
 // stopped (pause, reload, shutdown, replaced), or the job is paused (a
-// manual trigger runs a paused job, and may retry).
+// manual trigger runs a paused job, but only once: no retry of a paused
+// job starts).
 func (r *Runner) retryStopped(s Slot, tr *trigger, sr *slotRun, last Record) *retryStop {
 	if last.ProcessesLeft != "" {
 		return &retryStop{SkipTreeAlive, "processes of attempt " + strconv.Itoa(last.Attempt) + " could not be confirmed dead: " + last.ProcessesLeft}
@@ -773,7 +888,9 @@ func (r *Runner) retryStopped(s Slot, tr *trigger, sr *slotRun, last Record) *re
 	switch {
 	case r.stopped:
 		return stopStopping
-	case r.paused[s.Job.ID] && tr == nil:
+	case r.paused[s.Job.ID] && tr != nil:
+		return stopPausedManual
+	case r.paused[s.Job.ID]:
 		return stopPaused
 	}
 	return nil
@@ -922,7 +1039,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 			log.Info("run progress", "percent", p.GetPercent(), "progress", p.GetMessage())
 		},
 	})
-	outcome, errText := classify(rctx, res, err)
+	outcome, errText := classifyAt(rctx, res, err, time.Now())
 	elapsed := time.Since(start)
 
 	rec.State, rec.End, rec.Duration, rec.Error = outcome, wallNow().UTC(), elapsed.Round(time.Millisecond).String(), r.o.Sanitize(errText)
@@ -1028,7 +1145,21 @@ func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {
 
 // classify maps an attempt's result to an outcome and an error text.
 func classify(ctx context.Context, res *pluginhost.Result, err error) (string, string) {
+	return classifyAt(ctx, res, err, time.Now())
+}
+
+// classifyAt is classify for an attempt whose call returned at ended: an
+// attempt whose timeout had passed by then timed out, whatever the task
+// answered (a task that ignored its cancellation and returned success).
+func classifyAt(ctx context.Context, res *pluginhost.Result, err error, ended time.Time) (string, string) {
+	late := errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadlineAt(ctx, ended)
 	switch {
+	case err == nil && res.TaskError == "" && late:
+		why := "the timeout passed" // its timer may not have fired yet
+		if c := context.Cause(ctx); c != nil {
+			why = c.Error()
+		}
+		return observability.OutcomeTimeout, why + "; the task went on past it and reported success"
 	case err == nil && res.TaskError == "":
 		return observability.OutcomeSuccess, ""
 	case err == nil:
@@ -1037,10 +1168,15 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 		// itself, so its answer can arrive before this side's context
 		// timer has fired: compare with the deadline too.
 		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadline(ctx):
+		case late:
 			return observability.OutcomeTimeout, res.TaskError
 		case ctx.Err() != nil:
-			return observability.OutcomeCanceled, res.TaskError + " (" + context.Cause(ctx).Error() + ")"
+			// The plugin usually says why already: the reason Cancel
+			// carried is the cause.
+			if cause := context.Cause(ctx).Error(); !strings.Contains(res.TaskError, cause) {
+				return observability.OutcomeCanceled, res.TaskError + " (" + cause + ")"
+			}
+			return observability.OutcomeCanceled, res.TaskError
 		}
 		return observability.OutcomeFailure, res.TaskError
 	case errors.Is(err, context.DeadlineExceeded):
@@ -1055,6 +1191,10 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 		return observability.OutcomeCanceled, err.Error()
 	case errors.Is(err, pluginhost.ErrPluginCrashed):
 		return observability.OutcomeCrashed, err.Error()
+	case late:
+		// E.g. the timeout passed while the attempt waited for a free
+		// slot of its plugin, or for the plugin to start.
+		return observability.OutcomeTimeout, err.Error()
 	default:
 		return observability.OutcomeFailure, err.Error()
 	}
@@ -1062,9 +1202,12 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 
 // pastDeadline reports whether ctx's deadline has passed, whether or not
 // its timer has fired yet.
-func pastDeadline(ctx context.Context) bool {
+func pastDeadline(ctx context.Context) bool { return pastDeadlineAt(ctx, time.Now()) }
+
+// pastDeadlineAt reports whether ctx's deadline had passed at t.
+func pastDeadlineAt(ctx context.Context, t time.Time) bool {
 	dl, ok := ctx.Deadline()
-	return ok && !time.Now().Before(dl)
+	return ok && !t.Before(dl)
 }
 
 // sleepUntilStopped waits d between attempts, or less if the run's ctx or

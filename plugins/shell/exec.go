@@ -96,6 +96,11 @@ func execTask(ctx context.Context, p params, resp *sdk.Response) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("command %q not started: %w", argv[0], context.Cause(ctx))
 		}
+		if why := dirProblem(p.Dir); why != "" {
+			// exec blames the command for a working directory it cannot
+			// enter ("fork/exec /usr/bin/echo: no such file or directory").
+			return fmt.Errorf("command %q could not run: its working directory (dir) %q %s", argv[0], p.Dir, why)
+		}
 		return fmt.Errorf("command %q could not run: %w", argv[0], err)
 	}
 	if len(res.Leftovers) > 0 && !res.Stopped {
@@ -129,6 +134,23 @@ func execTask(ctx context.Context, p params, resp *sdk.Response) error {
 		return fmt.Errorf("%w; %w", failed, err)
 	}
 	return failed
+}
+
+// dirProblem says what is wrong with dir as a working directory, or "".
+func dirProblem(dir string) string {
+	if dir == "" {
+		return ""
+	}
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "does not exist"
+	case err != nil:
+		return "cannot be used: " + err.Error()
+	case !info.IsDir():
+		return "is not a directory"
+	}
+	return ""
 }
 
 func plural(n int, one, many string) string {

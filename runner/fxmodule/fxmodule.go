@@ -477,7 +477,10 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 		Node: cfg.Node.Name, Coord: c, Tasks: h, Logger: log, Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner"), Sanitize: s.String,
 		KeepRuns: cfg.History.Keep, MaxRunAge: cfg.History.MaxAge, TriggerExpiry: cfg.Triggers.ExpireAfter,
-		JobSets: c, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
+		// A replaced attempt ends within the cancel grace, then the
+		// plugin host's tree timeout (10s) to confirm its processes dead.
+		ReplaceWait: cfg.Plugins.CancelGrace + 15*time.Second,
+		JobSets:     c, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
 		OnJobSet: func(set coord.JobSet) { // after a reload too
 			path, sum, mtime := configFile(p.ConfigPath)
 			ms.SetJobSet(set, path, sum, mtime)

@@ -556,7 +556,8 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 		if sctx.Err() == nil {
 			killed.Store(true)
 			sup.log.Error("task ignored cancellation; killing the plugin process", "task", c.Task,
-				"run_id", c.Context.GetRunId(), "grace", h.opts.CancelGrace, "pid", inst.pid)
+				"correlation_id", c.Context.GetCorrelationId(), "job", c.Context.GetJobId(), "run_id", c.Context.GetRunId(),
+				"trace_id", trace.SpanContextFromContext(ctx).TraceID().String(), "grace", h.opts.CancelGrace, "pid", inst.pid)
 			inst.kill(ReasonHung)
 			cut()
 		}

@@ -128,6 +128,13 @@ func main() {
 					return fmt.Errorf("interrupted: %w", ctx.Err())
 				}
 			}),
+			// deaf ignores its cancellation: it sleeps duration and
+			// reports success, whatever the timeout.
+			"deaf": task(func(_ context.Context, _ params, d time.Duration, resp *sdk.Response) error {
+				time.Sleep(d)
+				resp.Output = "slept " + d.String() + ", deaf to cancellation"
+				return nil
+			}),
 			"hang": task(func(context.Context, params, time.Duration, *sdk.Response) error {
 				time.Sleep(time.Hour)
 				return nil
