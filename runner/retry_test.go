@@ -191,3 +191,37 @@ func TestLosingLeadershipEndsPendingRetries(t *testing.T) {
 		t.Fatalf("%d attempts, want 1", n)
 	}
 }
+
+// A slot that replaces a running one (overlap: replace) starts only once
+// the replaced attempt has returned. One that does not return within
+// ReplaceWait (its task ignores the cancel) leaves the new slot skipped as
+// tree_alive, saying why, and the new slot's task never starts. (The new
+// slot used to start at once, beside the old attempt.)
+func TestReplacingSlotWaitsForTheReplacedAttempt(t *testing.T) {
+	b := setup(t)
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: b.tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), ReplaceWait: 200 * time.Millisecond})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	b.tasks.stubborn.Store(true)
+	b.waitLeader(t)
+	j := job("r", "")
+	j.Overlap = runner.OverlapReplace
+	b.r.SetJobs([]*runner.Job{j})
+	j, _ = b.r.Job("r")
+	first := slotAhead()
+	b.r.Fire(runner.Slot{Job: j, Time: first})
+	<-b.tasks.started
+	b.r.Fire(runner.Slot{Job: j, Time: first.Add(time.Second)})
+	rec := waitRecord(t, b, "r", "skipped", runner.SkipTreeAlive)
+	if !strings.Contains(rec.Error, "did not end within 200ms of being cancelled") || !rec.ScheduledTime.Equal(first.Add(time.Second).UTC()) {
+		t.Fatalf("skip record %+v", rec)
+	}
+	select {
+	case job := <-b.tasks.started:
+		t.Fatalf("the replacing slot's task started (%s) while the replaced one still ran", job)
+	default:
+	}
+	close(b.tasks.release)
+	waitRecord(t, b, "r", "canceled", "")
+}
