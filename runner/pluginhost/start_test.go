@@ -110,3 +110,26 @@ func TestASlowPluginStartBlocksNothingElse(t *testing.T) {
 		waitGone(t, pid)
 	}
 }
+
+// A failed start ends even when a daemon the plugin started (double fork:
+// out of the plugin's tree before the kill, so not killed with it) holds
+// the plugin's stdout: the host stops reading it. (go-plugin waited for the
+// pipe to close, as long as the daemon lived.)
+func TestFailedStartEndsWhileAnEscapedDaemonHoldsStdout(t *testing.T) {
+	t.Parallel()
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	path := filepath.Join(t.TempDir(), "daemonizing")
+	script := "#!/bin/sh\n(setsid sh -c 'echo $$ > " + pidFile + "; exec sleep 300' &)\nexec sleep 300\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, pluginhost.Options{Paths: map[string]string{"d": path}, StartTimeout: time.Second})
+	c := call("echo", nil)
+	c.Plugin = "d"
+	err := runWithin(t, b.host, c, time.Minute)
+	daemon := pidsIn(t, pidFile, 1)[0]
+	t.Cleanup(func() { _ = syscall.Kill(daemon, syscall.SIGKILL) })
+	if err == nil || !strings.Contains(err.Error(), "no handshake within plugins.start_timeout (1s)") {
+		t.Fatalf("err = %v, want the start timeout", err)
+	}
+}
