@@ -1,10 +1,14 @@
 package pluginhost_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -276,13 +280,18 @@ func TestTaskIgnoringCancellationIsKilledAndReplaced(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := setup(t, tr.opts(pluginhost.Options{CancelGrace: 300 * time.Millisecond, RestartBackoff: time.Millisecond, Metrics: m}))
+		var logged bytes.Buffer
+		var logMu sync.Mutex
+		logger := slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logged}, nil))
+		b := setup(t, tr.opts(pluginhost.Options{CancelGrace: 300 * time.Millisecond, RestartBackoff: time.Millisecond, Metrics: m, Logger: logger}))
 		before, err := b.host.Run(context.Background(), call("env", nil))
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
+		ctx, span := sdktrace.NewTracerProvider().Tracer("t").Start(ctx, "pacer.run")
+		defer span.End()
 		_, err = b.host.Run(ctx, call("hang", nil))
 		if !errors.Is(err, pluginhost.ErrPluginKilled) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want ErrPluginKilled and DeadlineExceeded", err)
@@ -301,7 +310,36 @@ func TestTaskIgnoringCancellationIsKilledAndReplaced(t *testing.T) {
 		if got := testutil.ToFloat64(m.PluginUp.WithLabelValues("testplugin")); got != 1 {
 			t.Fatalf("plugin_up = %v after restart, want 1", got)
 		}
+		// The kill's log line names the run as every line of a run does.
+		logMu.Lock()
+		defer logMu.Unlock()
+		var line map[string]any
+		for l := range strings.SplitSeq(logged.String(), "\n") {
+			if strings.Contains(l, "task ignored cancellation") {
+				_ = json.Unmarshal([]byte(l), &line)
+			}
+		}
+		for _, k := range []string{"correlation_id", "job", "run_id", "trace_id"} {
+			if v, _ := line[k].(string); v == "" {
+				t.Errorf("the kill's log line %v has no %s", line, k)
+			}
+		}
+		if line["trace_id"] != span.SpanContext().TraceID().String() {
+			t.Errorf("the kill's log line has trace_id %v, want the run's %s", line["trace_id"], span.SpanContext().TraceID())
+		}
 	})
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func TestCrashLoopIsQuarantined(t *testing.T) {
