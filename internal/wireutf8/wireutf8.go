@@ -11,6 +11,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 // Replacement is what each run of invalid bytes becomes: U+FFFD.
@@ -160,4 +163,36 @@ func mapValue(m map[string]any) (map[string]any, bool) {
 		return m, false
 	}
 	return out, true
+}
+
+// FixEvent is Fix for a run event, with a fast path for the common case, a
+// valid log record of scalar attributes: it is checked without reflection.
+func FixEvent(ev *pluginv1.RunEvent) bool {
+	if l := ev.GetLog(); l != nil && validLog(l) {
+		return false
+	}
+	return Fix(ev)
+}
+
+// validLog reports whether l is valid UTF-8 throughout and holds only
+// scalar attribute values; false means "not known to be valid".
+func validLog(l *pluginv1.LogRecord) bool {
+	if !utf8.ValidString(l.GetMessage()) {
+		return false
+	}
+	for _, a := range l.GetAttrs() {
+		if !utf8.ValidString(a.GetKey()) {
+			return false
+		}
+		switch v := a.GetValue().GetKind().(type) {
+		case *structpb.Value_StringValue:
+			if !utf8.ValidString(v.StringValue) {
+				return false
+			}
+		case *structpb.Value_NumberValue, *structpb.Value_BoolValue, *structpb.Value_NullValue, nil:
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -71,11 +71,45 @@ func TestStringKeepsValidText(t *testing.T) {
 	}
 }
 
-func BenchmarkFixValidLogEvent(b *testing.B) {
-	ev := &pluginv1.RunEvent{Event: &pluginv1.RunEvent_Log{Log: &pluginv1.LogRecord{Message: "a typical log line of a command's output, valid UTF-8",
+func validLogEvent() *pluginv1.RunEvent {
+	return &pluginv1.RunEvent{Event: &pluginv1.RunEvent_Log{Log: &pluginv1.LogRecord{Message: "a typical log line of a command's output, valid UTF-8",
 		Attrs: []*pluginv1.Attr{{Key: "stream", Value: structpb.NewStringValue("stdout")}}}}}
+}
+
+func BenchmarkFixValidLogEvent(b *testing.B) {
+	ev := validLogEvent()
 	for b.Loop() {
 		wireutf8.Fix(ev)
+	}
+}
+
+func BenchmarkFixEventValidLogEvent(b *testing.B) {
+	ev := validLogEvent()
+	for b.Loop() {
+		wireutf8.FixEvent(ev)
+	}
+}
+
+// FixEvent's fast path lets nothing invalid through.
+func TestFixEventFixesWhatFixFixes(t *testing.T) {
+	bad := "\xff"
+	for _, ev := range []*pluginv1.RunEvent{
+		{Event: &pluginv1.RunEvent_Log{Log: &pluginv1.LogRecord{Message: bad}}},
+		{Event: &pluginv1.RunEvent_Log{Log: &pluginv1.LogRecord{Message: "ok", Attrs: []*pluginv1.Attr{{Key: bad, Value: structpb.NewNumberValue(1)}}}}},
+		{Event: &pluginv1.RunEvent_Log{Log: &pluginv1.LogRecord{Message: "ok", Attrs: []*pluginv1.Attr{{Key: "k", Value: structpb.NewStringValue(bad)}}}}},
+		{Event: &pluginv1.RunEvent_Log{Log: &pluginv1.LogRecord{Message: "ok", Attrs: []*pluginv1.Attr{{Key: "k",
+			Value: structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStringValue(bad)}})}}}}},
+		{Event: &pluginv1.RunEvent_Progress{Progress: &pluginv1.Progress{Message: bad}}},
+	} {
+		if !wireutf8.FixEvent(ev) {
+			t.Errorf("FixEvent(%v) changed nothing", ev)
+		}
+		if _, err := proto.Marshal(ev); err != nil {
+			t.Errorf("after FixEvent: %v", err)
+		}
+	}
+	if wireutf8.FixEvent(validLogEvent()) {
+		t.Error("FixEvent changed a valid event")
 	}
 }
 

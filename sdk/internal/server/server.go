@@ -317,7 +317,7 @@ func (s *sink) send(ev *pluginv1.RunEvent) error {
 	// fail the whole stream (on a RunStream, every run on it), so it
 	// becomes U+FFFD here, the one place every event of both transports
 	// passes.
-	wireutf8.Fix(ev)
+	wireutf8.FixEvent(ev)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed {
