@@ -94,6 +94,9 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 	} else if err := printReport(stdout, rep); err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: checks interrupted (%v): %d of %d done", pos[0], context.Cause(ctx), rep.Passed+rep.Failed, len(rep.Results))
+	}
 	if !rep.OK() {
 		return fmt.Errorf("%s: %d of %d checks failed", pos[0], rep.Failed, len(rep.Results))
 	}

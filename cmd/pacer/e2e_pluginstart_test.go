@@ -75,3 +75,50 @@ func procAlive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+// SIGTERM stops "pacer plugins check" at once: exit 1, "checks
+// interrupted", and the plugin being checked is killed with what it
+// started. (The check ran on to its end, minutes with a plugin that never
+// hands shake.)
+func TestE2EPluginsCheckStopsOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts a real pacer process (skipped with -short)")
+	}
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pids")
+	plugin := filepath.Join(dir, "hang.sh")
+	must(os.WriteFile(plugin, []byte("#!/bin/sh\nsleep 300 &\necho $! >> "+pidFile+"\nwait\n"), 0o755))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), "plugins", "check", plugin, "--start-timeout", "10m")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(cmd.Start())
+	for {
+		if b, _ := os.ReadFile(pidFile); len(b) > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the plugin never started\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	must(cmd.Process.Signal(syscall.SIGTERM))
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || ctx.Err() != nil || !strings.Contains(out.String(), "checks interrupted") {
+		t.Fatalf("pacer plugins check after SIGTERM: %v (timed out: %v)\n%s", err, ctx.Err() != nil, out.String())
+	}
+	b, _ := os.ReadFile(pidFile)
+	for _, f := range strings.Fields(string(b)) {
+		pid, _ := strconv.Atoi(f)
+		deadline := time.Now().Add(10 * time.Second)
+		for procAlive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if procAlive(pid) {
+			t.Errorf("process %d the checked plugin started outlived the check", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
