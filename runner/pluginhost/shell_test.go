@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,21 +134,26 @@ func TestShellTruncationNoteCountsTheBytesCut(t *testing.T) {
 // field contains invalid UTF-8", losing output and exit status.)
 func TestShellOutputThatIsNotUTF8ArrivesReplaced(t *testing.T) {
 	t.Parallel()
-	b := setup(t, pluginhost.Options{})
-	var logs []string
-	c := shellCall(`printf '\377\n'; printf 'caf\351 cr\350me\n' >&2; exit 3`)
-	c.OnLog = func(r *pluginv1.LogRecord) { logs = append(logs, r.GetMessage()) }
-	res, err := b.host.Run(context.Background(), c)
-	if err != nil {
-		t.Fatalf("the run failed instead of reporting its command's outcome: %v", err)
-	}
-	if res.Data["exit_code"] != float64(3) || !strings.Contains(res.TaskError, "status 3") {
-		t.Fatalf("result %+v: want exit code 3", res)
-	}
-	if !strings.Contains(res.Output, "\uFFFD\n") || !strings.Contains(res.Output, "caf\uFFFD cr\uFFFDme") {
-		t.Fatalf("output %q: want the lines with U+FFFD for the bad bytes", res.Output)
-	}
-	if !strings.Contains(strings.Join(logs, "\n"), "caf\uFFFD cr\uFFFDme") {
-		t.Fatalf("log lines %q: want the stderr line with U+FFFD", logs)
-	}
+	eachTransport(t, func(t *testing.T, tr transport) {
+		b := setup(t, tr.opts(pluginhost.Options{}))
+		var mu sync.Mutex
+		var logs []string
+		c := shellCall(`printf '\377\n'; printf 'caf\351 cr\350me\n' >&2; exit 3`)
+		c.OnLog = func(r *pluginv1.LogRecord) { mu.Lock(); logs = append(logs, r.GetMessage()); mu.Unlock() }
+		res, err := b.host.Run(context.Background(), c)
+		if err != nil {
+			t.Fatalf("the run failed instead of reporting its command's outcome: %v", err)
+		}
+		if res.Data["exit_code"] != float64(3) || !strings.Contains(res.TaskError, "status 3") {
+			t.Fatalf("result %+v: want exit code 3", res)
+		}
+		if !strings.Contains(res.Output, "\uFFFD\n") || !strings.Contains(res.Output, "caf\uFFFD cr\uFFFDme") {
+			t.Fatalf("output %q: want the lines with U+FFFD for the bad bytes", res.Output)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !strings.Contains(strings.Join(logs, "\n"), "caf\uFFFD cr\uFFFDme") {
+			t.Fatalf("log lines %q: want the stderr line with U+FFFD", logs)
+		}
+	})
 }
