@@ -70,3 +70,24 @@ func testEnvironment(t *testing.T, tr transport) {
 		t.Fatalf("task env = %v, want PACERT_VISIBLE and UNLISTED_SECRET only", env)
 	}
 }
+
+// A variable a job inherits whose value is not UTF-8 reaches the task with
+// U+FFFD for the bad bytes; the run is not refused. (The request could not
+// be marshaled: "string field contains invalid UTF-8".)
+func TestInheritedVariableThatIsNotUTF8(t *testing.T) {
+	t.Setenv("PACERT_LATIN1", "caf\xe9")
+	for _, tr := range transports { // one after the other: t.Setenv rules out parallel subtests
+		t.Run(tr.name, func(t *testing.T) {
+			b := setup(t, tr.opts(pluginhost.Options{}))
+			c := shellCall(`printf '%s' "$PACERT_LATIN1"`)
+			c.InheritEnv = []string{"PACERT_LATIN1"}
+			res, err := b.host.Run(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Output != "caf\uFFFD" {
+				t.Fatalf("output %q, want %q", res.Output, "caf\uFFFD")
+			}
+		})
+	}
+}
