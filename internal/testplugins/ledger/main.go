@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pacerun/pacer/internal/testplugins/jsonl"
 	"github.com/pacerun/pacer/sdk"
 )
 
@@ -120,19 +121,7 @@ func write(path string, e *Entry) error {
 		}
 	}
 	e.End = time.Now().UTC().Format(time.RFC3339Nano)
-	line, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(line, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return jsonl.Append(path, e)
 }
 
 func main() {

@@ -24,7 +24,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,6 +35,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pacerun/pacer/internal/testplugins/jsonl"
 	"github.com/pacerun/pacer/sdk"
 )
 
@@ -85,7 +85,7 @@ func stamp(ctx context.Context, req *sdk.Request, _ *sdk.Response) error {
 		return fmt.Errorf("%w: path is required", sdk.ErrInvalidParams)
 	}
 	info := sdk.Info(ctx)
-	line, err := json.Marshal(struct {
+	return jsonl.Append(p.Path, struct {
 		Job     string `json:"job"`
 		SlotNS  int64  `json:"slot_ns"`
 		StartNS int64  `json:"start_ns"`
@@ -93,18 +93,6 @@ func stamp(ctx context.Context, req *sdk.Request, _ *sdk.Response) error {
 		Attempt int    `json:"attempt"`
 		PID     int    `json:"pid"`
 	}{info.JobID, info.ScheduledTime.UnixNano(), start.UnixNano(), info.RunID, info.Attempt, os.Getpid()})
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(p.Path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(line, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func main() {
