@@ -3,7 +3,6 @@ package runner_test
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -63,17 +63,7 @@ type bundle struct {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "t", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdtest.Client(t, etcdtest.Start(t, etcdembed.Options{Name: "t"}), clientv3.Config{})
 	// As runner/fxmodule does: a new term runs the runner's OnTerm.
 	hook := &termHook{}
 	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "n1", LeaseTTL: 2 * time.Second,
@@ -292,16 +282,6 @@ func TestPausedGaugeAndRemovedJobs(t *testing.T) {
 type notLeader struct{ runner.Coordinator }
 
 func (notLeader) Term() *coord.Term { return nil }
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // slotAhead is a slot an hour from now: the runner leaves slots due before
 // its term started to the misfire catch-up.

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -74,13 +75,7 @@ type replica struct {
 // startEtcd starts an embedded etcd for one test and returns its endpoint.
 func startEtcd(t *testing.T) string {
 	t.Helper()
-	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "t", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	return e.Endpoint()
+	return etcdtest.Start(t, etcdembed.Options{Name: "t"}).Endpoint()
 }
 
 func startReplica(t *testing.T, endpoint, node string, tasks runner.TaskRunner, o runner.Options, dial ...grpc.DialOption) *replica {

@@ -2,7 +2,6 @@ package etcdembed_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,19 +13,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // A runner killed with leases alive leaves them in its data directory's
 // journal; the next runner there revokes them, so the keys on them go at
@@ -36,9 +26,9 @@ func freeAddr(t *testing.T) string {
 // nothing.
 func TestLeaseJournalRevokesAKilledRunnersLeases(t *testing.T) {
 	dir := t.TempDir()
-	client, peer := freeAddr(t), freeAddr(t)
+	client, peer := etcdtest.FreeAddr(t), etcdtest.FreeAddr(t)
 	for peer == client {
-		peer = freeAddr(t)
+		peer = etcdtest.FreeAddr(t)
 	}
 	start := func() (*etcdembed.Embedded, *clientv3.Client) {
 		e, err := etcdembed.Start(context.Background(), etcdembed.Options{Name: "t", Dir: filepath.Join(dir, "etcd"), ClientListen: client, PeerListen: peer})

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -397,18 +398,8 @@ type benchBundle struct{ cli *clientv3.Client }
 
 func setupB(b *testing.B) *benchBundle {
 	b.Helper()
-	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "bench", Dir: b.TempDir(), ClientListen: freeAddrB(b), PeerListen: freeAddrB(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(e.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cli.Close() })
-	return &benchBundle{cli: cli}
+	e := etcdtest.Start(b, etcdembed.Options{Name: "bench"})
+	return &benchBundle{cli: etcdtest.Client(b, e, clientv3.Config{})}
 }
 
 // BenchmarkGracefulHandover: from the leader being told to stop (no run in

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -33,24 +33,20 @@ type bundle struct {
 // setup starts a real single-node etcd for one test.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "test", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close) // registered first, so it runs after the clients close
+	return setupWith(t, etcdembed.Options{})
+}
+
+// setupWith starts a real single-node etcd with o's quota and compaction,
+// for one test.
+func setupWith(t *testing.T, o etcdembed.Options) *bundle {
+	t.Helper()
+	e := etcdtest.Start(t, o) // its clean-up registered first, so it runs after the clients close
 	return &bundle{etcd: e, endpoint: e.Endpoint()}
 }
 
 func (b *bundle) client(t *testing.T) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{b.endpoint}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.Client(t, b.etcd, clientv3.Config{DialTimeout: 5 * time.Second})
 }
 
 type replica struct {
@@ -356,26 +352,6 @@ func TestClaimSeesTheKeyChangedBehindTheCache(t *testing.T) {
 	}
 }
 
-func freeAddrB(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestLeadershipIsTraced(t *testing.T) {
 	b := setup(t)
 	rec := tracetest.NewSpanRecorder()
@@ -416,7 +392,7 @@ func TestLeadershipIsTraced(t *testing.T) {
 // lingering for a TTL: it would show as the leader and hold up the
 // election. Status lists each replica once, its leader with a live lease.
 func TestStaleElectionKeyIsRevokedAfterEtcdRestart(t *testing.T) {
-	dir, client, peer := t.TempDir(), freeAddr(t), freeAddr(t)
+	dir, client, peer := t.TempDir(), etcdtest.FreeAddr(t), etcdtest.FreeAddr(t)
 	start := func() *etcdembed.Embedded {
 		e, err := etcdembed.Start(context.Background(), etcdembed.Options{Name: "test", Dir: dir, ClientListen: client, PeerListen: peer})
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 )
@@ -242,7 +243,7 @@ func TestMembershipLeadsOnceAKilledPredecessorsRecordGoes(t *testing.T) {
 	if _, err := cli.Put(context.Background(), "/pacer/test/members/same", string(rec), clientv3.WithLease(old.ID)); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: "same", LeaseTTL: 30 * time.Second,
 		RequestTimeout: 2 * time.Second, Settle: time.Hour, JobSet: set, Record: coord.MemberRecord{Version: "new", Started: time.Now()},
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil)).With("node", "same")})

@@ -1,13 +1,11 @@
 package coord_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,45 +15,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// startEtcd starts an embedded member with o's quota and compaction, for
-// one test.
-func startEtcd(t *testing.T, o etcdembed.Options) (*etcdembed.Embedded, *clientv3.Client) {
-	t.Helper()
-	o.Name, o.Dir, o.ClientListen, o.PeerListen = "test", t.TempDir(), freeAddr(t), freeAddr(t)
-	e, err := etcdembed.Start(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return e, cli
-}
 
 func runMonitor(t *testing.T, o coord.MonitorOptions) *coord.Monitor {
 	t.Helper()
@@ -71,7 +34,7 @@ func runMonitor(t *testing.T, o coord.MonitorOptions) *coord.Monitor {
 // use, the quota, the keys under the cluster's prefix (and no others),
 // and that it has a leader.
 func TestMonitorExportsEtcdStatus(t *testing.T) {
-	_, cli := startEtcd(t, etcdembed.Options{QuotaBytes: 64 << 20})
+	cli := setupWith(t, etcdembed.Options{QuotaBytes: 64 << 20}).client(t)
 	for i := range 25 {
 		if _, err := cli.Put(context.Background(), fmt.Sprintf("/pacer/mon/k%d", i), "v"); err != nil {
 			t.Fatal(err)
@@ -125,7 +88,7 @@ func gauge(t *testing.T, m *observability.Metrics, name string) float64 {
 // An embedded member whose file holds much more than its data (after a
 // large delete and a compaction) is defragmented by its monitor.
 func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
-	_, cli := startEtcd(t, etcdembed.Options{QuotaBytes: 256 << 20, CompactionRetention: -1})
+	cli := setupWith(t, etcdembed.Options{QuotaBytes: 256 << 20, CompactionRetention: -1}).client(t)
 	ctx := context.Background()
 	fill(t, cli, "/pacer/mon/big/", 12<<20)
 	resp, err := cli.Delete(ctx, "/pacer/mon/big/", clientv3.WithPrefix())
@@ -142,7 +105,7 @@ func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
 	if before.DbSize < 10<<20 {
 		t.Fatalf("database only %d bytes before: the test did not grow it", before.DbSize)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(),
 		DefragMinFree: 4 << 20, Interval: 100 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	waitFor(t, "the defragmentation", 20*time.Second, func() bool {
@@ -171,9 +134,9 @@ func fill(t *testing.T, cli *clientv3.Client, prefix string, n int) error {
 // embedded member's monitor then compacts and defragments it and, once the
 // file is below 80 % of the quota, disarms the alarm: writes work again.
 func TestSpaceQuotaExceededIsReportedAndRecovered(t *testing.T) {
-	_, cli := startEtcd(t, etcdembed.Options{QuotaBytes: 16 << 20, CompactionRetention: -1})
+	cli := setupWith(t, etcdembed.Options{QuotaBytes: 16 << 20, CompactionRetention: -1}).client(t)
 	ctx := context.Background()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	c := coord.New(coord.Options{Client: cli, Cluster: "mon", Node: "a", LeaseTTL: 5 * time.Second, Logger: log})
 	cctx, cancel := context.WithCancel(ctx)
@@ -225,7 +188,7 @@ func TestSpaceQuotaExceededIsReportedAndRecovered(t *testing.T) {
 func TestLeaderCompactsEtcd(t *testing.T) {
 	for _, interval := range []time.Duration{0, 500 * time.Millisecond} {
 		t.Run(fmt.Sprintf("interval=%s", interval), func(t *testing.T) {
-			_, cli := startEtcd(t, etcdembed.Options{CompactionRetention: -1})
+			cli := setupWith(t, etcdembed.Options{CompactionRetention: -1}).client(t)
 			c := coord.New(coord.Options{Client: cli, Cluster: "cmp", Node: "a", LeaseTTL: 5 * time.Second, CompactionInterval: interval})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})

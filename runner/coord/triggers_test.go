@@ -11,7 +11,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -233,17 +232,7 @@ func BenchmarkTriggerRequest(b *testing.B) {
 		callers    int
 	}{{"put", false, 1}, {"idempotent", true, 1}, {"put/callers=8", false, 8}, {"idempotent/callers=8", true, 8}} {
 		b.Run(bc.name, func(b *testing.B) {
-			e, err := etcdembed.Start(context.Background(), etcdembed.Options{
-				Name: "bench", Dir: b.TempDir(), ClientListen: freeAddrB(b), PeerListen: freeAddrB(b)})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer e.Close()
-			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer cli.Close()
+			cli := setupB(b).cli
 			c := coord.New(coord.Options{Client: cli, Cluster: "bench", Node: "api"})
 			var n atomic.Int64
 			one := func() {
@@ -254,6 +243,7 @@ func BenchmarkTriggerRequest(b *testing.B) {
 					}
 				}
 				id := fmt.Sprint("t-", i)
+				var err error
 				if bc.idempotent {
 					_, err = c.RequestTrigger(context.Background(), "j", id, body,
 						coord.Idempotency{Key: id, Receipt: body, Keep: 100}, coord.TriggerLimits{PerJob: 100, Total: 1000})

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/sdk/pluginv1"
@@ -34,24 +35,6 @@ func privateKeyPEM(t *testing.T) (string, []string) {
 	text := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
 	return text, lines[1 : len(lines)-1]
-}
-
-// logSink is a sanitizing JSON logger, as the runner's, writing to memory.
-type logSink struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // A shell task that prints a private key (cat key.pem): the plugin logs its
@@ -99,7 +82,7 @@ func TestTaskOutputPrivateKeyMaskedWhole(t *testing.T) {
 // by the line splitter.
 func TestPluginStdoutSecretsMasked(t *testing.T) {
 	t.Parallel()
-	var sink logSink
+	var sink syncbuf.Buffer
 	log, err := observability.NewLogger(&sink, slog.LevelInfo, "json", nil)
 	if err != nil {
 		t.Fatal(err)
