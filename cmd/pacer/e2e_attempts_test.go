@@ -68,16 +68,7 @@ func TestE2EAttempts(t *testing.T) {
 	dir := t.TempDir()
 	replLog := filepath.Join(dir, "repl.log")
 	httpAddr := freeAddr(t)
-	cfg := fmt.Sprintf(`
-node: {name: e2e-att}
-cluster:
-  name: att
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {dir: %s, cancel_grace: 1s}
-jobs:
+	cfg := runnerConfig{node: "e2e-att", cluster: "att", dataDir: filepath.Join(dir, "data"), plugins: "dir: " + builtPlugins() + ", cancel_grace: 1s"}.head(t, httpAddr) + fmt.Sprintf(`jobs:
   - id: repl
     plugin: shell
     task: exec
@@ -87,9 +78,9 @@ jobs:
     params:
       shell: true
       command: |
-        echo "start $PACER_RUN_ID" >> %[6]s
+        echo "start $PACER_RUN_ID" >> %[1]s
         trap '' TERM
-        while :; do echo "alive $PACER_RUN_ID" >> %[6]s; sleep 0.02; done
+        while :; do echo "alive $PACER_RUN_ID" >> %[1]s; sleep 0.02; done
   - id: storm
     plugin: shell
     task: exec
@@ -119,7 +110,7 @@ jobs:
     schedule: "0 0 0 1 1 *"
     timeout: 1s
     params: {duration: 1500ms}
-`, filepath.Join(dir, "data"), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), replLog)
+`, replLog)
 	p := startPacer(t, "e2e-att", httpAddr, cfg)
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
 

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/pacerun/pacer/internal/syncbuf"
 )
 
 // runPacer runs the built pacer binary and returns its stdout, stderr and
@@ -15,7 +17,7 @@ import (
 func runPacer(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "pacer"), args...)
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	var ee *exec.ExitError

@@ -215,17 +215,7 @@ func mustBerlin(t *testing.T) *time.Location {
 func TestE2EReloadIsSafe(t *testing.T) {
 	parallelE2E(t)
 	httpAddr := freeAddr(t)
-	head := fmt.Sprintf(`
-node: {name: e2e-reload}
-cluster:
-  name: reload
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {dir: %s}
-jobs:
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
+	head := runnerConfig{node: "e2e-reload", cluster: "reload"}.head(t, httpAddr) + "jobs:\n"
 	job := func(id, sched string) string {
 		return fmt.Sprintf("  - id: %s\n    plugin: shell\n    task: exec\n    schedule: %q\n    params: {command: [/bin/true]}\n", id, sched)
 	}

@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,22 +16,13 @@ func TestE2EJobControl(t *testing.T) {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
 	httpAddr := freeAddr(t)
-	head := fmt.Sprintf(`
-node: {name: e2e-ctl}
-cluster:
-  name: ctl
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s, token_env: PACER_TEST_TOKEN}
-plugins: {dir: %s}
-jobs:
+	head := runnerConfig{node: "e2e-ctl", cluster: "ctl", http: "token_env: PACER_TEST_TOKEN"}.head(t, httpAddr) + `jobs:
   - id: yearly
     plugin: shell
     task: exec
     schedule: "0 0 0 1 1 *"
     params: {command: 'echo "manual run $PACER_CORRELATION_ID"', shell: true}
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
+`
 	p := startPacer(t, "e2e-ctl", httpAddr, head, "PACER_TEST_TOKEN=tok-123")
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
 	auth := []string{"PACER_API_TOKEN=tok-123"}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -26,16 +25,7 @@ func TestE2EDrainTimeout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			httpAddr := freeAddr(t)
-			cfg := fmt.Sprintf(`
-node: {name: drain}
-cluster:
-  name: drain
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {dir: %s}
-shutdown: {drain_timeout: %s}
+			cfg := runnerConfig{node: "drain", cluster: "drain"}.head(t, httpAddr) + fmt.Sprintf(`shutdown: {drain_timeout: %s}
 jobs:
   - id: long
     plugin: shell
@@ -44,7 +34,7 @@ jobs:
     timeout: 1m
     overlap: forbid
     params: {command: [sleep, "12"]}
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), tc.drain)
+`, tc.drain)
 			p := startPacer(t, "drain", httpAddr, cfg)
 			p.waitLogs("the run to start", 30*time.Second, func(ls []logLine) bool {
 				return len(match(ls, msgIs("run started"))) > 0

@@ -26,17 +26,8 @@ func stampJob(id, path string) string {
 }
 
 // embeddedConfig is a runner's config with its own embedded etcd.
-func embeddedConfig(name, dataDir, embedded, httpAddr, jobs string) string {
-	return fmt.Sprintf(`
-node: {name: %s}
-cluster:
-  name: e2e
-  data_dir: %s
-  lease_ttl: 2s
-%s
-http: {listen: %s}
-plugins: {dir: %s}
-jobs:%s`, name, dataDir, embedded, httpAddr, filepath.Join(binDir, "plugins"), jobs)
+func embeddedConfig(t *testing.T, name, dataDir, embedded, httpAddr, jobs string) string {
+	return runnerConfig{node: name, cluster: "e2e", dataDir: dataDir, etcd: embedded}.head(t, httpAddr) + "jobs:" + jobs
 }
 
 // Two runners with embedded etcd side by side on one host (each its own
@@ -52,9 +43,9 @@ func TestE2EEmbeddedEtcdSideBySide(t *testing.T) {
 	clientA, peerA := freeAddr(t), freeAddr(t)
 	stamps := filepath.Join(t.TempDir(), "stamps")
 	addrA, addrB := freeAddr(t), freeAddr(t)
-	a := startPacer(t, "a", addrA, embeddedConfig("a", dirA,
+	a := startPacer(t, "a", addrA, embeddedConfig(t, "a", dirA,
 		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", clientA, peerA), addrA, stampJob("ja", stamps+"-a")))
-	b := startPacer(t, "b", addrB, embeddedConfig("b", dirB,
+	b := startPacer(t, "b", addrB, embeddedConfig(t, "b", dirB,
 		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)), addrB, stampJob("jb", stamps+"-b")))
 	for _, p := range []*proc{a, b} {
 		p.waitLogs("two runs", 30*time.Second, func(ls []logLine) bool {
@@ -65,7 +56,7 @@ func TestE2EEmbeddedEtcdSideBySide(t *testing.T) {
 	// The same data_dir: refused within 2 s, naming a's pid.
 	addrC := freeAddr(t)
 	start := time.Now()
-	c := startPacer(t, "c", addrC, embeddedConfig("c", dirA,
+	c := startPacer(t, "c", addrC, embeddedConfig(t, "c", dirA,
 		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)), addrC, stampJob("jc", stamps+"-c")))
 	if code := c.wait(10 * time.Second); code == 0 {
 		t.Fatal("a second runner on the same data_dir started")
@@ -84,7 +75,7 @@ func TestE2EEmbeddedEtcdSideBySide(t *testing.T) {
 		{fmt.Sprintf("  etcd: {embedded: {client_listen: '%s', peer_listen: '%s'}}", freeAddr(t), peerA), "cluster.etcd.embedded.peer_listen"},
 	} {
 		addr := freeAddr(t)
-		d := startPacer(t, "d", addr, embeddedConfig("d", t.TempDir(), tc.embedded, addr, stampJob("jd", stamps+"-d")))
+		d := startPacer(t, "d", addr, embeddedConfig(t, "d", t.TempDir(), tc.embedded, addr, stampJob("jd", stamps+"-d")))
 		if code := d.wait(30 * time.Second); code == 0 {
 			t.Fatal("a runner whose etcd port is taken started")
 		}
@@ -145,7 +136,7 @@ func TestE2ESpaceQuotaExceeded(t *testing.T) {
   - {id: big-%d, plugin: testplugin, task: big, schedule: "@every 1s", timeout: 10s, params: {count: 60000}}`, i)
 	}
 	addr := freeAddr(t)
-	cfg := embeddedConfig("q", t.TempDir(),
+	cfg := embeddedConfig(t, "q", t.TempDir(),
 		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s', quota_bytes: 16777216}", freeAddr(t), freeAddr(t)),
 		addr, jobs.String()) + "\nhistory: {keep: 10000}\n"
 	p := startPacer(t, "q", addr, cfg)
@@ -208,7 +199,7 @@ func TestE2EEmbeddedEtcdDiskFull(t *testing.T) {
   - {id: big-%d, plugin: testplugin, task: big, schedule: "@every 1s", timeout: 10s, params: {count: 60000}}`, i)
 	}
 	addr := freeAddr(t)
-	cfg := embeddedConfig("full", filepath.Join(fs, "data"),
+	cfg := embeddedConfig(t, "full", filepath.Join(fs, "data"),
 		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)),
 		addr, jobs.String()) + "\nhistory: {keep: 10000}\n"
 	p := startPacer(t, "full", addr, cfg)
@@ -337,7 +328,7 @@ func TestE2ERestartAfterKillLeadsWithinLeaseTTL(t *testing.T) {
 	}
 	const ttl = 10 * time.Second // as the default; a restart that waited for the leases would take longer
 	dir, stamps, addr := t.TempDir(), filepath.Join(t.TempDir(), "stamps"), freeAddr(t)
-	cfg := strings.Replace(embeddedConfig("k", dir,
+	cfg := strings.Replace(embeddedConfig(t, "k", dir,
 		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", freeAddr(t), freeAddr(t)), addr, stampJob("jk", stamps)),
 		"lease_ttl: 2s", "lease_ttl: 10s", 1)
 	a := startPacer(t, "k", addr, cfg)

@@ -66,16 +66,8 @@ func TestE2EAttack3Sanitizing(t *testing.T) {
 	must(os.WriteFile(plugin, []byte(fmt.Sprintf(spanPlugin, sdk)), 0o755))
 
 	httpAddr := freeAddr(t)
-	p := startPacer(t, "a3-san", httpAddr, fmt.Sprintf(`
-node: {name: a3-san}
-cluster:
-  name: a3san
-  data_dir: %[1]s/data
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %[2]s, peer_listen: %[3]s}}
-http: {listen: %[4]s}
-plugins: {dir: %[5]s, paths: {spanpw: %[6]s}}
-observability:
+	p := startPacer(t, "a3-san", httpAddr, runnerConfig{node: "a3-san", cluster: "a3san", dataDir: dir + "/data",
+		plugins: "dir: " + builtPlugins() + ", paths: {spanpw: " + plugin + "}"}.head(t, httpAddr)+`observability:
   tracing: {exporter: stdout}
 jobs:
   - id: shapes
@@ -106,7 +98,7 @@ jobs:
     plugin: spanpw
     task: db
     schedule: "0 0 0 1 1 *"
-`, dir, freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), plugin))
+`)
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
 
 	// B6: refused at intake, with a JSON error naming the header.
@@ -245,24 +237,15 @@ func TestE2EAttack3Tracing(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 
 	cfg := func(name, httpAddr, tracing string) string {
-		return fmt.Sprintf(`
-node: {name: %[1]s}
-cluster:
-  name: %[1]s
-  data_dir: %[2]s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %[3]s, peer_listen: %[4]s}}
-http: {listen: %[5]s}
-plugins: {dir: %[6]s}
-observability:
-  tracing: %[7]s
+		return runnerConfig{node: name, cluster: name}.head(t, httpAddr) + fmt.Sprintf(`observability:
+  tracing: %s
 jobs:
   - id: tick
     plugin: shell
     task: exec
     schedule: "@every 1s"
     params: {command: ['true']}
-`, name, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), tracing)
+`, tracing)
 	}
 	envAddr, deadAddr := freeAddr(t), freeAddr(t)
 	fromEnv := startPacer(t, "a3-env", envAddr, cfg("a3-env", envAddr, "{exporter: otlp, protocol: http}"),

@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
@@ -73,7 +74,7 @@ type proc struct {
 	httpURL    string
 	exited     chan struct{}
 	exitErr    error
-	stdout     syncBuffer // what the process printed: spans, with tracing.exporter stdout
+	stdout     syncbuf.Buffer // what the process printed: spans, with tracing.exporter stdout
 
 	mu    sync.Mutex
 	lines []logLine
@@ -81,6 +82,56 @@ type proc struct {
 	dups  []string      // lines with a key twice (JSON readers keep one of the two)
 	grew  chan struct{} // closed and replaced whenever a line arrives
 }
+
+// runnerConfig is the head of an end-to-end runner's config: its node, a
+// cluster with a 2 s lease and its own store, its API and its plugins. A
+// test appends its other sections and its jobs to head's text.
+type runnerConfig struct {
+	node    string // node.name
+	cluster string // cluster.name
+	dataDir string // cluster.data_dir: a new temporary directory when empty
+	etcd    string // the cluster's store, as lines of it: its own embedded etcd on free ports when empty (see embeddedEtcd)
+	http    string // the http section's keys after listen, e.g. "token_env: PACER_TEST_TOKEN"
+	plugins string // the plugins section's keys: the built plugins' dir (builtPlugins) when empty
+}
+
+// head is c's text, the API listening on httpAddr. It starts with an empty
+// line and ends with a newline.
+func (c runnerConfig) head(t *testing.T, httpAddr string) string {
+	t.Helper()
+	if c.dataDir == "" {
+		c.dataDir = t.TempDir()
+	}
+	if c.etcd == "" {
+		c.etcd = embeddedEtcd(freeAddr(t), freeAddr(t))
+	}
+	if c.plugins == "" {
+		c.plugins = "dir: " + builtPlugins()
+	}
+	http := "listen: " + httpAddr
+	if c.http != "" {
+		http += ", " + c.http
+	}
+	return fmt.Sprintf(`
+node: {name: %s}
+cluster:
+  name: %s
+  data_dir: %s
+  lease_ttl: 2s
+%s
+http: {%s}
+plugins: {%s}
+`, c.node, c.cluster, c.dataDir, c.etcd, http, c.plugins)
+}
+
+// embeddedEtcd is a runnerConfig's etcd: an embedded member listening on
+// client and peer.
+func embeddedEtcd(client, peer string) string {
+	return fmt.Sprintf("  etcd: {embedded: {client_listen: %s, peer_listen: %s}}", client, peer)
+}
+
+// builtPlugins is the directory of the plugins TestMain built.
+func builtPlugins() string { return filepath.Join(binDir, "plugins") }
 
 // startPacer writes cfg to a file and runs `pacer run` on it, with env
 // added to the environment.

@@ -14,10 +14,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pacerun/pacer/internal/syncbuf"
 )
 
 // The Jaeger the end-to-end tracing test exports to is built from the Go
@@ -119,24 +120,6 @@ exporters:
     trace_storage: mem
 `
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // jaegerTrace is a trace as Jaeger's HTTP query API returns it.
 type jaegerTrace struct {
 	TraceID string `json:"traceID"`
@@ -190,7 +173,7 @@ func TestE2EJaeger(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "jaeger.yaml")
 	must(os.WriteFile(cfgPath, []byte(fmt.Sprintf(jaegerConfig, queryAddr, queryGRPC, otlpAddr)), 0o644))
 	jaeger := exec.Command(bin, "--config", cfgPath)
-	var jlog syncBuffer
+	var jlog syncbuf.Buffer
 	jaeger.Stdout, jaeger.Stderr = &jlog, &jlog
 	if err := jaeger.Start(); err != nil {
 		t.Fatal(err)
@@ -233,16 +216,7 @@ func TestE2EJaeger(t *testing.T) {
 	t.Logf("jaeger up after %s (OTLP %s, query %s)", time.Since(start).Round(time.Millisecond), otlpAddr, queryAddr)
 
 	httpAddr := freeAddr(t)
-	p := startPacer(t, "jaeger-1", httpAddr, fmt.Sprintf(`
-node: {name: jaeger-1}
-cluster:
-  name: e2e
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {dir: %s}
-observability:
+	p := startPacer(t, "jaeger-1", httpAddr, runnerConfig{node: "jaeger-1", cluster: "e2e"}.head(t, httpAddr)+fmt.Sprintf(`observability:
   tracing: {exporter: otlp, endpoint: %s, insecure: true}
 jobs:
   - id: traced
@@ -251,7 +225,7 @@ jobs:
     schedule: "@every 1s"
     timeout: 10s
     params: {message: "mail alice@example.com ip 10.1.2.3 card 4111 1111 1111 1111 auth Bearer s3cr3tT0k3nValue password=hunter2"}
-%s`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), otlpAddr, echoJob))
+%s`, otlpAddr, echoJob))
 
 	isTraced := func(l logLine) bool {
 		return l.str("msg") == "run finished" && l.str("job") == "traced" && l.str("outcome") == "success"

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -58,22 +57,14 @@ func TestE2EPluginIdentityAndRestart(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "shell")
 	installBinary(t, "shell", bin, 0o755)
 	httpAddr := freeAddr(t)
-	cfg := fmt.Sprintf(`
-node: {name: e2e-id}
-cluster:
-  name: id
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s, token_env: PACER_TEST_TOKEN}
-plugins: {dir: %s, paths: {shell: %s}}
-jobs:
+	cfg := runnerConfig{node: "e2e-id", cluster: "id", http: "token_env: PACER_TEST_TOKEN",
+		plugins: "dir: " + t.TempDir() + ", paths: {shell: " + bin + "}"}.head(t, httpAddr) + `jobs:
   - id: yearly
     plugin: shell
     task: exec
     schedule: "0 0 0 1 1 *"
     params: {command: [echo, hello]}
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, t.TempDir(), bin)
+`
 	p := startPacer(t, "e2e-id", httpAddr, cfg, "PACER_TEST_TOKEN=tok")
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
 	auth := []string{"PACER_API_TOKEN=tok"}

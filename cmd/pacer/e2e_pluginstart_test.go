@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pacerun/pacer/internal/syncbuf"
 )
 
 // A plugin that never hands shake while its child holds its stdout: pacer
@@ -91,7 +93,7 @@ func TestE2EPluginsCheckStopsOnSIGTERM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), "plugins", "check", plugin, "--start-timeout", "10m")
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	must(cmd.Start())
 	for {

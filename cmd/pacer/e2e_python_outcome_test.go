@@ -46,19 +46,11 @@ if __name__ == "__main__":
     pacer_sdk.serve(plugin)
 `), 0o755))
 	httpAddr := freeAddr(t)
-	p := startPacer(t, "py-out", httpAddr, fmt.Sprintf(`
-node: {name: py-out}
-cluster:
-  name: pyout
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {paths: {outcomes: %s}, cancel_grace: 5s}
-jobs:
+	p := startPacer(t, "py-out", httpAddr, runnerConfig{node: "py-out", cluster: "pyout", dataDir: filepath.Join(dir, "data"),
+		plugins: "paths: {outcomes: " + plugin + "}, cancel_grace: 5s"}.head(t, httpAddr)+`jobs:
   - {id: deaf, plugin: outcomes, task: deaf, schedule: "0 0 0 1 1 *", timeout: 1s}
   - {id: latin1, plugin: outcomes, task: latin1, schedule: "0 0 0 1 1 *"}
-`, filepath.Join(dir, "data"), freeAddr(t), freeAddr(t), httpAddr, plugin))
+`)
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
 	done := func(rs []runRow) bool { return len(rs) > 0 && rs[0].State != "running" && rs[0].State != "pending" }
 

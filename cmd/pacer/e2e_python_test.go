@@ -59,16 +59,8 @@ func TestE2EPythonPlugin(t *testing.T) {
 	example, err := filepath.Abs(filepath.Join("..", "..", "examples", "python-plugin", "hello_python.py"))
 	must(err)
 	httpAddr := freeAddr(t)
-	p := startPacer(t, "py-1", httpAddr, fmt.Sprintf(`
-node: {name: py-1}
-cluster:
-  name: e2e
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {paths: {hello-python: %s}, cancel_grace: 5s}
-observability:
+	p := startPacer(t, "py-1", httpAddr, runnerConfig{node: "py-1", cluster: "e2e",
+		plugins: "paths: {hello-python: " + example + "}, cancel_grace: 5s"}.head(t, httpAddr)+`observability:
   tracing: {exporter: stdout}
 jobs:
   - id: greet-py
@@ -83,7 +75,7 @@ jobs:
     schedule: "@every 1s"
     timeout: 1s
     params: {name: Bo, wait: 1h}
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, example))
+`)
 
 	finished := func(job, outcome string) func(logLine) bool {
 		return func(l logLine) bool {

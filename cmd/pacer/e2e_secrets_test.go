@@ -53,28 +53,20 @@ func TestE2ETaskOutputAndRunnerSecrets(t *testing.T) {
 	leaks = append(leaks, body...)
 
 	httpAddr := freeAddr(t)
-	cfg := fmt.Sprintf(`
-node: {name: e2e-sec}
-cluster:
-  name: sec
-  data_dir: %[1]s/data
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %[2]s, peer_listen: %[3]s}}
-http: {listen: %[4]s, token_env: PACER_TEST_TOKEN}
-plugins: {dir: %[5]s, paths: {hello-python: %[6]s}}
-jobs:
+	cfg := runnerConfig{node: "e2e-sec", cluster: "sec", dataDir: dir + "/data", http: "token_env: PACER_TEST_TOKEN",
+		plugins: "dir: " + builtPlugins() + ", paths: {hello-python: " + example + "}"}.head(t, httpAddr) + fmt.Sprintf(`jobs:
   - id: pemkey
     plugin: shell
     task: exec
     schedule: "0 0 0 1 1 *"
-    params: {command: 'echo before; cat %[7]s; echo after', shell: true}
+    params: {command: 'echo before; cat %[1]s; echo after', shell: true}
   - id: longlines
     plugin: shell
     task: exec
     schedule: "0 0 0 1 1 *"
     params:
       command: >-
-        head -c 32760 /dev/zero | tr '\0' x; echo ' %[8]s tail';
+        head -c 32760 /dev/zero | tr '\0' x; echo ' %[2]s tail';
         head -c 32760 /dev/zero | tr '\0' x; echo ' password=hunter2secret tail'
       shell: true
       max_output_bytes: 200000
@@ -84,8 +76,8 @@ jobs:
     schedule: "0 0 0 1 1 *"
     params:
       command: >-
-        echo 'pat %[9]s';
-        echo 'hook %[10]s';
+        echo 'pat %[3]s';
+        echo 'hook %[4]s';
         echo 'iban de89370400440532013000';
         echo 'mail ops%%40example.com tel=%%2B14155552671 body password%%3Dhunter9';
         echo 'next=%%2Fcb%%3Faccess_token%%3Dya29.a0AfH6SMB dsn https%%3A%%2F%%2Fadmin%%3Ap4ss%%40db.example.com'
@@ -117,9 +109,8 @@ jobs:
     plugin: hello-python
     task: greet
     schedule: "0 0 0 1 1 *"
-    params: {name: %[11]s}
-`, dir, freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), example, keyFile, token, pat, hook,
-		strconv.Quote("Bo\n"+key+"end"))
+    params: {name: %[5]s}
+`, keyFile, token, pat, hook, strconv.Quote("Bo\n"+key+"end"))
 	path := filepath.Join(dir, "sec.yaml")
 	must(os.WriteFile(path, []byte(cfg), 0o644))
 	cmd := exec.Command(filepath.Join(binDir, "pacer"), "run", "--config", path)

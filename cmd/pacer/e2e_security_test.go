@@ -125,25 +125,14 @@ func TestE2ELoopbackAPIGuards(t *testing.T) {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
 	httpAddr := freeAddr(t)
-	head := fmt.Sprintf(`
-node: {name: e2e-guard}
-cluster:
-  name: guard
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http:
-  listen: %s
-  max_connections: 40
-  rate_limit: {per_second: 0.001, burst: 8}
-plugins: {dir: %s}
-jobs:
+	head := runnerConfig{node: "e2e-guard", cluster: "guard",
+		http: "max_connections: 40, rate_limit: {per_second: 0.001, burst: 8}"}.head(t, httpAddr) + `jobs:
   - id: yearly
     plugin: shell
     task: exec
     schedule: "0 0 0 1 1 *"
     params: {command: [/bin/true]}
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
+`
 	extra := "  - id: removed-later\n    plugin: shell\n    task: exec\n    schedule: \"0 0 0 1 1 *\"\n    params: {command: [/bin/true]}\n"
 	p := startPacer(t, "e2e-guard", httpAddr, head+extra)
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
@@ -322,19 +311,9 @@ func TestE2ETokenTLSAndEnvironment(t *testing.T) {
 	}
 	pki := newTestPKI(t)
 	httpAddr := freeAddr(t)
-	head := fmt.Sprintf(`
-node: {name: e2e-tls}
-cluster:
-  name: tls
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http:
-  listen: %s
-  token_env: PACER_TEST_TOKEN
-  tls: {cert_file: %s, key_file: %s, client_ca_file: %s}
-plugins: {dir: %s, inherit_env: [E2E_PLUGIN_*]}
-jobs:
+	head := runnerConfig{node: "e2e-tls", cluster: "tls",
+		http:    fmt.Sprintf("token_env: PACER_TEST_TOKEN, tls: {cert_file: %s, key_file: %s, client_ca_file: %s}", pki.cert, pki.key, pki.ca),
+		plugins: "dir: " + builtPlugins() + ", inherit_env: [E2E_PLUGIN_*]"}.head(t, httpAddr) + fmt.Sprintf(`jobs:
   - id: envdump
     plugin: shell
     task: exec
@@ -347,7 +326,7 @@ jobs:
     task: exec
     schedule: "0 0 0 1 1 *"
     params: {command: [echo, %s]}
-`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, pki.cert, pki.key, pki.ca, filepath.Join(binDir, "plugins"), leakyOutput)
+`, leakyOutput)
 
 	// Listing the token's variable is refused with its place in the file.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")

@@ -35,16 +35,7 @@ func TestE2ESingleRunner(t *testing.T) {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
 	httpAddr := freeAddr(t)
-	cfg := fmt.Sprintf(`
-node: {name: e2e-1}
-cluster:
-  name: e2e
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {dir: %s}
-jobs:%s`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"), echoJob)
+	cfg := runnerConfig{node: "e2e-1", cluster: "e2e"}.head(t, httpAddr) + "jobs:" + echoJob
 	p := startPacer(t, "e2e-1", httpAddr, cfg)
 
 	finished := func(lines []logLine) []logLine {

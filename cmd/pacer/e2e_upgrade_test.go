@@ -62,20 +62,11 @@ func TestE2EUpgradeFromPreviousLayout(t *testing.T) {
 	dir, stamps := t.TempDir(), filepath.Join(t.TempDir(), "stamps.jsonl")
 	client, peer := freeAddr(t), freeAddr(t)
 	config := func(node, httpAddr string) string {
-		return fmt.Sprintf(`
-node: {name: %s}
-cluster:
-  name: up
-  data_dir: %s
-  lease_ttl: 2s
-  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
-http: {listen: %s}
-plugins: {dir: %s}
-jobs:
+		return runnerConfig{node: node, cluster: "up", dataDir: dir, etcd: embeddedEtcd(client, peer)}.head(t, httpAddr) + fmt.Sprintf(`jobs:
   - {id: tick, plugin: testplugin, task: stamp, schedule: "@every 1s", timeout: 10s, params: {path: %q},
      misfire: {policy: all, grace: 1h}}
   - {id: slow, plugin: testplugin, task: sleep, schedule: "@every 2s", timeout: 1m, params: {duration: 1m}}
-`, node, dir, client, peer, httpAddr, filepath.Join(binDir, "plugins"), stamps)
+`, stamps)
 	}
 
 	addr := freeAddr(t)
