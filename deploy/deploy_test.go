@@ -37,6 +37,7 @@ import (
 	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/runner/config"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
@@ -1106,21 +1107,11 @@ var absentInTest = map[string]string{}
 var unmatchedInTest = map[string]string{}
 
 // syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type syncBuffer struct{ syncbuf.Buffer }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
+// tail is the last n lines written.
 func (s *syncBuffer) tail(n int) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	lines := strings.Split(strings.TrimRight(s.b.String(), "\n"), "\n")
+	lines := strings.Split(strings.TrimRight(s.String(), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

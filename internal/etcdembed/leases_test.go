@@ -26,10 +26,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // nothing.
 func TestLeaseJournalRevokesAKilledRunnersLeases(t *testing.T) {
 	dir := t.TempDir()
-	client, peer := etcdtest.FreeAddr(t), etcdtest.FreeAddr(t)
-	for peer == client {
-		peer = etcdtest.FreeAddr(t)
-	}
+	client, peer := etcdtest.Addrs(t)
 	start := func() (*etcdembed.Embedded, *clientv3.Client) {
 		e, err := etcdembed.Start(context.Background(), etcdembed.Options{Name: "t", Dir: filepath.Join(dir, "etcd"), ClientListen: client, PeerListen: peer})
 		if err != nil {

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,13 +21,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/api"
 	"github.com/pacerun/pacer/runner/schedule"
@@ -73,22 +72,13 @@ func start(t *testing.T, o api.Options) *started {
 	return &started{srv: s, url: scheme + "://" + s.Addr(), store: store, rejected: rejected, logs: logs}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// lockedBuffer collects the API's log.
+type lockedBuffer struct{ syncbuf.Buffer }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
+// lines are the log's lines whose message is msg.
 func (l *lockedBuffer) lines(msg string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(l.String()))
 	for sc.Scan() {
 		var m map[string]any
 		if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == msg {
@@ -286,7 +276,7 @@ func TestAuditLines(t *testing.T) {
 			t.Errorf("audit line %d = %v, want action %s status %v correlation_id %q token_presented %v", i, l, w.action, w.status, w.corr, w.present)
 		}
 	}
-	if strings.Contains(s.logs.b.String(), "s3cret") {
+	if strings.Contains(s.logs.String(), "s3cret") {
 		t.Error("a log line holds the token")
 	}
 }

@@ -392,7 +392,8 @@ func TestLeadershipIsTraced(t *testing.T) {
 // lingering for a TTL: it would show as the leader and hold up the
 // election. Status lists each replica once, its leader with a live lease.
 func TestStaleElectionKeyIsRevokedAfterEtcdRestart(t *testing.T) {
-	dir, client, peer := t.TempDir(), etcdtest.FreeAddr(t), etcdtest.FreeAddr(t)
+	dir := t.TempDir()
+	client, peer := etcdtest.Addrs(t)
 	start := func() *etcdembed.Embedded {
 		e, err := etcdembed.Start(context.Background(), etcdembed.Options{Name: "test", Dir: dir, ClientListen: client, PeerListen: peer})
 		if err != nil {

@@ -25,14 +25,12 @@ func Start(tb testing.TB, o etcdembed.Options) *etcdembed.Embedded {
 	if o.Dir == "" {
 		o.Dir = tb.TempDir()
 	}
+	client, peer := Addrs(tb)
 	if o.ClientURL == "" && o.ClientListen == "" {
-		o.ClientListen = FreeAddr(tb)
+		o.ClientListen = client
 	}
 	if o.PeerURL == "" && o.PeerListen == "" {
-		o.PeerListen = FreeAddr(tb)
-		for o.PeerListen == o.ClientListen {
-			o.PeerListen = FreeAddr(tb)
-		}
+		o.PeerListen = peer
 	}
 	e, err := etcdembed.Start(context.Background(), o)
 	if err != nil {
@@ -55,14 +53,19 @@ func Client(tb testing.TB, e *etcdembed.Embedded, cfg clientv3.Config) *clientv3
 	return cli
 }
 
-// FreeAddr returns a loopback address with a port free at the time of the
-// call.
-func FreeAddr(tb testing.TB) string {
+// Addrs returns a member's client and peer addresses: two loopback
+// addresses, distinct, whose ports were free at the time of the call. A
+// test that restarts a member on the same addresses takes them here.
+func Addrs(tb testing.TB) (client, peer string) {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	var addrs [2]string
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0") // both held open at once, so the kernel gives two ports
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer l.Close()
+		addrs[i] = l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs[0], addrs[1]
 }
