@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/runner/schedule"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 // Config is a whole pacer.yaml.
@@ -86,6 +87,15 @@ type Cluster struct {
 	// JobSetSettle is how long a change in whether this replica's jobs are
 	// the cluster's must hold before it campaigns or steps down; default 5s.
 	JobSetSettle time.Duration `yaml:"job_set_settle"`
+	// Shards is how many shards the jobs are partitioned into (a job's shard
+	// is a hash of its ID); each replica leads about Shards/replicas of them.
+	// Default 16, at most 256; the same on every replica.
+	Shards int `yaml:"shards"`
+	// ShardSettle is how long the cluster's membership must stay unchanged
+	// before a replica hands a shard it leads to the replica now assigned
+	// to it (a replica joined, or its job set became the cluster's again).
+	// A shard nobody leads is taken at once. Default 10s.
+	ShardSettle time.Duration `yaml:"shard_settle"`
 	// Embedded configures the embedded etcd, used when etcd.endpoints is
 	// empty.
 	Embedded EmbeddedEtcd `yaml:"embedded"`
@@ -329,6 +339,7 @@ const (
 	defaultLeaseTTL             = 10 * time.Second
 	defaultJobSetMismatch       = "refuse"
 	defaultJobSetSettle         = 5 * time.Second
+	defaultShardSettle          = 10 * time.Second
 	defaultEtcdDialTimeout      = 5 * time.Second
 	defaultEtcdRequestTimeout   = 5 * time.Second
 	defaultEmbeddedClientListen = "127.0.0.1:2379"
@@ -375,6 +386,8 @@ func Default() *Config {
 			LeaseTTL:       defaultLeaseTTL,
 			JobSetMismatch: defaultJobSetMismatch,
 			JobSetSettle:   defaultJobSetSettle,
+			Shards:         shard.Default,
+			ShardSettle:    defaultShardSettle,
 			Etcd: Etcd{
 				DialTimeout:        defaultEtcdDialTimeout,
 				RequestTimeout:     defaultEtcdRequestTimeout,

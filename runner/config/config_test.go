@@ -38,6 +38,8 @@ func TestLoadFullFile(t *testing.T) {
 			LeaseTTL:       15 * time.Second,
 			JobSetMismatch: "warn",
 			JobSetSettle:   20 * time.Second,
+			Shards:         32,
+			ShardSettle:    30 * time.Second,
 			Etcd: Etcd{
 				Endpoints:      []string{"https://etcd-1.internal:2379", "etcd-2.internal:2379"},
 				DialTimeout:    3 * time.Second,
@@ -109,7 +111,7 @@ func TestLoadFullFile(t *testing.T) {
 					"inherit_env": []any{"PGPASSFILE", "AWS_*"},
 				},
 				InheritEnv: []string{"PGPASSFILE", "AWS_*"},
-				Line:       73,
+				Line:       75,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -122,7 +124,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    97,
+				Line:    99,
 			},
 		},
 	}
@@ -198,7 +200,8 @@ func TestDefaults(t *testing.T) {
 	host, _ := os.Hostname()
 	def := Default()
 	if def.Node.Name != host || def.Cluster.Name != "default" || def.Cluster.DataDir != "./data" ||
-		def.Cluster.LeaseTTL != 10*time.Second || def.Cluster.Etcd.DialTimeout != 5*time.Second ||
+		def.Cluster.LeaseTTL != 10*time.Second || def.Cluster.Shards != 16 || def.Cluster.ShardSettle != 10*time.Second ||
+		def.Cluster.Etcd.DialTimeout != 5*time.Second ||
 		def.Cluster.Etcd.RequestTimeout != 5*time.Second || len(def.Cluster.Etcd.Endpoints) != 0 ||
 		def.Cluster.Etcd.Embedded != (Embedded{"127.0.0.1:2379", "127.0.0.1:2380"}) ||
 		def.HTTP != (HTTP{Listen: "127.0.0.1:9464", MaxConnections: 256, RateLimit: RateLimit{PerSecond: 10, Burst: 50}}) ||
@@ -546,6 +549,27 @@ func TestErrors(t *testing.T) {
 			want: []string{
 				`pacer.yaml:2: cluster.etcd.embedded.peer_listen: the embedded etcd's client and peer addresses are both "127.0.0.1:5379"; they must differ`,
 			},
+		},
+		{
+			name: "shards",
+			src:  y("cluster:", "  shards: 0", "  shard_settle: -1s"),
+			want: []string{
+				`pacer.yaml:2: cluster.shards: 0 shards: must be from 1 to 256`,
+				`pacer.yaml:3: cluster.shard_settle: -1s is negative`,
+			},
+		},
+		{
+			name: "too many shards",
+			src:  y("cluster: {shards: 257, shard_settle: 1000h}"),
+			want: []string{
+				`pacer.yaml:1: cluster.shards: 257 shards: must be from 1 to 256`,
+				`pacer.yaml:1: cluster.shard_settle: 1000h0m0s is too long: at most 1h`,
+			},
+		},
+		{
+			name: "shards not a number",
+			src:  y("cluster: {shards: many}"),
+			want: []string{`pacer.yaml:1: cluster.shards: expected an integer, got`},
 		},
 		{
 			name: "lease ttl too short",

@@ -17,6 +17,8 @@
 //	  lease_ttl: 10s                  # default 10s; whole seconds, >= 2s
 //	  job_set_mismatch: refuse        # or warn: a replica whose jobs differ from the cluster's leads anyway
 //	  job_set_settle: 5s              # a change in agreement must hold this long before it is acted on
+//	  shards: 16                      # default 16, 1..256; the same on every replica
+//	  shard_settle: 10s               # default 10s; membership calm before shards move
 //	  etcd:
 //	    endpoints: [https://etcd-1:2379, https://etcd-2:2379] # empty: embedded etcd
 //	    dial_timeout: 5s

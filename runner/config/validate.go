@@ -13,6 +13,7 @@ import (
 
 	"github.com/pacerun/pacer/internal/didyoumean"
 	"github.com/pacerun/pacer/runner/schedule"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 const maxJobIDLen = 128
@@ -77,6 +78,15 @@ func (d *decoder) validateCluster(c *Cluster) {
 	case c.LeaseTTL%time.Second != 0:
 		d.problem("cluster.lease_ttl", "%s is not a whole number of seconds (etcd leases are in seconds); use e.g. %q",
 			c.LeaseTTL, c.LeaseTTL.Round(time.Second).String())
+	}
+	if c.Shards < 1 || c.Shards > shard.Max {
+		d.problem("cluster.shards", "%d shards: must be from 1 to %d", c.Shards, shard.Max)
+	}
+	switch {
+	case c.ShardSettle < 0:
+		d.problem("cluster.shard_settle", "%s is negative", c.ShardSettle)
+	case c.ShardSettle > time.Hour:
+		d.problem("cluster.shard_settle", "%s is too long: at most 1h", c.ShardSettle)
 	}
 
 	d.oneOf("cluster.job_set_mismatch", "job set mismatch policy", c.JobSetMismatch, "refuse", "warn")
