@@ -22,10 +22,14 @@ type RunInfo struct {
 	// ScheduledTime is the slot's fire time: identical on every replica, so
 	// it is a good deduplication key.
 	ScheduledTime time.Time
-	// FencingToken increases every time leadership changes hands. A system
-	// that stores the highest token it has seen can reject writes from a
-	// stale leader.
+	// FencingToken increases every time leadership of the job's shard
+	// changes hands. A system that stores the highest token it has seen
+	// (per shard: tokens of different shards are unrelated) can reject
+	// writes from a stale leader.
 	FencingToken int64
+	// Shard is the job's shard: jobs are partitioned into cluster.shards
+	// shards, each led by one replica. 0 from a runner without shards.
+	Shard int
 	// Node is the name of the runner replica that started the attempt.
 	Node string
 	// TraceID is the run's OpenTelemetry trace ID (hex), or "" if the runner
@@ -59,6 +63,7 @@ func Info(ctx context.Context) RunInfo {
 		Attempt:       int(c.GetAttempt()),
 		ScheduledTime: scheduled,
 		FencingToken:  c.GetFencingToken(),
+		Shard:         int(c.GetShard()),
 		Node:          c.GetNode(),
 		TraceID:       traceID(ctx),
 		Env:           c.GetEnv(),

@@ -203,5 +203,6 @@ func environment(ctx context.Context, p params) []string {
 		"PACER_SCHEDULED_TIME="+info.ScheduledTime.UTC().Format(time.RFC3339),
 		"PACER_FENCING_TOKEN="+strconv.FormatInt(info.FencingToken, 10),
 		"PACER_NODE="+info.Node,
+		"PACER_SHARD="+strconv.Itoa(info.Shard),
 	)
 }

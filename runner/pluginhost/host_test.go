@@ -110,7 +110,7 @@ func eachTransport(t *testing.T, test func(t *testing.T, tr transport)) {
 func call(task string, params map[string]any) pluginhost.Call {
 	return pluginhost.Call{
 		Plugin: "testplugin", Task: task, Params: params,
-		Context: &pluginv1.RunContext{JobId: "job-1", RunId: "run-1", CorrelationId: "corr-1", Attempt: 1, FencingToken: 42, Node: "n1",
+		Context: &pluginv1.RunContext{JobId: "job-1", RunId: "run-1", CorrelationId: "corr-1", Attempt: 1, FencingToken: 42, Node: "n1", Shard: 5,
 			ScheduledTime: timestamppb.New(time.Date(2026, 11, 28, 12, 0, 5, 0, time.UTC))},
 	}
 }
@@ -157,7 +157,7 @@ func TestRunContextAndTraceCrossIntoPlugin(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[string]any{"job_id": "job-1", "run_id": "run-1", "correlation_id": "corr-1",
-			"attempt": float64(1), "fencing_token": float64(42), "node": "n1", "scheduled_time": "2026-11-28T12:00:05Z"}
+			"attempt": float64(1), "fencing_token": float64(42), "node": "n1", "shard": float64(5), "scheduled_time": "2026-11-28T12:00:05Z"}
 		for k, v := range want {
 			if res.Data[k] != v {
 				t.Errorf("%s = %v, want %v", k, res.Data[k], v)
@@ -621,13 +621,13 @@ func TestShellExportsRunContextAndKillsProcessGroup(t *testing.T) {
 	t.Parallel()
 	eachTransport(t, func(t *testing.T, tr transport) {
 		b := setup(t, tr.opts(pluginhost.Options{}))
-		c := call("exec", map[string]any{"command": "echo $PACER_JOB_ID $PACER_RUN_ID $PACER_CORRELATION_ID $PACER_ATTEMPT $PACER_FENCING_TOKEN $PACER_NODE $PACER_SCHEDULED_TIME", "shell": true})
+		c := call("exec", map[string]any{"command": "echo $PACER_JOB_ID $PACER_RUN_ID $PACER_CORRELATION_ID $PACER_ATTEMPT $PACER_FENCING_TOKEN $PACER_NODE $PACER_SCHEDULED_TIME $PACER_SHARD", "shell": true})
 		c.Plugin = "shell"
 		res, err := b.host.Run(context.Background(), c)
 		if err != nil || res.TaskError != "" {
 			t.Fatalf("err = %v, res = %+v", err, res)
 		}
-		if got, want := strings.TrimSpace(res.Output), "job-1 run-1 corr-1 1 42 n1 2026-11-28T12:00:05Z"; got != want {
+		if got, want := strings.TrimSpace(res.Output), "job-1 run-1 corr-1 1 42 n1 2026-11-28T12:00:05Z 5"; got != want {
 			t.Fatalf("output %q, want %q", got, want)
 		}
 

@@ -785,7 +785,11 @@ type RunContext struct {
 	// Plugin processes start with a minimal environment of their own, so this
 	// is how a task gets anything else. Never holds the variables of the API
 	// token or the etcd password.
-	Env           map[string]string `protobuf:"bytes,8,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Env map[string]string `protobuf:"bytes,8,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The shard of the job (cluster.shards; docs/scaling.md). The fencing
+	// token is this shard's: tokens of different shards are unrelated. 0 from
+	// a runner without shards.
+	Shard         uint32 `protobuf:"varint,9,opt,name=shard,proto3" json:"shard,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -874,6 +878,13 @@ func (x *RunContext) GetEnv() map[string]string {
 		return x.Env
 	}
 	return nil
+}
+
+func (x *RunContext) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
 }
 
 type RunEvent struct {
@@ -1487,7 +1498,7 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x12/\n" +
 	"\x06params\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06params\x125\n" +
 	"\acontext\x18\x03 \x01(\v2\x1b.pacer.plugin.v1.RunContextR\acontext\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xe7\x02\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xfd\x02\n" +
 	"\n" +
 	"RunContext\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
@@ -1497,7 +1508,8 @@ const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0escheduled_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\x12#\n" +
 	"\rfencing_token\x18\x06 \x01(\x03R\ffencingToken\x12\x12\n" +
 	"\x04node\x18\a \x01(\tR\x04node\x126\n" +
-	"\x03env\x18\b \x03(\v2$.pacer.plugin.v1.RunContext.EnvEntryR\x03env\x1a6\n" +
+	"\x03env\x18\b \x03(\v2$.pacer.plugin.v1.RunContext.EnvEntryR\x03env\x12\x14\n" +
+	"\x05shard\x18\t \x01(\rR\x05shard\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +

@@ -270,6 +270,7 @@ func (h *Harness) Run(ctx context.Context, c Call) *Result {
 	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: &pluginv1.RunContext{
 		JobId: info.JobID, RunId: info.RunID, CorrelationId: info.CorrelationID, Attempt: uint32(info.Attempt),
 		ScheduledTime: timestamppb.New(info.ScheduledTime), FencingToken: info.FencingToken, Node: info.Node,
+		Shard: uint32(max(info.Shard, 0)),
 	}}
 	if c.Timeout > 0 {
 		req.Timeout = durationpb.New(c.Timeout)

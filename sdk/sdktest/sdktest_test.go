@@ -3,6 +3,7 @@ package sdktest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -109,5 +110,25 @@ func TestQuietHarness(t *testing.T) {
 		default:
 			t.Errorf("the harness printed %q; the whole output:\n%s", line, out)
 		}
+	}
+}
+
+// sdk.Info carries every field of the run's identity across the wire, the
+// shard and the fencing token among them.
+func TestInfoCrossesTheWire(t *testing.T) {
+	h := sdktest.Serve(t, sdk.Plugin{Name: "info", Version: "0.0.1", Tasks: map[string]sdk.Task{
+		"info": sdk.TaskFunc(func(ctx context.Context, _ *sdk.Request, resp *sdk.Response) error {
+			i := sdk.Info(ctx)
+			resp.Output = fmt.Sprintf("%s %s %s %d %s %d %d %s", i.JobID, i.RunID, i.CorrelationID, i.Attempt,
+				i.ScheduledTime.UTC().Format(time.RFC3339), i.FencingToken, i.Shard, i.Node)
+			return nil
+		}),
+	}})
+	slot := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	res := h.Run(context.Background(), sdktest.Call{Task: "info", Info: sdk.RunInfo{
+		JobID: "j", RunID: "r", CorrelationID: "c", Attempt: 2, ScheduledTime: slot, FencingToken: 77, Shard: 13, Node: "n1",
+	}})
+	if want := "j r c 2 2030-01-02T03:04:05Z 77 13 n1"; res.Err != nil || res.Output != want {
+		t.Fatalf("output %q, err %v; want %q", res.Output, res.Err, want)
 	}
 }

@@ -41,6 +41,7 @@ type Entry struct {
 	Job           string `json:"job"`
 	ScheduledTime string `json:"scheduled_time"`
 	FencingToken  int64  `json:"fencing_token"`
+	Shard         int    `json:"shard"`
 	Node          string `json:"node"`
 	RunID         string `json:"run_id"`
 	CorrelationID string `json:"correlation_id"`
@@ -66,7 +67,7 @@ func record(ctx context.Context, p params, resp *sdk.Response) error {
 	}
 	e := Entry{
 		Job: info.JobID, ScheduledTime: info.ScheduledTime.UTC().Format(time.RFC3339Nano),
-		FencingToken: info.FencingToken, Node: info.Node, RunID: info.RunID, CorrelationID: info.CorrelationID, Attempt: info.Attempt,
+		FencingToken: info.FencingToken, Shard: info.Shard, Node: info.Node, RunID: info.RunID, CorrelationID: info.CorrelationID, Attempt: info.Attempt,
 		Start: start.Format(time.RFC3339Nano), Cancelled: cancelled != nil, PID: os.Getpid(),
 	}
 	if err := write(p.Path, &e); err != nil {

@@ -188,7 +188,7 @@ func main() {
 				resp.Data = map[string]any{
 					"job_id": info.JobID, "run_id": info.RunID, "correlation_id": info.CorrelationID,
 					"attempt": info.Attempt, "scheduled_time": info.ScheduledTime.UTC().Format(time.RFC3339),
-					"fencing_token": info.FencingToken, "node": info.Node, "pid": os.Getpid(),
+					"fencing_token": info.FencingToken, "node": info.Node, "shard": info.Shard, "pid": os.Getpid(),
 					"trace_id": info.TraceID, "env": map[string]any{}, "environ": []any{},
 				}
 				// The task's environment from the runner, and the process's own.

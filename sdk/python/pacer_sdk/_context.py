@@ -72,9 +72,12 @@ class RunInfo:
     #: The slot's fire time (UTC): identical on every replica, so a good
     #: deduplication key.
     scheduled_time: Optional[datetime.datetime] = None
-    #: Increases every time leadership changes hands; a system that stores
-    #: the highest token it has seen can reject writes from a stale leader.
+    #: Increases every time leadership of the job's shard changes hands; a
+    #: system that stores the highest token it has seen (per shard: tokens of
+    #: different shards are unrelated) can reject writes from a stale leader.
     fencing_token: int = 0
+    #: The job's shard (cluster.shards); 0 from a runner without shards.
+    shard: int = 0
     #: The runner replica that started the attempt.
     node: str = ""
     #: The run's trace ID (32 hex digits), or "" if the runner does not trace.

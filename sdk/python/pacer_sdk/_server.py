@@ -275,6 +275,7 @@ def _run_info(c: pb.RunContext, context: grpc.ServicerContext) -> RunInfo:
         attempt=c.attempt,
         scheduled_time=scheduled,
         fencing_token=c.fencing_token,
+        shard=c.shard,
         node=c.node,
         trace_id=tp.trace_id.hex() if tp is not None else "",
         env=dict(c.env),

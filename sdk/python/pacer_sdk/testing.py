@@ -369,6 +369,7 @@ class Harness:
             correlation_id=info.correlation_id or "test-" + uuid.uuid4().hex[:12],
             attempt=info.attempt or 1,
             fencing_token=info.fencing_token,
+            shard=info.shard,
             node=info.node or "pacer-testing",
             env=dict(info.env),
         )

@@ -75,7 +75,7 @@ def make_plugin(started=None, gate=None, reasons=None):
     @plugin.task()
     def ident(ctx):
         i = pacer_sdk.current().info
-        return pacer_sdk.Result(output=i.correlation_id, data={"trace": i.trace_id, "job": i.job_id, "attempt": i.attempt, "token": i.fencing_token,
+        return pacer_sdk.Result(output=i.correlation_id, data={"trace": i.trace_id, "job": i.job_id, "attempt": i.attempt, "token": i.fencing_token, "shard": i.shard,
                                                                "node": i.node, "scheduled": i.scheduled_time.isoformat(), "env": dict(i.env)})
 
     @plugin.task()
@@ -208,12 +208,14 @@ class RunTest(TestCase):
     def test_identity(self):
         when = __import__("datetime").datetime(2030, 1, 2, 3, 4, 5, tzinfo=__import__("datetime").timezone.utc)
         res = self.h.run(
-            "ident", info=RunInfo(job_id="j", correlation_id="corr-1", attempt=3, fencing_token=77, node="n1", scheduled_time=when, env={"MY_VAR": "x"})
+            "ident",
+            info=RunInfo(job_id="j", correlation_id="corr-1", attempt=3, fencing_token=77, shard=3, node="n1", scheduled_time=when, env={"MY_VAR": "x"}),
         )
         self.assertEqual(res.output, "corr-1")
         self.assertEqual(
             res.data,
-            {"trace": res.trace_id, "job": "j", "attempt": 3.0, "token": 77.0, "node": "n1", "scheduled": "2030-01-02T03:04:05+00:00", "env": {"MY_VAR": "x"}},
+            {"trace": res.trace_id, "job": "j", "attempt": 3.0, "token": 77.0, "shard": 3.0, "node": "n1", "scheduled": "2030-01-02T03:04:05+00:00",
+             "env": {"MY_VAR": "x"}},
         )
 
     def test_spans_join_the_runners_trace(self):
