@@ -93,11 +93,60 @@ func (s *Scheduler) Set(jobs []*Job) {
 	}
 	heap.Init(&s.jobs)
 	s.mu.Unlock()
+	s.kick()
+	s.reportNever(nevers)
+}
+
+// Add schedules jobs besides the ones scheduled already (a job with the
+// same ID is replaced), each from its first fire time at or after from. A
+// from in the past makes that slot due at once: a replica that starts
+// leading a shard adds its jobs from the instant its misfire catch-up
+// stopped looking, so no slot falls between the two.
+func (s *Scheduler) Add(jobs []*Job, from time.Time) {
+	if len(jobs) == 0 {
+		return
+	}
+	ids := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		ids[j.ID] = true
+	}
+	var nevers []never
+	s.mu.Lock()
+	s.jobs = slices.DeleteFunc(s.jobs, func(e *entry) bool { return ids[e.job.ID] })
+	for _, j := range jobs {
+		if next := j.Schedule.Next(from.Add(-time.Nanosecond)); !next.IsZero() {
+			s.jobs = append(s.jobs, &entry{job: j, next: next})
+		} else {
+			nevers = append(nevers, never{job: j, after: from})
+		}
+	}
+	heap.Init(&s.jobs)
+	s.mu.Unlock()
+	s.kick()
+	s.reportNever(nevers)
+}
+
+// Remove stops scheduling the jobs drop returns true for.
+func (s *Scheduler) Remove(drop func(*Job) bool) {
+	s.mu.Lock()
+	s.jobs = slices.DeleteFunc(s.jobs, func(e *entry) bool { return drop(e.job) })
+	heap.Init(&s.jobs)
+	s.mu.Unlock()
+	s.kick()
+}
+
+// Len returns how many jobs are scheduled.
+func (s *Scheduler) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.jobs)
+}
+
+func (s *Scheduler) kick() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	s.reportNever(nevers)
 }
 
 func (s *Scheduler) reportNever(ns []never) {

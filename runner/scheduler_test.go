@@ -181,3 +181,55 @@ func TestJobThatNeverFiresIsWarnedAndListed(t *testing.T) {
 		t.Fatalf("next per job: %v", next)
 	}
 }
+
+// Add schedules jobs from an instant that may be past (the slot there is
+// due at once), replacing a job of the same ID; Remove drops jobs; the
+// others keep their next slots.
+func TestSchedulerAddAndRemove(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	now := t0
+	var fired []string
+	s := NewScheduler(func(sl Slot) { fired = append(fired, sl.Job.ID+"@"+sl.Time.Format("05.000")) }, nil)
+	s.now = func() time.Time { return now }
+	a := &Job{ID: "a", Schedule: schedule.Every(time.Second)}
+	s.Set([]*Job{a})
+	tick := func(at time.Duration) []string {
+		fired = nil
+		now = t0.Add(at)
+		s.fireDue()
+		slices.Sort(fired)
+		return fired
+	}
+	if got := tick(1500 * time.Millisecond); !slices.Equal(got, []string{"a@01.000"}) {
+		t.Fatalf("fired %v", got)
+	}
+	// b from +1s (in the past): its slot at +1s is due at once, exactly
+	// at from; c from +1.2s starts at +2s.
+	b := &Job{ID: "b", Schedule: schedule.Every(time.Second)}
+	c := &Job{ID: "c", Schedule: schedule.Every(time.Second)}
+	s.Add([]*Job{b}, t0.Add(time.Second))
+	s.Add([]*Job{c}, t0.Add(1200*time.Millisecond))
+	if got := tick(1600 * time.Millisecond); !slices.Equal(got, []string{"b@01.000"}) {
+		t.Fatalf("after Add: fired %v", got)
+	}
+	if got := tick(2 * time.Second); !slices.Equal(got, []string{"a@02.000", "b@02.000", "c@02.000"}) {
+		t.Fatalf("fired %v", got)
+	}
+	// Adding b again replaces it (one entry, not two).
+	s.Add([]*Job{b}, now)
+	if s.Len() != 3 {
+		t.Fatalf("%d jobs scheduled, want 3", s.Len())
+	}
+	s.Remove(func(j *Job) bool { return j.ID != "a" })
+	if got := tick(3 * time.Second); !slices.Equal(got, []string{"a@03.000"}) || s.Len() != 1 {
+		t.Fatalf("after Remove: fired %v, %d scheduled", got, s.Len())
+	}
+	// A job with no slot at or after from is not scheduled.
+	var never []string
+	s.onNever = func(j *Job, _ time.Time, _ bool) { never = append(never, j.ID) }
+	s.Add([]*Job{{ID: "past", Schedule: schedule.At(t0)}}, now)
+	if s.Len() != 1 || !slices.Equal(never, []string{"past"}) {
+		t.Fatalf("a one-off job whose time passed: %d scheduled, never %v", s.Len(), never)
+	}
+}
