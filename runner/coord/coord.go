@@ -12,14 +12,12 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/observability"
 )
 
@@ -56,15 +54,28 @@ type Options struct {
 	// Tracer, if set, records each election and leadership term as spans.
 	Tracer trace.Tracer
 	// OnTransition, if set, is called when this replica starts (true) or
-	// stops (false) leading, with the term.
+	// stops (false) leading a shard, with the term.
 	OnTransition func(leading bool, t *Term)
+
 	// Gate, if set, decides whether this replica may lead: it campaigns
-	// only while the gate allows, and steps down when it stops allowing
-	// (members.go).
+	// for no shard while the gate does not allow, and hands over every
+	// shard it leads when it stops allowing (members.go).
 	Gate Gate
-	// Drain, if set, is called after a term ended because the gate closed
-	// and before resigning, so that the term's runs (cancelled with the
-	// term) end and are recorded before another replica leads.
+
+	// Shards is the number of shards (cluster.shards); below 1 means 1.
+	Shards int
+	// Settle is how long the roster must have been unchanged before this
+	// replica hands a shard it leads to the replica now assigned to it
+	// (cluster.shard_settle). A shard nobody leads is taken at once.
+	Settle time.Duration
+	// Roster, if set, names the replicas that may lead shards; without one
+	// this replica is assigned every shard.
+	Roster Roster
+	// Drain, if set, is called while a term is handed over (a shard moves
+	// to another replica, or this one stops): first after the term stopped
+	// firing (Term.Draining), to wait for the term's runs to end, bounded
+	// by DrainTimeout; then after the term ended (its remaining runs are
+	// cancelled), to wait for their records, bounded by RequestTimeout×2.
 	Drain func(ctx context.Context, t *Term)
 	// CompactionInterval: while leading, every this often, compact etcd's
 	// revisions older than the revision seen one interval before (as
@@ -72,22 +83,50 @@ type Options struct {
 	CompactionInterval time.Duration
 	// Monitor, if set, is the etcd status State reports.
 	Monitor *Monitor
+	// DrainTimeout bounds the first Drain of a hand-over. Default 10s.
+	DrainTimeout time.Duration
 }
 
-// Term is one period of leadership. Its context is cancelled when the term
-// ends; work started under a term must stop then.
+// A Roster names the replicas that may lead shards. Every replica that sees
+// the same roster computes the same assignment (shard.Assign).
+type Roster interface {
+	// Candidates returns the names of the replicas that may lead now, when
+	// that list last changed, and a channel closed at its next change.
+	Candidates() (nodes []string, since time.Time, changed <-chan struct{})
+}
+
+// Term is one period of leadership of one shard. Its context is cancelled
+// when the term ends; work started under a term must stop then.
 type Term struct {
+	// Shard is the shard led.
+	Shard int
+	// Token is the term's fencing token: the create revision of its
+	// election key. Tokens of one shard only grow; tokens of different
+	// shards are unrelated.
 	Token int64
 	// Since is when this replica started leading.
-	Since  time.Time
-	key    string
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	span   trace.Span
+	Since   time.Time
+	key     string
+	session *session
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	span    trace.Span
+	drain   atomic.Int64 // UnixNano (wall) when firing stopped; 0 while firing
 }
 
 // Context is cancelled, with the reason as its cause, when the term ends.
 func (t *Term) Context() context.Context { return t.ctx }
+
+// StopFiring marks the term draining: no new slot or trigger request of
+// the shard may start under it (a hand-over or a stop is under way). It
+// returns when firing stopped: the first call's instant.
+func (t *Term) StopFiring() time.Time {
+	t.drain.CompareAndSwap(0, time.Now().UnixNano())
+	return time.Unix(0, t.drain.Load())
+}
+
+// Draining reports whether the term stopped firing (StopFiring).
+func (t *Term) Draining() bool { return t.drain.Load() != 0 }
 
 // Coordinator elects a leader among replicas and claims slots for it.
 type Coordinator struct {
@@ -99,15 +138,15 @@ type Coordinator struct {
 	batch   *batcher
 	records *pipeline[*recordReq]
 	jobSets *jobSetStore
-	lastAck atomic.Int64 // UnixNano send time of the last acknowledged keepalive, while leading
 	// noSpaceLogged is when NoSpaceHelp was last logged (UnixNano).
 	noSpaceLogged atomic.Int64
 
-	mu   sync.Mutex
-	term *Term
+	mu      sync.Mutex
+	terms   map[int]*Term // by shard
+	session *session      // the current one; nil between sessions
 
 	smu   sync.Mutex
-	stale []clientv3.LeaseID // leases of ended terms not revoked yet
+	stale []clientv3.LeaseID // leases of ended sessions not revoked yet
 
 	cmu     sync.Mutex
 	claims  *claimCache   // of the term that last used it
@@ -135,183 +174,54 @@ func New(o Options) *Coordinator {
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger, requests: make(chan struct{}, 1)}
+	if o.Shards < 1 {
+		o.Shards = 1
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 10 * time.Second
+	}
+	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger, requests: make(chan struct{}, 1),
+		terms: map[int]*Term{}}
 	c.batch = newBatcher(c)
 	c.records = newPipeline(maxRecordBatch, byTerm(c.commitRecordsOf))
 	c.jobSets = newJobSetStore(c.cli, c.prefix, o.RequestTimeout)
 	return c
 }
 
-// Term returns the current term, or nil when this replica does not lead.
-func (c *Coordinator) Term() *Term {
+// Term returns the current term of shard 0, whose leader is the cluster's
+// leader, or nil when this replica does not lead it.
+func (c *Coordinator) Term() *Term { return c.TermOf(0) }
+
+// TermOf returns the current term of a shard, or nil when this replica
+// does not lead it.
+func (c *Coordinator) TermOf(shard int) *Term {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.term
+	return c.terms[shard]
 }
 
-// Run campaigns for leadership until ctx is done, then resigns. It returns
-// nil after a clean stop.
-func (c *Coordinator) Run(ctx context.Context) error {
-	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: c.opts.LeaseTTL})
-	revoking := make(chan struct{})
-	go func() {
-		defer close(revoking)
-		c.revokeStale(ctx)
-	}()
-	defer func() { <-revoking }()
-	for {
-		led, err := c.runTerm(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if led {
-			wait.Reset()
-		}
-		d := wait.Next()
-		c.log.Warn("leadership attempt ended; campaigning again", "error", err, "retry_in", d)
-		if !backoff.Sleep(ctx, d) {
-			return nil
-		}
-	}
-}
-
-// runTerm grants a lease, campaigns, and leads until the lease or ctx ends.
-// It reports whether it led.
-func (c *Coordinator) runTerm(ctx context.Context) (bool, error) {
-	gate, err := c.waitGate(ctx)
-	if err != nil {
-		return false, err
-	}
-	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	lease, err := c.cli.Grant(gctx, int64(c.opts.LeaseTTL/time.Second))
-	cancel()
-	if err != nil {
-		return false, fmt.Errorf("grant lease: %w", err)
-	}
-	sess, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
-	if err != nil {
-		return false, fmt.Errorf("open session: %w", err)
-	}
-	defer c.closeSession(sess)
-
-	el := concurrency.NewElection(sess, c.prefix+"leader")
-	cctx, ccancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer ccancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			ccancel()
-		case <-gate: // no longer allowed to lead: stop campaigning
-			ccancel()
-		case <-cctx.Done():
-		}
-	}()
-	c.log.Debug("campaigning", "lease_id", fmt.Sprintf("%x", lease.ID))
-	campaigned := time.Now()
-	if err := el.Campaign(cctx, c.opts.Node); err != nil {
-		if ok, why := c.mayLead(); !ok {
-			return false, fmt.Errorf("stopped campaigning: %w", why)
-		}
-		return false, fmt.Errorf("campaign: %w", err)
-	}
-	if ok, why := c.mayLead(); !ok { // the gate closed as the campaign ended
-		return false, fmt.Errorf("won the election, but may not lead: %w", why)
-	}
-	// Campaign does not re-check its key after waiting (etcd issue 11051).
-	if err := c.verifyKey(ctx, el.Key(), el.Rev()); err != nil {
-		return false, err
-	}
-
-	tctx, tcancel := context.WithCancelCause(context.Background())
-	t := &Term{Token: el.Rev(), Since: time.Now(), key: el.Key(), ctx: tctx, cancel: tcancel}
-	attrs := trace.WithAttributes(attribute.String("pacer.node", c.opts.Node), attribute.Int64("pacer.fencing_token", t.Token),
-		attribute.String("pacer.cluster", c.opts.Cluster))
-	_, election := c.opts.Tracer.Start(context.Background(), "pacer.election", trace.WithTimestamp(campaigned), attrs)
-	election.End()
-	_, t.span = c.opts.Tracer.Start(context.Background(), "pacer.leadership", attrs)
+// Terms returns the current terms, by shard.
+func (c *Coordinator) Terms() []*Term {
 	c.mu.Lock()
-	c.term = t
-	c.mu.Unlock()
-	c.log.Info("became leader", "fencing_token", t.Token)
-	guarded := make(chan struct{})
-	go func() {
-		defer close(guarded)
-		c.guard(t, lease.ID)
-	}()
-	defer func() { <-guarded }()
-	compacted := make(chan struct{})
-	go func() {
-		defer close(compacted)
-		c.compact(t)
-	}()
-	defer func() { <-compacted }()
-	if c.opts.OnTransition != nil {
-		c.opts.OnTransition(true, t)
+	defer c.mu.Unlock()
+	out := make([]*Term, 0, len(c.terms))
+	for _, t := range c.terms {
+		out = append(out, t)
 	}
-
-	var cause error
-	for changed := gate; cause == nil; {
-		select {
-		case <-sess.Done():
-			cause = errors.New("lease lost: keepalive failed or lease expired")
-		case <-tctx.Done():
-			cause = context.Cause(tctx)
-		case <-ctx.Done():
-			cause = errStopping
-		case <-changed:
-			var ok bool
-			if ok, cause, changed = c.gateState(); ok {
-				cause = nil
-			}
-		}
-	}
-	c.endTerm(t, cause)
-	stepDown := ctx.Err() == nil && errors.Is(cause, errGateClosed)
-	if stepDown && c.opts.Drain != nil {
-		dctx, dcancel := context.WithTimeout(ctx, drainTimeout)
-		c.opts.Drain(dctx, t)
-		dcancel()
-	}
-	if ctx.Err() != nil || stepDown {
-		rctx, rcancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
-		defer rcancel()
-		if err := el.Resign(rctx); err != nil {
-			c.log.Warn("resign failed; the lease will expire instead", "error", err)
-		} else {
-			c.log.Info("resigned leadership", "fencing_token", t.Token)
-		}
-	}
-	return true, cause
+	slices.SortFunc(out, func(a, b *Term) int { return a.Shard - b.Shard })
+	return out
 }
+
+// Shards returns the number of shards.
+func (c *Coordinator) Shards() int { return c.opts.Shards }
 
 // errGateClosed wraps the gate's reason when a term ends because the gate
-// closed: the replica steps down (resigns) instead of waiting for its lease.
+// closed: the replica hands the shard over instead of waiting for its lease.
 var errGateClosed = errors.New("may not lead")
 
-// drainTimeout bounds how long a replica stepping down because its gate
-// closed waits for its runs to end before it resigns.
-const drainTimeout = 10 * time.Second
-
-// waitGate waits until the gate allows leading, and returns the channel that
-// closes when that may change (nil, never closing, without a gate).
-func (c *Coordinator) waitGate(ctx context.Context) (<-chan struct{}, error) {
-	for logged := false; ; logged = true {
-		ok, why, changed := c.gateState()
-		if ok {
-			return changed, nil
-		}
-		if !logged {
-			c.log.Info("not campaigning for leadership", "reason", why.Error())
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-changed:
-		}
-	}
-}
-
-// gateState is the gate's answer, with its reason wrapped in errGateClosed.
+// gateState is the gate's answer, with its reason wrapped in errGateClosed,
+// and a channel closed when it may change (nil, never closing, without a
+// gate).
 //
 //lint:ignore ST1008 the error is why the gate is closed, not a failure (Gate.MayLead's order)
 func (c *Coordinator) gateState() (bool, error, <-chan struct{}) {
@@ -346,9 +256,9 @@ func (c *Coordinator) verifyKey(ctx context.Context, key string, rev int64) erro
 // endTerm ends t if it is still current. Safe to call more than once.
 func (c *Coordinator) endTerm(t *Term, cause error) {
 	c.mu.Lock()
-	current := c.term == t
+	current := c.terms[t.Shard] == t
 	if current {
-		c.term = nil
+		delete(c.terms, t.Shard)
 	}
 	c.mu.Unlock()
 	if !current {
@@ -356,34 +266,17 @@ func (c *Coordinator) endTerm(t *Term, cause error) {
 	}
 	t.cancel(cause)
 	level := slog.LevelWarn
-	if errors.Is(cause, errStopping) {
+	if errors.Is(cause, errStopping) || errors.Is(cause, ErrHandedOver) {
 		level = slog.LevelInfo
 	} else {
 		t.span.SetStatus(codes.Error, cause.Error())
 	}
 	t.span.AddEvent("leadership ended", trace.WithAttributes(attribute.String("reason", cause.Error())))
 	t.span.End()
-	c.log.Log(context.Background(), level, "leadership ended", "fencing_token", t.Token, "reason", cause.Error())
+	c.log.Log(context.Background(), level, "leadership ended", "shard", t.Shard, "fencing_token", t.Token, "reason", cause.Error())
 	if c.opts.OnTransition != nil {
 		c.opts.OnTransition(false, t)
 	}
-}
-
-// closeSession revokes the lease so that followers need not wait for the
-// TTL. A lease that cannot be revoked now (etcd down or restarting) is
-// revoked as soon as etcd answers (revokeStale): otherwise its election
-// key, still there after etcd comes back, would hold up every campaign,
-// this replica's own included, until the lease expires.
-func (c *Coordinator) closeSession(s *concurrency.Session) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
-	defer cancel()
-	if _, err := c.cli.Revoke(ctx, s.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		c.log.Debug("revoke lease; trying again until etcd answers", "error", err)
-		c.smu.Lock()
-		c.stale = append(c.stale, s.Lease())
-		c.smu.Unlock()
-	}
-	s.Orphan()
 }
 
 // revokeStale revokes the leases closeSession could not, until ctx ends.
@@ -407,15 +300,16 @@ func (c *Coordinator) revokeStale(ctx context.Context) {
 				c.smu.Lock()
 				c.stale = slices.DeleteFunc(c.stale, func(l clientv3.LeaseID) bool { return l == id })
 				c.smu.Unlock()
-				c.log.Debug("revoked the lease of an earlier term", "lease_id", fmt.Sprintf("%x", id))
+				c.log.Debug("revoked the lease of an earlier session", "lease_id", fmt.Sprintf("%x", id))
 			}
 		}
 	}
 }
 
-// compact compacts etcd while t lasts, every CompactionInterval: to the
-// revision seen one interval before, so that an interval of history stays
-// (for watches that reconnect) and no more.
+// compact compacts etcd while t, a term of shard 0 (the cluster's leader),
+// lasts, every CompactionInterval: to the revision seen one interval
+// before, so that an interval of history stays (for watches that
+// reconnect) and no more.
 func (c *Coordinator) compact(t *Term) {
 	every := c.opts.CompactionInterval
 	if every <= 0 {
@@ -451,12 +345,12 @@ func (c *Coordinator) compact(t *Term) {
 	}
 }
 
-// Leader returns the current leader's node name and fencing token, or "" if
-// nobody leads.
+// Leader returns the node name and fencing token of shard 0's leader, the
+// cluster's leader, or "" if nobody leads it.
 func (c *Coordinator) Leader(ctx context.Context) (string, int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithFirstCreate()...)
+	resp, err := c.cli.Get(ctx, c.electionPrefix(0), clientv3.WithFirstCreate()...)
 	if err != nil {
 		return "", 0, err
 	}

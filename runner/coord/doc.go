@@ -3,29 +3,37 @@
 //
 // # Design
 //
-// Every replica runs Coordinator.Run, which loops through these states:
+// Jobs are partitioned into shards (runner/shard: a hash of the job ID),
+// and each shard has its own election: every replica holds one etcd
+// session (one lease) and campaigns, on it, for the shards the assignment
+// gives it (shard.Assign over the Roster's candidates, the same on every
+// replica). Coordinator.Run keeps the session and a goroutine per shard:
 //
-//	                  gate opens
-//	gate closed ────────────────────────► follower ◄─────────────────────┐
-//	  ▲   ▲                                  │ grant lease (bounded by   │
-//	  │   │ gate closes: stop                │ RequestTimeout)           │
-//	  │   │ campaigning                      ▼                           │
-//	  │   └─────────────────────────── campaigning                       │
-//	  │                                      │ Campaign returns and our  │
-//	  │                                      │ key still has             │
-//	  │                                      │ CreateRevision == Rev()   │
-//	  │ gate closes: end the term,           ▼                           │
-//	  └───────────────────────────── leading (term = token) ─────────────┘
-//	    Drain, resign                        │        session lost / key gone /
-//	                                         │        etcd error (term context
-//	                                         │        cancelled)
-//	                                         │ ctx done (SIGTERM)
-//	                                         ▼
-//	                            resign, revoke lease, stop
+//	            grant lease (bounded by RequestTimeout), open session,
+//	            start the guard (fence.go) — for the whole session
+//	no session ────────────────────────────────────────► session
+//	   ▲                                                    │ per shard assigned,
+//	   │                                                    │ while the gate is open
+//	   │ fence fired / lease lost: every term ends          ▼
+//	   └──────────────────────────────────────────── campaigning
+//	                                                        │ every older key gone,
+//	  unassigned before winning: key removed ◄──────────────┤ and ours still has
+//	                                                        │ CreateRevision == rev
+//	                                                        ▼
+//	                                                 leading (term = shard, token)
+//	     unassigned, roster unchanged for Settle,           │
+//	     new owner's key waiting in line; or the gate       │
+//	     closed ────────────────────────────────────────────┤ ctx done (SIGTERM)
+//	                                                        ▼
+//	        hand-over: stop firing, drain runs, end the term, write the
+//	        hand-over mark, resign (delete the key); on SIGTERM also
+//	        revoke the lease
 //
 // The fencing token of a term is the create revision of the replica's key
-// under the election prefix. It only ever increases across terms, because
-// etcd revisions do.
+// under the shard's election prefix (leader/<shard>/). It only ever
+// increases across the shard's terms, because etcd revisions do; tokens of
+// different shards are unrelated. Term returns shard 0's term: its leader
+// is the cluster's leader (pacer_leader).
 //
 // # Claims
 //
@@ -90,27 +98,32 @@
 // reads the claims (migrate.go).
 //
 // Lease and self-fencing: the lease is granted by us with a timeout
-// (NewSession alone can hang on Grant). While leading, guard (fence.go) sends
-// its own keepalives every TTL/3, each bounded by TTL/3 and WithRequireLeader,
-// and tracks the local lease deadline: the send time of the last acknowledged
-// keepalive + TTL - margin, on the monotonic clock. The server cannot expire
-// the lease before then. When the deadline passes, the term ends (runs are
-// cancelled) before another replica can be elected. Session.Done() is not
+// (NewSession alone can hang on Grant). For as long as the session lives,
+// guard (fence.go) sends its own keepalives every TTL/3, each bounded by
+// TTL/3 and WithRequireLeader, and tracks the local lease deadline: the send
+// time of the last acknowledged keepalive + TTL - margin, on the monotonic
+// clock. The server cannot expire the lease before then. When the deadline
+// passes, the session ends and every term on it (runs are cancelled) before
+// another replica can be elected for any of its shards. Session.Done() is not
 // relied on: it fires only after the client's own deadline, which can be
 // after the server has already expired the lease. The fenced transactions
 // above remain the safety net for writes.
 //
 // The gate (Options.Gate) says whether this replica may lead at all. The
 // Membership (members.go) is the runner's gate: every replica publishes its
-// job set's fingerprint on a member lease of its own, and a replica whose
-// set is not the one most live members hold (on a tie, the longest-standing
-// member's; Agree) neither campaigns nor keeps leading, with
-// cluster.job_set_mismatch: refuse. A leader whose gate closes ends its term
-// (cancelling its runs), lets the runner record them (Options.Drain) and
-// resigns, so that a replica with the cluster's set leads at once. Each
+// job set's fingerprint on its session's lease, and a replica whose set is
+// not the one most live members hold (on a tie, the longest-standing
+// member's; Agree) campaigns for no shard and hands over every shard it
+// leads, with cluster.job_set_mismatch: refuse. Its roster of candidates
+// for the assignment is the holders of the cluster's set. Each shard's
 // leader records which job set it runs from when (epochs.go), so that a
-// later leader can tell a slot missed for want of a leader from one the
-// leader of the time did not have.
+// later leader of the shard can tell a slot missed for want of a leader
+// from one the leader of the time did not have.
+//
+// A hand-over (shards.go) leaves a mark, handovers/<shard>, written under
+// the ending term's guard: from when firing stopped. The next leader takes
+// it (TakeHandOver) and runs the slots due since then late, rather than
+// applying the misfire policy to them: they were held back, not missed.
 //
 // Manual trigger requests are not slots: each is its own key, and the
 // leader decides it (run or skip) in one fenced transaction that compares

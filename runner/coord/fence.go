@@ -10,38 +10,27 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// ErrSelfFenced ends a term whose lease can no longer be trusted to be
-// alive: no keepalive was acknowledged in time.
+// ErrSelfFenced ends a session, and every term on it, whose lease can no
+// longer be trusted to be alive: no keepalive was acknowledged in time.
 var ErrSelfFenced = errors.New("self-fenced: no lease keepalive acknowledged in time")
 
-// guard keeps the lease alive on its own schedule and tracks the local lease
-// deadline: the send time of the last acknowledged keepalive + TTL - margin.
-// The server cannot have expired the lease before that instant, because it
-// received that keepalive after it was sent. When the deadline passes
-// without a newer acknowledgement, guard ends the term: before the server
-// can expire the lease and let another replica lead. Times are monotonic
-// (time.Now's monotonic reading), so wall-clock jumps do not matter.
-func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID) {
+// guard keeps the session's lease alive on its own schedule and tracks the
+// local lease deadline: the send time of the last acknowledged keepalive +
+// TTL - margin. The server cannot have expired the lease before that
+// instant, because it received that keepalive after it was sent. When the
+// deadline passes without a newer acknowledgement, guard ends the session
+// and with it every term on it: before the server can expire the lease and
+// let another replica lead any of its shards. Times are monotonic
+// (time.Now's monotonic reading), so wall-clock jumps do not matter. It
+// returns when the session ends.
+func (c *Coordinator) guard(ss *session) {
 	ttl := c.opts.LeaseTTL
 	margin := c.fenceMargin()
 	interval := ttl / 3
+	lastAck := ss.granted
+	deadline := lastAck.Add(ttl - margin)
 	c.keepaliveAge(0)
 	defer c.keepaliveAge(-1)
-
-	// Confirm the lease before guarding the term: the campaign may have
-	// waited longer than the TTL, so the grant says nothing about now.
-	sent := time.Now()
-	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(t.ctx), interval)
-	resp, err := c.cli.KeepAliveOnce(ctx, lease)
-	cancel()
-	if err != nil || resp.TTL <= 0 {
-		c.keepalive("error")
-		c.endTerm(t, fmt.Errorf("%w: could not confirm the lease after winning the election: %v", ErrSelfFenced, err))
-		return
-	}
-	c.keepalive("ok")
-	lastAck, deadline := sent, sent.Add(ttl-margin)
-	c.lastAck.Store(lastAck.UnixNano())
 
 	// Keepalives run in their own goroutine: one may block for a whole
 	// interval, and the fence must fire on time regardless.
@@ -58,8 +47,8 @@ func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID) {
 		defer tick.Stop()
 		for {
 			sent := time.Now()
-			ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(t.ctx), interval)
-			resp, err := c.cli.KeepAliveOnce(ctx, lease)
+			ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ss.ctx), interval)
+			resp, err := c.cli.KeepAliveOnce(ctx, ss.lease)
 			cancel()
 			b := beat{sent: sent, err: err}
 			if err == nil {
@@ -67,12 +56,12 @@ func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID) {
 			}
 			select {
 			case beats <- b:
-			case <-t.ctx.Done():
+			case <-ss.ctx.Done():
 				return
 			}
 			select {
 			case <-tick.C:
-			case <-t.ctx.Done():
+			case <-ss.ctx.Done():
 				return
 			}
 		}
@@ -85,30 +74,30 @@ func (c *Coordinator) guard(t *Term, lease clientv3.LeaseID) {
 	defer age.Stop()
 	for {
 		select {
-		case <-t.ctx.Done():
+		case <-ss.ctx.Done():
 			return
 		case <-age.C:
 			c.keepaliveAge(time.Since(lastAck))
 		case <-fence.C:
 			c.log.Error("self-fencing: no keepalive acknowledged in time; stopping work before the lease can expire",
-				"fencing_token", t.Token, "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin)
-			c.endTerm(t, fmt.Errorf("%w (last acknowledged keepalive sent %s ago; TTL %s)", ErrSelfFenced, time.Since(lastAck).Round(time.Millisecond), ttl))
+				"shards_led", len(c.Terms()), "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin)
+			c.endSession(ss, fmt.Errorf("%w (last acknowledged keepalive sent %s ago; TTL %s)", ErrSelfFenced, time.Since(lastAck).Round(time.Millisecond), ttl))
 			return
 		case b := <-beats:
 			switch {
-			case t.ctx.Err() != nil:
+			case ss.ctx.Err() != nil:
 				return
 			case b.err == nil && b.ttl > 0:
 				c.keepalive("ok")
 				if b.sent.After(lastAck) {
 					lastAck = b.sent
-					c.lastAck.Store(lastAck.UnixNano())
+					ss.lastAck.Store(lastAck.UnixNano())
 					deadline = b.sent.Add(ttl - margin)
 					fence.Reset(time.Until(deadline))
 				}
 			case b.err == nil, errors.Is(b.err, rpctypes.ErrLeaseNotFound): // TTL <= 0: expired
 				c.keepalive("lost")
-				c.endTerm(t, errors.New("lease lost: etcd says it expired"))
+				c.endSession(ss, errors.New("lease lost: etcd says it expired"))
 				return
 			case errors.Is(b.err, rpctypes.ErrNoLeader):
 				// Our etcd member cannot reach a quorum (require-leader
@@ -141,7 +130,7 @@ func (c *Coordinator) keepalive(result string) {
 	}
 }
 
-// keepaliveAge sets the gauge; a negative age means "not leading" (0).
+// keepaliveAge sets the gauge; a negative age means "no session" (0).
 func (c *Coordinator) keepaliveAge(d time.Duration) {
 	if c.opts.Metrics != nil {
 		c.opts.Metrics.KeepaliveAge.WithLabelValues().Set(max(d, 0).Seconds())

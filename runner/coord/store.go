@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,12 +14,14 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 // Key layout under /pacer/<cluster>/ (every kind bounded by configuration,
 // none by time):
 //
-//	leader/<lease>           election keys; the oldest leads
+//	leader/<shard>/<lease>   election keys, one election per shard; the oldest leads
+//	handovers/<shard>        the mark of the shard's last graceful hand-over (handover.go)
 //	claims/<job>             the job's claims: floor, latest slots, open claims (claims.go)
 //	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time),
 //	                         at most about history.keep per job
@@ -364,19 +367,42 @@ func (c *Coordinator) watchOnce(ctx context.Context, prefix string, fn func(map[
 
 // ClusterState is what this replica knows of the cluster.
 type ClusterState struct {
-	Cluster      string    `json:"cluster"`
-	Node         string    `json:"node"`
-	Leader       string    `json:"leader"`
-	FencingToken int64     `json:"fencing_token"`
-	Members      []string  `json:"members"` // replicas campaigning, each once, leader first
-	Leading      bool      `json:"leading"`
-	LeaseTTL     string    `json:"lease_ttl"`
-	LeaderSince  time.Time `json:"leader_since,omitzero"`
-	// KeepaliveAge is, while leading, how long ago the last acknowledged
-	// lease keepalive was sent; the replica self-fences at TTL minus a margin.
+	Cluster string `json:"cluster"`
+	Node    string `json:"node"`
+	// Leader and FencingToken are shard 0's: the cluster's leader, which
+	// also does the cluster-wide chores.
+	Leader       string   `json:"leader"`
+	FencingToken int64    `json:"fencing_token"`
+	Members      []string `json:"members"` // replicas with a key in any election, the leader first
+	// Leading is whether this replica leads shard 0, LeaderSince since when.
+	Leading     bool      `json:"leading"`
+	LeaseTTL    string    `json:"lease_ttl"`
+	LeaderSince time.Time `json:"leader_since,omitzero"`
+	// KeepaliveAge is how long ago this replica's last acknowledged lease
+	// keepalive was sent; it self-fences at TTL minus a margin.
 	KeepaliveAge string `json:"keepalive_age,omitempty"`
+	// ShardCount is cluster.shards; Shards says who leads each, and
+	// ShardsLed which ones this replica leads.
+	ShardCount int          `json:"shard_count"`
+	Shards     []ShardState `json:"shards"`
+	ShardsLed  []int        `json:"shards_led"`
 	// Etcd is what this replica last saw of the etcd member it talks to.
 	Etcd *EtcdStatus `json:"etcd,omitempty"`
+}
+
+// ShardState is one shard's election as read from etcd.
+type ShardState struct {
+	Shard int `json:"shard"`
+	// Leader leads it ("" when nobody does), under FencingToken.
+	Leader       string `json:"leader"`
+	FencingToken int64  `json:"fencing_token,omitempty"`
+	// Waiting are the replicas campaigning behind the leader, in line.
+	Waiting []string `json:"waiting,omitempty"`
+	// Assigned is the replica the assignment gives it, as this replica
+	// computes it from its roster.
+	Assigned string `json:"assigned,omitempty"`
+	// Since is when this replica started leading it (its own shards only).
+	Since time.Time `json:"since,omitzero"`
 }
 
 // State reads the cluster's leadership state. The leader is the oldest
@@ -384,7 +410,8 @@ type ClusterState struct {
 // many keys it has (a key of an ended term whose lease could not be
 // revoked lingers until it expires).
 func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
-	st := ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String()}
+	st := ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String(),
+		ShardCount: c.opts.Shards, ShardsLed: []int{}}
 	if c.opts.Monitor != nil {
 		es := c.opts.Monitor.Status()
 		st.Etcd = &es
@@ -394,31 +421,66 @@ func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
-		return st, fmt.Errorf("read election: %w", err)
+		return st, fmt.Errorf("read elections: %w", err)
+	}
+	nodes, _, _ := c.candidates()
+	assigned := shard.Assign(c.opts.Shards, nodes)
+	st.Shards = make([]ShardState, c.opts.Shards)
+	for n := range st.Shards {
+		st.Shards[n] = ShardState{Shard: n, Assigned: assigned[n]}
 	}
 	seen := map[string]bool{}
+	alive := map[int64]bool{} // each lease's, read once: a replica's keys share one
 	for _, kv := range resp.Kvs {
+		rest := strings.TrimPrefix(string(kv.Key), c.prefix+"leader/")
+		num, _, ok := strings.Cut(rest, "/")
+		n, err := strconv.Atoi(num)
+		if !ok || err != nil || n < 0 || n >= len(st.Shards) {
+			continue // another version's key, or of another shard count
+		}
 		node := string(kv.Value)
-		if st.Leader == "" {
-			ttl, err := c.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
-			if err != nil {
-				return st, fmt.Errorf("read election: lease of %s: %w", node, err)
+		if s := &st.Shards[n]; s.Leader == "" {
+			live, ok := alive[kv.Lease]
+			if !ok {
+				ttl, err := c.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+				if err != nil {
+					return st, fmt.Errorf("read elections: lease of %s: %w", node, err)
+				}
+				live = ttl.TTL > 0
+				alive[kv.Lease] = live
 			}
-			if ttl.TTL <= 0 {
+			if !live {
 				continue // its lease is gone: the key goes with it
 			}
-			st.Leader, st.FencingToken = node, kv.CreateRevision
+			s.Leader, s.FencingToken = node, kv.CreateRevision
+		} else {
+			s.Waiting = append(s.Waiting, node)
 		}
 		if !seen[node] {
 			seen[node] = true
 			st.Members = append(st.Members, node)
 		}
 	}
-	if t := c.Term(); t != nil {
-		st.Leading, st.LeaderSince = true, t.Since
-		if ack := c.lastAck.Load(); ack != 0 {
-			st.KeepaliveAge = time.Since(time.Unix(0, ack)).Round(time.Millisecond).String()
+	if len(st.Shards) > 0 {
+		st.Leader, st.FencingToken = st.Shards[0].Leader, st.Shards[0].FencingToken
+		if i := slices.Index(st.Members, st.Leader); i > 0 {
+			st.Members = append(append([]string{st.Leader}, st.Members[:i]...), st.Members[i+1:]...)
 		}
+	}
+	for _, t := range c.Terms() {
+		st.ShardsLed = append(st.ShardsLed, t.Shard)
+		if t.Shard < len(st.Shards) {
+			st.Shards[t.Shard].Since = t.Since
+		}
+		if t.Shard == 0 {
+			st.Leading, st.LeaderSince = true, t.Since
+		}
+	}
+	c.mu.Lock()
+	ss := c.session
+	c.mu.Unlock()
+	if ss != nil {
+		st.KeepaliveAge = time.Since(time.Unix(0, ss.lastAck.Load())).Round(time.Millisecond).String()
 	}
 	return st, nil
 }

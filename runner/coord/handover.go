@@ -1,0 +1,87 @@
+package coord
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// HandOver is the mark a leader leaves when it hands a shard over
+// gracefully (handovers/<shard>): from FiringStopped until the next term of
+// the shard starts, its slots were held back by the hand-over, not missed
+// for want of a leader, so the next leader runs them late instead of
+// applying the misfire policy.
+type HandOver struct {
+	Shard        int    `json:"shard"`
+	Node         string `json:"node"`
+	FencingToken int64  `json:"fencing_token"`
+	// FiringStopped is when the term stopped starting slots; Resigned
+	// when it deleted its election key (wall clocks of the old leader).
+	FiringStopped time.Time `json:"firing_stopped"`
+	Resigned      time.Time `json:"resigned"`
+	// Revision is the mark's mod revision, for TakeHandOver.
+	Revision int64 `json:"-"`
+}
+
+func (c *Coordinator) handOverKey(n int) string { return c.prefix + "handovers/" + strconv.Itoa(n) }
+
+// markHandOver writes t's hand-over mark under its fencing guard.
+func (c *Coordinator) markHandOver(t *Term, firingStopped time.Time) error {
+	v, err := json.Marshal(HandOver{Shard: t.Shard, Node: c.opts.Node, FencingToken: t.Token,
+		FiringStopped: firingStopped.UTC(), Resigned: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)).
+		Then(clientv3.OpPut(c.handOverKey(t.Shard), string(v))).Commit()
+	switch {
+	case err != nil:
+		return fmt.Errorf("write hand-over mark of shard %d: %w", t.Shard, err)
+	case !resp.Succeeded:
+		return fmt.Errorf("write hand-over mark of shard %d: %w", t.Shard, ErrNotLeader)
+	}
+	return nil
+}
+
+// TakeHandOver reads the mark the previous leader of t's shard left, if it
+// handed the shard over gracefully and resigned at most a lease TTL (plus
+// the request timeout, for clocks and a slow election) before t started,
+// and removes it under t's fencing guard, so that no later term takes it
+// for its own. ok is false when there is none to take.
+func (c *Coordinator) TakeHandOver(ctx context.Context, t *Term) (h HandOver, ok bool, err error) {
+	key := c.handOverKey(t.Shard)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, key)
+	if err != nil {
+		return HandOver{}, false, fmt.Errorf("read hand-over mark of shard %d: %w", t.Shard, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return HandOver{}, false, nil
+	}
+	kv := resp.Kvs[0]
+	// Taken (deleted) whatever it says: it is about this term's start or
+	// about nothing any more.
+	del, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
+		clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(clientv3.OpDelete(key)).Commit()
+	switch {
+	case err != nil:
+		return HandOver{}, false, fmt.Errorf("take hand-over mark of shard %d: %w", t.Shard, err)
+	case !del.Succeeded:
+		return HandOver{}, false, nil // another term's, or this one ended
+	}
+	if json.Unmarshal(kv.Value, &h) != nil || h.FencingToken >= t.Token || h.FiringStopped.IsZero() {
+		return HandOver{}, false, nil
+	}
+	if gap := t.Since.Sub(h.Resigned); gap > c.opts.LeaseTTL+c.opts.RequestTimeout || gap < -c.opts.LeaseTTL {
+		return HandOver{}, false, nil // from an earlier term: a crash came between
+	}
+	h.Revision = kv.ModRevision
+	return h, true, nil
+}

@@ -1,0 +1,153 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// session is this replica's etcd session: one lease, kept alive by the
+// concurrency session's keepalive stream and guarded by the fence
+// (fence.go). Every election key of the replica lives on it, so all its
+// shards are lost together, and self-fencing stops all of them.
+type session struct {
+	s     *concurrency.Session
+	lease clientv3.LeaseID
+	// granted: the lease cannot expire before granted + TTL.
+	granted time.Time
+	// ctx is cancelled, with the reason, when the session ends: the fence
+	// fired, the lease was lost, or the replica stops.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// lastAck is the UnixNano send time of the last acknowledged keepalive.
+	lastAck atomic.Int64
+}
+
+// ErrSessionLost ends every term of a session whose lease etcd no longer
+// keeps (expired, or revoked).
+var ErrSessionLost = errors.New("lease lost: keepalive failed or lease expired")
+
+// Run keeps a session and leads the shards assigned to this replica until
+// ctx is done, then hands them over (drain, resign) and revokes the lease.
+// It returns nil after a clean stop.
+func (c *Coordinator) Run(ctx context.Context) error {
+	const minBackoff = 200 * time.Millisecond
+	backoff := minBackoff
+	revoking := make(chan struct{})
+	go func() {
+		defer close(revoking)
+		c.revokeStale(ctx)
+	}()
+	defer func() { <-revoking }()
+	for {
+		led, err := c.runSession(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if led {
+			backoff = minBackoff
+		}
+		c.log.Warn("etcd session ended; opening a new one", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, c.opts.LeaseTTL)
+	}
+}
+
+// runSession opens a session and manages the shards on it until it ends or
+// ctx does. It reports whether the session led any shard.
+func (c *Coordinator) runSession(ctx context.Context) (bool, error) {
+	ss, err := c.openSession(ctx)
+	if err != nil {
+		return false, err
+	}
+	c.mu.Lock()
+	c.session = ss
+	c.mu.Unlock()
+	guarded := make(chan struct{})
+	go func() {
+		defer close(guarded)
+		c.guard(ss)
+	}()
+	go func() {
+		select {
+		case <-ss.s.Done():
+			c.endSession(ss, ErrSessionLost)
+		case <-ss.ctx.Done():
+		}
+	}()
+	led, err := c.manage(ctx, ss)
+	c.endSession(ss, err)
+	<-guarded
+	c.mu.Lock()
+	c.session = nil
+	c.mu.Unlock()
+	c.closeSession(ss)
+	return led, err
+}
+
+// openSession grants a lease (bounded by RequestTimeout: NewSession alone
+// can hang on Grant) and opens a concurrency session on it.
+func (c *Coordinator) openSession(ctx context.Context) (*session, error) {
+	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	granted := time.Now()
+	lease, err := c.cli.Grant(gctx, int64(c.opts.LeaseTTL/time.Second))
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("grant lease: %w", err)
+	}
+	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	if err != nil {
+		rctx, rcancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		_, _ = c.cli.Revoke(rctx, lease.ID)
+		rcancel()
+		return nil, fmt.Errorf("open session: %w", err)
+	}
+	sctx, scancel := context.WithCancelCause(context.Background())
+	ss := &session{s: s, lease: lease.ID, granted: granted, ctx: sctx, cancel: scancel}
+	ss.lastAck.Store(granted.UnixNano())
+	c.log.Debug("etcd session opened", "lease_id", fmt.Sprintf("%x", lease.ID))
+	return ss, nil
+}
+
+// endSession ends ss and every term on it. Safe to call more than once;
+// the first cause counts.
+func (c *Coordinator) endSession(ss *session, cause error) {
+	if cause == nil {
+		cause = errStopping
+	}
+	ss.cancel(cause)
+	cause = context.Cause(ss.ctx)
+	for _, t := range c.Terms() {
+		if t.session == ss {
+			c.endTerm(t, cause)
+		}
+	}
+}
+
+// closeSession revokes the lease so that other replicas need not wait for
+// the TTL: every election key of this replica goes with it at once. A
+// lease that cannot be revoked now (etcd down or restarting) is revoked as
+// soon as etcd answers (revokeStale): otherwise its election keys, still
+// there after etcd comes back, would hold up every campaign for those
+// shards, this replica's own included, until the lease expires.
+func (c *Coordinator) closeSession(ss *session) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+	defer cancel()
+	if _, err := c.cli.Revoke(ctx, ss.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		c.log.Debug("revoke lease; trying again until etcd answers", "error", err)
+		c.smu.Lock()
+		c.stale = append(c.stale, ss.lease)
+		c.smu.Unlock()
+	}
+	ss.s.Orphan()
+}

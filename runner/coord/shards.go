@@ -1,0 +1,388 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner/shard"
+)
+
+// ErrHandedOver ends a term whose shard moved to the replica now assigned
+// to it.
+var ErrHandedOver = errors.New("shard handed over to the replica it is assigned to")
+
+// electionPrefix is shard n's election: its keys are
+// leader/<n>/<lease in hex>, the oldest leads. A key of the version before
+// shards (leader/<lease>) lies under the same prefix as that version's
+// campaign, so an old replica cannot win while a new one holds a shard.
+func (c *Coordinator) electionPrefix(n int) string {
+	return c.prefix + "leader/" + strconv.Itoa(n) + "/"
+}
+
+// shardRun is this replica's goroutine for one shard: it campaigns, leads,
+// and hands over or stops.
+type shardRun struct {
+	n       int
+	stop    chan struct{} // closed: no longer assigned; stop campaigning (not leading yet)
+	release chan struct{} // closed: hand the shard over (leading)
+	done    chan struct{} // closed when the goroutine returned
+
+	mu       sync.Mutex
+	term     *Term
+	stopped  bool
+	released bool
+}
+
+func (r *shardRun) leading() *Term {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.term
+}
+
+func (r *shardRun) setTerm(t *Term) {
+	r.mu.Lock()
+	r.term = t
+	r.mu.Unlock()
+}
+
+func (r *shardRun) stopCampaign() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stopped {
+		r.stopped = true
+		close(r.stop)
+	}
+}
+
+func (r *shardRun) handOver() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.released {
+		r.released = true
+		close(r.release)
+	}
+}
+
+// candidates returns the replicas that may lead, when that list last
+// changed and a channel closed at its next change. Without a roster this
+// replica is alone, and never changes.
+func (c *Coordinator) candidates() ([]string, time.Time, <-chan struct{}) {
+	if c.opts.Roster == nil {
+		return []string{c.opts.Node}, time.Time{}, nil
+	}
+	return c.opts.Roster.Candidates()
+}
+
+// manage keeps, on session ss, one goroutine per shard assigned to this
+// replica (or led by it), until ss or ctx ends. Each pass:
+//
+//   - an assigned shard without a goroutine gets one, which campaigns at
+//     once (a shard nobody leads is taken without delay);
+//   - a goroutine still campaigning for a shard no longer assigned stops;
+//   - a shard led but no longer assigned is handed over once the roster has
+//     been unchanged for Settle and its new owner's campaign is waiting in
+//     the shard's election, so that the hand-over does not leave it unled
+//     and a flapping replica moves nothing.
+//
+// It reports whether any shard was led on ss.
+func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
+	runs := map[int]*shardRun{}
+	ended := make(chan int, c.opts.Shards)
+	var wg sync.WaitGroup
+	led := false
+	defer func() {
+		for _, r := range runs {
+			r.stopCampaign()
+		}
+		wg.Wait()
+	}()
+	recheck := time.NewTimer(time.Hour)
+	defer recheck.Stop()
+	for {
+		nodes, since, changed := c.candidates()
+		assigned := shard.Assign(c.opts.Shards, nodes)
+		calm := time.Since(since) >= c.opts.Settle
+		wait := time.Duration(0)
+		for n, owner := range assigned {
+			r := runs[n]
+			mine := owner == c.opts.Node
+			switch {
+			case mine && r == nil:
+				r = &shardRun{n: n, stop: make(chan struct{}), release: make(chan struct{}), done: make(chan struct{})}
+				runs[n] = r
+				wg.Go(func() {
+					defer func() { ended <- n }()
+					c.runShard(ctx, ss, r)
+				})
+			case mine || r == nil:
+			case r.leading() == nil:
+				r.stopCampaign()
+			case !calm:
+				wait = minPositive(wait, c.opts.Settle-time.Since(since))
+			case owner == "":
+				// Nobody else may lead: keep it.
+			case c.successorWaiting(ctx, n, owner):
+				c.log.Info("handing shard over", "shard", n, "to", owner)
+				r.handOver()
+			default:
+				wait = minPositive(wait, 250*time.Millisecond)
+			}
+		}
+		for _, r := range runs {
+			if r.leading() != nil {
+				led = true
+			}
+		}
+		if wait > 0 {
+			recheck.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return led, errStopping
+		case <-ss.ctx.Done():
+			return led, context.Cause(ss.ctx)
+		case <-changed:
+		case n := <-ended:
+			delete(runs, n)
+		case <-recheck.C:
+		}
+	}
+}
+
+func minPositive(a, b time.Duration) time.Duration {
+	b = max(b, time.Millisecond)
+	if a <= 0 || b < a {
+		return b
+	}
+	return a
+}
+
+// successorWaiting reports whether node's campaign key waits in shard n's
+// election.
+func (c *Coordinator) successorWaiting(ctx context.Context, n int, node string) bool {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.electionPrefix(n), clientv3.WithPrefix())
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(resp.Kvs, func(kv *mvccpb.KeyValue) bool { return string(kv.Value) == node })
+}
+
+// runShard campaigns for shard r.n on ss and leads it until its term ends,
+// it is asked to hand the shard over, or ss or ctx ends.
+func (c *Coordinator) runShard(ctx context.Context, ss *session, r *shardRun) {
+	defer close(r.done)
+	cctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	stopWatch := context.AfterFunc(ss.ctx, cancel)
+	defer stopWatch()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	campaigned := time.Now()
+	key, rev, err := c.campaign(cctx, ss, r.n)
+	if err != nil {
+		if ctx.Err() == nil && ss.ctx.Err() == nil && cctx.Err() == nil {
+			c.log.Warn("campaign failed", "shard", r.n, "error", err)
+		}
+		return
+	}
+	t, err := c.startTerm(ss, r.n, key, rev, campaigned)
+	if err != nil {
+		c.log.Warn("won the election but did not lead", "shard", r.n, "error", err)
+		c.resign(key, rev, r.n)
+		return
+	}
+	r.setTerm(t)
+	if t.Shard == 0 { // the cluster's leader does the cluster-wide chores
+		compacted := make(chan struct{})
+		go func() {
+			defer close(compacted)
+			c.compact(t)
+		}()
+		defer func() { <-compacted }()
+	}
+	if c.opts.OnTransition != nil {
+		c.opts.OnTransition(true, t)
+	}
+	select {
+	case <-t.ctx.Done(): // fenced, guard failed, or the session ended
+		if ss.ctx.Err() == nil {
+			c.resign(key, rev, r.n) // so that a new campaign can start
+		}
+	case <-ss.ctx.Done(): // the session's end ends the term; its keys go with the lease
+	case <-r.release:
+		c.handOver(t, ErrHandedOver)
+	case <-ctx.Done():
+		c.handOver(t, errStopping)
+	}
+}
+
+// campaign puts this session's key into shard n's election, unless it is
+// there already, and waits until every older key is gone. It returns the
+// key and its create revision: the fencing token if the term starts. On
+// failure it removes the key it put. It is concurrency.Election's Campaign,
+// with every request bounded and the clean-up not waiting on a dead etcd.
+func (c *Coordinator) campaign(ctx context.Context, ss *session, n int) (string, int64, error) {
+	prefix := c.electionPrefix(n)
+	key := fmt.Sprintf("%s%x", prefix, ss.lease)
+	pctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	resp, err := c.cli.Txn(pctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, c.opts.Node, clientv3.WithLease(ss.lease))).
+		Else(clientv3.OpGet(key)).Commit()
+	cancel()
+	if err != nil {
+		return "", 0, fmt.Errorf("campaign for shard %d: %w", n, err)
+	}
+	rev := resp.Header.Revision
+	if !resp.Succeeded {
+		rev = resp.Responses[0].GetResponseRange().GetKvs()[0].CreateRevision
+	}
+	if err := c.waitOlder(ctx, prefix, rev); err != nil {
+		c.resign(key, rev, n)
+		return "", 0, err
+	}
+	// Campaign does not re-check its key after waiting (etcd issue 11051).
+	if err := c.verifyKey(ctx, key, rev); err != nil {
+		return "", 0, err
+	}
+	return key, rev, nil
+}
+
+// waitOlder waits until no key under prefix has a create revision below
+// rev.
+func (c *Coordinator) waitOlder(ctx context.Context, prefix string, rev int64) error {
+	for {
+		gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		resp, err := c.cli.Get(gctx, prefix, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		// Wait for the youngest older key to go; then look again.
+		older := string(resp.Kvs[0].Key)
+		wctx, wcancel := context.WithCancel(ctx)
+		wch := c.cli.Watch(wctx, older, clientv3.WithRev(resp.Header.Revision+1))
+		gone := false
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				wcancel()
+				return err
+			}
+			if slices.ContainsFunc(wr.Events, func(ev *clientv3.Event) bool { return ev.Type == clientv3.EventTypeDelete }) {
+				gone = true
+				break
+			}
+		}
+		wcancel()
+		if !gone {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return errors.New("election watch closed")
+		}
+	}
+}
+
+// resign deletes a campaign or election key if it is still the one created
+// at rev. A failure is retried until etcd answers, for as long as the
+// session lasts: a key left behind would hold the shard's election.
+func (c *Coordinator) resign(key string, rev int64, n int) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		_, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+			Then(clientv3.OpDelete(key)).Commit()
+		cancel()
+		if err == nil {
+			return
+		}
+		c.mu.Lock()
+		ss := c.session
+		c.mu.Unlock()
+		if ss == nil || !strings.HasSuffix(key, fmt.Sprintf("%x", ss.lease)) {
+			return // the session is gone, and its keys with its lease
+		}
+		c.log.Warn("election key not removed; trying again", "shard", n, "error", err)
+		select {
+		case <-ss.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// startTerm starts leading shard n under the key won, unless the session
+// has ended meanwhile.
+func (c *Coordinator) startTerm(ss *session, n int, key string, rev int64, campaigned time.Time) (*Term, error) {
+	tctx, tcancel := context.WithCancelCause(context.Background())
+	t := &Term{Shard: n, Token: rev, Since: time.Now(), key: key, session: ss, ctx: tctx, cancel: tcancel}
+	attrs := trace.WithAttributes(attribute.String("pacer.node", c.opts.Node), attribute.Int64("pacer.fencing_token", t.Token),
+		attribute.String("pacer.cluster", c.opts.Cluster), attribute.Int("pacer.shard", n))
+	c.mu.Lock()
+	if err := ss.ctx.Err(); err != nil {
+		c.mu.Unlock()
+		tcancel(context.Cause(ss.ctx))
+		return nil, context.Cause(ss.ctx)
+	}
+	c.terms[n] = t
+	c.mu.Unlock()
+	_, election := c.opts.Tracer.Start(context.Background(), "pacer.election", trace.WithTimestamp(campaigned), attrs)
+	election.End()
+	_, t.span = c.opts.Tracer.Start(context.Background(), "pacer.leadership", attrs)
+	c.log.Info("became leader", "shard", n, "fencing_token", t.Token)
+	return t, nil
+}
+
+// handOver ends t gracefully: firing stops, its runs may finish (Drain,
+// bounded by DrainTimeout), the term ends (cancelling the rest), their
+// records are written, the hand-over mark tells the next leader from when
+// the shard's slots are late rather than missed, and the key is deleted so
+// that the next campaign in line wins at once.
+func (c *Coordinator) handOver(t *Term, why error) {
+	_, span := c.opts.Tracer.Start(context.Background(), "pacer.handover", trace.WithAttributes(
+		attribute.String("pacer.node", c.opts.Node), attribute.Int("pacer.shard", t.Shard),
+		attribute.Int64("pacer.fencing_token", t.Token), attribute.String("reason", why.Error())))
+	defer span.End()
+	from := t.StopFiring()
+	if c.opts.Drain != nil {
+		ctx, cancel := context.WithTimeout(t.ctx, c.opts.DrainTimeout)
+		c.opts.Drain(ctx, t)
+		cancel()
+		span.AddEvent("runs drained")
+	}
+	c.endTerm(t, why)
+	if c.opts.Drain != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*c.opts.RequestTimeout)
+		c.opts.Drain(ctx, t)
+		cancel()
+	}
+	if err := c.markHandOver(t, from); err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		c.log.Warn("hand-over mark not written: the next leader applies the misfire policy to the slots due meanwhile",
+			"shard", t.Shard, "error", err)
+	}
+	c.resign(t.key, t.Token, t.Shard)
+	c.log.Info("resigned leadership", "shard", t.Shard, "fencing_token", t.Token, "reason", why.Error(),
+		"firing_stopped", time.Since(from).Round(time.Millisecond))
+}

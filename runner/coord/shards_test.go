@@ -1,0 +1,387 @@
+package coord_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/internal/netfault"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/shard"
+)
+
+// roster is a Roster the test changes by hand (members.go is the real
+// one, tested through real processes in cmd/pacer).
+type roster struct {
+	mu      sync.Mutex
+	nodes   []string
+	since   time.Time
+	changed chan struct{}
+}
+
+func newRoster(nodes ...string) *roster {
+	return &roster{nodes: nodes, since: time.Now(), changed: make(chan struct{})}
+}
+
+func (r *roster) Candidates() ([]string, time.Time, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.nodes), r.since, r.changed
+}
+
+func (r *roster) set(nodes ...string) {
+	r.mu.Lock()
+	r.nodes, r.since = nodes, time.Now()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// transitions records every term that started and ended, per replica.
+type transitions struct {
+	mu     sync.Mutex
+	events []transition
+}
+
+type transition struct {
+	node    string
+	leading bool
+	shard   int
+	token   int64
+	at      time.Time
+	cause   error
+}
+
+func (tr *transitions) hook(node string) func(bool, *coord.Term) {
+	return func(leading bool, t *coord.Term) {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		e := transition{node: node, leading: leading, shard: t.Shard, token: t.Token, at: time.Now()}
+		if !leading {
+			e.cause = context.Cause(t.Context())
+		}
+		tr.events = append(tr.events, e)
+	}
+}
+
+func (tr *transitions) all() []transition {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.events)
+}
+
+// overlaps returns, per shard, the terms of two replicas that overlapped
+// in time as the replicas themselves saw them (start of one before the
+// end of the other).
+func (tr *transitions) overlaps() []string {
+	type span struct {
+		node       string
+		start, end time.Time
+	}
+	open := map[string]*span{} // node/shard
+	var spans = map[int][]*span{}
+	for _, e := range tr.all() {
+		k := fmt.Sprintf("%s/%d", e.node, e.shard)
+		if e.leading {
+			s := &span{node: e.node, start: e.at}
+			open[k] = s
+			spans[e.shard] = append(spans[e.shard], s)
+		} else if s := open[k]; s != nil {
+			s.end = e.at
+			delete(open, k)
+		}
+	}
+	var out []string
+	for n, ss := range spans {
+		for i, a := range ss {
+			for _, b := range ss[i+1:] {
+				if a.node == b.node {
+					continue
+				}
+				aEnd, bEnd := a.end, b.end
+				if aEnd.IsZero() {
+					aEnd = time.Now()
+				}
+				if bEnd.IsZero() {
+					bEnd = time.Now()
+				}
+				if a.start.Before(bEnd) && b.start.Before(aEnd) {
+					out = append(out, fmt.Sprintf("shard %d: %s and %s", n, a.node, b.node))
+				}
+			}
+		}
+	}
+	return out
+}
+
+type shardReplica struct {
+	*replica
+	node string
+}
+
+func (b *bundle) shardReplica(t *testing.T, node string, cli *clientv3.Client, o coord.Options) *shardReplica {
+	t.Helper()
+	if cli == nil {
+		cli = b.client(t)
+	}
+	o.Client, o.Cluster, o.Node = cli, "test", node
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 2 * time.Second
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = time.Second
+	}
+	c := coord.New(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{c: c, stop: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		_ = c.Run(ctx)
+	}()
+	t.Cleanup(r.close)
+	return &shardReplica{replica: r, node: node}
+}
+
+func (r *shardReplica) led() []int {
+	var out []int
+	for _, t := range r.c.Terms() {
+		out = append(out, t.Shard)
+	}
+	return out
+}
+
+// settled reports whether each replica leads exactly the shards the
+// roster's assignment gives it.
+func settled(shards int, nodes []string, rs ...*shardReplica) bool {
+	a := shard.Assign(shards, nodes)
+	for _, r := range rs {
+		if !slices.Equal(r.led(), shard.Owned(a, r.node)) {
+			return false
+		}
+	}
+	return true
+}
+
+// Three replicas split the shards as the assignment says, each shard led
+// by one of them, under its own election: every replica's terms have
+// tokens of their own shard, and State shows who leads which.
+func TestShardsSplitAcrossReplicas(t *testing.T) {
+	b := setup(t)
+	const shards = 8
+	ro := newRoster("a", "b", "c")
+	var tr transitions
+	var rs []*shardReplica
+	for _, n := range []string{"a", "b", "c"} {
+		rs = append(rs, b.shardReplica(t, n, nil, coord.Options{Shards: shards, Roster: ro, Settle: 200 * time.Millisecond,
+			OnTransition: tr.hook(n)}))
+	}
+	waitFor(t, "the assignment", 15*time.Second, func() bool { return settled(shards, []string{"a", "b", "c"}, rs...) })
+	total := 0
+	for _, r := range rs {
+		if n := len(r.led()); n < shards/3 || n > shards/3+1 {
+			t.Errorf("%s leads %d of %d shards", r.node, n, shards)
+		}
+		total += len(r.led())
+	}
+	if total != shards {
+		t.Fatalf("%d shards led, want %d", total, shards)
+	}
+	if o := tr.overlaps(); len(o) > 0 {
+		t.Fatalf("shards led twice at once: %v", o)
+	}
+	st, err := rs[0].c.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := shard.Assign(shards, []string{"a", "b", "c"})
+	for n, s := range st.Shards {
+		if s.Leader != want[n] || s.Assigned != want[n] || s.FencingToken == 0 {
+			t.Errorf("State: shard %d led by %q (token %d), assigned %q; want %q", n, s.Leader, s.FencingToken, s.Assigned, want[n])
+		}
+	}
+	if st.Leader != want[0] || len(st.Members) != 3 || st.ShardCount != shards {
+		t.Errorf("State: leader %q, members %v, %d shards; want %q, 3 members, %d", st.Leader, st.Members, st.ShardCount, want[0], shards)
+	}
+}
+
+// A replica joining gets its shards by hand-over: the leader stops firing,
+// drains, ends its term, leaves a mark, resigns; the newcomer leads right
+// after, never at the same time, and takes the mark (once).
+func TestJoiningReplicaGetsShardsByHandOver(t *testing.T) {
+	b := setup(t)
+	const shards = 4
+	ro := newRoster("a")
+	var tr transitions
+	var mu sync.Mutex
+	drained := map[int]int{} // shard -> Drain calls
+	drain := func(ctx context.Context, term *coord.Term) {
+		if !term.Draining() {
+			t.Errorf("Drain called for shard %d before it stopped firing", term.Shard)
+		}
+		mu.Lock()
+		drained[term.Shard]++
+		mu.Unlock()
+	}
+	opts := func(n string) coord.Options {
+		return coord.Options{Shards: shards, Roster: ro, Settle: 300 * time.Millisecond, OnTransition: tr.hook(n), Drain: drain}
+	}
+	a := b.shardReplica(t, "a", nil, opts("a"))
+	waitFor(t, "a leads every shard", 10*time.Second, func() bool { return len(a.led()) == shards })
+	bb := b.shardReplica(t, "b", nil, opts("b"))
+	joined := time.Now()
+	ro.set("a", "b")
+	waitFor(t, "the assignment", 10*time.Second, func() bool { return settled(shards, []string{"a", "b"}, a, bb) })
+	took := time.Since(joined)
+	if took < 300*time.Millisecond {
+		t.Fatalf("shards moved %s after the join, before the settle delay (300ms)", took)
+	}
+	if o := tr.overlaps(); len(o) > 0 {
+		t.Fatalf("shards led twice at once: %v", o)
+	}
+	moved := shard.Owned(shard.Assign(shards, []string{"a", "b"}), "b")
+	for _, n := range moved {
+		mu.Lock()
+		d := drained[n]
+		mu.Unlock()
+		if d != 2 {
+			t.Errorf("shard %d: Drain called %d times, want 2 (runs end, then records)", n, d)
+		}
+		term := bb.c.TermOf(n)
+		h, ok, err := bb.c.TakeHandOver(context.Background(), term)
+		if err != nil || !ok || h.Node != "a" || h.Shard != n || h.FiringStopped.After(term.Since) {
+			t.Errorf("shard %d: hand-over mark %+v, %v, %v", n, h, ok, err)
+		}
+		if _, ok, _ := bb.c.TakeHandOver(context.Background(), term); ok {
+			t.Errorf("shard %d: the mark was taken twice", n)
+		}
+	}
+	for _, e := range tr.all() {
+		if !e.leading && e.node == "a" && !errors.Is(e.cause, coord.ErrHandedOver) {
+			t.Errorf("a's term of shard %d ended with %v, want a hand-over", e.shard, e.cause)
+		}
+	}
+}
+
+// A replica that comes and goes faster than the settle delay moves no
+// shard: the leader keeps every one.
+func TestFlappingReplicaMovesNothing(t *testing.T) {
+	b := setup(t)
+	const shards = 4
+	ro := newRoster("a")
+	var tr transitions
+	a := b.shardReplica(t, "a", nil, coord.Options{Shards: shards, Roster: ro, Settle: time.Second, OnTransition: tr.hook("a")})
+	b.shardReplica(t, "b", nil, coord.Options{Shards: shards, Roster: ro, Settle: time.Second, OnTransition: tr.hook("b")})
+	waitFor(t, "a leads every shard", 10*time.Second, func() bool { return len(a.led()) == shards })
+	for range 5 {
+		ro.set("a", "b")
+		time.Sleep(300 * time.Millisecond) // the flapping itself, not synchronisation
+		ro.set("a")
+		time.Sleep(300 * time.Millisecond)
+	}
+	if ev := tr.all(); len(ev) != shards || len(a.led()) != shards {
+		t.Fatalf("flapping moved shards: %d transitions (want %d starts), a leads %v", len(ev), shards, a.led())
+	}
+}
+
+// A replica cut off from etcd fences itself, every shard at once, before
+// the others take its shards (after its lease expires, with no settle
+// delay); tokens grow.
+func TestCutOffReplicasShardsAreTakenAfterItFenced(t *testing.T) {
+	b := setup(t)
+	const shards, ttl = 6, 2 * time.Second
+	hole := netfault.New(t, b.endpoint)
+	cliA, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cliA.Close() })
+	ro := newRoster("a", "b", "c")
+	var tr transitions
+	o := func(n string) coord.Options {
+		return coord.Options{Shards: shards, Roster: ro, Settle: 10 * time.Second, LeaseTTL: ttl, OnTransition: tr.hook(n)}
+	}
+	a := b.shardReplica(t, "a", cliA, o("a"))
+	bb := b.shardReplica(t, "b", nil, o("b"))
+	c := b.shardReplica(t, "c", nil, o("c"))
+	waitFor(t, "the assignment", 15*time.Second, func() bool { return settled(shards, []string{"a", "b", "c"}, a, bb, c) })
+	lost := a.led()
+	before := map[int]int64{}
+	for _, n := range lost {
+		before[n] = a.c.TermOf(n).Token
+	}
+	cut := time.Now()
+	hole.SetCut(true)
+	// The roster drops a when its member record expires (here: by hand,
+	// as the membership would after the TTL).
+	waitFor(t, "a fences", 2*ttl, func() bool { return len(a.led()) == 0 })
+	fenced := time.Since(cut)
+	ro.set("b", "c")
+	waitFor(t, "b and c lead every shard", 3*ttl, func() bool { return len(bb.led())+len(c.led()) == shards })
+	if fenced >= ttl {
+		t.Errorf("a fenced itself %s after the cut; the TTL is %s", fenced, ttl)
+	}
+	if o := tr.overlaps(); len(o) > 0 {
+		t.Fatalf("shards led twice at once: %v", o)
+	}
+	for _, n := range lost {
+		var term *coord.Term
+		if term = bb.c.TermOf(n); term == nil {
+			term = c.c.TermOf(n)
+		}
+		if term.Token <= before[n] {
+			t.Errorf("shard %d: token %d after the failover, %d before", n, term.Token, before[n])
+		}
+	}
+	for _, e := range tr.all() {
+		if !e.leading && e.node == "a" && !errors.Is(e.cause, coord.ErrSelfFenced) {
+			t.Errorf("a's term of shard %d ended with %v, want self-fencing", e.shard, e.cause)
+		}
+	}
+}
+
+// A mark from a term before the one that just ended (a crash came in
+// between) is not taken: the slots since then were missed, not held back.
+// And no term takes a mark twice.
+func TestStaleHandOverMarkIsIgnored(t *testing.T) {
+	b := setup(t)
+	const ttl = 2 * time.Second
+	hole := netfault.New(t, b.endpoint)
+	cliB, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cliB.Close() })
+	ro := newRoster("a")
+	o := coord.Options{Shards: 1, Roster: ro, Settle: 100 * time.Millisecond, LeaseTTL: ttl, RequestTimeout: 500 * time.Millisecond}
+	a := b.shardReplica(t, "a", nil, o)
+	waitFor(t, "a leads", 10*time.Second, func() bool { return a.c.TermOf(0) != nil })
+	bb := b.shardReplica(t, "b", cliB, o)
+	ro.set("b")
+	waitFor(t, "b leads", 10*time.Second, func() bool { return bb.c.TermOf(0) != nil })
+	time.Sleep(time.Second) // b leads a while (the scenario, not synchronisation)
+	hole.SetCut(true)       // and dies without taking a's mark or leaving one
+	waitFor(t, "b fences", 2*ttl, func() bool { return bb.c.TermOf(0) == nil })
+	ro.set("a")
+	waitFor(t, "a leads again", 3*ttl, func() bool { return a.c.TermOf(0) != nil })
+	if h, ok, err := a.c.TakeHandOver(context.Background(), a.c.TermOf(0)); ok || err != nil {
+		t.Fatalf("a took a's own mark of its earlier term, %s old: %+v, %v", time.Since(h.Resigned), h, err)
+	}
+
+	// A fresh mark is taken once.
+	ro.set("b")
+	hole.SetCut(false)
+	waitFor(t, "b leads again", 4*ttl, func() bool { return bb.c.TermOf(0) != nil })
+	term := bb.c.TermOf(0)
+	if h, ok, err := bb.c.TakeHandOver(context.Background(), term); !ok || err != nil || h.Node != "a" {
+		t.Fatalf("a's hand-over mark: %+v, %v, %v", h, ok, err)
+	}
+	if _, ok, _ := bb.c.TakeHandOver(context.Background(), term); ok {
+		t.Fatal("the mark was taken twice")
+	}
+}
