@@ -25,6 +25,9 @@ const JobLabel = "job_id"
 // Outcomes are every value of pacer_job_runs_total's outcome label.
 var Outcomes = []string{OutcomeSuccess, OutcomeFailure, OutcomeTimeout, OutcomeCanceled, OutcomeCrashed}
 
+// ShardEvents are the values of pacer_shard_transitions_total's event label.
+var ShardEvents = []string{"acquired", "handed_over", "lost"}
+
 // Keepalive results: the values of pacer_lease_keepalives_total's result
 // label.
 var KeepaliveResults = []string{"ok", "no_leader", "timeout", "error", "lost"}
@@ -43,7 +46,14 @@ type Metrics struct {
 	JobPaused      *prometheus.GaugeVec     // job_id
 	Leader         *prometheus.GaugeVec     // node
 	LeaderChanges  *prometheus.CounterVec   // event
-	BuildInfo      *prometheus.GaugeVec     // version, goversion
+	// Shards is cluster.shards; ShardsLed how many this replica leads,
+	// ShardLeader which (1 per shard it leads), ShardTransitions how
+	// its terms started and ended.
+	Shards           prometheus.Gauge
+	ShardsLed        *prometheus.GaugeVec   // node
+	ShardLeader      *prometheus.GaugeVec   // shard
+	ShardTransitions *prometheus.CounterVec // event
+	BuildInfo        *prometheus.GaugeVec   // version, goversion
 
 	KeepaliveAge *prometheus.GaugeVec   // (none): seconds since the last acknowledged keepalive was sent
 	Keepalives   *prometheus.CounterVec // result
@@ -118,11 +128,27 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, []string{JobLabel}),
 		Leader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_leader",
-			Help: "1 while this replica leads the cluster, else 0.",
+			Help: "1 while this replica leads shard 0, which makes it the cluster's leader (one per cluster; it also does the cluster-wide chores), else 0.",
 		}, []string{"node"}),
 		LeaderChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_leader_transitions_total",
-			Help: "Leadership changes of this replica, by event (acquired, lost).",
+			Help: "Changes of this replica's leadership of shard 0 (the cluster's leader), by event (acquired, lost).",
+		}, []string{"event"}),
+		Shards: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pacer_shards",
+			Help: "The number of shards the jobs are partitioned into (cluster.shards).",
+		}),
+		ShardsLed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pacer_shards_led",
+			Help: "Shards this replica leads now.",
+		}, []string{"node"}),
+		ShardLeader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pacer_shard_leader",
+			Help: "1 while this replica leads the shard, else 0; one series per shard.",
+		}, []string{"shard"}),
+		ShardTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pacer_shard_transitions_total",
+			Help: "Terms of shard leadership of this replica that started (acquired) or ended: handed over gracefully (handed_over) or lost (lost: fenced, lease lost, stopped by an etcd error).",
 		}, []string{"event"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_build_info",
@@ -130,11 +156,11 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, []string{"version", "goversion"}),
 		KeepaliveAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_lease_keepalive_age_seconds",
-			Help: "Seconds since the last acknowledged lease keepalive was sent, while leading; 0 otherwise.",
+			Help: "Seconds since the last acknowledged keepalive of this replica's lease (its etcd session, which holds its member record and every election key) was sent; 0 without a session.",
 		}, nil),
 		Keepalives: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_lease_keepalives_total",
-			Help: "Lease keepalives sent while leading, by result (ok, no_leader, timeout, error, lost).",
+			Help: "Keepalives of this replica's lease, by result (ok, no_leader, timeout, error, lost).",
 		}, []string{"result"}),
 		JobSetAgreed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_set_agreed",
@@ -205,6 +231,7 @@ func NewMetrics(version string) (*Metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
 		m.JobRunning, m.JobPaused, m.Leader, m.LeaderChanges, m.BuildInfo,
+		m.Shards, m.ShardsLed, m.ShardLeader, m.ShardTransitions,
 		m.PluginUp, m.PluginUnavailable, m.PluginQuarantined, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
 		m.KeepaliveAge, m.Keepalives, m.HTTPRejected, m.JobSetAgreed, m.JobSets,
 		m.TriggerRequests, m.TriggersStored,
@@ -229,6 +256,9 @@ func NewMetrics(version string) (*Metrics, error) {
 	}
 	for _, e := range []string{"acquired", "lost"} {
 		m.LeaderChanges.WithLabelValues(e)
+	}
+	for _, e := range ShardEvents {
+		m.ShardTransitions.WithLabelValues(e)
 	}
 	m.KeepaliveAge.WithLabelValues()
 	for _, r := range []string{TriggerAccepted, TriggerReplayed, TriggerRefusedJob, TriggerRefusedCluster, TriggerNotStored, TriggerUnconfirmed} {
