@@ -34,8 +34,9 @@ var (
 	ErrSlotTooOld = errors.New("slot older than the kept claims")
 )
 
-// errStopping ends a term because the runner is shutting down.
-var errStopping = errors.New("runner stopping")
+// ErrStopping ends a term because the replica is shutting down (it hands
+// the shard over).
+var ErrStopping = errors.New("runner stopping")
 
 // Options configure a Coordinator.
 type Options struct {
@@ -266,7 +267,7 @@ func (c *Coordinator) endTerm(t *Term, cause error) {
 	}
 	t.cancel(cause)
 	level := slog.LevelWarn
-	if errors.Is(cause, errStopping) || errors.Is(cause, ErrHandedOver) {
+	if errors.Is(cause, ErrStopping) || errors.Is(cause, ErrHandedOver) {
 		level = slog.LevelInfo
 	} else {
 		t.span.SetStatus(codes.Error, cause.Error())

@@ -105,14 +105,18 @@ func (c *Coordinator) openSession(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grant lease: %w", err)
 	}
-	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(ctx))
+	// The session's keepalive stream lives as long as the session, not as
+	// long as ctx: a stop hands the shards over (drain, resign) before the
+	// lease is revoked.
+	sctx, scancel := context.WithCancelCause(context.Background())
+	s, err := concurrency.NewSession(c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(sctx))
 	if err != nil {
+		scancel(err)
 		rctx, rcancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
 		_, _ = c.cli.Revoke(rctx, lease.ID)
 		rcancel()
 		return nil, fmt.Errorf("open session: %w", err)
 	}
-	sctx, scancel := context.WithCancelCause(context.Background())
 	ss := &session{s: s, lease: lease.ID, granted: granted, ctx: sctx, cancel: scancel}
 	ss.lastAck.Store(granted.UnixNano())
 	c.log.Debug("etcd session opened", "lease_id", fmt.Sprintf("%x", lease.ID))
@@ -123,7 +127,7 @@ func (c *Coordinator) openSession(ctx context.Context) (*session, error) {
 // the first cause counts.
 func (c *Coordinator) endSession(ss *session, cause error) {
 	if cause == nil {
-		cause = errStopping
+		cause = ErrStopping
 	}
 	ss.cancel(cause)
 	cause = context.Cause(ss.ctx)

@@ -151,7 +151,7 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return led, errStopping
+			return led, ErrStopping
 		case <-ss.ctx.Done():
 			return led, context.Cause(ss.ctx)
 		case <-changed:
@@ -232,7 +232,7 @@ func (c *Coordinator) runShard(ctx context.Context, ss *session, r *shardRun) {
 	case <-r.release:
 		c.handOver(t, ErrHandedOver)
 	case <-ctx.Done():
-		c.handOver(t, errStopping)
+		c.handOver(t, ErrStopping)
 	}
 }
 
@@ -384,5 +384,5 @@ func (c *Coordinator) handOver(t *Term, why error) {
 	}
 	c.resign(t.key, t.Token, t.Shard)
 	c.log.Info("resigned leadership", "shard", t.Shard, "fencing_token", t.Token, "reason", why.Error(),
-		"firing_stopped", time.Since(from).Round(time.Millisecond))
+		"hand_over_ms", time.Since(from).Milliseconds())
 }
