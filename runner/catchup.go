@@ -21,25 +21,38 @@ const maxCatchUp = 10000
 // slots beyond it are recorded as skipped.
 const maxCatchUpRuns = 100
 
-// CatchUp decides the slots that came due before the term started while
-// nobody led, from one read of every job's claims: each job's misfire
-// policy for the slots after its last claim, and its delivery policy for
-// the slots an older term claimed and never finished. Every slot that does
-// not run leaves a skip record. It returns once every claim it makes is
-// written, so that the scheduler's claims of the term come after them
-// (OnTerm holds the scheduler's slots until then); the runs go on after.
-func (r *Runner) CatchUp(t *coord.Term) { r.catchUp(t, wallNow()) }
+// maxHeldRuns bounds the slots of one job held back by a hand-over that
+// run late; beyond it they are skipped as misfires.
+const maxHeldRuns = 100
+
+// CatchUp decides, for each job of t's shard, the slots that came due
+// before the term started while nobody led, from one read of the shard's
+// claims: the misfire policy for the slots after the job's last claim, and
+// the delivery policy for the slots an older term claimed and never
+// finished. Slots held back by a graceful hand-over (from when the
+// previous leader stopped firing, by its hand-over mark) were not missed:
+// they run late, whatever the policy. Every slot that does not run leaves
+// a skip record. It returns, once every claim it makes is written, the
+// instant it looked up to: the scheduler takes the shard's jobs over from
+// there (OnTerm), so its claims come after the catch-up's; the runs go on
+// after.
+func (r *Runner) CatchUp(t *coord.Term) time.Time {
+	start := wallNow()
+	r.catchUp(t, start)
+	return start
+}
 
 func (r *Runner) catchUp(t *coord.Term, start time.Time) {
 	claims, err := r.readClaims(t)
 	if err != nil {
 		r.log.Warn("misfire check failed: could not read the claims; slots missed while nobody led are not decided in this term",
-			"error", err)
+			"shard", t.Shard, "error", err)
 		return
 	}
 	history, set := r.jobSetHistory(t.Context()), r.JobSet()
+	held := r.heldFrom(t)
 	var claimed sync.WaitGroup // claims of this catch-up, written before the scheduler's
-	for _, j := range r.Jobs() {
+	for _, j := range r.shardJobs(t.Shard) {
 		jc := claims[j.ID]
 		r.applyDelivery(t, j, jc)
 		last := jc.Last(start) // slots a clock ahead claimed early say nothing of what was missed
@@ -60,7 +73,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time) {
 		absent, why, rest := history.split(j, set.Jobs[j.ID], missed)
 		claimed.Go(func() {
 			if len(rest) > 0 {
-				r.applyMisfire(t, j, rest, start)
+				r.applyMisfire(t, j, rest, start, held)
 			}
 			if len(absent) > 0 {
 				r.recordNotInJobSet(t, j, absent, why, len(rest) == 0 || rest[len(rest)-1].Before(absent[len(absent)-1]))
@@ -113,7 +126,29 @@ func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why
 	}()
 }
 
-// readClaims reads every job's claims, again while the term lives if etcd
+// heldFrom takes the hand-over mark the shard's previous leader left, and
+// returns when it stopped firing (zero: no hand-over just before t).
+func (r *Runner) heldFrom(t *coord.Term) time.Time {
+	for wait := 100 * time.Millisecond; t.Context().Err() == nil; wait = min(2*wait, time.Second) {
+		h, ok, err := r.o.Coord.TakeHandOver(t.Context(), t)
+		switch {
+		case err == nil && ok:
+			r.log.Info("shard handed over: slots held back meanwhile run late", "shard", t.Shard, "from", h.Node,
+				"firing_stopped", h.FiringStopped, "previous_token", h.FencingToken)
+			return h.FiringStopped
+		case err == nil:
+			return time.Time{}
+		}
+		r.log.Warn("reading the hand-over mark failed; retrying while leadership lasts", "shard", t.Shard, "error", err)
+		select {
+		case <-time.After(wait):
+		case <-t.Context().Done():
+		}
+	}
+	return time.Time{}
+}
+
+// readClaims reads the claims of every job of t's shard, again while the term lives if etcd
 // fails (a blip must not leave the missed slots undecided).
 func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 	wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second})
@@ -129,23 +164,27 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 	}
 }
 
-// applyMisfire decides missed slots by the job's policy: the slots to run
-// are claimed now, together, and then run one after the other; the others
-// are recorded as skipped, one record for each run of consecutive slots,
-// written with the first claims (or with the mark that the latest is
-// decided, when none runs).
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now time.Time) {
+// applyMisfire decides missed slots by the job's policy (those at or after
+// held, when a hand-over held them back, run whatever the policy): the
+// slots to run are claimed now, together, and then run one after the
+// other; the others are recorded as skipped, one record for each run of
+// consecutive slots, written with the first claims (or with the mark that
+// the latest is decided, when none runs).
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, held time.Time) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
 	prevSkipped := false
+	nheld := 0
 	for i, s := range missed {
 		inGrace := now.Sub(s) <= j.Misfire.Grace
 		var skip bool
 		switch {
+		case !held.IsZero() && !s.Before(held) && nheld < maxHeldRuns:
+			nheld++ // held back by the hand-over, not missed
 		case !inGrace || j.Misfire.Policy == MisfireSkip:
 			skip = true
 		case j.Misfire.Policy == MisfireAll:
-			skip = len(run) == maxCatchUpRuns
+			skip = len(run)-nheld >= maxCatchUpRuns
 		default: // once: the latest
 			skip = i != len(missed)-1
 		}
@@ -160,8 +199,13 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now tim
 		prevSkipped = skip
 	}
 	nskip := len(missed) - len(run)
-	r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed),
-		"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", len(run), "skipping", nskip)
+	if nheld < len(missed) {
+		r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed)-nheld,
+			"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", len(run)-nheld, "skipping", nskip)
+	}
+	if nheld > 0 {
+		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld)
+	}
 	if nskip > 0 {
 		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(nskip))
 	}

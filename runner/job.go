@@ -40,6 +40,8 @@ type Job struct {
 	// Jitter delays each slot's start by a deterministic amount in
 	// [0, Jitter); the slot keeps its scheduled time as its identity.
 	Jitter time.Duration
+
+	shard int // shard.Of(ID), set by Runner.SetJobs
 }
 
 // Retries: a failed attempt (failure, timeout, crash) is retried up to Max

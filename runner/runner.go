@@ -24,14 +24,20 @@ import (
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/runner/shard"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // Coordinator is what the Runner needs from cluster coordination.
 type Coordinator interface {
-	// Term returns the current leadership term, or nil when not leading.
-	Term() *coord.Term
+	// TermOf returns the current term of a shard, or nil when this replica
+	// does not lead it; Terms every current term.
+	TermOf(shard int) *coord.Term
+	Terms() []*coord.Term
+	// TakeHandOver reads and removes the mark the shard's previous leader
+	// left when it handed the shard over to t's.
+	TakeHandOver(ctx context.Context, t *coord.Term) (coord.HandOver, bool, error)
 	Claim(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte) error
 	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, prev, claim []byte) error
 	ClaimRecording(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte, runID string, rec []byte) error
@@ -141,6 +147,9 @@ type Options struct {
 	// warn, or a config change rolled out one replica at a time), and
 	// that replica may lead next.
 	JobSetsAgree func() bool
+	// Shards is the number of shards (cluster.shards); below 1 means 1.
+	// The runner schedules only the jobs of the shards it leads.
+	Shards int
 }
 
 // DefaultTriggerExpiry is Options.TriggerExpiry's default.
@@ -171,17 +180,20 @@ type Runner struct {
 
 	timeoutCauses sync.Map // time.Duration -> error (timeoutCause)
 
+	// smu guards scheduled and every change of the scheduler's jobs. It is
+	// never taken with mu held (the scheduler calls Fire, which takes mu,
+	// with its own lock held).
+	smu sync.Mutex
+	// scheduled holds, by shard, the term whose jobs are in the scheduler:
+	// a term's jobs join it when its catch-up is done, and leave when it
+	// ends.
+	scheduled map[int]*coord.Term
+
 	triggerWaits map[string]bool // trigger IDs waiting for their job, logged once
 	triggerTimer *time.Timer     // decides again when a waiting request expires
 	triggerWake  time.Time       // when triggerTimer fires
 
-	// The term whose catch-up is done, and when it started (wall clock):
-	// slots before that are the catch-up's. Until it is done, the
-	// scheduler's slots of a new term wait in held.
-	caughtUp  *coord.Term
-	termStart time.Time
-	heldFor   *coord.Term
-	held      []Slot
+	sweepOnce sync.Once // the sweep of removed jobs' keys starts with the first term
 }
 
 // slotRun is a slot being run: its attempts and the wait between them.
@@ -265,6 +277,9 @@ func New(o Options) *Runner {
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = 5 * time.Minute
 	}
+	if o.Shards < 1 {
+		o.Shards = 1
+	}
 	if o.Sanitize == nil {
 		o.Sanitize = observability.DefaultSanitizer().String
 	}
@@ -281,26 +296,34 @@ func New(o Options) *Runner {
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
 		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
-		retiring: map[string][]*Job{}}
+		retiring: map[string][]*Job{}, scheduled: map[int]*coord.Term{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	r.sched.onStepBack = func(d time.Duration) {
 		r.log.Warn("wall clock stepped back; every job's next slot computed again from the new time",
 			"step", d.Round(time.Millisecond))
 	}
-	r.sched.onNever = r.never
+	// A job that will never fire is reported by SetJobs, whether or not
+	// this replica leads its shard; the scheduler reports a one-off job
+	// that fired.
+	r.sched.onNever = func(j *Job, after time.Time, fired bool) {
+		if fired {
+			r.never(j, after, fired)
+		}
+	}
 	return r
 }
 
-// SetJobs replaces the scheduled jobs, by ID; a job that stays keeps its
-// slots, so no slot runs twice. A removed job's running attempts are
-// cancelled; a changed job's run to their end. Neither gets another
-// attempt: their pending retries are recorded as skipped (reason
-// "reloaded").
+// SetJobs replaces the jobs, by ID; a job that stays keeps its slots, so
+// no slot runs twice. The scheduler gets those of the shards this replica
+// leads. A removed job's running attempts are cancelled; a changed job's
+// run to their end. Neither gets another attempt: their pending retries
+// are recorded as skipped (reason "reloaded").
 func (r *Runner) SetJobs(jobs []*Job) {
 	m := make(map[string]*Job, len(jobs))
 	set := JobSetOf(jobs)
 	r.mu.Lock()
 	for _, j := range jobs {
+		j.shard = shard.Of(j.ID, r.o.Shards)
 		if old, ok := r.jobs[j.ID]; ok && sameJob(old, j) {
 			j = old // unchanged: its slots in progress may retry
 		}
@@ -339,15 +362,23 @@ func (r *Runner) SetJobs(jobs []*Job) {
 		r.retireLocked(j)
 	}
 	r.mu.Unlock()
-	r.sched.Set(list)
+	now := wallNow()
+	for _, j := range list {
+		if j.Schedule.Next(now).IsZero() {
+			r.never(j, now, false)
+		}
+	}
+	r.smu.Lock()
+	r.sched.Set(slices.DeleteFunc(list, func(j *Job) bool { return r.scheduled[j.shard] == nil }))
+	r.smu.Unlock()
 	r.decideTriggers() // requests that waited for a job added now
 	if r.o.OnJobSet != nil {
 		r.o.OnJobSet(set)
 	}
 	if changed && r.o.JobSets != nil {
-		if t := r.o.Coord.Term(); t != nil {
-			// A new epoch of this term: the leader's job set changed.
-			since := wallNow()
+		// A new epoch of every term: the leader's job set changed.
+		since := wallNow()
+		for _, t := range r.o.Coord.Terms() {
 			r.spawn(func() { r.recordEpoch(t, set, since) })
 		}
 	}
@@ -359,6 +390,18 @@ func sameJob(a, b *Job) bool {
 	x.Schedule, y.Schedule = nil, nil // Spec and Timezone say the same
 	return reflect.DeepEqual(x, y)
 }
+
+// shardJobs returns the jobs of a shard, sorted by ID.
+func (r *Runner) shardJobs(n int) []*Job {
+	return slices.DeleteFunc(r.Jobs(), func(j *Job) bool { return j.shard != n })
+}
+
+// Shard returns the shard of a job ID.
+func (r *Runner) Shard(job string) int { return shard.Of(job, r.o.Shards) }
+
+// Scheduled returns how many jobs the scheduler holds: those of the shards
+// this replica leads.
+func (r *Runner) Scheduled() int { return r.sched.Len() }
 
 // exportPausedLocked sets pacer_job_paused for every configured job and
 // drops the per-job gauges of jobs that were removed, so that no alert
@@ -420,58 +463,69 @@ func (r *Runner) SetPaused(p map[string]bool) {
 	r.mu.Unlock()
 }
 
-// OnTerm is called when this replica starts leading: it records the job
-// set it leads with (in the background: that only explains missed slots to
-// a later leader, and must not hold up this one), applies misfire and
-// delivery policies (CatchUp) and runs trigger requests that waited for a
-// leader. The scheduler's slots of the term wait until the catch-up's
-// claims are written, and slots due before the term started are left to
-// the catch-up: each job's claims are decided in slot order, so no claim
-// of a later slot can come before the catch-up's of an earlier one. Then,
-// while the term lasts, it removes the keys of jobs that are no longer
-// configured (sweep).
-func (r *Runner) OnTerm(t *coord.Term) {
-	set := r.JobSet()
-	r.spawn(func() { r.recordEpoch(t, set, t.Since) })
-	start := wallNow()
-	r.catchUp(t, start)
-	r.mu.Lock()
-	var held []Slot
-	if r.heldFor == t {
-		held, r.held, r.heldFor = r.held, nil, nil
+// OnTransition hears of each term that starts (OnTerm, in its own
+// goroutine) or ends (its shard's jobs leave the scheduler).
+func (r *Runner) OnTransition(leading bool, t *coord.Term) {
+	if leading {
+		go r.OnTerm(t)
+		return
 	}
-	if t.Context().Err() == nil { // a later term's catch-up may be done already
-		r.caughtUp, r.termStart = t, start
-	}
-	r.mu.Unlock()
-	for _, s := range held {
-		r.Fire(s)
-	}
-	r.decideTriggers()
-	if r.addWork() {
-		go func() {
-			defer r.wg.Done()
-			r.sweep(t)
-		}()
+	r.smu.Lock()
+	defer r.smu.Unlock()
+	if r.scheduled[t.Shard] == t {
+		delete(r.scheduled, t.Shard)
+		r.sched.Remove(func(j *Job) bool { return j.shard == t.Shard })
 	}
 }
 
-// WaitIdle waits until no slot runs here, or ctx ends. A replica stepping
-// down calls it after its term ended (which cancelled the term's runs), so
-// that their records are written before it resigns.
-func (r *Runner) WaitIdle(ctx context.Context) {
+// OnTerm is called when this replica starts leading a shard: it applies
+// the misfire policies of the shard's jobs (CatchUp), then schedules them
+// from the instant the catch-up stopped looking, so no slot falls between
+// the two, and runs trigger requests of the shard that waited for a leader.
+func (r *Runner) OnTerm(t *coord.Term) {
+	// The job set it leads with is recorded in the background: it only
+	// explains missed slots to a later leader of the shard, and must not
+	// hold up this one.
+	set := r.JobSet()
+	r.spawn(func() { r.recordEpoch(t, set, t.Since) })
+	start := r.CatchUp(t)
+	r.smu.Lock()
+	if t.Context().Err() == nil && r.o.Coord.TermOf(t.Shard) == t {
+		r.scheduled[t.Shard] = t
+		r.sched.Add(r.shardJobs(t.Shard), start)
+	}
+	r.smu.Unlock()
+	r.decideTriggers()
+	r.sweepOnce.Do(func() {
+		if r.addWork() {
+			go func() {
+				defer r.wg.Done()
+				r.sweep()
+			}()
+		}
+	})
+}
+
+// WaitIdle waits until no run of the shard's jobs is in progress here, or
+// ctx ends. A replica handing a shard over calls it (coord Options.Drain).
+func (r *Runner) WaitIdle(ctx context.Context, t *coord.Term) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		r.mu.Lock()
-		n := len(r.running)
+		n := 0
+		for id, runs := range r.running {
+			if shard.Of(id, r.o.Shards) == t.Shard {
+				n += len(runs)
+			}
+		}
 		r.mu.Unlock()
 		if n == 0 {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			r.log.Warn("stepping down with runs still ending", "jobs_running", n)
+			r.log.Warn("handing a shard over with runs still going", "shard", t.Shard, "runs", n)
 			return
 		case <-tick.C:
 		}
@@ -497,6 +551,11 @@ func (r *Runner) Start(ctx context.Context) { r.sched.Run(ctx) }
 // first, the remaining attempts are cancelled and Stop waits for them to
 // return.
 func (r *Runner) Stop(ctx context.Context) {
+	if r.o.Coord != nil {
+		for _, t := range r.o.Coord.Terms() {
+			t.StopFiring() // from now on, the hand-over marks say
+		}
+	}
 	r.mu.Lock()
 	r.stopped = true
 	if r.triggerTimer != nil {
@@ -526,27 +585,12 @@ func (r *Runner) missed(j *Job, n int) {
 	r.log.Warn("slots missed while the scheduler could not run", "job", j.ID, "missed", n)
 }
 
-// Fire starts a slot if this replica leads. It never blocks. A slot of a
-// term whose catch-up is not done yet is held until it is (OnTerm).
+// Fire starts a slot if this replica leads its shard and is not handing
+// the shard over (the next leader runs the slots held back meanwhile). It
+// never blocks.
 func (r *Runner) Fire(s Slot) {
-	t := r.o.Coord.Term()
-	if t == nil {
-		return
-	}
-	r.mu.Lock()
-	if r.caughtUp != t {
-		if r.heldFor != t {
-			r.heldFor, r.held = t, nil
-		}
-		r.held = append(r.held, s)
-		r.mu.Unlock()
-		return
-	}
-	early := s.Time.Before(r.termStart)
-	r.mu.Unlock()
-	if early {
-		// Due before this term started: the catch-up decided it.
-		r.log.Debug("slot due before the term started: left to the misfire catch-up", "job", s.Job.ID, "scheduled_time", s.Time)
+	t := r.o.Coord.TermOf(s.Job.shard)
+	if t == nil || t.Draining() {
 		return
 	}
 	r.start(t, s, "", nil)
@@ -988,6 +1032,7 @@ func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Conte
 			attribute.Int("pacer.attempt", a.number),
 			attribute.String("pacer.scheduled_time", a.slot.Time.UTC().Format(time.RFC3339Nano)),
 			attribute.Int64("pacer.fencing_token", a.term.Token),
+			attribute.Int("pacer.shard", a.term.Shard),
 			attribute.String("pacer.plugin", job.Plugin),
 			attribute.String("pacer.task", job.Task),
 		)
@@ -1018,7 +1063,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	running.Inc()
 	defer running.Dec()
 	log.LogAttrs(ctx, slog.LevelInfo, "run started", slog.String("plugin", job.Plugin), slog.String("task", job.Task),
-		slog.Time("scheduled_time", a.slot.Time.UTC()), slog.Int("attempt", a.number),
+		slog.Time("scheduled_time", a.slot.Time.UTC()), slog.Int("attempt", a.number), slog.Int("shard", a.term.Shard),
 		slog.Int64("fencing_token", a.term.Token), slog.Int64("lag_ms", began.Sub(a.slot.Time).Milliseconds()))
 
 	var progress string
@@ -1031,7 +1076,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		InheritEnv: job.InheritEnv,
 		Context: &pluginv1.RunContext{
 			JobId: job.ID, RunId: a.runID, CorrelationId: a.correlationID, Attempt: uint32(a.number),
-			ScheduledTime: timestamppb.New(a.slot.Time), FencingToken: a.term.Token, Node: r.o.Node,
+			ScheduledTime: timestamppb.New(a.slot.Time), FencingToken: a.term.Token, Node: r.o.Node, Shard: uint32(a.term.Shard),
 		},
 		OnLog: func(l *pluginv1.LogRecord) { pluginLog(log, job.Plugin, l) },
 		OnProgress: func(p *pluginv1.Progress) {

@@ -281,7 +281,8 @@ func TestPausedGaugeAndRemovedJobs(t *testing.T) {
 
 type notLeader struct{ runner.Coordinator }
 
-func (notLeader) Term() *coord.Term { return nil }
+func (notLeader) TermOf(int) *coord.Term { return nil }
+func (notLeader) Terms() []*coord.Term   { return nil }
 
 // slotAhead is a slot an hour from now: the runner leaves slots due before
 // its term started to the misfire catch-up.

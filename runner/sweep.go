@@ -7,48 +7,51 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
-// sweep removes, while t lasts, everything stored for jobs that are no
-// longer configured (claim key, horizon, pause flag, run records, trigger
-// requests, idempotency receipts), so that etcd holds keys for the
-// configured jobs only. A job is removed when it was missing from the job
-// set at two sweeps in a row, SweepInterval apart: a job dropped by
-// mistake and put back within the interval keeps its history. A job with
-// an open claim or a run in progress waits for the next sweep, and so does
-// one with a trigger request the trigger code has yet to decide (it is
-// recorded as expired after TriggerExpiry, or runs if a reload brings the
-// job back); a request still there a sweep after its expiry goes with the
-// job. Jobs with run records, trigger requests or receipts only (no claim
-// key: never claimed) are looked for at the term's second sweep only, as
-// that costs a read per job. While the live replicas' job sets differ
-// (Options.JobSetsAgree), nothing is removed and nobody counts as missing.
-func (r *Runner) sweep(t *coord.Term) {
+// sweep removes, while the runner runs, everything stored for jobs that
+// are no longer configured (claim key, horizon, pause flag, run records,
+// trigger requests, idempotency receipts), so that etcd holds keys for the
+// configured jobs only. Each replica removes those of the shards it leads
+// (a removed job's shard is the hash of its ID, as for a configured one),
+// under that shard's fencing token; it looks only while it leads any. A
+// job is removed when it was missing from the job set at two sweeps in a
+// row, SweepInterval apart: a job dropped by mistake and put back within
+// the interval keeps its history. A job with an open claim or a run in
+// progress waits for the next sweep, and so does one with a trigger
+// request the trigger code has yet to decide (it is recorded as expired
+// after TriggerExpiry, or runs if a reload brings the job back); a request
+// still there a sweep after its expiry goes with the job. Jobs with run
+// records, trigger requests or receipts only (no claim key: never claimed)
+// are looked for at the second sweep only, as that costs a read per job.
+// While the live replicas' job sets differ (Options.JobSetsAgree), nothing
+// is removed and nobody counts as missing.
+func (r *Runner) sweep() {
 	missing := map[string]bool{} // at the previous sweep
 	timer := time.NewTimer(r.o.SweepInterval)
 	defer timer.Stop()
-	looks := 0
-	for {
+	for n := 0; ; {
 		select {
-		case <-t.Context().Done():
-			return
 		case <-r.stopping.Done():
 			return
 		case <-timer.C:
 		}
+		timer.Reset(r.o.SweepInterval)
 		if r.o.JobSetsAgree != nil && !r.o.JobSetsAgree() {
 			if len(missing) > 0 {
 				r.log.Info("keys of removed jobs kept: the live replicas' job sets differ, and a replica with the jobs may lead", "jobs", len(missing))
 			}
 			missing = map[string]bool{}
-			timer.Reset(r.o.SweepInterval)
 			continue
 		}
-		looks++
-		stored, err := r.o.Coord.StoredJobs(t.Context(), looks == 2)
+		if len(r.o.Coord.Terms()) == 0 {
+			continue // it leads no shard: their leaders sweep
+		}
+		n++
+		stored, err := r.o.Coord.StoredJobs(r.stopping, n == 2)
 		if err != nil {
 			r.log.Warn("looking for the keys of removed jobs failed; trying again later", "error", err)
-			timer.Reset(r.o.SweepInterval)
 			continue
 		}
 		for id := range missing { // found by an earlier, deeper look
@@ -61,6 +64,10 @@ func (r *Runner) sweep(t *coord.Term) {
 			if _, ok := r.Job(id); ok {
 				continue
 			}
+			t := r.o.Coord.TermOf(shard.Of(id, r.o.Shards))
+			if t == nil || t.Draining() {
+				continue // its shard's leader removes it
+			}
 			if !missing[id] {
 				next[id] = true
 				continue
@@ -72,16 +79,16 @@ func (r *Runner) sweep(t *coord.Term) {
 			}
 			switch err := r.o.Coord.ForgetJob(t.Context(), t, id); {
 			case err == nil:
-				r.log.Info("removed the keys of a job that is no longer configured (claims, pause flag, run records, trigger requests, receipts)", "job", id)
-			case errors.Is(err, coord.ErrNotLeader):
-				return
+				r.log.Info("removed the keys of a job that is no longer configured (claims, pause flag, run records, trigger requests, receipts)",
+					"job", id, "shard", t.Shard)
+			case errors.Is(err, coord.ErrNotLeader), t.Context().Err() != nil:
+				// The shard moved: its next leader removes the keys.
 			default:
 				next[id] = true
 				r.log.Warn("keys of a removed job not removed yet; trying again later", "job", id, "error", err)
 			}
 		}
 		missing = next
-		timer.Reset(r.o.SweepInterval)
 	}
 }
 

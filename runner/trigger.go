@@ -83,8 +83,7 @@ func (r *Runner) decideTriggers() {
 	if r.o.Coord == nil { // a runner for the API alone, in tests
 		return
 	}
-	t := r.o.Coord.Term()
-	if t == nil {
+	if len(r.o.Coord.Terms()) == 0 {
 		return
 	}
 	r.mu.Lock()
@@ -93,6 +92,12 @@ func (r *Runner) decideTriggers() {
 	now := wallNow()
 	var next time.Time // the earliest expiry of a request left waiting
 	for _, st := range stored {
+		// The leader of the job's shard decides, unless it is handing
+		// the shard over (the next leader will).
+		t := r.o.Coord.TermOf(r.Shard(st.Job))
+		if t == nil || t.Draining() {
+			continue
+		}
 		tr := &trigger{Trigger: st, first: 1}
 		if err := json.Unmarshal(st.Body, &tr.req); err != nil {
 			r.log.Warn("trigger request unreadable: recording it as expired", "job", st.Job, "trigger_id", st.ID, "error", err)

@@ -308,21 +308,21 @@ func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logg
 type termHook struct {
 	mu    sync.Mutex
 	fn    func(*coord.Term)
-	drain func(context.Context)
+	drain func(context.Context, *coord.Term)
 }
 
-func (h *termHook) set(fn func(*coord.Term), drain func(context.Context)) {
+func (h *termHook) set(fn func(*coord.Term), drain func(context.Context, *coord.Term)) {
 	h.mu.Lock()
 	h.fn, h.drain = fn, drain
 	h.mu.Unlock()
 }
 
-func (h *termHook) waitIdle(ctx context.Context, _ *coord.Term) {
+func (h *termHook) waitIdle(ctx context.Context, t *coord.Term) {
 	h.mu.Lock()
 	drain := h.drain
 	h.mu.Unlock()
 	if drain != nil {
-		drain(ctx)
+		drain(ctx, t)
 	}
 }
 
