@@ -22,8 +22,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -303,15 +305,15 @@ func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logg
 	return h, nil
 }
 
-// termHook lets the runner, built after the coordinator, hear of new terms,
-// and drain its runs when the coordinator steps down.
+// termHook lets the runner, built after the coordinator, hear of terms
+// that start and end, and drain a shard's runs when it is handed over.
 type termHook struct {
 	mu    sync.Mutex
-	fn    func(*coord.Term)
+	fn    func(leading bool, t *coord.Term)
 	drain func(context.Context, *coord.Term)
 }
 
-func (h *termHook) set(fn func(*coord.Term), drain func(context.Context, *coord.Term)) {
+func (h *termHook) set(fn func(bool, *coord.Term), drain func(context.Context, *coord.Term)) {
 	h.mu.Lock()
 	h.fn, h.drain = fn, drain
 	h.mu.Unlock()
@@ -326,12 +328,12 @@ func (h *termHook) waitIdle(ctx context.Context, t *coord.Term) {
 	}
 }
 
-func (h *termHook) call(t *coord.Term) {
+func (h *termHook) call(leading bool, t *coord.Term) {
 	h.mu.Lock()
 	fn := h.fn
 	h.mu.Unlock()
 	if fn != nil {
-		go fn(t)
+		fn(leading, t)
 	}
 }
 
@@ -431,21 +433,44 @@ func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *
 func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics,
 	tp trace.TracerProvider, hook *termHook, ms *coord.Membership, mon *coord.Monitor) *coord.Coordinator {
 	node := cfg.Node.Name
+	m.Shards.Set(float64(cfg.Cluster.Shards))
+	for n := range cfg.Cluster.Shards {
+		m.ShardLeader.WithLabelValues(strconv.Itoa(n)).Set(0)
+	}
+	m.ShardsLed.WithLabelValues(node).Set(0)
+	var led atomic.Int64
 	c := coord.New(coord.Options{
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"),
-		Gate:   ms, Drain: hook.waitIdle,
+		Gate:   ms, Shards: cfg.Cluster.Shards, Settle: cfg.Cluster.ShardSettle, DrainTimeout: cfg.Shutdown.DrainTimeout,
+		Drain:              hook.waitIdle,
 		CompactionInterval: cfg.Cluster.Etcd.CompactionInterval, Monitor: mon,
 		OnTransition: func(leading bool, t *coord.Term) {
+			shard := strconv.Itoa(t.Shard)
 			if leading {
-				m.Leader.WithLabelValues(node).Set(1)
-				m.LeaderChanges.WithLabelValues("acquired").Inc()
-				hook.call(t)
+				m.ShardLeader.WithLabelValues(shard).Set(1)
+				m.ShardsLed.WithLabelValues(node).Set(float64(led.Add(1)))
+				m.ShardTransitions.WithLabelValues("acquired").Inc()
 			} else {
-				m.Leader.WithLabelValues(node).Set(0)
-				m.LeaderChanges.WithLabelValues("lost").Inc()
+				m.ShardLeader.WithLabelValues(shard).Set(0)
+				m.ShardsLed.WithLabelValues(node).Set(float64(led.Add(-1)))
+				event := "lost"
+				if cause := context.Cause(t.Context()); errors.Is(cause, coord.ErrHandedOver) || errors.Is(cause, coord.ErrStopping) {
+					event = "handed_over"
+				}
+				m.ShardTransitions.WithLabelValues(event).Inc()
 			}
+			if t.Shard == 0 { // shard 0's leader is the cluster's leader
+				if leading {
+					m.Leader.WithLabelValues(node).Set(1)
+					m.LeaderChanges.WithLabelValues("acquired").Inc()
+				} else {
+					m.Leader.WithLabelValues(node).Set(0)
+					m.LeaderChanges.WithLabelValues("lost").Inc()
+				}
+			}
+			hook.call(leading, t)
 		},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -480,13 +505,13 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 		// A replaced attempt ends within the cancel grace, then the
 		// plugin host's tree timeout (10s) to confirm its processes dead.
 		ReplaceWait: cfg.Plugins.CancelGrace + 15*time.Second,
-		JobSets:     c, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
+		JobSets:     c, Shards: cfg.Cluster.Shards, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
 		OnJobSet: func(set coord.JobSet) { // after a reload too
 			path, sum, mtime := configFile(p.ConfigPath)
 			ms.SetJobSet(set, path, sum, mtime)
 		},
 	})
-	hook.set(r.OnTerm, r.WaitIdle)
+	hook.set(r.OnTransition, r.WaitIdle)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	lc.Append(fx.Hook{
