@@ -642,9 +642,11 @@ func TestDashboardsAreValid(t *testing.T) {
 			}
 		}
 	}
-	// The overview shows the versions running and the leader's lease.
+	// The overview shows the versions running, the leader's lease, and how
+	// the shards are spread and whether each is led.
 	overview := ds[slices.IndexFunc(ds, func(d *dashboard) bool { return d.file == "pacer-overview.json" })]
-	for _, metric := range []string{"pacer_build_info", "pacer_lease_keepalive_age_seconds", "pacer_lease_keepalives_total", "pacer_leader"} {
+	for _, metric := range []string{"pacer_build_info", "pacer_lease_keepalive_age_seconds", "pacer_lease_keepalives_total", "pacer_leader",
+		"pacer_shards_led", "pacer_shard_leader", "pacer_shard_transitions_total"} {
 		if !slices.ContainsFunc(dashboardQueries([]*dashboard{overview}), func(q query) bool { return strings.Contains(q.expr, metric) }) {
 			t.Errorf("pacer-overview.json: no panel shows %s", metric)
 		}
@@ -1086,6 +1088,8 @@ var cannotOccur = map[string]string{
 	"alert PacerMultipleLeaders":       "needs two replicas leading at once (split brain); the test runs one replica",
 	"alert PacerLeaderFlapping":        "needs more than 3 leader elections in 10m, i.e. repeated failovers",
 	"alert PacerJobSetDisagreement":    "needs a replica whose jobs differ from its cluster's for 10m; the test runs one replica, whose set is the cluster's",
+	"alert PacerShardUnled":            "needs a shard nobody leads for a minute; the test's single replica leads every shard throughout",
+	"alert PacerShardLedTwice":         "needs two replicas leading one shard at once; the test runs one replica",
 	"alert PacerLeaseKeepaliveFailing": "needs failing lease keepalives (etcd slow, unreachable or without a leader); the test's etcd answers every one",
 	"alert PacerPluginCrashLooping":    "needs more than 3 plugin restarts (crash, hang or failed health probe) in 10m; the shell plugin never restarts",
 	"alert PacerPluginDown":            "needs a plugin that a run needs and that cannot start, or a quarantine; the shell plugin starts and stays up",
