@@ -258,7 +258,10 @@ func ledgerJob(path, hold string) string {
 `, path, hold)
 }
 
-// replicaConfig is a runner's config against the etcd endpoints eps.
+// replicaConfig is a runner's config against the etcd endpoints eps: one
+// shard, so that one replica leads and runs the job, and the scenarios of
+// RELIABILITY.md 1-22 hold for one shard's leader (scenario 23 is the
+// sharded cluster: chaos_shard_test.go).
 func replicaConfig(t *testing.T, name, httpAddr string, eps []string, jobs string) string {
 	return replicaConfigTTL(t, name, httpAddr, eps, jobs, chaosTTL)
 }
@@ -270,6 +273,7 @@ cluster:
   name: chaos
   data_dir: %s
   lease_ttl: %s
+  shards: 1
   etcd: {endpoints: [%s], dial_timeout: 2s, request_timeout: 1s}
 http: {listen: %s}
 plugins: {dir: %s}

@@ -117,14 +117,16 @@ func TestE2ESingleRunner(t *testing.T) {
 			t.Fatalf("plugin process %d survived the runner", pid)
 		}
 	}
-	if len(match(p.logs(), msgIs("resigned leadership"))) != 1 {
-		t.Fatal("runner did not resign leadership on SIGTERM")
+	// One replica leads every shard (16 by default), and resigns each.
+	if n := len(match(p.logs(), msgIs("resigned leadership"))); n != 16 {
+		t.Fatalf("runner resigned %d shards on SIGTERM, want all 16", n)
 	}
 }
 
 // Two runner processes share one etcd: one leads; after kill -9 of the
 // leader the other leads within the lease TTL plus a margin and runs go on;
-// no slot runs twice; the dead leader's plugin exits on its own.
+// no slot runs twice; the dead leader's plugin exits on its own. One shard, so
+// that one replica leads everything (the sharded cluster: e2e_shard_test.go).
 func TestE2ETwoReplicasFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
@@ -146,6 +148,7 @@ cluster:
   name: e2e
   data_dir: %s
   lease_ttl: %s
+  shards: 1
   etcd: {endpoints: [%s]}
 http: {listen: %s}
 plugins: {dir: %s}
