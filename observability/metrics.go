@@ -53,7 +53,8 @@ type Metrics struct {
 	ShardsLed        *prometheus.GaugeVec   // node
 	ShardLeader      *prometheus.GaugeVec   // shard
 	ShardTransitions *prometheus.CounterVec // event
-	BuildInfo        *prometheus.GaugeVec   // version, goversion
+	ScheduledJobs    prometheus.Gauge
+	BuildInfo        *prometheus.GaugeVec // version, goversion
 
 	KeepaliveAge *prometheus.GaugeVec   // (none): seconds since the last acknowledged keepalive was sent
 	Keepalives   *prometheus.CounterVec // result
@@ -150,6 +151,10 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_shard_transitions_total",
 			Help: "Terms of shard leadership of this replica that started (acquired) or ended: handed over gracefully (handed_over) or lost (lost: fenced, lease lost, stopped by an etcd error).",
 		}, []string{"event"}),
+		ScheduledJobs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pacer_scheduled_jobs",
+			Help: "Jobs this replica's scheduler holds: those of the shards it leads.",
+		}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_build_info",
 			Help: "Always 1; labels carry the build's version.",
@@ -231,7 +236,7 @@ func NewMetrics(version string) (*Metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
 		m.JobRunning, m.JobPaused, m.Leader, m.LeaderChanges, m.BuildInfo,
-		m.Shards, m.ShardsLed, m.ShardLeader, m.ShardTransitions,
+		m.Shards, m.ShardsLed, m.ShardLeader, m.ShardTransitions, m.ScheduledJobs,
 		m.PluginUp, m.PluginUnavailable, m.PluginQuarantined, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
 		m.KeepaliveAge, m.Keepalives, m.HTTPRejected, m.JobSetAgreed, m.JobSets,
 		m.TriggerRequests, m.TriggersStored,

@@ -370,6 +370,7 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	}
 	r.smu.Lock()
 	r.sched.Set(slices.DeleteFunc(list, func(j *Job) bool { return r.scheduled[j.shard] == nil }))
+	r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
 	r.smu.Unlock()
 	r.decideTriggers() // requests that waited for a job added now
 	if r.o.OnJobSet != nil {
@@ -475,6 +476,7 @@ func (r *Runner) OnTransition(leading bool, t *coord.Term) {
 	if r.scheduled[t.Shard] == t {
 		delete(r.scheduled, t.Shard)
 		r.sched.Remove(func(j *Job) bool { return j.shard == t.Shard })
+		r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
 	}
 }
 
@@ -493,6 +495,7 @@ func (r *Runner) OnTerm(t *coord.Term) {
 	if t.Context().Err() == nil && r.o.Coord.TermOf(t.Shard) == t {
 		r.scheduled[t.Shard] = t
 		r.sched.Add(r.shardJobs(t.Shard), start)
+		r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
 	}
 	r.smu.Unlock()
 	r.decideTriggers()
