@@ -111,6 +111,8 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 	}()
 	recheck := time.NewTimer(time.Hour)
 	defer recheck.Stop()
+	sweep := time.NewTicker(orphanSweep)
+	defer sweep.Stop()
 	for {
 		nodes, since, changed := c.candidates()
 		assigned := shard.Assign(c.opts.Shards, nodes)
@@ -158,7 +160,40 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 		case n := <-ended:
 			delete(runs, n)
 		case <-recheck.C:
+		case <-sweep.C:
+			c.sweepOrphans(ctx, ss, runs)
 		}
+	}
+}
+
+// orphanSweep is how often manage looks for election keys of its session
+// that no goroutine campaigns with.
+const orphanSweep = 2 * time.Second
+
+// sweepOrphans deletes this session's election keys of shards no goroutine
+// campaigns for or leads: a campaign whose put landed but whose answer was
+// lost, or whose clean-up failed, would otherwise hold that shard's
+// election for as long as the session lives. Called by manage, the only
+// starter of goroutines, so none starts meanwhile.
+func (c *Coordinator) sweepOrphans(ctx context.Context, ss *session, runs map[int]*shardRun) {
+	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(gctx, c.prefix+"leader/", clientv3.WithPrefix())
+	if err != nil {
+		return
+	}
+	for _, kv := range resp.Kvs {
+		if clientv3.LeaseID(kv.Lease) != ss.lease {
+			continue
+		}
+		num, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.prefix+"leader/"), "/")
+		n, err := strconv.Atoi(num)
+		if err != nil || runs[n] != nil {
+			continue
+		}
+		c.log.Warn("removing an election key no campaign holds", "shard", n, "key", string(kv.Key))
+		_, _ = c.cli.Txn(gctx).If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision)).
+			Then(clientv3.OpDelete(string(kv.Key))).Commit()
 	}
 }
 
@@ -250,6 +285,11 @@ func (c *Coordinator) campaign(ctx context.Context, ss *session, n int) (string,
 		Else(clientv3.OpGet(key)).Commit()
 	cancel()
 	if err != nil {
+		// The put may have landed without its answer: remove the key, or
+		// it would hold the shard's election (manage sweeps it otherwise).
+		dctx, dcancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
+		_, _ = c.cli.Delete(dctx, key)
+		dcancel()
 		return "", 0, fmt.Errorf("campaign for shard %d: %w", n, err)
 	}
 	rev := resp.Header.Revision

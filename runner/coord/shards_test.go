@@ -385,3 +385,37 @@ func TestStaleHandOverMarkIsIgnored(t *testing.T) {
 		t.Fatal("the mark was taken twice")
 	}
 }
+
+// An election key of this replica's session that no campaign holds (a put
+// whose answer was lost) is removed, or it would hold the shard's election
+// for as long as the replica lives.
+func TestOrphanElectionKeyIsRemoved(t *testing.T) {
+	b := setup(t)
+	const shards = 2
+	// Shard 1 goes to "nobody-else", a member that never runs: a leads
+	// only shard 0, and campaigns for nothing else.
+	ro := newRoster("a", "nobody-else")
+	owner := shard.Assign(shards, []string{"a", "nobody-else"})
+	mine := slices.Index(owner, "a")
+	other := 1 - mine
+	a := b.shardReplica(t, "a", nil, coord.Options{Shards: shards, Roster: ro})
+	waitFor(t, "a leads its shard", 10*time.Second, func() bool { return a.c.TermOf(mine) != nil })
+	cli := b.client(t)
+	ctx := context.Background()
+	resp, err := cli.Get(ctx, fmt.Sprintf("/pacer/test/leader/%d/", mine), clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("a's election key: %v, %v", resp, err)
+	}
+	lease := clientv3.LeaseID(resp.Kvs[0].Lease)
+	orphan := fmt.Sprintf("/pacer/test/leader/%d/%x", other, lease)
+	if _, err := cli.Put(ctx, orphan, "a", clientv3.WithLease(lease)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the orphan key removed", 10*time.Second, func() bool {
+		r, err := cli.Get(ctx, orphan)
+		return err == nil && len(r.Kvs) == 0
+	})
+	if a.c.TermOf(mine) == nil {
+		t.Fatal("a stopped leading its own shard")
+	}
+}
