@@ -72,6 +72,9 @@ type Options struct {
 	// Roster, if set, names the replicas that may lead shards; without one
 	// this replica is assigned every shard.
 	Roster Roster
+	// PublishMember puts this replica's member record (members/<node>) on
+	// every session's lease, for a MemberRoster.
+	PublishMember bool
 	// Drain, if set, is called while a term is handed over (a shard moves
 	// to another replica, or this one stops): first after the term stopped
 	// firing (Term.Draining), to wait for the term's runs to end, bounded

@@ -70,6 +70,13 @@ func (c *Coordinator) runSession(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if c.opts.PublishMember {
+		if err := c.publishMember(ctx, ss); err != nil {
+			c.endSession(ss, err)
+			c.closeSession(ss)
+			return false, err
+		}
+	}
 	c.mu.Lock()
 	c.session = ss
 	c.mu.Unlock()

@@ -439,7 +439,9 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 	}
 	m.ShardsLed.WithLabelValues(node).Set(0)
 	var led atomic.Int64
+	roster := coord.NewMemberRoster()
 	c := coord.New(coord.Options{
+		Roster: roster, PublishMember: true,
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"),
@@ -479,7 +481,10 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 		OnStart: func(context.Context) error {
 			go func() {
 				defer close(done)
+				var wg sync.WaitGroup
+				wg.Go(func() { c.WatchMembers(ctx, roster) })
 				_ = c.Run(ctx)
+				wg.Wait()
 			}()
 			return nil
 		},
