@@ -94,6 +94,8 @@ type JobView struct {
 	State    string `json:"state"` // active or paused
 	Paused   bool   `json:"paused"`
 	Running  int    `json:"running"`
+	// Shard is the job's shard: its leader runs the job.
+	Shard int `json:"shard"`
 	// Next is the next fire time (RFC 3339, UTC), or "never" when the
 	// schedule has none: a job is listed even when it will not fire.
 	Next      string      `json:"next"`
@@ -118,7 +120,7 @@ func (c *Control) view(j *Job) JobView {
 		ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Spec, Timezone: j.Timezone,
 		Timeout: j.Timeout.String(), Overlap: j.Overlap, Retries: j.Retries.Max,
 		Misfire: fmt.Sprintf("%s (grace %s)", j.Misfire.Policy, j.Misfire.Grace),
-		Paused:  paused, Running: running, Next: next, NextFires: fires,
+		Paused:  paused, Running: running, Next: next, NextFires: fires, Shard: c.Runner.Shard(j.ID),
 	}
 }
 

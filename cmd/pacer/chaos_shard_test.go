@@ -137,28 +137,6 @@ func (c *shardCluster) live() []*proc {
 	return slices.DeleteFunc(slices.Clone(c.ps), exitedProc)
 }
 
-// ledShards replays p's leadership lines (each with its shard) up to the
-// line before until (zero: all) and returns the shards it leads.
-func ledShards(lines []logLine, until time.Time) map[int]bool {
-	led := map[int]bool{}
-	for _, l := range lines {
-		if !until.IsZero() && !logTime(l).Before(until) {
-			break
-		}
-		n, ok := l["shard"].(float64)
-		if !ok {
-			continue
-		}
-		switch l.str("msg") {
-		case "became leader":
-			led[int(n)] = true
-		case "leadership ended", "resigned leadership":
-			delete(led, int(n))
-		}
-	}
-	return led
-}
-
 // waitSettled waits until the replicas in ps lead exactly the shards the
 // assignment over their names gives each, as their logs say.
 func (c *shardCluster) waitSettled(ps []*proc, timeout time.Duration) {
@@ -340,16 +318,6 @@ func shardRecords(eps []string, job string) (map[time.Time]shardRecord, error) {
 	}
 	return out, nil
 }
-
-func shardOfLine(l logLine) int {
-	if f, ok := l["shard"].(float64); ok {
-		return int(f)
-	}
-	return -1
-}
-
-// ledOf returns the shards p leads now, by its log.
-func ledOf(p *proc) []int { return slices.Sorted(maps.Keys(ledShards(p.logs(), time.Time{}))) }
 
 // kill -9 of one of three working replicas: the others take its shards
 // within the TTL plus one election, each shard's missed slots run (misfire

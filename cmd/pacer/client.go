@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -340,6 +341,7 @@ type jobView struct {
 	ID, Plugin, Task, Schedule, Timezone string
 	Paused                               bool
 	Running                              int
+	Shard                                int
 	Next                                 string
 }
 
@@ -397,7 +399,7 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 		return json.NewEncoder(stdout).Encode(map[string]any{"jobs": all, "total": total})
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSCHEDULE\tTIMEZONE\tPLUGIN/TASK\tSTATE\tRUNNING\tNEXT")
+	fmt.Fprintln(tw, "JOB\tSCHEDULE\tTIMEZONE\tPLUGIN/TASK\tSTATE\tRUNNING\tSHARD\tNEXT")
 	for _, raw := range all {
 		var j jobView
 		if err := json.Unmarshal(raw, &j); err != nil {
@@ -410,7 +412,7 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 		if t, err := time.Parse(time.RFC3339, j.Next); err == nil {
 			next = t.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\t%s\n", j.ID, j.Schedule, j.Timezone, j.Plugin, j.Task, state, j.Running, next)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\t%d\t%s\n", j.ID, j.Schedule, j.Timezone, j.Plugin, j.Task, state, j.Running, j.Shard, next)
 	}
 	return tw.Flush()
 }
@@ -527,12 +529,21 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		LeaseTTL              string    `json:"lease_ttl"`
 		LeaderSince           time.Time `json:"leader_since"`
 		KeepaliveAge          string    `json:"keepalive_age"`
-		JobSet                string    `json:"job_set"`
-		ClusterJobSet         string    `json:"cluster_job_set"`
-		JobSetAgreed          bool      `json:"job_set_agreed"`
-		JobSetMismatch        string    `json:"job_set_mismatch"`
-		NotLeading            string    `json:"not_leading"`
-		Difference            *struct {
+		ShardCount            int       `json:"shard_count"`
+		ShardsLed             []int     `json:"shards_led"`
+		Shards                []struct {
+			Shard        int
+			Leader       string
+			FencingToken int64 `json:"fencing_token"`
+			Waiting      []string
+			Assigned     string
+		}
+		JobSet         string `json:"job_set"`
+		ClusterJobSet  string `json:"cluster_job_set"`
+		JobSetAgreed   bool   `json:"job_set_agreed"`
+		JobSetMismatch string `json:"job_set_mismatch"`
+		NotLeading     string `json:"not_leading"`
+		Difference     *struct {
 			OnlyHere    []string `json:"only_here"`
 			MissingHere []string `json:"missing_here"`
 			Different   []string `json:"different"`
@@ -550,19 +561,51 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	if raw, err := c.get("/api/v1/cluster", &st, stdout); err != nil || raw {
 		return err
 	}
-	role := "follower"
+	role := fmt.Sprintf("leads %d of %d shards", len(st.ShardsLed), st.ShardCount)
 	if st.Leading {
-		role = fmt.Sprintf("leader since %s (%s)", st.LeaderSince.Local().Format(time.DateTime), time.Since(st.LeaderSince).Round(time.Second))
+		role += fmt.Sprintf("; the cluster's leader (shard 0) since %s (%s)", st.LeaderSince.Local().Format(time.DateTime),
+			time.Since(st.LeaderSince).Round(time.Second))
 	}
 	lease := st.LeaseTTL + " TTL"
 	if st.KeepaliveAge != "" {
 		lease += ", last acknowledged keepalive sent " + st.KeepaliveAge + " ago"
 	}
-	if _, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (fencing token %d)\nmembers:  %s\nlease:    %s\n",
+	if _, err := fmt.Fprintf(stdout, "cluster:  %s\nnode:     %s (%s)\nleader:   %s (shard 0, fencing token %d)\nmembers:  %s\nlease:    %s\n",
 		st.Cluster, st.Node, role, orDash(st.Leader), st.FencingToken, orDash(strings.Join(st.Members, ", ")), lease); err != nil {
 		return err
 	}
 	if err := printEtcd(stdout, st.Etcd); err != nil {
+		return err
+	}
+	// Which replica leads which shards, then every shard not led by the
+	// replica it is assigned to (unled, or moving).
+	byNode := map[string][]string{}
+	var nodes, odd []string
+	unled := 0
+	for _, s := range st.Shards {
+		if s.Leader == "" {
+			unled++
+			odd = append(odd, fmt.Sprintf("shard %d: no leader (assigned to %s; waiting: %s)", s.Shard, orDash(s.Assigned), orDash(strings.Join(s.Waiting, ", "))))
+			continue
+		}
+		if _, ok := byNode[s.Leader]; !ok {
+			nodes = append(nodes, s.Leader)
+		}
+		byNode[s.Leader] = append(byNode[s.Leader], strconv.Itoa(s.Shard))
+		if s.Assigned != "" && s.Assigned != s.Leader {
+			odd = append(odd, fmt.Sprintf("shard %d: led by %s, assigned to %s (hand-over after the settle delay)", s.Shard, s.Leader, s.Assigned))
+		}
+	}
+	fmt.Fprintf(stdout, "shards:   %d, %d led\n", st.ShardCount, len(st.Shards)-unled)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	slices.Sort(nodes)
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "  %s\tleads %d: %s\n", n, len(byNode[n]), strings.Join(byNode[n], " "))
+	}
+	for _, o := range odd {
+		fmt.Fprintf(tw, "  %s\n", o)
+	}
+	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if st.JobSet == "" { // a runner without job-set agreement
@@ -592,8 +635,8 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	fmt.Fprintln(stdout)
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPLICA\tJOB SET\tJOBS\tAGREES\tVERSION\tCONFIG CHANGED\tUP")
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPLICA\tJOB SET\tJOBS\tAGREES\tSHARDS LED\tVERSION\tCONFIG CHANGED\tUP")
 	for _, r := range st.Replicas {
 		agrees := "yes"
 		if !r.Agrees {
@@ -607,7 +650,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		if !r.Started.IsZero() {
 			up = time.Since(r.Started).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Node, short(r.JobSet), r.Jobs, agrees, orDash(r.Version), changed, up)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.Node, short(r.JobSet), r.Jobs, agrees, len(byNode[r.Node]), orDash(r.Version), changed, up)
 	}
 	return tw.Flush()
 }
