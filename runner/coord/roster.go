@@ -68,6 +68,30 @@ func (c *Coordinator) publishMember(ctx context.Context, ss *session) error {
 	return nil
 }
 
+// Leave tells the other replicas that this one is going: every term stops
+// firing now (the hand-over marks count from here), and the member record
+// is removed, so that they assign its shards to themselves and wait in
+// their elections while it drains; its resignations then hand each shard
+// over at once. Call it before the runner drains; Run's end does the rest.
+func (c *Coordinator) Leave(ctx context.Context) {
+	for _, t := range c.Terms() {
+		t.StopFiring()
+	}
+	c.mu.Lock()
+	ss := c.session
+	c.mu.Unlock()
+	if !c.opts.PublishMember || ss == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	_, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(c.memberKey()), "=", int64(ss.lease))).
+		Then(clientv3.OpDelete(c.memberKey())).Commit()
+	if err != nil {
+		c.log.Warn("member record not removed before the hand-over; the others see this replica go when its lease is revoked", "error", err)
+	}
+}
+
 // WatchMembers keeps m in step with the member records until ctx ends.
 func (c *Coordinator) WatchMembers(ctx context.Context, m *MemberRoster) {
 	prefix := c.prefix + "members/"

@@ -541,6 +541,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 			return nil
 		},
 		OnStop: func(stop context.Context) error {
+			c.Leave(stop) // before the scheduler stops: the others line up for this replica's shards
 			cancel()
 			wg.Wait()
 			drain, dcancel := context.WithTimeout(stop, cfg.Shutdown.DrainTimeout)
