@@ -277,10 +277,13 @@ func measureShards(b *testing.B, o shardBenchOptions) {
 	sleepUntil(last.Add(500 * time.Millisecond))
 	b.StopTimer()
 	wall := time.Since(t0).Seconds()
+	var usage []string // for the failure message: a failed benchmark prints no metrics
 	for i, r := range s.rs {
-		b.ReportMetric((cpuTicks(b, r.pid())-c0[i])/hz/wall, fmt.Sprintf("cpu-cores-%s", s.names[i]))
-		b.ReportMetric((cpuOf(b, plugins[i])-p0[i])/hz/wall, fmt.Sprintf("cpu-cores-plugin-%s", s.names[i]))
-		b.ReportMetric(memMiB(b, r.pid(), "VmRSS"), fmt.Sprintf("rss-MiB-%s", s.names[i]))
+		cpu, pcpu, rss := (cpuTicks(b, r.pid())-c0[i])/hz/wall, (cpuOf(b, plugins[i])-p0[i])/hz/wall, memMiB(b, r.pid(), "VmRSS")
+		b.ReportMetric(cpu, fmt.Sprintf("cpu-cores-%s", s.names[i]))
+		b.ReportMetric(pcpu, fmt.Sprintf("cpu-cores-plugin-%s", s.names[i]))
+		b.ReportMetric(rss, fmt.Sprintf("rss-MiB-%s", s.names[i]))
+		usage = append(usage, fmt.Sprintf("%s: cpu %.2f, plugin %.2f, rss %.0f MiB", s.names[i], cpu, pcpu, rss))
 	}
 	sleepUntil(last.Add(1500 * time.Millisecond))
 	s.stop(b)
@@ -305,7 +308,8 @@ func measureShards(b *testing.B, o shardBenchOptions) {
 		b.ReportMetric(float64(n), "runs-"+s.names[i])
 	}
 	if all.dup > 0 || all.miss > 0 {
-		b.Errorf("%d jobs on %d replicas: not exactly once: D=%d M=%d; runs per replica %v", o.jobs, o.replicas, all.dup, all.miss, perReplica)
+		b.Errorf("%d jobs on %d replicas: not exactly once: D=%d M=%d; runs per replica %v; lag p50/p99 %.0f/%.0f ms; %s",
+			o.jobs, o.replicas, all.dup, all.miss, perReplica, q(0.50), q(0.99), strings.Join(usage, "; "))
 	}
 }
 
