@@ -1,19 +1,72 @@
 package runner
 
-import "github.com/pacerun/pacer/observability"
+import (
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner/coord"
+)
 
 // SkipReasons are every value of pacer_job_skipped_total's reason label.
 var SkipReasons = []string{SkipOverlap, SkipMisfire, SkipPaused, SkipLockLost, SkipClaimedElsewhere, SkipTooOld,
 	SkipExpired, SkipNotInJobSet, SkipReloaded, SkipStopping, SkipTreeAlive}
 
-// Series of a job's metrics exist from the moment the job is configured, at
-// 0, for every known label value: a counter that appears only with its first
-// increment hides that first event from increase() and rate(), so an alert
-// on it would miss the first failures (Prometheus' instrumentation guide:
-// "avoid missing metrics"). Series of a job that a reload removes are
-// deleted, so dashboards do not show it forever. Label values are passed
-// positionally (job, then plugin, then outcome or reason), in the order
+// A job's series live on the replica that leads its shard: they are created
+// when its term starts, at 0, for every known label value (a counter that
+// appears only with its first increment hides that first event from
+// increase() and rate(), so an alert on it would miss the first failures;
+// Prometheus' instrumentation guide: "avoid missing metrics"), and deleted
+// when the term ends, once the job's runs here have ended (their outcomes
+// are counted first). So a replica holds the series of its share of the
+// jobs, about 45 per job, and sums and maxima over the replicas are the
+// cluster's. A runner without a coordinator (tools, tests) is home to
+// every job. Series of a job that a reload removes are deleted, so
+// dashboards do not show it forever. Label values are passed positionally
+// (job, then plugin, then outcome or reason), in the order
 // observability.Metrics declares them.
+
+// homeLocked reports whether the jobs of shard n have their series here.
+// r.mu is held.
+func (r *Runner) homeLocked(n int) bool { return r.o.Coord == nil || r.home[n] != nil }
+
+// makeHome creates the series of t's shard's jobs, as t starts.
+func (r *Runner) makeHome(t *coord.Term) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.home[t.Shard] = t
+	for _, j := range r.jobs {
+		if j.shard == t.Shard {
+			delete(r.unhomed, j.ID)
+			r.initJobMetrics(j)
+		}
+	}
+	r.exportPausedLocked(nil)
+}
+
+// leaveHome deletes the series of t's shard's jobs as t ends; a job's that
+// still runs here, when its last run ends (runEndedLocked).
+func (r *Runner) leaveHome(t *coord.Term) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.home[t.Shard] != t {
+		return
+	}
+	delete(r.home, t.Shard)
+	for _, j := range r.jobs {
+		if j.shard != t.Shard {
+			continue
+		}
+		if len(r.running[j.ID]) > 0 {
+			r.unhomed[j.ID] = true
+			continue
+		}
+		r.dropHomeLocked(j)
+	}
+}
+
+// dropHomeLocked deletes every series of j here. r.mu is held.
+func (r *Runner) dropHomeLocked(j *Job) {
+	r.dropJobMetrics(j, false)
+	r.o.Metrics.JobPaused.DeleteLabelValues(j.ID)
+}
 
 // initJobMetrics creates j's series at 0. The last-success timestamp is left
 // out: 0 would read as "last success in 1970" and fire staleness alerts.
@@ -75,6 +128,12 @@ func (r *Runner) retireLocked(old *Job) {
 func (r *Runner) runEndedLocked(id string) {
 	if len(r.running[id]) > 0 {
 		return
+	}
+	if r.unhomed[id] {
+		delete(r.unhomed, id)
+		if j := r.jobs[id]; j != nil && !r.homeLocked(j.shard) {
+			r.dropHomeLocked(j)
+		}
 	}
 	old := r.retiring[id]
 	delete(r.retiring, id)

@@ -136,3 +136,45 @@ func TestRemovedRunningJobSeriesGoWhenTheRunEnds(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestJobSeriesFollowTheShard: a job's series live on the leader of its
+// shard. They appear, at 0, when the term starts, and go when it ends; a
+// job still running then keeps its series until the run ends and its
+// outcome is counted. So a replica holds the series of its share of the
+// jobs only.
+func TestJobSeriesFollowTheShard(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	idle, busy := job("idle", runner.OverlapForbid), job("busy", runner.OverlapForbid)
+	b.r.SetJobs([]*runner.Job{idle, busy})
+	count := func() int {
+		n := 0
+		for _, name := range []string{"pacer_job_runs_total", "pacer_job_skipped_total", "pacer_job_running", "pacer_job_paused",
+			"pacer_job_run_duration_seconds", "pacer_job_schedule_lag_seconds"} {
+			n += len(series(t, b.metrics.Registry, name))
+		}
+		return n
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d job series before the shard's term started here, want 0", n)
+	}
+	b.r.OnTerm(term)
+	perJob := len(observability.Outcomes) + len(runner.SkipReasons) + 4 // running, paused, duration, lag
+	if n := count(); n != 2*perJob {
+		t.Fatalf("%d job series while leading, want %d", n, 2*perJob)
+	}
+	b.r.Fire(runner.Slot{Job: busy, Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
+	<-b.tasks.started
+	b.r.OnTransition(false, term) // the term ends here (the run goes on: this test holds it)
+	if got := series(t, b.metrics.Registry, "pacer_job_running"); !slices.Equal(got, []string{"busy=1"}) {
+		t.Fatalf("after the term ended, with busy still running: pacer_job_running = %v", got)
+	}
+	close(b.tasks.release)
+	deadline := time.Now().Add(10 * time.Second)
+	for count() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d job series left after the term ended and the run finished", count())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

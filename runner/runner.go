@@ -175,8 +175,12 @@ type Runner struct {
 	running  map[string]map[string]*slotRun // job ID -> key -> the slot's run
 	triggers map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
 	retiring map[string][]*Job              // removed by a reload while running: series to delete
-	pending  []coord.Trigger                // trigger requests as last seen in etcd
-	wg       sync.WaitGroup
+	// home is, by shard, the term whose jobs' series this replica exports:
+	// a job's metrics live on the leader of its shard (metrics.go).
+	home    map[int]*coord.Term
+	unhomed map[string]bool // jobs whose series go when their running runs end
+	pending []coord.Trigger // trigger requests as last seen in etcd
+	wg      sync.WaitGroup
 
 	timeoutCauses sync.Map // time.Duration -> error (timeoutCause)
 
@@ -296,7 +300,7 @@ func New(o Options) *Runner {
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
 		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
-		retiring: map[string][]*Job{}, scheduled: map[int]*coord.Term{}}
+		retiring: map[string][]*Job{}, scheduled: map[int]*coord.Term{}, home: map[int]*coord.Term{}, unhomed: map[string]bool{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	r.sched.onStepBack = func(d time.Duration) {
 		r.log.Warn("wall clock stepped back; every job's next slot computed again from the new time",
@@ -356,7 +360,9 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	list := make([]*Job, 0, len(m))
 	for _, j := range jobs {
 		list = append(list, m[j.ID])
-		r.initJobMetrics(m[j.ID])
+		if r.homeLocked(m[j.ID].shard) {
+			r.initJobMetrics(m[j.ID])
+		}
 	}
 	for _, j := range old {
 		r.retireLocked(j)
@@ -404,10 +410,11 @@ func (r *Runner) Shard(job string) int { return shard.Of(job, r.o.Shards) }
 // this replica leads.
 func (r *Runner) Scheduled() int { return r.sched.Len() }
 
-// exportPausedLocked sets pacer_job_paused for every configured job and
-// drops the per-job gauges of jobs that were removed, so that no alert
-// keeps firing on a job that no longer exists (the last-success timestamp
-// of a removed job would make it look stale forever).
+// exportPausedLocked sets pacer_job_paused for every job of the shards
+// this replica leads and drops the per-job gauges of jobs that were
+// removed, so that no alert keeps firing on a job that no longer exists
+// (the last-success timestamp of a removed job would make it look stale
+// forever).
 func (r *Runner) exportPausedLocked(old map[string]*Job) {
 	m := r.o.Metrics
 	for id := range old {
@@ -416,7 +423,10 @@ func (r *Runner) exportPausedLocked(old map[string]*Job) {
 			m.LastSuccess.DeleteLabelValues(id)
 		}
 	}
-	for id := range r.jobs {
+	for id, j := range r.jobs {
+		if !r.homeLocked(j.shard) {
+			continue
+		}
 		v := 0.0
 		if r.paused[id] {
 			v = 1
@@ -472,12 +482,13 @@ func (r *Runner) OnTransition(leading bool, t *coord.Term) {
 		return
 	}
 	r.smu.Lock()
-	defer r.smu.Unlock()
 	if r.scheduled[t.Shard] == t {
 		delete(r.scheduled, t.Shard)
 		r.sched.Remove(func(j *Job) bool { return j.shard == t.Shard })
 		r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
 	}
+	r.smu.Unlock()
+	r.leaveHome(t)
 }
 
 // OnTerm is called when this replica starts leading a shard: it applies
@@ -485,6 +496,7 @@ func (r *Runner) OnTransition(leading bool, t *coord.Term) {
 // from the instant the catch-up stopped looking, so no slot falls between
 // the two, and runs trigger requests of the shard that waited for a leader.
 func (r *Runner) OnTerm(t *coord.Term) {
+	r.makeHome(t)
 	// The job set it leads with is recorded in the background: it only
 	// explains missed slots to a later leader of the shard, and must not
 	// hold up this one.

@@ -257,7 +257,8 @@ func TestPausedGaugeAndRemovedJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := runner.New(runner.Options{Coord: notLeader{}, Tasks: &blockingTasks{}, Metrics: m, Logger: discardLogger(),
+	// No coordinator: every job's series are this runner's (metrics.go).
+	r := runner.New(runner.Options{Tasks: &blockingTasks{}, Metrics: m, Logger: discardLogger(),
 		Tracer: trace.NewTracerProvider().Tracer("t")})
 	r.SetJobs([]*runner.Job{job("a", ""), job("b", "")})
 	r.SetPaused(map[string]bool{"a": true, "gone": true})
