@@ -45,7 +45,8 @@ func ledgerJobsYAML(path string, defs ...ledgerJobDef) string {
 }
 
 // jobSetConfig is a replica's config against eps, with a short job-set
-// settle delay.
+// settle delay, and one shard: one replica leads (the sharded cluster:
+// e2e_shard_test.go, chaos_shard_test.go).
 func jobSetConfig(t *testing.T, name, httpAddr string, eps []string, settle time.Duration, mismatch, jobs string) string {
 	return fmt.Sprintf(`
 node: {name: %s}
@@ -53,6 +54,7 @@ cluster:
   name: chaos
   data_dir: %s
   lease_ttl: %s
+  shards: 1
   job_set_settle: %s
   job_set_mismatch: %s
   etcd: {endpoints: [%s], dial_timeout: 2s, request_timeout: 1s}

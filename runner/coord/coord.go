@@ -72,9 +72,11 @@ type Options struct {
 	// Roster, if set, names the replicas that may lead shards; without one
 	// this replica is assigned every shard.
 	Roster Roster
-	// PublishMember puts this replica's member record (members/<node>) on
-	// every session's lease, for a MemberRoster.
-	PublishMember bool
+	// Members, if set, publishes this replica's member record on every
+	// session's lease (its MembershipOptions.SessionLease must be set), so
+	// that the record and the election keys come and go together. It is
+	// usually the Gate and the Roster too.
+	Members *Membership
 	// Drain, if set, is called while a term is handed over (a shard moves
 	// to another replica, or this one stops): first after the term stopped
 	// firing (Term.Draining), to wait for the term's runs to end, bounded

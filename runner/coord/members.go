@@ -62,6 +62,11 @@ type MembershipOptions struct {
 	// Record is what this replica publishes besides its job set: version,
 	// start time, config file.
 	Record MemberRecord
+	// SessionLease: the record is published on the coordinator's session
+	// lease (Coordinator Options.Members calls Publish for each session),
+	// so that the replica's record and its election keys share one lease.
+	// Without it Run grants and keeps a member lease of its own.
+	SessionLease bool
 	// JobSet is the replica's job set at start; SetJobSet replaces it.
 	JobSet  JobSet
 	Logger  *slog.Logger
@@ -110,6 +115,14 @@ type Membership struct {
 	explained string      // "<ours> <cluster's>" as last explained in the log
 	pending   *time.Time  // when the current undecided answer was first seen
 	odd       string      // members whose sets differ, as last logged
+	leaving   bool        // Leave was called: the record is not published again
+	lease     clientv3.LeaseID
+	// holders are the members that may lead shards (the holders of the
+	// cluster's set), since when, and a channel closed at their next
+	// change: the Roster.
+	holders        []string
+	holdersSince   time.Time
+	holdersChanged chan struct{}
 }
 
 // NewMembership returns a Membership. Nothing happens until Run.
@@ -136,7 +149,8 @@ func NewMembership(o MembershipOptions) *Membership {
 	m := &Membership{o: o, cli: o.Client, log: o.Logger, key: prefix + "members/" + o.Node,
 		store: newJobSetStore(o.Client, prefix, o.RequestTimeout),
 		kick:  make(chan struct{}, 1), push: make(chan struct{}, 1), freed: make(chan struct{}, 1),
-		members: map[string]Member{}, changed: make(chan struct{}), why: errors.New("job set not compared with the cluster's yet")}
+		members: map[string]Member{}, changed: make(chan struct{}), why: errors.New("job set not compared with the cluster's yet"),
+		holdersChanged: make(chan struct{}), holdersSince: time.Now()}
 	m.self = o.Record
 	m.self.Node, m.self.Mismatch = o.Node, o.Mismatch
 	m.setLocked(o.JobSet)
@@ -179,13 +193,39 @@ func (m *Membership) MayLead() (bool, error, <-chan struct{}) {
 	return m.mayLead, m.why, m.changed
 }
 
-var _ Gate = (*Membership)(nil)
+var (
+	_ Gate   = (*Membership)(nil)
+	_ Roster = (*Membership)(nil)
+)
 
-// Run publishes the record, watches the members and decides, until ctx
-// ends; then it revokes the member lease, so the record goes at once.
+// Candidates implements Roster: the members that hold the cluster's job
+// set, which are the only ones shards are assigned to (a shard assigned to
+// a replica that may not lead would stay unled).
+func (m *Membership) Candidates() ([]string, time.Time, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.holders), m.holdersSince, m.holdersChanged
+}
+
+// setHolders records the candidates. Called with m.mu held.
+func (m *Membership) setHolders(holders []string) {
+	holders = slices.Sorted(slices.Values(holders))
+	if slices.Equal(holders, m.holders) {
+		return
+	}
+	m.holders, m.holdersSince = holders, time.Now()
+	close(m.holdersChanged)
+	m.holdersChanged = make(chan struct{})
+}
+
+// Run publishes the record (unless SessionLease: then Publish does, for
+// each session), watches the members and decides, until ctx ends; then it
+// revokes the member lease, so the record goes at once.
 func (m *Membership) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { m.publishLoop(ctx) })
+	if !m.o.SessionLease {
+		wg.Go(func() { m.publishLoop(ctx) })
+	}
 	wg.Go(func() { m.watchLoop(ctx) })
 	wg.Go(func() { m.decideLoop(ctx) })
 	wg.Wait()
@@ -249,18 +289,52 @@ func (m *Membership) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("keep member lease alive: %w", err)
 	}
+	return m.hold(sctx, lease.ID, ka)
+}
+
+// Publish keeps the record published on lease, the coordinator's session
+// lease (SessionLease), until ctx ends, publishing it again whenever it
+// changes and retrying when etcd fails. The record goes with the lease.
+func (m *Membership) Publish(ctx context.Context, lease clientv3.LeaseID) {
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		err := m.hold(ctx, lease, nil)
+		m.mu.Lock()
+		m.published = false
+		m.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, ErrNodeNameInUse) {
+			m.log.Warn("member record not published; trying again", "error", err, "retry_in", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, m.o.LeaseTTL)
+	}
+}
+
+// hold publishes the record on lease, and again whenever it changes, until
+// ctx ends or ka (when not nil) says the lease is lost.
+func (m *Membership) hold(ctx context.Context, lease clientv3.LeaseID, ka <-chan *clientv3.LeaseKeepAliveResponse) error {
+	m.mu.Lock()
+	m.lease = lease
+	m.mu.Unlock()
 	var last []byte
 	for {
 		m.mu.Lock()
-		rec, set := m.self, m.set
+		rec, set, leaving := m.self, m.set, m.leaving
 		m.mu.Unlock()
 		b, _ := json.Marshal(rec)
-		if !slices.Equal(b, last) {
+		if !slices.Equal(b, last) && !leaving {
 			// The set first: a record names only a set others can read.
-			if err := m.store.put(sctx, set); err != nil {
+			if err := m.store.put(ctx, set); err != nil {
 				return err
 			}
-			if err := m.publish(sctx, lease.ID, b); err != nil {
+			if err := m.publish(ctx, lease, b); err != nil {
 				return err
 			}
 			last = b
@@ -274,6 +348,26 @@ func (m *Membership) session(ctx context.Context) error {
 				return errors.New("member lease lost: keepalive failed or lease expired")
 			}
 		}
+	}
+}
+
+// Leave removes the record and publishes it no more: the replica is
+// stopping, and the others assign its shards to themselves while it
+// drains. Its own view leaves it out too.
+func (m *Membership) Leave(ctx context.Context) {
+	m.mu.Lock()
+	m.leaving = true
+	lease := m.lease
+	m.mu.Unlock()
+	signal(m.kick)
+	if lease == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.o.RequestTimeout)
+	defer cancel()
+	if _, err := m.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(m.key), "=", int64(lease))).
+		Then(clientv3.OpDelete(m.key)).Commit(); err != nil {
+		m.log.Warn("member record not removed before the hand-over; the others see this replica go when its lease does", "error", err)
 	}
 }
 
@@ -425,6 +519,9 @@ func (m *Membership) live() []Member {
 			out = append(out, mem)
 		}
 	}
+	if m.leaving {
+		return out
+	}
 	self := Member{MemberRecord: m.self, Revision: m.selfRev}
 	if _, ok := m.members[m.key]; !ok || self.Revision == 0 {
 		self.Revision = math.MaxInt64 // not a member (yet, or for a moment): the newest
@@ -465,6 +562,7 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		return 0
 	}
 	a := Agree(m.live())
+	m.setHolders(a.Holders)
 	self := m.self.JobSet
 	agreed := a.JobSet == self
 	ok, why := agreed || m.o.Mismatch == MismatchWarn, error(nil)

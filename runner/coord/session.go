@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,12 +71,9 @@ func (c *Coordinator) runSession(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if c.opts.PublishMember {
-		if err := c.publishMember(ctx, ss); err != nil {
-			c.endSession(ss, err)
-			c.closeSession(ss)
-			return false, err
-		}
+	var published sync.WaitGroup
+	if c.opts.Members != nil {
+		published.Go(func() { c.opts.Members.Publish(ss.ctx, ss.lease) })
 	}
 	c.mu.Lock()
 	c.session = ss
@@ -95,6 +93,7 @@ func (c *Coordinator) runSession(ctx context.Context) (bool, error) {
 	led, err := c.manage(ctx, ss)
 	c.endSession(ss, err)
 	<-guarded
+	published.Wait()
 	c.mu.Lock()
 	c.session = nil
 	c.mu.Unlock()

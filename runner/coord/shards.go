@@ -24,6 +24,13 @@ import (
 // to it.
 var ErrHandedOver = errors.New("shard handed over to the replica it is assigned to")
 
+// HandedOver reports whether a term that ended with cause was handed over
+// (drained, marked and resigned: a shard moved, the replica stopped, or
+// its gate closed), rather than lost.
+func HandedOver(cause error) bool {
+	return errors.Is(cause, ErrHandedOver) || errors.Is(cause, ErrStopping) || errors.Is(cause, errGateClosed)
+}
+
 // electionPrefix is shard n's election: its keys are
 // leader/<n>/<lease in hex>, the oldest leads. A key of the version before
 // shards (leader/<lease>) lies under the same prefix as that version's
@@ -44,6 +51,7 @@ type shardRun struct {
 	term     *Term
 	stopped  bool
 	released bool
+	why      error // why it is handed over
 }
 
 func (r *shardRun) leading() *Term {
@@ -67,13 +75,19 @@ func (r *shardRun) stopCampaign() {
 	}
 }
 
-func (r *shardRun) handOver() {
+func (r *shardRun) handOver(why error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.released {
-		r.released = true
+		r.released, r.why = true, why
 		close(r.release)
 	}
+}
+
+func (r *shardRun) reason() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.why
 }
 
 // candidates returns the replicas that may lead, when that list last
@@ -95,7 +109,10 @@ func (c *Coordinator) candidates() ([]string, time.Time, <-chan struct{}) {
 //   - a shard led but no longer assigned is handed over once the roster has
 //     been unchanged for Settle and its new owner's campaign is waiting in
 //     the shard's election, so that the hand-over does not leave it unled
-//     and a flapping replica moves nothing.
+//     and a flapping replica moves nothing;
+//   - while the gate is closed nothing is assigned to this replica: it
+//     stops campaigning and hands over every shard it leads at once (the
+//     gate has its own settle delay).
 //
 // It reports whether any shard was led on ss.
 func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
@@ -113,14 +130,22 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 	defer recheck.Stop()
 	sweep := time.NewTicker(orphanSweep)
 	defer sweep.Stop()
+	var refused string // the gate's reason, as last logged
 	for {
+		ok, why, gateChanged := c.gateState()
+		if !ok && why.Error() != refused {
+			refused = why.Error()
+			c.log.Info("not campaigning for any shard", "reason", refused)
+		} else if ok {
+			refused = ""
+		}
 		nodes, since, changed := c.candidates()
 		assigned := shard.Assign(c.opts.Shards, nodes)
 		calm := time.Since(since) >= c.opts.Settle
 		wait := time.Duration(0)
 		for n, owner := range assigned {
 			r := runs[n]
-			mine := owner == c.opts.Node
+			mine := ok && owner == c.opts.Node
 			switch {
 			case mine && r == nil:
 				r = &shardRun{n: n, stop: make(chan struct{}), release: make(chan struct{}), done: make(chan struct{})}
@@ -132,13 +157,15 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 			case mine || r == nil:
 			case r.leading() == nil:
 				r.stopCampaign()
+			case !ok:
+				r.handOver(why)
 			case !calm:
 				wait = minPositive(wait, c.opts.Settle-time.Since(since))
 			case owner == "":
 				// Nobody else may lead: keep it.
 			case c.successorWaiting(ctx, n, owner):
 				c.log.Info("handing shard over", "shard", n, "to", owner)
-				r.handOver()
+				r.handOver(ErrHandedOver)
 			default:
 				wait = minPositive(wait, 250*time.Millisecond)
 			}
@@ -157,6 +184,7 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 		case <-ss.ctx.Done():
 			return led, context.Cause(ss.ctx)
 		case <-changed:
+		case <-gateChanged:
 		case n := <-ended:
 			delete(runs, n)
 		case <-recheck.C:
@@ -240,6 +268,11 @@ func (c *Coordinator) runShard(ctx context.Context, ss *session, r *shardRun) {
 		}
 		return
 	}
+	if ok, why := c.mayLead(); !ok { // the gate closed as the campaign ended
+		c.log.Info("won the election, but may not lead", "shard", r.n, "reason", why.Error())
+		c.resign(key, rev, r.n)
+		return
+	}
 	t, err := c.startTerm(ss, r.n, key, rev, campaigned)
 	if err != nil {
 		c.log.Warn("won the election but did not lead", "shard", r.n, "error", err)
@@ -265,7 +298,7 @@ func (c *Coordinator) runShard(ctx context.Context, ss *session, r *shardRun) {
 		}
 	case <-ss.ctx.Done(): // the session's end ends the term; its keys go with the lease
 	case <-r.release:
-		c.handOver(t, ErrHandedOver)
+		c.handOver(t, r.reason())
 	case <-ctx.Done():
 		c.handOver(t, ErrStopping)
 	}
@@ -398,14 +431,16 @@ func (c *Coordinator) startTerm(ss *session, n int, key string, rev int64, campa
 // bounded by DrainTimeout), the term ends (cancelling the rest), their
 // records are written, the hand-over mark tells the next leader from when
 // the shard's slots are late rather than missed, and the key is deleted so
-// that the next campaign in line wins at once.
+// that the next campaign in line wins at once. A replica whose gate closed
+// (its job set is not the cluster's) does not let its runs finish: the term
+// ends first, then their records are written.
 func (c *Coordinator) handOver(t *Term, why error) {
 	_, span := c.opts.Tracer.Start(context.Background(), "pacer.handover", trace.WithAttributes(
 		attribute.String("pacer.node", c.opts.Node), attribute.Int("pacer.shard", t.Shard),
 		attribute.Int64("pacer.fencing_token", t.Token), attribute.String("reason", why.Error())))
 	defer span.End()
 	from := t.StopFiring()
-	if c.opts.Drain != nil {
+	if c.opts.Drain != nil && !errors.Is(why, errGateClosed) {
 		ctx, cancel := context.WithTimeout(t.ctx, c.opts.DrainTimeout)
 		c.opts.Drain(ctx, t)
 		cancel()

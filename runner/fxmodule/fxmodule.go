@@ -358,7 +358,8 @@ func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.
 	rec := coord.MemberRecord{Version: p.Version, Started: time.Now().UTC()}
 	rec.Config, rec.ConfigSHA256, rec.ConfigModTime = configFile(p.ConfigPath)
 	ms := coord.NewMembership(coord.MembershipOptions{
-		Client: cli, Cluster: cfg.Cluster.Name, Node: cfg.Node.Name, LeaseTTL: cfg.Cluster.LeaseTTL,
+		SessionLease: true, // the coordinator's session holds the record (Options.Members)
+		Client:       cli, Cluster: cfg.Cluster.Name, Node: cfg.Node.Name, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Settle: cfg.Cluster.JobSetSettle, Mismatch: cfg.Cluster.JobSetMismatch,
 		Record: rec, JobSet: runner.JobSetOf(Jobs(cfg)), Logger: log.With("component", "members"), Metrics: m,
 	})
@@ -439,9 +440,8 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 	}
 	m.ShardsLed.WithLabelValues(node).Set(0)
 	var led atomic.Int64
-	roster := coord.NewMemberRoster()
 	c := coord.New(coord.Options{
-		Roster: roster, PublishMember: true,
+		Members: ms, Roster: ms,
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"),
@@ -458,7 +458,7 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 				m.ShardLeader.WithLabelValues(shard).Set(0)
 				m.ShardsLed.WithLabelValues(node).Set(float64(led.Add(-1)))
 				event := "lost"
-				if cause := context.Cause(t.Context()); errors.Is(cause, coord.ErrHandedOver) || errors.Is(cause, coord.ErrStopping) {
+				if coord.HandedOver(context.Cause(t.Context())) {
 					event = "handed_over"
 				}
 				m.ShardTransitions.WithLabelValues(event).Inc()
@@ -481,10 +481,7 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 		OnStart: func(context.Context) error {
 			go func() {
 				defer close(done)
-				var wg sync.WaitGroup
-				wg.Go(func() { c.WatchMembers(ctx, roster) })
 				_ = c.Run(ctx)
-				wg.Wait()
 			}()
 			return nil
 		},
