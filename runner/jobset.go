@@ -17,14 +17,15 @@ import (
 )
 
 // JobSetOf sums up jobs for comparison between replicas: each job's ID with
-// the hash of its definition, and a fingerprint of the whole set that does
-// not depend on the jobs' order.
-func JobSetOf(jobs []*Job) coord.JobSet {
+// the hash of its definition, the number of shards they are partitioned
+// into, and a fingerprint of the whole that does not depend on the jobs'
+// order.
+func JobSetOf(jobs []*Job, shards int) coord.JobSet {
 	m := make(map[string]string, len(jobs))
 	for _, j := range jobs {
 		m[j.ID] = j.DefinitionHash()
 	}
-	return coord.NewJobSet(m)
+	return coord.NewShardedJobSet(m, shards)
 }
 
 // DefinitionHash is a hash of everything that decides what the job does and

@@ -47,7 +47,9 @@ func TestDefinitionHashCoversEveryField(t *testing.T) {
 		"Jitter":         func(j *runner.Job) { j.Jitter = time.Second },
 		"InheritEnv":     func(j *runner.Job) { j.InheritEnv = []string{"AWS_*"} },
 	}
-	unhashed := []string{"Schedule"} // parsed from Spec and Timezone
+	// Schedule is parsed from Spec and Timezone; shard follows from ID and
+	// the shard count, which the set's manifest carries.
+	unhashed := []string{"Schedule", "shard"}
 	base := baseJob().DefinitionHash()
 	typ := reflect.TypeFor[runner.Job]()
 	for i := range typ.NumField() {
@@ -85,16 +87,16 @@ func TestDefinitionHashIgnoresFormAndOrder(t *testing.T) {
 	}
 	x, y := baseJob(), baseJob()
 	x.ID, y.ID = "x", "y"
-	s1 := runner.JobSetOf([]*runner.Job{x, y})
-	s2 := runner.JobSetOf([]*runner.Job{y, x})
+	s1 := runner.JobSetOf([]*runner.Job{x, y}, 1)
+	s2 := runner.JobSetOf([]*runner.Job{y, x}, 1)
 	if s1.Fingerprint != s2.Fingerprint || len(s1.Jobs) != 2 {
 		t.Fatalf("job order changed the fingerprint: %s vs %s", s1.Fingerprint, s2.Fingerprint)
 	}
 	y.Timeout = 2 * time.Minute
-	if runner.JobSetOf([]*runner.Job{x, y}).Fingerprint == s1.Fingerprint {
+	if runner.JobSetOf([]*runner.Job{x, y}, 1).Fingerprint == s1.Fingerprint {
 		t.Fatal("a changed job left the fingerprint unchanged")
 	}
-	if runner.JobSetOf([]*runner.Job{x}).Fingerprint == s1.Fingerprint {
+	if runner.JobSetOf([]*runner.Job{x}, 1).Fingerprint == s1.Fingerprint {
 		t.Fatal("a removed job left the fingerprint unchanged")
 	}
 }
@@ -117,11 +119,11 @@ func TestCatchUpNamesSlotsTheLeaderDidNotHave(t *testing.T) {
 	// The history: 20 s ago a leader ran a set without x; 10 s ago one ran
 	// x as defined here, until it died 5 s ago. x's last claim is 21 s old.
 	now := time.Now().UTC().Truncate(time.Second)
-	without := runner.JobSetOf([]*runner.Job{other})
+	without := runner.JobSetOf([]*runner.Job{other}, 1)
 	changed := *j
 	changed.Spec = "@every 2s"
-	differently := runner.JobSetOf([]*runner.Job{&changed, other})
-	with := runner.JobSetOf([]*runner.Job{j, other})
+	differently := runner.JobSetOf([]*runner.Job{&changed, other}, 1)
+	with := runner.JobSetOf([]*runner.Job{j, other}, 1)
 	for _, e := range []struct {
 		set coord.JobSet
 		at  time.Duration
@@ -203,7 +205,7 @@ func TestLeaderRecordsEachJobSetItRuns(t *testing.T) {
 	b.r.SetJobs(first)
 	second := []*runner.Job{job("a", ""), job("b", "")}
 	b.r.SetJobs(second)
-	want := []string{opening, runner.JobSetOf(first).Fingerprint, runner.JobSetOf(second).Fingerprint}
+	want := []string{opening, runner.JobSetOf(first, 1).Fingerprint, runner.JobSetOf(second, 1).Fingerprint}
 	waitCount(t, "the term's epochs to name the opening set, the first, then the second", func() float64 {
 		if slices.Equal(termSets(), want) {
 			return 1
@@ -237,7 +239,7 @@ func BenchmarkJobSetOf(b *testing.B) {
 		jobs := manyJobs(n)
 		b.Run(fmt.Sprintf("fingerprint/%d", n), func(b *testing.B) {
 			for b.Loop() {
-				runner.JobSetOf(jobs)
+				runner.JobSetOf(jobs, 1)
 			}
 		})
 		b.Run(fmt.Sprintf("reload/%d", n), func(b *testing.B) {
@@ -270,7 +272,9 @@ func TestDefinitionHashIsStable(t *testing.T) {
 	for _, tc := range []struct{ what, got, want string }{
 		{"baseJob", j.DefinitionHash(), "c4aa46730156b010"},
 		{"with inherit_env and jitter", y.DefinitionHash(), "26c55baf0c4934c3"},
-		{"set of x and y", runner.JobSetOf([]*runner.Job{x, y}).Fingerprint, "d7714e6e717f3ecdc15f7ad34e51b18ee77df6b05fcd33cc3b98c3c513baffe6"},
+		{"set of x and y", runner.JobSetOf([]*runner.Job{x, y}, 1).Fingerprint, "d7714e6e717f3ecdc15f7ad34e51b18ee77df6b05fcd33cc3b98c3c513baffe6"},
+		// The SHA-256 of "#shards\t16/v1\nx\t434309b1bd918b05\ny\t26c55baf0c4934c3\n".
+		{"set of x and y in 16 shards", runner.JobSetOf([]*runner.Job{x, y}, 16).Fingerprint, "ae58b5425514f5573354fd729fffb8914cb174e82d0a08e2005461dd4b6ecaa2"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.what, tc.got, tc.want)

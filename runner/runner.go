@@ -324,7 +324,7 @@ func New(o Options) *Runner {
 // are recorded as skipped (reason "reloaded").
 func (r *Runner) SetJobs(jobs []*Job) {
 	m := make(map[string]*Job, len(jobs))
-	set := JobSetOf(jobs)
+	set := JobSetOf(jobs, r.o.Shards)
 	r.mu.Lock()
 	for _, j := range jobs {
 		j.shard = shard.Of(j.ID, r.o.Shards)

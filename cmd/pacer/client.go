@@ -547,6 +547,8 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			OnlyHere    []string `json:"only_here"`
 			MissingHere []string `json:"missing_here"`
 			Different   []string `json:"different"`
+			ShardsHere  int      `json:"shards_here"`
+			ShardsThere int      `json:"shards_there"`
 		} `json:"job_set_difference"`
 		Replicas []struct {
 			Node, Version string
@@ -632,6 +634,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			if len(k.ids) > 0 {
 				fmt.Fprintf(stdout, "          %s: %s\n", k.what, strings.Join(k.ids, ", "))
 			}
+		}
+		if d.ShardsHere != d.ShardsThere {
+			fmt.Fprintf(stdout, "          cluster.shards: %d here, %d in the cluster's\n", d.ShardsHere, d.ShardsThere)
 		}
 	}
 	fmt.Fprintln(stdout)

@@ -106,3 +106,33 @@ func TestJobSetManifestAndDiff(t *testing.T) {
 		t.Fatalf("long diff text %q", got)
 	}
 }
+
+// The shard count is part of a set: two replicas that partition the same
+// jobs differently disagree, say so, and the count survives the manifest.
+// One shard keeps the fingerprint of a set from before shards.
+func TestJobSetShardCount(t *testing.T) {
+	jobs := map[string]string{"x": "1111", "y": "2222"}
+	one, sixteen, eight := coord.NewJobSet(jobs), coord.NewShardedJobSet(jobs, 16), coord.NewShardedJobSet(jobs, 8)
+	if coord.NewShardedJobSet(jobs, 1).Fingerprint != one.Fingerprint || coord.NewShardedJobSet(jobs, 0).Fingerprint != one.Fingerprint {
+		t.Fatal("one shard changed the fingerprint of an unsharded set")
+	}
+	if sixteen.Fingerprint == one.Fingerprint || sixteen.Fingerprint == eight.Fingerprint {
+		t.Fatal("sets with different shard counts have one fingerprint")
+	}
+	if want := "#shards\t16/v1\nx\t1111\ny\t2222\n"; string(sixteen.Manifest()) != want {
+		t.Fatalf("manifest %q, want %q", sixteen.Manifest(), want)
+	}
+	back, err := coord.ParseManifest(sixteen.Fingerprint, sixteen.Manifest())
+	if err != nil || back.Shards != 16 || back.Fingerprint != sixteen.Fingerprint || len(back.Jobs) != 2 {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	for _, bad := range []string{"#shards\tmany/v1\nx\t1\n", "#shards\t1/v1\nx\t1\n", "#shards\t16/v9\nx\t1\n"} {
+		if _, err := coord.ParseManifest(sixteen.Fingerprint, []byte(bad)); err == nil {
+			t.Errorf("manifest %q accepted", bad)
+		}
+	}
+	d := sixteen.Diff(eight)
+	if d.Empty() || d.String() != "cluster.shards 16 here, 8 there" {
+		t.Fatalf("diff of the shard counts: %+v %q", d, d.String())
+	}
+}

@@ -361,7 +361,7 @@ func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.
 		SessionLease: true, // the coordinator's session holds the record (Options.Members)
 		Client:       cli, Cluster: cfg.Cluster.Name, Node: cfg.Node.Name, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Settle: cfg.Cluster.JobSetSettle, Mismatch: cfg.Cluster.JobSetMismatch,
-		Record: rec, JobSet: runner.JobSetOf(Jobs(cfg)), Logger: log.With("component", "members"), Metrics: m,
+		Record: rec, JobSet: runner.JobSetOf(Jobs(cfg), cfg.Cluster.Shards), Logger: log.With("component", "members"), Metrics: m,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
