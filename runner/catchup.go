@@ -49,7 +49,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time) {
 			"shard", t.Shard, "error", err)
 		return
 	}
-	history, set := r.jobSetHistory(t.Context()), r.JobSet()
+	history, set := r.jobSetHistory(t.Context(), t.Shard), r.JobSet()
 	held := r.heldFrom(t)
 	var claimed sync.WaitGroup // claims of this catch-up, written before the scheduler's
 	for _, j := range r.shardJobs(t.Shard) {

@@ -155,7 +155,7 @@ func normalSpec(spec string) string {
 // the leader of the time did not have.
 type JobSetStore interface {
 	RecordEpoch(ctx context.Context, t *coord.Term, set coord.JobSet, since time.Time) error
-	Epochs(ctx context.Context) ([]coord.Epoch, error)
+	Epochs(ctx context.Context, shard int) ([]coord.Epoch, error)
 	JobSet(ctx context.Context, fingerprint string) (coord.JobSet, error)
 }
 
@@ -209,13 +209,14 @@ func (r *Runner) recordEpoch(t *coord.Term, set coord.JobSet, since time.Time) {
 type jobSetHistory struct {
 	r      *Runner
 	ctx    context.Context
+	shard  int
 	epochs []coord.Epoch
 	loaded bool
 	sets   map[string]*coord.JobSet // nil value: not readable
 }
 
-func (r *Runner) jobSetHistory(ctx context.Context) *jobSetHistory {
-	return &jobSetHistory{r: r, ctx: ctx, sets: map[string]*coord.JobSet{}}
+func (r *Runner) jobSetHistory(ctx context.Context, shard int) *jobSetHistory {
+	return &jobSetHistory{r: r, ctx: ctx, shard: shard, sets: map[string]*coord.JobSet{}}
 }
 
 // split divides j's missed slots into those the leader of the time did not
@@ -227,7 +228,7 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 	}
 	if !h.loaded {
 		h.loaded = true
-		es, err := h.r.o.JobSets.Epochs(h.ctx)
+		es, err := h.r.o.JobSets.Epochs(h.ctx, h.shard)
 		if err != nil {
 			h.r.log.Warn("reading which job set each leader ran failed; missed slots are put down to no replica leading", "error", err)
 		}
@@ -254,8 +255,8 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 			what = "had the job defined differently"
 		}
 		absent = append(absent, s)
-		why = append(why, "not in the leader's job set: "+e.Node+" (fencing token "+itoa(int(e.Token))+
-			"), leading at the scheduled time or the last to lead before it, ran job set "+coord.Short(e.JobSet)+" and "+what)
+		why = append(why, "not in the leader's job set: "+e.Node+" (shard "+itoa(e.Shard)+", fencing token "+itoa(int(e.Token))+
+			"), leading the shard at the scheduled time or the last to lead it before, ran job set "+coord.Short(e.JobSet)+" and "+what)
 	}
 	return absent, why, rest
 }

@@ -187,7 +187,7 @@ func TestLeaderRecordsEachJobSetItRuns(t *testing.T) {
 	// it is written in the background once the term starts. Wait for it, so
 	// the sets below are epochs of their own, not raced onto its key.
 	termSets := func() []string {
-		es, err := b.coord.Epochs(context.Background())
+		es, err := b.coord.Epochs(context.Background(), 0)
 		if err != nil {
 			return nil
 		}

@@ -128,7 +128,8 @@ func (p *proc) waitMetric(name string, want float64, timeout time.Duration, labe
 	}
 }
 
-// readEpochs reads the epochs the leaders recorded.
+// readEpochs reads the epochs the leaders recorded (of shard 0: the only
+// one, jobSetConfig).
 func readEpochs(t *testing.T, eps []string) []coord.Epoch {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
@@ -137,7 +138,7 @@ func readEpochs(t *testing.T, eps []string) []coord.Epoch {
 	}
 	defer cli.Close()
 	c := coord.New(coord.Options{Client: cli, Cluster: "chaos"})
-	es, err := c.Epochs(context.Background())
+	es, err := c.Epochs(context.Background(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,12 +23,13 @@ import (
 //	members/<node>               a replica's MemberRecord, on its member lease
 //	jobsets/<fingerprint>        a job set's header: jobs, chunks, when written
 //	jobsets/<fingerprint>/<n>    its manifest, gzip-compressed, in chunks
-//	epochs/<token>/<unix ns>     which job set a leader ran from when on
+//	epochs/<shard>/<token>/<ns>  which job set a shard's leader ran from when on
 //
 // A job set is stored once per fingerprint, by every replica that holds it
 // (the first write wins; later ones find it there). Epochs are written by
 // the leader, under its fencing guard, when its term starts and when its
-// job set changes during the term; the newest keepEpochs are kept. Job sets
+// job set changes during the term; the newest keepEpochs of each shard are
+// kept. Job sets
 // that no live member and no kept epoch names are removed (collectJobSets).
 
 // ErrUnknownJobSet means no job set is stored under a fingerprint.
@@ -213,22 +215,31 @@ func (s *jobSetStore) collect(ctx context.Context, keep map[string]bool) (int, e
 type Epoch struct {
 	Since  time.Time `json:"since"`
 	Node   string    `json:"node"`
+	Shard  int       `json:"shard"`
 	Token  int64     `json:"fencing_token"`
 	JobSet string    `json:"job_set"`
 	Jobs   int       `json:"jobs"`
 }
 
+// epochPrefix is every epoch's; shardEpochPrefix a shard's: each shard's
+// leaders record theirs (epochs/<shard>/<token>/<unix ns>), and a
+// catch-up reads its own shard's, for a fencing token is an etcd revision
+// unique across shards, but another shard's leader is not this one's.
 func (c *Coordinator) epochPrefix() string { return c.prefix + "epochs/" }
+func (c *Coordinator) shardEpochPrefix(shard int) string {
+	return c.epochPrefix() + strconv.Itoa(shard) + "/"
+}
 
 // RecordEpoch records that t's leader runs set from since on, under t's
 // fencing guard, and stores set itself so that a later leader can tell
-// which jobs it had. It keeps the newest keepEpochs epochs.
+// which jobs it had. It keeps the newest keepEpochs epochs of t's shard.
 func (c *Coordinator) RecordEpoch(ctx context.Context, t *Term, set JobSet, since time.Time) error {
 	if err := c.jobSets.put(ctx, set); err != nil {
 		return err
 	}
-	e, _ := json.Marshal(Epoch{Since: since.UTC(), Node: c.opts.Node, Token: t.Token, JobSet: set.Fingerprint, Jobs: len(set.Jobs)})
-	key := fmt.Sprintf("%s%019d/%019d", c.epochPrefix(), t.Token, since.UnixNano())
+	e, _ := json.Marshal(Epoch{Since: since.UTC(), Node: c.opts.Node, Shard: t.Shard, Token: t.Token, JobSet: set.Fingerprint, Jobs: len(set.Jobs)})
+	prefix := c.shardEpochPrefix(t.Shard)
+	key := fmt.Sprintf("%s%019d/%019d", prefix, t.Token, since.UnixNano())
 	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	resp, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)).
@@ -241,25 +252,25 @@ func (c *Coordinator) RecordEpoch(ctx context.Context, t *Term, set JobSet, sinc
 		return ErrNotLeader
 	}
 	// Best effort: a failure leaves a few more epochs until the next one.
-	count, err := c.cli.Get(rctx, c.epochPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	count, err := c.cli.Get(rctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || count.Count <= keepEpochs {
 		return nil
 	}
-	old, err := c.cli.Get(rctx, c.epochPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+	old, err := c.cli.Get(rctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend), clientv3.WithLimit(count.Count-keepEpochs))
 	if err == nil && len(old.Kvs) > 0 {
-		_, _ = c.cli.Delete(rctx, c.epochPrefix(), clientv3.WithRange(string(old.Kvs[len(old.Kvs)-1].Key)+"\x00"))
+		_, _ = c.cli.Delete(rctx, prefix, clientv3.WithRange(string(old.Kvs[len(old.Kvs)-1].Key)+"\x00"))
 	}
 	return nil
 }
 
-// Epochs returns the kept epochs, oldest first: by term, and by time within
-// a term. A leader's wall clock may disagree with the previous one's; an
-// epoch never starts before the one it follows.
-func (c *Coordinator) Epochs(ctx context.Context) ([]Epoch, error) {
+// Epochs returns a shard's kept epochs, oldest first: by term, and by time
+// within a term. A leader's wall clock may disagree with the previous
+// one's; an epoch never starts before the one it follows.
+func (c *Coordinator) Epochs(ctx context.Context, shard int) ([]Epoch, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
-	resp, err := c.cli.Get(ctx, c.epochPrefix(), clientv3.WithPrefix())
+	resp, err := c.cli.Get(ctx, c.shardEpochPrefix(shard), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("read epochs: %w", err)
 	}

@@ -351,7 +351,7 @@ func TestEpochsRecordEachLeaderAndItsJobSet(t *testing.T) {
 	if err := a.c.RecordEpoch(ctx, term, s2, t0.Add(30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	es, err := a.c.Epochs(ctx)
+	es, err := a.c.Epochs(ctx, 0)
 	if err != nil || len(es) != 2 {
 		t.Fatalf("epochs %+v, %v", es, err)
 	}

@@ -419,3 +419,33 @@ func TestOrphanElectionKeyIsRemoved(t *testing.T) {
 		t.Fatal("a stopped leading its own shard")
 	}
 }
+
+// Each shard's leaders record their epochs under the shard, and a shard's
+// epochs are its own: another shard's leader is not in them.
+func TestEpochsArePerShard(t *testing.T) {
+	b := setup(t)
+	const shards = 2
+	ro := newRoster("a", "b")
+	a := b.shardReplica(t, "a", nil, coord.Options{Shards: shards, Roster: ro})
+	bb := b.shardReplica(t, "b", nil, coord.Options{Shards: shards, Roster: ro})
+	waitFor(t, "the assignment", 10*time.Second, func() bool { return settled(shards, []string{"a", "b"}, a, bb) })
+	owner := shard.Assign(shards, []string{"a", "b"})
+	byName := map[string]*shardReplica{"a": a, "b": bb}
+	ctx := context.Background()
+	sets := []coord.JobSet{jobSet("x"), jobSet("y")}
+	for n := range shards {
+		r := byName[owner[n]]
+		if err := r.c.RecordEpoch(ctx, r.c.TermOf(n), sets[n], time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n := range shards {
+		es, err := a.c.Epochs(ctx, n)
+		if err != nil || len(es) != 1 {
+			t.Fatalf("shard %d: epochs %+v, %v", n, es, err)
+		}
+		if e := es[0]; e.Shard != n || e.Node != owner[n] || e.JobSet != sets[n].Fingerprint || e.Token != byName[owner[n]].c.TermOf(n).Token {
+			t.Errorf("shard %d: epoch %+v, want %s's with set %s", n, e, owner[n], coord.Short(sets[n].Fingerprint))
+		}
+	}
+}
