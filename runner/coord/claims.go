@@ -10,6 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 // keepSlots is how many finished claimed slots a job's claim key keeps
@@ -173,8 +175,10 @@ type jobEntry struct {
 	waiting []func()
 }
 
-// claimCache is a term's copy of every job's claim key. The leader is the
-// only writer while its term lasts (every write is guarded by its token),
+// claimCache is a term's copy of the claim key of every job of its shard
+// (a replica holds one per shard it leads, so its memory falls as replicas
+// are added). The leader is the only writer while its term lasts (every
+// write is guarded by its token),
 // so it can build each claim from its copy and write it with one
 // transaction that compares the key's mod revision: a copy that is out of
 // date (a transaction that timed out but landed, an operator's edit) fails
@@ -290,14 +294,24 @@ func (c *Coordinator) parseClaims(job string, v []byte) (claimState, error) {
 	return st, nil
 }
 
-// claimsOf returns t's claim cache, reading every job's claim key the
-// first time t needs it (and moving claims kept in the previous layout
-// first: migrate.go). Concurrent first uses share one read.
+// claimLoad is one read of the claim keys, for every term that was
+// current, without a cache, when it began: a replica that starts leading
+// many shards at once reads the keys once, not once per shard.
+type claimLoad struct {
+	terms []*Term
+	done  chan struct{} // closed when the read is over
+}
+
+// claimsOf returns t's claim cache, reading the claim keys of its shard's
+// jobs the first time t needs them (and moving claims kept in the previous
+// layout first: migrate.go). Concurrent first uses share one read. A term
+// that has ended keeps its cache until its shard's goroutine is done with
+// it (dropClaims): the records of its last runs close their claims.
 func (c *Coordinator) claimsOf(t *Term) (*claimCache, error) {
+	current := c.Terms()
 	c.cmu.Lock()
 	for {
-		if c.claims != nil && c.claims.term == t {
-			cc := c.claims
+		if cc := c.claims[t.Shard]; cc != nil && cc.term == t {
 			c.cmu.Unlock()
 			return cc, nil
 		}
@@ -311,45 +325,77 @@ func (c *Coordinator) claimsOf(t *Term) (*claimCache, error) {
 		wait := c.loading
 		c.cmu.Unlock()
 		select {
-		case <-wait:
+		case <-wait.done:
 		case <-t.ctx.Done():
 		}
 		c.cmu.Lock()
 	}
-	done := make(chan struct{})
-	c.loading = done
+	// A read begun now is after every current term started, so it sees
+	// every write of those shards' previous leaders: it serves them all.
+	load := &claimLoad{terms: []*Term{t}, done: make(chan struct{})}
+	for _, u := range current {
+		if cc := c.claims[u.Shard]; u != t && u.ctx.Err() == nil && (cc == nil || cc.term != u) {
+			load.terms = append(load.terms, u)
+		}
+	}
+	c.loading = load
 	c.cmu.Unlock()
 
-	cc, err := c.loadClaims(t)
+	caches, err := c.loadClaims(load.terms)
 
 	c.cmu.Lock()
 	defer c.cmu.Unlock()
 	c.loading = nil
-	close(done)
+	close(load.done)
 	if err != nil {
 		return nil, err
 	}
-	if t.ctx.Err() != nil {
-		return nil, ErrNotLeader // ended while reading: leave the cache to the next term
+	for _, cc := range caches {
+		if cc.term.ctx.Err() == nil { // one that ended while reading leaves it to the shard's next term
+			c.claims[cc.term.Shard] = cc
+		}
 	}
-	c.claims = cc
-	return cc, nil
+	if t.ctx.Err() != nil {
+		return nil, ErrNotLeader
+	}
+	return c.claims[t.Shard], nil
 }
 
-func (c *Coordinator) loadClaims(t *Term) (*claimCache, error) {
-	if err := c.migrate(t); err != nil {
+// dropClaims forgets t's claim cache once its shard's goroutine is done
+// with t (handed over, lost or stopped).
+func (c *Coordinator) dropClaims(t *Term) {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	if cc := c.claims[t.Shard]; cc != nil && cc.term == t {
+		delete(c.claims, t.Shard)
+	}
+}
+
+// loadClaims reads, in one range read, the claim keys of the jobs of the
+// terms' shards, into one cache per term.
+func (c *Coordinator) loadClaims(terms []*Term) ([]*claimCache, error) {
+	if err := c.migrate(terms); err != nil {
 		return nil, err
 	}
-	cc := &claimCache{term: t, jobs: map[string]*jobEntry{}}
-	err := c.rangeAll(t.ctx, c.claimPrefix(), func(kv *mvccKV) {
+	byShard := map[int]*claimCache{}
+	out := make([]*claimCache, len(terms))
+	for i, t := range terms {
+		out[i] = &claimCache{term: t, jobs: map[string]*jobEntry{}}
+		byShard[t.Shard] = out[i]
+	}
+	err := c.rangeAll(terms[0].ctx, c.claimPrefix(), func(kv *mvccKV) {
 		job := strings.TrimPrefix(string(kv.Key), c.claimPrefix())
+		cc := byShard[shard.Of(job, c.opts.Shards)]
+		if cc == nil {
+			return // another shard's job
+		}
 		st, bad := c.parseClaims(job, kv.Value)
 		cc.jobs[job] = &jobEntry{st: st, rev: kv.ModRevision, bad: bad}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read claims: %w", err)
 	}
-	return cc, nil
+	return out, nil
 }
 
 // rangePage bounds the keys one read of rangeAll returns.
@@ -382,8 +428,8 @@ func (c *Coordinator) rangeAll(ctx context.Context, prefix string, fn func(*mvcc
 	}
 }
 
-// Claims returns every job's claims as t's leader knows them, reading them
-// from etcd the first time t asks (one range read for all jobs).
+// Claims returns the claims of every job of t's shard as t's leader knows
+// them, reading them from etcd the first time t asks (one range read).
 func (c *Coordinator) Claims(ctx context.Context, t *Term) (map[string]JobClaims, error) {
 	cc, err := c.claimsOf(t)
 	if err != nil {

@@ -155,8 +155,8 @@ type Coordinator struct {
 	stale []clientv3.LeaseID // leases of ended sessions not revoked yet
 
 	cmu     sync.Mutex
-	claims  *claimCache   // of the term that last used it
-	loading chan struct{} // closed when the claims being read are in
+	claims  map[int]*claimCache // by shard: its latest term's copy of the shard's jobs' claims
+	loading *claimLoad          // the read of the claims under way, if any
 
 	pmu    sync.Mutex
 	pruned map[string]pruneState // per job
@@ -187,7 +187,7 @@ func New(o Options) *Coordinator {
 		o.DrainTimeout = 10 * time.Second
 	}
 	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger, requests: make(chan struct{}, 1),
-		terms: map[int]*Term{}}
+		terms: map[int]*Term{}, claims: map[int]*claimCache{}}
 	c.batch = newBatcher(c)
 	c.records = newPipeline(maxRecordBatch, byTerm(c.commitRecordsOf))
 	c.jobSets = newJobSetStore(c.cli, c.prefix, o.RequestTimeout)

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 // The previous layout (Pacer before per-job claim keys) kept one key per
@@ -19,8 +21,8 @@ import (
 //	slots/<job>/<unix ns, 19 digits>   the slot's claim, then its final record
 //	horizons/<job>                     unix ns before which slots/<job>/ was pruned
 //
-// A leader of this version moves each job it finds there into its claim
-// key when its term first needs the claims, before it claims anything:
+// The leader of each job's shard moves the job it finds there into its
+// claim key when its term first needs the claims, before it claims anything:
 // the newest keepSlots slots become the job's Slots (Open if their record
 // says "running", so the delivery policy decides them), every older slot
 // and the horizon go under Floor, and the slot keys are deleted, in one
@@ -39,19 +41,30 @@ var fenceHorizon = strconv.FormatInt(math.MaxInt64, 10)
 func (c *Coordinator) oldSlotPrefix(job string) string { return c.prefix + "slots/" + job + "/" }
 func (c *Coordinator) horizonKey(job string) string    { return c.prefix + "horizons/" + job }
 
-// migrate moves every job kept in the previous layout into its claim key.
-func (c *Coordinator) migrate(t *Term) error {
-	jobs, err := c.oldLayoutJobs(t.ctx)
+// migrate moves every job of the terms' shards kept in the previous layout
+// into its claim key, each under its shard's term.
+func (c *Coordinator) migrate(terms []*Term) error {
+	jobs, err := c.oldLayoutJobs(terms[0].ctx)
 	if err != nil {
 		return fmt.Errorf("look for claims in the previous layout: %w", err)
 	}
+	byShard := map[int]*Term{}
+	for _, t := range terms {
+		byShard[t.Shard] = t
+	}
+	moved := 0
 	for _, job := range jobs {
+		t := byShard[shard.Of(job, c.opts.Shards)]
+		if t == nil {
+			continue // another shard's: its leader moves it
+		}
 		if err := c.migrateJob(t, job); err != nil {
 			return fmt.Errorf("move the claims of job %s from the previous layout: %w", job, err)
 		}
+		moved++
 	}
-	if len(jobs) > 0 {
-		c.log.Info("moved claims from the previous layout (a key per slot) to one key per job", "jobs", len(jobs))
+	if moved > 0 {
+		c.log.Info("moved claims from the previous layout (a key per slot) to one key per job", "jobs", moved)
 	}
 	return nil
 }

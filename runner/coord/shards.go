@@ -280,6 +280,7 @@ func (c *Coordinator) runShard(ctx context.Context, ss *session, r *shardRun) {
 		return
 	}
 	r.setTerm(t)
+	defer c.dropClaims(t)
 	if t.Shard == 0 { // the cluster's leader does the cluster-wide chores
 		compacted := make(chan struct{})
 		go func() {
