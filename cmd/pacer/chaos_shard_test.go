@@ -13,8 +13,10 @@ package main
 //	    ledger line nor a record in etcd that accounts for them
 //	lost = slots recorded as skipped for reason misfire (a membership change
 //	    must lose none: a hand-over holds slots back, it does not miss them)
-//	F per shard = from the fault (or the hand-over) to the shard's first run
-//	    on its new leader
+//	F per shard = from the fault to the shard's first run on its new leader;
+//	    for a join, from the old leader's "handing shard over" to the
+//	    newcomer's "became leader"; for a leave, from SIGTERM to another
+//	    replica's "became leader"
 //	Z = plugin processes alive 10 s after every runner stopped
 //
 //	go test -tags chaos -race -count=1 -run TestChaosShards -v ./cmd/pacer/
@@ -490,7 +492,20 @@ func TestChaosShardsLeave(t *testing.T) {
 		t.Errorf("the leaving replica exited %d", code)
 	}
 	rest := c.live()
-	res := &shardResult{name: "a replica leaves", F: shardF(t, rest, shards, fault, 15*time.Second)}
+	shardF(t, rest, shards, fault, 15*time.Second) // each runs elsewhere
+	// F of a leave: from SIGTERM to another replica leading the shard
+	// (its next run waits for its next slot, up to a second later).
+	res := &shardResult{name: "a replica leaves", F: map[int]time.Duration{}}
+	for _, n := range shards {
+		for _, p := range rest {
+			if l, ok := firstAfter(p.logs(), fault, func(l logLine) bool { return l.str("msg") == "became leader" && shardOfLine(l) == n }); ok {
+				res.F[n] = logTime(l).Sub(fault)
+			}
+		}
+		if _, ok := res.F[n]; !ok {
+			t.Errorf("shard %d: nobody became its leader after the leave", n)
+		}
+	}
 	c.waitSettled(rest, 30*time.Second)
 	waitRunsAfter(rest[0], 3, time.Now(), 15*time.Second)
 	c.finish(res)
