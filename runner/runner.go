@@ -506,8 +506,11 @@ func (r *Runner) OnTerm(t *coord.Term) {
 	r.smu.Lock()
 	if t.Context().Err() == nil && r.o.Coord.TermOf(t.Shard) == t {
 		r.scheduled[t.Shard] = t
-		r.sched.Add(r.shardJobs(t.Shard), start)
-		r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
+		jobs := r.shardJobs(t.Shard)
+		r.sched.Add(jobs, start)
+		total := r.sched.Len()
+		r.o.Metrics.ScheduledJobs.Set(float64(total))
+		r.log.Info("shard's jobs scheduled", "shard", t.Shard, "jobs", len(jobs), "scheduled", total)
 	}
 	r.smu.Unlock()
 	r.decideTriggers()
