@@ -485,7 +485,9 @@ func (r *Runner) OnTransition(leading bool, t *coord.Term) {
 	if r.scheduled[t.Shard] == t {
 		delete(r.scheduled, t.Shard)
 		r.sched.Remove(func(j *Job) bool { return j.shard == t.Shard })
-		r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
+		total := r.sched.Len()
+		r.o.Metrics.ScheduledJobs.Set(float64(total))
+		r.log.Info("shard's jobs unscheduled", "shard", t.Shard, "scheduled", total)
 	}
 	r.smu.Unlock()
 	r.leaveHome(t)

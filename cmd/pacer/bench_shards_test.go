@@ -375,7 +375,7 @@ func (s *shardBench) scheduledShards(b *testing.B, i int) int {
 }
 
 // scheduled returns how many jobs replica i's scheduler holds, from its
-// last "shard's jobs scheduled" line (its /metrics, with the series of
+// last "shard's jobs scheduled" or "unscheduled" line (its /metrics, with the series of
 // tens of thousands of jobs, is too large to read in a benchmark).
 func (s *shardBench) scheduled(b *testing.B, i int) int {
 	b.Helper()
@@ -388,8 +388,9 @@ func (s *shardBench) scheduled(b *testing.B, i int) int {
 		var l struct {
 			Scheduled int `json:"scheduled"`
 		}
-		if strings.Contains(line, `"msg":"shard's jobs scheduled"`) && json.Unmarshal([]byte(line), &l) == nil {
-			n = max(n, l.Scheduled)
+		if (strings.Contains(line, `"msg":"shard's jobs scheduled"`) || strings.Contains(line, `"msg":"shard's jobs unscheduled"`)) &&
+			json.Unmarshal([]byte(line), &l) == nil {
+			n = l.Scheduled // the newest: after a shard was added or removed
 		}
 	}
 	return n
