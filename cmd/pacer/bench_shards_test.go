@@ -20,6 +20,8 @@ package main
 //	cpu-cores-rN             replica N's runner process, user+system CPU
 //	                         over the window's wall time
 //	cpu-cores-plugin-rN      its plugin processes
+//	cpu-cores-etcd           this benchmark's process: the embedded etcd
+//	                         (and the benchmark, which sleeps meanwhile)
 //	rss-MiB-rN               replica N's runner VmRSS at the window's end
 //
 // jobs=100000 is the memory benchmark: 100,000 jobs that fire once a year,
@@ -267,6 +269,7 @@ func measureShards(b *testing.B, o shardBenchOptions) {
 	}
 	sleepUntil(first.Add(-500 * time.Millisecond))
 	t0 := time.Now()
+	e0 := cpuTicks(b, os.Getpid()) // the embedded etcd runs in this process
 	c0, p0 := make([]float64, len(s.rs)), make([]float64, len(s.rs))
 	for i, r := range s.rs {
 		c0[i], p0[i] = cpuTicks(b, r.pid()), cpuOf(b, plugins[i])
@@ -275,7 +278,9 @@ func measureShards(b *testing.B, o shardBenchOptions) {
 	sleepUntil(last.Add(500 * time.Millisecond))
 	b.StopTimer()
 	wall := time.Since(t0).Seconds()
-	var usage []string // for the failure message: a failed benchmark prints no metrics
+	etcdCPU := (cpuTicks(b, os.Getpid()) - e0) / hz / wall
+	b.ReportMetric(etcdCPU, "cpu-cores-etcd")
+	usage := []string{fmt.Sprintf("etcd (and this benchmark): cpu %.2f", etcdCPU)} // for the failure message: a failed benchmark prints no metrics
 	for i, r := range s.rs {
 		cpu, pcpu, rss := (cpuTicks(b, r.pid())-c0[i])/hz/wall, (cpuOf(b, plugins[i])-p0[i])/hz/wall, memMiB(b, r.pid(), "VmRSS")
 		b.ReportMetric(cpu, fmt.Sprintf("cpu-cores-%s", s.names[i]))
