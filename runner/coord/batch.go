@@ -3,12 +3,14 @@ package coord
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 type mvccKV = mvccpb.KeyValue
@@ -17,8 +19,9 @@ type mvccKV = mvccpb.KeyValue
 // one transaction. etcd allows 128 operations in each of a transaction's
 // compare, success and failure lists by default. A claim needs one compare
 // (its job's claim key's mod revision), one or two puts (the key, and a run
-// record written with it) and one failure-branch get, plus the batch's
-// fencing guard and its get: so at most maxBatch claims.
+// record written with it) and one failure-branch get, plus, for each term
+// in the batch (a claim of any shard this replica leads), its fencing guard
+// and its get: so at most maxBatch claims.
 const (
 	maxBatch    = 50
 	maxTxnOps   = 128
@@ -86,7 +89,7 @@ type batcher struct {
 
 func newBatcher(c *Coordinator) *batcher {
 	b := &batcher{c: c}
-	b.claims = newPipeline(maxBatch, byTerm(b.commit))
+	b.claims = newPipeline(maxBatch, b.commit)
 	return b
 }
 
@@ -106,43 +109,40 @@ func (b *batcher) do(ctx context.Context, t *Term, r *claimReq) error {
 
 func claimJob(r *claimReq) (string, bool) { return r.job, true }
 
-func (b *batcher) commit(t *Term, rs []*claimReq) {
+// commit writes a batch of claim requests, of any of this replica's terms,
+// in one transaction: it carries every term's fencing guard and the mod
+// revision of every claim key it writes. A stale term fails (and ends) only
+// its own requests; a claim key changed behind its term's copy is read
+// again from the failure branch and the rest decided again.
+func (b *batcher) commit(rs []*claimReq) {
 	if rs = answerEnded(rs); len(rs) == 0 {
 		return
 	}
 	c := b.c
-	cc, err := c.claimsOf(t)
-	if err != nil {
-		for _, r := range rs {
-			r.done <- err
-		}
-		return
-	}
-	rs = acquire(cc, rs, claimJob, b.claims.add)
-	jobs := make([]string, len(rs))
-	for i, r := range rs {
-		jobs[i] = r.job
-	}
-	defer cc.release(jobs)
+	caches, rs := cachesOf(c, rs, claimJob, b.claims.add)
+	defer releaseAll(caches, rs, claimJob)
 
 	for try := 1; ; try++ {
 		// Nothing lands after its caller gave up: checked before each try.
 		if rs = answerEnded(rs); len(rs) == 0 {
 			return
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
+		g := guardsOf(rs)
+		cmps, elseOps := g.cmps(), g.reads()
 		var puts []clientv3.Op
-		elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
 		var live []*claimReq // the requests this transaction decides, in Else order
 		var next []claimState
-		cc.mu.Lock()
 		for _, r := range rs {
+			cc := caches[r.term]
+			cc.mu.Lock()
 			e := cc.entry(r.job)
-			if e.bad != nil {
-				r.done <- e.bad
+			bad, cur, rev := e.bad, e.st, e.rev
+			cc.mu.Unlock()
+			if bad != nil {
+				r.done <- bad
 				continue
 			}
-			st, err := r.apply(e.st)
+			st, err := r.apply(cur)
 			if err != nil {
 				r.done <- err
 				continue
@@ -153,7 +153,7 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 				continue
 			}
 			key := c.claimKey(r.job)
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", e.rev))
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", rev))
 			puts = append(puts, clientv3.OpPut(key, string(v)))
 			if r.runID != "" {
 				puts = append(puts, clientv3.OpPut(c.runKey(r.job, r.runID), string(r.record)))
@@ -161,7 +161,6 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 			elseOps = append(elseOps, clientv3.OpGet(key))
 			live, next = append(live, r), append(next, st)
 		}
-		cc.mu.Unlock()
 		if len(live) == 0 {
 			return
 		}
@@ -177,29 +176,78 @@ func (b *batcher) commit(t *Term, rs []*claimReq) {
 			return
 		case resp.Succeeded:
 			for i, r := range live {
-				cc.set(r.job, next[i], resp.Header.Revision)
+				caches[r.term].set(r.job, next[i], resp.Header.Revision)
 				r.done <- nil
 			}
 			return
 		}
-		if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
-			for _, r := range live {
-				r.done <- ErrNotLeader
-			}
-			return
+		if stale := c.staleTerms(g, resp); len(stale) > 0 {
+			rs = answerStale(live, stale) // the other terms' claims, again
+			continue
 		}
-		// The term is fine: a claim key changed behind our copy. Read it
+		// Every term is fine: a claim key changed behind its copy. Read it
 		// again from the failure branch and decide again.
 		for i, r := range live {
-			c.refresh(cc, r.job, resp.Responses[i+1].GetResponseRange().GetKvs())
+			c.refresh(caches[r.term], r.job, resp.Responses[len(g.terms)+i].GetResponseRange().GetKvs())
 		}
-		if try == maxTries {
+		if try >= maxTries {
 			for _, r := range live {
 				r.done <- fmt.Errorf("claim of %s: its claim key kept changing behind the leader (%d tries)", r.job, try)
 			}
 			return
 		}
 		rs = live
+	}
+}
+
+// cachesOf returns the claim cache of each term of rs and the requests
+// that may go into this transaction: those whose term has a cache (the
+// others fail with its error) and whose job is in the term's shard and
+// free, or that need no claim key (job says). A request whose job is busy waits in its cache and is handed to
+// requeue when the job is released (releaseAll).
+func cachesOf[R interface{ req() *request }](c *Coordinator, rs []R, job func(R) (string, bool), requeue func(R)) (map[*Term]*claimCache, []R) {
+	caches := map[*Term]*claimCache{}
+	var out []R
+	for _, t := range guardsOf(rs).terms {
+		var mine []R
+		for _, r := range rs {
+			if r.req().term != t {
+				continue
+			}
+			if name, ok := job(r); ok && shard.Of(name, c.opts.Shards) != t.Shard {
+				r.req().done <- fmt.Errorf("job %s is in shard %d: its claims are decided under that shard's term, not shard %d's",
+					name, shard.Of(name, c.opts.Shards), t.Shard)
+				continue
+			}
+			mine = append(mine, r)
+		}
+		if !slices.ContainsFunc(mine, func(r R) bool { _, ok := job(r); return ok }) {
+			out = append(out, mine...) // nothing to hold: no cache needed
+			continue
+		}
+		cc, err := c.claimsOf(t)
+		if err != nil {
+			for _, r := range mine {
+				r.req().done <- err
+			}
+			continue
+		}
+		caches[t] = cc
+		out = append(out, acquire(cc, mine, job, requeue)...)
+	}
+	return caches, out
+}
+
+// releaseAll frees the jobs cachesOf took for rs.
+func releaseAll[R interface{ req() *request }](caches map[*Term]*claimCache, rs []R, job func(R) (string, bool)) {
+	for t, cc := range caches {
+		var jobs []string
+		for _, r := range rs {
+			if name, ok := job(r); ok && r.req().term == t {
+				jobs = append(jobs, name)
+			}
+		}
+		cc.release(jobs)
 	}
 }
 

@@ -189,7 +189,7 @@ func New(o Options) *Coordinator {
 	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger, requests: make(chan struct{}, 1),
 		terms: map[int]*Term{}, claims: map[int]*claimCache{}}
 	c.batch = newBatcher(c)
-	c.records = newPipeline(maxRecordBatch, byTerm(c.commitRecordsOf))
+	c.records = newPipeline(maxRecordBatch, c.commitRecordsOf)
 	c.jobSets = newJobSetStore(c.cli, c.prefix, o.RequestTimeout)
 	return c
 }

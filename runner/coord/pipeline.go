@@ -2,7 +2,10 @@ package coord
 
 import (
 	"context"
+	"slices"
 	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // request is what every batched request carries: its caller's ctx, the term
@@ -19,19 +22,71 @@ func newRequest(ctx context.Context, t *Term) request {
 
 func (r *request) req() *request { return r }
 
-// byTerm makes a pipeline's commit function: it commits a batch one term
-// at a time (a transaction has one fencing guard). Commit functions drop
-// the requests whose ctx ended with answerEnded, before each attempt.
-func byTerm[R interface{ req() *request }](commit func(*Term, []R)) func([]R) {
-	return func(batch []R) {
-		groups := map[*Term][]R{}
-		for _, r := range batch {
-			groups[r.req().term] = append(groups[r.req().term], r)
-		}
-		for t, rs := range groups {
-			commit(t, rs)
+// guards are the fencing guards of a batch whose requests belong to
+// several terms: one per shard this replica leads. One transaction carries
+// them all, comparing each term's election key, and reads each key first
+// in its failure branch; so requests of every shard due at one instant are
+// still batched together. Commit functions drop the requests whose ctx
+// ended with answerEnded, before each attempt.
+type guards struct {
+	terms []*Term
+}
+
+func guardsOf[R interface{ req() *request }](rs []R) guards {
+	var g guards
+	for _, r := range rs {
+		if t := r.req().term; !slices.Contains(g.terms, t) {
+			g.terms = append(g.terms, t)
 		}
 	}
+	return g
+}
+
+// cmps and reads are the guards' compares, and the failure branch's first
+// reads (one per term, in order).
+func (g guards) cmps() []clientv3.Cmp {
+	out := make([]clientv3.Cmp, 0, len(g.terms))
+	for _, t := range g.terms {
+		out = append(out, clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token))
+	}
+	return out
+}
+
+func (g guards) reads() []clientv3.Op {
+	out := make([]clientv3.Op, 0, len(g.terms))
+	for _, t := range g.terms {
+		out = append(out, clientv3.OpGet(t.key, clientv3.WithKeysOnly()))
+	}
+	return out
+}
+
+// staleTerms returns, from a failed transaction's first len(g.terms) responses,
+// the terms whose election key is gone or was created again, and ends
+// them: their requests fail with ErrNotLeader.
+func (c *Coordinator) staleTerms(g guards, resp *clientv3.TxnResponse) map[*Term]bool {
+	out := map[*Term]bool{}
+	for i, t := range g.terms {
+		kvs := resp.Responses[i].GetResponseRange().GetKvs()
+		if len(kvs) == 0 || kvs[0].CreateRevision != t.Token {
+			c.endTerm(t, ErrNotLeader)
+			out[t] = true
+		}
+	}
+	return out
+}
+
+// answerStale answers the requests of stale terms with ErrNotLeader and
+// returns the others.
+func answerStale[R interface{ req() *request }](rs []R, stale map[*Term]bool) []R {
+	live := rs[:0:0]
+	for _, r := range rs {
+		if q := r.req(); stale[q.term] {
+			q.done <- ErrNotLeader
+		} else {
+			live = append(live, r)
+		}
+	}
+	return live
 }
 
 // answerEnded answers the requests whose ctx ended with its error and

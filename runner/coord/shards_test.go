@@ -449,3 +449,66 @@ func TestEpochsArePerShard(t *testing.T) {
 		}
 	}
 }
+
+// Claims and records of several shards' terms share transactions (a
+// replica leads many shards, and their slots come due together); a stale
+// term fails only its own requests, and ends, while the others' land.
+func TestClaimsOfSeveralTermsInOneBatch(t *testing.T) {
+	b := setup(t)
+	const shards = 2
+	a := b.shardReplica(t, "a", nil, coord.Options{Shards: shards})
+	waitFor(t, "a leads both shards", 10*time.Second, func() bool { return len(a.led()) == shards })
+	t0, t1 := a.c.TermOf(0), a.c.TermOf(1)
+	// The election key of shard 1 deleted behind a's back.
+	cli := b.client(t)
+	ctx := context.Background()
+	if _, err := cli.Delete(ctx, "/pacer/test/leader/1/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	// Jobs i of shard i%2: the even ones are shard 0's, the odd ones 1's.
+	jobs := make([]string, 8)
+	for n, i := 0, 0; i < len(jobs); n++ {
+		if id := fmt.Sprintf("job-%d", n); shard.Of(id, shards) == i%2 {
+			jobs[i] = id
+			i++
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(jobs))
+	for i := range errs {
+		term := t0
+		if i%2 == 1 {
+			term = t1
+		}
+		wg.Go(func() { errs[i] = a.c.Claim(ctx, term, jobs[i], slot, []byte(`{"state":"running"}`)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		switch {
+		case i%2 == 0 && err != nil:
+			t.Errorf("claim %d of the live term: %v", i, err)
+		case i%2 == 1 && !errors.Is(err, coord.ErrNotLeader):
+			t.Errorf("claim %d of the stale term: %v, want ErrNotLeader", i, err)
+		}
+	}
+	if t1.Context().Err() == nil || t0.Context().Err() != nil {
+		t.Fatalf("after the claims: shard 1's term ended %v, shard 0's %v; want only shard 1's", t1.Context().Err(), t0.Context().Err())
+	}
+	// Records too: shard 0's lands, a record under the ended term does not.
+	if err := a.c.FinishSlot(ctx, t0, jobs[0], slot, "r0", []byte("{}"), 10, 0); err != nil {
+		t.Fatalf("record of the live term: %v", err)
+	}
+	if err := a.c.FinishSlot(ctx, t1, jobs[1], slot, "r1", []byte("{}"), 10, 0); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("record of the stale term: %v, want ErrNotLeader", err)
+	}
+	jc, err := a.c.JobClaims(ctx, jobs[0])
+	if err != nil || len(jc.Slots) != 1 || len(jc.Open) != 0 {
+		t.Fatalf("claims of %s after its record: %+v, %v; want the slot finished", jobs[0], jc, err)
+	}
+	// A claim under another shard's term is refused: a job's claims are
+	// decided by the leader of its shard only.
+	if err := a.c.Claim(ctx, t0, jobs[1], slot.Add(time.Second), []byte(`{}`)); err == nil || errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("claim of shard 1's job under shard 0's term: %v, want refused", err)
+	}
+}

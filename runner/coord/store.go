@@ -117,40 +117,25 @@ func (c *Coordinator) prune(ctx context.Context, job string, keep int, maxAge ti
 
 func recordJob(r *recordReq) (string, bool) { return r.job, !r.slot.IsZero() }
 
-// commitRecordsOf writes a batch of t's records in one transaction under
-// its fencing guard. A record that finishes a slot also closes the slot's
-// open claim, guarded by the claim key's mod revision; a claim key that
-// changed behind the leader's copy is read again from the failure branch
-// and the batch built again.
-func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
+// commitRecordsOf writes a batch of records, of any of this replica's
+// terms, in one transaction under every term's fencing guard. A record
+// that finishes a slot also closes the slot's open claim, guarded by the
+// claim key's mod revision; a claim key that changed behind its term's
+// copy is read again from the failure branch and the batch built again. A
+// stale term fails (and ends) only its own records.
+func (c *Coordinator) commitRecordsOf(rs []*recordReq) {
 	if rs = answerEnded(rs); len(rs) == 0 { // again on every retry
 		return
 	}
-	var cc *claimCache
-	if slices.ContainsFunc(rs, func(r *recordReq) bool { return !r.slot.IsZero() }) {
-		var err error
-		if cc, err = c.claimsOf(t); err != nil {
-			for _, r := range rs {
-				r.done <- err
-			}
-			return
-		}
-		rs = acquire(cc, rs, recordJob, c.records.add)
-		var jobs []string
-		for _, r := range rs {
-			if !r.slot.IsZero() {
-				jobs = append(jobs, r.job)
-			}
-		}
-		defer cc.release(jobs)
-	}
+	caches, rs := cachesOf(c, rs, recordJob, c.records.add)
+	defer releaseAll(caches, rs, recordJob)
 	for try := 1; ; try++ {
 		if rs = answerEnded(rs); len(rs) == 0 {
 			return
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)}
+		g := guardsOf(rs)
+		cmps, elseOps := g.cmps(), g.reads()
 		var ops []clientv3.Op
-		elseOps := []clientv3.Op{clientv3.OpGet(t.key, clientv3.WithKeysOnly())}
 		var closing []*recordReq // in Else order
 		var closed []claimState
 		var now []*recordReq // the requests this transaction decides
@@ -171,6 +156,7 @@ func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
 			if r.slot.IsZero() {
 				continue
 			}
+			cc := caches[r.term]
 			cc.mu.Lock()
 			e := cc.entry(r.job)
 			open := e.bad == nil && e.st.openAt(r.slot.UnixNano()) >= 0
@@ -207,23 +193,21 @@ func (c *Coordinator) commitRecordsOf(t *Term, rs []*recordReq) {
 			return
 		case resp.Succeeded:
 			for i, r := range closing {
-				cc.set(r.job, closed[i], resp.Header.Revision)
+				caches[r.term].set(r.job, closed[i], resp.Header.Revision)
 			}
 			for _, r := range now {
 				r.done <- nil
 			}
 			return
 		}
-		if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
-			for _, r := range now {
-				r.done <- ErrNotLeader
-			}
-			return
+		if stale := c.staleTerms(g, resp); len(stale) > 0 {
+			rs = answerStale(now, stale) // the other terms' records, again
+			continue
 		}
 		for i, r := range closing {
-			c.refresh(cc, r.job, resp.Responses[i+1].GetResponseRange().GetKvs())
+			c.refresh(caches[r.term], r.job, resp.Responses[len(g.terms)+i].GetResponseRange().GetKvs())
 		}
-		if try == maxTries {
+		if try >= maxTries {
 			for _, r := range now {
 				r.done <- fmt.Errorf("record run %s: the claim key of %s kept changing behind the leader (%d tries)", r.runID, r.job, try)
 			}
