@@ -2,7 +2,7 @@
 
 package main
 
-// Fault scenario 23 (RELIABILITY.md): a sharded cluster of three replicas
+// Fault scenario 23 (docs/chaos-results.md): a sharded cluster of three replicas
 // under load, twelve ledger jobs every second spread over six shards. Each
 // scenario injects one fault into one replica: kill -9, SIGSTOP past the
 // TTL, cut off from etcd; or changes the membership: a replica joins, one

@@ -260,7 +260,7 @@ func ledgerJob(path, hold string) string {
 
 // replicaConfig is a runner's config against the etcd endpoints eps: one
 // shard, so that one replica leads and runs the job, and the scenarios of
-// RELIABILITY.md 1-22 hold for one shard's leader (scenario 23 is the
+// docs/chaos-results.md hold for one shard's leader (scenario 23 is the
 // sharded cluster: chaos_shard_test.go).
 func replicaConfig(t *testing.T, name, httpAddr string, eps []string, jobs string) string {
 	return replicaConfigTTL(t, name, httpAddr, eps, jobs, chaosTTL)
