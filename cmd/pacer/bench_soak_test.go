@@ -24,7 +24,8 @@ package main
 // compaction makes the size in use a sawtooth, bounded when the two halves'
 // peaks match. keys-bound is what the
 // configuration allows: per job history.keep + a tenth (the prune runs
-// every keep/10 writes) + its claim key, and the leader key. D and M are
+// every keep/10 writes) + its claim key; per shard (cluster.shards, 16 by
+// default) the one replica's election key and a hand-over mark. D and M are
 // checked over the whole run as in BenchmarkE2EJobs; either above 0 fails.
 //
 // PACER_SOAK_BIN runs another pacer binary (the previous version, to
@@ -45,6 +46,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/runner/shard"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
@@ -176,7 +178,7 @@ jobs:
 		b.ReportMetric(float64(peak[i].history)/1000, "history-krev-"+name)
 		b.ReportMetric(peak[i].rss, "rss-MiB-"+name)
 	}
-	b.ReportMetric(float64(o.jobs*(100+10+1)+1), "keys-bound")
+	b.ReportMetric(float64(o.jobs*(100+10+1)+2*shard.Default), "keys-bound")
 	end := start.Add(o.duration - 2*time.Second)
 	recorded, stalled := soakWarnings(b, logPath, start, end)
 	dup, miss := soakExactlyOnce(b, stamps, o.jobs, start, end, recorded)

@@ -25,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/netfault"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 func chaosRuns() int {
@@ -678,8 +679,8 @@ func TestChaosFailoverTTL3(t *testing.T) {
 // BenchmarkSoak, the numbers in docs/guarantees.md). With history.keep 10
 // each job's history is full after ten seconds; the leader compacts etcd
 // every 15 s. Sampled at 40, 80 and 120 s: keys stay within what the
-// configuration allows (10 records + a tenth, and a claim key, per job),
-// and do not grow; the database's size in use stays within twice its
+// configuration allows (10 records + a tenth, and a claim key, per job;
+// an election key and a hand-over mark per shard), and do not grow; the database's size in use stays within twice its
 // smallest sample (it swings with the compactions) and the runner's RSS
 // within 1.3 times plus 16 MiB; every slot ran once; no plugin is left.
 func TestChaosSoak(t *testing.T) {
@@ -726,9 +727,11 @@ jobs:
 			at, s.keys, mibOf(s.dbSize), mibOf(s.inUse), s.history, s.rss)
 	}
 	// The configuration allows, per job, 10 records + a tenth and a claim
-	// key; and the leader key. Besides, the cluster's own keys, each within
-	// its own bound (clusterKeys).
-	bound := int64(jobs*(10+1+1)+1) + clusterKeys(t, cli)
+	// key; per shard (cluster.shards, the default 16), an election key of
+	// each replica campaigning for it (one here) and a hand-over mark.
+	// Besides, the cluster's own keys, each within its own bound
+	// (clusterKeys).
+	bound := int64(jobs*(10+1+1)+2*shard.Default) + clusterKeys(t, cli)
 	minInUse := samples[0].inUse
 	for _, s := range samples {
 		minInUse = min(minInUse, s.inUse)
@@ -758,14 +761,14 @@ jobs:
 // per replica (one here), a stored job set per fingerprint that a member
 // or a kept epoch names (one here: a header and one 512 KiB chunk of its
 // manifest, far more than 100 jobs need), and at most keepEpochs (256)
-// epochs.
+// epochs per shard.
 func clusterKeys(t *testing.T, cli *clientv3.Client) int64 {
 	t.Helper()
 	var n int64
 	for _, kind := range []struct {
 		prefix string
 		max    int64
-	}{{"members/", 1}, {"jobsets/", 2}, {"epochs/", 256}} {
+	}{{"members/", 1}, {"jobsets/", 2}, {"epochs/", 256 * shard.Default}} {
 		resp, err := cli.Get(context.Background(), "/pacer/soak/"+kind.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)

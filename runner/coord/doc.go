@@ -46,11 +46,13 @@
 //	        fencing token, correlation ID, attempt)
 //
 // A slot may be claimed if it is after floor and neither finished nor open.
-// The leader keeps a copy of every job's key for its term (read once, in one
-// range read, when the term first needs it) and decides each claim from it;
-// the claim is then written with one transaction:
+// Each term keeps a copy of the claim keys of its shard's jobs (read once,
+// in one range read shared by the terms a replica starts together, when
+// the term first needs it; a replica holds copies of the shards it leads
+// only) and decides each claim from it; the claim is then written with one
+// transaction:
 //
-//	If(CreateRevision(leader key) == token && ModRevision(claim key) == copy's)
+//	If(CreateRevision(shard's leader key) == token && ModRevision(claim key) == copy's)
 //	Then(Put(claim key, state with the slot open))
 //
 // so two replicas can never both claim a slot, whatever either believes about
@@ -58,9 +60,11 @@
 // and its transaction fails; a key changed behind the copy (a transaction
 // that timed out but landed, an operator's edit) fails the revision
 // comparison, is read again from the failure branch, and the claim decided
-// again. The guard names only the term's election key, so it works for any
-// election: one per shard as well. At most one transaction per claim key is
-// in flight; claims due together are batched (batch.go). A finished slot
+// again. Claims due together are batched (batch.go), whatever their shard:
+// a transaction carries the guard of every term it writes for, and a stale
+// term fails (and ends) only its own claims, the rest being decided again.
+// A claim under a term of another shard than the job's is refused. At most
+// one transaction per claim key is in flight. A finished slot
 // joins slots; when more than 16 are kept, the oldest leaves and floor
 // moves up to it: an older slot is refused by comparison (ErrSlotTooOld)
 // rather than by keeping a key per slot, and the key stays a few hundred
@@ -70,19 +74,21 @@
 //
 // How each kind of run is claimed:
 //
-//   - A scheduled slot: Claim, by the leader's scheduler; the record of its
-//     last attempt closes it (retries are attempts of the same claim).
+//   - A scheduled slot: Claim, by the scheduler of its shard's leader; the
+//     record of its last attempt closes it (retries are attempts of the
+//     same claim).
 //   - overlap: allow: several slots of a job are open at once; each closes
 //     alone, whatever was claimed after it.
-//   - Misfire catch-up, when a term starts (runner/catchup.go): from one
-//     Claims read, the slots after each job's last claim that came due
-//     before the term are decided: the ones that run (the latest for
-//     "once", every one within the grace for "all", up to 100) are claimed
+//   - Misfire catch-up, when a shard's term starts (runner/catchup.go): from
+//     one Claims read, the slots after each of the shard's jobs' last claim
+//     that came due before the term are decided: the ones that run (the
+//     latest for "once", every one within the grace for "all", up to 100,
+//     and every slot a hand-over held back, up to 100) are claimed
 //     together, before the scheduler claims anything in the term, and then
 //     run one after the other; the rest get one skip record per run of
 //     consecutive slots, written with the first claim, or with SkipSlot,
-//     which marks the latest decided when none runs. The runner holds the
-//     term's scheduled slots until then.
+//     which marks the latest decided when none runs. The shard's jobs join
+//     the runner's scheduler only then.
 //   - Delivery, when a term starts: a slot left open by an older term (its
 //     leader died mid-run) is, at-least-once, taken over with Reclaim
 //     (guarded by the open claim read) and run again as its next attempt;
@@ -93,9 +99,11 @@
 //
 // Keys of jobs that are no longer configured (claim key, horizon, pause
 // flag, run records, trigger requests, idempotency receipts) are removed
-// by the leader (ForgetJob). Keys of the previous layout (a key per slot, kept 24 hours,
-// and a horizon per job) are moved into the claim keys when a leader first
-// reads the claims (migrate.go).
+// by the leader of the job's shard (ForgetJob). Keys of the previous
+// layout (a key per slot, kept 24 hours, and a horizon per job) are moved
+// into the claim keys when the leader of the job's shard first reads the
+// claims (migrate.go). The leader of shard 0 compacts etcd
+// (Options.CompactionInterval).
 //
 // Lease and self-fencing: the lease is granted by us with a timeout
 // (NewSession alone can hang on Grant). For as long as the session lives,
@@ -126,7 +134,7 @@
 // applying the misfire policy to them: they were held back, not missed.
 //
 // Manual trigger requests are not slots: each is its own key, and the
-// leader decides it (run or skip) in one fenced transaction that compares
+// leader of the job's shard decides it (run or skip) in one fenced transaction that compares
 // the request's revision and removes or replaces it (triggers.go).
 // Mutating API requests store idempotency receipts with their effect
 // (idempotency.go).
