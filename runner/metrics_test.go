@@ -1,6 +1,7 @@
 package runner_test
 
 import (
+	"context"
 	"slices"
 	"strconv"
 	"strings"
@@ -145,28 +146,36 @@ func TestRemovedRunningJobSeriesGoWhenTheRunEnds(t *testing.T) {
 func TestJobSeriesFollowTheShard(t *testing.T) {
 	b := setup(t)
 	term := b.waitLeader(t)
+	// A runner of its own, which hears of the term only from this test.
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: b.tasks, Metrics: m, Tracer: b.tp.Tracer("t"),
+		Logger: discardLogger()})
+	defer r.Stop(context.Background())
 	idle, busy := job("idle", runner.OverlapForbid), job("busy", runner.OverlapForbid)
-	b.r.SetJobs([]*runner.Job{idle, busy})
+	r.SetJobs([]*runner.Job{idle, busy})
 	count := func() int {
 		n := 0
 		for _, name := range []string{"pacer_job_runs_total", "pacer_job_skipped_total", "pacer_job_running", "pacer_job_paused",
 			"pacer_job_run_duration_seconds", "pacer_job_schedule_lag_seconds"} {
-			n += len(series(t, b.metrics.Registry, name))
+			n += len(series(t, m.Registry, name))
 		}
 		return n
 	}
 	if n := count(); n != 0 {
 		t.Fatalf("%d job series before the shard's term started here, want 0", n)
 	}
-	b.r.OnTerm(term)
+	r.OnTerm(term)
 	perJob := len(observability.Outcomes) + len(runner.SkipReasons) + 4 // running, paused, duration, lag
 	if n := count(); n != 2*perJob {
 		t.Fatalf("%d job series while leading, want %d", n, 2*perJob)
 	}
-	b.r.Fire(runner.Slot{Job: busy, Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
+	r.Fire(runner.Slot{Job: busy, Time: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)})
 	<-b.tasks.started
-	b.r.OnTransition(false, term) // the term ends here (the run goes on: this test holds it)
-	if got := series(t, b.metrics.Registry, "pacer_job_running"); !slices.Equal(got, []string{"busy=1"}) {
+	r.OnTransition(false, term) // the term ends here (the run goes on: this test holds it)
+	if got := series(t, m.Registry, "pacer_job_running"); !slices.Equal(got, []string{"busy=1"}) {
 		t.Fatalf("after the term ended, with busy still running: pacer_job_running = %v", got)
 	}
 	close(b.tasks.release)

@@ -192,6 +192,10 @@ type Runner struct {
 	// a term's jobs join it when its catch-up is done, and leave when it
 	// ends.
 	scheduled map[int]*coord.Term
+	// caughtUp holds, by shard, the term whose catch-up is done (guarded by
+	// mu, as Fire reads it): a slot fires only under that term, so no claim
+	// of the scheduler's comes before the catch-up's of an earlier slot.
+	caughtUp map[int]*coord.Term
 
 	triggerWaits map[string]bool // trigger IDs waiting for their job, logged once
 	triggerTimer *time.Timer     // decides again when a waiting request expires
@@ -300,7 +304,7 @@ func New(o Options) *Runner {
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
 		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
-		retiring: map[string][]*Job{}, scheduled: map[int]*coord.Term{}, home: map[int]*coord.Term{}, unhomed: map[string]bool{}}
+		retiring: map[string][]*Job{}, scheduled: map[int]*coord.Term{}, caughtUp: map[int]*coord.Term{}, home: map[int]*coord.Term{}, unhomed: map[string]bool{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	r.sched.onStepBack = func(d time.Duration) {
 		r.log.Warn("wall clock stepped back; every job's next slot computed again from the new time",
@@ -481,6 +485,11 @@ func (r *Runner) OnTransition(leading bool, t *coord.Term) {
 		go r.OnTerm(t)
 		return
 	}
+	r.mu.Lock()
+	if r.caughtUp[t.Shard] == t {
+		delete(r.caughtUp, t.Shard)
+	}
+	r.mu.Unlock()
 	r.smu.Lock()
 	if r.scheduled[t.Shard] == t {
 		delete(r.scheduled, t.Shard)
@@ -507,6 +516,9 @@ func (r *Runner) OnTerm(t *coord.Term) {
 	start := r.CatchUp(t)
 	r.smu.Lock()
 	if t.Context().Err() == nil && r.o.Coord.TermOf(t.Shard) == t {
+		r.mu.Lock()
+		r.caughtUp[t.Shard] = t
+		r.mu.Unlock()
 		r.scheduled[t.Shard] = t
 		jobs := r.shardJobs(t.Shard)
 		r.sched.Add(jobs, start)
@@ -611,6 +623,15 @@ func (r *Runner) missed(j *Job, n int) {
 func (r *Runner) Fire(s Slot) {
 	t := r.o.Coord.TermOf(s.Job.shard)
 	if t == nil || t.Draining() {
+		return
+	}
+	r.mu.Lock()
+	caughtUp := r.caughtUp[t.Shard] == t
+	r.mu.Unlock()
+	if !caughtUp {
+		// The term's catch-up decides the slots due before it is done, and
+		// the scheduler gets the shard's jobs from then on (OnTerm).
+		r.log.Debug("slot of a shard whose catch-up is not done: left to it", "job", s.Job.ID, "scheduled_time", s.Time)
 		return
 	}
 	r.start(t, s, "", nil)
