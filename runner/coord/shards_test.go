@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -510,5 +511,48 @@ func TestClaimsOfSeveralTermsInOneBatch(t *testing.T) {
 	// decided by the leader of its shard only.
 	if err := a.c.Claim(ctx, t0, jobs[1], slot.Add(time.Second), []byte(`{}`)); err == nil || errors.Is(err, coord.ErrNotLeader) {
 		t.Fatalf("claim of shard 1's job under shard 0's term: %v, want refused", err)
+	}
+}
+
+// A term's copy of the claim keys holds its own shard's jobs only, read
+// from etcd when it starts (so a replica's memory falls with the replica
+// count), and the claims another replica made under the shard's earlier
+// term are in it: none of their slots can be claimed again.
+func TestClaimCopyHoldsItsShardsJobs(t *testing.T) {
+	b := setup(t)
+	const shards = 2
+	a := b.shardReplica(t, "a", nil, coord.Options{Shards: shards})
+	waitFor(t, "a leads both shards", 10*time.Second, func() bool { return len(a.led()) == shards })
+	ctx := context.Background()
+	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	byShard := map[int][]string{}
+	for n := 0; len(byShard[0]) < 3 || len(byShard[1]) < 3; n++ {
+		id := fmt.Sprintf("job-%d", n)
+		s := shard.Of(id, shards)
+		if len(byShard[s]) == 3 {
+			continue
+		}
+		byShard[s] = append(byShard[s], id)
+		if err := a.c.Claim(ctx, a.c.TermOf(s), id, slot, []byte(`{"state":"running"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.close()
+	c := b.shardReplica(t, "c", nil, coord.Options{Shards: shards})
+	waitFor(t, "c leads both shards", 10*time.Second, func() bool { return len(c.led()) == shards })
+	for s := range shards {
+		term := c.c.TermOf(s)
+		got, err := c.c.Claims(ctx, term)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keys := slices.Sorted(maps.Keys(got)); !slices.Equal(keys, byShard[s]) {
+			t.Errorf("shard %d's copy holds %v, want its jobs %v", s, keys, byShard[s])
+		}
+		for _, id := range byShard[s] {
+			if err := c.c.Claim(ctx, term, id, slot, []byte(`{}`)); !errors.Is(err, coord.ErrSlotTaken) {
+				t.Errorf("claim of %s's slot again under the shard's next term: %v, want ErrSlotTaken", id, err)
+			}
+		}
 	}
 }
