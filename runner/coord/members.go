@@ -563,6 +563,14 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 	}
 	a := Agree(m.live())
 	m.setHolders(a.Holders)
+	if m.leaving {
+		// Stopping: the others see it gone and take its shards, and its
+		// stop hands them over, draining its runs. Whether it may lead
+		// stays as it was: a gate that closed now would end its terms and
+		// cancel those runs (it is no holder of any set without itself).
+		m.mu.Unlock()
+		return 0
+	}
 	self := m.self.JobSet
 	agreed := a.JobSet == self
 	ok, why := agreed || m.o.Mismatch == MismatchWarn, error(nil)

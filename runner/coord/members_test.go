@@ -485,3 +485,25 @@ func TestClosedGateStepsDownAndStopsCampaigning(t *testing.T) {
 		t.Fatalf("tokens %d, %d, %d: not increasing", term.Token, sTerm.Token, next.Token)
 	}
 }
+
+// A replica that leaves (it is stopping) keeps its gate as it was: that it
+// took itself off the member list must not make it step down, which would
+// end its terms and cancel its runs, before its stop hands its shards over,
+// draining them for up to shutdown.drain_timeout. Before, a lone replica's
+// gate closed as soon as the job-set settle passed (no member had its set
+// any more), and its runs were cancelled whatever the drain timeout.
+func TestLeavingReplicaKeepsItsGate(t *testing.T) {
+	b := setup(t)
+	const settle = 200 * time.Millisecond
+	g := b.gatedReplica(t, "a", jobSet("x"), settle, coord.MismatchRefuse)
+	waitFor(t, "a leads", 10*time.Second, func() bool { return g.c.Term() != nil })
+	g.c.Leave(context.Background())
+	g.ms.Leave(context.Background()) // as Leave does with Options.Members
+	time.Sleep(5 * settle)           // not synchronisation: the gate must not close in this time
+	if ok, why, _ := g.ms.MayLead(); !ok {
+		t.Fatalf("after leaving: may not lead (%v)", why)
+	}
+	if g.c.Term() == nil {
+		t.Fatalf("after leaving: stopped leading (%v)", g.endCauses())
+	}
+}
