@@ -749,6 +749,16 @@ jobs:
 	}
 	res := chaosResult{scenario: 22, runs: 1}
 	res.D, res.M = soakExactlyOnce(t, stamps, jobs, start, start.Add(118*time.Second), nil)
+	if res.M > 0 { // say why, from the runner's log
+		why := map[string]int{}
+		for _, l := range p.logs() {
+			switch msg := l.str("msg"); msg {
+			case "slot skipped", "slots missed while the scheduler could not run", "leadership ended", "wall clock stepped back; every job's next slot computed again from the new time":
+				why[msg+" "+l.str("reason")]++
+			}
+		}
+		t.Logf("missed slots: the runner logged %v", why)
+	}
 	res.Z = stopAll(t, []*proc{p})
 	res.report(t)
 	if res.D != 0 || res.M != 0 || res.Z != 0 {

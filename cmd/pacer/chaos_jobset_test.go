@@ -179,7 +179,7 @@ func TestChaosDivergentJobSets(t *testing.T) {
 			noLeader++
 		}
 		// Before b led, the last leader was a, with x every 2 s.
-		if s.Before(bSpan.from) && (r.Reason != "not_in_job_set" || !strings.Contains(r.Error, "a (fencing token") ||
+		if s.Before(bSpan.from) && (r.Reason != "not_in_job_set" || !strings.Contains(r.Error, "a (shard 0, fencing token") ||
 			!strings.Contains(r.Error, "had the job defined differently")) {
 			t.Errorf("x slot %s (b led from %s): recorded %s %q; want not_in_job_set naming a", s.Format(time.TimeOnly),
 				bSpan.from.Format(time.TimeOnly), r.Reason, r.Error)
@@ -187,7 +187,7 @@ func TestChaosDivergentJobSets(t *testing.T) {
 		// While c led, and after it until the next leader, the true reason
 		// is c's job set.
 		if s.After(cSpan.from) {
-			if r.Reason != "not_in_job_set" || !strings.Contains(r.Error, "c (fencing token") || !strings.Contains(r.Error, "did not have the job") {
+			if r.Reason != "not_in_job_set" || !strings.Contains(r.Error, "c (shard 0, fencing token") || !strings.Contains(r.Error, "did not have the job") {
 				t.Errorf("x slot %s (c led from %s): recorded %s %q; want not_in_job_set naming c", s.Format(time.TimeOnly),
 					cSpan.from.Format(time.TimeOnly), r.Reason, r.Error)
 			}
