@@ -45,7 +45,8 @@ type Coordinator interface {
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
 	FinishSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
 	CloseSlot(ctx context.Context, t *coord.Term, job string, slot time.Time) error
-	// Claims returns every job's claims, as the term's leader knows them.
+	// Claims returns the claims of every job of the term's shard, as its
+	// leader knows them.
 	Claims(ctx context.Context, t *coord.Term) (map[string]coord.JobClaims, error)
 	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
 	RunTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, claim []byte) (int64, error)
