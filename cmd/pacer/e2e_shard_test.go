@@ -274,3 +274,46 @@ jobs:%s`, name, t.TempDir(), shards, etcd.Endpoint(), httpAddr, filepath.Join(bi
 		})
 	}
 }
+
+// A replica whose shards' terms start while it is still loading its jobs
+// (many jobs: the job set is known from the config before the runner has
+// them) catches up and schedules every job of its shards: before, a term
+// that started first scheduled none of them, and its catch-up decided
+// nothing (slots missed while nobody led, and slots left running by a dead
+// leader, went undecided).
+func TestE2EShardsTermsStartAfterTheJobsAreLoaded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts a real pacer process with 40,000 jobs (skipped with -short)")
+	}
+	const jobs = 40000
+	httpAddr := freeAddr(t)
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, `
+node: {name: r1}
+cluster:
+  name: load
+  data_dir: %s
+  lease_ttl: 2s
+  etcd: {embedded: {client_listen: %s, peer_listen: %s}}
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:
+`, t.TempDir(), freeAddr(t), freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
+	for i := range jobs {
+		fmt.Fprintf(&cfg, "  - {id: j-%05d, plugin: testplugin, task: stamp, schedule: \"0 0 0 1 1 *\", params: {path: /dev/null}}\n", i)
+	}
+	p := startPacer(t, "r1", httpAddr, cfg.String())
+	var lines []logLine
+	p.waitLogs("every shard's jobs scheduled", 120*time.Second, func(ls []logLine) bool {
+		lines = match(ls, msgIs("shard's jobs scheduled"))
+		return len(lines) == 16 // the default cluster.shards, all led here
+	})
+	total := 0
+	for _, l := range lines {
+		n, _ := l["jobs"].(float64)
+		total += int(n)
+	}
+	if total != jobs {
+		t.Fatalf("the shards' terms scheduled %d jobs in all, want %d", total, jobs)
+	}
+}

@@ -513,12 +513,15 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 			ms.SetJobSet(set, path, sum, mtime)
 		},
 	})
+	// The jobs first: the coordinator, which starts before the runner,
+	// may lead shards at once, and a term's catch-up and scheduling need
+	// the jobs (with many, loading them takes longer than an election).
+	r.SetJobs(Jobs(cfg))
 	hook.set(r.OnTransition, r.WaitIdle)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
-			r.SetJobs(Jobs(cfg))
 			wg.Go(func() { r.Start(ctx) })
 			wg.Go(func() { c.WatchPaused(ctx, r.SetPaused) })
 			wg.Go(func() { c.WatchTriggers(ctx, r.HandleTriggers) })
