@@ -46,7 +46,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/shard"
 )
 
@@ -92,7 +92,7 @@ type shardBenchOptions struct {
 type shardBench struct {
 	dir, stamps string
 	started     time.Time
-	etcd        *coord.Embedded
+	etcd        *etcdembed.Embedded
 	names       []string
 	rs          []*benchRunner
 }
@@ -100,7 +100,7 @@ type shardBench struct {
 func startShardBench(b *testing.B, o shardBenchOptions, schedule string) *shardBench {
 	b.Helper()
 	dir := b.TempDir()
-	e, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
 		Name: "bench", Dir: filepath.Join(dir, "etcd"), ClientListen: benchAddr(b), PeerListen: benchAddr(b)})
 	if err != nil {
 		b.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/shard"
 )
 
@@ -86,7 +86,7 @@ func TestE2EShardsSplitAcrossReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcd, err := coord.StartEmbedded(context.Background(), coord.EmbeddedOptions{
+	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
 		Name: "e2e", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
 	if err != nil {
 		t.Fatal(err)
