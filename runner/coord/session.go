@@ -54,7 +54,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if led {
 			backoff = minBackoff
 		}
-		c.log.Warn("etcd session ended; opening a new one", "error", err, "retry_in", backoff)
+		c.log.Warn("no etcd session (it ended, or could not be opened); trying again", "error", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
