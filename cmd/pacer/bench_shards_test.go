@@ -133,7 +133,7 @@ plugins: {dir: %s}
 jobs:
 %s`, name, filepath.Join(dir, name), benchShards, e.Endpoint(), http, filepath.Join(binDir, "plugins"), jobs.String())
 		s.names = append(s.names, name)
-		s.rs = append(s.rs, startBenchRunner(b, filepath.Join(dir, name+".yaml"), filepath.Join(dir, name+".log"), cfg))
+		s.rs = append(s.rs, startBenchRunnerBin(b, filepath.Join(binDir, "pacer"), filepath.Join(dir, name+".yaml"), filepath.Join(dir, name+".log"), cfg))
 	}
 	return s
 }
@@ -294,7 +294,7 @@ func measureShards(b *testing.B, o shardBenchOptions) {
 	var all e2eResult
 	byRun := map[string]int{} // run ID -> replica
 	for i, r := range s.rs {
-		started := all.readLog(b, r.logPath, first, last)
+		started := all.readLog(b, r.logPath, first, last, false) // by run ID: runsByReplica attributes runs
 		for id := range started {
 			byRun[id] = i
 		}
