@@ -296,7 +296,7 @@ func (m *Membership) session(ctx context.Context) error {
 // lease (SessionLease), until ctx ends, publishing it again whenever it
 // changes and retrying when etcd fails. The record goes with the lease.
 func (m *Membership) Publish(ctx context.Context, lease clientv3.LeaseID) {
-	backoff := 200 * time.Millisecond
+	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: m.o.LeaseTTL})
 	for ctx.Err() == nil {
 		err := m.hold(ctx, lease, nil)
 		m.mu.Lock()
@@ -305,15 +305,22 @@ func (m *Membership) Publish(ctx context.Context, lease clientv3.LeaseID) {
 		if ctx.Err() != nil {
 			return
 		}
+		d := wait.Next()
 		if !errors.Is(err, ErrNodeNameInUse) {
-			m.log.Warn("member record not published; trying again", "error", err, "retry_in", backoff)
+			m.log.Warn("member record not published; trying again", "error", err, "retry_in", d)
 		}
+		// As publishLoop: the watch says when a record that held our name
+		// goes (a killed predecessor's lease expired): publish then.
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(backoff):
+		case <-m.freed:
+			wait.Reset()
+		case <-t.C:
 		}
-		backoff = min(2*backoff, m.o.LeaseTTL)
+		t.Stop()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,6 +279,75 @@ func TestMembershipLeadsOnceAKilledPredecessorsRecordGoes(t *testing.T) {
 			t.Errorf("no line %q in:\n%s", msg, logs.String())
 		}
 	}
+}
+
+// txnCounter counts the transactions committed through a client: the
+// member record's publish attempts.
+type txnCounter struct {
+	clientv3.KV
+	n atomic.Int64
+}
+
+func (c *txnCounter) Txn(ctx context.Context) clientv3.Txn { return countedTxn{c.KV.Txn(ctx), &c.n} }
+
+type countedTxn struct {
+	clientv3.Txn
+	n *atomic.Int64
+}
+
+func (t countedTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { return countedTxn{t.Txn.If(cs...), t.n} }
+func (t countedTxn) Then(ops ...clientv3.Op) clientv3.Txn { return countedTxn{t.Txn.Then(ops...), t.n} }
+func (t countedTxn) Else(ops ...clientv3.Op) clientv3.Txn { return countedTxn{t.Txn.Else(ops...), t.n} }
+
+func (t countedTxn) Commit() (*clientv3.TxnResponse, error) {
+	defer t.n.Add(1)
+	return t.Txn.Commit()
+}
+
+// On the coordinator's session lease (SessionLease: Publish, not Run's own
+// lease), a record held back by a killed predecessor's record under the
+// same node name is published as soon as that record goes, not after the
+// retry's backoff, however long that has grown: the wait on the watch's
+// word is Publish's as much as Run's.
+func TestMembershipOnTheSessionLeasePublishesOnceAKilledPredecessorsRecordGoes(t *testing.T) {
+	b := setup(t)
+	cli := b.client(t)
+	set := jobSet("x")
+	old, err := cli.Grant(context.Background(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(coord.MemberRecord{Node: "same", JobSet: set.Fingerprint, Jobs: 1, Version: "old", Started: time.Now()})
+	if _, err := cli.Put(context.Background(), "/pacer/test/members/same", string(rec), clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	session, err := cli.Grant(context.Background(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := b.client(t)
+	txns := &txnCounter{KV: own.KV}
+	own.KV = txns
+	ms := coord.NewMembership(coord.MembershipOptions{Client: own, Cluster: "test", Node: "same", LeaseTTL: time.Minute,
+		RequestTimeout: 2 * time.Second, Settle: time.Hour, JobSet: set, SessionLease: true,
+		Record: coord.MemberRecord{Version: "new", Started: time.Now()}, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { ms.Run(ctx) })
+	wg.Go(func() { ms.Publish(ctx, session.ID) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	// Seven refused attempts: the backoff (200ms doubling) is 12.8s now.
+	waitFor(t, "seven publish attempts refused for the node name", 30*time.Second, func() bool {
+		ok, why, _ := ms.MayLead()
+		return !ok && errors.Is(why, coord.ErrNodeNameInUse) && txns.n.Load() >= 7
+	})
+	if _, err := cli.Revoke(context.Background(), old.ID); err != nil { // as its lease expiring
+		t.Fatal(err)
+	}
+	waitFor(t, "the record on the session lease, well before the next retry (12.8s)", 6*time.Second, func() bool {
+		r, err := cli.Get(context.Background(), "/pacer/test/members/same")
+		return err == nil && len(r.Kvs) == 1 && clientv3.LeaseID(r.Kvs[0].Lease) == session.ID
+	})
 }
 
 // A replica's job set change is published; the cluster follows the
