@@ -7,9 +7,11 @@ package main
 //
 //	go test -tags chaos -run Chaos -v ./cmd/pacer/
 //
-// CHAOS_RUNS sets how many faults each scenario injects (default 3).
+// CHAOS_RUNS sets how many faults each scenario injects (default 3);
+// CHAOS_SOAK_SHARDS the soak's (scenario 22's) cluster.shards (default 16).
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -33,6 +35,17 @@ func chaosRuns() int {
 		return n
 	}
 	return 3
+}
+
+// soakShards is scenario 22's cluster.shards: CHAOS_SOAK_SHARDS, to compare
+// a sharded soak with one shard's in the same session; the default's
+// otherwise.
+func soakShards(t *testing.T) int {
+	n, err := strconv.Atoi(cmp.Or(os.Getenv("CHAOS_SOAK_SHARDS"), strconv.Itoa(shard.Default)))
+	if err != nil || n < 1 || n > shard.Max {
+		t.Fatalf("CHAOS_SOAK_SHARDS=%q: want a whole number from 1 to %d", os.Getenv("CHAOS_SOAK_SHARDS"), shard.Max)
+	}
+	return n
 }
 
 // noLeaderChange fails if any of ps logged "leadership ended" or "became
@@ -686,6 +699,7 @@ func TestChaosFailoverTTL3(t *testing.T) {
 func TestChaosSoak(t *testing.T) {
 	skipChaos(t)
 	const jobs = 100
+	shards := soakShards(t)
 	dir := t.TempDir()
 	stamps := filepath.Join(dir, "stamps.jsonl")
 	client, httpAddr := freeAddr(t), freeAddr(t)
@@ -695,12 +709,13 @@ node: {name: soak}
 cluster:
   name: soak
   data_dir: %s
+  shards: %d
   etcd: {embedded: {client_listen: %s, peer_listen: %s}, compaction_interval: 15s}
 http: {listen: %s}
 plugins: {dir: %s, max_concurrency: 1000}
 history: {keep: 10}
 jobs:
-`, filepath.Join(dir, "data"), client, freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
+`, filepath.Join(dir, "data"), shards, client, freeAddr(t), httpAddr, filepath.Join(binDir, "plugins"))
 	for i := range jobs {
 		fmt.Fprintf(&cfg, "  - {id: soak-%04d, plugin: testplugin, task: stamp, schedule: \"@every 1s\", timeout: 10s, params: {path: %q}}\n", i, stamps)
 	}
@@ -731,7 +746,7 @@ jobs:
 	// each replica campaigning for it (one here) and a hand-over mark.
 	// Besides, the cluster's own keys, each within its own bound
 	// (clusterKeys).
-	bound := int64(jobs*(10+1+1)+2*shard.Default) + clusterKeys(t, cli)
+	bound := int64(jobs*(10+1+1)+2*shards) + clusterKeys(t, cli, shards)
 	minInUse := samples[0].inUse
 	for _, s := range samples {
 		minInUse = min(minInUse, s.inUse)
@@ -747,6 +762,7 @@ jobs:
 	if last, mid := samples[2], samples[1]; last.keys > mid.keys+jobs || last.rss > 1.3*samples[0].rss+16 {
 		t.Errorf("growing: keys %d → %d, RSS %.1f → %.1f MiB", mid.keys, last.keys, samples[0].rss, last.rss)
 	}
+	t.Logf("chaos: scenario 22 with cluster.shards %d", shards)
 	res := chaosResult{scenario: 22, runs: 1}
 	res.D, res.M = soakExactlyOnce(t, stamps, jobs, start, start.Add(118*time.Second), nil)
 	if res.M > 0 { // say why, from the runner's log
@@ -772,13 +788,13 @@ jobs:
 // or a kept epoch names (one here: a header and one 512 KiB chunk of its
 // manifest, far more than 100 jobs need), and at most keepEpochs (256)
 // epochs per shard.
-func clusterKeys(t *testing.T, cli *clientv3.Client) int64 {
+func clusterKeys(t *testing.T, cli *clientv3.Client, shards int) int64 {
 	t.Helper()
 	var n int64
 	for _, kind := range []struct {
 		prefix string
 		max    int64
-	}{{"members/", 1}, {"jobsets/", 2}, {"epochs/", 256 * shard.Default}} {
+	}{{"members/", 1}, {"jobsets/", 2}, {"epochs/", 256 * int64(shards)}} {
 		resp, err := cli.Get(context.Background(), "/pacer/soak/"+kind.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
