@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/schedule"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 // slowBefore is a TaskRunner whose runs of slots before cutoff take delay;
@@ -281,60 +283,86 @@ func TestSweepKeepsKeysWhileJobSetsDiffer(t *testing.T) {
 // each job's latest missed slot runs, 4 get skip records) next to a normal
 // burst of the same 10,000 jobs due at one instant, in one run, on one
 // embedded etcd with a task that returns at once. Both are timed from the
-// term's start (catch-up) or the instant (burst) until every run's final
-// record is written.
+// terms' start (catch-up) or the instant (burst) until every run's final
+// record is written. It runs with the default number of shards (one
+// replica leading them all, each term caught up at once, as OnTransition
+// does) and with one shard.
 //
 //	go test -run '^$' -bench CatchUpAfterFailover -benchtime 1x -count 3 ./runner/
 func BenchmarkCatchUpAfterFailover(b *testing.B) {
+	for _, shards := range []int{shard.Default, 1} {
+		b.Run(fmt.Sprintf("shards=%d", shards), func(b *testing.B) { benchCatchUp(b, shards) })
+	}
+}
+
+func benchCatchUp(b *testing.B, shards int) {
 	const n = 10000
 	bb := setupBench(b)
+	bb.shards = shards
 	jobs := make([]*runner.Job, n)
 	for i := range jobs {
 		jobs[i] = &runner.Job{ID: fmt.Sprintf("job-%05d", i), Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second),
 			Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Minute}}
 	}
-	var burst, catchUp time.Duration
-	for range b.N {
-		// Burst: the 10,000 jobs due at once, in a fresh term.
-		term := bb.newTerm(b)
-		tasks := &countTasks{}
-		r := runner.New(runner.Options{Node: "n1", Coord: bb.coord, Tasks: tasks, Metrics: bb.metrics, Logger: discardLogger(), Tracer: nooptrace.NewTracerProvider().Tracer("")})
+	newRunner := func(tasks *countTasks) *runner.Runner {
+		r := runner.New(runner.Options{Node: "n1", Coord: bb.coord, Tasks: tasks, Metrics: bb.metrics, Shards: shards,
+			Logger: discardLogger(), Tracer: nooptrace.NewTracerProvider().Tracer("")})
 		r.SetJobs(jobs)
-		r.OnTerm(term)
+		return r
+	}
+	// onTerms starts every term at once, as OnTransition does.
+	onTerms := func(r *runner.Runner, terms []*coord.Term) {
+		var wg sync.WaitGroup
+		for _, t := range terms {
+			wg.Go(func() { r.OnTerm(t) })
+		}
+		wg.Wait()
+	}
+	var burst, catchUp, burstCPU, catchUpCPU time.Duration
+	for i := range b.N {
+		bb.cluster = fmt.Sprintf("bench-%d", i) // nothing left of the last round
+		// Burst: the 10,000 jobs due at once, in fresh terms.
+		terms := bb.newTerms(b)
+		tasks := &countTasks{}
+		r := newRunner(tasks)
+		onTerms(r, terms)
 		slot := time.Now().Add(time.Hour).Truncate(time.Second)
-		start := time.Now()
+		start, cpu := time.Now(), cpuTime(b)
 		for _, j := range jobs {
 			r.Fire(runner.Slot{Job: j, Time: slot})
 		}
 		r.Stop(context.Background()) // returns when every run's record is written
 		burst += time.Since(start)
+		burstCPU += cpuTime(b) - cpu
 		if tasks.n.Load() != n {
 			b.Fatalf("burst: %d runs, want %d", tasks.n.Load(), n)
 		}
 
-		// Catch-up: every job's last claim 5 s before the term.
+		// Catch-up: every job's last claim 5 s before the terms.
 		now := time.Now().Truncate(time.Second)
 		var wg sync.WaitGroup
 		for _, j := range jobs {
 			wg.Go(func() { // the previous leader's last slot, finished
+				t := bb.coord.TermOf(shard.Of(j.ID, shards))
 				last := now.Add(-5 * time.Second)
-				if err := bb.coord.Claim(context.Background(), term, j.ID, last, []byte(`{}`)); err != nil {
+				if err := bb.coord.Claim(context.Background(), t, j.ID, last, []byte(`{}`)); err != nil {
 					b.Error(err)
 				}
-				if err := bb.coord.CloseSlot(context.Background(), term, j.ID, last); err != nil {
+				if err := bb.coord.CloseSlot(context.Background(), t, j.ID, last); err != nil {
 					b.Error(err)
 				}
 			})
 		}
 		wg.Wait()
-		term = bb.newTerm(b)
+		bb.die(b) // no hand-over: the slots since were missed
+		terms = bb.newTerms(b)
 		tasks = &countTasks{}
-		r = runner.New(runner.Options{Node: "n1", Coord: bb.coord, Tasks: tasks, Metrics: bb.metrics, Logger: discardLogger(), Tracer: nooptrace.NewTracerProvider().Tracer("")})
-		r.SetJobs(jobs)
-		start = time.Now()
-		r.OnTerm(term)
+		r = newRunner(tasks)
+		start, cpu = time.Now(), cpuTime(b)
+		onTerms(r, terms)
 		r.Stop(context.Background())
 		catchUp += time.Since(start)
+		catchUpCPU += cpuTime(b) - cpu
 		if tasks.n.Load() != n {
 			b.Fatalf("catch-up: %d runs, want %d", tasks.n.Load(), n)
 		}
@@ -342,6 +370,17 @@ func BenchmarkCatchUpAfterFailover(b *testing.B) {
 	b.ReportMetric(burst.Seconds()/float64(b.N), "burst-s")
 	b.ReportMetric(catchUp.Seconds()/float64(b.N), "catchup-s")
 	b.ReportMetric(catchUp.Seconds()/burst.Seconds(), "catchup/burst")
+	b.ReportMetric(catchUpCPU.Seconds()/burstCPU.Seconds(), "cpu-catchup/burst")
+}
+
+// cpuTime is the CPU time the process (runner and embedded etcd) has used:
+// on a shared machine it says more than wall time about the work done.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // countTasks is a TaskRunner that returns at once and counts its calls.
@@ -355,6 +394,8 @@ func (c *countTasks) Run(context.Context, pluginhost.Call) (*pluginhost.Result, 
 type benchBundle struct {
 	cli     *clientv3.Client
 	coord   *coord.Coordinator
+	cluster string
+	shards  int // below 1: 1
 	stop    func()
 	metrics *observability.Metrics
 }
@@ -376,7 +417,7 @@ func setupBench(b *testing.B) *benchBundle {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bb := &benchBundle{cli: cli, metrics: m}
+	bb := &benchBundle{cli: cli, cluster: "bench", metrics: m}
 	b.Cleanup(func() {
 		if bb.stop != nil {
 			bb.stop()
@@ -385,26 +426,39 @@ func setupBench(b *testing.B) *benchBundle {
 	return bb
 }
 
-// newTerm stops the current coordinator (if any) and returns the first
-// term of a new one.
-func (bb *benchBundle) newTerm(b *testing.B) *coord.Term {
+// newTerms stops the current coordinator (if any; it hands its shards
+// over) and returns the first term of each shard of a new one.
+func (bb *benchBundle) newTerms(b *testing.B) []*coord.Term {
 	b.Helper()
 	if bb.stop != nil {
 		bb.stop()
 	}
-	bb.coord = coord.New(coord.Options{Client: bb.cli, Cluster: "bench", Node: "n1", LeaseTTL: 10 * time.Second, RequestTimeout: 10 * time.Second})
+	bb.coord = coord.New(coord.Options{Client: bb.cli, Cluster: bb.cluster, Node: "n1", LeaseTTL: 10 * time.Second,
+		RequestTimeout: 10 * time.Second, Shards: bb.shards})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = bb.coord.Run(ctx) }()
 	bb.stop = func() { cancel(); <-done }
+	want := max(bb.shards, 1)
 	deadline := time.Now().Add(30 * time.Second)
-	for bb.coord.Term() == nil {
+	for len(bb.coord.Terms()) < want {
 		if time.Now().After(deadline) {
-			b.Fatal("no leadership")
+			b.Fatalf("leading %d of %d shards", len(bb.coord.Terms()), want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return bb.coord.Term()
+	return bb.coord.Terms()
+}
+
+// die stops the current coordinator as a leader that died would: it leaves
+// no hand-over mark, so the next terms find the slots since missed.
+func (bb *benchBundle) die(b *testing.B) {
+	b.Helper()
+	bb.stop()
+	bb.stop = nil
+	if _, err := bb.cli.Delete(context.Background(), "/pacer/"+bb.cluster+"/handovers/", clientv3.WithPrefix()); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func benchAddr(b *testing.B) string {
