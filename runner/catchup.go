@@ -38,23 +38,35 @@ const maxHeldRuns = 100
 // after.
 func (r *Runner) CatchUp(t *coord.Term) time.Time {
 	start := wallNow()
-	r.catchUp(t, start)
+	r.catchUp(t, start, func() {})
 	return start
 }
 
-func (r *Runner) catchUp(t *coord.Term, start time.Time) {
+// catchUp is CatchUp from start. It calls home once, when the catch-up's
+// claims are on their way (or it has none to make): OnTerm creates the
+// series of the shard's jobs then, while the claims are written, instead
+// of before reading them. Nothing of the catch-up is counted, and none of
+// its runs starts, before home returns.
+func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
+	homed := make(chan struct{})
+	var once sync.Once
+	makeHome := func() { once.Do(func() { home(); close(homed) }) }
+	defer makeHome()
+	// The hand-over mark is taken while the claims are read.
+	heldc := make(chan time.Time, 1)
+	go func() { heldc <- r.heldFrom(t) }()
 	claims, err := r.readClaims(t)
+	held := <-heldc
 	if err != nil {
 		r.log.Warn("misfire check failed: could not read the claims; slots missed while nobody led are not decided in this term",
 			"shard", t.Shard, "error", err)
 		return
 	}
 	history, set := r.jobSetHistory(t.Context(), t.Shard), r.JobSet()
-	held := r.heldFrom(t)
 	var claimed sync.WaitGroup // claims of this catch-up, written before the scheduler's
 	for _, j := range r.shardJobs(t.Shard) {
 		jc := claims[j.ID]
-		r.applyDelivery(t, j, jc)
+		r.applyDelivery(t, j, jc, homed)
 		last := jc.Last(start) // slots a clock ahead claimed early say nothing of what was missed
 		if last.IsZero() {
 			continue // a new job, or none claimed before now: nothing was missed
@@ -73,13 +85,14 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time) {
 		absent, why, rest := history.split(j, set.Jobs[j.ID], missed)
 		claimed.Go(func() {
 			if len(rest) > 0 {
-				r.applyMisfire(t, j, rest, start, held)
+				r.applyMisfire(t, j, rest, start, held, homed)
 			}
 			if len(absent) > 0 {
-				r.recordNotInJobSet(t, j, absent, why, len(rest) == 0 || rest[len(rest)-1].Before(absent[len(absent)-1]))
+				r.recordNotInJobSet(t, j, absent, why, len(rest) == 0 || rest[len(rest)-1].Before(absent[len(absent)-1]), homed)
 			}
 		})
 	}
+	makeHome()
 	claimed.Wait()
 }
 
@@ -87,9 +100,8 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time) {
 // did not run because its job set lacked the job (or defined it otherwise).
 // markLatest marks the latest decided (SkipSlot, with its record), so that
 // the next leader does not count the same slots again; the other records
-// are written in the background.
-func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, markLatest bool) {
-	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipNotInJobSet).Add(float64(len(slots)))
+// are written in the background. They are counted once homed is closed.
+func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, markLatest bool, homed <-chan struct{}) {
 	log := r.log.With("job", j.ID)
 	log.Warn("slots came due while the leader did not have this job: recorded as skipped, not run",
 		"slots", len(slots), "first", slots[0], "last", slots[len(slots)-1], "detail", why[len(why)-1])
@@ -115,6 +127,8 @@ func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why
 			log.Warn("missed slot not marked decided; the next leader may count it again", "scheduled_time", last, "error", err)
 		}
 	}
+	<-homed
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipNotInJobSet).Add(float64(len(slots)))
 	if len(recs) == 0 || !r.addWork() {
 		return
 	}
@@ -169,8 +183,9 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // slots to run are claimed now, together, and then run one after the
 // other; the others are recorded as skipped, one record for each run of
 // consecutive slots, written with the first claims (or with the mark that
-// the latest is decided, when none runs).
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, held time.Time) {
+// the latest is decided, when none runs). Once homed is closed, they are
+// counted and the claimed slots run.
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, held time.Time, homed <-chan struct{}) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
 	prevSkipped := false
@@ -206,9 +221,6 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 	if nheld > 0 {
 		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld)
 	}
-	if nskip > 0 {
-		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(nskip))
-	}
 	recs := make([]Record, len(skips))
 	for i, sk := range skips {
 		recs[i] = r.misfireRecord(t, j, sk)
@@ -236,6 +248,10 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 					"scheduled_time", latest, "error", err)
 			}
 		}
+	}
+	<-homed
+	if nskip > 0 {
+		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(nskip))
 	}
 	if len(unwritten) > 0 && r.addWork() {
 		go func() {
@@ -343,8 +359,9 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 
 // applyDelivery decides the job's slots that an older term claimed and
 // never finished (its leader died or lost its lease mid-run), by the job's
-// delivery policy.
-func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims) {
+// delivery policy. What it counts, and the runs it starts, wait for homed
+// to close.
+func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed <-chan struct{}) {
 	for _, o := range jc.Open {
 		var rec Record
 		if json.Unmarshal(o.Claim, &rec) != nil || rec.FencingToken == t.Token {
@@ -370,13 +387,13 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims) {
 			log.Warn("slot left unfinished by the previous leader: running it again (at-least-once)",
 				"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
 			r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
+				<-homed
 				r.runSlotFrom(ctx, t, s, rec.CorrelationID, nil, claimHow{prev: o.Claim}, rec.Attempt+1, sr)
 			})
 			continue
 		}
 		why := "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before finishing (delivery at-most-once)"
 		log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", o.Time, "previous_node", rec.Node)
-		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
 		lost := r.skipRecord(t, s, SkipLockLost, why)
 		lost.CorrelationID = rec.CorrelationID
 		if !r.addWork() {
@@ -384,6 +401,8 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims) {
 		}
 		go func() {
 			defer r.wg.Done()
+			<-homed
+			r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
 			r.write(t, lost, log, func(b []byte) error { // the record closes the claim
 				return r.o.Coord.FinishSlot(t.Context(), t, j.ID, s.Time, lost.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 			})

@@ -508,13 +508,16 @@ func (r *Runner) OnTransition(leading bool, t *coord.Term) {
 // from the instant the catch-up stopped looking, so no slot falls between
 // the two, and runs trigger requests of the shard that waited for a leader.
 func (r *Runner) OnTerm(t *coord.Term) {
-	r.makeHome(t)
 	// The job set it leads with is recorded in the background: it only
 	// explains missed slots to a later leader of the shard, and must not
 	// hold up this one.
 	set := r.JobSet()
 	r.spawn(func() { r.recordEpoch(t, set, t.Since) })
-	start := r.CatchUp(t)
+	// The series of the shard's jobs are made while the catch-up's claims
+	// are written (making 10,000 jobs' series takes longer than their
+	// first claims), before anything is counted or run.
+	start := wallNow()
+	r.catchUp(t, start, func() { r.makeHome(t) })
 	r.smu.Lock()
 	if t.Context().Err() == nil && r.o.Coord.TermOf(t.Shard) == t {
 		r.mu.Lock()
