@@ -10,7 +10,9 @@ var SkipReasons = []string{SkipOverlap, SkipMisfire, SkipPaused, SkipLockLost, S
 	SkipExpired, SkipNotInJobSet, SkipReloaded, SkipStopping, SkipTreeAlive}
 
 // A job's series live on the replica that leads its shard: they are created
-// when its term starts, at 0, for every known label value (a counter that
+// when its term starts (once the term's catch-up has sent its claims, and
+// before it counts anything or starts a run), at 0, for every known label
+// value (a counter that
 // appears only with its first increment hides that first event from
 // increase() and rate(), so an alert on it would miss the first failures;
 // Prometheus' instrumentation guide: "avoid missing metrics"), and deleted
