@@ -380,6 +380,11 @@ func benchCatchUp(b *testing.B, shards int) {
 		r.Stop(context.Background())
 		catchUp += time.Since(start)
 		catchUpCPU += cpuTime(b) - cpu
+		for _, t := range terms {
+			if t.Context().Err() != nil { // a starved machine can end the session
+				b.Fatalf("catch-up: the term of shard %d ended: %v", t.Shard, context.Cause(t.Context()))
+			}
+		}
 		if tasks.n.Load() != n {
 			b.Fatalf("catch-up: %d runs, want %d", tasks.n.Load(), n)
 		}
