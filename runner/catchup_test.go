@@ -35,7 +35,7 @@ type slowBefore struct {
 }
 
 func (s *slowBefore) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
-	slot := c.Context.GetScheduledTime().AsTime().UTC()
+	slot := c.Info.ScheduledTime.UTC()
 	s.mu.Lock()
 	s.runs[slot]++
 	s.mu.Unlock()

@@ -88,10 +88,10 @@ func TestRetriesAreLinkedAttemptsOfOneSlot(t *testing.T) {
 		t.Fatalf("%d attempts, want 3", len(calls))
 	}
 	for i, c := range calls {
-		if int(c.Context.GetAttempt()) != i+1 || c.Context.GetCorrelationId() != calls[0].Context.GetCorrelationId() {
-			t.Fatalf("attempt %d: %+v", i+1, c.Context)
+		if c.Info.Attempt != i+1 || c.Info.CorrelationID != calls[0].Info.CorrelationID {
+			t.Fatalf("attempt %d: %+v", i+1, c.Info)
 		}
-		if i > 0 && c.Context.GetRunId() == calls[i-1].Context.GetRunId() {
+		if i > 0 && c.Info.RunID == calls[i-1].Info.RunID {
 			t.Fatal("attempts share a run ID")
 		}
 	}
@@ -204,8 +204,8 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 				}
 			}
 			for _, c := range tasks.called() {
-				if skipped[c.Context.GetScheduledTime().AsTime()] {
-					t.Fatalf("slot %v both ran and was skipped", c.Context.GetScheduledTime().AsTime())
+				if skipped[c.Info.ScheduledTime.UTC()] {
+					t.Fatalf("slot %v both ran and was skipped", c.Info.ScheduledTime.UTC())
 				}
 			}
 			if n := runs + len(skipped); n < 9 || n > 11 {
@@ -237,8 +237,8 @@ func TestManualTriggerRunsOnceWithCallersCorrelationID(t *testing.T) {
 		t.Fatalf("trigger: %+v %v", tr, err)
 	}
 	waitCount(t, "calls", func() float64 { return float64(len(tasks.called())) }, 1)
-	if c := tasks.called()[0]; c.Context.GetCorrelationId() != "caller-corr-1" {
-		t.Fatalf("correlation ID %q", c.Context.GetCorrelationId())
+	if c := tasks.called()[0]; c.Info.CorrelationID != "caller-corr-1" {
+		t.Fatalf("correlation ID %q", c.Info.CorrelationID)
 	}
 	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "man"))) }, 1)
 	if rec := records(t, b, "man")[0]; !rec.Manual || rec.State != observability.OutcomeSuccess {
@@ -291,8 +291,8 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 			final := recs[0]
 			switch policy {
 			case runner.DeliveryAtLeastOnce:
-				if len(calls) != 1 || calls[0].Context.GetAttempt() != 2 || calls[0].Context.GetCorrelationId() != "corr-dead" ||
-					calls[0].Context.GetFencingToken() != term.Token {
+				if len(calls) != 1 || calls[0].Info.Attempt != 2 || calls[0].Info.CorrelationID != "corr-dead" ||
+					calls[0].Info.FencingToken != term.Token {
 					t.Fatalf("re-run: %+v", calls)
 				}
 				if final.State != "success" || final.FencingToken != term.Token {

@@ -143,7 +143,7 @@ func TestCatchUpNamesSlotsTheLeaderDidNotHave(t *testing.T) {
 
 	ran := map[time.Time]bool{}
 	for _, c := range tasks.called() {
-		ran[c.Context.GetScheduledTime().AsTime()] = true
+		ran[c.Info.ScheduledTime.UTC()] = true
 	}
 	skipped := map[time.Time]runner.Record{}
 	for _, r := range records(t, b, "x") {
@@ -328,7 +328,7 @@ func TestCatchUpDoesNotWaitForTheEpoch(t *testing.T) {
 	waitCount(t, "runs of the slots missed before the term (misfire once)", func() float64 {
 		n := 0.0
 		for _, c := range tasks.called() {
-			if c.Context.GetScheduledTime().AsTime().After(last) {
+			if c.Info.ScheduledTime.After(last) {
 				n++
 			}
 		}

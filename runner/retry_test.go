@@ -103,15 +103,15 @@ func TestReloadStopsPendingRetriesOfRemovedAndChangedJobs(t *testing.T) {
 	waitCount(t, "attempts of the unchanged job", func() float64 {
 		n := 0
 		for _, c := range tasks.called() {
-			if c.Context.GetJobId() == "keep" {
+			if c.Info.JobID == "keep" {
 				n++
 			}
 		}
 		return float64(n)
 	}, 2)
 	for _, c := range tasks.called() {
-		if id := c.Context.GetJobId(); id != "keep" && c.Context.GetAttempt() > 1 {
-			t.Fatalf("job %s got attempt %d after the reload", id, c.Context.GetAttempt())
+		if id := c.Info.JobID; id != "keep" && c.Info.Attempt > 1 {
+			t.Fatalf("job %s got attempt %d after the reload", id, c.Info.Attempt)
 		}
 	}
 }

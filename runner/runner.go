@@ -18,14 +18,12 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/shard"
-	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/proctree"
 )
 
@@ -1119,14 +1117,14 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		Task:       job.Task,
 		Params:     job.Params,
 		InheritEnv: job.InheritEnv,
-		Context: &pluginv1.RunContext{
-			JobId: job.ID, RunId: a.runID, CorrelationId: a.correlationID, Attempt: uint32(a.number),
-			ScheduledTime: timestamppb.New(a.slot.Time), FencingToken: a.term.Token, Node: r.o.Node, Shard: uint32(a.term.Shard),
+		Info: pluginhost.RunInfo{
+			JobID: job.ID, RunID: a.runID, CorrelationID: a.correlationID, Attempt: a.number,
+			ScheduledTime: a.slot.Time, FencingToken: a.term.Token, Node: r.o.Node, Shard: a.term.Shard,
 		},
-		OnLog: func(l *pluginv1.LogRecord) { pluginLog(log, job.Plugin, l) },
-		OnProgress: func(p *pluginv1.Progress) {
-			progress = fmt.Sprintf("%.0f%% %s", p.GetPercent(), p.GetMessage())
-			log.Info("run progress", "percent", p.GetPercent(), "progress", p.GetMessage())
+		OnLog: func(l pluginhost.LogRecord) { pluginLog(log, job.Plugin, l) },
+		OnProgress: func(p pluginhost.Progress) {
+			progress = fmt.Sprintf("%.0f%% %s", p.Percent, p.Message)
+			log.Info("run progress", "percent", p.Percent, "progress", p.Message)
 		},
 	})
 	outcome, errText := classifyAt(rctx, res, err, time.Now())
@@ -1324,13 +1322,11 @@ func retryPolicy(p Retries) backoff.Policy {
 }
 
 // pluginLog forwards a plugin's log record through the run's logger.
-func pluginLog(log *slog.Logger, plugin string, l *pluginv1.LogRecord) {
-	attrs := make([]slog.Attr, 0, len(l.GetAttrs())+2)
+func pluginLog(log *slog.Logger, plugin string, l pluginhost.LogRecord) {
+	attrs := make([]slog.Attr, 0, len(l.Attrs)+2)
 	attrs = append(attrs, slog.String("source", "plugin"), slog.String("plugin", plugin))
-	for _, a := range l.GetAttrs() {
-		attrs = append(attrs, slog.Any(a.GetKey(), a.GetValue().AsInterface()))
-	}
-	log.LogAttrs(context.Background(), slog.Level(l.GetLevel()), l.GetMessage(), attrs...)
+	attrs = append(attrs, l.Attrs...)
+	log.LogAttrs(context.Background(), l.Level, l.Message, attrs...)
 }
 
 // truncate keeps at most the first n bytes of s (cut at a character

@@ -34,7 +34,7 @@ type blockingTasks struct {
 }
 
 func (b *blockingTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
-	b.started <- c.Context.GetJobId()
+	b.started <- c.Info.JobID
 	done := ctx.Done()
 	if b.stubborn.Load() {
 		done = nil

@@ -57,7 +57,7 @@ func (g *gatedTasks) correlations() []string {
 	defer g.mu.Unlock()
 	var out []string
 	for _, c := range g.calls {
-		out = append(out, c.Context.GetCorrelationId())
+		out = append(out, c.Info.CorrelationID)
 	}
 	return out
 }

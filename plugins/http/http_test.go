@@ -21,7 +21,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pacerun/pacer/runner/pluginhost"
-	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
@@ -66,16 +65,16 @@ func newServer(t *testing.T, h http.Handler) *httptest.Server {
 func call(params map[string]any) pluginhost.Call {
 	return pluginhost.Call{
 		Plugin: "http", Task: "request", Params: params,
-		Context: &pluginv1.RunContext{JobId: "job-1", RunId: "r-1", CorrelationId: "c-1", Attempt: 1, Node: "n1"},
+		Info: pluginhost.RunInfo{JobID: "job-1", RunID: "r-1", CorrelationID: "c-1", Attempt: 1, Node: "n1"},
 	}
 }
 
 // run calls the task and returns its result and the log records it sent.
-func run(t *testing.T, h *pluginhost.Host, params map[string]any) (*pluginhost.Result, []*pluginv1.LogRecord, error) {
+func run(t *testing.T, h *pluginhost.Host, params map[string]any) (*pluginhost.Result, []pluginhost.LogRecord, error) {
 	t.Helper()
-	var logs []*pluginv1.LogRecord
+	var logs []pluginhost.LogRecord
 	c := call(params)
-	c.OnLog = func(l *pluginv1.LogRecord) { logs = append(logs, l) }
+	c.OnLog = func(l pluginhost.LogRecord) { logs = append(logs, l) }
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := h.Run(ctx, c)
@@ -103,10 +102,10 @@ func mustFail(t *testing.T, h *pluginhost.Host, params map[string]any) (*pluginh
 	return res, res.TaskError
 }
 
-func attrs(l *pluginv1.LogRecord) map[string]any {
+func attrs(l pluginhost.LogRecord) map[string]any {
 	m := map[string]any{}
-	for _, a := range l.GetAttrs() {
-		m[a.GetKey()] = a.GetValue().AsInterface()
+	for _, a := range l.Attrs {
+		m[a.Key] = a.Value.Any()
 	}
 	return m
 }
@@ -138,7 +137,7 @@ func TestSuccessReportsBodyStatusAndLogsOneLine(t *testing.T) {
 	}
 	la := attrs(logs[0])
 	if la["method"] != "GET" || la["url"] != srv.URL+"/health" || la["status"] != float64(200) || la["duration_ms"] == nil {
-		t.Errorf("log record %q %v", logs[0].GetMessage(), la)
+		t.Errorf("log record %q %v", logs[0].Message, la)
 	}
 }
 
@@ -319,7 +318,7 @@ func TestSecretsStayOutOfMessagesAndData(t *testing.T) {
 			}
 			everything := res.TaskError + fmt.Sprint(res.Data)
 			for _, l := range logs {
-				everything += l.GetMessage() + fmt.Sprint(attrs(l))
+				everything += l.Message + fmt.Sprint(attrs(l))
 			}
 			for _, secret := range []string{"hunter2", "alice", "tok-secret"} {
 				if strings.Contains(everything, secret) {

@@ -51,7 +51,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -438,34 +437,6 @@ func (h *Host) secureConfig(name string) (*plugin.SecureConfig, error) {
 	return &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}, nil
 }
 
-// Call is one task invocation.
-type Call struct {
-	Plugin  string
-	Task    string
-	Params  map[string]any
-	Context *pluginv1.RunContext
-	// InheritEnv names the runner's variables (NAME or PREFIX_*) the task
-	// gets, in RunContext.env; DenyEnv never.
-	InheritEnv []string
-	// OnLog and OnProgress receive the plugin's events as they arrive, one
-	// at a time and never after Run returned; on a RunStream on the
-	// goroutine that reads the stream, so they must not block for long.
-	// Either may be nil.
-	OnLog      func(*pluginv1.LogRecord)
-	OnProgress func(*pluginv1.Progress)
-}
-
-// Result is a task's answer. TaskError is non-empty when the task itself
-// reported failure; ProcessesLeft when the plugin could not confirm that
-// every process the attempt started is dead (then no retry may start).
-// Data is nil when the task returned none.
-type Result struct {
-	Output        string
-	Data          map[string]any
-	TaskError     string
-	ProcessesLeft string
-}
-
 // Run calls a task and waits for its result. When ctx ends first, the task
 // is cancelled and given CancelGrace to return; Run then returns the task's
 // own answer, or an error wrapping both ErrPluginKilled and ctx's cause if
@@ -491,24 +462,17 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	if ctx.Err() != nil { // e.g. the deadline passed while the plugin started
 		return nil, context.Cause(ctx)
 	}
-	rc := c.Context
-	if env := h.taskEnv(c.InheritEnv); env != nil {
-		rc = proto.CloneOf(c.Context)
-		if rc == nil {
-			rc = &pluginv1.RunContext{}
+	env := h.taskEnv(c.InheritEnv)
+	// A variable holding bytes that are not UTF-8 must not make the
+	// request unmarshalable: they become U+FFFD. (Params are valid:
+	// structpb refuses anything else.)
+	for k, v := range env {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			delete(env, k)
+			env[wireutf8.String(k)] = wireutf8.String(v)
 		}
-		// A variable holding bytes that are not UTF-8 must not make the
-		// request unmarshalable: they become U+FFFD. (Params are valid:
-		// structpb refuses anything else.)
-		for k, v := range env {
-			if !utf8.ValidString(k) || !utf8.ValidString(v) {
-				delete(env, k)
-				env[wireutf8.String(k)] = wireutf8.String(v)
-			}
-		}
-		rc.Env = env
 	}
-	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: rc}
+	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: runContext(c.Info, env)}
 	if dl, ok := ctx.Deadline(); ok {
 		req.Timeout = durationpb.New(time.Until(dl))
 	}
@@ -519,7 +483,7 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	sctx, cut := context.WithCancel(trace.ContextWithSpan(context.WithoutCancel(ctx), trace.SpanFromContext(ctx)))
 	defer cut()
 
-	runID := c.Context.GetRunId()
+	runID := c.Info.RunID
 	h.ownMu.Lock()
 	h.runs[runID] = inst
 	h.ownMu.Unlock()
@@ -546,7 +510,7 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 		if sc != nil {
 			sc.cancel(reason)
 		} else {
-			_, _ = inst.rpc.Cancel(cctx, &pluginv1.CancelRequest{RunId: c.Context.GetRunId(), Reason: reason})
+			_, _ = inst.rpc.Cancel(cctx, &pluginv1.CancelRequest{RunId: runID, Reason: reason})
 		}
 		select {
 		case <-cctx.Done():
@@ -556,7 +520,7 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 		if sctx.Err() == nil {
 			killed.Store(true)
 			sup.log.Error("task ignored cancellation; killing the plugin process", "task", c.Task,
-				"correlation_id", c.Context.GetCorrelationId(), "job", c.Context.GetJobId(), "run_id", c.Context.GetRunId(),
+				"correlation_id", c.Info.CorrelationID, "job", c.Info.JobID, "run_id", runID,
 				"trace_id", trace.SpanContextFromContext(ctx).TraceID().String(), "grace", h.opts.CancelGrace, "pid", inst.pid)
 			inst.kill(ReasonHung)
 			cut()
@@ -613,7 +577,7 @@ func (h *Host) stream(ctx context.Context, inst *instance, c Call, req *pluginv1
 			logs.log(e.Log)
 		case *pluginv1.RunEvent_Progress:
 			if c.OnProgress != nil {
-				c.OnProgress(e.Progress)
+				c.OnProgress(progressOf(e.Progress))
 			}
 		case *pluginv1.RunEvent_Span:
 			h.importSpan(c.Plugin, e.Span)
@@ -629,15 +593,6 @@ func (h *Host) stream(ctx context.Context, inst *instance, c Call, req *pluginv1
 			return nil, fmt.Errorf("%w: plugin %q sent an unknown event", ErrProtocol, c.Plugin)
 		}
 	}
-}
-
-// resultOf converts a plugin's result; Data is nil when it sent none.
-func resultOf(r *pluginv1.RunResult) *Result {
-	res := &Result{Output: r.GetOutput(), TaskError: r.GetError(), ProcessesLeft: r.GetProcessesLeft()}
-	if d := r.GetData(); d != nil {
-		res.Data = d.AsMap()
-	}
-	return res
 }
 
 // callError turns a gRPC failure into one of the package's errors.

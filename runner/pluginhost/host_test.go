@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -22,11 +23,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/pluginhost"
-	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
@@ -110,8 +109,8 @@ func eachTransport(t *testing.T, test func(t *testing.T, tr transport)) {
 func call(task string, params map[string]any) pluginhost.Call {
 	return pluginhost.Call{
 		Plugin: "testplugin", Task: task, Params: params,
-		Context: &pluginv1.RunContext{JobId: "job-1", RunId: "run-1", CorrelationId: "corr-1", Attempt: 1, FencingToken: 42, Node: "n1", Shard: 5,
-			ScheduledTime: timestamppb.New(time.Date(2026, 11, 28, 12, 0, 5, 0, time.UTC))},
+		Info: pluginhost.RunInfo{JobID: "job-1", RunID: "run-1", CorrelationID: "corr-1", Attempt: 1, FencingToken: 42, Node: "n1", Shard: 5,
+			ScheduledTime: time.Date(2026, 11, 28, 12, 0, 5, 0, time.UTC)},
 	}
 }
 
@@ -120,15 +119,14 @@ func TestRunEchoStreamsLogsAndProgress(t *testing.T) {
 	eachTransport(t, func(t *testing.T, tr transport) {
 		b := setup(t, tr.opts(pluginhost.Options{}))
 		var mu sync.Mutex
-		var logs []string
-		var progress []float64
+		var logs, progress []string
 		c := call("echo", map[string]any{"message": "hi there"})
-		c.OnLog = func(l *pluginv1.LogRecord) {
+		c.OnLog = func(l pluginhost.LogRecord) {
 			mu.Lock()
 			defer mu.Unlock()
-			logs = append(logs, l.GetMessage()+" "+l.GetAttrs()[0].GetValue().GetStringValue())
+			logs = append(logs, fmt.Sprint(l.Level, " ", l.Message, " ", l.Attrs))
 		}
-		c.OnProgress = func(p *pluginv1.Progress) { progress = append(progress, p.GetPercent()) }
+		c.OnProgress = func(p pluginhost.Progress) { progress = append(progress, fmt.Sprint(p.Percent, " ", p.Message)) }
 		res, err := b.host.Run(context.Background(), c)
 		if err != nil {
 			t.Fatal(err)
@@ -136,11 +134,11 @@ func TestRunEchoStreamsLogsAndProgress(t *testing.T) {
 		if res.Output != "hi there" || res.TaskError != "" {
 			t.Fatalf("result = %+v", res)
 		}
-		if len(logs) != 1 || logs[0] != "echo hi there" {
+		if len(logs) != 1 || logs[0] != "INFO echo [message=hi there]" {
 			t.Fatalf("logs = %q", logs)
 		}
-		if len(progress) != 1 || progress[0] != 100 {
-			t.Fatalf("progress = %v", progress)
+		if len(progress) != 1 || progress[0] != "100 echoed" {
+			t.Fatalf("progress = %q", progress)
 		}
 	})
 }
@@ -473,9 +471,9 @@ func TestLogFloodIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := setup(t, tr.opts(pluginhost.Options{LogLinesPerSecond: 10, LogBurst: 50, Metrics: m}))
-		var got []*pluginv1.LogRecord
+		var got []pluginhost.LogRecord
 		c := call("flood", map[string]any{"count": 20000})
-		c.OnLog = func(l *pluginv1.LogRecord) { got = append(got, l) }
+		c.OnLog = func(l pluginhost.LogRecord) { got = append(got, l) }
 		start := time.Now()
 		res, err := b.host.Run(context.Background(), c)
 		elapsed := time.Since(start)
@@ -485,11 +483,15 @@ func TestLogFloodIsBounded(t *testing.T) {
 		// At most the burst plus the rate over the run, plus the final report.
 		limit := 50 + int(10*elapsed.Seconds()) + 2
 		last := got[len(got)-1]
-		if len(got) > limit || !strings.Contains(last.GetMessage(), "plugin log lines dropped") {
-			t.Fatalf("%d lines passed in %s (limit %d); last %q", len(got), elapsed, limit, last.GetMessage())
+		if len(got) > limit || !strings.Contains(last.Message, "plugin log lines dropped") {
+			t.Fatalf("%d lines passed in %s (limit %d); last %q", len(got), elapsed, limit, last.Message)
 		}
 		if dropped := testutil.ToFloat64(m.PluginLogsDropped.WithLabelValues("testplugin")); dropped < 19000 {
 			t.Fatalf("dropped = %v", dropped)
+		}
+		if n := last.Attrs[0].Value.Float64(); last.Level != slog.LevelWarn || last.Attrs[0].Key != "dropped_lines" ||
+			int(n) != 20000-(len(got)-1) {
+			t.Fatalf("the report of dropped lines: %v %q %v, want WARN and dropped_lines %d", last.Level, last.Message, last.Attrs, 20000-(len(got)-1))
 		}
 	})
 }

@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/pacerun/pacer/internal/linesplit"
 	"github.com/pacerun/pacer/observability"
@@ -116,8 +115,6 @@ func (l *lineLogger) emit(line []byte) {
 		l.log.Log(context.Background(), l.level, l.pem.Line(string(line)), "source", "plugin-"+l.stream)
 	}
 }
-
-func structNumber(n int) *structpb.Value { return structpb.NewNumberValue(float64(n)) }
 
 // tail keeps the last max bytes written to it: a plugin's last words, for
 // the error when it fails to start.

@@ -156,14 +156,14 @@ func (h *Host) afterRun(c Call, res *Result, err error) (*Result, error) {
 	}
 	killed, serr := h.sweep(h.opts.TreeTimeout)
 	if len(killed) > 0 {
-		h.log.Warn("killed processes a run left behind", "plugin", c.Plugin, "run_id", c.Context.GetRunId(), "pids", killed)
+		h.log.Warn("killed processes a run left behind", "plugin", c.Plugin, "run_id", c.Info.RunID, "pids", killed)
 		if res != nil {
 			res.Output = strings.TrimSuffix(res.Output, "\n") + fmt.Sprintf("\n[the run left %d processes outside its plugin; killed: pids %s]",
 				len(killed), joinPIDs(killed))
 		}
 	}
 	if serr != nil {
-		h.log.Error("processes a run left behind are still alive", "plugin", c.Plugin, "run_id", c.Context.GetRunId(), "error", serr)
+		h.log.Error("processes a run left behind are still alive", "plugin", c.Plugin, "run_id", c.Info.RunID, "error", serr)
 		if res == nil {
 			return nil, errors.Join(err, serr)
 		}

@@ -81,7 +81,7 @@ func TestRunsOrphansDieBeforeTheCallReturns(t *testing.T) {
 	for _, name := range []string{"with its run ID", "anonymous"} {
 		path := filepath.Join(t.TempDir(), "pid")
 		c := call("daemon", map[string]any{"path": path, "message": name})
-		c.Context.RunId = "run-" + strings.ReplaceAll(name, " ", "-")
+		c.Info.RunID = "run-" + strings.ReplaceAll(name, " ", "-")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		res, err := b.host.Run(ctx, c)
 		cancel()
@@ -116,7 +116,7 @@ func TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn(t *testing.T) {
 		wg.Go(func() {
 			path := filepath.Join(t.TempDir(), "pid")
 			c := call("daemon", map[string]any{"path": path, "message": fmt.Sprint("run ", i)})
-			c.Context.RunId = fmt.Sprint("run-together-", i)
+			c.Info.RunID = fmt.Sprint("run-together-", i)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			res, err := b.host.Run(ctx, c)

@@ -17,7 +17,6 @@ import (
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/pluginhost"
-	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 // A private key as openssl genpkey writes it, fresh for each test (no file
@@ -57,10 +56,10 @@ func TestTaskOutputPrivateKeyMaskedWhole(t *testing.T) {
 	}
 	c := call("exec", map[string]any{"command": "echo before; cat " + path + "; echo after", "shell": true})
 	c.Plugin = "shell"
-	c.OnLog = func(l *pluginv1.LogRecord) {
+	c.OnLog = func(l pluginhost.LogRecord) {
 		mu.Lock()
 		defer mu.Unlock()
-		logged = append(logged, s.String(l.GetMessage())) // what the runner's logger writes
+		logged = append(logged, s.String(l.Message)) // what the runner's logger writes
 	}
 	if _, err := b.host.Run(context.Background(), c); err != nil {
 		t.Fatal(err)

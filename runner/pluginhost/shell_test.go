@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/runner/pluginhost"
-	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 func shellCall(script string) pluginhost.Call {
@@ -139,7 +138,7 @@ func TestShellOutputThatIsNotUTF8ArrivesReplaced(t *testing.T) {
 		var mu sync.Mutex
 		var logs []string
 		c := shellCall(`printf '\377\n'; printf 'caf\351 cr\350me\n' >&2; exit 3`)
-		c.OnLog = func(r *pluginv1.LogRecord) { mu.Lock(); logs = append(logs, r.GetMessage()); mu.Unlock() }
+		c.OnLog = func(r pluginhost.LogRecord) { mu.Lock(); logs = append(logs, r.Message); mu.Unlock() }
 		res, err := b.host.Run(context.Background(), c)
 		if err != nil {
 			t.Fatalf("the run failed instead of reporting its command's outcome: %v", err)

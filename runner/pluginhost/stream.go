@@ -283,7 +283,7 @@ func (sc *streamCall) deliver(ev *pluginv1.StreamEvent) {
 	case *pluginv1.RunEvent_Progress:
 		sc.mu.Lock()
 		if !sc.ends && sc.c.OnProgress != nil {
-			sc.c.OnProgress(e.Progress)
+			sc.c.OnProgress(progressOf(e.Progress))
 		}
 		sc.mu.Unlock()
 	case *pluginv1.RunEvent_Span:

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/runner/pluginhost"
-	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 // Many runs at once over one RunStream: each gets its own logs, progress
@@ -28,11 +27,11 @@ func TestRunStreamKeepsConcurrentRunsApart(t *testing.T) {
 				wg.Go(func() {
 					msg := fmt.Sprintf("message %d", i)
 					c := call("echo", map[string]any{"message": msg})
-					c.Context.RunId = fmt.Sprintf("run-%d", i%3) // run IDs need not be unique
+					c.Info.RunID = fmt.Sprintf("run-%d", i%3) // run IDs need not be unique
 					var logs []string
 					var progress int
-					c.OnLog = func(l *pluginv1.LogRecord) { logs = append(logs, l.GetAttrs()[0].GetValue().GetStringValue()) }
-					c.OnProgress = func(*pluginv1.Progress) { progress++ }
+					c.OnLog = func(l pluginhost.LogRecord) { logs = append(logs, l.Attrs[0].Value.String()) }
+					c.OnProgress = func(pluginhost.Progress) { progress++ }
 					res, err := b.host.Run(context.Background(), c)
 					switch {
 					case err != nil:

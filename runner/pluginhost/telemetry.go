@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -87,7 +88,7 @@ func (hm hostMetrics) droppedLogs(plugin string, n int) {
 // masks a private key the run logs line by line whole (pem). Its rate
 // limiter is made at the first line: most runs log none.
 type logLimiter struct {
-	out     func(*pluginv1.LogRecord)
+	out     func(LogRecord)
 	o       *Options
 	lim     *rate.Limiter
 	budget  int
@@ -95,7 +96,7 @@ type logLimiter struct {
 	pem     observability.PEMLines
 }
 
-func newLogLimiter(o *Options, out func(*pluginv1.LogRecord)) logLimiter {
+func newLogLimiter(o *Options, out func(LogRecord)) logLimiter {
 	return logLimiter{out: out, o: o, budget: o.LogBytesPerRun}
 }
 
@@ -117,7 +118,7 @@ func (l *logLimiter) log(rec *pluginv1.LogRecord) {
 		return
 	}
 	l.budget -= size
-	l.out(rec)
+	l.out(logRecordOf(rec))
 }
 
 // finish reports dropped lines once, at the end of the run.
@@ -126,9 +127,9 @@ func (l *logLimiter) finish(plugin string, m hostMetrics) {
 		return
 	}
 	m.droppedLogs(plugin, l.dropped)
-	l.out(&pluginv1.LogRecord{Level: 4, Message: fmt.Sprintf(
+	l.out(LogRecord{Level: slog.LevelWarn, Message: fmt.Sprintf(
 		"%d plugin log lines dropped: over the per-run limit (rate or volume)", l.dropped),
-		Attrs: []*pluginv1.Attr{{Key: "dropped_lines", Value: structNumber(l.dropped)}}})
+		Attrs: []slog.Attr{slog.Float64("dropped_lines", float64(l.dropped))}})
 }
 
 // importSpan hands a span finished inside a plugin to the runner's exporter,

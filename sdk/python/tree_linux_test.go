@@ -14,10 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pacerun/pacer/runner/pluginhost"
-	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
 // A Python plugin's task children end with their attempt through the
@@ -42,8 +40,8 @@ func TestPythonPluginTreesThroughTheHost(t *testing.T) {
 	t.Cleanup(func() { h.Close() })
 	call := func(run string, params map[string]any) pluginhost.Call {
 		return pluginhost.Call{Plugin: "testplugin", Task: "tree", Params: params,
-			Context: &pluginv1.RunContext{JobId: "j", RunId: run, CorrelationId: "c-" + run, Attempt: 1, Node: "n",
-				ScheduledTime: timestamppb.Now()}}
+			Info: pluginhost.RunInfo{JobID: "j", RunID: run, CorrelationID: "c-" + run, Attempt: 1, Node: "n",
+				ScheduledTime: time.Now()}}
 	}
 
 	t.Run("the command exits", func(t *testing.T) {
