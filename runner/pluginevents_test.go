@@ -1,14 +1,13 @@
 package runner_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
@@ -29,14 +28,9 @@ func (eventTasks) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Result,
 // ID; its progress is logged and kept in the run's record.
 func TestPluginLogAndProgressReachTheRun(t *testing.T) {
 	b := setup(t)
-	path := filepath.Join(t.TempDir(), "log.jsonl")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
+	var logs syncbuf.Buffer
 	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: eventTasks{}, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(f, nil)), JobSets: b.coord})
+		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil)), JobSets: b.coord})
 	b.hook.set(b.r)
 	t.Cleanup(func() { b.r.Stop(context.Background()) })
 	b.waitLeader(t)
@@ -48,15 +42,10 @@ func TestPluginLogAndProgressReachTheRun(t *testing.T) {
 		t.Errorf("record's progress %q, want %q", rec.Progress, "42% copied 3 of 7")
 	}
 
-	written, err := os.ReadFile(path) // the runner may still be writing: f's offset is its own
-	if err != nil {
-		t.Fatal(err)
-	}
 	lines := map[string]map[string]any{}
-	whole := bytes.Split(written, []byte("\n"))
-	for _, raw := range whole[:len(whole)-1] { // the last is empty, or a line being written
+	for raw := range strings.Lines(logs.String()) {
 		var l map[string]any
-		if err := json.Unmarshal(raw, &l); err != nil {
+		if err := json.Unmarshal([]byte(raw), &l); err != nil {
 			t.Fatalf("log line %q: %v", raw, err)
 		}
 		if msg, _ := l["msg"].(string); msg != "" {
