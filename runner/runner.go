@@ -1176,9 +1176,9 @@ func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
 }
 
 // write stores rec with put and returns put's last error. A write that
-// fails for a reason other than lost leadership or a trigger request
-// decided already (etcd slow or electing) is retried while the term lives,
-// for up to recordPatience.
+// fails for a reason other than lost leadership or a trigger request or
+// slot decided already (etcd slow or electing) is retried while the term
+// lives, for up to recordPatience.
 func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
@@ -1194,6 +1194,9 @@ func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]b
 	for {
 		if err = put(b); err == nil {
 			return nil
+		}
+		if errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrSlotTooOld) {
+			return err // a skip of a slot decided already: the caller says so
 		}
 		if errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrTriggerDecided) || t.Context().Err() != nil || time.Now().After(give) {
 			log.Warn("run record not written", "run_id", rec.RunID, "state", rec.State, "error", err)
@@ -1213,15 +1216,29 @@ var transientPolicy = backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * t
 // recordPatience bounds how long a record write is retried.
 const recordPatience = 30 * time.Second
 
-// skipAsync records a slot that will not run. Called with r.mu held.
+// skipAsync decides that a slot will not run: its skip record and the
+// mark that the slot is decided (in the job's claim key) are one write
+// (SkipSlot), as a run's claim is, so no later term of the shard, after a
+// failover or a hand-over, decides the slot again (runs it, or skips it
+// again as missed). A slot found decided already is left as it is; one
+// whose term ended before the write landed is the next leader's to
+// decide. Counted and logged once decided. Called with r.mu held.
 func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {
-	r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
-	r.log.Warn("slot skipped", "job", s.Job.ID, "scheduled_time", s.Time.UTC(), "reason", reason, "detail", why)
 	rec := r.skipRecord(t, s, reason, why)
+	log := r.log.With("job", s.Job.ID)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.record(t, rec, r.log.With("job", s.Job.ID))
+		err := r.write(t, rec, log, func(b []byte) error {
+			return r.o.Coord.SkipSlot(context.Background(), t, s.Job.ID, s.Time, rec.RunID, b)
+		})
+		switch {
+		case err == nil:
+			r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
+			log.Warn("slot skipped", "scheduled_time", s.Time.UTC(), "reason", reason, "detail", why)
+		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrSlotTooOld):
+			log.Debug("slot decided already: not skipped", "scheduled_time", s.Time.UTC(), "reason", reason, "error", err)
+		}
 	}()
 }
 
