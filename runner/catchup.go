@@ -182,9 +182,9 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // held, when a hand-over held them back, run whatever the policy): the
 // slots to run are claimed now, together, and then run one after the
 // other; the others are recorded as skipped, one record for each run of
-// consecutive slots, written with the first claims (or with the mark that
-// the latest is decided, when none runs). Once homed is closed, they are
-// counted and the claimed slots run.
+// consecutive slots, written with the first claims, the latest's with the
+// mark that the latest slot is decided when it is skipped. Once homed is
+// closed, they are counted and the claimed slots run.
 func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, held time.Time, homed <-chan struct{}) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
@@ -226,26 +226,32 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 		recs[i] = r.misfireRecord(t, j, sk)
 	}
 	// Claims first: they must be in before the scheduler's. Skip records
-	// go with them.
+	// go with them. When the latest missed slot is skipped (nothing runs,
+	// or more slots were missed than run), it is marked decided with its
+	// record, so that the next leader does not count the same slots again.
 	var claims []Record
 	var unwritten []Record
+	var latest *Record
+	if prevSkipped {
+		rec := recs[len(recs)-1]
+		latest, recs = &rec, recs[:len(recs)-1]
+	}
 	if len(run) > 0 {
 		claims, unwritten = r.claimMissed(t, j, run, recs)
 	} else {
-		// Nothing runs: the latest is marked decided (with the record),
-		// so that the next leader does not count the same slots again.
-		latest := missed[len(missed)-1]
-		rec, rest := recs[len(recs)-1], recs[:len(recs)-1]
-		unwritten = rest
-		b, err := json.Marshal(rec)
+		unwritten = recs
+	}
+	if latest != nil {
+		last := missed[len(missed)-1]
+		b, err := json.Marshal(*latest)
 		if err == nil {
-			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, latest, rec.RunID, b)
+			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, last, latest.RunID, b)
 		}
 		if err != nil {
-			unwritten = recs
+			unwritten = append(unwritten, *latest)
 			if !errors.Is(err, coord.ErrSlotTaken) {
 				r.log.Warn("missed slot not marked decided; the next leader may count it again", "job", j.ID,
-					"scheduled_time", latest, "error", err)
+					"scheduled_time", last, "error", err)
 			}
 		}
 	}

@@ -290,3 +290,44 @@ func testSkippedSlotDecidedOnce(t *testing.T, how, why string) {
 		t.Errorf("pacer_job_skipped_total{reason=%s} = %v across replicas, but %d such skip records", why, counted, skips)
 	}
 }
+
+// The misfire catch-up marks the latest missed slot decided when it skips
+// it, also when earlier missed slots run (here more missed slots than
+// misfire "all" runs): the job's claims then say every missed slot is
+// decided, so the next leader does not decide the skipped ones again.
+func TestCatchUpMarksTheLatestSkippedSlotDecided(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	j := &runner.Job{ID: "m", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	// The previous leader's last claim was 110 s ago: 100 missed slots
+	// run, the ~10 latest are skipped.
+	last := time.Now().Truncate(time.Second).Add(-110 * time.Second)
+	if err := b.coord.Claim(context.Background(), term, "m", last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	b.r.CatchUp(term)
+	stop, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b.r.Stop(stop)
+
+	if n := len(tasks.called()); n != 100 {
+		t.Fatalf("%d missed slots ran, want 100 (maxCatchUpRuns)", n)
+	}
+	// Slots are a second apart: the latest skipped is as many seconds
+	// after the latest run as were skipped.
+	skipped := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("m", runner.SkipMisfire))
+	if skipped < 1 {
+		t.Fatalf("%v missed slots skipped, want some beyond the 100 run", skipped)
+	}
+	latest := last.Add(time.Duration(100+int(skipped)) * time.Second)
+	jc, err := b.coord.JobClaims(context.Background(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := jc.Last(time.Time{}); !got.Equal(latest) {
+		t.Fatalf("the job's claims are decided through %s, but the latest skipped slot is %s: the next leader would decide %s again",
+			got.Format(time.TimeOnly), latest.Format(time.TimeOnly), latest.Format(time.TimeOnly))
+	}
+}
