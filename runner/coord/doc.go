@@ -79,6 +79,11 @@
 //     same claim).
 //   - overlap: allow: several slots of a job are open at once; each closes
 //     alone, whatever was claimed after it.
+//   - A scheduled slot that does not run (overlap "forbid", max_concurrency,
+//     a slot replaced before it started, a paused job): SkipSlot, which
+//     marks it decided with its skip record in one transaction, as a claim
+//     would, so that no later term of the shard (after a failover or a
+//     hand-over) runs it or records it again.
 //   - Misfire catch-up, when a shard's term starts (runner/catchup.go): from
 //     one Claims read, the slots after each of the shard's jobs' last claim
 //     that came due before the term are decided: the ones that run (the
@@ -86,9 +91,10 @@
 //     and every slot a hand-over held back, up to 100) are claimed
 //     together, before the scheduler claims anything in the term, and then
 //     run one after the other; the rest get one skip record per run of
-//     consecutive slots, written with the first claim, or with SkipSlot,
-//     which marks the latest decided when none runs. The shard's jobs join
-//     the runner's scheduler only then.
+//     consecutive slots, written with the first claim, the latest's with
+//     SkipSlot, which marks the latest slot decided when it is skipped
+//     (none runs, or more were missed than run). The shard's jobs join the
+//     runner's scheduler only then.
 //   - Delivery, when a term starts: a slot left open by an older term (its
 //     leader died mid-run) is, at-least-once, taken over with Reclaim
 //     (guarded by the open claim read) and run again as its next attempt;
