@@ -35,7 +35,7 @@ func (f *firstBlocks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.R
 	f.mu.Lock()
 	first := f.block && !f.started
 	f.started = true
-	f.runs[c.Context.GetScheduledTime().AsTime().UTC()]++
+	f.runs[c.Info.ScheduledTime.UTC()]++
 	f.mu.Unlock()
 	if first {
 		<-ctx.Done()
