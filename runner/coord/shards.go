@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,7 +15,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/runner/shard"
@@ -84,6 +84,14 @@ func (r *shardRun) handOver(why error) {
 	}
 }
 
+// handingOver reports whether the shard is being handed over (released
+// while led; its goroutine ends when it has resigned).
+func (r *shardRun) handingOver() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.released && r.term != nil
+}
+
 func (r *shardRun) reason() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -107,9 +115,15 @@ func (c *Coordinator) candidates() ([]string, time.Time, <-chan struct{}) {
 //     once (a shard nobody leads is taken without delay);
 //   - a goroutine still campaigning for a shard no longer assigned stops;
 //   - a shard led but no longer assigned is handed over once the roster has
-//     been unchanged for Settle and its new owner's campaign is waiting in
-//     the shard's election, so that the hand-over does not leave it unled
-//     and a flapping replica moves nothing;
+//     been unchanged for Settle, every replica the assignment gives shards
+//     to has kept its lease alive since then and lately (liveness.go: a
+//     replica killed before the roster settled still has its member record
+//     and election keys until its lease expires), and the new owner's
+//     campaign is waiting in the shard's election, so that the hand-over
+//     does not leave it unled and a flapping or crash-looping replica
+//     moves nothing;
+//   - one hand-over is in flight at a time: the next waits until the
+//     shard before it has been resigned;
 //   - while the gate is closed nothing is assigned to this replica: it
 //     stops campaigning and hands over every shard it leads at once (the
 //     gate has its own settle delay).
@@ -130,7 +144,9 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 	defer recheck.Stop()
 	sweep := time.NewTicker(orphanSweep)
 	defer sweep.Stop()
-	var refused string // the gate's reason, as last logged
+	var refused string                         // the gate's reason, as last logged
+	proofs := map[clientv3.LeaseID]time.Time{} // per lease of another replica: its latest keepalive known
+	unproven := ""                             // the replica not known to be alive, as last logged
 	for {
 		ok, why, gateChanged := c.gateState()
 		if !ok && why.Error() != refused {
@@ -143,6 +159,23 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 		assigned := shard.Assign(c.opts.Shards, nodes)
 		calm := time.Since(since) >= c.opts.Settle
 		wait := time.Duration(0)
+		inFlight := slices.ContainsFunc(slices.Collect(maps.Values(runs)), (*shardRun).handingOver)
+		var elections *electionView // read once a pass, when a shard may move
+		ready := func() bool {
+			if elections == nil {
+				elections = c.readElections(ctx)
+				if !c.othersLive(ctx, elections, assigned, since.Add(c.opts.Settle), proofs) {
+					elections.read = false // nobody counts as waiting
+					if why := elections.unproven + " " + since.String(); elections.unproven != "" && why != unproven {
+						unproven = why
+						c.log.Info("not handing shards over yet: a replica has not kept its lease alive since the membership settled "+
+							"(killed, or slow to start); its shards move once it has, or stay here when its lease expires",
+							"replica", elections.unproven)
+					}
+				}
+			}
+			return elections.read
+		}
 		for n, owner := range assigned {
 			r := runs[n]
 			mine := ok && owner == c.opts.Node
@@ -163,9 +196,12 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 				wait = minPositive(wait, c.opts.Settle-time.Since(since))
 			case owner == "":
 				// Nobody else may lead: keep it.
-			case c.successorWaiting(ctx, n, owner):
+			case inFlight:
+				// One hand-over at a time: its end (ended) wakes this loop.
+			case ready() && elections.waiting(n, owner):
 				c.log.Info("handing shard over", "shard", n, "to", owner)
 				r.handOver(ErrHandedOver)
+				inFlight = true
 			default:
 				wait = minPositive(wait, 250*time.Millisecond)
 			}
@@ -231,18 +267,6 @@ func minPositive(a, b time.Duration) time.Duration {
 		return b
 	}
 	return a
-}
-
-// successorWaiting reports whether node's campaign key waits in shard n's
-// election.
-func (c *Coordinator) successorWaiting(ctx context.Context, n int, node string) bool {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Get(ctx, c.electionPrefix(n), clientv3.WithPrefix())
-	if err != nil {
-		return false
-	}
-	return slices.ContainsFunc(resp.Kvs, func(kv *mvccpb.KeyValue) bool { return string(kv.Value) == node })
 }
 
 // runShard campaigns for shard r.n on ss and leads it until its term ends,

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/netfault"
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/shard"
 )
@@ -554,5 +557,91 @@ func TestClaimCopyHoldsItsShardsJobs(t *testing.T) {
 				t.Errorf("claim of %s's slot again under the shard's next term: %v, want ErrSlotTaken", id, err)
 			}
 		}
+	}
+}
+
+// A replica killed (kill -9: its client gone, its lease not revoked) after
+// it joined but before the membership had been calm for the settle delay
+// receives no shard, though its member record and election keys outlive
+// it until its lease expires: the leader hands a shard over only to a
+// replica that kept its lease alive after the settle delay had passed.
+func TestKilledNewcomerReceivesNoShard(t *testing.T) {
+	b := setup(t)
+	const shards, ttl, settle = 4, 4 * time.Second, 2 * time.Second
+	ro := newRoster("a")
+	var tr transitions
+	o := func(n string) coord.Options {
+		return coord.Options{Shards: shards, Roster: ro, Settle: settle, LeaseTTL: ttl, OnTransition: tr.hook(n)}
+	}
+	a := b.shardReplica(t, "a", nil, o("a"))
+	waitFor(t, "a leads every shard", 10*time.Second, func() bool { return len(a.led()) == shards })
+	cliB := b.client(t)
+	b.shardReplica(t, "b", cliB, o("b"))
+	ro.set("a", "b") // b's member record appears
+	watch := b.client(t)
+	var lease clientv3.LeaseID
+	waitFor(t, "b waits in its shards' elections", 5*time.Second, func() bool {
+		resp, err := watch.Get(context.Background(), "/pacer/test/leader/", clientv3.WithPrefix())
+		if err != nil {
+			return false
+		}
+		for _, kv := range resp.Kvs {
+			if string(kv.Value) == "b" {
+				lease = clientv3.LeaseID(kv.Lease)
+			}
+		}
+		return lease != 0
+	})
+	time.Sleep(settle / 2) // b lives half the settle delay (the scenario, not synchronisation)
+	cliB.Close()           // kill -9: no more keepalives, the lease is not revoked
+	// Its lease (and, with the real membership, its member record) lives
+	// on, past the settle delay, until it expires.
+	waitFor(t, "b's lease expires", 2*ttl, func() bool {
+		resp, err := watch.TimeToLive(context.Background(), lease)
+		return err == nil && resp.TTL <= 0
+	})
+	ro.set("a")
+	if ev := tr.all(); len(ev) != shards || len(a.led()) != shards {
+		t.Fatalf("a killed newcomer moved shards: %d transitions (want %d starts), a leads %v: %+v", len(ev), shards, a.led(), ev)
+	}
+}
+
+// A leader hands its shards over one at a time: the next hand-over starts
+// when the one before it has resigned, and each is logged once, however
+// long its runs take to drain.
+func TestHandOversGoOneAtATime(t *testing.T) {
+	b := setup(t)
+	const shards = 8
+	ro := newRoster("a")
+	var mu sync.Mutex
+	draining, most := 0, 0
+	drain := func(ctx context.Context, term *coord.Term) {
+		if term.Context().Err() != nil {
+			return // the second call: the records
+		}
+		mu.Lock()
+		draining++
+		most = max(most, draining)
+		mu.Unlock()
+		<-time.After(200 * time.Millisecond) // runs that take a while to end (the scenario, not synchronisation)
+		mu.Lock()
+		draining--
+		mu.Unlock()
+	}
+	var logs syncbuf.Buffer
+	a := b.shardReplica(t, "a", nil, coord.Options{Shards: shards, Roster: ro, Settle: 300 * time.Millisecond, Drain: drain,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	waitFor(t, "a leads every shard", 10*time.Second, func() bool { return len(a.led()) == shards })
+	bb := b.shardReplica(t, "b", nil, coord.Options{Shards: shards, Roster: ro, Settle: 300 * time.Millisecond})
+	ro.set("a", "b")
+	waitFor(t, "the assignment", 20*time.Second, func() bool { return settled(shards, []string{"a", "b"}, a, bb) })
+	moved := shard.Owned(shard.Assign(shards, []string{"a", "b"}), "b")
+	mu.Lock()
+	defer mu.Unlock()
+	if most != 1 {
+		t.Errorf("%d hand-overs drained at once, want 1", most)
+	}
+	if n := strings.Count(logs.String(), `"msg":"handing shard over"`); n != len(moved) {
+		t.Errorf("%d \"handing shard over\" lines for %d shards moved:\n%s", n, len(moved), logs.String())
 	}
 }
