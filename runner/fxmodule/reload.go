@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"reflect"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -134,8 +135,15 @@ func (rl *reloader) reload(ctx context.Context, data []byte, watched bool) {
 		rl.log.Error("config reload rejected; the last good config keeps running", "path", rl.path, "error", err.Error())
 		return
 	}
-	if !reflect.DeepEqual(rl.current.Settings(), cfg.Settings()) {
-		rl.log.Warn("only jobs are reloaded; restart the runner to apply the other changes", "path", rl.path)
+	if keys := changedSettings(rl.current.Settings(), cfg.Settings()); len(keys) > 0 {
+		rl.log.Warn("only jobs are reloaded; restart the runner to apply the other changes", "path", rl.path, "not_applied", keys)
+		if rl.current.Cluster.Shards != cfg.Cluster.Shards {
+			// The count decides every job's shard: it is changed by a
+			// restart of each replica (docs/operations.md), never by a
+			// reload an operator may take for the switch.
+			rl.log.Warn("cluster.shards is not reloaded: restart the runner to apply the new count", "path", rl.path,
+				"shards", rl.current.Cluster.Shards, "shards_in_file", cfg.Cluster.Shards)
+		}
 	}
 	added, changed, removed := diffJobs(rl.current.Jobs, cfg.Jobs)
 	rl.runner.SetJobs(Jobs(cfg))
@@ -207,4 +215,34 @@ func capIDs(ids []string) []string {
 		return ids
 	}
 	return append(slices.Clip(ids[:maxLoggedJobs]), "…")
+}
+
+// changedSettings names the settings (the keys as the file spells them,
+// e.g. "cluster.shards", or a whole section) that differ between old and
+// next: a section's own keys, one level down, else the section.
+func changedSettings(old, next config.Config) []string {
+	var keys []string
+	ov, nv := reflect.ValueOf(old), reflect.ValueOf(next)
+	for i := range ov.NumField() {
+		f := ov.Type().Field(i)
+		section, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || section == "" || section == "-" || reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+			continue
+		}
+		before, after := len(keys), ov.Field(i)
+		if after.Kind() == reflect.Struct {
+			for j := range after.NumField() {
+				sf := after.Type().Field(j)
+				key, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+				if sf.IsExported() && key != "" && key != "-" &&
+					!reflect.DeepEqual(after.Field(j).Interface(), nv.Field(i).Field(j).Interface()) {
+					keys = append(keys, section+"."+key)
+				}
+			}
+		}
+		if len(keys) == before {
+			keys = append(keys, section)
+		}
+	}
+	return keys
 }

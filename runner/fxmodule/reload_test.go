@@ -246,3 +246,24 @@ func (b *logBuffer) lines(msg string) []map[string]any {
 	}
 	return out
 }
+
+// A reload does not change cluster.shards (a restart does): it says so,
+// naming the key, and the settings it did not apply.
+func TestReloadNamesClusterShardsAsNotApplied(t *testing.T) {
+	t.Parallel()
+	b := setupReload(t, "cluster: {shards: 16}\n"+jobsYAML("a"))
+	writeFile(t, b.path, "cluster: {shards: 8, lease_ttl: 4s}\n"+jobsYAML("a", "b"))
+	b.look(0)
+	b.look(ReloadSettle)
+	if got := b.jobIDs(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("jobs %v, want the reloaded [a b]", got)
+	}
+	only := b.log.lines("only jobs are reloaded; restart the runner to apply the other changes")
+	if len(only) != 1 || fmt.Sprint(only[0]["not_applied"]) != "[cluster.lease_ttl cluster.shards]" {
+		t.Fatalf("only-jobs warning: %v", only)
+	}
+	shards := b.log.lines("cluster.shards is not reloaded: restart the runner to apply the new count")
+	if len(shards) != 1 || shards[0]["level"] != "WARN" || shards[0]["shards"] != 16.0 || shards[0]["shards_in_file"] != 8.0 {
+		t.Fatalf("cluster.shards warning: %v\n%s", shards, b.log)
+	}
+}
