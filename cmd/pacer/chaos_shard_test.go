@@ -18,6 +18,9 @@ package main
 //	    newcomer's "became leader"; for a leave, from SIGTERM to another
 //	    replica's "became leader"
 //	Z = plugin processes alive 10 s after every runner stopped
+//	for a crash loop, also: transitions (terms started or ended on the
+//	    replicas that stayed) and unled shard-seconds (from a term's end
+//	    to the shard's next term anywhere)
 //
 //	go test -tags chaos -race -count=1 -run TestChaosShards -v ./cmd/pacer/
 
@@ -81,7 +84,7 @@ func shardJobIDs() []string {
 }
 
 // shardReplicaConfig is a replica of the sharded cluster.
-func shardReplicaConfig(t *testing.T, name, httpAddr string, eps []string, jobs string) string {
+func shardReplicaConfig(t *testing.T, name, httpAddr string, eps []string, jobs string, ttl time.Duration) string {
 	return fmt.Sprintf(`
 node: {name: %s}
 cluster:
@@ -94,7 +97,7 @@ cluster:
 http: {listen: %s}
 plugins: {dir: %s}
 history: {keep: 1000}
-jobs:%s`, name, t.TempDir(), chaosTTL, shardCount, shardSettle, strings.Join(eps, ", "), httpAddr, filepath.Join(binDir, "plugins"), jobs)
+jobs:%s`, name, t.TempDir(), ttl, shardCount, shardSettle, strings.Join(eps, ", "), httpAddr, filepath.Join(binDir, "plugins"), jobs)
 }
 
 // shardCluster is a scenario's sharded cluster.
@@ -105,12 +108,18 @@ type shardCluster struct {
 	jobs  string
 	ps    []*proc
 	holes map[string]*netfault.Proxy // when each replica reaches etcd through its own proxy
+	ttl   time.Duration              // cluster.lease_ttl
 }
 
 func newShardCluster(t *testing.T, n int, viaProxy bool) *shardCluster {
 	t.Helper()
+	return newShardClusterTTL(t, n, viaProxy, chaosTTL)
+}
+
+func newShardClusterTTL(t *testing.T, n int, viaProxy bool, ttl time.Duration) *shardCluster {
+	t.Helper()
 	chaosBinaries(t)
-	c := &shardCluster{t: t, eps: endpoints(startCluster(t, 1)), path: filepath.Join(t.TempDir(), "ledger.jsonl")}
+	c := &shardCluster{t: t, eps: endpoints(startCluster(t, 1)), path: filepath.Join(t.TempDir(), "ledger.jsonl"), ttl: ttl}
 	c.jobs = shardJobs(c.path, "100ms")
 	if viaProxy {
 		c.holes = map[string]*netfault.Proxy{}
@@ -130,7 +139,7 @@ func (c *shardCluster) start(name string) *proc {
 		eps = []string{hole.Addr()}
 	}
 	httpAddr := freeAddr(c.t)
-	p := startPacer(c.t, name, httpAddr, shardReplicaConfig(c.t, name, httpAddr, eps, c.jobs))
+	p := startPacer(c.t, name, httpAddr, shardReplicaConfig(c.t, name, httpAddr, eps, c.jobs, c.ttl))
 	c.ps = append(c.ps, p)
 	return p
 }
@@ -511,5 +520,86 @@ func TestChaosShardsLeave(t *testing.T) {
 	c.finish(res)
 	if res.lost != 0 {
 		t.Errorf("%d slots lost as misfires when a replica left; a hand-over must hold them back, not miss them", res.lost)
+	}
+}
+
+// A replica that crash-loops under load: it starts, joins (its member
+// record is published), and is killed -9 a second later, before the
+// membership has been calm for the settle delay; its lease (TTL 4 s,
+// twice the settle delay, as when the defaults are equal) outlives it, so
+// its member record and election keys do too. Three cycles, each once the
+// last one's record has gone. The two replicas that stay hand no shard to
+// the dead one and move none between them: no transition, no unled shard.
+func TestChaosShardsCrashLoop(t *testing.T) {
+	skipChaos(t)
+	const ttl, cycles = 4 * time.Second, 3
+	c := newShardClusterTTL(t, 2, false, ttl)
+	stay := slices.Clone(c.ps)
+	c.waitSettled(stay, 60*time.Second)
+	time.Sleep(2 * time.Second) // load before the fault (the scenario, not synchronisation)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	gone := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, "/pacer/chaos/members/r3", clientv3.WithCountOnly())
+		return err == nil && resp.Count == 0
+	}
+	start := time.Now()
+	for i := range cycles {
+		p := c.start("r3")
+		p.waitLogs("r3 joins", 60*time.Second, func(ls []logLine) bool {
+			return slices.ContainsFunc(ls, func(l logLine) bool { return l.str("msg") == "job set is the cluster's: may lead" })
+		})
+		time.Sleep(shardSettle / 2) // it lives half the settle delay (the scenario, not synchronisation)
+		p.signal(syscall.SIGKILL)
+		p.wait(10 * time.Second)
+		deadline := time.Now().Add(2*ttl + 10*time.Second)
+		for !gone() {
+			if time.Now().After(deadline) {
+				t.Fatalf("cycle %d: r3's member record still there %s after the kill", i+1, 2*ttl+10*time.Second)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	c.waitSettled(stay, 30*time.Second)
+	waitRunsAfter(stay[0], 3, time.Now(), 15*time.Second)
+	// Transitions on the replicas that stayed, and how long each shard a
+	// term of theirs ended for went without a leader.
+	transitions, unled := 0, time.Duration(0)
+	for _, p := range stay {
+		for _, l := range p.logs() {
+			if !logTime(l).After(start) {
+				continue
+			}
+			switch l.str("msg") {
+			case "became leader":
+				transitions++
+			case "leadership ended", "resigned leadership":
+				transitions++
+				n, ended := shardOfLine(l), logTime(l)
+				var led time.Time
+				for _, q := range c.ps {
+					if b, ok := firstAfter(q.logs(), ended, func(b logLine) bool { return b.str("msg") == "became leader" && shardOfLine(b) == n }); ok &&
+						(led.IsZero() || logTime(b).Before(led)) {
+						led = logTime(b)
+					}
+				}
+				if led.IsZero() {
+					led = time.Now()
+				}
+				unled += led.Sub(ended)
+			}
+		}
+	}
+	t.Logf("chaos: scenario 23 (crash loop): %d cycles of join, kill -9 %s later (settle %s, TTL %s): transitions=%d unled=%.1f shard-seconds",
+		cycles, shardSettle/2, shardSettle, ttl, transitions, unled.Seconds())
+	res := &shardResult{name: "a replica crash-loops", F: map[int]time.Duration{}}
+	c.finish(res)
+	if transitions != 0 || unled != 0 {
+		t.Errorf("a crash-looping replica moved shards: %d transitions, %.1f shard-seconds unled; want none", transitions, unled.Seconds())
 	}
 }
