@@ -530,6 +530,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		LeaderSince           time.Time `json:"leader_since"`
 		KeepaliveAge          string    `json:"keepalive_age"`
 		ShardCount            int       `json:"shard_count"`
+		ShardsHere            int       `json:"shards_here"`
 		ShardsLed             []int     `json:"shards_led"`
 		Shards                []struct {
 			Shard        int
@@ -598,7 +599,11 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			odd = append(odd, fmt.Sprintf("shard %d: led by %s, assigned to %s (hand-over after the settle delay)", s.Shard, s.Leader, s.Assigned))
 		}
 	}
-	fmt.Fprintf(stdout, "shards:   %d, %d led\n", st.ShardCount, len(st.Shards)-unled)
+	if st.ShardsHere != 0 {
+		fmt.Fprintf(stdout, "shards:   %d (the cluster's; %d here), %d led\n", st.ShardCount, st.ShardsHere, len(st.Shards)-unled)
+	} else {
+		fmt.Fprintf(stdout, "shards:   %d, %d led\n", st.ShardCount, len(st.Shards)-unled)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	slices.Sort(nodes)
 	for _, n := range nodes {

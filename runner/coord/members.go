@@ -177,6 +177,19 @@ func (m *Membership) SetJobSet(set JobSet, config, sha256 string, mtime time.Tim
 	signal(m.kick)
 }
 
+// ClusterShards returns the cluster's shard count when it differs from
+// this replica's (its job set is not the cluster's, and the cluster's set
+// was read), else 0: this replica's count is the cluster's, or nothing
+// says otherwise yet.
+func (m *Membership) ClusterShards() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.diff == nil || m.explained == "" {
+		return 0
+	}
+	return m.diff.ShardsThere
+}
+
 // JobSet returns this replica's job set.
 func (m *Membership) JobSet() JobSet {
 	m.mu.Lock()

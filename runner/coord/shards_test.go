@@ -645,3 +645,45 @@ func TestHandOversGoOneAtATime(t *testing.T) {
 		t.Errorf("%d \"handing shard over\" lines for %d shards moved:\n%s", n, len(moved), logs.String())
 	}
 }
+
+// A replica whose cluster.shards is not the cluster's describes the
+// cluster's shards (their count, leaders and assignment), not its own
+// count's, and says what its own count is.
+func TestStateOfAReplicaWithAnotherShardCount(t *testing.T) {
+	b := setup(t)
+	jobs := map[string]string{"x": "1", "y": "2"}
+	start := func(node string, shards int) *coord.Coordinator {
+		cli := b.client(t)
+		ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
+			RequestTimeout: 2 * time.Second, Settle: 200 * time.Millisecond, JobSet: coord.NewShardedJobSet(jobs, shards), SessionLease: true})
+		c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: 2 * time.Second,
+			Members: ms, Roster: ms, Gate: ms, Shards: shards, Settle: 200 * time.Millisecond})
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { ms.Run(ctx) })
+		wg.Go(func() { _ = c.Run(ctx) })
+		t.Cleanup(func() { cancel(); wg.Wait() })
+		return c
+	}
+	a, bb := start("a", 4), start("b", 4)
+	waitFor(t, "a and b lead the 4 shards", 15*time.Second, func() bool { return len(a.Terms())+len(bb.Terms()) == 4 })
+	odd := start("odd", 2)
+	want := shard.Assign(4, []string{"a", "b"})
+	var st coord.ClusterState
+	waitFor(t, "odd's view of the cluster's 4 shards", 15*time.Second, func() bool {
+		var err error
+		st, err = odd.State(context.Background())
+		if err != nil || st.ShardCount != 4 || st.ShardsHere != 2 || len(st.Shards) != 4 {
+			return false
+		}
+		for n, s := range st.Shards {
+			if s.Leader != want[n] || s.Assigned != want[n] {
+				return false
+			}
+		}
+		return true
+	})
+	if len(odd.Terms()) != 0 {
+		t.Fatalf("odd leads %v", odd.Terms())
+	}
+}

@@ -370,6 +370,10 @@ type ClusterState struct {
 	ShardCount int          `json:"shard_count"`
 	Shards     []ShardState `json:"shards"`
 	ShardsLed  []int        `json:"shards_led"`
+	// ShardsHere is this replica's cluster.shards when it is not the
+	// cluster's: ShardCount and Shards are then the cluster's, as its
+	// elections and the assignment over the cluster's members have them.
+	ShardsHere int `json:"shards_here,omitempty"`
 	// Etcd is what this replica last saw of the etcd member it talks to.
 	Etcd *EtcdStatus `json:"etcd,omitempty"`
 }
@@ -396,6 +400,11 @@ type ShardState struct {
 func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 	st := ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String(),
 		ShardCount: c.opts.Shards, ShardsLed: []int{}}
+	if c.opts.Members != nil {
+		if n := c.opts.Members.ClusterShards(); n > 0 && n != c.opts.Shards {
+			st.ShardCount, st.ShardsHere = n, c.opts.Shards
+		}
+	}
 	if c.opts.Monitor != nil {
 		es := c.opts.Monitor.Status()
 		st.Etcd = &es
@@ -408,8 +417,8 @@ func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 		return st, fmt.Errorf("read elections: %w", err)
 	}
 	nodes, _, _ := c.candidates()
-	assigned := shard.Assign(c.opts.Shards, nodes)
-	st.Shards = make([]ShardState, c.opts.Shards)
+	assigned := shard.Assign(st.ShardCount, nodes)
+	st.Shards = make([]ShardState, st.ShardCount)
 	for n := range st.Shards {
 		st.Shards[n] = ShardState{Shard: n, Assigned: assigned[n]}
 	}

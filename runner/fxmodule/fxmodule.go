@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
@@ -481,7 +482,10 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 		OnStart: func(context.Context) error {
 			go func() {
 				defer close(done)
+				var wg sync.WaitGroup
+				wg.Go(func() { shardSeries(ctx, ms, m.ShardLeader, cfg.Cluster.Shards, time.Second) })
 				_ = c.Run(ctx)
+				wg.Wait()
 			}()
 			return nil
 		},
@@ -496,6 +500,46 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 		},
 	})
 	return c
+}
+
+// shardCounter is what shardSeries needs of the membership.
+type shardCounter interface {
+	ClusterShards() int
+	MayLead() (bool, error, <-chan struct{})
+}
+
+// shardSeries keeps this replica's pacer_shard_leader series to shards that
+// exist: while its cluster.shards is not the cluster's (and it may not
+// lead), it exports none, rather than a 0 for each of its own count's
+// shards, which would fire PacerShardUnled for shards the cluster does not
+// have (and say nothing true of those it has: the others export them); once
+// its count is the cluster's again, each of its shards has a series again
+// (at 0 unless it leads it). It looks when the gate changes, and every
+// poll (the cluster's count is known only once its job set was read), until
+// ctx ends.
+func shardSeries(ctx context.Context, ms shardCounter, leader *prometheus.GaugeVec, shards int, poll time.Duration) {
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	exported := true
+	for {
+		ok, _, changed := ms.MayLead()
+		switch other := ms.ClusterShards(); {
+		case other != 0 && other != shards && !ok:
+			leader.Reset() // each time: a term still ending sets its series again
+			exported = false
+		case (other == 0 || other == shards) && !exported:
+			for n := range shards {
+				leader.WithLabelValues(strconv.Itoa(n)).Add(0)
+			}
+			exported = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
 }
 
 func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, m *observability.Metrics, tp trace.TracerProvider,
