@@ -505,7 +505,7 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 // shardCounter is what shardSeries needs of the membership.
 type shardCounter interface {
 	ClusterShards() int
-	MayLead() (bool, error, <-chan struct{})
+	MayLead() (ok bool, why error, changed <-chan struct{})
 }
 
 // shardSeries keeps this replica's pacer_shard_leader series to shards that
