@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -41,5 +45,26 @@ func TestStatusWarnsNearTheQuota(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// pacer status on a replica whose cluster.shards is not the cluster's
+// prints the cluster's shards (its count, leaders) and its own count.
+func TestStatusOfAReplicaWithAnotherShardCount(t *testing.T) {
+	st := coord.ClusterState{Cluster: "c", Node: "odd", Leader: "a", LeaseTTL: "10s", ShardCount: 4, ShardsHere: 2, ShardsLed: []int{},
+		Members: []string{"a", "b"}, Shards: []coord.ShardState{{Shard: 0, Leader: "a", Assigned: "a"}, {Shard: 1, Leader: "b", Assigned: "b"},
+			{Shard: 2, Leader: "a", Assigned: "a"}, {Shard: 3, Leader: "b", Assigned: "b"}}}
+	body, _ := json.Marshal(st)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	var stdout, stderr bytes.Buffer
+	if err := statusCmd([]string{"--addr", srv.URL}, &stdout, &stderr); err != nil {
+		t.Fatalf("status: %v\n%s", err, stderr.String())
+	}
+	for _, w := range []string{"leads 0 of 4 shards", "shards:   4 (the cluster's; 2 here), 4 led", "a  leads 2: 0 2", "b  leads 2: 1 3"} {
+		if !strings.Contains(stdout.String(), w) {
+			t.Errorf("output lacks %q:\n%s", w, stdout.String())
+		}
 	}
 }
