@@ -91,7 +91,7 @@ type JobView struct {
 	Overlap  string `json:"overlap"`
 	Retries  int    `json:"retries"`
 	Misfire  string `json:"misfire"`
-	State    string `json:"state"` // active or paused
+	State    string `json:"state"` // active or paused; unknown before the pause flags were read from etcd
 	Paused   bool   `json:"paused"`
 	Running  int    `json:"running"`
 	// Shard is the job's shard: its leader runs the job.
@@ -113,7 +113,10 @@ func (c *Control) view(j *Job) JobView {
 		next = fires[0].UTC().Format(time.RFC3339)
 	}
 	state := JobActive
-	if paused {
+	switch {
+	case !c.Runner.PausesRead():
+		state = JobUnknown
+	case paused:
 		state = JobPaused
 	}
 	return JobView{State: state,

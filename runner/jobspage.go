@@ -13,16 +13,18 @@ import (
 )
 
 // Job states a listing can be filtered by. A job is active or paused (on
-// every replica: pause flags are in etcd), and running while one of its
+// every replica: pause flags are in etcd), or unknown on a replica that has
+// not read the pause flags from etcd yet; and running while one of its
 // slots runs on the replica answering (the leader: a follower runs none).
 const (
 	JobActive  = "active"
 	JobPaused  = "paused"
+	JobUnknown = "unknown"
 	JobRunning = "running"
 )
 
 // JobStates are the states a listing can be filtered by.
-var JobStates = []string{JobActive, JobPaused, JobRunning}
+var JobStates = []string{JobActive, JobPaused, JobUnknown, JobRunning}
 
 // Page sizes of a job listing.
 const (
@@ -157,9 +159,10 @@ func (c *Control) matches(j *Job, states []string) bool {
 		return true
 	}
 	paused, running := c.Runner.JobState(j.ID)
+	known := c.Runner.PausesRead()
 	for _, s := range states {
 		switch {
-		case s == JobPaused && paused, s == JobActive && !paused, s == JobRunning && running > 0:
+		case s == JobPaused && paused && known, s == JobActive && !paused && known, s == JobUnknown && !known, s == JobRunning && running > 0:
 			return true
 		}
 	}

@@ -165,15 +165,18 @@ type Runner struct {
 	stopping context.Context // cancelled when Stop is called
 	stop     context.CancelFunc
 
-	mu       sync.Mutex
-	stopped  bool
-	jobs     map[string]*Job
-	sorted   []*Job       // jobs by ID
-	jobSet   coord.JobSet // of jobs
-	paused   map[string]bool
-	running  map[string]map[string]*slotRun // job ID -> key -> the slot's run
-	triggers map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
-	retiring map[string][]*Job              // removed by a reload while running: series to delete
+	mu      sync.Mutex
+	stopped bool
+	jobs    map[string]*Job
+	sorted  []*Job       // jobs by ID
+	jobSet  coord.JobSet // of jobs
+	paused  map[string]bool
+	// pausesRead: SetPaused was called (the pause flags were read from
+	// etcd at least once); until then whether a job is paused is unknown.
+	pausesRead bool
+	running    map[string]map[string]*slotRun // job ID -> key -> the slot's run
+	triggers   map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
+	retiring   map[string][]*Job              // removed by a reload while running: series to delete
 	// home is, by shard, the term whose jobs' series this replica exports:
 	// a job's metrics live on the leader of its shard (metrics.go).
 	home    map[int]*coord.Term
@@ -460,12 +463,21 @@ func (r *Runner) JobState(id string) (paused bool, running int) {
 	return r.paused[id], len(r.running[id])
 }
 
+// PausesRead reports whether the pause flags were read from etcd: until
+// then (a replica that has not reached etcd) no job is known to be paused
+// or active.
+func (r *Runner) PausesRead() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pausesRead
+}
+
 // SetPaused replaces the set of paused jobs (kept in sync from etcd). A
 // paused job's running attempts go on; its pending retries do not start
 // (each is recorded as skipped, reason "paused").
 func (r *Runner) SetPaused(p map[string]bool) {
 	r.mu.Lock()
-	r.paused = p
+	r.paused, r.pausesRead = p, true
 	r.exportPausedLocked(nil)
 	for id, paused := range p {
 		if paused {

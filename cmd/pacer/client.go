@@ -339,6 +339,7 @@ func orDash(s string) string {
 
 type jobView struct {
 	ID, Plugin, Task, Schedule, Timezone string
+	State                                string
 	Paused                               bool
 	Running                              int
 	Shard                                int
@@ -353,8 +354,8 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
 	var state string
 	var limit int
-	if _, err := c.parseWith("jobs", args, stderr, 0, "jobs [--state active|paused|running] [--limit N] [--addr URL] [-o json]", func(fs *flag.FlagSet) {
-		fs.StringVar(&state, "state", "", "only jobs in these states, comma-separated: active, paused, running")
+	if _, err := c.parseWith("jobs", args, stderr, 0, "jobs [--state active|paused|unknown|running] [--limit N] [--addr URL] [-o json]", func(fs *flag.FlagSet) {
+		fs.StringVar(&state, "state", "", "only jobs in these states, comma-separated: active, paused, unknown, running")
 		fs.IntVar(&limit, "limit", 0, "jobs per API request (the runner's default when 0); every page is fetched")
 	}); err != nil {
 		return err
@@ -405,9 +406,13 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return err
 		}
-		state, next := "active", orDash(j.Next)
-		if j.Paused {
+		state, next := j.State, orDash(j.Next)
+		switch {
+		case state != "": // active, paused, or unknown (the replica has not read the pause flags)
+		case j.Paused:
 			state = "paused"
+		default:
+			state = "active"
 		}
 		if t, err := time.Parse(time.RFC3339, j.Next); err == nil {
 			next = t.Local().Format(time.DateTime)

@@ -40,7 +40,7 @@ Usage:
                                  print each job's next fire times
                                  (--from RFC3339 --count N: N fire times after any instant)
   pacer jobs [--state S]         jobs, their schedules, state and next fire time
-                                 (every page; --state active, paused or running)
+                                 (every page; --state active, paused, unknown or running)
   pacer trigger JOB              run a job now, once (X-Correlation-ID from env PACER_CORRELATION_ID)
   pacer pause JOB | resume JOB   pause or resume a job on every replica
   pacer runs JOB                 a job's latest runs and skipped slots

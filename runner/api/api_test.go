@@ -427,7 +427,7 @@ func TestJobsArePagedAndFiltered(t *testing.T) {
 		{"limit=0", "limit"},
 		{"limit=1001", "limit"},
 		{"limit=x", "limit"},
-		{"state=sleeping", `state "sleeping": want one or more of active, paused, running`},
+		{"state=sleeping", `state "sleeping": want one or more of active, paused, unknown, running`},
 		{"cursor=!!", "cursor"},
 		{"cursor=bm9wZQ", "cursor"},
 		{"state=active&cursor=" + url.QueryEscape(first.NextCursor), "keep the filter"},
@@ -553,4 +553,53 @@ func forgedCursor(c string) string {
 	b, _ := base64.RawURLEncoding.DecodeString(body)
 	b = bytes.Replace(b, []byte(`"after":"`), []byte(`"after":"0`), 1)
 	return base64.RawURLEncoding.EncodeToString(b) + "." + sum
+}
+
+// A replica that has not read the pause flags from etcd (it cannot reach
+// it) lists its jobs as "unknown", not "active": it does not know whether
+// they are paused. Once it has read them, they are active or paused.
+func TestJobsStateIsUnknownUntilThePauseFlagsAreRead(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "a", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)},
+		{ID: "b", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)}})
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: &memStore{paused: map[string]bool{}}}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	states := func(query string) string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/api/v1/jobs" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var p struct {
+			Jobs []struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			} `json:"jobs"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, j := range p.Jobs {
+			out = append(out, j.ID+"="+j.State)
+		}
+		return strings.Join(out, " ")
+	}
+	if got := states(""); got != "a=unknown b=unknown" {
+		t.Fatalf("before the pause flags are read: %q", got)
+	}
+	if got := states("?state=active"); got != "" {
+		t.Fatalf("state=active before the pause flags are read: %q", got)
+	}
+	r.SetPaused(map[string]bool{"b": true})
+	if got := states(""); got != "a=active b=paused" {
+		t.Fatalf("after: %q", got)
+	}
+	if got := states("?state=unknown"); got != "" {
+		t.Fatalf("state=unknown after the pause flags were read: %q", got)
+	}
 }
