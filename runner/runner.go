@@ -165,18 +165,18 @@ type Runner struct {
 	stopping context.Context // cancelled when Stop is called
 	stop     context.CancelFunc
 
-	mu      sync.Mutex
-	stopped bool
-	jobs    map[string]*Job
-	sorted  []*Job       // jobs by ID
-	jobSet  coord.JobSet // of jobs
-	paused  map[string]bool
+	mu       sync.Mutex
+	stopped  bool
+	jobs     map[string]*Job
+	sorted   []*Job       // jobs by ID
+	jobSet   coord.JobSet // of jobs
+	paused   map[string]bool
+	running  map[string]map[string]*slotRun // job ID -> key -> the slot's run
+	triggers map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
+	retiring map[string][]*Job              // removed by a reload while running: series to delete
 	// pausesRead: SetPaused was called (the pause flags were read from
 	// etcd at least once); until then whether a job is paused is unknown.
 	pausesRead bool
-	running    map[string]map[string]*slotRun // job ID -> key -> the slot's run
-	triggers   map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
-	retiring   map[string][]*Job              // removed by a reload while running: series to delete
 	// home is, by shard, the term whose jobs' series this replica exports:
 	// a job's metrics live on the leader of its shard (metrics.go).
 	home    map[int]*coord.Term
