@@ -166,7 +166,11 @@ func (c *Coordinator) manage(ctx context.Context, ss *session) (bool, error) {
 				elections = c.readElections(ctx)
 				if !c.othersLive(ctx, elections, assigned, since.Add(c.opts.Settle), proofs) {
 					elections.read = false // nobody counts as waiting
-					if why := elections.unproven + " " + since.String(); elections.unproven != "" && why != unproven {
+					// A live replica's next keepalive shows within
+					// liveWithin of the settle delay's end: say so only
+					// after that, once per replica and roster.
+					late := time.Since(since.Add(c.opts.Settle)) >= c.liveWithin()
+					if why := elections.unproven + " " + since.String(); late && elections.unproven != "" && why != unproven {
 						unproven = why
 						c.log.Info("not handing shards over yet: a replica has not kept its lease alive since the membership settled "+
 							"(killed, or slow to start); its shards move once it has, or stay here when its lease expires",
