@@ -271,12 +271,18 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 	if len(claims) == 0 {
 		return
 	}
-	// One after the other, in slot order, as one of the job's runs.
+	// One after the other, in slot order, as one of the job's runs. A
+	// slot of a job paused by the time it would start does not start, as
+	// a slot due while the job is paused does not.
 	r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
 		for i, c := range claims {
 			if ctx.Err() != nil {
 				r.closeUnrun(t, j, claims[i:], context.Cause(ctx))
 				return
+			}
+			if paused, _ := r.JobState(j.ID); paused {
+				r.closeUnrun(t, j, claims[i:i+1], stopPaused)
+				continue
 			}
 			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, sr)
 		}
@@ -285,7 +291,8 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 
 // closeUnrun closes the claims of caught-up slots that did not start
 // because their run was ended for them (cause: a slot with overlap
-// "replace", or a reload that removed the job), with a skip record each.
+// "replace", or a reload that removed the job) or their job was paused,
+// with a skip record each.
 // When the runner stops or the term ends instead, they stay open: the
 // next leader decides them by the delivery policy.
 func (r *Runner) closeUnrun(t *coord.Term, j *Job, claims []Record, cause error) {
@@ -394,6 +401,10 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 				"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
 			r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
 				<-homed
+				if paused, _ := r.JobState(j.ID); paused {
+					r.closeUnrun(t, j, []Record{{ScheduledTime: s.Time, CorrelationID: rec.CorrelationID}}, stopPaused)
+					return
+				}
 				r.runSlotFrom(ctx, t, s, rec.CorrelationID, nil, claimHow{prev: o.Claim}, rec.Attempt+1, sr)
 			})
 			continue

@@ -592,3 +592,69 @@ func TestCatchUpSlotsNotStartedAreClosedWhenReplaced(t *testing.T) {
 		}
 	}
 }
+
+// A job paused while nobody led stays paused through the next leader's
+// catch-up: the missed slots its misfire policy would run, and a slot the
+// previous leader left running that at-least-once would run again, do not
+// start; each is recorded as skipped, reason "paused", and its claim
+// closed, as a slot that comes due while the job is paused is.
+func TestCatchUpDoesNotRunAPausedJob(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	all := &runner.Job{ID: "all", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	again := &runner.Job{ID: "again", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Timeout: time.Minute,
+		Delivery: runner.DeliveryAtLeastOnce, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{all, again})
+	b.r.SetPaused(map[string]bool{"all": true, "again": true})
+
+	last := time.Now().Truncate(time.Second).UTC().Add(-5 * time.Second)
+	if err := b.coord.Claim(context.Background(), term, "all", last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(context.Background(), term, "all", last, "run-0", []byte(`{}`), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	// A claim of an older term, left running (its leader died mid-run).
+	open := time.Now().Truncate(time.Hour).UTC()
+	left := fmt.Sprintf(`{"job":"again","scheduled_time":%q,"run_id":"run-left","correlation_id":"corr-left","node":"gone","fencing_token":%d,"attempt":1,"state":"running"}`,
+		open.Format(time.RFC3339Nano), term.Token-1)
+	if err := b.coord.Claim(context.Background(), term, "again", open, []byte(left)); err != nil {
+		t.Fatal(err)
+	}
+
+	b.r.CatchUp(term)
+	stop, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b.r.Stop(stop)
+
+	if called := tasks.called(); len(called) != 0 {
+		t.Fatalf("the catch-up ran %d slots of paused jobs: %v", len(called), called)
+	}
+	paused := 0
+	for _, rec := range records(t, b, "all") {
+		if rec.State == "" {
+			continue // the previous leader's last slot, finished above
+		}
+		if rec.State != "skipped" || rec.Reason != runner.SkipPaused {
+			t.Errorf("all: %s recorded %s (%s), want skipped, reason paused", rec.ScheduledTime.Format(time.TimeOnly), rec.State, rec.Reason)
+		}
+		paused++
+	}
+	if paused < 4 {
+		t.Errorf("all: %d missed slots recorded as paused, want the 4 or more missed", paused)
+	}
+	recs := records(t, b, "again")
+	if len(recs) != 1 || recs[0].Reason != runner.SkipPaused || recs[0].CorrelationID != "corr-left" || !recs[0].ScheduledTime.Equal(open) {
+		t.Errorf("again: records %+v, want one skipped (paused) for the slot left running, with its correlation ID", recs)
+	}
+	for _, id := range []string{"all", "again"} {
+		jc, err := b.coord.JobClaims(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jc.Open) != 0 {
+			t.Errorf("%s: %d claims left open, want each closed by its record", id, len(jc.Open))
+		}
+	}
+}
