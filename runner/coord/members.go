@@ -253,9 +253,17 @@ func signal(c chan struct{}) {
 
 // publishLoop keeps the record published under a live member lease.
 func (m *Membership) publishLoop(ctx context.Context) {
+	m.keepPublished(ctx, m.session)
+}
+
+// keepPublished runs publish (a session that holds the record published)
+// until ctx ends, again after each failure with a backoff. The watch says
+// when a record that held our name goes (a killed predecessor's lease
+// expired): publish then, not a backoff later.
+func (m *Membership) keepPublished(ctx context.Context, publish func(context.Context) error) {
 	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: m.o.LeaseTTL})
 	for ctx.Err() == nil {
-		err := m.session(ctx)
+		err := publish(ctx)
 		m.mu.Lock()
 		m.published = false
 		m.mu.Unlock()
@@ -266,8 +274,6 @@ func (m *Membership) publishLoop(ctx context.Context) {
 		if !errors.Is(err, ErrNodeNameInUse) {
 			m.log.Warn("member record not published; trying again", "error", err, "retry_in", d)
 		}
-		// The watch says when a record that held our name goes (a killed
-		// predecessor's lease expired): publish then, not a backoff later.
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -309,32 +315,7 @@ func (m *Membership) session(ctx context.Context) error {
 // lease (SessionLease), until ctx ends, publishing it again whenever it
 // changes and retrying when etcd fails. The record goes with the lease.
 func (m *Membership) Publish(ctx context.Context, lease clientv3.LeaseID) {
-	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: m.o.LeaseTTL})
-	for ctx.Err() == nil {
-		err := m.hold(ctx, lease, nil)
-		m.mu.Lock()
-		m.published = false
-		m.mu.Unlock()
-		if ctx.Err() != nil {
-			return
-		}
-		d := wait.Next()
-		if !errors.Is(err, ErrNodeNameInUse) {
-			m.log.Warn("member record not published; trying again", "error", err, "retry_in", d)
-		}
-		// As publishLoop: the watch says when a record that held our name
-		// goes (a killed predecessor's lease expired): publish then.
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-m.freed:
-			wait.Reset()
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	m.keepPublished(ctx, func(ctx context.Context) error { return m.hold(ctx, lease, nil) })
 }
 
 // hold publishes the record on lease, and again whenever it changes, until
