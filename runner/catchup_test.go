@@ -286,7 +286,11 @@ func TestSweepKeepsKeysWhileJobSetsDiffer(t *testing.T) {
 // terms' start (catch-up) or the instant (burst) until every run's final
 // record is written. It runs with the default number of shards (one
 // replica leading them all, each term caught up at once, as OnTransition
-// does) and with one shard.
+// does) and with one shard. Besides wall time it reports the CPU time of
+// each burst (burst-cpu-s, warm-burst-cpu-s: runner and embedded etcd,
+// which a shared machine disturbs less) and the write transactions of the
+// first burst (burst-txns: etcd's revision moves one per transaction), so
+// that batches split by shard would show.
 //
 //	go test -run '^$' -bench CatchUpAfterFailover -benchtime 1x -count 3 ./runner/
 func BenchmarkCatchUpAfterFailover(b *testing.B) {
@@ -318,7 +322,8 @@ func benchCatchUp(b *testing.B, shards int) {
 		}
 		wg.Wait()
 	}
-	var burst, warmBurst, catchUp, burstCPU, catchUpCPU time.Duration
+	var burst, warmBurst, catchUp, burstCPU, warmBurstCPU, catchUpCPU time.Duration
+	var burstTxns int64
 	for i := range b.N {
 		bb.cluster = fmt.Sprintf("bench-%d", i) // nothing left of the last round
 		// Burst: the 10,000 jobs due at once, in fresh terms.
@@ -339,6 +344,7 @@ func benchCatchUp(b *testing.B, shards int) {
 					}
 				}
 			}
+			rev := bb.revision(b)
 			start, cpu := time.Now(), cpuTime(b)
 			for _, j := range jobs {
 				r.Fire(runner.Slot{Job: j, Time: slot})
@@ -346,12 +352,19 @@ func benchCatchUp(b *testing.B, shards int) {
 			done(context.Background()) // returns when every run's record is written
 			if k == 1 {
 				warmBurst += time.Since(start)
+				warmBurstCPU += cpuTime(b) - cpu
 				continue
 			}
 			burst += time.Since(start)
 			burstCPU += cpuTime(b) - cpu
+			burstTxns += bb.revision(b) - rev // one revision per write transaction
 		}
 		if tasks.n.Load() != 2*n {
+			for _, t := range terms {
+				if t.Context().Err() != nil {
+					b.Errorf("bursts: the term of shard %d ended: %v", t.Shard, context.Cause(t.Context()))
+				}
+			}
 			b.Fatalf("bursts: %d runs, want %d", tasks.n.Load(), 2*n)
 		}
 
@@ -395,6 +408,20 @@ func benchCatchUp(b *testing.B, shards int) {
 	b.ReportMetric(catchUp.Seconds()/burst.Seconds(), "catchup/burst")
 	b.ReportMetric(catchUp.Seconds()/warmBurst.Seconds(), "catchup/warm-burst")
 	b.ReportMetric(catchUpCPU.Seconds()/burstCPU.Seconds(), "cpu-catchup/burst")
+	b.ReportMetric(burstCPU.Seconds()/float64(b.N), "burst-cpu-s")
+	b.ReportMetric(warmBurstCPU.Seconds()/float64(b.N), "warm-burst-cpu-s")
+	b.ReportMetric(float64(burstTxns)/float64(b.N), "burst-txns")
+}
+
+// revision is the etcd store's current revision: each write transaction
+// adds one.
+func (bb *benchBundle) revision(b *testing.B) int64 {
+	b.Helper()
+	resp, err := bb.cli.Get(context.Background(), "revision")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return resp.Header.Revision
 }
 
 // cpuTime is the CPU time the process (runner and embedded etcd) has used:
