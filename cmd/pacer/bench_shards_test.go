@@ -9,7 +9,8 @@ package main
 //
 // The etcd is an embedded single-node server in the benchmark's own process
 // (so no replica's CPU includes it); every replica is a real `pacer run`
-// with cluster.shards 16, on testplugin's stamp task (see BenchmarkE2EJobs).
+// with cluster.shards 16 (jobs=1000/replicas=1/shards=1: one shard, to
+// compare), on testplugin's stamp task (see BenchmarkE2EJobs).
 // jobs=1000 runs 1,000 jobs "@every 1s". Once every replica leads the shards
 // the assignment gives it and PACER_BENCH_WARMUP (5s) has passed, the window
 // covers PACER_BENCH_WINDOW (20s) of slots. Reported:
@@ -66,31 +67,45 @@ func BenchmarkE2EShards(b *testing.B) {
 	}
 	for _, jobs := range []int{1000, 100000} {
 		for _, n := range replicas {
-			b.Run(fmt.Sprintf("jobs=%d/replicas=%d", jobs, n), func(b *testing.B) {
-				o := o
-				o.jobs, o.replicas = jobs, n
-				b.StopTimer()
-				b.ResetTimer()
-				for range b.N {
-					if jobs > 10000 {
-						measureShardMemory(b, o)
-					} else {
-						measureShards(b, o)
-					}
+			// One replica also runs with one shard: what a single node
+			// pays for the default 16 (issue 13's burst question).
+			shardCounts := []int{benchShards}
+			if n == 1 && jobs <= 10000 {
+				shardCounts = append(shardCounts, 1)
+			}
+			for _, shards := range shardCounts {
+				name := fmt.Sprintf("jobs=%d/replicas=%d", jobs, n)
+				if shards != benchShards {
+					name += fmt.Sprintf("/shards=%d", shards)
 				}
-			})
+				b.Run(name, func(b *testing.B) {
+					o := o
+					o.jobs, o.replicas, o.shards = jobs, n, shards
+					b.StopTimer()
+					b.ResetTimer()
+					for range b.N {
+						if jobs > 10000 {
+							measureShardMemory(b, o)
+						} else {
+							measureShards(b, o)
+						}
+					}
+				})
+			}
 		}
 	}
 }
 
 type shardBenchOptions struct {
 	jobs, replicas int
+	shards         int // cluster.shards
 	window, warmup time.Duration
 }
 
 // shardBench is one run of the benchmark: its etcd, replicas and files.
 type shardBench struct {
 	dir, stamps string
+	shards      int
 	started     time.Time
 	etcd        *etcdembed.Embedded
 	names       []string
@@ -106,7 +121,7 @@ func startShardBench(b *testing.B, o shardBenchOptions, schedule string) *shardB
 		b.Fatal(err)
 	}
 	b.Cleanup(e.Close)
-	s := &shardBench{dir: dir, stamps: filepath.Join(dir, "stamps.jsonl"), etcd: e, started: time.Now()}
+	s := &shardBench{dir: dir, stamps: filepath.Join(dir, "stamps.jsonl"), shards: o.shards, etcd: e, started: time.Now()}
 	var jobs strings.Builder
 	id := "bench-%04d" // as countStamps counts them
 	if o.jobs > 10000 {
@@ -131,7 +146,7 @@ cluster:
 http: {listen: %s}
 plugins: {dir: %s}
 jobs:
-%s`, name, filepath.Join(dir, name), benchShards, e.Endpoint(), http, filepath.Join(binDir, "plugins"), jobs.String())
+%s`, name, filepath.Join(dir, name), o.shards, e.Endpoint(), http, filepath.Join(binDir, "plugins"), jobs.String())
 		s.names = append(s.names, name)
 		s.rs = append(s.rs, startBenchRunnerBin(b, filepath.Join(binDir, "pacer"), filepath.Join(dir, name+".yaml"), filepath.Join(dir, name+".log"), cfg))
 	}
@@ -175,7 +190,7 @@ func (s *shardBench) ledShards(b *testing.B, i int) []int {
 // gives it.
 func (s *shardBench) waitSettled(b *testing.B, timeout time.Duration) {
 	b.Helper()
-	want := shard.Assign(benchShards, s.names)
+	want := shard.Assign(s.shards, s.names)
 	deadline := time.Now().Add(timeout)
 	for {
 		ok := true
@@ -347,7 +362,7 @@ func measureShardMemory(b *testing.B, o shardBenchOptions) {
 	s := startShardBench(b, o, "0 0 0 1 1 *") // once a year: nothing runs during the benchmark
 	s.waitSettled(b, 10*time.Minute)
 	// Each term schedules its shard's jobs once its catch-up is done.
-	want := shard.Assign(benchShards, s.names)
+	want := shard.Assign(s.shards, s.names)
 	deadline := time.Now().Add(20 * time.Minute)
 	for i, name := range s.names {
 		for s.scheduledShards(b, i) < len(shard.Owned(want, name)) {
