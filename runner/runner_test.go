@@ -293,3 +293,30 @@ func (notLeader) Terms() []*coord.Term   { return nil }
 // slotAhead is a slot an hour from now: the runner leaves slots due before
 // its term started to the misfire catch-up.
 func slotAhead() time.Time { return time.Now().Add(time.Hour).Truncate(time.Second).UTC() }
+
+// WaitIdle (a hand-over's drain) waits while a run of the term's shard is
+// going, and returns once the last one ended: the runs it counts are let
+// go as they end, however many there were.
+func TestWaitIdleWaitsForTheShardsRuns(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	slot := slotAhead()
+	j := job("idle", runner.OverlapAllow)
+	for i := range 2 {
+		b.r.Fire(runner.Slot{Job: j, Time: slot.Add(time.Duration(i) * time.Second)})
+		<-b.tasks.started
+	}
+	idle := make(chan struct{})
+	go func() { defer close(idle); b.r.WaitIdle(context.Background(), term) }()
+	select {
+	case <-idle:
+		t.Fatal("WaitIdle returned while two runs of the shard were going")
+	case <-time.After(100 * time.Millisecond): // not synchronisation: it must not return in this time
+	}
+	close(b.tasks.release)
+	select {
+	case <-idle:
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitIdle still waiting 10 s after the shard's runs ended")
+	}
+}
