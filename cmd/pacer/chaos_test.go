@@ -43,6 +43,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/runner/shard"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
 
@@ -291,11 +292,27 @@ func startReplicas(t *testing.T, n int, eps []string, jobs string) []*proc {
 func startReplicasTTL(t *testing.T, n int, eps []string, jobs string, ttl time.Duration) []*proc {
 	t.Helper()
 	chaosBinaries(t)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("r%d", i+1)
+	}
+	// The replica the assignment gives the cluster's one shard starts
+	// first and leads before the others join, so the scenario starts from
+	// a settled cluster: no hand-over to it once the settle delay passed.
+	first := slices.Index(names, shard.Assign(1, names)[0])
+	order := []int{first}
+	for i := range n {
+		if i != first {
+			order = append(order, i)
+		}
+	}
 	ps := make([]*proc, n)
-	for i := range ps {
-		name := fmt.Sprintf("r%d", i+1)
+	for _, i := range order {
 		httpAddr := freeAddr(t)
-		ps[i] = startPacer(t, name, httpAddr, replicaConfigTTL(t, name, httpAddr, eps, jobs, ttl))
+		ps[i] = startPacer(t, names[i], httpAddr, replicaConfigTTL(t, names[i], httpAddr, eps, jobs, ttl))
+		if i == first && n > 1 {
+			ps[i].waitLogs(names[i]+" to lead", 30*time.Second, leading)
+		}
 	}
 	for _, p := range ps {
 		p.waitLogs("the scheduler to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
