@@ -25,6 +25,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 // Issue 11, "secure by default", through real runners: the API's access
@@ -135,7 +137,11 @@ func TestE2ELoopbackAPIGuards(t *testing.T) {
 `
 	extra := "  - id: removed-later\n    plugin: shell\n    task: exec\n    schedule: \"0 0 0 1 1 *\"\n    params: {command: [/bin/true]}\n"
 	p := startPacer(t, "e2e-guard", httpAddr, head+extra)
-	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
+	// A job's series live on the leader of its shard, from the moment
+	// that shard's jobs are scheduled: wait for every shard's.
+	p.waitLogs("every shard's jobs scheduled", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("shard's jobs scheduled"))) >= shard.Default
+	})
 
 	// Alerts from the first event: every known label value at 0.
 	for _, s := range []struct {

@@ -317,21 +317,31 @@ func TestDescendantsAndSignal(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _, _ = c.Run(); close(done) }()
 	pid := readPIDs(t, pidFile, 1)[0]
-	ds, err := proctree.Descendants(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The pid file is written just before the shell execs sleep; while
+	// the kernel replaces the image, /proc/<pid>/environ can read empty.
+	// Wait for the process to have its environment, within a deadline.
 	var found *proctree.Process
-	for i := range ds {
-		if ds[i].PID == pid {
-			found = &ds[i]
+	var ds []proctree.Process
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if ds, err = proctree.Descendants(os.Getpid()); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if found == nil || !found.Alive() || found.Zombie() {
-		t.Fatalf("process %d not among descendants %+v", pid, ds)
-	}
-	if v, ok := found.Env(proctree.Marker); !ok || v == "" {
-		t.Fatalf("no marker in the environment of %d", pid)
+		found = nil
+		for i := range ds {
+			if ds[i].PID == pid {
+				found = &ds[i]
+			}
+		}
+		if found == nil || !found.Alive() || found.Zombie() {
+			t.Fatalf("process %d not among descendants %+v", pid, ds)
+		}
+		if v, ok := found.Env(proctree.Marker); ok && v != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no marker in the environment of %d", pid)
+		}
 	}
 	if err := found.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
