@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -79,6 +81,7 @@ func TestE2EAttempts(t *testing.T) {
       shell: true
       command: |
         echo "start $PACER_RUN_ID" >> %[1]s
+        echo "pid $$" >> %[1]s
         trap '' TERM
         while :; do echo "alive $PACER_RUN_ID" >> %[1]s; sleep 0.02; done
   - id: storm
@@ -111,6 +114,20 @@ func TestE2EAttempts(t *testing.T) {
     timeout: 1s
     params: {duration: 1500ms}
 `, replLog)
+	// The last repl run ignores SIGTERM and is still writing when the
+	// test ends; killing the runner (the harness's cleanup) leaves it to
+	// its plugin for a moment. It must be gone before dir is removed, or
+	// its next line re-creates the file. (Cleanups run last first: this
+	// one after the runner's, before dir's.)
+	t.Cleanup(func() {
+		b, _ := os.ReadFile(replLog)
+		for _, l := range strings.Split(string(b), "\n") {
+			if pid, err := strconv.Atoi(strings.TrimPrefix(l, "pid ")); err == nil && strings.HasPrefix(l, "pid ") {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				waitGone(t, pid, 10*time.Second)
+			}
+		}
+	})
 	p := startPacer(t, "e2e-att", httpAddr, cfg)
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
 

@@ -266,7 +266,7 @@ func (m *Mesh) owner(remote net.Addr) string {
 	return ""
 }
 
-// socketInode finds the inode of the IPv4 TCP socket bound to a, from
+// socketInode finds the inode of the live IPv4 TCP socket bound to a, from
 // /proc/net/tcp ("local_address" is hex: the address in host byte order on
 // little-endian machines, then the port).
 func socketInode(a *net.TCPAddr) string {
@@ -281,7 +281,9 @@ func socketInode(a *net.TCPAddr) string {
 	}
 	for _, line := range strings.Split(string(data), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) > 9 && f[1] == local {
+		// A socket in TIME_WAIT keeps its local address with inode 0: an
+		// earlier connection from the same port, not this one.
+		if len(f) > 9 && f[1] == local && f[9] != "0" {
 			return f[9]
 		}
 	}
