@@ -236,14 +236,7 @@ func TestMembershipLeadsOnceAKilledPredecessorsRecordGoes(t *testing.T) {
 	b := setup(t)
 	cli := b.client(t)
 	set := jobSet("x")
-	old, err := cli.Grant(context.Background(), 60)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(coord.MemberRecord{Node: "same", JobSet: set.Fingerprint, Jobs: 1, Version: "old", Started: time.Now()})
-	if _, err := cli.Put(context.Background(), "/pacer/test/members/same", string(rec), clientv3.WithLease(old.ID)); err != nil {
-		t.Fatal(err)
-	}
+	old := putPredecessorsRecord(t, cli, set)
 	var logs syncbuf.Buffer
 	ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: "same", LeaseTTL: 30 * time.Second,
 		RequestTimeout: 2 * time.Second, Settle: time.Hour, JobSet: set, Record: coord.MemberRecord{Version: "new", Started: time.Now()},
@@ -313,14 +306,7 @@ func TestMembershipOnTheSessionLeasePublishesOnceAKilledPredecessorsRecordGoes(t
 	b := setup(t)
 	cli := b.client(t)
 	set := jobSet("x")
-	old, err := cli.Grant(context.Background(), 60)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(coord.MemberRecord{Node: "same", JobSet: set.Fingerprint, Jobs: 1, Version: "old", Started: time.Now()})
-	if _, err := cli.Put(context.Background(), "/pacer/test/members/same", string(rec), clientv3.WithLease(old.ID)); err != nil {
-		t.Fatal(err)
-	}
+	old := putPredecessorsRecord(t, cli, set)
 	session, err := cli.Grant(context.Background(), 60)
 	if err != nil {
 		t.Fatal(err)
@@ -576,4 +562,20 @@ func TestLeavingReplicaKeepsItsGate(t *testing.T) {
 	if g.c.Term() == nil {
 		t.Fatalf("after leaving: stopped leading (%v)", g.endCauses())
 	}
+}
+
+// putPredecessorsRecord publishes the member record of a killed replica
+// named "same" under a lease of its own (60 s), as it would still be until
+// that lease expires, and returns the lease.
+func putPredecessorsRecord(t *testing.T, cli *clientv3.Client, set coord.JobSet) *clientv3.LeaseGrantResponse {
+	t.Helper()
+	old, err := cli.Grant(context.Background(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(coord.MemberRecord{Node: "same", JobSet: set.Fingerprint, Jobs: 1, Version: "old", Started: time.Now()})
+	if _, err := cli.Put(context.Background(), "/pacer/test/members/same", string(rec), clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	return old
 }
