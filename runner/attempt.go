@@ -1,0 +1,484 @@
+package runner
+
+// Attempts: a claimed slot's runs, one after another under its retry
+// policy, each a plugin call with its span, timeout and classification.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/sdk/proctree"
+)
+
+// retryStop says why a slot's pending retries were stopped.
+type retryStop struct{ reason, detail string }
+
+func (e *retryStop) Error() string { return e.detail }
+
+var (
+	stopPaused = &retryStop{SkipPaused, "the job was paused"}
+	// A manual trigger runs a paused job, one attempt: no retry of a
+	// paused job starts, whoever started its run.
+	stopPausedManual = &retryStop{SkipPaused, "the job is paused (a manual trigger of a paused job runs one attempt)"}
+	stopRemoved      = &retryStop{SkipReloaded, "the job was removed by a config reload"}
+	stopChanged      = &retryStop{SkipReloaded, "the job was changed by a config reload"}
+	stopStopping     = &retryStop{SkipStopping, "the runner is stopping"}
+)
+
+// slotRun is a slot being run: its attempts and the wait between them.
+type slotRun struct {
+	cancel context.CancelCauseFunc // ends the running attempt and the retries
+	// retries ends (with a *retryStop cause) when no further attempt may
+	// start; a running attempt goes on.
+	retries   context.Context
+	stopRetry context.CancelCauseFunc
+
+	// attempt is held (a value in it) while an attempt runs: a slot that
+	// replaces this one waits to take it, then knows no attempt of this
+	// slot runs, nor will (its context has ended).
+	attempt chan struct{}
+	mu      sync.Mutex
+	left    string // ProcessesLeft of its last attempt
+	runID   string // of its last attempt
+}
+
+// attemptEnded notes the end of one of the slot's attempts.
+func (sr *slotRun) attemptEnded(rec Record) {
+	sr.mu.Lock()
+	sr.left, sr.runID = rec.ProcessesLeft, rec.RunID
+	sr.mu.Unlock()
+	<-sr.attempt
+}
+
+// awaitReplaced waits, up to limit (or until ctx ends), until no attempt of
+// the replaced slots runs. It returns why the replacing slot must not run
+// (a replaced attempt did not end in time, or its processes could not be
+// confirmed dead), or nil.
+func awaitReplaced(ctx context.Context, replaced []*slotRun, limit time.Duration) *retryStop {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	for _, sr := range replaced {
+		select {
+		case sr.attempt <- struct{}{}:
+			<-sr.attempt
+		case <-timer.C:
+			sr.mu.Lock()
+			id := sr.runID
+			sr.mu.Unlock()
+			return &retryStop{SkipTreeAlive, fmt.Sprintf("the replaced run (last run ID %s) did not end within %s of being cancelled", orNone(id), limit)}
+		case <-ctx.Done():
+			return nil
+		}
+		sr.mu.Lock()
+		left, id := sr.left, sr.runID
+		sr.mu.Unlock()
+		if left != "" {
+			return &retryStop{SkipTreeAlive, fmt.Sprintf("processes of the replaced run %s could not be confirmed dead: %s", id, left)}
+		}
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none yet"
+	}
+	return s
+}
+
+// runSlot claims a slot (or decides to run a trigger request) and runs its
+// attempts.
+func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, sr *slotRun) {
+	first := 1
+	if tr != nil {
+		first = tr.first
+	}
+	r.runSlotFrom(ctx, t, s, correlationID, tr, claimHow{}, first, sr)
+}
+
+// runSlotFrom runs a slot's attempts from attempt first.
+func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, how claimHow, first int, sr *slotRun) {
+	job := s.Job
+	if d := jitterFor(job, s.Time); d > 0 && tr == nil {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+	}
+	base := Record{Job: job.ID, ScheduledTime: s.Time.UTC(), CorrelationID: correlationID, Node: r.o.Node,
+		FencingToken: t.Token, Manual: tr != nil}
+	if tr != nil {
+		base.TriggerID = tr.ID
+	}
+	log := r.log.With("correlation_id", correlationID, "job", job.ID)
+
+	claim := base
+	claim.State, claim.Start, claim.RunID, claim.Attempt = "running", wallNow().UTC(), observability.NewRunID(), first
+	if how.claimed != nil {
+		claim.RunID = how.claimed.RunID
+	}
+	// The first attempt's span starts before the claim, so the claim is
+	// its child; a slot whose claim fails leaves that span, in error.
+	firstAttempt := &attemptRun{slot: s, term: t, runID: claim.RunID, correlationID: correlationID, number: first}
+	spanCtx, firstSpan := r.startRunSpan(ctx, firstAttempt)
+	var err error
+	switch {
+	case how.claimed != nil: // claimed already
+	case how.prev != nil:
+		var b []byte
+		if b, err = json.Marshal(claim); err == nil {
+			err = r.o.Coord.Reclaim(spanCtx, t, job.ID, s.Time, how.prev, b)
+		}
+	default:
+		err = r.claim(spanCtx, t, s, claim, tr)
+	}
+	if err != nil {
+		reason := SkipLockLost
+		switch {
+		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrTriggerDecided):
+			reason = SkipClaimedElsewhere
+		case errors.Is(err, coord.ErrSlotTooOld):
+			reason = SkipTooOld
+		}
+		firstSpan.SetAttributes(attribute.String("pacer.skip_reason", reason))
+		firstSpan.SetStatus(codes.Error, "slot not claimed: "+err.Error())
+		firstSpan.End()
+		r.o.Metrics.JobSkipped.WithLabelValues(job.ID, reason).Inc()
+		if reason == SkipClaimedElsewhere {
+			// Another replica (or this one, in a race with misfire
+			// catch-up) has the slot: nothing to record, it will.
+			log.Debug("slot already claimed", "scheduled_time", s.Time)
+			return
+		}
+		if reason == SkipTooOld {
+			// Not silent: a record says why, though the slot may also
+			// have a record of the run it had long ago.
+			log.Warn("slot not run: older than the claims the cluster keeps, so it may have run; is a replica's clock wrong?",
+				"scheduled_time", s.Time, "reason", reason, "error", err)
+			r.record(t, r.skipRecord(t, s, reason, err.Error()), log)
+			return
+		}
+		log.Warn("slot not run: claim failed", "scheduled_time", s.Time, "reason", reason, "error", err)
+		return
+	}
+
+	var final Record
+	var prev trace.SpanContext
+	for attempt := first; ; attempt++ {
+		sr.attempt <- struct{}{} // free unless a replacing slot is looking
+		if attempt == first {
+			final, prev = r.execute(spanCtx, firstSpan, firstAttempt, base)
+		} else {
+			a := &attemptRun{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
+			actx, span := r.startRunSpan(ctx, a)
+			if tr != nil {
+				r.reclaimTrigger(actx, t, tr, claim, a, log)
+			}
+			final, prev = r.execute(actx, span, a, base)
+		}
+		sr.attemptEnded(final)
+		retry := final.State == observability.OutcomeFailure || final.State == observability.OutcomeTimeout ||
+			final.State == observability.OutcomeCrashed
+		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
+			break
+		}
+		r.record(t, final, log) // this attempt's; the last one is recorded with the slot's result
+		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
+			final = r.retrySkipped(t, final, attempt+1, stop, log)
+			break
+		}
+		wait := retryPolicy(job.Retries).Delay(attempt)
+		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
+		sleepUntilStopped(ctx, sr.retries, wait)
+		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
+			final = r.retrySkipped(t, final, attempt+1, stop, log)
+			break
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if tr != nil { // the request's claim ends with the run's last record
+		r.write(t, final, log, func(b []byte) error {
+			return r.o.Coord.FinishTrigger(context.Background(), t, job.ID, tr.ID, tr.rev, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		})
+		return
+	}
+	r.write(t, final, log, func(b []byte) error {
+		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+	})
+}
+
+// retryStopped says why the next attempt of a slot must not start, or
+// returns nil: processes of the last attempt may be alive, the retries were
+// stopped (pause, reload, shutdown, replaced), or the job is paused (a
+// manual trigger runs a paused job, but only once: no retry of a paused
+// job starts).
+func (r *Runner) retryStopped(s Slot, tr *trigger, sr *slotRun, last Record) *retryStop {
+	if last.ProcessesLeft != "" {
+		return &retryStop{SkipTreeAlive, "processes of attempt " + strconv.Itoa(last.Attempt) + " could not be confirmed dead: " + last.ProcessesLeft}
+	}
+	var stop *retryStop
+	if errors.As(context.Cause(sr.retries), &stop) {
+		return stop
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.stopped:
+		return stopStopping
+	case r.paused[s.Job.ID] && tr != nil:
+		return stopPausedManual
+	case r.paused[s.Job.ID]:
+		return stopPaused
+	}
+	return nil
+}
+
+// retrySkipped records that attempt n of a slot will not start, after
+// last, and returns the record: the slot's last.
+func (r *Runner) retrySkipped(t *coord.Term, last Record, n int, stop *retryStop, log *slog.Logger) Record {
+	r.o.Metrics.JobSkipped.WithLabelValues(last.Job, stop.reason).Inc()
+	log.Warn("retry not started", "attempt", n, "reason", stop.reason, "detail", stop.detail, "previous_outcome", last.State)
+	now := wallNow().UTC()
+	rec := last
+	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Reason = observability.NewRunID(), "", n, "skipped", stop.reason
+	rec.Error = r.o.Sanitize(fmt.Sprintf("retry not started: %s (attempt %d ended %s)", stop.detail, last.Attempt, last.State))
+	rec.Start, rec.End, rec.Duration, rec.Output, rec.Progress, rec.ProcessesLeft = now, now, "", "", "", ""
+	return rec
+}
+
+// attemptRun is one try at running a slot.
+type attemptRun struct {
+	slot          Slot
+	term          *coord.Term
+	runID         string
+	correlationID string
+	number        int
+	prev          trace.SpanContext // the previous attempt's span, linked
+}
+
+// startRunSpan starts an attempt's root span, pacer.run, linked to the
+// previous attempt's. Its attributes are set only when the span is
+// recorded: building them costs every run, and a span nobody records (no
+// exporter) keeps none.
+func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Context, trace.Span) {
+	job := a.slot.Job
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal)}
+	if a.prev.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: a.prev,
+			Attributes: []attribute.KeyValue{attribute.String("pacer.link", "previous attempt")}}))
+	}
+	ctx, span := r.o.Tracer.Start(ctx, "pacer.run", opts...)
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("pacer.job.id", job.ID),
+			attribute.String("pacer.run.id", a.runID),
+			attribute.String("pacer.correlation_id", r.o.Sanitize(a.correlationID)),
+			attribute.Int("pacer.attempt", a.number),
+			attribute.String("pacer.scheduled_time", a.slot.Time.UTC().Format(time.RFC3339Nano)),
+			attribute.Int64("pacer.fencing_token", a.term.Token),
+			attribute.Int("pacer.shard", a.term.Shard),
+			attribute.String("pacer.plugin", job.Plugin),
+			attribute.String("pacer.task", job.Task),
+		)
+	}
+	return ctx, span
+}
+
+// execute runs one attempt under its started span, ends the span and
+// records the attempt. It returns the record and the span's context.
+func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, base Record) (Record, trace.SpanContext) {
+	job := a.slot.Job
+	start, began := time.Now(), wallNow() // for the duration; for the record and the lag
+	defer span.End()
+	traceID := span.SpanContext().TraceID().String()
+	// The run's fields, as attributes (slog.Logger.With would box each
+	// value and build a slice of them on every run).
+	log := slog.New(r.log.Handler().WithAttrs([]slog.Attr{
+		slog.String("correlation_id", a.correlationID), slog.String("job", job.ID), slog.String("run_id", a.runID),
+		slog.String("trace_id", traceID), slog.String("span_id", span.SpanContext().SpanID().String()),
+	}))
+	rec := base
+	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Start = a.runID, traceID, a.number, "running", began.UTC()
+
+	if a.number == 1 {
+		observability.ObserveWithTrace(r.o.Metrics.ScheduleLag.WithLabelValues(job.ID), began.Sub(a.slot.Time).Seconds(), traceID)
+	}
+	running := r.o.Metrics.JobRunning.WithLabelValues(job.ID)
+	running.Inc()
+	defer running.Dec()
+	log.LogAttrs(ctx, slog.LevelInfo, "run started", slog.String("plugin", job.Plugin), slog.String("task", job.Task),
+		slog.Time("scheduled_time", a.slot.Time.UTC()), slog.Int("attempt", a.number), slog.Int("shard", a.term.Shard),
+		slog.Int64("fencing_token", a.term.Token), slog.Int64("lag_ms", began.Sub(a.slot.Time).Milliseconds()))
+
+	var progress string
+	rctx, cancel := context.WithTimeoutCause(ctx, job.Timeout, r.timeoutCause(job.Timeout))
+	defer cancel()
+	res, err := r.o.Tasks.Run(rctx, pluginhost.Call{
+		Plugin:     job.Plugin,
+		Task:       job.Task,
+		Params:     job.Params,
+		InheritEnv: job.InheritEnv,
+		Info: pluginhost.RunInfo{
+			JobID: job.ID, RunID: a.runID, CorrelationID: a.correlationID, Attempt: a.number,
+			ScheduledTime: a.slot.Time, FencingToken: a.term.Token, Node: r.o.Node, Shard: a.term.Shard,
+		},
+		OnLog: func(l pluginhost.LogRecord) { pluginLog(log, job.Plugin, l) },
+		OnProgress: func(p pluginhost.Progress) {
+			progress = fmt.Sprintf("%.0f%% %s", p.Percent, p.Message)
+			log.Info("run progress", "percent", p.Percent, "progress", p.Message)
+		},
+	})
+	outcome, errText := classifyAt(rctx, res, err, time.Now())
+	elapsed := time.Since(start)
+
+	rec.State, rec.End, rec.Duration, rec.Error = outcome, wallNow().UTC(), elapsed.Round(time.Millisecond).String(), r.o.Sanitize(errText)
+	rec.Progress = r.o.Sanitize(progress)
+	if res != nil {
+		rec.Output = r.o.Sanitize(truncate(res.Output, r.o.MaxOutputBytes))
+		rec.ProcessesLeft = r.o.Sanitize(res.ProcessesLeft)
+	}
+	if errors.Is(err, proctree.ErrTreeAlive) {
+		rec.ProcessesLeft = r.o.Sanitize(err.Error())
+	}
+	r.o.Metrics.JobRuns.WithLabelValues(job.ID, job.Plugin, outcome).Inc()
+	observability.ObserveWithTrace(r.o.Metrics.JobRunDuration.WithLabelValues(job.ID, job.Plugin), elapsed.Seconds(), traceID)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("pacer.outcome", outcome))
+	}
+	if outcome == observability.OutcomeSuccess {
+		r.o.Metrics.LastSuccess.WithLabelValues(job.ID).SetToCurrentTime()
+		span.SetStatus(codes.Ok, "")
+		log.LogAttrs(ctx, slog.LevelInfo, "run finished", slog.String("outcome", outcome),
+			slog.Int64("duration_ms", elapsed.Milliseconds()), slog.Int("attempt", a.number))
+	} else {
+		span.SetStatus(codes.Error, r.o.Sanitize(errText))
+		log.Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
+	}
+	return rec, span.SpanContext()
+}
+
+// timeoutCause is the cause of an attempt's timeout. The few distinct
+// timeouts' causes are made once: an error per run is garbage per run.
+func (r *Runner) timeoutCause(d time.Duration) error {
+	if err, ok := r.timeoutCauses.Load(d); ok {
+		return err.(error)
+	}
+	err, _ := r.timeoutCauses.LoadOrStore(d, fmt.Errorf("timed out after %s", d))
+	return err.(error)
+}
+
+// classify maps an attempt's result to an outcome and an error text.
+func classify(ctx context.Context, res *pluginhost.Result, err error) (string, string) {
+	return classifyAt(ctx, res, err, time.Now())
+}
+
+// classifyAt is classify for an attempt whose call returned at ended: an
+// attempt whose timeout had passed by then timed out, whatever the task
+// answered (a task that ignored its cancellation and returned success).
+func classifyAt(ctx context.Context, res *pluginhost.Result, err error, ended time.Time) (string, string) {
+	late := errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadlineAt(ctx, ended)
+	switch {
+	case err == nil && res.TaskError == "" && late:
+		why := "the timeout passed" // its timer may not have fired yet
+		if c := context.Cause(ctx); c != nil {
+			why = c.Error()
+		}
+		return observability.OutcomeTimeout, why + "; the task went on past it and reported success"
+	case err == nil && res.TaskError == "":
+		return observability.OutcomeSuccess, ""
+	case err == nil:
+		// The task answered, but after its context ended: the context's
+		// end is what happened to it. The plugin enforces the deadline
+		// itself, so its answer can arrive before this side's context
+		// timer has fired: compare with the deadline too.
+		switch {
+		case late:
+			return observability.OutcomeTimeout, res.TaskError
+		case ctx.Err() != nil:
+			// The plugin usually says why already: the reason Cancel
+			// carried is the cause.
+			if cause := context.Cause(ctx).Error(); !strings.Contains(res.TaskError, cause) {
+				return observability.OutcomeCanceled, res.TaskError + " (" + cause + ")"
+			}
+			return observability.OutcomeCanceled, res.TaskError
+		}
+		return observability.OutcomeFailure, res.TaskError
+	case errors.Is(err, context.DeadlineExceeded):
+		return observability.OutcomeTimeout, err.Error()
+	case errors.Is(err, context.Canceled):
+		return observability.OutcomeCanceled, "canceled: " + context.Cause(ctx).Error()
+	case errors.Is(err, pluginhost.ErrPluginKilled) && (errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadline(ctx)):
+		// Killed for ignoring the cancel its timeout sent (the error
+		// carries the timeout's cause, not DeadlineExceeded).
+		return observability.OutcomeTimeout, err.Error()
+	case errors.Is(err, pluginhost.ErrPluginKilled) && ctx.Err() != nil:
+		return observability.OutcomeCanceled, err.Error()
+	case errors.Is(err, pluginhost.ErrPluginCrashed):
+		return observability.OutcomeCrashed, err.Error()
+	case late:
+		// E.g. the timeout passed while the attempt waited for a free
+		// slot of its plugin, or for the plugin to start.
+		return observability.OutcomeTimeout, err.Error()
+	default:
+		return observability.OutcomeFailure, err.Error()
+	}
+}
+
+// pastDeadline reports whether ctx's deadline has passed, whether or not
+// its timer has fired yet.
+func pastDeadline(ctx context.Context) bool { return pastDeadlineAt(ctx, time.Now()) }
+
+// pastDeadlineAt reports whether ctx's deadline had passed at t.
+func pastDeadlineAt(ctx context.Context, t time.Time) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !t.Before(dl)
+}
+
+// sleepUntilStopped waits d between attempts, or less if the run's ctx or
+// the slot's retries end first.
+func sleepUntilStopped(ctx, retries context.Context, d time.Duration) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(retries, cancel)()
+	backoff.Sleep(ctx, d)
+}
+
+// retryPolicy spaces out a job's attempts: exponential from
+// InitialBackoff (1s if unset), capped at MaxBackoff (no doubling if
+// unset), with up to 20 % random jitter so retries of many jobs spread out.
+func retryPolicy(p Retries) backoff.Policy {
+	b := backoff.Policy{Initial: p.InitialBackoff, Max: p.MaxBackoff, Jitter: 0.2}
+	if b.Initial <= 0 {
+		b.Initial = time.Second
+	}
+	if b.Max <= 0 {
+		b.Max = b.Initial
+	}
+	return b
+}
+
+// pluginLog forwards a plugin's log record through the run's logger.
+func pluginLog(log *slog.Logger, plugin string, l pluginhost.LogRecord) {
+	attrs := make([]slog.Attr, 0, len(l.Attrs)+2)
+	attrs = append(attrs, slog.String("source", "plugin"), slog.String("plugin", plugin))
+	attrs = append(attrs, l.Attrs...)
+	log.LogAttrs(context.Background(), l.Level, l.Message, attrs...)
+}

@@ -1,0 +1,96 @@
+package runner
+
+// Claims: a slot is claimed under its shard's fencing token before its
+// first attempt starts, and again for a manual trigger's run.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+// claimHow is how runSlotFrom gets its slot's claim: a fresh claim (the
+// zero value), a claim the catch-up made before (claimed), or the takeover
+// of an older term's open claim (prev, delivery at-least-once).
+type claimHow struct {
+	claimed *Record
+	prev    []byte
+}
+
+// reclaimTrigger makes a running trigger request's claim name attempt a,
+// so that the run's row ("pacer runs", /api/v1/runs) shows the attempt
+// that runs, not the first. A failure is only logged: the claim still
+// holds the run, and its end is recorded either way.
+func (r *Runner) reclaimTrigger(ctx context.Context, t *coord.Term, tr *trigger, claim Record, a *attemptRun, log *slog.Logger) {
+	claim.RunID, claim.Attempt, claim.Start = a.runID, a.number, wallNow().UTC()
+	req := tr.req
+	req.Claim = &claim
+	b, err := json.Marshal(req)
+	if err == nil {
+		cur := tr.Trigger
+		cur.Revision = tr.rev
+		var rev int64
+		if rev, err = r.o.Coord.RunTrigger(ctx, t, cur, b); err == nil {
+			tr.rev = rev
+			return
+		}
+	}
+	log.Warn("manual trigger's claim not updated to the attempt that runs", "attempt", a.number, "error", err)
+}
+
+// claim claims a slot (or decides to run a trigger request). A failure that is
+// neither "taken" nor "not the leader" (etcd slow, electing, unreachable) is
+// retried while the term lives, so a slot is not lost to a blip: if the
+// term ends instead, the next leader's misfire catch-up finds the slot
+// unclaimed. A retry that finds the slot taken checks whether the taken
+// claim is this one, whose first attempt landed after all.
+func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *trigger) error {
+	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
+		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token)))
+	defer span.End()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	// ctx ends with the term (Fire cancels it, catch-up runs on the term's).
+	wait := backoff.New(transientPolicy)
+	for try := 1; ; try++ {
+		if tr != nil {
+			err = r.claimTrigger(ctx, t, tr, rec, try)
+		} else {
+			err = r.o.Coord.Claim(ctx, t, s.Job.ID, s.Time, b)
+		}
+		if errors.Is(err, coord.ErrSlotTaken) && try > 1 && tr == nil {
+			if v, gerr := r.o.Coord.SlotValue(ctx, s.Job.ID, s.Time); gerr == nil && claimedBy(v, rec.RunID) {
+				err = nil // our earlier try landed
+			}
+		}
+		if err == nil || errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrSlotTooOld) ||
+			errors.Is(err, coord.ErrTriggerDecided) ||
+			ctx.Err() != nil || t.Context().Err() != nil {
+			break
+		}
+		span.AddEvent("claim retry", trace.WithAttributes(attribute.String("error", err.Error())))
+		r.log.Warn("slot claim failed; retrying while leadership lasts", "job", s.Job.ID,
+			"scheduled_time", s.Time, "try", try, "error", err)
+		backoff.Sleep(ctx, wait.Next())
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+// claimedBy reports whether a stored slot record is the claim of runID.
+func claimedBy(stored []byte, runID string) bool {
+	var rec Record
+	return json.Unmarshal(stored, &rec) == nil && rec.RunID == runID
+}

@@ -1,0 +1,178 @@
+package runner
+
+// Run records and skip records: what each slot decided, written under
+// the fencing guard (Record, record, skipAsync), and the skip reasons.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+// Skip reasons: the values of pacer_job_skipped_total's reason label and of
+// a skip record's reason.
+const (
+	SkipOverlap          = "overlap"
+	SkipMisfire          = "misfire"
+	SkipPaused           = "paused"
+	SkipLockLost         = "lock_lost"
+	SkipClaimedElsewhere = "claimed_elsewhere"
+	SkipTooOld           = "too_old" // before the job's kept claims (a wrong clock): may have run, so not run again
+	SkipExpired          = "expired" // a manual trigger not decided within Options.TriggerExpiry
+	// SkipNotInJobSet: the leader at the slot's time did not have the job,
+	// or had it defined differently (replicas with different configs).
+	SkipNotInJobSet = "not_in_job_set"
+
+	// Reasons a retry was not started; the record is the slot's last.
+	SkipReloaded  = "reloaded"   // the job was removed or changed by a config reload
+	SkipStopping  = "stopping"   // the runner is shutting down
+	SkipTreeAlive = "tree_alive" // processes of the previous attempt could not be confirmed dead
+)
+
+// Record is what is stored in etcd for an attempt or a skipped slot.
+type Record struct {
+	Job           string    `json:"job"`
+	ScheduledTime time.Time `json:"scheduled_time"`
+	RunID         string    `json:"run_id"`
+	CorrelationID string    `json:"correlation_id"`
+	TraceID       string    `json:"trace_id,omitempty"`
+	Node          string    `json:"node"`
+	FencingToken  int64     `json:"fencing_token"`
+	Attempt       int       `json:"attempt,omitempty"`
+	Manual        bool      `json:"manual,omitempty"`
+	TriggerID     string    `json:"trigger_id,omitempty"` // the manual trigger request run or skipped
+	// State is "running", an outcome, or "skipped".
+	State    string    `json:"state"`
+	Reason   string    `json:"reason,omitempty"` // why a slot was skipped
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end,omitzero"`
+	Duration string    `json:"duration,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Output   string    `json:"output,omitempty"`
+	Progress string    `json:"progress,omitempty"`
+	// ProcessesLeft names processes of the attempt that could not be
+	// confirmed dead when it ended; no retry starts after such an attempt.
+	ProcessesLeft string `json:"processes_left,omitempty"`
+
+	// ScheduledUntil and Slots, on a skip record for several slots of the
+	// job's schedule (a misfire catch-up): the last of them, and how many
+	// there are from ScheduledTime through ScheduledUntil.
+	ScheduledUntil time.Time `json:"scheduled_until,omitzero"`
+	Slots          int       `json:"slots,omitempty"`
+}
+
+// record stores an attempt's or skipped slot's record. It uses a fresh
+// context: the run's own may be cancelled, but the fencing guard still
+// decides whether the write lands.
+func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
+	_ = r.write(t, rec, log, func(b []byte) error {
+		return r.o.Coord.RecordRun(context.Background(), t, rec.Job, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+	})
+}
+
+// write stores rec with put and returns put's last error. A write that
+// fails for a reason other than lost leadership or a trigger request or
+// slot decided already (etcd slow or electing) is retried while the term
+// lives, for up to recordPatience.
+func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		log.Error("run record not encodable", "run_id", rec.RunID, "error", err)
+		return err
+	}
+	give := time.Now().Add(recordPatience)
+	// Waits end early when the term ends or the runner stops.
+	wctx, cancel := context.WithCancel(r.stopCtx)
+	defer cancel()
+	defer context.AfterFunc(t.Context(), cancel)()
+	wait := backoff.New(transientPolicy)
+	for {
+		if err = put(b); err == nil {
+			return nil
+		}
+		if errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrSlotTooOld) {
+			return err // a skip of a slot decided already: the caller says so
+		}
+		if errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrTriggerDecided) || t.Context().Err() != nil || time.Now().After(give) {
+			log.Warn("run record not written", "run_id", rec.RunID, "state", rec.State, "error", err)
+			return err
+		}
+		if !backoff.Sleep(wctx, wait.Next()) && r.stopCtx.Err() != nil {
+			log.Warn("run record not written: runner stopping", "run_id", rec.RunID, "error", err)
+			return err
+		}
+	}
+}
+
+// transientPolicy spaces out the tries of a claim or record write that
+// failed while etcd was slow or electing a leader.
+var transientPolicy = backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
+
+// recordPatience bounds how long a record write is retried.
+const recordPatience = 30 * time.Second
+
+// skipAsync decides that a slot will not run: its skip record and the
+// mark that the slot is decided (in the job's claim key) are one write
+// (SkipSlot), as a run's claim is, so no later term of the shard, after a
+// failover or a hand-over, decides the slot again (runs it, or skips it
+// again as missed). A slot found decided already is left as it is; one
+// whose term ended before the write landed is the next leader's to
+// decide. Counted and logged once decided. Called with r.mu held.
+func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {
+	rec := r.skipRecord(t, s, reason, why)
+	log := r.log.With("job", s.Job.ID)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		err := r.write(t, rec, log, func(b []byte) error {
+			return r.o.Coord.SkipSlot(context.Background(), t, s.Job.ID, s.Time, rec.RunID, b)
+		})
+		switch {
+		case err == nil:
+			r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
+			log.Warn("slot skipped", "scheduled_time", s.Time.UTC(), "reason", reason, "detail", why)
+		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrSlotTooOld):
+			log.Debug("slot decided already: not skipped", "scheduled_time", s.Time.UTC(), "reason", reason, "error", err)
+		}
+	}()
+}
+
+func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {
+	now := wallNow().UTC()
+	return Record{Job: s.Job.ID, ScheduledTime: s.Time.UTC(), RunID: observability.NewRunID(), Node: r.o.Node,
+		FencingToken: t.Token, State: "skipped", Reason: reason, Error: why, Start: now, End: now}
+}
+
+// truncate keeps at most the first n bytes of s (cut at a character
+// boundary) and ends it with a note saying how many bytes were cut. A
+// plugin that cut its output already ends it with the same note, which is
+// kept and whose count grows by what is cut here.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	body, cut := s, int64(0)
+	if m := truncatedNote.FindStringSubmatchIndex(s); m != nil {
+		if c, err := strconv.ParseInt(s[m[2]:m[3]], 10, 64); err == nil {
+			body, cut = s[:m[0]], c
+		}
+	}
+	keep := min(n, len(body))
+	for keep > 0 && keep < len(body) && !utf8.RuneStart(body[keep]) {
+		keep--
+	}
+	return body[:keep] + fmt.Sprintf("\n[truncated %d bytes]", cut+int64(len(body)-keep))
+}
+
+// truncatedNote is the last line of an output that was cut.
+var truncatedNote = regexp.MustCompile(`\n\[truncated (\d+) bytes\]$`)
