@@ -38,14 +38,20 @@ func Serve(p Plugin) {
 	server.Serve(dispatcher{p})
 }
 
-// Handler returns the gRPC service that serves p. It exists for package
-// sdktest, which runs plugins inside a test process; a plugin's main calls
-// Serve instead.
-func Handler(p Plugin) (pluginv1.TaskPluginServer, error) {
-	if err := p.validate(); err != nil {
-		return nil, err
+// The in-process harnesses (package sdktest, and the server's own tests)
+// reach a plugin's service through this hook, not through an exported
+// function: no plugin author handles the wire protocol's types.
+func init() {
+	server.FromPlugin = func(p any) (*server.Server, error) {
+		pl, ok := p.(Plugin)
+		if !ok {
+			return nil, fmt.Errorf("%T is not an sdk.Plugin", p)
+		}
+		if err := pl.validate(); err != nil {
+			return nil, err
+		}
+		return server.New(dispatcher{pl}), nil
 	}
-	return server.New(dispatcher{p}), nil
 }
 
 func (p Plugin) validate() error {

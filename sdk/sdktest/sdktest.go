@@ -74,11 +74,10 @@ const runGrace = 5 * time.Second
 // Start for parallel tests.
 func Serve(tb testing.TB, p sdk.Plugin) *Harness {
 	tb.Helper()
-	handler, err := sdk.Handler(p)
+	srv, err := server.FromPlugin(p)
 	if err != nil {
 		tb.Fatalf("sdktest: %v", err)
 	}
-	srv := handler.(*server.Server)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("sdktest: %v", err)

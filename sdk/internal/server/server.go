@@ -76,6 +76,11 @@ type Server struct {
 	seq        int
 }
 
+// FromPlugin returns the Server of an sdk.Plugin, as sdk.Serve would serve
+// it. Package sdk sets it (it owns the dispatcher); the in-process harness
+// of package sdktest calls it.
+var FromPlugin func(p any) (*Server, error)
+
 // New returns a Server dispatching to d.
 func New(d Dispatcher) *Server {
 	return &Server{d: d, base: context.Background(), active: map[string]*activeRun{}, tombstones: map[string]tombstone{}}

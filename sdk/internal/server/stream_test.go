@@ -24,11 +24,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // serve runs p's service on a loopback gRPC server and returns a client.
 func serve(t *testing.T, p sdk.Plugin) pluginv1.TaskPluginClient {
 	t.Helper()
-	h, err := sdk.Handler(p)
+	srv, err := server.FromPlugin(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := h.(*server.Server)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
