@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
@@ -284,13 +285,13 @@ type started struct {
 	proto  plugin.ClientProtocol
 	rpc    pluginv1.TaskPluginClient
 	proc   *proc
-	stderr *tail
+	stderr *syncbuf.Tail
 }
 
 // start launches the plugin through go-plugin's client with AutoMTLS.
 func (c *checker) start() (*started, error) {
 	var p *proc
-	stderr := &tail{max: 1024}
+	stderr := &syncbuf.Tail{Max: 1024}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginv1.Handshake,
 		VersionedPlugins: pluginv1.VersionedPlugins(nil),
@@ -335,8 +336,7 @@ func (c *checker) checkCookie() {
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var out, errOut tail
-	out.max, errOut.max = 512, 512
+	out, errOut := syncbuf.Tail{Max: 512}, syncbuf.Tail{Max: 512}
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	// A process the plugin started may hold its stdout past its exit:
 	// Wait must not wait for it (it is killed below).
@@ -551,7 +551,7 @@ func (s *started) exited() bool {
 	return s == nil || s.proc == nil || s.proc.waitExit(0)
 }
 
-func stderrNote(t *tail) string {
+func stderrNote(t *syncbuf.Tail) string {
 	if said := t.String(); said != "" {
 		return fmt.Sprintf(" (stderr ended with %q)", said)
 	}

@@ -54,6 +54,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
@@ -328,7 +329,7 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 	ctx, cancel := context.WithDeadline(ctx, started.Add(h.opts.StartTimeout))
 	defer cancel()
 	defer context.AfterFunc(h.closing, cancel)()
-	stderr := &tail{max: 1024}
+	stderr := &syncbuf.Tail{Max: 1024}
 	var forked atomic.Pointer[procRunner]
 	// go-plugin's handshake takes no context: when ctx ends first (the
 	// host closes, the caller gives up), killing the process ends it.

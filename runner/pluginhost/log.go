@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -114,28 +113,4 @@ func (l *lineLogger) emit(line []byte) {
 	if len(line) > 0 {
 		l.log.Log(context.Background(), l.level, l.pem.Line(string(line)), "source", "plugin-"+l.stream)
 	}
-}
-
-// tail keeps the last max bytes written to it: a plugin's last words, for
-// the error when it fails to start.
-type tail struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }
