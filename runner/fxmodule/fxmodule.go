@@ -364,13 +364,22 @@ func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Settle: cfg.Cluster.JobSetSettle, Mismatch: cfg.Cluster.JobSetMismatch,
 		Record: rec, JobSet: runner.JobSetOf(Jobs(cfg), cfg.Cluster.Shards), Logger: log.With("component", "members"), Metrics: m,
 	})
+	goUntilStop(lc, "membership", ms.Run)
+	return ms
+}
+
+// goUntilStop runs run in its own goroutine from the application's start
+// until it stops: the stop cancels run's context and waits for it to
+// return, as long as the stop's own context allows; what names it in the
+// error when it does not return in time.
+func goUntilStop(lc fx.Lifecycle, what string, run func(ctx context.Context)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
 			go func() {
 				defer close(done)
-				ms.Run(ctx)
+				run(ctx)
 			}()
 			return nil
 		},
@@ -380,11 +389,10 @@ func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.
 			case <-done:
 				return nil
 			case <-stop.Done():
-				return fmt.Errorf("membership did not stop: %w", stop.Err())
+				return fmt.Errorf("%s did not stop: %w", what, stop.Err())
 			}
 		},
 	})
-	return ms
 }
 
 // configFile names the config file, with its SHA-256 and modification time
@@ -413,22 +421,7 @@ func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout,
 		Embedded:       len(cfg.Cluster.Etcd.Endpoints) == 0, DataDir: cfg.Cluster.DataDir,
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	lc.Append(fx.Hook{
-		OnStart: func(context.Context) error {
-			go func() {
-				defer close(done)
-				mon.Run(ctx)
-			}()
-			return nil
-		},
-		OnStop: func(context.Context) error {
-			cancel()
-			<-done
-			return nil
-		},
-	})
+	goUntilStop(lc, "etcd monitor", mon.Run)
 	return mon
 }
 
@@ -476,28 +469,11 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 			hook.call(leading, t)
 		},
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	lc.Append(fx.Hook{
-		OnStart: func(context.Context) error {
-			go func() {
-				defer close(done)
-				var wg sync.WaitGroup
-				wg.Go(func() { shardSeries(ctx, ms, m.ShardLeader, cfg.Cluster.Shards, time.Second) })
-				_ = c.Run(ctx)
-				wg.Wait()
-			}()
-			return nil
-		},
-		OnStop: func(stop context.Context) error {
-			cancel()
-			select {
-			case <-done:
-				return nil
-			case <-stop.Done():
-				return fmt.Errorf("coordinator did not stop: %w", stop.Err())
-			}
-		},
+	goUntilStop(lc, "coordinator", func(ctx context.Context) {
+		var wg sync.WaitGroup
+		wg.Go(func() { shardSeries(ctx, ms, m.ShardLeader, cfg.Cluster.Shards, time.Second) })
+		_ = c.Run(ctx)
+		wg.Wait()
 	})
 	return c
 }
