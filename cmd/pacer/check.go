@@ -50,16 +50,9 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 	start := fs.Duration("start-timeout", 10*time.Second, "bound on start, handshake and Describe (the runner's plugins.start_timeout)")
 	deadline := fs.Duration("timeout", time.Second, "the timeout of the deadline and identity runs")
 	only := fs.String("only", "", "run only these checks (comma-separated): "+strings.Join(plugincheck.All, ", "))
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: usage: pacer %s", errUsage, checkUsage)

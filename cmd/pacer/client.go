@@ -101,25 +101,34 @@ func (c *clientFlags) parseWith(name string, args []string, stderr io.Writer, na
 		extra(fs)
 	}
 	// Flags may follow the positional arguments: pacer runs JOB -o json.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if nargs > 0 && strings.HasPrefix(err.Error(), "flag provided but not defined") {
-				// "pacer trigger -x": a job ID may start with '-'.
-				return nil, fmt.Errorf("%w: %v (an argument that starts with '-' goes after --: pacer %s -- -x)", errUsage, err, name)
-			}
-			return nil, fmt.Errorf("%w: %v", errUsage, err)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		if nargs > 0 && strings.HasPrefix(err.Error(), "flag provided but not defined") {
+			// "pacer trigger -x": a job ID may start with '-'.
+			return nil, fmt.Errorf("%w: %v (an argument that starts with '-' goes after --: pacer %s -- -x)", errUsage, err, name)
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if len(pos) != nargs {
 		return nil, fmt.Errorf("%w: usage: pacer %s", errUsage, usage)
 	}
 	return pos, nil
+}
+
+// parseInterspersed parses args with fs, flags before, between and after
+// the positional arguments, which it returns in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }
 
 // get fetches path from the runner's API into v, passing raw JSON to stdout

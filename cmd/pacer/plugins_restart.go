@@ -18,16 +18,9 @@ func pluginsRestartCmd(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	c.register(fs)
 	force := fs.Bool("force", false, "restart even while runs are in progress (they fail as crashed)")
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: usage: pacer plugins restart NAME [--force] [--addr URL] [--token T]", errUsage)
@@ -41,6 +34,6 @@ func pluginsRestartCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	p := resp.Plugin
-	_, err := fmt.Fprintf(stdout, "restarted %s: %s, pid %d, version %s\n", p.Name, p.State, p.PID, orDash(p.Version))
+	_, err = fmt.Fprintf(stdout, "restarted %s: %s, pid %d, version %s\n", p.Name, p.State, p.PID, orDash(p.Version))
 	return err
 }
