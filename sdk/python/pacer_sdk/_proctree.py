@@ -28,6 +28,11 @@ import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._context import Cancelled, RunState, TaskError
+# The spawner's own /proc readers and its pidfd-guarded signal (it runs
+# _tree.py as a script, so the plugin borrows them, not the other way).
+from ._tree import children as _children
+from ._tree import send as _send
+from ._tree import stat as _stat
 
 #: The environment variable that marks every process of a command's tree.
 MARKER = "PACER_PROCESS_TREE"
@@ -404,16 +409,6 @@ class _Output:
         return self._buf.decode(errors="replace")
 
 
-def _stat(pid: int) -> Optional[tuple]:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            b = f.read()
-    except OSError:
-        return None
-    fields = b[b.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1]), int(fields[19])
-
-
 def _marked(marker: str) -> List[tuple]:
     """Live processes whose environment carries MARKER=marker: (pid, start)."""
     want = f"{MARKER}={marker}".encode()
@@ -449,26 +444,6 @@ def _end_marked(marker: str, kill_timeout: float) -> List[int]:
         time.sleep(0.02)
 
 
-def _send(pid: int, start: int, sig: int) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    try:
-        st = _stat(pid)
-        if st is None or st[2] != start:
-            return
-        if fd is not None:
-            signal.pidfd_send_signal(fd, sig)
-        else:
-            os.kill(pid, sig)
-    except OSError:
-        pass
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
 def descendants(pid: int) -> List[tuple]:
     """Every live process below pid, parents first: (pid, start)."""
     out: List[tuple] = []
@@ -481,21 +456,6 @@ def descendants(pid: int) -> List[tuple]:
         if st[0] not in ("Z", "X"):
             out.append((c, st[2]))
         todo += _children(c)
-    return out
-
-
-def _children(pid: int) -> List[int]:
-    out: List[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
     return out
 
 
