@@ -60,16 +60,24 @@ func TestPauseStopsPendingRetries(t *testing.T) {
 	if n := len(tasks.called()); n != 1 {
 		t.Fatalf("%d attempts, want 1", n)
 	}
-	if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("p", runner.SkipPaused)); got != 1 {
-		t.Fatalf("skipped{paused} = %v", got)
-	}
+	// Counted, and the claim closed, once the skip's transaction landed,
+	// which may come just after its record can be read.
+	waitCount(t, "skipped{paused}", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("p", runner.SkipPaused))
+	}, 1)
 	// The slot's result is the skip: the slot is finished, not left open.
-	claims, err := b.coord.Claims(context.Background(), term)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := claims["p"]; len(c.Open) != 0 || !slices.Contains(c.Slots, slotTime) {
-		t.Fatalf("the slot's claim after the skip: %+v, want it finished", c)
+	waitCount(t, "the slot's claim finished", func() float64 {
+		claims, err := b.coord.Claims(context.Background(), term)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := claims["p"]; len(c.Open) == 0 && slices.Contains(c.Slots, slotTime) {
+			return 1
+		}
+		return 0
+	}, 1)
+	if n := len(tasks.called()); n != 1 {
+		t.Fatalf("%d attempts after the skip, want 1", n)
 	}
 }
 
