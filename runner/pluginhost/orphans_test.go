@@ -117,7 +117,10 @@ func TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "pid")
 			c := call("daemon", map[string]any{"path": path, "message": fmt.Sprint("run ", i)})
 			c.Info.RunID = fmt.Sprint("run-together-", i)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			// A run whose daemon another run's sweep killed waits out this
+			// deadline: generous, since ten runs with daemons and sweeps
+			// take seconds on a loaded machine, not minutes.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			res, err := b.host.Run(ctx, c)
 			if err != nil {
