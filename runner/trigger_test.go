@@ -322,7 +322,9 @@ func TestManualTriggerExpires(t *testing.T) {
 	ep := startEtcd(t)
 	tasks := newGatedTasks()
 	close(tasks.gate)
-	leader := startReplica(t, ep, "leader", tasks, runner.Options{TriggerExpiry: 500 * time.Millisecond})
+	// Long enough for the reload below to add "added" before its request
+	// expires, on a loaded machine too (500 ms was not, once).
+	leader := startReplica(t, ep, "leader", tasks, runner.Options{TriggerExpiry: 3 * time.Second})
 	leader.waitLeader(t)
 	leader.r.SetJobs([]*runner.Job{job("known", "")})
 
