@@ -349,7 +349,9 @@ func TestE2ETokenTLSAndEnvironment(t *testing.T) {
 	p := startPacer(t, "e2e-tls", httpAddr, fmt.Sprintf(head, "PACER_TEST_*"), env...)
 	p.httpURL = "https://" + httpAddr
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
-	if warns := match(p.logs(), func(l logLine) bool { return l.str("level") == "WARN" }); len(warns) != 0 {
+	// The embedded etcd's own warnings (a slow disk, a long apply on a
+	// loaded machine) are not about this configuration.
+	if warns := match(p.logs(), func(l logLine) bool { return l.str("level") == "WARN" && l.str("component") != "etcd" }); len(warns) != 0 {
 		t.Errorf("WARN lines with a token and client certificates: %v", warns)
 	}
 
