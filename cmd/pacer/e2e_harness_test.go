@@ -247,6 +247,11 @@ func match(lines []logLine, pred func(logLine) bool) []logLine {
 	return out
 }
 
+// pacerWarning matches Pacer's own WARN lines, not the embedded etcd's
+// (a slow disk, an apply that took too long on a loaded machine), which
+// say nothing of the configuration under test.
+func pacerWarning(l logLine) bool { return l.str("level") == "WARN" && l.str("component") != "etcd" }
+
 func msgIs(msg string) func(logLine) bool {
 	return func(l logLine) bool { return l.str("msg") == msg }
 }

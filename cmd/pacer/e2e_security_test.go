@@ -57,10 +57,8 @@ func TestE2EExampleConfigStartsWithOneWarning(t *testing.T) {
 		})) > 0
 	})
 	var warns []string
-	for _, l := range lines {
-		if l.str("level") == "WARN" {
-			warns = append(warns, l.str("msg"))
-		}
+	for _, l := range match(lines, pacerWarning) {
+		warns = append(warns, l.str("msg"))
 	}
 	if len(warns) != 1 || !strings.HasPrefix(warns[0], "no API token is set, so any program on this machine can pause") {
 		t.Fatalf("start-up WARN lines: %q, want exactly the one about the API without a token", warns)
@@ -349,9 +347,7 @@ func TestE2ETokenTLSAndEnvironment(t *testing.T) {
 	p := startPacer(t, "e2e-tls", httpAddr, fmt.Sprintf(head, "PACER_TEST_*"), env...)
 	p.httpURL = "https://" + httpAddr
 	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
-	// The embedded etcd's own warnings (a slow disk, a long apply on a
-	// loaded machine) are not about this configuration.
-	if warns := match(p.logs(), func(l logLine) bool { return l.str("level") == "WARN" && l.str("component") != "etcd" }); len(warns) != 0 {
+	if warns := match(p.logs(), pacerWarning); len(warns) != 0 {
 		t.Errorf("WARN lines with a token and client certificates: %v", warns)
 	}
 
