@@ -75,20 +75,25 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		for s := j.Schedule.Next(last); !s.IsZero() && s.Before(start) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
 			missed = append(missed, s)
 		}
-		if len(missed) == 0 {
+		// Slots a leader that had the job otherwise left undecided before
+		// its later claims (diverged.go).
+		hash := set.Jobs[j.ID]
+		gap, gapWhy := r.divergedBefore(history, j, hash, jc, last)
+		if len(missed) == 0 && len(gap) == 0 {
 			continue
 		}
 		// Slots the leader of the time did not have the job for were not
 		// missed for want of a leader: they say so, and do not run. The
-		// job's claims are decided in slot order: the misfire policy's
-		// first, then the mark that the latest absent slot is decided.
-		absent, why, rest := history.split(j, set.Jobs[j.ID], missed)
+		// misfire policy's claims come first: the slots decided as not in
+		// the job set may move the claim key's floor past earlier slots.
+		absent, why, rest := history.split(j, hash, missed)
+		absent, why = append(gap, absent...), append(gapWhy, why...)
 		claimed.Go(func() {
 			if len(rest) > 0 {
 				r.applyMisfire(t, j, rest, start, held, homed)
 			}
 			if len(absent) > 0 {
-				r.recordNotInJobSet(t, j, absent, why, len(rest) == 0 || rest[len(rest)-1].Before(absent[len(absent)-1]), homed)
+				r.recordNotInJobSet(t, j, absent, why, homed)
 			}
 		})
 	}
@@ -96,45 +101,24 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	claimed.Wait()
 }
 
-// recordNotInJobSet writes skip records for slots the leader of their time
-// did not run because its job set lacked the job (or defined it otherwise).
-// markLatest marks the latest decided (SkipSlot, with its record), so that
-// the next leader does not count the same slots again; the other records
-// are written in the background. They are counted once homed is closed.
-func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, markLatest bool, homed <-chan struct{}) {
+// recordNotInJobSet decides slots the leader of their time did not run
+// because its job set lacked the job (or defined it otherwise): each is
+// marked decided in the job's claim key with its skip record (see
+// decideNotInJobSet), so that no later leader counts it again. They are
+// counted once homed is closed.
+func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, homed <-chan struct{}) {
 	log := r.log.With("job", j.ID)
 	log.Warn("slots came due while the leader did not have this job: recorded as skipped, not run",
 		"slots", len(slots), "first", slots[0], "last", slots[len(slots)-1], "detail", why[len(why)-1])
-	var recs []Record
-	for i, s := range slots {
-		rec := r.skipRecord(t, Slot{Job: j, Time: s}, SkipNotInJobSet, why[i])
-		if i == maxCatchUpRuns {
-			rec.Error = "and " + itoa(len(slots)-maxCatchUpRuns) + " more slots skipped: " + why[i]
-			recs = append(recs, rec)
-			break
-		}
-		recs = append(recs, rec)
-	}
-	if markLatest { // with the last record (the summary, beyond maxCatchUpRuns)
-		last, rec := slots[len(slots)-1], recs[len(recs)-1]
-		b, err := json.Marshal(rec)
-		if err == nil {
-			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, last, rec.RunID, b)
-		}
-		if err == nil {
-			recs = recs[:len(recs)-1]
-		} else if !errors.Is(err, coord.ErrSlotTaken) {
-			log.Warn("missed slot not marked decided; the next leader may count it again", "scheduled_time", last, "error", err)
-		}
-	}
+	plain, decided := r.decideNotInJobSet(t, j, slots, why)
 	<-homed
-	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipNotInJobSet).Add(float64(len(slots)))
-	if len(recs) == 0 || !r.addWork() {
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipNotInJobSet).Add(float64(decided))
+	if len(plain) == 0 || !r.addWork() {
 		return
 	}
 	go func() {
 		defer r.wg.Done()
-		for _, rec := range recs {
+		for _, rec := range plain {
 			r.record(t, rec, log)
 		}
 	}()

@@ -226,14 +226,7 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 	if h.r.o.JobSets == nil {
 		return nil, nil, missed
 	}
-	if !h.loaded {
-		h.loaded = true
-		es, err := h.r.o.JobSets.Epochs(h.ctx, h.shard)
-		if err != nil {
-			h.r.log.Warn("reading which job set each leader ran failed; missed slots are put down to no replica leading", "error", err)
-		}
-		h.epochs = es
-	}
+	h.load()
 	for _, s := range missed {
 		e, ok := coord.EpochAt(h.epochs, s)
 		if !ok {
@@ -259,6 +252,48 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 			"), leading the shard at the scheduled time or the last to lead it before, ran job set "+coord.Short(e.JobSet)+" and "+what)
 	}
 	return absent, why, rest
+}
+
+// load reads the shard's epochs, once.
+func (h *jobSetHistory) load() {
+	if h.loaded {
+		return
+	}
+	h.loaded = true
+	es, err := h.r.o.JobSets.Epochs(h.ctx, h.shard)
+	if err != nil {
+		h.r.log.Warn("reading which job set each leader ran failed; missed slots are put down to no replica leading", "error", err)
+	}
+	h.epochs = es
+}
+
+// diverged returns when a leader of the shard first ran j as hash defines
+// it, if a leader in charge after that and before to (the one at that
+// time, or a later one) had j otherwise.
+func (h *jobSetHistory) diverged(j *Job, hash string, to time.Time) (from time.Time, ok bool) {
+	if h.r.o.JobSets == nil {
+		return time.Time{}, false
+	}
+	h.load()
+	for _, e := range h.epochs {
+		if !e.Since.Before(to) {
+			break
+		}
+		set := h.set(e.JobSet)
+		if set == nil {
+			continue
+		}
+		got, had := set.Jobs[j.ID]
+		switch {
+		case had && got == hash:
+			if from.IsZero() {
+				from = e.Since
+			}
+		case !from.IsZero():
+			return from, true
+		}
+	}
+	return time.Time{}, false
 }
 
 func (h *jobSetHistory) set(fp string) *coord.JobSet {

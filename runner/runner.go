@@ -160,6 +160,11 @@ type Runner struct {
 	triggerWake  time.Time       // when triggerTimer fires
 
 	sweepOnce sync.Once // the sweep of removed jobs' keys starts with the first term
+
+	// By job ID (guarded by mu): when this replica dropped earlier
+	// definitions of the job (by their hash), for the slots a diverged job
+	// set left undecided (diverged.go).
+	dropped map[string]map[string]time.Time
 }
 
 // New returns a Runner. Call Start to begin scheduling.
@@ -256,6 +261,7 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	old := r.jobs
 	r.jobs, r.sorted = m, sorted
 	changed := set.Fingerprint != r.jobSet.Fingerprint
+	back := r.noteDefinitionsLocked(r.jobSet, set, wallNow())
 	r.jobSet = set
 	r.exportPausedLocked(old)
 	list := make([]*Job, 0, len(m))
@@ -278,6 +284,12 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	r.smu.Lock()
 	r.sched.Set(slices.DeleteFunc(list, func(j *Job) bool { return r.scheduled[j.shard] == nil }))
 	r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
+	for id, from := range back { // a definition given back: the slots it missed meanwhile
+		if t := r.scheduled[m[id].shard]; t != nil && r.o.JobSets != nil {
+			j := m[id]
+			r.spawn(func() { r.decideDroppedWindow(t, j, set.Jobs[id], from, now) })
+		}
+	}
 	r.smu.Unlock()
 	r.decideTriggers() // requests that waited for a job added now
 	if r.o.OnJobSet != nil {

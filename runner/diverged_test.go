@@ -1,0 +1,163 @@
+package runner_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+// notInJobSet returns the slots of job's records with reason
+// not_in_job_set, counting how many records each has.
+func notInJobSet(t *testing.T, b *bundle, job string) map[time.Time]int {
+	t.Helper()
+	out := map[time.Time]int{}
+	for _, rec := range records(t, b, job) {
+		if rec.State == "skipped" && rec.Reason == runner.SkipNotInJobSet {
+			out[rec.ScheduledTime.UTC()]++
+		}
+	}
+	return out
+}
+
+// A leader that had a job defined otherwise for a while (a rolling update's
+// first step, an edit undone within job_set_settle) fired the job's slots
+// as it defined them, and later slots were claimed after: the slots of the
+// job as this replica defines it that came due meanwhile lie before the
+// job's last claim. The next leader's catch-up records each of them as
+// not_in_job_set, marked decided (a second catch-up records none again),
+// and not the slots that were run. Before, it looked only after the last
+// claim, and they had neither a run nor a record.
+func TestCatchUpRecordsSlotsADivergedLeaderLeftBeforeItsLaterClaims(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	x := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(2 * time.Second), Spec: "@every 2s",
+		Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{x})
+	other := *x
+	other.Spec, other.Schedule = "@every 3s", schedule.Every(3*time.Second)
+	with := runner.JobSetOf([]*runner.Job{x}, 1)
+	differently := runner.JobSetOf([]*runner.Job{&other}, 1)
+
+	// base is 6-second aligned: both schedules have a slot there.
+	base := time.Unix(time.Now().Add(-90*time.Second).Unix()/6*6, 0).UTC()
+	for _, e := range []struct {
+		set coord.JobSet
+		at  time.Duration
+	}{{with, 0}, {differently, 20 * time.Second}, {with, 32 * time.Second}} {
+		if err := b.coord.RecordEpoch(ctx, term, e.set, base.Add(e.at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What the leaders of the time claimed and finished: x as defined here
+	// until +20 s, every 3 s until +32 s, every 2 s again until +36 s.
+	var claimed []time.Time
+	for s := base; s.Before(base.Add(20 * time.Second)); s = s.Add(2 * time.Second) {
+		claimed = append(claimed, s)
+	}
+	for s := base.Add(21 * time.Second); s.Before(base.Add(32 * time.Second)); s = s.Add(3 * time.Second) {
+		claimed = append(claimed, s)
+	}
+	for s := base.Add(32 * time.Second); !s.After(base.Add(36 * time.Second)); s = s.Add(2 * time.Second) {
+		claimed = append(claimed, s)
+	}
+	for _, s := range claimed {
+		if err := b.coord.Claim(ctx, term, "x", s, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.coord.CloseSlot(ctx, term, "x", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.r.CatchUp(term)
+
+	// x's slots from +20 s to +32 s that the 3-second leader did not run.
+	want := []time.Time{base.Add(20 * time.Second), base.Add(22 * time.Second), base.Add(26 * time.Second), base.Add(28 * time.Second)}
+	check := func(when string) {
+		t.Helper()
+		got := notInJobSet(t, b, "x")
+		for _, s := range want {
+			if got[s] != 1 {
+				t.Errorf("%s: slot +%s has %d not_in_job_set records, want 1", when, s.Sub(base), got[s])
+			}
+		}
+		for s, n := range got {
+			if !slices.ContainsFunc(want, s.Equal) && s.Before(base.Add(36*time.Second)) {
+				t.Errorf("%s: slot +%s has %d not_in_job_set records, want none (it ran, or is not x's)", when, s.Sub(base), n)
+			}
+		}
+	}
+	check("after the catch-up")
+	jc, err := b.coord.JobClaims(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range want {
+		if !slices.ContainsFunc(jc.Slots, s.Equal) && !s.Before(jc.Floor) && !s.Equal(jc.Floor) {
+			t.Errorf("slot +%s recorded but not decided in the claim key (floor +%s, slots %v)", s.Sub(base), jc.Floor.Sub(base), jc.Slots)
+		}
+	}
+	b.r.CatchUp(term) // a later leader's look: the slots are decided
+	check("after a second catch-up")
+	if n := len(tasks.called()); n != 0 {
+		t.Errorf("%d slots ran, want none (misfire skip; the others not in the job set)", n)
+	}
+}
+
+// A job removed on the leader and given back within job_set_settle: the
+// leader keeps its shard, and its slots that came due while the leader did
+// not have the job are recorded as not_in_job_set when it comes back,
+// each once. Before, they had neither a run nor a record.
+func TestReloadGivingBackAJobRecordsTheSlotsItMissed(t *testing.T) {
+	b, tasks := setupScripted(t)
+	b.waitLeader(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.r.Start(ctx)
+	x := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Spec: "@every 1s",
+		Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	keep := &runner.Job{ID: "keep", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Spec: "@every 1h", Timeout: time.Minute}
+	b.r.SetJobs([]*runner.Job{x, keep})
+	ran := func() []time.Time {
+		var out []time.Time
+		for _, c := range tasks.called() {
+			if c.Info.JobID == "x" {
+				out = append(out, c.Info.ScheduledTime.UTC())
+			}
+		}
+		return out
+	}
+	waitUntil(t, "x's first run", func() bool { return len(ran()) > 0 })
+
+	without := runner.JobSetOf([]*runner.Job{keep}, 1)
+	b.r.SetJobs([]*runner.Job{keep})
+	waitUntil(t, "the leader's epoch without x", func() bool {
+		es, err := b.coord.Epochs(ctx, 0)
+		return err == nil && len(es) > 0 && es[len(es)-1].JobSet == without.Fingerprint
+	})
+	gone := len(ran())
+	time.Sleep(2500 * time.Millisecond) // the scenario: two or more of x's slots come due while it is gone
+	b.r.SetJobs([]*runner.Job{x, keep})
+	waitUntil(t, "x's run after it came back", func() bool { return len(ran()) > gone })
+	waitUntil(t, "the records of the slots x missed", func() bool { return len(notInJobSet(t, b, "x")) >= 2 })
+
+	runs := ran()
+	slices.SortFunc(runs, time.Time.Compare)
+	first, last := runs[0], runs[len(runs)-1]
+	skipped := notInJobSet(t, b, "x")
+	for s := first; !s.After(last); s = s.Add(time.Second) {
+		n := skipped[s]
+		if slices.ContainsFunc(runs, s.Equal) {
+			n++
+		}
+		if n != 1 {
+			t.Errorf("slot %s: ran %v and has %d not_in_job_set records; want one of the two, once",
+				s.Format(time.TimeOnly), slices.ContainsFunc(runs, s.Equal), skipped[s])
+		}
+	}
+}
