@@ -51,8 +51,9 @@ func ParseLevel(s string) (slog.Level, error) {
 // attribute value (also inside groups, also values added via WithAttrs),
 // error values (err.Error()), fmt.Stringer values, and []string/map values
 // are sanitized; attributes whose key is sensitive (Sanitizer.SensitiveKey)
-// become "[redacted]", whatever their value or kind, groups included;
-// TrustedKeys are passed through untouched, at any depth.
+// become "[redacted]", whatever their value or kind, groups included, except
+// an integer fencing token (fencingTokenAttr); TrustedKeys are passed
+// through untouched, at any depth.
 //
 // LogValuer values are resolved first. []byte values are sanitized and kept
 // as []byte; other byte-slice types (json.RawMessage) become strings; named
@@ -114,10 +115,13 @@ func (s *Sanitizer) attr(a slog.Attr, depth int) slog.Attr {
 	if _, ok := s.trusted[a.Key]; ok {
 		return a
 	}
+	v := a.Value.Resolve()
+	if fencingTokenAttr(a.Key, v) {
+		return slog.Attr{Key: a.Key, Value: v}
+	}
 	if a.Key != "" && s.SensitiveKey(a.Key) {
 		return slog.String(a.Key, phRedacted)
 	}
-	v := a.Value.Resolve()
 	switch v.Kind() {
 	case slog.KindString:
 		return slog.String(a.Key, s.String(v.String()))
@@ -136,6 +140,21 @@ func (s *Sanitizer) attr(a slog.Attr, depth int) slog.Attr {
 	default:
 		return slog.Attr{Key: a.Key, Value: v}
 	}
+}
+
+// fencingTokenAttr reports whether a log attribute is a fencing token that
+// Pacer logs under a name of its own: an integer value under a key that ends
+// with "fencing_token" (pacer.fencing_token, previous_fencing_token) or is
+// "previous_token" (the term before a hand-over or an unfinished trigger).
+// A fencing token is a revision number that guards writes, not a
+// credential, and an operator needs it to link two terms. Only integers
+// qualify: a string under these keys (a plugin's own "previous_token") is
+// still redacted, and so is an integer under any other key ending in token.
+func fencingTokenAttr(key string, v slog.Value) bool {
+	if v.Kind() != slog.KindInt64 && v.Kind() != slog.KindUint64 {
+		return false
+	}
+	return hasCanonicalSuffix(key, "fencingtoken") || key == "previous_token"
 }
 
 // anyValue sanitizes the payload of a KindAny slog value.

@@ -353,3 +353,34 @@ func TestAuditRemoteAddrKept(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 }
+
+// TestFencingTokenFieldsKept: every fencing-token field Pacer logs keeps its
+// number (previous_token of a hand-over or an unfinished trigger included),
+// while a string under those names, and a number under any other key ending
+// in token, is still redacted.
+func TestFencingTokenFieldsKept(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := NewLogger(&buf, slog.LevelInfo, "json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("shard handed over", "fencing_token", int64(7), "previous_token", int64(42),
+		"previous_fencing_token", uint64(41), "access_token", int64(123456))
+	log.Info("plugin line", "previous_token", "s3kr1t", "my_fencing_token", "s3kr1t")
+	dec := json.NewDecoder(&buf)
+	var first, second map[string]any
+	if err := dec.Decode(&first); err != nil {
+		t.Fatal(err)
+	}
+	if err := dec.Decode(&second); err != nil {
+		t.Fatal(err)
+	}
+	if first["fencing_token"] != 7.0 || first["previous_token"] != 42.0 || first["previous_fencing_token"] != 41.0 ||
+		first["access_token"] != "[redacted]" {
+		t.Errorf("fencing tokens: got %v", first)
+	}
+	if second["previous_token"] != "[redacted]" || second["my_fencing_token"] != "[redacted]" {
+		t.Errorf("string values under fencing-token names: got %v", second)
+	}
+}
