@@ -105,6 +105,10 @@ type Options struct {
 	// Shards is the number of shards (cluster.shards); below 1 means 1.
 	// The runner schedules only the jobs of the shards it leads.
 	Shards int
+	// PausesFresh, if set, says whether the pause flags last read from
+	// etcd can still be trusted: this replica heard from etcd lately.
+	// While it says no, PausesRead is false (jobs' state is unknown).
+	PausesFresh func() bool
 }
 
 // DefaultTriggerExpiry is Options.TriggerExpiry's default.
@@ -131,7 +135,8 @@ type Runner struct {
 	triggers map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
 	retiring map[string][]*Job              // removed by a reload while running: series to delete
 	// pausesRead: SetPaused was called (the pause flags were read from
-	// etcd at least once); until then whether a job is paused is unknown.
+	// etcd) and PausesLost was not called since; otherwise whether a job
+	// is paused is unknown.
 	pausesRead bool
 	// home is, by shard, the term whose jobs' series this replica exports:
 	// a job's metrics live on the leader of its shard (metrics.go).
@@ -370,13 +375,25 @@ func (r *Runner) JobState(id string) (paused bool, running int) {
 	return r.paused[id], len(r.running[id])
 }
 
-// PausesRead reports whether the pause flags were read from etcd: until
-// then (a replica that has not reached etcd) no job is known to be paused
-// or active.
+// PausesRead reports whether this replica has a current view of the pause
+// flags: it read them from etcd, its watch of them has not broken since
+// (PausesLost), and Options.PausesFresh (if set) says it still hears from
+// etcd. Otherwise (a replica that has not reached etcd, or is cut off from
+// it) no job is known to be paused or active.
 func (r *Runner) PausesRead() bool {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.pausesRead
+	read := r.pausesRead
+	r.mu.Unlock()
+	return read && (r.o.PausesFresh == nil || r.o.PausesFresh())
+}
+
+// PausesLost says the watch of the pause flags broke: the flags last set
+// may be stale until SetPaused is called again. Jobs go on being scheduled
+// by them meanwhile; only their reported state is unknown.
+func (r *Runner) PausesLost() {
+	r.mu.Lock()
+	r.pausesRead = false
+	r.mu.Unlock()
 }
 
 // SetPaused replaces the set of paused jobs (kept in sync from etcd). A

@@ -146,6 +146,9 @@ type Coordinator struct {
 	jobSets *jobSetStore
 	// noSpaceLogged is when NoSpaceHelp was last logged (UnixNano).
 	noSpaceLogged atomic.Int64
+	// contact is when etcd last answered this replica (UnixNano; see
+	// LastContact).
+	contact atomic.Int64
 
 	mu      sync.Mutex
 	terms   map[int]*Term // by shard

@@ -92,6 +92,7 @@ func (c *Coordinator) guard(ss *session) {
 				if b.sent.After(lastAck) {
 					lastAck = b.sent
 					ss.lastAck.Store(lastAck.UnixNano())
+					c.heard(lastAck)
 					deadline = b.sent.Add(ttl - margin)
 					fence.Reset(time.Until(deadline))
 				}
@@ -128,6 +129,31 @@ func (c *Coordinator) keepalive(result string) {
 	if c.opts.Metrics != nil {
 		c.opts.Metrics.Keepalives.WithLabelValues(result).Inc()
 	}
+}
+
+// heard notes that etcd answered a request sent at t (see LastContact).
+func (c *Coordinator) heard(t time.Time) {
+	n := t.UnixNano()
+	for {
+		old := c.contact.Load()
+		if old >= n || c.contact.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// LastContact is the send time of the newest request etcd answered: a lease
+// grant or keepalive, or a watch's read. Keepalives go every third of the
+// lease TTL, so on a replica in touch with etcd it is never much older than
+// that; zero until etcd first answered. A replica that has not heard from
+// etcd for a whole lease TTL has self-fenced, and what it last read from etcd
+// (such as the pause flags) may be stale.
+func (c *Coordinator) LastContact() time.Time {
+	n := c.contact.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
 }
 
 // keepaliveAge sets the gauge; a negative age means "no session" (0).

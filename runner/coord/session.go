@@ -125,6 +125,7 @@ func (c *Coordinator) openSession(ctx context.Context) (*session, error) {
 	}
 	ss := &session{s: s, lease: lease.ID, granted: granted, ctx: sctx, cancel: scancel}
 	ss.lastAck.Store(granted.UnixNano())
+	c.heard(granted)
 	c.log.Debug("etcd session opened", "lease_id", fmt.Sprintf("%x", lease.ID))
 	return ss, nil
 }

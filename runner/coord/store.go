@@ -288,25 +288,31 @@ func (c *Coordinator) Runs(ctx context.Context, job string, limit int) ([][]byte
 }
 
 // WatchPaused calls set with the full set of paused jobs now and after every
-// change, until ctx ends. It reconnects by itself.
-func (c *Coordinator) WatchPaused(ctx context.Context, set func(map[string]bool)) {
+// change, until ctx ends. It reconnects by itself; when the watch breaks it
+// calls lost (if not nil) first: until set is called again, the set it last
+// had may be stale.
+func (c *Coordinator) WatchPaused(ctx context.Context, set func(map[string]bool), lost func()) {
 	c.watchPrefix(ctx, c.pausedPrefix(), func(kvs map[string]*mvccpb.KeyValue) {
 		paused := make(map[string]bool, len(kvs))
 		for k := range kvs {
 			paused[k] = true
 		}
 		set(paused)
-	})
+	}, lost)
 }
 
 // watchPrefix keeps a local copy of the keys under prefix (relative names)
-// and calls fn with it after the initial read and every change.
-func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(map[string]*mvccpb.KeyValue)) {
+// and calls fn with it after the initial read and every change. When the
+// watch breaks it calls lost (if not nil) before it reads again.
+func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(map[string]*mvccpb.KeyValue), lost func()) {
 	wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second})
 	for ctx.Err() == nil {
 		err := c.watchOnce(ctx, prefix, fn)
 		if ctx.Err() != nil {
 			return
+		}
+		if lost != nil {
+			lost()
 		}
 		c.log.Warn("watch interrupted; re-reading", "prefix", prefix, "error", err)
 		if !backoff.Sleep(ctx, wait.Next()) {
@@ -317,11 +323,13 @@ func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(ma
 
 func (c *Coordinator) watchOnce(ctx context.Context, prefix string, fn func(map[string]*mvccpb.KeyValue)) error {
 	gctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	sent := time.Now()
 	resp, err := c.cli.Get(gctx, prefix, clientv3.WithPrefix())
 	cancel()
 	if err != nil {
 		return err
 	}
+	c.heard(sent)
 	state := map[string]*mvccpb.KeyValue{}
 	for _, kv := range resp.Kvs {
 		state[strings.TrimPrefix(string(kv.Key), prefix)] = kv

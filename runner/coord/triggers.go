@@ -168,7 +168,7 @@ func (c *Coordinator) WatchTriggers(ctx context.Context, fn func([]Trigger)) {
 			}
 		}
 		fn(out)
-	})
+	}, nil)
 }
 
 // Triggers returns a job's stored trigger requests, oldest first.

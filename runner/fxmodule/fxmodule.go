@@ -528,6 +528,9 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 		// plugin host's tree timeout (10s) to confirm its processes dead.
 		ReplaceWait: cfg.Plugins.CancelGrace + 15*time.Second,
 		JobSets:     c, Shards: cfg.Cluster.Shards, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
+		// A replica that has not heard from etcd for a lease TTL has
+		// self-fenced: the pause flags it last read may be stale.
+		PausesFresh: func() bool { return time.Since(c.LastContact()) < cfg.Cluster.LeaseTTL },
 		OnJobSet: func(set coord.JobSet) { // after a reload too
 			path, sum, mtime := configFile(p.ConfigPath)
 			ms.SetJobSet(set, path, sum, mtime)
@@ -543,7 +546,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
 			wg.Go(func() { r.Start(ctx) })
-			wg.Go(func() { c.WatchPaused(ctx, r.SetPaused) })
+			wg.Go(func() { c.WatchPaused(ctx, r.SetPaused, r.PausesLost) })
 			wg.Go(func() { c.WatchTriggers(ctx, r.HandleTriggers) })
 			if p.ConfigPath != "" {
 				rl := &reloader{path: p.ConfigPath, current: cfg, runner: r, log: log.With("component", "reload"),
