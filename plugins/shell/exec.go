@@ -200,7 +200,12 @@ func environment(ctx context.Context, p params) []string {
 		"PACER_RUN_ID="+info.RunID,
 		"PACER_CORRELATION_ID="+info.CorrelationID,
 		"PACER_ATTEMPT="+strconv.Itoa(info.Attempt),
-		"PACER_SCHEDULED_TIME="+info.ScheduledTime.UTC().Format(time.RFC3339),
+		// RFC 3339 with the fraction of a second when there is one (a
+		// manual run's time is the request's, to the millisecond): a
+		// manual run and the slot of the same second must not look alike
+		// to a command that deduplicates on it. A whole-second slot reads
+		// as before.
+		"PACER_SCHEDULED_TIME="+info.ScheduledTime.UTC().Format(time.RFC3339Nano),
 		"PACER_FENCING_TOKEN="+strconv.FormatInt(info.FencingToken, 10),
 		"PACER_NODE="+info.Node,
 		"PACER_SHARD="+strconv.Itoa(info.Shard),
