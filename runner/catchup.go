@@ -199,8 +199,13 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 	}
 	nskip := len(missed) - len(run)
 	if nheld < len(missed) {
+		// A paused job's slots to run do not run (see below): say so.
+		running, paused := len(run)-nheld, 0
+		if p, _ := r.JobState(j.ID); p {
+			running, paused = 0, running
+		}
 		r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed)-nheld,
-			"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", len(run)-nheld, "skipping", nskip)
+			"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", running, "skipping", nskip, "paused", paused)
 	}
 	if nheld > 0 {
 		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld)
