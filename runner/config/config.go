@@ -79,7 +79,7 @@ type Node struct {
 type Cluster struct {
 	Name     string        `yaml:"name"`      // default "default"; [a-z0-9-_] only
 	DataDir  string        `yaml:"data_dir"`  // default "./data"
-	LeaseTTL time.Duration `yaml:"lease_ttl"` // default 10s; >= 2s, whole seconds
+	LeaseTTL time.Duration `yaml:"lease_ttl"` // default 10s; 2s to 5m, whole seconds
 	Etcd     Etcd          `yaml:"etcd"`
 	// JobSetMismatch is what a replica whose jobs differ from the cluster's
 	// does: refuse (the default) to lead, or warn and lead anyway.

@@ -368,6 +368,24 @@ func TestErrors(t *testing.T) {
 			want: []string{`pacer.yaml:7: cluster.lease_ttl: invalid duration "ten seconds": want a number with a unit, such as "10s"`},
 		},
 		{
+			name: "duration too large to hold",
+			src:  y("cluster:", "  lease_ttl: 3000000h", "  job_set_settle: 99999999999h"),
+			want: []string{
+				`pacer.yaml:2: cluster.lease_ttl: duration "3000000h" is too large: at most 2562047h47m16s (about 292 years)`,
+				`pacer.yaml:3: cluster.job_set_settle: duration "99999999999h" is too large: at most 2562047h47m16s`,
+			},
+		},
+		{
+			name: "lease ttl too long",
+			src:  y("cluster:", "  lease_ttl: 2400000h"),
+			want: []string{`pacer.yaml:2: cluster.lease_ttl: 2400000h0m0s is too long: at most 5m0s (the shards of a replica that crashes stay unled for up to a lease TTL)`},
+		},
+		{
+			name: "every interval too large to hold",
+			src:  cat([]string{"jobs:"}, jobLines("a")[:3], []string{"    schedule: '@every 1000000000h'"}),
+			want: []string{`pacer.yaml:5: jobs[0].schedule: @every 1000000000h: interval is too large: at most 2562047h47m16s (about 292 years)`},
+		},
+		{
 			name: "bare number duration",
 			src:  y("plugins:", "  start_timeout: 30", "cluster:", "  etcd:", "    dial_timeout: '1.5'"),
 			want: []string{

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pacerun/pacer/internal/didyoumean"
 	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner/schedule"
 )
 
 // The decoder walks the yaml.Node tree against the Config struct by yaml tag,
@@ -680,8 +681,12 @@ func (d *decoder) duration(n *yaml.Node, line int, v reflect.Value, path string)
 		d.fail(line, path, `invalid duration %q: a bare number has no unit; write e.g. "%ss" (units: ns, us, ms, s, m, h)`, s, s)
 		return false
 	}
-	dur, err := time.ParseDuration(s)
-	if err != nil {
+	dur, err := schedule.ParseDuration(s)
+	switch {
+	case errors.Is(err, schedule.ErrDurationTooLarge):
+		d.fail(line, path, "duration %q is too large: at most %s (about 292 years)", s, schedule.MaxDuration.Truncate(time.Second))
+		return false
+	case err != nil:
 		d.fail(line, path, `invalid duration %q: want a number with a unit, such as "10s", "1m30s" or "2h"`, s)
 		return false
 	}

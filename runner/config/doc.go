@@ -14,7 +14,7 @@
 //	cluster:
 //	  name: prod                      # default "default"; a-z, 0-9, "-", "_"
 //	  data_dir: /var/lib/pacer        # default "./data"
-//	  lease_ttl: 10s                  # default 10s; whole seconds, >= 2s
+//	  lease_ttl: 10s                  # default 10s; whole seconds, 2s to 5m
 //	  job_set_mismatch: refuse        # or warn: a replica whose jobs differ from the cluster's leads anyway
 //	  job_set_settle: 5s              # a change in agreement must hold this long before it is acted on
 //	  shards: 16                      # default 16, 1..256; the same on every replica

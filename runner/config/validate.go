@@ -68,6 +68,10 @@ func (d *decoder) validate(c *Config) {
 	d.validateInheritEnv(c)
 }
 
+// maxLeaseTTL bounds cluster.lease_ttl: a replica killed with SIGKILL (or
+// cut off) leaves its shards unled until its lease expires.
+const maxLeaseTTL = 5 * time.Minute
+
 func (d *decoder) validateCluster(c *Cluster) {
 	if !clusterNameRe.MatchString(c.Name) {
 		d.problem("cluster.name", `invalid cluster name %q: use only lowercase letters, digits, "-" and "_"`, c.Name)
@@ -75,6 +79,8 @@ func (d *decoder) validateCluster(c *Cluster) {
 	switch {
 	case c.LeaseTTL < 2*time.Second:
 		d.problem("cluster.lease_ttl", "%s is too short: must be at least 2s", c.LeaseTTL)
+	case c.LeaseTTL > maxLeaseTTL:
+		d.problem("cluster.lease_ttl", "%s is too long: at most %s (the shards of a replica that crashes stay unled for up to a lease TTL)", c.LeaseTTL, maxLeaseTTL)
 	case c.LeaseTTL%time.Second != 0:
 		d.problem("cluster.lease_ttl", "%s is not a whole number of seconds (etcd leases are in seconds); use e.g. %q",
 			c.LeaseTTL, c.LeaseTTL.Round(time.Second).String())

@@ -107,8 +107,11 @@ func Parse(spec string, loc *time.Location) (Schedule, error) {
 		return nil, ErrEmpty
 	case len(spec) >= len("@every") && strings.EqualFold(spec[:len("@every")], "@every"):
 		arg := strings.TrimSpace(spec[len("@every"):])
-		d, err := time.ParseDuration(arg)
-		if err != nil {
+		d, err := ParseDuration(arg)
+		switch {
+		case errors.Is(err, ErrDurationTooLarge):
+			return nil, fmt.Errorf("@every %s: interval is too large: at most %s (about 292 years)", arg, MaxDuration.Truncate(time.Second))
+		case err != nil:
 			return nil, fmt.Errorf("@every needs a duration such as \"@every 5s\": %w", err)
 		}
 		if d < time.Second || d%time.Second != 0 {
