@@ -166,6 +166,26 @@ func TestE2EValidateWarnsAboutNoJobs(t *testing.T) {
 	}
 }
 
+// pacer validate warns (on stderr, exit 0) about a secret's variable that
+// pacer run would refuse to start without: validate may run elsewhere than
+// the runner, but must not pass such a file in silence.
+func TestE2EValidateWarnsAboutUnsetSecretVariables(t *testing.T) {
+	parallelE2E(t)
+	path := tempConfig(t, "http: {listen: 127.0.0.1:9464, token_env: PACER_E2E_UNSET_TOKEN}\n"+
+		"cluster: {etcd: {endpoints: ['http://127.0.0.1:2379'], username: pacer, password_env: PACER_E2E_UNSET_PASSWORD}}\njobs: []\n")
+	stdout, stderr, code := pacerCmd(t, []string{"PACER_E2E_UNSET_TOKEN="}, "validate", "--config", path)
+	if code != 0 || !strings.Contains(stdout, "is valid") ||
+		!strings.Contains(stderr, "warning: "+path+": http.token_env: environment variable PACER_E2E_UNSET_TOKEN is empty or not set") ||
+		!strings.Contains(stderr, "warning: "+path+": cluster.etcd.password_env: environment variable PACER_E2E_UNSET_PASSWORD is not set") ||
+		!strings.Contains(stderr, "pacer run refuses to start without it, exit 2") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	stdout, stderr, code = pacerCmd(t, []string{"PACER_E2E_UNSET_TOKEN=tok", "PACER_E2E_UNSET_PASSWORD=pw"}, "validate", "--config", path)
+	if code != 0 || strings.Contains(stderr, "warning") {
+		t.Fatalf("with both set: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
 // The leap-year case of golang/go#81583 in a real process, with each zone
 // data source: the system's (from 2040) and, through ZONEINFO, Go's own
 // zoneinfo.zip, which time/tzdata embeds (from 2028).
