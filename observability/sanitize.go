@@ -1482,6 +1482,11 @@ func (s *Sanitizer) maskKeyValues(in string) string {
 		if k == ke || ke-k > 128 || !s.sensitiveKey(in[k:ke], &kbuf) {
 			continue
 		}
+		if in[j] == ':' && !dquoted && ke == j && pathTail(in, k) {
+			// The end of a file path before a colon, not a key:
+			// "open /etc/passwd: not a file", "C:\\run\\token: denied".
+			continue
+		}
 		v := j + 1
 		if v < len(in) && (in[j] == ':' && in[v] == '=' || in[j] == '=' && in[v] == '>') {
 			v++ // "password := x" (Go, Pascal), "password => x" (Perl, PHP, Ruby)
@@ -1506,6 +1511,24 @@ func (s *Sanitizer) maskKeyValues(in string) string {
 		i = max(i, re)
 	}
 	return w.result()
+}
+
+// pathTail reports whether the word ending at in[k] (a key's start) is
+// the last element of a file path: in[k-1] is a path separator and the
+// path is absolute or explicitly relative ("/etc/passwd", "./api.token",
+// "../token", "~/.secret", "C:\\run\\token"). "db/password" is not one:
+// without a path's start, a slash is as likely part of a key's name.
+func pathTail(in string, k int) bool {
+	if k == 0 || in[k-1] != '/' && in[k-1] != '\\' {
+		return false
+	}
+	st := k - 1
+	for st > 0 && k-st < 4096 && !strings.ContainsRune(" \t\n\r\"'(=[<,;", rune(in[st-1])) {
+		st--
+	}
+	p := in[st:k]
+	return p[0] == '/' || strings.HasPrefix(p, "./") || strings.HasPrefix(p, "../") || strings.HasPrefix(p, "~/") ||
+		len(p) >= 3 && p[1] == ':' && p[2] == '\\' && ('a' <= p[0]|0x20 && p[0]|0x20 <= 'z')
 }
 
 // indexSep returns the index of the first '=' or ':' in s[from:], as an

@@ -170,6 +170,18 @@ func TestSanitizeKeyValues(t *testing.T) {
 		{"fencing token json", `{"fencing_token":42,"token":"x"}`, `{"fencing_token":42,"token":"[redacted]"}`},
 		{"fencing token attribute", "pacer.fencing_token=7 fencingToken: 8", "pacer.fencing_token=7 fencingToken: 8"},
 		{"other fencing-like keys", "my_fencing_token=9 PACER_TOKEN=1", "my_fencing_token=[redacted] PACER_TOKEN=[redacted]"},
+		// A file path ending in a key's name, before a colon, is a path
+		// (an error message), not a key; a key after a path-less slash,
+		// after '=', or quoted, still is.
+		{"path ending in passwd", "want an executable plugin at /etc/passwd: not an executable file",
+			"want an executable plugin at /etc/passwd: not an executable file"},
+		{"relative and home paths", "open ./api.token: no such file; read ~/.secret: denied; ../token: gone",
+			"open ./api.token: no such file; read ~/.secret: denied; ../token: gone"},
+		{"windows path", `open C:\run\token: access denied`, `open C:\run\token: access denied`},
+		{"slash in a key", "db/password: hunter2", "db/password: [redacted]"},
+		{"url ending in a key", "https://vault/v1/token: s3cr3t", "https://vault/v1/token: [redacted]"},
+		{"path with equals", "/etc/passwd=hunter2", "/etc/passwd=[redacted]"},
+		{"quoted path key", `{"/run/token": "x"}`, `{"/run/token": "[redacted]"}`},
 		{"already typed", "password=alice@example.com", "password=[email]"},
 		{"partly typed", "password=x:10.0.0.1", "password=[redacted]"},
 		{"empty value", "password= ", "password= "},
