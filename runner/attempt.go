@@ -5,7 +5,6 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -142,7 +141,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	case how.claimed != nil: // claimed already
 	case how.prev != nil:
 		var b []byte
-		if b, err = json.Marshal(claim); err == nil {
+		if b, err = encodeRecord(&claim); err == nil {
 			err = r.o.Coord.Reclaim(spanCtx, t, job.ID, s.Time, how.prev, b)
 		}
 	default:

@@ -2,7 +2,6 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"syscall"
@@ -58,11 +57,11 @@ func BenchmarkAttempt(b *testing.B) {
 		claim.State, claim.Start, claim.RunID = "running", wallNow().UTC(), observability.NewRunID()
 		a := &attemptRun{slot: slot, term: term, runID: claim.RunID, correlationID: correlationID, number: 1}
 		spanCtx, span := r.startRunSpan(ctx, a)
-		if _, err := json.Marshal(claim); err != nil {
+		if _, err := encodeRecord(&claim); err != nil {
 			b.Fatal(err)
 		}
 		final, _ := r.execute(spanCtx, span, a, base)
-		if _, err := json.Marshal(final); err != nil {
+		if _, err := encodeRecord(&final); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -56,7 +56,7 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
 		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token)))
 	defer span.End()
-	b, err := json.Marshal(rec)
+	b, err := encodeRecord(&rec)
 	if err != nil {
 		return err
 	}

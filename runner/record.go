@@ -5,7 +5,6 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,7 +84,7 @@ func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
 // slot decided already (etcd slow or electing) is retried while the term
 // lives, for up to recordPatience.
 func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) error {
-	b, err := json.Marshal(rec)
+	b, err := encodeRecord(&rec)
 	if err != nil {
 		log.Error("run record not encodable", "run_id", rec.RunID, "error", err)
 		return err
