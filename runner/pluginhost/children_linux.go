@@ -3,6 +3,7 @@ package pluginhost
 import (
 	"os"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,17 +17,17 @@ import (
 // the thread that started it. The reads use plain system calls (no os.File,
 // no poller, no allocation per thread): they run after runs (afterRun).
 func childPIDs(adopted bool) ([]int, error) {
-	tids := []string{strconv.Itoa(os.Getpid())}
-	if !adopted {
-		d, err := os.Open("/proc/self/task")
-		if err != nil {
-			return nil, err
-		}
-		tids, err = d.Readdirnames(-1)
-		d.Close()
-		if err != nil {
-			return nil, err
-		}
+	if adopted {
+		return mainThreadChildren()
+	}
+	d, err := os.Open("/proc/self/task")
+	if err != nil {
+		return nil, err
+	}
+	tids, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return nil, err
 	}
 	var pids []int
 	var buf [4096]byte
@@ -37,21 +38,54 @@ func childPIDs(adopted bool) ([]int, error) {
 		if err != nil {
 			continue // the thread ended
 		}
-		data := buf[:0]
-		for {
-			if len(data) == cap(data) {
-				data = append(data, 0)[:len(data)] // a long list: grow
-			}
-			n, err := unix.Read(fd, data[len(data):cap(data)])
-			if n <= 0 || err != nil {
-				break
-			}
-			data = data[:len(data)+n]
-		}
+		pids = appendPIDs(pids, readChildren(fd, buf[:0]))
 		unix.Close(fd)
-		pids = appendPIDs(pids, data)
 	}
 	return pids, nil
+}
+
+// The main thread's list is read after every run: its file is opened once
+// and read from its start each time (a /proc seq_file lists the children
+// anew at offset 0), which spares a path lookup in /proc per look. An open
+// that fails (out of file descriptors) is tried again at the next look.
+var mainChildren struct {
+	mu sync.Mutex
+	fd int // -1 until opened
+}
+
+func init() { mainChildren.fd = -1 }
+
+// mainThreadChildren lists the children of the host's main thread.
+func mainThreadChildren() ([]int, error) {
+	m := &mainChildren
+	m.mu.Lock()
+	if m.fd < 0 {
+		fd, err := unix.Open("/proc/self/task/"+strconv.Itoa(os.Getpid())+"/children", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
+		m.fd = fd
+	}
+	fd := m.fd
+	m.mu.Unlock()
+	var buf [4096]byte
+	return appendPIDs(nil, readChildren(fd, buf[:0])), nil
+}
+
+// readChildren reads a children file from its start into data (growing it
+// past its capacity for a long list).
+func readChildren(fd int, data []byte) []byte {
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)] // a long list: grow
+		}
+		n, err := unix.Pread(fd, data[len(data):cap(data)], int64(len(data)))
+		if n <= 0 || err != nil {
+			return data
+		}
+		data = data[:len(data)+n]
+	}
 }
 
 // appendPIDs appends the space-separated numbers of b to pids.

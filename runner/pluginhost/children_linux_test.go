@@ -50,6 +50,11 @@ func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	// A look before the orphan exists: the looks below read the same
+	// open file again, and must see the list as it is then.
+	if _, err := childPIDs(true); err != nil {
+		t.Fatal(err)
+	}
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	// Started from a thread of its own, not the main one, the shell leaves
 	// a sleep behind and exits: the sleep is an orphan.
@@ -94,11 +99,16 @@ func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		_ = syscall.Kill(orphan, syscall.SIGKILL)
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(orphan, &ws, 0, nil)
-	}()
+	reaped := false
+	reap := func() {
+		if !reaped {
+			_ = syscall.Kill(orphan, syscall.SIGKILL)
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(orphan, &ws, 0, nil)
+			reaped = true
+		}
+	}
+	defer reap()
 	// The kernel re-parents the orphan while the shell exits, before the
 	// shell can be waited for: no need to wait for it here.
 	pids, err := childPIDs(true)
@@ -108,6 +118,10 @@ func TestOrphansAreAdoptedByTheMainThread(t *testing.T) {
 	if !slices.Contains(pids, orphan) {
 		all, _ := childPIDs(false)
 		t.Fatalf("orphan %d not among the main thread's children %v (all threads': %v)", orphan, pids, all)
+	}
+	reap()
+	if pids, err = childPIDs(true); err != nil || slices.Contains(pids, orphan) {
+		t.Fatalf("after the orphan %d was reaped, the main thread's children are %v (%v)", orphan, pids, err)
 	}
 }
 
