@@ -6,6 +6,8 @@ import (
 	"context"
 	"io"
 	"os/exec"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,6 +38,28 @@ func BenchmarkRun(b *testing.B) {
 				b.Fatal(res, err)
 			}
 		}
+	})
+	// 32 at once, as a shell plugin runs its commands at the default
+	// plugins.max_concurrency: each command's end scans the processes below
+	// this one, which are the other commands'.
+	b.Run("proctree-concurrency=32", func(b *testing.B) {
+		defer reportCPU(b)()
+		var left atomic.Int64
+		left.Store(int64(b.N))
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Go(func() {
+				for left.Add(-1) >= 0 {
+					c := proctree.Command(context.Background(), "/bin/true")
+					c.Stdout, c.Stderr = io.Discard, io.Discard
+					if res, err := c.Run(); err != nil || res.ExitCode != 0 {
+						b.Error(res, err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
 	})
 }
 

@@ -43,7 +43,7 @@ func (p Process) Zombie() bool { return p.State == 'Z' || p.State == 'X' }
 // Read returns the process pid, or an error wrapping os.ErrNotExist if there
 // is none.
 func Read(pid int) (Process, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	b, err := readProc("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			err = os.ErrNotExist
@@ -73,20 +73,18 @@ func Read(pid int) (Process, error) {
 // children lists, so it costs little however many processes the host runs.
 func Children(pid int) ([]Process, error) {
 	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
-	d, err := os.Open(dir)
+	tids, err := listProc(dir)
 	if err != nil {
-		return nil, fmt.Errorf("process %d: %w", pid, os.ErrNotExist)
-	}
-	tids, err := d.Readdirnames(-1)
-	d.Close()
-	if err != nil {
+		if errors.Is(err, errListOpen) {
+			return nil, fmt.Errorf("process %d: %w", pid, os.ErrNotExist)
+		}
 		return nil, err
 	}
 	var out []Process
 	seen := map[int]bool{}
 	read := 0
 	for _, tid := range tids {
-		b, err := os.ReadFile(dir + tid + "/children")
+		b, err := readProc(dir + tid + "/children")
 		if err != nil {
 			continue // the thread ended, or no children files (old kernel)
 		}
@@ -137,6 +135,9 @@ func Descendants(pid int) ([]Process, error) {
 	}
 	out := kids
 	for i := 0; i < len(out); i++ {
+		if out[i].Zombie() {
+			continue // its children went to a subreaper, or init, when it exited
+		}
 		more, err := Children(out[i].PID)
 		if err != nil {
 			continue // it exited meanwhile
@@ -164,7 +165,7 @@ func (p Process) Alive() bool {
 // with, and whether it was there. A zombie or a process whose environment
 // cannot be read (another user's) has none.
 func (p Process) Env(key string) (string, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/environ")
+	b, err := readProc("/proc/" + strconv.Itoa(p.PID) + "/environ")
 	if err != nil {
 		return "", false
 	}
@@ -216,4 +217,73 @@ func (p Process) Reap() bool {
 	var ws unix.WaitStatus
 	pid, err := unix.Wait4(p.PID, &ws, unix.WNOHANG, nil)
 	return err == nil && pid == p.PID
+}
+
+// readProc reads a file of /proc with plain system calls: os.ReadFile's
+// os.File costs a stat, a try at the poller and a change of mode on every
+// open, and a command's end reads several such files of every process
+// below the plugin. Its errors are os.ReadFile's.
+func readProc(path string) ([]byte, error) {
+	var fd int
+	var err error
+	for {
+		if fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+// errListOpen is listProc's error when the directory cannot be opened.
+var errListOpen = errors.New("cannot open")
+
+// listProc lists the names in a directory of /proc with plain system
+// calls, as readProc reads a file.
+func listProc(dir string) ([]string, error) {
+	var fd int
+	var err error
+	for {
+		if fd, err = syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0); err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", errListOpen, dir, err)
+	}
+	defer syscall.Close(fd)
+	var names []string
+	buf := make([]byte, 4096)
+	for {
+		n, err := syscall.ReadDirent(fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "readdirent", Path: dir, Err: err}
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = syscall.ParseDirent(buf[:n], -1, names)
+	}
 }

@@ -119,10 +119,64 @@ func (t *tree) members(all []Process) []Process {
 	return out
 }
 
-// snapshot lists the processes below this one.
+// snapshot lists the processes below this one, from a scan that began
+// after the call.
 func (t *tree) snapshot() []Process {
-	all, _ := Descendants(t.self)
-	return all
+	if t.self != os.Getpid() {
+		all, _ := Descendants(t.self)
+		return all
+	}
+	return scans.after()
+}
+
+// scans shares the scans of this process's descendants between the commands
+// that want one at the same time: commands that end together (a plugin's
+// runs due at the same instant) would each read every process below the
+// plugin, n commands n² reads of /proc. A caller waits for a scan that
+// begins after its call, so it sees at least what a scan of its own would
+// have: every process its command left, as they were once it had ended.
+var scans scanGroup
+
+type scanGroup struct {
+	mu       sync.Mutex
+	scanning bool
+	waiting  []chan []Process // callers waiting for the next scan
+}
+
+// after returns a scan of this process's descendants that began after the
+// call.
+func (g *scanGroup) after() []Process {
+	ch := make(chan []Process, 1)
+	g.mu.Lock()
+	g.waiting = append(g.waiting, ch)
+	lead := !g.scanning
+	g.scanning = true
+	g.mu.Unlock()
+	if lead {
+		g.scan()
+	}
+	return <-ch
+}
+
+// scan answers the callers waiting with one scan, each with its own copy,
+// and hands those that came meanwhile to a goroutine of their own, so that
+// the caller that scans returns after one scan.
+func (g *scanGroup) scan() {
+	g.mu.Lock()
+	batch := g.waiting
+	g.waiting = nil
+	g.mu.Unlock()
+	all, _ := Descendants(os.Getpid())
+	for _, ch := range batch {
+		ch <- slices.Clone(all)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.waiting) == 0 {
+		g.scanning = false
+		return
+	}
+	go g.scan()
 }
 
 // live lists the pids of the tree's processes that still run.
