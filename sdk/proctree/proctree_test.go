@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -230,6 +232,41 @@ while [ ! -s `+dir+`/short ]; do sleep 0.01; done`)
 		t.Fatal(err)
 	}
 	waitGone(t, longPID)
+}
+
+// Commands that end together share the scans of the processes below this
+// one: each still finds and kills its own leftover, and only its own,
+// before its Run returns.
+func TestCommandsEndingTogetherEachEndTheirOwnTree(t *testing.T) {
+	const n = 16
+	dir := t.TempDir()
+	type ran struct {
+		res *proctree.Result
+		err error
+	}
+	done := make([]chan ran, n)
+	for i := range n {
+		c, _ := sh(context.Background(), fmt.Sprintf(`setsid sh -c 'echo $$ > %[1]s/%[2]d; exec sleep 300' &
+while [ ! -s %[1]s/%[2]d ] || [ ! -e %[1]s/go ]; do sleep 0.01; done`, dir, i))
+		done[i] = make(chan ran, 1)
+		go func() { res, err := c.Run(); done[i] <- ran{res, err} }()
+	}
+	pids := make([]int, n)
+	for i := range n {
+		pids[i] = readPIDs(t, fmt.Sprintf("%s/%d", dir, i), 1)[0]
+	}
+	if err := os.WriteFile(dir+"/go", nil, 0o644); err != nil { // every command exits now
+		t.Fatal(err)
+	}
+	for i := range n {
+		r := <-done[i]
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if !gone(pids[i]) || !r.res.Confirmed || !slices.Equal(r.res.Leftovers, []int{pids[i]}) {
+			t.Errorf("command %d: leftover %d gone %v; result %+v, want its leftover alone, killed and confirmed", i, pids[i], gone(pids[i]), r.res)
+		}
+	}
 }
 
 // On cancellation the tree gets SIGTERM and Grace to stop, then SIGKILL.
