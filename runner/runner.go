@@ -102,6 +102,12 @@ type Options struct {
 	// warn, or a config change rolled out one replica at a time), and
 	// that replica may lead next.
 	JobSetsAgree func() bool
+	// ClusterJobSet, if set, returns the fingerprint of the cluster's job
+	// set (the one most live replicas hold). A reload that gives a job back
+	// a definition dropped earlier records the slots of it missed meanwhile
+	// only when the reloaded set is the cluster's: those slots were the
+	// cluster's, not a definition this replica alone is trying again.
+	ClusterJobSet func() string
 	// Shards is the number of shards (cluster.shards); below 1 means 1.
 	// The runner schedules only the jobs of the shards it leads.
 	Shards int
@@ -289,6 +295,9 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	r.smu.Lock()
 	r.sched.Set(slices.DeleteFunc(list, func(j *Job) bool { return r.scheduled[j.shard] == nil }))
 	r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
+	if r.o.ClusterJobSet != nil && r.o.ClusterJobSet() != set.Fingerprint {
+		back = nil // this replica's own change, not a return to the cluster's set
+	}
 	for id, from := range back { // a definition given back: the slots it missed meanwhile
 		if t := r.scheduled[m[id].shard]; t != nil && r.o.JobSets != nil {
 			j := m[id]

@@ -46,7 +46,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.addr, "addr", def, "runner API address, http:// or https:// (env PACER_ADDR)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
-	fs.StringVar(&c.token, "token", os.Getenv("PACER_API_TOKEN"), "API bearer token (env PACER_API_TOKEN)")
+	fs.StringVar(&c.token, "token", strings.TrimSpace(os.Getenv("PACER_API_TOKEN")), "API bearer token (env PACER_API_TOKEN)")
 	fs.StringVar(&c.caFile, "ca-file", os.Getenv("PACER_CA_FILE"), "PEM CA bundle to verify an https runner with (env PACER_CA_FILE; default: the system's)")
 	fs.StringVar(&c.certFile, "cert-file", os.Getenv("PACER_CERT_FILE"), "PEM client certificate, for a runner that requires one (env PACER_CERT_FILE)")
 	fs.StringVar(&c.keyFile, "key-file", os.Getenv("PACER_KEY_FILE"), "PEM key of --cert-file (env PACER_KEY_FILE)")

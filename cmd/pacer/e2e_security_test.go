@@ -104,11 +104,11 @@ func TestE2EUnsetTokenVariableRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), "run", "--config", path)
-	cmd.Env = append(os.Environ(), "PACER_TEST_UNSET_TOKEN=")
+	cmd.Env = append(os.Environ(), "PACER_TEST_UNSET_TOKEN= \t") // blank: no request could send it
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 || ctx.Err() != nil ||
-		!strings.Contains(string(out), path+": http.token_env: environment variable PACER_TEST_UNSET_TOKEN is empty or not set") ||
+		!strings.Contains(string(out), path+": http.token_env: environment variable PACER_TEST_UNSET_TOKEN is empty, blank or not set") ||
 		strings.Contains(string(out), "fxmodule") {
 		t.Errorf("pacer run: %v\n%s", err, out)
 	}

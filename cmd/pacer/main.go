@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 	_ "time/tzdata" // time zones work on machines without a zoneinfo database
 
@@ -244,8 +245,8 @@ func secretsSet(path string, cfg *config.Config) error {
 // that are missing here (secretsSet's checks, each of them).
 func secretProblems(path string, cfg *config.Config) []error {
 	var errs []error
-	if env := cfg.HTTP.TokenEnv; env != "" && os.Getenv(env) == "" {
-		errs = append(errs, fmt.Errorf("%s: http.token_env: environment variable %s is empty or not set; set it, or remove token_env to run the API without a token", path, env))
+	if env := cfg.HTTP.TokenEnv; env != "" && strings.TrimSpace(os.Getenv(env)) == "" {
+		errs = append(errs, fmt.Errorf("%s: http.token_env: environment variable %s is empty, blank or not set; set it, or remove token_env to run the API without a token", path, env))
 	}
 	if env := cfg.Cluster.Etcd.PasswordEnv; env != "" {
 		if _, ok := os.LookupEnv(env); !ok {

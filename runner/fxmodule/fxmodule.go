@@ -528,6 +528,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 		// plugin host's tree timeout (10s) to confirm its processes dead.
 		ReplaceWait: cfg.Plugins.CancelGrace + 15*time.Second,
 		JobSets:     c, Shards: cfg.Cluster.Shards, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
+		ClusterJobSet: func() string { return ms.View().ClusterJobSet },
 		// A replica that has not heard from etcd for a lease TTL has
 		// self-fenced: the pause flags it last read may be stale.
 		PausesFresh: func() bool { return time.Since(c.LastContact()) < cfg.Cluster.LeaseTTL },
@@ -596,9 +597,12 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 	h *pluginhost.Host, r *runner.Runner, c *coord.Coordinator, ms *coord.Membership, mon *coord.Monitor) (*api.Server, error) {
 	var token string
 	if env := cfg.HTTP.TokenEnv; env != "" {
-		token = os.Getenv(env)
+		// A token read from a file keeps its newline: the token is the
+		// text without surrounding white space, and white space alone is
+		// no token (no request could send it: every call would get 401).
+		token = strings.TrimSpace(os.Getenv(env))
 		if token == "" {
-			return nil, fmt.Errorf("http.token_env: environment variable %s is empty or not set; set it, or remove token_env to run the API without a token", env)
+			return nil, fmt.Errorf("http.token_env: environment variable %s is empty, blank or not set; set it, or remove token_env to run the API without a token", env)
 		}
 	}
 	var tlsConfig *tls.Config
