@@ -123,6 +123,9 @@ type Membership struct {
 	holders        []string
 	holdersSince   time.Time
 	holdersChanged chan struct{}
+	// differs holds, by node, when a member that was a candidate was first
+	// seen with a set that is not the cluster's (holdersOf).
+	differs map[string]time.Time
 }
 
 // NewMembership returns a Membership. Nothing happens until Run.
@@ -563,7 +566,8 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		return 0
 	}
 	a := Agree(m.live())
-	m.setHolders(a.Holders)
+	holders, hold := m.holdersOf(a)
+	m.setHolders(holders)
 	if m.leaving {
 		// Stopping: the others see it gone and take its shards, and its
 		// stop hands them over, draining its runs. Whether it may lead
@@ -640,7 +644,48 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 	if apply && ok && !was && agreed {
 		m.log.Info("job set is the cluster's: may lead", "job_set", Short(self), "jobs", len(set.Jobs), "members", len(a.Holders))
 	}
+	if hold > 0 {
+		wait = minPositive(wait, hold)
+	}
 	return wait
+}
+
+// holdersOf returns the candidates for a: its holders, and the members
+// that were candidates and whose sets have differed from the cluster's for
+// less than the settle delay. A replica's own gate closes only once its
+// difference has held that long, so its shards stay assigned to it until
+// then: a difference undone within the delay moves no shard (with a
+// shorter cluster.shard_settle, the assignment would otherwise hand a
+// leader's shards over at once and back again). hold is how long until
+// the first of those settles. Called with m.mu held.
+func (m *Membership) holdersOf(a Agreement) (holders []string, hold time.Duration) {
+	holders = slices.Clone(a.Holders)
+	if m.differs == nil {
+		m.differs = map[string]time.Time{}
+	}
+	now := time.Now()
+	live := map[string]bool{}
+	for _, mem := range m.live() {
+		live[mem.Node] = true
+		if mem.JobSet == a.JobSet {
+			delete(m.differs, mem.Node)
+			continue
+		}
+		since, ok := m.differs[mem.Node]
+		if !ok {
+			if !slices.Contains(m.holders, mem.Node) {
+				continue // no candidate before: a difference does not make it one
+			}
+			since = now
+			m.differs[mem.Node] = since
+		}
+		if left := m.o.Settle - now.Sub(since); left > 0 && !slices.Contains(holders, mem.Node) {
+			holders = append(holders, mem.Node)
+			hold = minPositive(hold, left)
+		}
+	}
+	maps.DeleteFunc(m.differs, func(node string, _ time.Time) bool { return !live[node] })
+	return holders, hold
 }
 
 // oddMembers names the members whose sets differ from a's, once per change

@@ -579,3 +579,41 @@ func putPredecessorsRecord(t *testing.T, cli *clientv3.Client, set coord.JobSet)
 	}
 	return old
 }
+
+// A candidate whose job set comes to differ from the cluster's stays a
+// candidate (its shards stay assigned to it) until the difference has held
+// for the settle delay, when its own gate closes too: a difference undone
+// within the delay moves no shard. Before, it left the candidates at once,
+// and with a shorter shard_settle the assignment handed a leader's shards
+// over and back (attack 6, B3).
+func TestCandidateWhoseSetDiffersStaysUntilTheSettleDelay(t *testing.T) {
+	b := setup(t)
+	set, other := jobSet("x", "y"), jobSet("x")
+	const settle = 3 * time.Second
+	a := b.gatedReplica(t, "a", set, settle, coord.MismatchRefuse)
+	bb := b.gatedReplica(t, "b", set, settle, coord.MismatchRefuse)
+	c := b.gatedReplica(t, "c", set, settle, coord.MismatchRefuse)
+	candidates := func() []string { got, _, _ := c.ms.Candidates(); return got }
+	waitFor(t, "three candidates", 10*time.Second, func() bool { return slices.Equal(candidates(), []string{"a", "b", "c"}) })
+
+	bb.ms.SetJobSet(other, "", "", time.Time{})
+	waitFor(t, "c to see b's new set", 10*time.Second, func() bool {
+		for _, r := range c.ms.View().Replicas {
+			if r.Node == "b" {
+				return r.JobSet == other.Fingerprint
+			}
+		}
+		return false
+	})
+	if got := candidates(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("candidates %v as soon as b's set differs, want b still among them for the settle delay", got)
+	}
+	waitFor(t, "b to leave the candidates once its difference held", 10*time.Second, func() bool {
+		return slices.Equal(candidates(), []string{"a", "c"})
+	})
+	bb.ms.SetJobSet(set, "", "", time.Time{})
+	waitFor(t, "b a candidate again", 10*time.Second, func() bool { return slices.Equal(candidates(), []string{"a", "b", "c"}) })
+	if a.c.Term() == nil && bb.c.Term() == nil && c.c.Term() == nil {
+		t.Fatal("nobody leads")
+	}
+}
