@@ -29,7 +29,9 @@ var SkipReasons = []string{SkipOverlap, SkipMisfire, SkipPaused, SkipLockLost, S
 // r.mu is held.
 func (r *Runner) homeLocked(n int) bool { return r.o.Coord == nil || r.home[n] != nil }
 
-// makeHome creates the series of t's shard's jobs, as t starts.
+// makeHome creates the series of t's shard's jobs, as t starts, and sets
+// their pacer_job_paused. Only that shard's: a replica that starts leading
+// 16 shards at once makes each job's series once, not 16 times.
 func (r *Runner) makeHome(t *coord.Term) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -38,9 +40,9 @@ func (r *Runner) makeHome(t *coord.Term) {
 		if j.shard == t.Shard {
 			delete(r.unhomed, j.ID)
 			r.initJobMetrics(j)
+			r.exportPausedJobLocked(j.ID)
 		}
 	}
-	r.exportPausedLocked(nil)
 }
 
 // leaveHome deletes the series of t's shard's jobs as t ends; a job's that

@@ -351,15 +351,20 @@ func (r *Runner) exportPausedLocked(old map[string]*Job) {
 		}
 	}
 	for id, j := range r.jobs {
-		if !r.homeLocked(j.shard) {
-			continue
+		if r.homeLocked(j.shard) {
+			r.exportPausedJobLocked(id)
 		}
-		v := 0.0
-		if r.paused[id] {
-			v = 1
-		}
-		m.JobPaused.WithLabelValues(id).Set(v)
 	}
+}
+
+// exportPausedJobLocked sets pacer_job_paused of one job whose shard's
+// series are here. r.mu is held.
+func (r *Runner) exportPausedJobLocked(id string) {
+	v := 0.0
+	if r.paused[id] {
+		v = 1
+	}
+	r.o.Metrics.JobPaused.WithLabelValues(id).Set(v)
 }
 
 // Jobs returns the registered jobs, sorted by ID.
