@@ -331,13 +331,18 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 				runID, rec = recs[i].RunID, b
 			}
 		}
-		wg.Go(func() {
+		claim := func() {
 			b, err := json.Marshal(claims[i])
 			if err == nil {
 				err = r.o.Coord.ClaimRecording(t.Context(), t, j.ID, s, b, runID, rec)
 			}
 			errs[i] = err
-		})
+		}
+		if len(run) == 1 { // the usual case (misfire "once"): no goroutine of its own
+			claim()
+			break
+		}
+		wg.Go(claim)
 	}
 	wg.Wait()
 	if len(recs) > len(run) {

@@ -128,10 +128,10 @@ func (b *batcher) commit(rs []*claimReq) {
 			return
 		}
 		g := guardsOf(rs)
-		cmps, elseOps := g.cmps(), g.reads()
-		var puts []clientv3.Op
-		var live []*claimReq // the requests this transaction decides, in Else order
-		var next []claimState
+		cmps, elseOps := g.cmps(len(rs)), g.reads(len(rs))
+		puts := make([]clientv3.Op, 0, 2*len(rs))
+		live := make([]*claimReq, 0, len(rs)) // the requests this transaction decides, in Else order
+		next := make([]claimState, 0, len(rs))
 		for _, r := range rs {
 			cc := caches[r.term]
 			cc.mu.Lock()

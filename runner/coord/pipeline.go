@@ -43,17 +43,18 @@ func guardsOf[R interface{ req() *request }](rs []R) guards {
 }
 
 // cmps and reads are the guards' compares, and the failure branch's first
-// reads (one per term, in order).
-func (g guards) cmps() []clientv3.Cmp {
-	out := make([]clientv3.Cmp, 0, len(g.terms))
+// reads (one per term, in order), with room for n more: a transaction's
+// lists are built once, not grown.
+func (g guards) cmps(n int) []clientv3.Cmp {
+	out := make([]clientv3.Cmp, 0, len(g.terms)+n)
 	for _, t := range g.terms {
 		out = append(out, clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token))
 	}
 	return out
 }
 
-func (g guards) reads() []clientv3.Op {
-	out := make([]clientv3.Op, 0, len(g.terms))
+func (g guards) reads(n int) []clientv3.Op {
+	out := make([]clientv3.Op, 0, len(g.terms)+n)
 	for _, t := range g.terms {
 		out = append(out, clientv3.OpGet(t.key, clientv3.WithKeysOnly()))
 	}

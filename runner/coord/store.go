@@ -134,8 +134,8 @@ func (c *Coordinator) commitRecordsOf(rs []*recordReq) {
 			return
 		}
 		g := guardsOf(rs)
-		cmps, elseOps := g.cmps(), g.reads()
-		var ops []clientv3.Op
+		cmps, elseOps := g.cmps(len(rs)), g.reads(len(rs))
+		ops := make([]clientv3.Op, 0, 2*len(rs))
 		var closing []*recordReq // in Else order
 		var closed []claimState
 		var now []*recordReq // the requests this transaction decides
