@@ -88,14 +88,30 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		// the job set may move the claim key's floor past earlier slots.
 		absent, why, rest := history.split(j, hash, missed)
 		absent, why = append(gap, absent...), append(gapWhy, why...)
-		claimed.Go(func() {
+		// Once the job's slots are decided, this goroutine goes on as
+		// the run of those to run: one goroutine a job, not two.
+		claimed.Add(1)
+		go func() {
+			decided := sync.OnceFunc(claimed.Done)
+			defer decided()
+			var run func(context.Context, *slotRun)
 			if len(rest) > 0 {
-				r.applyMisfire(t, j, rest, start, held, homed)
+				run = r.applyMisfire(t, j, rest, start, held, homed)
 			}
 			if len(absent) > 0 {
+				if run != nil { // the runs need not wait for these marks
+					r.goTracked(t, j, run)
+					run = nil
+				}
 				r.recordNotInJobSet(t, j, absent, why, homed)
 			}
-		})
+			if run == nil || !r.addWork() {
+				return
+			}
+			defer r.wg.Done()
+			decided()
+			r.runTracked(t, j, run)
+		}()
 	}
 	makeHome()
 	claimed.Wait()
@@ -168,8 +184,9 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // other; the others are recorded as skipped, one record for each run of
 // consecutive slots, written with the first claims, the latest's with the
 // mark that the latest slot is decided when it is skipped. Once homed is
-// closed, they are counted and the claimed slots run.
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, held time.Time, homed <-chan struct{}) {
+// closed, they are counted, and it returns the run of the claimed slots
+// (for runTracked; nil if none was claimed).
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, held time.Time, homed <-chan struct{}) func(context.Context, *slotRun) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
 	prevSkipped := false
@@ -258,12 +275,12 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 		}()
 	}
 	if len(claims) == 0 {
-		return
+		return nil
 	}
 	// One after the other, in slot order, as one of the job's runs. A
 	// slot of a job paused by the time it would start does not start, as
 	// a slot due while the job is paused does not.
-	r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
+	return func(ctx context.Context, sr *slotRun) {
 		for i, c := range claims {
 			if ctx.Err() != nil {
 				r.closeUnrun(t, j, claims[i:], context.Cause(ctx))
@@ -275,7 +292,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 			}
 			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, sr)
 		}
-	})
+	}
 }
 
 // closeUnrun closes the claims of caught-up slots that did not start
