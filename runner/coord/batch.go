@@ -21,7 +21,10 @@ type mvccKV = mvccpb.KeyValue
 // (its job's claim key's mod revision), one or two puts (the key, and a run
 // record written with it) and one failure-branch get, plus, for each term
 // in the batch (a claim of any shard this replica leads), its fencing guard
-// and its get: so at most maxBatch claims.
+// and its get. A batch writes at most maxBatch keys: a claim that carries a
+// record (a catch-up's, with its skip record) counts two, so a catch-up's
+// transactions are no heavier than a burst's (with twice the keys, and
+// about twice the bytes, the catch-up measured slower: docs/guarantees.md).
 const (
 	maxBatch    = 50
 	maxTxnOps   = 128
@@ -90,6 +93,12 @@ type batcher struct {
 func newBatcher(c *Coordinator) *batcher {
 	b := &batcher{c: c}
 	b.claims = newPipeline(maxBatch, b.commit)
+	b.claims.weight = func(r *claimReq) int { // keys written
+		if r.runID != "" {
+			return 2
+		}
+		return 1
+	}
 	return b
 }
 

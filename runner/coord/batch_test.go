@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +86,66 @@ func TestFirstClaimsOfManyJobs(t *testing.T) {
 	if err != nil || resp.Count != n {
 		t.Fatalf("%d claim keys (%v), want %d", resp.Count, err, n)
 	}
+}
+
+// Claims that each carry a run record (a catch-up's claims with their
+// skip records), made at once: every claim and record lands, and no
+// transaction writes more keys than a batch of plain claims does (a claim
+// with its record counts two), so a catch-up's transactions are no
+// heavier than a burst's.
+func TestClaimsWithRecordsAreBatchedByKeysWritten(t *testing.T) {
+	b := setup(t)
+	r := b.replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	cli := b.client(t)
+	start, err := cli.Get(context.Background(), "revision")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	const n = 400
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			job := fmt.Sprintf("job-%d", i)
+			errs[i] = r.c.ClaimRecording(context.Background(), term, job, t0, []byte(`"claim"`), "skip-"+job, []byte(`"skipped"`))
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("claim %d: %v", i, err)
+		}
+	}
+	// Keys written per transaction: each transaction is one revision.
+	resp, err := cli.Get(context.Background(), "/pacer/test/", clientv3.WithPrefix(), clientv3.WithMinModRev(start.Header.Revision+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	perTxn := map[int64]int{}
+	claims, records := 0, 0
+	for _, kv := range resp.Kvs {
+		perTxn[kv.ModRevision]++
+		switch k := string(kv.Key); {
+		case strings.HasPrefix(k, "/pacer/test/claims/job-"):
+			claims++
+		case strings.HasPrefix(k, "/pacer/test/runs/job-"):
+			records++
+		}
+	}
+	if claims != n || records != n {
+		t.Fatalf("%d claim keys and %d records written, want %d of each", claims, records, n)
+	}
+	most := 0
+	for _, k := range perTxn {
+		most = max(most, k)
+	}
+	if most > coord.MaxBatch {
+		t.Fatalf("a transaction wrote %d keys; a batch of plain claims writes at most %d", most, coord.MaxBatch)
+	}
+	t.Logf("%d claims with records in %d transactions, at most %d keys each", n, len(perTxn), most)
 }
 
 // Records written at once are batched: every one lands, a record that

@@ -105,7 +105,8 @@ func answerEnded[R interface{ req() *request }](rs []R) []R {
 }
 
 // pipeline coalesces requests that arrive at about the same time (slots due
-// at one instant, runs finishing together) into batches of at most max,
+// at one instant, runs finishing together) into batches of at most max
+// (requests, or their weight),
 // committed by commit with at most maxInFlight batches in flight. While
 // every slot is busy, requests queue, so batches grow with the load: one
 // request alone is committed at once, a thousand at once go out as a few
@@ -113,6 +114,10 @@ func answerEnded[R interface{ req() *request }](rs []R) []R {
 type pipeline[R any] struct {
 	max    int
 	commit func([]R)
+	// weight, if set, is what a request counts against max (the keys it
+	// writes); otherwise each counts 1. A request heavier than max still
+	// goes, alone.
+	weight func(R) int
 
 	mu    sync.Mutex
 	queue []R
@@ -140,6 +145,14 @@ func (p *pipeline[R]) dispatch() {
 		}
 		p.mu.Lock()
 		n := min(len(p.queue), p.max)
+		if p.weight != nil {
+			n = 0
+			for w := 0; n < len(p.queue); n++ {
+				if w += p.weight(p.queue[n]); w > p.max && n > 0 {
+					break
+				}
+			}
+		}
 		batch := make([]R, n)
 		copy(batch, p.queue)
 		p.queue = p.queue[n:]

@@ -1,0 +1,4 @@
+package coord
+
+// MaxBatch is maxBatch, for tests.
+const MaxBatch = maxBatch
