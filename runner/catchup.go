@@ -357,7 +357,7 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 		}
 		if len(run) == 1 { // the usual case (misfire "once"): no goroutine of its own
 			claim()
-			break
+			continue
 		}
 		wg.Go(claim)
 	}

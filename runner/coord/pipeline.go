@@ -106,11 +106,10 @@ func answerEnded[R interface{ req() *request }](rs []R) []R {
 
 // pipeline coalesces requests that arrive at about the same time (slots due
 // at one instant, runs finishing together) into batches of at most max
-// (requests, or their weight),
-// committed by commit with at most maxInFlight batches in flight. While
-// every slot is busy, requests queue, so batches grow with the load: one
-// request alone is committed at once, a thousand at once go out as a few
-// transactions.
+// requests (or max of their weight), committed by commit with at most
+// maxInFlight batches in flight. While every slot is busy, requests queue,
+// so batches grow with the load: one request alone is committed at once, a
+// thousand at once go out as a few transactions.
 type pipeline[R any] struct {
 	max    int
 	commit func([]R)
