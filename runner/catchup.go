@@ -249,7 +249,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 	}
 	if latest != nil {
 		last := missed[len(missed)-1]
-		b, err := json.Marshal(*latest)
+		b, err := encodeRecord(latest)
 		if err == nil {
 			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, last, latest.RunID, b)
 		}
@@ -343,13 +343,13 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 		var runID string
 		var rec []byte
 		if i < len(recs) {
-			b, err := json.Marshal(recs[i])
+			b, err := encodeRecord(&recs[i])
 			if err == nil {
 				runID, rec = recs[i].RunID, b
 			}
 		}
 		claim := func() {
-			b, err := json.Marshal(claims[i])
+			b, err := encodeRecord(&claims[i])
 			if err == nil {
 				err = r.o.Coord.ClaimRecording(t.Context(), t, j.ID, s, b, runID, rec)
 			}
