@@ -24,6 +24,7 @@ import os
 import queue
 import subprocess
 import threading
+import time
 import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -296,6 +297,20 @@ class Harness:
         """What reached the runner through the stdio stream's stdout channel (print())."""
         with self._lock:
             return self._stdio[gp.StdioData.STDOUT].decode(errors="replace")
+
+    def wait_stdout(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until text has reached stdout through the stdio stream and
+        return stdout. print() travels apart from the run's result, so it
+        may arrive just after run() returns. Raises TimeoutError if text
+        has not arrived within timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.stdout
+            if text in out:
+                return out
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{text!r} not on the plugin's stdout within {timeout}s; it has {out[-2000:]!r}")
+            time.sleep(0.01)
 
     @property
     def stderr(self) -> str:
