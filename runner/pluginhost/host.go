@@ -54,6 +54,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/pacerun/pacer/internal/coalesce"
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/observability"
@@ -201,7 +202,7 @@ type Host struct {
 	stopStart context.CancelFunc
 	closeOnce sync.Once
 	sweeper   sync.WaitGroup
-	looks     looks // for orphans after runs (orphanedSince)
+	looks     coalesce.After[bool] // for orphans after runs (orphanedSince)
 }
 
 // New returns a Host. It starts nothing until a plugin is first used.

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -104,46 +103,7 @@ func (h *Host) orphaned(adopted bool) bool {
 // at the host's children, not one each. The rule afterRun relies on holds:
 // what a run left when it ended is seen by a look that began after that.
 func (h *Host) orphanedSince() bool {
-	g := &h.looks
-	ch := make(chan bool, 1)
-	g.mu.Lock()
-	g.waiting = append(g.waiting, ch)
-	lead := !g.looking
-	g.looking = true
-	g.mu.Unlock()
-	if lead {
-		h.look()
-	}
-	return <-ch
-}
-
-// look answers the runs waiting for a look with one, and hands the runs
-// that came meanwhile to a goroutine of their own, so that the run that
-// looks returns after one look.
-func (h *Host) look() {
-	g := &h.looks
-	g.mu.Lock()
-	batch := g.waiting
-	g.waiting = nil
-	g.mu.Unlock()
-	orphaned := h.orphaned(true)
-	for _, ch := range batch {
-		ch <- orphaned
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(g.waiting) == 0 {
-		g.looking = false
-		return
-	}
-	go h.look()
-}
-
-// looks coalesces the looks for orphans of runs that end together.
-type looks struct {
-	mu      sync.Mutex
-	looking bool
-	waiting []chan bool // runs waiting for the next look
+	return h.looks.Do(func() bool { return h.orphaned(true) })
 }
 
 // afterRun ends what a run of a live plugin left below the host's process

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pacerun/pacer/internal/coalesce"
 )
 
 // reaperState is process-wide because what it manages is: a subreaper
@@ -126,7 +128,11 @@ func (t *tree) snapshot() []Process {
 		all, _ := Descendants(t.self)
 		return all
 	}
-	return scans.after()
+	// Callers share a scan: each gets its own copy.
+	return slices.Clone(scans.Do(func() []Process {
+		all, _ := Descendants(os.Getpid())
+		return all
+	}))
 }
 
 // scans shares the scans of this process's descendants between the commands
@@ -135,49 +141,7 @@ func (t *tree) snapshot() []Process {
 // plugin, n commands n² reads of /proc. A caller waits for a scan that
 // begins after its call, so it sees at least what a scan of its own would
 // have: every process its command left, as they were once it had ended.
-var scans scanGroup
-
-type scanGroup struct {
-	mu       sync.Mutex
-	scanning bool
-	waiting  []chan []Process // callers waiting for the next scan
-}
-
-// after returns a scan of this process's descendants that began after the
-// call.
-func (g *scanGroup) after() []Process {
-	ch := make(chan []Process, 1)
-	g.mu.Lock()
-	g.waiting = append(g.waiting, ch)
-	lead := !g.scanning
-	g.scanning = true
-	g.mu.Unlock()
-	if lead {
-		g.scan()
-	}
-	return <-ch
-}
-
-// scan answers the callers waiting with one scan, each with its own copy,
-// and hands those that came meanwhile to a goroutine of their own, so that
-// the caller that scans returns after one scan.
-func (g *scanGroup) scan() {
-	g.mu.Lock()
-	batch := g.waiting
-	g.waiting = nil
-	g.mu.Unlock()
-	all, _ := Descendants(os.Getpid())
-	for _, ch := range batch {
-		ch <- slices.Clone(all)
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if len(g.waiting) == 0 {
-		g.scanning = false
-		return
-	}
-	go g.scan()
-}
+var scans coalesce.After[[]Process]
 
 // live lists the pids of the tree's processes that still run.
 func (t *tree) live() []int {
