@@ -447,18 +447,73 @@ func (c *Control) Runs(ctx context.Context, id string, limit int) ([]json.RawMes
 
 // ClusterView is the cluster as this replica sees it: leadership, and each
 // live replica's job set and whether it is the cluster's.
+//
+// Members (the contract's list of names) are the replicas with a key in
+// any election, the leader first, then every other live replica the
+// membership records know, each once; Replicas says of each whether it is
+// a candidate, which shards it leads and, if it is not a candidate, why.
 type ClusterView struct {
 	coord.ClusterState
 	*coord.JobSetView
+	// JobsState is "known" while this replica has a current view of the
+	// jobs' pause flags, else "unknown" (cut off from etcd: the jobs'
+	// states it would report may be stale).
+	JobsState string `json:"jobs_state,omitempty"`
+	// Error, set when etcd could not be read, says why; the rest is then
+	// what this replica knows by itself (its node, the shards it leads now,
+	// its last contact with etcd, its keepalive age, the replicas as it
+	// last saw them).
+	Error string `json:"error,omitempty"`
 }
 
-// Cluster reports leadership and job sets as this replica sees them.
+// Cluster reports leadership and job sets as this replica sees them. When
+// etcd cannot be read it returns, with the error, the view filled with
+// what this replica knows by itself.
 func (c *Control) Cluster(ctx context.Context) (ClusterView, error) {
 	st, err := c.Store.State(ctx)
 	v := ClusterView{ClusterState: st}
+	if c.Runner != nil {
+		v.JobsState = "known"
+		if !c.Runner.PausesRead() {
+			v.JobsState = "unknown"
+		}
+	}
+	if err != nil {
+		v.Error = err.Error()
+	}
 	if c.Members != nil {
 		js := c.Members.View()
 		v.JobSetView = &js
+		if err == nil {
+			v.mergeReplicas()
+		}
 	}
 	return v, err
+}
+
+// mergeReplicas makes Members the union of the election holders and the
+// live membership records, each once, and fills each replica's shards; a
+// replica in an election without a member record is added to Replicas.
+func (v *ClusterView) mergeReplicas() {
+	leads := map[string][]int{}
+	for _, s := range v.Shards {
+		if s.Leader != "" {
+			leads[s.Leader] = append(leads[s.Leader], s.Shard)
+		}
+	}
+	recorded := map[string]bool{}
+	for i := range v.Replicas {
+		r := &v.Replicas[i]
+		recorded[r.Node] = true
+		r.LeadsShards = append([]int{}, leads[r.Node]...)
+		if !slices.Contains(v.Members, r.Node) {
+			v.Members = append(v.Members, r.Node)
+		}
+	}
+	for _, n := range v.Members {
+		if !recorded[n] {
+			v.Replicas = append(v.Replicas, coord.ReplicaView{MemberRecord: coord.MemberRecord{Node: n},
+				LeadsShards: append([]int{}, leads[n]...), Reason: coord.ReasonNoRecord})
+		}
+	}
 }

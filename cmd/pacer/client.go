@@ -570,12 +570,34 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			JobSet        string    `json:"job_set"`
 			Jobs          int       `json:"jobs"`
 			Agrees        bool      `json:"agrees"`
+			Candidate     bool      `json:"candidate"`
+			LeadsShards   []int     `json:"leads_shards"`
+			Reason        string    `json:"reason"`
 			ConfigModTime time.Time `json:"config_mtime"`
 			Started       time.Time `json:"started"`
 		}
-		Etcd *coord.EtcdStatus
+		Etcd        *coord.EtcdStatus
+		LastContact time.Time `json:"last_contact"`
+		JobsState   string    `json:"jobs_state"`
+		Error       string    `json:"error"`
 	}
-	if raw, err := c.get("/api/v1/cluster", &st, stdout); err != nil || raw {
+	resp, err := c.send(http.MethodGet, "/api/v1/cluster", nil, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	// A replica that cannot read etcd answers 503 with what it knows by
+	// itself: say so plainly, not as a bare status.
+	if resp.status == http.StatusServiceUnavailable && json.Unmarshal(resp.body, &st) == nil && st.Node != "" && st.Error != "" {
+		if c.output == "json" {
+			if _, err := stdout.Write(resp.body); err != nil {
+				return err
+			}
+		} else if err := printCutOff(stdout, st.Cluster, st.Node, st.Error, st.LeaseTTL, st.KeepaliveAge, st.JobsState, st.LastContact, st.ShardsLed); err != nil {
+			return err
+		}
+		return cutOffError(st.Node, st.LastContact, st.ShardsLed)
+	}
+	if raw, err := c.decode(resp, &st, stdout); err != nil || raw {
 		return err
 	}
 	role := fmt.Sprintf("leads %d of %d shards", len(st.ShardsLed), st.ShardCount)
@@ -660,11 +682,19 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPLICA\tJOB SET\tJOBS\tAGREES\tSHARDS LED\tVERSION\tCONFIG CHANGED\tUP")
+	fmt.Fprintln(tw, "REPLICA\tJOB SET\tJOBS\tAGREES\tCANDIDATE\tSHARDS LED\tVERSION\tCONFIG CHANGED\tUP\tWHY NOT / NOTE")
 	for _, r := range st.Replicas {
 		agrees := "yes"
 		if !r.Agrees {
 			agrees = "NO"
+		}
+		candidate := "yes"
+		if !r.Candidate {
+			candidate = "NO"
+		}
+		led := len(byNode[r.Node])
+		if r.LeadsShards != nil {
+			led = len(r.LeadsShards)
 		}
 		changed := "-"
 		if !r.ConfigModTime.IsZero() {
@@ -674,9 +704,61 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		if !r.Started.IsZero() {
 			up = time.Since(r.Started).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.Node, short(r.JobSet), r.Jobs, agrees, len(byNode[r.Node]), orDash(r.Version), changed, up)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Node, short(r.JobSet), r.Jobs, agrees, candidate, led,
+			orDash(r.Version), changed, up, orDash(r.Reason))
 	}
 	return tw.Flush()
+}
+
+// printCutOff prints pacer status of a replica that cannot read etcd: what
+// it knows by itself.
+func printCutOff(w io.Writer, cluster, node, why, ttl, keepalive, jobs string, contact time.Time, led []int) error {
+	lines := []string{
+		"cluster:  " + cluster,
+		"node:     " + node + " (CANNOT REACH ETCD)",
+		"etcd:     " + why,
+		"contact:  " + sinceText(contact),
+	}
+	if keepalive != "" {
+		lines = append(lines, "lease:    "+ttl+" TTL, last acknowledged keepalive sent "+keepalive+" ago")
+	}
+	if len(led) == 0 {
+		lines = append(lines, "leads:    nothing")
+	} else {
+		lines = append(lines, fmt.Sprintf("leads:    shards %s, until its lease (%s TTL) runs out without etcd's word: then it stops them", ints(led), ttl))
+	}
+	if jobs == "unknown" {
+		lines = append(lines, "jobs:     state unknown (whether each is paused was last read too long ago)")
+	}
+	_, err := fmt.Fprintln(w, strings.Join(lines, "\n"))
+	return err
+}
+
+// cutOffError is pacer status's error for a replica that cannot read etcd.
+func cutOffError(node string, contact time.Time, led []int) error {
+	leads := "it leads nothing"
+	if len(led) > 0 {
+		leads = "it still leads shards " + ints(led) + " until its lease runs out"
+	}
+	return fmt.Errorf("replica %s cannot reach etcd (%s); %s; the cluster's state is unknown here: "+
+		"check that etcd is up, that this replica's cluster.etcd.endpoints are right and reachable from its machine, "+
+		"or ask another replica (--addr)", node, sinceText(contact), leads)
+}
+
+// sinceText says when a replica last heard from etcd.
+func sinceText(contact time.Time) string {
+	if contact.IsZero() {
+		return "not heard from etcd since it started"
+	}
+	return fmt.Sprintf("last heard from etcd at %s, %s ago", contact.Local().Format(time.DateTime), time.Since(contact).Round(time.Second))
+}
+
+func ints(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, " ")
 }
 
 // short is a job-set fingerprint as the CLI shows it.

@@ -68,3 +68,71 @@ func TestStatusOfAReplicaWithAnotherShardCount(t *testing.T) {
 		}
 	}
 }
+
+// pacer status of a replica that cannot read etcd says so, with what the
+// replica knows by itself, and fails with an actionable message; -o json
+// passes the answer through and fails too.
+func TestStatusOfAReplicaCutOffFromEtcd(t *testing.T) {
+	contact := time.Now().Add(-42 * time.Second)
+	body, _ := json.Marshal(map[string]any{"error": "read elections: context deadline exceeded", "cluster": "c", "node": "r2",
+		"lease_ttl": "10s", "keepalive_age": "41.9s", "shards_led": []int{}, "last_contact": contact, "jobs_state": "unknown"})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	var stdout, stderr bytes.Buffer
+	err := statusCmd([]string{"--addr", srv.URL}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "replica r2 cannot reach etcd (last heard from etcd at ") ||
+		!strings.Contains(err.Error(), "it leads nothing") || !strings.Contains(err.Error(), "cluster.etcd.endpoints") {
+		t.Fatalf("status: %v", err)
+	}
+	for _, w := range []string{"node:     r2 (CANNOT REACH ETCD)", "etcd:     read elections: context deadline exceeded",
+		"contact:  last heard from etcd at " + contact.Local().Format(time.DateTime) + ", 42s ago",
+		"last acknowledged keepalive sent 41.9s ago", "leads:    nothing", "jobs:     state unknown"} {
+		if !strings.Contains(stdout.String(), w) {
+			t.Errorf("output lacks %q:\n%s", w, stdout.String())
+		}
+	}
+	stdout.Reset()
+	if err := statusCmd([]string{"--addr", srv.URL, "-o", "json"}, &stdout, &stderr); err == nil || stdout.String() != string(body) {
+		t.Fatalf("-o json: %v, output %s", err, stdout.String())
+	}
+}
+
+// pacer status lists every replica with whether it is a candidate and, if
+// not, why.
+func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
+	body, _ := json.Marshal(map[string]any{"cluster": "c", "node": "a", "leader": "a", "lease_ttl": "10s", "shard_count": 1,
+		"members": []string{"a", "b"}, "shards_led": []int{0}, "shards": []coord.ShardState{{Shard: 0, Leader: "a", Assigned: "a"}},
+		"job_set": "aaaa", "cluster_job_set": "aaaa", "job_set_agreed": true, "may_lead": true,
+		"replicas": []coord.ReplicaView{
+			{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa"}, Agrees: true, Candidate: true, LeadsShards: []int{0}},
+			{MemberRecord: coord.MemberRecord{Node: "b", JobSet: "bbbb"}, LeadsShards: []int{}, Reason: "job set differs from the cluster's (bbbb, the cluster's aaaa)"},
+		}})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	var stdout, stderr bytes.Buffer
+	if err := statusCmd([]string{"--addr", srv.URL}, &stdout, &stderr); err != nil {
+		t.Fatalf("status: %v\n%s", err, stderr.String())
+	}
+	var a, b string
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		switch {
+		case strings.HasPrefix(l, "a "):
+			a = strings.Join(strings.Fields(l), " ")
+		case strings.HasPrefix(l, "b "):
+			b = strings.Join(strings.Fields(l), " ")
+		}
+	}
+	if !strings.HasPrefix(a, "a aaaa 0 yes yes 1 ") || !strings.HasSuffix(a, " -") ||
+		!strings.HasPrefix(b, "b bbbb 0 NO NO 0 ") || !strings.HasSuffix(b, "job set differs from the cluster's (bbbb, the cluster's aaaa)") {
+		t.Fatalf("replica lines %q and %q:\n%s", a, b, stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "members:  a, b") {
+		t.Fatalf("output lacks the members:\n%s", stdout.String())
+	}
+}

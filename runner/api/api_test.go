@@ -37,6 +37,7 @@ type memStore struct {
 	receipts map[string][]byte // job/idempotency key -> receipt
 	full     *coord.LimitError // refuse trigger requests with this
 	err      error             // fail every write with this
+	stateErr error             // fail State with this (etcd unreachable)
 }
 
 // apply applies an idempotent write once per key.
@@ -75,7 +76,11 @@ func (m *memStore) Runs(context.Context, string, int) ([][]byte, error) {
 }
 
 func (m *memStore) State(context.Context) (coord.ClusterState, error) {
-	return coord.ClusterState{Cluster: "c", Leader: "n1", FencingToken: 7}, nil
+	if m.stateErr != nil { // what Coordinator.State knows without etcd
+		return coord.ClusterState{Cluster: "c", Node: "n1", ShardsLed: []int{}, LastContact: time.Unix(1700000000, 0).UTC()}, m.stateErr
+	}
+	return coord.ClusterState{Cluster: "c", Node: "n1", Leader: "n1", FencingToken: 7, Members: []string{"n1"},
+		ShardCount: 1, Shards: []coord.ShardState{{Shard: 0, Leader: "n1"}}, ShardsLed: []int{0}}, nil
 }
 
 func setup(t *testing.T, token string, authAll bool) (*httptest.Server, *memStore) {
@@ -479,6 +484,36 @@ func TestClusterShowsEachReplicasJobSet(t *testing.T) {
 	reps, _ := body["replicas"].([]any)
 	if len(reps) != 2 || reps[1].(map[string]any)["agrees"] != false || reps[0].(map[string]any)["node"] != "n1" {
 		t.Fatalf("replicas %v", body["replicas"])
+	}
+	// n2 campaigns in no election: members lists it all the same, once,
+	// after the election holders; replicas say what each leads.
+	if got := fmt.Sprint(body["members"]); got != "[n1 n2]" {
+		t.Fatalf("members %s, want [n1 n2]", got)
+	}
+	if got := fmt.Sprint(reps[0].(map[string]any)["leads_shards"], reps[1].(map[string]any)["leads_shards"]); got != "[0] []" {
+		t.Fatalf("leads_shards %s, want [0] []", got)
+	}
+}
+
+// A replica that cannot read etcd answers /api/v1/cluster with 503 and a
+// JSON body: the error and what it knows by itself.
+func TestClusterOfAReplicaThatCannotReadEtcd(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	store := &memStore{paused: map[string]bool{}, stateErr: errors.New("read elections: context deadline exceeded")}
+	view := fakeMembers{JobSet: "aaaa", ClusterJobSet: "aaaa", JobSetAgreed: true, MayLead: true,
+		Replicas: []coord.ReplicaView{{MemberRecord: coord.MemberRecord{Node: "n1", JobSet: "aaaa"}, Agrees: true, Candidate: true}}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: store, Members: view}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	code, body := call(t, srv, "GET", "/api/v1/cluster", "", "")
+	if code != http.StatusServiceUnavailable || body["error"] != "read elections: context deadline exceeded" {
+		t.Fatalf("cluster: %d %v", code, body)
+	}
+	if body["node"] != "n1" || body["last_contact"] != "2023-11-14T22:13:20Z" || body["jobs_state"] != "unknown" ||
+		fmt.Sprint(body["shards_led"]) != "[]" || body["job_set"] != "aaaa" {
+		t.Fatalf("cut off, the local facts: %v", body)
 	}
 }
 

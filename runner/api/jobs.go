@@ -92,7 +92,9 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/cluster", s.read(func(w http.ResponseWriter, r *http.Request) {
 		st, err := c.Cluster(r.Context())
 		if err != nil {
-			writeErr(w, err)
+			// etcd cannot be read: 503, with what this replica knows by
+			// itself besides the error (runner.ClusterView).
+			writeJSON(w, http.StatusServiceUnavailable, st)
 			return
 		}
 		writeJSON(w, http.StatusOK, st)

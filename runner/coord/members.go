@@ -786,7 +786,25 @@ type ReplicaView struct {
 	MemberRecord
 	// Agrees is whether its job set is the cluster's.
 	Agrees bool `json:"agrees"`
+	// Candidate is whether the shard assignment counts it (the roster, as
+	// this replica computes it; for this replica, also that its own gate
+	// lets it lead): a replica that is not one leads no shard.
+	Candidate bool `json:"candidate"`
+	// LeadsShards are the shards it leads, as the elections say; absent
+	// when they could not be read (runner.Control fills it in).
+	LeadsShards []int `json:"leads_shards"`
+	// Reason says why it is not a candidate, or why it is about to stop
+	// being one; empty for a candidate that stays one.
+	Reason string `json:"reason,omitempty"`
 }
+
+// Reasons a live replica is not a candidate (ReplicaView.Reason), besides
+// this replica's own gate's answer.
+const (
+	ReasonJobSetDiffers  = "job set differs from the cluster's"
+	ReasonDiffersSettles = "job set differs from the cluster's: still a candidate until that has held for the settle delay"
+	ReasonNoRecord       = "no member record (another version, or its record was lost): campaigns outside the roster"
+)
 
 // JobSetView is what this replica knows of the cluster's job sets.
 type JobSetView struct {
@@ -824,7 +842,29 @@ func (m *Membership) View() JobSetView {
 		v.NotLeading = m.why.Error()
 	}
 	for _, mem := range live {
-		v.Replicas = append(v.Replicas, ReplicaView{MemberRecord: mem.MemberRecord, Agrees: mem.JobSet == m.agreement.JobSet})
+		r := ReplicaView{MemberRecord: mem.MemberRecord, Agrees: mem.JobSet == m.agreement.JobSet,
+			Candidate: slices.Contains(m.holders, mem.Node)}
+		switch {
+		case mem.Node == m.o.Node && !m.mayLead:
+			// Its own gate: not decided yet, pending, or closed.
+			r.Candidate, r.Reason = false, "not yet settled: no decision on its job set yet"
+			if m.why != nil {
+				r.Reason = m.why.Error()
+			}
+		case mem.Node == m.o.Node && m.pending != nil:
+			r.Reason = fmt.Sprintf("not yet settled: its gate closes if its job set still differs at %s",
+				m.pending.Add(m.o.Settle).Format(time.RFC3339))
+		case !r.Agrees && r.Candidate:
+			r.Reason = ReasonDiffersSettles
+		case !r.Agrees:
+			r.Reason = ReasonJobSetDiffers + " (" + Short(mem.JobSet) + ", the cluster's " + Short(m.agreement.JobSet) + ")"
+			if mem.Mismatch == MismatchWarn {
+				r.Reason += "; cluster.job_set_mismatch: warn lets it lead, but the assignment gives it no shard"
+			}
+		case !r.Candidate:
+			r.Reason = "not yet settled: not in this replica's roster yet"
+		}
+		v.Replicas = append(v.Replicas, r)
 	}
 	return v
 }

@@ -363,9 +363,12 @@ type ClusterState struct {
 	Node    string `json:"node"`
 	// Leader and FencingToken are shard 0's: the cluster's leader, which
 	// also does the cluster-wide chores.
-	Leader       string   `json:"leader"`
-	FencingToken int64    `json:"fencing_token"`
-	Members      []string `json:"members"` // replicas with a key in any election, the leader first
+	Leader       string `json:"leader"`
+	FencingToken int64  `json:"fencing_token"`
+	// Members are the replicas with a key in any election, the leader
+	// first; the API (runner.Control.Cluster) adds every other live
+	// replica its membership knows, each once.
+	Members []string `json:"members"`
 	// Leading is whether this replica leads shard 0, LeaderSince since when.
 	Leading     bool      `json:"leading"`
 	LeaseTTL    string    `json:"lease_ttl"`
@@ -373,6 +376,9 @@ type ClusterState struct {
 	// KeepaliveAge is how long ago this replica's last acknowledged lease
 	// keepalive was sent; it self-fences at TTL minus a margin.
 	KeepaliveAge string `json:"keepalive_age,omitempty"`
+	// LastContact is when this replica last heard from etcd (the send time
+	// of the newest request etcd answered; LastContact).
+	LastContact time.Time `json:"last_contact,omitzero"`
 	// ShardCount is cluster.shards; Shards says who leads each, and
 	// ShardsLed which ones this replica leads.
 	ShardCount int          `json:"shard_count"`
@@ -404,7 +410,9 @@ type ShardState struct {
 // State reads the cluster's leadership state. The leader is the oldest
 // election key whose lease is alive; each replica is listed once, however
 // many keys it has (a key of an ended term whose lease could not be
-// revoked lingers until it expires).
+// revoked lingers until it expires). When etcd cannot be read it returns,
+// with the error, what this replica knows by itself: the shards it leads
+// now, its keepalive age and last contact.
 func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 	st := ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String(),
 		ShardCount: c.opts.Shards, ShardsLed: []int{}}
@@ -417,6 +425,20 @@ func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 		es := c.opts.Monitor.Status()
 		st.Etcd = &es
 	}
+	terms := c.Terms()
+	for _, t := range terms {
+		st.ShardsLed = append(st.ShardsLed, t.Shard)
+		if t.Shard == 0 {
+			st.Leading, st.LeaderSince = true, t.Since
+		}
+	}
+	c.mu.Lock()
+	ss := c.session
+	c.mu.Unlock()
+	if ss != nil {
+		st.KeepaliveAge = time.Since(time.Unix(0, ss.lastAck.Load())).Round(time.Millisecond).String()
+	}
+	st.LastContact = c.LastContact()
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithPrefix(),
@@ -468,20 +490,10 @@ func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 			st.Members = append(append([]string{st.Leader}, st.Members[:i]...), st.Members[i+1:]...)
 		}
 	}
-	for _, t := range c.Terms() {
-		st.ShardsLed = append(st.ShardsLed, t.Shard)
+	for _, t := range terms {
 		if t.Shard < len(st.Shards) {
 			st.Shards[t.Shard].Since = t.Since
 		}
-		if t.Shard == 0 {
-			st.Leading, st.LeaderSince = true, t.Since
-		}
-	}
-	c.mu.Lock()
-	ss := c.session
-	c.mu.Unlock()
-	if ss != nil {
-		st.KeepaliveAge = time.Since(time.Unix(0, ss.lastAck.Load())).Round(time.Millisecond).String()
 	}
 	return st, nil
 }

@@ -1,0 +1,145 @@
+package coord_test
+
+// What pacer status and GET /api/v1/cluster say, through real etcd: every
+// live replica once, with why it is not a candidate; and a replica cut off
+// from etcd answering with what it knows by itself.
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/internal/netfault"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/api"
+	"github.com/pacerun/pacer/runner/coord"
+)
+
+// A replica whose job set differs from the cluster's campaigns in no
+// election, yet the cluster's members list it (once), and its entry says it
+// is not a candidate and why; so does its own view.
+func TestClusterListsAReplicaOutOfTheElectionsWithItsReason(t *testing.T) {
+	b := setup(t)
+	set, other := jobSet("x", "y"), jobSet("x")
+	const settle = 300 * time.Millisecond
+	a := b.gatedReplica(t, "a", set, settle, coord.MismatchRefuse)
+	waitFor(t, "a to lead", 10*time.Second, func() bool { return a.c.Term() != nil })
+	bb := b.gatedReplica(t, "b", set, settle, coord.MismatchRefuse)
+	c := b.gatedReplica(t, "c", other, settle, coord.MismatchRefuse)
+
+	ctl := &runner.Control{Store: a.c, Members: a.ms}
+	var v runner.ClusterView
+	waitFor(t, "a to see three replicas, c not a candidate", 10*time.Second, func() bool {
+		var err error
+		v, err = ctl.Cluster(context.Background())
+		return err == nil && len(v.Replicas) == 3 && !replicaOf(v, "c").Candidate && replicaOf(v, "b").Candidate
+	})
+	if !slices.Equal(v.Members, []string{"a", "b", "c"}) {
+		t.Fatalf("members %v, want a (the leader), b, c, each once", v.Members)
+	}
+	if r := replicaOf(v, "a"); !r.Candidate || !slices.Equal(r.LeadsShards, []int{0}) || r.Reason != "" {
+		t.Fatalf("a: %+v, want a candidate leading shard 0", r)
+	}
+	if r := replicaOf(v, "c"); r.Agrees || len(r.LeadsShards) != 0 || !strings.HasPrefix(r.Reason, coord.ReasonJobSetDiffers) {
+		t.Fatalf("c: %+v, want no candidate, leading nothing, because its job set differs", r)
+	}
+	// c says the same of itself, with its gate's reason.
+	waitFor(t, "c's gate to close", 10*time.Second, func() bool { ok, _, _ := c.ms.MayLead(); return !ok })
+	self := replicaOf(runner.ClusterView{JobSetView: ptr(c.ms.View())}, "c")
+	if self.Candidate || !strings.Contains(self.Reason, coord.ErrJobSetMismatch.Error()) {
+		t.Fatalf("c of itself: %+v", self)
+	}
+	if r := replicaOf(v, "b"); !r.Candidate || r.Reason != "" || bb.c.Term() != nil {
+		t.Fatalf("b: %+v, want a candidate leading nothing (one shard, a leads it)", r)
+	}
+}
+
+func replicaOf(v runner.ClusterView, node string) coord.ReplicaView {
+	if v.JobSetView == nil {
+		return coord.ReplicaView{}
+	}
+	for _, r := range v.Replicas {
+		if r.Node == node {
+			return r
+		}
+	}
+	return coord.ReplicaView{}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// A replica cut off from etcd answers GET /api/v1/cluster with 503 and a
+// JSON body: the error, its node, that it leads nothing once it fenced
+// itself, when it last heard from etcd, and that its jobs' state is unknown.
+func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
+	b := setup(t)
+	hole := netfault.New(t, b.endpoint)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	const ttl = 2 * time.Second
+	c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: "a", LeaseTTL: ttl, RequestTimeout: 500 * time.Millisecond})
+	r := runner.New(runner.Options{Node: "a", PausesFresh: func() bool { return time.Since(c.LastContact()) < ttl }})
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = c.Run(ctx) })
+	wg.Go(func() { c.WatchPaused(ctx, r.SetPaused, r.PausesLost) })
+	t.Cleanup(func() { stop(); wg.Wait() })
+	waitFor(t, "a leads", 10*time.Second, func() bool { return c.Term() != nil })
+	waitFor(t, "a to read the pause flags", 10*time.Second, r.PausesRead)
+
+	srv := httptest.NewServer(api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: c, Node: "a"}}).Handler())
+	t.Cleanup(srv.Close)
+	get := func() (int, map[string]any) {
+		resp, err := srv.Client().Get(srv.URL + "/api/v1/cluster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if err := json.Unmarshal(body, &out); err != nil {
+			t.Fatalf("not JSON (%d): %s", resp.StatusCode, body)
+		}
+		return resp.StatusCode, out
+	}
+	if code, v := get(); code != http.StatusOK || v["jobs_state"] != "known" {
+		t.Fatalf("in touch: %d %v", code, v)
+	}
+
+	cut := time.Now()
+	hole.SetCut(true)
+	waitFor(t, "a to fence itself", 10*time.Second, func() bool { return c.Term() == nil })
+	code, v := get()
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("cut off: status %d, want 503: %v", code, v)
+	}
+	if e, _ := v["error"].(string); !strings.Contains(e, "read elections") {
+		t.Fatalf("error %q, want why etcd could not be read", e)
+	}
+	if v["node"] != "a" || v["jobs_state"] != "unknown" {
+		t.Fatalf("node %v, jobs_state %v; want a, unknown", v["node"], v["jobs_state"])
+	}
+	if led, ok := v["shards_led"].([]any); !ok || len(led) != 0 {
+		t.Fatalf("shards_led %v, want [] once it fenced itself", v["shards_led"])
+	}
+	last, err := time.Parse(time.RFC3339Nano, v["last_contact"].(string))
+	if err != nil || last.After(cut) || last.IsZero() {
+		t.Fatalf("last_contact %v (%v), want before the cut at %s", v["last_contact"], err, cut)
+	}
+	hole.SetCut(false)
+}
