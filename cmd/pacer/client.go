@@ -750,7 +750,13 @@ func sinceText(contact time.Time) string {
 	if contact.IsZero() {
 		return "not heard from etcd since it started"
 	}
-	return fmt.Sprintf("last heard from etcd at %s, %s ago", contact.Local().Format(time.DateTime), time.Since(contact).Round(time.Second))
+	ago := time.Since(contact)
+	if ago < 10*time.Second {
+		ago = ago.Round(100 * time.Millisecond)
+	} else {
+		ago = ago.Round(time.Second)
+	}
+	return fmt.Sprintf("last heard from etcd at %s, %s ago", contact.Local().Format(time.DateTime), ago)
 }
 
 func ints(ns []int) string {

@@ -75,15 +75,19 @@ func startJobSetReplica(t *testing.T, name string, eps []string, settle time.Dur
 
 // clusterView is what /api/v1/cluster says of job sets.
 type clusterView struct {
-	Leading       bool   `json:"leading"`
-	JobSet        string `json:"job_set"`
-	ClusterJobSet string `json:"cluster_job_set"`
-	JobSetAgreed  bool   `json:"job_set_agreed"`
-	MayLead       bool   `json:"may_lead"`
+	Leading       bool     `json:"leading"`
+	JobSet        string   `json:"job_set"`
+	ClusterJobSet string   `json:"cluster_job_set"`
+	JobSetAgreed  bool     `json:"job_set_agreed"`
+	MayLead       bool     `json:"may_lead"`
+	Members       []string `json:"members"`
 	Replicas      []struct {
-		Node   string `json:"node"`
-		JobSet string `json:"job_set"`
-		Agrees bool   `json:"agrees"`
+		Node        string `json:"node"`
+		JobSet      string `json:"job_set"`
+		Agrees      bool   `json:"agrees"`
+		Candidate   bool   `json:"candidate"`
+		LeadsShards []int  `json:"leads_shards"`
+		Reason      string `json:"reason"`
 	} `json:"replicas"`
 }
 
@@ -247,6 +251,85 @@ func jobSetsOf(es []coord.Epoch) []string {
 		}
 	}
 	return out
+}
+
+// pacer status, through real processes: a replica whose config's jobs
+// differ from the cluster's campaigns in no election, yet every replica's
+// status lists it, once, as no candidate with its reason; and once etcd is
+// gone, pacer status against a replica says that it cannot reach etcd and
+// what to check, not a bare 503.
+func TestE2EStatusListsEveryReplicaOnceAndSaysWhenEtcdIsGone(t *testing.T) {
+	skipChaos(t)
+	chaosBinaries(t)
+	etcd := startCluster(t, 1)
+	eps := endpoints(etcd)
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	const settle = time.Second
+	jobs := ledgerJobsYAML(path, ledgerJobDef{"tick", "1s"})
+	odd := ledgerJobsYAML(path, ledgerJobDef{"tick", "1s"}, ledgerJobDef{"extra", "1s"})
+	r1 := startJobSetReplica(t, "r1", eps, settle, "refuse", jobs)
+	r2 := startJobSetReplica(t, "r2", eps, settle, "refuse", jobs)
+	r3 := startJobSetReplica(t, "r3", eps, settle, "refuse", odd)
+	all := []*proc{r1, r2, r3}
+	leader := waitLeader(t, all[:2], 30*time.Second)
+
+	for _, p := range all {
+		v := p.waitCluster("three replicas, r3 no candidate", 15*time.Second, func(v clusterView) bool {
+			if len(v.Replicas) != 3 {
+				return false
+			}
+			for _, r := range v.Replicas {
+				if r.Node == "r3" {
+					return !r.Candidate && r.Reason != ""
+				}
+			}
+			return false
+		})
+		if got := slices.Sorted(slices.Values(v.Members)); !slices.Equal(got, []string{"r1", "r2", "r3"}) || v.Members[0] != leader.name {
+			t.Fatalf("%s: members %v, want r1, r2, r3 each once, the leader %s first", p.name, v.Members, leader.name)
+		}
+		for _, r := range v.Replicas {
+			switch {
+			case r.Node == "r3" && (!strings.HasPrefix(r.Reason, coord.ReasonJobSetDiffers) || len(r.LeadsShards) != 0):
+				t.Fatalf("%s: r3 %+v, want its reason the job set and no shard", p.name, r)
+			case r.Node == leader.name && (!r.Candidate || !slices.Equal(r.LeadsShards, []int{0})):
+				t.Fatalf("%s: the leader %+v, want a candidate leading shard 0", p.name, r)
+			}
+		}
+	}
+	out, code := r1.cli(nil, "status")
+	if code != 0 || !strings.Contains(out, "CANDIDATE") || strings.Count(out, "\nr3 ") != 1 {
+		t.Fatalf("pacer status (exit %d): want r3 listed once:\n%s", code, out)
+	}
+	t.Logf("pacer status:\n%s", out)
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "r3 ") && !strings.Contains(l, " NO ") || strings.HasPrefix(l, "r3 ") && !strings.Contains(l, coord.ReasonJobSetDiffers) {
+			t.Fatalf("r3's line %q: want it no candidate, with its reason:\n%s", l, out)
+		}
+	}
+
+	// etcd gone: a replica answers with what it knows, and the CLI says
+	// what is wrong and what to check. The jobs' state turns unknown once
+	// the replica has not heard from etcd for a lease TTL.
+	etcd[0].kill()
+	wants := []string{"replica r2 cannot reach etcd (last heard from etcd at ", "it leads nothing", "node:     r2 (CANNOT REACH ETCD)",
+		"cluster.etcd.endpoints", "jobs:     state unknown"}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, code = r2.cli(nil, "status")
+		if code == 1 && !slices.ContainsFunc(wants, func(w string) bool { return !strings.Contains(out, w) }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pacer status with etcd gone (exit %d), want %q:\n%s", code, wants, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("pacer status with etcd gone:\n%s", out)
+	if strings.Contains(out, "503 Service Unavailable") {
+		t.Fatalf("pacer status with etcd gone prints a bare status:\n%s", out)
+	}
+	stopAll(t, all)
 }
 
 // A rolling update of three replicas to a new config, one after the other:

@@ -842,16 +842,20 @@ func (m *Membership) View() JobSetView {
 		v.NotLeading = m.why.Error()
 	}
 	for _, mem := range live {
+		self := mem.Node == m.o.Node
 		r := ReplicaView{MemberRecord: mem.MemberRecord, Agrees: mem.JobSet == m.agreement.JobSet,
-			Candidate: slices.Contains(m.holders, mem.Node)}
+			Candidate: slices.Contains(m.holders, mem.Node) && (!self || m.mayLead)}
 		switch {
-		case mem.Node == m.o.Node && !m.mayLead:
-			// Its own gate: not decided yet, pending, or closed.
-			r.Candidate, r.Reason = false, "not yet settled: no decision on its job set yet"
+		case self && !m.mayLead && (m.why == nil || !errors.Is(m.why, ErrJobSetMismatch)):
+			// Its own gate: not decided yet, or closed for another reason
+			// than its job set (said below, as of the others).
+			r.Reason = "not yet settled: no decision on its job set yet"
 			if m.why != nil {
 				r.Reason = m.why.Error()
 			}
-		case mem.Node == m.o.Node && m.pending != nil:
+		case self && !m.mayLead && r.Agrees:
+			r.Reason = "not yet settled: its job set is the cluster's again; it may lead once that has held for the settle delay"
+		case self && m.mayLead && m.pending != nil:
 			r.Reason = fmt.Sprintf("not yet settled: its gate closes if its job set still differs at %s",
 				m.pending.Add(m.o.Settle).Format(time.RFC3339))
 		case !r.Agrees && r.Candidate:

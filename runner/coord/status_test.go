@@ -57,7 +57,7 @@ func TestClusterListsAReplicaOutOfTheElectionsWithItsReason(t *testing.T) {
 	// c says the same of itself, with its gate's reason.
 	waitFor(t, "c's gate to close", 10*time.Second, func() bool { ok, _, _ := c.ms.MayLead(); return !ok })
 	self := replicaOf(runner.ClusterView{JobSetView: ptr(c.ms.View())}, "c")
-	if self.Candidate || !strings.Contains(self.Reason, coord.ErrJobSetMismatch.Error()) {
+	if self.Candidate || !strings.HasPrefix(self.Reason, coord.ReasonJobSetDiffers) {
 		t.Fatalf("c of itself: %+v", self)
 	}
 	if r := replicaOf(v, "b"); !r.Candidate || r.Reason != "" || bb.c.Term() != nil {

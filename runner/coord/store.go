@@ -413,8 +413,8 @@ type ShardState struct {
 // revoked lingers until it expires). When etcd cannot be read it returns,
 // with the error, what this replica knows by itself: the shards it leads
 // now, its keepalive age and last contact.
-func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
-	st := ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String(),
+func (c *Coordinator) State(ctx context.Context) (st ClusterState, err error) {
+	st = ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String(),
 		ShardCount: c.opts.Shards, ShardsLed: []int{}}
 	if c.opts.Members != nil {
 		if n := c.opts.Members.ClusterShards(); n > 0 && n != c.opts.Shards {
@@ -432,13 +432,17 @@ func (c *Coordinator) State(ctx context.Context) (ClusterState, error) {
 			st.Leading, st.LeaderSince = true, t.Since
 		}
 	}
-	c.mu.Lock()
-	ss := c.session
-	c.mu.Unlock()
-	if ss != nil {
-		st.KeepaliveAge = time.Since(time.Unix(0, ss.lastAck.Load())).Round(time.Millisecond).String()
-	}
-	st.LastContact = c.LastContact()
+	// The keepalive's age and the last contact as of the answer (a read
+	// that etcd does not answer takes the request timeout).
+	defer func() {
+		c.mu.Lock()
+		ss := c.session
+		c.mu.Unlock()
+		if ss != nil {
+			st.KeepaliveAge = time.Since(time.Unix(0, ss.lastAck.Load())).Round(time.Millisecond).String()
+		}
+		st.LastContact = c.LastContact()
+	}()
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithPrefix(),
