@@ -34,10 +34,11 @@ type memStore struct {
 	mu       sync.Mutex
 	paused   map[string]bool
 	triggers []string
-	receipts map[string][]byte // job/idempotency key -> receipt
-	full     *coord.LimitError // refuse trigger requests with this
-	err      error             // fail every write with this
-	stateErr error             // fail State with this (etcd unreachable)
+	receipts map[string][]byte   // job/idempotency key -> receipt
+	full     *coord.LimitError   // refuse trigger requests with this
+	err      error               // fail every write with this
+	stateErr error               // fail State with this (etcd unreachable)
+	state    *coord.ClusterState // State's answer, if set
 }
 
 // apply applies an idempotent write once per key.
@@ -76,6 +77,9 @@ func (m *memStore) Runs(context.Context, string, int) ([][]byte, error) {
 }
 
 func (m *memStore) State(context.Context) (coord.ClusterState, error) {
+	if m.state != nil {
+		return *m.state, nil
+	}
 	if m.stateErr != nil { // what Coordinator.State knows without etcd
 		return coord.ClusterState{Cluster: "c", Node: "n1", ShardsLed: []int{}, LastContact: time.Unix(1700000000, 0).UTC()}, m.stateErr
 	}
@@ -492,6 +496,34 @@ func TestClusterShowsEachReplicasJobSet(t *testing.T) {
 	}
 	if got := fmt.Sprint(reps[0].(map[string]any)["leads_shards"], reps[1].(map[string]any)["leads_shards"]); got != "[0] []" {
 		t.Fatalf("leads_shards %s, want [0] []", got)
+	}
+}
+
+// A replica in an election without a member record (stopping, another
+// version) is in members once and among the replicas, with its reason.
+func TestClusterListsAnElectionHolderWithoutARecord(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	store := &memStore{paused: map[string]bool{}, state: &coord.ClusterState{Cluster: "c", Node: "n1", Leader: "n3",
+		Members: []string{"n3", "n1"}, ShardCount: 2, Shards: []coord.ShardState{{Shard: 0, Leader: "n3"}, {Shard: 1, Leader: "n1"}}}}
+	view := fakeMembers{JobSet: "aaaa", ClusterJobSet: "aaaa", JobSetAgreed: true, MayLead: true, Replicas: []coord.ReplicaView{
+		{MemberRecord: coord.MemberRecord{Node: "n1", JobSet: "aaaa"}, Agrees: true, Candidate: true},
+		{MemberRecord: coord.MemberRecord{Node: "n2", JobSet: "aaaa"}, Agrees: true, Candidate: true}}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: store, Members: view}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	code, body := call(t, srv, "GET", "/api/v1/cluster", "", "")
+	if code != 200 || fmt.Sprint(body["members"]) != "[n3 n1 n2]" {
+		t.Fatalf("cluster: %d members %v, want [n3 n1 n2]", code, body["members"])
+	}
+	reps, _ := body["replicas"].([]any)
+	if len(reps) != 3 {
+		t.Fatalf("replicas %v", reps)
+	}
+	n3 := reps[2].(map[string]any)
+	if n3["node"] != "n3" || n3["candidate"] != false || fmt.Sprint(n3["leads_shards"]) != "[0]" || n3["reason"] != coord.ReasonNoRecord {
+		t.Fatalf("n3: %v", n3)
 	}
 }
 

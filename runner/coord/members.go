@@ -803,7 +803,7 @@ type ReplicaView struct {
 const (
 	ReasonJobSetDiffers  = "job set differs from the cluster's"
 	ReasonDiffersSettles = "job set differs from the cluster's: still a candidate until that has held for the settle delay"
-	ReasonNoRecord       = "no member record (another version, or its record was lost): campaigns outside the roster"
+	ReasonNoRecord       = "no member record (stopping, another version, or its record was lost): in an election, outside the roster"
 )
 
 // JobSetView is what this replica knows of the cluster's job sets.
