@@ -86,12 +86,15 @@ package main
 // Also reported: cpu-us-per-run, the CPU time of the runner (with its
 // etcd) and the plugin over the window divided by the executions in it, and
 // cpu-cores-total, their sum in cores; with the shell task the commands'
-// own CPU is in neither (cpu-cores-children shows it).
+// own CPU is in neither (cpu-cores-children shows it). etcd-writes-per-run
+// is the growth of etcd's revision over the window divided by the
+// executions: the write transactions (claims, records, prunes) per run.
 
 import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -106,6 +109,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/perfprofile"
 	"github.com/pacerun/pacer/sdk/sdktest"
@@ -200,6 +205,7 @@ type e2eResult struct {
 	cpuRunner   float64 // CPU seconds
 	cpuPlugin   float64
 	cpuKids     float64 // the plugin's reaped children: the shell task's commands
+	writes      int64   // etcd revisions over the CPU window: one per write transaction that changed something
 	wall        float64 // seconds the CPU figures cover
 	rss         procMem // worst of the windows
 }
@@ -218,6 +224,7 @@ func (r e2eResult) merge(o e2eResult) e2eResult {
 	r.cpuRunner += o.cpuRunner
 	r.cpuPlugin += o.cpuPlugin
 	r.cpuKids += o.cpuKids
+	r.writes += o.writes
 	r.wall += o.wall
 	r.rss = procMem{max(r.rss.runnerRSS, o.rss.runnerRSS), max(r.rss.runnerHWM, o.rss.runnerHWM),
 		max(r.rss.pluginRSS, o.rss.pluginRSS), max(r.rss.pluginHWM, o.rss.pluginHWM)}
@@ -253,6 +260,7 @@ func (r e2eResult) report(b *testing.B, o e2eOptions) {
 		b.ReportMetric(r.cpuKids/r.wall, "cpu-cores-children")
 	}
 	b.ReportMetric((r.cpuRunner+r.cpuPlugin)/float64(r.runs)*1e6, "cpu-us-per-run")
+	b.ReportMetric(float64(r.writes)/float64(r.runs), "etcd-writes-per-run")
 	b.ReportMetric(r.rss.runnerRSS, "rss-MiB-runner")
 	b.ReportMetric(r.rss.runnerHWM, "hwm-MiB-runner")
 	b.ReportMetric(r.rss.pluginRSS, "rss-MiB-plugin")
@@ -283,7 +291,13 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	dir := b.TempDir()
 	stamps := filepath.Join(dir, "stamps.jsonl")
 	logPath := filepath.Join(dir, "pacer.log")
-	r := startBenchRunnerBin(b, filepath.Join(o.bin, "pacer"), filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, o))
+	client := benchAddr(b)
+	r := startBenchRunnerBin(b, filepath.Join(o.bin, "pacer"), filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, client, o))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + client}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
 
 	r.waitRuns(b, stamps, 60*time.Second)
 	time.Sleep(o.warmup) // let the runner reach its steady state, not synchronisation
@@ -315,12 +329,14 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	t0 := time.Now()
 	c0r, c0p := cpuTicks(b, r.pid()), cpuTicks(b, plugin)
 	k0 := childTicks(b, plugin)
+	rev0 := etcdRevision(b, cli)
 	b.StartTimer()
 	sleepUntil(last.Add(500 * time.Millisecond))
 	b.StopTimer()
 	t1 := time.Now()
 	c1r, c1p := cpuTicks(b, r.pid()), cpuTicks(b, plugin)
 	k1 := childTicks(b, plugin)
+	rev1 := etcdRevision(b, cli)
 	for _, p := range profiles {
 		_ = p.Process.Signal(syscall.SIGINT)
 		_ = p.Wait()
@@ -333,7 +349,8 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 		b.Errorf("pacer exited with %d after SIGTERM, want 0", code)
 	}
 
-	res := e2eResult{cpuRunner: (c1r - c0r) / hz, cpuPlugin: (c1p - c0p) / hz, cpuKids: (k1 - k0) / hz, wall: t1.Sub(t0).Seconds(), rss: mem}
+	res := e2eResult{cpuRunner: (c1r - c0r) / hz, cpuPlugin: (c1p - c0p) / hz, cpuKids: (k1 - k0) / hz, wall: t1.Sub(t0).Seconds(), rss: mem,
+		writes: rev1 - rev0}
 	started := res.readLog(b, logPath, first, last, o.task == "shell")
 	if o.task == "shell" {
 		res.countStarts(b, started, o.jobs, first, last)
@@ -358,6 +375,20 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	return res
 }
 
+// etcdRevision is the embedded etcd's revision: every transaction (or put,
+// or delete) that changes a key adds one, so its growth over the window is
+// the number of write transactions the runner's etcd applied.
+func etcdRevision(b *testing.B, cli *clientv3.Client) int64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/pacer-bench-revision", clientv3.WithCountOnly())
+	if err != nil {
+		b.Fatalf("read etcd's revision: %v", err)
+	}
+	return resp.Header.Revision
+}
+
 // startPerf profiles pid with perf until it gets SIGINT.
 func startPerf(b *testing.B, out string, pid int) *exec.Cmd {
 	b.Helper()
@@ -371,7 +402,7 @@ func startPerf(b *testing.B, out string, pid int) *exec.Cmd {
 }
 
 // e2eConfig is the runner's config: o.jobs jobs on o.task.
-func e2eConfig(b *testing.B, dir, stamps string, o e2eOptions) string {
+func e2eConfig(b *testing.B, dir, stamps, client string, o e2eOptions) string {
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, `
 node: {name: bench}
@@ -382,7 +413,7 @@ cluster:
 http: {listen: %s}
 plugins:
   dir: %s
-`, filepath.Join(dir, "data"), benchAddr(b), benchAddr(b), benchAddr(b), filepath.Join(o.bin, "plugins"))
+`, filepath.Join(dir, "data"), client, benchAddr(b), benchAddr(b), filepath.Join(o.bin, "plugins"))
 	if o.maxConcurrency > 0 {
 		fmt.Fprintf(&cfg, "  max_concurrency: %d\n", o.maxConcurrency)
 	}
