@@ -97,20 +97,37 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 }
 
 // prune keeps a job's records within keep and maxAge, when due (pruneDue),
-// after a record write.
+// after a record write. One read (keys only: the oldest key, and the count)
+// tells whether anything is to go; only then does it delete. (It deleted by
+// age first, every time: a delete is a write through raft even when it
+// finds nothing, and most prunes find nothing.)
 func (c *Coordinator) prune(ctx context.Context, job string, keep int, maxAge time.Duration) {
 	if !c.pruneDue(job, keep, maxAge) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
+	prefix := c.runKey(job, "")
+	// Keys come in ascending order (etcd's own), so the first is the
+	// oldest; Count is every key under prefix, whatever the limit.
+	resp, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) == 0 {
+		return // best effort: the next prune tries again
+	}
+	count := resp.Count
 	if maxAge > 0 {
 		// Everything before the UUIDv7 prefix of the cutoff is older.
 		ms := time.Now().Add(-maxAge).UnixMilli()
-		cutoff := fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff)
-		_, _ = c.cli.Delete(ctx, c.runKey(job, ""), clientv3.WithRange(c.runKey(job, cutoff)))
+		cutoff := c.runKey(job, fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff))
+		if string(resp.Kvs[0].Key) < cutoff {
+			del, err := c.cli.Delete(ctx, prefix, clientv3.WithRange(cutoff))
+			if err != nil {
+				return
+			}
+			count -= del.Deleted
+		}
 	}
-	if keep > 0 {
+	if keep > 0 && count > int64(keep) {
 		c.pruneRuns(ctx, job, keep)
 	}
 }
