@@ -86,20 +86,24 @@ package main
 // Also reported: cpu-us-per-run, the CPU time of the runner (with its
 // etcd) and the plugin over the window divided by the executions in it, and
 // cpu-cores-total, their sum in cores; with the shell task the commands'
-// own CPU is in neither (cpu-cores-children shows it). etcd-writes-per-run
-// is the growth of etcd's revision over the window divided by the
-// executions: the write transactions (claims, records, prunes) per run.
+// own CPU is in neither (cpu-cores-children shows it). From the embedded
+// etcd's own /metrics, per execution over the same window:
+// etcd-txns-per-run, etcd-ranges-per-run and etcd-deletes-per-run (the
+// requests its gRPC server handled: claim and record batches, reads,
+// prunes), etcd-proposals-per-run (raft proposals committed: every write
+// request, one that changed nothing too) and etcd-revisions-per-run (the
+// writes that changed a key).
 
 import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,8 +113,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/perfprofile"
 	"github.com/pacerun/pacer/sdk/sdktest"
@@ -204,10 +206,10 @@ type e2eResult struct {
 	dupStarts   int     // "run started" lines of a first attempt seen again (shell)
 	cpuRunner   float64 // CPU seconds
 	cpuPlugin   float64
-	cpuKids     float64 // the plugin's reaped children: the shell task's commands
-	writes      int64   // etcd revisions over the CPU window: one per write transaction that changed something
-	wall        float64 // seconds the CPU figures cover
-	rss         procMem // worst of the windows
+	cpuKids     float64    // the plugin's reaped children: the shell task's commands
+	etcd        etcdCounts // etcd's requests over the CPU window
+	wall        float64    // seconds the CPU figures cover
+	rss         procMem    // worst of the windows
 }
 
 type procMem struct{ runnerRSS, runnerHWM, pluginRSS, pluginHWM float64 } // MiB
@@ -224,7 +226,7 @@ func (r e2eResult) merge(o e2eResult) e2eResult {
 	r.cpuRunner += o.cpuRunner
 	r.cpuPlugin += o.cpuPlugin
 	r.cpuKids += o.cpuKids
-	r.writes += o.writes
+	r.etcd = r.etcd.plus(o.etcd)
 	r.wall += o.wall
 	r.rss = procMem{max(r.rss.runnerRSS, o.rss.runnerRSS), max(r.rss.runnerHWM, o.rss.runnerHWM),
 		max(r.rss.pluginRSS, o.rss.pluginRSS), max(r.rss.pluginHWM, o.rss.pluginHWM)}
@@ -260,7 +262,15 @@ func (r e2eResult) report(b *testing.B, o e2eOptions) {
 		b.ReportMetric(r.cpuKids/r.wall, "cpu-cores-children")
 	}
 	b.ReportMetric((r.cpuRunner+r.cpuPlugin)/float64(r.runs)*1e6, "cpu-us-per-run")
-	b.ReportMetric(float64(r.writes)/float64(r.runs), "etcd-writes-per-run")
+	for _, m := range []struct {
+		n    float64
+		unit string
+	}{
+		{r.etcd.txns, "etcd-txns-per-run"}, {r.etcd.ranges, "etcd-ranges-per-run"}, {r.etcd.deletes, "etcd-deletes-per-run"},
+		{r.etcd.proposals, "etcd-proposals-per-run"}, {r.etcd.revisions, "etcd-revisions-per-run"},
+	} {
+		b.ReportMetric(m.n/float64(r.runs), m.unit)
+	}
 	b.ReportMetric(r.rss.runnerRSS, "rss-MiB-runner")
 	b.ReportMetric(r.rss.runnerHWM, "hwm-MiB-runner")
 	b.ReportMetric(r.rss.pluginRSS, "rss-MiB-plugin")
@@ -293,11 +303,6 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	logPath := filepath.Join(dir, "pacer.log")
 	client := benchAddr(b)
 	r := startBenchRunnerBin(b, filepath.Join(o.bin, "pacer"), filepath.Join(dir, "pacer.yaml"), logPath, e2eConfig(b, dir, stamps, client, o))
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + client}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
 
 	r.waitRuns(b, stamps, 60*time.Second)
 	time.Sleep(o.warmup) // let the runner reach its steady state, not synchronisation
@@ -329,14 +334,14 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	t0 := time.Now()
 	c0r, c0p := cpuTicks(b, r.pid()), cpuTicks(b, plugin)
 	k0 := childTicks(b, plugin)
-	rev0 := etcdRevision(b, cli)
+	e0 := readEtcdCounts(b, client)
 	b.StartTimer()
 	sleepUntil(last.Add(500 * time.Millisecond))
 	b.StopTimer()
 	t1 := time.Now()
 	c1r, c1p := cpuTicks(b, r.pid()), cpuTicks(b, plugin)
 	k1 := childTicks(b, plugin)
-	rev1 := etcdRevision(b, cli)
+	e1 := readEtcdCounts(b, client)
 	for _, p := range profiles {
 		_ = p.Process.Signal(syscall.SIGINT)
 		_ = p.Wait()
@@ -350,7 +355,7 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	}
 
 	res := e2eResult{cpuRunner: (c1r - c0r) / hz, cpuPlugin: (c1p - c0p) / hz, cpuKids: (k1 - k0) / hz, wall: t1.Sub(t0).Seconds(), rss: mem,
-		writes: rev1 - rev0}
+		etcd: e1.minus(e0)}
 	started := res.readLog(b, logPath, first, last, o.task == "shell")
 	if o.task == "shell" {
 		res.countStarts(b, started, o.jobs, first, last)
@@ -375,18 +380,64 @@ func measureE2E(b *testing.B, o e2eOptions) e2eResult {
 	return res
 }
 
-// etcdRevision is the embedded etcd's revision: every transaction (or put,
-// or delete) that changes a key adds one, so its growth over the window is
-// the number of write transactions the runner's etcd applied.
-func etcdRevision(b *testing.B, cli *clientv3.Client) int64 {
+// etcdCounts are counters of the embedded etcd, from the /metrics it
+// serves on its client address: the requests its gRPC server handled, by
+// kind (any outcome), the raft proposals it committed, and its revision
+// (one more for every write that changed a key).
+type etcdCounts struct{ txns, ranges, deletes, puts, proposals, revisions float64 }
+
+func (e etcdCounts) minus(o etcdCounts) etcdCounts {
+	return etcdCounts{e.txns - o.txns, e.ranges - o.ranges, e.deletes - o.deletes, e.puts - o.puts,
+		e.proposals - o.proposals, e.revisions - o.revisions}
+}
+
+func (e etcdCounts) plus(o etcdCounts) etcdCounts {
+	return etcdCounts{e.txns + o.txns, e.ranges + o.ranges, e.deletes + o.deletes, e.puts + o.puts,
+		e.proposals + o.proposals, e.revisions + o.revisions}
+}
+
+func readEtcdCounts(b *testing.B, client string) etcdCounts {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, "/pacer-bench-revision", clientv3.WithCountOnly())
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + client + "/metrics")
 	if err != nil {
-		b.Fatalf("read etcd's revision: %v", err)
+		b.Fatalf("etcd's metrics: %v", err)
 	}
-	return resp.Header.Revision
+	defer resp.Body.Close()
+	var e etcdCounts
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		name, rest, _ := strings.Cut(line, " ")
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			rest = line[i+1:]
+		}
+		v, err := strconv.ParseFloat(rest, 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(name, "grpc_server_handled_total{") && strings.Contains(line, `grpc_service="etcdserverpb.KV"`):
+			switch {
+			case strings.Contains(line, `grpc_method="Txn"`):
+				e.txns += v
+			case strings.Contains(line, `grpc_method="Range"`):
+				e.ranges += v
+			case strings.Contains(line, `grpc_method="DeleteRange"`):
+				e.deletes += v
+			case strings.Contains(line, `grpc_method="Put"`):
+				e.puts += v
+			}
+		case name == "etcd_server_proposals_committed_total":
+			e.proposals = v
+		case name == "etcd_debugging_mvcc_current_revision":
+			e.revisions = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatalf("etcd's metrics: %v", err)
+	}
+	return e
 }
 
 // startPerf profiles pid with perf until it gets SIGINT.
