@@ -116,3 +116,31 @@ func TestMutateRepeatsWithBackoffAndTheSameKey(t *testing.T) {
 		t.Errorf("pauses %q, want %q (doubling; the Retry-After in between)\n%s", pauses, want, stderr.String())
 	}
 }
+
+// A 401 is printed readably: the API's message says what to send and where
+// the runner reads the token, and the sanitizer every printed error passes
+// through finds no credential shape in it to mask (attack 7, B6).
+func TestUnauthorizedErrorIsReadable(t *testing.T) {
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "j", Plugin: "shell", Task: "exec", Spec: "@every 1h", Schedule: schedule.Every(time.Hour)}})
+	srv := httptest.NewServer(api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Token: "right-token", Control: &runner.Control{Runner: r}}).Handler())
+	defer srv.Close()
+
+	for _, token := range []string{"", "wrong-token"} {
+		var out, errOut bytes.Buffer
+		err := pauseCmd("pause")([]string{"--addr", srv.URL, "--token", token, "j"}, &out, &errOut)
+		if err == nil {
+			t.Fatalf("pause with token %q: no error", token)
+		}
+		printed := errorText(err)
+		if want := "401 Unauthorized: " + api.UnauthorizedMessage; printed != want {
+			t.Errorf("pause with token %q prints\n%s\nwant\n%s", token, printed, want)
+		}
+		for _, hint := range []string{`"Authorization"`, `"Bearer"`, "http.token_env"} {
+			if !strings.Contains(printed, hint) {
+				t.Errorf("printed 401 %q lacks %s", printed, hint)
+			}
+		}
+	}
+}

@@ -184,6 +184,12 @@ func (g *guard) bearer(r *http.Request) (presented, ok bool) {
 	return true, g.hasToken && subtle.ConstantTimeCompare(sum[:], g.tokenSum[:]) == 1
 }
 
+// UnauthorizedMessage is the error of a 401. It says what to send and where
+// the runner reads the token in plain words: no "key: value" or "Bearer X"
+// shapes, which the sanitizer the CLI and logs pass every error through
+// would mask as credentials and leave unreadable.
+const UnauthorizedMessage = `missing or wrong bearer token; send the header "Authorization" with the value "Bearer", a space and the token (the runner reads the token from the environment variable that http.token_env names)`
+
 // authorize answers 401 unless the request carries the token (when one is
 // configured).
 func (g *guard) authorize(w http.ResponseWriter, r *http.Request) bool {
@@ -195,7 +201,7 @@ func (g *guard) authorize(w http.ResponseWriter, r *http.Request) bool {
 	}
 	g.reject(RejectUnauthorized)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="pacer"`)
-	writeError(w, http.StatusUnauthorized, "missing or wrong bearer token: send Authorization: Bearer <token> (the runner reads it from http.token_env)")
+	writeError(w, http.StatusUnauthorized, UnauthorizedMessage)
 	return false
 }
 
