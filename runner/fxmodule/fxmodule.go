@@ -634,10 +634,7 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 			if err := mon.Check(ctx); err != nil {
 				return err
 			}
-			if q := h.Quarantined(); len(q) > 0 {
-				return fmt.Errorf("plugins quarantined after repeated crashes: %s", strings.Join(q, ", "))
-			}
-			return nil
+			return h.QuarantineProblem()
 		},
 	})
 	lc.Append(fx.Hook{OnStart: func(context.Context) error { return s.Start() }, OnStop: s.Stop})

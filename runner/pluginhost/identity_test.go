@@ -3,6 +3,7 @@ package pluginhost_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -211,5 +212,59 @@ func TestRejectedCheckLeavesNoTrace(t *testing.T) {
 	}
 	if st, _ := statusOf(b.host, "testplugin"); st.State != "up" {
 		t.Fatalf("testplugin after a passed check: %+v, want up", st)
+	}
+}
+
+// Readiness names each quarantined plugin's real cause, not "repeated
+// crashes": a binary replaced by another plugin is never started at all. The
+// error is cut short there (an identity error lists every job that uses the
+// plugin); Status keeps the whole text. (Attack 7, B7.)
+func TestQuarantineProblemNamesTheCause(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "shell")
+	copyPlugin(t, "shell", bin, 0o755)
+	b := setup(t, pluginhost.Options{Paths: map[string]string{"shell": bin}, RestartBackoff: time.Millisecond,
+		MaxRestartBackoff: time.Millisecond, QuarantineCrashes: 2, QuarantineFor: time.Hour})
+	var refs []pluginhost.TaskRef
+	for i := range 8 {
+		refs = append(refs, pluginhost.TaskRef{File: "pacer.yaml", Job: fmt.Sprintf("jobs[%d]", i), Line: line(10 + i), Plugin: "shell", Task: "exec",
+			Params: map[string]any{"command": []any{"true"}}})
+	}
+	if err := b.host.CheckTasks(context.Background(), refs); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.host.QuarantineProblem(); err != nil {
+		t.Fatalf("nothing quarantined, yet: %v", err)
+	}
+	before, _ := statusOf(b.host, "shell")
+	copyPlugin(t, "testplugin", bin, 0o755) // the wrong binary, in place
+	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := b.host.Run(context.Background(), shellCall("echo hi"))
+		if errors.Is(err, pluginhost.ErrPluginQuarantined) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not quarantined: %v", err)
+		}
+	}
+	st, _ := statusOf(b.host, "shell")
+	if st.State != "quarantined" || st.Cause != pluginhost.CauseIdentity || !strings.Contains(st.LastError, "pacer.yaml:17: jobs[7]") {
+		t.Fatalf("status %+v: want quarantined, cause identity, the whole error", st)
+	}
+	err := b.host.QuarantineProblem()
+	if err == nil {
+		t.Fatal("no problem while quarantined")
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "plugin shell quarantined (cause identity: "+st.LastError[:40]) || strings.Contains(msg, "crash") ||
+		!strings.Contains(msg, `"pacer plugins"`) {
+		t.Fatalf("problem %q: want the shell plugin, its cause and the start of its error, no crash", msg)
+	}
+	if len(msg) >= len(st.LastError) || !strings.Contains(msg, "…") {
+		t.Fatalf("problem %q (%d bytes) quotes the %d-byte error whole", msg, len(msg), len(st.LastError))
 	}
 }

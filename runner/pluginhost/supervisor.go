@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -474,6 +475,46 @@ func (h *Host) Quarantined() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// quarantineErrMax bounds the error QuarantineProblem quotes per plugin: an
+// identity error can list every config reference of the plugin's jobs (the
+// whole text is in Status).
+const quarantineErrMax = 160
+
+// QuarantineProblem says which plugins are in quarantine now and each one's
+// real cause ("plugin shell quarantined (cause identity: <its error, cut
+// short>)"), or returns nil. A quarantine follows repeated failures of any
+// kind, not only crashes: a wrong or missing binary is never started at all.
+func (h *Host) QuarantineProblem() error {
+	h.mu.Lock()
+	sups := make([]*supervisor, 0, len(h.plugins))
+	for _, s := range h.plugins {
+		sups = append(sups, s)
+	}
+	h.mu.Unlock()
+	slices.SortFunc(sups, func(a, b *supervisor) int { return strings.Compare(a.name, b.name) })
+	var parts []string
+	for _, s := range sups {
+		s.mu.Lock()
+		if time.Now().Before(s.quarantined) {
+			parts = append(parts, fmt.Sprintf("plugin %s quarantined (cause %s: %s)", s.name, s.lastCause, shorten(s.lastErr, quarantineErrMax)))
+		}
+		s.mu.Unlock()
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s; see \"pacer plugins\" for the whole error, and run \"pacer plugins restart NAME\" once it is fixed", strings.Join(parts, "; "))
+}
+
+// shorten cuts s to at most n runes, marking the cut with "…".
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return strings.TrimRight(string(r[:n-1]), " ,;:") + "…"
 }
 
 // Restart stops the plugin's process, forgets its quarantine, backoff and
