@@ -52,7 +52,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.keyFile, "key-file", os.Getenv("PACER_KEY_FILE"), "PEM key of --cert-file (env PACER_KEY_FILE)")
 	if c.mutates {
 		fs.StringVar(&c.idemKey, "idempotency-key", "",
-			"Idempotency-Key of the request (default: a new random key); repeating a call with the same key takes effect once")
+			"Idempotency-Key of the request: up to 255 printable ASCII characters without spaces, double quotes or backslashes (default: a new random key); repeating a call with the same key takes effect once")
 	}
 }
 

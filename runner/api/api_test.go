@@ -281,6 +281,11 @@ func TestIdempotentMutations(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"Idempotency-Key", "has space"},
+		// Valid structured-field strings, refused as docs/operations.md
+		// says: no spaces, double quotes or backslashes in a key.
+		{"Idempotency-Key", `"a b"`},
+		{"Idempotency-Key", `"a\"b"`},
+		{"Idempotency-Key", `"a\\b"`},
 		{"Idempotency-Key", `""`},
 		{"Idempotency-Key", strings.Repeat("k", 256)},
 		{"Idempotency-Key", "a", "Idempotency-Key", "b"},

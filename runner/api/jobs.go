@@ -196,8 +196,11 @@ func replayed(w http.ResponseWriter, yes bool) {
 const maxIdempotencyKey = 255
 
 // idempotencyKey reads the Idempotency-Key header (draft-ietf-httpapi-
-// idempotency-key-header): a string, quoted as a structured field or bare,
-// of printable ASCII without spaces. Empty when absent.
+// idempotency-key-header): 1 to 255 printable ASCII characters without
+// spaces, double quotes or backslashes, bare or between double quotes (which
+// are not part of it). A structured-field string may hold spaces and escaped
+// quotes; this one may not, so the key reads the same in logs, records and
+// the CLI (docs/operations.md says the same). Empty when absent.
 func idempotencyKey(r *http.Request) (string, error) {
 	vs := r.Header.Values("Idempotency-Key")
 	if len(vs) == 0 {
