@@ -312,24 +312,56 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLUGIN\tSTATE\tVERSION\tPID\tRESTARTS\tTASKS")
+	fmt.Fprintln(tw, "PLUGIN\tSTATE\tCAUSE\tVERSION\tPID\tRESTARTS\tTASKS")
+	var notes []string
 	for _, p := range resp.Plugins {
 		var tasks []string
 		for _, t := range p.Tasks {
 			tasks = append(tasks, t.Name)
 		}
-		state := p.State
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.State, orDash(p.Cause), orDash(p.Version), orDash(pid(p.PID)), p.Restarts, orDash(strings.Join(tasks, ", ")))
+		// The errors go below the table, one line each: an identity error
+		// lists every job that uses the plugin and would widen every row.
+		why := p.Error
+		if why == "" {
+			why = p.LastError
+		}
+		if why == "" && p.Quarantined == nil {
+			continue
+		}
+		note := p.Name
 		if p.Quarantined != nil {
-			state += " until " + p.Quarantined.Format(time.RFC3339)
+			note += " (quarantined until " + p.Quarantined.Format(time.RFC3339) + ")"
 		}
-		if p.Error != "" {
-			state += " (" + p.Error + ")"
-		} else if p.Cause != "" {
-			state += " (" + p.Cause + ": " + p.LastError + ")"
+		if why != "" {
+			note += ": " + cutNote(why)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, state, orDash(p.Version), orDash(pid(p.PID)), p.Restarts, orDash(strings.Join(tasks, ", ")))
+		notes = append(notes, note)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(stdout)
+		for _, n := range notes {
+			fmt.Fprintln(stdout, n)
+		}
+	}
+	return nil
+}
+
+// pluginNoteMax bounds an error under the plugins table, in characters.
+const pluginNoteMax = 300
+
+// cutNote is one line of at most pluginNoteMax characters of an error,
+// saying where the whole text is when it is cut.
+func cutNote(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	r := []rune(s)
+	if len(r) <= pluginNoteMax {
+		return s
+	}
+	return string(r[:pluginNoteMax]) + "… (cut; -o json has the whole error)"
 }
 
 func pid(p int) string {

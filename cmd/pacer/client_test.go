@@ -18,6 +18,7 @@ import (
 
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/api"
+	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/schedule"
 )
 
@@ -142,5 +143,66 @@ func TestUnauthorizedErrorIsReadable(t *testing.T) {
 				t.Errorf("printed 401 %q lacks %s", printed, hint)
 			}
 		}
+	}
+}
+
+// `pacer plugins` keeps its table narrow: the state and the cause in
+// columns, each plugin's error on a line of its own below the table, cut
+// short, and whole in -o json (attack 7, B9: an identity error listing the
+// plugin's jobs was printed inside the STATE column, ~600 characters wide).
+func TestPluginsTablePutsErrorsBelow(t *testing.T) {
+	t.Parallel()
+	var refs []string
+	for i := range 40 {
+		refs = append(refs, fmt.Sprintf("c.yaml:%d: jobs[%d]", 10+i, i))
+	}
+	long := `plugin is not what the jobs expect: /srv/plugins/shell describes itself as plugin "http"; the jobs expect plugin "shell" with task "exec" (` +
+		strings.Join(refs, ", ") + ")"
+	until := time.Date(2026, 12, 6, 19, 30, 0, 0, time.UTC)
+	body, err := json.Marshal(map[string]any{"plugins": []pluginhost.Status{
+		{Name: "http", State: "up", Version: "0.1.0", PID: 42, Tasks: []pluginhost.TaskInfo{{Name: "request"}}},
+		{Name: "shell", State: "quarantined", Restarts: 4, Quarantined: &until, Cause: pluginhost.CauseIdentity, LastError: long},
+		{Name: "report", State: "not_started", Error: `plugin not found: "report" has no binary at /srv/plugins/report`},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer srv.Close()
+
+	var out, errOut bytes.Buffer
+	if err := pluginsCmd([]string{"--addr", srv.URL}, &out, &errOut); err != nil {
+		t.Fatalf("plugins: %v (%s)", err, errOut.String())
+	}
+	table, notes, found := strings.Cut(out.String(), "\n\n")
+	if !found {
+		t.Fatalf("no errors below the table:\n%s", out.String())
+	}
+	rows := strings.Split(strings.TrimSuffix(table, "\n"), "\n")
+	if len(rows) != 4 || !strings.HasPrefix(rows[0], "PLUGIN") || !strings.Contains(rows[0], "CAUSE") {
+		t.Fatalf("table:\n%s", table)
+	}
+	for _, row := range rows {
+		if len(row) > 100 {
+			t.Errorf("row of %d characters: %q", len(row), row)
+		}
+	}
+	if f := strings.Fields(rows[2]); len(f) < 3 || f[0] != "shell" || f[1] != "quarantined" || f[2] != "identity" {
+		t.Errorf("shell row %q: want its state and cause", rows[2])
+	}
+	lines := strings.Split(strings.TrimSuffix(notes, "\n"), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "shell (quarantined until 2026-12-06T19:30:00Z): plugin is not what the jobs expect") ||
+		!strings.HasSuffix(lines[0], "… (cut; -o json has the whole error)") || len([]rune(lines[0])) > 400 ||
+		lines[1] != `report: plugin not found: "report" has no binary at /srv/plugins/report` {
+		t.Errorf("errors below the table:\n%s", notes)
+	}
+
+	out.Reset()
+	if err := pluginsCmd([]string{"--addr", srv.URL, "-o", "json"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	var listing struct{ Plugins []pluginhost.Status }
+	if err := json.Unmarshal(out.Bytes(), &listing); err != nil || len(listing.Plugins) != 3 || listing.Plugins[1].LastError != long {
+		t.Errorf("-o json does not hold the whole error: %v\n%s", err, out.String())
 	}
 }

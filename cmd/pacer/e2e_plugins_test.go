@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -91,8 +92,9 @@ func TestE2EPluginIdentityAndRestart(t *testing.T) {
 	if st.State == "up" || st.Cause != pluginhost.CauseIdentity || st.Version != "" || len(st.Tasks) != 0 {
 		t.Errorf("shell after the wrong binary: %+v; want down, cause identity, nothing of the old process", st)
 	}
-	if out, _ := p.cli(nil, "plugins"); !strings.Contains(out, "identity:") {
-		t.Errorf("pacer plugins does not show the cause:\n%s", out)
+	if out, _ := p.cli(nil, "plugins"); !regexp.MustCompile(`(?m)^shell +(down|quarantined) +identity `).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^shell( \(quarantined until \S+\))?: `).MatchString(out) || !strings.Contains(out, `describes itself as plugin "testplugin"`) {
+		t.Errorf("pacer plugins does not show the state, the cause and the error below the table:\n%s", out)
 	}
 
 	installBinary(t, "shell", bin, 0o755)

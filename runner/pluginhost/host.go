@@ -224,18 +224,29 @@ func (h *Host) isClosed() bool {
 	return h.closed
 }
 
-// Discover lists the plugin names available: every executable file in Dir
-// plus every explicit path.
+// Discover lists the plugin names available: every explicit path, every
+// plugin the jobs use (as of the last CheckTasks), and every executable file
+// in Dir whose name is a plugin's, not a backup's or a hidden file's
+// (strayName): "shell.orig", "shell~" or ".shell.swp" beside "shell" is not
+// a plugin, unless a job names it.
 func (h *Host) Discover() ([]string, error) {
 	seen := map[string]bool{}
 	for name := range h.opts.Paths {
 		seen[name] = true
 	}
+	h.mu.Lock()
+	for name := range h.expected {
+		seen[name] = true
+	}
+	h.mu.Unlock()
 	entries, err := os.ReadDir(h.opts.Dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read plugins dir: %w", err)
 	}
 	for _, e := range entries {
+		if strayName(e.Name()) {
+			continue
+		}
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.Mode()&0o111 != 0 {
 			seen[e.Name()] = true
 		}
@@ -246,6 +257,15 @@ func (h *Host) Discover() ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// strayName reports whether a file name in the plugins directory is not a
+// plugin's when no job names it: hidden (".shell.swp"), an editor's backup
+// ("shell~"), or a name with an extension ("shell.orig", "shell.bak",
+// "http.dpkg-old"). Plugins are named after themselves, without one; a job
+// may still name such a file (plugin: hello_python.py), and then it is listed.
+func strayName(name string) bool {
+	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") || strings.Contains(name, ".")
 }
 
 // Path returns the binary path for a plugin name, checking it is executable.

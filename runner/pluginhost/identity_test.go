@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -266,5 +267,36 @@ func TestQuarantineProblemNamesTheCause(t *testing.T) {
 	}
 	if len(msg) >= len(st.LastError) || !strings.Contains(msg, "…") {
 		t.Fatalf("problem %q (%d bytes) quotes the %d-byte error whole", msg, len(msg), len(st.LastError))
+	}
+}
+
+// The plugin list holds the plugins the jobs use, those with an explicit
+// path and the executables in the plugins directory named like a plugin; a
+// backup beside a plugin ("shell.orig", "shell~"), a hidden file or a file
+// that is not executable is not listed as a plugin "not_started" (attack 7,
+// B9).
+func TestStatusListsNoStrayFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	copyPlugin(t, "shell", filepath.Join(dir, "shell"), 0o755)
+	for _, stray := range []string{"shell.orig", "shell~", ".shell.swp"} {
+		copyPlugin(t, "shell", filepath.Join(dir, stray), 0o755)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "README"), []byte("plugins\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "bin.v2")
+	copyPlugin(t, "testplugin", other, 0o755)
+	b := setup(t, pluginhost.Options{Dir: dir, Paths: map[string]string{"testplugin": other}})
+	refs := []pluginhost.TaskRef{{File: "pacer.yaml", Job: "jobs[0]", Line: line(12), Plugin: "shell", Task: "exec", Params: map[string]any{"command": []any{"true"}}}}
+	if err := b.host.CheckTasks(context.Background(), refs); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, st := range b.host.Status() {
+		names = append(names, st.Name+"="+st.State)
+	}
+	if want := []string{"shell=up", "testplugin=not_started"}; !slices.Equal(names, want) {
+		t.Fatalf("plugins %q, want %q", names, want)
 	}
 }
