@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -15,9 +16,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/api"
+	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/schedule"
 )
@@ -204,5 +208,44 @@ func TestPluginsTablePutsErrorsBelow(t *testing.T) {
 	var listing struct{ Plugins []pluginhost.Status }
 	if err := json.Unmarshal(out.Bytes(), &listing); err != nil || len(listing.Plugins) != 3 || listing.Plugins[1].LastError != long {
 		t.Errorf("-o json does not hold the whole error: %v\n%s", err, out.String())
+	}
+}
+
+// `pacer runs` on a replica whose etcd does not answer (a SIGSTOPped etcd:
+// its port takes connections and never answers) says what pacer status
+// says: etcd did not answer this replica, since when, and what to check.
+// The coordinator and its etcd client are real. (Attack 7, B10: it printed
+// only "read trigger requests of job-b: context deadline exceeded".)
+func TestRunsWhileEtcdIsMuteSaysWhy(t *testing.T) {
+	t.Parallel()
+	mute, err := net.Listen("tcp", "127.0.0.1:0") // never accepted: nothing answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{mute.Addr().String()}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "job-b", Plugin: "shell", Task: "exec", Spec: "@every 1h", Schedule: schedule.Every(time.Hour)}})
+	store := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "b", RequestTimeout: 300 * time.Millisecond})
+	srv := httptest.NewServer(api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: store, Node: "b"}}).Handler())
+	defer srv.Close()
+
+	var out, errOut bytes.Buffer
+	err = runsCmd([]string{"--addr", srv.URL, "job-b"}, &out, &errOut)
+	if err == nil {
+		t.Fatalf("runs while etcd is mute: no error\n%s", out.String())
+	}
+	printed := errorText(err)
+	for _, want := range []string{"503 Service Unavailable: read trigger requests of job-b: ",
+		"etcd did not answer replica b in time (not heard from etcd since it started): check that etcd is up",
+		"this replica's cluster.etcd.endpoints are right and reachable from its machine", "or ask another replica"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("pacer runs prints\n%s\nwant it to contain %q", printed, want)
+		}
 	}
 }

@@ -675,3 +675,50 @@ func TestJobsStateIsUnknownUntilThePauseFlagsAreRead(t *testing.T) {
 		t.Fatalf("state=unknown after the pause flags were read: %q", got)
 	}
 }
+
+// stalledStore is a store whose etcd stopped answering reads: the errors
+// coord.Coordinator gives then, and its LastContact.
+type stalledStore struct {
+	*memStore
+	contact time.Time
+}
+
+func (s *stalledStore) Triggers(_ context.Context, job string) ([]coord.Trigger, error) {
+	return nil, fmt.Errorf("read trigger requests of %s: %w", job, context.DeadlineExceeded)
+}
+
+func (s *stalledStore) LastContact() time.Time { return s.contact }
+
+// A read etcd did not answer is a 503 that says so, as pacer status does:
+// which replica, since when it has not heard from etcd, what to check
+// (attack 7, B10: it was the bare "context deadline exceeded").
+func TestReadEtcdDidNotAnswerSaysWhy(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "a", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)}})
+	contact := time.Now().Add(-42 * time.Second).Truncate(time.Second)
+	for _, tc := range []struct {
+		contact time.Time
+		since   string
+	}{
+		{contact, "last heard from etcd at " + contact.UTC().Format(time.RFC3339) + ", 4"}, // 42s or 43s ago
+		{time.Time{}, "not heard from etcd since it started"},
+	} {
+		store := &stalledStore{memStore: &memStore{paused: map[string]bool{}}, contact: tc.contact}
+		s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+			Control: &runner.Control{Runner: r, Store: store, Node: "b"}})
+		srv := httptest.NewServer(s.Handler())
+		code, body := call(t, srv, "GET", "/api/v1/runs?job=a", "", "")
+		srv.Close()
+		msg, _ := body["error"].(string)
+		for _, want := range []string{"read trigger requests of a: context deadline exceeded; etcd did not answer replica b in time (" + tc.since,
+			"check that etcd is up", "cluster.etcd.endpoints", "ask another replica"} {
+			if code != 503 || !strings.Contains(msg, want) {
+				t.Errorf("runs while etcd is mute (contact %v): %d %q\nwant it to contain %q", tc.contact, code, msg, want)
+			}
+		}
+		if lc, _ := body["last_contact"].(string); tc.contact.IsZero() != (lc == "") || lc != "" && lc != tc.contact.UTC().Format(time.RFC3339) {
+			t.Errorf("last_contact %q, want %v", lc, tc.contact)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +11,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
@@ -22,7 +27,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/jobs/{id}", s.read(func(w http.ResponseWriter, r *http.Request) {
 		j, err := c.Job(r.PathValue("id"))
 		if err != nil {
-			writeErr(w, err)
+			s.writeErr(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, j)
@@ -40,7 +45,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		}
 		t, err := c.Trigger(r.Context(), r.PathValue("id"), corr, caller(r), key)
 		if err != nil {
-			writeErr(w, err)
+			s.writeErr(w, err)
 			return
 		}
 		w.Header().Set("X-Correlation-ID", t.CorrelationID)
@@ -56,7 +61,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 			}
 			p, err := c.SetPaused(r.Context(), r.PathValue("id"), paused, caller(r), key)
 			if err != nil {
-				writeErr(w, err)
+				s.writeErr(w, err)
 				return
 			}
 			replayed(w, p.Replayed)
@@ -84,7 +89,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		}
 		runs, err := c.Runs(r.Context(), job, limit)
 		if err != nil {
-			writeErr(w, err)
+			s.writeErr(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"job": job, "runs": runs})
@@ -155,8 +160,9 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 // request bound reached 429 (the job's) or 503 (the cluster's), else 503
 // (etcd). A 503 says whether the request was stored: a mutating call that
 // may have been is answered otherwise (State "unconfirmed"), never with an
-// error.
-func writeErr(w http.ResponseWriter, err error) {
+// error. A 503 because etcd did not answer says so, since when this replica
+// has not heard from etcd, and what to check (etcdNoAnswer).
+func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	var full *coord.LimitError
 	switch {
 	case errors.Is(err, runner.ErrUnknownJob):
@@ -174,9 +180,72 @@ func writeErr(w http.ResponseWriter, err error) {
 		writeError(w, code, err.Error())
 	case errors.Is(err, coord.ErrNotStored):
 		writeError(w, http.StatusServiceUnavailable, err.Error()+"; nothing was stored: repeating the request is safe")
+	case etcdNoAnswer(err):
+		s.writeNoAnswer(w, err)
 	default:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	}
+}
+
+// etcdContact is what a store that talks to etcd tells of its connection
+// (coord.Coordinator).
+type etcdContact interface {
+	// LastContact is the send time of the newest request etcd answered
+	// (zero: none since the start).
+	LastContact() time.Time
+}
+
+// etcdNoAnswer reports whether err means etcd did not answer in time, or
+// could not be reached: a deadline, or the etcd client's Unavailable or
+// DeadlineExceeded (no leader, a request timed out, no connection).
+func etcdNoAnswer(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var coded interface{ Code() codes.Code } // rpctypes.EtcdError
+	if errors.As(err, &coded) {
+		return coded.Code() == codes.Unavailable || coded.Code() == codes.DeadlineExceeded
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded
+	}
+	return false
+}
+
+// writeNoAnswer answers 503 for a request etcd did not answer, in the words
+// of pacer status: which replica, since when it has not heard from etcd,
+// and what to check. last_contact is that time (RFC 3339), when known.
+func (s *Server) writeNoAnswer(w http.ResponseWriter, err error) {
+	node, since := "", "etcd's last answer is not known here"
+	var contact time.Time
+	if c := s.o.Control; c != nil {
+		if c.Node != "" {
+			node = " " + c.Node
+		}
+		if ec, ok := c.Store.(etcdContact); ok {
+			contact = ec.LastContact()
+			since = "not heard from etcd since it started"
+			if !contact.IsZero() {
+				since = fmt.Sprintf("last heard from etcd at %s, %s ago", contact.UTC().Format(time.RFC3339), roundAgo(time.Since(contact)))
+			}
+		}
+	}
+	body := map[string]any{"error": fmt.Sprintf("%v; etcd did not answer replica%s in time (%s): "+
+		"check that etcd is up and not overloaded, that this replica's cluster.etcd.endpoints are right and reachable from its machine, "+
+		"or ask another replica", err, node, since)}
+	if !contact.IsZero() {
+		body["last_contact"] = contact.UTC()
+	}
+	writeJSON(w, http.StatusServiceUnavailable, body)
+}
+
+// roundAgo rounds a time since an event for a message: tenths of a second
+// below 10s, else whole seconds.
+func roundAgo(d time.Duration) time.Duration {
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // retryAfterFull is the Retry-After, in seconds, of an answer that a

@@ -24,13 +24,13 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	states, err := runner.ParseJobStates(q.Get("state"))
 	if err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	query.States, query.Cursor = states, q.Get("cursor")
 	page, err := s.o.Control.JobsPage(query)
 	if err != nil {
-		writeErr(w, err)
+		s.writeErr(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, page)
