@@ -140,6 +140,14 @@ type Runner struct {
 	running  map[string]map[string]*slotRun // job ID -> key -> the slot's run
 	triggers map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
 	retiring map[string][]*Job              // removed by a reload while running: series to delete
+
+	// shardRuns counts, by shard, the runs in running of the shard's jobs;
+	// idle holds, by shard, the channel WaitIdle waits on, closed (and
+	// removed) when the shard's count falls to 0. Neither keeps a shard
+	// with no run.
+	shardRuns map[int]int
+	idle      map[int]chan struct{}
+
 	// pausesRead: SetPaused was called (the pause flags were read from
 	// etcd) and PausesLost was not called since; otherwise whether a job
 	// is paused is unknown.
@@ -217,6 +225,7 @@ func New(o Options) *Runner {
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop,
 		jobs: map[string]*Job{}, paused: map[string]bool{},
 		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
+		shardRuns: map[int]int{}, idle: map[int]chan struct{}{},
 		retiring: map[string][]*Job{}, scheduled: map[int]*coord.Term{}, caughtUp: map[int]*coord.Term{}, home: map[int]*coord.Term{}, unhomed: map[string]bool{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
 	r.sched.onStepBack = func(d time.Duration) {
@@ -492,26 +501,28 @@ func (r *Runner) OnTerm(t *coord.Term) {
 
 // WaitIdle waits until no run of the shard's jobs is in progress here, or
 // ctx ends. A replica handing a shard over calls it (coord Options.Drain).
+// It waits on the shard's count of runs, which trackLocked keeps: nothing
+// is polled, and no job's shard computed, while it waits.
 func (r *Runner) WaitIdle(ctx context.Context, t *coord.Term) {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		r.mu.Lock()
-		n := 0
-		for id, runs := range r.running {
-			if shard.Of(id, r.o.Shards) == t.Shard {
-				n += len(runs)
-			}
-		}
+	r.mu.Lock()
+	if r.shardRuns[t.Shard] == 0 {
 		r.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
+		return
+	}
+	idle := r.idle[t.Shard]
+	if idle == nil {
+		idle = make(chan struct{})
+		r.idle[t.Shard] = idle
+	}
+	r.mu.Unlock()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		r.mu.Lock()
+		n := r.shardRuns[t.Shard]
+		r.mu.Unlock()
+		if n > 0 {
 			r.log.Warn("handing a shard over with runs still going", "shard", t.Shard, "runs", n)
-			return
-		case <-tick.C:
 		}
 	}
 }
@@ -671,6 +682,10 @@ func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotR
 		r.running[job] = map[string]*slotRun{}
 	}
 	r.running[job][key] = sr
+	// Counted under the shard WaitIdle asks for; cluster.shards is not
+	// reloaded, so the run ends in the shard it started in.
+	sh := shard.Of(job, r.o.Shards)
+	r.shardRuns[sh]++
 	return ctx, sr, func() {
 		stop()
 		cancel(nil)
@@ -680,6 +695,13 @@ func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotR
 		if len(r.running[job]) == 0 {
 			delete(r.running, job)
 			r.runEndedLocked(job)
+		}
+		if r.shardRuns[sh]--; r.shardRuns[sh] == 0 {
+			delete(r.shardRuns, sh)
+			if idle := r.idle[sh]; idle != nil {
+				close(idle) // every WaitIdle of the shard returns
+				delete(r.idle, sh)
+			}
 		}
 		r.mu.Unlock()
 	}

@@ -1,9 +1,14 @@
 package runner_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,11 +22,13 @@ import (
 
 	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/schedule"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -283,6 +290,120 @@ func TestPausedGaugeAndRemovedJobs(t *testing.T) {
 		t.Fatalf("pacer_job_paused a=%v after resume, want 0", a)
 	}
 	r.Stop(context.Background())
+}
+
+// WaitIdle waits for its own shard's runs only: with runs of two shards
+// going, one shard's WaitIdle returns when that shard's run ends while the
+// other's goes on, and a WaitIdle whose ctx ends first warns with the
+// shard's runs still going.
+func TestWaitIdleWaitsForItsOwnShardOnly(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Start(t, etcdembed.Options{Name: "t"}), clientv3.Config{})
+	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: "n1", LeaseTTL: 2 * time.Second, Shards: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var terms [2]*coord.Term
+	for deadline := time.Now().Add(10 * time.Second); terms[0] == nil || terms[1] == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not leading both shards after 10 s")
+		}
+		terms[0], terms[1] = c.TermOf(0), c.TermOf(1)
+	}
+	var ids [2]string // a job of each shard
+	for i := 0; ids[0] == "" || ids[1] == ""; i++ {
+		if id := fmt.Sprintf("job-%d", i); ids[shard.Of(id, 2)] == "" {
+			ids[shard.Of(id, 2)] = id
+		}
+	}
+	tasks := &gateTasks{started: make(chan string, 2), gates: map[string]chan struct{}{ids[0]: make(chan struct{}), ids[1]: make(chan struct{})}}
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	r := runner.New(runner.Options{Node: "n1", Coord: c, Tasks: tasks, Metrics: m, Shards: 2,
+		Tracer: trace.NewTracerProvider().Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	t.Cleanup(func() { r.Stop(context.Background()) })
+	var jobs []*runner.Job
+	for _, id := range ids { // never due while the test runs: only the slots fired below run
+		jobs = append(jobs, &runner.Job{ID: id, Plugin: "p", Task: "t", Schedule: schedule.At(time.Now().Add(48 * time.Hour)), Timeout: time.Minute})
+	}
+	r.SetJobs(jobs)
+	for _, term := range terms {
+		r.OnTerm(term)
+	}
+	slot := slotAhead()
+	for _, j := range jobs {
+		r.Fire(runner.Slot{Job: j, Time: slot})
+		<-tasks.started
+	}
+	ended, end := context.WithCancel(context.Background())
+	end()
+	warnings := func() (got [][2]float64) { // shard and runs of each warning so far
+		sc := bufio.NewScanner(strings.NewReader(logs.String()))
+		for sc.Scan() {
+			var l map[string]any
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l["msg"] == "handing a shard over with runs still going" {
+				shard, _ := l["shard"].(float64)
+				runs, _ := l["runs"].(float64)
+				got = append(got, [2]float64{shard, runs})
+			}
+		}
+		return got
+	}
+	// Each shard's run is going: a WaitIdle whose ctx ended says so.
+	r.WaitIdle(ended, terms[0])
+	r.WaitIdle(ended, terms[1])
+	if got, want := warnings(), [][2]float64{{0, 1}, {1, 1}}; !slices.Equal(got, want) {
+		t.Fatalf("warnings (shard, runs) %v, want %v", got, want)
+	}
+
+	var idle [2]chan struct{}
+	for i, term := range terms {
+		idle[i] = make(chan struct{})
+		go func() { defer close(idle[i]); r.WaitIdle(context.Background(), term) }()
+	}
+	close(tasks.gates[ids[1]])
+	select {
+	case <-idle[1]:
+	case <-time.After(10 * time.Second):
+		t.Fatal("shard 1's WaitIdle still waiting 10 s after its run ended, shard 0's run going")
+	}
+	select {
+	case <-idle[0]:
+		t.Fatal("shard 0's WaitIdle returned while its run was going")
+	default:
+	}
+	r.WaitIdle(ended, terms[1]) // idle: no warning
+	r.WaitIdle(ended, terms[0])
+	if got, want := warnings(), [][2]float64{{0, 1}, {1, 1}, {0, 1}}; !slices.Equal(got, want) {
+		t.Fatalf("warnings (shard, runs) %v, want %v: shard 1 is idle, shard 0's run goes on", got, want)
+	}
+
+	close(tasks.gates[ids[0]])
+	select {
+	case <-idle[0]:
+	case <-time.After(10 * time.Second):
+		t.Fatal("shard 0's WaitIdle still waiting 10 s after its run ended")
+	}
+}
+
+// gateTasks is a TaskRunner whose calls of a job block until the job's
+// gate is closed, or they are cancelled.
+type gateTasks struct {
+	started chan string
+	gates   map[string]chan struct{} // by job ID
+}
+
+func (g *gateTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	g.started <- c.Info.JobID
+	select {
+	case <-g.gates[c.Info.JobID]:
+		return &pluginhost.Result{Output: "ok"}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 type notLeader struct{ runner.Coordinator }
