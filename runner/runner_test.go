@@ -325,6 +325,15 @@ func TestWaitIdleWaitsForItsOwnShardOnly(t *testing.T) {
 	r := runner.New(runner.Options{Node: "n1", Coord: c, Tasks: tasks, Metrics: m, Shards: 2,
 		Tracer: trace.NewTracerProvider().Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	t.Cleanup(func() { r.Stop(context.Background()) })
+	var released [2]bool
+	release := func(i int) { released[i] = true; close(tasks.gates[ids[i]]) }
+	t.Cleanup(func() { // a failed test's runs end before Stop waits for them
+		for i := range released {
+			if !released[i] {
+				release(i)
+			}
+		}
+	})
 	var jobs []*runner.Job
 	for _, id := range ids { // never due while the test runs: only the slots fired below run
 		jobs = append(jobs, &runner.Job{ID: id, Plugin: "p", Task: "t", Schedule: schedule.At(time.Now().Add(48 * time.Hour)), Timeout: time.Minute})
@@ -364,7 +373,7 @@ func TestWaitIdleWaitsForItsOwnShardOnly(t *testing.T) {
 		idle[i] = make(chan struct{})
 		go func() { defer close(idle[i]); r.WaitIdle(context.Background(), term) }()
 	}
-	close(tasks.gates[ids[1]])
+	release(1)
 	select {
 	case <-idle[1]:
 	case <-time.After(10 * time.Second):
@@ -381,7 +390,7 @@ func TestWaitIdleWaitsForItsOwnShardOnly(t *testing.T) {
 		t.Fatalf("warnings (shard, runs) %v, want %v: shard 1 is idle, shard 0's run goes on", got, want)
 	}
 
-	close(tasks.gates[ids[0]])
+	release(0)
 	select {
 	case <-idle[0]:
 	case <-time.After(10 * time.Second):
