@@ -486,9 +486,29 @@ func (c *Control) Cluster(ctx context.Context) (ClusterView, error) {
 		v.JobSetView = &js
 		if err == nil {
 			v.mergeReplicas()
+		} else {
+			v.cutOff(err)
 		}
 	}
 	return v, err
+}
+
+// cutOff marks the view of a replica that cannot read etcd: it may not
+// lead now (it cannot campaign, and it fences itself a lease TTL after its
+// last acknowledged keepalive at most), and says why, also in its own row.
+func (v *ClusterView) cutOff(err error) {
+	since := "it started (never heard from it)"
+	if !v.LastContact.IsZero() {
+		since = v.LastContact.UTC().Format(time.RFC3339Nano) + " (its last contact)"
+	}
+	why := fmt.Sprintf("cannot reach etcd since %s: %v; it cannot campaign, and stops leading a lease TTL after its last acknowledged keepalive at most",
+		since, err)
+	v.MayLead, v.NotLeading = false, why
+	for i := range v.Replicas {
+		if r := &v.Replicas[i]; r.Node == v.Node {
+			r.Candidate, r.Reason, r.LeadsShards = false, why, slices.Clone(v.ShardsLed)
+		}
+	}
 }
 
 // mergeReplicas makes Members the union of the election holders and the

@@ -149,6 +149,10 @@ type Coordinator struct {
 	// contact is when etcd last answered this replica (UnixNano; see
 	// LastContact).
 	contact atomic.Int64
+	// lastAck is the send time (UnixNano) of this replica's last
+	// acknowledged lease keepalive (or grant), kept after its session
+	// ends: a cut-off replica still says how long ago that was.
+	lastAck atomic.Int64
 
 	mu      sync.Mutex
 	terms   map[int]*Term // by shard

@@ -91,7 +91,7 @@ func (c *Coordinator) guard(ss *session) {
 				c.keepalive("ok")
 				if b.sent.After(lastAck) {
 					lastAck = b.sent
-					ss.lastAck.Store(lastAck.UnixNano())
+					c.lastAck.Store(lastAck.UnixNano())
 					c.heard(lastAck)
 					deadline = b.sent.Add(ttl - margin)
 					fence.Reset(time.Until(deadline))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -26,8 +25,6 @@ type session struct {
 	// fired, the lease was lost, or the replica stops.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	// lastAck is the UnixNano send time of the last acknowledged keepalive.
-	lastAck atomic.Int64
 }
 
 // ErrSessionLost ends every term of a session whose lease etcd no longer
@@ -124,7 +121,7 @@ func (c *Coordinator) openSession(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("open session: %w", err)
 	}
 	ss := &session{s: s, lease: lease.ID, granted: granted, ctx: sctx, cancel: scancel}
-	ss.lastAck.Store(granted.UnixNano())
+	c.lastAck.Store(granted.UnixNano())
 	c.heard(granted)
 	c.log.Debug("etcd session opened", "lease_id", fmt.Sprintf("%x", lease.ID))
 	return ss, nil

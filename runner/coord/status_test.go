@@ -7,6 +7,7 @@ package coord_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -81,7 +82,10 @@ func ptr[T any](v T) *T { return &v }
 
 // A replica cut off from etcd answers GET /api/v1/cluster with 503 and a
 // JSON body: the error, its node, that it leads nothing once it fenced
-// itself, when it last heard from etcd, and that its jobs' state is unknown.
+// itself, when it last heard from etcd, its keepalive's age, that it may not
+// lead and why, and that its jobs' state is unknown. What it leads is taken
+// as of the answer: a request that arrives while it still leads and waits
+// for etcd longer than the fence takes says it leads nothing.
 func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
 	b := setup(t)
 	hole := netfault.New(t, b.endpoint)
@@ -90,11 +94,18 @@ func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	const ttl = 2 * time.Second
-	c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: "a", LeaseTTL: ttl, RequestTimeout: 500 * time.Millisecond})
+	// The request timeout is longer than the lease TTL: a read that etcd
+	// does not answer outlasts the fence.
+	const ttl, timeout = 2 * time.Second, 3 * time.Second
+	ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: "a", LeaseTTL: ttl,
+		RequestTimeout: timeout, Settle: 200 * time.Millisecond, JobSet: jobSet("x"), SessionLease: true,
+		Record: coord.MemberRecord{Version: "test", Started: time.Now()}})
+	c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: "a", LeaseTTL: ttl, RequestTimeout: timeout,
+		Members: ms, Roster: ms, Gate: ms})
 	r := runner.New(runner.Options{Node: "a", PausesFresh: func() bool { return time.Since(c.LastContact()) < ttl }})
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	wg.Go(func() { ms.Run(ctx) })
 	wg.Go(func() { _ = c.Run(ctx) })
 	wg.Go(func() { c.WatchPaused(ctx, r.SetPaused, r.PausesLost) })
 	t.Cleanup(func() { stop(); wg.Wait() })
@@ -102,7 +113,7 @@ func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
 	waitFor(t, "a to read the pause flags", 10*time.Second, r.PausesRead)
 
 	srv := httptest.NewServer(api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
-		Control: &runner.Control{Runner: r, Store: c, Node: "a"}}).Handler())
+		Control: &runner.Control{Runner: r, Store: c, Node: "a", Members: ms}}).Handler())
 	t.Cleanup(srv.Close)
 	get := func() (int, map[string]any) {
 		resp, err := srv.Client().Get(srv.URL + "/api/v1/cluster")
@@ -117,14 +128,25 @@ func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
 		}
 		return resp.StatusCode, out
 	}
-	if code, v := get(); code != http.StatusOK || v["jobs_state"] != "known" {
-		t.Fatalf("in touch: %d %v", code, v)
+	var v map[string]any
+	waitFor(t, "a's view in touch, a may lead", 10*time.Second, func() bool {
+		var code int
+		code, v = get()
+		return code == http.StatusOK && v["may_lead"] == true
+	})
+	if v["jobs_state"] != "known" || v["keepalive_age"] == nil {
+		t.Fatalf("in touch: %v", v)
 	}
 
 	cut := time.Now()
 	hole.SetCut(true)
-	waitFor(t, "a to fence itself", 10*time.Second, func() bool { return c.Term() == nil })
+	// Asked at once, while it still leads: the read waits for the request
+	// timeout, and the replica fences itself meanwhile.
+	leading := c.Term() != nil
 	code, v := get()
+	if !leading || c.Term() != nil {
+		t.Fatalf("leading when asked %v, after the answer %v: want it asked while leading, answered after its fence", leading, c.Term() != nil)
+	}
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("cut off: status %d, want 503: %v", code, v)
 	}
@@ -134,12 +156,34 @@ func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
 	if v["node"] != "a" || v["jobs_state"] != "unknown" {
 		t.Fatalf("node %v, jobs_state %v; want a, unknown", v["node"], v["jobs_state"])
 	}
-	if led, ok := v["shards_led"].([]any); !ok || len(led) != 0 {
-		t.Fatalf("shards_led %v, want [] once it fenced itself", v["shards_led"])
+	if led, ok := v["shards_led"].([]any); !ok || len(led) != 0 || v["leading"] != false {
+		t.Fatalf("shards_led %v, leading %v: want [] and false once it fenced itself", v["shards_led"], v["leading"])
 	}
 	last, err := time.Parse(time.RFC3339Nano, v["last_contact"].(string))
 	if err != nil || last.After(cut) || last.IsZero() {
 		t.Fatalf("last_contact %v (%v), want before the cut at %s", v["last_contact"], err, cut)
+	}
+	age, _ := v["keepalive_age"].(string)
+	if d, err := time.ParseDuration(age); err != nil || d < time.Since(cut) {
+		t.Fatalf("keepalive_age %q (%v), want at least the %s since the cut", age, err, time.Since(cut))
+	}
+	why, _ := v["not_leading"].(string)
+	if v["may_lead"] != false || !strings.HasPrefix(why, "cannot reach etcd since "+last.UTC().Format(time.RFC3339Nano)) {
+		t.Fatalf("may_lead %v, not_leading %q: want false, because it cannot reach etcd since its last contact", v["may_lead"], why)
+	}
+	var self map[string]any
+	for _, r := range v["replicas"].([]any) {
+		if r := r.(map[string]any); r["node"] == "a" {
+			self = r
+		}
+	}
+	if self == nil || self["candidate"] != false || self["reason"] != why || len(self["leads_shards"].([]any)) != 0 {
+		t.Fatalf("a's own row %v: want no candidate, leading nothing, with the same reason", self)
+	}
+	// Its session has ended: the keepalive's age is still there, and grows.
+	_, v = get()
+	if d, err := time.ParseDuration(fmt.Sprint(v["keepalive_age"])); err != nil || d < time.Since(cut) {
+		t.Fatalf("keepalive_age %v (%v) on the second look, want at least %s", v["keepalive_age"], err, time.Since(cut))
 	}
 	hole.SetCut(false)
 }

@@ -391,7 +391,8 @@ type ClusterState struct {
 	LeaseTTL    string    `json:"lease_ttl"`
 	LeaderSince time.Time `json:"leader_since,omitzero"`
 	// KeepaliveAge is how long ago this replica's last acknowledged lease
-	// keepalive was sent; it self-fences at TTL minus a margin.
+	// keepalive was sent, also once its session has ended (it self-fences
+	// at TTL minus a margin); absent only before its first lease.
 	KeepaliveAge string `json:"keepalive_age,omitempty"`
 	// LastContact is when this replica last heard from etcd (the send time
 	// of the newest request etcd answered; LastContact).
@@ -429,7 +430,8 @@ type ShardState struct {
 // many keys it has (a key of an ended term whose lease could not be
 // revoked lingers until it expires). When etcd cannot be read it returns,
 // with the error, what this replica knows by itself: the shards it leads
-// now, its keepalive age and last contact.
+// now, its keepalive age and last contact, all as of the answer (after the
+// failed read), not of the request.
 func (c *Coordinator) State(ctx context.Context) (st ClusterState, err error) {
 	st = ClusterState{Cluster: c.opts.Cluster, Node: c.opts.Node, LeaseTTL: c.opts.LeaseTTL.String(),
 		ShardCount: c.opts.Shards, ShardsLed: []int{}}
@@ -442,21 +444,22 @@ func (c *Coordinator) State(ctx context.Context) (st ClusterState, err error) {
 		es := c.opts.Monitor.Status()
 		st.Etcd = &es
 	}
-	terms := c.Terms()
-	for _, t := range terms {
-		st.ShardsLed = append(st.ShardsLed, t.Shard)
-		if t.Shard == 0 {
-			st.Leading, st.LeaderSince = true, t.Since
-		}
-	}
-	// The keepalive's age and the last contact as of the answer (a read
-	// that etcd does not answer takes the request timeout).
+	// What this replica leads, its keepalive's age and its last contact,
+	// as of the answer: a read that etcd does not answer takes the request
+	// timeout, long enough for the replica to fence itself meanwhile.
 	defer func() {
-		c.mu.Lock()
-		ss := c.session
-		c.mu.Unlock()
-		if ss != nil {
-			st.KeepaliveAge = time.Since(time.Unix(0, ss.lastAck.Load())).Round(time.Millisecond).String()
+		st.ShardsLed, st.Leading, st.LeaderSince = []int{}, false, time.Time{}
+		for _, t := range c.Terms() {
+			st.ShardsLed = append(st.ShardsLed, t.Shard)
+			if t.Shard == 0 {
+				st.Leading, st.LeaderSince = true, t.Since
+			}
+			if t.Shard < len(st.Shards) {
+				st.Shards[t.Shard].Since = t.Since
+			}
+		}
+		if ack := c.lastAck.Load(); ack != 0 {
+			st.KeepaliveAge = time.Since(time.Unix(0, ack)).Round(time.Millisecond).String()
 		}
 		st.LastContact = c.LastContact()
 	}()
@@ -509,11 +512,6 @@ func (c *Coordinator) State(ctx context.Context) (st ClusterState, err error) {
 		st.Leader, st.FencingToken = st.Shards[0].Leader, st.Shards[0].FencingToken
 		if i := slices.Index(st.Members, st.Leader); i > 0 {
 			st.Members = append(append([]string{st.Leader}, st.Members[:i]...), st.Members[i+1:]...)
-		}
-	}
-	for _, t := range terms {
-		if t.Shard < len(st.Shards) {
-			st.Shards[t.Shard].Since = t.Since
 		}
 	}
 	return st, nil
