@@ -814,14 +814,22 @@ func printEtcd(w io.Writer, e *coord.EtcdStatus) error {
 		_, err := fmt.Fprintln(w, "etcd:     - (not looked at yet)")
 		return err
 	}
-	leader := "has a leader"
-	if !e.HasLeader {
-		leader = "NO LEADER"
-	}
-	line := fmt.Sprintf("etcd:     %s, database %s (%s in use) of %s quota (%.0f%%), %d keys, %s",
-		orDash(e.Endpoint), mib(e.DBSize), mib(e.DBSizeInUse), mib(e.Quota), 100*float64(e.DBSize)/float64(max(e.Quota, 1)), e.Keys, leader)
-	if e.Error != "" {
-		line += "; " + e.Error
+	values := fmt.Sprintf("database %s (%s in use) of %s quota (%.0f%%), %d keys",
+		mib(e.DBSize), mib(e.DBSizeInUse), mib(e.Quota), 100*float64(e.DBSize)/float64(max(e.Quota, 1)), e.Keys)
+	var line string
+	switch {
+	case e.Error == "" && e.HasLeader:
+		line = fmt.Sprintf("etcd:     %s, %s, has a leader", orDash(e.Endpoint), values)
+	case e.Error == "":
+		line = fmt.Sprintf("etcd:     %s, %s, NO LEADER", orDash(e.Endpoint), values)
+	case e.Error == coord.EtcdNoLeader: // the member's own answer
+		line = fmt.Sprintf("etcd:     %s, %s, NO LEADER; %s (%s ago)", orDash(e.Endpoint), values, e.Error, statusAge(e.At))
+	case e.LastGood.IsZero():
+		// A failed look says nothing of etcd's leader: its error does.
+		line = fmt.Sprintf("etcd:     %s, look failed %s ago: %s; no look has succeeded yet", orDash(e.Endpoint), statusAge(e.At), e.Error)
+	default:
+		line = fmt.Sprintf("etcd:     %s, look failed %s ago: %s; last good look %s ago: %s",
+			orDash(e.Endpoint), statusAge(e.At), e.Error, statusAge(e.LastGood), values)
 	}
 	if _, err := fmt.Fprintln(w, line); err != nil {
 		return err
@@ -841,6 +849,15 @@ func printEtcd(w io.Writer, e *coord.EtcdStatus) error {
 		}
 	}
 	return nil
+}
+
+// statusAge is how long ago t was, as pacer status shows it.
+func statusAge(t time.Time) time.Duration {
+	d := time.Since(t)
+	if d < 10*time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

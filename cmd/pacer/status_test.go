@@ -28,6 +28,14 @@ func TestStatusWarnsNearTheQuota(t *testing.T) {
 		{"alarm, no leader", coord.EtcdStatus{DBSize: 10, Quota: 100, Alarms: []string{"NOSPACE"}, Error: "etcd member has no leader", At: time.Now()},
 			[]string{"NO LEADER", "etcd member has no leader", "WARNING:  etcd alarms raised: NOSPACE"}, nil},
 		{"not looked at yet", coord.EtcdStatus{}, []string{"etcd:     - (not looked at yet)"}, []string{"WARNING"}},
+		// A failed look says so, with its age, and shows the last good
+		// look's values with theirs: not zeros, not NO LEADER.
+		{"look failed", coord.EtcdStatus{Endpoint: "http://e:2379", DBSize: 100 << 20, DBSizeInUse: 40 << 20, Quota: 2 << 30, Keys: 1234,
+			Error: "context deadline exceeded", At: time.Now().Add(-20 * time.Second), LastGood: time.Now().Add(-35 * time.Second)},
+			[]string{"etcd:     http://e:2379, look failed 20s ago: context deadline exceeded; last good look 35s ago: database 100.0 MiB (40.0 MiB in use) of 2048.0 MiB quota (5%), 1234 keys"},
+			[]string{"NO LEADER", "has a leader", "0 keys"}},
+		{"no look succeeded yet", coord.EtcdStatus{Error: "context deadline exceeded", At: time.Now().Add(-3 * time.Second)},
+			[]string{"etcd:     -, look failed 3s ago: context deadline exceeded; no look has succeeded yet"}, []string{"NO LEADER", "MiB"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out strings.Builder

@@ -55,10 +55,19 @@ type EtcdStatus struct {
 	HasLeader   bool     `json:"has_leader"`
 	Alarms      []string `json:"alarms,omitempty"`
 	// DiskFree is the free space of the embedded member's file system.
-	DiskFree uint64    `json:"disk_free_bytes,omitempty"`
+	DiskFree uint64 `json:"disk_free_bytes,omitempty"`
+	// Error says why the look at At failed. The endpoint, sizes, keys and
+	// alarms it could not read are then the last good look's, made at
+	// LastGood (zero when no look has succeeded yet: they are zero too);
+	// HasLeader is false, since nothing says etcd has one.
 	Error    string    `json:"error,omitempty"`
 	At       time.Time `json:"at,omitzero"`
+	LastGood time.Time `json:"last_good,omitzero"`
 }
+
+// EtcdNoLeader is EtcdStatus.Error when the member answered that it has no
+// leader: unlike other errors, an answer about etcd itself.
+const EtcdNoLeader = "etcd member has no leader"
 
 // NearQuotaRatio is how full the database may get, against its quota,
 // before Pacer warns (pacer status, the alert rule on the metrics).
@@ -86,6 +95,8 @@ type Monitor struct {
 
 	mu   sync.Mutex
 	last EtcdStatus
+	// good is the last look that did not fail.
+	good EtcdStatus
 	// noSpaceLogged is when NoSpaceHelp was last logged.
 	noSpaceLogged time.Time
 }
@@ -131,11 +142,39 @@ func (m *Monitor) Run(ctx context.Context) {
 			st = m.tend(ctx, st)
 		}
 		m.mu.Lock()
+		st = m.keep(st)
 		m.last = st
 		m.mu.Unlock()
 		m.export(st)
 		timer.Reset(m.o.Interval)
 	}
+}
+
+// keep returns st, a look that failed, with what it could not read taken
+// from the last good look (and that look's time in LastGood); a good look
+// it returns as it is, and keeps. Called with m.mu held.
+func (m *Monitor) keep(st EtcdStatus) EtcdStatus {
+	if st.Error == "" {
+		m.good = st
+		return st
+	}
+	if m.good.At.IsZero() {
+		return st
+	}
+	st.LastGood = m.good.At
+	if st.Endpoint == "" {
+		st.Endpoint, st.DBSize, st.DBSizeInUse, st.Quota = m.good.Endpoint, m.good.DBSize, m.good.DBSizeInUse, m.good.Quota
+	}
+	if !st.HasLeader && st.Keys == 0 {
+		st.Keys = m.good.Keys
+	}
+	if st.Alarms == nil {
+		st.Alarms = m.good.Alarms
+	}
+	if st.DiskFree == 0 {
+		st.DiskFree = m.good.DiskFree
+	}
+	return st
 }
 
 // look reads the status of the member that answers this replica's
@@ -148,7 +187,7 @@ func (m *Monitor) look(ctx context.Context) EtcdStatus {
 	keys, err := cli.Get(rctx, m.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	switch {
 	case errors.Is(err, rpctypes.ErrNoLeader):
-		st.Error = "etcd member has no leader"
+		st.Error = EtcdNoLeader
 	case err != nil:
 		st.Error = err.Error()
 	default:

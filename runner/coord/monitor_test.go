@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/netfault"
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
@@ -213,5 +214,43 @@ func TestLeaderCompactsEtcd(t *testing.T) {
 				t.Fatalf("revision %d compacted: %v; want %v with compaction_interval %s", first.Header.Revision, compacted, interval > 0, interval)
 			}
 		})
+	}
+}
+
+// A look that fails (etcd cut off) says so, with its error and time, and
+// keeps the last good look's endpoint, sizes and keys, with that look's
+// time: not zeros. Once etcd answers again, a good look replaces it.
+func TestMonitorKeepsTheLastGoodLookWhenALookFails(t *testing.T) {
+	b := setup(t)
+	hole := netfault.New(t, b.endpoint)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	for i := range 3 {
+		if _, err := cli.Put(context.Background(), fmt.Sprintf("/pacer/mon/k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Interval: 50 * time.Millisecond, RequestTimeout: 300 * time.Millisecond})
+	waitFor(t, "a good look", 10*time.Second, func() bool { st := m.Status(); return st.Error == "" && st.HasLeader })
+	good := m.Status()
+	if good.Endpoint == "" || good.Keys != 3 || good.DBSize <= 0 || !good.LastGood.IsZero() {
+		t.Fatalf("good look %+v", good)
+	}
+	hole.SetCut(true)
+	var st coord.EtcdStatus
+	waitFor(t, "a failed look", 10*time.Second, func() bool { st = m.Status(); return st.Error != "" })
+	if st.HasLeader || st.At.Before(st.LastGood) || st.LastGood.Before(good.At) {
+		t.Fatalf("failed look %+v: want no leader claimed, at after its last good look (at or after %s)", st, good.At)
+	}
+	if st.Endpoint != good.Endpoint || st.Keys != good.Keys || st.DBSize <= 0 || st.Quota != good.Quota {
+		t.Fatalf("failed look %+v, want the last good look's values %+v", st, good)
+	}
+	hole.SetCut(false)
+	waitFor(t, "a good look again", 10*time.Second, func() bool { st = m.Status(); return st.Error == "" && st.HasLeader })
+	if !st.LastGood.IsZero() {
+		t.Fatalf("good look %+v: last_good set", st)
 	}
 }
