@@ -12,6 +12,7 @@ import (
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/schedule"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 // ErrUnknownJob is returned for a job ID that is not registered.
@@ -94,8 +95,12 @@ type JobView struct {
 	State    string `json:"state"` // active or paused; unknown before the pause flags were read from etcd
 	Paused   bool   `json:"paused"`
 	Running  int    `json:"running"`
-	// Shard is the job's shard: its leader runs the job.
-	Shard int `json:"shard"`
+	// Shard is the job's shard in the cluster: its leader runs the job.
+	// On a replica whose cluster.shards is not the cluster's, it is
+	// computed with the cluster's count (as /api/v1/cluster's shard_count),
+	// and ShardHere is the shard under this replica's own count.
+	Shard     int  `json:"shard"`
+	ShardHere *int `json:"shard_here,omitempty"`
 	// Next is the next fire time (RFC 3339, UTC), or "never" when the
 	// schedule has none: a job is listed even when it will not fire.
 	Next      string      `json:"next"`
@@ -105,7 +110,19 @@ type JobView struct {
 // NextNever is JobView.Next for a job whose schedule will not fire again.
 const NextNever = "never"
 
-func (c *Control) view(j *Job) JobView {
+// clusterShards is the cluster's shard count when the membership knows it
+// differs from this replica's, else 0.
+func (c *Control) clusterShards() int {
+	if cs, ok := c.Members.(interface{ ClusterShards() int }); ok {
+		if n := cs.ClusterShards(); n > 0 && n != c.Runner.o.Shards {
+			return n
+		}
+	}
+	return 0
+}
+
+// view shows j; clusterShards is c.clusterShards().
+func (c *Control) view(j *Job, clusterShards int) JobView {
 	paused, running := c.Runner.JobState(j.ID)
 	fires := schedule.NextN(j.Schedule, wallNow(), 5)
 	next := NextNever
@@ -119,20 +136,26 @@ func (c *Control) view(j *Job) JobView {
 	case paused:
 		state = JobPaused
 	}
-	return JobView{State: state,
+	v := JobView{State: state,
 		ID: j.ID, Plugin: j.Plugin, Task: j.Task, Schedule: j.Spec, Timezone: j.Timezone,
 		Timeout: j.Timeout.String(), Overlap: j.Overlap, Retries: j.Retries.Max,
 		Misfire: fmt.Sprintf("%s (grace %s)", j.Misfire.Policy, j.Misfire.Grace),
 		Paused:  paused, Running: running, Next: next, NextFires: fires, Shard: c.Runner.Shard(j.ID),
 	}
+	if clusterShards > 0 {
+		here := v.Shard
+		v.Shard, v.ShardHere = shard.Of(j.ID, clusterShards), &here
+	}
+	return v
 }
 
 // Jobs lists every job.
 func (c *Control) Jobs() []JobView {
 	jobs := c.Runner.Jobs()
 	out := make([]JobView, 0, len(jobs))
+	cs := c.clusterShards()
 	for _, j := range jobs {
-		out = append(out, c.view(j))
+		out = append(out, c.view(j, cs))
 	}
 	return out
 }
@@ -143,7 +166,7 @@ func (c *Control) Job(id string) (JobView, error) {
 	if !ok {
 		return JobView{}, fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
-	return c.view(j), nil
+	return c.view(j, c.clusterShards()), nil
 }
 
 // Triggered is the answer to a trigger request.

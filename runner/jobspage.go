@@ -137,6 +137,7 @@ func (c *Control) JobsPage(q JobsQuery) (JobsPage, error) {
 	}
 	jobs := c.Runner.Jobs()
 	page := JobsPage{Jobs: []JobView{}}
+	cs := c.clusterShards()
 	start, _ := slices.BinarySearchFunc(jobs, after, func(j *Job, id string) int { return strings.Compare(j.ID, id) })
 	for i, j := range jobs {
 		if !c.matches(j, q.States) {
@@ -146,7 +147,7 @@ func (c *Control) JobsPage(q JobsQuery) (JobsPage, error) {
 		switch {
 		case i < start || q.Cursor != "" && j.ID == after: // up to the cursor
 		case len(page.Jobs) < q.Limit:
-			page.Jobs = append(page.Jobs, c.view(j))
+			page.Jobs = append(page.Jobs, c.view(j, cs))
 		case page.NextCursor == "": // a match beyond the page: there is a next one
 			page.NextCursor = encodeJobsCursor(jobsCursor{After: page.Jobs[len(page.Jobs)-1].ID, States: states})
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/pacerun/pacer/runner/api"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/schedule"
+	"github.com/pacerun/pacer/runner/shard"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -551,6 +552,78 @@ func TestClusterOfAReplicaThatCannotReadEtcd(t *testing.T) {
 	if body["node"] != "n1" || body["last_contact"] != "2023-11-14T22:13:20Z" || body["jobs_state"] != "unknown" ||
 		fmt.Sprint(body["shards_led"]) != "[]" || body["job_set"] != "aaaa" {
 		t.Fatalf("cut off, the local facts: %v", body)
+	}
+	// It may not lead now, and says why, also in its own row.
+	why, _ := body["not_leading"].(string)
+	if body["may_lead"] != false || !strings.HasPrefix(why, "cannot reach etcd since 2023-11-14T22:13:20Z") ||
+		!strings.Contains(why, "read elections: context deadline exceeded") {
+		t.Fatalf("cut off: may_lead %v, not_leading %q", body["may_lead"], why)
+	}
+	self := body["replicas"].([]any)[0].(map[string]any)
+	if self["candidate"] != false || self["reason"] != why || fmt.Sprint(self["leads_shards"]) != "[]" {
+		t.Fatalf("cut off, its own row: %v", self)
+	}
+}
+
+// shardedMembers is a membership that knows the cluster's shard count
+// differs from this replica's.
+type shardedMembers struct {
+	fakeMembers
+	shards int
+}
+
+func (s shardedMembers) ClusterShards() int { return s.shards }
+
+// On a replica whose cluster.shards is not the cluster's, the jobs API
+// gives each job's shard in the cluster (the cluster's count), and its
+// shard under this replica's own count as shard_here.
+func TestJobsShowTheClustersShard(t *testing.T) {
+	t.Parallel()
+	const here, there = 4, 6
+	r := runner.New(runner.Options{Shards: here})
+	var jobs []*runner.Job
+	for i := range 20 {
+		jobs = append(jobs, &runner.Job{ID: fmt.Sprintf("job-%02d", i), Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)})
+	}
+	r.SetJobs(jobs)
+	serve := func(members runner.Members) *httptest.Server {
+		s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+			Control: &runner.Control{Runner: r, Store: &memStore{paused: map[string]bool{}}, Members: members}})
+		srv := httptest.NewServer(s.Handler())
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	odd := serve(shardedMembers{shards: there})
+	_, page := call(t, odd, "GET", "/api/v1/jobs", "", "")
+	listed := page["jobs"].([]any)
+	if len(listed) != len(jobs) {
+		t.Fatalf("%d jobs listed, want %d", len(listed), len(jobs))
+	}
+	differ := 0
+	for _, j := range listed {
+		j := j.(map[string]any)
+		id := j["id"].(string)
+		want, wantHere := shard.Of(id, there), shard.Of(id, here)
+		if j["shard"] != float64(want) || j["shard_here"] != float64(wantHere) {
+			t.Errorf("%s: shard %v, shard_here %v; want the cluster's %d, %d here", id, j["shard"], j["shard_here"], want, wantHere)
+		}
+		if want != wantHere {
+			differ++
+		}
+		if _, one := call(t, odd, "GET", "/api/v1/jobs/"+id, "", ""); one["shard"] != float64(want) || one["shard_here"] != float64(wantHere) {
+			t.Errorf("/api/v1/jobs/%s: shard %v, shard_here %v; want %d, %d", id, one["shard"], one["shard_here"], want, wantHere)
+		}
+	}
+	if differ == 0 {
+		t.Fatal("no job's shard differs between the two counts: the test shows nothing")
+	}
+	// A replica with the cluster's count (or none known): its own shard,
+	// no shard_here.
+	for _, srv := range []*httptest.Server{serve(fakeMembers{}), serve(shardedMembers{shards: here}), serve(nil)} {
+		_, one := call(t, srv, "GET", "/api/v1/jobs/job-03", "", "")
+		if _, ok := one["shard_here"]; ok || one["shard"] != float64(shard.Of("job-03", here)) {
+			t.Errorf("same count: %v", one)
+		}
 	}
 }
 
