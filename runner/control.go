@@ -527,9 +527,15 @@ func (v *ClusterView) cutOff(err error) {
 	why := fmt.Sprintf("cannot reach etcd since %s: %v; it cannot campaign, and stops leading a lease TTL after its last acknowledged keepalive at most",
 		since, err)
 	v.MayLead, v.NotLeading = false, why
-	for i := range v.Replicas {
-		if r := &v.Replicas[i]; r.Node == v.Node {
-			r.Candidate, r.Reason, r.LeadsShards = false, why, slices.Clone(v.ShardsLed)
+	self := slices.IndexFunc(v.Replicas, func(r coord.ReplicaView) bool { return r.Unpublished })
+	if self < 0 {
+		self = slices.IndexFunc(v.Replicas, func(r coord.ReplicaView) bool { return r.Node == v.Node })
+	}
+	if self >= 0 {
+		r := &v.Replicas[self]
+		r.Candidate, r.LeadsShards = false, slices.Clone(v.ShardsLed)
+		if !r.Unpublished {
+			r.Reason = why
 		}
 	}
 }
@@ -548,6 +554,12 @@ func (v *ClusterView) mergeReplicas() {
 	for i := range v.Replicas {
 		r := &v.Replicas[i]
 		recorded[r.Node] = true
+		if r.Unpublished {
+			// This replica under a node name another one publishes: the
+			// elections' keys of that name are the other's.
+			r.LeadsShards = []int{}
+			continue
+		}
 		r.LeadsShards = append([]int{}, leads[r.Node]...)
 		if !slices.Contains(v.Members, r.Node) {
 			v.Members = append(v.Members, r.Node)

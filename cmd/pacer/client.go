@@ -605,6 +605,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			Candidate     bool      `json:"candidate"`
 			LeadsShards   []int     `json:"leads_shards"`
 			Reason        string    `json:"reason"`
+			Unpublished   bool      `json:"unpublished"`
 			ConfigModTime time.Time `json:"config_mtime"`
 			Started       time.Time `json:"started"`
 		}
@@ -736,7 +737,11 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		if !r.Started.IsZero() {
 			up = time.Since(r.Started).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Node, short(r.JobSet), r.Jobs, agrees, candidate, led,
+		node := r.Node
+		if r.Unpublished { // this replica, under a node name another one publishes
+			node += " (this process)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", node, short(r.JobSet), r.Jobs, agrees, candidate, led,
 			orDash(r.Version), changed, up, orDash(r.Reason))
 	}
 	return tw.Flush()

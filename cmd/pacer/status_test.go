@@ -119,6 +119,8 @@ func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
 		"replicas": []coord.ReplicaView{
 			{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa"}, Agrees: true, Candidate: true, LeadsShards: []int{0}},
 			{MemberRecord: coord.MemberRecord{Node: "b", JobSet: "bbbb"}, LeadsShards: []int{}, Reason: "job set differs from the cluster's (bbbb, the cluster's aaaa)"},
+			{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa"}, Agrees: true, LeadsShards: []int{}, Unpublished: true,
+				Reason: coord.ReasonUnpublished + ", node name in use by another replica"},
 		}})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
 	defer srv.Close()
@@ -127,9 +129,11 @@ func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
 	if err := statusCmd([]string{"--addr", srv.URL}, &stdout, &stderr); err != nil {
 		t.Fatalf("status: %v\n%s", err, stderr.String())
 	}
-	var a, b string
+	var a, b, dup string
 	for _, l := range strings.Split(stdout.String(), "\n") {
 		switch {
+		case strings.HasPrefix(l, "a (this process) "):
+			dup = strings.Join(strings.Fields(l), " ")
 		case strings.HasPrefix(l, "a "):
 			a = strings.Join(strings.Fields(l), " ")
 		case strings.HasPrefix(l, "b "):
@@ -139,6 +143,11 @@ func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
 	if !strings.HasPrefix(a, "a aaaa 0 yes yes 1 ") || !strings.HasSuffix(a, " -") ||
 		!strings.HasPrefix(b, "b bbbb 0 NO NO 0 ") || !strings.HasSuffix(b, "job set differs from the cluster's (bbbb, the cluster's aaaa)") {
 		t.Fatalf("replica lines %q and %q:\n%s", a, b, stdout.String())
+	}
+	// A replica under a node name another one publishes: its own entry,
+	// marked.
+	if !strings.HasPrefix(dup, "a (this process) aaaa 0 yes NO 0 ") || !strings.HasSuffix(dup, "this process: not published, node name in use by another replica") {
+		t.Fatalf("this process's line %q:\n%s", dup, stdout.String())
 	}
 	if !strings.Contains(stdout.String(), "members:  a, b") {
 		t.Fatalf("output lacks the members:\n%s", stdout.String())

@@ -796,7 +796,15 @@ type ReplicaView struct {
 	// Reason says why it is not a candidate, or why it is about to stop
 	// being one; empty for a candidate that stays one.
 	Reason string `json:"reason,omitempty"`
+	// Unpublished marks this replica's own entry when its record is not
+	// published because another live replica publishes under its node
+	// name: that one is listed as well, as its record says. Only this
+	// replica's own view has this entry: the others cannot see it.
+	Unpublished bool `json:"unpublished,omitempty"`
 }
+
+// ReasonUnpublished starts the Reason of an Unpublished entry.
+const ReasonUnpublished = "this process: not published"
 
 // Reasons a live replica is not a candidate (ReplicaView.Reason), besides
 // this replica's own gate's answer.
@@ -827,6 +835,18 @@ func (m *Membership) View() JobSetView {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	live := m.live()
+	// Another live replica publishes under this replica's node name: list
+	// it as its record says, and this replica apart, as the newest.
+	other, dup := m.members[m.key]
+	dup = dup && m.dupErr != nil && !m.leaving
+	if dup {
+		for i := range live {
+			if live[i].Node == m.o.Node {
+				live[i].Revision = math.MaxInt64
+			}
+		}
+		live = append(live, other)
+	}
 	slices.SortFunc(live, func(a, b Member) int {
 		if a.Revision != b.Revision {
 			if a.Revision < b.Revision {
@@ -842,10 +862,17 @@ func (m *Membership) View() JobSetView {
 		v.NotLeading = m.why.Error()
 	}
 	for _, mem := range live {
-		self := mem.Node == m.o.Node
+		self := mem.Node == m.o.Node && (!dup || mem.Revision == math.MaxInt64)
 		r := ReplicaView{MemberRecord: mem.MemberRecord, Agrees: mem.JobSet == m.agreement.JobSet,
 			Candidate: slices.Contains(m.holders, mem.Node) && (!self || m.mayLead)}
 		switch {
+		case self && dup:
+			r.Candidate, r.Unpublished, r.LeadsShards = false, true, []int{}
+			r.Reason = ReasonUnpublished + ", " + m.dupErr.Error()
+		case dup && mem.Node == m.o.Node:
+			// The replica that publishes under the name; the roster, as
+			// computed here, has this replica's record in its place.
+			r.Candidate = r.Agrees
 		case self && !m.mayLead && (m.why == nil || !errors.Is(m.why, ErrJobSetMismatch)):
 			// Its own gate: not decided yet, or closed for another reason
 			// than its job set (said below, as of the others).

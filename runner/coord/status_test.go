@@ -7,6 +7,7 @@ package coord_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -186,4 +187,62 @@ func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
 		t.Fatalf("keepalive_age %v (%v) on the second look, want at least %s", v["keepalive_age"], err, time.Since(cut))
 	}
 	hole.SetCut(false)
+}
+
+// A second replica started under a node name another live one publishes
+// lists, in its own view, that one as its record says (its start time, the
+// shards it leads) and itself apart: not published, no candidate, leading
+// nothing, and why. The others cannot see it: they list the name once.
+func TestDuplicateNodeNameListsTheOriginalAndItselfApart(t *testing.T) {
+	b := setup(t)
+	set := jobSet("x")
+	const settle = 300 * time.Millisecond
+	orig := b.gatedReplica(t, "b", set, settle, coord.MismatchRefuse)
+	waitFor(t, "the first b to lead", 10*time.Second, func() bool { return orig.c.Term() != nil })
+	a := b.gatedReplica(t, "a", set, settle, coord.MismatchRefuse)
+	dup := b.gatedReplica(t, "b", set, settle, coord.MismatchRefuse)
+	waitFor(t, "the second b to find its name in use", 10*time.Second, func() bool {
+		ok, why, _ := dup.ms.MayLead()
+		return !ok && errors.Is(why, coord.ErrNodeNameInUse)
+	})
+	started := replicaOf(runner.ClusterView{JobSetView: ptr(orig.ms.View())}, "b").Started
+
+	ctl := &runner.Control{Store: dup.c, Members: dup.ms}
+	var v runner.ClusterView
+	waitFor(t, "the second b's view of a, the first b and itself", 10*time.Second, func() bool {
+		var err error
+		v, err = ctl.Cluster(context.Background())
+		return err == nil && len(v.Replicas) == 3 && slices.ContainsFunc(v.Replicas, func(r coord.ReplicaView) bool { return r.Node == "a" })
+	})
+	var first, self []coord.ReplicaView
+	for _, r := range v.Replicas {
+		switch {
+		case r.Node == "b" && r.Unpublished:
+			self = append(self, r)
+		case r.Node == "b":
+			first = append(first, r)
+		}
+	}
+	if len(first) != 1 || len(self) != 1 {
+		t.Fatalf("replicas %+v: want the first b once and this process once", v.Replicas)
+	}
+	if r := first[0]; !r.Started.Equal(started) || !r.Candidate || !slices.Equal(r.LeadsShards, []int{0}) || r.Reason != "" {
+		t.Fatalf("the first b %+v: want it as its record says (started %s), a candidate leading shard 0", r, started)
+	}
+	if r := self[0]; r.Started.Equal(started) || r.Candidate || len(r.LeadsShards) != 0 ||
+		!strings.HasPrefix(r.Reason, coord.ReasonUnpublished+", "+coord.ErrNodeNameInUse.Error()) {
+		t.Fatalf("this process %+v: want its own start, no candidate, leading nothing, not published because its name is in use", r)
+	}
+	if !slices.Equal(v.Members, []string{"b", "a"}) {
+		t.Fatalf("members %v, want b (the leader), a", v.Members)
+	}
+	// The others list the name once: the replica that publishes it.
+	other, err := (&runner.Control{Store: a.c, Members: a.ms}).Cluster(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := slices.IndexFunc(other.Replicas, func(r coord.ReplicaView) bool { return r.Node == "b" }); len(other.Replicas) != 2 ||
+		n < 0 || !other.Replicas[n].Started.Equal(started) {
+		t.Fatalf("a's replicas %+v: want a and the first b", other.Replicas)
+	}
 }
