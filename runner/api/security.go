@@ -395,8 +395,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		case l.sem <- struct{}{}:
 			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
 		default:
-			_ = c.Close()
+			// Counted before the close, so whoever sees the connection
+			// closed also sees it counted.
 			l.reject(RejectConnectionCap)
+			_ = c.Close()
 			l.warned.Do(func() {
 				l.log.Warn("http: connection limit reached; refusing connections until some close (http.max_connections; counted in pacer_http_rejected_total)",
 					"max_connections", cap(l.sem))
