@@ -97,7 +97,7 @@ func TestE2ESingleRunner(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pacer plugins: %v\n%s", err, out)
 	}
-	if !regexp.MustCompile(`(?m)^shell\s+up\s+\S+\s+` + fmt.Sprint(pids[0]) + `\s+0\s+exec$`).Match(out) {
+	if !regexp.MustCompile(`(?m)^shell\s+up\s+-\s+\S+\s+` + fmt.Sprint(pids[0]) + `\s+0\s+exec$`).Match(out) {
 		t.Fatalf("pacer plugins does not show shell up with its pid and task:\n%s", out)
 	}
 	out, err = exec.Command(filepath.Join(binDir, "pacer"), "plugins", "--addr", p.httpURL, "-o", "json").Output()
