@@ -88,6 +88,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		// the job set may move the claim key's floor past earlier slots.
 		absent, why, rest := history.split(j, hash, missed)
 		absent, why = append(gap, absent...), append(gapWhy, why...)
+		restWhy := history.notClaimed(t, rest) // read here: the history is not for goroutines
 		// Once the job's slots are decided, this goroutine goes on as
 		// the run of those to run: one goroutine a job, not two.
 		claimed.Add(1)
@@ -96,7 +97,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			defer decided()
 			var run func(context.Context, *slotRun)
 			if len(rest) > 0 {
-				run = r.applyMisfire(t, j, rest, start, held, homed)
+				run = r.applyMisfire(t, j, rest, restWhy, start, held, homed)
 			}
 			if len(absent) > 0 {
 				if run != nil { // the runs need not wait for these marks
@@ -186,9 +187,10 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // mark that the latest slot is decided when it is skipped. Once homed is
 // closed, they are counted, and it returns the run of the claimed slots
 // (for runTracked; nil if none was claimed).
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, held time.Time, homed <-chan struct{}) func(context.Context, *slotRun) {
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now, held time.Time, homed <-chan struct{}) func(context.Context, *slotRun) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
+	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
 	prevSkipped := false
 	nheld := 0
 	for i, s := range missed {
@@ -211,6 +213,10 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 			skips[len(skips)-1] = append(skips[len(skips)-1], s)
 		default:
 			skips = append(skips, []time.Time{s})
+			skipsWhy = append(skipsWhy, "")
+			if i < len(missedWhy) {
+				skipsWhy[len(skipsWhy)-1] = missedWhy[i]
+			}
 		}
 		prevSkipped = skip
 	}
@@ -229,7 +235,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, now, he
 	}
 	recs := make([]Record, len(skips))
 	for i, sk := range skips {
-		recs[i] = r.misfireRecord(t, j, sk)
+		recs[i] = r.misfireRecord(t, j, sk, skipsWhy[i])
 	}
 	// Claims first: they must be in before the scheduler's. Skip records
 	// go with them. When the latest missed slot is skipped (nothing runs,
@@ -317,9 +323,14 @@ func (r *Runner) closeUnrun(t *coord.Term, j *Job, claims []Record, cause error)
 	}
 }
 
-// misfireRecord is the skip record of consecutive missed slots.
-func (r *Runner) misfireRecord(t *coord.Term, j *Job, slots []time.Time) Record {
+// misfireRecord is the skip record of consecutive missed slots; notClaimed
+// names the leader in charge at the first of them that did not claim it
+// ("": no replica led).
+func (r *Runner) misfireRecord(t *coord.Term, j *Job, slots []time.Time, notClaimed string) Record {
 	why := "no replica led at the scheduled time (misfire policy " + j.Misfire.Policy + ")"
+	if notClaimed != "" {
+		why = "not claimed: " + notClaimed + " (misfire policy " + j.Misfire.Policy + ")"
+	}
 	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, SkipMisfire, why)
 	if n := len(slots); n > 1 {
 		rec.ScheduledUntil, rec.Slots = slots[n-1].UTC(), n

@@ -254,6 +254,26 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 	return absent, why, rest
 }
 
+// notClaimed says, for each of slots, who was in charge when it came due
+// and did not claim it: the last leader of the shard before the slot (by
+// the epochs), other than term t's. "" where no epoch says (before the
+// first kept one, or the epochs could not be read): the slot is then put
+// down to no replica leading.
+func (h *jobSetHistory) notClaimed(t *coord.Term, slots []time.Time) []string {
+	if h.r.o.JobSets == nil || len(slots) == 0 {
+		return nil
+	}
+	h.load()
+	out := make([]string, len(slots))
+	for i, s := range slots {
+		if e, ok := coord.EpochAt(h.epochs, s); ok && e.Token != t.Token {
+			out[i] = e.Node + " (fencing token " + itoa(int(e.Token)) + "), the last to lead shard " + itoa(e.Shard) +
+				" before the scheduled time, did not claim it (it stopped, was paused or cut off from etcd, or was too slow, before its lease ran out), nor did a leader after it"
+		}
+	}
+	return out
+}
+
 // load reads the shard's epochs, once.
 func (h *jobSetHistory) load() {
 	if h.loaded {

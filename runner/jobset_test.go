@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -175,6 +176,56 @@ func TestCatchUpNamesSlotsTheLeaderDidNotHave(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues("x", runner.SkipNotInJobSet)); got != 10 {
 		t.Fatalf("skipped{not_in_job_set} = %v, want 10", got)
+	}
+}
+
+// A slot missed while a leader held the shard and did not claim it (it
+// was stopped, paused or cut off from etcd before its lease ran out) is
+// put down to that leader, named with its fencing token, not to nobody
+// leading. Before, every such slot read "no replica led at the scheduled
+// time" (attack 7's note: a frozen leader's slots).
+func TestCatchUpNamesTheLeaderThatDidNotClaim(t *testing.T) {
+	b, _ := setupScripted(t)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	j := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Spec: "@every 1s", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := b.coord.RecordEpoch(ctx, first, runner.JobSetOf([]*runner.Job{j}, 1), now.Add(-10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	last := now.Add(-8 * time.Second)
+	if err := b.coord.Claim(ctx, first, "x", last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	// The first term's lease goes, as when its replica stops answering past
+	// the TTL; the coordinator leads again under a new token, and catches up.
+	resp, err := b.admin.Get(ctx, "/pacer/t/leader/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("election keys: %v, %v", resp, err)
+	}
+	if _, err := b.admin.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	<-first.Context().Done()
+	var second *coord.Term
+	waitUntil(t, "a new term", func() bool { second = b.coord.Term(); return second != nil && second.Token != first.Token })
+	b.waitLeader(t) // and its catch-up done
+
+	want := "not claimed: n1 (fencing token " + fmt.Sprint(first.Token) + "), the last to lead shard 0"
+	var found bool
+	for _, rec := range records(t, b, "x") {
+		if rec.State != "skipped" || rec.Reason != runner.SkipMisfire || !rec.ScheduledTime.Equal(last.Add(time.Second)) {
+			continue
+		}
+		found = true
+		if !strings.Contains(rec.Error, want) || strings.Contains(rec.Error, "no replica led") {
+			t.Errorf("misfire record of the slot after the last claim says %q, want it to name the leader that held the shard: %q", rec.Error, want)
+		}
+	}
+	if !found {
+		t.Fatalf("no misfire record from the slot after the last claim (%s): %+v", last.Add(time.Second), records(t, b, "x"))
 	}
 }
 
