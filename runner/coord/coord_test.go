@@ -18,6 +18,7 @@ import (
 
 	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
+	"github.com/pacerun/pacer/internal/netfault"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -31,6 +32,19 @@ type bundle struct {
 }
 
 // setup starts a real single-node etcd for one test.
+// throughHole returns a proxy to b's etcd that the test can cut, and a
+// client that talks to etcd through it (closed with the test).
+func (b *bundle) throughHole(t *testing.T) (*netfault.Proxy, *clientv3.Client) {
+	t.Helper()
+	hole := netfault.New(t, b.endpoint)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return hole, cli
+}
+
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	return setupWith(t, etcdembed.Options{})

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/pacerun/pacer/internal/netfault"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -18,12 +15,7 @@ import (
 // stopped; and the old leader's writes are refused once the link is back.
 func TestCutOffLeaderSelfFencesBeforeSuccessorLeads(t *testing.T) {
 	b := setup(t)
-	hole := netfault.New(t, b.endpoint)
-	cliA, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cliA.Close() })
+	hole, cliA := b.throughHole(t)
 
 	const ttl = 2 * time.Second
 	var mu sync.Mutex

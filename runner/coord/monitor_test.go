@@ -15,7 +15,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
-	"github.com/pacerun/pacer/internal/netfault"
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
@@ -222,12 +221,7 @@ func TestLeaderCompactsEtcd(t *testing.T) {
 // time: not zeros. Once etcd answers again, a good look replaces it.
 func TestMonitorKeepsTheLastGoodLookWhenALookFails(t *testing.T) {
 	b := setup(t)
-	hole := netfault.New(t, b.endpoint)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	hole, cli := b.throughHole(t)
 	for i := range 3 {
 		if _, err := cli.Put(context.Background(), fmt.Sprintf("/pacer/mon/k%d", i), "v"); err != nil {
 			t.Fatal(err)

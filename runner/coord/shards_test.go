@@ -14,7 +14,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/pacerun/pacer/internal/netfault"
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/shard"
@@ -299,12 +298,7 @@ func TestFlappingReplicaMovesNothing(t *testing.T) {
 func TestCutOffReplicasShardsAreTakenAfterItFenced(t *testing.T) {
 	b := setup(t)
 	const shards, ttl = 6, 2 * time.Second
-	hole := netfault.New(t, b.endpoint)
-	cliA, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cliA.Close() })
+	hole, cliA := b.throughHole(t)
 	ro := newRoster("a", "b", "c")
 	var tr transitions
 	o := func(n string) coord.Options {
@@ -355,12 +349,7 @@ func TestCutOffReplicasShardsAreTakenAfterItFenced(t *testing.T) {
 func TestStaleHandOverMarkIsIgnored(t *testing.T) {
 	b := setup(t)
 	const ttl = 2 * time.Second
-	hole := netfault.New(t, b.endpoint)
-	cliB, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cliB.Close() })
+	hole, cliB := b.throughHole(t)
 	ro := newRoster("a")
 	o := coord.Options{Shards: 1, Roster: ro, Settle: 100 * time.Millisecond, LeaseTTL: ttl, RequestTimeout: 500 * time.Millisecond}
 	a := b.shardReplica(t, "a", nil, o)

@@ -20,9 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/pacerun/pacer/internal/netfault"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/api"
 	"github.com/pacerun/pacer/runner/coord"
@@ -89,12 +87,7 @@ func ptr[T any](v T) *T { return &v }
 // for etcd longer than the fence takes says it leads nothing.
 func TestClusterOfAReplicaCutOffFromEtcd(t *testing.T) {
 	b := setup(t)
-	hole := netfault.New(t, b.endpoint)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{hole.Addr()}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	hole, cli := b.throughHole(t)
 	// The request timeout is longer than the lease TTL: a read that etcd
 	// does not answer outlasts the fence.
 	const ttl, timeout = 2 * time.Second, 3 * time.Second
