@@ -63,13 +63,7 @@ func TestStatusOfAReplicaWithAnotherShardCount(t *testing.T) {
 		Members: []string{"a", "b"}, Shards: []coord.ShardState{{Shard: 0, Leader: "a", Assigned: "a"}, {Shard: 1, Leader: "b", Assigned: "b"},
 			{Shard: 2, Leader: "a", Assigned: "a"}, {Shard: 3, Leader: "b", Assigned: "b"}}}
 	body, _ := json.Marshal(st)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
-	defer srv.Close()
-	defer srv.Client().CloseIdleConnections()
-	var stdout, stderr bytes.Buffer
-	if err := statusCmd([]string{"--addr", srv.URL}, &stdout, &stderr); err != nil {
-		t.Fatalf("status: %v\n%s", err, stderr.String())
-	}
+	stdout := statusOf(t, body)
 	for _, w := range []string{"leads 0 of 4 shards", "shards:   4 (the cluster's; 2 here), 4 led", "a  leads 2: 0 2", "b  leads 2: 1 3"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("output lacks %q:\n%s", w, stdout.String())
@@ -122,13 +116,7 @@ func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
 			{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa"}, Agrees: true, LeadsShards: []int{}, Unpublished: true,
 				Reason: coord.ReasonUnpublished + ", node name in use by another replica"},
 		}})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
-	defer srv.Close()
-	defer srv.Client().CloseIdleConnections()
-	var stdout, stderr bytes.Buffer
-	if err := statusCmd([]string{"--addr", srv.URL}, &stdout, &stderr); err != nil {
-		t.Fatalf("status: %v\n%s", err, stderr.String())
-	}
+	stdout := statusOf(t, body)
 	var a, b, dup string
 	for _, l := range strings.Split(stdout.String(), "\n") {
 		switch {
@@ -152,4 +140,18 @@ func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
 	if !strings.Contains(stdout.String(), "members:  a, b") {
 		t.Fatalf("output lacks the members:\n%s", stdout.String())
 	}
+}
+
+// statusOf runs pacer status against a server that answers body, and
+// returns what it printed.
+func statusOf(t *testing.T, body []byte) *bytes.Buffer {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	var stdout, stderr bytes.Buffer
+	if err := statusCmd([]string{"--addr", srv.URL}, &stdout, &stderr); err != nil {
+		t.Fatalf("status: %v\n%s", err, stderr.String())
+	}
+	return &stdout
 }
