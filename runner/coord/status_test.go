@@ -54,11 +54,16 @@ func TestClusterListsAReplicaOutOfTheElectionsWithItsReason(t *testing.T) {
 	if r := replicaOf(v, "c"); r.Agrees || len(r.LeadsShards) != 0 || !strings.HasPrefix(r.Reason, coord.ReasonJobSetDiffers) {
 		t.Fatalf("c: %+v, want no candidate, leading nothing, because its job set differs", r)
 	}
-	// c says the same of itself, with its gate's reason.
-	waitFor(t, "c's gate to close", 10*time.Second, func() bool { ok, _, _ := c.ms.MayLead(); return !ok })
-	self := replicaOf(runner.ClusterView{JobSetView: ptr(c.ms.View())}, "c")
-	if self.Candidate || !strings.HasPrefix(self.Reason, coord.ReasonJobSetDiffers) {
-		t.Fatalf("c of itself: %+v", self)
+	// c says the same of itself, with its gate's reason, once it has
+	// compared its set with the cluster's (its gate is closed before too,
+	// as "not compared with the cluster's yet").
+	var self coord.ReplicaView
+	waitFor(t, "c to say of itself that its job set differs", 10*time.Second, func() bool {
+		self = replicaOf(runner.ClusterView{JobSetView: ptr(c.ms.View())}, "c")
+		return strings.HasPrefix(self.Reason, coord.ReasonJobSetDiffers)
+	})
+	if ok, _, _ := c.ms.MayLead(); ok || self.Candidate {
+		t.Fatalf("c of itself: %+v, may lead %v; want no candidate", self, ok)
 	}
 	if r := replicaOf(v, "b"); !r.Candidate || r.Reason != "" || bb.c.Term() != nil {
 		t.Fatalf("b: %+v, want a candidate leading nothing (one shard, a leads it)", r)
