@@ -50,6 +50,11 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.caFile, "ca-file", os.Getenv("PACER_CA_FILE"), "PEM CA bundle to verify an https runner with (env PACER_CA_FILE; default: the system's)")
 	fs.StringVar(&c.certFile, "cert-file", os.Getenv("PACER_CERT_FILE"), "PEM client certificate, for a runner that requires one (env PACER_CERT_FILE)")
 	fs.StringVar(&c.keyFile, "key-file", os.Getenv("PACER_KEY_FILE"), "PEM key of --cert-file (env PACER_KEY_FILE)")
+	// The environment's values are the defaults, but the help (-h, or a
+	// mistyped flag) shows neither the token nor an address that may carry
+	// a password: usage text does not pass the sanitizer.
+	fs.Lookup("token").DefValue = ""
+	fs.Lookup("addr").DefValue = "http://127.0.0.1:9464"
 	if c.mutates {
 		fs.StringVar(&c.idemKey, "idempotency-key", "",
 			"Idempotency-Key of the request: up to 255 printable ASCII characters without spaces, double quotes or backslashes (default: a new random key); repeating a call with the same key takes effect once")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -247,5 +248,30 @@ func TestRunsWhileEtcdIsMuteSaysWhy(t *testing.T) {
 		if !strings.Contains(printed, want) {
 			t.Errorf("pacer runs prints\n%s\nwant it to contain %q", printed, want)
 		}
+	}
+}
+
+// The help of a client command (-h, or any mistyped flag) shows neither
+// the API token nor an address's password taken from the environment,
+// which are still used (attack 8, N1: `pacer trigger -h` printed the live
+// token as the flag's default, unmasked).
+func TestHelpShowsNoSecretFromTheEnvironment(t *testing.T) {
+	t.Setenv("PACER_API_TOKEN", "password=hunter2-tok")
+	t.Setenv("PACER_ADDR", "http://user:pa55word@127.0.0.1:1")
+	for _, args := range [][]string{{"-h"}, {"--no-such-flag"}} {
+		var stdout, stderr bytes.Buffer
+		if err := statusCmd(args, &stdout, &stderr); err == nil {
+			t.Fatalf("status %v: no error", args)
+		}
+		out := stdout.String() + stderr.String()
+		if strings.Contains(out, "hunter2") || strings.Contains(out, "pa55word") || !strings.Contains(out, "-token") {
+			t.Errorf("status %v printed:\n%s", args, out)
+		}
+	}
+	var c clientFlags
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	c.register(fs)
+	if err := fs.Parse(nil); err != nil || c.token != "password=hunter2-tok" || c.addr != "http://user:pa55word@127.0.0.1:1" {
+		t.Fatalf("the environment's token and address are not used: %v, %q, %q", err, c.token, c.addr)
 	}
 }
