@@ -268,7 +268,7 @@ func (h *jobSetHistory) notClaimed(t *coord.Term, slots []time.Time) []string {
 	for i, s := range slots {
 		if e, ok := coord.EpochAt(h.epochs, s); ok && e.Token != t.Token {
 			out[i] = e.Node + " (fencing token " + itoa(int(e.Token)) + "), the last to lead shard " + itoa(e.Shard) +
-				" before the scheduled time, did not claim it (it stopped, was paused or cut off from etcd, or was too slow, before its lease ran out), nor did a leader after it"
+				" before the scheduled time, did not claim it, nor did a leader after it (that replica stopped, was paused or too slow, or could not reach etcd, or etcd was down)"
 		}
 	}
 	return out
