@@ -792,13 +792,7 @@ func sinceText(contact time.Time) string {
 	if contact.IsZero() {
 		return "not heard from etcd since it started"
 	}
-	ago := time.Since(contact)
-	if ago < 10*time.Second {
-		ago = ago.Round(100 * time.Millisecond)
-	} else {
-		ago = ago.Round(time.Second)
-	}
-	return fmt.Sprintf("last heard from etcd at %s, %s ago", contact.Local().Format(time.DateTime), ago)
+	return fmt.Sprintf("last heard from etcd at %s, %s ago", contact.Local().Format(time.DateTime), statusAge(contact))
 }
 
 func ints(ns []int) string {
