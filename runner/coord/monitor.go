@@ -36,6 +36,10 @@ type MonitorOptions struct {
 	// free space of DataDir's file system.
 	Embedded bool
 	DataDir  string
+	// Endpoint names the member a client without endpoints of its own
+	// talks to (the embedded etcd's in-process client: its client URL):
+	// its status is asked for under this name, and reported with it.
+	Endpoint string
 	// Defragment when the file holds at least DefragMinFree bytes not in
 	// use (default: 64 MiB or a tenth of the quota, whichever is more) and
 	// is at least twice its in-use size.
@@ -200,7 +204,11 @@ func (m *Monitor) look(ctx context.Context) EtcdStatus {
 		answered = keys.Header.MemberId
 	}
 	var status *clientv3.StatusResponse
-	for _, ep := range cli.Endpoints() {
+	eps := cli.Endpoints()
+	if len(eps) == 0 && m.o.Endpoint != "" {
+		eps = []string{m.o.Endpoint}
+	}
+	for _, ep := range eps {
 		sctx, scancel := context.WithTimeout(ctx, m.o.RequestTimeout)
 		s, serr := cli.Status(sctx, ep)
 		scancel()
