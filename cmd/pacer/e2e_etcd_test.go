@@ -459,3 +459,61 @@ jobs:%s`, t.TempDir(), etcdAddr, authAddr, filepath.Join(binDir, "plugins"), sta
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 }
+
+// A runner on its embedded etcd calls it in the process: its claims, records
+// and reads reach etcd without passing its gRPC server, whose requests
+// etcd's own /metrics counts (grpc_server_handled_total: none of the
+// runner's), yet the member still serves its client URL (that /metrics, the
+// CLI, other replicas). The monitor still reads the member's status: the
+// pacer_etcd_db_* gauges, /readyz, and pacer status naming the client URL.
+// (TestE2ERestartAfterKillLeadsWithinLeaseTTL: its lease journal still
+// revokes a killed predecessor's leases; TestE2ESpaceQuotaExceeded: it still
+// compacts and defragments its member.)
+func TestE2EEmbeddedRunnerCallsItsEtcdInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	client, addr, stamps := freeAddr(t), freeAddr(t), filepath.Join(t.TempDir(), "stamps")
+	p := startPacer(t, "ip", addr, embeddedConfig(t, "ip", t.TempDir(),
+		fmt.Sprintf("  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}", client, freeAddr(t)), addr, stampJob("jip", stamps)))
+	p.waitLogs("three runs", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("run finished"))) >= 3
+	})
+	resp, err := http.Get("http://" + client + "/metrics")
+	if err != nil {
+		t.Fatalf("etcd's metrics: %v", err)
+	}
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("etcd's metrics: %v", err)
+	}
+	if !strings.Contains(string(metrics), "etcd_server_proposals_committed_total") {
+		t.Fatalf("etcd's /metrics has no etcd_server_proposals_committed_total:\n%.2000s", metrics)
+	}
+	for line := range strings.Lines(string(metrics)) {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_service="etcdserverpb.`) &&
+			!strings.HasSuffix(strings.TrimSpace(line), " 0") {
+			t.Errorf("etcd's gRPC server handled requests, none of which are pacer status's or the metrics': %s", strings.TrimSpace(line))
+		}
+	}
+
+	// The monitor's first look is at its start; the gauges follow it.
+	for deadline := time.Now().Add(30 * time.Second); p.metric("pacer_etcd_db_size_bytes") <= 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("pacer_etcd_db_size_bytes not set after 30s: the monitor reads no status of the embedded etcd")
+		}
+	}
+	if q := p.metric("pacer_etcd_db_quota_bytes"); q != 2<<30 {
+		t.Errorf("pacer_etcd_db_quota_bytes = %v, want the embedded default 2 GiB", q)
+	}
+	if v := p.metric("pacer_etcd_has_leader"); v != 1 {
+		t.Errorf("pacer_etcd_has_leader = %v, want 1", v)
+	}
+	if code, body := p.readyz(t); code != http.StatusOK {
+		t.Errorf("/readyz = %d %s, want 200", code, body)
+	}
+	if out, code := p.cli(nil, "status"); code != 0 || !strings.Contains(out, "etcd:     http://"+client+", ") || !strings.Contains(out, "has a leader") {
+		t.Errorf("pacer status (exit %d) does not name the embedded etcd's client URL with a leader:\n%s", code, out)
+	}
+}

@@ -97,9 +97,10 @@ func (j *LeaseJournal) RevokePrevious(ctx context.Context, cli *clientv3.Client)
 	return revoked, err
 }
 
-// Wrap makes cli grant every lease through the journal.
-func (j *LeaseJournal) Wrap(cli *clientv3.Client) {
-	cli.Lease = &journaledLease{Lease: cli.Lease, j: j, remote: clientv3.RetryLeaseClient(cli)}
+// wrap makes cli grant every lease through the journal, asking remote
+// (Embedded.Connect).
+func (j *LeaseJournal) wrap(cli *clientv3.Client, remote pb.LeaseClient) {
+	cli.Lease = &journaledLease{Lease: cli.Lease, j: j, remote: remote}
 }
 
 func (j *LeaseJournal) add(id clientv3.LeaseID) {

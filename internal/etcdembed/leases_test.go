@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
@@ -27,26 +26,25 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestLeaseJournalRevokesAKilledRunnersLeases(t *testing.T) {
 	dir := t.TempDir()
 	client, peer := etcdtest.Addrs(t)
-	start := func() (*etcdembed.Embedded, *clientv3.Client) {
+	// As the runner: its in-process client, granting leases through the
+	// journal.
+	start := func(j *etcdembed.LeaseJournal) (*etcdembed.Embedded, *clientv3.Client) {
 		e, err := etcdembed.Start(context.Background(), etcdembed.Options{Name: "t", Dir: filepath.Join(dir, "etcd"), ClientListen: client, PeerListen: peer})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
+		cli := etcdembed.NewClient(nil)
+		e.Connect(cli, j)
 		return e, cli
 	}
 	ctx := context.Background()
 
 	// The first runner: two leases alive when it dies, one revoked.
-	e, cli := start()
 	j, err := etcdembed.OpenLeaseJournal(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	j.Wrap(cli)
+	e, cli := start(j)
 	var alive []clientv3.LeaseID
 	for _, key := range []string{"member", "election", "gone"} {
 		l, err := cli.Grant(ctx, 60)
@@ -76,13 +74,13 @@ func TestLeaseJournalRevokesAKilledRunnersLeases(t *testing.T) {
 	}
 
 	// The next runner on the directory.
-	e, cli = start()
-	t.Cleanup(e.Close)
-	t.Cleanup(func() { cli.Close() })
 	j, err = etcdembed.OpenLeaseJournal(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e, cli = start(j)
+	t.Cleanup(e.Close)
+	t.Cleanup(func() { etcdembed.CloseClient(cli) })
 	prev := j.Previous()
 	if len(prev) != 3 || prev[0] != alive[0] || prev[1] != alive[1] || prev[2] != 0x7fffffff {
 		t.Fatalf("previous leases %x, want the two alive %x and the unknown 7fffffff", prev, alive)
@@ -97,7 +95,6 @@ func TestLeaseJournalRevokesAKilledRunnersLeases(t *testing.T) {
 	if n := keys(); n != 2 {
 		t.Fatalf("%d keys after the restart; want the two on live leases (an etcd restart keeps them)", n)
 	}
-	j.Wrap(cli)
 	n, err := j.RevokePrevious(ctx, cli)
 	if err != nil || n != 2 {
 		t.Fatalf("RevokePrevious = %d, %v; want 2 revoked", n, err)

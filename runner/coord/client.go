@@ -31,6 +31,12 @@ type ClientOptions struct {
 	Logger                    *slog.Logger
 }
 
+// ClientLogger is the etcd client's logger: its errors, as the runner's
+// lines with component etcd-client.
+func ClientLogger(log *slog.Logger) *zap.Logger {
+	return zap.New(zapslog.New(log.With("component", "etcd-client"), zapslog.Options{Level: zapcore.ErrorLevel}))
+}
+
 // ClientConfig turns o into an etcd client configuration.
 func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 	cfg := clientv3.Config{
@@ -43,7 +49,7 @@ func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 		DialKeepAliveTimeout: 3 * time.Second,
 	}
 	if o.Logger != nil {
-		cfg.Logger = zap.New(zapslog.New(o.Logger.With("component", "etcd-client"), zapslog.Options{Level: zapcore.ErrorLevel}))
+		cfg.Logger = ClientLogger(o.Logger)
 	}
 	if o.PasswordFile != "" {
 		pw, err := os.ReadFile(o.PasswordFile)

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
@@ -88,7 +89,11 @@ func gauge(t *testing.T, m *observability.Metrics, name string) float64 {
 // An embedded member whose file holds much more than its data (after a
 // large delete and a compaction) is defragmented by its monitor.
 func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
-	cli := setupWith(t, etcdembed.Options{QuotaBytes: 256 << 20, CompactionRetention: -1}).client(t)
+	// The embedded member's own runner calls it in its process: its
+	// client has no endpoint of its own, and the monitor names the
+	// member with the one it is given.
+	b := setupWith(t, etcdembed.Options{QuotaBytes: 256 << 20, CompactionRetention: -1})
+	cli := etcdtest.InProcessClient(t, b.etcd)
 	ctx := context.Background()
 	fill(t, cli, "/pacer/mon/big/", 12<<20)
 	resp, err := cli.Delete(ctx, "/pacer/mon/big/", clientv3.WithPrefix())
@@ -98,7 +103,7 @@ func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
 	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
 		t.Fatal(err)
 	}
-	before, err := cli.Status(ctx, cli.Endpoints()[0])
+	before, err := cli.Status(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +111,16 @@ func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
 		t.Fatalf("database only %d bytes before: the test did not grow it", before.DbSize)
 	}
 	var logs syncbuf.Buffer
-	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(),
+	url := "http://" + b.endpoint
+	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(), Endpoint: url,
 		DefragMinFree: 4 << 20, Interval: 100 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	waitFor(t, "the defragmentation", 20*time.Second, func() bool {
 		st := m.Status()
 		return !st.At.IsZero() && st.DBSize < before.DbSize/2
 	})
+	if st := m.Status(); st.Endpoint != url || st.Error != "" || !st.HasLeader || st.Quota != 256<<20 {
+		t.Errorf("status %+v, want the member's under %s", st, url)
+	}
 	if !strings.Contains(logs.String(), "embedded etcd defragmented") {
 		t.Fatalf("no log line about the defragmentation:\n%s", logs.String())
 	}

@@ -215,32 +215,11 @@ func newDataDirLock(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger) (*dat
 
 func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *dataDirLock) (*clientv3.Client, error) {
 	e := cfg.Cluster.Etcd
-	endpoints := e.Endpoints
-	if len(endpoints) == 0 {
-		var emb *etcdembed.Embedded
-		em := cfg.Cluster.Embedded
-		lc.Append(fx.Hook{
-			OnStart: func(ctx context.Context) (err error) {
-				emb, err = etcdembed.Start(ctx, etcdembed.Options{
-					Name: cfg.Node.Name, Dir: filepath.Join(cfg.Cluster.DataDir, "etcd"),
-					ClientURL: em.ClientURL, PeerURL: em.PeerURL, ClientKey: em.ClientKey, PeerKey: em.PeerKey,
-					QuotaBytes: em.QuotaBytes, Logger: log,
-				})
-				if err != nil {
-					return err
-				}
-				log.Info("embedded etcd ready", "endpoint", emb.Endpoint(), "data_dir", cfg.Cluster.DataDir, "quota_bytes", em.QuotaBytes)
-				return nil
-			},
-			OnStop: func(context.Context) error {
-				emb.Close()
-				return nil
-			},
-		})
-		endpoints = []string{em.ClientURL}
+	if len(e.Endpoints) == 0 {
+		return newEmbeddedClient(lc, cfg, log, lock), nil
 	}
 	cc, err := coord.ClientConfig(coord.ClientOptions{
-		Endpoints: endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv, PasswordFile: e.PasswordFile,
+		Endpoints: e.Endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv, PasswordFile: e.PasswordFile,
 		CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile, Logger: log,
 	})
 	if err != nil {
@@ -252,19 +231,51 @@ func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *
 			// With a user, the client authenticates before anything else,
 			// and gives up after the dial timeout.
 			return nil, fmt.Errorf("cluster.etcd: cannot authenticate as %q at %s within cluster.etcd.dial_timeout (%s): %w",
-				cc.Username, strings.Join(endpoints, ", "), e.DialTimeout, err)
+				cc.Username, strings.Join(e.Endpoints, ", "), e.DialTimeout, err)
 		}
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	lc.Append(fx.StopHook(cli.Close))
-	if lock.leases != nil {
-		lock.leases.Wrap(cli)
-		lc.Append(fx.StartHook(func(ctx context.Context) error {
-			revokePrevious(ctx, lock.leases, cli, e.RequestTimeout, log)
-			return nil
-		}))
-	}
 	return cli, nil
+}
+
+// newEmbeddedClient starts the embedded etcd and returns the runner's
+// client of it, which calls its server in this process: no gRPC, HTTP/2 or
+// socket on either side of a claim or a record (the member still listens
+// on its client URL, for other replicas and the CLI). The client is made
+// now, for the parts built after it; it gets its KV, Lease, Watcher … when
+// etcd is up, before any of them starts. Every lease it is granted is
+// recorded in the data directory first, and a killed predecessor's are
+// revoked before anything else uses etcd. It closes before the member.
+func newEmbeddedClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *dataDirLock) *clientv3.Client {
+	cli := etcdembed.NewClient(coord.ClientLogger(log))
+	var emb *etcdembed.Embedded
+	em := cfg.Cluster.Embedded
+	lc.Append(fx.Hook{
+		OnStart: func(ctx context.Context) (err error) {
+			emb, err = etcdembed.Start(ctx, etcdembed.Options{
+				Name: cfg.Node.Name, Dir: filepath.Join(cfg.Cluster.DataDir, "etcd"),
+				ClientURL: em.ClientURL, PeerURL: em.PeerURL, ClientKey: em.ClientKey, PeerKey: em.PeerKey,
+				QuotaBytes: em.QuotaBytes, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			emb.Connect(cli, lock.leases)
+			log.Info("embedded etcd ready", "endpoint", emb.Endpoint(), "data_dir", cfg.Cluster.DataDir, "quota_bytes", em.QuotaBytes)
+			return nil
+		},
+		OnStop: func(context.Context) error {
+			emb.Close()
+			return nil
+		},
+	})
+	lc.Append(fx.StopHook(func() error { return etcdembed.CloseClient(cli) }))
+	lc.Append(fx.StartHook(func(ctx context.Context) error {
+		revokePrevious(ctx, lock.leases, cli, cfg.Cluster.Etcd.RequestTimeout, log)
+		return nil
+	}))
+	return cli
 }
 
 // revokePrevious revokes the leases a runner killed on this data directory
@@ -420,6 +431,8 @@ func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *
 		Client: cli, Cluster: cfg.Cluster.Name, Metrics: m, Logger: log.With("component", "etcd-monitor"),
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout,
 		Embedded:       len(cfg.Cluster.Etcd.Endpoints) == 0, DataDir: cfg.Cluster.DataDir,
+		// The in-process client of the embedded etcd has no endpoints.
+		Endpoint: cfg.Cluster.Embedded.ClientURL,
 	})
 	goUntilStop(lc, "etcd monitor", mon.Run)
 	return mon

@@ -53,6 +53,17 @@ func Client(tb testing.TB, e *etcdembed.Embedded, cfg clientv3.Config) *clientv3
 	return cli
 }
 
+// InProcessClient returns e's in-process client, as the runner has of its
+// embedded etcd (etcdembed.NewClient), closed when tb ends: before e, when e
+// was started first with Start.
+func InProcessClient(tb testing.TB, e *etcdembed.Embedded) *clientv3.Client {
+	tb.Helper()
+	cli := etcdembed.NewClient(nil)
+	e.Connect(cli, nil)
+	tb.Cleanup(func() { _ = etcdembed.CloseClient(cli) })
+	return cli
+}
+
 // Addrs returns a member's client and peer addresses: two loopback
 // addresses, distinct, whose ports were free at the time of the call. A
 // test that restarts a member on the same addresses takes them here.
