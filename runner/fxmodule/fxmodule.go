@@ -248,6 +248,11 @@ func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *
 // recorded in the data directory first, and a killed predecessor's are
 // revoked before anything else uses etcd. It closes before the member.
 func newEmbeddedClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *dataDirLock) *clientv3.Client {
+	if e := cfg.Cluster.Etcd; e.Username != "" || e.TLS.CAFile != "" || e.TLS.CertFile != "" {
+		// (They never worked here: the client authenticated before the
+		// member was up, and the member serves plain HTTP.)
+		log.Warn("cluster.etcd's username and tls settings are for cluster.etcd.endpoints: the runner calls its embedded etcd in its own process, without them")
+	}
 	cli := etcdembed.NewClient(coord.ClientLogger(log))
 	var emb *etcdembed.Embedded
 	em := cfg.Cluster.Embedded
