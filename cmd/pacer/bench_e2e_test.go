@@ -90,7 +90,9 @@ package main
 // etcd's own /metrics, per execution over the same window:
 // etcd-txns-per-run, etcd-ranges-per-run and etcd-deletes-per-run (the
 // requests its gRPC server handled: claim and record batches, reads,
-// prunes), etcd-proposals-per-run (raft proposals committed: every write
+// prunes; 0 for a build whose runner calls its embedded etcd in the
+// process, as pacer run does since issue 16's fourth pass, in
+// docs/guarantees.md), etcd-proposals-per-run (raft proposals committed: every write
 // request, one that changed nothing too) and etcd-revisions-per-run (the
 // writes that changed a key).
 

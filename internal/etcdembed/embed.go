@@ -1,5 +1,6 @@
 // Package etcdembed runs a single-node etcd inside the runner process (the
-// default when no cluster.etcd.endpoints are set), locks its data
+// default when no cluster.etcd.endpoints are set), gives the runner a client
+// that calls it in the process (NewClient, Connect), locks its data
 // directory, and remembers the leases the runner was granted on it, so
 // that a runner restarted after a crash can revoke its predecessor's at
 // once. It is the only package besides internal/etcdmember (the fault

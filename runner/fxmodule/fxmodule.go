@@ -5,7 +5,8 @@
 // Start order (stop runs in reverse): tracer provider, the data-dir lock
 // (embedded etcd only), plugin host (which starts every plugin the jobs use
 // and checks their tasks and params, so a bad job fails the start before
-// anything else happens), embedded etcd, etcd client, etcd monitor,
+// anything else happens), embedded etcd, etcd client (of the embedded
+// etcd: in the process, filled in once it is up), etcd monitor,
 // coordinator, runner, HTTP API. So on SIGTERM the API stops first,
 // then the runner drains its runs, the coordinator resigns, the etcd client
 // and server close, plugins are stopped, and spans are flushed.
