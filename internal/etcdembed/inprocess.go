@@ -31,8 +31,7 @@ func NewClient(log *zap.Logger) *clientv3.Client {
 // Connect gives cli, from NewClient, its KV, Lease, Watcher, Maintenance,
 // Cluster and Auth, which call e's server directly through etcd's own
 // adapters (as its v3client package does); with a journal, every lease it
-// is granted is recorded in it first. Call it once,
-// before cli is used.
+// is granted is recorded in it first. Call it once, before cli is used.
 //
 // The calls skip etcd's gRPC interceptors: etcd's grpc_server_* metrics
 // do not count them, clientv3.WithRequireLeader is not checked (a single
