@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,7 +306,12 @@ func TestSweepKeepsKeysWhileJobSetsDiffer(t *testing.T) {
 // each burst (burst-cpu-s, warm-burst-cpu-s: runner and embedded etcd,
 // which a shared machine disturbs less) and the write transactions of the
 // first burst (burst-txns: etcd's revision moves one per transaction), so
-// that batches split by shard would show.
+// that batches split by shard would show, and how long after its start
+// the first burst and the catch-up each ran their first task
+// (burst-first-run-s, catchup-first-run-s: what a catch-up does before its
+// first run, reading the claims, deciding, the term's series, a burst
+// does not). With PACER_BENCH_PROFILES set to a directory, each phase
+// writes a CPU profile and allocation profiles there (phaseProfile).
 //
 //	go test -run '^$' -bench CatchUpAfterFailover -benchtime 1x -count 3 ./runner/
 func BenchmarkCatchUpAfterFailover(b *testing.B) {
@@ -335,7 +343,7 @@ func benchCatchUp(b *testing.B, shards int) {
 		}
 		wg.Wait()
 	}
-	var burst, warmBurst, catchUp, burstCPU, warmBurstCPU, catchUpCPU time.Duration
+	var burst, warmBurst, catchUp, burstCPU, warmBurstCPU, catchUpCPU, burstFirst, catchUpFirst time.Duration
 	var burstTxns int64
 	for i := range b.N {
 		bb.cluster = fmt.Sprintf("bench-%d", i) // nothing left of the last round
@@ -358,18 +366,23 @@ func benchCatchUp(b *testing.B, shards int) {
 				}
 			}
 			rev := bb.revision(b)
+			tasks.resetFirst()
+			stopProfile := phaseProfile(b, fmt.Sprintf("shards%d-burst%d-%d", shards, k, i))
 			start, cpu := time.Now(), cpuTime(b)
 			for _, j := range jobs {
 				r.Fire(runner.Slot{Job: j, Time: slot})
 			}
 			done(context.Background()) // returns when every run's record is written
+			wall, used := time.Since(start), cpuTime(b)-cpu
+			stopProfile()
 			if k == 1 {
-				warmBurst += time.Since(start)
-				warmBurstCPU += cpuTime(b) - cpu
+				warmBurst += wall
+				warmBurstCPU += used
 				continue
 			}
-			burst += time.Since(start)
-			burstCPU += cpuTime(b) - cpu
+			burst += wall
+			burstCPU += used
+			burstFirst += tasks.firstSince(start)
 			burstTxns += bb.revision(b) - rev // one revision per write transaction
 		}
 		if tasks.n.Load() != 2*n {
@@ -401,11 +414,14 @@ func benchCatchUp(b *testing.B, shards int) {
 		terms = bb.newTerms(b)
 		tasks = &countTasks{}
 		r = newRunner(tasks)
+		stopProfile := phaseProfile(b, fmt.Sprintf("shards%d-catchup-%d", shards, i))
 		start, cpu := time.Now(), cpuTime(b)
 		onTerms(r, terms)
 		r.Stop(context.Background())
 		catchUp += time.Since(start)
 		catchUpCPU += cpuTime(b) - cpu
+		catchUpFirst += tasks.firstSince(start)
+		stopProfile()
 		for _, t := range terms {
 			if t.Context().Err() != nil { // a starved machine can end the session
 				b.Fatalf("catch-up: the term of shard %d ended: %v", t.Shard, context.Cause(t.Context()))
@@ -424,6 +440,44 @@ func benchCatchUp(b *testing.B, shards int) {
 	b.ReportMetric(burstCPU.Seconds()/float64(b.N), "burst-cpu-s")
 	b.ReportMetric(warmBurstCPU.Seconds()/float64(b.N), "warm-burst-cpu-s")
 	b.ReportMetric(float64(burstTxns)/float64(b.N), "burst-txns")
+	b.ReportMetric(burstFirst.Seconds()/float64(b.N), "burst-first-run-s")
+	b.ReportMetric(catchUpFirst.Seconds()/float64(b.N), "catchup-first-run-s")
+}
+
+// phaseProfile writes a CPU profile of one phase of the benchmark (a
+// burst or a catch-up) to $PACER_BENCH_PROFILES/name-*.prof when that
+// variable names a directory, so that the phases can be compared (go test's
+// -cpuprofile mixes them); it returns the function that ends it.
+func phaseProfile(b *testing.B, name string) func() {
+	dir := os.Getenv("PACER_BENCH_PROFILES")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.CreateTemp(dir, name+"-*.prof")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	allocs := func(suffix string) {
+		runtime.GC() // the allocation profile is as of the last GC
+		a, err := os.Create(strings.TrimSuffix(f.Name(), ".prof") + suffix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer a.Close()
+		if err := pprof.Lookup("allocs").WriteTo(a, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	allocs(".allocs-before")
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		allocs(".allocs-after")
+	}
 }
 
 // revision is the etcd store's current revision: each write transaction
@@ -448,12 +502,27 @@ func cpuTime(b *testing.B) time.Duration {
 }
 
 // countTasks is a TaskRunner that returns at once and counts its calls.
-type countTasks struct{ n atomic.Int64 }
+// It keeps the time of its first call since the last resetFirst.
+type countTasks struct {
+	n     atomic.Int64
+	first atomic.Int64 // unix nanoseconds; 0: no call yet
+}
 
 func (c *countTasks) Run(context.Context, pluginhost.Call) (*pluginhost.Result, error) {
 	c.n.Add(1)
+	c.first.CompareAndSwap(0, time.Now().UnixNano())
 	return &pluginhost.Result{}, nil
 }
+
+// firstSince is how long after start the first call came (0: none).
+func (c *countTasks) firstSince(start time.Time) time.Duration {
+	if f := c.first.Load(); f != 0 {
+		return time.Unix(0, f).Sub(start)
+	}
+	return 0
+}
+
+func (c *countTasks) resetFirst() { c.first.Store(0) }
 
 type benchBundle struct {
 	cli     *clientv3.Client
