@@ -305,8 +305,9 @@ func TestSweepKeepsKeysWhileJobSetsDiffer(t *testing.T) {
 // does) and with one shard. Besides wall time it reports the CPU time of
 // each burst (burst-cpu-s, warm-burst-cpu-s: runner and embedded etcd,
 // which a shared machine disturbs less) and the write transactions of the
-// first burst (burst-txns: etcd's revision moves one per transaction), so
-// that batches split by shard would show, and how long after its start
+// first burst and of the catch-up (burst-txns, catchup-txns: etcd's
+// revision moves one per transaction), so that batches split by shard, or
+// smaller, would show, and how long after its start
 // the first burst and the catch-up each ran their first task
 // (burst-first-run-s, catchup-first-run-s: what a catch-up does before its
 // first run, reading the claims, deciding, the term's series, a burst
@@ -344,7 +345,7 @@ func benchCatchUp(b *testing.B, shards int) {
 		wg.Wait()
 	}
 	var burst, warmBurst, catchUp, burstCPU, warmBurstCPU, catchUpCPU, burstFirst, catchUpFirst time.Duration
-	var burstTxns int64
+	var burstTxns, catchUpTxns int64
 	for i := range b.N {
 		bb.cluster = fmt.Sprintf("bench-%d", i) // nothing left of the last round
 		// Burst: the 10,000 jobs due at once, in fresh terms.
@@ -415,12 +416,14 @@ func benchCatchUp(b *testing.B, shards int) {
 		tasks = &countTasks{}
 		r = newRunner(tasks)
 		stopProfile := phaseProfile(b, fmt.Sprintf("shards%d-catchup-%d", shards, i))
+		rev := bb.revision(b)
 		start, cpu := time.Now(), cpuTime(b)
 		onTerms(r, terms)
 		r.Stop(context.Background())
 		catchUp += time.Since(start)
 		catchUpCPU += cpuTime(b) - cpu
 		catchUpFirst += tasks.firstSince(start)
+		catchUpTxns += bb.revision(b) - rev
 		stopProfile()
 		for _, t := range terms {
 			if t.Context().Err() != nil { // a starved machine can end the session
@@ -440,6 +443,7 @@ func benchCatchUp(b *testing.B, shards int) {
 	b.ReportMetric(burstCPU.Seconds()/float64(b.N), "burst-cpu-s")
 	b.ReportMetric(warmBurstCPU.Seconds()/float64(b.N), "warm-burst-cpu-s")
 	b.ReportMetric(float64(burstTxns)/float64(b.N), "burst-txns")
+	b.ReportMetric(float64(catchUpTxns)/float64(b.N), "catchup-txns")
 	b.ReportMetric(burstFirst.Seconds()/float64(b.N), "burst-first-run-s")
 	b.ReportMetric(catchUpFirst.Seconds()/float64(b.N), "catchup-first-run-s")
 }
