@@ -42,16 +42,16 @@ func (r *Runner) CatchUp(t *coord.Term) time.Time {
 	return start
 }
 
-// catchUp is CatchUp from start. It calls home once, when the catch-up's
-// claims are on their way (or it has none to make): OnTerm creates the
-// series of the shard's jobs then, while the claims are written, instead
-// of before reading them. Nothing of the catch-up is counted, and none of
-// its runs starts, before home returns.
+// catchUp is CatchUp from start. It calls home once, in a goroutine of its
+// own, while the claims are read (OnTerm creates the series of the shard's
+// jobs there: 10,000 jobs' take about as long as that read), and returns
+// once home has returned. Nothing of the catch-up is counted, and none of
+// its runs starts, before home returns. (Called after the loop below, as it
+// was, home held the first runs back while it made the series: issue 18.)
 func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	homed := make(chan struct{})
-	var once sync.Once
-	makeHome := func() { once.Do(func() { home(); close(homed) }) }
-	defer makeHome()
+	go func() { home(); close(homed) }()
+	defer func() { <-homed }()
 	// The hand-over mark is taken while the claims are read.
 	heldc := make(chan time.Time, 1)
 	go func() { heldc <- r.heldFrom(t) }()
@@ -114,7 +114,6 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			r.runTracked(t, j, run)
 		}()
 	}
-	makeHome()
 	claimed.Wait()
 }
 
