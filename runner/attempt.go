@@ -462,7 +462,8 @@ func sleepUntilStopped(ctx, retries context.Context, d time.Duration) {
 
 // retryPolicy spaces out a job's attempts: exponential from
 // InitialBackoff (1s if unset), capped at MaxBackoff (no doubling if
-// unset), with up to 20 % random jitter so retries of many jobs spread out.
+// unset), with up to 20 % random jitter so retries of many jobs spread out;
+// the cap holds with the jitter (it spreads capped waits below MaxBackoff).
 func retryPolicy(p Retries) backoff.Policy {
 	b := backoff.Policy{Initial: p.InitialBackoff, Max: p.MaxBackoff, Jitter: 0.2}
 	if b.Initial <= 0 {

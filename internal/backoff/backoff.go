@@ -19,12 +19,16 @@ type Policy struct {
 	Max     time.Duration // >= Initial; 0 means Initial doubles without a cap (until it would overflow)
 	// Jitter adds a random part of the wait, up to this fraction of it
 	// (0.2: up to 20 % more), so that many loops that failed together do
-	// not try again together. 0 means none.
+	// not try again together. 0 means none. Max stays a cap: where the
+	// jitter would pass it, the wait is drawn from the same span below Max
+	// instead (0.2, Max 2s: 1.6s to 2s), so capped waits still spread, but
+	// never below Initial (Initial = Max: no jitter).
 	Jitter float64
 }
 
 // Delay is the wait after the nth failure in a row (n >= 1; n < 1 counts
-// as 1): Initial·2^(n-1), at most Max, plus jitter. It never overflows.
+// as 1): Initial·2^(n-1) plus jitter, never more than Max. It never
+// overflows.
 func (p Policy) Delay(n int) time.Duration {
 	d := p.Initial
 	if d <= 0 {
@@ -37,8 +41,19 @@ func (p Policy) Delay(n int) time.Duration {
 		d = p.Max
 	}
 	if p.Jitter > 0 {
-		if j := time.Duration(float64(d) * p.Jitter); j > 0 && j <= maxDuration-d {
-			d += time.Duration(rand.Int64N(int64(j) + 1))
+		j, lo := time.Duration(float64(d)*p.Jitter), d
+		switch {
+		case p.Max > 0 && j > p.Max-d:
+			// d+j would pass the cap (a job's retries.max_backoff is
+			// documented as one): draw from the span just below it, but
+			// not below Initial (the first wait is a floor too).
+			lo = min(max(p.Max-j, p.Initial), p.Max)
+			j = p.Max - lo
+		case j > maxDuration-d:
+			j = 0
+		}
+		if j > 0 {
+			d = lo + time.Duration(rand.Int64N(int64(j)+1))
 		}
 	}
 	return d

@@ -79,9 +79,48 @@ func TestDelayJitter(t *testing.T) {
 	if len(seen) < 100 {
 		t.Errorf("1000 draws gave %d different waits: the jitter is not random", len(seen))
 	}
-	// The cap applies before the jitter, so capped waits still spread.
-	if d := p.Delay(10); d < 4*time.Second || d > 4*time.Second+800*ms {
-		t.Errorf("Delay(10) = %v, want 4s to 4.8s", d)
+}
+
+// Max is a cap on the whole wait, jitter included (a job's
+// retries.max_backoff is documented as one): where the jitter would pass
+// it, the wait is drawn from the same span below it, so capped waits still
+// spread. Retries {initial_backoff: 1s, max_backoff: 2s} waited 2.38s.
+func TestDelayJitterStaysUnderMax(t *testing.T) {
+	for _, c := range []struct {
+		p      Policy
+		n      int
+		lo, hi time.Duration
+	}{
+		{Policy{Initial: time.Second, Max: 2 * time.Second, Jitter: 0.2}, 1, time.Second, 1200 * ms},
+		{Policy{Initial: time.Second, Max: 2 * time.Second, Jitter: 0.2}, 2, 1600 * ms, 2 * time.Second},
+		{Policy{Initial: time.Second, Max: 2 * time.Second, Jitter: 0.2}, 10, 1600 * ms, 2 * time.Second},
+		{Policy{Initial: time.Second, Max: 4 * time.Second, Jitter: 0.2}, 10, 3200 * ms, 4 * time.Second},
+		{Policy{Initial: 100 * ms, Max: time.Second, Jitter: 3}, 10, 100 * ms, time.Second},
+		// d is under Max but d+jitter is not: never below Initial either.
+		{Policy{Initial: 1500 * ms, Max: 1600 * ms, Jitter: 0.2}, 1, 1500 * ms, 1600 * ms},
+	} {
+		seen := map[time.Duration]bool{}
+		for range 1000 {
+			d := c.p.Delay(c.n)
+			if d < c.lo || d > c.hi {
+				t.Fatalf("%+v: Delay(%d) = %v, want %v to %v", c.p, c.n, d, c.lo, c.hi)
+			}
+			seen[d] = true
+		}
+		if len(seen) < 100 {
+			t.Errorf("%+v: 1000 draws of Delay(%d) gave %d different waits: capped waits do not spread", c.p, c.n, len(seen))
+		}
+	}
+	// Initial = Max leaves no room: every wait is that.
+	for _, p := range []Policy{
+		{Initial: 4 * time.Second, Max: 4 * time.Second, Jitter: 0.2},
+		{Initial: time.Second, Max: 300 * ms, Jitter: 0.2}, // a cap below the first wait wins
+	} {
+		for n := range 5 {
+			if d := p.Delay(n + 1); d != p.Max {
+				t.Fatalf("%+v: Delay(%d) = %v, want %v", p, n+1, d, p.Max)
+			}
+		}
 	}
 }
 
