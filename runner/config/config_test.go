@@ -448,6 +448,24 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			// Zone files of the host's zoneinfo directory that are no IANA
+			// zone every replica reads alike: refused like "Local".
+			name: "host-specific time zones",
+			src: cat([]string{"jobs:"},
+				jobLines("a"), []string{"    timezone: localtime"},
+				jobLines("b"), []string{"    timezone: posixrules"},
+				jobLines("c"), []string{"    timezone: right/Europe/Berlin"},
+				jobLines("d"), []string{"    timezone: posix/Europe/Berlin"},
+				jobLines("e"), []string{"    timezone: Europe/Berlin"},
+			),
+			want: []string{
+				`pacer.yaml:6: jobs[0].timezone: "localtime" is each host's own time zone (a link to /etc/localtime), so replicas could disagree; use an IANA name such as "Europe/Berlin"`,
+				`pacer.yaml:11: jobs[1].timezone: "posixrules" is the host's file of default daylight-saving rules, not an IANA zone`,
+				`pacer.yaml:16: jobs[2].timezone: "right/Europe/Berlin" is from the host's right/ copy of the zone data, which not every host has (nor the zone data built into pacer), and whose leap-second clock Go does not read right; use the IANA name "Europe/Berlin"`,
+				`pacer.yaml:21: jobs[3].timezone: "posix/Europe/Berlin" is from the host's posix/ copy of the zone data, which not every host has (nor the zone data built into pacer), and it is the same zone; use the IANA name "Europe/Berlin"`,
+			},
+		},
+		{
 			name: "duplicate job ids",
 			src:  cat([]string{"jobs:"}, jobLines("backup"), jobLines("other"), jobLines("backup")),
 			want: []string{`pacer.yaml:10: jobs[2].id: duplicate job id "backup" (first defined at line 2)`},

@@ -441,6 +441,8 @@ func (d *decoder) validateJobs(jobs []Job) {
 		switch {
 		case j.Timezone == "Local":
 			d.problem(p+".timezone", `"Local" is each host's own time zone, so replicas could disagree; use an IANA name such as "Europe/Berlin"`)
+		case hostZone(j.Timezone) != "":
+			d.problem(p+".timezone", "%s", hostZone(j.Timezone))
 		default:
 			l, err := time.LoadLocation(j.Timezone)
 			if err != nil {
@@ -633,4 +635,26 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// hostZone explains why name, a file of the host's zoneinfo directory that
+// time.LoadLocation would read, is no IANA zone that every replica reads
+// alike, or returns "". Like "Local", such names depend on the host: Debian's
+// "localtime" links to /etc/localtime, "posixrules" holds the host's default
+// DST rules, and the "right/" (leap-second) and "posix/" trees are copies of
+// the zones that only some hosts install (not the zone data compiled into
+// pacer); Go reads "right/" zones wrongly (right/Europe/Berlin gave +02:00
+// in January).
+func hostZone(name string) string {
+	switch {
+	case name == "localtime":
+		return `"localtime" is each host's own time zone (a link to /etc/localtime), so replicas could disagree; use an IANA name such as "Europe/Berlin"`
+	case name == "posixrules":
+		return `"posixrules" is the host's file of default daylight-saving rules, not an IANA zone, so replicas could disagree; use an IANA name such as "America/New_York"`
+	case strings.HasPrefix(name, "right/"), strings.HasPrefix(name, "posix/"):
+		tree, zone, _ := strings.Cut(name, "/")
+		return fmt.Sprintf("%q is from the host's %s/ copy of the zone data, which not every host has (nor the zone data built into pacer), and %s; use the IANA name %q",
+			name, tree, map[string]string{"right": "whose leap-second clock Go does not read right", "posix": "it is the same zone"}[tree], zone)
+	}
+	return ""
 }
