@@ -225,3 +225,43 @@ func TestNotAPlugin(t *testing.T) {
 		t.Fatalf("%d skipped, want every other check", rep.Skipped)
 	}
 }
+
+// A plugin that crashes at start, with the cookie or without (a Python
+// plugin whose import fails): the cookie check cannot tell its exit from a
+// refusal to run by hand, so it does not pass, and the handshake failure
+// quotes the end of its stderr, where the error is.
+func TestCrashAtStartIsNoCookiePass(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "crash")
+	traceback := `Traceback (most recent call last):
+  File "/srv/plugins/crash", line 12, in <module>
+    from pacer_sdk import Plugin, task, Result
+  File "/usr/lib/python3/dist-packages/pacer_sdk/__init__.py", line 40, in <module>
+    from .params import schema_of
+  File "/usr/lib/python3/dist-packages/pacer_sdk/params.py", line 300, in schema_of
+    raise TypeError(f"{cls.__name__}.{f.name}: default {default!r} does not fit the field: {err}")
+    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+TypeError: P.n: default 10 does not fit the field: default: must be <= 5, got 10`
+	script := "#!/bin/sh\ncat >&2 <<'EOF'\n" + traceback + "\nEOF\nexit 1\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const lastLine = "TypeError: P.n: default 10 does not fit the field: default: must be <= 5, got 10"
+	for _, only := range [][]string{
+		{plugincheck.CheckCookie, plugincheck.CheckHandshake},
+		{plugincheck.CheckCookie}, // no session: the cookie check starts it with the cookie itself
+	} {
+		rep := check(t, path, plugincheck.Options{Only: only})
+		r := rep.Result(plugincheck.CheckCookie, "")
+		if r == nil || r.Status != plugincheck.Skip || !strings.Contains(r.Reason, "with PACER_PLUGIN_COOKIE set too") ||
+			!strings.Contains(r.Reason, lastLine) {
+			t.Errorf("only %v: cookie: %+v, want a skip quoting the last line of stderr", only, r)
+		}
+		if len(only) == 1 {
+			continue
+		}
+		if r := rep.Result(plugincheck.CheckHandshake, ""); r == nil || r.Status != plugincheck.Fail || !strings.Contains(r.Reason, lastLine) {
+			t.Errorf("handshake: %+v, want a failure quoting the last line of stderr", r)
+		}
+	}
+}
