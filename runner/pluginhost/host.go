@@ -400,8 +400,17 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 	})
 	fail := func(err error) (*instance, error) {
 		client.Kill() // the whole tree, and bounded: see procRunner
-		if said := stderr.String(); said != "" {
+		ended := ""
+		if p := forked.Load(); p != nil {
+			ended = p.endedBy() // waited for by now: Kill waits for go-plugin's goroutines
+		}
+		switch said := stderr.String(); {
+		case said != "" && ended != "":
+			err = fmt.Errorf("%w; it ended with %s, its stderr with: %q", err, ended, said)
+		case said != "":
 			err = fmt.Errorf("%w; its stderr ended with: %q", err, said)
+		case ended != "":
+			err = fmt.Errorf("%w; it ended with %s and wrote nothing to stderr", err, ended)
 		}
 		return nil, err
 	}

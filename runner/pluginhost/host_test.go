@@ -586,6 +586,16 @@ func TestStartFailures(t *testing.T) {
 	if err := os.WriteFile(noHandshake, []byte("#!/bin/sh\necho not a plugin\nsleep 5\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// A plugin that dies before its handshake: the error says how it ended,
+	// and that it said nothing when it did not.
+	exit7 := filepath.Join(t.TempDir(), "exit7")
+	if err := os.WriteFile(exit7, []byte("#!/bin/sh\nexit 7\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	crash := filepath.Join(t.TempDir(), "crash")
+	if err := os.WriteFile(crash, []byte("#!/bin/sh\necho 'ModuleNotFoundError: grpcx' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		opts    pluginhost.Options
@@ -593,6 +603,10 @@ func TestStartFailures(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
+		{"exits at start, silent", pluginhost.Options{Paths: map[string]string{"p": exit7}}, "p", nil,
+			"did not start as a Pacer plugin: a plugin prints its handshake line on stdout first (docs/plugin-protocol.md); it ended with exit status 7 and wrote nothing to stderr"},
+		{"exits at start, with stderr", pluginhost.Options{Paths: map[string]string{"p": crash}}, "p", nil,
+			`; it ended with exit status 3, its stderr with: "ModuleNotFoundError: grpcx"`},
 		{"missing binary", pluginhost.Options{}, "absent", pluginhost.ErrPluginNotFound, "has no binary"},
 		{"path traversal", pluginhost.Options{}, "../x", pluginhost.ErrPluginNotFound, "invalid plugin name"},
 		{"not executable", pluginhost.Options{Paths: map[string]string{"p": notExec}}, "p", pluginhost.ErrPluginNotFound, "not an executable"},

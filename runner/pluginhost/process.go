@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin/runner"
+	"golang.org/x/sys/unix"
 
 	"github.com/pacerun/pacer/sdk/proctree"
 )
@@ -157,8 +158,32 @@ func (r *procRunner) closePipes() {
 	_ = r.stderr.Close()
 }
 
+// Diagnose is go-plugin's note on a failed handshake. What the plugin wrote
+// to stderr, and how its process ended, are added after it (Host.start),
+// once the process has been waited for.
 func (r *procRunner) Diagnose(context.Context) string {
-	return "the file at " + r.path + " did not start as a Pacer plugin (see its stderr above): a plugin prints its handshake line on stdout first (docs/plugin-protocol.md)"
+	return "the file at " + r.path + " did not start as a Pacer plugin: a plugin prints its handshake line on stdout first (docs/plugin-protocol.md)"
+}
+
+// endedBy says how the process ended by itself, once waited for: "exit
+// status N", or "killed by SIG…" for any signal but SIGKILL (which may be
+// the host's own kill); "" while it runs or after a SIGKILL.
+func (r *procRunner) endedBy() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.exited || r.cmd.ProcessState == nil {
+		return ""
+	}
+	ws, ok := r.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	switch {
+	case !ok:
+		return ""
+	case ws.Exited():
+		return "exit status " + strconv.Itoa(ws.ExitStatus())
+	case ws.Signaled() && ws.Signal() != syscall.SIGKILL:
+		return "killed by " + unix.SignalName(ws.Signal())
+	}
+	return ""
 }
 
 func (r *procRunner) Stdout() io.ReadCloser { return r.stdout }
