@@ -131,6 +131,12 @@ type Runner struct {
 	stopping context.Context // cancelled when Stop is called
 	stop     context.CancelFunc
 
+	// neverTold holds the jobs (as defined now) whose next: never has
+	// been logged, so that a reload that leaves a job unchanged does not
+	// log it again.
+	neverMu   sync.Mutex
+	neverTold map[*Job]bool
+
 	mu       sync.Mutex
 	stopped  bool
 	jobs     map[string]*Job
@@ -237,6 +243,12 @@ func New(o Options) *Runner {
 	// that fired.
 	r.sched.onNever = func(j *Job, after time.Time, fired bool) {
 		if fired {
+			r.neverMu.Lock()
+			defer r.neverMu.Unlock()
+			if r.neverTold == nil {
+				r.neverTold = map[*Job]bool{}
+			}
+			r.neverTold[j] = true
 			r.never(j, after, fired)
 		}
 	}
@@ -296,11 +308,20 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	}
 	r.mu.Unlock()
 	now := wallNow()
+	// Once per definition: a reload that leaves such a job as it was does
+	// not log it again (every reload repeated every never-firing job).
+	r.neverMu.Lock()
+	told := map[*Job]bool{}
 	for _, j := range list {
 		if j.Schedule.Next(now).IsZero() {
-			r.never(j, now, false)
+			if !r.neverTold[j] {
+				r.never(j, now, false)
+			}
+			told[j] = true
 		}
 	}
+	r.neverTold = told
+	r.neverMu.Unlock()
 	r.smu.Lock()
 	r.sched.Set(slices.DeleteFunc(list, func(j *Job) bool { return r.scheduled[j.shard] == nil }))
 	r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))

@@ -180,6 +180,28 @@ func TestJobThatNeverFiresIsWarnedAndListed(t *testing.T) {
 	if next["feb30"] != "never" || next["past"] != "never" || next["tick"] == "never" || len(next) != 3 {
 		t.Fatalf("next per job: %v", next)
 	}
+
+	// A reload that leaves them as they are does not log them again; one
+	// that changes a job logs that job.
+	buf.Reset()
+	r.SetJobs([]*Job{
+		{ID: "feb30", Spec: "0 0 30 2 *", Schedule: feb30},
+		{ID: "past", Spec: "at: 2001-01-01T00:00:00Z", Schedule: schedule.At(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))},
+		{ID: "tick", Spec: "@every 1s", Schedule: schedule.Every(time.Second)},
+	})
+	if lines := buf.String(); strings.Contains(lines, "will never fire") {
+		t.Errorf("an unchanged reload logged the never-firing jobs again:\n%s", lines)
+	}
+	buf.Reset()
+	r.SetJobs([]*Job{
+		{ID: "feb30", Spec: "0 0 30 2 *", Schedule: feb30},
+		{ID: "past", Spec: "at: 2002-01-01T00:00:00Z", Schedule: schedule.At(time.Date(2002, 1, 1, 0, 0, 0, 0, time.UTC))},
+		{ID: "tick", Spec: "@every 1s", Schedule: schedule.Every(time.Second)},
+	})
+	if lines := buf.String(); strings.Contains(lines, `"job":"feb30"`) ||
+		!strings.Contains(lines, `"msg":"job will never fire: its one-off time has passed (next: never)","job":"past"`) {
+		t.Errorf("a reload that changed past only: want its line alone, got:\n%s", lines)
+	}
 }
 
 // Add schedules jobs from an instant that may be past (the slot there is
