@@ -148,6 +148,35 @@ func TestE2EValidatePreview(t *testing.T) {
 	if n := strings.Count(stderr, "warning:"); n != 2 {
 		t.Errorf("%d warnings, want 2 (one per job that will not fire):\n%s", n, stderr)
 	}
+
+	// Fire times after the year 9999 are not written as five-digit years
+	// (not RFC 3339), nor taken for "never".
+	path = tempConfig(t, `jobs:
+  - id: newyear
+    plugin: shell
+    task: exec
+    schedule: "0 0 0 1 1 *"
+    timezone: Europe/Berlin
+  - id: hourly
+    plugin: shell
+    task: exec
+    schedule: "@hourly"
+`)
+	stdout, stderr, code = pacerCmd(t, nil, "validate", "--skip-plugins", "--config", path, "--from", "9999-12-31T22:30:00Z", "--count", "3")
+	if code != 0 || strings.Contains(stdout, "10000-") || strings.Contains(stderr, "warning") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"newyear  (shell/exec, schedule \"0 0 0 1 1 *\", timezone Europe/Berlin)\n" +
+			"  next: after the year 9999 (not shown: RFC 3339 has four-digit years)\n",
+		"hourly  (shell/exec, schedule \"@hourly\", timezone UTC)\n" +
+			"  9999-12-31T23:00:00Z\n" +
+			"  (later fire times are after the year 9999, not shown: RFC 3339 has four-digit years)\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks\n%s\ngot:\n%s", want, stdout)
+		}
+	}
 }
 
 // A file without its jobs listed is valid at start-up (with a warning from

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 	_ "time/tzdata" // time zones work on machines without a zoneinfo database
@@ -202,6 +203,17 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	for i, j := range cfg.Jobs {
 		fmt.Fprintf(stdout, "\n%s  (%s/%s, schedule %q, timezone %s)\n", j.ID, j.Plugin, j.Task, j.Schedule, j.Location)
 		fires := schedule.NextN(j.Sched, from, *count)
+		// RFC 3339 writes four-digit years: fire times after 9999 are
+		// left out, saying so (Format would print "10000-01-01T…").
+		shown := slices.IndexFunc(fires, func(t time.Time) bool { return t.In(j.Location).Year() > 9999 })
+		beyond := shown >= 0
+		if beyond {
+			fires = fires[:shown]
+		}
+		if beyond && len(fires) == 0 {
+			fmt.Fprintln(stdout, "  next: after the year 9999 (not shown: RFC 3339 has four-digit years)")
+			continue
+		}
 		if len(fires) == 0 {
 			if schedule.NeverFires(j.Sched) { // a config warning already says so
 				fmt.Fprintln(stdout, "  next: never (no date matches its schedule)")
@@ -224,7 +236,10 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "  %s%s\n", local.Format(time.RFC3339), note)
 		}
-		if len(fires) < *count {
+		switch {
+		case beyond:
+			fmt.Fprintln(stdout, "  (later fire times are after the year 9999, not shown: RFC 3339 has four-digit years)")
+		case len(fires) < *count:
 			fmt.Fprintln(stdout, "  (no further fire times)")
 		}
 	}
