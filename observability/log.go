@@ -83,13 +83,43 @@ func (h *sanitizingHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.next.Enabled(ctx, l)
 }
 
+// Handle passes r on as it is when sanitizing changes nothing in it (the
+// common case: a copy of the record is a copy of its attributes and, past
+// five of them, garbage); otherwise a copy with the sanitized message and
+// attributes.
 func (h *sanitizingHandler) Handle(ctx context.Context, r slog.Record) error {
-	nr := slog.NewRecord(r.Time, r.Level, h.s.String(r.Message), r.PC)
+	msg := h.s.String(r.Message)
+	var buf [16]slog.Attr
+	attrs := buf[:0]
+	same := msg == r.Message
 	r.Attrs(func(a slog.Attr) bool {
-		nr.AddAttrs(h.s.attr(a, 0))
+		c := h.s.attr(a, 0)
+		same = same && sameAttr(a, c)
+		attrs = append(attrs, c)
 		return true
 	})
+	if same {
+		return h.next.Handle(ctx, r)
+	}
+	nr := slog.NewRecord(r.Time, r.Level, msg, r.PC)
+	nr.AddAttrs(attrs...)
 	return h.next.Handle(ctx, nr)
+}
+
+// sameAttr reports whether c, what Sanitizer.attr made of a, is a itself:
+// a string value that nothing masked, or a number, boolean, time or
+// duration that was not redacted (attr returns those values as they are).
+// Groups, LogValuers and other values count as changed.
+func sameAttr(a, c slog.Attr) bool {
+	switch k := a.Value.Kind(); k {
+	case slog.KindString:
+		// Equal strings: what String returns when it masks nothing is
+		// its input, so this compares one pointer and length with itself.
+		return c.Value.Kind() == slog.KindString && c.Value.String() == a.Value.String()
+	case slog.KindInt64, slog.KindUint64, slog.KindFloat64, slog.KindBool, slog.KindDuration, slog.KindTime:
+		return c.Value.Kind() == k
+	}
+	return false
 }
 
 func (h *sanitizingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -125,7 +125,8 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	if tr != nil {
 		base.TriggerID = tr.ID
 	}
-	log := r.log.With("correlation_id", correlationID, "job", job.ID)
+	// Made on first use: most slots log nothing with it.
+	log := slog.New(newLazyHandler(r.log.Handler(), slog.String("correlation_id", correlationID), slog.String("job", job.ID)))
 
 	claim := base
 	claim.State, claim.Start, claim.RunID, claim.Attempt = "running", wallNow().UTC(), observability.NewRunID(), first
@@ -308,12 +309,12 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	start, began := time.Now(), wallNow() // for the duration; for the record and the lag
 	defer span.End()
 	traceID := span.SpanContext().TraceID().String()
-	// The run's fields, as attributes (slog.Logger.With would box each
-	// value and build a slice of them on every run).
-	log := slog.New(r.log.Handler().WithAttrs([]slog.Attr{
+	// The run's fields, on a logger made on first use: the two info lines
+	// are written without it (runlog.go).
+	runLog := newLazyHandler(r.log.Handler(),
 		slog.String("correlation_id", a.correlationID), slog.String("job", job.ID), slog.String("run_id", a.runID),
-		slog.String("trace_id", traceID), slog.String("span_id", span.SpanContext().SpanID().String()),
-	}))
+		slog.String("trace_id", traceID), slog.String("span_id", span.SpanContext().SpanID().String()))
+	log := slog.New(runLog)
 	rec := base
 	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Start = a.runID, traceID, a.number, "running", began.UTC()
 
@@ -323,7 +324,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	running := r.o.Metrics.JobRunning.WithLabelValues(job.ID)
 	running.Inc()
 	defer running.Dec()
-	log.LogAttrs(ctx, slog.LevelInfo, "run started", slog.String("plugin", job.Plugin), slog.String("task", job.Task),
+	runLog.line(ctx, slog.LevelInfo, "run started", slog.String("plugin", job.Plugin), slog.String("task", job.Task),
 		slog.Time("scheduled_time", a.slot.Time.UTC()), slog.Int("attempt", a.number), slog.Int("shard", a.term.Shard),
 		slog.Int64("fencing_token", a.term.Token), slog.Int64("lag_ms", began.Sub(a.slot.Time).Milliseconds()))
 
@@ -365,7 +366,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	if outcome == observability.OutcomeSuccess {
 		r.o.Metrics.LastSuccess.WithLabelValues(job.ID).SetToCurrentTime()
 		span.SetStatus(codes.Ok, "")
-		log.LogAttrs(ctx, slog.LevelInfo, "run finished", slog.String("outcome", outcome),
+		runLog.line(ctx, slog.LevelInfo, "run finished", slog.String("outcome", outcome),
 			slog.Int64("duration_ms", elapsed.Milliseconds()), slog.Int("attempt", a.number))
 	} else {
 		span.SetStatus(codes.Error, r.o.Sanitize(errText))
