@@ -2,6 +2,7 @@ package observability
 
 import (
 	"runtime/debug"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -283,10 +284,20 @@ func MustNewMetrics(version string) *Metrics {
 }
 
 // ObserveWithTrace records v in h, attaching traceID as an exemplar when set.
+// h must not keep the labels it is given (client_golang's histograms copy
+// them into the exemplar they store): the map is reused, as a map per
+// observation is garbage on every run, twice.
 func ObserveWithTrace(h prometheus.Observer, v float64, traceID string) {
 	if eo, ok := h.(prometheus.ExemplarObserver); ok && traceID != "" {
-		eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": traceID})
+		l := exemplarLabels.Get().(prometheus.Labels)
+		l["trace_id"] = traceID
+		eo.ObserveWithExemplar(v, l)
+		l["trace_id"] = "" // keep no trace ID alive in the pool
+		exemplarLabels.Put(l)
 		return
 	}
 	h.Observe(v)
 }
+
+// exemplarLabels holds ObserveWithTrace's label maps, each with one key.
+var exemplarLabels = sync.Pool{New: func() any { return prometheus.Labels{"trace_id": ""} }}

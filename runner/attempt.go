@@ -274,15 +274,19 @@ type attemptRun struct {
 	prev          trace.SpanContext // the previous attempt's span, linked
 }
 
+// runSpanOptions start every attempt's span (made once: each option is an
+// allocation).
+var runSpanOptions = []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal)}
+
 // startRunSpan starts an attempt's root span, pacer.run, linked to the
 // previous attempt's. Its attributes are set only when the span is
 // recorded: building them costs every run, and a span nobody records (no
 // exporter) keeps none.
 func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Context, trace.Span) {
 	job := a.slot.Job
-	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal)}
+	opts := runSpanOptions
 	if a.prev.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: a.prev,
+		opts = append(opts[:len(opts):len(opts)], trace.WithLinks(trace.Link{SpanContext: a.prev,
 			Attributes: []attribute.KeyValue{attribute.String("pacer.link", "previous attempt")}}))
 	}
 	ctx, span := r.o.Tracer.Start(ctx, "pacer.run", opts...)
@@ -314,7 +318,6 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 	runLog := newLazyHandler(r.log.Handler(),
 		slog.String("correlation_id", a.correlationID), slog.String("job", job.ID), slog.String("run_id", a.runID),
 		slog.String("trace_id", traceID), slog.String("span_id", span.SpanContext().SpanID().String()))
-	log := slog.New(runLog)
 	rec := base
 	rec.RunID, rec.TraceID, rec.Attempt, rec.State, rec.Start = a.runID, traceID, a.number, "running", began.UTC()
 
@@ -340,10 +343,10 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 			JobID: job.ID, RunID: a.runID, CorrelationID: a.correlationID, Attempt: a.number,
 			ScheduledTime: a.slot.Time, FencingToken: a.term.Token, Node: r.o.Node, Shard: a.term.Shard,
 		},
-		OnLog: func(l pluginhost.LogRecord) { pluginLog(log, job.Plugin, l) },
+		OnLog: func(l pluginhost.LogRecord) { pluginLog(runLog.logger(), job.Plugin, l) },
 		OnProgress: func(p pluginhost.Progress) {
 			progress = fmt.Sprintf("%.0f%% %s", p.Percent, p.Message)
-			log.Info("run progress", "percent", p.Percent, "progress", p.Message)
+			runLog.logger().Info("run progress", "percent", p.Percent, "progress", p.Message)
 		},
 	})
 	outcome, errText := classifyAt(rctx, res, err, time.Now())
@@ -370,7 +373,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 			slog.Int64("duration_ms", elapsed.Milliseconds()), slog.Int("attempt", a.number))
 	} else {
 		span.SetStatus(codes.Error, r.o.Sanitize(errText))
-		log.Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
+		runLog.logger().Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
 	}
 	return rec, span.SpanContext()
 }

@@ -28,6 +28,7 @@ type lazyHandler struct {
 
 	once sync.Once
 	h    slog.Handler
+	log  *slog.Logger // on h
 }
 
 // newLazyHandler returns base with fields (at most maxRunFields) added
@@ -39,8 +40,17 @@ func newLazyHandler(base slog.Handler, fields ...slog.Attr) *lazyHandler {
 }
 
 func (l *lazyHandler) handler() slog.Handler {
-	l.once.Do(func() { l.h = l.base.WithAttrs(l.fields[:l.n]) })
+	l.once.Do(func() {
+		l.h = l.base.WithAttrs(l.fields[:l.n])
+		l.log = slog.New(l.h)
+	})
 	return l.h
+}
+
+// logger returns a logger with the fields, made on first use.
+func (l *lazyHandler) logger() *slog.Logger {
+	l.handler()
+	return l.log
 }
 
 // Enabled asks base: adding fields does not change a handler's level.
