@@ -27,11 +27,13 @@ const maxHeldRuns = 100
 
 // CatchUp decides, for each job of t's shard, the slots that came due
 // before the term started while nobody led, from one read of the shard's
-// claims: the misfire policy for the slots after the job's last claim, and
-// the delivery policy for the slots an older term claimed and never
-// finished. Slots held back by a graceful hand-over (from when the
-// previous leader stopped firing, by its hand-over mark) were not missed:
-// they run late, whatever the policy. Every slot that does not run leaves
+// claims: the misfire policy for the slots after the job's last claim (for
+// a job never claimed, since a leader of the shard first had it, by the
+// epochs), and the delivery policy for the slots an older term claimed and
+// never finished. Slots held back by a graceful hand-over (from when the
+// previous leader stopped firing, by its hand-over mark, to this term or,
+// taken late, to its resignation) were not missed: they run late, whatever
+// the policy. Every slot that does not run leaves
 // a skip record. It returns, once every claim it makes is written, the
 // instant it looked up to: the scheduler takes the shard's jobs over from
 // there (OnTerm), so its claims come after the catch-up's; the runs go on
@@ -53,7 +55,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	go func() { home(); close(homed) }()
 	defer func() { <-homed }()
 	// The hand-over mark is taken while the claims are read.
-	heldc := make(chan time.Time, 1)
+	heldc := make(chan heldBack, 1)
 	go func() { heldc <- r.heldFrom(t) }()
 	claims, err := r.readClaims(t)
 	held := <-heldc
@@ -68,17 +70,24 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		jc := claims[j.ID]
 		r.applyDelivery(t, j, jc, homed)
 		last := jc.Last(start) // slots a clock ahead claimed early say nothing of what was missed
-		if last.IsZero() {
-			continue // a new job, or none claimed before now: nothing was missed
-		}
-		var missed []time.Time
-		for s := j.Schedule.Next(last); !s.IsZero() && s.Before(start) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
-			missed = append(missed, s)
-		}
-		// Slots a leader that had the job otherwise left undecided before
-		// its later claims (diverged.go).
 		hash := set.Jobs[j.ID]
-		gap, gapWhy := r.divergedBefore(history, j, hash, jc, last)
+		var missed, gap []time.Time
+		var gapWhy []string
+		if last.IsZero() {
+			// Never claimed (a new job, a one-off): its slots missed are
+			// those since a leader of the shard first had it (none for a
+			// job no earlier leader had).
+			if from, ok := history.firstHad(j, hash, start); ok {
+				missed = undecided(j, jc, from, start)
+			}
+		} else {
+			for s := j.Schedule.Next(last); !s.IsZero() && s.Before(start) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
+				missed = append(missed, s)
+			}
+			// Slots a leader that had the job otherwise left undecided
+			// before its later claims (diverged.go).
+			gap, gapWhy = r.divergedBefore(history, j, hash, jc, last)
+		}
 		if len(missed) == 0 && len(gap) == 0 {
 			continue
 		}
@@ -140,18 +149,29 @@ func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why
 	}()
 }
 
+// heldBack is the stretch a hand-over held the shard's slots back: from
+// when the previous leader stopped firing, through until (zero: through
+// the start of the term that took the mark over). Zero from: none.
+type heldBack struct{ from, until time.Time }
+
+// holds says whether slot s was held back.
+func (h heldBack) holds(s time.Time) bool {
+	return !h.from.IsZero() && !s.Before(h.from) && (h.until.IsZero() || !s.After(h.until))
+}
+
 // heldFrom takes the hand-over mark the shard's previous leader left, and
-// returns when it stopped firing (zero: no hand-over just before t).
-func (r *Runner) heldFrom(t *coord.Term) time.Time {
+// returns the stretch it held the shard's slots back (none: no hand-over
+// before t).
+func (r *Runner) heldFrom(t *coord.Term) heldBack {
 	for wait := 100 * time.Millisecond; t.Context().Err() == nil; wait = min(2*wait, time.Second) {
 		h, ok, err := r.o.Coord.TakeHandOver(t.Context(), t)
 		switch {
 		case err == nil && ok:
 			r.log.Info("shard handed over: slots held back meanwhile run late", "shard", t.Shard, "from", h.Node,
-				"firing_stopped", h.FiringStopped, "previous_token", h.FencingToken)
-			return h.FiringStopped
+				"firing_stopped", h.FiringStopped, "held_until", h.HeldUntil, "previous_token", h.FencingToken)
+			return heldBack{h.FiringStopped, h.HeldUntil}
 		case err == nil:
-			return time.Time{}
+			return heldBack{}
 		}
 		r.log.Warn("reading the hand-over mark failed; retrying while leadership lasts", "shard", t.Shard, "error", err)
 		select {
@@ -159,7 +179,7 @@ func (r *Runner) heldFrom(t *coord.Term) time.Time {
 		case <-t.Context().Done():
 		}
 	}
-	return time.Time{}
+	return heldBack{}
 }
 
 // readClaims reads the claims of every job of t's shard, again while the term lives if etcd
@@ -178,15 +198,15 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 	}
 }
 
-// applyMisfire decides missed slots by the job's policy (those at or after
-// held, when a hand-over held them back, run whatever the policy): the
+// applyMisfire decides missed slots by the job's policy (those a hand-over
+// held back run whatever the policy): the
 // slots to run are claimed now, together, and then run one after the
 // other; the others are recorded as skipped, one record for each run of
 // consecutive slots, written with the first claims, the latest's with the
 // mark that the latest slot is decided when it is skipped. Once homed is
 // closed, they are counted, and it returns the run of the claimed slots
 // (for runTracked; nil if none was claimed).
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now, held time.Time, homed <-chan struct{}) func(context.Context, *slotRun) {
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now time.Time, held heldBack, homed <-chan struct{}) func(context.Context, *slotRun) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
 	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
@@ -196,7 +216,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		inGrace := now.Sub(s) <= j.Misfire.Grace
 		var skip bool
 		switch {
-		case !held.IsZero() && !s.Before(held) && nheld < maxHeldRuns:
+		case held.holds(s) && nheld < maxHeldRuns:
 			nheld++ // held back by the hand-over, not missed
 		case !inGrace || j.Misfire.Policy == MisfireSkip:
 			skip = true

@@ -274,6 +274,28 @@ func (h *jobSetHistory) notClaimed(t *coord.Term, slots []time.Time) []string {
 	return out
 }
 
+// firstHad returns when a leader of the shard first ran j as hash defines
+// it (the earliest kept epoch, starting before to, whose job set has it):
+// a sound lower bound for the slots of a job never claimed, for none came
+// due for a leader before, and none of a job not defined so yet.
+func (h *jobSetHistory) firstHad(j *Job, hash string, to time.Time) (time.Time, bool) {
+	if h.r.o.JobSets == nil {
+		return time.Time{}, false
+	}
+	h.load()
+	for _, e := range h.epochs {
+		if !e.Since.Before(to) {
+			break
+		}
+		if set := h.set(e.JobSet); set != nil {
+			if got, had := set.Jobs[j.ID]; had && got == hash {
+				return e.Since, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
 // load reads the shard's epochs, once.
 func (h *jobSetHistory) load() {
 	if h.loaded {

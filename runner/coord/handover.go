@@ -23,6 +23,13 @@ type HandOver struct {
 	// when it deleted its election key (wall clocks of the old leader).
 	FiringStopped time.Time `json:"firing_stopped"`
 	Resigned      time.Time `json:"resigned"`
+	// HeldUntil, set by TakeHandOver, ends the slots held back: zero when
+	// the taking term started promptly after the resignation (every slot
+	// from FiringStopped to that term's start was held back), Resigned when
+	// it did not (a lone replica restarted later, or a crash came between):
+	// the slots of the drain were held back, the later ones missed for want
+	// of a leader.
+	HeldUntil time.Time `json:"-"`
 	// Revision is the mark's mod revision, for TakeHandOver.
 	Revision int64 `json:"-"`
 }
@@ -49,11 +56,14 @@ func (c *Coordinator) markHandOver(t *Term, firingStopped time.Time) error {
 	return nil
 }
 
-// TakeHandOver reads the mark the previous leader of t's shard left, if it
-// handed the shard over gracefully and resigned at most a lease TTL (plus
-// the request timeout, for clocks and a slow election) before t started,
-// and removes it under t's fencing guard, so that no later term takes it
-// for its own. ok is false when there is none to take.
+// TakeHandOver reads the mark an earlier leader of t's shard left when it
+// handed the shard over gracefully, and removes it under t's fencing
+// guard, so that no later term takes it for its own. ok is false when
+// there is none to take. If it resigned more than a lease TTL (plus the
+// request timeout, for clocks and a slow election) before t started, only
+// the slots of its drain were held back (HeldUntil): the leader that
+// stopped had no successor in time (a lone replica restarted), or a crash
+// came between.
 func (c *Coordinator) TakeHandOver(ctx context.Context, t *Term) (h HandOver, ok bool, err error) {
 	key := c.handOverKey(t.Shard)
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
@@ -79,8 +89,11 @@ func (c *Coordinator) TakeHandOver(ctx context.Context, t *Term) (h HandOver, ok
 	if json.Unmarshal(kv.Value, &h) != nil || h.FencingToken >= t.Token || h.FiringStopped.IsZero() {
 		return HandOver{}, false, nil
 	}
-	if gap := t.Since.Sub(h.Resigned); gap > c.opts.LeaseTTL+c.opts.RequestTimeout || gap < -c.opts.LeaseTTL {
-		return HandOver{}, false, nil // from an earlier term: a crash came between
+	switch gap := t.Since.Sub(h.Resigned); {
+	case gap < -c.opts.LeaseTTL:
+		return HandOver{}, false, nil // resigned after t started, by a clock too far off to tell
+	case gap > c.opts.LeaseTTL+c.opts.RequestTimeout:
+		h.HeldUntil = h.Resigned // nobody took over in time: the slots since were missed
 	}
 	h.Revision = kv.ModRevision
 	return h, true, nil

@@ -344,9 +344,11 @@ func TestCutOffReplicasShardsAreTakenAfterItFenced(t *testing.T) {
 }
 
 // A mark from a term before the one that just ended (a crash came in
-// between) is not taken: the slots since then were missed, not held back.
-// And no term takes a mark twice.
-func TestStaleHandOverMarkIsIgnored(t *testing.T) {
+// between) holds back only the slots of its drain: the slots since its
+// resignation were missed, not held back. A mark taken by the next term
+// promptly holds back every slot up to that term. And no term takes a mark
+// twice.
+func TestStaleHandOverMarkHoldsBackItsDrainOnly(t *testing.T) {
 	b := setup(t)
 	const ttl = 2 * time.Second
 	hole, cliB := b.throughHole(t)
@@ -362,8 +364,9 @@ func TestStaleHandOverMarkIsIgnored(t *testing.T) {
 	waitFor(t, "b fences", 2*ttl, func() bool { return bb.c.TermOf(0) == nil })
 	ro.set("a")
 	waitFor(t, "a leads again", 3*ttl, func() bool { return a.c.TermOf(0) != nil })
-	if h, ok, err := a.c.TakeHandOver(context.Background(), a.c.TermOf(0)); ok || err != nil {
-		t.Fatalf("a took a's own mark of its earlier term, %s old: %+v, %v", time.Since(h.Resigned), h, err)
+	if h, ok, err := a.c.TakeHandOver(context.Background(), a.c.TermOf(0)); !ok || err != nil || h.Node != "a" || !h.HeldUntil.Equal(h.Resigned) {
+		t.Fatalf("a's own mark of its earlier term, %s old: %+v, %v, %v; want it taken, holding back up to its resignation only",
+			time.Since(h.Resigned), h, ok, err)
 	}
 
 	// A fresh mark is taken once.
@@ -371,7 +374,7 @@ func TestStaleHandOverMarkIsIgnored(t *testing.T) {
 	hole.SetCut(false)
 	waitFor(t, "b leads again", 4*ttl, func() bool { return bb.c.TermOf(0) != nil })
 	term := bb.c.TermOf(0)
-	if h, ok, err := bb.c.TakeHandOver(context.Background(), term); !ok || err != nil || h.Node != "a" {
+	if h, ok, err := bb.c.TakeHandOver(context.Background(), term); !ok || err != nil || h.Node != "a" || !h.HeldUntil.IsZero() {
 		t.Fatalf("a's hand-over mark: %+v, %v, %v", h, ok, err)
 	}
 	if _, ok, _ := bb.c.TakeHandOver(context.Background(), term); ok {

@@ -1,0 +1,160 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/schedule"
+)
+
+// slotList is a schedule of the given slots only, ascending.
+type slotList []time.Time
+
+func (l slotList) Next(t time.Time) time.Time {
+	for _, s := range l {
+		if s.After(t) {
+			return s
+		}
+	}
+	return time.Time{}
+}
+
+// failover ends the bundle's term as when its replica stops answering
+// past the TTL (its lease goes); the coordinator leads again under a new
+// token, and the runner catches up. It returns the new term.
+func failover(t *testing.T, b *bundle, first *coord.Term) *coord.Term {
+	t.Helper()
+	ctx := context.Background()
+	resp, err := b.admin.Get(ctx, "/pacer/t/leader/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("election keys: %v, %v", resp, err)
+	}
+	if _, err := b.admin.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	<-first.Context().Done()
+	var second *coord.Term
+	waitUntil(t, "a new term", func() bool { second = b.coord.Term(); return second != nil && second.Token != first.Token })
+	return b.waitLeader(t) // and its catch-up done
+}
+
+// Attack 9, finding 1: a job never claimed (a one-off, or a job whose
+// first slot is due) whose slot came due while no replica ran it, since a
+// leader first had it, gets its misfire policy like any other job: run
+// late within grace, else a skip record naming who did not claim it. Before,
+// a catch-up counted missed slots only from a job's last claim, and such a
+// slot was lost without a run or a record. A job no earlier leader had
+// catches up nothing: none of its slots came due for a leader.
+func TestCatchUpDecidesTheSlotOfAJobNeverClaimed(t *testing.T) {
+	b, tasks := setupScripted(t)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	at := now.Add(-5 * time.Second)
+	oneOff := func(id, policy string) *runner.Job {
+		spec := "at: " + at.Format(time.RFC3339)
+		s, err := schedule.Parse(spec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &runner.Job{ID: id, Plugin: "p", Task: "t", Schedule: s, Spec: spec, Timeout: time.Minute,
+			Misfire: runner.Misfire{Policy: policy, Grace: time.Hour}}
+	}
+	run, skip, added := oneOff("once-run", runner.MisfireOnce), oneOff("once-skip", runner.MisfireSkip), oneOff("added", runner.MisfireAll)
+	// The first term had the two one-offs since 10 s ago, and was gone
+	// (killed) before their time; "added" comes with the new term only.
+	if err := b.coord.RecordEpoch(ctx, first, runner.JobSetOf([]*runner.Job{run, skip}, 1), now.Add(-10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	b.r.SetJobs([]*runner.Job{run, skip, added})
+	failover(t, b, first)
+	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b.r.Stop(stop)
+
+	if calls := tasks.called(); len(calls) != 1 || calls[0].Info.JobID != "once-run" || !calls[0].Info.ScheduledTime.Equal(at) {
+		t.Errorf("runs %+v, want one: once-run's slot %s, late", calls, at.Format(time.TimeOnly))
+	}
+	recs := records(t, b, "once-skip")
+	want := "not claimed: n1 (fencing token " + fmt.Sprint(first.Token) + ")"
+	if len(recs) != 1 || recs[0].State != "skipped" || recs[0].Reason != runner.SkipMisfire ||
+		!recs[0].ScheduledTime.Equal(at) || !strings.Contains(recs[0].Error, want) {
+		t.Errorf("once-skip's records %+v, want one misfire skip of %s saying %q", recs, at.Format(time.TimeOnly), want)
+	}
+	if recs := records(t, b, "added"); len(recs) != 0 {
+		t.Errorf("a job added after its one-off time has records %+v: it caught up a slot from before it existed", recs)
+	}
+	// Each decision is marked in the job's claims: the next leader does
+	// not decide it again.
+	for _, id := range []string{"once-run", "once-skip"} {
+		jc, err := b.coord.JobClaims(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := jc.Last(time.Time{}); !got.Equal(at) {
+			t.Errorf("%s's claims are decided through %s, want its slot %s", id, got, at)
+		}
+	}
+}
+
+// Attack 9, finding 2: a lone replica stopped gracefully has no successor
+// within a lease TTL; it takes its own hand-over mark when it leads again,
+// later. The slots its drain held back (from when it stopped firing to its
+// resignation) run late whatever the misfire policy; those after it came
+// due while nobody led, and get the policy. Before, the mark was ignored
+// as too old, and the drain's slots were skipped under "skip".
+func TestLateTakenHandOverHoldsBackTheDrainsSlots(t *testing.T) {
+	b, tasks := setupScripted(t)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	var slots slotList
+	for s := now.Add(-29 * time.Second); s.Before(now); s = s.Add(time.Second) {
+		slots = append(slots, s)
+	}
+	j := &runner.Job{ID: "drained", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	if err := b.coord.Claim(ctx, first, j.ID, now.Add(-30*time.Second), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	// The mark the first term's hand-over left: it stopped firing 25 s ago
+	// and resigned 20 s ago, longer than a lease TTL (and the request
+	// timeout) before the next term.
+	stopped, resigned := now.Add(-25*time.Second), now.Add(-20*time.Second)
+	mark, _ := json.Marshal(coord.HandOver{Shard: 0, Node: "n1", FencingToken: first.Token, FiringStopped: stopped, Resigned: resigned})
+	if _, err := b.admin.Put(ctx, "/pacer/t/handovers/0", string(mark)); err != nil {
+		t.Fatal(err)
+	}
+	failover(t, b, first)
+	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b.r.Stop(stop)
+
+	ran := map[time.Time]bool{}
+	for _, c := range tasks.called() {
+		ran[c.Info.ScheduledTime.UTC()] = true
+	}
+	for _, s := range slots {
+		if held := !s.Before(stopped) && !s.After(resigned); held != ran[s] {
+			t.Errorf("slot %s (held back by the drain: %v) ran: %v", s.Format(time.TimeOnly), held, ran[s])
+		}
+	}
+	skipped := 0
+	for _, rec := range records(t, b, j.ID) {
+		if rec.State == "skipped" && rec.Reason == runner.SkipMisfire {
+			skipped += max(rec.Slots, 1)
+		}
+	}
+	if want := len(slots) - 6; skipped != want {
+		t.Errorf("%d slots recorded skipped as misfires, want %d (those before the drain and after it)", skipped, want)
+	}
+}
