@@ -86,6 +86,7 @@
 //     hand-over) runs it or records it again.
 //   - Misfire catch-up, when a shard's term starts (runner/catchup.go): from
 //     one Claims read, the slots after each of the shard's jobs' last claim
+//     (a job never claimed: after the first epoch whose job set has it)
 //     that came due before the term are decided: the ones that run (the
 //     latest for "once", every one within the grace for "all", up to 100,
 //     and every slot a hand-over held back, up to 100) are claimed
@@ -137,7 +138,10 @@
 // A hand-over (shards.go) leaves a mark, handovers/<shard>, written under
 // the ending term's guard: from when firing stopped. The next leader takes
 // it (TakeHandOver) and runs the slots due since then late, rather than
-// applying the misfire policy to them: they were held back, not missed.
+// applying the misfire policy to them: they were held back, not missed. A
+// mark taken later than a lease TTL after the resignation (a lone replica
+// restarted, or a crash came between) holds back the drain's slots only,
+// up to the resignation.
 //
 // Manual trigger requests are not slots: each is its own key, and the
 // leader of the job's shard decides it (run or skip) in one fenced transaction that compares
