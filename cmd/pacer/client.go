@@ -339,7 +339,9 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) error {
 			note += " (quarantined until " + p.Quarantined.Format(time.RFC3339) + ")"
 		}
 		if why != "" {
-			note += ": " + cutNote(why)
+			// Sanitized here too: a runner of an older version sent it as
+			// the plugin wrote it.
+			note += ": " + cutNote(observability.DefaultSanitizer().String(why))
 		}
 		notes = append(notes, note)
 	}

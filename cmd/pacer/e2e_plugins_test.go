@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -122,5 +123,77 @@ func TestE2EPluginIdentityAndRestart(t *testing.T) {
 	}
 	if slices.Contains(names, "nosuch") {
 		t.Fatalf("a rejected reload left %q in /api/v1/plugins: %v", "nosuch", names)
+	}
+}
+
+// A plugin that crashes at start with a secret on its stderr: the error the
+// runner keeps for it quotes that stderr, and every answer that shows it
+// (GET /api/v1/plugins, the restart's 503, pacer plugins -o json and its
+// table) has the secret masked, as the log lines do. (last_error carried
+// "password=..." in clear while the log masked it.)
+func TestE2EPluginStartErrorIsMaskedInTheAPIAndCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	const secret = "startpw-e2e9"
+	bin := filepath.Join(t.TempDir(), "shell")
+	installBinary(t, "shell", bin, 0o755)
+	httpAddr := freeAddr(t)
+	cfg := runnerConfig{node: "e2e-mask", cluster: "mask",
+		plugins: "dir: " + t.TempDir() + ", paths: {shell: " + bin + "}"}.head(t, httpAddr) + `jobs:
+  - id: yearly
+    plugin: shell
+    task: exec
+    schedule: "0 0 0 1 1 *"
+    params: {command: [echo, hello]}
+`
+	p := startPacer(t, "e2e-mask", httpAddr, cfg)
+	p.waitLogs("leadership", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("became leader"))) > 0 })
+	before := pluginStatus(t, p)["shell"]
+	if before.State != "up" {
+		t.Fatalf("shell: %+v, want up", before)
+	}
+	// The new binary crashes before its handshake, as a Python plugin whose
+	// import fails does.
+	script := "#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'ModuleNotFoundError: No module named grpcx (db password=" + secret + ")' >&2\nexit 1\n"
+	tmp := bin + ".new"
+	must(os.WriteFile(tmp, []byte(script), 0o755))
+	must(os.Rename(tmp, bin))
+	must(syscall.Kill(before.PID, syscall.SIGKILL))
+
+	out, code := p.cli(nil, "plugins", "restart", "shell")
+	if code == 0 || strings.Contains(out, secret) {
+		t.Errorf("pacer plugins restart shell: exit %d, want a failure with the secret masked\n%s", code, out)
+	}
+	req, err := http.NewRequest(http.MethodPost, p.httpURL+"/api/v1/plugins/shell/restart", nil)
+	must(err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	must(err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(string(body), secret) || !strings.Contains(string(body), "password=[redacted]") {
+		t.Errorf("POST /api/v1/plugins/shell/restart: %d, want 503 with the secret masked\n%s", resp.StatusCode, body)
+	}
+
+	resp, err = http.Get(p.httpURL + "/api/v1/plugins")
+	must(err)
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Contains(string(body), secret) || !strings.Contains(string(body), "password=[redacted]") {
+		t.Errorf("GET /api/v1/plugins shows the plugin's stderr unmasked:\n%s", body)
+	}
+	st := pluginStatus(t, p)["shell"]
+	if st.State == "up" || !strings.Contains(st.LastError, "grpcx") || strings.Contains(st.LastError, secret) {
+		t.Errorf("pacer plugins -o json: %+v; want down, last_error quoting the stderr with the secret masked", st)
+	}
+	if out, _ := p.cli(nil, "plugins", "-o", "json"); strings.Contains(out, secret) {
+		t.Errorf("pacer plugins -o json shows the secret:\n%s", out)
+	}
+	if out, _ := p.cli(nil, "plugins"); strings.Contains(out, secret) {
+		t.Errorf("pacer plugins shows the secret:\n%s", out)
+	}
+	if raw := p.rawLogs(); strings.Contains(raw, secret) {
+		t.Errorf("the log shows the secret")
 	}
 }

@@ -115,7 +115,7 @@ func New(o Options) *Server {
 			writeJSON(w, http.StatusOK, map[string]any{"plugins": []any{}})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"plugins": o.Plugins()})
+		writeJSON(w, http.StatusOK, map[string]any{"plugins": s.cleanPlugins(o.Plugins())})
 	}))
 	if o.RestartPlugin != nil {
 		mux.HandleFunc("POST /api/v1/plugins/{name}/restart", s.write(s.restartPlugin))
@@ -132,7 +132,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.o.Ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": err.Error()})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "error": s.clean(err.Error())})
 			return
 		}
 	}
@@ -150,16 +150,40 @@ func (s *Server) restartPlugin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st, err := s.o.RestartPlugin(r.Context(), r.PathValue("name"), force)
+	st = s.cleanPlugins(st)
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, map[string]any{"plugin": st})
 	case errors.Is(err, pluginhost.ErrPluginNotFound) && st == nil:
-		writeError(w, http.StatusNotFound, err.Error())
+		writeError(w, http.StatusNotFound, s.clean(err.Error()))
 	case errors.Is(err, pluginhost.ErrPluginBusy):
-		writeJSON(w, http.StatusConflict, map[string]any{"error": err.Error(), "plugin": st})
+		writeJSON(w, http.StatusConflict, map[string]any{"error": s.clean(err.Error()), "plugin": st})
 	default:
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error(), "plugin": st})
+		// A start failure quotes what the plugin wrote to stderr.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": s.clean(err.Error()), "plugin": st})
 	}
+}
+
+// clean is msg through the runner's sanitizer: every error text an answer
+// carries (a plugin's stderr in a start failure, an etcd endpoint in an
+// etcd error) is masked as in the log lines.
+func (s *Server) clean(msg string) string { return s.o.Sanitizer.String(msg) }
+
+// cleanPlugins sanitizes the error texts of plugin statuses (the host keeps
+// them sanitized already; an Options.Plugins from elsewhere may not).
+func (s *Server) cleanPlugins(v any) any {
+	switch t := v.(type) {
+	case pluginhost.Status:
+		t.Error, t.LastError = s.clean(t.Error), s.clean(t.LastError)
+		return t
+	case []pluginhost.Status:
+		out := make([]pluginhost.Status, len(t))
+		for i, st := range t {
+			out[i] = s.cleanPlugins(st).(pluginhost.Status)
+		}
+		return out
+	}
+	return v
 }
 
 // Start binds the listen address and serves in the background. An API

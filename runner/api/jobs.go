@@ -96,6 +96,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	}))
 	mux.HandleFunc("GET /api/v1/cluster", s.read(func(w http.ResponseWriter, r *http.Request) {
 		st, err := c.Cluster(r.Context())
+		st.Error = s.clean(st.Error)
 		if err != nil {
 			// etcd cannot be read: 503, with what this replica knows by
 			// itself besides the error (runner.ClusterView).
@@ -166,24 +167,24 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	var full *coord.LimitError
 	switch {
 	case errors.Is(err, runner.ErrUnknownJob):
-		writeError(w, http.StatusNotFound, err.Error())
+		writeError(w, http.StatusNotFound, s.clean(err.Error()))
 	case errors.Is(err, runner.ErrBadQuery):
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, s.clean(err.Error()))
 	case errors.Is(err, runner.ErrIdempotencyMismatch):
-		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		writeError(w, http.StatusUnprocessableEntity, s.clean(err.Error()))
 	case errors.As(err, &full):
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterFull))
 		code := http.StatusServiceUnavailable
 		if full.PerJob {
 			code = http.StatusTooManyRequests
 		}
-		writeError(w, code, err.Error())
+		writeError(w, code, s.clean(err.Error()))
 	case errors.Is(err, coord.ErrNotStored):
-		writeError(w, http.StatusServiceUnavailable, err.Error()+"; nothing was stored: repeating the request is safe")
+		writeError(w, http.StatusServiceUnavailable, s.clean(err.Error())+"; nothing was stored: repeating the request is safe")
 	case etcdNoAnswer(err):
 		s.writeNoAnswer(w, err)
 	default:
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeError(w, http.StatusServiceUnavailable, s.clean(err.Error()))
 	}
 }
 
@@ -230,9 +231,9 @@ func (s *Server) writeNoAnswer(w http.ResponseWriter, err error) {
 			}
 		}
 	}
-	body := map[string]any{"error": fmt.Sprintf("%v; etcd did not answer replica%s in time (%s): "+
+	body := map[string]any{"error": s.clean(fmt.Sprintf("%v; etcd did not answer replica%s in time (%s): "+
 		"check that etcd is up and not overloaded, that this replica's cluster.etcd.endpoints are right and reachable from its machine, "+
-		"or ask another replica", err, node, since)}
+		"or ask another replica", err, node, since))}
 	if !contact.IsZero() {
 		body["last_contact"] = contact.UTC()
 	}

@@ -307,6 +307,10 @@ func (s *supervisor) exitedLocked(inst *instance) {
 func (s *supervisor) crashLocked(reason, cause, text string) {
 	now := time.Now()
 	o := s.h.opts
+	// The text may hold what the plugin wrote to stderr or stdout (a start
+	// failure quotes it): it is kept sanitized, as every place it leaves
+	// the runner (the API's last_error, /readyz, pacer plugins) shows it.
+	text = o.Sanitize(text)
 	s.lastReason, s.lastCause, s.lastErr = reason, cause, text
 	s.consecutive++
 	cut := 0
@@ -570,7 +574,7 @@ func (s *supervisor) statusWithPath() Status {
 	if p, err := s.h.Path(s.name); err == nil {
 		st.Path = p
 	} else {
-		st.Error = err.Error()
+		st.Error = s.h.opts.Sanitize(err.Error())
 	}
 	return st
 }
