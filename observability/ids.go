@@ -3,6 +3,7 @@ package observability
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 )
@@ -40,4 +41,18 @@ func CheckCorrelationID(id string, s *Sanitizer) error {
 		return errors.New("holds what the logs mask (a token, an address or other personal data); use an ID that identifies the request and nothing else")
 	}
 	return nil
+}
+
+// MessagePath is a config key path ("jobs[0].params.env.PASSWORD") as an
+// error message shows it before ": ": a last element that names a secret is
+// written in brackets ("jobs[0].params.env[PASSWORD]"). Written as it is, it
+// would read as a key and its value to the sanitizer every printed error
+// passes, which would mask the message's first word ("PASSWORD: [redacted]
+// string, got number").
+func MessagePath(path string) string {
+	i := strings.LastIndexByte(path, '.')
+	if i < 0 || strings.ContainsAny(path[i+1:], `"[]`) || !DefaultSanitizer().SensitiveKey(path[i+1:]) {
+		return path
+	}
+	return path[:i] + "[" + path[i+1:] + "]"
 }

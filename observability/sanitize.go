@@ -868,6 +868,11 @@ func maskURLUserinfo(s string) string {
 	if strings.IndexByte(s, '@') < 0 {
 		return s
 	}
+	return maskBareUserinfo(maskSchemeUserinfo(s))
+}
+
+// maskSchemeUserinfo masks the user-info of URLs with a scheme.
+func maskSchemeUserinfo(s string) string {
 	i := strings.Index(s, "://")
 	if i < 0 {
 		return s
@@ -893,6 +898,51 @@ func maskURLUserinfo(s string) string {
 		i = e + j
 	}
 	return w.result()
+}
+
+// maskBareUserinfo masks user-info without a scheme, "user:pass@host" (a
+// DSN, an address given as host:port): a word (bounded by white space,
+// quotes, brackets, '/', ',', ';', '=' or '@') with a ':' before the '@'
+// and a host after it -> "[userinfo]@host". A word with no ':' is an e-mail
+// address or ssh's user@host, left to the e-mail mask; so is
+// "mailto:x@host".
+func maskBareUserinfo(s string) string {
+	at := strings.IndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	w := rewriter{src: s}
+	for ; at >= 0; at = nextByte(s, '@', at+1) {
+		if at+1 >= len(s) || !isAlnum(s[at+1]) && s[at+1] != '[' {
+			continue // no host
+		}
+		start, colon := at, -1
+		for start > 0 && !userinfoBound(s[start-1]) {
+			start--
+			if s[start] == ':' {
+				colon = start
+			}
+		}
+		if colon < 0 || colon == at-1 || strings.EqualFold(s[start:colon], "mailto") {
+			continue // no ':' or no password after it
+		}
+		w.replace(start, at, phUserinfo)
+	}
+	return w.result()
+}
+
+// userinfoBound reports whether c ends a scheme-less user-info word, read
+// backwards from its '@'.
+func userinfoBound(c byte) bool {
+	return c <= ' ' || c == 0x7f || strings.IndexByte("\"'`()[]{}<>/,;=@", c) >= 0
+}
+
+// nextByte is the index of c in s at or after from, or -1.
+func nextByte(s string, c byte, from int) int {
+	if i := strings.IndexByte(s[from:], c); i >= 0 {
+		return from + i
+	}
+	return -1
 }
 
 // ---------------------------------------------------------------------------
@@ -1496,6 +1546,14 @@ func (s *Sanitizer) maskKeyValues(in string) string {
 		}
 		if v >= len(in) {
 			break
+		}
+		if in[j] == ':' && ke < j && (in[ke] == '"' || in[ke] == '\'') && pathTail(in, k) &&
+			strings.IndexByte("\"'`{[\\", in[v]) < 0 {
+			// A quoted file path before a colon, and words after it, not a
+			// value: `unknown time zone "../etc/passwd": use an IANA name`.
+			// (A quoted value after it still reads as one:
+			// {"/run/secrets/db_password": "x"}.)
+			continue
 		}
 		// A cookie header's value is every cookie up to the end of its line
 		// ("Cookie: a=1; b=2"), not up to the first ';'.

@@ -77,6 +77,8 @@ func FuzzSanitizer(f *testing.F) {
 		{"Authorization: Basic", "more"},
 		{"https://u:p", "@host/x"},
 		{"mailto:", ">"},
+		{"admin:pw", "@127.0.0.1:23999"}, // user-info without a scheme
+		{"x:", "@[email]"},
 		{"5", "1"},
 		{"4111-", "-1111"},
 		{"1.2.3.", ".4"},

@@ -182,6 +182,12 @@ func TestSanitizeKeyValues(t *testing.T) {
 		{"url ending in a key", "https://vault/v1/token: s3cr3t", "https://vault/v1/token: [redacted]"},
 		{"path with equals", "/etc/passwd=hunter2", "/etc/passwd=[redacted]"},
 		{"quoted path key", `{"/run/token": "x"}`, `{"/run/token": "[redacted]"}`},
+		// A quoted path before a colon and words after it: an error
+		// message, not a key and its value.
+		{"quoted path in a message", `unknown time zone "../../../etc/passwd": use an IANA name such as "UTC"`,
+			`unknown time zone "../../../etc/passwd": use an IANA name such as "UTC"`},
+		{"quoted path, quoted value", `{"/run/secrets/db_password": "hunter2"}`, `{"/run/secrets/db_password": "[redacted]"}`},
+		{"quoted key, bare value", `"db_password": hunter2`, `"db_password": "[redacted]"`},
 		{"already typed", "password=alice@example.com", "password=[email]"},
 		{"partly typed", "password=x:10.0.0.1", "password=[redacted]"},
 		{"empty value", "password= ", "password= "},
@@ -232,6 +238,14 @@ func TestSanitizeURLUserinfoAndPEM(t *testing.T) {
 		{"user only", "ssh://git@github.com/org/repo", "ssh://[userinfo]@github.com/org/repo"},
 		{"no userinfo", "https://example.com/x?y=1", "https://example.com/x?y=1"},
 		{"at in path", "https://example.com/u/a@b", "https://example.com/u/a@b"},
+		// Without a scheme: a word with a ':' before its '@'.
+		{"bare userinfo", `invalid address "admin:listenpw-x1@127.0.0.1:23999": want host:port`, `invalid address "[userinfo]@127.0.0.1:23999": want host:port`},
+		{"bare dsn", "dial user:rawpw-a1@db.internal:5432 failed", "dial [userinfo]@db.internal:5432 failed"},
+		{"bare empty user", "cache=:pw9@cache:6379", "cache=[userinfo]@cache:6379"},
+		{"bare protocol-relative", "//u:pw@h/x", "//[userinfo]@h/x"},
+		{"bare e-mail stays an e-mail", "mail ops@example.com, ssh git@github.com:org/repo", "mail [email], ssh [email]:org/repo"},
+		{"mailto", "mailto:ops@example.com", "mailto:[email]"},
+		{"no host", "user:pw@ and user:pw@ ", "user:pw@ and user:pw@ "},
 		{
 			"pem",
 			"key: -----BEGIN RSA PRIVATE KEY-----\nMIIEow+/eyJ4111111111111111\n-----END RSA PRIVATE KEY----- done",
@@ -574,4 +588,25 @@ func TestSanitizeKeyShapes(t *testing.T) {
 		{"pass count", "pass: 12 fail: 0", "pass: 12 fail: 0"},
 		{"not pass", "bypass: true compass=north", "bypass: true compass=north"},
 	})
+}
+
+// A config key path before ": " in a message: a last element named like a
+// secret goes in brackets, so the sanitizer leaves the message after it.
+func TestMessagePath(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"jobs[0].params.env.PASSWORD":         "jobs[0].params.env[PASSWORD]",
+		"observability.tracing.headers.token": "observability.tracing.headers[token]",
+		"jobs[0].timezone":                    "jobs[0].timezone",
+		"password":                            "password",
+		`jobs[0].params.env["a.password"]`:    `jobs[0].params.env["a.password"]`,
+	} {
+		if got := MessagePath(in); got != want {
+			t.Errorf("MessagePath(%q) = %q, want %q", in, got, want)
+		}
+		msg := MessagePath(in) + ": expected string, got number"
+		if strings.HasSuffix(want, "]") && !strings.HasSuffix(want, `"]`) && DefaultSanitizer().String(msg) != msg {
+			t.Errorf("String(%q) = %q: the message is masked", msg, DefaultSanitizer().String(msg))
+		}
+	}
 }

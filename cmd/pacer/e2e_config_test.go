@@ -355,3 +355,40 @@ func TestE2EReloadIsSafe(t *testing.T) {
 		t.Fatalf("after jobs: []: %v", j)
 	}
 }
+
+// Config errors pass the sanitizer and stay readable: a param under a key
+// named like a secret keeps its message ("PASSWORD: [redacted] string, got
+// number" before), a quoted path before ": " is not a key ("passwd":
+// "[redacted]" an IANA name), and user-info without a scheme in an address
+// is masked (it was printed in clear).
+func TestE2EConfigErrorsAreMaskedAndReadable(t *testing.T) {
+	parallelE2E(t)
+	plugins := filepath.Join(binDir, "plugins")
+	params := tempConfig(t, isolated(t, "http: {listen: "+freeAddr(t)+"}\nplugins: {dir: "+plugins+"}\njobs:\n"+
+		"  - id: a\n    plugin: shell\n    task: exec\n    schedule: \"@every 1h\"\n    params: {command: [echo], env: {PASSWORD: 5}}\n"))
+	_, stderr, code := pacerCmd(t, nil, "validate", "--config", params)
+	if want := "jobs[0].params.env[PASSWORD]: expected string, got number"; code != 2 || !strings.Contains(stderr, want) {
+		t.Errorf("pacer validate: exit %d; stderr lacks %q:\n%s", code, want, stderr)
+	}
+
+	addrs := tempConfig(t, isolated(t, `http: {listen: "admin:listenpw-x1@127.0.0.1:23999"}
+observability: {tracing: {exporter: otlp, endpoint: "user:otlppw-x3@collector:4317"}}
+jobs:
+  - {id: a, plugin: shell, task: exec, schedule: "@every 1h", timezone: "../../../etc/passwd"}
+`))
+	_, stderr, code = pacerCmd(t, nil, "validate", "--skip-plugins", "--config", addrs)
+	for _, want := range []string{
+		`http.listen: invalid address "[userinfo]@127.0.0.1:23999"`,
+		`observability.tracing.endpoint: invalid address "[userinfo]@collector:4317"`,
+		`unknown time zone "../../../etc/passwd": use an IANA name`,
+	} {
+		if code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("pacer validate: exit %d; stderr lacks %q:\n%s", code, want, stderr)
+		}
+	}
+	for _, secret := range []string{"listenpw-x1", "otlppw-x3"} {
+		if strings.Contains(stderr, secret) {
+			t.Errorf("pacer validate prints %q:\n%s", secret, stderr)
+		}
+	}
+}

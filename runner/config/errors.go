@@ -4,6 +4,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/pacerun/pacer/observability"
 )
 
 // Problem is one thing wrong with a configuration file.
@@ -25,7 +27,7 @@ func (p Problem) String() string {
 	}
 	if p.Path != "" {
 		b.WriteString(": ")
-		b.WriteString(p.Path)
+		b.WriteString(observability.MessagePath(p.Path))
 	}
 	b.WriteString(": ")
 	b.WriteString(p.Msg)

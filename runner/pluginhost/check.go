@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
@@ -38,10 +39,11 @@ func (r TaskRef) at(path string, keys ...any) string {
 			b.WriteString(":" + strconv.Itoa(l))
 		}
 	}
-	b.WriteString(": " + r.Job)
+	p := r.Job
 	if path != "" {
-		b.WriteString("." + path)
+		p += "." + path
 	}
+	b.WriteString(": " + observability.MessagePath(p))
 	return b.String()
 }
 
