@@ -150,6 +150,12 @@ var authSchemes = []string{
 //  10. "Bearer <token>" (any case; the token runs to whitespace or a
 //     delimiter) -> "Bearer [token]". Before the key/values so
 //     "Authorization: Bearer x" keeps its type.
+//     Then credentials after an auth scheme with no key in front (the
+//     scheme capitalised and standing alone): quoted ones (Basic "x" ->
+//     Basic "[redacted]"), and two or more auth-params after Digest,
+//     AWS4-HMAC-SHA256, HOBA, Mutual, vapid or SCRAM (Digest username="u",
+//     response="x" -> Digest [redacted]). A bare word after a scheme
+//     ("Basic usage") stays.
 //  11. Values of sensitive keys (see SensitiveKey) in free text: key=value,
 //     key: value, "key": "value", 'key': 'value', \"key\":\"value\", Go's
 //     map[key:value] and query strings (?token=abc&x=1); the key is kept and
@@ -289,7 +295,7 @@ func (s *Sanitizer) String(in string) string {
 		// one pass over the bytes decides which masks can apply at all.
 		// Masks only remove text and add placeholders, so the input's
 		// characters bound what later masks can see.
-		var at, dash, jay, b, eq, plus, tab, lt bool
+		var at, dash, jay, b, eq, plus, tab, lt, quote bool
 		var colons, dots, digits int
 		for i := 0; i < len(in); i++ {
 			switch c := in[i]; {
@@ -315,6 +321,8 @@ func (s *Sanitizer) String(in string) string {
 				tab = true
 			case c == '<':
 				lt = true
+			case c == '"' || c == '\'':
+				quote = true
 			}
 		}
 		bare := !s.withoutBareSecrets
@@ -348,6 +356,9 @@ func (s *Sanitizer) String(in string) string {
 		if b {
 			out = s.maskBearer(out)
 		}
+		if eq || quote {
+			out = s.maskAuthSchemes(out)
+		}
 		if colons > 0 || eq {
 			out = s.maskKeyValues(out)
 		}
@@ -367,6 +378,7 @@ func (s *Sanitizer) String(in string) string {
 		}
 		out = maskCards(out)
 		out = s.maskBearer(out)
+		out = s.maskAuthSchemes(out)
 		out = s.maskKeyValues(out)
 		out = s.maskSpacedKeys(out)
 	}
@@ -1772,6 +1784,66 @@ func (s *Sanitizer) isSensitiveKeyToken(w string) bool {
 		}
 	}
 	return s.SensitiveKey(k)
+}
+
+// authParamSchemes are the auth schemes (lower case) whose credentials are
+// auth-params (name=value, ...): after one of them with no key in front,
+// the params are masked.
+var authParamSchemes = []string{"digest", "aws4-hmac-sha256", "hoba", "mutual", "vapid", "scram-sha-1", "scram-sha-256"}
+
+// maskAuthSchemes masks credentials after an auth scheme that has no
+// Authorization key in front (a header logged without its name, a
+// WWW-Authenticate line): the scheme must start with a capital letter and
+// stand alone; then quoted credentials (Basic "x" -> Basic "[redacted]"),
+// or, after a scheme of authParamSchemes, a list of two or more auth-params
+// (Digest username="u", response="x" -> Digest [redacted]). A scheme
+// followed by a bare word ("Basic usage", "Token count") is prose and stays
+// (Bearer has its own mask).
+func (s *Sanitizer) maskAuthSchemes(in string) string {
+	var w rewriter
+	w.src = in
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		if c < 'A' || c > 'Z' || i > 0 && (isWord(in[i-1]) || in[i-1] == '-') {
+			continue
+		}
+		e := i
+		for e < len(in) && (isAlnum(in[e]) || in[e] == '-') {
+			e++
+		}
+		word := in[i:e]
+		if e >= len(in) || in[e] != ' ' || !isAuthScheme(word) || strings.EqualFold(word, "bearer") {
+			i = e
+			continue
+		}
+		c2 := e
+		for c2 < len(in) && in[c2] == ' ' {
+			c2++
+		}
+		switch {
+		case c2 < len(in) && (in[c2] == '"' || in[c2] == '\''):
+			eol := lineEnd(in, c2)
+			cl := findClose(in[:eol], c2+1, in[c2])
+			if cl < 0 {
+				cl = eol
+			}
+			if rs, re, repl, ok := s.redactSpan(in, c2+1, cl, phRedacted); ok && rs >= w.last {
+				w.replace(rs, re, repl)
+				i = re
+				continue
+			}
+		case slices.ContainsFunc(authParamSchemes, func(a string) bool { return strings.EqualFold(word, a) }):
+			if pe := authParamsEnd(in, c2); pe > c2 && strings.IndexByte(in[c2:pe], ',') >= 0 {
+				if rs, re, repl, ok := s.redactSpan(in, c2, pe, phRedacted); ok && rs >= w.last {
+					w.replace(rs, re, repl)
+					i = re
+					continue
+				}
+			}
+		}
+		i = e
+	}
+	return w.result()
 }
 
 func isAuthScheme(w string) bool {

@@ -77,7 +77,9 @@ func FuzzSanitizer(f *testing.F) {
 		{"Authorization: Basic", "more"},
 		{"https://u:p", "@host/x"},
 		{"mailto:", ">"},
-		{"admin:pw", "@127.0.0.1:23999"}, // user-info without a scheme
+		{"admin:pw", "@127.0.0.1:23999"},            // user-info without a scheme
+		{"Digest username=\"u\", ", "response=\"x"}, // auth-params without a key
+		{"Basic \"", "\" [redacted]"},
 		{"x:", "@[email]"},
 		{"5", "1"},
 		{"4111-", "-1111"},

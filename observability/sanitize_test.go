@@ -610,3 +610,22 @@ func TestMessagePath(t *testing.T) {
 		}
 	}
 }
+
+// Credentials after an auth scheme with no Authorization key in front (a
+// header logged without its name): quoted ones, and two or more auth-params
+// after a scheme that takes them, are masked; a scheme's name in prose is
+// left alone (attack 9, finding 9).
+func TestSanitizeBareAuthSchemes(t *testing.T) {
+	t.Parallel()
+	runCases(t, mustSanitizer(t, SanitizerOptions{}), []sanitizeCase{
+		{"digest", `B2 Digest username="u", realm="r", response="resp-b2"`, `B2 Digest [redacted]`},
+		{"aws4", "B6 AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=sig-b6 end",
+			"B6 AWS4-HMAC-SHA256 [redacted] end"},
+		{"basic quoted", `B8 Basic "quotedbasic-b8" x`, `B8 Basic "[redacted]" x`},
+		{"www-authenticate", `WWW-Authenticate: Digest realm="api", nonce="n0nce", qop="auth"`, `WWW-Authenticate: Digest [redacted]`},
+		{"keyed stays as it was", `Authorization: Digest username="u", response="x"`, `Authorization: Digest [redacted]`},
+		{"prose", "Basic usage: see Token count=5 and Digest mode=fast; the digest username=\"u\", realm=\"r\"",
+			"Basic usage: see Token count=5 and Digest mode=fast; the digest username=\"u\", realm=\"r\""},
+		{"glued", `xDigest username="u", realm="r"`, `xDigest username="u", realm="r"`},
+	})
+}
