@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -911,5 +912,53 @@ func TestEmbeddedAddressesFromEitherKey(t *testing.T) {
 		if e.ClientURL != tc.client || e.ClientKey != tc.clientKey || e.PeerURL != tc.peer || e.PeerKey != tc.peerKey {
 			t.Errorf("%s: %+v", tc.src, e)
 		}
+	}
+}
+
+// A job id, plugin or task the log sanitizer would change is refused, as a
+// correlation ID is: its log lines would name another job than its metrics
+// and runs ("sync-10.0.0.5" logged as "sync-[ipv4]"). An operator pattern
+// counts too. (They were accepted, then masked in every log line.)
+func TestNamesTheLogsWouldMaskAreRefused(t *testing.T) {
+	t.Parallel()
+	job := func(id, plugin, task string) []string {
+		return []string{"  - id: " + id, "    plugin: " + plugin, "    task: " + task, "    schedule: '@every 1m'"}
+	}
+	head := []string{"observability:", "  sanitize:", "    patterns:", "      - {name: ticket, regex: 'TCK-[0-9]+'}", "jobs:"}
+	var lines []string
+	lines = append(lines, head...)
+	refused := []string{"10.1.2.3", "sync-10.0.0.5", "4111111111111111", "backup-4111-1111-1111-1111", "AKIAABCDEFGHIJKLMNOP", "DE89370400440532013000", "TCK-12"}
+	for _, id := range refused {
+		lines = append(lines, job(id, "shell", "run")...)
+	}
+	lines = append(lines, job("a", "10.0.0.9", "run")...)
+	lines = append(lines, job("b", "shell", "to-4111111111111111")...)
+	accepted := []string{"backup-10-0-0-5", "nightly.v1.2", "TCK", "job-2024-06-10"}
+	for _, id := range accepted {
+		lines = append(lines, job(id, "shell", "run")...)
+	}
+	_, err := Parse("pacer.yaml", y(lines...))
+	var cerr *Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("Parse: %v", err)
+	}
+	got := map[string]string{}
+	for _, p := range cerr.Problems {
+		got[p.Path] = p.Msg
+	}
+	for i := range refused {
+		if m := got[fmt.Sprintf("jobs[%d].id", i)]; !strings.Contains(m, "would read") || !strings.Contains(m, "in every log line") {
+			t.Errorf("job id %q: problem %q, want it refused", refused[i], m)
+		}
+	}
+	n := len(refused)
+	if m := got[fmt.Sprintf("jobs[%d].plugin", n)]; !strings.Contains(m, `the plugin would read "[ipv4]" in every log line`) {
+		t.Errorf("plugin 10.0.0.9: problem %q", m)
+	}
+	if m := got[fmt.Sprintf("jobs[%d].task", n+1)]; !strings.Contains(m, "would read") {
+		t.Errorf("task to-4111111111111111: problem %q", m)
+	}
+	if len(cerr.Problems) != len(refused)+2 {
+		t.Errorf("%d problems, want %d (the accepted ids too?):\n%v", len(cerr.Problems), len(refused)+2, err)
 	}
 }

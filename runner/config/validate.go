@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/internal/didyoumean"
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/schedule"
 	"github.com/pacerun/pacer/runner/shard"
 )
@@ -64,7 +65,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateShutdown(&c.Shutdown)
 	d.validateTriggers(&c.Triggers)
 	d.validateObservability(&c.Observability)
-	d.validateJobs(c.Jobs)
+	d.validateJobs(c.Jobs, logSanitizer(&c.Observability.Sanitize))
 	d.validateInheritEnv(c)
 }
 
@@ -413,7 +414,35 @@ func (d *decoder) validateObservability(o *Observability) {
 	}
 }
 
-func (d *decoder) validateJobs(jobs []Job) {
+// logSanitizer is the sanitizer the runner's log lines will pass, built
+// from o; the built-in one if o does not build (its problems are reported).
+func logSanitizer(o *Sanitize) *observability.Sanitizer {
+	opts := observability.SanitizerOptions{RedactKeys: o.RedactKeys}
+	for _, p := range o.Patterns {
+		opts.Patterns = append(opts.Patterns, observability.Pattern{Name: p.Name, Regex: p.Regex})
+	}
+	if s, err := observability.NewSanitizer(opts); err == nil {
+		return s
+	}
+	return observability.DefaultSanitizer()
+}
+
+// masked is the problem with a job's id, plugin or task that the log
+// sanitizer would change: its log lines would carry another name than its
+// metrics, runs and API answers, and could not be joined to them (an ID
+// "sync-10.0.0.5" logged as "sync-[ipv4]"). Such a name is refused, as a
+// correlation ID is, rather than logged changed. "" if san leaves it.
+func masked(what, name string, san *observability.Sanitizer) string {
+	if out := san.String(name); out != name {
+		// (The name itself is masked in the message too: the line says
+		// which it is.)
+		return fmt.Sprintf("the %s would read %q in every log line, not as in metrics and runs (the sanitizer masks addresses, card and "+
+			"phone numbers, tokens, IBANs and observability.sanitize patterns); choose a %s without one", what, out, what)
+	}
+	return ""
+}
+
+func (d *decoder) validateJobs(jobs []Job, san *observability.Sanitizer) {
 	ids := make(map[string]string) // id -> path of its first definition
 	for i := range jobs {
 		j := &jobs[i]
@@ -427,6 +456,8 @@ func (d *decoder) validateJobs(jobs []Job) {
 				d.problem(p+".id", "job id is %d characters long; the limit is %d", len(j.ID), maxJobIDLen)
 			case !jobIDRe.MatchString(j.ID) || j.ID == "." || j.ID == "..":
 				d.problem(p+".id", `invalid job id %q: use only letters, digits, ".", "_" and "-"`, j.ID)
+			case masked("job id", j.ID, san) != "":
+				d.problem(p+".id", "%s", masked("job id", j.ID, san))
 			}
 			if first, dup := ids[j.ID]; dup {
 				d.problem(p+".id", "duplicate job id %q (first defined at line %d)", j.ID, d.lineOf(first))
@@ -434,8 +465,16 @@ func (d *decoder) validateJobs(jobs []Job) {
 				ids[j.ID] = p + ".id"
 			}
 		}
-		d.required(p+".plugin", "plugin", j.Plugin)
-		d.required(p+".task", "task", j.Task)
+		if d.required(p+".plugin", "plugin", j.Plugin) {
+			if m := masked("plugin", j.Plugin, san); m != "" {
+				d.problem(p+".plugin", "%s", m)
+			}
+		}
+		if d.required(p+".task", "task", j.Task) {
+			if m := masked("task", j.Task, san); m != "" {
+				d.problem(p+".task", "%s", m)
+			}
+		}
 
 		loc := time.UTC
 		switch {
