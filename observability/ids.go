@@ -56,3 +56,34 @@ func MessagePath(path string) string {
 	}
 	return path[:i] + "[" + path[i+1:] + "]"
 }
+
+// GeneratedID reports whether id has the shape of the IDs Pacer makes for
+// runs, attempts and triggers (NewCorrelationID, NewRunID): a UUID in
+// lower-case hex, which holds no secret and which no built-in mask changes.
+// Log fields that carry one (correlation_id, run_id, trigger_id) keep it as
+// it is, operator patterns notwithstanding, so that a run's log lines can be
+// found by the IDs of its record.
+func GeneratedID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// idKey reports whether a log attribute key holds one of Pacer's own IDs.
+func idKey(key string) bool {
+	return key == "correlation_id" || key == "run_id" || key == "trigger_id"
+}

@@ -384,3 +384,29 @@ func TestFencingTokenFieldsKept(t *testing.T) {
 		t.Errorf("string values under fencing-token names: got %v", second)
 	}
 }
+
+// The IDs Pacer makes (UUIDs) keep their value under correlation_id, run_id
+// and trigger_id however broad an operator pattern is, so a run's log lines
+// can be found by its record's IDs; any other value under those keys, and
+// the same UUID under another key, are still masked (attack 9, finding 14).
+func TestLoggerKeepsGeneratedIDsFromOperatorPatterns(t *testing.T) {
+	t.Parallel()
+	s := mustSanitizer(t, SanitizerOptions{Patterns: []Pattern{{Name: "acct", Regex: "[0-9]{3}"}}})
+	corr, run, trig := "0bc12345-14b7-4537-bc50-5feb7e1235c2", "01a24d50-3d91-77aa-123e-456d33f5d95d", "01a24d50-3d91-77aa-8000-000000000001"
+	if !GeneratedID(NewCorrelationID()) || !GeneratedID(NewRunID()) {
+		t.Fatalf("Pacer's IDs are not GeneratedID's shape: %s %s", NewCorrelationID(), NewRunID())
+	}
+	lines := logJSON(t, s, func(l *slog.Logger) {
+		l.With("correlation_id", corr).Info("run started", "run_id", run, "trigger_id", trig, "other", corr)
+		l.Info("plugin line", "correlation_id", "acct 12345", "run_id", "password=hunter2")
+	})
+	if got := lines[0]; got["correlation_id"] != corr || got["run_id"] != run || got["trigger_id"] != trig {
+		t.Errorf("IDs changed: %v", got)
+	}
+	if got := lines[0]["other"]; got == corr {
+		t.Errorf("the UUID under another key was not masked: %v", got)
+	}
+	if got := lines[1]; got["correlation_id"] != "acct [acct]45" || got["run_id"] != "password=[redacted]" {
+		t.Errorf("other values under the ID keys: %v", got)
+	}
+}

@@ -294,7 +294,7 @@ func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Conte
 		span.SetAttributes(
 			attribute.String("pacer.job.id", job.ID),
 			attribute.String("pacer.run.id", a.runID),
-			attribute.String("pacer.correlation_id", r.o.Sanitize(a.correlationID)),
+			attribute.String("pacer.correlation_id", spanCorrelationID(r.o.Sanitize, a.correlationID)),
 			attribute.Int("pacer.attempt", a.number),
 			attribute.String("pacer.scheduled_time", a.slot.Time.UTC().Format(time.RFC3339Nano)),
 			attribute.Int64("pacer.fencing_token", a.term.Token),
@@ -304,6 +304,16 @@ func (r *Runner) startRunSpan(ctx context.Context, a *attemptRun) (context.Conte
 		)
 	}
 	return ctx, span
+}
+
+// spanCorrelationID is a run's correlation ID for its span: one Pacer made
+// as it is (an operator pattern must not turn it into another than its
+// record's and log lines'), any other sanitized.
+func spanCorrelationID(sanitize func(string) string, id string) string {
+	if observability.GeneratedID(id) {
+		return id
+	}
+	return sanitize(id)
 }
 
 // execute runs one attempt under its started span, ends the span and
