@@ -149,7 +149,7 @@ func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {
 func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {
 	now := wallNow().UTC()
 	return Record{Job: s.Job.ID, ScheduledTime: s.Time.UTC(), RunID: observability.NewRunID(), Node: r.o.Node,
-		FencingToken: t.Token, State: "skipped", Reason: reason, Error: why, Start: now, End: now}
+		FencingToken: t.Token, State: "skipped", Reason: reason, Error: r.o.Sanitize(why), Start: now, End: now}
 }
 
 // truncate keeps at most the first n bytes of s (cut at a character

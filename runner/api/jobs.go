@@ -96,7 +96,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	}))
 	mux.HandleFunc("GET /api/v1/cluster", s.read(func(w http.ResponseWriter, r *http.Request) {
 		st, err := c.Cluster(r.Context())
-		st.Error = s.clean(st.Error)
+		s.cleanCluster(&st)
 		if err != nil {
 			// etcd cannot be read: 503, with what this replica knows by
 			// itself besides the error (runner.ClusterView).
@@ -105,6 +105,22 @@ func (s *Server) routes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, st)
 	}))
+}
+
+// cleanCluster sanitizes the error texts of a cluster view (etcd's errors
+// may name endpoints and credentials), copying what it shares.
+func (s *Server) cleanCluster(v *runner.ClusterView) {
+	v.Error = s.clean(v.Error)
+	if v.Etcd != nil && v.Etcd.Error != "" {
+		e := *v.Etcd
+		e.Error = s.clean(e.Error)
+		v.Etcd = &e
+	}
+	if v.JobSetView != nil && v.NotLeading != "" {
+		js := *v.JobSetView
+		js.NotLeading = s.clean(js.NotLeading)
+		v.JobSetView = &js
+	}
 }
 
 // read wraps a read-only handler: authenticated only with AuthAll.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,5 +73,39 @@ func TestPluginRestartEndpoint(t *testing.T) {
 	}
 	if code, _ := call(t, srv, http.MethodPost, "/api/v1/plugins/shell/restart?force=maybe", "tok", ""); code != http.StatusBadRequest {
 		t.Errorf("force=maybe: %d", code)
+	}
+}
+
+// Every error text the API answers with passes the runner's sanitizer: a
+// plugin status's error and last_error (a start failure quotes the plugin's
+// stderr), a refused restart, /readyz. Options.Plugins need not sanitize.
+func TestErrorTextsAreSanitized(t *testing.T) {
+	t.Parallel()
+	const secret = "s3kr1t-api"
+	leak := fmt.Errorf("start plugin %q: its stderr ended with: %q", "py", "db password="+secret+"\n")
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Plugins: func() any {
+			return []pluginhost.Status{{Name: "py", State: "down", LastError: leak.Error(), Error: "token=" + secret}}
+		},
+		RestartPlugin: func(context.Context, string, bool) (any, error) {
+			return pluginhost.Status{Name: "py", State: "down", LastError: leak.Error()}, leak
+		},
+		Ready: func(context.Context) error { return fmt.Errorf("plugin py quarantined (cause handshake: %w)", leak) },
+	})
+	h := s.Handler()
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/api/v1/plugins"},
+		{http.MethodPost, "/api/v1/plugins/py/restart"},
+		{http.MethodGet, "/readyz"},
+	} {
+		r := httptest.NewRequest(c.method, c.path, nil)
+		if c.method == http.MethodPost {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if body := w.Body.String(); strings.Contains(body, secret) || !strings.Contains(body, "[redacted]") {
+			t.Errorf("%s %s: %d %s", c.method, c.path, w.Code, body)
+		}
 	}
 }
