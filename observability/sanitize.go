@@ -920,7 +920,7 @@ func maskSchemeUserinfo(s string) string {
 // "mailto:x@host".
 func maskBareUserinfo(s string) string {
 	at := strings.IndexByte(s, '@')
-	if at < 0 {
+	if at < 0 || strings.IndexByte(s, ':') < 0 {
 		return s
 	}
 	w := rewriter{src: s}
@@ -1800,6 +1800,11 @@ var authParamSchemes = []string{"digest", "aws4-hmac-sha256", "hoba", "mutual", 
 // followed by a bare word ("Basic usage", "Token count") is prose and stays
 // (Bearer has its own mask).
 func (s *Sanitizer) maskAuthSchemes(in string) string {
+	// Quoted credentials need a quote; auth-params a '=' and a ','.
+	if strings.IndexByte(in, '"') < 0 && strings.IndexByte(in, '\'') < 0 &&
+		(strings.IndexByte(in, ',') < 0 || strings.IndexByte(in, '=') < 0) {
+		return in
+	}
 	var w rewriter
 	w.src = in
 	for i := 0; i < len(in); i++ {
