@@ -34,9 +34,12 @@ const (
 // start and runs to cancel, each in the order given (several at once when
 // they are due together).
 type RunStreamRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Runs          []*StreamRun           `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
-	Cancels       []*StreamCancel        `protobuf:"bytes,2,rep,name=cancels,proto3" json:"cancels,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Runs    []*StreamRun           `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	Cancels []*StreamCancel        `protobuf:"bytes,2,rep,name=cancels,proto3" json:"cancels,omitempty"`
+	// How long the stream's runs may go on (see Lease). Unset: no news (a
+	// runner of a version before it, or one not under a lease).
+	Lease         *Lease `protobuf:"bytes,3,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -85,6 +88,66 @@ func (x *RunStreamRequest) GetCancels() []*StreamCancel {
 	return nil
 }
 
+func (x *RunStreamRequest) GetLease() *Lease {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
+
+// Lease bounds a RunStream's runs by the runner's lease. A runner that
+// leads under a lease sends it with its messages while the stream has
+// runs, at least every sixth of its lease TTL. When the time passes with no
+// newer Lease, the runner may be frozen (SIGSTOP, a debugger) and another
+// replica may lead: the plugin cancels every run on the stream, as if each
+// got a StreamCancel, and kills what they started. Until the first Lease a
+// stream's runs have no bound; a message without one keeps the last.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Milliseconds from when the plugin receives the message: the runner's
+	// lease less its self-fencing margin. Zero or less: at once.
+	RemainingMs   int64 `protobuf:"varint,1,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Lease) GetRemainingMs() int64 {
+	if x != nil {
+		return x.RemainingMs
+	}
+	return 0
+}
+
 // StreamRun starts one run on RunStream.
 type StreamRun struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -102,7 +165,7 @@ type StreamRun struct {
 
 func (x *StreamRun) Reset() {
 	*x = StreamRun{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -114,7 +177,7 @@ func (x *StreamRun) String() string {
 func (*StreamRun) ProtoMessage() {}
 
 func (x *StreamRun) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -127,7 +190,7 @@ func (x *StreamRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamRun.ProtoReflect.Descriptor instead.
 func (*StreamRun) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StreamRun) GetId() uint64 {
@@ -170,7 +233,7 @@ type StreamCancel struct {
 
 func (x *StreamCancel) Reset() {
 	*x = StreamCancel{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +245,7 @@ func (x *StreamCancel) String() string {
 func (*StreamCancel) ProtoMessage() {}
 
 func (x *StreamCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +258,7 @@ func (x *StreamCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamCancel.ProtoReflect.Descriptor instead.
 func (*StreamCancel) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StreamCancel) GetId() uint64 {
@@ -223,7 +286,7 @@ type RunStreamResponse struct {
 
 func (x *RunStreamResponse) Reset() {
 	*x = RunStreamResponse{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +298,7 @@ func (x *RunStreamResponse) String() string {
 func (*RunStreamResponse) ProtoMessage() {}
 
 func (x *RunStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +311,7 @@ func (x *RunStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunStreamResponse.ProtoReflect.Descriptor instead.
 func (*RunStreamResponse) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RunStreamResponse) GetEvents() []*StreamEvent {
@@ -275,7 +338,7 @@ type StreamEvent struct {
 
 func (x *StreamEvent) Reset() {
 	*x = StreamEvent{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +350,7 @@ func (x *StreamEvent) String() string {
 func (*StreamEvent) ProtoMessage() {}
 
 func (x *StreamEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +363,7 @@ func (x *StreamEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamEvent.ProtoReflect.Descriptor instead.
 func (*StreamEvent) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StreamEvent) GetId() uint64 {
@@ -336,7 +399,7 @@ type StreamStatus struct {
 
 func (x *StreamStatus) Reset() {
 	*x = StreamStatus{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +411,7 @@ func (x *StreamStatus) String() string {
 func (*StreamStatus) ProtoMessage() {}
 
 func (x *StreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +424,7 @@ func (x *StreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatus.ProtoReflect.Descriptor instead.
 func (*StreamStatus) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StreamStatus) GetCode() int32 {
@@ -390,7 +453,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +465,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +478,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CancelRequest) GetRunId() string {
@@ -442,7 +505,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +517,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +530,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CancelResponse) GetFound() bool {
@@ -485,7 +548,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +560,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +573,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 type DescribeResponse struct {
@@ -528,7 +591,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +603,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +616,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DescribeResponse) GetName() string {
@@ -602,7 +665,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +677,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +690,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Capabilities) GetRunStream() bool {
@@ -649,7 +712,7 @@ type TaskInfo struct {
 
 func (x *TaskInfo) Reset() {
 	*x = TaskInfo{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +724,7 @@ func (x *TaskInfo) String() string {
 func (*TaskInfo) ProtoMessage() {}
 
 func (x *TaskInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +737,7 @@ func (x *TaskInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskInfo.ProtoReflect.Descriptor instead.
 func (*TaskInfo) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TaskInfo) GetName() string {
@@ -712,7 +775,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +787,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +800,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunRequest) GetTask() string {
@@ -796,7 +859,7 @@ type RunContext struct {
 
 func (x *RunContext) Reset() {
 	*x = RunContext{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +871,7 @@ func (x *RunContext) String() string {
 func (*RunContext) ProtoMessage() {}
 
 func (x *RunContext) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +884,7 @@ func (x *RunContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunContext.ProtoReflect.Descriptor instead.
 func (*RunContext) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunContext) GetJobId() string {
@@ -902,7 +965,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +977,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +990,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -1025,7 +1088,7 @@ type SpanData struct {
 
 func (x *SpanData) Reset() {
 	*x = SpanData{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1100,7 @@ func (x *SpanData) String() string {
 func (*SpanData) ProtoMessage() {}
 
 func (x *SpanData) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1113,7 @@ func (x *SpanData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpanData.ProtoReflect.Descriptor instead.
 func (*SpanData) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SpanData) GetTraceId() []byte {
@@ -1148,7 +1211,7 @@ type SpanEvent struct {
 
 func (x *SpanEvent) Reset() {
 	*x = SpanEvent{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1223,7 @@ func (x *SpanEvent) String() string {
 func (*SpanEvent) ProtoMessage() {}
 
 func (x *SpanEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1236,7 @@ func (x *SpanEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpanEvent.ProtoReflect.Descriptor instead.
 func (*SpanEvent) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SpanEvent) GetName() string {
@@ -1210,7 +1273,7 @@ type LogRecord struct {
 
 func (x *LogRecord) Reset() {
 	*x = LogRecord{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1285,7 @@ func (x *LogRecord) String() string {
 func (*LogRecord) ProtoMessage() {}
 
 func (x *LogRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1298,7 @@ func (x *LogRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogRecord.ProtoReflect.Descriptor instead.
 func (*LogRecord) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LogRecord) GetTime() *timestamppb.Timestamp {
@@ -1276,7 +1339,7 @@ type Attr struct {
 
 func (x *Attr) Reset() {
 	*x = Attr{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1351,7 @@ func (x *Attr) String() string {
 func (*Attr) ProtoMessage() {}
 
 func (x *Attr) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1364,7 @@ func (x *Attr) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attr.ProtoReflect.Descriptor instead.
 func (*Attr) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Attr) GetKey() string {
@@ -1328,7 +1391,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1403,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1416,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Progress) GetPercent() float64 {
@@ -1390,7 +1453,7 @@ type RunResult struct {
 
 func (x *RunResult) Reset() {
 	*x = RunResult{}
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1465,7 @@ func (x *RunResult) String() string {
 func (*RunResult) ProtoMessage() {}
 
 func (x *RunResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_pacer_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1478,7 @@ func (x *RunResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResult.ProtoReflect.Descriptor instead.
 func (*RunResult) Descriptor() ([]byte, []int) {
-	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_pacer_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunResult) GetOutput() string {
@@ -1450,10 +1513,13 @@ var File_pacer_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_pacer_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n" +
+	"\x1cpacer/plugin/v1/plugin.proto\x12\x0fpacer.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n" +
 	"\x10RunStreamRequest\x12.\n" +
 	"\x04runs\x18\x01 \x03(\v2\x1a.pacer.plugin.v1.StreamRunR\x04runs\x127\n" +
-	"\acancels\x18\x02 \x03(\v2\x1d.pacer.plugin.v1.StreamCancelR\acancels\"\x94\x01\n" +
+	"\acancels\x18\x02 \x03(\v2\x1d.pacer.plugin.v1.StreamCancelR\acancels\x12,\n" +
+	"\x05lease\x18\x03 \x01(\v2\x16.pacer.plugin.v1.LeaseR\x05lease\"*\n" +
+	"\x05Lease\x12!\n" +
+	"\fremaining_ms\x18\x01 \x01(\x03R\vremainingMs\"\x94\x01\n" +
 	"\tStreamRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
 	"\arequest\x18\x02 \x01(\v2\x1b.pacer.plugin.v1.RunRequestR\arequest\x12 \n" +
@@ -1579,76 +1645,78 @@ func file_pacer_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_pacer_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_pacer_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_pacer_plugin_v1_plugin_proto_goTypes = []any{
 	(*RunStreamRequest)(nil),      // 0: pacer.plugin.v1.RunStreamRequest
-	(*StreamRun)(nil),             // 1: pacer.plugin.v1.StreamRun
-	(*StreamCancel)(nil),          // 2: pacer.plugin.v1.StreamCancel
-	(*RunStreamResponse)(nil),     // 3: pacer.plugin.v1.RunStreamResponse
-	(*StreamEvent)(nil),           // 4: pacer.plugin.v1.StreamEvent
-	(*StreamStatus)(nil),          // 5: pacer.plugin.v1.StreamStatus
-	(*CancelRequest)(nil),         // 6: pacer.plugin.v1.CancelRequest
-	(*CancelResponse)(nil),        // 7: pacer.plugin.v1.CancelResponse
-	(*DescribeRequest)(nil),       // 8: pacer.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),      // 9: pacer.plugin.v1.DescribeResponse
-	(*Capabilities)(nil),          // 10: pacer.plugin.v1.Capabilities
-	(*TaskInfo)(nil),              // 11: pacer.plugin.v1.TaskInfo
-	(*RunRequest)(nil),            // 12: pacer.plugin.v1.RunRequest
-	(*RunContext)(nil),            // 13: pacer.plugin.v1.RunContext
-	(*RunEvent)(nil),              // 14: pacer.plugin.v1.RunEvent
-	(*SpanData)(nil),              // 15: pacer.plugin.v1.SpanData
-	(*SpanEvent)(nil),             // 16: pacer.plugin.v1.SpanEvent
-	(*LogRecord)(nil),             // 17: pacer.plugin.v1.LogRecord
-	(*Attr)(nil),                  // 18: pacer.plugin.v1.Attr
-	(*Progress)(nil),              // 19: pacer.plugin.v1.Progress
-	(*RunResult)(nil),             // 20: pacer.plugin.v1.RunResult
-	nil,                           // 21: pacer.plugin.v1.RunContext.EnvEntry
-	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 25: google.protobuf.Value
+	(*Lease)(nil),                 // 1: pacer.plugin.v1.Lease
+	(*StreamRun)(nil),             // 2: pacer.plugin.v1.StreamRun
+	(*StreamCancel)(nil),          // 3: pacer.plugin.v1.StreamCancel
+	(*RunStreamResponse)(nil),     // 4: pacer.plugin.v1.RunStreamResponse
+	(*StreamEvent)(nil),           // 5: pacer.plugin.v1.StreamEvent
+	(*StreamStatus)(nil),          // 6: pacer.plugin.v1.StreamStatus
+	(*CancelRequest)(nil),         // 7: pacer.plugin.v1.CancelRequest
+	(*CancelResponse)(nil),        // 8: pacer.plugin.v1.CancelResponse
+	(*DescribeRequest)(nil),       // 9: pacer.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),      // 10: pacer.plugin.v1.DescribeResponse
+	(*Capabilities)(nil),          // 11: pacer.plugin.v1.Capabilities
+	(*TaskInfo)(nil),              // 12: pacer.plugin.v1.TaskInfo
+	(*RunRequest)(nil),            // 13: pacer.plugin.v1.RunRequest
+	(*RunContext)(nil),            // 14: pacer.plugin.v1.RunContext
+	(*RunEvent)(nil),              // 15: pacer.plugin.v1.RunEvent
+	(*SpanData)(nil),              // 16: pacer.plugin.v1.SpanData
+	(*SpanEvent)(nil),             // 17: pacer.plugin.v1.SpanEvent
+	(*LogRecord)(nil),             // 18: pacer.plugin.v1.LogRecord
+	(*Attr)(nil),                  // 19: pacer.plugin.v1.Attr
+	(*Progress)(nil),              // 20: pacer.plugin.v1.Progress
+	(*RunResult)(nil),             // 21: pacer.plugin.v1.RunResult
+	nil,                           // 22: pacer.plugin.v1.RunContext.EnvEntry
+	(*structpb.Struct)(nil),       // 23: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 26: google.protobuf.Value
 }
 var file_pacer_plugin_v1_plugin_proto_depIdxs = []int32{
-	1,  // 0: pacer.plugin.v1.RunStreamRequest.runs:type_name -> pacer.plugin.v1.StreamRun
-	2,  // 1: pacer.plugin.v1.RunStreamRequest.cancels:type_name -> pacer.plugin.v1.StreamCancel
-	12, // 2: pacer.plugin.v1.StreamRun.request:type_name -> pacer.plugin.v1.RunRequest
-	4,  // 3: pacer.plugin.v1.RunStreamResponse.events:type_name -> pacer.plugin.v1.StreamEvent
-	14, // 4: pacer.plugin.v1.StreamEvent.event:type_name -> pacer.plugin.v1.RunEvent
-	5,  // 5: pacer.plugin.v1.StreamEvent.status:type_name -> pacer.plugin.v1.StreamStatus
-	11, // 6: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
-	10, // 7: pacer.plugin.v1.DescribeResponse.capabilities:type_name -> pacer.plugin.v1.Capabilities
-	22, // 8: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
-	13, // 9: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
-	23, // 10: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
-	24, // 11: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
-	21, // 12: pacer.plugin.v1.RunContext.env:type_name -> pacer.plugin.v1.RunContext.EnvEntry
-	17, // 13: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
-	19, // 14: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
-	20, // 15: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
-	15, // 16: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
-	24, // 17: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
-	24, // 18: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
-	18, // 19: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
-	16, // 20: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
-	24, // 21: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
-	18, // 22: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
-	24, // 23: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
-	18, // 24: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
-	25, // 25: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
-	22, // 26: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
-	8,  // 27: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
-	12, // 28: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
-	6,  // 29: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
-	0,  // 30: pacer.plugin.v1.TaskPlugin.RunStream:input_type -> pacer.plugin.v1.RunStreamRequest
-	9,  // 31: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
-	14, // 32: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
-	7,  // 33: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
-	3,  // 34: pacer.plugin.v1.TaskPlugin.RunStream:output_type -> pacer.plugin.v1.RunStreamResponse
-	31, // [31:35] is the sub-list for method output_type
-	27, // [27:31] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	2,  // 0: pacer.plugin.v1.RunStreamRequest.runs:type_name -> pacer.plugin.v1.StreamRun
+	3,  // 1: pacer.plugin.v1.RunStreamRequest.cancels:type_name -> pacer.plugin.v1.StreamCancel
+	1,  // 2: pacer.plugin.v1.RunStreamRequest.lease:type_name -> pacer.plugin.v1.Lease
+	13, // 3: pacer.plugin.v1.StreamRun.request:type_name -> pacer.plugin.v1.RunRequest
+	5,  // 4: pacer.plugin.v1.RunStreamResponse.events:type_name -> pacer.plugin.v1.StreamEvent
+	15, // 5: pacer.plugin.v1.StreamEvent.event:type_name -> pacer.plugin.v1.RunEvent
+	6,  // 6: pacer.plugin.v1.StreamEvent.status:type_name -> pacer.plugin.v1.StreamStatus
+	12, // 7: pacer.plugin.v1.DescribeResponse.tasks:type_name -> pacer.plugin.v1.TaskInfo
+	11, // 8: pacer.plugin.v1.DescribeResponse.capabilities:type_name -> pacer.plugin.v1.Capabilities
+	23, // 9: pacer.plugin.v1.RunRequest.params:type_name -> google.protobuf.Struct
+	14, // 10: pacer.plugin.v1.RunRequest.context:type_name -> pacer.plugin.v1.RunContext
+	24, // 11: pacer.plugin.v1.RunRequest.timeout:type_name -> google.protobuf.Duration
+	25, // 12: pacer.plugin.v1.RunContext.scheduled_time:type_name -> google.protobuf.Timestamp
+	22, // 13: pacer.plugin.v1.RunContext.env:type_name -> pacer.plugin.v1.RunContext.EnvEntry
+	18, // 14: pacer.plugin.v1.RunEvent.log:type_name -> pacer.plugin.v1.LogRecord
+	20, // 15: pacer.plugin.v1.RunEvent.progress:type_name -> pacer.plugin.v1.Progress
+	21, // 16: pacer.plugin.v1.RunEvent.result:type_name -> pacer.plugin.v1.RunResult
+	16, // 17: pacer.plugin.v1.RunEvent.span:type_name -> pacer.plugin.v1.SpanData
+	25, // 18: pacer.plugin.v1.SpanData.start_time:type_name -> google.protobuf.Timestamp
+	25, // 19: pacer.plugin.v1.SpanData.end_time:type_name -> google.protobuf.Timestamp
+	19, // 20: pacer.plugin.v1.SpanData.attributes:type_name -> pacer.plugin.v1.Attr
+	17, // 21: pacer.plugin.v1.SpanData.events:type_name -> pacer.plugin.v1.SpanEvent
+	25, // 22: pacer.plugin.v1.SpanEvent.time:type_name -> google.protobuf.Timestamp
+	19, // 23: pacer.plugin.v1.SpanEvent.attributes:type_name -> pacer.plugin.v1.Attr
+	25, // 24: pacer.plugin.v1.LogRecord.time:type_name -> google.protobuf.Timestamp
+	19, // 25: pacer.plugin.v1.LogRecord.attrs:type_name -> pacer.plugin.v1.Attr
+	26, // 26: pacer.plugin.v1.Attr.value:type_name -> google.protobuf.Value
+	23, // 27: pacer.plugin.v1.RunResult.data:type_name -> google.protobuf.Struct
+	9,  // 28: pacer.plugin.v1.TaskPlugin.Describe:input_type -> pacer.plugin.v1.DescribeRequest
+	13, // 29: pacer.plugin.v1.TaskPlugin.Run:input_type -> pacer.plugin.v1.RunRequest
+	7,  // 30: pacer.plugin.v1.TaskPlugin.Cancel:input_type -> pacer.plugin.v1.CancelRequest
+	0,  // 31: pacer.plugin.v1.TaskPlugin.RunStream:input_type -> pacer.plugin.v1.RunStreamRequest
+	10, // 32: pacer.plugin.v1.TaskPlugin.Describe:output_type -> pacer.plugin.v1.DescribeResponse
+	15, // 33: pacer.plugin.v1.TaskPlugin.Run:output_type -> pacer.plugin.v1.RunEvent
+	8,  // 34: pacer.plugin.v1.TaskPlugin.Cancel:output_type -> pacer.plugin.v1.CancelResponse
+	4,  // 35: pacer.plugin.v1.TaskPlugin.RunStream:output_type -> pacer.plugin.v1.RunStreamResponse
+	32, // [32:36] is the sub-list for method output_type
+	28, // [28:32] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_pacer_plugin_v1_plugin_proto_init() }
@@ -1656,7 +1724,7 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 	if File_pacer_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_pacer_plugin_v1_plugin_proto_msgTypes[14].OneofWrappers = []any{
+	file_pacer_plugin_v1_plugin_proto_msgTypes[15].OneofWrappers = []any{
 		(*RunEvent_Log)(nil),
 		(*RunEvent_Progress)(nil),
 		(*RunEvent_Result)(nil),
@@ -1668,7 +1736,7 @@ func file_pacer_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pacer_plugin_v1_plugin_proto_rawDesc), len(file_pacer_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
@@ -34,7 +36,15 @@ func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamReq
 		mu   sync.Mutex
 		runs = map[uint64]context.CancelCauseFunc{}
 	)
+	lease := newLeaseBound(func(cause error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, cancel := range runs {
+			cancel(cause)
+		}
+	})
 	defer func() {
+		lease.stop()
 		mu.Lock()
 		for _, cancel := range runs {
 			cancel(errRunStreamClosed)
@@ -56,6 +66,9 @@ func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamReq
 		if err != nil {
 			return err
 		}
+		if l := req.GetLease(); l != nil {
+			lease.renew(time.Duration(l.GetRemainingMs()) * time.Millisecond)
+		}
 		for _, r := range req.GetRuns() {
 			id := r.GetId()
 			ctx, cancel := context.WithCancelCause(extractTraceFields(base, r))
@@ -65,6 +78,9 @@ func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamReq
 				runs[id] = cancel
 			}
 			mu.Unlock()
+			if cause := lease.expired(); cause != nil && !dup {
+				cancel(cause) // it starts cancelled, and ends as one cancelled
+			}
 			if dup {
 				cancel(nil)
 				_ = out.add(&pluginv1.StreamEvent{Id: id, Status: &pluginv1.StreamStatus{
@@ -97,6 +113,74 @@ func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamReq
 }
 
 var errRunStreamClosed = errors.New("the runner closed the run stream")
+
+// leaseBound bounds a RunStream's runs by the runner's lease (see
+// pluginv1.Lease): each Lease the runner sends moves the bound to its
+// arrival + remaining, on the monotonic clock; when the bound passes with
+// no newer one, every run on the stream is cancelled. A runner frozen
+// (SIGSTOP, a debugger) cannot fence itself when its lease runs out; this
+// is how its runs still end before a new leader's runs of the same jobs
+// start. Until the first Lease there is no bound.
+type leaseBound struct {
+	cancelAll func(error)
+
+	mu       sync.Mutex
+	set      bool
+	received time.Time // when the last Lease arrived
+	deadline time.Time
+	timer    *time.Timer
+	stopped  bool
+}
+
+func newLeaseBound(cancelAll func(error)) *leaseBound {
+	return &leaseBound{cancelAll: cancelAll}
+}
+
+// renew sets the bound to now + d.
+func (l *leaseBound) renew(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	now := time.Now()
+	l.set, l.received, l.deadline = true, now, now.Add(d)
+	if l.timer == nil {
+		l.timer = time.AfterFunc(max(d, 0), l.fire)
+		return
+	}
+	l.timer.Reset(max(d, 0))
+}
+
+// fire cancels every run if the bound has passed (a renewal may have come
+// between the timer firing and this).
+func (l *leaseBound) fire() {
+	if cause := l.expired(); cause != nil {
+		l.cancelAll(cause)
+	}
+}
+
+// expired returns why the stream's runs may not go on, or nil while they
+// may.
+func (l *leaseBound) expired() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.set || l.stopped || time.Now().Before(l.deadline) {
+		return nil
+	}
+	return fmt.Errorf("the runner has not renewed its lease for %s (it may be frozen, and another replica may lead): "+
+		"the runs are cancelled so that a new leader's runs do not overlap them",
+		time.Since(l.received).Round(time.Millisecond))
+}
+
+func (l *leaseBound) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+}
 
 // serveOnStream runs one task of a RunStream and sends its result, or its
 // status, as the run's last event.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,5 +181,73 @@ func TestRunStreamCancels(t *testing.T) {
 		t.Logf("run 2 ended with %q", cause)
 	case <-time.After(10 * time.Second):
 		t.Fatal("a run still ran 10s after its stream ended")
+	}
+}
+
+// A stream whose runner sent a lease and then nothing (a frozen runner)
+// cancels its runs once the lease has run out, with a reason that says why;
+// a renewal before that keeps them going, and a stream that never got a
+// lease has no bound.
+func TestRunStreamCancelsRunsWhenTheLeaseIsNotRenewed(t *testing.T) {
+	ended := make(chan string, 4)
+	c := serve(t, blocking(ended))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := c.RunStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// No lease yet: run 1 has no bound.
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{streamRun(1, "block", nil)}}); err != nil {
+		t.Fatal(err)
+	}
+	// A lease of 300ms, renewed once with 300ms from then, then nothing.
+	const lease = 300 * time.Millisecond
+	start := time.Now()
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{streamRun(2, "block", nil)},
+		Lease: &pluginv1.Lease{RemainingMs: lease.Milliseconds()}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&pluginv1.RunStreamRequest{Lease: &pluginv1.Lease{RemainingMs: lease.Milliseconds()}}); err != nil {
+		t.Fatal(err)
+	}
+	recvd := make(chan map[uint64]*pluginv1.StreamEvent, 1)
+	go func() { recvd <- recvAll(t, s, 2) }()
+	var got map[uint64]*pluginv1.StreamEvent
+	select {
+	case got = <-recvd:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the runs still ran 10s after a lease of 300ms that was not renewed")
+	}
+	elapsed := time.Since(start)
+	if elapsed < lease {
+		t.Errorf("runs cancelled %s after a lease of %s", elapsed, lease)
+	}
+	t.Logf("runs cancelled %s after the lease was sent (lease %s)", elapsed.Round(time.Millisecond), lease)
+	for id := uint64(1); id <= 2; id++ {
+		if e := got[id].GetEvent().GetResult().GetError(); !strings.Contains(e, "has not renewed its lease") {
+			t.Errorf("run %d: error %q, want the lease named", id, e)
+		}
+	}
+	// A run that arrives once the lease passed, with no renewal, is
+	// cancelled at once; one with a renewal runs.
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{streamRun(3, "block", nil)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := recvAll(t, s, 1); !strings.Contains(got[3].GetEvent().GetResult().GetError(), "has not renewed its lease") {
+		t.Errorf("run started after the lease passed: %v", got[3])
+	}
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{streamRun(4, "echo", map[string]any{"message": "hi"})},
+		Lease: &pluginv1.Lease{RemainingMs: time.Minute.Milliseconds()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := recvAll(t, s, 1); !strings.HasPrefix(got[4].GetEvent().GetResult().GetOutput(), "hi") {
+		t.Errorf("run under a renewed lease: %v", got[4])
+	}
+	for range 3 {
+		<-ended
 	}
 }
