@@ -153,6 +153,9 @@ type Coordinator struct {
 	// acknowledged lease keepalive (or grant), kept after its session
 	// ends: a cut-off replica still says how long ago that was.
 	lastAck atomic.Int64
+	// fenceAt is when this replica fences itself (monotonic; see guard
+	// and FenceDeadline); nil before the first session.
+	fenceAt atomic.Pointer[time.Time]
 
 	mu      sync.Mutex
 	terms   map[int]*Term // by shard

@@ -35,6 +35,11 @@ func TestCutOffLeaderSelfFencesBeforeSuccessorLeads(t *testing.T) {
 	t.Cleanup(func() { astop(); <-adone })
 	waitFor(t, "a leads", 10*time.Second, func() bool { return a.Term() != nil })
 	stale := a.Term()
+	// The fence deadline plugins are told (FenceDeadline) lies within a
+	// TTL from now while a is in touch.
+	if d, ok := a.FenceDeadline(); !ok || !d.After(time.Now()) || d.After(time.Now().Add(ttl)) {
+		t.Fatalf("a's fence deadline %v (%v): want within the TTL from now", d, ok)
+	}
 
 	bc := coord.New(coord.Options{Client: b.client(t), Cluster: "test", Node: "b", LeaseTTL: ttl, RequestTimeout: time.Second,
 		OnTransition: func(leading bool, _ *coord.Term) {
@@ -60,6 +65,11 @@ func TestCutOffLeaderSelfFencesBeforeSuccessorLeads(t *testing.T) {
 	}
 	if !aEnded.Before(bStarted) {
 		t.Fatalf("b started leading %s before a stopped", aEnded.Sub(bStarted))
+	}
+	// ... and it is the instant a fenced itself: a plugin that ends its
+	// runs then ends them before b leads.
+	if d, _ := a.FenceDeadline(); aEnded.Before(d) || !d.Before(bStarted) {
+		t.Fatalf("a's fence deadline %v: a stopped at %v, b led at %v; want a deadline at or before a stopped, before b led", d, aEnded, bStarted)
 	}
 	t.Logf("cut → a self-fenced %s; a stopped %s before b led (TTL %s)",
 		aEnded.Sub(cut).Round(time.Millisecond), bStarted.Sub(aEnded).Round(time.Millisecond), ttl)

@@ -29,6 +29,7 @@ func (c *Coordinator) guard(ss *session) {
 	interval := ttl / 3
 	lastAck := ss.granted
 	deadline := lastAck.Add(ttl - margin)
+	c.fenceAt.Store(&deadline)
 	c.keepaliveAge(0)
 	defer c.keepaliveAge(-1)
 
@@ -94,6 +95,8 @@ func (c *Coordinator) guard(ss *session) {
 					c.lastAck.Store(lastAck.UnixNano())
 					c.heard(lastAck)
 					deadline = b.sent.Add(ttl - margin)
+					d := deadline
+					c.fenceAt.Store(&d)
 					fence.Reset(time.Until(deadline))
 				}
 			case b.err == nil, errors.Is(b.err, rpctypes.ErrLeaseNotFound): // TTL <= 0: expired
@@ -116,6 +119,20 @@ func (c *Coordinator) guard(ss *session) {
 			}
 		}
 	}
+}
+
+// FenceDeadline is the instant this replica fences itself unless a newer
+// keepalive is acknowledged meanwhile: the send time of the last
+// acknowledged one + TTL - margin, with its monotonic reading. Past it
+// (its session ended, or is about to) nothing may run under its terms.
+// False before its first session. The plugin host passes it on to plugins
+// (pluginhost.Host.SetLease), so that a frozen runner's runs end in time
+// even though the runner cannot end them.
+func (c *Coordinator) FenceDeadline() (time.Time, bool) {
+	if t := c.fenceAt.Load(); t != nil {
+		return *t, true
+	}
+	return time.Time{}, false
 }
 
 // fenceMargin is how much earlier than the lease's TTL a replica fences

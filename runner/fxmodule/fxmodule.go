@@ -539,6 +539,11 @@ func shardSeries(ctx context.Context, ms shardCounter, leader *prometheus.GaugeV
 
 func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, m *observability.Metrics, tp trace.TracerProvider,
 	s *observability.Sanitizer, c *coord.Coordinator, h *pluginhost.Host, hook *termHook, ms *coord.Membership) *runner.Runner {
+	// Plugins called over RunStream hear how long their runs may go on:
+	// the replica's self-fence deadline, renewed at least every sixth of
+	// the TTL. A runner frozen alone (SIGSTOP, a debugger) cannot cancel
+	// its runs when its lease runs out; its plugin does.
+	h.SetLease(c.FenceDeadline, cfg.Cluster.LeaseTTL/6)
 	r := runner.New(runner.Options{
 		Node: cfg.Node.Name, Coord: c, Tasks: h, Logger: log, Metrics: m,
 		Tracer: tp.Tracer("github.com/pacerun/pacer/runner"), Sanitize: s.String,

@@ -203,6 +203,26 @@ type Host struct {
 	closeOnce sync.Once
 	sweeper   sync.WaitGroup
 	looks     coalesce.After[bool] // for orphans after runs (orphanedSince)
+
+	lease atomic.Pointer[leaseSource] // see SetLease
+}
+
+// leaseSource is what SetLease set.
+type leaseSource struct {
+	deadline func() (time.Time, bool)
+	every    time.Duration
+}
+
+// SetLease bounds the runs of plugins called over RunStream by the
+// runner's lease: while a stream has runs, every message on it, and one at
+// least every period, tells the plugin how long they may go on
+// (pluginv1.Lease: deadline's answer less now). deadline is the instant
+// the runner fences itself (false: no lease, nothing is sent). A plugin
+// that hears nothing newer cancels the stream's runs when that time has
+// passed: a frozen runner cannot cancel them itself. Runs of plugins called
+// per run have no such bound. Set it before the first run.
+func (h *Host) SetLease(deadline func() (time.Time, bool), every time.Duration) {
+	h.lease.Store(&leaseSource{deadline: deadline, every: every})
 }
 
 // New returns a Host. It starts nothing until a plugin is first used.

@@ -58,6 +58,8 @@ type runStream struct {
 	err     error                     // set once the stream broke: no call starts on it
 	queue   pluginv1.RunStreamRequest // what waits to be sent
 	sending bool
+	renew   bool         // a message that renews the lease is due
+	lease   *leaseSource // nil: no lease is sent (Host.SetLease)
 }
 
 // streamCall is one run on a runStream.
@@ -113,10 +115,47 @@ func (inst *instance) runStream(h *Host, plugin string) *runStream {
 		// as it would have.
 		return nil
 	}
-	rs := &runStream{h: h, inst: inst, plugin: plugin, stream: stream, cancel: cancel, calls: map[uint64]*streamCall{}}
+	rs := &runStream{h: h, inst: inst, plugin: plugin, stream: stream, cancel: cancel, calls: map[uint64]*streamCall{},
+		lease: h.lease.Load()}
 	inst.rs = rs
 	go rs.read()
+	if rs.lease != nil {
+		go rs.renewLease(ctx)
+	}
 	return rs
+}
+
+// renewLease sends the lease every period while the stream has runs, until
+// the stream ends: the plugin cancels them if it hears none in time.
+func (rs *runStream) renewLease(ctx context.Context) {
+	tick := time.NewTicker(max(rs.lease.every, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rs.mu.Lock()
+		if rs.err != nil || len(rs.calls) == 0 {
+			rs.mu.Unlock()
+			continue
+		}
+		rs.renew = true
+		rs.flushLocked(true)
+	}
+}
+
+// leaseOf is the lease a message sent now carries, if any.
+func (rs *runStream) leaseOf() *pluginv1.Lease {
+	if rs.lease == nil {
+		return nil
+	}
+	deadline, ok := rs.lease.deadline()
+	if !ok {
+		return nil
+	}
+	return &pluginv1.Lease{RemainingMs: time.Until(deadline).Milliseconds()}
 }
 
 // transport names how the host calls inst's tasks (Status.Transport).
@@ -212,8 +251,10 @@ func (rs *runStream) flushLocked(wait bool) {
 }
 
 func (rs *runStream) sendLocked() {
-	for rs.err == nil && (len(rs.queue.Runs) > 0 || len(rs.queue.Cancels) > 0) {
-		msg := &pluginv1.RunStreamRequest{Cancels: rs.queue.Cancels}
+	for rs.err == nil && (len(rs.queue.Runs) > 0 || len(rs.queue.Cancels) > 0 || rs.renew) {
+		// Every message carries the lease: a run starts with its bound.
+		rs.renew = false
+		msg := &pluginv1.RunStreamRequest{Cancels: rs.queue.Cancels, Lease: rs.leaseOf()}
 		size := 0
 		for _, c := range rs.queue.Cancels {
 			size += len(c.GetReason()) + 16

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,6 +143,61 @@ func TestPluginRefusingRunStreamIsCalledPerRun(t *testing.T) {
 	for _, st := range b.host.Status() {
 		if st.Name == "norunstream" && st.Transport != "per_run" {
 			t.Fatalf("status transport = %q, want per_run", st.Transport)
+		}
+	}
+}
+
+// A runner frozen (SIGSTOP, a debugger) after it sent a run cannot cancel
+// it when its lease runs out; the plugin does: the run carries the lease,
+// nothing renews it, and the run ends with the lease named and every
+// process it started (a setsid one included) dead, long before its own
+// end. Here the host "freezes" after the run's message: its renewal period
+// is an hour.
+func TestRunStreamRunEndsWithItsProcessesWhenTheLeaseIsNotRenewed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, pluginhost.Options{CancelGrace: 30 * time.Second})
+	const lease = time.Second
+	var deadline atomic.Pointer[time.Time]
+	b.host.SetLease(func() (time.Time, bool) {
+		if d := deadline.Load(); d != nil {
+			return *d, true
+		}
+		return time.Time{}, false
+	}, time.Hour)
+	d := time.Now().Add(lease)
+	deadline.Store(&d)
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	script := `echo $$ >> ` + pidFile + `
+setsid sh -c 'echo $$ >> ` + pidFile + `; exec sleep 300' &
+sleep 300`
+	type outcome struct {
+		res *pluginhost.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := b.host.Run(context.Background(), shellCall(script))
+		done <- outcome{res, err}
+	}()
+	pids := pidsIn(t, pidFile, 2)
+	var out outcome
+	select {
+	case out = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the run still ran 20s after a lease of %s that was not renewed (processes %v)", lease, pids)
+	}
+	t.Logf("run ended %s after the lease's deadline: %+v, %v", time.Since(d).Round(time.Millisecond), out.res, out.err)
+	if out.err != nil || !strings.Contains(out.res.TaskError, "has not renewed its lease") {
+		t.Fatalf("run ended with %+v, %v; want the lease named", out.res, out.err)
+	}
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("process %d of the run is alive after it ended", pid)
+		}
+	}
+	for _, st := range b.host.Status() {
+		if st.Name == "shell" && st.Transport != "run_stream" {
+			t.Fatalf("the shell plugin was called %s: the test needs RunStream", st.Transport)
 		}
 	}
 }
