@@ -37,8 +37,9 @@ type Member struct {
 // Agreement is the cluster's job set as the live members decide it.
 type Agreement struct {
 	// JobSet is the cluster's job set: the fingerprint most live members
-	// hold, and on a tie the one held by the longest-standing member. ""
-	// when there are no members.
+	// hold; on a tie, the one the cluster runs (led by the most shards, as
+	// their newest epochs say), and only when that ties too, the one held
+	// by the longest-standing member. "" when there are no members.
 	JobSet string
 	// Holders are the members that hold it, longest-standing first.
 	Holders []string
@@ -46,9 +47,16 @@ type Agreement struct {
 	Sets int
 }
 
-// Agree decides the cluster's job set from the live members. Every replica
-// that sees the same members decides the same.
-func Agree(members []Member) Agreement {
+// Agree decides the cluster's job set from the live members and running,
+// how many shards each set is run on (by fingerprint: the set of each
+// shard's newest epoch; nil when unknown). Every replica that sees the
+// same members and epochs decides the same.
+//
+// running breaks a tie before the members' age does, so that the restart
+// (or crash) of a replica holding the set the cluster runs does not hand
+// the cluster to a differing replica that has become the longest member
+// meanwhile: the set that was refused stays refused.
+func Agree(members []Member, running map[string]int) Agreement {
 	type tally struct {
 		set     string
 		holders []Member
@@ -75,6 +83,7 @@ func Agree(members []Member) Agreement {
 	slices.SortFunc(sets, func(a, b *tally) int {
 		return cmp.Or(
 			cmp.Compare(len(b.holders), len(a.holders)),               // most holders first
+			cmp.Compare(running[b.set], running[a.set]),               // then the set the cluster runs
 			cmp.Compare(a.holders[0].Revision, b.holders[0].Revision), // then the longest-standing holder
 			cmp.Compare(a.set, b.set),                                 // then any fixed order
 		)

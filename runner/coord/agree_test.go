@@ -21,18 +21,26 @@ func TestAgree(t *testing.T) {
 		want    string
 		holders []string
 		sets    int
+		running map[string]int // shards by the set of their newest epoch
 	}{
-		{"nobody", nil, "", nil, 0},
-		{"alone", []coord.Member{member("a", "A", 5)}, "A", []string{"a"}, 1},
-		{"all agree", []coord.Member{member("a", "A", 5), member("b", "A", 3), member("c", "A", 9)}, "A", []string{"b", "a", "c"}, 1},
-		{"majority", []coord.Member{member("a", "A", 1), member("b", "B", 2), member("c", "B", 3)}, "B", []string{"b", "c"}, 2},
-		{"tie: the longest-standing member's", []coord.Member{member("a", "A", 7), member("b", "B", 2)}, "B", []string{"b"}, 2},
-		{"three-way tie", []coord.Member{member("c", "C", 4), member("a", "A", 3), member("b", "B", 9)}, "A", []string{"a"}, 3},
-		{"most, without a majority", []coord.Member{member("a", "A", 1), member("b", "B", 2), member("c", "B", 3), member("d", "C", 4), member("e", "D", 5)}, "B", []string{"b", "c"}, 4},
-		{"tie between pairs", []coord.Member{member("a", "A", 10), member("b", "A", 2), member("c", "B", 3), member("d", "B", 4)}, "A", []string{"b", "a"}, 2},
+		{"nobody", nil, "", nil, 0, nil},
+		{"alone", []coord.Member{member("a", "A", 5)}, "A", []string{"a"}, 1, nil},
+		{"all agree", []coord.Member{member("a", "A", 5), member("b", "A", 3), member("c", "A", 9)}, "A", []string{"b", "a", "c"}, 1, nil},
+		{"majority", []coord.Member{member("a", "A", 1), member("b", "B", 2), member("c", "B", 3)}, "B", []string{"b", "c"}, 2, nil},
+		{"tie: the longest-standing member's", []coord.Member{member("a", "A", 7), member("b", "B", 2)}, "B", []string{"b"}, 2, nil},
+		{"three-way tie", []coord.Member{member("c", "C", 4), member("a", "A", 3), member("b", "B", 9)}, "A", []string{"a"}, 3, nil},
+		{"most, without a majority", []coord.Member{member("a", "A", 1), member("b", "B", 2), member("c", "B", 3), member("d", "C", 4), member("e", "D", 5)}, "B", []string{"b", "c"}, 4, nil},
+		{"tie between pairs", []coord.Member{member("a", "A", 10), member("b", "A", 2), member("c", "B", 3), member("d", "B", 4)}, "A", []string{"b", "a"}, 2, nil},
+		// The replica holding the set the cluster runs restarted: it is the
+		// newest member now, and its set stays the cluster's.
+		{"tie: the set the cluster runs", []coord.Member{member("a", "A", 7), member("b", "B", 2)}, "A", []string{"a"}, 2, map[string]int{"A": 16}},
+		{"tie: the set most shards run", []coord.Member{member("a", "A", 7), member("b", "B", 2)}, "A", []string{"a"}, 2, map[string]int{"A": 9, "B": 7}},
+		{"tie: running ties too", []coord.Member{member("a", "A", 7), member("b", "B", 2)}, "B", []string{"b"}, 2, map[string]int{"A": 8, "B": 8}},
+		{"running does not beat more holders", []coord.Member{member("a", "A", 1), member("b", "B", 2), member("c", "B", 3)}, "B", []string{"b", "c"}, 2, map[string]int{"A": 16}},
+		{"running a set nobody holds", []coord.Member{member("a", "A", 7), member("b", "B", 2)}, "B", []string{"b"}, 2, map[string]int{"C": 16}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := coord.Agree(tc.members)
+			a := coord.Agree(tc.members, tc.running)
 			if a.JobSet != tc.want || !slices.Equal(a.Holders, tc.holders) || a.Sets != tc.sets {
 				t.Fatalf("Agree = %+v, want job set %q held by %v, %d sets", a, tc.want, tc.holders, tc.sets)
 			}
@@ -53,9 +61,9 @@ func TestAgreeIsOrderIndependentAndPicksTheMost(t *testing.T) {
 			ms = append(ms, member(fmt.Sprintf("n%d", i), set, revs[i]))
 			count[set]++
 		}
-		want := coord.Agree(ms)
+		want := coord.Agree(ms, nil)
 		shuffled := rapid.Permutation(ms).Draw(t, "order")
-		if got := coord.Agree(shuffled); got.JobSet != want.JobSet || !slices.Equal(got.Holders, want.Holders) {
+		if got := coord.Agree(shuffled, nil); got.JobSet != want.JobSet || !slices.Equal(got.Holders, want.Holders) {
 			t.Fatalf("order changed the decision: %+v vs %+v", got, want)
 		}
 		for set, c := range count {

@@ -127,8 +127,8 @@
 // The gate (Options.Gate) says whether this replica may lead at all. The
 // Membership (members.go) is the runner's gate: every replica publishes its
 // job set's fingerprint on its session's lease, and a replica whose set is
-// not the one most live members hold (on a tie, the longest-standing
-// member's; Agree) campaigns for no shard and hands over every shard it
+// not the one most live members hold (on a tie, the one most shards'
+// newest epochs name, then the longest-standing member's; Agree) campaigns for no shard and hands over every shard it
 // leads, with cluster.job_set_mismatch: refuse. Its roster of candidates
 // for the assignment is the holders of the cluster's set. Each shard's
 // leader records which job set it runs from when (epochs.go), so that a

@@ -103,6 +103,7 @@ type Membership struct {
 	set       JobSet
 	selfRev   int64             // create revision of our record; 0 before it is seen
 	members   map[string]Member // by key, as watched
+	running   map[string]int    // shards by the job set of their newest epoch, as watched
 	watched   bool              // the member list was read at least once
 	published bool              // our record is in etcd under our lease
 	dupErr    error             // ErrNodeNameInUse, while it is
@@ -455,38 +456,87 @@ func (m *Membership) watchLoop(ctx context.Context) {
 
 func (m *Membership) watchOnce(ctx context.Context) error {
 	prefix := "/pacer/" + m.o.Cluster + "/members/"
+	epochs := m.store.prefix + "epochs/"
 	gctx, cancel := context.WithTimeout(ctx, m.o.RequestTimeout)
-	resp, err := m.cli.Get(gctx, prefix, clientv3.WithPrefix())
+	resp, err := m.cli.Txn(gctx).Then(
+		clientv3.OpGet(prefix, clientv3.WithPrefix()),
+		clientv3.OpGet(epochs, clientv3.WithPrefix()),
+	).Commit()
 	cancel()
 	if err != nil {
 		return err
 	}
 	members := map[string]Member{}
-	for _, kv := range resp.Kvs {
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		if mem, ok := parseMember(kv.Value, kv.CreateRevision); ok {
 			members[string(kv.Key)] = mem
 		}
 	}
-	m.setMembers(members)
+	newest := map[string]Epoch{} // by key
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var e Epoch
+		if json.Unmarshal(kv.Value, &e) == nil {
+			newest[string(kv.Key)] = e
+		}
+	}
+	m.setMembers(members, running(newest))
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer wcancel()
-	for wr := range m.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+	rev := clientv3.WithRev(resp.Header.Revision + 1)
+	mw := m.cli.Watch(wctx, prefix, clientv3.WithPrefix(), rev)
+	ew := m.cli.Watch(wctx, epochs, clientv3.WithPrefix(), rev)
+	for {
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case wr, ok = <-mw:
+		case wr, ok = <-ew:
+		}
+		if !ok {
+			break
+		}
 		if err := wr.Err(); err != nil {
 			return err
 		}
 		for _, ev := range wr.Events {
+			key := string(ev.Kv.Key)
+			if strings.HasPrefix(key, epochs) {
+				var e Epoch
+				if ev.Type == clientv3.EventTypeDelete {
+					delete(newest, key)
+				} else if json.Unmarshal(ev.Kv.Value, &e) == nil {
+					newest[key] = e
+				}
+				continue
+			}
 			if ev.Type == clientv3.EventTypeDelete {
-				delete(members, string(ev.Kv.Key))
+				delete(members, key)
 			} else if mem, ok := parseMember(ev.Kv.Value, ev.Kv.CreateRevision); ok {
-				members[string(ev.Kv.Key)] = mem
+				members[key] = mem
 			}
 		}
-		m.setMembers(members)
+		m.setMembers(members, running(newest))
 	}
 	if ctx.Err() != nil {
 		return nil
 	}
 	return errors.New("watch channel closed")
+}
+
+// running counts, by job set, the shards whose newest epoch (the highest
+// fencing token) names it: the sets the cluster runs, or ran last.
+func running(epochs map[string]Epoch) map[string]int {
+	newest := map[int]Epoch{}
+	for _, e := range epochs {
+		if n, ok := newest[e.Shard]; !ok || e.Token > n.Token {
+			newest[e.Shard] = e
+		}
+	}
+	out := map[string]int{}
+	for _, e := range newest {
+		out[e.JobSet]++
+	}
+	return out
 }
 
 func parseMember(v []byte, rev int64) (Member, bool) {
@@ -497,9 +547,10 @@ func parseMember(v []byte, rev int64) (Member, bool) {
 	return Member{MemberRecord: rec, Revision: rev}, true
 }
 
-func (m *Membership) setMembers(members map[string]Member) {
+func (m *Membership) setMembers(members map[string]Member, running map[string]int) {
 	m.mu.Lock()
 	m.members = maps.Clone(members)
+	m.running = running
 	m.watched = true
 	own, ok := members[m.key]
 	if ok {
@@ -565,7 +616,7 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		m.mu.Unlock()
 		return 0
 	}
-	a := Agree(m.live())
+	a := Agree(m.live(), m.running)
 	holders, hold := m.holdersOf(a)
 	m.setHolders(holders)
 	if m.leaving {

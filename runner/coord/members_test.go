@@ -617,3 +617,37 @@ func TestCandidateWhoseSetDiffersStaysUntilTheSettleDelay(t *testing.T) {
 		t.Fatal("nobody leads")
 	}
 }
+
+// On a tie, the set the cluster runs stays the cluster's: the replica that
+// leads with it restarts (so the differing one is now the longest member),
+// and it leads again while the differing one stays refused.
+func TestRestartOfTheRunningSetsReplicaKeepsTheClusterOnIt(t *testing.T) {
+	b := setup(t)
+	good, bad := jobSet("x", "y"), jobSet("x", "y", "stray")
+	const settle = 3 * time.Second
+
+	a := b.gatedReplica(t, "a", good, settle, coord.MismatchRefuse)
+	waitFor(t, "a to lead", 10*time.Second, func() bool { return a.c.Term() != nil })
+	if err := a.c.RecordEpoch(context.Background(), a.c.Term(), good, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	bb := b.gatedReplica(t, "b", bad, settle, coord.MismatchRefuse)
+	waitFor(t, "b to see the tie and refuse", 10*time.Second, func() bool {
+		ok, why, _ := bb.ms.MayLead()
+		return !ok && errors.Is(why, coord.ErrJobSetMismatch) && bb.ms.View().ClusterJobSet == good.Fingerprint
+	})
+
+	a.close()
+	a2 := b.gatedReplica(t, "a", good, settle, coord.MismatchRefuse)
+	waitFor(t, "the restarted a to lead", 15*time.Second, func() bool { return a2.c.Term() != nil })
+	if v := a2.ms.View(); !v.JobSetAgreed || v.ClusterJobSet != good.Fingerprint {
+		t.Fatalf("a's view after its restart: cluster %s, agreed %v", coord.Short(v.ClusterJobSet), v.JobSetAgreed)
+	}
+	waitFor(t, "b to see a back", 10*time.Second, func() bool {
+		v := bb.ms.View()
+		return len(v.Replicas) == 2 && v.ClusterJobSet == good.Fingerprint && !v.MayLead
+	})
+	if bb.c.Term() != nil || len(bb.endCauses()) != 0 {
+		t.Fatalf("b led: term %v, ended %v", bb.c.Term(), bb.endCauses())
+	}
+}
