@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,7 +34,8 @@ const maxHeldRuns = 100
 // never finished. Slots held back by a graceful hand-over (from when the
 // previous leader stopped firing, by its hand-over mark, to this term or,
 // taken late, to its resignation) were not missed: they run late, whatever
-// the policy. Every slot that does not run leaves
+// the misfire policy, but under the overlap policy as on one leader
+// (applyMisfire). Every slot that does not run leaves
 // a skip record. It returns, once every claim it makes is written, the
 // instant it looked up to: the scheduler takes the shard's jobs over from
 // there (OnTerm), so its claims come after the catch-up's; the runs go on
@@ -199,7 +201,9 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 }
 
 // applyMisfire decides missed slots by the job's policy (those a hand-over
-// held back run whatever the policy): the
+// held back run whatever the policy, unless, under overlap forbid, an
+// attempt of the job ran at their time: the one the hand-over drained, by
+// the job's records, and they are recorded as overlaps): the
 // slots to run are claimed now, together, and then run one after the
 // other; the others are recorded as skipped, one record for each run of
 // consecutive slots, written with the first claims, the latest's with the
@@ -210,12 +214,22 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
 	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
-	prevSkipped := false
-	nheld := 0
+	var skipsOverlap []bool // whether each run of skipped slots is held back ones that overlapped
+	prevSkipped, prevOverlap := false, false
+	nheld, noverlap := 0, 0
+	var busy []span // the job's attempts, when held-back slots are decided by overlap
+	if forbids(j) && slices.ContainsFunc(missed, held.holds) {
+		busy = r.attemptsOf(t, j)
+	}
 	for i, s := range missed {
 		inGrace := now.Sub(s) <= j.Misfire.Grace
-		var skip bool
+		var skip, overlap bool
 		switch {
+		case held.holds(s) && overlaps(busy, s):
+			// On one leader it would have been skipped: an attempt of
+			// the job (the one the hand-over drained) ran at its time.
+			skip, overlap = true, true
+			noverlap++
 		case held.holds(s) && nheld < maxHeldRuns:
 			nheld++ // held back by the hand-over, not missed
 		case !inGrace || j.Misfire.Policy == MisfireSkip:
@@ -228,33 +242,39 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		switch {
 		case !skip:
 			run = append(run, s)
-		case prevSkipped:
+		case prevSkipped && prevOverlap == overlap:
 			skips[len(skips)-1] = append(skips[len(skips)-1], s)
 		default:
 			skips = append(skips, []time.Time{s})
 			skipsWhy = append(skipsWhy, "")
+			skipsOverlap = append(skipsOverlap, overlap)
 			if i < len(missedWhy) {
 				skipsWhy[len(skipsWhy)-1] = missedWhy[i]
 			}
 		}
-		prevSkipped = skip
+		prevSkipped, prevOverlap = skip, overlap
 	}
-	nskip := len(missed) - len(run)
-	if nheld < len(missed) {
+	nskip := len(missed) - len(run) - noverlap
+	if nheld+noverlap < len(missed) {
 		// A paused job's slots to run do not run (see below): say so.
 		running, paused := len(run)-nheld, 0
 		if p, _ := r.JobState(j.ID); p {
 			running, paused = 0, running
 		}
-		r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed)-nheld,
+		r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed)-nheld-noverlap,
 			"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", running, "skipping", nskip, "paused", paused)
 	}
-	if nheld > 0 {
-		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld)
+	if nheld > 0 || noverlap > 0 {
+		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld,
+			"skipped_overlap", noverlap)
 	}
 	recs := make([]Record, len(skips))
 	for i, sk := range skips {
-		recs[i] = r.misfireRecord(t, j, sk, skipsWhy[i])
+		if skipsOverlap[i] {
+			recs[i] = r.heldOverlapRecord(t, j, sk)
+		} else {
+			recs[i] = r.misfireRecord(t, j, sk, skipsWhy[i])
+		}
 	}
 	// Claims first: they must be in before the scheduler's. Skip records
 	// go with them. When the latest missed slot is skipped (nothing runs,
@@ -290,6 +310,9 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	if nskip > 0 {
 		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(nskip))
 	}
+	if noverlap > 0 {
+		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipOverlap).Add(float64(noverlap))
+	}
 	if len(unwritten) > 0 && r.addWork() {
 		go func() {
 			defer r.wg.Done()
@@ -304,7 +327,10 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	}
 	// One after the other, in slot order, as one of the job's runs. A
 	// slot of a job paused by the time it would start does not start, as
-	// a slot due while the job is paused does not.
+	// a slot due while the job is paused does not. Under overlap forbid, a
+	// held-back slot does not start either if the late run of an earlier
+	// one, started at that one's time, would still have been running at
+	// its time: on one leader it would have been skipped as an overlap.
 	return func(ctx context.Context, sr *slotRun) {
 		for i, c := range claims {
 			if ctx.Err() != nil {
@@ -315,9 +341,72 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 				r.closeUnrun(t, j, claims[i:i+1], stopPaused)
 				continue
 			}
+			if forbids(j) && held.holds(c.ScheduledTime) && overlaps(busy, c.ScheduledTime) {
+				r.closeUnrun(t, j, claims[i:i+1], stopHeldOverlap)
+				continue
+			}
+			began := wallNow()
 			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, sr)
+			if held.holds(c.ScheduledTime) {
+				busy = append(busy, span{c.ScheduledTime, c.ScheduledTime.Add(wallNow().Sub(began))})
+			}
 		}
 	}
+}
+
+// stopHeldOverlap closes a held-back slot's claim that does not run late:
+// see applyMisfire's run.
+var stopHeldOverlap = &retryStop{SkipOverlap, "held back by a hand-over and not run late: the late run of an earlier " +
+	"held-back slot, had it started at that slot's time, would still have been running at this one's (overlap: forbid)"}
+
+// span is when an attempt of a job ran: from start, before end.
+type span struct{ start, end time.Time }
+
+// overlaps says whether an attempt in spans was running at s.
+func overlaps(spans []span, s time.Time) bool {
+	return slices.ContainsFunc(spans, func(a span) bool { return !s.Before(a.start) && s.Before(a.end) })
+}
+
+// forbids says whether j skips a slot due while an attempt of it runs.
+func forbids(j *Job) bool { return j.Overlap != OverlapAllow && j.Overlap != OverlapReplace }
+
+// heldAttempts bounds the records attemptsOf reads.
+const heldAttempts = 32
+
+// attemptsOf reads when j's latest attempts ran, from their records: the
+// previous leader's drain wrote them before its hand-over mark, so the
+// attempt it drained is among them. A failed read leaves none: the held-back
+// slots run late, as before.
+func (r *Runner) attemptsOf(t *coord.Term, j *Job) []span {
+	raw, err := r.o.Coord.Runs(t.Context(), j.ID, heldAttempts)
+	if err != nil {
+		r.log.Warn("reading the job's runs for its held-back slots failed; they run late whatever they overlapped",
+			"job", j.ID, "error", err)
+		return nil
+	}
+	var out []span
+	for _, b := range raw {
+		var rec Record
+		if json.Unmarshal(b, &rec) != nil || rec.State == "skipped" || rec.State == "running" ||
+			rec.Start.IsZero() || !rec.End.After(rec.Start) {
+			continue
+		}
+		out = append(out, span{rec.Start, rec.End})
+	}
+	return out
+}
+
+// heldOverlapRecord is the skip record of held-back slots that an attempt
+// of the job overlapped.
+func (r *Runner) heldOverlapRecord(t *coord.Term, j *Job, slots []time.Time) Record {
+	why := "held back by a hand-over while the previous run was still running (overlap: forbid): not run late"
+	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, SkipOverlap, why)
+	if n := len(slots); n > 1 {
+		rec.ScheduledUntil, rec.Slots = slots[n-1].UTC(), n
+		rec.Error = itoa(n) + " slots, " + slots[0].UTC().Format(time.RFC3339) + " through " +
+			slots[n-1].UTC().Format(time.RFC3339) + ": " + why
+	}
+	return rec
 }
 
 // closeUnrun closes the claims of caught-up slots that did not start
@@ -333,8 +422,12 @@ func (r *Runner) closeUnrun(t *coord.Term, j *Job, claims []Record, cause error)
 	}
 	log := r.log.With("job", j.ID)
 	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, stop.reason).Add(float64(len(claims)))
+	why := stop.detail + " before it ran"
+	if stop == stopHeldOverlap {
+		why = stop.detail
+	}
 	for _, c := range claims {
-		rec := r.skipRecord(t, Slot{Job: j, Time: c.ScheduledTime}, stop.reason, stop.detail+" before it ran")
+		rec := r.skipRecord(t, Slot{Job: j, Time: c.ScheduledTime}, stop.reason, why)
 		rec.CorrelationID = c.CorrelationID
 		r.write(t, rec, log, func(b []byte) error {
 			return r.o.Coord.FinishSlot(context.Background(), t, j.ID, c.ScheduledTime, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)

@@ -42,6 +42,9 @@ type Coordinator interface {
 	SkipTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, runID string, rec []byte, keep int, maxAge time.Duration) error
 	FinishTrigger(ctx context.Context, t *coord.Term, job, id string, rev int64, runID string, rec []byte, keep int, maxAge time.Duration) error
 	GetTrigger(ctx context.Context, job, id string) (coord.Trigger, bool, error)
+	// Runs returns up to limit of a job's records, newest first (the
+	// held-back slots of an overlap-forbid job are decided against them).
+	Runs(ctx context.Context, job string, limit int) ([][]byte, error)
 	// StoredJobs and ForgetJob find and remove the keys of removed jobs.
 	StoredJobs(ctx context.Context, withRuns bool) ([]string, error)
 	ForgetJob(ctx context.Context, t *coord.Term, job string) error

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/schedule"
 )
 
@@ -156,5 +157,105 @@ func TestLateTakenHandOverHoldsBackTheDrainsSlots(t *testing.T) {
 	}
 	if want := len(slots) - 6; skipped != want {
 		t.Errorf("%d slots recorded skipped as misfires, want %d (those before the drain and after it)", skipped, want)
+	}
+}
+
+// slowTasks is scripted whose every task takes d.
+type slowTasks struct {
+	*scripted
+	d time.Duration
+}
+
+func (s slowTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	select {
+	case <-time.After(s.d):
+	case <-ctx.Done():
+	}
+	return s.scripted.Run(ctx, c)
+}
+
+// Attack 10, F7: after a graceful hand-over, the slots held back of an
+// overlap-forbid job are decided as one leader would have: those due while
+// the attempt the hand-over drained was running are recorded as overlaps,
+// and of the others, run late one after the other, a slot that the late
+// run of an earlier one would still have overlapped (had it started at
+// that one's time) is recorded as an overlap too. Before, every held-back
+// slot ran late, back to back.
+func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
+	b := setup(t)
+	const took = 1500 * time.Millisecond
+	tasks := slowTasks{&scripted{}, took}
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	var slots slotList
+	for s := now.Add(-20 * time.Second); s.Before(now); s = s.Add(time.Second) {
+		slots = append(slots, s)
+	}
+	j := &runner.Job{ID: "long", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
+		Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	// The first term ran slot -20 s until -4.5 s: it stopped firing at
+	// -19.5 s and drained that attempt, wrote its record, then its mark.
+	drained := runner.Record{Job: j.ID, ScheduledTime: slots[0], RunID: "drained", Node: "n1", FencingToken: first.Token,
+		State: "success", Start: slots[0], End: now.Add(-4500 * time.Millisecond)}
+	rec, _ := json.Marshal(drained)
+	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], drained.RunID, rec, 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	stopped := now.Add(-19500 * time.Millisecond)
+	mark, _ := json.Marshal(coord.HandOver{Shard: 0, Node: "n1", FencingToken: first.Token, FiringStopped: stopped, Resigned: time.Now()})
+	if _, err := b.admin.Put(ctx, "/pacer/t/handovers/0", string(mark)); err != nil {
+		t.Fatal(err)
+	}
+	failover(t, b, first)
+
+	decided := func() map[time.Time]runner.Record {
+		out := map[time.Time]runner.Record{}
+		for _, rec := range records(t, b, j.ID) {
+			for s := rec.ScheduledTime; ; s = s.Add(time.Second) {
+				out[s] = rec
+				if rec.ScheduledUntil.IsZero() || !s.Before(rec.ScheduledUntil) {
+					break
+				}
+			}
+		}
+		return out
+	}
+	waitUntil(t, "every held-back slot decided", func() bool { return len(decided()) == len(slots) })
+	got := decided()
+	var ran []time.Time
+	for _, s := range slots[1:] {
+		rec := got[s]
+		switch {
+		case s.Before(drained.End):
+			if rec.State != "skipped" || rec.Reason != runner.SkipOverlap || !strings.Contains(rec.Error, "hand-over") {
+				t.Errorf("slot %s, due while the drained attempt ran: %s %s %q, want skipped overlap naming the hand-over",
+					s.Format(time.TimeOnly), rec.State, rec.Reason, rec.Error)
+			}
+		case rec.State == "skipped":
+			if rec.Reason != runner.SkipOverlap || len(ran) == 0 || !s.Before(ran[len(ran)-1].Add(took)) {
+				t.Errorf("slot %s: skipped %s %q, though no late run would have overlapped it", s.Format(time.TimeOnly), rec.Reason, rec.Error)
+			}
+		default:
+			if len(ran) > 0 && s.Before(ran[len(ran)-1].Add(took)) {
+				t.Errorf("slot %s ran late, though the late run of %s would still have been running at its time",
+					s.Format(time.TimeOnly), ran[len(ran)-1].Format(time.TimeOnly))
+			}
+			ran = append(ran, s)
+		}
+	}
+	if len(ran) == 0 || !ran[0].Equal(now.Add(-4*time.Second)) {
+		t.Errorf("ran late %v, want the first slot after the drained attempt (%s) first", ran, now.Add(-4*time.Second).Format(time.TimeOnly))
+	}
+	if calls := tasks.called(); len(calls) != len(ran) {
+		t.Errorf("%d task calls, want %d", len(calls), len(ran))
 	}
 }
