@@ -345,6 +345,9 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 				r.closeUnrun(t, j, claims[i:i+1], stopHeldOverlap)
 				continue
 			}
+			if c.Queued && !r.startQueued(ctx, t, j, &c) {
+				continue
+			}
 			began := wallNow()
 			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, sr)
 			if held.holds(c.ScheduledTime) {
@@ -352,6 +355,35 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 			}
 		}
 	}
+}
+
+// startQueued rewrites a queued claim as started (Record.Queued), so that a
+// later leader does not take the slot for one never started. False when
+// the claim is no longer this term's to run: it lost leadership, or the
+// slot was decided meanwhile.
+func (r *Runner) startQueued(ctx context.Context, t *coord.Term, j *Job, c *Record) bool {
+	prev, err := encodeRecord(c)
+	if err != nil {
+		return true // cannot happen for a claim; run it as claimed
+	}
+	started := *c
+	started.Queued, started.Start = false, wallNow().UTC()
+	b, err := encodeRecord(&started)
+	if err == nil {
+		err = r.o.Coord.Reclaim(ctx, t, j.ID, c.ScheduledTime, prev, b)
+	}
+	switch {
+	case err == nil:
+		*c = started
+	case ctx.Err() != nil || t.Context().Err() != nil || errors.Is(err, coord.ErrNotLeader):
+		return false // the next leader decides it, as never started
+	case errors.Is(err, coord.ErrSlotTaken):
+		r.log.Warn("queued late slot not started: it was decided meanwhile", "job", j.ID, "scheduled_time", c.ScheduledTime, "error", err)
+		return false
+	default: // still this term's claim: run it, unmarked
+		r.log.Warn("queued late slot's claim not marked started; running it", "job", j.ID, "scheduled_time", c.ScheduledTime, "error", err)
+	}
+	return true
 }
 
 // stopHeldOverlap closes a held-back slot's claim that does not run late:
@@ -462,7 +494,7 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 	var wg sync.WaitGroup
 	for i, s := range run {
 		claims[i] = Record{Job: j.ID, ScheduledTime: s.UTC(), RunID: observability.NewRunID(), CorrelationID: newCorrelationID(),
-			Node: r.o.Node, FencingToken: t.Token, Attempt: 1, State: "running", Start: wallNow().UTC()}
+			Node: r.o.Node, FencingToken: t.Token, Attempt: 1, State: "running", Start: wallNow().UTC(), Queued: i > 0}
 		var runID string
 		var rec []byte
 		if i < len(recs) {
@@ -544,6 +576,10 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 			continue
 		}
 		why := "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before finishing (delivery at-most-once)"
+		if rec.Queued {
+			why = "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) +
+				") to run late behind earlier slots of the job, but not started before it lost leadership (delivery at-most-once)"
+		}
 		log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", o.Time, "previous_node", rec.Node)
 		lost := r.skipRecord(t, s, SkipLockLost, why)
 		lost.CorrelationID = rec.CorrelationID

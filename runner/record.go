@@ -68,6 +68,12 @@ type Record struct {
 	// there are from ScheduledTime through ScheduledUntil.
 	ScheduledUntil time.Time `json:"scheduled_until,omitzero"`
 	Slots          int       `json:"slots,omitempty"`
+
+	// Queued, on a claim a catch-up made to run a slot late behind an
+	// earlier one of the job, says that it has not started yet: the claim
+	// is rewritten without it when it starts, so that a leader that finds
+	// it open can tell a slot never started from one cut off mid-run.
+	Queued bool `json:"queued,omitempty"`
 }
 
 // record stores an attempt's or skipped slot's record. It uses a fresh

@@ -63,6 +63,9 @@ func appendRecord(b []byte, rec *Record) (_ []byte, ok bool) {
 	if rec.Slots != 0 {
 		w.b = strconv.AppendInt(append(w.b, `,"slots":`...), int64(rec.Slots), 10)
 	}
+	if rec.Queued {
+		w.b = append(w.b, `,"queued":true`...)
+	}
 	return append(w.b, '}'), w.ok
 }
 

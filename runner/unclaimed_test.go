@@ -259,3 +259,38 @@ func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
 		t.Errorf("%d task calls, want %d", len(calls), len(ran))
 	}
 }
+
+// Attack 10, F7: a slot claimed to run late behind earlier ones, that its
+// leader never started before losing leadership, is recorded as never
+// started; one cut off while it ran, as lost before finishing.
+func TestUnstartedQueuedClaimIsRecordedAsNotStarted(t *testing.T) {
+	b, tasks := setupScripted(t)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	slots := slotList{now.Add(-3 * time.Second), now.Add(-2 * time.Second)}
+	j := &runner.Job{ID: "q", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: two slots", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	for i, s := range slots {
+		c, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: fmt.Sprint("r", i), Node: "n1", FencingToken: first.Token,
+			Attempt: 1, State: "running", Start: s, Queued: i == 1})
+		if err := b.coord.Claim(ctx, first, j.ID, s, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failover(t, b, first)
+	waitUntil(t, "both claims decided", func() bool { return len(records(t, b, j.ID)) == 2 })
+	for _, rec := range records(t, b, j.ID) {
+		want := "lost leadership before finishing"
+		if rec.ScheduledTime.Equal(slots[1]) {
+			want = "not started before it lost leadership"
+		}
+		if rec.State != "skipped" || rec.Reason != runner.SkipLockLost || !strings.Contains(rec.Error, want) {
+			t.Errorf("slot %s: %s %s %q, want skipped lock_lost saying %q", rec.ScheduledTime.Format(time.TimeOnly), rec.State, rec.Reason, rec.Error, want)
+		}
+	}
+	if calls := tasks.called(); len(calls) != 0 {
+		t.Errorf("ran %d slots, want none (at-most-once)", len(calls))
+	}
+}
