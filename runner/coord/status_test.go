@@ -45,8 +45,11 @@ func TestClusterListsAReplicaOutOfTheElectionsWithItsReason(t *testing.T) {
 		v, err = ctl.Cluster(context.Background())
 		return err == nil && len(v.Replicas) == 3 && !replicaOf(v, "c").Candidate && replicaOf(v, "b").Candidate
 	})
-	if !slices.Equal(v.Members, []string{"a", "b", "c"}) {
-		t.Fatalf("members %v, want a (the leader), b, c, each once", v.Members)
+	// The leader first; b (a candidate, in the elections once its campaign
+	// is registered) and c (in none) after it, each once, in either order:
+	// b may not hold its election key yet when the view is taken.
+	if len(v.Members) != 3 || v.Members[0] != "a" || !slices.Equal(slices.Sorted(slices.Values(v.Members[1:])), []string{"b", "c"}) {
+		t.Fatalf("members %v, want a (the leader), then b and c, each once", v.Members)
 	}
 	if r := replicaOf(v, "a"); !r.Candidate || !slices.Equal(r.LeadsShards, []int{0}) || r.Reason != "" {
 		t.Fatalf("a: %+v, want a candidate leading shard 0", r)
