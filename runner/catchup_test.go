@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/google/uuid"
 	"net"
 	"os"
 	"runtime"
@@ -769,5 +770,49 @@ func TestCatchUpDoesNotRunAPausedJob(t *testing.T) {
 		if len(jc.Open) != 0 {
 			t.Errorf("%s: %d claims left open, want each closed by its record", id, len(jc.Open))
 		}
+	}
+}
+
+// A job that writes no records any more (here: an hourly job that never
+// comes due) still has its records older than MaxRunAge removed, by the
+// leader's periodic pass; younger ones stay.
+func TestIdleJobsRecordsAgeOut(t *testing.T) {
+	b := setup(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	old := "00000001-0000-7000-8000-000000000000" // UUIDv7 of 1970: long past any max age
+	fresh := uuid.Must(uuid.NewV7()).String()
+	for _, id := range []string{old, fresh} {
+		// Written as an earlier leader did: this one has pruned nothing yet.
+		if _, err := b.admin.Put(ctx, "/pacer/t/runs/idle/"+id, `{}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: &slowBefore{runs: map[time.Time]int{}},
+		Metrics: b.metrics, Tracer: b.tp.Tracer("t"), Logger: discardLogger(), SweepInterval: 100 * time.Millisecond,
+		MaxRunAge: time.Hour})
+	defer r.Stop(context.Background())
+	r.SetJobs([]*runner.Job{job("idle", "")})
+	r.OnTerm(term)
+	keys := func() string {
+		resp, err := b.admin.Get(ctx, "/pacer/t/runs/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, kv := range resp.Kvs {
+			out += string(kv.Key) + " "
+		}
+		return out
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Contains(keys(), old) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle job's aged record is still there: %s", keys())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, want := keys(), "/pacer/t/runs/idle/"+fresh+" "; got != want {
+		t.Fatalf("records after the pass: %q, want %q", got, want)
 	}
 }

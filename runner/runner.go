@@ -48,6 +48,10 @@ type Coordinator interface {
 	// StoredJobs and ForgetJob find and remove the keys of removed jobs.
 	StoredJobs(ctx context.Context, withRuns bool) ([]string, error)
 	ForgetJob(ctx context.Context, t *coord.Term, job string) error
+	// PruneIdle removes a job's records older than maxAge (and beyond
+	// keep) when they were not pruned for maxAge/10; it reports whether
+	// it read etcd.
+	PruneIdle(ctx context.Context, job string, keep int, maxAge time.Duration) bool
 }
 
 // TaskRunner runs one task attempt in a plugin.
@@ -518,6 +522,12 @@ func (r *Runner) OnTerm(t *coord.Term) {
 			go func() {
 				defer r.wg.Done()
 				r.sweep()
+			}()
+		}
+		if r.addWork() {
+			go func() {
+				defer r.wg.Done()
+				r.ageRecords()
 			}()
 		}
 	})

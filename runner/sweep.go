@@ -117,3 +117,48 @@ func (r *Runner) sweepWaits(job string) string {
 	}
 	return ""
 }
+
+// maxAgeReads bounds the etcd reads of one ageRecords pass; the jobs left
+// over are looked at by the next pass.
+const maxAgeReads = 500
+
+// ageInterval is how often ageRecords passes over the jobs: a tenth of
+// MaxRunAge, at least a second and at most SweepInterval.
+func (r *Runner) ageInterval() time.Duration {
+	return min(max(r.o.MaxRunAge/10, time.Second), r.o.SweepInterval)
+}
+
+// ageRecords removes, while the runner runs, the run and skip records
+// older than MaxRunAge of the jobs of the shards this replica leads, also
+// of a job that writes no records any more: a record write prunes its own
+// job's records (coord's prune), so without this pass the records of a
+// paused, yearly, one-off or manual-only job would never age out. Every
+// ageInterval it passes over the jobs, and reads etcd (keys only, one
+// read; a delete when something is to go) for a job whose records were
+// not pruned for a tenth of MaxRunAge, at most maxAgeReads per pass. So
+// no record is kept much longer than 1.1 × MaxRunAge plus ageInterval.
+func (r *Runner) ageRecords() {
+	timer := time.NewTimer(r.ageInterval())
+	defer timer.Stop()
+	for {
+		select {
+		case <-r.stopping.Done():
+			return
+		case <-timer.C:
+		}
+		timer.Reset(r.ageInterval())
+		reads := 0
+		for _, j := range r.Jobs() {
+			if reads >= maxAgeReads || r.stopping.Err() != nil {
+				break
+			}
+			t := r.o.Coord.TermOf(j.shard)
+			if t == nil || t.Draining() {
+				continue // its shard's leader ages them
+			}
+			if r.o.Coord.PruneIdle(t.Context(), j.ID, r.o.KeepRuns, r.o.MaxRunAge) {
+				reads++
+			}
+		}
+	}
+}

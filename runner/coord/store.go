@@ -102,9 +102,14 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 // age first, every time: a delete is a write through raft even when it
 // finds nothing, and most prunes find nothing.)
 func (c *Coordinator) prune(ctx context.Context, job string, keep int, maxAge time.Duration) {
-	if !c.pruneDue(job, keep, maxAge) {
-		return
+	if c.pruneDue(job, keep, maxAge) {
+		c.pruneNow(ctx, job, keep, maxAge)
 	}
+}
+
+// pruneNow deletes a job's records older than maxAge, then the oldest
+// beyond keep.
+func (c *Coordinator) pruneNow(ctx context.Context, job string, keep int, maxAge time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	prefix := c.runKey(job, "")
@@ -260,6 +265,31 @@ func (c *Coordinator) pruneDue(job string, keep int, maxAge time.Duration) bool 
 		return false
 	}
 	c.pruned[job] = pruneState{at: time.Now()}
+	return true
+}
+
+// PruneIdle prunes a job's records (as after a record write) when they
+// were last pruned maxAge/10 ago or more, or never by this replica, so
+// that the records of a job that no longer writes any (paused, yearly,
+// one-off, manual only) age out too. It reports whether it read etcd
+// (one keys-only read; a delete only when something is to go). The
+// leader calls it for its shards' jobs (the runner's ageRecords).
+func (c *Coordinator) PruneIdle(ctx context.Context, job string, keep int, maxAge time.Duration) bool {
+	if maxAge <= 0 {
+		return false
+	}
+	c.pmu.Lock()
+	if c.pruned == nil {
+		c.pruned = map[string]pruneState{}
+	}
+	p, ok := c.pruned[job]
+	if ok && time.Since(p.at) < maxAge/10 {
+		c.pmu.Unlock()
+		return false
+	}
+	c.pruned[job] = pruneState{at: time.Now()}
+	c.pmu.Unlock()
+	c.pruneNow(ctx, job, keep, maxAge)
 	return true
 }
 
