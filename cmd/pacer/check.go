@@ -52,7 +52,7 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "run only these checks (comma-separated): "+strings.Join(plugincheck.All, ", "))
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: usage: pacer %s", errUsage, checkUsage)

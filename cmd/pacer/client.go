@@ -112,7 +112,7 @@ func (c *clientFlags) parseWith(name string, args []string, stderr io.Writer, na
 			// "pacer trigger -x": a job ID may start with '-'.
 			return nil, fmt.Errorf("%w: %v (an argument that starts with '-' goes after --: pacer %s -- -x)", errUsage, err, name)
 		}
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if len(pos) != nargs {
 		return nil, fmt.Errorf("%w: usage: pacer %s", errUsage, usage)

@@ -275,3 +275,32 @@ func TestHelpShowsNoSecretFromTheEnvironment(t *testing.T) {
 		t.Fatalf("the environment's token and address are not used: %v, %q, %q", err, c.token, c.addr)
 	}
 }
+
+// "pacer COMMAND -h" prints the command's flags and succeeds (exit 0, no
+// "usage error" line), as "pacer -h" does; "pacer version -h" shows its
+// help instead of the version (attack 10, F1).
+func TestCommandHelpSucceeds(t *testing.T) {
+	cmds := [][]string{{"run"}, {"validate"}, {"jobs"}, {"trigger"}, {"pause"}, {"resume"}, {"runs"},
+		{"status"}, {"plugins"}, {"plugins", "check"}, {"plugins", "restart"}}
+	for _, cmd := range cmds {
+		for _, h := range []string{"-h", "--help"} {
+			var stdout, stderr bytes.Buffer
+			args := append(slices.Clone(cmd), h)
+			if err := run(args, &stdout, &stderr); err != nil {
+				t.Errorf("pacer %v: %v (exit %d)", args, err, exitCode(err))
+				continue
+			}
+			if out := stdout.String() + stderr.String(); !strings.Contains(out, "-addr") && !strings.Contains(out, "-config") && !strings.Contains(out, "-only") {
+				t.Errorf("pacer %v printed no flags:\n%s", args, out)
+			}
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run([]string{"version", "-h"}, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), "Usage: pacer version") {
+		t.Errorf("pacer version -h: %v, printed %q", err, stdout.String())
+	}
+	// A bad flag is still a usage error.
+	if err := run([]string{"status", "--no-such-flag"}, &stdout, &stderr); exitCode(err) != 2 {
+		t.Errorf("pacer status --no-such-flag: %v, want exit 2", err)
+	}
+}

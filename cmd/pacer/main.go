@@ -104,6 +104,26 @@ func exitCode(err error) int {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	err := dispatch(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		// "pacer COMMAND -h": the flag package printed the command's
+		// flags; asking for them is not a usage error (exit 0).
+		return nil
+	}
+	return err
+}
+
+// versionUsage is what "pacer version -h" prints.
+const versionUsage = `Usage: pacer version
+
+Prints the version of this pacer binary (as pacer_build_info{version} and
+the API's /api/v1/cluster report it for a running replica).
+`
+
+// isHelp reports whether a command-line argument asks for help.
+func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "-help" || a == "--h" }
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("%w: no command given", errUsage)
@@ -126,6 +146,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "status":
 		return statusCmd(rest, stdout, stderr)
 	case "version", "--version":
+		if slices.ContainsFunc(rest, isHelp) {
+			fmt.Fprint(stdout, versionUsage)
+			return nil
+		}
 		fmt.Fprintln(stdout, "pacer", buildVersion())
 		return nil
 	case "help", "-h", "--help":
@@ -143,7 +167,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (string, erro
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path to the YAML config file (required)")
 	if err := fs.Parse(args); err != nil {
-		return "", fmt.Errorf("%w: %v", errUsage, err)
+		return "", fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *path == "" {
 		return "", fmt.Errorf("%w: %s needs --config FILE", errUsage, fs.Name())

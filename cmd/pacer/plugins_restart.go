@@ -20,7 +20,7 @@ func pluginsRestartCmd(args []string, stdout, stderr io.Writer) error {
 	force := fs.Bool("force", false, "restart even while runs are in progress (they fail as crashed)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("%w: usage: pacer plugins restart NAME [--force] [--addr URL] [--token T]", errUsage)
