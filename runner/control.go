@@ -428,11 +428,13 @@ func orUnknown(op string) string {
 
 // Runs returns a job's latest records, newest first, up to limit: first
 // its manual trigger requests not yet recorded (state pending, or the
-// run's claim while it runs), then its stored run and skip records.
+// run's claim while it runs), then its stored run and skip records. A job
+// not in this replica's config gets the records that are stored for it
+// (a removed job's until the sweep removes its keys, a trigger request's
+// expired record of a job the leader does not have), and ErrUnknownJob
+// only when there are none.
 func (c *Control) Runs(ctx context.Context, id string, limit int) ([]json.RawMessage, error) {
-	if _, ok := c.Runner.Job(id); !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownJob, id)
-	}
+	_, configured := c.Runner.Job(id)
 	trs, err := c.Store.Triggers(ctx, id)
 	if err != nil {
 		return nil, err
@@ -440,6 +442,9 @@ func (c *Control) Runs(ctx context.Context, id string, limit int) ([]json.RawMes
 	raw, err := c.Store.Runs(ctx, id, limit)
 	if err != nil {
 		return nil, err
+	}
+	if !configured && len(trs) == 0 && len(raw) == 0 {
+		return nil, fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
 	out := make([]json.RawMessage, 0, min(limit, len(trs)+len(raw)))
 	for _, tr := range slices.Backward(trs) {

@@ -545,6 +545,7 @@ func runsCmd(args []string, stdout, stderr io.Writer) error {
 			Error         string
 			Manual        bool
 		}
+		Note string // the job is not in the answering replica's config
 	}
 	if raw, err := c.get("/api/v1/runs?job="+url.QueryEscape(pos[0]), &resp, stdout); err != nil || raw {
 		return err
@@ -566,7 +567,13 @@ func runsCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.ScheduledTime.Local().Format(time.DateTime), state,
 			r.Attempt, orDash(r.Duration), r.Node, orDash(r.CorrelationID), orDash(detail))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if resp.Note != "" {
+		fmt.Fprintln(stderr, "note:", resp.Note)
+	}
+	return nil
 }
 
 func statusCmd(args []string, stdout, stderr io.Writer) error {

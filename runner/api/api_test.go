@@ -73,8 +73,14 @@ func (m *memStore) RequestTrigger(_ context.Context, job, _ string, body []byte,
 
 func (m *memStore) Triggers(context.Context, string) ([]coord.Trigger, error) { return nil, nil }
 
-func (m *memStore) Runs(context.Context, string, int) ([][]byte, error) {
-	return [][]byte{[]byte(`{"job":"a","state":"success"}`)}, nil
+func (m *memStore) Runs(_ context.Context, job string, _ int) ([][]byte, error) {
+	switch job {
+	case "a":
+		return [][]byte{[]byte(`{"job":"a","state":"success"}`)}, nil
+	case "gone": // not configured: a removed job whose keys are still there
+		return [][]byte{[]byte(`{"job":"gone","state":"skipped","reason":"expired"}`)}, nil
+	}
+	return nil, nil
 }
 
 func (m *memStore) State(context.Context) (coord.ClusterState, error) {
@@ -180,6 +186,16 @@ func TestJobAPI(t *testing.T) {
 	}
 	if !store.paused["a"] {
 		t.Fatal("job not paused")
+	}
+	// A job not in this replica's config with records stored (a removed
+	// job's, a trigger's expired record): its records, and a note, not 404
+	// (attack 10, F10).
+	if code, body := call(t, srv, "GET", "/api/v1/runs?job=gone", "", ""); code != 200 || body["configured"] != false ||
+		!strings.Contains(fmt.Sprint(body["note"]), "not in this replica's config") || len(body["runs"].([]any)) != 1 {
+		t.Fatalf("runs of a job not configured here: %d %v", code, body)
+	}
+	if _, body := call(t, srv, "GET", "/api/v1/runs?job=a", "", ""); body["configured"] != true || body["note"] != nil {
+		t.Fatalf("runs of a configured job: %v", body)
 	}
 }
 

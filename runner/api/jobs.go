@@ -92,7 +92,12 @@ func (s *Server) routes(mux *http.ServeMux) {
 			s.writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"job": job, "runs": runs})
+		out := map[string]any{"job": job, "runs": runs, "configured": true}
+		if _, ok := c.Runner.Job(job); !ok {
+			out["configured"] = false
+			out["note"] = fmt.Sprintf("job %q is not in this replica's config: these are the records stored for it (a removed job's until the leader's sweep removes its keys; a trigger request's expired record)", job)
+		}
+		writeJSON(w, http.StatusOK, out)
 	}))
 	mux.HandleFunc("GET /api/v1/cluster", s.read(func(w http.ResponseWriter, r *http.Request) {
 		st, err := c.Cluster(r.Context())
