@@ -527,11 +527,24 @@ func pauseCmd(verb string) func([]string, io.Writer, io.Writer) error {
 	}
 }
 
+// maxRunsLimit is the most records GET /api/v1/runs returns at once.
+const maxRunsLimit = 1000
+
 func runsCmd(args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
-	pos, err := c.parse("runs", args, stderr, 1, "runs JOB [--addr URL] [-o json]")
+	limit := 0
+	pos, err := c.parseWith("runs", args, stderr, 1, "runs JOB [--limit N] [--addr URL] [-o json]", func(fs *flag.FlagSet) {
+		fs.IntVar(&limit, "limit", 0, fmt.Sprintf("how many of the job's latest records to show, 1 to %d (the runner's default, 20, when 0)", maxRunsLimit))
+	})
 	if err != nil {
 		return err
+	}
+	if limit < 0 || limit > maxRunsLimit {
+		return fmt.Errorf("%w: --limit %d: want 1 to %d", errUsage, limit, maxRunsLimit)
+	}
+	path := "/api/v1/runs?job=" + url.QueryEscape(pos[0])
+	if limit > 0 {
+		path += "&limit=" + strconv.Itoa(limit)
 	}
 	var resp struct {
 		Runs []struct {
@@ -547,7 +560,7 @@ func runsCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		Note string // the job is not in the answering replica's config
 	}
-	if raw, err := c.get("/api/v1/runs?job="+url.QueryEscape(pos[0]), &resp, stdout); err != nil || raw {
+	if raw, err := c.get(path, &resp, stdout); err != nil || raw {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

@@ -304,3 +304,33 @@ func TestCommandHelpSucceeds(t *testing.T) {
 		t.Errorf("pacer status --no-such-flag: %v, want exit 2", err)
 	}
 }
+
+// pacer runs --limit N asks the API for N records (1 to 1000, the API's
+// range; attack 10, F2), and prints the note of a job that is not in the
+// answering replica's config below the table (F10).
+func TestRunsLimitAndNote(t *testing.T) {
+	var queries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.RawQuery)
+		fmt.Fprint(w, `{"job":"gone","runs":[{"state":"skipped","reason":"expired","manual":true}],"configured":false,"note":"job \"gone\" is not in this replica's config"}`)
+	}))
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	if err := runsCmd([]string{"--addr", srv.URL, "gone", "--limit", "50"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if err := runsCmd([]string{"--addr", srv.URL, "gone"}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"job=gone&limit=50", "job=gone"}; !slices.Equal(queries, want) {
+		t.Errorf("queries %q, want %q", queries, want)
+	}
+	if !strings.Contains(out.String(), "skipped (expired) [manual]") || !strings.Contains(errOut.String(), `note: job "gone" is not in this replica's config`) {
+		t.Errorf("printed:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	}
+	for _, bad := range []string{"1001", "-1"} {
+		if err := runsCmd([]string{"--addr", srv.URL, "gone", "--limit", bad}, &out, &errOut); exitCode(err) != 2 {
+			t.Errorf("--limit %s: %v, want a usage error", bad, err)
+		}
+	}
+}

@@ -42,10 +42,11 @@ Usage:
                                  print each job's next fire times
                                  (--from RFC3339 --count N: N fire times after any instant)
   pacer jobs [--state S]         jobs, their schedules, state and next fire time
-                                 (every page; --state active, paused, unknown or running)
+                                 (every page; --state active, paused, unknown or running;
+                                 --limit N jobs per API request)
   pacer trigger JOB              run a job now, once (X-Correlation-ID from env PACER_CORRELATION_ID)
   pacer pause JOB | resume JOB   pause or resume a job on every replica
-  pacer runs JOB                 a job's latest runs and skipped slots
+  pacer runs JOB [--limit N]     a job's latest runs and skipped slots (default 20, up to 1000)
   pacer status                   leader, fencing token, members, lease
   pacer plugins                  plugins, their state and tasks
   pacer plugins check PATH       check that a plugin executable (any language) speaks
