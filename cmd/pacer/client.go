@@ -631,6 +631,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			Agrees        bool      `json:"agrees"`
 			Candidate     bool      `json:"candidate"`
 			LeadsShards   []int     `json:"leads_shards"`
+			Shards        int       `json:"shards"`
 			Reason        string    `json:"reason"`
 			Unpublished   bool      `json:"unpublished"`
 			ConfigModTime time.Time `json:"config_mtime"`
@@ -742,7 +743,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPLICA\tJOB SET\tJOBS\tAGREES\tCANDIDATE\tSHARDS LED\tVERSION\tCONFIG CHANGED\tUP\tWHY NOT / NOTE")
+	fmt.Fprintln(tw, "REPLICA\tJOB SET\tJOBS\tSHARDS\tAGREES\tCANDIDATE\tSHARDS LED\tVERSION\tCONFIG CHANGED\tUP\tWHY NOT / NOTE")
 	for _, r := range st.Replicas {
 		agrees := "yes"
 		if !r.Agrees {
@@ -768,7 +769,11 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		if r.Unpublished { // this replica, under a node name another one publishes
 			node += " (this process)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", node, short(r.JobSet), r.Jobs, agrees, candidate, led,
+		shards := "?" // a record of a version that does not publish its count
+		if r.Shards > 0 {
+			shards = strconv.Itoa(r.Shards)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", node, short(r.JobSet), r.Jobs, shards, agrees, candidate, led,
 			orDash(r.Version), changed, up, orDash(r.Reason))
 	}
 	return tw.Flush()

@@ -207,6 +207,10 @@ jobs:%s`, name, t.TempDir(), shards, etcd.Endpoint(), httpAddr, filepath.Join(bi
 			Leader       string
 			FencingToken int64 `json:"fencing_token"`
 		}
+		Replicas []struct {
+			Node   string
+			Shards int // each replica's cluster.shards, from its member record
+		}
 	}
 	out, code = third.cli(nil, "status", "-o", "json")
 	if code != 0 || json.Unmarshal([]byte(out), &cluster) != nil || len(cluster.Shards) != shards || cluster.Leader != want[0] {
@@ -215,6 +219,14 @@ jobs:%s`, name, t.TempDir(), shards, etcd.Endpoint(), httpAddr, filepath.Join(bi
 	for _, s := range cluster.Shards {
 		if s.Leader != want[s.Shard] || s.FencingToken == 0 {
 			t.Errorf("/api/v1/cluster: shard %d led by %q (token %d), want %s", s.Shard, s.Leader, s.FencingToken, want[s.Shard])
+		}
+	}
+	if len(cluster.Replicas) != len(ps) {
+		t.Errorf("/api/v1/cluster: replicas %+v, want %d", cluster.Replicas, len(ps))
+	}
+	for _, r := range cluster.Replicas {
+		if r.Shards != shards {
+			t.Errorf("/api/v1/cluster: replica %s shows cluster.shards %d, want %d", r.Node, r.Shards, shards)
 		}
 	}
 

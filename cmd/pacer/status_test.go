@@ -111,8 +111,8 @@ func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
 		"members": []string{"a", "b"}, "shards_led": []int{0}, "shards": []coord.ShardState{{Shard: 0, Leader: "a", Assigned: "a"}},
 		"job_set": "aaaa", "cluster_job_set": "aaaa", "job_set_agreed": true, "may_lead": true,
 		"replicas": []coord.ReplicaView{
-			{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa"}, Agrees: true, Candidate: true, LeadsShards: []int{0}},
-			{MemberRecord: coord.MemberRecord{Node: "b", JobSet: "bbbb"}, LeadsShards: []int{}, Reason: "job set differs from the cluster's (bbbb, the cluster's aaaa)"},
+			{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa", Shards: 1}, Agrees: true, Candidate: true, LeadsShards: []int{0}},
+			{MemberRecord: coord.MemberRecord{Node: "b", JobSet: "bbbb", Shards: 8}, LeadsShards: []int{}, Reason: "job set differs from the cluster's (bbbb, the cluster's aaaa)"},
 			{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa"}, Agrees: true, LeadsShards: []int{}, Unpublished: true,
 				Reason: coord.ReasonUnpublished + ", node name in use by another replica"},
 		}})
@@ -128,13 +128,15 @@ func TestStatusSaysWhyAReplicaIsNotACandidate(t *testing.T) {
 			b = strings.Join(strings.Fields(l), " ")
 		}
 	}
-	if !strings.HasPrefix(a, "a aaaa 0 yes yes 1 ") || !strings.HasSuffix(a, " -") ||
-		!strings.HasPrefix(b, "b bbbb 0 NO NO 0 ") || !strings.HasSuffix(b, "job set differs from the cluster's (bbbb, the cluster's aaaa)") {
+	// SHARDS: each replica's cluster.shards, "?" for a record without it
+	// (attack 10, F3).
+	if !strings.HasPrefix(a, "a aaaa 0 1 yes yes 1 ") || !strings.HasSuffix(a, " -") ||
+		!strings.HasPrefix(b, "b bbbb 0 8 NO NO 0 ") || !strings.HasSuffix(b, "job set differs from the cluster's (bbbb, the cluster's aaaa)") {
 		t.Fatalf("replica lines %q and %q:\n%s", a, b, stdout.String())
 	}
 	// A replica under a node name another one publishes: its own entry,
 	// marked.
-	if !strings.HasPrefix(dup, "a (this process) aaaa 0 yes NO 0 ") || !strings.HasSuffix(dup, "this process: not published, node name in use by another replica") {
+	if !strings.HasPrefix(dup, "a (this process) aaaa 0 ? yes NO 0 ") || !strings.HasSuffix(dup, "this process: not published, node name in use by another replica") {
 		t.Fatalf("this process's line %q:\n%s", dup, stdout.String())
 	}
 	if !strings.Contains(stdout.String(), "members:  a, b") {

@@ -25,6 +25,10 @@ type MemberRecord struct {
 	Started time.Time `json:"started,omitzero"`
 	// Mismatch is the replica's cluster.job_set_mismatch setting.
 	Mismatch string `json:"job_set_mismatch,omitempty"`
+	// Shards is the replica's cluster.shards (0: a record of a version
+	// that did not publish it), for an operator following a change of the
+	// count from any replica.
+	Shards int `json:"shards,omitempty"`
 }
 
 // Member is a live replica: its record and the record's create revision,

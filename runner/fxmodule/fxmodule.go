@@ -373,7 +373,7 @@ func jobSetsAgree(v coord.JobSetView) bool {
 // the coordinator and stops after it: the record goes when the replica does.
 func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.Client, log *slog.Logger,
 	m *observability.Metrics) *coord.Membership {
-	rec := coord.MemberRecord{Version: p.Version, Started: time.Now().UTC()}
+	rec := coord.MemberRecord{Version: p.Version, Started: time.Now().UTC(), Shards: cfg.Cluster.Shards}
 	rec.Config, rec.ConfigSHA256, rec.ConfigModTime = configFile(p.ConfigPath)
 	ms := coord.NewMembership(coord.MembershipOptions{
 		SessionLease: true, // the coordinator's session holds the record (Options.Members)
