@@ -53,6 +53,9 @@ type Options struct {
 // Embedded etcd's settings besides the options: etcd's defaults, stated
 // here because the database's size depends on them.
 const (
+	// etcdLogEvery: the embedded etcd's log passes on one line per message
+	// (and level) in this time; the next after carries the count dropped.
+	etcdLogEvery = 10 * time.Second
 	// DefaultQuotaBytes is the space quota unless one is given: etcd's own
 	// default, 2 GiB.
 	DefaultQuotaBytes = 2 << 30
@@ -138,7 +141,9 @@ func Start(ctx context.Context, o Options) (*Embedded, error) {
 	// purpose, those lines are demoted to debug.
 	closing := new(atomic.Bool)
 	log := o.Logger.With("component", "etcd")
-	core := zapslog.New(log, zapslog.Options{Level: zapcore.WarnLevel, Quiet: closing, Demote: benign,
+	// Every: a restarting member logs some warnings hundreds of times
+	// within milliseconds; one line per message per 10 s, with a count.
+	core := zapslog.New(log, zapslog.Options{Level: zapcore.WarnLevel, Quiet: closing, Demote: benign, Every: etcdLogEvery,
 		OnError: func(msg string, attrs []any) {
 			if diskFull(msg, attrs) {
 				// etcd stops the process after a failed write (zap

@@ -6,7 +6,9 @@ package zapslog
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -25,12 +27,62 @@ type Options struct {
 	// OnError, if set, is called after each entry at error level or above,
 	// with its message and attributes.
 	OnError func(msg string, attrs []any)
+	// Every, if set, passes on at most one entry per message and level in
+	// each Every (entries logged at debug are not counted): etcd logs some
+	// warnings hundreds of times within milliseconds (a restarting member's
+	// "failed to publish local member to cluster through raft"). The next
+	// entry passed on after some were dropped carries their count,
+	// attribute "suppressed". OnError still sees every error.
+	Every time.Duration
 }
 
 // Core is a zapcore.Core that writes to slog.
 type Core struct {
-	log *slog.Logger
-	o   Options
+	log   *slog.Logger
+	o     Options
+	limit *limiter // shared by the Cores With derives
+}
+
+// limiter counts the entries of each message within its current window.
+type limiter struct {
+	mu   sync.Mutex
+	seen map[limitKey]*window
+}
+
+type limitKey struct {
+	lv  slog.Level
+	msg string
+}
+
+type window struct {
+	start      time.Time
+	suppressed int
+}
+
+// maxLimited bounds the messages a limiter tracks; past it, it forgets
+// them all (etcd's messages are a fixed set: it is not reached).
+const maxLimited = 1024
+
+// pass reports whether an entry goes out now, and how many like it were
+// dropped since the last that did.
+func (l *limiter) pass(lv slog.Level, msg string, every time.Duration, now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := limitKey{lv, msg}
+	w := l.seen[k]
+	if w != nil && now.Sub(w.start) < every {
+		w.suppressed++
+		return false, 0
+	}
+	if l.seen == nil || len(l.seen) >= maxLimited {
+		l.seen = map[limitKey]*window{}
+	}
+	n := 0
+	if w != nil {
+		n = w.suppressed
+	}
+	l.seen[k] = &window{start: now}
+	return true, n
 }
 
 // New returns a Core writing to log.
@@ -38,7 +90,7 @@ func New(log *slog.Logger, o Options) *Core {
 	if o.Quiet == nil {
 		o.Quiet = new(atomic.Bool)
 	}
-	return &Core{log: log, o: o}
+	return &Core{log: log, o: o, limit: &limiter{}}
 }
 
 // Enabled implements zapcore.Core.
@@ -46,7 +98,7 @@ func (c *Core) Enabled(l zapcore.Level) bool { return l >= c.o.Level }
 
 // With implements zapcore.Core.
 func (c *Core) With(fields []zapcore.Field) zapcore.Core {
-	return &Core{log: c.log.With(Attrs(fields)...), o: c.o}
+	return &Core{log: c.log.With(Attrs(fields)...), o: c.o, limit: c.limit}
 }
 
 // Check implements zapcore.Core.
@@ -72,7 +124,16 @@ func (c *Core) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		lv = slog.LevelDebug
 	}
 	attrs := Attrs(fields)
-	c.log.Log(context.Background(), lv, e.Message, attrs...)
+	out := true
+	if c.o.Every > 0 && lv > slog.LevelDebug {
+		var n int
+		if out, n = c.limit.pass(lv, e.Message, c.o.Every, time.Now()); n > 0 {
+			attrs = append(attrs, "suppressed", n)
+		}
+	}
+	if out {
+		c.log.Log(context.Background(), lv, e.Message, attrs...)
+	}
 	if e.Level >= zapcore.ErrorLevel && c.o.OnError != nil {
 		c.o.OnError(e.Message, attrs)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -54,5 +55,29 @@ func TestCoreWritesZapToSlog(t *testing.T) {
 	}
 	if len(errs) != 2 || errs[0] != "failed[path /d]" {
 		t.Errorf("OnError saw %q, want both errors", errs)
+	}
+}
+
+// With Every, a message repeated within it comes out once (per level);
+// other messages are not held back, and OnError still sees every error
+// (attack 10, F9: hundreds of identical etcd warnings within
+// milliseconds of a restart).
+func TestCoreCollapsesRepeatedEntries(t *testing.T) {
+	var buf bytes.Buffer
+	errs := 0
+	core := zapslog.New(slog.New(slog.NewJSONHandler(&buf, nil)), zapslog.Options{
+		Level: zapcore.WarnLevel, Every: time.Hour, OnError: func(string, []any) { errs++ }})
+	log := zap.New(core)
+	for range 300 {
+		log.Warn("failed to publish local member to cluster through raft", zap.String("error", "etcdserver: too many requests"))
+		log.With(zap.String("member", "m1")).Error("failed")
+	}
+	log.Warn("another")
+	got := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(got) != 3 || !strings.Contains(got[0], "failed to publish") || !strings.Contains(got[1], `"msg":"failed"`) || !strings.Contains(got[2], "another") {
+		t.Errorf("got %d lines:\n%s", len(got), buf.String())
+	}
+	if errs != 300 {
+		t.Errorf("OnError saw %d errors, want 300", errs)
 	}
 }
