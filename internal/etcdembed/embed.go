@@ -72,6 +72,7 @@ const (
 type Embedded struct {
 	etcd    *embed.Etcd
 	closing *atomic.Bool
+	log     *slog.Logger
 }
 
 // Start starts a single-node etcd and waits until it serves. A port in
@@ -162,7 +163,7 @@ func Start(ctx context.Context, o Options) (*Embedded, error) {
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Embedded{etcd: e, closing: closing}, nil
+		return &Embedded{etcd: e, closing: closing, log: log}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd failed: %w", err)
@@ -182,7 +183,16 @@ func (e *Embedded) Endpoint() string { return e.etcd.Clients[0].Addr().String() 
 // client connections to drain.
 func (e *Embedded) Close() {
 	e.closing.Store(true)
+	// etcd stops its gRPC server gracefully, bounded by its request
+	// timeout (5 s + two election timeouts: 7 s): other replicas' watches
+	// and lease keepalives on it never end by themselves, so with any
+	// connected the stop waits all of it. Said here, not left a silent gap.
+	if e.etcd.Server != nil {
+		e.log.Info("closing the embedded etcd: it waits for the open client connections (other replicas' watches and lease keepalives) to end, then closes them",
+			"wait_max_ms", e.etcd.Server.Cfg.ReqTimeout().Milliseconds())
+	}
 	e.etcd.Close()
+	e.log.Info("embedded etcd closed")
 }
 
 // benign lists etcd warnings that are expected for an embedded single-node
