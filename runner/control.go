@@ -181,6 +181,10 @@ type Triggered struct {
 	// Replayed says the answer is an earlier request's, with the same key.
 	Replayed bool   `json:"replayed,omitempty"`
 	Detail   string `json:"detail,omitempty"`
+	// Warning says the request was stored but the cluster does not have
+	// the job: this replica's job set differs from the cluster's, and the
+	// job is only here.
+	Warning string `json:"warning,omitempty"`
 }
 
 // receipt is what an idempotent call stores under its key.
@@ -270,7 +274,24 @@ func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey st
 			out.TriggerID, out.CorrelationID, out.Replayed = prev.TriggerID, prev.CorrelationID, true
 		}
 	}
+	out.Warning = c.notInCluster(id)
 	return out, nil
+}
+
+// notInCluster says, when this replica's job set differs from the
+// cluster's and the cluster's lacks job, that the request will not run;
+// "" otherwise.
+func (c *Control) notInCluster(job string) string {
+	if c.Members == nil {
+		return ""
+	}
+	v := c.Members.View()
+	if v.JobSetAgreed || v.Difference == nil || !slices.Contains(v.Difference.OnlyHere, job) {
+		return ""
+	}
+	return fmt.Sprintf("job %q is in this replica's config but not in the cluster's job set (this replica's differs): "+
+		"the leader does not have it, so the request does not run and is recorded as skipped, reason expired, after triggers.expire_after (%s); "+
+		"see pacer runs %s", job, c.Runner.o.TriggerExpiry, job)
 }
 
 // countTrigger counts a trigger request's result in

@@ -482,6 +482,7 @@ func triggerCmd(args []string, stdout, stderr io.Writer) error {
 		CorrelationID  string `json:"correlation_id"`
 		IdempotencyKey string `json:"idempotency_key"`
 		Replayed       bool   `json:"replayed"`
+		Warning        string `json:"warning"`
 	}
 	h := http.Header{}
 	if corr := os.Getenv("PACER_CORRELATION_ID"); corr != "" {
@@ -500,6 +501,9 @@ func triggerCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintf(stdout, "%s %s (trigger %s, correlation ID %s)\nfollow it with: pacer runs %s\n",
 		what, pos[0], orDash(t.TriggerID), orDash(t.CorrelationID), pos[0])
+	if t.Warning != "" {
+		fmt.Fprintln(stderr, "warning:", t.Warning)
+	}
 	return err
 }
 

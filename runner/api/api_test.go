@@ -811,3 +811,26 @@ func TestReadEtcdDidNotAnswerSaysWhy(t *testing.T) {
 		}
 	}
 }
+
+// A trigger accepted by a replica whose job set differs from the
+// cluster's, for a job only it has, says in its 202 answer that it will
+// not run (attack 10, F10); a job the cluster has gets no warning.
+func TestTriggerOfAJobTheClusterLacksWarns(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "a", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)},
+		{ID: "x", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)}})
+	view := fakeMembers{JobSet: "bbbb", ClusterJobSet: "aaaa", Difference: &coord.JobSetDiff{OnlyHere: []string{"x"}}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler), Token: "s3cret",
+		Control: &runner.Control{Runner: r, Store: &memStore{paused: map[string]bool{}}, Members: view}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	code, body := call(t, srv, "POST", "/api/v1/jobs/x/trigger", "s3cret", "")
+	if w, _ := body["warning"].(string); code != 202 || !strings.Contains(w, `job "x" is in this replica's config but not in the cluster's job set`) ||
+		!strings.Contains(w, "reason expired") {
+		t.Fatalf("trigger x: %d %v", code, body)
+	}
+	if code, body := call(t, srv, "POST", "/api/v1/jobs/a/trigger", "s3cret", ""); code != 202 || body["warning"] != nil {
+		t.Fatalf("trigger a: %d %v", code, body)
+	}
+}
