@@ -70,7 +70,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	var claimed sync.WaitGroup // claims of this catch-up, written before the scheduler's
 	for _, j := range r.shardJobs(t.Shard) {
 		jc := claims[j.ID]
-		r.applyDelivery(t, j, jc, homed)
+		redo := r.applyDelivery(t, j, jc, homed)
 		last := jc.Last(start) // slots a clock ahead claimed early say nothing of what was missed
 		hash := set.Jobs[j.ID]
 		var missed, gap []time.Time
@@ -91,6 +91,9 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			gap, gapWhy = r.divergedBefore(history, j, hash, jc, last)
 		}
 		if len(missed) == 0 && len(gap) == 0 {
+			if len(redo) > 0 {
+				r.goTracked(t, j, r.inTurn(t, j, redo, homed, nil))
+			}
 			continue
 		}
 		// Slots the leader of the time did not have the job for were not
@@ -101,14 +104,20 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		absent, why = append(gap, absent...), append(gapWhy, why...)
 		restWhy := history.notClaimed(t, rest) // read here: the history is not for goroutines
 		// Once the job's slots are decided, this goroutine goes on as
-		// the run of those to run: one goroutine a job, not two.
+		// the run of those to run: one goroutine a job, not two. The run
+		// is registered as the job's before the catch-up returns (before
+		// the scheduler can fire a slot of the job, which the overlap
+		// policy decides against it).
 		claimed.Add(1)
 		go func() {
 			decided := sync.OnceFunc(claimed.Done)
 			defer decided()
 			var run func(context.Context, *slotRun)
 			if len(rest) > 0 {
-				run = r.applyMisfire(t, j, rest, restWhy, start, held, homed)
+				run = r.applyMisfire(t, j, rest, restWhy, start, held, len(redo) > 0, homed)
+			}
+			if len(redo) > 0 {
+				run = r.inTurn(t, j, redo, homed, run)
 			}
 			if len(absent) > 0 {
 				if run != nil { // the runs need not wait for these marks
@@ -121,8 +130,10 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 				return
 			}
 			defer r.wg.Done()
+			ctx, sr, done := r.tracked(t, j)
+			defer done()
 			decided()
-			r.runTracked(t, j, run)
+			run(ctx, sr)
 		}()
 	}
 	claimed.Wait()
@@ -210,7 +221,10 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // mark that the latest slot is decided when it is skipped. Once homed is
 // closed, they are counted, and it returns the run of the claimed slots
 // (for runTracked; nil if none was claimed).
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now time.Time, held heldBack, homed <-chan struct{}) func(context.Context, *slotRun) {
+//
+// behind says the slots to run wait for the job's re-delivered slots
+// (inTurn): the first is claimed as queued too.
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now time.Time, held heldBack, behind bool, homed <-chan struct{}) func(context.Context, *slotRun) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
 	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
@@ -288,7 +302,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		latest, recs = &rec, recs[:len(recs)-1]
 	}
 	if len(run) > 0 {
-		claims, unwritten = r.claimMissed(t, j, run, recs)
+		claims, unwritten = r.claimMissed(t, j, run, recs, behind)
 	} else {
 		unwritten = recs
 	}
@@ -487,14 +501,16 @@ func (r *Runner) misfireRecord(t *coord.Term, j *Job, slots []time.Time, notClai
 // claimMissed claims missed slots to run, in one batch, with the skip
 // records recs written alongside the first claims. It returns the claims
 // made, in slot order, and the records that were not written. A slot found
-// taken or decided is left out: its claim says what happened to it.
-func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Record) (claims, unwritten []Record) {
+// taken or decided is left out: its claim says what happened to it. Every
+// slot but the first is claimed as queued (Record.Queued), the first too
+// if behind (it waits for re-delivered slots of the job).
+func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Record, behind bool) (claims, unwritten []Record) {
 	claims = make([]Record, len(run))
 	errs := make([]error, len(run))
 	var wg sync.WaitGroup
 	for i, s := range run {
 		claims[i] = Record{Job: j.ID, ScheduledTime: s.UTC(), RunID: observability.NewRunID(), CorrelationID: newCorrelationID(),
-			Node: r.o.Node, FencingToken: t.Token, Attempt: 1, State: "running", Start: wallNow().UTC(), Queued: i > 0}
+			Node: r.o.Node, FencingToken: t.Token, Attempt: 1, State: "running", Start: wallNow().UTC(), Queued: i > 0 || behind}
 		var runID string
 		var rec []byte
 		if i < len(recs) {
@@ -539,8 +555,12 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 // applyDelivery decides the job's slots that an older term claimed and
 // never finished (its leader died or lost its lease mid-run), by the job's
 // delivery policy. What it counts, and the runs it starts, wait for homed
-// to close.
-func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed <-chan struct{}) {
+// to close. Under at-least-once, it returns the slots to run again, in slot
+// order, for one run of the job that runs them one after the other
+// (inTurn), unless the job's overlap policy is allow: then each runs at
+// once, in a run of its own, as before.
+func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed <-chan struct{}) []redelivery {
+	var redo []redelivery
 	for _, o := range jc.Open {
 		var rec Record
 		if json.Unmarshal(o.Claim, &rec) != nil || rec.FencingToken == t.Token {
@@ -551,7 +571,7 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 			// A final record left open (moved from the previous claim
 			// layout, where a slot's key held its result): close it.
 			if !r.addWork() {
-				return
+				return redo
 			}
 			go func() {
 				defer r.wg.Done()
@@ -563,16 +583,22 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 		}
 		log := r.log.With("job", j.ID, "correlation_id", rec.CorrelationID)
 		if j.Delivery == DeliveryAtLeastOnce {
-			log.Warn("slot left unfinished by the previous leader: running it again (at-least-once)",
-				"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
-			r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
-				<-homed
-				if paused, _ := r.JobState(j.ID); paused {
-					r.closeUnrun(t, j, []Record{{ScheduledTime: s.Time, CorrelationID: rec.CorrelationID}}, stopPaused)
-					return
-				}
-				r.runSlotFrom(ctx, t, s, rec.CorrelationID, nil, claimHow{prev: o.Claim}, rec.Attempt+1, sr)
-			})
+			if rec.Queued {
+				log.Warn("slot the previous leader claimed to run late but never started: running it (at-least-once)",
+					"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
+			} else {
+				log.Warn("slot left unfinished by the previous leader: running it again (at-least-once)",
+					"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
+			}
+			d := redelivery{slot: s, rec: rec, claim: o.Claim}
+			if j.Overlap == OverlapAllow {
+				r.goTracked(t, j, func(ctx context.Context, sr *slotRun) {
+					<-homed
+					r.redeliver(ctx, t, d, sr)
+				})
+				continue
+			}
+			redo = append(redo, d)
 			continue
 		}
 		why := "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before finishing (delivery at-most-once)"
@@ -584,7 +610,7 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 		lost := r.skipRecord(t, s, SkipLockLost, why)
 		lost.CorrelationID = rec.CorrelationID
 		if !r.addWork() {
-			return
+			return redo
 		}
 		go func() {
 			defer r.wg.Done()
@@ -594,6 +620,60 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 				return r.o.Coord.FinishSlot(t.Context(), t, j.ID, s.Time, lost.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 			})
 		}()
+	}
+	return redo
+}
+
+// redelivery is a slot an older term claimed and never finished, to run
+// again under at-least-once: its claim, as read and decoded.
+type redelivery struct {
+	slot  Slot
+	rec   Record
+	claim []byte
+}
+
+// redeliver runs a slot an older term left unfinished, taking its claim
+// over: as the next attempt, or as attempt 1 if its claim says it was
+// queued and never started (Record.Queued). A paused job's slot does not
+// run: it is closed with a skip record.
+func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr *slotRun) {
+	j := d.slot.Job
+	if paused, _ := r.JobState(j.ID); paused {
+		r.closeUnrun(t, j, []Record{{ScheduledTime: d.slot.Time, CorrelationID: d.rec.CorrelationID}}, stopPaused)
+		return
+	}
+	first := d.rec.Attempt + 1
+	if d.rec.Queued {
+		first = max(d.rec.Attempt, 1)
+	}
+	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, claimHow{prev: d.claim}, first, sr)
+}
+
+// inTurn is the run of a job's re-delivered slots (redo, in slot order),
+// one after the other, then next (the catch-up's late slots of the job, or
+// nil): registered as one run of the job, it is the job's running attempt
+// from the start of the term, so that under overlap forbid no two attempts
+// of the job run at once here, and the scheduler's slots due meanwhile are
+// skipped as overlaps, as on one leader; under overlap replace, the
+// scheduler's next slot ends it, and the slots it had not started are
+// closed as replaced (closeUnrun). It waits for homed before the first.
+func (r *Runner) inTurn(t *coord.Term, j *Job, redo []redelivery, homed <-chan struct{}, next func(context.Context, *slotRun)) func(context.Context, *slotRun) {
+	return func(ctx context.Context, sr *slotRun) {
+		<-homed
+		for i, d := range redo {
+			if ctx.Err() != nil {
+				unrun := make([]Record, 0, len(redo)-i)
+				for _, u := range redo[i:] {
+					unrun = append(unrun, Record{ScheduledTime: u.slot.Time, CorrelationID: u.rec.CorrelationID})
+				}
+				r.closeUnrun(t, j, unrun, context.Cause(ctx))
+				break
+			}
+			r.redeliver(ctx, t, d, sr)
+		}
+		if next != nil {
+			next(ctx, sr) // closes its claims itself if ctx ended
+		}
 	}
 }
 

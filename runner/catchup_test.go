@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -814,5 +815,201 @@ func TestIdleJobsRecordsAgeOut(t *testing.T) {
 	}
 	if got, want := keys(), "/pacer/t/runs/idle/"+fresh+" "; got != want {
 		t.Fatalf("records after the pass: %q, want %q", got, want)
+	}
+}
+
+// oneAtATime is a TaskRunner whose calls block until released (or their
+// context ends); it keeps the calls and the most that ran at once.
+type oneAtATime struct {
+	mu      sync.Mutex
+	active  int
+	most    int
+	calls   []pluginhost.Call
+	started chan struct{}
+	release chan struct{}
+}
+
+func (k *oneAtATime) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	k.mu.Lock()
+	k.active++
+	k.most = max(k.most, k.active)
+	k.calls = append(k.calls, c)
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.active--
+		k.mu.Unlock()
+	}()
+	k.started <- struct{}{}
+	select {
+	case <-k.release:
+		return &pluginhost.Result{Output: "ok"}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (k *oneAtATime) seen() (calls []pluginhost.Call, most int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.calls), k.most
+}
+
+// Attack 10, F14: a dead leader left three open claims of an overlap-forbid,
+// at-least-once job (the first started, two queued behind it, never
+// started), and a slot was missed after them. The new leader runs them one
+// after the other in slot order, then the missed slot, never two at once;
+// the queued claims run as attempt 1; a slot the scheduler fires meanwhile
+// is skipped as an overlap. Before, the three re-runs and the missed slot
+// all started at once, the queued ones as "attempt 2".
+func TestRedeliveredSlotsOfAForbidJobRunOneAfterTheOther(t *testing.T) {
+	b := setup(t)
+	tasks := &oneAtATime{started: make(chan struct{}, 16), release: make(chan struct{})}
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		b.r.Stop(stop)
+	})
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	open := []time.Time{now.Add(-4 * time.Second), now.Add(-3 * time.Second), now.Add(-2 * time.Second)}
+	missed, next := now.Add(-time.Second), now.Add(time.Hour)
+	j := &runner.Job{ID: "f", Plugin: "p", Task: "t", Schedule: slotList{open[0], open[1], open[2], missed, next},
+		Spec: "test: five slots", Timeout: time.Minute, Delivery: runner.DeliveryAtLeastOnce,
+		Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	for i, s := range open {
+		c, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: fmt.Sprint("r", i), CorrelationID: fmt.Sprint("c", i),
+			Node: "dead", FencingToken: first.Token, Attempt: 1, State: "running", Start: s, Queued: i > 0})
+		if err := b.coord.Claim(ctx, first, j.ID, s, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failover(t, b, first)
+	// The catch-up is done: the scheduler may fire the job's next slot.
+	b.r.Fire(runner.Slot{Job: j, Time: next})
+	recordOf := func(s time.Time) (runner.Record, bool) {
+		for _, rec := range records(t, b, j.ID) {
+			if rec.ScheduledTime.Equal(s) {
+				return rec, true
+			}
+		}
+		return runner.Record{}, false
+	}
+	waitUntil(t, "the fired slot decided", func() bool { _, ok := recordOf(next); return ok })
+	for i := range 4 {
+		select {
+		case <-tasks.started:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("run %d never started", i+1)
+		}
+		select {
+		case tasks.release <- struct{}{}:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("run %d never released", i+1)
+		}
+	}
+	want := append(slices.Clone(open), missed)
+	waitUntil(t, "the four slots finished", func() bool {
+		for _, s := range want {
+			if rec, ok := recordOf(s); !ok || rec.State != observability.OutcomeSuccess {
+				return false
+			}
+		}
+		return true
+	})
+	calls, most := tasks.seen()
+	if most != 1 {
+		t.Errorf("%d attempts of the forbid job ran at once, want 1", most)
+	}
+	if len(calls) != len(want) {
+		t.Fatalf("%d task calls, want %d", len(calls), len(want))
+	}
+	for i, c := range calls {
+		attempt, corr := 1, ""
+		if i == 0 {
+			attempt = 2 // attempt 1 started under the dead leader
+		}
+		if i < len(open) {
+			corr = fmt.Sprint("c", i)
+		}
+		if !c.Info.ScheduledTime.Equal(want[i]) || c.Info.Attempt != attempt || (corr != "" && c.Info.CorrelationID != corr) {
+			t.Errorf("call %d: slot %s attempt %d correlation %s; want slot %s attempt %d correlation %q", i,
+				c.Info.ScheduledTime.Format(time.TimeOnly), c.Info.Attempt, c.Info.CorrelationID, want[i].Format(time.TimeOnly), attempt, corr)
+		}
+	}
+	if rec, _ := recordOf(next); rec.State != "skipped" || rec.Reason != runner.SkipOverlap {
+		t.Errorf("slot fired while the re-runs ran: %s %s %q, want skipped overlap", rec.State, rec.Reason, rec.Error)
+	}
+}
+
+// Under overlap replace, the re-runs of a dead leader's open claims are one
+// run of the job too: the scheduler's next slot replaces it, and the claims
+// it had not started are closed as replaced, not run beside the new slot.
+func TestRedeliveredSlotsOfAReplaceJobAreReplacedByTheNextSlot(t *testing.T) {
+	b := setup(t)
+	tasks := &oneAtATime{started: make(chan struct{}, 16), release: make(chan struct{})}
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		b.r.Stop(stop)
+	})
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	open := []time.Time{now.Add(-3 * time.Second), now.Add(-2 * time.Second)}
+	next := now.Add(time.Hour)
+	j := &runner.Job{ID: "r", Plugin: "p", Task: "t", Schedule: slotList{open[0], open[1], next}, Spec: "test: three slots",
+		Timeout: time.Minute, Delivery: runner.DeliveryAtLeastOnce, Overlap: runner.OverlapReplace,
+		Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	for i, s := range open {
+		c, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: fmt.Sprint("r", i), CorrelationID: fmt.Sprint("c", i),
+			Node: "dead", FencingToken: first.Token, Attempt: 1, State: "running", Start: s, Queued: i > 0})
+		if err := b.coord.Claim(ctx, first, j.ID, s, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failover(t, b, first)
+	select {
+	case <-tasks.started: // the first re-run
+	case <-time.After(15 * time.Second):
+		t.Fatal("the re-run never started")
+	}
+	b.r.Fire(runner.Slot{Job: j, Time: next})
+	select {
+	case <-tasks.started: // the replacing slot
+	case <-time.After(15 * time.Second):
+		t.Fatal("the replacing slot never started")
+	}
+	select {
+	case tasks.release <- struct{}{}:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the replacing slot never released")
+	}
+	byslot := map[time.Time]runner.Record{}
+	waitUntil(t, "three slots decided", func() bool {
+		clear(byslot)
+		for _, rec := range records(t, b, j.ID) {
+			byslot[rec.ScheduledTime] = rec
+		}
+		return len(byslot) == 3 && byslot[next].State == observability.OutcomeSuccess
+	})
+	calls, most := tasks.seen()
+	if most != 1 || len(calls) != 2 {
+		t.Errorf("%d calls, %d at once; want 2, one at a time", len(calls), most)
+	}
+	if rec := byslot[open[0]]; rec.State != observability.OutcomeCanceled || rec.Attempt != 2 {
+		t.Errorf("re-run slot: %s attempt %d, want canceled attempt 2 (replaced)", rec.State, rec.Attempt)
+	}
+	if rec := byslot[open[1]]; rec.State != "skipped" || rec.Reason != runner.SkipOverlap || rec.CorrelationID != "c1" {
+		t.Errorf("queued slot: %s %s %q (correlation %s), want skipped overlap (replaced before it ran)", rec.State, rec.Reason, rec.Error, rec.CorrelationID)
 	}
 }

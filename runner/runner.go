@@ -746,7 +746,16 @@ func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotR
 // of the job's runs registered like a scheduled one: run gets its context
 // and its retries. The caller counts it in r.wg.
 func (r *Runner) runTracked(t *coord.Term, j *Job, run func(ctx context.Context, sr *slotRun)) {
+	ctx, sr, done := r.tracked(t, j)
+	defer done()
+	run(ctx, sr)
+}
+
+// tracked registers a run of slots a new term found as one of j's runs
+// (trackLocked): from its return, the overlap policy counts it.
+func (r *Runner) tracked(t *coord.Term, j *Job) (context.Context, *slotRun, func()) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	ctx, sr, done := r.trackLocked(t, j.ID)
 	// A reload between the term's look at the jobs and now was not seen.
 	switch cur, ok := r.jobs[j.ID]; {
@@ -755,19 +764,21 @@ func (r *Runner) runTracked(t *coord.Term, j *Job, run func(ctx context.Context,
 	case cur != j:
 		sr.stopRetry(stopChanged)
 	}
-	r.mu.Unlock()
-	defer done()
-	run(ctx, sr)
+	return ctx, sr, done
 }
 
 // goTracked is runTracked on a goroutine of its own; false once stopped.
+// The run is registered before it returns: a slot the scheduler fires
+// after that finds it (under overlap forbid, the slot is skipped).
 func (r *Runner) goTracked(t *coord.Term, j *Job, run func(ctx context.Context, sr *slotRun)) bool {
 	if !r.addWork() {
 		return false
 	}
+	ctx, sr, done := r.tracked(t, j)
 	go func() {
 		defer r.wg.Done()
-		r.runTracked(t, j, run)
+		defer done()
+		run(ctx, sr)
 	}()
 	return true
 }
