@@ -220,7 +220,7 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // consecutive slots, written with the first claims, the latest's with the
 // mark that the latest slot is decided when it is skipped. Once homed is
 // closed, they are counted, and it returns the run of the claimed slots
-// (for runTracked; nil if none was claimed).
+// (one run of the job; nil if none was claimed).
 //
 // behind says the slots to run wait for the job's re-delivered slots
 // (inTurn): the first is claimed as queued too.

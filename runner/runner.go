@@ -741,18 +741,11 @@ func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotR
 	}
 }
 
-// runTracked runs slots a new term found (the misfire catch-up's, or a
-// slot the previous leader left running) on the calling goroutine, as one
-// of the job's runs registered like a scheduled one: run gets its context
-// and its retries. The caller counts it in r.wg.
-func (r *Runner) runTracked(t *coord.Term, j *Job, run func(ctx context.Context, sr *slotRun)) {
-	ctx, sr, done := r.tracked(t, j)
-	defer done()
-	run(ctx, sr)
-}
-
-// tracked registers a run of slots a new term found as one of j's runs
-// (trackLocked): from its return, the overlap policy counts it.
+// tracked registers a run of slots a new term found (the misfire
+// catch-up's, or slots the previous leader left running) as one of j's
+// runs, like a scheduled one (trackLocked): from its return, the overlap
+// policy counts it. The run gets its context and its retries; the caller
+// calls done when it ends, and counts it in r.wg.
 func (r *Runner) tracked(t *coord.Term, j *Job) (context.Context, *slotRun, func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -767,7 +760,7 @@ func (r *Runner) tracked(t *coord.Term, j *Job) (context.Context, *slotRun, func
 	return ctx, sr, done
 }
 
-// goTracked is runTracked on a goroutine of its own; false once stopped.
+// goTracked runs run, tracked, on a goroutine of its own; false once stopped.
 // The run is registered before it returns: a slot the scheduler fires
 // after that finds it (under overlap forbid, the slot is skipped).
 func (r *Runner) goTracked(t *coord.Term, j *Job, run func(ctx context.Context, sr *slotRun)) bool {
