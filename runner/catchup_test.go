@@ -865,14 +865,7 @@ func (k *oneAtATime) seen() (calls []pluginhost.Call, most int) {
 func TestRedeliveredSlotsOfAForbidJobRunOneAfterTheOther(t *testing.T) {
 	b := setup(t)
 	tasks := &oneAtATime{started: make(chan struct{}, 16), release: make(chan struct{})}
-	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
-	b.hook.set(b.r)
-	t.Cleanup(func() {
-		stop, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		b.r.Stop(stop)
-	})
+	b.useRunner(t, tasks)
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
@@ -953,14 +946,7 @@ func TestRedeliveredSlotsOfAForbidJobRunOneAfterTheOther(t *testing.T) {
 func TestRedeliveredSlotsOfAReplaceJobAreReplacedByTheNextSlot(t *testing.T) {
 	b := setup(t)
 	tasks := &oneAtATime{started: make(chan struct{}, 16), release: make(chan struct{})}
-	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
-	b.hook.set(b.r)
-	t.Cleanup(func() {
-		stop, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		b.r.Stop(stop)
-	})
+	b.useRunner(t, tasks)
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -201,17 +200,7 @@ func TestCatchUpNamesTheLeaderThatDidNotClaim(t *testing.T) {
 	}
 	// The first term's lease goes, as when its replica stops answering past
 	// the TTL; the coordinator leads again under a new token, and catches up.
-	resp, err := b.admin.Get(ctx, "/pacer/t/leader/", clientv3.WithPrefix())
-	if err != nil || len(resp.Kvs) == 0 {
-		t.Fatalf("election keys: %v, %v", resp, err)
-	}
-	if _, err := b.admin.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
-	<-first.Context().Done()
-	var second *coord.Term
-	waitUntil(t, "a new term", func() bool { second = b.coord.Term(); return second != nil && second.Token != first.Token })
-	b.waitLeader(t) // and its catch-up done
+	failover(t, b, first)
 
 	want := "not claimed: n1 (fencing token " + fmt.Sprint(first.Token) + "), the last to lead shard 0"
 	var found bool

@@ -103,6 +103,22 @@ func setup(t *testing.T) *bundle {
 	return &bundle{tp: tp, r: r, coord: c, tasks: tasks, metrics: m, spans: rec, admin: cli, hook: hook}
 }
 
+// useRunner replaces the bundle's runner with one calling tasks (reading
+// job sets from the bundle's coordinator), which hears of terms from now
+// on and is stopped, waiting a second at most, when the test ends.
+func (b *bundle) useRunner(t *testing.T, tasks runner.TaskRunner) {
+	t.Helper()
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
+	b.hook.set(b.r)
+	r := b.r
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r.Stop(stop)
+	})
+}
+
 // termHook calls the current runner's OnTerm for each new term, and says
 // when that is done.
 type termHook struct {
