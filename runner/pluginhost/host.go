@@ -590,11 +590,11 @@ func (h *Host) Run(ctx context.Context, c Call) (*Result, error) {
 	switch {
 	case killed.Load():
 		sup.failed(inst)
-		return nil, h.afterDeath(inst, fmt.Errorf("%w: task %q did not stop within %s of being cancelled (%w)",
+		return nil, h.afterDeath(inst, runID, fmt.Errorf("%w: task %q did not stop within %s of being cancelled (%w)",
 			ErrPluginKilled, c.Task, h.opts.CancelGrace, context.Cause(ctx)))
 	case errors.Is(err, ErrPluginCrashed):
 		sup.failed(inst)
-		err = h.afterDeath(inst, err)
+		err = h.afterDeath(inst, runID, err)
 	default:
 		if err == nil {
 			sup.ok()

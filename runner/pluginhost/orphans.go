@@ -183,14 +183,21 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 		}
 		own := h.ownPIDs()
 		var targets []proctree.Process
+		runs := map[int]string{} // the run each target's orphan belonged to
 		for _, k := range kids {
 			switch {
 			case own[k.PID] != nil:
 			case k.Zombie():
 				k.Reap()
-			case h.spared(k, own):
 			default:
+				run := runOf(k)
+				if h.spared(run, own) {
+					continue
+				}
 				below, _ := proctree.Descendants(k.PID)
+				for _, p := range append([]proctree.Process{k}, below...) {
+					runs[p.PID] = run
+				}
 				targets = append(append(targets, k), below...)
 			}
 		}
@@ -209,7 +216,7 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 		h.ownMu.Lock()
 		h.swept = slices.DeleteFunc(h.swept, func(s sweptPID) bool { return time.Since(s.at) > h.opts.TreeTimeout })
 		for _, p := range targets {
-			h.swept = append(h.swept, sweptPID{p.PID, time.Now()})
+			h.swept = append(h.swept, sweptPID{p.PID, runs[p.PID], time.Now()})
 		}
 		h.ownMu.Unlock()
 		if wait <= 0 {
@@ -235,10 +242,9 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 	}
 }
 
-// spared reports whether an orphan belongs to a run still in progress on a
-// live plugin.
-func (h *Host) spared(p proctree.Process, own map[int]*instance) bool {
-	run := runOf(p)
+// spared reports whether an orphan of run (runOf; "": of no run) belongs
+// to a run still in progress on a live plugin.
+func (h *Host) spared(run string, own map[int]*instance) bool {
 	if run == "" {
 		return false
 	}
@@ -282,25 +288,38 @@ func runOf(p proctree.Process) string {
 // envSettle is how long runOf waits for an environment it cannot read yet.
 const envSettle = 100 * time.Millisecond
 
-// sweptPID is a process a sweep killed, and when.
+// sweptPID is a process a sweep killed, the run it belonged to ("": none
+// its environment named), and when.
 type sweptPID struct {
 	pid int
+	run string
 	at  time.Time
 }
 
 // sweptRecently returns the processes sweeps killed within the last
-// TreeTimeout and forgets them: a sweep on SIGCHLD may have killed a dead
-// plugin's orphans before the call that saw the plugin die swept.
-func (h *Host) sweptRecently() []int {
+// TreeTimeout for run, and those of no run, and forgets them: a sweep on
+// SIGCHLD may have killed a dead plugin's orphans before the call that saw
+// the plugin die swept. The processes of other runs are left for their own
+// calls: the health probe, which also sees a plugin die (run ""), must not
+// take a run's processes from the call whose record names them (scenario
+// 18 once recorded a killed plugin's run without them, the probe having
+// taken them first).
+func (h *Host) sweptRecently(run string) []int {
 	h.ownMu.Lock()
 	defer h.ownMu.Unlock()
 	var out []int
-	for _, s := range h.swept {
-		if time.Since(s.at) < h.opts.TreeTimeout && !slices.Contains(out, s.pid) {
+	h.swept = slices.DeleteFunc(h.swept, func(s sweptPID) bool {
+		switch {
+		case time.Since(s.at) >= h.opts.TreeTimeout:
+			return true
+		case s.run != run && s.run != "":
+			return false
+		}
+		if !slices.Contains(out, s.pid) {
 			out = append(out, s.pid)
 		}
-	}
-	h.swept = nil
+		return true
+	})
 	return out
 }
 
@@ -314,13 +333,16 @@ func (h *Host) sweptRecently() []int {
 // that finds none of its orphans, and the call would return while they
 // live (seen once under load: the run's error did not name the processes
 // killed, a sweep on SIGCHLD killed them after the call returned).
-func (h *Host) afterDeath(inst *instance, err error) error {
+//
+// run is the run of the call (its record names the processes of the run
+// killed, and of none), "" for the health probe's.
+func (h *Host) afterDeath(inst *instance, run string, err error) error {
 	if h.opts.Subreaper && !inst.waitDead(h.opts.TreeTimeout) {
 		h.log.Error("a killed plugin process is still alive", "pid", inst.pid, "after", h.opts.TreeTimeout)
 		return fmt.Errorf("%w; %w", err, &proctree.AliveError{PIDs: []int{inst.pid}, After: h.opts.TreeTimeout})
 	}
 	_, serr := h.sweep(h.opts.TreeTimeout)
-	if killed := h.sweptRecently(); len(killed) > 0 {
+	if killed := h.sweptRecently(run); len(killed) > 0 {
 		h.log.Warn("killed processes a dead plugin left behind", "pids", killed)
 		err = fmt.Errorf("%w; killed %d processes it left behind (pids %s)", err, len(killed), joinPIDs(killed))
 	}

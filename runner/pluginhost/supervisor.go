@@ -370,7 +370,7 @@ func (s *supervisor) probe(inst *instance) {
 		}
 		if inst.client.Exited() {
 			s.failed(inst)
-			_ = s.h.afterDeath(inst, errors.New("plugin process exited"))
+			_ = s.h.afterDeath(inst, "", errors.New("plugin process exited"))
 			return
 		}
 		if err := inst.ping(s.h.opts.ProbeInterval); err != nil {
@@ -379,7 +379,7 @@ func (s *supervisor) probe(inst *instance) {
 			if failures >= 3 {
 				inst.kill(ReasonUnhealthy)
 				s.failed(inst)
-				_ = s.h.afterDeath(inst, errors.New("plugin process killed"))
+				_ = s.h.afterDeath(inst, "", errors.New("plugin process killed"))
 				return
 			}
 			continue

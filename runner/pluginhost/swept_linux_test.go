@@ -1,0 +1,67 @@
+package pluginhost
+
+import (
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The processes a sweep killed are reported to the call of the run they
+// belonged to, whoever asks first: the health probe, which also sees a
+// plugin die, takes only those of no run. Scenario 18 once recorded a
+// killed plugin's timed-out run without naming its processes: the probe's
+// report (which nobody reads) had taken them.
+func TestSweptProcessesAreReportedToTheirRun(t *testing.T) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) })
+	h := New(Options{TreeTimeout: 10 * time.Second}) // no sweeper of its own: this test sweeps
+	defer h.Close()
+	h.opts.Subreaper = true
+
+	// orphan leaves a sleep behind, with env set, and returns its pid.
+	orphan := func(env ...string) int {
+		cmd := exec.Command("sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
+		return pid
+	}
+	a, b, none := orphan(runIDEnv+"=run-a"), orphan(runIDEnv+"=run-b"), orphan()
+
+	killed, err := h.sweep(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range []int{a, b, none} {
+		if !slices.Contains(killed, pid) {
+			t.Fatalf("the sweep killed %v, not %d (orphans %d, %d, %d)", killed, pid, a, b, none)
+		}
+	}
+	if got := h.sweptRecently(""); !slices.Equal(got, []int{none}) {
+		t.Errorf("the probe's report: %v, want only the orphan of no run, %d", got, none)
+	}
+	if got := h.sweptRecently("run-a"); !slices.Equal(got, []int{a}) {
+		t.Errorf("run-a's report: %v, want %d", got, a)
+	}
+	if got := h.sweptRecently("run-b"); !slices.Equal(got, []int{b}) {
+		t.Errorf("run-b's report: %v, want %d", got, b)
+	}
+	if got := h.sweptRecently("run-b"); len(got) != 0 {
+		t.Errorf("run-b's processes reported twice: %v", got)
+	}
+}
