@@ -301,3 +301,25 @@ func ObserveWithTrace(h prometheus.Observer, v float64, traceID string) {
 
 // exemplarLabels holds ObserveWithTrace's label maps, each with one key.
 var exemplarLabels = sync.Pool{New: func() any { return prometheus.Labels{"trace_id": ""} }}
+
+// WatchLogQueue exports q's counts: pacer_log_lines_dropped_total, the
+// lines the runner's log dropped because its output blocked (or failed),
+// and pacer_log_output_blocked_seconds, how long the log's write in
+// progress has been waiting for the output (0 when it keeps up).
+func (m *Metrics) WatchLogQueue(q *LogQueue) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pacer_log_lines_dropped_total",
+			Help: "Log lines this runner dropped instead of waiting for its log output (stderr), which was blocked or failed.",
+		}, func() float64 { return float64(q.Dropped()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pacer_log_output_blocked_seconds",
+			Help: "Seconds the log's write in progress has been waiting for the log output (stderr); 0 while the output keeps up.",
+		}, func() float64 { return q.Blocked().Seconds() }),
+	} {
+		if err := m.Registry.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
