@@ -214,6 +214,10 @@ type Observability struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug|info|warn|error, default info
 	Format string `yaml:"format"` // json|text, default json
+	// QueueBytes bounds the log lines waiting for the log output (stderr)
+	// when it does not keep up: beyond it lines are dropped, counted and
+	// reported, rather than the runner waiting (default 8 MiB).
+	QueueBytes int64 `yaml:"queue_bytes"`
 }
 
 // Tracing configures OpenTelemetry tracing.
@@ -356,6 +360,7 @@ const (
 	defaultPluginCancelGrace    = 5 * time.Second
 	defaultLogLevel             = "info"
 	defaultLogFormat            = "json"
+	defaultLogQueueBytes        = 8 << 20
 	defaultTracingExporter      = "none"
 	defaultTimezone             = "UTC"
 	defaultJobTimeout           = time.Minute
@@ -421,7 +426,7 @@ func Default() *Config {
 			CancelGrace:    defaultPluginCancelGrace,
 		},
 		Observability: Observability{
-			Log: Log{Level: defaultLogLevel, Format: defaultLogFormat},
+			Log: Log{Level: defaultLogLevel, Format: defaultLogFormat, QueueBytes: defaultLogQueueBytes},
 			Tracing: Tracing{
 				Exporter:    defaultTracingExporter,
 				Protocol:    "grpc",

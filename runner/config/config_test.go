@@ -74,7 +74,7 @@ func TestLoadFullFile(t *testing.T) {
 			InheritEnv:     []string{"LANG", "SSL_CERT_*"},
 		},
 		Observability: Observability{
-			Log: Log{Level: "debug", Format: "text"},
+			Log: Log{Level: "debug", Format: "text", QueueBytes: 1 << 20},
 			Tracing: Tracing{
 				Exporter:    "otlp",
 				Endpoint:    "otel-collector:4317",
@@ -112,7 +112,7 @@ func TestLoadFullFile(t *testing.T) {
 					"inherit_env": []any{"PGPASSFILE", "AWS_*"},
 				},
 				InheritEnv: []string{"PGPASSFILE", "AWS_*"},
-				Line:       75,
+				Line:       76,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -125,7 +125,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    99,
+				Line:    100,
 			},
 		},
 	}
@@ -207,7 +207,7 @@ func TestDefaults(t *testing.T) {
 		def.Cluster.Etcd.Embedded != (Embedded{"127.0.0.1:2379", "127.0.0.1:2380"}) ||
 		def.HTTP != (HTTP{Listen: "127.0.0.1:9464", MaxConnections: 256, RateLimit: RateLimit{PerSecond: 10, Burst: 50}}) ||
 		def.Plugins.Dir != "./bin/plugins" || def.Plugins.StartTimeout != 10*time.Second ||
-		def.Observability.Log != (Log{"info", "json"}) ||
+		def.Observability.Log != (Log{"info", "json", 8 << 20}) ||
 		def.Observability.Tracing.Exporter != "none" || def.Observability.Tracing.Endpoint != "" ||
 		def.Observability.Tracing.Insecure != nil || *def.Observability.Tracing.SampleRatio != 1 ||
 		def.Shutdown.DrainTimeout != 10*time.Second || def.StopTimeout() != 30*time.Second ||
@@ -642,7 +642,7 @@ func TestErrors(t *testing.T) {
 			name: "observability rules",
 			src: y(
 				"observability:",
-				"  log: {level: warning, format: xml}",
+				"  log: {level: warning, format: xml, queue_bytes: 4096}",
 				"  tracing:",
 				"    exporter: otlp",
 				"    endpoint: collector",
@@ -661,6 +661,7 @@ func TestErrors(t *testing.T) {
 			want: []string{
 				`pacer.yaml:2: observability.log.level: invalid log level "warning": must be one of debug, info, warn, error (did you mean "warn"?)`,
 				`pacer.yaml:2: observability.log.format: invalid log format "xml": must be one of json, text`,
+				`pacer.yaml:2: observability.log.queue_bytes: 4096: must be between 64 KiB (65536) and 1 GiB (1073741824); the default is 8 MiB`,
 				`pacer.yaml:5: observability.tracing.endpoint: invalid address "collector"`,
 				`pacer.yaml:6: observability.tracing.sample_ratio: 1.5 is out of range: must be between 0 and 1`,
 				`pacer.yaml:8: observability.sanitize.redact_keys[1]: must not be empty`,

@@ -45,7 +45,7 @@
 //	  paths: {shell: /usr/local/bin/pacer-shell}
 //	  inherit_env: [SSL_CERT_FILE]    # runner variables every plugin process gets
 //	observability:
-//	  log: {level: info, format: json}          # debug|info|warn|error, json|text
+//	  log: {level: info, format: json, queue_bytes: 8388608}  # debug|info|warn|error, json|text; lines waiting for a slow stderr
 //	  tracing: {exporter: otlp, endpoint: 127.0.0.1:4317, insecure: true, sample_ratio: 0.5}
 //	  sanitize:
 //	    redact_keys: [password, token]

@@ -376,6 +376,9 @@ func (d *decoder) validatePlugins(p *Plugins) {
 func (d *decoder) validateObservability(o *Observability) {
 	d.oneOf("observability.log.level", "log level", o.Log.Level, "debug", "info", "warn", "error")
 	d.oneOf("observability.log.format", "log format", o.Log.Format, "json", "text")
+	if q := o.Log.QueueBytes; q < 64<<10 || q > 1<<30 {
+		d.problem("observability.log.queue_bytes", "%d: must be between 64 KiB (65536) and 1 GiB (1073741824); the default is 8 MiB", q)
+	}
 	t := &o.Tracing
 	d.oneOf("observability.tracing.exporter", "exporter", t.Exporter, "none", "stdout", "otlp")
 	d.oneOf("observability.tracing.protocol", "OTLP protocol", t.Protocol, "grpc", "http")
