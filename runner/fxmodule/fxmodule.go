@@ -141,21 +141,50 @@ func newSanitizer(cfg *config.Config) (*observability.Sanitizer, error) {
 	return observability.NewSanitizer(o)
 }
 
-func newLogger(p Params, cfg *config.Config, s *observability.Sanitizer) (*slog.Logger, error) {
+// newLogger writes the log through a LogQueue: a log output that blocks
+// (a pipe nobody reads) loses lines, counted and reported, and holds up
+// nothing else. The queue is flushed last of all on stop, for at most
+// logFlushTimeout.
+func newLogger(lc fx.Lifecycle, p Params, cfg *config.Config, s *observability.Sanitizer) (*slog.Logger, *observability.LogQueue, error) {
 	level, err := observability.ParseLevel(cfg.Observability.Log.Level)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	log, err := observability.NewLogger(p.LogOutput, level, cfg.Observability.Log.Format, s)
-	if err != nil {
-		return nil, err
+	build := func(w io.Writer) (*slog.Logger, error) {
+		log, err := observability.NewLogger(w, level, cfg.Observability.Log.Format, s)
+		if err != nil {
+			return nil, err
+		}
+		return log.With("node", cfg.Node.Name), nil
 	}
-	return log.With("node", cfg.Node.Name), nil
+	if _, err := build(io.Discard); err != nil {
+		return nil, nil, err
+	}
+	q := observability.NewLogQueue(p.LogOutput, observability.LogQueueOptions{
+		MaxBytes: int(cfg.Observability.Log.QueueBytes),
+		Notice:   func(w io.Writer) *slog.Logger { l, _ := build(w); return l },
+	})
+	log, _ := build(q)
+	// Appended first (the logger is the first part built), so run last.
+	lc.Append(fx.StopHook(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, logFlushTimeout)
+		defer cancel()
+		// Given up: nothing more is said, to an output that takes nothing.
+		_ = q.Close(ctx)
+	}))
+	return log, q, nil
 }
 
-func newMetrics(p Params, cfg *config.Config) (*observability.Metrics, error) {
+// logFlushTimeout bounds how long a stopping runner waits for its log
+// output to take the lines queued.
+const logFlushTimeout = 2 * time.Second
+
+func newMetrics(p Params, cfg *config.Config, q *observability.LogQueue) (*observability.Metrics, error) {
 	m, err := observability.NewMetrics(p.Version)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.WatchLogQueue(q); err != nil {
 		return nil, err
 	}
 	m.Leader.WithLabelValues(cfg.Node.Name).Set(0)
