@@ -158,6 +158,13 @@ func startCmd(t *testing.T, name, httpAddr, path string, cmd *exec.Cmd) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startReading(t, name, httpAddr, path, cmd, stderr)
+}
+
+// startReading starts cmd, whose log the caller gives it to read from
+// stderr (cmd's stderr pipe, or one the caller made).
+func startReading(t *testing.T, name, httpAddr, path string, cmd *exec.Cmd, stderr io.Reader) *proc {
+	t.Helper()
 	p := &proc{t: t, name: name, cmd: cmd, configPath: path, httpURL: "http://" + httpAddr, exited: make(chan struct{}), grew: make(chan struct{})}
 	cmd.Stdout = &p.stdout
 	if err := cmd.Start(); err != nil {
