@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +53,8 @@ func (g *pausableReader) resume() {
 // nobody reads) runs its jobs on: while the test reads nothing, run records
 // keep appearing; once it reads again, a line says how many lines were
 // dropped, and pacer_log_lines_dropped_total counts them. Every line that
-// arrives is whole. Before the fix the runner's runs waited on their log
+// arrives is whole; stopped while its output is blocked again, it exits
+// cleanly. Before the fix the runner's runs waited on their log
 // lines: no record appeared while the pipe was full.
 func TestE2EBlockedLogOutputHoldsUpNoRun(t *testing.T) {
 	if testing.Short() {
@@ -177,4 +179,24 @@ jobs:
 		}
 	}
 	t.Logf("dropped-lines line: %v; %d lines in all", notice, len(raw))
+
+	// Stopped while its output is blocked, it gives up on the log after
+	// 2 s and exits, cleanly.
+	gate.pause()
+	dropped := p.metric("pacer_log_lines_dropped_total")
+	deadline = time.Now().Add(30 * time.Second)
+	for p.metric("pacer_log_lines_dropped_total") == dropped {
+		if time.Now().After(deadline) {
+			t.Fatal("no line dropped within 30 s of blocking the log output again")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopped := time.Now()
+	p.signal(syscall.SIGTERM)
+	waitGone(t, p.cmd.Process.Pid, 30*time.Second)
+	t.Logf("exited %s after SIGTERM, its log output blocked", time.Since(stopped).Round(10*time.Millisecond))
+	gate.resume()
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM with the log output blocked, want 0", code)
+	}
 }
