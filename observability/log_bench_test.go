@@ -2,7 +2,9 @@ package observability
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 )
@@ -15,7 +17,59 @@ import (
 //	go test -run '^$' -bench RunLogLines -benchmem ./observability/
 func BenchmarkRunLogLines(b *testing.B) {
 	var w countWriter
-	l, err := NewLogger(&w, slog.LevelInfo, "json", DefaultSanitizer())
+	runLogLines(b, &w)
+	b.ReportMetric(float64(w.n)/float64(b.N), "B/run")
+}
+
+// BenchmarkLogOutput is BenchmarkRunLogLines written to a real file:
+// directly, as before, or through a LogQueue; to /dev/null, or to a pipe
+// whose reader keeps up (stderr read by a log shipper).
+//
+//	go test -run '^$' -bench LogOutput -benchmem -count 3 ./observability/
+func BenchmarkLogOutput(b *testing.B) {
+	for _, out := range []string{"devnull", "pipe"} {
+		for _, via := range []string{"direct", "queue"} {
+			b.Run(out+"/"+via, func(b *testing.B) {
+				var w *os.File
+				switch out {
+				case "devnull":
+					f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer f.Close()
+					w = f
+				case "pipe":
+					r, pw, err := os.Pipe()
+					if err != nil {
+						b.Fatal(err)
+					}
+					drained := make(chan struct{})
+					go func() { _, _ = io.Copy(io.Discard, r); close(drained) }()
+					defer func() { pw.Close(); <-drained; r.Close() }()
+					w = pw
+				}
+				if via == "direct" {
+					runLogLines(b, w)
+					return
+				}
+				q := NewLogQueue(w, LogQueueOptions{})
+				runLogLines(b, q)
+				b.StopTimer()
+				if err := q.Close(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				if q.Dropped() > 0 {
+					b.Fatalf("%d lines dropped", q.Dropped())
+				}
+			})
+		}
+	}
+}
+
+// runLogLines logs b.N runs' two lines to w.
+func runLogLines(b *testing.B, w io.Writer) {
+	l, err := NewLogger(w, slog.LevelInfo, "json", DefaultSanitizer())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -35,7 +89,6 @@ func BenchmarkRunLogLines(b *testing.B) {
 		log.LogAttrs(ctx, slog.LevelInfo, "run finished", slog.String("outcome", "success"),
 			slog.Int64("duration_ms", 3), slog.Int("attempt", 1))
 	}
-	b.ReportMetric(float64(w.n)/float64(b.N), "B/run")
 }
 
 type countWriter struct{ n int }

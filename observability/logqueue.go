@@ -197,8 +197,10 @@ func (q *LogQueue) run() {
 			// whole are lost.
 			q.dropped.Add(uint64(bytes.Count(batch[min(n, len(batch)):], []byte{'\n'})))
 		}
-		if cap(batch) > 64<<10 {
-			batch = nil // give back what a burst or a blocked output grew
+		if cap(batch) > 1<<20 {
+			// Give back what a blocked output grew; keep up to 1 MiB
+			// (two buffers, swapped), so that bursts do not allocate.
+			batch = nil
 		}
 
 		q.mu.Lock()
