@@ -1085,6 +1085,7 @@ var cannotOccur = map[string]string{
 	"alert PacerJobStale":              "needs a job without a success for over 1h; the test runs for under a minute and \"succeeds\" succeeds every second",
 	"alert PacerScheduleLagHigh":       "needs runs starting over 5s late (p99); an idle runner starts them within milliseconds",
 	"alert PacerNoLeader":              "needs no replica leading; the test's single replica leads throughout",
+	"alert PacerLogLinesDropped":       "needs a replica whose stderr is blocked; the test reads the runner's log",
 	"alert PacerMultipleLeaders":       "needs two replicas leading at once (split brain); the test runs one replica",
 	"alert PacerLeaderFlapping":        "needs more than 3 leader elections in 10m, i.e. repeated failovers",
 	"alert PacerJobSetDisagreement":    "needs a replica whose jobs differ from its cluster's for 10m; the test runs one replica, whose set is the cluster's",
