@@ -195,9 +195,9 @@ func TestLogQueueDropsWhileTheOutputBlocks(t *testing.T) {
 	}
 }
 
-// A line logged while the queue has room again, before the writer got to
-// say what was dropped, comes after the dropped-lines line.
-func TestLogQueueSaysWhatWasDroppedBeforeTheNextLine(t *testing.T) {
+// Stopped with lines dropped, the queue writes the lines queued before the
+// drops, then the dropped-lines line.
+func TestLogQueueSaysWhatWasDroppedWhenClosed(t *testing.T) {
 	t.Parallel()
 	w := newGateWriter()
 	w.close()
@@ -219,6 +219,29 @@ func TestLogQueueSaysWhatWasDroppedBeforeTheNextLine(t *testing.T) {
 		got = append(got, fmt.Sprint(l["i"]))
 	}
 	if want := "0 1 dropped 3"; strings.Join(got, " ") != want {
+		t.Fatalf("lines %q, want %q", strings.Join(got, " "), want)
+	}
+}
+
+// A line longer than the whole queue is dropped even with an output that
+// keeps up; the next line that fits comes after the line saying so.
+func TestLogQueueSaysWhatWasDroppedBeforeTheNextLine(t *testing.T) {
+	t.Parallel()
+	w := newGateWriter()
+	q := observability.NewLogQueue(w, observability.LogQueueOptions{MaxBytes: 1024})
+	log := slog.New(slog.NewJSONHandler(q, nil))
+	log.Info("line", "i", 0, "pad", strings.Repeat("x", 2000))
+	log.Info("line", "i", 1)
+	closeQueue(t, q)
+	var got []string
+	for _, l := range jsonLines(t, w.text()) {
+		if l["msg"] == observability.DroppedLinesMsg {
+			got = append(got, fmt.Sprintf("dropped %v", l["dropped_lines"]))
+			continue
+		}
+		got = append(got, fmt.Sprint(l["i"]))
+	}
+	if want := "dropped 1 1"; strings.Join(got, " ") != want {
 		t.Fatalf("lines %q, want %q", strings.Join(got, " "), want)
 	}
 }
