@@ -62,12 +62,15 @@ type Metrics struct {
 
 	JobSetAgreed *prometheus.GaugeVec // node: 1 while this replica's job set is the cluster's
 	JobSets      prometheus.Gauge     // distinct job sets among the live replicas
-	// The etcd member this replica talks to (coord.Monitor).
-	EtcdDBSize      prometheus.Gauge // bytes of the database file
-	EtcdDBSizeInUse prometheus.Gauge // bytes in use in it
-	EtcdDBQuota     prometheus.Gauge // the space quota, bytes
-	EtcdKeys        prometheus.Gauge // keys under the cluster's prefix
-	EtcdHasLeader   prometheus.Gauge // 1 while the member has a raft leader
+	// The etcd member this replica talks to (coord.Monitor). Each has no
+	// labels, and no series until a look at etcd has read its value: a
+	// replica that has not looked yet exports nothing rather than a 0
+	// that reads as an empty or leaderless etcd.
+	EtcdDBSize      *prometheus.GaugeVec // bytes of the database file
+	EtcdDBSizeInUse *prometheus.GaugeVec // bytes in use in it
+	EtcdDBQuota     *prometheus.GaugeVec // the space quota, bytes
+	EtcdKeys        *prometheus.GaugeVec // keys under the cluster's prefix
+	EtcdHasLeader   *prometheus.GaugeVec // 1 while the member has a raft leader
 
 	PluginUp          *prometheus.GaugeVec     // plugin
 	PluginUnavailable *prometheus.GaugeVec     // plugin
@@ -176,26 +179,26 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_job_sets",
 			Help: "Distinct job sets among the live replicas, as this replica sees them; 1 when they all agree.",
 		}),
-		EtcdDBSize: prometheus.NewGauge(prometheus.GaugeOpts{
+		EtcdDBSize: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_etcd_db_size_bytes",
-			Help: "Size of the database file of the etcd member this replica talks to (etcd compares it with its space quota).",
-		}),
-		EtcdDBSizeInUse: prometheus.NewGauge(prometheus.GaugeOpts{
+			Help: "Size of the database file of the etcd member this replica talks to (etcd compares it with its space quota). Absent until the replica's first look at etcd.",
+		}, nil),
+		EtcdDBSizeInUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_etcd_db_size_in_use_bytes",
 			Help: "Bytes in use in the database file of the etcd member this replica talks to; the rest is free pages, given back by defragmentation.",
-		}),
-		EtcdDBQuota: prometheus.NewGauge(prometheus.GaugeOpts{
+		}, nil),
+		EtcdDBQuota: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_etcd_db_quota_bytes",
 			Help: "Space quota of the etcd member this replica talks to: at this database size etcd refuses every write (NOSPACE alarm).",
-		}),
-		EtcdKeys: prometheus.NewGauge(prometheus.GaugeOpts{
+		}, nil),
+		EtcdKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_etcd_keys",
-			Help: "Keys under the cluster's prefix in etcd (/pacer/<cluster>/).",
-		}),
-		EtcdHasLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Help: "Keys under the cluster's prefix in etcd (/pacer/<cluster>/). Absent until the replica's first look at etcd, which follows its own member record.",
+		}, nil),
+		EtcdHasLeader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_etcd_has_leader",
-			Help: "1 while the etcd member this replica talks to has a raft leader (it can serve writes), else 0.",
-		}),
+			Help: "1 while the etcd member this replica talks to has a raft leader (it can serve writes), else 0. Absent until the replica's first look at etcd.",
+		}, nil),
 		PluginUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_plugin_up",
 			Help: "1 while the plugin's process is running and healthy, else 0.",

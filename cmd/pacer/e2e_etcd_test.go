@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -516,4 +517,84 @@ func TestE2EEmbeddedRunnerCallsItsEtcdInProcess(t *testing.T) {
 	if out, code := p.cli(nil, "status"); code != 0 || !strings.Contains(out, "etcd:     http://"+client+", ") || !strings.Contains(out, "has a leader") {
 		t.Errorf("pacer status (exit %d) does not name the embedded etcd's client URL with a leader:\n%s", code, out)
 	}
+}
+
+// A fresh replica's first look at etcd, as pacer status and the
+// pacer_etcd_* gauges show it, counts the replica's own keys (its job set
+// and member record): until that look, status says "not looked at yet"
+// and the gauges have no series, never 0 keys of an etcd that seems empty.
+// Before attack 10's F12 fix the first look was taken as the runner
+// started, and shown for 15 s: "0 keys, 0.0 MiB", and pacer_etcd_keys 0.
+func TestE2EFirstEtcdLookCountsTheReplicasOwnKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	addr := freeAddr(t)
+	p := startPacer(t, "f", addr, runnerConfig{node: "f", cluster: "e2e"}.head(t, addr)+"jobs:"+stampJob("j", filepath.Join(t.TempDir(), "stamps")))
+	start := time.Now()
+	keysOf := regexp.MustCompile(`, (\d+) keys, `)
+	scrapes, notYet := 0, 0
+	for deadline := start.Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no look at etcd shown within 60 s (%d scrapes, %d statuses said not looked at yet)", scrapes, notYet)
+		}
+		if m, ok := scrapeMetrics(p.httpURL); ok {
+			scrapes++
+			for _, name := range []string{"pacer_etcd_keys", "pacer_etcd_db_size_bytes", "pacer_etcd_db_quota_bytes"} {
+				if v, has := m[name]; has && v <= 0 {
+					t.Fatalf("%s = %v %s after the start: a look that counted nothing", name, v, time.Since(start).Round(time.Millisecond))
+				}
+			}
+		}
+		out, code := p.cli(nil, "status")
+		if code != 0 {
+			continue // not serving yet
+		}
+		if strings.Contains(out, "etcd:     - (not looked at yet)") {
+			notYet++
+			continue
+		}
+		k := keysOf.FindStringSubmatch(out)
+		if k == nil {
+			t.Fatalf("pacer status has no key count:\n%s", out)
+		}
+		if n, _ := strconv.Atoi(k[1]); n < 2 {
+			t.Fatalf("pacer status shows %d keys %s after the start, want the replica's job set and member record at least:\n%s",
+				n, time.Since(start).Round(time.Millisecond), out)
+		}
+		t.Logf("first look shown %s after the start (%d scrapes and %d statuses before it)", time.Since(start).Round(time.Millisecond), scrapes, notYet)
+		break
+	}
+	m, _ := scrapeMetrics(p.httpURL)
+	if m["pacer_etcd_keys"] < 2 || m["pacer_etcd_has_leader"] != 1 {
+		t.Fatalf("gauges after the first look: pacer_etcd_keys %v, pacer_etcd_has_leader %v", m["pacer_etcd_keys"], m["pacer_etcd_has_leader"])
+	}
+}
+
+// scrapeMetrics returns the samples of url's /metrics without labels, by
+// name; false if it does not answer.
+func scrapeMetrics(url string) (map[string]float64, bool) {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return nil, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, false
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, false
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out, true
 }

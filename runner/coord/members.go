@@ -97,6 +97,8 @@ type Membership struct {
 	kick  chan struct{} // something changed: decide again
 	push  chan struct{} // the record changed: publish again
 	freed chan struct{} // our key is gone while another lease held it: publish now
+	// registered is closed, under mu, when our record is first published.
+	registered chan struct{}
 
 	mu        sync.Mutex
 	self      MemberRecord
@@ -154,7 +156,7 @@ func NewMembership(o MembershipOptions) *Membership {
 		store: newJobSetStore(o.Client, prefix, o.RequestTimeout),
 		kick:  make(chan struct{}, 1), push: make(chan struct{}, 1), freed: make(chan struct{}, 1),
 		members: map[string]Member{}, changed: make(chan struct{}), why: errors.New("job set not compared with the cluster's yet"),
-		holdersChanged: make(chan struct{}), holdersSince: time.Now()}
+		holdersChanged: make(chan struct{}), holdersSince: time.Now(), registered: make(chan struct{})}
 	m.self = o.Record
 	m.self.Node, m.self.Mismatch = o.Node, o.Mismatch
 	m.setLocked(o.JobSet)
@@ -180,6 +182,11 @@ func (m *Membership) SetJobSet(set JobSet, config, sha256 string, mtime time.Tim
 	signal(m.push)
 	signal(m.kick)
 }
+
+// Registered is closed once this replica has written its own keys: its
+// job set and its member record, when the record is first published. The
+// etcd monitor's first look waits for it (MonitorOptions.Registered).
+func (m *Membership) Registered() <-chan struct{} { return m.registered }
 
 // ClusterShards returns the cluster's shard count when it differs from
 // this replica's (its job set is not the cluster's, and the cluster's set
@@ -403,6 +410,11 @@ func (m *Membership) publish(ctx context.Context, lease clientv3.LeaseID, rec []
 		return err
 	}
 	m.mu.Lock()
+	select {
+	case <-m.registered:
+	default:
+		close(m.registered) // the first time
+	}
 	m.published = true
 	cleared := m.dupErr != nil
 	m.dupErr = nil

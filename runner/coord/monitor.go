@@ -26,6 +26,13 @@ type MonitorOptions struct {
 	Logger  *slog.Logger
 	// Interval between looks at etcd. Default 15s.
 	Interval time.Duration
+	// Registered, if set, is closed once the replica has written its own
+	// keys (its job set and member record: Membership.Registered). The
+	// first look shown waits for it, so that it counts them, for at most
+	// Interval: a replica that cannot register (its node name taken) still
+	// reports etcd, and a look that fails is shown at once. Until a look
+	// is shown, Status has a zero At and no pacer_etcd_* series exists.
+	Registered <-chan struct{}
 	// RequestTimeout bounds each request. Default 5s.
 	RequestTimeout time.Duration
 
@@ -131,26 +138,43 @@ func (m *Monitor) Status() EtcdStatus {
 	return st
 }
 
-// Run looks at etcd every Interval until ctx ends.
+// Run looks at etcd every Interval until ctx ends. Before the replica has
+// registered (MonitorOptions.Registered) its first look only tends an
+// embedded member: it counts none of the replica's own keys, so it is not
+// shown unless it failed; the look made once the replica has registered
+// is, or the next one, an Interval later, whichever comes first.
 func (m *Monitor) Run(ctx context.Context) {
+	registered := m.o.Registered
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for {
+	for first := true; ; first = false {
 		select {
 		case <-ctx.Done():
 			return
+		case <-registered:
+			registered = nil // closed: look now, and wait for it no more
 		case <-timer.C:
+		}
+		if registered != nil {
+			select {
+			case <-registered:
+				registered = nil
+			default:
+			}
 		}
 		st := m.look(ctx)
 		if m.o.Embedded && st.Error == "" {
 			st = m.tend(ctx, st)
+		}
+		timer.Reset(m.o.Interval)
+		if first && registered != nil && st.Error == "" {
+			continue // the look once the replica has registered counts its keys
 		}
 		m.mu.Lock()
 		st = m.keep(st)
 		m.last = st
 		m.mu.Unlock()
 		m.export(st)
-		timer.Reset(m.o.Interval)
 	}
 }
 
@@ -244,21 +268,23 @@ func (m *Monitor) look(ctx context.Context) EtcdStatus {
 	return st
 }
 
+// export sets the gauges a look read; a gauge no look has read yet keeps
+// no series (a size or key count of 0 would be false).
 func (m *Monitor) export(st EtcdStatus) {
 	mt := m.o.Metrics
 	if mt == nil {
 		return
 	}
 	if st.Endpoint != "" {
-		mt.EtcdDBSize.Set(float64(st.DBSize))
-		mt.EtcdDBSizeInUse.Set(float64(st.DBSizeInUse))
-		mt.EtcdDBQuota.Set(float64(st.Quota))
+		mt.EtcdDBSize.WithLabelValues().Set(float64(st.DBSize))
+		mt.EtcdDBSizeInUse.WithLabelValues().Set(float64(st.DBSizeInUse))
+		mt.EtcdDBQuota.WithLabelValues().Set(float64(st.Quota))
 	}
 	if st.HasLeader {
-		mt.EtcdKeys.Set(float64(st.Keys))
-		mt.EtcdHasLeader.Set(1)
+		mt.EtcdKeys.WithLabelValues().Set(float64(st.Keys))
+		mt.EtcdHasLeader.WithLabelValues().Set(1)
 	} else {
-		mt.EtcdHasLeader.Set(0)
+		mt.EtcdHasLeader.WithLabelValues().Set(0)
 	}
 }
 

@@ -71,6 +71,76 @@ func TestMonitorExportsEtcdStatus(t *testing.T) {
 	}
 }
 
+// The monitor shows no look taken before the replica has written its own
+// keys: until then Status has no time and no pacer_etcd_* series exists
+// (not a 0 that reads as an empty etcd). The look it shows first, taken
+// as soon as the membership has published the replica's record, counts
+// the replica's job set and member record. Before attack 10's F12 fix the
+// look taken at start was shown for an Interval: 0 keys.
+func TestMonitorShowsFirstALookThatCountsTheReplicasOwnKeys(t *testing.T) {
+	b := setup(t)
+	cli := b.client(t)
+	metrics, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "mon", Node: "n1", LeaseTTL: 2 * time.Second,
+		RequestTimeout: 2 * time.Second, JobSet: jobSet("x"), Record: coord.MemberRecord{Version: "test", Started: time.Now()}})
+	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Metrics: metrics, Interval: time.Hour, Registered: ms.Registered()})
+	time.Sleep(300 * time.Millisecond) // not synchronisation: nothing may be shown in this time
+	if st := m.Status(); !st.At.IsZero() {
+		t.Fatalf("a look taken before the replica registered is shown: %+v", st)
+	}
+	if names := etcdSeries(t, metrics); len(names) > 0 {
+		t.Fatalf("series before any look was shown: %v", names)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ms.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "a look shown", 10*time.Second, func() bool { return !m.Status().At.IsZero() })
+	st := m.Status()
+	if st.Keys < 2 || !st.HasLeader {
+		t.Fatalf("first look shown: %+v; want the replica's job set and member record counted", st)
+	}
+	if got := gauge(t, metrics, "pacer_etcd_keys"); got != float64(st.Keys) {
+		t.Fatalf("pacer_etcd_keys = %v, status %d", got, st.Keys)
+	}
+	if names := etcdSeries(t, metrics); len(names) != 5 {
+		t.Fatalf("series after the first look: %v, want all five", names)
+	}
+}
+
+// A replica that cannot register (here: nothing closes Registered) still
+// shows a look, an Interval after it started.
+func TestMonitorShowsALookOfAnUnregisteredReplicaAfterAnInterval(t *testing.T) {
+	cli := setup(t).client(t)
+	if _, err := cli.Put(context.Background(), "/pacer/mon/k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Interval: 200 * time.Millisecond, Registered: make(chan struct{})})
+	waitFor(t, "a look shown", 10*time.Second, func() bool { return !m.Status().At.IsZero() })
+	if st := m.Status(); st.Keys != 1 || !st.HasLeader {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// etcdSeries names the pacer_etcd_* metrics that have a series.
+func etcdSeries(t *testing.T, m *observability.Metrics) []string {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "pacer_etcd_") && len(mf.GetMetric()) > 0 {
+			out = append(out, mf.GetName())
+		}
+	}
+	return out
+}
+
 func gauge(t *testing.T, m *observability.Metrics, name string) float64 {
 	t.Helper()
 	mfs, err := m.Registry.Gather()

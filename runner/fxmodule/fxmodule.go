@@ -460,10 +460,14 @@ func configFile(path string) (string, string, time.Time) {
 }
 
 // newMonitor watches the etcd member this replica talks to (metrics,
-// pacer status, readiness) and keeps an embedded one compact.
-func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics) *coord.Monitor {
+// pacer status, readiness) and keeps an embedded one compact. What it
+// shows first is a look taken once the membership has written this
+// replica's own keys.
+func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics,
+	ms *coord.Membership) *coord.Monitor {
 	mon := coord.NewMonitor(coord.MonitorOptions{
 		Client: cli, Cluster: cfg.Cluster.Name, Metrics: m, Logger: log.With("component", "etcd-monitor"),
+		Registered:     ms.Registered(),
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout,
 		Embedded:       len(cfg.Cluster.Etcd.Endpoints) == 0, DataDir: cfg.Cluster.DataDir,
 		// The in-process client of the embedded etcd has no endpoints.
