@@ -48,6 +48,10 @@ type Coordinator interface {
 	// StoredJobs and ForgetJob find and remove the keys of removed jobs.
 	StoredJobs(ctx context.Context, withRuns bool) ([]string, error)
 	ForgetJob(ctx context.Context, t *coord.Term, job string) error
+	// RequestedJobs and ForgetIdleJob find the jobs with trigger requests
+	// or receipts, and remove the aged records and receipts of one.
+	RequestedJobs(ctx context.Context) ([]string, error)
+	ForgetIdleJob(ctx context.Context, t *coord.Term, job string, maxAge time.Duration, receiptAt func([]byte) time.Time) (bool, error)
 	// PruneIdle removes a job's records older than maxAge (and beyond
 	// keep) when they were not pruned for maxAge/10; it reports whether
 	// it read etcd.

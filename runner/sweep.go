@@ -3,6 +3,7 @@ package runner
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"time"
 
@@ -38,15 +39,24 @@ func (r *Runner) sweep() {
 		case <-timer.C:
 		}
 		timer.Reset(r.o.SweepInterval)
-		if r.o.JobSetsAgree != nil && !r.o.JobSetsAgree() {
+		agree := r.o.JobSetsAgree == nil || r.o.JobSetsAgree()
+		if !agree {
 			if len(missing) > 0 {
 				r.log.Info("keys of removed jobs kept: the live replicas' job sets differ, and a replica with the jobs may lead", "jobs", len(missing))
 			}
 			missing = map[string]bool{}
-			continue
 		}
 		if len(r.o.Coord.Terms()) == 0 {
 			continue // it leads no shard: their leaders sweep
+		}
+		requested, err := r.o.Coord.RequestedJobs(r.stopping)
+		if err != nil {
+			r.log.Warn("looking for the keys of removed jobs failed; trying again later", "error", err)
+			continue
+		}
+		r.ageUnknownJobs(requested)
+		if !agree {
+			continue
 		}
 		n++
 		stored, err := r.o.Coord.StoredJobs(r.stopping, n == 2)
@@ -54,7 +64,9 @@ func (r *Runner) sweep() {
 			r.log.Warn("looking for the keys of removed jobs failed; trying again later", "error", err)
 			continue
 		}
-		for id := range missing { // found by an earlier, deeper look
+		for _, id := range slices.Concat(requested, slices.Collect(maps.Keys(missing))) {
+			// Found by this sweep's look at the API's keys, or by an
+			// earlier, deeper look.
 			if !slices.Contains(stored, id) {
 				stored = append(stored, id)
 			}
@@ -90,6 +102,42 @@ func (r *Runner) sweep() {
 		}
 		missing = next
 	}
+}
+
+// ageUnknownJobs removes the run records and idempotency receipts of jobs
+// this replica does not have, of the shards it leads, once none of them is
+// younger than MaxRunAge and no trigger request of the job is stored
+// (coord.ForgetIdleJob): what an expired trigger request of a job that only
+// a replica outside the cluster's job set had leaves behind, its skip
+// record and its receipt. It runs at every sweep, whether or not the
+// replicas' job sets agree: while they differ the sweep of removed jobs
+// removes nothing, and such a job may never be in the cluster's set.
+func (r *Runner) ageUnknownJobs(jobs []string) {
+	for _, id := range jobs {
+		if _, ok := r.Job(id); ok || r.stopping.Err() != nil {
+			continue
+		}
+		t := r.o.Coord.TermOf(shard.Of(id, r.o.Shards))
+		if t == nil || t.Draining() {
+			continue // its shard's leader ages them
+		}
+		switch deleted, err := r.o.Coord.ForgetIdleJob(t.Context(), t, id, r.o.MaxRunAge, receiptTime); {
+		case err == nil && deleted:
+			r.log.Info("removed the run records and receipts of a job this replica does not have: all older than history.max_age",
+				"job", id, "shard", t.Shard, "max_age", r.o.MaxRunAge)
+		case err == nil, errors.Is(err, coord.ErrNotLeader), t.Context().Err() != nil:
+		default:
+			r.log.Warn("aged keys of a job this replica does not have not removed yet; trying again later", "job", id, "error", err)
+		}
+	}
+}
+
+// receiptTime is when an idempotent call stored its receipt (Control's
+// receipt); the zero time, older than any, for one it cannot read.
+func receiptTime(b []byte) time.Time {
+	var rc receipt
+	_ = json.Unmarshal(b, &rc)
+	return rc.At
 }
 
 // sweepWaits says why a removed job's keys must stay for now: a run of it

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -104,4 +106,102 @@ func (c *Coordinator) ForgetJob(ctx context.Context, t *Term, job string) error 
 	delete(c.receipts, job)
 	c.rmu.Unlock()
 	return nil
+}
+
+// RequestedJobs lists the jobs that have trigger requests or idempotency
+// receipts: keys the API stores for any job some replica has, whether or
+// not a leader has it. One keys-only read per such job (usually few: the
+// jobs triggered, paused or resumed through the API).
+func (c *Coordinator) RequestedJobs(ctx context.Context) ([]string, error) {
+	found := map[string]bool{}
+	for _, root := range []string{c.triggerPrefix(), c.prefix + "idempotency/"} {
+		jobs, err := c.skipScan(ctx, root)
+		if err != nil {
+			return nil, fmt.Errorf("list requested jobs: %w", err)
+		}
+		for _, j := range jobs {
+			found[j] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(found)), nil
+}
+
+// ForgetIdleJob deletes the run records and idempotency receipts of a job
+// none of which is younger than maxAge, when the job has no trigger
+// request (pending or running): a receipt's time is receiptAt's answer
+// for it (the caller owns their format), a record's the time in its run
+// ID (UUIDv7). One transaction under t's fencing guard, which also
+// compares that none of the job's records and receipts changed, and no
+// trigger request of it was stored, since they were read; deleted reports
+// whether it deleted them (false when they are young, or changed: the
+// caller looks again later). The claim key and the pause flag stay. The
+// leader calls it for jobs it does not have (runner/sweep.go), which the
+// sweep of removed jobs leaves alone while the replicas' job sets differ:
+// the keys an expired trigger request leaves, its skip record and its
+// receipt, go by age too.
+func (c *Coordinator) ForgetIdleJob(ctx context.Context, t *Term, job string, maxAge time.Duration,
+	receiptAt func([]byte) time.Time) (deleted bool, err error) {
+	if maxAge <= 0 {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	runs, receipts, triggers := c.runKey(job, ""), c.idempotencyPrefix(job), c.triggerKey(job, "")
+	read, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(runs, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
+		clientv3.OpGet(receipts, clientv3.WithPrefix()),
+		clientv3.OpGet(triggers, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return false, fmt.Errorf("read the keys of %s: %w", job, err)
+	}
+	newest := read.Responses[0].GetResponseRange().GetKvs()
+	kept := read.Responses[1].GetResponseRange().GetKvs()
+	if read.Responses[2].GetResponseRange().GetCount() > 0 || len(newest) == 0 && len(kept) == 0 {
+		return false, nil
+	}
+	cutoff := time.Now().Add(-maxAge)
+	if len(newest) > 0 && string(newest[0].Key) >= c.runKey(job, runIDPrefix(cutoff)) {
+		return false, nil
+	}
+	for _, kv := range kept {
+		if !receiptAt(kv.Value).Before(cutoff) {
+			return false, nil
+		}
+	}
+	since := read.Header.Revision + 1
+	resp, err := c.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token),
+		clientv3.Compare(clientv3.ModRevision(runs), "<", since).WithPrefix(),
+		clientv3.Compare(clientv3.ModRevision(receipts), "<", since).WithPrefix(),
+		clientv3.Compare(clientv3.CreateRevision(triggers), "=", 0).WithPrefix(),
+	).Then(
+		clientv3.OpDelete(runs, clientv3.WithPrefix()),
+		clientv3.OpDelete(receipts, clientv3.WithPrefix()),
+	).Else(clientv3.OpGet(t.key, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		c.noteWriteError(err)
+		return false, fmt.Errorf("forget the aged keys of %s: %w", job, err)
+	}
+	if !resp.Succeeded {
+		if err := c.guardFailed(t, resp); errors.Is(err, ErrNotLeader) {
+			return false, err
+		}
+		return false, nil // written to since the read
+	}
+	c.pmu.Lock()
+	delete(c.pruned, job)
+	c.pmu.Unlock()
+	c.rmu.Lock()
+	delete(c.receipts, job)
+	c.rmu.Unlock()
+	return true, nil
+}
+
+// runIDPrefix is the start of the UUIDv7 run IDs of at's millisecond: run
+// IDs that sort before it are older.
+func runIDPrefix(at time.Time) string {
+	ms := at.UnixMilli()
+	return fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff)
 }

@@ -122,8 +122,7 @@ func (c *Coordinator) pruneNow(ctx context.Context, job string, keep int, maxAge
 	count := resp.Count
 	if maxAge > 0 {
 		// Everything before the UUIDv7 prefix of the cutoff is older.
-		ms := time.Now().Add(-maxAge).UnixMilli()
-		cutoff := c.runKey(job, fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff))
+		cutoff := c.runKey(job, runIDPrefix(time.Now().Add(-maxAge)))
 		if string(resp.Kvs[0].Key) < cutoff {
 			del, err := c.cli.Delete(ctx, prefix, clientv3.WithRange(cutoff))
 			if err != nil {
