@@ -42,6 +42,9 @@ var (
 // slotRun is a slot being run: its attempts and the wait between them.
 type slotRun struct {
 	cancel context.CancelCauseFunc // ends the running attempt and the retries
+	// claimed, on a slot the scheduler fired, counts its claim in
+	// (startGate); nil on other runs.
+	claimed func()
 	// retries ends (with a *retryStop cause) when no further attempt may
 	// start; a running attempt goes on.
 	retries   context.Context
@@ -178,6 +181,9 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		return
 	}
 
+	if sr.claimed != nil {
+		sr.claimed()
+	}
 	var final Record
 	var prev trace.SpanContext
 	for attempt := first; ; attempt++ {
@@ -220,6 +226,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		})
 		return
 	}
+	r.awaitClaims(job)
 	r.write(t, final, log, func(b []byte) error {
 		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 	})

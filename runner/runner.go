@@ -138,6 +138,7 @@ type Runner struct {
 	sched *Scheduler
 
 	stopCtx  context.Context // cancelled to abort every run
+	claiming *startGate      // slots fired whose claims are not in yet
 	stopRuns context.CancelFunc
 	stopping context.Context // cancelled when Stop is called
 	stop     context.CancelFunc
@@ -239,7 +240,7 @@ func New(o Options) *Runner {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stopping, stop := context.WithCancel(context.Background())
-	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop,
+	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop, claiming: newStartGate(startGateWait),
 		jobs: map[string]*Job{}, paused: map[string]bool{},
 		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
 		shardRuns: map[int]int{}, idle: map[int]chan struct{}{},
@@ -679,10 +680,13 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 		correlationID = observability.NewCorrelationID()
 	}
 	ctx, sr, done := r.trackLocked(t, s.Job.ID)
+	claimed := r.claiming.add()
+	sr.claimed = claimed
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		defer done()
+		defer claimed()
 		// Every process an attempt starts is gone before the next
 		// attempt starts, a replacing one included.
 		if len(replaced) > 0 {

@@ -1,0 +1,11 @@
+package runner
+
+import "time"
+
+// HoldClaims counts a slot fired whose claim is not in yet, until the func
+// it returns is called (startGate).
+func HoldClaims(r *Runner) func() { return r.claiming.add() }
+
+// SetClaimGateWait sets how long a finishing record waits for claims; call
+// it before any slot fires.
+func SetClaimGateWait(r *Runner, d time.Duration) { r.claiming.max = d }
