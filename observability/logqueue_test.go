@@ -210,16 +210,8 @@ func TestLogQueueSaysWhatWasDroppedWhenClosed(t *testing.T) {
 	}
 	w.open()
 	closeQueue(t, q)
-	var got []string
-	for _, l := range jsonLines(t, w.text()) {
-		if l["msg"] == observability.DroppedLinesMsg {
-			got = append(got, fmt.Sprintf("dropped %v", l["dropped_lines"]))
-			continue
-		}
-		got = append(got, fmt.Sprint(l["i"]))
-	}
-	if want := "0 1 dropped 3"; strings.Join(got, " ") != want {
-		t.Fatalf("lines %q, want %q", strings.Join(got, " "), want)
+	if got, want := lineSummary(t, w.text()), "0 1 dropped 3"; got != want {
+		t.Fatalf("lines %q, want %q", got, want)
 	}
 }
 
@@ -233,16 +225,8 @@ func TestLogQueueSaysWhatWasDroppedBeforeTheNextLine(t *testing.T) {
 	log.Info("line", "i", 0, "pad", strings.Repeat("x", 2000))
 	log.Info("line", "i", 1)
 	closeQueue(t, q)
-	var got []string
-	for _, l := range jsonLines(t, w.text()) {
-		if l["msg"] == observability.DroppedLinesMsg {
-			got = append(got, fmt.Sprintf("dropped %v", l["dropped_lines"]))
-			continue
-		}
-		got = append(got, fmt.Sprint(l["i"]))
-	}
-	if want := "dropped 1 1"; strings.Join(got, " ") != want {
-		t.Fatalf("lines %q, want %q", strings.Join(got, " "), want)
+	if got, want := lineSummary(t, w.text()), "dropped 1 1"; got != want {
+		t.Fatalf("lines %q, want %q", got, want)
 	}
 }
 
@@ -426,4 +410,19 @@ func sample(t *testing.T, m *observability.Metrics, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// lineSummary is the lines of text, each its "i" or, for a dropped-lines
+// line, "dropped N", joined by spaces.
+func lineSummary(t *testing.T, text string) string {
+	t.Helper()
+	var got []string
+	for _, l := range jsonLines(t, text) {
+		if l["msg"] == observability.DroppedLinesMsg {
+			got = append(got, fmt.Sprintf("dropped %v", l["dropped_lines"]))
+			continue
+		}
+		got = append(got, fmt.Sprint(l["i"]))
+	}
+	return strings.Join(got, " ")
 }

@@ -99,12 +99,7 @@ func (c *Coordinator) ForgetJob(ctx context.Context, t *Term, job string) error 
 		return fmt.Errorf("forget job %s: its claim key changed; try again", job)
 	}
 	cc.set(job, claimState{}, 0)
-	c.pmu.Lock()
-	delete(c.pruned, job)
-	c.pmu.Unlock()
-	c.rmu.Lock()
-	delete(c.receipts, job)
-	c.rmu.Unlock()
+	c.forgetCounts(job)
 	return nil
 }
 
@@ -190,12 +185,7 @@ func (c *Coordinator) ForgetIdleJob(ctx context.Context, t *Term, job string, ma
 		}
 		return false, nil // written to since the read
 	}
-	c.pmu.Lock()
-	delete(c.pruned, job)
-	c.pmu.Unlock()
-	c.rmu.Lock()
-	delete(c.receipts, job)
-	c.rmu.Unlock()
+	c.forgetCounts(job)
 	return true, nil
 }
 
@@ -204,4 +194,15 @@ func (c *Coordinator) ForgetIdleJob(ctx context.Context, t *Term, job string, ma
 func runIDPrefix(at time.Time) string {
 	ms := at.UnixMilli()
 	return fmt.Sprintf("%08x-%04x", ms>>16, ms&0xffff)
+}
+
+// forgetCounts drops what the coordinator counts of job's records and
+// receipts (for their pruning), once its keys are gone.
+func (c *Coordinator) forgetCounts(job string) {
+	c.pmu.Lock()
+	delete(c.pruned, job)
+	c.pmu.Unlock()
+	c.rmu.Lock()
+	delete(c.receipts, job)
+	c.rmu.Unlock()
 }
