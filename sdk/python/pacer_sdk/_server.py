@@ -1,4 +1,5 @@
-"""The TaskPlugin gRPC service: Describe, Run (the event stream), Cancel."""
+"""The TaskPlugin gRPC service: Describe, Run (the event stream), Cancel,
+and RunStream (many runs over one stream; its plumbing is in _stream.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import queue
 import threading
 import time
 import traceback
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import grpc
 
-from . import _context, _duration, _values
+from . import _context, _duration, _stream, _values
 from ._context import Cancelled, Context, InvalidParams, Result, RunInfo, RunState, TaskError, TraceParent
 from ._params import ParamsError
 from ._pb.pacer.plugin.v1 import plugin_pb2 as pb
@@ -93,6 +94,7 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         resp = pb.DescribeResponse(name=self.plugin.name, version=self.plugin.version, sdk_version=VERSION)
+        resp.capabilities.run_stream = True  # the optional parts of the protocol it serves
         for name in sorted(self.plugin.tasks):
             t = self.plugin.tasks[name]
             resp.tasks.add(name=name, description=_values.text(t.description), params_schema_json=t.params_schema_json())
@@ -120,41 +122,23 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
     # Run.
 
     def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
-        task = self.plugin.tasks.get(request.task)
-        if task is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"plugin {go_quote(self.plugin.name)} has no task {go_quote(request.task)}")
-        params = _values.from_struct(request.params)
         sink = _StreamSink()
-        timeout_ns = request.timeout.seconds * 1_000_000_000 + request.timeout.nanos if request.HasField("timeout") else 0
-        # A timeout longer than threads can wait (about 292 years) is none.
-        if timeout_ns / 1e9 >= threading.TIMEOUT_MAX:
-            timeout_ns = 0
-        run = RunState(request.task, params, _run_info(request.context, context), sink, parse_traceparent(context.invocation_metadata()), timeout_ns)
-        key = self._track(run, sink)
+        try:
+            att = _Attempt(self, request, parse_traceparent(context.invocation_metadata()), sink)
+        except RunStatus as st:
+            context.abort(st.code, st.details)
 
         def hung_up() -> None:
             sink.closed.set()
-            run.cancellation.cancel("the runner ended the call")
+            att.run.cancellation.cancel("the runner ended the call")
 
         context.add_callback(hung_up)
-        timer = None
         try:
-            try:
-                typed = task.spec.decode(params) if task.spec is not None else params
-            except ParamsError as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, _values.text(f"invalid params: {e}"))
-            if timeout_ns > 0:
-                timer = threading.Timer(timeout_ns / 1e9, run.cancellation.cancel, (f"timed out after {_duration.format(_shown(timeout_ns))}",))
-                timer.daemon = True
-                timer.start()
             outcome: Dict[str, Any] = {}
-            thread = threading.Thread(
-                target=contextvars.copy_context().run,
-                args=(self._execute, task, run, typed, sink, outcome),
-                name=f"pacer-task-{request.task}",
-                daemon=True,
-            )
-            thread.start()
+            try:
+                att.start(outcome, lambda: sink.emit(_END))
+            except RunStatus as st:
+                context.abort(st.code, st.details)
             while True:
                 try:
                     ev = sink.q.get(timeout=0.25)
@@ -169,12 +153,37 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
                 context.abort(*outcome["status"])
             yield outcome["result"]
         finally:
-            if timer is not None:
-                timer.cancel()
-            self._untrack(key)
+            att.finish()
 
-    def _execute(self, task: Task, run: RunState, params: Any, sink: _StreamSink, outcome: Dict[str, Any]) -> None:
-        """The task's thread: run it, turn its answer into the last event."""
+    # RunStream.
+
+    def RunStream(self, request_iterator: Iterator[pb.RunStreamRequest], context: grpc.ServicerContext) -> Iterator[pb.RunStreamResponse]:
+        """Many runs over one stream, each exactly as if it had its own Run
+        call (docs/plugin-protocol.md, section 13). A run's events go out
+        tagged with its stream ID, several runs' in one message when they
+        are ready together. When the stream ends (the runner closes its
+        side, or the call ends), every run on it is cancelled, and the
+        stream ends once they all have returned."""
+        s = _RunStream(self)
+        context.add_callback(s.hung_up)
+        # An empty message opens the plugin's side: the runner sends runs
+        # once it has it.
+        yield pb.RunStreamResponse()
+        reader = threading.Thread(target=s.read, args=(request_iterator,), name="pacer-stream-reader", daemon=True)
+        reader.start()
+        try:
+            while True:
+                batch = s.out.next_batch()
+                if batch is None:
+                    return
+                yield pb.RunStreamResponse(events=batch)
+        finally:
+            s.out.close()  # nothing is sent after RunStream returns
+
+    def _execute(self, task: Task, run: RunState, params: Any, outcome: Dict[str, Any], done: Callable[[], None]) -> None:
+        """The task's thread: run it, turn its answer into the last event
+        (outcome["result"]), or the status the run ends with instead
+        (outcome["status"]), then call done."""
         _context._current_run.set(run)
         ctx = Context(run)
         try:
@@ -206,7 +215,7 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
             outcome["result"] = ev
         finally:
             run.open = False  # spans ending after the result are dropped, as in the Go SDK
-            sink.emit(_END)
+            done()
 
     def _track(self, run: RunState, sink: _StreamSink) -> str:
         with self._lock:
@@ -250,6 +259,172 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
         return True
 
 
+class RunStatus(Exception):
+    """The gRPC status a run ends with instead of a result: its Run call's,
+    or on a RunStream its StreamStatus."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _Attempt:
+    """One run, on its own Run call or on a RunStream: the same code either
+    way, so that a run means the same on both (its params checked, its
+    timeout, its tracking for Cancel and for the plugin's stop, its task's
+    thread)."""
+
+    def __init__(self, servicer: TaskPluginServicer, request: pb.RunRequest, tp: Optional[TraceParent], sink: _context.Sink):
+        task = servicer.plugin.tasks.get(request.task)
+        if task is None:
+            raise RunStatus(grpc.StatusCode.NOT_FOUND, f"plugin {go_quote(servicer.plugin.name)} has no task {go_quote(request.task)}")
+        self._servicer = servicer
+        self.task = task
+        self.params = _values.from_struct(request.params)
+        timeout_ns = request.timeout.seconds * 1_000_000_000 + request.timeout.nanos if request.HasField("timeout") else 0
+        # A timeout longer than threads can wait (about 292 years) is none.
+        if timeout_ns / 1e9 >= threading.TIMEOUT_MAX:
+            timeout_ns = 0
+        self.timeout_ns = timeout_ns
+        self.run = RunState(request.task, self.params, _run_info(request.context, tp), sink, tp, timeout_ns)
+        self._key = servicer._track(self.run, sink)
+        self._timer: Optional[threading.Timer] = None
+
+    def start(self, outcome: Dict[str, Any], done: Callable[[], None]) -> None:
+        """Check the params and start the task's thread, which fills in
+        outcome and calls done when the task has returned. Raises RunStatus
+        (InvalidArgument) for params the task's spec refuses."""
+        task, run = self.task, self.run
+        try:
+            typed = task.spec.decode(self.params) if task.spec is not None else self.params
+        except ParamsError as e:
+            raise RunStatus(grpc.StatusCode.INVALID_ARGUMENT, _values.text(f"invalid params: {e}")) from None
+        if self.timeout_ns > 0:
+            self._timer = threading.Timer(self.timeout_ns / 1e9, run.cancellation.cancel, (f"timed out after {_duration.format(_shown(self.timeout_ns))}",))
+            self._timer.daemon = True
+            self._timer.start()
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._servicer._execute, task, run, typed, outcome, done),
+            name=f"pacer-task-{task.name}",
+            daemon=True,
+        )
+        thread.start()
+
+    def finish(self) -> None:
+        """The run is over for the plugin: stop its timer, forget it."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._servicer._untrack(self._key)
+
+
+# Why a stream's runs are cancelled when the stream ends.
+STREAM_CLOSED = "the runner closed the run stream"
+
+
+class _RunStream:
+    """One RunStream call: the runs on it by their stream IDs, the lease
+    that bounds them, and its outgoing events (_stream.Out)."""
+
+    def __init__(self, servicer: TaskPluginServicer):
+        self._servicer = servicer
+        self.out = _stream.Out()
+        self._lock = threading.Lock()
+        self._runs: Dict[int, _Attempt] = {}
+        self._ended: Optional[str] = None  # set once the stream ended: runs start cancelled
+        self.lease = _stream.LeaseBound(self._cancel_all)
+
+    def read(self, requests: Iterator[pb.RunStreamRequest]) -> None:
+        """The stream's reader thread: start and cancel runs as the runner
+        asks, until its side ends; then cancel every run on the stream."""
+        try:
+            for req in requests:
+                if req.HasField("lease"):
+                    self.lease.renew(req.lease.remaining_ms)
+                for r in req.runs:
+                    self._start(r)
+                for c in req.cancels:
+                    with self._lock:
+                        att = self._runs.get(c.id)
+                    if att is not None:
+                        att.run.cancellation.cancel(c.reason or "cancelled by the runner")
+        except grpc.RpcError:
+            pass  # the call ended: the runs are cancelled below
+        except Exception:  # a bug here must not leave the stream's runs going
+            traceback.print_exc()
+        finally:
+            self.lease.stop()
+            self._cancel_all(STREAM_CLOSED, ended=True)
+            self.out.end_reading()
+
+    def hung_up(self) -> None:
+        """The call ended (gRPC's callback, also after a normal end)."""
+        self.out.close()
+        self._cancel_all(STREAM_CLOSED, ended=True)
+
+    def _cancel_all(self, reason: str, ended: bool = False) -> None:
+        with self._lock:
+            if ended and self._ended is None:
+                self._ended = reason
+            runs = list(self._runs.values())
+        for att in runs:
+            att.run.cancellation.cancel(reason)
+
+    def _start(self, r: pb.StreamRun) -> None:
+        sink = _stream.RunSink(self.out, r.id)
+        with self._lock:
+            dup = r.id in self._runs
+        if dup:
+            sink.end(_status_event(r.id, grpc.StatusCode.INVALID_ARGUMENT, "run stream: a run with this ID is running already"))
+            return
+        tp = parse_traceparent((("traceparent", r.traceparent),)) if r.traceparent else None
+        try:
+            att = _Attempt(self._servicer, r.request, tp, sink)
+        except RunStatus as st:
+            sink.end(_status_event(r.id, st.code, st.details))
+            return
+        with self._lock:
+            self._runs[r.id] = att
+            ended = self._ended
+        # A run that arrives once the lease passed (no newer one came with
+        # it) starts cancelled, and ends as one cancelled.
+        why = ended or self.lease.expired()
+        if why is not None:
+            att.run.cancellation.cancel(why)
+        outcome: Dict[str, Any] = {}
+        self.out.run_started()
+        try:
+            att.start(outcome, lambda: self._end(r.id, att, sink, outcome))
+        except RunStatus as st:
+            self._forget(r.id)
+            sink.end(_status_event(r.id, st.code, st.details))
+            att.finish()
+            self.out.run_returned()
+
+    def _end(self, run_id: int, att: _Attempt, sink: _stream.RunSink, outcome: Dict[str, Any]) -> None:
+        """A run's task returned (on its thread): send its end."""
+        try:
+            self._forget(run_id)
+            if "status" in outcome:
+                sink.end(_status_event(run_id, *outcome["status"]))
+            elif "result" in outcome:
+                sink.end(pb.StreamEvent(id=run_id, event=outcome["result"]))
+            else:
+                sink.end(_status_event(run_id, grpc.StatusCode.INTERNAL, "the task's thread ended without a result"))
+        finally:
+            att.finish()
+            self.out.run_returned()
+
+    def _forget(self, run_id: int) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+
+def _status_event(run_id: int, code: grpc.StatusCode, details: str) -> pb.StreamEvent:
+    return pb.StreamEvent(id=run_id, status=pb.StreamStatus(code=code.value[0], message=_values.text(details)))
+
+
 def _shown(ns: int) -> int:
     """A run's timeout as its cancellation reason names it (Go SDK: server.Shown).
 
@@ -261,13 +436,12 @@ def _shown(ns: int) -> int:
     return ns if ns < _duration.MILLISECOND else (ns + unit // 2) // unit * unit
 
 
-def _run_info(c: pb.RunContext, context: grpc.ServicerContext) -> RunInfo:
+def _run_info(c: pb.RunContext, tp: Optional[TraceParent]) -> RunInfo:
     scheduled = None
     if c.HasField("scheduled_time"):
         scheduled = datetime.datetime.fromtimestamp(c.scheduled_time.seconds, datetime.timezone.utc) + datetime.timedelta(
             microseconds=c.scheduled_time.nanos // 1000
         )
-    tp = parse_traceparent(context.invocation_metadata())
     return RunInfo(
         job_id=c.job_id,
         run_id=c.run_id,
