@@ -14,10 +14,10 @@ import time
 
 import grpc
 
-from pacer_sdk import RunInfo
+from pacer_sdk import RunInfo, _values
 from pacer_sdk.testing import Harness
 
-from .util import PYTHON, TESTPLUGIN, TestCase, alive, wait_for
+from .util import PYTHON, TESTPLUGIN, Stream, TestCase, alive, stream_run, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -103,6 +103,37 @@ class TreeTest(TestCase):
                     self.assertEqual(res.data["returncode"], -signal.SIGTERM, res.data)  # sh ends on SIGTERM
                     self.assert_tree_dead(pids)
                     self.assert_no_effects(3)
+
+    def test_a_lease_not_renewed_on_the_run_stream_ends_the_tree(self):
+        # A runner frozen alone sent the run with its lease, then nothing:
+        # the plugin cancels the run at the lease's deadline, and the tree
+        # (the setsid grandchild and the daemon included) is dead when the
+        # run's result arrives. With "deaf" the command ignores SIGTERM:
+        # SIGKILL follows after the grace.
+        with Harness.start(TESTPLUGIN) as h:
+            for mode in ("wait", "deaf"):
+                with self.subTest(mode):
+                    for f in ("pids", "effects"):
+                        if os.path.exists(os.path.join(self.dir, f)):
+                            os.remove(os.path.join(self.dir, f))
+                    s = Stream(h)
+                    self.assertEqual(len(s.recv().events), 0)
+                    t0 = time.monotonic()
+                    s.send([stream_run(1, "tree", {"dir": self.dir, "hold": 60, "mode": mode, "grace": 0.5})], lease_ms=1000)
+                    pids = self.pids()
+                    end = s.ends(1, timeout=30)[1]
+                    took = time.monotonic() - t0
+                    res = end.event.result
+                    data = _values.from_struct(res.data)
+                    self.assertIn("the runner has not renewed its lease for ", data["reason"], res)
+                    self.assertTrue(data["stopped"], data)
+                    self.assertTrue(data["confirmed"], data)
+                    self.assertEqual(data["returncode"], -(signal.SIGTERM if mode == "wait" else signal.SIGKILL), data)
+                    self.assert_tree_dead(pids)
+                    self.assertGreaterEqual(took, 1.0, "the run ended before its lease did")
+                    self.assertEqual(self.effects(), [])
+                    s.close_send()
+                    self.assertIsNone(s.finish())
 
     def test_plugin_stop_ends_the_tree(self):
         h = Harness.start(TESTPLUGIN)

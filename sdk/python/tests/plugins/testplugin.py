@@ -2,6 +2,7 @@
 """A plugin for the SDK's own tests: each task behaves in one specific way.
 
     echo    returns params["message"]; logs it
+    noop    does nothing (for the benchmark)
     sleep   waits params["seconds"], honouring cancellation
     hang    sleeps params["seconds"], ignoring cancellation
     noise   writes to stdout every way a task can: print(), sys.stdout,
@@ -14,7 +15,8 @@
             exits with params["exit"] at once (mode "exit"), or sleeps
             params["hold"] first (mode "wait"; "deaf": ignoring SIGTERM, so are
             the processes it starts after that); ctx.run's grace is
-            params["grace"]; returns how it ended; ProcessesAlive is caught
+            params["grace"]; returns how it ended (and data["reason"]: why the
+            run was cancelled, if it was); ProcessesAlive is caught
     command ctx.run of params["args"] (params["shell"], ["input"],
             ["max_output"], ["env"]); returns how it ended and the lines seen
     plain   subprocess.run of `exit params["exit"]` beside a ctx.run: its exit
@@ -44,6 +46,11 @@ def echo(ctx, params):
     """Return the message."""
     ctx.log.info("echo", message=params.get("message", ""))
     return params.get("message", "")
+
+
+@plugin.task()
+def noop(ctx):
+    """Nothing."""
 
 
 @plugin.task()
@@ -131,7 +138,7 @@ def tree(ctx, params):
         )
     except pacer_sdk.ProcessesAlive as e:
         return pacer_sdk.Result(output=str(e), data={"alive": e.pids})
-    return _completed(res)
+    return _completed(res, reason=ctx.cancel_reason)
 
 
 @plugin.task()
