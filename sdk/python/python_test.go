@@ -7,16 +7,20 @@ package python_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
@@ -121,6 +125,78 @@ func BenchmarkGreet(b *testing.B) {
 			}
 		})
 	}
+}
+
+// One run of a Python task that does nothing, through the runner's plugin
+// host, called per run (a Run call each, as before the SDK served
+// RunStream) and over RunStream. Besides wall time it reports the CPU time
+// each side spent per run (runner-cpu-us/op: this process, Linux;
+// plugin-cpu-us/op: the plugin process's, from /proc), which a shared
+// machine disturbs less:
+//
+//	go test -run '^$' -bench BenchmarkPythonNoop -count 3 ./sdk/python/
+func BenchmarkPythonNoop(b *testing.B) {
+	plugin, err := filepath.Abs(filepath.Join("tests", "plugins", "testplugin.py"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name   string
+		perRun bool
+	}{{"per_run", true}, {"run_stream", false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := pluginhost.New(pluginhost.Options{Paths: map[string]string{"testplugin": plugin}, DisableRunStream: bc.perRun})
+			defer h.Close()
+			c := pluginhost.Call{Plugin: "testplugin", Task: "noop",
+				Info: pluginhost.RunInfo{JobID: "j", RunID: "r", CorrelationID: "c", Attempt: 1, Node: "n", ScheduledTime: time.Now()}}
+			if _, err := h.Run(b.Context(), c); err != nil { // the process starts
+				b.Fatal(err)
+			}
+			want := map[bool]string{true: "per_run", false: "run_stream"}[bc.perRun]
+			for _, st := range h.Status() {
+				if st.Transport != want {
+					b.Fatalf("transport %q, want %q", st.Transport, want)
+				}
+			}
+			var pid int
+			for _, st := range h.Status() {
+				pid = st.PID
+			}
+			runner0, plugin0 := selfCPU(), procCPU(pid)
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := h.Run(b.Context(), c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if runner0 >= 0 && plugin0 >= 0 {
+				b.ReportMetric(float64(selfCPU()-runner0)/float64(b.N)/1e3, "runner-cpu-us/op")
+				b.ReportMetric(float64(procCPU(pid)-plugin0)/float64(b.N)/1e3, "plugin-cpu-us/op")
+			}
+		})
+	}
+}
+
+// selfCPU is the CPU time this process has spent (ns), or -1.
+func selfCPU() time.Duration {
+	return procCPU(os.Getpid())
+}
+
+// procCPU is the CPU time (user + system) process pid has spent, from
+// /proc/PID/stat, or -1 where there is none.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ, 100 on Linux
 }
 
 // One command run by a Python task through Context.run (its keeper process,

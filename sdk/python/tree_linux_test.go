@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -141,4 +142,82 @@ func noneAlive(t *testing.T, pids []int) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+}
+
+// A runner frozen alone (SIGSTOP, a debugger) after it sent a run cannot
+// cancel it when its lease runs out; a Python plugin does, as a Go one
+// does (runner/pluginhost
+// TestRunStreamRunEndsWithItsProcessesWhenTheLeaseIsNotRenewed): the host
+// calls it over RunStream, the run carries the lease, nothing renews it
+// (the renewal period is an hour: the host "freezes" after the run's
+// message), and the run ends at the lease's deadline with the lease named,
+// every process of its ctx.run command's tree (a setsid grandchild and a
+// daemon included) dead, long before its own end. Per run, as Python
+// plugins were called before, the run goes on for its 300 s.
+func TestPythonPluginRunEndsWithItsTreeWhenTheLeaseIsNotRenewed(t *testing.T) {
+	t.Parallel()
+	Python(t)
+	plugin, err := filepath.Abs(filepath.Join("tests", "plugins", "testplugin.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := pluginhost.New(pluginhost.Options{Paths: map[string]string{"testplugin": plugin}, CancelGrace: 30 * time.Second})
+	t.Cleanup(func() { h.Close() })
+	const lease = time.Second
+	var deadline atomic.Pointer[time.Time]
+	h.SetLease(func() (time.Time, bool) {
+		if d := deadline.Load(); d != nil {
+			return *d, true
+		}
+		return time.Time{}, false
+	}, time.Hour)
+	d := time.Now().Add(lease)
+	deadline.Store(&d)
+	dir := t.TempDir()
+	type outcome struct {
+		res *pluginhost.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := h.Run(context.Background(), pluginhost.Call{Plugin: "testplugin", Task: "tree",
+			Params: map[string]any{"dir": dir, "hold": 300, "mode": "wait"},
+			Info: pluginhost.RunInfo{JobID: "j", RunID: "frozen", CorrelationID: "c-frozen", Attempt: 1, Node: "n",
+				ScheduledTime: time.Now()}})
+		done <- outcome{res, err}
+	}()
+	pids := treePIDs(t, dir)
+	var out outcome
+	select {
+	case out = <-done:
+	case <-time.After(20 * time.Second):
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		t.Fatalf("the run still ran 20s after a lease of %s that was not renewed (processes %v; the plugin called %s)", lease, pids, transport(h))
+	}
+	t.Logf("run ended %s after the lease's deadline: %+v, %v", time.Since(d).Round(time.Millisecond), out.res, out.err)
+	if out.err != nil {
+		t.Fatal(out.err)
+	}
+	if reason, _ := out.res.Data["reason"].(string); !strings.Contains(reason, "has not renewed its lease") || out.res.Data["stopped"] != true {
+		t.Fatalf("run ended with %+v; want its command stopped for the lease", out.res)
+	}
+	if out.res.Data["confirmed"] != true || out.res.ProcessesLeft != "" {
+		t.Errorf("result %+v; want the tree confirmed gone", out.res)
+	}
+	noneAlive(t, pids)
+	if tr := transport(h); tr != "run_stream" {
+		t.Fatalf("the Python plugin was called %s; want run_stream", tr)
+	}
+}
+
+// transport is how h calls testplugin (pluginhost.Status.Transport).
+func transport(h *pluginhost.Host) string {
+	for _, st := range h.Status() {
+		if st.Name == "testplugin" {
+			return st.Transport
+		}
+	}
+	return "(not running)"
 }
