@@ -46,16 +46,17 @@ func TestE2EPluginsCheck(t *testing.T) {
 	for _, want := range []string{
 		"plugin hello-python 1.0.0 (sdk 0.1.0) at " + python,
 		`PASS  cancel          greet  with the params given the run ended`,
-		// run-stream is skipped: the Python SDK does not declare RunStream.
-		"SKIP  run-stream      -      the plugin does not declare capabilities.run_stream",
-		"15 checks: 14 passed, 0 failed, 1 skipped",
+		// The Python SDK serves RunStream: a run on the stream is cancelled mid-run.
+		"PASS  run-stream      -      opened with an empty message; two runs of greet",
+		"with the params given a run ended",
+		"15 checks: 15 passed, 0 failed, 0 skipped",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if n := len(regexp.MustCompile(`(?m)^PASS  `).FindAllString(out, -1)); n != 14 {
-		t.Errorf("%d PASS lines, want 14:\n%s", n, out)
+	if n := len(regexp.MustCompile(`(?m)^PASS  `).FindAllString(out, -1)); n != 15 {
+		t.Errorf("%d PASS lines, want 15:\n%s", n, out)
 	}
 
 	// The test plugin's hang task ignores cancellation: exit status 1, the

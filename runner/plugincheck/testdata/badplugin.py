@@ -75,13 +75,11 @@ elif MODE == "slow-shutdown":
     _orig = _goplugin.controller_handler
     _serve._goplugin.controller_handler = lambda shutdown: _orig(lambda: None)
 elif MODE == "false-run-stream":
-    _describe = _server.TaskPluginServicer.Describe
+    # The SDK declares run_stream and serves it; this one answers RunStream
+    # as a servicer without it does (the generated base class: Unimplemented).
+    from pacer_sdk._pb.pacer.plugin.v1 import plugin_pb2_grpc  # noqa: E402
 
-    def _describe_with_stream(self, request, context):
-        resp = _describe(self, request, context)
-        resp.capabilities.run_stream = True
-        return resp
-    _server.TaskPluginServicer.Describe = _describe_with_stream
+    _server.TaskPluginServicer.RunStream = plugin_pb2_grpc.TaskPluginServicer.RunStream
 
 if __name__ == "__main__":
     pacer_sdk.serve(plugin)
