@@ -89,6 +89,7 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
         self._tombstones: Dict[str, Tuple[str, float]] = {}
         self._seq = 0
         self._stopping: Optional[str] = None
+        self._streams: "set[_RunStream]" = set()  # open RunStreams
 
     # Describe.
 
@@ -166,12 +167,16 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
         stream ends once they all have returned."""
         s = _RunStream(self)
         context.add_callback(s.hung_up)
-        # An empty message opens the plugin's side: the runner sends runs
-        # once it has it.
-        yield pb.RunStreamResponse()
-        reader = threading.Thread(target=s.read, args=(request_iterator,), name="pacer-stream-reader", daemon=True)
-        reader.start()
+        with self._lock:
+            self._streams.add(s)
+            if self._stopping is not None:
+                s.out.end_reading()  # the plugin stops: the stream ends once its runs have
         try:
+            # An empty message opens the plugin's side: the runner sends
+            # runs once it has it.
+            yield pb.RunStreamResponse()
+            reader = threading.Thread(target=s.read, args=(request_iterator,), name="pacer-stream-reader", daemon=True)
+            reader.start()
             while True:
                 batch = s.out.next_batch()
                 if batch is None:
@@ -179,6 +184,8 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
                 yield pb.RunStreamResponse(events=batch)
         finally:
             s.out.close()  # nothing is sent after RunStream returns
+            with self._lock:
+                self._streams.discard(s)
 
     def _execute(self, task: Task, run: RunState, params: Any, outcome: Dict[str, Any], done: Callable[[], None]) -> None:
         """The task's thread: run it, turn its answer into the last event
@@ -243,20 +250,28 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
 
     def stop(self, reason: str, grace: float) -> bool:
         """Cancel every run (and every later one) with reason, then wait up to
-        grace seconds for them to end. Returns whether they all did."""
+        grace seconds for them to end. Returns whether they all did. Open
+        RunStreams end once their runs have returned, so that the server's
+        stop need not wait for the runner to close them."""
         with self._lock:
             self._stopping = reason
             active = list(self._active.values())
         for a in active:
             a.run.cancellation.cancel(reason)
         deadline = time.monotonic() + grace
-        with self._lock:
-            while self._active:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
+        try:
+            with self._lock:
+                while self._active:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._idle.wait(left)
+            return True
+        finally:
+            with self._lock:
+                streams = list(self._streams)
+            for s in streams:
+                s.out.end_reading()
 
 
 class RunStatus(Exception):

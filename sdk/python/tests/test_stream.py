@@ -8,11 +8,12 @@ import time
 
 import grpc
 
-from pacer_sdk import _stream, _values
+from pacer_sdk import _goplugin, _stream, _values
+from pacer_sdk._pb import pacer_sdk_goplugin_pb2 as gp
 from pacer_sdk.testing import Harness
 
 from .test_run import make_plugin
-from .util import TESTPLUGIN, Stream, TestCase, stream_run
+from .util import TESTPLUGIN, Stream, TestCase, stream_run, wait_for
 
 
 class Blocks:
@@ -253,4 +254,22 @@ class PluginProcessStreamTest(TestCase):
             self.assertEqual([ends[i].event.result.output for i in range(1, 9)], [f"m{i}" for i in range(1, 9)])
             s.close_send()
             self.assertIsNone(s.finish())
+
+    def test_a_stopping_plugin_ends_its_open_stream(self):
+        # The runner stops the plugin with its stream open (go-plugin's
+        # Shutdown): the plugin ends the stream itself once its runs have
+        # returned, rather than leaving the server's stop to wait for it
+        # and cut it (status Unavailable, "Cancelling all calls").
+        with Harness.start(TESTPLUGIN) as h:
+            s = Stream(h)
+            s.recv()
+            s.send([stream_run(1, "sleep", {"seconds": 3600})])
+            shutdown = h._channel.unary_unary(
+                f"/{_goplugin.CONTROLLER_SERVICE}/Shutdown", request_serializer=gp.Empty.SerializeToString, response_deserializer=gp.Empty.FromString
+            )
+            shutdown(gp.Empty(), timeout=10)
+            self.assertEqual(s.ends(1)[1].event.result.error, "cancelled: plugin stopping: the runner went away")
+            self.assertIsNone(s.finish())
+            wait_for(lambda: h.exit_code is not None, 10, "the plugin to exit")
+            self.assertEqual(h.exit_code, 0)
 
