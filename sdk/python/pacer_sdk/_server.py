@@ -72,7 +72,7 @@ _END = object()
 
 
 class _Active:
-    def __init__(self, run: RunState, sink: _StreamSink):
+    def __init__(self, run: RunState, sink: _context.Sink):
         self.run = run
         self.sink = sink
 
@@ -224,7 +224,7 @@ class TaskPluginServicer(pb_grpc.TaskPluginServicer):
             run.open = False  # spans ending after the result are dropped, as in the Go SDK
             done()
 
-    def _track(self, run: RunState, sink: _StreamSink) -> str:
+    def _track(self, run: RunState, sink: _context.Sink) -> str:
         with self._lock:
             tomb = self._tombstones.pop(run.info.run_id, None)
             if tomb is not None:
