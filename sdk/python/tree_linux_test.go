@@ -171,6 +171,12 @@ func TestPythonPluginRunEndsWithItsTreeWhenTheLeaseIsNotRenewed(t *testing.T) {
 		}
 		return time.Time{}, false
 	}, time.Hour)
+	// The plugin is up first (a second's lease must not pass while Python
+	// starts): no lease yet, so none is sent.
+	if res, err := h.Run(context.Background(), pluginhost.Call{Plugin: "testplugin", Task: "echo", Params: map[string]any{"message": "up"},
+		Info: pluginhost.RunInfo{JobID: "j", RunID: "up", CorrelationID: "c-up", Attempt: 1, Node: "n", ScheduledTime: time.Now()}}); err != nil || res.Output != "up" {
+		t.Fatalf("the plugin's first run: %+v, %v", res, err)
+	}
 	d := time.Now().Add(lease)
 	deadline.Store(&d)
 	dir := t.TempDir()

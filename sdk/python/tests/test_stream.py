@@ -264,6 +264,8 @@ class PluginProcessStreamTest(TestCase):
             s = Stream(h)
             s.recv()
             s.send([stream_run(1, "sleep", {"seconds": 3600})])
+            while 1 not in s.events:  # under way: it reported progress
+                self.assertIsNotNone(s.recv(), s.error)
             shutdown = h._channel.unary_unary(
                 f"/{_goplugin.CONTROLLER_SERVICE}/Shutdown", request_serializer=gp.Empty.SerializeToString, response_deserializer=gp.Empty.FromString
             )
