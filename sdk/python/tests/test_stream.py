@@ -129,12 +129,13 @@ class RunStreamTest(TestCase):
         tp = traceparent()
         r = stream_run(1, "ident", traceparent=tp)
         r.request.context.fencing_token = 77
+        r.request.context.shard = 3
         r.request.context.env["MY_VAR"] = "x"
         self.s.send([r, stream_run(2, "spans", traceparent=tp)])
         ends = self.s.ends(1, 2)
         data = _values.from_struct(ends[1].event.result.data)
         self.assertEqual(ends[1].event.result.output, "corr-1")
-        self.assertEqual((data["trace"], data["token"], data["env"]), (tp.split("-")[1], 77.0, {"MY_VAR": "x"}))
+        self.assertEqual((data["trace"], data["token"], data["shard"], data["env"]), (tp.split("-")[1], 77.0, 3.0, {"MY_VAR": "x"}))
         spans = {e.event.span.name: e.event.span for e in self.s.events[2] if e.event.HasField("span")}
         self.assertEqual(spans["outer"].trace_id.hex(), tp.split("-")[1])
         self.assertEqual(spans["outer"].parent_span_id.hex(), tp.split("-")[2])
