@@ -7,9 +7,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -108,8 +110,8 @@ func TestJitterBound(t *testing.T) {
 	}
 	for _, tc := range []struct{ schedule, jitter, want string }{
 		{"@every 2s", "1000000h", "pacer.yaml:6: jobs[0].jitter: 1000000h0m0s is more than the limit of 24h0m0s"},
-		{"@every 2s", "2s", "pacer.yaml:6: jobs[0].jitter: 2s is not less than the schedule's shortest interval between slots (2s)"},
-		{"0 9,10 * * *", "90m", "pacer.yaml:6: jobs[0].jitter: 1h30m0s is not less than the schedule's shortest interval between slots (1h0m0s)"},
+		{"@every 2s", "2s", "pacer.yaml:6: jobs[0].jitter: 2s is not less than the schedule's shortest interval between slots (2s, from "},
+		{"0 9,10 * * *", "90m", "pacer.yaml:6: jobs[0].jitter: 1h30m0s is not less than the schedule's shortest interval between slots (1h0m0s, from "},
 	} {
 		if err := job(tc.schedule, tc.jitter); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s jitter %s:\n got %v\nwant %s", tc.schedule, tc.jitter, err, tc.want)
@@ -118,6 +120,60 @@ func TestJitterBound(t *testing.T) {
 	for _, ok := range [][2]string{{"@every 2s", "1999ms"}, {"@daily", "23h"}, {"@every 72h", "24h"}} {
 		if err := job(ok[0], ok[1]); err != nil {
 			t.Errorf("%s jitter %s: %v", ok[0], ok[1], err)
+		}
+	}
+}
+
+// TestJitterBoundAcrossClockChanges: the shortest interval counts the days
+// the clocks change (attack G6: 23h30m on a daily 02:00 in Berlin was
+// accepted, though its slots are 23 h apart after the spring change, and
+// 11h45m on 00:00 and 12:00 in Lord Howe, whose clock moves 30 minutes).
+// The error names the interval and when it is; the same schedules without
+// a clock change, and a jitter below the short interval, are accepted.
+func TestJitterBoundAcrossClockChanges(t *testing.T) {
+	t.Parallel()
+	job := func(schedule, zone, jitter string) error {
+		_, err := Parse("pacer.yaml", y("jobs:", "  - id: j", "    plugin: shell", "    task: exec",
+			"    schedule: '"+schedule+"'", "    timezone: "+zone, "    jitter: "+jitter))
+		return err
+	}
+	re := regexp.MustCompile(`^pacer\.yaml:7: jobs\[0\]\.jitter: \S+ is not less than the schedule's shortest interval between slots ` +
+		`\((\S+), from (\S+) to (\S+), when the clocks change at (\S+)\): `)
+	for _, tc := range []struct {
+		schedule, zone, jitter string
+		short                  time.Duration
+	}{
+		{"0 0 2 * * *", "Europe/Berlin", "23h30m", 23 * time.Hour},
+		{"0 0 0,12 * * *", "Australia/Lord_Howe", "11h45m", 11*time.Hour + 30*time.Minute},
+	} {
+		err := job(tc.schedule, tc.zone, tc.jitter)
+		m := re.FindStringSubmatch(fmt.Sprint(err))
+		if m == nil {
+			t.Errorf("%s in %s, jitter %s: %v; want it refused at its line, naming the interval and when", tc.schedule, tc.zone, tc.jitter, err)
+			continue
+		}
+		loc, _ := time.LoadLocation(tc.zone)
+		from, err1 := time.Parse(time.RFC3339, m[2])
+		to, err2 := time.Parse(time.RFC3339, m[3])
+		change, err3 := time.Parse(time.RFC3339, m[4])
+		if err1 != nil || err2 != nil || err3 != nil {
+			t.Fatalf("times in %q: %v %v %v", m[0], err1, err2, err3)
+		}
+		_, before := change.Add(-time.Second).In(loc).Zone()
+		_, after := change.In(loc).Zone()
+		switch {
+		case m[1] != tc.short.String() || to.Sub(from) != tc.short:
+			t.Errorf("%s in %s: interval %s from %s to %s, want %s", tc.schedule, tc.zone, m[1], from, to, tc.short)
+		case change.Before(from) || change.After(to) || before == after:
+			t.Errorf("%s in %s: %s is no change of the clock between %s and %s", tc.schedule, tc.zone, change, from, to)
+		case time.Until(from) < 0 || time.Until(from) > 2*365*24*time.Hour:
+			t.Errorf("%s in %s: the interval starts %s, not in the next two years", tc.schedule, tc.zone, from)
+		}
+		if err := job(tc.schedule, "UTC", tc.jitter); err != nil {
+			t.Errorf("%s in UTC, jitter %s: %v", tc.schedule, tc.jitter, err)
+		}
+		if below := (tc.short - time.Minute).String(); job(tc.schedule, tc.zone, below) != nil {
+			t.Errorf("%s in %s, jitter %s: %v", tc.schedule, tc.zone, below, job(tc.schedule, tc.zone, below))
 		}
 	}
 }

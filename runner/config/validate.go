@@ -539,9 +539,17 @@ func (d *decoder) validateJobs(jobs []Job, san *observability.Sanitizer) {
 // MaxJitter bounds a job's jitter.
 const MaxJitter = 24 * time.Hour
 
+// jitterHorizon is how far ahead jitterBound looks for the clock changes of
+// the job's time zone: two years, so each kind of change (spring, autumn, and
+// a zone's rarer ones) is seen on both of the weekdays it may fall on.
+const jitterHorizon = 2 * 365 * 24 * time.Hour
+
 // jitterBound refuses a jitter over MaxJitter, or not less than the
-// shortest gap between the schedule's next fire times: each slot would then
+// shortest gap between the schedule's fire times: each slot would then
 // start after the next one is due, and the job would run late or not at all.
+// The gap is looked for in the next fire times and around each daylight-
+// saving change of the next two years (a daily "0 2 * * *" in Berlin fires
+// 23 h apart after the spring change), and named with its date.
 func (d *decoder) jitterBound(path string, j *Job) {
 	if j.Jitter <= 0 {
 		return
@@ -553,25 +561,20 @@ func (d *decoder) jitterBound(path string, j *Job) {
 	if j.Sched == nil {
 		return
 	}
-	gap := time.Duration(-1)
-	t := time.Now()
-	prev := j.Sched.Next(t)
-	for range 64 {
-		if prev.IsZero() {
-			break
-		}
-		next := j.Sched.Next(prev)
-		if next.IsZero() {
-			break
-		}
-		if g := next.Sub(prev); gap < 0 || g < gap {
-			gap = g
-		}
-		prev = next
+	g, ok := schedule.ShortestGap(j.Sched, time.Now(), j.Jitter, jitterHorizon)
+	if !ok || g.Len() <= 0 || j.Jitter < g.Len() {
+		return
 	}
-	if gap > 0 && j.Jitter >= gap {
-		d.problem(path, "%s is not less than the schedule's shortest interval between slots (%s): a slot would start after the next is due", j.Jitter, gap)
+	loc := j.Location
+	if loc == nil {
+		loc = time.UTC
 	}
+	at := fmt.Sprintf("from %s to %s", g.From.In(loc).Format(time.RFC3339), g.To.In(loc).Format(time.RFC3339))
+	if !g.Change.IsZero() {
+		at += fmt.Sprintf(", when the clocks change at %s", g.Change.In(loc).Format(time.RFC3339))
+	}
+	d.problem(path, "%s is not less than the schedule's shortest interval between slots (%s, %s): a slot would start after the next is due; "+
+		"use a jitter below %s", j.Jitter, g.Len(), at, g.Len())
 }
 
 // required reports a missing or empty required string and returns whether
