@@ -378,10 +378,13 @@ const (
 	defaultMisfireGrace         = time.Minute
 )
 
+// hostname is node.name's default (a variable for tests).
+var hostname = os.Hostname
+
 // Default returns a configuration with every default applied and no jobs.
 // Node.Name is the host name, or empty if it cannot be determined.
 func Default() *Config {
-	host, _ := os.Hostname()
+	host, _ := hostname()
 	ratio := 1.0
 	return &Config{
 		Node: Node{Name: host},

@@ -963,3 +963,63 @@ func TestNamesTheLogsWouldMaskAreRefused(t *testing.T) {
 		t.Errorf("%d problems, want %d (the accepted ids too?):\n%v", len(cerr.Problems), len(refused)+2, err)
 	}
 }
+
+// node.name is checked as job ids are (attack G3: "10.1.2.3" was accepted
+// and logged as "node":"[ipv4]" in every line while pacer_leader{node}
+// said 10.1.2.3; "a/b" nests its etcd member key under replica "a"; a
+// 300-character name was accepted). An operator pattern counts too. Host
+// names as they come (pods, EC2, laptops) pass.
+func TestNodeName(t *testing.T) {
+	t.Parallel()
+	parse := func(name string) error {
+		_, err := Parse("pacer.yaml", y("node:", "  name: '"+name+"'", "observability:", "  sanitize:", "    patterns:",
+			"      - {name: ticket, regex: 'TCK-[0-9]+'}", "jobs: []"))
+		return err
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"a/b", `pacer.yaml:2: node.name: invalid node name "a/b": use only letters, digits, ".", "_" and "-"`},
+		{"a b", `pacer.yaml:2: node.name: invalid node name "a b": use only`},
+		{"a=b,c", `pacer.yaml:2: node.name: invalid node name "a=b,c": use only`},
+		{"..", `pacer.yaml:2: node.name: invalid node name "..": use only`},
+		{"bob@example.com", `pacer.yaml:2: node.name: invalid node name "[email]": use only`},
+		{"10.1.2.3", `pacer.yaml:2: node.name: the node name would read "[ipv4]" in every log line`},
+		{"4111111111111111", `pacer.yaml:2: node.name: the node name would read "[card]" in every log line`},
+		{"TCK-12", `pacer.yaml:2: node.name: the node name would read "[ticket]" in every log line`},
+		{strings.Repeat("x", 300), `pacer.yaml:2: node.name: node name is 300 characters long; the limit is 128`},
+	} {
+		if err := parse(tc.name); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("node.name %q:\n got %v\nwant %s…", tc.name, err, tc.want)
+		}
+	}
+	for _, name := range []string{"web-1", "pacer-0", "pacer-7d9f8b6c4-x2kq9", "ip-10-0-0-5.ec2.internal", "MacBook-Pro.local",
+		"node_2", "TCK", strings.Repeat("x", 128)} {
+		if err := parse(name); err != nil {
+			t.Errorf("node.name %q: %v", name, err)
+		}
+	}
+}
+
+// TestNodeNameFromHost: a host name that node.name could not be is
+// refused, and the message says to set node.name; a usual one is the
+// default. (Not parallel: it replaces the host name.)
+func TestNodeNameFromHost(t *testing.T) {
+	defer func(h func() (string, error)) { hostname = h }(hostname)
+	for _, tc := range []struct{ host, want string }{
+		{"10.1.2.3", `pacer.yaml: node.name: not set, so it is the host name, which cannot be used: the node name would read "[ipv4]" in every log line`},
+		{"my host", `pacer.yaml: node.name: not set, so it is the host name, which cannot be used: invalid node name "my host"`},
+		{"", `pacer.yaml: node.name: not set, and the host name could not be determined; set node.name`},
+	} {
+		hostname = func() (string, error) { return tc.host, nil }
+		_, err := Parse("pacer.yaml", y("jobs: []"))
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || !strings.Contains(err.Error(), "set node.name") {
+			t.Errorf("host name %q:\n got %v\nwant %s… set node.name…", tc.host, err, tc.want)
+		}
+		if cfg, err := Parse("pacer.yaml", y("node: {name: web-1}", "jobs: []")); err != nil || cfg.Node.Name != "web-1" {
+			t.Errorf("host name %q, node.name web-1: %v", tc.host, err)
+		}
+	}
+	hostname = func() (string, error) { return "pacer-0", nil }
+	if cfg, err := Parse("pacer.yaml", y("jobs: []")); err != nil || cfg.Node.Name != "pacer-0" {
+		t.Errorf("host name pacer-0: %v", err)
+	}
+}

@@ -55,9 +55,8 @@ const (
 // validate checks c, whose defaults have been applied, and fills in the
 // derived Job fields (Location, Sched).
 func (d *decoder) validate(c *Config) {
-	if c.Node.Name == "" {
-		d.problem("node.name", "not set, and the host name could not be determined; set node.name")
-	}
+	san := logSanitizer(&c.Observability.Sanitize)
+	d.validateNode(&c.Node, san)
 	d.validateCluster(&c.Cluster)
 	d.validateHTTP(c)
 	d.validatePlugins(&c.Plugins)
@@ -65,8 +64,42 @@ func (d *decoder) validate(c *Config) {
 	d.validateShutdown(&c.Shutdown)
 	d.validateTriggers(&c.Triggers)
 	d.validateObservability(&c.Observability)
-	d.validateJobs(c.Jobs, logSanitizer(&c.Observability.Sanitize))
+	d.validateJobs(c.Jobs, san)
 	d.validateInheritEnv(c)
+}
+
+// maxNodeNameLen bounds node.name, which every log line carries: a host
+// name is at most 64 bytes on Linux, 253 in DNS.
+const maxNodeNameLen = 128
+
+// validateNode checks node.name as job ids are checked, for the same
+// reasons: it names the replica in every log line (log.With("node")), in
+// metric labels (pacer_leader{node}), in its etcd member key
+// (/pacer/<cluster>/members/<node>, where a "/" would nest it under another
+// replica's) and as the embedded etcd's member name (where "," or "=" break
+// its initial-cluster string). A name the log sanitizer would mask
+// ("10.0.0.5" logged as "[ipv4]") would make the log name another replica
+// than the metrics and `pacer status`. When node.name is not set it is the
+// host name, and the message says to set node.name if that does not pass.
+func (d *decoder) validateNode(n *Node, san *observability.Sanitizer) {
+	var msg string
+	switch {
+	case n.Name == "":
+		d.problem("node.name", "not set, and the host name could not be determined; set node.name")
+		return
+	case len(n.Name) > maxNodeNameLen:
+		msg = fmt.Sprintf("node name is %d characters long; the limit is %d", len(n.Name), maxNodeNameLen)
+	case !jobIDRe.MatchString(n.Name) || n.Name == "." || n.Name == "..":
+		msg = fmt.Sprintf(`invalid node name %q: use only letters, digits, ".", "_" and "-" (it is part of the replica's etcd keys)`, n.Name)
+	case masked("node name", n.Name, san) != "":
+		msg = masked("node name", n.Name, san)
+	default:
+		return
+	}
+	if !d.isSet("node.name") {
+		msg = "not set, so it is the host name, which cannot be used: " + msg + `; set node.name to a name for this replica, unique in the cluster, such as "web-1"`
+	}
+	d.problem("node.name", "%s", msg)
 }
 
 // maxLeaseTTL bounds cluster.lease_ttl: a replica killed with SIGKILL (or
