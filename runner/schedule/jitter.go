@@ -12,8 +12,9 @@ import (
 //
 // The slot's identity stays its scheduled time: jitter only delays when the
 // slot is started. Records, claims and deduplication keep using slot itself,
-// never slot+Jitter. Keep max below the schedule's shortest interval, or a
-// delayed slot may start after the next slot is due.
+// never slot+Jitter. Keep max below the schedule's shortest interval
+// (ShortestGap, which counts daylight saving), or a delayed slot may start
+// after the next slot is due.
 //
 // The value is part of the cluster's behaviour, so the hash is fixed: 64-bit
 // FNV-1a over the bytes of jobID, then slot.Unix() (8 bytes, big-endian) and
