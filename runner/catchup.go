@@ -310,7 +310,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		last := missed[len(missed)-1]
 		b, err := encodeRecord(latest)
 		if err == nil {
-			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, last, latest.RunID, b)
+			err = r.o.Coord.SkipSlot(t.Context(), t, j.ID, last, latest.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 		}
 		if err != nil {
 			unwritten = append(unwritten, *latest)
@@ -522,7 +522,7 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 		claim := func() {
 			b, err := encodeRecord(&claims[i])
 			if err == nil {
-				err = r.o.Coord.ClaimRecording(t.Context(), t, j.ID, s, b, runID, rec)
+				err = r.o.Coord.ClaimRecording(t.Context(), t, j.ID, s, b, runID, rec, r.o.KeepRuns, r.o.MaxRunAge)
 			}
 			errs[i] = err
 		}

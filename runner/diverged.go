@@ -178,7 +178,7 @@ func (r *Runner) decideNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why
 				}
 				runID, b = rec.RunID, enc
 			}
-			errs[i] = r.o.Coord.SkipSlot(t.Context(), t, j.ID, s, runID, b)
+			errs[i] = r.o.Coord.SkipSlot(t.Context(), t, j.ID, s, runID, b, r.o.KeepRuns, r.o.MaxRunAge)
 		})
 	}
 	wg.Wait()

@@ -140,7 +140,7 @@ func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {
 	go func() {
 		defer r.wg.Done()
 		err := r.write(t, rec, log, func(b []byte) error {
-			return r.o.Coord.SkipSlot(context.Background(), t, s.Job.ID, s.Time, rec.RunID, b)
+			return r.o.Coord.SkipSlot(context.Background(), t, s.Job.ID, s.Time, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 		})
 		switch {
 		case err == nil:

@@ -29,8 +29,8 @@ type Coordinator interface {
 	TakeHandOver(ctx context.Context, t *coord.Term) (coord.HandOver, bool, error)
 	Claim(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte) error
 	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, prev, claim []byte) error
-	ClaimRecording(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte, runID string, rec []byte) error
-	SkipSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte) error
+	ClaimRecording(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte, runID string, rec []byte, keep int, maxAge time.Duration) error
+	SkipSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
 	FinishSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
 	CloseSlot(ctx context.Context, t *coord.Term, job string, slot time.Time) error

@@ -53,8 +53,12 @@ type claimReq struct {
 	prev  []byte // for kindReclaim: the open claim to replace
 	// runID and record, if set, are a run record written in the same
 	// transaction (the skip record of the slots a catch-up leaves out).
+	// keep and maxAge are the job's history limits: the record counts
+	// toward its pruning as RecordRun's does.
 	runID  string
 	record []byte
+	keep   int
+	maxAge time.Duration
 }
 
 // apply returns st with the request applied, or why it cannot be.
@@ -110,10 +114,21 @@ func (b *batcher) do(ctx context.Context, t *Term, r *claimReq) error {
 	b.claims.add(r)
 	select {
 	case err := <-r.done:
-		return err
+		if err != nil {
+			return err
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// A record written with its slot's mark counts toward the job's
+	// pruning like any other (pruneDue): a job whose slots are all skipped
+	// (paused, overlap) writes no run record that would prune them. The
+	// prune, when due, is its own requests after the transaction, so the
+	// batch stays as light as before.
+	if r.runID != "" {
+		b.c.prune(ctx, r.job, r.keep, r.maxAge)
+	}
+	return nil
 }
 
 func claimJob(r *claimReq) (string, bool) { return r.job, true }
@@ -279,17 +294,21 @@ func (c *Coordinator) Reclaim(ctx context.Context, t *Term, job string, slot tim
 }
 
 // ClaimRecording is Claim that also writes a run record of job (runID,
-// rec) in the same transaction, if the claim succeeds.
-func (c *Coordinator) ClaimRecording(ctx context.Context, t *Term, job string, slot time.Time, claim []byte, runID string, rec []byte) error {
-	return c.batch.do(ctx, t, &claimReq{kind: kindClaim, job: job, slot: slot, value: claim, runID: runID, record: rec})
+// rec) in the same transaction, if the claim succeeds, and then keeps the
+// job's records within keep and maxAge as RecordRun does.
+func (c *Coordinator) ClaimRecording(ctx context.Context, t *Term, job string, slot time.Time, claim []byte, runID string, rec []byte, keep int, maxAge time.Duration) error {
+	return c.batch.do(ctx, t, &claimReq{kind: kindClaim, job: job, slot: slot, value: claim, runID: runID, record: rec,
+		keep: keep, maxAge: maxAge})
 }
 
 // SkipSlot marks a slot of job decided without running it, so that no
 // later claim of it succeeds, and writes the run record (runID, rec) that
-// says why in the same transaction (none if runID is ""). Errors as for
-// Claim.
-func (c *Coordinator) SkipSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte) error {
-	return c.batch.do(ctx, t, &claimReq{kind: kindSkip, job: job, slot: slot, runID: runID, record: rec})
+// says why in the same transaction (none if runID is ""); then it keeps
+// the job's records within keep and maxAge as RecordRun does. Errors as
+// for Claim.
+func (c *Coordinator) SkipSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error {
+	return c.batch.do(ctx, t, &claimReq{kind: kindSkip, job: job, slot: slot, runID: runID, record: rec,
+		keep: keep, maxAge: maxAge})
 }
 
 // guardFailed tells a stale term from a changed key, from the Else branch.

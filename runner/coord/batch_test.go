@@ -110,7 +110,7 @@ func TestClaimsWithRecordsAreBatchedByKeysWritten(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			job := fmt.Sprintf("job-%d", i)
-			errs[i] = r.c.ClaimRecording(context.Background(), term, job, t0, []byte(`"claim"`), "skip-"+job, []byte(`"skipped"`))
+			errs[i] = r.c.ClaimRecording(context.Background(), term, job, t0, []byte(`"claim"`), "skip-"+job, []byte(`"skipped"`), 0, 0)
 		})
 	}
 	wg.Wait()

@@ -103,3 +103,53 @@ func TestRecordsOlderThanMaxAgeGo(t *testing.T) {
 		t.Errorf("records %v: the record three hours old is still there, or a recent one went", got)
 	}
 }
+
+// Every record a job writes counts toward its pruning, whichever call
+// writes it: a job whose slots are all skipped (paused, or overlap behind
+// one long attempt) writes its records with each slot's mark in the claim
+// key (SkipSlot), a catch-up its skip records with its claims
+// (ClaimRecording), and neither writes a run record that would prune them.
+// Before the fix such a job kept one record per slot until history.max_age.
+func TestRecordsWrittenWithClaimsArePruned(t *testing.T) {
+	r := setup(t).replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	ctx := context.Background()
+	slot0 := time.Now().Truncate(time.Second).Add(time.Hour)
+	for _, tc := range []struct {
+		name  string
+		write func(job string, slot time.Time, id string, keep int) error
+	}{
+		{"SkipSlot", func(job string, slot time.Time, id string, keep int) error {
+			return r.c.SkipSlot(ctx, term, job, slot, id, []byte(id), keep, time.Hour)
+		}},
+		{"ClaimRecording", func(job string, slot time.Time, id string, keep int) error {
+			if err := r.c.ClaimRecording(ctx, term, job, slot, []byte(`{}`), id, []byte(id), keep, time.Hour); err != nil {
+				return err
+			}
+			return r.c.CloseSlot(ctx, term, job, slot) // as the slot's run ends
+		}},
+	} {
+		for _, keep := range []int{5, 30} { // pruned at every write; at every third
+			t.Run(fmt.Sprintf("%s/keep=%d", tc.name, keep), func(t *testing.T) {
+				job := fmt.Sprintf("%s-%d", tc.name, keep)
+				bound := keep + keep/10
+				var ids []string
+				for i := range 3 * keep {
+					id := runID(time.Now(), i)
+					ids = append(ids, id)
+					if err := tc.write(job, slot0.Add(time.Duration(i)*time.Second), id, keep); err != nil {
+						t.Fatal(err)
+					}
+					if got := records(t, r.c, job); len(got) > bound {
+						t.Fatalf("%d records after write %d, want at most keep + keep/10 (%d)", len(got), i+1, bound)
+					}
+				}
+				got := records(t, r.c, job)
+				if len(got) < keep || !slices.Equal(got, ids[len(ids)-len(got):]) {
+					t.Errorf("records %v: want the newest %d to %d of those written", got, keep, bound)
+				}
+			})
+		}
+	}
+}
