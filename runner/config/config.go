@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pacerun/pacer/internal/duration"
 	"github.com/pacerun/pacer/runner/schedule"
 	"github.com/pacerun/pacer/runner/shard"
 )
@@ -47,7 +48,7 @@ type Shutdown struct {
 // stop_grace_period) should be at least this, or the runs still draining
 // are killed with the process.
 func (c *Config) StopTimeout() time.Duration {
-	return c.Shutdown.DrainTimeout + c.Plugins.CancelGrace + 15*time.Second
+	return duration.Sum(c.Shutdown.DrainTimeout, c.Plugins.CancelGrace, 15*time.Second)
 }
 
 // Triggers bounds the manual trigger requests kept in etcd.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pacerun/pacer/internal/duration"
 )
 
 // HandOver is the mark a leader leaves when it hands a shard over
@@ -92,7 +94,7 @@ func (c *Coordinator) TakeHandOver(ctx context.Context, t *Term) (h HandOver, ok
 	switch gap := t.Since.Sub(h.Resigned); {
 	case gap < -c.opts.LeaseTTL:
 		return HandOver{}, false, nil // resigned after t started, by a clock too far off to tell
-	case gap > c.opts.LeaseTTL+c.opts.RequestTimeout:
+	case gap > duration.Sum(c.opts.LeaseTTL, c.opts.RequestTimeout):
 		h.HeldUntil = h.Resigned // nobody took over in time: the slots since were missed
 	}
 	h.Revision = kv.ModRevision

@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/duration"
 	"github.com/pacerun/pacer/observability"
 )
 
@@ -314,7 +315,7 @@ func (m *Monitor) tend(ctx context.Context, st EtcdStatus) EtcdStatus {
 
 func (m *Monitor) defragment(ctx context.Context, st EtcdStatus) error {
 	start := time.Now()
-	dctx, cancel := context.WithTimeout(ctx, 10*m.o.RequestTimeout)
+	dctx, cancel := context.WithTimeout(ctx, duration.Times(m.o.RequestTimeout, 10))
 	defer cancel()
 	if _, err := m.o.Client.Defragment(dctx, st.Endpoint); err != nil {
 		return err

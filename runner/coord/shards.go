@@ -17,6 +17,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/internal/duration"
 	"github.com/pacerun/pacer/runner/shard"
 )
 
@@ -477,7 +478,7 @@ func (c *Coordinator) handOver(t *Term, why error) {
 	}
 	c.endTerm(t, why)
 	if c.opts.Drain != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*c.opts.RequestTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), duration.Times(c.opts.RequestTimeout, 2))
 		c.opts.Drain(ctx, t)
 		cancel()
 	}

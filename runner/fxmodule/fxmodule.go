@@ -36,6 +36,7 @@ import (
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
+	"github.com/pacerun/pacer/internal/duration"
 	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
@@ -583,7 +584,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 		KeepRuns: cfg.History.Keep, MaxRunAge: cfg.History.MaxAge, TriggerExpiry: cfg.Triggers.ExpireAfter,
 		// A replaced attempt ends within the cancel grace, then the
 		// plugin host's tree timeout (10s) to confirm its processes dead.
-		ReplaceWait: cfg.Plugins.CancelGrace + 15*time.Second,
+		ReplaceWait: duration.Sum(cfg.Plugins.CancelGrace, 15*time.Second),
 		JobSets:     c, Shards: cfg.Cluster.Shards, JobSetsAgree: func() bool { return jobSetsAgree(ms.View()) },
 		ClusterJobSet: func() string { return ms.View().ClusterJobSet },
 		// A replica that has not heard from etcd for a lease TTL has
@@ -705,7 +706,7 @@ func newControl(cfg *config.Config, r *runner.Runner, c *coord.Coordinator, ms *
 		KeepReceipts:  cfg.History.Keep,
 		// A call that etcd does not answer tries for twice its timeout,
 		// then says whether it may have taken effect.
-		Settle: 2 * cfg.Cluster.Etcd.RequestTimeout,
+		Settle: duration.Times(cfg.Cluster.Etcd.RequestTimeout, 2),
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pacerun/pacer/internal/duration"
 	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
@@ -124,7 +125,7 @@ func (c *checker) checkRunStream(desc *pluginv1.DescribeResponse) {
 			problems = append(problems, fmt.Sprintf("runs %v: want each to end within %s; %v", missing(last, want), d, err))
 		}
 	}
-	collect(c.opts.Deadline+c.opts.Grace, 1, 2, 3)
+	collect(duration.Sum(c.opts.Deadline, c.opts.Grace), 1, 2, 3)
 	if st := last[3].GetStatus(); last[3] != nil && codes.Code(st.GetCode()) != codes.NotFound {
 		problems = append(problems, fmt.Sprintf("a run of task %q ended with %s, want status NotFound", unknown, describeEnd(last[3])))
 	}

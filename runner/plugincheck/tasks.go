@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/pacerun/pacer/internal/duration"
 	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
@@ -235,7 +236,7 @@ func (c *checker) checkCancel(task string, params map[string]any, where string) 
 func (c *checker) checkDeadline(task string, params map[string]any, where string) {
 	r := c.call(task, params, c.opts.Deadline)
 	defer r.hangUp()
-	r.wait(c.opts.Deadline + c.opts.Grace)
+	r.wait(duration.Sum(c.opts.Deadline, c.opts.Grace))
 	if !r.ended() {
 		c.fail(CheckDeadline, task, "want a run with a %s timeout to end within %s of it; with %s it was still running", c.opts.Deadline, c.opts.Grace, where)
 		return
@@ -254,7 +255,7 @@ func (c *checker) checkDeadline(task string, params map[string]any, where string
 func (c *checker) checkIdentity(task string, params map[string]any, where string) {
 	runs := []*call{c.call(task, params, c.opts.Deadline), c.call(task, params, c.opts.Deadline)}
 	for _, r := range runs {
-		r.wait(c.opts.Deadline + c.opts.Grace)
+		r.wait(duration.Sum(c.opts.Deadline, c.opts.Grace))
 		defer r.hangUp()
 	}
 	var problems []string
