@@ -359,6 +359,11 @@ func TestErrors(t *testing.T) {
 			want: []string{`pacer.yaml:1: shutdown.drain_timeout: 100000h0m0s is too long: at most 24h0m0s`},
 		},
 		{
+			name: "cancel grace absurd",
+			src:  y("http: {}", "plugins:", "  cancel_grace: 2562047h47m16s"),
+			want: []string{`pacer.yaml:3: plugins.cancel_grace: 2562047h47m16s is too long: at most 24h0m0s`},
+		},
+		{
 			name: "unknown top-level key",
 			src:  y("job:", "  - id: a"),
 			want: []string{`pacer.yaml:1: job: unknown key "job" (did you mean "jobs"?)`},

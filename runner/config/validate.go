@@ -376,9 +376,17 @@ func (d *decoder) validateTriggers(t *Triggers) {
 	}
 }
 
+// maxCancelGrace bounds plugins.cancel_grace: a stop waits this long for
+// cancelled runs after the drain, and so does a replaced run.
+const maxCancelGrace = 24 * time.Hour
+
 func (d *decoder) validatePlugins(p *Plugins) {
 	d.positive("plugins.start_timeout", p.StartTimeout)
-	d.positive("plugins.cancel_grace", p.CancelGrace)
+	if p.CancelGrace > maxCancelGrace {
+		d.problem("plugins.cancel_grace", "%s is too long: at most %s", p.CancelGrace, maxCancelGrace)
+	} else {
+		d.positive("plugins.cancel_grace", p.CancelGrace)
+	}
 	if p.MaxConcurrency < 1 || p.MaxConcurrency > 10000 {
 		d.problem("plugins.max_concurrency", "must be between 1 and 10000, got %d", p.MaxConcurrency)
 	}
