@@ -105,7 +105,7 @@
 //     and the run's last record removes it (triggers.go).
 //
 // Keys of jobs that are no longer configured (claim key, horizon, pause
-// flag, run records, trigger requests, idempotency receipts) are removed
+// flag and history, run records, trigger requests, idempotency receipts) are removed
 // by the leader of the job's shard (ForgetJob). Keys of the previous
 // layout (a key per slot, kept 24 hours, and a horizon per job) are moved
 // into the claim keys when the leader of the job's shard first reads the

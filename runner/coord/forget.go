@@ -16,14 +16,14 @@ import (
 // has not finished.
 var ErrJobBusy = errors.New("job has an open claim")
 
-// StoredJobs lists the jobs that have a claim key, a horizon or a pause
-// flag, and with withRuns also those with only run records, trigger
+// StoredJobs lists the jobs that have a claim key, a horizon, a pause
+// flag or a pause history, and with withRuns also those with only run records, trigger
 // requests or idempotency receipts (one read per job that has any: use it
 // seldom). The leader compares it with its job set to find the keys of
 // jobs that were removed.
 func (c *Coordinator) StoredJobs(ctx context.Context, withRuns bool) ([]string, error) {
 	found := map[string]bool{}
-	for _, prefix := range []string{c.claimPrefix(), c.prefix + "horizons/", c.pausedPrefix()} {
+	for _, prefix := range []string{c.claimPrefix(), c.prefix + "horizons/", c.pausedPrefix(), c.pausesPrefix()} {
 		err := c.rangeAll(ctx, prefix, func(kv *mvccKV) {
 			found[strings.TrimPrefix(string(kv.Key), prefix)] = true
 		})
@@ -51,7 +51,7 @@ func (c *Coordinator) StoredJobs(ctx context.Context, withRuns bool) ([]string, 
 }
 
 // ForgetJob deletes everything stored for a job that is no longer
-// configured: its claim key, horizon, pause flag, run records, trigger
+// configured: its claim key, horizon, pause flag and history, run records, trigger
 // requests and idempotency receipts, in one transaction under t's fencing
 // guard. It refuses (ErrJobBusy) while the job has an open claim: a run
 // the leader has not recorded yet. Trigger requests are deleted whatever
@@ -83,6 +83,7 @@ func (c *Coordinator) ForgetJob(ctx context.Context, t *Term, job string) error 
 		clientv3.OpDelete(key),
 		clientv3.OpDelete(c.horizonKey(job)),
 		clientv3.OpDelete(c.pausedPrefix()+job),
+		clientv3.OpDelete(c.pausesPrefix()+job),
 		clientv3.OpDelete(c.runKey(job, ""), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.triggerKey(job, ""), clientv3.WithPrefix()),
 		clientv3.OpDelete(c.idempotencyPrefix(job), clientv3.WithPrefix()),
@@ -129,7 +130,7 @@ func (c *Coordinator) RequestedJobs(ctx context.Context) ([]string, error) {
 // compares that none of the job's records and receipts changed, and no
 // trigger request of it was stored, since they were read; deleted reports
 // whether it deleted them (false when they are young, or changed: the
-// caller looks again later). The claim key and the pause flag stay. The
+// caller looks again later). The claim key and the pause flag and history stay. The
 // leader calls it for jobs it does not have (runner/sweep.go), which the
 // sweep of removed jobs leaves alone while the replicas' job sets differ:
 // the keys an expired trigger request leaves, its skip record and its

@@ -62,37 +62,55 @@ func (c *Coordinator) idempotencyKey(job, key string) string {
 
 // SetPaused pauses or resumes a job for every replica, once per idempotency
 // key. It needs no leadership: it is an operator's instruction, not a run's
-// write. An error wrapping ErrNotStored means it took no effect; any other
-// error leaves the outcome unknown until the call is repeated with the same
-// idem.
+// write. note is the request's, JSON whose "at" is its time: a pause stores
+// it as the flag (pausing a paused job leaves the flag as it is), a resume
+// deletes the flag and appends the stretch it closes to the job's pause
+// history (pauses.go), in the same transaction as the receipt. An error
+// wrapping ErrNotStored means it took no effect; any other error leaves the
+// outcome unknown until the call is repeated with the same idem.
 func (c *Coordinator) SetPaused(ctx context.Context, job string, paused bool, note []byte, idem Idempotency) (Applied, error) {
 	ikey := c.idempotencyKey(job, idem.Key)
-	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	got, err := c.cli.Get(rctx, ikey)
-	cancel()
-	if err != nil {
-		return Applied{}, fmt.Errorf("set paused=%v for %s: %w: %w", paused, job, ErrNotStored, err)
+	for try := 0; ; try++ {
+		rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		got, err := c.cli.Txn(rctx).Then(clientv3.OpGet(ikey), clientv3.OpGet(c.pausedPrefix()+job),
+			clientv3.OpGet(c.pausesPrefix()+job)).Commit()
+		cancel()
+		if err != nil {
+			return Applied{}, fmt.Errorf("set paused=%v for %s: %w: %w", paused, job, ErrNotStored, err)
+		}
+		if kvs := got.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			return Applied{Receipt: kvs[0].Value, Replayed: true}, nil
+		}
+		ops, cmps := c.pauseOps(job, paused, note, first(got.Responses[1]), first(got.Responses[2]))
+		wctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+		resp, err := c.cli.Txn(wctx).If(append(cmps, clientv3.Compare(clientv3.CreateRevision(ikey), "=", 0))...).
+			Then(append(ops, clientv3.OpPut(ikey, string(idem.Receipt)))...).
+			Else(clientv3.OpGet(ikey)).Commit()
+		cancel()
+		if err != nil {
+			return Applied{}, fmt.Errorf("set paused=%v for %s: outcome unknown: %w", paused, job, err)
+		}
+		if !resp.Succeeded {
+			if first(resp.Responses[0]) != nil {
+				return replayed(resp.Responses[0]), nil
+			}
+			if try >= 9 { // raced by other pauses and resumes of the job ten times over
+				return Applied{}, fmt.Errorf("set paused=%v for %s: %w: the job's pause changed meanwhile, again and again",
+					paused, job, ErrNotStored)
+			}
+			// The flag or the history changed since read: read again.
+		}
+		c.pruneReceipts(ctx, job, idem.Keep)
+		return Applied{Receipt: idem.Receipt}, nil
 	}
-	if len(got.Kvs) > 0 {
-		return Applied{Receipt: got.Kvs[0].Value, Replayed: true}, nil
+}
+
+// first is the first key a Get in a transaction found, or nil.
+func first(r *etcdserverpb.ResponseOp) *mvccKV {
+	if kvs := r.GetResponseRange().GetKvs(); len(kvs) > 0 {
+		return kvs[0]
 	}
-	op := clientv3.OpDelete(c.pausedPrefix() + job)
-	if paused {
-		op = clientv3.OpPut(c.pausedPrefix()+job, string(note))
-	}
-	wctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Txn(wctx).If(clientv3.Compare(clientv3.CreateRevision(ikey), "=", 0)).
-		Then(op, clientv3.OpPut(ikey, string(idem.Receipt))).
-		Else(clientv3.OpGet(ikey)).Commit()
-	if err != nil {
-		return Applied{}, fmt.Errorf("set paused=%v for %s: outcome unknown: %w", paused, job, err)
-	}
-	if !resp.Succeeded {
-		return replayed(resp.Responses[0]), nil
-	}
-	c.pruneReceipts(ctx, job, idem.Keep)
-	return Applied{Receipt: idem.Receipt}, nil
+	return nil
 }
 
 // replayed is the earlier request's receipt, from a Get of its key.

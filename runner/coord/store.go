@@ -25,7 +25,10 @@ import (
 //	claims/<job>             the job's claims: floor, latest slots, open claims (claims.go)
 //	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time),
 //	                         at most about history.keep per job
-//	paused/<job>             present while the job is paused
+//	paused/<job>             present while the job is paused: the pause's note, JSON with
+//	                         "at", when it was paused
+//	pauses/<job>             the job's last 32 pauses that ended, JSON [{from, until}],
+//	                         appended by each resume (pauses.go)
 //	triggers/<job>/<id>      manual trigger requests until decided (triggers.go),
 //	                         at most triggers.max_pending
 //	idempotency/<job>/<hash> receipts of mutating API requests (idempotency.go),
