@@ -35,8 +35,10 @@ const maxHeldRuns = 100
 // previous leader stopped firing, by its hand-over mark, to this term or,
 // taken late, to its resignation) were not missed: they run late, whatever
 // the misfire policy, but under the overlap policy as on one leader
-// (applyMisfire). Every slot that does not run leaves
-// a skip record. It returns, once every claim it makes is written, the
+// (applyMisfire). A slot that came due while its job was paused, by the
+// job's pause history (coord.PauseHistory, read beside the claims), does
+// not run late: it is recorded paused, whether or not the job is paused
+// now. Every slot that does not run leaves a skip record. It returns, once every claim it makes is written, the
 // instant it looked up to: the scheduler takes the shard's jobs over from
 // there (OnTerm), so its claims come after the catch-up's; the runs go on
 // after.
@@ -59,8 +61,10 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	// The hand-over mark is taken while the claims are read.
 	heldc := make(chan heldBack, 1)
 	go func() { heldc <- r.heldFrom(t) }()
+	pausesc := make(chan map[string][]coord.Pause, 1)
+	go func() { pausesc <- r.pauseHistory(t) }()
 	claims, err := r.readClaims(t)
-	held := <-heldc
+	held, pauses := <-heldc, <-pausesc
 	if err != nil {
 		r.log.Warn("misfire check failed: could not read the claims; slots missed while nobody led are not decided in this term",
 			"shard", t.Shard, "error", err)
@@ -114,7 +118,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			defer decided()
 			var run func(context.Context, *slotRun)
 			if len(rest) > 0 {
-				run = r.applyMisfire(t, j, rest, restWhy, start, held, len(redo) > 0, homed)
+				run = r.applyMisfire(t, j, rest, restWhy, start, held, pauses[j.ID], len(redo) > 0, homed)
 			}
 			if len(redo) > 0 {
 				run = r.inTurn(t, j, redo, homed, run)
@@ -222,27 +226,39 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // closed, they are counted, and it returns the run of the claimed slots
 // (one run of the job; nil if none was claimed).
 //
+// A slot that would run (a held-back one included) but came due while the
+// job was paused, by pauses (its pause history), is skipped with reason
+// paused instead, as on one leader, whether or not the job is paused now.
+//
 // behind says the slots to run wait for the job's re-delivered slots
 // (inTurn): the first is claimed as queued too.
-func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now time.Time, held heldBack, behind bool, homed <-chan struct{}) func(context.Context, *slotRun) {
+func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now time.Time, held heldBack,
+	pauses []coord.Pause, behind bool, homed <-chan struct{}) func(context.Context, *slotRun) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots
 	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
-	var skipsOverlap []bool // whether each run of skipped slots is held back ones that overlapped
-	prevSkipped, prevOverlap := false, false
-	nheld, noverlap := 0, 0
+	var skipsKind []string  // each run of skipped slots' reason: SkipMisfire, SkipOverlap (held back) or SkipPaused
+	prevSkipped, prevKind := false, ""
+	nheld, noverlap, npaused, nheldPaused := 0, 0, 0, 0
 	var busy []span // the job's attempts, when held-back slots are decided by overlap
 	if forbids(j) && slices.ContainsFunc(missed, held.holds) {
 		busy = r.attemptsOf(t, j)
 	}
 	for i, s := range missed {
 		inGrace := now.Sub(s) <= j.Misfire.Grace
-		var skip, overlap bool
+		// Whether the job was paused at s, by its pause history: a slot
+		// that would run is recorded paused instead, as on one leader,
+		// whether or not the job is still paused now.
+		pausedThen := coord.PausedAt(pauses, s)
+		skip, kind := false, SkipMisfire
 		switch {
+		case held.holds(s) && pausedThen:
+			skip, kind = true, SkipPaused
+			nheldPaused++
 		case held.holds(s) && overlaps(busy, s):
 			// On one leader it would have been skipped: an attempt of
 			// the job (the one the hand-over drained) ran at its time.
-			skip, overlap = true, true
+			skip, kind = true, SkipOverlap
 			noverlap++
 		case held.holds(s) && nheld < maxHeldRuns:
 			nheld++ // held back by the hand-over, not missed
@@ -253,40 +269,47 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		default: // once: the latest
 			skip = i != len(missed)-1
 		}
+		if !skip && pausedThen {
+			skip, kind = true, SkipPaused
+			npaused++
+		}
 		switch {
 		case !skip:
 			run = append(run, s)
-		case prevSkipped && prevOverlap == overlap:
+		case prevSkipped && prevKind == kind:
 			skips[len(skips)-1] = append(skips[len(skips)-1], s)
 		default:
 			skips = append(skips, []time.Time{s})
 			skipsWhy = append(skipsWhy, "")
-			skipsOverlap = append(skipsOverlap, overlap)
+			skipsKind = append(skipsKind, kind)
 			if i < len(missedWhy) {
 				skipsWhy[len(skipsWhy)-1] = missedWhy[i]
 			}
 		}
-		prevSkipped, prevOverlap = skip, overlap
+		prevSkipped, prevKind = skip, kind
 	}
-	nskip := len(missed) - len(run) - noverlap
-	if nheld+noverlap < len(missed) {
+	nskip := len(missed) - len(run) - noverlap - npaused - nheldPaused
+	if nheld+noverlap+nheldPaused < len(missed) {
 		// A paused job's slots to run do not run (see below): say so.
-		running, paused := len(run)-nheld, 0
+		running, paused := len(run)-nheld, npaused
 		if p, _ := r.JobState(j.ID); p {
-			running, paused = 0, running
+			running, paused = 0, running+paused
 		}
-		r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed)-nheld-noverlap,
+		r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed)-nheld-noverlap-nheldPaused,
 			"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", running, "skipping", nskip, "paused", paused)
 	}
-	if nheld > 0 || noverlap > 0 {
+	if nheld > 0 || noverlap > 0 || nheldPaused > 0 {
 		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld,
-			"skipped_overlap", noverlap)
+			"skipped_overlap", noverlap, "skipped_paused", nheldPaused)
 	}
 	recs := make([]Record, len(skips))
 	for i, sk := range skips {
-		if skipsOverlap[i] {
+		switch skipsKind[i] {
+		case SkipOverlap:
 			recs[i] = r.heldOverlapRecord(t, j, sk)
-		} else {
+		case SkipPaused:
+			recs[i] = r.pausedThenRecord(t, j, sk)
+		default:
 			recs[i] = r.misfireRecord(t, j, sk, skipsWhy[i])
 		}
 	}
@@ -326,6 +349,9 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	}
 	if noverlap > 0 {
 		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipOverlap).Add(float64(noverlap))
+	}
+	if npaused+nheldPaused > 0 {
+		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipPaused).Add(float64(npaused + nheldPaused))
 	}
 	if len(unwritten) > 0 && r.addWork() {
 		go func() {
@@ -453,6 +479,37 @@ func (r *Runner) heldOverlapRecord(t *coord.Term, j *Job, slots []time.Time) Rec
 			slots[n-1].UTC().Format(time.RFC3339) + ": " + why
 	}
 	return rec
+}
+
+// pausedThenRecord is the skip record of consecutive missed or held-back
+// slots that came due while the job was paused, by its pause history.
+func (r *Runner) pausedThenRecord(t *coord.Term, j *Job, slots []time.Time) Record {
+	why := "the job was paused at the scheduled time, which came due while no replica ran the job's slots: not run late"
+	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, SkipPaused, why)
+	if n := len(slots); n > 1 {
+		rec.ScheduledUntil, rec.Slots = slots[n-1].UTC(), n
+		rec.Error = itoa(n) + " slots, " + slots[0].UTC().Format(time.RFC3339) + " through " +
+			slots[n-1].UTC().Format(time.RFC3339) + ": " + why
+	}
+	return rec
+}
+
+// pauseHistory reads the stretches each job was paused, for the catch-up
+// (again while the term lives if etcd fails, a few times). Without it,
+// missed slots are decided by the pause flags as they are now, as before.
+func (r *Runner) pauseHistory(t *coord.Term) map[string][]coord.Pause {
+	wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: time.Second})
+	for try := 0; ; try++ {
+		p, err := r.o.Coord.PauseHistory(t.Context())
+		if err == nil {
+			return p
+		}
+		if try == 4 || t.Context().Err() != nil || !backoff.Sleep(t.Context(), wait.Next()) {
+			r.log.Warn("reading the jobs' pause history failed: missed slots are decided by whether their job is paused now",
+				"shard", t.Shard, "error", err)
+			return nil
+		}
+	}
 }
 
 // closeUnrun closes the claims of caught-up slots that did not start

@@ -344,6 +344,8 @@ func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by, ide
 		idemKey = "pacer-" + call
 	}
 	now := wallNow().UTC()
+	// The note's "at" is the pause's or resume's time in the job's pause
+	// history (coord/pauses.go), which the catch-up decides missed slots by.
 	note, _ := json.Marshal(map[string]any{"by": by, "at": now})
 	rc, _ := json.Marshal(receipt{Op: op, Call: call, At: now, Body: bodyDigest(ctx)})
 	idem := coord.Idempotency{Key: idemKey, Receipt: rc, Keep: c.keepReceipts()}

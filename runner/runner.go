@@ -45,6 +45,9 @@ type Coordinator interface {
 	// Runs returns up to limit of a job's records, newest first (the
 	// held-back slots of an overlap-forbid job are decided against them).
 	Runs(ctx context.Context, job string, limit int) ([][]byte, error)
+	// PauseHistory returns the stretches each job was paused (the catch-up
+	// decides a missed slot by whether its job was paused at its time).
+	PauseHistory(ctx context.Context) (map[string][]coord.Pause, error)
 	// StoredJobs and ForgetJob find and remove the keys of removed jobs.
 	StoredJobs(ctx context.Context, withRuns bool) ([]string, error)
 	ForgetJob(ctx context.Context, t *coord.Term, job string) error

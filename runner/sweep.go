@@ -12,7 +12,7 @@ import (
 )
 
 // sweep removes, while the runner runs, everything stored for jobs that
-// are no longer configured (claim key, horizon, pause flag, run records,
+// are no longer configured (claim key, horizon, pause flag and history, run records,
 // trigger requests, idempotency receipts), so that etcd holds keys for the
 // configured jobs only. Each replica removes those of the shards it leads
 // (a removed job's shard is the hash of its ID, as for a configured one),
@@ -91,7 +91,7 @@ func (r *Runner) sweep() {
 			}
 			switch err := r.o.Coord.ForgetJob(t.Context(), t, id); {
 			case err == nil:
-				r.log.Info("removed the keys of a job that is no longer configured (claims, pause flag, run records, trigger requests, receipts)",
+				r.log.Info("removed the keys of a job that is no longer configured (claims, pause flag and history, run records, trigger requests, receipts)",
 					"job", id, "shard", t.Shard)
 			case errors.Is(err, coord.ErrNotLeader), t.Context().Err() != nil:
 				// The shard moved: its next leader removes the keys.
