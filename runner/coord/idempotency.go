@@ -94,11 +94,11 @@ func (c *Coordinator) SetPaused(ctx context.Context, job string, paused bool, no
 			if first(resp.Responses[0]) != nil {
 				return replayed(resp.Responses[0]), nil
 			}
-			if try >= 9 { // raced by other pauses and resumes of the job ten times over
+			if try >= 19 { // raced by other pauses and resumes of the job twenty times over
 				return Applied{}, fmt.Errorf("set paused=%v for %s: %w: the job's pause changed meanwhile, again and again",
 					paused, job, ErrNotStored)
 			}
-			// The flag or the history changed since read: read again.
+			continue // the flag or the history changed since read: read again
 		}
 		c.pruneReceipts(ctx, job, idem.Keep)
 		return Applied{Receipt: idem.Receipt}, nil

@@ -89,8 +89,9 @@ func TestPauseHistoryRecordsEachStretch(t *testing.T) {
 }
 
 // Pauses and resumes of one job racing from several replicas each take
-// effect once, and every resume that ended a stretch appends it: the
-// history and the flag agree.
+// effect once (a request whose read of the flag or history is stale by
+// its write reads again), and every resume that ended a stretch appends
+// it: the history and the flag agree.
 func TestPauseHistoryUnderConcurrency(t *testing.T) {
 	b := setup(t)
 	base := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
@@ -121,6 +122,11 @@ func TestPauseHistoryUnderConcurrency(t *testing.T) {
 	}
 	if applied != 40 || len(hist["j"]) == 0 || len(hist["j"]) > 20 {
 		t.Fatalf("%d requests applied, history %v", applied, hist["j"])
+	}
+	// Each request took effect once: its receipt is stored (a request
+	// that lost a race and was answered without writing would have none).
+	if n := countKeys(t, b.client(t), "idempotency/j/"); n != 40 {
+		t.Errorf("%d receipts stored for 40 requests", n)
 	}
 	for _, p := range hist["j"] {
 		if p.Until.IsZero() {
