@@ -184,6 +184,10 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	if sr.claimed != nil {
 		sr.claimed()
 	}
+	held := claim // the slot's claim as stored
+	if how.claimed != nil {
+		held = *how.claimed
+	}
 	var final Record
 	var prev trace.SpanContext
 	for attempt := first; ; attempt++ {
@@ -220,6 +224,10 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			break
 		}
 	}
+	if r.leftForNextLeader(ctx, job, final) {
+		r.leaveOpen(t, s, tr, held, final, log)
+		return
+	}
 	if tr != nil { // the request's claim ends with the run's last record
 		r.write(t, final, log, func(b []byte) error {
 			return r.o.Coord.FinishTrigger(context.Background(), t, job.ID, tr.ID, tr.rev, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
@@ -230,6 +238,56 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	r.write(t, final, log, func(b []byte) error {
 		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 	})
+}
+
+// leftForNextLeader reports whether a slot's run, whose last attempt
+// ended as final, was cut off by this replica's going (Stop's drain
+// timeout, or the end of its term: a hand-over's drain timeout, or lost
+// leadership) under delivery at-least-once: then the slot is not finished
+// here, but left to the shard's next leader, which runs it again as the
+// next attempt (its catch-up takes over open claims, applyDelivery; a
+// trigger request's, deliverTrigger). A run ended on purpose (replaced, its
+// job removed) or by its own outcome is finished as before, and so is
+// every run of an at-most-once job: its cut attempt is its last.
+func (r *Runner) leftForNextLeader(ctx context.Context, j *Job, final Record) bool {
+	if j.Delivery != DeliveryAtLeastOnce || final.State != observability.OutcomeCanceled || ctx.Err() == nil {
+		return false
+	}
+	return r.stopCtx.Err() != nil || errors.Is(context.Cause(ctx), errLeadershipLost)
+}
+
+// leaveOpen records a slot's cut attempt (final) without closing its claim
+// (a trigger request's claim stays too), so that the history shows the
+// attempt, and the shard's next leader finds the claim open and runs the
+// slot again, as the next attempt, with the same correlation ID. A slot's
+// claim names the attempt it was claimed for: if a later attempt was cut,
+// the claim is made to name that one first, so that the next leader's
+// attempt comes after it (a trigger request's claim names each attempt
+// already, reclaimTrigger). A write refused because the term is over
+// changes nothing: the claim is open either way.
+func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger) {
+	if tr == nil && final.Attempt != held.Attempt {
+		cut := held
+		cut.RunID, cut.Attempt, cut.Start = final.RunID, final.Attempt, final.Start
+		prev, err := encodeRecord(&held)
+		var b []byte
+		if err == nil {
+			b, err = encodeRecord(&cut)
+		}
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), recordPatience)
+			err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
+			cancel()
+		}
+		if err != nil {
+			log.Warn("cut slot's claim not updated to its last attempt: the next leader may repeat the attempt's number",
+				"scheduled_time", s.Time, "attempt", final.Attempt, "error", err)
+		}
+	}
+	final.Error += "; left to the shard's next leader to run again (delivery at-least-once)"
+	log.Warn("run cut off by this replica's going: left to the shard's next leader to run again (at-least-once)",
+		"scheduled_time", s.Time, "attempt", final.Attempt, "run_id", final.RunID)
+	r.record(t, final, log)
 }
 
 // retryStopped says why the next attempt of a slot must not start, or

@@ -142,7 +142,7 @@ type Runner struct {
 
 	stopCtx  context.Context // cancelled to abort every run
 	claiming *startGate      // slots fired whose claims are not in yet
-	stopRuns context.CancelFunc
+	stopRuns context.CancelCauseFunc
 	stopping context.Context // cancelled when Stop is called
 	stop     context.CancelFunc
 
@@ -241,7 +241,7 @@ func New(o Options) *Runner {
 		// (tests, tools) still counts, it just is not read.
 		o.Metrics = observability.MustNewMetrics("")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	stopping, stop := context.WithCancel(context.Background())
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop, claiming: newStartGate(startGateWait),
 		jobs: map[string]*Job{}, paused: map[string]bool{},
@@ -586,7 +586,9 @@ func (r *Runner) Start(ctx context.Context) { r.sched.Run(ctx) }
 // Stop stops firing new slots, records pending retries as skipped (reason
 // "stopping") and waits for running attempts to finish. When ctx ends
 // first, the remaining attempts are cancelled and Stop waits for them to
-// return.
+// return: each is recorded canceled, and under delivery at-least-once its
+// slot is left open for the shard's next leader to run again
+// (leftForNextLeader).
 func (r *Runner) Stop(ctx context.Context) {
 	if r.o.Coord != nil {
 		for _, t := range r.o.Coord.Terms() {
@@ -611,7 +613,7 @@ func (r *Runner) Stop(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 		r.log.Warn("drain timeout: cancelling running runs")
-		r.stopRuns()
+		r.stopRuns(errDrainTimeout)
 		<-done
 	}
 }
@@ -790,7 +792,9 @@ func (r *Runner) goTracked(t *coord.Term, j *Job, run func(ctx context.Context, 
 // Causes of a slot's context ending, other than the runner's own stop.
 var (
 	errLeadershipLost = errors.New("leadership lost")
-	errReplaced       = &retryStop{SkipOverlap, "replaced by a newer slot (overlap: replace)"}
+	// errDrainTimeout ends the runs still going when Stop's drain ends.
+	errDrainTimeout = errors.New("the runner is stopping and its drain timeout passed")
+	errReplaced     = &retryStop{SkipOverlap, "replaced by a newer slot (overlap: replace)"}
 )
 
 func cmpString(a, b string) int {

@@ -1,0 +1,219 @@
+package runner_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// G2: a run cut by the drain timeout of a stopping replica (here 1 s, the
+// replica helper's) is left to the shard's next leader under delivery
+// at-least-once: its cut attempt is recorded canceled, its claim (a slot's,
+// or a manual trigger request's) stays open, and the replica that takes
+// the shard over by hand-over runs it again at once, as attempt 2, with
+// the same correlation ID. Neither job has retries: the re-run is the
+// delivery policy's, not a retry. Under at-most-once the cut attempt is
+// the slot's last, as before. Before the fix, both policies recorded the
+// cut attempt canceled and closed the claim: nothing ran again.
+func TestDrainTimeoutLeavesAtLeastOnceRunsToTheNextLeader(t *testing.T) {
+	for _, policy := range []string{runner.DeliveryAtLeastOnce, runner.DeliveryAtMostOnce} {
+		t.Run(policy, func(t *testing.T) {
+			ctx := context.Background()
+			jobs := func() []*runner.Job {
+				sched, manual := job("sched", runner.OverlapForbid), job("manual", runner.OverlapForbid)
+				sched.Delivery, manual.Delivery = policy, policy
+				return []*runner.Job{sched, manual}
+			}
+			ep := startEtcd(t)
+			tasksA := newGatedTasks() // never opened: each run lasts until cancelled
+			a := startReplica(t, ep, "a", tasksA, runner.Options{})
+			jobsA := jobs()
+			a.r.SetJobs(jobsA)
+			first := a.waitLeader(t)
+			waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 2 })
+			slot := slotAhead()
+			a.r.Fire(runner.Slot{Job: jobsA[0], Time: slot})
+			tr, err := a.control().Trigger(ctx, "manual", "corr-manual", "test", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "both runs on a", func() bool { return len(tasksA.correlations()) == 2 })
+			corrSched := tasksA.correlations()[slices.Index(tasksA.correlations(), "corr-manual")^1]
+
+			tasksB := newGatedTasks()
+			close(tasksB.gate)
+			b := startReplica(t, ep, "b", tasksB, runner.Options{})
+			b.r.SetJobs(jobs())
+			a.stop() // drain 1 s, then the hand-over: b is next in line
+			second := b.waitLeader(t)
+			if second.Token == first.Token {
+				t.Fatal("b leads under a's token")
+			}
+			waitUntil(t, "b's catch-up", func() bool { return b.r.Scheduled() == 2 })
+
+			if policy == runner.DeliveryAtLeastOnce {
+				waitUntil(t, "both runs again on b, recorded", func() bool {
+					n := 0
+					for _, r := range recordsOf(t, b.cli, "sched") {
+						n += b2i(r.State == observability.OutcomeSuccess)
+					}
+					for _, r := range recordsOf(t, b.cli, "manual") {
+						n += b2i(r.State == observability.OutcomeSuccess)
+					}
+					return n == 2
+				})
+			}
+			waitUntil(t, "no trigger request kept", func() bool { return storedTriggers(t, b.cli, "manual") == 0 })
+			stop, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			b.r.Stop(stop)
+
+			calls := tasksB.correlations()
+			for _, id := range []string{"sched", "manual"} {
+				corr := map[string]string{"sched": corrSched, "manual": "corr-manual"}[id]
+				recs := recordsOf(t, b.cli, id) // by run ID: oldest first
+				cut := recs[0]
+				if cut.State != observability.OutcomeCanceled || cut.Attempt != 1 || cut.Node != "a" || cut.CorrelationID != corr ||
+					cut.FencingToken != first.Token || cut.Manual != (id == "manual") {
+					t.Errorf("%s: first record %+v, want a's attempt 1, canceled, %s", id, cut, corr)
+				}
+				if !strings.Contains(cut.Error, "drain timeout") {
+					t.Errorf("%s: the cut attempt's error %q does not say the drain timeout cut it", id, cut.Error)
+				}
+				if policy == runner.DeliveryAtMostOnce {
+					if len(recs) != 1 || strings.Contains(cut.Error, "next leader") {
+						t.Errorf("%s: records %+v, want the cut attempt's alone, final", id, recs)
+					}
+					continue
+				}
+				if !strings.Contains(cut.Error, "next leader") {
+					t.Errorf("%s: the cut attempt's error %q does not say the slot is left to the next leader", id, cut.Error)
+				}
+				if len(recs) != 2 {
+					t.Fatalf("%s: %d records %+v, want the cut attempt and the re-run", id, len(recs), recs)
+				}
+				again := recs[1]
+				if again.State != observability.OutcomeSuccess || again.Attempt != 2 || again.Node != "b" || again.CorrelationID != corr ||
+					again.FencingToken != second.Token || !again.ScheduledTime.Equal(cut.ScheduledTime) {
+					t.Errorf("%s: re-run %+v, want b's attempt 2 of the same slot, success, %s", id, again, corr)
+				}
+				if id == "manual" && (again.TriggerID != tr.TriggerID || cut.TriggerID != tr.TriggerID) {
+					t.Errorf("manual: trigger IDs %q, %q, want %q", cut.TriggerID, again.TriggerID, tr.TriggerID)
+				}
+			}
+			want := []string{}
+			if policy == runner.DeliveryAtLeastOnce {
+				want = []string{corrSched, "corr-manual"}
+			}
+			if slices.Sort(calls); !slices.Equal(calls, slices.Sorted(slices.Values(want))) {
+				t.Errorf("b ran %q, want %q", calls, want)
+			}
+			jc, err := b.c.JobClaims(ctx, "sched")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(jc.Open) != 0 || !slices.ContainsFunc(jc.Slots, slot.Equal) {
+				t.Errorf("sched's claims %+v, want its slot finished", jc)
+			}
+		})
+	}
+}
+
+// The same after a failover: a runner stopped with a short drain leaves the
+// at-least-once slot it was running open; the next term (here the lease's
+// expiry, and a new runner) runs it again as attempt 2 with its
+// correlation ID. Its second attempt was the cut one (the first failed):
+// the claim is made to say so, and the re-run is attempt 3.
+func TestDrainTimeoutLeavesTheCutAttemptToTheNextTerm(t *testing.T) {
+	b := setup(t)
+	first := b.waitLeader(t)
+	failing := &failFirst{blockingTasks: b.tasks}
+	b.useRunner(t, failing)
+	newJob := func() *runner.Job {
+		j := job("d", runner.OverlapForbid)
+		j.Delivery = runner.DeliveryAtLeastOnce
+		j.Retries = runner.Retries{Max: 1, InitialBackoff: time.Millisecond}
+		return j
+	}
+	j := newJob()
+	b.r.SetJobs([]*runner.Job{j})
+	b.waitLeader(t)
+	slot := slotAhead()
+	b.r.Fire(runner.Slot{Job: j, Time: slot})
+	<-b.tasks.started // attempt 2: attempt 1 failed at once
+	if n := len(records(t, b, "d")); n != 1 {
+		t.Fatalf("%d records while attempt 2 runs, want attempt 1's", n)
+	}
+	stop, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	b.r.Stop(stop)
+	jc, err := b.coord.JobClaims(context.Background(), "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jc.Open) != 1 {
+		t.Fatalf("claims after the stop %+v, want the slot left open", jc)
+	}
+
+	again, next := setupScriptedRunner(t, b, newJob())
+	second := failover(t, b, first)
+	waitUntil(t, "the re-run's record", func() bool { return len(records(t, b, "d")) == 3 })
+	stop2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	again.Stop(stop2)
+
+	recs := records(t, b, "d")
+	slices.Reverse(recs) // oldest first
+	corr := recs[0].CorrelationID
+	for i, want := range []struct {
+		state string
+		token int64
+	}{{observability.OutcomeFailure, first.Token}, {observability.OutcomeCanceled, first.Token}, {observability.OutcomeSuccess, second.Token}} {
+		if r := recs[i]; r.Attempt != i+1 || r.State != want.state || r.FencingToken != want.token || r.CorrelationID != corr {
+			t.Errorf("record %d: %+v, want attempt %d %s under token %d, correlation ID %s", i, r, i+1, want.state, want.token, corr)
+		}
+	}
+	if calls := next.called(); len(calls) != 1 || calls[0].Info.Attempt != 3 || calls[0].Info.CorrelationID != corr {
+		t.Errorf("the next term's calls %+v, want attempt 3 of %s", calls, corr)
+	}
+}
+
+// failFirst fails a slot's first attempt at once, and runs the others as
+// blockingTasks does.
+type failFirst struct{ *blockingTasks }
+
+func (f *failFirst) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	if c.Info.Attempt == 1 {
+		return &pluginhost.Result{TaskError: "boom"}, nil
+	}
+	return f.blockingTasks.Run(ctx, c)
+}
+
+// setupScriptedRunner makes a runner calling a scripted TaskRunner the one
+// that hears of the bundle's next terms (not of the current one).
+func setupScriptedRunner(t *testing.T, b *bundle, jobs ...*runner.Job) (*runner.Runner, *scripted) {
+	t.Helper()
+	tasks := &scripted{}
+	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
+	r.SetJobs(jobs)
+	b.hook.mu.Lock()
+	b.hook.r = r
+	b.hook.mu.Unlock()
+	t.Cleanup(func() { r.Stop(context.Background()) })
+	b.r = r
+	return r, tasks
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
