@@ -63,7 +63,7 @@ jobs:
 
 // G2: two replicas on one etcd; the leader is stopped (SIGTERM) with a
 // drain of 1 s while a scheduled slot and a manual trigger of
-// delivery: at-least-once jobs run (6 s each, no retries). Each cut attempt
+// delivery: at-least-once jobs run (8 s each, no retries). Each cut attempt
 // is recorded canceled on the leader, and the other replica, which takes
 // the shard over by hand-over, runs both again at once as attempt 2 with
 // the same correlation ID, to their end. Before the fix both were recorded
@@ -78,7 +78,7 @@ func TestE2EDrainTimeoutLeavesAtLeastOnceRunsToTheNextLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Close)
-	const cmd = `{shell: true, command: 'echo "START $PACER_ATTEMPT"; sleep 6; echo "END $PACER_ATTEMPT"'}`
+	const cmd = `{shell: true, command: 'echo "START $PACER_ATTEMPT"; sleep 8; echo "END $PACER_ATTEMPT"'}`
 	var ps []*proc
 	for _, name := range []string{"r1", "r2"} {
 		httpAddr := freeAddr(t)
