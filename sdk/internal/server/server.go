@@ -334,7 +334,10 @@ func (s *sink) send(ev *pluginv1.RunEvent) error {
 	} else {
 		err = s.stream.Send(ev)
 	}
-	if err != nil {
+	// An event too big for the stream is dropped alone: the run's later
+	// events, its result above all, still go (a huge span must not leave
+	// the runner waiting for a result that never comes).
+	if err != nil && !errors.Is(err, errEventTooBig) {
 		s.failed = true
 	}
 	return err

@@ -234,6 +234,10 @@ const (
 	maxQueuedBytes = 2 * pluginv1.MaxMessageBytes
 )
 
+// errEventTooBig: an event alone would not fit in a message. It is dropped;
+// the run and the stream go on.
+var errEventTooBig = status.Error(codes.ResourceExhausted, "run stream: event dropped")
+
 // muxOut sends a RunStream's events. Whoever adds an event while nobody
 // is sending sends it, and with it everything added meanwhile, in order and
 // in as few messages as fit: one run alone costs no extra hand-over, runs
@@ -259,7 +263,7 @@ func (o *muxOut) add(ev *pluginv1.StreamEvent) error {
 	}
 	n := proto.Size(ev)
 	if n > maxBatchBytes {
-		return status.Errorf(codes.ResourceExhausted, "run stream: an event of %d bytes is over the %d-byte limit", n, maxBatchBytes)
+		return fmt.Errorf("%w: %d bytes, over the %d-byte limit", errEventTooBig, n, maxBatchBytes)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()

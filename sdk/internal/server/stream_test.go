@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,6 +31,12 @@ func serve(t *testing.T, p sdk.Plugin) pluginv1.TaskPluginClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveServer(t, srv)
+}
+
+// serveServer is serve for a server made already.
+func serveServer(t *testing.T, srv *server.Server) pluginv1.TaskPluginClient {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -250,4 +258,50 @@ func TestRunStreamCancelsRunsWhenTheLeaseIsNotRenewed(t *testing.T) {
 	for range 3 {
 		<-ended
 	}
+}
+
+// A span too big for a message is dropped alone: the run's result still
+// comes, and the stream serves the next run. Before, the failed send of the
+// span marked the run's events failed, its result was never sent, and the
+// runner waited for it until the run timed out.
+func TestRunStreamDropsAnOversizedSpanAndStillEndsTheRun(t *testing.T) {
+	var tp *sdktrace.TracerProvider
+	p := sdk.Plugin{Name: "spans", Tasks: map[string]sdk.Task{
+		"big": sdk.TaskFunc(func(ctx context.Context, _ *sdk.Request, resp *sdk.Response) error {
+			_, span := tp.Tracer("t").Start(ctx, "huge")
+			span.SetAttributes(attribute.String("blob", strings.Repeat("x", pluginv1.MaxMessageBytes+1)))
+			span.End()
+			resp.Output = "done"
+			return nil
+		}),
+	}}
+	srv, err := server.FromPlugin(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp = server.NewTracerProvider(srv)
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	c := serveServer(t, srv)
+	// Bounded: before the fix the result never came.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := c.RunStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1); id <= 2; id++ {
+		run := streamRun(id, "big", nil)
+		run.Traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" // sampled: the span is shipped
+		if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{run}}); err != nil {
+			t.Fatal(err)
+		}
+		got := recvAll(t, s, 1)
+		if out := got[id].GetEvent().GetResult().GetOutput(); out != "done" {
+			t.Fatalf("run %d ended with %v; want its result", id, got[id])
+		}
+	}
+	_ = s.CloseSend()
 }
