@@ -72,6 +72,10 @@ type LogQueue struct {
 	wake chan struct{} // a token when pending becomes non-empty
 	done chan struct{} // closed when the writer goroutine returns
 
+	queued   int64         // bytes ever queued, with mu held
+	written  int64         // bytes ever handed to out, with mu held
+	progress chan struct{} // closed (and made anew) when a write returns
+
 	dropped      atomic.Uint64
 	blockedSince atomic.Int64 // UnixNano when the write in progress began; 0 when none is
 }
@@ -94,7 +98,7 @@ func NewLogQueue(out io.Writer, o LogQueueOptions) *LogQueue {
 		o.MaxLines = DefaultLogQueueLines
 	}
 	q := &LogQueue{out: out, maxBytes: o.MaxBytes, maxLines: o.MaxLines,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), done: make(chan struct{}), progress: make(chan struct{})}
 	if o.Notice != nil {
 		q.notice = o.Notice(&q.scratch)
 	} else {
@@ -141,6 +145,7 @@ func (q *LogQueue) queue(p []byte, lines int) {
 	}
 	q.pending = append(q.pending, p...)
 	q.lines += lines
+	q.queued += int64(len(p))
 }
 
 // drop counts one dropped line. With q.mu held.
@@ -204,6 +209,9 @@ func (q *LogQueue) run() {
 		}
 
 		q.mu.Lock()
+		q.written += int64(q.inBytes)
+		close(q.progress)
+		q.progress = make(chan struct{})
 		q.inBytes, q.inLines = 0, 0
 		if q.gap > 0 && q.state == queueRunning {
 			// The output took a batch: say what was dropped now, in its
@@ -212,6 +220,29 @@ func (q *LogQueue) run() {
 		}
 		q.mu.Unlock()
 	}
+}
+
+// Flush waits until every line queued before it was called has been
+// handed to the output, or until ctx is done (then it returns ctx's
+// error). For a process about to exit without stopping (etcd ends it
+// after a fatal error): its last lines, which say why, are written first.
+func (q *LogQueue) Flush(ctx context.Context) error {
+	q.mu.Lock()
+	target := q.queued
+	for q.written < target && q.state == queueRunning {
+		progress := q.progress
+		q.mu.Unlock()
+		select {
+		case <-progress:
+		case <-q.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	q.mu.Unlock()
+	return nil
 }
 
 // Dropped is the number of lines dropped so far: because the queue was

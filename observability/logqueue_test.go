@@ -426,3 +426,30 @@ func lineSummary(t *testing.T, text string) string {
 	}
 	return strings.Join(got, " ")
 }
+
+// Flush returns once the lines queued before it are written: a process
+// about to end (etcd's fatal error) gets its last lines out first. While the
+// output is blocked it waits, until its context ends.
+func TestLogQueueFlushWaitsForTheLinesQueued(t *testing.T) {
+	t.Parallel()
+	w := newGateWriter()
+	w.close()
+	q := observability.NewLogQueue(w, observability.LogQueueOptions{})
+	defer closeQueue(t, q)
+	log := slog.New(slog.NewJSONHandler(q, nil))
+	log.Info("line", "i", 0)
+	<-w.entered // the writer holds line 0, blocked
+	log.Info("line", "i", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := q.Flush(ctx); err == nil {
+		t.Fatal("Flush returned while the output was blocked")
+	}
+	w.open()
+	if err := q.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := lineSummary(t, w.text()), "0 1"; got != want {
+		t.Fatalf("after Flush the output has %q, want %q", got, want)
+	}
+}

@@ -47,7 +47,10 @@ type Options struct {
 	// that is not told to compact).
 	CompactionRetention time.Duration
 	Logger              *slog.Logger
-	StartTimeout        time.Duration
+	// SyncLog, if set, flushes Logger's output: etcd ends the process
+	// after a fatal error, and the lines that say why must be out first.
+	SyncLog      func() error
+	StartTimeout time.Duration
 }
 
 // Embedded etcd's settings besides the options: etcd's defaults, stated
@@ -144,7 +147,7 @@ func Start(ctx context.Context, o Options) (*Embedded, error) {
 	log := o.Logger.With("component", "etcd")
 	// Every: a restarting member logs some warnings hundreds of times
 	// within milliseconds; one line per message per 10 s, with a count.
-	core := zapslog.New(log, zapslog.Options{Level: zapcore.WarnLevel, Quiet: closing, Demote: benign, Every: etcdLogEvery,
+	core := zapslog.New(log, zapslog.Options{Level: zapcore.WarnLevel, Quiet: closing, Demote: benign, Every: etcdLogEvery, Sync: o.SyncLog,
 		OnError: func(msg string, attrs []any) {
 			if diskFull(msg, attrs) {
 				// etcd stops the process after a failed write (zap

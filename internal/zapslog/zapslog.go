@@ -34,6 +34,11 @@ type Options struct {
 	// entry passed on after some were dropped carries their count,
 	// attribute "suppressed". OnError still sees every error.
 	Every time.Duration
+	// Sync, if set, flushes the output the slog logger writes to. It is
+	// called after an entry above error level (zap's DPanic, Panic and
+	// Fatal: the process may end right after it, and the entry says why)
+	// and by Sync.
+	Sync func() error
 }
 
 // Core is a zapcore.Core that writes to slog.
@@ -137,11 +142,19 @@ func (c *Core) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if e.Level >= zapcore.ErrorLevel && c.o.OnError != nil {
 		c.o.OnError(e.Message, attrs)
 	}
+	if e.Level > zapcore.ErrorLevel {
+		return c.Sync()
+	}
 	return nil
 }
 
 // Sync implements zapcore.Core.
-func (c *Core) Sync() error { return nil }
+func (c *Core) Sync() error {
+	if c.o.Sync == nil {
+		return nil
+	}
+	return c.o.Sync()
+}
 
 // Attrs turns zap fields into slog key-value pairs.
 func Attrs(fields []zapcore.Field) []any {

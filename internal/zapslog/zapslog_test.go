@@ -81,3 +81,34 @@ func TestCoreCollapsesRepeatedEntries(t *testing.T) {
 		t.Errorf("OnError saw %d errors, want 300", errs)
 	}
 }
+
+// An entry above error level (zap's DPanic, Panic, Fatal: the process may
+// end right after it) syncs the output after it is logged, its OnError
+// line included; errors and below do not.
+func TestCoreSyncsAfterAnEntryAboveError(t *testing.T) {
+	var order []string
+	core := zapslog.New(slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		var m map[string]any
+		if err := json.Unmarshal(p, &m); err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, fmt.Sprint(m["msg"]))
+		return len(p), nil
+	}), nil)), zapslog.Options{
+		Level:   zapcore.InfoLevel,
+		OnError: func(msg string, _ []any) { order = append(order, "on error: "+msg) },
+		Sync:    func() error { order = append(order, "sync"); return nil },
+	})
+	for _, e := range []zapcore.Entry{{Level: zapcore.ErrorLevel, Message: "failed"}, {Level: zapcore.FatalLevel, Message: "fatal"}} {
+		if err := core.Write(e, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := strings.Join(order, ", "), "failed, on error: failed, fatal, on error: fatal, sync"; got != want {
+		t.Fatalf("order %q, want %q", got, want)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -177,8 +177,17 @@ func newLogger(lc fx.Lifecycle, p Params, cfg *config.Config, s *observability.S
 }
 
 // logFlushTimeout bounds how long a stopping runner waits for its log
-// output to take the lines queued.
+// output to take the lines queued, and how long a process about to end
+// (etcd's fatal error) waits for it to take its last lines.
 const logFlushTimeout = 2 * time.Second
+
+// flushLog waits, up to logFlushTimeout, until q's output has taken the
+// lines queued so far.
+func flushLog(q *observability.LogQueue) error {
+	ctx, cancel := context.WithTimeout(context.Background(), logFlushTimeout)
+	defer cancel()
+	return q.Flush(ctx)
+}
 
 func newMetrics(p Params, cfg *config.Config, q *observability.LogQueue) (*observability.Metrics, error) {
 	m, err := observability.NewMetrics(p.Version)
@@ -244,10 +253,10 @@ func newDataDirLock(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger) (*dat
 	return &dataDirLock{leases: leases}, nil
 }
 
-func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *dataDirLock) (*clientv3.Client, error) {
+func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, q *observability.LogQueue, lock *dataDirLock) (*clientv3.Client, error) {
 	e := cfg.Cluster.Etcd
 	if len(e.Endpoints) == 0 {
-		return newEmbeddedClient(lc, cfg, log, lock), nil
+		return newEmbeddedClient(lc, cfg, log, q, lock), nil
 	}
 	cc, err := coord.ClientConfig(coord.ClientOptions{
 		Endpoints: e.Endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv, PasswordFile: e.PasswordFile,
@@ -278,7 +287,7 @@ func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *
 // etcd is up, before any of them starts. Every lease it is granted is
 // recorded in the data directory first, and a killed predecessor's are
 // revoked before anything else uses etcd. It closes before the member.
-func newEmbeddedClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lock *dataDirLock) *clientv3.Client {
+func newEmbeddedClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, q *observability.LogQueue, lock *dataDirLock) *clientv3.Client {
 	if e := cfg.Cluster.Etcd; e.Username != "" || e.TLS.CAFile != "" || e.TLS.CertFile != "" {
 		// (They never worked here: the client authenticated before the
 		// member was up, and the member serves plain HTTP.)
@@ -293,6 +302,9 @@ func newEmbeddedClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, lo
 				Name: cfg.Node.Name, Dir: filepath.Join(cfg.Cluster.DataDir, "etcd"),
 				ClientURL: em.ClientURL, PeerURL: em.PeerURL, ClientKey: em.ClientKey, PeerKey: em.PeerKey,
 				QuotaBytes: em.QuotaBytes, Logger: log,
+				// etcd ends the process after a fatal error (a full
+				// disk): the lines that say why are written first.
+				SyncLog: func() error { return flushLog(q) },
 			})
 			if err != nil {
 				return err
