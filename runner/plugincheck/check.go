@@ -429,6 +429,12 @@ func (c *checker) session() {
 	}
 	hs, hsErr := parseHandshake(line)
 	c.noHandshake = s.proc != nil && line == ""
+	if s.proc != nil && hsErr != nil {
+		// No session follows. Killed (a no-op for a process that exited)
+		// and waited for, so that its stderr is read to the end before
+		// the failure quotes it: a crash's last line is its error.
+		s.kill()
+	}
 	switch {
 	case s.proc == nil:
 		c.fail(CheckHandshake, "", "want the plugin to start: %v", err)
