@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -129,7 +130,8 @@ func TestHelmChart(t *testing.T) {
 		want string
 	}{
 		{nil, "etcd.endpoints"}, // each replica would run its own embedded etcd
-		{[]string{"etcd.deploy=true", "config.drainTimeout=1h30m"}, "config.drainTimeout"},
+		{[]string{"etcd.deploy=true", "config.drainTimeout=30 seconds"}, "config.drainTimeout"},
+		{[]string{"etcd.deploy=true", "config.extra.plugins.cancel_grace=60"}, "plugins.cancel_grace"}, // Pacer refuses a bare number too
 		{[]string{"etcd.deploy=true", "config.drainTimeout=2m", "terminationGracePeriodSeconds=60"}, "terminationGracePeriodSeconds 60 is shorter"},
 		{[]string{"etcd.deploy=true", "metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"}, "not both"},
 		{[]string{"etcd.deploy=true", "api.tls.enabled=true"}, "api.tls.secretName"},
@@ -160,6 +162,54 @@ func TestHelmChart(t *testing.T) {
 			checkKubeScore(t, kubescore, path)
 			checkChartObjects(t, c, objects(t, manifests), appVersion)
 		})
+	}
+}
+
+// The grace period covers the runner's whole stop (config.StopTimeout:
+// shutdown.drain_timeout + plugins.cancel_grace + 15s) as rendered, with
+// config.extra merged in, and an explicit one shorter than it is refused.
+func TestHelmChartGracePeriod(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds helm from tools/ (skipped with -short)")
+	}
+	helm := tool(t, "kube", helmPkg)
+	const margin = 10 * time.Second // what the chart adds to the stop
+
+	for _, set := range [][]string{
+		nil, // the defaults
+		{"config.extra.plugins.cancel_grace=60s"},
+		// config.extra wins over config.drainTimeout.
+		{"config.drainTimeout=30s", "config.extra.shutdown.drain_timeout=10m"},
+		{"config.drainTimeout=1m30s", "config.extra.plugins.cancel_grace=1500ms"},
+		{"config.drainTimeout=0.3h", "config.extra.plugins.cancel_grace=2.5s"},
+		{"config.drainTimeout=1h1m1s", "config.extra.plugins.cancel_grace=90s"},
+		{"config.drainTimeout=1.5s", "config.extra.plugins.cancel_grace=1500ms"},
+		{"config.drainTimeout=2m0.000000001s"},
+	} {
+		objs := objects(t, helmTemplate(t, helm, chartCase{set: append([]string{"etcd.deploy=true"}, set...)}))
+		cfg := parseChartConfig(t, str(objs["ConfigMap/pacer"], "data", "pacer.yaml"))
+		grace, _ := dig(objs["Deployment/pacer"], "spec", "template", "spec", "terminationGracePeriodSeconds").(int)
+		stop := cfg.StopTimeout()
+		need := int((stop + time.Second - 1) / time.Second) // whole seconds, rounded up
+		if time.Duration(grace)*time.Second != time.Duration(need)*time.Second+margin {
+			t.Errorf("--set %v: terminationGracePeriodSeconds %d, want the stop %s (drain_timeout %s, cancel_grace %s) + %s, rounded up",
+				set, grace, stop, cfg.Shutdown.DrainTimeout, cfg.Plugins.CancelGrace, margin)
+		}
+
+		// An explicit grace period: the stop itself is enough, a second
+		// less is refused, naming what it must cover.
+		ok := helmTemplate(t, helm, chartCase{set: append([]string{"etcd.deploy=true", fmt.Sprintf("terminationGracePeriodSeconds=%d", need)}, set...)})
+		if g, _ := dig(objects(t, ok)["Deployment/pacer"], "spec", "template", "spec", "terminationGracePeriodSeconds").(int); g != need {
+			t.Errorf("--set %v terminationGracePeriodSeconds=%d: rendered %d", set, need, g)
+		}
+		args := []string{"template", "pacer", chartDir, "--set", "etcd.deploy=true", "--set", fmt.Sprintf("terminationGracePeriodSeconds=%d", need-1)}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		out, err := exec.Command(helm, args...).CombinedOutput()
+		if want := fmt.Sprintf("terminationGracePeriodSeconds %d is shorter than the runner's whole stop, %ds", need-1, need); err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("helm template --set %v terminationGracePeriodSeconds=%d: %v, want an error saying %q:\n%s", set, need-1, err, want, out)
+		}
 	}
 }
 

@@ -51,26 +51,51 @@ app.kubernetes.io/part-of: pacer
 {{- printf "%s-etcd" (include "pacer.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Durations in whole seconds, for values such as "30s", "2m", "1h". */}}
-{{- define "pacer.seconds" -}}
-{{- $d := toString . }}
-{{- if not (regexMatch "^[0-9]+(s|m|h)$" $d) }}
-{{- fail (printf "config.drainTimeout %q: use a whole number of seconds, minutes or hours (30s, 5m, 1h), so that the grace period can be derived from it" $d) }}
-{{- else if hasSuffix "s" $d }}{{ trimSuffix "s" $d | int }}
-{{- else if hasSuffix "m" $d }}{{ mul (trimSuffix "m" $d | int) 60 }}
-{{- else }}{{ mul (trimSuffix "h" $d | int) 3600 }}
+{{/*
+A Go duration ("30s", "1m30s", "1.5h", "500ms"; Pacer's syntax) in
+nanoseconds. Called with (list "the key, for the error" value).
+*/}}
+{{- define "pacer.nanoseconds" -}}
+{{- $key := index . 0 }}
+{{- $d := toString (index . 1) }}
+{{- $num := "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" }}
+{{- $unit := "(ns|us|µs|μs|ms|s|m|h)" }}
+{{- if eq $d "0" }}0
+{{- else if not (regexMatch (printf "^(%s%s)+$" $num $unit) $d) }}
+{{- fail (printf "%s %q: not a duration; write a number with a unit, such as 30s, 1m30s or 2h (units: ns, us, ms, s, m, h)" $key $d) }}
+{{- else }}
+{{- $unitNs := dict "ns" 1 "us" 1000 "µs" 1000 "μs" 1000 "ms" 1000000 "s" 1000000000 "m" 60000000000 "h" 3600000000000 }}
+{{- $ns := 0.0 }}
+{{- range regexFindAll (printf "%s%s" $num $unit) $d -1 }}
+{{- $n := regexFind (printf "^%s" $num) . }}
+{{- $ns = addf $ns (mulf (float64 $n) (get $unitNs (trimPrefix $n .))) }}
+{{- end }}
+{{- round $ns 0 | int64 }}
 {{- end }}
 {{- end }}
 
+{{/*
+The pod's grace period. The runner's whole stop takes at most
+shutdown.drain_timeout + plugins.cancel_grace + 15s (docs/operations.md,
+"Stopping"), read from the rendered config, config.extra merged in: a
+cancel_grace or drain_timeout given there counts. Derived: that + 10s of
+margin. An explicit value shorter than the stop is refused.
+*/}}
 {{- define "pacer.terminationGracePeriodSeconds" -}}
-{{- $drain := include "pacer.seconds" .Values.config.drainTimeout | int }}
-{{- if .Values.terminationGracePeriodSeconds }}
-{{- if lt (int .Values.terminationGracePeriodSeconds) (add $drain 20) }}
-{{- fail (printf "terminationGracePeriodSeconds %v is shorter than config.drainTimeout (%s) + 20s: runs still draining would be killed with the pod" .Values.terminationGracePeriodSeconds .Values.config.drainTimeout) }}
+{{- $cfg := include "pacer.config" . | fromYaml }}
+{{- $drainV := dig "shutdown" "drain_timeout" "" $cfg | default "10s" }}
+{{- $cancelV := dig "plugins" "cancel_grace" "" $cfg | default "5s" }}
+{{- $drain := include "pacer.nanoseconds" (list "shutdown.drain_timeout (config.drainTimeout, or config.extra.shutdown.drain_timeout)" $drainV) | int64 }}
+{{- $cancel := include "pacer.nanoseconds" (list "plugins.cancel_grace (config.extra.plugins.cancel_grace)" $cancelV) | int64 }}
+{{- /* In whole seconds, rounded up. */}}
+{{- $stop := ceil (divf (add $drain $cancel 15000000000) 1000000000) | int }}
+{{- if not (kindIs "invalid" .Values.terminationGracePeriodSeconds) }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) $stop }}
+{{- fail (printf "terminationGracePeriodSeconds %v is shorter than the runner's whole stop, %ds: shutdown.drain_timeout %v + plugins.cancel_grace %v + 15s (docs/operations.md, \"Stopping\"); runs still draining would be killed with the pod. Set it to at least %d, or leave it unset to derive it" .Values.terminationGracePeriodSeconds $stop $drainV $cancelV $stop) }}
 {{- end }}
 {{- .Values.terminationGracePeriodSeconds }}
 {{- else }}
-{{- add $drain 30 }}
+{{- add $stop 10 }}
 {{- end }}
 {{- end }}
 
