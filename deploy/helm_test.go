@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -241,39 +240,12 @@ func checkKubeScore(t *testing.T, kubescore, path string) {
 	}
 }
 
-// plannedConfigKeys are config keys the chart may render before this
-// build's config package knows them: cluster.shards (issue 13, planned).
-var plannedConfigKeys = []string{"cluster.shards"}
-
-// parseChartConfig parses the rendered pacer.yaml. A planned key that this
-// build does not know yet is logged and left out; any other problem fails.
+// parseChartConfig parses the rendered pacer.yaml as the runner does.
 func parseChartConfig(t *testing.T, data string) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse("configmap pacer.yaml", []byte(data))
-	if err == nil {
-		return cfg
-	}
-	var doc map[string]any
-	if yerr := yaml.Unmarshal([]byte(data), &doc); yerr != nil {
-		t.Fatalf("rendered pacer.yaml: %v", yerr)
-	}
-	var dropped []string
-	for _, key := range plannedConfigKeys {
-		section, leaf, _ := strings.Cut(key, ".")
-		if m, ok := doc[section].(map[string]any); ok && m[leaf] != nil &&
-			regexp.MustCompile(regexp.QuoteMeta(key)+`: unknown key`).MatchString(err.Error()) {
-			delete(m, leaf)
-			dropped = append(dropped, key)
-		}
-	}
-	if len(dropped) == 0 {
-		t.Fatalf("rendered pacer.yaml does not parse: %v\n%s", err, data)
-	}
-	t.Logf("this build's config does not know %v yet (planned keys): checked the rest", dropped)
-	b, _ := yaml.Marshal(doc)
-	cfg, err = config.Parse("configmap pacer.yaml", b)
 	if err != nil {
-		t.Fatalf("rendered pacer.yaml (without %v) does not parse: %v\n%s", dropped, err, b)
+		t.Fatalf("rendered pacer.yaml does not parse: %v\n%s", err, data)
 	}
 	return cfg
 }
