@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/pacerun/pacer/internal/backoff"
 	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
@@ -401,11 +403,14 @@ const maxJobPages = 1000
 func jobsCmd(args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
 	var state string
-	var limit int
+	var limit limitFlag
 	if _, err := c.parseWith("jobs", args, stderr, 0, "jobs [--state active|paused|unknown|running] [--limit N] [--addr URL] [-o json]", func(fs *flag.FlagSet) {
 		fs.StringVar(&state, "state", "", "only jobs in these states, comma-separated: active, paused, unknown, running")
-		fs.IntVar(&limit, "limit", 0, "jobs per API request (the runner's default when 0); every page is fetched")
+		fs.Var(&limit, "limit", fmt.Sprintf("`N` jobs per API request, 1 to %d (the runner's default, 500, when not given); every page is fetched", runner.MaxJobsLimit))
 	}); err != nil {
+		return err
+	}
+	if err := limit.check(runner.MaxJobsLimit); err != nil {
 		return err
 	}
 	if c.output != "table" && c.output != "json" {
@@ -424,8 +429,8 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 		if state != "" {
 			q.Set("state", state)
 		}
-		if limit > 0 {
-			q.Set("limit", fmt.Sprint(limit))
+		if limit.set {
+			q.Set("limit", strconv.Itoa(limit.n))
 		}
 		if cursor != "" {
 			q.Set("cursor", cursor)
@@ -534,21 +539,54 @@ func pauseCmd(verb string) func([]string, io.Writer, io.Writer) error {
 // maxRunsLimit is the most records GET /api/v1/runs returns at once.
 const maxRunsLimit = 1000
 
+// limitFlag is a --limit that tells "not given" (the runner's default)
+// from an explicit value, which must be in the API's range: the API
+// answers limit=0 with 400, so --limit 0 is a usage error here rather than
+// silently the default.
+type limitFlag struct {
+	n   int
+	set bool
+}
+
+func (l *limitFlag) String() string {
+	if l == nil || !l.set {
+		return ""
+	}
+	return strconv.Itoa(l.n)
+}
+
+func (l *limitFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a number")
+	}
+	l.n, l.set = n, true
+	return nil
+}
+
+// check refuses an explicit --limit outside 1 to most.
+func (l *limitFlag) check(most int) error {
+	if l.set && (l.n < 1 || l.n > most) {
+		return fmt.Errorf("%w: --limit %d: want 1 to %d", errUsage, l.n, most)
+	}
+	return nil
+}
+
 func runsCmd(args []string, stdout, stderr io.Writer) error {
 	var c clientFlags
-	limit := 0
+	var limit limitFlag
 	pos, err := c.parseWith("runs", args, stderr, 1, "runs JOB [--limit N] [--addr URL] [-o json]", func(fs *flag.FlagSet) {
-		fs.IntVar(&limit, "limit", 0, fmt.Sprintf("how many of the job's latest records to show, 1 to %d (the runner's default, 20, when 0)", maxRunsLimit))
+		fs.Var(&limit, "limit", fmt.Sprintf("show the job's latest `N` records, 1 to %d (the runner's default, 20, when not given)", maxRunsLimit))
 	})
 	if err != nil {
 		return err
 	}
-	if limit < 0 || limit > maxRunsLimit {
-		return fmt.Errorf("%w: --limit %d: want 1 to %d", errUsage, limit, maxRunsLimit)
+	if err := limit.check(maxRunsLimit); err != nil {
+		return err
 	}
 	path := "/api/v1/runs?job=" + url.QueryEscape(pos[0])
-	if limit > 0 {
-		path += "&limit=" + strconv.Itoa(limit)
+	if limit.set {
+		path += "&limit=" + strconv.Itoa(limit.n)
 	}
 	var resp struct {
 		Runs []struct {

@@ -328,9 +328,51 @@ func TestRunsLimitAndNote(t *testing.T) {
 	if !strings.Contains(out.String(), "skipped (expired) [manual]") || !strings.Contains(errOut.String(), `note: job "gone" is not in this replica's config`) {
 		t.Errorf("printed:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	}
-	for _, bad := range []string{"1001", "-1"} {
+	// An explicit 0 is not "the default" (the API answers limit=0 with 400;
+	// G8): every value outside 1 to 1000 is refused before any request.
+	queries = nil
+	for _, bad := range []string{"1001", "-1", "0", "x"} {
 		if err := runsCmd([]string{"--addr", srv.URL, "gone", "--limit", bad}, &out, &errOut); exitCode(err) != 2 {
 			t.Errorf("--limit %s: %v, want a usage error", bad, err)
 		}
+	}
+	if err := runsCmd([]string{"--addr", srv.URL, "gone", "--limit", "0"}, &out, &errOut); err == nil || err.Error() != "usage error: --limit 0: want 1 to 1000" {
+		t.Errorf("--limit 0: %v", err)
+	}
+	if len(queries) != 0 {
+		t.Errorf("a bad --limit was sent: %q", queries)
+	}
+}
+
+// pacer jobs --limit N checks N against the API's range (1 to 1000) as
+// pacer runs does: an explicit 0 or 1001 is a usage error, exit 2, and no
+// request is sent; not given, no limit goes to the API (its default) (G8).
+func TestJobsLimitChecked(t *testing.T) {
+	var queries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.RawQuery)
+		fmt.Fprint(w, `{"jobs":[],"total":0}`)
+	}))
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	for _, bad := range []string{"0", "1001", "-1", "x"} {
+		err := jobsCmd([]string{"--addr", srv.URL, "--limit", bad}, &out, &errOut)
+		if exitCode(err) != 2 {
+			t.Errorf("--limit %s: %v, want a usage error", bad, err)
+		}
+		if bad != "x" && (err == nil || err.Error() != "usage error: --limit "+bad+": want 1 to 1000") {
+			t.Errorf("--limit %s: %v", bad, err)
+		}
+	}
+	if len(queries) != 0 {
+		t.Fatalf("a bad --limit was sent: %q", queries)
+	}
+	for _, args := range [][]string{{"--limit", "1000"}, {"--limit", "1"}, nil} {
+		if err := jobsCmd(append([]string{"--addr", srv.URL}, args...), &out, &errOut); err != nil {
+			t.Fatalf("jobs %q: %v", args, err)
+		}
+	}
+	if want := []string{"limit=1000", "limit=1", ""}; !slices.Equal(queries, want) {
+		t.Errorf("queries %q, want %q", queries, want)
 	}
 }

@@ -43,7 +43,7 @@ Usage:
                                  (--from RFC3339 --count N: N fire times after any instant)
   pacer jobs [--state S]         jobs, their schedules, state and next fire time
                                  (every page; --state active, paused, unknown or running;
-                                 --limit N jobs per API request)
+                                 --limit N jobs per API request, 1 to 1000)
   pacer trigger JOB              run a job now, once (X-Correlation-ID from env PACER_CORRELATION_ID)
   pacer pause JOB | resume JOB   pause or resume a job on every replica
   pacer runs JOB [--limit N]     a job's latest runs and skipped slots (default 20, up to 1000)
