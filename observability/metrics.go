@@ -234,7 +234,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		}),
 		HTTPRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_http_rejected_total",
-			Help: "API requests and connections refused, by reason (unauthorized, cross_origin, host, content_type, rate_limited, connection_limit).",
+			Help: "API requests and connections refused, by reason (unauthorized, cross_origin, host, content_type, rate_limited, connection_limit, connection_evicted).",
 		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{

@@ -93,8 +93,12 @@ func New(o Options) *Server {
 	mux := http.NewServeMux()
 	g := newGuard(o)
 	s := &Server{o: o, guard: g, srv: &http.Server{
-		Handler:           g.wrap(mux),
-		TLSConfig:         o.TLS,
+		Handler:   g.wrap(mux),
+		TLSConfig: o.TLS,
+		// HTTP/1.x only, as before (o.TLS offers no "h2"), and now said
+		// so: the connection limit reads each connection's state from
+		// ConnState, which HTTP/2 connections skip (connlimit.go).
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
 		WriteTimeout:      WriteTimeout,
@@ -194,8 +198,9 @@ func (s *Server) Start() error {
 		return fmt.Errorf("http: listen on %s: %w (set http.listen)", s.o.Listen, err)
 	}
 	s.ln = ln
-	served := net.Listener(&limitListener{Listener: ln, sem: make(chan struct{}, s.o.MaxConnections),
-		reject: s.guard.reject, log: s.o.Logger})
+	limit := newLimitListener(ln, s.o.MaxConnections, s.guard.reject, s.o.Logger)
+	s.srv.ConnState = limit.connState
+	served := net.Listener(limit)
 	scheme := "http"
 	if s.o.TLS != nil {
 		served, scheme = tls.NewListener(served, s.o.TLS), "https"

@@ -46,11 +46,14 @@ const (
 	RejectHost          = "host"             // a loopback API asked for by another host name: DNS rebinding (403)
 	RejectContentType   = "content_type"     // a mutating call without a JSON content type (415)
 	RejectRateLimited   = "rate_limited"     // over the mutating-call rate limit (429)
-	RejectConnectionCap = "connection_limit" // over MaxConnections: closed at once
+	RejectConnectionCap = "connection_limit" // over MaxConnections, none idle: closed at once
+	// RejectConnectionEvicted counts the idle connections closed at
+	// MaxConnections to make room for a new one (connlimit.go).
+	RejectConnectionEvicted = "connection_evicted"
 )
 
 // RejectReasons are every value of pacer_http_rejected_total's reason label.
-var RejectReasons = []string{RejectUnauthorized, RejectCrossOrigin, RejectHost, RejectContentType, RejectRateLimited, RejectConnectionCap}
+var RejectReasons = []string{RejectUnauthorized, RejectCrossOrigin, RejectHost, RejectContentType, RejectRateLimited, RejectConnectionCap, RejectConnectionEvicted}
 
 // guard holds the server's request checks.
 type guard struct {
@@ -373,50 +376,6 @@ func methodNotAllowed(mux *http.ServeMux) http.HandlerFunc {
 		}
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	}
-}
-
-// limitListener closes connections over a cap as soon as it accepts them,
-// so that slow or idle clients cannot exhaust the server.
-type limitListener struct {
-	net.Listener
-	sem    chan struct{}
-	reject func(reason string)
-	warned sync.Once
-	log    *slog.Logger
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-		default:
-			// Counted before the close, so whoever sees the connection
-			// closed also sees it counted.
-			l.reject(RejectConnectionCap)
-			_ = c.Close()
-			l.warned.Do(func() {
-				l.log.Warn("http: connection limit reached; refusing connections until some close (http.max_connections; counted in pacer_http_rejected_total)",
-					"max_connections", cap(l.sem))
-			})
-		}
-	}
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // LoadTLS builds the server's TLS settings from PEM files: the certificate

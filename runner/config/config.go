@@ -163,8 +163,11 @@ type HTTP struct {
 	// a config is refused. No effect when a token or a client CA is set.
 	InsecureNoAuth bool    `yaml:"insecure_no_auth"`
 	TLS            HTTPTLS `yaml:"tls"`
-	// MaxConnections bounds the connections open at once; more are closed
-	// as soon as they are accepted. Default 256.
+	// MaxConnections bounds the connections open at once. At the limit a
+	// new connection closes the one waiting longest without a request in
+	// progress (idle, or its request head unfinished); with a request in
+	// progress on every one, the new one is closed as soon as it is
+	// accepted. Default 256.
 	MaxConnections int `yaml:"max_connections"`
 	// RateLimit bounds the mutating calls (trigger, pause, resume) the API
 	// accepts; more are answered 429 with Retry-After.
