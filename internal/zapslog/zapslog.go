@@ -36,8 +36,8 @@ type Options struct {
 	Every time.Duration
 	// Sync, if set, flushes the output the slog logger writes to. It is
 	// called after an entry above error level (zap's DPanic, Panic and
-	// Fatal: the process may end right after it, and the entry says why)
-	// and by Sync.
+	// Fatal: the process may end right after it, and the entry says why),
+	// not by the Core's Sync.
 	Sync func() error
 }
 
@@ -142,19 +142,16 @@ func (c *Core) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if e.Level >= zapcore.ErrorLevel && c.o.OnError != nil {
 		c.o.OnError(e.Message, attrs)
 	}
-	if e.Level > zapcore.ErrorLevel {
-		return c.Sync()
+	if e.Level > zapcore.ErrorLevel && c.o.Sync != nil {
+		return c.o.Sync()
 	}
 	return nil
 }
 
-// Sync implements zapcore.Core.
-func (c *Core) Sync() error {
-	if c.o.Sync == nil {
-		return nil
-	}
-	return c.o.Sync()
-}
+// Sync implements zapcore.Core. It does not call Options.Sync: etcd syncs
+// its logger as it closes, and a stop must not wait there for a blocked
+// output (the log queue's own close has its bound).
+func (c *Core) Sync() error { return nil }
 
 // Attrs turns zap fields into slog key-value pairs.
 func Attrs(fields []zapcore.Field) []any {

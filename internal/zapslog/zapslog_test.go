@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -112,3 +113,14 @@ func TestCoreSyncsAfterAnEntryAboveError(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// The Core's Sync, which etcd calls as it closes, does not flush: a stop
+// must not wait there for a blocked output.
+func TestCoreSyncDoesNotFlush(t *testing.T) {
+	synced := false
+	core := zapslog.New(slog.New(slog.NewJSONHandler(io.Discard, nil)), zapslog.Options{
+		Level: zapcore.InfoLevel, Sync: func() error { synced = true; return nil }})
+	if err := zap.New(core).Sync(); err != nil || synced {
+		t.Fatalf("Sync = %v, flushed %v; want nil and no flush", err, synced)
+	}
+}
