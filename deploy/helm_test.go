@@ -183,6 +183,7 @@ func TestHelmChartGracePeriod(t *testing.T) {
 		{"config.drainTimeout=0.3h", "config.extra.plugins.cancel_grace=2.5s"},
 		{"config.drainTimeout=1h1m1s", "config.extra.plugins.cancel_grace=90s"},
 		{"config.drainTimeout=1.5s", "config.extra.plugins.cancel_grace=1500ms"},
+		{"config.drainTimeout=+20s", "config.extra.plugins.cancel_grace=+5s"}, // Go takes a leading "+"
 		{"config.drainTimeout=2m0.000000001s"},
 	} {
 		objs := objects(t, helmTemplate(t, helm, chartCase{set: append([]string{"etcd.deploy=true"}, set...)}))

@@ -57,7 +57,7 @@ nanoseconds. Called with (list "the key, for the error" value).
 */}}
 {{- define "pacer.nanoseconds" -}}
 {{- $key := index . 0 }}
-{{- $d := toString (index . 1) }}
+{{- $d := trimPrefix "+" (toString (index . 1)) }}{{- /* Go takes a leading "+" */}}
 {{- $num := "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" }}
 {{- $unit := "(ns|us|µs|μs|ms|s|m|h)" }}
 {{- if eq $d "0" }}0
