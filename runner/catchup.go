@@ -472,20 +472,21 @@ func (r *Runner) attemptsOf(t *coord.Term, j *Job) []span {
 // of the job overlapped.
 func (r *Runner) heldOverlapRecord(t *coord.Term, j *Job, slots []time.Time) Record {
 	why := "held back by a hand-over while the previous run was still running (overlap: forbid): not run late"
-	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, SkipOverlap, why)
-	if n := len(slots); n > 1 {
-		rec.ScheduledUntil, rec.Slots = slots[n-1].UTC(), n
-		rec.Error = itoa(n) + " slots, " + slots[0].UTC().Format(time.RFC3339) + " through " +
-			slots[n-1].UTC().Format(time.RFC3339) + ": " + why
-	}
-	return rec
+	return r.slotsRecord(t, j, slots, SkipOverlap, why)
 }
 
 // pausedThenRecord is the skip record of consecutive missed or held-back
 // slots that came due while the job was paused, by its pause history.
 func (r *Runner) pausedThenRecord(t *coord.Term, j *Job, slots []time.Time) Record {
 	why := "the job was paused at the scheduled time, which came due while no replica ran the job's slots: not run late"
-	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, SkipPaused, why)
+	return r.slotsRecord(t, j, slots, SkipPaused, why)
+}
+
+// slotsRecord is the one skip record of consecutive slots of j, skipped
+// for reason: from the first through the last, with how many there are
+// (Record.ScheduledUntil, Record.Slots) and why.
+func (r *Runner) slotsRecord(t *coord.Term, j *Job, slots []time.Time, reason, why string) Record {
+	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, reason, why)
 	if n := len(slots); n > 1 {
 		rec.ScheduledUntil, rec.Slots = slots[n-1].UTC(), n
 		rec.Error = itoa(n) + " slots, " + slots[0].UTC().Format(time.RFC3339) + " through " +
@@ -546,13 +547,7 @@ func (r *Runner) misfireRecord(t *coord.Term, j *Job, slots []time.Time, notClai
 	if notClaimed != "" {
 		why = "not claimed: " + notClaimed + " (misfire policy " + j.Misfire.Policy + ")"
 	}
-	rec := r.skipRecord(t, Slot{Job: j, Time: slots[0]}, SkipMisfire, why)
-	if n := len(slots); n > 1 {
-		rec.ScheduledUntil, rec.Slots = slots[n-1].UTC(), n
-		rec.Error = itoa(n) + " slots, " + slots[0].UTC().Format(time.RFC3339) + " through " +
-			slots[n-1].UTC().Format(time.RFC3339) + ": " + why
-	}
-	return rec
+	return r.slotsRecord(t, j, slots, SkipMisfire, why)
 }
 
 // claimMissed claims missed slots to run, in one batch, with the skip

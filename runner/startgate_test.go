@@ -23,7 +23,10 @@ func TestFinishingRecordLetsPendingClaimsGoFirst(t *testing.T) {
 	runner.SetClaimGateWait(b.r, time.Minute)
 	release := runner.HoldClaims(b.r) // a slot fired whose claim is not in yet
 	defer release()
-	hourly := job("hourly", runner.OverlapForbid) // its next slot an hour away
+	// Its next slot a day away, whatever the time of day (an hourly job's
+	// is near two minutes before each hour: its record would not wait).
+	hourly := job("hourly", runner.OverlapForbid)
+	hourly.Schedule = slotList{time.Now().Add(24 * time.Hour)}
 	secondly := &runner.Job{ID: "secondly", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second),
 		Timeout: time.Minute, Overlap: runner.OverlapForbid}
 	slot := slotAhead()
