@@ -141,10 +141,7 @@ func TestCatchUpNamesSlotsTheLeaderDidNotHave(t *testing.T) {
 	defer cancel()
 	b.r.Stop(stop)
 
-	ran := map[time.Time]bool{}
-	for _, c := range tasks.called() {
-		ran[c.Info.ScheduledTime.UTC()] = true
-	}
+	ran := ranSlots(tasks.called())
 	skipped := map[time.Time]runner.Record{}
 	for _, r := range records(t, b, "x") {
 		if r.State == "skipped" {

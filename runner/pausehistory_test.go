@@ -2,7 +2,6 @@ package runner_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -60,10 +59,7 @@ func TestCatchUpSkipsSlotsDueWhileTheJobWasPaused(t *testing.T) {
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
-	var slots slotList
-	for s := now.Add(-10 * time.Second); s.Before(now); s = s.Add(time.Second) {
-		slots = append(slots, s)
-	}
+	slots := secondsUntil(now, -10*time.Second)
 	j := &runner.Job{ID: "p1", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
 		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
 	b.r.SetJobs([]*runner.Job{j})
@@ -83,10 +79,7 @@ func TestCatchUpSkipsSlotsDueWhileTheJobWasPaused(t *testing.T) {
 	defer cancel()
 	b.r.Stop(stop)
 
-	ran := map[time.Time]bool{}
-	for _, c := range tasks.called() {
-		ran[c.Info.ScheduledTime.UTC()] = true
-	}
+	ran := ranSlots(tasks.called())
 	got := decidedSlots(t, b, j.ID)
 	npaused := 0
 	for _, s := range slots[1:] {
@@ -129,10 +122,7 @@ func TestHeldBackSlotsDueWhileTheJobWasPausedDoNotRun(t *testing.T) {
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
-	var slots slotList
-	for s := now.Add(-20 * time.Second); s.Before(now); s = s.Add(time.Second) {
-		slots = append(slots, s)
-	}
+	slots := secondsUntil(now, -20*time.Second)
 	j := &runner.Job{ID: "p1", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
 		Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
 	b.r.SetJobs([]*runner.Job{j})
@@ -142,10 +132,7 @@ func TestHeldBackSlotsDueWhileTheJobWasPausedDoNotRun(t *testing.T) {
 	// The first term stopped firing at -20.5 s and resigned at -10.5 s
 	// (its drain); the job was paused from -17.5 s until -13.5 s.
 	stopped, resigned := now.Add(-20500*time.Millisecond), now.Add(-10500*time.Millisecond)
-	mark, _ := json.Marshal(coord.HandOver{Shard: 0, Node: "n1", FencingToken: first.Token, FiringStopped: stopped, Resigned: resigned})
-	if _, err := b.admin.Put(ctx, "/pacer/t/handovers/0", string(mark)); err != nil {
-		t.Fatal(err)
-	}
+	b.putHandOver(t, first, stopped, resigned)
 	pausedFrom, resumed := now.Add(-17500*time.Millisecond), now.Add(-13500*time.Millisecond)
 	pauseBetween(t, b, j.ID, pausedFrom, resumed)
 	failover(t, b, first)
@@ -153,10 +140,7 @@ func TestHeldBackSlotsDueWhileTheJobWasPausedDoNotRun(t *testing.T) {
 	defer cancel()
 	b.r.Stop(stop)
 
-	ran := map[time.Time]bool{}
-	for _, c := range tasks.called() {
-		ran[c.Info.ScheduledTime.UTC()] = true
-	}
+	ran := ranSlots(tasks.called())
 	got := decidedSlots(t, b, j.ID)
 	nheld, npaused := 0, 0
 	for _, s := range slots {

@@ -28,6 +28,35 @@ func (l slotList) Next(t time.Time) time.Time {
 	return time.Time{}
 }
 
+// secondsUntil is a slot every second from now+from (from < 0) until
+// before now.
+func secondsUntil(now time.Time, from time.Duration) slotList {
+	var slots slotList
+	for s := now.Add(from); s.Before(now); s = s.Add(time.Second) {
+		slots = append(slots, s)
+	}
+	return slots
+}
+
+// putHandOver writes the mark a hand-over of shard 0 by the term first
+// leaves: it stopped firing at stopped and resigned at resigned.
+func (b *bundle) putHandOver(t *testing.T, first *coord.Term, stopped, resigned time.Time) {
+	t.Helper()
+	mark, _ := json.Marshal(coord.HandOver{Shard: 0, Node: "n1", FencingToken: first.Token, FiringStopped: stopped, Resigned: resigned})
+	if _, err := b.admin.Put(context.Background(), "/pacer/t/handovers/0", string(mark)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ranSlots is the set of slots the calls ran.
+func ranSlots(calls []pluginhost.Call) map[time.Time]bool {
+	ran := map[time.Time]bool{}
+	for _, c := range calls {
+		ran[c.Info.ScheduledTime.UTC()] = true
+	}
+	return ran
+}
+
 // failover ends the bundle's term as when its replica stops answering
 // past the TTL (its lease goes); the coordinator leads again under a new
 // token, and the runner catches up. It returns the new term.
@@ -117,10 +146,7 @@ func TestLateTakenHandOverHoldsBackTheDrainsSlots(t *testing.T) {
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
-	var slots slotList
-	for s := now.Add(-29 * time.Second); s.Before(now); s = s.Add(time.Second) {
-		slots = append(slots, s)
-	}
+	slots := secondsUntil(now, -29*time.Second)
 	j := &runner.Job{ID: "drained", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
 		Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
 	b.r.SetJobs([]*runner.Job{j})
@@ -131,19 +157,13 @@ func TestLateTakenHandOverHoldsBackTheDrainsSlots(t *testing.T) {
 	// and resigned 20 s ago, longer than a lease TTL (and the request
 	// timeout) before the next term.
 	stopped, resigned := now.Add(-25*time.Second), now.Add(-20*time.Second)
-	mark, _ := json.Marshal(coord.HandOver{Shard: 0, Node: "n1", FencingToken: first.Token, FiringStopped: stopped, Resigned: resigned})
-	if _, err := b.admin.Put(ctx, "/pacer/t/handovers/0", string(mark)); err != nil {
-		t.Fatal(err)
-	}
+	b.putHandOver(t, first, stopped, resigned)
 	failover(t, b, first)
 	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	b.r.Stop(stop)
 
-	ran := map[time.Time]bool{}
-	for _, c := range tasks.called() {
-		ran[c.Info.ScheduledTime.UTC()] = true
-	}
+	ran := ranSlots(tasks.called())
 	for _, s := range slots {
 		if held := !s.Before(stopped) && !s.After(resigned); held != ran[s] {
 			t.Errorf("slot %s (held back by the drain: %v) ran: %v", s.Format(time.TimeOnly), held, ran[s])
@@ -192,10 +212,7 @@ func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
-	var slots slotList
-	for s := now.Add(-20 * time.Second); s.Before(now); s = s.Add(time.Second) {
-		slots = append(slots, s)
-	}
+	slots := secondsUntil(now, -20*time.Second)
 	j := &runner.Job{ID: "long", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
 		Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
 	b.r.SetJobs([]*runner.Job{j})
@@ -211,10 +228,7 @@ func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := now.Add(-19500 * time.Millisecond)
-	mark, _ := json.Marshal(coord.HandOver{Shard: 0, Node: "n1", FencingToken: first.Token, FiringStopped: stopped, Resigned: time.Now()})
-	if _, err := b.admin.Put(ctx, "/pacer/t/handovers/0", string(mark)); err != nil {
-		t.Fatal(err)
-	}
+	b.putHandOver(t, first, stopped, time.Now())
 	failover(t, b, first)
 
 	decided := func() map[time.Time]runner.Record {
