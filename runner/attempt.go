@@ -199,6 +199,8 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			actx, span := r.startRunSpan(ctx, a)
 			if tr != nil {
 				r.reclaimTrigger(actx, t, tr, claim, a, log)
+			} else {
+				held = r.reclaimSlot(actx, t, s, held, a, log)
 			}
 			final, prev = r.execute(actx, span, a, base)
 		}
@@ -256,15 +258,39 @@ func (r *Runner) leftForNextLeader(ctx context.Context, j *Job, final Record) bo
 	return r.stopCtx.Err() != nil || errors.Is(context.Cause(ctx), errLeadershipLost)
 }
 
+// reclaimSlot makes a slot's open claim name the attempt a that starts,
+// as reclaimTrigger does for a manual trigger's: a leader that takes the
+// slot over after this replica died, or lost its lease, mid-attempt runs
+// it as the attempt after a, not as one that ran already. It returns the
+// claim as stored; when the write fails (the term is over, etcd refused),
+// that is still held, and the next leader may repeat a's number.
+func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Record, a *attemptRun, log *slog.Logger) Record {
+	next := held
+	next.RunID, next.Attempt, next.Start = a.runID, a.number, wallNow().UTC()
+	prev, err := encodeRecord(&held)
+	var b []byte
+	if err == nil {
+		b, err = encodeRecord(&next)
+	}
+	if err == nil {
+		err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
+	}
+	if err != nil {
+		log.Warn("slot's claim not updated to the attempt that runs: a leader that takes the slot over may repeat the attempt's number",
+			"scheduled_time", s.Time, "attempt", a.number, "error", err)
+		return held
+	}
+	return next
+}
+
 // leaveOpen records a slot's cut attempt (final) without closing its claim
 // (a trigger request's claim stays too), so that the history shows the
 // attempt, and the shard's next leader finds the claim open and runs the
 // slot again, as the next attempt, with the same correlation ID. A slot's
-// claim names the attempt it was claimed for: if a later attempt was cut,
-// the claim is made to name that one first, so that the next leader's
-// attempt comes after it (a trigger request's claim names each attempt
-// already, reclaimTrigger). A write refused because the term is over
-// changes nothing: the claim is open either way.
+// claim names the attempt that runs (reclaimSlot): if that write failed,
+// the claim is made to name the cut attempt here, so that the next
+// leader's attempt comes after it. A write refused because the term is
+// over changes nothing: the claim is open either way.
 func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger) {
 	if tr == nil && final.Attempt != held.Attempt {
 		cut := held

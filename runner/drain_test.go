@@ -217,3 +217,58 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// A leader that loses its lease (killed, frozen, cut off) during a slot's
+// second attempt leaves a claim that names that attempt, so the next
+// leader re-runs the slot as attempt 3 under at-least-once, not as a
+// second attempt 2. The old leader never writes again here: its term is
+// revoked while attempt 2 runs, as a kill -9 would end it, so nothing it
+// does at the end (its cut record, a late rewrite of the claim) lands.
+// Before the fix a slot's claim named its first attempt until a drain cut
+// it, and the next leader ran attempt 2 again.
+func TestLeaderLostDuringARetryLeavesTheNextAttemptNumber(t *testing.T) {
+	b := setup(t)
+	first := b.waitLeader(t)
+	failing := &failFirst{blockingTasks: b.tasks}
+	b.useRunner(t, failing)
+	newJob := func() *runner.Job {
+		j := job("r", runner.OverlapForbid)
+		j.Delivery = runner.DeliveryAtLeastOnce
+		j.Retries = runner.Retries{Max: 1, InitialBackoff: time.Millisecond}
+		return j
+	}
+	j := newJob()
+	b.r.SetJobs([]*runner.Job{j})
+	b.waitLeader(t)
+	slot := slotAhead()
+	b.r.Fire(runner.Slot{Job: j, Time: slot})
+	<-b.tasks.started // attempt 2 (attempt 1 failed at once): its claim is rewritten before it starts
+
+	again, next := setupScriptedRunner(t, b, newJob())
+	second := failover(t, b, first)
+	waitUntil(t, "the re-run", func() bool { return len(next.called()) == 1 })
+	waitUntil(t, "the re-run's record", func() bool {
+		for _, r := range records(t, b, "r") {
+			if r.FencingToken == second.Token && r.State == observability.OutcomeSuccess {
+				return true
+			}
+		}
+		return false
+	})
+	stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	again.Stop(stop)
+
+	recs := records(t, b, "r")
+	slices.Reverse(recs) // oldest first
+	var attempts []int
+	for _, r := range recs {
+		attempts = append(attempts, r.Attempt)
+	}
+	if want := []int{1, 3}; !slices.Equal(attempts, want) {
+		t.Errorf("attempts recorded %v (%+v), want %v: attempt 1 failed, attempt 2 died with its leader, the next leader ran 3", attempts, recs, want)
+	}
+	if calls := next.called(); len(calls) != 1 || calls[0].Info.Attempt != 3 || calls[0].Info.CorrelationID != recs[0].CorrelationID {
+		t.Errorf("the next term's calls %+v, want attempt 3 of %s", calls, recs[0].CorrelationID)
+	}
+}
