@@ -16,6 +16,7 @@ import (
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/plugincheck"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 const checkUsage = "plugins check PATH [-o table|json] [--params TASK=JSON]... [--only CHECK,...] [--grace 5s] [--start-timeout 10s] [--timeout 1s]"
@@ -72,6 +73,16 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := proctree.EnableSubreaper(); err == nil {
+		// As `pacer run` is: what a checked plugin that died (or was
+		// killed) mid-run leaves behind comes to this process instead
+		// of init, and goes with the check.
+		defer func() {
+			if left := killAdopted(orphanWait); len(left) > 0 {
+				fmt.Fprintf(stderr, "warning: processes the plugin left behind still alive %s after SIGKILL: %v\n", orphanWait, left)
+			}
+		}()
+	}
 	rep := plugincheck.Run(ctx, pos[0], plugincheck.Options{Params: params, Grace: *grace, StartTimeout: *start, Deadline: *deadline, Only: checks})
 	// A check's reason may quote what a task returned or logged: it is
 	// sanitized like the runner's log.
@@ -111,4 +122,49 @@ func printReport(w io.Writer, rep *plugincheck.Report) error {
 	}
 	_, err := fmt.Fprintf(w, "%d checks: %d passed, %d failed, %d skipped\n", len(rep.Results), rep.Passed, rep.Failed, rep.Skipped)
 	return err
+}
+
+// orphanWait bounds how long a check waits for the processes it kills at
+// its end to be gone.
+const orphanWait = 5 * time.Second
+
+// killAdopted SIGKILLs every process still below this one (the plugins the
+// checks started are gone by now: what is left are processes of a plugin
+// that died, adopted as a child subreaper, and whatever they started),
+// reaps them and waits, at most wait, until none is left. It returns the
+// PIDs still alive then.
+func killAdopted(wait time.Duration) []int {
+	deadline := time.Now().Add(wait)
+	for {
+		kids, err := proctree.Children(os.Getpid())
+		if err != nil {
+			return nil
+		}
+		var live []proctree.Process
+		for _, k := range kids {
+			if k.Zombie() {
+				k.Reap()
+				continue
+			}
+			below, _ := proctree.Descendants(k.PID)
+			live = append(append(live, k), below...)
+		}
+		live = slices.DeleteFunc(live, proctree.Process.Zombie)
+		if len(live) == 0 {
+			return nil
+		}
+		for _, p := range live {
+			_ = p.Signal(syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			pids := make([]int, len(live))
+			for i, p := range live {
+				pids[i] = p.PID
+			}
+			return pids
+		}
+		// A killed process's children come here as it dies; the next
+		// look finds them, and reaps the dead.
+		time.Sleep(10 * time.Millisecond)
+	}
 }

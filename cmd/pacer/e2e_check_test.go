@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/pacerun/pacer/internal/syncbuf"
@@ -92,5 +95,32 @@ func TestE2EPluginsCheck(t *testing.T) {
 	}
 	if _, errOut, code := runPacer(t, "plugins", "check", python, "--only", "cancle"); code != 2 || !strings.Contains(errOut, `unknown check "cancle"`) {
 		t.Fatalf("bad --only: exit %d, %q", code, errOut)
+	}
+}
+
+// Attack 14, K1: what a checked plugin leaves behind goes with the check,
+// as with `pacer run`. The test plugin's daemon task leaves a setsid'd
+// sleep to whoever adopts it (the plugin is no subreaper) and, with
+// message "crash", the plugin then exits. Before the fix the check was no
+// subreaper either: the sleep went to init and lived on after the check.
+func TestE2EPluginsCheckKillsWhatADeadPluginLeft(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts plugin processes (skipped with -short)")
+	}
+	t.Parallel()
+	pidFile := filepath.Join(t.TempDir(), "daemon.pid")
+	out, errOut, code := runPacer(t, "plugins", "check", filepath.Join(binDir, "plugins", "testplugin"), "--only", "cancel",
+		"--grace", "1s", "--params", `daemon={"path":"`+pidFile+`","message":"crash"}`)
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the daemon task did not run (exit %d): %v\n%s%s", code, err, out, errOut)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("daemon pid %q: %v", b, err)
+	}
+	if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("the daemon the dead plugin left (pid %d) outlived the check: %s", pid, stat)
 	}
 }

@@ -19,7 +19,8 @@
 //	        otel's global tracer, logs the message and returns it as output
 //	daemon  starts, with plain os/exec (this plugin is no subreaper), a shell that
 //	        leaves a setsid'd sleep behind and exits; the sleep writes its pid to
-//	        params.path and carries PACER_RUN_ID unless params.message is "anonymous"
+//	        params.path and carries PACER_RUN_ID unless params.message is "anonymous";
+//	        with params.message "crash" the plugin then exits (status 3)
 package main
 
 import (
@@ -176,6 +177,9 @@ func main() {
 				}
 				for ctx.Err() == nil {
 					if b, _ := os.ReadFile(p.Path); len(b) > 0 && b[len(b)-1] == '\n' {
+						if p.Message == "crash" { // the plugin dies, the daemon lives on
+							os.Exit(3)
+						}
 						resp.Output = "daemon " + strings.TrimSpace(string(b))
 						return nil
 					}
