@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/pacerun/pacer/internal/syncbuf"
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/paramschema"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
@@ -311,13 +312,13 @@ type started struct {
 	proto  plugin.ClientProtocol
 	rpc    pluginv1.TaskPluginClient
 	proc   *proc
-	stderr *syncbuf.Tail
+	stderr *observability.SanitizedTail
 }
 
 // start launches the plugin through go-plugin's client with AutoMTLS.
 func (c *checker) start() (*started, error) {
 	var p *proc
-	stderr := &syncbuf.Tail{Max: 1024}
+	stderr := &observability.SanitizedTail{Max: 1024}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginv1.Handshake,
 		VersionedPlugins: pluginv1.VersionedPlugins(nil),
@@ -362,7 +363,7 @@ func (c *checker) checkCookie() {
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, errOut := syncbuf.Tail{Max: 512}, syncbuf.Tail{Max: 512}
+	out, errOut := syncbuf.Tail{Max: 512}, observability.SanitizedTail{Max: 512}
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	// A process the plugin started may hold its stdout past its exit:
 	// Wait must not wait for it (it is killed below).
@@ -598,7 +599,7 @@ func (s *started) exited() bool {
 // which is cut at 400 characters: only its last stderrQuote bytes, from a
 // line start where it can, so that the last line (a traceback's, the error
 // itself) is never what is cut off.
-func stderrNote(t *syncbuf.Tail) string {
+func stderrNote(t *observability.SanitizedTail) string {
 	said := t.String()
 	if said == "" {
 		return ""

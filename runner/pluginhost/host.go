@@ -55,7 +55,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/pacerun/pacer/internal/coalesce"
-	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
@@ -370,7 +369,9 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 	ctx, cancel := context.WithDeadline(ctx, started.Add(h.opts.StartTimeout))
 	defer cancel()
 	defer context.AfterFunc(h.closing, cancel)()
-	stderr := &syncbuf.Tail{Max: 1024}
+	// Quoted by a start failure: masked before it is cut (the API and the
+	// log show it).
+	stderr := &observability.SanitizedTail{Max: 1024, Clean: h.opts.Sanitize}
 	var forked atomic.Pointer[procRunner]
 	// go-plugin's handshake takes no context: when ctx ends first (the
 	// host closes, the caller gives up), killing the process ends it.
