@@ -29,7 +29,8 @@ func (c *Coordinator) guard(ss *session) {
 	interval := ttl / 3
 	lastAck := ss.granted
 	deadline := lastAck.Add(ttl - margin)
-	c.fenceAt.Store(&deadline)
+	first := deadline // a copy: deadline changes below while readers hold this
+	c.fenceAt.Store(&first)
 	c.keepaliveAge(0)
 	defer c.keepaliveAge(-1)
 
