@@ -140,6 +140,10 @@ type Coordinator struct {
 	cli    *clientv3.Client
 	prefix string
 	log    *slog.Logger
+	// created is when this coordinator (this replica's process) came to
+	// be: a hand-over mark left before it was not left for it
+	// (TakeHandOver).
+	created time.Time
 
 	batch   *batcher
 	records *pipeline[*recordReq]
@@ -197,7 +201,7 @@ func New(o Options) *Coordinator {
 		o.DrainTimeout = 10 * time.Second
 	}
 	c := &Coordinator{opts: o, cli: o.Client, prefix: "/pacer/" + o.Cluster + "/", log: o.Logger, requests: make(chan struct{}, 1),
-		terms: map[int]*Term{}, claims: map[int]*claimCache{}}
+		terms: map[int]*Term{}, claims: map[int]*claimCache{}, created: time.Now()}
 	c.batch = newBatcher(c)
 	c.records = newPipeline(maxRecordBatch, c.commitRecordsOf)
 	c.jobSets = newJobSetStore(c.cli, c.prefix, o.RequestTimeout)

@@ -26,11 +26,12 @@ type HandOver struct {
 	FiringStopped time.Time `json:"firing_stopped"`
 	Resigned      time.Time `json:"resigned"`
 	// HeldUntil, set by TakeHandOver, ends the slots held back: zero when
-	// the taking term started promptly after the resignation (every slot
-	// from FiringStopped to that term's start was held back), Resigned when
-	// it did not (a lone replica restarted later, or a crash came between):
-	// the slots of the drain were held back, the later ones missed for want
-	// of a leader.
+	// the taking term started promptly after the resignation on a replica
+	// that was running then (every slot from FiringStopped to that term's
+	// start was held back), Resigned when it did not (a lone replica
+	// restarted, however soon, a replica started since, or a crash came
+	// between): the slots of the drain were held back, the later ones
+	// missed for want of a leader.
 	HeldUntil time.Time `json:"-"`
 	// Revision is the mark's mod revision, for TakeHandOver.
 	Revision int64 `json:"-"`
@@ -61,11 +62,12 @@ func (c *Coordinator) markHandOver(t *Term, firingStopped time.Time) error {
 // TakeHandOver reads the mark an earlier leader of t's shard left when it
 // handed the shard over gracefully, and removes it under t's fencing
 // guard, so that no later term takes it for its own. ok is false when
-// there is none to take. If it resigned more than a lease TTL (plus the
-// request timeout, for clocks and a slow election) before t started, only
-// the slots of its drain were held back (HeldUntil): the leader that
-// stopped had no successor in time (a lone replica restarted), or a crash
-// came between.
+// there is none to take. Only the slots of its drain were held back
+// (HeldUntil) if it resigned before this replica's process started (a lone
+// replica restarted within a lease TTL: nobody was there to take its slots
+// meanwhile), or more than a lease TTL (plus the request timeout, for
+// clocks and a slow election) before t started (the leader that stopped had
+// no successor in time, or a crash came between).
 func (c *Coordinator) TakeHandOver(ctx context.Context, t *Term) (h HandOver, ok bool, err error) {
 	key := c.handOverKey(t.Shard)
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
@@ -96,6 +98,11 @@ func (c *Coordinator) TakeHandOver(ctx context.Context, t *Term) (h HandOver, ok
 		return HandOver{}, false, nil // resigned after t started, by a clock too far off to tell
 	case gap > duration.Sum(c.opts.LeaseTTL, c.opts.RequestTimeout):
 		h.HeldUntil = h.Resigned // nobody took over in time: the slots since were missed
+	case h.Resigned.Before(c.created):
+		// This replica was not running when the mark was left (attack
+		// 13, J1: a lone replica restarted within a lease TTL): the slots
+		// since were missed, not held for it.
+		h.HeldUntil = h.Resigned
 	}
 	h.Revision = kv.ModRevision
 	return h, true, nil

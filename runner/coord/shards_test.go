@@ -679,3 +679,30 @@ func TestStateOfAReplicaWithAnotherShardCount(t *testing.T) {
 		t.Fatalf("odd leads %v", odd.Terms())
 	}
 }
+
+// Attack 13, J1: a lone replica stopped gracefully and started again
+// within a lease TTL takes its own mark promptly, but nobody held the
+// slots back while its process was down: only its drain's slots were
+// (HeldUntil is its resignation), the later ones were missed and get the
+// misfire policy. Before the fix a prompt take held every slot up to the
+// new term back, and they ran late whatever the policy.
+func TestRestartedReplicaHoldsBackOnlyItsDrain(t *testing.T) {
+	b := setup(t)
+	o := coord.Options{Shards: 1, Roster: newRoster("a"), LeaseTTL: 5 * time.Second, RequestTimeout: time.Second}
+	a := b.shardReplica(t, "a", nil, o)
+	waitFor(t, "a leads", 10*time.Second, func() bool { return a.c.TermOf(0) != nil })
+	a.close() // a graceful stop: the term is handed over, its mark left
+	again := b.shardReplica(t, "a", nil, o)
+	waitFor(t, "a leads again", 10*time.Second, func() bool { return again.c.TermOf(0) != nil })
+	term := again.c.TermOf(0)
+	h, ok, err := again.c.TakeHandOver(context.Background(), term)
+	if !ok || err != nil || h.Node != "a" {
+		t.Fatalf("the mark of a's first process: %+v, %v, %v", h, ok, err)
+	}
+	if gap := term.Since.Sub(h.Resigned); gap > o.LeaseTTL {
+		t.Fatalf("the new term came %s after the resignation: not the prompt take this test is about", gap)
+	}
+	if !h.HeldUntil.Equal(h.Resigned) {
+		t.Fatalf("held until %v, want the resignation %v: the slots while no process ran were not held back", h.HeldUntil, h.Resigned)
+	}
+}
