@@ -4,13 +4,15 @@
 // status. Mutating calls need the bearer token when one is configured.
 //
 // What guards the server (security.go), from the socket inwards: a cap on
-// open connections (closed at accept), optional TLS (mutual with a client
-// CA), read, write, idle and header timeouts; then for every request a Host
-// check on a loopback listener (DNS rebinding); for calls that change state,
-// in order, a cross-origin check, a JSON content type, the token, a rate
-// limit and a bounded JSON body, each refusal counted by reason, and one
-// audit line per call. A method a known path does not take answers 405
-// with Allow.
+// open connections (at the cap, one waiting without a request in progress
+// is closed for the new one, else the new one: connlimit.go), optional TLS
+// (mutual with a client CA), read, write, idle and header timeouts; an
+// answer that leaves its request's body unread goes out at once and closes
+// the connection (unreadBodies); then for every request a Host check on a
+// loopback listener (DNS rebinding); for calls that change state, in order,
+// a cross-origin check, a JSON content type, the token, a rate limit and a
+// bounded JSON body, each refusal counted by reason, and one audit line per
+// call. A method a known path does not take answers 405 with Allow.
 package api
 
 import (
@@ -79,6 +81,7 @@ type Server struct {
 	o     Options
 	srv   *http.Server
 	ln    net.Listener
+	limit *limitListener // after Start
 	guard *guard
 }
 
@@ -93,8 +96,9 @@ func New(o Options) *Server {
 	mux := http.NewServeMux()
 	g := newGuard(o)
 	s := &Server{o: o, guard: g, srv: &http.Server{
-		Handler:   g.wrap(mux),
-		TLSConfig: o.TLS,
+		Handler:     unreadBodies(g.wrap(mux)),
+		ConnContext: withLimitConn, // for unreadBodies
+		TLSConfig:   o.TLS,
 		// HTTP/1.x only, as before (o.TLS offers no "h2"), and now said
 		// so: the connection limit reads each connection's state from
 		// ConnState, which HTTP/2 connections skip (connlimit.go).
@@ -198,9 +202,9 @@ func (s *Server) Start() error {
 		return fmt.Errorf("http: listen on %s: %w (set http.listen)", s.o.Listen, err)
 	}
 	s.ln = ln
-	limit := newLimitListener(ln, s.o.MaxConnections, s.guard.reject, s.o.Logger)
-	s.srv.ConnState = limit.connState
-	served := net.Listener(limit)
+	s.limit = newLimitListener(ln, s.o.MaxConnections, s.guard.reject, s.o.Logger)
+	s.srv.ConnState = s.limit.connState
+	served := net.Listener(s.limit)
 	scheme := "http"
 	if s.o.TLS != nil {
 		served, scheme = tls.NewListener(served, s.o.TLS), "https"

@@ -2,11 +2,15 @@ package api
 
 import (
 	"container/list"
+	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // limitListener bounds the connections open at once (http.max_connections).
@@ -24,7 +28,11 @@ import (
 //   - a connection not yet past its request head: accepted, in its TLS
 //     handshake, or sending its head (http.StateNew; the server reports
 //     StateActive only once a whole head is read);
-//   - an idle keep-alive connection between requests (http.StateIdle).
+//   - an idle keep-alive connection between requests (http.StateIdle);
+//   - a connection whose handler has answered without reading the whole
+//     request body (unreadBodies): the server, which reports StateActive
+//     until the request is done, drains the rest of the body after the
+//     answer, for up to ReadTimeout when the client never sends it.
 //
 // Those are closed (pacer_http_rejected_total{reason="connection_evicted"});
 // a client whose connections wait closes nothing of a request being served.
@@ -123,23 +131,173 @@ func (c *limitConn) Close() error {
 // to the back of the idle list when it starts waiting (New, Idle) and takes
 // it off while a request is in progress (Active, Hijacked).
 func (l *limitListener) connState(c net.Conn, st http.ConnState) {
+	if lc := asLimitConn(c); lc != nil {
+		lc.setWaiting(st == http.StateNew || st == http.StateIdle)
+	}
+}
+
+// setWaiting moves c to the back of the idle list (it waits: the next to
+// be closed for a new connection after those waiting longer) or takes it
+// off (a request is in progress).
+func (c *limitConn) setWaiting(waiting bool) {
+	l := c.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c.released {
+		return
+	}
+	if c.elem != nil {
+		l.idle.Remove(c.elem)
+		c.elem = nil
+	}
+	if waiting {
+		c.elem = l.idle.PushBack(c)
+	}
+}
+
+// asLimitConn is the *limitConn under a connection the server got from the
+// listener (a *tls.Conn over HTTPS), or nil.
+func asLimitConn(c net.Conn) *limitConn {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
-	lc, ok := c.(*limitConn)
-	if !ok {
+	lc, _ := c.(*limitConn)
+	return lc
+}
+
+// limitConnKey is the request context key of the request's *limitConn.
+type limitConnKey struct{}
+
+// withLimitConn is the server's http.Server.ConnContext: it puts the
+// connection's *limitConn into its requests' contexts, for unreadBodies.
+func withLimitConn(ctx context.Context, c net.Conn) context.Context {
+	if lc := asLimitConn(c); lc != nil {
+		return context.WithValue(ctx, limitConnKey{}, lc)
+	}
+	return ctx
+}
+
+// unreadBodies answers a request whose handler leaves part of its body
+// unread (a refusal before the body is read: 401, 403, 405, 415, 429; a
+// body over the limit) without waiting for that body, and lets the limit
+// close its connection to make room while the server drains the rest.
+//
+// Without it, net/http reads up to 256 KiB of unread body before it writes
+// the answer's header (to keep the connection), and after the handler
+// returns it reads on until the body ends (finishRequest), the connection
+// StateActive all along: a client that sent a whole head with
+// Content-Length 100000 and two bytes of body, no token needed, got its
+// answer and gave back its slot only after ReadTimeout (15 s), and a few
+// such connections held every slot of http.max_connections, probes' new
+// connections refused.
+//
+// So, for a request with a body (ContentLength not 0; -1 is chunked):
+//   - the first write of the answer (WriteHeader, Write, Flush) while the
+//     body is not read to its end sets "Connection: close", which skips
+//     the read before the header: the answer goes out at once, and the
+//     connection is closed after it rather than kept for another request;
+//   - when the handler returns with the body not read to its end, the
+//     answer is flushed and the connection counts as waiting for the limit
+//     (limitConn.setWaiting), like an idle one: the server's drain goes on,
+//     and ends when the client sends the rest, at ReadTimeout, or when the
+//     limit closes the connection for a new one.
+//
+// Requests without a body and requests whose handler reads the body to its
+// end (the API's JSON bodies) are served as before, keep-alive included.
+// A handler that is reading a body still has a request in progress: a
+// client that sends its body slowly to a handler that reads it keeps its
+// slot until ReadTimeout.
+//
+// The flush before setWaiting puts the header and the body written so far
+// on the wire before the connection can be closed; the answer's last chunk
+// (it is chunked, its length unknown at the flush) follows when the handler
+// returns, so a connection closed for a new one in between loses only that.
+func unreadBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		body := &eofBody{ReadCloser: r.Body}
+		cw := &closeWriter{ResponseWriter: w, body: body}
+		// A copy: the server looks at its own request's Body (100
+		// Continue, the read before the header) and must see its own.
+		r2 := r.WithContext(r.Context())
+		r2.Body = body
+		h.ServeHTTP(cw, r2)
+		if body.eof.Load() {
+			return
+		}
+		if err := cw.FlushError(); err != nil {
+			return // hijacked, or the client is gone: the server ends the connection
+		}
+		if lc, ok := r.Context().Value(limitConnKey{}).(*limitConn); ok {
+			lc.setWaiting(true)
+		}
+	})
+}
+
+// eofBody is a request body that notes when it has been read to its end.
+type eofBody struct {
+	io.ReadCloser
+	eof atomic.Bool
+}
+
+func (b *eofBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.eof.Store(true)
+	}
+	return n, err
+}
+
+// closeWriter sets "Connection: close" on an answer written while its
+// request's body is not read to its end (unreadBodies).
+type closeWriter struct {
+	http.ResponseWriter
+	body    *eofBody
+	started bool // the header is written
+}
+
+// start runs before the header is written.
+func (w *closeWriter) start() {
+	if w.started {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if lc.released {
-		return
-	}
-	if lc.elem != nil {
-		l.idle.Remove(lc.elem)
-		lc.elem = nil
-	}
-	if st == http.StateNew || st == http.StateIdle {
-		lc.elem = l.idle.PushBack(lc)
+	w.started = true
+	if !w.body.eof.Load() {
+		w.Header().Set("Connection", "close")
 	}
 }
+
+func (w *closeWriter) WriteHeader(code int) {
+	// An informational header (103 Early Hints) is not the answer's.
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.start()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *closeWriter) Write(b []byte) (int, error) {
+	w.start()
+	return w.ResponseWriter.Write(b)
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (w *closeWriter) FlushError() error {
+	w.start()
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Flush is http.Flusher's.
+func (w *closeWriter) Flush() { _ = w.FlushError() }
+
+// Unwrap gives http.ResponseController the server's writer, for what
+// closeWriter does not implement itself (deadlines, hijacking).
+func (w *closeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Interface guards.
+var (
+	_ http.Flusher                    = (*closeWriter)(nil)
+	_ interface{ FlushError() error } = (*closeWriter)(nil)
+)

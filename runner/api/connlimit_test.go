@@ -159,3 +159,146 @@ func TestConnectionLimitKeepsProbes(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectionLimitKeepsProbesPastUnsentBodies (attack 14, K2): a client
+// holding every connection the limit allows with whole request heads whose
+// bodies never come (Content-Length 100000, 2 bytes sent; to /healthz, and
+// to a write path without the token: no token needed) cannot take the
+// probes down. Each such request is answered at once (405, 401) with
+// "Connection: close", and its connection then waits, so a probe's new
+// connection closes one. Before, net/http read the unread body before
+// answering and after, until ReadTimeout (15 s): the answers came after
+// it, the connections counted as requests in progress, and the probes were
+// refused (connection_limit). Over HTTPS too.
+func TestConnectionLimitKeepsProbesPastUnsentBodies(t *testing.T) {
+	t.Parallel()
+	const limit = 4
+	// Well under ReadTimeout: what the server answers only once the read
+	// timeout cuts the body off does not arrive within it.
+	const prompt = api.ReadTimeout / 3
+	p := newPKI(t)
+	cfg, err := api.LoadTLS(p.cert, p.key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+	}{{"http", nil}, {"https", cfg}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, api.Options{MaxConnections: limit, TLS: tc.tls, Token: "secret"})
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			if tc.tls != nil {
+				client = p.client(t, false)
+				client.Transport.(*http.Transport).DisableKeepAlives = true
+			}
+			client.Timeout = prompt
+			var stalled []net.Conn
+			for i := range limit {
+				c, err := net.Dial("tcp", s.srv.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				if tc.tls != nil {
+					tc := tls.Client(c, &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1"})
+					if err := tc.Handshake(); err != nil {
+						t.Fatal(err)
+					}
+					c = tc
+				}
+				path, ct, want := "/healthz", "", http.StatusMethodNotAllowed
+				if i%2 == 1 {
+					path, ct, want = "/api/v1/jobs/a/pause", "Content-Type: "+jsonCT+"\r\n", http.StatusUnauthorized
+				}
+				if _, err := fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: 100000\r\n\r\n{\"", path, ct); err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetReadDeadline(time.Now().Add(prompt))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err == nil {
+					_, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil {
+					t.Fatalf("POST %s with its body unsent: no answer within %v: %v", path, prompt, err)
+				}
+				if resp.StatusCode != want || !resp.Close {
+					t.Fatalf("POST %s with its body unsent: %d, Connection: close %v; want %d and close", path, resp.StatusCode, resp.Close, want)
+				}
+				stalled = append(stalled, c)
+			}
+			// The server still reads the unsent bodies; the connections
+			// wait all the same.
+			deadline := time.Now().Add(prompt)
+			for api.WaitingConnections(s.srv) != limit {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d connections with unsent bodies wait, after %v", api.WaitingConnections(s.srv), limit, prompt)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+				resp, err := client.Get(s.url + path)
+				if err != nil {
+					t.Fatalf("%s with %d connections whose bodies never come: %v", path, limit, err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("%s: %d", path, resp.StatusCode)
+				}
+			}
+			// The first answered waited longest: the first probe closed it.
+			_ = stalled[0].SetReadDeadline(time.Now().Add(prompt))
+			if n, err := stalled[0].Read(make([]byte, 1)); n > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the longest-waiting connection is still open: %d bytes, %v", n, err)
+			}
+			if got := testutil.ToFloat64(s.rejected.WithLabelValues(api.RejectConnectionEvicted)); got < 1 {
+				t.Errorf("rejected{reason=connection_evicted} = %v", got)
+			}
+			if got := testutil.ToFloat64(s.rejected.WithLabelValues(api.RejectConnectionCap)); got != 0 {
+				t.Errorf("rejected{reason=connection_limit} = %v: a connection was refused while others waited", got)
+			}
+		})
+	}
+}
+
+// TestReadBodiesKeepTheirConnection: requests whose handler reads the
+// whole body (the API's JSON bodies), and requests without one, keep their
+// connection for the next request as before unreadBodies; a body left
+// unread closes it.
+func TestReadBodiesKeepTheirConnection(t *testing.T) {
+	t.Parallel()
+	s := start(t, api.Options{Token: "secret"})
+	c, err := net.Dial("tcp", s.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for _, tc := range []struct {
+		req   string
+		want  int
+		close bool
+	}{
+		{"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 200, false},
+		{"POST /api/v1/jobs/a/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer secret\r\nContent-Type: " + jsonCT + "\r\nContent-Length: 2\r\n\r\n{}", 200, false},
+		{"POST /api/v1/jobs/a/resume HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer secret\r\nContent-Type: " + jsonCT + "\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 200, false},
+		{"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 200, false},
+		{"POST /api/v1/jobs/a/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + jsonCT + "\r\nContent-Length: 2\r\n\r\n{}", 401, true},
+	} {
+		if _, err := io.WriteString(c, tc.req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.req, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want || resp.Close != tc.close {
+			t.Fatalf("%q: %d, Connection: close %v; want %d, %v", tc.req, resp.StatusCode, resp.Close, tc.want, tc.close)
+		}
+	}
+}

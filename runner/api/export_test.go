@@ -9,3 +9,12 @@ func SetAuditFlushAfter(s *Server, d time.Duration) {
 	defer s.guard.flushMu.Unlock()
 	s.guard.flushAfter = d
 }
+
+// WaitingConnections is how many connections the connection limit may
+// close for a new one (waiting without a request in progress), after
+// Start.
+func WaitingConnections(s *Server) int {
+	s.limit.mu.Lock()
+	defer s.limit.mu.Unlock()
+	return s.limit.idle.Len()
+}
