@@ -23,7 +23,9 @@ import (
 )
 
 // How the server bounds what one client can hold. A client that sends its
-// headers and never its body is cut off after ReadTimeout; one that sends
+// headers and never its body is cut off after ReadTimeout (its connection
+// closed sooner to make room at MaxConnections once its handler has
+// answered without reading the body: unreadBodies); one that sends
 // nothing after ReadHeaderTimeout; an idle keep-alive connection after
 // IdleTimeout; a client that does not read its answer after WriteTimeout.
 const (
@@ -47,8 +49,9 @@ const (
 	RejectContentType   = "content_type"     // a mutating call without a JSON content type (415)
 	RejectRateLimited   = "rate_limited"     // over the mutating-call rate limit (429)
 	RejectConnectionCap = "connection_limit" // over MaxConnections, none idle: closed at once
-	// RejectConnectionEvicted counts the idle connections closed at
-	// MaxConnections to make room for a new one (connlimit.go).
+	// RejectConnectionEvicted counts the connections waiting without a
+	// request in progress closed at MaxConnections to make room for a new
+	// one (connlimit.go).
 	RejectConnectionEvicted = "connection_evicted"
 )
 
