@@ -251,10 +251,13 @@ func TestE2ELoopbackAPIGuards(t *testing.T) {
 		t.Errorf("CLI over the limit: exit %d %s", code, out)
 	}
 
-	// Clients that send headers and never their body (a request in
-	// progress, which the limit does not close): 60 of them, against a
-	// cap of 40; the 20 over the cap are closed at once, the others when the
-	// read timeout passes, all within 30s; then the API answers again.
+	// Clients that send headers and never their body: 60 of them, against
+	// a cap of 40. Over the rate limit, each is answered 429 before its
+	// body is read, and its connection waits while the server reads the
+	// rest; so 20 connections are closed at once (the 20 over the cap, or
+	// as many waiting ones in their place: connection_evicted), the others
+	// when the read timeout passes, all within 30s; then the API answers
+	// again.
 	http.DefaultClient.CloseIdleConnections() // the test's own keep-alive connections count too
 	const slow = 60
 	var wg sync.WaitGroup
