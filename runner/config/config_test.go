@@ -392,6 +392,14 @@ func TestErrors(t *testing.T) {
 			want: []string{`pacer.yaml:5: jobs[0].schedule: @every 1000000000h: interval is too large: at most 2562047h47m16s (about 292 years)`},
 		},
 		{
+			// attack 14, K4: validate, `pacer jobs` and the API's next
+			// showed it a second early, without its fraction.
+			name: "at with a fraction of a second",
+			src:  cat([]string{"jobs:"}, jobLines("a")[:3], []string{"    schedule: 'at: 2027-01-01T00:00:00.5Z'"}),
+			want: []string{`pacer.yaml:5: jobs[0].schedule: at: 2027-01-01T00:00:00.5Z has a fraction of a second; fire times are whole seconds, ` +
+				`as cron's and @every's: write "at: 2027-01-01T00:00:00Z" or "at: 2027-01-01T00:00:01Z"`},
+		},
+		{
 			name: "bare number duration",
 			src:  y("plugins:", "  start_timeout: 30", "cluster:", "  etcd:", "    dial_timeout: '1.5'"),
 			want: []string{

@@ -9,7 +9,7 @@
 //	"30 2 * * *"            5-field cron (seconds = 0)
 //	"@hourly", "@DAILY" …   cron descriptors, in any case
 //	"@every 5s"             fixed interval, aligned to the Unix epoch
-//	"at: 2026-12-01T09:00:00Z"  one-off at an RFC 3339 instant
+//	"at: 2026-12-01T09:00:00Z"  one-off at an RFC 3339 instant, a whole second
 //
 // Cron fields take values, ranges ("1-5"), steps ("*/15", "1-30/5", and
 // "5/15" for 5 to the field's end), lists ("1,15,30"), JAN–DEC and SUN–SAT in
@@ -31,9 +31,10 @@
 // forty years apart) are found (robfig gives up after five years). A spec no
 // date can match ("0 0 30 2 *") is known as such when parsed: NeverFires.
 //
-// All results are in UTC. Cron fire times are whole seconds, so Next(t) is
-// the first matching whole second strictly after t, whatever t's sub-second
-// part (as in robfig/cron).
+// All results are in UTC. Every fire time is a whole second: cron's, @every's
+// (whose interval is whole seconds) and at:'s (a fraction is refused). So
+// Next(t) is the first matching whole second strictly after t, whatever t's
+// sub-second part (as in robfig/cron).
 //
 // # Time zones and daylight saving
 //
@@ -123,6 +124,14 @@ func Parse(spec string, loc *time.Location) (Schedule, error) {
 		t, err := time.Parse(time.RFC3339, arg)
 		if err != nil {
 			return nil, fmt.Errorf("at: needs an RFC 3339 time such as \"at: 2026-12-01T09:00:00Z\": %w", err)
+		}
+		if t.Nanosecond() != 0 {
+			// Shown without its fraction (as `next` and `pacer jobs`
+			// show fire times), it would read up to a second earlier
+			// than it fires.
+			whole := t.Truncate(time.Second)
+			return nil, fmt.Errorf("at: %s has a fraction of a second; fire times are whole seconds, as cron's and @every's: write %q or %q",
+				arg, "at: "+whole.Format(time.RFC3339), "at: "+whole.Add(time.Second).Format(time.RFC3339))
 		}
 		return At(t), nil
 	case strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ="):

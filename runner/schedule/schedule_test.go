@@ -60,7 +60,8 @@ func TestParseAndNext(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	t.Parallel()
-	for _, spec := range []string{"", "@every", "@every 0s", "@every 1500ms", "@every soon", "61 * * * * *", "* * *", "at: tomorrow", "CRON_TZ=UTC * * * * *", "@fortnightly"} {
+	for _, spec := range []string{"", "@every", "@every 0s", "@every 1500ms", "@every soon", "61 * * * * *", "* * *", "at: tomorrow", "CRON_TZ=UTC * * * * *", "@fortnightly",
+		"at: 2027-01-01T00:00:00.5Z", "at: 2027-01-01T01:00:00.000000001+01:00"} {
 		if _, err := Parse(spec, nil); err == nil {
 			t.Errorf("Parse(%q): expected an error", spec)
 		}
