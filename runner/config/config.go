@@ -30,7 +30,8 @@ type Config struct {
 	// them.
 	Warnings []Problem `yaml:"-"`
 
-	files []fileRef // keys naming other files, for CheckFiles
+	files         []fileRef     // keys naming other files, for CheckFiles
+	pluginEntries []pluginEntry // plugins.checksums and plugins.paths, for CheckPlugins
 }
 
 // Shutdown is how a replica stops on SIGTERM or SIGINT.
@@ -550,5 +551,6 @@ func parse(name string, data []byte, requireJobs bool) (*Config, error) {
 		cfg.Warnings = sortProblems(d.warnings)
 	}
 	d.recordFiles(cfg)
+	d.recordPluginEntries(cfg)
 	return cfg, nil
 }

@@ -151,7 +151,7 @@ func TestLoadFullFile(t *testing.T) {
 		}
 		j.Location, j.Sched, j.keys = nil, nil, keyIndex{} // KeyLine is tested on its own
 	}
-	got.files = nil // CheckFiles is tested on its own
+	got.files, got.pluginEntries = nil, nil // CheckFiles and CheckPlugins are tested on their own
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load mismatch\n got: %+v\nwant: %+v", got, want)
 	}

@@ -95,4 +95,7 @@
 // Validation does not touch the environment or the file system beyond
 // reading the file itself and the host name: variables named by *_env keys
 // and files named by TLS keys are checked when they are used, not here.
+// CheckFiles (the TLS files) and CheckPlugins (entries of plugins.checksums
+// and plugins.paths for a plugin that no job uses and that has no binary)
+// read this machine's files, for pacer validate and pacer run.
 package config

@@ -36,7 +36,7 @@ func (d *decoder) recordFiles(c *Config) {
 // whether anything but the jobs changed.
 func (c *Config) Settings() Config {
 	s := *c
-	s.Jobs, s.Warnings, s.files = nil, nil, nil
+	s.Jobs, s.Warnings, s.files, s.pluginEntries = nil, nil, nil, nil
 	return s
 }
 
