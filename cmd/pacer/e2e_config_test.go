@@ -215,6 +215,50 @@ func TestE2EValidateWarnsAboutUnsetSecretVariables(t *testing.T) {
 	}
 }
 
+// A plugins.checksums or plugins.paths entry under a name no job uses and
+// no binary has is a config error at its line, with the name meant (attack
+// 14, K5: checksums {shel: …} passed validate, and pacer run ran the job's
+// plugin "shell" unpinned). Where plugins.dir is not on the machine,
+// validate cannot tell a typo from a plugin installed only where pacer
+// runs: it warns, and still exits 0.
+func TestE2EPluginEntriesForNoPlugin(t *testing.T) {
+	parallelE2E(t)
+	// The HTTP port is taken: pacer run gets no further than its config
+	// (exit 2), or fails to start (exit 1), and never runs on.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	head := "http: {listen: " + taken.Addr().String() + "}\n"
+	plugins := ", checksums: {shel: 'sha256:" + strings.Repeat("0", 64) + "'}, paths: {htp: /nonexistent/htp}}\n"
+	jobs := "jobs:\n  - {id: a, plugin: shell, task: exec, schedule: '@every 1h', params: {command: [echo]}}\n"
+	path := tempConfig(t, isolated(t, head+"plugins: {dir: "+builtPlugins()+plugins+jobs))
+	wants := []string{
+		path + `:2: plugins.checksums.shel: no job uses plugin "shel" and it has no binary (no executable ` + filepath.Join(builtPlugins(), "shel") +
+			`, no plugins.paths entry): the checksum pins nothing (did you mean "shell"?); correct the name, or remove the entry`,
+		path + `:2: plugins.paths.htp: no job uses plugin "htp" and it has no binary (stat /nonexistent/htp: no such file or directory`,
+	}
+	for _, args := range [][]string{{"validate", "--skip-plugins"}, {"validate"}, {"run"}} {
+		_, stderr, code := pacerCmd(t, nil, append(args, "--config", path)...)
+		if code != 2 || !strings.Contains(stderr, wants[0]) || !strings.Contains(stderr, wants[1]) {
+			t.Errorf("pacer %v: exit %d, want 2 and\n%s\ngot:\n%s", args, code, strings.Join(wants, "\n"), stderr)
+		}
+	}
+
+	absent := filepath.Join(t.TempDir(), "plugins")
+	path = tempConfig(t, isolated(t, head+"plugins: {dir: "+absent+plugins+jobs))
+	stdout, stderr, code := pacerCmd(t, nil, "validate", "--skip-plugins", "--config", path)
+	want := "warning: " + path + `:2: plugins.checksums.shel: no job uses plugin "shel" and it has no binary`
+	if code != 0 || !strings.Contains(stdout, "is valid") || !strings.Contains(stderr, want) || strings.Count(stderr, "warning:") != 2 ||
+		!strings.Contains(stderr, "(plugins.dir "+absent+" is not on this machine: pacer run refuses this, exit 2, unless the plugin is in it there)") {
+		t.Errorf("without plugins.dir: exit %d, want 0 and two warnings, the first\n%s\ngot:\n%s%s", code, want, stdout, stderr)
+	}
+	if _, stderr, code := pacerCmd(t, nil, "run", "--config", path); code != 2 || !strings.Contains(stderr, "refusing to start with an invalid config") {
+		t.Errorf("pacer run without plugins.dir: exit %d, want 2\n%s", code, stderr)
+	}
+}
+
 // The leap-year case of golang/go#81583 in a real process, with each zone
 // data source: the system's (from 2040) and, through ZONEINFO, Go's own
 // zoneinfo.zip, which time/tzdata embeds (from 2028).

@@ -198,8 +198,14 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --count %d: want 1 to %d", errUsage, *count, maxPreview)
 	}
 	cfg, err := config.Load(path)
+	var unsure *config.Error // CheckPlugins' problems, plugins.dir not being here
 	if err == nil {
-		err = cfg.CheckFiles()
+		perr := cfg.CheckPlugins()
+		if !cfg.PluginsDirHere() {
+			errors.As(perr, &unsure)
+			perr = nil
+		}
+		err = errors.Join(cfg.CheckFiles(), perr)
 	}
 	if err != nil {
 		return configError{fmt.Errorf("%w\n%s is not valid", err, path)}
@@ -220,6 +226,15 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	// holds the secrets: a warning, not an error.
 	for _, err := range secretProblems(path, cfg) {
 		fmt.Fprintf(stderr, "warning: %v (pacer run refuses to start without it, exit 2; fine if this is not the machine that runs pacer)\n", err)
+	}
+	if unsure != nil {
+		// As with the secrets: validate may run where the plugins are not
+		// installed, so it cannot tell a mistyped name from a plugin
+		// installed only where pacer runs.
+		for _, p := range unsure.Problems {
+			fmt.Fprintf(stderr, "warning: %v (plugins.dir %s is not on this machine: pacer run refuses this, exit 2, unless the plugin is in it there)\n",
+				p, cfg.Plugins.Dir)
+		}
 	}
 	if cfg.Jobs == nil {
 		fmt.Fprintf(stderr, "warning: %s: jobs: the file lists no jobs; a running pacer refuses to reload such a file (write \"jobs: []\" for none)\n", path)
@@ -314,7 +329,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	}
 	cfg, err := config.Load(path)
 	if err == nil {
-		err = cfg.CheckFiles()
+		err = errors.Join(cfg.CheckFiles(), cfg.CheckPlugins())
 	}
 	if err != nil {
 		return configError{fmt.Errorf("%w\nrefusing to start with an invalid config", err)}

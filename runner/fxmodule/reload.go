@@ -129,6 +129,9 @@ func (rl *reloader) reload(ctx context.Context, data []byte, watched bool) {
 			"finish the save (or write the file elsewhere and rename it into place), or send SIGHUP to apply it as it is", rl.path)
 	}
 	if err == nil {
+		err = cfg.CheckPlugins() // as pacer run: the next start would refuse it
+	}
+	if err == nil {
 		err = rl.check(ctx, cfg)
 	}
 	if err != nil {

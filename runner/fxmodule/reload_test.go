@@ -148,6 +148,26 @@ func TestReloadRefusesAFileWithoutItsJobs(t *testing.T) {
 	}
 }
 
+// A reload whose plugins.checksums pins a name no job uses and no binary
+// has (a mistyped "shel") is rejected, as pacer run refuses that file: the
+// next start would (attack 14, K5).
+func TestReloadRefusesAChecksumForNoPlugin(t *testing.T) {
+	t.Parallel()
+	b := setupReload(t, jobsYAML("a"))
+	plugins := fmt.Sprintf("plugins: {dir: %s, checksums: {shel: 'sha256:%s'}}\n", t.TempDir(), strings.Repeat("0", 64))
+	writeFile(t, b.path, plugins+jobsYAML("a", "b"))
+	b.look(0)
+	b.look(ReloadSettle)
+	if got := b.jobIDs(); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("jobs after the reload: %v", got)
+	}
+	rej := b.log.lines("config reload rejected; the last good config keeps running")
+	if len(rej) != 1 || !strings.Contains(rej[0]["error"].(string), `pacer.yaml:1: plugins.checksums.shel: no job uses plugin "shel" and it has no binary`) ||
+		!strings.Contains(rej[0]["error"].(string), `(did you mean "shell"?)`) {
+		t.Fatalf("rejections: %v\n%s", rej, b.log)
+	}
+}
+
 // A save cut off at the end can leave valid YAML: a command's last argument
 // shortened. The file no longer ends with a newline, as the applied one
 // did: it is refused until the save is finished. A file that never ended
