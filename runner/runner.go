@@ -618,10 +618,76 @@ func (r *Runner) Stop(ctx context.Context) {
 	}
 }
 
-// missed is called by the scheduler when it could not fire for a while.
-func (r *Runner) missed(j *Job, n int) {
-	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(n))
-	r.log.Warn("slots missed while the scheduler could not run", "job", j.ID, "missed", n)
+// missed is called by the scheduler for slots of a job it could not fire
+// in time; it fired the slot before them late. When the process could not
+// run (SIGSTOP, a long GC, CPU starvation, shorter than the lease: the
+// term lives on, so no catch-up will look at them), they are missed slots
+// like those of a failover, and get the job's misfire policy: within
+// grace, "all" runs them late (up to maxCatchUpRuns); the others, and all
+// of them under "once" and "skip", are recorded skipped (reason misfire,
+// or paused for a paused job) in one record, the latest marked decided
+// with it, so that none is missed in silence (attack 13, J3). Slots a wall
+// clock stepped ahead skipped are only counted and logged, as before: they
+// are not due in true time yet.
+func (r *Runner) missed(m Missed) {
+	j := m.Job
+	if m.ClockJumped {
+		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(m.N))
+		r.log.Warn("slots missed while the scheduler could not run", "job", j.ID, "missed", m.N, "clock_jumped", true)
+		return
+	}
+	t := r.o.Coord.TermOf(j.shard)
+	if t == nil || t.Draining() {
+		return // the shard's next leader decides them
+	}
+	now := wallNow()
+	paused, _ := r.JobState(j.ID)
+	var run []time.Time
+	skipped := m.Slots
+	if !paused && j.Misfire.Policy == MisfireAll {
+		inGrace := func(s time.Time) bool { return now.Sub(s) <= j.Misfire.Grace }
+		for len(skipped) > 0 && len(run) < maxCatchUpRuns && inGrace(skipped[0]) {
+			run, skipped = append(run, skipped[0]), skipped[1:]
+		}
+	}
+	reason := SkipMisfire
+	if paused {
+		reason = SkipPaused
+	}
+	r.log.Warn("slots missed while the scheduler could not run", "job", j.ID, "missed", m.N,
+		"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", len(run), "skipping", m.N-len(run), "reason", reason)
+	for _, s := range run {
+		r.Fire(Slot{Job: j, Time: s})
+	}
+	if len(skipped) == 0 {
+		return
+	}
+	why := "the scheduler could not run at the scheduled time (the process was stopped or starved; misfire policy " + j.Misfire.Policy + ")"
+	if paused {
+		why = "job is paused; the scheduler could not run at the scheduled time"
+	}
+	rec := r.slotsRecord(t, j, skipped, reason, why)
+	count := m.N - len(run)
+	if count > len(skipped) { // more than maxMissedSlots: the record counts them all
+		rec.Slots = count
+	}
+	last := m.Slots[len(m.Slots)-1]
+	if !r.addWork() {
+		return
+	}
+	go func() {
+		defer r.wg.Done()
+		log := r.log.With("job", j.ID)
+		err := r.write(t, rec, log, func(b []byte) error {
+			return r.o.Coord.SkipSlot(context.Background(), t, j.ID, last, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		})
+		switch {
+		case err == nil:
+			r.o.Metrics.JobSkipped.WithLabelValues(j.ID, reason).Add(float64(count))
+		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrSlotTooOld):
+			log.Debug("missed slots decided already: not recorded again", "scheduled_time", last.UTC(), "error", err)
+		}
+	}()
 }
 
 // Fire starts a slot if this replica leads its shard and is not handing

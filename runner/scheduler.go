@@ -14,7 +14,7 @@ import (
 // for each slot as it comes due. One goroutine and one timer serve all jobs.
 type Scheduler struct {
 	fire   func(Slot)
-	onMiss func(*Job, int)
+	onMiss func(Missed)
 	now    func() time.Time // the wall clock
 	mono   func() time.Time // a reading of the monotonic clock
 	// onStepBack, if set, hears of a wall clock stepped back by d.
@@ -41,16 +41,26 @@ const (
 )
 
 // NewScheduler returns a Scheduler that calls fire (which must not block)
-// for each due slot, and onMiss (if not nil) with the number of a job's slots
-// that came and went while the scheduler could not run.
-func NewScheduler(fire func(Slot), onMiss func(*Job, int)) *Scheduler {
+// for each due slot, and onMiss (if not nil) with a job's slots that came
+// and went while the scheduler could not run.
+func NewScheduler(fire func(Slot), onMiss func(Missed)) *Scheduler {
 	return &Scheduler{fire: fire, onMiss: onMiss, now: wallNow, mono: time.Now, wake: make(chan struct{}, 1)}
 }
 
-type miss struct {
-	job *Job
-	n   int
+// Missed is a job's slots that came and went while the scheduler could
+// not fire them: after the slot it fired late, Slots (oldest first, at most
+// maxMissedSlots of them), N in all. ClockJumped says the wall clock was
+// stepped ahead meanwhile (the slots are not due in true time yet);
+// otherwise the process could not run (SIGSTOP, a long GC, CPU starvation).
+type Missed struct {
+	Job         *Job
+	Slots       []time.Time
+	N           int
+	ClockJumped bool
 }
+
+// maxMissedSlots bounds the slot times a Missed lists.
+const maxMissedSlots = maxCatchUp
 
 type never struct {
 	job   *Job
@@ -179,7 +189,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 // after the whole batch has fired, so the last of 10,000 simultaneous slots
 // does not wait for 9,999 schedule computations. fire must not block.
 func (s *Scheduler) fireDue() time.Duration {
-	var misses []miss
+	var misses []Missed
 	var nevers []never
 	now, mono := s.now(), s.mono()
 	s.mu.Lock()
@@ -187,6 +197,7 @@ func (s *Scheduler) fireDue() time.Duration {
 	// time.Now's do), which would hide the step: compare wall readings.
 	back := mono.Sub(s.lastMono) - time.Duration(now.UnixNano()-s.lastWall.UnixNano())
 	stepped := !s.lastWall.IsZero() && back > stepTolerance
+	jumped := !s.lastWall.IsZero() && -back > stepTolerance // stepped ahead
 	if stepped {
 		// The wall clock was stepped back (NTP correcting a clock that ran
 		// ahead): compute next slots from the corrected time, or the jobs
@@ -216,12 +227,15 @@ func (s *Scheduler) fireDue() time.Duration {
 	for _, e := range fired {
 		// Slots that fell due while the process could not fire (a long
 		// pause) are not fired in a burst; they are reported as missed.
-		next, missed := e.job.Schedule.Next(e.next), 0
+		next, m := e.job.Schedule.Next(e.next), Missed{Job: e.job, ClockJumped: jumped}
 		for !next.IsZero() && !next.After(now) {
-			next, missed = e.job.Schedule.Next(next), missed+1
+			if s.onMiss != nil && len(m.Slots) < maxMissedSlots {
+				m.Slots = append(m.Slots, next)
+			}
+			next, m.N = e.job.Schedule.Next(next), m.N+1
 		}
-		if missed > 0 && s.onMiss != nil {
-			misses = append(misses, miss{e.job, missed})
+		if m.N > 0 && s.onMiss != nil {
+			misses = append(misses, m)
 		}
 		if next.IsZero() {
 			nevers = append(nevers, never{job: e.job, after: e.next, fired: true})
@@ -244,7 +258,7 @@ func (s *Scheduler) fireDue() time.Duration {
 		s.onStepBack(back)
 	}
 	for _, m := range misses {
-		s.onMiss(m.job, m.n)
+		s.onMiss(m)
 	}
 	s.reportNever(nevers)
 	return wait

@@ -20,7 +20,7 @@ func TestSchedulerFiresDueSlotsInOrderAndReportsMisses(t *testing.T) {
 	var fired []string
 	misses := map[string]int{}
 	s := NewScheduler(func(sl Slot) { fired = append(fired, sl.Job.ID+"@"+sl.Time.Format("05")) },
-		func(j *Job, n int) { misses[j.ID] += n })
+		func(m Missed) { misses[m.Job.ID] += m.N })
 	s.now = func() time.Time { return now }
 	s.Set([]*Job{
 		{ID: "a", Schedule: schedule.Every(time.Second)},
@@ -253,5 +253,34 @@ func TestSchedulerAddAndRemove(t *testing.T) {
 	s.Add([]*Job{{ID: "past", Schedule: schedule.At(t0)}}, now)
 	if s.Len() != 1 || !slices.Equal(never, []string{"past"}) {
 		t.Fatalf("a one-off job whose time passed: %d scheduled, never %v", s.Len(), never)
+	}
+}
+
+// The slots dropped after a late fire are reported with their times, and
+// whether the wall clock was stepped ahead (they are not due in true time)
+// or the scheduler could not run (both clocks moved: a stall).
+func TestSchedulerReportsDroppedSlotsOfAStallAndAJump(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	wall, mono := t0, t0
+	var got []Missed
+	s := NewScheduler(func(Slot) {}, func(m Missed) { got = append(got, m) })
+	s.now = func() time.Time { return wall }
+	s.mono = func() time.Time { return mono }
+	s.Set([]*Job{{ID: "a", Schedule: schedule.Every(time.Second)}})
+	s.fireDue()
+	// A stall of 3.5 s: 12:00:01 fires late, 12:00:02 and :03 are dropped.
+	wall, mono = wall.Add(3500*time.Millisecond), mono.Add(3500*time.Millisecond)
+	s.fireDue()
+	if len(got) != 1 || got[0].ClockJumped || got[0].N != 2 || len(got[0].Slots) != 2 ||
+		!got[0].Slots[0].Equal(t0.Add(2*time.Second)) || !got[0].Slots[1].Equal(t0.Add(3*time.Second)) {
+		t.Fatalf("after a stall: %+v, want slots 12:00:02 and 12:00:03, not a clock jump", got)
+	}
+	// The wall clock steps an hour ahead: the dropped slots are a jump's.
+	got = nil
+	wall, mono = wall.Add(time.Hour+time.Second), mono.Add(time.Second)
+	s.fireDue()
+	if len(got) != 1 || !got[0].ClockJumped || got[0].N < 3000 {
+		t.Fatalf("after a jump ahead: %+v, want a clock jump of about 3,600 slots", got)
 	}
 }
