@@ -67,6 +67,7 @@ type guard struct {
 	limiter  *rate.Limiter // nil: no limit
 	reject   func(reason string)
 	log      *slog.Logger
+	clean    func(string) string // the runner's sanitizer
 
 	auditRefused *rate.Limiter // audit lines of refused calls
 	suppressed   atomic.Int64  // refused calls not logged since the last line
@@ -87,6 +88,7 @@ func newGuard(o Options) *guard {
 		cop:      http.NewCrossOriginProtection(),
 		log:      o.Logger,
 		reject:   func(string) {},
+		clean:    o.Sanitizer.String,
 
 		auditRefused: rate.NewLimiter(10, 50),
 		flushAfter:   suppressedFlush,
@@ -290,7 +292,8 @@ func (g *guard) audit(h http.HandlerFunc) http.HandlerFunc {
 // past 10/s (bursts of 50) they are left out and counted, and the count
 // (suppressed) goes on the next audit line of any kind, or, if none comes
 // within flushAfter (1 s), on a line of its own. Caller-supplied fields are
-// cut to 128 bytes.
+// masked, then cut to 128 bytes (cut first, a token or an address cut in
+// two would no longer be recognised: attack 14, K14).
 func (g *guard) auditLine(r *http.Request, status int, job, corr string) {
 	if refused := status == http.StatusUnauthorized || status == http.StatusForbidden ||
 		status == http.StatusUnsupportedMediaType; refused && !g.auditRefused.Allow() {
@@ -303,12 +306,13 @@ func (g *guard) auditLine(r *http.Request, status int, job, corr string) {
 	}
 	presented, _ := g.bearer(r)
 	action := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
-	attrs = append(attrs, "action", cut(action), "job", cut(job), "status", status,
-		"correlation_id", cut(corr), "remote_addr", r.RemoteAddr, "token_presented", presented,
-		"user_agent", cut(r.UserAgent()))
+	field := func(s string) string { return cut(g.clean(s)) }
+	attrs = append(attrs, "action", field(action), "job", field(job), "status", status,
+		"correlation_id", field(corr), "remote_addr", r.RemoteAddr, "token_presented", presented,
+		"user_agent", field(r.UserAgent()))
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		// Verified by the handshake (mutual TLS): who the caller is.
-		attrs = append(attrs, "client_cert", cut(r.TLS.PeerCertificates[0].Subject.String()))
+		attrs = append(attrs, "client_cert", field(r.TLS.PeerCertificates[0].Subject.String()))
 	}
 	g.log.Info("api audit", attrs...)
 }

@@ -429,3 +429,26 @@ func TestHTTPSAndMutualTLS(t *testing.T) {
 		}
 	}
 }
+
+// Attack 14, K14: caller-supplied audit fields are masked before they are
+// cut to 128 bytes. Cut first, a GitHub token or an e-mail address at the
+// cut was no longer recognised, and its first part was logged.
+func TestAuditFieldsMaskedBeforeTheCut(t *testing.T) {
+	t.Parallel()
+	s := start(t, api.Options{Token: "s3cret"})
+	token := "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+	do(t, nil, "POST", s.url+"/api/v1/jobs/a/trigger", "Content-Type", jsonCT,
+		"User-Agent", strings.Repeat("x", 100)+" "+token)
+	do(t, nil, "POST", s.url+"/api/v1/jobs/a/pause", "Content-Type", jsonCT,
+		"User-Agent", strings.Repeat("x", 118)+" alice.secret@example.com")
+	lines := s.logs.lines("api audit")
+	if len(lines) != 2 {
+		t.Fatalf("%d audit lines, want 2: %v", len(lines), lines)
+	}
+	for i, want := range []string{"[github_token]", "[email]"} {
+		ua, _ := lines[i]["user_agent"].(string)
+		if !strings.Contains(ua, want[:4]) || strings.Contains(ua, "ghp_aB") || strings.Contains(ua, "alice.sec") {
+			t.Errorf("audit line %d user_agent %q: want the secret masked (%s) before the cut", i, ua, want)
+		}
+	}
+}
