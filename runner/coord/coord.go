@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -327,35 +328,25 @@ func (c *Coordinator) revokeStale(ctx context.Context) {
 }
 
 // compact compacts etcd while t, a term of shard 0 (the cluster's leader),
-// lasts, every CompactionInterval: to the revision seen one interval
+// lasts, every CompactionInterval: to a revision seen at least one interval
 // before, so that an interval of history stays (for watches that
-// reconnect) and no more.
+// reconnect) and no more. The revision to compact to next, and when it was
+// seen, are kept in etcd (compactionMark), not in the term: a new leader
+// goes on from the last one's mark, so a cluster whose leader of shard 0
+// changes more often than the interval (rolling restarts, a pod evicted
+// again and again) still compacts every interval (attack 13, J2; each new
+// term waited a whole interval before, and such a cluster never
+// compacted). It looks every quarter interval.
 func (c *Coordinator) compact(t *Term) {
 	every := c.opts.CompactionInterval
 	if every <= 0 {
 		return
 	}
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(max(every/4, time.Millisecond))
 	defer tick.Stop()
-	var prev int64
 	for {
-		ctx, cancel := context.WithTimeout(t.ctx, c.opts.RequestTimeout)
-		resp, err := c.cli.Get(ctx, t.key, clientv3.WithKeysOnly())
-		if err == nil && prev > 0 {
-			_, err = c.cli.Compact(ctx, prev)
-			switch {
-			case err == nil:
-				c.log.Debug("compacted etcd", "revision", prev)
-			case errors.Is(err, rpctypes.ErrCompacted):
-				err = nil // compacted further already (etcd's own compaction)
-			}
-		}
-		cancel()
-		if err != nil && t.ctx.Err() == nil {
-			c.log.Warn("etcd compaction failed; trying again at the next interval", "error", err)
-		}
-		if resp != nil {
-			prev = resp.Header.Revision
+		if err := c.compactDue(t, every); err != nil && t.ctx.Err() == nil {
+			c.log.Warn("etcd compaction failed; trying again", "error", err)
 		}
 		select {
 		case <-t.ctx.Done():
@@ -363,6 +354,51 @@ func (c *Coordinator) compact(t *Term) {
 		case <-tick.C:
 		}
 	}
+}
+
+// compactionMark is the revision the cluster's leader compacts etcd to
+// next, and when it was seen (by its leader's wall clock).
+type compactionMark struct {
+	Revision int64     `json:"revision"`
+	Seen     time.Time `json:"seen"`
+}
+
+func (c *Coordinator) compactionKey() string { return c.prefix + "compaction" }
+
+// compactDue compacts to the mark's revision once the mark is an interval
+// old, then marks the current revision; with no mark, it marks the current
+// revision. Marks are written under t's fencing guard.
+func (c *Coordinator) compactDue(t *Term, every time.Duration) error {
+	ctx, cancel := context.WithTimeout(t.ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.compactionKey())
+	if err != nil {
+		return err
+	}
+	var m compactionMark
+	if len(resp.Kvs) > 0 && json.Unmarshal(resp.Kvs[0].Value, &m) == nil && m.Revision > 0 {
+		if time.Since(m.Seen) < every {
+			return nil
+		}
+		_, err = c.cli.Compact(ctx, m.Revision)
+		switch {
+		case err == nil:
+			c.log.Debug("compacted etcd", "revision", m.Revision)
+		case errors.Is(err, rpctypes.ErrCompacted):
+			// compacted further already (etcd's own compaction)
+		case errors.Is(err, rpctypes.ErrFutureRev):
+			// a mark from another etcd (restored from a backup): start again
+		default:
+			return err
+		}
+	}
+	v, err := json.Marshal(compactionMark{Revision: resp.Header.Revision, Seen: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	_, err = c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)).
+		Then(clientv3.OpPut(c.compactionKey(), string(v))).Commit()
+	return err
 }
 
 // Leader returns the node name and fencing token of shard 0's leader, the

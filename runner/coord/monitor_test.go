@@ -327,3 +327,38 @@ func TestMonitorKeepsTheLastGoodLookWhenALookFails(t *testing.T) {
 		t.Fatalf("good look %+v: last_good set", st)
 	}
 }
+
+// Attack 13, J2: compaction goes on every interval while the leader of
+// shard 0 changes more often than that: a new leader goes on from the last
+// one's mark in etcd. Here a new coordinator takes over every half
+// interval; before the fix each waited a whole interval, and nothing was
+// ever compacted.
+func TestCompactionSurvivesLeaderChurn(t *testing.T) {
+	const interval = 2 * time.Second
+	cli := setupWith(t, etcdembed.Options{CompactionRetention: -1}).client(t)
+	first, err := cli.Put(context.Background(), "/pacer/churn/x", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compacted := func() bool {
+		_, err := cli.Get(context.Background(), "/pacer/churn/x", clientv3.WithRev(first.Header.Revision))
+		return errors.Is(err, rpctypes.ErrCompacted)
+	}
+	deadline := time.Now().Add(4 * interval)
+	for n := 0; !compacted(); n++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("revision %d not compacted after %d leaders, %s, at compaction_interval %s", first.Header.Revision, n, 4*interval, interval)
+		}
+		c := coord.New(coord.Options{Client: cli, Cluster: "churn", Node: fmt.Sprintf("n%d", n), LeaseTTL: 2 * time.Second, CompactionInterval: interval})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Run(ctx) }()
+		waitFor(t, "leadership", 10*time.Second, func() bool { return c.Term() != nil })
+		if _, err := cli.Put(context.Background(), "/pacer/churn/x", "2"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(interval / 2) // how long each leader lasts: the scenario, not synchronisation
+		cancel()
+		<-done
+	}
+}
