@@ -286,6 +286,9 @@ func (s *Sanitizer) String(in string) string {
 	if in == "" {
 		return in
 	}
+	if strings.IndexByte(in, 0x1b) >= 0 {
+		in = stripSGR(in)
+	}
 	if !s.withoutBareSecrets && strings.IndexByte(in, '%') >= 0 {
 		in = s.maskPercentEncoded(in)
 	}
@@ -1632,6 +1635,14 @@ func (s *Sanitizer) sensitiveValue(in string, v int, jsonish, toEOL bool) (rs, r
 			cl = eol // unterminated: to the end of the line
 		}
 		return s.redactSpan(in, v+1, cl, phRedacted)
+	case c == 'b' && v+1 < len(in) && (in[v+1] == '\'' || in[v+1] == '"'):
+		// Python bytes, b'…' (a dict printed by a task): quoted after the b.
+		eol := lineEnd(in, v)
+		cl := findClose(in[:eol], v+2, in[v+1])
+		if cl < 0 {
+			cl = eol
+		}
+		return s.redactSpan(in, v+2, cl, phRedacted)
 	case c == '\\' && v+1 < len(in) && in[v+1] == '"':
 		eol := lineEnd(in, v)
 		cl := strings.Index(in[v+2:eol], `\"`)
@@ -1969,4 +1980,28 @@ func (p *compiledPattern) apply(s string) string {
 		}
 	}
 	return w.result()
+}
+
+// stripSGR removes the colour and style codes of a terminal (ANSI SGR,
+// ESC [ … m) from in: a key or value a tool highlights (grep --color, a
+// logger that thinks it writes to a terminal) is then masked like a plain
+// one (attack 14, K9). Other escape sequences are left.
+func stripSGR(in string) string {
+	var b strings.Builder
+	b.Grow(len(in))
+	for i := 0; i < len(in); {
+		if in[i] == 0x1b && i+1 < len(in) && in[i+1] == '[' {
+			j := i + 2
+			for j < len(in) && (in[j] >= '0' && in[j] <= '9' || in[j] == ';') {
+				j++
+			}
+			if j < len(in) && in[j] == 'm' {
+				i = j + 1
+				continue
+			}
+		}
+		b.WriteByte(in[i])
+		i++
+	}
+	return b.String()
 }

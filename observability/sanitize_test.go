@@ -194,6 +194,13 @@ func TestSanitizeKeyValues(t *testing.T) {
 		{"not sensitive", "token_count=3 tokens=5 max_tokens=9 author=bob", "token_count=3 tokens=5 max_tokens=9 author=bob"},
 		{"message text", "error: invalid input", "error: invalid input"},
 		{"url scheme", "see https://example.com/a", "see https://example.com/a"},
+		// Attack 14, K9: colour codes around a key or a value, and Python
+		// bytes values.
+		{"coloured key", "\x1b[1mpassword\x1b[0m=pwx_a1", "password=[redacted]"},
+		{"coloured env key", "\x1b[32mDB_PASSWORD\x1b[0m: pwx_a2", "DB_PASSWORD: [redacted]"},
+		{"coloured value", "password=\x1b[1mpwx_a3\x1b[0m", "password=[redacted]"},
+		{"python bytes", "{'password': b'pwx_e8', 'user': 'bob'}", "{'password': b'[redacted]', 'user': 'bob'}"},
+		{"other escapes kept", "\x1b[2Kline", "\x1b[2Kline"},
 	})
 }
 
