@@ -487,8 +487,8 @@ func (c *checker) session() {
 		}
 	}
 	if c.want(CheckShutdown) {
-		if c.s.exited() {
-			c.skip(CheckShutdown, "", "the plugin process is gone")
+		if c.s.exited() && !c.restart() {
+			c.skip(CheckShutdown, "", "the plugin process is gone and did not restart: %v", c.restartErr)
 			return
 		}
 		t0 := time.Now()
@@ -517,23 +517,46 @@ func (c *checker) guard(check, task string, fn func()) {
 	n := len(c.report.Results)
 	c.calls = c.calls[:0]
 	fn()
-	if c.s.proc.waitExit(c.exitWait()) {
-		why := fmt.Sprintf("want the plugin process to outlive its runs; it exited (%s) during this check", describeExit(c.s.proc.waitErr))
-		if len(c.report.Results) > n {
-			r := &c.report.Results[len(c.report.Results)-1]
-			r.Status, r.Reason = Fail, why
-		} else {
-			c.fail(check, task, "%s", why)
-		}
+	// A Run whose connection broke (Unavailable) means the plugin is going:
+	// its exit is awaited long enough for a loaded machine to reap it, so
+	// it is not blamed on the next check. Otherwise a short wait catches a
+	// process that ends just after its Run answered.
+	lost := c.connectionLost()
+	wait := 500 * time.Millisecond
+	if lost {
+		wait = lostWait
+	}
+	var why string
+	switch {
+	case c.s.proc.waitExit(wait):
+		why = fmt.Sprintf("want the plugin process to outlive its runs; it exited (%s) during this check", describeExit(c.s.proc.waitErr))
+	case lost:
+		// What served the Run is gone, but the process has not been
+		// seen to end: a child it started holds its output open, or its
+		// server ran in another process of it (attack 14, K10: such a
+		// crash passed the check, and the next checks ran against the
+		// dead plugin). The runner would restart it: so does the next
+		// check.
+		why = fmt.Sprintf("want the plugin to keep serving its runs; its connection broke (status Unavailable) during this check, and the plugin did not end within %s (a process it started may hold its output open): killed, to start a new one", lostWait)
+		c.s.kill()
+	default:
+		return
+	}
+	if len(c.report.Results) > n {
+		r := &c.report.Results[len(c.report.Results)-1]
+		r.Status, r.Reason = Fail, why
+	} else {
+		c.fail(check, task, "%s", why)
 	}
 }
 
-// exitWait is how long guard waits for the plugin process to exit after a
-// check. A Run whose connection broke (Unavailable) means the process is
-// going: its exit is awaited long enough for a loaded machine to reap it, so
-// it is not blamed on the next check. Otherwise a short wait catches a
-// process that ends just after its Run answered.
-func (c *checker) exitWait() time.Duration {
+// lostWait is how long guard waits for the plugin process to exit after a
+// Run's connection broke.
+const lostWait = 5 * time.Second
+
+// connectionLost reports whether a Run of the check ended because its
+// connection broke (status Unavailable).
+func (c *checker) connectionLost() bool {
 	for _, r := range c.calls {
 		select {
 		case <-r.done:
@@ -544,10 +567,10 @@ func (c *checker) exitWait() time.Duration {
 		lost := r.code == codes.Unavailable
 		r.mu.Unlock()
 		if lost {
-			return 10 * time.Second
+			return true
 		}
 	}
-	return 500 * time.Millisecond
+	return false
 }
 
 const maxRestarts = 3

@@ -165,6 +165,11 @@ func TestBrokenPluginsFail(t *testing.T) {
 		{"hang", plugincheck.CheckDeadline, nil, "want a run with a 1s timeout to end within 1s of it"},
 		{"slow-shutdown", plugincheck.CheckShutdown, nil, "it was still running and was killed"},
 		{"false-run-stream", plugincheck.CheckRunStream, nil, "declares capabilities.run_stream: want RunStream to open with an empty message"},
+		// Attack 14, K10: before, the broken run passed as "ended before it
+		// could be cancelled", and the checks after it ran against the
+		// dead plugin.
+		{"exit", plugincheck.CheckCancel, []string{plugincheck.CheckCancel, plugincheck.CheckShutdown}, "during this check"},
+		{"exit-leaving-a-child", plugincheck.CheckCancel, []string{plugincheck.CheckCancel, plugincheck.CheckShutdown}, "during this check"},
 	} {
 		t.Run(tc.mode+"/"+tc.check, func(t *testing.T) {
 			t.Parallel()
@@ -179,6 +184,11 @@ func TestBrokenPluginsFail(t *testing.T) {
 			}
 			if rep.OK() {
 				t.Fatal("the report says OK")
+			}
+			if strings.HasPrefix(tc.mode, "exit") { // the check after it has a new process
+				if r := rep.Result(plugincheck.CheckShutdown, ""); r == nil || r.Status != plugincheck.Pass {
+					t.Fatalf("shutdown after the task ended the process: %+v, want a pass on a new process", r)
+				}
 			}
 		})
 	}

@@ -13,6 +13,8 @@ plugincheck's tests: each mode must fail its check.
     hang                    its task ignores cancellation
     slow-shutdown           ignores go-plugin's controller Shutdown
     false-run-stream        declares capabilities.run_stream, does not serve RunStream
+    exit                    its task ends the process (os._exit)
+    exit-leaving-a-child    the same, after starting a child that keeps its stdio
 """
 
 import dataclasses
@@ -46,6 +48,11 @@ def work(ctx: pacer_sdk.Context, params: Params):
         span.end()
     if MODE == "hang":
         time.sleep(3600)
+    if MODE == "exit-leaving-a-child":
+        import subprocess
+        subprocess.Popen(["sleep", "30"])
+    if MODE in ("exit", "exit-leaving-a-child"):
+        os._exit(1)
     with ctx.span("work"):
         ctx.log.info("working", name=params.name)
     return "done"
