@@ -138,7 +138,7 @@ func measurePacer(jobs int, d time.Duration) lagStats {
 	var missed atomic.Int64
 	s := runner.NewScheduler(
 		func(sl runner.Slot) { rec.add(time.Now().UnixNano(), sl.Time.UnixNano()) },
-		func(_ *runner.Job, n int) { missed.Add(int64(n)) },
+		func(m runner.Missed) { missed.Add(int64(m.N)) },
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
