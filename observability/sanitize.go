@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pacerun/pacer/internal/linesplit"
 )
 
 // Pattern is an operator-supplied masking rule: every match of Regex becomes "[Name]".
@@ -103,9 +105,13 @@ var authSchemes = []string{
 //     things and only partly masked. Text that arrives line by line needs
 //     PEMLines.
 //  2. URL user-info, "scheme://user:pass@host" -> "scheme://[userinfo]@host".
-//     Before e-mail, which would otherwise take "pass@host".
+//     Before e-mail, which would otherwise take "pass@host". In a piece of
+//     a long line cut inside the authority (internal/linesplit marks the
+//     cut with "…"), what the piece holds of it: "https://admin:pw…" ->
+//     "https://[userinfo]…", "https://…pw@db" -> "https://…[userinfo]@db".
 //  3. JWTs, three or more base64url segments, the first starting with "eyJ"
-//     -> [jwt].
+//     -> [jwt]; in a piece of a long line cut inside one, what the piece
+//     holds of it: "eyJhbGci…" -> "[jwt]…", "eyJ…Il19.sig" -> "…[jwt]".
 //  4. E-mail addresses -> [email].
 //  5. IPv6 addresses, with optional %zone, validated by net/netip -> [ipv6].
 //     Before IPv4 so "::ffff:10.0.0.1" is masked whole.
@@ -298,7 +304,7 @@ func (s *Sanitizer) String(in string) string {
 		// one pass over the bytes decides which masks can apply at all.
 		// Masks only remove text and add placeholders, so the input's
 		// characters bound what later masks can see.
-		var at, dash, jay, b, eq, plus, tab, lt, quote bool
+		var at, dash, jay, b, eq, plus, tab, lt, quote, cut bool
 		var colons, dots, digits int
 		for i := 0; i < len(in); i++ {
 			switch c := in[i]; {
@@ -326,16 +332,18 @@ func (s *Sanitizer) String(in string) string {
 				lt = true
 			case c == '"' || c == '\'':
 				quote = true
+			case c == linesplit.Continued[0]:
+				cut = true
 			}
 		}
 		bare := !s.withoutBareSecrets
 		if dash && len(in) >= 20 {
 			out = maskPrivateKeys(out)
 		}
-		if at && colons > 0 {
+		if (at || cut) && colons > 0 {
 			out = maskURLUserinfo(out)
 		}
-		if jay && dots >= 2 {
+		if jay && (dots >= 2 || cut) {
 			out = maskJWTs(out)
 		}
 		if at {
@@ -881,12 +889,21 @@ func pemBlockEnd(s string, i, hdrEnd int) (end int, open bool) {
 
 func maskURLUserinfo(s string) string {
 	if strings.IndexByte(s, '@') < 0 {
+		if strings.Contains(s, linesplit.Continued) {
+			return maskSchemeUserinfo(s) // a piece of a long line, cut in an authority
+		}
 		return s
 	}
 	return maskBareUserinfo(maskSchemeUserinfo(s))
 }
 
-// maskSchemeUserinfo masks the user-info of URLs with a scheme.
+// maskSchemeUserinfo masks the user-info of URLs with a scheme. A long
+// line's pieces (linesplit) mark a cut inside an authority with "…": the
+// first piece ends with it ("https://admin:pw…"), the next starts the
+// authority with it ("https://…pw@db"). Such an authority is masked up to
+// its '@' or, with none, whole when it holds a ':' or continues one
+// ("https://[userinfo]…", "https://…[userinfo]@db"): the password may be
+// all of it.
 func maskSchemeUserinfo(s string) string {
 	i := strings.Index(s, "://")
 	if i < 0 {
@@ -903,8 +920,23 @@ func maskSchemeUserinfo(s string) string {
 			}
 			e++
 		}
-		if i > 0 && charClass[s[i-1]]&clScheme != 0 && at > a && s[a:at] != phUserinfo {
-			w.replace(a, at, phUserinfo)
+		if i > 0 && charClass[s[i-1]]&clScheme != 0 {
+			cont := strings.HasPrefix(s[a:e], linesplit.Continued)
+			lead := ""
+			if cont {
+				lead = linesplit.Continued
+			}
+			switch {
+			case at > a && s[a:at] != phUserinfo:
+				w.replace(a, at, lead+phUserinfo)
+			case at < 0 && strings.HasSuffix(s[a:e], linesplit.Continued) && e-a > len(linesplit.Continued):
+				end := e - len(linesplit.Continued)
+				if cont || strings.IndexByte(s[a:end], ':') >= 0 {
+					w.replace(a, end, lead+phUserinfo)
+				}
+			case at < 0 && cont:
+				w.replace(a, e, lead+phUserinfo)
+			}
 		}
 		j := strings.Index(s[e:], "://")
 		if j < 0 {
@@ -963,6 +995,10 @@ func nextByte(s string, c byte, from int) int {
 // ---------------------------------------------------------------------------
 // 3. JWTs.
 
+// maskJWTs masks JWTs. A long line's pieces (linesplit) mark a cut inside
+// one with "…": the first piece ends with it ("eyJhbGci…"), the next starts
+// with "eyJ…" and the rest of the run; each part is masked, whatever its
+// length and however many of its dots it holds ("[jwt]…", "…[jwt]").
 func maskJWTs(s string) string {
 	i := strings.Index(s, "eyJ")
 	if i < 0 {
@@ -972,30 +1008,11 @@ func maskJWTs(s string) string {
 	for i >= 0 {
 		next := i + 3
 		if i == 0 || charClass[s[i-1]]&clB64URL == 0 {
-			e := i
-			for e < len(s) && charClass[s[e]]&clB64URL != 0 {
-				e++
-			}
-			next = e
-			seg1 := e - i
-			dots := 0
-			seg2 := 0
-			for e < len(s) && s[e] == '.' {
-				e++
-				dots++
-				st := e
-				for e < len(s) && charClass[s[e]]&clB64URL != 0 {
-					e++
-				}
-				if dots == 1 {
-					seg2 = e - st
-				}
-			}
-			if dots > 2 && s[e-1] == '.' { // sentence full stop, not a segment
-				e--
-				dots--
-			}
-			if seg1 >= 10 && seg2 > 0 && dots >= 2 {
+			next = jwtRun(s, i+3)
+			if e, lead, ok := cutJWT(s, i); ok {
+				w.replace(i, e, lead+phJWT)
+				next = e
+			} else if e, ok := wholeJWT(s, i); ok {
 				w.replace(i, e, phJWT)
 				next = e
 			}
@@ -1007,6 +1024,64 @@ func maskJWTs(s string) string {
 		i = next + j
 	}
 	return w.result()
+}
+
+// wholeJWT reports whether a JWT starts at s[i] ("eyJ"): three or more
+// base64url segments, the first at least 10 bytes long; and where it ends.
+func wholeJWT(s string, i int) (int, bool) {
+	e := jwtRun(s, i)
+	seg1 := e - i
+	dots := 0
+	seg2 := 0
+	for e < len(s) && s[e] == '.' {
+		e++
+		dots++
+		st := e
+		e = jwtRun(s, e)
+		if dots == 1 {
+			seg2 = e - st
+		}
+	}
+	if dots > 2 && s[e-1] == '.' { // sentence full stop, not a segment
+		e--
+		dots--
+	}
+	return e, seg1 >= 10 && seg2 > 0 && dots >= 2
+}
+
+// cutJWT reports whether a JWT that a long line's cut marks (see maskJWTs)
+// starts at s[i] ("eyJ"), where its part ends (after the mark, if it ends
+// with one), and what to write before the placeholder: "…" if the part
+// continues a JWT.
+func cutJWT(s string, i int) (end int, lead string, ok bool) {
+	const mark = linesplit.Continued
+	st := i
+	if strings.HasPrefix(s[i+3:], mark) { // "eyJ…", carried by Rest
+		st = i + 3 + len(mark)
+		lead = mark
+	}
+	e := st
+	for e < len(s) && (charClass[s[e]]&clB64URL != 0 || s[e] == '.') {
+		e++
+	}
+	if strings.HasPrefix(s[e:], mark) { // cut again: Head's mark stays
+		return e, lead, true
+	}
+	if lead == "" {
+		return 0, "", false
+	}
+	if e > st && s[e-1] == '.' { // sentence full stop
+		e--
+	}
+	return e, lead, true
+}
+
+// jwtRun returns the end of the base64url run starting at s[i].
+func jwtRun(s string, i int) int {
+	for i < len(s) && charClass[s[i]]&clB64URL != 0 {
+		i++
+	}
+	return i
 }
 
 // ---------------------------------------------------------------------------

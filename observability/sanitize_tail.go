@@ -53,7 +53,7 @@ func (t *SanitizedTail) Write(p []byte) (int, error) {
 func (t *SanitizedTail) pieces() {
 	for len(t.line) > tailPiece {
 		n := linesplit.Cut(t.line, tailPiece)
-		t.keep(t.mask(&t.pem, t.line[:n]))
+		t.keep(t.mask(&t.pem, linesplit.Head(t.line, n)))
 		t.line = linesplit.Rest(t.line, n)
 	}
 }

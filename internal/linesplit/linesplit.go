@@ -21,13 +21,28 @@
 // that piece with the value's key again and "…" ("password=…AAAA"), so it
 // is masked like the first.
 //
+// A word the sanitizer knows by its shape alone, a JWT or a URL with
+// user-info, it recognises only whole: cut inside, neither piece has the
+// shape (an 8 KiB JWT with many claims, a password of 5,000 bytes in
+// "https://admin:…@db"). So a cut inside a JWT (a run of base64url and
+// dots from "eyJ") or inside a URL's authority before its '@' is marked on
+// both sides: Head ends the first piece with "…", and Rest starts the next
+// with "eyJ…" or the URL's scheme and "://…". The sanitizer masks a JWT or
+// an authority glued to such a mark (observability: "[jwt]…", "…[jwt]",
+// "https://[userinfo]…"), so every piece of one is masked, however long it
+// is; no piece grows for it (Cut leaves room for the mark).
+//
 // It is used by the shell plugin (its command's output lines), the plugin
-// host (a plugin's stray stdout and stderr) and the Go SDK (a log record
-// over its size limit).
+// host (a plugin's stray stdout and stderr), observability's SanitizedTail
+// and the Go SDK (a log record over its size limit): each emits Head(s, n)
+// for n = Cut(s, limit), then goes on with Rest(s, n).
 package linesplit
 
 // Cut returns the length of the first piece of s when s must be cut into
 // pieces of at most limit bytes: a number in (0, limit], or len(s) if s fits.
+// When it cuts inside a JWT or a URL's authority, it leaves room for the
+// mark Head adds: Head(s, Cut(s, limit)) is at most limit bytes too (for a
+// limit over len(Continued)).
 func Cut[T ~string | ~[]byte](s T, limit int) int {
 	if len(s) <= limit {
 		return len(s)
@@ -47,19 +62,37 @@ func Cut[T ~string | ~[]byte](s T, limit int) int {
 		}
 	}
 	p := limit
-	for p > max(limit-3, 1) && s[p]&0xC0 == 0x80 { // not inside a UTF-8 sequence
+	if limit > len(Continued) && shapeAt(s, p) != noShape {
+		p -= len(Continued) // room for Head's mark
+	}
+	for e := p; p > max(e-3, 1) && s[p]&0xC0 == 0x80; { // not inside a UTF-8 sequence
 		p--
 	}
 	return p
 }
 
+// Head returns the first piece of s for a cut at n (see Cut): s[:n], and
+// Continued after it when the cut falls inside a JWT or inside a URL's
+// authority, so that the sanitizer masks what the piece holds of it. It
+// reuses s's storage when nothing is added.
+func Head[T ~string | ~[]byte](s T, n int) T {
+	if shapeAt(s, n) == noShape {
+		return s[:n]
+	}
+	b := make([]byte, 0, n+len(Continued))
+	b = append(b, s[:n]...)
+	return T(append(b, Continued...))
+}
+
 // Rest returns what follows a cut of s at n (see Cut): s[n:], preceded,
 // when the cut falls inside the value of a key (key=value, key: value, an
 // auth scheme and its credentials), by that key, its separator and "…".
-// It reuses s's storage when nothing is carried.
+// It reuses s's storage when nothing is carried. It is shorter than s
+// (nothing is carried after a piece no longer than the carry), so cutting
+// a line piece by piece ends.
 func Rest(s []byte, n int) []byte {
 	c := carry(s, n)
-	if c == "" {
+	if c == "" || len(c) >= n {
 		return append(s[:0], s[n:]...)
 	}
 	out := make([]byte, 0, len(c)+len(s)-n)
@@ -77,6 +110,20 @@ const maxCarry = 128
 func carry[T ~string | ~[]byte](s T, n int) string {
 	if n <= 0 || n >= len(s) || space(s[n-1]) {
 		return "" // between words, or nothing left
+	}
+	switch shapeAt(s, n) {
+	case jwt:
+		return jwtCarry
+	case authority:
+		a := n // the authority's start, after "://"
+		for !authEnd(s[a-1]) {
+			a--
+		}
+		sc := a - 3 // the scheme's start
+		for sc > max(a-3-maxScheme, 0) && schemeByte(s[sc-1]) {
+			sc--
+		}
+		return string(s[sc:a]) + Continued
 	}
 	ws := n // the start of the word the cut falls in
 	for ws > 0 && !space(s[ws-1]) {
@@ -315,4 +362,77 @@ func authScheme[T ~string | ~[]byte](s T, a, b int) bool {
 		}
 	}
 	return false
+}
+
+// The shapes a cut can fall inside that the sanitizer recognises only
+// whole (see the package doc).
+type shape int
+
+const (
+	noShape   shape = iota
+	jwt             // a run of base64url and dots from "eyJ"
+	authority       // a URL's authority, before any '@'
+)
+
+// jwtCarry starts a piece that continues a JWT.
+const jwtCarry = "eyJ" + Continued
+
+// maxScheme bounds the URL scheme carried into the next piece; the
+// sanitizer needs only its last character.
+const maxScheme = 32
+
+// shapeAt reports which shape, if any, a cut of s at n falls inside: the
+// bytes on both sides of it belong to one JWT or one URL authority. Rest's
+// marks count: a run after "eyJ…" continues a JWT, and an authority may
+// start with "…".
+func shapeAt[T ~string | ~[]byte](s T, n int) shape {
+	if n <= 0 || n >= len(s) {
+		return noShape
+	}
+	if jwtByte(s[n-1]) && jwtByte(s[n]) {
+		r := n // the run's start
+		for r > 0 && jwtByte(s[r-1]) {
+			r--
+		}
+		if r >= len(jwtCarry) && string(s[r-len(jwtCarry):r]) == jwtCarry {
+			return jwt
+		}
+		// "eyJ" at the start of the run or of one of its segments, as
+		// the sanitizer finds a JWT.
+		for k := r; k+3 <= n; k++ {
+			if (k == r || s[k-1] == '.') && s[k] == 'e' && s[k+1] == 'y' && s[k+2] == 'J' {
+				return jwt
+			}
+		}
+	}
+	if authEnd(s[n-1]) || authEnd(s[n]) {
+		return noShape
+	}
+	a := n
+	for a > 0 && !authEnd(s[a-1]) {
+		if s[a-1] == '@' {
+			return noShape // the user-info is whole before the cut
+		}
+		a--
+	}
+	if a >= 4 && s[a-1] == '/' && s[a-2] == '/' && s[a-3] == ':' && schemeByte(s[a-4]) {
+		return authority
+	}
+	return noShape
+}
+
+// jwtByte reports whether c may be part of a JWT: base64url or a dot.
+func jwtByte(c byte) bool {
+	return isDigit(c) || 'a' <= c|0x20 && c|0x20 <= 'z' || c == '_' || c == '-' || c == '.'
+}
+
+// authEnd reports whether c ends a URL authority (observability's
+// clAuthEnd).
+func authEnd(c byte) bool {
+	return c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' || c == '`' || c == '<' || c == '>' || c == '\\'
+}
+
+// schemeByte reports whether c may be part of a URL scheme.
+func schemeByte(c byte) bool {
+	return isDigit(c) || 'a' <= c|0x20 && c|0x20 <= 'z' || c == '+' || c == '.' || c == '-'
 }

@@ -1,6 +1,8 @@
 package linesplit_test
 
 import (
+	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -9,14 +11,14 @@ import (
 	"github.com/pacerun/pacer/observability"
 )
 
-// split cuts s into pieces with Cut, as the shell plugin and the plugin
-// host do.
+// split cuts s into pieces with Cut, Head and Rest, as the shell plugin
+// and the plugin host do.
 func split(s string, limit int) []string {
 	var out []string
 	b := []byte(s)
 	for len(b) > limit {
 		n := linesplit.Cut(b, limit)
-		out = append(out, string(b[:n]))
+		out = append(out, string(linesplit.Head(b, n)))
 		b = linesplit.Rest(b, n)
 	}
 	return append(out, string(b))
@@ -197,5 +199,132 @@ func TestRestCarriesTheKey(t *testing.T) {
 		if rest != line[n:] && !strings.HasPrefix(line, "note:") {
 			t.Errorf("%.20q: carried %.20q", line, rest)
 		}
+	}
+}
+
+// runs returns the runs of 24 bytes of secret, for leakedRun.
+func runs(secret string) map[string]bool {
+	r := make(map[string]bool, len(secret))
+	for i := 0; i+24 <= len(secret); i++ {
+		r[secret[i:i+24]] = true
+	}
+	return r
+}
+
+// leakedRun returns the first of runs (of a secret) that out shows, or "".
+func leakedRun(out string, runs map[string]bool) string {
+	const run = 24
+	for i := 0; i+run <= len(out); i++ {
+		if runs[out[i:i+run]] {
+			return out[i : i+run]
+		}
+	}
+	return ""
+}
+
+// longJWT is an HS256 JWT whose payload holds n group claims, as an
+// identity provider issues them (attack 14, K11: 300 groups, 8,911 bytes).
+func longJWT(n int) string {
+	var groups []string
+	for i := range n {
+		groups = append(groups, fmt.Sprintf("%q", fmt.Sprintf("JWTSECRETGROUP%04d", i)))
+	}
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." +
+		enc.EncodeToString([]byte(`{"sub":"x","groups":[`+strings.Join(groups, ",")+`]}`)) + "." +
+		"SIGjwtsecretsignature0123456789abcdefghij"
+}
+
+// TestLongShapesMaskedInEveryPiece: a JWT or a URL's user-info longer than
+// a piece is cut inside, and each piece, sanitized on its own, shows none
+// of it, wherever it starts on its line and however long it is (attack
+// 14, K11: an 8,911-byte JWT went out whole over three 4 KiB pieces, and
+// the first piece of "https://admin:<5,500 bytes>@db" showed the
+// password). Every piece stays within the limit.
+func TestLongShapesMaskedInEveryPiece(t *testing.T) {
+	t.Parallel()
+	s := observability.DefaultSanitizer()
+	jwt, huge := longJWT(300), longJWT(4000)
+	pw := strings.Repeat("URLPWSECRET", 500)
+	for _, tc := range []struct {
+		name, line, secret, placeholder string
+	}{
+		{"jwt", "L2 " + jwt, jwt, "[jwt]"},
+		{"jwt after a scheme", "L1 token " + jwt, jwt, "[jwt]"},
+		{"jwt in json", `{"id_token":"` + jwt + `","n":1}`, jwt, "[jwt]"},
+		{"jwt after an ordinary key", "claims=" + jwt + " done", jwt, "[jwt]"},
+		{"jwt over 64 KiB", "L2 " + huge + " tail", huge, "[jwt]"},
+		{"url", "L4 https://admin:" + pw + "@db.example/x", pw, "[userinfo]"},
+		{"url in a value", "DATABASE_URL=postgres://admin:" + pw + "@db:5432/app?sslmode=off", pw, "[userinfo]"},
+		{"url with a long user", "https://" + strings.Repeat("LONGUSER", 800) + ":" + pw + "@db.example/x", pw, "[userinfo]"},
+		{"url over 64 KiB", "L4 https://admin:" + strings.Repeat(pw, 13) + "@db.example/x", pw, "[userinfo]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			secret := runs(tc.secret)
+			if out := s.String(tc.line); leakedRun(out, secret) != "" {
+				t.Fatalf("the whole line is not masked: the test does not test the cut")
+			}
+			for _, limit := range []int{4096, 1000} {
+				for _, pad := range []int{0, 1, 2, 3, 4, 5, 6, 7, 10, 17, 31, 64, 100, 511} {
+					line := strings.Repeat("w ", pad) + tc.line
+					pieces := split(line, limit)
+					if len(pieces) < 2 {
+						t.Fatalf("not cut")
+					}
+					var all strings.Builder
+					for i, p := range pieces {
+						if len(p) > limit || p == "" {
+							t.Fatalf("limit %d, pad %d: piece %d has %d bytes", limit, pad, i, len(p))
+						}
+						out := s.String(p)
+						if r := leakedRun(out, secret); r != "" {
+							t.Fatalf("limit %d, pad %d: piece %d of %d shows %q: %.100q…", limit, pad, i, len(pieces), r, out)
+						}
+						all.WriteString(out)
+					}
+					if !strings.Contains(all.String(), tc.placeholder) {
+						t.Fatalf("limit %d, pad %d: no %s in %.200q", limit, pad, tc.placeholder, all.String())
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestHeadMarksACutShape: Head adds the mark only for a cut inside a JWT or
+// a URL's authority before its '@', and Cut leaves room for it.
+func TestHeadMarksACutShape(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("A", 40)
+	for _, tc := range []struct {
+		name, in   string
+		head, rest string
+	}{
+		{"jwt", "x eyJhbGciOi" + long, "x eyJhbGciOi" + long[:9] + "…", "eyJ…" + long[9:]},
+		{"jwt segment", "x a.eyJhbGciOi" + long, "x a.eyJhbGciOi" + long[:7] + "…", "eyJ…" + long[7:]},
+		{"jwt continued", "eyJ…AAAAA." + long, "eyJ…AAAAA." + long[:9] + "…", "eyJ…" + long[9:]},
+		{"authority", "https://admin:" + long + "@db", "https://admin:" + long[:7] + "…", "https://…" + long[7:] + "@db"},
+		{"authority continued", "https://…" + long + "@db", "https://…" + long[:10] + "…", "https://…" + long[10:] + "@db"},
+		// No mark: the user-info is whole before the cut, the cut is in
+		// the path, the run has no "eyJ" (the key before the cut is
+		// carried, as for any value).
+		{"after the user-info", "https://a:b@" + long + "/x", "https://a:b@" + long[:12], "https:…" + long[12:] + "/x"},
+		{"in the path", "https://db/" + long, "https://db/" + long[:13], "https:…" + long[13:]},
+		{"no eyJ", "x abc" + long, "x abc" + long[:19], long[19:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := linesplit.Cut(tc.in, 24)
+			if got := linesplit.Head(tc.in, n); got != tc.head || len(got) > 24 {
+				t.Errorf("Head: %q (%d bytes), want %q", got, len(got), tc.head)
+			}
+			if got := linesplit.Head([]byte(tc.in), n); string(got) != tc.head {
+				t.Errorf("Head([]byte): %q, want %q", got, tc.head)
+			}
+			if got := string(linesplit.Rest([]byte(tc.in), n)); got != tc.rest {
+				t.Errorf("Rest: %q, want %q", got, tc.rest)
+			}
+		})
 	}
 }

@@ -72,7 +72,7 @@ func (o *output) emit() {
 func (o *output) emitLong() {
 	for len(o.line) > maxLineBytes {
 		n := linesplit.Cut(o.line, maxLineBytes)
-		o.onLine(string(o.line[:n]))
+		o.onLine(string(linesplit.Head(o.line, n)))
 		o.line = linesplit.Rest(o.line, n)
 	}
 }

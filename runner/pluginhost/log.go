@@ -104,7 +104,7 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 func (l *lineLogger) pieces() {
 	for len(l.buf) > maxLine {
 		n := linesplit.Cut(l.buf, maxLine)
-		l.emit(l.buf[:n])
+		l.emit(linesplit.Head(l.buf, n))
 		l.buf = linesplit.Rest(l.buf, n)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -128,4 +130,106 @@ func waitForLog(t *testing.T, what string, cond func() bool, log func() string) 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// longJWT is an HS256 JWT whose payload holds 300 group claims, as an
+// identity provider issues them: 8,911 bytes, over two log pieces.
+func longJWT() string {
+	groups := make([]string, 300)
+	for i := range groups {
+		groups[i] = fmt.Sprintf(`"JWTSECRETGROUP%04d"`, i)
+	}
+	enc := base64.RawURLEncoding
+	return enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." +
+		enc.EncodeToString([]byte(`{"sub":"x","groups":[`+strings.Join(groups, ",")+`]}`)) + "." +
+		"SIGjwtsecretsignature0123456789abcdefghij"
+}
+
+// leaked returns the first run of 24 bytes of secret that out shows, or "".
+func leaked(out, secret string) string {
+	runs := make(map[string]bool, len(secret))
+	for i := 0; i+24 <= len(secret); i++ {
+		runs[secret[i:i+24]] = true
+	}
+	for i := 0; i+24 <= len(out); i++ {
+		if runs[out[i:i+24]] {
+			return out[i : i+24]
+		}
+	}
+	return ""
+}
+
+// A shell task prints a JWT and a URL's password longer than a log piece
+// (4 KiB), and a plugin prints them to its stdout: no logged piece shows
+// 24 bytes of either, and the pieces carry the placeholders (attack 14,
+// K11: the JWT went out whole over three pieces, the password in the
+// URL's first piece).
+func TestLongJWTAndUserinfoMaskedInEveryPiece(t *testing.T) {
+	t.Parallel()
+	jwt := longJWT()
+	pw := strings.Repeat("URLPWSECRET", 500)
+	text := "L1 token " + jwt + "\nL2 " + jwt + "\nL4 https://admin:" + pw + "@db.example/x\n"
+	s, err := observability.NewSanitizer(observability.SanitizerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, logged string) {
+		t.Helper()
+		for _, secret := range []string{jwt, pw} {
+			if r := leaked(logged, secret); r != "" {
+				t.Errorf("the log shows %q", r)
+			}
+		}
+		for _, want := range []string{"L1 token [jwt]…", "L2 [jwt]…", "…[jwt]", "L4 https://[userinfo]…", "https://…[userinfo]@db.example/x"} {
+			if !strings.Contains(logged, want) {
+				t.Errorf("no %q in the log", want)
+			}
+		}
+	}
+
+	t.Run("task output", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, pluginhost.Options{})
+		path := filepath.Join(t.TempDir(), "longsec.txt")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var logged []string
+		c := shellCall("cat " + path)
+		c.OnLog = func(l pluginhost.LogRecord) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(l.Message) > 4<<10 {
+				t.Errorf("a piece of %d bytes", len(l.Message))
+			}
+			logged = append(logged, s.String(l.Message)) // what the runner's logger writes
+		}
+		if _, err := b.host.Run(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(logged) < 7 {
+			t.Fatalf("%d lines logged, want the three lines in pieces:\n%s", len(logged), strings.Join(logged, "\n"))
+		}
+		check(t, strings.Join(logged, "\n"))
+	})
+
+	t.Run("stray stdout", func(t *testing.T) {
+		t.Parallel()
+		var sink syncbuf.Buffer
+		log, err := observability.NewLogger(&sink, slog.LevelInfo, "json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := setup(t, pluginhost.Options{Logger: log})
+		if _, err := b.host.Run(context.Background(), call("stdout", map[string]any{"message": text + "done"})); err != nil {
+			t.Fatal(err)
+		}
+		waitForLog(t, "the stray output in the log", func() bool {
+			return strings.Contains(sink.String(), `"msg":"done"`)
+		}, sink.String)
+		check(t, sink.String())
+	})
 }

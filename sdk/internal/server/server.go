@@ -349,8 +349,10 @@ func (s *sink) Log(rec *pluginv1.LogRecord) {
 	if proto.Size(rec) > maxLogBytes {
 		if len(rec.Message) > maxLogBytes/2 {
 			// Between words, so that no secret is left half shown: the
-			// runner's sanitizer would not recognise its first half.
-			rec.Message = strings.TrimRight(rec.Message[:linesplit.Cut(rec.Message, maxLogBytes/2)], " \t")
+			// runner's sanitizer would not recognise its first half. A
+			// JWT or a URL's authority cut inside is marked, so that it
+			// does (linesplit.Head).
+			rec.Message = strings.TrimRight(linesplit.Head(rec.Message, linesplit.Cut(rec.Message, maxLogBytes/2)), " \t")
 		}
 		rec.Message += " [log record truncated]"
 		rec.Attrs = nil
