@@ -57,15 +57,22 @@ func Cut[T ~string | ~[]byte](s T, limit int) int {
 		}
 	}
 	for p := limit; p > lo; p-- {
-		if c := s[p-1]; (c == ',' || c == ';' || c == '&') && !space(s[p]) && !pemMarkerAt(s, p) {
+		if c := s[p-1]; (c == ',' || c == ';' || c == '&') && !space(s[p]) && !pemMarkerAt(s, p) &&
+			(p <= limit-len(Continued) || shapeAt(s, p) == noShape) { // room for Head's mark
 			return p
 		}
 	}
-	p := limit
-	if limit > len(Continued) && shapeAt(s, p) != noShape {
-		p -= len(Continued) // room for Head's mark
+	p := charStart(s, limit)
+	if limit > len(Continued) && p > limit-len(Continued) && shapeAt(s, p) != noShape {
+		p = charStart(s, limit-len(Continued)) // room for Head's mark
 	}
-	for e := p; p > max(e-3, 1) && s[p]&0xC0 == 0x80; { // not inside a UTF-8 sequence
+	return p
+}
+
+// charStart returns p, or up to 3 bytes before it, so as not to cut inside
+// a UTF-8 sequence (but not below 1).
+func charStart[T ~string | ~[]byte](s T, p int) int {
+	for e := p; p > max(e-3, 1) && s[p]&0xC0 == 0x80; {
 		p--
 	}
 	return p

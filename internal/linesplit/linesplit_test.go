@@ -140,6 +140,9 @@ func TestCut(t *testing.T) {
 func FuzzCut(f *testing.F) {
 	f.Add("aaaa bbbb cccc", 5)
 	f.Add("x: 4111 1111", 7)
+	f.Add("x eyJhbGciOiJIUzI1NiJ9.eyJzdWIi", 12)
+	f.Add("https://admin:pw0123456789@db", 16)
+	f.Add("https://…é…ab", 8)
 	f.Fuzz(func(t *testing.T, s string, limit int) {
 		if limit <= 0 || limit > 1<<16 {
 			return
@@ -147,6 +150,16 @@ func FuzzCut(f *testing.F) {
 		n := linesplit.Cut(s, limit)
 		if n > len(s) || len(s) > limit && (n <= 0 || n > limit) || len(s) <= limit && n != len(s) {
 			t.Fatalf("Cut(%q, %d) = %d", s, limit, n)
+		}
+		if len(s) <= limit || limit <= len(linesplit.Continued) {
+			return
+		}
+		// The piece with its mark fits; what is left is shorter.
+		if h := linesplit.Head(s, n); len(h) > limit || !strings.HasPrefix(h, s[:n]) {
+			t.Fatalf("Head(%q, %d) = %q, limit %d", s, n, h, limit)
+		}
+		if r := linesplit.Rest([]byte(s), n); len(r) >= len(s) {
+			t.Fatalf("Rest(%q, %d) = %q: no shorter", s, n, r)
 		}
 	})
 }
