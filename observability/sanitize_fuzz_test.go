@@ -135,6 +135,9 @@ func FuzzSanitizer(f *testing.F) {
 		{"-----BEGIN PRIVATE KEY-----\nMIIE", "\n-----END PRIVATE KEY-----"},
 		{"password=\"abc", "\nuser=bob"},
 		{"PACER_FENCING_TOKEN=", "42"},
+		// A long line's pieces, cut inside a JWT or an authority (K11).
+		{"L2 eyJhbGciOiJIUzI1NiJ9.eyJzdWIi…", "eyJ…Il19.sig tail"},
+		{"https://admin:pw…", "https://…pw@db/x"},
 	} {
 		f.Add(seed[0], seed[1])
 	}
