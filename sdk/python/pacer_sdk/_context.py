@@ -194,7 +194,13 @@ class RunState:
                 # Between words, so that no secret is left half shown: the
                 # runner's sanitizer would not recognise its first half.
                 cut = rec.message.rfind(" ", MAX_LOG_BYTES // 4, MAX_LOG_BYTES // 2)
-                rec.message = rec.message[: cut if cut >= 0 else MAX_LOG_BYTES // 2]
+                if cut >= 0:
+                    rec.message = rec.message[:cut]
+                else:
+                    # Inside a word: marked with "…", as the Go SDK marks a
+                    # JWT or a URL's authority cut inside, so that the
+                    # sanitizer masks what is kept of one.
+                    rec.message = rec.message[: MAX_LOG_BYTES // 2 - 1] + "\u2026"
             rec.message += " [log record truncated]"
             del rec.attrs[:]
         self.emit(pb.RunEvent(log=rec))

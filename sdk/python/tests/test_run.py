@@ -190,6 +190,7 @@ class RunTest(TestCase):
         res = self.h.run("returns", {"kind": "biglog"})
         self.assertEqual(res.output, "logged")
         self.assertEqual(len(res.logs[0].message), (32 << 10) + len(" [log record truncated]"))
+        self.assertTrue(res.logs[0].message.endswith("y\u2026 [log record truncated]"), res.logs[0].message[-40:])
         self.assertEqual(res.logs[0].attrs, {})
         res = self.h.run("returns", {"kind": "biglogtoken"})
         self.assertEqual(res.logs[0].message, "x" * 32760 + " [log record truncated]")
