@@ -497,8 +497,15 @@ func classify(ctx context.Context, res *pluginhost.Result, err error) (string, s
 // classifyAt is classify for an attempt whose call returned at ended: an
 // attempt whose timeout had passed by then timed out, whatever the task
 // answered (a task that ignored its cancellation and returned success).
+// Likewise an attempt the runner cancelled before its answer came (the
+// drain timeout, overlap: replace, lost leadership, the job removed) was
+// canceled, whatever the task answered: a task that returns success as soon
+// as it is cancelled did not finish its work, and under delivery
+// at-least-once a canceled attempt is run again (leftForNextLeader). What
+// the task answered stays in the error text.
 func classifyAt(ctx context.Context, res *pluginhost.Result, err error, ended time.Time) (string, string) {
 	late := errors.Is(ctx.Err(), context.DeadlineExceeded) || pastDeadlineAt(ctx, ended)
+	cut := !late && ctx.Err() != nil
 	switch {
 	case err == nil && res.TaskError == "" && late:
 		why := "the timeout passed" // its timer may not have fired yet
@@ -506,6 +513,8 @@ func classifyAt(ctx context.Context, res *pluginhost.Result, err error, ended ti
 			why = c.Error()
 		}
 		return observability.OutcomeTimeout, why + "; the task went on past it and reported success"
+	case err == nil && res.TaskError == "" && cut:
+		return observability.OutcomeCanceled, "canceled: " + context.Cause(ctx).Error() + "; the task reported success after the cancel"
 	case err == nil && res.TaskError == "":
 		return observability.OutcomeSuccess, ""
 	case err == nil:
@@ -534,6 +543,13 @@ func classifyAt(ctx context.Context, res *pluginhost.Result, err error, ended ti
 		// carries the timeout's cause, not DeadlineExceeded).
 		return observability.OutcomeTimeout, err.Error()
 	case errors.Is(err, pluginhost.ErrPluginKilled) && ctx.Err() != nil:
+		return observability.OutcomeCanceled, err.Error()
+	case cut:
+		// E.g. the plugin crashed after the cancel: the runner cut the
+		// attempt all the same.
+		if cause := context.Cause(ctx).Error(); !strings.Contains(err.Error(), cause) {
+			return observability.OutcomeCanceled, "canceled: " + cause + "; then: " + err.Error()
+		}
 		return observability.OutcomeCanceled, err.Error()
 	case errors.Is(err, pluginhost.ErrPluginCrashed):
 		return observability.OutcomeCrashed, err.Error()

@@ -54,6 +54,10 @@ func TestClassify(t *testing.T) {
 			fmt.Errorf("waiting for a free slot of plugin \"shell\" (max 32 concurrent runs): %w", errors.New("timed out after 2s")), observability.OutcomeTimeout},
 		{"killed after a cancel", canceled, nil,
 			fmt.Errorf("%w: task did not stop within 1s of being cancelled (%w)", pluginhost.ErrPluginKilled, context.Canceled), observability.OutcomeCanceled},
+		// A task that returned success once cancelled (the drain timeout,
+		// replace) did not finish its work: canceled, as for a timeout.
+		{"success after a cancel", canceled, &pluginhost.Result{Output: "stopped early"}, nil, observability.OutcomeCanceled},
+		{"crash after a cancel", canceled, nil, fmt.Errorf("%w: exit status 2", pluginhost.ErrPluginCrashed), observability.OutcomeCanceled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -76,6 +80,14 @@ func TestClassifyNamesTheCauseOnce(t *testing.T) {
 	_, text = classify(ctx, &pluginhost.Result{TaskError: "interrupted"}, nil)
 	if want := "interrupted (" + errReplaced.Error() + ")"; text != want {
 		t.Fatalf("error %q, want %q", text, want)
+	}
+	_, text = classify(ctx, &pluginhost.Result{}, nil)
+	if want := "canceled: " + errReplaced.Error() + "; the task reported success after the cancel"; text != want {
+		t.Fatalf("error %q, want %q", text, want)
+	}
+	_, text = classify(ctx, nil, fmt.Errorf("waiting for the plugin: %w", errReplaced))
+	if n := strings.Count(text, errReplaced.Error()); n != 1 {
+		t.Fatalf("error %q names the cause %d times", text, n)
 	}
 }
 

@@ -21,9 +21,23 @@ import (
 // delivery policy's, not a retry. Under at-most-once the cut attempt is
 // the slot's last, as before. Before the fix, both policies recorded the
 // cut attempt canceled and closed the claim: nothing ran again.
+//
+// The same when the cut task answers success as soon as it is cancelled
+// (a Python SDK task asleep in ctx.wait): the attempt is recorded
+// canceled all the same, saying what the task answered, and run again.
+// Before attack 14's fix (K6), it was recorded success and never run
+// again.
 func TestDrainTimeoutLeavesAtLeastOnceRunsToTheNextLeader(t *testing.T) {
-	for _, policy := range []string{runner.DeliveryAtLeastOnce, runner.DeliveryAtMostOnce} {
-		t.Run(policy, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, policy string
+		okOnCancel   bool // the cut task answers success
+	}{
+		{runner.DeliveryAtLeastOnce, runner.DeliveryAtLeastOnce, false},
+		{runner.DeliveryAtMostOnce, runner.DeliveryAtMostOnce, false},
+		{runner.DeliveryAtLeastOnce + "/success after the cancel", runner.DeliveryAtLeastOnce, true},
+	} {
+		policy := tc.policy
+		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			jobs := func() []*runner.Job {
 				sched, manual := job("sched", runner.OverlapForbid), job("manual", runner.OverlapForbid)
@@ -32,6 +46,7 @@ func TestDrainTimeoutLeavesAtLeastOnceRunsToTheNextLeader(t *testing.T) {
 			}
 			ep := startEtcd(t)
 			tasksA := newGatedTasks() // never opened: each run lasts until cancelled
+			tasksA.okOnCancel = tc.okOnCancel
 			a := startReplica(t, ep, "a", tasksA, runner.Options{})
 			jobsA := jobs()
 			a.r.SetJobs(jobsA)
@@ -85,6 +100,9 @@ func TestDrainTimeoutLeavesAtLeastOnceRunsToTheNextLeader(t *testing.T) {
 				}
 				if !strings.Contains(cut.Error, "drain timeout") {
 					t.Errorf("%s: the cut attempt's error %q does not say the drain timeout cut it", id, cut.Error)
+				}
+				if tc.okOnCancel && (!strings.Contains(cut.Error, "the task reported success after the cancel") || cut.Output != "stopped early") {
+					t.Errorf("%s: the cut attempt's error %q, output %q: want what the task answered", id, cut.Error, cut.Output)
 				}
 				if policy == runner.DeliveryAtMostOnce {
 					if len(recs) != 1 || strings.Contains(cut.Error, "next leader") {

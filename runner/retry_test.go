@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 )
 
@@ -232,4 +233,38 @@ func TestReplacingSlotWaitsForTheReplacedAttempt(t *testing.T) {
 	}
 	close(b.tasks.release)
 	waitRecord(t, b, "r", "canceled", "")
+}
+
+// A replaced attempt whose task answers success as soon as it is cancelled
+// (a Python SDK task asleep in ctx.wait) is recorded canceled all the same,
+// saying why and what the task answered: the runner cut its work short.
+// The slot that replaced it runs, and succeeds. Before attack 14's fix
+// (K6), the replaced attempt was recorded success.
+func TestReplacedAttemptIsCanceledWhateverTheTaskAnswered(t *testing.T) {
+	b := setup(t)
+	tasks := newGatedTasks()
+	tasks.okOnCancel = true
+	b.useRunner(t, tasks)
+	b.waitLeader(t)
+	j := job("r", runner.OverlapReplace)
+	b.r.SetJobs([]*runner.Job{j})
+	j, _ = b.r.Job("r")
+	first := slotAhead()
+	b.r.Fire(runner.Slot{Job: j, Time: first})
+	waitUntil(t, "the first slot's call", func() bool { return len(tasks.correlations()) == 1 })
+	b.r.Fire(runner.Slot{Job: j, Time: first.Add(time.Second)})
+	rec := waitRecord(t, b, "r", observability.OutcomeCanceled, "")
+	if !rec.ScheduledTime.Equal(first.UTC()) || rec.Output != "stopped early" ||
+		!strings.Contains(rec.Error, "replaced by a newer slot") || !strings.Contains(rec.Error, "the task reported success after the cancel") {
+		t.Errorf("the replaced attempt's record %+v, want the first slot's, canceled, saying it was replaced and what the task answered", rec)
+	}
+	waitUntil(t, "the replacing slot's call", func() bool { return len(tasks.correlations()) == 2 })
+	close(tasks.gate)
+	rec = waitRecord(t, b, "r", observability.OutcomeSuccess, "")
+	if !rec.ScheduledTime.Equal(first.Add(time.Second).UTC()) {
+		t.Errorf("success record %+v, want the replacing slot's", rec)
+	}
+	if n := testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("r", "p", observability.OutcomeSuccess)); n != 1 {
+		t.Errorf("%v successes counted, want 1 (the replacing slot's)", n)
+	}
 }

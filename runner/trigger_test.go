@@ -35,6 +35,9 @@ type gatedTasks struct {
 	mu    sync.Mutex
 	calls []*pluginhost.Call
 	gate  chan struct{}
+	// okOnCancel makes a cancelled call answer success at once, as a task
+	// that returns when its context ends (an SDK's ctx.wait) does.
+	okOnCancel bool
 }
 
 func newGatedTasks() *gatedTasks { return &gatedTasks{gate: make(chan struct{})} }
@@ -47,6 +50,9 @@ func (g *gatedTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Re
 	case <-g.gate:
 		return &pluginhost.Result{Output: "ok"}, nil
 	case <-ctx.Done():
+		if g.okOnCancel {
+			return &pluginhost.Result{Output: "stopped early"}, nil
+		}
 		return nil, ctx.Err()
 	}
 }
