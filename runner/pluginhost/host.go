@@ -199,6 +199,7 @@ type Host struct {
 	done      chan struct{}        // closed by Close: stops the sweeper
 	closing   context.Context      // ended by Close: stops plugin starts in progress
 	stopStart context.CancelFunc
+	starts    sync.WaitGroup // plugin starts in progress (supervisor.startLocked)
 	closeOnce sync.Once
 	sweeper   sync.WaitGroup
 	looks     coalesce.After[bool] // for orphans after runs (orphanedSince)
@@ -241,6 +242,17 @@ func (h *Host) isClosed() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.closed
+}
+
+// addStart counts a plugin start in (starts), unless the host is closed.
+func (h *Host) addStart() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.starts.Add(1)
+	return true
 }
 
 // Discover lists the plugin names available: every explicit path, every
@@ -712,6 +724,7 @@ func (h *Host) Close() error {
 		sups = append(sups, s)
 	}
 	h.mu.Unlock()
+	h.starts.Wait() // ended by stopStart; a process started meanwhile is killed
 	var wg sync.WaitGroup
 	for _, s := range sups {
 		wg.Go(s.close)

@@ -4,6 +4,7 @@ package pluginhost_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,5 +132,47 @@ func TestFailedStartEndsWhileAnEscapedDaemonHoldsStdout(t *testing.T) {
 	t.Cleanup(func() { _ = syscall.Kill(daemon, syscall.SIGKILL) })
 	if err == nil || !strings.Contains(err.Error(), "no handshake within plugins.start_timeout (1s)") {
 		t.Fatalf("err = %v, want the start timeout", err)
+	}
+}
+
+// A run's deadline bounds its wait for its plugin to start: the run ends
+// at it, saying what it waited for, and the start goes on for the next
+// run, which gets the process it started. (Attack 14, K12: a run with
+// timeout 2s waited 7.4 s for a slow plugin start, holding its job.)
+func TestRunDeadlineBoundsItsWaitForThePluginToStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	path := filepath.Join(dir, "testplugin")
+	script := "#!/bin/sh\nwhile [ ! -e " + gate + " ]; do sleep 0.02; done\nexec " + filepath.Join(pluginDir, "testplugin") + "\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := setup(t, pluginhost.Options{Paths: map[string]string{"testplugin": path}, StartTimeout: time.Minute})
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 200*time.Millisecond, errors.New("timed out after 200ms"))
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := b.host.Run(ctx, call("echo", map[string]any{"message": "hi"})); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), `waiting for plugin "testplugin" to start: timed out after 200ms`) {
+			t.Fatalf("err = %v, want the wait for the start and the run's timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run still waits for its plugin to start, 30 s after its deadline passed")
+	}
+	if st, _ := statusOf(b.host, "testplugin"); st.State == "up" || st.PID != 0 {
+		t.Fatalf("status %+v while the start waits at the gate", st)
+	}
+
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.host.Run(context.Background(), call("echo", map[string]any{"message": "hi"}))
+	if err != nil || res.TaskError != "" {
+		t.Fatalf("the next run: %+v, %v", res, err)
+	}
+	if st, _ := statusOf(b.host, "testplugin"); st.State != "up" || st.Restarts != 0 {
+		t.Fatalf("status %+v, want up, started once", st)
 	}
 }

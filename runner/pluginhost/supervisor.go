@@ -51,7 +51,7 @@ type supervisor struct {
 
 	mu           sync.Mutex
 	inst         *instance
-	starting     chan struct{} // closed when the start in progress ends; nil: none
+	starting     *pendingStart // the start in progress; nil: none
 	starts       int
 	lastReason   string      // why the previous process went away
 	lastCause    string      // cause of the last failure (Cause*), for operators
@@ -159,9 +159,18 @@ func (s *supervisor) acquire(ctx context.Context) error {
 
 func (s *supervisor) release() { <-s.sem }
 
+// pendingStart is a plugin process being started: done is closed when the
+// start has ended, with inst or err.
+type pendingStart struct {
+	done chan struct{}
+	inst *instance
+	err  error
+}
+
 // instance returns the live process, starting one if needed. It waits out
-// a restart backoff, or another call's start (bounded by ctx), and fails
-// fast during quarantine. No lock is held while a process starts.
+// a restart backoff, or a start (its own or another call's), bounded by
+// ctx, and fails fast during quarantine. No lock is held while a process
+// starts.
 func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 	for {
 		s.mu.Lock()
@@ -191,44 +200,70 @@ func (s *supervisor) instance(ctx context.Context) (*instance, error) {
 			}
 			continue
 		}
-		if s.starting != nil {
-			// Another call is starting the process: wait for it, not
-			// holding s.mu, which Status needs.
-			started := s.starting
-			s.mu.Unlock()
-			select {
-			case <-started:
-				continue
-			case <-ctx.Done():
-				return nil, fmt.Errorf("waiting for plugin %q to start: %w", s.name, context.Cause(ctx))
+		p, mine := s.starting, false
+		if p == nil {
+			if p = s.startLocked(ctx); p == nil {
+				s.mu.Unlock()
+				return nil, errors.New("plugin host is closed")
 			}
+			mine = true
 		}
-		started := make(chan struct{})
-		s.starting = started
+		// Wait for the start, not holding s.mu, which Status needs.
 		s.mu.Unlock()
-		// Starting is bounded by StartTimeout, not by the caller's deadline:
-		// a run with a short timeout must still be able to start a plugin.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.h.opts.StartTimeout)
+		select {
+		case <-p.done:
+			if mine {
+				return p.inst, p.err
+			}
+		case <-ctx.Done():
+			// The start goes on, for the next run: a run's timeout
+			// bounds its wait, not the start (StartTimeout does).
+			return nil, fmt.Errorf("waiting for plugin %q to start: %w", s.name, context.Cause(ctx))
+		}
+	}
+}
+
+// startLocked starts the plugin's process on a goroutine of its own, which
+// Close waits for, and returns the start; nil once the host is closed.
+// Called with s.mu held.
+func (s *supervisor) startLocked(ctx context.Context) *pendingStart {
+	if !s.h.addStart() {
+		return nil
+	}
+	p := &pendingStart{done: make(chan struct{})}
+	s.starting = p
+	// Starting is bounded by StartTimeout, not by the caller's deadline:
+	// a run with a short timeout must still be able to start a plugin.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.h.opts.StartTimeout)
+	go func() {
+		defer s.h.starts.Done()
 		inst, err := s.h.start(sctx, s.name, s.h.expectedFor(s.name))
 		cancel()
-		s.mu.Lock()
-		s.starting = nil
-		close(started)
-		if err == nil && s.h.isClosed() {
-			s.mu.Unlock()
-			inst.kill("closed")
-			return nil, errors.New("plugin host is closed")
-		}
-		if err != nil {
-			s.crashLocked(ReasonStart, causeOf(err), err.Error())
-			s.h.metrics.unavailable(s.name, true)
-			s.mu.Unlock()
-			return nil, err
-		}
-		s.installLocked(inst)
+		p.inst, p.err = s.started(inst, err)
+		close(p.done)
+	}()
+	return p
+}
+
+// started makes the process a start made the plugin's, or notes the
+// start's failure, and returns what the run that started it gets.
+func (s *supervisor) started(inst *instance, err error) (*instance, error) {
+	s.mu.Lock()
+	s.starting = nil
+	if err == nil && s.h.isClosed() {
 		s.mu.Unlock()
-		return inst, nil
+		inst.kill("closed")
+		return nil, errors.New("plugin host is closed")
 	}
+	if err != nil {
+		s.crashLocked(ReasonStart, causeOf(err), err.Error())
+		s.h.metrics.unavailable(s.name, true)
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.installLocked(inst)
+	s.mu.Unlock()
+	return inst, nil
 }
 
 // installLocked makes inst the plugin's process.
