@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/internal/regfile"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -71,7 +72,7 @@ func (c *clientFlags) httpClient(timeout time.Duration) (*http.Client, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.caFile != "" {
-		pem, err := os.ReadFile(c.caFile)
+		pem, err := regfile.Read(c.caFile, regfile.MaxPEMBytes)
 		if err != nil {
 			return nil, fmt.Errorf("--ca-file: %w", err)
 		}
@@ -84,7 +85,7 @@ func (c *clientFlags) httpClient(timeout time.Duration) (*http.Client, error) {
 		return nil, fmt.Errorf("%w: --cert-file and --key-file go together (env PACER_CERT_FILE, PACER_KEY_FILE)", errUsage)
 	}
 	if c.certFile != "" {
-		kp, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		kp, err := regfile.KeyPair(c.certFile, c.keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("--cert-file/--key-file: %w", err)
 		}

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/pacerun/pacer/internal/regfile"
 )
 
 // How the server bounds what one client can hold. A client that sends its
@@ -397,7 +399,7 @@ func LoadTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: kp.get}
 	if clientCAFile != "" {
-		pem, err := os.ReadFile(clientCAFile)
+		pem, err := regfile.Read(clientCAFile, regfile.MaxPEMBytes)
 		if err != nil {
 			return nil, fmt.Errorf("http.tls.client_ca_file: %w", err)
 		}
@@ -431,7 +433,7 @@ func (k *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if k.loaded != nil && st.ModTime().Equal(k.mod) {
 		return k.loaded, nil
 	}
-	c, err := tls.LoadX509KeyPair(k.cert, k.key)
+	c, err := regfile.KeyPair(k.cert, k.key)
 	if err != nil {
 		if k.loaded != nil {
 			return k.loaded, nil

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -450,5 +451,64 @@ func TestAuditFieldsMaskedBeforeTheCut(t *testing.T) {
 		if !strings.Contains(ua, want[:4]) || strings.Contains(ua, "ghp_aB") || strings.Contains(ua, "alice.sec") {
 			t.Errorf("audit line %d user_agent %q: want the secret masked (%s) before the cut", i, ua, want)
 		}
+	}
+}
+
+// A FIFO renamed over the certificate file does not block the handshake:
+// the last good certificate is served, and a certificate renamed back in
+// is served after it (attack 14, K8: every HTTPS request, the probes
+// included, hung until a restart).
+func TestTLSCertificateFileTurnedIntoAFIFO(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	cfg, err := api.LoadTLS(p.cert, p.key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := cfg.GetCertificate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(p.cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(p.dir, "fifo.tmp")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	if err := os.Rename(fifo, p.cert); err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		c   *tls.Certificate
+		err error
+	}
+	done := make(chan got, 1)
+	go func() {
+		c, err := cfg.GetCertificate(nil)
+		done <- got{c, err}
+	}()
+	select {
+	case g := <-done:
+		if g.err != nil || g.c != first {
+			t.Fatalf("with a FIFO for cert_file: %v, %v; want the last good certificate", g.c, g.err)
+		}
+	case <-time.After(5 * time.Second):
+		if f, err := os.OpenFile(p.cert, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close() // end the blocked read
+		}
+		<-done
+		t.Fatal("the handshake blocked reading a FIFO for cert_file")
+	}
+	back := filepath.Join(p.dir, "back.tmp")
+	if err := os.WriteFile(back, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(back, p.cert); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := cfg.GetCertificate(nil); err != nil || c == nil {
+		t.Fatalf("after the certificate was renamed back: %v, %v", c, err)
 	}
 }

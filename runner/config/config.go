@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/internal/duration"
+	"github.com/pacerun/pacer/internal/regfile"
 	"github.com/pacerun/pacer/runner/schedule"
 	"github.com/pacerun/pacer/runner/shard"
 )
@@ -494,13 +495,22 @@ func applyDefaults(c *Config) {
 
 // Load reads and parses the file at path. Problems in the file are reported
 // as a *Error whose messages start with path; a file that cannot be read
-// gives the *fs.PathError from os.ReadFile.
+// gives the *fs.PathError from opening it, and one that is not a regular
+// file (a FIFO, a device) or is larger than regfile.MaxConfigBytes an error
+// naming it (ReadFile).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(path, data)
+}
+
+// ReadFile reads the config file at path as Load, pacer validate and every
+// reload do: only a regular file, of at most regfile.MaxConfigBytes, opened
+// without blocking (see package regfile).
+func ReadFile(path string) ([]byte, error) {
+	return regfile.Read(path, regfile.MaxConfigBytes)
 }
 
 // Parse parses and validates a configuration. name is used as the file name

@@ -3,7 +3,8 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"os"
+
+	"github.com/pacerun/pacer/internal/regfile"
 )
 
 // fileRef is a key of the file that names another file (a certificate, a
@@ -54,7 +55,7 @@ func (c *Config) CheckFiles() error {
 	}
 	data := make(map[string][]byte)
 	for _, r := range c.files {
-		b, err := os.ReadFile(r.name)
+		b, err := regfile.Read(r.name, regfile.MaxPEMBytes)
 		if err != nil {
 			add(r, "%v", err)
 			continue

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/pacerun/pacer/internal/regfile"
 	"github.com/pacerun/pacer/internal/zapslog"
 )
 
@@ -52,7 +53,7 @@ func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 		cfg.Logger = ClientLogger(o.Logger)
 	}
 	if o.PasswordFile != "" {
-		pw, err := os.ReadFile(o.PasswordFile)
+		pw, err := regfile.Read(o.PasswordFile, regfile.MaxPEMBytes)
 		if err != nil {
 			return cfg, fmt.Errorf("cluster.etcd.password_file: %w", err)
 		}
@@ -70,7 +71,7 @@ func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
+		pem, err := regfile.Read(o.CAFile, regfile.MaxPEMBytes)
 		if err != nil {
 			return cfg, fmt.Errorf("cluster.etcd.tls.ca_file: %w", err)
 		}
@@ -81,7 +82,7 @@ func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 		tc.RootCAs = pool
 	}
 	if o.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		cert, err := regfile.KeyPair(o.CertFile, o.KeyFile)
 		if err != nil {
 			return cfg, fmt.Errorf("cluster.etcd.tls: client certificate: %w", err)
 		}

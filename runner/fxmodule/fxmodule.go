@@ -460,7 +460,7 @@ func configFile(path string) (string, string, time.Time) {
 	if path == "" {
 		return "", "", time.Time{}
 	}
-	b, err := os.ReadFile(path)
+	b, err := config.ReadFile(path)
 	if err != nil {
 		return path, "", time.Time{}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pacerun/pacer/internal/regfile"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/config"
 )
@@ -58,7 +60,7 @@ func (rl *reloader) run(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if data, err := os.ReadFile(rl.path); err == nil {
+	if data, err := config.ReadFile(rl.path); err == nil {
 		rl.remember(data)
 	}
 	t := time.NewTicker(rl.poll)
@@ -69,7 +71,7 @@ func (rl *reloader) run(ctx context.Context) {
 			return
 		case <-hup:
 			rl.log.Info("SIGHUP: reloading the config", "path", rl.path)
-			data, err := os.ReadFile(rl.path)
+			data, err := config.ReadFile(rl.path)
 			if err != nil {
 				rl.log.Error("config reload rejected; the last good config keeps running", "path", rl.path, "error", err.Error())
 				continue
@@ -85,11 +87,17 @@ func (rl *reloader) run(ctx context.Context) {
 // look reads the file and applies it once its content has stayed the same,
 // and differed from the last applied, for rl.settle.
 func (rl *reloader) look(ctx context.Context, now time.Time) {
-	data, err := os.ReadFile(rl.path)
+	data, err := config.ReadFile(rl.path)
 	if err != nil {
 		// Missing for a moment while a tool replaces it, or gone: wait.
+		// Not a regular file (a FIFO, a device) or too large: rejected
+		// like a bad config, and watched for the next change.
 		if !rl.unreadable {
-			rl.log.Warn("cannot read the config file; the last good config keeps running", "path", rl.path, "error", err.Error())
+			if errors.Is(err, regfile.ErrRefused) {
+				rl.log.Error("config reload rejected; the last good config keeps running", "path", rl.path, "error", err.Error())
+			} else {
+				rl.log.Warn("cannot read the config file; the last good config keeps running", "path", rl.path, "error", err.Error())
+			}
 		}
 		rl.unreadable, rl.pendingSince = true, time.Time{}
 		return

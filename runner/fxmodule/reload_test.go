@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -285,5 +286,54 @@ func TestReloadNamesClusterShardsAsNotApplied(t *testing.T) {
 	shards := b.log.lines("cluster.shards is not reloaded: restart the runner to apply the new count")
 	if len(shards) != 1 || shards[0]["level"] != "WARN" || shards[0]["shards"] != 16.0 || shards[0]["shards_in_file"] != 8.0 {
 		t.Fatalf("cluster.shards warning: %v\n%s", shards, b.log)
+	}
+}
+
+// A FIFO renamed over the config file is rejected like a bad config,
+// without blocking the reloader, and a good file renamed in after it is
+// applied (attack 14, K8: the read blocked in the FIFO and every later
+// save and SIGHUP was ignored, in silence).
+func TestReloadRejectsAFIFOAndAppliesTheNextFile(t *testing.T) {
+	t.Parallel()
+	b := setupReload(t, jobsYAML("a"))
+	fifo := filepath.Join(filepath.Dir(b.path), "fifo.tmp")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	if err := os.Rename(fifo, b.path); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.look(0)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		if f, err := os.OpenFile(b.path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close() // end the blocked read
+		}
+		<-done
+		t.Fatal("the reloader blocked reading a FIFO")
+	}
+	rejected := b.log.lines("config reload rejected; the last good config keeps running")
+	if len(rejected) != 1 || !strings.Contains(rejected[0]["error"].(string), "is a FIFO (named pipe), not a regular file") {
+		t.Fatalf("want one rejection naming the FIFO:\n%s", b.log)
+	}
+	b.look(ReloadPoll) // refused again: logged once
+	if n := len(b.log.lines("config reload rejected; the last good config keeps running")); n != 1 {
+		t.Fatalf("%d rejections for one FIFO, want 1:\n%s", n, b.log)
+	}
+
+	good := filepath.Join(filepath.Dir(b.path), "good.tmp")
+	writeFile(t, good, jobsYAML("b"))
+	if err := os.Rename(good, b.path); err != nil {
+		t.Fatal(err)
+	}
+	b.look(2 * ReloadPoll)
+	b.look(2*ReloadPoll + ReloadSettle)
+	if got := b.jobIDs(); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("after the good file: jobs %v, want [b]:\n%s", got, b.log)
 	}
 }
