@@ -93,21 +93,27 @@ func TestClassifyNamesTheCauseOnce(t *testing.T) {
 
 func TestTruncateCountsEveryByteCut(t *testing.T) {
 	t.Parallel()
-	big := strings.Repeat("x", 100)
+	big := strings.Repeat("word ", 20) // 100 bytes
 	tests := []struct {
 		name, in string
 		n        int
 		want     string
 	}{
 		{"fits", "hello", 10, "hello"},
-		{"cut here", big, 10, "xxxxxxxxxx\n[truncated 90 bytes]"},
+		{"cut here", big, 10, "word word \n[truncated 90 bytes]"},
 		// The plugin cut 4,999,000 bytes and kept 100; the runner keeps 10.
-		{"cut by the plugin and here", big + "\n[truncated 4999000 bytes]", 10, "xxxxxxxxxx\n[truncated 4999090 bytes]"},
+		{"cut by the plugin and here", big + "\n[truncated 4999000 bytes]", 10, "word word \n[truncated 4999090 bytes]"},
 		// Only the plugin's note is over the limit: nothing more is cut
 		// (this used to be recorded as "[truncated 19 bytes]").
 		{"cut by the plugin only", big + "\n[truncated 4999000 bytes]", 100, big + "\n[truncated 4999000 bytes]"},
-		{"at a character boundary", "ééééé", 3, "é\n[truncated 8 bytes]"},
-		{"a note in the middle is text", "[truncated 5 bytes] and more text", 3, "[tr\n[truncated 30 bytes]"},
+		{"at a character boundary", "éé ééééé", 7, "éé\n[truncated 11 bytes]"},
+		{"a note in the middle is text", "[truncated 5 bytes] and more text", 3, "\n[truncated 33 bytes]"},
+		// A cut inside a word drops the part kept, back to the whitespace
+		// before it: a partial token or password is not recognised by the
+		// sanitizer (attack 14, K15).
+		{"inside a token", "fff\ngh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 tail", 24, "fff\n[truncated 46 bytes]"},
+		{"inside a URL's password", "x postgres://bob:VERYSECRETPASSWORD123@db.internal:5432/app", 23, "x\n[truncated 58 bytes]"},
+		{"a word longer than 4 KiB", strings.Repeat("a", 5000), 4100, "aaaa\n[truncated 4996 bytes]"},
 	}
 	for _, tc := range tests {
 		if got := truncate(tc.in, tc.n); got != tc.want {

@@ -11,9 +11,9 @@ import (
 	"regexp"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/internal/linesplit"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 )
@@ -158,8 +158,8 @@ func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {
 		FencingToken: t.Token, State: "skipped", Reason: reason, Error: r.o.Sanitize(why), Start: now, End: now}
 }
 
-// truncate keeps at most the first n bytes of s (cut at a character
-// boundary) and ends it with a note saying how many bytes were cut. A
+// truncate keeps at most the first n bytes of s (cut between words, see
+// linesplit.KeepWords) and ends it with a note saying how many bytes were cut. A
 // plugin that cut its output already ends it with the same note, which is
 // kept and whose count grows by what is cut here.
 func truncate(s string, n int) string {
@@ -172,10 +172,7 @@ func truncate(s string, n int) string {
 			body, cut = s[:m[0]], c
 		}
 	}
-	keep := min(n, len(body))
-	for keep > 0 && keep < len(body) && !utf8.RuneStart(body[keep]) {
-		keep--
-	}
+	keep := linesplit.KeepWords(body, n)
 	return body[:keep] + fmt.Sprintf("\n[truncated %d bytes]", cut+int64(len(body)-keep))
 }
 

@@ -36,6 +36,11 @@
 // host (a plugin's stray stdout and stderr), observability's SanitizedTail
 // and the Go SDK (a log record over its size limit): each emits Head(s, n)
 // for n = Cut(s, limit), then goes on with Rest(s, n).
+//
+// KeepWords chooses where output cut at its size limit ends (the shell
+// plugin's 64 KiB, the http plugin's max_response_bytes, the 64 KiB of
+// output a run record keeps): never inside a word, whose kept part would
+// escape the sanitizer.
 package linesplit
 
 // Cut returns the length of the first piece of s when s must be cut into
@@ -442,4 +447,35 @@ func authEnd(c byte) bool {
 // schemeByte reports whether c may be part of a URL scheme.
 func schemeByte(c byte) bool {
 	return isDigit(c) || 'a' <= c|0x20 && c|0x20 <= 'z' || c == '+' || c == '.' || c == '-'
+}
+
+// MaxWordDropped bounds how much of a last, partial word KeepWords drops.
+const MaxWordDropped = 4 << 10
+
+// KeepWords returns how many of the first n bytes of s to keep when output
+// is cut at a size limit of n bytes and the rest dropped (s holds at least
+// the first byte dropped, if there is one). A cut inside a word would keep
+// part of it, and a secret cut in two (a token, a URL's password) is no
+// longer recognised by the sanitizer, which masks it by its whole shape;
+// so the partial last word is dropped too, back to the whitespace before
+// it, which is dropped with it. A cut between words (whitespace at either
+// side) keeps n bytes. A last word longer than MaxWordDropped loses
+// MaxWordDropped bytes, cut on a UTF-8 character boundary.
+func KeepWords[T ~string | ~[]byte](s T, n int) int {
+	if n >= len(s) {
+		return len(s)
+	}
+	if n <= 0 || space(s[n]) || space(s[n-1]) {
+		return max(n, 0)
+	}
+	for p := n - 1; p >= 0 && p >= n-MaxWordDropped; p-- {
+		if space(s[p]) {
+			return p
+		}
+	}
+	p := max(n-MaxWordDropped, 0)
+	for p > 0 && s[p]&0xC0 == 0x80 { // not inside a UTF-8 sequence
+		p--
+	}
+	return p
 }

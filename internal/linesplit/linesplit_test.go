@@ -341,3 +341,32 @@ func TestHeadMarksACutShape(t *testing.T) {
 		})
 	}
 }
+
+func TestKeepWords(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", 3000) // 6000 bytes, one word
+	for _, tc := range []struct {
+		name string
+		s    string
+		n    int
+		want int
+	}{
+		{"all fits", "abc def", 7, 7},
+		{"more than all", "abc", 10, 3},
+		{"at a space", "abc def", 3, 3},
+		{"after a space", "abc def", 4, 4},
+		{"inside a word", "abc defgh", 6, 3},
+		{"inside the first word", "abcdef ghi", 3, 0},
+		{"after a newline", "fff\nghp_x", 6, 3},
+		{"nothing kept", "abc", 0, 0},
+		{"a word longer than the bound, cut inside a rune", "x " + long, 2 + 5001, 2 + 5000 - linesplit.MaxWordDropped},
+		{"a word just within the bound", "x " + long, 1 + linesplit.MaxWordDropped, 1},
+	} {
+		if got := linesplit.KeepWords(tc.s, tc.n); got != tc.want {
+			t.Errorf("%s: KeepWords(%.20q…, %d) = %d, want %d", tc.name, tc.s, tc.n, got, tc.want)
+		}
+		if got := linesplit.KeepWords([]byte(tc.s), tc.n); got != tc.want {
+			t.Errorf("%s: KeepWords([]byte, %d) = %d, want %d", tc.name, tc.n, got, tc.want)
+		}
+	}
+}

@@ -377,8 +377,13 @@ func TestResponseBodyIsBounded(t *testing.T) {
 	t.Parallel()
 	h := newHost(t)
 	mux := http.NewServeMux()
-	mux.HandleFunc("/ascii", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, strings.Repeat("a", 1000)) })
-	mux.HandleFunc("/utf8", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, strings.Repeat("é", 100)) })
+	words := strings.Repeat("aaaa ", 200)
+	mux.HandleFunc("/ascii", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, words) })
+	mux.HandleFunc("/utf8", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, strings.Repeat("éé ", 40)) })
+	mux.HandleFunc("/word", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, strings.Repeat("é", 2500)) })
+	// The token is cut at 20 bytes: the partial word is dropped, not kept
+	// unmasked (attack 14, K15).
+	mux.HandleFunc("/echo/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok "+r.URL.Path[len("/echo"):]) })
 	mux.HandleFunc("/binary", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte{'o', 'k', 0xff, 0xfe}) })
 	srv := newServer(t, mux)
 	tests := []struct {
@@ -389,10 +394,13 @@ func TestResponseBodyIsBounded(t *testing.T) {
 		wantBytes     float64
 		wantTruncated bool
 	}{
-		{"truncated", "/ascii", 100, strings.Repeat("a", 100) + "\n[response truncated after 100 bytes]", 1000, true},
-		{"fits exactly", "/ascii", 1000, strings.Repeat("a", 1000), 1000, false},
-		{"default bound", "/ascii", nil, strings.Repeat("a", 1000), 1000, false},
-		{"cut inside a rune", "/utf8", 101, strings.Repeat("é", 50) + "\n[response truncated after 100 bytes]", 200, true},
+		{"truncated between words", "/ascii", 100, words[:100] + "\n[response truncated after 100 bytes]", 1000, true},
+		{"truncated inside a word", "/ascii", 102, words[:99] + "\n[response truncated after 99 bytes]", 1000, true},
+		{"fits exactly", "/ascii", 1000, words, 1000, false},
+		{"default bound", "/ascii", nil, words, 1000, false},
+		{"cut inside a rune", "/utf8", 101, strings.Repeat("éé ", 19) + "éé\n[response truncated after 99 bytes]", 200, true},
+		{"a word longer than 4 KiB, cut inside a rune", "/word", 4197, strings.Repeat("é", 50) + "\n[response truncated after 100 bytes]", 5000, true},
+		{"a token cut", "/echo/gh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", 20, "ok\n[response truncated after 2 bytes]", 44, true},
 		{"invalid UTF-8", "/binary", nil, "ok\uFFFD", 4, false},
 	}
 	for _, tc := range tests {

@@ -12,8 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/pacerun/pacer/internal/linesplit"
 	"github.com/pacerun/pacer/sdk"
 )
 
@@ -189,19 +189,18 @@ func (e causeError) Error() string   { return e.cause.Error() }
 func (e causeError) Unwrap() []error { return []error{e.cause, e.ctxErr} }
 
 // readBody keeps the first max bytes of body as text and counts the rest, up
-// to drainLimit more.
+// to drainLimit more. A body over max is cut between words
+// (linesplit.KeepWords): a secret cut in two would escape the sanitizer.
 func readBody(body io.Reader, max int) (text string, n int64, truncated bool, err error) {
 	var buf bytes.Buffer
-	n, err = io.Copy(&buf, io.LimitReader(body, int64(max)))
-	if err == nil {
+	n, err = io.Copy(&buf, io.LimitReader(body, int64(max)+1)) // +1: the first byte dropped
+	b := buf.Bytes()
+	if n > int64(max) { // read to the limit's end: err is nil
 		var rest int64
 		rest, err = io.Copy(io.Discard, io.LimitReader(body, drainLimit))
 		n += rest
-		truncated = rest > 0
-	}
-	b := buf.Bytes()
-	if truncated {
-		b = trimPartialRune(b)
+		truncated = true
+		b = b[:linesplit.KeepWords(b, max)]
 	}
 	// Output travels as a protobuf string, which must be valid UTF-8.
 	text = strings.ToValidUTF8(string(b), "\uFFFD")
@@ -209,17 +208,4 @@ func readBody(body io.Reader, max int) (text string, n int64, truncated bool, er
 		text += fmt.Sprintf("\n[response truncated after %d bytes]", len(b))
 	}
 	return text, n, truncated, err
-}
-
-// trimPartialRune drops an incomplete UTF-8 sequence cut off at the end of b.
-func trimPartialRune(b []byte) []byte {
-	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
-		if utf8.RuneStart(b[i]) {
-			if !utf8.FullRune(b[i:]) {
-				return b[:i]
-			}
-			break
-		}
-	}
-	return b
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/pacerun/pacer/internal/linesplit"
@@ -35,13 +36,12 @@ func (o *output) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	n := len(p)
+	if o.truncated {
+		o.cut += int64(n)
+		return n, nil
+	}
 	if room := o.max - o.buf.Len(); room < len(p) {
-		o.truncated = true
-		if room < 0 {
-			room = 0
-		}
-		o.cut += int64(len(p) - room)
-		p = p[:room]
+		p = o.cutAt(p, max(room, 0))
 	}
 	o.buf.Write(p)
 	for len(p) > 0 {
@@ -56,6 +56,29 @@ func (o *output) Write(p []byte) (int, error) {
 		p = p[i+1:]
 	}
 	return n, nil // report everything consumed: the child must never block on us
+}
+
+// cutAt ends the output within p, whose first room bytes fit: between
+// words (linesplit.KeepWords), so that no secret is kept, stored or
+// forwarded in part, where the sanitizer would not recognise it. The
+// partial word dropped may begin in what was kept before (and in the
+// current line, not yet forwarded). It returns what of p to keep.
+func (o *output) cutAt(p []byte, room int) []byte {
+	o.truncated = true
+	// The kept output's last MaxWordDropped bytes, then p up to and with
+	// its first byte dropped.
+	start := max(o.buf.Len()-linesplit.MaxWordDropped, 0)
+	tail := append(slices.Clone(o.buf.Bytes()[start:]), p[:room+1]...)
+	keep := start + linesplit.KeepWords(tail, len(tail)-1) // of the whole output
+	if keep >= o.buf.Len() {
+		o.cut += int64(len(p) - (keep - o.buf.Len()))
+		return p[:keep-o.buf.Len()]
+	}
+	dropped := o.buf.Len() - keep
+	o.buf.Truncate(keep)
+	o.line = o.line[:max(len(o.line)-dropped, 0)]
+	o.cut += int64(dropped + len(p))
+	return nil
 }
 
 // emit forwards the current line, in pieces if it is long.

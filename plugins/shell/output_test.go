@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -43,6 +44,40 @@ func TestOutputSplitsLongLinesBetweenWords(t *testing.T) {
 		}
 		if o.String() != line+"\nnext\n" {
 			t.Fatalf("writes of %d: kept output changed", chunk)
+		}
+	}
+}
+
+// Output cut at its limit is cut between words: a token or a URL's
+// password the limit falls in is dropped whole, from the kept output and
+// from the lines forwarded, whatever size the writes have, and the note
+// counts every byte dropped (attack 14, K15: "ghp_aBcDeFgHiJkLmNoP" and
+// "postgres://bob:VERYS" were stored and logged unmasked).
+func TestOutputCutAtTheLimitDropsAPartialWord(t *testing.T) {
+	const limit = 64 << 10
+	head := strings.Repeat("f", 65515)
+	for _, secret := range []string{"gh" + "p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 tail", "postgres://bob:VERYSECRETPASSWORD123@db.internal:5432/app"} {
+		in := head + "\n" + secret + "\nmore after the limit\n"
+		for _, chunk := range []int{len(in), 32 << 10, 4096, 7, 1} {
+			var lines []string
+			o := newOutput(limit, func(l string) { lines = append(lines, l) })
+			for rest := in; len(rest) > 0; {
+				n := min(chunk, len(rest))
+				if _, err := o.Write([]byte(rest[:n])); err != nil {
+					t.Fatal(err)
+				}
+				rest = rest[n:]
+			}
+			o.Flush()
+			want := head + fmt.Sprintf("\n[truncated %d bytes]", len(in)-len(head))
+			if got := o.String(); got != want {
+				t.Fatalf("%.10s… in writes of %d: output ends %q, want %q", secret, chunk, got[max(0, len(got)-60):], want[len(want)-60:])
+			}
+			for _, l := range lines {
+				if strings.Contains(l, secret[:6]) {
+					t.Fatalf("%.10s… in writes of %d: forwarded %q", secret, chunk, l)
+				}
+			}
 		}
 	}
 }
