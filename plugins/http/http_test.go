@@ -620,6 +620,9 @@ func TestInvalidParams(t *testing.T) {
 		{"huge max_response_bytes", map[string]any{"url": "http://127.0.0.1/", "max_response_bytes": 1 << 30}, "params.max_response_bytes: must be <= 1048576, got 1073741824"},
 		{"wrong type", map[string]any{"url": "http://127.0.0.1/", "follow_redirects": "yes"}, "follow_redirects"},
 		{"missing ca_file", map[string]any{"url": "https://127.0.0.1/", "tls": map[string]any{"ca_file": "/nonexistent/ca.pem"}}, "tls.ca_file"},
+		// Read only if a regular file, bounded (attack 14, K8): /dev/zero
+		// was read without end.
+		{"ca_file a device", map[string]any{"url": "https://127.0.0.1/", "tls": map[string]any{"ca_file": "/dev/zero"}}, "tls.ca_file: /dev/zero is a device, not a regular file"},
 		{"cert without key", map[string]any{"url": "https://127.0.0.1/", "tls": map[string]any{"cert_file": "/x.pem"}}, "must be given together"},
 	}
 	for _, tc := range tests {

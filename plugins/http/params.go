@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/pacerun/pacer/internal/regfile"
 	"github.com/pacerun/pacer/sdk"
 )
 
@@ -154,7 +154,7 @@ func (t *tlsParams) config() (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify,
 	}
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
+		pem, err := regfile.Read(t.CAFile, regfile.MaxPEMBytes)
 		if err != nil {
 			return nil, invalid("tls.ca_file: %v", err)
 		}
@@ -168,7 +168,7 @@ func (t *tlsParams) config() (*tls.Config, error) {
 	case (t.CertFile == "") != (t.KeyFile == ""):
 		return nil, invalid("tls.cert_file and tls.key_file must be given together")
 	case t.CertFile != "":
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		cert, err := regfile.KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
 			return nil, invalid("tls.cert_file/key_file: %v", err)
 		}
