@@ -112,17 +112,18 @@ while [ "$(wc -l < ` + pidFile + `)" != 2 ]; do sleep 0.01; done
 
 // A cut output says how many bytes were cut: all of them, not the length
 // of the note. (It used to say "[output truncated]", and the runner, cutting
-// that note off, recorded "[truncated 19 bytes]" for 5 MB.)
+// that note off, recorded "[truncated 19 bytes]" for 5 MB.) The output is
+// lines, so the cut falls between words and keeps all 1,000 bytes.
 func TestShellTruncationNoteCountsTheBytesCut(t *testing.T) {
 	t.Parallel()
 	b := setup(t, pluginhost.Options{})
-	c := call("exec", map[string]any{"command": []any{"sh", "-c", "head -c 5000000 /dev/zero | tr '\\0' x"}, "max_output_bytes": 1000})
+	c := call("exec", map[string]any{"command": []any{"sh", "-c", "yes xxxx | head -c 5000000"}, "max_output_bytes": 1000})
 	c.Plugin = "shell"
 	res, err := b.host.Run(context.Background(), c)
 	if err != nil || res.TaskError != "" {
 		t.Fatalf("err %v, result %+v", err, res)
 	}
-	if want := strings.Repeat("x", 1000) + "\n[truncated 4999000 bytes]"; res.Output != want {
+	if want := strings.Repeat("xxxx\n", 200) + "\n[truncated 4999000 bytes]"; res.Output != want {
 		t.Fatalf("output ends %q, want %q", res.Output[max(0, len(res.Output)-40):], want[len(want)-40:])
 	}
 }
