@@ -146,7 +146,7 @@ func (s *Sanitizer) attr(a slog.Attr, depth int) slog.Attr {
 		return a
 	}
 	v := a.Value.Resolve()
-	if fencingTokenAttr(a.Key, v) || v.Kind() == slog.KindString && idKey(a.Key) && GeneratedID(v.String()) {
+	if !s.foreign && (fencingTokenAttr(a.Key, v) || v.Kind() == slog.KindString && idKey(a.Key) && GeneratedID(v.String())) {
 		return slog.Attr{Key: a.Key, Value: v}
 	}
 	if a.Key != "" && s.SensitiveKey(a.Key) {
