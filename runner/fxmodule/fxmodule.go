@@ -351,7 +351,7 @@ func newPluginHost(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logg
 	m *observability.Metrics, s *observability.Sanitizer) (*pluginhost.Host, error) {
 	o := PluginHostOptions(cfg)
 	o.Logger, o.TracerProvider, o.ImportSpan = log.With("component", "pluginhost"), tr.Provider, tr.ImportSpan
-	o.Sanitize, o.Metrics, o.Subreaper = s.String, m, p.Subreaper
+	o.Sanitizer, o.Metrics, o.Subreaper = s, m, p.Subreaper
 	h := pluginhost.New(o)
 	// Refuse a job with an unknown plugin or task, or bad params, before
 	// anything is scheduled: start each plugin and ask it.

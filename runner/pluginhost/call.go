@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -53,7 +54,10 @@ type LogRecord struct {
 	Level   slog.Level
 	Message string
 	// Attrs hold the record's attributes, their values as JSON decodes
-	// them (float64, string, bool, nil, []any, map[string]any).
+	// them (float64, string, bool, nil, []any, map[string]any), ready to
+	// be logged beside the run's fields: sanitized, and a key the
+	// runner's lines use renamed (observability.Sanitizer.PluginAttr:
+	// the plugin's correlation_id is plugin.correlation_id).
 	Attrs []slog.Attr
 }
 
@@ -87,11 +91,12 @@ func runContext(info RunInfo, env map[string]string) *pluginv1.RunContext {
 	return rc
 }
 
-// logRecordOf converts a plugin's log record.
-func logRecordOf(r *pluginv1.LogRecord) LogRecord {
+// logRecordOf converts a plugin's log record, its attributes as s.PluginAttr
+// makes them.
+func logRecordOf(r *pluginv1.LogRecord, s *observability.Sanitizer) LogRecord {
 	attrs := make([]slog.Attr, 0, len(r.GetAttrs()))
 	for _, a := range r.GetAttrs() {
-		attrs = append(attrs, slog.Any(a.GetKey(), a.GetValue().AsInterface()))
+		attrs = append(attrs, s.PluginAttr(slog.Any(a.GetKey(), a.GetValue().AsInterface())))
 	}
 	return LogRecord{Level: slog.Level(r.GetLevel()), Message: r.GetMessage(), Attrs: attrs}
 }

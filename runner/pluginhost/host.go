@@ -109,8 +109,15 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 	// ImportSpan, if set, receives the spans plugins finish, for export.
 	ImportSpan func(sdktrace.ReadOnlySpan)
-	// Sanitize cleans span attributes imported from plugins. Default:
-	// observability.DefaultSanitizer's, never none.
+	// Sanitizer cleans what plugins supply: the attributes of their log
+	// records, of the JSON lines their processes write to stderr and of
+	// the spans they finish, with none of the exemptions meant for the
+	// runner's own fields (observability.Sanitizer.PluginAttr). Default:
+	// observability.DefaultSanitizer, never none.
+	Sanitizer *observability.Sanitizer
+	// Sanitize cleans text plugins send (span names, status messages, the
+	// stderr a failed start quotes) and the errors the host reports.
+	// Default: Sanitizer's String.
 	Sanitize func(string) string
 	// Metrics, if set, receives pacer_plugin_* metrics.
 	Metrics *observability.Metrics
@@ -172,8 +179,11 @@ func (o *Options) defaults() {
 	if o.TracerProvider == nil {
 		o.TracerProvider = noop.NewTracerProvider()
 	}
+	if o.Sanitizer == nil {
+		o.Sanitizer = observability.DefaultSanitizer()
+	}
 	if o.Sanitize == nil {
-		o.Sanitize = observability.DefaultSanitizer().String
+		o.Sanitize = o.Sanitizer.String
 	}
 }
 
@@ -412,7 +422,7 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 		StartTimeout:     h.opts.StartTimeout,
 		SkipHostEnv:      true,
 		AutoMTLS:         true,
-		Logger:           newHCLogger(log),
+		Logger:           newHCLogger(log, h.opts.Sanitizer),
 		SyncStdout:       newLineLogger(log, slog.LevelInfo, "stdout"),
 		SyncStderr:       newLineLogger(log, slog.LevelWarn, "stderr"),
 		GRPCDialOptions: []grpc.DialOption{

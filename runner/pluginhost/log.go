@@ -15,17 +15,27 @@ import (
 )
 
 // newHCLogger adapts go-plugin's hclog output (including the plugin's stderr
-// lines, which go-plugin parses) to slog.
-func newHCLogger(log *slog.Logger) hclog.Logger {
+// lines, which go-plugin parses) to slog; san sanitizes the attributes a
+// plugin's stderr lines carry (see hclogSink).
+func newHCLogger(log *slog.Logger, san *observability.Sanitizer) hclog.Logger {
 	l := hclog.NewInterceptLogger(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Debug})
-	l.RegisterSink(&hclogSink{log: log})
+	l.RegisterSink(&hclogSink{log: log, san: san})
 	return l
 }
 
 // hclogSink logs go-plugin's lines, one plugin process's stderr among them:
 // a private key written there line by line is masked whole (pem).
+//
+// go-plugin logs its own lines through the logger it was given, which has
+// no name, and a plugin process's stderr through a logger named after the
+// binary (its gRPC stdio client's errors through one named "stdio"). The
+// attributes of a named logger's line are the plugin's, but for the
+// "timestamp" go-plugin adds last to a JSON line: they are the JSON line's
+// fields, any process writing to the plugin's file descriptor 2 chose them,
+// so each is logged as san.PluginAttr makes it.
 type hclogSink struct {
 	log *slog.Logger
+	san *observability.Sanitizer
 	mu  sync.Mutex
 	pem observability.PEMLines
 }
@@ -49,14 +59,26 @@ func (s *hclogSink) Accept(name string, level hclog.Level, msg string, args ...a
 	if !s.log.Enabled(ctx, lv) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, len(args)/2+1)
+	attrs := make([]slog.Attr, 0, len(args)/2+2)
 	attrs = append(attrs, slog.String("source", "go-plugin"), slog.String("logger", name))
+	fromPlugin := name != ""
+	var stamp []any // go-plugin's timestamp of a JSON line
+	if n := len(args); fromPlugin && n >= 2 && n%2 == 0 && args[n-2] == "timestamp" {
+		args, stamp = args[:n-2], args[n-2:]
+	}
 	for i := 0; i+1 < len(args); i += 2 {
 		key := fmt.Sprint(args[i])
-		if key == "plugin" { // go-plugin's binary path; "plugin" is the name
+		switch {
+		case fromPlugin:
+			attrs = append(attrs, s.san.PluginAttr(slog.Any(key, args[i+1])))
+			continue
+		case key == "plugin": // go-plugin's binary path; "plugin" is the name
 			key = "path"
 		}
 		attrs = append(attrs, slog.Any(key, args[i+1]))
+	}
+	if stamp != nil {
+		attrs = append(attrs, slog.Any("timestamp", stamp[1]))
 	}
 	s.log.LogAttrs(ctx, lv, msg, attrs...)
 }

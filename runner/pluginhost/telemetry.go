@@ -118,7 +118,7 @@ func (l *logLimiter) log(rec *pluginv1.LogRecord) {
 		return
 	}
 	l.budget -= size
-	l.out(logRecordOf(rec))
+	l.out(logRecordOf(rec, l.o.Sanitizer))
 }
 
 // finish reports dropped lines once, at the end of the run.
@@ -156,7 +156,7 @@ func (h *Host) importSpan(plugin string, sd *pluginv1.SpanData) {
 		EndTime:              sd.GetEndTime().AsTime(),
 		Attributes:           attrs,
 		Status:               sdktrace.Status{Code: codes.Code(sd.GetStatusCode()), Description: h.opts.Sanitize(sd.GetStatusMessage())},
-		InstrumentationScope: instrumentation.Scope{Name: sd.GetScopeName()},
+		InstrumentationScope: instrumentation.Scope{Name: h.opts.Sanitize(sd.GetScopeName())},
 	}
 	for _, e := range sd.GetEvents() {
 		stub.Events = append(stub.Events, sdktrace.Event{Name: h.opts.Sanitize(e.GetName()), Time: e.GetTime().AsTime(), Attributes: h.attrs(e.GetAttributes())})
@@ -164,19 +164,25 @@ func (h *Host) importSpan(plugin string, sd *pluginv1.SpanData) {
 	h.opts.ImportSpan(stub.Snapshot())
 }
 
+// attrs converts a plugin span's (or event's) attributes, each as
+// Sanitizer.PluginSpanAttr makes it: a key in Pacer's namespace renamed
+// (the plugin's pacer.correlation_id is plugin.pacer.correlation_id), so
+// that the runner's pacer.* attributes are the only ones in a run's trace.
 func (h *Host) attrs(in []*pluginv1.Attr) []attribute.KeyValue {
 	out := make([]attribute.KeyValue, 0, len(in)+1)
 	for _, a := range in {
+		var kv attribute.KeyValue
 		switch v := a.GetValue().AsInterface().(type) {
 		case bool:
-			out = append(out, attribute.Bool(a.GetKey(), v))
+			kv = attribute.Bool(a.GetKey(), v)
 		case float64:
-			out = append(out, attribute.Float64(a.GetKey(), v))
+			kv = attribute.Float64(a.GetKey(), v)
 		case string:
-			out = append(out, attribute.String(a.GetKey(), h.opts.Sanitize(v)))
+			kv = attribute.String(a.GetKey(), v)
 		default:
-			out = append(out, attribute.String(a.GetKey(), h.opts.Sanitize(fmt.Sprint(v))))
+			kv = attribute.String(a.GetKey(), fmt.Sprint(v))
 		}
+		out = append(out, h.opts.Sanitizer.PluginSpanAttr(kv))
 	}
 	return out
 }

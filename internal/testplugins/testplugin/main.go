@@ -17,6 +17,10 @@
 //	big     returns an output of params.count bytes
 //	span    starts a child span (params.message as an attribute and in an event) through
 //	        otel's global tracer, logs the message and returns it as output
+//	attrs   logs params.message with params.attrs as its attributes, finishes a
+//	        span with them (as text) and writes params.line to file descriptor 2,
+//	        the process's stderr below the SDK (a child process's or a C
+//	        library's output)
 //	daemon  starts, with plain os/exec (this plugin is no subreaper), a shell that
 //	        leaves a setsid'd sleep behind and exits; the sleep writes its pid to
 //	        params.path and carries PACER_RUN_ID unless params.message is "anonymous";
@@ -27,9 +31,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -41,10 +48,12 @@ import (
 )
 
 type params struct {
-	Message  string `json:"message"`
-	Duration string `json:"duration"`
-	Count    int    `json:"count"`
-	Path     string `json:"path"`
+	Message  string         `json:"message"`
+	Duration string         `json:"duration"`
+	Count    int            `json:"count"`
+	Path     string         `json:"path"`
+	Attrs    map[string]any `json:"attrs"`
+	Line     string         `json:"line"`
 }
 
 func decode(req *sdk.Request) (params, time.Duration, error) {
@@ -163,6 +172,25 @@ func main() {
 				sdk.Logger(ctx).Info("working on: "+p.Message, "note", p.Message)
 				resp.Output = p.Message
 				resp.Data = map[string]any{"span_id": span.SpanContext().SpanID().String()}
+				return nil
+			}),
+			"attrs": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
+				keys := slices.Sorted(maps.Keys(p.Attrs))
+				args := make([]any, 0, 2*len(keys))
+				kvs := make([]attribute.KeyValue, 0, len(keys))
+				for _, k := range keys {
+					args = append(args, k, p.Attrs[k])
+					kvs = append(kvs, attribute.String(k, fmt.Sprint(p.Attrs[k])))
+				}
+				sdk.Logger(ctx).Info(p.Message, args...)
+				_, span := otel.Tracer("testplugin").Start(ctx, "testplugin.attrs", trace.WithAttributes(kvs...))
+				span.End()
+				if p.Line != "" {
+					if _, err := syscall.Write(2, []byte(p.Line+"\n")); err != nil {
+						return err
+					}
+				}
+				resp.Output = "logged"
 				return nil
 			}),
 			"stamp": sdk.TaskFunc(stamp),
