@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/pacerun/pacer/internal/syncbuf"
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
@@ -67,6 +69,14 @@ func TestPluginLogAndProgressReachTheRun(t *testing.T) {
 			if got[k] != v {
 				t.Errorf("%q line: %s = %v, want %v\n%v", msg, k, got[k], v, got)
 			}
+		}
+	}
+	// Every field the runner writes on a plugin's line is one the plugin
+	// host renames in the plugin's attributes (attack 14, K7), so that a
+	// plugin cannot put a second correlation_id on it.
+	for k := range lines["disk almost full"] {
+		if k != "free_pct" && k != "mount" && !slices.Contains(observability.ReservedLogKeys, k) {
+			t.Errorf("the runner writes %q on a plugin's line; add it to observability.ReservedLogKeys", k)
 		}
 	}
 }
