@@ -166,8 +166,8 @@ func TestPluginSpanAttr(t *testing.T) {
 	}
 	for _, tc := range tests {
 		if got := DefaultSanitizer().PluginSpanAttr(tc.in); got != tc.want {
-			t.Errorf("PluginSpanAttr(%s=%s) = %s=%s, want %s=%s", tc.in.Key, tc.in.Value.Emit(),
-				got.Key, got.Value.Emit(), tc.want.Key, tc.want.Value.Emit())
+			t.Errorf("PluginSpanAttr(%s=%s) = %s=%s, want %s=%s", tc.in.Key, tc.in.Value.String(),
+				got.Key, got.Value.String(), tc.want.Key, tc.want.Value.String())
 		}
 	}
 }

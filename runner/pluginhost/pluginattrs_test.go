@@ -100,7 +100,7 @@ func TestPluginAttributesCannotPassAsTheRunners(t *testing.T) {
 		got := map[string]string{}
 		var keys []string
 		for _, kv := range spans[0].Attributes() {
-			got[string(kv.Key)] = kv.Value.Emit()
+			got[string(kv.Key)] = kv.Value.String()
 			keys = append(keys, string(kv.Key))
 		}
 		for k, want := range map[string]string{
