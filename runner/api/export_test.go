@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"time"
+
+	"golang.org/x/time/rate"
+)
 
 // SetAuditFlushAfter sets how soon a count of left-out audit lines is
 // logged on its own (1 s by default), for tests.
@@ -17,4 +21,11 @@ func WaitingConnections(s *Server) int {
 	s.limit.mu.Lock()
 	defer s.limit.mu.Unlock()
 	return s.limit.idle.Len()
+}
+
+// SetAuditRefusedLimit replaces the limit on audit lines of refused calls
+// (10/s, bursts of 50), for tests: with r 0 nothing refills, so a test
+// knows which lines are left out however slowly its calls go.
+func SetAuditRefusedLimit(s *Server, r rate.Limit, burst int) {
+	s.guard.auditRefused = rate.NewLimiter(r, burst)
 }
