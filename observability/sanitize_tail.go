@@ -1,7 +1,6 @@
 package observability
 
 import (
-	"bytes"
 	"strings"
 	"sync"
 
@@ -20,10 +19,10 @@ type SanitizedTail struct {
 	Max   int                 // bytes kept
 	Clean func(string) string // the sanitizer; nil: DefaultSanitizer's
 
-	mu   sync.Mutex
-	pem  PEMLines
-	line []byte // the line being written
-	kept []byte // masked lines, each ending in '\n'
+	mu    sync.Mutex
+	pem   PEMLines
+	lines linesplit.Lines // the stream's lines, kept through mask and keep
+	kept  []byte          // masked lines, each ending in '\n'
 }
 
 // tailPiece is the longest piece of a line masked at once.
@@ -32,30 +31,10 @@ const tailPiece = 4 << 10
 func (t *SanitizedTail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			t.line = append(t.line, p...)
-			t.pieces()
-			break
-		}
-		t.line = append(t.line, p[:i]...)
-		t.pieces()
-		t.keep(t.mask(&t.pem, t.line))
-		t.line = t.line[:0]
-		p = p[i+1:]
+	if t.lines.Emit == nil {
+		t.lines = linesplit.Lines{Max: tailPiece, Emit: func(line []byte) { t.keep(t.mask(&t.pem, line)) }}
 	}
-	return n, nil
-}
-
-// pieces keeps the current line's pieces while it is over tailPiece bytes.
-func (t *SanitizedTail) pieces() {
-	for len(t.line) > tailPiece {
-		n := linesplit.Cut(t.line, tailPiece)
-		t.keep(t.mask(&t.pem, linesplit.Head(t.line, n)))
-		t.line = linesplit.Rest(t.line, n)
-	}
+	return t.lines.Write(p)
 }
 
 func (t *SanitizedTail) mask(pem *PEMLines, line []byte) string {
@@ -80,9 +59,9 @@ func (t *SanitizedTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := string(t.kept)
-	if len(t.line) > 0 {
+	if line := t.lines.Pending(); len(line) > 0 {
 		pem := t.pem // the unfinished line may yet be continued
-		s += t.mask(&pem, t.line)
+		s += t.mask(&pem, line)
 	}
 	if over := len(s) - max(t.Max, 0); over > 0 {
 		s = s[over:]

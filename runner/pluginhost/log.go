@@ -1,7 +1,6 @@
 package pluginhost
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -92,43 +91,22 @@ type lineLogger struct {
 	level  slog.Level
 	stream string
 	mu     sync.Mutex
-	buf    []byte
+	lines  linesplit.Lines // the stream's lines, to emit
 	pem    observability.PEMLines
 }
 
 const maxLine = 4 << 10
 
 func newLineLogger(log *slog.Logger, level slog.Level, stream string) *lineLogger {
-	return &lineLogger{log: log, level: level, stream: stream}
+	l := &lineLogger{log: log, level: level, stream: stream}
+	l.lines = linesplit.Lines{Max: maxLine, Emit: l.emit}
+	return l
 }
 
 func (l *lineLogger) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			l.buf = append(l.buf, p...)
-			l.pieces()
-			break
-		}
-		l.buf = append(l.buf, p[:i]...)
-		l.pieces()
-		l.emit(l.buf)
-		l.buf = l.buf[:0]
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-// pieces logs pieces of the current line while it is over maxLine bytes.
-func (l *lineLogger) pieces() {
-	for len(l.buf) > maxLine {
-		n := linesplit.Cut(l.buf, maxLine)
-		l.emit(linesplit.Head(l.buf, n))
-		l.buf = linesplit.Rest(l.buf, n)
-	}
+	return l.lines.Write(p)
 }
 
 func (l *lineLogger) emit(line []byte) {
