@@ -9,6 +9,7 @@ import (
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
@@ -150,21 +151,7 @@ func TestDrainTimeoutLeavesAtLeastOnceRunsToTheNextLeader(t *testing.T) {
 // the claim is made to say so, and the re-run is attempt 3.
 func TestDrainTimeoutLeavesTheCutAttemptToTheNextTerm(t *testing.T) {
 	b := setup(t)
-	first := b.waitLeader(t)
-	failing := &failFirst{blockingTasks: b.tasks}
-	b.useRunner(t, failing)
-	newJob := func() *runner.Job {
-		j := job("d", runner.OverlapForbid)
-		j.Delivery = runner.DeliveryAtLeastOnce
-		j.Retries = runner.Retries{Max: 1, InitialBackoff: time.Millisecond}
-		return j
-	}
-	j := newJob()
-	b.r.SetJobs([]*runner.Job{j})
-	b.waitLeader(t)
-	slot := slotAhead()
-	b.r.Fire(runner.Slot{Job: j, Time: slot})
-	<-b.tasks.started // attempt 2: attempt 1 failed at once
+	first, newJob := secondAttemptRunning(t, b, "d")
 	if n := len(records(t, b, "d")); n != 1 {
 		t.Fatalf("%d records while attempt 2 runs, want attempt 1's", n)
 	}
@@ -200,6 +187,28 @@ func TestDrainTimeoutLeavesTheCutAttemptToTheNextTerm(t *testing.T) {
 	if calls := next.called(); len(calls) != 1 || calls[0].Info.Attempt != 3 || calls[0].Info.CorrelationID != corr {
 		t.Errorf("the next term's calls %+v, want attempt 3 of %s", calls, corr)
 	}
+}
+
+// secondAttemptRunning fires a slot of job id (delivery at-least-once,
+// one retry) on a runner whose tasks fail a first attempt at once, and
+// returns once its second attempt has started: with the term it runs
+// under and a maker of the same job for the next term's runner.
+func secondAttemptRunning(t *testing.T, b *bundle, id string) (*coord.Term, func() *runner.Job) {
+	t.Helper()
+	first := b.waitLeader(t)
+	b.useRunner(t, &failFirst{blockingTasks: b.tasks})
+	newJob := func() *runner.Job {
+		j := job(id, runner.OverlapForbid)
+		j.Delivery = runner.DeliveryAtLeastOnce
+		j.Retries = runner.Retries{Max: 1, InitialBackoff: time.Millisecond}
+		return j
+	}
+	j := newJob()
+	b.r.SetJobs([]*runner.Job{j})
+	b.waitLeader(t)
+	b.r.Fire(runner.Slot{Job: j, Time: slotAhead()})
+	<-b.tasks.started // attempt 2: attempt 1 failed at once
+	return first, newJob
 }
 
 // failFirst fails a slot's first attempt at once, and runs the others as
@@ -246,21 +255,7 @@ func b2i(b bool) int {
 // it, and the next leader ran attempt 2 again.
 func TestLeaderLostDuringARetryLeavesTheNextAttemptNumber(t *testing.T) {
 	b := setup(t)
-	first := b.waitLeader(t)
-	failing := &failFirst{blockingTasks: b.tasks}
-	b.useRunner(t, failing)
-	newJob := func() *runner.Job {
-		j := job("r", runner.OverlapForbid)
-		j.Delivery = runner.DeliveryAtLeastOnce
-		j.Retries = runner.Retries{Max: 1, InitialBackoff: time.Millisecond}
-		return j
-	}
-	j := newJob()
-	b.r.SetJobs([]*runner.Job{j})
-	b.waitLeader(t)
-	slot := slotAhead()
-	b.r.Fire(runner.Slot{Job: j, Time: slot})
-	<-b.tasks.started // attempt 2 (attempt 1 failed at once): its claim is rewritten before it starts
+	first, newJob := secondAttemptRunning(t, b, "r") // its claim was rewritten before it started
 
 	again, next := setupScriptedRunner(t, b, newJob())
 	second := failover(t, b, first)
