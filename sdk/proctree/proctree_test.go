@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -232,6 +233,46 @@ while [ ! -s `+dir+`/short ]; do sleep 0.01; done`)
 		t.Fatal(err)
 	}
 	waitGone(t, longPID)
+}
+
+// A command that ends while another's scan is being read is not taken for
+// that one's: the other counts as alone only if no command ran at any time
+// during its scan. Before, a command ending as another one's scan was
+// judged found the ended command's processes in the scan, no command but
+// itself running, and reported them as its own leftovers (and killed what
+// was left of them).
+func TestACommandEndingDuringAnotherScanIsNotItsLeftover(t *testing.T) {
+	dir := t.TempDir()
+	long, _ := sh(context.Background(), `echo $$ > `+dir+`/up; while [ ! -e `+dir+`/go ]; do sleep 0.01; done`)
+	var longErr error
+	longEnded := make(chan struct{})
+	var scans atomic.Int32
+	proctree.SetScanHook(t.Cleanup, func() {
+		if scans.Add(1) == 1 { // the short command's first scan, long's sh in it
+			if err := os.WriteFile(dir+"/go", nil, 0o644); err != nil {
+				panic(err)
+			}
+			<-longEnded
+		}
+	})
+	go func() {
+		defer close(longEnded)
+		_, longErr = long.Run()
+	}()
+	readPIDs(t, dir+"/up", 1)
+
+	short, _ := sh(context.Background(), `exit 0`)
+	res, err := short.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-longEnded
+	if longErr != nil {
+		t.Fatal(longErr)
+	}
+	if len(res.Leftovers) != 0 {
+		t.Fatalf("the short command reported the ended command's processes %v as its leftovers (result %+v)", res.Leftovers, res)
+	}
 }
 
 // Commands that end together share the scans of the processes below this

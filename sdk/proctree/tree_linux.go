@@ -20,10 +20,22 @@ type reaperState struct {
 	once sync.Once
 	err  error
 
-	mu   sync.Mutex   // held while a command starts and while adopted children are reaped
-	own  map[int]bool // commands started by Run that os/exec has not waited for yet
-	live int          // commands whose trees have not ended yet
+	mu      sync.Mutex   // held while a command starts and while adopted children are reaped
+	own     map[int]bool // commands started by Run that os/exec has not waited for yet
+	live    int          // commands whose trees have not ended yet
+	started uint64       // commands started by Run so far
 }
+
+// alone is what a tree knew of the other commands when a scan began:
+// whether it was the only one running, and how many had started by then.
+type alone struct {
+	only    bool
+	started uint64
+}
+
+// scanHook, when set by a test, runs between a tree's scan and its reading
+// of which processes are unclaimed.
+var scanHook func()
 
 var reaper = reaperState{own: map[int]bool{}}
 
@@ -78,6 +90,7 @@ func start(ec *exec.Cmd, marker string) (*tree, error) {
 	}
 	reaper.own[ec.Process.Pid] = true
 	reaper.live++
+	reaper.started++
 	return &tree{pid: ec.Process.Pid, marker: marker, self: os.Getpid(), sub: sub}, nil
 }
 
@@ -174,9 +187,13 @@ func (t *tree) end(killTimeout time.Duration) (leftovers []int, confirmed bool, 
 	}()
 	deadline := time.Now().Add(killTimeout)
 	for round := 0; ; round++ {
+		before := t.alone()
 		all := t.snapshot()
+		if scanHook != nil {
+			scanHook()
+		}
 		var alive []Process
-		for _, p := range append(t.members(all), t.unclaimed(all)...) {
+		for _, p := range append(t.members(all), t.unclaimed(all, before)...) {
 			if !p.Zombie() && !slices.ContainsFunc(alive, func(q Process) bool { return q.PID == p.PID }) {
 				alive = append(alive, p)
 			}
@@ -210,17 +227,27 @@ func (t *tree) end(killTimeout time.Duration) (leftovers []int, confirmed bool, 
 	}
 }
 
-// unclaimed lists, when no other command runs, the live processes in all
+// alone reads, before a scan, whether this tree is the only command running.
+func (t *tree) alone() alone {
+	reaper.mu.Lock()
+	defer reaper.mu.Unlock()
+	return alone{only: reaper.live == 1, started: reaper.started}
+}
+
+// unclaimed lists, when no other command ran at any time during the scan
+// all came from (before was read as it began), the live processes in all
 // (below this one) that no command started as far as the tree can tell
 // (orphans that left their group and ancestry and cleared their
 // environment), and what they started: with no other command running, they
-// can only be this command's.
-func (t *tree) unclaimed(all []Process) []Process {
+// can only be this command's. Counting the other commands after the scan
+// is not enough: one that ended meanwhile is in the scan but no longer
+// counted, and its processes would be taken for this one's.
+func (t *tree) unclaimed(all []Process, before alone) []Process {
 	reaper.mu.Lock()
-	others := reaper.live - 1
+	only := before.only && reaper.started == before.started
 	own := maps.Clone(reaper.own)
 	reaper.mu.Unlock()
-	if others > 0 {
+	if !only {
 		return nil
 	}
 	orphan := map[int]bool{}
