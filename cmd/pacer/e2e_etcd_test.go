@@ -374,12 +374,13 @@ func TestE2ERestartAfterKillLeadsWithinLeaseTTL(t *testing.T) {
 // exits on (a restart would not bring etcd back): started with its etcd
 // down, pacer run stays up, /healthz answers 200 and /readyz 503 saying
 // etcd is unreachable, nothing runs, and it says it retries; once etcd
-// answers at that address it leads, runs its jobs and is ready.
+// answers at that address it leads, runs its jobs and is ready. The probes
+// answer the same on http.probe_listen.
 func TestE2EEtcdUnreachableAtStartStaysUpAndWaits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcdAddr, addr, stamps := freeAddr(t), freeAddr(t), filepath.Join(t.TempDir(), "stamps")
+	etcdAddr, addr, probeAddr, stamps := freeAddr(t), freeAddr(t), freeAddr(t), filepath.Join(t.TempDir(), "stamps")
 	p := startPacer(t, "down", addr, fmt.Sprintf(`
 node: {name: down}
 cluster:
@@ -387,9 +388,19 @@ cluster:
   data_dir: %s
   lease_ttl: 2s
   etcd: {endpoints: ['http://%s'], dial_timeout: 1s, request_timeout: 1s}
-http: {listen: %s}
+http: {listen: %s, probe_listen: %s}
 plugins: {dir: %s}
-jobs:%s`, t.TempDir(), etcdAddr, addr, filepath.Join(binDir, "plugins"), stampJob("js", stamps)))
+jobs:%s`, t.TempDir(), etcdAddr, addr, probeAddr, filepath.Join(binDir, "plugins"), stampJob("js", stamps)))
+	probe := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + probeAddr + path)
+		if err != nil {
+			t.Fatalf("probe listener %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
 	p.waitLogs("a retry while etcd is down", 60*time.Second, func(ls []logLine) bool {
 		return len(match(ls, func(l logLine) bool {
 			return l.str("level") == "WARN" && strings.Contains(l.str("msg"), "trying again")
@@ -410,6 +421,15 @@ jobs:%s`, t.TempDir(), etcdAddr, addr, filepath.Join(binDir, "plugins"), stampJo
 		t.Fatalf("/healthz with etcd down: %v %v, want 200", resp, err)
 	} else {
 		resp.Body.Close()
+	}
+	if code, body := probe("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "etcd unreachable") {
+		t.Fatalf("probe listener /readyz = %d %s with etcd down, want 503 etcd unreachable", code, body)
+	}
+	if code, body := probe("/healthz"); code != http.StatusOK {
+		t.Fatalf("probe listener /healthz = %d %s with etcd down, want 200", code, body)
+	}
+	if code, _ := probe("/api/v1/jobs"); code != http.StatusNotFound {
+		t.Fatalf("probe listener /api/v1/jobs = %d, want 404: it serves the probes alone", code)
 	}
 	if n := len(match(p.logs(), msgIs("run started"))); n != 0 {
 		t.Fatalf("%d runs started with etcd down", n)
@@ -454,6 +474,9 @@ jobs:%s`, t.TempDir(), etcdAddr, authAddr, filepath.Join(binDir, "plugins"), sta
 			t.Fatalf("/readyz = %d %s with etcd up, want 200", code, body)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := probe("/readyz"); code != http.StatusOK {
+		t.Fatalf("probe listener /readyz = %d %s with etcd up, want 200", code, body)
 	}
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(30 * time.Second); code != 0 {

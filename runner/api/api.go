@@ -71,7 +71,16 @@ type Options struct {
 	// Sanitizer is the runner's: a caller's X-Correlation-ID it would mask
 	// is refused. nil: observability.DefaultSanitizer.
 	Sanitizer *observability.Sanitizer
+	// ProbeListen, if set, also serves /healthz and /readyz (and nothing
+	// else) on a listener of their own, plain HTTP, with its own
+	// connection limit (ProbeMaxConnections): clients of the API that
+	// fill http.max_connections cannot crowd out the kubelet's probes.
+	ProbeListen string
 }
+
+// ProbeMaxConnections bounds the connections open at once on the probe
+// listener: a kubelet opens one per probe, and nothing else should call.
+const ProbeMaxConnections = 32
 
 // maxBody bounds request bodies.
 const maxBody = 64 << 10
@@ -83,6 +92,7 @@ type Server struct {
 	ln    net.Listener
 	limit *limitListener // after Start
 	guard *guard
+	probe *probeServer // nil without Options.ProbeListen
 }
 
 // New builds the server; Start binds it.
@@ -132,6 +142,9 @@ func New(o Options) *Server {
 		s.routes(mux)
 	}
 	mux.HandleFunc("/", methodNotAllowed(mux))
+	if o.ProbeListen != "" {
+		s.probe = newProbeServer(o, s.readyz, g.reject)
+	}
 	return s
 }
 
@@ -216,6 +229,12 @@ func (s *Server) Start() error {
 	}()
 	addr := ln.Addr().String()
 	s.o.Logger.Info("http listening", "addr", addr, "scheme", scheme, "auth", s.authMode(), "max_connections", s.o.MaxConnections)
+	if s.probe != nil {
+		if err := s.probe.start(); err != nil {
+			_ = s.srv.Close()
+			return err
+		}
+	}
 	mtls := s.o.TLS != nil && s.o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 	switch {
 	case s.o.Token != "" || mtls:
@@ -251,6 +270,9 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // lines were left out since the last one, if any.
 func (s *Server) Stop(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
+	if s.probe != nil {
+		err = errors.Join(err, s.probe.srv.Shutdown(ctx))
+	}
 	s.guard.close()
 	return err
 }

@@ -302,3 +302,63 @@ func TestReadBodiesKeepTheirConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeListenerAnswersWhileTheAPIIsFull (attack 12, H2): with
+// http.probe_listen set, /healthz and /readyz have a listener of their own,
+// so clients that fill http.max_connections cannot crowd out the kubelet.
+// Here every connection the API allows has a request in progress (a pause
+// whose body never comes, token given: its handler reads the body), so the
+// API closes a new connection at once, probes included; the probe listener
+// answers them, and serves nothing else.
+func TestProbeListenerAnswersWhileTheAPIIsFull(t *testing.T) {
+	t.Parallel()
+	const limit = 4
+	s := start(t, api.Options{MaxConnections: limit, Token: "secret", ProbeListen: "127.0.0.1:0"})
+	for range limit {
+		c, err := net.Dial("tcp", s.srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := fmt.Fprintf(c, "POST /api/v1/jobs/a/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer secret\r\n"+
+			"Content-Type: %s\r\nContent-Length: 100\r\n\r\n{\"", jsonCT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(api.ReadTimeout / 3)
+	for api.BusyConnections(s.srv) != limit {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections have a request in progress", api.BusyConnections(s.srv), limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, err := client.Get(s.url + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the API answered /healthz (%d) with every connection busy: the test does not fill it", resp.StatusCode)
+	}
+	probes := "http://" + s.srv.ProbeAddr()
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/healthz", 200}, {"GET", "/readyz", 200},
+		{"GET", "/metrics", 404}, {"GET", "/api/v1/jobs", 404}, {"POST", "/api/v1/jobs/a/pause", 404}, {"POST", "/healthz", 405},
+	} {
+		req, _ := http.NewRequest(c.method, probes+c.path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("probe listener: %s %s with the API full: %v", c.method, c.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("probe listener: %s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(s.rejected.WithLabelValues(api.RejectConnectionCap)); got != 1 {
+		t.Errorf("rejected{reason=connection_limit} = %v, want 1 (the API's /healthz)", got)
+	}
+	if !strings.Contains(s.logs.String(), `"msg":"probes listening"`) {
+		t.Errorf("no \"probes listening\" line:\n%s", s.logs.String())
+	}
+}

@@ -29,3 +29,11 @@ func WaitingConnections(s *Server) int {
 func SetAuditRefusedLimit(s *Server, r rate.Limit, burst int) {
 	s.guard.auditRefused = rate.NewLimiter(r, burst)
 }
+
+// BusyConnections is how many connections have a request in progress on
+// the API's listener, after Start.
+func BusyConnections(s *Server) int {
+	s.limit.mu.Lock()
+	defer s.limit.mu.Unlock()
+	return s.limit.open - s.limit.idle.Len()
+}

@@ -174,6 +174,11 @@ type HTTP struct {
 	// RateLimit bounds the mutating calls (trigger, pause, resume) the API
 	// accepts; more are answered 429 with Retry-After.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// ProbeListen, if set, serves /healthz and /readyz on a listener of
+	// their own as well (plain HTTP, nothing else on it), so API clients
+	// that fill max_connections cannot crowd out the probes. Empty: the
+	// probes are served on Listen only.
+	ProbeListen string `yaml:"probe_listen"` // host:port
 }
 
 // HTTPTLS serves the API over HTTPS. With ClientCAFile set, clients must

@@ -60,7 +60,7 @@ func TestLoadFullFile(t *testing.T) {
 		},
 		HTTP: HTTP{Listen: ":8080", TokenEnv: "PACER_API_TOKEN", AuthAll: true, InsecureNoAuth: true,
 			TLS:            HTTPTLS{CertFile: "/etc/pacer/api.pem", KeyFile: "/etc/pacer/api-key.pem", ClientCAFile: "/etc/pacer/clients-ca.pem"},
-			MaxConnections: 64, RateLimit: RateLimit{PerSecond: 2.5, Burst: 5}},
+			MaxConnections: 64, RateLimit: RateLimit{PerSecond: 2.5, Burst: 5}, ProbeListen: ":8081"},
 		Plugins: Plugins{
 			Dir:          "/opt/pacer/plugins",
 			StartTimeout: 30 * time.Second,
@@ -112,7 +112,7 @@ func TestLoadFullFile(t *testing.T) {
 					"inherit_env": []any{"PGPASSFILE", "AWS_*"},
 				},
 				InheritEnv: []string{"PGPASSFILE", "AWS_*"},
-				Line:       76,
+				Line:       77,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -125,7 +125,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    100,
+				Line:    101,
 			},
 		},
 	}
@@ -338,7 +338,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown key lists known keys",
 			src:  y("http:", "  listen: 127.0.0.1:80", "  banana: 1"),
-			want: []string{`pacer.yaml:3: http.banana: unknown key "banana" (known keys: listen, token_env, auth_all, insecure_no_auth, tls, max_connections, rate_limit)`},
+			want: []string{`pacer.yaml:3: http.banana: unknown key "banana" (known keys: listen, token_env, auth_all, insecure_no_auth, tls, max_connections, rate_limit, probe_listen)`},
 		},
 		{
 			name: "suggestion ignores case and separators",
@@ -633,6 +633,25 @@ func TestErrors(t *testing.T) {
 				`pacer.yaml:2: http.listen: "127.0.0.1:2379" is also the embedded etcd's client address (cluster.embedded.client_url)`,
 				`pacer.yaml:3: http.token_env: invalid environment variable name "secret value"`,
 			},
+		},
+		{
+			name: "probe listener",
+			src:  y("http:", "  listen: 127.0.0.1:9464", "  probe_listen: 0.0.0.0:9464"),
+			want: []string{
+				`pacer.yaml:3: http.probe_listen: "0.0.0.0:9464" is also http.listen's port ("127.0.0.1:9464"); give the probes a port of their own`,
+			},
+		},
+		{
+			name: "probe listener and embedded etcd collide",
+			src:  y("http: {probe_listen: '127.0.0.1:2380'}"),
+			want: []string{
+				`pacer.yaml:1: http.probe_listen: "127.0.0.1:2380" is also the embedded etcd's peer address (cluster.embedded.peer_url)`,
+			},
+		},
+		{
+			name: "probe listener not an address",
+			src:  y("http: {probe_listen: healthz}"),
+			want: []string{`pacer.yaml:1: http.probe_listen: invalid address "healthz"`},
 		},
 		{
 			name: "checksums",

@@ -249,6 +249,17 @@ func (d *decoder) validateHTTP(c *Config) {
 			d.problem("http.listen", "%q is also the embedded etcd's peer address (%s); they must differ", h.Listen, emb.PeerKey)
 		}
 	}
+	if h.ProbeListen != "" {
+		d.listenAddr("http.probe_listen", h.ProbeListen)
+		switch {
+		case sameListener(h.ProbeListen, h.Listen):
+			d.problem("http.probe_listen", "%q is also http.listen's port (%q); give the probes a port of their own", h.ProbeListen, h.Listen)
+		case len(c.Cluster.Etcd.Endpoints) == 0 && sameListener(h.ProbeListen, hostPort(c.Cluster.Embedded.ClientURL)):
+			d.problem("http.probe_listen", "%q is also the embedded etcd's client address (%s); they must differ", h.ProbeListen, c.Cluster.Embedded.ClientKey)
+		case len(c.Cluster.Etcd.Endpoints) == 0 && sameListener(h.ProbeListen, hostPort(c.Cluster.Embedded.PeerURL)):
+			d.problem("http.probe_listen", "%q is also the embedded etcd's peer address (%s); they must differ", h.ProbeListen, c.Cluster.Embedded.PeerKey)
+		}
+	}
 	d.envName("http.token_env", h.TokenEnv)
 	t := &h.TLS
 	switch {
@@ -274,6 +285,19 @@ func (d *decoder) validateHTTP(c *Config) {
 			"resume and trigger jobs; set http.token_env to the name of an environment variable holding a token (or require client "+
 			"certificates with http.tls.client_ca_file), or set http.insecure_no_auth: true to run it open on purpose", h.Listen)
 	}
+}
+
+// sameListener reports whether two listen addresses would bind the same
+// port on an interface both cover: the same port, and the same host or
+// either one every interface. Port 0 (any free port) never collides.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	every := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return strings.EqualFold(ha, hb) || every(ha) || every(hb)
 }
 
 // loopbackListen reports whether a listen address accepts connections from

@@ -696,6 +696,7 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 		Token:   token, AuthAll: cfg.HTTP.AuthAll, Sanitizer: san,
 		TLS: tlsConfig, MaxConnections: cfg.HTTP.MaxConnections, Rejected: m.HTTPRejected,
 		RatePerSecond: cfg.HTTP.RateLimit.PerSecond, RateBurst: cfg.HTTP.RateLimit.Burst,
+		ProbeListen: cfg.HTTP.ProbeListen,
 		Ready: func(ctx context.Context) error {
 			if _, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready"); err != nil {
 				return fmt.Errorf("etcd unreachable: %w", err)
