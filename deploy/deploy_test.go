@@ -805,12 +805,13 @@ func TestKubernetesManifests(t *testing.T) {
 		if got := str(c, probe, "httpGet", "path"); got != path {
 			t.Errorf("Deployment: %s path %q, want %q", probe, got, path)
 		}
-		if port := dig(c, probe, "httpGet", "port"); port != "http" && port != 9464 {
-			t.Errorf("Deployment: %s port %v, want the http port", probe, port)
+		if port := dig(c, probe, "httpGet", "port"); port != "probes" {
+			t.Errorf("Deployment: %s port %v, want the probes port (http.probe_listen)", probe, port)
 		}
 	}
-	if str(c, "ports", "0", "name") != "http" || dig(c, "ports", "0", "containerPort") != 9464 {
-		t.Errorf("Deployment: container port http 9464 expected, got %v", dig(c, "ports"))
+	if str(c, "ports", "0", "name") != "http" || dig(c, "ports", "0", "containerPort") != 9464 ||
+		str(c, "ports", "1", "name") != "probes" || dig(c, "ports", "1", "containerPort") != 9465 {
+		t.Errorf("Deployment: container ports http 9464 and probes 9465 expected, got %v", dig(c, "ports"))
 	}
 	matches := func(what string, sel any) {
 		m, _ := sel.(map[string]any)
@@ -868,6 +869,9 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if cfg.Plugins.Dir != pluginsDirInImage || !strings.HasSuffix(cfg.HTTP.Listen, ":9464") || strings.HasPrefix(cfg.HTTP.Listen, "127.") {
 		t.Errorf("ConfigMap config: plugins.dir %q (want %s), http.listen %q (want 0.0.0.0:9464)", cfg.Plugins.Dir, pluginsDirInImage, cfg.HTTP.Listen)
+	}
+	if cfg.HTTP.ProbeListen != "0.0.0.0:9465" {
+		t.Errorf("ConfigMap config: http.probe_listen %q, want 0.0.0.0:9465 (the probes port)", cfg.HTTP.ProbeListen)
 	}
 	if len(cfg.Cluster.Etcd.Endpoints) == 0 {
 		t.Error("ConfigMap config: no etcd endpoints: replicas would each run their own embedded etcd")

@@ -42,6 +42,7 @@ var chartCases = []chartCase{
 	{name: "try it out", values: "try-it-values.yaml"},
 	{name: "production", values: "production-values.yaml"},
 	{name: "mutual TLS", values: "mtls-values.yaml"},
+	{name: "mutual TLS, probes on the API port", values: "mtls-values.yaml", set: []string{"api.probePort=0"}},
 }
 
 // The chart's copies of the alert rules and dashboards are the files under
@@ -304,9 +305,29 @@ func checkChartObjects(t *testing.T, c chartCase, objs map[string]any, appVersio
 				t.Errorf("http.tls.%s = %q, not in the mounted Secret", k, str(tls, k))
 			}
 		}
-		if scheme := str(ctr, "readinessProbe", "httpGet", "scheme"); scheme != "HTTPS" && dig(ctr, "readinessProbe", "tcpSocket") == nil {
+		if scheme := str(ctr, "readinessProbe", "httpGet", "scheme"); cfg.HTTP.ProbeListen == "" && scheme != "HTTPS" && dig(ctr, "readinessProbe", "tcpSocket") == nil {
 			t.Errorf("readiness probe scheme %q with API TLS", scheme)
 		}
+	}
+
+	// With a probe port (the default), the kubelet asks /healthz and
+	// /readyz there, over plain HTTP, whatever the API's TLS; the port
+	// named "probes" is the config's http.probe_listen.
+	if !slices.Contains(c.set, "api.probePort=0") {
+		if !strings.HasSuffix(cfg.HTTP.ProbeListen, ":9465") || strings.HasPrefix(cfg.HTTP.ProbeListen, "127.") {
+			t.Errorf("config: http.probe_listen %q, want 0.0.0.0:9465", cfg.HTTP.ProbeListen)
+		}
+		if str(ctr, "ports", "1", "name") != "probes" || dig(ctr, "ports", "1", "containerPort") != 9465 {
+			t.Errorf("container port probes 9465 expected, got %v", dig(ctr, "ports"))
+		}
+		for probe, path := range map[string]string{"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
+			if str(ctr, probe, "httpGet", "path") != path || str(ctr, probe, "httpGet", "port") != "probes" ||
+				str(ctr, probe, "httpGet", "scheme") != "" {
+				t.Errorf("%s: %v, want GET %s on the probes port over HTTP", probe, dig(ctr, probe), path)
+			}
+		}
+	} else if cfg.HTTP.ProbeListen != "" || dig(ctr, "ports", "1") != nil {
+		t.Errorf("api.probePort 0, yet http.probe_listen %q and ports %v", cfg.HTTP.ProbeListen, dig(ctr, "ports"))
 	}
 	if dig(values, "api", "tls", "enabled") == true && dig(raw, "http", "tls") == nil {
 		t.Error("api.tls.enabled, but the config has no http.tls")

@@ -127,6 +127,9 @@ margin. An explicit value shorter than the stop is refused.
 {{- $_ := set $cluster "shards" $v.config.shards }}
 {{- end }}
 {{- $http := dict "listen" (printf "0.0.0.0:%d" (int $v.api.port)) "token_env" "PACER_API_TOKEN" }}
+{{- if $v.api.probePort }}
+{{- $_ := set $http "probe_listen" (printf "0.0.0.0:%d" (int $v.api.probePort)) }}
+{{- end }}
 {{- if $v.api.tls.enabled }}
 {{- $tls := dict "cert_file" "/etc/pacer-secrets/api-tls/tls.crt" "key_file" "/etc/pacer-secrets/api-tls/tls.key" }}
 {{- if $v.api.tls.clientCA }}
