@@ -105,24 +105,9 @@ func New(o Options) *Server {
 	}
 	mux := http.NewServeMux()
 	g := newGuard(o)
-	s := &Server{o: o, guard: g, srv: &http.Server{
-		Handler:     unreadBodies(g.wrap(mux)),
-		ConnContext: withLimitConn, // for unreadBodies
-		TLSConfig:   o.TLS,
-		// HTTP/1.x only, as before (o.TLS offers no "h2"), and now said
-		// so: the connection limit reads each connection's state from
-		// ConnState, which HTTP/2 connections skip (connlimit.go).
-		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		ReadTimeout:       ReadTimeout,
-		WriteTimeout:      WriteTimeout,
-		IdleTimeout:       IdleTimeout,
-		MaxHeaderBytes:    MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
-	}}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	s := &Server{o: o, guard: g, srv: newHTTPServer(g.wrap(mux), o.Logger)}
+	s.srv.TLSConfig = o.TLS
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{
 		EnableOpenMetrics: true,
@@ -146,6 +131,30 @@ func New(o Options) *Server {
 		s.probe = newProbeServer(o, s.readyz, g.reject)
 	}
 	return s
+}
+
+// newHTTPServer is an HTTP/1.x server of h with the API's timeouts and
+// bounds, whose answers that leave a request's body unread close their
+// connection (unreadBodies); the listener it serves is a limitListener.
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:     unreadBodies(h),
+		ConnContext: withLimitConn, // for unreadBodies
+		// HTTP/1.x only, as before (the TLS config offers no "h2"), and
+		// now said so: the connection limit reads each connection's state
+		// from ConnState, which HTTP/2 connections skip (connlimit.go).
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -3,7 +3,6 @@ package api
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 )
@@ -25,21 +24,10 @@ type probeServer struct {
 
 func newProbeServer(o Options, readyz http.HandlerFunc, reject func(string)) *probeServer {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", readyz)
 	mux.HandleFunc("/", methodNotAllowed(mux))
-	return &probeServer{o: o, reject: reject, srv: &http.Server{
-		Handler:           unreadBodies(mux),
-		ConnContext:       withLimitConn,
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		ReadTimeout:       ReadTimeout,
-		WriteTimeout:      WriteTimeout,
-		IdleTimeout:       IdleTimeout,
-		MaxHeaderBytes:    MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
-	}}
+	return &probeServer{o: o, reject: reject, srv: newHTTPServer(mux, o.Logger)}
 }
 
 func (p *probeServer) start() error {
