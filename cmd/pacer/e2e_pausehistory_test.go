@@ -128,11 +128,18 @@ jobs:%s`, name, t.TempDir(), etcd.Endpoint(), httpAddr, filepath.Join(binDir, "p
 		}
 		npaused++
 	}
-	for s, r := range decided {
-		if s.After(resumed) && r.State == "success" {
-			lateRuns++
+	// A run's "run finished" line, waited for above, comes before its
+	// record is stored: the records read with the pause's slots decided may
+	// list no run after the resume yet (under load, once, none did).
+	waitUntil(t, "a run of p1 due after the resume recorded", func() bool {
+		lateRuns = 0
+		for _, r := range other.apiRuns("p1") {
+			if r.ScheduledTime.After(resumed) && r.State == "success" {
+				lateRuns++
+			}
 		}
-	}
+		return lateRuns > 0
+	})
 	t.Logf("%s: of %d slots due while paused, %d recorded paused; %d slots after the resume ran", how, checked, npaused, lateRuns)
 	if checked < 4 || lateRuns == 0 {
 		t.Errorf("%d slots checked in the pause, %d runs after the resume; want 4 or more, and some", checked, lateRuns)
