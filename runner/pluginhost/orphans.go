@@ -329,10 +329,14 @@ func (h *Host) sweptRecently(run string) []int {
 // A call can see the process die before it is dead: the process's
 // connection closes while it exits, and the kernel closes its files before
 // it hands its children to the host's process. So afterDeath first waits,
-// up to TreeTimeout, until the process is a zombie or gone; a sweep before
-// that finds none of its orphans, and the call would return while they
-// live (seen once under load: the run's error did not name the processes
-// killed, a sweep on SIGCHLD killed them after the call returned).
+// up to TreeTimeout, until the process has ended as a whole (reaped, gone,
+// or a zombie whose other threads have all exited: a Go plugin's main
+// thread is a zombie while its other threads still exit, and its children
+// are handed over only when the last has); a sweep before that finds none
+// of its orphans, and the call would return while they live (seen twice
+// under load: the run's error did not name the processes killed, a sweep
+// on SIGCHLD killed them after the call returned; the second time the
+// wait ended at the zombie main thread).
 //
 // run is the run of the call (its record names the processes of the run
 // killed, and of none), "" for the health probe's.
@@ -353,12 +357,13 @@ func (h *Host) afterDeath(inst *instance, run string, err error) error {
 	return err
 }
 
-// waitDead waits up to d until the process has exited (a zombie, reaped
-// or gone), and reports whether it has.
+// waitDead waits up to d until the process has ended as a whole (reaped,
+// gone, or a zombie with no thread left exiting: proctree.Process.Ended),
+// and reports whether it has.
 func (i *instance) waitDead(d time.Duration) bool {
 	deadline := time.Now().Add(d)
 	poll := backoff.New(backoff.Policy{Initial: time.Millisecond, Max: 20 * time.Millisecond})
-	for i.proc.Alive() && !i.client.Exited() {
+	for !i.proc.Ended() && !i.client.Exited() {
 		if time.Now().After(deadline) {
 			return false
 		}

@@ -35,6 +35,9 @@ type Process struct {
 	// start is the start time in clock ticks since boot: with PID it
 	// identifies the process even if the ID is reused later.
 	start uint64
+	// threads is the number of the process's threads not yet released:
+	// more than one in a zombie whose other threads still exit.
+	threads int
 }
 
 // Zombie reports whether the process has exited and waits to be reaped.
@@ -65,6 +68,7 @@ func Read(pid int) (Process, error) {
 	p.PPID, _ = strconv.Atoi(f[1])
 	p.PGID, _ = strconv.Atoi(f[2])
 	p.SID, _ = strconv.Atoi(f[3])
+	p.threads, _ = strconv.Atoi(f[17])
 	p.start, _ = strconv.ParseUint(f[19], 10, 64)
 	return p, nil
 }
@@ -159,6 +163,17 @@ func (p Process) Same() bool {
 func (p Process) Alive() bool {
 	q, err := Read(p.PID)
 	return err == nil && q.start == p.start && !q.Zombie()
+}
+
+// Ended reports whether the process has ended as a whole: it is gone (or
+// its ID is another process's now), or it is a zombie none of whose other
+// threads is still exiting. A killed process's main thread can be a zombie
+// while its other threads still exit, and the kernel gives its children
+// to a subreaper (or init) only when the last of them has: until then they
+// are still its, so a look for them below the subreaper finds none.
+func (p Process) Ended() bool {
+	q, err := Read(p.PID)
+	return err != nil || q.start != p.start || (q.Zombie() && q.threads <= 1)
 }
 
 // Env returns the value of key in the environment the process started

@@ -43,6 +43,9 @@ func (p Process) Same() bool { return syscall.Kill(p.PID, 0) == nil }
 // Alive is Same on this system.
 func (p Process) Alive() bool { return p.Same() }
 
+// Ended reports whether no process with p's ID exists.
+func (p Process) Ended() bool { return !p.Same() }
+
 // Env is not available on this system.
 func (p Process) Env(string) (string, bool) { return "", false }
 

@@ -24,6 +24,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(threadsHelperEnv) != "" {
+		threadsHelper()
+		return
+	}
 	// The reaper runs for the life of the process, by design.
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/pacerun/pacer/sdk/proctree.(*reaperState).start.func1"))
 }
