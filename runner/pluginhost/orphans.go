@@ -262,13 +262,17 @@ func (h *Host) spared(run string, own map[int]*instance) bool {
 // user: such a read is tried again, for up to envSettle, while the process
 // lives, so that a run's process caught in an exec is not taken for no
 // run's and killed while its run goes on. A process with an empty
-// environment (env -i) costs a sweep envSettle.
+// environment (env -i) costs a sweep envSettle. The environment is read in
+// one piece (proctree.Process.Environ): read in parts, as os.ReadFile does,
+// that of a process execing between two parts came out cut, without the
+// run's ID at its end, and the process was killed while its run went on
+// (a run of TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn then
+// waited out its deadline: 2 failures in some 60 runs under load).
 func runOf(p proctree.Process) string {
-	path := "/proc/" + strconv.Itoa(p.PID) + "/environ"
 	poll := backoff.New(backoff.Policy{Initial: 100 * time.Microsecond, Max: 5 * time.Millisecond})
 	deadline := time.Now().Add(envSettle)
 	for {
-		env, err := os.ReadFile(path)
+		env, err := p.Environ() // whole or empty, even mid-exec
 		if len(env) > 0 {
 			prefix := []byte(runIDEnv + "=")
 			for kv := range bytes.SplitSeq(env, []byte{0}) {

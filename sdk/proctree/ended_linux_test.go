@@ -15,8 +15,9 @@ import (
 	"github.com/pacerun/pacer/sdk/proctree"
 )
 
-// threadsHelperEnv makes the test binary threadsHelper.
-const threadsHelperEnv = "PROCTREE_TEST_THREADS_HELPER"
+// helperEnv makes the test binary a helper process (TestMain): "threads"
+// for threadsHelper, "execloop" for execLoopHelper.
+const helperEnv = "PROCTREE_TEST_HELPER"
 
 // threadsHelper is a process with several threads, each blocked in a read,
 // and a child (sleep) started from one of them: it prints the child's ID
@@ -58,7 +59,7 @@ func TestEndedWaitsForEveryThreadOfAKilledProcess(t *testing.T) {
 	early := 0
 	for range rounds {
 		c := exec.Command(self, "-test.run=^$")
-		c.Env = append(os.Environ(), threadsHelperEnv+"=1")
+		c.Env = append(os.Environ(), helperEnv+"=threads")
 		out, err := c.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)

@@ -180,7 +180,7 @@ func (p Process) Ended() bool {
 // with, and whether it was there. A zombie or a process whose environment
 // cannot be read (another user's) has none.
 func (p Process) Env(key string) (string, bool) {
-	b, err := readProc("/proc/" + strconv.Itoa(p.PID) + "/environ")
+	b, err := p.Environ()
 	if err != nil {
 		return "", false
 	}
@@ -191,6 +191,45 @@ func (p Process) Env(key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// Environ returns the environment the process's program started with
+// (NAME=value entries, each ended by a NUL), read in one piece: of a
+// process that execs meanwhile, the whole environment of one of its
+// programs, or none (in the middle of an exec, before the new program's is
+// set up), never a part. /proc/PID/environ is read from the process's
+// memory at each read call, and an exec between two calls ends the file
+// early: a plugin host once read a process's environment cut before its
+// run's ID, took it for no run's and killed it while its run went on. The
+// errors are os.ReadFile's (a process gone: ENOENT or ESRCH).
+func (p Process) Environ() ([]byte, error) {
+	path := "/proc/" + strconv.Itoa(p.PID) + "/environ"
+	var fd int
+	var err error
+	for {
+		if fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	// One read from the start, again with more room until the whole file
+	// fits: a read that fills the buffer may have stopped short of the end.
+	b := make([]byte, 4096)
+	for {
+		n, err := syscall.Pread(fd, b, 0)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		case n < len(b):
+			return b[:n], nil
+		}
+		b = make([]byte, 4*len(b))
+	}
 }
 
 // Signal sends sig to the process through a pidfd, after checking the

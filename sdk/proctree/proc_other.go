@@ -46,6 +46,9 @@ func (p Process) Alive() bool { return p.Same() }
 // Ended reports whether no process with p's ID exists.
 func (p Process) Ended() bool { return !p.Same() }
 
+// Environ is not available on this system.
+func (p Process) Environ() ([]byte, error) { return nil, errNoProc }
+
 // Env is not available on this system.
 func (p Process) Env(string) (string, bool) { return "", false }
 

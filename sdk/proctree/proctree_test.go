@@ -24,8 +24,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(threadsHelperEnv) != "" {
+	switch os.Getenv(helperEnv) {
+	case "threads":
 		threadsHelper()
+		return
+	case "execloop":
+		execLoopHelper()
 		return
 	}
 	// The reaper runs for the life of the process, by design.
