@@ -257,12 +257,12 @@ func (h *Host) spared(run string, own map[int]*instance) bool {
 // runOf returns the run an orphan's environment names (runIDEnv), or "".
 //
 // A process in the middle of an execve has no environment to read for a
-// moment (the new program's is not set up yet), and a child of a
-// non-dumpable plugin between fork and exec cannot be read by another
-// user: such a read is tried again, for up to envSettle, while the process
-// lives, so that a run's process caught in an exec is not taken for no
-// run's and killed while its run goes on. A process with an empty
-// environment (env -i) costs a sweep envSettle. The environment is read in
+// moment (the new program's is not set up yet: proctree.ErrExecing), and a
+// child of a non-dumpable plugin between fork and exec cannot be read by
+// another user: such a read is tried again while the process lives, for up
+// to execSettle and envSettle, so that a run's process caught in an exec
+// is not taken for no run's and killed while its run goes on. A process
+// with an empty environment (env -i) costs a sweep envSettle. The environment is read in
 // one piece (proctree.Process.Environ): read in parts, as os.ReadFile does,
 // that of a process execing between two parts came out cut, without the
 // run's ID at its end, and the process was killed while its run went on
@@ -270,7 +270,7 @@ func (h *Host) spared(run string, own map[int]*instance) bool {
 // waited out its deadline: 2 failures in some 60 runs under load).
 func runOf(p proctree.Process) string {
 	poll := backoff.New(backoff.Policy{Initial: 100 * time.Microsecond, Max: 5 * time.Millisecond})
-	deadline := time.Now().Add(envSettle)
+	began := time.Now()
 	for {
 		env, err := p.Environ() // whole or empty, even mid-exec
 		if len(env) > 0 {
@@ -282,15 +282,30 @@ func runOf(p proctree.Process) string {
 			}
 			return ""
 		}
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) || !p.Alive() || time.Now().After(deadline) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) || !p.Alive():
+			return ""
+		case errors.Is(err, proctree.ErrExecing):
+			if time.Since(began) > execSettle {
+				return ""
+			}
+		case time.Since(began) > envSettle:
 			return ""
 		}
 		time.Sleep(poll.Next())
 	}
 }
 
-// envSettle is how long runOf waits for an environment it cannot read yet.
-const envSettle = 100 * time.Millisecond
+// envSettle is how long runOf waits for an environment it cannot read yet;
+// execSettle how long for that of a process in the middle of an exec, which
+// a loaded machine can leave waiting for a CPU well past envSettle (seen:
+// a sweep took a run's process, in its exec of setsid for 100 ms, for no
+// run's, and killed it while its run went on). execSettle only bounds a
+// process stuck in an exec.
+const (
+	envSettle  = 100 * time.Millisecond
+	execSettle = 10 * time.Second
+)
 
 // sweptPID is a process a sweep killed, the run it belonged to ("": none
 // its environment named), and when.

@@ -201,7 +201,9 @@ func (p Process) Env(key string) (string, bool) {
 // memory at each read call, and an exec between two calls ends the file
 // early: a plugin host once read a process's environment cut before its
 // run's ID, took it for no run's and killed it while its run went on. The
-// errors are os.ReadFile's (a process gone: ENOENT or ESRCH).
+// errors are os.ReadFile's (a process gone: ENOENT or ESRCH), and
+// ErrExecing for a process whose new program's environment is not set up
+// yet.
 func (p Process) Environ() ([]byte, error) {
 	path := "/proc/" + strconv.Itoa(p.PID) + "/environ"
 	var fd int
@@ -225,11 +227,42 @@ func (p Process) Environ() ([]byte, error) {
 			continue
 		case err != nil:
 			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		case n == 0 && p.execing():
+			return nil, fmt.Errorf("environment of process %d: %w", p.PID, ErrExecing)
 		case n < len(b):
 			return b[:n], nil
 		}
 		b = make([]byte, 4*len(b))
 	}
+}
+
+// ErrExecing is Environ's error for a process in the middle of an exec:
+// its new program's environment is not set up yet (read it again), which
+// an empty read alone does not tell from an empty environment (env -i).
+var ErrExecing = errors.New("the process is in the middle of an exec")
+
+// execing reports whether the process is in the middle of an exec, going
+// by its stat (Linux 3.5 and later): its memory's environment has no end
+// yet (env_end, field 51, is 0 until the kernel sets up the new program's
+// stack), and it is neither a zombie nor exiting (its memory gone, the
+// field reads 0 too). The caller has read the process's environ, so it may
+// see the field.
+func (p Process) execing() bool {
+	b, err := readProc("/proc/" + strconv.Itoa(p.PID) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) <= 48 {
+		return false
+	}
+	const pfExiting = 0x4 // PF_EXITING, in the flags field
+	flags, _ := strconv.ParseUint(f[6], 10, 64)
+	return f[48] == "0" && f[0][0] != 'Z' && f[0][0] != 'X' && flags&pfExiting == 0
 }
 
 // Signal sends sig to the process through a pidfd, after checking the

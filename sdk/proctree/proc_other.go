@@ -46,6 +46,10 @@ func (p Process) Alive() bool { return p.Same() }
 // Ended reports whether no process with p's ID exists.
 func (p Process) Ended() bool { return !p.Same() }
 
+// ErrExecing is Environ's error for a process in the middle of an exec
+// (Linux only).
+var ErrExecing = errors.New("the process is in the middle of an exec")
+
 // Environ is not available on this system.
 func (p Process) Environ() ([]byte, error) { return nil, errNoProc }
 
