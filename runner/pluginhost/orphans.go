@@ -262,12 +262,14 @@ func (h *Host) spared(run string, own map[int]*instance) bool {
 // another user: such a read is tried again while the process lives, for up
 // to execSettle and envSettle, so that a run's process caught in an exec
 // is not taken for no run's and killed while its run goes on. A process
-// with an empty environment (env -i) costs a sweep envSettle. The environment is read in
-// one piece (proctree.Process.Environ): read in parts, as os.ReadFile does,
-// that of a process execing between two parts came out cut, without the
-// run's ID at its end, and the process was killed while its run went on
-// (a run of TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn then
-// waited out its deadline: 2 failures in some 60 runs under load).
+// with an empty environment (env -i) costs a sweep envSettle.
+//
+// The environment is read in one piece (proctree.Process.Environ): read in
+// parts, as os.ReadFile does, that of a process execing between two parts
+// came out cut, without the run's ID at its end, and the process was
+// killed while its run went on (a run of
+// TestOrphansOfRunsEndingTogetherDieBeforeTheirCallsReturn then waited out
+// its deadline: 4 runs in 90 under load).
 func runOf(p proctree.Process) string {
 	poll := backoff.New(backoff.Policy{Initial: 100 * time.Microsecond, Max: 5 * time.Millisecond})
 	began := time.Now()
@@ -352,10 +354,10 @@ func (h *Host) sweptRecently(run string) []int {
 // or a zombie whose other threads have all exited: a Go plugin's main
 // thread is a zombie while its other threads still exit, and its children
 // are handed over only when the last has); a sweep before that finds none
-// of its orphans, and the call would return while they live (seen twice
-// under load: the run's error did not name the processes killed, a sweep
-// on SIGCHLD killed them after the call returned; the second time the
-// wait ended at the zombie main thread).
+// of its orphans, and the call would return while they live (seen under
+// load, before and after the wait for a zombie was added: the run's error
+// did not name the processes killed, a sweep on SIGCHLD killed them after
+// the call returned).
 //
 // run is the run of the call (its record names the processes of the run
 // killed, and of none), "" for the health probe's.
