@@ -156,7 +156,11 @@ func TestPluginRefusingRunStreamIsCalledPerRun(t *testing.T) {
 func TestRunStreamRunEndsWithItsProcessesWhenTheLeaseIsNotRenewed(t *testing.T) {
 	t.Parallel()
 	b := setup(t, pluginhost.Options{CancelGrace: 30 * time.Second})
-	const lease = time.Second
+	// The lease must outlast the command's start, not the plugin's too:
+	// the plugin is started first, by a run that carries no lease. (With
+	// the plugin started under a 1 s lease, a loaded package run once ended
+	// the run before its script had written a pid.)
+	const lease = 3 * time.Second
 	var deadline atomic.Pointer[time.Time]
 	b.host.SetLease(func() (time.Time, bool) {
 		if d := deadline.Load(); d != nil {
@@ -164,6 +168,9 @@ func TestRunStreamRunEndsWithItsProcessesWhenTheLeaseIsNotRenewed(t *testing.T) 
 		}
 		return time.Time{}, false
 	}, time.Hour)
+	if _, err := b.host.Run(context.Background(), shellCall("true")); err != nil {
+		t.Fatalf("starting the shell plugin: %v", err)
+	}
 	d := time.Now().Add(lease)
 	deadline.Store(&d)
 	pidFile := filepath.Join(t.TempDir(), "pids")
