@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"strconv"
 	"strings"
@@ -311,33 +312,67 @@ func (p Process) Reap() bool {
 // open, and a command's end reads several such files of every process
 // below the plugin. Its errors are os.ReadFile's.
 func readProc(path string) ([]byte, error) {
-	var fd int
-	var err error
-	for {
-		if fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0); err != syscall.EINTR {
-			break
-		}
-	}
+	fd, err := openProc(path)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	defer syscall.Close(fd)
-	b := make([]byte, 0, 512)
+	b, err := preadProc(fd, make([]byte, 0, 512))
+	if err != nil {
+		return nil, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return b, nil
+}
+
+// openProc opens a file of /proc for reading.
+func openProc(path string) (int, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		switch {
+		case err == syscall.EINTR:
+		case err != nil:
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		default:
+			return fd, nil
+		}
+	}
+}
+
+// preadProc reads the file fd from its start into b, growing it past its
+// capacity for a long file.
+func preadProc(fd int, b []byte) ([]byte, error) {
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
-		n, err := syscall.Read(fd, b[len(b):cap(b)])
+		n, err := syscall.Pread(fd, b[len(b):cap(b)], int64(len(b)))
 		if err == syscall.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+			return nil, err
 		}
 		if n == 0 {
 			return b, nil
 		}
 		b = b[:len(b)+n]
+	}
+}
+
+// pidsOf yields the space-separated numbers of a children list.
+func pidsOf(b []byte) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		n, digits := 0, false
+		for i := 0; i <= len(b); i++ {
+			if i < len(b) && '0' <= b[i] && b[i] <= '9' {
+				n, digits = n*10+int(b[i]-'0'), true
+				continue
+			}
+			if digits && !yield(n) {
+				return
+			}
+			n, digits = 0, false
+		}
 	}
 }
 

@@ -248,7 +248,9 @@ while [ ! -s `+dir+`/short ]; do sleep 0.01; done`)
 // during its scan. Before, a command ending as another one's scan was
 // judged found the ended command's processes in the scan, no command but
 // itself running, and reported them as its own leftovers (and killed what
-// was left of them).
+// was left of them). The short command leaves a daemon of its own, so that
+// its end has something to scan for (a command that leaves nothing ends
+// without a scan).
 func TestACommandEndingDuringAnotherScanIsNotItsLeftover(t *testing.T) {
 	dir := t.TempDir()
 	long, _ := sh(context.Background(), `echo $$ > `+dir+`/up; while [ ! -e `+dir+`/go ]; do sleep 0.01; done`)
@@ -269,7 +271,8 @@ func TestACommandEndingDuringAnotherScanIsNotItsLeftover(t *testing.T) {
 	}()
 	readPIDs(t, dir+"/up", 1)
 
-	short, _ := sh(context.Background(), `exit 0`)
+	short, _ := sh(context.Background(), `setsid sh -c 'echo $$ > `+dir+`/short; exec sleep 300' &
+while [ ! -s `+dir+`/short ]; do sleep 0.01; done`)
 	res, err := short.Run()
 	if err != nil {
 		t.Fatal(err)
@@ -278,8 +281,27 @@ func TestACommandEndingDuringAnotherScanIsNotItsLeftover(t *testing.T) {
 	if longErr != nil {
 		t.Fatal(longErr)
 	}
-	if len(res.Leftovers) != 0 {
-		t.Fatalf("the short command reported the ended command's processes %v as its leftovers (result %+v)", res.Leftovers, res)
+	daemon := readPIDs(t, dir+"/short", 1)[0]
+	if !slices.Equal(res.Leftovers, []int{daemon}) || !gone(daemon) {
+		t.Fatalf("the short command's leftovers %v (result %+v), want its daemon %d alone, killed: not the ended command's processes", res.Leftovers, res, daemon)
+	}
+}
+
+// A command that leaves nothing (its group empty, no process adopted)
+// ends without a scan of the processes below this one: two cheap looks
+// tell that nothing of its tree is left. Before, every end scanned.
+func TestACommandThatLeavesNothingEndsWithoutAScan(t *testing.T) {
+	var scans atomic.Int32
+	proctree.SetScanHook(t.Cleanup, func() { scans.Add(1) })
+	for _, script := range []string{`exit 0`, `sh -c 'sleep 0.01' & sleep 0.01 & wait; exit 3`} {
+		c, _ := sh(context.Background(), script)
+		res, err := c.Run()
+		if err != nil || !res.Confirmed || len(res.Leftovers) != 0 {
+			t.Fatalf("%q: result %+v, error %v, want confirmed, no leftovers", script, res, err)
+		}
+	}
+	if n := scans.Load(); n != 0 {
+		t.Fatalf("%d scans for commands that left nothing, want none", n)
 	}
 }
 

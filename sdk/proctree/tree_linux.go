@@ -6,9 +6,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pacerun/pacer/internal/coalesce"
 )
@@ -24,6 +27,16 @@ type reaperState struct {
 	own     map[int]bool // commands started by Run that os/exec has not waited for yet
 	live    int          // commands whose trees have not ended yet
 	started uint64       // commands started by Run so far
+
+	// kids is this process's main thread's children list
+	// (/proc/self/task/PID/children), opened once by enable, or -1: where
+	// the kernel puts the orphans a subreaper adopts (kernel/exit.c:
+	// find_new_reaper re-parents to the subreaper's first live thread, its
+	// thread-group leader). A /proc seq_file lists the children anew when
+	// read from offset 0, so a pread of it is a fresh look; kidsMu keeps
+	// reads of it whole (two at once would interleave their offsets).
+	kids   int
+	kidsMu sync.Mutex
 }
 
 // alone is what a tree knew of the other commands when a scan began:
@@ -37,7 +50,7 @@ type alone struct {
 // of which processes are unclaimed.
 var scanHook func()
 
-var reaper = reaperState{own: map[int]bool{}}
+var reaper = reaperState{own: map[int]bool{}, kids: -1}
 
 // reapPause spaces out the reaper's scans: a busy plugin's commands exit
 // many times a second, and an adopted zombie harms nobody for that long.
@@ -75,6 +88,8 @@ type tree struct {
 func (r *reaperState) enable() error {
 	r.once.Do(func() {
 		if r.err = EnableSubreaper(); r.err == nil {
+			// Without the file every end scans (see gone).
+			r.kids, _ = openProc("/proc/self/task/" + strconv.Itoa(os.Getpid()) + "/children")
 			r.start()
 		}
 	})
@@ -185,6 +200,9 @@ func (t *tree) end(killTimeout time.Duration) (leftovers []int, confirmed bool, 
 		reaper.live--
 		reaper.mu.Unlock()
 	}()
+	if t.gone() {
+		return nil, true, nil
+	}
 	deadline := time.Now().Add(killTimeout)
 	for round := 0; ; round++ {
 		before := t.alone()
@@ -225,6 +243,45 @@ func (t *tree) end(killTimeout time.Duration) (leftovers []int, confirmed bool, 
 			return leftovers, false, &AliveError{PIDs: pids, After: killTimeout}
 		}
 	}
+}
+
+// gone reports, from two cheap looks instead of a scan of the processes
+// below this one, that nothing of the tree is left now that the command
+// has exited and been reaped: its process group is empty, and this process
+// has no child that Run did not start (none adopted). The command's
+// children were re-parented to this process, the subreaper, when it
+// exited, and a live descendant always has a live ancestor that is a child
+// of its subreaper: so with none adopted, nothing the command started is
+// alive, whether it left the group or the ancestry, cleared its
+// environment or not. (What the looks cannot see, a process of another
+// command's tree that was given this command's marker by hand, belongs to
+// that tree too, which still runs: the package doc's limits.) A command
+// that leaves something, or a process adopted from any command, makes
+// every command that ends meanwhile scan.
+func (t *tree) gone() bool {
+	if !t.sub || reaper.kids < 0 || t.self != os.Getpid() {
+		return false
+	}
+	if err := unix.Kill(-t.pid, 0); err != unix.ESRCH {
+		return false // a process in the group, or one that cannot be signalled
+	}
+	var buf [4096]byte
+	reaper.kidsMu.Lock()
+	list, err := preadProc(reaper.kids, buf[:0])
+	reaper.kidsMu.Unlock()
+	if err != nil {
+		return false
+	}
+	reaper.mu.Lock()
+	defer reaper.mu.Unlock()
+	// A command started meanwhile is in own before anyone can read its
+	// pid: start records it under the lock it starts it under.
+	for pid := range pidsOf(list) {
+		if !reaper.own[pid] {
+			return false
+		}
+	}
+	return true
 }
 
 // alone reads, before a scan, whether this tree is the only command running.
@@ -303,13 +360,8 @@ func waitDead(ps []Process, deadline time.Time) bool {
 func reapAdopted() {
 	reaper.mu.Lock()
 	defer reaper.mu.Unlock()
-	kids, err := Children(os.Getpid())
-	if err != nil {
-		return
-	}
-	for _, k := range kids {
+	for _, k := range adopted() {
 		switch {
-		case reaper.own[k.PID]:
 		case k.Zombie():
 			k.Reap()
 		case reaper.live == 0:
@@ -320,4 +372,33 @@ func reapAdopted() {
 			}
 		}
 	}
+}
+
+// adopted lists the children of this process that Run did not start,
+// with reaper.mu held. It reads the state of those alone, from the main
+// thread's list, where adopted orphans go (every thread's lists if that
+// file is not open): a busy plugin's own commands are many.
+func adopted() []Process {
+	self := os.Getpid()
+	if reaper.kids < 0 {
+		kids, _ := Children(self)
+		return slices.DeleteFunc(kids, func(k Process) bool { return reaper.own[k.PID] })
+	}
+	var buf [4096]byte
+	reaper.kidsMu.Lock()
+	list, err := preadProc(reaper.kids, buf[:0])
+	reaper.kidsMu.Unlock()
+	if err != nil {
+		return nil
+	}
+	var out []Process
+	for pid := range pidsOf(list) {
+		if reaper.own[pid] {
+			continue
+		}
+		if p, err := Read(pid); err == nil && p.PPID == self {
+			out = append(out, p)
+		}
+	}
+	return out
 }
