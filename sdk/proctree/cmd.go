@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -130,6 +131,9 @@ func (c *Cmd) Run() (*Result, error) {
 	env = append(slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, Marker+"=") }),
 		Marker+"="+id)
 	ec := &exec.Cmd{Path: c.Path, Args: c.Args, Env: env, Dir: c.Dir, SysProcAttr: sysProcAttr()}
+	if f, err := devNull(); err == nil {
+		ec.Stdin = f // else os/exec opens one
+	}
 
 	out, err := newOutputs(ec, c.Stdout, c.Stderr)
 	if err != nil {
@@ -183,6 +187,12 @@ func exitOf(ec *exec.Cmd, waitErr error) (int, string) {
 	return -1, waitErr.Error()
 }
 
+// devNull is the commands' standard input, opened once: os/exec would
+// open /dev/null for each command and close it after the start. Sharing
+// it is safe: reading /dev/null ends at once, whatever its offset or
+// flags.
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
+
 func newID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
@@ -206,7 +216,7 @@ func newOutputs(ec *exec.Cmd, stdout, stderr io.Writer) (*outputs, error) {
 		if w == nil {
 			return nil, nil
 		}
-		r, wr, err := os.Pipe()
+		r, wr, err := outputPipe()
 		if err != nil {
 			return nil, err
 		}
@@ -263,11 +273,33 @@ func (o *outputs) copy() {
 	for i, r := range o.parent {
 		o.n++
 		go func() {
-			_, _ = io.Copy(o.dst[i], r)
+			copyOut(o.dst[i], r)
 			o.done <- struct{}{}
 		}()
 	}
 }
+
+// copyOut copies src to dst until src ends or dst fails, as io.Copy does,
+// through a buffer from a pool: io.Copy from an *os.File allocates 32 KiB
+// for each copy unless dst is an io.ReaderFrom, and a busy plugin starts
+// hundreds of commands a second.
+func copyOut(dst io.Writer, src *os.File) {
+	buf := copyBufs.Get().(*[32 << 10]byte)
+	defer copyBufs.Put(buf)
+	for {
+		n, err := src.Read(buf[:])
+		if n > 0 {
+			if w, werr := dst.Write(buf[:n]); werr != nil || w != n {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 // drain waits up to d for the copies to reach the end of their pipes, then
 // closes the read ends, which ends the copies.

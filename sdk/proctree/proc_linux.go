@@ -409,3 +409,21 @@ func listProc(dir string) ([]string, error) {
 		_, _, names = syscall.ParseDirent(buf[:n], -1, names)
 	}
 }
+
+// outputPipe returns a pipe for a command's output: the read end this
+// process's, non-blocking in the runtime's poller; the write end the
+// command's, blocking as programs expect their output to be, and never in
+// the poller, as os.Pipe would put it (and os/exec take it out again to
+// start the command): it is only handed to the command and closed.
+func outputPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, os.NewSyscallError("pipe2", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+}

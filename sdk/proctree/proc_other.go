@@ -5,6 +5,7 @@ package proctree
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 )
 
@@ -70,3 +71,6 @@ func (p Process) Reap() bool {
 	pid, err := syscall.Wait4(p.PID, &ws, syscall.WNOHANG, nil)
 	return err == nil && pid == p.PID
 }
+
+// outputPipe returns a pipe for a command's output.
+func outputPipe() (r, w *os.File, err error) { return os.Pipe() }
