@@ -148,7 +148,10 @@ func (c *Cmd) Run() (*Result, error) {
 	out.copy()
 
 	exited := make(chan error, 1)
-	go func() { exited <- ec.Wait() }()
+	go func() {
+		t.awaitExit()
+		exited <- ec.Wait()
+	}()
 	res := &Result{}
 	var waitErr error
 	select {

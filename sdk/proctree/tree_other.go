@@ -23,6 +23,8 @@ func start(ec *exec.Cmd, _ string) (*tree, error) {
 
 func (t *tree) waited(bool) {}
 
+func (t *tree) awaitExit() {}
+
 func (t *tree) live() []int { return nil }
 
 func (t *tree) signal(sig syscall.Signal) { _ = syscall.Kill(-t.pid, sig) }
