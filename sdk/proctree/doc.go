@@ -29,7 +29,12 @@
 // Grace. Run returns only when a scan of the plugin's process tree finds no
 // process of the command's tree alive, or reports the ones it could not
 // confirm dead (ErrTreeAlive) after KillTimeout. Signals go through pidfds,
-// so a recycled process ID is never signalled by mistake.
+// so a recycled process ID is never signalled by mistake. A command that
+// left nothing needs no scan: once it has been reaped, whatever it left is
+// in its process group or below a process the plugin adopted (a live
+// descendant always has a live ancestor that is a child of its
+// subreaper), so an empty group and no adopted child of the plugin
+// confirm its tree is gone.
 //
 // As a subreaper the plugin becomes the parent of adopted processes and must
 // reap them: once enabled, this package reaps every child process of the
@@ -40,7 +45,9 @@
 // Limits: a process that both clears its environment (env -i) and leaves
 // the command's process group and ancestry is attributed to no tree; it is
 // killed when no command of the plugin runs (the plugin is idle) and when
-// the plugin exits. A process that changes its user (setuid) cannot be
+// the plugin exits. So is one that sets another command's marker by hand
+// and leaves its own command's group: the other command's end finds it
+// only if something makes that end scan (a process adopted by the plugin). A process that changes its user (setuid) cannot be
 // signalled by an unprivileged plugin. Processes started through another
 // service (systemd-run, at, a container runtime) are not the plugin's
 // descendants at all.

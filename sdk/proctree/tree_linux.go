@@ -116,7 +116,7 @@ func start(ec *exec.Cmd, marker string) (*tree, error) {
 // after it returns at once instead of holding a thread in waitid(2) for
 // the command's whole life (a thread the runtime must hand the goroutine's
 // processor away from, and back to). A busy plugin's commands cost about
-// a third less CPU so (BenchmarkRun/proctree-concurrency=32); a command
+// 30 % less CPU so (BenchmarkRun/proctree-concurrency=32); a command
 // running alone costs more (BenchmarkRun/proctree, the pidfd and the
 // poller's wake-up), so it returns at once and Wait waits, as it does where
 // it cannot (kernels before 5.10).
