@@ -64,7 +64,7 @@ func TestEndedWaitsForEveryThreadOfAKilledProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Start(); err != nil {
+		if err := proctree.StartOwned(t.Cleanup, c); err != nil {
 			t.Fatal(err)
 		}
 		line, err := bufio.NewReader(out).ReadString('\n')

@@ -43,7 +43,7 @@ func TestEnvironOfAProcessExecingIsWholeOrEmpty(t *testing.T) {
 	want := []byte(strings.Join(env, "\x00") + "\x00")
 	c := exec.Command(self, "-test.run=^$")
 	c.Env = env
-	if err := c.Start(); err != nil {
+	if err := proctree.StartOwned(t.Cleanup, c); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
@@ -90,7 +90,7 @@ func TestEnvironOfAProcessExecingIsWholeOrEmpty(t *testing.T) {
 // empty, without ErrExecing, once the program runs.
 func TestEnvironOfAnEmptyEnvironmentIsNoExec(t *testing.T) {
 	c := exec.Command("/usr/bin/env", "-i", "/bin/sleep", "30")
-	if err := c.Start(); err != nil {
+	if err := proctree.StartOwned(t.Cleanup, c); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
