@@ -166,12 +166,20 @@ func (c *Cmd) Run() (*Result, error) {
 			select {
 			case waitErr = <-exited:
 			case <-time.After(killTimeout):
-				// The command itself will not die: report it; the waiting
-				// goroutine ends whenever it does.
+				// The command itself will not die: report it. Whenever it
+				// does, its tree is ended as if Run had waited for it, so
+				// that it stops counting as running (while it counts, no
+				// other command is alone, nor the plugin idle, and orphans
+				// nobody claims are not killed).
 				t.waited(false)
 				out.drain(0)
 				res.ExitCode, res.State = -1, "not exited"
 				alive := append([]int{t.pid}, t.live()...)
+				go func() {
+					<-exited
+					t.waited(true)
+					_, _, _ = t.end(killTimeout)
+				}()
 				return res, &AliveError{PIDs: alive, After: killTimeout}
 			}
 		}

@@ -28,3 +28,10 @@ func StartOwned(cleanup func(func()), c *exec.Cmd) error {
 	})
 	return nil
 }
+
+// LiveCommands is how many commands' trees have not ended yet.
+func LiveCommands() int {
+	reaper.mu.Lock()
+	defer reaper.mu.Unlock()
+	return reaper.live
+}

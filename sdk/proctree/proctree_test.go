@@ -375,6 +375,56 @@ func TestStopSendsTermThenKillAfterGrace(t *testing.T) {
 	}
 }
 
+// A command that did not die within KillTimeout is reported alive, and
+// once it does die its tree is ended as if Run had waited: it stops
+// counting as running, so a later command alone still kills an unmarked
+// orphan it leaves. Before, it counted as running for the life of the
+// process, and no orphan nobody claims was killed again.
+func TestACommandThatDiedLateStopsCountingAsRunning(t *testing.T) {
+	var notExited bool
+	for try := 0; try < 50 && !notExited; try++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		c, out := sh(ctx, `trap '' TERM; echo ready; while :; do sleep 0.05; done`)
+		c.Grace, c.KillTimeout = time.Millisecond, time.Nanosecond // dies later than that
+		done := make(chan error, 1)
+		var res *proctree.Result
+		go func() {
+			var err error
+			res, err = c.Run()
+			done <- err
+		}()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "ready"); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the command did not start")
+			}
+		}
+		cancel()
+		err := <-done
+		notExited = res != nil && res.State == "not exited"
+		if notExited && !errors.Is(err, proctree.ErrTreeAlive) {
+			t.Fatalf("a command not exited within KillTimeout: %v, want ErrTreeAlive", err)
+		}
+	}
+	if !notExited {
+		t.Fatal("in 50 tries no command outlived a KillTimeout of 1 ns")
+	}
+	for deadline := time.Now().Add(10 * time.Second); proctree.LiveCommands() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d commands still count as running 10 s after the last one was killed", proctree.LiveCommands())
+		}
+	}
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	c, _ := sh(context.Background(), `(setsid env -i /bin/sh -c 'echo $$ > `+pidFile+`; exec sleep 300' &)
+while [ ! -s `+pidFile+` ]; do sleep 0.01; done`)
+	res, err := c.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid := readPIDs(t, pidFile, 1)[0]; !gone(pid) || !res.Confirmed {
+		t.Fatalf("unmarked orphan %d survived after a command that died late (result %+v)", pid, res)
+	}
+}
+
 func TestEnvironmentCarriesTheMarker(t *testing.T) {
 	c, out := sh(context.Background(), `echo "$`+proctree.Marker+`|$FOO"`)
 	c.Env = []string{"FOO=bar", proctree.Marker + "=forged"}
