@@ -642,6 +642,13 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "probe listener on http.listen's port, spelled otherwise",
+			src:  y("http: {listen: '127.0.0.1:9464', probe_listen: 'localhost:09464'}"),
+			want: []string{
+				`pacer.yaml:1: http.probe_listen: "localhost:09464" is also http.listen's port ("127.0.0.1:9464"); give the probes a port of their own`,
+			},
+		},
+		{
 			name: "probe listener and embedded etcd collide",
 			src:  y("http: {probe_listen: '127.0.0.1:2380'}"),
 			want: []string{

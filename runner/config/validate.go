@@ -287,17 +287,17 @@ func (d *decoder) validateHTTP(c *Config) {
 	}
 }
 
-// sameListener reports whether two listen addresses would bind the same
-// port on an interface both cover: the same port, and the same host or
-// either one every interface. Port 0 (any free port) never collides.
+// sameListener reports whether two listen addresses use the same port
+// number (however written: "027030" is 27030), whatever their hosts:
+// "localhost", 127.0.0.1 and every interface overlap, and a second port
+// for the probes is what the setting is for. Port 0 (any free port) never
+// collides.
 func sameListener(a, b string) bool {
-	ha, pa, errA := net.SplitHostPort(a)
-	hb, pb, errB := net.SplitHostPort(b)
-	if errA != nil || errB != nil || pa != pb || pa == "0" {
-		return false
-	}
-	every := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	return strings.EqualFold(ha, hb) || every(ha) || every(hb)
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	na, errA2 := strconv.ParseUint(pa, 10, 16)
+	nb, errB2 := strconv.ParseUint(pb, 10, 16)
+	return errA == nil && errB == nil && errA2 == nil && errB2 == nil && na == nb && na != 0
 }
 
 // loopbackListen reports whether a listen address accepts connections from
