@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -194,11 +195,24 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 				if h.spared(run, own) {
 					continue
 				}
+				runs[k.PID] = run
+				targets = append(targets, k)
+				// Each process below it is its own run's, by its own
+				// environment: a dead plugin's command dying of Pdeathsig
+				// has none left to read, and its children, which carry
+				// their run's ID, were all put down to no run (attack 15,
+				// F2). One without an ID of its own is taken for the
+				// orphan's; one of a run still going on a live plugin is
+				// spared.
 				below, _ := proctree.Descendants(k.PID)
-				for _, p := range append([]proctree.Process{k}, below...) {
-					runs[p.PID] = run
+				for _, p := range below {
+					r := cmp.Or(runOf(p), run)
+					if r != run && h.spared(r, own) {
+						continue
+					}
+					runs[p.PID] = r
+					targets = append(targets, p)
 				}
-				targets = append(append(targets, k), below...)
 			}
 		}
 		targets = slices.DeleteFunc(targets, proctree.Process.Zombie)

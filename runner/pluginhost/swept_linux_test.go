@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // The processes a sweep killed are reported to the call of the run they
@@ -42,24 +44,49 @@ func TestSweptProcessesAreReportedToTheirRun(t *testing.T) {
 		return pid
 	}
 	a, b, none := orphan(runIDEnv+"=run-a"), orphan(runIDEnv+"=run-b"), orphan()
+	// An orphan of no run (a dead plugin's command that died of Pdeathsig
+	// reads so: its environment is gone) whose child carries run-b's ID:
+	// the child is run-b's, not put down to no run with its parent.
+	cmd := exec.Command("sh", "-c", "sh -c 'env "+runIDEnv+"=run-b sleep 60 & wait' </dev/null >/dev/null 2>&1 & echo $!")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Kill(parent, unix.SIGKILL) })
+	var child int
+	for deadline := time.Now().Add(10 * time.Second); child == 0; time.Sleep(5 * time.Millisecond) {
+		if kids, _ := proctree.Children(parent); len(kids) == 1 {
+			if cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(kids[0].PID) + "/cmdline"); strings.HasPrefix(string(cmdline), "sleep\x00") {
+				child = kids[0].PID
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the orphan's child did not start sleeping")
+		}
+	}
+	t.Cleanup(func() { _ = unix.Kill(child, unix.SIGKILL) })
 
 	killed, err := h.sweep(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pid := range []int{a, b, none} {
+	for _, pid := range []int{a, b, none, parent, child} {
 		if !slices.Contains(killed, pid) {
 			t.Fatalf("the sweep killed %v, not %d (orphans %d, %d, %d)", killed, pid, a, b, none)
 		}
 	}
-	if got := h.sweptRecently(""); !slices.Equal(got, []int{none}) {
-		t.Errorf("the probe's report: %v, want only the orphan of no run, %d", got, none)
+	if got := h.sweptRecently(""); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values([]int{none, parent}))) {
+		t.Errorf("the probe's report: %v, want only the orphans of no run, %d and %d", got, none, parent)
 	}
 	if got := h.sweptRecently("run-a"); !slices.Equal(got, []int{a}) {
 		t.Errorf("run-a's report: %v, want %d", got, a)
 	}
-	if got := h.sweptRecently("run-b"); !slices.Equal(got, []int{b}) {
-		t.Errorf("run-b's report: %v, want %d", got, b)
+	if got := h.sweptRecently("run-b"); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values([]int{b, child}))) {
+		t.Errorf("run-b's report: %v, want %d and %d (the child of an orphan of no run)", got, b, child)
 	}
 	if got := h.sweptRecently("run-b"); len(got) != 0 {
 		t.Errorf("run-b's processes reported twice: %v", got)
