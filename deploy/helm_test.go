@@ -135,6 +135,7 @@ func TestHelmChart(t *testing.T) {
 		{[]string{"etcd.deploy=true", "config.drainTimeout=2m", "terminationGracePeriodSeconds=60"}, "terminationGracePeriodSeconds 60 is shorter"},
 		{[]string{"etcd.deploy=true", "metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"}, "not both"},
 		{[]string{"etcd.deploy=true", "api.tls.enabled=true"}, "api.tls.secretName"},
+		{[]string{"etcd.deploy=true", "api.probePort=9464"}, "api.probePort 9464 is api.port too"}, // attack 15, F7
 	} {
 		args := []string{"template", "pacer", chartDir}
 		for _, s := range bad.set {

@@ -128,6 +128,9 @@ margin. An explicit value shorter than the stop is refused.
 {{- end }}
 {{- $http := dict "listen" (printf "0.0.0.0:%d" (int $v.api.port)) "token_env" "PACER_API_TOKEN" }}
 {{- if $v.api.probePort }}
+{{- if eq (int $v.api.probePort) (int $v.api.port) }}
+{{- fail (printf "api.probePort %d is api.port too: give the probes a port of their own, or set api.probePort: 0 to probe the API port" (int $v.api.probePort)) }}
+{{- end }}
 {{- $_ := set $http "probe_listen" (printf "0.0.0.0:%d" (int $v.api.probePort)) }}
 {{- end }}
 {{- if $v.api.tls.enabled }}
