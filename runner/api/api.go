@@ -4,8 +4,9 @@
 // status. Mutating calls need the bearer token when one is configured.
 //
 // What guards the server (security.go), from the socket inwards: a cap on
-// open connections (at the cap, one waiting without a request in progress
-// is closed for the new one, else the new one: connlimit.go), optional TLS
+// open connections (at the cap, one waiting without a request in progress,
+// or else one whose answer is stuck in a write, is closed for the new one,
+// else the new one: connlimit.go), optional TLS
 // (mutual with a client CA), read, write, idle and header timeouts; an
 // answer that leaves its request's body unread goes out at once and closes
 // the connection (unreadBodies); then for every request a Host check on a

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // limitListener bounds the connections open at once (http.max_connections).
@@ -36,9 +37,15 @@ import (
 //
 // Those are closed (pacer_http_rejected_total{reason="connection_evicted"});
 // a client whose connections wait closes nothing of a request being served.
-// Only when every connection has a request in progress (StateActive or
-// hijacked: a handler runs, reads a body, or writes its answer) is the new
-// one closed at once, as before (reason "connection_limit").
+// When none waits, a connection whose answer has been stuck in a write for
+// longer than writeStall (its client takes nothing: one that pipelines
+// requests and never reads) counts as waiting too, the longest stuck
+// first: without it such clients held every slot as requests in progress
+// and new connections, probes included, were refused (attack 15, F4).
+// Only when every connection has a request in progress that is not stuck
+// so (StateActive or hijacked: a handler runs, reads a body, or writes its
+// answer) is the new one closed at once, as before (reason
+// "connection_limit").
 //
 // The states come from http.Server.ConnState, which the server calls for
 // HTTP/1.x only: New sets TLSNextProto to an empty map, so no HTTP/2.
@@ -51,12 +58,13 @@ type limitListener struct {
 	mu   sync.Mutex
 	open int        // connections holding a slot
 	idle *list.List // of *limitConn without a request in progress, least recently active first
+	all  map[*limitConn]struct{}
 
 	warnRefused, warnEvicted sync.Once
 }
 
 func newLimitListener(ln net.Listener, max int, reject func(string), log *slog.Logger) *limitListener {
-	return &limitListener{Listener: ln, max: max, reject: reject, log: log, idle: list.New()}
+	return &limitListener{Listener: ln, max: max, reject: reject, log: log, idle: list.New(), all: map[*limitConn]struct{}{}}
 }
 
 // limitConn is a connection holding one of the listener's slots until it
@@ -67,6 +75,31 @@ type limitConn struct {
 	// Guarded by l.mu.
 	elem     *list.Element // in l.idle while the connection waits; nil otherwise
 	released bool          // the slot is given back (closed or evicted)
+
+	writing atomic.Int64 // when the write in progress began (UnixNano), 0 when none
+}
+
+// writeStall is how long a connection's write may be stuck before the
+// limit may close the connection for a new one, as if it waited.
+var writeStall = time.Second
+
+func (c *limitConn) Write(p []byte) (int, error) {
+	c.writing.Store(time.Now().UnixNano())
+	defer c.writing.Store(0)
+	return c.Conn.Write(p)
+}
+
+// stuck returns, with l.mu held, the connection whose write has been stuck
+// longest, past writeStall, or nil.
+func (l *limitListener) stuck() *limitConn {
+	var victim *limitConn
+	oldest := time.Now().Add(-writeStall).UnixNano()
+	for c := range l.all {
+		if since := c.writing.Load(); since != 0 && since < oldest {
+			victim, oldest = c, since
+		}
+	}
+	return victim
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -85,7 +118,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			// The victim's slot passes to the new connection: open stays.
 			victim = l.idle.Remove(l.idle.Front()).(*limitConn)
 			victim.elem, victim.released = nil, true
+			delete(l.all, victim)
 		default:
+			if victim = l.stuck(); victim != nil {
+				victim.released = true
+				delete(l.all, victim)
+				break
+			}
 			l.mu.Unlock()
 			// Counted before the close, so whoever sees the connection
 			// closed also sees it counted.
@@ -98,6 +137,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		lc.elem = l.idle.PushBack(lc) // accepted: no request yet
+		l.all[lc] = struct{}{}
 		l.mu.Unlock()
 		if victim != nil {
 			l.reject(RejectConnectionEvicted)
@@ -118,6 +158,7 @@ func (c *limitConn) Close() error {
 	if !c.released {
 		c.released = true
 		l.open--
+		delete(l.all, c)
 		if c.elem != nil {
 			l.idle.Remove(c.elem)
 			c.elem = nil

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -360,5 +362,72 @@ func TestProbeListenerAnswersWhileTheAPIIsFull(t *testing.T) {
 	}
 	if !strings.Contains(s.logs.String(), `"msg":"probes listening"`) {
 		t.Errorf("no \"probes listening\" line:\n%s", s.logs.String())
+	}
+}
+
+// TestConnectionLimitEvictsConnectionsStuckInAWrite (attack 15, F4): a
+// client that pipelines requests on every connection the limit allows and
+// never reads the answers holds them as requests in progress, the
+// server's writes stuck. Such a connection, stuck past the write stall,
+// is closed for a new one as a waiting one would be, so a probe's new
+// connection is served. Before, every new connection was refused
+// (connection_limit) until the write timeout, 30 s.
+func TestConnectionLimitEvictsConnectionsStuckInAWrite(t *testing.T) {
+	const limit = 4
+	api.SetWriteStall(t.Cleanup, 200*time.Millisecond)
+	s := start(t, api.Options{MaxConnections: limit})
+	dialer := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	// Each answer is a 404 naming a 4 KiB path: a few hundred fill the
+	// socket buffers.
+	req := "GET /" + strings.Repeat("x", 4096) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // after the connections close (cleanups run last first)
+	for range limit {
+		c, err := dialer.Dial("tcp", s.srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5000 {
+				if _, err := io.WriteString(c, req); err != nil {
+					return // closed
+				}
+			}
+		}()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for api.StuckWrites(s.srv) != limit {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections have a write stuck", api.StuckWrites(s.srv), limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := client.Get(s.url + path)
+		if err != nil {
+			t.Fatalf("%s with every connection's answer stuck: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	if got := testutil.ToFloat64(s.rejected.WithLabelValues(api.RejectConnectionEvicted)); got < 1 {
+		t.Errorf("rejected{reason=connection_evicted} = %v", got)
+	}
+	if got := testutil.ToFloat64(s.rejected.WithLabelValues(api.RejectConnectionCap)); got != 0 {
+		t.Errorf("rejected{reason=connection_limit} = %v: a connection was refused while others were stuck", got)
 	}
 }

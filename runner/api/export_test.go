@@ -37,3 +37,26 @@ func BusyConnections(s *Server) int {
 	defer s.limit.mu.Unlock()
 	return s.limit.open - s.limit.idle.Len()
 }
+
+// SetWriteStall sets how long a connection's write may be stuck before the
+// limit may close it for a new one, until the test ends.
+func SetWriteStall(cleanup func(func()), d time.Duration) {
+	old := writeStall
+	writeStall = d
+	cleanup(func() { writeStall = old })
+}
+
+// StuckWrites is how many connections of the API's listener have had a
+// write stuck for longer than the write stall.
+func StuckWrites(s *Server) int {
+	s.limit.mu.Lock()
+	defer s.limit.mu.Unlock()
+	n := 0
+	oldest := time.Now().Add(-writeStall).UnixNano()
+	for c := range s.limit.all {
+		if since := c.writing.Load(); since != 0 && since < oldest {
+			n++
+		}
+	}
+	return n
+}
