@@ -195,10 +195,11 @@ sleep 300`, 3},
 	}
 }
 
-// A process that clears its environment and leaves the group and ancestry
-// carries no trace of its command. With no other command running it can
-// only be this one's, and dies with it.
-func TestAnUnmarkedOrphanDiesWhenNoOtherCommandRuns(t *testing.T) {
+// runLeavingAnUnmarkedOrphan runs a command that leaves a process that
+// cleared its environment and left the command's group and ancestry, and
+// returns that process's pid and how the command ended.
+func runLeavingAnUnmarkedOrphan(t *testing.T) (int, *proctree.Result) {
+	t.Helper()
 	pidFile := filepath.Join(t.TempDir(), "pids")
 	c, _ := sh(context.Background(), `(setsid env -i /bin/sh -c 'echo $$ > `+pidFile+`; exec sleep 300' &)
 while [ ! -s `+pidFile+` ]; do sleep 0.01; done`)
@@ -206,7 +207,14 @@ while [ ! -s `+pidFile+` ]; do sleep 0.01; done`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := readPIDs(t, pidFile, 1)[0]
+	return readPIDs(t, pidFile, 1)[0], res
+}
+
+// A process that clears its environment and leaves the group and ancestry
+// carries no trace of its command. With no other command running it can
+// only be this one's, and dies with it.
+func TestAnUnmarkedOrphanDiesWhenNoOtherCommandRuns(t *testing.T) {
+	pid, res := runLeavingAnUnmarkedOrphan(t)
 	if !gone(pid) || !res.Confirmed {
 		t.Fatalf("unmarked orphan %d survived (result %+v)", pid, res)
 	}
@@ -413,14 +421,7 @@ func TestACommandThatDiedLateStopsCountingAsRunning(t *testing.T) {
 			t.Fatalf("%d commands still count as running 10 s after the last one was killed", proctree.LiveCommands())
 		}
 	}
-	pidFile := filepath.Join(t.TempDir(), "pids")
-	c, _ := sh(context.Background(), `(setsid env -i /bin/sh -c 'echo $$ > `+pidFile+`; exec sleep 300' &)
-while [ ! -s `+pidFile+` ]; do sleep 0.01; done`)
-	res, err := c.Run()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pid := readPIDs(t, pidFile, 1)[0]; !gone(pid) || !res.Confirmed {
+	if pid, res := runLeavingAnUnmarkedOrphan(t); !gone(pid) || !res.Confirmed {
 		t.Fatalf("unmarked orphan %d survived after a command that died late (result %+v)", pid, res)
 	}
 }
