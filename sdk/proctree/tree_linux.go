@@ -298,9 +298,7 @@ func (t *tree) gone() bool {
 		return false // a process in the group, or one that cannot be signalled
 	}
 	var buf [4096]byte
-	reaper.kidsMu.Lock()
-	list, err := preadProc(reaper.kids, buf[:0])
-	reaper.kidsMu.Unlock()
+	list, err := readKids(buf[:0])
 	if err != nil {
 		return false
 	}
@@ -406,6 +404,14 @@ func reapAdopted() {
 	}
 }
 
+// readKids reads the main thread's children list (reaper.kids) into buf,
+// whole.
+func readKids(buf []byte) ([]byte, error) {
+	reaper.kidsMu.Lock()
+	defer reaper.kidsMu.Unlock()
+	return preadProc(reaper.kids, buf)
+}
+
 // adopted lists the children of this process that Run did not start,
 // with reaper.mu held. It reads the state of those alone, from the main
 // thread's list, where adopted orphans go (every thread's lists if that
@@ -417,9 +423,7 @@ func adopted() []Process {
 		return slices.DeleteFunc(kids, func(k Process) bool { return reaper.own[k.PID] })
 	}
 	var buf [4096]byte
-	reaper.kidsMu.Lock()
-	list, err := preadProc(reaper.kids, buf[:0])
-	reaper.kidsMu.Unlock()
+	list, err := readKids(buf[:0])
 	if err != nil {
 		return nil
 	}
