@@ -201,12 +201,14 @@ func (h *Host) sweep(wait time.Duration) ([]int, error) {
 				// environment: a dead plugin's command dying of Pdeathsig
 				// has none left to read, and its children, which carry
 				// their run's ID, were all put down to no run (attack 15,
-				// F2). One without an ID of its own is taken for the
-				// orphan's; one of a run still going on a live plugin is
-				// spared.
+				// F2). One without an ID it can show at once (none, or in
+				// the middle of an exec) is taken for the orphan's,
+				// without runOf's wait; one of a run still going on a
+				// live plugin is spared.
 				below, _ := proctree.Descendants(k.PID)
 				for _, p := range below {
-					r := cmp.Or(runOf(p), run)
+					id, _ := p.Env(runIDEnv)
+					r := cmp.Or(id, run)
 					if r != run && h.spared(r, own) {
 						continue
 					}
