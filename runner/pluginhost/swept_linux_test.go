@@ -28,9 +28,10 @@ func TestSweptProcessesAreReportedToTheirRun(t *testing.T) {
 	defer h.Close()
 	h.opts.Subreaper = true
 
-	// orphan leaves a sleep behind, with env set, and returns its pid.
-	orphan := func(env ...string) int {
-		cmd := exec.Command("sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!")
+	// orphan leaves background behind (a shell command line), with env
+	// set, and returns its pid.
+	orphan := func(background string, env ...string) int {
+		cmd := exec.Command("sh", "-c", background+" </dev/null >/dev/null 2>&1 & echo $!")
 		cmd.Env = append(os.Environ(), env...)
 		out, err := cmd.Output()
 		if err != nil {
@@ -43,20 +44,11 @@ func TestSweptProcessesAreReportedToTheirRun(t *testing.T) {
 		t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) })
 		return pid
 	}
-	a, b, none := orphan(runIDEnv+"=run-a"), orphan(runIDEnv+"=run-b"), orphan()
+	a, b, none := orphan("sleep 60", runIDEnv+"=run-a"), orphan("sleep 60", runIDEnv+"=run-b"), orphan("sleep 60")
 	// An orphan of no run (a dead plugin's command that died of Pdeathsig
 	// reads so: its environment is gone) whose child carries run-b's ID:
 	// the child is run-b's, not put down to no run with its parent.
-	cmd := exec.Command("sh", "-c", "sh -c 'env "+runIDEnv+"=run-b sleep 60 & wait' </dev/null >/dev/null 2>&1 & echo $!")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	parent, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = unix.Kill(parent, unix.SIGKILL) })
+	parent := orphan("sh -c 'env " + runIDEnv + "=run-b sleep 60 & wait'")
 	var child int
 	for deadline := time.Now().Add(10 * time.Second); child == 0; time.Sleep(5 * time.Millisecond) {
 		if kids, _ := proctree.Children(parent); len(kids) == 1 {

@@ -43,14 +43,7 @@ func TestEnvironOfAProcessExecingIsWholeOrEmpty(t *testing.T) {
 	want := []byte(strings.Join(env, "\x00") + "\x00")
 	c := exec.Command(self, "-test.run=^$")
 	c.Env = env
-	if err := proctree.StartOwned(t.Cleanup, c); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
-	p, err := proctree.Read(c.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startHelper(t, c)
 	// Reads for a second, across the helper's execs (hundreds of them),
 	// and until one read found the helper in the middle of one.
 	var whole, empty, execing, cut int
@@ -90,14 +83,7 @@ func TestEnvironOfAProcessExecingIsWholeOrEmpty(t *testing.T) {
 // empty, without ErrExecing, once the program runs.
 func TestEnvironOfAnEmptyEnvironmentIsNoExec(t *testing.T) {
 	c := exec.Command("/usr/bin/env", "-i", "/bin/sleep", "30")
-	if err := proctree.StartOwned(t.Cleanup, c); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
-	p, err := proctree.Read(c.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := startHelper(t, c)
 	// sleep's arguments are set up with its environment.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -113,4 +99,19 @@ func TestEnvironOfAnEmptyEnvironmentIsNoExec(t *testing.T) {
 	if b, err := p.Environ(); err != nil || len(b) != 0 {
 		t.Fatalf("environ of env -i sleep: %q, %v; want empty, no error", b, err)
 	}
+}
+
+// startHelper starts c as the reaper's own, to be killed and waited for
+// when the test ends, and returns its process.
+func startHelper(t *testing.T, c *exec.Cmd) proctree.Process {
+	t.Helper()
+	if err := proctree.StartOwned(t.Cleanup, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+	p, err := proctree.Read(c.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
