@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pacerun/pacer/runner/api"
@@ -430,4 +432,25 @@ func TestConnectionLimitEvictsConnectionsStuckInAWrite(t *testing.T) {
 	if got := testutil.ToFloat64(s.rejected.WithLabelValues(api.RejectConnectionCap)); got != 0 {
 		t.Errorf("rejected{reason=connection_limit} = %v: a connection was refused while others were stuck", got)
 	}
+}
+
+// A second runner beside the first, on the same probe port: Start fails
+// naming http.probe_listen, and lets go of the API's port it had bound.
+func TestProbeListenerPortTaken(t *testing.T) {
+	t.Parallel()
+	first := start(t, api.Options{ProbeListen: "127.0.0.1:0"})
+	s := api.New(api.Options{Listen: "127.0.0.1:0", ProbeListen: first.srv.ProbeAddr(), Registry: prometheus.NewRegistry()})
+	err := s.Start()
+	if err == nil {
+		_ = s.Stop(context.Background())
+		t.Fatal("a second server started on a probe port in use")
+	}
+	if !strings.Contains(err.Error(), "set http.probe_listen") || !strings.Contains(err.Error(), first.srv.ProbeAddr()) {
+		t.Errorf("error %q does not name the address and http.probe_listen", err)
+	}
+	ln, lerr := net.Listen("tcp", s.Addr())
+	if lerr != nil {
+		t.Fatalf("the API's port %s is still held after the probe listener failed: %v", s.Addr(), lerr)
+	}
+	ln.Close()
 }
