@@ -241,7 +241,10 @@ func (s *Server) Start() error {
 	s.o.Logger.Info("http listening", "addr", addr, "scheme", scheme, "auth", s.authMode(), "max_connections", s.o.MaxConnections)
 	if s.probe != nil {
 		if err := s.probe.start(); err != nil {
+			// The listener too, at once: the server closes it only once
+			// its Serve goroutine has begun.
 			_ = s.srv.Close()
+			_ = ln.Close()
 			return err
 		}
 	}
