@@ -51,6 +51,9 @@ def controller_handler(shutdown: Callable[[], None]) -> grpc.GenericRpcHandler:
     )
 
 
+STDIO_ATTACHED = "pacer-stdio-attached"
+
+
 class Stdio:
     """Stray output on its way to the runner. While the runner holds the
     stdio stream, writes are queued for it; otherwise, and when the queue is
@@ -89,6 +92,9 @@ class Stdio:
         with self._lock:
             self._streams += 1
         try:
+            # Say at once that the stream is attached: from here on, writes
+            # travel on it (the test harness waits for this before a run).
+            context.send_initial_metadata(((STDIO_ATTACHED, "1"),))
             while context.is_active():
                 try:
                     item = self._q.get(timeout=0.25)

@@ -150,6 +150,7 @@ class Harness:
         self._stderr = bytearray()
         self._stdio = {gp.StdioData.STDOUT: bytearray(), gp.StdioData.STDERR: bytearray()}
         self._stray_stdout = bytearray()
+        self._stdio_attached = threading.Event()
         self._in_process: Optional[tuple] = None
         self.handshake = ""
 
@@ -237,6 +238,11 @@ class Harness:
         self._stdio_call = stdio
         self._spawn(self._read_stdio, stdio)
         self._desc = self._stub.Describe(pb.DescribeRequest(), timeout=timeout)
+        # Until the plugin has attached the stdio stream, what its tasks
+        # print goes to its stderr. This SDK says when it has: wait for that,
+        # so a test's first run prints through the stream, as a runner's
+        # later runs do. A plugin that never says so is waited for briefly.
+        self._stdio_attached.wait(min(timeout, 5.0))
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         t = threading.Thread(target=fn, args=args, daemon=True, name=f"pacer-harness-{fn.__name__}")
@@ -263,6 +269,8 @@ class Harness:
 
     def _read_stdio(self, stream: Any) -> None:
         try:
+            if any(k == _goplugin.STDIO_ATTACHED for k, _ in stream.initial_metadata() or ()):
+                self._stdio_attached.set()
             for data in stream:
                 with self._lock:
                     if data.channel in self._stdio:
