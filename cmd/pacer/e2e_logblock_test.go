@@ -203,3 +203,75 @@ jobs:
 		t.Fatalf("exit code %d after SIGTERM with the log output blocked, want 0", code)
 	}
 }
+
+// Attack 16, G4: a runner whose log reader goes away (a log shipper that
+// exits, `pacer run 2>&1 | logger` whose logger dies) runs on: its writes
+// to the broken pipe fail and are counted as dropped lines. Before the fix
+// Go's default for a write to a broken fd 2 ended the process with SIGPIPE
+// (exit 141 in a shell), a crash with no drain and no hand-over.
+func TestE2EClosedLogOutputIsNotFatal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	httpAddr := freeAddr(t)
+	cfg := runnerConfig{node: "closed-log", cluster: "closed-log"}.head(t, httpAddr) + `
+jobs:
+  - id: tick
+    plugin: shell
+    task: exec
+    schedule: "@every 1s"
+    params: {command: "true"}
+`
+	path := filepath.Join(t.TempDir(), "closed-log.yaml")
+	must(os.WriteFile(path, []byte(cfg), 0o644))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "pacer"), "run", "--config", path)
+	cmd.Stderr = w
+	p := startReading(t, "closed-log", httpAddr, path, cmd, r)
+	w.Close()
+	p.waitLogs("a run of tick", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, func(l logLine) bool { return l.str("msg") == "run finished" && l.str("job") == "tick" })) >= 1
+	})
+
+	// The reader goes away: the runner's next log line meets a broken pipe.
+	r.Close()
+	runs := func() int {
+		t.Helper()
+		resp, err := http.Get(p.httpURL + "/api/v1/runs?limit=1000&job=tick")
+		if err != nil {
+			select { // gone, or not answering?
+			case <-p.exited:
+				t.Fatalf("the runner exited after its log reader went away: %v", p.exitErr)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("GET /api/v1/runs: %v", err)
+			}
+		}
+		defer resp.Body.Close()
+		var out struct{ Runs []apiRecord }
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("GET /api/v1/runs: %v", err)
+		}
+		return len(out.Runs)
+	}
+	closed := runs()
+	deadline := time.Now().Add(30 * time.Second)
+	for runs() < closed+3 || p.metric("pacer_log_lines_dropped_total") <= 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after its log reader went away: %d more runs of tick (want 3), pacer_log_lines_dropped_total %v (want > 0)",
+				runs()-closed, p.metric("pacer_log_lines_dropped_total"))
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("the runner exited after its log reader went away: %v", p.exitErr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Logf("%d runs of tick after the log reader went away, %v lines dropped", runs()-closed, p.metric("pacer_log_lines_dropped_total"))
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM with its log reader gone (%v), want 0", code, p.exitErr)
+	}
+}

@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 	_ "time/tzdata" // time zones work on machines without a zoneinfo database
 
@@ -327,6 +329,13 @@ func runCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A runner outlives whatever reads its output. When a log shipper that
+	// reads its stderr exits, the pipe breaks, and Go ends a process that
+	// writes to a broken fd 1 or 2 with SIGPIPE unless the signal is
+	// notified: then the write fails with EPIPE, and the log queue counts
+	// the lines as dropped. Notify, not Ignore: an ignored signal would stay
+	// ignored in the plugins and commands the runner starts.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	cfg, err := config.Load(path)
 	if err == nil {
 		err = errors.Join(cfg.CheckFiles(), cfg.CheckPlugins())
