@@ -118,9 +118,12 @@ class TreeTest(TestCase):
                             os.remove(os.path.join(self.dir, f))
                     s = Stream(h)
                     self.assertEqual(len(s.recv().events), 0)
-                    t0 = time.monotonic()
-                    s.send([stream_run(1, "tree", {"dir": self.dir, "hold": 60, "mode": mode, "grace": 0.5})], lease_ms=1000)
+                    # A lease long enough for the whole tree to start on a
+                    # busy machine, then a last renewal of one second.
+                    s.send([stream_run(1, "tree", {"dir": self.dir, "hold": 60, "mode": mode, "grace": 0.5})], lease_ms=60000)
                     pids = self.pids()
+                    t0 = time.monotonic()
+                    s.send(lease_ms=1000)
                     end = s.ends(1, timeout=30)[1]
                     took = time.monotonic() - t0
                     res = end.event.result
