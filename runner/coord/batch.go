@@ -147,8 +147,9 @@ func (b *batcher) commit(rs []*claimReq) {
 	defer releaseAll(caches, rs, claimJob)
 
 	for try := 1; ; try++ {
-		// Nothing lands after its caller gave up: checked before each try.
-		if rs = answerEnded(rs); len(rs) == 0 {
+		// Nothing lands after its caller gave up, or once its session is
+		// past its fence deadline: checked before each try.
+		if rs = answerFenced(c, answerEnded(rs)); len(rs) == 0 {
 			return
 		}
 		g := guardsOf(rs)

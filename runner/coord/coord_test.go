@@ -225,6 +225,97 @@ func TestStaleTermIsFenced(t *testing.T) {
 	}
 }
 
+// Attack 17, K4: a replica that wakes from a freeze past its fence
+// deadline writes nothing more under its terms, even before its guard's
+// timer has fired and while etcd still keeps its lease (an embedded member
+// frozen with it): a run record, a trigger's end and a claim are refused
+// with ErrSelfFenced and the session ends. Before the fix the writes went
+// through etcd's guard, and a run its plugin had killed at the deadline
+// was recorded as a success.
+func TestWritesPastTheFenceDeadlineAreRefused(t *testing.T) {
+	b := setup(t)
+	a := b.replica(t, "a")
+	slot := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	// Each write is prepared under the live term, then sent past the
+	// deadline.
+	writes := []struct {
+		name    string
+		prepare func(t *testing.T, term *coord.Term) (write func() error)
+	}{
+		{"claim", func(t *testing.T, term *coord.Term) func() error {
+			return func() error { return a.c.Claim(context.Background(), term, "claimed", slot, []byte(`"a"`)) }
+		}},
+		{"finish", func(t *testing.T, term *coord.Term) func() error {
+			if err := a.c.Claim(context.Background(), term, "finished", slot, []byte(`"a"`)); err != nil {
+				t.Fatal(err)
+			}
+			return func() error {
+				return a.c.FinishSlot(context.Background(), term, "finished", slot, "run-finished", []byte("success"), 0, 0)
+			}
+		}},
+		{"trigger", func(t *testing.T, term *coord.Term) func() error {
+			if _, err := a.c.RequestTrigger(context.Background(), "triggered", "req", []byte(`{"pending":true}`),
+				coord.Idempotency{Key: "req", Receipt: []byte("req")}, coord.TriggerLimits{}); err != nil {
+				t.Fatal(err)
+			}
+			tr, _, err := a.c.GetTrigger(context.Background(), "triggered", "req")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rev, err := a.c.RunTrigger(context.Background(), term, tr, []byte(`{"claim":1}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return func() error {
+				return a.c.FinishTrigger(context.Background(), term, "triggered", "req", rev, "run-triggered", []byte("success"), 0, 0)
+			}
+		}},
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			waitFor(t, "a leads", 10*time.Second, func() bool { return a.c.Term() != nil })
+			term := a.c.Term()
+			write := w.prepare(t, term)
+			var err error
+			for try := 0; ; try++ {
+				// Set the deadline just before the write: the guard moves it
+				// on when a keepalive is acknowledged, every TTL/3.
+				unchanged := term.PassFenceDeadline()
+				err = write()
+				if unchanged() || try == 5 {
+					break
+				}
+			}
+			if !errors.Is(err, coord.ErrSelfFenced) || !errors.Is(err, coord.ErrNotLeader) {
+				t.Fatalf("write past the fence deadline: %v, want ErrSelfFenced and ErrNotLeader", err)
+			}
+			select {
+			case <-term.Context().Done():
+				if !errors.Is(context.Cause(term.Context()), coord.ErrSelfFenced) {
+					t.Fatalf("term ended with %v, want ErrSelfFenced", context.Cause(term.Context()))
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the term did not end after a write past its fence deadline")
+			}
+		})
+	}
+	// Nothing of the refused writes is in etcd.
+	if jc, err := a.c.JobClaims(context.Background(), "claimed"); err != nil || len(jc.Open) != 0 {
+		t.Fatalf("claims of the refused claim: %+v, %v; want none open", jc, err)
+	}
+	if jc, err := a.c.JobClaims(context.Background(), "finished"); err != nil || len(jc.Open) != 1 {
+		t.Fatalf("claims of the refused finish: %+v, %v; want its slot still open", jc, err)
+	}
+	for _, job := range []string{"finished", "triggered"} {
+		if runs, err := a.c.Runs(context.Background(), job, 10); err != nil || len(runs) != 0 {
+			t.Fatalf("%s: %d records, %v; want none", job, len(runs), err)
+		}
+	}
+	if _, ok, err := a.c.GetTrigger(context.Background(), "triggered", "req"); err != nil || !ok {
+		t.Fatalf("the trigger request: kept %v, %v; want it kept for the next leader", ok, err)
+	}
+}
+
 func TestResignHandsOverQuickly(t *testing.T) {
 	b := setup(t)
 	a, bb := b.replica(t, "a"), b.replica(t, "b")

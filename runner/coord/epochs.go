@@ -240,6 +240,9 @@ func (c *Coordinator) RecordEpoch(ctx context.Context, t *Term, set JobSet, sinc
 	e, _ := json.Marshal(Epoch{Since: since.UTC(), Node: c.opts.Node, Shard: t.Shard, Token: t.Token, JobSet: set.Fingerprint, Jobs: len(set.Jobs)})
 	prefix := c.shardEpochPrefix(t.Shard)
 	key := fmt.Sprintf("%s%019d/%019d", prefix, t.Token, since.UnixNano())
+	if err := c.pastFence(t); err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	resp, err := c.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)).

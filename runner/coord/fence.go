@@ -31,6 +31,7 @@ func (c *Coordinator) guard(ss *session) {
 	deadline := lastAck.Add(ttl - margin)
 	first := deadline // a copy: deadline changes below while readers hold this
 	c.fenceAt.Store(&first)
+	ss.deadline.Store(&first)
 	c.keepaliveAge(0)
 	defer c.keepaliveAge(-1)
 
@@ -98,6 +99,7 @@ func (c *Coordinator) guard(ss *session) {
 					deadline = b.sent.Add(ttl - margin)
 					d := deadline
 					c.fenceAt.Store(&d)
+					ss.deadline.Store(&d)
 					fence.Reset(time.Until(deadline))
 				}
 			case b.err == nil, errors.Is(b.err, rpctypes.ErrLeaseNotFound): // TTL <= 0: expired

@@ -46,6 +46,9 @@ func (c *Coordinator) markHandOver(t *Term, firingStopped time.Time) error {
 	if err != nil {
 		return err
 	}
+	if err := c.pastFence(t); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.RequestTimeout)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.Token)).

@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -88,6 +89,35 @@ func answerStale[R interface{ req() *request }](rs []R, stale map[*Term]bool) []
 		}
 	}
 	return live
+}
+
+// answerFenced answers the requests of terms whose session is past its
+// fence deadline, and ends that session, and returns the others: a replica
+// past its deadline writes nothing more under those terms, even before its
+// guard's timer has fired (see session.fenced).
+func answerFenced[R interface{ req() *request }](c *Coordinator, rs []R) []R {
+	live := rs[:0:0]
+	for _, r := range rs {
+		q := r.req()
+		if err := c.pastFence(q.term); err != nil {
+			q.done <- err
+			continue
+		}
+		live = append(live, r)
+	}
+	return live
+}
+
+// pastFence returns an error (ErrNotLeader and ErrSelfFenced) if t's
+// session is past its fence deadline, and ends the session then; nil
+// otherwise. Every write under a term's fencing guard checks it first.
+func (c *Coordinator) pastFence(t *Term) error {
+	ss := t.session
+	if ss == nil || !ss.fenced() {
+		return nil
+	}
+	c.endSession(ss, fmt.Errorf("%w (its deadline passed before a write was sent)", ErrSelfFenced))
+	return fmt.Errorf("%w: %w", ErrNotLeader, ErrSelfFenced)
 }
 
 // answerEnded answers the requests whose ctx ended with its error and

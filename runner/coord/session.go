@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -21,6 +22,9 @@ type session struct {
 	lease clientv3.LeaseID
 	// granted: the lease cannot expire before granted + TTL.
 	granted time.Time
+	// deadline is when the session fences itself unless a keepalive is
+	// acknowledged meanwhile (monotonic; set at the grant, moved by guard).
+	deadline atomic.Pointer[time.Time]
 	// ctx is cancelled, with the reason, when the session ends: the fence
 	// fired, the lease was lost, or the replica stops.
 	ctx    context.Context
@@ -121,6 +125,8 @@ func (c *Coordinator) openSession(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("open session: %w", err)
 	}
 	ss := &session{s: s, lease: lease.ID, granted: granted, ctx: sctx, cancel: scancel}
+	first := granted.Add(c.opts.LeaseTTL - c.fenceMargin())
+	ss.deadline.Store(&first)
 	c.lastAck.Store(granted.UnixNano())
 	c.heard(granted)
 	c.log.Debug("etcd session opened", "lease_id", fmt.Sprintf("%x", lease.ID))
@@ -158,4 +164,15 @@ func (c *Coordinator) closeSession(ss *session) {
 		c.smu.Unlock()
 	}
 	ss.s.Orphan()
+}
+
+// fenced reports whether the session's fence deadline has passed. Its guard
+// ends it then, but a replica that wakes from a freeze (SIGSTOP, a
+// debugger) runs every goroutine at once, and a write may be on its way
+// before the guard's timer has fired; and an embedded etcd member frozen
+// with the replica has not expired the lease, so the fencing guard in etcd
+// would still pass. Writes check this first (answerFenced).
+func (ss *session) fenced() bool {
+	d := ss.deadline.Load()
+	return d != nil && time.Now().After(*d)
 }

@@ -154,7 +154,7 @@ func (c *Coordinator) commitRecordsOf(rs []*recordReq) {
 	caches, rs := cachesOf(c, rs, recordJob, c.records.add)
 	defer releaseAll(caches, rs, recordJob)
 	for try := 1; ; try++ {
-		if rs = answerEnded(rs); len(rs) == 0 {
+		if rs = answerFenced(c, answerEnded(rs)); len(rs) == 0 {
 			return
 		}
 		g := guardsOf(rs)

@@ -246,6 +246,9 @@ func (c *Coordinator) FinishTrigger(ctx context.Context, t *Term, job, id string
 // decideTrigger commits ops if t still leads and the request is at rev.
 func (c *Coordinator) decideTrigger(ctx context.Context, t *Term, job, id string, rev int64, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	key := c.triggerKey(job, id)
+	if err := c.pastFence(t); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).If(
