@@ -31,7 +31,7 @@ var ShardEvents = []string{"acquired", "handed_over", "lost"}
 
 // Keepalive results: the values of pacer_lease_keepalives_total's result
 // label.
-var KeepaliveResults = []string{"ok", "no_leader", "timeout", "error", "lost"}
+var KeepaliveResults = []string{"ok", "no_leader", "timeout", "error", "lost", "fenced"}
 
 // Metrics holds every Prometheus metric the runner exports. Labels are
 // bounded: job IDs, plugin names and fixed enums, never run IDs.
@@ -169,7 +169,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, nil),
 		Keepalives: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_lease_keepalives_total",
-			Help: "Keepalives of this replica's lease, by result (ok, no_leader, timeout, error, lost).",
+			Help: "Keepalives of this replica's lease, by result (ok, no_leader, timeout, error, lost, fenced: none acknowledged before the fence deadline).",
 		}, []string{"result"}),
 		JobSetAgreed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_set_agreed",

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -21,7 +24,11 @@ func TestCutOffLeaderSelfFencesBeforeSuccessorLeads(t *testing.T) {
 	var mu sync.Mutex
 	var aEnded, bStarted time.Time
 	var aCause error
-	a := coord.New(coord.Options{Client: cliA, Cluster: "test", Node: "a", LeaseTTL: ttl, RequestTimeout: time.Second,
+	metrics, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := coord.New(coord.Options{Client: cliA, Cluster: "test", Node: "a", LeaseTTL: ttl, RequestTimeout: time.Second, Metrics: metrics,
 		OnTransition: func(leading bool, term *coord.Term) {
 			if !leading {
 				mu.Lock()
@@ -70,6 +77,12 @@ func TestCutOffLeaderSelfFencesBeforeSuccessorLeads(t *testing.T) {
 	// runs then ends them before b leads.
 	if d, _ := a.FenceDeadline(); aEnded.Before(d) || !d.Before(bStarted) {
 		t.Fatalf("a's fence deadline %v: a stopped at %v, b led at %v; want a deadline at or before a stopped, before b led", d, aEnded, bStarted)
+	}
+	// Counted, so that a replica that keeps fencing itself raises
+	// PacerLeaseKeepaliveFailing (attack 16, G2: before, no result but ok
+	// was ever counted for it).
+	if n := testutil.ToFloat64(metrics.Keepalives.WithLabelValues("fenced")); n != 1 {
+		t.Errorf(`pacer_lease_keepalives_total{result="fenced"} = %v after one self-fence, want 1`, n)
 	}
 	t.Logf("cut → a self-fenced %s; a stopped %s before b led (TTL %s)",
 		aEnded.Sub(cut).Round(time.Millisecond), bStarted.Sub(aEnded).Round(time.Millisecond), ttl)

@@ -82,6 +82,10 @@ func (c *Coordinator) guard(ss *session) {
 		case <-age.C:
 			c.keepaliveAge(time.Since(lastAck))
 		case <-fence.C:
+			// The keepalives did not come back in time (the replica was
+			// paused or starved, or etcd did not answer): counted, so that
+			// a replica that keeps fencing itself is seen.
+			c.keepalive("fenced")
 			c.log.Error("self-fencing: no keepalive acknowledged in time; stopping work before the lease can expire",
 				"shards_led", len(c.Terms()), "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin)
 			c.endSession(ss, fmt.Errorf("%w (last acknowledged keepalive sent %s ago; TTL %s)", ErrSelfFenced, time.Since(lastAck).Round(time.Millisecond), ttl))

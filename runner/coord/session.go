@@ -87,6 +87,9 @@ func (c *Coordinator) runSession(ctx context.Context) (bool, error) {
 	go func() {
 		select {
 		case <-ss.s.Done():
+			if ss.ctx.Err() == nil { // not ended by us: etcd let the lease go
+				c.keepalive("lost")
+			}
 			c.endSession(ss, ErrSessionLost)
 		case <-ss.ctx.Done():
 		}
