@@ -278,8 +278,8 @@ def _apply_meta(ps: dict, meta: dict, where: str) -> None:
         if ps.get("type") != "string" or ps.get("format"):
             raise TypeError(f"{where}: pattern on a field that is not a string")
         try:
-            re.compile(pat)
-        except (re.error, TypeError) as e:
+            _schema.go_regex(pat)
+        except (re.error, ValueError, TypeError) as e:
             raise TypeError(f"{where}: pattern {pat!r}: {e}") from None
         ps["pattern"] = pat
     if "enum" in meta:

@@ -18,14 +18,13 @@ the rest of its schema.
 from __future__ import annotations
 
 import decimal
-import functools
 import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-from . import _duration
+from . import _duration, _re2
 
 # The keywords the runner's checker understands. Others are ignored by both.
 KEYWORDS = frozenset(
@@ -105,8 +104,8 @@ def check(s: Any, path: str = "#") -> str:
     pattern = s.get("pattern")
     if pattern:
         try:
-            re.compile(pattern)
-        except (re.error, TypeError) as e:
+            go_regex(pattern)
+        except (re.error, ValueError, TypeError) as e:
             return f"{path}/pattern: {go_quote(str(pattern))} is not a regular expression Pacer can use: {e}"
     for name in sorted((s.get("properties") or {}).keys()):
         err = check(s["properties"][name], f"{path}/properties/{_pointer_escape(name)}")
@@ -388,45 +387,11 @@ def join_key(path: str, key: str) -> str:
     return path + "[" + go_quote(key) + "]"
 
 
-@functools.lru_cache(maxsize=256)
 def go_regex(pattern: str) -> "re.Pattern[str]":
-    """pattern compiled to match as the runner's Go (RE2) regexp does.
-
-    The one difference within the syntax both share: without the m flag,
-    Go's ``$`` matches only at the end of the text, Python's also before a
-    final newline ("AB12\\n" would pass ``^[A-Z]{2}[0-9]{2}$``). Each ``$``
-    outside a character class becomes ``\\Z`` unless the pattern sets m.
-    """
-    if "(?" in pattern and re.search(r"\(\?[a-zA-Z]*m", pattern):
-        return re.compile(pattern)
-    out, i, in_class = [], 0, False
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if c == "]":
-                in_class = False
-        elif c == "[":
-            in_class = True
-            if pattern[i + 1 : i + 2] == "^":
-                out.append("[^")
-                i += 2
-                if pattern[i : i + 1] == "]":
-                    out.append("]")
-                    i += 1
-                continue
-            if pattern[i + 1 : i + 2] == "]":
-                out.append("[]")
-                i += 2
-                continue
-        elif c == "$":
-            c = "\\Z"
-        out.append(c)
-        i += 1
-    return re.compile("".join(out))
+    """pattern compiled to match what the runner's Go (RE2) regexp matches
+    (see _re2). Raises _re2.PatternError for a pattern Go refuses or the SDK
+    cannot check as Go does."""
+    return _re2.compile(pattern)
 
 
 _IDENT = re.compile(r"[_a-zA-Z][_a-zA-Z0-9-]*")
