@@ -68,9 +68,9 @@ type Schema struct {
 	Maximum *float64 `json:"maximum,omitempty"`
 	// Pattern is a regular expression a string must contain a match of, as
 	// in JSON Schema (anchor it with ^ and $ to match the whole string). It
-	// is compiled with Go's regexp (RE2 syntax): write patterns in the subset
-	// that RE2, ECMA-262 and Python's re share, without lookaround or
-	// backreferences.
+	// is compiled with Go's regexp (RE2 syntax and meaning: \d \w \s \b
+	// are ASCII). The Python SDK checks it with that meaning too, but
+	// refuses Unicode classes (\pL, \p{Greek}), which Python's re lacks.
 	Pattern string `json:"pattern,omitempty"`
 	// Format "duration" (a Go duration string such as "90s") is checked;
 	// other formats are ignored.

@@ -10,8 +10,8 @@ sdk/paramschema/testdata/validate_cases.json hold both implementations to that.
 Schemas are plain dicts (decoded JSON). Keywords outside KEYWORDS are ignored,
 as the runner ignores them. "pattern" is a regular expression a string must
 contain a match of: the runner compiles it with Go's regexp (RE2), this
-module with Python's re, so patterns keep to the syntax both share (no
-lookaround, no backreferences). "default" constrains nothing; it must fit
+module translates it (_re2) into a Python pattern with the same matches.
+"default" constrains nothing; it must fit
 the rest of its schema.
 """
 
