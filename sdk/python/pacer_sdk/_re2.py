@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import FrozenSet, List, Tuple
+from typing import FrozenSet, List, Optional, Tuple
 
 Ranges = List[Tuple[int, int]]
 
@@ -83,7 +83,7 @@ class PatternError(ValueError):
 
 
 @functools.lru_cache(maxsize=256)
-def compile(pattern: str) -> "re.Pattern[str]":  # noqa: A001 - the module's one verb
+def compile(pattern: str) -> "re.Pattern[str]":
     """pattern, in Go's syntax, compiled to match what Go's regexp matches."""
     return re.compile(translate(pattern))
 
@@ -205,11 +205,11 @@ class _Parser:
                 last = "repeat"
                 continue
             if c == "(":
-                out.append(self._paren(flags))
-                if out[-1] == "":  # a flag group such as (?i): no atom
-                    flags = self._flags
-                    out.pop()
+                atom, set_flags = self._paren(flags)
+                if atom is None:  # (?i) and the like: to the end of the group, | or not
+                    flags = set_flags
                     continue
+                out.append(atom)
             elif c == "[":
                 out.append(self._bracket(flags))
             elif c == ".":
@@ -245,7 +245,9 @@ class _Parser:
             return _class([(c, c)], False, True)
         return _char(c)
 
-    def _paren(self, flags: FrozenSet[str]) -> str:
+    def _paren(self, flags: FrozenSet[str]) -> Tuple[Optional[str], FrozenSet[str]]:
+        """The group at self.i as an atom, or (None, the flags it sets) for
+        a group that only sets flags."""
         p = self.p
         self.i += 1
         inner = flags
@@ -259,13 +261,12 @@ class _Parser:
                 on, _, off = spec[1:-1].partition("-")
                 inner = (flags | set(on)) - set(off)
                 if spec.endswith(")"):
-                    self._flags = frozenset(inner)
-                    return ""
-        body = self.group(frozenset(inner))
+                    return None, inner
+        body = self.group(inner)
         if not p.startswith(")", self.i):
             raise self.error("missing closing )")
         self.i += 1
-        return f"(?:{body})"
+        return f"(?:{body})", flags
 
     def _escape(self, flags: FrozenSet[str]) -> str:
         p = self.p
@@ -301,7 +302,7 @@ class _Parser:
                 f"Unicode classes such as \\pL and \\p{{Greek}} are not supported by the Python SDK, "
                 f"which cannot check them as Go does: {self.p!r}"
             )
-        if c.lower() not in _PERL or not c:
+        if c not in ("d", "D", "s", "S", "w", "W"):
             return None
         self.i += 2
         r = _PERL[c.lower()]
