@@ -128,7 +128,7 @@ func (c *clientFlags) parseWith(name string, args []string, stderr io.Writer, na
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlagSet(fs, args); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
@@ -137,6 +137,22 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// parseFlagSet parses args with fs. For a bad flag the flag package writes
+// a line of its own, quoting the value as given, before the usage; that
+// line is left out, because the caller returns the error and main prints it
+// through the sanitizer (attack 16, G1: `--limit ops@example.com` was
+// printed as typed). The usage, and -h's, still go to fs's output.
+func parseFlagSet(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err != nil {
+		fs.Usage()
+	}
+	return err
 }
 
 // get fetches path from the runner's API into v, passing raw JSON to stdout

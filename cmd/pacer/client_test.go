@@ -376,3 +376,27 @@ func TestJobsLimitChecked(t *testing.T) {
 		t.Errorf("queries %q, want %q", queries, want)
 	}
 }
+
+// Attack 16, G1: a bad flag value is printed only through the sanitizer:
+// the flag package's own line, which quoted it as typed, is left out; the
+// usage is still printed, and -h still prints it alone.
+func TestBadFlagValueIsPrintedMasked(t *testing.T) {
+	for _, args := range [][]string{
+		{"jobs", "--limit", "ops@example.com"},
+		{"runs", "j", "--limit", "ops@example.com"},
+		{"validate", "--config", "x.yaml", "--count", "ops@example.com"},
+		{"plugins", "restart", "p", "--force=ops@example.com"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(args, &stdout, &stderr)
+		printed := stderr.String() + "pacer: " + errorText(err) // as main prints it
+		if exitCode(err) != 2 || strings.Contains(printed, "ops@example.com") || !strings.Contains(printed, "[email]") ||
+			!strings.Contains(printed, "Usage of") {
+			t.Errorf("pacer %q: exit %d, printed %q; want a usage error with [email], the usage, and no address", args, exitCode(err), printed)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run([]string{"jobs", "-h"}, &stdout, &stderr); err != nil || strings.Count(stderr.String(), "Usage of jobs") != 1 {
+		t.Errorf("pacer jobs -h: %v, printed %q; want the usage once", err, stderr.String())
+	}
+}

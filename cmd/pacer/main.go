@@ -169,7 +169,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (string, error) {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "path to the YAML config file (required)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagSet(fs, args); err != nil {
 		return "", fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if *path == "" {

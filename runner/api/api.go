@@ -127,7 +127,7 @@ func New(o Options) *Server {
 	if o.Control != nil {
 		s.routes(mux)
 	}
-	mux.HandleFunc("/", methodNotAllowed(mux))
+	mux.HandleFunc("/", methodNotAllowed(mux, s.clean))
 	if o.ProbeListen != "" {
 		s.probe = newProbeServer(o, s.readyz, g.reject)
 	}
@@ -176,7 +176,7 @@ func (s *Server) restartPlugin(w http.ResponseWriter, r *http.Request) {
 	if f := r.URL.Query().Get("force"); f != "" {
 		var err error
 		if force, err = strconv.ParseBool(f); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("force=%q: want true or false", f))
+			s.writeError(w, http.StatusBadRequest, fmt.Sprintf("force=%q: want true or false", f))
 			return
 		}
 	}
@@ -186,7 +186,7 @@ func (s *Server) restartPlugin(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		writeJSON(w, http.StatusOK, map[string]any{"plugin": st})
 	case errors.Is(err, pluginhost.ErrPluginNotFound) && st == nil:
-		writeError(w, http.StatusNotFound, s.clean(err.Error()))
+		s.writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, pluginhost.ErrPluginBusy):
 		writeJSON(w, http.StatusConflict, map[string]any{"error": s.clean(err.Error()), "plugin": st})
 	default:
@@ -296,7 +296,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
+// writeError answers with a JSON error, its text through the runner's
+// sanitizer: many quote what the caller sent (a limit, a host, a path),
+// which may hold a secret (attack 16, G1).
+func (s *Server) writeError(w http.ResponseWriter, code int, msg string) {
+	writeCleanError(w, code, s.clean(msg))
+}
+
+func (g *guard) writeError(w http.ResponseWriter, code int, msg string) {
+	writeCleanError(w, code, g.clean(msg))
+}
+
+func writeCleanError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 

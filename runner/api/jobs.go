@@ -35,12 +35,12 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/jobs/{id}/trigger", s.write(func(w http.ResponseWriter, r *http.Request) {
 		corr := r.Header.Get("X-Correlation-ID")
 		if err := s.validCorrelationID(corr); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			s.writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		key, err := idempotencyKey(r)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			s.writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		t, err := c.Trigger(r.Context(), r.PathValue("id"), corr, caller(r), key)
@@ -56,7 +56,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		mux.HandleFunc("POST /api/v1/jobs/{id}/"+verb, s.write(func(w http.ResponseWriter, r *http.Request) {
 			key, err := idempotencyKey(r)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, err.Error())
+				s.writeError(w, http.StatusBadRequest, err.Error())
 				return
 			}
 			p, err := c.SetPaused(r.Context(), r.PathValue("id"), paused, caller(r), key)
@@ -75,14 +75,14 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/runs", s.read(func(w http.ResponseWriter, r *http.Request) {
 		job := r.URL.Query().Get("job")
 		if job == "" {
-			writeError(w, http.StatusBadRequest, "query parameter job is required: /api/v1/runs?job=ID")
+			s.writeError(w, http.StatusBadRequest, "query parameter job is required: /api/v1/runs?job=ID")
 			return
 		}
 		limit := 20
 		if l := r.URL.Query().Get("limit"); l != "" {
 			n, err := strconv.Atoi(l)
 			if err != nil || n < 1 || n > 1000 {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a number from 1 to 1000", l))
+				s.writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a number from 1 to 1000", l))
 				return
 			}
 			limit = n
@@ -154,15 +154,15 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 			var tooBig *http.MaxBytesError
 			switch {
 			case errors.As(err, &tooBig):
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", maxBody))
+				s.writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", maxBody))
 				return
 			case err != nil:
-				writeError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+				s.writeError(w, http.StatusBadRequest, "reading request body: "+err.Error())
 				return
 			case len(strings.TrimSpace(string(body))) > 0:
 				var obj map[string]any
 				if err := json.Unmarshal(body, &obj); err != nil {
-					writeError(w, http.StatusBadRequest, "request body must be empty or a JSON object: "+err.Error())
+					s.writeError(w, http.StatusBadRequest, "request body must be empty or a JSON object: "+err.Error())
 					return
 				}
 				canon, _ = json.Marshal(obj)
@@ -188,24 +188,24 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 	var full *coord.LimitError
 	switch {
 	case errors.Is(err, runner.ErrUnknownJob):
-		writeError(w, http.StatusNotFound, s.clean(err.Error()))
+		s.writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, runner.ErrBadQuery):
-		writeError(w, http.StatusBadRequest, s.clean(err.Error()))
+		s.writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, runner.ErrIdempotencyMismatch):
-		writeError(w, http.StatusUnprocessableEntity, s.clean(err.Error()))
+		s.writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.As(err, &full):
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterFull))
 		code := http.StatusServiceUnavailable
 		if full.PerJob {
 			code = http.StatusTooManyRequests
 		}
-		writeError(w, code, s.clean(err.Error()))
+		s.writeError(w, code, err.Error())
 	case errors.Is(err, coord.ErrNotStored):
-		writeError(w, http.StatusServiceUnavailable, s.clean(err.Error())+"; nothing was stored: repeating the request is safe")
+		s.writeError(w, http.StatusServiceUnavailable, err.Error()+"; nothing was stored: repeating the request is safe")
 	case etcdNoAnswer(err):
 		s.writeNoAnswer(w, err)
 	default:
-		writeError(w, http.StatusServiceUnavailable, s.clean(err.Error()))
+		s.writeError(w, http.StatusServiceUnavailable, err.Error())
 	}
 }
 

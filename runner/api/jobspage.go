@@ -17,7 +17,7 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > runner.MaxJobsLimit {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a number from 1 to %d", l, runner.MaxJobsLimit))
+			s.writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a number from 1 to %d", l, runner.MaxJobsLimit))
 			return
 		}
 		query.Limit = n

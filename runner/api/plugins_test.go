@@ -8,11 +8,14 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/api"
 	"github.com/pacerun/pacer/runner/pluginhost"
+	"github.com/pacerun/pacer/runner/schedule"
 )
 
 // POST /api/v1/plugins/{name}/restart needs the bearer token like every
@@ -106,6 +109,32 @@ func TestErrorTextsAreSanitized(t *testing.T) {
 		h.ServeHTTP(w, r)
 		if body := w.Body.String(); strings.Contains(body, secret) || !strings.Contains(body, "[redacted]") {
 			t.Errorf("%s %s: %d %s", c.method, c.path, w.Code, body)
+		}
+	}
+}
+
+// Attack 16, G1: an error that quotes what the caller sent (a limit, a
+// path, a flag) passes the sanitizer too. Before, the limit errors of
+// /api/v1/jobs and /api/v1/runs and the 404 and 405 texts echoed it as
+// sent: an e-mail address, "password=hunter2", an AWS key.
+func TestErrorsQuotingTheCallerAreSanitized(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	r.SetJobs([]*runner.Job{{ID: "j", Plugin: "shell", Task: "exec", Spec: "@every 5s", Schedule: schedule.Every(5 * time.Second)}})
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: &memStore{paused: map[string]bool{}}}})
+	h := s.Handler()
+	for _, c := range []struct{ method, path, secret, mask string }{
+		{http.MethodGet, "/api/v1/jobs?limit=ops@example.com", "ops@example.com", "[email]"},
+		{http.MethodGet, "/api/v1/jobs?limit=password%3Dhunter2", "hunter2", "password=[redacted]"},
+		{http.MethodGet, "/api/v1/runs?job=j&limit=AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE", "[aws_key]"},
+		{http.MethodGet, "/api/v1/ops@example.com", "ops@example.com", "[email]"},
+		{http.MethodDelete, "/api/v1/jobs/ops@example.com/pause", "ops@example.com", "[email]"},
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(c.method, c.path, nil))
+		if body := w.Body.String(); w.Code < 400 || strings.Contains(body, c.secret) || !strings.Contains(body, c.mask) {
+			t.Errorf("%s %s: %d %s; want an error with %s, without %s", c.method, c.path, w.Code, body, c.mask, c.secret)
 		}
 	}
 }

@@ -26,7 +26,7 @@ func newProbeServer(o Options, readyz http.HandlerFunc, reject func(string)) *pr
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", readyz)
-	mux.HandleFunc("/", methodNotAllowed(mux))
+	mux.HandleFunc("/", methodNotAllowed(mux, o.Sanitizer.String))
 	return &probeServer{o: o, reject: reject, srv: newHTTPServer(mux, o.Logger)}
 }
 

@@ -132,7 +132,7 @@ func (g *guard) wrap(mux *http.ServeMux) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		if g.loopback && !localHost(r.Host) {
 			g.reject(RejectHost)
-			writeError(w, http.StatusForbidden, fmt.Sprintf("host %q refused: this API listens on loopback and answers only to localhost or a loopback address", r.Host))
+			g.writeError(w, http.StatusForbidden, fmt.Sprintf("host %q refused: this API listens on loopback and answers only to localhost or a loopback address", r.Host))
 			if _, pattern := mux.Handler(r); strings.HasPrefix(pattern, http.MethodPost+" ") {
 				g.auditLine(r, http.StatusForbidden, pathValue(pattern, r, "id"), r.Header.Get("X-Correlation-ID"))
 			}
@@ -141,7 +141,7 @@ func (g *guard) wrap(mux *http.ServeMux) http.Handler {
 		// url.Values drops a pair it cannot decode ("cursor=%%%"), which
 		// would answer page one or the default limit as if asked for it.
 		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("malformed query string: %v", err))
+			g.writeError(w, http.StatusBadRequest, fmt.Sprintf("malformed query string: %v", err))
 			return
 		}
 		mux.ServeHTTP(w, r)
@@ -211,7 +211,7 @@ func (g *guard) authorize(w http.ResponseWriter, r *http.Request) bool {
 	}
 	g.reject(RejectUnauthorized)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="pacer"`)
-	writeError(w, http.StatusUnauthorized, UnauthorizedMessage)
+	g.writeError(w, http.StatusUnauthorized, UnauthorizedMessage)
 	return false
 }
 
@@ -223,12 +223,12 @@ func (g *guard) authorize(w http.ResponseWriter, r *http.Request) bool {
 func (g *guard) mutating(w http.ResponseWriter, r *http.Request) bool {
 	if err := g.cop.Check(r); err != nil {
 		g.reject(RejectCrossOrigin)
-		writeError(w, http.StatusForbidden, "cross-origin request refused: a page of another site cannot call this API ("+err.Error()+")")
+		g.writeError(w, http.StatusForbidden, "cross-origin request refused: a page of another site cannot call this API ("+err.Error()+")")
 		return false
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		g.reject(RejectContentType)
-		writeError(w, http.StatusUnsupportedMediaType,
+		g.writeError(w, http.StatusUnsupportedMediaType,
 			"mutating calls need Content-Type: application/json (the body may be empty or a JSON object)")
 		return false
 	}
@@ -242,7 +242,7 @@ func (g *guard) mutating(w http.ResponseWriter, r *http.Request) bool {
 			g.reject(RejectRateLimited)
 			secs := int(math.Ceil(d.Seconds()))
 			w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-			writeError(w, http.StatusTooManyRequests, fmt.Sprintf(
+			g.writeError(w, http.StatusTooManyRequests, fmt.Sprintf(
 				"too many trigger, pause and resume calls (limit %g/s, burst %d, http.rate_limit): retry after %ds",
 				float64(g.limiter.Limit()), g.limiter.Burst(), max(secs, 1)))
 			return false
@@ -367,7 +367,7 @@ func cut(s string) string {
 
 // methodNotAllowed answers a request that matched no route: 405 with Allow
 // when the path exists under other methods, else 404.
-func methodNotAllowed(mux *http.ServeMux) http.HandlerFunc {
+func methodNotAllowed(mux *http.ServeMux, clean func(string) string) http.HandlerFunc {
 	methods := []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 	return func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
@@ -380,10 +380,10 @@ func methodNotAllowed(mux *http.ServeMux) http.HandlerFunc {
 		}
 		if len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
-			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			writeCleanError(w, http.StatusMethodNotAllowed, clean(fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))))
 			return
 		}
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		writeCleanError(w, http.StatusNotFound, clean(fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)))
 	}
 }
 

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/pacerun/pacer/internal/didyoumean"
 	"github.com/pacerun/pacer/observability"
@@ -66,6 +69,45 @@ func (d *decoder) validate(c *Config) {
 	d.validateObservability(&c.Observability)
 	d.validateJobs(c.Jobs, san)
 	d.validateInheritEnv(c)
+	d.validateParams(c.Jobs)
+}
+
+// validateParams checks that every job's params can travel to its task:
+// a run sends them as a protobuf Struct (JSON's values), whatever the
+// task's schema, so a value YAML reads as something else (an unquoted date
+// is a timestamp, a !!binary node bytes that may not be text) would
+// fail every run with "invalid params" (attack 17, K6). A task without a
+// schema is not checked by its plugin, so it is checked here, for all.
+func (d *decoder) validateParams(jobs []Job) {
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case nil, bool, int, int64, uint64, float64:
+		case string:
+			if !utf8.ValidString(v) {
+				d.problem(path, "is not UTF-8 text (a !!binary value?), which params cannot carry")
+			}
+		case map[string]any:
+			for k, e := range v {
+				walk(joinPath(path, k), e)
+			}
+		case []any:
+			for i, e := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), e)
+			}
+		case time.Time:
+			d.problem(path, "YAML reads this as a timestamp, which params cannot carry; quote it to pass it as text: %q", v.Format(time.RFC3339Nano))
+		default:
+			if _, err := structpb.NewValue(v); err != nil {
+				d.problem(path, "cannot be passed to a task (%T): %v", v, err)
+			}
+		}
+	}
+	for i := range jobs {
+		if p := fmt.Sprintf("jobs[%d]", i); !d.failedAt(p) {
+			walk(p+".params", map[string]any(jobs[i].Params))
+		}
+	}
 }
 
 // maxNodeNameLen bounds node.name, which every log line carries: a host
@@ -475,8 +517,13 @@ func (d *decoder) validateObservability(o *Observability) {
 			}
 		}
 		if d.required(p+".regex", "regex", pat.Regex) {
-			if _, err := regexp.Compile(pat.Regex); err != nil {
+			if re, err := regexp.Compile(pat.Regex); err != nil {
 				d.problem(p+".regex", "does not compile: %v", err)
+			} else if re.MatchString("") {
+				// The sanitizer refuses it (it would put a mark between
+				// every two characters): say so here, at its line, not
+				// when the runner is built (attack 16, G8).
+				d.problem(p+".regex", "%q matches the empty string; make it match at least one character", pat.Regex)
 			}
 		}
 	}
