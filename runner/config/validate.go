@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/types/known/structpb"
-
 	"github.com/pacerun/pacer/internal/didyoumean"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/schedule"
@@ -73,7 +71,8 @@ func (d *decoder) validate(c *Config) {
 }
 
 // validateParams checks that every job's params can travel to its task:
-// a run sends them as a protobuf Struct (JSON's values), whatever the
+// a run sends them as a protobuf Struct (JSON's values; pluginhost
+// converts them, and only it speaks the wire protocol), whatever the
 // task's schema, so a value YAML reads as something else (an unquoted date
 // is a timestamp, a !!binary node bytes that may not be text) would
 // fail every run with "invalid params" (attack 17, K6). A task without a
@@ -97,10 +96,8 @@ func (d *decoder) validateParams(jobs []Job) {
 			}
 		case time.Time:
 			d.problem(path, "YAML reads this as a timestamp, which params cannot carry; quote it to pass it as text: %q", v.Format(time.RFC3339Nano))
-		default:
-			if _, err := structpb.NewValue(v); err != nil {
-				d.problem(path, "cannot be passed to a task (%T): %v", v, err)
-			}
+		default: // what YAML decodes is one of the above, or a timestamp
+			d.problem(path, "a value of Go type %T, which params cannot carry", v)
 		}
 	}
 	for i := range jobs {
