@@ -116,7 +116,7 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 // runSlotFrom runs a slot's attempts from attempt first.
 func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, how claimHow, first int, sr *slotRun) {
 	job := s.Job
-	if d := jitterFor(job, s.Time); d > 0 && tr == nil {
+	if d := lateJitter(jitterFor(job, s.Time), s.Time); d > 0 && tr == nil {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():

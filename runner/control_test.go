@@ -221,6 +221,38 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 	}
 }
 
+// Attack 17, K8: a late run (misfire once, after a failover) waits only
+// what is left of its slot's jitter, counted from its slot: one whose
+// jitter has passed starts at once. Before, it waited its whole jitter
+// again from the catch-up, past the job's next slot, which was then
+// skipped as an overlap with a run that had not started.
+func TestLateRunsJitterCountsFromItsSlot(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	// The slot the catch-up runs, two hours ago (an hour after the previous
+	// leader's last claim): its jittered start has passed, however long
+	// its jitter; and a job whose jitter for it is half an hour or more.
+	last := time.Now().Truncate(time.Second).Add(-3 * time.Hour)
+	late := last.Add(time.Hour)
+	id := ""
+	for i := 0; id == ""; i++ {
+		if c := fmt.Sprintf("late-%d", i); schedule.Jitter(c, late, time.Hour) >= 30*time.Minute {
+			id = c
+		}
+	}
+	j := &runner.Job{ID: id, Plugin: "p", Task: "t", Schedule: slotList{last, late}, Timeout: time.Minute,
+		Jitter: time.Hour, Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: 3 * time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	if err := b.coord.Claim(context.Background(), term, id, last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	b.r.CatchUp(term)
+	waitCount(t, "the late run", func() float64 { return float64(len(tasks.called())) }, 1)
+	if c := tasks.called()[0]; !c.Info.ScheduledTime.Equal(late) {
+		t.Fatalf("ran slot %v, want %v", c.Info.ScheduledTime, late)
+	}
+}
+
 func TestManualTriggerRunsOnceWithCallersCorrelationID(t *testing.T) {
 	b, tasks := setupScripted(t)
 	b.waitLeader(t)

@@ -269,6 +269,20 @@ func (r *Runner) claimTrigger(ctx context.Context, t *coord.Term, tr *trigger, r
 	return err
 }
 
+// lateJitter is how long a slot with start delay d still waits now: its
+// delay counts from its scheduled time, so a slot that fires on time waits
+// about d, and a late one (a catch-up's run, a slot held back by a
+// hand-over) whose delay has passed starts at once (attack 17, K8: it
+// waited d again from the takeover, past its next slot, which was then
+// skipped as an overlap). Never more than d: a wall clock stepped back
+// does not stretch it.
+func lateJitter(d time.Duration, slot time.Time) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return min(d, time.Until(slot.Add(d)))
+}
+
 // jitterFor is the job's deterministic start delay for a slot.
 func jitterFor(j *Job, slot time.Time) time.Duration {
 	if j.Jitter <= 0 {
