@@ -205,6 +205,7 @@ func New(o Options) *Coordinator {
 		terms: map[int]*Term{}, claims: map[int]*claimCache{}, created: time.Now()}
 	c.batch = newBatcher(c)
 	c.records = newPipeline(maxRecordBatch, c.commitRecordsOf)
+	c.records.weight = recordWeight
 	c.jobSets = newJobSetStore(c.cli, c.prefix, o.RequestTimeout)
 	return c
 }

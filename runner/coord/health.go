@@ -6,7 +6,33 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
+
+// IsRefused reports whether err is etcd, or its client, refusing a request
+// for what it is rather than for the moment it came: over etcd's request
+// limit (--max-request-bytes, 1.5 MiB by default) or the client's send
+// limit, or otherwise invalid. Sending it again is no use, unlike a write
+// that timed out or came during an election (or NOSPACE, which an
+// operator clears).
+func IsRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) {
+		return true
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.InvalidArgument
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code() == codes.InvalidArgument ||
+			s.Code() == codes.ResourceExhausted && strings.Contains(s.Message(), "larger than max")
+	}
+	return false
+}
 
 // IsNoSpace reports whether err is etcd refusing a write because its
 // database reached its space quota (the NOSPACE alarm).

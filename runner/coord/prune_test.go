@@ -1,9 +1,11 @@
 package coord_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,5 +153,37 @@ func TestRecordsWrittenWithClaimsArePruned(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// Records written at once are batched within etcd's request limit (1.5 MiB
+// by default), whatever their size: sixty of 100 KiB all land, and one too
+// large for any request is refused alone (IsRefused), not with the small
+// records batched beside it.
+func TestRecordBatchesStayWithinEtcdsRequestLimit(t *testing.T) {
+	r := setup(t).replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	term := r.c.Term()
+	now := time.Now()
+	write := func(i, size int) error {
+		return r.c.RecordRun(context.Background(), term, "job", runID(now, i), bytes.Repeat([]byte("r"), size), 0, 0)
+	}
+	errs := make([]error, 61)
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Go(func() { errs[i] = write(i, 100<<10) })
+	}
+	wg.Go(func() { errs[60] = write(60, 1600<<10) })
+	wg.Wait()
+	for i, err := range errs[:60] {
+		if err != nil {
+			t.Errorf("record %d of 100 KiB: %v", i, err)
+		}
+	}
+	if !coord.IsRefused(errs[60]) {
+		t.Errorf("the record of 1.6 MiB: %v, want refused as too large", errs[60])
+	}
+	if got := records(t, r.c, "job"); len(got) != 60 {
+		t.Errorf("%d records stored, want 60", len(got))
 	}
 }

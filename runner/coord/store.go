@@ -79,6 +79,20 @@ type recordReq struct {
 // slot takes two puts, so 40 stay within maxTxnOps.
 const maxRecordBatch = 40
 
+// maxRecordBatchBytes bounds the bytes of a batch's records, well within
+// etcd's request limit (--max-request-bytes, 1.5 MiB by default), which
+// refuses a whole transaction over it: a record counts one more against
+// maxRecordBatch for every recordBatchUnit bytes it has, so forty small
+// records go together, about ten with 64 KiB of output each, and one over
+// the budget goes alone (and only it is refused if it is too large).
+const (
+	maxRecordBatchBytes = 1 << 20
+	recordBatchUnit     = maxRecordBatchBytes / maxRecordBatch
+)
+
+// recordWeight is what a record write counts against maxRecordBatch.
+func recordWeight(r *recordReq) int { return 1 + len(r.value)/recordBatchUnit }
+
 // record waits for its batch's outcome (each transaction is bounded by
 // RequestTimeout) unless ctx ends first; a request whose ctx ended before
 // its batch was sent is dropped, so it cannot land after its caller gave up.
