@@ -82,6 +82,9 @@ type Metrics struct {
 	TriggerRequests *prometheus.CounterVec // result
 	TriggersStored  prometheus.Gauge
 	HTTPRejected    *prometheus.CounterVec // reason
+	// RecordsRefused counts run and skip records etcd refused as they were
+	// (too large), written again with their texts cut.
+	RecordsRefused prometheus.Counter
 }
 
 // Results of a manual trigger request: the values of the result label of
@@ -236,6 +239,10 @@ func NewMetrics(version string) (*Metrics, error) {
 			Name: "pacer_http_rejected_total",
 			Help: "API requests and connections refused, by reason (unauthorized, cross_origin, host, content_type, rate_limited, connection_limit, connection_evicted).",
 		}, []string{"reason"}),
+		RecordsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pacer_run_records_refused_total",
+			Help: "Run and skip records etcd refused as they were (over its request limit), written again with their output and progress dropped and their error cut.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.JobRuns, m.JobRunDuration, m.ScheduleLag, m.JobSkipped, m.LastSuccess,
@@ -243,7 +250,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		m.Shards, m.ShardsLed, m.ShardLeader, m.ShardTransitions, m.ScheduledJobs,
 		m.PluginUp, m.PluginUnavailable, m.PluginQuarantined, m.PluginRestarts, m.PluginRPCDuration, m.PluginLogsDropped,
 		m.KeepaliveAge, m.Keepalives, m.HTTPRejected, m.JobSetAgreed, m.JobSets,
-		m.TriggerRequests, m.TriggersStored,
+		m.TriggerRequests, m.TriggersStored, m.RecordsRefused,
 		m.EtcdDBSize, m.EtcdDBSizeInUse, m.EtcdDBQuota, m.EtcdKeys, m.EtcdHasLeader,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -446,21 +446,26 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		},
 		OnLog: func(l pluginhost.LogRecord) { pluginLog(runLog.logger(), job.Plugin, l) },
 		OnProgress: func(p pluginhost.Progress) {
-			progress = fmt.Sprintf("%.0f%% %s", p.Percent, p.Message)
-			runLog.logger().Info("run progress", "percent", p.Percent, "progress", p.Message)
+			msg := truncate(p.Message, r.o.MaxProgressBytes)
+			progress = fmt.Sprintf("%.0f%% %s", p.Percent, msg)
+			runLog.logger().Info("run progress", "percent", p.Percent, "progress", msg)
 		},
 	})
 	outcome, errText := classifyAt(rctx, res, err, time.Now())
 	elapsed := time.Since(start)
+	// The texts the plugin controls are cut as the output is, for the
+	// record (whose write etcd refuses over its request limit), the log
+	// line and the span alike.
+	errText = truncate(errText, r.o.MaxErrorBytes)
 
 	rec.State, rec.End, rec.Duration, rec.Error = outcome, wallNow().UTC(), elapsed.Round(time.Millisecond).String(), r.o.Sanitize(errText)
 	rec.Progress = r.o.Sanitize(progress)
 	if res != nil {
 		rec.Output = r.o.Sanitize(truncate(res.Output, r.o.MaxOutputBytes))
-		rec.ProcessesLeft = r.o.Sanitize(res.ProcessesLeft)
+		rec.ProcessesLeft = r.o.Sanitize(truncate(res.ProcessesLeft, r.o.MaxErrorBytes))
 	}
 	if errors.Is(err, proctree.ErrTreeAlive) {
-		rec.ProcessesLeft = r.o.Sanitize(err.Error())
+		rec.ProcessesLeft = r.o.Sanitize(truncate(err.Error(), r.o.MaxErrorBytes))
 	}
 	r.o.Metrics.JobRuns.WithLabelValues(job.ID, job.Plugin, outcome).Inc()
 	observability.ObserveWithTrace(r.o.Metrics.JobRunDuration.WithLabelValues(job.ID, job.Plugin), elapsed.Seconds(), traceID)
@@ -473,7 +478,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		runLog.line(ctx, slog.LevelInfo, "run finished", slog.String("outcome", outcome),
 			slog.Int64("duration_ms", elapsed.Milliseconds()), slog.Int("attempt", a.number))
 	} else {
-		span.SetStatus(codes.Error, r.o.Sanitize(errText))
+		span.SetStatus(codes.Error, rec.Error)
 		runLog.logger().Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
 	}
 	return rec, span.SpanContext()

@@ -88,13 +88,16 @@ func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
 // write stores rec with put and returns put's last error. A write that
 // fails for a reason other than lost leadership or a trigger request or
 // slot decided already (etcd slow or electing) is retried while the term
-// lives, for up to recordPatience.
+// lives, for up to recordPatience. A record etcd refuses as it is (too
+// large) is written again at once without its texts (stripped): its
+// outcome is kept, and a slot's claim is closed, never left open.
 func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) error {
 	b, err := encodeRecord(&rec)
 	if err != nil {
 		log.Error("run record not encodable", "run_id", rec.RunID, "error", err)
 		return err
 	}
+	stripped := false
 	give := time.Now().Add(recordPatience)
 	// Waits end early when the term ends or the runner stops.
 	wctx, cancel := context.WithCancel(r.stopCtx)
@@ -108,6 +111,21 @@ func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]b
 		if errors.Is(err, coord.ErrSlotTaken) || errors.Is(err, coord.ErrSlotTooOld) {
 			return err // a skip of a slot decided already: the caller says so
 		}
+		if coord.IsRefused(err) {
+			r.o.Metrics.RecordsRefused.Inc()
+			if stripped {
+				log.Error("run record refused by etcd, its texts cut too: not written", "run_id", rec.RunID, "state", rec.State,
+					"bytes", len(b), "error", err)
+				return err
+			}
+			log.Error("run record refused by etcd: written again with its texts cut", "run_id", rec.RunID, "state", rec.State,
+				"bytes", len(b), "error", err)
+			rec, stripped = strip(rec, len(b), err), true
+			if b, err = encodeRecord(&rec); err != nil {
+				return err
+			}
+			continue
+		}
 		if errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrTriggerDecided) || t.Context().Err() != nil || time.Now().After(give) {
 			log.Warn("run record not written", "run_id", rec.RunID, "state", rec.State, "error", err)
 			return err
@@ -118,6 +136,25 @@ func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]b
 		}
 	}
 }
+
+// strip returns rec without the texts that made etcd refuse it (n bytes
+// encoded, refused with err): its output and progress are dropped, its
+// error and processes_left cut to their first words, after a note that
+// says so. Whatever made the record too large, the stripped one is about
+// a kilobyte.
+func strip(rec Record, n int, err error) Record {
+	note := fmt.Sprintf("[run record of %d bytes refused by etcd (%v): output and progress dropped, error cut]", n, err)
+	if rec.Error != "" {
+		note += " " + truncate(rec.Error, strippedTextBytes)
+	}
+	rec.Error, rec.Output, rec.Progress = note, "", ""
+	rec.ProcessesLeft = truncate(rec.ProcessesLeft, strippedTextBytes)
+	return rec
+}
+
+// strippedTextBytes is how much of its error and processes_left a
+// stripped record keeps.
+const strippedTextBytes = 512
 
 // transientPolicy spaces out the tries of a claim or record write that
 // failed while etcd was slow or electing a leader.

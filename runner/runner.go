@@ -84,6 +84,13 @@ type Options struct {
 	Sanitize func(string) string
 	// MaxOutputBytes bounds the output kept in a run record. Default 64 KiB.
 	MaxOutputBytes int
+	// MaxErrorBytes bounds a run record's error and processes_left, and
+	// MaxProgressBytes the message of its progress (the last the task
+	// reported): texts the plugin controls, cut as the output is. They
+	// bound the same texts in the run's log lines and span. Defaults 16 KiB
+	// and 4 KiB.
+	MaxErrorBytes    int
+	MaxProgressBytes int
 	// KeepRuns is how many records are kept per job (default 100), and
 	// MaxRunAge how long (default 30 days).
 	KeepRuns  int
@@ -211,6 +218,12 @@ type Runner struct {
 func New(o Options) *Runner {
 	if o.MaxOutputBytes <= 0 {
 		o.MaxOutputBytes = 64 << 10
+	}
+	if o.MaxErrorBytes <= 0 {
+		o.MaxErrorBytes = 16 << 10
+	}
+	if o.MaxProgressBytes <= 0 {
+		o.MaxProgressBytes = 4 << 10
 	}
 	if o.KeepRuns <= 0 {
 		o.KeepRuns = 100
