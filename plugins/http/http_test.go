@@ -373,6 +373,51 @@ func TestRedirects(t *testing.T) {
 	}
 }
 
+// What the remote side sends is bounded in the task's error, log line and
+// data: a redirect to a 2 MB path (before, a 2 MB error: its record was
+// refused by etcd and the job stuck, attack 17, K3), or a Location that
+// does not parse, which net/http quotes twice in its error.
+func TestRemoteTextIsBoundedInTheError(t *testing.T) {
+	t.Parallel()
+	h := newHost(t)
+	long := strings.Repeat("a", 2_000_000)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/long", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "/x"+long)
+		w.WriteHeader(http.StatusFound)
+	})
+	mux.HandleFunc("/bad", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", "http://[::1"+long[:1_000_000])
+		w.WriteHeader(http.StatusFound)
+	})
+	srv := newServer(t, mux)
+	const maxErrorBytes, maxShownURL = 8 << 10, 2 << 10 // the task's bounds
+	for _, tc := range []struct{ path, want string }{
+		{"/long", "expected 2xx (final URL " + srv.URL + "/xaaa"},
+		{"/bad", "GET " + srv.URL + "/bad: "},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			res, logs, err := run(t, h, map[string]any{"url": srv.URL + tc.path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := res.TaskError; len(e) > maxErrorBytes+64 || !strings.Contains(e, tc.want) || !strings.Contains(e, "URL cut") && !strings.Contains(e, "[truncated ") {
+				t.Errorf("task error of %d bytes, starting %.200q: want at most %d bytes, with %q and the cut noted", len(e), e, maxErrorBytes, tc.want)
+			}
+			if u, _ := res.Data["url"].(string); len(u) > maxShownURL+64 {
+				t.Errorf("data's url of %d bytes, want at most %d", len(u), maxShownURL)
+			}
+			for _, l := range logs {
+				for k, v := range attrs(l) {
+					if s, _ := v.(string); len(s) > maxErrorBytes+64 {
+						t.Errorf("log line %q: %s of %d bytes", l.Message, k, len(s))
+					}
+				}
+			}
+		})
+	}
+}
+
 func TestResponseBodyIsBounded(t *testing.T) {
 	t.Parallel()
 	h := newHost(t)

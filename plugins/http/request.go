@@ -38,7 +38,7 @@ func (e timeoutError) Error() string {
 func (e timeoutError) Unwrap() error { return context.DeadlineExceeded }
 
 func (r *request) do(ctx context.Context, resp *sdk.Response) error {
-	target := displayURL(r.url)
+	target := shownURL(r.url)
 	if r.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, r.timeout, timeoutError{r.timeout})
@@ -67,7 +67,7 @@ func (r *request) do(ctx context.Context, resp *sdk.Response) error {
 			return "", 0, false, err
 		}
 		defer hresp.Body.Close()
-		status, final = hresp.StatusCode, displayURL(hresp.Request.URL)
+		status, final = hresp.StatusCode, shownURL(hresp.Request.URL)
 		return readBody(hresp.Body, r.maxResponse)
 	}()
 	elapsed := time.Since(start).Milliseconds()
@@ -92,6 +92,9 @@ func (r *request) do(ctx context.Context, resp *sdk.Response) error {
 		}
 	}
 
+	if err != nil {
+		err = boundError(err)
+	}
 	level, msg := slog.LevelInfo, "http request"
 	attrs := []any{"method", r.method, "url", final, "status", status, "duration_ms", elapsed}
 	if err != nil {
@@ -187,6 +190,48 @@ type causeError struct{ cause, ctxErr error }
 
 func (e causeError) Error() string   { return e.cause.Error() }
 func (e causeError) Unwrap() []error { return []error{e.cause, e.ctxErr} }
+
+// maxShownURL bounds a URL as the task shows it (its error, log line and
+// data): a redirect's Location is the remote side's to choose, up to the
+// 10 MB of headers net/http accepts.
+const maxShownURL = 2 << 10
+
+// shownURL is displayURL(u), its end cut past maxShownURL with a note of
+// the bytes cut (linesplit.Cut: a JWT cut in two is marked so that the
+// sanitizer still masks its piece).
+func shownURL(u *url.URL) string {
+	s := displayURL(u)
+	if len(s) <= maxShownURL {
+		return s
+	}
+	n := linesplit.Cut(s, maxShownURL)
+	return linesplit.Head(s, n) + fmt.Sprintf(" [URL cut: %d more bytes]", len(s)-n)
+}
+
+// maxErrorBytes bounds the task's error, whose text may carry what the
+// remote side sent (a malformed status line or header, a Location that
+// does not parse). The runner keeps 16 KiB of a run's error.
+const maxErrorBytes = 8 << 10
+
+// boundError returns err, its text cut past maxErrorBytes between words
+// (linesplit.KeepWords) with a note of the bytes cut, as the runner notes
+// a cut; errors.Is and errors.As still see err.
+func boundError(err error) error {
+	msg := err.Error()
+	if len(msg) <= maxErrorBytes {
+		return err
+	}
+	n := linesplit.KeepWords(msg, maxErrorBytes)
+	return cutError{msg[:n] + fmt.Sprintf("\n[truncated %d bytes]", len(msg)-n), err}
+}
+
+type cutError struct {
+	msg string
+	err error
+}
+
+func (e cutError) Error() string { return e.msg }
+func (e cutError) Unwrap() error { return e.err }
 
 // readBody keeps the first max bytes of body as text and counts the rest, up
 // to drainLimit more. A body over max is cut between words
