@@ -15,6 +15,7 @@
 //	        run ID, the attempt and the pid (for cmd/pacer's BenchmarkE2EJobs)
 //	flood   logs params.count lines as fast as it can
 //	big     returns an output of params.count bytes
+//	bigtext reports progress, then fails, each with a text of params.count bytes
 //	span    starts a child span (params.message as an attribute and in an event) through
 //	        otel's global tracer, logs the message and returns it as output
 //	attrs   logs params.message with params.attrs as its attributes, finishes a
@@ -163,6 +164,10 @@ func main() {
 			"big": task(func(_ context.Context, p params, _ time.Duration, resp *sdk.Response) error {
 				resp.Output = strings.Repeat("x", p.Count)
 				return nil
+			}),
+			"bigtext": task(func(ctx context.Context, p params, _ time.Duration, _ *sdk.Response) error {
+				sdk.ReportProgress(ctx, 50, strings.Repeat("P", p.Count))
+				return errors.New(strings.Repeat("E", p.Count))
 			}),
 			"span": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
 				_, span := otel.Tracer("testplugin").Start(ctx, "testplugin.work")
