@@ -235,7 +235,7 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now time.Time, held heldBack,
 	pauses []coord.Pause, behind bool, homed <-chan struct{}) func(context.Context, *slotRun) {
 	var run []time.Time
-	var skips [][]time.Time // runs of consecutive skipped slots
+	var skips [][]time.Time // runs of consecutive skipped slots: windows of missed, not copies
 	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
 	var skipsKind []string  // each run of skipped slots' reason: SkipMisfire, SkipOverlap (held back) or SkipPaused
 	prevSkipped, prevKind := false, ""
@@ -277,9 +277,12 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		case !skip:
 			run = append(run, s)
 		case prevSkipped && prevKind == kind:
-			skips[len(skips)-1] = append(skips[len(skips)-1], s)
+			// The run's slots are consecutive in missed: its window
+			// grows by one.
+			k := len(skips) - 1
+			skips[k] = skips[k][:len(skips[k])+1]
 		default:
-			skips = append(skips, []time.Time{s})
+			skips = append(skips, missed[i:i+1])
 			skipsWhy = append(skipsWhy, "")
 			skipsKind = append(skipsKind, kind)
 			if i < len(missedWhy) {
@@ -372,7 +375,8 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	// one, started at that one's time, would still have been running at
 	// its time: on one leader it would have been skipped as an overlap.
 	return func(ctx context.Context, sr *slotRun) {
-		for i, c := range claims {
+		for i := range claims {
+			c := &claims[i] // not a copy, which would escape to the heap, one a job
 			if ctx.Err() != nil {
 				r.closeUnrun(t, j, claims[i:], context.Cause(ctx))
 				return
@@ -385,11 +389,11 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 				r.closeUnrun(t, j, claims[i:i+1], stopHeldOverlap)
 				continue
 			}
-			if c.Queued && !r.startQueued(ctx, t, j, &c) {
+			if c.Queued && !r.startQueued(ctx, t, j, c) {
 				continue
 			}
 			began := wallNow()
-			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, sr)
+			r.runSlotFrom(ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: c}, c.Attempt, sr)
 			if held.holds(c.ScheduledTime) {
 				busy = append(busy, span{c.ScheduledTime, c.ScheduledTime.Add(wallNow().Sub(began))})
 			}
