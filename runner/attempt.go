@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -57,6 +58,30 @@ type slotRun struct {
 	mu      sync.Mutex
 	left    string // ProcessesLeft of its last attempt
 	runID   string // of its last attempt
+
+	// phase says what the slot's run does while no attempt runs, for the
+	// overlap skips it causes (attack 17, K7: a 5 ms job whose record
+	// waited on a stalled etcd made its next slot "still running").
+	phase atomic.Pointer[string]
+}
+
+// Phases of a slot's run besides running an attempt.
+const (
+	phaseJitter   = "waiting out its jitter"
+	phaseClaiming = "claiming its slot"
+	phaseRetry    = "waiting to retry"
+	phaseRecord   = "its task has ended; its record is being written (etcd slow or refusing writes?)"
+)
+
+func (sr *slotRun) setPhase(p string) { sr.phase.Store(&p) }
+
+// overlapDetail is the detail of a skip record for a slot that this one
+// overlaps under overlap: forbid.
+func (sr *slotRun) overlapDetail() string {
+	if p := sr.phase.Load(); p != nil && *p != "" {
+		return "previous slot not finished: " + *p
+	}
+	return "previous run still running"
 }
 
 // attemptEnded notes the end of one of the slot's attempts.
@@ -117,6 +142,7 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, how claimHow, first int, sr *slotRun) {
 	job := s.Job
 	if d := lateJitter(jitterFor(job, s.Time), s.Time); d > 0 && tr == nil {
+		sr.setPhase(phaseJitter)
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():
@@ -131,6 +157,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	// Made on first use: most slots log nothing with it.
 	log := slog.New(newLazyHandler(r.log.Handler(), slog.String("correlation_id", correlationID), slog.String("job", job.ID)))
 
+	sr.setPhase(phaseClaiming)
 	claim := base
 	claim.State, claim.Start, claim.RunID, claim.Attempt = "running", wallNow().UTC(), observability.NewRunID(), first
 	if how.claimed != nil {
@@ -192,6 +219,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	var prev trace.SpanContext
 	for attempt := first; ; attempt++ {
 		sr.attempt <- struct{}{} // free unless a replacing slot is looking
+		sr.setPhase("")
 		if attempt == first {
 			final, prev = r.execute(spanCtx, firstSpan, firstAttempt, base)
 		} else {
@@ -205,6 +233,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			final, prev = r.execute(actx, span, a, base)
 		}
 		sr.attemptEnded(final)
+		sr.setPhase(phaseRecord)
 		retry := final.State == observability.OutcomeFailure || final.State == observability.OutcomeTimeout ||
 			final.State == observability.OutcomeCrashed
 		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
@@ -217,6 +246,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		}
 		wait := retryPolicy(job.Retries).Delay(attempt)
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
+		sr.setPhase(phaseRetry)
 		sleepUntilStopped(ctx, sr.retries, wait)
 		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
 			final = r.retrySkipped(t, final, attempt+1, stop, log)

@@ -756,7 +756,11 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 				replaced = append(replaced, sr)
 			}
 		default:
-			skip(t, s, SkipOverlap, "previous run still running")
+			detail := "previous run still running"
+			for _, sr := range r.running[s.Job.ID] {
+				detail = sr.overlapDetail()
+			}
+			skip(t, s, SkipOverlap, detail)
 			return
 		}
 	}
@@ -764,6 +768,11 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 		correlationID = observability.NewCorrelationID()
 	}
 	ctx, sr, done := r.trackLocked(t, s.Job.ID)
+	if tr == nil && lateJitter(jitterFor(s.Job, s.Time), s.Time) > 0 {
+		sr.setPhase(phaseJitter)
+	} else {
+		sr.setPhase(phaseClaiming)
+	}
 	claimed := r.claiming.add()
 	sr.claimed = claimed
 	r.wg.Add(1)

@@ -222,6 +222,34 @@ func TestOverlapForbidSkipsAndAllowRuns(t *testing.T) {
 	}, 1)
 }
 
+// Attack 17, K7: a slot skipped under overlap: forbid says what the
+// previous slot's run is doing when no attempt of it runs: here, waiting
+// out its jitter. Before, every such skip said "previous run still
+// running", which sends on-call to the task's duration when the run was
+// only waiting for its jitter or for etcd to take its record.
+func TestOverlapSkipSaysWhatThePreviousSlotDoes(t *testing.T) {
+	b := setup(t)
+	b.waitLeader(t)
+	slot := slotAhead()
+	id := ""
+	for i := 0; id == ""; i++ {
+		if c := fmt.Sprintf("jittered-%d", i); schedule.Jitter(c, slot, time.Hour) >= 10*time.Minute {
+			id = c
+		}
+	}
+	j := job(id, runner.OverlapForbid)
+	j.Jitter = time.Hour
+	b.r.Fire(runner.Slot{Job: j, Time: slot})
+	b.r.Fire(runner.Slot{Job: j, Time: slot.Add(time.Second)})
+	waitCount(t, "overlap skips", func() float64 {
+		return testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues(id, "overlap"))
+	}, 1)
+	recs := records(t, b, id)
+	if len(recs) != 1 || recs[0].Reason != runner.SkipOverlap || recs[0].Error != "previous slot not finished: waiting out its jitter" {
+		t.Fatalf("records %+v; want one overlap skip saying the previous slot waits out its jitter", recs)
+	}
+}
+
 func TestSameSlotRunsOnce(t *testing.T) {
 	b := setup(t)
 	b.waitLeader(t)
