@@ -42,6 +42,10 @@ const (
 type reloader struct {
 	path    string
 	current *config.Config
+	// started is the config the runner started with: its settings are the
+	// ones in effect, whatever reloads changed since (only jobs reload).
+	// Nil: current's.
+	started *config.Config
 	runner  *runner.Runner
 	// check asks the plugins whether cfg's jobs name real tasks with
 	// valid params.
@@ -146,14 +150,20 @@ func (rl *reloader) reload(ctx context.Context, data []byte, watched bool) {
 		rl.log.Error("config reload rejected; the last good config keeps running", "path", rl.path, "error", err.Error())
 		return
 	}
-	if keys := changedSettings(rl.current.Settings(), cfg.Settings()); len(keys) > 0 {
+	// Against the settings in effect (the start's), not the last file's:
+	// a file whose edit was undone matches what runs again, and says so
+	// by saying nothing (attack 16, G5).
+	if rl.started == nil {
+		rl.started = rl.current
+	}
+	if keys := changedSettings(rl.started.Settings(), cfg.Settings()); len(keys) > 0 {
 		rl.log.Warn("only jobs are reloaded; restart the runner to apply the other changes", "path", rl.path, "not_applied", keys)
-		if rl.current.Cluster.Shards != cfg.Cluster.Shards {
+		if rl.started.Cluster.Shards != cfg.Cluster.Shards {
 			// The count decides every job's shard: it is changed by a
 			// restart of each replica (docs/operations.md), never by a
 			// reload an operator may take for the switch.
 			rl.log.Warn("cluster.shards is not reloaded: restart the runner to apply the new count", "path", rl.path,
-				"shards", rl.current.Cluster.Shards, "shards_in_file", cfg.Cluster.Shards)
+				"shards", rl.started.Cluster.Shards, "shards_in_file", cfg.Cluster.Shards)
 		}
 	}
 	added, changed, removed := diffJobs(rl.current.Jobs, cfg.Jobs)

@@ -289,6 +289,29 @@ func TestReloadNamesClusterShardsAsNotApplied(t *testing.T) {
 	}
 }
 
+// Attack 16, G5: the settings a reload names as not applied are compared
+// with those in effect (the start's), not with the last file's: an edit
+// undone is no change, and the count in use stays the start's. Before, the
+// undo was named as not applied, with "shards" the undone file's 8.
+func TestReloadComparesSettingsWithThoseInEffect(t *testing.T) {
+	t.Parallel()
+	b := setupReload(t, "cluster: {shards: 16}\n"+jobsYAML("a"))
+	writeFile(t, b.path, "cluster: {shards: 8}\n"+jobsYAML("a"))
+	b.look(0)
+	b.look(ReloadSettle)
+	writeFile(t, b.path, "cluster: {shards: 16}\n"+jobsYAML("a", "b"))
+	b.look(2 * ReloadSettle)
+	b.look(3 * ReloadSettle)
+	if got := b.jobIDs(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("jobs %v, want the reloaded [a b]", got)
+	}
+	only := b.log.lines("only jobs are reloaded; restart the runner to apply the other changes")
+	shards := b.log.lines("cluster.shards is not reloaded: restart the runner to apply the new count")
+	if len(only) != 1 || len(shards) != 1 || shards[0]["shards"] != 16.0 || shards[0]["shards_in_file"] != 8.0 {
+		t.Fatalf("want one warning each, for the edit (16 in use, 8 in the file) and none for its undo: %v %v\n%s", only, shards, b.log)
+	}
+}
+
 // A FIFO renamed over the config file is rejected like a bad config,
 // without blocking the reloader, and a good file renamed in after it is
 // applied (attack 14, K8: the read blocked in the FIFO and every later
