@@ -260,15 +260,19 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		r.leaveOpen(t, s, tr, held, final, log)
 		return
 	}
+	var succeeded time.Time // kept in the claim key: the next leader's pacer_job_last_success_timestamp_seconds
+	if final.State == observability.OutcomeSuccess {
+		succeeded = final.End
+	}
 	if tr != nil { // the request's claim ends with the run's last record
 		r.write(t, final, log, func(b []byte) error {
-			return r.o.Coord.FinishTrigger(context.Background(), t, job.ID, tr.ID, tr.rev, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+			return r.o.Coord.FinishTrigger(context.Background(), t, job.ID, tr.ID, tr.rev, final.RunID, b, succeeded, r.o.KeepRuns, r.o.MaxRunAge)
 		})
 		return
 	}
 	r.awaitClaims(job)
 	r.write(t, final, log, func(b []byte) error {
-		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, succeeded, r.o.KeepRuns, r.o.MaxRunAge)
 	})
 }
 

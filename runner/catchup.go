@@ -54,9 +54,16 @@ func (r *Runner) CatchUp(t *coord.Term) time.Time {
 // once home has returned. Nothing of the catch-up is counted, and none of
 // its runs starts, before home returns. (Called after the loop below, as it
 // was, home held the first runs back while it made the series: issue 18.)
+// Once both are done, before anything runs, the jobs' last successes read
+// with the claims are exported (exportLastSuccess).
 func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	homed := make(chan struct{})
-	go func() { home(); close(homed) }()
+	read := make(chan map[string]coord.JobClaims, 1)
+	go func() {
+		home()
+		r.exportLastSuccess(t, <-read)
+		close(homed)
+	}()
 	defer func() { <-homed }()
 	// The hand-over mark is taken while the claims are read.
 	heldc := make(chan heldBack, 1)
@@ -64,6 +71,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	pausesc := make(chan map[string][]coord.Pause, 1)
 	go func() { pausesc <- r.pauseHistory(t) }()
 	claims, err := r.readClaims(t)
+	read <- claims
 	held, pauses := <-heldc, <-pausesc
 	if err != nil {
 		r.log.Warn("misfire check failed: could not read the claims; slots missed while nobody led are not decided in this term",
@@ -538,7 +546,7 @@ func (r *Runner) closeUnrun(t *coord.Term, j *Job, claims []Record, cause error)
 		rec := r.skipRecord(t, Slot{Job: j, Time: c.ScheduledTime}, stop.reason, why)
 		rec.CorrelationID = c.CorrelationID
 		r.write(t, rec, log, func(b []byte) error {
-			return r.o.Coord.FinishSlot(context.Background(), t, j.ID, c.ScheduledTime, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+			return r.o.Coord.FinishSlot(context.Background(), t, j.ID, c.ScheduledTime, rec.RunID, b, time.Time{}, r.o.KeepRuns, r.o.MaxRunAge)
 		})
 	}
 }
@@ -673,7 +681,7 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 			<-homed
 			r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
 			r.write(t, lost, log, func(b []byte) error { // the record closes the claim
-				return r.o.Coord.FinishSlot(t.Context(), t, j.ID, s.Time, lost.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+				return r.o.Coord.FinishSlot(t.Context(), t, j.ID, s.Time, lost.RunID, b, time.Time{}, r.o.KeepRuns, r.o.MaxRunAge)
 			})
 		}()
 	}

@@ -35,7 +35,7 @@ func TestCatchUpLogCountsPausedSlotsAsPaused(t *testing.T) {
 	if err := b.coord.Claim(context.Background(), term, "all", last, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.coord.FinishSlot(context.Background(), term, "all", last, "run-0", []byte(`{}`), 0, 0); err != nil {
+	if err := b.coord.FinishSlot(context.Background(), term, "all", last, "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 

@@ -197,7 +197,7 @@ func TestSweepRemovesKeysOfRemovedJobs(t *testing.T) {
 		if err := b.coord.Claim(ctx, term, job, slot, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.coord.FinishSlot(ctx, term, job, slot, "run-1", []byte(`{}`), 0, 0); err != nil {
+		if err := b.coord.FinishSlot(ctx, term, job, slot, "run-1", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -260,7 +260,7 @@ func TestSweepKeepsKeysWhileJobSetsDiffer(t *testing.T) {
 		if err := b.coord.Claim(ctx, term, job, slot, []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.coord.FinishSlot(ctx, term, job, slot, "run-1", []byte(`{}`), 0, 0); err != nil {
+		if err := b.coord.FinishSlot(ctx, term, job, slot, "run-1", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -693,7 +693,7 @@ func TestCatchUpSlotsNotStartedAreClosedWhenReplaced(t *testing.T) {
 	if err := b.coord.Claim(context.Background(), term, "c", last, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.coord.FinishSlot(context.Background(), term, "c", last, "run-0", []byte(`{}`), 0, 0); err != nil {
+	if err := b.coord.FinishSlot(context.Background(), term, "c", last, "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	r.OnTerm(term) // claims the missed slots; the first runs, and blocks
@@ -752,7 +752,7 @@ func TestCatchUpDoesNotRunAPausedJob(t *testing.T) {
 	if err := b.coord.Claim(context.Background(), term, "all", last, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.coord.FinishSlot(context.Background(), term, "all", last, "run-0", []byte(`{}`), 0, 0); err != nil {
+	if err := b.coord.FinishSlot(context.Background(), term, "all", last, "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	// A claim of an older term, left running (its leader died mid-run).

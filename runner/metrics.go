@@ -45,6 +45,29 @@ func (r *Runner) makeHome(t *coord.Term) {
 	}
 }
 
+// exportLastSuccess sets pacer_job_last_success_timestamp_seconds of t's
+// shard's jobs from their claims as read when t started: the last success
+// any leader of the shard wrote, on any replica, so that a job's staleness
+// is not lost when its shard moves. It runs before any run of t can end
+// (a success here is later, and sets the gauge itself), and only while t's
+// series are here.
+func (r *Runner) exportLastSuccess(t *coord.Term, claims map[string]coord.JobClaims) {
+	m := r.o.Metrics
+	if m == nil || len(claims) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.home[t.Shard] != t {
+		return
+	}
+	for id, jc := range claims {
+		if j := r.jobs[id]; j != nil && j.shard == t.Shard && !jc.LastSuccess.IsZero() {
+			m.LastSuccess.WithLabelValues(id).Set(float64(jc.LastSuccess.UnixNano()) / 1e9)
+		}
+	}
+}
+
 // leaveHome deletes the series of t's shard's jobs as t ends; a job's that
 // still runs here, when its last run ends (runEndedLocked).
 func (r *Runner) leaveHome(t *coord.Term) {

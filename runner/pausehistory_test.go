@@ -69,7 +69,7 @@ func TestCatchUpSkipsSlotsDueWhileTheJobWasPaused(t *testing.T) {
 	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), 0, 0); err != nil {
+	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	pausedFrom, resumed := now.Add(-7500*time.Millisecond), now.Add(-4500*time.Millisecond)

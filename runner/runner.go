@@ -32,7 +32,10 @@ type Coordinator interface {
 	ClaimRecording(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte, runID string, rec []byte, keep int, maxAge time.Duration) error
 	SkipSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
-	FinishSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
+	// FinishSlot and FinishTrigger also keep succeeded (when the run ended,
+	// if it succeeded; zero if not) as the job's last success in its claim
+	// key: the shard's next leader exports it (JobClaims.LastSuccess).
+	FinishSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, succeeded time.Time, keep int, maxAge time.Duration) error
 	CloseSlot(ctx context.Context, t *coord.Term, job string, slot time.Time) error
 	// Claims returns the claims of every job of the term's shard, as its
 	// leader knows them.
@@ -40,7 +43,7 @@ type Coordinator interface {
 	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
 	RunTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, claim []byte) (int64, error)
 	SkipTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, runID string, rec []byte, keep int, maxAge time.Duration) error
-	FinishTrigger(ctx context.Context, t *coord.Term, job, id string, rev int64, runID string, rec []byte, keep int, maxAge time.Duration) error
+	FinishTrigger(ctx context.Context, t *coord.Term, job, id string, rev int64, runID string, rec []byte, succeeded time.Time, keep int, maxAge time.Duration) error
 	GetTrigger(ctx context.Context, job, id string) (coord.Trigger, bool, error)
 	// Runs returns up to limit of a job's records, newest first (the
 	// held-back slots of an overlap-forbid job are decided against them).

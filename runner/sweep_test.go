@@ -116,7 +116,7 @@ func TestSweepFindsRequestedJobsAtEverySweep(t *testing.T) {
 	if err := b.coord.Claim(ctx, term, "gone", slot, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.coord.FinishSlot(ctx, term, "gone", slot, "run-1", []byte(`{}`), 0, 0); err != nil {
+	if err := b.coord.FinishSlot(ctx, term, "gone", slot, "run-1", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: &slowBefore{runs: map[time.Time]int{}},

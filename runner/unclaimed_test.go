@@ -224,7 +224,7 @@ func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
 	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], drained.RunID, rec, 100, 0); err != nil {
+	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], drained.RunID, rec, time.Time{}, 100, 0); err != nil {
 		t.Fatal(err)
 	}
 	stopped := now.Add(-19500 * time.Millisecond)

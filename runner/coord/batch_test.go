@@ -170,11 +170,11 @@ func TestBatchedRecords(t *testing.T) {
 	for i := range n {
 		job, run := fmt.Sprintf("job-%d", i), fmt.Sprintf("run-%d", i)
 		wg.Go(func() {
-			errs[i] = r.c.FinishSlot(context.Background(), term, job, t0, run, []byte("result "+run), 0, 0)
+			errs[i] = r.c.FinishSlot(context.Background(), term, job, t0, run, []byte("result "+run), time.Time{}, 0, 0)
 		})
 		if i%10 == 0 { // the same record twice
 			wg.Go(func() {
-				errs[n+i] = r.c.FinishSlot(context.Background(), term, job, t0, run, []byte("result "+run), 0, 0)
+				errs[n+i] = r.c.FinishSlot(context.Background(), term, job, t0, run, []byte("result "+run), time.Time{}, 0, 0)
 			})
 		}
 	}
@@ -297,7 +297,7 @@ func TestConcurrentClaimsAndFinishesClaimEachSlotOnce(t *testing.T) {
 					mu.Lock()
 					ok[j+s.String()]++
 					mu.Unlock()
-					if ferr := r.c.FinishSlot(ctx, term, j, s, fmt.Sprintf("%s-%d", j, s.Unix()), []byte("{}"), 0, 0); ferr != nil {
+					if ferr := r.c.FinishSlot(ctx, term, j, s, fmt.Sprintf("%s-%d", j, s.Unix()), []byte("{}"), time.Time{}, 0, 0); ferr != nil {
 						t.Errorf("finish: %v", ferr)
 					}
 				}

@@ -32,6 +32,13 @@ const keepSlots = 16
 //     its claim (the runner's record: node, fencing token, correlation ID).
 //     They stay until finished, wherever Floor is; a new leader decides
 //     the ones an older term left open (delivery policy).
+//   - Success: when the job's last successful run ended (a slot's, written
+//     by FinishSlot with the slot's end; a triggered run's, by
+//     FinishTrigger), so that a shard's next leader exports the job's last
+//     success from the read its term starts with. It decides no claim. A
+//     runner older than the field reads the key as before (unknown fields
+//     are ignored) but drops the field when it writes the key; the next
+//     success writes it again.
 //
 // A slot can be claimed if it is after Floor and neither in Slots nor in
 // Open. Every slot ever claimed is at or before Floor, or in Slots or Open,
@@ -40,6 +47,8 @@ type claimState struct {
 	Floor int64       `json:"floor,omitempty"`
 	Slots []int64     `json:"slots,omitempty"`
 	Open  []openClaim `json:"open,omitempty"`
+	// Success is the latest success written; 0 if none was.
+	Success int64 `json:"success,omitempty"`
 }
 
 type openClaim struct {
@@ -48,7 +57,7 @@ type openClaim struct {
 }
 
 func (s claimState) clone() claimState {
-	return claimState{Floor: s.Floor, Slots: slices.Clone(s.Slots), Open: slices.Clone(s.Open)}
+	return claimState{Floor: s.Floor, Slots: slices.Clone(s.Slots), Open: slices.Clone(s.Open), Success: s.Success}
 }
 
 func (s claimState) openAt(slot int64) int {
@@ -95,6 +104,14 @@ func (s claimState) withClosed(slot int64) claimState {
 	return n
 }
 
+// withSuccess returns s with a success that ended at the instant at (Unix
+// nanoseconds; 0: none) unless it knows of a later one.
+func (s claimState) withSuccess(at int64) claimState {
+	n := s.clone()
+	n.Success = max(n.Success, at)
+	return n
+}
+
 // withFloor returns s with every slot at or before floor decided.
 func (s claimState) withFloor(floor int64) claimState {
 	n := s.clone()
@@ -118,6 +135,9 @@ func (s claimState) public() JobClaims {
 	for _, o := range s.Open {
 		j.Open = append(j.Open, OpenClaim{Time: nsTime(o.Slot), Claim: slices.Clone([]byte(o.Claim))})
 	}
+	if s.Success != 0 {
+		j.LastSuccess = nsTime(s.Success)
+	}
 	return j
 }
 
@@ -131,6 +151,10 @@ type JobClaims struct {
 	// Open are the claimed slots whose final record is not written yet,
 	// ascending, with their claims.
 	Open []OpenClaim
+	// LastSuccess is when the job's last successful run that a leader
+	// wrote here ended, on any replica; zero if none is known (none since
+	// the field exists, or an older runner wrote the key since).
+	LastSuccess time.Time
 }
 
 // OpenClaim is a claimed slot not yet finished, and its claim.

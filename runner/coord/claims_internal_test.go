@@ -87,3 +87,27 @@ func TestJobClaimsLast(t *testing.T) {
 		}
 	}
 }
+
+// A claim key with the last success still reads, and the same, in a runner
+// that predates the field (its claimState had only floor, slots and open).
+func TestClaimKeyWithSuccessReadsInAnOlderRunner(t *testing.T) {
+	st := claimState{Floor: 10, Slots: []int64{20, 30}}.withOpen(40, []byte(`{"run":"r"}`)).withSuccess(35)
+	v, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old struct {
+		Floor int64       `json:"floor,omitempty"`
+		Slots []int64     `json:"slots,omitempty"`
+		Open  []openClaim `json:"open,omitempty"`
+	}
+	if err := json.Unmarshal(v, &old); err != nil {
+		t.Fatalf("older runner cannot read %s: %v", v, err)
+	}
+	if old.Floor != st.Floor || !slices.Equal(old.Slots, st.Slots) || len(old.Open) != 1 || old.Open[0].Slot != 40 {
+		t.Fatalf("older runner reads %+v from %s, want %+v", old, v, st)
+	}
+	if got := st.withClosed(40).withFloor(30).withSuccess(20).Success; got != 35 {
+		t.Fatalf("success after closing, a floor and an earlier success: %d, want 35", got)
+	}
+}

@@ -157,7 +157,7 @@ func TestClaimIsExactlyOnceUnderConcurrency(t *testing.T) {
 	if v, err := r.c.SlotValue(context.Background(), "job", slot); err != nil || string(v) != `"x"` {
 		t.Fatalf("open claim: %q, %v; want the claim", v, err)
 	}
-	if err := r.c.FinishSlot(context.Background(), term, "job", slot, "run-1", []byte("done"), 0, 0); err != nil {
+	if err := r.c.FinishSlot(context.Background(), term, "job", slot, "run-1", []byte("done"), time.Time{}, 0, 0); err != nil {
 		t.Fatalf("finish: %v", err)
 	}
 	jc, err := r.c.JobClaims(context.Background(), "job")
@@ -169,7 +169,7 @@ func TestClaimIsExactlyOnceUnderConcurrency(t *testing.T) {
 	}
 	// A slot without a claim keeps the run record, but is not claimed by
 	// it: a result never stands in for a claim.
-	if err := r.c.FinishSlot(context.Background(), term, "job", slot.Add(time.Second), "run-2", []byte("done"), 0, 0); err != nil {
+	if err := r.c.FinishSlot(context.Background(), term, "job", slot.Add(time.Second), "run-2", []byte("done"), time.Time{}, 0, 0); err != nil {
 		t.Fatalf("finish of an unclaimed slot: %v", err)
 	}
 	if jc, err := r.c.JobClaims(context.Background(), "job"); err != nil || len(jc.Slots) != 1 {
@@ -206,7 +206,7 @@ func TestStaleTermIsFenced(t *testing.T) {
 	if err := a.c.Claim(context.Background(), stale, "job", slot.Add(time.Second), []byte(`"a"`)); !errors.Is(err, coord.ErrNotLeader) {
 		t.Fatalf("claim with stale term: %v, want ErrNotLeader", err)
 	}
-	if err := a.c.FinishSlot(context.Background(), stale, "job", slot, "late", []byte("late"), 0, 0); !errors.Is(err, coord.ErrNotLeader) {
+	if err := a.c.FinishSlot(context.Background(), stale, "job", slot, "late", []byte("late"), time.Time{}, 0, 0); !errors.Is(err, coord.ErrNotLeader) {
 		t.Fatalf("finish with stale term: %v, want ErrNotLeader", err)
 	}
 	select {
@@ -250,7 +250,7 @@ func TestWritesPastTheFenceDeadlineAreRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			return func() error {
-				return a.c.FinishSlot(context.Background(), term, "finished", slot, "run-finished", []byte("success"), 0, 0)
+				return a.c.FinishSlot(context.Background(), term, "finished", slot, "run-finished", []byte("success"), time.Time{}, 0, 0)
 			}
 		}},
 		{"trigger", func(t *testing.T, term *coord.Term) func() error {
@@ -267,7 +267,7 @@ func TestWritesPastTheFenceDeadlineAreRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			return func() error {
-				return a.c.FinishTrigger(context.Background(), term, "triggered", "req", rev, "run-triggered", []byte("success"), 0, 0)
+				return a.c.FinishTrigger(context.Background(), term, "triggered", "req", rev, "run-triggered", []byte("success"), time.Time{}, 0, 0)
 			}
 		}},
 	}
@@ -356,7 +356,8 @@ func TestClaimKeyStaysBoundedAndDecidesBySlot(t *testing.T) {
 		if err := r.c.Claim(context.Background(), term, "job", s, []byte(`{"run":"r"}`)); err != nil {
 			t.Fatalf("claim %d: %v", i, err)
 		}
-		if err := r.c.FinishSlot(context.Background(), term, "job", s, fmt.Sprintf("run-%03d", i), []byte("{}"), 0, 0); err != nil {
+		// Each a success, so the bound holds with the last success kept.
+		if err := r.c.FinishSlot(context.Background(), term, "job", s, fmt.Sprintf("run-%03d", i), []byte("{}"), s.Add(time.Second), 0, 0); err != nil {
 			t.Fatalf("finish %d: %v", i, err)
 		}
 	}
@@ -413,6 +414,77 @@ func TestClaimKeyStaysBoundedAndDecidesBySlot(t *testing.T) {
 	}
 	if err := next.c.Claim(context.Background(), next.c.Term(), "job", last.Add(2*time.Second), []byte("{}")); err != nil {
 		t.Fatalf("next term, new slot: %v", err)
+	}
+}
+
+// A run's success is kept in its job's claim key, in the write that ends
+// the run (a triggered run's, in one more), never moving back; the shard's
+// next leader, on another replica, reads it with the claims its term
+// starts with (for the job's pacer_job_last_success_timestamp_seconds).
+func TestLastSuccessIsKeptInTheClaimKey(t *testing.T) {
+	b := setup(t)
+	a := b.replica(t, "a")
+	waitFor(t, "a leads", 10*time.Second, func() bool { return a.c.Term() != nil })
+	term := a.c.Term()
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	ok := t0.Add(1500 * time.Millisecond) // when slot t0's run succeeded
+	finish := func(slot, succeeded time.Time) {
+		t.Helper()
+		if err := a.c.Claim(ctx, term, "job", slot, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.c.FinishSlot(ctx, term, "job", slot, "run-"+slot.Format("150405"), []byte(`{}`), succeeded, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastSuccess := func(c *coord.Coordinator, job string) time.Time {
+		t.Helper()
+		jc, err := c.JobClaims(ctx, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return jc.LastSuccess
+	}
+	finish(t0, ok)
+	if got := lastSuccess(a.c, "job"); !got.Equal(ok) {
+		t.Fatalf("last success after a successful slot: %v, want %v", got, ok)
+	}
+	finish(t0.Add(time.Second), time.Time{})            // failed
+	finish(t0.Add(2*time.Second), ok.Add(-time.Second)) // an earlier success, written late
+	if got := lastSuccess(a.c, "job"); !got.Equal(ok) {
+		t.Fatalf("last success after a failure and an earlier success: %v, want %v still", got, ok)
+	}
+
+	// A manual-only job: its triggered run's success makes its claim key.
+	if _, err := a.c.RequestTrigger(ctx, "manual", "tr", []byte(`{}`), coord.Idempotency{Key: "tr", Receipt: []byte("tr")}, coord.TriggerLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	tr, _, err := a.c.GetTrigger(ctx, "manual", "tr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := a.c.RunTrigger(ctx, term, tr, []byte(`{"claim":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manual := t0.Add(time.Hour)
+	if err := a.c.FinishTrigger(ctx, term, "manual", "tr", rev, "run-tr", []byte(`{}`), manual, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	a.close()
+	next := b.replica(t, "b")
+	waitFor(t, "b leads", 10*time.Second, func() bool { return next.c.Term() != nil })
+	claims, err := next.c.Claims(ctx, next.c.Term())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := claims["job"].LastSuccess; !got.Equal(ok) {
+		t.Errorf("next leader reads job's last success %v, want %v", got, ok)
+	}
+	if got := claims["manual"]; !got.LastSuccess.Equal(manual) || got.Claimed() {
+		t.Errorf("next leader reads the manual job's claims %+v, want its last success %v and no slot claimed", got, manual)
 	}
 }
 

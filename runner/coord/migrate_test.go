@@ -116,7 +116,7 @@ func TestForgetJobRemovesItsKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		if job != "busy" {
-			if err := r.c.FinishSlot(ctx, term, job, t0, "run-1", []byte("{}"), 0, 0); err != nil {
+			if err := r.c.FinishSlot(ctx, term, job, t0, "run-1", []byte("{}"), time.Time{}, 0, 0); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -492,10 +492,10 @@ func TestClaimsOfSeveralTermsInOneBatch(t *testing.T) {
 		t.Fatalf("after the claims: shard 1's term ended %v, shard 0's %v; want only shard 1's", t1.Context().Err(), t0.Context().Err())
 	}
 	// Records too: shard 0's lands, a record under the ended term does not.
-	if err := a.c.FinishSlot(ctx, t0, jobs[0], slot, "r0", []byte("{}"), 10, 0); err != nil {
+	if err := a.c.FinishSlot(ctx, t0, jobs[0], slot, "r0", []byte("{}"), time.Time{}, 10, 0); err != nil {
 		t.Fatalf("record of the live term: %v", err)
 	}
-	if err := a.c.FinishSlot(ctx, t1, jobs[1], slot, "r1", []byte("{}"), 10, 0); !errors.Is(err, coord.ErrNotLeader) {
+	if err := a.c.FinishSlot(ctx, t1, jobs[1], slot, "r1", []byte("{}"), time.Time{}, 10, 0); !errors.Is(err, coord.ErrNotLeader) {
 		t.Fatalf("record of the stale term: %v, want ErrNotLeader", err)
 	}
 	jc, err := a.c.JobClaims(ctx, jobs[0])

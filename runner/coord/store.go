@@ -22,7 +22,8 @@ import (
 //
 //	leader/<shard>/<lease>   election keys, one election per shard; the oldest leads
 //	handovers/<shard>        the mark of the shard's last graceful hand-over (handover.go)
-//	claims/<job>             the job's claims: floor, latest slots, open claims (claims.go)
+//	claims/<job>             the job's claims: floor, latest slots, open claims, and
+//	                         when its last success ended (claims.go)
 //	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time),
 //	                         at most about history.keep per job
 //	paused/<job>             present while the job is paused: the pause's note, JSON with
@@ -50,29 +51,47 @@ func (c *Coordinator) pausedPrefix() string            { return c.prefix + "paus
 // pruneDue; the oldest go first). Run IDs are UUIDv7, so key order is time
 // order.
 func (c *Coordinator) RecordRun(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error {
-	return c.record(ctx, t, job, runID, rec, keep, maxAge, time.Time{})
+	return c.record(ctx, t, &recordReq{job: job, runID: runID, value: rec}, keep, maxAge)
 }
 
 // FinishSlot is RecordRun for a slot's last attempt, which also closes the
 // slot's claim (see claimState), in the same transaction: the run's record
-// and the end of its claim are one write. A slot that is not open (never
-// claimed, or finished before) only gets its record.
-func (c *Coordinator) FinishSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error {
-	return c.record(ctx, t, job, runID, rec, keep, maxAge, slot)
+// and the end of its claim are one write. succeeded is when the attempt
+// ended if it succeeded (zero if it did not): the claim key keeps it, in
+// the same write, as the job's last success (JobClaims.LastSuccess). A
+// slot that is not open (never claimed, or finished before) only gets its
+// record, and the success if it is the job's latest.
+func (c *Coordinator) FinishSlot(ctx context.Context, t *Term, job string, slot time.Time, runID string, rec []byte, succeeded time.Time, keep int, maxAge time.Duration) error {
+	return c.record(ctx, t, &recordReq{job: job, runID: runID, value: rec, slot: slot, succeeded: unixNano(succeeded)}, keep, maxAge)
 }
 
 // CloseSlot closes a slot's open claim without writing a record (its
 // record was written before, as by the previous layout's last result).
 func (c *Coordinator) CloseSlot(ctx context.Context, t *Term, job string, slot time.Time) error {
-	return c.record(ctx, t, job, "", nil, 0, 0, slot)
+	return c.record(ctx, t, &recordReq{job: job, slot: slot}, 0, 0)
+}
+
+// noteSuccess writes only a job's last success into its claim key, if it is
+// later than the one kept (a triggered run's: FinishTrigger).
+func (c *Coordinator) noteSuccess(ctx context.Context, t *Term, job string, at time.Time) error {
+	return c.record(ctx, t, &recordReq{job: job, succeeded: unixNano(at)}, 0, 0)
 }
 
 // recordReq is one record write waiting for its batch.
 type recordReq struct {
 	request
-	job, runID string // runID "": no record, only the claim closed
+	job, runID string // runID "": no record, only the claim key written
 	value      []byte
 	slot       time.Time // the slot whose claim the record closes; zero for none
+	succeeded  int64     // the end of the job's success the claim key keeps (Unix ns); 0: none
+}
+
+// unixNano is t in Unix nanoseconds, 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // maxRecordBatch bounds a batch of record writes: a record that finishes a
@@ -96,8 +115,8 @@ func recordWeight(r *recordReq) int { return 1 + len(r.value)/recordBatchUnit }
 // record waits for its batch's outcome (each transaction is bounded by
 // RequestTimeout) unless ctx ends first; a request whose ctx ended before
 // its batch was sent is dropped, so it cannot land after its caller gave up.
-func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, rec []byte, keep int, maxAge time.Duration, slot time.Time) error {
-	r := &recordReq{request: newRequest(ctx, t), job: job, runID: runID, value: rec, slot: slot}
+func (c *Coordinator) record(ctx context.Context, t *Term, r *recordReq, keep int, maxAge time.Duration) error {
+	r.request = newRequest(ctx, t)
 	c.records.add(r)
 	select {
 	case err := <-r.done:
@@ -105,10 +124,10 @@ func (c *Coordinator) record(ctx context.Context, t *Term, job, runID string, re
 			return err
 		}
 	case <-ctx.Done():
-		return fmt.Errorf("record run %s: %w", runID, ctx.Err())
+		return fmt.Errorf("record run %s: %w", r.runID, ctx.Err())
 	}
-	if runID != "" {
-		c.prune(ctx, job, keep, maxAge)
+	if r.runID != "" {
+		c.prune(ctx, r.job, keep, maxAge)
 	}
 	return nil
 }
@@ -153,12 +172,13 @@ func (c *Coordinator) pruneNow(ctx context.Context, job string, keep int, maxAge
 	}
 }
 
-func recordJob(r *recordReq) (string, bool) { return r.job, !r.slot.IsZero() }
+func recordJob(r *recordReq) (string, bool) { return r.job, !r.slot.IsZero() || r.succeeded != 0 }
 
 // commitRecordsOf writes a batch of records, of any of this replica's
 // terms, in one transaction under every term's fencing guard. A record
-// that finishes a slot also closes the slot's open claim, guarded by the
-// claim key's mod revision; a claim key that changed behind its term's
+// that finishes a slot also closes the slot's open claim, and one of a
+// success keeps it as the job's last (if later), guarded by the claim
+// key's mod revision; a claim key that changed behind its term's
 // copy is read again from the failure branch and the batch built again. A
 // stale term fails (and ends) only its own records.
 func (c *Coordinator) commitRecordsOf(rs []*recordReq) {
@@ -191,17 +211,22 @@ func (c *Coordinator) commitRecordsOf(rs []*recordReq) {
 			if r.runID != "" {
 				ops = append(ops, clientv3.OpPut(run, string(r.value)))
 			}
-			if r.slot.IsZero() {
+			if _, ok := recordJob(r); !ok {
 				continue
 			}
 			cc := caches[r.term]
 			cc.mu.Lock()
 			e := cc.entry(r.job)
-			open := e.bad == nil && e.st.openAt(r.slot.UnixNano()) >= 0
-			st, rev := e.st.withClosed(r.slot.UnixNano()), e.rev
+			open := e.bad == nil && !r.slot.IsZero() && e.st.openAt(r.slot.UnixNano()) >= 0
+			st, rev := e.st, e.rev
+			if open {
+				st = st.withClosed(r.slot.UnixNano())
+			}
+			st = st.withSuccess(r.succeeded)
+			later := e.bad == nil && st.Success != e.st.Success
 			cc.mu.Unlock()
-			if !open {
-				continue // nothing to close: the record alone
+			if !open && !later {
+				continue // nothing to close, no later success: the record alone
 			}
 			v, err := json.Marshal(st)
 			if err != nil {

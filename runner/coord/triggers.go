@@ -230,15 +230,25 @@ func (c *Coordinator) SkipTrigger(ctx context.Context, t *Term, tr Trigger, runI
 // FinishTrigger ends a triggered run: under t's fencing guard, it puts the
 // run's last record and deletes the request, if the request is still the
 // claim RunTrigger wrote at rev; if it is not (which only a bug or a hand
-// edit makes happen), the record is written alone.
-func (c *Coordinator) FinishTrigger(ctx context.Context, t *Term, job, id string, rev int64, runID string, rec []byte, keep int, maxAge time.Duration) error {
+// edit makes happen), the record is written alone. succeeded is when the
+// run ended if it succeeded (zero if it did not): then a second write
+// keeps it in the job's claim key as the job's last success, as FinishSlot
+// does in its one write (the request's transaction does not hold the claim
+// key). That write is best effort: it is logged if it fails, and the
+// run's record stands.
+func (c *Coordinator) FinishTrigger(ctx context.Context, t *Term, job, id string, rev int64, runID string, rec []byte, succeeded time.Time, keep int, maxAge time.Duration) error {
 	_, err := c.decideTrigger(ctx, t, job, id, rev,
 		clientv3.OpDelete(c.triggerKey(job, id)), clientv3.OpPut(c.runKey(job, runID), string(rec)))
 	if errors.Is(err, ErrTriggerDecided) {
-		return c.RecordRun(ctx, t, job, runID, rec, keep, maxAge)
-	}
-	if err == nil {
+		err = c.RecordRun(ctx, t, job, runID, rec, keep, maxAge)
+	} else if err == nil {
 		c.prune(ctx, job, keep, maxAge)
+	}
+	if err == nil && !succeeded.IsZero() {
+		if nerr := c.noteSuccess(ctx, t, job, succeeded); nerr != nil {
+			c.log.Warn("last success of a triggered run not kept in the claim key: the shard's next leader exports the one before",
+				"job", job, "run_id", runID, "error", nerr)
+		}
 	}
 	return err
 }

@@ -140,7 +140,7 @@ func TestTriggerDecisionsAreFencedAndOnce(t *testing.T) {
 	if err := r.c.SkipTrigger(context.Background(), term, run, "skip-of-run", []byte("skipped"), 0, 0); !errors.Is(err, coord.ErrTriggerDecided) {
 		t.Fatalf("skipping a request decided to run: %v, want ErrTriggerDecided", err)
 	}
-	if err := r.c.FinishTrigger(context.Background(), term, "j", "run", rev, "run-1", []byte("done"), 0, 0); err != nil {
+	if err := r.c.FinishTrigger(context.Background(), term, "j", "run", rev, "run-1", []byte("done"), time.Time{}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, _ := r.c.GetTrigger(context.Background(), "j", "run"); ok {
