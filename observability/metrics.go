@@ -124,7 +124,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, []string{JobLabel, "reason"}),
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_last_success_timestamp_seconds",
-			Help: "Unix time of the job's last successful run on this replica.",
+			Help: "Unix time the job's last successful run ended, on any replica: from the cluster's state when this replica's term of the job's shard starts, then at each success here.",
 		}, []string{JobLabel}),
 		JobRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pacer_job_running",

@@ -44,6 +44,9 @@
 //	slots   the latest finished claimed slots after floor (at most 16)
 //	open    claimed slots not finished yet, each with its claim (node,
 //	        fencing token, correlation ID, attempt)
+//	success when the job's last successful run ended (decides no claim:
+//	        the shard's next leader exports it from the read its term
+//	        starts with; FinishSlot and FinishTrigger write it)
 //
 // A slot may be claimed if it is after floor and neither finished nor open.
 // Each term keeps a copy of the claim keys of its shard's jobs (read once,
