@@ -90,11 +90,27 @@ def compile(pattern: str) -> "re.Pattern[str]":
 
 def translate(pattern: str) -> str:
     """The Python pattern whose search finds a match exactly where Go's does."""
+    return _parse(pattern)[0]
+
+
+@functools.lru_cache(maxsize=256)
+def backtracks(pattern: str) -> bool:
+    """Whether pattern repeats a group that itself holds a repetition or an
+    alternation, as in ``^(a+)+$`` or ``(x|xy)*z``: Python's re, which
+    backtracks, can take time exponential in a value's length to search it,
+    where Go's regexp takes linear time. The SDK does not check values
+    against such a pattern at run time (the runner checked them with Go's
+    regexp when it loaded the config): a check that never ends would hang
+    the whole plugin process, and every run on it."""
+    return _parse(pattern)[1]
+
+
+def _parse(pattern: str) -> Tuple[str, bool]:
     p = _Parser(pattern)
     out = p.group(frozenset())
     if p.i < len(pattern):
         raise PatternError(f"unexpected ): {pattern!r}")
-    return out
+    return out, p.nested
 
 
 def _normalize(r: Ranges) -> Ranges:
@@ -173,6 +189,11 @@ class _Parser:
     def __init__(self, pattern: str):
         self.p = pattern
         self.i = 0
+        # Repetitions and alternations parsed so far; and whether a
+        # repetition applies to a group holding one of them (see
+        # backtracks).
+        self.complex = 0
+        self.nested = False
 
     def error(self, msg: str) -> PatternError:
         return PatternError(f"{msg} in {self.p!r}")
@@ -182,6 +203,7 @@ class _Parser:
         p = self.p
         out: List[str] = []
         last = ""  # "atom", "repeat" or "" (nothing to repeat)
+        last_complex = False  # the last atom is a group holding a repetition or a |
         while self.i < len(p):
             c = p[self.i]
             if c == ")":
@@ -190,6 +212,7 @@ class _Parser:
                 out.append("|")
                 self.i += 1
                 last = ""
+                self.complex += 1
                 continue
             if c in "*+?" or (c == "{" and self._repeat() is not None):
                 op = c if c != "{" else self._repeat()
@@ -197,6 +220,9 @@ class _Parser:
                     raise self.error(f"invalid nested repetition operator {op}")
                 if last == "":
                     raise self.error(f"missing argument to repetition operator {op}")
+                if last_complex and op not in ("?", "{0,1}", "{1}", "{0}", "{1,1}", "{0,0}"):
+                    self.nested = True
+                self.complex += 1
                 self.i += len(op)
                 if p.startswith("?", self.i):
                     op += "?"
@@ -204,12 +230,15 @@ class _Parser:
                 out.append(op)
                 last = "repeat"
                 continue
+            last_complex = False
             if c == "(":
+                before = self.complex
                 atom, set_flags = self._paren(flags)
                 if atom is None:  # (?i) and the like: to the end of the group, | or not
                     flags = set_flags
                     continue
                 out.append(atom)
+                last_complex = self.complex > before
             elif c == "[":
                 out.append(self._bracket(flags))
             elif c == ".":

@@ -71,3 +71,28 @@ class ParamsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BacktrackingTest(unittest.TestCase):
+    """Attack 18, R1: a pattern that repeats a group holding a repetition or
+    an alternation can take Python's re time exponential in the value's
+    length, where Go's regexp is linear: a value the runner accepted at
+    load hung the whole plugin process in the SDK's run-time check (the run
+    recorded `timeout`, another job's run on the plugin `crashed`). The SDK
+    leaves such patterns to the runner's check. Before the fix this test
+    does not end: the search of the value below takes days."""
+
+    def test_nested_repetitions_are_left_to_the_runner(self):
+        for pattern in (r"^(a+)+$", r"(x+x+)+y|z", r"(a|ab)*c", r"((ab)?)*$"):
+            with self.subTest(pattern):
+                self.assertTrue(_re2.backtracks(pattern))
+                problems = _schema.validate({"type": "string", "pattern": pattern}, "a" * 40 + "x" * 40 + "!")
+                self.assertEqual(problems, [])
+
+    def test_other_patterns_are_still_checked(self):
+        for pattern in (r"^[a-z]+$", r"(ab)+", r"\d+-\d+", r"(a+)?b", r"^(?:ab){2}$"):
+            with self.subTest(pattern):
+                self.assertFalse(_re2.backtracks(pattern))
+                problems = _schema.validate({"type": "string", "pattern": pattern}, "!")
+                self.assertEqual(len(problems), 1, problems)
+                self.assertIn("must match the pattern", str(problems[0]))
