@@ -11,7 +11,8 @@ import (
 // Attack 17, K6: params a run cannot carry (it sends them as a protobuf
 // Struct) are refused at their line when the config is loaded, whatever
 // the task's schema: an unquoted date (YAML's timestamp), in a list and an
-// object too, and bytes that are not text (!!binary). Before, `pacer validate` passed them
+// object too, bytes that are not text (!!binary), and (attack 18, R7) an
+// integer a double cannot hold exactly. Before, `pacer validate` passed them
 // and every run failed "invalid params: proto: invalid type: time.Time".
 // Attack 16, G8: so is a sanitize pattern that matches the empty string,
 // which `pacer validate` passed and the runner refused when it was built
@@ -36,11 +37,13 @@ func TestParamsThatCannotTravelAreRefusedAtTheirLine(t *testing.T) {
 		"      days: [2026-01-02, x]",
 		"      bin: !!binary /w==",
 		"      nested: {1: one, when: 2026-01-03 10:00:00}",
+		"      id: 9007199254740993",
+		"      neg: -18446744073709551",
 		"  - id: fine",
 		"    plugin: py",
 		"    task: raw",
 		"    schedule: '@every 1s'",
-		"    params: {n: 1, f: 1.5, b: true, s: x, l: [1, '2026-01-01'], o: {k: ~}}",
+		"    params: {n: 1, f: 1.5, b: true, s: x, l: [1, '2026-01-01'], o: {k: ~}, big: 9007199254740992, id: '9007199254740993'}",
 	)
 	if err := os.WriteFile(path, src, 0o644); err != nil {
 		t.Fatal(err)
@@ -57,6 +60,8 @@ func TestParamsThatCannotTravelAreRefusedAtTheirLine(t *testing.T) {
 		`pacer.yaml:14: jobs[0].params.days[0]: YAML reads this as a timestamp`,
 		`pacer.yaml:15: jobs[0].params.bin: is not UTF-8 text`,
 		`pacer.yaml:16: jobs[0].params.nested.when: YAML reads this as a timestamp`,
+		`pacer.yaml:17: jobs[0].params.id: 9007199254740993 is too large to pass as a number exactly`,
+		`pacer.yaml:18: jobs[0].params.neg: -18446744073709551 is too large to pass as a number exactly`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("error %q lacks %q", got, want)

@@ -78,10 +78,24 @@ func (d *decoder) validate(c *Config) {
 // fail every run with "invalid params" (attack 17, K6). A task without a
 // schema is not checked by its plugin, so it is checked here, for all.
 func (d *decoder) validateParams(jobs []Job) {
+	// A number travels as a double: an integer beyond ±2^53 would reach
+	// the task as another one (9007199254740993 as ...992), with success
+	// (attack 18, R7).
+	exact := func(path string, beyond bool, v any) {
+		if beyond {
+			d.problem(path, "%v is too large to pass as a number exactly (params carry numbers as doubles: beyond ±2^53 they are rounded); quote it to pass it as text", v)
+		}
+	}
 	var walk func(path string, v any)
 	walk = func(path string, v any) {
 		switch v := v.(type) {
-		case nil, bool, int, int64, uint64, float64:
+		case nil, bool, float64:
+		case int:
+			exact(path, v > 1<<53 || v < -1<<53, v)
+		case int64:
+			exact(path, v > 1<<53 || v < -1<<53, v)
+		case uint64:
+			exact(path, v > 1<<53, v)
 		case string:
 			if !utf8.ValidString(v) {
 				d.problem(path, "is not UTF-8 text (a !!binary value?), which params cannot carry")
