@@ -48,6 +48,28 @@ func TestParamsThatCannotTravelAreRefusedAtTheirLine(t *testing.T) {
 	if err := os.WriteFile(path, src, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	deep := "x: " + strings.Repeat("{a: ", 31) + "1" + strings.Repeat("}", 31)
+	ok := "x: " + strings.Repeat("{a: ", 29) + "1" + strings.Repeat("}", 29)
+	src = append(src, y(
+		"  - id: deep",
+		"    plugin: py",
+		"    task: raw",
+		"    schedule: '@every 1s'",
+		"    params: {"+deep+"}",
+		"  - id: deep-enough",
+		"    plugin: py",
+		"    task: raw",
+		"    schedule: '@every 1s'",
+		"    params: {"+ok+"}",
+		"  - id: big",
+		"    plugin: py",
+		"    task: raw",
+		"    schedule: '@every 1s'",
+		"    params: {blob: "+strings.Repeat("B", 1<<20)+"}",
+	)...)
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, err := Load(path)
 	var cerr *Error
 	if !errors.As(err, &cerr) {
@@ -62,12 +84,14 @@ func TestParamsThatCannotTravelAreRefusedAtTheirLine(t *testing.T) {
 		`pacer.yaml:16: jobs[0].params.nested.when: YAML reads this as a timestamp`,
 		`pacer.yaml:17: jobs[0].params.id: 9007199254740993 is too large to pass as a number exactly`,
 		`pacer.yaml:18: jobs[0].params.neg: -18446744073709551 is too large to pass as a number exactly`,
+		`pacer.yaml:28: jobs[2].params.x.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a: nested more than 30 levels deep`,
+		`jobs[4].params: 1048587 bytes as JSON; at most 1048576`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("error %q lacks %q", got, want)
 		}
 	}
-	for _, not := range []string{"params.quoted", "jobs[1]", "patterns[0]"} {
+	for _, not := range []string{"params.quoted", "jobs[1]", "jobs[3]", "patterns[0]"} {
 		if strings.Contains(got, not) {
 			t.Errorf("error %q names %s, which is fine", got, not)
 		}

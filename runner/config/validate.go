@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"net"
@@ -86,8 +87,19 @@ func (d *decoder) validateParams(jobs []Job) {
 			d.problem(path, "%v is too large to pass as a number exactly (params carry numbers as doubles: beyond ±2^53 they are rounded); quote it to pass it as text", v)
 		}
 	}
-	var walk func(path string, v any)
-	walk = func(path string, v any) {
+	// A map or list nested deeper than MaxParamsDepth would pass here and
+	// be refused by the Python SDK's protobuf decoder (its recursion limit
+	// of 100 messages: three per level), which breaks the plugin's run
+	// stream for every run on it (attack 18, R8).
+	var walk func(path string, v any, depth int)
+	walk = func(path string, v any, depth int) {
+		switch v.(type) {
+		case map[string]any, []any:
+			if depth++; depth > MaxParamsDepth {
+				d.problem(path, "nested more than %d levels deep, which plugins cannot decode; flatten it", MaxParamsDepth)
+				return
+			}
+		}
 		switch v := v.(type) {
 		case nil, bool, float64:
 		case int:
@@ -102,11 +114,11 @@ func (d *decoder) validateParams(jobs []Job) {
 			}
 		case map[string]any:
 			for k, e := range v {
-				walk(joinPath(path, k), e)
+				walk(joinPath(path, k), e, depth)
 			}
 		case []any:
 			for i, e := range v {
-				walk(fmt.Sprintf("%s[%d]", path, i), e)
+				walk(fmt.Sprintf("%s[%d]", path, i), e, depth)
 			}
 		case time.Time:
 			d.problem(path, "YAML reads this as a timestamp, which params cannot carry; quote it to pass it as text: %q", v.Format(time.RFC3339Nano))
@@ -115,11 +127,25 @@ func (d *decoder) validateParams(jobs []Job) {
 		}
 	}
 	for i := range jobs {
-		if p := fmt.Sprintf("jobs[%d]", i); !d.failedAt(p) {
-			walk(p+".params", map[string]any(jobs[i].Params))
+		p := fmt.Sprintf("jobs[%d]", i)
+		if d.failedAt(p) {
+			continue
+		}
+		walk(p+".params", map[string]any(jobs[i].Params), 0)
+		// A run's request must fit in one 4 MiB message (attack 18, R9:
+		// every run of a job with 5 MB of params failed at once).
+		if b, err := json.Marshal(jobs[i].Params); err == nil && len(b) > MaxParamsBytes {
+			d.problem(p+".params", "%d bytes as JSON; at most %d, so that a run's request fits in one message: pass large data by reference (a file, a URL)", len(b), MaxParamsBytes)
 		}
 	}
 }
+
+// Bounds on a job's params, so that every run's request can be sent and
+// decoded by the SDKs.
+const (
+	MaxParamsDepth = 30
+	MaxParamsBytes = 1 << 20
+)
 
 // maxNodeNameLen bounds node.name, which every log line carries: a host
 // name is at most 64 bytes on Linux, 253 in DNS.
