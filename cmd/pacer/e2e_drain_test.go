@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/shard"
 )
 
@@ -72,12 +70,7 @@ func TestE2EDrainTimeoutLeavesAtLeastOnceRunsToTheNextLeader(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "e2e", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := startEtcd(t, "e2e")
 	const cmd = `{shell: true, command: 'echo "START $PACER_ATTEMPT"; sleep 8; echo "END $PACER_ATTEMPT"'}`
 	var ps []*proc
 	for _, name := range []string{"r1", "r2"} {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pacerun/pacer/internal/etcdembed"
 )
 
 // A runner frozen alone (SIGSTOP of its process, as a debugger or a
@@ -26,13 +23,7 @@ func TestE2EFrozenRunnersJobEndsBeforeItsLeaseCouldExpire(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "shared", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := startEtcd(t, "shared")
 
 	const ttl = 3 * time.Second
 	pidFile := filepath.Join(t.TempDir(), "pids")

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/sdk/sdktest"
 )
@@ -316,6 +318,19 @@ next:
 // port again once its listener closed, and two addresses one config needs
 // (the embedded etcd's client and peer) must differ.
 var handedOut sync.Map
+
+// startEtcd starts an etcd member of its own for a test's replicas to
+// share, on free loopback ports, closed when the test ends.
+func startEtcd(t *testing.T, name string) *etcdembed.Embedded {
+	t.Helper()
+	e, err := etcdembed.Start(context.Background(), etcdembed.Options{
+		Name: name, Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()

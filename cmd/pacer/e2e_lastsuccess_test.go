@@ -12,8 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/pacerun/pacer/internal/etcdembed"
 )
 
 // A job that succeeded under the leader it had, and fails since, keeps its
@@ -25,13 +23,7 @@ func TestE2ENewLeaderExportsTheLastSuccess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "shared", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := startEtcd(t, "shared")
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint()}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pacerun/pacer/internal/etcdembed"
 )
 
 // G4, through real `pacer run` processes: two replicas on one etcd, one
@@ -30,13 +27,7 @@ func TestE2ESlotsDueWhileAJobWasPausedStaySkippedAfterATakeover(t *testing.T) {
 }
 
 func testPausedThroughTakeover(t *testing.T, how string) {
-	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "shared", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := startEtcd(t, "shared")
 	const jobs = `
   - {id: p1, plugin: shell, task: exec, schedule: "@every 1s", misfire: {policy: all, grace: 60s}, params: {command: ["true"]}}
   - {id: long, plugin: shell, task: exec, schedule: "@every 1s", overlap: forbid, timeout: 1m, params: {command: [sleep, "60"]}}`

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pacerun/pacer/internal/etcdembed"
 	"github.com/pacerun/pacer/runner/shard"
 )
 
@@ -86,12 +84,7 @@ func TestE2EShardsSplitAcrossReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "e2e", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := startEtcd(t, "e2e")
 	const shards = 6
 	var jobs strings.Builder
 	var ids []string

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pacerun/pacer/internal/etcdembed"
 )
 
 const echoJob = `
@@ -131,13 +128,7 @@ func TestE2ETwoReplicasFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
 	}
-	etcd, err := etcdembed.Start(context.Background(), etcdembed.Options{
-		Name: "shared", Dir: t.TempDir(), ClientListen: freeAddr(t), PeerListen: freeAddr(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
+	etcd := startEtcd(t, "shared")
 
 	const ttl = 2 * time.Second
 	start := func(name string) *proc {
