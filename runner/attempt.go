@@ -62,27 +62,32 @@ type slotRun struct {
 	// phase says what the slot's run does while no attempt runs, for the
 	// overlap skips it causes (attack 17, K7: a 5 ms job whose record
 	// waited on a stalled etcd made its next slot "still running").
-	phase atomic.Pointer[string]
+	phase atomic.Uint32
 }
 
-// Phases of a slot's run besides running an attempt.
+// Phases of a slot's run (slotRun.phase): what an overlap skip it causes
+// says of it. An index, so that a run's path does not allocate for it.
 const (
-	phaseJitter   = "waiting out its jitter"
-	phaseClaiming = "claiming its slot"
-	phaseRetry    = "waiting to retry"
-	phaseRecord   = "its task has ended; its record is being written (etcd slow or refusing writes?)"
+	phaseRunning uint32 = iota
+	phaseJitter
+	phaseClaiming
+	phaseRetry
+	phaseRecord
 )
 
-func (sr *slotRun) setPhase(p string) { sr.phase.Store(&p) }
+var phaseDetails = [...]string{
+	phaseRunning:  "previous run still running",
+	phaseJitter:   "previous slot not finished: waiting out its jitter",
+	phaseClaiming: "previous slot not finished: claiming its slot",
+	phaseRetry:    "previous slot not finished: waiting to retry",
+	phaseRecord:   "previous slot not finished: its task has ended; its record is being written (etcd slow or refusing writes?)",
+}
+
+func (sr *slotRun) setPhase(p uint32) { sr.phase.Store(p) }
 
 // overlapDetail is the detail of a skip record for a slot that this one
 // overlaps under overlap: forbid.
-func (sr *slotRun) overlapDetail() string {
-	if p := sr.phase.Load(); p != nil && *p != "" {
-		return "previous slot not finished: " + *p
-	}
-	return "previous run still running"
-}
+func (sr *slotRun) overlapDetail() string { return phaseDetails[sr.phase.Load()] }
 
 // attemptEnded notes the end of one of the slot's attempts.
 func (sr *slotRun) attemptEnded(rec Record) {
@@ -219,7 +224,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	var prev trace.SpanContext
 	for attempt := first; ; attempt++ {
 		sr.attempt <- struct{}{} // free unless a replacing slot is looking
-		sr.setPhase("")
+		sr.setPhase(phaseRunning)
 		if attempt == first {
 			final, prev = r.execute(spanCtx, firstSpan, firstAttempt, base)
 		} else {
