@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -314,9 +315,9 @@ next:
 	return -1
 }
 
-// handedOut holds every address freeAddr returned: the kernel may offer a
-// port again once its listener closed, and two addresses one config needs
-// (the embedded etcd's client and peer) must differ.
+// handedOut holds every address freeAddr returned: two addresses one config
+// needs (the embedded etcd's client and peer) must differ, and a port
+// handed out once stays someone's until the test binary ends.
 var handedOut sync.Map
 
 // startEtcd starts an etcd member of its own for a test's replicas to
@@ -332,20 +333,56 @@ func startEtcd(t *testing.T, name string) *etcdembed.Embedded {
 	return e
 }
 
+// freeAddr returns a loopback address nothing listens on, for a process the
+// test starts to bind. Its port lies below the kernel's ephemeral range: a
+// port from that range, once closed here, can be taken by any outgoing
+// connection (the replicas' etcd clients make many) or any listener on port
+// 0 before the process binds it, and the process then fails to start
+// (CI saw a replica exit so, its API refusing connections). Ports below the
+// range are only ever taken by a bind that names them.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	lo, hi := freePortRange()
+	span := hi - lo
+	for i := 0; i < span; i++ {
+		port := lo + int(nextPort.Add(1))%span
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if _, taken := handedOut.LoadOrStore(addr, true); taken {
+			continue
 		}
-		addr := l.Addr().String()
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // someone else's
+		}
 		l.Close()
-		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
-			return addr
+		return addr
+	}
+	t.Fatalf("no free loopback port in [%d, %d)", lo, hi)
+	return ""
+}
+
+// nextPort walks freeAddr's range from a start of this process's own, so
+// two test binaries running side by side rarely try the same ports.
+var nextPort atomic.Int64
+
+func init() { nextPort.Store(int64(os.Getpid()) * 97) }
+
+// freePortRange is the block of ports freeAddr hands out: the 10,000 below
+// the ephemeral range's start (net.ipv4.ip_local_port_range).
+var freePortRange = sync.OnceValues(func() (int, int) {
+	lo := 32768 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
 		}
 	}
-}
+	if lo < 11024 {
+		lo = 11024
+	}
+	return lo - 10000, lo
+})
 
 // pidAlive reports whether pid exists and is not a zombie.
 func pidAlive(pid int) bool {

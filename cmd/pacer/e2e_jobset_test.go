@@ -109,6 +109,11 @@ func (p *proc) waitCluster(what string, timeout time.Duration, pred func(cluster
 		if err == nil && pred(v) {
 			return v
 		}
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s exited (%v) while waiting for %s", p.name, p.exitErr, what)
+		default:
+		}
 		if time.Now().After(deadline) {
 			p.t.Fatalf("%s: timed out after %s waiting for %s (last view %+v, %v)", p.name, timeout, what, v, err)
 		}
