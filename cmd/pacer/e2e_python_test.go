@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -174,5 +175,56 @@ jobs:
 	}
 	if py.attr("pacer.plugin") != "hello-python" || py.attr("name") != "Ada [email]" {
 		t.Fatalf("the Python span's attributes: pacer.plugin %q, name %q (want hello-python and the sanitized name)", py.attr("pacer.plugin"), py.attr("name"))
+	}
+}
+
+// A Python plugin whose task is inside one long C call that keeps the GIL
+// when its runner is killed (attack 18, R5): its SIGTERM handler and parent
+// poll cannot run, so the SDK's watchdog process kills it, before the call
+// returns and the task's code after it (a side effect with no runner) runs.
+func TestE2EPythonPluginHoldingTheGILDiesWithItsRunner(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts a real pacer process and a Python plugin (skipped with -short)")
+	}
+	t.Parallel()
+	needPython(t)
+	plugin, err := filepath.Abs(filepath.Join("..", "..", "sdk", "python", "tests", "plugins", "testplugin.py"))
+	must(err)
+	dir := t.TempDir()
+	started, effect := filepath.Join(dir, "started"), filepath.Join(dir, "effect")
+	httpAddr := freeAddr(t)
+	p := startPacer(t, "py-gil", httpAddr, runnerConfig{node: "py-gil", cluster: "e2e",
+		plugins: "paths: {testplugin: " + plugin + "}"}.head(t, httpAddr)+fmt.Sprintf(`jobs:
+  - id: hold
+    plugin: testplugin
+    task: gil
+    schedule: "@every 1s"
+    timeout: 5m
+    params: {seconds: 120, started: %q, file: %q}
+`, started, effect))
+	lines := p.waitLogs("the run to start", 60*time.Second, func(ls []logLine) bool {
+		return len(match(ls, msgIs("run started"))) > 0 && len(pluginPIDs(ls)) > 0
+	})
+	pid := pluginPIDs(lines)[0]
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the task did not start its call within 30 s")
+		}
+	}
+	p.signal(syscall.SIGKILL)
+	p.wait(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for pidAlive(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the plugin (pid %d), its task in a 120 s call holding the GIL, still runs 30 s after its runner's kill -9", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(effect); err == nil {
+		t.Fatal("the task ran on after its runner died")
 	}
 }

@@ -444,10 +444,11 @@ def _end_marked(marker: str, kill_timeout: float) -> List[int]:
         time.sleep(0.02)
 
 
-def descendants(pid: int) -> List[tuple]:
-    """Every live process below pid, parents first: (pid, start)."""
+def descendants(pid: int, spare: Sequence[int] = ()) -> List[tuple]:
+    """Every live process below pid, parents first: (pid, start); a process
+    in spare, and what is below it, is left out."""
     out: List[tuple] = []
-    todo = _children(pid)
+    todo = [c for c in _children(pid) if c not in spare]
     while todo:
         c = todo.pop(0)
         st = _stat(c)
@@ -459,15 +460,16 @@ def descendants(pid: int) -> List[tuple]:
     return out
 
 
-def end_descendants(timeout: float) -> List[int]:
-    """Kill every process below this one and wait up to timeout for them to
-    die; return those still alive. They are stopped (SIGSTOP) first, from
-    the top down, until no new one appears, so that none can fork or be
-    re-parented out of reach (this process is no subreaper) before the kill."""
-    me = os.getpid()
+def end_descendants(timeout: float, root: Optional[int] = None, spare: Sequence[int] = ()) -> List[int]:
+    """Kill every process below root (this one by default) but those in
+    spare, and wait up to timeout for them to die; return those still
+    alive. They are stopped (SIGSTOP) first, from the top down, until no
+    new one appears, so that none can fork or be re-parented out of reach
+    (root is no subreaper) before the kill."""
+    top = os.getpid() if root is None else root
     frozen: Dict[int, int] = {}
     for _ in range(100):
-        new = [(p, s) for p, s in descendants(me) if p not in frozen]
+        new = [(p, s) for p, s in descendants(top, spare) if p not in frozen]
         if not new:
             break
         for p, s in new:

@@ -21,7 +21,9 @@ The sequence (docs/plugin-protocol.md has the protocol behind it):
    every run, give them 3 seconds to return, kill every process left below
    the plugin, and exit 0. When the runner died, the processes below the
    plugin are killed first, at once: nothing a run started may outlive the
-   runner that would have recorded it.
+   runner that would have recorded it. A watchdog process (_watchdog.py)
+   kills the plugin when a task holding the GIL keeps all of this from
+   running.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Optional
 
 import grpc
 
-from . import _goplugin, _mtls, _proctree
+from . import _goplugin, _mtls, _proctree, _watchdog
 from ._context import MAX_MESSAGE_BYTES
 from ._pb import pacer_sdk_goplugin_pb2 as gp
 from ._pb.pacer.plugin.v1 import plugin_pb2_grpc as pb_grpc
@@ -162,6 +164,9 @@ def serve(plugin: Plugin) -> None:
     _non_dumpable()
     proc = _Process()
     ppid = os.getppid()
+    # Forked before the plugin has a thread of its own (gRPC's start them).
+    watchdog = _watchdog.start(DRAIN_GRACE + DESCENDANTS_GRACE + 1.0)
+    spare = (watchdog.pid,) if watchdog is not None else ()
 
     def on_sigterm(signum, frame):  # type: ignore[no-untyped-def]
         proc.stop_reason = "SIGTERM"
@@ -186,11 +191,13 @@ def serve(plugin: Plugin) -> None:
     _write_all(handshake_fd, listener.handshake_line().encode())
 
     reason = _wait(proc, ppid)
+    if watchdog is not None:
+        watchdog.stopping()
     if reason == "parent" or (reason == "signal" and os.getppid() != ppid):  # SIGTERM from the parent-death signal
-        _end_descendants()
+        _end_descendants(spare)
         _write_all(2, b"pacer plugin: runner process is gone; killed every process of its runs; stopping\n")
     servicer.stop("plugin stopping: the runner went away", DRAIN_GRACE)
-    _end_descendants()
+    _end_descendants(spare)
     for w in (sys.stdout, sys.stderr):
         try:
             w.flush()
@@ -205,9 +212,9 @@ def serve(plugin: Plugin) -> None:
 DESCENDANTS_GRACE = 2.0
 
 
-def _end_descendants() -> None:
+def _end_descendants(spare: tuple = ()) -> None:
     try:
-        alive = _proctree.end_descendants(DESCENDANTS_GRACE)
+        alive = _proctree.end_descendants(DESCENDANTS_GRACE, spare=spare)
     except Exception as e:  # never keep the plugin from exiting
         _write_all(2, f"pacer plugin: ending the processes of its runs: {e}\n".encode())
         return

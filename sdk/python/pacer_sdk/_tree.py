@@ -92,11 +92,11 @@ def children(pid):
     return out
 
 
-def descendants(pid):
+def descendants(pid, spare=()):
     """Every process below pid, parents before their children, with the
-    start time that identifies it: [(pid, start, zombie)]. Empty without
-    /proc."""
-    out, todo = [], children(pid)
+    start time that identifies it: [(pid, start, zombie)]; a process in
+    spare, and what is below it, is left out. Empty without /proc."""
+    out, todo = [], [c for c in children(pid) if c not in spare]
     while todo:
         c = todo.pop(0)
         st = stat(c)
@@ -274,14 +274,14 @@ def keep(req, stdin, out, report_fd, spawner):
         signals.wait(0.05)
 
 
-def end_all():
-    """Kill every process below the spawner: each keeper and its tree. They
-    are stopped (SIGSTOP) first, from the top down, until no new one
-    appears, so that none can fork or be re-parented out of reach before
-    the kill."""
-    me, frozen = os.getpid(), {}
+def end_all(root=None, spare=()):
+    """Kill every process below root (the spawner by default: each keeper
+    and its tree) but those in spare and below them. They are stopped
+    (SIGSTOP) first, from the top down, until no new one appears, so that
+    none can fork or be re-parented out of reach before the kill."""
+    top, frozen = os.getpid() if root is None else root, {}
     for _ in range(100):
-        new = [(p, t) for p, t, zombie in descendants(me) if not zombie and p not in frozen]
+        new = [(p, t) for p, t, zombie in descendants(top, spare) if not zombie and p not in frozen]
         if not new:
             break
         for p, t in new:

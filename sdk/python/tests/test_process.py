@@ -13,7 +13,7 @@ import unittest
 import grpc
 from cryptography import x509
 
-from pacer_sdk import _mtls
+from pacer_sdk import _mtls, _watchdog
 from pacer_sdk._pb.pacer.plugin.v1 import plugin_pb2 as pb
 from pacer_sdk._pb.pacer.plugin.v1 import plugin_pb2_grpc as pb_grpc
 from pacer_sdk.testing import Harness, StartError, parse_handshake
@@ -140,6 +140,51 @@ class StopTest(TestCase):
             self.assertEqual(res.status, grpc.StatusCode.UNAVAILABLE, res)
             wait_for(lambda: h.exit_code is not None, 10, "the plugin to exit")
             self.assertEqual(h.exit_code, 3)
+
+    def test_killed_when_the_runner_dies_while_a_task_holds_the_gil(self):
+        # A task inside one long C call that keeps the GIL: neither the
+        # plugin's SIGTERM handler nor its parent poll can run, so only the
+        # watchdog process ends the plugin, before the call returns and the
+        # task writes its side effect with no runner.
+        with tempfile.TemporaryDirectory() as d:
+            effect = os.path.join(d, "effect")
+            runner = subprocess.Popen(
+                [
+                    PYTHON,
+                    "-c",
+                    textwrap.dedent(
+                        """
+                        import os, sys, threading, time
+                        from pacer_sdk.testing import Harness
+                        plugin, effect, started = sys.argv[1:4]
+                        h = Harness.start(plugin)
+                        threading.Thread(target=h.run, args=("gil", {"seconds": 60, "file": effect, "started": started}), daemon=True).start()
+                        while not os.path.exists(started):
+                            time.sleep(0.01)
+                        print(h.pid, flush=True)
+                        time.sleep(3600)
+                        """
+                    ),
+                    TESTPLUGIN,
+                    effect,
+                    os.path.join(d, "started"),
+                ],
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(_watchdog.__file__))},
+            )
+            try:
+                pid = int(runner.stdout.readline())
+                self.assertTrue(alive(pid))
+                runner.kill()
+                runner.wait()
+                wait_for(lambda: not alive(pid), 30, f"plugin {pid}, its task holding the GIL for 60 s, to be killed after its runner died")
+                self.assertFalse(os.path.exists(effect), "the task ran on after its runner died")
+            finally:
+                if "pid" in locals() and alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+                runner.kill()
+                runner.wait()
+                runner.stdout.close()
 
     def test_exits_when_the_runner_dies(self):
         # A stand-in runner starts the plugin (without Linux's parent-death

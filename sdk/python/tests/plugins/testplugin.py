@@ -71,6 +71,20 @@ def hang(ctx, params):
 
 
 @plugin.task()
+def gil(ctx, params):
+    """Create params["started"], sleep inside one C call that keeps the GIL
+    (no signal handler or other thread of the plugin runs meanwhile), then
+    write params["file"]."""
+    import ctypes
+
+    open(params["started"], "w").close()
+    ctypes.PyDLL(None).sleep(int(params.get("seconds", 30)))
+    with open(params["file"], "a") as f:
+        f.write(f"after the call, ppid {os.getppid()}\n")
+    return "held"
+
+
+@plugin.task()
 def noise(ctx, params):
     """Write to stdout every way a task can."""
     print("noise: print")
