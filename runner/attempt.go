@@ -270,13 +270,15 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		succeeded = final.End
 	}
 	if tr != nil { // the request's claim ends with the run's last record
-		r.write(t, final, log, func(b []byte) error {
+		r.writeFor(t, final, log, 0, func(b []byte) error {
 			return r.o.Coord.FinishTrigger(context.Background(), t, job.ID, tr.ID, tr.rev, final.RunID, b, succeeded, r.o.KeepRuns, r.o.MaxRunAge)
 		})
 		return
 	}
 	r.awaitClaims(job)
-	r.write(t, final, log, func(b []byte) error {
+	// Retried while the term lives: until it lands the slot's claim is
+	// open, and a later leader would take the slot for one left running.
+	r.writeFor(t, final, log, 0, func(b []byte) error {
 		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, succeeded, r.o.KeepRuns, r.o.MaxRunAge)
 	})
 }

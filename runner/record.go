@@ -92,13 +92,24 @@ func (r *Runner) record(t *coord.Term, rec Record, log *slog.Logger) {
 // large) is written again at once without its texts (stripped): its
 // outcome is kept, and a slot's claim is closed, never left open.
 func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]byte) error) error {
+	return r.writeFor(t, rec, log, recordPatience, put)
+}
+
+// writeFor is write with its patience: 0 retries while the term lives and
+// the runner runs, with one WARN line once recordPatience has passed (a
+// slot's last record, or a job's skips: until they are written, the slot
+// is not decided, and a later leader finds it so only if the term ends).
+func (r *Runner) writeFor(t *coord.Term, rec Record, log *slog.Logger, patience time.Duration, put func([]byte) error) error {
 	b, err := encodeRecord(&rec)
 	if err != nil {
 		log.Error("run record not encodable", "run_id", rec.RunID, "error", err)
 		return err
 	}
 	stripped := false
-	give := time.Now().Add(recordPatience)
+	give, warned := time.Now().Add(patience), false
+	if patience == 0 {
+		give = time.Now().Add(recordPatience)
+	}
 	// Waits end early when the term ends or the runner stops.
 	wctx, cancel := context.WithCancel(r.stopCtx)
 	defer cancel()
@@ -126,9 +137,15 @@ func (r *Runner) write(t *coord.Term, rec Record, log *slog.Logger, put func([]b
 			}
 			continue
 		}
-		if errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrTriggerDecided) || t.Context().Err() != nil || time.Now().After(give) {
+		if errors.Is(err, coord.ErrNotLeader) || errors.Is(err, coord.ErrTriggerDecided) || t.Context().Err() != nil ||
+			patience > 0 && time.Now().After(give) {
 			log.Warn("run record not written", "run_id", rec.RunID, "state", rec.State, "error", err)
 			return err
+		}
+		if patience == 0 && !warned && time.Now().After(give) {
+			warned = true
+			log.Warn("run record not written yet: retrying while this replica leads", "run_id", rec.RunID, "state", rec.State,
+				"scheduled_time", rec.ScheduledTime, "since", recordPatience, "error", err)
 		}
 		if !backoff.Sleep(wctx, wait.Next()) && r.stopCtx.Err() != nil {
 			log.Warn("run record not written: runner stopping", "run_id", rec.RunID, "error", err)
@@ -161,7 +178,7 @@ const strippedTextBytes = 512
 var transientPolicy = backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}
 
 // recordPatience bounds how long a record write is retried.
-const recordPatience = 30 * time.Second
+var recordPatience = 30 * time.Second // a var for tests
 
 // skipAsync decides that a slot will not run: its skip record and the
 // mark that the slot is decided (in the job's claim key) are one write
@@ -170,23 +187,103 @@ const recordPatience = 30 * time.Second
 // again as missed). A slot found decided already is left as it is; one
 // whose term ended before the write landed is the next leader's to
 // decide. Counted and logged once decided. Called with r.mu held.
+//
+// A job's skips are written one after the other, in slot order, by one
+// goroutine: while one is being written, the job's later skips with the
+// same reason and detail wait as one record (scheduled_until, slots).
+// While etcd refuses writes (out of space, attack 16's G7) a job skipped
+// every second so has one write retrying, not one a slot, and its records
+// are written once etcd takes writes again, however long that took, as
+// long as the term lives (its end leaves the slots to the next leader's
+// catch-up, which records them).
 func (r *Runner) skipAsync(t *coord.Term, s Slot, reason, why string) {
-	rec := r.skipRecord(t, s, reason, why)
-	log := r.log.With("job", s.Job.ID)
+	if q := r.skips[s.Job.ID]; q != nil && q.term == t {
+		q.add(s, reason, why)
+		return
+	}
+	q := &skipQueue{term: t, job: s.Job}
+	q.add(s, reason, why)
+	r.skips[s.Job.ID] = q
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		err := r.write(t, rec, log, func(b []byte) error {
-			return r.o.Coord.SkipSlot(context.Background(), t, s.Job.ID, s.Time, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+		r.writeSkips(q)
+	}()
+}
+
+// skipQueue is a job's skips of one term not yet written, in slot order:
+// consecutive ones with the same reason and detail are one record.
+type skipQueue struct {
+	term  *coord.Term
+	job   *Job
+	skips []skipRange
+}
+
+type skipRange struct {
+	reason, why string
+	first, last time.Time
+	n           int
+}
+
+func (q *skipQueue) add(s Slot, reason, why string) {
+	if n := len(q.skips); n > 0 {
+		if last := &q.skips[n-1]; last.reason == reason && last.why == why && s.Time.After(last.last) {
+			last.last = s.Time
+			last.n++
+			return
+		}
+	}
+	q.skips = append(q.skips, skipRange{reason: reason, why: why, first: s.Time, last: s.Time, n: 1})
+}
+
+// writeSkips writes q's skips until none is left.
+func (r *Runner) writeSkips(q *skipQueue) {
+	t, job := q.term, q.job
+	log := r.log.With("job", job.ID)
+	for {
+		r.mu.Lock()
+		if len(q.skips) == 0 {
+			if r.skips[job.ID] == q {
+				delete(r.skips, job.ID)
+			}
+			r.mu.Unlock()
+			return
+		}
+		sk := q.skips[0]
+		q.skips = q.skips[1:]
+		r.mu.Unlock()
+
+		rec := r.skipRecord(t, Slot{Job: job, Time: sk.first}, sk.reason, sk.why)
+		if sk.n > 1 {
+			rec.ScheduledUntil, rec.Slots = sk.last.UTC(), sk.n
+		}
+		tries := 0
+		err := r.writeFor(t, rec, log, 0, func(b []byte) error {
+			tries++
+			return r.o.Coord.SkipSlot(context.Background(), t, job.ID, sk.last, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
 		})
+		if errors.Is(err, coord.ErrSlotTooOld) && tries > 1 {
+			// Its first tries failed (etcd refused writes), and a later
+			// slot of the job was claimed meanwhile, by this term: no
+			// later leader looks back at these slots, so the record is
+			// written without a mark.
+			err = r.writeFor(t, rec, log, 0, func(b []byte) error {
+				return r.o.Coord.RecordRun(context.Background(), t, job.ID, rec.RunID, b, r.o.KeepRuns, r.o.MaxRunAge)
+			})
+		}
 		switch {
 		case err == nil:
-			r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
-			log.Warn("slot skipped", "scheduled_time", s.Time.UTC(), "reason", reason, "detail", why)
+			r.o.Metrics.JobSkipped.WithLabelValues(job.ID, sk.reason).Add(float64(sk.n))
+			if sk.n > 1 {
+				log.Warn("slot skipped", "scheduled_time", sk.first.UTC(), "scheduled_until", sk.last.UTC(), "slots", sk.n,
+					"reason", sk.reason, "detail", sk.why)
+			} else {
+				log.Warn("slot skipped", "scheduled_time", sk.first.UTC(), "reason", sk.reason, "detail", sk.why)
+			}
 		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrSlotTooOld):
-			log.Debug("slot decided already: not skipped", "scheduled_time", s.Time.UTC(), "reason", reason, "error", err)
+			log.Debug("slot decided already: not skipped", "scheduled_time", sk.last.UTC(), "reason", sk.reason, "error", err)
 		}
-	}()
+	}
 }
 
 func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {

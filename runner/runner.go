@@ -162,15 +162,18 @@ type Runner struct {
 	neverMu   sync.Mutex
 	neverTold map[*Job]bool
 
-	mu       sync.Mutex
-	stopped  bool
-	jobs     map[string]*Job
-	sorted   []*Job       // jobs by ID
-	jobSet   coord.JobSet // of jobs
-	paused   map[string]bool
-	running  map[string]map[string]*slotRun // job ID -> key -> the slot's run
-	triggers map[string]int64               // trigger ID -> token of the term deciding or running it (trigger.go)
-	retiring map[string][]*Job              // removed by a reload while running: series to delete
+	mu      sync.Mutex
+	stopped bool
+	jobs    map[string]*Job
+	sorted  []*Job       // jobs by ID
+	jobSet  coord.JobSet // of jobs
+	paused  map[string]bool
+	running map[string]map[string]*slotRun // job ID -> key -> the slot's run
+	// skips holds, per job, the skips that wait for an earlier skip of
+	// the job to be written (skipAsync).
+	skips    map[string]*skipQueue
+	triggers map[string]int64  // trigger ID -> token of the term deciding or running it (trigger.go)
+	retiring map[string][]*Job // removed by a reload while running: series to delete
 
 	// shardRuns counts, by shard, the runs in running of the shard's jobs;
 	// idle holds, by shard, the channel WaitIdle waits on, closed (and
@@ -261,7 +264,7 @@ func New(o Options) *Runner {
 	stopping, stop := context.WithCancel(context.Background())
 	r := &Runner{o: o, log: o.Logger, stopCtx: ctx, stopRuns: cancel, stopping: stopping, stop: stop, claiming: newStartGate(startGateWait),
 		jobs: map[string]*Job{}, paused: map[string]bool{},
-		running: map[string]map[string]*slotRun{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
+		running: map[string]map[string]*slotRun{}, skips: map[string]*skipQueue{}, triggers: map[string]int64{}, triggerWaits: map[string]bool{},
 		shardRuns: map[int]int{}, idle: map[int]chan struct{}{},
 		retiring: map[string][]*Job{}, scheduled: map[int]*coord.Term{}, caughtUp: map[int]*coord.Term{}, home: map[int]*coord.Term{}, unhomed: map[string]bool{}}
 	r.sched = NewScheduler(r.Fire, r.missed)
