@@ -29,7 +29,6 @@ Linux only (pidfds, the parent-death signal): elsewhere there is none.
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 
@@ -71,6 +70,8 @@ def start(stop_grace):
     could not start: the plugin serves without it, as before)."""
     if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
         return None
+    import subprocess  # here: the watchdog itself does without it
+
     runner = os.getppid()
     if runner == 1:
         return None
