@@ -71,6 +71,7 @@ elif MODE == "orphan":
         proc.shutdown_requested.wait()
         return "shutdown"
     _serve._wait = _wait
+    _serve._watchdog.start = lambda stop_grace: None  # which would kill it 1 s after its parent
 elif MODE == "bad-schema":
     plugin.tasks["work"].params_schema_json = lambda *a: '{"type":"object","properties":{"name":{"type":"string","minLength":1}},"patternProperties":{}}'
 elif MODE == "accepts-anything":
