@@ -133,6 +133,39 @@ func orNone(s string) string {
 	return s
 }
 
+// waitJitter waits out a slot's jitter d, and reports whether the slot is
+// to run. A pause of the job, or a reload that changes it, meanwhile ends
+// the wait: the slot, not started, is recorded skipped (`paused`,
+// `reloaded`) as a pending retry would be (attack 20, Q3 and Q4: it ran
+// after the pause, or with the replaced definition). A removed job's, a
+// replaced slot's or an ended term's slot ends with ctx, unrecorded as
+// before; a stopping runner's waits on, for the drain.
+func (r *Runner) waitJitter(ctx context.Context, t *coord.Term, s Slot, sr *slotRun, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	stopped := sr.retries.Done()
+	for {
+		select {
+		case <-timer.C:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-stopped:
+			stopped = nil
+			var stop *retryStop
+			if !errors.As(context.Cause(sr.retries), &stop) || stop != stopPaused && stop != stopChanged {
+				continue
+			}
+			r.mu.Lock()
+			if !r.stopped {
+				r.skipAsync(t, s, stop.reason, stop.detail+" while this slot waited out its jitter")
+			}
+			r.mu.Unlock()
+			return false
+		}
+	}
+}
+
 // runSlot claims a slot (or decides to run a trigger request) and runs its
 // attempts.
 func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, sr *slotRun) {
@@ -148,9 +181,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	job := s.Job
 	if d := lateJitter(jitterFor(job, s.Time), s.Time); d > 0 && tr == nil {
 		sr.setPhase(phaseJitter)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
+		if !r.waitJitter(ctx, t, s, sr, d) {
 			return
 		}
 	}

@@ -494,3 +494,55 @@ func TestWaitIdleWaitsForTheShardsRuns(t *testing.T) {
 		t.Fatal("WaitIdle still waiting 10 s after the shard's runs ended")
 	}
 }
+
+// Attack 20, Q3 and Q4: a slot waiting out its jitter when its job is
+// paused, or changed by a reload, does not start: it is recorded skipped
+// (`paused`, `reloaded`), as a pending retry is. Before, it ran after the
+// pause (a jitter of hours ran the job hours after it was paused), or with
+// the replaced definition.
+func TestPauseOrReloadEndsASlotWaitingOutItsJitter(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason string
+		act          func(b *bundle, j *runner.Job)
+	}{
+		{"pause", runner.SkipPaused, func(b *bundle, j *runner.Job) { b.r.SetPaused(map[string]bool{j.ID: true}) }},
+		{"reload", runner.SkipReloaded, func(b *bundle, j *runner.Job) {
+			changed := *j
+			changed.Timeout = 2 * time.Minute
+			b.r.SetJobs([]*runner.Job{&changed})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := setup(t)
+			b.waitLeader(t)
+			slot := slotAhead()
+			id := ""
+			for i := 0; id == ""; i++ {
+				if c := fmt.Sprintf("jittered-%d", i); schedule.Jitter(c, slot, time.Hour) >= 10*time.Minute {
+					id = c
+				}
+			}
+			j := job(id, runner.OverlapForbid)
+			j.Jitter = time.Hour
+			b.r.SetJobs([]*runner.Job{j})
+			b.r.Fire(runner.Slot{Job: j, Time: slot})
+			tc.act(b, j)
+			waitCount(t, tc.reason+" skips", func() float64 {
+				return testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues(id, tc.reason))
+			}, 1)
+			recs := records(t, b, id)
+			if len(recs) != 1 || recs[0].Reason != tc.reason || !strings.Contains(recs[0].Error, "while this slot waited out its jitter") ||
+				!recs[0].ScheduledTime.Equal(slot) {
+				t.Fatalf("records %+v; want one %s skip of the slot saying it waited out its jitter", recs, tc.reason)
+			}
+			if jc, err := b.coord.JobClaims(context.Background(), id); err != nil || !slices.ContainsFunc(jc.Slots, slot.Equal) && !jc.Floor.Equal(slot) {
+				t.Fatalf("claims %+v (%v): the skipped slot is not decided", jc, err)
+			}
+			select {
+			case got := <-b.tasks.started:
+				t.Fatalf("the task ran (%s)", got)
+			default:
+			}
+		})
+	}
+}
