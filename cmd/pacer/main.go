@@ -336,7 +336,11 @@ func runCmd(args []string, stderr io.Writer) error {
 	// the lines as dropped. Notify, not Ignore: an ignored signal would stay
 	// ignored in the plugins and commands the runner starts.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	cfg, err := config.Load(path)
+	data, err := config.ReadFile(path)
+	var cfg *config.Config
+	if err == nil {
+		cfg, err = config.Parse(path, data)
+	}
 	if err == nil {
 		err = errors.Join(cfg.CheckFiles(), cfg.CheckPlugins())
 	}
@@ -349,7 +353,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	app := fx.New(
 		// The runner starts no child process but its plugins, so it can be
 		// the subreaper that ends what a dead plugin leaves behind.
-		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, Version: buildVersion(), LogOutput: stderr, Subreaper: true}),
+		fxmodule.Options(fxmodule.Params{Config: cfg, ConfigPath: path, ConfigData: data, Version: buildVersion(), LogOutput: stderr, Subreaper: true}),
 		fx.StartTimeout(time.Minute),
 		fx.StopTimeout(cfg.StopTimeout()),
 	)

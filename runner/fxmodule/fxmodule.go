@@ -51,6 +51,9 @@ type Params struct {
 	Config *config.Config
 	// ConfigPath names the config file in error messages.
 	ConfigPath string
+	// ConfigData is the content Config was parsed from: a file that
+	// differs from it when the runner starts watching is applied.
+	ConfigData []byte
 	Version    string
 	LogOutput  io.Writer
 	// Subreaper makes the process a child subreaper that kills and reaps
@@ -620,7 +623,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 			wg.Go(func() { c.WatchPaused(ctx, r.SetPaused, r.PausesLost) })
 			wg.Go(func() { c.WatchTriggers(ctx, r.HandleTriggers) })
 			if p.ConfigPath != "" {
-				rl := &reloader{path: p.ConfigPath, current: cfg, runner: r, log: log.With("component", "reload"),
+				rl := &reloader{path: p.ConfigPath, current: cfg, loaded: p.ConfigData, runner: r, log: log.With("component", "reload"),
 					poll: ReloadPoll, settle: ReloadSettle,
 					check: func(ctx context.Context, cfg *config.Config) error {
 						return h.CheckTasks(ctx, TaskRefs(p.ConfigPath, cfg))

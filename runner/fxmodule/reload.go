@@ -42,6 +42,12 @@ const (
 type reloader struct {
 	path    string
 	current *config.Config
+	// loaded is the content current was parsed from at start (nil: read
+	// the file when watching starts). The watch compares the file with
+	// it, so a file changed (renamed into place) between the start's read
+	// and the watch's first look is applied (attack 20, Q1: it was taken
+	// for the content already applied, and never applied).
+	loaded []byte
 	// started is the config the runner started with: its settings are the
 	// ones in effect, whatever reloads changed since (only jobs reload).
 	// Nil: current's.
@@ -64,7 +70,9 @@ func (rl *reloader) run(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if data, err := config.ReadFile(rl.path); err == nil {
+	if rl.loaded != nil {
+		rl.remember(rl.loaded)
+	} else if data, err := config.ReadFile(rl.path); err == nil {
 		rl.remember(data)
 	}
 	t := time.NewTicker(rl.poll)

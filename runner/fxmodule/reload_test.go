@@ -360,3 +360,27 @@ func TestReloadRejectsAFIFOAndAppliesTheNextFile(t *testing.T) {
 		t.Fatalf("after the good file: jobs %v, want [b]:\n%s", got, b.log)
 	}
 }
+
+// Attack 20, Q1: a file renamed into place between the start's read and
+// the watch's first look was taken for the content already applied, and
+// never applied. The watch compares the file with what the runner started
+// from.
+func TestFileChangedWhileStartingIsApplied(t *testing.T) {
+	t.Parallel()
+	b := setupReload(t, jobsYAML("one"))
+	b.rl.loaded, b.rl.poll, b.rl.settle = []byte(jobsYAML("one")), 10*time.Millisecond, 50*time.Millisecond
+	tmp := b.path + ".tmp"
+	writeFile(t, tmp, jobsYAML("one", "two"))
+	if err := os.Rename(tmp, b.path); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.rl.run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); !slices.Equal(b.jobIDs(), []string{"one", "two"}); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs %v 10 s after the watch started; want the renamed file's:\n%s", b.jobIDs(), b.log)
+		}
+	}
+}
