@@ -289,9 +289,29 @@ func (c *Control) notInCluster(job string) string {
 	if v.JobSetAgreed || v.Difference == nil || !slices.Contains(v.Difference.OnlyHere, job) {
 		return ""
 	}
+	if t := c.leads(job); t != nil {
+		// It still leads the job's shard (its job set's difference not
+		// settled yet): it runs the request unless it steps down first
+		// (attack 19, P7: the warning said "does not run", and it ran).
+		return fmt.Sprintf("job %q is in this replica's config but not in the cluster's job set (this replica's differs): "+
+			"this replica leads the job's shard for now and runs the request, unless it stops leading first (it does once the "+
+			"difference has lasted cluster.job_set_settle); a request it does not run is recorded as skipped, reason expired, "+
+			"after triggers.expire_after (%s); see pacer runs %s", job, c.Runner.o.TriggerExpiry, job)
+	}
 	return fmt.Sprintf("job %q is in this replica's config but not in the cluster's job set (this replica's differs): "+
 		"the leader does not have it, so the request does not run and is recorded as skipped, reason expired, after triggers.expire_after (%s); "+
 		"see pacer runs %s", job, c.Runner.o.TriggerExpiry, job)
+}
+
+// leads returns this replica's live term of job's shard, or nil.
+func (c *Control) leads(job string) *coord.Term {
+	if c.Runner.o.Coord == nil {
+		return nil
+	}
+	if t := c.Runner.o.Coord.TermOf(c.Runner.Shard(job)); t != nil && t.Context().Err() == nil && !t.Draining() {
+		return t
+	}
+	return nil
 }
 
 // countTrigger counts a trigger request's result in

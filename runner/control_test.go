@@ -14,6 +14,7 @@ import (
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 	"github.com/pacerun/pacer/runner/schedule"
 )
@@ -341,4 +342,34 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 			}
 		})
 	}
+}
+
+// differingView is a replica whose job set differs from the cluster's by
+// jobs only it has.
+type differingView []string
+
+func (v differingView) View() coord.JobSetView {
+	return coord.JobSetView{JobSet: "bbbb", ClusterJobSet: "aaaa", Difference: &coord.JobSetDiff{OnlyHere: v}}
+}
+
+// Attack 19, P7: a trigger of a job only this replica has, accepted while
+// this replica still leads the job's shard (its job set's difference not
+// settled yet), runs; its warning said "does not run". It now says that
+// this replica runs it unless it steps down first.
+func TestTriggerWarningSaysTheLeaderRunsIt(t *testing.T) {
+	b, tasks := setupScripted(t)
+	b.waitLeader(t)
+	b.r.SetJobs([]*runner.Job{job("only-here", "")})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.coord.WatchTriggers(ctx, b.r.HandleTriggers) }()
+	defer func() { cancel(); <-done }()
+
+	ctl := &runner.Control{Runner: b.r, Store: b.coord, Members: differingView{"only-here"}}
+	tr, err := ctl.Trigger(context.Background(), "only-here", "", "test", "")
+	if err != nil || !strings.Contains(tr.Warning, "this replica leads the job's shard for now and runs the request") ||
+		strings.Contains(tr.Warning, "the leader does not have it") {
+		t.Fatalf("trigger: %+v %v; want a warning that this replica runs it", tr, err)
+	}
+	waitCount(t, "calls", func() float64 { return float64(len(tasks.called())) }, 1)
 }
