@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
@@ -78,5 +80,41 @@ func TestPluginLogAndProgressReachTheRun(t *testing.T) {
 		if k != "free_pct" && k != "mount" && !slices.Contains(observability.ReservedLogKeys, k) {
 			t.Errorf("the runner writes %q on a plugin's line; add it to observability.ReservedLogKeys", k)
 		}
+	}
+}
+
+// floodTasks reports progress n times, as a task that reports per item.
+type floodTasks struct{ n int }
+
+func (f floodTasks) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	for i := range f.n {
+		c.OnProgress(pluginhost.Progress{Percent: float64(i * 100 / f.n), Message: "item " + strconv.Itoa(i)})
+	}
+	return &pluginhost.Result{Output: "ok"}, nil
+}
+
+// Attack 19, P15: a task reporting progress per item wrote one runner log
+// line per report (20,000 in 0.3 s), past every bound on a run's log, and
+// with a slow log reader drowned other jobs' lines. Progress is logged at
+// most once a second; the record keeps the last report.
+func TestProgressFloodIsNotLoggedLineByLine(t *testing.T) {
+	b := setup(t)
+	var logs syncbuf.Buffer
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: floodTasks{n: 5000}, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil)), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	b.waitLeader(t)
+
+	start := time.Now()
+	b.r.Fire(runner.Slot{Job: job("flood", ""), Time: slotAhead()})
+	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "flood"))) }, 1)
+	took := time.Since(start)
+	if rec := records(t, b, "flood")[0]; rec.Progress != "99% item 4999" {
+		t.Errorf("record's progress %q, want the last report", rec.Progress)
+	}
+	n := strings.Count(logs.String(), `"msg":"run progress"`)
+	if max := 1 + int(took/time.Second); n < 1 || n > max {
+		t.Fatalf("%d run progress lines for 5,000 reports in %s; want 1 to %d", n, took, max)
 	}
 }

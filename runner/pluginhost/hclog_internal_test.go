@@ -3,11 +3,13 @@ package pluginhost
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 
 	"github.com/pacerun/pacer/observability"
 )
@@ -71,5 +73,30 @@ func TestHCLogSinkTreatsStderrAttributesAsThePlugins(t *testing.T) {
 				t.Errorf("line %d: %s = %v, want %v: %s", i, k, m[k], v, lines[i])
 			}
 		}
+	}
+}
+
+// Attack 19, P15: what a plugin process writes to its stdout or stderr is
+// bounded as a run's log lines are: 20,000 print() lines all reached the
+// runner's log before. The rest are dropped, counted, and said in one line
+// once the output is back under the rate.
+func TestPluginOutputLinesAreBoundedByRate(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	dropped := 0
+	lim := rate.NewLimiter(1, 5) // 5 lines, then one a second
+	l := newLineLogger(log, slog.LevelInfo, "stdout", lim, func() { dropped++ })
+	for i := range 1000 {
+		fmt.Fprintf(l, "line %d\n", i)
+	}
+	logged := strings.Count(buf.String(), `"source":"plugin-stdout"`)
+	if logged < 5 || logged > 7 || logged+dropped != 1000 {
+		t.Fatalf("%d lines logged and %d dropped of 1,000 at 1 a second (burst 5):\n%s", logged, dropped, buf.String())
+	}
+	lim.SetLimit(rate.Inf) // the output is back under the rate
+	fmt.Fprintln(l, "after")
+	if want := fmt.Sprintf(`"msg":"%d lines the plugin wrote to its stdout dropped: over 1 lines/s"`, dropped); !strings.Contains(buf.String(), want) ||
+		!strings.Contains(buf.String(), `"msg":"after"`) {
+		t.Fatalf("after the flood, want %s and the line:\n%s", want, buf.String())
 	}
 }

@@ -48,6 +48,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -361,6 +362,16 @@ func (h *Host) Status() []Status {
 // start starts a plugin process, checks that it is the plugin that refs
 // (the jobs that use it) expect, and returns it. A failure is a
 // *StartError saying its cause.
+// outputLogger logs a plugin process's stdout or stderr lines, within the
+// per-run log rate.
+func (h *Host) outputLogger(log *slog.Logger, plugin string, level slog.Level, stream string) *lineLogger {
+	var lim *rate.Limiter
+	if h.opts.LogLinesPerSecond > 0 {
+		lim = rate.NewLimiter(rate.Limit(h.opts.LogLinesPerSecond), h.opts.LogBurst)
+	}
+	return newLineLogger(log, level, stream, lim, func() { h.metrics.droppedLogs(plugin, 1) })
+}
+
 func (h *Host) start(ctx context.Context, name string, refs []TaskRef) (*instance, error) {
 	inst, err := h.startProcess(ctx, name)
 	if err != nil {
@@ -423,8 +434,8 @@ func (h *Host) startProcess(ctx context.Context, name string) (*instance, error)
 		SkipHostEnv:      true,
 		AutoMTLS:         true,
 		Logger:           newHCLogger(log, h.opts.Sanitizer),
-		SyncStdout:       newLineLogger(log, slog.LevelInfo, "stdout"),
-		SyncStderr:       newLineLogger(log, slog.LevelWarn, "stderr"),
+		SyncStdout:       h.outputLogger(log, name, slog.LevelInfo, "stdout"),
+		SyncStderr:       h.outputLogger(log, name, slog.LevelWarn, "stderr"),
 		GRPCDialOptions: []grpc.DialOption{
 			grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 				otelgrpc.WithTracerProvider(h.opts.TracerProvider),
