@@ -143,16 +143,31 @@ const progressLogEvery = time.Second
 // `reloaded`) as a pending retry would be (attack 20, Q3 and Q4: it ran
 // after the pause, or with the replaced definition). A removed job's, a
 // replaced slot's or an ended term's slot ends with ctx, unrecorded as
-// before; a stopping runner's waits on, for the drain.
-func (r *Runner) waitJitter(ctx context.Context, t *coord.Term, s Slot, sr *slotRun, d time.Duration) bool {
+// before. When the term stops firing (a hand-over, a stop), a slot not
+// claimed yet (unclaimed) is given up and held back for the shard's next
+// leader (coord.Term.HoldBack), which runs it late, its jitter counted
+// from the slot: the drain waits for runs, not for jitter (attack 20,
+// Q5). A slot claimed already (a late run of a catch-up) waits on, for the
+// drain.
+func (r *Runner) waitJitter(ctx context.Context, t *coord.Term, s Slot, sr *slotRun, d time.Duration, unclaimed bool) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	stopped := sr.retries.Done()
+	var handing <-chan struct{}
+	if unclaimed {
+		handing = t.FiringStopped()
+	}
 	for {
 		select {
 		case <-timer.C:
 			return true
+		case <-handing:
+			t.HoldBack(s.Time)
+			return false
 		case <-ctx.Done():
+			if unclaimed && t.Draining() {
+				t.HoldBack(s.Time)
+			}
 			return false
 		case <-stopped:
 			stopped = nil
@@ -185,7 +200,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	job := s.Job
 	if d := lateJitter(jitterFor(job, s.Time), s.Time); d > 0 && tr == nil {
 		sr.setPhase(phaseJitter)
-		if !r.waitJitter(ctx, t, s, sr, d) {
+		if !r.waitJitter(ctx, t, s, sr, d, how.claimed == nil && how.prev == nil) {
 			return
 		}
 	}

@@ -119,6 +119,12 @@ type Term struct {
 	cancel  context.CancelCauseFunc
 	span    trace.Span
 	drain   atomic.Int64 // UnixNano (wall) when firing stopped; 0 while firing
+	// stopped is closed when firing stops (nil: a Term made by hand, for
+	// a test, whose firing never stops that way).
+	stopped chan struct{}
+	// held is the earliest slot (UnixNano) whose start this term gave up
+	// when firing stopped (HoldBack); 0: none.
+	held atomic.Int64
 }
 
 // Context is cancelled, with the reason as its cause, when the term ends.
@@ -128,8 +134,39 @@ func (t *Term) Context() context.Context { return t.ctx }
 // the shard may start under it (a hand-over or a stop is under way). It
 // returns when firing stopped: the first call's instant.
 func (t *Term) StopFiring() time.Time {
-	t.drain.CompareAndSwap(0, time.Now().UnixNano())
+	if t.drain.CompareAndSwap(0, time.Now().UnixNano()) && t.stopped != nil {
+		close(t.stopped)
+	}
 	return time.Unix(0, t.drain.Load())
+}
+
+// FiringStopped is closed when the term stops firing (StopFiring).
+func (t *Term) FiringStopped() <-chan struct{} { return t.stopped }
+
+// HoldBack notes that a slot fired under t, not yet claimed (it was
+// waiting out its jitter), was given up when firing stopped: the
+// hand-over mark then holds the shard's slots back from it on, so that
+// the next leader runs it late (its jitter counted from the slot) instead
+// of applying the misfire policy to it, and the drain does not wait for it
+// (attack 20, Q5: a stop waited its whole drain timeout for a jitter wait,
+// with nothing running, and a slot due before the stop was lost).
+func (t *Term) HoldBack(slot time.Time) {
+	n := slot.UnixNano()
+	for {
+		old := t.held.Load()
+		if old != 0 && old <= n || t.held.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// heldFrom is when the shard's slots are held back from: when firing
+// stopped, or the earliest slot given up (HoldBack) if that is earlier.
+func (t *Term) heldFrom(stopped time.Time) time.Time {
+	if h := t.held.Load(); h != 0 && h < stopped.UnixNano() {
+		return time.Unix(0, h)
+	}
+	return stopped
 }
 
 // Draining reports whether the term stopped firing (StopFiring).

@@ -439,7 +439,7 @@ func (c *Coordinator) resign(key string, rev int64, n int) {
 // has ended meanwhile.
 func (c *Coordinator) startTerm(ss *session, n int, key string, rev int64, campaigned time.Time) (*Term, error) {
 	tctx, tcancel := context.WithCancelCause(context.Background())
-	t := &Term{Shard: n, Token: rev, Since: time.Now(), key: key, session: ss, ctx: tctx, cancel: tcancel}
+	t := &Term{Shard: n, Token: rev, Since: time.Now(), key: key, session: ss, ctx: tctx, cancel: tcancel, stopped: make(chan struct{})}
 	attrs := trace.WithAttributes(attribute.String("pacer.node", c.opts.Node), attribute.Int64("pacer.fencing_token", t.Token),
 		attribute.String("pacer.cluster", c.opts.Cluster), attribute.Int("pacer.shard", n))
 	c.mu.Lock()
@@ -482,7 +482,7 @@ func (c *Coordinator) handOver(t *Term, why error) {
 		c.opts.Drain(ctx, t)
 		cancel()
 	}
-	if err := c.markHandOver(t, from); err != nil {
+	if err := c.markHandOver(t, t.heldFrom(from)); err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		c.log.Warn("hand-over mark not written: the next leader applies the misfire policy to the slots due meanwhile",
 			"shard", t.Shard, "error", err)
