@@ -43,6 +43,10 @@ type decoder struct {
 	lines    map[string]int  // key path -> line of its value
 	keyLines map[string]int  // key path -> line of its key (of the item, in a sequence)
 	failed   map[string]bool // key paths whose value could not be decoded
+	// Params paths whose plain literal is an integer beyond ±2^53 that
+	// yaml/v3 did not read as one (past 64 bits it reads it as a float,
+	// in another base as a string), with the literal (validateParams).
+	bigInts  map[string]string
 	steps    int
 	maxSteps int
 	aborted  bool // maxSteps or maxDepth hit; the result is incomplete
@@ -60,6 +64,7 @@ func newDecoder(file string) *decoder {
 		lines:    make(map[string]int),
 		keyLines: make(map[string]int),
 		failed:   make(map[string]bool),
+		bigInts:  make(map[string]string),
 	}
 }
 
@@ -590,7 +595,46 @@ func (d *decoder) anyValue(n *yaml.Node, line int, path string, depth int) (any,
 		d.fail(line, path, "%s", cleanDecodeError(err))
 		return nil, false
 	}
+	if n.Style == 0 && n.ShortTag() != "!!int" && integerBeyondDouble(n.Value) {
+		lit := n.Value
+		if len(lit) > 40 {
+			lit = lit[:37] + "..."
+		}
+		d.bigInts[path] = lit
+	}
 	return x, true
+}
+
+// integerLitRe matches what YAML reads as an integer when it fits in 64
+// bits: decimal, 0x, 0o and 0b (YAML 1.1), "_" separators removed.
+var integerLitRe = regexp.MustCompile(`^[-+]?(?:[0-9]+|0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+)$`)
+
+// integerBeyondDouble reports whether lit, a plain scalar, is an integer
+// beyond ±2^53, which params (a double per number) cannot hold exactly.
+// Only its size is needed, so it is not read as a big integer (a
+// megabyte of digits would take seconds).
+func integerBeyondDouble(lit string) bool {
+	s := strings.ReplaceAll(lit, "_", "")
+	if !integerLitRe.MatchString(s) {
+		return false
+	}
+	s = strings.TrimLeft(s, "+-")
+	base := 10
+	if len(s) > 2 && s[0] == '0' {
+		switch s[1] {
+		case 'x', 'X':
+			base = 16
+		case 'o', 'O':
+			base = 8
+		case 'b', 'B':
+			base = 2
+		}
+		if base != 10 {
+			s = s[2:]
+		}
+	}
+	u, err := strconv.ParseUint(s, base, 64)
+	return errors.Is(err, strconv.ErrRange) || err == nil && u > 1<<53
 }
 
 var typeErrLineRe = regexp.MustCompile(`^line \d+: `)

@@ -97,3 +97,93 @@ func TestParamsThatCannotTravelAreRefusedAtTheirLine(t *testing.T) {
 		}
 	}
 }
+
+// Attack 19, P1: an integer past 64 bits is no int to yaml/v3: it reads
+// 100000000000000000000 as a float and 0x10000000000000000 as a string, so
+// the check for integers beyond ±2^53 passed them, and every run of a Go
+// task with an int field failed ("cannot unmarshal number ... into int")
+// while a Python task got another integer. YAML's infinities and NaN, which
+// JSON cannot carry, passed for a task without a typed field; a NaN made
+// every reload see its job as changed (NaN != NaN), stopping its retries.
+// All are refused at their line now; what a double holds exactly is not.
+func TestParamsBeyondWhatJSONCarriesAreRefusedAtTheirLine(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pacer.yaml")
+	src := y(
+		"jobs:",
+		"  - id: big",
+		"    plugin: py",
+		"    task: raw",
+		"    schedule: '@every 1s'",
+		"    params:",
+		"      dec: 100000000000000000000",
+		"      neg: -18446744073709551616",
+		"      sep: 1_000_000_000_000_000_000_000",
+		"      hex: 0x10000000000000000",
+		"      oct: 0o2000000000000000000000",
+		"      list: [1, 18446744073709551616]",
+		"      deep: {n: +123456789012345678901234567890}",
+		"      inf: .inf",
+		"      ninf: -.Inf",
+		"      nan: .nan",
+		"  - id: fine",
+		"    plugin: py",
+		"    task: raw",
+		"    schedule: '@every 1s'",
+		"    params:",
+		"      f: 1e20",
+		"      tagged: !!float 100000000000000000000",
+		"      quoted: '100000000000000000000'",
+		"      text: \"0x10000000000000000\"",
+		"      edge: -9007199254740992",
+		"      word: 0x1G",
+		"      inftext: '.inf'",
+	)
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	var cerr *Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("Load: %v, want a config error", err)
+	}
+	got := err.Error()
+	const tooLarge = " is too large to pass as a number exactly (params carry numbers as doubles: beyond ±2^53 they are rounded); quote it to pass it as text"
+	for _, want := range []string{
+		`pacer.yaml:7: jobs[0].params.dec: 100000000000000000000` + tooLarge,
+		`pacer.yaml:8: jobs[0].params.neg: -18446744073709551616` + tooLarge,
+		`pacer.yaml:9: jobs[0].params.sep: 1_000_000_000_000_000_000_000` + tooLarge,
+		`pacer.yaml:10: jobs[0].params.hex: 0x10000000000000000` + tooLarge,
+		`pacer.yaml:11: jobs[0].params.oct: 0o2000000000000000000000` + tooLarge,
+		`pacer.yaml:12: jobs[0].params.list[1]: 18446744073709551616` + tooLarge,
+		`pacer.yaml:13: jobs[0].params.deep.n: +123456789012345678901234567890` + tooLarge,
+		`pacer.yaml:14: jobs[0].params.inf: YAML reads this as infinity, which params (JSON's values) cannot carry; quote it to pass it as text`,
+		`pacer.yaml:15: jobs[0].params.ninf: YAML reads this as infinity`,
+		`pacer.yaml:16: jobs[0].params.nan: YAML reads this as NaN (not a number), which params (JSON's values) cannot carry; quote it to pass it as text`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("error %q lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "jobs[1]") {
+		t.Errorf("error %q names jobs[1], which is fine", got)
+	}
+	if n := len(cerr.Problems); n != 10 {
+		t.Errorf("%d problems, want 10: %q", n, got)
+	}
+}
+
+func TestIntegerBeyondDouble(t *testing.T) {
+	t.Parallel()
+	for lit, want := range map[string]bool{
+		"9007199254740992": false, "9007199254740993": true, "-9007199254740993": true,
+		"0x20000000000000": false, "0x20000000000001": true, "0b1": false,
+		"100000000000000000000": true, "0x10000000000000000": true, "1_0000_0000_0000_0000": true,
+		"1e20": false, "99999999999999999999x": false, "0x": false, "+-1": false, "": false,
+		strings.Repeat("9", 1<<20): true,
+	} {
+		if got := integerBeyondDouble(lit); got != want {
+			t.Errorf("integerBeyondDouble(%.30q) = %v, want %v", lit, got, want)
+		}
+	}
+}

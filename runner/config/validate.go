@@ -82,6 +82,10 @@ func (d *decoder) validateParams(jobs []Job) {
 	// A number travels as a double: an integer beyond ±2^53 would reach
 	// the task as another one (9007199254740993 as ...992), with success
 	// (attack 18, R7).
+	// So would one past 64 bits, which YAML reads as a float (or, written
+	// in hex, octal or binary, as a string): anyValue noted those in
+	// d.bigInts (attack 19, P1: 100000000000000000000 failed every run of
+	// a Go task, and a Python task got another integer).
 	exact := func(path string, beyond bool, v any) {
 		if beyond {
 			d.problem(path, "%v is too large to pass as a number exactly (params carry numbers as doubles: beyond ±2^53 they are rounded); quote it to pass it as text", v)
@@ -101,7 +105,19 @@ func (d *decoder) validateParams(jobs []Job) {
 			}
 		}
 		switch v := v.(type) {
-		case nil, bool, float64:
+		case nil, bool:
+		case float64:
+			// JSON has no infinity or NaN; and as NaN != NaN, every
+			// reload saw a job with one as changed, which stopped its
+			// pending retries (attack 19, P1).
+			switch {
+			case math.IsNaN(v):
+				d.problem(path, "YAML reads this as NaN (not a number), which params (JSON's values) cannot carry; quote it to pass it as text")
+			case math.IsInf(v, 0):
+				d.problem(path, "YAML reads this as infinity, which params (JSON's values) cannot carry; quote it to pass it as text")
+			}
+			lit, big := d.bigInts[path]
+			exact(path, big, lit)
 		case int:
 			exact(path, v > 1<<53 || v < -1<<53, v)
 		case int64:
@@ -109,7 +125,9 @@ func (d *decoder) validateParams(jobs []Job) {
 		case uint64:
 			exact(path, v > 1<<53, v)
 		case string:
-			if !utf8.ValidString(v) {
+			if lit, big := d.bigInts[path]; big {
+				exact(path, big, lit)
+			} else if !utf8.ValidString(v) {
 				d.problem(path, "is not UTF-8 text (a !!binary value?), which params cannot carry")
 			}
 		case map[string]any:
