@@ -366,6 +366,25 @@ func TestTypedRunMissingParams(t *testing.T) {
 	}
 }
 
+// Attack 19, P1: 1e20 is a whole number, but no Go int holds it: the
+// schema check passed it (the runner's too, so the job loaded) and every
+// run failed to decode it. Beyond ±2^53 an integer is refused as what
+// params cannot carry exactly, by the same check on both sides.
+func TestTypedRunIntegerBeyondDouble(t *testing.T) {
+	type counted struct {
+		Count int `json:"count"`
+	}
+	task := sdk.Typed("", func(context.Context, counted, *sdk.Response) error { return nil })
+	const want = "params.count: expected an integer within ±2^53 (9007199254740992), which params carry exactly; got 100000000000000000000"
+	err := task.Run(context.Background(), &sdk.Request{Params: map[string]any{"count": 1e20}}, &sdk.Response{})
+	if !errors.Is(err, sdk.ErrInvalidParams) || err.Error() != "invalid params: "+want {
+		t.Errorf("Run: %v, want invalid params: %s", err, want)
+	}
+	if err := task.Run(context.Background(), &sdk.Request{Params: map[string]any{"count": float64(1 << 53)}}, &sdk.Response{}); err != nil {
+		t.Errorf("Run with 2^53: %v", err)
+	}
+}
+
 func TestTypedRunDecodeError(t *testing.T) {
 	// strictRaw is a json.Unmarshaler but no JSONSchemer, so the schema
 	// accepts any value and only decoding catches a bad one.

@@ -409,14 +409,52 @@ const (
 	kindNull    = "null"
 )
 
+// maxExactInteger is 2^53: params travel as JSON's numbers, doubles, which
+// hold every integer up to it and only some beyond (9007199254740993
+// arrives as ...992; 1e20 does not fit a Go int). A value for an
+// "integer" is refused beyond it (attack 19, P1).
+const maxExactInteger = 1 << 53
+
 // value is a params value sorted into its JSON kind.
 type value struct {
 	kind string
 	str  string
 	num  float64
-	b    bool
-	obj  map[string]any
-	arr  []any
+	// digits writes out a Go integer beyond ±2^53, which num may have
+	// rounded (2^53+1 to 2^53); "" for any other value.
+	digits string
+	b      bool
+	obj    map[string]any
+	arr    []any
+}
+
+func intValue(x int64) value {
+	v := value{kind: kindNumber, num: float64(x)}
+	if x > maxExactInteger || x < -maxExactInteger {
+		v.digits = strconv.FormatInt(x, 10)
+	}
+	return v
+}
+
+func uintValue(x uint64) value {
+	v := value{kind: kindNumber, num: float64(x)}
+	if x > maxExactInteger {
+		v.digits = strconv.FormatUint(x, 10)
+	}
+	return v
+}
+
+// beyondExact reports whether v is a number beyond ±2^53.
+func (v value) beyondExact() bool {
+	return v.kind == kindNumber && (v.digits != "" || math.Abs(v.num) > maxExactInteger)
+}
+
+// number writes the number v for messages.
+func (v value) number() string {
+	if v.digits != "" {
+		return v.digits
+	}
+	return formatNumber(v.num)
 }
 
 func (v value) isInteger() bool {
@@ -430,7 +468,7 @@ func (v value) describe() string {
 	case kindString:
 		return "string " + strconv.Quote(v.str)
 	case kindNumber:
-		return "number " + formatNumber(v.num)
+		return "number " + v.number()
 	case kindBoolean:
 		return "boolean " + strconv.FormatBool(v.b)
 	}
@@ -442,7 +480,7 @@ func (v value) short() string {
 	case kindString:
 		return strconv.Quote(v.str)
 	case kindNumber:
-		return formatNumber(v.num)
+		return v.number()
 	case kindBoolean:
 		return strconv.FormatBool(v.b)
 	}
@@ -475,12 +513,15 @@ func classify(v any) (value, string) {
 	case float64:
 		return value{kind: kindNumber, num: x}, ""
 	case int:
-		return value{kind: kindNumber, num: float64(x)}, ""
+		return intValue(int64(x)), ""
 	case int64:
-		return value{kind: kindNumber, num: float64(x)}, ""
+		return intValue(x), ""
 	case uint64:
-		return value{kind: kindNumber, num: float64(x)}, ""
+		return uintValue(x), ""
 	case json.Number:
+		if i, err := x.Int64(); err == nil && intValue(i).digits != "" {
+			return intValue(i), "" // beyond ±2^53: Float64 would round it
+		}
 		f, err := x.Float64()
 		if err != nil {
 			return value{}, fmt.Sprintf("invalid number %q", string(x))
@@ -504,9 +545,9 @@ func classify(v any) (value, string) {
 	case reflect.Bool:
 		return value{kind: kindBoolean, b: rv.Bool()}, ""
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return value{kind: kindNumber, num: float64(rv.Int())}, ""
+		return intValue(rv.Int()), ""
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return value{kind: kindNumber, num: float64(rv.Uint())}, ""
+		return uintValue(rv.Uint()), ""
 	case reflect.Float32, reflect.Float64:
 		return value{kind: kindNumber, num: rv.Float()}, ""
 	case reflect.Pointer, reflect.Interface:
@@ -593,6 +634,10 @@ func (s *Schema) validate(at *location, v any, errs *[]error) {
 		add("expected %s, got %s", s.Type, got)
 		return
 	}
+	if s.Type == TypeInteger && val.beyondExact() {
+		add("expected an integer within ±2^53 (%d), which params carry exactly; got %s", maxExactInteger, val.number())
+		return
+	}
 
 	if len(s.Enum) > 0 && !s.inEnum(val) {
 		msg := fmt.Sprintf("must be one of %s; got %s", formatEnum(s.Enum), val.short())
@@ -636,10 +681,10 @@ func (s *Schema) validate(at *location, v any, errs *[]error) {
 		}
 	case kindNumber:
 		if s.Minimum != nil && val.num < *s.Minimum {
-			add("must be >= %s, got %s", formatNumber(*s.Minimum), formatNumber(val.num))
+			add("must be >= %s, got %s", formatNumber(*s.Minimum), val.number())
 		}
 		if s.Maximum != nil && val.num > *s.Maximum {
-			add("must be <= %s, got %s", formatNumber(*s.Maximum), formatNumber(val.num))
+			add("must be <= %s, got %s", formatNumber(*s.Maximum), val.number())
 		}
 	case kindArray:
 		if s.Items != nil {

@@ -48,6 +48,12 @@ KEYWORDS = frozenset(
 TYPES = ("object", "string", "number", "integer", "boolean", "array")
 FORMAT_DURATION = "duration"
 
+# Params travel as JSON's numbers, doubles, which hold every integer up to
+# 2^53 and only some beyond (9007199254740993 arrives as ...992; 1e20 fits
+# no Go int): a value for an "integer" is refused beyond it, as the runner
+# refuses it (paramschema's maxExactInteger).
+MAX_EXACT_INTEGER = 1 << 53
+
 
 class SchemaError(ValueError):
     """A params schema that Pacer cannot use."""
@@ -178,12 +184,20 @@ def _is_integer(v: Any) -> bool:
     return isinstance(v, int) or (math.isfinite(v) and v == math.trunc(v))
 
 
+def _number(v: Any) -> str:
+    """A number for messages: an int beyond ±2^53 written out (as a double
+    it would be rounded), any other as the runner formats it."""
+    if isinstance(v, int) and abs(v) > MAX_EXACT_INTEGER:
+        return str(v)
+    return format_number(v)
+
+
 def _describe(v: Any) -> str:
     k = _kind(v)
     if k == _STRING:
         return "string " + go_quote(v)
     if k == _NUMBER:
-        return "number " + format_number(v)
+        return "number " + _number(v)
     if k == _BOOLEAN:
         return "boolean " + ("true" if v else "false")
     return k
@@ -194,7 +208,7 @@ def _short(v: Any) -> str:
     if k == _STRING:
         return go_quote(v)
     if k == _NUMBER:
-        return format_number(v)
+        return _number(v)
     if k == _BOOLEAN:
         return "true" if v else "false"
     return k
@@ -236,6 +250,9 @@ def _validate(s: Optional[dict], path: str, v: Any, out: List[Problem]) -> None:
         got = _describe(v) if t == "integer" and kind == _NUMBER else kind
         add(f"expected {t}, got {got}")
         return
+    if t == "integer" and abs(v) > MAX_EXACT_INTEGER:
+        add(f"expected an integer within ±2^53 ({MAX_EXACT_INTEGER}), which params carry exactly; got {_number(v)}")
+        return
 
     enum = s.get("enum") or []
     if enum and not any(json_equal(v, e) for e in enum):
@@ -263,9 +280,9 @@ def _validate(s: Optional[dict], path: str, v: Any, out: List[Problem]) -> None:
     elif kind == _NUMBER:
         lo, hi = s.get("minimum"), s.get("maximum")
         if _is_number(lo) and v < lo:
-            add(f"must be >= {format_number(lo)}, got {format_number(v)}")
+            add(f"must be >= {format_number(lo)}, got {_number(v)}")
         if _is_number(hi) and v > hi:
-            add(f"must be <= {format_number(hi)}, got {format_number(v)}")
+            add(f"must be <= {format_number(hi)}, got {_number(v)}")
     elif kind == _ARRAY:
         items = s.get("items")
         if isinstance(items, dict):

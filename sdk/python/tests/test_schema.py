@@ -26,6 +26,27 @@ class SharedCasesTest(unittest.TestCase):
                 self.assertEqual(got, case["problems"] or [])
 
 
+class BeyondExactIntegerTest(unittest.TestCase):
+    """Attack 19, P1: an integer beyond ±2^53 travels as a double that does not
+    hold it (1e20 fits no Go int); a Python int is checked exactly, and quoted
+    as it is where the runner's JSON could not hold it (the shared cases)."""
+
+    def test_python_ints_are_checked_exactly(self):
+        msg = "expected an integer within ±2^53 (9007199254740992), which params carry exactly; got "
+        for schema, value, want in [
+            ({"type": "integer"}, 2**53, []),
+            ({"type": "integer"}, -(2**53), []),
+            ({"type": "integer"}, 2**53 + 1, ["params: " + msg + "9007199254740993"]),
+            ({"type": "integer"}, -(10**30) - 1, ["params: " + msg + "-1000000000000000000000000000001"]),
+            ({"type": "integer"}, 1e20, ["params: " + msg + "100000000000000000000"]),
+            ({"type": "number"}, 1e20, []),
+            ({"type": "number", "maximum": 0}, 2**53 + 1, ["params: must be <= 0, got 9007199254740993"]),
+            ({"type": "integer"}, True, ["params: expected integer, got boolean"]),
+        ]:
+            with self.subTest(value=value):
+                self.assertEqual([str(p) for p in _schema.validate(schema, value)], want)
+
+
 class ParseTest(unittest.TestCase):
     def test_refuses_what_the_runner_refuses(self):
         for text, want in [
