@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pacerun/pacer/internal/pluginenv"
 	"github.com/pacerun/pacer/sdk"
 	"github.com/pacerun/pacer/sdk/proctree"
 )
@@ -168,26 +169,14 @@ func joinInts(ns []int) string {
 	return strings.Join(s, ", ")
 }
 
-// baseEnv names the variables of the plugin's own environment a command
-// gets: the runner starts the plugin with these and little else ("LC_*": all
-// starting with LC_). Not the plugin's handshake variables.
-var baseEnv = []string{"PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER"}
-
 // environment builds the command's environment, later entries winning: the
-// base variables, the runner's variables that the job's inherit_env names
+// plugin's own variables of the runner's base set (pluginenv.Base: the
+// runner starts the plugin with these and little else; not its handshake
+// variables), the runner's variables that the job's inherit_env names
 // (resolved by the runner, which never includes the API token's or the etcd
 // password's), the job's env, then the run's PACER_* variables.
 func environment(ctx context.Context, p params) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		for _, b := range baseEnv {
-			if prefix, ok := strings.CutSuffix(b, "*"); ok && strings.HasPrefix(name, prefix) || name == b {
-				env = append(env, kv)
-				break
-			}
-		}
-	}
+	env := pluginenv.Select(os.Environ(), pluginenv.Base(), nil)
 	info := sdk.Info(ctx)
 	for k, v := range info.Env {
 		env = append(env, k+"="+v)

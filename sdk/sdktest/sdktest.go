@@ -3,8 +3,9 @@
 //
 // Serve runs the plugin inside the test process and calls it over real gRPC:
 // fast, and enough for most tests. Start runs the built binary (see Build)
-// through go-plugin exactly as the runner does, which also exercises the
-// plugin's main and its process guards. Both return a Harness: Run calls a
+// through go-plugin as the runner does, with the runner's minimal
+// environment, which also exercises the plugin's main and its process
+// guards. Both return a Harness: Run calls a
 // task, CheckParams says what the runner would say about a job's params.
 //
 // Neither prints anything of its own, so "go test -v" shows only the
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -38,6 +40,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pacerun/pacer/internal/pluginenv"
 	"github.com/pacerun/pacer/sdk"
 	"github.com/pacerun/pacer/sdk/internal/server"
 	"github.com/pacerun/pacer/sdk/paramschema"
@@ -122,12 +125,39 @@ func Serve(tb testing.TB, p sdk.Plugin) *Harness {
 }
 
 // Start runs the plugin binary at path (see Build), as the runner would:
-// go-plugin's handshake, AutoMTLS, the negotiated protocol. The process is
-// stopped when the test ends, or at Close.
+// go-plugin's handshake, AutoMTLS, the negotiated protocol, and the
+// runner's minimal environment (see StartOptions). The process is stopped
+// when the test ends, or at Close.
 func Start(tb testing.TB, path string) *Harness {
 	tb.Helper()
+	return StartWith(tb, path, StartOptions{})
+}
+
+// StartOptions tune StartWith.
+//
+// The plugin process gets what the runner gives one: of the test's
+// environment only PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER, then what
+// InheritEnv names (as the runner's plugins.inherit_env does), then Env, and
+// go-plugin's handshake variables. A variable a task needs from a job
+// reaches it through sdk.Info(ctx).Env (Call.Info.Env here), not the
+// process's environment.
+type StartOptions struct {
+	// InheritEnv names variables of the test's environment (NAME, or
+	// PREFIX_* for all starting with PREFIX_) the process gets, as the
+	// operator's plugins.inherit_env names the runner's.
+	InheritEnv []string
+	// Env is added to the process's environment, as KEY=VALUE entries.
+	Env []string
+}
+
+// StartWith is Start with options.
+func StartWith(tb testing.TB, path string, opts StartOptions) *Harness {
+	tb.Helper()
+	cmd := exec.Command(path)
+	cmd.Env = append(pluginenv.Process(os.Environ(), opts.InheritEnv, nil), opts.Env...)
 	client := plugin.NewClient(&plugin.ClientConfig{
-		Cmd:              exec.Command(path),
+		Cmd:              cmd,
+		SkipHostEnv:      true, // cmd.Env is the whole of it, with the handshake
 		StartTimeout:     time.Minute,
 		AutoMTLS:         true,
 		HandshakeConfig:  pluginv1.Handshake,
@@ -269,7 +299,7 @@ func (h *Harness) Run(ctx context.Context, c Call) *Result {
 	req := &pluginv1.RunRequest{Task: c.Task, Params: params, Context: &pluginv1.RunContext{
 		JobId: info.JobID, RunId: info.RunID, CorrelationId: info.CorrelationID, Attempt: uint32(info.Attempt),
 		ScheduledTime: timestamppb.New(info.ScheduledTime), FencingToken: info.FencingToken, Node: info.Node,
-		Shard: uint32(max(info.Shard, 0)),
+		Shard: uint32(max(info.Shard, 0)), Env: info.Env,
 	}}
 	if c.Timeout > 0 {
 		req.Timeout = durationpb.New(c.Timeout)

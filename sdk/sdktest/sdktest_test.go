@@ -132,3 +132,47 @@ func TestInfoCrossesTheWire(t *testing.T) {
 		t.Fatalf("output %q, err %v; want %q", res.Output, res.Err, want)
 	}
 }
+
+// Start gives the plugin process the runner's minimal environment, not the
+// test's: a variable of the test's environment reaches it only when
+// InheritEnv names it or Env sets it, as plugins.inherit_env would, and a
+// job's variable only through the run's (Call.Info.Env).
+func TestStartGivesTheRunnersEnvironment(t *testing.T) {
+	t.Setenv("SDKTEST_DB_URL", "postgres://db.internal/app")
+	t.Setenv("SDKTEST_OTHER", "x")
+	t.Setenv("LC_TIME", "C")
+	bin := sdktest.Build(t, t.TempDir(), "./testdata/echo")
+	getenv := func(h *sdktest.Harness, name string, env map[string]string) string {
+		t.Helper()
+		res := h.Run(context.Background(), sdktest.Call{Task: "getenv", Params: map[string]any{"name": name}, Info: sdk.RunInfo{Env: env}})
+		if res.Err != nil {
+			t.Fatalf("getenv %s: %v", name, res.Err)
+		}
+		return res.Output
+	}
+
+	h := sdktest.Start(t, bin)
+	for name, want := range map[string]string{
+		"SDKTEST_DB_URL": "process=- run=-",
+		"LC_TIME":        "process=C run=-",
+		"PATH":           "process=" + os.Getenv("PATH") + " run=-",
+	} {
+		if got := getenv(h, name, nil); got != want {
+			t.Errorf("Start: %s: %s, want %s", name, got, want)
+		}
+	}
+	if got, want := getenv(h, "SDKTEST_DB_URL", map[string]string{"SDKTEST_DB_URL": "from-job"}), "process=- run=from-job"; got != want {
+		t.Errorf("Start, the job's variable: %s, want %s", got, want)
+	}
+
+	h = sdktest.StartWith(t, bin, sdktest.StartOptions{InheritEnv: []string{"SDKTEST_DB_*"}, Env: []string{"SDKTEST_SET=y"}})
+	for name, want := range map[string]string{
+		"SDKTEST_DB_URL": "process=postgres://db.internal/app run=-",
+		"SDKTEST_SET":    "process=y run=-",
+		"SDKTEST_OTHER":  "process=- run=-",
+	} {
+		if got := getenv(h, name, nil); got != want {
+			t.Errorf("StartWith: %s: %s, want %s", name, got, want)
+		}
+	}
+}
