@@ -19,7 +19,7 @@ import (
 	"github.com/pacerun/pacer/sdk/proctree"
 )
 
-const checkUsage = "plugins check PATH [-o table|json] [--params TASK=JSON]... [--only CHECK,...] [--grace 5s] [--start-timeout 10s] [--timeout 1s]"
+const checkUsage = "plugins check PATH [-o table|json] [--params TASK=JSON]... [--only CHECK,...] [--grace 5s] [--start-timeout 10s] [--timeout 1s] [--inherit-env NAME,...]"
 
 // paramsFlag collects --params TASK=JSON.
 type paramsFlag map[string]map[string]any
@@ -51,6 +51,15 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 	start := fs.Duration("start-timeout", 10*time.Second, "bound on start, handshake and Describe (the runner's plugins.start_timeout)")
 	deadline := fs.Duration("timeout", time.Second, "the timeout of the deadline and identity runs")
 	only := fs.String("only", "", "run only these checks (comma-separated): "+strings.Join(plugincheck.All, ", "))
+	var inherit []string
+	fs.Func("inherit-env", "variables of this environment the plugin gets (NAME or PREFIX_*, comma-separated, repeatable), as the runner's plugins.inherit_env; otherwise only PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER", func(v string) error {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				inherit = append(inherit, name)
+			}
+		}
+		return nil
+	})
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -83,7 +92,7 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 			}
 		}()
 	}
-	rep := plugincheck.Run(ctx, pos[0], plugincheck.Options{Params: params, Grace: *grace, StartTimeout: *start, Deadline: *deadline, Only: checks})
+	rep := plugincheck.Run(ctx, pos[0], plugincheck.Options{Params: params, Grace: *grace, StartTimeout: *start, Deadline: *deadline, Only: checks, InheritEnv: inherit})
 	// A check's reason may quote what a task returned or logged: it is
 	// sanitized like the runner's log.
 	for i := range rep.Results {

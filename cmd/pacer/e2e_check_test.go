@@ -124,3 +124,35 @@ func TestE2EPluginsCheckKillsWhatADeadPluginLeft(t *testing.T) {
 		t.Fatalf("the daemon the dead plugin left (pid %d) outlived the check: %s", pid, stat)
 	}
 }
+
+// Attack 19, P6: the plugin gets the runner's minimal environment, not the
+// caller's, and --inherit-env adds what it names, as plugins.inherit_env
+// does. The Python test plugin's mode needs-env (chosen by BADPLUGIN) exits
+// before its handshake when PLUGINCHECK_DB_URL is unset. Before the fix the
+// plugin got the whole environment: mode and variable reached it unasked.
+func TestE2EPluginsCheckInheritEnv(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts plugin processes (skipped with -short)")
+	}
+	t.Parallel()
+	bad := filepath.Join("..", "..", "runner", "plugincheck", "testdata", "badplugin.py")
+	check := func(args ...string) (string, int) {
+		cmd := exec.Command(filepath.Join(binDir, "pacer"), append([]string{"plugins", "check", bad, "--only", "handshake"}, args...)...)
+		cmd.Env = append(os.Environ(), "BADPLUGIN=needs-env", "PLUGINCHECK_DB_URL=postgres://db.internal/app")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatalf("pacer plugins check %v: %v", args, err)
+		}
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	if out, code := check("--inherit-env", "BADPLUGIN"); code != 1 || !strings.Contains(out, "PLUGINCHECK_DB_URL is not set") {
+		t.Errorf("the variable not inherited: exit %d, want 1 and the plugin's complaint\n%s", code, out)
+	}
+	if out, code := check("--inherit-env", "BADPLUGIN", "--inherit-env", "PLUGINCHECK_DB_*"); code != 0 {
+		t.Errorf("the variable inherited: exit %d, want 0\n%s", code, out)
+	}
+	if out, code := check("--inherit-env", "BADPLUGIN,PLUGINCHECK_DB_URL"); code != 0 {
+		t.Errorf("a comma-separated list: exit %d, want 0\n%s", code, out)
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/pacerun/pacer/internal/pluginenv"
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/paramschema"
@@ -73,7 +74,13 @@ type Options struct {
 	Grace time.Duration
 	// Deadline is the timeout of the deadline and identity runs (1s).
 	Deadline time.Duration
-	// Env is added to the plugin's environment (which is this process's).
+	// InheritEnv names variables of this process's environment (NAME, or
+	// PREFIX_* for all starting with PREFIX_) the plugin gets, as the
+	// runner's plugins.inherit_env does. Otherwise it gets what the runner
+	// gives every plugin: PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER, and
+	// go-plugin's handshake variables.
+	InheritEnv []string
+	// Env is added to the plugin's environment, as KEY=VALUE entries.
 	Env []string
 	// Only, if set, limits the checks to these names.
 	Only []string
@@ -322,7 +329,8 @@ func (c *checker) start() (*started, error) {
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  pluginv1.Handshake,
 		VersionedPlugins: pluginv1.VersionedPlugins(nil),
-		RunnerFunc:       newProc(c.path, c.opts.Env, func(np *proc) { p = np; c.track(np) }),
+		RunnerFunc:       newProc(c.path, c.env(), func(np *proc) { p = np; c.track(np) }),
+		SkipHostEnv:      true, // c.env() instead, as the runner's host does
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     c.opts.StartTimeout,
 		AutoMTLS:         true,
@@ -353,11 +361,19 @@ func (s *started) kill() {
 	}
 }
 
+// env is the environment a plugin process starts with, before go-plugin's
+// handshake variables: the runner's rule (pluginenv) applied to this
+// process's environment, Options.InheritEnv standing for
+// plugins.inherit_env, then Options.Env.
+func (c *checker) env() []string {
+	return append(pluginenv.Process(os.Environ(), c.opts.InheritEnv, nil), c.opts.Env...)
+}
+
 // checkCookie starts the plugin without the magic cookie, as a user running
 // it by hand would: it must say so and exit, not serve.
 func (c *checker) checkCookie() {
 	cmd := exec.Command(c.path)
-	for _, kv := range append(os.Environ(), c.opts.Env...) {
+	for _, kv := range c.env() {
 		if !strings.HasPrefix(kv, pluginv1.Handshake.MagicCookieKey+"=") {
 			cmd.Env = append(cmd.Env, kv)
 		}

@@ -194,6 +194,40 @@ func TestBrokenPluginsFail(t *testing.T) {
 	}
 }
 
+// The checker starts the plugin with the runner's minimal environment, not
+// its own: a plugin that needs a variable of the caller's environment fails
+// to start, as it would under the runner, unless InheritEnv names it (as
+// plugins.inherit_env would) or Env sets it. Every process the checker
+// starts is started so: go-plugin's and the parent-death check's.
+func TestPluginGetsTheRunnersEnvironment(t *testing.T) {
+	needPython(t)
+	// Not parallel: it sets this process's environment.
+	t.Setenv("PLUGINCHECK_DB_URL", "postgres://db.internal/app")
+	only := []string{plugincheck.CheckHandshake, plugincheck.CheckParentDeath}
+	for _, tc := range []struct {
+		name   string
+		opts   plugincheck.Options
+		starts bool
+	}{
+		{"not passed", plugincheck.Options{}, false},
+		{"inherited", plugincheck.Options{InheritEnv: []string{"PLUGINCHECK_DB_*"}}, true},
+		{"set", plugincheck.Options{Env: []string{"PLUGINCHECK_DB_URL=x"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Env = append(tc.opts.Env, "BADPLUGIN=needs-env")
+			tc.opts.Grace, tc.opts.Only = time.Second, only
+			rep := check(t, badPlugin, tc.opts)
+			for _, ch := range only {
+				// Without the variable the parent-death check skips: the
+				// plugin never handshakes under its stand-in runner.
+				if r := rep.Result(ch, ""); r == nil || (r.Status == plugincheck.Pass) != tc.starts {
+					t.Errorf("check %s: %+v, want a pass: %v", ch, r, tc.starts)
+				}
+			}
+		})
+	}
+}
+
 // A task that ignores cancellation, or ends the process, fails in a Go
 // plugin too; the checker restarts the process and goes on.
 func TestGoTestPluginFailures(t *testing.T) {

@@ -49,12 +49,12 @@ type proc struct {
 
 var _ runner.Runner = (*proc)(nil)
 
-// newProc returns a go-plugin RunnerFunc that starts path with go-plugin's
-// environment plus extra, and hands the proc to keep.
-func newProc(path string, extra []string, keep func(*proc)) func(hclog.Logger, *exec.Cmd, string) (runner.Runner, error) {
+// newProc returns a go-plugin RunnerFunc that starts path with env plus
+// go-plugin's handshake variables, and hands the proc to keep.
+func newProc(path string, env []string, keep func(*proc)) func(hclog.Logger, *exec.Cmd, string) (runner.Runner, error) {
 	return func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
 		cmd := exec.Command(path)
-		cmd.Env = append(append([]string(nil), spec.Env...), extra...)
+		cmd.Env = append(append([]string(nil), env...), spec.Env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		p := &proc{cmd: cmd, path: path, exited: make(chan struct{}), gotLine: make(chan struct{})}
 		keep(p)

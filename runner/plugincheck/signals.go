@@ -56,7 +56,7 @@ func (c *checker) checkParentDeath() {
 	// The shell starts the plugin in the background, reports its pid on
 	// file descriptor 3 and waits: it is the plugin's parent.
 	sh := exec.Command("/bin/sh", "-c", `"$0" 3>&- & echo "$!" >&3; exec 3>&-; wait`, c.path)
-	sh.Env = append(append(os.Environ(), c.opts.Env...),
+	sh.Env = append(c.env(),
 		pluginv1.Handshake.MagicCookieKey+"="+pluginv1.Handshake.MagicCookieValue,
 		fmt.Sprintf("PLUGIN_PROTOCOL_VERSIONS=%d", pluginv1.ProtocolVersion),
 		"PLUGIN_MIN_PORT=0", "PLUGIN_MAX_PORT=0",

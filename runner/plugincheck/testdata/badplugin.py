@@ -15,6 +15,8 @@ plugincheck's tests: each mode must fail its check.
     false-run-stream        declares capabilities.run_stream, does not serve RunStream
     exit                    its task ends the process (os._exit)
     exit-leaving-a-child    the same, after starting a child that keeps its stdio
+    needs-env               exits before its handshake unless PLUGINCHECK_DB_URL is
+                            set (a plugin that reads a variable the runner never passes)
 """
 
 import dataclasses
@@ -28,6 +30,10 @@ import pacer_sdk  # noqa: E402
 from pacer_sdk import _context, _goplugin, _serve, _server  # noqa: E402
 
 MODE = os.environ.get("BADPLUGIN", "")
+
+if MODE == "needs-env" and os.environ.get("PLUGINCHECK_DB_URL") is None:
+    sys.stderr.write("badplugin: PLUGINCHECK_DB_URL is not set\n")
+    sys.exit(1)
 
 
 @dataclasses.dataclass
