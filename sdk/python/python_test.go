@@ -100,6 +100,24 @@ func TestPythonPublishesTheRunnersKeywords(t *testing.T) {
 	}
 }
 
+// The harness starts a plugin with the runner's minimal environment: the
+// Python SDK's list of the variables it keeps is the runner's.
+func TestPythonHarnessKeepsTheRunnersBaseEnv(t *testing.T) {
+	cmd := exec.Command(Python(t), "-c", "import json; from pacer_sdk import testing; print(json.dumps(list(testing.BASE_ENV)))")
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var got []string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if want := pluginhost.BaseEnv; !slices.Equal(got, want) {
+		t.Fatalf("pacer_sdk.testing.BASE_ENV = %v, the runner keeps %v", got, want)
+	}
+}
+
 // One call of the example's greet task, the Python example against the Go
 // one, through go-plugin's client as the runner calls it (a span, a log line,
 // progress and a result each):

@@ -1,7 +1,8 @@
 """Test a plugin over the real protocol, the way the runner calls it.
 
-``Harness.start`` runs a plugin executable exactly as the runner does (magic
-cookie, AutoMTLS, the handshake line, gRPC over TLS) and ``Harness.serve``
+``Harness.start`` runs a plugin executable as the runner does (magic
+cookie, AutoMTLS, the handshake line, gRPC over TLS, the runner's minimal
+environment: see ``runner_env``) and ``Harness.serve``
 serves a Plugin object inside the test process, over real gRPC and TLS too,
 so that its tasks' state stays inspectable. Either way, ``run`` calls a task
 and returns everything it produced: result, logs, progress and spans::
@@ -39,7 +40,34 @@ from ._plugin import Plugin
 from ._serve import COOKIE_KEY, COOKIE_VALUE, CORE_PROTOCOL_VERSION, PROTOCOL_VERSION, listen
 from ._server import TaskPluginServicer
 
-__all__ = ["Harness", "Call", "Outcome", "Log", "SpanRecord", "TaskInfo", "StartError"]
+__all__ = ["Harness", "Call", "Outcome", "Log", "SpanRecord", "TaskInfo", "StartError", "BASE_ENV", "runner_env"]
+
+# The variables of the runner's environment every plugin process gets
+# ("LC_*": all starting with LC_); the runner's own list (Go's
+# internal/pluginenv.Base), which a test keeps this one equal to.
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "USER")
+
+
+def runner_env(inherit_env: Sequence[str] = (), environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The environment the runner starts a plugin process with, taken from
+    environ (default: os.environ): the variables BASE_ENV names, and those
+    inherit_env names (NAME, or PREFIX_* for all starting with PREFIX_), as
+    the operator's plugins.inherit_env does. Harness.start adds the
+    handshake's variables. To give a plugin more under test, pass
+    ``env={**runner_env(["DB_URL"]), "EXTRA": "1"}`` to Harness.start."""
+    patterns = list(BASE_ENV) + list(inherit_env)
+
+    def matches(name: str) -> bool:
+        for p in patterns:
+            if p.endswith("*"):
+                if len(p) > 1 and name.startswith(p[:-1]):
+                    return True
+            elif name == p:
+                return True
+        return False
+
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in sorted(source.items()) if k and matches(k)}
 
 
 class StartError(RuntimeError):
@@ -159,7 +187,13 @@ class Harness:
     @classmethod
     def start(cls, argv: Union[str, Sequence[str]], *, env: Optional[Mapping[str, str]] = None, start_timeout: float = 30.0) -> "Harness":
         """Run the plugin executable argv (a path, or a command line such as
-        [sys.executable, "plugin.py"]) as the runner does."""
+        [sys.executable, "plugin.py"]) as the runner does.
+
+        The process's environment is env and the handshake's variables;
+        without env, runner_env(): the runner's minimal environment taken
+        from os.environ, not all of it, so that a plugin that reads a
+        variable the runner does not pass fails here too. A variable a task
+        gets from its job is the run's (RunInfo.env), not the process's."""
         h = cls()
         try:
             h._start_process([argv] if isinstance(argv, str) else list(argv), env, start_timeout)
@@ -190,7 +224,7 @@ class Harness:
 
     def _start_process(self, argv: List[str], env: Optional[Mapping[str, str]], timeout: float) -> None:
         cert_pem, key_pem, _ = _mtls.generate("Pacer test harness")
-        full_env = dict(os.environ if env is None else env)
+        full_env = runner_env() if env is None else dict(env)
         full_env.update(
             {
                 COOKIE_KEY: COOKIE_VALUE,

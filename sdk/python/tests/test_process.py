@@ -9,6 +9,7 @@ import tempfile
 import textwrap
 import time
 import unittest
+from unittest import mock
 
 import grpc
 from cryptography import x509
@@ -16,7 +17,7 @@ from cryptography import x509
 from pacer_sdk import _mtls, _watchdog
 from pacer_sdk._pb.pacer.plugin.v1 import plugin_pb2 as pb
 from pacer_sdk._pb.pacer.plugin.v1 import plugin_pb2_grpc as pb_grpc
-from pacer_sdk.testing import Harness, StartError, parse_handshake
+from pacer_sdk.testing import Harness, StartError, parse_handshake, runner_env
 
 from .util import PYTHON, TESTPLUGIN, TestCase, alive, wait_for
 
@@ -35,6 +36,27 @@ class HandshakeTest(TestCase):
             self.assertEqual(h.name, "testplugin")
         self.assertEqual(h.exit_code, 0)
         self.assertFalse(os.path.exists(parts[3]), "the socket outlived the plugin")
+
+    def test_the_runners_environment(self):
+        # Attack 19, P6: start gives the process the runner's minimal
+        # environment, not the test's; env is the whole of it (with the
+        # handshake's variables), and runner_env builds one with more.
+        with mock.patch.dict(os.environ, {"PACERT_DB_URL": "postgres://db.internal/app", "LC_TIME": "C"}):
+            with Harness.start(TESTPLUGIN) as h:
+                self.assertEqual(h.run("getenv", {"name": "PACERT_DB_URL"}).output, "-")
+                self.assertEqual(h.run("getenv", {"name": "LC_TIME"}).output, "C")
+                self.assertEqual(h.run("getenv", {"name": "PATH"}).output, os.environ["PATH"])
+            with Harness.start(TESTPLUGIN, env={**runner_env(["PACERT_DB_*"]), "EXTRA": "1"}) as h:
+                self.assertEqual(h.run("getenv", {"name": "PACERT_DB_URL"}).output, "postgres://db.internal/app")
+                self.assertEqual(h.run("getenv", {"name": "EXTRA"}).output, "1")
+            with Harness.start(TESTPLUGIN, env={"PATH": os.environ["PATH"]}) as h:
+                self.assertEqual(h.run("getenv", {"name": "LC_TIME"}).output, "-")
+                self.assertNotEqual(h.run("getenv", {"name": "PACER_PLUGIN_COOKIE"}).output, "-")
+
+    def test_runner_env(self):
+        env = {"PATH": "/bin", "LC_ALL": "C", "DB_URL": "x", "APP_A": "1", "SECRET": "s"}
+        self.assertEqual(runner_env(environ=env), {"LC_ALL": "C", "PATH": "/bin"})
+        self.assertEqual(runner_env(["APP_*", "DB_URL", "*"], environ=env), {"APP_A": "1", "DB_URL": "x", "LC_ALL": "C", "PATH": "/bin"})
 
     def test_socket_dir_from_the_environment(self):
         with tempfile.TemporaryDirectory() as d:

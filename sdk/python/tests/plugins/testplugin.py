@@ -9,6 +9,7 @@
             os.write(1, ...), a child process; then succeeds
     crash   exits the process mid-run
     info    returns the run's identity as the task sees it
+    getenv  returns os.environ[params["name"]], "-" when unset
     tree    ctx.run of a shell script that starts a child, a setsid grandchild
             and a double-forked daemon (each writes its pid to params["dir"]/pids,
             then "end WHO" to .../effects after params["hold"] seconds), then
@@ -46,6 +47,12 @@ def echo(ctx, params):
     """Return the message."""
     ctx.log.info("echo", message=params.get("message", ""))
     return params.get("message", "")
+
+
+@plugin.task()
+def getenv(ctx, params):
+    """Return a variable of the process's environment."""
+    return os.environ.get(params["name"], "-")
 
 
 @plugin.task()
