@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pacerun/pacer/internal/oneline"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/pluginhost"
@@ -200,12 +201,30 @@ func (s *Server) restartPlugin(w http.ResponseWriter, r *http.Request) {
 // etcd error) is masked as in the log lines.
 func (s *Server) clean(msg string) string { return s.o.Sanitizer.String(msg) }
 
+// cleanLine is text a plugin supplied, as one line: masked, then its
+// control characters escaped.
+func (s *Server) cleanLine(text string) string { return oneline.Escape(s.clean(text)) }
+
 // cleanPlugins sanitizes the error texts of plugin statuses (the host keeps
-// them sanitized already; an Options.Plugins from elsewhere may not).
+// them sanitized already; an Options.Plugins from elsewhere may not), and
+// what the plugin says of itself in Describe (its version, its SDK's, its
+// tasks' names and descriptions): masked like a log line, each control
+// character written as an escape ("\n", "\x1b"), so that no plugin can
+// show a secret, forge a row of "pacer plugins" or drive the terminal. The
+// params schemas are JSON, which no client prints raw.
 func (s *Server) cleanPlugins(v any) any {
 	switch t := v.(type) {
 	case pluginhost.Status:
 		t.Error, t.LastError = s.clean(t.Error), s.clean(t.LastError)
+		t.Version, t.SDKVersion = s.cleanLine(t.Version), s.cleanLine(t.SDKVersion)
+		if t.Tasks != nil {
+			tasks := make([]pluginhost.TaskInfo, len(t.Tasks))
+			for i, ti := range t.Tasks {
+				ti.Name, ti.Description = s.cleanLine(ti.Name), s.cleanLine(ti.Description)
+				tasks[i] = ti
+			}
+			t.Tasks = tasks
+		}
 		return t
 	case []pluginhost.Status:
 		out := make([]pluginhost.Status, len(t))

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -110,6 +111,54 @@ func TestErrorTextsAreSanitized(t *testing.T) {
 		if body := w.Body.String(); strings.Contains(body, secret) || !strings.Contains(body, "[redacted]") {
 			t.Errorf("%s %s: %d %s", c.method, c.path, w.Code, body)
 		}
+	}
+}
+
+// Attack 19, P14: what a plugin says of itself in Describe (its version,
+// its SDK's, its tasks' names and descriptions) is masked like a log line and
+// its control characters escaped, in /api/v1/plugins and a restart's answer.
+// Before, they went out as the plugin sent them: "password=hunter2" and an
+// e-mail address in the clear, a newline and an escape sequence that forged
+// a row of "pacer plugins" and drove the terminal.
+func TestPluginSuppliedTextIsCleaned(t *testing.T) {
+	t.Parallel()
+	evil := "1.0 password=hunter2 ops@example.com\nshell  up  -  9.9.9  1  0  exec\x1b[2J\r"
+	st := pluginhost.Status{Name: "gop", State: "up", PID: 7, Version: evil, SDKVersion: evil,
+		Tasks: []pluginhost.TaskInfo{{Name: "work" + evil, Description: evil, ParamsSchema: `{"type":"object"}`}}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Plugins:       func() any { return []pluginhost.Status{st} },
+		RestartPlugin: func(context.Context, string, bool) (any, error) { return st, nil },
+	})
+	const want = `1.0 password=[redacted] [email]\nshell  up  -  9.9.9  1  0  exec\x1b[2J\r`
+	h := s.Handler()
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/api/v1/plugins"},
+		{http.MethodPost, "/api/v1/plugins/gop/restart"},
+	} {
+		r := httptest.NewRequest(c.method, c.path, nil)
+		if c.method == http.MethodPost {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var body struct {
+			Plugins []pluginhost.Status
+			Plugin  pluginhost.Status
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%s %s: %d %v: %s", c.method, c.path, w.Code, err, w.Body)
+		}
+		got := body.Plugin
+		if len(body.Plugins) == 1 {
+			got = body.Plugins[0]
+		}
+		if got.Version != want || got.SDKVersion != want || len(got.Tasks) != 1 ||
+			got.Tasks[0].Name != "work"+want || got.Tasks[0].Description != want || got.Tasks[0].ParamsSchema != `{"type":"object"}` {
+			t.Errorf("%s %s: %+v\nwant version, SDK version, task name and description %q", c.method, c.path, got, want)
+		}
+	}
+	if st.Version != evil || st.Tasks[0].Name != "work"+evil {
+		t.Error("cleaning changed the host's own status")
 	}
 }
 
