@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pacerun/pacer/internal/oneline"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/plugincheck"
 	"github.com/pacerun/pacer/sdk/proctree"
@@ -118,13 +119,14 @@ func pluginsCheckCmd(args []string, stdout, stderr io.Writer) error {
 
 func printReport(w io.Writer, rep *plugincheck.Report) error {
 	if rep.Plugin != "" {
-		fmt.Fprintf(w, "plugin %s %s (sdk %s) at %s\n", rep.Plugin, orDash(rep.Version), orDash(rep.SDKVersion), rep.Path)
+		fmt.Fprintf(w, "plugin %s %s (sdk %s) at %s\n", oneline.Escape(rep.Plugin), oneline.Escape(orDash(rep.Version)),
+			oneline.Escape(orDash(rep.SDKVersion)), oneline.Escape(rep.Path))
 	} else {
-		fmt.Fprintf(w, "plugin at %s\n", rep.Path)
+		fmt.Fprintf(w, "plugin at %s\n", oneline.Escape(rep.Path))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, r := range rep.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", strings.ToUpper(r.Status), r.Check, orDash(r.Task), r.Reason)
+		row(tw, strings.ToUpper(r.Status), r.Check, orDash(r.Task), r.Reason)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pacerun/pacer/internal/backoff"
+	"github.com/pacerun/pacer/internal/oneline"
 	"github.com/pacerun/pacer/internal/regfile"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
@@ -343,7 +344,7 @@ func pluginsCmd(args []string, stdout, stderr io.Writer) error {
 		for _, t := range p.Tasks {
 			tasks = append(tasks, t.Name)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, p.State, orDash(p.Cause), orDash(p.Version), orDash(pid(p.PID)), p.Restarts, orDash(strings.Join(tasks, ", ")))
+		row(tw, p.Name, p.State, orDash(p.Cause), orDash(p.Version), orDash(pid(p.PID)), p.Restarts, orDash(strings.Join(tasks, ", ")))
 		// The errors go below the table, one line each: an identity error
 		// lists every job that uses the plugin and would widen every row.
 		why := p.Error
@@ -382,12 +383,27 @@ const pluginNoteMax = 300
 // cutNote is one line of at most pluginNoteMax characters of an error,
 // saying where the whole text is when it is cut.
 func cutNote(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = oneline.Escape(strings.Join(strings.Fields(s), " "))
 	r := []rune(s)
 	if len(r) <= pluginNoteMax {
 		return s
 	}
 	return string(r[:pluginNoteMax]) + "… (cut; -o json has the whole error)"
+}
+
+// row writes one row of a table to tw, each cell through oneline.Escape: no
+// cell's text (a plugin's version, a run's error, a replica's note) can add
+// a row or a column, or send the terminal an escape sequence.
+func row(tw io.Writer, cells ...any) {
+	var b strings.Builder
+	for i, c := range cells {
+		if i > 0 {
+			b.WriteByte('\t')
+		}
+		b.WriteString(oneline.Escape(fmt.Sprint(c)))
+	}
+	b.WriteByte('\n')
+	_, _ = io.WriteString(tw, b.String())
 }
 
 func pid(p int) string {
@@ -487,7 +503,7 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 		if t, err := time.Parse(time.RFC3339, j.Next); err == nil {
 			next = t.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\t%d\t%s\n", j.ID, j.Schedule, j.Timezone, j.Plugin, j.Task, state, j.Running, j.Shard, next)
+		row(tw, j.ID, j.Schedule, j.Timezone, j.Plugin+"/"+j.Task, state, j.Running, j.Shard, next)
 	}
 	return tw.Flush()
 }
@@ -632,12 +648,12 @@ func runsCmd(args []string, stdout, stderr io.Writer) error {
 		if r.Manual {
 			state += " [manual]"
 		}
-		detail := r.Error
+		detail := []rune(oneline.Escape(r.Error))
 		if len(detail) > 80 {
-			detail = detail[:77] + "..."
+			detail = append(detail[:77], []rune("...")...)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.ScheduledTime.Local().Format(time.DateTime), state,
-			r.Attempt, orDash(r.Duration), r.Node, orDash(r.CorrelationID), orDash(detail))
+		row(tw, r.ScheduledTime.Local().Format(time.DateTime), state,
+			r.Attempt, orDash(r.Duration), r.Node, orDash(r.CorrelationID), orDash(string(detail)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -763,10 +779,10 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	slices.Sort(nodes)
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "  %s\tleads %d: %s\n", n, len(byNode[n]), strings.Join(byNode[n], " "))
+		row(tw, "  "+n, fmt.Sprintf("leads %d: %s", len(byNode[n]), strings.Join(byNode[n], " ")))
 	}
 	for _, o := range odd {
-		fmt.Fprintf(tw, "  %s\n", o)
+		row(tw, "  "+o)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -832,7 +848,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 		if r.Shards > 0 {
 			shards = strconv.Itoa(r.Shards)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", node, short(r.JobSet), r.Jobs, shards, agrees, candidate, led,
+		row(tw, node, short(r.JobSet), r.Jobs, shards, agrees, candidate, led,
 			orDash(r.Version), changed, up, orDash(r.Reason))
 	}
 	return tw.Flush()

@@ -212,6 +212,54 @@ func TestPluginsTablePutsErrorsBelow(t *testing.T) {
 	}
 }
 
+// Attack 19, P14: no cell of a table, whatever the runner answers (one of
+// an older version did not clean a plugin's version), adds a row or sends
+// the terminal a control character: "pacer plugins", "pacer plugins
+// restart" and "pacer runs" write them as escapes. Before, a version
+// "1.0\nshell  up ..." forged a row and its ESC reached the terminal.
+func TestTablesEscapeControlCharacters(t *testing.T) {
+	t.Parallel()
+	const evil = "1.0\nshell  up  -  9.9.9  1  0  exec\x1b[31mRED\rFAKE"
+	const shown = `1.0\nshell  up  -  9.9.9  1  0  exec\x1b[31mRED\rFAKE`
+	st := pluginhost.Status{Name: "gop", State: "up", Version: evil, PID: 42, Tasks: []pluginhost.TaskInfo{{Name: "work\tx"}}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var v any
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/api/v1/plugins/"):
+			v = map[string]any{"plugin": st}
+		case r.URL.Path == "/api/v1/plugins":
+			v = map[string]any{"plugins": []pluginhost.Status{st}}
+		default:
+			v = map[string]any{"runs": []map[string]any{{"scheduled_time": time.Now(), "state": "failure", "attempt": 1, "node": "n1", "error": evil}}}
+		}
+		_ = json.NewEncoder(w).Encode(v)
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		args []string
+		rows int
+		want []string
+	}{
+		{[]string{"plugins", "--addr", srv.URL}, 2, []string{shown, `work\tx`}},
+		{[]string{"plugins", "restart", "gop", "--addr", srv.URL}, 1, []string{"restarted gop: up, pid 42, version " + shown}},
+		{[]string{"runs", "j", "--addr", srv.URL}, 2, []string{shown}},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(tc.args, &out, &errOut); err != nil {
+			t.Fatalf("%v: %v (%s)", tc.args, err, errOut.String())
+		}
+		rows := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if len(rows) != tc.rows || strings.ContainsAny(out.String(), "\x1b\r") {
+			t.Errorf("%v: %d rows, want %d and no ESC or CR:\n%s", tc.args, len(rows), tc.rows, out.String())
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, out.String())
+			}
+		}
+	}
+}
+
 // `pacer runs` on a replica whose etcd does not answer (a SIGSTOPped etcd:
 // its port takes connections and never answers) says what pacer status
 // says: etcd did not answer this replica, since when, and what to check.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/pacerun/pacer/internal/oneline"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
@@ -34,6 +35,6 @@ func pluginsRestartCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	p := resp.Plugin
-	_, err = fmt.Fprintf(stdout, "restarted %s: %s, pid %d, version %s\n", p.Name, p.State, p.PID, orDash(p.Version))
+	_, err = fmt.Fprintf(stdout, "restarted %s: %s, pid %d, version %s\n", oneline.Escape(p.Name), oneline.Escape(p.State), p.PID, oneline.Escape(orDash(p.Version)))
 	return err
 }
