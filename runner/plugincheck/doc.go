@@ -3,7 +3,10 @@
 // backs "pacer plugins check PATH".
 //
 // The checks talk to the plugin the way the runner does: through go-plugin's
-// client with AutoMTLS, and with the runner's own params checker. Each check
+// client with AutoMTLS, with the runner's own params checker, and with the
+// environment the runner gives a plugin process (internal/pluginenv: the
+// caller's PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER, Options.InheritEnv
+// standing for plugins.inherit_env, Options.Env). Each check
 // passes, fails or is skipped (when an earlier failure or the plugin's tasks
 // leave nothing to check), with a one-line reason saying what was expected
 // and what happened:
