@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -434,5 +435,40 @@ jobs:
 		if strings.Contains(stderr, secret) {
 			t.Errorf("pacer validate prints %q:\n%s", secret, stderr)
 		}
+	}
+}
+
+// Attack 20, Q6: a SIGHUP while pacer run starts (before the reloader
+// sets its handler, once the plugins have started) ended the process with
+// exit 129 and no log line; a deploy tool that writes the config and sends
+// SIGHUP, or a `systemctl reload` right after `start`, killed a replica
+// that was starting. It is dropped until the reloader runs. A SIGTERM
+// then stops the runner cleanly once it has started.
+func TestE2ESIGHUPWhileStartingIsHarmless(t *testing.T) {
+	parallelE2E(t)
+	httpAddr := freeAddr(t)
+	p := startPacer(t, "e2e-hup", httpAddr, runnerConfig{node: "e2e-hup", cluster: "hup"}.head(t, httpAddr)+
+		"jobs:\n  - {id: tick, plugin: shell, task: exec, schedule: '@every 1s', params: {command: [/bin/true]}}\n")
+	// The first line comes before the plugins have started: the reloader
+	// is not up yet.
+	lines := p.waitLogs("its first line", 30*time.Second, func(ls []logLine) bool { return len(ls) > 0 })
+	if len(match(lines, msgIs("scheduler started"))) > 0 {
+		t.Log("the runner had started before its first line was read: the SIGHUP comes after the start on this run")
+	}
+	p.signal(syscall.SIGHUP)
+	p.waitLogs("a run after the SIGHUP", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("run finished"))) > 0 })
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0", code)
+	}
+
+	// SIGTERM while starting: a clean stop once started, exit 0 (it was
+	// 143, with no drain and no hand-over).
+	q := startPacer(t, "e2e-term", httpAddr, runnerConfig{node: "e2e-term", cluster: "hup"}.head(t, httpAddr)+
+		"jobs:\n  - {id: tick, plugin: shell, task: exec, schedule: '@every 1s', params: {command: [/bin/true]}}\n")
+	q.waitLogs("its first line", 30*time.Second, func(ls []logLine) bool { return len(ls) > 0 })
+	q.signal(syscall.SIGTERM)
+	if code := q.wait(60 * time.Second); code != 0 {
+		t.Fatalf("exit %d after a SIGTERM while starting, want 0", code)
 	}
 }

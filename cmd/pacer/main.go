@@ -336,6 +336,17 @@ func runCmd(args []string, stderr io.Writer) error {
 	// the lines as dropped. Notify, not Ignore: an ignored signal would stay
 	// ignored in the plugins and commands the runner starts.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	// SIGHUP reloads the config, but its handler (the reloader) is set
+	// once the plugins have started: until then its default action ended
+	// the process (attack 20, Q6: exit 129, no log line, for a SIGHUP in
+	// the first 0.4 s). Noticed from here on, it is dropped until then;
+	// the reloader's first look compares the file with the one read here,
+	// so a change it was sent for is applied anyway.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	// SIGTERM and SIGINT before fx listens (once started) stop the runner
+	// as soon as it has started, rather than end it unclean (exit 143).
+	stopEarly := make(chan os.Signal, 1)
+	signal.Notify(stopEarly, syscall.SIGTERM, syscall.SIGINT)
 	data, err := config.ReadFile(path)
 	var cfg *config.Config
 	if err == nil {
@@ -369,7 +380,10 @@ func runCmd(args []string, stderr io.Writer) error {
 		}
 		return fmt.Errorf("cannot start the runner: %w", err)
 	}
-	<-app.Wait() // SIGINT or SIGTERM
+	select { // SIGINT or SIGTERM
+	case <-app.Wait():
+	case <-stopEarly:
+	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.StopTimeout())
 	defer cancel()
 	if err := app.Stop(stopCtx); err != nil {
