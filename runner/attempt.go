@@ -38,6 +38,7 @@ var (
 	stopRemoved      = &retryStop{SkipReloaded, "the job was removed by a config reload"}
 	stopChanged      = &retryStop{SkipReloaded, "the job was changed by a config reload"}
 	stopStopping     = &retryStop{SkipStopping, "the runner is stopping"}
+	stopHandingOver  = &retryStop{SkipStopping, "this replica stopped leading the job's shard (a stop, or a hand-over to another replica)"}
 )
 
 // slotRun is a slot being run: its attempts and the wait between them.
@@ -302,9 +303,24 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		wait := retryPolicy(job.Retries).Delay(attempt)
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
 		sr.setPhase(phaseRetry)
-		sleepUntilStopped(ctx, sr.retries, wait)
+		sleepUntilStopped(ctx, sr.retries, t.FiringStopped(), wait)
 		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
 			final = r.retrySkipped(t, final, attempt+1, stop, log)
+			break
+		}
+		if t.Draining() && ctx.Err() == nil {
+			// The term stops firing (a hand-over, a stop): the retry
+			// does not start here, and the drain does not wait out its
+			// backoff (attack 20, Q7: a join hand-over waited its whole
+			// drain timeout, then closed the slot with the failed
+			// attempt's record, its retries dropped in silence).
+			// at-least-once leaves the slot to the shard's next leader,
+			// which runs the next attempt; at-most-once records why.
+			if job.Delivery == DeliveryAtLeastOnce {
+				r.leaveOpen(t, s, tr, held, final, log, true)
+				return
+			}
+			final = r.retrySkipped(t, final, attempt+1, stopHandingOver, log)
 			break
 		}
 		if ctx.Err() != nil {
@@ -312,7 +328,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		}
 	}
 	if r.leftForNextLeader(ctx, job, final) {
-		r.leaveOpen(t, s, tr, held, final, log)
+		r.leaveOpen(t, s, tr, held, final, log, false)
 		return
 	}
 	var succeeded time.Time // kept in the claim key: the next leader's pacer_job_last_success_timestamp_seconds
@@ -382,7 +398,9 @@ func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Re
 // the claim is made to name the cut attempt here, so that the next
 // leader's attempt comes after it. A write refused because the term is
 // over changes nothing: the claim is open either way.
-func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger) {
+// retry says that final ended as a failure whose retry is left, not as a
+// cut attempt.
+func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger, retry bool) {
 	if tr == nil && final.Attempt != held.Attempt {
 		cut := held
 		cut.RunID, cut.Attempt, cut.Start = final.RunID, final.Attempt, final.Start
@@ -400,6 +418,13 @@ func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Recor
 			log.Warn("cut slot's claim not updated to its last attempt: the next leader may repeat the attempt's number",
 				"scheduled_time", s.Time, "attempt", final.Attempt, "error", err)
 		}
+	}
+	if retry {
+		final.Error += "; its retry left to the shard's next leader (delivery at-least-once)"
+		log.Warn("retry left to the shard's next leader: this replica stopped leading the shard (at-least-once)",
+			"scheduled_time", s.Time, "attempt", final.Attempt+1, "previous_outcome", final.State)
+		r.record(t, final, log)
+		return
 	}
 	final.Error += "; left to the shard's next leader to run again (delivery at-least-once)"
 	log.Warn("run cut off by this replica's going: left to the shard's next leader to run again (at-least-once)",
@@ -677,10 +702,21 @@ func pastDeadlineAt(ctx context.Context, t time.Time) bool {
 
 // sleepUntilStopped waits d between attempts, or less if the run's ctx or
 // the slot's retries end first.
-func sleepUntilStopped(ctx, retries context.Context, d time.Duration) {
+func sleepUntilStopped(ctx, retries context.Context, handing <-chan struct{}, d time.Duration) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(retries, cancel)()
+	if handing != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-handing:
+				cancel()
+			case <-stop:
+			}
+		}()
+	}
 	backoff.Sleep(ctx, d)
 }
 

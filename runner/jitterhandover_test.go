@@ -2,6 +2,8 @@ package runner_test
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,5 +120,61 @@ func TestHandOverGivesUpASlotWaitingOutItsJitter(t *testing.T) {
 	}
 	if n := len(tasksA.correlations()); n != 0 {
 		t.Fatalf("a ran %d slots in its drain; want the slot left to b", n)
+	}
+}
+
+// Attack 20, Q7: a hand-over that began while a slot's retry waited out
+// its backoff drained until the drain timeout, then closed the slot with
+// the failed attempt's record: the retries were dropped in silence, under
+// either delivery policy. The wait now ends when the term stops firing:
+// at-least-once leaves the slot to the next leader, which runs the next
+// attempt; at-most-once records the retry not started, reason stopping.
+func TestHandOverEndsAPendingRetry(t *testing.T) {
+	for _, delivery := range []string{runner.DeliveryAtMostOnce, runner.DeliveryAtLeastOnce} {
+		t.Run(delivery, func(t *testing.T) {
+			ep := startEtcd(t)
+			slot := time.Now().Add(2 * time.Second).Truncate(time.Second)
+			jobs := func() []*runner.Job {
+				return []*runner.Job{{ID: "retried", Plugin: "p", Task: "t", Schedule: slotList{slot, slot.Add(time.Hour)}, Spec: "test: two slots",
+					Timeout: time.Minute, Overlap: runner.OverlapForbid, Delivery: delivery,
+					Retries: runner.Retries{Max: 3, InitialBackoff: time.Hour, MaxBackoff: time.Hour}}}
+			}
+			tasksA, tasksB := &scripted{script: []string{"boom"}}, &scripted{}
+			a, leaveA := startHandingReplica(t, ep, "a", tasksA)
+			jobsA := jobs()
+			a.r.SetJobs(jobsA)
+			a.waitLeader(t)
+			waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 1 })
+			b, _ := startHandingReplica(t, ep, "b", tasksB)
+			b.r.SetJobs(jobs())
+			a.r.Fire(runner.Slot{Job: jobsA[0], Time: slot})
+			waitUntil(t, "attempt 1's record", func() bool { return len(recordsOf(t, a.cli, "retried")) == 1 })
+			leaveA()
+			b.waitLeader(t)
+			const want = 2 // attempt 1's failure, and attempt 2: run by b, or recorded not started
+			waitUntil(t, "the slot's last record", func() bool {
+				recs := recordsOf(t, b.cli, "retried")
+				return len(recs) == want && (delivery == runner.DeliveryAtMostOnce || slices.ContainsFunc(recs, func(r runner.Record) bool {
+					return r.State == observability.OutcomeSuccess
+				}))
+			})
+			recs := recordsOf(t, b.cli, "retried")
+			last := recs[slices.IndexFunc(recs, func(r runner.Record) bool { return r.Attempt == 2 })]
+			switch delivery {
+			case runner.DeliveryAtMostOnce:
+				if last.State != "skipped" || last.Reason != runner.SkipStopping || !strings.Contains(last.Error, "retry not started: this replica stopped leading") ||
+					len(tasksB.called()) != 0 {
+					t.Fatalf("attempt 2's record %+v (b ran %d); want the retry recorded not started, reason stopping", last, len(tasksB.called()))
+				}
+			default:
+				first := recs[slices.IndexFunc(recs, func(r runner.Record) bool { return r.Attempt == 1 })]
+				if last.State != observability.OutcomeSuccess || last.Node != "b" || last.CorrelationID != first.CorrelationID {
+					t.Fatalf("attempt 2's record %+v; want b to run it, with attempt 1's correlation ID %s", last, first.CorrelationID)
+				}
+			}
+			if jc, err := b.c.JobClaims(context.Background(), "retried"); err != nil || len(jc.Open) != 0 {
+				t.Fatalf("claims %+v (%v): the slot is still open", jc, err)
+			}
+		})
 	}
 }
