@@ -64,6 +64,21 @@ type slotRun struct {
 	// overlap skips it causes (attack 17, K7: a 5 ms job whose record
 	// waited on a stalled etcd made its next slot "still running").
 	phase atomic.Uint32
+
+	// late, on a catch-up's run of slots a hand-over held back, takes the
+	// slots the scheduler fires while they run (guarded by Runner.mu).
+	late *lateQueue
+}
+
+// lateQueue holds the slots a job's scheduler fired while the job's slots
+// held back by a hand-over ran late, one after the other (attack 20, Q2:
+// they were skipped as overlaps, though on one leader the job never
+// overlapped). They run after the held-back ones, each unless the late
+// run of an earlier slot, taken from its own time, would have covered it,
+// as on one leader.
+type lateQueue struct {
+	slots  []Slot
+	closed bool // the run is ending: a slot fired now is decided as usual
 }
 
 // Phases of a slot's run (slotRun.phase): what an overlap skip it causes

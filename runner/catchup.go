@@ -125,11 +125,12 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			decided := sync.OnceFunc(claimed.Done)
 			defer decided()
 			var run func(context.Context, *slotRun)
+			late := false // a run of held-back slots, which takes the scheduler's
 			if len(rest) > 0 {
-				run = r.applyMisfire(t, j, rest, restWhy, start, held, pauses[j.ID], len(redo) > 0, homed)
+				run, late = r.applyMisfire(t, j, rest, restWhy, start, held, pauses[j.ID], len(redo) > 0, homed)
 			}
 			if len(redo) > 0 {
-				run = r.inTurn(t, j, redo, homed, run)
+				run, late = r.inTurn(t, j, redo, homed, run), false
 			}
 			if len(absent) > 0 {
 				if run != nil { // the runs need not wait for these marks
@@ -144,6 +145,11 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			defer r.wg.Done()
 			ctx, sr, done := r.tracked(t, j)
 			defer done()
+			if late { // before the scheduler may fire the job's slots
+				r.mu.Lock()
+				sr.late = &lateQueue{}
+				r.mu.Unlock()
+			}
 			decided()
 			run(ctx, sr)
 		}()
@@ -232,7 +238,9 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // consecutive slots, written with the first claims, the latest's with the
 // mark that the latest slot is decided when it is skipped. Once homed is
 // closed, they are counted, and it returns the run of the claimed slots
-// (one run of the job; nil if none was claimed).
+// (one run of the job; nil if none was claimed), and whether slots a
+// hand-over held back are among them: then the run takes the slots the
+// scheduler fires while it goes (slotRun.late, runLate).
 //
 // A slot that would run (a held-back one included) but came due while the
 // job was paused, by pauses (its pause history), is skipped with reason
@@ -241,7 +249,7 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // behind says the slots to run wait for the job's re-delivered slots
 // (inTurn): the first is claimed as queued too.
 func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedWhy []string, now time.Time, held heldBack,
-	pauses []coord.Pause, behind bool, homed <-chan struct{}) func(context.Context, *slotRun) {
+	pauses []coord.Pause, behind bool, homed <-chan struct{}) (func(context.Context, *slotRun), bool) {
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots: windows of missed, not copies
 	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
@@ -374,7 +382,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		}()
 	}
 	if len(claims) == 0 {
-		return nil
+		return nil, false
 	}
 	// One after the other, in slot order, as one of the job's runs. A
 	// slot of a job paused by the time it would start does not start, as
@@ -383,6 +391,9 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	// one, started at that one's time, would still have been running at
 	// its time: on one leader it would have been skipped as an overlap.
 	return func(ctx context.Context, sr *slotRun) {
+		if sr.late != nil {
+			defer func() { r.runLate(ctx, t, j, sr, busy) }()
+		}
 		for i := range claims {
 			c := &claims[i] // not a copy, which would escape to the heap, one a job
 			if ctx.Err() != nil {
@@ -406,6 +417,40 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 				busy = append(busy, span{c.ScheduledTime, c.ScheduledTime.Add(wallNow().Sub(began))})
 			}
 		}
+	}, nheld > 0
+}
+
+// runLate runs the slots the scheduler fired while the held-back slots of
+// j ran late (sr.late), one after the other, until none is left. A slot
+// that the run of an earlier one (held back, or taken here), taken from
+// its own time, would still have covered is skipped as an overlap, as on
+// one leader; so is every slot while the job is paused. Slots left when
+// ctx ends are not claimed: the shard's next leader decides them.
+func (r *Runner) runLate(ctx context.Context, t *coord.Term, j *Job, sr *slotRun, busy []span) {
+	for {
+		r.mu.Lock()
+		q := sr.late
+		if len(q.slots) == 0 || ctx.Err() != nil || r.stopped {
+			q.closed = true
+			r.mu.Unlock()
+			return
+		}
+		s := q.slots[0]
+		q.slots = q.slots[1:]
+		switch {
+		case r.paused[j.ID]:
+			r.skipAsync(t, s, SkipPaused, "job is paused")
+			r.mu.Unlock()
+			continue
+		case overlaps(busy, s.Time):
+			r.skipAsync(t, s, SkipOverlap, "previous run still running (the late run of a slot held back by a hand-over, taken from its own time)")
+			r.mu.Unlock()
+			continue
+		}
+		r.mu.Unlock()
+		began := wallNow()
+		r.runSlotFrom(ctx, t, s, observability.NewCorrelationID(), nil, claimHow{}, 1, sr)
+		busy = append(busy, span{s.Time, s.Time.Add(wallNow().Sub(began))})
 	}
 }
 

@@ -762,6 +762,10 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 				replaced = append(replaced, sr)
 			}
 		default:
+			if q := r.lateQueueLocked(s.Job.ID); q != nil && tr == nil {
+				q.slots = append(q.slots, s)
+				return
+			}
 			detail := "previous run still running"
 			for _, sr := range r.running[s.Job.ID] {
 				detail = sr.overlapDetail()
@@ -807,6 +811,21 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 		}
 		r.runSlot(ctx, t, s, correlationID, tr, sr)
 	}()
+}
+
+// lateQueueLocked returns the queue of job's only run, when that is a run
+// of slots a hand-over held back that takes the scheduler's slots; nil
+// otherwise. Called with r.mu held.
+func (r *Runner) lateQueueLocked(job string) *lateQueue {
+	if len(r.running[job]) != 1 {
+		return nil
+	}
+	for _, sr := range r.running[job] {
+		if sr.late != nil && !sr.late.closed {
+			return sr.late
+		}
+	}
+	return nil
 }
 
 // trackLocked registers a slot's run in r.running, where overlap policies,

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
@@ -203,7 +205,7 @@ func (s slowTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Resu
 // slot ran late, back to back.
 func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
 	b := setup(t)
-	const took = 1500 * time.Millisecond
+	const took = 900 * time.Millisecond // shorter than the interval
 	tasks := slowTasks{&scripted{}, took}
 	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
 		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
@@ -306,5 +308,63 @@ func TestUnstartedQueuedClaimIsRecordedAsNotStarted(t *testing.T) {
 	}
 	if calls := tasks.called(); len(calls) != 0 {
 		t.Errorf("ran %d slots, want none (at-most-once)", len(calls))
+	}
+}
+
+// Attack 20, Q2: the slots a hand-over held back run late, one after the
+// other; a slot the scheduler fired while they ran was skipped as an
+// overlap, "previous run still running", though on one leader the job
+// never overlapped (each run is shorter than the interval). It now runs
+// after them, unless the late run of an earlier slot, taken from its own
+// time, would have covered it.
+func TestSlotFiredWhileHeldBackSlotsRunLateRunsAfterThem(t *testing.T) {
+	b := setup(t)
+	const took = 900 * time.Millisecond // shorter than the interval
+	tasks := slowTasks{&scripted{}, took}
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	held := secondsUntil(now, -6*time.Second) // -6 s … -1 s: 5.4 s of late runs
+	onTime := now.Add(4 * time.Second)        // after the new term's start, while the late runs go
+	j := &runner.Job{ID: "short", Plugin: "p", Task: "t", Schedule: append(slotList{now.Add(-7 * time.Second)}, append(held, onTime, now.Add(time.Hour))...),
+		Spec: "test: every second", Timeout: time.Minute, Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	// The first term ran slot -7 s, 0.1 s long; it stopped firing at
+	// -6.5 s and resigned now.
+	last := now.Add(-7 * time.Second)
+	drained := runner.Record{Job: j.ID, ScheduledTime: last, RunID: "drained", Node: "n1", FencingToken: first.Token,
+		State: "success", Start: last, End: last.Add(100 * time.Millisecond)}
+	rec, _ := json.Marshal(drained)
+	if err := b.coord.Claim(ctx, first, j.ID, last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, first, j.ID, last, drained.RunID, rec, time.Time{}, 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.putHandOver(t, first, now.Add(-6500*time.Millisecond), time.Now())
+	if second := failover(t, b, first); !second.Since.Before(onTime) {
+		t.Fatalf("the new term started at %s, after the slot meant to come due in it (%s)", second.Since.Format(time.TimeOnly), onTime.Format(time.TimeOnly))
+	}
+	for time.Now().Before(onTime) { // the slot's time, as the scheduler fires it
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(tasks.called()); n >= len(held) {
+		t.Fatalf("the held-back slots' %d late runs of %s each were over (%d calls) when the slot came due: nothing to test", len(held), took, n)
+	}
+	b.r.Fire(runner.Slot{Job: j, Time: onTime})
+	waitUntil(t, "the slot decided", func() bool {
+		return slices.ContainsFunc(records(t, b, j.ID), func(r runner.Record) bool { return r.ScheduledTime.Equal(onTime) })
+	})
+	for _, r := range records(t, b, j.ID) {
+		if r.State != observability.OutcomeSuccess {
+			t.Errorf("slot %s: %s %s %q; want every slot run (held back late, then the one fired meanwhile)", r.ScheduledTime.Format(time.TimeOnly), r.State, r.Reason, r.Error)
+		}
+	}
+	if n := len(tasks.called()); n != len(held)+1 {
+		t.Errorf("%d task calls, want %d", n, len(held)+1)
 	}
 }
