@@ -305,7 +305,9 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		}
 		sr.attemptEnded(final)
 		sr.setPhase(phaseRecord)
-		retry := final.State == observability.OutcomeFailure || final.State == observability.OutcomeTimeout ||
+		// Invalid params are a configuration problem: every attempt would
+		// fail the same (attack 19, P5: they were retried).
+		retry := final.State == observability.OutcomeFailure && !invalidParams(final) || final.State == observability.OutcomeTimeout ||
 			final.State == observability.OutcomeCrashed
 		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
 			break
@@ -733,6 +735,12 @@ func sleepUntilStopped(ctx, retries context.Context, handing <-chan struct{}, d 
 		}()
 	}
 	backoff.Sleep(ctx, d)
+}
+
+// invalidParams says whether an attempt failed because the task refused
+// its params (pluginhost.ErrInvalidParams: the SDKs' InvalidArgument).
+func invalidParams(rec Record) bool {
+	return strings.HasPrefix(rec.Error, pluginhost.ErrInvalidParams.Error()+":")
 }
 
 // retryPolicy spaces out a job's attempts: exponential from
