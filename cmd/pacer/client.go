@@ -429,8 +429,11 @@ type jobView struct {
 	Next                                 string
 }
 
-// maxJobPages bounds the pages `pacer jobs` follows (a million jobs at the
-// largest page size).
+// maxJobPages bounds the pages `pacer jobs` follows before the first page
+// says how many jobs there are; from then on the bound is twice the pages
+// that many jobs take, so that a runner whose cursors never end (a bug)
+// cannot keep the CLI going, whatever --limit is (attack 19, P11: 1,500
+// jobs at --limit 1 stopped at 1,000 pages).
 const maxJobPages = 1000
 
 func jobsCmd(args []string, stdout, stderr io.Writer) error {
@@ -453,10 +456,10 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 	out := c
 	out.output = "table" // decode each page here
 	var all []json.RawMessage
-	cursor, total := "", 0
+	cursor, total, maxPages := "", 0, maxJobPages
 	for pages := 0; ; pages++ {
-		if pages == maxJobPages {
-			return fmt.Errorf("more than %d pages of jobs; use --state or --limit to narrow the listing", maxJobPages)
+		if pages == maxPages {
+			return fmt.Errorf("more than %d pages of jobs (%d listed of %d): the runner's cursor does not end the listing", maxPages, len(all), total)
 		}
 		q := url.Values{}
 		if state != "" {
@@ -479,6 +482,9 @@ func jobsCmd(args []string, stdout, stderr io.Writer) error {
 		all, total = append(all, page.Jobs...), page.Total
 		if page.NextCursor == "" || page.NextCursor == cursor {
 			break
+		}
+		if pages == 0 && len(page.Jobs) > 0 {
+			maxPages = max(maxJobPages, 2*(total/len(page.Jobs)+1))
 		}
 		cursor = page.NextCursor
 	}

@@ -71,6 +71,29 @@ func TestJobsCommandFollowsPages(t *testing.T) {
 	}
 }
 
+// Attack 19, P11: `pacer jobs` gave up after 1,000 pages ("use --state or
+// --limit to narrow the listing"), so 1,500 jobs at --limit 1 could not be
+// listed, though it promises every page. It follows as many pages as the
+// jobs take.
+func TestJobsCommandFollowsMoreThanAThousandPages(t *testing.T) {
+	r := runner.New(runner.Options{})
+	var jobs []*runner.Job
+	for i := range 1500 {
+		jobs = append(jobs, &runner.Job{ID: fmt.Sprintf("j%04d", i), Plugin: "shell", Task: "exec", Spec: "@every 1h", Schedule: schedule.Every(time.Hour)})
+	}
+	r.SetJobs(jobs)
+	srv := httptest.NewServer(api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r}}).Handler())
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	if err := jobsCmd([]string{"--addr", srv.URL, "--limit", "1"}, &out, &errOut); err != nil {
+		t.Fatalf("jobs: %v (%s)", err, errOut.String())
+	}
+	if n := strings.Count(out.String(), "\n"); n != 1501 {
+		t.Fatalf("%d lines, want a header and 1,500 jobs", n)
+	}
+}
+
 // A mutating call whose outcome is unknown is repeated with the same
 // Idempotency-Key after the CLI's own doubling pause, or after the
 // Retry-After a runner over its rate limit asks for (which does not count
