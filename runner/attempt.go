@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,6 +148,19 @@ func orNone(s string) string {
 		return "none yet"
 	}
 	return s
+}
+
+// percent is a task's reported progress kept within [0, 100], as the
+// protocol says it is: NaN reads as 0 (attack 19, P2: NaN and ±Inf made the
+// log line's percent an error string, and 250 was recorded "250%").
+func percent(p float64) float64 {
+	switch {
+	case math.IsNaN(p) || p < 0:
+		return 0
+	case p > 100:
+		return 100
+	}
+	return p
 }
 
 // progressLogEvery is how often a run's progress reports are logged at
@@ -581,6 +595,7 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		OnLog: func(l pluginhost.LogRecord) { pluginLog(runLog.logger(), job.Plugin, l) },
 		OnProgress: func(p pluginhost.Progress) {
 			msg := truncate(p.Message, r.o.MaxProgressBytes)
+			p.Percent = percent(p.Percent)
 			progress = fmt.Sprintf("%.0f%% %s", p.Percent, msg)
 			// At most a line a second: a task that reports per item
 			// wrote 20,000 lines in 0.3 s, past every bound on its log

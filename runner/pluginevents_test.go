@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -116,5 +117,35 @@ func TestProgressFloodIsNotLoggedLineByLine(t *testing.T) {
 	n := strings.Count(logs.String(), `"msg":"run progress"`)
 	if max := 1 + int(took/time.Second); n < 1 || n > max {
 		t.Fatalf("%d run progress lines for 5,000 reports in %s; want 1 to %d", n, took, max)
+	}
+}
+
+// oddTasks reports progress outside [0, 100].
+type oddTasks struct{}
+
+func (oddTasks) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	c.OnProgress(pluginhost.Progress{Percent: math.NaN(), Message: "nan"})
+	c.OnProgress(pluginhost.Progress{Percent: math.Inf(1), Message: "inf"})
+	return &pluginhost.Result{Output: "ok"}, nil
+}
+
+// Attack 19, P2: progress outside [0, 100] (NaN, ±Inf, 250) went through:
+// the log line's percent became an error string for NaN and ±Inf, and the
+// record said "+Inf%". It is kept within [0, 100], NaN as 0.
+func TestProgressIsKeptWithinItsRange(t *testing.T) {
+	b := setup(t)
+	var logs syncbuf.Buffer
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: oddTasks{}, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil)), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	b.waitLeader(t)
+	b.r.Fire(runner.Slot{Job: job("odd", ""), Time: slotAhead()})
+	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "odd"))) }, 1)
+	if rec := records(t, b, "odd")[0]; rec.Progress != "100% inf" {
+		t.Errorf("record's progress %q, want %q", rec.Progress, "100% inf")
+	}
+	if strings.Contains(logs.String(), "!ERROR") || !strings.Contains(logs.String(), `"percent":0,`) {
+		t.Fatalf("the log's percent is not a number in range:\n%s", logs.String())
 	}
 }
