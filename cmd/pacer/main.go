@@ -25,6 +25,7 @@ import (
 	"go.uber.org/dig"
 	"go.uber.org/fx"
 
+	"github.com/pacerun/pacer/internal/earlysig"
 	"github.com/pacerun/pacer/internal/procguard"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/config"
@@ -336,17 +337,9 @@ func runCmd(args []string, stderr io.Writer) error {
 	// the lines as dropped. Notify, not Ignore: an ignored signal would stay
 	// ignored in the plugins and commands the runner starts.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	// SIGHUP reloads the config, but its handler (the reloader) is set
-	// once the plugins have started: until then its default action ended
-	// the process (attack 20, Q6: exit 129, no log line, for a SIGHUP in
-	// the first 0.4 s). Noticed from here on, it is dropped until then;
-	// the reloader's first look compares the file with the one read here,
-	// so a change it was sent for is applied anyway.
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
-	// SIGTERM and SIGINT before fx listens (once started) stop the runner
-	// as soon as it has started, rather than end it unclean (exit 143).
-	stopEarly := make(chan os.Signal, 1)
-	signal.Notify(stopEarly, syscall.SIGTERM, syscall.SIGINT)
+	// SIGHUP, SIGTERM and SIGINT are noticed from the process's start
+	// (package earlysig): until the runner has started, SIGHUP is dropped
+	// and a SIGTERM or SIGINT waits in earlysig.Stop.
 	data, err := config.ReadFile(path)
 	var cfg *config.Config
 	if err == nil {
@@ -382,7 +375,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	}
 	select { // SIGINT or SIGTERM
 	case <-app.Wait():
-	case <-stopEarly:
+	case <-earlysig.Stop:
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.StopTimeout())
 	defer cancel()
