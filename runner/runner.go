@@ -752,6 +752,10 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 		switch s.Job.Overlap {
 		case OverlapAllow:
 			if s.Job.MaxConcurrency > 0 && n >= s.Job.MaxConcurrency {
+				if q := r.lateQueueLocked(s.Job.ID, true); q != nil && tr == nil {
+					q.slots = append(q.slots, s) // after the held-back slots (attack 21, S2)
+					return
+				}
 				skip(t, s, SkipOverlap, fmt.Sprintf("%d runs already running (max_concurrency)", n))
 				return
 			}
@@ -762,7 +766,7 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 				replaced = append(replaced, sr)
 			}
 		default:
-			if q := r.lateQueueLocked(s.Job.ID); q != nil && tr == nil {
+			if q := r.lateQueueLocked(s.Job.ID, false); q != nil && tr == nil {
 				q.slots = append(q.slots, s)
 				return
 			}
@@ -813,11 +817,11 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 	}()
 }
 
-// lateQueueLocked returns the queue of job's only run, when that is a run
-// of slots a hand-over held back that takes the scheduler's slots; nil
-// otherwise. Called with r.mu held.
-func (r *Runner) lateQueueLocked(job string) *lateQueue {
-	if len(r.running[job]) != 1 {
+// lateQueueLocked returns the queue of job's run of slots a hand-over held
+// back that takes the scheduler's slots: when that is its only run, or
+// (among) any of its runs; nil if there is none. Called with r.mu held.
+func (r *Runner) lateQueueLocked(job string, among bool) *lateQueue {
+	if len(r.running[job]) != 1 && !among {
 		return nil
 	}
 	for _, sr := range r.running[job] {
