@@ -111,3 +111,22 @@ func TestClaimKeyWithSuccessReadsInAnOlderRunner(t *testing.T) {
 		t.Fatalf("success after closing, a floor and an earlier success: %d, want 35", got)
 	}
 }
+
+// Attack 21, S5: a leader that reloads records a second epoch under its
+// term's token. The set the cluster runs is the term's latest epoch's,
+// whatever the order the epochs are looked at in; before, it was either,
+// by map order, and two replicas agreed on different job sets.
+func TestRunningTakesATermsLatestEpoch(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 13, 0, 0, 0, time.UTC)
+	epochs := map[string]Epoch{
+		"a": {Since: t0, Node: "rb", Shard: 0, Token: 7, JobSet: "old"},
+		"b": {Since: t0.Add(time.Minute), Node: "rb", Shard: 0, Token: 7, JobSet: "reloaded"},
+		"c": {Since: t0.Add(-time.Hour), Node: "ra", Shard: 0, Token: 5, JobSet: "older"},
+		"d": {Since: t0, Node: "ra", Shard: 1, Token: 9, JobSet: "old"},
+	}
+	for range 200 { // map order varies from one range to the next
+		if got := running(epochs); got["reloaded"] != 1 || got["old"] != 1 || len(got) != 2 {
+			t.Fatalf("running %v; want shard 0 on its term's latest set, shard 1 on old", got)
+		}
+	}
+}

@@ -536,11 +536,16 @@ func (m *Membership) watchOnce(ctx context.Context) error {
 }
 
 // running counts, by job set, the shards whose newest epoch (the highest
-// fencing token) names it: the sets the cluster runs, or ran last.
+// fencing token; of one term's epochs, the latest) names it: the sets the
+// cluster runs, or ran last. A leader that reloads records another epoch
+// under the same token; taking either of the term's epochs, in map order,
+// made two replicas (or one, from one look to the next) see different sets
+// run, and so agree on different job sets: after a reload of the leader of
+// a two-replica cluster, both refused to lead, or both led (attack 21, S5).
 func running(epochs map[string]Epoch) map[string]int {
 	newest := map[int]Epoch{}
 	for _, e := range epochs {
-		if n, ok := newest[e.Shard]; !ok || e.Token > n.Token {
+		if n, ok := newest[e.Shard]; !ok || e.Token > n.Token || e.Token == n.Token && e.Since.After(n.Since) {
 			newest[e.Shard] = e
 		}
 	}
