@@ -28,17 +28,24 @@ func (eventTasks) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Result,
 	return &pluginhost.Result{Output: "ok"}, nil
 }
 
+// setupLogging is setup with a runner calling tasks that logs JSON to the
+// buffer it returns; it leads once this returns.
+func setupLogging(t *testing.T, tasks runner.TaskRunner) (*bundle, *syncbuf.Buffer) {
+	b := setup(t)
+	logs := &syncbuf.Buffer{}
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(logs, nil)), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	b.waitLeader(t)
+	return b, logs
+}
+
 // A plugin's log record reaches the run's log at its level, with its
 // attributes, marked as the plugin's and carrying the run's correlation
 // ID; its progress is logged and kept in the run's record.
 func TestPluginLogAndProgressReachTheRun(t *testing.T) {
-	b := setup(t)
-	var logs syncbuf.Buffer
-	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: eventTasks{}, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil)), JobSets: b.coord})
-	b.hook.set(b.r)
-	t.Cleanup(func() { b.r.Stop(context.Background()) })
-	b.waitLeader(t)
+	b, logs := setupLogging(t, eventTasks{})
 
 	b.r.Fire(runner.Slot{Job: job("events", ""), Time: slotAhead()})
 	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "events"))) }, 1)
@@ -99,13 +106,7 @@ func (f floodTasks) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Resul
 // with a slow log reader drowned other jobs' lines. Progress is logged at
 // most once a second; the record keeps the last report.
 func TestProgressFloodIsNotLoggedLineByLine(t *testing.T) {
-	b := setup(t)
-	var logs syncbuf.Buffer
-	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: floodTasks{n: 5000}, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil)), JobSets: b.coord})
-	b.hook.set(b.r)
-	t.Cleanup(func() { b.r.Stop(context.Background()) })
-	b.waitLeader(t)
+	b, logs := setupLogging(t, floodTasks{n: 5000})
 
 	start := time.Now()
 	b.r.Fire(runner.Slot{Job: job("flood", ""), Time: slotAhead()})
@@ -133,13 +134,7 @@ func (oddTasks) Run(_ context.Context, c pluginhost.Call) (*pluginhost.Result, e
 // the log line's percent became an error string for NaN and ±Inf, and the
 // record said "+Inf%". It is kept within [0, 100], NaN as 0.
 func TestProgressIsKeptWithinItsRange(t *testing.T) {
-	b := setup(t)
-	var logs syncbuf.Buffer
-	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: oddTasks{}, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil)), JobSets: b.coord})
-	b.hook.set(b.r)
-	t.Cleanup(func() { b.r.Stop(context.Background()) })
-	b.waitLeader(t)
+	b, logs := setupLogging(t, oddTasks{})
 	b.r.Fire(runner.Slot{Job: job("odd", ""), Time: slotAhead()})
 	waitCount(t, "records", func() float64 { return float64(len(records(t, b, "odd"))) }, 1)
 	if rec := records(t, b, "odd")[0]; rec.Progress != "100% inf" {

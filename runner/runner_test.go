@@ -222,6 +222,18 @@ func TestOverlapForbidSkipsAndAllowRuns(t *testing.T) {
 	}, 1)
 }
 
+// jitteredJob is an overlap-forbid job with up to an hour of jitter whose
+// slot at slot waits out at least ten minutes of it.
+func jitteredJob(slot time.Time) *runner.Job {
+	for i := 0; ; i++ {
+		if id := fmt.Sprintf("jittered-%d", i); schedule.Jitter(id, slot, time.Hour) >= 10*time.Minute {
+			j := job(id, runner.OverlapForbid)
+			j.Jitter = time.Hour
+			return j
+		}
+	}
+}
+
 // Attack 17, K7: a slot skipped under overlap: forbid says what the
 // previous slot's run is doing when no attempt of it runs: here, waiting
 // out its jitter. Before, every such skip said "previous run still
@@ -231,14 +243,8 @@ func TestOverlapSkipSaysWhatThePreviousSlotDoes(t *testing.T) {
 	b := setup(t)
 	b.waitLeader(t)
 	slot := slotAhead()
-	id := ""
-	for i := 0; id == ""; i++ {
-		if c := fmt.Sprintf("jittered-%d", i); schedule.Jitter(c, slot, time.Hour) >= 10*time.Minute {
-			id = c
-		}
-	}
-	j := job(id, runner.OverlapForbid)
-	j.Jitter = time.Hour
+	j := jitteredJob(slot)
+	id := j.ID
 	b.r.Fire(runner.Slot{Job: j, Time: slot})
 	b.r.Fire(runner.Slot{Job: j, Time: slot.Add(time.Second)})
 	waitCount(t, "overlap skips", func() float64 {
@@ -516,14 +522,8 @@ func TestPauseOrReloadEndsASlotWaitingOutItsJitter(t *testing.T) {
 			b := setup(t)
 			b.waitLeader(t)
 			slot := slotAhead()
-			id := ""
-			for i := 0; id == ""; i++ {
-				if c := fmt.Sprintf("jittered-%d", i); schedule.Jitter(c, slot, time.Hour) >= 10*time.Minute {
-					id = c
-				}
-			}
-			j := job(id, runner.OverlapForbid)
-			j.Jitter = time.Hour
+			j := jitteredJob(slot)
+			id := j.ID
 			b.r.SetJobs([]*runner.Job{j})
 			b.r.Fire(runner.Slot{Job: j, Time: slot})
 			tc.act(b, j)
