@@ -4,72 +4,13 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
-	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/schedule"
 )
-
-// startHandingReplica is startReplica wired as fxmodule wires a replica:
-// its coordinator drains the runner's runs (WaitIdle) before a hand-over,
-// and leave stops it as a SIGTERM does (Leave, the coordinator's end,
-// which hands each shard over, then the runner's stop).
-func startHandingReplica(t *testing.T, endpoint, node string, tasks runner.TaskRunner) (p *replica, leave func()) {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := observability.NewMetrics("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r *runner.Runner
-	var rmu sync.Mutex
-	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: time.Second,
-		DrainTimeout: time.Minute,
-		Drain: func(ctx context.Context, term *coord.Term) {
-			rmu.Lock()
-			rr := r
-			rmu.Unlock()
-			rr.WaitIdle(ctx, term)
-		},
-		OnTransition: func(leading bool, term *coord.Term) {
-			rmu.Lock()
-			defer rmu.Unlock()
-			if leading && r != nil {
-				go r.OnTerm(term)
-			}
-		}})
-	rmu.Lock()
-	r = runner.New(runner.Options{Node: node, Coord: c, Tasks: tasks, Metrics: m, Logger: discardLogger(),
-		Tracer: trace.NewTracerProvider().Tracer("t"), JobSets: c})
-	rmu.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = c.Run(ctx) })
-	var once sync.Once
-	leave = func() {
-		once.Do(func() {
-			c.Leave(context.Background())
-			cancel()
-			wg.Wait()
-			drain, dcancel := context.WithTimeout(context.Background(), time.Minute)
-			r.Stop(drain)
-			dcancel()
-			cli.Close()
-		})
-	}
-	t.Cleanup(leave)
-	return &replica{c: c, r: r, cli: cli, metrics: m, stop: leave}, leave
-}
 
 // Attack 20, Q5: a replica that stops (or hands a shard over) while a
 // slot waits out its jitter drained for the whole wait, with nothing
@@ -97,12 +38,12 @@ func TestHandOverGivesUpASlotWaitingOutItsJitter(t *testing.T) {
 	tasksA, tasksB := newGatedTasks(), newGatedTasks()
 	close(tasksA.gate)
 	close(tasksB.gate)
-	a, leaveA := startHandingReplica(t, ep, "a", tasksA)
+	a := startHandingReplica(t, ep, "a", tasksA)
 	jobsA := jobs()
 	a.r.SetJobs(jobsA)
 	a.waitLeader(t)
 	waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 1 })
-	b, _ := startHandingReplica(t, ep, "b", tasksB)
+	b := startHandingReplica(t, ep, "b", tasksB)
 	b.r.SetJobs(jobs())
 	for time.Now().Before(slot) { // the slot's time, not a synchronisation
 		time.Sleep(10 * time.Millisecond)
@@ -111,7 +52,7 @@ func TestHandOverGivesUpASlotWaitingOutItsJitter(t *testing.T) {
 	if _, running := a.r.JobState(id); running != 1 {
 		t.Fatalf("%d runs of the slot on a, want 1 waiting out its jitter", running)
 	}
-	leaveA()
+	a.stop()
 	b.waitLeader(t)
 	waitUntil(t, "the slot's record", func() bool { return len(recordsOf(t, b.cli, id)) == 1 })
 	recs := recordsOf(t, b.cli, id)
@@ -140,16 +81,16 @@ func TestHandOverEndsAPendingRetry(t *testing.T) {
 					Retries: runner.Retries{Max: 3, InitialBackoff: time.Hour, MaxBackoff: time.Hour}}}
 			}
 			tasksA, tasksB := &scripted{script: []string{"boom"}}, &scripted{}
-			a, leaveA := startHandingReplica(t, ep, "a", tasksA)
+			a := startHandingReplica(t, ep, "a", tasksA)
 			jobsA := jobs()
 			a.r.SetJobs(jobsA)
 			a.waitLeader(t)
 			waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 1 })
-			b, _ := startHandingReplica(t, ep, "b", tasksB)
+			b := startHandingReplica(t, ep, "b", tasksB)
 			b.r.SetJobs(jobs())
 			a.r.Fire(runner.Slot{Job: jobsA[0], Time: slot})
 			waitUntil(t, "attempt 1's record", func() bool { return len(recordsOf(t, a.cli, "retried")) == 1 })
-			leaveA()
+			a.stop()
 			b.waitLeader(t)
 			const want = 2 // attempt 1's failure, and attempt 2: run by b, or recorded not started
 			waitUntil(t, "the slot's last record", func() bool {

@@ -86,6 +86,20 @@ func startEtcd(t *testing.T) string {
 
 func startReplica(t *testing.T, endpoint, node string, tasks runner.TaskRunner, o runner.Options, dial ...grpc.DialOption) *replica {
 	t.Helper()
+	return startReplicaHow(t, endpoint, node, tasks, o, false, dial...)
+}
+
+// startHandingReplica is startReplica wired as fxmodule wires a replica:
+// its coordinator drains the runner's runs (WaitIdle, for up to a minute)
+// before a hand-over, and stop stops it as a SIGTERM does (Leave, the
+// coordinator's end, which hands each shard over, then the runner's stop).
+func startHandingReplica(t *testing.T, endpoint, node string, tasks runner.TaskRunner) *replica {
+	t.Helper()
+	return startReplicaHow(t, endpoint, node, tasks, runner.Options{}, true)
+}
+
+func startReplicaHow(t *testing.T, endpoint, node string, tasks runner.TaskRunner, o runner.Options, handing bool, dial ...grpc.DialOption) *replica {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialOptions: dial})
 	if err != nil {
 		t.Fatal(err)
@@ -96,15 +110,28 @@ func startReplica(t *testing.T, endpoint, node string, tasks runner.TaskRunner, 
 	}
 	var r *runner.Runner
 	var rmu sync.Mutex
-	c := coord.New(coord.Options{Client: cli, Cluster: "t", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: time.Second,
+	co := coord.Options{Client: cli, Cluster: "t", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: time.Second,
 		OnTransition: func(leading bool, term *coord.Term) {
 			rmu.Lock()
 			defer rmu.Unlock()
 			if leading && r != nil {
 				go r.OnTerm(term)
 			}
-		}})
+		}}
+	if handing {
+		co.DrainTimeout = time.Minute
+		co.Drain = func(ctx context.Context, term *coord.Term) {
+			rmu.Lock()
+			rr := r
+			rmu.Unlock()
+			rr.WaitIdle(ctx, term)
+		}
+	}
+	c := coord.New(co)
 	o.Node, o.Coord, o.Tasks, o.Metrics, o.Logger, o.Tracer = node, c, tasks, m, discardLogger(), trace.NewTracerProvider().Tracer("t")
+	if handing {
+		o.JobSets = c
+	}
 	rmu.Lock()
 	r = runner.New(o)
 	rmu.Unlock()
@@ -117,7 +144,14 @@ func startReplica(t *testing.T, endpoint, node string, tasks runner.TaskRunner, 
 	stop := func() {
 		once.Do(func() {
 			wcancel()
-			drain, dcancel := context.WithTimeout(context.Background(), time.Second)
+			drainFor := time.Second
+			if handing { // as a SIGTERM: leave, hand each shard over, then stop
+				c.Leave(context.Background())
+				cancel()
+				wg.Wait()
+				drainFor = time.Minute
+			}
+			drain, dcancel := context.WithTimeout(context.Background(), drainFor)
 			r.Stop(drain)
 			dcancel()
 			cancel()
