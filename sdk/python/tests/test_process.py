@@ -19,7 +19,7 @@ from pacer_sdk._pb.pacer.plugin.v1 import plugin_pb2 as pb
 from pacer_sdk._pb.pacer.plugin.v1 import plugin_pb2_grpc as pb_grpc
 from pacer_sdk.testing import Harness, StartError, parse_handshake, runner_env
 
-from .util import PYTHON, TESTPLUGIN, TestCase, alive, wait_for
+from .util import PYTHON, TESTPLUGIN, TestCase, alive, children, wait_for
 
 
 class HandshakeTest(TestCase):
@@ -207,6 +207,18 @@ class StopTest(TestCase):
                 runner.kill()
                 runner.wait()
                 runner.stdout.close()
+
+    def test_the_watchdog_dies_with_its_plugin(self):
+        # The watchdog must never outlive the plugin it guards: a kill -9
+        # of the plugin ends it too (its parent-death signal); and a
+        # watchdog killed or stopped leaves the plugin serving.
+        with Harness.start(TESTPLUGIN) as h:
+            watchdogs = [c for c in children(h.pid) if b"_watchdog.py" in open(f"/proc/{c}/cmdline", "rb").read()]
+            self.assertEqual(len(watchdogs), 1, children(h.pid))
+            os.kill(watchdogs[0], signal.SIGSTOP)
+            self.assertEqual(h.run("echo", {"message": "still here"}).output, "still here")
+            os.kill(h.pid, signal.SIGKILL)
+            wait_for(lambda: not alive(watchdogs[0]), 10, f"watchdog {watchdogs[0]} to die with its plugin")
 
     def test_exits_when_the_runner_dies(self):
         # A stand-in runner starts the plugin (without Linux's parent-death
