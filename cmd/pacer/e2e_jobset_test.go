@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -491,4 +492,77 @@ func shorts(fps []string) []string {
 		out[i] = coord.Short(f)
 	}
 	return out
+}
+
+// The leader of a two-replica cluster reloads its config to a new job set
+// (attack 21, S5): one replica has each set, and the tie is the newest
+// epoch's, the set the leader now runs. Through real processes, every view
+// of both replicas says so, again and again: the leader keeps leading with
+// the new set and says it agrees; the other says the cluster's set is the
+// new one and that its own differs. Before the fix, each view took one of
+// the term's two epochs in map order: both replicas refused to lead, or
+// both took their own set for the cluster's.
+func TestE2EReloadedLeaderKeepsTheClusterOnItsNewJobSet(t *testing.T) {
+	skipChaos(t)
+	chaosBinaries(t)
+	eps := endpoints(startCluster(t, 1))
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	const settle = time.Second
+	old := ledgerJobsYAML(path, ledgerJobDef{"tick", "1s"}, ledgerJobDef{"x", "2s"})
+	next := ledgerJobsYAML(path, ledgerJobDef{"tick", "1s"}, ledgerJobDef{"x", "3s"})
+	r1 := startJobSetReplica(t, "r1", eps, settle, "refuse", old)
+	r2 := startJobSetReplica(t, "r2", eps, settle, "refuse", old)
+	all := []*proc{r1, r2}
+	leader := waitLeader(t, all, 30*time.Second)
+	other := r1
+	if other == leader {
+		other = r2
+	}
+	oldSet := leader.waitCluster("the old set agreed", 15*time.Second, func(v clusterView) bool {
+		return v.JobSetAgreed && len(v.Replicas) == 2
+	}).JobSet
+
+	// The new config, renamed into place: applied at once.
+	cfg, err := os.ReadFile(leader.configPath)
+	must(err)
+	head, _, ok := strings.Cut(string(cfg), "\njobs:")
+	if !ok {
+		t.Fatalf("no jobs: section in %s", leader.configPath)
+	}
+	tmp := leader.configPath + ".new"
+	must(os.WriteFile(tmp, []byte(head+"\njobs:"+next), 0o644))
+	must(os.Rename(tmp, leader.configPath))
+	leader.waitLogs("the reload", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("config reloaded"))) == 1 })
+	reloaded := time.Now()
+	newSet := leader.waitCluster("the leader's view of its new set", 15*time.Second, func(v clusterView) bool {
+		return v.JobSet != oldSet && v.ClusterJobSet == v.JobSet
+	}).JobSet
+	other.waitCluster("the other replica's view of the new set", 15*time.Second, func(v clusterView) bool {
+		return v.ClusterJobSet == newSet
+	})
+
+	// Every view, from here on, says the same.
+	for i := range 20 {
+		lv, err := leader.cluster()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !lv.Leading || lv.ClusterJobSet != newSet || !lv.JobSetAgreed || !lv.MayLead {
+			t.Fatalf("view %d of the reloaded leader %s: leading %v, cluster's set %s, agreed %v, may lead %v; want it leading its new set %s",
+				i, leader.name, lv.Leading, coord.Short(lv.ClusterJobSet), lv.JobSetAgreed, lv.MayLead, coord.Short(newSet))
+		}
+		ov, err := other.cluster()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ov.ClusterJobSet != newSet || ov.JobSetAgreed || ov.JobSet != oldSet {
+			t.Fatalf("view %d of %s: its set %s, the cluster's %s, agreed %v; want the cluster's the leader's new set %s, its own %s differing",
+				i, other.name, coord.Short(ov.JobSet), coord.Short(ov.ClusterJobSet), ov.JobSetAgreed, coord.Short(newSet), coord.Short(oldSet))
+		}
+	}
+	waitRunsAfter(leader, 3, reloaded, 20*time.Second)
+	if l := waitLeader(t, all, 10*time.Second); l != leader {
+		t.Fatalf("%s leads after %s reloaded; want the reloaded leader to keep leading", l.name, leader.name)
+	}
+	stopAll(t, all)
 }
