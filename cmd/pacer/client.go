@@ -24,6 +24,7 @@ import (
 	"github.com/pacerun/pacer/internal/regfile"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/config"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
 )
@@ -120,6 +121,14 @@ func (c *clientFlags) parseWith(name string, args []string, stderr io.Writer, na
 	}
 	if len(pos) != nargs {
 		return nil, fmt.Errorf("%w: usage: pacer %s", errUsage, usage)
+	}
+	// A token no request can carry is the caller's mistake, said at once:
+	// not "cannot reach the runner", retried for half a minute (attack 23,
+	// U3). The token itself is not printed.
+	if c.token != "" {
+		if msg := config.TokenProblem(c.token); msg != "" {
+			return nil, fmt.Errorf("%w: the API token (--token, env PACER_API_TOKEN) %s", errUsage, msg)
+		}
 	}
 	return pos, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -469,5 +471,29 @@ func TestBadFlagValueIsPrintedMasked(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if err := run([]string{"jobs", "-h"}, &stdout, &stderr); err != nil || strings.Count(stderr.String(), "Usage of jobs") != 1 {
 		t.Errorf("pacer jobs -h: %v, printed %q; want the usage once", err, stderr.String())
+	}
+}
+
+// A token holding a character an HTTP header cannot carry is a usage error
+// (exit 2) said before any request, without the token: before, the CLI
+// said it could not reach the runner ("is it running?") and tried again
+// for half a minute (attack 23, U3).
+func TestTokenNoHeaderCanCarryIsAUsageError(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+	defer srv.Close()
+	for _, token := range []string{"tok\nX-Evil: 1", "abc\x01secret", "x\x7fy"} {
+		var out, errOut bytes.Buffer
+		err := pauseCmd("pause")([]string{"--addr", srv.URL, "--token", token, "j"}, &out, &errOut)
+		if !errors.Is(err, errUsage) || !strings.Contains(errorText(err), "the API token (--token, env PACER_API_TOKEN) holds a control character") {
+			t.Errorf("pause with token %q: %v, want a usage error naming the control character", token, err)
+		}
+		if strings.Contains(errorText(err)+errOut.String(), "secret") || strings.Contains(errorText(err), "Evil") {
+			t.Errorf("the token is printed: %s", errorText(err))
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests sent with an unusable token", n)
 	}
 }

@@ -205,8 +205,8 @@ func TestE2EValidateWarnsAboutUnsetSecretVariables(t *testing.T) {
 		"cluster: {etcd: {endpoints: ['http://127.0.0.1:2379'], username: pacer, password_env: PACER_E2E_UNSET_PASSWORD}}\njobs: []\n")
 	stdout, stderr, code := pacerCmd(t, []string{"PACER_E2E_UNSET_TOKEN= "}, "validate", "--config", path) // blank counts as unset
 	if code != 0 || !strings.Contains(stdout, "is valid") ||
-		!strings.Contains(stderr, "warning: "+path+": http.token_env: environment variable PACER_E2E_UNSET_TOKEN is empty, blank or not set") ||
-		!strings.Contains(stderr, "warning: "+path+": cluster.etcd.password_env: environment variable PACER_E2E_UNSET_PASSWORD is not set") ||
+		!strings.Contains(stderr, "warning: "+path+":1: http.token_env: environment variable PACER_E2E_UNSET_TOKEN is empty, blank or not set") ||
+		!strings.Contains(stderr, "warning: "+path+":2: cluster.etcd.password_env: environment variable PACER_E2E_UNSET_PASSWORD is not set") ||
 		!strings.Contains(stderr, "pacer run refuses to start without it, exit 2") {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}

@@ -92,8 +92,10 @@ func TestE2EOpenAPIOnTheNetworkRefused(t *testing.T) {
 }
 
 // A config naming a token variable that is not set on this host is a config
-// error (exit 2) that names the key and the variable, before anything starts;
-// not an error from deep in the start-up wiring.
+// error (exit 2) that names the line, the key and the variable, before
+// anything starts; not an error from deep in the start-up wiring. So is a
+// token with a control character, which no client could send (attack 23,
+// U3: the runner started, and every call got 401).
 func TestE2EUnsetTokenVariableRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts a real pacer process (skipped with -short)")
@@ -101,16 +103,22 @@ func TestE2EUnsetTokenVariableRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token.yaml")
 	must(os.WriteFile(path, []byte(fmt.Sprintf("cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}\nhttp: {listen: '127.0.0.1:0', token_env: PACER_TEST_UNSET_TOKEN}\n",
 		t.TempDir(), freeAddr(t), freeAddr(t))), 0o644))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), "run", "--config", path)
-	cmd.Env = append(os.Environ(), "PACER_TEST_UNSET_TOKEN= \t") // blank: no request could send it
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 || ctx.Err() != nil ||
-		!strings.Contains(string(out), path+": http.token_env: environment variable PACER_TEST_UNSET_TOKEN is empty, blank or not set") ||
-		strings.Contains(string(out), "fxmodule") {
-		t.Errorf("pacer run: %v\n%s", err, out)
+	for _, c := range []struct{ token, want string }{
+		{" \t", "is empty, blank or not set"}, // blank: no request could send it
+		{"abc\x01def", "holds a control character (byte 4 of the token, 0x01), which an HTTP header cannot carry"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), "run", "--config", path)
+		cmd.Env = append(os.Environ(), "PACER_TEST_UNSET_TOKEN="+c.token)
+		out, err := cmd.CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || timedOut ||
+			!strings.Contains(string(out), path+":2: http.token_env: environment variable PACER_TEST_UNSET_TOKEN "+c.want) ||
+			strings.Contains(string(out), "fxmodule") || strings.Contains(string(out), "abc") {
+			t.Errorf("pacer run with token %q: %v\n%s", c.token, err, out)
+		}
 	}
 }
 

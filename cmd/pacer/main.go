@@ -17,7 +17,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 	_ "time/tzdata" // time zones work on machines without a zoneinfo database
@@ -227,7 +226,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	// pacer run refuses these (exit 2), but validate may run elsewhere
 	// (CI, an operator's machine) than the runner, whose environment
 	// holds the secrets: a warning, not an error.
-	for _, err := range secretProblems(path, cfg) {
+	for _, err := range secretProblems(cfg) {
 		fmt.Fprintf(stderr, "warning: %v (pacer run refuses to start without it, exit 2; fine if this is not the machine that runs pacer)\n", err)
 	}
 	if unsure != nil {
@@ -292,24 +291,20 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 // secretsSet checks that the environment variables the config names for
 // secrets are set, before anything starts: a missing one is a config
 // problem of this host, said as one, not a failure deep in start-up.
-func secretsSet(path string, cfg *config.Config) error {
-	if errs := secretProblems(path, cfg); len(errs) > 0 {
+func secretsSet(cfg *config.Config) error {
+	if errs := secretProblems(cfg); len(errs) > 0 {
 		return errs[0]
 	}
 	return nil
 }
 
 // secretProblems are the secrets' environment variables the config names
-// that are missing here (secretsSet's checks, each of them).
-func secretProblems(path string, cfg *config.Config) []error {
+// that are missing or unusable here (secretsSet's checks, each of them),
+// at their keys' lines.
+func secretProblems(cfg *config.Config) []error {
 	var errs []error
-	if env := cfg.HTTP.TokenEnv; env != "" && strings.TrimSpace(os.Getenv(env)) == "" {
-		errs = append(errs, fmt.Errorf("%s: http.token_env: environment variable %s is empty, blank or not set; set it, or remove token_env to run the API without a token", path, env))
-	}
-	if env := cfg.Cluster.Etcd.PasswordEnv; env != "" {
-		if _, ok := os.LookupEnv(env); !ok {
-			errs = append(errs, fmt.Errorf("%s: cluster.etcd.password_env: environment variable %s is not set", path, env))
-		}
+	for _, p := range cfg.SecretProblems(os.LookupEnv) {
+		errs = append(errs, &config.Error{Problems: []config.Problem{p}})
 	}
 	return errs
 }
@@ -351,7 +346,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return configError{fmt.Errorf("%w\nrefusing to start with an invalid config", err)}
 	}
-	if err := secretsSet(path, cfg); err != nil {
+	if err := secretsSet(cfg); err != nil {
 		return configError{fmt.Errorf("%w\nrefusing to start", err)}
 	}
 	app := fx.New(

@@ -32,6 +32,7 @@ type Config struct {
 	Warnings []Problem `yaml:"-"`
 
 	files         []fileRef     // keys naming other files, for CheckFiles
+	secrets       []fileRef     // keys naming secrets' environment variables (name: the variable), for SecretProblems
 	pluginEntries []pluginEntry // plugins.checksums and plugins.paths, for CheckPlugins
 }
 

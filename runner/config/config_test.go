@@ -151,7 +151,7 @@ func TestLoadFullFile(t *testing.T) {
 		}
 		j.Location, j.Sched, j.keys = nil, nil, keyIndex{} // KeyLine is tested on its own
 	}
-	got.files, got.pluginEntries = nil, nil // CheckFiles and CheckPlugins are tested on their own
+	got.files, got.pluginEntries, got.secrets = nil, nil, nil // CheckFiles, CheckPlugins and SecretProblems are tested on their own
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load mismatch\n got: %+v\nwant: %+v", got, want)
 	}
@@ -554,7 +554,7 @@ func TestErrors(t *testing.T) {
 				`pacer.yaml:5: cluster.etcd.endpoints[2]: duplicate endpoint "etcd:2379" (also endpoints[1])`,
 				`pacer.yaml:5: cluster.etcd.endpoints[3]: invalid address "nohost": want host:port`,
 				`pacer.yaml:6: cluster.etcd.dial_timeout: 0s: must be greater than 0`,
-				`pacer.yaml:7: cluster.etcd.password_env: invalid environment variable name "MY-PASS"`,
+				`pacer.yaml:7: cluster.etcd.password_env: "MY-PASS" is not an environment variable name`,
 				`pacer.yaml:7: cluster.etcd.password_env: a password is set but username is not`,
 				`pacer.yaml:8: cluster.etcd.tls.key_file: cert_file is set but key_file is not; set both or neither`,
 				`pacer.yaml:9: cluster.etcd.embedded.client_listen: invalid address "localhost": want host:port`,
@@ -631,7 +631,7 @@ func TestErrors(t *testing.T) {
 			src:  y("http:", "  listen: 127.0.0.1:2379", "  token_env: 'secret value'"),
 			want: []string{
 				`pacer.yaml:2: http.listen: "127.0.0.1:2379" is also the embedded etcd's client address (cluster.embedded.client_url)`,
-				`pacer.yaml:3: http.token_env: invalid environment variable name "secret value"`,
+				`pacer.yaml:3: http.token_env: "secret value" is not an environment variable name`,
 			},
 		},
 		{

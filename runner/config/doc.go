@@ -34,7 +34,7 @@
 //	http:
 //	  listen: 127.0.0.1:9464          # a non-loopback address needs a token,
 //	  token_env: PACER_API_TOKEN      # client certificates, or insecure_no_auth: true
-//	  auth_all: false                 # true: read-only API calls need the token too
+//	  auth_all: false                 # true: read-only API calls need the token too (needs token_env)
 //	  tls: {cert_file: api.pem, key_file: api-key.pem, client_ca_file: clients-ca.pem}
 //	  max_connections: 256
 //	  rate_limit: {per_second: 10, burst: 50}   # trigger, pause, resume

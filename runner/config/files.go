@@ -16,7 +16,8 @@ type fileRef struct {
 	name string // the file's name as written
 }
 
-// recordFiles remembers, after validation, the keys that name files.
+// recordFiles remembers, after validation, the keys that name files, and
+// those that name secrets' environment variables.
 func (d *decoder) recordFiles(c *Config) {
 	for _, k := range []struct{ path, name string }{
 		{"http.tls.cert_file", c.HTTP.TLS.CertFile},
@@ -30,6 +31,14 @@ func (d *decoder) recordFiles(c *Config) {
 			c.files = append(c.files, fileRef{file: d.file, path: k.path, line: d.lineOf(k.path), name: k.name})
 		}
 	}
+	for _, k := range []struct{ path, name string }{
+		{"http.token_env", c.HTTP.TokenEnv},
+		{"cluster.etcd.password_env", c.Cluster.Etcd.PasswordEnv},
+	} {
+		if k.name != "" {
+			c.secrets = append(c.secrets, fileRef{file: d.file, path: k.path, line: d.lineOf(k.path), name: k.name})
+		}
+	}
 }
 
 // Settings returns a copy of c without its jobs, its warnings and what
@@ -37,7 +46,7 @@ func (d *decoder) recordFiles(c *Config) {
 // whether anything but the jobs changed.
 func (c *Config) Settings() Config {
 	s := *c
-	s.Jobs, s.Warnings, s.files, s.pluginEntries = nil, nil, nil, nil
+	s.Jobs, s.Warnings, s.files, s.pluginEntries, s.secrets = nil, nil, nil, nil, nil
 	return s
 }
 

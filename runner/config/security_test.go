@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pacerun/pacer/observability"
 )
 
 // TestOpenAPIOnTheNetworkIsRefused: without a token, an API that other
@@ -35,6 +37,8 @@ func TestOpenAPIOnTheNetworkIsRefused(t *testing.T) {
 		{"http: {listen: '[::1]:9464'}"},
 		{"http: {listen: '0.0.0.0:9464', token_env: PACER_API_TOKEN}"},
 		{"http: {listen: '0.0.0.0:9464', insecure_no_auth: true}"},
+		{"http: {listen: '127.0.0.1:9464', auth_all: true, token_env: PACER_API_TOKEN}"},
+		{"http:", "  auth_all: true", "  tls: {cert_file: a.pem, key_file: a-key.pem, client_ca_file: ca.pem}"},
 		{"http:", "  listen: '0.0.0.0:9464'", "  tls: {cert_file: a.pem, key_file: a-key.pem, client_ca_file: ca.pem}"},
 	} {
 		if _, err := Parse("pacer.yaml", y(src...)); err != nil {
@@ -60,6 +64,11 @@ func TestHTTPSecurityProblems(t *testing.T) {
 			`pacer.yaml:3: http.rate_limit.per_second: -1 is out of range: must be between 0 (no limit) and 1000000`}},
 		{[]string{"http:", "  rate_limit: {per_second: 5, burst: 0}"}, []string{
 			`pacer.yaml:2: http.rate_limit.burst: must be at least 1, got 0`}},
+		// Attack 23, U1: authenticated reads asked for, with nothing to
+		// authenticate with, were accepted, and every read stayed open.
+		{[]string{"http:", "  listen: 127.0.0.1:9464", "  auth_all: true"}, []string{
+			`pacer.yaml:3: http.auth_all: requires a token on every call, but the API has none: set http.token_env to the name of an ` +
+				`environment variable holding one (or require client certificates with http.tls.client_ca_file), or remove auth_all`}},
 	} {
 		_, err := Parse("pacer.yaml", y(tc.src...))
 		var got []string
@@ -119,5 +128,28 @@ func TestSecretVariablesNeverInherited(t *testing.T) {
 	}
 	if !slices.Equal(cfg.Jobs[0].InheritEnv, []string{"HOME", "AWS_*"}) || cfg.Jobs[1].InheritEnv != nil {
 		t.Fatalf("InheritEnv = %q, %q", cfg.Jobs[0].InheritEnv, cfg.Jobs[1].InheritEnv)
+	}
+}
+
+// A variable name that is not one is said intact through the sanitizer
+// every printed error passes: the name first, no colon after it (attack
+// 23, U2: "MY TOKEN" followed by ": " read as a key and its value, and the
+// message's next word was masked). A secret written there by mistake is
+// still masked.
+func TestBadVariableNameSurvivesTheSanitizer(t *testing.T) {
+	t.Parallel()
+	san := observability.DefaultSanitizer()
+	for _, tc := range []struct{ name, want string }{
+		{"MY TOKEN", `pacer.yaml:2: http.token_env: "MY TOKEN" is not an environment variable name (letters, digits and underscores, ` +
+			`not starting with a digit); this key takes the variable's name, not its value`},
+		{"password: hunter2", `pacer.yaml:2: http.token_env: "password: [redacted]" is not an environment variable name`},
+	} {
+		_, err := Parse("pacer.yaml", y("http:", "  token_env: '"+tc.name+"'"))
+		if err == nil {
+			t.Fatalf("token_env %q accepted", tc.name)
+		}
+		if got := san.String(err.Error()); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("token_env %q, printed:\n%s\nwant it to start\n%s", tc.name, got, tc.want)
+		}
 	}
 }

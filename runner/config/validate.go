@@ -377,6 +377,12 @@ func (d *decoder) validateHTTP(c *Config) {
 		d.problem("http.rate_limit.burst", "must be at least 1, got %d", r.Burst)
 	}
 	open := h.TokenEnv == "" && t.ClientCAFile == ""
+	if h.AuthAll && open {
+		// Asked for authenticated reads, and there is nothing to
+		// authenticate with: every call would stay open (attack 23, U1).
+		d.problem("http.auth_all", "requires a token on every call, but the API has none: set http.token_env to the name of an "+
+			"environment variable holding one (or require client certificates with http.tls.client_ca_file), or remove auth_all")
+	}
 	if open && !h.InsecureNoAuth && checkHostPort(h.Listen, true) == "" && !loopbackListen(h.Listen) {
 		d.problem("http.listen", "%q can be reached from other machines, and the API has no token, so anyone who reaches it could pause, "+
 			"resume and trigger jobs; set http.token_env to the name of an environment variable holding a token (or require client "+
@@ -785,7 +791,12 @@ func (d *decoder) oneOf(path, what, val string, allowed ...string) {
 
 func (d *decoder) envName(path, name string) {
 	if name != "" && !envNameRe.MatchString(name) {
-		d.problem(path, "invalid environment variable name %q: this key takes the variable's name, not its value", name)
+		// The name comes first and no colon follows it: a name like
+		// "MY TOKEN" followed by ": " read to the sanitizer every error
+		// passes as a key and its value, and the message's next word was
+		// masked (attack 23, U2).
+		d.problem(path, "%q is not an environment variable name (letters, digits and underscores, not starting with a digit); "+
+			"this key takes the variable's name, not its value", name)
 	}
 }
 

@@ -671,11 +671,12 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 	var token string
 	if env := cfg.HTTP.TokenEnv; env != "" {
 		// A token read from a file keeps its newline: the token is the
-		// text without surrounding white space, and white space alone is
-		// no token (no request could send it: every call would get 401).
+		// text without surrounding white space. White space alone, or a
+		// control character, is no token: no request could send it, and
+		// every call would get 401 (config.TokenProblem).
 		token = strings.TrimSpace(os.Getenv(env))
-		if token == "" {
-			return nil, fmt.Errorf("http.token_env: environment variable %s is empty, blank or not set; set it, or remove token_env to run the API without a token", env)
+		if msg := config.TokenProblem(token); msg != "" {
+			return nil, fmt.Errorf("http.token_env: environment variable %s %s; set it, or remove token_env to run the API without a token", env, msg)
 		}
 	}
 	var tlsConfig *tls.Config
