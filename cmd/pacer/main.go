@@ -98,6 +98,13 @@ func main() {
 // `invalid duration "token=..."`).
 func errorText(err error) string { return observability.DefaultSanitizer().String(err.Error()) }
 
+// warnf prints a "warning:" line through the same sanitizer as errors
+// (errorText): a secret pasted into a config value is masked in pacer
+// validate's warnings too, which CI logs keep (attack 23, U4).
+func warnf(w io.Writer, format string, args ...any) {
+	fmt.Fprintln(w, "warning:", observability.DefaultSanitizer().String(fmt.Sprintf(format, args...)))
+}
+
 // exitCode is the exit status for an error from run.
 func exitCode(err error) int {
 	if errors.Is(err, errUsage) || errors.As(err, new(configError)) {
@@ -221,25 +228,25 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	for _, w := range cfg.Warnings {
-		fmt.Fprintln(stderr, "warning:", w)
+		warnf(stderr, "%v", w)
 	}
 	// pacer run refuses these (exit 2), but validate may run elsewhere
 	// (CI, an operator's machine) than the runner, whose environment
 	// holds the secrets: a warning, not an error.
 	for _, err := range secretProblems(cfg) {
-		fmt.Fprintf(stderr, "warning: %v (pacer run refuses to start without it, exit 2; fine if this is not the machine that runs pacer)\n", err)
+		warnf(stderr, "%v (pacer run refuses to start without it, exit 2; fine if this is not the machine that runs pacer)", err)
 	}
 	if unsure != nil {
 		// As with the secrets: validate may run where the plugins are not
 		// installed, so it cannot tell a mistyped name from a plugin
 		// installed only where pacer runs.
 		for _, p := range unsure.Problems {
-			fmt.Fprintf(stderr, "warning: %v (plugins.dir %s is not on this machine: pacer run refuses this, exit 2, unless the plugin is in it there)\n",
+			warnf(stderr, "%v (plugins.dir %s is not on this machine: pacer run refuses this, exit 2, unless the plugin is in it there)",
 				p, cfg.Plugins.Dir)
 		}
 	}
 	if cfg.Jobs == nil {
-		fmt.Fprintf(stderr, "warning: %s: jobs: the file lists no jobs; a running pacer refuses to reload such a file (write \"jobs: []\" for none)\n", path)
+		warnf(stderr, "%s: jobs: the file lists no jobs; a running pacer refuses to reload such a file (write \"jobs: []\" for none)", path)
 	}
 	fmt.Fprintf(stdout, "%s is valid: %d job(s)\n", path, len(cfg.Jobs))
 	for i, j := range cfg.Jobs {
@@ -263,7 +270,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 			}
 			why := "no fire time after " + from.Format(time.RFC3339)
 			fmt.Fprintf(stdout, "  next: never (%s)\n", why)
-			fmt.Fprintf(stderr, "warning: %s:%d: jobs[%d]: job %s will never fire: %s\n", path, j.Line, i, j.ID, why)
+			warnf(stderr, "%s:%d: jobs[%d]: job %s will never fire: %s", path, j.Line, i, j.ID, why)
 			continue
 		}
 		// Mark each change of UTC offset, so that daylight-saving days

@@ -554,7 +554,7 @@ func TestErrors(t *testing.T) {
 				`pacer.yaml:5: cluster.etcd.endpoints[2]: duplicate endpoint "etcd:2379" (also endpoints[1])`,
 				`pacer.yaml:5: cluster.etcd.endpoints[3]: invalid address "nohost": want host:port`,
 				`pacer.yaml:6: cluster.etcd.dial_timeout: 0s: must be greater than 0`,
-				`pacer.yaml:7: cluster.etcd.password_env: "MY-PASS" is not an environment variable name`,
+				`pacer.yaml:7: cluster.etcd.password_env: not an environment variable name (character 3, '-', is not a letter, digit or underscore)`,
 				`pacer.yaml:7: cluster.etcd.password_env: a password is set but username is not`,
 				`pacer.yaml:8: cluster.etcd.tls.key_file: cert_file is set but key_file is not; set both or neither`,
 				`pacer.yaml:9: cluster.etcd.embedded.client_listen: invalid address "localhost": want host:port`,
@@ -631,7 +631,7 @@ func TestErrors(t *testing.T) {
 			src:  y("http:", "  listen: 127.0.0.1:2379", "  token_env: 'secret value'"),
 			want: []string{
 				`pacer.yaml:2: http.listen: "127.0.0.1:2379" is also the embedded etcd's client address (cluster.embedded.client_url)`,
-				`pacer.yaml:3: http.token_env: "secret value" is not an environment variable name`,
+				`pacer.yaml:3: http.token_env: not an environment variable name (character 7, ' ', is not a letter, digit or underscore)`,
 			},
 		},
 		{

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/pacerun/pacer/internal/didyoumean"
@@ -790,14 +791,25 @@ func (d *decoder) oneOf(path, what, val string, allowed ...string) {
 }
 
 func (d *decoder) envName(path, name string) {
-	if name != "" && !envNameRe.MatchString(name) {
-		// The name comes first and no colon follows it: a name like
-		// "MY TOKEN" followed by ": " read to the sanitizer every error
-		// passes as a key and its value, and the message's next word was
-		// masked (attack 23, U2).
-		d.problem(path, "%q is not an environment variable name (letters, digits and underscores, not starting with a digit); "+
-			"this key takes the variable's name, not its value", name)
+	if name == "" || envNameRe.MatchString(name) {
+		return
 	}
+	// The value is not quoted: a key that takes a variable's name and got
+	// something else most often got the secret itself (attack 23, U5).
+	// What is wrong with it is said instead, and the line shows where.
+	why := "it starts with a digit"
+	ascii := func(r rune) bool {
+		return r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
+	}
+	if i := strings.IndexFunc(name, func(r rune) bool { return !ascii(r) }); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(name[i:])
+		why = fmt.Sprintf("character %d, %q, is not a letter, digit or underscore", utf8.RuneCountInString(name[:i])+1, r)
+		if unicode.IsLetter(r) || unicode.IsDigit(r) { // of another script: part of a word, not shown
+			why = fmt.Sprintf("character %d is not an ASCII letter, digit or underscore", utf8.RuneCountInString(name[:i])+1)
+		}
+	}
+	d.problem(path, "not an environment variable name (%s); this key takes the name of a variable that holds the secret, "+
+		"not the secret itself, which is why the value is not shown here", why)
 }
 
 func (d *decoder) listenAddr(path, addr string) {
