@@ -206,6 +206,12 @@ type Coordinator struct {
 	smu   sync.Mutex
 	stale []clientv3.LeaseID // leases of ended sessions not revoked yet
 
+	// The shard-count mark (counts.go): how many of this replica's
+	// shard goroutines campaign or lead under it, and the lease it is on.
+	countMu    sync.Mutex
+	countUsers int
+	countLease clientv3.LeaseID
+
 	cmu     sync.Mutex
 	claims  map[int]*claimCache // by shard: its latest term's copy of the shard's jobs' claims
 	loading *claimLoad          // the read of the claims under way, if any

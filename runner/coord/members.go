@@ -651,6 +651,15 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		why = fmt.Errorf("%w: this replica runs job set %s (%d jobs), the cluster %s (held by %s)",
 			ErrJobSetMismatch, Short(self), m.self.Jobs, Short(a.JobSet), strings.Join(a.Holders, ", "))
 	}
+	if n := m.shardsOf(a); !agreed && n > 0 && m.self.Shards > 0 && n != m.self.Shards {
+		// Another shard count never leads beside the cluster's, whatever
+		// job_set_mismatch says: a job would have a leader under each
+		// (counts.go; attack 22, T1).
+		ok = false
+		why = fmt.Errorf("%w: this replica runs cluster.shards %d, the cluster %d (held by %s); "+
+			"a replica with another shard count does not lead, even with job_set_mismatch: warn",
+			ErrJobSetMismatch, m.self.Shards, n, strings.Join(a.Holders, ", "))
+	}
 	switch {
 	case m.dupErr != nil:
 		ok, why = false, m.dupErr
@@ -716,6 +725,23 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		wait = minPositive(wait, hold)
 	}
 	return wait
+}
+
+// shardsOf is the shard count of the cluster's job set, as its
+// longest-standing holder publishes it (0: unknown). Called with m.mu held.
+func (m *Membership) shardsOf(a Agreement) int {
+	if len(a.Holders) == 0 {
+		return 0
+	}
+	if a.Holders[0] == m.self.Node {
+		return m.self.Shards
+	}
+	for _, mem := range m.members {
+		if mem.Node == a.Holders[0] {
+			return mem.Shards
+		}
+	}
+	return 0
 }
 
 // holdersOf returns the candidates for a: its holders, and the members

@@ -289,6 +289,13 @@ func (c *Coordinator) runShard(ctx context.Context, ss *session, r *shardRun) {
 		case <-cctx.Done():
 		}
 	}()
+	// Under one shard count at a time (counts.go): the mark is held while
+	// this goroutine campaigns and leads, and given up after its election
+	// key is gone.
+	if err := c.enterCount(cctx, ss, r.n); err != nil {
+		return
+	}
+	defer c.leaveCount(ss)
 	campaigned := time.Now()
 	key, rev, err := c.campaign(cctx, ss, r.n)
 	if err != nil {

@@ -706,3 +706,103 @@ func TestRestartedReplicaHoldsBackOnlyItsDrain(t *testing.T) {
 		t.Fatalf("held until %v, want the resignation %v: the slots while no process ran were not held back", h.HeldUntil, h.Resigned)
 	}
 }
+
+// Attack 22, T1: a rolling change of cluster.shards. A job's shard depends
+// on the count, so a replica leading shard 5 of 8 and one leading shard 0
+// of 4 lead the same jobs: before, the replicas with the new count led the
+// shards nobody held at once, beside the old count's leader, until its job
+// set stepped it down after job_set_settle. Now no term of the new count
+// starts until every term of the old one has ended, and every new term's
+// fencing token is above every old one's.
+func TestShardCountChangeNeverHasTwoLeadersForAJob(t *testing.T) {
+	b := setup(t)
+	jobs := map[string]string{"x": "1", "y": "2", "z": "3"}
+	var tr transitions
+	count := map[string]int{}
+	type member struct {
+		c    *coord.Coordinator
+		ms   *coord.Membership
+		stop func()
+	}
+	start := func(node string, shards int, mismatch ...string) member {
+		count[node] = shards
+		cli := b.client(t)
+		ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
+			RequestTimeout: 2 * time.Second, Settle: time.Second, JobSet: coord.NewShardedJobSet(jobs, shards), SessionLease: true,
+			Record: coord.MemberRecord{Shards: shards}, Mismatch: strings.Join(mismatch, "")})
+		c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: 2 * time.Second,
+			Members: ms, Roster: ms, Gate: ms, Shards: shards, Settle: 200 * time.Millisecond, OnTransition: tr.hook(node)})
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { ms.Run(ctx) })
+		wg.Go(func() { _ = c.Run(ctx) })
+		stop := sync.OnceFunc(func() { cancel(); wg.Wait() })
+		t.Cleanup(stop)
+		return member{c, ms, stop}
+	}
+	led := func(ms ...member) int {
+		n := 0
+		for _, m := range ms {
+			n += len(m.c.Terms())
+		}
+		return n
+	}
+	a, old2, old3 := start("a", 4), start("b", 4), start("c", 4)
+	waitFor(t, "the three lead the 4 shards", 15*time.Second, func() bool { return led(a, old2, old3) == 4 })
+	old3.stop()
+	c8 := start("c8", 8) // a minority: it waits
+	old2.stop()
+	b8 := start("b8", 8) // the majority: the cluster switches to 8 shards
+	waitFor(t, "b8 and c8 lead the 8 shards", 20*time.Second, func() bool { return led(b8, c8) == 8 && led(a) == 0 })
+	// A replica with yet another count, set to lead with a differing job
+	// set: it leads nothing, and says why.
+	w := start("w", 2, coord.MismatchWarn)
+	waitFor(t, "w's refusal", 15*time.Second, func() bool {
+		ok, why, _ := w.ms.MayLead()
+		return !ok && strings.Contains(fmt.Sprint(why), "runs cluster.shards 2, the cluster 8")
+	})
+
+	// Each count's terms, as spans; none of the new count's may overlap
+	// one of the old count's.
+	type span struct {
+		node       string
+		shard      int
+		token      int64
+		start, end time.Time
+	}
+	var spans []*span
+	open := map[string]*span{}
+	for _, e := range tr.all() {
+		k := fmt.Sprintf("%s/%d", e.node, e.shard)
+		if e.leading {
+			s := &span{node: e.node, shard: e.shard, token: e.token, start: e.at}
+			spans, open[k] = append(spans, s), s
+		} else if s := open[k]; s != nil {
+			s.end = e.at
+			delete(open, k)
+		}
+	}
+	var maxOld int64
+	for _, s := range spans {
+		if count[s.node] == 4 {
+			maxOld = max(maxOld, s.token)
+		}
+		if s.node == "w" {
+			t.Errorf("w, with 2 shards, led shard %d", s.shard)
+		}
+	}
+	for _, n := range spans {
+		if count[n.node] != 8 {
+			continue
+		}
+		if n.token <= maxOld {
+			t.Errorf("%s's term of shard %d of 8 has token %d, not above the old count's highest, %d", n.node, n.shard, n.token, maxOld)
+		}
+		for _, o := range spans {
+			if count[o.node] == 4 && (o.end.IsZero() || n.start.Before(o.end)) {
+				t.Errorf("%s led shard %d of 8 from %s while %s led shard %d of 4 until %s", n.node, n.shard,
+					n.start.Format("15:04:05.000"), o.node, o.shard, o.end.Format("15:04:05.000"))
+			}
+		}
+	}
+}
