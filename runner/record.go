@@ -74,6 +74,13 @@ type Record struct {
 	// is rewritten without it when it starts, so that a leader that finds
 	// it open can tell a slot never started from one cut off mid-run.
 	Queued bool `json:"queued,omitempty"`
+
+	// RetryAt, on a claim a leader left open with the slot's next attempt
+	// owed (a retry left to the shard's next leader, delivery
+	// at-least-once), is when that attempt is due: when the backoff
+	// after the failed attempt ends, by the leaving leader's clock. The
+	// next leader waits until then (redeliver), as one leader would have.
+	RetryAt time.Time `json:"retry_at,omitzero"`
 }
 
 // record stores an attempt's or skipped slot's record. It uses a fresh

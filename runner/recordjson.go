@@ -66,6 +66,9 @@ func appendRecord(b []byte, rec *Record) (_ []byte, ok bool) {
 	if rec.Queued {
 		w.b = append(w.b, `,"queued":true`...)
 	}
+	if !rec.RetryAt.IsZero() {
+		w.time(`,"retry_at":`, rec.RetryAt)
+	}
 	return append(w.b, '}'), w.ok
 }
 
