@@ -332,6 +332,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			break
 		}
 		wait := retryPolicy(job.Retries).Delay(attempt)
+		due := wallNow().Add(wait) // the next attempt's time, should it be left to the next leader
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
 		sr.setPhase(phaseRetry)
 		sleepUntilStopped(ctx, sr.retries, t.FiringStopped(), wait)
@@ -346,9 +347,10 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			// drain timeout, then closed the slot with the failed
 			// attempt's record, its retries dropped in silence).
 			// at-least-once leaves the slot to the shard's next leader,
-			// which runs the next attempt; at-most-once records why.
+			// which runs the next attempt when its backoff ends (S3: it
+			// ran it at the takeover); at-most-once records why.
 			if job.Delivery == DeliveryAtLeastOnce {
-				r.leaveOpen(t, s, tr, held, final, log, true)
+				r.leaveOpen(t, s, tr, held, final, log, due)
 				return
 			}
 			final = r.retrySkipped(t, final, attempt+1, stopHandingOver, log)
@@ -359,7 +361,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		}
 	}
 	if r.leftForNextLeader(ctx, job, final) {
-		r.leaveOpen(t, s, tr, held, final, log, false)
+		r.leaveOpen(t, s, tr, held, final, log, time.Time{})
 		return
 	}
 	var succeeded time.Time // kept in the claim key: the next leader's pacer_job_last_success_timestamp_seconds
@@ -429,12 +431,19 @@ func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Re
 // the claim is made to name the cut attempt here, so that the next
 // leader's attempt comes after it. A write refused because the term is
 // over changes nothing: the claim is open either way.
-// retry says that final ended as a failure whose retry is left, not as a
-// cut attempt.
-func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger, retry bool) {
-	if tr == nil && final.Attempt != held.Attempt {
+// A non-zero retryAt says that final ended as a failure whose retry is
+// left, not as a cut attempt, and when that retry is due: a slot's claim
+// is made to say so (Record.RetryAt), and the next leader waits until
+// then (redeliver). If that write fails, the next leader runs the retry
+// when it takes the slot over, as before.
+func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger, retryAt time.Time) {
+	retry := !retryAt.IsZero()
+	if tr == nil && (final.Attempt != held.Attempt || retry) {
 		cut := held
 		cut.RunID, cut.Attempt, cut.Start = final.RunID, final.Attempt, final.Start
+		if retry {
+			cut.RetryAt = retryAt.UTC()
+		}
 		prev, err := encodeRecord(&held)
 		var b []byte
 		if err == nil {
@@ -445,7 +454,11 @@ func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Recor
 			err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
 			cancel()
 		}
-		if err != nil {
+		switch {
+		case err != nil && retry:
+			log.Warn("slot's claim not updated with its retry's due time: the next leader may run the retry before its backoff ends",
+				"scheduled_time", s.Time, "attempt", final.Attempt+1, "retry_at", retryAt, "error", err)
+		case err != nil:
 			log.Warn("cut slot's claim not updated to its last attempt: the next leader may repeat the attempt's number",
 				"scheduled_time", s.Time, "attempt", final.Attempt, "error", err)
 		}
@@ -453,7 +466,7 @@ func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Recor
 	if retry {
 		final.Error += "; its retry left to the shard's next leader (delivery at-least-once)"
 		log.Warn("retry left to the shard's next leader: this replica stopped leading the shard (at-least-once)",
-			"scheduled_time", s.Time, "attempt", final.Attempt+1, "previous_outcome", final.State)
+			"scheduled_time", s.Time, "attempt", final.Attempt+1, "retry_at", retryAt, "previous_outcome", final.State)
 		r.record(t, final, log)
 		return
 	}

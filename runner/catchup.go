@@ -692,10 +692,15 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 		}
 		log := r.log.With("job", j.ID, "correlation_id", rec.CorrelationID)
 		if j.Delivery == DeliveryAtLeastOnce {
-			if rec.Queued {
+			switch {
+			case !rec.RetryAt.IsZero():
+				log.Warn("retry left by the previous leader: running it when its backoff ends (at-least-once)",
+					"scheduled_time", o.Time, "attempt", rec.Attempt+1, "retry_at", rec.RetryAt, "previous_node", rec.Node,
+					"previous_token", rec.FencingToken)
+			case rec.Queued:
 				log.Warn("slot the previous leader claimed to run late but never started: running it (at-least-once)",
 					"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
-			} else {
+			default:
 				log.Warn("slot left unfinished by the previous leader: running it again (at-least-once)",
 					"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
 			}
@@ -743,19 +748,67 @@ type redelivery struct {
 
 // redeliver runs a slot an older term left unfinished, taking its claim
 // over: as the next attempt, or as attempt 1 if its claim says it was
-// queued and never started (Record.Queued). A paused job's slot does not
-// run: it is closed with a skip record.
-func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr *slotRun) {
+// queued and never started (Record.Queued). A retry the previous leader
+// left (Record.RetryAt) starts when its backoff ends, not before
+// (awaitRetry). A paused job's slot does not run: it is closed with a
+// skip record. It reports whether the slot was left, not started, to the
+// shard's next leader: this term stopped firing while its retry waited.
+func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr *slotRun) (left bool) {
 	j := d.slot.Job
+	if !d.rec.RetryAt.IsZero() {
+		if run, left := r.awaitRetry(ctx, t, d, sr); !run {
+			return left
+		}
+	}
 	if paused, _ := r.JobState(j.ID); paused {
 		r.closeUnrun(t, j, []Record{{ScheduledTime: d.slot.Time, CorrelationID: d.rec.CorrelationID}}, stopPaused)
-		return
+		return false
 	}
 	first := d.rec.Attempt + 1
 	if d.rec.Queued {
 		first = max(d.rec.Attempt, 1)
 	}
 	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, claimHow{prev: d.claim}, first, sr)
+	return false
+}
+
+// awaitRetry waits until the retry the previous leader left of d's slot
+// is due (Record.RetryAt), and reports whether it is to run (and if not,
+// whether the slot is left to the shard's next leader), as the backoff
+// between attempts on one leader does (S3: it ran at the
+// takeover, before its backoff had passed). A pause of the job, or a
+// reload that changes or removes it, ends the wait, and the slot, its
+// retry not started, is closed with a skip record (closeUnrun), as is a
+// slot replaced meanwhile (overlap replace). When this term stops firing
+// (a hand-over, a stop) or ends, the claim is left open as it is, due time
+// and all: the shard's next leader waits out what is left.
+func (r *Runner) awaitRetry(ctx context.Context, t *coord.Term, d redelivery, sr *slotRun) (run, left bool) {
+	wait := d.rec.RetryAt.Sub(wallNow())
+	if wait <= 0 {
+		return true, false
+	}
+	sr.setPhase(phaseRetry)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var cause error
+	select {
+	case <-timer.C:
+		return true, false
+	case <-t.FiringStopped():
+		return false, true
+	case <-ctx.Done():
+		cause = context.Cause(ctx)
+	case <-sr.retries.Done():
+		cause = context.Cause(sr.retries)
+	}
+	var stop *retryStop
+	if t.Draining() || !errors.As(cause, &stop) || stop == stopStopping {
+		return false, true // the next leader decides the slot
+	}
+	r.log.Warn("retry left by the previous leader not started", "job", d.slot.Job.ID, "scheduled_time", d.slot.Time,
+		"attempt", d.rec.Attempt+1, "reason", stop.reason, "detail", stop.detail)
+	r.closeUnrun(t, d.slot.Job, []Record{{ScheduledTime: d.slot.Time, CorrelationID: d.rec.CorrelationID}}, stop)
+	return false, false
 }
 
 // inTurn is the run of a job's re-delivered slots (redo, in slot order),
@@ -766,6 +819,9 @@ func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr 
 // skipped as overlaps, as on one leader; under overlap replace, the
 // scheduler's next slot ends it, and the slots it had not started are
 // closed as replaced (closeUnrun). It waits for homed before the first.
+// When the term stops firing while a re-delivered slot's retry waits
+// (awaitRetry), the slots after it do not start either: their claims stay
+// open, and the shard's next leader runs them in turn.
 func (r *Runner) inTurn(t *coord.Term, j *Job, redo []redelivery, homed <-chan struct{}, next func(context.Context, *slotRun)) func(context.Context, *slotRun) {
 	return func(ctx context.Context, sr *slotRun) {
 		<-homed
@@ -778,7 +834,9 @@ func (r *Runner) inTurn(t *coord.Term, j *Job, redo []redelivery, homed <-chan s
 				r.closeUnrun(t, j, unrun, context.Cause(ctx))
 				break
 			}
-			r.redeliver(ctx, t, d, sr)
+			if r.redeliver(ctx, t, d, sr) {
+				return
+			}
 		}
 		if next != nil {
 			next(ctx, sr) // closes its claims itself if ctx ended

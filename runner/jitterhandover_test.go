@@ -69,16 +69,22 @@ func TestHandOverGivesUpASlotWaitingOutItsJitter(t *testing.T) {
 // the failed attempt's record: the retries were dropped in silence, under
 // either delivery policy. The wait now ends when the term stops firing:
 // at-least-once leaves the slot to the next leader, which runs the next
-// attempt; at-most-once records the retry not started, reason stopping.
+// attempt when its backoff ends (a short one here: see
+// TestHandOverRetryWaitsOutItsBackoff); at-most-once records the retry
+// not started, reason stopping.
 func TestHandOverEndsAPendingRetry(t *testing.T) {
 	for _, delivery := range []string{runner.DeliveryAtMostOnce, runner.DeliveryAtLeastOnce} {
 		t.Run(delivery, func(t *testing.T) {
 			ep := startEtcd(t)
 			slot := time.Now().Add(2 * time.Second).Truncate(time.Second)
+			backoff := time.Hour
+			if delivery == runner.DeliveryAtLeastOnce {
+				backoff = 2 * time.Second // b waits it out
+			}
 			jobs := func() []*runner.Job {
 				return []*runner.Job{{ID: "retried", Plugin: "p", Task: "t", Schedule: slotList{slot, slot.Add(time.Hour)}, Spec: "test: two slots",
 					Timeout: time.Minute, Overlap: runner.OverlapForbid, Delivery: delivery,
-					Retries: runner.Retries{Max: 3, InitialBackoff: time.Hour, MaxBackoff: time.Hour}}}
+					Retries: runner.Retries{Max: 3, InitialBackoff: backoff, MaxBackoff: backoff}}}
 			}
 			tasksA, tasksB := &scripted{script: []string{"boom"}}, &scripted{}
 			a := startHandingReplica(t, ep, "a", tasksA)
