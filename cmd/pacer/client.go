@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -38,6 +40,10 @@ type clientFlags struct {
 	// resume); made up when not given.
 	idemKey string
 	mutates bool
+	// timeout bounds each request's wait for its answer (default
+	// defaultTimeout): longer for a call the runner may take long to
+	// answer.
+	timeout time.Duration
 	// HTTPS: the CA that signed the runner's certificate (default: the
 	// system's), and a client certificate for a runner that requires one
 	// (http.tls.client_ca_file).
@@ -171,8 +177,16 @@ func (c *clientFlags) get(path string, v any, stdout io.Writer) (raw bool, err e
 	return c.do(http.MethodGet, path, nil, v, stdout)
 }
 
+// defaultTimeout bounds a request's wait for its answer, unless
+// clientFlags.timeout says otherwise.
+const defaultTimeout = 10 * time.Second
+
 func (c *clientFlags) do(method, path string, header http.Header, v any, stdout io.Writer) (raw bool, err error) {
-	resp, err := c.send(method, path, header, 10*time.Second)
+	timeout := c.timeout
+	if timeout <= 0 {
+		timeout = defaultTimeout
+	}
+	resp, err := c.send(method, path, header, timeout)
 	if err != nil {
 		return false, err
 	}
@@ -198,6 +212,12 @@ func (r *reply) err() error {
 	}
 	return fmt.Errorf("%d %s from %s", r.status, http.StatusText(r.status), r.where)
 }
+
+// errNoAnswer is the error of a mutating request that was sent, but not
+// answered (in time): the runner may still be at it, or may have done it,
+// so "cannot reach the runner" would mislead (S6: a restart that took
+// longer than the CLI waited went through).
+var errNoAnswer = errors.New("the request may still be in progress, or may have taken effect")
 
 // send makes one request and reads the answer, whatever its status.
 func (c *clientFlags) send(method, path string, header http.Header, timeout time.Duration) (*reply, error) {
@@ -228,8 +248,15 @@ func (c *clientFlags) send(method, path string, header http.Header, timeout time
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	var wrote atomic.Bool // the whole request went out: the runner may have it
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		WroteRequest: func(w httptrace.WroteRequestInfo) { wrote.Store(w.Err == nil) },
+	}))
 	resp, err := hc.Do(req)
-	if err != nil {
+	switch {
+	case err != nil && wrote.Load() && method != http.MethodGet:
+		return nil, fmt.Errorf("no answer from the runner at %s within %s: %w (%w)", addr, timeout, errNoAnswer, err)
+	case err != nil:
 		return nil, fmt.Errorf("cannot reach the runner at %s: %w (is it running? set --addr or PACER_ADDR)", addr, err)
 	}
 	defer resp.Body.Close()
