@@ -91,7 +91,13 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			// Never claimed (a new job, a one-off): its slots missed are
 			// those since a leader of the shard first had it (none for a
 			// job no earlier leader had).
-			if from, ok := history.firstHad(j, hash, start); ok {
+			from, ok := history.firstHad(j, hash, start)
+			// Or since the cluster switched to the set that has it, if
+			// a leader after that did not have it (attack 22, T4).
+			if since, switched := history.switchedTo(j, hash, set.Fingerprint, start); switched && (!ok || since.Before(from)) {
+				from, ok = since, true
+			}
+			if ok {
 				missed = undecided(j, jc, from, start)
 			}
 		} else {
@@ -100,7 +106,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			}
 			// Slots a leader that had the job otherwise left undecided
 			// before its later claims (diverged.go).
-			gap, gapWhy = r.divergedBefore(history, j, hash, jc, last)
+			gap, gapWhy = r.divergedBefore(history, j, hash, set.Fingerprint, jc, last)
 		}
 		if len(missed) == 0 && len(gap) == 0 {
 			if len(redo) > 0 {

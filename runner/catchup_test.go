@@ -226,7 +226,7 @@ func TestSweepRemovesKeysOfRemovedJobs(t *testing.T) {
 		}
 		out := ""
 		for _, kv := range resp.Kvs {
-			if k := string(kv.Key); !strings.Contains(k, "/leader/") {
+			if k := string(kv.Key); !strings.Contains(k, "/leader/") && !strings.Contains(k, "/counts/") {
 				out += k + " "
 			}
 		}

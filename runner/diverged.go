@@ -99,11 +99,18 @@ func undecided(j *Job, jc coord.JobClaims, from, to time.Time) []time.Time {
 }
 
 // divergedBefore returns j's undecided slots before last (its last
-// claim), from when a leader first ran j as hash defines it, that a leader
-// without j so defined left, with the text saying so. It reads no claims
+// claim), from when a leader first ran j as hash defines it (or, if
+// earlier, since the cluster switched to fp, the set with that
+// definition), that a leader without j so defined left, with the text
+// saying so. It reads no claims
 // unless a leader of those times had j otherwise.
-func (r *Runner) divergedBefore(h *jobSetHistory, j *Job, hash string, jc coord.JobClaims, last time.Time) ([]time.Time, []string) {
+func (r *Runner) divergedBefore(h *jobSetHistory, j *Job, hash, fp string, jc coord.JobClaims, last time.Time) ([]time.Time, []string) {
 	from, ok := h.diverged(j, hash, last)
+	// A definition no leader had before the cluster switched to it: its
+	// slots count from the switch (attack 22, T4).
+	if since, switched := h.switchedTo(j, hash, fp, last); switched && (!ok || since.Before(from)) {
+		from, ok = since, true
+	}
 	if !ok {
 		return nil, nil
 	}

@@ -190,3 +190,79 @@ func givingBack(t *testing.T, clusters bool) {
 		}
 	}
 }
+
+// Attack 22, T4: a rolling update by restart changed job x (every 3 s to
+// every 2 s). The cluster switched to the new set when the second replica
+// came back with it, but the old set's leader ran x every 3 s until it
+// stepped down, job_set_settle later; no leader had ever run x as the new
+// set defines it, so the next leader's catch-up (which counted from when
+// a leader first did) found nothing, and the slots of the new definition
+// due meanwhile had neither a run nor a record. They are recorded
+// not_in_job_set now, from the switch the membership recorded (Agreed),
+// each once, and none before the switch.
+func TestCatchUpRecordsSlotsOfANewDefinitionDueAfterTheSwitch(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	x := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(2 * time.Second), Spec: "@every 2s",
+		Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	y := &runner.Job{ID: "y", Plugin: "p", Task: "t", Schedule: schedule.Every(2 * time.Second), Spec: "@every 2s",
+		Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireSkip}} // unchanged: nothing to record
+	b.r.SetJobs([]*runner.Job{x, y})
+	old := *x
+	old.Spec, old.Schedule = "@every 3s", schedule.Every(3*time.Second)
+	next := runner.JobSetOf([]*runner.Job{x, y}, 1)
+	before := runner.JobSetOf([]*runner.Job{&old, y}, 1)
+
+	// base is 6-second aligned. The old set's leader led from base; the
+	// cluster switched to the new set at +20 s; the old leader claimed x
+	// every 3 s (and y every 2 s) through +36 s.
+	base := time.Unix(time.Now().Add(-42*time.Second).Unix()/6*6, 0).UTC() // few slots after +36 s: records reads the latest
+	if err := b.coord.RecordEpoch(ctx, term, before, base); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.NoteAgreed(ctx, coord.Agreed{JobSet: next.Fingerprint, Since: base.Add(20 * time.Second), Node: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	claim := func(job string, every time.Duration) {
+		for s := base; !s.After(base.Add(36 * time.Second)); s = s.Add(every) {
+			if err := b.coord.Claim(ctx, term, job, s, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.coord.CloseSlot(ctx, term, job, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	claim("x", 3*time.Second)
+	claim("y", 2*time.Second)
+	b.r.CatchUp(term)
+
+	// x every 2 s from +20 s, less those the old leader's claims decided
+	// (+24, +30, +36).
+	want := []time.Time{base.Add(20 * time.Second), base.Add(22 * time.Second), base.Add(26 * time.Second),
+		base.Add(28 * time.Second), base.Add(32 * time.Second), base.Add(34 * time.Second)}
+	check := func(when string) {
+		t.Helper()
+		got := notInJobSet(t, b, "x")
+		for _, s := range want {
+			if got[s] != 1 {
+				t.Errorf("%s: slot +%s has %d not_in_job_set records, want 1", when, s.Sub(base), got[s])
+			}
+		}
+		for s, n := range got {
+			if !slices.ContainsFunc(want, s.Equal) && s.Before(base.Add(36*time.Second)) {
+				t.Errorf("%s: slot +%s has %d not_in_job_set records, want none (before the switch, or decided)", when, s.Sub(base), n)
+			}
+		}
+		if got := notInJobSet(t, b, "y"); len(got) != 0 {
+			t.Errorf("%s: unchanged job y has not_in_job_set records %v", when, got)
+		}
+	}
+	check("after the catch-up")
+	b.r.CatchUp(term) // a later leader's look: the slots are decided
+	check("after a second catch-up")
+	if n := len(tasks.called()); n != 0 {
+		t.Errorf("%d slots ran, want none", n)
+	}
+}

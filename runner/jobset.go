@@ -157,6 +157,7 @@ type JobSetStore interface {
 	RecordEpoch(ctx context.Context, t *coord.Term, set coord.JobSet, since time.Time) error
 	Epochs(ctx context.Context, shard int) ([]coord.Epoch, error)
 	JobSet(ctx context.Context, fingerprint string) (coord.JobSet, error)
+	AgreedSince(ctx context.Context) (coord.Agreed, error)
 }
 
 var _ JobSetStore = (*coord.Coordinator)(nil)
@@ -213,6 +214,9 @@ type jobSetHistory struct {
 	epochs []coord.Epoch
 	loaded bool
 	sets   map[string]*coord.JobSet // nil value: not readable
+	// switched is the cluster's latest job-set switch (coord.Agreed),
+	// read with the epochs.
+	switched coord.Agreed
 }
 
 func (r *Runner) jobSetHistory(ctx context.Context, shard int) *jobSetHistory {
@@ -307,6 +311,41 @@ func (h *jobSetHistory) load() {
 		h.r.log.Warn("reading which job set each leader ran failed; missed slots are put down to no replica leading", "error", err)
 	}
 	h.epochs = es
+	if h.switched, err = h.r.o.JobSets.AgreedSince(h.ctx); err != nil {
+		h.r.log.Warn("reading when the cluster's job set last changed failed; slots of changed jobs due before the old leaders "+
+			"stepped down may be left without a record", "error", err)
+	}
+}
+
+// switchedTo returns since when (just before) hash's set (fp) is the
+// cluster's, if j is defined otherwise, or not at all, by a leader of the
+// shard in charge after that and before to: the slots of j as hash defines it that came
+// due from then on were the cluster's, and that leader did not run them
+// (attack 22, T4). ok is false otherwise, which a look that reads no
+// claims needs for nearly every job.
+func (h *jobSetHistory) switchedTo(j *Job, hash, fp string, to time.Time) (since time.Time, ok bool) {
+	if h.r.o.JobSets == nil {
+		return time.Time{}, false
+	}
+	h.load()
+	sw := h.switched
+	if sw.JobSet != fp || sw.Since.IsZero() || !sw.Since.Before(to) {
+		return time.Time{}, false
+	}
+	for i, e := range h.epochs {
+		if !e.Since.Before(to) {
+			break
+		}
+		if i+1 < len(h.epochs) && !h.epochs[i+1].Since.After(sw.Since) {
+			continue // over before the switch
+		}
+		if set := h.set(e.JobSet); set != nil {
+			if got, had := set.Jobs[j.ID]; !had || got != hash {
+				return sw.Since.Add(-time.Nanosecond), true // a slot due at the switch is the new set's
+			}
+		}
+	}
+	return time.Time{}, false
 }
 
 // diverged returns when a leader of the shard first ran j as hash defines

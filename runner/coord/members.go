@@ -666,6 +666,9 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 	case !m.published && !m.decided:
 		ok, why = false, errors.New("member record not published yet")
 	}
+	// A switch of the cluster's set to this replica's, seen here (not a
+	// first look after a start): recorded for the new leaders' catch-ups.
+	switched := m.decided && m.agreement.JobSet != "" && m.agreement.JobSet != a.JobSet && agreed
 	m.agreement = a
 	m.metrics(agreed, a.Sets)
 	odd := m.oddMembers(a)
@@ -711,6 +714,9 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 	if changed != nil {
 		close(changed)
 	}
+	if switched {
+		go m.noteSwitch(ctx, Agreed{JobSet: a.JobSet, Since: time.Now().UTC(), Node: m.o.Node})
+	}
 	if odd != "" {
 		m.log.Warn("replicas run a job set that is not the cluster's", "cluster_job_set", Short(a.JobSet),
 			"held_by", a.Holders, "differing", odd)
@@ -725,6 +731,25 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		wait = minPositive(wait, hold)
 	}
 	return wait
+}
+
+// noteSwitch records that the cluster switched to a's job set (Agreed),
+// trying a few times: without it, the new leaders' catch-ups do not see
+// the slots of new definitions that came due before the old leaders
+// stepped down.
+func (m *Membership) noteSwitch(ctx context.Context, a Agreed) {
+	wait := backoff.New(backoff.Policy{Initial: 200 * time.Millisecond, Max: 2 * time.Second})
+	for try := 0; ; try++ {
+		err := m.store.noteAgreed(ctx, a)
+		if err == nil {
+			return
+		}
+		if try == 4 || !backoff.Sleep(ctx, wait.Next()) {
+			m.log.Warn("the switch of the cluster's job set not recorded: slots of changed jobs due before the old leaders stepped down "+
+				"may be left without a record", "job_set", Short(a.JobSet), "error", err)
+			return
+		}
+	}
 }
 
 // shardsOf is the shard count of the cluster's job set, as its

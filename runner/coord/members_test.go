@@ -138,11 +138,19 @@ func TestMembershipGatesLeadershipOnTheClusterJobSet(t *testing.T) {
 		t.Fatalf("campaigning members %v (%v), want only a", st.Members, err)
 	}
 
+	joined := time.Now()
 	c := b.gatedReplica(t, "c", next, settle, coord.MismatchRefuse)
 	waitFor(t, "a to step down and b or c to lead", 15*time.Second, func() bool {
 		l := leaderAmong(a, bb, c)
 		return l == bb || l == c
 	})
+	// b, which held the new set when the cluster switched to it, recorded
+	// when (attack 22, T4: the new leaders' catch-ups count the slots of
+	// changed jobs from there).
+	sw, err := a.c.AgreedSince(context.Background())
+	if err != nil || sw.JobSet != next.Fingerprint || sw.Node != "b" || sw.Since.Before(joined) || sw.Since.After(time.Now()) {
+		t.Fatalf("recorded switch %+v (%v); want to %s, by b, after c joined at %s", sw, err, coord.Short(next.Fingerprint), joined)
+	}
 	causes := a.endCauses()
 	if len(causes) != 1 || !errors.Is(causes[0], coord.ErrJobSetMismatch) {
 		t.Fatalf("a's term ended with %v, want one ErrJobSetMismatch", causes)

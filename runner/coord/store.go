@@ -23,6 +23,7 @@ import (
 //	leader/<shard>/<lease>   election keys, one election per shard; the oldest leads
 //	handovers/<shard>        the mark of the shard's last graceful hand-over (handover.go)
 //	counts/<n>/<lease>       a replica campaigning or leading under n shards, on its lease (counts.go)
+//	agreed                   the cluster's latest job-set switch: set, time, node (agreed.go)
 //	claims/<job>             the job's claims: floor, latest slots, open claims, and
 //	                         when its last success ended (claims.go)
 //	runs/<job>/<run id>      one record per attempt or skipped slot (run IDs sort by time),
