@@ -21,8 +21,8 @@
 //	  shard_settle: 10s               # default 10s; membership calm before shards move
 //	  etcd:
 //	    endpoints: [https://etcd-1:2379, https://etcd-2:2379] # empty: embedded etcd
-//	    dial_timeout: 5s
-//	    request_timeout: 5s
+//	    dial_timeout: 5s              # at most 1m
+//	    request_timeout: 5s           # at most 1m
 //	    username: pacer
 //	    password_env: PACER_ETCD_PASSWORD   # name of the variable, not the password
 //	    tls: {ca_file: ca.pem, cert_file: client.pem, key_file: client-key.pem}
@@ -56,9 +56,10 @@
 //	    task: run
 //	    schedule: "30 2 * * *"        # see package schedule
 //	    timezone: Europe/Berlin       # IANA name, default UTC
-//	    timeout: 15m                  # default 1m
+//	    timeout: 15m                  # default 1m; at most 168h
 //	    retries: {max: 3, initial_backoff: 1s, max_backoff: 1m}
 //	    overlap: forbid               # forbid|allow|replace
+//	    max_concurrency: 10           # runs at once under allow; 1..10000
 //	    misfire: {policy: once, grace: 1m}  # skip|once|all
 //	    jitter: 30s
 //	    params: {command: ["pg_dump", "app"], inherit_env: [PGPASSFILE, AWS_*]}  # free-form, passed to the task

@@ -55,6 +55,23 @@ const (
 	MinRetryBackoff = 100 * time.Millisecond
 )
 
+// Bounds on values far outside what their keys are for (attack 23, U8 and
+// U10).
+const (
+	// minHistoryMaxAge: records older than history.max_age are removed,
+	// so a tiny one empties the history at once.
+	minHistoryMaxAge = time.Minute
+	// maxEtcdTimeout bounds cluster.etcd.dial_timeout and
+	// request_timeout: an etcd request that takes longer is an outage, and
+	// the API keeps trying for twice request_timeout.
+	maxEtcdTimeout = time.Minute
+	// maxJobTimeout bounds a job's timeout: a week.
+	maxJobTimeout = 168 * time.Hour
+	// maxJobConcurrency bounds a job's max_concurrency, as
+	// plugins.max_concurrency is bounded.
+	maxJobConcurrency = 10000
+)
+
 // validate checks c, whose defaults have been applied, and fills in the
 // derived Job fields (Location, Sched).
 func (d *decoder) validate(c *Config) {
@@ -246,8 +263,13 @@ func (d *decoder) validateCluster(c *Cluster) {
 		}
 		first[ep] = i
 	}
-	d.positive("cluster.etcd.dial_timeout", e.DialTimeout)
-	d.positive("cluster.etcd.request_timeout", e.RequestTimeout)
+	if d.positive("cluster.etcd.dial_timeout", e.DialTimeout) && e.DialTimeout > maxEtcdTimeout {
+		d.problem("cluster.etcd.dial_timeout", "%s is too long: at most 1m (how long the etcd client waits to connect at start)", e.DialTimeout)
+	}
+	if d.positive("cluster.etcd.request_timeout", e.RequestTimeout) && e.RequestTimeout > maxEtcdTimeout {
+		d.problem("cluster.etcd.request_timeout", "%s is too long: at most 1m (each etcd request waits this long, "+
+			"and the API keeps trying for twice it)", e.RequestTimeout)
+	}
 	d.envName("cluster.etcd.password_env", e.PasswordEnv)
 	switch {
 	case e.PasswordEnv != "" && e.PasswordFile != "":
@@ -470,7 +492,10 @@ func (d *decoder) validateHistory(h *History) {
 	if h.Keep < 1 || h.Keep > 100000 {
 		d.problem("history.keep", "must be between 1 and 100000, got %d", h.Keep)
 	}
-	d.positive("history.max_age", h.MaxAge)
+	if d.positive("history.max_age", h.MaxAge) && h.MaxAge < minHistoryMaxAge {
+		d.problem("history.max_age", "%s is too short: at least 1m (records older than it are removed, so the history would "+
+			"empty at once); to keep fewer records, lower history.keep", h.MaxAge)
+	}
 }
 
 // maxDrainTimeout bounds shutdown.drain_timeout: a rollout waits this long
@@ -681,7 +706,9 @@ func (d *decoder) validateJobs(jobs []Job, san *observability.Sanitizer) {
 			}
 		}
 
-		d.positive(p+".timeout", j.Timeout)
+		if d.positive(p+".timeout", j.Timeout) && j.Timeout > maxJobTimeout {
+			d.problem(p+".timeout", "%s is too long: at most 168h (a week); split longer work into shorter runs", j.Timeout)
+		}
 		switch {
 		case j.Retries.Max < 0:
 			d.problem(p+".retries.max", "%d is negative; use 0 for no retries", j.Retries.Max)
@@ -700,8 +727,8 @@ func (d *decoder) validateJobs(jobs []Job, san *observability.Sanitizer) {
 		}
 		d.oneOf(p+".overlap", "overlap policy", j.Overlap, "forbid", "allow", "replace")
 		d.oneOf(p+".delivery", "delivery policy", j.Delivery, "at-most-once", "at-least-once")
-		if j.MaxConcurrency < 1 {
-			d.problem(p+".max_concurrency", "must be at least 1, got %d", j.MaxConcurrency)
+		if j.MaxConcurrency < 1 || j.MaxConcurrency > maxJobConcurrency {
+			d.problem(p+".max_concurrency", "must be between 1 and %d, got %d", maxJobConcurrency, j.MaxConcurrency)
 		}
 		d.oneOf(p+".misfire.policy", "misfire policy", j.Misfire.Policy, "skip", "once", "all")
 		d.notNegative(p+".misfire.grace", j.Misfire.Grace)
