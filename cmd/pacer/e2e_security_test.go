@@ -91,6 +91,31 @@ func TestE2EOpenAPIOnTheNetworkRefused(t *testing.T) {
 	}
 }
 
+// An embedded etcd that other machines could reach (it has no
+// authentication): pacer validate and pacer run refuse the config (exit 2)
+// naming the key and the opt-in, before etcd starts (attack 23, U9).
+func TestE2EOpenEmbeddedEtcdOnTheNetworkRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
+	}
+	path := filepath.Join(t.TempDir(), "open-etcd.yaml")
+	client := strings.Replace(freeAddr(t), "127.0.0.1", "0.0.0.0", 1)
+	must(os.WriteFile(path, []byte(fmt.Sprintf("cluster:\n  data_dir: %s\n  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}\n",
+		t.TempDir(), client, freeAddr(t))), 0o644))
+	for _, cmd := range []string{"validate", "run"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), cmd, "--config", path).CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || timedOut ||
+			!strings.Contains(string(out), path+`:3: cluster.embedded.client_url: "`+client+`" can be reached from other machines, and the embedded etcd has no authentication`) ||
+			!strings.Contains(string(out), "cluster.embedded.insecure_no_auth: true") {
+			t.Errorf("pacer %s: %v\n%s", cmd, err, out)
+		}
+	}
+}
+
 // A config naming a token variable that is not set on this host is a config
 // error (exit 2) that names the line, the key and the variable, before
 // anything starts; not an error from deep in the start-up wiring. So is a

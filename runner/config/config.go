@@ -114,11 +114,22 @@ type EmbeddedEtcd struct {
 	// QuotaBytes is etcd's space quota: when its database file reaches
 	// it, etcd refuses writes (the NOSPACE alarm). Default 2 GiB.
 	QuotaBytes int64 `yaml:"quota_bytes"`
+	// InsecureNoAuth allows client and peer addresses that other machines
+	// can reach: the embedded etcd has no authentication, so anyone who
+	// reaches it can read and write Pacer's keys. Without it such an
+	// address is a config error.
+	InsecureNoAuth bool `yaml:"insecure_no_auth"`
 
 	// ClientKey and PeerKey name the keys the URLs came from, for error
 	// messages (set by validation).
 	ClientKey string `yaml:"-"`
 	PeerKey   string `yaml:"-"`
+}
+
+// Exposed reports whether other machines can reach the embedded etcd's
+// client or peer address (allowed only with InsecureNoAuth).
+func (e *EmbeddedEtcd) Exposed() bool {
+	return !loopbackListen(hostPort(e.ClientURL)) || !loopbackListen(hostPort(e.PeerURL))
 }
 
 // Etcd configures the etcd client, or the embedded single-node etcd when

@@ -55,7 +55,7 @@ func TestLoadFullFile(t *testing.T) {
 				Embedded:           Embedded{ClientListen: "0.0.0.0:12379", PeerListen: "0.0.0.0:12380"},
 				CompactionInterval: 10 * time.Minute,
 			},
-			Embedded: EmbeddedEtcd{ClientURL: "http://0.0.0.0:12379", PeerURL: "http://0.0.0.0:12380", QuotaBytes: 4 << 30,
+			Embedded: EmbeddedEtcd{ClientURL: "http://0.0.0.0:12379", PeerURL: "http://0.0.0.0:12380", QuotaBytes: 4 << 30, InsecureNoAuth: true,
 				ClientKey: "cluster.embedded.client_url", PeerKey: "cluster.embedded.peer_url"},
 		},
 		HTTP: HTTP{Listen: ":8080", TokenEnv: "PACER_API_TOKEN", AuthAll: true, InsecureNoAuth: true,
@@ -112,7 +112,7 @@ func TestLoadFullFile(t *testing.T) {
 					"inherit_env": []any{"PGPASSFILE", "AWS_*"},
 				},
 				InheritEnv: []string{"PGPASSFILE", "AWS_*"},
-				Line:       77,
+				Line:       78,
 			},
 			{
 				ID:       "ping.every-5s",
@@ -125,7 +125,7 @@ func TestLoadFullFile(t *testing.T) {
 				Overlap:  "allow", MaxConcurrency: 10, Delivery: "at-most-once",
 				Misfire: Misfire{Policy: "skip", Grace: 0}, // explicit zero kept, not defaulted
 				Jitter:  0,
-				Line:    101,
+				Line:    102,
 			},
 		},
 	}

@@ -31,6 +31,7 @@
 //	    client_url: http://127.0.0.1:2379   # or etcd.embedded.client_listen: host:port
 //	    peer_url: http://127.0.0.1:2380     # or etcd.embedded.peer_listen: host:port
 //	    quota_bytes: 2147483648       # etcd's space quota; default 2 GiB
+//	    insecure_no_auth: false       # true: allow addresses other machines reach (no authentication)
 //	http:
 //	  listen: 127.0.0.1:9464          # a non-loopback address needs a token,
 //	  token_env: PACER_API_TOKEN      # client certificates, or insecure_no_auth: true

@@ -156,3 +156,72 @@ func TestBadVariableNameIsNotEchoed(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenEmbeddedEtcdOnTheNetworkIsRefused: the embedded etcd has no
+// authentication, so an address of it that other machines can reach is a
+// config error at its line (either key, the older ones too) naming
+// cluster.embedded.insecure_no_auth, as http.listen's names
+// http.insecure_no_auth (attack 23, U9: anyone on the network could queue
+// triggers, pause jobs and forge records). On loopback, with the opt-in,
+// or with cluster.etcd.endpoints (no embedded etcd then), it is valid.
+func TestOpenEmbeddedEtcdOnTheNetworkIsRefused(t *testing.T) {
+	t.Parallel()
+	tail := "; keep it on a loopback address, use an external etcd with authentication (cluster.etcd.endpoints, with " +
+		"username and password_env or client certificates), or set cluster.embedded.insecure_no_auth: true to expose it on purpose"
+	client := `can be reached from other machines, and the embedded etcd has no authentication, so anyone who reaches it ` +
+		`could read and write Pacer's keys (queue triggers, pause jobs, forge run records)` + tail
+	peer := `can be reached from other machines, and the embedded etcd's peer port has no authentication, so anyone who ` +
+		`reaches it could talk to it as an etcd member` + tail
+	for _, tc := range []struct {
+		src  []string
+		want []string
+	}{
+		{[]string{"cluster:", "  embedded:", "    client_url: 'http://0.0.0.0:44990'", "    peer_url: 'http://0.0.0.0:44991'"}, []string{
+			`pacer.yaml:3: cluster.embedded.client_url: "0.0.0.0:44990" ` + client,
+			`pacer.yaml:4: cluster.embedded.peer_url: "0.0.0.0:44991" ` + peer}},
+		{[]string{"cluster:", "  embedded: {client_url: 'http://etcd-a.internal:2379'}"}, []string{
+			`pacer.yaml:2: cluster.embedded.client_url: "etcd-a.internal:2379" ` + client}},
+		{[]string{"cluster:", "  embedded: {peer_url: 'http://[::]:2380'}"}, []string{
+			`pacer.yaml:2: cluster.embedded.peer_url: "[::]:2380" ` + peer}},
+		{[]string{"cluster:", "  etcd:", "    embedded: {client_listen: ':2379'}"}, []string{
+			`pacer.yaml:3: cluster.etcd.embedded.client_listen: ":2379" ` + client}},
+	} {
+		_, err := Parse("pacer.yaml", y(tc.src...))
+		var got []string
+		if err != nil {
+			got = strings.Split(err.Error(), "\n")
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s:\n got %q\nwant %q", strings.Join(tc.src, " | "), got, tc.want)
+		}
+	}
+	// A non-loopback IP is masked when printed ([ipv4]); file:line says
+	// which value it is.
+	_, err := Parse("pacer.yaml", y("cluster: {embedded: {client_url: 'http://10.0.0.5:2379'}}"))
+	if want := `pacer.yaml:1: cluster.embedded.client_url: "[ipv4]:2379" ` + client; err == nil || err.Error() != want {
+		t.Errorf("10.0.0.5: err = %v\nwant %s", err, want)
+	}
+
+	// Exposed says so, for the start-up WARN line.
+	for _, tc := range []struct {
+		src     string
+		exposed bool
+	}{
+		{"jobs: []", false},
+		{"cluster: {embedded: {client_url: 'http://127.0.0.1:2379', peer_url: 'http://[::1]:2380'}}", false},
+		{"cluster: {embedded: {client_url: 'http://localhost:2379', peer_url: 'http://127.9.9.9:2380'}}", false},
+		{"cluster: {embedded: {client_url: 'http://0.0.0.0:2379', peer_url: 'http://10.0.0.5:2380', insecure_no_auth: true}}", true},
+		{"cluster: {embedded: {peer_url: 'http://10.0.0.5:2380', insecure_no_auth: true}}", true},
+		{"cluster: {etcd: {embedded: {client_listen: ':2379'}}, embedded: {insecure_no_auth: true}}", true},
+		{"cluster: {etcd: {endpoints: ['etcd:2379']}, embedded: {client_url: 'http://0.0.0.0:2379'}}", true},
+	} {
+		cfg, err := Parse("pacer.yaml", y(tc.src))
+		if err != nil {
+			t.Errorf("%s: %v", tc.src, err)
+			continue
+		}
+		if got := cfg.Cluster.Embedded.Exposed(); got != tc.exposed {
+			t.Errorf("%s: Exposed() = %t, want %t", tc.src, got, tc.exposed)
+		}
+	}
+}

@@ -302,9 +302,13 @@ func (d *decoder) validateEmbedded(c *Cluster) {
 		url, key      *string
 		newKey, oldKy string
 		listen        string
+		open          string // what anyone who reaches it could do
 	}{
-		{&emb.ClientURL, &emb.ClientKey, "cluster.embedded.client_url", "cluster.etcd.embedded.client_listen", old.ClientListen},
-		{&emb.PeerURL, &emb.PeerKey, "cluster.embedded.peer_url", "cluster.etcd.embedded.peer_listen", old.PeerListen},
+		{&emb.ClientURL, &emb.ClientKey, "cluster.embedded.client_url", "cluster.etcd.embedded.client_listen", old.ClientListen,
+			"the embedded etcd has no authentication, so anyone who reaches it could read and write Pacer's keys " +
+				"(queue triggers, pause jobs, forge run records)"},
+		{&emb.PeerURL, &emb.PeerKey, "cluster.embedded.peer_url", "cluster.etcd.embedded.peer_listen", old.PeerListen,
+			"the embedded etcd's peer port has no authentication, so anyone who reaches it could talk to it as an etcd member"},
 	} {
 		switch newSet, oldSet := d.isSet(a.newKey), d.isSet(a.oldKy); {
 		case newSet && oldSet && hostPort(*a.url) != a.listen:
@@ -320,6 +324,14 @@ func (d *decoder) validateEmbedded(c *Cluster) {
 		}
 		if msg := checkEmbeddedURL(*a.url); msg != "" {
 			d.problem(*a.key, "%s", msg)
+			continue
+		}
+		// As http.listen without a token (attack 23, U9); with endpoints
+		// set the embedded etcd does not start.
+		if hp := hostPort(*a.url); len(c.Etcd.Endpoints) == 0 && !emb.InsecureNoAuth && !loopbackListen(hp) {
+			d.problem(*a.key, "%q can be reached from other machines, and %s; keep it on a loopback address, use an external "+
+				"etcd with authentication (cluster.etcd.endpoints, with username and password_env or client certificates), "+
+				"or set cluster.embedded.insecure_no_auth: true to expose it on purpose", hp, a.open)
 		}
 	}
 	if hostPort(emb.ClientURL) == hostPort(emb.PeerURL) {

@@ -299,6 +299,11 @@ func newEmbeddedClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, q 
 	cli := etcdembed.NewClient(coord.ClientLogger(log))
 	var emb *etcdembed.Embedded
 	em := cfg.Cluster.Embedded
+	if em.Exposed() {
+		log.Warn("the embedded etcd has no authentication and other machines can reach it (cluster.embedded.insecure_no_auth), "+
+			"so anyone who can connect can read and write Pacer's keys; use an external etcd with authentication to prevent it",
+			"client_url", em.ClientURL, "peer_url", em.PeerURL)
+	}
 	lc.Append(fx.Hook{
 		OnStart: func(ctx context.Context) (err error) {
 			emb, err = etcdembed.Start(ctx, etcdembed.Options{
