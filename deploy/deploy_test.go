@@ -383,6 +383,41 @@ func TestAlertRules(t *testing.T) {
 	}
 }
 
+// alertRowRe matches a row of deploy/README.md's alert table:
+// | `Name` | fires when | for | severity |.
+var alertRowRe = regexp.MustCompile("(?m)^\\| `(Pacer[A-Za-z]+)` \\|.*\\| ([^|]+) \\| ([^|]+) \\|$")
+
+// TestReadmeListsEveryAlert: deploy/README.md's alert table has one row per
+// alert of the rules file, with its for: and severity, and no other
+// (attack 23, U13: it listed 13 of the 17).
+func TestReadmeListsEveryAlert(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][2]string{}
+	for _, m := range alertRowRe.FindAllStringSubmatch(string(readme), -1) {
+		if _, dup := rows[m[1]]; dup {
+			t.Errorf("README.md: alert %s listed twice", m[1])
+		}
+		rows[m[1]] = [2]string{m[2], m[3]}
+	}
+	for _, r := range loadAlerts(t) {
+		row, ok := rows[r.Alert]
+		switch {
+		case !ok:
+			t.Errorf("README.md's alert table lacks %s (for %s, %s), which %s defines", r.Alert, r.For, r.Labels["severity"], rulesFile)
+		case row != [2]string{r.For, r.Labels["severity"]}:
+			t.Errorf("README.md lists %s with for %s, severity %s; %s has %s, %s", r.Alert, row[0], row[1], rulesFile, r.For, r.Labels["severity"])
+		}
+		delete(rows, r.Alert)
+	}
+	for name := range rows {
+		t.Errorf("README.md's alert table lists %s, which %s does not define", name, rulesFile)
+	}
+}
+
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
