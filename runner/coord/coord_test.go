@@ -648,3 +648,25 @@ func TestStateListsEachReplicaOnce(t *testing.T) {
 		t.Fatalf("state %+v, %v", st, err)
 	}
 }
+
+// Attack 22, T3: a replica woken from a freeze finds its fence deadline
+// passed and a keepalive answered at once, both. An answer taken in first
+// moved the deadline on, and the term went on under its token, while its
+// plugins, which had the same deadline, had cancelled its runs: they were
+// recorded as failures. Now the guard fences on any answer taken in after
+// the deadline passed.
+func TestAnAnswerTakenAfterTheFenceDeadlineStillFences(t *testing.T) {
+	b := setup(t)
+	a := b.replica(t, "a")
+	waitFor(t, "a leads", 10*time.Second, func() bool { return a.c.Term() != nil })
+	term := a.c.Term()
+	term.PassFenceDeadline() // the guard's timer has not fired; its next answer comes within TTL/3
+	select {
+	case <-term.Context().Done():
+		if !errors.Is(context.Cause(term.Context()), coord.ErrSelfFenced) {
+			t.Fatalf("term ended with %v, want ErrSelfFenced", context.Cause(term.Context()))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the term lives on 5 s after its fence deadline passed (the next keepalive answer moved it on)")
+	}
+}

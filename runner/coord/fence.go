@@ -73,6 +73,12 @@ func (c *Coordinator) guard(ss *session) {
 
 	fence := time.NewTimer(time.Until(deadline))
 	defer fence.Stop()
+	selfFence := func() {
+		c.keepalive("fenced")
+		c.log.Error("self-fencing: no keepalive acknowledged in time; stopping work before the lease can expire",
+			"shards_led", len(c.Terms()), "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin)
+		c.endSession(ss, fmt.Errorf("%w (last acknowledged keepalive sent %s ago; TTL %s)", ErrSelfFenced, time.Since(lastAck).Round(time.Millisecond), ttl))
+	}
 	age := time.NewTicker(time.Second)
 	defer age.Stop()
 	for {
@@ -85,14 +91,21 @@ func (c *Coordinator) guard(ss *session) {
 			// The keepalives did not come back in time (the replica was
 			// paused or starved, or etcd did not answer): counted, so that
 			// a replica that keeps fencing itself is seen.
-			c.keepalive("fenced")
-			c.log.Error("self-fencing: no keepalive acknowledged in time; stopping work before the lease can expire",
-				"shards_led", len(c.Terms()), "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin)
-			c.endSession(ss, fmt.Errorf("%w (last acknowledged keepalive sent %s ago; TTL %s)", ErrSelfFenced, time.Since(lastAck).Round(time.Millisecond), ttl))
+			selfFence()
 			return
 		case b := <-beats:
 			switch {
 			case ss.ctx.Err() != nil:
+				return
+			case ss.fenced():
+				// The deadline passed before this answer was taken in: a
+				// replica woken from a freeze finds both ready, and took
+				// either. An answer taken first moved the deadline on, and
+				// the term went on under its token while its plugins,
+				// which had the same deadline, had cancelled its runs as
+				// the lease's, recorded as failures (attack 22, T3). The
+				// deadline is the deadline: fenced, whatever came after.
+				selfFence()
 				return
 			case b.err == nil && b.ttl > 0:
 				c.keepalive("ok")
