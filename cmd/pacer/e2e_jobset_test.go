@@ -566,3 +566,107 @@ func TestE2EReloadedLeaderKeepsTheClusterOnItsNewJobSet(t *testing.T) {
 	}
 	stopAll(t, all)
 }
+
+// A rolling change of cluster.shards through real processes (attack 22,
+// T1): three replicas with 4 shards, then two restarted with 8, one after
+// the other. A job's shard depends on the count, so the replicas with 8
+// must not lead before the one with 4 has stepped down: every ledger line
+// is accepted (no job's fencing token ever goes down, which the ledger
+// plugin refuses, as an external system keeping the highest token per job
+// would), no slot runs twice, no two runs of a job overlap, and no term of
+// 8 shards starts before the last term of 4 has ended. Before the fix,
+// the restarted replicas led shards 4-7 at once, beside the old count's
+// leader, for job_set_settle ("r2 led shard 6 of 8 at 15:37:32.715, before
+// r1's last term of 4 ended at 15:37:34.729").
+func TestE2EShardCountChangeHasOneLeaderPerJob(t *testing.T) {
+	skipChaos(t)
+	chaosBinaries(t)
+	eps := endpoints(startCluster(t, 1))
+	path := filepath.Join(t.TempDir(), "ledger.jsonl")
+	const settle = 2 * time.Second
+	var defs []ledgerJobDef
+	for i := range 12 {
+		defs = append(defs, ledgerJobDef{fmt.Sprintf("j%02d", i), "1s"})
+	}
+	jobs := ledgerJobsYAML(path, defs...)
+	start := func(name string, shards int) *proc {
+		addr := freeAddr(t)
+		cfg := strings.Replace(jobSetConfig(t, name, addr, eps, settle, "refuse", jobs), "  shards: 1\n",
+			fmt.Sprintf("  shards: %d\n  shard_settle: 1s\n", shards), 1)
+		p := startPacer(t, name, addr, cfg)
+		p.waitLogs("the scheduler to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
+		return p
+	}
+	r1, r2, r3 := start("r1", 4), start("r2", 4), start("r3", 4)
+	all := []*proc{r1, r2, r3}
+	waitRunsAfter(r1, 3, time.Time{}, 30*time.Second)
+	restart := func(p *proc) *proc {
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(40 * time.Second); code != 0 {
+			t.Fatalf("%s exited %d", p.name, code)
+		}
+		q := start(p.name, 8)
+		all = append(all, q)
+		return q
+	}
+	// The shards a replica leads, by its log.
+	led := func(ls []logLine) map[float64]bool {
+		m := map[float64]bool{}
+		for _, l := range ls {
+			switch l.str("msg") {
+			case "became leader":
+				m[l["shard"].(float64)] = true
+			case "leadership ended", "resigned leadership":
+				delete(m, l["shard"].(float64))
+			}
+		}
+		return m
+	}
+	n3 := restart(r3) // a minority with 8: it waits
+	n2 := restart(r2) // the majority: the cluster switches to 8
+	r1.waitLogs("r1, with 4 shards, to step down", 30*time.Second, func(ls []logLine) bool { return len(led(ls)) == 0 })
+	switched := time.Now()
+	waitRunsAfter(n2, 5, switched, 30*time.Second)
+	stopAll(t, all)
+
+	// No term of the 8 shards started before r1's last term of 4 ended.
+	var oldEnd time.Time
+	for _, l := range r1.logs() {
+		if m := l.str("msg"); (m == "leadership ended" || m == "resigned leadership") && logTime(l).After(oldEnd) {
+			oldEnd = logTime(l)
+		}
+	}
+	for _, p := range []*proc{n2, n3} {
+		for _, l := range match(p.logs(), msgIs("became leader")) {
+			if logTime(l).Before(oldEnd) {
+				t.Errorf("%s led shard %v of 8 at %s, before r1's last term of 4 ended at %s", p.name, l["shard"],
+					logTime(l).Format("15:04:05.000"), oldEnd.Format("15:04:05.000"))
+			}
+		}
+	}
+
+	entries := readLedger(t, path)
+	D := 0
+	for _, d := range defs {
+		ledger, dup := ledgerOf(t, entries, d.id)
+		D += dup
+		var runs []ledgerEntry
+		for _, es := range ledger {
+			runs = append(runs, es...)
+		}
+		slices.SortFunc(runs, func(a, b ledgerEntry) int { return a.Start.Compare(b.Start) })
+		for i, e := range runs {
+			if !e.Accepted {
+				t.Errorf("%s slot %s on %s: refused by the ledger, token %d below the job's highest %d (two shard counts led the job)",
+					d.id, e.ScheduledTime.Format(time.TimeOnly), e.Node, e.FencingToken, e.Highest)
+			}
+			if i > 0 && e.Start.Before(runs[i-1].End) && e.Node != runs[i-1].Node {
+				t.Errorf("%s: runs on %s and %s overlap", d.id, runs[i-1].Node, e.Node)
+			}
+		}
+	}
+	if D != 0 {
+		t.Fatalf("D = %d slots ran twice", D)
+	}
+	t.Logf("%d runs in the ledger, every one accepted; switched to 8 shards at %s", len(entries), switched.Format(time.TimeOnly))
+}
