@@ -25,6 +25,24 @@ func notInJobSet(t *testing.T, b *bundle, job string) map[time.Time]int {
 	return out
 }
 
+// checkNotInJobSet checks that job's slots in want each have one
+// not_in_job_set record, and that no other slot before until has one (it
+// ran, was decided otherwise, or came before the look's window).
+func checkNotInJobSet(t *testing.T, b *bundle, job, when string, base, until time.Time, want []time.Time) {
+	t.Helper()
+	got := notInJobSet(t, b, job)
+	for _, s := range want {
+		if got[s] != 1 {
+			t.Errorf("%s: slot +%s has %d not_in_job_set records, want 1", when, s.Sub(base), got[s])
+		}
+	}
+	for s, n := range got {
+		if !slices.ContainsFunc(want, s.Equal) && s.Before(until) {
+			t.Errorf("%s: slot +%s has %d not_in_job_set records, want none (it ran, was decided, or is not %s's to record)", when, s.Sub(base), n, job)
+		}
+	}
+}
+
 // A leader that had a job defined otherwise for a while (a rolling update's
 // first step, an edit undone within job_set_settle) fired the job's slots
 // as it defined them, and later slots were claimed after: the slots of the
@@ -81,17 +99,7 @@ func TestCatchUpRecordsSlotsADivergedLeaderLeftBeforeItsLaterClaims(t *testing.T
 	want := []time.Time{base.Add(20 * time.Second), base.Add(22 * time.Second), base.Add(26 * time.Second), base.Add(28 * time.Second)}
 	check := func(when string) {
 		t.Helper()
-		got := notInJobSet(t, b, "x")
-		for _, s := range want {
-			if got[s] != 1 {
-				t.Errorf("%s: slot +%s has %d not_in_job_set records, want 1", when, s.Sub(base), got[s])
-			}
-		}
-		for s, n := range got {
-			if !slices.ContainsFunc(want, s.Equal) && s.Before(base.Add(36*time.Second)) {
-				t.Errorf("%s: slot +%s has %d not_in_job_set records, want none (it ran, or is not x's)", when, s.Sub(base), n)
-			}
-		}
+		checkNotInJobSet(t, b, "x", when, base, base.Add(36*time.Second), want)
 	}
 	check("after the catch-up")
 	jc, err := b.coord.JobClaims(ctx, "x")
@@ -244,17 +252,7 @@ func TestCatchUpRecordsSlotsOfANewDefinitionDueAfterTheSwitch(t *testing.T) {
 		base.Add(28 * time.Second), base.Add(32 * time.Second), base.Add(34 * time.Second)}
 	check := func(when string) {
 		t.Helper()
-		got := notInJobSet(t, b, "x")
-		for _, s := range want {
-			if got[s] != 1 {
-				t.Errorf("%s: slot +%s has %d not_in_job_set records, want 1", when, s.Sub(base), got[s])
-			}
-		}
-		for s, n := range got {
-			if !slices.ContainsFunc(want, s.Equal) && s.Before(base.Add(36*time.Second)) {
-				t.Errorf("%s: slot +%s has %d not_in_job_set records, want none (before the switch, or decided)", when, s.Sub(base), n)
-			}
-		}
+		checkNotInJobSet(t, b, "x", when, base, base.Add(36*time.Second), want)
 		if got := notInJobSet(t, b, "y"); len(got) != 0 {
 			t.Errorf("%s: unchanged job y has not_in_job_set records %v", when, got)
 		}

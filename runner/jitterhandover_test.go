@@ -75,37 +75,20 @@ func TestHandOverGivesUpASlotWaitingOutItsJitter(t *testing.T) {
 func TestHandOverEndsAPendingRetry(t *testing.T) {
 	for _, delivery := range []string{runner.DeliveryAtMostOnce, runner.DeliveryAtLeastOnce} {
 		t.Run(delivery, func(t *testing.T) {
-			ep := startEtcd(t)
-			slot := time.Now().Add(2 * time.Second).Truncate(time.Second)
 			backoff := time.Hour
 			if delivery == runner.DeliveryAtLeastOnce {
 				backoff = 2 * time.Second // b waits it out
 			}
-			jobs := func() []*runner.Job {
-				return []*runner.Job{{ID: "retried", Plugin: "p", Task: "t", Schedule: slotList{slot, slot.Add(time.Hour)}, Spec: "test: two slots",
-					Timeout: time.Minute, Overlap: runner.OverlapForbid, Delivery: delivery,
-					Retries: runner.Retries{Max: 3, InitialBackoff: backoff, MaxBackoff: backoff}}}
-			}
-			tasksA, tasksB := &scripted{script: []string{"boom"}}, &scripted{}
-			a := startHandingReplica(t, ep, "a", tasksA)
-			jobsA := jobs()
-			a.r.SetJobs(jobsA)
-			a.waitLeader(t)
-			waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 1 })
-			b := startHandingReplica(t, ep, "b", tasksB)
-			b.r.SetJobs(jobs())
-			a.r.Fire(runner.Slot{Job: jobsA[0], Time: slot})
-			waitUntil(t, "attempt 1's record", func() bool { return len(recordsOf(t, a.cli, "retried")) == 1 })
-			a.stop()
-			b.waitLeader(t)
+			left := leaveARetry(t, delivery, backoff)
+			b, tasksB := left.b, left.tasksB
 			const want = 2 // attempt 1's failure, and attempt 2: run by b, or recorded not started
 			waitUntil(t, "the slot's last record", func() bool {
-				recs := recordsOf(t, b.cli, "retried")
+				recs := recordsOf(t, b.cli, leftRetryJob)
 				return len(recs) == want && (delivery == runner.DeliveryAtMostOnce || slices.ContainsFunc(recs, func(r runner.Record) bool {
 					return r.State == observability.OutcomeSuccess
 				}))
 			})
-			recs := recordsOf(t, b.cli, "retried")
+			recs := recordsOf(t, b.cli, leftRetryJob)
 			last := recs[slices.IndexFunc(recs, func(r runner.Record) bool { return r.Attempt == 2 })]
 			switch delivery {
 			case runner.DeliveryAtMostOnce:
@@ -119,7 +102,7 @@ func TestHandOverEndsAPendingRetry(t *testing.T) {
 					t.Fatalf("attempt 2's record %+v; want b to run it, with attempt 1's correlation ID %s", last, first.CorrelationID)
 				}
 			}
-			if jc, err := b.c.JobClaims(context.Background(), "retried"); err != nil || len(jc.Open) != 0 {
+			if jc, err := b.c.JobClaims(context.Background(), leftRetryJob); err != nil || len(jc.Open) != 0 {
 				t.Fatalf("claims %+v (%v): the slot is still open", jc, err)
 			}
 		})

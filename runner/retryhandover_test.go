@@ -25,14 +25,16 @@ type leftRetry struct {
 
 const leftRetryJob = "left-retry"
 
-// leaveARetry makes a leftRetry, with a retry backoff of backoff.
-func leaveARetry(t *testing.T, backoff time.Duration) leftRetry {
+// leaveARetry makes a leftRetry, with a retry backoff of backoff, under
+// the delivery policy given (at-most-once: the retry is recorded not
+// started, and left to nobody).
+func leaveARetry(t *testing.T, delivery string, backoff time.Duration) leftRetry {
 	t.Helper()
 	ep := startEtcd(t)
 	slot := time.Now().Add(2 * time.Second).Truncate(time.Second)
 	jobs := func() []*runner.Job {
 		return []*runner.Job{{ID: leftRetryJob, Plugin: "p", Task: "t", Schedule: slotList{slot, slot.Add(time.Hour)}, Spec: "test: two slots",
-			Timeout: time.Minute, Overlap: runner.OverlapForbid, Delivery: runner.DeliveryAtLeastOnce,
+			Timeout: time.Minute, Overlap: runner.OverlapForbid, Delivery: delivery,
 			Retries: runner.Retries{Max: 3, InitialBackoff: backoff, MaxBackoff: backoff}}}
 	}
 	tasksA, tasksB := &scripted{script: []string{"boom"}}, &scripted{}
@@ -74,7 +76,7 @@ func openClaims(t *testing.T, cli *clientv3.Client) []runner.Record {
 // claim (Record.RetryAt), and the next leader starts it then, not before.
 func TestHandOverRetryWaitsOutItsBackoff(t *testing.T) {
 	const backoff = 4 * time.Second // the wait is 3.2 to 4 s (20 % jitter)
-	lr := leaveARetry(t, backoff)
+	lr := leaveARetry(t, runner.DeliveryAtLeastOnce, backoff)
 	ledAt := time.Now()
 	open := openClaims(t, lr.b.cli)
 	if len(open) != 1 {
@@ -126,7 +128,7 @@ func TestHandOverRetryWaitEnds(t *testing.T) {
 		{"stop", func(b *replica) { b.stop() }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lr := leaveARetry(t, time.Hour)
+			lr := leaveARetry(t, runner.DeliveryAtLeastOnce, time.Hour)
 			cli, err := clientv3.New(clientv3.Config{Endpoints: lr.b.cli.Endpoints()})
 			if err != nil {
 				t.Fatal(err)
