@@ -427,20 +427,28 @@ func cutNote(s string) string {
 	return string(r[:pluginNoteMax]) + "… (cut; -o json has the whole error)"
 }
 
-// row writes one row of a table to tw, each cell through oneline.Escape: no
-// cell's text (a plugin's version, a run's error, a replica's note) can add
-// a row or a column, or send the terminal an escape sequence.
+// row writes one row of a table to tw, each cell as cell prints it.
 func row(tw io.Writer, cells ...any) {
 	var b strings.Builder
 	for i, c := range cells {
 		if i > 0 {
 			b.WriteByte('\t')
 		}
-		b.WriteString(oneline.Escape(fmt.Sprint(c)))
+		b.WriteString(cell(fmt.Sprint(c)))
 	}
 	b.WriteByte('\n')
 	_, _ = io.WriteString(tw, b.String())
 }
+
+// cell is a text from the runner as the CLI prints it in a table or a
+// status line: through the sanitizer its errors pass (errorText), so that
+// no cell shows what the runner's log would mask (an etcd endpoint's
+// password, from a runner of an older version too: attack 23, U7), then
+// through oneline.Escape, so that no cell's text (a plugin's version, a
+// run's error, a replica's note) can add a row or a column, or send the
+// terminal an escape sequence. Job IDs, node, plugin and task names pass
+// unchanged: the config refuses names the sanitizer would change.
+func cell(s string) string { return oneline.Escape(observability.DefaultSanitizer().String(s)) }
 
 func pid(p int) string {
 	if p == 0 {
@@ -841,7 +849,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, jobs)
 	if st.NotLeading != "" {
-		fmt.Fprintf(stdout, "          not leading: %s\n", st.NotLeading)
+		fmt.Fprintf(stdout, "          not leading: %s\n", cell(st.NotLeading))
 	} else if !st.JobSetAgreed {
 		fmt.Fprintf(stdout, "          may lead anyway (cluster.job_set_mismatch: %s)\n", st.JobSetMismatch)
 	}
@@ -902,7 +910,7 @@ func printCutOff(w io.Writer, cluster, node, why, ttl, keepalive, jobs string, c
 	lines := []string{
 		"cluster:  " + cluster,
 		"node:     " + node + " (CANNOT REACH ETCD)",
-		"etcd:     " + why,
+		"etcd:     " + cell(why),
 		"contact:  " + sinceText(contact),
 	}
 	if keepalive != "" {
@@ -964,20 +972,22 @@ func printEtcd(w io.Writer, e *coord.EtcdStatus) error {
 	}
 	values := fmt.Sprintf("database %s (%s in use) of %s quota (%.0f%%), %d keys",
 		mib(e.DBSize), mib(e.DBSizeInUse), mib(e.Quota), 100*float64(e.DBSize)/float64(max(e.Quota, 1)), e.Keys)
+	// The endpoint may carry user-info, and the error may quote it.
+	ep, why := cell(orDash(e.Endpoint)), cell(e.Error)
 	var line string
 	switch {
 	case e.Error == "" && e.HasLeader:
-		line = fmt.Sprintf("etcd:     %s, %s, has a leader", orDash(e.Endpoint), values)
+		line = fmt.Sprintf("etcd:     %s, %s, has a leader", ep, values)
 	case e.Error == "":
-		line = fmt.Sprintf("etcd:     %s, %s, NO LEADER", orDash(e.Endpoint), values)
+		line = fmt.Sprintf("etcd:     %s, %s, NO LEADER", ep, values)
 	case e.Error == coord.EtcdNoLeader: // the member's own answer
-		line = fmt.Sprintf("etcd:     %s, %s, NO LEADER; %s (%s ago)", orDash(e.Endpoint), values, e.Error, statusAge(e.At))
+		line = fmt.Sprintf("etcd:     %s, %s, NO LEADER; %s (%s ago)", ep, values, why, statusAge(e.At))
 	case e.LastGood.IsZero():
 		// A failed look says nothing of etcd's leader: its error does.
-		line = fmt.Sprintf("etcd:     %s, look failed %s ago: %s; no look has succeeded yet", orDash(e.Endpoint), statusAge(e.At), e.Error)
+		line = fmt.Sprintf("etcd:     %s, look failed %s ago: %s; no look has succeeded yet", ep, statusAge(e.At), why)
 	default:
 		line = fmt.Sprintf("etcd:     %s, look failed %s ago: %s; last good look %s ago: %s",
-			orDash(e.Endpoint), statusAge(e.At), e.Error, statusAge(e.LastGood), values)
+			ep, statusAge(e.At), why, statusAge(e.LastGood), values)
 	}
 	if _, err := fmt.Fprintln(w, line); err != nil {
 		return err

@@ -244,8 +244,10 @@ func TestPluginsTablePutsErrorsBelow(t *testing.T) {
 // "1.0\nshell  up ..." forged a row and its ESC reached the terminal.
 func TestTablesEscapeControlCharacters(t *testing.T) {
 	t.Parallel()
-	const evil = "1.0\nshell  up  -  9.9.9  1  0  exec\x1b[31mRED\rFAKE"
-	const shown = `1.0\nshell  up  -  9.9.9  1  0  exec\x1b[31mRED\rFAKE`
+	// A clear-screen sequence: the sanitizer every cell passes first
+	// removes colour codes (SGR), and leaves this one to the escaping.
+	const evil = "1.0\nshell  up  -  9.9.9  1  0  exec\x1b[2JRED\rFAKE"
+	const shown = `1.0\nshell  up  -  9.9.9  1  0  exec\x1b[2JRED\rFAKE`
 	st := pluginhost.Status{Name: "gop", State: "up", Version: evil, PID: 42, Tasks: []pluginhost.TaskInfo{{Name: "work\tx"}}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var v any

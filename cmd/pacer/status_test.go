@@ -157,3 +157,25 @@ func statusOf(t *testing.T, body []byte) *bytes.Buffer {
 	}
 	return &stdout
 }
+
+// pacer status prints what the runner sends through the sanitizer of its
+// errors: a runner of an older version sends the etcd endpoint with the
+// user and password of cluster.etcd.endpoints, and errors and reasons that
+// quote it (attack 23, U7).
+func TestStatusMasksEtcdCredentials(t *testing.T) {
+	const ep = "http://etcduser:EtcdUrlPw55@127.0.0.1:44379"
+	body, _ := json.Marshal(map[string]any{"cluster": "c", "node": "a", "leader": "a", "lease_ttl": "10s", "shard_count": 1,
+		"members": []string{"a"}, "shards_led": []int{0}, "shards": []coord.ShardState{{Shard: 0, Leader: "a", Assigned: "a"}},
+		"job_set": "aaaa", "cluster_job_set": "bbbb", "not_leading": "etcd at " + ep + " is slow",
+		"replicas": []coord.ReplicaView{{MemberRecord: coord.MemberRecord{Node: "a", JobSet: "aaaa", Shards: 1}, Reason: "etcd at " + ep + " is slow"}},
+		"etcd": coord.EtcdStatus{Endpoint: ep, DBSize: 1 << 20, Quota: 2 << 30, Error: "dial " + ep + ": refused",
+			At: time.Now(), LastGood: time.Now()}})
+	out := statusOf(t, body).String()
+	if !strings.Contains(out, "etcd:     http://[userinfo]@127.0.0.1:44379, look failed") ||
+		strings.Contains(out, "EtcdUrlPw55") || strings.Contains(out, "etcduser") {
+		t.Fatalf("status shows etcd's credentials:\n%s", out)
+	}
+	if strings.Count(out, "etcd at http://[userinfo]@127.0.0.1:44379 is slow") != 2 {
+		t.Fatalf("status lacks the masked reasons:\n%s", out)
+	}
+}

@@ -834,3 +834,33 @@ func TestTriggerOfAJobTheClusterLacksWarns(t *testing.T) {
 		t.Fatalf("trigger a: %d %v", code, body)
 	}
 }
+
+// The etcd endpoint /api/v1/cluster reports is masked as the log masks it:
+// cluster.etcd.endpoints may carry a user and password, and the call needs
+// no token (attack 23, U7). So is the reason in a replica's row, which may
+// quote etcd's error.
+func TestClusterMasksTheEtcdEndpoint(t *testing.T) {
+	t.Parallel()
+	r := runner.New(runner.Options{})
+	const ep = "http://etcduser:EtcdUrlPw55@127.0.0.1:44379"
+	store := &memStore{paused: map[string]bool{}, state: &coord.ClusterState{Cluster: "c", Node: "n1", Leader: "n1",
+		Members: []string{"n1"}, ShardCount: 1, Shards: []coord.ShardState{{Shard: 0, Leader: "n1"}},
+		Etcd: &coord.EtcdStatus{Endpoint: ep, Error: "dial " + ep + ": refused", At: time.Now()}}}
+	view := fakeMembers{JobSet: "aaaa", ClusterJobSet: "aaaa", JobSetAgreed: true, MayLead: true, Replicas: []coord.ReplicaView{
+		{MemberRecord: coord.MemberRecord{Node: "n1", JobSet: "aaaa"}, Reason: "etcd at " + ep + " is slow"}}}
+	s := api.New(api.Options{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler),
+		Control: &runner.Control{Runner: r, Store: store, Members: view}})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	code, body := call(t, srv, "GET", "/api/v1/cluster", "", "")
+	etcd, _ := body["etcd"].(map[string]any)
+	if code != 200 || etcd["endpoint"] != "http://[userinfo]@127.0.0.1:44379" {
+		t.Fatalf("cluster: %d etcd %v, want the endpoint without its user-info", code, etcd)
+	}
+	if b, _ := json.Marshal(body); strings.Contains(string(b), "EtcdUrlPw55") || strings.Contains(string(b), "etcduser") {
+		t.Fatalf("the answer shows etcd's credentials: %s", b)
+	}
+	if store.state.Etcd.Endpoint != ep || view.Replicas[0].Reason != "etcd at "+ep+" is slow" {
+		t.Fatal("masking the answer changed the replica's own view")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,18 +113,26 @@ func (s *Server) routes(mux *http.ServeMux) {
 	}))
 }
 
-// cleanCluster sanitizes the error texts of a cluster view (etcd's errors
-// may name endpoints and credentials), copying what it shares.
+// cleanCluster sanitizes the texts of a cluster view that may name etcd's
+// endpoints and credentials, copying what it shares: the errors, the
+// reasons that quote them, and the etcd endpoint itself, which is shown as
+// the log shows it ("http://[userinfo]@host:2379": cluster.etcd.endpoints
+// may carry a user and password, and this call needs no token by default;
+// attack 23, U7).
 func (s *Server) cleanCluster(v *runner.ClusterView) {
 	v.Error = s.clean(v.Error)
-	if v.Etcd != nil && v.Etcd.Error != "" {
+	if v.Etcd != nil {
 		e := *v.Etcd
-		e.Error = s.clean(e.Error)
+		e.Endpoint, e.Error = s.clean(e.Endpoint), s.clean(e.Error)
 		v.Etcd = &e
 	}
-	if v.JobSetView != nil && v.NotLeading != "" {
+	if v.JobSetView != nil {
 		js := *v.JobSetView
 		js.NotLeading = s.clean(js.NotLeading)
+		js.Replicas = slices.Clone(js.Replicas)
+		for i := range js.Replicas {
+			js.Replicas[i].Reason = s.clean(js.Replicas[i].Reason)
+		}
 		v.JobSetView = &js
 	}
 }

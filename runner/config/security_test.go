@@ -225,3 +225,30 @@ func TestOpenEmbeddedEtcdOnTheNetworkIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// An etcd endpoint with user-info is valid, as before, but warned about
+// without being quoted: the etcd client does not send it, and
+// cluster.etcd.username and password_env are how to authenticate (attack
+// 23, U7).
+func TestEtcdEndpointWithUserinfoWarns(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse("pacer.yaml", y("cluster:", "  etcd:",
+		"    endpoints: ['http://etcduser:EtcdUrlPw55@127.0.0.1:2379', 'https://etcd-2:2379', 'https://ops@etcd-3:2379']"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range cfg.Warnings {
+		got = append(got, w.String())
+	}
+	if len(got) != 2 || !strings.HasPrefix(got[0], "pacer.yaml:3: cluster.etcd.endpoints[0]: the endpoint holds a user name and password") ||
+		!strings.HasPrefix(got[1], "pacer.yaml:3: cluster.etcd.endpoints[2]: ") {
+		t.Fatalf("warnings %q, want one for endpoints[0] and [2]", got)
+	}
+	for _, w := range got {
+		if strings.Contains(w, "EtcdUrlPw55") || strings.Contains(w, "etcduser") ||
+			!strings.Contains(w, "cluster.etcd.username") || !strings.Contains(w, "cluster.etcd.password_env") {
+			t.Errorf("warning %q: quotes the endpoint, or does not name cluster.etcd.username and password_env", w)
+		}
+	}
+}

@@ -262,6 +262,12 @@ func (d *decoder) validateCluster(c *Cluster) {
 			continue
 		}
 		first[ep] = i
+		if u, err := url.Parse(ep); err == nil && u.User != nil {
+			// Not quoted: the endpoint holds the password.
+			d.warn(p, "the endpoint holds a user name and password (user@ or user:password@ before the host), which the etcd client "+
+				"does not send: it dials the host alone; set cluster.etcd.username and cluster.etcd.password_env (or password_file) "+
+				"for etcd's authentication, and take them out of the endpoint")
+		}
 	}
 	if d.positive("cluster.etcd.dial_timeout", e.DialTimeout) && e.DialTimeout > maxEtcdTimeout {
 		d.problem("cluster.etcd.dial_timeout", "%s is too long: at most 1m (how long the etcd client waits to connect at start)", e.DialTimeout)
