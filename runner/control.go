@@ -222,11 +222,15 @@ func (r receipt) sameBody(ctx context.Context) bool {
 }
 
 // Trigger asks the leader to run a job now, once per idempotency key.
-// correlationID and idemKey may be empty.
+// correlationID and idemKey may be empty. by says who asks; it is stored
+// through the runner's sanitizer (Options.Sanitize), as it is logged: the
+// API puts the caller's User-Agent in it, which may hold anything (attack
+// 23, U11).
 func (c *Control) Trigger(ctx context.Context, id, correlationID, by, idemKey string) (Triggered, error) {
 	if _, ok := c.Runner.Job(id); !ok {
 		return Triggered{}, fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
+	by = c.Runner.o.Sanitize(by)
 	if correlationID == "" {
 		correlationID = observability.NewCorrelationID()
 	}
@@ -353,11 +357,12 @@ type Paused struct {
 }
 
 // SetPaused pauses or resumes a job on every replica, once per idempotency
-// key (idemKey may be empty).
+// key (idemKey may be empty). by is stored sanitized, as Trigger's.
 func (c *Control) SetPaused(ctx context.Context, id string, paused bool, by, idemKey string) (Paused, error) {
 	if _, ok := c.Runner.Job(id); !ok {
 		return Paused{}, fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
+	by = c.Runner.o.Sanitize(by)
 	op := map[bool]string{true: "pause", false: "resume"}[paused]
 	call := observability.NewRunID()
 	if idemKey == "" {

@@ -40,6 +40,7 @@ type memStore struct {
 	err      error               // fail every write with this
 	stateErr error               // fail State with this (etcd unreachable)
 	state    *coord.ClusterState // State's answer, if set
+	notes    []string            // the notes stored with pauses and resumes
 }
 
 // apply applies an idempotent write once per key.
@@ -60,8 +61,8 @@ func (m *memStore) apply(job string, idem coord.Idempotency, effect func()) (coo
 	return coord.Applied{Receipt: idem.Receipt}, nil
 }
 
-func (m *memStore) SetPaused(_ context.Context, job string, p bool, _ []byte, idem coord.Idempotency) (coord.Applied, error) {
-	return m.apply(job, idem, func() { m.paused[job] = p })
+func (m *memStore) SetPaused(_ context.Context, job string, p bool, note []byte, idem coord.Idempotency) (coord.Applied, error) {
+	return m.apply(job, idem, func() { m.paused[job] = p; m.notes = append(m.notes, string(note)) })
 }
 
 func (m *memStore) RequestTrigger(_ context.Context, job, _ string, body []byte, idem coord.Idempotency, _ coord.TriggerLimits) (coord.Applied, error) {
@@ -862,5 +863,36 @@ func TestClusterMasksTheEtcdEndpoint(t *testing.T) {
 	}
 	if store.state.Etcd.Endpoint != ep || view.Replicas[0].Reason != "etcd at "+ep+" is slow" {
 		t.Fatal("masking the answer changed the replica's own view")
+	}
+}
+
+// Who asked for a trigger, pause or resume (the caller's User-Agent) is
+// stored in etcd masked, as the audit and "manual trigger" lines log it
+// (attack 23, U11).
+func TestCallerIsStoredMasked(t *testing.T) {
+	t.Parallel()
+	srv, store := setup(t, "", false)
+	const ua = "curl/8 (password=hunter2 ops@example.com ghp_0123456789abcdefghijklmnopqrstuvwxyzAB)"
+	for _, path := range []string{"/api/v1/jobs/a/trigger", "/api/v1/jobs/a/pause"} {
+		if code, body := call(t, srv, "POST", path, "", "{}", "User-Agent", ua); code != 200 && code != 202 {
+			t.Fatalf("%s: %d %v", path, code, body)
+		}
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if len(store.triggers) != 1 || len(store.notes) != 1 {
+		t.Fatalf("stored triggers %q, pause notes %q", store.triggers, store.notes)
+	}
+	var req runner.TriggerRequest
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(store.triggers[0], "a ")), &req); err != nil {
+		t.Fatal(err)
+	}
+	var note struct{ By string }
+	if err := json.Unmarshal([]byte(store.notes[0]), &note); err != nil {
+		t.Fatal(err)
+	}
+	const want = "api (curl/8 (password=[redacted] [email] [github_token]))"
+	if req.By != want || note.By != want {
+		t.Fatalf("stored by: trigger %q, pause %q; want %q", req.By, note.By, want)
 	}
 }
