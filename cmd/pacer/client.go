@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -48,6 +49,10 @@ type clientFlags struct {
 	// system's), and a client certificate for a runner that requires one
 	// (http.tls.client_ca_file).
 	caFile, certFile, keyFile string
+	// serverName is the name the runner's certificate must hold, when the
+	// address does not (kubectl port-forward to localhost): also sent as
+	// SNI.
+	serverName string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -61,6 +66,8 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.caFile, "ca-file", os.Getenv("PACER_CA_FILE"), "PEM CA bundle to verify an https runner with (env PACER_CA_FILE; default: the system's)")
 	fs.StringVar(&c.certFile, "cert-file", os.Getenv("PACER_CERT_FILE"), "PEM client certificate, for a runner that requires one (env PACER_CERT_FILE)")
 	fs.StringVar(&c.keyFile, "key-file", os.Getenv("PACER_KEY_FILE"), "PEM key of --cert-file (env PACER_KEY_FILE)")
+	fs.StringVar(&c.serverName, "server-name", os.Getenv("PACER_SERVER_NAME"),
+		"`name` the https runner's certificate must hold, when --addr does not name it, as through kubectl port-forward (env PACER_SERVER_NAME; default: --addr's host)")
 	// The environment's values are the defaults, but the help (-h, or a
 	// mistyped flag) shows neither the token nor an address that may carry
 	// a password: usage text does not pass the sanitizer.
@@ -75,10 +82,10 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 // httpClient is the client for the runner's API, with the TLS settings of
 // the flags.
 func (c *clientFlags) httpClient(timeout time.Duration) (*http.Client, error) {
-	if c.caFile == "" && c.certFile == "" && c.keyFile == "" {
+	if c.caFile == "" && c.certFile == "" && c.keyFile == "" && c.serverName == "" {
 		return &http.Client{Timeout: timeout}, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
 	if c.caFile != "" {
 		pem, err := regfile.Read(c.caFile, regfile.MaxPEMBytes)
 		if err != nil {
@@ -219,15 +226,28 @@ func (r *reply) err() error {
 // longer than the CLI waited went through).
 var errNoAnswer = errors.New("the request may still be in progress, or may have taken effect")
 
+// notSent is the error of a request the runner did not get, and would not
+// get if repeated: found before it was sent (a usage error, a TLS file
+// that cannot be read, an address no request can go to), or a TLS
+// handshake that failed over a certificate. mutate reports it at once
+// (attack 23, U6: a usage error was repeated six times over 31 s).
+type notSent struct{ err error }
+
+func (e notSent) Error() string { return e.err.Error() }
+func (e notSent) Unwrap() error { return e.err }
+
 // send makes one request and reads the answer, whatever its status.
 func (c *clientFlags) send(method, path string, header http.Header, timeout time.Duration) (*reply, error) {
 	addr := strings.TrimSuffix(c.addr, "/")
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
+	if !strings.HasPrefix(addr, "http://") && !strings.HasPrefix(addr, "https://") {
+		return nil, notSent{fmt.Errorf("%w: --addr %s (env PACER_ADDR): want an http:// or https:// address", errUsage, addr)}
+	}
 	hc, err := c.httpClient(timeout)
 	if err != nil {
-		return nil, err
+		return nil, notSent{err}
 	}
 	var reqBody io.Reader
 	if method != http.MethodGet {
@@ -235,7 +255,7 @@ func (c *clientFlags) send(method, path string, header http.Header, timeout time
 	}
 	req, err := http.NewRequest(method, addr+path, reqBody)
 	if err != nil {
-		return nil, err
+		return nil, notSent{fmt.Errorf("%w: --addr %s (env PACER_ADDR): %w", errUsage, addr, err)}
 	}
 	if reqBody != nil {
 		// The API takes mutating calls as JSON only (a web page cannot
@@ -253,7 +273,11 @@ func (c *clientFlags) send(method, path string, header http.Header, timeout time
 		WroteRequest: func(w httptrace.WroteRequestInfo) { wrote.Store(w.Err == nil) },
 	}))
 	resp, err := hc.Do(req)
-	switch {
+	switch hint := c.tlsHint(err); {
+	case hint != "":
+		// Before "no answer": under TLS 1.3 a runner refuses a client
+		// certificate after the request went out, and never read it.
+		return nil, notSent{fmt.Errorf("TLS with the runner at %s failed: %w; %s", addr, err, hint)}
 	case err != nil && wrote.Load() && method != http.MethodGet:
 		return nil, fmt.Errorf("no answer from the runner at %s within %s: %w (%w)", addr, timeout, errNoAnswer, err)
 	case err != nil:
@@ -265,6 +289,55 @@ func (c *clientFlags) send(method, path string, header http.Header, timeout time
 		return nil, fmt.Errorf("reading the answer from %s: %w", addr, err)
 	}
 	return &reply{status: resp.StatusCode, header: resp.Header, body: body, where: addr + path}, nil
+}
+
+// tlsHint says what to do about err if it is a TLS error over a
+// certificate, the runner's or the client's, or returns "": such an error
+// is no reason to ask whether the runner runs (attack 23, U12).
+func (c *clientFlags) tlsHint(err error) string {
+	if err == nil {
+		return ""
+	}
+	var (
+		unknown x509.UnknownAuthorityError
+		host    x509.HostnameError
+		invalid x509.CertificateInvalidError
+		verify  *tls.CertificateVerificationError
+		record  tls.RecordHeaderError
+		op      *net.OpError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		return "the runner's certificate is not signed by a CA this machine trusts: give the CA that signed it with --ca-file (env PACER_CA_FILE)"
+	case errors.As(err, &host):
+		return "the runner's certificate does not name the host of --addr: use an address it names, or give a name it holds with " +
+			"--server-name (env PACER_SERVER_NAME), as through kubectl port-forward: --server-name pacer.NAMESPACE.svc"
+	case errors.As(err, &invalid):
+		return "the runner's certificate cannot be used (expired, not yet valid, or not for a server): renew it (http.tls.cert_file), " +
+			"or check this machine's clock"
+	case errors.As(err, &verify):
+		return "the runner's certificate did not verify: give the CA that signed it with --ca-file (env PACER_CA_FILE)"
+	case errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &record):
+		return "the runner does not answer in TLS: use http:// in --addr, or set http.tls on the runner"
+	case errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && strings.HasPrefix(op.Err.Error(), "tls: "):
+		// The runner sent a TLS alert: it refused this side's certificate,
+		// or its lack of one.
+		alert := strings.TrimPrefix(op.Err.Error(), "tls: ")
+		switch {
+		case c.certFile == "" && (alert == "certificate required" || alert == "bad certificate"):
+			return "the runner requires a client certificate (http.tls.client_ca_file): give one with --cert-file and --key-file " +
+				"(env PACER_CERT_FILE, PACER_KEY_FILE)"
+		case strings.Contains(alert, "certificate"): // bad, unknown, expired ... certificate, unknown certificate authority
+			return "the runner refused the client certificate of --cert-file: it must be valid and signed by a CA of the runner's " +
+				"http.tls.client_ca_file"
+		case c.certFile == "": // Go's runner under TLS 1.2: "handshake failure"
+			return "the runner refused the TLS handshake; if it requires a client certificate (http.tls.client_ca_file), give one " +
+				"with --cert-file and --key-file (env PACER_CERT_FILE, PACER_KEY_FILE)"
+		default:
+			return "the runner refused the TLS handshake: check --addr, --server-name and the client certificate of --cert-file"
+		}
+	}
+	return ""
 }
 
 // decode passes the answer's raw JSON to stdout when -o json is set, else
@@ -297,7 +370,9 @@ const (
 // the runner cannot be reached or did not answer, answered 502, 503 or 504,
 // or answered that etcd did not confirm the request (state unconfirmed). A
 // 429 (over the runner's rate limit: nothing happened) is repeated after
-// the Retry-After it asks for, if that is at most 10s.
+// the Retry-After it asks for, if that is at most 10s. A request the runner
+// did not get and never would (notSent: a usage error, a TLS file or
+// certificate problem) is not repeated.
 // It returns the last answer; a final unconfirmed one is an error that
 // says how to find out.
 func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, stderr io.Writer) (raw bool, err error) {
@@ -314,6 +389,8 @@ func (c *clientFlags) mutate(path string, header http.Header, v any, stdout, std
 		var why string
 		var pause time.Duration // the runner's Retry-After, if it asked for one
 		switch {
+		case errors.As(err, new(notSent)):
+			return false, err // repeating it cannot help
 		case err != nil:
 			why = err.Error()
 		case resp.status == http.StatusTooManyRequests:

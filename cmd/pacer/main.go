@@ -59,11 +59,14 @@ Usage:
 
 Client commands talk to a runner's HTTP API: --addr (env PACER_ADDR,
 default http://127.0.0.1:9464), --token (env PACER_API_TOKEN), -o table|json;
-over HTTPS --ca-file (env PACER_CA_FILE), and for a runner that requires
-client certificates --cert-file and --key-file (env PACER_CERT_FILE,
+over HTTPS --ca-file (env PACER_CA_FILE), --server-name (env
+PACER_SERVER_NAME) when the runner's certificate names another host than
+--addr's (kubectl port-forward), and for a runner that requires client
+certificates --cert-file and --key-file (env PACER_CERT_FILE,
 PACER_KEY_FILE). trigger, pause and resume send an Idempotency-Key
 (--idempotency-key, or a random one) and repeat the request with it while
-its outcome is unknown, so it takes effect once.
+its outcome is unknown, so it takes effect once; a usage error, or a
+certificate refused in the TLS handshake, is reported at once.
 
 Run "pacer COMMAND -h" for a command's flags.
 `
