@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -280,6 +281,10 @@ func (c *clientFlags) send(method, path string, header http.Header, timeout time
 		return nil, notSent{fmt.Errorf("TLS with the runner at %s failed: %w; %s", addr, err, hint)}
 	case err != nil && wrote.Load() && method != http.MethodGet:
 		return nil, fmt.Errorf("no answer from the runner at %s within %s: %w (%w)", addr, timeout, errNoAnswer, err)
+	case err != nil && wrote.Load():
+		// It took the request: it runs, at that address (attack 24, V4).
+		return nil, fmt.Errorf("no answer from the runner at %s within %s: it took the request but did not answer "+
+			"(is it stopped, overloaded or stuck? pacer status, its log and /healthz say more): %w", addr, timeout, err)
 	case err != nil:
 		return nil, fmt.Errorf("cannot reach the runner at %s: %w (is it running? set --addr or PACER_ADDR)", addr, err)
 	}
@@ -287,6 +292,12 @@ func (c *clientFlags) send(method, path string, header http.Header, timeout time
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading the answer from %s: %w", addr, err)
+	}
+	if resp.StatusCode == http.StatusBadRequest && strings.HasPrefix(addr, "http://") &&
+		bytes.Contains(body, []byte("Client sent an HTTP request to an HTTPS server")) {
+		// Go's TLS server's answer to plain HTTP: nothing took effect
+		// (attack 24, V3: a bare "400 Bad Request").
+		return nil, notSent{fmt.Errorf("the runner at %s answers in TLS: use https:// in --addr (env PACER_ADDR)", addr)}
 	}
 	return &reply{status: resp.StatusCode, header: resp.Header, body: body, where: addr + path}, nil
 }

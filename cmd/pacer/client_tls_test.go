@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // An error found before a request is sent (a usage error, a TLS file that
@@ -141,5 +142,30 @@ func TestTLSErrorsSayWhatToDo(t *testing.T) {
 	if err := run([]string{"pause", "j", "--addr", "https://localhost" + port, "--ca-file", ca, "--server-name", "example.com"}, &out, &errOut); err != nil ||
 		!strings.Contains(out.String(), "paused j") {
 		t.Errorf("--server-name example.com: %v, printed %q", err, out.String())
+	}
+}
+
+// Plain http:// to a runner that answers in TLS says so, once (attack 24,
+// V3: a bare "400 Bad Request"); a read the runner took but did not
+// answer says that, not "is it running? set --addr" (V4: it runs, there).
+func TestWrongSchemeAndUnansweredReadSayWhatHappened(t *testing.T) {
+	t.Parallel()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer tlsSrv.Close()
+	plain := "http://" + strings.TrimPrefix(tlsSrv.URL, "https://")
+	var out, errOut bytes.Buffer
+	err := pauseCmd("pause")([]string{"--addr", plain, "j"}, &out, &errOut)
+	if err == nil || !strings.Contains(errorText(err), "answers in TLS: use https:// in --addr") || strings.Contains(errOut.String(), "trying again") {
+		t.Errorf("pause over http:// to a TLS runner: %v\n%s", err, errOut.String())
+	}
+
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer hung.Close()
+	defer close(release)
+	c := &clientFlags{addr: hung.URL}
+	_, err = c.send(http.MethodGet, "/api/v1/jobs", nil, 200*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "it took the request but did not answer") || strings.Contains(err.Error(), "is it running?") {
+		t.Errorf("a read the runner took and did not answer: %v", err)
 	}
 }

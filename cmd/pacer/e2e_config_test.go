@@ -215,15 +215,16 @@ func TestE2EValidateWarnsAboutUnsetSecretVariables(t *testing.T) {
 		t.Fatalf("with both set: exit %d\n%s%s", code, stdout, stderr)
 	}
 
-	// A secret pasted where the variable's name goes is a valid name, and
-	// the warning names it: masked, as in pacer run's error (attack 23,
-	// U4: validate's warnings, which CI logs keep, bypassed the sanitizer).
+	// A secret pasted where the variable's name goes is a valid name: the
+	// warning does not name it unless it is in capitals (attack 24, V2),
+	// and masks it then, as in pacer run's error (attack 23, U4:
+	// validate's warnings, which CI logs keep, bypassed the sanitizer).
 	ghp, aws := "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "AKIAIOSFODNN7EXAMPLE"
 	path = tempConfig(t, "http: {listen: 127.0.0.1:9464, token_env: "+ghp+"}\n"+
 		"cluster: {etcd: {endpoints: ['http://127.0.0.1:2379'], username: pacer, password_env: "+aws+"}}\njobs: []\n")
 	stdout, stderr, code = pacerCmd(t, nil, "validate", "--config", path)
 	if code != 0 || strings.Contains(stderr, ghp) || strings.Contains(stderr, aws) ||
-		!strings.Contains(stderr, "warning: "+path+":1: http.token_env: environment variable [github_token] is empty, blank or not set") ||
+		!strings.Contains(stderr, "warning: "+path+":1: http.token_env: the environment variable this key names (its name not shown") ||
 		!strings.Contains(stderr, "warning: "+path+":2: cluster.etcd.password_env: environment variable [aws_key] is not set") {
 		t.Fatalf("secrets pasted as variable names: exit %d\n%s%s", code, stdout, stderr)
 	}

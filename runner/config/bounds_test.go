@@ -32,6 +32,11 @@ func TestAbsurdValuesAreRefused(t *testing.T) {
 			`pacer.yaml:3: cluster.etcd.dial_timeout: 2h0m0s is too long: at most 1m (how long the etcd client waits to connect at start)`,
 			`pacer.yaml:4: cluster.etcd.request_timeout: 99999h0m0s is too long: at most 1m (each etcd request waits this long, ` +
 				`and the API keeps trying for twice it)`}},
+		// Attack 24, V5: 1ns started a replica that never got a lease.
+		{[]string{"cluster:", "  etcd:", "    dial_timeout: 1ns", "    request_timeout: 99ms"}, []string{
+			`pacer.yaml:3: cluster.etcd.dial_timeout: 1ns is too short: at least 100ms (no connection to etcd is made in less)`,
+			`pacer.yaml:4: cluster.etcd.request_timeout: 99ms is too short: at least 100ms (no etcd request completes in less, ` +
+				`and the replica would never get its lease)`}},
 		{job("    timeout: 2562047h"), []string{
 			`pacer.yaml:6: jobs[0].timeout: 2562047h0m0s is too long: at most 168h (a week); split longer work into shorter runs`}},
 		{job("    overlap: allow", "    max_concurrency: 100000000"), []string{

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -15,15 +16,23 @@ func (c *Config) SecretProblems(getenv func(string) (string, bool)) []Problem {
 	var out []Problem
 	for _, r := range c.secrets {
 		v, set := getenv(r.name)
+		// A name in capitals, as variables are named, is said; another
+		// may be the secret itself, pasted where its variable's name goes,
+		// which the sanitizer does not know by its shape (attack 24, V2):
+		// the key's line shows which.
+		name := "environment variable " + r.name
+		if !conventionalEnvName.MatchString(r.name) {
+			name = "the environment variable this key names (its name not shown: it is not in capitals, and may be the secret itself)"
+		}
 		msg := ""
 		switch r.path {
 		case "http.token_env":
 			if m := TokenProblem(v); m != "" {
-				msg = "environment variable " + r.name + " " + m + "; set it, or remove token_env to run the API without a token"
+				msg = name + " " + m + "; set it, or remove token_env to run the API without a token"
 			}
 		default: // a password may be empty, but must be set
 			if !set {
-				msg = "environment variable " + r.name + " is not set"
+				msg = name + " is not set"
 			}
 		}
 		if msg != "" {
@@ -32,6 +41,10 @@ func (c *Config) SecretProblems(getenv func(string) (string, bool)) []Problem {
 	}
 	return out
 }
+
+// conventionalEnvName is a variable's name as variables are named: capitals,
+// digits and underscores.
+var conventionalEnvName = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
 
 // TokenProblem says what makes an API token unusable ("" if nothing): one
 // empty or blank once its surrounding white space is trimmed (the token is

@@ -252,3 +252,29 @@ func TestEtcdEndpointWithUserinfoWarns(t *testing.T) {
 		}
 	}
 }
+
+// A token_env or password_env naming a variable that is not set is said by
+// name only when the name is in capitals, as variables are named: another
+// may be the secret itself, pasted where the name goes, in a shape the
+// sanitizer does not know (attack 24, V2: a random 32-character key was
+// printed whole).
+func TestSecretProblemsDoNotQuoteANameThatMayBeTheSecret(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse("pacer.yaml", y("http:", "  token_env: q7XkP2mZ9vLw4RtY8nBc3HdF6jGs1AeK",
+		"cluster: {etcd: {endpoints: ['http://127.0.0.1:2379'], username: pacer, password_env: PACER_ETCD_PASSWORD}}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range cfg.SecretProblems(func(string) (string, bool) { return "", false }) {
+		got = append(got, p.String())
+	}
+	want := []string{
+		"pacer.yaml:2: http.token_env: the environment variable this key names (its name not shown: it is not in capitals, and may be " +
+			"the secret itself) is empty, blank or not set; set it, or remove token_env to run the API without a token",
+		"pacer.yaml:3: cluster.etcd.password_env: environment variable PACER_ETCD_PASSWORD is not set",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -65,6 +65,9 @@ const (
 	// request_timeout: an etcd request that takes longer is an outage, and
 	// the API keeps trying for twice request_timeout.
 	maxEtcdTimeout = time.Minute
+	// minEtcdTimeout is the least of them: no etcd round trip fits in
+	// less (attack 24, V5).
+	minEtcdTimeout = 100 * time.Millisecond
 	// maxJobTimeout bounds a job's timeout: a week.
 	maxJobTimeout = 168 * time.Hour
 	// maxJobConcurrency bounds a job's max_concurrency, as
@@ -269,12 +272,22 @@ func (d *decoder) validateCluster(c *Cluster) {
 				"for etcd's authentication, and take them out of the endpoint")
 		}
 	}
-	if d.positive("cluster.etcd.dial_timeout", e.DialTimeout) && e.DialTimeout > maxEtcdTimeout {
+	switch {
+	case !d.positive("cluster.etcd.dial_timeout", e.DialTimeout):
+	case e.DialTimeout > maxEtcdTimeout:
 		d.problem("cluster.etcd.dial_timeout", "%s is too long: at most 1m (how long the etcd client waits to connect at start)", e.DialTimeout)
+	case e.DialTimeout < minEtcdTimeout:
+		d.problem("cluster.etcd.dial_timeout", "%s is too short: at least 100ms (no connection to etcd is made in less)", e.DialTimeout)
 	}
-	if d.positive("cluster.etcd.request_timeout", e.RequestTimeout) && e.RequestTimeout > maxEtcdTimeout {
+	switch {
+	case !d.positive("cluster.etcd.request_timeout", e.RequestTimeout):
+	case e.RequestTimeout > maxEtcdTimeout:
 		d.problem("cluster.etcd.request_timeout", "%s is too long: at most 1m (each etcd request waits this long, "+
 			"and the API keeps trying for twice it)", e.RequestTimeout)
+	case e.RequestTimeout < minEtcdTimeout:
+		// Attack 24, V5: 1ns started a replica that never got a lease.
+		d.problem("cluster.etcd.request_timeout", "%s is too short: at least 100ms (no etcd request completes in less, "+
+			"and the replica would never get its lease)", e.RequestTimeout)
 	}
 	d.envName("cluster.etcd.password_env", e.PasswordEnv)
 	switch {

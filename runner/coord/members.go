@@ -842,7 +842,15 @@ func (m *Membership) explain(ctx context.Context, set JobSet, a Agreement, pendi
 	} else {
 		attrs = append(attrs, "differences", "unknown: "+err.Error())
 	}
+	m.mu.Lock()
+	otherCount, ownCount := m.shardsOf(a), m.self.Shards
+	m.mu.Unlock()
 	switch {
+	case m.o.Mismatch == MismatchWarn && otherCount > 0 && ownCount > 0 && otherCount != ownCount:
+		// Another shard count never leads (attack 24, V1: this said it
+		// may).
+		m.log.Warn("this replica's job set differs from the cluster's, and so does its shard count: not leading or campaigning, "+
+			"even with cluster.job_set_mismatch: warn", append(attrs, "shards", ownCount, "cluster_shards", otherCount)...)
 	case m.o.Mismatch == MismatchWarn:
 		m.log.Warn("this replica's job set differs from the cluster's; it may lead anyway (cluster.job_set_mismatch: warn)", attrs...)
 	case pending > 0:
@@ -1008,7 +1016,11 @@ func (m *Membership) View() JobSetView {
 			r.Reason = ReasonDiffersSettles
 		case !r.Agrees:
 			r.Reason = ReasonJobSetDiffers + " (" + Short(mem.JobSet) + ", the cluster's " + Short(m.agreement.JobSet) + ")"
-			if mem.Mismatch == MismatchWarn {
+			switch n := m.shardsOf(m.agreement); {
+			case mem.Shards > 0 && n > 0 && mem.Shards != n:
+				r.Reason += fmt.Sprintf("; its cluster.shards is %d, the cluster's %d: a replica with another shard count does not lead, "+
+					"even with cluster.job_set_mismatch: warn", mem.Shards, n)
+			case mem.Mismatch == MismatchWarn:
 				r.Reason += "; cluster.job_set_mismatch: warn lets it lead, but the assignment gives it no shard"
 			}
 		case !r.Candidate:

@@ -761,6 +761,16 @@ func TestShardCountChangeNeverHasTwoLeadersForAJob(t *testing.T) {
 		ok, why, _ := w.ms.MayLead()
 		return !ok && strings.Contains(fmt.Sprint(why), "runs cluster.shards 2, the cluster 8")
 	})
+	// And every replica's view says why, not that warn lets it lead
+	// (attack 24, V1).
+	waitFor(t, "b8's view of w", 15*time.Second, func() bool {
+		for _, r := range b8.ms.View().Replicas {
+			if r.Node == "w" {
+				return strings.Contains(r.Reason, "its cluster.shards is 2, the cluster's 8") && !strings.Contains(r.Reason, "lets it lead")
+			}
+		}
+		return false
+	})
 
 	// Each count's terms, as spans; none of the new count's may overlap
 	// one of the old count's.
