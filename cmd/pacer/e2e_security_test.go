@@ -393,7 +393,7 @@ func TestE2ETokenTLSAndEnvironment(t *testing.T) {
 
 	tlsEnv := []string{"PACER_CA_FILE=" + pki.ca, "PACER_CERT_FILE=" + pki.clientCert, "PACER_KEY_FILE=" + pki.clientKey}
 	auth := append([]string{"PACER_API_TOKEN=tok-e2e-9f3"}, tlsEnv...)
-	if out, code := p.cli([]string{"PACER_CA_FILE=" + pki.ca}, "jobs"); code == 0 || !strings.Contains(out, "cannot reach the runner") {
+	if out, code := p.cli([]string{"PACER_CA_FILE=" + pki.ca}, "jobs"); code == 0 || !strings.Contains(out, "the runner requires a client certificate") {
 		t.Errorf("CLI without a client certificate: exit %d\n%s", code, out)
 	}
 	if out, code := p.cli(tlsEnv, "jobs"); code != 0 || !strings.Contains(out, "envdump") {

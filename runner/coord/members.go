@@ -106,6 +106,7 @@ type Membership struct {
 	selfRev   int64             // create revision of our record; 0 before it is seen
 	members   map[string]Member // by key, as watched
 	running   map[string]int    // shards by the job set of their newest epoch, as watched
+	leaders   map[string]bool   // the nodes of the shards' newest epochs, as watched
 	watched   bool              // the member list was read at least once
 	published bool              // our record is in etcd under our lease
 	dupErr    error             // ErrNodeNameInUse, while it is
@@ -491,7 +492,7 @@ func (m *Membership) watchOnce(ctx context.Context) error {
 			newest[string(kv.Key)] = e
 		}
 	}
-	m.setMembers(members, running(newest))
+	m.setMembers(members, running(newest), lastLeaders(newest))
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer wcancel()
 	rev := clientv3.WithRev(resp.Header.Revision + 1)
@@ -527,7 +528,7 @@ func (m *Membership) watchOnce(ctx context.Context) error {
 				members[key] = mem
 			}
 		}
-		m.setMembers(members, running(newest))
+		m.setMembers(members, running(newest), lastLeaders(newest))
 	}
 	if ctx.Err() != nil {
 		return nil
@@ -556,6 +557,42 @@ func running(epochs map[string]Epoch) map[string]int {
 	return out
 }
 
+// lastLeaders are the nodes of each shard's newest epoch (as running
+// picks it): the replicas that led the cluster last.
+func lastLeaders(epochs map[string]Epoch) map[string]bool {
+	newest := map[int]Epoch{}
+	for _, e := range epochs {
+		if n, ok := newest[e.Shard]; !ok || e.Token > n.Token || e.Token == n.Token && e.Since.After(n.Since) {
+			newest[e.Shard] = e
+		}
+	}
+	out := map[string]bool{}
+	for _, e := range newest {
+		out[e.Node] = true
+	}
+	return out
+}
+
+// firstLeadWaits says whether this replica's first decision, to lead with
+// set, waits for the settle delay: the cluster last ran another set, and
+// other replicas led it. After a restart of the replica that embeds etcd,
+// the others' member records were gone with their leases (etcd was down
+// meanwhile) and came back half a second after its first look: alone, it
+// took its own set for the cluster's and led every shard with it for
+// job_set_settle (attack 24, V6). A lone replica, which led last itself,
+// does not wait. Called with m.mu held.
+func (m *Membership) firstLeadWaits(set string) bool {
+	if len(m.running) == 0 || m.running[set] > 0 {
+		return false
+	}
+	for n := range m.leaders {
+		if n != m.o.Node {
+			return true
+		}
+	}
+	return false
+}
+
 func parseMember(v []byte, rev int64) (Member, bool) {
 	var rec MemberRecord
 	if json.Unmarshal(v, &rec) != nil || rec.Node == "" {
@@ -564,10 +601,10 @@ func parseMember(v []byte, rev int64) (Member, bool) {
 	return Member{MemberRecord: rec, Revision: rev}, true
 }
 
-func (m *Membership) setMembers(members map[string]Member, running map[string]int) {
+func (m *Membership) setMembers(members map[string]Member, running map[string]int, leaders map[string]bool) {
 	m.mu.Lock()
 	m.members = maps.Clone(members)
-	m.running = running
+	m.running, m.leaders = running, leaders
 	m.watched = true
 	own, ok := members[m.key]
 	if ok {
@@ -686,6 +723,19 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		// predecessor's, until its lease goes): closed at once, and the
 		// first decision on the job set is still to come, at once.
 		apply = m.mayLead || m.why == nil || m.why.Error() != why.Error()
+	case !m.decided && ok && agreed && m.published && m.firstLeadWaits(self):
+		// The first decision, to lead with a set the cluster did not run
+		// last, that others led: after the settle delay, so that their
+		// records, gone with an etcd restart, are back (attack 24, V6).
+		switch {
+		case m.pending == nil:
+			now := time.Now()
+			m.pending, wait = &now, m.o.Settle
+		case time.Since(*m.pending) >= m.o.Settle:
+			apply, decided = true, true
+		default:
+			wait = m.o.Settle - time.Since(*m.pending)
+		}
 	case !m.decided:
 		apply, decided = m.published, m.published // the first decision, at once
 	case ok == m.mayLead:

@@ -659,3 +659,40 @@ func TestRestartOfTheRunningSetsReplicaKeepsTheClusterOnIt(t *testing.T) {
 		t.Fatalf("b led: term %v, ended %v", bb.c.Term(), bb.endCauses())
 	}
 }
+
+// Attack 24, V6: after a restart of the replica that embeds etcd, the
+// others' member records were gone with their leases and came back half a
+// second after its first look. Alone, with a set the cluster had not run,
+// it took its own for the cluster's and led every shard for
+// job_set_settle. A first decision to lead with a set the cluster did not
+// run last, that other replicas led, now waits for the settle delay; a
+// replica whose set the cluster ran last does not wait.
+func TestFirstLeadWithASetTheClusterDidNotRunWaitsTheSettleDelay(t *testing.T) {
+	b := setup(t)
+	old, next := jobSet("x", "y"), jobSet("x", "z")
+	const settle = time.Second
+	a := b.gatedReplica(t, "a", old, settle, coord.MismatchRefuse)
+	waitFor(t, "a to lead", 10*time.Second, func() bool { return a.c.Term() != nil })
+	if err := a.c.RecordEpoch(context.Background(), a.c.Term(), old, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	a.close() // its member record goes; its epoch stays: the cluster ran old, led by a
+
+	mayLeadAfter := func(g *gated) time.Duration {
+		t.Helper()
+		<-g.ms.Registered()
+		start := time.Now()
+		waitFor(t, g.node+" to may lead", 10*time.Second, func() bool { ok, _, _ := g.ms.MayLead(); return ok })
+		return time.Since(start)
+	}
+	c := b.gatedReplica(t, "c", next, settle, coord.MismatchRefuse)
+	if d := mayLeadAfter(c); d < settle-100*time.Millisecond {
+		t.Fatalf("c, alone with a set the cluster did not run (a led it), may lead %s after its first look; want the settle delay, %s", d, settle)
+	}
+	c.close()
+	// A replica with the set the cluster ran last decides at once.
+	a2 := b.gatedReplica(t, "a2", old, settle, coord.MismatchRefuse)
+	if d := mayLeadAfter(a2); d >= settle {
+		t.Fatalf("a2, with the set the cluster ran last, may lead only %s after its first look; want at once", d)
+	}
+}
