@@ -119,7 +119,6 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		// misfire policy's claims come first: the slots decided as not in
 		// the job set may move the claim key's floor past earlier slots.
 		absent, why, rest := history.split(j, hash, missed)
-		absent, why = history.owed(set.Fingerprint, absent, why)
 		absent, why = append(gap, absent...), append(gapWhy, why...)
 		restWhy := history.notClaimed(t, rest) // read here: the history is not for goroutines
 		// Once the job's slots are decided, this goroutine goes on as

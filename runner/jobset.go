@@ -317,29 +317,6 @@ func (h *jobSetHistory) load() {
 	}
 }
 
-// owed keeps, of slots the leader of their time did not have as fp
-// defines them (split's absent, with why), those the cluster owed: a slot
-// due before the cluster switched to fp, while it ran another set, was
-// not (attack 24, V7: a new definition's slots since the job's last
-// claim, under the old one, were recorded not_in_job_set though no
-// replica had the new one yet). Without a recorded switch to fp, all are
-// kept.
-func (h *jobSetHistory) owed(fp string, slots []time.Time, why []string) ([]time.Time, []string) {
-	if len(slots) == 0 || h.r.o.JobSets == nil {
-		return slots, why
-	}
-	h.load()
-	sw := h.switched
-	if sw.JobSet != fp || sw.Since.IsZero() {
-		return slots, why
-	}
-	i := 0
-	for i < len(slots) && slots[i].Before(sw.Since) { // ascending
-		i++
-	}
-	return slots[i:], why[i:]
-}
-
 // switchedTo returns since when (just before) hash's set (fp) is the
 // cluster's, if j is defined otherwise, or not at all, by a leader of the
 // shard in charge after that and before to: the slots of j as hash defines it that came
