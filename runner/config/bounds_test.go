@@ -1,8 +1,6 @@
 package config
 
 import (
-	"slices"
-	"strings"
 	"testing"
 )
 
@@ -44,14 +42,7 @@ func TestAbsurdValuesAreRefused(t *testing.T) {
 		{job("    max_concurrency: 0"), []string{
 			`pacer.yaml:6: jobs[0].max_concurrency: must be between 1 and 10000, got 0`}},
 	} {
-		_, err := Parse("pacer.yaml", y(tc.src...))
-		var got []string
-		if err != nil {
-			got = strings.Split(err.Error(), "\n")
-		}
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("%s:\n got %q\nwant %q", strings.Join(tc.src, " | "), got, tc.want)
-		}
+		checkProblems(t, tc.src, tc.want)
 	}
 
 	cfg, err := Parse("pacer.yaml", y(append([]string{

@@ -70,14 +70,7 @@ func TestHTTPSecurityProblems(t *testing.T) {
 			`pacer.yaml:3: http.auth_all: requires a token on every call, but the API has none: set http.token_env to the name of an ` +
 				`environment variable holding one (or require client certificates with http.tls.client_ca_file), or remove auth_all`}},
 	} {
-		_, err := Parse("pacer.yaml", y(tc.src...))
-		var got []string
-		if err != nil {
-			got = strings.Split(err.Error(), "\n")
-		}
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("%s:\n got %q\nwant %q", strings.Join(tc.src, " | "), got, tc.want)
-		}
+		checkProblems(t, tc.src, tc.want)
 	}
 }
 
@@ -186,14 +179,7 @@ func TestOpenEmbeddedEtcdOnTheNetworkIsRefused(t *testing.T) {
 		{[]string{"cluster:", "  etcd:", "    embedded: {client_listen: ':2379'}"}, []string{
 			`pacer.yaml:3: cluster.etcd.embedded.client_listen: ":2379" ` + client}},
 	} {
-		_, err := Parse("pacer.yaml", y(tc.src...))
-		var got []string
-		if err != nil {
-			got = strings.Split(err.Error(), "\n")
-		}
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("%s:\n got %q\nwant %q", strings.Join(tc.src, " | "), got, tc.want)
-		}
+		checkProblems(t, tc.src, tc.want)
 	}
 	// A non-loopback IP is masked when printed ([ipv4]); file:line says
 	// which value it is.
@@ -276,5 +262,19 @@ func TestSecretProblemsDoNotQuoteANameThatMayBeTheSecret(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// checkProblems parses the lines of src as pacer.yaml and checks that its
+// problems, one a line, are want (none: nil).
+func checkProblems(t *testing.T, src, want []string) {
+	t.Helper()
+	_, err := Parse("pacer.yaml", y(src...))
+	var got []string
+	if err != nil {
+		got = strings.Split(err.Error(), "\n")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("%s:\n got %q\nwant %q", strings.Join(src, " | "), got, want)
 	}
 }
