@@ -38,13 +38,7 @@ func TestHandOverGivesUpASlotWaitingOutItsJitter(t *testing.T) {
 	tasksA, tasksB := newGatedTasks(), newGatedTasks()
 	close(tasksA.gate)
 	close(tasksB.gate)
-	a := startHandingReplica(t, ep, "a", tasksA)
-	jobsA := jobs()
-	a.r.SetJobs(jobsA)
-	a.waitLeader(t)
-	waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 1 })
-	b := startHandingReplica(t, ep, "b", tasksB)
-	b.r.SetJobs(jobs())
+	a, b, jobsA := handOverPair(t, ep, tasksA, tasksB, jobs)
 	for time.Now().Before(slot) { // the slot's time, not a synchronisation
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -107,4 +101,19 @@ func TestHandOverEndsAPendingRetry(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handOverPair starts replica a leading jobs() (caught up, its slot
+// scheduled) and replica b with the same jobs, waiting: the set-up of a
+// hand-over from a to b. It returns a's jobs, whose slots a fires.
+func handOverPair(t *testing.T, ep string, tasksA, tasksB runner.TaskRunner, jobs func() []*runner.Job) (a, b *replica, jobsA []*runner.Job) {
+	t.Helper()
+	a = startHandingReplica(t, ep, "a", tasksA)
+	jobsA = jobs()
+	a.r.SetJobs(jobsA)
+	a.waitLeader(t)
+	waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 1 })
+	b = startHandingReplica(t, ep, "b", tasksB)
+	b.r.SetJobs(jobs())
+	return a, b, jobsA
 }

@@ -38,13 +38,7 @@ func leaveARetry(t *testing.T, delivery string, backoff time.Duration) leftRetry
 			Retries: runner.Retries{Max: 3, InitialBackoff: backoff, MaxBackoff: backoff}}}
 	}
 	tasksA, tasksB := &scripted{script: []string{"boom"}}, &scripted{}
-	a := startHandingReplica(t, ep, "a", tasksA)
-	jobsA := jobs()
-	a.r.SetJobs(jobsA)
-	a.waitLeader(t)
-	waitUntil(t, "a's catch-up", func() bool { return a.r.Scheduled() == 1 })
-	b := startHandingReplica(t, ep, "b", tasksB)
-	b.r.SetJobs(jobs())
+	a, b, jobsA := handOverPair(t, ep, tasksA, tasksB, jobs)
 	a.r.Fire(runner.Slot{Job: jobsA[0], Time: slot})
 	waitUntil(t, "attempt 1's record", func() bool { return len(recordsOf(t, a.cli, leftRetryJob)) == 1 })
 	attempt1 := recordsOf(t, a.cli, leftRetryJob)[0]

@@ -204,13 +204,7 @@ func (s slowTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Resu
 // that one's time) is recorded as an overlap too. Before, every held-back
 // slot ran late, back to back.
 func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
-	b := setup(t)
-	const took = 900 * time.Millisecond // shorter than the interval
-	tasks := slowTasks{&scripted{}, took}
-	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
-	b.hook.set(b.r)
-	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	b, tasks, took := setupSlow(t)
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
@@ -329,13 +323,7 @@ func TestSlotFiredWhileHeldBackSlotsRunLateRunsAfterThem(t *testing.T) {
 }
 
 func slotFiredWhileHeldBackSlotsRunLate(t *testing.T, overlap string, maxConcurrency int) {
-	b := setup(t)
-	const took = 900 * time.Millisecond // shorter than the interval
-	tasks := slowTasks{&scripted{}, took}
-	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
-		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
-	b.hook.set(b.r)
-	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	b, tasks, took := setupSlow(t)
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
@@ -378,4 +366,18 @@ func slotFiredWhileHeldBackSlotsRunLate(t *testing.T, overlap string, maxConcurr
 	if n := len(tasks.called()); n != len(held)+1 {
 		t.Errorf("%d task calls, want %d", n, len(held)+1)
 	}
+}
+
+// setupSlow is setup with a runner whose tasks each take took (0.9 s,
+// shorter than the one-second interval of the tests' slots).
+func setupSlow(t *testing.T) (*bundle, slowTasks, time.Duration) {
+	t.Helper()
+	b := setup(t)
+	const took = 900 * time.Millisecond
+	tasks := slowTasks{&scripted{}, took}
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	return b, tasks, took
 }
