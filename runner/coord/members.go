@@ -544,30 +544,30 @@ func (m *Membership) watchOnce(ctx context.Context) error {
 // run, and so agree on different job sets: after a reload of the leader of
 // a two-replica cluster, both refused to lead, or both led (attack 21, S5).
 func running(epochs map[string]Epoch) map[string]int {
-	newest := map[int]Epoch{}
-	for _, e := range epochs {
-		if n, ok := newest[e.Shard]; !ok || e.Token > n.Token || e.Token == n.Token && e.Since.After(n.Since) {
-			newest[e.Shard] = e
-		}
-	}
 	out := map[string]int{}
-	for _, e := range newest {
+	for _, e := range newestEpochs(epochs) {
 		out[e.JobSet]++
 	}
 	return out
 }
 
-// lastLeaders are the nodes of each shard's newest epoch (as running
-// picks it): the replicas that led the cluster last.
-func lastLeaders(epochs map[string]Epoch) map[string]bool {
+// newestEpochs is each shard's newest epoch: of the highest fencing token,
+// and of one term's epochs the latest.
+func newestEpochs(epochs map[string]Epoch) map[int]Epoch {
 	newest := map[int]Epoch{}
 	for _, e := range epochs {
 		if n, ok := newest[e.Shard]; !ok || e.Token > n.Token || e.Token == n.Token && e.Since.After(n.Since) {
 			newest[e.Shard] = e
 		}
 	}
+	return newest
+}
+
+// lastLeaders are the nodes of each shard's newest epoch: the replicas
+// that led the cluster last.
+func lastLeaders(epochs map[string]Epoch) map[string]bool {
 	out := map[string]bool{}
-	for _, e := range newest {
+	for _, e := range newestEpochs(epochs) {
 		out[e.Node] = true
 	}
 	return out
