@@ -78,16 +78,8 @@ func TestE2EOpenAPIOnTheNetworkRefused(t *testing.T) {
 	must(os.WriteFile(path, []byte(fmt.Sprintf("cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}\nhttp: {listen: '0.0.0.0:0'}\n",
 		t.TempDir(), freeAddr(t), freeAddr(t))), 0o644))
 	for _, cmd := range []string{"validate", "run"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), cmd, "--config", path).CombinedOutput()
-		timedOut := ctx.Err() != nil
-		cancel()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 2 || timedOut ||
-			!strings.Contains(string(out), path+`:2: http.listen: "0.0.0.0:0" can be reached from other machines, and the API has no token`) ||
-			!strings.Contains(string(out), "set http.token_env") || !strings.Contains(string(out), "http.insecure_no_auth: true") {
-			t.Errorf("pacer %s: %v\n%s", cmd, err, out)
-		}
+		refusedConfig(t, path, nil, []string{cmd}, path+`:2: http.listen: "0.0.0.0:0" can be reached from other machines, and the API has no token`,
+			"set http.token_env", "http.insecure_no_auth: true")
 	}
 }
 
@@ -103,16 +95,9 @@ func TestE2EOpenEmbeddedEtcdOnTheNetworkRefused(t *testing.T) {
 	must(os.WriteFile(path, []byte(fmt.Sprintf("cluster:\n  data_dir: %s\n  embedded: {client_url: 'http://%s', peer_url: 'http://%s'}\n",
 		t.TempDir(), client, freeAddr(t))), 0o644))
 	for _, cmd := range []string{"validate", "run"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), cmd, "--config", path).CombinedOutput()
-		timedOut := ctx.Err() != nil
-		cancel()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 2 || timedOut ||
-			!strings.Contains(string(out), path+`:3: cluster.embedded.client_url: "`+client+`" can be reached from other machines, and the embedded etcd has no authentication`) ||
-			!strings.Contains(string(out), "cluster.embedded.insecure_no_auth: true") {
-			t.Errorf("pacer %s: %v\n%s", cmd, err, out)
-		}
+		refusedConfig(t, path, nil, []string{cmd},
+			path+`:3: cluster.embedded.client_url: "`+client+`" can be reached from other machines, and the embedded etcd has no authentication`,
+			"cluster.embedded.insecure_no_auth: true")
 	}
 }
 
@@ -132,17 +117,10 @@ func TestE2EUnsetTokenVariableRefused(t *testing.T) {
 		{" \t", "is empty, blank or not set"}, // blank: no request could send it
 		{"abc\x01def", "holds a control character (byte 4 of the token, 0x01), which an HTTP header cannot carry"},
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), "run", "--config", path)
-		cmd.Env = append(os.Environ(), "PACER_TEST_UNSET_TOKEN="+c.token)
-		out, err := cmd.CombinedOutput()
-		timedOut := ctx.Err() != nil
-		cancel()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 2 || timedOut ||
-			!strings.Contains(string(out), path+":2: http.token_env: environment variable PACER_TEST_UNSET_TOKEN "+c.want) ||
-			strings.Contains(string(out), "fxmodule") || strings.Contains(string(out), "abc") {
-			t.Errorf("pacer run with token %q: %v\n%s", c.token, err, out)
+		out := refusedConfig(t, path, []string{"PACER_TEST_UNSET_TOKEN=" + c.token}, []string{"run"},
+			path+":2: http.token_env: environment variable PACER_TEST_UNSET_TOKEN "+c.want)
+		if strings.Contains(out, "fxmodule") || strings.Contains(out, "abc") {
+			t.Errorf("pacer run with token %q: the start-up wiring or the token in the error\n%s", c.token, out)
 		}
 	}
 }
@@ -575,4 +553,25 @@ func (p *testPKI) client(t *testing.T) *http.Client {
 	}
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{c}}}}
+}
+
+// refusedConfig runs pacer with args and --config path (and env added to
+// this process's), checks that it refuses the config, exit 2 within 30 s
+// with each of wants in its output, and returns that output.
+func refusedConfig(t *testing.T, path string, env, args []string, wants ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pacer"), append(args, "--config", path)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	ok := errors.As(err, &ee) && ee.ExitCode() == 2 && ctx.Err() == nil
+	for _, w := range wants {
+		ok = ok && strings.Contains(string(out), w)
+	}
+	if !ok {
+		t.Errorf("pacer %s %v: %v, want exit 2 saying %q\n%s", strings.Join(args, " "), env, err, wants, out)
+	}
+	return string(out)
 }
