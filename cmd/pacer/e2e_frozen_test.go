@@ -17,8 +17,11 @@ import (
 // Its plugin ends the run: the runner told it how long its runs may go on
 // (its fence deadline, renewed while it is in touch), and when that passes
 // unrenewed the plugin cancels the run and kills its processes. They are
-// dead before the lease's TTL has passed since the freeze. On the code
-// before, they ran until the runner was woken (attack 10, F6).
+// dead before the lease's TTL has passed since the freeze, though they
+// ignore SIGTERM: the plugin kills them at once, with no grace.
+// On the code before, they ran until the runner was woken (attack 10, F6);
+// then, until attack 25's W5, the one ignoring SIGTERM lived 2 s past the
+// deadline, into the new leader's re-run.
 func TestE2EFrozenRunnersJobEndsBeforeItsLeaseCouldExpire(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: starts real pacer processes (skipped with -short)")
@@ -48,6 +51,7 @@ jobs:
     params:
       shell: true
       command: |
+        trap "" TERM
         echo $$ >> %s
         setsid sh -c 'echo $$ >> %s; exec sleep 300' &
         sleep 300

@@ -52,6 +52,25 @@ func (e *AliveError) Error() string {
 
 func (e *AliveError) Unwrap() error { return ErrTreeAlive }
 
+// WithoutGrace marks err, a context's cancellation cause, as allowing no
+// grace: a command whose context ends with it (or with an error that wraps
+// it) gets SIGKILL at once, not SIGTERM and Grace first. The SDK's run
+// stream cancels its runs with it when the runner's lease has run out (a
+// frozen runner): another replica may start the same slot any moment, and
+// a process that ignores SIGTERM must not live on into that run. The
+// error's text is err's.
+func WithoutGrace(err error) error { return noGrace{err} }
+
+type noGrace struct{ error }
+
+func (e noGrace) Unwrap() error { return e.error }
+
+// graceless says whether cause was marked by WithoutGrace.
+func graceless(cause error) bool {
+	var ng noGrace
+	return errors.As(cause, &ng)
+}
+
 // Cmd is a command whose whole process tree ends when it does. Set its
 // fields before Run, as with exec.Cmd.
 type Cmd struct {
@@ -68,7 +87,8 @@ type Cmd struct {
 	// same writer for both gets both through one pipe, in order.
 	Stdout, Stderr io.Writer
 	// Grace is how long the tree gets to stop after SIGTERM when ctx ends,
-	// before SIGKILL (DefaultGrace).
+	// before SIGKILL (DefaultGrace); none when ctx's cause is marked by
+	// WithoutGrace.
 	Grace time.Duration
 	// KillTimeout is how long processes get to die after SIGKILL before Run
 	// reports them as alive (DefaultKillTimeout).
@@ -158,10 +178,16 @@ func (c *Cmd) Run() (*Result, error) {
 	case waitErr = <-exited:
 	case <-c.ctx.Done():
 		res.Stopped = true
-		t.signal(syscall.SIGTERM)
-		select {
-		case waitErr = <-exited:
-		case <-time.After(grace):
+		ended := false
+		if !graceless(context.Cause(c.ctx)) {
+			t.signal(syscall.SIGTERM)
+			select {
+			case waitErr = <-exited:
+				ended = true
+			case <-time.After(grace):
+			}
+		}
+		if !ended {
 			t.signal(syscall.SIGKILL)
 			select {
 			case waitErr = <-exited:

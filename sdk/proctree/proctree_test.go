@@ -383,6 +383,41 @@ func TestStopSendsTermThenKillAfterGrace(t *testing.T) {
 	}
 }
 
+// A command whose context ends with a cause marked WithoutGrace (the
+// runner's lease ran out: another replica may start the slot) gets SIGKILL
+// at once: it never sees SIGTERM, and an hour's grace does not hold it up.
+// Before, it got SIGTERM and the grace, and a command that ignores SIGTERM
+// lived on into the successor's run (attack 25, W5).
+func TestStopWithoutGraceKillsAtOnce(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	c, out := sh(ctx, `trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
+	c.Grace = time.Hour
+	done := make(chan *proctree.Result, 1)
+	go func() {
+		res, err := c.Run()
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "ready") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cause := errors.New("the runner has not renewed its lease")
+	cancel(proctree.WithoutGrace(cause))
+	res := <-done
+	if res == nil || !res.Stopped || res.State != "signal: killed" || !res.Confirmed {
+		t.Fatalf("result %+v, want stopped by SIGKILL", res)
+	}
+	if strings.Contains(out.String(), "term") {
+		t.Fatalf("the command saw SIGTERM: %q", out.String())
+	}
+	if got := context.Cause(ctx); got.Error() != cause.Error() || !errors.Is(got, cause) {
+		t.Fatalf("cause %v: want the marked error's text, and to wrap it", got)
+	}
+}
+
 // A command that did not die within KillTimeout is reported alive, and
 // once it does die its tree is ended as if Run had waited: it stops
 // counting as running, so a later command alone still kills an unmarked

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
 // RunStream implements pluginv1.TaskPluginServer: many runs over one stream,
@@ -161,16 +162,18 @@ func (l *leaseBound) fire() {
 }
 
 // expired returns why the stream's runs may not go on, or nil while they
-// may.
+// may. The runs' commands (sdk/proctree) get no grace from it: a successor
+// may start their slots once the lease has expired, and a process that
+// ignored SIGTERM for its grace would overlap that run (attack 25, W5).
 func (l *leaseBound) expired() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.set || l.stopped || time.Now().Before(l.deadline) {
 		return nil
 	}
-	return fmt.Errorf("the runner has not renewed its lease for %s (it may be frozen, and another replica may lead): "+
+	return proctree.WithoutGrace(fmt.Errorf("the runner has not renewed its lease for %s (it may be frozen, and another replica may lead): "+
 		"the runs are cancelled so that a new leader's runs do not overlap them",
-		time.Since(l.received).Round(time.Millisecond))
+		time.Since(l.received).Round(time.Millisecond)))
 }
 
 func (l *leaseBound) stop() {

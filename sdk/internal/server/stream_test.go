@@ -20,9 +20,14 @@ import (
 	"github.com/pacerun/pacer/sdk"
 	"github.com/pacerun/pacer/sdk/internal/server"
 	"github.com/pacerun/pacer/sdk/pluginv1"
+	"github.com/pacerun/pacer/sdk/proctree"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The process-wide reaper sdk/proctree starts with its first command lives
+// as long as the process.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/pacerun/pacer/sdk/proctree.(*reaperState).start.func1"))
+}
 
 // serve runs p's service on a loopback gRPC server and returns a client.
 func serve(t *testing.T, p sdk.Plugin) pluginv1.TaskPluginClient {
@@ -74,6 +79,19 @@ func blocking(ended chan<- string) sdk.Plugin {
 			return nil
 		}),
 		"panic": sdk.TaskFunc(func(context.Context, *sdk.Request, *sdk.Response) error { panic("boom") }),
+		// A command that answers SIGTERM by saying so, with an hour's
+		// grace: how it ended is the output.
+		"term": sdk.TaskFunc(func(ctx context.Context, _ *sdk.Request, resp *sdk.Response) error {
+			var out strings.Builder
+			c := proctree.Command(ctx, "sh", "-c", `trap 'echo term; exit 0' TERM; while :; do sleep 0.05; done`)
+			c.Stdout, c.Grace = &out, time.Hour
+			res, err := c.Run()
+			if err != nil {
+				return err
+			}
+			resp.Output = res.State + " " + out.String()
+			return nil
+		}),
 	}}
 }
 
@@ -196,6 +214,32 @@ func TestRunStreamCancels(t *testing.T) {
 // cancels its runs once the lease has run out, with a reason that says why;
 // a renewal before that keeps them going, and a stream that never got a
 // lease has no bound.
+// When the lease runs out, the runs' commands get SIGKILL at once, not
+// SIGTERM and their grace: a successor may start the same slots, and a
+// process ignoring SIGTERM would overlap its run. Before, the command saw
+// SIGTERM (attack 25, W5: a frozen runner's tree outlived its lease by up
+// to 2 s, into the new leader's re-run).
+func TestRunStreamLeaseExpiryKillsCommandsWithoutGrace(t *testing.T) {
+	c := serve(t, blocking(make(chan string, 1)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := c.RunStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: []*pluginv1.StreamRun{streamRun(1, "term", nil)},
+		Lease: &pluginv1.Lease{RemainingMs: 300}}); err != nil {
+		t.Fatal(err)
+	}
+	got := recvAll(t, s, 1)[1].GetEvent().GetResult()
+	if out := got.GetOutput(); !strings.HasPrefix(out, "signal: killed") || strings.Contains(out, "term") {
+		t.Fatalf("the command ended %q (error %q), want killed without SIGTERM", out, got.GetError())
+	}
+}
+
 func TestRunStreamCancelsRunsWhenTheLeaseIsNotRenewed(t *testing.T) {
 	ended := make(chan string, 4)
 	c := serve(t, blocking(ended))

@@ -92,20 +92,24 @@ class RunInfo:
 
 
 class _Cancellation:
-    """A run's cancellation: set once, with a reason; callbacks run once."""
+    """A run's cancellation: set once, with a reason; callbacks run once.
+    no_grace says the run's commands (ctx.run) are to be killed at once,
+    not given SIGTERM and their grace: the runner's lease ran out, and
+    another replica may start the same slot."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._event = threading.Event()
         self.reason: Optional[str] = None
+        self.no_grace = False
         self._callbacks: Dict[int, Callable[[str], None]] = {}
         self._next = 0
 
-    def cancel(self, reason: str) -> bool:
+    def cancel(self, reason: str, no_grace: bool = False) -> bool:
         with self._lock:
             if self.reason is not None:
                 return False
-            self.reason = reason
+            self.reason, self.no_grace = reason, no_grace
             callbacks = list(self._callbacks.values())
             self._callbacks.clear()
         self._event.set()

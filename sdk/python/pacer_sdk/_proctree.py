@@ -177,7 +177,7 @@ def run(
                 raise OSError(err, msg, argv[0]) if err else OSError(msg)
             if first is not None:
                 keeper = _Keeper(int(first["keeper"]), int(first.get("keeper_start", 0)))
-                unregister = state.cancellation.add(lambda _reason: keeper.terminate())  # type: ignore[union-attr]
+                unregister = state.cancellation.add(lambda _reason: keeper.stop(state.cancellation.no_grace))  # type: ignore[union-attr]
             last = _line(report) if first is not None else None
         finally:
             unregister()
@@ -228,14 +228,19 @@ class _Keeper:
         st = _stat(pid)
         self.gone = st is None or (start != 0 and st[2] != start)  # it ended already
 
-    def terminate(self) -> None:
+    def stop(self, no_grace: bool) -> None:
+        """Tell the keeper the run was cancelled: SIGTERM, on which it gives
+        the tree SIGTERM and then SIGKILL after the grace; or, with no_grace
+        (the runner's lease ran out), SIGUSR1, on which it kills the tree at
+        once."""
         if self.gone:
             return
+        sig = signal.SIGUSR1 if no_grace else signal.SIGTERM
         try:
             if self.fd is not None:
-                signal.pidfd_send_signal(self.fd, signal.SIGTERM)
+                signal.pidfd_send_signal(self.fd, sig)
             else:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(self.pid, sig)
         except OSError:
             pass
 

@@ -348,7 +348,8 @@ class _RunStream:
         self._lock = threading.Lock()
         self._runs: Dict[int, _Attempt] = {}
         self._ended: Optional[str] = None  # set once the stream ended: runs start cancelled
-        self.lease = _stream.LeaseBound(self._cancel_all)
+        # A lease that ran out kills the runs' commands without grace.
+        self.lease = _stream.LeaseBound(lambda reason: self._cancel_all(reason, no_grace=True))
 
     def read(self, requests: Iterator[pb.RunStreamRequest]) -> None:
         """The stream's reader thread: start and cancel runs as the runner
@@ -378,13 +379,13 @@ class _RunStream:
         self.out.close()
         self._cancel_all(STREAM_CLOSED, ended=True)
 
-    def _cancel_all(self, reason: str, ended: bool = False) -> None:
+    def _cancel_all(self, reason: str, ended: bool = False, no_grace: bool = False) -> None:
         with self._lock:
             if ended and self._ended is None:
                 self._ended = reason
             runs = list(self._runs.values())
         for att in runs:
-            att.run.cancellation.cancel(reason)
+            att.run.cancellation.cancel(reason, no_grace=no_grace)
 
     def _start(self, r: pb.StreamRun) -> None:
         sink = _stream.RunSink(self.out, r.id)
@@ -404,9 +405,10 @@ class _RunStream:
             ended = self._ended
         # A run that arrives once the lease passed (no newer one came with
         # it) starts cancelled, and ends as one cancelled.
-        why = ended or self.lease.expired()
+        expired = None if ended else self.lease.expired()
+        why = ended or expired
         if why is not None:
-            att.run.cancellation.cancel(why)
+            att.run.cancellation.cancel(why, no_grace=expired is not None)
         outcome: Dict[str, Any] = {}
         self.out.run_started()
         try:

@@ -16,7 +16,8 @@ process the command starts stays below it, daemons and setsid grandchildren
 included; it reaps all of them. The command runs in a process group of its
 own (started by subprocess, with vfork). When the command exits, what is
 left of the tree is killed (SIGKILL); on SIGTERM (the run was cancelled) the
-tree gets SIGTERM, then SIGKILL after the grace period. The tree is
+tree gets SIGTERM, then SIGKILL after the grace period; on SIGUSR1 (the run
+was cancelled with no grace: the runner's lease ran out) SIGKILL at once. The tree is
 confirmed gone when the keeper has no child left: with a subreaper, a live
 descendant always has a live ancestor that is the keeper's child. Processes
 still alive kill_timeout after SIGKILL are reported instead. If a keeper is
@@ -142,28 +143,33 @@ def signal_tree(sig, command):
 
 
 class Signals:
-    """SIGCHLD and SIGTERM as they come: through sigtimedwait with both
-    blocked (Linux), else through a handler and polling."""
+    """SIGCHLD, SIGTERM and SIGUSR1 as they come: through sigtimedwait with
+    all three blocked (Linux), else through handlers and polling."""
+
+    STOPS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
-        self.term = False
+        self.got = None
         self.wait_ok = hasattr(signal, "sigtimedwait")
         if self.wait_ok:
-            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD, signal.SIGTERM])
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD, *self.STOPS])
         else:
-            signal.signal(signal.SIGTERM, self._on_term)
+            for sig in self.STOPS:
+                signal.signal(sig, self._on_stop)
 
-    def _on_term(self, signum, frame):
-        self.term = True
+    def _on_stop(self, signum, frame):
+        if self.got != signal.SIGUSR1:  # no grace wins
+            self.got = signum
 
     def wait(self, timeout):
-        """Wait up to timeout for a signal; return whether SIGTERM came."""
+        """Wait up to timeout for a signal; return SIGTERM or SIGUSR1 if one
+        of them came, else None."""
         if self.wait_ok:
-            got = signal.sigtimedwait([signal.SIGCHLD, signal.SIGTERM], timeout)
-            return got is not None and got.si_signo == signal.SIGTERM
+            got = signal.sigtimedwait([signal.SIGCHLD, *self.STOPS], timeout)
+            return got.si_signo if got is not None and got.si_signo in self.STOPS else None
         time.sleep(min(timeout, 0.05))
-        term, self.term = self.term, False
-        return term
+        got, self.got = self.got, None
+        return got
 
 
 def reap(command, status):
@@ -201,7 +207,8 @@ def keep(req, stdin, out, report_fd, spawner):
         subreaper = False  # not Linux: orphans escape, nothing is confirmed
     grace, kill_timeout = float(req["grace"]), float(req["kill_timeout"])
     term = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: term.append(signum))
+    for sig in Signals.STOPS:
+        signal.signal(sig, lambda signum, frame: term.append(signum))
     keeper = os.getpid()
     # subprocess starts the command with vfork and exec: a fork of this
     # Python process would cost more than the rest of the keeper. It is
@@ -225,8 +232,8 @@ def keep(req, stdin, out, report_fd, spawner):
         os.close(out)  # the output ends when the tree has ended, not the keeper
     command = proc.pid
     signals = Signals()
-    if term:
-        os.kill(keeper, signal.SIGTERM)  # seen by signals.wait below
+    if term:  # seen by signals.wait below; no grace wins
+        os.kill(keeper, signal.SIGUSR1 if signal.SIGUSR1 in term else signal.SIGTERM)
     me = stat(keeper)
     say(pid=command, keeper=keeper, keeper_start=me[2] if me else 0)
 
@@ -248,7 +255,13 @@ def keep(req, stdin, out, report_fd, spawner):
             wait = max(0.0, min(wait, kill_at - now))
         if give_up_at is not None:
             wait = max(0.0, min(wait, give_up_at - now))
-        if signals.wait(wait) and not stopped:
+        got = signals.wait(wait)
+        if got == signal.SIGUSR1 and give_up_at is None:
+            # No grace (the runner's lease ran out): SIGKILL now.
+            stopped = True
+            signal_tree(signal.SIGKILL, command)
+            give_up_at = time.monotonic() + kill_timeout
+        elif got == signal.SIGTERM and not stopped:
             stopped = True
             signal_tree(signal.SIGTERM, command)
             kill_at = time.monotonic() + grace

@@ -108,8 +108,11 @@ class TreeTest(TestCase):
         # A runner frozen alone sent the run with its lease, then nothing:
         # the plugin cancels the run at the lease's deadline, and the tree
         # (the setsid grandchild and the daemon included) is dead when the
-        # run's result arrives. With "deaf" the command ignores SIGTERM:
-        # SIGKILL follows after the grace.
+        # run's result arrives. The tree gets SIGKILL at once, not SIGTERM
+        # and its grace (a minute here): a new leader may start the slot, and
+        # a command that ignores SIGTERM ("deaf") must not overlap its run.
+        # Before (attack 25, W5), "wait" ended on SIGTERM and "deaf" lived
+        # out its grace.
         with Harness.start(TESTPLUGIN) as h:
             for mode in ("wait", "deaf"):
                 with self.subTest(mode):
@@ -120,7 +123,7 @@ class TreeTest(TestCase):
                     self.assertEqual(len(s.recv().events), 0)
                     # A lease long enough for the whole tree to start on a
                     # busy machine, then a last renewal of one second.
-                    s.send([stream_run(1, "tree", {"dir": self.dir, "hold": 60, "mode": mode, "grace": 0.5})], lease_ms=60000)
+                    s.send([stream_run(1, "tree", {"dir": self.dir, "hold": 60, "mode": mode, "grace": 60})], lease_ms=60000)
                     pids = self.pids()
                     t0 = time.monotonic()
                     s.send(lease_ms=1000)
@@ -131,7 +134,7 @@ class TreeTest(TestCase):
                     self.assertIn("the runner has not renewed its lease for ", data["reason"], res)
                     self.assertTrue(data["stopped"], data)
                     self.assertTrue(data["confirmed"], data)
-                    self.assertEqual(data["returncode"], -(signal.SIGTERM if mode == "wait" else signal.SIGKILL), data)
+                    self.assertEqual(data["returncode"], -signal.SIGKILL, data)
                     self.assert_tree_dead(pids)
                     self.assertGreaterEqual(took, 1.0, "the run ended before its lease did")
                     self.assertEqual(self.effects(), [])
