@@ -724,12 +724,18 @@ func classifyAt(ctx context.Context, res *pluginhost.Result, err error, ended ti
 			return observability.OutcomeCanceled, "canceled: " + cause + "; then: " + err.Error()
 		}
 		return observability.OutcomeCanceled, err.Error()
-	case errors.Is(err, pluginhost.ErrPluginCrashed):
-		return observability.OutcomeCrashed, err.Error()
 	case late:
 		// E.g. the timeout passed while the attempt waited for a free
-		// slot of its plugin, or for the plugin to start.
+		// slot of its plugin, or for the plugin to start; or the plugin
+		// crashed (was killed for another run that ignored its cancel)
+		// while this one was past its timeout, waiting for its answer
+		// (attack 25, W1: it was recorded crashed).
+		if cause := context.Cause(ctx); cause != nil && errors.Is(err, pluginhost.ErrPluginCrashed) && !strings.Contains(err.Error(), cause.Error()) {
+			return observability.OutcomeTimeout, cause.Error() + "; then: " + err.Error()
+		}
 		return observability.OutcomeTimeout, err.Error()
+	case errors.Is(err, pluginhost.ErrPluginCrashed):
+		return observability.OutcomeCrashed, err.Error()
 	default:
 		return observability.OutcomeFailure, err.Error()
 	}

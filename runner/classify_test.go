@@ -58,6 +58,12 @@ func TestClassify(t *testing.T) {
 		// replace) did not finish its work: canceled, as for a timeout.
 		{"success after a cancel", canceled, &pluginhost.Result{Output: "stopped early"}, nil, observability.OutcomeCanceled},
 		{"crash after a cancel", canceled, nil, fmt.Errorf("%w: exit status 2", pluginhost.ErrPluginCrashed), observability.OutcomeCanceled},
+		// The plugin was killed for another run that ignored its cancel
+		// while this one, past its timeout, waited for its answer: the
+		// timeout passed before an answer came (attack 25, W1: crashed).
+		{"crash after the deadline", timedOut, nil,
+			fmt.Errorf("%w: plugin \"shell\" was killed (hung) during task \"exec\"", pluginhost.ErrPluginCrashed), observability.OutcomeTimeout},
+		{"crash after the deadline, timer not fired", expired{live}, nil, fmt.Errorf("%w: exit status 2", pluginhost.ErrPluginCrashed), observability.OutcomeTimeout},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

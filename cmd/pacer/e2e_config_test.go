@@ -486,3 +486,27 @@ func TestE2ESIGHUPWhileStartingIsHarmless(t *testing.T) {
 		t.Fatalf("exit %d after a SIGTERM while starting, want 0", code)
 	}
 }
+
+// What pacer validate warns about, pacer run logs at its start too: a
+// plugins.cancel_grace that leaves a cancelled command's tree no room
+// (attack 25, W1: accepted in silence by both; a command that ignored
+// SIGTERM then got the shell plugin killed as hung, failing its other
+// runs, and quarantined).
+func TestE2ECancelGraceTooShortIsWarnedAbout(t *testing.T) {
+	parallelE2E(t)
+	httpAddr := freeAddr(t)
+	cfg := runnerConfig{node: "e2e-grace", cluster: "grace", plugins: "dir: " + builtPlugins() + ", cancel_grace: 2s"}.head(t, httpAddr) +
+		"jobs:\n  - {id: tick, plugin: shell, task: exec, schedule: '@every 1s', params: {command: [/bin/true]}}\n"
+	const warning = "plugins.cancel_grace: 2s leaves a cancelled command no room"
+	_, stderr, code := pacerCmd(t, nil, "validate", "--skip-plugins", "--config", tempConfig(t, cfg))
+	if code != 0 || !strings.Contains(stderr, warning) {
+		t.Fatalf("validate: exit %d, want 0 with the warning\n%s", code, stderr)
+	}
+	p := startPacer(t, "e2e-grace", httpAddr, cfg)
+	p.waitLogs("the warning at the start", 30*time.Second, func(ls []logLine) bool {
+		return len(match(ls, func(l logLine) bool {
+			return l.str("level") == "WARN" && strings.HasPrefix(l.str("msg"), "config warning: 2s leaves a cancelled command no room") &&
+				strings.Contains(l.str("where"), "plugins.cancel_grace")
+		})) > 0
+	})
+}

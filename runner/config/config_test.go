@@ -70,7 +70,7 @@ func TestLoadFullFile(t *testing.T) {
 			},
 			Paths:          map[string]string{"shell": "/usr/local/bin/pacer-shell"},
 			MaxConcurrency: 8,
-			CancelGrace:    2 * time.Second,
+			CancelGrace:    10 * time.Second,
 			InheritEnv:     []string{"LANG", "SSL_CERT_*"},
 		},
 		Observability: Observability{

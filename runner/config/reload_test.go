@@ -62,3 +62,21 @@ func TestWarningForScheduleThatNeverFires(t *testing.T) {
 		t.Fatalf("warnings: %v", cfg.Warnings)
 	}
 }
+
+// A plugins.cancel_grace not above the 2 s a cancelled command's tree gets
+// between SIGTERM and SIGKILL, plus a second, is valid with a warning at
+// its line: a command ignoring SIGTERM would get its plugin killed as hung
+// and fail the plugin's other runs (attack 25, W1: accepted silently).
+func TestWarningForCancelGraceBelowTheTreesGrace(t *testing.T) {
+	t.Parallel()
+	for grace, warned := range map[string]bool{"2s": true, "3s": true, "3100ms": false, "5s": false} {
+		cfg, err := Parse("pacer.yaml", cat([]string{"plugins:", "  cancel_grace: " + grace, "jobs:"}, jobLines("ok")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := len(cfg.Warnings) == 1 && strings.HasPrefix(cfg.Warnings[0].String(), "pacer.yaml:2: plugins.cancel_grace: "+grace+" leaves a cancelled command no room")
+		if got != warned || len(cfg.Warnings) > 1 {
+			t.Errorf("cancel_grace %s: warnings %v, want a warning: %v", grace, cfg.Warnings, warned)
+		}
+	}
+}

@@ -564,12 +564,24 @@ func (d *decoder) validateTriggers(t *Triggers) {
 // cancelled runs after the drain, and so does a replaced run.
 const maxCancelGrace = 24 * time.Hour
 
+// treeGrace is the time the SDKs give a cancelled command's process tree
+// between SIGTERM and SIGKILL (sdk/proctree DefaultGrace, the Python SDK's
+// ctx.run): a plugins.cancel_grace not above it kills the plugin, and
+// fails its other runs, whenever a command ignores SIGTERM.
+const treeGrace = 2 * time.Second
+
 func (d *decoder) validatePlugins(p *Plugins) {
 	d.positive("plugins.start_timeout", p.StartTimeout)
 	if p.CancelGrace > maxCancelGrace {
 		d.problem("plugins.cancel_grace", "%s is too long: at most %s", p.CancelGrace, maxCancelGrace)
 	} else {
 		d.positive("plugins.cancel_grace", p.CancelGrace)
+	}
+	if p.CancelGrace > 0 && p.CancelGrace <= treeGrace+time.Second {
+		d.warn("plugins.cancel_grace", "%s leaves a cancelled command no room: the shell plugin's and the SDKs' commands get SIGTERM, "+
+			"then SIGKILL %s later, and a plugin whose task has not returned within cancel_grace is killed, failing its other runs "+
+			"and counting toward its quarantine; use more than %s (the default is %s)",
+			p.CancelGrace, treeGrace, treeGrace+time.Second, defaultPluginCancelGrace)
 	}
 	if p.MaxConcurrency < 1 || p.MaxConcurrency > 10000 {
 		d.problem("plugins.max_concurrency", "must be between 1 and 10000, got %d", p.MaxConcurrency)
