@@ -113,8 +113,12 @@ class _Cancellation:
             callbacks = list(self._callbacks.values())
             self._callbacks.clear()
         self._event.set()
-        for fn in callbacks:
-            _call_quietly(fn, reason)
+        if callbacks:
+            # Off the caller's thread: it is the run stream's reader (a
+            # cancel from the runner) or its lease watcher, which every run
+            # on the stream shares. A callback that blocks (terminate a
+            # child and wait for it) holds up its own run only.
+            threading.Thread(target=_call_all, args=(callbacks, reason), name="pacer-on-cancel", daemon=True).start()
         return True
 
     def add(self, fn: Callable[[str], None]) -> Callable[[], None]:
@@ -135,6 +139,11 @@ class _Cancellation:
 
     def wait(self, timeout: Optional[float]) -> bool:
         return self._event.wait(timeout)
+
+
+def _call_all(callbacks: List[Callable[[str], None]], reason: str) -> None:
+    for fn in callbacks:
+        _call_quietly(fn, reason)
 
 
 def _call_quietly(fn: Callable[[str], None], reason: str) -> None:

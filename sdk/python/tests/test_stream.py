@@ -4,6 +4,7 @@ duplicate IDs, the stream's end and the runner's lease end them."""
 
 import os
 import queue
+import threading
 import time
 
 import grpc
@@ -22,6 +23,7 @@ class Blocks:
     def __init__(self):
         self.started = queue.Queue()
         self.ended = queue.Queue()
+        self.release = threading.Event()  # ends the stubborn task's cancel callback
 
     def wait_started(self, n):
         return sorted(self.started.get(timeout=10) for _ in range(n))
@@ -37,6 +39,15 @@ def stream_plugin(blocks):
         blocks.ended.put((ctx.info.correlation_id, ctx.cancel_reason))
         ctx.check()
         return "not cancelled"
+
+    @plugin.task()
+    def stubborn(ctx):
+        # A cancel callback that blocks, as terminating a child and waiting
+        # for it does.
+        ctx.on_cancel(lambda reason: blocks.release.wait(30))
+        blocks.started.put(ctx.info.correlation_id)
+        ctx.wait()
+        return "cancelled"
 
     @plugin.task()
     def bigspan(ctx):
@@ -154,6 +165,25 @@ class RunStreamTest(TestCase):
         self.assertNotIn(2, self.s.events, "run 2 was not cancelled")
         self.s.send(cancels=[(2, "")])
         self.assertEqual(self.s.ends(2)[2].event.result.error, "cancelled: cancelled by the runner")
+        self.s.close_send()
+        self.assertIsNone(self.s.finish())
+
+    def test_a_blocking_cancel_callback_holds_up_only_its_own_run(self):
+        # Attack 26, P6: the callbacks ran on the stream's reader thread,
+        # so one that blocked held up every other run's cancel (and start)
+        # on the stream: run 2 never heard its cancel, and was killed as
+        # hung at the runner's cancel_grace.
+        self.addCleanup(self.blocks.release.set)
+        self.s.send([stream_run(1, "stubborn"), stream_run(2, "block")])
+        self.assertEqual(self.blocks.wait_started(2), ["corr-1", "corr-2"])
+        self.s.send(cancels=[(1, "stop it")])
+        self.s.send(cancels=[(2, "you too")], runs=[stream_run(3, "greet", {"name": "Ada"})])
+        ends = self.s.ends(2, 3, timeout=10)
+        self.assertEqual(ends[2].event.result.error, "cancelled: you too")
+        self.assertEqual(ends[3].event.result.output, "hello, Ada")
+        self.assertNotIn(1, ends, "run 1 ended while its callback blocked")
+        self.blocks.release.set()
+        self.assertEqual(self.s.ends(1)[1].event.result.output, "cancelled")
         self.s.close_send()
         self.assertIsNone(self.s.finish())
 
