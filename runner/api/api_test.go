@@ -162,7 +162,13 @@ func TestJobAPI(t *testing.T) {
 		{"correlation id uuid and path", "POST", "/api/v1/jobs/a/trigger", "s3cret", "", []string{"X-Correlation-ID", "ci:build/7.2_a-018f6b2c-6d0a-7c3e-9a4b-1f2e3d4c5b6a"}, 202, ""},
 		{"malformed body", "POST", "/api/v1/jobs/a/pause", "s3cret", "{nope", nil, 400, "JSON object"},
 		{"oversized body", "POST", "/api/v1/jobs/a/pause", "s3cret", `{"x":"` + strings.Repeat("a", 70<<10) + `"}`, nil, 413, "over"},
-		{"pause", "POST", "/api/v1/jobs/a/pause", "s3cret", `{}`, nil, 200, ""},
+		// Attack 25, W11: pause and resume took an ID the logs mask, and
+		// their audit lines carried "[ipv4]"; and a null body, not an
+		// object, was taken.
+		{"pause correlation id ip", "POST", "/api/v1/jobs/a/pause", "s3cret", "", []string{"X-Correlation-ID", "10.1.2.3"}, 400, "X-Correlation-ID: holds what the logs mask"},
+		{"resume correlation id card", "POST", "/api/v1/jobs/a/resume", "s3cret", "", []string{"X-Correlation-ID", "4111111111111111"}, 400, "X-Correlation-ID: holds what the logs mask"},
+		{"null body", "POST", "/api/v1/jobs/a/pause", "s3cret", "null", nil, 400, "request body must be empty or a JSON object: null"},
+		{"pause", "POST", "/api/v1/jobs/a/pause", "s3cret", `{}`, []string{"X-Correlation-ID", "ops-ticket-42"}, 200, ""},
 		{"runs need a job", "GET", "/api/v1/runs", "", "", nil, 400, "job is required"},
 		{"runs bad limit", "GET", "/api/v1/runs?job=a&limit=0", "", "", nil, 400, "limit"},
 		{"runs", "GET", "/api/v1/runs?job=a&limit=5", "", "", nil, 200, ""},

@@ -34,11 +34,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, j)
 	}))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/trigger", s.write(func(w http.ResponseWriter, r *http.Request) {
-		corr := r.Header.Get("X-Correlation-ID")
-		if err := s.validCorrelationID(corr); err != nil {
-			s.writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
+		corr := r.Header.Get("X-Correlation-ID") // checked by s.write
 		key, err := idempotencyKey(r)
 		if err != nil {
 			s.writeError(w, http.StatusBadRequest, err.Error())
@@ -157,6 +153,14 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 		if !s.guard.mutating(w, r) {
 			return
 		}
+		// Every call that changes state logs the caller's correlation ID
+		// in its audit line: one the logs would mask is refused here, as a
+		// trigger's is, so that the caller finds its request by the ID it
+		// sent (attack 25, W11: pause and resume logged "[ipv4]").
+		if err := s.validCorrelationID(r.Header.Get("X-Correlation-ID")); err != nil {
+			s.writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		canon := []byte("{}") // the body's canonical JSON (sorted keys, no spacing)
 		if r.Body != nil && r.Method != http.MethodGet {
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -170,8 +174,12 @@ func (s *Server) write(h http.HandlerFunc) http.HandlerFunc {
 				return
 			case len(strings.TrimSpace(string(body))) > 0:
 				var obj map[string]any
-				if err := json.Unmarshal(body, &obj); err != nil {
-					s.writeError(w, http.StatusBadRequest, "request body must be empty or a JSON object: "+err.Error())
+				if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+					why := "null" // what decodes into a nil map
+					if err != nil {
+						why = err.Error()
+					}
+					s.writeError(w, http.StatusBadRequest, "request body must be empty or a JSON object: "+why)
 					return
 				}
 				canon, _ = json.Marshal(obj)
