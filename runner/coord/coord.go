@@ -50,7 +50,12 @@ type Options struct {
 	LeaseTTL time.Duration
 	// RequestTimeout bounds each etcd request. Default 5s.
 	RequestTimeout time.Duration
-	Logger         *slog.Logger
+	// TLSCheck, if set, says why the TLS handshake with etcd fails
+	// (TLSCheck's function): asked when a session cannot be opened or the
+	// cluster's state cannot be read, so that the error names the
+	// certificate rather than a timeout.
+	TLSCheck func(context.Context) error
+	Logger   *slog.Logger
 	// Metrics, if set, receives the lease keepalive metrics.
 	Metrics *observability.Metrics
 	// Tracer, if set, records each election and leadership term as spans.

@@ -113,7 +113,7 @@ func (c *Coordinator) openSession(ctx context.Context) (*session, error) {
 	lease, err := c.cli.Grant(gctx, int64(c.opts.LeaseTTL/time.Second))
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("grant lease: %w", err)
+		return nil, fmt.Errorf("grant lease: %w", c.WithTLSProblem(ctx, err))
 	}
 	// The session's keepalive stream lives as long as the session, not as
 	// long as ctx: a stop hands the shards over (drain, resign) before the

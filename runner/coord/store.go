@@ -541,7 +541,7 @@ func (c *Coordinator) State(ctx context.Context) (st ClusterState, err error) {
 	resp, err := c.cli.Get(ctx, c.prefix+"leader/", clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
-		return st, fmt.Errorf("read elections: %w", err)
+		return st, fmt.Errorf("read elections: %w", c.WithTLSProblem(ctx, err))
 	}
 	nodes, _, _ := c.candidates()
 	assigned := shard.Assign(st.ShardCount, nodes)

@@ -256,30 +256,40 @@ func newDataDirLock(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger) (*dat
 	return &dataDirLock{leases: leases}, nil
 }
 
-func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, q *observability.LogQueue, lock *dataDirLock) (*clientv3.Client, error) {
+// etcdTLSCheck says why the TLS handshake with an external etcd fails
+// (coord.TLSCheck); nil for the embedded etcd, or without TLS.
+type etcdTLSCheck func(context.Context) error
+
+func newEtcdClient(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, q *observability.LogQueue, lock *dataDirLock) (*clientv3.Client, etcdTLSCheck, error) {
 	e := cfg.Cluster.Etcd
 	if len(e.Endpoints) == 0 {
-		return newEmbeddedClient(lc, cfg, log, q, lock), nil
+		return newEmbeddedClient(lc, cfg, log, q, lock), nil, nil
 	}
 	cc, err := coord.ClientConfig(coord.ClientOptions{
 		Endpoints: e.Endpoints, DialTimeout: e.DialTimeout, Username: e.Username, PasswordEnv: e.PasswordEnv, PasswordFile: e.PasswordFile,
 		CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile, Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	check := coord.TLSCheck(cc)
 	cli, err := clientv3.New(cc)
 	if err != nil {
+		if check != nil {
+			if p := check(context.Background()); p != nil {
+				err = fmt.Errorf("%w (%v)", err, p)
+			}
+		}
 		if cc.Username != "" {
 			// With a user, the client authenticates before anything else,
 			// and gives up after the dial timeout.
-			return nil, fmt.Errorf("cluster.etcd: cannot authenticate as %q at %s within cluster.etcd.dial_timeout (%s): %w",
+			return nil, nil, fmt.Errorf("cluster.etcd: cannot authenticate as %q at %s within cluster.etcd.dial_timeout (%s): %w",
 				cc.Username, strings.Join(e.Endpoints, ", "), e.DialTimeout, err)
 		}
-		return nil, fmt.Errorf("etcd client: %w", err)
+		return nil, nil, fmt.Errorf("etcd client: %w", err)
 	}
 	lc.Append(fx.StopHook(cli.Close))
-	return cli, nil
+	return cli, check, nil
 }
 
 // newEmbeddedClient starts the embedded etcd and returns the runner's
@@ -499,7 +509,7 @@ func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *
 }
 
 func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics,
-	tp trace.TracerProvider, hook *termHook, ms *coord.Membership, mon *coord.Monitor) *coord.Coordinator {
+	tp trace.TracerProvider, hook *termHook, ms *coord.Membership, mon *coord.Monitor, tlsCheck etcdTLSCheck) *coord.Coordinator {
 	node := cfg.Node.Name
 	m.Shards.Set(float64(cfg.Cluster.Shards))
 	for n := range cfg.Cluster.Shards {
@@ -511,8 +521,8 @@ func newCoordinator(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, l
 		Members: ms, Roster: ms,
 		Client: cli, Cluster: cfg.Cluster.Name, Node: node, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Logger: log.With("component", "coord"), Metrics: m,
-		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"),
-		Gate:   ms, Shards: cfg.Cluster.Shards, Settle: cfg.Cluster.ShardSettle, DrainTimeout: cfg.Shutdown.DrainTimeout,
+		Tracer: tp.Tracer("github.com/pacerun/pacer/runner/coord"), TLSCheck: tlsCheck,
+		Gate: ms, Shards: cfg.Cluster.Shards, Settle: cfg.Cluster.ShardSettle, DrainTimeout: cfg.Shutdown.DrainTimeout,
 		Drain:              hook.waitIdle,
 		CompactionInterval: cfg.Cluster.Etcd.CompactionInterval, Monitor: mon,
 		OnTransition: func(leading bool, t *coord.Term) {
@@ -713,7 +723,7 @@ func newAPI(lc fx.Lifecycle, cfg *config.Config, log *slog.Logger, m *observabil
 		ProbeListen: cfg.HTTP.ProbeListen,
 		Ready: func(ctx context.Context) error {
 			if _, err := cli.Get(ctx, "/pacer/"+cfg.Cluster.Name+"/ready"); err != nil {
-				return fmt.Errorf("etcd unreachable: %w", err)
+				return fmt.Errorf("etcd unreachable: %w", c.WithTLSProblem(ctx, err))
 			}
 			// etcd answers, but can it take writes? (space quota, disk)
 			if err := mon.Check(ctx); err != nil {
