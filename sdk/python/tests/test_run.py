@@ -44,10 +44,13 @@ def make_plugin(started=None, gate=None, reasons=None):
     @plugin.task()
     def wait(ctx):
         calls = []
-        ctx.on_cancel(calls.append)
+        called = threading.Event()
+        ctx.on_cancel(lambda reason: (calls.append(reason), called.set()))
         if started is not None:
             started.set()
         cancelled = ctx.wait(30)
+        if cancelled:
+            called.wait(10)  # the callbacks run on a thread of their own
         ctx.log.info("woke", cancelled=cancelled, reason=ctx.cancel_reason, callbacks=calls, remaining=ctx.time_remaining())
         if reasons is not None:
             reasons.append(ctx.cancel_reason)
