@@ -18,7 +18,8 @@ const maxCatchUp = 10000
 
 // maxCatchUpRuns bounds the missed slots of one job that run under the
 // misfire policy "all": they are claimed together before the term's
-// scheduler claims anything, and then run one after the other. Missed
+// scheduler claims anything, and then run one after the other (under
+// overlap allow, at once, up to max_concurrency: applyMisfire). Missed
 // slots beyond it are recorded as skipped.
 const maxCatchUpRuns = 100
 
@@ -122,10 +123,11 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		absent, why = append(gap, absent...), append(gapWhy, why...)
 		restWhy := history.notClaimed(t, rest) // read here: the history is not for goroutines
 		// Once the job's slots are decided, this goroutine goes on as
-		// the run of those to run: one goroutine a job, not two. The run
-		// is registered as the job's before the catch-up returns (before
-		// the scheduler can fire a slot of the job, which the overlap
-		// policy decides against it).
+		// the run of those to run: one goroutine a job, not two (an
+		// overlap allow job's slots each run in one of their own, which
+		// applyMisfire starts). The run is registered as the job's before
+		// the catch-up returns (before the scheduler can fire a slot of
+		// the job, which the overlap policy decides against it).
 		claimed.Add(1)
 		go func() {
 			decided := sync.OnceFunc(claimed.Done)
@@ -248,6 +250,15 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // hand-over held back are among them: then the run takes the slots the
 // scheduler fires while it goes (slotRun.late, runLate).
 //
+// Under overlap allow, the slots to run do not wait for one another: each
+// is decided as a slot the scheduler fires is (admitLate), so that up to
+// max_concurrency of them (with the job's runs going) start at once, each
+// in a run of its own registered before this returns, and the others are
+// recorded skipped, reason overlap, as over max_concurrency. Then it
+// starts them itself (runAtOnce) and returns no run. (Attack 25, W2: they
+// ran one after the other, and the run took the scheduler's slots behind
+// them for a minute and a half.)
+//
 // A slot that would run (a held-back one included) but came due while the
 // job was paused, by pauses (its pause history), is skipped with reason
 // paused instead, as on one leader, whether or not the job is paused now.
@@ -259,10 +270,13 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	var run []time.Time
 	var skips [][]time.Time // runs of consecutive skipped slots: windows of missed, not copies
 	var skipsWhy []string   // who did not claim each run's first slot ("": no replica led)
-	var skipsKind []string  // each run of skipped slots' reason: SkipMisfire, SkipOverlap (held back) or SkipPaused
+	var skipsKind []string  // each run of skipped slots' reason: SkipMisfire, SkipOverlap (held back, or allow's max_concurrency) or SkipPaused
 	prevSkipped, prevKind := false, ""
 	nheld, noverlap, npaused, nheldPaused := 0, 0, 0, 0
-	var busy []span // the job's attempts, when held-back slots are decided by overlap
+	atOnce := j.Overlap == OverlapAllow
+	var started []lateRun    // under allow: the run of each slot of run, registered
+	nbusy, nheldBusy := 0, 0 // under allow: slots over max_concurrency, and the held-back ones among them
+	var busy []span          // the job's attempts, when held-back slots are decided by overlap
 	if forbids(j) && slices.ContainsFunc(missed, held.holds) {
 		busy = r.attemptsOf(t, j)
 	}
@@ -287,13 +301,26 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		case !inGrace || j.Misfire.Policy == MisfireSkip:
 			skip = true
 		case j.Misfire.Policy == MisfireAll:
-			skip = len(run)-nheld >= maxCatchUpRuns
+			skip = len(run)-(nheld-nheldBusy) >= maxCatchUpRuns
 		default: // once: the latest
 			skip = i != len(missed)-1
 		}
 		if !skip && pausedThen {
 			skip, kind = true, SkipPaused
 			npaused++
+		}
+		why := ""
+		if i < len(missedWhy) {
+			why = missedWhy[i]
+		}
+		if !skip && atOnce {
+			if over := r.admitLate(t, j, &started); over != "" {
+				skip, kind, why = true, SkipOverlap, over
+				nbusy++
+				if held.holds(s) {
+					nheldBusy++
+				}
+			}
 		}
 		switch {
 		case !skip:
@@ -305,32 +332,34 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 			skips[k] = skips[k][:len(skips[k])+1]
 		default:
 			skips = append(skips, missed[i:i+1])
-			skipsWhy = append(skipsWhy, "")
+			skipsWhy = append(skipsWhy, why)
 			skipsKind = append(skipsKind, kind)
-			if i < len(missedWhy) {
-				skipsWhy[len(skipsWhy)-1] = missedWhy[i]
-			}
 		}
 		prevSkipped, prevKind = skip, kind
 	}
-	nskip := len(missed) - len(run) - noverlap - npaused - nheldPaused
+	nskip := len(missed) - len(run) - noverlap - npaused - nheldPaused - nbusy
 	if nheld+noverlap+nheldPaused < len(missed) {
 		// A paused job's slots to run do not run (see below): say so.
-		running, paused := len(run)-nheld, npaused
+		running, paused := len(run)-(nheld-nheldBusy), npaused
 		if p, _ := r.JobState(j.ID); p {
 			running, paused = 0, running+paused
 		}
 		r.log.Warn("slots came due while no replica led", "job", j.ID, "missed", len(missed)-nheld-noverlap-nheldPaused,
-			"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", running, "skipping", nskip, "paused", paused)
+			"policy", j.Misfire.Policy, "grace", j.Misfire.Grace, "running", running, "skipping", nskip, "paused", paused,
+			"skipped_max_concurrency", nbusy-nheldBusy)
 	}
 	if nheld > 0 || noverlap > 0 || nheldPaused > 0 {
-		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld,
-			"skipped_overlap", noverlap, "skipped_paused", nheldPaused)
+		r.log.Info("slots held back by a hand-over: running them late", "job", j.ID, "slots", nheld-nheldBusy,
+			"skipped_overlap", noverlap, "skipped_paused", nheldPaused, "skipped_max_concurrency", nheldBusy)
 	}
 	recs := make([]Record, len(skips))
 	for i, sk := range skips {
 		switch skipsKind[i] {
 		case SkipOverlap:
+			if atOnce { // over max_concurrency, as the scheduler's slots are
+				recs[i] = r.slotsRecord(t, j, sk, SkipOverlap, skipsWhy[i])
+				break
+			}
 			recs[i] = r.heldOverlapRecord(t, j, sk)
 		case SkipPaused:
 			recs[i] = r.pausedThenRecord(t, j, sk)
@@ -350,7 +379,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		latest, recs = &rec, recs[:len(recs)-1]
 	}
 	if len(run) > 0 {
-		claims, unwritten = r.claimMissed(t, j, run, recs, behind)
+		claims, unwritten = r.claimMissed(t, j, run, recs, behind, atOnce)
 	} else {
 		unwritten = recs
 	}
@@ -372,8 +401,8 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	if nskip > 0 {
 		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipMisfire).Add(float64(nskip))
 	}
-	if noverlap > 0 {
-		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipOverlap).Add(float64(noverlap))
+	if noverlap+nbusy > 0 {
+		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipOverlap).Add(float64(noverlap + nbusy))
 	}
 	if npaused+nheldPaused > 0 {
 		r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipPaused).Add(float64(npaused + nheldPaused))
@@ -386,6 +415,10 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 				r.record(t, rec, log)
 			}
 		}()
+	}
+	if atOnce {
+		r.runAtOnce(t, j, run, started, claims)
+		return nil, false
 	}
 	if len(claims) == 0 {
 		return nil, false
@@ -457,6 +490,67 @@ func (r *Runner) runLate(ctx context.Context, t *coord.Term, j *Job, sr *slotRun
 		began := wallNow()
 		r.runSlotFrom(ctx, t, s, observability.NewCorrelationID(), nil, claimHow{}, 1, sr)
 		busy = append(busy, span{s.Time, s.Time.Add(wallNow().Sub(began))})
+	}
+}
+
+// lateRun is a run registered for a late slot of an overlap allow job
+// (admitLate): its context, its slotRun and the func that ends it.
+type lateRun struct {
+	ctx  context.Context
+	sr   *slotRun
+	done func()
+}
+
+// admitLate decides whether a late slot of j, an overlap allow job, starts
+// now beside the job's runs, as a slot the scheduler fires would be
+// (atMaxConcurrency): if so, it registers the slot's run as one of the
+// job's (trackedLocked), appended to started, so that the next slot's
+// decision counts it, and returns ""; if not, why not.
+func (r *Runner) admitLate(t *coord.Term, j *Job, started *[]lateRun) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if why := atMaxConcurrency(j, len(r.running[j.ID])); why != "" {
+		return why
+	}
+	ctx, sr, done := r.trackedLocked(t, j)
+	*started = append(*started, lateRun{ctx, sr, done})
+	return ""
+}
+
+// runAtOnce starts each claimed late slot of an overlap allow job in the
+// run admitLate registered for it (runs[i] for slots[i]), on a goroutine
+// of its own. The run of a slot that was not claimed (claims holds those
+// that were, in slot order) ends at once; so does every run once the
+// runner is stopped, its claim left open for the shard's next leader. A
+// slot whose job is paused by the time it would start, or whose run ended
+// first, is closed with a skip record (closeUnrun), as in a forbid job's
+// run of late slots.
+func (r *Runner) runAtOnce(t *coord.Term, j *Job, slots []time.Time, runs []lateRun, claims []Record) {
+	for i, s := range slots {
+		a := runs[i]
+		if len(claims) == 0 || !claims[0].ScheduledTime.Equal(s) {
+			a.done() // decided elsewhere: its claim says how
+			continue
+		}
+		c := claims[0]
+		claims = claims[1:]
+		if !r.addWork() {
+			a.done()
+			continue
+		}
+		go func() {
+			defer r.wg.Done()
+			defer a.done()
+			if a.ctx.Err() != nil {
+				r.closeUnrun(t, j, []Record{c}, context.Cause(a.ctx))
+				return
+			}
+			if paused, _ := r.JobState(j.ID); paused {
+				r.closeUnrun(t, j, []Record{c}, stopPaused)
+				return
+			}
+			r.runSlotFrom(a.ctx, t, Slot{Job: j, Time: c.ScheduledTime}, c.CorrelationID, nil, claimHow{claimed: &c}, c.Attempt, a.sr)
+		}()
 	}
 }
 
@@ -618,14 +712,15 @@ func (r *Runner) misfireRecord(t *coord.Term, j *Job, slots []time.Time, notClai
 // made, in slot order, and the records that were not written. A slot found
 // taken or decided is left out: its claim says what happened to it. Every
 // slot but the first is claimed as queued (Record.Queued), the first too
-// if behind (it waits for re-delivered slots of the job).
-func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Record, behind bool) (claims, unwritten []Record) {
+// if behind (it waits for re-delivered slots of the job); none if atOnce
+// (each starts at once, in a run of its own: overlap allow).
+func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Record, behind, atOnce bool) (claims, unwritten []Record) {
 	claims = make([]Record, len(run))
 	errs := make([]error, len(run))
 	var wg sync.WaitGroup
 	for i, s := range run {
 		claims[i] = Record{Job: j.ID, ScheduledTime: s.UTC(), RunID: observability.NewRunID(), CorrelationID: newCorrelationID(),
-			Node: r.o.Node, FencingToken: t.Token, Attempt: 1, State: "running", Start: wallNow().UTC(), Queued: i > 0 || behind}
+			Node: r.o.Node, FencingToken: t.Token, Attempt: 1, State: "running", Start: wallNow().UTC(), Queued: (i > 0 || behind) && !atOnce}
 		var runID string
 		var rec []byte
 		if i < len(recs) {

@@ -751,12 +751,8 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 	if n := len(r.running[s.Job.ID]); n > 0 {
 		switch s.Job.Overlap {
 		case OverlapAllow:
-			if s.Job.MaxConcurrency > 0 && n >= s.Job.MaxConcurrency {
-				if q := r.lateQueueLocked(s.Job.ID, true); q != nil && tr == nil {
-					q.slots = append(q.slots, s) // after the held-back slots (attack 21, S2)
-					return
-				}
-				skip(t, s, SkipOverlap, fmt.Sprintf("%d runs already running (max_concurrency)", n))
+			if why := atMaxConcurrency(s.Job, n); why != "" {
+				skip(t, s, SkipOverlap, why)
 				return
 			}
 		case OverlapReplace:
@@ -766,7 +762,7 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 				replaced = append(replaced, sr)
 			}
 		default:
-			if q := r.lateQueueLocked(s.Job.ID, false); q != nil && tr == nil {
+			if q := r.lateQueueLocked(s.Job.ID); q != nil && tr == nil {
 				q.slots = append(q.slots, s)
 				return
 			}
@@ -817,11 +813,23 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 	}()
 }
 
+// atMaxConcurrency returns why a slot of j, an overlap allow job with n
+// runs going, does not start (its max_concurrency is reached), or "" if it
+// may start. It is the one decision of allow: for a slot the scheduler
+// fires (start) and for the slots a catch-up runs late (admitLate) alike.
+func atMaxConcurrency(j *Job, n int) string {
+	if j.MaxConcurrency > 0 && n >= j.MaxConcurrency {
+		return fmt.Sprintf("%d runs already running (max_concurrency)", n)
+	}
+	return ""
+}
+
 // lateQueueLocked returns the queue of job's run of slots a hand-over held
-// back that takes the scheduler's slots: when that is its only run, or
-// (among) any of its runs; nil if there is none. Called with r.mu held.
-func (r *Runner) lateQueueLocked(job string, among bool) *lateQueue {
-	if len(r.running[job]) != 1 && !among {
+// back that takes the scheduler's slots (a forbid job's: an allow job's
+// held-back slots each run at once, in a run of their own), when that is
+// the job's only run; nil if there is none. Called with r.mu held.
+func (r *Runner) lateQueueLocked(job string) *lateQueue {
+	if len(r.running[job]) != 1 {
 		return nil
 	}
 	for _, sr := range r.running[job] {
@@ -879,6 +887,11 @@ func (r *Runner) trackLocked(t *coord.Term, job string) (context.Context, *slotR
 func (r *Runner) tracked(t *coord.Term, j *Job) (context.Context, *slotRun, func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.trackedLocked(t, j)
+}
+
+// trackedLocked is tracked with r.mu held.
+func (r *Runner) trackedLocked(t *coord.Term, j *Job) (context.Context, *slotRun, func()) {
 	ctx, sr, done := r.trackLocked(t, j.ID)
 	// A reload between the term's look at the jobs and now was not seen.
 	switch cur, ok := r.jobs[j.ID]; {
