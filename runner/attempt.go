@@ -221,6 +221,9 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 	first := 1
 	if tr != nil {
 		first = tr.first
+		if tr.lost != nil {
+			r.recordTakenOver(t, s, *tr.lost)
+		}
 	}
 	r.runSlotFrom(ctx, t, s, correlationID, tr, claimHow{}, first, sr)
 }

@@ -901,7 +901,10 @@ func TestRedeliveredSlotsOfAForbidJobRunOneAfterTheOther(t *testing.T) {
 		Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Hour}}
 	b.r.SetJobs([]*runner.Job{j})
 	for i, s := range open {
-		c, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: fmt.Sprint("r", i), CorrelationID: fmt.Sprint("c", i),
+		// Run IDs as the dead leader made them (UUIDv7: older than the
+		// re-runs'), so that a slot's newest record is its re-run's, not
+		// that of the attempt taken over (attack 25, W6).
+		c, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: observability.NewRunID(), CorrelationID: fmt.Sprint("c", i),
 			Node: "dead", FencingToken: first.Token, Attempt: 1, State: "running", Start: s, Queued: i > 0})
 		if err := b.coord.Claim(ctx, first, j.ID, s, c); err != nil {
 			t.Fatal(err)

@@ -318,10 +318,15 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 				t.Fatalf("claims of d after the catch-up: %+v; want the slot finished", jc)
 			}
 			recs := records(t, b, "d")
-			if len(recs) != 1 {
-				t.Fatalf("%d records, want 1: %+v", len(recs), recs)
+			want := 1
+			if policy == runner.DeliveryAtLeastOnce {
+				want = 2 // the attempt taken over too
 			}
-			final := recs[0]
+			if len(recs) != want {
+				t.Fatalf("%d records, want %d: %+v", len(recs), want, recs)
+			}
+			lost := slices.IndexFunc(recs, func(r runner.Record) bool { return r.RunID == "old-run" })
+			final := recs[len(recs)-1-max(lost, 0)] // the other one
 			switch policy {
 			case runner.DeliveryAtLeastOnce:
 				if len(calls) != 1 || calls[0].Info.Attempt != 2 || calls[0].Info.CorrelationID != "corr-dead" ||
@@ -330,6 +335,15 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 				}
 				if final.State != "success" || final.FencingToken != term.Token {
 					t.Fatalf("slot record %+v", final)
+				}
+				// Attack 25, W6: the attempt the dead leader ran is
+				// recorded, under its own run ID (before, it had none).
+				if lost < 0 {
+					t.Fatalf("records %+v: none of the dead leader's attempt (old-run)", recs)
+				}
+				if lost := recs[lost]; lost.State != "skipped" || lost.Reason != runner.SkipLockLost || lost.Attempt != 1 ||
+					lost.CorrelationID != "corr-dead" || lost.FencingToken != term.Token || !strings.Contains(lost.Error, "dead-node") {
+					t.Fatalf("the dead leader's attempt's record %+v, want attempt 1 skipped lock_lost naming dead-node", lost)
 				}
 			default:
 				if len(calls) != 0 {

@@ -48,6 +48,10 @@ type Coordinator interface {
 	// Runs returns up to limit of a job's records, newest first (the
 	// held-back slots of an overlap-forbid job are decided against them).
 	Runs(ctx context.Context, job string, limit int) ([][]byte, error)
+	// HasRun says whether a record of a job's run is stored (the attempt
+	// an older term left running is recorded by the leader that takes it
+	// over only if its own leader did not record it).
+	HasRun(ctx context.Context, job, runID string) (bool, error)
 	// PauseHistory returns the stretches each job was paused (the catch-up
 	// decides a missed slot by whether its job was paused at its time).
 	PauseHistory(ctx context.Context) (map[string][]coord.Pause, error)

@@ -47,6 +47,10 @@ type trigger struct {
 	req   TriggerRequest
 	first int   // the first attempt's number: a run again continues the count
 	rev   int64 // the claim's revision, once decided to run
+	// lost, on a request run again (delivery at-least-once), is the claim
+	// of the attempt an older term left running: recorded when the run
+	// again starts (recordTakenOver).
+	lost *Record
 }
 
 // HandleTriggers takes the stored trigger requests (all of them, after
@@ -199,6 +203,9 @@ func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, 
 		log.Warn("manual trigger left unfinished by the previous leader: running it again (at-least-once)",
 			"previous_node", claim.Node, "previous_token", claim.FencingToken)
 		tr.first = max(claim.Attempt, 1) + 1
+		lost := *claim
+		lost.Manual, lost.TriggerID = true, tr.ID
+		tr.lost = &lost
 		r.start(t, Slot{Job: j, Time: claim.ScheduledTime}, claim.CorrelationID, tr)
 		return
 	}

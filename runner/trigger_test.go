@@ -333,9 +333,15 @@ func TestManualTriggerLeftRunningFollowsDelivery(t *testing.T) {
 					}
 					return false
 				})
-				recs := recordsOf(t, a.cli, "d")
-				if len(recs) != 1 || recs[0].CorrelationID != "corr-d" || recs[0].Attempt != 2 || recs[0].TriggerID != tr.TriggerID {
-					t.Fatalf("records %+v, want one success of attempt 2 with corr-d", recs)
+				recs := recordsOf(t, a.cli, "d") // oldest first
+				if len(recs) != 2 || recs[1].CorrelationID != "corr-d" || recs[1].Attempt != 2 || recs[1].TriggerID != tr.TriggerID {
+					t.Fatalf("records %+v, want attempt 1's, then a success of attempt 2 with corr-d", recs)
+				}
+				// Attack 25, W6: the attempt lost with its leader is
+				// recorded by the next (before, it had no record).
+				if lost := recs[0]; lost.State != "skipped" || lost.Reason != runner.SkipLockLost || lost.Attempt != 1 ||
+					lost.CorrelationID != "corr-d" || !lost.Manual || lost.TriggerID != tr.TriggerID || !strings.Contains(lost.Error, "run again as attempt 2") {
+					t.Fatalf("attempt 1's record %+v, want skipped lock_lost with corr-d and the trigger ID, saying it runs attempt 2", lost)
 				}
 			} else {
 				waitUntil(t, "the lost record", func() bool { return len(recordsOf(t, a.cli, "d")) == 1 })

@@ -377,6 +377,19 @@ func (c *Coordinator) Runs(ctx context.Context, job string, limit int) ([][]byte
 	return out, nil
 }
 
+// HasRun reports whether a record of job's run runID is stored: a leader
+// that takes over an attempt an older term left running records it only
+// if its own leader did not (the runner's recordTakenOver).
+func (c *Coordinator) HasRun(ctx context.Context, job, runID string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	resp, err := c.cli.Get(ctx, c.runKey(job, runID), clientv3.WithCountOnly())
+	if err != nil {
+		return false, fmt.Errorf("read run %s of %s: %w", runID, job, err)
+	}
+	return resp.Count > 0, nil
+}
+
 // WatchPaused calls set with the full set of paused jobs now and after every
 // change, until ctx ends. It reconnects by itself; when the watch breaks it
 // calls lost (if not nil) first: until set is called again, the set it last
