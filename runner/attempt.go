@@ -222,7 +222,7 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 	if tr != nil {
 		first = tr.first
 		if tr.lost != nil {
-			r.recordTakenOver(t, s, *tr.lost)
+			r.recordTakenOver(t, s, *tr.lost, first)
 		}
 	}
 	r.runSlotFrom(ctx, t, s, correlationID, tr, claimHow{}, first, sr)

@@ -839,35 +839,30 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 	return redo
 }
 
-// recordTakenOver writes, in a goroutine of its own, the record of the
-// attempt an older term left running (claim: a slot's or a manual trigger
-// request's, as read), which this term takes over and runs again under
-// delivery at-least-once, as its run again starts (redeliver, runSlot: a
-// slot closed instead, its job paused, or replaced while it waited, says
-// so in its own record, as before): skipped, reason lock_lost, with the attempt's
-// number, run ID and correlation ID as the claim names them, fenced and
-// kept within the job's history as every record is (attack 25, W6: its
-// own leader's record of it is refused on its stale fencing token, and a
-// slot's history showed attempts 2, 4, 6 and nothing of 1, 3, 5). Under
-// the attempt's own run ID, its key is the one its leader would have
-// written: a record found there is left as it is (its leader's own, written
-// when its drain timeout cut the attempt or before the backoff of a retry;
-// or this one, by a leader that took the slot over before and lost it
-// before its re-run's claim landed), so each attempt is recorded once. A
-// queued claim names no attempt that started: nothing to record. Not
-// counted in pacer_job_skipped_total: the slot is not skipped, it runs
-// again. Called from the run again, which Stop waits for (r.wg), as it
-// waits for this record: a stop right after the takeover does not lose it.
-func (r *Runner) recordTakenOver(t *coord.Term, s Slot, claim Record) {
+// recordTakenOver writes the record of the attempt an older term left
+// running (claim: a slot's or a manual trigger request's, as read), which
+// this term runs again, as attempt next, under delivery at-least-once:
+// skipped, reason lock_lost, as the at-most-once record of a lost slot,
+// with the attempt's number, correlation ID and run ID as the claim names
+// them. Its leader's own record of it is refused on its stale fencing
+// token: before, a slot's history showed attempts 2, 4, 6 and nothing of
+// 1, 3, 5 (attack 25, W6). Under the attempt's run ID, its key is the one
+// its leader would have written; a record found there (its leader's, as
+// when its drain timeout cut the attempt; or a previous taker's, which lost
+// the slot before its re-run's claim landed) is kept, so each attempt has
+// one record. It is called as the run again starts (redeliver, runSlot: a
+// slot closed instead, paused or replaced, has its own record), from the
+// run, which Stop waits for, and writes in a goroutine that Stop waits for
+// too. Not counted in pacer_job_skipped_total: the slot runs again.
+func (r *Runner) recordTakenOver(t *coord.Term, s Slot, claim Record, next int) {
 	if claim.Queued || claim.RunID == "" {
-		return
+		return // a queued claim names no attempt that started
 	}
 	r.wg.Add(1) // the caller's count holds the group above zero
-	attempt := max(claim.Attempt, 1)
 	why := "left running by " + claim.Node + " (fencing token " + itoa(int(claim.FencingToken)) +
-		"), which lost leadership before recording its end: run again as attempt " + itoa(attempt+1) + " (delivery at-least-once)"
+		"), which lost leadership before recording its end: run again as attempt " + itoa(next) + " (delivery at-least-once)"
 	lost := r.skipRecord(t, s, SkipLockLost, why)
-	lost.RunID, lost.CorrelationID, lost.Attempt = claim.RunID, claim.CorrelationID, attempt
+	lost.RunID, lost.CorrelationID, lost.Attempt = claim.RunID, claim.CorrelationID, claim.Attempt
 	lost.Manual, lost.TriggerID = claim.Manual, claim.TriggerID
 	log := r.log.With("job", s.Job.ID, "correlation_id", claim.CorrelationID)
 	go func() {
@@ -883,7 +878,7 @@ func (r *Runner) recordTakenOver(t *coord.Term, s Slot, claim Record) {
 				return
 			case try == 4 || t.Context().Err() != nil || !backoff.Sleep(t.Context(), wait.Next()):
 				log.Warn("attempt taken over not recorded: could not read whether its leader recorded it",
-					"scheduled_time", s.Time, "attempt", attempt, "run_id", claim.RunID, "error", err)
+					"scheduled_time", s.Time, "attempt", claim.Attempt, "run_id", claim.RunID, "error", err)
 				return
 			}
 		}
@@ -918,11 +913,11 @@ func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr 
 		r.closeUnrun(t, j, []Record{{ScheduledTime: d.slot.Time, CorrelationID: d.rec.CorrelationID}}, stopPaused)
 		return false
 	}
-	r.recordTakenOver(t, d.slot, d.rec)
 	first := d.rec.Attempt + 1
 	if d.rec.Queued {
 		first = max(d.rec.Attempt, 1)
 	}
+	r.recordTakenOver(t, d.slot, d.rec, first)
 	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, claimHow{prev: d.claim}, first, sr)
 	return false
 }

@@ -187,3 +187,23 @@ func TestRecordBatchesStayWithinEtcdsRequestLimit(t *testing.T) {
 		t.Errorf("%d records stored, want 60", len(got))
 	}
 }
+
+// HasRun finds a job's record by its run ID, and only that job's: a
+// leader that takes over an attempt an older term left running records it
+// only if no record of it is there.
+func TestHasRunFindsARecordByItsRunID(t *testing.T) {
+	r := setup(t).replica(t, "a")
+	waitFor(t, "leadership", 10*time.Second, func() bool { return r.c.Term() != nil })
+	id := runID(time.Now(), 1)
+	if err := r.c.RecordRun(context.Background(), r.c.Term(), "job", id, []byte(id), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		job, id string
+		want    bool
+	}{{"job", id, true}, {"job", runID(time.Now(), 2), false}, {"other", id, false}, {"job", id[:8], false}} {
+		if got, err := r.c.HasRun(context.Background(), tc.job, tc.id); err != nil || got != tc.want {
+			t.Errorf("HasRun(%s, %s) = %v, %v; want %v", tc.job, tc.id, got, err, tc.want)
+		}
+	}
+}
