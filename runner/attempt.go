@@ -5,6 +5,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -228,7 +229,12 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 	r.runSlotFrom(ctx, t, s, correlationID, tr, claimHow{}, first, sr)
 }
 
-// runSlotFrom runs a slot's attempts from attempt first.
+// runSlotFrom runs a slot's attempts from attempt first. The slot's retry
+// budget counts from attempt 1, whichever leader ran the attempts before
+// first: of those, only the re-runs of cut attempts (how.reruns, or the
+// trigger's) are not retries, so the last attempt it may start is
+// retries.max + 1 + reruns (attack 25, W10: a leader that took a retry
+// over ran retries.max more after it).
 func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correlationID string, tr *trigger, how claimHow, first int, sr *slotRun) {
 	job := s.Job
 	if d := lateJitter(jitterFor(job, s.Time), s.Time); d > 0 && tr == nil {
@@ -248,6 +254,11 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	sr.setPhase(phaseClaiming)
 	claim := base
 	claim.State, claim.Start, claim.RunID, claim.Attempt = "running", wallNow().UTC(), observability.NewRunID(), first
+	claim.Reruns = how.reruns
+	if tr != nil {
+		claim.Reruns = tr.reruns
+	}
+	last := job.Retries.Max + 1 + claim.Reruns // the last attempt that may start
 	if how.claimed != nil {
 		claim.RunID = how.claimed.RunID
 	}
@@ -305,20 +316,21 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	}
 	var final Record
 	var prev trace.SpanContext
+	cur := firstAttempt
 	for attempt := first; ; attempt++ {
 		sr.attempt <- struct{}{} // free unless a replacing slot is looking
 		sr.setPhase(phaseRunning)
 		if attempt == first {
 			final, prev = r.execute(spanCtx, firstSpan, firstAttempt, base)
 		} else {
-			a := &attemptRun{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
-			actx, span := r.startRunSpan(ctx, a)
+			cur = &attemptRun{slot: s, term: t, runID: observability.NewRunID(), correlationID: correlationID, number: attempt, prev: prev}
+			actx, span := r.startRunSpan(ctx, cur)
 			if tr != nil {
-				r.reclaimTrigger(actx, t, tr, claim, a, log)
+				r.reclaimTrigger(actx, t, tr, claim, cur, log)
 			} else {
-				held = r.reclaimSlot(actx, t, s, held, a, log)
+				held = r.reclaimSlot(actx, t, s, held, cur, log)
 			}
-			final, prev = r.execute(actx, span, a, base)
+			final, prev = r.execute(actx, span, cur, base)
 		}
 		sr.attemptEnded(final)
 		sr.setPhase(phaseRecord)
@@ -326,7 +338,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		// fail the same (attack 19, P5: they were retried).
 		retry := final.State == observability.OutcomeFailure && !invalidParams(final) || final.State == observability.OutcomeTimeout ||
 			final.State == observability.OutcomeCrashed
-		if !retry || attempt > job.Retries.Max+first-1 || ctx.Err() != nil || t.Context().Err() != nil {
+		if !retry || attempt >= last || ctx.Err() != nil || t.Context().Err() != nil {
 			break
 		}
 		r.record(t, final, log) // this attempt's; the last one is recorded with the slot's result
@@ -438,9 +450,14 @@ func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Re
 // left, not as a cut attempt, and when that retry is due: a slot's claim
 // is made to say so (Record.RetryAt), and the next leader waits until
 // then (redeliver). If that write fails, the next leader runs the retry
-// when it takes the slot over, as before.
+// when it takes the slot over, as before. A trigger request's claim is
+// made to say so too, so that the next leader counts the retry against
+// the retry budget, not as a re-run of a cut attempt (Record.Reruns).
 func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger, retryAt time.Time) {
 	retry := !retryAt.IsZero()
+	if tr != nil && retry {
+		r.leaveTriggerRetry(t, tr, held, final, retryAt, log)
+	}
 	if tr == nil && (final.Attempt != held.Attempt || retry) {
 		cut := held
 		cut.RunID, cut.Attempt, cut.Start = final.RunID, final.Attempt, final.Start
@@ -477,6 +494,31 @@ func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Recor
 	log.Warn("run cut off by this replica's going: left to the shard's next leader to run again (at-least-once)",
 		"scheduled_time", s.Time, "attempt", final.Attempt, "run_id", final.RunID)
 	r.record(t, final, log)
+}
+
+// leaveTriggerRetry makes a running trigger request's claim name its
+// failed attempt final and when its retry is due (Record.RetryAt), as
+// leaveOpen does a slot's claim.
+func (r *Runner) leaveTriggerRetry(t *coord.Term, tr *trigger, held, final Record, retryAt time.Time, log *slog.Logger) {
+	left := held
+	left.RunID, left.Attempt, left.Start, left.RetryAt = final.RunID, final.Attempt, final.Start, retryAt.UTC()
+	req := tr.req
+	req.Claim = &left
+	b, err := json.Marshal(req)
+	if err == nil {
+		cur := tr.Trigger
+		cur.Revision = tr.rev
+		ctx, cancel := context.WithTimeout(context.Background(), recordPatience)
+		var rev int64
+		if rev, err = r.o.Coord.RunTrigger(ctx, t, cur, b); err == nil {
+			tr.rev = rev
+		}
+		cancel()
+	}
+	if err != nil {
+		log.Warn("manual trigger's claim not updated with its left retry: the next leader may take the retry for a re-run of a cut attempt",
+			"attempt", final.Attempt+1, "retry_at", retryAt, "error", err)
+	}
 }
 
 // retryStopped says why the next attempt of a slot must not start, or

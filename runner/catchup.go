@@ -895,7 +895,9 @@ type redelivery struct {
 
 // redeliver runs a slot an older term left unfinished, taking its claim
 // over: as the next attempt, or as attempt 1 if its claim says it was
-// queued and never started (Record.Queued). A retry the previous leader
+// queued and never started (Record.Queued). The retry budget goes on from
+// the claim's: a retry left counts against it, a re-run of a cut attempt
+// does not (Record.Reruns). A retry the previous leader
 // left (Record.RetryAt) starts when its backoff ends, not before
 // (awaitRetry). A paused job's slot does not run: it is closed with a
 // skip record. A slot that runs again first has the attempt its claim
@@ -913,12 +915,15 @@ func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr 
 		r.closeUnrun(t, j, []Record{{ScheduledTime: d.slot.Time, CorrelationID: d.rec.CorrelationID}}, stopPaused)
 		return false
 	}
-	first := d.rec.Attempt + 1
-	if d.rec.Queued {
+	first, reruns := d.rec.Attempt+1, d.rec.Reruns
+	switch {
+	case d.rec.Queued:
 		first = max(d.rec.Attempt, 1)
+	case d.rec.RetryAt.IsZero():
+		reruns++ // its attempt was cut: this one runs it again, not a retry
 	}
 	r.recordTakenOver(t, d.slot, d.rec, first)
-	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, claimHow{prev: d.claim}, first, sr)
+	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, claimHow{prev: d.claim, reruns: reruns}, first, sr)
 	return false
 }
 

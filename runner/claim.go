@@ -19,10 +19,13 @@ import (
 
 // claimHow is how runSlotFrom gets its slot's claim: a fresh claim (the
 // zero value), a claim the catch-up made before (claimed), or the takeover
-// of an older term's open claim (prev, delivery at-least-once).
+// of an older term's open claim (prev, delivery at-least-once). reruns is
+// the slot's attempts before the first that ran again a cut attempt
+// (Record.Reruns): they do not count against its retries.
 type claimHow struct {
 	claimed *Record
 	prev    []byte
+	reruns  int
 }
 
 // reclaimTrigger makes a running trigger request's claim name attempt a,

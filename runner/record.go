@@ -81,6 +81,15 @@ type Record struct {
 	// after the failed attempt ends, by the leaving leader's clock. The
 	// next leader waits until then (redeliver), as one leader would have.
 	RetryAt time.Time `json:"retry_at,omitzero"`
+
+	// Reruns, on a slot's claim (or a trigger request's), counts the
+	// slot's attempts so far that ran again an attempt cut off by its
+	// leader's going (delivery at-least-once), not a failed one: they do
+	// not use up the retry budget. A slot thus gets retries.max + 1
+	// attempts that ran to an answer, plus one re-run for each attempt
+	// cut off, whichever leaders run them (attack 25, W10: a leader that
+	// took a slot over started its retry budget again).
+	Reruns int `json:"reruns,omitempty"`
 }
 
 // record stores an attempt's or skipped slot's record. It uses a fresh

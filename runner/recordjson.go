@@ -69,6 +69,9 @@ func appendRecord(b []byte, rec *Record) (_ []byte, ok bool) {
 	if !rec.RetryAt.IsZero() {
 		w.time(`,"retry_at":`, rec.RetryAt)
 	}
+	if rec.Reruns != 0 {
+		w.b = strconv.AppendInt(append(w.b, `,"reruns":`...), int64(rec.Reruns), 10)
+	}
 	return append(w.b, '}'), w.ok
 }
 

@@ -118,7 +118,7 @@ func TestEncodeRecordAllocatesOnce(t *testing.T) {
 		CorrelationID: "01JEX5Q8Y8F4ZK3M2T9W0N1B7D", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Node: "node-1", FencingToken: 1 << 60,
 		Attempt: 99, Manual: true, TriggerID: "01JEX5Q8Y8F4ZK3M2T9W0N1B7E", State: "success", Reason: "because", Start: at, End: at,
 		Duration: "1h2m3.456s", Error: "e", Output: strings.Repeat("output ", 100), Progress: "100% done", ProcessesLeft: "none",
-		ScheduledUntil: at, Slots: 1 << 30, Queued: true, RetryAt: at}
+		ScheduledUntil: at, Slots: 1 << 30, Queued: true, RetryAt: at, Reruns: 2}
 	if n := testing.AllocsPerRun(100, func() { _, _ = encodeRecord(&rec) }); n != 1 {
 		t.Fatalf("encodeRecord allocates %v times, want 1", n)
 	}

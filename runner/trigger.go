@@ -44,9 +44,10 @@ type TriggerRequest struct {
 // trigger is a request this replica decides or runs.
 type trigger struct {
 	coord.Trigger
-	req   TriggerRequest
-	first int   // the first attempt's number: a run again continues the count
-	rev   int64 // the claim's revision, once decided to run
+	req    TriggerRequest
+	first  int   // the first attempt's number: a run again continues the count
+	reruns int   // of the attempts before first, those that ran a cut one again (Record.Reruns): not retries
+	rev    int64 // the claim's revision, once decided to run
 	// lost, on a request run again (delivery at-least-once), is the claim
 	// of the attempt an older term left running: recorded when the run
 	// again starts (recordTakenOver).
@@ -202,7 +203,10 @@ func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, 
 	if known && j.Delivery == DeliveryAtLeastOnce {
 		log.Warn("manual trigger left unfinished by the previous leader: running it again (at-least-once)",
 			"previous_node", claim.Node, "previous_token", claim.FencingToken)
-		tr.first = max(claim.Attempt, 1) + 1
+		tr.first, tr.reruns = max(claim.Attempt, 1)+1, claim.Reruns
+		if claim.RetryAt.IsZero() { // its attempt was cut: this one runs it again
+			tr.reruns++
+		}
 		lost := *claim
 		lost.Manual, lost.TriggerID = true, tr.ID
 		tr.lost = &lost
