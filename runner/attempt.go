@@ -375,7 +375,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			break
 		}
 	}
-	if r.leftForNextLeader(ctx, job, final) {
+	if r.leftForNextLeader(ctx, job, final) || cur.diedInDrain {
 		r.leaveOpen(t, s, tr, held, final, log, time.Time{})
 		return
 	}
@@ -568,6 +568,12 @@ type attemptRun struct {
 	correlationID string
 	number        int
 	prev          trace.SpanContext // the previous attempt's span, linked
+	// diedInDrain says the attempt's plugin died under it (crashed, or
+	// was killed for another run that ignored its cancel) while this
+	// replica was stopping or handing its shard over, under delivery
+	// at-least-once: it is recorded canceled and left to the shard's next
+	// leader, as one the drain timeout cuts off (diedInDrain).
+	diedInDrain bool
 }
 
 // runSpanOptions start every attempt's span (made once: each option is an
@@ -665,6 +671,10 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		},
 	})
 	outcome, errText := classifyAt(rctx, res, err, time.Now())
+	if outcome == observability.OutcomeCrashed && r.diedInDrain(a.term, job) {
+		a.diedInDrain = true
+		outcome, errText = observability.OutcomeCanceled, "canceled: the plugin died during the drain of this replica's stop (or hand-over); then: "+errText
+	}
 	elapsed := time.Since(start)
 	// The texts the plugin controls are cut as the output is, for the
 	// record (whose write etcd refuses over its request limit), the log
@@ -695,6 +705,21 @@ func (r *Runner) execute(ctx context.Context, span trace.Span, a *attemptRun, ba
 		runLog.logger().Warn("run finished", "outcome", outcome, "duration_ms", elapsed.Milliseconds(), "attempt", a.number, "error", errText)
 	}
 	return rec, span.SpanContext()
+}
+
+// diedInDrain reports whether an attempt of j that crashed (its plugin
+// died under it) ended during this replica's going: the runner stopping,
+// or t handing its shard over. Under delivery at-least-once such an
+// attempt is decided as the drain decides the attempts it cuts off:
+// canceled, and left to the shard's next leader to run again. No retry
+// of it could start here, and the plugin's death is the stop's doing as
+// often as not: a plugin that does not answer (SIGSTOP, a frozen cgroup)
+// is killed as hung for the first of its runs cancelled (by the stop, or
+// before it), and its other runs crash with it, before the drain timeout
+// has cut them (attack 25, W12: they were recorded crashed and closed,
+// never run again).
+func (r *Runner) diedInDrain(t *coord.Term, j *Job) bool {
+	return j.Delivery == DeliveryAtLeastOnce && (t.Draining() || r.stopping.Err() != nil)
 }
 
 // timeoutCause is the cause of an attempt's timeout. The few distinct
