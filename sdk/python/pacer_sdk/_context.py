@@ -235,35 +235,40 @@ class Logger:
     runner's sanitizer. Attributes are keyword arguments::
 
         ctx.log.info("copied", files=12, took=elapsed)
+
+    Any name is an attribute's, ``level`` and ``msg`` included (the level and
+    the message are positional only); the runner writes one named like a
+    field of its own (``time``, ``level``, ``msg``, ``job``, …) as
+    ``plugin.<name>``, as it does for a Go plugin's.
     """
 
     def __init__(self, run: Optional[RunState], attrs: Tuple[Tuple[str, Any], ...] = ()):
         self._run = run
         self._attrs = attrs
 
-    def with_attrs(self, **attrs: Any) -> "Logger":
+    def with_attrs(self, /, **attrs: Any) -> "Logger":
         """A logger that adds attrs to every record."""
         return Logger(self._run, self._attrs + tuple(attrs.items()))
 
-    def log(self, level: int, msg: str, **attrs: Any) -> None:
+    def log(self, level: int, msg: str, /, **attrs: Any) -> None:
         if self._run is not None:
             self._run.log(level, msg, list(self._attrs) + list(attrs.items()))
 
-    def debug(self, msg: str, **attrs: Any) -> None:
+    def debug(self, msg: str, /, **attrs: Any) -> None:
         self.log(DEBUG, msg, **attrs)
 
-    def info(self, msg: str, **attrs: Any) -> None:
+    def info(self, msg: str, /, **attrs: Any) -> None:
         self.log(INFO, msg, **attrs)
 
-    def warning(self, msg: str, **attrs: Any) -> None:
+    def warning(self, msg: str, /, **attrs: Any) -> None:
         self.log(WARN, msg, **attrs)
 
     warn = warning
 
-    def error(self, msg: str, **attrs: Any) -> None:
+    def error(self, msg: str, /, **attrs: Any) -> None:
         self.log(ERROR, msg, **attrs)
 
-    def exception(self, msg: str, **attrs: Any) -> None:
+    def exception(self, msg: str, /, **attrs: Any) -> None:
         """error() with the exception being handled, and its traceback."""
         attrs.setdefault("traceback", traceback.format_exc())
         self.log(ERROR, msg, **attrs)

@@ -113,6 +113,15 @@ def make_plugin(started=None, gate=None, reasons=None):
         return "?"
 
     @plugin.task()
+    def reserved(ctx):
+        # Attributes named like Logger's own parameters (and the runner's
+        # fields): attributes like any other, as in the Go SDK.
+        ctx.log.info("named", level="custom", msg="m", self="s", time="t")
+        ctx.log.log(pacer_sdk._context.WARN, "by level", level=1, msg=2)
+        ctx.log.with_attrs(self="w").error("bound", msg="e")
+        return "logged"
+
+    @plugin.task()
     def gated(ctx):
         gate.wait(30)
         with ctx.span("gated"):
@@ -156,7 +165,7 @@ class RunTest(TestCase):
             self.h.check_params("greet", {"nme": "Ada"}),
             ['params: missing required key "name"', 'params.nme: unknown key "nme" (did you mean "name"?)'],
         )
-        self.assertEqual(self.h.check_params("gret", {}), ['plugin "p" has no task "gret" (it has: boom, fail, gated, greet, ident, reject, returns, spans, stdlib_logging, wait)'])
+        self.assertEqual(self.h.check_params("gret", {}), ['plugin "p" has no task "gret" (it has: boom, fail, gated, greet, ident, reject, reserved, returns, spans, stdlib_logging, wait)'])
 
     def test_invalid_params_are_invalid_argument(self):
         res = self.h.run("greet", {"nme": "Ada", "extra": 1})
@@ -249,6 +258,18 @@ class RunTest(TestCase):
         self.assertEqual(len(res.logs), 1, res.logs)
         self.assertEqual((res.logs[0].level, res.logs[0].message), (4, "from a library: hi"))
         self.assertEqual(res.logs[0].attrs, {"logger": "lib", "key": "value"})
+
+    def test_log_attributes_may_have_any_name(self):
+        res = self.h.run("reserved")
+        self.assertTrue(res.ok, res)
+        self.assertEqual(
+            [(log.level, log.message, log.attrs) for log in res.logs],
+            [
+                (0, "named", {"level": "custom", "msg": "m", "self": "s", "time": "t"}),
+                (4, "by level", {"level": 1.0, "msg": 2.0}),
+                (8, "bound", {"self": "w", "msg": "e"}),
+            ],
+        )
 
     def test_cancel(self):
         call = self.h.call("wait")
