@@ -51,8 +51,10 @@ def value(v: Any) -> struct_pb2.Value:
     elif isinstance(v, enum.Enum):
         return value(v.value)
     elif isinstance(v, (list, tuple)):
+        out.list_value.SetInParent()  # an empty list is one, not null
         out.list_value.values.extend(value(e) for e in v)
     elif isinstance(v, dict):
+        out.struct_value.SetInParent()  # an empty dict is one, not null
         for k, e in v.items():
             out.struct_value.fields[text(k)].CopyFrom(value(e))
     elif dataclasses.is_dataclass(v) and not isinstance(v, type):
@@ -89,8 +91,12 @@ def _json_value(v: Any, where: str) -> struct_pb2.Value:
     elif isinstance(v, str):
         out.string_value = text(v)
     elif isinstance(v, (list, tuple)):
+        # Set even when empty: an empty list or dict is one, not null (as
+        # Go's structpb.NewValue, which the runner encodes params with).
+        out.list_value.SetInParent()
         out.list_value.values.extend(_json_value(e, f"{where}[{i}]") for i, e in enumerate(v))
     elif isinstance(v, dict):
+        out.struct_value.SetInParent()
         for k, e in v.items():
             if not isinstance(k, str):
                 raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not a string")

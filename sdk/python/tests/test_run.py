@@ -20,6 +20,16 @@ class GreetParams:
     name: str = param(description="who to greet")
 
 
+@dataclasses.dataclass
+class Inner:
+    k: int = 3
+
+
+@dataclasses.dataclass
+class NestedParams:
+    inner: Inner = param(default_factory=Inner)
+
+
 def make_plugin(started=None, gate=None, reasons=None):
     plugin = pacer_sdk.Plugin("p", version="9.9")
 
@@ -122,6 +132,17 @@ def make_plugin(started=None, gate=None, reasons=None):
         return "logged"
 
     @plugin.task()
+    def echo(ctx, params: dict):
+        # Empty objects and lists are kept as themselves both ways: in
+        # params, in the result's data and in log attributes.
+        ctx.log.info("params", params=params)
+        return pacer_sdk.Result(data={"seen": params})
+
+    @plugin.task()
+    def nested(ctx, params: NestedParams):
+        return repr(params)
+
+    @plugin.task()
     def gated(ctx):
         gate.wait(30)
         with ctx.span("gated"):
@@ -165,7 +186,7 @@ class RunTest(TestCase):
             self.h.check_params("greet", {"nme": "Ada"}),
             ['params: missing required key "name"', 'params.nme: unknown key "nme" (did you mean "name"?)'],
         )
-        self.assertEqual(self.h.check_params("gret", {}), ['plugin "p" has no task "gret" (it has: boom, fail, gated, greet, ident, reject, reserved, returns, spans, stdlib_logging, wait)'])
+        self.assertEqual(self.h.check_params("gret", {}), ['plugin "p" has no task "gret" (it has: boom, echo, fail, gated, greet, ident, nested, reject, reserved, returns, spans, stdlib_logging, wait)'])
 
     def test_invalid_params_are_invalid_argument(self):
         res = self.h.run("greet", {"nme": "Ada", "extra": 1})
@@ -270,6 +291,17 @@ class RunTest(TestCase):
                 (8, "bound", {"self": "w", "msg": "e"}),
             ],
         )
+
+    def test_empty_objects_stay_objects(self):
+        # As the runner encodes params (structpb): {} is an empty object, not null.
+        params = {"a": {}, "b": [{}, []], "c": {"d": {}}, "e": []}
+        res = self.h.run("echo", params)
+        self.assertTrue(res.ok, res)
+        self.assertEqual(res.data, {"seen": params})
+        self.assertEqual(res.logs[0].attrs, {"params": params})
+        res = self.h.run("nested", {"inner": {}})
+        self.assertEqual((res.output, res.status, res.details), ("NestedParams(inner=Inner(k=3))", None, ""))
+        self.assertEqual(self.h.check_params("nested", {"inner": {}}), [])
 
     def test_cancel(self):
         call = self.h.call("wait")
