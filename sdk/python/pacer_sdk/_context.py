@@ -223,8 +223,9 @@ class RunState:
 
 
 # The run (and span) the current thread works for, for LogHandler, current()
-# and the OpenTelemetry bridge. The task's own thread has them set; threads it
-# starts inherit them only through contextvars.copy_context().
+# and Context.span. The task's own thread has them set; a thread it starts
+# has them only if it runs in a copy of the task's context
+# (contextvars.copy_context().run): a new thread starts in an empty one.
 _current_run: contextvars.ContextVar[Optional[RunState]] = contextvars.ContextVar("pacer_run", default=None)
 _current_span: contextvars.ContextVar[Optional["Span"]] = contextvars.ContextVar("pacer_span", default=None)
 
@@ -280,13 +281,24 @@ class LogHandler(logging.Handler):
     to stderr, which the runner logs as the plugin's own output::
 
         logging.getLogger().addHandler(pacer_sdk.LogHandler())
+
+    A record is the run's when the thread that makes it works for the run:
+    the task's thread, and a thread that runs in a copy of its context::
+
+        threading.Thread(target=contextvars.copy_context().run, args=(fn, x)).start()
+        pool.submit(contextvars.copy_context().run, fn, x)
+
+    A thread started plainly (a new thread does not inherit contextvars) or
+    one of a library's own pools works for no run, and neither does a thread
+    still logging after the run has ended: their records go to stderr.
+    ctx.log, handed to the code that logs, reaches the run from any thread.
     """
 
     _SKIP = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
     def emit(self, record: logging.LogRecord) -> None:
         run = _current_run.get()
-        if run is None:
+        if run is None or not run.open:
             try:
                 import sys
 

@@ -1,7 +1,11 @@
 """Runs through the harness, in process, over real gRPC and TLS: results,
 errors, logs, progress, spans, cancellation, deadlines."""
 
+import concurrent.futures
+import contextlib
+import contextvars
 import dataclasses
+import io
 import logging
 import threading
 import time
@@ -371,6 +375,56 @@ class RunTest(TestCase):
         # whichever the plugin noticed first: the closed connection or the stop.
         self.assertEqual(len(self.reasons), 1)
         self.assertIn(self.reasons[0], ("the runner ended the call", "plugin stopping: the test ended"))
+
+
+class LogHandlerThreadsTest(TestCase):
+    def test_a_record_is_the_runs_in_the_runs_context_only(self):
+        # A thread in a copy of the task's context works for the run; a
+        # plain thread, or one still logging after the run, for none: its
+        # record goes to stderr (the runner logs it as the plugin's), not
+        # lost and not put in some run's log.
+        log = logging.getLogger("pacer-test-threads")
+        level = log.level
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        handler = pacer_sdk.LogHandler()
+        log.addHandler(handler)
+        self.addCleanup(log.removeHandler, handler)
+        self.addCleanup(setattr, log, "propagate", True)
+        self.addCleanup(log.setLevel, level)
+        release, late = threading.Event(), []
+        plugin = pacer_sdk.Plugin("threads", version="1")
+
+        @plugin.task()
+        def work(ctx):
+            def say(where):
+                log.info("from %s", where)
+
+            for t in (
+                threading.Thread(target=say, args=("a plain thread",)),
+                threading.Thread(target=contextvars.copy_context().run, args=(say, "a thread in the task's context")),
+            ):
+                t.start()
+                t.join()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(contextvars.copy_context().run, say, "a pool in the task's context").result()
+
+            def after_the_run():
+                release.wait(30)
+                say("a thread after the run")
+
+            late.append(threading.Thread(target=contextvars.copy_context().run, args=(after_the_run,)))
+            late[0].start()
+            return "done"
+
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), Harness.serve(plugin) as h:
+            res = h.run("work")
+            release.set()
+            late[0].join(30)
+        self.assertTrue(res.ok, res)
+        self.assertEqual([log.message for log in res.logs], ["from a thread in the task's context", "from a pool in the task's context"])
+        self.assertEqual([line for line in stderr.getvalue().splitlines() if line.startswith("from ")], ["from a plain thread", "from a thread after the run"])
 
 
 class PluginProblemsTest(TestCase):
