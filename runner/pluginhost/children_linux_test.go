@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -131,5 +132,46 @@ func TestAppendPIDs(t *testing.T) {
 	}
 	if got := appendPIDs(nil, nil); len(got) != 0 {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// The look after a run leaves the stack of the goroutine that makes it as
+// small as it was: a 4 KiB buffer in mainThreadChildren's frame made every
+// run's goroutine (a new one per run) grow its stack, a copy of all of it,
+// at each look (issue 16, ninth pass). Goroutines that look are measured
+// against as many that do not, each group alive at its measurement, both
+// started at the same stack size (the runtime sets it at each collection,
+// from the stacks it scanned: none runs between the two).
+func TestTheLookDoesNotGrowItsGoroutinesStack(t *testing.T) {
+	if _, err := mainThreadChildren(); err != nil { // opens the file once
+		t.Fatal(err)
+	}
+	runtime.GC()
+	const n = 256
+	stacks := func(look bool) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		release := make(chan struct{})
+		var ready sync.WaitGroup
+		for range n {
+			ready.Add(1)
+			go func() {
+				if look {
+					_, _ = mainThreadChildren()
+				}
+				ready.Done()
+				<-release
+			}()
+		}
+		ready.Wait()
+		runtime.ReadMemStats(&after)
+		close(release)
+		return after.StackInuse - min(after.StackInuse, before.StackInuse)
+	}
+	idle, looked := stacks(false), stacks(true)
+	t.Logf("stacks: %d bytes for %d goroutines that looked, %d for as many that did not", looked, n, idle)
+	if extra := (int64(looked) - int64(idle)) / n; extra >= 4<<10 {
+		t.Errorf("a goroutine that looked for children holds %d more bytes of stack than one that did not (%d against %d bytes for %d goroutines): its stack grew",
+			extra, looked, idle, n)
 	}
 }
