@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -30,7 +32,7 @@ func TestMain(m *testing.M) {
 }
 
 // serve runs p's service on a loopback gRPC server and returns a client.
-func serve(t *testing.T, p sdk.Plugin) pluginv1.TaskPluginClient {
+func serve(t testing.TB, p sdk.Plugin) pluginv1.TaskPluginClient {
 	t.Helper()
 	srv, err := server.FromPlugin(p)
 	if err != nil {
@@ -40,7 +42,7 @@ func serve(t *testing.T, p sdk.Plugin) pluginv1.TaskPluginClient {
 }
 
 // serveServer is serve for a server made already.
-func serveServer(t *testing.T, srv *server.Server) pluginv1.TaskPluginClient {
+func serveServer(t testing.TB, srv *server.Server) pluginv1.TaskPluginClient {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -348,4 +350,116 @@ func TestRunStreamDropsAnOversizedSpanAndStillEndsTheRun(t *testing.T) {
 		}
 	}
 	_ = s.CloseSend()
+}
+
+// A run on a RunStream starts on a stack that holds a task some frames
+// deep (decoding its params, say) without growing: the stack is not copied
+// while the task runs (issue 16, ninth pass). A copy moves the task's
+// locals, so an address taken as a number at the task's start no longer
+// matches.
+func TestRunStreamRunsStartWithRoomOnTheStack(t *testing.T) {
+	deep := sdk.TaskFunc(func(_ context.Context, _ *sdk.Request, resp *sdk.Response) error {
+		var here byte
+		at := uintptr(unsafe.Pointer(&here))
+		stackFrames(8, func() {}) // 8 KiB of frames below this one
+		if now := uintptr(unsafe.Pointer(&here)); now != at {
+			resp.Output = fmt.Sprintf("the stack moved: a local at %#x is now at %#x", at, now)
+		}
+		return nil
+	})
+	c := serve(t, sdk.Plugin{Name: "deep", Tasks: map[string]sdk.Task{"deep": deep}})
+	s, err := c.RunStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	const runs = 20
+	var batch []*pluginv1.StreamRun
+	for id := range uint64(runs) {
+		batch = append(batch, streamRun(id+1, "deep", nil))
+	}
+	if err := s.Send(&pluginv1.RunStreamRequest{Runs: batch}); err != nil {
+		t.Fatal(err)
+	}
+	for id, ev := range recvAll(t, s, runs) {
+		if out := ev.GetEvent().GetResult().GetOutput(); out != "" {
+			t.Errorf("run %d: %s", id, out)
+		}
+	}
+	_ = s.CloseSend()
+	_, _ = s.Recv()
+}
+
+// stackFrames calls f n frames deep, each frame holding 1 KiB.
+//
+//go:noinline
+func stackFrames(n int, f func()) {
+	var pad [1 << 10]byte
+	if n == 0 {
+		f()
+		return
+	}
+	stackFrames(n-1, f)
+	keep(pad[:])
+}
+
+//go:noinline
+func keep([]byte) {}
+
+// BenchmarkRunStreamDecodeParams is runs on a RunStream of a task that
+// decodes its params, as most do, 32 at a time, both ends in this process:
+// its CPU per run (cpu-ns/op) includes the gRPC client's.
+func BenchmarkRunStreamDecodeParams(b *testing.B) {
+	decode := sdk.TaskFunc(func(_ context.Context, req *sdk.Request, _ *sdk.Response) error {
+		var p struct {
+			Path     string `json:"path"`
+			Duration string `json:"duration"`
+		}
+		return req.DecodeParams(&p)
+	})
+	c := serve(b, sdk.Plugin{Name: "decode", Tasks: map[string]sdk.Task{"decode": decode}})
+	s, err := c.RunStream(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		b.Fatal(err)
+	}
+	const batch = 32
+	runs := make([]*pluginv1.StreamRun, batch)
+	for i := range runs {
+		runs[i] = streamRun(0, "decode", map[string]any{"path": "/tmp/stamps.jsonl"})
+	}
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	id, n := uint64(0), 0
+	for b.Loop() {
+		for _, r := range runs {
+			id++
+			r.Id = id
+		}
+		if err := s.Send(&pluginv1.RunStreamRequest{Runs: runs}); err != nil {
+			b.Fatal(err)
+		}
+		for ended := 0; ended < batch; {
+			msg, err := s.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, ev := range msg.GetEvents() {
+				if ev.GetEvent().GetResult() == nil {
+					b.Fatalf("run %d: %v", ev.GetId(), ev)
+				}
+				ended++
+			}
+		}
+		n += batch
+	}
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	used := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+	b.ReportMetric(float64(used)/float64(n), "cpu-ns/run")
+	_ = s.CloseSend()
+	_, _ = s.Recv()
 }
