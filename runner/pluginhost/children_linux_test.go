@@ -175,3 +175,33 @@ func TestTheLookDoesNotGrowItsGoroutinesStack(t *testing.T) {
 			extra, looked, idle, n)
 	}
 }
+
+// BenchmarkLookOnARunsGoroutine is the look after a run as the runner makes
+// it: on a new goroutine (a run's), some frames deep.
+func BenchmarkLookOnARunsGoroutine(b *testing.B) {
+	if _, err := mainThreadChildren(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			frames(16, func() { _, _ = mainThreadChildren() })
+		}()
+		<-done
+	}
+}
+
+// frames calls f n frames deep, each frame holding a little stack.
+//
+//go:noinline
+func frames(n int, f func()) {
+	var pad [64]byte
+	if n == 0 {
+		f()
+		return
+	}
+	frames(n-1, f)
+	runtime.KeepAlive(pad)
+}
