@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pacerun/pacer/internal/stack"
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner/coord"
 	"github.com/pacerun/pacer/runner/pluginhost"
@@ -791,6 +792,9 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 	sr.claimed = claimed
 	r.wg.Add(1)
 	go func() {
+		// Its stack at once (package stack): the claim, the plugin call
+		// and the record go deep (etcd serves them in this process).
+		stack.Grow()
 		defer r.wg.Done()
 		defer done()
 		defer claimed()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pacerun/pacer/internal/stack"
 	"github.com/pacerun/pacer/internal/wireutf8"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 	"github.com/pacerun/pacer/sdk/proctree"
@@ -89,7 +90,9 @@ func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamReq
 				continue
 			}
 			wg.Go(func() {
-				growStack()
+				// Its stack at once (package stack): the task, the
+				// SDK's dispatch and the result's send go deep.
+				stack.Grow()
 				defer func() {
 					mu.Lock()
 					delete(runs, id)
@@ -115,31 +118,6 @@ func (s *Server) RunStream(stream grpc.BidiStreamingServer[pluginv1.RunStreamReq
 }
 
 var errRunStreamClosed = errors.New("the runner closed the run stream")
-
-// runStackBytes is about the stack a run's goroutine ends up with: the
-// SDK's dispatch, a task decoding its params (encoding/json's reflection is
-// deep) and the send of its result. A goroutine starts with a small stack
-// and doubles it each time it runs out, copying it whole, its frames
-// walked one by one to move their pointers: a run on a new goroutine paid
-// two or three such copies, each of a deep stack, every run (8 % of the
-// plugin's CPU at 1,000 no-op runs due together; issue 16, ninth pass).
-const runStackBytes = 12 << 10
-
-// growStack grows the calling goroutine's stack to hold runStackBytes more
-// at once, while it is shallow and its copy cheap: a run calls it first.
-// A task that goes deeper still grows its stack as before, from there.
-//
-//go:noinline
-func growStack() {
-	var frame [runStackBytes]byte
-	keepFrame(frame[:])
-}
-
-// keepFrame keeps growStack's array, and so its frame, from being
-// optimised away.
-//
-//go:noinline
-func keepFrame([]byte) {}
 
 // leaseBound bounds a RunStream's runs by the runner's lease (see
 // pluginv1.Lease): each Lease the runner sends moves the bound to its
