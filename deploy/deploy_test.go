@@ -1131,7 +1131,7 @@ var cannotOccur = map[string]string{
 	"alert PacerShardUnled":            "needs a shard nobody leads for a minute; the test's single replica leads every shard throughout",
 	"alert PacerShardLedTwice":         "needs two replicas leading one shard at once; the test runs one replica",
 	"alert PacerLeaseKeepaliveFailing": "needs failing lease keepalives (etcd slow, unreachable or without a leader); the test's etcd answers every one",
-	"alert PacerPluginCrashLooping":    "needs more than 3 plugin restarts (crash, hang or failed health probe) in 10m; the shell plugin never restarts",
+	"alert PacerPluginCrashLooping":    "needs more than 3 plugin restarts (crash, hang, failed health probe or failed start) in 10m; the shell plugin never restarts",
 	"alert PacerPluginDown":            "needs a plugin that a run needs and that cannot start, or a quarantine; the shell plugin starts and stays up",
 	"alert PacerTargetDown":            "needs a Pacer target that Prometheus cannot scrape; the test's runner is up throughout",
 	"alert PacerEtcdNoLeader":          "needs an etcd member without a leader; the test's embedded etcd always has one (pacer_etcd_has_leader is 1)",

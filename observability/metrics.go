@@ -216,7 +216,7 @@ func NewMetrics(version string) (*Metrics, error) {
 		}, []string{"plugin"}),
 		PluginRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pacer_plugin_restarts_total",
-			Help: "Plugin processes started to replace one that went away, by reason (crash, hung, unhealthy, start).",
+			Help: "Attempts to start a plugin process in place of one that went away, failed ones included, by why the process or attempt before went away (crash, hung, unhealthy, start, restart).",
 		}, []string{"plugin", "reason"}),
 		PluginRPCDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pacer_plugin_rpc_duration_seconds",

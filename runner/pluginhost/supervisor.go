@@ -52,12 +52,13 @@ type supervisor struct {
 	mu           sync.Mutex
 	inst         *instance
 	starting     *pendingStart // the start in progress; nil: none
-	starts       int
-	lastReason   string      // why the previous process went away
-	lastCause    string      // cause of the last failure (Cause*), for operators
-	lastErr      string      // and what it said
-	consecutive  int         // crashes since the last clean run
-	crashes      []time.Time // within the quarantine window
+	starts       int           // processes installed
+	restarts     int           // attempts to replace a process that went away (RESTARTS)
+	lastReason   string        // why the previous process (or attempt) went away; "" once a replacement is counted
+	lastCause    string        // cause of the last failure (Cause*), for operators
+	lastErr      string        // and what it said
+	consecutive  int           // crashes since the last clean run
+	crashes      []time.Time   // within the quarantine window
 	nextStart    time.Time
 	quarantined  time.Time   // quarantined until
 	unquarantine *time.Timer // clears pacer_plugin_quarantined when the quarantine ends
@@ -232,6 +233,7 @@ func (s *supervisor) startLocked(ctx context.Context) *pendingStart {
 	}
 	p := &pendingStart{done: make(chan struct{})}
 	s.starting = p
+	s.replacingLocked()
 	// Starting is bounded by StartTimeout, not by the caller's deadline:
 	// a run with a short timeout must still be able to start a plugin.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.h.opts.StartTimeout)
@@ -266,12 +268,26 @@ func (s *supervisor) started(inst *instance, err error) (*instance, error) {
 	return inst, nil
 }
 
+// replacingLocked counts an attempt to start a process in place of one
+// that went away, when it begins, so that one that fails (a binary that is
+// missing, not executable, another plugin, or never hands shake) counts as
+// much as one that comes up: each attempt counts once, by why the process
+// or attempt before it went away (crash, hung, unhealthy, start, restart).
+// A plugin that has never had a process replaces nothing: its failed first
+// starts show in pacer_plugin_unavailable, not here.
+func (s *supervisor) replacingLocked() {
+	if s.starts == 0 || s.lastReason == "" {
+		return
+	}
+	s.h.metrics.restart(s.name, s.lastReason)
+	s.restarts++
+	s.lastReason = ""
+}
+
 // installLocked makes inst the plugin's process.
 func (s *supervisor) installLocked(inst *instance) {
-	if s.starts > 0 {
-		s.h.metrics.restart(s.name, s.lastReason)
-	}
 	s.starts++
+	s.lastReason = ""
 	s.inst = inst
 	s.lastCause, s.lastErr = "", ""
 	s.h.metrics.up(s.name, true)
@@ -288,6 +304,7 @@ func (s *supervisor) adopt(inst *instance) {
 		if s.inst != nil {
 			s.exitedLocked(s.inst)
 		}
+		s.replacingLocked() // the check's start replaces a process that went away
 		s.installLocked(inst)
 		s.mu.Unlock()
 		return
@@ -447,7 +464,9 @@ type Status struct {
 	SDKVersion string `json:"sdk_version,omitempty"`
 	State      string `json:"state"` // not_started, up, down, quarantined
 	PID        int    `json:"pid,omitempty"`
-	Restarts   int    `json:"restarts"`
+	// Restarts counts attempts to replace a process that went away,
+	// failed ones included: the sum of pacer_plugin_restarts_total.
+	Restarts int `json:"restarts"`
 	// Transport is how the host calls the running process's tasks:
 	// "run_stream" (many runs over one stream) or "per_run" (one call each).
 	Transport   string     `json:"transport,omitempty"`
@@ -471,7 +490,7 @@ type TaskInfo struct {
 func (s *supervisor) status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Name: s.name, State: "not_started", Restarts: max(s.starts-1, 0)}
+	st := Status{Name: s.name, State: "not_started", Restarts: s.restarts}
 	up := s.inst != nil && s.inst.alive()
 	switch {
 	case time.Now().Before(s.quarantined):
