@@ -43,6 +43,11 @@ type SanitizerOptions struct {
 // no use, so it is kept (and it is the TCP peer, never text a caller sent).
 var DefaultTrustedKeys = []string{"time", "level", "trace_id", "span_id", "fencing_token", "remote_addr"}
 
+// Redacted is what the sanitizer writes in place of a value under a
+// sensitive key (see SensitiveKey), and what other code writes in place of
+// a value it must not show for the same reason.
+const Redacted = "[redacted]"
+
 // Placeholders written by the built-in masks.
 const (
 	phPrivateKey = "[private_key]"
@@ -53,7 +58,7 @@ const (
 	phIPv6       = "[ipv6]"
 	phIPv4       = "[ipv4]"
 	phBearer     = "Bearer [token]"
-	phRedacted   = "[redacted]"
+	phRedacted   = Redacted
 )
 
 // builtinPlaceholderNames are the names (without brackets) a value may

@@ -240,3 +240,49 @@ func TestE2EBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// pacer validate and pacer run, refusing a job's params, do not quote a
+// value under a key the runner's sanitizer redacts (a built-in secret name,
+// nested too, or the config's redact_keys), and mask one its patterns
+// match (the config's too); other values are quoted. (The key in
+// brackets, params[db_password], kept the value after "got" from the
+// sanitizer: attack 26, P3.)
+func TestE2ERefusedParamsDoNotQuoteSecrets(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pacer.yaml")
+	cfg := fmt.Sprintf(`plugins: {dir: %s}
+observability:
+  sanitize: {redact_keys: [account], patterns: [{name: ticket, regex: 'TCK-\d+'}]}
+jobs:
+  - id: a
+    plugin: testplugin
+    task: secrets
+    schedule: "@every 1h"
+    params: {db_password: Hunter2Secret, token: TokSecretValue, secret: 987654321, creds: {password: NestedSecretPw}, account: AcctSecret, name: plain TCK-4711}
+cluster: {data_dir: %s, etcd: {embedded: {client_listen: %s, peer_listen: %s}}}
+http: {listen: %s}
+`, filepath.Join(binDir, "plugins"), t.TempDir(), freeAddr(t), freeAddr(t), freeAddr(t))
+	must(os.WriteFile(path, []byte(cfg), 0o644))
+	for _, sub := range []string{"validate", "run"} {
+		out, err := exec.Command(filepath.Join(binDir, "pacer"), sub, "--config", path).CombinedOutput()
+		if err == nil {
+			t.Fatalf("pacer %s accepted params the schema refuses:\n%s", sub, out)
+		}
+		for _, secret := range []string{"Hunter2Secret", "TokSecretValue", "987654321", "NestedSecretPw", "AcctSecret", "TCK-4711"} {
+			if strings.Contains(string(out), secret) {
+				t.Errorf("pacer %s quotes %q:\n%s", sub, secret, out)
+			}
+		}
+		for _, want := range []string{
+			`:9: jobs[0].params[db_password]: must be one of "one", "two"; got [redacted]`,
+			`:9: jobs[0].params[secret]: must be <= 5, got [redacted]`,
+			`:9: jobs[0].params.creds[password]: must match the pattern ^x$; got [redacted]`,
+			`:9: jobs[0].params.account: must match the pattern ^x$; got [redacted]`,
+			`:9: jobs[0].params.name: must match the pattern ^x$; got "plain [ticket]"`,
+		} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("pacer %s: output lacks %q:\n%s", sub, want, out)
+			}
+		}
+	}
+}

@@ -223,7 +223,13 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 		return configError{fmt.Errorf("%w\n%s is not valid", err, path)}
 	}
 	if !*skipPlugins {
-		h := pluginhost.New(fxmodule.PluginHostOptions(cfg))
+		o := fxmodule.PluginHostOptions(cfg)
+		// The runner's sanitizer: a params problem shows a value as the
+		// runner's log would (masked under redact_keys, by patterns).
+		if o.Sanitizer, err = fxmodule.NewSanitizer(cfg); err != nil {
+			return configError{fmt.Errorf("%w\n%s is not valid", err, path)}
+		}
+		h := pluginhost.New(o)
 		err := h.CheckTasks(context.Background(), fxmodule.TaskRefs(path, cfg))
 		h.Close()
 		if err != nil {

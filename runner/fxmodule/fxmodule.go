@@ -105,7 +105,7 @@ func Options(p Params) fx.Option {
 		fx.Supply(p),
 		fx.Provide(
 			func(p Params) *config.Config { return p.Config },
-			newSanitizer,
+			NewSanitizer,
 			newLogger,
 			newMetrics,
 			newTracing,
@@ -137,7 +137,10 @@ func Options(p Params) fx.Option {
 	)
 }
 
-func newSanitizer(cfg *config.Config) (*observability.Sanitizer, error) {
+// NewSanitizer is the sanitizer cfg asks for (observability.sanitize): the
+// runner's log, traces and errors pass it, and pacer validate's check of the
+// jobs' params masks what it would.
+func NewSanitizer(cfg *config.Config) (*observability.Sanitizer, error) {
 	o := observability.SanitizerOptions{RedactKeys: cfg.Observability.Sanitize.RedactKeys}
 	for _, p := range cfg.Observability.Sanitize.Patterns {
 		o.Patterns = append(o.Patterns, observability.Pattern{Name: p.Name, Regex: p.Regex})

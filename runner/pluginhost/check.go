@@ -92,7 +92,7 @@ func (h *Host) CheckTasks(ctx context.Context, refs []TaskRef) error {
 			continue
 		}
 		for _, r := range prefs {
-			errs = append(errs, checkRef(r, desc)...)
+			errs = append(errs, checkRef(r, desc, h.opts.Sanitizer)...)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -137,7 +137,14 @@ func (h *Host) expectedFor(name string) []TaskRef {
 	return h.expected[name]
 }
 
-func checkRef(r TaskRef, d *pluginv1.DescribeResponse) []error {
+// checkRef checks r's task and params against d. A params problem that
+// quotes the value shows it as san would: masked whole under a key san
+// redacts (db_password, creds.token, a redact_keys entry), or in part where
+// san's patterns mask it; the error's text leaves the runner in the log of
+// a rejected reload and in pacer validate's output, and its key, written
+// in brackets there (observability.MessagePath), keeps the sanitizer from
+// seeing the value as the key's.
+func checkRef(r TaskRef, d *pluginv1.DescribeResponse, san *observability.Sanitizer) []error {
 	var names []string
 	for _, t := range d.GetTasks() {
 		names = append(names, t.GetName())
@@ -157,7 +164,7 @@ func checkRef(r TaskRef, d *pluginv1.DescribeResponse) []error {
 			}
 			// The error keeps its identity (errors.As finds the
 			// *paramschema.ValidationError); its text is located at the key.
-			errs = append(errs, &locatedError{at: r.at(ve.Path, append([]any{"params"}, ve.Keys...)...), err: ve})
+			errs = append(errs, &locatedError{at: r.at(ve.Path, append([]any{"params"}, ve.Keys...)...), msg: shownMsg(ve, san), err: ve})
 		}
 		return errs
 	}
@@ -166,12 +173,30 @@ func checkRef(r TaskRef, d *pluginv1.DescribeResponse) []error {
 		r.at("task", "task"), ErrTaskNotFound, r.Plugin, r.Task, strings.Join(names, ", "))}
 }
 
-// locatedError is a params problem with the config location in front:
-// "pacer.yaml:14: jobs[0].params.name: expected string, got number".
-type locatedError struct {
-	at  string
-	err *paramschema.ValidationError
+// shownMsg is ve's message with the value it quotes as san shows it.
+func shownMsg(ve *paramschema.ValidationError, san *observability.Sanitizer) string {
+	v := ve.Value()
+	if v == "" {
+		return ve.Msg
+	}
+	for _, k := range ve.Keys {
+		if k, ok := k.(string); ok && san.SensitiveKey(k) {
+			return ve.MaskValue(observability.Redacted)
+		}
+	}
+	if masked := san.String(v); masked != v {
+		return ve.MaskValue(masked)
+	}
+	return ve.Msg
 }
 
-func (e *locatedError) Error() string { return e.at + ": " + e.err.Msg }
+// locatedError is a params problem with the config location in front:
+// "pacer.yaml:14: jobs[0].params.name: expected string, got number", its
+// message as checkRef shows it.
+type locatedError struct {
+	at, msg string
+	err     *paramschema.ValidationError
+}
+
+func (e *locatedError) Error() string { return e.at + ": " + e.msg }
 func (e *locatedError) Unwrap() error { return e.err }

@@ -377,7 +377,7 @@ func (h *Host) start(ctx context.Context, name string, refs []TaskRef) (*instanc
 	if err != nil {
 		return nil, startError(name, CauseHandshake, err)
 	}
-	if err := verifyIdentity(name, inst.path, inst.desc, refs); err != nil {
+	if err := verifyIdentity(name, inst.path, inst.desc, refs, h.opts.Sanitizer); err != nil {
 		h.log.Error("plugin refused: not the plugin the jobs expect", "plugin", name, "path", inst.path, "error", err.Error())
 		inst.kill("refused")
 		return nil, err

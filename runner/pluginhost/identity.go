@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/sdk/pluginv1"
 )
 
@@ -95,13 +96,13 @@ func (h *Host) verifyChecksum(name, path string) error {
 
 // verifyIdentity checks a started plugin's description against the jobs
 // that use it: its name, and each job's task and params.
-func verifyIdentity(name, path string, d *pluginv1.DescribeResponse, refs []TaskRef) error {
+func verifyIdentity(name, path string, d *pluginv1.DescribeResponse, refs []TaskRef, san *observability.Sanitizer) error {
 	var errs []error
 	if err := checkName(name, path, d, refs); err != nil {
 		errs = append(errs, err)
 	} else {
 		for _, r := range refs {
-			errs = append(errs, checkRef(r, d)...)
+			errs = append(errs, checkRef(r, d, san)...)
 		}
 	}
 	if len(errs) == 0 {

@@ -343,9 +343,28 @@ type ValidationError struct {
 	Keys []any
 	// Msg says what is wrong with it.
 	Msg string
+
+	// Msg[valueAt:valueEnd] is the value Msg quotes; valueEnd 0: none.
+	valueAt, valueEnd int
 }
 
 func (e *ValidationError) Error() string { return e.Path + ": " + e.Msg }
+
+// Value returns the params value as Msg quotes it (`"Hunter2"` in
+// `must be one of "a", "b"; got "Hunter2"`), or "" if Msg quotes none
+// (one that names only the value's kind, or a key).
+func (e *ValidationError) Value() string { return e.Msg[e.valueAt:e.valueEnd] }
+
+// MaskValue returns Msg with the value it quotes replaced by mask, and
+// without what follows the value (a did-you-mean hint drawn from it): what
+// a caller shows of a value that must not be shown, such as one under a
+// key named like a secret. Msg as it is if it quotes no value.
+func (e *ValidationError) MaskValue(mask string) string {
+	if e.valueEnd == 0 {
+		return e.Msg
+	}
+	return e.Msg[:e.valueAt] + mask
+}
 
 // Validate checks v, a task's params as decoded from YAML or JSON
 // (map[string]any, []any, string, any Go number kind, bool, nil; other maps,
@@ -372,7 +391,15 @@ func (l *location) key(k string) *location { return &location{parent: l, name: k
 
 func (l *location) elem(i int) *location { return &location{parent: l, index: i, isElem: true} }
 
-func (l *location) problem(format string, args ...any) error {
+// valueProblem is a problem whose message quotes the value: before, the
+// value as shown, and after it.
+func (l *location) valueProblem(before, shown, after string) *ValidationError {
+	e := l.problem("%s", before+shown+after)
+	e.valueAt, e.valueEnd = len(before), len(before)+len(shown)
+	return e
+}
+
+func (l *location) problem(format string, args ...any) *ValidationError {
 	n := 0
 	for x := l; x.parent != nil; x = x.parent {
 		n++
@@ -459,20 +486,6 @@ func (v value) number() string {
 
 func (v value) isInteger() bool {
 	return v.kind == kindNumber && !math.IsInf(v.num, 0) && v.num == math.Trunc(v.num)
-}
-
-// describe names the value for messages: its kind, plus the value itself for
-// scalars where that helps.
-func (v value) describe() string {
-	switch v.kind {
-	case kindString:
-		return "string " + strconv.Quote(v.str)
-	case kindNumber:
-		return "number " + v.number()
-	case kindBoolean:
-		return "boolean " + strconv.FormatBool(v.b)
-	}
-	return v.kind
 }
 
 func (v value) short() string {
@@ -615,6 +628,7 @@ func (s *Schema) validate(at *location, v any, errs *[]error) {
 		return
 	}
 	add := func(format string, args ...any) { *errs = append(*errs, at.problem(format, args...)) }
+	addValue := func(before, shown, after string) { *errs = append(*errs, at.valueProblem(before, shown, after)) }
 	val, bad := classify(v)
 	if bad != "" {
 		add("%s", bad)
@@ -627,20 +641,21 @@ func (s *Schema) validate(at *location, v any, errs *[]error) {
 		}
 	}
 	if !typeMatches(s.Type, val) {
-		got := val.kind
 		if s.Type == TypeInteger && val.kind == kindNumber {
-			got = val.describe()
+			addValue(fmt.Sprintf("expected %s, got number ", s.Type), val.number(), "")
+		} else {
+			add("expected %s, got %s", s.Type, val.kind)
 		}
-		add("expected %s, got %s", s.Type, got)
 		return
 	}
 	if s.Type == TypeInteger && val.beyondExact() {
-		add("expected an integer within ±2^53 (%d), which params carry exactly; got %s", maxExactInteger, val.number())
+		addValue(fmt.Sprintf("expected an integer within ±2^53 (%d), which params carry exactly; got ", maxExactInteger), val.number(), "")
 		return
 	}
 
 	if len(s.Enum) > 0 && !s.inEnum(val) {
-		msg := fmt.Sprintf("must be one of %s; got %s", formatEnum(s.Enum), val.short())
+		before := fmt.Sprintf("must be one of %s; got ", formatEnum(s.Enum))
+		hint := ""
 		if val.kind == kindString {
 			var names []string
 			for _, e := range s.Enum {
@@ -648,11 +663,15 @@ func (s *Schema) validate(at *location, v any, errs *[]error) {
 					names = append(names, es)
 				}
 			}
-			if hint := didyoumean.Closest(val.str, names); hint != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", hint)
+			if h := didyoumean.Closest(val.str, names); h != "" {
+				hint = fmt.Sprintf(" (did you mean %q?)", h)
 			}
 		}
-		add("%s", msg)
+		if val.kind == kindString || val.kind == kindNumber || val.kind == kindBoolean {
+			addValue(before, val.short(), hint)
+		} else {
+			add("%s%s", before, val.kind) // an object, array or null: its kind, not its value
+		}
 	}
 
 	if len(s.OneOf) > 0 {
@@ -663,7 +682,7 @@ func (s *Schema) validate(at *location, v any, errs *[]error) {
 	case kindString:
 		if s.Format == FormatDuration {
 			if _, err := time.ParseDuration(val.str); err != nil {
-				add("invalid duration %q", val.str)
+				addValue("invalid duration ", strconv.Quote(val.str), "")
 			}
 		}
 		if s.Pattern != "" {
@@ -676,15 +695,15 @@ func (s *Schema) validate(at *location, v any, errs *[]error) {
 				}
 			}
 			if !re.MatchString(val.str) {
-				add("must match the pattern %s; got %q", s.Pattern, val.str)
+				addValue("must match the pattern "+s.Pattern+"; got ", strconv.Quote(val.str), "")
 			}
 		}
 	case kindNumber:
 		if s.Minimum != nil && val.num < *s.Minimum {
-			add("must be >= %s, got %s", formatNumber(*s.Minimum), val.number())
+			addValue("must be >= "+formatNumber(*s.Minimum)+", got ", val.number(), "")
 		}
 		if s.Maximum != nil && val.num > *s.Maximum {
-			add("must be <= %s, got %s", formatNumber(*s.Maximum), val.number())
+			addValue("must be <= "+formatNumber(*s.Maximum)+", got ", val.number(), "")
 		}
 	case kindArray:
 		if s.Items != nil {

@@ -442,6 +442,57 @@ func TestValidationErrorKeys(t *testing.T) {
 	}
 }
 
+// Every message that quotes the value says where (Value), so that a caller
+// can show it without the value (MaskValue): the runner does for a param
+// named like a secret. One that names only the value's kind quotes none.
+func TestValidationErrorMasksTheValueItQuotes(t *testing.T) {
+	s := mustParse(t, `{"type":"object","properties":{
+		"e":{"type":"string","enum":["one","two"]},
+		"p":{"type":"string","pattern":"^x$"},
+		"d":{"type":"string","format":"duration"},
+		"min":{"type":"number","minimum":5},
+		"max":{"type":"number","maximum":5},
+		"i":{"type":"integer"},
+		"big":{"type":"integer"},
+		"ne":{"enum":[1,2]},
+		"kind":{"type":"string"},
+		"eo":{"enum":["a"]}}}`)
+	errs := s.Validate(map[string]any{"e": "onf", "p": "Hunter2", "d": "Hunter2", "min": 3, "max": 35,
+		"i": 1.5, "big": int64(1) << 60, "ne": 3, "kind": 7, "eo": map[string]any{}})
+	want := map[string][2]string{ // path: value, masked message
+		"params.e":    {`"onf"`, `must be one of "one", "two"; got [redacted]`},
+		"params.p":    {`"Hunter2"`, `must match the pattern ^x$; got [redacted]`},
+		"params.d":    {`"Hunter2"`, `invalid duration [redacted]`},
+		"params.min":  {"3", "must be >= 5, got [redacted]"},
+		"params.max":  {"35", "must be <= 5, got [redacted]"},
+		"params.i":    {"1.5", "expected integer, got number [redacted]"},
+		"params.big":  {"1152921504606846976", "expected an integer within ±2^53 (9007199254740992), which params carry exactly; got [redacted]"},
+		"params.ne":   {"3", "must be one of 1, 2; got [redacted]"},
+		"params.kind": {"", "expected string, got number"},
+		"params.eo":   {"", `must be one of "a"; got object`},
+	}
+	if len(errs) != len(want) {
+		t.Fatalf("%d problems, want %d: %v", len(errs), len(want), errs)
+	}
+	for _, err := range errs {
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("%v is not a *ValidationError", err)
+		}
+		w, ok := want[ve.Path]
+		if !ok {
+			t.Errorf("unexpected %v", err)
+			continue
+		}
+		if ve.Value() != w[0] || ve.MaskValue("[redacted]") != w[1] {
+			t.Errorf("%s: Value %q, MaskValue %q; want %q, %q (Msg %q)", ve.Path, ve.Value(), ve.MaskValue("[redacted]"), w[0], w[1], ve.Msg)
+		}
+		if w[0] != "" && !strings.Contains(ve.Msg, w[0]) {
+			t.Errorf("%s: Msg %q does not quote the value %s", ve.Path, ve.Msg, w[0])
+		}
+	}
+}
+
 func TestPatternAndDefaultRoundTrip(t *testing.T) {
 	s := mustParse(t, `{"type":"object","properties":{
 		"name":{"type":"string","pattern":"^[a-z]+$","default":"ada"},

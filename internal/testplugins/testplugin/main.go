@@ -26,6 +26,9 @@
 //	        leaves a setsid'd sleep behind and exits; the sleep writes its pid to
 //	        params.path and carries PACER_RUN_ID unless params.message is "anonymous";
 //	        with params.message "crash" the plugin then exits (status 3)
+//	secrets does nothing; its params schema (secretParams) refuses most
+//	        values of params named like secrets, for the runner's check of
+//	        a job's params, which must not quote them
 package main
 
 import (
@@ -55,6 +58,20 @@ type params struct {
 	Path     string         `json:"path"`
 	Attrs    map[string]any `json:"attrs"`
 	Line     string         `json:"line"`
+}
+
+// secretParams are the secrets task's params: keys named like secrets (and
+// one that is not, and one a config's redact_keys may name) whose schema
+// refuses most values, so that a params problem quotes the value.
+type secretParams struct {
+	DBPassword string `json:"db_password,omitempty" enum:"one,two"`
+	Token      string `json:"token,omitempty" pattern:"^x$"`
+	Secret     int    `json:"secret,omitempty" maximum:"5"`
+	Creds      struct {
+		Password string `json:"password,omitempty" pattern:"^x$"`
+	} `json:"creds,omitzero"`
+	Account string `json:"account,omitempty" pattern:"^x$"`
+	Name    string `json:"name,omitempty" pattern:"^x$"`
 }
 
 func decode(req *sdk.Request) (params, time.Duration, error) {
@@ -199,6 +216,8 @@ func main() {
 				return nil
 			}),
 			"stamp": sdk.TaskFunc(stamp),
+			"secrets": sdk.Typed("refuses most values of its secret-named params",
+				func(context.Context, secretParams, *sdk.Response) error { return nil }),
 			"daemon": task(func(ctx context.Context, p params, _ time.Duration, resp *sdk.Response) error {
 				cmd := exec.CommandContext(ctx, "/bin/sh", "-c", `setsid sh -c 'echo $$ > "$1"; exec sleep 300' sh "$1" &`, "sh", p.Path)
 				cmd.Env = os.Environ()
