@@ -187,10 +187,26 @@ func (rl *reloader) reload(ctx context.Context, data []byte, watched bool) {
 			msg = "config reload removed every job"
 		}
 		rl.log.Warn(msg, "removed", capIDs(removed), "removed_count", len(removed), "jobs", len(cfg.Jobs), "path", rl.path)
+		rl.logMoreIDs(slog.LevelWarn, msg, "removed", removed)
 	}
 	rl.log.Info("config reloaded", "jobs", len(cfg.Jobs),
 		"added", capIDs(added), "changed", capIDs(changed), "removed", capIDs(removed),
 		"added_count", len(added), "changed_count", len(changed), "removed_count", len(removed))
+	rl.logMoreIDs(slog.LevelInfo, "config reloaded", "added", added)
+	rl.logMoreIDs(slog.LevelInfo, "config reloaded", "changed", changed)
+}
+
+// logMoreIDs logs the IDs past the first maxLoggedJobs, which the line msg
+// lists, in further lines of at most maxLoggedJobs each, at the same level:
+// every job a reload adds, changes or removes is named somewhere (a mass
+// removal by a bad deploy is when the whole list is needed), and each line
+// stays bounded. The removed jobs past the first are in the WARN lines.
+func (rl *reloader) logMoreIDs(level slog.Level, msg, key string, ids []string) {
+	for from := maxLoggedJobs; from < len(ids); from += maxLoggedJobs {
+		part := ids[from:min(from+maxLoggedJobs, len(ids))]
+		rl.log.Log(context.Background(), level, "config reload job IDs, continued", "continues", msg,
+			key, part, "from", from+1, key+"_count", len(ids))
+	}
 }
 
 // diffJobs returns, by ID and sorted, the jobs next adds to old, the jobs
@@ -235,7 +251,8 @@ func sameJob(a, b config.Job) bool {
 	return true
 }
 
-// capIDs keeps a log line bounded: at most maxLoggedJobs IDs, then "…".
+// capIDs keeps a log line bounded: at most maxLoggedJobs IDs, then "… N
+// more" (logMoreIDs lists them).
 func capIDs(ids []string) []string {
 	if ids == nil {
 		return []string{}
@@ -243,7 +260,7 @@ func capIDs(ids []string) []string {
 	if len(ids) <= maxLoggedJobs {
 		return ids
 	}
-	return append(slices.Clip(ids[:maxLoggedJobs]), "…")
+	return append(slices.Clip(ids[:maxLoggedJobs]), fmt.Sprintf("… %d more in the next lines (config reload job IDs, continued)", len(ids)-maxLoggedJobs))
 }
 
 // changedSettings names the settings (the keys as the file spells them,

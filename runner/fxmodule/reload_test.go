@@ -253,6 +253,66 @@ func TestReloadLogLineIsBounded(t *testing.T) {
 	}
 }
 
+// A reload that adds or removes more jobs than a line lists names the rest
+// in further lines of at most maxLoggedJobs IDs, the removed ones at WARN:
+// every ID is in the log. (The first line's were all: the others were
+// added and removed without a trace, attack 26, P8.)
+func TestReloadNamesEveryJobInBoundedLines(t *testing.T) {
+	t.Parallel()
+	ids := func(prefix string, n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("%s-%03d", prefix, i))
+		}
+		return out
+	}
+	old, next := ids("old", 250), ids("new", 150)
+	b := setupReload(t, jobsYAML(old...))
+	writeFile(t, b.path, jobsYAML(next...))
+	b.look(0)
+	b.look(ReloadSettle)
+	named := func(lines []map[string]any, key, level string) []string {
+		var out []string
+		for _, l := range lines {
+			if l["level"] != level {
+				t.Errorf("%v: level %v, want %s", l, l["level"], level)
+			}
+			list, _ := l[key].([]any)
+			if len(list) > maxLoggedJobs+1 {
+				t.Errorf("a line lists %d IDs", len(list))
+			}
+			for _, id := range list {
+				if s := id.(string); !strings.HasPrefix(s, "…") {
+					out = append(out, s)
+				}
+			}
+		}
+		return out
+	}
+	cont := b.log.lines("config reload job IDs, continued")
+	var removedCont, addedCont []map[string]any
+	for _, l := range cont {
+		switch {
+		case l["removed"] != nil:
+			removedCont = append(removedCont, l)
+		case l["added"] != nil:
+			addedCont = append(addedCont, l)
+		}
+	}
+	removed := named(append(b.log.lines("config reload removed jobs"), removedCont...), "removed", "WARN")
+	added := named(append(b.log.lines("config reloaded"), addedCont...), "added", "INFO")
+	if !slices.Equal(removed, old) || !slices.Equal(added, next) {
+		t.Fatalf("removed %d of %d, added %d of %d in the log:\n%s", len(removed), len(old), len(added), len(next), b.log)
+	}
+	if len(removedCont) != 2 || len(addedCont) != 1 {
+		t.Fatalf("%d and %d continuation lines, want 2 and 1:\n%s", len(removedCont), len(addedCont), b.log)
+	}
+	first := b.log.lines("config reload removed jobs")[0]["removed"].([]any)
+	if last := first[len(first)-1].(string); last != "… 150 more in the next lines (config reload job IDs, continued)" {
+		t.Errorf("the first line ends %q", last)
+	}
+}
+
 // logBuffer holds JSON log lines.
 type logBuffer struct{ bytes.Buffer }
 
