@@ -678,6 +678,46 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			// An exporter refuses every export with such a header, saying so
+			// only in a WARN line every 30 s (attack 26, P9).
+			name: "tracing headers over gRPC",
+			src: y(
+				"observability:",
+				"  tracing:",
+				"    exporter: otlp",
+				"    headers:",
+				"      Bad Header: Bearer abc",
+				"      X-Api-Key: ok",
+				"      x-tok: \"Secret1\\nInjected: x\"",
+				"      grpc-timeout: 1s",
+				"      x-utf8: \"Sécret\"",
+			),
+			want: []string{
+				`pacer.yaml:5: observability.tracing.headers["Bad Header"]: invalid header name "Bad Header": over gRPC (protocol: grpc) a name may hold only letters, digits, "-", "_" and "."`,
+				`pacer.yaml:7: observability.tracing.headers.x-tok: the value (not shown) holds a control character or a non-ASCII byte, which gRPC metadata cannot carry; only printable ASCII`,
+				`pacer.yaml:8: observability.tracing.headers.grpc-timeout: invalid header name "grpc-timeout": names starting "grpc-" are gRPC's own`,
+				`pacer.yaml:9: observability.tracing.headers.x-utf8: the value (not shown) holds a control character`,
+			},
+		},
+		{
+			name: "tracing headers over HTTP",
+			src: y(
+				"observability:",
+				"  tracing:",
+				"    exporter: otlp",
+				"    protocol: http",
+				"    headers:",
+				"      \"x:key\": a",
+				"      X-Api-Key!: ok",
+				"      x-tok: \"Secret1\\r\\nInjected: x\"",
+				"      x-utf8: \"Sécret\"",
+			),
+			want: []string{
+				`pacer.yaml:6: observability.tracing.headers["x:key"]: invalid header name "x:key": an HTTP header name may hold only letters, digits and !#$%&'*+-.^_` + "`" + `|~`,
+				`pacer.yaml:8: observability.tracing.headers.x-tok: the value (not shown) holds a control character (a line break?), which an HTTP header cannot carry`,
+			},
+		},
+		{
 			name: "observability rules",
 			src: y(
 				"observability:",

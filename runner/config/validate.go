@@ -610,6 +610,42 @@ func (d *decoder) validatePlugins(p *Plugins) {
 	}
 }
 
+// checkTraceHeader says what is wrong with a header an OTLP export sends,
+// or "": an exporter refuses every export with a bad one, and says so only
+// in a WARN line every 30 s. The name must be an HTTP token (over gRPC,
+// letters, digits, "-", "_" and "."; gRPC lowercases it); the value may
+// hold no control character (over gRPC, only printable ASCII). The value,
+// often an API key, is never quoted.
+func checkTraceHeader(protocol, name, value string) string {
+	grpc := protocol != "http"
+	if name == "" {
+		return "header name must not be empty"
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if grpc && !(alnum || c == '-' || c == '_' || c == '.') {
+			return fmt.Sprintf("invalid header name %q: over gRPC (protocol: grpc) a name may hold only letters, digits, \"-\", \"_\" and \".\"", name)
+		}
+		if !grpc && !(alnum || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return fmt.Sprintf("invalid header name %q: an HTTP header name may hold only letters, digits and !#$%%&'*+-.^_`|~", name)
+		}
+	}
+	if grpc && strings.HasPrefix(strings.ToLower(name), "grpc-") {
+		return fmt.Sprintf("invalid header name %q: names starting \"grpc-\" are gRPC's own", name)
+	}
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if grpc && (c < 0x20 || c > 0x7e) {
+			return "the value (not shown) holds a control character or a non-ASCII byte, which gRPC metadata cannot carry; only printable ASCII"
+		}
+		if !grpc && (c < 0x20 && c != '\t' || c == 0x7f) {
+			return "the value (not shown) holds a control character (a line break?), which an HTTP header cannot carry"
+		}
+	}
+	return ""
+}
+
 func (d *decoder) validateObservability(o *Observability) {
 	d.oneOf("observability.log.level", "log level", o.Log.Level, "debug", "info", "warn", "error")
 	d.oneOf("observability.log.format", "log format", o.Log.Format, "json", "text")
@@ -626,6 +662,11 @@ func (d *decoder) validateObservability(o *Observability) {
 	}
 	if r := *t.SampleRatio; !(r >= 0 && r <= 1) {
 		d.problem("observability.tracing.sample_ratio", "%v is out of range: must be between 0 and 1", r)
+	}
+	for _, name := range sortedKeys(t.Headers) {
+		if msg := checkTraceHeader(t.Protocol, name, t.Headers[name]); msg != "" {
+			d.problem(joinPath("observability.tracing.headers", name), "%s", msg)
+		}
 	}
 
 	s := &o.Sanitize
