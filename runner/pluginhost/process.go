@@ -1,10 +1,17 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -72,13 +79,55 @@ func (h *Host) newProcRunner(path string, env []string) func(hclog.Logger, *exec
 	}
 }
 
+// missingInterpreter explains a start that failed with "no such file or
+// directory" for a plugin file that exists: what is missing is the program
+// it names to run it, its #! line's interpreter (a script), or an ELF
+// binary's dynamic loader. Any other error is returned as it is.
+func missingInterpreter(path string, err error) error {
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, ferr := os.Open(path)
+	if ferr != nil {
+		return err // the file itself is missing: the error says so
+	}
+	defer f.Close()
+	head := make([]byte, 256)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	if line, ok := bytes.CutPrefix(head, []byte("#!")); ok {
+		line, _, _ = bytes.Cut(line, []byte("\n"))
+		fields := strings.Fields(string(line))
+		if len(fields) == 0 {
+			return fmt.Errorf("%s: its #! line names no interpreter (%w)", path, err)
+		}
+		interp := fields[0]
+		if strings.HasSuffix(string(line), "\r") && len(fields) == 1 {
+			return fmt.Errorf("%s: its #! line ends with a carriage return (Windows line endings), so its interpreter %q does not exist; convert the file to Unix line endings (%w)",
+				path, interp+"\r", err)
+		}
+		return fmt.Errorf("%s: its interpreter %s (from its #! line) does not exist; install it or change the #! line (%w)", path, interp, err)
+	}
+	if ef, eerr := elf.NewFile(f); eerr == nil {
+		defer ef.Close()
+		for _, p := range ef.Progs {
+			if p.Type == elf.PT_INTERP {
+				b, _ := io.ReadAll(p.Open())
+				return fmt.Errorf("%s: its dynamic loader %s (the ELF interpreter it was linked for) does not exist: built for another system or C library? (%w)",
+					path, strings.TrimRight(string(b), "\x00"), err)
+			}
+		}
+	}
+	return err
+}
+
 // Start forks the plugin and registers it, under the spawn lock (read), so
 // that no sweep takes it for an orphan.
 func (r *procRunner) Start(context.Context) error {
 	r.h.spawn.RLock()
 	defer r.h.spawn.RUnlock()
 	if err := r.cmd.Start(); err != nil {
-		return err
+		return missingInterpreter(r.path, err)
 	}
 	pid := r.cmd.Process.Pid
 	proc, err := proctree.Read(pid)
