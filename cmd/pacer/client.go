@@ -1060,6 +1060,11 @@ func printEtcd(w io.Writer, e *coord.EtcdStatus) error {
 	}
 	values := fmt.Sprintf("database %s (%s in use) of %s quota (%.0f%%), %d keys",
 		mib(e.DBSize), mib(e.DBSizeInUse), mib(e.Quota), 100*float64(e.DBSize)/float64(max(e.Quota, 1)), e.Keys)
+	if e.Quota == 0 {
+		// etcd < 3.6 whose /metrics could not be read: no guessed quota.
+		values = fmt.Sprintf("database %s (%s in use), %s, %d keys",
+			mib(e.DBSize), mib(e.DBSizeInUse), cell(orDash(e.QuotaError)), e.Keys)
+	}
 	// The endpoint may carry user-info, and the error may quote it.
 	ep, why := cell(orDash(e.Endpoint)), cell(e.Error)
 	var line string

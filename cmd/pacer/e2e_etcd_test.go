@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/internal/etcdembed"
+	"github.com/pacerun/pacer/runner/coord"
 )
 
 // stampJob runs testplugin's stamp task every second, appending to path.
@@ -620,4 +622,82 @@ func scrapeMetrics(url string) (map[string]float64, bool) {
 		}
 	}
 	return out, true
+}
+
+// startEtcd34 starts /usr/bin/etcd (Debian's etcd 3.4, whose Status
+// response does not report the space quota) as one member with the quota
+// given, and returns its client address.
+func startEtcd34(t *testing.T, quota int64) string {
+	t.Helper()
+	const bin = "/usr/bin/etcd"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("needs an etcd older than 3.6 at %s (Debian: apt-get install etcd-server): %v", bin, err)
+	}
+	client, peer := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(bin, "--name", "old", "--data-dir", filepath.Join(t.TempDir(), "etcd"),
+		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
+		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
+		"--initial-cluster", "old=http://"+peer, "--quota-backend-bytes", strconv.FormatInt(quota, 10))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get("http://" + client + "/health"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return client
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("etcd 3.4 does not answer /health after 30s")
+		}
+	}
+}
+
+// With etcd 3.4 (no quota in its Status response) the runner reads the
+// member's quota from its /metrics: a member started with a 16 MiB quota
+// is reported with 16 MiB, in the gauge, the API and pacer status. Before
+// attack 27's R2 fix the runner assumed etcd's default, 2 GiB, so
+// PacerEtcdDatabaseNearQuota could never fire before NOSPACE.
+func TestE2EEtcd34QuotaReadFromItsMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: starts real pacer and etcd processes (skipped with -short)")
+	}
+	const quota = 16 << 20
+	client := startEtcd34(t, quota)
+	addr := freeAddr(t)
+	p := startPacer(t, "q", addr, fmt.Sprintf(`
+node: {name: q}
+cluster:
+  name: e2e
+  lease_ttl: 2s
+  etcd: {endpoints: ['http://%s']}
+http: {listen: %s}
+plugins: {dir: %s}
+jobs:%s`, client, addr, filepath.Join(binDir, "plugins"), stampJob("j", filepath.Join(t.TempDir(), "stamps"))))
+	p.waitLogs("the scheduler to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
+	for deadline := time.Now().Add(30 * time.Second); p.metric("pacer_etcd_db_size_bytes") <= 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("pacer_etcd_db_size_bytes not set after 30s: the monitor reads no status of etcd 3.4")
+		}
+	}
+	if q := p.metric("pacer_etcd_db_quota_bytes"); q != quota {
+		t.Errorf("pacer_etcd_db_quota_bytes = %v, want etcd's --quota-backend-bytes %d", q, quota)
+	}
+	if out, code := p.cli(nil, "status"); code != 0 || !strings.Contains(out, "of 16.0 MiB quota") {
+		t.Errorf("pacer status (exit %d) does not show the 16 MiB quota:\n%s", code, out)
+	}
+	resp, err := http.Get(p.httpURL + "/api/v1/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Etcd coord.EtcdStatus `json:"etcd"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Etcd.Quota != quota || body.Etcd.QuotaError != "" {
+		t.Errorf("/api/v1/cluster's etcd = %+v (%v), want db_quota_bytes %d", body.Etcd, err, quota)
+	}
 }

@@ -28,6 +28,12 @@ func TestStatusWarnsNearTheQuota(t *testing.T) {
 		{"alarm, no leader", coord.EtcdStatus{DBSize: 10, Quota: 100, Alarms: []string{"NOSPACE"}, Error: "etcd member has no leader", At: time.Now()},
 			[]string{"NO LEADER", "etcd member has no leader", "WARNING:  etcd alarms raised: NOSPACE"}, nil},
 		{"not looked at yet", coord.EtcdStatus{}, []string{"etcd:     - (not looked at yet)"}, []string{"WARNING"}},
+		// etcd < 3.6 whose /metrics could not be read: no guessed quota
+		// (attack 27, R2: "of 2048.0 MiB quota (0%)" at NOSPACE).
+		{"quota unknown", coord.EtcdStatus{Endpoint: "http://e:2379", DBSize: 7 << 20, DBSizeInUse: 6 << 20, Keys: 12, HasLeader: true, At: time.Now(),
+			QuotaError: coord.QuotaUnknown + "GET http://e:2379/metrics: 403 Forbidden)"},
+			[]string{"etcd:     http://e:2379, database 7.0 MiB (6.0 MiB in use), quota unknown (etcd < 3.6 does not report it, and its /metrics could not be read: GET http://e:2379/metrics: 403 Forbidden), 12 keys, has a leader"},
+			[]string{"WARNING", "of 0.0 MiB", "%"}},
 		// A failed look says so, with its age, and shows the last good
 		// look's values with theirs: not zeros, not NO LEADER.
 		{"look failed", coord.EtcdStatus{Endpoint: "http://e:2379", DBSize: 100 << 20, DBSizeInUse: 40 << 20, Quota: 2 << 30, Keys: 1234,

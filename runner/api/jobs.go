@@ -119,7 +119,7 @@ func (s *Server) cleanCluster(v *runner.ClusterView) {
 	v.Error = s.clean(v.Error)
 	if v.Etcd != nil {
 		e := *v.Etcd
-		e.Endpoint, e.Error = s.clean(e.Endpoint), s.clean(e.Error)
+		e.Endpoint, e.Error, e.QuotaError = s.clean(e.Endpoint), s.clean(e.Error), s.clean(e.QuotaError)
 		v.Etcd = &e
 	}
 	if v.JobSetView != nil {

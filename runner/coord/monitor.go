@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,10 @@ type MonitorOptions struct {
 	Registered <-chan struct{}
 	// RequestTimeout bounds each request. Default 5s.
 	RequestTimeout time.Duration
+	// TLS is the etcd client's TLS configuration (nil: none). A member
+	// that does not report its space quota (etcd < 3.6) is asked for it
+	// on its client URL's /metrics, with it.
+	TLS *tls.Config
 
 	// Embedded says this replica runs the only etcd member, in DataDir.
 	// The monitor then also defragments it when its file holds much more
@@ -59,13 +64,16 @@ type MonitorOptions struct {
 
 // EtcdStatus is what a replica last saw of the etcd member it talks to.
 type EtcdStatus struct {
-	Endpoint    string   `json:"endpoint,omitempty"`
-	DBSize      int64    `json:"db_size_bytes"`
-	DBSizeInUse int64    `json:"db_size_in_use_bytes"`
-	Quota       int64    `json:"db_quota_bytes"`
-	Keys        int64    `json:"keys"`
-	HasLeader   bool     `json:"has_leader"`
-	Alarms      []string `json:"alarms,omitempty"`
+	Endpoint    string `json:"endpoint,omitempty"`
+	DBSize      int64  `json:"db_size_bytes"`
+	DBSizeInUse int64  `json:"db_size_in_use_bytes"`
+	// Quota is the member's space quota; 0 when it is unknown, and
+	// QuotaError then says why (see quotaReader).
+	Quota      int64    `json:"db_quota_bytes,omitempty"`
+	QuotaError string   `json:"db_quota_error,omitempty"`
+	Keys       int64    `json:"keys"`
+	HasLeader  bool     `json:"has_leader"`
+	Alarms     []string `json:"alarms,omitempty"`
 	// DiskFree is the free space of the embedded member's file system.
 	DiskFree uint64 `json:"disk_free_bytes,omitempty"`
 	// Error says why the look at At failed. The endpoint, sizes, keys and
@@ -84,10 +92,6 @@ const EtcdNoLeader = "etcd member has no leader"
 // NearQuotaRatio is how full the database may get, against its quota,
 // before Pacer warns (pacer status, the alert rule on the metrics).
 const NearQuotaRatio = 0.8
-
-// etcdDefaultQuota is etcd's own space quota (--quota-backend-bytes unset):
-// 2 GiB.
-const etcdDefaultQuota = 2 << 30
 
 // NearQuota reports whether the database file has reached NearQuotaRatio of
 // its quota (etcd compares the file's size, not the size in use, with the
@@ -111,6 +115,7 @@ type Monitor struct {
 	good EtcdStatus
 	// noSpaceLogged is when NoSpaceHelp was last logged.
 	noSpaceLogged time.Time
+	quotas        *quotaReader
 }
 
 // NewMonitor returns a Monitor. Nothing happens until Run.
@@ -127,7 +132,7 @@ func NewMonitor(o MonitorOptions) *Monitor {
 	if o.DiskLowBytes == 0 {
 		o.DiskLowBytes = 64 << 20
 	}
-	return &Monitor{o: o, log: o.Logger, prefix: "/pacer/" + o.Cluster + "/"}
+	return &Monitor{o: o, log: o.Logger, prefix: "/pacer/" + o.Cluster + "/", quotas: newQuotaReader(o.TLS, o.RequestTimeout)}
 }
 
 // Status returns what the monitor last saw.
@@ -192,7 +197,8 @@ func (m *Monitor) keep(st EtcdStatus) EtcdStatus {
 	}
 	st.LastGood = m.good.At
 	if st.Endpoint == "" {
-		st.Endpoint, st.DBSize, st.DBSizeInUse, st.Quota = m.good.Endpoint, m.good.DBSize, m.good.DBSizeInUse, m.good.Quota
+		st.Endpoint, st.DBSize, st.DBSizeInUse = m.good.Endpoint, m.good.DBSize, m.good.DBSizeInUse
+		st.Quota, st.QuotaError = m.good.Quota, m.good.QuotaError
 	}
 	if !st.HasLeader && st.Keys == 0 {
 		st.Keys = m.good.Keys
@@ -248,11 +254,13 @@ func (m *Monitor) look(ctx context.Context) EtcdStatus {
 		}
 	}
 	if status != nil {
-		st.DBSize, st.DBSizeInUse, st.Quota = status.DbSize, status.DbSizeInUse, status.DbSizeQuota
+		st.DBSize, st.DBSizeInUse = status.DbSize, status.DbSizeInUse
 		st.HasLeader = st.HasLeader && status.Leader != 0
-		if st.Quota == 0 {
-			st.Quota = etcdDefaultQuota // a member too old to say
+		quota, err := m.quotas.quota(ctx, status.Header.MemberId, st.Endpoint, status.DbSizeQuota, st.At)
+		if err != nil {
+			st.QuotaError = QuotaUnknown + err.Error() + ")"
 		}
+		st.Quota = quota
 	} else if st.Error == "" {
 		st.Error = "no etcd endpoint answered a status request"
 	}
@@ -279,7 +287,11 @@ func (m *Monitor) export(st EtcdStatus) {
 	if st.Endpoint != "" {
 		mt.EtcdDBSize.WithLabelValues().Set(float64(st.DBSize))
 		mt.EtcdDBSizeInUse.WithLabelValues().Set(float64(st.DBSizeInUse))
-		mt.EtcdDBQuota.WithLabelValues().Set(float64(st.Quota))
+		if st.Quota > 0 {
+			mt.EtcdDBQuota.WithLabelValues().Set(float64(st.Quota))
+		} else {
+			mt.EtcdDBQuota.DeleteLabelValues() // unknown: no series rather than a guess
+		}
 	}
 	if st.HasLeader {
 		mt.EtcdKeys.WithLabelValues().Set(float64(st.Keys))

@@ -499,11 +499,20 @@ func configFile(path string) (string, string, time.Time) {
 // replica's own keys.
 func newMonitor(lc fx.Lifecycle, cfg *config.Config, cli *clientv3.Client, log *slog.Logger, m *observability.Metrics,
 	ms *coord.Membership) *coord.Monitor {
+	e := cfg.Cluster.Etcd
+	// The client's TLS settings, for a member's /metrics (its quota, when
+	// etcd < 3.6 does not report it); newEtcdClient has checked them.
+	var tc *tls.Config
+	if len(e.Endpoints) > 0 {
+		if cc, err := coord.ClientConfig(coord.ClientOptions{CAFile: e.TLS.CAFile, CertFile: e.TLS.CertFile, KeyFile: e.TLS.KeyFile}); err == nil {
+			tc = cc.TLS
+		}
+	}
 	mon := coord.NewMonitor(coord.MonitorOptions{
 		Client: cli, Cluster: cfg.Cluster.Name, Metrics: m, Logger: log.With("component", "etcd-monitor"),
 		Registered:     ms.Registered(),
-		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout,
-		Embedded:       len(cfg.Cluster.Etcd.Endpoints) == 0, DataDir: cfg.Cluster.DataDir,
+		RequestTimeout: e.RequestTimeout, TLS: tc,
+		Embedded: len(e.Endpoints) == 0, DataDir: cfg.Cluster.DataDir,
 		// The in-process client of the embedded etcd has no endpoints.
 		Endpoint: cfg.Cluster.Embedded.ClientURL,
 	})
