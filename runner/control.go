@@ -27,7 +27,7 @@ type ControlStore interface {
 	SetPaused(ctx context.Context, job string, paused bool, note []byte, idem coord.Idempotency) (coord.Applied, error)
 	RequestTrigger(ctx context.Context, job, id string, body []byte, idem coord.Idempotency, lim coord.TriggerLimits) (coord.Applied, error)
 	Triggers(ctx context.Context, job string) ([]coord.Trigger, error)
-	Runs(ctx context.Context, job string, limit int) ([][]byte, error)
+	RunsBefore(ctx context.Context, job, before string, limit int) ([]coord.StoredRun, error)
 	State(ctx context.Context) (coord.ClusterState, error)
 }
 
@@ -472,53 +472,6 @@ func orUnknown(op string) string {
 		return "an unknown request"
 	}
 	return "a " + op
-}
-
-// Runs returns a job's latest records, newest first, up to limit: first
-// its manual trigger requests not yet recorded (state pending, or the
-// run's claim while it runs), then its stored run and skip records. A job
-// not in this replica's config gets the records that are stored for it
-// (a removed job's until the sweep removes its keys, a trigger request's
-// expired record of a job the leader does not have), and ErrUnknownJob
-// only when there are none.
-func (c *Control) Runs(ctx context.Context, id string, limit int) ([]json.RawMessage, error) {
-	_, configured := c.Runner.Job(id)
-	trs, err := c.Store.Triggers(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := c.Store.Runs(ctx, id, limit)
-	if err != nil {
-		return nil, err
-	}
-	if !configured && len(trs) == 0 && len(raw) == 0 {
-		return nil, fmt.Errorf("%w %q", ErrUnknownJob, id)
-	}
-	out := make([]json.RawMessage, 0, min(limit, len(trs)+len(raw)))
-	for _, tr := range slices.Backward(trs) {
-		if len(out) == limit {
-			return out, nil
-		}
-		var req TriggerRequest
-		_ = json.Unmarshal(tr.Body, &req)
-		rec := Record{Job: id, ScheduledTime: req.RequestedAt, CorrelationID: req.CorrelationID, Manual: true,
-			TriggerID: tr.ID, State: StatePending, Start: req.RequestedAt}
-		if req.Claim != nil {
-			rec = *req.Claim
-		}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	for _, r := range raw {
-		if len(out) == limit {
-			break
-		}
-		out = append(out, r)
-	}
-	return out, nil
 }
 
 // ClusterView is the cluster as this replica sees it: leadership, and each

@@ -58,37 +58,50 @@ type jobsCursor struct {
 	States string `json:"states,omitempty"`
 }
 
-// A cursor is the JSON of a jobsCursor and a checksum of it, each in
-// base64url, joined by '.': any replica checks one another gave out (no
-// secret is needed: a cursor grants nothing), and a cursor made or edited
-// by hand is refused rather than read as something it was not.
-const cursorDomain = "pacer jobs cursor v1\x00"
+// A cursor is the JSON of a jobsCursor (runsCursor) and a checksum of it,
+// each in base64url, joined by '.': any replica checks one another gave
+// out (no secret is needed: a cursor grants nothing), and a cursor made or
+// edited by hand is refused rather than read as something it was not. The
+// checksum's domain differs by listing, so a cursor of one is refused by
+// the other.
+const (
+	jobsCursorDomain = "pacer jobs cursor v1\x00"
+	runsCursorDomain = "pacer runs cursor v1\x00"
+)
 
-func cursorSum(b []byte) []byte {
-	sum := sha256.Sum256(append([]byte(cursorDomain), b...))
+func cursorSum(domain string, b []byte) []byte {
+	sum := sha256.Sum256(append([]byte(domain), b...))
 	return sum[:9]
 }
 
-func encodeJobsCursor(c jobsCursor) string {
-	b, _ := json.Marshal(c)
-	return base64.RawURLEncoding.EncodeToString(b) + "." + base64.RawURLEncoding.EncodeToString(cursorSum(b))
+func encodeCursor(domain string, v any) string {
+	b, _ := json.Marshal(v)
+	return base64.RawURLEncoding.EncodeToString(b) + "." + base64.RawURLEncoding.EncodeToString(cursorSum(domain, b))
 }
+
+// decodeCursor reads into v the cursor s holds if this API gave it out
+// for the listing of domain.
+func decodeCursor(domain, s string, v any) bool {
+	body, sum, ok := strings.Cut(s, ".")
+	if !ok {
+		return false
+	}
+	b, err1 := base64.RawURLEncoding.DecodeString(body)
+	got, err2 := base64.RawURLEncoding.DecodeString(sum)
+	if err1 != nil || err2 != nil || subtle.ConstantTimeCompare(got, cursorSum(domain, b)) != 1 {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v) == nil
+}
+
+func encodeJobsCursor(c jobsCursor) string { return encodeCursor(jobsCursorDomain, c) }
 
 // decodeJobsCursor returns the cursor s holds if this API gave it out.
 func decodeJobsCursor(s string) (jobsCursor, bool) {
 	var c jobsCursor
-	body, sum, ok := strings.Cut(s, ".")
-	if !ok {
-		return c, false
-	}
-	b, err1 := base64.RawURLEncoding.DecodeString(body)
-	got, err2 := base64.RawURLEncoding.DecodeString(sum)
-	if err1 != nil || err2 != nil || subtle.ConstantTimeCompare(got, cursorSum(b)) != 1 {
-		return c, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if dec.Decode(&c) != nil || c.After == "" {
+	if !decodeCursor(jobsCursorDomain, s, &c) || c.After == "" {
 		return c, false
 	}
 	return c, true

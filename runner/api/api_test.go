@@ -74,14 +74,25 @@ func (m *memStore) RequestTrigger(_ context.Context, job, _ string, body []byte,
 
 func (m *memStore) Triggers(context.Context, string) ([]coord.Trigger, error) { return nil, nil }
 
-func (m *memStore) Runs(_ context.Context, job string, _ int) ([][]byte, error) {
+// RunsBefore serves job a's three records (run IDs r1 to r3) and gone's
+// one, a page at a time as etcd would.
+func (m *memStore) RunsBefore(_ context.Context, job, before string, limit int) ([]coord.StoredRun, error) {
+	var all []coord.StoredRun // newest first
 	switch job {
 	case "a":
-		return [][]byte{[]byte(`{"job":"a","state":"success"}`)}, nil
+		for _, id := range []string{"r3", "r2", "r1"} {
+			all = append(all, coord.StoredRun{ID: id, Value: []byte(`{"job":"a","run_id":"` + id + `","state":"success"}`)})
+		}
 	case "gone": // not configured: a removed job whose keys are still there
-		return [][]byte{[]byte(`{"job":"gone","state":"skipped","reason":"expired"}`)}, nil
+		all = []coord.StoredRun{{ID: "r1", Value: []byte(`{"job":"gone","state":"skipped","reason":"expired"}`)}}
 	}
-	return nil, nil
+	var out []coord.StoredRun
+	for _, r := range all {
+		if (before == "" || r.ID < before) && len(out) < limit {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 func (m *memStore) State(context.Context) (coord.ClusterState, error) {
@@ -173,6 +184,15 @@ func TestJobAPI(t *testing.T) {
 		{"runs bad limit", "GET", "/api/v1/runs?job=a&limit=0", "", "", nil, 400, "limit"},
 		{"runs", "GET", "/api/v1/runs?job=a&limit=5", "", "", nil, 200, ""},
 		{"runs unknown job", "GET", "/api/v1/runs?job=zz", "", "", nil, 404, "unknown job"},
+		// Attack 25, W3: what /runs does not take is refused, naming it,
+		// not ignored (a cursor answered page one again, a state filter
+		// answered unfiltered, a second job was dropped).
+		{"runs cursor not given out", "GET", "/api/v1/runs?job=a&limit=1&cursor=abc", "", "", nil, 400, `cursor "abc" is not one this API gave out`},
+		{"runs state", "GET", "/api/v1/runs?job=a&state=failure", "", "", nil, 400, `query parameter "state": /api/v1/runs takes only job, limit, cursor`},
+		{"runs unknown parameter", "GET", "/api/v1/runs?job=a&bogus=1", "", "", nil, 400, `query parameter "bogus"`},
+		{"runs job twice", "GET", "/api/v1/runs?job=a&job=gone", "", "", nil, 400, `query parameter "job" given 2 times`},
+		{"jobs unknown parameter", "GET", "/api/v1/jobs?bogus=1", "", "", nil, 400, `query parameter "bogus": /api/v1/jobs takes only limit, cursor, state`},
+		{"jobs state twice", "GET", "/api/v1/jobs?state=paused&state=active", "", "", nil, 400, `query parameter "state" given 2 times`},
 		{"cluster", "GET", "/api/v1/cluster", "", "", nil, 200, ""},
 		{"no such endpoint", "GET", "/api/v2/jobs", "", "", nil, 404, "no such endpoint"},
 	}
@@ -203,6 +223,31 @@ func TestJobAPI(t *testing.T) {
 	}
 	if _, body := call(t, srv, "GET", "/api/v1/runs?job=a", "", ""); body["configured"] != true || body["note"] != nil {
 		t.Fatalf("runs of a configured job: %v", body)
+	}
+	// A job's history a page at a time, each next page older (attack 25,
+	// W3: the cursor was ignored, so a client paging looped on page one).
+	var got []any
+	path := "/api/v1/runs?job=a&limit=2"
+	for pages := 1; ; pages++ {
+		code, body := call(t, srv, "GET", path, "", "")
+		if code != 200 || pages > 3 {
+			t.Fatalf("page %d (%s): %d %v", pages, path, code, body)
+		}
+		for _, r := range body["runs"].([]any) {
+			got = append(got, r.(map[string]any)["run_id"])
+		}
+		next, ok := body["next_cursor"].(string)
+		if !ok {
+			break
+		}
+		if code, body := call(t, srv, "GET", "/api/v1/runs?job=gone&cursor="+url.QueryEscape(next), "", ""); code != 400 ||
+			!strings.Contains(fmt.Sprint(body["error"]), `the cursor is for job "a"`) {
+			t.Fatalf("a's cursor for gone's history: %d %v", code, body)
+		}
+		path = "/api/v1/runs?job=a&limit=2&cursor=" + url.QueryEscape(next)
+	}
+	if fmt.Sprint(got) != "[r3 r2 r1]" {
+		t.Fatalf("a's history through its pages: %v, want [r3 r2 r1]", got)
 	}
 }
 
@@ -480,6 +525,10 @@ func TestJobsArePagedAndFiltered(t *testing.T) {
 		if code != 400 || !strings.Contains(msg, tc.want) {
 			t.Errorf("%s: %d %q, want 400 naming %q", tc.query, code, msg, tc.want)
 		}
+	}
+	// A job listing's cursor is not a history's.
+	if code, _, msg := get("/api/v1/runs?job=a&cursor=" + url.QueryEscape(first.NextCursor)); code != 400 || !strings.Contains(msg, "not one this API gave out") {
+		t.Errorf("a jobs cursor on /api/v1/runs: %d %q, want 400", code, msg)
 	}
 	// A reload between pages: jobs removed before the cursor do not shift
 	// the next page.

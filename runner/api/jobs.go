@@ -69,33 +69,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 			writeJSON(w, code, p)
 		}))
 	}
-	mux.HandleFunc("GET /api/v1/runs", s.read(func(w http.ResponseWriter, r *http.Request) {
-		job := r.URL.Query().Get("job")
-		if job == "" {
-			s.writeError(w, http.StatusBadRequest, "query parameter job is required: /api/v1/runs?job=ID")
-			return
-		}
-		limit := 20
-		if l := r.URL.Query().Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil || n < 1 || n > 1000 {
-				s.writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a number from 1 to 1000", l))
-				return
-			}
-			limit = n
-		}
-		runs, err := c.Runs(r.Context(), job, limit)
-		if err != nil {
-			s.writeErr(w, err)
-			return
-		}
-		out := map[string]any{"job": job, "runs": runs, "configured": true}
-		if _, ok := c.Runner.Job(job); !ok {
-			out["configured"] = false
-			out["note"] = fmt.Sprintf("job %q is not in this replica's config: these are the records stored for it (a removed job's until the leader's sweep removes its keys; a trigger request's expired record)", job)
-		}
-		writeJSON(w, http.StatusOK, out)
-	}))
+	mux.HandleFunc("GET /api/v1/runs", s.read(s.runsPage))
 	mux.HandleFunc("GET /api/v1/cluster", s.read(func(w http.ResponseWriter, r *http.Request) {
 		st, err := c.Cluster(r.Context())
 		s.cleanCluster(&st)

@@ -390,6 +390,37 @@ func (c *Coordinator) HasRun(ctx context.Context, job, runID string) (bool, erro
 	return resp.Count > 0, nil
 }
 
+// StoredRun is a stored run or skip record with its run ID, the last part
+// of its key.
+type StoredRun struct {
+	ID    string
+	Value []byte
+}
+
+// RunsBefore returns up to limit of a job's records whose run IDs sort
+// before before (all when before is ""), newest first, with their IDs: a
+// page of a job's history, the next page asked for with the last ID of
+// this one. Run IDs are UUIDv7, so that is time order.
+func (c *Coordinator) RunsBefore(ctx context.Context, job, before string, limit int) ([]StoredRun, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	prefix := c.runKey(job, "")
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	if before != "" {
+		end = c.runKey(job, before)
+	}
+	resp, err := c.cli.Get(ctx, prefix, clientv3.WithRange(end),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit)))
+	if err != nil {
+		return nil, fmt.Errorf("read runs of %s: %w", job, err)
+	}
+	out := make([]StoredRun, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, StoredRun{ID: strings.TrimPrefix(string(kv.Key), prefix), Value: kv.Value})
+	}
+	return out, nil
+}
+
 // WatchPaused calls set with the full set of paused jobs now and after every
 // change, until ctx ends. It reconnects by itself; when the watch breaks it
 // calls lost (if not nil) first: until set is called again, the set it last
