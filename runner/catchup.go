@@ -101,6 +101,12 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			if ok {
 				missed = undecided(j, jc, from, start)
 			}
+			if len(missed) == 0 && oneOffLate(j, start) {
+				// SetJobs said a leader's catch-up decides it: this
+				// one runs nothing, and says so.
+				r.log.Warn("job will never fire: its one-off time has passed (next: never)", "job", j.ID, "schedule", j.Spec,
+					"why", "its time came before a leader of its shard had the job, and no slot from before that runs")
+			}
 		} else {
 			for s := j.Schedule.Next(last); !s.IsZero() && s.Before(start) && len(missed) < maxCatchUp; s = j.Schedule.Next(s) {
 				missed = append(missed, s)

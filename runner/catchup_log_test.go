@@ -63,3 +63,30 @@ func TestCatchUpLogCountsPausedSlotsAsPaused(t *testing.T) {
 		t.Errorf("the catch-up ran %d slots of a paused job", len(called))
 	}
 }
+
+// A one-off whose time passed before any leader of its shard had it is
+// run by no catch-up (no slot from before a job existed runs): SetJobs
+// said a leader's catch-up decides it, so the catch-up says it will
+// never fire (attack 25, W4).
+func TestCatchUpWarnsOfAOneOffItWillNotRun(t *testing.T) {
+	b := setup(t)
+	var logs syncbuf.Buffer
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: &scripted{}, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: slog.New(slog.NewJSONHandler(&logs, nil)), JobSets: b.coord})
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	term := b.waitLeader(t)
+	at := time.Now().Add(-5 * time.Second).UTC().Truncate(time.Second)
+	spec := "at: " + at.Format(time.RFC3339)
+	s, err := schedule.Parse(spec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.r.SetJobs([]*runner.Job{{ID: "added", Plugin: "p", Task: "t", Schedule: s, Spec: spec, Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Hour}}})
+	b.r.CatchUp(term)
+	want := `"level":"WARN","msg":"job will never fire: its one-off time has passed (next: never)","job":"added"`
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %s:\n%s", want, logs.String())
+	}
+}

@@ -276,6 +276,12 @@ func (r *Runner) never(j *Job, after time.Time, fired bool) {
 	case schedule.NeverFires(j.Schedule):
 		r.log.Warn("job will never fire: no date matches its schedule (next: never); fix the schedule",
 			"job", j.ID, "schedule", j.Spec, "timezone", j.Timezone)
+	case oneOff && oneOffLate(j, after):
+		// Not "never": the next leader's catch-up may run it late
+		// (attack 25, W4). It warns if it finds the slot is not its to
+		// run (the job came after its time).
+		r.log.Info("one-off job's time has passed; unless it ran already, a leader's catch-up decides it under the misfire policy (next: never)",
+			"job", j.ID, "schedule", j.Spec, "misfire", j.Misfire.Policy, "grace", j.Misfire.Grace)
 	case oneOff:
 		r.log.Warn("job will never fire: its one-off time has passed (next: never)",
 			"job", j.ID, "schedule", j.Spec)
@@ -283,4 +289,14 @@ func (r *Runner) never(j *Job, after time.Time, fired bool) {
 		r.log.Warn("job will not fire again: its schedule gives no fire time after this (next: never)",
 			"job", j.ID, "schedule", j.Spec, "timezone", j.Timezone, "after", after.UTC().Format(time.RFC3339))
 	}
+}
+
+// oneOffLate reports whether j is a one-off whose time has passed by now
+// but whose slot a leader's catch-up may still run late: its misfire
+// policy is not skip and its time is within the misfire grace (and, what
+// only the catch-up can tell, the slot came due while a leader had the
+// job and was never claimed).
+func oneOffLate(j *Job, now time.Time) bool {
+	at, ok := j.Schedule.(schedule.At)
+	return ok && j.Misfire.Policy != MisfireSkip && !time.Time(at).After(now) && now.Sub(time.Time(at)) <= j.Misfire.Grace
 }

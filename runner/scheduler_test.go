@@ -284,3 +284,44 @@ func TestSchedulerReportsDroppedSlotsOfAStallAndAJump(t *testing.T) {
 		t.Fatalf("after a jump ahead: %+v, want a clock jump of about 3,600 slots", got)
 	}
 }
+
+// A one-off whose time has passed but whose slot a leader's catch-up may
+// still run late (misfire not skip, within grace) is not said never to
+// fire: it is told at INFO what decides it. One that no catch-up runs
+// (skip, or beyond grace) keeps the WARN. Before, each got the WARN, and
+// then the first ran (attack 25, W4).
+func TestPassedOneOffIsNotSaidNeverToFireWhileACatchUpMayRunIt(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer // SetJobs logs before it returns, on this goroutine
+	m, err := observability.NewMetrics("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(Options{Node: "n1", Logger: slog.New(slog.NewJSONHandler(&buf, nil)), Metrics: m})
+	at := time.Now().Add(-10 * time.Second).UTC()
+	oneOff := func(id, policy string, grace time.Duration) *Job {
+		return &Job{ID: id, Spec: "at: " + at.Format(time.RFC3339), Schedule: schedule.At(at), Misfire: Misfire{Policy: policy, Grace: grace}}
+	}
+	r.SetJobs([]*Job{
+		oneOff("late-once", MisfireOnce, time.Minute),
+		oneOff("late-all", MisfireAll, time.Minute),
+		oneOff("late-skip", MisfireSkip, time.Minute),
+		oneOff("beyond-grace", MisfireOnce, time.Second),
+	})
+	lines := buf.String()
+	for _, id := range []string{"late-once", "late-all"} {
+		want := `"level":"INFO","msg":"one-off job's time has passed; unless it ran already, a leader's catch-up decides it under the misfire policy (next: never)","job":"` + id + `"`
+		if !strings.Contains(lines, want) {
+			t.Errorf("log lacks %s:\n%s", want, lines)
+		}
+		if strings.Contains(lines, `"msg":"job will never fire: its one-off time has passed (next: never)","job":"`+id+`"`) {
+			t.Errorf("%s, which a catch-up may run, was said never to fire:\n%s", id, lines)
+		}
+	}
+	for _, id := range []string{"late-skip", "beyond-grace"} {
+		want := `"level":"WARN","msg":"job will never fire: its one-off time has passed (next: never)","job":"` + id + `"`
+		if !strings.Contains(lines, want) {
+			t.Errorf("log lacks %s:\n%s", want, lines)
+		}
+	}
+}
