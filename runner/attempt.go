@@ -282,11 +282,9 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	var err error
 	switch {
 	case how.claimed != nil: // claimed already
+		r.claimedSpan(spanCtx, t, s, how.claimed)
 	case how.prev != nil:
-		var b []byte
-		if b, err = encodeRecord(&claim); err == nil {
-			err = r.o.Coord.Reclaim(spanCtx, t, job.ID, s.Time, how.prev, b)
-		}
+		err = r.reclaim(spanCtx, t, s, how.prev, &claim)
 	default:
 		err = r.claim(spanCtx, t, s, claim, tr)
 	}

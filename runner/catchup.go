@@ -738,7 +738,9 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 		claim := func() {
 			b, err := encodeRecord(&claims[i])
 			if err == nil {
+				began := time.Now()
 				err = r.o.Coord.ClaimRecording(t.Context(), t, j.ID, s, b, runID, rec, r.o.KeepRuns, r.o.MaxRunAge)
+				claims[i].claimed = &claimTimes{began, time.Now()} // for the run's pacer.claim span
 			}
 			errs[i] = err
 		}

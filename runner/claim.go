@@ -56,8 +56,13 @@ func (r *Runner) reclaimTrigger(ctx context.Context, t *coord.Term, tr *trigger,
 // unclaimed. A retry that finds the slot taken checks whether the taken
 // claim is this one, whose first attempt landed after all.
 func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *trigger) error {
+	by := "scheduler"
+	if tr != nil {
+		by = "trigger"
+	}
 	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
-		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token)))
+		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token),
+		attribute.String("pacer.claim.by", by)))
 	defer span.End()
 	b, err := encodeRecord(&rec)
 	if err != nil {
@@ -85,6 +90,39 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 		r.log.Warn("slot claim failed; retrying while leadership lasts", "job", s.Job.ID,
 			"scheduled_time", s.Time, "try", try, "error", err)
 		backoff.Sleep(ctx, wait.Next())
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+// claimedSpan traces the claim a catch-up made for a slot it runs late
+// (misfire once or all, held back by a hand-over, a one-off run late) as
+// the pacer.claim child of the run's span, with the claim write's own
+// times: the claims are written together, before the runs start one
+// after the other, so its span starts and ends before its parent's.
+func (r *Runner) claimedSpan(ctx context.Context, t *coord.Term, s Slot, c *Record) {
+	if c.claimed == nil {
+		return
+	}
+	_, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithTimestamp(c.claimed.start), trace.WithAttributes(
+		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token),
+		attribute.String("pacer.claim.by", "catch-up")))
+	span.End(trace.WithTimestamp(c.claimed.end))
+}
+
+// reclaim takes over the open claim prev of an older term for the run of
+// claim (delivery at-least-once), traced as the pacer.claim child of the
+// run's span.
+func (r *Runner) reclaim(ctx context.Context, t *coord.Term, s Slot, prev []byte, claim *Record) error {
+	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
+		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token),
+		attribute.String("pacer.claim.by", "takeover")))
+	defer span.End()
+	b, err := encodeRecord(claim)
+	if err == nil {
+		err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
 	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())

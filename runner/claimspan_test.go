@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/schedule"
 )
 
 // termEndedClaims is the bundle's coordinator whose slot claims fail as
@@ -78,6 +80,85 @@ func TestClaimLostWithTheTermIsLeftToTheNextLeader(t *testing.T) {
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("log lacks %s:\n%s", want, line)
+		}
+	}
+}
+
+// Runs a catch-up starts (a missed slot run late under misfire once, a
+// slot a dead leader left open run again under at-least-once) have their
+// pacer.claim span, a child of the run's pacer.run as the scheduler's
+// runs' is, with the claim's own times and the claiming term's token: the
+// catch-up's claim, written before the run started, or the takeover of
+// the open claim. Before, they had none (attack 25, W8).
+func TestCatchUpRunsHaveTheirClaimSpan(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	hour := time.Now().UTC().Truncate(time.Hour)
+	late := &runner.Job{ID: "late", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: 3 * time.Hour}}
+	redo := &runner.Job{ID: "redo", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Timeout: time.Minute,
+		Delivery: runner.DeliveryAtLeastOnce, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{late, redo})
+	// late last ran two hours ago: the catch-up runs its latest missed
+	// slot (this hour's). A leader (token 1) claimed redo's slot of this
+	// hour and died mid-run: the catch-up runs it again.
+	if err := b.coord.Claim(ctx, term, "late", hour.Add(-2*time.Hour), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, term, "late", hour.Add(-2*time.Hour), "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	open, _ := json.Marshal(runner.Record{Job: "redo", ScheduledTime: hour, RunID: "old-run", CorrelationID: "corr-dead",
+		Node: "dead-node", FencingToken: 1, Attempt: 1, State: "running"})
+	if err := b.coord.Claim(ctx, term, "redo", hour, open); err != nil {
+		t.Fatal(err)
+	}
+	b.r.CatchUp(term)
+	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	b.r.Stop(stop)
+	if n := len(tasks.called()); n != 2 {
+		t.Fatalf("%d runs, want late's and redo's", n)
+	}
+
+	spans := b.spans.Ended()
+	for _, tc := range []struct{ job, by string }{{"late", "catch-up"}, {"redo", "takeover"}} {
+		var run sdktrace.ReadOnlySpan
+		for _, s := range spans {
+			if v, _ := spanAttr(s, "pacer.job.id"); s.Name() == "pacer.run" && v.AsString() == tc.job {
+				run = s
+			}
+		}
+		if run == nil {
+			t.Fatalf("%s: no pacer.run span", tc.job)
+		}
+		var claims []sdktrace.ReadOnlySpan
+		for _, s := range spans {
+			if s.Name() == "pacer.claim" && s.Parent().SpanID() == run.SpanContext().SpanID() {
+				claims = append(claims, s)
+			}
+		}
+		if len(claims) != 1 {
+			t.Errorf("%s: %d pacer.claim children of its pacer.run, want 1", tc.job, len(claims))
+			continue
+		}
+		c := claims[0]
+		if v, _ := spanAttr(c, "pacer.claim.by"); v.AsString() != tc.by {
+			t.Errorf("%s: pacer.claim.by %q, want %q", tc.job, v.AsString(), tc.by)
+		}
+		if v, _ := spanAttr(c, "pacer.fencing_token"); v.AsInt64() != term.Token {
+			t.Errorf("%s: pacer.claim's fencing token %d, want the catch-up's term's %d", tc.job, v.AsInt64(), term.Token)
+		}
+		if v, _ := spanAttr(c, "pacer.job.id"); v.AsString() != tc.job {
+			t.Errorf("%s: pacer.claim's job %q", tc.job, v.AsString())
+		}
+		if c.EndTime().Before(c.StartTime()) || c.StartTime().IsZero() {
+			t.Errorf("%s: pacer.claim from %s to %s", tc.job, c.StartTime(), c.EndTime())
+		}
+		if tc.by == "catch-up" && c.EndTime().After(run.StartTime()) {
+			t.Errorf("%s: the catch-up's claim span ends at %s, after its run's span started (%s): not the claim's own times",
+				tc.job, c.EndTime(), run.StartTime())
 		}
 	}
 }

@@ -90,7 +90,15 @@ type Record struct {
 	// cut off, whichever leaders run them (attack 25, W10: a leader that
 	// took a slot over started its retry budget again).
 	Reruns int `json:"reruns,omitempty"`
+
+	// claimed, on a claim a catch-up made (claimMissed), is when its
+	// claim was written, kept until the run's span starts, for its
+	// pacer.claim span. Not stored.
+	claimed *claimTimes
 }
+
+// claimTimes is when a claim's write started and ended.
+type claimTimes struct{ start, end time.Time }
 
 // record stores an attempt's or skipped slot's record. It uses a fresh
 // context: the run's own may be cancelled, but the fencing guard still
