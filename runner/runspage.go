@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/pacerun/pacer/runner/coord"
 )
@@ -70,17 +71,21 @@ func (c *Control) RunsPage(ctx context.Context, q RunsQuery) (RunsPage, error) {
 	}
 	_, configured := c.Runner.Job(q.Job)
 	page := RunsPage{Runs: make([]json.RawMessage, 0, min(q.Limit, 64))}
-	var trs []coord.Trigger // newest first
-	if cur.Before == "" { // the trigger requests come first
+	// The trigger requests come first, on the pages before the records',
+	// newest first by ID (their order in etcd but for clocks apart, and
+	// the cursor's: each shows once).
+	var trs []coord.Trigger
+	if cur.Before == "" {
 		all, err := c.Store.Triggers(ctx, q.Job)
 		if err != nil {
 			return RunsPage{}, err
 		}
-		for _, tr := range slices.Backward(all) {
+		for _, tr := range all {
 			if cur.Trigger == "" || tr.ID < cur.Trigger {
 				trs = append(trs, tr)
 			}
 		}
+		slices.SortFunc(trs, func(a, b coord.Trigger) int { return strings.Compare(b.ID, a.ID) })
 	}
 	for i, tr := range trs {
 		if len(page.Runs) == q.Limit {
@@ -123,4 +128,3 @@ func (c *Control) RunsPage(ctx context.Context, q RunsQuery) (RunsPage, error) {
 	}
 	return page, nil
 }
-
