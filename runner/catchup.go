@@ -83,7 +83,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	var claimed sync.WaitGroup // claims of this catch-up, written before the scheduler's
 	for _, j := range r.shardJobs(t.Shard) {
 		jc := claims[j.ID]
-		redo := r.applyDelivery(t, j, jc, homed)
+		redo := r.applyDelivery(t, j, jc, held, homed)
 		last := jc.Last(start) // slots a clock ahead claimed early say nothing of what was missed
 		hash := set.Jobs[j.ID]
 		var missed, gap []time.Time
@@ -196,13 +196,22 @@ func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why
 
 // heldBack is the stretch a hand-over held the shard's slots back: from
 // when the previous leader stopped firing, through until (zero: through
-// the start of the term that took the mark over). Zero from: none.
-type heldBack struct{ from, until time.Time }
+// the start of the term that took the mark over). Zero from: none. token
+// is the fencing token of the term that handed the shard over.
+type heldBack struct {
+	from, until time.Time
+	token       int64
+}
 
 // holds says whether slot s was held back.
 func (h heldBack) holds(s time.Time) bool {
 	return !h.from.IsZero() && !s.Before(h.from) && (h.until.IsZero() || !s.After(h.until))
 }
+
+// handedOver says whether a claim made under fencing token token was left
+// open by a graceful hand-over: by the term that left the mark, or by an
+// earlier one whose claims that term left as they were.
+func (h heldBack) handedOver(token int64) bool { return !h.from.IsZero() && token <= h.token }
 
 // heldFrom takes the hand-over mark the shard's previous leader left, and
 // returns the stretch it held the shard's slots back (none: no hand-over
@@ -214,7 +223,7 @@ func (r *Runner) heldFrom(t *coord.Term) heldBack {
 		case err == nil && ok:
 			r.log.Info("shard handed over: slots held back meanwhile run late", "shard", t.Shard, "from", h.Node,
 				"firing_stopped", h.FiringStopped, "held_until", h.HeldUntil, "previous_token", h.FencingToken)
-			return heldBack{h.FiringStopped, h.HeldUntil}
+			return heldBack{h.FiringStopped, h.HeldUntil, h.FencingToken}
 		case err == nil:
 			return heldBack{}
 		}
@@ -435,6 +444,10 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	// held-back slot does not start either if the late run of an earlier
 	// one, started at that one's time, would still have been running at
 	// its time: on one leader it would have been skipped as an overlap.
+	// Once the term stops firing (a hand-over, a stop), no queued slot
+	// starts: their claims stay open, queued, and the shard's next leader
+	// runs them late, in turn (applyDelivery; attack 25, W13: the drain
+	// started them, and the next leader recorded those it cut lock_lost).
 	return func(ctx context.Context, sr *slotRun) {
 		if sr.late != nil {
 			defer func() { r.runLate(ctx, t, j, sr, busy) }()
@@ -443,6 +456,9 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 			c := &claims[i] // not a copy, which would escape to the heap, one a job
 			if ctx.Err() != nil {
 				r.closeUnrun(t, j, claims[i:], context.Cause(ctx))
+				return
+			}
+			if c.Queued && t.Draining() {
 				return
 			}
 			if paused, _ := r.JobState(j.ID); paused {
@@ -470,12 +486,17 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 // that the run of an earlier one (held back, or taken here), taken from
 // its own time, would still have covered is skipped as an overlap, as on
 // one leader; so is every slot while the job is paused. Slots left when
-// ctx ends are not claimed: the shard's next leader decides them.
+// ctx ends are not claimed: the shard's next leader decides them. Once the
+// term stops firing, none starts: they are held back for the next leader
+// (coord.Term.HoldBack), which runs them late.
 func (r *Runner) runLate(ctx context.Context, t *coord.Term, j *Job, sr *slotRun, busy []span) {
 	for {
 		r.mu.Lock()
 		q := sr.late
-		if len(q.slots) == 0 || ctx.Err() != nil || r.stopped {
+		if len(q.slots) == 0 || ctx.Err() != nil || r.stopped || t.Draining() {
+			if len(q.slots) > 0 && t.Draining() {
+				t.HoldBack(q.slots[0].Time)
+			}
 			q.closed = true
 			r.mu.Unlock()
 			return
@@ -776,8 +797,11 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 // to close. Under at-least-once, it returns the slots to run again, in slot
 // order, for one run of the job that runs them one after the other
 // (inTurn), unless the job's overlap policy is allow: then each runs at
-// once, in a run of its own, as before.
-func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed <-chan struct{}) []redelivery {
+// once, in a run of its own, as before. A slot claimed to run late that
+// never started (Record.Queued), left by a graceful hand-over (held), runs
+// late so under at-most-once too: its leader stopped before its turn came
+// (attack 25, W13: it was recorded lock_lost, and a graceful stop lost it).
+func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held heldBack, homed <-chan struct{}) []redelivery {
 	var redo []redelivery
 	for _, o := range jc.Open {
 		var rec Record
@@ -800,8 +824,11 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, homed 
 			continue
 		}
 		log := r.log.With("job", j.ID, "correlation_id", rec.CorrelationID)
-		if j.Delivery == DeliveryAtLeastOnce {
+		if j.Delivery == DeliveryAtLeastOnce || rec.Queued && held.handedOver(rec.FencingToken) {
 			switch {
+			case j.Delivery != DeliveryAtLeastOnce:
+				log.Warn("slot the previous leader claimed to run late but had not started when it handed the shard over: running it",
+					"scheduled_time", o.Time, "previous_node", rec.Node, "previous_token", rec.FencingToken)
 			case !rec.RetryAt.IsZero():
 				log.Warn("retry left by the previous leader: running it when its backoff ends (at-least-once)",
 					"scheduled_time", o.Time, "attempt", rec.Attempt+1, "retry_at", rec.RetryAt, "previous_node", rec.Node,
@@ -982,13 +1009,19 @@ func (r *Runner) awaitRetry(ctx context.Context, t *coord.Term, d redelivery, sr
 // skipped as overlaps, as on one leader; under overlap replace, the
 // scheduler's next slot ends it, and the slots it had not started are
 // closed as replaced (closeUnrun). It waits for homed before the first.
-// When the term stops firing while a re-delivered slot's retry waits
-// (awaitRetry), the slots after it do not start either: their claims stay
-// open, and the shard's next leader runs them in turn.
+// When the term stops firing, the re-delivered slots not started yet do
+// not start, nor do those of next (that a retry left meanwhile, awaitRetry
+// or runSlotFrom, would precede): their claims stay open, and the shard's
+// next leader runs them in turn (attack 25, W13: a queued slot of next
+// ran in the drain, before the retry of an earlier slot left to the next
+// leader).
 func (r *Runner) inTurn(t *coord.Term, j *Job, redo []redelivery, homed <-chan struct{}, next func(context.Context, *slotRun)) func(context.Context, *slotRun) {
 	return func(ctx context.Context, sr *slotRun) {
 		<-homed
 		for i, d := range redo {
+			if t.Draining() && ctx.Err() == nil {
+				return
+			}
 			if ctx.Err() != nil {
 				unrun := make([]Record, 0, len(redo)-i)
 				for _, u := range redo[i:] {

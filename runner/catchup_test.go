@@ -766,7 +766,7 @@ func TestCatchUpDoesNotRunAPausedJob(t *testing.T) {
 	b.r.CatchUp(term)
 	stop, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b.r.Stop(stop)
+	stopAfterRuns(stop, b.r, term)
 
 	if called := tasks.called(); len(called) != 0 {
 		t.Fatalf("the catch-up ran %d slots of paused jobs: %v", len(called), called)

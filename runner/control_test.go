@@ -182,7 +182,7 @@ func TestCatchUpAppliesMisfirePolicy(t *testing.T) {
 			b.r.CatchUp(term)
 			stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			b.r.Stop(stop) // waits for the catch-up runs and records
+			stopAfterRuns(stop, b.r, term) // waits for the catch-up runs and records
 
 			runs := len(tasks.called())
 			if runs < tc.minRuns || runs > tc.maxRuns {

@@ -310,7 +310,7 @@ func TestCatchUpMarksTheLatestSkippedSlotDecided(t *testing.T) {
 	b.r.CatchUp(term)
 	stop, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b.r.Stop(stop)
+	stopAfterRuns(stop, b.r, term)
 
 	if n := len(tasks.called()); n != 100 {
 		t.Fatalf("%d missed slots ran, want 100 (maxCatchUpRuns)", n)

@@ -139,7 +139,7 @@ func TestCatchUpNamesSlotsTheLeaderDidNotHave(t *testing.T) {
 	b.r.CatchUp(term)
 	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b.r.Stop(stop)
+	stopAfterRuns(stop, b.r, term)
 
 	ran := ranSlots(tasks.called())
 	skipped := map[time.Time]runner.Record{}

@@ -77,7 +77,7 @@ func TestCatchUpSkipsSlotsDueWhileTheJobWasPaused(t *testing.T) {
 	failover(t, b, first)
 	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b.r.Stop(stop)
+	stopAfterRuns(stop, b.r, b.coord.Term())
 
 	ran := ranSlots(tasks.called())
 	got := decidedSlots(t, b, j.ID)
@@ -138,7 +138,7 @@ func TestHeldBackSlotsDueWhileTheJobWasPausedDoNotRun(t *testing.T) {
 	failover(t, b, first)
 	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b.r.Stop(stop)
+	stopAfterRuns(stop, b.r, b.coord.Term())
 
 	ran := ranSlots(tasks.called())
 	got := decidedSlots(t, b, j.ID)

@@ -177,6 +177,15 @@ func (b *bundle) waitLeader(t *testing.T) *coord.Term {
 	}
 }
 
+// stopAfterRuns waits until no run of term's shard is in progress on r
+// (a catch-up's late runs, one after the other), or ctx ends, then stops r,
+// which waits for its records. A stop alone would not wait for them: a
+// stopping runner starts no queued late slot (attack 25, W13).
+func stopAfterRuns(ctx context.Context, r *runner.Runner, term *coord.Term) {
+	r.WaitIdle(ctx, term)
+	r.Stop(ctx)
+}
+
 func job(id, overlap string) *runner.Job {
 	return &runner.Job{ID: id, Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Timeout: time.Minute, Overlap: overlap}
 }

@@ -163,7 +163,7 @@ func TestLateTakenHandOverHoldsBackTheDrainsSlots(t *testing.T) {
 	failover(t, b, first)
 	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	b.r.Stop(stop)
+	stopAfterRuns(stop, b.r, b.coord.Term())
 
 	ran := ranSlots(tasks.called())
 	for _, s := range slots {

@@ -1,0 +1,203 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pacerun/pacer/observability"
+	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
+)
+
+// steppedTasks is a TaskRunner whose calls each wait for a step (a send
+// on step, or its close) or their context's end; it records the calls,
+// and says on started when each begins.
+type steppedTasks struct {
+	mu      sync.Mutex
+	calls   []pluginhost.Call
+	started chan time.Time // each call's slot, as it begins
+	step    chan struct{}
+}
+
+func newSteppedTasks() *steppedTasks {
+	return &steppedTasks{started: make(chan time.Time, 64), step: make(chan struct{})}
+}
+
+func (s *steppedTasks) Run(ctx context.Context, c pluginhost.Call) (*pluginhost.Result, error) {
+	s.mu.Lock()
+	s.calls = append(s.calls, c)
+	s.mu.Unlock()
+	s.started <- c.Info.ScheduledTime.UTC()
+	select {
+	case <-s.step:
+		return &pluginhost.Result{Output: "ok"}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *steppedTasks) called() []pluginhost.Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+// handOverNow ends term as a graceful hand-over does once its drain is
+// over: its mark (firing stopped at stopped), then its end; the bundle's
+// coordinator leads again under a new token and catches up. It returns
+// the new term.
+func handOverNow(t *testing.T, b *bundle, term *coord.Term, stopped time.Time) *coord.Term {
+	t.Helper()
+	b.putHandOver(t, term, stopped, time.Now())
+	return failover(t, b, term)
+}
+
+// Attack 25, W13: a graceful stop during a catch-up (misfire all, at-most-once)
+// kept starting the catch-up's queued late slots in its drain, one after the
+// other; the drain timeout cut the one running, and the next leader recorded
+// the rest lock_lost, "not started before it lost leadership": lost. Once the
+// term stops firing, no queued slot starts now: its claim stays queued, and
+// the next leader, taking the hand-over mark, runs it late, in slot order.
+func TestStopDuringACatchUpLeavesItsQueuedSlotsToTheNextLeader(t *testing.T) {
+	b := setup(t)
+	tasks := newSteppedTasks()
+	b.useRunner(t, tasks)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	slots := secondsUntil(now, -7*time.Second)
+	j := &runner.Job{ID: "all", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	missed := slots[1:] // claimed together by the catch-up, all but the first queued
+	second := failover(t, b, first)
+	if s := <-tasks.started; !s.Equal(missed[0]) {
+		t.Fatalf("the catch-up started slot %s first, want %s", s.Format(time.TimeOnly), missed[0].Format(time.TimeOnly))
+	}
+	stopped := second.StopFiring() // a stop or a hand-over begins
+	tasks.step <- struct{}{}       // the slot running ends
+	drain, cancel := context.WithTimeout(ctx, 5*time.Second)
+	b.r.WaitIdle(drain, second)
+	cancel()
+	if calls := tasks.called(); len(calls) != 1 {
+		t.Errorf("the draining term started %d slots, want only the one running when firing stopped", len(calls))
+	}
+
+	third := handOverNow(t, b, second, stopped)
+	close(tasks.step)
+	waitUntil(t, "every missed slot decided", func() bool {
+		got := decidedSlots(t, b, j.ID)
+		return !slices.ContainsFunc(missed, func(s time.Time) bool { _, ok := got[s]; return !ok })
+	})
+	got := decidedSlots(t, b, j.ID)
+	for i, s := range missed {
+		rec, token := got[s], third.Token
+		if i == 0 {
+			token = second.Token
+		}
+		if rec.State != observability.OutcomeSuccess || rec.FencingToken != token {
+			t.Errorf("slot %s: %s %s %q under token %d; want run, under token %d", s.Format(time.TimeOnly), rec.State, rec.Reason, rec.Error,
+				rec.FencingToken, token)
+		}
+	}
+	var ran []time.Time
+	for _, c := range tasks.called() {
+		ran = append(ran, c.Info.ScheduledTime.UTC())
+	}
+	if !slices.Equal(ran, missed) {
+		t.Errorf("ran %v, want each missed slot once, in slot order: %v", ran, missed)
+	}
+}
+
+// Attack 25, W13 (its repro B): a forbid job's slot left to the next
+// leader while its retry waited (a hand-over or stop began), and a later
+// slot queued behind it, by the catch-up (missed) or as re-delivered too
+// (left open by the same dead leader): the later slot started in the
+// drain, so the job's slots ran out of order (the later one between
+// attempts of the earlier one). It now stays claimed, and the next leader
+// runs it after the earlier slot's retry.
+func TestStopDuringARetryStartsNoSlotBehindIt(t *testing.T) {
+	for _, redelivered := range []bool{false, true} {
+		name := "missed"
+		if redelivered {
+			name = "redelivered"
+		}
+		t.Run(name, func(t *testing.T) { stopDuringARetry(t, redelivered) })
+	}
+}
+
+func stopDuringARetry(t *testing.T, redelivered bool) {
+	b, tasks := setupScripted(t, "boom")
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	early, late := now.Add(-5*time.Second), now.Add(-2*time.Second)
+	const backoff = 3 * time.Second
+	j := &runner.Job{ID: "alo", Plugin: "p", Task: "t", Schedule: slotList{early, late}, Spec: "test: two slots", Timeout: time.Minute,
+		Overlap: runner.OverlapForbid, Delivery: runner.DeliveryAtLeastOnce,
+		Retries: runner.Retries{Max: 3, InitialBackoff: backoff, MaxBackoff: backoff},
+		Misfire: runner.Misfire{Policy: runner.MisfireOnce, Grace: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	// The first term started the early slot (and the late one, if
+	// redelivered) and died; else the late one came due meanwhile.
+	open := []time.Time{early}
+	if redelivered {
+		open = append(open, late)
+	}
+	for _, s := range open {
+		c, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: "r-" + s.Format(time.TimeOnly), CorrelationID: "corr-" + s.Format(time.TimeOnly),
+			Node: "n1", FencingToken: first.Token, Attempt: 1, State: "running", Start: s})
+		if err := b.coord.Claim(ctx, first, j.ID, s, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := failover(t, b, first) // runs the early slot again (attempt 2: fails), the late one behind it
+	waitUntil(t, "the early slot's attempt 2 recorded", func() bool {
+		return slices.ContainsFunc(records(t, b, j.ID), func(r runner.Record) bool { return r.Attempt == 2 })
+	})
+	stopped := second.StopFiring() // while attempt 3 waits out its backoff
+	drain, cancel := context.WithTimeout(ctx, 5*time.Second)
+	b.r.WaitIdle(drain, second)
+	cancel()
+	if calls := tasks.called(); len(calls) != 1 {
+		t.Errorf("%d calls by the term that stopped firing, want 1 (the early slot's attempt 2): the late slot started in the drain", len(calls))
+	}
+
+	handOverNow(t, b, second, stopped)
+	waitUntil(t, "both slots run", func() bool {
+		n := 0
+		for _, r := range records(t, b, j.ID) {
+			if r.State == observability.OutcomeSuccess {
+				n++
+			}
+		}
+		return n == 2
+	})
+	type attempt struct {
+		slot string
+		n    int
+	}
+	var got []attempt
+	for _, c := range tasks.called() {
+		got = append(got, attempt{c.Info.ScheduledTime.UTC().Format(time.TimeOnly), c.Info.Attempt})
+	}
+	lateAttempt := 1
+	if redelivered {
+		lateAttempt = 2
+	}
+	want := []attempt{{early.Format(time.TimeOnly), 2}, {early.Format(time.TimeOnly), 3}, {late.Format(time.TimeOnly), lateAttempt}}
+	if !slices.Equal(got, want) {
+		t.Errorf("calls %v, want %v: the job's slots in slot order", got, want)
+	}
+}
