@@ -274,9 +274,11 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // ran one after the other, and the run took the scheduler's slots behind
 // them for a minute and a half.)
 //
-// A slot that would run (a held-back one included) but came due while the
-// job was paused, by pauses (its pause history), is skipped with reason
-// paused instead, as on one leader, whether or not the job is paused now.
+// A slot that would run (a held-back one included), or be skipped as a
+// misfire, but came due while the job was paused, by pauses (its pause
+// history), is skipped with reason paused instead, as on one leader,
+// whether or not the job is paused now (attack 25, W9: under misfire once
+// and skip, such a slot not run was recorded misfire).
 //
 // behind says the slots to run wait for the job's re-delivered slots
 // (inTurn): the first is claimed as queued too.
@@ -298,8 +300,9 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 	for i, s := range missed {
 		inGrace := now.Sub(s) <= j.Misfire.Grace
 		// Whether the job was paused at s, by its pause history: a slot
-		// that would run is recorded paused instead, as on one leader,
-		// whether or not the job is still paused now.
+		// that would run, or be skipped as a misfire, is recorded paused
+		// instead, as on one leader, whether or not the job is still
+		// paused now.
 		pausedThen := coord.PausedAt(pauses, s)
 		skip, kind := false, SkipMisfire
 		switch {
@@ -320,7 +323,7 @@ func (r *Runner) applyMisfire(t *coord.Term, j *Job, missed []time.Time, missedW
 		default: // once: the latest
 			skip = i != len(missed)-1
 		}
-		if !skip && pausedThen {
+		if pausedThen && kind == SkipMisfire {
 			skip, kind = true, SkipPaused
 			npaused++
 		}

@@ -174,3 +174,75 @@ func TestHeldBackSlotsDueWhileTheJobWasPausedDoNotRun(t *testing.T) {
 		t.Errorf("pacer_job_skipped_total{reason=paused} = %v, want 4", n)
 	}
 }
+
+// Attack 25, W9: under misfire once and skip, the missed slots that came
+// due while the job was paused were folded into the misfire record (reason
+// misfire) with the others not run; policy all recorded them paused. Every
+// policy now records them skipped, reason paused.
+func TestCatchUpOnceAndSkipRecordSlotsDueWhileTheJobWasPausedAsPaused(t *testing.T) {
+	for _, policy := range []string{runner.MisfireOnce, runner.MisfireSkip} {
+		t.Run(policy, func(t *testing.T) {
+			b, tasks := setupScripted(t)
+			first := b.waitLeader(t)
+			ctx := context.Background()
+			now := time.Now().UTC().Truncate(time.Second)
+			slots := secondsUntil(now, -10*time.Second)
+			j := &runner.Job{ID: "p1", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
+				Misfire: runner.Misfire{Policy: policy, Grace: time.Hour}}
+			b.r.SetJobs([]*runner.Job{j})
+			// As in TestCatchUpSkipsSlotsDueWhileTheJobWasPaused: -7 s,
+			// -6 s and -5 s came due while the job was paused.
+			if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
+				t.Fatal(err)
+			}
+			pausedFrom, resumed := now.Add(-7500*time.Millisecond), now.Add(-4500*time.Millisecond)
+			pauseBetween(t, b, j.ID, pausedFrom, resumed)
+			failover(t, b, first)
+			stop, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			b.r.Stop(stop)
+
+			ran := ranSlots(tasks.called())
+			got := decidedSlots(t, b, j.ID)
+			latest := slots[len(slots)-1]
+			nmisfire := 0
+			for _, s := range slots[1:] {
+				rec := got[s]
+				switch {
+				case !s.Before(pausedFrom) && s.Before(resumed):
+					if ran[s] || rec.State != "skipped" || rec.Reason != runner.SkipPaused {
+						t.Errorf("slot %s, due while the job was paused: ran %v, recorded %s %s; want skipped, reason paused",
+							s.Format(time.TimeOnly), ran[s], rec.State, rec.Reason)
+					}
+				case policy == runner.MisfireOnce && s.Equal(latest):
+					if !ran[s] || rec.State != "success" {
+						t.Errorf("latest slot %s: ran %v, recorded %s %s; want run late (misfire once)", s.Format(time.TimeOnly), ran[s], rec.State, rec.Reason)
+					}
+				default:
+					nmisfire++
+					if ran[s] || rec.State != "skipped" || rec.Reason != runner.SkipMisfire {
+						t.Errorf("slot %s, due while the job was active: ran %v, recorded %s %s; want skipped, reason misfire",
+							s.Format(time.TimeOnly), ran[s], rec.State, rec.Reason)
+					}
+				}
+			}
+			if n := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues(j.ID, runner.SkipPaused)); n != 3 {
+				t.Errorf("pacer_job_skipped_total{reason=paused} = %v, want 3", n)
+			}
+			if n := testutil.ToFloat64(b.metrics.JobSkipped.WithLabelValues(j.ID, runner.SkipMisfire)); n != float64(nmisfire) {
+				t.Errorf("pacer_job_skipped_total{reason=misfire} = %v, want %d", n, nmisfire)
+			}
+			jc, err := b.coord.JobClaims(ctx, j.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(jc.Open) != 0 || !jc.Last(time.Time{}).Equal(latest) {
+				t.Errorf("claims: %d open, decided through %s; want none open, through the last slot %s",
+					len(jc.Open), jc.Last(time.Time{}).Format(time.TimeOnly), latest.Format(time.TimeOnly))
+			}
+		})
+	}
+}
