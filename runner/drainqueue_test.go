@@ -201,3 +201,80 @@ func stopDuringARetry(t *testing.T, redelivered bool) {
 		t.Errorf("calls %v, want %v: the job's slots in slot order", got, want)
 	}
 }
+
+// Attack 25, W13, the late runs of a hand-over: a term that stops firing
+// while the slots a hand-over held back run late, and a slot its scheduler
+// fired waits behind them, starts neither the held-back slots not started
+// nor that slot. The next leader runs the held-back ones late, in slot
+// order, and decides the fired one as held back with the drain's (the mark
+// holds the shard's slots back from it, as for a slot given up while it
+// waited out its jitter): a late run of the previous term was running at
+// its time, so under forbid it is recorded overlap, not run, and not
+// recorded misfire.
+func TestStopDuringLateRunsStartsNoneOfTheRest(t *testing.T) {
+	b, tasks, _ := setupSlow(t)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	held := secondsUntil(now, -6*time.Second) // -6 s … -1 s: 5.4 s of late runs
+	onTime := now.Add(4 * time.Second)        // after the new term's start, while the late runs go
+	j := &runner.Job{ID: "short", Plugin: "p", Task: "t", Schedule: append(slotList{now.Add(-7 * time.Second)}, append(held, onTime, now.Add(time.Hour))...),
+		Spec: "test: every second", Timeout: time.Minute, Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	last := now.Add(-7 * time.Second)
+	drained := runner.Record{Job: j.ID, ScheduledTime: last, RunID: "drained", Node: "n1", FencingToken: first.Token,
+		State: "success", Start: last, End: last.Add(100 * time.Millisecond)}
+	rec, _ := json.Marshal(drained)
+	if err := b.coord.Claim(ctx, first, j.ID, last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, first, j.ID, last, drained.RunID, rec, time.Time{}, 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.putHandOver(t, first, now.Add(-6500*time.Millisecond), time.Now())
+	second := failover(t, b, first)
+	for time.Now().Before(onTime) { // the slot's time, as the scheduler fires it
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.r.Fire(runner.Slot{Job: j, Time: onTime})
+	second.StopFiring()
+	begun := len(tasks.called())
+	if begun >= len(held)-1 {
+		t.Fatalf("the held-back slots' %d late runs were nearly over (%d calls) when firing stopped: nothing to test", len(held), begun)
+	}
+	drain, cancel := context.WithTimeout(ctx, 15*time.Second)
+	b.r.WaitIdle(drain, second)
+	cancel()
+	// One call may come after: a slot whose claim was marked started
+	// before firing stopped.
+	if n := len(tasks.called()); n > begun+1 {
+		t.Errorf("%d slots started after firing stopped, want none", n-begun)
+	}
+
+	// The mark a real hand-over writes holds the shard's slots back from
+	// the slot fired and given up (runLate's Term.HoldBack, then coord's
+	// heldFrom), not from when firing stopped: written so here.
+	third := handOverNow(t, b, second, onTime)
+	want := append(slices.Clone([]time.Time(held)), onTime)
+	waitUntil(t, "every slot decided", func() bool {
+		got := decidedSlots(t, b, j.ID)
+		return !slices.ContainsFunc(want, func(s time.Time) bool { _, ok := got[s]; return !ok })
+	})
+	got := decidedSlots(t, b, j.ID)
+	for _, s := range held {
+		if rec := got[s]; rec.State != observability.OutcomeSuccess {
+			t.Errorf("held-back slot %s: %s %s %q; want run late", s.Format(time.TimeOnly), rec.State, rec.Reason, rec.Error)
+		}
+	}
+	if rec := got[onTime]; rec.FencingToken != third.Token || rec.State != "skipped" || rec.Reason != runner.SkipOverlap {
+		t.Errorf("slot %s, fired while the late runs went: %s %s %q under token %d; want decided by the next leader (token %d) as held back: skipped overlap",
+			onTime.Format(time.TimeOnly), rec.State, rec.Reason, rec.Error, rec.FencingToken, third.Token)
+	}
+	var ran []time.Time
+	for _, c := range tasks.called() {
+		ran = append(ran, c.Info.ScheduledTime.UTC())
+	}
+	if !slices.Equal(ran, []time.Time(held)) {
+		t.Errorf("ran %v, want each held-back slot once, in slot order: %v", ran, held)
+	}
+}
