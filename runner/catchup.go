@@ -801,9 +801,10 @@ func (r *Runner) claimMissed(t *coord.Term, j *Job, run []time.Time, recs []Reco
 // order, for one run of the job that runs them one after the other
 // (inTurn), unless the job's overlap policy is allow: then each runs at
 // once, in a run of its own, as before. A slot claimed to run late that
-// never started (Record.Queued), left by a graceful hand-over (held), runs
-// late so under at-most-once too: its leader stopped before its turn came
-// (attack 25, W13: it was recorded lock_lost, and a graceful stop lost it).
+// never started (Record.Queued), left by a graceful hand-over (held), is
+// run late that way under at-most-once too: its leader stopped before its
+// turn came (attack 25, W13: it was recorded lock_lost, and a graceful stop
+// lost it).
 func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held heldBack, homed <-chan struct{}) []redelivery {
 	var redo []redelivery
 	for _, o := range jc.Open {

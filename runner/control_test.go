@@ -307,7 +307,7 @@ func TestDeliveryPolicyForSlotsADeadLeaderLeftRunning(t *testing.T) {
 			b.r.CatchUp(term)
 			stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			b.r.Stop(stop)
+			stopAfterRuns(stop, b.r, term)
 
 			calls := tasks.called()
 			jc, err := b.coord.JobClaims(context.Background(), "d")
