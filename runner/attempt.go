@@ -5,7 +5,6 @@ package runner
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -522,19 +521,9 @@ func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Recor
 func (r *Runner) leaveTriggerRetry(t *coord.Term, tr *trigger, held, final Record, retryAt time.Time, log *slog.Logger) {
 	left := held
 	left.RunID, left.Attempt, left.Start, left.RetryAt = final.RunID, final.Attempt, final.Start, retryAt.UTC()
-	req := tr.req
-	req.Claim = &left
-	b, err := json.Marshal(req)
-	if err == nil {
-		cur := tr.Trigger
-		cur.Revision = tr.rev
-		ctx, cancel := context.WithTimeout(context.Background(), recordPatience)
-		var rev int64
-		if rev, err = r.o.Coord.RunTrigger(ctx, t, cur, b); err == nil {
-			tr.rev = rev
-		}
-		cancel()
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), recordPatience)
+	err := r.writeTriggerClaim(ctx, t, tr, left)
+	cancel()
 	if err != nil {
 		log.Warn("manual trigger's claim not updated with its left retry: the next leader may take the retry for a re-run of a cut attempt",
 			"attempt", final.Attempt+1, "retry_at", retryAt, "error", err)

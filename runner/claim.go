@@ -34,19 +34,28 @@ type claimHow struct {
 // holds the run, and its end is recorded either way.
 func (r *Runner) reclaimTrigger(ctx context.Context, t *coord.Term, tr *trigger, claim Record, a *attemptRun, log *slog.Logger) {
 	claim.RunID, claim.Attempt, claim.Start = a.runID, a.number, wallNow().UTC()
+	if err := r.writeTriggerClaim(ctx, t, tr, claim); err != nil {
+		log.Warn("manual trigger's claim not updated to the attempt that runs", "attempt", a.number, "error", err)
+	}
+}
+
+// writeTriggerClaim stores claim as the running trigger request's claim,
+// guarded by the request's revision as this replica last wrote it, and
+// keeps the new revision.
+func (r *Runner) writeTriggerClaim(ctx context.Context, t *coord.Term, tr *trigger, claim Record) error {
 	req := tr.req
 	req.Claim = &claim
 	b, err := json.Marshal(req)
-	if err == nil {
-		cur := tr.Trigger
-		cur.Revision = tr.rev
-		var rev int64
-		if rev, err = r.o.Coord.RunTrigger(ctx, t, cur, b); err == nil {
-			tr.rev = rev
-			return
-		}
+	if err != nil {
+		return err
 	}
-	log.Warn("manual trigger's claim not updated to the attempt that runs", "attempt", a.number, "error", err)
+	cur := tr.Trigger
+	cur.Revision = tr.rev
+	rev, err := r.o.Coord.RunTrigger(ctx, t, cur, b)
+	if err == nil {
+		tr.rev = rev
+	}
+	return err
 }
 
 // claim claims a slot (or decides to run a trigger request). A failure that is
