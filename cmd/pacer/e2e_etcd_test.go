@@ -677,7 +677,8 @@ cluster:
 http: {listen: %s}
 plugins: {dir: %s}
 jobs:%s`, client, addr, filepath.Join(binDir, "plugins"), stampJob("j", filepath.Join(t.TempDir(), "stamps"))))
-	p.waitLogs("the scheduler to start", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("scheduler started"))) > 0 })
+	// The API listens after the scheduler has started.
+	p.waitLogs("the API to listen", 30*time.Second, func(ls []logLine) bool { return len(match(ls, msgIs("http listening"))) > 0 })
 	for deadline := time.Now().Add(30 * time.Second); p.metric("pacer_etcd_db_size_bytes") <= 0; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("pacer_etcd_db_size_bytes not set after 30s: the monitor reads no status of etcd 3.4")
