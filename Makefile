@@ -41,9 +41,10 @@ run: build ## build, then run the example config with an embedded etcd (Ctrl-C s
 	$(BIN)/pacer run --config $(CONFIG)
 
 .PHONY: deps
-deps: ## install the test dependencies that are not Go modules: Debian's prometheus, and python3 with the Python SDK's packages
+deps: ## install the test dependencies that are not Go modules: Debian's prometheus, etcd 3.4 (etcd-server), and python3 with the Python SDK's packages
 	@missing=""; \
 	command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	[ -x /usr/bin/etcd ] || missing="$$missing etcd-server"; \
 	$(PYTHON) -c 'import grpc, google.protobuf, cryptography, grpc_tools' >/dev/null 2>&1 || \
 		missing="$$missing python3 python3-grpcio python3-protobuf python3-cryptography python3-grpc-tools"; \
 	if [ -n "$$missing" ]; then \
