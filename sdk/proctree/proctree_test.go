@@ -359,23 +359,7 @@ func TestStopSendsTermThenKillAfterGrace(t *testing.T) {
 		{"ignores TERM", `trap '' TERM; echo ready; while :; do sleep 0.05; done`, "signal: killed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			c, out := sh(ctx, tc.script)
-			c.Grace = 300 * time.Millisecond
-			done := make(chan *proctree.Result, 1)
-			go func() {
-				res, err := c.Run()
-				if err != nil {
-					t.Error(err)
-				}
-				done <- res
-			}()
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(out.String(), "ready") && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			cancel()
-			res := <-done
+			res, _ := stopOnceReady(t, tc.script, 300*time.Millisecond, context.Canceled)
 			if res == nil || !res.Stopped || res.State != tc.state || !res.Confirmed {
 				t.Fatalf("result %+v, want stopped with %q", res, tc.state)
 			}
@@ -389,9 +373,28 @@ func TestStopSendsTermThenKillAfterGrace(t *testing.T) {
 // Before, it got SIGTERM and the grace, and a command that ignores SIGTERM
 // lived on into the successor's run (attack 25, W5).
 func TestStopWithoutGraceKillsAtOnce(t *testing.T) {
+	cause := errors.New("the runner has not renewed its lease")
+	res, out := stopOnceReady(t, `trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.05; done`, time.Hour, proctree.WithoutGrace(cause))
+	if res == nil || !res.Stopped || res.State != "signal: killed" || !res.Confirmed {
+		t.Fatalf("result %+v, want stopped by SIGKILL", res)
+	}
+	if strings.Contains(out.String(), "term") {
+		t.Fatalf("the command saw SIGTERM: %q", out.String())
+	}
+	if got := proctree.WithoutGrace(cause); got.Error() != cause.Error() || !errors.Is(got, cause) {
+		t.Fatalf("cause %v: want the marked error's text, and to wrap it", got)
+	}
+}
+
+// stopOnceReady runs script (which prints "ready" once its traps are set)
+// with the given grace, cancels its context with cause once it is ready,
+// and returns how it ended and what it wrote.
+func stopOnceReady(t *testing.T, script string, grace time.Duration, cause error) (*proctree.Result, *lockedBuffer) {
+	t.Helper()
 	ctx, cancel := context.WithCancelCause(context.Background())
-	c, out := sh(ctx, `trap 'echo term; exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
-	c.Grace = time.Hour
+	defer cancel(nil)
+	c, out := sh(ctx, script)
+	c.Grace = grace
 	done := make(chan *proctree.Result, 1)
 	go func() {
 		res, err := c.Run()
@@ -404,18 +407,8 @@ func TestStopWithoutGraceKillsAtOnce(t *testing.T) {
 	for !strings.Contains(out.String(), "ready") && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	cause := errors.New("the runner has not renewed its lease")
-	cancel(proctree.WithoutGrace(cause))
-	res := <-done
-	if res == nil || !res.Stopped || res.State != "signal: killed" || !res.Confirmed {
-		t.Fatalf("result %+v, want stopped by SIGKILL", res)
-	}
-	if strings.Contains(out.String(), "term") {
-		t.Fatalf("the command saw SIGTERM: %q", out.String())
-	}
-	if got := context.Cause(ctx); got.Error() != cause.Error() || !errors.Is(got, cause) {
-		t.Fatalf("cause %v: want the marked error's text, and to wrap it", got)
-	}
+	cancel(cause)
+	return <-done, out
 }
 
 // A command that did not die within KillTimeout is reported alive, and
