@@ -234,9 +234,6 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 	first := 1
 	if tr != nil {
 		first = tr.first
-		if tr.lost != nil {
-			r.recordTakenOver(t, s, *tr.lost, first)
-		}
 	}
 	r.runSlotFrom(ctx, t, s, correlationID, tr, claimHow{}, first, sr)
 }
@@ -287,6 +284,14 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	default:
 		err = r.claim(spanCtx, t, s, claim, tr)
 	}
+	if err != nil && tr != nil && errors.Is(err, coord.ErrTriggerDecided) {
+		// The request changed since the copy this decision read: only
+		// this term decides it now, so the copy was stale.
+		firstSpan.SetStatus(codes.Error, "trigger request changed since it was read: decided again from the newer copy")
+		firstSpan.End()
+		r.redecideTrigger(t, tr, log)
+		return
+	}
 	if err != nil {
 		reason := SkipLockLost
 		switch {
@@ -328,6 +333,11 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 
 	if sr.claimed != nil {
 		sr.claimed()
+	}
+	if tr != nil && tr.lost != nil {
+		// Recorded once the claim landed: a claim from a stale copy of
+		// the request fails, and its lost attempt may be recorded already.
+		r.recordTakenOver(t, s, *tr.lost, first)
 	}
 	held := claim // the slot's claim as stored
 	if how.claimed != nil {

@@ -176,6 +176,41 @@ func (r *Runner) untrack(t *coord.Term, tr *trigger) {
 	r.wakeTriggersAt(wallNow().Add(time.Second))
 }
 
+// redecideTrigger decides again a request whose decision failed because
+// the request changed after the copy it was made from was read. Only the
+// term that leads the job's shard decides a request, so that copy was
+// stale: a new term's first copy, from the watch, can predate the last
+// writes of the term before it (a retry's due time, written as it handed
+// the shard over). Decided from that copy, the request was left undecided
+// for good (the term had taken it). It is read again, and decided from
+// what is stored.
+func (r *Runner) redecideTrigger(t *coord.Term, tr *trigger, log *slog.Logger) {
+	log.Info("manual trigger changed since it was read: deciding it again from what is stored", "trigger_id", tr.ID)
+	r.wg.Add(1) // the caller's count holds the group above zero
+	go func() {
+		defer r.wg.Done()
+		cur, ok, err := r.o.Coord.GetTrigger(t.Context(), tr.Job, tr.ID)
+		if err != nil {
+			r.untrack(t, tr) // the next pass, in a second, tries again
+			return
+		}
+		r.mu.Lock()
+		i := slices.IndexFunc(r.pending, func(p coord.Trigger) bool { return p.Job == tr.Job && p.ID == tr.ID })
+		if i >= 0 && (!ok || r.pending[i].Revision < cur.Revision) {
+			pending := slices.Clone(r.pending) // the watch's slice is not ours to change
+			if ok {
+				pending[i] = cur
+			} else {
+				pending = slices.Delete(pending, i, i+1)
+			}
+			r.pending = pending
+		}
+		r.mu.Unlock()
+		r.untrack(t, tr)
+		r.decideTriggers()
+	}()
+}
+
 // wakeTriggersAt makes decideTriggers run again at at, unless a wake-up
 // is due before.
 func (r *Runner) wakeTriggersAt(at time.Time) {
@@ -247,8 +282,8 @@ func (r *Runner) skipTriggerLocked(t *coord.Term, s Slot, tr *trigger, reason, w
 		case err == nil:
 			r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
 			log.Warn("manual trigger skipped", "reason", reason, "detail", why)
-		case errors.Is(err, coord.ErrTriggerDecided):
-			log.Debug("manual trigger decided elsewhere")
+		case errors.Is(err, coord.ErrTriggerDecided) && t.Context().Err() == nil:
+			r.redecideTrigger(t, tr, log) // only this term decides it: the copy read was stale
 		case t.Context().Err() == nil:
 			r.untrack(t, tr)
 		}

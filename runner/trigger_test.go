@@ -128,7 +128,7 @@ func startReplicaHow(t *testing.T, endpoint, node string, tasks runner.TaskRunne
 		}
 	}
 	c := coord.New(co)
-	o.Node, o.Coord, o.Tasks, o.Metrics, o.Logger, o.Tracer = node, c, tasks, m, discardLogger(), trace.NewTracerProvider().Tracer("t")
+	o.Node, o.Coord, o.Tasks, o.Metrics, o.Logger, o.Tracer = node, c, tasks, m, discardLogger().With("node", node), trace.NewTracerProvider().Tracer("t")
 	if handing {
 		o.JobSets = c
 	}
