@@ -234,6 +234,9 @@ func (r *Runner) runSlot(ctx context.Context, t *coord.Term, s Slot, correlation
 	first := 1
 	if tr != nil {
 		first = tr.first
+		if tr.lost != nil && !tr.lost.RetryAt.IsZero() && !r.awaitTriggerRetry(ctx, t, s, tr, sr) {
+			return
+		}
 	}
 	r.runSlotFrom(ctx, t, s, correlationID, tr, claimHow{}, first, sr)
 }

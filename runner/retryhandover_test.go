@@ -30,6 +30,13 @@ const leftRetryJob = "left-retry"
 // started, and left to nobody).
 func leaveARetry(t *testing.T, delivery string, backoff time.Duration) leftRetry {
 	t.Helper()
+	return leaveARetryOf(t, delivery, backoff, false)
+}
+
+// leaveARetryOf is leaveARetry of a scheduled slot, or, if manual, of a
+// manual trigger of the job.
+func leaveARetryOf(t *testing.T, delivery string, backoff time.Duration, manual bool) leftRetry {
+	t.Helper()
 	ep := startEtcd(t)
 	slot := time.Now().Add(2 * time.Second).Truncate(time.Second)
 	jobs := func() []*runner.Job {
@@ -39,7 +46,13 @@ func leaveARetry(t *testing.T, delivery string, backoff time.Duration) leftRetry
 	}
 	tasksA, tasksB := &scripted{script: []string{"boom"}}, &scripted{}
 	a, b, jobsA := handOverPair(t, ep, tasksA, tasksB, jobs)
-	a.r.Fire(runner.Slot{Job: jobsA[0], Time: slot})
+	if manual {
+		if _, err := a.control().Trigger(context.Background(), leftRetryJob, "corr-left-retry", "test", ""); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		a.r.Fire(runner.Slot{Job: jobsA[0], Time: slot})
+	}
 	waitUntil(t, "attempt 1's record", func() bool { return len(recordsOf(t, a.cli, leftRetryJob)) == 1 })
 	attempt1 := recordsOf(t, a.cli, leftRetryJob)[0]
 	a.stop()
@@ -64,15 +77,49 @@ func openClaims(t *testing.T, cli *clientv3.Client) []runner.Record {
 	return out
 }
 
+// leftClaims is openClaims, or, if manual, the claims of the job's stored
+// trigger requests.
+func leftClaims(t *testing.T, cli *clientv3.Client, manual bool) []runner.Record {
+	t.Helper()
+	if !manual {
+		return openClaims(t, cli)
+	}
+	resp, err := cli.Get(context.Background(), "/pacer/t/triggers/"+leftRetryJob+"/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []runner.Record
+	for _, kv := range resp.Kvs {
+		var req runner.TriggerRequest
+		if err := json.Unmarshal(kv.Value, &req); err != nil {
+			t.Fatal(err)
+		}
+		if req.Claim != nil {
+			out = append(out, *req.Claim)
+		}
+	}
+	return out
+}
+
 // S3: a retry left to the shard's next leader by a hand-over ran at the
 // takeover, before its backoff had passed (7 s into a 12 s backoff). The
 // leaving leader now writes when the retry is due into the slot's open
 // claim (Record.RetryAt), and the next leader starts it then, not before.
 func TestHandOverRetryWaitsOutItsBackoff(t *testing.T) {
+	for _, manual := range []bool{false, true} {
+		name := "slot"
+		if manual {
+			name = "manual trigger" // attack 25's follow-up: it ran at the takeover
+		}
+		t.Run(name, func(t *testing.T) { testHandOverRetryWaitsOutItsBackoff(t, manual) })
+	}
+}
+
+func testHandOverRetryWaitsOutItsBackoff(t *testing.T, manual bool) {
 	const backoff = 4 * time.Second // the wait is 3.2 to 4 s (20 % jitter)
-	lr := leaveARetry(t, runner.DeliveryAtLeastOnce, backoff)
+	lr := leaveARetryOf(t, runner.DeliveryAtLeastOnce, backoff, manual)
 	ledAt := time.Now()
-	open := openClaims(t, lr.b.cli)
+	open := leftClaims(t, lr.b.cli, manual)
 	if len(open) != 1 {
 		t.Fatalf("open claims %+v; want the slot's", open)
 	}
@@ -103,7 +150,7 @@ func TestHandOverRetryWaitsOutItsBackoff(t *testing.T) {
 	t.Logf("b led %v after attempt 1 ended; attempt 2 started %v after it, %v after its due time",
 		ledAt.Sub(lr.attempt1.End).Round(time.Millisecond), attempt2.Start.Sub(lr.attempt1.End).Round(time.Millisecond),
 		attempt2.Start.Sub(claim.RetryAt).Round(time.Millisecond))
-	waitUntil(t, "the slot's claim closed", func() bool { return len(openClaims(t, lr.b.cli)) == 0 })
+	waitUntil(t, "the slot's claim closed", func() bool { return len(leftClaims(t, lr.b.cli, manual)) == 0 })
 }
 
 // What ends the next leader's wait for a retry left to it ends it as it
@@ -116,19 +163,26 @@ func TestHandOverRetryWaitEnds(t *testing.T) {
 		name   string
 		end    func(b *replica)
 		reason string // of the slot's closing skip record; "": left open
+		manual bool   // a manual trigger's retry, not a scheduled slot's
 	}{
-		{"pause", func(b *replica) { b.r.SetPaused(map[string]bool{leftRetryJob: true}) }, runner.SkipPaused},
-		{"reload removing the job", func(b *replica) { b.r.SetJobs(nil) }, runner.SkipReloaded},
-		{"stop", func(b *replica) { b.stop() }, ""},
+		{"pause", func(b *replica) { b.r.SetPaused(map[string]bool{leftRetryJob: true}) }, runner.SkipPaused, false},
+		{"reload removing the job", func(b *replica) { b.r.SetJobs(nil) }, runner.SkipReloaded, false},
+		{"stop", func(b *replica) { b.stop() }, "", false},
+		{"manual trigger/pause", func(b *replica) { b.r.SetPaused(map[string]bool{leftRetryJob: true}) }, runner.SkipPaused, true},
+		{"manual trigger/reload changing the job", func(b *replica) {
+			j := job(leftRetryJob, runner.OverlapForbid)
+			b.r.SetJobs([]*runner.Job{j})
+		}, runner.SkipReloaded, true},
+		{"manual trigger/stop", func(b *replica) { b.stop() }, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lr := leaveARetry(t, runner.DeliveryAtLeastOnce, time.Hour)
+			lr := leaveARetryOf(t, runner.DeliveryAtLeastOnce, time.Hour, tc.manual)
 			cli, err := clientv3.New(clientv3.Config{Endpoints: lr.b.cli.Endpoints()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cli.Close() })
-			open := openClaims(t, cli)
+			open := leftClaims(t, cli, tc.manual)
 			if len(open) != 1 || open[0].RetryAt.IsZero() {
 				t.Fatalf("open claims %+v; want the slot's, with its retry's due time", open)
 			}
@@ -139,7 +193,7 @@ func TestHandOverRetryWaitEnds(t *testing.T) {
 				if took := time.Since(began); took > 30*time.Second {
 					t.Fatalf("b's stop took %v: its drain waited for the retry", took)
 				}
-				if left := openClaims(t, cli); len(left) != 1 || !left[0].RetryAt.Equal(open[0].RetryAt) {
+				if left := leftClaims(t, cli, tc.manual); len(left) != 1 || !left[0].RetryAt.Equal(open[0].RetryAt) {
 					t.Fatalf("open claims after b's stop %+v; want the slot's as it was, due at %v", left, open[0].RetryAt)
 				}
 				if recs := recordsOf(t, cli, leftRetryJob); len(recs) != 1 || len(lr.tasksB.called()) != 0 {
@@ -153,7 +207,7 @@ func TestHandOverRetryWaitEnds(t *testing.T) {
 			if skip.Reason != tc.reason || skip.CorrelationID != lr.attempt1.CorrelationID || len(lr.tasksB.called()) != 0 {
 				t.Fatalf("skip record %+v (b ran %d); want reason %s, attempt 1's correlation ID", skip, len(lr.tasksB.called()), tc.reason)
 			}
-			waitUntil(t, "the slot's claim closed", func() bool { return len(openClaims(t, cli)) == 0 })
+			waitUntil(t, "the slot's claim closed", func() bool { return len(leftClaims(t, cli, tc.manual)) == 0 })
 		})
 	}
 }

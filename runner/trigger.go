@@ -236,8 +236,13 @@ func (r *Runner) wakeTriggersAt(at time.Time) {
 func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, log *slog.Logger) {
 	claim := tr.req.Claim
 	if known && j.Delivery == DeliveryAtLeastOnce {
-		log.Warn("manual trigger left unfinished by the previous leader: running it again (at-least-once)",
-			"previous_node", claim.Node, "previous_token", claim.FencingToken)
+		if claim.RetryAt.IsZero() {
+			log.Warn("manual trigger left unfinished by the previous leader: running it again (at-least-once)",
+				"previous_node", claim.Node, "previous_token", claim.FencingToken)
+		} else {
+			log.Warn("manual trigger's retry left by the previous leader: running it when its backoff ends (at-least-once)",
+				"attempt", claim.Attempt+1, "retry_at", claim.RetryAt, "previous_node", claim.Node, "previous_token", claim.FencingToken)
+		}
 		tr.first, tr.reruns = max(claim.Attempt, 1)+1, claim.Reruns
 		if claim.RetryAt.IsZero() { // its attempt was cut: this one runs it again
 			tr.reruns++
@@ -255,6 +260,48 @@ func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, 
 	}
 	log.Warn("manual trigger left unfinished by the previous leader: recorded as lost (at-most-once)", "previous_node", claim.Node)
 	r.skipTrigger(t, Slot{Job: j, Time: claim.ScheduledTime}, tr, SkipLockLost, why)
+}
+
+// awaitTriggerRetry waits until the retry a previous leader left of a
+// manual trigger is due (the claim's Record.RetryAt), as awaitRetry does a
+// slot's, and reports whether it is to run: on one leader it would have
+// waited out its backoff too (it ran at the takeover). A paused job's
+// retry does not start (a manual trigger of a paused job runs one
+// attempt), nor does one whose job a reload changed or removed: each is
+// recorded with the reason and the request removed. When this term stops
+// firing or ends, the request is left as it is, due time and all, to the
+// shard's next leader.
+func (r *Runner) awaitTriggerRetry(ctx context.Context, t *coord.Term, s Slot, tr *trigger, sr *slotRun) bool {
+	var cause error
+	if paused, _ := r.JobState(s.Job.ID); paused {
+		cause = stopPausedManual
+	} else if wait := tr.lost.RetryAt.Sub(wallNow()); wait > 0 {
+		sr.setPhase(phaseRetry)
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			return true
+		case <-t.FiringStopped():
+			return false
+		case <-ctx.Done():
+			cause = context.Cause(ctx)
+		case <-sr.retries.Done():
+			cause = context.Cause(sr.retries)
+		}
+	} else {
+		return true
+	}
+	var stop *retryStop
+	if t.Draining() || !errors.As(cause, &stop) || stop == stopStopping {
+		return false // the next leader decides the request
+	}
+	if stop == stopPaused {
+		stop = stopPausedManual
+	}
+	r.skipTrigger(t, s, tr, stop.reason, "retry of attempt "+itoa(tr.lost.Attempt)+" left by "+tr.lost.Node+
+		" not started: "+stop.detail)
+	return false
 }
 
 // skipTrigger decides not to run a request: its skip record and its
