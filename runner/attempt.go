@@ -382,7 +382,10 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		due := wallNow().Add(wait) // the next attempt's time, should it be left to the next leader
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
 		sr.setPhase(phaseRetry)
-		sleepUntilStopped(ctx, sr.retries, t.FiringStopped(), wait)
+		if job.Delivery == DeliveryAtLeastOnce {
+			held = r.noteRetryDue(t, s, tr, held, final, due, log)
+		}
+		sleepUntilStopped(ctx, sr.retries, t.FiringStopped(), time.Until(due))
 		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
 			final = r.retrySkipped(t, final, attempt+1, stop, log)
 			break
@@ -453,7 +456,7 @@ func (r *Runner) leftForNextLeader(ctx context.Context, j *Job, final Record) bo
 // that is still held, and the next leader may repeat a's number.
 func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Record, a *attemptRun, log *slog.Logger) Record {
 	next := held
-	next.RunID, next.Attempt, next.Start = a.runID, a.number, wallNow().UTC()
+	next.RunID, next.Attempt, next.Start, next.RetryAt = a.runID, a.number, wallNow().UTC(), time.Time{}
 	prev, err := encodeRecord(&held)
 	var b []byte
 	if err == nil {
@@ -487,25 +490,15 @@ func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Re
 // the retry budget, not as a re-run of a cut attempt (Record.Reruns).
 func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Record, log *slog.Logger, retryAt time.Time) {
 	retry := !retryAt.IsZero()
-	if tr != nil && retry {
+	noted := retry && held.RunID == final.RunID && held.RetryAt.Equal(retryAt.UTC()) // by noteRetryDue
+	switch {
+	case noted:
+	case tr != nil && retry:
 		r.leaveTriggerRetry(t, tr, held, final, retryAt, log)
-	}
-	if tr == nil && (final.Attempt != held.Attempt || retry) {
-		cut := held
-		cut.RunID, cut.Attempt, cut.Start = final.RunID, final.Attempt, final.Start
-		if retry {
-			cut.RetryAt = retryAt.UTC()
-		}
-		prev, err := encodeRecord(&held)
-		var b []byte
-		if err == nil {
-			b, err = encodeRecord(&cut)
-		}
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), recordPatience)
-			err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
-			cancel()
-		}
+	case tr == nil && (final.Attempt != held.Attempt || retry):
+		ctx, cancel := context.WithTimeout(context.Background(), recordPatience)
+		_, err := r.leaveClaim(ctx, t, s, held, final, retryAt)
+		cancel()
 		switch {
 		case err != nil && retry:
 			log.Warn("slot's claim not updated with its retry's due time: the next leader may run the retry before its backoff ends",
@@ -526,6 +519,57 @@ func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Recor
 	log.Warn("run cut off by this replica's going: left to the shard's next leader to run again (at-least-once)",
 		"scheduled_time", s.Time, "attempt", final.Attempt, "run_id", final.RunID)
 	r.record(t, final, log)
+}
+
+// leaveClaim makes a slot's open claim, held as stored, name the attempt
+// final that ended and, if retryAt is set, when its retry is due. It
+// returns the claim as stored.
+func (r *Runner) leaveClaim(ctx context.Context, t *coord.Term, s Slot, held, final Record, retryAt time.Time) (Record, error) {
+	left := held
+	left.RunID, left.Attempt, left.Start, left.RetryAt = final.RunID, final.Attempt, final.Start, retryAt.UTC()
+	if retryAt.IsZero() {
+		left.RetryAt = time.Time{}
+	}
+	prev, err := encodeRecord(&held)
+	var b []byte
+	if err == nil {
+		b, err = encodeRecord(&left)
+	}
+	if err == nil {
+		err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
+	}
+	if err != nil {
+		return held, err
+	}
+	return left, nil
+}
+
+// noteRetryDue makes the claim of a slot (or of a manual trigger's
+// request) name its failed attempt final and when its retry is due, as
+// the backoff starts (delivery at-least-once): a leader that dies, or
+// loses its lease, during the backoff then leaves the next leader a retry,
+// which counts against the retry budget and starts when due, not a cut
+// attempt to run again at the takeover, one attempt more per such crash
+// (attack 25's W10 follow-up). It returns the claim as stored (held if
+// the write failed: logged, and the next leader runs the retry as before).
+func (r *Runner) noteRetryDue(t *coord.Term, s Slot, tr *trigger, held, final Record, due time.Time, log *slog.Logger) Record {
+	ctx, cancel := context.WithTimeout(t.Context(), recordPatience)
+	defer cancel()
+	var err error
+	if tr != nil {
+		left := held
+		left.RunID, left.Attempt, left.Start, left.RetryAt = final.RunID, final.Attempt, final.Start, due.UTC()
+		if err = r.writeTriggerClaim(ctx, t, tr, left); err == nil {
+			return left
+		}
+	} else if held, err = r.leaveClaim(ctx, t, s, held, final, due); err == nil {
+		return held
+	}
+	if t.Context().Err() == nil {
+		log.Warn("claim not updated with the retry's due time: should this replica die during the backoff, the next leader runs the retry at its takeover, as a re-run",
+			"scheduled_time", s.Time, "attempt", final.Attempt+1, "retry_at", due.UTC(), "error", err)
+	}
+	return held
 }
 
 // leaveTriggerRetry makes a running trigger request's claim name its

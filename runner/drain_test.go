@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -294,5 +295,61 @@ func TestLeaderLostDuringARetryLeavesTheNextAttemptNumber(t *testing.T) {
 	}
 	if calls := next.called(); len(calls) != 1 || calls[0].Info.Attempt != 3 || calls[0].Info.CorrelationID != recs[0].CorrelationID {
 		t.Errorf("the next term's calls %+v, want attempt 3 of %s", calls, recs[0].CorrelationID)
+	}
+}
+
+// A leader that dies (or loses its lease) while a slot's retry waits out
+// its backoff leaves a claim that says when the retry is due: the next
+// leader runs it then, as a retry, which counts against the retry budget.
+// Before, only a leader that stopped or handed over wrote the due time,
+// as it left; a dead one left the failed attempt's claim, which the next
+// leader took for a cut attempt and ran again at the takeover as a re-run,
+// outside the budget: with retries.max 1, three attempts ran (attack 25's
+// W10, left open then).
+func TestLeaderLostDuringABackoffLeavesARetry(t *testing.T) {
+	const backoff = 3 * time.Second // 2.4 to 3 s with the jitter
+	b, _ := setupScripted(t, "boom")
+	first := b.waitLeader(t)
+	newJob := func() *runner.Job {
+		j := job("lost-in-backoff", runner.OverlapForbid)
+		j.Delivery = runner.DeliveryAtLeastOnce
+		j.Retries = runner.Retries{Max: 1, InitialBackoff: backoff, MaxBackoff: backoff}
+		return j
+	}
+	j := newJob()
+	b.r.SetJobs([]*runner.Job{j})
+	b.waitLeader(t)
+	b.r.Fire(runner.Slot{Job: j, Time: slotAhead()})
+	var claim runner.Record
+	waitUntil(t, "the claim naming the retry's due time", func() bool {
+		jc, err := b.coord.JobClaims(context.Background(), j.ID)
+		if err != nil || len(jc.Open) != 1 {
+			return false
+		}
+		return json.Unmarshal(jc.Open[0].Claim, &claim) == nil && !claim.RetryAt.IsZero()
+	})
+
+	old := b.r // setupScripted's cleanup stops b.r, which setupNextRunner replaces
+	t.Cleanup(func() { old.Stop(context.Background()) })
+	tasks := &scripted{script: []string{"boom", "boom"}}
+	setupNextRunner(t, b, tasks, newJob())
+	failover(t, b, first) // as a kill -9 during the backoff: the old term writes nothing more
+	waitUntil(t, "the slot decided", func() bool {
+		jc, err := b.coord.JobClaims(context.Background(), j.ID)
+		return err == nil && len(jc.Open) == 0
+	})
+	var ran []runner.Record
+	for _, r := range records(t, b, j.ID) {
+		if r.State != "skipped" {
+			ran = append(ran, r)
+		}
+	}
+	slices.SortFunc(ran, func(a, b runner.Record) int { return a.Attempt - b.Attempt })
+	if len(ran) != 2 || len(tasks.called()) != 1 || ran[1].Attempt != 2 {
+		t.Fatalf("attempts%s, the next leader ran %d; want 2 (retries.max 1 + 1): the retry left, attempt 2, counted against the budget",
+			attemptList(ran), len(tasks.called()))
+	}
+	if ran[1].Start.Before(claim.RetryAt) {
+		t.Fatalf("attempt 2 started at %v, before its retry was due (%v)", ran[1].Start, claim.RetryAt)
 	}
 }
