@@ -69,9 +69,7 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 	if tr != nil {
 		by = "trigger"
 	}
-	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
-		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token),
-		attribute.String("pacer.claim.by", by)))
+	ctx, span := r.startClaimSpan(ctx, t, s, by)
 	defer span.End()
 	b, err := encodeRecord(&rec)
 	if err != nil {
@@ -115,9 +113,7 @@ func (r *Runner) claimedSpan(ctx context.Context, t *coord.Term, s Slot, c *Reco
 	if c.claimed == nil {
 		return
 	}
-	_, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithTimestamp(c.claimed.start), trace.WithAttributes(
-		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token),
-		attribute.String("pacer.claim.by", "catch-up")))
+	_, span := r.startClaimSpan(ctx, t, s, "catch-up", trace.WithTimestamp(c.claimed.start))
 	span.End(trace.WithTimestamp(c.claimed.end))
 }
 
@@ -125,9 +121,7 @@ func (r *Runner) claimedSpan(ctx context.Context, t *coord.Term, s Slot, c *Reco
 // claim (delivery at-least-once), traced as the pacer.claim child of the
 // run's span.
 func (r *Runner) reclaim(ctx context.Context, t *coord.Term, s Slot, prev []byte, claim *Record) error {
-	ctx, span := r.o.Tracer.Start(ctx, "pacer.claim", trace.WithAttributes(
-		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token),
-		attribute.String("pacer.claim.by", "takeover")))
+	ctx, span := r.startClaimSpan(ctx, t, s, "takeover")
 	defer span.End()
 	b, err := encodeRecord(claim)
 	if err == nil {
@@ -137,6 +131,16 @@ func (r *Runner) reclaim(ctx context.Context, t *coord.Term, s Slot, prev []byte
 		span.SetStatus(codes.Error, err.Error())
 	}
 	return err
+}
+
+// startClaimSpan starts the pacer.claim span of s's claim under t, made
+// by by (pacer.claim.by: scheduler, trigger, catch-up or takeover): one
+// span with the same attributes however the claim is made.
+func (r *Runner) startClaimSpan(ctx context.Context, t *coord.Term, s Slot, by string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	opts = append(opts, trace.WithAttributes(
+		attribute.String("pacer.job.id", s.Job.ID), attribute.Int64("pacer.fencing_token", t.Token),
+		attribute.String("pacer.claim.by", by)))
+	return r.o.Tracer.Start(ctx, "pacer.claim", opts...)
 }
 
 // claimedBy reports whether a stored slot record is the claim of runID.
