@@ -727,15 +727,8 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		// The first decision, to lead with a set the cluster did not run
 		// last, that others led: after the settle delay, so that their
 		// records, gone with an etcd restart, are back (attack 24, V6).
-		switch {
-		case m.pending == nil:
-			now := time.Now()
-			m.pending, wait = &now, m.o.Settle
-		case time.Since(*m.pending) >= m.o.Settle:
-			apply, decided = true, true
-		default:
-			wait = m.o.Settle - time.Since(*m.pending)
-		}
+		apply, wait = m.settledLocked()
+		decided = apply
 	case !m.decided:
 		apply, decided = m.published, m.published // the first decision, at once
 	case ok == m.mayLead:
@@ -743,14 +736,8 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		if why != nil && m.why != nil && why.Error() != m.why.Error() {
 			m.why = why // same answer, new detail
 		}
-	case m.pending == nil:
-		now := time.Now()
-		m.pending = &now
-		wait = m.o.Settle
-	case time.Since(*m.pending) >= m.o.Settle:
-		apply = true
 	default:
-		wait = m.o.Settle - time.Since(*m.pending)
+		apply, wait = m.settledLocked()
 	}
 	var changed chan struct{}
 	was := m.mayLead
@@ -781,6 +768,21 @@ func (m *Membership) decide(ctx context.Context) time.Duration {
 		wait = minPositive(wait, hold)
 	}
 	return wait
+}
+
+// settledLocked reports whether the answer decide is about to apply has
+// held for the settle delay since it was first seen (m.pending, set now if
+// it was not), or how long until it has. Called with m.mu held.
+func (m *Membership) settledLocked() (settled bool, wait time.Duration) {
+	if m.pending == nil {
+		now := time.Now()
+		m.pending = &now
+		return false, m.o.Settle
+	}
+	if waited := time.Since(*m.pending); waited < m.o.Settle {
+		return false, m.o.Settle - waited
+	}
+	return true, 0
 }
 
 // noteSwitch records that the cluster switched to a's job set (Agreed),
