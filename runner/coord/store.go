@@ -361,18 +361,16 @@ func (c *Coordinator) pruneRuns(ctx context.Context, job string, keep int) {
 	_, _ = c.cli.Delete(ctx, prefix, clientv3.WithRange(last+"\x00"))
 }
 
-// Runs returns up to limit of a job's records, newest first.
+// Runs returns up to limit of a job's records, newest first: the first
+// page of RunsBefore, without the run IDs.
 func (c *Coordinator) Runs(ctx context.Context, job string, limit int) ([][]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
-	defer cancel()
-	resp, err := c.cli.Get(ctx, c.runKey(job, ""), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit)))
+	runs, err := c.RunsBefore(ctx, job, "", limit)
 	if err != nil {
-		return nil, fmt.Errorf("read runs of %s: %w", job, err)
+		return nil, err
 	}
-	out := make([][]byte, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		out = append(out, kv.Value)
+	out := make([][]byte, len(runs))
+	for i, r := range runs {
+		out[i] = r.Value
 	}
 	return out, nil
 }
