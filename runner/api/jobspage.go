@@ -21,22 +21,17 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	var query runner.JobsQuery
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > runner.MaxJobsLimit {
-			s.writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a number from 1 to %d", l, runner.MaxJobsLimit))
-			return
-		}
-		query.Limit = n
+	limit, err := pageLimit(q, runner.MaxJobsLimit)
+	if err != nil {
+		s.writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	states, err := runner.ParseJobStates(q.Get("state"))
 	if err != nil {
 		s.writeErr(w, err)
 		return
 	}
-	query.States, query.Cursor = states, q.Get("cursor")
-	page, err := s.o.Control.JobsPage(query)
+	page, err := s.o.Control.JobsPage(runner.JobsQuery{Limit: limit, States: states, Cursor: q.Get("cursor")})
 	if err != nil {
 		s.writeErr(w, err)
 		return
@@ -58,14 +53,12 @@ func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusBadRequest, "query parameter job is required: /api/v1/runs?job=ID")
 		return
 	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > runner.MaxRunsLimit {
-			s.writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a number from 1 to %d", l, runner.MaxRunsLimit))
-			return
-		}
-		query.Limit = n
+	limit, err := pageLimit(q, runner.MaxRunsLimit)
+	if err != nil {
+		s.writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
+	query.Limit = limit
 	c := s.o.Control
 	page, err := c.RunsPage(r.Context(), query)
 	if err != nil {
@@ -81,6 +74,20 @@ func (s *Server) runsPage(w http.ResponseWriter, r *http.Request) {
 		out["note"] = fmt.Sprintf("job %q is not in this replica's config: these are the records stored for it (a removed job's until the leader's sweep removes its keys; a trigger request's expired record)", query.Job)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// pageLimit reads a listing's limit parameter: 0 (the listing's default)
+// when it is not given, or a number from 1 to most.
+func pageLimit(q url.Values, most int) (int, error) {
+	l := q.Get("limit")
+	if l == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > most {
+		return 0, fmt.Errorf("limit %q: want a number from 1 to %d", l, most)
+	}
+	return n, nil
 }
 
 // onlyParams refuses a query with a parameter the endpoint path does not
