@@ -69,18 +69,7 @@ func lateSlotsOfAnAllowJob(t *testing.T, handOver bool, misfire string) {
 	// The scheduler's slot, fired while both run, is skipped as on one
 	// leader: not queued behind them.
 	b.r.Fire(runner.Slot{Job: j, Time: busy})
-	byTime := func() map[time.Time]runner.Record {
-		out := map[time.Time]runner.Record{}
-		for _, rec := range records(t, b, j.ID) {
-			for s := rec.ScheduledTime; ; s = s.Add(time.Second) {
-				out[s] = rec
-				if rec.ScheduledUntil.IsZero() || !s.Before(rec.ScheduledUntil) {
-					break
-				}
-			}
-		}
-		return out
-	}
+	byTime := func() map[time.Time]runner.Record { return decidedSlots(t, b, j.ID) }
 	waitUntil(t, "the busy slot decided", func() bool { _, ok := byTime()[busy]; return ok })
 	close(tasks.gate)
 	waitUntil(t, "both late runs recorded", func() bool {

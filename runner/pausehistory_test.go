@@ -33,7 +33,9 @@ func pauseBetween(t *testing.T, b *bundle, job string, from, until time.Time) {
 	}
 }
 
-// decidedSlots maps each slot of a job's records to its record.
+// decidedSlots maps each slot of a job's records to its record (a skip
+// record of consecutive slots, ScheduledTime to ScheduledUntil a second
+// apart, to each of them).
 func decidedSlots(t *testing.T, b *bundle, job string) map[time.Time]runner.Record {
 	t.Helper()
 	out := map[time.Time]runner.Record{}

@@ -227,18 +227,7 @@ func TestHeldBackSlotsOfAForbidJobKeepTheOverlapPolicy(t *testing.T) {
 	b.putHandOver(t, first, stopped, time.Now())
 	failover(t, b, first)
 
-	decided := func() map[time.Time]runner.Record {
-		out := map[time.Time]runner.Record{}
-		for _, rec := range records(t, b, j.ID) {
-			for s := rec.ScheduledTime; ; s = s.Add(time.Second) {
-				out[s] = rec
-				if rec.ScheduledUntil.IsZero() || !s.Before(rec.ScheduledUntil) {
-					break
-				}
-			}
-		}
-		return out
-	}
+	decided := func() map[time.Time]runner.Record { return decidedSlots(t, b, j.ID) }
 	waitUntil(t, "every held-back slot decided", func() bool { return len(decided()) == len(slots) })
 	got := decided()
 	var ran []time.Time
