@@ -267,7 +267,8 @@ func (s *Scheduler) fireDue() time.Duration {
 // never is called by the scheduler for a job it stops tracking because the
 // job's schedule has no fire time after after. The job stays registered
 // (the API and `pacer jobs` show next: never); this says so, loudly unless
-// it is a one-off job that just fired.
+// it is a one-off job that just fired, or one whose time has passed but
+// that a leader's catch-up may still run late (oneOffLate).
 func (r *Runner) never(j *Job, after time.Time, fired bool) {
 	_, oneOff := j.Schedule.(schedule.At)
 	switch {

@@ -52,8 +52,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// TLSCheck, if set, says why the TLS handshake with etcd fails
 	// (TLSCheck's function): asked when a session cannot be opened or the
-	// cluster's state cannot be read, so that the error names the
-	// certificate rather than a timeout.
+	// cluster's state cannot be read, and by WithTLSProblem's other callers
+	// (the API's readiness check), so that the error names the certificate
+	// rather than a timeout.
 	TLSCheck func(context.Context) error
 	Logger   *slog.Logger
 	// Metrics, if set, receives the lease keepalive metrics.

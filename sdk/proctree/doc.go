@@ -26,9 +26,10 @@
 // command's process group, descends from the command, or carries its marker.
 // When the command exits, whatever is left of its tree is killed
 // (SIGKILL). When ctx ends first, the tree gets SIGTERM, then SIGKILL after
-// Grace, or SIGKILL at once if ctx's cause is marked by WithoutGrace. Run returns only when a scan of the plugin's process tree finds no
-// process of the command's tree alive, or reports the ones it could not
-// confirm dead (ErrTreeAlive) after KillTimeout. Signals go through pidfds,
+// Grace, or SIGKILL at once if ctx's cause is marked by WithoutGrace. Run
+// returns only when a scan of the plugin's process tree finds no process of
+// the command's tree alive, or reports the ones it could not confirm dead
+// (ErrTreeAlive) after KillTimeout. Signals go through pidfds,
 // so a recycled process ID is never signalled by mistake. A command that
 // left nothing needs no scan: once it has been reaped, whatever it left is
 // in its process group or below a process the plugin adopted (a live
