@@ -954,13 +954,7 @@ func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr 
 		r.closeUnrun(t, j, []Record{{ScheduledTime: d.slot.Time, CorrelationID: d.rec.CorrelationID}}, stopPaused)
 		return false
 	}
-	first, reruns := d.rec.Attempt+1, d.rec.Reruns
-	switch {
-	case d.rec.Queued:
-		first = max(d.rec.Attempt, 1)
-	case d.rec.RetryAt.IsZero():
-		reruns++ // its attempt was cut: this one runs it again, not a retry
-	}
+	first, reruns := d.rec.takenOver()
 	r.recordTakenOver(t, d.slot, d.rec, first)
 	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, claimHow{prev: d.claim, reruns: reruns}, first, sr)
 	return false

@@ -97,6 +97,21 @@ type Record struct {
 	claimed *claimTimes
 }
 
+// takenOver is how a leader that takes over an open claim c goes on: the
+// attempt it runs first, and the re-runs counted before that attempt. A
+// retry left (RetryAt) counts against the retry budget; an attempt cut
+// off is run again, as a re-run, which does not; a claim queued behind an
+// earlier slot never started, and runs as attempt 1.
+func (c *Record) takenOver() (first, reruns int) {
+	switch {
+	case c.Queued:
+		return max(c.Attempt, 1), c.Reruns
+	case c.RetryAt.IsZero():
+		return max(c.Attempt, 1) + 1, c.Reruns + 1
+	}
+	return c.Attempt + 1, c.Reruns
+}
+
 // claimTimes is when a claim's write started and ended.
 type claimTimes struct{ start, end time.Time }
 

@@ -243,10 +243,7 @@ func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, 
 			log.Warn("manual trigger's retry left by the previous leader: running it when its backoff ends (at-least-once)",
 				"attempt", claim.Attempt+1, "retry_at", claim.RetryAt, "previous_node", claim.Node, "previous_token", claim.FencingToken)
 		}
-		tr.first, tr.reruns = max(claim.Attempt, 1)+1, claim.Reruns
-		if claim.RetryAt.IsZero() { // its attempt was cut: this one runs it again
-			tr.reruns++
-		}
+		tr.first, tr.reruns = claim.takenOver()
 		lost := *claim
 		lost.Manual, lost.TriggerID = true, tr.ID
 		tr.lost = &lost
