@@ -822,6 +822,7 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			Shard        int
 			Leader       string
 			FencingToken int64 `json:"fencing_token"`
+			LeaderShards int   `json:"leader_shards"`
 			Waiting      []string
 			Assigned     string
 		}
@@ -901,6 +902,12 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 			odd = append(odd, fmt.Sprintf("shard %d: no leader (assigned to %s; waiting: %s)", s.Shard, orDash(s.Assigned), orDash(strings.Join(s.Waiting, ", "))))
 			continue
 		}
+		if s.LeaderShards != 0 { // a change of cluster.shards under way
+			unled++
+			odd = append(odd, fmt.Sprintf("shard %d: not led under %d shards; %s holds its shard %d of %d (its cluster.shards) until it restarts with %d (assigned to %s)",
+				s.Shard, st.ShardCount, s.Leader, s.Shard, s.LeaderShards, st.ShardCount, orDash(s.Assigned)))
+			continue
+		}
 		if _, ok := byNode[s.Leader]; !ok {
 			nodes = append(nodes, s.Leader)
 		}
@@ -938,6 +945,10 @@ func statusCmd(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, jobs)
 	if st.NotLeading != "" {
 		fmt.Fprintf(stdout, "          not leading: %s\n", cell(st.NotLeading))
+	} else if !st.JobSetAgreed && st.JobSetMismatch == coord.MismatchRefuse {
+		// The moment between the difference's being seen and the step
+		// down (R6: it said "may lead anyway" next to refuse).
+		fmt.Fprintf(stdout, "          stepping down from its shards (cluster.job_set_mismatch: %s)\n", st.JobSetMismatch)
 	} else if !st.JobSetAgreed {
 		fmt.Fprintf(stdout, "          may lead anyway (cluster.job_set_mismatch: %s)\n", st.JobSetMismatch)
 	}

@@ -77,6 +77,37 @@ func TestStatusOfAReplicaWithAnotherShardCount(t *testing.T) {
 	}
 }
 
+// R6 (attack 27): during a change of cluster.shards, election keys a
+// replica at the old count holds are not the cluster's shards led: status
+// says whose count they are of, and counts them unled.
+func TestStatusDuringAShardCountChange(t *testing.T) {
+	st := coord.ClusterState{Cluster: "c", Node: "r3", Leader: "r3", LeaseTTL: "10s", ShardCount: 4, ShardsHere: 8, ShardsLed: []int{0, 1, 2, 3, 4, 5, 6, 7},
+		Members: []string{"r3", "r1", "r2"}, Shards: []coord.ShardState{{Shard: 0, Leader: "r3", LeaderShards: 8, Assigned: "r1"},
+			{Shard: 1, Leader: "r3", LeaderShards: 8, Assigned: "r2"}, {Shard: 2, Leader: "r3", LeaderShards: 8, Assigned: "r1"}, {Shard: 3, Leader: "r3", LeaderShards: 8, Assigned: "r2"}},
+	}
+	var answer map[string]any
+	body, _ := json.Marshal(st)
+	if err := json.Unmarshal(body, &answer); err != nil {
+		t.Fatal(err)
+	}
+	// The API adds the job set's agreement to the cluster's state.
+	answer["job_set"], answer["cluster_job_set"], answer["job_set_mismatch"] = "aaaa", "bbbb", coord.MismatchRefuse
+	body, _ = json.Marshal(answer)
+	out := statusOf(t, body).String()
+	for _, w := range []string{"shards:   4 (the cluster's; 8 here), 0 led",
+		"shard 2: not led under 4 shards; r3 holds its shard 2 of 8 (its cluster.shards) until it restarts with 4 (assigned to r1)",
+		"stepping down from its shards (cluster.job_set_mismatch: refuse)"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	for _, w := range []string{"r3  leads", "may lead anyway"} {
+		if strings.Contains(out, w) {
+			t.Errorf("output has %q:\n%s", w, out)
+		}
+	}
+}
+
 // pacer status of a replica that cannot read etcd says so, with what the
 // replica knows by itself, and fails with an actionable message; -o json
 // passes the answer through and fails too.

@@ -189,6 +189,22 @@ func (m *Membership) SetJobSet(set JobSet, config, sha256 string, mtime time.Tim
 // etcd monitor's first look waits for it (MonitorOptions.Registered).
 func (m *Membership) Registered() <-chan struct{} { return m.registered }
 
+// ShardsOf returns the cluster.shards a replica publishes (0: unknown, or
+// an older pacer's record that does not say).
+func (m *Membership) ShardsOf(node string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if node == m.self.Node {
+		return m.self.Shards
+	}
+	for _, mem := range m.members {
+		if mem.Node == node {
+			return mem.Shards
+		}
+	}
+	return 0
+}
+
 // ClusterShards returns the cluster's shard count when it differs from
 // this replica's (its job set is not the cluster's, and the cluster's set
 // was read), else 0: this replica's count is the cluster's, or nothing

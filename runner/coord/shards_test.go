@@ -816,3 +816,48 @@ func TestShardCountChangeNeverHasTwoLeadersForAJob(t *testing.T) {
 		}
 	}
 }
+
+// R6 (attack 27): during a change of cluster.shards, a replica still at
+// the old count holds election keys of its own count's shards. Those were
+// shown as the cluster's shards of the same numbers, led: "4 led" while
+// nobody led them under the new count. State now says whose count a key
+// is of (LeaderShards).
+func TestStateNamesKeysHeldUnderAnotherShardCount(t *testing.T) {
+	b := setup(t)
+	jobs := map[string]string{"x": "1", "y": "2"}
+	start := func(node string, shards int, settle time.Duration) *coord.Coordinator {
+		cli := b.client(t)
+		ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
+			RequestTimeout: 2 * time.Second, Settle: settle, JobSet: coord.NewShardedJobSet(jobs, shards), SessionLease: true,
+			Record: coord.MemberRecord{Shards: shards}})
+		c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: 2 * time.Second,
+			Members: ms, Roster: ms, Gate: ms, Shards: shards, Settle: settle})
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { ms.Run(ctx) })
+		wg.Go(func() { _ = c.Run(ctx) })
+		t.Cleanup(func() { cancel(); wg.Wait() })
+		return c
+	}
+	// old, at 2 shards, leads both; a and b, at 4, are the majority: the
+	// cluster's count is 4 (they lead nothing while a replica of another
+	// count leads: a job's shard depends on the count). old steps down once that held for its settle
+	// time, a minute here: the moment R6 caught, drawn out.
+	old := start("old", 2, time.Minute)
+	waitFor(t, "old leads its 2 shards", 15*time.Second, func() bool { return len(old.Terms()) == 2 })
+	a, _ := start("a", 4, 200*time.Millisecond), start("b", 4, 200*time.Millisecond)
+	var st coord.ClusterState
+	waitFor(t, "a's view: shards 0 and 1 held by old under 2 shards", 15*time.Second, func() bool {
+		var err error
+		st, err = a.State(context.Background())
+		if err != nil || st.ShardCount != 4 || len(st.Shards) != 4 {
+			return false
+		}
+		for n, s := range st.Shards {
+			if n < 2 && (s.Leader != "old" || s.LeaderShards != 2) || n >= 2 && s.LeaderShards != 0 {
+				return false
+			}
+		}
+		return true
+	})
+}

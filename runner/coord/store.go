@@ -531,6 +531,11 @@ type ShardState struct {
 	// Leader leads it ("" when nobody does), under FencingToken.
 	Leader       string `json:"leader"`
 	FencingToken int64  `json:"fencing_token,omitempty"`
+	// LeaderShards is the leader's cluster.shards when it is not
+	// ShardCount (during a change of the count): its key is then its own
+	// shard Shard of that count, which holds other jobs, and the shard of
+	// the cluster's count is not led yet (R6: it was shown as led).
+	LeaderShards int `json:"leader_shards,omitempty"`
 	// Waiting are the replicas campaigning behind the leader, in line.
 	Waiting []string `json:"waiting,omitempty"`
 	// Assigned is the replica the assignment gives it, as this replica
@@ -615,6 +620,11 @@ func (c *Coordinator) State(ctx context.Context) (st ClusterState, err error) {
 				continue // its lease is gone: the key goes with it
 			}
 			s.Leader, s.FencingToken = node, kv.CreateRevision
+			if c.opts.Members != nil {
+				if n := c.opts.Members.ShardsOf(node); n > 0 && n != st.ShardCount {
+					s.LeaderShards = n
+				}
+			}
 		} else {
 			s.Waiting = append(s.Waiting, node)
 		}
