@@ -287,50 +287,8 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	default:
 		err = r.claim(spanCtx, t, s, claim, tr)
 	}
-	if err != nil && tr != nil && errors.Is(err, coord.ErrTriggerDecided) {
-		// The request changed since the copy this decision read: only
-		// this term decides it now, so the copy was stale.
-		firstSpan.SetStatus(codes.Error, "trigger request changed since it was read: decided again from the newer copy")
-		firstSpan.End()
-		r.redecideTrigger(t, tr, log)
-		return
-	}
 	if err != nil {
-		reason := SkipLockLost
-		switch {
-		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrTriggerDecided):
-			reason = SkipClaimedElsewhere
-		case errors.Is(err, coord.ErrSlotTooOld):
-			reason = SkipTooOld
-		}
-		firstSpan.SetAttributes(attribute.String("pacer.skip_reason", reason))
-		status := "slot not claimed: " + err.Error()
-		if reason == SkipLockLost {
-			// The term ended before the claim landed: the slot is not
-			// decided here, and this span is not its last word (attack
-			// 25, W7).
-			firstSpan.SetAttributes(attribute.Bool("pacer.left_to_next_leader", true))
-			status += "; left to the shard's next leader"
-		}
-		firstSpan.SetStatus(codes.Error, status)
-		firstSpan.End()
-		r.o.Metrics.JobSkipped.WithLabelValues(job.ID, reason).Inc()
-		if reason == SkipClaimedElsewhere {
-			// Another replica (or this one, in a race with misfire
-			// catch-up) has the slot: nothing to record, it will.
-			log.Debug("slot already claimed", "scheduled_time", s.Time)
-			return
-		}
-		if reason == SkipTooOld {
-			// Not silent: a record says why, though the slot may also
-			// have a record of the run it had long ago.
-			log.Warn("slot not run: older than the claims the cluster keeps, so it may have run; is a replica's clock wrong?",
-				"scheduled_time", s.Time, "reason", reason, "error", err)
-			r.record(t, r.skipRecord(t, s, reason, err.Error()), log)
-			return
-		}
-		log.Warn("slot not run: claim failed; left to the shard's next leader", "scheduled_time", s.Time, "reason", reason,
-			"error", err, "next_leader", nextLeaderDecides(tr, how))
+		r.claimFailed(t, s, tr, how, firstSpan, err, log)
 		return
 	}
 
@@ -430,6 +388,57 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	r.writeFor(t, final, log, 0, func(b []byte) error {
 		return r.o.Coord.FinishSlot(context.Background(), t, job.ID, s.Time, final.RunID, b, succeeded, r.o.KeepRuns, r.o.MaxRunAge)
 	})
+}
+
+// claimFailed ends the first attempt's span of a slot (or trigger
+// request) whose claim failed with err, and says why: a stale copy of a
+// request is decided again; a slot another replica (or this one's
+// catch-up) claimed is its; one older than the claims kept is recorded
+// skipped; otherwise the term ended before the claim landed, and the
+// shard's next leader decides the slot.
+func (r *Runner) claimFailed(t *coord.Term, s Slot, tr *trigger, how claimHow, firstSpan trace.Span, err error, log *slog.Logger) {
+	if tr != nil && errors.Is(err, coord.ErrTriggerDecided) {
+		// The request changed since the copy this decision read: only
+		// this term decides it now, so the copy was stale.
+		firstSpan.SetStatus(codes.Error, "trigger request changed since it was read: decided again from the newer copy")
+		firstSpan.End()
+		r.redecideTrigger(t, tr, log)
+		return
+	}
+	reason := SkipLockLost
+	switch {
+	case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrTriggerDecided):
+		reason = SkipClaimedElsewhere
+	case errors.Is(err, coord.ErrSlotTooOld):
+		reason = SkipTooOld
+	}
+	firstSpan.SetAttributes(attribute.String("pacer.skip_reason", reason))
+	status := "slot not claimed: " + err.Error()
+	if reason == SkipLockLost {
+		// The term ended before the claim landed: the slot is not
+		// decided here, and this span is not its last word (attack
+		// 25, W7).
+		firstSpan.SetAttributes(attribute.Bool("pacer.left_to_next_leader", true))
+		status += "; left to the shard's next leader"
+	}
+	firstSpan.SetStatus(codes.Error, status)
+	firstSpan.End()
+	r.o.Metrics.JobSkipped.WithLabelValues(s.Job.ID, reason).Inc()
+	switch reason {
+	case SkipClaimedElsewhere:
+		// Another replica (or this one, in a race with misfire
+		// catch-up) has the slot: nothing to record, it will.
+		log.Debug("slot already claimed", "scheduled_time", s.Time)
+	case SkipTooOld:
+		// Not silent: a record says why, though the slot may also
+		// have a record of the run it had long ago.
+		log.Warn("slot not run: older than the claims the cluster keeps, so it may have run; is a replica's clock wrong?",
+			"scheduled_time", s.Time, "reason", reason, "error", err)
+		r.record(t, r.skipRecord(t, s, reason, err.Error()), log)
+	default:
+		log.Warn("slot not run: claim failed; left to the shard's next leader", "scheduled_time", s.Time, "reason", reason,
+			"error", err, "next_leader", nextLeaderDecides(tr, how))
+	}
 }
 
 // leftForNextLeader reports whether a slot's run, whose last attempt
