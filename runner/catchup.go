@@ -257,7 +257,8 @@ func (r *Runner) readClaims(t *coord.Term) (map[string]coord.JobClaims, error) {
 // attempt of the job ran at their time: the one the hand-over drained, by
 // the job's records, and they are recorded as overlaps): the
 // slots to run are claimed now, together, and then run one after the
-// other; the others are recorded as skipped, one record for each run of
+// other (under overlap forbid and replace; under allow, at once: below);
+// the others are recorded as skipped, one record for each run of
 // consecutive slots, written with the first claims, the latest's with the
 // mark that the latest slot is decided when it is skipped. Once homed is
 // closed, they are counted, and it returns the run of the claimed slots
