@@ -638,24 +638,32 @@ func TestHandOversGoOneAtATime(t *testing.T) {
 	}
 }
 
+// startMember starts a replica with a membership (jobs x and y, under
+// shards shards, publishing its count) and a coordinator, both acting on a
+// change of the job sets' agreement after settle; stopped at the test's end.
+func startMember(t *testing.T, b *bundle, node string, shards int, settle time.Duration) *coord.Coordinator {
+	t.Helper()
+	cli := b.client(t)
+	ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
+		RequestTimeout: 2 * time.Second, Settle: settle, JobSet: coord.NewShardedJobSet(map[string]string{"x": "1", "y": "2"}, shards),
+		SessionLease: true, Record: coord.MemberRecord{Shards: shards}})
+	c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: 2 * time.Second,
+		Members: ms, Roster: ms, Gate: ms, Shards: shards, Settle: settle})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { ms.Run(ctx) })
+	wg.Go(func() { _ = c.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return c
+}
+
 // A replica whose cluster.shards is not the cluster's describes the
 // cluster's shards (their count, leaders and assignment), not its own
 // count's, and says what its own count is.
 func TestStateOfAReplicaWithAnotherShardCount(t *testing.T) {
 	b := setup(t)
-	jobs := map[string]string{"x": "1", "y": "2"}
 	start := func(node string, shards int) *coord.Coordinator {
-		cli := b.client(t)
-		ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
-			RequestTimeout: 2 * time.Second, Settle: 200 * time.Millisecond, JobSet: coord.NewShardedJobSet(jobs, shards), SessionLease: true})
-		c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: 2 * time.Second,
-			Members: ms, Roster: ms, Gate: ms, Shards: shards, Settle: 200 * time.Millisecond})
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { ms.Run(ctx) })
-		wg.Go(func() { _ = c.Run(ctx) })
-		t.Cleanup(func() { cancel(); wg.Wait() })
-		return c
+		return startMember(t, b, node, shards, 200*time.Millisecond)
 	}
 	a, bb := start("a", 4), start("b", 4)
 	waitFor(t, "a and b lead the 4 shards", 15*time.Second, func() bool { return len(a.Terms())+len(bb.Terms()) == 4 })
@@ -824,20 +832,8 @@ func TestShardCountChangeNeverHasTwoLeadersForAJob(t *testing.T) {
 // is of (LeaderShards).
 func TestStateNamesKeysHeldUnderAnotherShardCount(t *testing.T) {
 	b := setup(t)
-	jobs := map[string]string{"x": "1", "y": "2"}
 	start := func(node string, shards int, settle time.Duration) *coord.Coordinator {
-		cli := b.client(t)
-		ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second,
-			RequestTimeout: 2 * time.Second, Settle: settle, JobSet: coord.NewShardedJobSet(jobs, shards), SessionLease: true,
-			Record: coord.MemberRecord{Shards: shards}})
-		c := coord.New(coord.Options{Client: cli, Cluster: "test", Node: node, LeaseTTL: 2 * time.Second, RequestTimeout: 2 * time.Second,
-			Members: ms, Roster: ms, Gate: ms, Shards: shards, Settle: settle})
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		wg.Go(func() { ms.Run(ctx) })
-		wg.Go(func() { _ = c.Run(ctx) })
-		t.Cleanup(func() { cancel(); wg.Wait() })
-		return c
+		return startMember(t, b, node, shards, settle)
 	}
 	// old, at 2 shards, leads both; a and b, at 4, are the majority: the
 	// cluster's count is 4 (they lead nothing while a replica of another
