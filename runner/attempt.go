@@ -466,6 +466,18 @@ func (r *Runner) leftForNextLeader(ctx context.Context, j *Job, final Record) bo
 func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Record, a *attemptRun, log *slog.Logger) Record {
 	next := held
 	next.RunID, next.Attempt, next.Start, next.RetryAt = a.runID, a.number, wallNow().UTC(), time.Time{}
+	stored, err := r.rewriteClaim(ctx, t, s, held, next)
+	if err != nil {
+		log.Warn("slot's claim not updated to the attempt that runs: a leader that takes the slot over may repeat the attempt's number",
+			"scheduled_time", s.Time, "attempt", a.number, "error", err)
+	}
+	return stored
+}
+
+// rewriteClaim replaces a slot's open claim, held as stored, by next, if
+// it is still held. It returns the claim as stored: next, or held if the
+// write failed.
+func (r *Runner) rewriteClaim(ctx context.Context, t *coord.Term, s Slot, held, next Record) (Record, error) {
 	prev, err := encodeRecord(&held)
 	var b []byte
 	if err == nil {
@@ -475,11 +487,9 @@ func (r *Runner) reclaimSlot(ctx context.Context, t *coord.Term, s Slot, held Re
 		err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
 	}
 	if err != nil {
-		log.Warn("slot's claim not updated to the attempt that runs: a leader that takes the slot over may repeat the attempt's number",
-			"scheduled_time", s.Time, "attempt", a.number, "error", err)
-		return held
+		return held, err
 	}
-	return next
+	return next, nil
 }
 
 // leaveOpen records a slot's cut attempt (final) without closing its claim
@@ -539,18 +549,7 @@ func (r *Runner) leaveClaim(ctx context.Context, t *coord.Term, s Slot, held, fi
 	if retryAt.IsZero() {
 		left.RetryAt = time.Time{}
 	}
-	prev, err := encodeRecord(&held)
-	var b []byte
-	if err == nil {
-		b, err = encodeRecord(&left)
-	}
-	if err == nil {
-		err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
-	}
-	if err != nil {
-		return held, err
-	}
-	return left, nil
+	return r.rewriteClaim(ctx, t, s, held, left)
 }
 
 // noteRetryDue makes the claim of a slot (or of a manual trigger's
