@@ -80,6 +80,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		return
 	}
 	history, set := r.jobSetHistory(t.Context(), t.Shard), r.JobSet()
+	history.handedOver = held
 	var claimed sync.WaitGroup // claims of this catch-up, written before the scheduler's
 	for _, j := range r.shardJobs(t.Shard) {
 		jc := claims[j.ID]

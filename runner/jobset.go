@@ -217,6 +217,10 @@ type jobSetHistory struct {
 	// switched is the cluster's latest job-set switch (coord.Agreed),
 	// read with the epochs.
 	switched coord.Agreed
+	// handedOver is the stretch a graceful hand-over before this term
+	// held the shard's slots back from: the term that left the mark, and
+	// those before it, led no slot from its start (heldBack.from) on.
+	handedOver heldBack
 }
 
 func (r *Runner) jobSetHistory(ctx context.Context, shard int) *jobSetHistory {
@@ -233,7 +237,7 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 	h.load()
 	for _, s := range missed {
 		e, ok := coord.EpochAt(h.epochs, s)
-		if !ok {
+		if !ok || h.ledNone(e, s) {
 			rest = append(rest, s)
 			continue
 		}
@@ -256,6 +260,18 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 			"), leading the shard at the scheduled time or the last to lead it before, ran job set "+coord.Short(e.JobSet)+" and "+what)
 	}
 	return absent, why, rest
+}
+
+// ledNone says whether epoch e's term no longer led the shard at slot s:
+// it, or a term after it, had handed the shard over and stopped firing
+// before s (attack 29, F1: a slot due between a graceful hand-over's
+// resignation and the next term, of a job the leaving leader did not
+// have, was recorded not_in_job_set against it and not run, though that
+// leader had stepped down and the next one had the job). Such a slot was
+// held back by the hand-over, or came due while nobody led: the misfire
+// policy and the hand-over decide it.
+func (h *jobSetHistory) ledNone(e coord.Epoch, s time.Time) bool {
+	return !h.handedOver.from.IsZero() && e.Token <= h.handedOver.token && !s.Before(h.handedOver.from)
 }
 
 // notClaimed says, for each of slots, who was in charge when it came due

@@ -372,3 +372,54 @@ func TestCatchUpDoesNotWaitForTheEpoch(t *testing.T) {
 		return min(n, 1)
 	}, 1)
 }
+
+// Attack 29, F1: a leader without job x (its set lacked it) handed the
+// shard over gracefully; a slot of x due after it stopped firing, before
+// the next leader (which has x) led, was recorded not_in_job_set against
+// the leader that had stepped down, and not run, though x's misfire
+// policy is all. The epoch of a term that handed the shard over ends
+// where it stopped firing: such a slot is decided by the hand-over and
+// the misfire policy, here run late. Slots due while that leader led
+// without x are still recorded not_in_job_set.
+func TestSlotAfterAHandOverIsNotPutDownToTheLeaderThatLeft(t *testing.T) {
+	b, tasks := setupScripted(t)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	x := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Spec: "@every 1s", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	other := &runner.Job{ID: "other", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Spec: "@every 1h", Timeout: time.Minute}
+	b.r.SetJobs([]*runner.Job{x, other})
+
+	// The first term ran x until 20 s ago, then a set without it; it
+	// stopped firing 12 s ago and resigned 11 s ago (a hand-over mark the
+	// next term takes more than a lease TTL later: the slots since then
+	// came due while nobody led).
+	now := time.Now().UTC().Truncate(time.Second)
+	with, without := runner.JobSetOf([]*runner.Job{x, other}, 1), runner.JobSetOf([]*runner.Job{other}, 1)
+	for _, e := range []struct {
+		set coord.JobSet
+		at  time.Duration
+	}{{with, -30 * time.Second}, {without, -20 * time.Second}} {
+		if err := b.coord.RecordEpoch(ctx, first, e.set, now.Add(e.at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.coord.Claim(ctx, first, "x", now.Add(-25*time.Second), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	stopped := now.Add(-12 * time.Second)
+	b.putHandOver(t, first, stopped, now.Add(-11*time.Second))
+	second := failover(t, b, first)
+	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stopAfterRuns(stop, b.r, second)
+
+	ran, absent := ranSlots(tasks.called()), notInJobSet(t, b, "x")
+	for s := now.Add(-24 * time.Second); s.Before(now.Add(-2 * time.Second)); s = s.Add(time.Second) {
+		notIn := !s.Before(now.Add(-20*time.Second)) && s.Before(stopped)
+		if ran[s] == notIn || (absent[s] > 0) != notIn {
+			t.Errorf("slot %s: ran %v, not_in_job_set %v; want %s", s.Sub(now), ran[s], absent[s] > 0,
+				map[bool]string{true: "not_in_job_set (the leader of the time did not have x)", false: "run (misfire all)"}[notIn])
+		}
+	}
+}
