@@ -332,12 +332,16 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 			break
 		}
 		r.record(t, final, log) // this attempt's; the last one is recorded with the slot's result
+		wait := retryPolicy(job.Retries).Delay(attempt)
+		due := wallNow().Add(wait) // the next attempt's time, should it be left to the next leader
 		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
+			if leavesRetry(job, stop) {
+				r.leaveOpen(t, s, tr, held, final, log, due)
+				return
+			}
 			final = r.retrySkipped(t, final, attempt+1, stop, log)
 			break
 		}
-		wait := retryPolicy(job.Retries).Delay(attempt)
-		due := wallNow().Add(wait) // the next attempt's time, should it be left to the next leader
 		log.Info("retrying", "attempt", attempt+1, "after", wait.Round(time.Millisecond), "previous_outcome", final.State)
 		sr.setPhase(phaseRetry)
 		if job.Delivery == DeliveryAtLeastOnce {
@@ -345,6 +349,10 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		}
 		sleepUntilStopped(ctx, sr.retries, t.FiringStopped(), time.Until(due))
 		if stop := r.retryStopped(s, tr, sr, final); stop != nil {
+			if leavesRetry(job, stop) {
+				r.leaveOpen(t, s, tr, held, final, log, due)
+				return
+			}
 			final = r.retrySkipped(t, final, attempt+1, stop, log)
 			break
 		}
@@ -593,6 +601,15 @@ func (r *Runner) leaveTriggerRetry(t *coord.Term, tr *trigger, held, final Recor
 		log.Warn("manual trigger's claim not updated with its left retry: the next leader may take the retry for a re-run of a cut attempt",
 			"attempt", final.Attempt+1, "retry_at", retryAt, "error", err)
 	}
+}
+
+// leavesRetry says whether a retry that stop keeps from starting here is
+// left to the shard's next leader: the runner is stopping, under delivery
+// at-least-once (attack 28, F1: an attempt that failed in a stop's drain,
+// after the stop had begun, had its retry recorded "stopping" and the
+// slot closed; only one that failed before the stop was left).
+func leavesRetry(j *Job, stop *retryStop) bool {
+	return stop == stopStopping && j.Delivery == DeliveryAtLeastOnce
 }
 
 // retryStopped says why the next attempt of a slot must not start, or

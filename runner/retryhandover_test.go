@@ -12,6 +12,7 @@ import (
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
+	"github.com/pacerun/pacer/runner/pluginhost"
 )
 
 // leftRetry is a slot whose attempt 1 failed on replica a, which then
@@ -209,5 +210,57 @@ func TestHandOverRetryWaitEnds(t *testing.T) {
 			}
 			waitUntil(t, "the slot's claim closed", func() bool { return len(leftClaims(t, cli, tc.manual)) == 0 })
 		})
+	}
+}
+
+// failAfter fails each call once release is closed (not on its context's
+// end: a stop's drain lets runs finish).
+type failAfter struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (f *failAfter) Run(context.Context, pluginhost.Call) (*pluginhost.Result, error) {
+	f.started <- struct{}{}
+	<-f.release
+	return &pluginhost.Result{TaskError: "boom"}, nil
+}
+
+// Attack 28, F1: under at-least-once, an attempt that failed in a stop's
+// drain, after the stop had begun, had its retry recorded "stopping" and
+// the slot closed: the next leader ran nothing. A stop during the backoff
+// left the retry to the next leader, as documented. Both leave it now: the
+// slot's claim stays open and says when the retry is due.
+func TestStopDuringAFailingAttemptLeavesItsRetry(t *testing.T) {
+	b := setup(t)
+	b.waitLeader(t)
+	tasks := &failAfter{started: make(chan struct{}, 1), release: make(chan struct{})}
+	b.useRunner(t, tasks)
+	j := job(leftRetryJob, runner.OverlapForbid)
+	j.Delivery = runner.DeliveryAtLeastOnce
+	j.Retries = runner.Retries{Max: 2, InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+	b.r.SetJobs([]*runner.Job{j})
+	b.waitLeader(t)
+	b.r.Fire(runner.Slot{Job: j, Time: slotAhead()})
+	<-tasks.started
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		b.r.Stop(ctx)
+	}()
+	waitUntil(t, "the stop begun", func() bool { return runner.Stopping(b.r) })
+	close(tasks.release) // attempt 1 fails in the drain
+	<-stopped
+
+	open := openClaims(t, b.admin)
+	if len(open) != 1 || open[0].Attempt != 1 || open[0].RetryAt.IsZero() {
+		t.Fatalf("open claims %+v; want the slot's, naming attempt 1 and when its retry is due", open)
+	}
+	for _, rec := range records(t, b, leftRetryJob) {
+		if rec.State == "skipped" {
+			t.Fatalf("record %+v: the retry was recorded not started, not left to the next leader", rec)
+		}
 	}
 }

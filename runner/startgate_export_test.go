@@ -17,3 +17,10 @@ func SetRecordPatience(t interface{ Cleanup(func()) }, d time.Duration) {
 	recordPatience = d
 	t.Cleanup(func() { recordPatience = old })
 }
+
+// Stopping says whether Stop has begun.
+func Stopping(r *Runner) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stopped
+}
