@@ -306,11 +306,14 @@ func TestUnstartedQueuedClaimIsRecordedAsNotStarted(t *testing.T) {
 // leader: TestLateSlotsOfAnAllowJobRunAtOnceUpToMaxConcurrency. Attack 21's
 // S2, the allow variant of this test, queued it behind them.)
 func TestSlotFiredWhileHeldBackSlotsRunLateRunsAfterThem(t *testing.T) {
-	b, tasks, took := setupSlow(t)
+	// Runs of 0.75 s: a late run measured over a second (0.9 s of task
+	// and the machine's load) covered the next held-back slot, which was
+	// then rightly skipped (once, in the whole suite at load 8).
+	b, tasks, took := setupSlowFor(t, 750*time.Millisecond)
 	first := b.waitLeader(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
-	held := secondsUntil(now, -6*time.Second) // -6 s … -1 s: 5.4 s of late runs
+	held := secondsUntil(now, -6*time.Second) // -6 s … -1 s: 4.5 s of late runs
 	onTime := now.Add(4 * time.Second)        // after the new term's start, while the late runs go
 	j := &runner.Job{ID: "short", Plugin: "p", Task: "t", Schedule: append(slotList{now.Add(-7 * time.Second)}, append(held, onTime, now.Add(time.Hour))...),
 		Spec: "test: every second", Timeout: time.Minute, Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
@@ -355,8 +358,13 @@ func TestSlotFiredWhileHeldBackSlotsRunLateRunsAfterThem(t *testing.T) {
 // shorter than the one-second interval of the tests' slots).
 func setupSlow(t *testing.T) (*bundle, slowTasks, time.Duration) {
 	t.Helper()
+	return setupSlowFor(t, 900*time.Millisecond)
+}
+
+// setupSlowFor is setupSlow with tasks that each take took.
+func setupSlowFor(t *testing.T, took time.Duration) (*bundle, slowTasks, time.Duration) {
+	t.Helper()
 	b := setup(t)
-	const took = 900 * time.Millisecond
 	tasks := slowTasks{&scripted{}, took}
 	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
 		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord})
