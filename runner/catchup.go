@@ -116,10 +116,7 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			// before its later claims (diverged.go).
 			gap, gapWhy = r.divergedBefore(history, j, hash, set.Fingerprint, jc, last)
 		}
-		if len(missed) == 0 && len(gap) == 0 {
-			if len(redo) > 0 {
-				r.goTracked(t, j, r.inTurn(t, j, redo, homed, nil))
-			}
+		if len(missed) == 0 && len(gap) == 0 && len(redo) == 0 {
 			continue
 		}
 		// Slots the leader of the time did not have the job for were not
@@ -145,7 +142,12 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 				run, late = r.applyMisfire(t, j, rest, restWhy, start, held, pauses[j.ID], len(redo) > 0, homed)
 			}
 			if len(redo) > 0 {
-				run, late = r.inTurn(t, j, redo, homed, run), false
+				// Re-deliveries of a dead leader's attempts are the job's
+				// run, as on one leader: a slot fired meanwhile is skipped.
+				// Slots a hand-over left queued are late slots, as held-back
+				// ones are: a slot fired meanwhile runs after them.
+				late = handedOverAll(redo, held) && (run == nil || late)
+				run = r.inTurn(t, j, redo, homed, held, run)
 			}
 			if len(absent) > 0 {
 				if run != nil { // the runs need not wait for these marks
@@ -1015,9 +1017,15 @@ func (r *Runner) awaitRetry(ctx context.Context, t *coord.Term, d redelivery, sr
 // next leader runs them in turn (attack 25, W13: a queued slot of next
 // ran in the drain, before the retry of an earlier slot left to the next
 // leader).
-func (r *Runner) inTurn(t *coord.Term, j *Job, redo []redelivery, homed <-chan struct{}, next func(context.Context, *slotRun)) func(context.Context, *slotRun) {
+func (r *Runner) inTurn(t *coord.Term, j *Job, redo []redelivery, homed <-chan struct{}, held heldBack, next func(context.Context, *slotRun)) func(context.Context, *slotRun) {
 	return func(ctx context.Context, sr *slotRun) {
 		<-homed
+		var busy []span // of the queued slots a hand-over left, taken from their own time
+		if sr.late != nil && next == nil {
+			// The slots the scheduler fired while these ran run after
+			// them (attack 28, F2: they were skipped as overlaps).
+			defer func() { r.runLate(ctx, t, j, sr, busy) }()
+		}
 		for i, d := range redo {
 			if t.Draining() && ctx.Err() == nil {
 				return
@@ -1030,14 +1038,31 @@ func (r *Runner) inTurn(t *coord.Term, j *Job, redo []redelivery, homed <-chan s
 				r.closeUnrun(t, j, unrun, context.Cause(ctx))
 				break
 			}
+			began := wallNow()
 			if r.redeliver(ctx, t, d, sr) {
 				return
+			}
+			if d.rec.Queued && held.handedOver(d.rec.FencingToken) {
+				busy = append(busy, span{d.slot.Time, d.slot.Time.Add(wallNow().Sub(began))})
 			}
 		}
 		if next != nil {
 			next(ctx, sr) // closes its claims itself if ctx ended
 		}
 	}
+}
+
+// handedOverAll says whether every slot of redo is one a graceful
+// hand-over left claimed to run late, queued, never started: a late slot
+// the next leader runs as the leader before would have, not an attempt of
+// a dead leader run again.
+func handedOverAll(redo []redelivery, held heldBack) bool {
+	for _, d := range redo {
+		if !d.rec.Queued || !held.handedOver(d.rec.FencingToken) {
+			return false
+		}
+	}
+	return len(redo) > 0
 }
 
 // addWork counts a goroutine that Stop waits for; false once stopped.

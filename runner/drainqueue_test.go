@@ -278,3 +278,58 @@ func TestStopDuringLateRunsStartsNoneOfTheRest(t *testing.T) {
 		t.Errorf("ran %v, want each held-back slot once, in slot order: %v", ran, held)
 	}
 }
+
+// Attack 28, F2: after two graceful hand-overs in a row, the third leader
+// ran the late slots the second had claimed queued and not started, and
+// a slot its scheduler fired meanwhile was skipped as an overlap,
+// "previous run still running": lost, where slots held back by a single
+// hand-over run after the late runs. Queued slots a hand-over left are late
+// slots too: a slot fired while they run runs after them.
+func TestSlotFiredWhileHandedOverQueuedSlotsRunRunsAfterThem(t *testing.T) {
+	b := setup(t)
+	tasks := newSteppedTasks()
+	b.useRunner(t, tasks)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	slots := secondsUntil(now, -7*time.Second)
+	j := &runner.Job{ID: "all", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
+		Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	missed := slots[1:] // claimed by the second term's catch-up, all but the first queued
+	second := failover(t, b, first)
+	<-tasks.started
+	stopped := second.StopFiring() // the second term hands the shard over
+	tasks.step <- struct{}{}
+	drain, cancel := context.WithTimeout(ctx, 5*time.Second)
+	b.r.WaitIdle(drain, second)
+	cancel()
+
+	third := handOverNow(t, b, second, stopped)
+	if s := <-tasks.started; !s.Equal(missed[1]) {
+		t.Fatalf("the third term started slot %s first, want the first queued one, %s", s.Format(time.TimeOnly), missed[1].Format(time.TimeOnly))
+	}
+	fired := time.Now().UTC().Truncate(time.Millisecond) // due in the third term, while the queued slots run
+	if !fired.After(third.Since) {
+		t.Fatalf("slot %v not after the third term's start %v", fired, third.Since)
+	}
+	b.r.Fire(runner.Slot{Job: j, Time: fired})
+	close(tasks.step)
+	waitUntil(t, "the fired slot decided", func() bool { _, ok := decidedSlots(t, b, j.ID)[fired]; return ok })
+	if rec := decidedSlots(t, b, j.ID)[fired]; rec.State != observability.OutcomeSuccess {
+		t.Fatalf("the slot fired while the queued slots ran: %s %s %q; want run after them", rec.State, rec.Reason, rec.Error)
+	}
+	var ran []time.Time
+	for _, c := range tasks.called() {
+		ran = append(ran, c.Info.ScheduledTime.UTC())
+	}
+	if want := append(slices.Clone(missed), fired); !slices.Equal(ran, want) {
+		t.Errorf("ran %v, want the missed slots in slot order, then the fired one: %v", ran, want)
+	}
+}
