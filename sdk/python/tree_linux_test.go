@@ -163,7 +163,10 @@ func TestPythonPluginRunEndsWithItsTreeWhenTheLeaseIsNotRenewed(t *testing.T) {
 	}
 	h := pluginhost.New(pluginhost.Options{Paths: map[string]string{"testplugin": plugin}, CancelGrace: 30 * time.Second})
 	t.Cleanup(func() { h.Close() })
-	const lease = time.Second
+	// Long enough for Python to start the whole tree before it ends, on a
+	// loaded machine too (with a second, the full suite once ended the run
+	// after two of the tree's four processes had started).
+	const lease = 5 * time.Second
 	var deadline atomic.Pointer[time.Time]
 	h.SetLease(func() (time.Time, bool) {
 		if d := deadline.Load(); d != nil {
@@ -171,7 +174,7 @@ func TestPythonPluginRunEndsWithItsTreeWhenTheLeaseIsNotRenewed(t *testing.T) {
 		}
 		return time.Time{}, false
 	}, time.Hour)
-	// The plugin is up first (a second's lease must not pass while Python
+	// The plugin is up first (the lease must not pass while Python
 	// starts): no lease yet, so none is sent.
 	if res, err := h.Run(context.Background(), pluginhost.Call{Plugin: "testplugin", Task: "echo", Params: map[string]any{"message": "up"},
 		Info: pluginhost.RunInfo{JobID: "j", RunID: "up", CorrelationID: "c-up", Attempt: 1, Node: "n", ScheduledTime: time.Now()}}); err != nil || res.Output != "up" {
