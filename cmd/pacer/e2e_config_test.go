@@ -505,8 +505,9 @@ func TestE2ECancelGraceTooShortIsWarnedAbout(t *testing.T) {
 	p := startPacer(t, "e2e-grace", httpAddr, cfg)
 	p.waitLogs("the warning at the start", 30*time.Second, func(ls []logLine) bool {
 		return len(match(ls, func(l logLine) bool {
+			// where is the place, not the warning again (attack 28, F3).
 			return l.str("level") == "WARN" && strings.HasPrefix(l.str("msg"), "config warning: 2s leaves a cancelled command no room") &&
-				strings.Contains(l.str("where"), "plugins.cancel_grace")
+				strings.HasSuffix(l.str("where"), ": plugins.cancel_grace") && regexp.MustCompile(`\.yaml:\d+: `).MatchString(l.str("where"))
 		})) > 0
 	})
 }

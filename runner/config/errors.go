@@ -18,7 +18,12 @@ type Problem struct {
 
 // String formats the problem as "file:line: path: msg", leaving out the line
 // or path when they are unknown or empty.
-func (p Problem) String() string {
+func (p Problem) String() string { return p.Where() + ": " + p.Msg }
+
+// Where is where the problem is: "file:line: path", leaving out the line or
+// path when they are unknown or empty (a log line's "where", whose message
+// says what).
+func (p Problem) Where() string {
 	var b strings.Builder
 	b.WriteString(p.File)
 	if p.Line > 0 {
@@ -29,8 +34,6 @@ func (p Problem) String() string {
 		b.WriteString(": ")
 		b.WriteString(observability.MessagePath(p.Path))
 	}
-	b.WriteString(": ")
-	b.WriteString(p.Msg)
 	return b.String()
 }
 

@@ -660,7 +660,7 @@ func newRunner(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger, 
 			// What pacer validate warns about, said once at the start too
 			// (a reload says it again).
 			for _, w := range cfg.Warnings {
-				log.Warn("config warning: "+w.Msg, "where", w.String())
+				log.Warn("config warning: "+w.Msg, "where", w.Where())
 			}
 			if cfg.Jobs == nil {
 				log.Warn(`the config file lists no jobs: this replica schedules nothing; write "jobs: []" if that is meant (a reload of a file without its jobs is refused)`,

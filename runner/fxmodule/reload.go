@@ -179,7 +179,7 @@ func (rl *reloader) reload(ctx context.Context, data []byte, watched bool) {
 	rl.current = cfg
 	rl.appliedNL = bytes.HasSuffix(data, []byte("\n"))
 	for _, w := range cfg.Warnings {
-		rl.log.Warn("config warning: "+w.Msg, "where", w.String())
+		rl.log.Warn("config warning: "+w.Msg, "where", w.Where())
 	}
 	if len(removed) > 0 {
 		msg := "config reload removed jobs"
