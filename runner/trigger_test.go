@@ -325,13 +325,11 @@ func TestManualTriggerLeftRunningFollowsDelivery(t *testing.T) {
 			if policy == runner.DeliveryAtLeastOnce {
 				waitUntil(t, "the run again", func() bool { return len(tasks.correlations()) == 2 })
 				close(tasks.gate)
-				waitUntil(t, "its record", func() bool {
-					for _, r := range recordsOf(t, a.cli, "d") {
-						if r.State == observability.OutcomeSuccess {
-							return true
-						}
-					}
-					return false
+				// Attempt 1's record is written once attempt 2's claim
+				// landed, and may land after attempt 2's.
+				waitUntil(t, "its record and attempt 1's", func() bool {
+					recs := recordsOf(t, a.cli, "d")
+					return len(recs) == 2 && slices.ContainsFunc(recs, func(r runner.Record) bool { return r.State == observability.OutcomeSuccess })
 				})
 				recs := recordsOf(t, a.cli, "d") // oldest first
 				if len(recs) != 2 || recs[1].CorrelationID != "corr-d" || recs[1].Attempt != 2 || recs[1].TriggerID != tr.TriggerID {
