@@ -57,13 +57,12 @@ func handOverNow(t *testing.T, b *bundle, term *coord.Term, stopped time.Time) *
 	return failover(t, b, term)
 }
 
-// Attack 25, W13: a graceful stop during a catch-up (misfire all, at-most-once)
-// kept starting the catch-up's queued late slots in its drain, one after the
-// other; the drain timeout cut the one running, and the next leader recorded
-// the rest lock_lost, "not started before it lost leadership": lost. Once the
-// term stops firing, no queued slot starts now: its claim stays queued, and
-// the next leader, taking the hand-over mark, runs it late, in slot order.
-func TestStopDuringACatchUpLeavesItsQueuedSlotsToTheNextLeader(t *testing.T) {
+// missedSixSlots sets up a first term, a runner calling stepped tasks, and
+// a job (overlap forbid, misfire all) whose slots are every second of the
+// last seven: the first term ran the first of them, and the six after it
+// are missed, for the next term's catch-up to claim together.
+func missedSixSlots(t *testing.T) (*bundle, *steppedTasks, *runner.Job, []time.Time, *coord.Term) {
+	t.Helper()
 	b := setup(t)
 	tasks := newSteppedTasks()
 	b.useRunner(t, tasks)
@@ -72,7 +71,7 @@ func TestStopDuringACatchUpLeavesItsQueuedSlotsToTheNextLeader(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
 	slots := secondsUntil(now, -7*time.Second)
 	j := &runner.Job{ID: "all", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
-		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+		Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
 	b.r.SetJobs([]*runner.Job{j})
 	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
 		t.Fatal(err)
@@ -80,6 +79,18 @@ func TestStopDuringACatchUpLeavesItsQueuedSlotsToTheNextLeader(t *testing.T) {
 	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
+	return b, tasks, j, slots, first
+}
+
+// Attack 25, W13: a graceful stop during a catch-up (misfire all, at-most-once)
+// kept starting the catch-up's queued late slots in its drain, one after the
+// other; the drain timeout cut the one running, and the next leader recorded
+// the rest lock_lost, "not started before it lost leadership": lost. Once the
+// term stops firing, no queued slot starts now: its claim stays queued, and
+// the next leader, taking the hand-over mark, runs it late, in slot order.
+func TestStopDuringACatchUpLeavesItsQueuedSlotsToTheNextLeader(t *testing.T) {
+	b, tasks, j, slots, first := missedSixSlots(t)
+	ctx := context.Background()
 	missed := slots[1:] // claimed together by the catch-up, all but the first queued
 	second := failover(t, b, first)
 	if s := <-tasks.started; !s.Equal(missed[0]) {
@@ -286,22 +297,8 @@ func TestStopDuringLateRunsStartsNoneOfTheRest(t *testing.T) {
 // hand-over run after the late runs. Queued slots a hand-over left are late
 // slots too: a slot fired while they run runs after them.
 func TestSlotFiredWhileHandedOverQueuedSlotsRunRunsAfterThem(t *testing.T) {
-	b := setup(t)
-	tasks := newSteppedTasks()
-	b.useRunner(t, tasks)
-	first := b.waitLeader(t)
+	b, tasks, j, slots, first := missedSixSlots(t)
 	ctx := context.Background()
-	now := time.Now().UTC().Truncate(time.Second)
-	slots := secondsUntil(now, -7*time.Second)
-	j := &runner.Job{ID: "all", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
-		Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
-	b.r.SetJobs([]*runner.Job{j})
-	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
-		t.Fatal(err)
-	}
 	missed := slots[1:] // claimed by the second term's catch-up, all but the first queued
 	second := failover(t, b, first)
 	<-tasks.started
