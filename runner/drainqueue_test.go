@@ -224,29 +224,8 @@ func stopDuringARetry(t *testing.T, redelivered bool) {
 // recorded misfire.
 func TestStopDuringLateRunsStartsNoneOfTheRest(t *testing.T) {
 	b, tasks, _ := setupSlow(t)
-	first := b.waitLeader(t)
+	j, held, onTime, second := heldBackSixSlots(t, b) // 5.4 s of late runs
 	ctx := context.Background()
-	now := time.Now().UTC().Truncate(time.Second)
-	held := secondsUntil(now, -6*time.Second) // -6 s … -1 s: 5.4 s of late runs
-	onTime := now.Add(4 * time.Second)        // after the new term's start, while the late runs go
-	j := &runner.Job{ID: "short", Plugin: "p", Task: "t", Schedule: append(slotList{now.Add(-7 * time.Second)}, append(held, onTime, now.Add(time.Hour))...),
-		Spec: "test: every second", Timeout: time.Minute, Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
-	b.r.SetJobs([]*runner.Job{j})
-	last := now.Add(-7 * time.Second)
-	drained := runner.Record{Job: j.ID, ScheduledTime: last, RunID: "drained", Node: "n1", FencingToken: first.Token,
-		State: "success", Start: last, End: last.Add(100 * time.Millisecond)}
-	rec, _ := json.Marshal(drained)
-	if err := b.coord.Claim(ctx, first, j.ID, last, []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.coord.FinishSlot(ctx, first, j.ID, last, drained.RunID, rec, time.Time{}, 100, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.putHandOver(t, first, now.Add(-6500*time.Millisecond), time.Now())
-	second := failover(t, b, first)
-	for time.Now().Before(onTime) { // the slot's time, as the scheduler fires it
-		time.Sleep(10 * time.Millisecond)
-	}
 	b.r.Fire(runner.Slot{Job: j, Time: onTime})
 	second.StopFiring()
 	begun := len(tasks.called())

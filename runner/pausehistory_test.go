@@ -33,6 +33,32 @@ func pauseBetween(t *testing.T, b *bundle, job string, from, until time.Time) {
 	}
 }
 
+// pausedWhileNobodyLed sets up a job (misfire policy, grace 1 h) due every
+// second of the last ten: the first term claimed and ran the first slot,
+// then died; the job was paused from -7.5 s until -4.5 s meanwhile, so the
+// slots -7 s, -6 s and -5 s came due while it was paused; the next term
+// has taken over. It returns the job, its slots and the paused stretch.
+func pausedWhileNobodyLed(t *testing.T, b *bundle, policy string) (j *runner.Job, slots slotList, pausedFrom, resumed time.Time) {
+	t.Helper()
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	slots = secondsUntil(now, -10*time.Second)
+	j = &runner.Job{ID: "p1", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: policy, Grace: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	pausedFrom, resumed = now.Add(-7500*time.Millisecond), now.Add(-4500*time.Millisecond)
+	pauseBetween(t, b, j.ID, pausedFrom, resumed)
+	failover(t, b, first)
+	return j, slots, pausedFrom, resumed
+}
+
 // decidedSlots maps each slot of a job's records to its record (a skip
 // record of consecutive slots, ScheduledTime to ScheduledUntil a second
 // apart, to each of them).
@@ -58,25 +84,8 @@ func decidedSlots(t *testing.T, b *bundle, job string) map[time.Time]runner.Reco
 // (all). Before, every missed slot within grace ran late.
 func TestCatchUpSkipsSlotsDueWhileTheJobWasPaused(t *testing.T) {
 	b, tasks := setupScripted(t)
-	first := b.waitLeader(t)
 	ctx := context.Background()
-	now := time.Now().UTC().Truncate(time.Second)
-	slots := secondsUntil(now, -10*time.Second)
-	j := &runner.Job{ID: "p1", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
-		Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
-	b.r.SetJobs([]*runner.Job{j})
-	// The first term claimed and ran the first slot, then died; the job
-	// was paused from -7.5 s until -4.5 s meanwhile, so the slots -7 s,
-	// -6 s and -5 s came due while it was paused.
-	if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	pausedFrom, resumed := now.Add(-7500*time.Millisecond), now.Add(-4500*time.Millisecond)
-	pauseBetween(t, b, j.ID, pausedFrom, resumed)
-	failover(t, b, first)
+	j, slots, pausedFrom, resumed := pausedWhileNobodyLed(t, b, runner.MisfireAll)
 	stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	stopAfterRuns(stop, b.r, b.coord.Term())
@@ -185,24 +194,8 @@ func TestCatchUpOnceAndSkipRecordSlotsDueWhileTheJobWasPausedAsPaused(t *testing
 	for _, policy := range []string{runner.MisfireOnce, runner.MisfireSkip} {
 		t.Run(policy, func(t *testing.T) {
 			b, tasks := setupScripted(t)
-			first := b.waitLeader(t)
 			ctx := context.Background()
-			now := time.Now().UTC().Truncate(time.Second)
-			slots := secondsUntil(now, -10*time.Second)
-			j := &runner.Job{ID: "p1", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: every second until now", Timeout: time.Minute,
-				Misfire: runner.Misfire{Policy: policy, Grace: time.Hour}}
-			b.r.SetJobs([]*runner.Job{j})
-			// As in TestCatchUpSkipsSlotsDueWhileTheJobWasPaused: -7 s,
-			// -6 s and -5 s came due while the job was paused.
-			if err := b.coord.Claim(ctx, first, j.ID, slots[0], []byte(`{}`)); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.coord.FinishSlot(ctx, first, j.ID, slots[0], "run-0", []byte(`{}`), time.Time{}, 0, 0); err != nil {
-				t.Fatal(err)
-			}
-			pausedFrom, resumed := now.Add(-7500*time.Millisecond), now.Add(-4500*time.Millisecond)
-			pauseBetween(t, b, j.ID, pausedFrom, resumed)
-			failover(t, b, first)
+			j, slots, pausedFrom, resumed := pausedWhileNobodyLed(t, b, policy)
 			stop, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			b.r.Stop(stop)

@@ -82,6 +82,19 @@ func waitDecided(t *testing.T, c *replica, manual bool, tasksC *scripted) {
 	}
 }
 
+// handOverToC starts replica c (calling tasksC, with jobs), stops b, which
+// hands the shard over to c (the retry b's backoff waits for is left to
+// c), and waits until c has decided the slot (or trigger request).
+func handOverToC(t *testing.T, ep string, b *replica, tasksC *scripted, jobs func() []*runner.Job, manual bool) *replica {
+	t.Helper()
+	c := startHandingReplica(t, ep, "c", tasksC)
+	c.r.SetJobs(jobs())
+	b.stop()
+	c.waitLeader(t)
+	waitDecided(t, c, manual, tasksC)
+	return c
+}
+
 // attemptList lists attempts as "n:state@node" for a failure's message.
 func attemptList(recs []runner.Record) string {
 	var b strings.Builder
@@ -127,11 +140,7 @@ func TestLeftRetryKeepsTheRetryBudget(t *testing.T) {
 			a.stop() // during the backoff after attempt 1: the retry is left to b
 			b.waitLeader(t)
 			waitUntil(t, "b's attempts 2 and 3", func() bool { return len(attemptsOf(t, b)) == 3 })
-			c := startHandingReplica(t, ep, "c", tasksC)
-			c.r.SetJobs(jobs())
-			b.stop() // during the backoff after attempt 3: the retry is left to c
-			c.waitLeader(t)
-			waitDecided(t, c, manual, tasksC)
+			c := handOverToC(t, ep, b, tasksC, jobs, manual) // during the backoff after attempt 3
 
 			recs := attemptsOf(t, c)
 			nodes := []string{"a", "b", "b", "c"}
@@ -174,11 +183,7 @@ func TestRerunOfACutAttemptThenLeftRetryKeepsTheBound(t *testing.T) {
 	a.stop() // a drain of 1 s cuts attempt 1: left to b
 	b.waitLeader(t)
 	waitUntil(t, "b's re-run, attempt 2", func() bool { return len(attemptsOf(t, b)) == 2 })
-	c := startHandingReplica(t, ep, "c", tasksC)
-	c.r.SetJobs(jobs())
-	b.stop() // during the backoff after attempt 2: the retry is left to c
-	c.waitLeader(t)
-	waitDecided(t, c, false, tasksC)
+	c := handOverToC(t, ep, b, tasksC, jobs, false) // during the backoff after attempt 2
 
 	recs := attemptsOf(t, c)
 	want := []struct{ node, state string }{

@@ -310,33 +310,7 @@ func TestSlotFiredWhileHeldBackSlotsRunLateRunsAfterThem(t *testing.T) {
 	// and the machine's load) covered the next held-back slot, which was
 	// then rightly skipped (once, in the whole suite at load 8).
 	b, tasks, took := setupSlowFor(t, 750*time.Millisecond)
-	first := b.waitLeader(t)
-	ctx := context.Background()
-	now := time.Now().UTC().Truncate(time.Second)
-	held := secondsUntil(now, -6*time.Second) // -6 s … -1 s: 4.5 s of late runs
-	onTime := now.Add(4 * time.Second)        // after the new term's start, while the late runs go
-	j := &runner.Job{ID: "short", Plugin: "p", Task: "t", Schedule: append(slotList{now.Add(-7 * time.Second)}, append(held, onTime, now.Add(time.Hour))...),
-		Spec: "test: every second", Timeout: time.Minute, Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
-	b.r.SetJobs([]*runner.Job{j})
-	// The first term ran slot -7 s, 0.1 s long; it stopped firing at
-	// -6.5 s and resigned now.
-	last := now.Add(-7 * time.Second)
-	drained := runner.Record{Job: j.ID, ScheduledTime: last, RunID: "drained", Node: "n1", FencingToken: first.Token,
-		State: "success", Start: last, End: last.Add(100 * time.Millisecond)}
-	rec, _ := json.Marshal(drained)
-	if err := b.coord.Claim(ctx, first, j.ID, last, []byte(`{}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.coord.FinishSlot(ctx, first, j.ID, last, drained.RunID, rec, time.Time{}, 100, 0); err != nil {
-		t.Fatal(err)
-	}
-	b.putHandOver(t, first, now.Add(-6500*time.Millisecond), time.Now())
-	if second := failover(t, b, first); !second.Since.Before(onTime) {
-		t.Fatalf("the new term started at %s, after the slot meant to come due in it (%s)", second.Since.Format(time.TimeOnly), onTime.Format(time.TimeOnly))
-	}
-	for time.Now().Before(onTime) { // the slot's time, as the scheduler fires it
-		time.Sleep(10 * time.Millisecond)
-	}
+	j, held, onTime, _ := heldBackSixSlots(t, b)
 	if n := len(tasks.called()); n >= len(held) {
 		t.Fatalf("the held-back slots' %d late runs of %s each were over (%d calls) when the slot came due: nothing to test", len(held), took, n)
 	}
@@ -352,6 +326,43 @@ func TestSlotFiredWhileHeldBackSlotsRunLateRunsAfterThem(t *testing.T) {
 	if n := len(tasks.called()); n != len(held)+1 {
 		t.Errorf("%d task calls, want %d", n, len(held)+1)
 	}
+}
+
+// heldBackSixSlots sets up a forbid job, misfire skip, whose slots every
+// second from -6 s to -1 s a hand-over held back: the first term ran slot
+// -7 s, 0.1 s long, stopped firing at -6.5 s and resigned now; the next
+// term has started. It returns the job, the held-back slots, a slot due 4 s
+// from now (after the new term's start, while their late runs go), and the
+// new term, once that slot's time has come (as the scheduler fires it).
+func heldBackSixSlots(t *testing.T, b *bundle) (*runner.Job, []time.Time, time.Time, *coord.Term) {
+	t.Helper()
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	held := secondsUntil(now, -6*time.Second)
+	onTime := now.Add(4 * time.Second)
+	j := &runner.Job{ID: "short", Plugin: "p", Task: "t", Schedule: append(slotList{now.Add(-7 * time.Second)}, append(held, onTime, now.Add(time.Hour))...),
+		Spec: "test: every second", Timeout: time.Minute, Overlap: runner.OverlapForbid, Misfire: runner.Misfire{Policy: runner.MisfireSkip}}
+	b.r.SetJobs([]*runner.Job{j})
+	last := now.Add(-7 * time.Second)
+	drained := runner.Record{Job: j.ID, ScheduledTime: last, RunID: "drained", Node: "n1", FencingToken: first.Token,
+		State: "success", Start: last, End: last.Add(100 * time.Millisecond)}
+	rec, _ := json.Marshal(drained)
+	if err := b.coord.Claim(ctx, first, j.ID, last, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.coord.FinishSlot(ctx, first, j.ID, last, drained.RunID, rec, time.Time{}, 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.putHandOver(t, first, now.Add(-6500*time.Millisecond), time.Now())
+	second := failover(t, b, first)
+	if !second.Since.Before(onTime) {
+		t.Fatalf("the new term started at %s, after the slot meant to come due in it (%s)", second.Since.Format(time.TimeOnly), onTime.Format(time.TimeOnly))
+	}
+	for time.Now().Before(onTime) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return j, held, onTime, second
 }
 
 // setupSlow is setup with a runner whose tasks each take took (0.9 s,
