@@ -87,8 +87,8 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 		redo := r.applyDelivery(t, j, jc, held, homed)
 		last := jc.Last(start) // slots a clock ahead claimed early say nothing of what was missed
 		hash := set.Jobs[j.ID]
-		var missed, gap []time.Time
-		var gapWhy []string
+		var missed, gap, orphans []time.Time
+		var gapWhy, orphansWhy []string
 		if last.IsZero() {
 			// Never claimed (a new job, a one-off): its slots missed are
 			// those since a leader of the shard first had it (none for a
@@ -114,9 +114,9 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 			}
 			// Slots a leader that had the job otherwise left undecided
 			// before its later claims (diverged.go).
-			gap, gapWhy = r.divergedBefore(history, j, hash, set.Fingerprint, jc, last)
+			gap, gapWhy, orphans, orphansWhy = r.divergedBefore(history, j, hash, set.Fingerprint, jc, last)
 		}
-		if len(missed) == 0 && len(gap) == 0 && len(redo) == 0 {
+		if len(missed) == 0 && len(gap) == 0 && len(orphans) == 0 && len(redo) == 0 {
 			continue
 		}
 		// Slots the leader of the time did not have the job for were not
@@ -149,12 +149,17 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 				late = handedOverAll(redo, held) && (run == nil || late)
 				run = r.inTurn(t, j, redo, homed, held, run)
 			}
-			if len(absent) > 0 {
+			if len(absent) > 0 || len(orphans) > 0 {
 				if run != nil { // the runs need not wait for these marks
 					r.goTracked(t, j, run)
 					run = nil
 				}
-				r.recordNotInJobSet(t, j, absent, why, homed)
+				if len(orphans) > 0 { // older than the absent ones: before the floor moves
+					r.recordSkipped(t, j, SkipMisfire, orphans, orphansWhy, homed)
+				}
+				if len(absent) > 0 {
+					r.recordSkipped(t, j, SkipNotInJobSet, absent, why, homed)
+				}
 			}
 			if run == nil || !r.addWork() {
 				return
@@ -174,18 +179,24 @@ func (r *Runner) catchUp(t *coord.Term, start time.Time, home func()) {
 	claimed.Wait()
 }
 
-// recordNotInJobSet decides slots the leader of their time did not run
-// because its job set lacked the job (or defined it otherwise): each is
-// marked decided in the job's claim key with its skip record (see
-// decideNotInJobSet), so that no later leader counts it again. They are
+// recordSkipped decides slots before the job's last claim that no leader
+// ran: those the leader of their time did not run because its job set
+// lacked the job (or defined it otherwise), reason not_in_job_set, and
+// orphans (jobSetHistory.orphaned), reason misfire. Each is marked
+// decided in the job's claim key with its skip record (see
+// decideSkipped), so that no later leader counts it again. They are
 // counted once homed is closed.
-func (r *Runner) recordNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string, homed <-chan struct{}) {
+func (r *Runner) recordSkipped(t *coord.Term, j *Job, reason string, slots []time.Time, why []string, homed <-chan struct{}) {
 	log := r.log.With("job", j.ID)
-	log.Warn("slots came due while the leader did not have this job: recorded as skipped, not run",
-		"slots", len(slots), "first", slots[0], "last", slots[len(slots)-1], "detail", why[len(why)-1])
-	plain, decided := r.decideNotInJobSet(t, j, slots, why)
+	msg := "slots came due while the leader did not have this job: recorded as skipped, not run"
+	if reason != SkipNotInJobSet {
+		msg = "slots came due as the shard passed to a leader without this job, and later slots of it have run since: " +
+			"recorded as skipped (misfire), not run late"
+	}
+	log.Warn(msg, "slots", len(slots), "first", slots[0], "last", slots[len(slots)-1], "detail", why[len(why)-1])
+	plain, decided := r.decideSkipped(t, j, reason, slots, why)
 	<-homed
-	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipNotInJobSet).Add(float64(decided))
+	r.o.Metrics.JobSkipped.WithLabelValues(j.ID, reason).Add(float64(decided))
 	if len(plain) == 0 || !r.addWork() {
 		return
 	}

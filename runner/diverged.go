@@ -24,6 +24,10 @@ import (
 //     before its last claim too, from when a leader first ran the job as
 //     this replica defines it, when a leader of those times had it
 //     otherwise (the epochs say so);
+//   - the same look finds the slots that came due as the shard passed
+//     from a leader with the job to one without it, which got the job
+//     later (jobSetHistory.orphaned): no catch-up decided them, and later
+//     slots ran, so each gets a misfire record and its mark;
 //   - a reload that gives a job back a definition this replica had before
 //     (a removal or a change undone) looks at the slots of that
 //     definition since this replica stopped having it, in each shard it
@@ -101,10 +105,12 @@ func undecided(j *Job, jc coord.JobClaims, from, to time.Time) []time.Time {
 // divergedBefore returns j's undecided slots before last (its last
 // claim), from when a leader first ran j as hash defines it (or, if
 // earlier, since the cluster switched to fp, the set with that
-// definition), that a leader without j so defined left, with the text
-// saying so. It reads no claims
-// unless a leader of those times had j otherwise.
-func (r *Runner) divergedBefore(h *jobSetHistory, j *Job, hash, fp string, jc coord.JobClaims, last time.Time) ([]time.Time, []string) {
+// definition): absent, those a leader without j so defined left, and
+// orphans, those that came due as the shard passed from a leader with j
+// so defined to one without (see jobSetHistory.orphaned), each with the
+// text saying so. It reads no claims unless a leader of those times had j
+// otherwise.
+func (r *Runner) divergedBefore(h *jobSetHistory, j *Job, hash, fp string, jc coord.JobClaims, last time.Time) (absent []time.Time, why []string, orphans []time.Time, orphansWhy []string) {
 	from, ok := h.diverged(j, hash, last)
 	// A definition no leader had before the cluster switched to it: its
 	// slots count from the switch (attack 22, T4).
@@ -112,10 +118,11 @@ func (r *Runner) divergedBefore(h *jobSetHistory, j *Job, hash, fp string, jc co
 		from, ok = since, true
 	}
 	if !ok {
-		return nil, nil
+		return nil, nil, nil, nil
 	}
-	absent, why, _ := h.split(j, hash, undecided(j, jc, from, last))
-	return absent, why
+	absent, why, rest := h.split(j, hash, undecided(j, jc, from, last))
+	orphans, orphansWhy = h.orphaned(j, hash, jc, rest, last)
+	return absent, why, orphans, orphansWhy
 }
 
 // decideDroppedWindow records the slots of j, as hash now defines it again,
@@ -140,26 +147,27 @@ func (r *Runner) decideDroppedWindow(t *coord.Term, j *Job, hash string, from, t
 	}
 	done := make(chan struct{})
 	close(done)
-	r.recordNotInJobSet(t, j, absent, why, done)
+	r.recordSkipped(t, j, SkipNotInJobSet, absent, why, done)
 }
 
-// decideNotInJobSet decides each of j's slots (ascending) as skipped,
-// reason not_in_job_set: the first maxCatchUpRuns each with their record,
+// decideSkipped decides each of j's slots (ascending) as skipped for
+// reason (not_in_job_set, or misfire for orphans): the first
+// maxCatchUpRuns each with their record,
 // the rest marked, the latest with one record for them. It returns the
 // records to write without a mark (their slot was decided below the
 // claim key's floor meanwhile, or etcd failed) and how many slots it
 // decided (a slot found taken was decided otherwise).
-func (r *Runner) decideNotInJobSet(t *coord.Term, j *Job, slots []time.Time, why []string) (plain []Record, decided int) {
+func (r *Runner) decideSkipped(t *coord.Term, j *Job, reason string, slots []time.Time, why []string) (plain []Record, decided int) {
 	n := len(slots)
 	recs := make([]*Record, n)
 	for i, s := range slots {
 		switch {
 		case i < maxCatchUpRuns:
-			rec := r.skipRecord(t, Slot{Job: j, Time: s}, SkipNotInJobSet, why[i])
+			rec := r.skipRecord(t, Slot{Job: j, Time: s}, reason, why[i])
 			recs[i] = &rec
 		case i == n-1:
 			first := slots[maxCatchUpRuns]
-			rec := r.skipRecord(t, Slot{Job: j, Time: first}, SkipNotInJobSet, why[i])
+			rec := r.skipRecord(t, Slot{Job: j, Time: first}, reason, why[i])
 			if k := n - maxCatchUpRuns; k > 1 {
 				rec.ScheduledUntil, rec.Slots = s.UTC(), k
 				rec.Error = itoa(k) + " slots, " + first.UTC().Format(time.RFC3339) + " through " +

@@ -118,6 +118,94 @@ func TestCatchUpRecordsSlotsADivergedLeaderLeftBeforeItsLaterClaims(t *testing.T
 	}
 }
 
+// A slot of a job added by a rolling reload, due as the shard passed from
+// a leader that had the job (a step-down hand-over's gap, a failover's
+// TTL) to one that got the job only later: the leader that took the shard
+// had no catch-up for the job, and once it got the job and claimed later
+// slots, no catch-up looked after the job's last claim at it. The next
+// catch-up records it misfire (not run late, though the policy is all:
+// later slots have run), once, marked decided, and the slots the leader
+// without the job led not_in_job_set. Slots before a later decided one
+// (here 6 and 8, coalesced into the record whose latest slot, 10, is
+// marked) were decided: they get nothing. Attack 30, F1: before, the gap's
+// slots had no run and no record.
+func TestSlotDueAsTheShardPassedToALeaderWithoutTheJobIsRecorded(t *testing.T) {
+	b, tasks := setupScripted(t)
+	term := b.waitLeader(t)
+	ctx := context.Background()
+	x := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(2 * time.Second), Spec: "@every 2s",
+		Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	keep := &runner.Job{ID: "keep", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Spec: "@every 1h", Timeout: time.Minute}
+	b.r.SetJobs([]*runner.Job{x, keep})
+	with, without := runner.JobSetOf([]*runner.Job{x, keep}, 1), runner.JobSetOf([]*runner.Job{keep}, 1)
+
+	// A leader with x from +0; the shard passed at +15 s to one without
+	// it, which got x at +21 s and claimed its slots from +22 s to +40 s.
+	base := time.Unix(time.Now().Add(-43*time.Second).Unix()/2*2, 0).UTC()
+	for _, e := range []struct {
+		set coord.JobSet
+		at  time.Duration
+	}{{with, 0}, {without, 15 * time.Second}, {with, 21 * time.Second}} {
+		if err := b.coord.RecordEpoch(ctx, term, e.set, base.Add(e.at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claimed := []time.Duration{0, 2 * time.Second, 4 * time.Second, 10 * time.Second}
+	for at := 22 * time.Second; at <= 40*time.Second; at += 2 * time.Second {
+		claimed = append(claimed, at)
+	}
+	for _, at := range claimed {
+		if err := b.coord.Claim(ctx, term, "x", base.Add(at), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.coord.CloseSlot(ctx, term, "x", base.Add(at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	until := base.Add(40 * time.Second)
+	gap := []time.Time{base.Add(12 * time.Second), base.Add(14 * time.Second)}
+	check := func(when string) {
+		t.Helper()
+		checkNotInJobSet(t, b, "x", when, base, until,
+			[]time.Time{base.Add(16 * time.Second), base.Add(18 * time.Second), base.Add(20 * time.Second)})
+		misfire := map[time.Time]int{}
+		for _, rec := range records(t, b, "x") {
+			if rec.State == "skipped" && rec.Reason == runner.SkipMisfire && rec.ScheduledTime.Before(until) {
+				misfire[rec.ScheduledTime.UTC()]++
+			}
+		}
+		for _, s := range gap {
+			if misfire[s] != 1 {
+				t.Errorf("%s: slot +%s, due as the shard passed to a leader without x, has %d misfire records, want 1",
+					when, s.Sub(base), misfire[s])
+			}
+		}
+		for s, n := range misfire {
+			if !slices.ContainsFunc(gap, s.Equal) {
+				t.Errorf("%s: slot +%s has %d misfire records, want none (a later slot was decided)", when, s.Sub(base), n)
+			}
+		}
+	}
+	b.r.CatchUp(term)
+	check("after the catch-up")
+	jc, err := b.coord.JobClaims(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range gap {
+		if !slices.ContainsFunc(jc.Slots, s.Equal) && s.After(jc.Floor) {
+			t.Errorf("slot +%s recorded but not decided in the claim key (floor +%s, slots %v)", s.Sub(base), jc.Floor.Sub(base), jc.Slots)
+		}
+	}
+	b.r.CatchUp(term) // a later leader's look: the slots are decided
+	check("after a second catch-up")
+	for _, c := range tasks.called() {
+		if s := c.Info.ScheduledTime; s.Before(until) {
+			t.Errorf("slot +%s ran, want no slot before the last claim run late", s.Sub(base))
+		}
+	}
+}
+
 // A job removed on the leader and given back within job_set_settle: the
 // leader keeps its shard, and its slots that came due while the leader did
 // not have the job are recorded as not_in_job_set when it comes back,

@@ -262,6 +262,71 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 	return absent, why, rest
 }
 
+// orphaned returns those of rest (j's undecided slots before last, its
+// last claim, whose leader of the time had j as hash defines it, or that
+// came due after it handed the shard over) that nobody was left to
+// decide, with the text saying so: the shard's next leader did not have
+// j so defined (a failover or a hand-over, during a rolling reload, to a
+// replica that got j later), so its catch-up passed j by, and no slot of
+// j from s until a leader with j so defined led again is decided. A
+// decided later slot means s was decided too, in a record the slot's
+// mark stands for: a leader alive after s (its scheduler fires in order;
+// slots it dropped are recorded with the latest marked), or a later
+// catch-up that coalesced s into a misfire record (attack 30, F1: such a
+// slot of a job added by a rolling reload, due in a step-down hand-over's
+// gap, had no run and no record once the next leader got the job and
+// claimed later slots). Later slots have run, so it does not run late.
+func (h *jobSetHistory) orphaned(j *Job, hash string, jc coord.JobClaims, rest []time.Time, last time.Time) (out []time.Time, why []string) {
+	if h.r.o.JobSets == nil {
+		return nil, nil
+	}
+	has := func(e coord.Epoch) (known, had bool) {
+		set := h.set(e.JobSet)
+		if set == nil {
+			return false, false
+		}
+		got, ok := set.Jobs[j.ID]
+		return true, ok && got == hash
+	}
+	decidedIn := func(from, to time.Time) bool {
+		in := func(m time.Time) bool {
+			return m.After(from) && m.Before(to) && j.Schedule.Next(m.Add(-time.Nanosecond)).Equal(m)
+		}
+		return slices.ContainsFunc(jc.Slots, in) || slices.ContainsFunc(jc.Open, func(o coord.OpenClaim) bool { return in(o.Time) })
+	}
+	for _, s := range rest {
+		i := slices.IndexFunc(h.epochs, func(e coord.Epoch) bool { return e.Since.After(s) })
+		if i <= 0 {
+			continue // before every epoch, or no leader after it
+		}
+		prev, next := h.epochs[i-1], h.epochs[i]
+		if known, had := has(next); !known || had || !next.Since.Before(last) {
+			continue
+		}
+		// Until a leader with j so defined led again (at the latest, the
+		// one that claimed last).
+		until := last.Add(time.Nanosecond)
+		for _, e := range h.epochs[i+1:] {
+			if !e.Since.Before(until) {
+				break
+			}
+			if _, had := has(e); had {
+				until = e.Since
+				break
+			}
+		}
+		if decidedIn(s, until) {
+			continue
+		}
+		out = append(out, s)
+		why = append(why, "came due as shard "+itoa(prev.Shard)+" passed from "+prev.Node+" (fencing token "+itoa(int(prev.Token))+
+			"), which had the job, to "+next.Node+" (fencing token "+itoa(int(next.Token))+"), which ran job set "+coord.Short(next.JobSet)+
+			" without it; no leader with the job was left to decide it (a failover or a hand-over during a rolling change), "+
+			"and later slots of the job have run since, so it is not run late")
+	}
+	return out, why
+}
+
 // ledNone says whether epoch e's term no longer led the shard at slot s:
 // it, or a term after it, had handed the shard over and stopped firing
 // before s (attack 29, F1: a slot due between a graceful hand-over's
