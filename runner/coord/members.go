@@ -71,6 +71,10 @@ type MembershipOptions struct {
 	JobSet  JobSet
 	Logger  *slog.Logger
 	Metrics *observability.Metrics
+	// TLSCheck, if set, says why the TLS handshake with etcd fails
+	// (TLSCheck's function): the WARN lines of a failed publish or watch
+	// name it, where the etcd client says only "context deadline exceeded".
+	TLSCheck func(context.Context) error
 }
 
 // Membership publishes this replica's member record under a lease of its
@@ -300,7 +304,7 @@ func (m *Membership) keepPublished(ctx context.Context, publish func(context.Con
 		}
 		d := wait.Next()
 		if !errors.Is(err, ErrNodeNameInUse) {
-			m.log.Warn("member record not published; trying again", "error", err, "retry_in", d)
+			m.log.Warn("member record not published; trying again", "error", m.withTLSProblem(ctx, err), "retry_in", d)
 		}
 		t := time.NewTimer(d)
 		select {
@@ -476,7 +480,7 @@ func (m *Membership) watchLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		m.log.Warn("member watch interrupted; reading the members again", "error", err)
+		m.log.Warn("member watch interrupted; reading the members again", "error", m.withTLSProblem(ctx, err))
 		if !backoff.Sleep(ctx, wait.Next()) {
 			return
 		}

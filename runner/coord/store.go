@@ -446,7 +446,7 @@ func (c *Coordinator) watchPrefix(ctx context.Context, prefix string, fn func(ma
 		if lost != nil {
 			lost()
 		}
-		c.log.Warn("watch interrupted; re-reading", "prefix", prefix, "error", err)
+		c.log.Warn("watch interrupted; re-reading", "prefix", prefix, "error", c.WithTLSProblem(ctx, err))
 		if !backoff.Sleep(ctx, wait.Next()) {
 			return
 		}

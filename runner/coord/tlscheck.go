@@ -105,10 +105,21 @@ func handshake(ctx context.Context, addr string, c *tls.Config) error {
 // WithTLSProblem adds to err, an etcd request's failure, why the TLS
 // handshake with etcd fails, if it does (Options.TLSCheck).
 func (c *Coordinator) WithTLSProblem(ctx context.Context, err error) error {
-	if c.opts.TLSCheck == nil {
+	if c.opts.TLSCheck == nil || err == nil {
 		return err
 	}
 	if p := c.opts.TLSCheck(context.WithoutCancel(ctx)); p != nil {
+		return fmt.Errorf("%w (%v)", err, p)
+	}
+	return err
+}
+
+// withTLSProblem is the Membership's Coordinator.WithTLSProblem.
+func (m *Membership) withTLSProblem(ctx context.Context, err error) error {
+	if m.o.TLSCheck == nil || err == nil {
+		return err
+	}
+	if p := m.o.TLSCheck(context.WithoutCancel(ctx)); p != nil {
 		return fmt.Errorf("%w (%v)", err, p)
 	}
 	return err

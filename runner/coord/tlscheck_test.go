@@ -8,12 +8,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/pacerun/pacer/internal/etcdembed/etcdtest"
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"github.com/pacerun/pacer/runner/coord"
 )
 
@@ -120,6 +123,30 @@ func TestTLSCheckNamesTheHandshakesFailure(t *testing.T) {
 		!strings.Contains(err.Error(), "certificate required") {
 		t.Fatalf("state: %v, want the timeout and the handshake's failure", err)
 	}
+	// The watches' and the member record's WARN lines name it too (attack
+	// 28, F4: they said only "context deadline exceeded").
+	var logs syncbuf.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	check := coord.TLSCheck(cc)
+	c = coord.New(coord.Options{Client: cli, Cluster: "tls", Node: "a", RequestTimeout: time.Second, TLSCheck: check, Logger: log})
+	ms := coord.NewMembership(coord.MembershipOptions{Client: cli, Cluster: "tls", Node: "a", LeaseTTL: 5 * time.Second,
+		RequestTimeout: time.Second, JobSet: coord.JobSet{Fingerprint: "f"}, Logger: log, TLSCheck: check})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { c.WatchPaused(ctx, func(map[string]bool) {}, nil) })
+	wg.Go(func() { ms.Run(ctx) })
+	for _, msg := range []string{"watch interrupted; re-reading", "member watch interrupted", "member record not published"} {
+		waitFor(t, "a WARN line "+msg+" naming the handshake", 30*time.Second, func() bool {
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, msg) && strings.Contains(l, "the TLS handshake with etcd") && strings.Contains(l, "certificate required") {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	cancel()
+	wg.Wait()
 	// Nobody listens: the caller's error (unreachable) says it all.
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := l.Addr().String()

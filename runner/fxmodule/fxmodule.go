@@ -435,7 +435,7 @@ func jobSetsAgree(v coord.JobSetView) bool {
 // its job set is the cluster's (the coordinator's gate). It starts before
 // the coordinator and stops after it: the record goes when the replica does.
 func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.Client, log *slog.Logger,
-	m *observability.Metrics) *coord.Membership {
+	m *observability.Metrics, tlsCheck etcdTLSCheck) *coord.Membership {
 	rec := coord.MemberRecord{Version: p.Version, Started: time.Now().UTC(), Shards: cfg.Cluster.Shards}
 	rec.Config, rec.ConfigSHA256, rec.ConfigModTime = configFile(p.ConfigPath)
 	ms := coord.NewMembership(coord.MembershipOptions{
@@ -443,6 +443,7 @@ func newMembership(lc fx.Lifecycle, p Params, cfg *config.Config, cli *clientv3.
 		Client:       cli, Cluster: cfg.Cluster.Name, Node: cfg.Node.Name, LeaseTTL: cfg.Cluster.LeaseTTL,
 		RequestTimeout: cfg.Cluster.Etcd.RequestTimeout, Settle: cfg.Cluster.JobSetSettle, Mismatch: cfg.Cluster.JobSetMismatch,
 		Record: rec, JobSet: runner.JobSetOf(Jobs(cfg), cfg.Cluster.Shards), Logger: log.With("component", "members"), Metrics: m,
+		TLSCheck: tlsCheck,
 	})
 	goUntilStop(lc, "membership", ms.Run)
 	return ms
