@@ -875,7 +875,6 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held h
 			why = "claimed by " + rec.Node + " (fencing token " + itoa(int(rec.FencingToken)) +
 				") to run late behind earlier slots of the job, but not started before it lost leadership (delivery at-most-once)"
 		}
-		log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", o.Time, "previous_node", rec.Node)
 		lost := r.skipRecord(t, s, SkipLockLost, why)
 		lost.CorrelationID = rec.CorrelationID
 		if !r.addWork() {
@@ -883,6 +882,18 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held h
 		}
 		go func() {
 			defer r.wg.Done()
+			if r.retryLost(t, j, rec) {
+				// The attempt the claim names ended, recorded: what was
+				// lost is its retry (attack 28, F5: the record read as a
+				// cut attempt).
+				lost.Attempt = rec.Attempt + 1
+				lost.Error = "retry (attempt " + itoa(lost.Attempt) + ") of a failed attempt, left waiting out its backoff by " + rec.Node +
+					" (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before starting it: not run (delivery at-most-once)"
+				log.Warn("retry left by the previous leader: recorded as lost, not run (at-most-once)", "scheduled_time", o.Time,
+					"attempt", lost.Attempt, "previous_node", rec.Node)
+			} else {
+				log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", o.Time, "previous_node", rec.Node)
+			}
 			<-homed
 			r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
 			r.write(t, lost, log, func(b []byte) error { // the record closes the claim
@@ -891,6 +902,19 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held h
 		}()
 	}
 	return redo
+}
+
+// retryLost says whether an at-most-once slot's claim rec, left open by
+// an older term, names an attempt whose record was written: one whose
+// slot stays claimed after its record only while its retry waits out the
+// backoff (a slot's last attempt is recorded with its claim's close). An
+// unreadable answer counts as no: the attempt reads as cut, as before.
+func (r *Runner) retryLost(t *coord.Term, j *Job, rec Record) bool {
+	if rec.Queued || rec.RunID == "" {
+		return false
+	}
+	recorded, err := r.o.Coord.HasRun(t.Context(), j.ID, rec.RunID)
+	return err == nil && recorded
 }
 
 // recordTakenOver writes the record of the attempt an older term left

@@ -294,6 +294,62 @@ func TestUnstartedQueuedClaimIsRecordedAsNotStarted(t *testing.T) {
 	}
 }
 
+// Attack 28, F5: an at-most-once slot whose leader died while a retry
+// waited out its backoff: the claim names the attempt that failed, whose
+// record is stored. The next leader records the retry as lost (attempt 2,
+// "retry … not run"), not the failed attempt as cut ("lost leadership
+// before finishing"), which it records only for a claim whose attempt has
+// no record. Neither runs.
+func TestRetryLostWithItsLeaderIsRecordedAsTheRetry(t *testing.T) {
+	b, tasks := setupScripted(t)
+	first := b.waitLeader(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	slots := slotList{now.Add(-3 * time.Second), now.Add(-2 * time.Second)}
+	j := &runner.Job{ID: "r", Plugin: "p", Task: "t", Schedule: slots, Spec: "test: two slots", Timeout: time.Minute,
+		Misfire: runner.Misfire{Policy: runner.MisfireSkip}, Retries: runner.Retries{Max: 3, InitialBackoff: time.Hour}}
+	b.r.SetJobs([]*runner.Job{j})
+	for i, s := range slots {
+		run := fmt.Sprint("r", i)
+		c, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: run, Node: "n1", FencingToken: first.Token,
+			Attempt: 1, State: "running", Start: s})
+		if err := b.coord.Claim(ctx, first, j.ID, s, c); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 { // its attempt failed, and its retry waited
+			failed, _ := json.Marshal(runner.Record{Job: j.ID, ScheduledTime: s, RunID: run, Node: "n1", FencingToken: first.Token,
+				Attempt: 1, State: "failure", Start: s, End: s.Add(time.Millisecond), Error: "boom"})
+			if err := b.coord.RecordRun(ctx, first, j.ID, run, failed, 100, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	failover(t, b, first)
+	lost := func() []runner.Record {
+		var out []runner.Record
+		for _, rec := range records(t, b, j.ID) {
+			if rec.Reason == runner.SkipLockLost {
+				out = append(out, rec)
+			}
+		}
+		return out
+	}
+	waitUntil(t, "both claims decided", func() bool { return len(lost()) == 2 })
+	for _, rec := range lost() {
+		want, attempt := "retry (attempt 2) of a failed attempt", 2
+		if rec.ScheduledTime.Equal(slots[1]) {
+			want, attempt = "lost leadership before finishing", 0
+		}
+		if rec.State != "skipped" || !strings.Contains(rec.Error, want) || rec.Attempt != attempt {
+			t.Errorf("slot %s: %s %s attempt %d %q, want skipped lock_lost, attempt %d, saying %q", rec.ScheduledTime.Format(time.TimeOnly),
+				rec.State, rec.Reason, rec.Attempt, rec.Error, attempt, want)
+		}
+	}
+	if calls := tasks.called(); len(calls) != 0 {
+		t.Errorf("ran %d slots, want none (at-most-once)", len(calls))
+	}
+}
+
 // Attack 20, Q2: the slots a hand-over held back run late, one after the
 // other; a slot the scheduler fired while they ran was skipped as an
 // overlap, "previous run still running", though on one leader the job
