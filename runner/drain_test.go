@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -352,4 +354,77 @@ func TestLeaderLostDuringABackoffLeavesARetry(t *testing.T) {
 	if ran[1].Start.Before(claim.RetryAt) {
 		t.Fatalf("attempt 2 started at %v, before its retry was due (%v)", ran[1].Start, claim.RetryAt)
 	}
+}
+
+// Attack 28, F5, through the retry path: under at-most-once, the leader of
+// a slot (and of a manual trigger) whose attempt 1 failed is lost while
+// the retry waits out its backoff. The next leader records what was lost
+// as the retry, attempt 2, not run, and not as a cut attempt. Before,
+// the record read "lost leadership before finishing" (or "before
+// recording its end") and named no attempt.
+func TestAtMostOnceRetryLostWithItsLeaderIsRecordedAsTheRetry(t *testing.T) {
+	newJob := func() *runner.Job {
+		j := job("lost-retry", runner.OverlapForbid)
+		j.Retries = runner.Retries{Max: 2, InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+		return j
+	}
+	check := func(t *testing.T, recs func() []runner.Record, manual bool, calls func() int) {
+		t.Helper()
+		var lost runner.Record
+		waitUntil(t, "the lost record", func() bool {
+			all := recs()
+			i := slices.IndexFunc(all, func(r runner.Record) bool { return r.Reason == runner.SkipLockLost })
+			if i >= 0 {
+				lost = all[i]
+			}
+			return i >= 0
+		})
+		if lost.State != "skipped" || lost.Attempt != 2 || lost.Manual != manual || !strings.Contains(lost.Error, "retry (attempt 2) of a failed attempt") {
+			t.Fatalf("lost record: %s %s attempt %d manual %v %q; want skipped lock_lost, attempt 2, naming the retry",
+				lost.State, lost.Reason, lost.Attempt, lost.Manual, lost.Error)
+		}
+		if n := calls(); n != 1 {
+			t.Fatalf("%d attempts ran, want 1 (at-most-once: the retry lost is not run)", n)
+		}
+	}
+	failed := func(recs []runner.Record) bool {
+		return slices.ContainsFunc(recs, func(r runner.Record) bool { return r.State == "failure" })
+	}
+	t.Run("slot", func(t *testing.T) {
+		b, first := setupScripted(t, "boom")
+		term := b.waitLeader(t)
+		j := newJob()
+		b.r.SetJobs([]*runner.Job{j})
+		b.r.Fire(runner.Slot{Job: j, Time: slotAhead()})
+		waitUntil(t, "attempt 1's failure recorded", func() bool { return failed(records(t, b, j.ID)) })
+		old := b.r // setupScripted's cleanup stops b.r, which setupNextRunner replaces
+		t.Cleanup(func() { old.Stop(context.Background()) })
+		next := &scripted{}
+		setupNextRunner(t, b, next, newJob())
+		failover(t, b, term) // as a kill -9 during the backoff
+		check(t, func() []runner.Record { return records(t, b, j.ID) }, false, func() int { return len(first.called()) + len(next.called()) })
+	})
+	t.Run("manual_trigger", func(t *testing.T) {
+		tasks := &scripted{script: []string{"boom"}}
+		a := startReplica(t, startEtcd(t), "a", tasks, runner.Options{})
+		old := a.waitLeader(t)
+		j := newJob()
+		a.r.SetJobs([]*runner.Job{j})
+		if _, err := a.control().Trigger(context.Background(), j.ID, "corr-lost-retry", "test", ""); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "attempt 1's failure recorded", func() bool { return failed(recordsOf(t, a.cli, j.ID)) })
+		// The server deletes the election key, as when the lease expires
+		// (the replica frozen through it): the next term decides the
+		// request its claim names.
+		resp, err := a.cli.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
+		if err != nil || len(resp.Kvs) == 0 {
+			t.Fatal(err)
+		}
+		if _, err := a.cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+			t.Fatal(err)
+		}
+		<-old.Context().Done()
+		check(t, func() []runner.Record { return recordsOf(t, a.cli, j.ID) }, true, func() int { return len(tasks.called()) })
+	})
 }

@@ -746,7 +746,7 @@ func (r *Runner) start(t *coord.Term, s Slot, correlationID string, tr *trigger)
 	}
 	skip := r.skipAsync
 	if tr != nil {
-		skip = func(t *coord.Term, s Slot, reason, why string) { r.skipTriggerLocked(t, s, tr, reason, why) }
+		skip = func(t *coord.Term, s Slot, reason, why string) { r.skipTriggerLocked(t, s, tr, reason, why, 0) }
 	}
 	if r.paused[s.Job.ID] && tr == nil {
 		skip(t, s, SkipPaused, "job is paused")

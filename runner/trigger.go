@@ -255,8 +255,23 @@ func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, 
 	if !known {
 		why += "; job not in the leader's job set"
 	}
-	log.Warn("manual trigger left unfinished by the previous leader: recorded as lost (at-most-once)", "previous_node", claim.Node)
-	r.skipTrigger(t, Slot{Job: j, Time: claim.ScheduledTime}, tr, SkipLockLost, why)
+	if !r.addWork() {
+		return
+	}
+	go func() { // the claim's attempt is looked up: not in the decisions' loop
+		defer r.wg.Done()
+		attempt := 0
+		if r.retryLost(t, j, *claim) { // as for a slot (applyDelivery)
+			attempt = claim.Attempt + 1
+			why = "retry (attempt " + itoa(attempt) + ") of a failed attempt, left waiting out its backoff by " + claim.Node +
+				" (fencing token " + strconv.FormatInt(claim.FencingToken, 10) + "), which lost leadership before starting it: not run (delivery at-most-once)"
+			log.Warn("manual trigger's retry left by the previous leader: recorded as lost, not run (at-most-once)",
+				"attempt", attempt, "previous_node", claim.Node)
+		} else {
+			log.Warn("manual trigger left unfinished by the previous leader: recorded as lost (at-most-once)", "previous_node", claim.Node)
+		}
+		r.skipTriggerAttempt(t, Slot{Job: j, Time: claim.ScheduledTime}, tr, SkipLockLost, why, attempt)
+	}()
 }
 
 // awaitTriggerRetry waits until the retry a previous leader left of a
@@ -304,18 +319,24 @@ func (r *Runner) awaitTriggerRetry(ctx context.Context, t *coord.Term, s Slot, t
 // skipTrigger decides not to run a request: its skip record and its
 // removal are one fenced write.
 func (r *Runner) skipTrigger(t *coord.Term, s Slot, tr *trigger, reason, why string) {
+	r.skipTriggerAttempt(t, s, tr, reason, why, 0)
+}
+
+// skipTriggerAttempt is skipTrigger for a record that names the attempt
+// not run (0: none).
+func (r *Runner) skipTriggerAttempt(t *coord.Term, s Slot, tr *trigger, reason, why string, attempt int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.stopped {
-		r.skipTriggerLocked(t, s, tr, reason, why)
+		r.skipTriggerLocked(t, s, tr, reason, why, attempt)
 	}
 }
 
-// skipTriggerLocked is skipTrigger with r.mu held.
-func (r *Runner) skipTriggerLocked(t *coord.Term, s Slot, tr *trigger, reason, why string) {
+// skipTriggerLocked is skipTriggerAttempt with r.mu held.
+func (r *Runner) skipTriggerLocked(t *coord.Term, s Slot, tr *trigger, reason, why string, attempt int) {
 	log := r.log.With("job", s.Job.ID, "correlation_id", tr.req.CorrelationID, "trigger_id", tr.ID)
 	rec := r.skipRecord(t, s, reason, why)
-	rec.CorrelationID, rec.Manual, rec.TriggerID = tr.req.CorrelationID, true, tr.ID
+	rec.CorrelationID, rec.Manual, rec.TriggerID, rec.Attempt = tr.req.CorrelationID, true, tr.ID, attempt
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
