@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
 	"github.com/pacerun/pacer/runner/coord"
@@ -417,13 +415,7 @@ func TestAtMostOnceRetryLostWithItsLeaderIsRecordedAsTheRetry(t *testing.T) {
 		// The server deletes the election key, as when the lease expires
 		// (the replica frozen through it): the next term decides the
 		// request its claim names.
-		resp, err := a.cli.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
-		if err != nil || len(resp.Kvs) == 0 {
-			t.Fatal(err)
-		}
-		if _, err := a.cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-			t.Fatal(err)
-		}
+		expireLeaderLease(t, a.cli)
 		<-old.Context().Done()
 		check(t, func() []runner.Record { return recordsOf(t, a.cli, j.ID) }, true, func() int { return len(tasks.called()) })
 	})

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
@@ -181,13 +180,7 @@ func TestLosingLeadershipEndsPendingRetries(t *testing.T) {
 	j, _ := b.r.Job("l")
 	b.r.Fire(runner.Slot{Job: j, Time: slotTime})
 	waitRecord(t, b, "l", "failure", "")
-	resp, err := b.admin.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
-	if err != nil || len(resp.Kvs) == 0 {
-		t.Fatal(err)
-	}
-	if _, err := b.admin.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
+	expireLeaderLease(t, b.admin)
 	<-term.Context().Done()
 	stopped := make(chan struct{})
 	go func() { b.r.Stop(context.Background()); close(stopped) }()

@@ -287,13 +287,7 @@ func TestLosingLeadershipCancelsRuns(t *testing.T) {
 	b.r.Fire(runner.Slot{Job: job("j", ""), Time: slotAhead()})
 	<-b.tasks.started
 	// The server deletes our election key, as when our lease expires.
-	resp, err := b.admin.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
-	if err != nil || len(resp.Kvs) == 0 {
-		t.Fatal(err)
-	}
-	if _, err := b.admin.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-		t.Fatal(err)
-	}
+	expireLeaderLease(t, b.admin)
 	<-term.Context().Done()
 	waitCount(t, "canceled runs", func() float64 {
 		return testutil.ToFloat64(b.metrics.JobRuns.WithLabelValues("j", "p", observability.OutcomeCanceled))
@@ -481,6 +475,20 @@ func (notLeader) Terms() []*coord.Term   { return nil }
 
 // slotAhead is a slot an hour from now: the runner leaves slots due before
 // its term started to the misfire catch-up.
+// expireLeaderLease has etcd revoke the lease of the shard's election key,
+// as when it expires (the leader frozen or cut off through its TTL): its
+// term ends, and the keys it held go.
+func expireLeaderLease(t *testing.T, cli *clientv3.Client) {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("no election key to expire: %v", err)
+	}
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func slotAhead() time.Time { return time.Now().Add(time.Hour).Truncate(time.Second).UTC() }
 
 // WaitIdle (a hand-over's drain) waits while a run of the term's shard is

@@ -313,13 +313,7 @@ func TestManualTriggerLeftRunningFollowsDelivery(t *testing.T) {
 			waitUntil(t, "the run", func() bool { return len(tasks.correlations()) == 1 })
 			// The server deletes the election key, as when the lease
 			// expires: the run is cancelled and cannot record its end.
-			resp, err := a.cli.Get(context.Background(), "/pacer/t/leader/", clientv3.WithPrefix())
-			if err != nil || len(resp.Kvs) == 0 {
-				t.Fatal(err)
-			}
-			if _, err := a.cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
-				t.Fatal(err)
-			}
+			expireLeaderLease(t, a.cli)
 			<-old.Context().Done()
 			waitUntil(t, "a new term", func() bool { t2 := a.c.Term(); return t2 != nil && t2.Token != old.Token })
 			if policy == runner.DeliveryAtLeastOnce {

@@ -105,21 +105,19 @@ func handshake(ctx context.Context, addr string, c *tls.Config) error {
 // WithTLSProblem adds to err, an etcd request's failure, why the TLS
 // handshake with etcd fails, if it does (Options.TLSCheck).
 func (c *Coordinator) WithTLSProblem(ctx context.Context, err error) error {
-	if c.opts.TLSCheck == nil || err == nil {
-		return err
-	}
-	if p := c.opts.TLSCheck(context.WithoutCancel(ctx)); p != nil {
-		return fmt.Errorf("%w (%v)", err, p)
-	}
-	return err
+	return withTLSProblem(ctx, c.opts.TLSCheck, err)
 }
 
-// withTLSProblem is the Membership's Coordinator.WithTLSProblem.
+// withTLSProblem is the Membership's WithTLSProblem.
 func (m *Membership) withTLSProblem(ctx context.Context, err error) error {
-	if m.o.TLSCheck == nil || err == nil {
+	return withTLSProblem(ctx, m.o.TLSCheck, err)
+}
+
+func withTLSProblem(ctx context.Context, check func(context.Context) error, err error) error {
+	if check == nil || err == nil {
 		return err
 	}
-	if p := m.o.TLSCheck(context.WithoutCancel(ctx)); p != nil {
+	if p := check(context.WithoutCancel(ctx)); p != nil {
 		return fmt.Errorf("%w (%v)", err, p)
 	}
 	return err
