@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -68,13 +69,27 @@ func tlsProblem(ctx context.Context, endpoints []string, tc *tls.Config) error {
 			c.ServerName = host
 		}
 		c.NextProtos = []string{"h2"} // as gRPC offers
-		if err := handshake(ctx, addr, c); err != nil {
+		err = handshake(ctx, addr, c)
+		if err != nil && notTLS(err) {
+			return fmt.Errorf("the TLS handshake with etcd at %s fails: %v: the endpoint does not seem to speak TLS (an etcd "+
+				"serving plain http://?): give its endpoint as http:// in cluster.etcd.endpoints and leave cluster.etcd.tls out, "+
+				"or have etcd serve TLS (--cert-file, --key-file, https:// in --listen-client-urls)", addr, err)
+		}
+		if err != nil {
 			return fmt.Errorf("the TLS handshake with etcd at %s fails: %v: check cluster.etcd.tls (ca_file must hold the CA "+
 				"that signed etcd's certificate, for the name in cluster.etcd.endpoints; cert_file and key_file a client "+
 				"certificate that etcd's --trusted-ca-file accepts, if etcd asks for one)", addr, err)
 		}
 	}
 	return nil
+}
+
+// notTLS says whether a handshake's failure means the server answered,
+// but not in TLS: it closed the connection on the client's hello (an etcd
+// serving plain HTTP/2 does, attack 31), or sent something else.
+func notTLS(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &rh)
 }
 
 // handshake dials addr and completes a TLS handshake with c. A server that
@@ -89,6 +104,10 @@ func handshake(ctx context.Context, addr string, c *tls.Config) error {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return nil // not reached: no handshake to judge
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return nil // a server that does not answer (stalled): no handshake to judge
 	}
 	if err != nil {
 		return err

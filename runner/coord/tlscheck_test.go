@@ -158,6 +158,46 @@ func TestTLSCheckNamesTheHandshakesFailure(t *testing.T) {
 	if got := coord.TLSCheck(cc)(context.Background()); got != nil {
 		t.Fatalf("check of a closed port: %v, want none", got)
 	}
+	// A server that closes the connection on the client's hello (an etcd
+	// serving plain HTTP, attack 31: the check said only "EOF", and asked
+	// for the CA and certificates), or answers in plain text: the check
+	// says it does not seem to speak TLS. One that does not answer at all
+	// (a stalled etcd) is no TLS matter.
+	for _, srv := range []struct {
+		name  string
+		serve func(net.Conn)
+		want  string // "": none
+	}{
+		{"closes", func(c net.Conn) { c.Close() }, "does not seem to speak TLS"},
+		{"plain text", func(c net.Conn) { _, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")); c.Close() }, "does not seem to speak TLS"},
+		{"silent", func(c net.Conn) { <-t.Context().Done(); c.Close() }, ""},
+	} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go srv.serve(c)
+			}
+		}()
+		cc, err := coord.ClientConfig(coord.ClientOptions{Endpoints: []string{"https://" + l.Addr().String()}, CAFile: caFile, DialTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := coord.TLSCheck(cc)(context.Background())
+		l.Close()
+		switch {
+		case srv.want == "" && got != nil:
+			t.Errorf("check of a server that %s: %v, want none", srv.name, got)
+		case srv.want != "" && (got == nil || !strings.Contains(got.Error(), srv.want)):
+			t.Errorf("check of a server that %s: %v, want it to say %q", srv.name, got, srv.want)
+		}
+	}
 	if plain, _ := coord.ClientConfig(coord.ClientOptions{Endpoints: []string{"http://" + closed}}); coord.TLSCheck(plain) != nil {
 		t.Fatal("a check without TLS")
 	}
