@@ -28,6 +28,9 @@ import (
 //     from a leader with the job to one without it, which got the job
 //     later (jobSetHistory.orphaned): no catch-up decided them, and later
 //     slots ran, so each gets a misfire record and its mark;
+//   - a reload that gives this replica a definition the cluster switched
+//     to before it got it looks at the slots of it since the switch, in
+//     each shard it leads (decideSwitchWindow);
 //   - a reload that gives a job back a definition this replica had before
 //     (a removal or a change undone) looks at the slots of that
 //     definition since this replica stopped having it, in each shard it
@@ -148,6 +151,43 @@ func (r *Runner) decideDroppedWindow(t *coord.Term, j *Job, hash string, from, t
 	done := make(chan struct{})
 	close(done)
 	r.recordSkipped(t, j, SkipNotInJobSet, absent, why, done)
+}
+
+// decideSwitchWindow records the slots of jobs, defined as set (the
+// cluster's) defines them and new to this replica, that came due in t's
+// shard from when the cluster switched to set until to, this reload:
+// this replica led the shard without them meanwhile (attack 31, F1: the
+// last replica of a rolling reload, reloaded within job_set_settle of the
+// switch, kept its shards and its term, so no catch-up looked at them,
+// and they had no run and no record). Those of a leader that had the job
+// so defined are not its to record.
+func (r *Runner) decideSwitchWindow(t *coord.Term, jobs []*Job, set coord.JobSet, to time.Time) {
+	h := r.jobSetHistory(t.Context(), t.Shard)
+	var claims map[string]coord.JobClaims
+	for _, j := range jobs {
+		hash := set.Jobs[j.ID]
+		from, ok := h.switchedTo(j, hash, set.Fingerprint, to)
+		if !ok {
+			continue
+		}
+		if claims == nil {
+			var err error
+			if claims, err = r.o.Coord.Claims(t.Context(), t); err != nil {
+				if !errors.Is(err, coord.ErrNotLeader) && t.Context().Err() == nil {
+					r.log.Warn("slots of jobs this replica got after the cluster switched to them not checked: could not read their claims",
+						"jobs", len(jobs), "error", err)
+				}
+				return
+			}
+		}
+		absent, why, _ := h.split(j, hash, undecided(j, claims[j.ID], from, to))
+		if len(absent) == 0 {
+			continue
+		}
+		done := make(chan struct{})
+		close(done)
+		r.recordSkipped(t, j, SkipNotInJobSet, absent, why, done)
+	}
 }
 
 // decideSkipped decides each of j's slots (ascending) as skipped for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,6 +284,63 @@ func givingBack(t *testing.T, clusters bool) {
 		if n != 1 {
 			t.Errorf("slot %s: ran %v and has %d not_in_job_set records; want one of the two, once",
 				s.Format(time.TimeOnly), slices.ContainsFunc(runs, s.Equal), skipped[s])
+		}
+	}
+}
+
+// Attack 31, F1: the last replica of a rolling reload that adds job x,
+// reloaded within job_set_settle of the cluster's switch to the set with
+// x, keeps leading its shard and its term: no catch-up looks at x's slots
+// due between the switch and its reload, which it did not have. The
+// reload records each of them not_in_job_set, once, naming this replica;
+// none from before the switch (x was not the cluster's then), and x runs
+// from the reload on. Before, they had no run and no record.
+func TestReloadAfterTheSwitchRecordsTheSlotsOfTheNewJob(t *testing.T) {
+	b := setup(t)
+	tasks := &scripted{}
+	x := &runner.Job{ID: "x", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Second), Spec: "@every 1s",
+		Timeout: time.Minute, Misfire: runner.Misfire{Policy: runner.MisfireAll, Grace: time.Hour}}
+	keep := &runner.Job{ID: "keep", Plugin: "p", Task: "t", Schedule: schedule.Every(time.Hour), Spec: "@every 1h", Timeout: time.Minute}
+	with, without := runner.JobSetOf([]*runner.Job{x, keep}, 1), runner.JobSetOf([]*runner.Job{keep}, 1)
+	b.r = runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+		Tracer: b.tp.Tracer("t"), Logger: discardLogger(), JobSets: b.coord,
+		ClusterJobSet: func() string { return with.Fingerprint }}) // the others have x
+	b.hook.set(b.r)
+	t.Cleanup(func() { b.r.Stop(context.Background()) })
+	b.r.SetJobs([]*runner.Job{keep})
+	term := b.waitLeader(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.r.Start(ctx)
+
+	// This leader ran the set without x from 30 s ago; the cluster
+	// switched to the set with x 20 s ago.
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := b.coord.RecordEpoch(ctx, term, without, now.Add(-30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	switched := now.Add(-20 * time.Second)
+	if err := b.coord.NoteAgreed(ctx, coord.Agreed{JobSet: with.Fingerprint, Since: switched, Node: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	b.r.SetJobs([]*runner.Job{x, keep})
+	after := time.Now()
+	var want []time.Time
+	for s := switched; s.Before(before); s = s.Add(time.Second) {
+		want = append(want, s)
+	}
+	waitUntil(t, "the records of x's slots since the switch", func() bool { return len(notInJobSet(t, b, "x")) >= len(want) })
+	checkNotInJobSet(t, b, "x", "after the reload", now.Add(-30*time.Second), after, want)
+	waitUntil(t, "x's first run after the reload", func() bool { return len(tasks.called()) > 0 })
+	for _, c := range tasks.called() {
+		if s := c.Info.ScheduledTime; s.Before(before.Truncate(time.Second)) {
+			t.Errorf("slot %s ran, from before the reload", s.Sub(now))
+		}
+	}
+	for _, rec := range records(t, b, "x") {
+		if rec.Reason == runner.SkipNotInJobSet && !strings.Contains(rec.Error, "n1") {
+			t.Errorf("record of slot %s: %q, want it to name n1, the leader without x", rec.ScheduledTime.Sub(now), rec.Error)
 		}
 	}
 }

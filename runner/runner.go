@@ -333,6 +333,7 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	r.jobs, r.sorted = m, sorted
 	changed := set.Fingerprint != r.jobSet.Fingerprint
 	back := r.noteDefinitionsLocked(r.jobSet, set, wallNow())
+	prev := r.jobSet
 	r.jobSet = set
 	r.exportPausedLocked(old)
 	list := make([]*Job, 0, len(m))
@@ -364,13 +365,31 @@ func (r *Runner) SetJobs(jobs []*Job) {
 	r.smu.Lock()
 	r.sched.Set(slices.DeleteFunc(list, func(j *Job) bool { return r.scheduled[j.shard] == nil }))
 	r.o.Metrics.ScheduledJobs.Set(float64(r.sched.Len()))
-	if r.o.ClusterJobSet != nil && r.o.ClusterJobSet() != set.Fingerprint {
+	clusters := r.o.ClusterJobSet != nil && r.o.ClusterJobSet() == set.Fingerprint
+	if r.o.ClusterJobSet != nil && !clusters {
 		back = nil // this replica's own change, not a return to the cluster's set
 	}
 	for id, from := range back { // a definition given back: the slots it missed meanwhile
 		if t := r.scheduled[m[id].shard]; t != nil && r.o.JobSets != nil {
 			j := m[id]
 			r.spawn(func() { r.decideDroppedWindow(t, j, set.Jobs[id], from, now) })
+		}
+	}
+	if clusters && changed && r.o.JobSets != nil {
+		// Definitions new to this replica that the cluster switched to
+		// before it got them: their slots since the switch, in the shards
+		// it leads.
+		late := map[*coord.Term][]*Job{}
+		for id, hash := range set.Jobs {
+			if _, given := back[id]; given || prev.Jobs[id] == hash {
+				continue
+			}
+			if t := r.scheduled[m[id].shard]; t != nil {
+				late[t] = append(late[t], m[id])
+			}
+		}
+		for t, jobs := range late {
+			r.spawn(func() { r.decideSwitchWindow(t, jobs, set, now) })
 		}
 	}
 	r.smu.Unlock()
