@@ -37,7 +37,13 @@ func TestTakenOverAttemptsAreEachRecordedOnce(t *testing.T) {
 	tasks2 := newGatedTasks()
 	setupNextRunner(t, b, tasks2, newJob())
 	second := failover(t, b, first)
-	waitUntil(t, "attempt 2", func() bool { return len(tasks2.correlations()) == 1 })
+	// The second leader writes attempt 1's record as attempt 2 starts, in
+	// a goroutine: the test's next failover must not cut that write (under
+	// load it came after the failover, and was refused on its token).
+	waitUntil(t, "attempt 2, and attempt 1's record", func() bool {
+		return len(tasks2.correlations()) == 1 &&
+			slices.ContainsFunc(records(t, b, "d"), func(r runner.Record) bool { return r.Attempt == 1 && r.Reason == runner.SkipLockLost })
+	})
 
 	last, tasks3 := setupScriptedRunner(t, b, newJob())
 	third := failover(t, b, second)
