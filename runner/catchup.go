@@ -882,7 +882,8 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held h
 		}
 		go func() {
 			defer r.wg.Done()
-			if r.retryLost(t, j, rec) {
+			retry, unrecorded := r.retryLost(t, j, rec)
+			if retry {
 				// The attempt the claim names ended, recorded: what was
 				// lost is its retry (attack 28, F5: the record read as a
 				// cut attempt).
@@ -892,7 +893,17 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held h
 				log.Warn("retry left by the previous leader: recorded as lost, not run (at-most-once)", "scheduled_time", o.Time,
 					"attempt", lost.Attempt, "previous_node", rec.Node)
 			} else {
-				log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", o.Time, "previous_node", rec.Node)
+				if !rec.Queued {
+					lost.Attempt = rec.Attempt
+				}
+				if unrecorded {
+					// The cut attempt's record, under its run ID: the key its
+					// leader would have written (attack 31, M2: a new run ID
+					// and no attempt number hid which attempt was cut).
+					lost.RunID = rec.RunID
+				}
+				log.Warn("slot left unfinished by the previous leader: recorded as lost (at-most-once)", "scheduled_time", o.Time,
+					"attempt", lost.Attempt, "run_id", lost.RunID, "previous_node", rec.Node)
 			}
 			<-homed
 			r.o.Metrics.JobSkipped.WithLabelValues(j.ID, SkipLockLost).Inc()
@@ -909,12 +920,14 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held h
 // slot stays claimed after its record only while its retry waits out the
 // backoff (a slot's last attempt is recorded with its claim's close). An
 // unreadable answer counts as no: the attempt reads as cut, as before.
-func (r *Runner) retryLost(t *coord.Term, j *Job, rec Record) bool {
+// unrecorded is true only when the attempt is known to have no record:
+// its key is then free for the record of its cut.
+func (r *Runner) retryLost(t *coord.Term, j *Job, rec Record) (lost, unrecorded bool) {
 	if rec.Queued || rec.RunID == "" {
-		return false
+		return false, false
 	}
 	recorded, err := r.o.Coord.HasRun(t.Context(), j.ID, rec.RunID)
-	return err == nil && recorded
+	return err == nil && recorded, err == nil && !recorded
 }
 
 // recordTakenOver writes the record of the attempt an older term left

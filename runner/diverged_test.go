@@ -32,6 +32,11 @@ func notInJobSet(t *testing.T, b *bundle, job string) map[time.Time]int {
 func checkNotInJobSet(t *testing.T, b *bundle, job, when string, base, until time.Time, want []time.Time) {
 	t.Helper()
 	got := notInJobSet(t, b, job)
+	for _, rec := range records(t, b, job) { // attack 31, M1: they had none
+		if rec.State == "skipped" && rec.CorrelationID == "" {
+			t.Errorf("%s: the %s record of slot +%s has no correlation ID", when, rec.Reason, rec.ScheduledTime.Sub(base))
+		}
+	}
 	for _, s := range want {
 		if got[s] != 1 {
 			t.Errorf("%s: slot +%s has %d not_in_job_set records, want 1", when, s.Sub(base), got[s])

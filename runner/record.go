@@ -315,9 +315,9 @@ func (r *Runner) writeSkips(q *skipQueue) {
 			r.o.Metrics.JobSkipped.WithLabelValues(job.ID, sk.reason).Add(float64(sk.n))
 			if sk.n > 1 {
 				log.Warn("slot skipped", "scheduled_time", sk.first.UTC(), "scheduled_until", sk.last.UTC(), "slots", sk.n,
-					"reason", sk.reason, "detail", sk.why)
+					"reason", sk.reason, "detail", sk.why, "correlation_id", rec.CorrelationID)
 			} else {
-				log.Warn("slot skipped", "scheduled_time", sk.first.UTC(), "reason", sk.reason, "detail", sk.why)
+				log.Warn("slot skipped", "scheduled_time", sk.first.UTC(), "reason", sk.reason, "detail", sk.why, "correlation_id", rec.CorrelationID)
 			}
 		case errors.Is(err, coord.ErrSlotTaken), errors.Is(err, coord.ErrSlotTooOld):
 			log.Debug("slot decided already: not skipped", "scheduled_time", sk.last.UTC(), "reason", sk.reason, "error", err)
@@ -328,7 +328,8 @@ func (r *Runner) writeSkips(q *skipQueue) {
 func (r *Runner) skipRecord(t *coord.Term, s Slot, reason, why string) Record {
 	now := wallNow().UTC()
 	return Record{Job: s.Job.ID, ScheduledTime: s.Time.UTC(), RunID: observability.NewRunID(), Node: r.o.Node,
-		FencingToken: t.Token, State: "skipped", Reason: reason, Error: r.o.Sanitize(why), Start: now, End: now}
+		CorrelationID: observability.NewCorrelationID(), // of its own, unless the caller's slot or request has one
+		FencingToken:  t.Token, State: "skipped", Reason: reason, Error: r.o.Sanitize(why), Start: now, End: now}
 }
 
 // truncate keeps at most the first n bytes of s (cut between words, see

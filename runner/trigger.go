@@ -261,7 +261,7 @@ func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, 
 	go func() { // the claim's attempt is looked up: not in the decisions' loop
 		defer r.wg.Done()
 		attempt := 0
-		if r.retryLost(t, j, *claim) { // as for a slot (applyDelivery)
+		if retry, _ := r.retryLost(t, j, *claim); retry { // as for a slot (applyDelivery)
 			attempt = claim.Attempt + 1
 			why = "retry (attempt " + itoa(attempt) + ") of a failed attempt, left waiting out its backoff by " + claim.Node +
 				" (fencing token " + strconv.FormatInt(claim.FencingToken, 10) + "), which lost leadership before starting it: not run (delivery at-most-once)"

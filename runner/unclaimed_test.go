@@ -338,7 +338,11 @@ func TestRetryLostWithItsLeaderIsRecordedAsTheRetry(t *testing.T) {
 	for _, rec := range lost() {
 		want, attempt := "retry (attempt 2) of a failed attempt", 2
 		if rec.ScheduledTime.Equal(slots[1]) {
-			want, attempt = "lost leadership before finishing", 0
+			want, attempt = "lost leadership before finishing", 1
+		}
+		if cut := rec.ScheduledTime.Equal(slots[1]); cut && rec.RunID != "r1" || !cut && rec.RunID == "r0" {
+			// attack 31, M2: the cut attempt's record is under its run ID
+			t.Errorf("slot %s: run ID %s; want the cut attempt's (r1), or a new one for the retry not run", rec.ScheduledTime.Format(time.TimeOnly), rec.RunID)
 		}
 		if rec.State != "skipped" || !strings.Contains(rec.Error, want) || rec.Attempt != attempt {
 			t.Errorf("slot %s: %s %s attempt %d %q, want skipped lock_lost, attempt %d, saying %q", rec.ScheduledTime.Format(time.TimeOnly),
