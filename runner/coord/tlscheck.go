@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -86,10 +87,11 @@ func tlsProblem(ctx context.Context, endpoints []string, tc *tls.Config) error {
 
 // notTLS says whether a handshake's failure means the server answered,
 // but not in TLS: it closed the connection on the client's hello (an etcd
-// serving plain HTTP/2 does, attack 31), or sent something else.
+// serving plain HTTP/2 does, attack 31; or reset it, when it closed
+// before the hello came), or sent something else.
 func notTLS(err error) bool {
 	var rh tls.RecordHeaderError
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &rh)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.As(err, &rh)
 }
 
 // handshake dials addr and completes a TLS handshake with c. A server that

@@ -168,7 +168,7 @@ func TestTLSCheckNamesTheHandshakesFailure(t *testing.T) {
 		serve func(net.Conn)
 		want  string // "": none
 	}{
-		{"closes", func(c net.Conn) { c.Close() }, "does not seem to speak TLS"},
+		{"closes on the hello", func(c net.Conn) { _, _ = c.Read(make([]byte, 1024)); c.Close() }, "does not seem to speak TLS"},
 		{"plain text", func(c net.Conn) { _, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")); c.Close() }, "does not seem to speak TLS"},
 		{"silent", func(c net.Conn) { <-t.Context().Done(); c.Close() }, ""},
 	} {
