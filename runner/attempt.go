@@ -552,12 +552,16 @@ func (r *Runner) leaveOpen(t *coord.Term, s Slot, tr *trigger, held, final Recor
 // final that ended and, if retryAt is set, when its retry is due. It
 // returns the claim as stored.
 func (r *Runner) leaveClaim(ctx context.Context, t *coord.Term, s Slot, held, final Record, retryAt time.Time) (Record, error) {
+	return r.rewriteClaim(ctx, t, s, held, leftClaim(held, final, retryAt))
+}
+
+// leftClaim is the claim held, of a slot or a manual trigger's request,
+// naming the attempt final that ended and, if retryAt is set, when its
+// retry is due.
+func leftClaim(held, final Record, retryAt time.Time) Record {
 	left := held
 	left.RunID, left.Attempt, left.Start, left.RetryAt = final.RunID, final.Attempt, final.Start, retryAt.UTC()
-	if retryAt.IsZero() {
-		left.RetryAt = time.Time{}
-	}
-	return r.rewriteClaim(ctx, t, s, held, left)
+	return left
 }
 
 // noteRetryDue makes the claim of a slot (or of a manual trigger's
@@ -573,8 +577,7 @@ func (r *Runner) noteRetryDue(t *coord.Term, s Slot, tr *trigger, held, final Re
 	defer cancel()
 	var err error
 	if tr != nil {
-		left := held
-		left.RunID, left.Attempt, left.Start, left.RetryAt = final.RunID, final.Attempt, final.Start, due.UTC()
+		left := leftClaim(held, final, due)
 		if err = r.writeTriggerClaim(ctx, t, tr, left); err == nil {
 			return left
 		}
@@ -592,10 +595,8 @@ func (r *Runner) noteRetryDue(t *coord.Term, s Slot, tr *trigger, held, final Re
 // failed attempt final and when its retry is due (Record.RetryAt), as
 // leaveOpen does a slot's claim.
 func (r *Runner) leaveTriggerRetry(t *coord.Term, tr *trigger, held, final Record, retryAt time.Time, log *slog.Logger) {
-	left := held
-	left.RunID, left.Attempt, left.Start, left.RetryAt = final.RunID, final.Attempt, final.Start, retryAt.UTC()
 	ctx, cancel := context.WithTimeout(context.Background(), recordPatience)
-	err := r.writeTriggerClaim(ctx, t, tr, left)
+	err := r.writeTriggerClaim(ctx, t, tr, leftClaim(held, final, retryAt))
 	cancel()
 	if err != nil {
 		log.Warn("manual trigger's claim not updated with its left retry: the next leader may take the retry for a re-run of a cut attempt",

@@ -887,9 +887,7 @@ func (r *Runner) applyDelivery(t *coord.Term, j *Job, jc coord.JobClaims, held h
 				// The attempt the claim names ended, recorded: what was
 				// lost is its retry (attack 28, F5: the record read as a
 				// cut attempt).
-				lost.Attempt = rec.Attempt + 1
-				lost.Error = "retry (attempt " + itoa(lost.Attempt) + ") of a failed attempt, left waiting out its backoff by " + rec.Node +
-					" (fencing token " + itoa(int(rec.FencingToken)) + "), which lost leadership before starting it: not run (delivery at-most-once)"
+				lost.Attempt, lost.Error = rec.Attempt+1, lostRetryWhy(rec)
 				log.Warn("retry left by the previous leader: recorded as lost, not run (at-most-once)", "scheduled_time", o.Time,
 					"attempt", lost.Attempt, "previous_node", rec.Node)
 			} else {
@@ -928,6 +926,13 @@ func (r *Runner) retryLost(t *coord.Term, j *Job, rec Record) (lost, unrecorded 
 	}
 	recorded, err := r.o.Coord.HasRun(t.Context(), j.ID, rec.RunID)
 	return err == nil && recorded, err == nil && !recorded
+}
+
+// lostRetryWhy says that the retry of the attempt claim names, which
+// waited out its backoff, was lost with its leader (delivery at-most-once).
+func lostRetryWhy(claim Record) string {
+	return "retry (attempt " + itoa(claim.Attempt+1) + ") of a failed attempt, left waiting out its backoff by " + claim.Node +
+		" (fencing token " + itoa(int(claim.FencingToken)) + "), which lost leadership before starting it: not run (delivery at-most-once)"
 }
 
 // recordTakenOver writes the record of the attempt an older term left

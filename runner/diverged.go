@@ -143,7 +143,13 @@ func (r *Runner) decideDroppedWindow(t *coord.Term, j *Job, hash string, from, t
 	if !jc.Claimed() {
 		return
 	}
-	h := r.jobSetHistory(t.Context(), t.Shard)
+	r.recordAbsent(t, r.jobSetHistory(t.Context(), t.Shard), j, hash, jc, from, to)
+}
+
+// recordAbsent records j's undecided slots (as hash defines it) from from
+// to to, whose leader of the time did not have j so defined, as skipped
+// not_in_job_set, and counts them at once.
+func (r *Runner) recordAbsent(t *coord.Term, h *jobSetHistory, j *Job, hash string, jc coord.JobClaims, from, to time.Time) {
 	absent, why, _ := h.split(j, hash, undecided(j, jc, from, to))
 	if len(absent) == 0 {
 		return
@@ -180,13 +186,7 @@ func (r *Runner) decideSwitchWindow(t *coord.Term, jobs []*Job, set coord.JobSet
 				return
 			}
 		}
-		absent, why, _ := h.split(j, hash, undecided(j, claims[j.ID], from, to))
-		if len(absent) == 0 {
-			continue
-		}
-		done := make(chan struct{})
-		close(done)
-		r.recordSkipped(t, j, SkipNotInJobSet, absent, why, done)
+		r.recordAbsent(t, h, j, hash, claims[j.ID], from, to)
 	}
 }
 

@@ -241,13 +241,8 @@ func (h *jobSetHistory) split(j *Job, hash string, missed []time.Time) (absent [
 			rest = append(rest, s)
 			continue
 		}
-		set := h.set(e.JobSet)
-		if set == nil {
-			rest = append(rest, s)
-			continue
-		}
-		got, had := set.Jobs[j.ID]
-		if had && got == hash {
+		known, same, had := h.defines(e, j, hash)
+		if !known || same {
 			rest = append(rest, s)
 			continue
 		}
@@ -280,14 +275,6 @@ func (h *jobSetHistory) orphaned(j *Job, hash string, jc coord.JobClaims, rest [
 	if h.r.o.JobSets == nil {
 		return nil, nil
 	}
-	has := func(e coord.Epoch) (known, had bool) {
-		set := h.set(e.JobSet)
-		if set == nil {
-			return false, false
-		}
-		got, ok := set.Jobs[j.ID]
-		return true, ok && got == hash
-	}
 	decidedIn := func(from, to time.Time) bool {
 		in := func(m time.Time) bool {
 			return m.After(from) && m.Before(to) && j.Schedule.Next(m.Add(-time.Nanosecond)).Equal(m)
@@ -300,7 +287,7 @@ func (h *jobSetHistory) orphaned(j *Job, hash string, jc coord.JobClaims, rest [
 			continue // before every epoch, or no leader after it
 		}
 		prev, next := h.epochs[i-1], h.epochs[i]
-		if known, had := has(next); !known || had || !next.Since.Before(last) {
+		if known, same, _ := h.defines(next, j, hash); !known || same || !next.Since.Before(last) {
 			continue
 		}
 		// Until a leader with j so defined led again (at the latest, the
@@ -310,7 +297,7 @@ func (h *jobSetHistory) orphaned(j *Job, hash string, jc coord.JobClaims, rest [
 			if !e.Since.Before(until) {
 				break
 			}
-			if _, had := has(e); had {
+			if _, same, _ := h.defines(e, j, hash); same {
 				until = e.Since
 				break
 			}
@@ -372,10 +359,8 @@ func (h *jobSetHistory) firstHad(j *Job, hash string, to time.Time) (time.Time, 
 		if !e.Since.Before(to) {
 			break
 		}
-		if set := h.set(e.JobSet); set != nil {
-			if got, had := set.Jobs[j.ID]; had && got == hash {
-				return e.Since, true
-			}
+		if _, same, _ := h.defines(e, j, hash); same {
+			return e.Since, true
 		}
 	}
 	return time.Time{}, false
@@ -420,10 +405,8 @@ func (h *jobSetHistory) switchedTo(j *Job, hash, fp string, to time.Time) (since
 		if i+1 < len(h.epochs) && !h.epochs[i+1].Since.After(sw.Since) {
 			continue // over before the switch
 		}
-		if set := h.set(e.JobSet); set != nil {
-			if got, had := set.Jobs[j.ID]; !had || got != hash {
-				return sw.Since.Add(-time.Nanosecond), true // a slot due at the switch is the new set's
-			}
+		if known, same, _ := h.defines(e, j, hash); known && !same {
+			return sw.Since.Add(-time.Nanosecond), true // a slot due at the switch is the new set's
 		}
 	}
 	return time.Time{}, false
@@ -441,13 +424,10 @@ func (h *jobSetHistory) diverged(j *Job, hash string, to time.Time) (from time.T
 		if !e.Since.Before(to) {
 			break
 		}
-		set := h.set(e.JobSet)
-		if set == nil {
-			continue
-		}
-		got, had := set.Jobs[j.ID]
+		known, same, _ := h.defines(e, j, hash)
 		switch {
-		case had && got == hash:
+		case !known:
+		case same:
 			if from.IsZero() {
 				from = e.Since
 			}
@@ -456,6 +436,18 @@ func (h *jobSetHistory) diverged(j *Job, hash string, to time.Time) (from time.T
 		}
 	}
 	return time.Time{}, false
+}
+
+// defines says how the job set of epoch e's leader has j: known is false
+// when that set cannot be read; same when it defines j as hash does; had
+// when it has j at all.
+func (h *jobSetHistory) defines(e coord.Epoch, j *Job, hash string) (known, same, had bool) {
+	set := h.set(e.JobSet)
+	if set == nil {
+		return false, false, false
+	}
+	got, had := set.Jobs[j.ID]
+	return true, had && got == hash, had
 }
 
 func (h *jobSetHistory) set(fp string) *coord.JobSet {

@@ -262,9 +262,7 @@ func (r *Runner) deliverTrigger(t *coord.Term, j *Job, known bool, tr *trigger, 
 		defer r.wg.Done()
 		attempt := 0
 		if retry, _ := r.retryLost(t, j, *claim); retry { // as for a slot (applyDelivery)
-			attempt = claim.Attempt + 1
-			why = "retry (attempt " + itoa(attempt) + ") of a failed attempt, left waiting out its backoff by " + claim.Node +
-				" (fencing token " + strconv.FormatInt(claim.FencingToken, 10) + "), which lost leadership before starting it: not run (delivery at-most-once)"
+			attempt, why = claim.Attempt+1, lostRetryWhy(*claim)
 			log.Warn("manual trigger's retry left by the previous leader: recorded as lost, not run (at-most-once)",
 				"attempt", attempt, "previous_node", claim.Node)
 		} else {
