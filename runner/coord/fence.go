@@ -70,13 +70,15 @@ func (c *Coordinator) guard(ss *session) {
 		}
 	}()
 	defer func() { <-sender }()
+	probe := newTLSProbe(ss.ctx, c.opts.TLSCheck, c.log)
+	defer probe.wait()
 
 	fence := time.NewTimer(time.Until(deadline))
 	defer fence.Stop()
 	selfFence := func() {
 		c.keepalive("fenced")
 		c.log.Error("self-fencing: no keepalive acknowledged in time; stopping work before the lease can expire",
-			"shards_led", len(c.Terms()), "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin)
+			"shards_led", len(c.Terms()), "last_ack_sent", time.Since(lastAck).Round(time.Millisecond), "ttl", ttl, "margin", margin, probe.attr())
 		c.endSession(ss, fmt.Errorf("%w (last acknowledged keepalive sent %s ago; TTL %s)", ErrSelfFenced, time.Since(lastAck).Round(time.Millisecond), ttl))
 	}
 	age := time.NewTicker(time.Second)
@@ -132,10 +134,12 @@ func (c *Coordinator) guard(ss *session) {
 					"deadline_in", time.Until(deadline).Round(time.Millisecond))
 			case errors.Is(b.err, context.DeadlineExceeded):
 				c.keepalive("timeout")
-				c.log.Warn("lease keepalive timed out", "timeout", interval, "deadline_in", time.Until(deadline).Round(time.Millisecond))
+				probe.start()
+				c.log.Warn("lease keepalive timed out", "timeout", interval, "deadline_in", time.Until(deadline).Round(time.Millisecond), probe.attr())
 			default:
 				c.keepalive("error")
-				c.log.Warn("lease keepalive failed", "error", b.err, "deadline_in", time.Until(deadline).Round(time.Millisecond))
+				probe.start()
+				c.log.Warn("lease keepalive failed", "error", b.err, "deadline_in", time.Until(deadline).Round(time.Millisecond), probe.attr())
 			}
 		}
 	}

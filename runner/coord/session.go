@@ -55,6 +55,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		if led {
 			backoff = minBackoff
 		}
+		// A session that ended (self-fenced) says why the TLS handshake
+		// fails too, if it does, as the tries after it do (grant lease).
+		err = c.WithTLSProblem(ctx, err)
 		c.log.Warn("no etcd session (it ended, or could not be opened); trying again", "error", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():

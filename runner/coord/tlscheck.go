@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,7 +42,11 @@ func TLSCheck(cfg clientv3.Config) func(context.Context) error {
 		if !at.IsZero() && time.Since(at) < checkEvery {
 			return last
 		}
-		last, at = tlsProblem(ctx, cfg.Endpoints, cfg.TLS), time.Now()
+		p := tlsProblem(ctx, cfg.Endpoints, cfg.TLS)
+		if ctx.Err() != nil { // cut short: it says nothing of the handshake
+			return nil
+		}
+		last, at = p, time.Now()
 		return last
 	}
 }
@@ -135,11 +141,74 @@ func (m *Membership) withTLSProblem(ctx context.Context, err error) error {
 }
 
 func withTLSProblem(ctx context.Context, check func(context.Context) error, err error) error {
-	if check == nil || err == nil {
+	var named tlsProblemError
+	if check == nil || err == nil || errors.As(err, &named) {
 		return err
 	}
 	if p := check(context.WithoutCancel(ctx)); p != nil {
-		return fmt.Errorf("%w (%v)", err, p)
+		return fmt.Errorf("%w (%w)", err, tlsProblemError{p})
 	}
 	return err
 }
+
+// tlsProblemError is a TLS check's finding added to an error, which is
+// then not added again on its way up.
+type tlsProblemError struct{ error }
+
+// tlsProbe runs the TLS check (Options.TLSCheck) beside a loop that must
+// never wait for it: the fence's, whose keepalives the etcd client reports
+// only as timed out when etcd starts refusing the replica's handshake
+// mid-run (its CA changed). Before, the keepalive WARN lines, the
+// self-fencing ERROR and the first no-session line named no cause for
+// seconds (attack 31, M4). What a check finds is logged once, as it is
+// found, and named on the lines that follow (problem).
+type tlsProbe struct {
+	ctx     context.Context // the session's: a check under way ends with it
+	check   func(context.Context) error
+	log     *slog.Logger
+	running atomic.Bool
+	found   atomic.Pointer[error]
+	wg      sync.WaitGroup
+}
+
+func newTLSProbe(ctx context.Context, check func(context.Context) error, log *slog.Logger) *tlsProbe {
+	return &tlsProbe{ctx: ctx, check: check, log: log}
+}
+
+// start begins a check unless one is under way (or there is nothing to
+// check: no TLS).
+func (p *tlsProbe) start() {
+	if p.check == nil || !p.running.CompareAndSwap(false, true) {
+		return
+	}
+	p.wg.Go(func() {
+		defer p.running.Store(false)
+		err := p.check(p.ctx)
+		if p.ctx.Err() != nil {
+			return
+		}
+		old := p.found.Swap(&err)
+		if err != nil && (old == nil || *old == nil || (*old).Error() != err.Error()) {
+			p.log.Warn("etcd refuses this replica's TLS handshake; its lease cannot be kept alive", "error", err)
+		}
+	})
+}
+
+// problem is what the last check found: nil for none, or none yet.
+func (p *tlsProbe) problem() error {
+	if e := p.found.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// attr is problem as a log attribute, or an empty one (which slog leaves out).
+func (p *tlsProbe) attr() slog.Attr {
+	if err := p.problem(); err != nil {
+		return slog.Any("tls_problem", err)
+	}
+	return slog.Attr{}
+}
+
+// wait waits for a check under way; the session's end cuts it short.
+func (p *tlsProbe) wait() { p.wg.Wait() }
