@@ -184,7 +184,7 @@ func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
 	url := "http://" + b.endpoint
 	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(), Endpoint: url,
 		DefragMinFree: 4 << 20, Interval: 100 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	waitFor(t, "the defragmentation", 20*time.Second, func() bool {
+	waitFor(t, "the defragmentation", time.Minute, func() bool {
 		st := m.Status()
 		return !st.At.IsZero() && st.DBSize < before.DbSize/2
 	})
