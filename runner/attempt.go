@@ -252,6 +252,9 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	if d := lateJitter(jitterFor(job, s.Time), s.Time); d > 0 && tr == nil {
 		sr.setPhase(phaseJitter)
 		if !r.waitJitter(ctx, t, s, sr, d, how.claimed == nil && how.prev == nil) {
+			if how.lost != nil { // no takeover to write it with
+				r.recordTakenOver(t, s, *how.lost)
+			}
 			return
 		}
 	}
@@ -276,6 +279,14 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	}
 	// The first attempt's span starts before the claim, so the claim is
 	// its child; a slot whose claim fails leaves that span, in error.
+	if tr != nil && tr.lost != nil {
+		// The attempt the request's claim names is recorded with the
+		// claim that runs it again: a claim from a stale copy of the
+		// request fails, and writes nothing.
+		if lost, ok := r.takenOverRecord(t, s, *tr.lost, first); ok && r.lostUnrecorded(t, s, lost) {
+			how.lost = &lost
+		}
+	}
 	firstAttempt := &attemptRun{slot: s, term: t, runID: claim.RunID, correlationID: correlationID, number: first}
 	spanCtx, firstSpan := r.startRunSpan(ctx, firstAttempt)
 	var err error
@@ -283,9 +294,9 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 	case how.claimed != nil: // claimed already
 		r.claimedSpan(spanCtx, t, s, how.claimed)
 	case how.prev != nil:
-		err = r.reclaim(spanCtx, t, s, how.prev, &claim)
+		err = r.reclaim(spanCtx, t, s, how.prev, &claim, how.lost)
 	default:
-		err = r.claim(spanCtx, t, s, claim, tr)
+		err = r.claim(spanCtx, t, s, claim, tr, how.lost)
 	}
 	if err != nil {
 		r.claimFailed(t, s, tr, how, firstSpan, err, log)
@@ -294,11 +305,6 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 
 	if sr.claimed != nil {
 		sr.claimed()
-	}
-	if tr != nil && tr.lost != nil {
-		// Recorded once the claim landed: a claim from a stale copy of
-		// the request fails, and its lost attempt may be recorded already.
-		r.recordTakenOver(t, s, *tr.lost, first)
 	}
 	held := claim // the slot's claim as stored
 	if how.claimed != nil {

@@ -935,7 +935,7 @@ func lostRetryWhy(claim Record) string {
 		" (fencing token " + itoa(int(claim.FencingToken)) + "), which lost leadership before starting it: not run (delivery at-most-once)"
 }
 
-// recordTakenOver writes the record of the attempt an older term left
+// takenOverRecord is the record of the attempt an older term left
 // running (claim: a slot's or a manual trigger request's, as read), which
 // this term runs again, as attempt next, under delivery at-least-once:
 // skipped, reason lock_lost, as the at-most-once record of a lost slot,
@@ -943,29 +943,50 @@ func lostRetryWhy(claim Record) string {
 // them. Its leader's own record of it is refused on its stale fencing
 // token: before, a slot's history showed attempts 2, 4, 6 and nothing of
 // 1, 3, 5 (attack 25, W6). Under the attempt's run ID, its key is the one
-// its leader would have written; a record found there (its leader's, as
-// when its drain timeout cut the attempt; or a previous taker's, which lost
-// the slot before its re-run's claim landed) is kept, so each attempt has
-// one record. It is called as the run again starts (redeliver, runSlot: a
-// slot closed instead, paused or replaced, has its own record), from the
-// run, which Stop waits for, and writes in a goroutine that Stop waits for
-// too. Not counted in pacer_job_skipped_total: the slot runs again.
-func (r *Runner) recordTakenOver(t *coord.Term, s Slot, claim Record, next int) {
+// its leader would have written. False for a queued claim: it names no
+// attempt that started. Not counted in pacer_job_skipped_total: the slot
+// runs again.
+func (r *Runner) takenOverRecord(t *coord.Term, s Slot, claim Record, next int) (Record, bool) {
 	if claim.Queued || claim.RunID == "" {
-		return // a queued claim names no attempt that started
+		return Record{}, false
 	}
-	r.wg.Add(1) // the caller's count holds the group above zero
 	why := "left running by " + claim.Node + " (fencing token " + itoa(int(claim.FencingToken)) +
 		"), which lost leadership before recording its end: run again as attempt " + itoa(next) + " (delivery at-least-once)"
 	lost := r.skipRecord(t, s, SkipLockLost, why)
 	lost.RunID, lost.CorrelationID, lost.Attempt = claim.RunID, claim.CorrelationID, claim.Attempt
 	lost.Manual, lost.TriggerID = claim.Manual, claim.TriggerID
-	log := r.log.With("job", s.Job.ID, "correlation_id", claim.CorrelationID)
+	return lost, true
+}
+
+// lostUnrecorded reads whether the attempt lost (takenOverRecord) has a
+// record: one found there (its leader's, as when its drain timeout cut the
+// attempt; or a previous taker's written alone) is kept, so each attempt
+// has one record. Its leader is fenced, so the answer stands. A failed
+// read is false, with the record written on its own as the run starts
+// (recordTakenOver).
+func (r *Runner) lostUnrecorded(t *coord.Term, s Slot, lost Record) bool {
+	recorded, err := r.o.Coord.HasRun(t.Context(), s.Job.ID, lost.RunID)
+	if err != nil {
+		r.recordTakenOver(t, s, lost)
+		return false
+	}
+	return !recorded
+}
+
+// recordTakenOver writes lost (takenOverRecord) on its own, unless a
+// record of the attempt is found: when the takeover cannot carry it
+// (lostUnrecorded's read failed; the term stopped firing before a slot's
+// takeover). It is
+// called from the run, which Stop waits for, and writes in a goroutine
+// that Stop waits for too.
+func (r *Runner) recordTakenOver(t *coord.Term, s Slot, lost Record) {
+	r.wg.Add(1) // the caller's count holds the group above zero
+	log := r.log.With("job", s.Job.ID, "correlation_id", lost.CorrelationID)
 	go func() {
 		defer r.wg.Done()
 		wait := backoff.New(backoff.Policy{Initial: 100 * time.Millisecond, Max: time.Second})
 		for try := 0; ; try++ {
-			recorded, err := r.o.Coord.HasRun(t.Context(), s.Job.ID, claim.RunID)
+			recorded, err := r.o.Coord.HasRun(t.Context(), s.Job.ID, lost.RunID)
 			switch {
 			case err == nil && recorded:
 				return
@@ -974,7 +995,7 @@ func (r *Runner) recordTakenOver(t *coord.Term, s Slot, claim Record, next int) 
 				return
 			case try == 4 || t.Context().Err() != nil || !backoff.Sleep(t.Context(), wait.Next()):
 				log.Warn("attempt taken over not recorded: could not read whether its leader recorded it",
-					"scheduled_time", s.Time, "attempt", claim.Attempt, "run_id", claim.RunID, "error", err)
+					"scheduled_time", s.Time, "attempt", lost.Attempt, "run_id", lost.RunID, "error", err)
 				return
 			}
 		}
@@ -996,8 +1017,10 @@ type redelivery struct {
 // does not (Record.Reruns). A retry the previous leader
 // left (Record.RetryAt) starts when its backoff ends, not before
 // (awaitRetry). A paused job's slot does not run: it is closed with a
-// skip record. A slot that runs again first has the attempt its claim
-// names recorded (recordTakenOver). It reports whether the slot was left,
+// skip record. A slot that runs again has the attempt its claim names
+// recorded in its takeover's write (takenOverRecord): a second write, as
+// before, was lost when the leader that took the slot over was lost
+// within milliseconds. It reports whether the slot was left,
 // not started, to the shard's next leader: this term stopped firing while
 // its retry waited.
 func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr *slotRun) (left bool) {
@@ -1012,8 +1035,11 @@ func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr 
 		return false
 	}
 	first, reruns := d.rec.takenOver()
-	r.recordTakenOver(t, d.slot, d.rec, first)
-	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, claimHow{prev: d.claim, reruns: reruns}, first, sr)
+	how := claimHow{prev: d.claim, reruns: reruns}
+	if lost, ok := r.takenOverRecord(t, d.slot, d.rec, first); ok && r.lostUnrecorded(t, d.slot, lost) {
+		how.lost = &lost
+	}
+	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, how, first, sr)
 	return false
 }
 

@@ -21,11 +21,14 @@ import (
 // zero value), a claim the catch-up made before (claimed), or the takeover
 // of an older term's open claim (prev, delivery at-least-once). reruns is
 // the slot's attempts before the first that ran again a cut attempt
-// (Record.Reruns): they do not count against its retries.
+// (Record.Reruns): they do not count against its retries. lost, with
+// prev, is the record of the attempt prev names, written with the takeover
+// (recordTakenOver).
 type claimHow struct {
 	claimed *Record
 	prev    []byte
 	reruns  int
+	lost    *Record
 }
 
 // reclaimTrigger makes a running trigger request's claim name attempt a,
@@ -64,7 +67,7 @@ func (r *Runner) writeTriggerClaim(ctx context.Context, t *coord.Term, tr *trigg
 // term ends instead, the next leader's misfire catch-up finds the slot
 // unclaimed. A retry that finds the slot taken checks whether the taken
 // claim is this one, whose first attempt landed after all.
-func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *trigger) error {
+func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, tr *trigger, lost *Record) error {
 	by := "scheduler"
 	if tr != nil {
 		by = "trigger"
@@ -79,7 +82,7 @@ func (r *Runner) claim(ctx context.Context, t *coord.Term, s Slot, rec Record, t
 	wait := backoff.New(transientPolicy)
 	for try := 1; ; try++ {
 		if tr != nil {
-			err = r.claimTrigger(ctx, t, tr, rec, try)
+			err = r.claimTrigger(ctx, t, tr, rec, lost, try)
 		} else {
 			err = r.o.Coord.Claim(ctx, t, s.Job.ID, s.Time, b)
 		}
@@ -118,13 +121,22 @@ func (r *Runner) claimedSpan(ctx context.Context, t *coord.Term, s Slot, c *Reco
 }
 
 // reclaim takes over the open claim prev of an older term for the run of
-// claim (delivery at-least-once), traced as the pacer.claim child of the
-// run's span.
-func (r *Runner) reclaim(ctx context.Context, t *coord.Term, s Slot, prev []byte, claim *Record) error {
+// claim (delivery at-least-once), with lost, if not nil, the record of
+// the attempt prev names, in the same write; traced as the pacer.claim
+// child of the run's span.
+func (r *Runner) reclaim(ctx context.Context, t *coord.Term, s Slot, prev []byte, claim, lost *Record) error {
 	ctx, span := r.startClaimSpan(ctx, t, s, "takeover")
 	defer span.End()
 	b, err := encodeRecord(claim)
-	if err == nil {
+	var lb []byte
+	if err == nil && lost != nil {
+		lb, err = encodeRecord(lost)
+	}
+	switch {
+	case err != nil:
+	case lost != nil:
+		err = r.o.Coord.ReclaimRecording(ctx, t, s.Job.ID, s.Time, prev, b, lost.RunID, lb, r.o.KeepRuns, r.o.MaxRunAge)
+	default:
 		err = r.o.Coord.Reclaim(ctx, t, s.Job.ID, s.Time, prev, b)
 	}
 	if err != nil {

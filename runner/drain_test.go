@@ -235,7 +235,14 @@ func setupScriptedRunner(t *testing.T, b *bundle, jobs ...*runner.Job) (*runner.
 // bundle's next terms (not of the current one).
 func setupNextRunner(t *testing.T, b *bundle, tasks runner.TaskRunner, jobs ...*runner.Job) *runner.Runner {
 	t.Helper()
-	r := runner.New(runner.Options{Node: "n1", Coord: b.coord, Tasks: tasks, Metrics: b.metrics,
+	return setupNextRunnerOn(t, b, b.coord, tasks, jobs...)
+}
+
+// setupNextRunnerOn is setupNextRunner with the runner calling c, the
+// bundle's coordinator or a wrapper of it.
+func setupNextRunnerOn(t *testing.T, b *bundle, c runner.Coordinator, tasks runner.TaskRunner, jobs ...*runner.Job) *runner.Runner {
+	t.Helper()
+	r := runner.New(runner.Options{Node: "n1", Coord: c, Tasks: tasks, Metrics: b.metrics,
 		Tracer: b.tp.Tracer("t"), Logger: discardLogger()})
 	r.SetJobs(jobs)
 	b.hook.mu.Lock()

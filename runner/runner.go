@@ -30,6 +30,7 @@ type Coordinator interface {
 	TakeHandOver(ctx context.Context, t *coord.Term) (coord.HandOver, bool, error)
 	Claim(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte) error
 	Reclaim(ctx context.Context, t *coord.Term, job string, slot time.Time, prev, claim []byte) error
+	ReclaimRecording(ctx context.Context, t *coord.Term, job string, slot time.Time, prev, claim []byte, runID string, rec []byte, keep int, maxAge time.Duration) error
 	ClaimRecording(ctx context.Context, t *coord.Term, job string, slot time.Time, claim []byte, runID string, rec []byte, keep int, maxAge time.Duration) error
 	SkipSlot(ctx context.Context, t *coord.Term, job string, slot time.Time, runID string, rec []byte, keep int, maxAge time.Duration) error
 	RecordRun(ctx context.Context, t *coord.Term, job, runID string, rec []byte, keep int, maxAge time.Duration) error
@@ -42,7 +43,7 @@ type Coordinator interface {
 	// leader knows them.
 	Claims(ctx context.Context, t *coord.Term) (map[string]coord.JobClaims, error)
 	SlotValue(ctx context.Context, job string, slot time.Time) ([]byte, error)
-	RunTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, claim []byte) (int64, error)
+	RunTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, claim []byte, records ...coord.StoredRun) (int64, error)
 	SkipTrigger(ctx context.Context, t *coord.Term, tr coord.Trigger, runID string, rec []byte, keep int, maxAge time.Duration) error
 	FinishTrigger(ctx context.Context, t *coord.Term, job, id string, rev int64, runID string, rec []byte, succeeded time.Time, keep int, maxAge time.Duration) error
 	GetTrigger(ctx context.Context, job, id string) (coord.Trigger, bool, error)

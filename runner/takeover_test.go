@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/pacerun/pacer/observability"
 	"github.com/pacerun/pacer/runner"
+	"github.com/pacerun/pacer/runner/coord"
 )
 
 // Attack 25, W6: under delivery at-least-once, the leader that takes over
@@ -18,7 +20,12 @@ import (
 // is lost with its leader, attempt 2 with the next, and the third leader
 // runs attempt 3. Before, the lost attempts left no record at all (their
 // leaders' own writes are refused on their stale fencing tokens): the
-// slot's history showed attempt 3 alone.
+// slot's history showed attempt 3 alone. The record of a taken-over
+// attempt is written with the takeover, in one transaction: the second
+// leader here could not write anything else before it was lost (every
+// record it writes on its own is refused).
+// Before, it wrote the record on its own as the re-run started, and a
+// leader lost within those milliseconds left the attempt without one.
 func TestTakenOverAttemptsAreEachRecordedOnce(t *testing.T) {
 	b := setup(t)
 	first := b.waitLeader(t)
@@ -35,15 +42,12 @@ func TestTakenOverAttemptsAreEachRecordedOnce(t *testing.T) {
 	waitUntil(t, "attempt 1", func() bool { return len(tasks1.correlations()) == 1 })
 
 	tasks2 := newGatedTasks()
-	setupNextRunner(t, b, tasks2, newJob())
+	setupNextRunnerOn(t, b, lostBeforeRecords{b.coord}, tasks2, newJob()) // as if lost right after its takeover
 	second := failover(t, b, first)
-	// The second leader writes attempt 1's record as attempt 2 starts, in
-	// a goroutine: the test's next failover must not cut that write (under
-	// load it came after the failover, and was refused on its token).
-	waitUntil(t, "attempt 2, and attempt 1's record", func() bool {
-		return len(tasks2.correlations()) == 1 &&
-			slices.ContainsFunc(records(t, b, "d"), func(r runner.Record) bool { return r.Attempt == 1 && r.Reason == runner.SkipLockLost })
-	})
+	waitUntil(t, "attempt 2", func() bool { return len(tasks2.correlations()) == 1 })
+	if !slices.ContainsFunc(records(t, b, "d"), func(r runner.Record) bool { return r.Attempt == 1 && r.Reason == runner.SkipLockLost }) {
+		t.Fatalf("attempt 2 runs, and attempt 1 has no record: %+v", records(t, b, "d"))
+	}
 
 	last, tasks3 := setupScriptedRunner(t, b, newJob())
 	third := failover(t, b, second)
@@ -83,4 +87,13 @@ func TestTakenOverAttemptsAreEachRecordedOnce(t *testing.T) {
 	if final := recs[2]; final.State != observability.OutcomeSuccess || final.Attempt != 3 || final.FencingToken != third.Token {
 		t.Errorf("last record %+v, want attempt 3's success under token %d", final, third.Token)
 	}
+}
+
+// lostBeforeRecords is a coordinator that writes no record on its own, as
+// a leader lost right after its last claim could not: its writes are
+// refused as stale.
+type lostBeforeRecords struct{ runner.Coordinator }
+
+func (lostBeforeRecords) RecordRun(context.Context, *coord.Term, string, string, []byte, int, time.Duration) error {
+	return fmt.Errorf("%w (the test's: lost right after its last claim)", coord.ErrNotLeader)
 }

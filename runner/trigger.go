@@ -354,16 +354,25 @@ func (r *Runner) skipTriggerLocked(t *coord.Term, s Slot, tr *trigger, reason, w
 }
 
 // claimTrigger decides to run a request: the request becomes the run's
-// claim, rec. A try after a failed one checks whether the failed one
-// landed after all.
-func (r *Runner) claimTrigger(ctx context.Context, t *coord.Term, tr *trigger, rec Record, try int) error {
+// claim, rec, written with lost, if not nil: the record of the attempt a
+// run again takes over (takenOverRecord). A try after a failed one checks
+// whether the failed one landed after all.
+func (r *Runner) claimTrigger(ctx context.Context, t *coord.Term, tr *trigger, rec Record, lost *Record, try int) error {
 	req := tr.req
 	req.Claim = &rec
 	b, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
-	rev, err := r.o.Coord.RunTrigger(ctx, t, tr.Trigger, b)
+	var records []coord.StoredRun
+	if lost != nil {
+		lb, err := encodeRecord(lost)
+		if err != nil {
+			return err
+		}
+		records = append(records, coord.StoredRun{ID: lost.RunID, Value: lb})
+	}
+	rev, err := r.o.Coord.RunTrigger(ctx, t, tr.Trigger, b, records...)
 	if errors.Is(err, coord.ErrTriggerDecided) && try > 1 {
 		if cur, ok, gerr := r.o.Coord.GetTrigger(ctx, tr.Job, tr.ID); gerr == nil && ok {
 			var stored TriggerRequest

@@ -98,6 +98,13 @@ func startHandingReplica(t *testing.T, endpoint, node string, tasks runner.TaskR
 	return startReplicaHow(t, endpoint, node, tasks, runner.Options{}, true)
 }
 
+// wrapCoord, given as startReplica's Options.Coord, has the runner call
+// wrap of the replica's coordinator.
+type wrapCoord struct {
+	runner.Coordinator
+	wrap func(*coord.Coordinator) runner.Coordinator
+}
+
 func startReplicaHow(t *testing.T, endpoint, node string, tasks runner.TaskRunner, o runner.Options, handing bool, dial ...grpc.DialOption) *replica {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialOptions: dial})
@@ -128,7 +135,11 @@ func startReplicaHow(t *testing.T, endpoint, node string, tasks runner.TaskRunne
 		}
 	}
 	c := coord.New(co)
-	o.Node, o.Coord, o.Tasks, o.Metrics, o.Logger, o.Tracer = node, c, tasks, m, discardLogger().With("node", node), trace.NewTracerProvider().Tracer("t")
+	var rc runner.Coordinator = c
+	if w, ok := o.Coord.(wrapCoord); ok {
+		rc = w.wrap(c)
+	}
+	o.Node, o.Coord, o.Tasks, o.Metrics, o.Logger, o.Tracer = node, rc, tasks, m, discardLogger().With("node", node), trace.NewTracerProvider().Tracer("t")
 	if handing {
 		o.JobSets = c
 	}
@@ -295,13 +306,20 @@ func TestManualTriggersOnBusyJobAreDecidedOnce(t *testing.T) {
 
 // A trigger whose leader lost leadership mid-run is decided by the next
 // term's delivery policy: at-most-once records it as lost (with its
-// correlation ID), at-least-once runs it again as the next attempt.
+// correlation ID), at-least-once runs it again as the next attempt, and
+// records the attempt it took over with the claim that runs it again: here
+// the replica writes no record on its own (lostBeforeRecords), as a leader
+// lost right after that claim could not.
 func TestManualTriggerLeftRunningFollowsDelivery(t *testing.T) {
 	for _, policy := range []string{runner.DeliveryAtMostOnce, runner.DeliveryAtLeastOnce} {
 		t.Run(policy, func(t *testing.T) {
 			ep := startEtcd(t)
 			tasks := newGatedTasks()
-			a := startReplica(t, ep, "a", tasks, runner.Options{})
+			var o runner.Options
+			if policy == runner.DeliveryAtLeastOnce {
+				o.Coord = wrapCoord{wrap: func(c *coord.Coordinator) runner.Coordinator { return lostBeforeRecords{c} }}
+			}
+			a := startReplica(t, ep, "a", tasks, o)
 			old := a.waitLeader(t)
 			j := job("d", runner.OverlapForbid)
 			j.Delivery = policy
@@ -318,9 +336,12 @@ func TestManualTriggerLeftRunningFollowsDelivery(t *testing.T) {
 			waitUntil(t, "a new term", func() bool { t2 := a.c.Term(); return t2 != nil && t2.Token != old.Token })
 			if policy == runner.DeliveryAtLeastOnce {
 				waitUntil(t, "the run again", func() bool { return len(tasks.correlations()) == 2 })
+				// Attempt 1's record is written with attempt 2's claim, in
+				// one transaction: it is there as attempt 2 runs.
+				if recs := recordsOf(t, a.cli, "d"); len(recs) != 1 || recs[0].Attempt != 1 {
+					t.Fatalf("records as attempt 2 runs: %+v, want attempt 1's", recs)
+				}
 				close(tasks.gate)
-				// Attempt 1's record is written once attempt 2's claim
-				// landed, and may land after attempt 2's.
 				waitUntil(t, "its record and attempt 1's", func() bool {
 					recs := recordsOf(t, a.cli, "d")
 					return len(recs) == 2 && slices.ContainsFunc(recs, func(r runner.Record) bool { return r.State == observability.OutcomeSuccess })

@@ -294,6 +294,16 @@ func (c *Coordinator) Reclaim(ctx context.Context, t *Term, job string, slot tim
 	return c.batch.do(ctx, t, &claimReq{kind: kindReclaim, job: job, slot: slot, value: claim, prev: prev})
 }
 
+// ReclaimRecording is Reclaim that also writes a run record of job
+// (runID, rec) in the same transaction, if the takeover succeeds: the
+// record of the attempt prev names, so that it cannot be lost with the
+// leader that took the slot over (as a second write could be); then it
+// keeps the job's records within keep and maxAge as RecordRun does.
+func (c *Coordinator) ReclaimRecording(ctx context.Context, t *Term, job string, slot time.Time, prev, claim []byte, runID string, rec []byte, keep int, maxAge time.Duration) error {
+	return c.batch.do(ctx, t, &claimReq{kind: kindReclaim, job: job, slot: slot, value: claim, prev: prev, runID: runID, record: rec,
+		keep: keep, maxAge: maxAge})
+}
+
 // ClaimRecording is Claim that also writes a run record of job (runID,
 // rec) in the same transaction, if the claim succeeds, and then keeps the
 // job's records within keep and maxAge as RecordRun does.

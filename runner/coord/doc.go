@@ -101,8 +101,10 @@
 //     runner's scheduler only then.
 //   - Delivery, when a term starts: a slot left open by an older term (its
 //     leader died mid-run) is, at-least-once, taken over with Reclaim
-//     (guarded by the open claim read) and run again as its next attempt;
-//     at-most-once, closed by its "lock_lost" skip record.
+//     (guarded by the open claim read) and run again as its next attempt,
+//     with ReclaimRecording when the attempt taken over has no record yet
+//     (its record goes with the takeover); at-most-once, closed by its
+//     "lock_lost" skip record.
 //   - A manual trigger has no slot: its request key is its claim. The
 //     fenced decision to run it replaces the request by the run's claim,
 //     and the run's last record removes it (triggers.go).

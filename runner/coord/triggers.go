@@ -206,9 +206,16 @@ func (c *Coordinator) GetTrigger(ctx context.Context, job, id string) (tr Trigge
 // term left running): under t's fencing guard, if the request is still at
 // tr.Revision, it replaces it by claim. It returns the new revision, for
 // FinishTrigger; ErrTriggerDecided if the request changed, ErrNotLeader
-// (ending t) if t is stale.
-func (c *Coordinator) RunTrigger(ctx context.Context, t *Term, tr Trigger, claim []byte) (int64, error) {
-	resp, err := c.decideTrigger(ctx, t, tr.Job, tr.ID, tr.Revision, clientv3.OpPut(c.triggerKey(tr.Job, tr.ID), string(claim)))
+// (ending t) if t is stale. records, run records of the job, are written
+// in the same transaction (the record of the attempt a run again takes
+// over): they count toward the job's history limits from its next record
+// on.
+func (c *Coordinator) RunTrigger(ctx context.Context, t *Term, tr Trigger, claim []byte, records ...StoredRun) (int64, error) {
+	ops := []clientv3.Op{clientv3.OpPut(c.triggerKey(tr.Job, tr.ID), string(claim))}
+	for _, r := range records {
+		ops = append(ops, clientv3.OpPut(c.runKey(tr.Job, r.ID), string(r.Value)))
+	}
+	resp, err := c.decideTrigger(ctx, t, tr.Job, tr.ID, tr.Revision, ops...)
 	if err != nil {
 		return 0, err
 	}
