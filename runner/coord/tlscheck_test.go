@@ -67,15 +67,7 @@ func TestTLSCheckNamesTheHandshakesFailure(t *testing.T) {
 	}
 	// What the on-call engineer reads: the state's error (pacer status,
 	// /api/v1/cluster) names the certificate.
-	cc, err := coord.ClientConfig(coord.ClientOptions{Endpoints: []string{endpoint}, CAFile: caFile, DialTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := clientv3.New(cc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cc, cli := tlsClient(t, coord.ClientOptions{Endpoints: []string{endpoint}, CAFile: caFile})
 	c := coord.New(coord.Options{Client: cli, Cluster: "tls", Node: "a", RequestTimeout: time.Second, TLSCheck: coord.TLSCheck(cc)})
 	if _, err := c.State(context.Background()); err == nil || !strings.Contains(err.Error(), "read elections: context deadline exceeded (the TLS handshake") ||
 		!strings.Contains(err.Error(), "certificate required") {
@@ -109,7 +101,7 @@ func TestTLSCheckNamesTheHandshakesFailure(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := l.Addr().String()
 	l.Close()
-	cc, err = coord.ClientConfig(coord.ClientOptions{Endpoints: []string{"https://" + closed}, CAFile: caFile, DialTimeout: time.Second})
+	cc, err := coord.ClientConfig(coord.ClientOptions{Endpoints: []string{"https://" + closed}, CAFile: caFile, DialTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +225,23 @@ func startTLSEtcd(t *testing.T, p *pki) string {
 	return client
 }
 
+// tlsClient is a client made with o (a dial timeout of a second), and its
+// configuration; closed at the test's end.
+func tlsClient(t *testing.T, o coord.ClientOptions) (clientv3.Config, *clientv3.Client) {
+	t.Helper()
+	o.DialTimeout = time.Second
+	cc, err := coord.ClientConfig(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cc, cli
+}
+
 func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -256,16 +265,8 @@ func newCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
 func TestKeepalivesFailingOnTheHandshakeNameIt(t *testing.T) {
 	pki := newPKI(t)
 	fw := newSwitchedForwarder(t, startTLSEtcd(t, pki))
-	cc, err := coord.ClientConfig(coord.ClientOptions{Endpoints: []string{"https://" + fw.addr()}, CAFile: pki.caFile,
-		CertFile: pki.clientCert, KeyFile: pki.clientKey, DialTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := clientv3.New(cc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cc, cli := tlsClient(t, coord.ClientOptions{Endpoints: []string{"https://" + fw.addr()}, CAFile: pki.caFile,
+		CertFile: pki.clientCert, KeyFile: pki.clientKey})
 	var logs syncbuf.Buffer
 	c := coord.New(coord.Options{Client: cli, Cluster: "tls", Node: "a", LeaseTTL: 3 * time.Second, RequestTimeout: time.Second,
 		TLSCheck: coord.TLSCheck(cc), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
