@@ -1,6 +1,10 @@
 package observability
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/pacerun/pacer/internal/linesplit"
+)
 
 // PEMLines masks private-key blocks in text that arrives one line at a time,
 // such as a task's output logged line by line. String masks a block only
@@ -54,4 +58,35 @@ func (p *PEMLines) Line(line string) string {
 		p.open, p.n = true, len(line)+1-strings.LastIndex(line, "-----BEGIN ")
 	}
 	return out
+}
+
+// MaxLogPiece bounds a log line made of a long line of output (a task's,
+// a plugin's stray stdout or stderr): a longer one is logged in pieces.
+const MaxLogPiece = 4 << 10
+
+// MaxMaskedLine bounds the line Pieces masks whole: what reaches it as one
+// line of output, the producers (the shell plugin, the plugin host) keep
+// whole up to this size and cut beyond it (linesplit), each part then
+// masked on its own.
+const MaxMaskedLine = 16 << 10
+
+// Pieces returns line masked whole, in pieces of at most max bytes cut
+// between words (linesplit). Masked before it is cut, no secret can be cut
+// in two whose halves escape the masking (attack 32: a `Cookie:` header's
+// later piece, `--token` and its value on either side of a cut, a token
+// in a 4 KiB URL, each logged in clear when the pieces were masked one by
+// one).
+func (s *Sanitizer) Pieces(line string, max int) []string {
+	m := s.String(line)
+	if len(m) <= max {
+		return []string{m}
+	}
+	var out []string
+	b := []byte(m)
+	for len(b) > max {
+		n := linesplit.Cut(b, max)
+		out = append(out, string(linesplit.Head(b, n)))
+		b = linesplit.Rest(b, n)
+	}
+	return append(out, string(b))
 }

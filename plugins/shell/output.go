@@ -9,10 +9,12 @@ import (
 	"github.com/pacerun/pacer/internal/linesplit"
 )
 
-// maxLineBytes bounds one forwarded log line. A longer line is forwarded in
-// pieces cut where linesplit says, so that no secret is cut in two: the
-// runner sanitizes each piece on its own.
-const maxLineBytes = 4 << 10
+// maxLineBytes bounds one forwarded log line: the runner masks a line up
+// to this size whole and logs it in 4 KiB pieces (observability
+// MaxMaskedLine). A longer line is forwarded in pieces cut where linesplit
+// says, so that no secret is cut in two where that can be avoided: the
+// runner masks each on its own.
+const maxLineBytes = 16 << 10
 
 // output keeps the first max bytes of a command's output and forwards each
 // complete line to onLine while the budget lasts. It is safe for the

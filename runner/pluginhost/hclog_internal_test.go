@@ -85,7 +85,7 @@ func TestPluginOutputLinesAreBoundedByRate(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	dropped := 0
 	lim := rate.NewLimiter(1, 5) // 5 lines, then one a second
-	l := newLineLogger(log, slog.LevelInfo, "stdout", lim, func() { dropped++ })
+	l := newLineLogger(log, observability.DefaultSanitizer(), slog.LevelInfo, "stdout", lim, func() { dropped++ })
 	for i := range 1000 {
 		fmt.Fprintf(l, "line %d\n", i)
 	}

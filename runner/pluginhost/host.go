@@ -369,7 +369,7 @@ func (h *Host) outputLogger(log *slog.Logger, plugin string, level slog.Level, s
 	if h.opts.LogLinesPerSecond > 0 {
 		lim = rate.NewLimiter(rate.Limit(h.opts.LogLinesPerSecond), h.opts.LogBurst)
 	}
-	return newLineLogger(log, level, stream, lim, func() { h.metrics.droppedLogs(plugin, 1) })
+	return newLineLogger(log, h.opts.Sanitizer, level, stream, lim, func() { h.metrics.droppedLogs(plugin, 1) })
 }
 
 func (h *Host) start(ctx context.Context, name string, refs []TaskRef) (*instance, error) {

@@ -84,9 +84,11 @@ func (s *hclogSink) Accept(name string, level hclog.Level, msg string, args ...a
 }
 
 // lineLogger logs what a plugin writes to its redirected stdout or stderr,
-// one line at a time. A line over maxLine bytes is logged in pieces, cut
-// where no secret is cut in two (linesplit); a private key written line by
-// line is masked whole (pem). The lines of one plugin process are bounded
+// one line at a time. A line over observability.MaxLogPiece bytes is masked
+// whole (san), then logged in pieces (Sanitizer.Pieces); one over
+// observability.MaxMaskedLine is first cut where no secret is cut in two,
+// where that can be avoided (linesplit), each part masked on its own. A
+// private key written line by line is masked whole (pem). The lines of one plugin process are bounded
 // as one run's log lines are (lim: Options.LogLinesPerSecond, LogBurst):
 // the rest are dropped, counted (dropped), and said in one line once the
 // output is back under the rate (attack 19, P15: 20,000 print() lines in
@@ -97,6 +99,7 @@ type lineLogger struct {
 	stream  string
 	mu      sync.Mutex
 	lines   linesplit.Lines // the stream's lines, to emit
+	san     *observability.Sanitizer
 	pem     observability.PEMLines
 	lim     *rate.Limiter // nil: no bound
 	perSec  float64       // lim's rate, as made
@@ -104,14 +107,12 @@ type lineLogger struct {
 	ndrop   int           // dropped since the last line logged
 }
 
-const maxLine = 4 << 10
-
-func newLineLogger(log *slog.Logger, level slog.Level, stream string, lim *rate.Limiter, dropped func()) *lineLogger {
-	l := &lineLogger{log: log, level: level, stream: stream, lim: lim, dropped: dropped}
+func newLineLogger(log *slog.Logger, san *observability.Sanitizer, level slog.Level, stream string, lim *rate.Limiter, dropped func()) *lineLogger {
+	l := &lineLogger{log: log, san: san, level: level, stream: stream, lim: lim, dropped: dropped}
 	if lim != nil {
 		l.perSec = float64(lim.Limit())
 	}
-	l.lines = linesplit.Lines{Max: maxLine, Emit: l.emit}
+	l.lines = linesplit.Lines{Max: observability.MaxMaskedLine, Emit: l.emit}
 	return l
 }
 
@@ -138,5 +139,11 @@ func (l *lineLogger) emit(line []byte) {
 			"source", "plugin-"+l.stream, "dropped_lines", l.ndrop)
 		l.ndrop = 0
 	}
-	l.log.Log(context.Background(), l.level, text, "source", "plugin-"+l.stream)
+	if len(text) <= observability.MaxLogPiece {
+		l.log.Log(context.Background(), l.level, text, "source", "plugin-"+l.stream)
+		return
+	}
+	for _, p := range l.san.Pieces(text, observability.MaxLogPiece) {
+		l.log.Log(context.Background(), l.level, p, "source", "plugin-"+l.stream)
+	}
 }

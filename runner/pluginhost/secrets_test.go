@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"log/slog"
@@ -134,8 +135,8 @@ func waitForLog(t *testing.T, what string, cond func() bool, log func() string) 
 
 // longJWT is an HS256 JWT whose payload holds 300 group claims, as an
 // identity provider issues them: 8,911 bytes, over two log pieces.
-func longJWT() string {
-	groups := make([]string, 300)
+func longJWT(n int) string {
+	groups := make([]string, n)
 	for i := range groups {
 		groups[i] = fmt.Sprintf(`"JWTSECRETGROUP%04d"`, i)
 	}
@@ -159,28 +160,51 @@ func leaked(out, secret string) string {
 	return ""
 }
 
-// A shell task prints a JWT and a URL's password longer than a log piece
-// (4 KiB), and a plugin prints them to its stdout: no logged piece shows
-// 24 bytes of either, and the pieces carry the placeholders (attack 14,
-// K11: the JWT went out whole over three pieces, the password in the
-// URL's first piece).
-func TestLongJWTAndUserinfoMaskedInEveryPiece(t *testing.T) {
+// A shell task prints long lines, and a plugin prints them to its stdout:
+// no logged piece shows 24 bytes of a secret, and no piece is over 4 KiB.
+// A line up to 16 KiB is masked whole before it is cut into pieces
+// (attack 32: a Cookie header's later piece (S1), a --client-secret's
+// value cut from its flag (S2), a token in a URL cut at the piece's end
+// (S9) and a long value's tail (S10) were logged in clear, each piece
+// masked on its own). A longer line is cut first, at 16 KiB, into parts
+// masked on their own: a JWT or a URL's user-info cut inside is marked on
+// both sides and masked in every part (attack 14, K11: the JWT went out
+// whole over three pieces, the password in the URL's first piece).
+func TestLongLinesAreMaskedInEveryPiece(t *testing.T) {
 	t.Parallel()
-	jwt := longJWT()
-	pw := strings.Repeat("URLPWSECRET", 500)
-	text := "L1 token " + jwt + "\nL2 " + jwt + "\nL4 https://admin:" + pw + "@db.example/x\n"
+	jwt, huge := longJWT(300), longJWT(900) // about 9 and 26 KiB
+	pw, hugePW := strings.Repeat("URLPWSECRET", 500), strings.Repeat("URLPWSECRET", 1600)
+	cookie := "S1COOKIESECRET" + strings.Repeat("Z", 30)
+	token := "ghp_" + strings.Repeat("A", 36)
+	value := strings.Repeat("V", 5000) + "S10TAILSECRET"
+	var lines []string
+	lines = append(lines, "L1 token "+jwt, "L2 "+jwt, "L4 https://admin:"+pw+"@db.example/x",
+		"L5 "+huge, "L6 https://admin:"+hugePW+"@db.example/y",
+		"Cookie: "+strings.Repeat("a=1; ", 1000)+"session="+cookie)
+	var secrets []string
+	for n := 4060; n <= 4100; n += 3 { // the cut at every offset around 4 KiB
+		cs := fmt.Sprintf("S2CLIENTSECRET%04dXXXXXXXXXXXX", n)
+		lines = append(lines, strings.Repeat("x", n)+" --client-secret "+cs,
+			"https://t.example.com/"+strings.Repeat("p", n-22)+"="+token+"&z=1")
+		secrets = append(secrets, cs)
+	}
+	lines = append(lines, "x --token "+value, "x password\t"+value)
+	text := strings.Join(lines, "\n") + "\n"
+	secrets = append(secrets, jwt, huge, pw, hugePW, cookie, token, value[len(value)-24:])
 	s, err := observability.NewSanitizer(observability.SanitizerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	check := func(t *testing.T, logged string) {
 		t.Helper()
-		for _, secret := range []string{jwt, pw} {
+		for _, secret := range secrets {
 			if r := leaked(logged, secret); r != "" {
 				t.Errorf("the log shows %q", r)
 			}
 		}
-		for _, want := range []string{"L1 token [jwt]…", "L2 [jwt]…", "…[jwt]", "L4 https://[userinfo]…", "https://…[userinfo]@db.example/x"} {
+		for _, want := range []string{"L1 token [jwt]\n", "L2 [jwt]\n", "L4 https://[userinfo]@db.example/x",
+			"L5 [jwt]…", "…[jwt]", "L6 https://[userinfo]…", "https://…[userinfo]@db.example/y", "Cookie: [redacted]",
+			"--client-secret [redacted]", "=[github_token]&z=1", "--token [redacted]"} {
 			if !strings.Contains(logged, want) {
 				t.Errorf("no %q in the log", want)
 			}
@@ -196,7 +220,8 @@ func TestLongJWTAndUserinfoMaskedInEveryPiece(t *testing.T) {
 		}
 		var mu sync.Mutex
 		var logged []string
-		c := shellCall("cat " + path)
+		c := call("exec", map[string]any{"command": "cat " + path, "shell": true, "max_output_bytes": 1 << 20})
+		c.Plugin = "shell"
 		c.OnLog = func(l pluginhost.LogRecord) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -210,10 +235,7 @@ func TestLongJWTAndUserinfoMaskedInEveryPiece(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if len(logged) < 7 {
-			t.Fatalf("%d lines logged, want the three lines in pieces:\n%s", len(logged), strings.Join(logged, "\n"))
-		}
-		check(t, strings.Join(logged, "\n"))
+		check(t, strings.Join(logged, "\n")+"\n")
 	})
 
 	t.Run("stray stdout", func(t *testing.T) {
@@ -223,13 +245,26 @@ func TestLongJWTAndUserinfoMaskedInEveryPiece(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := setup(t, pluginhost.Options{Logger: log})
+		b := setup(t, pluginhost.Options{Logger: log, LogLinesPerSecond: 1000, LogBurst: 1000})
 		if _, err := b.host.Run(context.Background(), call("stdout", map[string]any{"message": text + "done"})); err != nil {
 			t.Fatal(err)
 		}
 		waitForLog(t, "the stray output in the log", func() bool {
 			return strings.Contains(sink.String(), `"msg":"done"`)
 		}, sink.String)
-		check(t, sink.String())
+		var msgs []string
+		for _, l := range strings.Split(strings.TrimSpace(sink.String()), "\n") {
+			var rec struct{ Msg, Source string }
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatalf("not JSON: %s", l)
+			}
+			if rec.Source == "plugin-stdout" {
+				if len(rec.Msg) > 4<<10 {
+					t.Errorf("a piece of %d bytes", len(rec.Msg))
+				}
+				msgs = append(msgs, rec.Msg)
+			}
+		}
+		check(t, strings.Join(msgs, "\n")+"\n")
 	})
 }

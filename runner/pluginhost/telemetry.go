@@ -118,7 +118,18 @@ func (l *logLimiter) log(rec *pluginv1.LogRecord) {
 		return
 	}
 	l.budget -= size
-	l.out(logRecordOf(rec, l.o.Sanitizer))
+	r := logRecordOf(rec, l.o.Sanitizer)
+	if len(r.Message) <= observability.MaxLogPiece {
+		l.out(r)
+		return
+	}
+	// A long line (a task's output line) is masked whole, then logged in
+	// pieces (attack 32, S1: the pieces were masked one by one).
+	for _, p := range l.o.Sanitizer.Pieces(r.Message, observability.MaxLogPiece) {
+		piece := r
+		piece.Message = p
+		l.out(piece)
+	}
 }
 
 // finish reports dropped lines once, at the end of the run.
