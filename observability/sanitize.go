@@ -942,6 +942,14 @@ func maskSchemeUserinfo(s string) string {
 			if cont {
 				lead = linesplit.Continued
 			}
+			if at < 0 && e < len(s) && s[e] == '/' && passwordAt(s[a:e]) {
+				// A password with a '/' (base64 makes them) ends the
+				// authority early: its user-info runs to the '@' after it
+				// (attack 32, S3: "postgres://app:Xy7/kQ9p@db/app").
+				if at2 := slashedUserinfoAt(s, e); at2 > 0 {
+					at, e = at2, at2
+				}
+			}
 			switch {
 			case at > a && s[a:at] != phUserinfo:
 				w.replace(a, at, lead+phUserinfo)
@@ -961,6 +969,42 @@ func maskSchemeUserinfo(s string) string {
 		i = e + j
 	}
 	return w.result()
+}
+
+// passwordAt reports whether auth, an authority cut short by a '/', is
+// "user:" and the start of a password, not "host:port".
+func passwordAt(auth string) bool {
+	c := strings.IndexByte(auth, ':')
+	if c < 0 || c == len(auth)-1 {
+		return false
+	}
+	for i := c + 1; i < len(auth); i++ {
+		if !isDigit(auth[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// slashedUserinfoAt returns the '@' that ends a user-info whose password
+// holds a '/', looking from s[from], the '/': the first '@' before the end
+// of the word (white space or a quote) with a host after it and no "://"
+// before it; or -1.
+func slashedUserinfoAt(s string, from int) int {
+	for k := from; k < len(s); k++ {
+		switch c := s[k]; {
+		case c <= ' ' || c == 0x7f || c == '"' || c == '\'' || c == '`' || c == '<' || c == '>':
+			return -1
+		case c == '@':
+			if k+1 < len(s) && (isAlnum(s[k+1]) || s[k+1] == '[') {
+				return k
+			}
+			return -1
+		case c == ':' && strings.HasPrefix(s[k:], "://"):
+			return -1
+		}
+	}
+	return -1
 }
 
 // maskBareUserinfo masks user-info without a scheme, "user:pass@host" (a
@@ -1752,6 +1796,9 @@ func (s *Sanitizer) sensitiveValue(in string, v int, jsonish, toEOL bool) (rs, r
 		return v, e, bare, true
 	default:
 		e, _ := s.scanBareValue(in, v)
+		if e == v {
+			e = delimitedValueEnd(in, v)
+		}
 		if e == v || s.isSensitiveKeyToken(in[v:e]) {
 			// Empty, or "password= token=abc": the value is the next key,
 			// whose own value is masked when the scan reaches it.
@@ -1792,6 +1839,26 @@ func (s *Sanitizer) sensitiveValue(in string, v int, jsonish, toEOL bool) (rs, r
 	}
 }
 
+// delimitedValueEnd returns the end of an unquoted value that starts with a
+// character that would end it (generated passwords do: "password=&k9L",
+// "DB_PASSWORD: <x", "password=)x"; attack 32, S7: left in clear as an
+// empty value): the word from v to the next white space or quote, or v
+// when that word is no value: the delimiter alone, or the next key=value
+// after an empty value ("?token=&x=1", "password=,user=bob").
+func delimitedValueEnd(in string, v int) int {
+	if v+1 >= len(in) || strings.IndexByte("&,;<>)]}", in[v]) < 0 {
+		return v
+	}
+	e := v + 1
+	for e < len(in) && in[e] > ' ' && in[e] != 0x7f && in[e] != '"' && in[e] != '\'' && in[e] != '`' {
+		e++
+	}
+	if e == v+1 || strings.ContainsAny(in[v+1:e], "=:") {
+		return v
+	}
+	return e
+}
+
 // authParamsEnd returns the end of the list of auth-params starting at
 // in[p] (name=value or name="value", separated by commas:
 // `username="u", response="r"`, `Credential=AKID/x, Signature=f0`), or -1
@@ -1816,7 +1883,10 @@ func authParamsEnd(in string, p int) int {
 			}
 			k = cl + 1
 		} else {
-			for k < len(in) && charClass[in[k]]&clValEnd == 0 {
+			// ';' joins a list inside a value (SigV4's
+			// SignedHeaders=host;x-amz-date), whose Signature follows:
+			// ending the value there left it in clear (attack 32, S6).
+			for k < len(in) && (charClass[in[k]]&clValEnd == 0 || in[k] == ';') {
 				k++
 			}
 		}

@@ -245,6 +245,11 @@ func TestSanitizeURLUserinfoAndPEM(t *testing.T) {
 		{"user only", "ssh://git@github.com/org/repo", "ssh://[userinfo]@github.com/org/repo"},
 		{"no userinfo", "https://example.com/x?y=1", "https://example.com/x?y=1"},
 		{"at in path", "https://example.com/u/a@b", "https://example.com/u/a@b"},
+		{"at in path after a port", "https://example.com:8443/u/a@b", "https://example.com:8443/u/a@b"},
+		// Attack 32, S3: a password with a '/' (base64 makes them).
+		{"slash in password", "DATABASE_URL=postgres://app:Xy7/kQ9pS3KRIT@db:5432/app", "DATABASE_URL=postgres://[userinfo]@db:5432/app"},
+		{"slashes in password", "https://bob:pa/ss/S3KRIT@db.example.com:5432/x", "https://[userinfo]@db.example.com:5432/x"},
+		{"slash in password, quoted", `invalid endpoint "http://bob:pa/ssEP1@127.0.0.1:42379": bad`, `invalid endpoint "http://[userinfo]@127.0.0.1:42379": bad`},
 		// Without a scheme: a word with a ':' before its '@'.
 		{"bare userinfo", `invalid address "admin:listenpw-x1@127.0.0.1:23999": want host:port`, `invalid address "[userinfo]@127.0.0.1:23999": want host:port`},
 		{"bare dsn", "dial user:rawpw-a1@db.internal:5432 failed", "dial [userinfo]@db.internal:5432 failed"},
@@ -571,6 +576,19 @@ func TestSanitizeKeyShapes(t *testing.T) {
 		{"digest, then text", `Authorization: Digest username="u", nc=00000001, response="6629f" done`, `Authorization: Digest [redacted] done`},
 		{"aws4", "Authorization: AWS4-HMAC-SHA256 Credential=AKID/2015/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=S3KRITd7",
 			"Authorization: AWS4-HMAC-SHA256 [redacted]"},
+		// Attack 32, S6: every real SigV4 header lists its SignedHeaders
+		// with ';', where masking stopped, leaving the Signature.
+		{"aws4 signed headers", "Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=S3KRITs6",
+			"Authorization: AWS4-HMAC-SHA256 [redacted]"},
+		{"aws4 signed headers, no key", "x AWS4-HMAC-SHA256 Credential=AKID/x/aws4_request, SignedHeaders=host;x-amz-date, Signature=S3KRITs6b end",
+			"x AWS4-HMAC-SHA256 [redacted] end"},
+		// Attack 32, S7: a value that starts with a character that would
+		// end it; an empty value before the next key stays.
+		{"value starts with &", "level=info msg=login password=&S3KRITs7 user=bob", "level=info msg=login password=[redacted] user=bob"},
+		{"value starts with <", "password=<S3KRITs7b>", "password=[redacted]"},
+		{"value starts with , ; )", "DB_PASSWORD: ,k9L password=;k9M token=)k9N", "DB_PASSWORD: [redacted] password=[redacted] token=[redacted]"},
+		{"empty query value", "https://h/x?token=&x=1", "https://h/x?token=&x=1"},
+		{"empty value, then a key", "password=,user=bob", "password=,user=bob"},
 		{"basic quoted", `Authorization: Basic "S3KRITg5"`, `Authorization: Basic "[redacted]"`},
 		{"basic token68 padding", "Authorization: Basic dXNlcjpwYXNz==", "Authorization: Basic [redacted]"},
 		{"go short assignment", "password := S3KRITf5", "password := [redacted]"},
