@@ -6,8 +6,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.opentelemetry.io/otel"
 )
+
+// RouteOTelLogs sends what OpenTelemetry logs of itself (a header variable
+// it cannot parse, an endpoint it ignores) through log: JSON lines that
+// pass the sanitizer. Its default logger writes plain text to stderr and
+// quoted the variable whole, an API key or a password in it (attack 32,
+// S4). Its verbose lines (V(1) and up) come below INFO.
+func RouteOTelLogs(log *slog.Logger) {
+	otel.SetLogger(logr.FromSlogHandler(log.Handler()))
+}
 
 // OTelErrorHandler logs the errors OpenTelemetry reports on its own (a span
 // export that failed, a collector that is down) through a logger, so they

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -65,6 +67,63 @@ func otlpEndpointFromEnv() bool {
 // Propagator is the W3C trace-context propagator Pacer uses everywhere.
 var Propagator = propagation.TraceContext{}
 
+// sanitizedResource is res with its attributes as the log has them: a
+// sensitive key's value redacted, other strings masked. OTEL_RESOURCE_ATTRIBUTES
+// adds to it whatever the environment holds, and it goes out with every
+// export (attack 32, S5: db.password and an e-mail address were exported
+// in clear).
+func sanitizedResource(res *resource.Resource, s *Sanitizer) *resource.Resource {
+	attrs := res.Attributes()
+	for i, a := range attrs {
+		switch {
+		case a.Value.Type() == attribute.BOOL:
+		case s.SensitiveKey(string(a.Key)):
+			attrs[i].Value = attribute.StringValue(phRedacted)
+		case a.Value.Type() == attribute.STRING:
+			attrs[i].Value = attribute.StringValue(s.String(a.Value.AsString()))
+		}
+		attrs[i].Key = attribute.Key(s.String(string(a.Key)))
+	}
+	return resource.NewWithAttributes(res.SchemaURL(), attrs...)
+}
+
+// checkOTLPEnv refuses the OTEL_EXPORTER_OTLP_* variables the exporter would
+// read and could not parse: it logs that it ignores them, quoting them
+// whole (an API key in a header, a password in an endpoint), and sends to
+// its default endpoint instead (attack 32, S4). endpointFromEnv says whether
+// the endpoint is the variables' (none in the config), headersFromEnv the
+// same of the headers. What the error quotes is masked.
+func checkOTLPEnv(s *Sanitizer, endpointFromEnv, headersFromEnv bool) error {
+	if s == nil {
+		s = DefaultSanitizer()
+	}
+	if endpointFromEnv {
+		for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+			v := os.Getenv(name)
+			if v == "" {
+				continue
+			}
+			if u, err := url.Parse(v); err != nil || u.Scheme == "" || u.Host == "" {
+				return fmt.Errorf("%s=%q: want a URL with a scheme and a host, such as http://collector:4318", name, s.String(v))
+			}
+		}
+	}
+	if headersFromEnv {
+		for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"} {
+			v := os.Getenv(name)
+			if v == "" {
+				continue
+			}
+			for i, h := range strings.Split(v, ",") {
+				if k, _, ok := strings.Cut(h, "="); !ok || strings.TrimSpace(k) == "" {
+					return fmt.Errorf("%s: entry %d is not key=value (W3C baggage form, such as api-key=x,tenant=y; its value is not shown)", name, i+1)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // otlpExporter builds an OTLP exporter over gRPC or HTTP. Options left
 // empty fall back to the standard OTEL_EXPORTER_OTLP_* variables, which the
 // exporter reads only for what no option sets.
@@ -78,6 +137,9 @@ func otlpExporter(ctx context.Context, o TracingOptions) (sdktrace.SpanExporter,
 	// mixes into the config's; with none in the config, the variables
 	// decide, or the default applies.
 	endpoint, insecure := o.Endpoint, o.Insecure == nil || *o.Insecure
+	if err := checkOTLPEnv(o.Sanitizer, endpoint == "", len(o.Headers) == 0); err != nil {
+		return nil, err
+	}
 	if endpoint == "" {
 		if otlpEndpointFromEnv() {
 			insecure = o.Insecure != nil && *o.Insecure
@@ -157,6 +219,9 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 	))
 	if err != nil {
 		return nil, fmt.Errorf("tracing resource: %w", err)
+	}
+	if o.Sanitizer != nil {
+		res = sanitizedResource(res, o.Sanitizer)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	var exp sdktrace.SpanExporter

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pacerun/pacer/internal/syncbuf"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -249,5 +251,93 @@ func TestNoExporterRecordsNothingButKeepsIDs(t *testing.T) {
 	}
 	if child.SpanContext().TraceID() != span.SpanContext().TraceID() {
 		t.Fatal("the child is not in its parent's trace")
+	}
+}
+
+// OTEL_RESOURCE_ATTRIBUTES goes out with every export: its sensitive keys'
+// values are redacted and its other values masked, as in the log (attack
+// 32, S5: db.password and an e-mail address were exported in clear).
+func TestResourceFromTheEnvironmentIsSanitized(t *testing.T) {
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "db.password=RESPWSECRET,owner=ops@example.com,team=payments")
+	var out bytes.Buffer
+	tr, err := NewTracing(context.Background(), TracingOptions{Exporter: "stdout", SampleRatio: 1, Stdout: &out, Sanitizer: DefaultSanitizer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tr.Provider.Tracer("t").Start(context.Background(), "pacer.run")
+	span.End()
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, leak := range []string{"RESPWSECRET", "ops@example.com"} {
+		if strings.Contains(out.String(), leak) {
+			t.Errorf("export shows %s:\n%s", leak, out.String())
+		}
+	}
+	for _, want := range []string{`"db.password"`, `"[redacted]"`, `"[email]"`, `"payments"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("export lacks %s:\n%s", want, out.String())
+		}
+	}
+}
+
+// OTEL_EXPORTER_OTLP_* variables the exporter could not parse are refused
+// at the start, naming the variable and quoting nothing secret. Before,
+// OpenTelemetry logged them whole to stderr in plain text (the API key of a
+// header written "Authorization: Bearer x", the password of an endpoint)
+// and sent to its default endpoint instead (attack 32, S4).
+func TestOTLPVariablesThatCannotBeParsedAreRefused(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"OTEL_EXPORTER_OTLP_HEADERS", "Authorization: Bearer HDRSECRET", "OTEL_EXPORTER_OTLP_HEADERS: entry 1 is not key=value"},
+		{"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=x,HDRSECRET", "OTEL_EXPORTER_OTLP_TRACES_HEADERS: entry 2 is not key=value"},
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://bob:pa/ssEPSECRET@127.0.0.1:1/v1/traces?api_key=KEYSECRET x", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT=\"collector:4318\": want a URL with a scheme and a host"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(tc.name, tc.value)
+			_, err := NewTracing(context.Background(), TracingOptions{Exporter: "otlp", Protocol: "http", Sanitizer: DefaultSanitizer()})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+			for _, leak := range []string{"SECRET", "ssEP"} {
+				if strings.Contains(err.Error(), leak) {
+					t.Fatalf("error %v shows the secret", err)
+				}
+			}
+		})
+	}
+	// The config's headers and endpoint win: the variables are not read.
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization: Bearer HDRSECRET")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
+	tr, err := NewTracing(context.Background(), TracingOptions{Exporter: "otlp", Protocol: "http", Endpoint: "127.0.0.1:1",
+		Headers: map[string]string{"api-key": "x"}})
+	if err != nil {
+		t.Fatalf("with the config's endpoint and headers: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = tr.Shutdown(ctx)
+}
+
+// What OpenTelemetry logs of itself goes through the logger it is given:
+// JSON lines that pass the sanitizer (attack 32, S4: plain text on stderr,
+// quoting a header variable whole).
+func TestOTelLogsGoThroughTheLogger(t *testing.T) {
+	var buf syncbuf.Buffer
+	log, err := NewLogger(&buf, slog.LevelInfo, "json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	RouteOTelLogs(log)
+	t.Cleanup(func() { RouteOTelLogs(slog.New(slog.DiscardHandler)) })
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization: Bearer HDRSECRET")
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL("http://127.0.0.1:1/v1/traces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = exp.Shutdown(context.Background())
+	if !strings.Contains(buf.String(), `"msg":"parse headers"`) || strings.Contains(buf.String(), "HDRSECRET") ||
+		!strings.Contains(buf.String(), "Bearer [token]") {
+		t.Fatalf("log %q, want OpenTelemetry's parse headers line, masked", buf.String())
 	}
 }

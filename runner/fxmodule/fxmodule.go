@@ -212,6 +212,7 @@ func newTracing(lc fx.Lifecycle, p Params, cfg *config.Config, log *slog.Logger,
 	// OpenTelemetry's own errors (a failed export) become JSON log lines,
 	// sanitized and rate-limited, not plain text from package log.
 	otel.SetErrorHandler(observability.NewOTelErrorHandler(log.With("component", "tracing"), otelErrorEvery))
+	observability.RouteOTelLogs(log.With("component", "tracing", "source", "opentelemetry"))
 	tr, err := observability.NewTracing(context.Background(), observability.TracingOptions{
 		Exporter: t.Exporter, Endpoint: t.Endpoint, Insecure: t.Insecure,
 		Protocol: t.Protocol, Headers: t.Headers, Sanitizer: s,
