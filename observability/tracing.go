@@ -221,6 +221,12 @@ func NewTracing(ctx context.Context, o TracingOptions) (*Tracing, error) {
 		return nil, fmt.Errorf("tracing resource: %w", err)
 	}
 	if o.Sanitizer != nil {
+		// The provider merges OTEL_RESOURCE_ATTRIBUTES in again
+		// (WithResource), read afresh, under res: res must hold every
+		// key of it, sanitized, to win.
+		if env, err := resource.Merge(resource.Environment(), res); err == nil {
+			res = env
+		}
 		res = sanitizedResource(res, o.Sanitizer)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
