@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -198,6 +199,16 @@ func locateSyntaxError(data []byte, msg string, line int) int {
 		ref := regexp.MustCompile(`\*` + regexp.QuoteMeta(m[1]) + `(?:[\s,\]}]|$)`)
 		for i, l := range lines {
 			if ref.MatchString(l) {
+				return i + 1
+			}
+		}
+		return line
+	}
+	if strings.Contains(msg, "UTF-8") {
+		// yaml/v3 checks the encoding before it reads lines, and says
+		// line 1 (attack 32, C1): the line is the first that is not UTF-8.
+		for i, l := range lines {
+			if !utf8.ValidString(l) {
 				return i + 1
 			}
 		}
@@ -592,7 +603,14 @@ func (d *decoder) anyValue(n *yaml.Node, line int, path string, depth int) (any,
 	}
 	var x any
 	if err := n.Decode(&x); err != nil {
-		d.fail(line, path, "%s", cleanDecodeError(err))
+		msg := cleanDecodeError(err)
+		if observability.DefaultSanitizer().SensitiveKey(lastKey(path)) {
+			// yaml/v3 quotes the value ("cannot decode !!str `x` as a
+			// !!int"), which the sanitizer cannot tell is the key's
+			// (attack 32, S8).
+			msg = backquotedRe.ReplaceAllString(msg, "`[redacted]`")
+		}
+		d.fail(line, path, "%s", msg)
 		return nil, false
 	}
 	if n.Style == 0 && n.ShortTag() != "!!int" && integerBeyondDouble(n.Value) {
@@ -637,7 +655,26 @@ func integerBeyondDouble(lit string) bool {
 	return errors.Is(err, strconv.ErrRange) || err == nil && u > 1<<53
 }
 
-var typeErrLineRe = regexp.MustCompile(`^line \d+: `)
+var (
+	typeErrLineRe = regexp.MustCompile(`^line \d+: `)
+	backquotedRe  = regexp.MustCompile("`[^`]*`")
+)
+
+// lastKey is the last key of path as joinPath writes it ("" when path
+// ends with an index).
+func lastKey(path string) string {
+	if strings.HasSuffix(path, `"]`) {
+		if i := strings.LastIndex(path, `["`); i >= 0 {
+			if k, err := strconv.Unquote(path[i+1 : len(path)-1]); err == nil {
+				return k
+			}
+		}
+	}
+	if strings.HasSuffix(path, "]") {
+		return ""
+	}
+	return path[strings.LastIndexAny(path, ".]")+1:]
+}
 
 func cleanDecodeError(err error) string {
 	var te *yaml.TypeError

@@ -187,3 +187,48 @@ func TestIntegerBeyondDouble(t *testing.T) {
 		}
 	}
 }
+
+// A value yaml/v3 cannot decode as its tag says is quoted in its message;
+// under a key named like a secret it is redacted there (attack 32, S8:
+// "env[DB_PASSWORD]: cannot decode !!str `hunter2` as a !!int", in
+// `pacer validate` and in a rejected reload's log line). A file that is not
+// UTF-8 is refused at the line that is not (C1: it said line 1).
+func TestDecodeErrorsQuoteNoSecretAndNameTheirLine(t *testing.T) {
+	t.Parallel()
+	src := y(
+		"jobs:",
+		"  - id: a",
+		"    plugin: shell",
+		"    task: exec",
+		"    schedule: '@every 5s'",
+		"    params:",
+		"      command: ['true']",
+		"      env: {DB_PASSWORD: !!int \"hunter2TAG6\", API_TOKEN: !!timestamp \"s3cretTAG9\", PORT: !!int \"eighty\"}",
+	)
+	_, err := Parse("tagged.yaml", src)
+	if err == nil {
+		t.Fatal("a config with values that do not match their tags was accepted")
+	}
+	got := err.Error()
+	for _, leak := range []string{"hunter2TAG6", "s3cretTAG9"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("error %q quotes %s", got, leak)
+		}
+	}
+	for _, want := range []string{"tagged.yaml:8: jobs[0].params.env[DB_PASSWORD]: cannot decode !!str `[redacted]` as a !!int", "`eighty`"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("error %q lacks %q", got, want)
+		}
+	}
+	bad := y(
+		"jobs:",
+		"  - id: a",
+		"    plugin: shell",
+		"    task: exec",
+		"    schedule: '@every 5s'",
+		"    params: {command: [\"\xff\xfe\"]}",
+	)
+	if _, err := Parse("w.yaml", bad); err == nil || !strings.HasPrefix(err.Error(), "w.yaml:6: ") {
+		t.Errorf("a file not UTF-8 at line 6: %v, want the error at w.yaml:6", err)
+	}
+}
