@@ -286,7 +286,7 @@ func (h *Host) Discover() ([]string, error) {
 		return nil, fmt.Errorf("read plugins dir: %w", err)
 	}
 	for _, e := range entries {
-		if strayName(e.Name()) {
+		if strayName(e.Name()) || h.maskedName(e.Name()) != "" {
 			continue
 		}
 		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.Mode()&0o111 != 0 {
@@ -299,6 +299,20 @@ func (h *Host) Discover() ([]string, error) {
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// maskedName is why a plugin name the log sanitizer would change cannot
+// be a plugin's ("" if it would not): its log lines, metrics and API
+// answers would name it differently, and the advice they give (pacer
+// plugins restart NAME) could not be followed (attack 32, C3). Jobs cannot
+// name such a plugin (config refuses it); a file of such a name in Dir is
+// not listed, and a restart of it is refused.
+func (h *Host) maskedName(name string) string {
+	if out := h.opts.Sanitizer.String(name); out != name {
+		return fmt.Sprintf("plugin %q: the log sanitizer masks this name (an address, a token, a card number or an "+
+			"observability.sanitize pattern), so logs and metrics could not name it; rename the file", out)
+	}
+	return ""
 }
 
 // strayName reports whether a file name in the plugins directory is not a

@@ -300,3 +300,36 @@ func TestStatusListsNoStrayFiles(t *testing.T) {
 		t.Fatalf("plugins %q, want %q", names, want)
 	}
 }
+
+// An executable in the plugins directory whose name the log sanitizer
+// would change (an e-mail address, an AWS key ID, "password=x") is no
+// plugin: it is not listed, and a restart of it is refused, saying why with
+// the name masked. Before, it was listed and restarted under its raw name,
+// which the API, /metrics and the advice under `pacer plugins` carried
+// while the logs masked it (attack 32, C3).
+func TestPluginNamesTheSanitizerMasksAreRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	names := []string{"ops@example.com", "AKIAIOSFODNN7EXAMPLE", "x password=PLUGNAME1", "plain"}
+	for _, n := range names {
+		copyPlugin(t, "testplugin", filepath.Join(dir, n), 0o755)
+	}
+	b := setup(t, pluginhost.Options{Dir: dir})
+	got, err := b.host.Discover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(names[:3], func(n string) bool { return slices.Contains(got, n) }) || !slices.Contains(got, "plain") {
+		t.Fatalf("discovered %q, want plain and none of the masked names", got)
+	}
+	for _, n := range names[:3] {
+		_, err := b.host.Restart(context.Background(), n, false)
+		if !errors.Is(err, pluginhost.ErrPluginNotFound) || !strings.Contains(err.Error(), "rename the file") {
+			t.Errorf("restart of %q: %v, want it refused, saying to rename the file", n, err)
+		}
+		if err != nil && (strings.Contains(err.Error(), "ops@example.com") || strings.Contains(err.Error(), "AKIAIOSFODNN7EXAMPLE") ||
+			strings.Contains(err.Error(), "PLUGNAME1")) {
+			t.Errorf("restart of %q: %v shows the name", n, err)
+		}
+	}
+}

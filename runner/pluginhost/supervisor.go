@@ -588,6 +588,9 @@ func (h *Host) Restart(ctx context.Context, name string, force bool) (Status, er
 	s, known := h.plugins[name]
 	h.mu.Unlock()
 	if !known {
+		if why := h.maskedName(name); why != "" {
+			return Status{}, fmt.Errorf("%w: %s", ErrPluginNotFound, why)
+		}
 		if _, err := h.Path(name); err != nil {
 			return Status{}, err // nothing to start: leave no trace
 		}
