@@ -93,15 +93,18 @@ func TestSecretVariablesNeverInherited(t *testing.T) {
 		"    schedule: '@every 1m'",
 		"    params:",
 		"      command: [env]",
-		"      inherit_env: [HOME, PACER_API_TOKEN, '*', 'A-B', 'X*Y']",
+		"      inherit_env: [HOME, PACER_API_TOKEN, '*', 'A-B', 'X*Y', ' ATK_TOKEN']",
 	)
 	_, err := Parse("pacer.yaml", src)
 	want := []string{
 		`pacer.yaml:5: plugins.inherit_env[1]: PACER_ETCD_PASSWORD holds the etcd password (cluster.etcd.password_env), which is never passed to plugins or tasks; remove it`,
 		`pacer.yaml:13: jobs[0].params.inherit_env[1]: PACER_API_TOKEN holds the API token (http.token_env), which is never passed to plugins or tasks; remove it`,
 		`pacer.yaml:13: jobs[0].params.inherit_env[2]: "*" would pass the runner's whole environment: list the variables (NAME) or prefixes (NAME_*) needed`,
-		`pacer.yaml:13: jobs[0].params.inherit_env[3]: invalid entry "A-B": want a variable name (NAME) or a prefix followed by * (NAME_*)`,
-		`pacer.yaml:13: jobs[0].params.inherit_env[4]: invalid entry "X*Y": want a variable name (NAME) or a prefix followed by * (NAME_*)`,
+		`pacer.yaml:13: jobs[0].params.inherit_env[3]: invalid entry "A-B" (want a variable name, NAME, or a prefix followed by *, NAME_*)`,
+		`pacer.yaml:13: jobs[0].params.inherit_env[4]: invalid entry "X*Y" (want a variable name, NAME, or a prefix followed by *, NAME_*)`,
+		// Attack 32, C2: with a ": " after the quoted name, the sanitizer
+		// took "want" for the value of a key ending in TOKEN.
+		`pacer.yaml:13: jobs[0].params.inherit_env[5]: invalid entry " ATK_TOKEN" (want a variable name, NAME, or a prefix followed by *, NAME_*)`,
 	}
 	var got []string
 	if err != nil {

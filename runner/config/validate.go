@@ -492,7 +492,7 @@ func (d *decoder) validateInheritEnv(c *Config) {
 			case e == "*":
 				d.problem(p, `"*" would pass the runner's whole environment: list the variables (NAME) or prefixes (NAME_*) needed`)
 			case !inheritEnvRe.MatchString(e):
-				d.problem(p, "invalid entry %q: want a variable name (NAME) or a prefix followed by * (NAME_*)", e)
+				d.problem(p, "invalid entry %q (want a variable name, NAME, or a prefix followed by *, NAME_*)", e)
 			case secret[e] != "":
 				d.problem(p, "%s holds %s, which is never passed to plugins or tasks; remove it", e, secret[e])
 			}
