@@ -184,10 +184,13 @@ func TestMonitorDefragmentsEmbeddedEtcd(t *testing.T) {
 	url := "http://" + b.endpoint
 	m := runMonitor(t, coord.MonitorOptions{Client: cli, Cluster: "mon", Embedded: true, DataDir: t.TempDir(), Endpoint: url,
 		DefragMinFree: 4 << 20, Interval: 100 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	waitFor(t, "the defragmentation", time.Minute, func() bool {
-		st := m.Status()
-		return !st.At.IsZero() && st.DBSize < before.DbSize/2
-	})
+	deadline := time.Now().Add(time.Minute)
+	for st := m.Status(); st.At.IsZero() || st.DBSize >= before.DbSize/2; st = m.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no defragmentation within a minute: status %+v (before: size %d, in use %d); log:\n%s", st, before.DbSize, before.DbSizeInUse, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the monitor's status
+	}
 	if st := m.Status(); st.Endpoint != url || st.Error != "" || !st.HasLeader || st.Quota != 256<<20 {
 		t.Errorf("status %+v, want the member's under %s", st, url)
 	}
