@@ -283,9 +283,7 @@ func (r *Runner) runSlotFrom(ctx context.Context, t *coord.Term, s Slot, correla
 		// The attempt the request's claim names is recorded with the
 		// claim that runs it again: a claim from a stale copy of the
 		// request fails, and writes nothing.
-		if lost, ok := r.takenOverRecord(t, s, *tr.lost, first); ok && r.lostUnrecorded(t, s, lost) {
-			how.lost = &lost
-		}
+		how.lost = r.recordWithTakeover(t, s, *tr.lost, first)
 	}
 	firstAttempt := &attemptRun{slot: s, term: t, runID: claim.RunID, correlationID: correlationID, number: first}
 	spanCtx, firstSpan := r.startRunSpan(ctx, firstAttempt)

@@ -958,27 +958,34 @@ func (r *Runner) takenOverRecord(t *coord.Term, s Slot, claim Record, next int) 
 	return lost, true
 }
 
-// lostUnrecorded reads whether the attempt lost (takenOverRecord) has a
-// record: one found there (its leader's, as when its drain timeout cut the
-// attempt; or a previous taker's written alone) is kept, so each attempt
-// has one record. Its leader is fenced, so the answer stands. A failed
-// read is false, with the record written on its own as the run starts
-// (recordTakenOver).
-func (r *Runner) lostUnrecorded(t *coord.Term, s Slot, lost Record) bool {
-	recorded, err := r.o.Coord.HasRun(t.Context(), s.Job.ID, lost.RunID)
-	if err != nil {
-		r.recordTakenOver(t, s, lost)
-		return false
+// recordWithTakeover returns the record of the attempt claim names
+// (takenOverRecord) for the takeover of its slot or request to write, or
+// nil when there is none to write with it: a queued claim, or an attempt
+// recorded already (by its leader, as when its drain timeout cut it; or by
+// a previous taker that wrote it alone), so each attempt has one record.
+// Its leader is fenced, so the read stands. When the read fails, the
+// record is written on its own instead (recordTakenOver).
+func (r *Runner) recordWithTakeover(t *coord.Term, s Slot, claim Record, next int) *Record {
+	lost, ok := r.takenOverRecord(t, s, claim, next)
+	if !ok {
+		return nil
 	}
-	return !recorded
+	recorded, err := r.o.Coord.HasRun(t.Context(), s.Job.ID, lost.RunID)
+	switch {
+	case err != nil:
+		r.recordTakenOver(t, s, lost)
+		return nil
+	case recorded:
+		return nil
+	}
+	return &lost
 }
 
 // recordTakenOver writes lost (takenOverRecord) on its own, unless a
 // record of the attempt is found: when the takeover cannot carry it
-// (lostUnrecorded's read failed; the term stopped firing before a slot's
-// takeover). It is
-// called from the run, which Stop waits for, and writes in a goroutine
-// that Stop waits for too.
+// (recordWithTakeover's read failed; the term stopped firing before a
+// slot's takeover). It is called from the run, which Stop waits for, and
+// writes in a goroutine that Stop waits for too.
 func (r *Runner) recordTakenOver(t *coord.Term, s Slot, lost Record) {
 	r.wg.Add(1) // the caller's count holds the group above zero
 	log := r.log.With("job", s.Job.ID, "correlation_id", lost.CorrelationID)
@@ -1035,10 +1042,7 @@ func (r *Runner) redeliver(ctx context.Context, t *coord.Term, d redelivery, sr 
 		return false
 	}
 	first, reruns := d.rec.takenOver()
-	how := claimHow{prev: d.claim, reruns: reruns}
-	if lost, ok := r.takenOverRecord(t, d.slot, d.rec, first); ok && r.lostUnrecorded(t, d.slot, lost) {
-		how.lost = &lost
-	}
+	how := claimHow{prev: d.claim, reruns: reruns, lost: r.recordWithTakeover(t, d.slot, d.rec, first)}
 	r.runSlotFrom(ctx, t, d.slot, d.rec.CorrelationID, nil, how, first, sr)
 	return false
 }

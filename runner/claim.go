@@ -21,9 +21,9 @@ import (
 // zero value), a claim the catch-up made before (claimed), or the takeover
 // of an older term's open claim (prev, delivery at-least-once). reruns is
 // the slot's attempts before the first that ran again a cut attempt
-// (Record.Reruns): they do not count against its retries. lost, with
-// prev, is the record of the attempt prev names, written with the takeover
-// (recordTakenOver).
+// (Record.Reruns): they do not count against its retries. lost is the
+// record of the attempt an older term's claim names, written with the
+// takeover (recordWithTakeover).
 type claimHow struct {
 	claimed *Record
 	prev    []byte
