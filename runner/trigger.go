@@ -49,8 +49,8 @@ type trigger struct {
 	reruns int   // of the attempts before first, those that ran a cut one again (Record.Reruns): not retries
 	rev    int64 // the claim's revision, once decided to run
 	// lost, on a request run again (delivery at-least-once), is the claim
-	// of the attempt an older term left running: recorded when the run
-	// again starts (recordTakenOver).
+	// of the attempt an older term left running: recorded with the claim
+	// that runs it again (recordWithTakeover).
 	lost *Record
 }
 

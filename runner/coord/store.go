@@ -377,7 +377,7 @@ func (c *Coordinator) Runs(ctx context.Context, job string, limit int) ([][]byte
 
 // HasRun reports whether a record of job's run runID is stored: a leader
 // that takes over an attempt an older term left running records it only
-// if its own leader did not (the runner's recordTakenOver).
+// if its own leader did not (the runner's recordWithTakeover and recordTakenOver).
 func (c *Coordinator) HasRun(ctx context.Context, job, runID string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 	defer cancel()
