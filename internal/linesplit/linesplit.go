@@ -3,7 +3,8 @@
 // record on its own, still recognises every secret: a cut never falls
 // inside a word (a token, an address, a key), nor between the parts of
 // what the sanitizer reads across spaces: a key and its value
-// ("password: x", "secret = x"), an authentication scheme and its
+// ("password: x", "secret = x", "password<TAB>x"), a command-line flag
+// and its argument ("--token x"), an authentication scheme and its
 // credentials ("Bearer x"), groups of digits (a card, an IBAN, a phone
 // number: "4111 1111 1111 1111", "DE89 3704", "+49 30 1234"), short groups
 // of letters and digits (an IBAN's "WEST 1234"), and a PEM BEGIN or END
@@ -309,8 +310,22 @@ func safeBetweenWords[T ~string | ~[]byte](s T, p int) bool {
 		return false // short groups of an IBAN
 	case authScheme(s, ps, pe):
 		return false // scheme and credentials
+	case s[ps] == '-' && pe-ps > 1 && first != '-':
+		return false // a flag and its argument ("--token x")
+	case tabBetween(s, pe, p):
+		return false // a key and its value separated by a tab
 	}
 	return !pemMarkerAt(s, p)
+}
+
+// tabBetween reports whether s[a:b], white space, holds a tab.
+func tabBetween[T ~string | ~[]byte](s T, a, b int) bool {
+	for i := a; i < b; i++ {
+		if s[i] == '\t' {
+			return true
+		}
+	}
+	return false
 }
 
 // pemMarkerAt reports whether p is inside a "-----BEGIN ...-----" or

@@ -48,6 +48,11 @@ var secrets = []string{
 	"+44 (0)20 7946 0958",
 	"-----BEGIN RSA PRIVATE KEY----- MIIEow -----END RSA PRIVATE KEY-----",
 	"10.91.82.73:5432",
+	// A flag and its argument, and a key and its value separated by a tab
+	// (attack 32, S2: cut between them, the value went out alone).
+	"--client-secret cs9s3cr3tvalue",
+	"--token   tk9s3cr3tvalue",
+	"password\thunter2tabvalue",
 }
 
 // TestCutKeepsSecretsWhole: wherever a secret falls relative to the limit,
