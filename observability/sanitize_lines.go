@@ -77,16 +77,5 @@ const MaxMaskedLine = 16 << 10
 // in a 4 KiB URL, each logged in clear when the pieces were masked one by
 // one).
 func (s *Sanitizer) Pieces(line string, max int) []string {
-	m := s.String(line)
-	if len(m) <= max {
-		return []string{m}
-	}
-	var out []string
-	b := []byte(m)
-	for len(b) > max {
-		n := linesplit.Cut(b, max)
-		out = append(out, string(linesplit.Head(b, n)))
-		b = linesplit.Rest(b, n)
-	}
-	return append(out, string(b))
+	return linesplit.Split(s.String(line), max)
 }

@@ -112,6 +112,21 @@ func Rest(s []byte, n int) []byte {
 	return append(append(out, c...), s[n:]...)
 }
 
+// Split cuts s into pieces of at most limit bytes with Cut, Head and Rest.
+func Split(s string, limit int) []string {
+	if len(s) <= limit {
+		return []string{s}
+	}
+	var out []string
+	b := []byte(s)
+	for len(b) > limit {
+		n := Cut(b, limit)
+		out = append(out, string(Head(b, n)))
+		b = Rest(b, n)
+	}
+	return append(out, string(b))
+}
+
 // Continued marks a piece that continues the value of the key before it.
 const Continued = "…"
 

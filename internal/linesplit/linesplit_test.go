@@ -11,19 +11,6 @@ import (
 	"github.com/pacerun/pacer/observability"
 )
 
-// split cuts s into pieces with Cut, Head and Rest, as the shell plugin
-// and the plugin host do.
-func split(s string, limit int) []string {
-	var out []string
-	b := []byte(s)
-	for len(b) > limit {
-		n := linesplit.Cut(b, limit)
-		out = append(out, string(linesplit.Head(b, n)))
-		b = linesplit.Rest(b, n)
-	}
-	return append(out, string(b))
-}
-
 // Secrets the sanitizer recognises, single words and the shapes it reads
 // across spaces (built from parts, so that no file holds a whole token).
 var secrets = []string{
@@ -78,7 +65,7 @@ func TestCutKeepsSecretsWhole(t *testing.T) {
 			// run's log records do in the runner.
 			var got strings.Builder
 			var pem observability.PEMLines
-			for _, p := range split(line, limit) {
+			for _, p := range linesplit.Split(line, limit) {
 				if len(p) > limit || p == "" {
 					t.Fatalf("piece of %d bytes (limit %d)", len(p), limit)
 				}
@@ -86,7 +73,7 @@ func TestCutKeepsSecretsWhole(t *testing.T) {
 			}
 			for _, w := range strings.Fields(secret) {
 				if !strings.Contains(want, w) && strings.Contains(got.String(), w) {
-					t.Fatalf("secret %q at offset %d: %q leaks\n pieces %q\n got  %q\n want %q", secret, len(pad), w, split(line, limit), got.String(), want)
+					t.Fatalf("secret %q at offset %d: %q leaks\n pieces %q\n got  %q\n want %q", secret, len(pad), w, linesplit.Split(line, limit), got.String(), want)
 				}
 			}
 		}
@@ -99,7 +86,7 @@ func TestCutKeepsSecretsWhole(t *testing.T) {
 		if strings.Contains(s.String(hard[1]), secret[8:]) == false {
 			t.Fatalf("a cut at the limit no longer shows the secret's end: the test does not test the cut")
 		}
-		for _, p := range split(line, 32768) {
+		for _, p := range linesplit.Split(line, 32768) {
 			if out := s.String(p); strings.Contains(out, secret[8:]) || strings.Contains(out, secret[:12]) {
 				t.Errorf("piece shows part of %q: %q", secret, out[max(0, len(out)-80):])
 			}
@@ -189,7 +176,7 @@ func TestRestCarriesTheKey(t *testing.T) {
 		{"Bearer S3KRITi7" + long + "S3KRITi8", "Bearer …"},
 		{"password:=S3KRITi7" + long + "S3KRITi8", "password:=…"},
 	} {
-		pieces := split(tc.line, 4096)
+		pieces := linesplit.Split(tc.line, 4096)
 		if len(pieces) < 2 {
 			t.Fatalf("%.40q: not cut", tc.line)
 		}
@@ -286,7 +273,7 @@ func TestLongShapesMaskedInEveryPiece(t *testing.T) {
 			for _, limit := range []int{4096, 1000} {
 				for _, pad := range []int{0, 1, 2, 3, 4, 5, 6, 7, 10, 17, 31, 64, 100, 511} {
 					line := strings.Repeat("w ", pad) + tc.line
-					pieces := split(line, limit)
+					pieces := linesplit.Split(line, limit)
 					if len(pieces) < 2 {
 						t.Fatalf("not cut")
 					}
